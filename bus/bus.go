@@ -1,0 +1,304 @@
+package bus
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Names of what the bus provisions.
+const (
+	// StreamEvents is the event log: facts, invocations, patches and dead
+	// letters. Limits retention, so it can be replayed from sequence 1.
+	StreamEvents = "QTASKS_EVENTS"
+	// StreamTasks holds tasks waiting for a worker. Work-queue retention: a
+	// task leaves it when a worker acks its final status. It is never the
+	// only record: every submission is also a fact in StreamEvents.
+	StreamTasks = "QTASKS_TASKS"
+	// BucketPlugins is the plugin registry.
+	BucketPlugins = "qtasks_plugins"
+	// BucketTasks holds the current record of each task, for waiting on
+	// results and for deciding a task's fate exactly once.
+	BucketTasks = "qtasks_tasks"
+	// BucketPluginState holds per-plugin state (QTasks' plugin_cache).
+	BucketPluginState = "qtasks_plugin_state"
+)
+
+// Defaults.
+const (
+	// DefaultEmbeddedPort is the loopback port of the embedded server.
+	DefaultEmbeddedPort = 4222
+	// DefaultDuplicateWindow is how long JetStream remembers Nats-Msg-Ids.
+	DefaultDuplicateWindow = 2 * time.Minute
+	// DefaultMaxPending bounds unacknowledged async publishes.
+	DefaultMaxPending = 4096
+)
+
+// RecordMode chooses which trigger facts are written.
+type RecordMode int
+
+const (
+	// RecordAll writes a fact for every trigger firing. The default.
+	RecordAll RecordMode = iota
+	// RecordLifecycle writes only the lifecycle facts (submission, status
+	// changes, resumption, retry, final record) and the facts of triggers
+	// that some registered plugin subscribes to. For throughput first.
+	RecordLifecycle
+)
+
+// Config configures a Bus. The zero value starts an embedded server on a
+// random loopback port with its data in a temporary directory.
+type Config struct {
+	// URL of an external NATS server or cluster. Empty starts an embedded
+	// server.
+	URL string
+	// CredsFile, NKeyFile, User, Password and Token authenticate to an
+	// external server; at most one method should be set.
+	CredsFile string
+	NKeyFile  string
+	User      string
+	Password  string
+	Token     string
+	// Name is the NATS connection name. Defaults to "qtasks".
+	Name string
+
+	// DataDir is the embedded server's storage directory. Defaults to a new
+	// temporary directory, removed on Close.
+	DataDir string
+	// Port of the embedded server on 127.0.0.1; -1 picks a free port.
+	// Defaults to -1 (DefaultEmbeddedPort is what qtasksd uses).
+	Port int
+	// Replicas of streams and buckets. Defaults to 1; use 3 on a cluster.
+	Replicas int
+	// MaxAge bounds how long the event log keeps events. Defaults to 0:
+	// forever.
+	MaxAge time.Duration
+	// MaxBytes bounds the event log's size. Defaults to -1: unlimited.
+	MaxBytes int64
+	// Record chooses which facts are written. Defaults to RecordAll.
+	Record RecordMode
+	// MaxPending bounds unacknowledged async publishes. Defaults to
+	// DefaultMaxPending.
+	MaxPending int
+	// Logger receives the bus's logs. Defaults to a discarding logger.
+	Logger *slog.Logger
+}
+
+func (c *Config) withDefaults() {
+	if c.Name == "" {
+		c.Name = "qtasks"
+	}
+	if c.Port == 0 {
+		c.Port = -1
+	}
+	if c.Replicas == 0 {
+		c.Replicas = 1
+	}
+	if c.MaxBytes == 0 {
+		c.MaxBytes = -1
+	}
+	if c.MaxPending == 0 {
+		c.MaxPending = DefaultMaxPending
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+}
+
+// Bus is a connection to JetStream with qtasks' streams provisioned. It is
+// safe for concurrent use.
+type Bus struct {
+	cfg    Config
+	log    *slog.Logger
+	srv    *server.Server
+	tmpDir string
+	nc     *nats.Conn
+	js     jetstream.JetStream
+
+	events jetstream.Stream
+	tasks  jetstream.Stream
+	taskKV jetstream.KeyValue
+	plugKV jetstream.KeyValue
+	stKV   jetstream.KeyValue
+
+	inv   *invoker
+	reg   *Registry
+	local sync.Map // plugin name → LocalHandler
+
+	closeOnce sync.Once
+}
+
+// Open connects (starting the embedded server when cfg.URL is empty) and
+// provisions streams and buckets. Provisioning is idempotent: opening twice
+// on the same data changes nothing.
+func Open(ctx context.Context, cfg Config) (*Bus, error) {
+	cfg.withDefaults()
+	b := &Bus{cfg: cfg, log: cfg.Logger.With("component", "bus")}
+	url := cfg.URL
+	if url == "" {
+		srv, dir, err := startEmbedded(cfg)
+		if err != nil {
+			return nil, err
+		}
+		b.srv, b.tmpDir = srv, dir
+		url = srv.ClientURL()
+	}
+	opts := []nats.Option{
+		nats.Name(cfg.Name),
+		nats.MaxReconnects(-1),
+		nats.ErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) {
+			subj := ""
+			if sub != nil {
+				subj = sub.Subject
+			}
+			b.log.Warn("nats async error", "subject", subj, "err", err)
+		}),
+	}
+	switch {
+	case cfg.CredsFile != "":
+		opts = append(opts, nats.UserCredentials(cfg.CredsFile))
+	case cfg.NKeyFile != "":
+		o, err := nats.NkeyOptionFromSeed(cfg.NKeyFile)
+		if err != nil {
+			b.shutdownServer()
+			return nil, fmt.Errorf("reading nkey seed: %w", err)
+		}
+		opts = append(opts, o)
+	case cfg.User != "":
+		opts = append(opts, nats.UserInfo(cfg.User, cfg.Password))
+	case cfg.Token != "":
+		opts = append(opts, nats.Token(cfg.Token))
+	}
+	nc, err := nats.Connect(url, opts...)
+	if err != nil {
+		b.shutdownServer()
+		return nil, fmt.Errorf("connecting to %s: %w", url, err)
+	}
+	b.nc = nc
+	b.js, err = jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(cfg.MaxPending))
+	if err != nil {
+		b.Close()
+		return nil, fmt.Errorf("opening jetstream: %w", err)
+	}
+	if err := b.provision(ctx); err != nil {
+		b.Close()
+		return nil, err
+	}
+	b.inv, err = newInvoker(b)
+	if err != nil {
+		b.Close()
+		return nil, err
+	}
+	b.reg, err = newRegistry(ctx, b)
+	if err != nil {
+		b.Close()
+		return nil, err
+	}
+	return b, nil
+}
+
+func startEmbedded(cfg Config) (*server.Server, string, error) {
+	dir, tmp := cfg.DataDir, ""
+	if dir == "" {
+		d, err := os.MkdirTemp("", "qtasks-nats-")
+		if err != nil {
+			return nil, "", fmt.Errorf("creating data directory: %w", err)
+		}
+		dir, tmp = d, d
+	}
+	if err := os.MkdirAll(dir, 0o750); err != nil {
+		return nil, "", fmt.Errorf("creating data directory: %w", err)
+	}
+	opts := &server.Options{
+		ServerName: "qtasks-embedded",
+		Host:       "127.0.0.1",
+		Port:       cfg.Port,
+		JetStream:  true,
+		StoreDir:   filepath.Join(dir, "jetstream"),
+		NoSigs:     true,
+		NoLog:      true,
+		// Big enough for a 900 KiB event plus headers.
+		MaxPayload: 2 * 1024 * 1024,
+	}
+	srv, err := server.NewServer(opts)
+	if err != nil {
+		return nil, "", fmt.Errorf("configuring embedded nats-server: %w", err)
+	}
+	srv.Start()
+	if !srv.ReadyForConnections(30 * time.Second) {
+		srv.Shutdown()
+		return nil, "", errors.New("embedded nats-server did not become ready in 30s (is port " + strconv.Itoa(cfg.Port) + " free?)")
+	}
+	return srv, tmp, nil
+}
+
+// Conn is the underlying NATS connection.
+func (b *Bus) Conn() *nats.Conn { return b.nc }
+
+// JetStream is the underlying JetStream context.
+func (b *Bus) JetStream() jetstream.JetStream { return b.js }
+
+// ClientURL is the URL other processes use to reach this bus's server.
+func (b *Bus) ClientURL() string {
+	if b.srv != nil {
+		return b.srv.ClientURL()
+	}
+	return b.nc.ConnectedUrl()
+}
+
+// Registry is the plugin registry, kept in sync with its KV bucket.
+func (b *Bus) Registry() *Registry { return b.reg }
+
+// Logger is the bus's logger.
+func (b *Bus) Logger() *slog.Logger { return b.cfg.Logger }
+
+// RecordMode is the configured record mode.
+func (b *Bus) RecordMode() RecordMode { return b.cfg.Record }
+
+// Close flushes pending publishes (for at most 10 s), closes the connection
+// and shuts the embedded server down. It is idempotent.
+func (b *Bus) Close() {
+	b.closeOnce.Do(func() {
+		if b.reg != nil {
+			b.reg.stop()
+		}
+		if b.inv != nil {
+			b.inv.stop()
+		}
+		if b.js != nil {
+			select {
+			case <-b.js.PublishAsyncComplete():
+			case <-time.After(10 * time.Second):
+				b.log.Warn("closing with unacknowledged publishes", "pending", b.js.PublishAsyncPending())
+			}
+		}
+		if b.nc != nil {
+			_ = b.nc.Drain()
+			for i := 0; i < 100 && !b.nc.IsClosed(); i++ {
+				time.Sleep(10 * time.Millisecond) // Drain is asynchronous; bounded wait for it
+			}
+			b.nc.Close()
+		}
+		b.shutdownServer()
+	})
+}
+
+func (b *Bus) shutdownServer() {
+	if b.srv != nil {
+		b.srv.Shutdown()
+		b.srv.WaitForShutdown()
+	}
+	if b.tmpDir != "" {
+		_ = os.RemoveAll(b.tmpDir)
+	}
+}

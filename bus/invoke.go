@@ -1,0 +1,229 @@
+package bus
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/qtasks/qtasks-go/events"
+)
+
+// ErrPluginTimeout is returned by Invoke when no patch arrives in time.
+var ErrPluginTimeout = errors.New("plugin did not answer in time")
+
+// DefaultPluginTimeout bounds one invocation when the plugin registered none.
+const DefaultPluginTimeout = 5 * time.Second
+
+// LocalHandler answers an invocation inside the executor's process. It
+// returns the patch event (Type events.TypePatch; no data means no change).
+type LocalHandler func(ctx context.Context, invocation events.Event) (events.Event, error)
+
+// Reply is a mutator's answer to an invocation.
+type Reply struct {
+	// Patch is the patch event, already decoded and validated.
+	Patch events.Event
+	// InvokeSeq and PatchSeq are the stream sequences of the invocation and
+	// the patch, when known at reply time (0 otherwise).
+	InvokeSeq uint64
+	PatchSeq  uint64
+}
+
+// invoker waits for patches with one core-NATS subscription on all patch
+// subjects: messages captured by the stream are still delivered to core
+// subscribers, so the executor needs no consumer of its own.
+type invoker struct {
+	b       *Bus
+	sub     *nats.Subscription
+	mu      sync.Mutex
+	pending map[string]chan *nats.Msg
+}
+
+func newInvoker(b *Bus) (*invoker, error) {
+	in := &invoker{b: b, pending: make(map[string]chan *nats.Msg)}
+	sub, err := b.nc.Subscribe(events.SubjectPatch+".>", in.onPatch)
+	if err != nil {
+		return nil, fmt.Errorf("subscribing to patches: %w", err)
+	}
+	// A busy executor must not drop patches: a dropped patch is a timeout.
+	if err := sub.SetPendingLimits(-1, -1); err != nil {
+		return nil, fmt.Errorf("subscribing to patches: %w", err)
+	}
+	in.sub = sub
+	return in, nil
+}
+
+func (in *invoker) onPatch(m *nats.Msg) {
+	id := m.Header.Get(events.HeaderPrefix + events.ExtInvocation)
+	if id == "" {
+		return
+	}
+	in.mu.Lock()
+	ch := in.pending[id]
+	in.mu.Unlock()
+	if ch != nil {
+		select {
+		case ch <- m:
+		default: // a second answer to the same invocation: the first one counts
+		}
+	}
+}
+
+func (in *invoker) stop() {
+	if in.sub != nil {
+		_ = in.sub.Unsubscribe()
+	}
+}
+
+// RegisterLocal makes the bus answer invocations of plugin through h in
+// process, without a round trip to JetStream. Invocation and patch are still
+// written to the log.
+func (b *Bus) RegisterLocal(plugin string, h LocalHandler) { b.local.Store(plugin, h) }
+
+// UnregisterLocal removes a local handler.
+func (b *Bus) UnregisterLocal(plugin string) { b.local.Delete(plugin) }
+
+// Invoke sends invocation inv to plugin p and waits for its patch, for at
+// most p's timeout. inv must carry ID, Trigger, TaskID and Data; Invoke sets
+// the plugin attributes, type and time. A local plugin is called directly.
+func (b *Bus) Invoke(ctx context.Context, p events.PluginInfo, inv events.Event) (Reply, error) {
+	timeout := time.Duration(p.TimeoutMS) * time.Millisecond
+	if timeout <= 0 {
+		timeout = DefaultPluginTimeout
+	}
+	inv.Type = events.TypeInvokePrefix + inv.Trigger
+	inv.Plugin = p.Name
+	inv.PluginVersion = p.Version
+	inv.TimeoutMS = int(timeout / time.Millisecond)
+	if inv.DataContentType == "" {
+		inv.DataContentType = events.ContentTypeJSON
+	}
+	if inv.Time.IsZero() {
+		inv.Time = time.Now()
+	}
+	subject := events.InvokeSubject(p.Name, inv.Trigger, inv.TaskID)
+	ctx, cancel := context.WithTimeoutCause(ctx, timeout, ErrPluginTimeout)
+	defer cancel()
+
+	if h, ok := b.local.Load(p.Name); ok {
+		return b.invokeLocal(ctx, h.(LocalHandler), subject, p, inv)
+	}
+
+	ch := make(chan *nats.Msg, 1)
+	in := b.inv
+	in.mu.Lock()
+	in.pending[inv.ID] = ch
+	in.mu.Unlock()
+	defer func() {
+		in.mu.Lock()
+		delete(in.pending, inv.ID)
+		in.mu.Unlock()
+	}()
+	fut, err := b.PublishAsync(subject, inv.ID, &inv)
+	if err != nil {
+		return Reply{}, err
+	}
+	var reply Reply
+	for {
+		select {
+		case ack := <-fut.Ok():
+			reply.InvokeSeq = ack.Sequence
+			continue
+		case err := <-fut.Err():
+			return Reply{}, fmt.Errorf("publishing invocation: %w", err)
+		case m := <-ch:
+			if reply.InvokeSeq == 0 {
+				select {
+				case ack := <-fut.Ok():
+					reply.InvokeSeq = ack.Sequence
+				default:
+				}
+			}
+			ps, err := events.ParseSubject(m.Subject)
+			if err != nil || ps.Plugin != p.Name {
+				return Reply{}, fmt.Errorf("%w: patch for %s arrived on subject %q", events.ErrInvalidEvent, p.Name, m.Subject)
+			}
+			ev, err := events.Decode(events.Headers(m.Header), m.Data)
+			if err != nil {
+				return Reply{}, fmt.Errorf("decoding patch: %w", err)
+			}
+			if ev.Type != events.TypePatch {
+				return Reply{}, fmt.Errorf("%w: reply type %q, want %q", events.ErrInvalidEvent, ev.Type, events.TypePatch)
+			}
+			reply.Patch = ev
+			return reply, nil
+		case <-ctx.Done():
+			return Reply{}, context.Cause(ctx)
+		}
+	}
+}
+
+func (b *Bus) invokeLocal(ctx context.Context, h LocalHandler, subject string, p events.PluginInfo, inv events.Event) (Reply, error) {
+	if _, err := b.PublishAsync(subject, inv.ID, &inv); err != nil {
+		return Reply{}, err
+	}
+	type result struct {
+		ev  events.Event
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		defer func() {
+			if r := recover(); r != nil {
+				done <- result{err: fmt.Errorf("plugin %s panicked: %v", p.Name, r)}
+			}
+		}()
+		ev, err := h(ctx, inv)
+		done <- result{ev, err}
+	}()
+	var r result
+	select {
+	case r = <-done:
+	case <-ctx.Done():
+		return Reply{}, context.Cause(ctx)
+	}
+	patch := r.ev
+	if r.err != nil {
+		patch = events.Event{PluginError: r.err.Error()}
+	}
+	FillPatch(&patch, p, inv)
+	if err := patch.Validate(); err != nil {
+		return Reply{}, fmt.Errorf("local plugin %s: %w", p.Name, err)
+	}
+	if _, err := b.PublishAsync(events.PatchSubject(p.Name, inv.Trigger, inv.TaskID), patch.ID, &patch); err != nil {
+		return Reply{}, err
+	}
+	return Reply{Patch: patch}, nil
+}
+
+// FillPatch sets the attributes that tie a patch event to the invocation it
+// answers: id, source, type, time, task and trigger attributes.
+func FillPatch(patch *events.Event, p events.PluginInfo, inv events.Event) {
+	patch.ID = inv.ID + ":patch"
+	if patch.Source == "" {
+		patch.Source = "qtasks/plugin/" + p.Name
+	}
+	patch.Type = events.TypePatch
+	patch.Subject = inv.Subject
+	if patch.Time.IsZero() {
+		patch.Time = time.Now()
+	}
+	patch.TaskID = inv.TaskID
+	patch.TaskName = inv.TaskName
+	patch.Trigger = inv.Trigger
+	patch.Attempt = inv.Attempt
+	patch.Run = inv.Run
+	patch.Plugin = p.Name
+	if patch.PluginVersion == "" {
+		patch.PluginVersion = p.Version
+	}
+	patch.Invocation = inv.ID
+	patch.TraceParent = inv.TraceParent
+	patch.Replay = inv.Replay
+	if len(patch.Data) == 0 {
+		patch.DataContentType = ""
+	}
+}

@@ -1,0 +1,112 @@
+package bus
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/qtasks/qtasks-go/events"
+)
+
+// EventSubjects are the subjects the event log captures.
+var EventSubjects = []string{
+	events.SubjectTrigger + ".>",
+	events.SubjectInvoke + ".>",
+	events.SubjectPatch + ".>",
+	events.SubjectDead + ".>",
+}
+
+func (b *Bus) provision(ctx context.Context) error {
+	var err error
+	b.events, err = b.ensureStream(ctx, jetstream.StreamConfig{
+		Name:        StreamEvents,
+		Description: "qtasks event log: trigger facts, plugin invocations and patches",
+		Subjects:    EventSubjects,
+		Retention:   jetstream.LimitsPolicy,
+		Storage:     jetstream.FileStorage,
+		Replicas:    b.cfg.Replicas,
+		MaxAge:      b.cfg.MaxAge,
+		MaxBytes:    b.cfg.MaxBytes,
+		Duplicates:  DefaultDuplicateWindow,
+		Discard:     jetstream.DiscardOld,
+	})
+	if err != nil {
+		return err
+	}
+	b.tasks, err = b.ensureStream(ctx, jetstream.StreamConfig{
+		Name:        StreamTasks,
+		Description: "qtasks tasks waiting for a worker",
+		Subjects:    []string{events.SubjectRun + ".>"},
+		Retention:   jetstream.WorkQueuePolicy,
+		Storage:     jetstream.FileStorage,
+		Replicas:    b.cfg.Replicas,
+		Duplicates:  DefaultDuplicateWindow,
+	})
+	if err != nil {
+		return err
+	}
+	kv := func(name, desc string, history uint8) (jetstream.KeyValue, error) {
+		k, err := b.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+			Bucket:      name,
+			Description: desc,
+			History:     history,
+			Storage:     jetstream.FileStorage,
+			Replicas:    b.cfg.Replicas,
+		})
+		if err != nil {
+			return nil, fmt.Errorf("provisioning bucket %s: %w", name, err)
+		}
+		return k, nil
+	}
+	if b.taskKV, err = kv(BucketTasks, "qtasks current task records", 1); err != nil {
+		return err
+	}
+	if b.plugKV, err = kv(BucketPlugins, "qtasks plugin registry", 5); err != nil {
+		return err
+	}
+	if b.stKV, err = kv(BucketPluginState, "qtasks per-plugin state", 1); err != nil {
+		return err
+	}
+	return nil
+}
+
+// ensureStream creates the stream, or updates it when its configuration
+// differs, so that a second start on the same data changes nothing.
+func (b *Bus) ensureStream(ctx context.Context, cfg jetstream.StreamConfig) (jetstream.Stream, error) {
+	s, err := b.js.Stream(ctx, cfg.Name)
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		s, err = b.js.CreateStream(ctx, cfg)
+		if err != nil {
+			return nil, fmt.Errorf("creating stream %s: %w", cfg.Name, err)
+		}
+		return s, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("looking up stream %s: %w", cfg.Name, err)
+	}
+	have := s.CachedInfo().Config
+	if have.Retention != cfg.Retention {
+		return nil, fmt.Errorf("stream %s exists with retention %s, want %s: refusing to change it", cfg.Name, have.Retention, cfg.Retention)
+	}
+	if !sameSubjects(have.Subjects, cfg.Subjects) || have.MaxAge != cfg.MaxAge || have.MaxBytes != cfg.MaxBytes || have.Duplicates != cfg.Duplicates {
+		s, err = b.js.UpdateStream(ctx, cfg)
+		if err != nil {
+			return nil, fmt.Errorf("updating stream %s: %w", cfg.Name, err)
+		}
+	}
+	return s, nil
+}
+
+func sameSubjects(a, b []string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}

@@ -1,0 +1,247 @@
+package events
+
+import (
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// SpecVersion is the CloudEvents version of every event qtasks writes.
+const SpecVersion = "1.0"
+
+// Event types. A fact's type is TypeTriggerPrefix followed by the trigger
+// name, an invocation's is TypeInvokePrefix followed by the trigger name.
+const (
+	TypeTriggerPrefix = "io.qtasks.trigger."
+	TypeInvokePrefix  = "io.qtasks.invoke."
+	TypePatch         = "io.qtasks.patch"
+	TypeTask          = "io.qtasks.task"
+	TypeDeadLetter    = "io.qtasks.deadletter"
+)
+
+// Data content types.
+const (
+	ContentTypeJSON       = "application/json"
+	ContentTypeJSONPatch  = "application/json-patch+json"
+	ContentTypeMergePatch = "application/merge-patch+json"
+)
+
+// NATS header names of the CloudEvents NATS protocol binding, binary mode:
+// every attribute is a header prefixed "ce-", except datacontenttype which is
+// the content-type header.
+const (
+	HeaderPrefix      = "ce-"
+	HeaderContentType = "content-type"
+	// HeaderMsgID is JetStream's deduplication header.
+	HeaderMsgID = "Nats-Msg-Id"
+)
+
+// Extension attribute names (lower-case alphanumeric, as CloudEvents requires).
+const (
+	ExtTaskID        = "taskid"
+	ExtTaskName      = "taskname"
+	ExtTrigger       = "trigger"
+	ExtAttempt       = "attempt"
+	ExtRun           = "run"
+	ExtPlugin        = "plugin"
+	ExtPluginVersion = "pluginversion"
+	ExtInvocation    = "invocation"
+	ExtTimeoutMS     = "timeoutms"
+	ExtPluginError   = "pluginerror"
+	ExtTraceParent   = "traceparent"
+	ExtReplay        = "replay"
+)
+
+// MaxDataSize bounds the data of one event. JetStream's default max payload
+// is 1 MiB; the headers need room too.
+const MaxDataSize = 900 * 1024
+
+// Errors returned when decoding or validating events.
+var (
+	// ErrInvalidEvent is wrapped by every validation failure.
+	ErrInvalidEvent = errors.New("invalid event")
+	// ErrTooLarge is returned for data above MaxDataSize.
+	ErrTooLarge = errors.New("event data too large")
+)
+
+// Event is a CloudEvent as qtasks writes it: the required attributes, the
+// optional ones it uses, and its extensions as typed fields.
+type Event struct {
+	ID              string
+	Source          string
+	Type            string
+	Subject         string
+	Time            time.Time
+	DataContentType string
+	Data            []byte
+
+	TaskID        string
+	TaskName      string
+	Trigger       string
+	Attempt       int
+	Run           int
+	Plugin        string
+	PluginVersion string
+	Invocation    string
+	TimeoutMS     int
+	PluginError   string
+	TraceParent   string
+	// Replay marks events written in a replay namespace.
+	Replay string
+}
+
+// Headers is the subset of nats.Header this package needs; nats.Header
+// converts to it without copying.
+type Headers = map[string][]string
+
+// Encode writes the event's attributes as NATS headers (binary content mode)
+// into h, which must not be nil.
+func (e *Event) Encode(h Headers) {
+	set := func(k, v string) {
+		if v != "" {
+			h[k] = []string{v}
+		}
+	}
+	set(HeaderPrefix+"specversion", SpecVersion)
+	set(HeaderPrefix+"id", e.ID)
+	set(HeaderPrefix+"source", e.Source)
+	set(HeaderPrefix+"type", e.Type)
+	set(HeaderPrefix+"subject", e.Subject)
+	if !e.Time.IsZero() {
+		set(HeaderPrefix+"time", e.Time.UTC().Format(time.RFC3339Nano))
+	}
+	set(HeaderContentType, e.DataContentType)
+	set(HeaderPrefix+ExtTaskID, e.TaskID)
+	set(HeaderPrefix+ExtTaskName, e.TaskName)
+	set(HeaderPrefix+ExtTrigger, e.Trigger)
+	if e.Attempt != 0 {
+		set(HeaderPrefix+ExtAttempt, strconv.Itoa(e.Attempt))
+	}
+	if e.Run != 0 {
+		set(HeaderPrefix+ExtRun, strconv.Itoa(e.Run))
+	}
+	set(HeaderPrefix+ExtPlugin, e.Plugin)
+	set(HeaderPrefix+ExtPluginVersion, e.PluginVersion)
+	set(HeaderPrefix+ExtInvocation, e.Invocation)
+	if e.TimeoutMS != 0 {
+		set(HeaderPrefix+ExtTimeoutMS, strconv.Itoa(e.TimeoutMS))
+	}
+	set(HeaderPrefix+ExtPluginError, e.PluginError)
+	set(HeaderPrefix+ExtTraceParent, e.TraceParent)
+	set(HeaderPrefix+ExtReplay, e.Replay)
+}
+
+// headerGet is case-insensitive: NATS clients in other languages may
+// canonicalise header names.
+func headerGet(h Headers, k string) string {
+	if v, ok := h[k]; ok && len(v) > 0 {
+		return v[0]
+	}
+	for hk, v := range h {
+		if len(v) > 0 && strings.EqualFold(hk, k) {
+			return v[0]
+		}
+	}
+	return ""
+}
+
+// Decode reads an event from NATS headers and data, and validates it.
+func Decode(h Headers, data []byte) (Event, error) {
+	g := func(k string) string { return headerGet(h, HeaderPrefix+k) }
+	e := Event{
+		ID:              g("id"),
+		Source:          g("source"),
+		Type:            g("type"),
+		Subject:         g("subject"),
+		DataContentType: headerGet(h, HeaderContentType),
+		Data:            data,
+		TaskID:          g(ExtTaskID),
+		TaskName:        g(ExtTaskName),
+		Trigger:         g(ExtTrigger),
+		Plugin:          g(ExtPlugin),
+		PluginVersion:   g(ExtPluginVersion),
+		Invocation:      g(ExtInvocation),
+		PluginError:     g(ExtPluginError),
+		TraceParent:     g(ExtTraceParent),
+		Replay:          g(ExtReplay),
+	}
+	if v := g("specversion"); v != SpecVersion {
+		return e, fmt.Errorf("%w: specversion %q, want %q", ErrInvalidEvent, v, SpecVersion)
+	}
+	if t := g("time"); t != "" {
+		tm, err := time.Parse(time.RFC3339Nano, t)
+		if err != nil {
+			return e, fmt.Errorf("%w: time %q: %v", ErrInvalidEvent, t, err)
+		}
+		e.Time = tm
+	}
+	for _, f := range []struct {
+		name string
+		dst  *int
+	}{{ExtAttempt, &e.Attempt}, {ExtRun, &e.Run}, {ExtTimeoutMS, &e.TimeoutMS}} {
+		if s := g(f.name); s != "" {
+			n, err := strconv.Atoi(s)
+			if err != nil || n < 0 {
+				return e, fmt.Errorf("%w: %s %q is not a non-negative integer", ErrInvalidEvent, f.name, s)
+			}
+			*f.dst = n
+		}
+	}
+	return e, e.Validate()
+}
+
+// Validate checks the attributes CloudEvents requires and the ones qtasks
+// relies on for the event's type.
+func (e *Event) Validate() error {
+	var errs []error
+	if e.ID == "" {
+		errs = append(errs, errors.New("id is empty"))
+	}
+	if e.Source == "" {
+		errs = append(errs, errors.New("source is empty"))
+	}
+	if e.Type == "" {
+		errs = append(errs, errors.New("type is empty"))
+	}
+	if len(e.Data) > MaxDataSize {
+		return fmt.Errorf("%w: %d bytes, at most %d", ErrTooLarge, len(e.Data), MaxDataSize)
+	}
+	switch {
+	case strings.HasPrefix(e.Type, TypeTriggerPrefix), strings.HasPrefix(e.Type, TypeInvokePrefix):
+		name := e.Type[strings.LastIndexByte(e.Type, '.')+1:]
+		if _, ok := Lookup(name); !ok {
+			errs = append(errs, fmt.Errorf("unknown trigger %q", name))
+		}
+		if e.Trigger != name {
+			errs = append(errs, fmt.Errorf("trigger attribute %q does not match type %q", e.Trigger, e.Type))
+		}
+		if strings.HasPrefix(e.Type, TypeInvokePrefix) && e.Plugin == "" {
+			errs = append(errs, errors.New("invocation without plugin"))
+		}
+	case e.Type == TypePatch:
+		if e.Invocation == "" {
+			errs = append(errs, errors.New("patch without invocation attribute"))
+		}
+		if e.Plugin == "" {
+			errs = append(errs, errors.New("patch without plugin"))
+		}
+		if len(e.Data) > 0 && e.PluginError == "" && e.DataContentType != ContentTypeJSONPatch && e.DataContentType != ContentTypeMergePatch {
+			errs = append(errs, fmt.Errorf("patch content type %q, want %s or %s", e.DataContentType, ContentTypeJSONPatch, ContentTypeMergePatch))
+		}
+	case e.Type == TypeTask, e.Type == TypeDeadLetter:
+	default:
+		errs = append(errs, fmt.Errorf("type %q is not a qtasks event type", e.Type))
+	}
+	if e.TaskID != "" && !ValidToken(e.TaskID) {
+		errs = append(errs, fmt.Errorf("task id %q is not a valid subject token", e.TaskID))
+	}
+	if e.Plugin != "" && !ValidToken(e.Plugin) {
+		errs = append(errs, fmt.Errorf("plugin name %q is not a valid subject token", e.Plugin))
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("%w: %w", ErrInvalidEvent, errors.Join(errs...))
+	}
+	return nil
+}

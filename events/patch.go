@@ -1,0 +1,183 @@
+package events
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+
+	jsonpatch "github.com/evanphx/json-patch/v5"
+)
+
+// MaxPatchSize bounds a patch body.
+const MaxPatchSize = 256 * 1024
+
+// Patch errors; a *PatchError wraps one of them.
+var (
+	// ErrPathNotAllowed: the patch touches a path outside the trigger's contract.
+	ErrPathNotAllowed = errors.New("patch touches a path the trigger does not allow")
+	// ErrBadPatch: the patch does not parse, or does not apply to the payload.
+	ErrBadPatch = errors.New("patch does not apply")
+	// ErrNotReturnable: the trigger takes no patches.
+	ErrNotReturnable = errors.New("trigger is not returnable")
+)
+
+// PatchError says why a patch was rejected.
+type PatchError struct {
+	Trigger string
+	Path    string // the offending JSON Pointer, if one is to blame
+	Err     error  // ErrPathNotAllowed, ErrBadPatch or ErrNotReturnable
+	Detail  string
+}
+
+func (e *PatchError) Error() string {
+	var b strings.Builder
+	b.WriteString(e.Trigger)
+	b.WriteString(": ")
+	b.WriteString(e.Err.Error())
+	if e.Path != "" {
+		b.WriteString(": ")
+		b.WriteString(strconv.Quote(e.Path))
+	}
+	if e.Detail != "" {
+		b.WriteString(": ")
+		b.WriteString(e.Detail)
+	}
+	return b.String()
+}
+
+func (e *PatchError) Unwrap() error { return e.Err }
+
+type op struct {
+	Op   string  `json:"op"`
+	Path *string `json:"path"`
+	From *string `json:"from"`
+}
+
+// ApplyPatch applies a JSON Patch (contentType ContentTypeJSONPatch) or a
+// merge patch (ContentTypeMergePatch) to doc, a JSON object, under the
+// contract of trigger t. It returns the patched document, or a *PatchError
+// and leaves doc untouched. An empty patch returns doc unchanged.
+func ApplyPatch(t Trigger, doc []byte, contentType string, patch []byte) ([]byte, error) {
+	perr := func(err error, path, detail string) error {
+		return &PatchError{Trigger: t.Name, Path: path, Err: err, Detail: detail}
+	}
+	if !t.Returnable {
+		return nil, perr(ErrNotReturnable, "", "")
+	}
+	if len(bytes.TrimSpace(patch)) == 0 {
+		return doc, nil
+	}
+	if len(patch) > MaxPatchSize {
+		return nil, perr(ErrBadPatch, "", fmt.Sprintf("%d bytes, at most %d", len(patch), MaxPatchSize))
+	}
+	var out []byte
+	switch mediaType(contentType) {
+	case ContentTypeJSONPatch:
+		var ops []op
+		if err := json.Unmarshal(patch, &ops); err != nil {
+			return nil, perr(ErrBadPatch, "", "not a JSON Patch array: "+err.Error())
+		}
+		for i, o := range ops {
+			if o.Path == nil {
+				return nil, perr(ErrBadPatch, "", fmt.Sprintf("operation %d has no path", i))
+			}
+			switch o.Op {
+			case "test":
+				continue // reads only
+			case "copy":
+				if o.From == nil {
+					return nil, perr(ErrBadPatch, "", fmt.Sprintf("operation %d (copy) has no from", i))
+				}
+			case "move":
+				if o.From == nil {
+					return nil, perr(ErrBadPatch, "", fmt.Sprintf("operation %d (move) has no from", i))
+				}
+				if !t.Allows(*o.From) {
+					return nil, perr(ErrPathNotAllowed, *o.From, "")
+				}
+			case "add", "remove", "replace":
+			default:
+				return nil, perr(ErrBadPatch, "", fmt.Sprintf("operation %d: unknown op %q", i, o.Op))
+			}
+			if !t.Allows(*o.Path) {
+				return nil, perr(ErrPathNotAllowed, *o.Path, "")
+			}
+		}
+		p, err := jsonpatch.DecodePatch(patch)
+		if err != nil {
+			return nil, perr(ErrBadPatch, "", err.Error())
+		}
+		opts := jsonpatch.NewApplyOptions()
+		opts.EnsurePathExistsOnAdd = false
+		out, err = p.ApplyWithOptions(doc, opts)
+		if err != nil {
+			return nil, perr(ErrBadPatch, "", err.Error())
+		}
+	case ContentTypeMergePatch:
+		var pm map[string]json.RawMessage
+		if err := json.Unmarshal(patch, &pm); err != nil || pm == nil {
+			return nil, perr(ErrBadPatch, "", "a merge patch must be a JSON object")
+		}
+		var dm map[string]json.RawMessage
+		if err := json.Unmarshal(doc, &dm); err != nil {
+			return nil, perr(ErrBadPatch, "", "payload is not a JSON object")
+		}
+		if path, ok := mergeTouches(t, "", dm, pm); !ok {
+			return nil, perr(ErrPathNotAllowed, path, "")
+		}
+		var err error
+		out, err = jsonpatch.MergePatch(doc, patch)
+		if err != nil {
+			return nil, perr(ErrBadPatch, "", err.Error())
+		}
+	default:
+		return nil, perr(ErrBadPatch, "", fmt.Sprintf("content type %q, want %s or %s", contentType, ContentTypeJSONPatch, ContentTypeMergePatch))
+	}
+	if len(out) > MaxDataSize {
+		return nil, perr(ErrBadPatch, "", fmt.Sprintf("patched payload is %d bytes, at most %d", len(out), MaxDataSize))
+	}
+	if !json.Valid(out) || len(out) == 0 || out[0] != '{' {
+		return nil, perr(ErrBadPatch, "", "patched payload is not a JSON object")
+	}
+	return out, nil
+}
+
+// mergeTouches walks a merge patch and checks every path it would change.
+// A nested object in the patch merges into an object in the document, so it
+// touches only its own keys; anything else replaces the value at its path.
+func mergeTouches(t Trigger, prefix string, doc, patch map[string]json.RawMessage) (string, bool) {
+	for k, v := range patch {
+		path := prefix + "/" + escapePointer(k)
+		if t.Allows(path) {
+			continue
+		}
+		var sub map[string]json.RawMessage
+		if json.Unmarshal(v, &sub) != nil || sub == nil {
+			return path, false
+		}
+		var dsub map[string]json.RawMessage
+		if cur, ok := doc[k]; ok {
+			if json.Unmarshal(cur, &dsub) != nil {
+				return path, false // replaces a non-object with an object
+			}
+		}
+		if p, ok := mergeTouches(t, path, dsub, sub); !ok {
+			return p, false
+		}
+	}
+	return "", true
+}
+
+func escapePointer(s string) string {
+	return strings.NewReplacer("~", "~0", "/", "~1").Replace(s)
+}
+
+func mediaType(ct string) string {
+	if i := strings.IndexByte(ct, ';'); i >= 0 {
+		ct = ct[:i]
+	}
+	return strings.ToLower(strings.TrimSpace(ct))
+}

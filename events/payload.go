@@ -1,0 +1,182 @@
+package events
+
+import (
+	"encoding/json"
+	"time"
+)
+
+// Task statuses. Retry is a real status here (QTasks keeps it outside its
+// enum, Q10): the attempt failed and a new attempt was scheduled.
+const (
+	StatusNew     = "new"
+	StatusProcess = "process"
+	StatusSuccess = "success"
+	StatusError   = "error"
+	StatusCancel  = "cancel"
+	StatusRetry   = "retry"
+)
+
+// FinalStatus reports whether a task attempt in status s is over.
+func FinalStatus(s string) bool {
+	switch s {
+	case StatusSuccess, StatusError, StatusCancel, StatusRetry:
+		return true
+	}
+	return false
+}
+
+// Task is a task record: what was submitted, where it is, how it ended. It is
+// the "model" of QTasks' status schemas, the data of a run message, and the
+// value of the task state KV bucket.
+type Task struct {
+	ID       string          `json:"id"`
+	Name     string          `json:"task_name"`
+	Queue    string          `json:"queue"`
+	Priority int             `json:"priority"`
+	Status   string          `json:"status"`
+	Args     json.RawMessage `json:"args"`
+	Kw       json.RawMessage `json:"kw"`
+	Result   json.RawMessage `json:"result,omitempty"`
+	// Error is the error text of a failed attempt; for a cancelled task, the
+	// cancel reason.
+	Error string `json:"error,omitempty"`
+	// Reason says which plugin or rule failed the task, when one did.
+	Reason string `json:"reason,omitempty"`
+	// Attempt counts from 1; a retry is attempt n+1 of the same history.
+	Attempt int `json:"attempt"`
+	// Retries left after this attempt.
+	Retry       int                        `json:"retry"`
+	RetryParent string                     `json:"retry_parent,omitempty"`
+	RetryChild  string                     `json:"retry_child,omitempty"`
+	DelayMS     int64                      `json:"delay_ms,omitempty"`
+	Tags        []string                   `json:"tags,omitempty"`
+	Extra       map[string]json.RawMessage `json:"extra,omitempty"`
+	// IdempotencyKey, when set at submission, makes resubmission a no-op.
+	IdempotencyKey string    `json:"idempotency_key,omitempty"`
+	Worker         string    `json:"worker,omitempty"`
+	CreatedAt      time.Time `json:"created_at"`
+	UpdatedAt      time.Time `json:"updated_at"`
+	// NotBefore delays the run of a retry until its backoff has passed.
+	NotBefore time.Time `json:"not_before,omitzero"`
+	// TimeoutMS bounds one run of the task function (QTasks' max_time).
+	TimeoutMS int64 `json:"timeout_ms,omitempty"`
+	// Trace is the W3C traceparent the submission carried.
+	Trace string `json:"trace,omitempty"`
+}
+
+// Outcome is what became of one plugin call.
+type Outcome string
+
+// Plugin call outcomes, as recorded in a fact.
+const (
+	OutcomeApplied  Outcome = "applied"
+	OutcomeNoChange Outcome = "nochange"
+	OutcomeRejected Outcome = "rejected" // the patch broke the trigger's contract or did not apply
+	OutcomeTimeout  Outcome = "timeout"
+	OutcomeError    Outcome = "error"  // the plugin said it failed
+	OutcomeShadow   Outcome = "shadow" // a shadow plugin's patch, recorded, never applied
+)
+
+// Failure policies, as for Kubernetes admission webhooks.
+const (
+	PolicyFail   = "fail"
+	PolicyIgnore = "ignore"
+)
+
+// PluginCall records one mutator's part in a returnable trigger firing.
+type PluginCall struct {
+	Plugin      string          `json:"plugin"`
+	Version     string          `json:"version,omitempty"`
+	Invocation  string          `json:"invocation"`
+	Outcome     Outcome         `json:"outcome"`
+	Policy      string          `json:"policy,omitempty"`
+	Reason      string          `json:"reason,omitempty"`
+	ContentType string          `json:"content_type,omitempty"`
+	Patch       json.RawMessage `json:"patch,omitempty"`
+	LatencyUS   int64           `json:"latency_us"`
+	// Stream sequences of the invocation and patch events, when known.
+	InvokeSeq uint64 `json:"invoke_seq,omitempty"`
+	PatchSeq  uint64 `json:"patch_seq,omitempty"`
+}
+
+// Failed reports whether the call's outcome is a failure that the plugin's
+// policy must decide.
+func (c PluginCall) Failed() bool {
+	switch c.Outcome {
+	case OutcomeRejected, OutcomeTimeout, OutcomeError:
+		return true
+	case OutcomeApplied, OutcomeNoChange, OutcomeShadow:
+	}
+	return false
+}
+
+// Fact is the data of a trigger fact: the payload the trigger fired with,
+// what it became after the mutator chain, and every plugin call.
+type Fact struct {
+	Input  json.RawMessage `json:"input"`
+	Output json.RawMessage `json:"output,omitempty"`
+	Calls  []PluginCall    `json:"calls,omitempty"`
+	// Failed is set when a plugin with policy fail failed the firing; the
+	// task then ends in error with this reason.
+	Failed string `json:"failed,omitempty"`
+}
+
+// DeadLetter is the data of a dead-letter event: a message a plugin could not
+// process within its delivery limit.
+type DeadLetter struct {
+	Stream     string `json:"stream"`
+	Sequence   uint64 `json:"sequence"`
+	Consumer   string `json:"consumer"`
+	Subject    string `json:"subject,omitempty"`
+	Deliveries int    `json:"deliveries"`
+	Reason     string `json:"reason"`
+}
+
+// Plugin modes.
+const (
+	// ModeObserver plugins read facts; they never answer.
+	ModeObserver = "observer"
+	// ModeMutator plugins are invoked on returnable triggers and answer with
+	// a patch or nothing.
+	ModeMutator = "mutator"
+	// ModeShadow plugins are invoked like mutators, but their patches are
+	// only recorded, never applied (a candidate version tried on live
+	// traffic).
+	ModeShadow = "shadow"
+)
+
+// PluginInfo is a plugin's registration: what the executor needs to build a
+// trigger's chain without asking anyone. It is the value of the plugin
+// registry KV bucket, keyed by Name.
+type PluginInfo struct {
+	Name    string `json:"name"`
+	Version string `json:"version"`
+	// Triggers the plugin is named for; empty means global: every trigger.
+	Triggers []string `json:"triggers,omitempty"`
+	Mode     string   `json:"mode"`
+	// Order is the registration order; the chain runs named-trigger plugins
+	// first, then global ones, each by Order.
+	Order     uint64 `json:"order"`
+	TimeoutMS int64  `json:"timeout_ms"`
+	Policy    string `json:"policy"`
+	// ShadowOf names the live plugin a shadow plugin is a candidate for.
+	ShadowOf string `json:"shadow_of,omitempty"`
+	// Local plugins run inside the executor's process; their invocations
+	// and patches are still recorded.
+	Local        bool      `json:"local,omitempty"`
+	RegisteredAt time.Time `json:"registered_at"`
+}
+
+// Global reports whether the plugin receives every trigger.
+func (p PluginInfo) Global() bool { return len(p.Triggers) == 0 }
+
+// Handles reports whether the plugin is named for trigger (not counting a
+// global registration).
+func (p PluginInfo) Handles(trigger string) bool {
+	for _, t := range p.Triggers {
+		if t == trigger {
+			return true
+		}
+	}
+	return false
+}

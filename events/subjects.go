@@ -1,0 +1,127 @@
+package events
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+)
+
+// Subject prefixes. Every subject is prefix.tokens...; see docs/PROTOCOL.md.
+const (
+	// SubjectRoot is the first token of every qtasks subject.
+	SubjectRoot = "qtasks"
+	// Facts: qtasks.trigger.<trigger>.<task id or node id>
+	SubjectTrigger = SubjectRoot + ".trigger"
+	// Invocations: qtasks.invoke.<plugin>.<trigger>.<task id>
+	SubjectInvoke = SubjectRoot + ".invoke"
+	// Patches: qtasks.patch.<plugin>.<trigger>.<task id>
+	SubjectPatch = SubjectRoot + ".patch"
+	// Dead letters: qtasks.dead.<plugin>
+	SubjectDead = SubjectRoot + ".dead"
+	// Tasks to run: qtasks.run.<queue>
+	SubjectRun = SubjectRoot + ".run"
+)
+
+// ValidToken reports whether s can be one token of a NATS subject: not
+// empty, at most 128 bytes, and free of '.', '*', '>' and whitespace.
+func ValidToken(s string) bool {
+	if s == "" || len(s) > 128 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; c {
+		case '.', '*', '>', ' ', '\t', '\r', '\n', 0:
+			return false
+		default:
+			if c < 0x20 || c == 0x7f {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// FactSubject is where the fact of a trigger firing is published; id is the
+// task id for task triggers, the node id for process triggers.
+func FactSubject(trigger, id string) string {
+	return SubjectTrigger + "." + trigger + "." + id
+}
+
+// InvokeSubject is where plugin is invoked for trigger on task.
+func InvokeSubject(plugin, trigger, taskID string) string {
+	return SubjectInvoke + "." + plugin + "." + trigger + "." + taskID
+}
+
+// PatchSubject is where plugin answers an invocation for trigger on task.
+func PatchSubject(plugin, trigger, taskID string) string {
+	return SubjectPatch + "." + plugin + "." + trigger + "." + taskID
+}
+
+// RunSubject is where tasks of a queue wait for a worker.
+func RunSubject(queue string) string { return SubjectRun + "." + queue }
+
+// DeadSubject is where a plugin's undeliverable messages are recorded.
+func DeadSubject(plugin string) string { return SubjectDead + "." + plugin }
+
+// ParsedSubject is a subject split into its parts; empty where the kind has
+// no such part.
+type ParsedSubject struct {
+	Kind    string // trigger, invoke, patch, dead or run
+	Plugin  string
+	Trigger string
+	ID      string // task id, node id, or queue
+}
+
+// ParseSubject splits a qtasks subject.
+func ParseSubject(s string) (ParsedSubject, error) {
+	t := strings.Split(s, ".")
+	bad := func() (ParsedSubject, error) {
+		return ParsedSubject{}, fmt.Errorf("%w: subject %q is not a qtasks subject", ErrInvalidEvent, s)
+	}
+	if len(t) < 3 || t[0] != SubjectRoot {
+		return bad()
+	}
+	switch t[1] {
+	case "trigger":
+		if len(t) != 4 {
+			return bad()
+		}
+		return ParsedSubject{Kind: t[1], Trigger: t[2], ID: t[3]}, nil
+	case "invoke", "patch":
+		if len(t) != 5 {
+			return bad()
+		}
+		return ParsedSubject{Kind: t[1], Plugin: t[2], Trigger: t[3], ID: t[4]}, nil
+	case "dead":
+		if len(t) != 3 {
+			return bad()
+		}
+		return ParsedSubject{Kind: t[1], Plugin: t[2]}, nil
+	case "run":
+		if len(t) != 3 {
+			return bad()
+		}
+		return ParsedSubject{Kind: t[1], ID: t[2]}, nil
+	}
+	return bad()
+}
+
+// FactMsgID is the deduplication id of the n-th firing (from 0) of trigger
+// in run of attempt of task: a republish after a crash of the same run is
+// dropped by JetStream; a new run writes new facts.
+func FactMsgID(taskID string, attempt, run int, trigger string, n int) string {
+	return taskID + ":" + strconv.Itoa(attempt) + ":" + strconv.Itoa(run) + ":" + trigger + ":" + strconv.Itoa(n)
+}
+
+// FinalMsgID is the deduplication id of a task attempt's final record. It
+// leaves out the run so that two runs racing to finish the same attempt
+// write one final record between them.
+func FinalMsgID(taskID string, attempt int) string {
+	return taskID + ":" + strconv.Itoa(attempt) + ":final"
+}
+
+// InvocationID is the id of the invocation of plugin for the n-th firing of
+// trigger; it is also the invocation's Nats-Msg-Id.
+func InvocationID(taskID string, attempt, run int, trigger string, n int, plugin string) string {
+	return FactMsgID(taskID, attempt, run, trigger, n) + ":" + plugin
+}
