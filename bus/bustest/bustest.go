@@ -79,3 +79,18 @@ func WaitFor(tb testing.TB, timeout time.Duration, what string, cond func() bool
 		time.Sleep(5 * time.Millisecond)
 	}
 }
+
+// Events reads every event of the event log whose subject matches one of
+// subjects (all when none), in stream order, up to the log's current end.
+func Events(tb testing.TB, b *bus.Bus, subjects ...string) []bus.Stored {
+	tb.Helper()
+	var out []bus.Stored
+	err := b.ReadLog(context.Background(), 1, subjects, func(s bus.Stored) error {
+		out = append(out, s)
+		return nil
+	})
+	if err != nil {
+		tb.Fatalf("reading events: %v", err)
+	}
+	return out
+}

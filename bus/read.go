@@ -1,0 +1,104 @@
+package bus
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/qtasks/qtasks-go/events"
+)
+
+// Stored is an event as stored in the log, with its stream sequence. Err is
+// set (and Event partly filled) when the message is not a valid event.
+type Stored struct {
+	Seq     uint64
+	Subject string
+	Event   events.Event
+	Err     error
+}
+
+// ReadLog calls fn for every message of the event log matching subjects
+// (all when none), in stream order, from sequence from (1 for the start) up
+// to the last message stored when ReadLog was called. It uses an ephemeral
+// ordered consumer and holds nothing in memory.
+func (b *Bus) ReadLog(ctx context.Context, from uint64, subjects []string, fn func(Stored) error) error {
+	info, err := b.events.Info(ctx)
+	if err != nil {
+		return fmt.Errorf("reading event log: %w", err)
+	}
+	last := info.State.LastSeq
+	if last == 0 || from > last {
+		return nil
+	}
+	cfg := jetstream.OrderedConsumerConfig{FilterSubjects: subjects, DeliverPolicy: jetstream.DeliverAllPolicy}
+	if from > 1 {
+		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, from
+	}
+	c, err := b.js.OrderedConsumer(ctx, StreamEvents, cfg)
+	if err != nil {
+		return fmt.Errorf("reading event log: %w", err)
+	}
+	ci, err := c.Info(ctx)
+	if err != nil {
+		return fmt.Errorf("reading event log: %w", err)
+	}
+	if ci.NumPending == 0 {
+		return nil
+	}
+	it, err := c.Messages(jetstream.PullMaxMessages(1000))
+	if err != nil {
+		return fmt.Errorf("reading event log: %w", err)
+	}
+	defer it.Stop()
+	for {
+		m, err := nextWithin(ctx, it, 30*time.Second)
+		if err != nil {
+			return err
+		}
+		if m == nil {
+			return errors.New("reading event log: no message within 30s")
+		}
+		md, err := m.Metadata()
+		if err != nil {
+			return fmt.Errorf("reading event log: %w", err)
+		}
+		ev, derr := events.Decode(events.Headers(m.Headers()), m.Data())
+		if err := fn(Stored{Seq: md.Sequence.Stream, Subject: m.Subject(), Event: ev, Err: derr}); err != nil {
+			return err
+		}
+		// NumPending counts matching messages after this one; messages
+		// appended after the call started are left for the next read.
+		if md.Sequence.Stream >= last || md.NumPending == 0 {
+			return nil
+		}
+	}
+}
+
+// nextWithin returns the next message, or nil when none comes within d.
+func nextWithin(ctx context.Context, it jetstream.MessagesContext, d time.Duration) (jetstream.Msg, error) {
+	type r struct {
+		m   jetstream.Msg
+		err error
+	}
+	ch := make(chan r, 1)
+	go func() {
+		m, err := it.Next()
+		ch <- r{m, err}
+	}()
+	select {
+	case x := <-ch:
+		if errors.Is(x.err, jetstream.ErrMsgIteratorClosed) {
+			return nil, nil
+		}
+		return x.m, x.err
+	case <-time.After(d):
+		it.Stop()
+		return nil, nil
+	case <-ctx.Done():
+		it.Stop()
+		return nil, context.Cause(ctx)
+	}
+}

@@ -1,0 +1,35 @@
+// Package executor is the task side of qtasks: registering Go task functions,
+// submitting tasks, workers that pull tasks from JetStream, and the task
+// executor that walks each task through QTasks' lifecycle, firing every
+// trigger through the bus.
+//
+// # Tasks
+//
+// A task is a Go function with typed input and output, carried as JSON:
+//
+//	executor.MustRegister(app, "add", func(ctx context.Context, in AddArgs) (int, error) {
+//		return in.A + in.B, nil
+//	}, nil)
+//
+// A task's input is QTasks' positional args (a JSON array) and keyword
+// arguments kw (a JSON object). The function's argument type T is decoded
+// from args when T is a slice or array, from kw otherwise; a task that wants
+// both takes an executor.Input.
+//
+// # Lifecycle
+//
+// Submission fires qtasks_add_task_before_broker, broker_add_before,
+// storage_add (status new), broker_add_after and qtasks_add_task_after_broker
+// in the client. A worker then fires the intake, execution and finish
+// triggers in QTasks' order (see events.Catalog). Each firing is a fact in
+// the event log; each returnable trigger first runs the mutator chain, whose
+// patches change the payload the next step sees.
+//
+// A task function ends a task in one of the statuses of events: success;
+// error (it returned an error, or a plugin with policy fail rejected a
+// step); cancel (it returned Cancel); or retry (it failed with retries left
+// and a retryable error: a new attempt of the same task is queued).
+// Returning PluginError fires task_executor_run_task_trigger_error: a plugin
+// that patches /result there decides the task's result; with none the task
+// fails with the reason.
+package executor

@@ -1,0 +1,175 @@
+package executor
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/qtasks/qtasks-go/bus"
+	"github.com/qtasks/qtasks-go/events"
+)
+
+// Defaults of Config.
+const (
+	DefaultQueue       = "default"
+	DefaultConcurrency = 10 // QTasks' max_tasks_process
+	DefaultAckWait     = 30 * time.Second
+	DefaultGracePeriod = 30 * time.Second
+)
+
+// Config configures an App. Every field has a default.
+type Config struct {
+	// Queue is the queue tasks are submitted to and workers pull from.
+	// Defaults to DefaultQueue.
+	Queue string
+	// Concurrency bounds the tasks a worker runs at once. Defaults to
+	// DefaultConcurrency.
+	Concurrency int
+	// AckWait is how long a task stays with a worker that stopped
+	// reporting progress before it is redelivered to another. Running tasks
+	// report progress every AckWait/3. Defaults to DefaultAckWait.
+	AckWait time.Duration
+	// GracePeriod is how long Stop lets in-flight tasks finish before
+	// cancelling them. Defaults to DefaultGracePeriod.
+	GracePeriod time.Duration
+	// NodeID names this process in facts and task records. Defaults to
+	// hostname-pid-random.
+	NodeID string
+	// Logger defaults to the bus's logger.
+	Logger *slog.Logger
+	// Now is the clock. Defaults to time.Now.
+	Now func() time.Time
+}
+
+func (c *Config) withDefaults(b *bus.Bus) error {
+	if c.Queue == "" {
+		c.Queue = DefaultQueue
+	}
+	if c.Concurrency == 0 {
+		c.Concurrency = DefaultConcurrency
+	}
+	if c.AckWait == 0 {
+		c.AckWait = DefaultAckWait
+	}
+	if c.GracePeriod == 0 {
+		c.GracePeriod = DefaultGracePeriod
+	}
+	if c.NodeID == "" {
+		host, _ := os.Hostname()
+		host = strings.NewReplacer(".", "-", " ", "-", "*", "-", ">", "-").Replace(host)
+		if host == "" {
+			host = "node"
+		}
+		c.NodeID = host + "-" + strconv.Itoa(os.Getpid()) + "-" + uuid.NewString()[:8]
+	}
+	if c.Logger == nil {
+		c.Logger = b.Logger()
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	var errs []error
+	if !events.ValidToken(c.Queue) {
+		errs = append(errs, fmt.Errorf("queue %q: must be a valid NATS subject token", c.Queue))
+	}
+	if !events.ValidToken(c.NodeID) {
+		errs = append(errs, fmt.Errorf("node id %q: must be a valid NATS subject token", c.NodeID))
+	}
+	if c.Concurrency < 0 {
+		errs = append(errs, fmt.Errorf("concurrency %d: must be positive", c.Concurrency))
+	}
+	if c.AckWait < time.Second {
+		errs = append(errs, fmt.Errorf("ack wait %v: must be at least 1s", c.AckWait))
+	}
+	return errors.Join(errs...)
+}
+
+// App is the Go face of a QTasks app: it holds the registered tasks,
+// submits tasks, and runs a worker when started. It is safe for concurrent
+// use.
+type App struct {
+	b      *bus.Bus
+	cfg    Config
+	log    *slog.Logger
+	source string
+
+	mu    sync.RWMutex
+	tasks map[string]*taskDef
+
+	worker *worker
+}
+
+// New returns an App on bus b. cfg may be nil.
+func New(b *bus.Bus, cfg *Config) (*App, error) {
+	var c Config
+	if cfg != nil {
+		c = *cfg
+	}
+	if err := c.withDefaults(b); err != nil {
+		return nil, fmt.Errorf("executor config: %w", err)
+	}
+	return &App{
+		b:      b,
+		cfg:    c,
+		log:    c.Logger.With("component", "executor", "node", c.NodeID),
+		source: "qtasks/" + c.NodeID,
+		tasks:  make(map[string]*taskDef),
+	}, nil
+}
+
+// Bus is the app's bus.
+func (a *App) Bus() *bus.Bus { return a.b }
+
+// NodeID names this process in facts.
+func (a *App) NodeID() string { return a.cfg.NodeID }
+
+func (a *App) addTask(name string, opts *TaskOptions, seq bool, run taskFunc) error {
+	if !events.ValidToken(name) {
+		return fmt.Errorf("registering task %q: the name must be a valid NATS subject token", name)
+	}
+	var o TaskOptions
+	if opts != nil {
+		o = *opts
+	}
+	if o.Queue != "" && !events.ValidToken(o.Queue) {
+		return fmt.Errorf("registering task %q: queue %q must be a valid NATS subject token", name, o.Queue)
+	}
+	if o.Retry < 0 {
+		return fmt.Errorf("registering task %q: retry %d must not be negative", name, o.Retry)
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if _, ok := a.tasks[name]; ok {
+		return fmt.Errorf("registering task %q: %w", name, ErrDuplicateTask)
+	}
+	a.tasks[name] = &taskDef{name: name, opts: o, seq: seq, run: run}
+	return nil
+}
+
+// ErrDuplicateTask is returned when a task name is registered twice.
+var ErrDuplicateTask = errors.New("task name already registered")
+
+func (a *App) task(name string) (*taskDef, bool) {
+	a.mu.RLock()
+	defer a.mu.RUnlock()
+	d, ok := a.tasks[name]
+	return d, ok
+}
+
+// TaskNames lists the registered tasks.
+func (a *App) TaskNames() []string {
+	a.mu.RLock()
+	defer a.mu.RUnlock()
+	out := make([]string, 0, len(a.tasks))
+	for n := range a.tasks {
+		out = append(out, n)
+	}
+	return out
+}

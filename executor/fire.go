@@ -1,0 +1,230 @@
+package executor
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/qtasks/qtasks-go/bus"
+	"github.com/qtasks/qtasks-go/events"
+)
+
+// PluginFailure is the error of a step that a plugin with policy fail
+// failed: its patch was rejected, it timed out, or it reported an error.
+type PluginFailure struct {
+	Plugin  string
+	Trigger string
+	Outcome events.Outcome
+	Reason  string
+}
+
+func (e *PluginFailure) Error() string {
+	return fmt.Sprintf("plugin %s failed on %s (%s): %s", e.Plugin, e.Trigger, e.Outcome, e.Reason)
+}
+
+// firing fires the triggers of one task run, in order, and tracks the acks
+// of their facts.
+type firing struct {
+	a       *App
+	task    *events.Task // identity attributes are read from here
+	run     int
+	counts  map[string]int
+	// lastApplied records, per trigger, whether the last firing applied
+	// at least one patch.
+	lastApplied map[string]bool
+	acks    bus.Acks
+	nodeFac bool // process-scope facts: subject token is the node id
+}
+
+func (a *App) newFiring(t *events.Task, run int) *firing {
+	return &firing{a: a, task: t, run: run, counts: make(map[string]int, 32), lastApplied: make(map[string]bool)}
+}
+
+// fire fires trigger with payload. For a returnable trigger it runs the
+// mutator chain and returns the patched payload; a failure under policy fail
+// returns a *PluginFailure (the fact is still recorded). For a one-way
+// trigger it returns the input.
+func (f *firing) fire(ctx context.Context, trigger string, payload any) (json.RawMessage, error) {
+	t, ok := events.Lookup(trigger)
+	if !ok {
+		return nil, fmt.Errorf("firing unknown trigger %q", trigger)
+	}
+	input, err := json.Marshal(payload)
+	if err != nil {
+		return nil, fmt.Errorf("encoding payload of %s: %w", trigger, err)
+	}
+	n := f.counts[trigger]
+	f.counts[trigger] = n + 1
+	fact := events.Fact{Input: input}
+	doc := input
+	var failure error
+	if t.Returnable {
+		doc, fact.Calls, failure = f.chain(ctx, t, n, input)
+		applied := false
+		for _, c := range fact.Calls {
+			applied = applied || c.Outcome == events.OutcomeApplied
+		}
+		f.lastApplied[trigger] = applied
+		fact.Output = doc
+		if failure != nil {
+			fact.Failed = failure.Error()
+		}
+	}
+	if len(fact.Calls) > 0 || f.a.b.ShouldRecord(trigger) {
+		f.record(trigger, n, &fact)
+	}
+	return doc, failure
+}
+
+func (f *firing) record(trigger string, n int, fact *events.Fact) {
+	data, err := json.Marshal(fact)
+	if err != nil {
+		f.acks.Fail(fmt.Errorf("encoding fact %s: %w", trigger, err))
+		return
+	}
+	id := f.task.ID
+	if f.nodeFac {
+		id = f.a.cfg.NodeID
+	}
+	msgID := events.FactMsgID(id, f.task.Attempt, f.run, trigger, n)
+	ev := f.event(trigger, msgID, data)
+	fut, err := f.a.b.PublishAsync(events.FactSubject(trigger, id), msgID, &ev)
+	if err != nil {
+		f.acks.Fail(err)
+		return
+	}
+	f.acks.Add(fut)
+}
+
+func (f *firing) event(trigger, id string, data []byte) events.Event {
+	ev := events.Event{
+		ID:              id,
+		Source:          f.a.source,
+		Type:            events.TypeTriggerPrefix + trigger,
+		Time:            f.a.cfg.Now(),
+		DataContentType: events.ContentTypeJSON,
+		Data:            data,
+		Trigger:         trigger,
+		Attempt:         f.task.Attempt,
+		Run:             f.run,
+		TraceParent:     f.task.Trace,
+	}
+	if f.nodeFac {
+		ev.Subject = f.a.cfg.NodeID
+	} else {
+		ev.Subject = f.task.ID
+		ev.TaskID = f.task.ID
+		ev.TaskName = f.task.Name
+	}
+	return ev
+}
+
+// chain runs the mutators of t over input, each seeing the payload as
+// patched by those before it.
+func (f *firing) chain(ctx context.Context, t events.Trigger, n int, input json.RawMessage) (json.RawMessage, []events.PluginCall, error) {
+	reg := f.a.b.Registry()
+	chain := reg.Chain(t.Name)
+	if len(chain) == 0 {
+		return input, nil, nil
+	}
+	doc := input
+	calls := make([]events.PluginCall, 0, len(chain))
+	var shadowWG sync.WaitGroup
+	var shadowMu sync.Mutex
+	var shadowCalls []events.PluginCall
+	for _, p := range chain {
+		if f.nodeFac {
+			break // process-scope triggers are one-way
+		}
+		call, next := f.invoke(ctx, t, n, p, doc, false)
+		// Shadows of p see what p saw; their patches are recorded only.
+		for _, s := range reg.Shadows(p.Name, t.Name) {
+			shadowWG.Add(1)
+			go func(s events.PluginInfo, in json.RawMessage) {
+				defer shadowWG.Done()
+				sc, _ := f.invoke(ctx, t, n, s, in, true)
+				shadowMu.Lock()
+				shadowCalls = append(shadowCalls, sc)
+				shadowMu.Unlock()
+			}(s, doc)
+		}
+		calls = append(calls, call)
+		if call.Failed() {
+			if p.Policy != events.PolicyIgnore {
+				shadowWG.Wait()
+				calls = append(calls, shadowCalls...)
+				return doc, calls, &PluginFailure{Plugin: p.Name, Trigger: t.Name, Outcome: call.Outcome, Reason: call.Reason}
+			}
+			continue
+		}
+		doc = next
+	}
+	shadowWG.Wait()
+	calls = append(calls, shadowCalls...)
+	return doc, calls, nil
+}
+
+// invoke calls one plugin and applies its patch to doc (unless shadow).
+func (f *firing) invoke(ctx context.Context, t events.Trigger, n int, p events.PluginInfo, doc json.RawMessage, shadow bool) (events.PluginCall, json.RawMessage) {
+	inv := events.Event{
+		ID:              events.InvocationID(f.task.ID, f.task.Attempt, f.run, t.Name, n, p.Name),
+		Source:          f.a.source,
+		Subject:         f.task.ID,
+		DataContentType: events.ContentTypeJSON,
+		Data:            doc,
+		TaskID:          f.task.ID,
+		TaskName:        f.task.Name,
+		Trigger:         t.Name,
+		Attempt:         f.task.Attempt,
+		Run:             f.run,
+		TraceParent:     f.task.Trace,
+	}
+	call := events.PluginCall{Plugin: p.Name, Version: p.Version, Invocation: inv.ID, Policy: p.Policy, Shadow: shadow}
+	start := time.Now()
+	reply, err := f.a.b.Invoke(ctx, p, inv)
+	call.LatencyUS = time.Since(start).Microseconds()
+	call.InvokeSeq = reply.InvokeSeq
+	switch {
+	case errors.Is(err, bus.ErrPluginTimeout):
+		call.Outcome, call.Reason = events.OutcomeTimeout, fmt.Sprintf("no patch within %dms", p.TimeoutMS)
+		return call, doc
+	case err != nil:
+		call.Outcome, call.Reason = events.OutcomeRejected, err.Error()
+		return call, doc
+	}
+	if reply.Patch.PluginVersion != "" {
+		call.Version = reply.Patch.PluginVersion
+	}
+	if reply.Patch.PluginError != "" {
+		call.Outcome, call.Reason = events.OutcomeError, reply.Patch.PluginError
+		return call, doc
+	}
+	if len(reply.Patch.Data) == 0 {
+		call.Outcome = events.OutcomeNoChange
+		if shadow {
+			call.Outcome = events.OutcomeShadow
+		}
+		return call, doc
+	}
+	call.ContentType = reply.Patch.DataContentType
+	call.Patch = json.RawMessage(reply.Patch.Data)
+	if !json.Valid(call.Patch) {
+		call.Patch = nil
+		call.Outcome, call.Reason = events.OutcomeRejected, "patch body is not JSON"
+		return call, doc
+	}
+	out, err := events.ApplyPatch(t, doc, reply.Patch.DataContentType, reply.Patch.Data)
+	if err != nil {
+		call.Outcome, call.Reason = events.OutcomeRejected, err.Error()
+		return call, doc
+	}
+	if shadow {
+		call.Outcome = events.OutcomeShadow
+		return call, doc
+	}
+	call.Outcome = events.OutcomeApplied
+	return call, out
+}

@@ -1,0 +1,499 @@
+package executor
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"runtime/debug"
+	"strconv"
+	"time"
+
+	"github.com/qtasks/qtasks-go/bus"
+	"github.com/qtasks/qtasks-go/events"
+)
+
+// runState is one run of one task attempt.
+type runState struct {
+	w   *worker
+	f   *firing
+	t   events.Task // the record as submitted; args/kw here are what runs
+	rev uint64
+	def *taskDef
+}
+
+// run walks a task attempt through the worker side of its lifecycle. It
+// returns an error only when the run could not be completed (JetStream
+// unreachable, shutdown): the task message is then redelivered. Every
+// outcome of the task itself, failures included, returns nil.
+func (w *worker) run(ctx context.Context, t events.Task, rev uint64, run int) error {
+	a := w.a
+	rs := &runState{w: w, t: t, rev: rev}
+	rs.f = a.newFiring(&rs.t, run)
+	f := rs.f
+
+	if run > 1 {
+		// The previous run of this attempt was interrupted: QTasks'
+		// running_older_tasks resumption, which here really fires.
+		if _, err := f.fire(ctx, events.BrokerRunningOlderTasks, map[string]any{
+			"task_id": t.ID, "run": run, "worker": a.cfg.NodeID,
+		}); err != nil {
+			return rs.finish(ctx, rs.failed(err), nil)
+		}
+	}
+	if _, err := f.fire(ctx, events.StorageAddProcess, map[string]any{"task_id": t.ID, "priority": t.Priority, "worker": a.cfg.NodeID}); err != nil {
+		return rs.finish(ctx, rs.failed(err), nil)
+	}
+	// Intake: the record as read, then as handed to the worker.
+	if err := rs.fireModel(ctx, events.StorageGet, "result"); err != nil {
+		return rs.finish(ctx, rs.failed(err), nil)
+	}
+	if err := rs.fireModel(ctx, events.BrokerGet, "task"); err != nil {
+		return rs.finish(ctx, rs.failed(err), nil)
+	}
+	for _, trig := range []string{events.BrokerAddWorker, events.WorkerAdd} {
+		out, err := f.fire(ctx, trig, map[string]any{
+			"task_name": t.Name, "task_id": t.ID, "priority": rs.t.Priority,
+			"args": rs.t.Args, "kw": rs.t.Kw, "created_at": t.CreatedAt,
+		})
+		if err != nil {
+			return rs.finish(ctx, rs.failed(err), nil)
+		}
+		if err := rs.takeArgs(out, ""); err != nil {
+			return rs.finish(ctx, rs.failed(err), nil)
+		}
+	}
+
+	def, ok := a.task(t.Name)
+	if !ok {
+		// QTasks' unknown-task path: straight from new to error, without
+		// worker_execute_before/after.
+		final := rs.model(events.StatusError)
+		final.Error = fmt.Sprintf("unknown task name %q: no worker of queue %s registers it", t.Name, t.Queue)
+		final.Reason = "unknown task"
+		return rs.finish(ctx, final, nil)
+	}
+	rs.def = def
+
+	// Process.
+	model := rs.model(events.StatusProcess)
+	out, err := f.fire(ctx, events.WorkerExecuteBefore, map[string]any{"model": model})
+	if err != nil {
+		return rs.finish(ctx, rs.failed(err), nil)
+	}
+	model.Extra = readExtra(out, "model")
+	for _, trig := range []string{events.BrokerUpdate, events.StorageUpdate} {
+		out, err := f.fire(ctx, trig, map[string]any{"kw": map[string]any{"name": t.ID, "mapping": model}})
+		if err != nil {
+			return rs.finish(ctx, rs.failed(err), nil)
+		}
+		var p struct {
+			Kw struct {
+				Mapping events.Task `json:"mapping"`
+			} `json:"kw"`
+		}
+		if json.Unmarshal(out, &p) == nil {
+			model.Extra = p.Kw.Mapping.Extra
+		}
+	}
+	if err := rs.setProcess(ctx, model); err != nil {
+		return err
+	}
+
+	out, err = f.fire(ctx, events.WorkerRunTaskBefore, map[string]any{
+		"task_func": map[string]any{
+			"name": def.name, "priority": def.opts.Priority, "retry": def.opts.Retry,
+			"max_time_ms": def.opts.MaxTime.Milliseconds(), "tags": def.opts.Tags,
+			"description": def.opts.Description, "generating": def.seq,
+		},
+		"task_broker": map[string]any{"id": t.ID, "priority": rs.t.Priority, "args": rs.t.Args, "kw": rs.t.Kw},
+	})
+	if err != nil {
+		return rs.finish(ctx, rs.failed(err), nil)
+	}
+	if err := rs.takeArgs(out, "task_broker"); err != nil {
+		return rs.finish(ctx, rs.failed(err), nil)
+	}
+
+	final, taskErr := rs.execute(ctx)
+	if ctx.Err() != nil && context.Cause(ctx) == ErrStop {
+		return ErrStop // interrupted, not decided: redeliver
+	}
+	return rs.finish(ctx, final, taskErr)
+}
+
+// execute runs the task executor's part (QTASKS-SPEC §2.5 step 8) and
+// returns the final model and the task's error, if any.
+func (rs *runState) execute(ctx context.Context) (events.Task, error) {
+	f, def := rs.f, rs.def
+	tc := &TaskContext{
+		ID: rs.t.ID, Name: rs.t.Name, Attempt: rs.t.Attempt, Run: f.run, Priority: rs.t.Priority,
+		Queue: rs.t.Queue, Tags: rs.t.Tags, Extra: rs.t.Extra,
+		Logger: rs.w.a.log.With("task_id", rs.t.ID, "task_name", rs.t.Name),
+	}
+	tctx := context.WithValue(ctx, taskCtxKey{}, tc)
+	closeFired := false
+	closeTask := func(status string, err error) {
+		if closeFired {
+			return
+		}
+		closeFired = true
+		p := map[string]any{"task_id": rs.t.ID, "status": status}
+		if err != nil {
+			p["error"] = err.Error()
+		}
+		_, _ = f.fire(ctx, events.TaskExecutorTaskClose, p)
+	}
+	fail := func(err error) (events.Task, error) {
+		final := rs.failed(err)
+		closeTask(final.Status, err)
+		return final, err
+	}
+
+	if _, err := f.fire(ctx, events.TaskExecutorMiddlewaresExecute, map[string]any{"phase": "before", "middlewares": len(def.opts.MiddlewaresBefore)}); err != nil {
+		return fail(err)
+	}
+	for i, mw := range def.opts.MiddlewaresBefore {
+		if err := callSafely(func() error { return mw(tctx, tc) }); err != nil {
+			return fail(fmt.Errorf("before-middleware %d: %w", i, err))
+		}
+	}
+	out, err := f.fire(ctx, events.TaskExecutorArgsReplace, map[string]any{"args": rs.t.Args, "kw": rs.t.Kw})
+	if err != nil {
+		return fail(err)
+	}
+	var av struct {
+		Args json.RawMessage `json:"args"`
+		Kw   json.RawMessage `json:"kw"`
+	}
+	if err := json.Unmarshal(out, &av); err != nil {
+		return fail(fmt.Errorf("reading replaced arguments: %w", err))
+	}
+	args, kw := orEmpty(av.Args, "[]"), orEmpty(av.Kw, "{}")
+	if _, err := f.fire(ctx, events.TaskExecutorBeforeExecute, map[string]any{"task_id": rs.t.ID}); err != nil {
+		return fail(err)
+	}
+
+	result, results, err := rs.call(tctx, args, kw)
+	var pte *TaskPluginTriggerError
+	switch {
+	case err == nil && def.seq:
+		out, err := f.fire(ctx, events.TaskExecutorRunTaskGen, map[string]any{"results": results})
+		if err != nil {
+			return fail(err)
+		}
+		result = readKey(out, "results")
+	case err == nil:
+		out, err := f.fire(ctx, events.TaskExecutorRunTask, map[string]any{"result": result})
+		if err != nil {
+			return fail(err)
+		}
+		result = readKey(out, "result")
+	case errors.As(err, &pte):
+		p := map[string]any{"reason": pte.Reason, "kw": pte.Kw, "result": nil}
+		out, ferr := f.fire(ctx, events.TaskExecutorRunTaskTriggerError, p)
+		if ferr != nil {
+			return fail(ferr)
+		}
+		if !rs.handled(events.TaskExecutorRunTaskTriggerError) {
+			return fail(err)
+		}
+		result = readKey(out, "result")
+	default:
+		return fail(err)
+	}
+
+	if _, err := f.fire(ctx, events.TaskExecutorAfterExecute, map[string]any{"task_id": rs.t.ID}); err != nil {
+		return fail(err)
+	}
+	out, err = f.fire(ctx, events.TaskExecutorAfterExecuteResultReplace, map[string]any{"result": result})
+	if err != nil {
+		return fail(err)
+	}
+	result = readKey(out, "result")
+	if _, err := f.fire(ctx, events.TaskExecutorMiddlewaresExecute, map[string]any{"phase": "after", "middlewares": len(def.opts.MiddlewaresAfter)}); err != nil {
+		return fail(err)
+	}
+	for i, mw := range def.opts.MiddlewaresAfter {
+		var r json.RawMessage
+		if err := callSafely(func() (err error) { r, err = mw(tctx, tc, result); return err }); err != nil {
+			return fail(fmt.Errorf("after-middleware %d: %w", i, err))
+		}
+		result = r
+	}
+	if def.opts.Decode != nil {
+		var r json.RawMessage
+		if err := callSafely(func() (err error) { r, err = def.opts.Decode(result); return err }); err != nil {
+			return fail(fmt.Errorf("decode: %w", err))
+		}
+		if !json.Valid(r) {
+			return fail(errors.New("decode returned invalid JSON"))
+		}
+		result = r
+	}
+	out, err = f.fire(ctx, events.TaskExecutorDecode, map[string]any{"result": result})
+	if err != nil {
+		return fail(err)
+	}
+	result = readKey(out, "result")
+	final := rs.model(events.StatusSuccess)
+	final.Result = result
+	closeTask(final.Status, nil)
+	return final, nil
+}
+
+// handled reports whether some plugin's patch was applied in the last
+// firing of trigger: for the trigger-error path, any patch decides.
+func (rs *runState) handled(trigger string) bool {
+	return rs.f.lastApplied[trigger]
+}
+
+// call runs the task function within MaxTime, recovering panics. A function
+// that ignores its context past MaxTime is abandoned, not waited for.
+func (rs *runState) call(ctx context.Context, args, kw json.RawMessage) (json.RawMessage, []json.RawMessage, error) {
+	maxTime := time.Duration(rs.t.TimeoutMS) * time.Millisecond
+	if maxTime > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeoutCause(ctx, maxTime, errTimeLimit)
+		defer cancel()
+	}
+	type res struct {
+		r  json.RawMessage
+		rs []json.RawMessage
+		e  error
+	}
+	done := make(chan res, 1)
+	go func() {
+		defer func() {
+			if p := recover(); p != nil {
+				done <- res{e: fmt.Errorf("task panicked: %v\n%s", p, debug.Stack())}
+			}
+		}()
+		r, list, err := rs.def.run(ctx, args, kw)
+		done <- res{r, list, err}
+	}()
+	select {
+	case r := <-done:
+		if r.e != nil && errors.Is(context.Cause(ctx), errTimeLimit) {
+			return nil, nil, fmt.Errorf("time limit exceeded for task %s: %v: %w", rs.t.Name, maxTime, r.e)
+		}
+		return r.r, r.rs, r.e
+	case <-ctx.Done():
+		if errors.Is(context.Cause(ctx), errTimeLimit) {
+			return nil, nil, fmt.Errorf("time limit exceeded for task %s: %v", rs.t.Name, maxTime)
+		}
+		return nil, nil, context.Cause(ctx)
+	}
+}
+
+func callSafely(fn func() error) (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("panic: %v", p)
+		}
+	}()
+	return fn()
+}
+
+// model returns the task record in status s, keeping the submitted
+// priority and arguments (QTasks quirk Q9 fixed).
+func (rs *runState) model(s string) events.Task {
+	m := rs.t
+	m.Status = s
+	m.Worker = rs.w.a.cfg.NodeID
+	m.UpdatedAt = rs.w.a.cfg.Now().UTC()
+	return m
+}
+
+// failed is the final model of an attempt that failed with err, before the
+// retry decision.
+func (rs *runState) failed(err error) events.Task {
+	var ce *CancelError
+	if errors.As(err, &ce) {
+		m := rs.model(events.StatusCancel)
+		m.Error = ce.Reason
+		if m.Error == "" {
+			m.Error = rs.t.Name + ".cancel"
+		}
+		return m
+	}
+	m := rs.model(events.StatusError)
+	m.Error = err.Error()
+	var pf *PluginFailure
+	if errors.As(err, &pf) {
+		m.Reason = pf.Error()
+	}
+	var pte *TaskPluginTriggerError
+	if errors.As(err, &pte) {
+		m.Error, m.Reason = pte.Reason, "no plugin handled "+events.TaskExecutorRunTaskTriggerError
+	}
+	return m
+}
+
+// fireModel fires a trigger whose payload is the record under key; patched
+// args, kw, priority and extra are taken for the rest of the run.
+func (rs *runState) fireModel(ctx context.Context, trigger, key string) error {
+	out, err := rs.f.fire(ctx, trigger, map[string]any{key: rs.t})
+	if err != nil {
+		return err
+	}
+	var m map[string]events.Task
+	if err := json.Unmarshal(out, &m); err != nil {
+		return fmt.Errorf("reading patched %s: %w", trigger, err)
+	}
+	nt := m[key]
+	rs.t.Args, rs.t.Kw, rs.t.Priority, rs.t.Extra = orEmpty(nt.Args, "[]"), orEmpty(nt.Kw, "{}"), nt.Priority, nt.Extra
+	return nil
+}
+
+// takeArgs reads patched args, kw and priority from out (under key, or at
+// the top level when key is empty).
+func (rs *runState) takeArgs(out json.RawMessage, key string) error {
+	if key != "" {
+		out = readKey(out, key)
+	}
+	var p struct {
+		Priority *int            `json:"priority"`
+		Args     json.RawMessage `json:"args"`
+		Kw       json.RawMessage `json:"kw"`
+	}
+	if err := json.Unmarshal(out, &p); err != nil {
+		return fmt.Errorf("reading patched arguments: %w", err)
+	}
+	rs.t.Args, rs.t.Kw = orEmpty(p.Args, "[]"), orEmpty(p.Kw, "{}")
+	if p.Priority != nil {
+		rs.t.Priority = *p.Priority
+	}
+	return nil
+}
+
+func readKey(out json.RawMessage, key string) json.RawMessage {
+	var m map[string]json.RawMessage
+	if json.Unmarshal(out, &m) != nil {
+		return nil
+	}
+	v := m[key]
+	if string(v) == "null" {
+		return nil
+	}
+	return v
+}
+
+func readExtra(out json.RawMessage, key string) map[string]json.RawMessage {
+	var m map[string]events.Task
+	if json.Unmarshal(out, &m) != nil {
+		return nil
+	}
+	return m[key].Extra
+}
+
+// setProcess records status process in the task record.
+func (rs *runState) setProcess(ctx context.Context, model events.Task) error {
+	b := rs.w.a.b
+	for {
+		rev, err := b.UpdateTask(ctx, model, rs.rev)
+		if err == nil {
+			rs.rev = rev
+			return nil
+		}
+		if !errors.Is(err, bus.ErrConflict) {
+			return err
+		}
+		rec, err := b.GetTask(ctx, model.ID)
+		if err != nil {
+			return err
+		}
+		if rec.Task.Attempt != model.Attempt || events.FinalStatus(rec.Task.Status) {
+			return fmt.Errorf("task %s attempt %d was decided by another run", model.ID, model.Attempt)
+		}
+		rs.rev = rec.Revision
+	}
+}
+
+// finish decides the attempt's fate: retry or not, the remove chain, the
+// final record (exactly once), the final fact, the next attempt, and waits
+// until every fact of the run is stored.
+func (rs *runState) finish(ctx context.Context, final events.Task, taskErr error) error {
+	a, f := rs.w.a, rs.f
+	if ctx.Err() != nil && context.Cause(ctx) == ErrStop {
+		return ErrStop // interrupted, not decided: redeliver
+	}
+	if final.Status == events.StatusError && rs.t.Retry > 0 && rs.def != nil && taskErr != nil && rs.def.retryable(taskErr) {
+		retry := final
+		retry.Status = events.StatusRetry
+		retry.Retry = rs.t.Retry - 1
+		retry.RetryChild = rs.t.ID + "#" + strconv.Itoa(rs.t.Attempt+1)
+		out, err := f.fire(ctx, events.WorkerTaskErrorRetry, map[string]any{"model": retry, "error": final.Error})
+		if err == nil {
+			var m struct {
+				Model struct {
+					Status  string `json:"status"`
+					DelayMS int64  `json:"delay_ms"`
+				} `json:"model"`
+			}
+			if json.Unmarshal(out, &m) == nil && m.Model.Status == events.StatusRetry {
+				retry.DelayMS = max(m.Model.DelayMS, 0)
+				final = retry
+			}
+		} else {
+			final.Reason = err.Error()
+		}
+	}
+	for _, trig := range []string{events.WorkerRemoveFinishedTask, events.BrokerRemoveFinishedTask} {
+		out, err := f.fire(ctx, trig, map[string]any{"model": final})
+		if err != nil {
+			final.Status, final.Reason = events.StatusError, err.Error()
+			if final.Error == "" {
+				final.Error = err.Error()
+			}
+			final.Result = nil
+			continue
+		}
+		var m map[string]events.Task
+		if json.Unmarshal(out, &m) == nil {
+			final.Result, final.Extra = m["model"].Result, m["model"].Extra
+		}
+	}
+	decided, err := rs.decide(ctx, final)
+	if err != nil {
+		return err
+	}
+	if decided {
+		if err := rs.w.publishFinal(ctx, final, f.run); err != nil {
+			return err
+		}
+		if final.Status == events.StatusRetry {
+			if err := a.b.Enqueue(ctx, nextAttempt(final, a.cfg.Now()), a.source); err != nil {
+				return err
+			}
+		}
+	}
+	if rs.def != nil {
+		_, _ = f.fire(ctx, events.WorkerExecuteAfter, map[string]any{"model": final})
+	}
+	return f.acks.Wait(context.WithoutCancel(ctx))
+}
+
+// decide writes the final record if no other run of this attempt did first.
+func (rs *runState) decide(ctx context.Context, final events.Task) (bool, error) {
+	b := rs.w.a.b
+	for {
+		rev, err := b.UpdateTask(ctx, final, rs.rev)
+		if err == nil {
+			rs.rev = rev
+			return true, nil
+		}
+		if !errors.Is(err, bus.ErrConflict) {
+			return false, err
+		}
+		rec, err := b.GetTask(ctx, final.ID)
+		if err != nil {
+			return false, err
+		}
+		if rec.Task.Attempt != final.Attempt || events.FinalStatus(rec.Task.Status) {
+			rs.w.a.log.Warn("another run decided this attempt first", "task_id", final.ID, "attempt", final.Attempt)
+			return false, nil
+		}
+		rs.rev = rec.Revision
+	}
+}

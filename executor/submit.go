@@ -1,0 +1,276 @@
+package executor
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"maps"
+	"slices"
+
+	"github.com/google/uuid"
+
+	"github.com/qtasks/qtasks-go/bus"
+	"github.com/qtasks/qtasks-go/events"
+)
+
+// idempotencyNamespace derives task ids from idempotency keys.
+var idempotencyNamespace = uuid.MustParse("5b0f3c1e-8d4f-4a59-9e57-5b1c1f2a9e10")
+
+// SubmitOptions are per-submission options; nil means the task's defaults.
+type SubmitOptions struct {
+	// Args are QTasks' positional arguments; the input given to Submit is
+	// the keyword arguments.
+	Args []any
+	// Priority overrides the task's registered priority.
+	Priority *int
+	// IdempotencyKey makes a resubmission with the same key return the
+	// first task instead of creating another.
+	IdempotencyKey string
+	// Queue overrides the task's queue.
+	Queue string
+	// Tags are added to the task's registered tags.
+	Tags []string
+	// Extra metadata for plugins.
+	Extra map[string]any
+	// MaxTime overrides the task's registered MaxTime for this submission.
+	MaxTime *int64
+	// TraceParent is a W3C traceparent to carry through every event.
+	TraceParent string
+}
+
+// Submit fires the submission triggers and queues a task. input becomes the
+// task's kw (nil for none); opts may be nil. Submit returns once JetStream
+// has acknowledged the task: from then on it reaches a final status even if
+// workers crash.
+func (a *App) Submit(ctx context.Context, name string, input any, opts *SubmitOptions) (events.Task, error) {
+	var o SubmitOptions
+	if opts != nil {
+		o = *opts
+	}
+	if !events.ValidToken(name) {
+		return events.Task{}, fmt.Errorf("submitting %q: the task name must be a valid NATS subject token", name)
+	}
+	kw, err := encodeKw(input)
+	if err != nil {
+		return events.Task{}, fmt.Errorf("submitting %s: %w", name, err)
+	}
+	args := json.RawMessage("[]")
+	if o.Args != nil {
+		if args, err = json.Marshal(o.Args); err != nil {
+			return events.Task{}, fmt.Errorf("submitting %s: encoding args: %w", name, err)
+		}
+	}
+	var extra map[string]json.RawMessage
+	if len(o.Extra) > 0 {
+		extra = make(map[string]json.RawMessage, len(o.Extra))
+		for k, v := range o.Extra {
+			b, err := json.Marshal(v)
+			if err != nil {
+				return events.Task{}, fmt.Errorf("submitting %s: encoding extra %q: %w", name, k, err)
+			}
+			extra[k] = b
+		}
+	}
+	// Priority: explicit, else the registered task's, else 0 (as QTasks).
+	t := events.Task{Name: name, Queue: a.cfg.Queue, Status: events.StatusNew, Attempt: 1, Args: args, Kw: kw,
+		IdempotencyKey: o.IdempotencyKey, Trace: o.TraceParent, Extra: extra}
+	if d, ok := a.task(name); ok {
+		t.Priority = d.opts.Priority
+		t.Retry = d.opts.Retry
+		t.Tags = slices.Clone(d.opts.Tags)
+		t.TimeoutMS = d.opts.MaxTime.Milliseconds()
+		if d.opts.Queue != "" {
+			t.Queue = d.opts.Queue
+		}
+		for k, v := range d.opts.Extra {
+			if _, set := t.Extra[k]; set {
+				continue
+			}
+			b, err := json.Marshal(v)
+			if err != nil {
+				return events.Task{}, fmt.Errorf("submitting %s: encoding extra %q: %w", name, k, err)
+			}
+			if t.Extra == nil {
+				t.Extra = map[string]json.RawMessage{}
+			}
+			t.Extra[k] = b
+		}
+	}
+	if o.Priority != nil {
+		t.Priority = *o.Priority
+	}
+	if o.Queue != "" {
+		t.Queue = o.Queue
+	}
+	if o.MaxTime != nil {
+		t.TimeoutMS = *o.MaxTime
+	}
+	t.Tags = append(t.Tags, o.Tags...)
+	if !events.ValidToken(t.Queue) {
+		return events.Task{}, fmt.Errorf("submitting %s: queue %q must be a valid NATS subject token", name, t.Queue)
+	}
+	if o.IdempotencyKey != "" {
+		t.ID = uuid.NewSHA1(idempotencyNamespace, []byte(o.IdempotencyKey)).String()
+		if rec, err := a.b.GetTask(ctx, t.ID); err == nil {
+			return rec.Task, nil
+		} else if !errors.Is(err, bus.ErrTaskNotFound) {
+			return events.Task{}, fmt.Errorf("submitting %s: %w", name, err)
+		}
+	} else {
+		t.ID = uuid.NewString()
+	}
+	now := a.cfg.Now().UTC()
+	t.CreatedAt, t.UpdatedAt = now, now
+
+	f := a.newFiring(&t, 0)
+	fail := func(err error) (events.Task, error) {
+		// The facts so far are recorded; the submission is not accepted.
+		_ = f.acks.Wait(context.WithoutCancel(ctx))
+		return events.Task{}, fmt.Errorf("submitting %s: %w", name, err)
+	}
+
+	// qtasks_add_task_before_broker: name, priority, args, kw and extra.
+	type before struct {
+		TaskName string                     `json:"task_name"`
+		Priority int                        `json:"priority"`
+		Args     json.RawMessage            `json:"args"`
+		Kw       json.RawMessage            `json:"kw"`
+		Extra    map[string]json.RawMessage `json:"extra"`
+	}
+	out, err := f.fire(ctx, events.QTasksAddTaskBeforeBroker, before{name, t.Priority, t.Args, t.Kw, t.Extra})
+	if err != nil {
+		return fail(err)
+	}
+	var b before
+	if err := json.Unmarshal(out, &b); err != nil {
+		return fail(fmt.Errorf("%s output: %w", events.QTasksAddTaskBeforeBroker, err))
+	}
+	if b.TaskName != "" && b.TaskName != t.Name {
+		if !events.ValidToken(b.TaskName) {
+			return fail(fmt.Errorf("a plugin renamed the task to %q, which is not a valid name", b.TaskName))
+		}
+		t.Name = b.TaskName
+	}
+	t.Priority = b.Priority
+	t.Args, t.Kw = orEmpty(b.Args, "[]"), orEmpty(b.Kw, "{}")
+	t.Extra = b.Extra
+
+	// broker_add_before: the new record.
+	if out, err = f.fire(ctx, events.BrokerAddBefore, map[string]any{"model": &t}); err != nil {
+		return fail(err)
+	}
+	if err := takeModel(out, "model", &t); err != nil {
+		return fail(err)
+	}
+	// storage_add: the record is stored with status new.
+	if out, err = f.fire(ctx, events.StorageAdd, map[string]any{"uuid": t.ID, "task_status": &t}); err != nil {
+		return fail(err)
+	}
+	if err := takeModel(out, "task_status", &t); err != nil {
+		return fail(err)
+	}
+	rec, created, err := a.b.CreateTask(ctx, t)
+	if err != nil {
+		return fail(err)
+	}
+	if !created {
+		// Lost a race on the same idempotency key: the first one stands.
+		_ = f.acks.Wait(context.WithoutCancel(ctx))
+		return rec.Task, nil
+	}
+	if err := a.b.Enqueue(ctx, t, a.source); err != nil {
+		return fail(err)
+	}
+	if _, err := f.fire(ctx, events.BrokerAddAfter, map[string]any{"model": &t}); err != nil {
+		return fail(err)
+	}
+	if _, err := f.fire(ctx, events.QTasksAddTaskAfterBroker, map[string]any{
+		"task_id": t.ID, "task_name": t.Name, "priority": t.Priority, "args": t.Args, "kw": t.Kw,
+	}); err != nil {
+		return fail(err)
+	}
+	if err := f.acks.Wait(ctx); err != nil {
+		return events.Task{}, fmt.Errorf("submitting %s: %w", name, err)
+	}
+	return t, nil
+}
+
+func encodeKw(input any) (json.RawMessage, error) {
+	if input == nil {
+		return json.RawMessage("{}"), nil
+	}
+	b, err := json.Marshal(input)
+	if err != nil {
+		return nil, fmt.Errorf("encoding input: %w", err)
+	}
+	if string(b) == "null" {
+		return json.RawMessage("{}"), nil
+	}
+	if len(b) == 0 || b[0] != '{' {
+		return nil, fmt.Errorf("input must encode to a JSON object (the task's kw), got %.40s; pass positional arguments in SubmitOptions.Args", b)
+	}
+	return b, nil
+}
+
+func orEmpty(b json.RawMessage, empty string) json.RawMessage {
+	if len(b) == 0 || string(b) == "null" {
+		return json.RawMessage(empty)
+	}
+	return b
+}
+
+// takeModel reads back the patchable fields of the record at key of a
+// trigger's output. Identity fields are not patchable (the trigger contract
+// forbids it), so they are kept from t.
+func takeModel(out json.RawMessage, key string, t *events.Task) error {
+	var m map[string]json.RawMessage
+	if err := json.Unmarshal(out, &m); err != nil {
+		return fmt.Errorf("reading patched payload: %w", err)
+	}
+	var nt events.Task
+	if err := json.Unmarshal(m[key], &nt); err != nil {
+		return fmt.Errorf("reading patched %s: %w", key, err)
+	}
+	t.Priority = nt.Priority
+	t.Args, t.Kw = orEmpty(nt.Args, "[]"), orEmpty(nt.Kw, "{}")
+	t.Extra = maps.Clone(nt.Extra)
+	t.Tags = nt.Tags
+	t.Result = nt.Result
+	return nil
+}
+
+// Get returns a task's current record.
+func (a *App) Get(ctx context.Context, id string) (events.Task, error) {
+	rec, err := a.b.GetTask(ctx, id)
+	return rec.Task, err
+}
+
+// Wait blocks until task id reaches success, error or cancel, following its
+// retries, and returns its record. Use Result to decode the outcome.
+func (a *App) Wait(ctx context.Context, id string) (events.Task, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	ch, err := a.b.WatchTask(ctx, id)
+	if err != nil {
+		return events.Task{}, err
+	}
+	var last events.Task
+	seen := false
+	for t := range ch {
+		last, seen = t, true
+		switch t.Status {
+		case events.StatusSuccess, events.StatusError, events.StatusCancel:
+			return t, nil
+		}
+	}
+	if err := context.Cause(ctx); err != nil && ctx.Err() != nil {
+		if !seen {
+			if _, gerr := a.b.GetTask(context.WithoutCancel(ctx), id); errors.Is(gerr, bus.ErrTaskNotFound) {
+				return events.Task{}, gerr
+			}
+		}
+		return last, fmt.Errorf("waiting for task %s (status %s): %w", id, last.Status, err)
+	}
+	return last, fmt.Errorf("waiting for task %s: watch ended", id)
+}

@@ -1,0 +1,358 @@
+package executor
+
+import (
+	"container/heap"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/qtasks/qtasks-go/bus"
+	"github.com/qtasks/qtasks-go/events"
+)
+
+// ErrStop is the cause of a task context cancelled because the worker is
+// stopping after its grace period.
+var ErrStop = errors.New("worker stopping")
+
+// errTimeLimit is the cause of a task context that ran out of MaxTime.
+var errTimeLimit = errors.New("time limit exceeded")
+
+type item struct {
+	m    jetstream.Msg
+	task events.Task
+	err  error
+	seq  uint64
+}
+
+type queue []*item
+
+func (q queue) Len() int { return len(q) }
+func (q queue) Less(i, j int) bool {
+	if q[i].task.Priority != q[j].task.Priority {
+		return q[i].task.Priority < q[j].task.Priority // lower first, as QTasks
+	}
+	return q[i].seq < q[j].seq
+}
+func (q queue) Swap(i, j int) { q[i], q[j] = q[j], q[i] }
+func (q *queue) Push(x any)   { *q = append(*q, x.(*item)) }
+func (q *queue) Pop() any {
+	old := *q
+	it := old[len(old)-1]
+	*q = old[:len(old)-1]
+	return it
+}
+
+type worker struct {
+	a     *App
+	msgs  jetstream.MessagesContext
+	slots chan struct{} // bounds tasks held: running plus waiting
+
+	mu      sync.Mutex
+	cond    *sync.Cond
+	q       queue
+	n       uint64
+	closing bool
+
+	runCtx    context.Context
+	cancelRun context.CancelCauseFunc
+	fetchDone chan struct{}
+	wg        sync.WaitGroup
+	stopped   chan struct{}
+}
+
+// Start starts a worker that pulls tasks of the app's queue and runs them,
+// at most Config.Concurrency at a time. It returns once the worker is
+// pulling. ctx bounds only the start-up.
+func (a *App) Start(ctx context.Context) error {
+	a.mu.Lock()
+	if a.worker != nil {
+		a.mu.Unlock()
+		return errors.New("worker already started")
+	}
+	w := &worker{a: a, slots: make(chan struct{}, 2*a.cfg.Concurrency), fetchDone: make(chan struct{}), stopped: make(chan struct{})}
+	w.cond = sync.NewCond(&w.mu)
+	a.worker = w
+	a.mu.Unlock()
+
+	pf := a.processFiring()
+	for _, t := range []string{events.StarterStart, events.WorkerStart, events.BrokerStart, events.StorageStart, events.GlobalConfigStart, events.GlobalConfigSetStatus} {
+		if _, err := pf.fire(ctx, t, map[string]any{"node": a.cfg.NodeID, "queue": a.cfg.Queue, "concurrency": a.cfg.Concurrency}); err != nil {
+			return err
+		}
+	}
+	cons, err := a.b.TaskConsumer(ctx, a.cfg.Queue, a.cfg.AckWait, -1)
+	if err != nil {
+		return err
+	}
+	w.msgs, err = cons.Messages(jetstream.PullMaxMessages(a.cfg.Concurrency))
+	if err != nil {
+		return fmt.Errorf("pulling tasks: %w", err)
+	}
+	if _, err := pf.fire(ctx, events.BrokerListenStart, map[string]any{"node": a.cfg.NodeID, "queue": a.cfg.Queue}); err != nil {
+		return err
+	}
+	if err := pf.acks.Wait(ctx); err != nil {
+		return err
+	}
+	w.runCtx, w.cancelRun = context.WithCancelCause(context.Background())
+	go w.fetch()
+	for range a.cfg.Concurrency {
+		w.wg.Add(1)
+		go w.loop()
+	}
+	a.log.Info("worker started", "queue", a.cfg.Queue, "concurrency", a.cfg.Concurrency)
+	return nil
+}
+
+func (a *App) processFiring() *firing {
+	f := a.newFiring(&events.Task{ID: a.cfg.NodeID}, 0)
+	f.nodeFac = true
+	return f
+}
+
+// Stop stops taking tasks, lets in-flight ones finish for the grace period
+// (or until ctx ends), then cancels them with cause ErrStop; their tasks are
+// redelivered to another worker. Tasks pulled but not started are handed
+// back at once. Stop is idempotent.
+func (a *App) Stop(ctx context.Context) error {
+	a.mu.Lock()
+	w := a.worker
+	a.mu.Unlock()
+	if w == nil {
+		return nil
+	}
+	w.mu.Lock()
+	if w.closing {
+		w.mu.Unlock()
+		<-w.stopped
+		return nil
+	}
+	w.closing = true
+	w.mu.Unlock()
+	defer close(w.stopped)
+
+	pf := a.processFiring()
+	_, _ = pf.fire(ctx, events.QTasksStop, map[string]any{"node": a.cfg.NodeID})
+	_, _ = pf.fire(ctx, events.StarterStop, map[string]any{"node": a.cfg.NodeID})
+	_, _ = pf.fire(ctx, events.BrokerStop, map[string]any{"node": a.cfg.NodeID})
+
+	w.msgs.Drain()
+	<-w.fetchDone
+	w.mu.Lock()
+	for w.q.Len() > 0 {
+		it := heap.Pop(&w.q).(*item)
+		_ = it.m.Nak()
+		<-w.slots
+	}
+	w.cond.Broadcast()
+	w.mu.Unlock()
+
+	done := make(chan struct{})
+	go func() { w.wg.Wait(); close(done) }()
+	grace := time.NewTimer(a.cfg.GracePeriod)
+	defer grace.Stop()
+	select {
+	case <-done:
+	case <-grace.C:
+		w.cancelRun(ErrStop)
+		<-done
+	case <-ctx.Done():
+		w.cancelRun(ErrStop)
+		<-done
+	}
+	w.cancelRun(ErrStop)
+	_, _ = pf.fire(ctx, events.WorkerStop, map[string]any{"node": a.cfg.NodeID})
+	_, _ = pf.fire(ctx, events.StorageStop, map[string]any{"node": a.cfg.NodeID})
+	_, _ = pf.fire(ctx, events.GlobalConfigStop, map[string]any{"node": a.cfg.NodeID})
+	err := pf.acks.Wait(context.WithoutCancel(ctx))
+	a.log.Info("worker stopped")
+	return err
+}
+
+func (w *worker) fetch() {
+	defer close(w.fetchDone)
+	for {
+		w.slots <- struct{}{}
+		m, err := w.msgs.Next()
+		if err != nil {
+			<-w.slots
+			if errors.Is(err, jetstream.ErrMsgIteratorClosed) {
+				return
+			}
+			w.a.log.Warn("pulling tasks", "err", err)
+			continue
+		}
+		it := &item{m: m}
+		ev, err := events.Decode(events.Headers(m.Headers()), m.Data())
+		if err == nil && ev.Type != events.TypeTask {
+			err = fmt.Errorf("%w: type %q on the task queue", events.ErrInvalidEvent, ev.Type)
+		}
+		if err == nil {
+			if err = json.Unmarshal(m.Data(), &it.task); err != nil {
+				err = fmt.Errorf("%w: task data: %w", events.ErrInvalidEvent, err)
+			} else if !events.ValidToken(it.task.ID) || it.task.Name == "" || it.task.Attempt < 1 {
+				err = fmt.Errorf("%w: task message lacks a valid id, name or attempt", events.ErrInvalidEvent)
+			}
+		}
+		it.err = err
+		w.mu.Lock()
+		w.n++
+		it.seq = w.n
+		heap.Push(&w.q, it)
+		w.cond.Signal()
+		w.mu.Unlock()
+	}
+}
+
+func (w *worker) loop() {
+	defer w.wg.Done()
+	for {
+		w.mu.Lock()
+		for w.q.Len() == 0 && !w.closing {
+			w.cond.Wait()
+		}
+		if w.q.Len() == 0 {
+			w.mu.Unlock()
+			return
+		}
+		it := heap.Pop(&w.q).(*item)
+		w.mu.Unlock()
+		w.process(it)
+		<-w.slots
+	}
+}
+
+func (w *worker) process(it *item) {
+	a := w.a
+	ctx := w.runCtx
+	if it.err != nil {
+		a.log.Error("rejecting malformed task message", "err", it.err)
+		md, _ := it.m.Metadata()
+		dl := events.DeadLetter{Stream: bus.StreamTasks, Subject: it.m.Subject(), Reason: it.err.Error()}
+		if md != nil {
+			dl.Sequence, dl.Consumer, dl.Deliveries = md.Sequence.Stream, md.Consumer, int(md.NumDelivered)
+		}
+		if err := a.b.DeadLetter(ctx, "executor", a.source, dl); err != nil {
+			a.log.Error("recording dead letter", "err", err)
+			_ = it.m.Nak()
+			return
+		}
+		_ = it.m.Term()
+		return
+	}
+	t := it.task
+	if d := t.NotBefore.Sub(a.cfg.Now()); d > 0 {
+		_ = it.m.NakWithDelay(d)
+		return
+	}
+	run := 1
+	if md, err := it.m.Metadata(); err == nil {
+		run = int(md.NumDelivered)
+	}
+	rec, err := a.b.GetTask(ctx, t.ID)
+	switch {
+	case errors.Is(err, bus.ErrTaskNotFound):
+		rec, _, err = a.b.CreateTask(ctx, t)
+		if err != nil {
+			a.log.Error("recreating task record", "task_id", t.ID, "err", err)
+			_ = it.m.Nak()
+			return
+		}
+	case err != nil:
+		a.log.Error("reading task record", "task_id", t.ID, "err", err)
+		_ = it.m.NakWithDelay(time.Second)
+		return
+	case rec.Task.Attempt > t.Attempt:
+		_ = it.m.Ack() // a later attempt exists: this message is stale
+		return
+	case rec.Task.Attempt == t.Attempt && events.FinalStatus(rec.Task.Status):
+		// A previous run decided this attempt but died before acking:
+		// finish its bookkeeping (idempotently) and drop the message.
+		if err := w.finishDecided(ctx, rec.Task); err != nil {
+			a.log.Error("completing a decided task", "task_id", t.ID, "err", err)
+			_ = it.m.Nak()
+			return
+		}
+		_ = it.m.Ack()
+		return
+	}
+	hbCtx, stopHB := context.WithCancel(ctx)
+	go func() {
+		tick := time.NewTicker(a.cfg.AckWait / 3)
+		defer tick.Stop()
+		for {
+			select {
+			case <-tick.C:
+				_ = it.m.InProgress()
+			case <-hbCtx.Done():
+				return
+			}
+		}
+	}()
+	err = w.run(ctx, t, rec.Revision, run)
+	stopHB()
+	if err != nil {
+		if context.Cause(ctx) == ErrStop {
+			a.log.Warn("task interrupted by shutdown; it will be redelivered", "task_id", t.ID)
+		} else {
+			a.log.Error("task run failed; it will be redelivered", "task_id", t.ID, "err", err)
+		}
+		_ = it.m.Nak()
+		return
+	}
+	if err := it.m.DoubleAck(context.WithoutCancel(ctx)); err != nil {
+		a.log.Warn("acking task", "task_id", t.ID, "err", err)
+	}
+}
+
+// finishDecided republishes the final fact of a decided attempt (deduplicated
+// by its message id) and queues the next attempt of a retried task.
+func (w *worker) finishDecided(ctx context.Context, t events.Task) error {
+	if err := w.publishFinal(ctx, t, 0); err != nil {
+		return err
+	}
+	if t.Status == events.StatusRetry {
+		return w.a.b.Enqueue(ctx, nextAttempt(t, w.a.cfg.Now()), w.a.source)
+	}
+	return nil
+}
+
+func nextAttempt(t events.Task, now time.Time) events.Task {
+	c := t
+	c.Attempt = t.Attempt + 1
+	c.Status = events.StatusNew
+	c.Result, c.Error, c.Reason, c.Worker = nil, "", "", ""
+	c.RetryParent = fmt.Sprintf("%s#%d", t.ID, t.Attempt)
+	c.RetryChild = ""
+	c.NotBefore = t.UpdatedAt.Add(time.Duration(t.DelayMS) * time.Millisecond)
+	if c.NotBefore.Before(now) {
+		c.NotBefore = time.Time{}
+	}
+	c.UpdatedAt = now
+	return c
+}
+
+func (w *worker) publishFinal(ctx context.Context, t events.Task, run int) error {
+	f := w.a.newFiring(&t, run)
+	data, err := json.Marshal(events.Fact{Input: mustJSON(map[string]any{"model": t})})
+	if err != nil {
+		return err
+	}
+	id := events.FinalMsgID(t.ID, t.Attempt)
+	ev := f.event(events.StorageRemoveFinishedTask, id, data)
+	_, err = w.a.b.Publish(ctx, events.FactSubject(events.StorageRemoveFinishedTask, t.ID), id, &ev)
+	return err
+}
+
+func mustJSON(v any) json.RawMessage {
+	b, err := json.Marshal(v)
+	if err != nil {
+		panic(err) // only called on types that always encode
+	}
+	return b
+}
