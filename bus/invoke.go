@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/qtasks/qtasks-go/events"
 )
@@ -30,6 +31,9 @@ type Reply struct {
 	// the patch, when known at reply time (0 otherwise).
 	InvokeSeq uint64
 	PatchSeq  uint64
+	// Pending are the publishes of a local invocation and patch, for the
+	// caller to wait on with its other facts.
+	Pending []jetstream.PubAckFuture
 }
 
 // invoker waits for patches with one core-NATS subscription on all patch
@@ -162,7 +166,8 @@ func (b *Bus) Invoke(ctx context.Context, p events.PluginInfo, inv events.Event)
 }
 
 func (b *Bus) invokeLocal(ctx context.Context, h LocalHandler, subject string, p events.PluginInfo, inv events.Event) (Reply, error) {
-	if _, err := b.PublishAsync(subject, inv.ID, &inv); err != nil {
+	invFut, err := b.PublishAsync(subject, inv.ID, &inv)
+	if err != nil {
 		return Reply{}, err
 	}
 	type result struct {
@@ -193,10 +198,11 @@ func (b *Bus) invokeLocal(ctx context.Context, h LocalHandler, subject string, p
 	if err := patch.Validate(); err != nil {
 		return Reply{}, fmt.Errorf("local plugin %s: %w", p.Name, err)
 	}
-	if _, err := b.PublishAsync(events.PatchSubject(p.Name, inv.Trigger, inv.TaskID), patch.ID, &patch); err != nil {
+	patchFut, err := b.PublishAsync(events.PatchSubject(p.Name, inv.Trigger, inv.TaskID), patch.ID, &patch)
+	if err != nil {
 		return Reply{}, err
 	}
-	return Reply{Patch: patch}, nil
+	return Reply{Patch: patch, Pending: []jetstream.PubAckFuture{invFut, patchFut}}, nil
 }
 
 // FillPatch sets the attributes that tie a patch event to the invocation it

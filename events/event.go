@@ -3,6 +3,8 @@ package events
 import (
 	"errors"
 	"fmt"
+	"mime"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -139,12 +141,16 @@ func headerGet(h Headers, k string) string {
 	if v, ok := h[k]; ok && len(v) > 0 {
 		return v[0]
 	}
+	// Several spellings of one name: take the least in byte order, so that
+	// the same message always decodes the same way (map order is random).
+	var best string
+	var val string
 	for hk, v := range h {
-		if len(v) > 0 && strings.EqualFold(hk, k) {
-			return v[0]
+		if len(v) > 0 && strings.EqualFold(hk, k) && (best == "" || hk < best) {
+			best, val = hk, v[0]
 		}
 	}
-	return ""
+	return val
 }
 
 // Decode reads an event from NATS headers and data, and validates it.
@@ -196,11 +202,27 @@ func Decode(h Headers, data []byte) (Event, error) {
 // relies on for the event's type.
 func (e *Event) Validate() error {
 	var errs []error
-	if e.ID == "" {
+	if strings.TrimSpace(e.ID) == "" {
 		errs = append(errs, errors.New("id is empty"))
 	}
-	if e.Source == "" {
+	if strings.TrimSpace(e.Source) == "" {
 		errs = append(errs, errors.New("source is empty"))
+	} else if _, err := url.Parse(e.Source); err != nil {
+		errs = append(errs, fmt.Errorf("source %q is not a URI reference", e.Source))
+	}
+	if !e.Time.IsZero() {
+		// Encode writes the time in UTC; RFC 3339 has four-digit years only.
+		if y := e.Time.UTC().Year(); y < 0 || y > 9999 {
+			errs = append(errs, fmt.Errorf("time %s is outside the years 0000-9999 in UTC", e.Time.Format(time.RFC3339Nano)))
+		}
+	}
+	if e.Subject != "" && strings.TrimSpace(e.Subject) == "" {
+		errs = append(errs, errors.New("subject is blank"))
+	}
+	if e.DataContentType != "" {
+		if _, _, err := mime.ParseMediaType(e.DataContentType); err != nil {
+			errs = append(errs, fmt.Errorf("data content type %q: %v", e.DataContentType, err))
+		}
 	}
 	if e.Type == "" {
 		errs = append(errs, errors.New("type is empty"))
@@ -210,7 +232,10 @@ func (e *Event) Validate() error {
 	}
 	switch {
 	case strings.HasPrefix(e.Type, TypeTriggerPrefix), strings.HasPrefix(e.Type, TypeInvokePrefix):
-		name := e.Type[strings.LastIndexByte(e.Type, '.')+1:]
+		name, ok := strings.CutPrefix(e.Type, TypeTriggerPrefix)
+		if !ok {
+			name = strings.TrimPrefix(e.Type, TypeInvokePrefix)
+		}
 		if _, ok := Lookup(name); !ok {
 			errs = append(errs, fmt.Errorf("unknown trigger %q", name))
 		}
@@ -227,7 +252,7 @@ func (e *Event) Validate() error {
 		if e.Plugin == "" {
 			errs = append(errs, errors.New("patch without plugin"))
 		}
-		if len(e.Data) > 0 && e.PluginError == "" && e.DataContentType != ContentTypeJSONPatch && e.DataContentType != ContentTypeMergePatch {
+		if ct := mediaType(e.DataContentType); len(e.Data) > 0 && e.PluginError == "" && ct != ContentTypeJSONPatch && ct != ContentTypeMergePatch {
 			errs = append(errs, fmt.Errorf("patch content type %q, want %s or %s", e.DataContentType, ContentTypeJSONPatch, ContentTypeMergePatch))
 		}
 	case e.Type == TypeTask, e.Type == TypeDeadLetter:

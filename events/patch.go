@@ -51,19 +51,56 @@ func (e *PatchError) Error() string {
 func (e *PatchError) Unwrap() error { return e.Err }
 
 type op struct {
-	Op   string  `json:"op"`
-	Path *string `json:"path"`
-	From *string `json:"from"`
+	Op   string
+	Path *string
+	From *string
+}
+
+// decodeOp reads the members of a JSON Patch operation that say what it
+// touches. Member names are matched exactly, as the patch library matches
+// them: encoding/json's case-insensitive match into a struct would check
+// {"path":"/task_name","Path":"/kw"} as /kw while the library applies it to
+// /task_name.
+func decodeOp(m map[string]json.RawMessage) (op, error) {
+	var o op
+	for _, f := range []struct {
+		name string
+		dst  **string
+	}{{"path", &o.Path}, {"from", &o.From}} {
+		v, ok := m[f.name]
+		if !ok || string(v) == "null" {
+			continue
+		}
+		var s string
+		if err := json.Unmarshal(v, &s); err != nil {
+			return o, fmt.Errorf("%s is not a string", f.name)
+		}
+		*f.dst = &s
+	}
+	if v, ok := m["op"]; ok && string(v) != "null" {
+		if err := json.Unmarshal(v, &o.Op); err != nil {
+			return o, errors.New("op is not a string")
+		}
+	}
+	return o, nil
 }
 
 // ApplyPatch applies a JSON Patch (contentType ContentTypeJSONPatch) or a
 // merge patch (ContentTypeMergePatch) to doc, a JSON object, under the
 // contract of trigger t. It returns the patched document, or a *PatchError
 // and leaves doc untouched. An empty patch returns doc unchanged.
-func ApplyPatch(t Trigger, doc []byte, contentType string, patch []byte) ([]byte, error) {
+func ApplyPatch(t Trigger, doc []byte, contentType string, patch []byte) (out []byte, err error) {
 	perr := func(err error, path, detail string) error {
 		return &PatchError{Trigger: t.Name, Path: path, Err: err, Detail: detail}
 	}
+	// The patch comes from a plugin; a patch the library cannot handle
+	// must not take the executor down (json-patch v5.9.11 panics on a
+	// test of the root without a value).
+	defer func() {
+		if r := recover(); r != nil {
+			out, err = nil, perr(ErrBadPatch, "", fmt.Sprintf("patch could not be applied: %v", r))
+		}
+	}()
 	if !t.Returnable {
 		return nil, perr(ErrNotReturnable, "", "")
 	}
@@ -73,19 +110,25 @@ func ApplyPatch(t Trigger, doc []byte, contentType string, patch []byte) ([]byte
 	if len(patch) > MaxPatchSize {
 		return nil, perr(ErrBadPatch, "", fmt.Sprintf("%d bytes, at most %d", len(patch), MaxPatchSize))
 	}
-	var out []byte
 	switch mediaType(contentType) {
 	case ContentTypeJSONPatch:
-		var ops []op
+		var ops []map[string]json.RawMessage
 		if err := json.Unmarshal(patch, &ops); err != nil {
 			return nil, perr(ErrBadPatch, "", "not a JSON Patch array: "+err.Error())
 		}
-		for i, o := range ops {
+		for i, m := range ops {
+			o, err := decodeOp(m)
+			if err != nil {
+				return nil, perr(ErrBadPatch, "", fmt.Sprintf("operation %d: %v", i, err))
+			}
 			if o.Path == nil {
 				return nil, perr(ErrBadPatch, "", fmt.Sprintf("operation %d has no path", i))
 			}
 			switch o.Op {
 			case "test":
+				if _, ok := m["value"]; !ok {
+					return nil, perr(ErrBadPatch, "", fmt.Sprintf("operation %d (test) has no value", i))
+				}
 				continue // reads only
 			case "copy":
 				if o.From == nil {
@@ -112,6 +155,9 @@ func ApplyPatch(t Trigger, doc []byte, contentType string, patch []byte) ([]byte
 		}
 		opts := jsonpatch.NewApplyOptions()
 		opts.EnsurePathExistsOnAdd = false
+		// copy is the one operation that can grow the document faster than
+		// the patch: bound it before it is built, not after.
+		opts.AccumulatedCopySizeLimit = MaxDataSize
 		out, err = p.ApplyWithOptions(doc, opts)
 		if err != nil {
 			return nil, perr(ErrBadPatch, "", err.Error())
@@ -158,11 +204,12 @@ func mergeTouches(t Trigger, prefix string, doc, patch map[string]json.RawMessag
 		if json.Unmarshal(v, &sub) != nil || sub == nil {
 			return path, false
 		}
+		// Merging an object into an absent key, null or a non-object
+		// creates or replaces the value at path itself.
 		var dsub map[string]json.RawMessage
-		if cur, ok := doc[k]; ok {
-			if json.Unmarshal(cur, &dsub) != nil {
-				return path, false // replaces a non-object with an object
-			}
+		cur, ok := doc[k]
+		if !ok || json.Unmarshal(cur, &dsub) != nil || dsub == nil {
+			return path, false
 		}
 		if p, ok := mergeTouches(t, path, dsub, sub); !ok {
 			return p, false

@@ -94,6 +94,9 @@ type PluginCall struct {
 	ContentType string          `json:"content_type,omitempty"`
 	Patch       json.RawMessage `json:"patch,omitempty"`
 	LatencyUS   int64           `json:"latency_us"`
+	// Shadow marks the call of a shadow plugin: recorded, never applied,
+	// never failing the task.
+	Shadow bool `json:"shadow,omitempty"`
 	// Stream sequences of the invocation and patch events, when known.
 	InvokeSeq uint64 `json:"invoke_seq,omitempty"`
 	PatchSeq  uint64 `json:"patch_seq,omitempty"`

@@ -81,6 +81,11 @@ func ParseSubject(s string) (ParsedSubject, error) {
 	if len(t) < 3 || t[0] != SubjectRoot {
 		return bad()
 	}
+	for _, tok := range t[2:] {
+		if !ValidToken(tok) { // empty, a wildcard, or whitespace
+			return bad()
+		}
+	}
 	switch t[1] {
 	case "trigger":
 		if len(t) != 4 {

@@ -28,15 +28,15 @@ func (e *PluginFailure) Error() string {
 // firing fires the triggers of one task run, in order, and tracks the acks
 // of their facts.
 type firing struct {
-	a       *App
-	task    *events.Task // identity attributes are read from here
-	run     int
-	counts  map[string]int
+	a      *App
+	task   *events.Task // identity attributes are read from here
+	run    int
+	counts map[string]int
 	// lastApplied records, per trigger, whether the last firing applied
 	// at least one patch.
 	lastApplied map[string]bool
-	acks    bus.Acks
-	nodeFac bool // process-scope facts: subject token is the node id
+	acks        bus.Acks
+	nodeFac     bool // process-scope facts: subject token is the node id
 }
 
 func (a *App) newFiring(t *events.Task, run int) *firing {
@@ -185,6 +185,9 @@ func (f *firing) invoke(ctx context.Context, t events.Trigger, n int, p events.P
 	call := events.PluginCall{Plugin: p.Name, Version: p.Version, Invocation: inv.ID, Policy: p.Policy, Shadow: shadow}
 	start := time.Now()
 	reply, err := f.a.b.Invoke(ctx, p, inv)
+	for _, fut := range reply.Pending {
+		f.acks.Add(fut)
+	}
 	call.LatencyUS = time.Since(start).Microseconds()
 	call.InvokeSeq = reply.InvokeSeq
 	switch {

@@ -454,6 +454,11 @@ func (rs *runState) finish(ctx context.Context, final events.Task, taskErr error
 			final.Result, final.Extra = m["model"].Result, m["model"].Extra
 		}
 	}
+	// The final record becomes visible only once every fact of the run so
+	// far is stored: a caller that saw it can read the whole history.
+	if err := f.acks.Wait(context.WithoutCancel(ctx)); err != nil {
+		return err
+	}
 	decided, err := rs.decide(ctx, final)
 	if err != nil {
 		return err

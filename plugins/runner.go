@@ -1,0 +1,364 @@
+package plugins
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"runtime/debug"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/qtasks/qtasks-go/bus"
+	"github.com/qtasks/qtasks-go/events"
+)
+
+// Runner hosts one plugin. Stop it when done.
+type Runner struct {
+	b     *bus.Bus
+	spec  Spec
+	info  events.PluginInfo
+	log   *slog.Logger
+	state *bus.PluginState
+
+	cc      jetstream.ConsumeContext // mutators
+	it      jetstream.MessagesContext
+	sem     chan struct{}
+	wg      sync.WaitGroup
+	ctx     context.Context
+	cancel  context.CancelFunc
+	local   bool
+	stopped sync.Once
+}
+
+// DurableName is the durable consumer of plugin name.
+func DurableName(name string) string { return "plugin-" + name }
+
+// Start runs spec's plugin as durable JetStream consumers on b: the plugin
+// may live in any process that reaches the NATS server. It creates the
+// consumer before registering the plugin, so no invocation is missed, and
+// returns once both are done.
+func Start(ctx context.Context, b *bus.Bus, spec Spec) (*Runner, error) {
+	r, err := newRunner(b, spec, false)
+	if err != nil {
+		return nil, err
+	}
+	if s, ok := spec.Plugin.(Starter); ok {
+		if err := s.Start(ctx); err != nil {
+			return nil, fmt.Errorf("starting plugin %s: %w", spec.Name, err)
+		}
+	}
+	if err := r.consume(ctx); err != nil {
+		return nil, err
+	}
+	if err := r.register(ctx); err != nil {
+		r.halt()
+		return nil, err
+	}
+	return r, nil
+}
+
+// Local runs a mutator inside the process of the executor that owns b: the
+// executor calls it directly instead of through a consumer, and the
+// invocation and patch are still written to the log. Every executor process
+// that may fire the plugin's triggers must run Local for it.
+// Observers are always run as consumers; Local starts them like Start.
+func Local(ctx context.Context, b *bus.Bus, spec Spec) (*Runner, error) {
+	if spec.Mode == Observer {
+		return Start(ctx, b, spec)
+	}
+	r, err := newRunner(b, spec, true)
+	if err != nil {
+		return nil, err
+	}
+	if s, ok := spec.Plugin.(Starter); ok {
+		if err := s.Start(ctx); err != nil {
+			return nil, fmt.Errorf("starting plugin %s: %w", spec.Name, err)
+		}
+	}
+	b.RegisterLocal(spec.Name, r.localHandler)
+	if err := r.register(ctx); err != nil {
+		b.UnregisterLocal(spec.Name)
+		return nil, err
+	}
+	return r, nil
+}
+
+// Run is Start, then blocks until ctx ends, then Stop.
+func Run(ctx context.Context, b *bus.Bus, spec Spec) error {
+	r, err := Start(ctx, b, spec)
+	if err != nil {
+		return err
+	}
+	<-ctx.Done()
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	defer cancel()
+	return r.Stop(sctx)
+}
+
+func newRunner(b *bus.Bus, spec Spec, local bool) (*Runner, error) {
+	if err := spec.withDefaults(); err != nil {
+		return nil, err
+	}
+	r := &Runner{
+		b: b, spec: spec, info: spec.info(local), local: local,
+		log:   b.Logger().With("component", "plugin", "plugin", spec.Name, "version", spec.Version),
+		state: b.PluginState(spec.Name),
+		sem:   make(chan struct{}, spec.Concurrency),
+	}
+	r.ctx, r.cancel = context.WithCancel(context.Background())
+	return r, nil
+}
+
+func (r *Runner) register(ctx context.Context) error {
+	info, err := r.b.Registry().Register(ctx, r.info)
+	if err != nil {
+		return err
+	}
+	r.info = info
+	if err := r.b.Registry().WaitFor(ctx, info.Name, info.Version); err != nil {
+		return err
+	}
+	r.log.Info("plugin registered", "mode", info.Mode, "triggers", info.Triggers, "order", info.Order)
+	return nil
+}
+
+// Info is the plugin's registration.
+func (r *Runner) Info() events.PluginInfo { return r.info }
+
+// Stop stops taking calls, waits for calls in progress (until ctx ends),
+// and stops the plugin. The registration stays: a plugin that is down is
+// timed out and handled by its failure policy, which is what a restart
+// should not change. Use Deregister to remove it.
+func (r *Runner) Stop(ctx context.Context) error {
+	var err error
+	r.stopped.Do(func() {
+		r.halt()
+		done := make(chan struct{})
+		go func() { r.wg.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-ctx.Done():
+			r.cancel()
+			<-done
+		}
+		r.cancel()
+		if s, ok := r.spec.Plugin.(Stopper); ok {
+			err = s.Stop(ctx)
+		}
+	})
+	return err
+}
+
+// Deregister removes the plugin from the registry; executors stop invoking it.
+func (r *Runner) Deregister(ctx context.Context) error {
+	return r.b.Registry().Deregister(ctx, r.spec.Name)
+}
+
+func (r *Runner) halt() {
+	if r.local {
+		r.b.UnregisterLocal(r.spec.Name)
+	}
+	if r.cc != nil {
+		r.cc.Drain()
+		<-r.cc.Closed()
+	}
+	if r.it != nil {
+		r.it.Drain()
+	}
+}
+
+func (r *Runner) consume(ctx context.Context) error {
+	cfg := bus.ConsumerConfig{
+		Durable:    DurableName(r.spec.Name),
+		MaxDeliver: r.spec.MaxDeliver,
+	}
+	if r.spec.Mode == Observer {
+		if len(r.spec.Triggers) == 0 {
+			cfg.Subjects = []string{events.SubjectTrigger + ".>"}
+		}
+		for _, t := range r.spec.Triggers {
+			cfg.Subjects = append(cfg.Subjects, events.SubjectTrigger+"."+t+".>")
+		}
+		cfg.DeliverNew = r.spec.DeliverNew
+		cfg.MaxAckPending = 1000
+		c, err := r.b.Consumer(ctx, cfg)
+		if err != nil {
+			return err
+		}
+		r.it, err = c.Messages(jetstream.PullMaxMessages(500))
+		if err != nil {
+			return fmt.Errorf("plugin %s: consuming: %w", r.spec.Name, err)
+		}
+		r.wg.Add(1)
+		go r.observe()
+		return nil
+	}
+	// A mutator starts at the end of the log: invocations from before it
+	// existed have long timed out.
+	cfg.Subjects = []string{events.SubjectInvoke + "." + r.spec.Name + ".>"}
+	cfg.DeliverNew = true
+	cfg.AckWait = max(2*r.spec.Timeout, 5*time.Second)
+	cfg.MaxAckPending = 4 * r.spec.Concurrency
+	c, err := r.b.Consumer(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	r.cc, err = c.Consume(func(m jetstream.Msg) {
+		r.sem <- struct{}{}
+		r.wg.Add(1)
+		go func() {
+			defer func() { <-r.sem; r.wg.Done() }()
+			r.mutate(m)
+		}()
+	}, jetstream.PullMaxMessages(2*r.spec.Concurrency))
+	if err != nil {
+		return fmt.Errorf("plugin %s: consuming: %w", r.spec.Name, err)
+	}
+	return nil
+}
+
+// call runs the plugin, turning a panic into an error.
+func (r *Runner) call(ctx context.Context, c *Call) (p *Patch, err error) {
+	defer func() {
+		if x := recover(); x != nil {
+			r.log.Error("plugin panicked", "trigger", c.Trigger, "panic", x, "stack", string(debug.Stack()))
+			p, err = nil, fmt.Errorf("plugin %s panicked: %v", r.spec.Name, x)
+		}
+	}()
+	return r.spec.Plugin.Trigger(ctx, c)
+}
+
+func (r *Runner) mutate(m jetstream.Msg) {
+	md, _ := m.Metadata()
+	inv, err := events.Decode(events.Headers(m.Headers()), m.Data())
+	if err != nil || inv.Type != events.TypeInvokePrefix+inv.Trigger || inv.Plugin != r.spec.Name {
+		if err == nil {
+			err = fmt.Errorf("%w: not an invocation of %s", events.ErrInvalidEvent, r.spec.Name)
+		}
+		r.deadLetter(m, md, err)
+		return
+	}
+	// A stale invocation (its executor gave up) gets no answer.
+	deadline := inv.Time.Add(time.Duration(inv.TimeoutMS) * time.Millisecond)
+	if inv.TimeoutMS > 0 && time.Now().After(deadline) {
+		_ = m.Ack()
+		return
+	}
+	ctx, cancel := context.WithDeadline(r.ctx, deadline)
+	if inv.TimeoutMS == 0 {
+		ctx, cancel = context.WithTimeout(r.ctx, r.spec.Timeout)
+	}
+	defer cancel()
+	call := &Call{Trigger: inv.Trigger, TaskID: inv.TaskID, TaskName: inv.TaskName, Attempt: inv.Attempt, Run: inv.Run,
+		Payload: inv.Data, Event: inv, State: r.state}
+	if md != nil {
+		call.Seq = md.Sequence.Stream
+	}
+	patch := r.answer(ctx, call)
+	bus.FillPatch(&patch, r.info, inv)
+	if _, err := r.b.Publish(ctx, events.PatchSubject(r.spec.Name, inv.Trigger, inv.TaskID), patch.ID, &patch); err != nil {
+		r.log.Warn("publishing patch", "invocation", inv.ID, "err", err)
+		_ = m.Nak()
+		return
+	}
+	_ = m.Ack()
+}
+
+// answer calls the plugin and turns its result into a patch event.
+func (r *Runner) answer(ctx context.Context, call *Call) events.Event {
+	p, err := r.call(ctx, call)
+	if err != nil {
+		return events.Event{PluginError: err.Error(), PluginVersion: r.spec.Version}
+	}
+	ev := events.Event{PluginVersion: r.spec.Version}
+	if p != nil && len(p.Body) > 0 {
+		ev.DataContentType, ev.Data = p.ContentType, p.Body
+	}
+	return ev
+}
+
+func (r *Runner) localHandler(ctx context.Context, inv events.Event) (events.Event, error) {
+	call := &Call{Trigger: inv.Trigger, TaskID: inv.TaskID, TaskName: inv.TaskName, Attempt: inv.Attempt, Run: inv.Run,
+		Payload: inv.Data, Event: inv, State: r.state}
+	return r.answer(ctx, call), nil
+}
+
+func (r *Runner) observe() {
+	defer r.wg.Done()
+	for {
+		m, err := r.it.Next()
+		if err != nil {
+			if errors.Is(err, jetstream.ErrMsgIteratorClosed) {
+				return
+			}
+			r.log.Warn("consuming facts", "err", err)
+			continue
+		}
+		md, _ := m.Metadata()
+		ev, err := events.Decode(events.Headers(m.Headers()), m.Data())
+		if err != nil {
+			r.deadLetter(m, md, err)
+			continue
+		}
+		var fact events.Fact
+		if err := json.Unmarshal(ev.Data, &fact); err != nil {
+			r.deadLetter(m, md, fmt.Errorf("%w: fact data: %w", events.ErrInvalidEvent, err))
+			continue
+		}
+		payload := fact.Output
+		if len(payload) == 0 {
+			payload = fact.Input
+		}
+		call := &Call{Trigger: ev.Trigger, TaskID: ev.TaskID, TaskName: ev.TaskName, Attempt: ev.Attempt, Run: ev.Run,
+			Payload: payload, Fact: &fact, Event: ev, State: r.state}
+		if md != nil {
+			call.Seq = md.Sequence.Stream
+		}
+		// Facts are handled in order: a failing call is retried here rather
+		// than redelivered behind later facts.
+		var cerr error
+		for attempt := 1; attempt <= r.spec.MaxDeliver; attempt++ {
+			ctx, cancel := context.WithTimeout(r.ctx, r.spec.Timeout)
+			_, cerr = r.call(ctx, call)
+			cancel()
+			if cerr == nil || r.ctx.Err() != nil {
+				break
+			}
+			select {
+			case <-time.After(time.Duration(attempt) * 100 * time.Millisecond):
+			case <-r.ctx.Done():
+			}
+		}
+		if r.ctx.Err() != nil {
+			_ = m.Nak()
+			return
+		}
+		if cerr != nil {
+			r.deadLetter(m, md, cerr)
+			continue
+		}
+		_ = m.Ack()
+	}
+}
+
+// deadLetter records a message the plugin cannot process and terminates
+// its delivery: JetStream has no dead-letter queue of its own.
+func (r *Runner) deadLetter(m jetstream.Msg, md *jetstream.MsgMetadata, cause error) {
+	dl := events.DeadLetter{Stream: bus.StreamEvents, Consumer: DurableName(r.spec.Name), Subject: m.Subject(), Reason: cause.Error()}
+	if md != nil {
+		dl.Sequence, dl.Deliveries = md.Sequence.Stream, int(md.NumDelivered)
+	}
+	r.log.Error("dead-lettering message", "seq", dl.Sequence, "reason", dl.Reason)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := r.b.DeadLetter(ctx, r.spec.Name, "qtasks/plugin/"+r.spec.Name, dl); err != nil {
+		r.log.Error("recording dead letter", "err", err)
+		_ = m.Nak()
+		return
+	}
+	_ = m.Term()
+}
