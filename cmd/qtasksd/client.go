@@ -1,0 +1,145 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"net/http"
+	"time"
+
+	"github.com/qtasks/qtasks-go/bus"
+	"github.com/qtasks/qtasks-go/events"
+	"github.com/qtasks/qtasks-go/executor"
+)
+
+func contextWithTimeout(r *http.Request, d time.Duration) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(r.Context(), d)
+}
+
+func (m *Main) submit(ctx context.Context, args []string) error {
+	var conn connFlags
+	fs := newFlagSet("qtasksd submit", m.Stderr, "qtasksd submit NAME [flags]")
+	conn.register(fs, DefaultClientURL)
+	kw := fs.String("kw", "{}", "keyword arguments, a JSON object")
+	posArgs := fs.String("args", "", "positional arguments, a JSON array")
+	priority := fs.Int("priority", 0, "priority (lower runs first); default: the task's")
+	key := fs.String("key", "", "idempotency key: a second submit with it returns the first task")
+	queue := fs.String("queue", executor.DefaultQueue, "queue")
+	wait := fs.Bool("wait", false, "wait for the task to finish and print its final record")
+	timeout := fs.Duration("timeout", 60*time.Second, "how long --wait waits")
+	name, rest := "", args
+	if len(args) > 0 && len(args[0]) > 0 && args[0][0] != '-' {
+		name, rest = args[0], args[1:]
+	}
+	if err := parse(fs, rest, "qtasksd submit add --kw '{\"a\":1,\"b\":2}' --wait"); err != nil {
+		return err
+	}
+	if name == "" && fs.NArg() > 0 {
+		name = fs.Arg(0)
+	}
+	if name == "" {
+		return &usageError{msg: "submit needs a task name", hint: "qtasksd submit add --kw '{\"a\":1,\"b\":2}' --wait"}
+	}
+	var kwv map[string]any
+	if err := json.Unmarshal([]byte(*kw), &kwv); err != nil {
+		return &usageError{msg: "--kw must be a JSON object: " + err.Error(), hint: "--kw '{\"a\":1}'"}
+	}
+	opts := &executor.SubmitOptions{IdempotencyKey: *key, Queue: *queue}
+	if *posArgs != "" {
+		if err := json.Unmarshal([]byte(*posArgs), &opts.Args); err != nil {
+			return &usageError{msg: "--args must be a JSON array: " + err.Error(), hint: "--args '[1,2]'"}
+		}
+	}
+	fs.Visit(func(f *flag.Flag) {
+		if f.Name == "priority" {
+			opts.Priority = priority
+		}
+	})
+	b, err := openClient(ctx, &conn)
+	if err != nil {
+		return err
+	}
+	defer b.Close()
+	app, err := executor.New(b, &executor.Config{Queue: *queue})
+	if err != nil {
+		return err
+	}
+	t, err := app.Submit(ctx, name, kwv, opts)
+	if err != nil {
+		return err
+	}
+	if *wait {
+		wctx, cancel := context.WithTimeout(ctx, *timeout)
+		defer cancel()
+		t, err = app.Wait(wctx, t.ID)
+		if err != nil {
+			if errors.Is(err, context.DeadlineExceeded) {
+				_ = m.printJSON(t)
+				return &exitError{code: exitTimeout, err: fmt.Errorf("task %s still %s after %v", t.ID, t.Status, *timeout)}
+			}
+			return err
+		}
+	}
+	if err := m.printJSON(t); err != nil {
+		return err
+	}
+	if t.Status == events.StatusError || t.Status == events.StatusCancel {
+		return &exitError{code: exitTask, err: fmt.Errorf("task %s ended in %s: %s", t.ID, t.Status, t.Error)}
+	}
+	return nil
+}
+
+func (m *Main) status(ctx context.Context, args []string) error {
+	var conn connFlags
+	fs := newFlagSet("qtasksd status", m.Stderr, "qtasksd status ID [flags]")
+	conn.register(fs, DefaultClientURL)
+	id, rest := "", args
+	if len(args) > 0 && len(args[0]) > 0 && args[0][0] != '-' {
+		id, rest = args[0], args[1:]
+	}
+	if err := parse(fs, rest, "qtasksd status TASK_ID"); err != nil {
+		return err
+	}
+	if id == "" && fs.NArg() > 0 {
+		id = fs.Arg(0)
+	}
+	if id == "" {
+		return &usageError{msg: "status needs a task id", hint: "qtasksd status TASK_ID"}
+	}
+	b, err := openClient(ctx, &conn)
+	if err != nil {
+		return err
+	}
+	defer b.Close()
+	rec, err := b.GetTask(ctx, id)
+	if errors.Is(err, bus.ErrTaskNotFound) {
+		return &exitError{code: exitNotFound, err: err}
+	}
+	if err != nil {
+		return err
+	}
+	return m.printJSON(rec.Task)
+}
+
+func (m *Main) plugins(ctx context.Context, args []string) error {
+	var conn connFlags
+	fs := newFlagSet("qtasksd plugins", m.Stderr, "qtasksd plugins [flags]")
+	conn.register(fs, DefaultClientURL)
+	if err := parse(fs, args, "qtasksd plugins"); err != nil {
+		return err
+	}
+	b, err := openClient(ctx, &conn)
+	if err != nil {
+		return err
+	}
+	defer b.Close()
+	return m.printJSON(b.Registry().List())
+}
+
+func (m *Main) printJSON(v any) error {
+	enc := json.NewEncoder(m.Stdout)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}

@@ -1,0 +1,120 @@
+// Command qtasksd is the qtasks daemon: by default it starts an embedded
+// NATS server with JetStream (file storage under a data directory, loopback
+// only) and a worker with a few demo tasks. With --nats-url it uses an
+// external NATS server or cluster instead. Its subcommands submit tasks and
+// read their status from the command line.
+//
+// Usage:
+//
+//	qtasksd [run] [flags]          start the daemon (the default)
+//	qtasksd submit NAME [flags]    submit a task, optionally wait for it
+//	qtasksd status ID              print a task's record
+//	qtasksd plugins                list registered plugins
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	err := NewMain(os.Stdout, os.Stderr).Run(ctx, os.Args[1:])
+	os.Exit(exitCode(err, os.Stderr))
+}
+
+// Exit codes a script can rely on.
+const (
+	exitOK       = 0
+	exitFailure  = 1 // the operation failed (connection, JetStream, ...)
+	exitUsage    = 2 // bad command line
+	exitNotFound = 3 // the task does not exist
+	exitTask     = 4 // the task ended in error or cancel
+	exitTimeout  = 5 // waiting timed out
+)
+
+// usageError is a bad command line; it prints a hint.
+type usageError struct{ msg, hint string }
+
+func (e *usageError) Error() string { return e.msg }
+
+// exitError carries an exit code other than 1.
+type exitError struct {
+	code int
+	err  error
+}
+
+func (e *exitError) Error() string { return e.err.Error() }
+func (e *exitError) Unwrap() error { return e.err }
+
+func exitCode(err error, stderr io.Writer) int {
+	if err == nil {
+		return exitOK
+	}
+	if errors.Is(err, flag.ErrHelp) {
+		return exitOK
+	}
+	var ue *usageError
+	if errors.As(err, &ue) {
+		fmt.Fprintln(stderr, "qtasksd:", ue.msg)
+		if ue.hint != "" {
+			fmt.Fprintln(stderr, "Try:", ue.hint)
+		}
+		return exitUsage
+	}
+	fmt.Fprintln(stderr, "qtasksd:", err)
+	var ee *exitError
+	if errors.As(err, &ee) {
+		return ee.code
+	}
+	return exitFailure
+}
+
+// Main runs qtasksd's commands; tests call Run directly.
+type Main struct {
+	Stdout, Stderr io.Writer
+}
+
+// NewMain returns a Main writing to stdout and stderr.
+func NewMain(stdout, stderr io.Writer) *Main { return &Main{Stdout: stdout, Stderr: stderr} }
+
+// Run runs the command in args.
+func (m *Main) Run(ctx context.Context, args []string) error {
+	cmd := "run"
+	if len(args) > 0 && len(args[0]) > 0 && args[0][0] != '-' {
+		cmd, args = args[0], args[1:]
+	}
+	switch cmd {
+	case "run":
+		return m.run(ctx, args)
+	case "submit":
+		return m.submit(ctx, args)
+	case "status":
+		return m.status(ctx, args)
+	case "plugins":
+		return m.plugins(ctx, args)
+	case "help":
+		fmt.Fprint(m.Stdout, usage)
+		return nil
+	}
+	return &usageError{msg: fmt.Sprintf("unknown command %q", cmd), hint: "qtasksd help"}
+}
+
+const usage = `qtasksd: the qtasks daemon and its command line
+
+Commands:
+  qtasksd [run] [flags]        start the daemon: embedded NATS (or --nats-url), a worker, HTTP
+  qtasksd submit NAME [flags]  submit a task (--kw JSON, --args JSON, --wait)
+  qtasksd status ID            print a task's record as JSON
+  qtasksd plugins              list registered plugins
+
+Run "qtasksd COMMAND -h" for a command's flags. Every flag can also be set
+through the environment variable named in its help.
+`

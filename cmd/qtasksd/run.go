@@ -1,0 +1,146 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/qtasks/qtasks-go/bus"
+	"github.com/qtasks/qtasks-go/executor"
+)
+
+// runFlags configure the daemon.
+type runFlags struct {
+	conn        connFlags
+	dataDir     string
+	port        int
+	queue       string
+	concurrency int
+	ackWait     time.Duration
+	grace       time.Duration
+	record      string
+	httpAddr    string
+	logLevel    string
+	noWorker    bool
+	replicas    int
+}
+
+func (m *Main) run(ctx context.Context, args []string) error {
+	var f runFlags
+	fs := newFlagSet("qtasksd run", m.Stderr, "qtasksd [run] [flags]")
+	f.conn.register(fs, "")
+	fs.StringVar(&f.dataDir, "data-dir", envOr("QTASKS_DATA_DIR", "qtasks-data"), "embedded server's storage directory (QTASKS_DATA_DIR)")
+	fs.IntVar(&f.port, "port", envInt("QTASKS_PORT", bus.DefaultEmbeddedPort), "embedded server's port on 127.0.0.1 (QTASKS_PORT)")
+	fs.StringVar(&f.queue, "queue", envOr("QTASKS_QUEUE", executor.DefaultQueue), "queue the worker pulls from (QTASKS_QUEUE)")
+	fs.IntVar(&f.concurrency, "concurrency", envInt("QTASKS_CONCURRENCY", executor.DefaultConcurrency), "tasks run at once (QTASKS_CONCURRENCY)")
+	fs.DurationVar(&f.ackWait, "ack-wait", envDur("QTASKS_ACK_WAIT", executor.DefaultAckWait), "redeliver a task whose worker is silent this long (QTASKS_ACK_WAIT)")
+	fs.DurationVar(&f.grace, "grace", envDur("QTASKS_GRACE", executor.DefaultGracePeriod), "on SIGTERM, let in-flight tasks finish this long (QTASKS_GRACE)")
+	fs.StringVar(&f.record, "record", envOr("QTASKS_RECORD", "all"), "which facts to write: all, or lifecycle (lifecycle facts plus subscribed triggers) (QTASKS_RECORD)")
+	fs.StringVar(&f.httpAddr, "http", envOr("QTASKS_HTTP", "127.0.0.1:7400"), "HTTP address for /healthz and /tasks; empty disables (QTASKS_HTTP)")
+	fs.StringVar(&f.logLevel, "log-level", envOr("LOG_LEVEL", "info"), "debug, info, warn or error (LOG_LEVEL)")
+	fs.BoolVar(&f.noWorker, "no-worker", false, "run no worker (only the embedded server and HTTP)")
+	fs.IntVar(&f.replicas, "replicas", envInt("QTASKS_REPLICAS", 1), "stream replicas; 3 on a cluster (QTASKS_REPLICAS)")
+	if err := parse(fs, args, "qtasksd run -h"); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return &usageError{msg: fmt.Sprintf("unexpected argument %q", fs.Arg(0)), hint: "qtasksd run -h"}
+	}
+	log, err := newLogger(m.Stderr, f.logLevel, true)
+	if err != nil {
+		return err
+	}
+	cfg := f.conn.config()
+	cfg.Name = "qtasksd"
+	cfg.Logger = log
+	cfg.Replicas = f.replicas
+	switch f.record {
+	case "all":
+		cfg.Record = bus.RecordAll
+	case "lifecycle":
+		cfg.Record = bus.RecordLifecycle
+	default:
+		return &usageError{msg: fmt.Sprintf("--record %q: want all or lifecycle", f.record), hint: "qtasksd run --record lifecycle"}
+	}
+	if cfg.URL == "" {
+		dir, err := filepath.Abs(f.dataDir)
+		if err != nil {
+			return fmt.Errorf("data directory: %w", err)
+		}
+		cfg.DataDir, cfg.Port = dir, f.port
+	}
+	openCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	b, err := bus.Open(openCtx, cfg)
+	cancel()
+	if err != nil {
+		return err
+	}
+	defer b.Close()
+	if cfg.URL == "" {
+		log.Info("embedded NATS server ready", "url", b.ClientURL(), "data_dir", cfg.DataDir)
+	} else {
+		log.Info("connected to NATS", "url", b.Conn().ConnectedUrl())
+	}
+
+	app, err := executor.New(b, &executor.Config{
+		Queue: f.queue, Concurrency: f.concurrency, AckWait: f.ackWait, GracePeriod: f.grace, Logger: log,
+	})
+	if err != nil {
+		return &usageError{msg: err.Error(), hint: "qtasksd run -h"}
+	}
+	registerDemoTasks(app)
+
+	var srv *http.Server
+	if f.httpAddr != "" {
+		ln, err := net.Listen("tcp", f.httpAddr)
+		if err != nil {
+			return fmt.Errorf("HTTP listener: %w", err)
+		}
+		srv = &http.Server{Handler: newHTTPHandler(app), ReadHeaderTimeout: 10 * time.Second}
+		go func() {
+			if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				log.Error("HTTP server", "err", err)
+			}
+		}()
+		log.Info("HTTP listening", "addr", ln.Addr().String())
+	}
+	if !f.noWorker {
+		if err := app.Start(ctx); err != nil {
+			return err
+		}
+	}
+	log.Info("qtasksd ready", "queue", f.queue, "pid", os.Getpid())
+	<-ctx.Done()
+	log.Info("shutting down: no new tasks; finishing in-flight ones", "grace", f.grace.String())
+
+	// A second signal during shutdown is the user insisting: the grace
+	// period ends at once.
+	stopCtx, cancelStop := context.WithCancel(context.Background())
+	defer cancelStop()
+	go func() {
+		sig := make(chan os.Signal, 1)
+		notifySecond(sig)
+		select {
+		case <-sig:
+			log.Warn("second signal: cancelling in-flight tasks")
+			cancelStop()
+		case <-stopCtx.Done():
+		}
+	}()
+	var errs []error
+	if !f.noWorker {
+		errs = append(errs, app.Stop(stopCtx))
+	}
+	if srv != nil {
+		sctx, c := context.WithTimeout(context.Background(), 5*time.Second)
+		errs = append(errs, srv.Shutdown(sctx))
+		c()
+	}
+	log.Info("stopped")
+	return errors.Join(errs...)
+}
