@@ -102,3 +102,19 @@ func nextWithin(ctx context.Context, it jetstream.MessagesContext, d time.Durati
 		return nil, context.Cause(ctx)
 	}
 }
+
+// ErrNoMessage is returned by LastMessage when no message has the subject.
+var ErrNoMessage = errors.New("no message on subject")
+
+// LastMessage returns the last event of the log on subject (no wildcards).
+func (b *Bus) LastMessage(ctx context.Context, subject string) (Stored, error) {
+	m, err := b.events.GetLastMsgForSubject(ctx, subject)
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return Stored{}, fmt.Errorf("%w: %s", ErrNoMessage, subject)
+	}
+	if err != nil {
+		return Stored{}, fmt.Errorf("reading last message of %s: %w", subject, err)
+	}
+	ev, derr := events.Decode(events.Headers(m.Header), m.Data)
+	return Stored{Seq: m.Sequence, Subject: m.Subject, Event: ev, Err: derr}, nil
+}

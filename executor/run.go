@@ -454,51 +454,32 @@ func (rs *runState) finish(ctx context.Context, final events.Task, taskErr error
 			final.Result, final.Extra = m["model"].Result, m["model"].Extra
 		}
 	}
-	// The final record becomes visible only once every fact of the run so
-	// far is stored: a caller that saw it can read the whole history.
+	// Every fact of the run is stored before the final one, and the final
+	// fact before the task record says final: a caller that saw the record
+	// can read the whole history.
 	if err := f.acks.Wait(context.WithoutCancel(ctx)); err != nil {
 		return err
 	}
-	decided, err := rs.decide(ctx, final)
+	decided, err := rs.w.publishFinal(ctx, f, final)
 	if err != nil {
 		return err
 	}
-	if decided {
-		if err := rs.w.publishFinal(ctx, final, f.run); err != nil {
+	if !decided {
+		// Another run of this attempt finished first; its record stands.
+		a.log.Warn("another run decided this attempt first", "task_id", final.ID, "attempt", final.Attempt)
+		logged, ok, err := rs.w.loggedFinal(ctx, final)
+		if err != nil {
 			return err
 		}
-		if final.Status == events.StatusRetry {
-			if err := a.b.Enqueue(ctx, nextAttempt(final, a.cfg.Now()), a.source); err != nil {
-				return err
-			}
+		if ok {
+			final = logged
 		}
+	}
+	if err := rs.w.finishDecided(ctx, final); err != nil {
+		return err
 	}
 	if rs.def != nil {
 		_, _ = f.fire(ctx, events.WorkerExecuteAfter, map[string]any{"model": final})
 	}
 	return f.acks.Wait(context.WithoutCancel(ctx))
-}
-
-// decide writes the final record if no other run of this attempt did first.
-func (rs *runState) decide(ctx context.Context, final events.Task) (bool, error) {
-	b := rs.w.a.b
-	for {
-		rev, err := b.UpdateTask(ctx, final, rs.rev)
-		if err == nil {
-			rs.rev = rev
-			return true, nil
-		}
-		if !errors.Is(err, bus.ErrConflict) {
-			return false, err
-		}
-		rec, err := b.GetTask(ctx, final.ID)
-		if err != nil {
-			return false, err
-		}
-		if rec.Task.Attempt != final.Attempt || events.FinalStatus(rec.Task.Status) {
-			rs.w.a.log.Warn("another run decided this attempt first", "task_id", final.ID, "attempt", final.Attempt)
-			return false, nil
-		}
-		rs.rev = rec.Revision
-	}
 }

@@ -254,6 +254,23 @@ func (w *worker) process(it *item) {
 	if md, err := it.m.Metadata(); err == nil {
 		run = int(md.NumDelivered)
 	}
+	if run > 1 {
+		// A redelivery: a previous run may have decided this attempt (its
+		// final fact is in the log) and died before acking.
+		if final, ok, err := w.loggedFinal(ctx, t); err != nil {
+			a.log.Error("reading the log for a final record", "task_id", t.ID, "err", err)
+			_ = it.m.NakWithDelay(time.Second)
+			return
+		} else if ok {
+			if err := w.finishDecided(ctx, final); err != nil {
+				a.log.Error("completing a decided task", "task_id", t.ID, "err", err)
+				_ = it.m.Nak()
+				return
+			}
+			_ = it.m.Ack()
+			return
+		}
+	}
 	rec, err := a.b.GetTask(ctx, t.ID)
 	switch {
 	case errors.Is(err, bus.ErrTaskNotFound):
@@ -310,16 +327,64 @@ func (w *worker) process(it *item) {
 	}
 }
 
-// finishDecided republishes the final fact of a decided attempt (deduplicated
-// by its message id) and queues the next attempt of a retried task.
-func (w *worker) finishDecided(ctx context.Context, t events.Task) error {
-	if err := w.publishFinal(ctx, t, 0); err != nil {
+// finishDecided completes the bookkeeping of an attempt whose final fact is
+// in the log: the task record, and the next attempt of a retried task. Both
+// steps are idempotent.
+func (w *worker) finishDecided(ctx context.Context, final events.Task) error {
+	if err := w.storeFinal(ctx, final); err != nil {
 		return err
 	}
-	if t.Status == events.StatusRetry {
-		return w.a.b.Enqueue(ctx, nextAttempt(t, w.a.cfg.Now()), w.a.source)
+	if final.Status == events.StatusRetry {
+		return w.a.b.Enqueue(ctx, nextAttempt(final, w.a.cfg.Now()), w.a.source)
 	}
 	return nil
+}
+
+// loggedFinal returns the final record of t's attempt if the log has one.
+func (w *worker) loggedFinal(ctx context.Context, t events.Task) (events.Task, bool, error) {
+	s, err := w.a.b.LastMessage(ctx, events.FactSubject(events.StorageRemoveFinishedTask, t.ID))
+	if errors.Is(err, bus.ErrNoMessage) {
+		return events.Task{}, false, nil
+	}
+	if err != nil {
+		return events.Task{}, false, err
+	}
+	if s.Err != nil {
+		return events.Task{}, false, s.Err
+	}
+	var fact struct {
+		Input struct {
+			Model events.Task `json:"model"`
+		} `json:"input"`
+	}
+	if err := json.Unmarshal(s.Event.Data, &fact); err != nil {
+		return events.Task{}, false, fmt.Errorf("decoding final fact of %s: %w", t.ID, err)
+	}
+	m := fact.Input.Model
+	if m.ID != t.ID || m.Attempt != t.Attempt {
+		return events.Task{}, false, nil
+	}
+	return m, true, nil
+}
+
+// storeFinal writes a decided final record to the task record, unless the
+// record already moved on to a later attempt.
+func (w *worker) storeFinal(ctx context.Context, final events.Task) error {
+	b := w.a.b
+	for {
+		rec, err := b.GetTask(ctx, final.ID)
+		if err != nil {
+			return err
+		}
+		if rec.Task.Attempt > final.Attempt || (rec.Task.Attempt == final.Attempt && rec.Task.Status == final.Status) {
+			return nil
+		}
+		_, err = b.UpdateTask(ctx, final, rec.Revision)
+		if errors.Is(err, bus.ErrConflict) {
+			continue
+		}
+		return err
+	}
 }
 
 func nextAttempt(t events.Task, now time.Time) events.Task {
@@ -337,16 +402,21 @@ func nextAttempt(t events.Task, now time.Time) events.Task {
 	return c
 }
 
-func (w *worker) publishFinal(ctx context.Context, t events.Task, run int) error {
-	f := w.a.newFiring(&t, run)
-	data, err := json.Marshal(events.Fact{Input: mustJSON(map[string]any{"model": t})})
+// publishFinal writes the final fact of an attempt. Its message id leaves
+// out the run, so of two runs racing to finish the same attempt only the
+// first is stored: decided reports whether that was this one.
+func (w *worker) publishFinal(ctx context.Context, f *firing, final events.Task) (decided bool, err error) {
+	data, err := json.Marshal(events.Fact{Input: mustJSON(map[string]any{"model": final})})
 	if err != nil {
-		return err
+		return false, err
 	}
-	id := events.FinalMsgID(t.ID, t.Attempt)
+	id := events.FinalMsgID(final.ID, final.Attempt)
 	ev := f.event(events.StorageRemoveFinishedTask, id, data)
-	_, err = w.a.b.Publish(ctx, events.FactSubject(events.StorageRemoveFinishedTask, t.ID), id, &ev)
-	return err
+	ack, err := w.a.b.Publish(ctx, events.FactSubject(events.StorageRemoveFinishedTask, final.ID), id, &ev)
+	if err != nil {
+		return false, err
+	}
+	return !ack.Duplicate, nil
 }
 
 func mustJSON(v any) json.RawMessage {

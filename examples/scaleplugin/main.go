@@ -1,0 +1,76 @@
+// Command scaleplugin is a mutator plugin in its own process: it multiplies
+// the numeric result of every task (on task_executor_run_task) by a factor.
+// It shows the whole plugin SDK in one file, and the tests run it as a real
+// separate process against a real JetStream.
+//
+//	go run ./examples/scaleplugin --nats-url nats://127.0.0.1:4222 --factor 10
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/qtasks/qtasks-go/bus"
+	"github.com/qtasks/qtasks-go/events"
+	"github.com/qtasks/qtasks-go/plugins"
+)
+
+func main() {
+	url := flag.String("nats-url", "nats://127.0.0.1:4222", "NATS server URL")
+	name := flag.String("name", "scale", "plugin name")
+	version := flag.String("version", "1", "plugin version")
+	factor := flag.Float64("factor", 10, "multiply numeric results by this")
+	policy := flag.String("policy", events.PolicyFail, "failure policy: fail or ignore")
+	flag.Parse()
+
+	log := slog.New(slog.NewJSONHandler(os.Stderr, nil))
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, log, *url, *name, *version, *policy, *factor); err != nil {
+		log.Error("scaleplugin", "err", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, log *slog.Logger, url, name, version, policy string, factor float64) error {
+	octx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	b, err := bus.Open(octx, bus.Config{URL: url, Name: "plugin-" + name, Logger: log})
+	if err != nil {
+		return err
+	}
+	defer b.Close()
+	scale := plugins.Func(func(ctx context.Context, c *plugins.Call) (*plugins.Patch, error) {
+		var p struct {
+			Result json.RawMessage `json:"result"`
+		}
+		if err := c.Decode(&p); err != nil {
+			return nil, err
+		}
+		var n float64
+		if json.Unmarshal(p.Result, &n) != nil {
+			return nil, nil // not a number: no change
+		}
+		return plugins.JSONPatch(plugins.Op{Op: "replace", Path: "/result", Value: n * factor})
+	})
+	r, err := plugins.Start(ctx, b, plugins.Spec{
+		Name: name, Version: version, Triggers: []string{events.TaskExecutorRunTask},
+		Policy: policy, Timeout: 5 * time.Second, Plugin: scale,
+	})
+	if err != nil {
+		return err
+	}
+	// Tests wait for this line to know the plugin is registered.
+	fmt.Println("ready")
+	<-ctx.Done()
+	sctx, c := context.WithTimeout(context.Background(), 10*time.Second)
+	defer c()
+	return r.Stop(sctx)
+}

@@ -1,0 +1,155 @@
+package e2e_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/qtasks/qtasks-go/bus"
+	"github.com/qtasks/qtasks-go/bus/bustest"
+	"github.com/qtasks/qtasks-go/events"
+	"github.com/qtasks/qtasks-go/executor"
+)
+
+func client(t *testing.T, b *bus.Bus) *executor.App {
+	t.Helper()
+	app, err := executor.New(b, &executor.Config{AckWait: 2 * time.Second})
+	require.NoError(t, err)
+	return app
+}
+
+func waitStatus(t *testing.T, b *bus.Bus, id, status string) {
+	t.Helper()
+	bustest.WaitFor(t, 30*time.Second, "task status "+status, func() bool {
+		rec, err := b.GetTask(context.Background(), id)
+		return err == nil && rec.Task.Status == status
+	})
+}
+
+// A mutator running in a separate OS process patches a task's result.
+func TestPluginInAnotherProcess(t *testing.T) {
+	t.Parallel()
+	b := bustest.Open(t, nil)
+	plugin := startProc(t, "scaleplugin", "--nats-url", b.ClientURL(), "--factor", "10")
+	plugin.waitLine("ready", 30*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	require.NoError(t, b.Registry().WaitFor(ctx, "scale", "1"))
+
+	app := client(t, b)
+	executor.MustRegister(app, "three", func(context.Context, struct{}) (int, error) { return 3, nil }, nil)
+	require.NoError(t, app.Start(ctx))
+	t.Cleanup(func() { _ = app.Stop(context.Background()) })
+	sub, err := app.Submit(ctx, "three", nil, nil)
+	require.NoError(t, err)
+	final, err := app.Wait(ctx, sub.ID)
+	require.NoError(t, err)
+	got, err := executor.Result[float64](final)
+	require.NoError(t, err)
+	require.InDelta(t, 30.0, got, 0)
+
+	pat := bustest.Events(t, b, events.PatchSubject("scale", events.TaskExecutorRunTask, sub.ID))
+	require.Len(t, pat, 1)
+	require.Equal(t, events.ContentTypeJSONPatch, pat[0].Event.DataContentType)
+
+	// The plugin process stops cleanly on SIGTERM.
+	plugin.signal(syscall.SIGTERM)
+	require.Equal(t, 0, plugin.wait(ctx))
+}
+
+// A worker process killed with SIGKILL mid-task: another worker takes
+// over; the task completes once, broker_running_older_tasks is in the log,
+// and there is exactly one final status.
+func TestWorkerKilledMidTask(t *testing.T) {
+	t.Parallel()
+	b := bustest.Open(t, nil)
+	app := client(t, b)
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	sub, err := app.Submit(ctx, "sleep", map[string]any{"ms": 3000}, nil)
+	require.NoError(t, err)
+
+	args := []string{"--nats-url", b.ClientURL(), "--ack-wait", "2s", "--concurrency", "1", "--http", "", "--log-level", "warn"}
+	w1 := startProc(t, "qtasksd", args...)
+	waitStatus(t, b, sub.ID, events.StatusProcess)
+	w1.signal(syscall.SIGKILL)
+	w1.wait(ctx)
+
+	startProc(t, "qtasksd", args...)
+	final, err := app.Wait(ctx, sub.ID)
+	require.NoError(t, err)
+	require.Equal(t, events.StatusSuccess, final.Status, final.Error)
+
+	facts := bustest.Events(t, b, events.SubjectTrigger+".*."+sub.ID)
+	var older, finals, runTask int
+	for _, s := range facts {
+		switch s.Event.Trigger {
+		case events.BrokerRunningOlderTasks:
+			older++
+			require.Equal(t, 2, s.Event.Run)
+		case events.StorageRemoveFinishedTask:
+			finals++
+		case events.TaskExecutorRunTask:
+			runTask++
+		}
+	}
+	require.Equal(t, 1, older, "broker_running_older_tasks facts")
+	require.Equal(t, 1, finals, "final facts")
+	require.Equal(t, 1, runTask, "the task completed once")
+}
+
+// SIGTERM: the daemon stops taking tasks, finishes the in-flight one within
+// the grace period, and exits 0.
+func TestDaemonGracefulShutdown(t *testing.T) {
+	t.Parallel()
+	b := bustest.Open(t, nil)
+	app := client(t, b)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	sub, err := app.Submit(ctx, "sleep", map[string]any{"ms": 1500}, nil)
+	require.NoError(t, err)
+	d := startProc(t, "qtasksd", "--nats-url", b.ClientURL(), "--http", "", "--grace", "30s", "--log-level", "warn")
+	waitStatus(t, b, sub.ID, events.StatusProcess)
+	d.signal(syscall.SIGTERM)
+	require.Equal(t, 0, d.wait(ctx))
+	rec, err := b.GetTask(ctx, sub.ID)
+	require.NoError(t, err)
+	require.Equal(t, events.StatusSuccess, rec.Task.Status)
+	var ms int
+	require.NoError(t, json.Unmarshal(rec.Task.Result, &ms))
+	require.Equal(t, 1500, ms)
+	stops := bustest.Events(t, b, events.SubjectTrigger+"."+events.WorkerStop+".>")
+	require.Len(t, stops, 1)
+}
+
+// The command line: submit and wait, status, exit codes.
+func TestDaemonCommandLine(t *testing.T) {
+	t.Parallel()
+	b := bustest.Open(t, nil)
+	startProc(t, "qtasksd", "--nats-url", b.ClientURL(), "--http", "", "--log-level", "warn")
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+
+	sub := startProc(t, "qtasksd", "submit", "add", "--nats-url", b.ClientURL(), "--kw", `{"a":2,"b":40}`, "--wait")
+	require.Equal(t, 0, sub.wait(ctx))
+	var task events.Task
+	require.NoError(t, json.Unmarshal([]byte(sub.output()), &task))
+	require.Equal(t, events.StatusSuccess, task.Status)
+	require.JSONEq(t, "42", string(task.Result))
+
+	st := startProc(t, "qtasksd", "status", task.ID, "--nats-url", b.ClientURL())
+	require.Equal(t, 0, st.wait(ctx))
+
+	fail := startProc(t, "qtasksd", "submit", "fail", "--nats-url", b.ClientURL(), "--wait")
+	require.Equal(t, 4, fail.wait(ctx), "a failed task exits 4")
+	missing := startProc(t, "qtasksd", "status", "no-such-task", "--nats-url", b.ClientURL())
+	require.Equal(t, 3, missing.wait(ctx), "an unknown task exits 3")
+	bad := startProc(t, "qtasksd", "submit", "add", "--nats-url", b.ClientURL(), "--kw", `[1]`)
+	require.Equal(t, 2, bad.wait(ctx), "bad usage exits 2")
+	require.False(t, errors.Is(ctx.Err(), context.DeadlineExceeded))
+}
