@@ -572,8 +572,9 @@ func TestCloudEventsConformance(t *testing.T) {
 			} else {
 				require.JSONEq(t, string(e.Data), string(got.Data))
 			}
-			got.Data, e.Data = nil, nil
-			require.Equal(t, e, got)
+			want := e // e is shared with the parallel Binary subtest
+			got.Data, want.Data = nil, nil
+			require.Equal(t, want, got)
 		})
 	}
 
