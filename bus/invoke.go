@@ -140,10 +140,16 @@ func (b *Bus) Invoke(ctx context.Context, p events.PluginInfo, inv events.Event)
 			return Reply{}, fmt.Errorf("publishing invocation: %w", err)
 		case m := <-ch:
 			if reply.InvokeSeq == 0 {
+				// The plugin read the invocation from the stream, so it is
+				// stored, but its ack can be processed after the patch
+				// (another subscription, another goroutine). Wait for it, so
+				// that the reply always knows where the invocation is.
 				select {
 				case ack := <-fut.Ok():
 					reply.InvokeSeq = ack.Sequence
-				default:
+				case err := <-fut.Err():
+					return Reply{}, fmt.Errorf("publishing invocation: %w", err)
+				case <-ctx.Done(): // answered in time; the sequence stays unknown
 				}
 			}
 			ps, err := events.ParseSubject(m.Subject)

@@ -42,7 +42,10 @@ func (b *Bus) provision(ctx context.Context) error {
 		Retention:   jetstream.WorkQueuePolicy,
 		Storage:     jetstream.FileStorage,
 		Replicas:    b.cfg.Replicas,
-		Duplicates:  DefaultDuplicateWindow,
+		// The server stores an unset limit as -1; say so, or ensureStream
+		// sees a difference and updates the stream on every start.
+		MaxBytes:   -1,
+		Duplicates: DefaultDuplicateWindow,
 	})
 	if err != nil {
 		return err

@@ -34,17 +34,30 @@ func newRegistry(ctx context.Context, b *Bus) (*Registry, error) {
 		plugins: make(map[string]events.PluginInfo),
 		changed: make(chan struct{}),
 	}
-	w, err := r.kv.WatchAll(ctx)
+	// The watch lives as long as the bus, not as long as ctx: ctx only bounds
+	// Open, and a watch tied to it would stop (and the registry go stale) as
+	// soon as Open's caller cancels it.
+	w, err := r.kv.WatchAll(context.WithoutCancel(ctx))
 	if err != nil {
 		return nil, fmt.Errorf("watching plugin registry: %w", err)
 	}
 	r.watcher = w
 	// The watcher sends every current value, then a nil marker.
-	for u := range w.Updates() {
-		if u == nil {
-			break
+load:
+	for {
+		select {
+		case u, ok := <-w.Updates():
+			if !ok {
+				return nil, errors.New("loading plugin registry: watch closed")
+			}
+			if u == nil {
+				break load
+			}
+			r.apply(u)
+		case <-ctx.Done():
+			_ = w.Stop()
+			return nil, fmt.Errorf("loading plugin registry: %w", context.Cause(ctx))
 		}
-		r.apply(u)
 	}
 	go func() {
 		defer close(r.done)
@@ -131,6 +144,9 @@ func (r *Registry) Register(ctx context.Context, p events.PluginInfo) (events.Pl
 			p.Order = rev
 			data, _ := json.Marshal(p)
 			if _, err := r.kv.Update(ctx, p.Name, data, rev); err != nil {
+				if revisionConflict(err) {
+					continue // another registration filled the key in; read again
+				}
 				return p, fmt.Errorf("registering plugin %s: %w", p.Name, err)
 			}
 			return p, nil
@@ -145,13 +161,18 @@ func (r *Registry) Register(ctx context.Context, p events.PluginInfo) (events.Pl
 		}
 		data, _ := json.Marshal(p)
 		if _, err := r.kv.Update(ctx, p.Name, data, e.Revision()); err != nil {
-			if errors.Is(err, jetstream.ErrKeyExists) {
+			if revisionConflict(err) {
 				continue // raced with another registration; read again
 			}
 			return p, fmt.Errorf("registering plugin %s: %w", p.Name, err)
 		}
 		return p, nil
 	}
+}
+
+// revisionConflict reports whether a KV update lost a compare-and-set race.
+func revisionConflict(err error) bool {
+	return errors.Is(err, jetstream.ErrKeyRevisionMismatch) || errors.Is(err, jetstream.ErrKeyExists)
 }
 
 // Deregister removes a plugin; the executor stops invoking it.
@@ -218,16 +239,19 @@ func (r *Registry) Chain(trigger string) []events.PluginInfo {
 	return c
 }
 
-// Shadows returns the shadow plugins of plugin that handle trigger.
+// Shadows returns the shadow plugins of plugin that handle trigger, in
+// registration order (so that a firing records their calls in the same order
+// every time).
 func (r *Registry) Shadows(plugin, trigger string) []events.PluginInfo {
 	r.mu.RLock()
-	defer r.mu.RUnlock()
 	var out []events.PluginInfo
 	for _, p := range r.plugins {
 		if p.Mode == events.ModeShadow && p.ShadowOf == plugin && (p.Global() || p.Handles(trigger)) {
 			out = append(out, p)
 		}
 	}
+	r.mu.RUnlock()
+	slices.SortFunc(out, func(a, b events.PluginInfo) int { return int(a.Order) - int(b.Order) })
 	return out
 }
 

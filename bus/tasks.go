@@ -26,6 +26,9 @@ type TaskRecord struct {
 // CreateTask stores a new task record. If a record with the same id exists
 // (an idempotent resubmission), it returns that record and created=false.
 func (b *Bus) CreateTask(ctx context.Context, t events.Task) (rec TaskRecord, created bool, err error) {
+	if !events.ValidToken(t.ID) {
+		return rec, false, fmt.Errorf("task id %q: must be a valid NATS subject token", t.ID)
+	}
 	data, err := json.Marshal(t)
 	if err != nil {
 		return rec, false, fmt.Errorf("encoding task %s: %w", t.ID, err)
@@ -66,6 +69,9 @@ var ErrConflict = errors.New("task record changed concurrently")
 
 // UpdateTask writes t if the record is still at revision rev.
 func (b *Bus) UpdateTask(ctx context.Context, t events.Task, rev uint64) (uint64, error) {
+	if !events.ValidToken(t.ID) {
+		return 0, fmt.Errorf("task id %q: must be a valid NATS subject token", t.ID)
+	}
 	data, err := json.Marshal(t)
 	if err != nil {
 		return 0, fmt.Errorf("encoding task %s: %w", t.ID, err)

@@ -17,6 +17,10 @@ type addInput struct {
 	B float64 `json:"b"`
 }
 
+type greetInput struct {
+	Name string `json:"name"`
+}
+
 type sleepInput struct {
 	MS int `json:"ms"`
 }
@@ -36,6 +40,12 @@ func registerDemoTasks(app *executor.App) {
 	executor.MustRegister(app, "add", func(_ context.Context, in addInput) (float64, error) {
 		return in.A + in.B, nil
 	}, &executor.TaskOptions{Description: "adds a and b"})
+	executor.MustRegister(app, "greet", func(_ context.Context, in greetInput) (string, error) {
+		if in.Name == "" {
+			in.Name = "world"
+		}
+		return "hello, " + in.Name, nil
+	}, &executor.TaskOptions{Description: "greets name"})
 	executor.MustRegister(app, "sleep", func(ctx context.Context, in sleepInput) (int, error) {
 		t := time.NewTimer(time.Duration(in.MS) * time.Millisecond)
 		defer t.Stop()

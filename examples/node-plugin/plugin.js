@@ -1,0 +1,153 @@
+// A qtasks mutator plugin in JavaScript, written from docs/PROTOCOL.md alone.
+//
+// It is named for task_executor_after_execute_result_replace and upper-cases
+// string results with a JSON Patch; any other result gets an empty reply
+// (no change). Run it beside qtasksd:
+//
+//   npm ci && node plugin.js --nats-url nats://127.0.0.1:4222
+//
+// It prints "ready" once its consumer exists and it is registered.
+"use strict";
+
+const { connect, headers, AckPolicy, DeliverPolicy, nanos, StringCodec } = require("nats");
+
+function flag(name, def) {
+  const i = process.argv.indexOf("--" + name);
+  return i >= 0 && i + 1 < process.argv.length ? process.argv[i + 1] : def;
+}
+
+const url = flag("nats-url", process.env.QTASKS_NATS_URL || "nats://127.0.0.1:4222");
+const name = flag("name", "node-upper");
+const version = flag("version", "1.0.0");
+const trigger = "task_executor_after_execute_result_replace";
+const timeoutMs = 5000;
+const stream = "QTASKS_EVENTS"; // PROTOCOL.md §2
+const durable = "plugin-" + name; // §9.1
+const sc = StringCodec();
+
+// decide returns [contentType, body] for a patch, or null for no change.
+function decide(payload) {
+  if (typeof payload.result !== "string") return null;
+  return [
+    "application/json-patch+json",
+    JSON.stringify([{ op: "replace", path: "/result", value: payload.result.toUpperCase() }]),
+  ];
+}
+
+// register writes the plugin's entry in the registry bucket exactly as §8
+// says: create {} to reserve the key, its revision is the order, then update.
+async function register(js) {
+  const kv = await js.views.kv("qtasks_plugins");
+  for (;;) {
+    const entry = await kv.get(name);
+    const reg = {
+      name, version, triggers: [trigger], mode: "mutator",
+      timeout_ms: timeoutMs, policy: "fail", registered_at: new Date().toISOString(),
+    };
+    try {
+      if (!entry || entry.operation !== "PUT") {
+        const rev = await kv.create(name, sc.encode("{}"));
+        reg.order = rev;
+        await kv.update(name, sc.encode(JSON.stringify(reg)), rev);
+      } else {
+        let order = 0;
+        try { order = JSON.parse(sc.decode(entry.value)).order || 0; } catch (_) { /* unreadable */ }
+        reg.order = order || entry.revision;
+        await kv.update(name, sc.encode(JSON.stringify(reg)), entry.revision);
+      }
+      return reg.order;
+    } catch (err) {
+      // The revision moved: someone registered at the same time; start again.
+      if (String(err.message).includes("wrong last sequence") || String(err.message).includes("exists")) continue;
+      throw err;
+    }
+  }
+}
+
+async function answer(js, m) {
+  const h = m.headers;
+  const get = (k) => (h ? h.get(k) : "");
+  const trig = get("ce-trigger");
+  if (get("ce-type") !== "io.qtasks.invoke." + trig || get("ce-plugin") !== name) {
+    console.error("not an invocation of", name, "- terminating it");
+    m.term();
+    return;
+  }
+  const sent = Date.parse(get("ce-time"));
+  const budget = parseInt(get("ce-timeoutms") || "0", 10);
+  if (budget > 0 && Date.now() > sent + budget) {
+    m.ack(); // stale: the executor stopped waiting (§9.2 step 2)
+    return;
+  }
+  const invocation = get("ce-id");
+  const taskId = m.subject.split(".")[4]; // qtasks.invoke.<plugin>.<trigger>.<task id>
+  const out = headers();
+  out.set("ce-specversion", "1.0");
+  out.set("ce-type", "io.qtasks.patch");
+  out.set("ce-source", "qtasks/plugin/" + name);
+  out.set("ce-id", invocation + ":patch");
+  out.set("ce-time", new Date().toISOString());
+  out.set("ce-invocation", invocation);
+  out.set("ce-plugin", name);
+  out.set("ce-pluginversion", version);
+  for (const k of ["ce-subject", "ce-taskid", "ce-taskname", "ce-trigger", "ce-attempt", "ce-run", "ce-traceparent", "ce-replay"]) {
+    const v = get(k);
+    if (v) out.set(k, v);
+  }
+  let body = new Uint8Array(0);
+  try {
+    const patch = decide(JSON.parse(sc.decode(m.data)));
+    if (patch) {
+      out.set("content-type", patch[0]);
+      body = sc.encode(patch[1]);
+    }
+  } catch (err) {
+    out.set("ce-pluginerror", String(err.message).replace(/[\r\n]+/g, " "));
+  }
+  try {
+    await js.publish(`qtasks.patch.${name}.${trig}.${taskId}`, body, { headers: out, msgID: invocation + ":patch" });
+    m.ack();
+  } catch (err) {
+    console.error("publishing patch:", err.message);
+    m.nak();
+  }
+}
+
+async function main() {
+  const nc = await connect({ servers: url, name: "plugin-" + name });
+  const jsm = await nc.jetstreamManager();
+  const js = nc.jetstream();
+  // The consumer first (§8: invocations before it exists are never delivered).
+  const cfg = {
+    durable_name: durable,
+    filter_subject: `qtasks.invoke.${name}.>`,
+    deliver_policy: DeliverPolicy.New,
+    ack_policy: AckPolicy.Explicit,
+    ack_wait: nanos(2 * timeoutMs),
+    max_deliver: 5,
+  };
+  try {
+    await jsm.consumers.info(stream, durable);
+  } catch (_) {
+    await jsm.consumers.add(stream, cfg);
+  }
+  const consumer = await js.consumers.get(stream, durable);
+  const messages = await consumer.consume({ max_messages: 64 });
+  const order = await register(js);
+  console.log("ready", JSON.stringify({ name, version, order }));
+
+  const stop = async () => {
+    messages.stop();
+    await nc.drain();
+  };
+  process.on("SIGTERM", stop);
+  process.on("SIGINT", stop);
+  for await (const m of messages) {
+    answer(js, m); // invocations of different tasks are answered concurrently
+  }
+}
+
+main().catch((err) => {
+  console.error(err);
+  process.exit(1);
+});
