@@ -53,8 +53,15 @@ type proc struct {
 
 func startProc(t *testing.T, bin string, args ...string) *proc {
 	t.Helper()
+	return startCmd(t, exec.Command(filepath.Join(binDir, bin), args...))
+}
+
+// startCmd starts cmd as a proc.
+func startCmd(t *testing.T, cmd *exec.Cmd) *proc {
+	t.Helper()
+	bin := filepath.Base(cmd.Path)
 	p := &proc{t: t, done: make(chan struct{}), lines: make(chan string, 100)}
-	p.cmd = exec.Command(filepath.Join(binDir, bin), args...)
+	p.cmd = cmd
 	stdout, err := p.cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
