@@ -133,6 +133,7 @@ type Bus struct {
 
 	inv   *invoker
 	reg   *Registry
+	adv   *nats.Subscription
 	local sync.Map // plugin name → LocalHandler
 
 	closeOnce sync.Once
@@ -201,6 +202,10 @@ func Open(ctx context.Context, cfg Config) (*Bus, error) {
 	}
 	b.reg, err = newRegistry(ctx, b)
 	if err != nil {
+		b.Close()
+		return nil, err
+	}
+	if b.adv, err = b.watchMaxDeliveries(); err != nil {
 		b.Close()
 		return nil, err
 	}
@@ -274,6 +279,9 @@ func (b *Bus) Close() {
 		}
 		if b.inv != nil {
 			b.inv.stop()
+		}
+		if b.adv != nil {
+			_ = b.adv.Unsubscribe()
 		}
 		if b.js != nil {
 			select {

@@ -43,11 +43,17 @@ type invoker struct {
 	b       *Bus
 	sub     *nats.Subscription
 	mu      sync.Mutex
-	pending map[string]chan *nats.Msg
+	pending map[string]waiter
+}
+
+// waiter is an invocation awaiting its patch from plugin.
+type waiter struct {
+	plugin string
+	ch     chan *nats.Msg
 }
 
 func newInvoker(b *Bus) (*invoker, error) {
-	in := &invoker{b: b, pending: make(map[string]chan *nats.Msg)}
+	in := &invoker{b: b, pending: make(map[string]waiter)}
 	sub, err := b.nc.Subscribe(events.SubjectPatch+".>", in.onPatch)
 	if err != nil {
 		return nil, fmt.Errorf("subscribing to patches: %w", err)
@@ -61,18 +67,26 @@ func newInvoker(b *Bus) (*invoker, error) {
 }
 
 func (in *invoker) onPatch(m *nats.Msg) {
-	id := m.Header.Get(events.HeaderPrefix + events.ExtInvocation)
+	id := events.HeaderValue(events.Headers(m.Header), events.HeaderPrefix+events.ExtInvocation)
 	if id == "" {
 		return
 	}
 	in.mu.Lock()
-	ch := in.pending[id]
+	w, ok := in.pending[id]
 	in.mu.Unlock()
-	if ch != nil {
-		select {
-		case ch <- m:
-		default: // a second answer to the same invocation: the first one counts
-		}
+	if !ok {
+		return
+	}
+	// Only the invoked plugin may answer: invocation ids are predictable,
+	// and a reply on another plugin's subject must not decide (or fail) the
+	// call. It is ignored, and the wait goes on.
+	if ps, err := events.ParseSubject(m.Subject); err != nil || ps.Plugin != w.plugin {
+		in.b.log.Warn("ignoring a patch from another plugin", "subject", m.Subject, "invocation", id, "invoked", w.plugin)
+		return
+	}
+	select {
+	case w.ch <- m:
+	default: // a second answer to the same invocation: the first one counts
 	}
 }
 
@@ -119,7 +133,7 @@ func (b *Bus) Invoke(ctx context.Context, p events.PluginInfo, inv events.Event)
 	ch := make(chan *nats.Msg, 1)
 	in := b.inv
 	in.mu.Lock()
-	in.pending[inv.ID] = ch
+	in.pending[inv.ID] = waiter{plugin: p.Name, ch: ch}
 	in.mu.Unlock()
 	defer func() {
 		in.mu.Lock()
@@ -151,10 +165,6 @@ func (b *Bus) Invoke(ctx context.Context, p events.PluginInfo, inv events.Event)
 					return Reply{}, fmt.Errorf("publishing invocation: %w", err)
 				case <-ctx.Done(): // answered in time; the sequence stays unknown
 				}
-			}
-			ps, err := events.ParseSubject(m.Subject)
-			if err != nil || ps.Plugin != p.Name {
-				return Reply{}, fmt.Errorf("%w: patch for %s arrived on subject %q", events.ErrInvalidEvent, p.Name, m.Subject)
 			}
 			ev, err := events.Decode(events.Headers(m.Header), m.Data)
 			if err != nil {

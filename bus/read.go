@@ -45,6 +45,14 @@ func (b *Bus) ReadLog(ctx context.Context, from uint64, subjects []string, fn fu
 	if err != nil {
 		return fmt.Errorf("reading event log: %w", err)
 	}
+	// An ordered consumer is ephemeral but lingers until its inactivity
+	// threshold; frequent readers would pile them up against the server's
+	// consumer limit.
+	defer func() {
+		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		_ = b.js.DeleteConsumer(dctx, StreamEvents, ci.Name)
+	}()
 	if ci.NumPending == 0 {
 		return nil
 	}
@@ -64,6 +72,9 @@ func (b *Bus) ReadLog(ctx context.Context, from uint64, subjects []string, fn fu
 		md, err := m.Metadata()
 		if err != nil {
 			return fmt.Errorf("reading event log: %w", err)
+		}
+		if md.Sequence.Stream > last {
+			return nil // appended after the read started
 		}
 		ev, derr := events.Decode(events.Headers(m.Headers()), m.Data())
 		if err := fn(Stored{Seq: md.Sequence.Stream, Subject: m.Subject(), Event: ev, Err: derr}); err != nil {

@@ -153,6 +153,11 @@ func headerGet(h Headers, k string) string {
 	return val
 }
 
+// HeaderValue returns the value of header k, matching its name without
+// regard to case as Decode does: clients in other languages may spell
+// header names differently.
+func HeaderValue(h Headers, k string) string { return headerGet(h, k) }
+
 // Decode reads an event from NATS headers and data, and validates it.
 func Decode(h Headers, data []byte) (Event, error) {
 	g := func(k string) string { return headerGet(h, HeaderPrefix+k) }
