@@ -14,6 +14,8 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/qtasks/qtasks-go/events"
 )
 
 // Names of what the bus provisions.
@@ -71,6 +73,15 @@ type Config struct {
 	Token     string
 	// Name is the NATS connection name. Defaults to "qtasks".
 	Name string
+	// Plugin, when set, opens the bus for that plugin alone, with the least
+	// rights (see PluginPermissions): nothing is provisioned (the streams
+	// and buckets must exist), no patches are awaited, and the connection's
+	// inbox prefix is PluginInboxPrefix(Plugin). Such a bus can run the
+	// plugin, not an executor.
+	Plugin string
+	// Users of the embedded server; empty means no authentication. An
+	// executor connecting to it must then authenticate too (User/Password).
+	Users []User
 
 	// DataDir is the embedded server's storage directory. Defaults to a new
 	// temporary directory, removed on Close.
@@ -165,6 +176,13 @@ func Open(ctx context.Context, cfg Config) (*Bus, error) {
 			b.log.Warn("nats async error", "subject", subj, "err", err)
 		}),
 	}
+	if cfg.Plugin != "" {
+		if !events.ValidToken(cfg.Plugin) {
+			b.shutdownServer()
+			return nil, fmt.Errorf("plugin name %q: must be a valid NATS subject token", cfg.Plugin)
+		}
+		opts = append(opts, nats.CustomInboxPrefix(PluginInboxPrefix(cfg.Plugin)))
+	}
 	switch {
 	case cfg.CredsFile != "":
 		opts = append(opts, nats.UserCredentials(cfg.CredsFile))
@@ -190,6 +208,17 @@ func Open(ctx context.Context, cfg Config) (*Bus, error) {
 	if err != nil {
 		b.Close()
 		return nil, fmt.Errorf("opening jetstream: %w", err)
+	}
+	if cfg.Plugin != "" {
+		if err := b.bindPlugin(ctx); err != nil {
+			b.Close()
+			return nil, err
+		}
+		if b.reg, err = newRegistry(ctx, b); err != nil {
+			b.Close()
+			return nil, err
+		}
+		return b, nil
 	}
 	if err := b.provision(ctx); err != nil {
 		b.Close()
@@ -234,6 +263,9 @@ func startEmbedded(cfg Config) (*server.Server, string, error) {
 		NoLog:      true,
 		// Big enough for a 900 KiB event plus headers.
 		MaxPayload: 2 * 1024 * 1024,
+	}
+	if len(cfg.Users) > 0 {
+		opts.Users = serverUsers(cfg.Users)
 	}
 	srv, err := server.NewServer(opts)
 	if err != nil {

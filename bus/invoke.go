@@ -108,6 +108,9 @@ func (b *Bus) UnregisterLocal(plugin string) { b.local.Delete(plugin) }
 // most p's timeout. inv must carry ID, Trigger, TaskID and Data; Invoke sets
 // the plugin attributes, type and time. A local plugin is called directly.
 func (b *Bus) Invoke(ctx context.Context, p events.PluginInfo, inv events.Event) (Reply, error) {
+	if b.inv == nil {
+		return Reply{}, errors.New("a plugin's bus (Config.Plugin) cannot invoke plugins")
+	}
 	timeout := time.Duration(p.TimeoutMS) * time.Millisecond
 	if timeout <= 0 {
 		timeout = DefaultPluginTimeout

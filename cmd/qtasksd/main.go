@@ -10,6 +10,7 @@
 //	qtasksd submit NAME [flags]    submit a task, optionally wait for it
 //	qtasksd status ID              print a task's record
 //	qtasksd plugins                list registered plugins
+//	qtasksd plugin-permissions NAME  print a plugin's least NATS permissions
 package main
 
 import (
@@ -100,6 +101,8 @@ func (m *Main) Run(ctx context.Context, args []string) error {
 		return m.status(ctx, args)
 	case "plugins":
 		return m.plugins(ctx, args)
+	case "plugin-permissions":
+		return m.pluginPermissions(args)
 	case "help":
 		fmt.Fprint(m.Stdout, usage)
 		return nil
@@ -114,6 +117,8 @@ Commands:
   qtasksd submit NAME [flags]  submit a task (--kw JSON, --args JSON, --wait)
   qtasksd status ID            print a task's record as JSON
   qtasksd plugins              list registered plugins
+  qtasksd plugin-permissions NAME [--mode M] [--trigger T]...
+                               print a plugin's least NATS permissions (nats-server config)
 
 Run "qtasksd COMMAND -h" for a command's flags. Every flag can also be set
 through the environment variable named in its help.

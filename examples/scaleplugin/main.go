@@ -28,21 +28,25 @@ func main() {
 	version := flag.String("version", "1", "plugin version")
 	factor := flag.Float64("factor", 10, "multiply numeric results by this")
 	policy := flag.String("policy", events.PolicyFail, "failure policy: fail or ignore")
+	user := flag.String("user", "", "NATS user (see qtasksd plugin-permissions)")
+	password := flag.String("password", "", "NATS password")
 	flag.Parse()
 
 	log := slog.New(slog.NewJSONHandler(os.Stderr, nil))
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := run(ctx, log, *url, *name, *version, *policy, *factor); err != nil {
+	if err := run(ctx, log, bus.Config{URL: *url, User: *user, Password: *password}, *name, *version, *policy, *factor); err != nil {
 		log.Error("scaleplugin", "err", err)
 		os.Exit(1)
 	}
 }
 
-func run(ctx context.Context, log *slog.Logger, url, name, version, policy string, factor float64) error {
+func run(ctx context.Context, log *slog.Logger, cfg bus.Config, name, version, policy string, factor float64) error {
 	octx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	b, err := bus.Open(octx, bus.Config{URL: url, Name: "plugin-" + name, Logger: log})
+	// Plugin: the least rights; the streams must exist (qtasksd made them).
+	cfg.Name, cfg.Plugin, cfg.Logger = "plugin-"+name, name, log
+	b, err := bus.Open(octx, cfg)
 	if err != nil {
 		return err
 	}
