@@ -1,0 +1,326 @@
+package replay
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/qtasks/qtasks-go/bus"
+	"github.com/qtasks/qtasks-go/events"
+)
+
+// Filter selects recorded invocations. The zero value selects all.
+type Filter struct {
+	// Since and Until bound the invocations' recorded time (inclusive);
+	// zero means unbounded.
+	Since, Until time.Time
+	// TaskNames, Triggers and TaskIDs keep only invocations for these
+	// task names, triggers and task ids; empty keeps all.
+	TaskNames []string
+	Triggers  []string
+	TaskIDs   []string
+	// Last keeps only the last Last invocations that match the rest of the
+	// filter; 0 keeps all.
+	Last int
+}
+
+// Record is one recorded invocation of a plugin and the patch that
+// answered it.
+type Record struct {
+	// Seq is the invocation's stream sequence (0 when not known).
+	Seq uint64
+	// Invocation is the invocation event: its data is the payload the
+	// plugin saw.
+	Invocation events.Event
+	// Patch is the recorded answer; nil when none was recorded (the call
+	// timed out, or the plugin never answered).
+	Patch *events.Event
+	// PatchSeq is the patch's stream sequence (0 when not known).
+	PatchSeq uint64
+}
+
+// clockSkew is how far the time an executor writes into an event may be
+// from the time the server stored it; time filters read this much more of
+// the log to be safe.
+const clockSkew = time.Minute
+
+// maxFilterSubjects bounds the filter subjects of one consumer; above it
+// the filter is applied by the reader instead.
+const maxFilterSubjects = 256
+
+// patchScan bounds how many patches on an invocation's patch subject are
+// looked at to find the one that answers it.
+const patchScan = 8
+
+// logSource reads recorded invocations of one plugin from the live log.
+type logSource struct {
+	b      *bus.Bus
+	stream jetstream.Stream
+	plugin string
+	f      Filter
+
+	subjects []string
+	names    map[string]bool
+	ids      map[string]bool
+	triggers map[string]bool
+}
+
+func newLogSource(b *bus.Bus, plugin string, f Filter) (*logSource, error) {
+	if !events.ValidToken(plugin) {
+		return nil, fmt.Errorf("plugin name %q: must be a valid NATS subject token", plugin)
+	}
+	for _, t := range f.Triggers {
+		if !events.ValidToken(t) {
+			return nil, fmt.Errorf("trigger %q: must be a valid NATS subject token", t)
+		}
+	}
+	for _, id := range f.TaskIDs {
+		if !events.ValidToken(id) {
+			return nil, fmt.Errorf("task id %q: must be a valid NATS subject token", id)
+		}
+	}
+	if f.Last < 0 {
+		return nil, fmt.Errorf("last %d: must not be negative", f.Last)
+	}
+	s := &logSource{b: b, plugin: plugin, f: f}
+	if b != nil {
+		s.stream = b.EventStream()
+	}
+	s.names = set(f.TaskNames)
+	s.ids = set(f.TaskIDs)
+	s.triggers = set(f.Triggers)
+	base := events.SubjectInvoke + "." + plugin
+	triggers := f.Triggers
+	if len(triggers) == 0 {
+		triggers = []string{"*"}
+	}
+	ids := f.TaskIDs
+	if len(ids) == 0 {
+		ids = []string{">"}
+	}
+	switch {
+	case len(triggers)*len(ids) <= maxFilterSubjects:
+		for _, t := range triggers {
+			for _, id := range ids {
+				s.subjects = append(s.subjects, base+"."+t+"."+id)
+			}
+		}
+	case len(f.Triggers) > 0 && len(f.Triggers) <= maxFilterSubjects:
+		for _, t := range f.Triggers {
+			s.subjects = append(s.subjects, base+"."+t+".>")
+		}
+	default:
+		s.subjects = []string{base + ".>"}
+	}
+	if len(s.subjects) == 1 && s.subjects[0] == base+".*.>" {
+		s.subjects[0] = base + ".>"
+	}
+	slices.Sort(s.subjects)
+	s.subjects = slices.Compact(s.subjects)
+	return s, nil
+}
+
+func set(xs []string) map[string]bool {
+	if len(xs) == 0 {
+		return nil
+	}
+	m := make(map[string]bool, len(xs))
+	for _, x := range xs {
+		m[x] = true
+	}
+	return m
+}
+
+// match applies the parts of the filter the subjects could not.
+func (s *logSource) match(ev *events.Event) bool {
+	if ev.Type != events.TypeInvokePrefix+ev.Trigger || ev.Plugin != s.plugin {
+		return false
+	}
+	if s.names != nil && !s.names[ev.TaskName] {
+		return false
+	}
+	if s.ids != nil && !s.ids[ev.TaskID] {
+		return false
+	}
+	if s.triggers != nil && !s.triggers[ev.Trigger] {
+		return false
+	}
+	if !s.f.Since.IsZero() && ev.Time.Before(s.f.Since) {
+		return false
+	}
+	if !s.f.Until.IsZero() && ev.Time.After(s.f.Until) {
+		return false
+	}
+	return true
+}
+
+// errStopRead ends a ReadLog pass early.
+var errStopRead = errors.New("stop reading")
+
+// each calls fn for every matching invocation in stream order, with its
+// patch not yet resolved. skipped is called for invocations that cannot be
+// decoded.
+func (s *logSource) each(ctx context.Context, fn func(Record) error, skipped func(seq uint64, err error)) error {
+	from, err := s.start(ctx)
+	if err != nil {
+		return err
+	}
+	var upTo uint64 // 0: to the end of the log
+	if s.f.Last > 0 {
+		from, upTo, err = s.lastN(ctx, from)
+		if err != nil || from == 0 {
+			return err
+		}
+	}
+	err = s.b.ReadLog(ctx, from, s.subjects, func(st bus.Stored) error {
+		if upTo > 0 && st.Seq > upTo {
+			return errStopRead
+		}
+		if !s.f.Until.IsZero() && !st.Event.Time.IsZero() && st.Event.Time.After(s.f.Until.Add(clockSkew)) {
+			return errStopRead
+		}
+		if st.Err != nil {
+			if skipped != nil {
+				skipped(st.Seq, st.Err)
+			}
+			return nil
+		}
+		if !s.match(&st.Event) {
+			return nil
+		}
+		return fn(Record{Seq: st.Seq, Invocation: st.Event})
+	})
+	if errors.Is(err, errStopRead) {
+		return nil
+	}
+	return err
+}
+
+// lastN finds where the last Last matching invocations start, in one
+// streaming pass that keeps only their sequences.
+func (s *logSource) lastN(ctx context.Context, from uint64) (first, last uint64, err error) {
+	ring := make([]uint64, s.f.Last)
+	n := 0
+	err = s.b.ReadLog(ctx, from, s.subjects, func(st bus.Stored) error {
+		if !s.f.Until.IsZero() && !st.Event.Time.IsZero() && st.Event.Time.After(s.f.Until.Add(clockSkew)) {
+			return errStopRead
+		}
+		if st.Err != nil || !s.match(&st.Event) {
+			return nil
+		}
+		ring[n%len(ring)] = st.Seq
+		n++
+		last = st.Seq
+		return nil
+	})
+	if err != nil && !errors.Is(err, errStopRead) {
+		return 0, 0, err
+	}
+	if n == 0 {
+		return 0, 0, nil
+	}
+	if n < len(ring) {
+		return ring[0], last, nil
+	}
+	return ring[n%len(ring)], last, nil
+}
+
+// start is the first stream sequence worth reading: 1, or the first
+// invocation stored at Since (less the clock skew allowance), found by a
+// binary search over the stream's storage times.
+func (s *logSource) start(ctx context.Context) (uint64, error) {
+	if s.f.Since.IsZero() {
+		return 1, nil
+	}
+	info, err := s.stream.Info(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("reading event log: %w", err)
+	}
+	target := s.f.Since.Add(-clockSkew)
+	lo, hi := info.State.FirstSeq, info.State.LastSeq+1
+	filter := events.SubjectInvoke + "." + s.plugin + ".>"
+	for lo < hi {
+		mid := lo + (hi-lo)/2
+		m, err := s.stream.GetMsg(ctx, mid, jetstream.WithGetMsgSubject(filter))
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			hi = mid
+			continue
+		}
+		if err != nil {
+			return 0, fmt.Errorf("reading event log: %w", err)
+		}
+		if !m.Time.Before(target) {
+			hi = mid
+		} else {
+			lo = m.Sequence + 1
+		}
+	}
+	return max(lo, 1), nil
+}
+
+// resolve finds the patch that answered r's invocation: the first patch on
+// its patch subject after it that names it.
+func (s *logSource) resolve(ctx context.Context, r *Record) error {
+	inv := &r.Invocation
+	subj := events.PatchSubject(inv.Plugin, inv.Trigger, inv.TaskID)
+	seq := r.Seq + 1
+	for range patchScan {
+		m, err := s.stream.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(subj))
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("reading the patch of %s: %w", inv.ID, err)
+		}
+		ev, derr := events.Decode(events.Headers(m.Header), m.Data)
+		if derr == nil && ev.Type == events.TypePatch && ev.Invocation == inv.ID {
+			r.Patch, r.PatchSeq = &ev, m.Sequence
+			return nil
+		}
+		seq = m.Sequence + 1
+	}
+	return nil
+}
+
+// total is the number of invocations the subjects match from the start,
+// exact when the filter has nothing the subjects cannot express, 0 when not
+// known.
+func (s *logSource) total(ctx context.Context) int {
+	if s.f.Last > 0 {
+		return s.f.Last
+	}
+	if s.names != nil || !s.f.Since.IsZero() || !s.f.Until.IsZero() {
+		return 0
+	}
+	c, err := s.b.JetStream().OrderedConsumer(ctx, bus.StreamEvents, jetstream.OrderedConsumerConfig{FilterSubjects: s.subjects})
+	if err != nil {
+		return 0
+	}
+	info, err := c.Info(ctx)
+	if err != nil {
+		return 0
+	}
+	return int(info.NumPending)
+}
+
+// Read calls fn for every recorded invocation of plugin that f selects, in
+// stream order, with the patch that answered it. It streams: it holds a
+// bounded number of records at a time, whatever the size of the history.
+func Read(ctx context.Context, b *bus.Bus, plugin string, f Filter, fn func(Record) error) error {
+	src, err := newLogSource(b, plugin, f)
+	if err != nil {
+		return err
+	}
+	return pipeline(ctx, 32, func(ctx context.Context, submit func(func(context.Context) (Record, error)) error) error {
+		return src.each(ctx, func(r Record) error {
+			return submit(func(ctx context.Context) (Record, error) {
+				err := src.resolve(ctx, &r)
+				return r, err
+			})
+		}, nil)
+	}, fn)
+}
