@@ -1,0 +1,376 @@
+package projections
+
+import (
+	"bytes"
+	"context"
+	"database/sql"
+	"encoding/json"
+	"fmt"
+	"sort"
+	"strconv"
+	"strings"
+
+	"github.com/qtasks/qtasks-go/events"
+)
+
+// Change is one difference between two JSON documents, at a JSON Pointer.
+type Change struct {
+	// Op is "add", "remove" or "replace".
+	Op   string          `json:"op"`
+	Path string          `json:"path"`
+	Old  json.RawMessage `json:"old,omitempty"`
+	New  json.RawMessage `json:"new,omitempty"`
+}
+
+// String renders the change for a terminal: "+ /kw/x: 1", "- /kw/y: 2",
+// "~ /kw/a: 1 → 10".
+func (c Change) String() string {
+	switch c.Op {
+	case "add":
+		return "+ " + c.Path + ": " + string(c.New)
+	case "remove":
+		return "- " + c.Path + ": " + string(c.Old)
+	}
+	return "~ " + c.Path + ": " + string(c.Old) + " → " + string(c.New)
+}
+
+// Diff returns the changes that turn JSON document a into b, leaf by leaf:
+// objects are compared key by key, arrays of equal length element by
+// element; anything else that differs is one replace. Keys are visited in
+// sorted order, so the result is deterministic.
+func Diff(a, b []byte) ([]Change, error) {
+	va, err := decodeJSON(a)
+	if err != nil {
+		return nil, fmt.Errorf("diff: first document: %w", err)
+	}
+	vb, err := decodeJSON(b)
+	if err != nil {
+		return nil, fmt.Errorf("diff: second document: %w", err)
+	}
+	var out []Change
+	diffValues("", va, vb, &out)
+	return out, nil
+}
+
+func decodeJSON(b []byte) (any, error) {
+	if len(bytes.TrimSpace(b)) == 0 {
+		return nil, nil
+	}
+	d := json.NewDecoder(bytes.NewReader(b))
+	d.UseNumber()
+	var v any
+	if err := d.Decode(&v); err != nil {
+		return nil, err
+	}
+	return v, nil
+}
+
+func diffValues(path string, a, b any, out *[]Change) {
+	switch ta := a.(type) {
+	case map[string]any:
+		if tb, ok := b.(map[string]any); ok {
+			keys := make([]string, 0, len(ta)+len(tb))
+			for k := range ta {
+				keys = append(keys, k)
+			}
+			for k := range tb {
+				if _, ok := ta[k]; !ok {
+					keys = append(keys, k)
+				}
+			}
+			sort.Strings(keys)
+			for _, k := range keys {
+				p := path + "/" + escapePointer(k)
+				va, ina := ta[k]
+				vb, inb := tb[k]
+				switch {
+				case !inb:
+					*out = append(*out, Change{Op: "remove", Path: p, Old: encode(va)})
+				case !ina:
+					*out = append(*out, Change{Op: "add", Path: p, New: encode(vb)})
+				default:
+					diffValues(p, va, vb, out)
+				}
+			}
+			return
+		}
+	case []any:
+		if tb, ok := b.([]any); ok && len(ta) == len(tb) {
+			for i := range ta {
+				diffValues(path+"/"+strconv.Itoa(i), ta[i], tb[i], out)
+			}
+			return
+		}
+	}
+	if !sameJSON(a, b) {
+		*out = append(*out, Change{Op: "replace", Path: path, Old: encode(a), New: encode(b)})
+	}
+}
+
+func sameJSON(a, b any) bool {
+	switch ta := a.(type) {
+	case map[string]any:
+		tb, ok := b.(map[string]any)
+		if !ok || len(ta) != len(tb) {
+			return false
+		}
+		for k, v := range ta {
+			w, ok := tb[k]
+			if !ok || !sameJSON(v, w) {
+				return false
+			}
+		}
+		return true
+	case []any:
+		tb, ok := b.([]any)
+		if !ok || len(ta) != len(tb) {
+			return false
+		}
+		for i := range ta {
+			if !sameJSON(ta[i], tb[i]) {
+				return false
+			}
+		}
+		return true
+	case json.Number:
+		tb, ok := b.(json.Number)
+		if !ok {
+			return false
+		}
+		if ta == tb {
+			return true
+		}
+		fa, ea := ta.Float64()
+		fb, eb := tb.Float64()
+		return ea == nil && eb == nil && fa == fb
+	}
+	return a == b
+}
+
+func encode(v any) json.RawMessage {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return nil
+	}
+	return b
+}
+
+func escapePointer(k string) string {
+	if !strings.ContainsAny(k, "~/") {
+		return k
+	}
+	return strings.ReplaceAll(strings.ReplaceAll(k, "~", "~0"), "/", "~1")
+}
+
+// fieldMap maps a part of a trigger's payload to a field of the task record
+// (JSON Pointers into events.Task's JSON): a change at payload path From (or
+// below) is a change of the task field To (or below).
+type fieldMap struct{ From, To string }
+
+func modelFields(prefix string, fields ...string) []fieldMap {
+	out := make([]fieldMap, len(fields))
+	for i, f := range fields {
+		out[i] = fieldMap{prefix + "/" + f, "/" + f}
+	}
+	return out
+}
+
+// blameFields says, for each returnable trigger whose patches change the
+// task (its record, its arguments or its result), which payload paths the
+// executor takes back into the task. Changes elsewhere in a payload are
+// recorded with the plugin call but change no task field.
+var blameFields = map[string][]fieldMap{
+	events.QTasksAddTaskBeforeBroker:             modelFields("", "task_name", "priority", "args", "kw", "extra"),
+	events.BrokerAddBefore:                       modelFields("/model", "priority", "args", "kw", "extra", "tags", "result"),
+	events.StorageAdd:                            modelFields("/task_status", "priority", "args", "kw", "extra", "tags", "result"),
+	events.StorageGet:                            modelFields("/result", "priority", "args", "kw", "extra"),
+	events.BrokerGet:                             modelFields("/task", "priority", "args", "kw", "extra"),
+	events.BrokerAddWorker:                       modelFields("", "priority", "args", "kw"),
+	events.WorkerAdd:                             modelFields("", "priority", "args", "kw"),
+	events.WorkerExecuteBefore:                   modelFields("/model", "extra"),
+	events.BrokerUpdate:                          modelFields("/kw/mapping", "extra"),
+	events.StorageUpdate:                         modelFields("/kw/mapping", "extra"),
+	events.WorkerRunTaskBefore:                   modelFields("/task_broker", "priority", "args", "kw"),
+	events.TaskExecutorArgsReplace:               modelFields("", "args", "kw"),
+	events.TaskExecutorRunTask:                   modelFields("", "result"),
+	events.TaskExecutorRunTaskGen:                {{"/results", "/result"}},
+	events.TaskExecutorRunTaskTriggerError:       modelFields("", "result"),
+	events.TaskExecutorAfterExecuteResultReplace: modelFields("", "result"),
+	events.TaskExecutorDecode:                    modelFields("", "result"),
+	events.WorkerTaskErrorRetry:                  modelFields("/model", "status", "delay_ms"),
+	events.WorkerRemoveFinishedTask:              modelFields("/model", "result", "extra"),
+	events.BrokerRemoveFinishedTask:              modelFields("/model", "result", "extra"),
+}
+
+// taskField maps a payload path of trigger to a task field path.
+func taskField(trigger, p string) (string, bool) {
+	for _, m := range blameFields[trigger] {
+		if p == m.From {
+			return m.To, true
+		}
+		if rest, ok := strings.CutPrefix(p, m.From+"/"); ok {
+			return m.To + "/" + rest, true
+		}
+	}
+	return "", false
+}
+
+// blameRow is a task field changed by a plugin call.
+type blameRow struct {
+	path  string
+	op    string
+	value json.RawMessage // the new value; nil for a removal
+	idx   int             // the call's position in the fact
+	call  events.PluginCall
+}
+
+// callDiffs replays the applied calls of a firing over its input and
+// returns, for each call (by position), the changes its patch made to the
+// payload. Only applied calls change the payload, in chain order. A shadow
+// call (recorded after the chain) changes nothing; its patch is diffed
+// against the payload as the chain left it, since the fact does not say
+// which step it shadowed.
+func callDiffs(trigger string, input json.RawMessage, calls []events.PluginCall) [][]Change {
+	t, ok := events.Lookup(trigger)
+	if !ok || !t.Returnable {
+		return nil
+	}
+	out := make([][]Change, len(calls))
+	doc := []byte(input)
+	for i, c := range calls {
+		if len(c.Patch) == 0 || (c.Outcome != events.OutcomeApplied && c.Outcome != events.OutcomeShadow) {
+			continue
+		}
+		next, err := events.ApplyPatch(t, doc, c.ContentType, c.Patch)
+		if err != nil {
+			continue // the executor rejected it too; the call's reason says why
+		}
+		ch, err := Diff(doc, next)
+		if err != nil {
+			continue
+		}
+		out[i] = ch
+		if c.Outcome == events.OutcomeApplied && !c.Shadow {
+			doc = next
+		}
+	}
+	return out
+}
+
+// blameOf returns the task fields that the applied calls of a firing of
+// trigger changed, in call order.
+func blameOf(trigger string, input json.RawMessage, calls []events.PluginCall) []blameRow {
+	if _, ok := blameFields[trigger]; !ok {
+		return nil
+	}
+	applied := false
+	for _, c := range calls {
+		applied = applied || (c.Outcome == events.OutcomeApplied && !c.Shadow)
+	}
+	if !applied {
+		return nil
+	}
+	var out []blameRow
+	for i, changes := range callDiffs(trigger, input, calls) {
+		c := calls[i]
+		if c.Outcome != events.OutcomeApplied || c.Shadow {
+			continue
+		}
+		for _, ch := range changes {
+			f, ok := taskField(trigger, ch.Path)
+			if !ok {
+				continue
+			}
+			out = append(out, blameRow{path: f, op: ch.Op, value: ch.New, idx: i, call: c})
+		}
+	}
+	return out
+}
+
+// backfillBlame is migration 2's data step: it computes field blame from
+// the facts and plugin calls a schema 1 projection holds, exactly as Apply
+// computes it for new facts.
+func backfillBlame(ctx context.Context, tx *sql.Tx) error {
+	const page = 500
+	var after int64
+	for {
+		type fact struct {
+			seq     int64
+			trigger string
+			taskID  string
+			attempt int
+			input   string
+		}
+		var facts []fact
+		rows, err := tx.QueryContext(ctx, `SELECT h.seq, h.trigger, h.task_id, h.attempt, h.input FROM trigger_history h
+			WHERE h.seq > ? AND h.task_id IS NOT NULL AND h.replay = '' AND h.calls > 0
+			AND EXISTS (SELECT 1 FROM plugin_calls c WHERE c.fact_seq = h.seq AND c.outcome = 'applied' AND c.shadow = 0)
+			ORDER BY h.seq LIMIT ?`, after, page)
+		if err != nil {
+			return fmt.Errorf("backfilling blame: %w", err)
+		}
+		for rows.Next() {
+			var f fact
+			if err := rows.Scan(&f.seq, &f.trigger, &f.taskID, &f.attempt, &f.input); err != nil {
+				_ = rows.Close()
+				return fmt.Errorf("backfilling blame: %w", err)
+			}
+			facts = append(facts, f)
+		}
+		if err := rows.Close(); err != nil {
+			return fmt.Errorf("backfilling blame: %w", err)
+		}
+		if err := rows.Err(); err != nil {
+			return fmt.Errorf("backfilling blame: %w", err)
+		}
+		for _, f := range facts {
+			calls, err := factCalls(ctx, tx, f.seq)
+			if err != nil {
+				return fmt.Errorf("backfilling blame: %w", err)
+			}
+			for _, b := range blameOf(f.trigger, json.RawMessage(f.input), calls) {
+				if _, err := tx.ExecContext(ctx, statements[stBlameClear], f.taskID, b.path+"/", b.path+"0"); err != nil {
+					return fmt.Errorf("backfilling blame: %w", err)
+				}
+				if _, err := tx.ExecContext(ctx, statements[stBlame], f.taskID, b.path, b.call.Plugin, b.call.Version,
+					f.seq, b.idx, f.trigger, f.attempt, b.op, nullText(b.value)); err != nil {
+					return fmt.Errorf("backfilling blame: %w", err)
+				}
+			}
+			after = f.seq
+		}
+		if len(facts) < page {
+			return nil
+		}
+	}
+}
+
+// factCalls reads the plugin calls of the fact at seq, in order.
+func factCalls(ctx context.Context, q interface {
+	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
+}, seq int64) ([]events.PluginCall, error) {
+	rows, err := q.QueryContext(ctx, `SELECT plugin, version, invocation, outcome, policy, reason, content_type, patch,
+		latency_us, shadow, invoke_seq, patch_seq FROM plugin_calls WHERE fact_seq = ? ORDER BY idx`, seq)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []events.PluginCall
+	for rows.Next() {
+		var c events.PluginCall
+		var outcome string
+		var patch sql.NullString
+		var inv, pat sql.NullInt64
+		if err := rows.Scan(&c.Plugin, &c.Version, &c.Invocation, &outcome, &c.Policy, &c.Reason, &c.ContentType, &patch,
+			&c.LatencyUS, &c.Shadow, &inv, &pat); err != nil {
+			return nil, err
+		}
+		c.Outcome = events.Outcome(outcome)
+		if patch.Valid {
+			c.Patch = json.RawMessage(patch.String)
+		}
+		c.InvokeSeq, c.PatchSeq = uint64(inv.Int64), uint64(pat.Int64)
+		out = append(out, c)
+	}
+	return out, rows.Err()
+}

@@ -1,0 +1,201 @@
+package projections
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"net/url"
+	"os"
+	"path/filepath"
+
+	_ "github.com/mattn/go-sqlite3" // the database/sql driver "sqlite3"
+)
+
+// Errors of DB.
+var (
+	// ErrNotFound is returned by queries for a task that is not in the
+	// projection.
+	ErrNotFound = errors.New("not found")
+	// ErrNoDatabase is returned when a database opened read-only does not
+	// exist.
+	ErrNoDatabase = errors.New("no projection database")
+)
+
+// DefaultPath is where qtasksd keeps its projection.
+const DefaultPath = "qtasks-data/qtasks.db"
+
+// Options configure Open. The zero value opens for writing.
+type Options struct {
+	// ReadOnly opens an existing database for queries only: it is never
+	// created or migrated, and an older schema is ErrSchemaOutdated.
+	ReadOnly bool
+	// Logger defaults to a discarding logger.
+	Logger *slog.Logger
+
+	// fast turns off fsync on commit: for a database being built from
+	// scratch, which is thrown away unless the build completes.
+	fast bool
+}
+
+// DB is a projection database. Writes go through one connection (SQLite
+// has one writer; mattn/go-sqlite3 with _txlock=immediate takes the write
+// lock at BEGIN, so a transaction never fails half way on SQLITE_BUSY);
+// queries use a small pool of read connections, which WAL lets run beside
+// the writer. It is safe for concurrent use.
+type DB struct {
+	path string
+	w    *sql.DB // nil when read-only
+	r    *sql.DB
+	log  *slog.Logger
+	// file identifies the file opened (path may be a symbolic link that a
+	// rebuild swaps).
+	file os.FileInfo
+
+	ap *applier // the writer's prepared statements, built on first Apply
+}
+
+// DSN returns the go-sqlite3 data source name of the database at path: WAL,
+// a 5 s busy timeout, IMMEDIATE transactions, foreign keys, and
+// synchronous=NORMAL (durable across crashes of the process; a power loss
+// can lose the last commits, which the projector then applies again, since
+// its position is stored in the same transactions).
+func DSN(path string) string {
+	return "file:" + escapePath(path) + "?_journal_mode=WAL&_busy_timeout=5000&_txlock=immediate&_foreign_keys=on&_synchronous=NORMAL"
+}
+
+func readDSN(path string) string {
+	return "file:" + escapePath(path) + "?mode=ro&_busy_timeout=5000&_foreign_keys=on"
+}
+
+func escapePath(p string) string {
+	// The URI form needs ? and # escaped; keep the rest readable.
+	return (&url.URL{Path: p}).EscapedPath()
+}
+
+// Open opens (creating and migrating, unless opts.ReadOnly) the projection
+// database at path. opts may be nil.
+func Open(ctx context.Context, path string, opts *Options) (*DB, error) {
+	var o Options
+	if opts != nil {
+		o = *opts
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	d := &DB{path: path, log: o.Logger.With("component", "projection", "db", path)}
+	if o.ReadOnly {
+		if _, err := os.Stat(path); errors.Is(err, fs.ErrNotExist) {
+			return nil, fmt.Errorf("%w at %s", ErrNoDatabase, path)
+		}
+	} else if dir := filepath.Dir(path); dir != "" {
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return nil, fmt.Errorf("opening projection %s: %w", path, err)
+		}
+	}
+	if !o.ReadOnly {
+		dsn := DSN(path)
+		if o.fast {
+			dsn = "file:" + escapePath(path) + "?_journal_mode=WAL&_busy_timeout=5000&_txlock=immediate&_foreign_keys=on&_synchronous=OFF"
+		}
+		w, err := sql.Open("sqlite3", dsn)
+		if err != nil {
+			return nil, fmt.Errorf("opening projection %s: %w", path, err)
+		}
+		w.SetMaxOpenConns(1)
+		w.SetMaxIdleConns(1)
+		w.SetConnMaxLifetime(0)
+		w.SetConnMaxIdleTime(0)
+		d.w = w
+		if _, err := migrate(ctx, w, SchemaVersion); err != nil {
+			_ = w.Close()
+			return nil, fmt.Errorf("opening projection %s: %w", path, err)
+		}
+	}
+	r, err := sql.Open("sqlite3", readDSN(path))
+	if err != nil {
+		d.closeConns()
+		return nil, fmt.Errorf("opening projection %s: %w", path, err)
+	}
+	r.SetMaxOpenConns(4)
+	d.r = r
+	v, err := schemaVersion(ctx, r)
+	if err != nil {
+		d.closeConns()
+		return nil, fmt.Errorf("opening projection %s: %w", path, err)
+	}
+	switch {
+	case v > SchemaVersion:
+		d.closeConns()
+		return nil, fmt.Errorf("opening projection %s: %w: version %d, this program knows up to %d", path, ErrSchemaTooNew, v, SchemaVersion)
+	case v < SchemaVersion:
+		d.closeConns()
+		return nil, fmt.Errorf("opening projection %s: %w: version %d, current %d (open it for writing to migrate)", path, ErrSchemaOutdated, v, SchemaVersion)
+	}
+	fi, err := os.Stat(path)
+	if err != nil {
+		d.closeConns()
+		return nil, fmt.Errorf("opening projection %s: %w", path, err)
+	}
+	d.file = fi
+	return d, nil
+}
+
+// Path is the path the database was opened at.
+func (d *DB) Path() string { return d.path }
+
+// Close closes the database.
+func (d *DB) Close() error {
+	var errs []error
+	if d.ap != nil {
+		errs = append(errs, d.ap.close())
+		d.ap = nil
+	}
+	if d.w != nil {
+		errs = append(errs, d.w.Close())
+	}
+	if d.r != nil {
+		errs = append(errs, d.r.Close())
+	}
+	return errors.Join(errs...)
+}
+
+func (d *DB) closeConns() {
+	if d.w != nil {
+		_ = d.w.Close()
+	}
+	if d.r != nil {
+		_ = d.r.Close()
+	}
+}
+
+// swapped reports whether path now names another file than the one this DB
+// opened: a rebuild swapped it.
+func (d *DB) swapped() bool {
+	fi, err := os.Stat(d.path)
+	if err != nil {
+		return false
+	}
+	return !os.SameFile(fi, d.file)
+}
+
+// LastSeq is the stream sequence of the last event applied.
+func (d *DB) LastSeq(ctx context.Context) (uint64, error) {
+	return lastSeq(ctx, d.r)
+}
+
+func lastSeq(ctx context.Context, q interface {
+	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
+}) (uint64, error) {
+	var n int64
+	err := q.QueryRowContext(ctx, `SELECT value FROM meta WHERE key = 'last_seq'`).Scan(&n)
+	if errors.Is(err, sql.ErrNoRows) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("reading last applied sequence: %w", err)
+	}
+	return uint64(n), nil
+}

@@ -1,0 +1,279 @@
+package projections_test
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"unicode/utf8"
+
+	"github.com/nats-io/nats.go"
+	"github.com/stretchr/testify/require"
+
+	"github.com/qtasks/qtasks-go/bus"
+	"github.com/qtasks/qtasks-go/bus/bustest"
+	"github.com/qtasks/qtasks-go/projections"
+)
+
+var update = flag.Bool("update", false, "rewrite the testdata fixtures from a real run")
+
+// Fixtures, written by `go test ./projections/ -run TestFixtures -update`:
+// the event log of a real run of the scenario, its projection as a golden
+// dump, and a database of schema version 1 holding the first half of the
+// log (as a v1 projector left it).
+const (
+	logFixture    = "testdata/replay/scenario/events.jsonl"
+	goldenFixture = "testdata/replay/scenario/want.golden"
+	v1Fixture     = "testdata/migrate/v1/db.sql"
+)
+
+// logMsg is a message of the event log as stored: subject, headers, data.
+type logMsg struct {
+	Subject string              `json:"subject"`
+	Header  map[string][]string `json:"header"`
+	Data    string              `json:"data"`
+}
+
+func (m logMsg) nats() *nats.Msg {
+	return &nats.Msg{Subject: m.Subject, Header: nats.Header(m.Header), Data: []byte(m.Data)}
+}
+
+// captureLog reads every message of the event log, raw.
+func captureLog(t *testing.T, b *bus.Bus) []logMsg {
+	t.Helper()
+	ctx := ctxFor(t)
+	end := logEnd(t, b)
+	var out []logMsg
+	for seq := uint64(1); seq <= end; seq++ {
+		m, err := b.EventStream().GetMsg(ctx, seq)
+		require.NoError(t, err)
+		require.True(t, utf8.Valid(m.Data), "seq %d data is not UTF-8", seq)
+		out = append(out, logMsg{Subject: m.Subject, Header: m.Header, Data: string(m.Data)})
+	}
+	return out
+}
+
+func readLogFile(t testing.TB, path string) []logMsg {
+	t.Helper()
+	f, err := os.Open(path)
+	require.NoError(t, err)
+	defer f.Close()
+	var out []logMsg
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 1<<20), 16<<20)
+	for sc.Scan() {
+		var m logMsg
+		require.NoError(t, json.Unmarshal(sc.Bytes(), &m))
+		out = append(out, m)
+	}
+	require.NoError(t, sc.Err())
+	return out
+}
+
+func writeLogFile(t *testing.T, path string, msgs []logMsg) {
+	t.Helper()
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	for _, m := range msgs {
+		require.NoError(t, enc.Encode(m))
+	}
+	writeFile(t, path, buf.Bytes())
+}
+
+func writeFile(t *testing.T, path string, data []byte) {
+	t.Helper()
+	require.NoError(t, os.MkdirAll(filepath.Dir(path), 0o755))
+	require.NoError(t, os.WriteFile(path, data, 0o644))
+}
+
+// publishLog appends msgs to a fresh event log, in order: they get stream
+// sequences 1, 2, ...
+func publishLog(t testing.TB, b *bus.Bus, msgs []logMsg) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
+	defer cancel()
+	js := b.JetStream()
+	for i, m := range msgs {
+		ack, err := js.PublishMsg(ctx, m.nats())
+		require.NoError(t, err)
+		require.Equal(t, uint64(i+1), ack.Sequence, "the log must be fresh")
+	}
+}
+
+// exportV1 writes the content of db's schema version 1 tables as an SQL
+// script: the database a version 1 projector would have left.
+func exportV1(t *testing.T, path string) []byte {
+	t.Helper()
+	ctx := ctxFor(t)
+	db, err := sql.Open("sqlite3", "file:"+path+"?mode=ro")
+	require.NoError(t, err)
+	defer db.Close()
+	var out bytes.Buffer
+	out.WriteString("-- A projection database of schema version 1, written by `go test ./projections/ -run TestFixtures -update`:\n")
+	out.WriteString("-- the first half of ../../replay/scenario/events.jsonl. Do not edit.\nBEGIN;\n")
+	var tables []string
+	for _, name := range projections.SchemaV1Objects {
+		var typ, ddl string
+		require.NoError(t, db.QueryRowContext(ctx, `SELECT type, sql FROM sqlite_master WHERE name = ?`, name).Scan(&typ, &ddl))
+		out.WriteString(ddl + ";\n")
+		if typ == "table" {
+			tables = append(tables, name)
+		}
+	}
+	for _, tbl := range tables {
+		rows, err := db.QueryContext(ctx, `SELECT name FROM pragma_table_info(?) ORDER BY cid`, tbl)
+		require.NoError(t, err)
+		var quoted []string
+		for rows.Next() {
+			var c string
+			require.NoError(t, rows.Scan(&c))
+			quoted = append(quoted, "quote("+c+")")
+		}
+		require.NoError(t, rows.Err())
+		require.NoError(t, rows.Close())
+		q := fmt.Sprintf(`SELECT 'INSERT INTO %s VALUES (' || %s || ');' FROM %s`, tbl, strings.Join(quoted, " || ', ' || "), tbl)
+		if tbl == "schema_migrations" {
+			q += " WHERE version <= 1"
+		}
+		q += " ORDER BY 1"
+		rows, err = db.QueryContext(ctx, q)
+		require.NoError(t, err)
+		for rows.Next() {
+			var line string
+			require.NoError(t, rows.Scan(&line))
+			out.WriteString(line + "\n")
+		}
+		require.NoError(t, rows.Err())
+		require.NoError(t, rows.Close())
+	}
+	out.WriteString("COMMIT;\n")
+	return out.Bytes()
+}
+
+// TestFixtures regenerates the fixtures with -update; without it, it checks
+// that they are there.
+func TestFixtures(t *testing.T) {
+	if !*update {
+		for _, f := range []string{logFixture, goldenFixture, v1Fixture} {
+			_, err := os.Stat(f)
+			require.NoError(t, err, "missing fixture; run go test ./projections/ -run TestFixtures -update")
+		}
+		return
+	}
+	b := bustest.Open(t, nil)
+	s := runScenario(t, b)
+	s.stop(t)
+	msgs := captureLog(t, b)
+	writeLogFile(t, logFixture, msgs)
+
+	full := build(t, b, 0)
+	writeFile(t, goldenFixture, dumpBytes(t, full))
+
+	half := filepath.Join(t.TempDir(), "half.db")
+	_, err := projections.Build(ctxFor(t), b, half, &projections.BuildConfig{To: uint64(len(msgs) / 2)})
+	require.NoError(t, err)
+	writeFile(t, v1Fixture, exportV1(t, half))
+	t.Logf("wrote %d events", len(msgs))
+}
+
+// The projection of a recorded log is the golden dump: Apply is
+// deterministic and changes only on purpose (then run -update).
+func TestReplayGolden(t *testing.T) {
+	t.Parallel()
+	if *update {
+		t.Skip("fixtures being rewritten")
+	}
+	b := bustest.Open(t, nil)
+	publishLog(t, b, readLogFile(t, logFixture))
+	got := dumpBytes(t, build(t, b, 0))
+	want, err := os.ReadFile(goldenFixture)
+	require.NoError(t, err)
+	if !bytes.Equal(want, got) {
+		wl, gl := splitLines(want), splitLines(got)
+		for i := range min(len(wl), len(gl)) {
+			require.Equal(t, wl[i], gl[i], "dump line %d differs from %s (go test ./projections/ -run TestFixtures -update rewrites it)", i+1, goldenFixture)
+		}
+		require.Len(t, gl, len(wl), "dump length differs from %s", goldenFixture)
+	}
+}
+
+// Issue test 4: a database created by the previous schema version migrates
+// on start (field blame backfilled from the calls it holds) and the
+// projector goes on from where the old one stopped; the result equals a
+// fresh rebuild.
+func TestMigrateFromV1(t *testing.T) {
+	t.Parallel()
+	if *update {
+		t.Skip("fixtures being rewritten")
+	}
+	b := bustest.Open(t, nil)
+	msgs := readLogFile(t, logFixture)
+	publishLog(t, b, msgs)
+
+	path := filepath.Join(t.TempDir(), "v1.db")
+	script, err := os.ReadFile(v1Fixture)
+	require.NoError(t, err)
+	raw, err := sql.Open("sqlite3", projections.DSN(path))
+	require.NoError(t, err)
+	_, err = raw.ExecContext(ctxFor(t), string(script))
+	require.NoError(t, err)
+	require.NoError(t, raw.Close())
+
+	// Read-only, the old schema is refused with a clear error.
+	_, err = projections.Open(ctxFor(t), path, &projections.Options{ReadOnly: true})
+	require.ErrorIs(t, err, projections.ErrSchemaOutdated)
+	v1 := openV1(t, path)
+	require.Equal(t, uint64(len(msgs)/2), v1.lastSeq)
+	require.Equal(t, []int{1}, v1.versions)
+
+	p := startProjector(t, b, path, nil)
+	require.NoError(t, p.CatchUp(ctxFor(t)))
+	require.Equal(t, uint64(len(msgs)), p.LastSeq())
+	live := openDB(t, path, true)
+	requireEqual(t, live, build(t, b, 0))
+	migrated := openV1(t, path)
+	require.Equal(t, []int{1, 2}, migrated.versions)
+	require.Positive(t, migrated.blameBefore, "blame backfilled for the facts the v1 database held")
+}
+
+type v1State struct {
+	lastSeq     uint64
+	versions    []int
+	blameBefore int // blame rows of facts at or below the v1 database's position
+}
+
+func openV1(t *testing.T, path string) v1State {
+	t.Helper()
+	ctx := ctxFor(t)
+	db, err := sql.Open("sqlite3", "file:"+path+"?mode=ro")
+	require.NoError(t, err)
+	defer db.Close()
+	var st v1State
+	require.NoError(t, db.QueryRowContext(ctx, `SELECT value FROM meta WHERE key = 'last_seq'`).Scan(&st.lastSeq))
+	rows, err := db.QueryContext(ctx, `SELECT version FROM schema_migrations ORDER BY version`)
+	require.NoError(t, err)
+	for rows.Next() {
+		var v int
+		require.NoError(t, rows.Scan(&v))
+		st.versions = append(st.versions, v)
+	}
+	require.NoError(t, rows.Err())
+	require.NoError(t, rows.Close())
+	err = db.QueryRowContext(ctx, `SELECT count(*) FROM field_blame WHERE seq <= ?`, len(readLogFile(t, logFixture))/2).Scan(&st.blameBefore)
+	if err != nil && !strings.Contains(err.Error(), "no such table") {
+		require.NoError(t, err)
+	}
+	if errors.Is(err, sql.ErrNoRows) {
+		st.blameBefore = 0
+	}
+	return st
+}

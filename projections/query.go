@@ -1,0 +1,578 @@
+package projections
+
+import (
+	"context"
+	"database/sql"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/qtasks/qtasks-go/events"
+)
+
+// Query limits.
+const (
+	DefaultLimit = 50
+	MaxLimit     = 1000
+)
+
+// ErrBadCursor is returned for a page cursor this package did not write.
+var ErrBadCursor = errors.New("invalid page cursor")
+
+// Task is a task as projected: its current attempt's state, the arguments
+// as submitted and as the task function got them, and when each phase
+// happened (event times from the log).
+type Task struct {
+	ID            string          `json:"id"`
+	Name          string          `json:"name"`
+	Queue         string          `json:"queue"`
+	Priority      int             `json:"priority"`
+	Status        string          `json:"status"`
+	Attempt       int             `json:"attempt"`
+	RetriesLeft   int             `json:"retries_left"`
+	ArgsSubmitted json.RawMessage `json:"args_submitted,omitempty"`
+	KwSubmitted   json.RawMessage `json:"kw_submitted,omitempty"`
+	ArgsExecuted  json.RawMessage `json:"args_executed,omitempty"`
+	KwExecuted    json.RawMessage `json:"kw_executed,omitempty"`
+	Result        json.RawMessage `json:"result,omitempty"`
+	Error         string          `json:"error,omitempty"`
+	Reason        string          `json:"reason,omitempty"`
+	RetryParent   string          `json:"retry_parent,omitempty"`
+	RetryChild    string          `json:"retry_child,omitempty"`
+	Worker        string          `json:"worker,omitempty"`
+	Tags          []string        `json:"tags,omitempty"`
+	Extra         json.RawMessage `json:"extra,omitempty"`
+	// IdempotencyKey and Trace as submitted.
+	IdempotencyKey string    `json:"idempotency_key,omitempty"`
+	Trace          string    `json:"trace,omitempty"`
+	CreatedAt      time.Time `json:"created_at,omitzero"`
+	QueuedAt       time.Time `json:"queued_at,omitzero"`
+	StartedAt      time.Time `json:"started_at,omitzero"`
+	ExecutedAt     time.Time `json:"executed_at,omitzero"`
+	FinishedAt     time.Time `json:"finished_at,omitzero"`
+	UpdatedAt      time.Time `json:"updated_at,omitzero"`
+	// FirstSeq and LastSeq are the stream sequences of the first event and
+	// of the last that changed the task.
+	FirstSeq uint64 `json:"first_seq"`
+	LastSeq  uint64 `json:"last_seq"`
+	// Attempts, oldest first; filled by DB.Task and DB.Timeline only.
+	Attempts []Attempt `json:"attempts,omitempty"`
+}
+
+// Attempt is one attempt of a task: the first, and one more per retry.
+type Attempt struct {
+	Attempt     int             `json:"attempt"`
+	Status      string          `json:"status"`
+	Worker      string          `json:"worker,omitempty"`
+	Runs        int             `json:"runs"`
+	QueuedAt    time.Time       `json:"queued_at,omitzero"`
+	StartedAt   time.Time       `json:"started_at,omitzero"`
+	ExecutedAt  time.Time       `json:"executed_at,omitzero"`
+	FinishedAt  time.Time       `json:"finished_at,omitzero"`
+	Result      json.RawMessage `json:"result,omitempty"`
+	Error       string          `json:"error,omitempty"`
+	Reason      string          `json:"reason,omitempty"`
+	RetryParent string          `json:"retry_parent,omitempty"`
+	RetryChild  string          `json:"retry_child,omitempty"`
+	FinalSeq    uint64          `json:"final_seq,omitempty"`
+}
+
+const taskColumns = `id, name, queue, priority, status, attempt, retries_left, args_submitted, kw_submitted, args_executed,
+	kw_executed, result, error, reason, retry_parent, retry_child, worker, tags, extra, idempotency_key, trace,
+	created_at, queued_at, started_at, executed_at, finished_at, updated_at, first_seq, last_seq`
+
+type scanner interface{ Scan(dest ...any) error }
+
+func scanTask(r scanner) (Task, error) {
+	var t Task
+	var argsS, kwS, argsE, kwE, result, tags, extra sql.NullString
+	var created, queued, started, executed, finished, updated sql.NullString
+	var first, last int64
+	err := r.Scan(&t.ID, &t.Name, &t.Queue, &t.Priority, &t.Status, &t.Attempt, &t.RetriesLeft, &argsS, &kwS, &argsE, &kwE,
+		&result, &t.Error, &t.Reason, &t.RetryParent, &t.RetryChild, &t.Worker, &tags, &extra, &t.IdempotencyKey, &t.Trace,
+		&created, &queued, &started, &executed, &finished, &updated, &first, &last)
+	if err != nil {
+		return t, err
+	}
+	t.ArgsSubmitted, t.KwSubmitted, t.ArgsExecuted, t.KwExecuted = raw(argsS), raw(kwS), raw(argsE), raw(kwE)
+	t.Result, t.Extra = raw(result), raw(extra)
+	if tags.Valid {
+		if err := json.Unmarshal([]byte(tags.String), &t.Tags); err != nil {
+			return t, fmt.Errorf("task %s tags: %w", t.ID, err)
+		}
+	}
+	t.CreatedAt, t.QueuedAt, t.StartedAt = parseTS(created), parseTS(queued), parseTS(started)
+	t.ExecutedAt, t.FinishedAt, t.UpdatedAt = parseTS(executed), parseTS(finished), parseTS(updated)
+	t.FirstSeq, t.LastSeq = uint64(first), uint64(last)
+	return t, nil
+}
+
+func raw(s sql.NullString) json.RawMessage {
+	if !s.Valid {
+		return nil
+	}
+	return json.RawMessage(s.String)
+}
+
+func parseTS(s sql.NullString) time.Time {
+	if !s.Valid {
+		return time.Time{}
+	}
+	t, err := time.Parse(time.RFC3339Nano, s.String)
+	if err != nil {
+		return time.Time{}
+	}
+	return t
+}
+
+// Task returns a task and its attempts, or ErrNotFound.
+func (d *DB) Task(ctx context.Context, id string) (Task, error) {
+	t, err := scanTask(d.r.QueryRowContext(ctx, `SELECT `+taskColumns+` FROM tasks WHERE id = ?`, id))
+	if errors.Is(err, sql.ErrNoRows) {
+		return Task{}, fmt.Errorf("task %s: %w", id, ErrNotFound)
+	}
+	if err != nil {
+		return Task{}, fmt.Errorf("reading task %s: %w", id, err)
+	}
+	t.Attempts, err = d.attempts(ctx, id)
+	return t, err
+}
+
+func (d *DB) attempts(ctx context.Context, id string) ([]Attempt, error) {
+	rows, err := d.r.QueryContext(ctx, `SELECT attempt, status, worker, runs, queued_at, started_at, executed_at, finished_at,
+		result, error, reason, retry_parent, retry_child, final_seq FROM attempts WHERE task_id = ? ORDER BY attempt`, id)
+	if err != nil {
+		return nil, fmt.Errorf("reading attempts of %s: %w", id, err)
+	}
+	defer rows.Close()
+	var out []Attempt
+	for rows.Next() {
+		var a Attempt
+		var queued, started, executed, finished, result sql.NullString
+		var final sql.NullInt64
+		if err := rows.Scan(&a.Attempt, &a.Status, &a.Worker, &a.Runs, &queued, &started, &executed, &finished, &result,
+			&a.Error, &a.Reason, &a.RetryParent, &a.RetryChild, &final); err != nil {
+			return nil, fmt.Errorf("reading attempts of %s: %w", id, err)
+		}
+		a.QueuedAt, a.StartedAt, a.ExecutedAt, a.FinishedAt = parseTS(queued), parseTS(started), parseTS(executed), parseTS(finished)
+		a.Result, a.FinalSeq = raw(result), uint64(final.Int64)
+		out = append(out, a)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("reading attempts of %s: %w", id, err)
+	}
+	return out, nil
+}
+
+// TaskFilter selects tasks. Empty fields do not filter.
+type TaskFilter struct {
+	Status string
+	Name   string
+	Tag    string
+	// Since and Until bound the creation time: Since <= created < Until.
+	Since, Until time.Time
+	// Limit of one page. Defaults to DefaultLimit, at most MaxLimit.
+	Limit int
+	// Cursor continues from a previous page's Next.
+	Cursor string
+}
+
+// TaskPage is a page of tasks, newest first.
+type TaskPage struct {
+	Tasks []Task `json:"tasks"`
+	// Next is the cursor of the next page; empty on the last page.
+	Next string `json:"next,omitempty"`
+}
+
+// Tasks lists tasks matching f, newest first (by creation time, then id),
+// one page at a time.
+func (d *DB) Tasks(ctx context.Context, f TaskFilter) (TaskPage, error) {
+	limit := clampLimit(f.Limit)
+	var where []string
+	var args []any
+	from := "tasks t"
+	if f.Tag != "" {
+		from = "tasks t JOIN task_tags g ON g.task_id = t.id AND g.tag = ?"
+		args = append(args, f.Tag)
+	}
+	if f.Status != "" {
+		where, args = append(where, "t.status = ?"), append(args, f.Status)
+	}
+	if f.Name != "" {
+		where, args = append(where, "t.name = ?"), append(args, f.Name)
+	}
+	if !f.Since.IsZero() {
+		where, args = append(where, "t.created_at >= ?"), append(args, ts(f.Since))
+	}
+	if !f.Until.IsZero() {
+		where, args = append(where, "t.created_at < ?"), append(args, ts(f.Until))
+	}
+	if f.Cursor != "" {
+		parts, err := decodeCursor(f.Cursor, 2)
+		if err != nil {
+			return TaskPage{}, err
+		}
+		where = append(where, "(coalesce(t.created_at, ''), t.id) < (?, ?)")
+		args = append(args, parts[0], parts[1])
+	}
+	q := "SELECT " + prefixColumns("t.", taskColumns) + " FROM " + from
+	if len(where) > 0 {
+		q += " WHERE " + strings.Join(where, " AND ")
+	}
+	q += " ORDER BY coalesce(t.created_at, '') DESC, t.id DESC LIMIT ?"
+	args = append(args, limit+1)
+	rows, err := d.r.QueryContext(ctx, q, args...)
+	if err != nil {
+		return TaskPage{}, fmt.Errorf("listing tasks: %w", err)
+	}
+	defer rows.Close()
+	page := TaskPage{Tasks: []Task{}}
+	for rows.Next() {
+		t, err := scanTask(rows)
+		if err != nil {
+			return TaskPage{}, fmt.Errorf("listing tasks: %w", err)
+		}
+		page.Tasks = append(page.Tasks, t)
+	}
+	if err := rows.Err(); err != nil {
+		return TaskPage{}, fmt.Errorf("listing tasks: %w", err)
+	}
+	if len(page.Tasks) > limit {
+		page.Tasks = page.Tasks[:limit]
+		last := page.Tasks[limit-1]
+		created := ""
+		if !last.CreatedAt.IsZero() {
+			created = last.CreatedAt.UTC().Format(timeLayout)
+		}
+		page.Next = encodeCursor(created, last.ID)
+	}
+	return page, nil
+}
+
+func prefixColumns(prefix, cols string) string {
+	fs := strings.Split(cols, ",")
+	for i, c := range fs {
+		fs[i] = prefix + strings.TrimSpace(c)
+	}
+	return strings.Join(fs, ", ")
+}
+
+func clampLimit(n int) int {
+	switch {
+	case n <= 0:
+		return DefaultLimit
+	case n > MaxLimit:
+		return MaxLimit
+	}
+	return n
+}
+
+func encodeCursor(parts ...string) string {
+	return base64.RawURLEncoding.EncodeToString([]byte(strings.Join(parts, "\x00")))
+}
+
+func decodeCursor(c string, n int) ([]string, error) {
+	b, err := base64.RawURLEncoding.DecodeString(c)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %q", ErrBadCursor, c)
+	}
+	parts := strings.Split(string(b), "\x00")
+	if len(parts) != n {
+		return nil, fmt.Errorf("%w: %q", ErrBadCursor, c)
+	}
+	return parts, nil
+}
+
+// Entry is one trigger fact of a task's timeline.
+type Entry struct {
+	Seq       uint64          `json:"seq"`
+	Time      time.Time       `json:"time,omitzero"`
+	Trigger   string          `json:"trigger"`
+	Component string          `json:"component"`
+	Attempt   int             `json:"attempt"`
+	Run       int             `json:"run"`
+	EventID   string          `json:"event_id"`
+	Source    string          `json:"source"`
+	Input     json.RawMessage `json:"input,omitempty"`
+	Output    json.RawMessage `json:"output,omitempty"`
+	Failed    string          `json:"failed,omitempty"`
+	Replay    string          `json:"replay,omitempty"`
+	Calls     []Call          `json:"calls,omitempty"`
+}
+
+// Call is one plugin call of a returnable trigger firing.
+type Call struct {
+	FactSeq     uint64          `json:"fact_seq"`
+	Idx         int             `json:"idx"`
+	TaskID      string          `json:"task_id,omitempty"`
+	Trigger     string          `json:"trigger"`
+	Attempt     int             `json:"attempt"`
+	Plugin      string          `json:"plugin"`
+	Version     string          `json:"version,omitempty"`
+	Invocation  string          `json:"invocation"`
+	Outcome     string          `json:"outcome"`
+	Policy      string          `json:"policy,omitempty"`
+	Reason      string          `json:"reason,omitempty"`
+	ContentType string          `json:"content_type,omitempty"`
+	Patch       json.RawMessage `json:"patch,omitempty"`
+	LatencyUS   int64           `json:"latency_us"`
+	Shadow      bool            `json:"shadow,omitempty"`
+	// InvokeSeq and PatchSeq locate the invocation and the patch in the
+	// log (from the fact, or from the invocation and patch events).
+	InvokeSeq uint64 `json:"invoke_seq,omitempty"`
+	PatchSeq  uint64 `json:"patch_seq,omitempty"`
+	// Changes is the patch as a diff of the payload it was applied to
+	// (Timeline only).
+	Changes []Change `json:"changes,omitempty"`
+}
+
+// Timeline is a task's history: every fact in stream order with each plugin
+// call and what its patch changed.
+type Timeline struct {
+	Task    Task    `json:"task"`
+	Entries []Entry `json:"entries"`
+}
+
+// Timeline returns task id's timeline, or ErrNotFound.
+func (d *DB) Timeline(ctx context.Context, id string) (Timeline, error) {
+	t, err := d.Task(ctx, id)
+	if err != nil {
+		return Timeline{}, err
+	}
+	tl := Timeline{Task: t, Entries: []Entry{}}
+	rows, err := d.r.QueryContext(ctx, `SELECT seq, time, trigger, component, attempt, run, event_id, source, input, output,
+		failed, replay FROM trigger_history WHERE task_id = ? ORDER BY seq`, id)
+	if err != nil {
+		return Timeline{}, fmt.Errorf("reading timeline of %s: %w", id, err)
+	}
+	defer rows.Close()
+	index := map[uint64]int{}
+	for rows.Next() {
+		var e Entry
+		var at, input, output sql.NullString
+		var seq int64
+		if err := rows.Scan(&seq, &at, &e.Trigger, &e.Component, &e.Attempt, &e.Run, &e.EventID, &e.Source, &input, &output,
+			&e.Failed, &e.Replay); err != nil {
+			return Timeline{}, fmt.Errorf("reading timeline of %s: %w", id, err)
+		}
+		e.Seq, e.Time, e.Input, e.Output = uint64(seq), parseTS(at), raw(input), raw(output)
+		index[e.Seq] = len(tl.Entries)
+		tl.Entries = append(tl.Entries, e)
+	}
+	if err := rows.Err(); err != nil {
+		return Timeline{}, fmt.Errorf("reading timeline of %s: %w", id, err)
+	}
+	calls, err := d.calls(ctx, "c.task_id = ?", []any{id}, "c.fact_seq, c.idx", 0)
+	if err != nil {
+		return Timeline{}, err
+	}
+	for _, c := range calls {
+		if i, ok := index[c.FactSeq]; ok {
+			tl.Entries[i].Calls = append(tl.Entries[i].Calls, c)
+		}
+	}
+	for i := range tl.Entries {
+		e := &tl.Entries[i]
+		if len(e.Calls) == 0 {
+			continue
+		}
+		pc := make([]events.PluginCall, len(e.Calls))
+		for j, c := range e.Calls {
+			pc[j] = events.PluginCall{Plugin: c.Plugin, Version: c.Version, Outcome: events.Outcome(c.Outcome),
+				ContentType: c.ContentType, Patch: c.Patch, Shadow: c.Shadow}
+		}
+		for j, ch := range callDiffs(e.Trigger, e.Input, pc) {
+			e.Calls[j].Changes = ch
+		}
+	}
+	return tl, nil
+}
+
+const callColumns = `c.fact_seq, c.idx, coalesce(c.task_id, ''), c.trigger, c.attempt, c.plugin, c.version, c.invocation,
+	c.outcome, c.policy, c.reason, c.content_type, c.patch, c.latency_us, c.shadow,
+	coalesce(c.invoke_seq, i.invoke_seq), coalesce(c.patch_seq, i.patch_seq)`
+
+func (d *DB) calls(ctx context.Context, where string, args []any, order string, limit int) ([]Call, error) {
+	q := `SELECT ` + callColumns + ` FROM plugin_calls c LEFT JOIN invocations i ON i.id = c.invocation`
+	if where != "" {
+		q += " WHERE " + where
+	}
+	q += " ORDER BY " + order
+	if limit > 0 {
+		q += " LIMIT " + strconv.Itoa(limit)
+	}
+	rows, err := d.r.QueryContext(ctx, q, args...)
+	if err != nil {
+		return nil, fmt.Errorf("reading plugin calls: %w", err)
+	}
+	defer rows.Close()
+	var out []Call
+	for rows.Next() {
+		var c Call
+		var seq int64
+		var patch sql.NullString
+		var inv, pat sql.NullInt64
+		if err := rows.Scan(&seq, &c.Idx, &c.TaskID, &c.Trigger, &c.Attempt, &c.Plugin, &c.Version, &c.Invocation, &c.Outcome,
+			&c.Policy, &c.Reason, &c.ContentType, &patch, &c.LatencyUS, &c.Shadow, &inv, &pat); err != nil {
+			return nil, fmt.Errorf("reading plugin calls: %w", err)
+		}
+		c.FactSeq, c.Patch = uint64(seq), raw(patch)
+		c.InvokeSeq, c.PatchSeq = uint64(inv.Int64), uint64(pat.Int64)
+		out = append(out, c)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("reading plugin calls: %w", err)
+	}
+	return out, nil
+}
+
+// CallFilter selects plugin calls. Empty fields do not filter.
+type CallFilter struct {
+	Plugin  string
+	Version string
+	// Outcome is one of the events.Outcome values.
+	Outcome string
+	Trigger string
+	TaskID  string
+	// Limit of one page. Defaults to DefaultLimit, at most MaxLimit.
+	Limit int
+	// Cursor continues from a previous page's Next.
+	Cursor string
+}
+
+// CallPage is a page of plugin calls, in stream order.
+type CallPage struct {
+	Calls []Call `json:"calls"`
+	Next  string `json:"next,omitempty"`
+}
+
+// PluginCalls lists plugin calls matching f in stream order, a page at a
+// time.
+func (d *DB) PluginCalls(ctx context.Context, f CallFilter) (CallPage, error) {
+	limit := clampLimit(f.Limit)
+	var where []string
+	var args []any
+	for _, c := range []struct{ col, v string }{
+		{"c.plugin", f.Plugin}, {"c.version", f.Version}, {"c.outcome", f.Outcome}, {"c.trigger", f.Trigger}, {"c.task_id", f.TaskID},
+	} {
+		if c.v != "" {
+			where, args = append(where, c.col+" = ?"), append(args, c.v)
+		}
+	}
+	if f.Cursor != "" {
+		parts, err := decodeCursor(f.Cursor, 2)
+		if err != nil {
+			return CallPage{}, err
+		}
+		seq, err1 := strconv.ParseInt(parts[0], 10, 64)
+		idx, err2 := strconv.Atoi(parts[1])
+		if err1 != nil || err2 != nil {
+			return CallPage{}, fmt.Errorf("%w: %q", ErrBadCursor, f.Cursor)
+		}
+		where, args = append(where, "(c.fact_seq, c.idx) > (?, ?)"), append(args, seq, idx)
+	}
+	calls, err := d.calls(ctx, strings.Join(where, " AND "), args, "c.fact_seq, c.idx", limit+1)
+	if err != nil {
+		return CallPage{}, err
+	}
+	page := CallPage{Calls: calls}
+	if page.Calls == nil {
+		page.Calls = []Call{}
+	}
+	if len(page.Calls) > limit {
+		page.Calls = page.Calls[:limit]
+		last := page.Calls[limit-1]
+		page.Next = encodeCursor(strconv.FormatUint(last.FactSeq, 10), strconv.Itoa(last.Idx))
+	}
+	return page, nil
+}
+
+// Blame says which plugin call last changed a task field.
+type Blame struct {
+	// Path is a JSON Pointer into the task record (events.Task's JSON):
+	// /kw/a, /args/0, /result, /priority, /extra/x, ...
+	Path    string `json:"path"`
+	Plugin  string `json:"plugin"`
+	Version string `json:"version,omitempty"`
+	// Seq is the stream sequence of the fact that recorded the call, Idx the
+	// call's position in it.
+	Seq     uint64 `json:"seq"`
+	Idx     int    `json:"idx"`
+	Trigger string `json:"trigger"`
+	Attempt int    `json:"attempt"`
+	// Op is add, remove or replace; Value the new value (none for remove).
+	Op    string          `json:"op"`
+	Value json.RawMessage `json:"value,omitempty"`
+}
+
+// Blame returns, for each field of task id that a plugin changed, the last
+// plugin call that changed it, by path. A task that exists but that no
+// plugin changed has no rows; an unknown task is ErrNotFound.
+func (d *DB) Blame(ctx context.Context, id string) ([]Blame, error) {
+	var n int
+	if err := d.r.QueryRowContext(ctx, `SELECT count(*) FROM tasks WHERE id = ?`, id).Scan(&n); err != nil {
+		return nil, fmt.Errorf("reading blame of %s: %w", id, err)
+	}
+	if n == 0 {
+		return nil, fmt.Errorf("task %s: %w", id, ErrNotFound)
+	}
+	rows, err := d.r.QueryContext(ctx, `SELECT path, plugin, version, seq, idx, trigger, attempt, op, value
+		FROM field_blame WHERE task_id = ? ORDER BY path`, id)
+	if err != nil {
+		return nil, fmt.Errorf("reading blame of %s: %w", id, err)
+	}
+	defer rows.Close()
+	out := []Blame{}
+	for rows.Next() {
+		var b Blame
+		var seq int64
+		var v sql.NullString
+		if err := rows.Scan(&b.Path, &b.Plugin, &b.Version, &seq, &b.Idx, &b.Trigger, &b.Attempt, &b.Op, &v); err != nil {
+			return nil, fmt.Errorf("reading blame of %s: %w", id, err)
+		}
+		b.Seq, b.Value = uint64(seq), raw(v)
+		out = append(out, b)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("reading blame of %s: %w", id, err)
+	}
+	return out, nil
+}
+
+// Rejected is a message of the log that is not a valid event of ours.
+type Rejected struct {
+	Seq     uint64 `json:"seq"`
+	Subject string `json:"subject"`
+	Type    string `json:"type,omitempty"`
+	EventID string `json:"event_id,omitempty"`
+	Reason  string `json:"reason"`
+}
+
+// RejectedEvents lists rejected messages after stream sequence after, in
+// order, at most limit (DefaultLimit when 0, at most MaxLimit).
+func (d *DB) RejectedEvents(ctx context.Context, after uint64, limit int) ([]Rejected, error) {
+	rows, err := d.r.QueryContext(ctx, `SELECT seq, subject, type, event_id, reason FROM rejected_events
+		WHERE seq > ? ORDER BY seq LIMIT ?`, int64(after), clampLimit(limit))
+	if err != nil {
+		return nil, fmt.Errorf("reading rejected events: %w", err)
+	}
+	defer rows.Close()
+	out := []Rejected{}
+	for rows.Next() {
+		var r Rejected
+		var seq int64
+		if err := rows.Scan(&seq, &r.Subject, &r.Type, &r.EventID, &r.Reason); err != nil {
+			return nil, fmt.Errorf("reading rejected events: %w", err)
+		}
+		r.Seq = uint64(seq)
+		out = append(out, r)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("reading rejected events: %w", err)
+	}
+	return out, nil
+}

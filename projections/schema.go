@@ -1,0 +1,294 @@
+package projections
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+)
+
+// SchemaVersion is the schema version this package writes and reads.
+const SchemaVersion = 2
+
+// migration moves the schema from version-1 to version. Migrations run in
+// order, each in its own transaction together with its schema_migrations
+// row; a new database runs them all, so that a fresh database and a migrated
+// one end up with the same tables and rows.
+type migration struct {
+	version int
+	name    string
+	sql     string
+	// fn runs after sql, in the same transaction (data backfills).
+	fn func(ctx context.Context, tx *sql.Tx) error
+}
+
+var migrations = []migration{
+	{version: 1, name: "tasks, attempts, trigger history, plugin calls, invocations, dead letters, rejected events", sql: schemaV1},
+	{version: 2, name: "field blame (backfilled from the plugin calls); plugin call and rejection indexes", sql: schemaV2, fn: backfillBlame},
+}
+
+// schemaV1 is the first schema. Never edit it: a database created by it must
+// keep migrating (testdata/migrate/v1 holds a database of this version).
+// Times are RFC 3339 UTC text with nanoseconds, fixed width, so that they
+// sort as text.
+const schemaV1 = `
+CREATE TABLE meta (
+	key   TEXT PRIMARY KEY,
+	value INTEGER NOT NULL
+) WITHOUT ROWID;
+
+CREATE TABLE tasks (
+	id              TEXT PRIMARY KEY,
+	name            TEXT NOT NULL,
+	queue           TEXT NOT NULL DEFAULT '',
+	priority        INTEGER NOT NULL DEFAULT 0,
+	status          TEXT NOT NULL,
+	attempt         INTEGER NOT NULL DEFAULT 1,
+	retries_left    INTEGER NOT NULL DEFAULT 0,
+	args_submitted  TEXT,
+	kw_submitted    TEXT,
+	args_executed   TEXT,
+	kw_executed     TEXT,
+	result          TEXT,
+	error           TEXT NOT NULL DEFAULT '',
+	reason          TEXT NOT NULL DEFAULT '',
+	retry_parent    TEXT NOT NULL DEFAULT '',
+	retry_child     TEXT NOT NULL DEFAULT '',
+	worker          TEXT NOT NULL DEFAULT '',
+	tags            TEXT,
+	extra           TEXT,
+	idempotency_key TEXT NOT NULL DEFAULT '',
+	trace           TEXT NOT NULL DEFAULT '',
+	created_at      TEXT,
+	queued_at       TEXT,
+	started_at      TEXT,
+	executed_at     TEXT,
+	finished_at     TEXT,
+	updated_at      TEXT,
+	first_seq       INTEGER NOT NULL,
+	last_seq        INTEGER NOT NULL
+);
+CREATE INDEX tasks_created ON tasks (created_at, id);
+CREATE INDEX tasks_status ON tasks (status, created_at, id);
+CREATE INDEX tasks_name ON tasks (name, created_at, id);
+
+CREATE TABLE task_tags (
+	tag     TEXT NOT NULL,
+	task_id TEXT NOT NULL REFERENCES tasks (id),
+	PRIMARY KEY (tag, task_id)
+) WITHOUT ROWID;
+
+CREATE TABLE attempts (
+	task_id      TEXT NOT NULL,
+	attempt      INTEGER NOT NULL,
+	status       TEXT NOT NULL,
+	worker       TEXT NOT NULL DEFAULT '',
+	runs         INTEGER NOT NULL DEFAULT 0,
+	queued_at    TEXT,
+	started_at   TEXT,
+	executed_at  TEXT,
+	finished_at  TEXT,
+	result       TEXT,
+	error        TEXT NOT NULL DEFAULT '',
+	reason       TEXT NOT NULL DEFAULT '',
+	retry_parent TEXT NOT NULL DEFAULT '',
+	retry_child  TEXT NOT NULL DEFAULT '',
+	final_seq    INTEGER,
+	PRIMARY KEY (task_id, attempt)
+) WITHOUT ROWID;
+
+CREATE TABLE trigger_history (
+	seq       INTEGER PRIMARY KEY,
+	event_id  TEXT NOT NULL,
+	source    TEXT NOT NULL,
+	trigger   TEXT NOT NULL,
+	component TEXT NOT NULL,
+	scope     TEXT NOT NULL,
+	task_id   TEXT,
+	task_name TEXT,
+	node      TEXT,
+	attempt   INTEGER NOT NULL DEFAULT 0,
+	run       INTEGER NOT NULL DEFAULT 0,
+	time      TEXT,
+	input     TEXT,
+	output    TEXT,
+	failed    TEXT NOT NULL DEFAULT '',
+	calls     INTEGER NOT NULL DEFAULT 0,
+	replay    TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX trigger_history_task ON trigger_history (task_id, seq);
+CREATE INDEX trigger_history_trigger ON trigger_history (trigger, seq);
+
+CREATE TABLE plugin_calls (
+	fact_seq     INTEGER NOT NULL REFERENCES trigger_history (seq),
+	idx          INTEGER NOT NULL,
+	task_id      TEXT,
+	trigger      TEXT NOT NULL,
+	attempt      INTEGER NOT NULL DEFAULT 0,
+	plugin       TEXT NOT NULL,
+	version      TEXT NOT NULL DEFAULT '',
+	invocation   TEXT NOT NULL,
+	outcome      TEXT NOT NULL,
+	policy       TEXT NOT NULL DEFAULT '',
+	reason       TEXT NOT NULL DEFAULT '',
+	content_type TEXT NOT NULL DEFAULT '',
+	patch        TEXT,
+	latency_us   INTEGER NOT NULL DEFAULT 0,
+	shadow       INTEGER NOT NULL DEFAULT 0,
+	invoke_seq   INTEGER,
+	patch_seq    INTEGER,
+	PRIMARY KEY (fact_seq, idx)
+) WITHOUT ROWID;
+CREATE INDEX plugin_calls_task ON plugin_calls (task_id, fact_seq);
+
+CREATE TABLE invocations (
+	id           TEXT PRIMARY KEY,
+	plugin       TEXT NOT NULL,
+	version      TEXT NOT NULL DEFAULT '',
+	trigger      TEXT NOT NULL,
+	task_id      TEXT NOT NULL,
+	attempt      INTEGER NOT NULL DEFAULT 0,
+	run          INTEGER NOT NULL DEFAULT 0,
+	invoke_seq   INTEGER,
+	invoked_at   TEXT,
+	timeout_ms   INTEGER NOT NULL DEFAULT 0,
+	patch_seq    INTEGER,
+	answered_at  TEXT,
+	patch_version TEXT NOT NULL DEFAULT '',
+	content_type TEXT NOT NULL DEFAULT '',
+	patch        TEXT,
+	plugin_error TEXT NOT NULL DEFAULT ''
+) WITHOUT ROWID;
+
+CREATE TABLE dead_letters (
+	seq        INTEGER PRIMARY KEY,
+	plugin     TEXT NOT NULL,
+	stream     TEXT NOT NULL DEFAULT '',
+	sequence   INTEGER NOT NULL DEFAULT 0,
+	consumer   TEXT NOT NULL DEFAULT '',
+	subject    TEXT NOT NULL DEFAULT '',
+	deliveries INTEGER NOT NULL DEFAULT 0,
+	reason     TEXT NOT NULL DEFAULT '',
+	time       TEXT
+);
+
+CREATE TABLE rejected_events (
+	seq      INTEGER PRIMARY KEY,
+	subject  TEXT NOT NULL,
+	type     TEXT NOT NULL DEFAULT '',
+	event_id TEXT NOT NULL DEFAULT '',
+	reason   TEXT NOT NULL
+);
+`
+
+// schemaV2 adds field blame: for each task field (a JSON Pointer into the
+// task record, such as /kw/a or /result), the plugin call that last changed
+// it. Migration 2 backfills it from the calls already projected.
+const schemaV2 = `
+CREATE TABLE field_blame (
+	task_id    TEXT NOT NULL,
+	path       TEXT NOT NULL,
+	plugin     TEXT NOT NULL,
+	version    TEXT NOT NULL DEFAULT '',
+	seq        INTEGER NOT NULL,
+	idx        INTEGER NOT NULL,
+	trigger    TEXT NOT NULL,
+	attempt    INTEGER NOT NULL DEFAULT 0,
+	op         TEXT NOT NULL,
+	value      TEXT,
+	PRIMARY KEY (task_id, path)
+) WITHOUT ROWID;
+CREATE INDEX plugin_calls_plugin ON plugin_calls (plugin, version, outcome, fact_seq);
+CREATE INDEX plugin_calls_outcome ON plugin_calls (outcome, fact_seq);
+`
+
+// Schema errors.
+var (
+	// ErrSchemaTooNew is returned for a database written by a newer version
+	// of this package.
+	ErrSchemaTooNew = errors.New("projection database has a newer schema than this program")
+	// ErrSchemaOutdated is returned when a database opened read-only has an
+	// older schema; opening it for writing migrates it.
+	ErrSchemaOutdated = errors.New("projection database has an older schema")
+)
+
+// schemaVersion reads the highest applied migration; 0 for a new database.
+func schemaVersion(ctx context.Context, q interface {
+	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
+}) (int, error) {
+	var n int
+	err := q.QueryRowContext(ctx, `SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'schema_migrations'`).Scan(&n)
+	if err != nil {
+		return 0, fmt.Errorf("reading schema version: %w", err)
+	}
+	if n == 0 {
+		return 0, nil
+	}
+	var v sql.NullInt64
+	if err := q.QueryRowContext(ctx, `SELECT max(version) FROM schema_migrations`).Scan(&v); err != nil {
+		return 0, fmt.Errorf("reading schema version: %w", err)
+	}
+	return int(v.Int64), nil
+}
+
+// migrate brings the database to target, each migration in its own
+// transaction. It returns the version it found.
+func migrate(ctx context.Context, db *sql.DB, target int) (from int, err error) {
+	from, err = schemaVersion(ctx, db)
+	if err != nil {
+		return 0, err
+	}
+	if from > SchemaVersion {
+		return from, fmt.Errorf("%w: version %d, this program knows up to %d", ErrSchemaTooNew, from, SchemaVersion)
+	}
+	for _, m := range migrations {
+		if m.version > target {
+			break
+		}
+		if err := runMigration(ctx, db, m); err != nil {
+			return from, err
+		}
+	}
+	return from, nil
+}
+
+func runMigration(ctx context.Context, db *sql.DB, m migration) (err error) {
+	tx, err := db.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("migrating to schema %d: %w", m.version, err)
+	}
+	defer func() {
+		if err != nil {
+			_ = tx.Rollback()
+		}
+	}()
+	// Under the write lock: another process may have migrated meanwhile.
+	if _, err := tx.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (
+		version INTEGER PRIMARY KEY,
+		name    TEXT NOT NULL
+	)`); err != nil {
+		return fmt.Errorf("migrating to schema %d: %w", m.version, err)
+	}
+	var done int
+	if err := tx.QueryRowContext(ctx, `SELECT count(*) FROM schema_migrations WHERE version = ?`, m.version).Scan(&done); err != nil {
+		return fmt.Errorf("migrating to schema %d: %w", m.version, err)
+	}
+	if done > 0 {
+		return tx.Rollback()
+	}
+	if _, err := tx.ExecContext(ctx, m.sql); err != nil {
+		return fmt.Errorf("migrating to schema %d: %w", m.version, err)
+	}
+	if m.fn != nil {
+		if err := m.fn(ctx, tx); err != nil {
+			return fmt.Errorf("migrating to schema %d: %w", m.version, err)
+		}
+	}
+	if _, err := tx.ExecContext(ctx, `INSERT INTO schema_migrations (version, name) VALUES (?, ?)`, m.version, m.name); err != nil {
+		return fmt.Errorf("migrating to schema %d: %w", m.version, err)
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("migrating to schema %d: %w", m.version, err)
+	}
+	return nil
+}
