@@ -79,6 +79,12 @@ type Config struct {
 	// inbox prefix is PluginInboxPrefix(Plugin). Such a bus can run the
 	// plugin, not an executor.
 	Plugin string
+	// ReadOnly opens the bus to read an existing log, as qtasks-replay
+	// does: nothing is provisioned, no patches are awaited, no advisory is
+	// turned into a dead letter, so the bus writes nothing on its own.
+	// The streams and buckets must exist. Its registry is read-only by
+	// convention: do not Register through it.
+	ReadOnly bool
 	// Users of the embedded server; empty means no authentication. An
 	// executor connecting to it must then authenticate too (User/Password).
 	Users []User
@@ -209,7 +215,7 @@ func Open(ctx context.Context, cfg Config) (*Bus, error) {
 		b.Close()
 		return nil, fmt.Errorf("opening jetstream: %w", err)
 	}
-	if cfg.Plugin != "" {
+	if cfg.Plugin != "" || cfg.ReadOnly {
 		if err := b.bindPlugin(ctx); err != nil {
 			b.Close()
 			return nil, err

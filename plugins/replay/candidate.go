@@ -90,6 +90,9 @@ func ParseCommand(line string) (*Command, error) {
 // Candidate is a version of a plugin to feed recorded invocations. Set
 // exactly one of Command and Spec.
 type Candidate struct {
+	// Name is the plugin the candidate registers as. Defaults to the
+	// replayed plugin (Run), or Spec.Name; Redrive needs it for a Command.
+	Name string
 	// Command runs the candidate as its own process in a replay namespace
 	// of its own: a fresh embedded JetStream server (see the package
 	// documentation). This is the production path.
@@ -146,6 +149,9 @@ type answerer interface {
 
 // start starts c as plugin name in replay namespace replayID.
 func (c *Candidate) start(ctx context.Context, name, replayID string, log *slog.Logger) (answerer, error) {
+	if c.Name != "" {
+		name = c.Name
+	}
 	switch {
 	case c.Command != nil && c.Spec != nil:
 		return nil, errors.New("candidate: set Command or Spec, not both")

@@ -165,7 +165,9 @@ func (p *proc) stop() {
 // history is a live bus on which testplugin v1 answered historyTasks
 // tasks, and what the tests need to know about them.
 type history struct {
-	b *bus.Bus
+	// b is the live bus the history was recorded on; ro reads it as
+	// qtasks-replay does (bus.Config.ReadOnly).
+	b, ro *bus.Bus
 	// n maps task id to kw.n.
 	n map[string]int
 	// name maps task id to task name.
@@ -194,6 +196,9 @@ func sharedHistory(t *testing.T) *history {
 }
 
 func closeHistory() {
+	if hist != nil && hist.ro != nil {
+		hist.ro.Close()
+	}
 	if hist != nil && hist.b != nil {
 		hist.b.Close()
 	}
@@ -277,7 +282,11 @@ func (h *history) record(t *testing.T) error {
 			return fmt.Errorf("task %s: result %d, want %d", id, got, 2*h.n[id])
 		}
 	}
-	return app.Stop(ctx)
+	if err := app.Stop(ctx); err != nil {
+		return err
+	}
+	h.ro, err = bus.Open(ctx, bus.Config{URL: b.ClientURL(), ReadOnly: true, Logger: slog.New(slog.DiscardHandler)})
+	return err
 }
 
 // changedIDs are the task ids version 2 answers differently for.

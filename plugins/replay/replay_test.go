@@ -28,7 +28,7 @@ var (
 func v2ProcessReport(t *testing.T, h *history) *replay.Report {
 	t.Helper()
 	v2Once.Do(func() {
-		v2Rep, v2Err = replay.Run(ctxFor(t), h.b, testplugin.Name, replay.Filter{}, replay.Options{
+		v2Rep, v2Err = replay.Run(ctxFor(t), h.ro, testplugin.Name, replay.Filter{}, replay.Options{
 			Candidate: candidate(t, "--version", "2"),
 			Baseline:  new(candidate(t, "--version", "1")),
 			Logger:    testLogger(t),
@@ -93,7 +93,7 @@ func TestReplayReportsExactlyTheChangedSubset(t *testing.T) {
 func TestReplaySameVersionIsIdenticalWithNoiseMasked(t *testing.T) {
 	t.Parallel()
 	h := sharedHistory(t)
-	rep, err := replay.Run(ctxFor(t), h.b, testplugin.Name, replay.Filter{}, replay.Options{
+	rep, err := replay.Run(ctxFor(t), h.ro, testplugin.Name, replay.Filter{}, replay.Options{
 		Candidate: candidate(t, "--version", "1"),
 		Baseline:  new(candidate(t, "--version", "1")),
 		Logger:    testLogger(t),
@@ -108,7 +108,7 @@ func TestReplaySameVersionIsIdenticalWithNoiseMasked(t *testing.T) {
 	require.Contains(t, rep.Summary(), "OK: no divergence")
 
 	// Without a baseline the stamps differ everywhere: masking matters.
-	unmasked, err := replay.Run(ctxFor(t), h.b, testplugin.Name, replay.Filter{Last: 25}, replay.Options{
+	unmasked, err := replay.Run(ctxFor(t), h.ro, testplugin.Name, replay.Filter{Last: 25}, replay.Options{
 		Candidate: inProcess(&testplugin.Plugin{Version: "1"}),
 	})
 	require.NoError(t, err)
@@ -118,7 +118,7 @@ func TestReplaySameVersionIsIdenticalWithNoiseMasked(t *testing.T) {
 		require.Equal(t, "/kw/stamp", r.Diff[0].Path)
 	}
 	// An explicit mask does it too.
-	masked, err := replay.Run(ctxFor(t), h.b, testplugin.Name, replay.Filter{Last: 25}, replay.Options{
+	masked, err := replay.Run(ctxFor(t), h.ro, testplugin.Name, replay.Filter{Last: 25}, replay.Options{
 		Candidate: inProcess(&testplugin.Plugin{Version: "1"}),
 		Mask:      []string{"/kw/stamp"},
 	})
@@ -133,7 +133,7 @@ func TestReplayCandidateCrash(t *testing.T) {
 	h := sharedHistory(t)
 	before := snapshot(t, h.b)
 	const crashAt = 150
-	rep, err := replay.Run(ctxFor(t), h.b, testplugin.Name, replay.Filter{}, replay.Options{
+	rep, err := replay.Run(ctxFor(t), h.ro, testplugin.Name, replay.Filter{}, replay.Options{
 		Candidate:     candidate(t, "--version", "1", "--crash-at", itoa(crashAt)),
 		Mask:          []string{"/kw/stamp"},
 		Concurrency:   1,
@@ -166,7 +166,7 @@ func TestReplayCandidateHang(t *testing.T) {
 	hang := []int{40, 41, 200}
 	c := candidate(t, "--version", "1", "--hang-at", "40,41,200")
 	c.Timeout = 3 * time.Second
-	rep, err := replay.Run(ctxFor(t), h.b, testplugin.Name, replay.Filter{}, replay.Options{
+	rep, err := replay.Run(ctxFor(t), h.ro, testplugin.Name, replay.Filter{}, replay.Options{
 		Candidate: c,
 		Mask:      []string{"/kw/stamp"},
 		Logger:    testLogger(t),
@@ -194,7 +194,7 @@ func TestExportThenReplayInProcessMatchesProcessPath(t *testing.T) {
 	h := sharedHistory(t)
 	before := snapshot(t, h.b)
 	var file bytes.Buffer
-	n, err := replay.Export(ctxFor(t), h.b, &file, testplugin.Name, replay.Filter{})
+	n, err := replay.Export(ctxFor(t), h.ro, &file, testplugin.Name, replay.Filter{})
 	require.NoError(t, err)
 	require.Equal(t, historyTasks, n)
 	require.Equal(t, 2*historyTasks, bytes.Count(file.Bytes(), []byte("\n")), "an invocation and a patch per line")
@@ -228,7 +228,7 @@ func TestFilters(t *testing.T) {
 	read := func(f replay.Filter) []replay.Record {
 		t.Helper()
 		var out []replay.Record
-		require.NoError(t, replay.Read(ctx, h.b, testplugin.Name, f, func(r replay.Record) error {
+		require.NoError(t, replay.Read(ctx, h.ro, testplugin.Name, f, func(r replay.Record) error {
 			out = append(out, r)
 			return nil
 		}))
@@ -311,7 +311,7 @@ func TestPace(t *testing.T) {
 	t.Parallel()
 	h := sharedHistory(t)
 	var recs []replay.Record
-	require.NoError(t, replay.Read(ctxFor(t), h.b, testplugin.Name, replay.Filter{Last: 50}, func(r replay.Record) error {
+	require.NoError(t, replay.Read(ctxFor(t), h.ro, testplugin.Name, replay.Filter{Last: 50}, func(r replay.Record) error {
 		recs = append(recs, r)
 		return nil
 	}))
@@ -319,7 +319,7 @@ func TestPace(t *testing.T) {
 	require.Positive(t, span)
 	for _, speed := range []float64{1, 4} {
 		clock := &fakeClock{now: time.Unix(1000, 0)}
-		rep, err := replay.Run(ctxFor(t), h.b, testplugin.Name, replay.Filter{Last: 50}, replay.Options{
+		rep, err := replay.Run(ctxFor(t), h.ro, testplugin.Name, replay.Filter{Last: 50}, replay.Options{
 			Candidate: inProcess(&testplugin.Plugin{Version: "1"}),
 			Mask:      []string{"/kw/stamp"},
 			Pace:      true,
@@ -339,7 +339,7 @@ func TestProgressAndOnResult(t *testing.T) {
 	h := sharedHistory(t)
 	var progress []replay.Progress
 	var seqs []uint64
-	rep, err := replay.Run(ctxFor(t), h.b, testplugin.Name, replay.Filter{}, replay.Options{
+	rep, err := replay.Run(ctxFor(t), h.ro, testplugin.Name, replay.Filter{}, replay.Options{
 		Candidate:   inProcess(&testplugin.Plugin{Version: "2"}),
 		Mask:        []string{"/kw/stamp"},
 		Concurrency: 32,
@@ -361,20 +361,20 @@ func TestReplayEdges(t *testing.T) {
 	t.Parallel()
 	h := sharedHistory(t)
 	ctx := ctxFor(t)
-	rep, err := replay.Run(ctx, h.b, "nobody", replay.Filter{}, replay.Options{Candidate: inProcess(&testplugin.Plugin{Version: "1"})})
+	rep, err := replay.Run(ctx, h.ro, "nobody", replay.Filter{}, replay.Options{Candidate: inProcess(&testplugin.Plugin{Version: "1"})})
 	require.NoError(t, err)
 	require.Zero(t, rep.Totals.Invocations)
 
-	_, err = replay.Run(ctx, h.b, "bad.name", replay.Filter{}, replay.Options{Candidate: inProcess(&testplugin.Plugin{})})
+	_, err = replay.Run(ctx, h.ro, "bad.name", replay.Filter{}, replay.Options{Candidate: inProcess(&testplugin.Plugin{})})
 	require.Error(t, err)
-	_, err = replay.Run(ctx, h.b, testplugin.Name, replay.Filter{}, replay.Options{})
+	_, err = replay.Run(ctx, h.ro, testplugin.Name, replay.Filter{}, replay.Options{})
 	require.ErrorContains(t, err, "set Command or Spec")
-	_, err = replay.Run(ctx, h.b, testplugin.Name, replay.Filter{}, replay.Options{
+	_, err = replay.Run(ctx, h.ro, testplugin.Name, replay.Filter{}, replay.Options{
 		Candidate: inProcess(&testplugin.Plugin{}), Mask: []string{"kw"},
 	})
 	require.ErrorContains(t, err, "JSON Pointer")
 	// A candidate program that never registers is reported, not waited on.
-	_, err = replay.Run(ctx, h.b, testplugin.Name, replay.Filter{}, replay.Options{
+	_, err = replay.Run(ctx, h.ro, testplugin.Name, replay.Filter{}, replay.Options{
 		Candidate: replay.Candidate{Command: &replay.Command{Path: "/bin/false"}},
 	})
 	require.ErrorContains(t, err, "candidate exited")
@@ -382,7 +382,7 @@ func TestReplayEdges(t *testing.T) {
 	// A candidate that registers under another name times out on start.
 	c := candidate(t, "--version", "1")
 	c.StartTimeout = 2 * time.Second
-	_, err = replay.Run(ctx, h.b, testplugin.Name+"-other", replay.Filter{}, replay.Options{Candidate: c})
+	_, err = replay.Run(ctx, h.ro, testplugin.Name+"-other", replay.Filter{}, replay.Options{Candidate: c})
 	require.ErrorContains(t, err, "did not register")
 }
 
