@@ -32,6 +32,11 @@ type Config struct {
 	// Concurrency bounds the tasks a worker runs at once. Defaults to
 	// DefaultConcurrency.
 	Concurrency int
+	// Prefetch is how many tasks a worker pulls beyond those it runs, to
+	// start them lowest priority first as slots free up. Priority orders
+	// only the tasks a worker holds: the queue itself is FIFO. Defaults to
+	// Concurrency.
+	Prefetch int
 	// AckWait is how long a task stays with a worker that stopped
 	// reporting progress before it is redelivered to another. Running tasks
 	// report progress every AckWait/3. Defaults to DefaultAckWait.
@@ -54,6 +59,9 @@ func (c *Config) withDefaults(b *bus.Bus) error {
 	}
 	if c.Concurrency == 0 {
 		c.Concurrency = DefaultConcurrency
+	}
+	if c.Prefetch == 0 {
+		c.Prefetch = c.Concurrency
 	}
 	if c.AckWait == 0 {
 		c.AckWait = DefaultAckWait
@@ -85,6 +93,9 @@ func (c *Config) withDefaults(b *bus.Bus) error {
 	if c.Concurrency < 0 {
 		errs = append(errs, fmt.Errorf("concurrency %d: must be positive", c.Concurrency))
 	}
+	if c.Prefetch < 0 {
+		errs = append(errs, fmt.Errorf("prefetch %d: must be positive", c.Prefetch))
+	}
 	if c.AckWait < time.Second {
 		errs = append(errs, fmt.Errorf("ack wait %v: must be at least 1s", c.AckWait))
 	}
@@ -104,6 +115,9 @@ type App struct {
 	tasks map[string]*taskDef
 
 	worker *worker
+
+	submitMu   sync.Mutex
+	submitting map[string]*idLock // task id → submission lock, for idempotency keys
 }
 
 // New returns an App on bus b. cfg may be nil.
@@ -121,6 +135,8 @@ func New(b *bus.Bus, cfg *Config) (*App, error) {
 		log:    c.Logger.With("component", "executor", "node", c.NodeID),
 		source: "qtasks/" + c.NodeID,
 		tasks:  make(map[string]*taskDef),
+
+		submitting: make(map[string]*idLock),
 	}, nil
 }
 

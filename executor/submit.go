@@ -112,6 +112,14 @@ func (a *App) Submit(ctx context.Context, name string, input any, opts *SubmitOp
 	}
 	if o.IdempotencyKey != "" {
 		t.ID = uuid.NewSHA1(idempotencyNamespace, []byte(o.IdempotencyKey)).String()
+		// Submissions of one key take turns: they carry the same task id,
+		// hence the same fact and invocation ids, and two in flight at once
+		// would wait on the same patch (one of them in vain).
+		unlock, err := a.lockID(ctx, t.ID)
+		if err != nil {
+			return events.Task{}, fmt.Errorf("submitting %s: %w", name, err)
+		}
+		defer unlock()
 		if rec, err := a.b.GetTask(ctx, t.ID); err == nil {
 			return rec.Task, nil
 		} else if !errors.Is(err, bus.ErrTaskNotFound) {
@@ -194,6 +202,38 @@ func (a *App) Submit(ctx context.Context, name string, input any, opts *SubmitOp
 		return events.Task{}, fmt.Errorf("submitting %s: %w", name, err)
 	}
 	return t, nil
+}
+
+// lockID takes the submission lock of task id, waiting until ctx ends.
+func (a *App) lockID(ctx context.Context, id string) (unlock func(), err error) {
+	a.submitMu.Lock()
+	l := a.submitting[id]
+	if l == nil {
+		l = &idLock{ch: make(chan struct{}, 1)}
+		a.submitting[id] = l
+	}
+	l.refs++
+	a.submitMu.Unlock()
+	release := func() {
+		a.submitMu.Lock()
+		if l.refs--; l.refs == 0 {
+			delete(a.submitting, id)
+		}
+		a.submitMu.Unlock()
+	}
+	select {
+	case l.ch <- struct{}{}:
+		return func() { <-l.ch; release() }, nil
+	case <-ctx.Done():
+		release()
+		return nil, context.Cause(ctx)
+	}
+}
+
+// idLock is a lock that a waiter can give up on.
+type idLock struct {
+	ch   chan struct{}
+	refs int // holders and waiters; guarded by App.submitMu
 }
 
 func encodeKw(input any) (json.RawMessage, error) {

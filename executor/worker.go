@@ -60,6 +60,7 @@ type worker struct {
 
 	runCtx    context.Context
 	cancelRun context.CancelCauseFunc
+	quit      chan struct{} // closed when Stop begins
 	fetchDone chan struct{}
 	wg        sync.WaitGroup
 	stopped   chan struct{}
@@ -74,7 +75,7 @@ func (a *App) Start(ctx context.Context) error {
 		a.mu.Unlock()
 		return errors.New("worker already started")
 	}
-	w := &worker{a: a, slots: make(chan struct{}, 2*a.cfg.Concurrency), fetchDone: make(chan struct{}), stopped: make(chan struct{})}
+	w := &worker{a: a, slots: make(chan struct{}, a.cfg.Concurrency+a.cfg.Prefetch), quit: make(chan struct{}), fetchDone: make(chan struct{}), stopped: make(chan struct{})}
 	w.cond = sync.NewCond(&w.mu)
 	a.worker = w
 	a.mu.Unlock()
@@ -134,6 +135,7 @@ func (a *App) Stop(ctx context.Context) error {
 	}
 	w.closing = true
 	w.mu.Unlock()
+	close(w.quit)
 	defer close(w.stopped)
 
 	pf := a.processFiring()
@@ -177,7 +179,13 @@ func (a *App) Stop(ctx context.Context) error {
 func (w *worker) fetch() {
 	defer close(w.fetchDone)
 	for {
-		w.slots <- struct{}{}
+		// With every slot taken, wait for one or for Stop: Stop must not
+		// wait here for a running task to end.
+		select {
+		case w.slots <- struct{}{}:
+		case <-w.quit:
+			return
+		}
 		m, err := w.msgs.Next()
 		if err != nil {
 			<-w.slots
@@ -216,7 +224,8 @@ func (w *worker) loop() {
 		for w.q.Len() == 0 && !w.closing {
 			w.cond.Wait()
 		}
-		if w.q.Len() == 0 {
+		if w.closing {
+			// Tasks held but not started are Stop's to hand back.
 			w.mu.Unlock()
 			return
 		}

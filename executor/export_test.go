@@ -1,0 +1,16 @@
+package executor
+
+// Held reports how many pulled tasks app's worker holds waiting for a free
+// slot (0 when no worker runs). For tests that need the worker's queue
+// filled before they let it go on.
+func Held(app *App) int {
+	app.mu.RLock()
+	w := app.worker
+	app.mu.RUnlock()
+	if w == nil {
+		return 0
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.q.Len()
+}

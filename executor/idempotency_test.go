@@ -1,0 +1,153 @@
+package executor_test
+
+import (
+	"context"
+	"sync"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/qtasks/qtasks-go/bus/bustest"
+	"github.com/qtasks/qtasks-go/events"
+	"github.com/qtasks/qtasks-go/executor"
+	"github.com/qtasks/qtasks-go/plugins"
+)
+
+// Submitting twice with the same IdempotencyKey, one after the other or at
+// the same time, creates one task: the same id, one run of the function,
+// one storage_add fact.
+func TestIdempotencyKey(t *testing.T) {
+	t.Parallel()
+
+	setup := func(t *testing.T) (*executor.App, *runCounter) {
+		t.Helper()
+		b := bustest.Open(t, nil)
+		app := newApp(t, b, nil)
+		runs := &runCounter{n: map[string]int{}}
+		executor.MustRegister(app, "once", func(ctx context.Context, in addArgs) (int, error) {
+			runs.add(executor.TaskFromContext(ctx).ID)
+			return in.A + in.B, nil
+		}, nil)
+		start(t, app)
+		return app, runs
+	}
+	// check waits until the task is done and its queue is empty (so that no
+	// second message can still be waiting), then checks it ran once.
+	check := func(t *testing.T, app *executor.App, runs *runCounter, id string) {
+		t.Helper()
+		got := waitTask(t, app, id)
+		require.Equal(t, events.StatusSuccess, got.Status, got.Error)
+		require.JSONEq(t, `3`, string(got.Result))
+		b := app.Bus()
+		finalModels(t, b, id, 1)
+		waitQueueEmpty(t, b)
+		require.Equal(t, 1, runs.get(id))
+		require.Len(t, facts(t, b, events.StorageAdd, id), 1)
+		require.Len(t, facts(t, b, events.WorkerExecuteBefore, id), 1)
+		// A resubmission after the end still returns the finished task.
+		again := submit(t, app, "once", addArgs{A: 1, B: 2}, &executor.SubmitOptions{IdempotencyKey: "order-1"})
+		require.Equal(t, id, again.ID)
+		require.Equal(t, events.StatusSuccess, again.Status)
+		require.Equal(t, 1, runs.get(id))
+		require.Len(t, facts(t, b, events.StorageAdd, id), 1)
+	}
+
+	t.Run("Sequential", func(t *testing.T) {
+		t.Parallel()
+		app, runs := setup(t)
+		opts := &executor.SubmitOptions{IdempotencyKey: "order-1"}
+		first := submit(t, app, "once", addArgs{A: 1, B: 2}, opts)
+		second := submit(t, app, "once", addArgs{A: 1, B: 2}, opts)
+		require.Equal(t, first.ID, second.ID)
+		// A different key is a different task.
+		third := submit(t, app, "once", addArgs{A: 1, B: 2}, &executor.SubmitOptions{IdempotencyKey: "order-2"})
+		require.NotEqual(t, first.ID, third.ID)
+		require.Equal(t, events.StatusSuccess, waitTask(t, app, third.ID).Status)
+		require.Equal(t, 1, runs.get(third.ID))
+		check(t, app, runs, first.ID)
+	})
+
+	t.Run("Concurrent", func(t *testing.T) {
+		t.Parallel()
+		app, runs := setup(t)
+		var (
+			wg    sync.WaitGroup
+			ready = make(chan struct{})
+			ids   [2]string
+			errs  [2]error
+		)
+		for i := range 2 {
+			wg.Go(func() {
+				<-ready
+				sub, err := app.Submit(context.Background(), "once", addArgs{A: 1, B: 2}, &executor.SubmitOptions{IdempotencyKey: "order-1"})
+				ids[i], errs[i] = sub.ID, err
+			})
+		}
+		close(ready)
+		wg.Wait()
+		require.NoError(t, errs[0])
+		require.NoError(t, errs[1])
+		require.NotEmpty(t, ids[0])
+		require.Equal(t, ids[0], ids[1])
+		check(t, app, runs, ids[0])
+	})
+
+	// The second submission starts while the first is inside its submission
+	// triggers, held by a mutator: both carry the same task id, so their
+	// invocations have the same id.
+	t.Run("ConcurrentWithMutator", func(t *testing.T) {
+		t.Parallel()
+		app, runs := setup(t)
+		called := make(chan string, 2)
+		release := make(chan struct{})
+		startPlugin(t, app.Bus(), plugins.Spec{Name: "gate", Version: "1", Triggers: []string{events.QTasksAddTaskBeforeBroker},
+			Plugin: plugins.Func(func(ctx context.Context, c *plugins.Call) (*plugins.Patch, error) {
+				called <- c.TaskID
+				select {
+				case <-release:
+				case <-ctx.Done():
+				}
+				return nil, nil
+			})})
+		type res struct {
+			task events.Task
+			err  error
+		}
+		results := make(chan res, 2)
+		submitAsync := func() {
+			go func() {
+				sub, err := app.Submit(context.Background(), "once", addArgs{A: 1, B: 2}, &executor.SubmitOptions{IdempotencyKey: "order-1"})
+				results <- res{sub, err}
+			}()
+		}
+		submitAsync()
+		id := recv(t, called, "the first submission's invocation")
+		submitAsync()
+		close(release)
+		r1, r2 := recv(t, results, "a submission"), recv(t, results, "the other submission")
+		require.NoError(t, r1.err)
+		require.NoError(t, r2.err)
+		require.Equal(t, id, r1.task.ID)
+		require.Equal(t, id, r2.task.ID)
+		check(t, app, runs, id)
+		require.Len(t, facts(t, app.Bus(), events.QTasksAddTaskBeforeBroker, id), 1)
+	})
+}
+
+// runCounter counts the runs of each task id.
+type runCounter struct {
+	mu sync.Mutex
+	n  map[string]int
+}
+
+func (c *runCounter) add(id string) {
+	c.mu.Lock()
+	c.n[id]++
+	c.mu.Unlock()
+}
+
+func (c *runCounter) get(id string) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.n[id]
+}
