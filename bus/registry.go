@@ -99,8 +99,8 @@ func (r *Registry) stop() {
 // re-registrations (a new version does not move it in the chain); a new one
 // goes last. Register returns the stored registration.
 func (r *Registry) Register(ctx context.Context, p events.PluginInfo) (events.PluginInfo, error) {
-	if !events.ValidToken(p.Name) {
-		return p, fmt.Errorf("plugin name %q: must be a valid NATS subject token", p.Name)
+	if !events.ValidName(p.Name) {
+		return p, fmt.Errorf("plugin name %q: use letters, digits, '-' and '_' (at most 64)", p.Name)
 	}
 	switch p.Mode {
 	case events.ModeObserver, events.ModeMutator, events.ModeShadow:

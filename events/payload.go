@@ -44,6 +44,9 @@ type Task struct {
 	Reason string `json:"reason,omitempty"`
 	// Attempt counts from 1; a retry is attempt n+1 of the same history.
 	Attempt int `json:"attempt"`
+	// Run counts the deliveries of an attempt to workers; a run after the
+	// first either resumes an interrupted one or follows a delay.
+	Run int `json:"run,omitempty"`
 	// Retries left after this attempt.
 	Retry       int                        `json:"retry"`
 	RetryParent string                     `json:"retry_parent,omitempty"`
@@ -94,6 +97,9 @@ type PluginCall struct {
 	ContentType string          `json:"content_type,omitempty"`
 	Patch       json.RawMessage `json:"patch,omitempty"`
 	LatencyUS   int64           `json:"latency_us"`
+	// PatchOmitted is set when the patch was dropped from the fact to keep
+	// it under MaxDataSize; the patch event itself is in the log.
+	PatchOmitted bool `json:"patch_omitted,omitempty"`
 	// Shadow marks the call of a shadow plugin: recorded, never applied,
 	// never failing the task.
 	Shadow bool `json:"shadow,omitempty"`

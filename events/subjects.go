@@ -41,6 +41,22 @@ func ValidToken(s string) bool {
 	return true
 }
 
+// ValidName reports whether s can name a plugin: letters, digits, '-' and
+// '_', at most 64 bytes. A plugin's name is a subject token, a KV key and
+// part of a consumer name, and must be valid as all three.
+func ValidName(s string) bool {
+	if s == "" || len(s) > 64 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
+			return false
+		}
+	}
+	return true
+}
+
 // FactSubject is where the fact of a trigger firing is published; id is the
 // task id for task triggers, the node id for process triggers.
 func FactSubject(trigger, id string) string {

@@ -114,7 +114,8 @@ type App struct {
 	mu    sync.RWMutex
 	tasks map[string]*taskDef
 
-	worker *worker
+	worker     *worker
+	startToken string // distinguishes this process's start from a previous one with the same node id
 
 	submitMu   sync.Mutex
 	submitting map[string]*idLock // task id → submission lock, for idempotency keys
@@ -135,6 +136,8 @@ func New(b *bus.Bus, cfg *Config) (*App, error) {
 		log:    c.Logger.With("component", "executor", "node", c.NodeID),
 		source: "qtasks/" + c.NodeID,
 		tasks:  make(map[string]*taskDef),
+
+		startToken: uuid.NewString()[:8],
 
 		submitting: make(map[string]*idLock),
 	}, nil

@@ -37,10 +37,21 @@ type firing struct {
 	lastApplied map[string]bool
 	acks        bus.Acks
 	nodeFac     bool // process-scope facts: subject token is the node id
+	// idBase starts the message ids of facts and invocations: the task id,
+	// plus a random token where a repeat must not be taken for a duplicate
+	// (a resubmission after a refused submission, a restarted node).
+	idBase string
 }
 
 func (a *App) newFiring(t *events.Task, run int) *firing {
 	return &firing{a: a, task: t, run: run, counts: make(map[string]int, 32), lastApplied: make(map[string]bool)}
+}
+
+func (f *firing) base() string {
+	if f.idBase != "" {
+		return f.idBase
+	}
+	return f.task.ID
 }
 
 // fire fires trigger with payload. For a returnable trigger it runs the
@@ -89,7 +100,23 @@ func (f *firing) record(trigger string, n int, fact *events.Fact) {
 	if f.nodeFac {
 		id = f.a.cfg.NodeID
 	}
-	msgID := events.FactMsgID(id, f.task.Attempt, f.run, trigger, n)
+	if len(data) > events.MaxDataSize {
+		// The patches are in the log as events of their own: drop their
+		// copies from the fact rather than lose the fact.
+		for i := range fact.Calls {
+			if fact.Calls[i].Patch != nil {
+				fact.Calls[i].Patch, fact.Calls[i].PatchOmitted = nil, true
+			}
+		}
+		if data, err = json.Marshal(fact); err == nil && len(data) > events.MaxDataSize {
+			err = fmt.Errorf("fact %s is %d bytes, at most %d: %w", trigger, len(data), events.MaxDataSize, events.ErrTooLarge)
+		}
+		if err != nil {
+			f.acks.Fail(err)
+			return
+		}
+	}
+	msgID := events.FactMsgID(f.base(), f.task.Attempt, f.run, trigger, n)
 	ev := f.event(trigger, msgID, data)
 	fut, err := f.a.b.PublishAsync(events.FactSubject(trigger, id), msgID, &ev)
 	if err != nil {
@@ -170,7 +197,7 @@ func (f *firing) chain(ctx context.Context, t events.Trigger, n int, input json.
 // invoke calls one plugin and applies its patch to doc (unless shadow).
 func (f *firing) invoke(ctx context.Context, t events.Trigger, n int, p events.PluginInfo, doc json.RawMessage, shadow bool) (events.PluginCall, json.RawMessage) {
 	inv := events.Event{
-		ID:              events.InvocationID(f.task.ID, f.task.Attempt, f.run, t.Name, n, p.Name),
+		ID:              events.InvocationID(f.base(), f.task.Attempt, f.run, t.Name, n, p.Name),
 		Source:          f.a.source,
 		Subject:         f.task.ID,
 		DataContentType: events.ContentTypeJSON,
@@ -192,7 +219,11 @@ func (f *firing) invoke(ctx context.Context, t events.Trigger, n int, p events.P
 	call.InvokeSeq = reply.InvokeSeq
 	switch {
 	case errors.Is(err, bus.ErrPluginTimeout):
-		call.Outcome, call.Reason = events.OutcomeTimeout, fmt.Sprintf("no patch within %dms", p.TimeoutMS)
+		timeout := p.TimeoutMS
+		if timeout <= 0 {
+			timeout = bus.DefaultPluginTimeout.Milliseconds()
+		}
+		call.Outcome, call.Reason = events.OutcomeTimeout, fmt.Sprintf("no patch within %dms", timeout)
 		return call, doc
 	case err != nil:
 		call.Outcome, call.Reason = events.OutcomeRejected, err.Error()

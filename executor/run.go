@@ -26,13 +26,14 @@ type runState struct {
 // returns an error only when the run could not be completed (JetStream
 // unreachable, shutdown): the task message is then redelivered. Every
 // outcome of the task itself, failures included, returns nil.
-func (w *worker) run(ctx context.Context, t events.Task, rev uint64, run int) error {
+func (w *worker) run(ctx context.Context, t events.Task, rev uint64, run int, resumed bool) error {
 	a := w.a
+	t.Run = run
 	rs := &runState{w: w, t: t, rev: rev}
 	rs.f = a.newFiring(&rs.t, run)
 	f := rs.f
 
-	if run > 1 {
+	if resumed {
 		// The previous run of this attempt was interrupted: QTasks'
 		// running_older_tasks resumption, which here really fires.
 		if _, err := f.fire(ctx, events.BrokerRunningOlderTasks, map[string]any{
@@ -236,6 +237,9 @@ func (rs *runState) execute(ctx context.Context) (events.Task, error) {
 		return fail(err)
 	}
 	result = readKey(out, "result")
+	if len(result) > events.MaxPayloadSize {
+		return fail(fmt.Errorf("result is %d bytes, at most %d: %w", len(result), events.MaxPayloadSize, events.ErrTooLarge))
+	}
 	final := rs.model(events.StatusSuccess)
 	final.Result = result
 	closeTask(final.Status, nil)

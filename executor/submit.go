@@ -131,7 +131,14 @@ func (a *App) Submit(ctx context.Context, name string, input any, opts *SubmitOp
 	now := a.cfg.Now().UTC()
 	t.CreatedAt, t.UpdatedAt = now, now
 
+	if n := len(t.Args) + len(t.Kw); n > events.MaxPayloadSize {
+		return events.Task{}, fmt.Errorf("submitting %s: arguments are %d bytes, at most %d: %w", name, n, events.MaxPayloadSize, events.ErrTooLarge)
+	}
 	f := a.newFiring(&t, 0)
+	// A submission's ids carry a token of their own: a resubmission of the
+	// same idempotency key after a refused one must reach the plugins again,
+	// not be dropped as a duplicate.
+	f.idBase = t.ID + "~" + uuid.NewString()[:8]
 	fail := func(err error) (events.Task, error) {
 		// The facts so far are recorded; the submission is not accepted.
 		_ = f.acks.Wait(context.WithoutCancel(ctx))
@@ -163,6 +170,9 @@ func (a *App) Submit(ctx context.Context, name string, input any, opts *SubmitOp
 	t.Priority = b.Priority
 	t.Args, t.Kw = orEmpty(b.Args, "[]"), orEmpty(b.Kw, "{}")
 	t.Extra = b.Extra
+	if n := len(t.Args) + len(t.Kw); n > events.MaxPayloadSize {
+		return fail(fmt.Errorf("arguments as patched are %d bytes, at most %d: %w", n, events.MaxPayloadSize, events.ErrTooLarge))
+	}
 
 	// broker_add_before: the new record.
 	if out, err = f.fire(ctx, events.BrokerAddBefore, map[string]any{"model": &t}); err != nil {

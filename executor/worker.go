@@ -80,6 +80,29 @@ func (a *App) Start(ctx context.Context) error {
 	a.worker = w
 	a.mu.Unlock()
 
+	if err := w.start(ctx); err != nil {
+		// A failed start leaves nothing behind: Start may be called again.
+		if w.msgs != nil {
+			w.msgs.Stop()
+		}
+		a.mu.Lock()
+		a.worker = nil
+		a.mu.Unlock()
+		return err
+	}
+	w.runCtx, w.cancelRun = context.WithCancelCause(context.Background())
+	go w.fetch()
+	go w.holdAlive()
+	for range a.cfg.Concurrency {
+		w.wg.Add(1)
+		go w.loop()
+	}
+	a.log.Info("worker started", "queue", a.cfg.Queue, "concurrency", a.cfg.Concurrency)
+	return nil
+}
+
+func (w *worker) start(ctx context.Context) error {
+	a := w.a
 	pf := a.processFiring()
 	for _, t := range []string{events.StarterStart, events.WorkerStart, events.BrokerStart, events.StorageStart, events.GlobalConfigStart, events.GlobalConfigSetStatus} {
 		if _, err := pf.fire(ctx, t, map[string]any{"node": a.cfg.NodeID, "queue": a.cfg.Queue, "concurrency": a.cfg.Concurrency}); err != nil {
@@ -97,22 +120,39 @@ func (a *App) Start(ctx context.Context) error {
 	if _, err := pf.fire(ctx, events.BrokerListenStart, map[string]any{"node": a.cfg.NodeID, "queue": a.cfg.Queue}); err != nil {
 		return err
 	}
-	if err := pf.acks.Wait(ctx); err != nil {
-		return err
+	return pf.acks.Wait(ctx)
+}
+
+// holdAlive tells JetStream that the tasks a worker holds but has not
+// started yet are still in hand: without it, a task held longer than the
+// ack wait would be redelivered to another worker and run twice.
+func (w *worker) holdAlive() {
+	tick := time.NewTicker(w.a.cfg.AckWait / 3)
+	defer tick.Stop()
+	for {
+		select {
+		case <-tick.C:
+			w.mu.Lock()
+			held := make([]jetstream.Msg, 0, len(w.q))
+			for _, it := range w.q {
+				held = append(held, it.m)
+			}
+			w.mu.Unlock()
+			for _, m := range held {
+				_ = m.InProgress()
+			}
+		case <-w.quit:
+			return
+		}
 	}
-	w.runCtx, w.cancelRun = context.WithCancelCause(context.Background())
-	go w.fetch()
-	for range a.cfg.Concurrency {
-		w.wg.Add(1)
-		go w.loop()
-	}
-	a.log.Info("worker started", "queue", a.cfg.Queue, "concurrency", a.cfg.Concurrency)
-	return nil
 }
 
 func (a *App) processFiring() *firing {
 	f := a.newFiring(&events.Task{ID: a.cfg.NodeID}, 0)
 	f.nodeFac = true
+	// A node restarted under the same id must not have its facts taken for
+	// duplicates of the previous start's.
+	f.idBase = a.cfg.NodeID + "~" + a.startToken
 	return f
 }
 
@@ -259,6 +299,9 @@ func (w *worker) process(it *item) {
 		_ = it.m.NakWithDelay(d)
 		return
 	}
+	// The run is the delivery count: unique per delivery, which the ids of
+	// the run's facts and invocations need. A redelivery is a resumption
+	// only if the record shows the attempt in process (below).
 	run := 1
 	if md, err := it.m.Metadata(); err == nil {
 		run = int(md.NumDelivered)
@@ -320,7 +363,8 @@ func (w *worker) process(it *item) {
 			}
 		}
 	}()
-	err = w.run(ctx, t, rec.Revision, run)
+	resumed := rec.Task.Attempt == t.Attempt && rec.Task.Status == events.StatusProcess
+	err = w.run(ctx, t, rec.Revision, run, resumed)
 	stopHB()
 	if err != nil {
 		if context.Cause(ctx) == ErrStop {
@@ -403,6 +447,7 @@ func nextAttempt(t events.Task, now time.Time) events.Task {
 	c.Result, c.Error, c.Reason, c.Worker = nil, "", "", ""
 	c.RetryParent = fmt.Sprintf("%s#%d", t.ID, t.Attempt)
 	c.RetryChild = ""
+	c.DelayMS, c.Run = 0, 0
 	c.NotBefore = t.UpdatedAt.Add(time.Duration(t.DelayMS) * time.Millisecond)
 	if c.NotBefore.Before(now) {
 		c.NotBefore = time.Time{}

@@ -171,8 +171,8 @@ func (s *Spec) withDefaults() error {
 	if s.Plugin == nil {
 		return fmt.Errorf("plugin %s: Spec.Plugin is nil", s.Name)
 	}
-	if !events.ValidToken(s.Name) {
-		return fmt.Errorf("plugin name %q: must be a valid NATS subject token", s.Name)
+	if !events.ValidName(s.Name) {
+		return fmt.Errorf("plugin name %q: use letters, digits, '-' and '_' (at most 64)", s.Name)
 	}
 	if s.Mode != Observer {
 		for _, t := range s.Triggers {

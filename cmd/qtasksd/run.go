@@ -21,6 +21,7 @@ type runFlags struct {
 	port        int
 	queue       string
 	concurrency int
+	prefetch    int
 	ackWait     time.Duration
 	grace       time.Duration
 	record      string
@@ -38,6 +39,7 @@ func (m *Main) run(ctx context.Context, args []string) error {
 	fs.IntVar(&f.port, "port", envInt("QTASKS_PORT", bus.DefaultEmbeddedPort), "embedded server's port on 127.0.0.1 (QTASKS_PORT)")
 	fs.StringVar(&f.queue, "queue", envOr("QTASKS_QUEUE", executor.DefaultQueue), "queue the worker pulls from (QTASKS_QUEUE)")
 	fs.IntVar(&f.concurrency, "concurrency", envInt("QTASKS_CONCURRENCY", executor.DefaultConcurrency), "tasks run at once (QTASKS_CONCURRENCY)")
+	fs.IntVar(&f.prefetch, "prefetch", envInt("QTASKS_PREFETCH", 0), "tasks pulled ahead and run by priority; default: --concurrency (QTASKS_PREFETCH)")
 	fs.DurationVar(&f.ackWait, "ack-wait", envDur("QTASKS_ACK_WAIT", executor.DefaultAckWait), "redeliver a task whose worker is silent this long (QTASKS_ACK_WAIT)")
 	fs.DurationVar(&f.grace, "grace", envDur("QTASKS_GRACE", executor.DefaultGracePeriod), "on SIGTERM, let in-flight tasks finish this long (QTASKS_GRACE)")
 	fs.StringVar(&f.record, "record", envOr("QTASKS_RECORD", "all"), "which facts to write: all, or lifecycle (lifecycle facts plus subscribed triggers) (QTASKS_RECORD)")
@@ -88,7 +90,7 @@ func (m *Main) run(ctx context.Context, args []string) error {
 	}
 
 	app, err := executor.New(b, &executor.Config{
-		Queue: f.queue, Concurrency: f.concurrency, AckWait: f.ackWait, GracePeriod: f.grace, Logger: log,
+		Queue: f.queue, Concurrency: f.concurrency, Prefetch: f.prefetch, AckWait: f.ackWait, GracePeriod: f.grace, Logger: log,
 	})
 	if err != nil {
 		return &usageError{msg: err.Error(), hint: "qtasksd run -h"}
