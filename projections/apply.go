@@ -1,6 +1,7 @@
 package projections
 
 import (
+	"bytes"
 	"context"
 	"database/sql"
 	"encoding/json"
@@ -33,8 +34,18 @@ type ApplyStats struct {
 // recorded in rejected_events and changes nothing else. Apply returns an
 // error only when the database fails; the transaction is then rolled back.
 //
-// Apply is deterministic: it reads no clock.
-func (d *DB) Apply(ctx context.Context, batch []bus.Stored) (st ApplyStats, err error) {
+// Apply is deterministic: it reads no clock. It is Prepare and then
+// ApplyPrepared.
+func (d *DB) Apply(ctx context.Context, batch []bus.Stored) (ApplyStats, error) {
+	ps := make([]Prepared, len(batch))
+	for i := range batch {
+		ps[i] = Prepare(batch[i])
+	}
+	return d.ApplyPrepared(ctx, ps)
+}
+
+// ApplyPrepared is Apply for events already prepared.
+func (d *DB) ApplyPrepared(ctx context.Context, batch []Prepared) (st ApplyStats, err error) {
 	if d.w == nil {
 		return st, errors.New("applying events: database opened read-only")
 	}
@@ -45,6 +56,9 @@ func (d *DB) Apply(ctx context.Context, batch []bus.Stored) (st ApplyStats, err 
 		}
 		d.ap = ap
 	}
+	// mattn/go-sqlite3 watches a cancellable context with a goroutine per
+	// statement; a batch is short, so it runs to its end once begun.
+	ctx = context.WithoutCancel(ctx)
 	tx, err := d.w.BeginTx(ctx, nil)
 	if err != nil {
 		return st, fmt.Errorf("applying events: %w", err)
@@ -52,6 +66,7 @@ func (d *DB) Apply(ctx context.Context, batch []bus.Stored) (st ApplyStats, err 
 	defer func() {
 		if err != nil {
 			_ = tx.Rollback()
+			clear(d.ap.tasks) // it may hold states of rows rolled back
 		}
 	}()
 	last, err := lastSeq(ctx, tx)
@@ -61,20 +76,20 @@ func (d *DB) Apply(ctx context.Context, batch []bus.Stored) (st ApplyStats, err 
 	a := d.ap.bind(ctx, tx)
 	defer a.release()
 	for i := range batch {
-		s := &batch[i]
-		if s.Seq <= last {
+		p := &batch[i]
+		if p.seq <= last {
 			st.Skipped++
 			continue
 		}
-		rejected, err := a.apply(s)
+		rejected, err := a.write(p)
 		if err != nil {
-			return st, fmt.Errorf("applying event at sequence %d: %w", s.Seq, err)
+			return st, fmt.Errorf("applying event at sequence %d: %w", p.seq, err)
 		}
 		if rejected {
 			st.Rejected++
 		}
 		st.Applied++
-		last = s.Seq
+		last = p.seq
 	}
 	st.LastSeq = last
 	if st.Applied == 0 {
@@ -172,13 +187,16 @@ var statements = [stCount]string{
 		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 }
 
-// applier holds the writer's prepared statements.
+// applier holds the writer's prepared statements, and a cache of what the
+// committed rows say about tasks (one writer per database: nobody else
+// changes them). A transaction that fails empties the cache.
 type applier struct {
 	stmts [stCount]*sql.Stmt
+	tasks map[string]taskState
 }
 
 func newApplier(ctx context.Context, db *sql.DB) (*applier, error) {
-	ap := &applier{}
+	ap := &applier{tasks: make(map[string]taskState)}
 	for i, q := range statements {
 		s, err := db.PrepareContext(ctx, q)
 		if err != nil {
@@ -206,8 +224,6 @@ type txApplier struct {
 	tx    *sql.Tx
 	ap    *applier
 	bound [stCount]*sql.Stmt
-	// err is the first database error; the transaction is rolled back.
-	err error
 }
 
 func (ap *applier) bind(ctx context.Context, tx *sql.Tx) *txApplier {
@@ -251,43 +267,74 @@ func stmtTable(i int) string {
 // rejection is the reason an event is not applied.
 type rejection string
 
-// apply applies one event. It reports whether the event was rejected; an
-// error is a database failure.
-func (a *txApplier) apply(s *bus.Stored) (rejected bool, err error) {
-	if reason := a.applyEvent(s); reason != "" {
-		return true, a.exec(stReject, int64(s.Seq), s.Subject, s.Event.Type, s.Event.ID, truncate(string(reason), 2000))
-	}
-	return false, a.err
+// Event kinds of a prepared event.
+const (
+	kindReject = iota
+	kindFact
+	kindInvoke
+	kindPatch
+	kindDead
+)
+
+// Prepared is a log event decoded and checked, with everything Apply writes
+// computed except what depends on the database: Prepare is pure, so the
+// projector runs it beside the goroutine that writes SQLite.
+type Prepared struct {
+	seq     uint64
+	subject string
+	ev      events.Event
+	kind    int
+	reject  rejection
+
+	// Facts.
+	trigger          events.Trigger
+	fact             events.Fact
+	taskID, taskName any
+	node             any
+	at               any // event time as stored
+	input, output    any
+	eff              effect
+	blame            []blameRow
+	dl               events.DeadLetter
+	patchText        any
 }
 
-// applyEvent validates and applies one event; a non-empty rejection means
-// nothing was written. Database errors are kept in a.err (and the caller
-// rolls the transaction back).
-func (a *txApplier) applyEvent(s *bus.Stored) rejection {
-	if s.Err != nil {
-		return rejection(s.Err.Error())
+// Seq is the event's stream sequence.
+func (p *Prepared) Seq() uint64 { return p.seq }
+
+// Prepare decodes and checks a log event for Apply. It reads no database
+// and no clock.
+func Prepare(s bus.Stored) Prepared {
+	p := Prepared{seq: s.Seq, subject: s.Subject, ev: s.Event}
+	if r := p.prepare(s.Err); r != "" {
+		p.kind, p.reject = kindReject, r
 	}
-	ps, err := events.ParseSubject(s.Subject)
+	return p
+}
+
+func (p *Prepared) prepare(decodeErr error) rejection {
+	if decodeErr != nil {
+		return rejection(decodeErr.Error())
+	}
+	ps, err := events.ParseSubject(p.subject)
 	if err != nil {
 		return rejection(err.Error())
 	}
-	ev := &s.Event
+	ev := &p.ev
+	p.at = ts(ev.Time)
 	switch ps.Kind {
 	case "trigger":
-		return a.fact(s, ps)
+		p.kind = kindFact
+		return p.prepareFact(ps)
 	case "invoke":
 		if ev.Type != events.TypeInvokePrefix+ps.Trigger {
-			return rejection(fmt.Sprintf("type %q on invocation subject %s", ev.Type, s.Subject))
+			return rejection(fmt.Sprintf("type %q on invocation subject %s", ev.Type, p.subject))
 		}
-		if r := sameIdentity(ev, ps); r != "" {
-			return r
-		}
-		a.err = a.exec(stInvoke, ev.ID, ev.Plugin, ev.PluginVersion, ev.Trigger, ev.TaskID, ev.Attempt, ev.Run,
-			int64(s.Seq), ts(ev.Time), ev.TimeoutMS)
-		return ""
+		p.kind = kindInvoke
+		return sameIdentity(ev, ps)
 	case "patch":
 		if ev.Type != events.TypePatch {
-			return rejection(fmt.Sprintf("type %q on patch subject %s", ev.Type, s.Subject))
+			return rejection(fmt.Sprintf("type %q on patch subject %s", ev.Type, p.subject))
 		}
 		if r := sameIdentity(ev, ps); r != "" {
 			return r
@@ -295,26 +342,22 @@ func (a *txApplier) applyEvent(s *bus.Stored) rejection {
 		if len(ev.Data) > 0 && !json.Valid(ev.Data) {
 			return "patch body is not JSON"
 		}
-		a.err = a.exec(stPatch, ev.Invocation, ev.Plugin, ev.PluginVersion, ev.Trigger, ev.TaskID, ev.Attempt, ev.Run,
-			int64(s.Seq), ts(ev.Time), ev.PluginVersion, ev.DataContentType, nullText(ev.Data), ev.PluginError)
+		p.kind, p.patchText = kindPatch, nullText(ev.Data)
 		return ""
 	case "dead":
 		if ev.Type != events.TypeDeadLetter {
-			return rejection(fmt.Sprintf("type %q on dead-letter subject %s", ev.Type, s.Subject))
+			return rejection(fmt.Sprintf("type %q on dead-letter subject %s", ev.Type, p.subject))
 		}
 		if ev.Plugin != ps.Plugin {
-			return rejection(fmt.Sprintf("plugin attribute %q does not match subject %s", ev.Plugin, s.Subject))
+			return rejection(fmt.Sprintf("plugin attribute %q does not match subject %s", ev.Plugin, p.subject))
 		}
-		var dl events.DeadLetter
-		if err := json.Unmarshal(ev.Data, &dl); err != nil {
+		if err := json.Unmarshal(ev.Data, &p.dl); err != nil {
 			return rejection("dead letter data: " + err.Error())
 		}
-		a.err = a.exec(stDead, int64(s.Seq), ev.Plugin, dl.Stream, int64(dl.Sequence), dl.Consumer, dl.Subject,
-			dl.Deliveries, dl.Reason, ts(ev.Time))
+		p.kind = kindDead
 		return ""
-	default:
-		return rejection(fmt.Sprintf("subject %s is not one the event log carries", s.Subject))
 	}
+	return rejection(fmt.Sprintf("subject %s is not one the event log carries", p.subject))
 }
 
 func sameIdentity(ev *events.Event, ps events.ParsedSubject) rejection {
@@ -329,79 +372,100 @@ func sameIdentity(ev *events.Event, ps events.ParsedSubject) rejection {
 	return ""
 }
 
-// fact applies a trigger fact: a trigger history row, its plugin calls, the
-// task state it changes, and the blame of the fields its patches changed.
-func (a *txApplier) fact(s *bus.Stored, ps events.ParsedSubject) rejection {
-	ev := &s.Event
+// prepareFact checks a trigger fact and computes its rows: the trigger
+// history row, its plugin calls, the task state it changes, and the blame of
+// the fields its patches changed.
+func (p *Prepared) prepareFact(ps events.ParsedSubject) rejection {
+	ev := &p.ev
 	if ev.Type != events.TypeTriggerPrefix+ps.Trigger {
-		return rejection(fmt.Sprintf("type %q on trigger subject %s", ev.Type, s.Subject))
+		return rejection(fmt.Sprintf("type %q on trigger subject %s", ev.Type, p.subject))
 	}
 	t, ok := events.Lookup(ps.Trigger)
 	if !ok { // Decode validated the type's trigger; be safe anyway
 		return rejection(fmt.Sprintf("unknown trigger %q", ps.Trigger))
 	}
-	var taskID, taskName, node any
+	p.trigger = t
 	switch t.Scope {
 	case events.ScopeTask:
 		if ev.TaskID != ps.ID {
 			return rejection(fmt.Sprintf("task id attribute %q does not match the subject's %q", ev.TaskID, ps.ID))
 		}
-		taskID, taskName = ev.TaskID, ev.TaskName
+		p.taskID, p.taskName = ev.TaskID, ev.TaskName
 	case events.ScopeProcess:
 		if ev.TaskID != "" {
 			return rejection(fmt.Sprintf("process-scope trigger %s with a task id attribute", t.Name))
 		}
-		node = ps.ID
+		p.node = ps.ID
 	case events.ScopeNone:
 		return rejection(fmt.Sprintf("trigger %s is never fired by qtasks: %s", t.Name, t.Note))
 	}
-	var f events.Fact
-	if err := json.Unmarshal(ev.Data, &f); err != nil {
+	f := &p.fact
+	if err := decodeFact(ev.Data, f); err != nil {
 		return rejection("fact data: " + err.Error())
 	}
 	if len(f.Input) == 0 {
 		return "fact without input"
 	}
-	// Decode everything the task state needs before writing anything.
-	var eff effect
 	if t.Scope == events.ScopeTask && ev.Replay == "" {
 		var r rejection
-		if eff, r = taskEffect(t.Name, ev, &f); r != "" {
+		if p.eff, r = taskEffect(t.Name, ev, f); r != "" {
 			return r
 		}
-	}
-	seq := int64(s.Seq)
-	if a.err = a.exec(stHistory, seq, ev.ID, ev.Source, t.Name, string(t.Component), string(t.Scope), taskID, taskName, node,
-		ev.Attempt, ev.Run, ts(ev.Time), string(f.Input), nullText(f.Output), f.Failed, len(f.Calls), ev.Replay); a.err != nil {
-		return ""
-	}
-	for i, c := range f.Calls {
-		if a.err = a.exec(stCall, seq, i, taskID, t.Name, ev.Attempt, c.Plugin, c.Version, c.Invocation, string(c.Outcome),
-			c.Policy, c.Reason, c.ContentType, nullText(c.Patch), c.LatencyUS, c.Shadow, nullSeq(c.InvokeSeq), nullSeq(c.PatchSeq)); a.err != nil {
-			return ""
+		if len(f.Calls) > 0 {
+			p.blame = blameOf(t.Name, f.Input, f.Calls)
 		}
 	}
-	if eff.kind != effNone {
-		if a.err = a.task(s, &eff); a.err != nil {
-			return ""
-		}
-	}
-	if t.Scope == events.ScopeTask && ev.Replay == "" && len(f.Calls) > 0 {
-		for _, b := range blameOf(t.Name, f.Input, f.Calls) {
-			if a.err = a.blame(ev.TaskID, seq, t.Name, ev.Attempt, b); a.err != nil {
-				return ""
-			}
-		}
-	}
+	p.input, p.output = string(f.Input), outputText(f.Input, f.Output)
 	return ""
 }
 
-func (a *txApplier) blame(taskID string, seq int64, trigger string, attempt int, b blameRow) error {
-	// A change of a field supersedes what was said about its parts.
-	if err := a.exec(stBlameClear, taskID, b.path+"/", b.path+"0"); err != nil {
-		return err
+// write writes a prepared event. It reports whether the event was
+// rejected; an error is a database failure.
+func (a *txApplier) write(p *Prepared) (rejected bool, err error) {
+	ev := &p.ev
+	seq := int64(p.seq)
+	switch p.kind {
+	case kindReject:
+		return true, a.exec(stReject, seq, p.subject, ev.Type, ev.ID, truncate(string(p.reject), 2000))
+	case kindInvoke:
+		return false, a.exec(stInvoke, ev.ID, ev.Plugin, ev.PluginVersion, ev.Trigger, ev.TaskID, ev.Attempt, ev.Run,
+			seq, p.at, ev.TimeoutMS)
+	case kindPatch:
+		return false, a.exec(stPatch, ev.Invocation, ev.Plugin, ev.PluginVersion, ev.Trigger, ev.TaskID, ev.Attempt, ev.Run,
+			seq, p.at, ev.PluginVersion, ev.DataContentType, p.patchText, ev.PluginError)
+	case kindDead:
+		dl := &p.dl
+		return false, a.exec(stDead, seq, ev.Plugin, dl.Stream, int64(dl.Sequence), dl.Consumer, dl.Subject,
+			dl.Deliveries, dl.Reason, p.at)
 	}
-	return a.exec(stBlame, taskID, b.path, b.call.Plugin, b.call.Version, seq, b.idx, trigger, attempt, b.op, nullText(b.value))
+	t, f := &p.trigger, &p.fact
+	if err := a.exec(stHistory, seq, ev.ID, ev.Source, t.Name, string(t.Component), string(t.Scope), p.taskID, p.taskName, p.node,
+		ev.Attempt, ev.Run, p.at, p.input, p.output, f.Failed, len(f.Calls), ev.Replay); err != nil {
+		return false, err
+	}
+	for i := range f.Calls {
+		c := &f.Calls[i]
+		if err := a.exec(stCall, seq, i, p.taskID, t.Name, ev.Attempt, c.Plugin, c.Version, c.Invocation, string(c.Outcome),
+			c.Policy, c.Reason, c.ContentType, nullText(c.Patch), c.LatencyUS, c.Shadow, nullSeq(c.InvokeSeq), nullSeq(c.PatchSeq)); err != nil {
+			return false, err
+		}
+	}
+	if p.eff.kind != effNone {
+		if err := a.task(p); err != nil {
+			return false, err
+		}
+	}
+	for _, b := range p.blame {
+		// A change of a field supersedes what was said about its parts.
+		if err := a.exec(stBlameClear, ev.TaskID, b.path+"/", b.path+"0"); err != nil {
+			return false, err
+		}
+		if err := a.exec(stBlame, ev.TaskID, b.path, b.call.Plugin, b.call.Version, seq, b.idx, t.Name, ev.Attempt, b.op,
+			nullText(b.value)); err != nil {
+			return false, err
+		}
+	}
+	return false, nil
 }
 
 // Task state effects of lifecycle facts.
@@ -480,10 +544,10 @@ func taskEffect(trigger string, ev *events.Event, f *events.Fact) (effect, rejec
 }
 
 // task applies a lifecycle effect to the tasks and attempts tables.
-func (a *txApplier) task(s *bus.Stored, e *effect) error {
-	ev := &s.Event
-	seq := int64(s.Seq)
-	at := ts(ev.Time)
+func (a *txApplier) task(p *Prepared) error {
+	ev, e := &p.ev, &p.eff
+	seq := int64(p.seq)
+	at := p.at
 	m := &e.model
 	switch e.kind {
 	case effExecArgs:
@@ -500,13 +564,11 @@ func (a *txApplier) task(s *bus.Stored, e *effect) error {
 		return a.exec(stAttemptRuns, ev.Run, ev.TaskID, ev.Attempt)
 	}
 
-	var curAttempt int
-	var curStatus string
-	err := a.s(stGetTask).QueryRowContext(a.ctx, m.ID).Scan(&curAttempt, &curStatus)
-	exists := err == nil
-	if err != nil && !errors.Is(err, sql.ErrNoRows) {
-		return fmt.Errorf("reading task %s: %w", m.ID, err)
+	cur, err := a.taskState(m.ID)
+	if err != nil {
+		return err
 	}
+	exists, curAttempt, curStatus := cur.exists, cur.attempt, cur.status
 	// A record moves forward: a later attempt, or the same attempt that is
 	// not decided yet. The first final record of an attempt stands.
 	newer := !exists || m.Attempt > curAttempt || (m.Attempt == curAttempt && !events.FinalStatus(curStatus))
@@ -517,6 +579,7 @@ func (a *txApplier) task(s *bus.Stored, e *effect) error {
 			if err := a.insertTask(m, events.StatusNew, seq, at, nil, nil); err != nil {
 				return err
 			}
+			a.setTaskState(m.ID, m.Attempt, events.StatusNew)
 		}
 		return a.exec(stAttemptNew, m.ID, m.Attempt, at, m.RetryParent)
 	case effProcess:
@@ -530,6 +593,9 @@ func (a *txApplier) task(s *bus.Stored, e *effect) error {
 				return err
 			}
 		}
+		if newer {
+			a.setTaskState(m.ID, m.Attempt, events.StatusProcess)
+		}
 		return a.exec(stAttemptProcess, m.ID, m.Attempt, m.Worker, max(ev.Run, 1), at, m.RetryParent)
 	case effFinal:
 		if !exists {
@@ -542,6 +608,9 @@ func (a *txApplier) task(s *bus.Stored, e *effect) error {
 				return err
 			}
 		}
+		if newer {
+			a.setTaskState(m.ID, m.Attempt, m.Status)
+		}
 		if err := a.exec(stAttemptFinal, m.ID, m.Attempt, m.Status, m.Worker, at, nullText(m.Result), m.Error,
 			m.Reason, m.RetryParent, m.RetryChild, seq); err != nil {
 			return err
@@ -552,6 +621,45 @@ func (a *txApplier) task(s *bus.Stored, e *effect) error {
 		}
 	}
 	return nil
+}
+
+// taskState is what Apply needs to know of a task's row to decide whether a
+// record moves it forward.
+type taskState struct {
+	exists  bool
+	attempt int
+	status  string
+}
+
+// maxCachedTasks bounds the applier's cache of task states; past it the
+// cache starts over (a miss reads the row).
+const maxCachedTasks = 100_000
+
+func (a *txApplier) taskState(id string) (taskState, error) {
+	if st, ok := a.ap.tasks[id]; ok {
+		return st, nil
+	}
+	var st taskState
+	err := a.s(stGetTask).QueryRowContext(a.ctx, id).Scan(&st.attempt, &st.status)
+	switch {
+	case err == nil:
+		st.exists = true
+	case !errors.Is(err, sql.ErrNoRows):
+		return st, fmt.Errorf("reading task %s: %w", id, err)
+	}
+	a.cacheTask(id, st)
+	return st, nil
+}
+
+func (a *txApplier) setTaskState(id string, attempt int, status string) {
+	a.cacheTask(id, taskState{exists: true, attempt: attempt, status: status})
+}
+
+func (a *txApplier) cacheTask(id string, st taskState) {
+	if len(a.ap.tasks) >= maxCachedTasks {
+		clear(a.ap.tasks)
+	}
+	a.ap.tasks[id] = st
 }
 
 // insertTask inserts a task row from a record: the first fact of the task in
@@ -605,6 +713,16 @@ func nullText(b []byte) any {
 		return nil
 	}
 	return string(b)
+}
+
+// outputText is a fact's output as stored: NULL when it is the input (a
+// one-way trigger, or plugins that changed nothing), which halves what most
+// facts of returnable triggers store.
+func outputText(input, output []byte) any {
+	if len(output) == 0 || bytes.Equal(input, output) {
+		return nil
+	}
+	return string(output)
 }
 
 func nullSeq(n uint64) any {

@@ -149,15 +149,17 @@ func (d *DB) Path() string { return d.path }
 // Close closes the database.
 func (d *DB) Close() error {
 	var errs []error
+	// Readers first: the writer's connection, closed last, then folds the
+	// WAL into the database and removes the side files.
+	if d.r != nil {
+		errs = append(errs, d.r.Close())
+	}
 	if d.ap != nil {
 		errs = append(errs, d.ap.close())
 		d.ap = nil
 	}
 	if d.w != nil {
 		errs = append(errs, d.w.Close())
-	}
-	if d.r != nil {
-		errs = append(errs, d.r.Close())
 	}
 	return errors.Join(errs...)
 }

@@ -4,6 +4,6 @@ package projections
 // migration fixture.
 var SchemaV1Objects = []string{
 	"schema_migrations", "meta", "tasks", "tasks_created", "tasks_status", "tasks_name", "task_tags", "attempts",
-	"trigger_history", "trigger_history_task", "trigger_history_trigger", "plugin_calls", "plugin_calls_task",
+	"trigger_history", "trigger_history_task", "plugin_calls", "plugin_calls_task",
 	"invocations", "dead_letters", "rejected_events",
 }

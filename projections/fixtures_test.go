@@ -1,11 +1,8 @@
 package projections_test
 
 import (
-	"bufio"
 	"bytes"
-	"context"
 	"database/sql"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -13,100 +10,34 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-	"unicode/utf8"
 
-	"github.com/nats-io/nats.go"
 	"github.com/stretchr/testify/require"
 
-	"github.com/qtasks/qtasks-go/bus"
 	"github.com/qtasks/qtasks-go/bus/bustest"
 	"github.com/qtasks/qtasks-go/projections"
+	"github.com/qtasks/qtasks-go/projections/projectionstest"
 )
 
-var update = flag.Bool("update", false, "rewrite the testdata fixtures from a real run")
+var (
+	update = flag.Bool("update", false, "rewrite the golden dump and the v1 database from the recorded log")
+	record = flag.Bool("record", false, "with -update: record the log anew from a real run first")
+)
 
-// Fixtures, written by `go test ./projections/ -run TestFixtures -update`:
-// the event log of a real run of the scenario, its projection as a golden
-// dump, and a database of schema version 1 holding the first half of the
-// log (as a v1 projector left it).
+// Fixtures: the event log of a real run of the scenario (recorded by
+// `go test ./projections/ -run TestFixtures -update -record`), its
+// projection as a golden dump, and a database of schema version 1 holding
+// the first half of the log, as a v1 projector left it (both rewritten from
+// the recorded log by `go test ./projections/ -run TestFixtures -update`).
 const (
-	logFixture    = "testdata/replay/scenario/events.jsonl"
+	logFixture    = "testdata/replay/scenario/events.jsonl" // projectionstest.ScenarioLog()
 	goldenFixture = "testdata/replay/scenario/want.golden"
 	v1Fixture     = "testdata/migrate/v1/db.sql"
 )
-
-// logMsg is a message of the event log as stored: subject, headers, data.
-type logMsg struct {
-	Subject string              `json:"subject"`
-	Header  map[string][]string `json:"header"`
-	Data    string              `json:"data"`
-}
-
-func (m logMsg) nats() *nats.Msg {
-	return &nats.Msg{Subject: m.Subject, Header: nats.Header(m.Header), Data: []byte(m.Data)}
-}
-
-// captureLog reads every message of the event log, raw.
-func captureLog(t *testing.T, b *bus.Bus) []logMsg {
-	t.Helper()
-	ctx := ctxFor(t)
-	end := logEnd(t, b)
-	var out []logMsg
-	for seq := uint64(1); seq <= end; seq++ {
-		m, err := b.EventStream().GetMsg(ctx, seq)
-		require.NoError(t, err)
-		require.True(t, utf8.Valid(m.Data), "seq %d data is not UTF-8", seq)
-		out = append(out, logMsg{Subject: m.Subject, Header: m.Header, Data: string(m.Data)})
-	}
-	return out
-}
-
-func readLogFile(t testing.TB, path string) []logMsg {
-	t.Helper()
-	f, err := os.Open(path)
-	require.NoError(t, err)
-	defer f.Close()
-	var out []logMsg
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 1<<20), 16<<20)
-	for sc.Scan() {
-		var m logMsg
-		require.NoError(t, json.Unmarshal(sc.Bytes(), &m))
-		out = append(out, m)
-	}
-	require.NoError(t, sc.Err())
-	return out
-}
-
-func writeLogFile(t *testing.T, path string, msgs []logMsg) {
-	t.Helper()
-	var buf bytes.Buffer
-	enc := json.NewEncoder(&buf)
-	enc.SetEscapeHTML(false)
-	for _, m := range msgs {
-		require.NoError(t, enc.Encode(m))
-	}
-	writeFile(t, path, buf.Bytes())
-}
 
 func writeFile(t *testing.T, path string, data []byte) {
 	t.Helper()
 	require.NoError(t, os.MkdirAll(filepath.Dir(path), 0o755))
 	require.NoError(t, os.WriteFile(path, data, 0o644))
-}
-
-// publishLog appends msgs to a fresh event log, in order: they get stream
-// sequences 1, 2, ...
-func publishLog(t testing.TB, b *bus.Bus, msgs []logMsg) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
-	defer cancel()
-	js := b.JetStream()
-	for i, m := range msgs {
-		ack, err := js.PublishMsg(ctx, m.nats())
-		require.NoError(t, err)
-		require.Equal(t, uint64(i+1), ack.Sequence, "the log must be fresh")
-	}
 }
 
 // exportV1 writes the content of db's schema version 1 tables as an SQL
@@ -170,10 +101,16 @@ func TestFixtures(t *testing.T) {
 		return
 	}
 	b := bustest.Open(t, nil)
-	s := runScenario(t, b)
-	s.stop(t)
-	msgs := captureLog(t, b)
-	writeLogFile(t, logFixture, msgs)
+	var msgs []projectionstest.Msg
+	if *record {
+		s := runScenario(t, b)
+		s.stop(t)
+		msgs = projectionstest.Capture(t, b)
+		projectionstest.WriteFile(t, logFixture, msgs)
+	} else {
+		msgs = projectionstest.ReadFile(t, logFixture)
+		projectionstest.Publish(t, b, projectionstest.All(msgs))
+	}
 
 	full := build(t, b, 0)
 	writeFile(t, goldenFixture, dumpBytes(t, full))
@@ -193,7 +130,7 @@ func TestReplayGolden(t *testing.T) {
 		t.Skip("fixtures being rewritten")
 	}
 	b := bustest.Open(t, nil)
-	publishLog(t, b, readLogFile(t, logFixture))
+	projectionstest.Publish(t, b, projectionstest.All(projectionstest.ReadFile(t, logFixture)))
 	got := dumpBytes(t, build(t, b, 0))
 	want, err := os.ReadFile(goldenFixture)
 	require.NoError(t, err)
@@ -216,8 +153,8 @@ func TestMigrateFromV1(t *testing.T) {
 		t.Skip("fixtures being rewritten")
 	}
 	b := bustest.Open(t, nil)
-	msgs := readLogFile(t, logFixture)
-	publishLog(t, b, msgs)
+	msgs := projectionstest.ReadFile(t, logFixture)
+	projectionstest.Publish(t, b, projectionstest.All(msgs))
 
 	path := filepath.Join(t.TempDir(), "v1.db")
 	script, err := os.ReadFile(v1Fixture)
@@ -268,7 +205,7 @@ func openV1(t *testing.T, path string) v1State {
 	}
 	require.NoError(t, rows.Err())
 	require.NoError(t, rows.Close())
-	err = db.QueryRowContext(ctx, `SELECT count(*) FROM field_blame WHERE seq <= ?`, len(readLogFile(t, logFixture))/2).Scan(&st.blameBefore)
+	err = db.QueryRowContext(ctx, `SELECT count(*) FROM field_blame WHERE seq <= ?`, len(projectionstest.ReadFile(t, logFixture))/2).Scan(&st.blameBefore)
 	if err != nil && !strings.Contains(err.Error(), "no such table") {
 		require.NoError(t, err)
 	}

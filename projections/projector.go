@@ -155,7 +155,7 @@ func (p *Projector) Start(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("starting projector: %w", err)
 	}
-	db, err := Open(ctx, p.cfg.Path, &Options{Logger: p.cfg.Logger})
+	db, err := p.open(ctx)
 	if err != nil {
 		_ = unlockFile(lock)
 		return fmt.Errorf("starting projector: %w", err)
@@ -172,6 +172,41 @@ func (p *Projector) Start(ctx context.Context) error {
 	go p.run(runCtx, s)
 	p.log.Info("projector started", "durable", p.cfg.Durable, "resume_after", p.applied.Load())
 	return nil
+}
+
+// open opens the database; one that is ahead of the log (the stream was
+// deleted and created anew) is rebuilt first, since it projects another log.
+func (p *Projector) open(ctx context.Context) (*DB, error) {
+	db, err := Open(ctx, p.cfg.Path, &Options{Logger: p.cfg.Logger})
+	if err != nil {
+		return nil, err
+	}
+	last, err := db.LastSeq(ctx)
+	if err != nil {
+		_ = db.Close()
+		return nil, err
+	}
+	info, err := p.b.EventStream().Info(ctx)
+	if err != nil {
+		_ = db.Close()
+		return nil, fmt.Errorf("reading the event log's state: %w", err)
+	}
+	switch {
+	case last > info.State.LastSeq:
+		p.log.Warn("the projection is ahead of the event log: it projects another log; rebuilding it",
+			"projected", last, "log_last_seq", info.State.LastSeq)
+		if err := db.Close(); err != nil {
+			return nil, err
+		}
+		if _, err := Rebuild(ctx, p.b, p.cfg.Path, &BuildConfig{Logger: p.cfg.Logger}); err != nil {
+			return nil, err
+		}
+		return Open(ctx, p.cfg.Path, &Options{Logger: p.cfg.Logger})
+	case info.State.Msgs > 0 && last+1 < info.State.FirstSeq:
+		p.log.Warn("events the projection has not applied are no longer in the log (limits); it goes on from the first one kept",
+			"projected", last, "log_first_seq", info.State.FirstSeq)
+	}
+	return db, nil
 }
 
 // Stop stops consuming, commits the batch in hand, closes the database and
@@ -239,9 +274,10 @@ func (p *Projector) setApplied(seq uint64) {
 	close(*old)
 }
 
-// message is a log message decoded off the projector's goroutine.
+// message is a log message decoded and prepared off the goroutine that
+// writes SQLite.
 type message struct {
-	s   bus.Stored
+	p   Prepared
 	msg jetstream.Msg
 }
 
@@ -318,7 +354,7 @@ func (p *Projector) read(s *session) {
 			continue
 		}
 		ev, derr := events.Decode(events.Headers(m.Headers()), m.Data())
-		s.ch <- message{s: bus.Stored{Seq: md.Sequence.Stream, Subject: m.Subject(), Event: ev, Err: derr}, msg: m}
+		s.ch <- message{p: Prepare(bus.Stored{Seq: md.Sequence.Stream, Subject: m.Subject(), Event: ev, Err: derr}), msg: m}
 	}
 }
 
@@ -345,7 +381,7 @@ func (p *Projector) run(ctx context.Context, s *session) {
 
 func (p *Projector) loop(ctx context.Context, s *session) error {
 	defer func() { s.stop() }()
-	batch := make([]bus.Stored, 0, p.cfg.BatchSize)
+	batch := make([]Prepared, 0, p.cfg.BatchSize)
 	tick := time.NewTicker(p.cfg.SwapCheck)
 	defer tick.Stop()
 	timer := time.NewTimer(time.Hour)
@@ -355,7 +391,7 @@ func (p *Projector) loop(ctx context.Context, s *session) error {
 		var last jetstream.Msg
 		select {
 		case m := <-s.ch:
-			batch, last = append(batch, m.s), m.msg
+			batch, last = append(batch, m.p), m.msg
 		case <-tick.C:
 			if ns, err := p.reopenIfSwapped(ctx, s); err != nil {
 				return err
@@ -372,7 +408,7 @@ func (p *Projector) loop(ctx context.Context, s *session) error {
 		for len(batch) < p.cfg.BatchSize {
 			select {
 			case m := <-s.ch:
-				batch, last = append(batch, m.s), m.msg
+				batch, last = append(batch, m.p), m.msg
 			case <-timer.C:
 				break fill
 			case <-ctx.Done():
@@ -400,11 +436,11 @@ func (p *Projector) loop(ctx context.Context, s *session) error {
 // commit applies a batch, retrying while the database fails (a full disk, a
 // lock held too long), until ctx ends. On shutdown the batch in hand is
 // still committed.
-func (p *Projector) commit(ctx context.Context, batch []bus.Stored) error {
+func (p *Projector) commit(ctx context.Context, batch []Prepared) error {
 	wctx := context.WithoutCancel(ctx)
 	backoff := 100 * time.Millisecond
 	for {
-		st, err := p.db.Apply(wctx, batch)
+		st, err := p.db.ApplyPrepared(wctx, batch)
 		if err == nil {
 			if st.Applied > 0 {
 				p.setApplied(st.LastSeq)
@@ -438,7 +474,7 @@ func (p *Projector) reopenIfSwapped(ctx context.Context, s *session) (*session, 
 	s.stop()
 	octx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 	defer cancel()
-	db, err := Open(octx, p.cfg.Path, &Options{Logger: p.cfg.Logger})
+	db, err := p.open(octx)
 	if err != nil {
 		return nil, fmt.Errorf("reopening swapped database: %w", err)
 	}

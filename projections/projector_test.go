@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/stretchr/testify/require"
@@ -16,6 +17,7 @@ import (
 	"github.com/qtasks/qtasks-go/events"
 	"github.com/qtasks/qtasks-go/executor"
 	"github.com/qtasks/qtasks-go/projections"
+	"github.com/qtasks/qtasks-go/projections/projectionstest"
 )
 
 // Issue test 1: after a run with successes, errors, retries, a trigger
@@ -209,3 +211,37 @@ func dumpBytes(t *testing.T, db *projections.DB) []byte {
 func splitLines(b []byte) []string { return strings.Split(strings.TrimSpace(string(b)), "\n") }
 
 func isMetaLine(l string) bool { return strings.HasPrefix(l, `["last_seq", `) }
+
+// A rebuild while the projector runs: readers of the old file go on; the
+// projector notices the swap, reopens and catches up from where the rebuild
+// stopped; the result equals a rebuild.
+func TestRebuildWhileProjecting(t *testing.T) {
+	t.Parallel()
+	b := bustest.Open(t, nil)
+	path := filepath.Join(t.TempDir(), "live.db")
+	p := startProjector(t, b, path, &projections.ProjectorConfig{SwapCheck: 10 * time.Millisecond})
+	recorded := projectionstest.ReadFile(t, projectionstest.ScenarioLog())
+	half := len(recorded) / 2
+	projectionstest.Publish(t, b, projectionstest.All(recorded[:half]))
+	ctx := ctxFor(t)
+	require.NoError(t, p.CatchUp(ctx))
+	old := openDB(t, path, true)
+	before := dumpBytes(t, old)
+
+	st, err := projections.Rebuild(ctx, b, path, nil)
+	require.NoError(t, err)
+	require.Equal(t, uint64(half), st.LastSeq)
+	projectionstest.Publish(t, b, projectionstest.All(recorded[half:]))
+	end := logEnd(t, b)
+	bustest.WaitFor(t, waitLimit, "the projector to reopen the rebuilt file and catch up", func() bool {
+		db, err := projections.Open(ctx, path, &projections.Options{ReadOnly: true})
+		if err != nil {
+			return false
+		}
+		defer db.Close()
+		n, err := db.LastSeq(ctx)
+		return err == nil && n == end
+	})
+	requireEqual(t, openDB(t, path, true), build(t, b, 0))
+	require.Equal(t, before, dumpBytes(t, old), "a reader of the old file sees it unchanged")
+}

@@ -360,6 +360,9 @@ func (d *DB) Timeline(ctx context.Context, id string) (Timeline, error) {
 			return Timeline{}, fmt.Errorf("reading timeline of %s: %w", id, err)
 		}
 		e.Seq, e.Time, e.Input, e.Output = uint64(seq), parseTS(at), raw(input), raw(output)
+		if t, ok := events.Lookup(e.Trigger); ok && t.Returnable && e.Output == nil {
+			e.Output = e.Input // stored once when the plugins changed nothing
+		}
 		index[e.Seq] = len(tl.Entries)
 		tl.Entries = append(tl.Entries, e)
 	}

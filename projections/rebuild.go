@@ -84,36 +84,54 @@ func Build(ctx context.Context, b *bus.Bus, path string, cfg *BuildConfig) (Buil
 		}
 		to = info.State.LastSeq
 	}
-	batch := make([]bus.Stored, 0, c.BatchSize)
-	flush := func() error {
-		if len(batch) == 0 {
+	// One goroutine reads and prepares, this one writes: a batch in
+	// flight and one being filled, no more.
+	batches := make(chan []Prepared, 1)
+	rctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var readErr error
+	go func() {
+		defer close(batches)
+		batch := make([]Prepared, 0, c.BatchSize)
+		readErr = readLog(rctx, b, to, func(s bus.Stored) error {
+			batch = append(batch, Prepare(s))
+			if len(batch) == c.BatchSize {
+				select {
+				case batches <- batch:
+				case <-rctx.Done():
+					return context.Cause(rctx)
+				}
+				batch = make([]Prepared, 0, c.BatchSize)
+			}
 			return nil
+		})
+		if readErr == nil && len(batch) > 0 {
+			batches <- batch
 		}
-		as, err := db.Apply(ctx, batch)
+	}()
+	for batch := range batches {
+		as, err := db.ApplyPrepared(ctx, batch)
 		if err != nil {
-			return err
+			cancel()
+			for range batches { // let the reader finish
+			}
+			return fail(err)
 		}
 		st.Events += as.Applied
 		st.Rejected += as.Rejected
 		st.LastSeq = as.LastSeq
-		batch = batch[:0]
 		if c.Progress != nil {
 			c.Progress(st.LastSeq, to)
 		}
-		return nil
-	}
-	err = readLog(ctx, b, to, func(s bus.Stored) error {
-		batch = append(batch, s)
-		if len(batch) >= c.BatchSize {
-			return flush()
+		if err := ctx.Err(); err != nil {
+			cancel()
+			for range batches {
+			}
+			return fail(context.Cause(ctx))
 		}
-		return nil
-	})
-	if err == nil {
-		err = flush()
 	}
-	if err != nil {
-		return fail(err)
+	if readErr != nil {
+		return fail(readErr)
 	}
 	// Leave a self-contained file: WAL folded in, no side files.
 	if _, err := db.w.ExecContext(ctx, `PRAGMA wal_checkpoint(TRUNCATE)`); err != nil {

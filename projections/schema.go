@@ -111,13 +111,12 @@ CREATE TABLE trigger_history (
 	run       INTEGER NOT NULL DEFAULT 0,
 	time      TEXT,
 	input     TEXT,
-	output    TEXT,
+	output    TEXT, -- NULL when it equals input (one-way, or unchanged by plugins)
 	failed    TEXT NOT NULL DEFAULT '',
 	calls     INTEGER NOT NULL DEFAULT 0,
 	replay    TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX trigger_history_task ON trigger_history (task_id, seq);
-CREATE INDEX trigger_history_trigger ON trigger_history (trigger, seq);
 
 CREATE TABLE plugin_calls (
 	fact_seq     INTEGER NOT NULL REFERENCES trigger_history (seq),

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/qtasks/qtasks-go/bus"
 	"github.com/qtasks/qtasks-go/executor"
+	"github.com/qtasks/qtasks-go/projections"
 )
 
 // runFlags configure the daemon.
@@ -29,6 +31,8 @@ type runFlags struct {
 	logLevel    string
 	noWorker    bool
 	replicas    int
+	db          string
+	noProj      bool
 }
 
 func (m *Main) run(ctx context.Context, args []string) error {
@@ -47,6 +51,8 @@ func (m *Main) run(ctx context.Context, args []string) error {
 	fs.StringVar(&f.logLevel, "log-level", envOr("LOG_LEVEL", "info"), "debug, info, warn or error (LOG_LEVEL)")
 	fs.BoolVar(&f.noWorker, "no-worker", false, "run no worker (only the embedded server and HTTP)")
 	fs.IntVar(&f.replicas, "replicas", envInt("QTASKS_REPLICAS", 1), "stream replicas; 3 on a cluster (QTASKS_REPLICAS)")
+	fs.StringVar(&f.db, "db", envOr("QTASKS_DB", projections.DefaultPath), "SQLite projection of the event log, kept up to date (QTASKS_DB)")
+	fs.BoolVar(&f.noProj, "no-projection", false, "run no projector")
 	if err := parse(fs, args, "qtasksd run -h"); err != nil {
 		return err
 	}
@@ -87,6 +93,16 @@ func (m *Main) run(ctx context.Context, args []string) error {
 		log.Info("embedded NATS server ready", "url", b.ClientURL(), "data_dir", cfg.DataDir)
 	} else {
 		log.Info("connected to NATS", "url", b.Conn().ConnectedUrl())
+	}
+
+	var proj *projections.Projector
+	if !f.noProj {
+		if proj, err = startProjector(ctx, b, f.db, log); err != nil {
+			return err
+		}
+		if proj != nil { // stopped below; this covers the early returns
+			defer func() { _ = proj.Stop(context.Background()) }()
+		}
 	}
 
 	app, err := executor.New(b, &executor.Config{
@@ -143,6 +159,31 @@ func (m *Main) run(ctx context.Context, args []string) error {
 		errs = append(errs, srv.Shutdown(sctx))
 		c()
 	}
+	if proj != nil { // after the worker: its last facts are projected
+		pctx, c := context.WithTimeout(context.Background(), 10*time.Second)
+		errs = append(errs, proj.Stop(pctx))
+		c()
+	}
 	log.Info("stopped")
 	return errors.Join(errs...)
+}
+
+// startProjector keeps the SQLite projection at path up to date with the
+// event log. When another process already projects that file, qtasksd runs
+// without a projector rather than failing.
+func startProjector(ctx context.Context, b *bus.Bus, path string, log *slog.Logger) (*projections.Projector, error) {
+	p, err := projections.NewProjector(b, projections.ProjectorConfig{Path: path, Logger: log})
+	if err != nil {
+		return nil, &usageError{msg: err.Error(), hint: "qtasksd run --db " + projections.DefaultPath}
+	}
+	sctx, cancel := context.WithTimeout(ctx, 5*time.Minute) // a rebuild of a stale file included
+	defer cancel()
+	if err := p.Start(sctx); err != nil {
+		if errors.Is(err, projections.ErrLocked) {
+			log.Warn("another process projects this database; running without a projector", "db", path)
+			return nil, nil
+		}
+		return nil, err
+	}
+	return p, nil
 }

@@ -1,0 +1,28 @@
+package main
+
+import "fmt"
+
+// benches lists every bench in the order one repetition runs them. Names
+// are what -only matches.
+func benches() []Bench {
+	list := []Bench{
+		{Name: "publish", Run: benchPublish},
+		{Name: "roundtrip", Run: benchRoundTrip},
+	}
+	for _, m := range growthMutators {
+		list = append(list, Bench{Name: fmt.Sprintf("tasks/all/m%d", m), Run: oursTasks(recordAll, m, false)})
+	}
+	list = append(list,
+		Bench{Name: "tasks/lifecycle/m0", Run: oursTasks(recordLifecycle, 0, false)},
+		Bench{Name: "tasks/all/m0/defaults", Run: oursTasks(recordAll, 0, true)},
+		Bench{Name: "asynq/defaults", Run: asynqBench(false)},
+		Bench{Name: "asynq/tuned", Run: asynqBench(true)},
+		Bench{Name: "river/defaults", Run: riverBench(false)},
+		Bench{Name: "river/tuned", Run: riverBench(true)},
+		Bench{Name: "sqlite/apply", Run: benchApply},
+		Bench{Name: "rebuild", Run: benchRebuild},
+		Bench{Name: "replay", Run: benchReplay},
+		Bench{Name: "qtasksd/rss", Run: benchRSS},
+	)
+	return list
+}

@@ -1,0 +1,198 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/qtasks/qtasks-go/bus"
+	"github.com/qtasks/qtasks-go/projections"
+)
+
+func envOr(key, def string) string {
+	if v, ok := os.LookupEnv(key); ok {
+		return v
+	}
+	return def
+}
+
+// DefaultNatsURL is where rebuild and project look for a local qtasksd.
+const DefaultNatsURL = "nats://127.0.0.1:4222"
+
+// connFlags are the NATS connection flags.
+type connFlags struct {
+	url, creds, nkey, user, password, token string
+}
+
+func (c *connFlags) register(fs *flag.FlagSet) {
+	fs.StringVar(&c.url, "nats-url", envOr("QTASKS_NATS_URL", DefaultNatsURL), "NATS server or cluster URL(s), comma separated (QTASKS_NATS_URL)")
+	fs.StringVar(&c.creds, "creds", envOr("QTASKS_NATS_CREDS", ""), "NATS credentials file (QTASKS_NATS_CREDS)")
+	fs.StringVar(&c.nkey, "nkey", envOr("QTASKS_NATS_NKEY", ""), "NATS NKey seed file (QTASKS_NATS_NKEY)")
+	fs.StringVar(&c.user, "user", envOr("QTASKS_NATS_USER", ""), "NATS user (QTASKS_NATS_USER)")
+	fs.StringVar(&c.password, "password", envOr("QTASKS_NATS_PASSWORD", ""), "NATS password (QTASKS_NATS_PASSWORD)")
+	fs.StringVar(&c.token, "token", envOr("QTASKS_NATS_TOKEN", ""), "NATS token (QTASKS_NATS_TOKEN)")
+}
+
+// open connects to the NATS server; it never starts an embedded one.
+func (c *connFlags) open(ctx context.Context, log *slog.Logger) (*bus.Bus, error) {
+	if c.url == "" {
+		return nil, &usageError{msg: "--nats-url is empty", hint: "qtasks-replay rebuild --nats-url " + DefaultNatsURL}
+	}
+	octx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	b, err := bus.Open(octx, bus.Config{
+		URL: c.url, CredsFile: c.creds, NKeyFile: c.nkey, User: c.user, Password: c.password, Token: c.token,
+		Name: "qtasks-replay", Logger: log,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("connecting to %s: %w", c.url, err)
+	}
+	return b, nil
+}
+
+// common are the flags every command has.
+type common struct {
+	db       string
+	json     bool
+	logLevel string
+}
+
+func (c *common) register(fs *flag.FlagSet, withJSON bool) {
+	fs.StringVar(&c.db, "db", envOr("QTASKS_DB", projections.DefaultPath), "projection database (QTASKS_DB)")
+	if withJSON {
+		fs.BoolVar(&c.json, "json", false, "print JSON instead of text")
+	}
+	fs.StringVar(&c.logLevel, "log-level", envOr("LOG_LEVEL", "info"), "debug, info, warn or error (LOG_LEVEL)")
+}
+
+func (c *common) logger(w io.Writer) (*slog.Logger, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(c.logLevel)); err != nil {
+		return nil, &usageError{msg: fmt.Sprintf("--log-level %q: want debug, info, warn or error", c.logLevel), hint: "--log-level warn"}
+	}
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: l})), nil
+}
+
+// openRead opens the projection for queries. An older schema is migrated
+// first (that needs a write); a missing database is ExitNoDB.
+func (c *common) openRead(ctx context.Context) (*projections.DB, error) {
+	db, err := projections.Open(ctx, c.db, &projections.Options{ReadOnly: true})
+	if errors.Is(err, projections.ErrSchemaOutdated) {
+		var w *projections.DB
+		if w, err = projections.Open(ctx, c.db, nil); err == nil {
+			_ = w.Close()
+			db, err = projections.Open(ctx, c.db, &projections.Options{ReadOnly: true})
+		}
+	}
+	switch {
+	case errors.Is(err, projections.ErrNoDatabase):
+		return nil, &exitError{code: ExitNoDB, err: fmt.Errorf("%w (qtasksd projects by default; or run qtasks-replay rebuild)", err)}
+	case errors.Is(err, projections.ErrSchemaTooNew):
+		return nil, &exitError{code: ExitNoDB, err: err}
+	case err != nil:
+		return nil, err
+	}
+	return db, nil
+}
+
+func newFlagSet(name string, stderr io.Writer, synopsis string) *flag.FlagSet {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "Usage: %s\n\nFlags:\n", synopsis)
+		fs.PrintDefaults()
+	}
+	return fs
+}
+
+// parse parses args, allowing flags after positional arguments
+// ("history ID --json").
+func parse(fs *flag.FlagSet, args []string, hint string) ([]string, error) {
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			if errors.Is(err, flag.ErrHelp) {
+				return nil, err
+			}
+			return nil, &usageError{msg: err.Error(), hint: hint}
+		}
+		args = fs.Args()
+		if len(args) == 0 {
+			return pos, nil
+		}
+		pos = append(pos, args[0])
+		args = args[1:]
+	}
+}
+
+// taskArg is the one TASK_ID argument of history and blame.
+func taskArg(pos []string, cmd string) (string, error) {
+	if len(pos) != 1 || strings.TrimSpace(pos[0]) == "" {
+		return "", &usageError{msg: cmd + " takes one task id", hint: "qtasks-replay " + cmd + " TASK_ID"}
+	}
+	return pos[0], nil
+}
+
+func notFound(err error) error {
+	if errors.Is(err, projections.ErrNotFound) {
+		return &exitError{code: ExitNotFound, err: err}
+	}
+	return err
+}
+
+func writeJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	enc.SetEscapeHTML(false)
+	return enc.Encode(v)
+}
+
+// parseTime reads an RFC 3339 time, a date, or a duration ago ("2h").
+func parseTime(s string, now time.Time) (time.Time, error) {
+	if s == "" {
+		return time.Time{}, nil
+	}
+	if d, err := time.ParseDuration(s); err == nil {
+		return now.Add(-d), nil
+	}
+	for _, layout := range []string{time.RFC3339Nano, "2006-01-02T15:04:05", "2006-01-02 15:04:05", "2006-01-02"} {
+		if t, err := time.ParseInLocation(layout, s, time.UTC); err == nil {
+			return t, nil
+		}
+	}
+	return time.Time{}, fmt.Errorf("%q is not a time (RFC 3339, YYYY-MM-DD) or a duration ago (2h)", s)
+}
+
+func fmtTime(t time.Time) string {
+	if t.IsZero() {
+		return "-"
+	}
+	return t.UTC().Format("2006-01-02T15:04:05.000Z")
+}
+
+func fmtLatency(us int64) string {
+	d := time.Duration(us) * time.Microsecond
+	switch {
+	case d < time.Millisecond:
+		return strconv.FormatInt(us, 10) + "µs"
+	case d < time.Second:
+		return strconv.FormatFloat(float64(us)/1000, 'f', 1, 64) + "ms"
+	}
+	return d.Round(time.Millisecond).String()
+}
+
+func compact(b []byte, n int) string {
+	s := strings.Join(strings.Fields(string(b)), " ")
+	if len(s) > n {
+		return s[:n] + "…"
+	}
+	return s
+}

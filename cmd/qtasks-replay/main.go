@@ -1,0 +1,133 @@
+// Command qtasks-replay reads the history and audit trail that the SQLite
+// projection keeps, and builds that projection: from the live event log
+// (project) or from scratch (rebuild).
+//
+// Usage:
+//
+//	qtasks-replay history TASK_ID      a task's timeline: every trigger, plugin call and patch
+//	qtasks-replay tasks [filters]      tasks by status, name, tag and creation time, paged
+//	qtasks-replay blame TASK_ID        which plugin last changed each field of a task
+//	qtasks-replay calls [filters]      plugin calls by plugin, version and outcome
+//	qtasks-replay rebuild              rebuild the projection from sequence 1 and swap it in
+//	qtasks-replay project              keep the projection up to date with the log
+//
+// Exit codes: 0 ok, 1 failure, 2 bad usage, 3 task not found, 4 no
+// projection database (or one this program cannot read).
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	err := NewMain(os.Stdout, os.Stderr).Run(ctx, os.Args[1:])
+	os.Exit(ExitCode(err, os.Stderr))
+}
+
+// Exit codes a script can rely on.
+const (
+	ExitOK       = 0
+	ExitFailure  = 1 // the operation failed (NATS, SQLite, ...)
+	ExitUsage    = 2 // bad command line
+	ExitNotFound = 3 // the task is not in the projection
+	ExitNoDB     = 4 // no projection database, or one with a schema this program cannot read
+)
+
+// usageError is a bad command line; it prints a hint.
+type usageError struct{ msg, hint string }
+
+func (e *usageError) Error() string { return e.msg }
+
+// exitError carries an exit code other than 1.
+type exitError struct {
+	code int
+	err  error
+}
+
+func (e *exitError) Error() string { return e.err.Error() }
+func (e *exitError) Unwrap() error { return e.err }
+
+// ExitCode prints err (if any) to stderr and returns the process exit code.
+func ExitCode(err error, stderr io.Writer) int {
+	if err == nil || errors.Is(err, flag.ErrHelp) {
+		return ExitOK
+	}
+	var ue *usageError
+	if errors.As(err, &ue) {
+		fmt.Fprintln(stderr, "qtasks-replay:", ue.msg)
+		if ue.hint != "" {
+			fmt.Fprintln(stderr, "Try:", ue.hint)
+		}
+		return ExitUsage
+	}
+	fmt.Fprintln(stderr, "qtasks-replay:", err)
+	var ee *exitError
+	if errors.As(err, &ee) {
+		return ee.code
+	}
+	return ExitFailure
+}
+
+// Main runs qtasks-replay's commands; tests call Run directly.
+type Main struct {
+	Stdout, Stderr io.Writer
+}
+
+// NewMain returns a Main writing to stdout and stderr.
+func NewMain(stdout, stderr io.Writer) *Main { return &Main{Stdout: stdout, Stderr: stderr} }
+
+// Run runs the command in args.
+func (m *Main) Run(ctx context.Context, args []string) error {
+	if len(args) == 0 {
+		fmt.Fprint(m.Stderr, usage)
+		return &usageError{msg: "no command given", hint: "qtasks-replay help"}
+	}
+	cmd, args := args[0], args[1:]
+	switch cmd {
+	case "history":
+		return m.history(ctx, args)
+	case "tasks":
+		return m.tasks(ctx, args)
+	case "blame":
+		return m.blame(ctx, args)
+	case "calls":
+		return m.calls(ctx, args)
+	case "rebuild":
+		return m.rebuild(ctx, args)
+	case "project":
+		return m.project(ctx, args)
+	case "help", "-h", "-help", "--help":
+		fmt.Fprint(m.Stdout, usage)
+		return nil
+	}
+	return &usageError{msg: fmt.Sprintf("unknown command %q", cmd), hint: "qtasks-replay help"}
+}
+
+const usage = `qtasks-replay: history and audit from the qtasks projection, and its rebuild
+
+Commands:
+  qtasks-replay history TASK_ID   a task's timeline: every trigger, each plugin call and its patch as a diff
+  qtasks-replay tasks             tasks, newest first (--status, --name, --tag, --since, --until, --limit, --cursor)
+  qtasks-replay blame TASK_ID     for each field of a task, the plugin (and version, and sequence) that last changed it
+  qtasks-replay calls             plugin calls (--plugin, --version, --outcome, --trigger, --task)
+  qtasks-replay rebuild           build the projection from sequence 1 beside the live one, then swap it in
+  qtasks-replay project           keep the projection up to date with the event log (--once: catch up and exit)
+
+Every command takes --db (QTASKS_DB, default qtasks-data/qtasks.db); the read
+commands take --json. rebuild and project connect with --nats-url
+(QTASKS_NATS_URL) and the other NATS credential flags.
+
+Exit codes: 0 ok, 1 failure, 2 bad usage, 3 task not found, 4 no projection
+database (or one with a schema this program cannot read).
+
+Run "qtasks-replay COMMAND -h" for a command's flags.
+`

@@ -1,0 +1,356 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"database/sql"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/qtasks/qtasks-go/bus"
+	"github.com/qtasks/qtasks-go/bus/bustest"
+	"github.com/qtasks/qtasks-go/events"
+	"github.com/qtasks/qtasks-go/projections"
+	"github.com/qtasks/qtasks-go/projections/projectionstest"
+)
+
+const waitLimit = 2 * time.Minute
+
+// bin is qtasks-replay built once for the tests that run it as a process.
+var bin string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "qtasks-replay-test-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	bin = filepath.Join(dir, "qtasks-replay")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "building qtasks-replay: %v\n%s", err, out)
+		os.Exit(1)
+	}
+	code := m.Run()
+	_ = os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+func ctxFor(t *testing.T) context.Context {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// run runs qtasks-replay in process and returns its exit code and output.
+func run(t *testing.T, args ...string) (code int, stdout, stderr string) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	err := NewMain(&out, &errb).Run(ctxFor(t), args)
+	code = ExitCode(err, &errb)
+	return code, out.String(), errb.String()
+}
+
+func openDB(t *testing.T, path string) *projections.DB {
+	t.Helper()
+	db, err := projections.Open(ctxFor(t), path, &projections.Options{ReadOnly: true})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = db.Close() })
+	return db
+}
+
+func build(t *testing.T, b *bus.Bus, to uint64) *projections.DB {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "rebuilt.db")
+	_, err := projections.Build(ctxFor(t), b, path, &projections.BuildConfig{To: to})
+	require.NoError(t, err)
+	return openDB(t, path)
+}
+
+func requireEqual(t *testing.T, a, b *projections.DB) {
+	t.Helper()
+	eq, diff, err := projections.Equal(ctxFor(t), a, b)
+	require.NoError(t, err)
+	require.True(t, eq, "projections differ at %s", diff)
+}
+
+func TestCommands(t *testing.T) {
+	t.Parallel()
+	b := bustest.Open(t, nil)
+	projectionstest.Publish(t, b, projectionstest.All(projectionstest.ReadFile(t, projectionstest.ScenarioLog())))
+	dir := t.TempDir()
+	db := filepath.Join(dir, "qtasks.db")
+	url := b.ClientURL()
+
+	t.Run("NoDatabase", func(t *testing.T) {
+		code, _, stderr := run(t, "history", "x", "--db", db)
+		require.Equal(t, ExitNoDB, code, stderr)
+		require.Contains(t, stderr, "no projection database")
+		code, _, _ = run(t, "tasks", "--db", db)
+		require.Equal(t, ExitNoDB, code)
+	})
+
+	code, stdout, stderr := run(t, "rebuild", "--db", db, "--nats-url", url)
+	require.Equal(t, ExitOK, code, stderr)
+	require.Contains(t, stdout, "rebuilt "+db)
+	require.Contains(t, stdout, "events/s")
+	require.Contains(t, stderr, "rebuilding")
+	require.Contains(t, stderr, "events/s", "the progress bar shows a rate")
+
+	byName := map[string][]projections.Task{}
+	code, stdout, stderr = run(t, "tasks", "--db", db, "--json", "--limit", "100")
+	require.Equal(t, ExitOK, code, stderr)
+	var page projections.TaskPage
+	require.NoError(t, json.Unmarshal([]byte(stdout), &page))
+	require.Len(t, page.Tasks, 8)
+	for _, tk := range page.Tasks {
+		byName[tk.Name] = append(byName[tk.Name], tk)
+	}
+	add := byName["add"][0]
+
+	t.Run("History", func(t *testing.T) {
+		t.Parallel()
+		code, stdout, stderr := run(t, "history", add.ID, "--db", db)
+		require.Equal(t, ExitOK, code, stderr)
+		for _, s := range []string{"task " + add.ID, "status success", events.TaskExecutorArgsReplace, "scale@1.0  applied",
+			"tagger@2.1  applied", "JSON patch", "+ /kw/tagged: true", "~ /kw/B: 1 → 100", "scale-next@1.1  shadow", events.StorageRemoveFinishedTask} {
+			require.Contains(t, stdout, s)
+		}
+		code, stdout, _ = run(t, "history", "--json", "--db", db, add.ID)
+		require.Equal(t, ExitOK, code)
+		var tl projections.Timeline
+		require.NoError(t, json.Unmarshal([]byte(stdout), &tl))
+		require.Equal(t, add.ID, tl.Task.ID)
+		require.NotEmpty(t, tl.Entries)
+		code, stdout, _ = run(t, "history", add.ID, "--db", db, "--payloads")
+		require.Equal(t, ExitOK, code)
+		require.Contains(t, stdout, "input  {")
+	})
+	t.Run("Blame", func(t *testing.T) {
+		t.Parallel()
+		code, stdout, stderr := run(t, "blame", add.ID, "--db", db)
+		require.Equal(t, ExitOK, code, stderr)
+		require.Contains(t, stdout, "/kw/B")
+		require.Contains(t, stdout, "tagger")
+		code, stdout, _ = run(t, "blame", add.ID, "--db", db, "--json")
+		require.Equal(t, ExitOK, code)
+		var bl []projections.Blame
+		require.NoError(t, json.Unmarshal([]byte(stdout), &bl))
+		require.NotEmpty(t, bl)
+		code, stdout, _ = run(t, "blame", byName["fail"][0].ID, "--db", db)
+		require.Equal(t, ExitOK, code)
+		require.Contains(t, stdout, "no plugin changed")
+	})
+	t.Run("Filters", func(t *testing.T) {
+		t.Parallel()
+		code, stdout, _ := run(t, "tasks", "--db", db, "--status", "error")
+		require.Equal(t, ExitOK, code)
+		require.Contains(t, stdout, byName["fail"][0].ID)
+		require.Contains(t, stdout, byName["nosuchtask"][0].ID)
+		require.NotContains(t, stdout, add.ID)
+		code, stdout, stderr := run(t, "tasks", "--db", db, "--name", "add", "--limit", "2")
+		require.Equal(t, ExitOK, code)
+		require.Contains(t, stderr, "more: qtasks-replay tasks --cursor ")
+		cursor := strings.Fields(strings.TrimPrefix(stderr, "more: qtasks-replay tasks --cursor "))[0]
+		code, stdout2, _ := run(t, "tasks", "--db", db, "--name", "add", "--limit", "2", "--cursor", cursor)
+		require.Equal(t, ExitOK, code)
+		require.Equal(t, 3, strings.Count(stdout, "add ")+strings.Count(stdout2, "add "), stdout+stdout2)
+		code, stdout, _ = run(t, "tasks", "--db", db, "--tag", "flaky", "--since", "2000-01-01", "--until", "2100-01-01")
+		require.Equal(t, ExitOK, code)
+		require.Contains(t, stdout, byName["flaky"][0].ID)
+		code, stdout, _ = run(t, "tasks", "--db", db, "--since", "1m")
+		require.Equal(t, ExitOK, code)
+		require.NotContains(t, stdout, add.ID, "the recorded tasks are older than a minute")
+		code, stdout, _ = run(t, "calls", "--db", db, "--plugin", "tagger", "--outcome", "applied", "--json")
+		require.Equal(t, ExitOK, code)
+		var calls projections.CallPage
+		require.NoError(t, json.Unmarshal([]byte(stdout), &calls))
+		require.Len(t, calls.Calls, 3)
+	})
+	t.Run("Errors", func(t *testing.T) {
+		t.Parallel()
+		for _, tc := range []struct {
+			args []string
+			code int
+			msg  string
+		}{
+			{[]string{"history", "no-such-task", "--db", db}, ExitNotFound, "not found"},
+			{[]string{"blame", "no-such-task", "--db", db}, ExitNotFound, "not found"},
+			{[]string{"history", "--db", db}, ExitUsage, "history takes one task id"},
+			{[]string{"history", "a", "b", "--db", db}, ExitUsage, "history takes one task id"},
+			{[]string{"tasks", "--db", db, "--status", "bogus"}, ExitUsage, "--status"},
+			{[]string{"tasks", "--db", db, "--cursor", "!!"}, ExitUsage, "cursor"},
+			{[]string{"tasks", "--db", db, "--since", "yesterday"}, ExitUsage, "--since"},
+			{[]string{"calls", "--db", db, "--outcome", "great"}, ExitUsage, "--outcome"},
+			{[]string{"tasks", "--db", db, "--nope"}, ExitUsage, "flag provided but not defined"},
+			{[]string{"frobnicate"}, ExitUsage, "unknown command"},
+			{[]string{}, ExitUsage, "no command"},
+			{[]string{"rebuild", "--db", filepath.Join(dir, "x.db"), "--nats-url", "nats://127.0.0.1:1", "--quiet"}, ExitFailure, "connecting"},
+		} {
+			code, _, stderr := run(t, tc.args...)
+			require.Equal(t, tc.code, code, "%v: %s", tc.args, stderr)
+			require.Contains(t, stderr, tc.msg, tc.args)
+		}
+		code, stdout, _ := run(t, "help")
+		require.Equal(t, ExitOK, code)
+		require.Contains(t, stdout, "Exit codes")
+	})
+}
+
+// Rebuilding twice swaps generations: the path stays readable, one
+// generation file is left, and a live reader of the old one is undisturbed.
+func TestRebuildSwap(t *testing.T) {
+	t.Parallel()
+	b := bustest.Open(t, nil)
+	projectionstest.Publish(t, b, projectionstest.All(projectionstest.ReadFile(t, projectionstest.ScenarioLog())))
+	dir := t.TempDir()
+	db := filepath.Join(dir, "qtasks.db")
+	code, _, stderr := run(t, "project", "--once", "--db", db, "--nats-url", b.ClientURL(), "--log-level", "warn")
+	require.Equal(t, ExitOK, code, stderr)
+	old := openDB(t, db)
+	for range 2 {
+		code, _, stderr = run(t, "rebuild", "--quiet", "--db", db, "--nats-url", b.ClientURL())
+		require.Equal(t, ExitOK, code, stderr)
+	}
+	fi, err := os.Lstat(db)
+	require.NoError(t, err)
+	require.NotZero(t, fi.Mode()&os.ModeSymlink, "the path is a link to the current generation")
+	entries, err := os.ReadDir(dir)
+	require.NoError(t, err)
+	var names []string
+	for _, e := range entries {
+		if !strings.HasSuffix(e.Name(), ".lock") {
+			names = append(names, e.Name())
+		}
+	}
+	require.Len(t, names, 2, "the link and one generation, no side files: %v", names)
+	requireEqual(t, old, openDB(t, db))
+	requireEqual(t, openDB(t, db), build(t, b, 0))
+}
+
+// Issue test 2: the projector process killed with SIGKILL in the middle of a
+// batch leaves the database exactly as a rebuild to the sequence it stored
+// (transactions are whole); restarted, it ends equal to a rebuild.
+func TestProjectorKilled(t *testing.T) {
+	t.Parallel()
+	b := bustest.Open(t, nil)
+	recorded := projectionstest.ReadFile(t, projectionstest.ScenarioLog())
+	const events = 40_000
+	t0 := time.Now()
+	n := projectionstest.Publish(t, b, projectionstest.Copies(recorded, events/len(recorded)+1, events))
+	t.Logf("published %d in %v", n, time.Since(t0))
+	t0 = time.Now()
+	require.Equal(t, uint64(events), n)
+	path := filepath.Join(t.TempDir(), "live.db")
+
+	p := startProc(t, "project", "--db", path, "--nats-url", b.ClientURL(), "--log-level", "warn")
+	var stored uint64
+	bustest.WaitFor(t, waitLimit, "the projector to be a fifth of the way", func() bool {
+		stored = readLastSeq(path)
+		return stored >= n/5
+	})
+	t.Logf("fifth in %v", time.Since(t0))
+	t0 = time.Now()
+	p.kill()
+	k := readLastSeq(path)
+	require.GreaterOrEqual(t, k, stored)
+	require.Less(t, k, n, "killed before the end (make the log longer if this machine is that fast)")
+	t.Logf("killed at sequence %d of %d", k, n)
+
+	// Whole transactions only: what it stored equals a rebuild to there.
+	killed, err := projections.Open(ctxFor(t), path, nil) // recovers the WAL
+	require.NoError(t, err)
+	bk := build(t, b, k)
+	t.Logf("build k in %v", time.Since(t0))
+	t0 = time.Now()
+	requireEqual(t, killed, bk)
+	t.Logf("equal k in %v", time.Since(t0))
+	t0 = time.Now()
+	require.NoError(t, killed.Close())
+
+	code, stdout, stderr := run(t, "project", "--once", "--db", path, "--nats-url", b.ClientURL(), "--log-level", "warn")
+	require.Equal(t, ExitOK, code, stderr)
+	require.Contains(t, stdout, fmt.Sprintf("up to sequence %d", n))
+	t.Logf("once in %v", time.Since(t0))
+	t0 = time.Now()
+	requireEqual(t, openDB(t, path), build(t, b, 0))
+}
+
+// readLastSeq reads the stored sequence of a database another process
+// writes; 0 until it has one.
+func readLastSeq(path string) uint64 {
+	db, err := sql.Open("sqlite3", "file:"+path+"?mode=ro&_busy_timeout=5000")
+	if err != nil {
+		return 0
+	}
+	defer db.Close()
+	var n uint64
+	if err := db.QueryRow(`SELECT value FROM meta WHERE key = 'last_seq'`).Scan(&n); err != nil {
+		return 0
+	}
+	return n
+}
+
+// proc is a qtasks-replay child process.
+type proc struct {
+	t    *testing.T
+	cmd  *exec.Cmd
+	mu   sync.Mutex
+	out  bytes.Buffer
+	done chan struct{}
+}
+
+func startProc(t *testing.T, args ...string) *proc {
+	t.Helper()
+	p := &proc{t: t, done: make(chan struct{})}
+	p.cmd = exec.Command(bin, args...)
+	p.cmd.Stdout, p.cmd.Stderr = (*lockedWriter)(p), (*lockedWriter)(p)
+	require.NoError(t, p.cmd.Start())
+	go func() {
+		_ = p.cmd.Wait()
+		close(p.done)
+	}()
+	t.Cleanup(func() {
+		select {
+		case <-p.done:
+		default:
+			_ = p.cmd.Process.Kill()
+			<-p.done
+		}
+		if t.Failed() {
+			p.mu.Lock()
+			t.Logf("qtasks-replay output:\n%s", p.out.String())
+			p.mu.Unlock()
+		}
+	})
+	return p
+}
+
+type lockedWriter proc
+
+func (w *lockedWriter) Write(b []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.out.Write(b)
+}
+
+// kill sends SIGKILL and waits for the process to die.
+func (p *proc) kill() {
+	p.t.Helper()
+	require.NoError(p.t, p.cmd.Process.Signal(syscall.SIGKILL))
+	select {
+	case <-p.done:
+	case <-time.After(waitLimit):
+		p.t.Fatal("the killed process did not exit")
+	}
+}

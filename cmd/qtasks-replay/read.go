@@ -1,0 +1,297 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/qtasks/qtasks-go/events"
+	"github.com/qtasks/qtasks-go/projections"
+)
+
+func (m *Main) history(ctx context.Context, args []string) error {
+	var c common
+	var payloads bool
+	fs := newFlagSet("qtasks-replay history", m.Stderr, "qtasks-replay history TASK_ID [--json] [--payloads]")
+	c.register(fs, true)
+	fs.BoolVar(&payloads, "payloads", false, "print each fact's input and output")
+	pos, err := parse(fs, args, "qtasks-replay history TASK_ID")
+	if err != nil {
+		return err
+	}
+	id, err := taskArg(pos, "history")
+	if err != nil {
+		return err
+	}
+	db, err := c.openRead(ctx)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	tl, err := db.Timeline(ctx, id)
+	if err != nil {
+		return notFound(err)
+	}
+	if c.json {
+		return writeJSON(m.Stdout, tl)
+	}
+	printTimeline(m.Stdout, tl, payloads)
+	return nil
+}
+
+func printTimeline(w io.Writer, tl projections.Timeline, payloads bool) {
+	t := tl.Task
+	fmt.Fprintf(w, "task %s  %s  queue %s  priority %d\n", t.ID, t.Name, t.Queue, t.Priority)
+	fmt.Fprintf(w, "status %s  attempt %d  retries left %d", t.Status, t.Attempt, t.RetriesLeft)
+	if t.Worker != "" {
+		fmt.Fprintf(w, "  worker %s", t.Worker)
+	}
+	fmt.Fprintln(w)
+	if len(t.Tags) > 0 {
+		fmt.Fprintf(w, "tags %s\n", strings.Join(t.Tags, ", "))
+	}
+	fmt.Fprintf(w, "created %s  queued %s  started %s  executed %s  finished %s\n",
+		fmtTime(t.CreatedAt), fmtTime(t.QueuedAt), fmtTime(t.StartedAt), fmtTime(t.ExecutedAt), fmtTime(t.FinishedAt))
+	fmt.Fprintf(w, "submitted  args %s  kw %s\n", orDash(t.ArgsSubmitted), orDash(t.KwSubmitted))
+	if len(t.ArgsExecuted) > 0 || len(t.KwExecuted) > 0 {
+		fmt.Fprintf(w, "executed   args %s  kw %s\n", orDash(t.ArgsExecuted), orDash(t.KwExecuted))
+	}
+	if len(t.Result) > 0 {
+		fmt.Fprintf(w, "result %s\n", compact(t.Result, 200))
+	}
+	if t.Error != "" {
+		fmt.Fprintf(w, "error %s\n", t.Error)
+	}
+	if t.Reason != "" && t.Reason != t.Error {
+		fmt.Fprintf(w, "reason %s\n", t.Reason)
+	}
+	for _, a := range t.Attempts {
+		fmt.Fprintf(w, "attempt %d: %s", a.Attempt, a.Status)
+		if a.Runs > 1 {
+			fmt.Fprintf(w, " after %d runs", a.Runs)
+		}
+		if a.RetryParent != "" {
+			fmt.Fprintf(w, "  retry of %s", a.RetryParent)
+		}
+		if a.RetryChild != "" {
+			fmt.Fprintf(w, "  retried as %s", a.RetryChild)
+		}
+		if a.Error != "" {
+			fmt.Fprintf(w, "  error: %s", a.Error)
+		}
+		fmt.Fprintln(w)
+	}
+	fmt.Fprintln(w)
+	fmt.Fprintf(w, "%8s  %-24s  %-7s  %s\n", "SEQ", "TIME", "ATT.RUN", "TRIGGER")
+	for _, e := range tl.Entries {
+		fmt.Fprintf(w, "%8d  %-24s  %-7s  %s", e.Seq, fmtTime(e.Time), fmt.Sprintf("%d.%d", e.Attempt, e.Run), e.Trigger)
+		if e.Replay != "" {
+			fmt.Fprintf(w, "  (replay %s)", e.Replay)
+		}
+		fmt.Fprintln(w)
+		if payloads {
+			fmt.Fprintf(w, "%10s input  %s\n", "", compact(e.Input, 400))
+			if len(e.Output) > 0 {
+				fmt.Fprintf(w, "%10s output %s\n", "", compact(e.Output, 400))
+			}
+		}
+		for _, c := range e.Calls {
+			kind := ""
+			switch c.ContentType {
+			case events.ContentTypeMergePatch:
+				kind = "merge patch"
+			case events.ContentTypeJSONPatch:
+				kind = "JSON patch"
+			}
+			fmt.Fprintf(w, "%10s %s", "", c.Plugin)
+			if c.Version != "" {
+				fmt.Fprintf(w, "@%s", c.Version)
+			}
+			fmt.Fprintf(w, "  %s  %s", c.Outcome, fmtLatency(c.LatencyUS))
+			if kind != "" {
+				fmt.Fprintf(w, "  %s", kind)
+			}
+			if c.Policy != "" && c.Outcome != string(events.OutcomeApplied) && c.Outcome != string(events.OutcomeNoChange) {
+				fmt.Fprintf(w, "  policy %s", c.Policy)
+			}
+			fmt.Fprintln(w)
+			if c.Reason != "" {
+				fmt.Fprintf(w, "%12s reason: %s\n", "", c.Reason)
+			}
+			for _, ch := range c.Changes {
+				fmt.Fprintf(w, "%12s %s\n", "", compact([]byte(ch.String()), 300))
+			}
+			if len(c.Changes) == 0 && len(c.Patch) > 0 && c.Outcome != string(events.OutcomeApplied) {
+				fmt.Fprintf(w, "%12s patch %s\n", "", compact(c.Patch, 300))
+			}
+		}
+		if e.Failed != "" {
+			fmt.Fprintf(w, "%10s failed: %s\n", "", e.Failed)
+		}
+	}
+}
+
+func orDash(b []byte) string {
+	if len(b) == 0 {
+		return "-"
+	}
+	return compact(b, 200)
+}
+
+func (m *Main) tasks(ctx context.Context, args []string) error {
+	var c common
+	var f projections.TaskFilter
+	var since, until string
+	fs := newFlagSet("qtasks-replay tasks", m.Stderr, "qtasks-replay tasks [--status S] [--name N] [--tag T] [--since T] [--until T] [--limit N] [--cursor C] [--json]")
+	c.register(fs, true)
+	fs.StringVar(&f.Status, "status", "", "only tasks in this status: new, process, success, error, cancel, retry")
+	fs.StringVar(&f.Name, "name", "", "only tasks of this name")
+	fs.StringVar(&f.Tag, "tag", "", "only tasks with this tag")
+	fs.StringVar(&since, "since", "", "created at or after: RFC 3339, YYYY-MM-DD, or a duration ago (2h)")
+	fs.StringVar(&until, "until", "", "created before: RFC 3339, YYYY-MM-DD, or a duration ago")
+	fs.IntVar(&f.Limit, "limit", projections.DefaultLimit, fmt.Sprintf("tasks per page (at most %d)", projections.MaxLimit))
+	fs.StringVar(&f.Cursor, "cursor", "", "continue after a previous page (its next cursor)")
+	pos, err := parse(fs, args, "qtasks-replay tasks --status error")
+	if err != nil {
+		return err
+	}
+	if len(pos) > 0 {
+		return &usageError{msg: fmt.Sprintf("unexpected argument %q", pos[0]), hint: "qtasks-replay tasks --name NAME"}
+	}
+	switch f.Status {
+	case "", events.StatusNew, events.StatusProcess, events.StatusSuccess, events.StatusError, events.StatusCancel, events.StatusRetry:
+	default:
+		return &usageError{msg: fmt.Sprintf("--status %q: want new, process, success, error, cancel or retry", f.Status), hint: "qtasks-replay tasks --status error"}
+	}
+	now := time.Now()
+	if f.Since, err = parseTime(since, now); err != nil {
+		return &usageError{msg: "--since " + err.Error(), hint: "qtasks-replay tasks --since 1h"}
+	}
+	if f.Until, err = parseTime(until, now); err != nil {
+		return &usageError{msg: "--until " + err.Error(), hint: "qtasks-replay tasks --until 2006-01-02"}
+	}
+	db, err := c.openRead(ctx)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	page, err := db.Tasks(ctx, f)
+	if err != nil {
+		if errors.Is(err, projections.ErrBadCursor) {
+			return &usageError{msg: err.Error(), hint: "pass the next cursor a previous page printed"}
+		}
+		return err
+	}
+	if c.json {
+		return writeJSON(m.Stdout, page)
+	}
+	tw := tabwriter.NewWriter(m.Stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "ID\tNAME\tSTATUS\tATTEMPT\tCREATED\tFINISHED\tERROR")
+	for _, t := range page.Tasks {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\t%s\n", t.ID, t.Name, t.Status, t.Attempt, fmtTime(t.CreatedAt), fmtTime(t.FinishedAt), compact([]byte(t.Error), 60))
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if page.Next != "" {
+		fmt.Fprintf(m.Stderr, "more: qtasks-replay tasks --cursor %s (with the same filters)\n", page.Next)
+	}
+	return nil
+}
+
+func (m *Main) blame(ctx context.Context, args []string) error {
+	var c common
+	fs := newFlagSet("qtasks-replay blame", m.Stderr, "qtasks-replay blame TASK_ID [--json]")
+	c.register(fs, true)
+	pos, err := parse(fs, args, "qtasks-replay blame TASK_ID")
+	if err != nil {
+		return err
+	}
+	id, err := taskArg(pos, "blame")
+	if err != nil {
+		return err
+	}
+	db, err := c.openRead(ctx)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	bl, err := db.Blame(ctx, id)
+	if err != nil {
+		return notFound(err)
+	}
+	if c.json {
+		return writeJSON(m.Stdout, bl)
+	}
+	if len(bl) == 0 {
+		fmt.Fprintf(m.Stdout, "no plugin changed task %s\n", id)
+		return nil
+	}
+	tw := tabwriter.NewWriter(m.Stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "FIELD\tPLUGIN\tVERSION\tSEQ\tATTEMPT\tTRIGGER\tCHANGE")
+	for _, b := range bl {
+		change := b.Op
+		if len(b.Value) > 0 {
+			change += " " + compact(b.Value, 80)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%s\t%s\n", b.Path, b.Plugin, orDash([]byte(b.Version)), b.Seq, b.Attempt, b.Trigger, change)
+	}
+	return tw.Flush()
+}
+
+func (m *Main) calls(ctx context.Context, args []string) error {
+	var c common
+	var f projections.CallFilter
+	fs := newFlagSet("qtasks-replay calls", m.Stderr, "qtasks-replay calls [--plugin P] [--version V] [--outcome O] [--trigger T] [--task ID] [--limit N] [--cursor C] [--json]")
+	c.register(fs, true)
+	fs.StringVar(&f.Plugin, "plugin", "", "only calls of this plugin")
+	fs.StringVar(&f.Version, "version", "", "only calls of this plugin version")
+	fs.StringVar(&f.Outcome, "outcome", "", "only calls with this outcome: applied, nochange, rejected, timeout, error, shadow")
+	fs.StringVar(&f.Trigger, "trigger", "", "only calls on this trigger")
+	fs.StringVar(&f.TaskID, "task", "", "only calls for this task")
+	fs.IntVar(&f.Limit, "limit", projections.DefaultLimit, fmt.Sprintf("calls per page (at most %d)", projections.MaxLimit))
+	fs.StringVar(&f.Cursor, "cursor", "", "continue after a previous page (its next cursor)")
+	pos, err := parse(fs, args, "qtasks-replay calls --plugin NAME --outcome rejected")
+	if err != nil {
+		return err
+	}
+	if len(pos) > 0 {
+		return &usageError{msg: fmt.Sprintf("unexpected argument %q", pos[0]), hint: "qtasks-replay calls --plugin NAME"}
+	}
+	switch events.Outcome(f.Outcome) {
+	case "", events.OutcomeApplied, events.OutcomeNoChange, events.OutcomeRejected, events.OutcomeTimeout, events.OutcomeError, events.OutcomeShadow:
+	default:
+		return &usageError{msg: fmt.Sprintf("--outcome %q: want applied, nochange, rejected, timeout, error or shadow", f.Outcome), hint: "qtasks-replay calls --outcome rejected"}
+	}
+	db, err := c.openRead(ctx)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	page, err := db.PluginCalls(ctx, f)
+	if err != nil {
+		if errors.Is(err, projections.ErrBadCursor) {
+			return &usageError{msg: err.Error(), hint: "pass the next cursor a previous page printed"}
+		}
+		return err
+	}
+	if c.json {
+		return writeJSON(m.Stdout, page)
+	}
+	tw := tabwriter.NewWriter(m.Stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "SEQ\tTASK\tTRIGGER\tPLUGIN\tVERSION\tOUTCOME\tLATENCY\tREASON")
+	for _, cl := range page.Calls {
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", cl.FactSeq, cl.TaskID, cl.Trigger, cl.Plugin, orDash([]byte(cl.Version)), cl.Outcome, fmtLatency(cl.LatencyUS), compact([]byte(cl.Reason), 60))
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if page.Next != "" {
+		fmt.Fprintf(m.Stderr, "more: qtasks-replay calls --cursor %s (with the same filters)\n", page.Next)
+	}
+	return nil
+}
