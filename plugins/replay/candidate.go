@@ -13,6 +13,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/qtasks/qtasks-go/bus"
 	"github.com/qtasks/qtasks-go/events"
 	"github.com/qtasks/qtasks-go/plugins"
@@ -190,6 +192,31 @@ func prepare(inv events.Event, info events.PluginInfo, replayID string) events.E
 	return inv
 }
 
+// Bounds of a replay server's event log. Nothing reads it once an
+// invocation is answered, and a JetStream server keeps an index entry per
+// subject and per message id in memory: unbounded, a long replay would
+// grow the replaying process with every invocation.
+const (
+	replayLogMsgs       = 10000
+	replayLogDuplicates = 10 * time.Second
+)
+
+// boundReplayLog bounds the replay server's event log, once the candidate
+// has connected (a candidate that provisions would reset it).
+func boundReplayLog(ctx context.Context, rb *bus.Bus) error {
+	s := rb.EventStream()
+	info, err := s.Info(ctx)
+	if err != nil {
+		return fmt.Errorf("bounding the replay log: %w", err)
+	}
+	cfg := info.Config
+	cfg.MaxMsgs, cfg.Duplicates, cfg.Discard = replayLogMsgs, replayLogDuplicates, jetstream.DiscardOld
+	if _, err := rb.JetStream().UpdateStream(ctx, cfg); err != nil {
+		return fmt.Errorf("bounding the replay log: %w", err)
+	}
+	return nil
+}
+
 // process is a candidate in its own process, on its own replay server.
 type process struct {
 	rb   *bus.Bus
@@ -253,6 +280,10 @@ func startProcess(ctx context.Context, c *Candidate, name, replayID string, log 
 		} else if cause := context.Cause(wctx); cause != nil {
 			err = cause
 		}
+		_ = p.close(context.WithoutCancel(ctx))
+		return nil, err
+	}
+	if err := boundReplayLog(ctx, rb); err != nil {
 		_ = p.close(context.WithoutCancel(ctx))
 		return nil, err
 	}

@@ -25,6 +25,12 @@
 // invocations keep their recorded ids, task ids and payloads; their time is
 // the time of the replay (a plugin drops invocations older than their
 // timeout) and their replay attribute (ce-replay) carries the replay id.
+// Once the candidate has registered, the replay server's log is bounded
+// (its last 10,000 messages, a 10 s duplicate window): nothing reads it
+// after an invocation is answered, and bounded it keeps the memory of the
+// replaying process flat however long the history. The live server should
+// be opened with bus.Config.ReadOnly, which provisions nothing and writes
+// nothing.
 //
 // The candidate command learns where to connect from its arguments and its
 // environment: the placeholders {nats_url}, {replay_id} and {plugin} in

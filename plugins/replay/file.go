@@ -307,5 +307,4 @@ func (s *fileSource) each(ctx context.Context, fn func(Record) error, _ func(uin
 	}
 }
 
-func (s *fileSource) resolve(context.Context, *Record) error { return nil }
-func (s *fileSource) total(context.Context) int              { return 0 }
+func (s *fileSource) total(context.Context) int { return 0 }

@@ -17,6 +17,7 @@ import (
 	"runtime"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -113,6 +114,8 @@ func ctxFor(t testing.TB) context.Context {
 type proc struct {
 	cmd    *exec.Cmd
 	exited chan struct{}
+	// url is what a --serve-dir process printed.
+	url string
 }
 
 // startProc runs the test plugin against url and waits for its "ready".
@@ -132,6 +135,9 @@ func startProc(stderr io.Writer, url string, args ...string) (*proc, error) {
 		sc := bufio.NewScanner(out)
 		once := sync.Once{}
 		for sc.Scan() {
+			if u, ok := strings.CutPrefix(sc.Text(), "url "); ok {
+				p.url = u
+			}
 			if sc.Text() == "ready" {
 				once.Do(func() { close(ready) })
 			}

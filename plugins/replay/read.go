@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -161,9 +162,26 @@ func (s *logSource) match(ev *events.Event) bool {
 // errStopRead ends a ReadLog pass early.
 var errStopRead = errors.New("stop reading")
 
-// each calls fn for every matching invocation in stream order, with its
-// patch not yet resolved. skipped is called for invocations that cannot be
-// decoded.
+// maxPending bounds the invocations held while waiting for their patches:
+// past it, the oldest is looked up directly instead.
+const maxPending = 4096
+
+// patchSubjects are the patch subjects answering invocations on subjects.
+func patchSubjects(subjects []string) []string {
+	out := make([]string, len(subjects))
+	for i, s := range subjects {
+		out[i] = events.SubjectPatch + strings.TrimPrefix(s, events.SubjectInvoke)
+	}
+	return out
+}
+
+// each calls fn for every matching invocation in stream order, with the
+// patch that answered it. It reads the plugin's invocations and patches in
+// one ordered pass and pairs them as it goes: a patch follows its
+// invocation within the invocation's timeout, so only the invocations
+// whose answer is still to come are held (at most maxPending; past that
+// the oldest one's patch is looked up directly). skipped is called for
+// invocations that cannot be decoded.
 func (s *logSource) each(ctx context.Context, fn func(Record) error, skipped func(seq uint64, err error)) error {
 	from, err := s.start(ctx)
 	if err != nil {
@@ -176,28 +194,74 @@ func (s *logSource) each(ctx context.Context, fn func(Record) error, skipped fun
 			return err
 		}
 	}
-	err = s.b.ReadLog(ctx, from, s.subjects, func(st bus.Stored) error {
-		if upTo > 0 && st.Seq > upTo {
-			return errStopRead
-		}
-		if !s.f.Until.IsZero() && !st.Event.Time.IsZero() && st.Event.Time.After(s.f.Until.Add(clockSkew)) {
-			return errStopRead
-		}
-		if st.Err != nil {
-			if skipped != nil {
-				skipped(st.Seq, st.Err)
+	type slot struct {
+		r    Record
+		done bool
+	}
+	var queue []*slot
+	pending := map[string]*slot{}
+	emit := func(all bool) error {
+		for len(queue) > 0 {
+			h := queue[0]
+			if !h.done {
+				if !all && len(queue) <= maxPending {
+					return nil
+				}
+				if err := s.resolve(ctx, &h.r); err != nil {
+					return err
+				}
 			}
-			return nil
+			queue[0] = nil
+			queue = queue[1:]
+			if pending[h.r.Invocation.ID] == h {
+				delete(pending, h.r.Invocation.ID)
+			}
+			if err := fn(h.r); err != nil {
+				return err
+			}
 		}
-		if !s.match(&st.Event) {
-			return nil
-		}
-		return fn(Record{Seq: st.Seq, Invocation: st.Event})
-	})
-	if errors.Is(err, errStopRead) {
 		return nil
 	}
-	return err
+	invoking := true // still taking invocations
+	subjects := append(slices.Clone(s.subjects), patchSubjects(s.subjects)...)
+	err = s.b.ReadLog(ctx, from, subjects, func(st bus.Stored) error {
+		if strings.HasPrefix(st.Subject, events.SubjectPatch+".") {
+			if st.Err == nil && st.Event.Type == events.TypePatch {
+				if p := pending[st.Event.Invocation]; p != nil && !p.done {
+					ev := st.Event
+					p.r.Patch, p.r.PatchSeq, p.done = &ev, st.Seq, true
+				}
+			}
+		} else if invoking {
+			switch {
+			case upTo > 0 && st.Seq > upTo:
+				invoking = false
+			case !s.f.Until.IsZero() && !st.Event.Time.IsZero() && st.Event.Time.After(s.f.Until.Add(clockSkew)):
+				invoking = false
+			case st.Err != nil:
+				if skipped != nil {
+					skipped(st.Seq, st.Err)
+				}
+			case s.match(&st.Event):
+				p := &slot{r: Record{Seq: st.Seq, Invocation: st.Event}}
+				queue = append(queue, p)
+				pending[st.Event.ID] = p
+			}
+		}
+		if err := emit(false); err != nil {
+			return err
+		}
+		if !invoking && len(queue) == 0 {
+			return errStopRead
+		}
+		return nil
+	})
+	if err != nil && !errors.Is(err, errStopRead) {
+		return err
+	}
+	// What is left has no patch in what was read; look each up, in case
+	// it was stored after the read began.
+	return emit(true)
 }
 
 // lastN finds where the last Last matching invocations start, in one
@@ -304,6 +368,8 @@ func (s *logSource) total(ctx context.Context) int {
 	if err != nil {
 		return 0
 	}
+	// Ordered consumers linger until their inactivity threshold.
+	_ = s.b.JetStream().DeleteConsumer(ctx, bus.StreamEvents, info.Name)
 	return int(info.NumPending)
 }
 
@@ -315,12 +381,5 @@ func Read(ctx context.Context, b *bus.Bus, plugin string, f Filter, fn func(Reco
 	if err != nil {
 		return err
 	}
-	return pipeline(ctx, 32, func(ctx context.Context, submit func(func(context.Context) (Record, error)) error) error {
-		return src.each(ctx, func(r Record) error {
-			return submit(func(ctx context.Context) (Record, error) {
-				err := src.resolve(ctx, &r)
-				return r, err
-			})
-		}, nil)
-	}, fn)
+	return src.each(ctx, fn, nil)
 }

@@ -111,7 +111,6 @@ func NewReplayID() string { return "replay-" + uuid.NewString()[:8] }
 // source is where recorded invocations come from: the log or a file.
 type source interface {
 	each(ctx context.Context, fn func(Record) error, skipped func(seq uint64, err error)) error
-	resolve(ctx context.Context, r *Record) error
 	total(ctx context.Context) int
 }
 
@@ -193,6 +192,13 @@ func run(ctx context.Context, src source, plugin string, opts Options) (*Report,
 	log.Info("replaying", "candidate", e.rep.Candidate, "kind", e.cand.kind(), "baseline", e.rep.Baseline, "expected", e.total)
 
 	var t0, wall0 time.Time
+	skipped := func(seq uint64, err error) {
+		e.skipped++
+		e.warn(fmt.Sprintf("seq %d: not a valid invocation: %v", seq, err))
+	}
+	// Invocations are sent in stream order, at most Concurrency at a time
+	// (with 1, strictly one after another), and their verdicts collected
+	// in stream order.
 	err = pipeline(ctx, 4*opts.Concurrency, func(ctx context.Context, submit func(func(context.Context) (Result, error)) error) error {
 		return src.each(ctx, func(r Record) error {
 			if opts.Pace && !r.Invocation.Time.IsZero() {
@@ -207,8 +213,6 @@ func run(ctx context.Context, src source, plugin string, opts Options) (*Report,
 					}
 				}
 			}
-			// Taking the slot here, in stream order, sends invocations in
-			// stream order: with Concurrency 1, strictly one after another.
 			select {
 			case e.active <- struct{}{}:
 			case <-ctx.Done():
@@ -216,12 +220,9 @@ func run(ctx context.Context, src source, plugin string, opts Options) (*Report,
 			}
 			return submit(func(ctx context.Context) (Result, error) {
 				defer func() { <-e.active }()
-				return e.one(ctx, src, r)
+				return e.one(ctx, r)
 			})
-		}, func(seq uint64, err error) {
-			e.skipped++
-			e.warn(fmt.Sprintf("seq %d: not a valid invocation: %v", seq, err))
-		})
+		}, skipped)
 	}, e.collect)
 	e.rep.Totals.Skipped = e.skipped
 	e.rep.Recorded = slices.Sorted(maps.Keys(e.versions))
@@ -276,10 +277,7 @@ func (e *engine) collect(r Result) error {
 }
 
 // one replays one invocation.
-func (e *engine) one(ctx context.Context, src source, r Record) (Result, error) {
-	if err := src.resolve(ctx, &r); err != nil {
-		return Result{}, err
-	}
+func (e *engine) one(ctx context.Context, r Record) (Result, error) {
 	inv := &r.Invocation
 	res := Result{Seq: r.Seq, Invocation: inv.ID, TaskID: inv.TaskID, TaskName: inv.TaskName, Trigger: inv.Trigger, Time: inv.Time}
 	t, ok := events.Lookup(inv.Trigger)

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
+	"path/filepath"
 	"slices"
 	"sync"
 	"testing"
@@ -15,6 +17,7 @@ import (
 	"github.com/qtasks/qtasks-go/events"
 	"github.com/qtasks/qtasks-go/plugins/replay"
 	"github.com/qtasks/qtasks-go/plugins/replay/internal/testplugin"
+	"github.com/qtasks/qtasks-go/projections"
 )
 
 // v2Report is the process-path replay of v2 with a v1 baseline, shared by
@@ -131,7 +134,9 @@ func TestReplaySameVersionIsIdenticalWithNoiseMasked(t *testing.T) {
 func TestReplayCandidateCrash(t *testing.T) {
 	t.Parallel()
 	h := sharedHistory(t)
+	proj := liveProjection(t, h.b)
 	before := snapshot(t, h.b)
+	projBefore := proj.dump(t)
 	const crashAt = 150
 	rep, err := replay.Run(ctxFor(t), h.ro, testplugin.Name, replay.Filter{}, replay.Options{
 		Candidate:     candidate(t, "--version", "1", "--crash-at", itoa(crashAt)),
@@ -155,6 +160,38 @@ func TestReplayCandidateCrash(t *testing.T) {
 	require.Equal(t, historyTasks-i, rep.Totals.Errors)
 	require.Equal(t, replay.ExitDivergent, replay.ExitCode(rep.Divergent(), nil))
 	require.Equal(t, before, snapshot(t, h.b), "the live server is unchanged")
+	require.Equal(t, projBefore, proj.dump(t), "the live projection is unchanged")
+}
+
+// projection is a live projector of a bus into a database file.
+type projection struct {
+	p    *projections.Projector
+	b    *bus.Bus
+	path string
+}
+
+func liveProjection(t *testing.T, b *bus.Bus) *projection {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "qtasks.db")
+	p, err := projections.NewProjector(b, projections.ProjectorConfig{Path: path, Logger: testLogger(t)})
+	require.NoError(t, err)
+	require.NoError(t, p.Start(ctxFor(t)))
+	t.Cleanup(func() { _ = p.Stop(context.Background()) })
+	return &projection{p: p, b: b, path: path}
+}
+
+// dump waits until the projector has applied the whole log, and returns its
+// last sequence and the database's canonical dump.
+func (p *projection) dump(t *testing.T) string {
+	t.Helper()
+	ctx := ctxFor(t)
+	require.NoError(t, p.p.CatchUp(ctx))
+	db, err := projections.Open(ctx, p.path, &projections.Options{ReadOnly: true})
+	require.NoError(t, err)
+	defer db.Close()
+	var out bytes.Buffer
+	require.NoError(t, db.Dump(ctx, &out))
+	return fmt.Sprintf("last=%d\n%s", p.p.LastSeq(), out.String())
 }
 
 // Test 2: a candidate that hangs on some invocations is reported as timing
@@ -165,7 +202,7 @@ func TestReplayCandidateHang(t *testing.T) {
 	before := snapshot(t, h.b)
 	hang := []int{40, 41, 200}
 	c := candidate(t, "--version", "1", "--hang-at", "40,41,200")
-	c.Timeout = 3 * time.Second
+	c.Timeout = 5 * time.Second
 	rep, err := replay.Run(ctxFor(t), h.ro, testplugin.Name, replay.Filter{}, replay.Options{
 		Candidate: c,
 		Mask:      []string{"/kw/stamp"},

@@ -27,11 +27,19 @@ func main() {
 	crashAt := flag.String("crash-at", "", "exit with status 3 on these kw.n (comma-separated)")
 	hangAt := flag.String("hang-at", "", "never answer these kw.n (comma-separated)")
 	concurrency := flag.Int("concurrency", 0, "concurrent calls (0: the SDK default)")
+	serveDir := flag.String("serve-dir", "", "instead of a plugin, run an embedded JetStream server with its data here, print its URL, and wait")
 	flag.Parse()
 
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	if *serveDir != "" {
+		if err := serve(ctx, log, *serveDir); err != nil {
+			log.Error("testplugin", "err", err)
+			os.Exit(1)
+		}
+		return
+	}
 	p := &testplugin.Plugin{Version: *version, CrashAt: ints(*crashAt), HangAt: ints(*hangAt),
 		Crash: func() { os.Exit(3) }}
 	if err := run(ctx, log, *url, p, *concurrency); err != nil {
@@ -69,4 +77,20 @@ func run(ctx context.Context, log *slog.Logger, url string, p *testplugin.Plugin
 	sctx, c := context.WithTimeout(context.Background(), 5*time.Second)
 	defer c()
 	return r.Stop(sctx)
+}
+
+// serve runs a live server out of the benchmark's process, as production
+// runs qtasksd.
+func serve(ctx context.Context, log *slog.Logger, dir string) error {
+	octx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	b, err := bus.Open(octx, bus.Config{DataDir: dir, Logger: log})
+	if err != nil {
+		return err
+	}
+	defer b.Close()
+	fmt.Println("url " + b.ClientURL())
+	fmt.Println("ready")
+	<-ctx.Done()
+	return nil
 }
