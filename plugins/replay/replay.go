@@ -148,7 +148,6 @@ func RunFile(ctx context.Context, r io.Reader, f Filter, opts Options) (*Report,
 
 type engine struct {
 	opts    Options
-	trigger map[string]events.Trigger
 	cand    answerer
 	base    answerer
 	mask    *mask

@@ -32,7 +32,9 @@ func v2ProcessReport(t *testing.T, h *history) *replay.Report {
 	t.Helper()
 	v2Once.Do(func() {
 		v2Rep, v2Err = replay.Run(ctxFor(t), h.ro, testplugin.Name, replay.Filter{}, replay.Options{
-			Candidate: candidate(t, "--version", "2"),
+			// The candidate connects with a plugin's least rights, as it
+			// would in production with its own credentials.
+			Candidate: candidate(t, "--version", "2", "--least-rights"),
 			Baseline:  new(candidate(t, "--version", "1")),
 			Logger:    testLogger(t),
 		})

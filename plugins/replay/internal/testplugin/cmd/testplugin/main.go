@@ -27,6 +27,7 @@ func main() {
 	crashAt := flag.String("crash-at", "", "exit with status 3 on these kw.n (comma-separated)")
 	hangAt := flag.String("hang-at", "", "never answer these kw.n (comma-separated)")
 	concurrency := flag.Int("concurrency", 0, "concurrent calls (0: the SDK default)")
+	leastRights := flag.Bool("least-rights", false, "open the bus as a plugin (bus.Config.Plugin), as a plugin with its own credentials does")
 	serveDir := flag.String("serve-dir", "", "instead of a plugin, run an embedded JetStream server with its data here, print its URL, and wait")
 	flag.Parse()
 
@@ -42,7 +43,11 @@ func main() {
 	}
 	p := &testplugin.Plugin{Version: *version, CrashAt: ints(*crashAt), HangAt: ints(*hangAt),
 		Crash: func() { os.Exit(3) }}
-	if err := run(ctx, log, *url, p, *concurrency); err != nil {
+	cfg := bus.Config{URL: *url, Name: "plugin-" + testplugin.Name, Logger: log}
+	if *leastRights {
+		cfg.Plugin = testplugin.Name
+	}
+	if err := run(ctx, cfg, p, *concurrency); err != nil {
 		log.Error("testplugin", "err", err)
 		os.Exit(1)
 	}
@@ -58,10 +63,10 @@ func ints(s string) []int {
 	return out
 }
 
-func run(ctx context.Context, log *slog.Logger, url string, p *testplugin.Plugin, concurrency int) error {
+func run(ctx context.Context, cfg bus.Config, p *testplugin.Plugin, concurrency int) error {
 	octx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	b, err := bus.Open(octx, bus.Config{URL: url, Name: "plugin-" + testplugin.Name, Logger: log})
+	b, err := bus.Open(octx, cfg)
 	if err != nil {
 		return err
 	}
