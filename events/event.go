@@ -163,15 +163,45 @@ func headerGet(h Headers, k string) string {
 // header names differently.
 func HeaderValue(h Headers, k string) string { return headerGet(h, k) }
 
+// otherSpellings reports whether some header name is one of ours (ce-...
+// or content-type) spelled otherwise than in lower case. When none is, an
+// exact lookup finds everything headerGet would: the case-insensitive scan,
+// which costs more than the rest of Decode, is skipped.
+func otherSpellings(h Headers) bool {
+	for k := range h {
+		ours := len(k) >= 3 && k[0]|0x20 == 'c' && k[1]|0x20 == 'e' && k[2] == '-' ||
+			strings.EqualFold(k, HeaderContentType)
+		if !ours {
+			continue
+		}
+		for i := 0; i < len(k); i++ {
+			if c := k[i]; c >= 0x80 || 'A' <= c && c <= 'Z' {
+				return true
+			}
+		}
+	}
+	return false
+}
+
 // Decode reads an event from NATS headers and data, and validates it.
 func Decode(h Headers, data []byte) (Event, error) {
-	g := func(k string) string { return headerGet(h, HeaderPrefix+k) }
+	fold := otherSpellings(h)
+	get := func(h Headers, k string) string {
+		if v := h[k]; len(v) > 0 {
+			return v[0]
+		}
+		if fold {
+			return headerGet(h, k)
+		}
+		return ""
+	}
+	g := func(k string) string { return get(h, HeaderPrefix+k) }
 	e := Event{
 		ID:              g("id"),
 		Source:          g("source"),
 		Type:            g("type"),
 		Subject:         g("subject"),
-		DataContentType: headerGet(h, HeaderContentType),
+		DataContentType: get(h, HeaderContentType),
 		Data:            data,
 		TaskID:          g(ExtTaskID),
 		TaskName:        g(ExtTaskName),

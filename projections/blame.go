@@ -288,8 +288,8 @@ func blameOf(trigger string, input json.RawMessage, calls []events.PluginCall) [
 }
 
 // backfillBlame is migration 2's data step: it computes field blame from
-// the facts and plugin calls a schema 1 projection holds, exactly as Apply
-// computes it for new facts.
+// the facts a schema 1 projection holds, exactly as Apply computes it for
+// new facts.
 func backfillBlame(ctx context.Context, tx *sql.Tx) error {
 	const page = 500
 	var after int64
@@ -299,19 +299,20 @@ func backfillBlame(ctx context.Context, tx *sql.Tx) error {
 			trigger string
 			taskID  string
 			attempt int
-			input   string
+			data    string
 		}
 		var facts []fact
-		rows, err := tx.QueryContext(ctx, `SELECT h.seq, h.trigger, h.task_id, h.attempt, h.input FROM trigger_history h
-			WHERE h.seq > ? AND h.task_id IS NOT NULL AND h.replay = '' AND h.calls > 0
-			AND EXISTS (SELECT 1 FROM plugin_calls c WHERE c.fact_seq = h.seq AND c.outcome = 'applied' AND c.shadow = 0)
-			ORDER BY h.seq LIMIT ?`, after, page)
+		rows, err := tx.QueryContext(ctx, `SELECT f.seq, f.trigger, k.id, f.attempt, f.data
+			FROM facts f JOIN task_keys k ON k.key = f.task_key
+			WHERE f.seq > ? AND f.replay IS NULL
+			AND EXISTS (SELECT 1 FROM plugin_calls c WHERE c.fact_seq = f.seq AND c.outcome = 'applied' AND c.shadow = 0)
+			ORDER BY f.seq LIMIT ?`, after, page)
 		if err != nil {
 			return fmt.Errorf("backfilling blame: %w", err)
 		}
 		for rows.Next() {
 			var f fact
-			if err := rows.Scan(&f.seq, &f.trigger, &f.taskID, &f.attempt, &f.input); err != nil {
+			if err := rows.Scan(&f.seq, &f.trigger, &f.taskID, &f.attempt, &f.data); err != nil {
 				_ = rows.Close()
 				return fmt.Errorf("backfilling blame: %w", err)
 			}
@@ -324,11 +325,11 @@ func backfillBlame(ctx context.Context, tx *sql.Tx) error {
 			return fmt.Errorf("backfilling blame: %w", err)
 		}
 		for _, f := range facts {
-			calls, err := factCalls(ctx, tx, f.seq)
-			if err != nil {
-				return fmt.Errorf("backfilling blame: %w", err)
+			var ef events.Fact
+			if err := decodeFact([]byte(f.data), &ef); err != nil {
+				return fmt.Errorf("backfilling blame: fact %d: %w", f.seq, err)
 			}
-			for _, b := range blameOf(f.trigger, json.RawMessage(f.input), calls) {
+			for _, b := range blameOf(f.trigger, ef.Input, ef.Calls) {
 				if _, err := tx.ExecContext(ctx, statements[stBlameClear], f.taskID, b.path+"/", b.path+"0"); err != nil {
 					return fmt.Errorf("backfilling blame: %w", err)
 				}
@@ -343,34 +344,4 @@ func backfillBlame(ctx context.Context, tx *sql.Tx) error {
 			return nil
 		}
 	}
-}
-
-// factCalls reads the plugin calls of the fact at seq, in order.
-func factCalls(ctx context.Context, q interface {
-	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
-}, seq int64) ([]events.PluginCall, error) {
-	rows, err := q.QueryContext(ctx, `SELECT plugin, version, invocation, outcome, policy, reason, content_type, patch,
-		latency_us, shadow, invoke_seq, patch_seq FROM plugin_calls WHERE fact_seq = ? ORDER BY idx`, seq)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	var out []events.PluginCall
-	for rows.Next() {
-		var c events.PluginCall
-		var outcome string
-		var patch sql.NullString
-		var inv, pat sql.NullInt64
-		if err := rows.Scan(&c.Plugin, &c.Version, &c.Invocation, &outcome, &c.Policy, &c.Reason, &c.ContentType, &patch,
-			&c.LatencyUS, &c.Shadow, &inv, &pat); err != nil {
-			return nil, err
-		}
-		c.Outcome = events.Outcome(outcome)
-		if patch.Valid {
-			c.Patch = json.RawMessage(patch.String)
-		}
-		c.InvokeSeq, c.PatchSeq = uint64(inv.Int64), uint64(pat.Int64)
-		out = append(out, c)
-	}
-	return out, rows.Err()
 }

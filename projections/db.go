@@ -85,7 +85,7 @@ func Open(ctx context.Context, path string, opts *Options) (*DB, error) {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
-	d := &DB{path: path, log: o.Logger.With("component", "projection", "db", path)}
+	d := &DB{path: path, log: o.Logger.With("component", "projection", "db", path), ap: newApplier()}
 	if o.ReadOnly {
 		if _, err := os.Stat(path); errors.Is(err, fs.ErrNotExist) {
 			return nil, fmt.Errorf("%w at %s", ErrNoDatabase, path)
@@ -154,9 +154,12 @@ func (d *DB) Close() error {
 	if d.r != nil {
 		errs = append(errs, d.r.Close())
 	}
-	if d.ap != nil {
-		errs = append(errs, d.ap.close())
-		d.ap = nil
+	if d.ap != nil && d.w != nil {
+		// Finalize the statements on the writer connection before closing
+		// it (it is idle: no Apply runs during Close).
+		if conn, err := d.w.Conn(context.Background()); err == nil {
+			errs = append(errs, conn.Raw(func(any) error { return d.ap.close() }), conn.Close())
+		}
 	}
 	if d.w != nil {
 		errs = append(errs, d.w.Close())

@@ -344,63 +344,84 @@ func (d *DB) Timeline(ctx context.Context, id string) (Timeline, error) {
 		return Timeline{}, err
 	}
 	tl := Timeline{Task: t, Entries: []Entry{}}
-	rows, err := d.r.QueryContext(ctx, `SELECT seq, time, trigger, component, attempt, run, event_id, source, input, output,
-		failed, replay FROM trigger_history WHERE task_id = ? ORDER BY seq`, id)
+	seqs, err := d.pluginEventSeqs(ctx, id)
+	if err != nil {
+		return Timeline{}, err
+	}
+	rows, err := d.r.QueryContext(ctx, `SELECT seq, time, trigger, component, attempt, run, event_id, source, data,
+		coalesce(replay, '') FROM facts WHERE task_key = (SELECT key FROM task_keys WHERE id = ?) ORDER BY seq`, id)
 	if err != nil {
 		return Timeline{}, fmt.Errorf("reading timeline of %s: %w", id, err)
 	}
 	defer rows.Close()
-	index := map[uint64]int{}
 	for rows.Next() {
 		var e Entry
-		var at, input, output sql.NullString
+		var at sql.NullString
 		var seq int64
-		if err := rows.Scan(&seq, &at, &e.Trigger, &e.Component, &e.Attempt, &e.Run, &e.EventID, &e.Source, &input, &output,
-			&e.Failed, &e.Replay); err != nil {
+		var data []byte
+		if err := rows.Scan(&seq, &at, &e.Trigger, &e.Component, &e.Attempt, &e.Run, &e.EventID, &e.Source, &data, &e.Replay); err != nil {
 			return Timeline{}, fmt.Errorf("reading timeline of %s: %w", id, err)
 		}
-		e.Seq, e.Time, e.Input, e.Output = uint64(seq), parseTS(at), raw(input), raw(output)
-		if t, ok := events.Lookup(e.Trigger); ok && t.Returnable && e.Output == nil {
-			e.Output = e.Input // stored once when the plugins changed nothing
+		var f events.Fact
+		if err := decodeFact(data, &f); err != nil {
+			return Timeline{}, fmt.Errorf("reading timeline of %s: fact %d: %w", id, seq, err)
 		}
-		index[e.Seq] = len(tl.Entries)
+		e.Seq, e.Time, e.Input, e.Output, e.Failed = uint64(seq), parseTS(at), f.Input, f.Output, f.Failed
+		diffs := callDiffs(e.Trigger, f.Input, f.Calls)
+		for i, c := range f.Calls {
+			call := Call{FactSeq: e.Seq, Idx: i, TaskID: id, Trigger: e.Trigger, Attempt: e.Attempt, Plugin: c.Plugin,
+				Version: c.Version, Invocation: c.Invocation, Outcome: string(c.Outcome), Policy: c.Policy, Reason: c.Reason,
+				ContentType: c.ContentType, Patch: c.Patch, LatencyUS: c.LatencyUS, Shadow: c.Shadow,
+				InvokeSeq: c.InvokeSeq, PatchSeq: c.PatchSeq}
+			if call.InvokeSeq == 0 {
+				call.InvokeSeq = seqs["invoke\x00"+c.Invocation]
+			}
+			if call.PatchSeq == 0 {
+				call.PatchSeq = seqs["patch\x00"+c.Invocation]
+			}
+			if diffs != nil {
+				call.Changes = diffs[i]
+			}
+			e.Calls = append(e.Calls, call)
+		}
 		tl.Entries = append(tl.Entries, e)
 	}
 	if err := rows.Err(); err != nil {
 		return Timeline{}, fmt.Errorf("reading timeline of %s: %w", id, err)
 	}
-	calls, err := d.calls(ctx, "c.task_id = ?", []any{id}, "c.fact_seq, c.idx", 0)
-	if err != nil {
-		return Timeline{}, err
-	}
-	for _, c := range calls {
-		if i, ok := index[c.FactSeq]; ok {
-			tl.Entries[i].Calls = append(tl.Entries[i].Calls, c)
-		}
-	}
-	for i := range tl.Entries {
-		e := &tl.Entries[i]
-		if len(e.Calls) == 0 {
-			continue
-		}
-		pc := make([]events.PluginCall, len(e.Calls))
-		for j, c := range e.Calls {
-			pc[j] = events.PluginCall{Plugin: c.Plugin, Version: c.Version, Outcome: events.Outcome(c.Outcome),
-				ContentType: c.ContentType, Patch: c.Patch, Shadow: c.Shadow}
-		}
-		for j, ch := range callDiffs(e.Trigger, e.Input, pc) {
-			e.Calls[j].Changes = ch
-		}
-	}
 	return tl, nil
 }
 
-const callColumns = `c.fact_seq, c.idx, coalesce(c.task_id, ''), c.trigger, c.attempt, c.plugin, c.version, c.invocation,
+// pluginEventSeqs maps "kind\x00invocation" to the sequence of the first
+// invocation or patch event of that invocation, for task id.
+func (d *DB) pluginEventSeqs(ctx context.Context, id string) (map[string]uint64, error) {
+	rows, err := d.r.QueryContext(ctx, `SELECT kind, invocation, min(seq) FROM plugin_events
+		WHERE task_key = (SELECT key FROM task_keys WHERE id = ?) GROUP BY kind, invocation`, id)
+	if err != nil {
+		return nil, fmt.Errorf("reading plugin events of %s: %w", id, err)
+	}
+	defer rows.Close()
+	out := map[string]uint64{}
+	for rows.Next() {
+		var kind, inv string
+		var seq int64
+		if err := rows.Scan(&kind, &inv, &seq); err != nil {
+			return nil, fmt.Errorf("reading plugin events of %s: %w", id, err)
+		}
+		out[kind+"\x00"+inv] = uint64(seq)
+	}
+	return out, rows.Err()
+}
+
+const callColumns = `c.fact_seq, c.idx, coalesce(k.id, ''), c.trigger, c.attempt, c.plugin, c.version, c.invocation,
 	c.outcome, c.policy, c.reason, c.content_type, c.patch, c.latency_us, c.shadow,
-	coalesce(c.invoke_seq, i.invoke_seq), coalesce(c.patch_seq, i.patch_seq)`
+	coalesce(c.invoke_seq, (SELECT min(e.seq) FROM plugin_events e
+		WHERE e.task_key = c.task_key AND e.invocation = c.invocation AND e.kind = 'invoke')),
+	coalesce(c.patch_seq, (SELECT min(e.seq) FROM plugin_events e
+		WHERE e.task_key = c.task_key AND e.invocation = c.invocation AND e.kind = 'patch'))`
 
 func (d *DB) calls(ctx context.Context, where string, args []any, order string, limit int) ([]Call, error) {
-	q := `SELECT ` + callColumns + ` FROM plugin_calls c LEFT JOIN invocations i ON i.id = c.invocation`
+	q := `SELECT ` + callColumns + ` FROM plugin_calls c LEFT JOIN task_keys k ON k.key = c.task_key`
 	if where != "" {
 		q += " WHERE " + where
 	}
@@ -460,11 +481,15 @@ func (d *DB) PluginCalls(ctx context.Context, f CallFilter) (CallPage, error) {
 	var where []string
 	var args []any
 	for _, c := range []struct{ col, v string }{
-		{"c.plugin", f.Plugin}, {"c.version", f.Version}, {"c.outcome", f.Outcome}, {"c.trigger", f.Trigger}, {"c.task_id", f.TaskID},
+		{"c.plugin", f.Plugin}, {"c.version", f.Version}, {"c.outcome", f.Outcome}, {"c.trigger", f.Trigger},
 	} {
 		if c.v != "" {
 			where, args = append(where, c.col+" = ?"), append(args, c.v)
 		}
+	}
+	if f.TaskID != "" {
+		where = append(where, "c.fact_seq IN (SELECT seq FROM facts WHERE task_key = (SELECT key FROM task_keys WHERE id = ?))")
+		args = append(args, f.TaskID)
 	}
 	if f.Cursor != "" {
 		parts, err := decodeCursor(f.Cursor, 2)

@@ -23,19 +23,31 @@ type migration struct {
 }
 
 var migrations = []migration{
-	{version: 1, name: "tasks, attempts, trigger history, plugin calls, invocations, dead letters, rejected events", sql: schemaV1},
-	{version: 2, name: "field blame (backfilled from the plugin calls); plugin call and rejection indexes", sql: schemaV2, fn: backfillBlame},
+	{version: 1, name: "tasks, attempts, facts and the trigger history view, plugin calls and events, dead letters, rejected events", sql: schemaV1},
+	{version: 2, name: "field blame (backfilled from the facts); plugin call indexes", sql: schemaV2, fn: backfillBlame},
 }
 
 // schemaV1 is the first schema. Never edit it: a database created by it must
 // keep migrating (testdata/migrate/v1 holds a database of this version).
 // Times are RFC 3339 UTC text with nanoseconds, fixed width, so that they
 // sort as text.
+//
+// The write path is lean, since every event of the log goes through it: a
+// fact is one row of facts holding its data as recorded (input, output,
+// calls, failed), keyed by stream sequence, with the task as an integer key
+// (task_keys, assigned in order of first appearance) so that the per-task
+// index grows at its end. The view trigger_history shows facts with their
+// task id, input and output as columns.
 const schemaV1 = `
 CREATE TABLE meta (
 	key   TEXT PRIMARY KEY,
 	value INTEGER NOT NULL
 ) WITHOUT ROWID;
+
+CREATE TABLE task_keys (
+	key INTEGER PRIMARY KEY,
+	id  TEXT NOT NULL UNIQUE
+);
 
 CREATE TABLE tasks (
 	id              TEXT PRIMARY KEY,
@@ -97,31 +109,32 @@ CREATE TABLE attempts (
 	PRIMARY KEY (task_id, attempt)
 ) WITHOUT ROWID;
 
-CREATE TABLE trigger_history (
+CREATE TABLE facts (
 	seq       INTEGER PRIMARY KEY,
-	event_id  TEXT NOT NULL,
-	source    TEXT NOT NULL,
+	task_key  INTEGER REFERENCES task_keys (key),
+	node      TEXT,
 	trigger   TEXT NOT NULL,
 	component TEXT NOT NULL,
-	scope     TEXT NOT NULL,
-	task_id   TEXT,
-	task_name TEXT,
-	node      TEXT,
-	attempt   INTEGER NOT NULL DEFAULT 0,
-	run       INTEGER NOT NULL DEFAULT 0,
+	attempt   INTEGER NOT NULL,
+	run       INTEGER NOT NULL,
 	time      TEXT,
-	input     TEXT,
-	output    TEXT, -- NULL when it equals input (one-way, or unchanged by plugins)
-	failed    TEXT NOT NULL DEFAULT '',
-	calls     INTEGER NOT NULL DEFAULT 0,
-	replay    TEXT NOT NULL DEFAULT ''
+	event_id  TEXT NOT NULL,
+	source    TEXT NOT NULL,
+	data      TEXT NOT NULL,
+	replay    TEXT
 );
-CREATE INDEX trigger_history_task ON trigger_history (task_id, seq);
+CREATE INDEX facts_task ON facts (task_key, seq) WHERE task_key IS NOT NULL;
+
+CREATE VIEW trigger_history AS
+SELECT f.seq, k.id AS task_id, f.node, f.trigger, f.component, f.attempt, f.run, f.time, f.event_id, f.source,
+	json_extract(f.data, '$.input') AS input, json_extract(f.data, '$.output') AS output,
+	json_extract(f.data, '$.failed') AS failed, json_array_length(f.data, '$.calls') AS calls, f.replay
+FROM facts f LEFT JOIN task_keys k ON k.key = f.task_key;
 
 CREATE TABLE plugin_calls (
-	fact_seq     INTEGER NOT NULL REFERENCES trigger_history (seq),
+	fact_seq     INTEGER NOT NULL REFERENCES facts (seq),
 	idx          INTEGER NOT NULL,
-	task_id      TEXT,
+	task_key     INTEGER,
 	trigger      TEXT NOT NULL,
 	attempt      INTEGER NOT NULL DEFAULT 0,
 	plugin       TEXT NOT NULL,
@@ -138,26 +151,24 @@ CREATE TABLE plugin_calls (
 	patch_seq    INTEGER,
 	PRIMARY KEY (fact_seq, idx)
 ) WITHOUT ROWID;
-CREATE INDEX plugin_calls_task ON plugin_calls (task_id, fact_seq);
 
-CREATE TABLE invocations (
-	id           TEXT PRIMARY KEY,
+CREATE TABLE plugin_events (
+	seq          INTEGER PRIMARY KEY,
+	kind         TEXT NOT NULL,
+	task_key     INTEGER REFERENCES task_keys (key),
+	invocation   TEXT NOT NULL,
 	plugin       TEXT NOT NULL,
 	version      TEXT NOT NULL DEFAULT '',
 	trigger      TEXT NOT NULL,
-	task_id      TEXT NOT NULL,
 	attempt      INTEGER NOT NULL DEFAULT 0,
 	run          INTEGER NOT NULL DEFAULT 0,
-	invoke_seq   INTEGER,
-	invoked_at   TEXT,
-	timeout_ms   INTEGER NOT NULL DEFAULT 0,
-	patch_seq    INTEGER,
-	answered_at  TEXT,
-	patch_version TEXT NOT NULL DEFAULT '',
-	content_type TEXT NOT NULL DEFAULT '',
-	patch        TEXT,
-	plugin_error TEXT NOT NULL DEFAULT ''
-) WITHOUT ROWID;
+	time         TEXT,
+	timeout_ms   INTEGER,
+	content_type TEXT,
+	data         TEXT,
+	plugin_error TEXT
+);
+CREATE INDEX plugin_events_task ON plugin_events (task_key, seq);
 
 CREATE TABLE dead_letters (
 	seq        INTEGER PRIMARY KEY,
@@ -182,7 +193,7 @@ CREATE TABLE rejected_events (
 
 // schemaV2 adds field blame: for each task field (a JSON Pointer into the
 // task record, such as /kw/a or /result), the plugin call that last changed
-// it. Migration 2 backfills it from the calls already projected.
+// it. Migration 2 backfills it from the facts already projected.
 const schemaV2 = `
 CREATE TABLE field_blame (
 	task_id    TEXT NOT NULL,
