@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"runtime/debug"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/qtasks/qtasks-go/bus"
@@ -427,7 +428,9 @@ func (rs *runState) finish(ctx context.Context, final events.Task, taskErr error
 		retry.Status = events.StatusRetry
 		retry.Retry = rs.t.Retry - 1
 		retry.RetryChild = rs.t.ID + "#" + strconv.Itoa(rs.t.Attempt+1)
-		out, err := f.fire(ctx, events.WorkerTaskErrorRetry, map[string]any{"model": retry, "error": final.Error})
+		out, err := f.fire(ctx, events.WorkerTaskErrorRetry, map[string]any{
+			"model": retry, "error": final.Error, "errors": errorChain(taskErr),
+		})
 		if err == nil {
 			var m struct {
 				Model struct {
@@ -435,9 +438,14 @@ func (rs *runState) finish(ctx context.Context, final events.Task, taskErr error
 					DelayMS int64  `json:"delay_ms"`
 				} `json:"model"`
 			}
-			if json.Unmarshal(out, &m) == nil && m.Model.Status == events.StatusRetry {
+			switch uerr := json.Unmarshal(out, &m); {
+			case uerr != nil:
+				final.Reason = fmt.Sprintf("no retry: reading the output of %s: %v", events.WorkerTaskErrorRetry, uerr)
+			case m.Model.Status == events.StatusRetry:
 				retry.DelayMS = max(m.Model.DelayMS, 0)
 				final = retry
+			default:
+				final.Reason = "retry vetoed on " + events.WorkerTaskErrorRetry
 			}
 		} else {
 			final.Reason = err.Error()
@@ -486,4 +494,51 @@ func (rs *runState) finish(ctx context.Context, final events.Task, taskErr error
 		_, _ = f.fire(ctx, events.WorkerExecuteAfter, map[string]any{"model": final})
 	}
 	return f.acks.Wait(context.WithoutCancel(ctx))
+}
+
+// chainedError is one error of a failed attempt's error chain, as the
+// payload of worker_task_error_retry carries it under "errors": a plugin in
+// another process has no Go error values, but can match these.
+type chainedError struct {
+	// Type is the error's dynamic type, as fmt's %T prints it
+	// ("*fs.PathError", "*errors.errorString", "*fmt.wrapError").
+	Type string `json:"type"`
+	// Message is its Error() text, cut to maxChainedMessage bytes.
+	Message string `json:"message"`
+}
+
+// Bounds of the error chain carried by worker_task_error_retry.
+const (
+	maxErrorChain     = 32
+	maxChainedMessage = 1024
+)
+
+// errorChain lists err and every error it wraps, depth first: through
+// Unwrap() error and Unwrap() []error (errors.Join, fmt.Errorf with several
+// %w), at most maxErrorChain entries.
+func errorChain(err error) []chainedError {
+	out := []chainedError{}
+	var walk func(error)
+	walk = func(e error) {
+		for e != nil && len(out) < maxErrorChain {
+			msg := e.Error()
+			if len(msg) > maxChainedMessage {
+				msg = strings.ToValidUTF8(msg[:maxChainedMessage], "")
+			}
+			out = append(out, chainedError{Type: fmt.Sprintf("%T", e), Message: msg})
+			switch u := e.(type) {
+			case interface{ Unwrap() []error }:
+				for _, c := range u.Unwrap() {
+					walk(c)
+				}
+				return
+			case interface{ Unwrap() error }:
+				e = u.Unwrap()
+			default:
+				return
+			}
+		}
+	}
+	walk(err)
+	return out
 }
