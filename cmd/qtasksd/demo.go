@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"errors"
+	"fmt"
 	"iter"
 	"time"
 
@@ -31,6 +32,12 @@ type failInput struct {
 
 type countInput struct {
 	N int `json:"n"`
+}
+
+type flakyInput struct {
+	// Until is the attempt that succeeds; earlier ones fail. Defaults to 3,
+	// the last attempt flaky's two retries allow.
+	Until int `json:"until"`
 }
 
 func registerDemoTasks(app *executor.App) {
@@ -62,6 +69,16 @@ func registerDemoTasks(app *executor.App) {
 		}
 		return nil, errors.New(in.Message)
 	}, &executor.TaskOptions{Description: "fails with message"})
+	executor.MustRegister(app, "flaky", func(ctx context.Context, in flakyInput) (string, error) {
+		if in.Until == 0 {
+			in.Until = 3
+		}
+		n := executor.TaskFromContext(ctx).Attempt
+		if n < in.Until {
+			return "", fmt.Errorf("flaky: attempt %d of %d failed", n, in.Until)
+		}
+		return fmt.Sprintf("succeeded on attempt %d", n), nil
+	}, &executor.TaskOptions{Retry: 2, Description: "fails until attempt until (default 3); 2 retries"})
 	if err := executor.RegisterSeq(app, "count", func(_ context.Context, in countInput) iter.Seq2[int, error] {
 		return func(yield func(int, error) bool) {
 			for i := 1; i <= in.N; i++ {

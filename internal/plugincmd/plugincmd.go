@@ -1,0 +1,155 @@
+// Package plugincmd is what the commands of the built-in plugins share:
+// connection flags, opening the bus with a plugin's least rights, serving
+// the plugin until a signal, and exit codes.
+package plugincmd
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/qtasks/qtasks-go/bus"
+	"github.com/qtasks/qtasks-go/events"
+	"github.com/qtasks/qtasks-go/plugins"
+)
+
+// Exit codes.
+const (
+	ExitOK      = 0
+	ExitFailure = 1
+	ExitUsage   = 2
+)
+
+// UsageError is a bad command line.
+type UsageError struct{ Msg string }
+
+func (e *UsageError) Error() string { return e.Msg }
+
+// Usagef returns a *UsageError.
+func Usagef(format string, args ...any) error { return &UsageError{Msg: fmt.Sprintf(format, args...)} }
+
+// Flags are the flags every plugin command takes.
+type Flags struct {
+	URL, Creds, NKey, User, Password, Token string
+	Name, Policy, LogLevel                  string
+	Timeout                                 time.Duration
+}
+
+// Register adds the flags to fs, with defaults from the environment.
+func (f *Flags) Register(fs *flag.FlagSet, defName string) {
+	fs.StringVar(&f.URL, "nats-url", envOr("QTASKS_NATS_URL", "nats://127.0.0.1:4222"), "NATS server or cluster URL(s), comma separated (QTASKS_NATS_URL)")
+	fs.StringVar(&f.Creds, "creds", envOr("QTASKS_NATS_CREDS", ""), "NATS credentials file (QTASKS_NATS_CREDS)")
+	fs.StringVar(&f.NKey, "nkey", envOr("QTASKS_NATS_NKEY", ""), "NATS NKey seed file (QTASKS_NATS_NKEY)")
+	fs.StringVar(&f.User, "user", envOr("QTASKS_NATS_USER", ""), "NATS user, e.g. from qtasksd plugin-permissions (QTASKS_NATS_USER)")
+	fs.StringVar(&f.Password, "password", envOr("QTASKS_NATS_PASSWORD", ""), "NATS password (QTASKS_NATS_PASSWORD)")
+	fs.StringVar(&f.Token, "token", envOr("QTASKS_NATS_TOKEN", ""), "NATS token (QTASKS_NATS_TOKEN)")
+	fs.StringVar(&f.Name, "name", defName, "plugin name: its registration, subjects and durable consumer")
+	fs.StringVar(&f.Policy, "policy", events.PolicyFail, "failure policy when the plugin fails or times out: fail or ignore")
+	fs.DurationVar(&f.Timeout, "timeout", plugins.DefaultTimeout, "how long the executor waits for each answer")
+	fs.StringVar(&f.LogLevel, "log-level", envOr("LOG_LEVEL", "info"), "debug, info, warn or error (LOG_LEVEL)")
+}
+
+// Check validates the common flags.
+func (f *Flags) Check() error {
+	if f.Policy != events.PolicyFail && f.Policy != events.PolicyIgnore {
+		return Usagef("--policy %q: want fail or ignore", f.Policy)
+	}
+	if f.Timeout <= 0 {
+		return Usagef("--timeout %v: must be positive", f.Timeout)
+	}
+	if !events.ValidName(f.Name) {
+		return Usagef("--name %q: use letters, digits, '-' and '_'", f.Name)
+	}
+	return nil
+}
+
+// Logger is a JSON logger on w at the flags' level.
+func (f *Flags) Logger(w io.Writer) (*slog.Logger, error) {
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(f.LogLevel)); err != nil {
+		return nil, Usagef("--log-level %q: want debug, info, warn or error", f.LogLevel)
+	}
+	return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: level})), nil
+}
+
+// Serve opens the bus with the least rights of the plugin named by spec
+// (the streams must exist: qtasksd makes them), runs spec as durable
+// consumers, writes "ready" to stdout once it is registered, and blocks
+// until ctx ends; then it stops the plugin.
+func (f *Flags) Serve(ctx context.Context, log *slog.Logger, spec plugins.Spec, stdout io.Writer) error {
+	spec.Name, spec.Policy, spec.Timeout = f.Name, f.Policy, f.Timeout
+	cfg := bus.Config{URL: f.URL, CredsFile: f.Creds, NKeyFile: f.NKey, User: f.User, Password: f.Password, Token: f.Token,
+		Name: "plugin-" + spec.Name, Plugin: spec.Name, Logger: log}
+	octx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	b, err := bus.Open(octx, cfg)
+	if err != nil {
+		return err
+	}
+	defer b.Close()
+	r, err := plugins.Start(octx, b, spec)
+	if err != nil {
+		return err
+	}
+	log.Info("plugin ready", "plugin", spec.Name, "version", spec.Version, "triggers", spec.Triggers, "policy", spec.Policy)
+	// Tests and scripts wait for this line.
+	fmt.Fprintln(stdout, "ready")
+	<-ctx.Done()
+	sctx, c := context.WithTimeout(context.Background(), 30*time.Second)
+	defer c()
+	return r.Stop(sctx)
+}
+
+// Exit reports err on stderr and returns the exit code for it.
+func Exit(stderr io.Writer, cmd string, err error) int {
+	var ue *UsageError
+	switch {
+	case err == nil:
+		return ExitOK
+	case errors.Is(err, flag.ErrHelp):
+		return ExitUsage
+	case errors.As(err, &ue):
+		fmt.Fprintf(stderr, "%s: %v\nTry: %s -h\n", cmd, err, cmd)
+		return ExitUsage
+	}
+	fmt.Fprintf(stderr, "%s: %v\n", cmd, err)
+	return ExitFailure
+}
+
+// Parse parses args into fs, turning flag errors into usage errors.
+func Parse(fs *flag.FlagSet, args []string) error {
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return &UsageError{Msg: err.Error()}
+	}
+	if fs.NArg() > 0 {
+		return Usagef("unexpected argument %q", fs.Arg(0))
+	}
+	return nil
+}
+
+// Strings is a repeatable string flag.
+type Strings []string
+
+func (s *Strings) String() string { return strings.Join(*s, ",") }
+
+// Set appends v.
+func (s *Strings) Set(v string) error {
+	*s = append(*s, v)
+	return nil
+}
+
+func envOr(key, def string) string {
+	if v, ok := os.LookupEnv(key); ok {
+		return v
+	}
+	return def
+}
