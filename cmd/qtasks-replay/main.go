@@ -10,9 +10,14 @@
 //	qtasks-replay calls [filters]      plugin calls by plugin, version and outcome
 //	qtasks-replay rebuild              rebuild the projection from sequence 1 and swap it in
 //	qtasks-replay project              keep the projection up to date with the log
+//	qtasks-replay plugin NAME          replay NAME's recorded invocations against a candidate version
+//	qtasks-replay export NAME          write NAME's recorded history as NDJSON CloudEvents
+//	qtasks-replay redrive TASK_ID...   push recorded runs through today's chain (no task re-runs)
+//	qtasks-replay shadow NAME          a shadow plugin's divergence rate
 //
 // Exit codes: 0 ok, 1 failure, 2 bad usage, 3 task not found, 4 no
-// projection database (or one this program cannot read).
+// projection database (or one this program cannot read), 5 a replay,
+// re-drive or shadow check diverged.
 package main
 
 import (
@@ -105,6 +110,14 @@ func (m *Main) Run(ctx context.Context, args []string) error {
 		return m.rebuild(ctx, args)
 	case "project":
 		return m.project(ctx, args)
+	case "plugin":
+		return m.replayPlugin(ctx, args)
+	case "export":
+		return m.export(ctx, args)
+	case "redrive":
+		return m.redrive(ctx, args)
+	case "shadow":
+		return m.shadow(ctx, args)
 	case "help", "-h", "-help", "--help":
 		fmt.Fprint(m.Stdout, usage)
 		return nil
@@ -121,13 +134,19 @@ Commands:
   qtasks-replay calls             plugin calls (--plugin, --version, --outcome, --trigger, --task)
   qtasks-replay rebuild           build the projection from sequence 1 beside the live one, then swap it in
   qtasks-replay project           keep the projection up to date with the event log (--once: catch up and exit)
+  qtasks-replay plugin NAME       replay NAME's recorded invocations against a candidate version
+                                  (--candidate-cmd 'prog --nats-url {nats_url}', --baseline-cmd, --mask, --pace, --json)
+  qtasks-replay export NAME       write NAME's recorded history as NDJSON CloudEvents (-o FILE), for go test
+  qtasks-replay redrive TASK_ID.. push recorded runs through today's chain or --candidate NAME=CMD; no task re-runs
+  qtasks-replay shadow NAME       how often shadow plugin NAME disagrees with the live one (--max-rate)
 
 Every command takes --db (QTASKS_DB, default qtasks-data/qtasks.db); the read
 commands take --json. rebuild and project connect with --nats-url
 (QTASKS_NATS_URL) and the other NATS credential flags.
 
 Exit codes: 0 ok, 1 failure, 2 bad usage, 3 task not found, 4 no projection
-database (or one with a schema this program cannot read).
+database (or one with a schema this program cannot read), 5 a replay, re-drive
+or shadow check diverged (gate a plugin release on it).
 
 Run "qtasks-replay COMMAND -h" for a command's flags.
 `

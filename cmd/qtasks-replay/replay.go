@@ -1,0 +1,364 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/schollz/progressbar/v3"
+
+	"github.com/qtasks/qtasks-go/bus"
+	"github.com/qtasks/qtasks-go/plugins/replay"
+)
+
+// ExitDivergent is the exit code of a replay, re-drive or shadow check that
+// found a divergence, so that CI can gate a plugin release on it. (It is
+// not replay.ExitDivergent, 3, which this program uses for "not found".)
+const ExitDivergent = 5
+
+type listFlag []string
+
+func (l *listFlag) String() string     { return strings.Join(*l, ",") }
+func (l *listFlag) Set(v string) error { *l = append(*l, v); return nil }
+
+// filterFlags select recorded invocations.
+type filterFlags struct {
+	since, until         string
+	names, triggers, ids listFlag
+	last                 int
+	includeTesting       bool
+}
+
+func registerFilter(fs *flag.FlagSet, f *filterFlags) {
+	fs.StringVar(&f.since, "since", "", "only invocations since (RFC 3339, or a duration ago such as 24h)")
+	fs.StringVar(&f.until, "until", "", "only invocations until (RFC 3339, or a duration ago)")
+	fs.Var(&f.names, "task-name", "only these task names (repeatable)")
+	fs.Var(&f.triggers, "trigger", "only these triggers (repeatable)")
+	fs.Var(&f.ids, "task-id", "only these task ids (repeatable)")
+	fs.IntVar(&f.last, "last", 0, "only the last N invocations")
+	fs.BoolVar(&f.includeTesting, "include-testing", false, "include tasks run under test (left out by default)")
+}
+
+func (f *filterFlags) filter(now time.Time) (replay.Filter, error) {
+	var out replay.Filter
+	var err error
+	if f.since != "" {
+		if out.Since, err = parseTime(f.since, now); err != nil {
+			return out, &usageError{msg: "--since: " + err.Error()}
+		}
+	}
+	if f.until != "" {
+		if out.Until, err = parseTime(f.until, now); err != nil {
+			return out, &usageError{msg: "--until: " + err.Error()}
+		}
+	}
+	out.TaskNames, out.Triggers, out.TaskIDs = f.names, f.triggers, f.ids
+	out.Last, out.IncludeTesting = f.last, f.includeTesting
+	return out, nil
+}
+
+// openLive connects to the live bus read-only: a replay must not change the
+// live log, its registry or its streams.
+func (c *connFlags) openLive(ctx context.Context, m *Main, logLevel string) (*bus.Bus, error) {
+	log, err := (&common{logLevel: logLevel}).logger(m.Stderr)
+	if err != nil {
+		return nil, err
+	}
+	octx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	b, err := bus.Open(octx, bus.Config{
+		URL: c.url, CredsFile: c.creds, NKeyFile: c.nkey, User: c.user, Password: c.password, Token: c.token,
+		Name: "qtasks-replay", Logger: log, ReadOnly: true,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("connecting to %s: %w", c.url, err)
+	}
+	return b, nil
+}
+
+// replayPlugin feeds a candidate version of plugin NAME the recorded
+// invocations of NAME and compares its patches with the recorded ones.
+func (m *Main) replayPlugin(ctx context.Context, args []string) error {
+	const hint = "qtasks-replay plugin NAME --candidate-cmd 'my-plugin --nats-url {nats_url}'"
+	var conn connFlags
+	var ff filterFlags
+	var masks listFlag
+	fs := newFlagSet("qtasks-replay plugin", m.Stderr, "qtasks-replay plugin NAME --candidate-cmd CMD [flags]")
+	conn.register(fs)
+	candidate := fs.String("candidate-cmd", "", "the candidate plugin program; {nats_url}, {replay_id}, {plugin} are replaced")
+	baseline := fs.String("baseline-cmd", "", "the recorded version's program, replayed beside the candidate to mask noise")
+	file := fs.String("file", "", "replay an export file instead of the live log")
+	registerFilter(fs, &ff)
+	fs.Var(&masks, "mask", "JSON Pointer masked from every diff (repeatable; * matches one token)")
+	pace := fs.Bool("pace", false, "replay at the original pace (divided by --speed)")
+	speed := fs.Float64("speed", 1, "with --pace: how many times faster than recorded")
+	concurrency := fs.Int("concurrency", replay.DefaultConcurrency, "invocations in flight")
+	timeout := fs.Duration("timeout", 0, "per-invocation timeout; default: what the candidate registers")
+	jsonOut := fs.Bool("json", false, "print the report as JSON")
+	jsonl := fs.Bool("jsonl", false, "stream one JSON line per invocation to stdout, then the summary to stderr")
+	keep := fs.Bool("keep-identical", false, "keep identical invocations in the report")
+	noProgress := fs.Bool("no-progress", false, "no progress bar")
+	logLevel := fs.String("log-level", envOr("LOG_LEVEL", "warn"), "debug, info, warn or error")
+	pos, err := parse(fs, args, hint)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 1 {
+		return &usageError{msg: "plugin needs exactly one plugin name", hint: hint}
+	}
+	if *candidate == "" {
+		return &usageError{msg: "--candidate-cmd is required", hint: hint}
+	}
+	f, err := ff.filter(time.Now())
+	if err != nil {
+		return err
+	}
+	cmd, err := replay.ParseCommand(*candidate)
+	if err != nil {
+		return &usageError{msg: "--candidate-cmd: " + err.Error(), hint: hint}
+	}
+	cmd.Stderr = m.Stderr
+	opts := replay.Options{
+		Candidate: replay.Candidate{Command: cmd, Timeout: *timeout},
+		Mask:      masks, Pace: *pace, Speed: *speed, Concurrency: *concurrency, KeepIdentical: *keep,
+	}
+	if *baseline != "" {
+		bc, err := replay.ParseCommand(*baseline)
+		if err != nil {
+			return &usageError{msg: "--baseline-cmd: " + err.Error(), hint: hint}
+		}
+		bc.Stderr = m.Stderr
+		opts.Baseline = &replay.Candidate{Command: bc, Timeout: *timeout}
+	}
+	if *jsonl {
+		enc := json.NewEncoder(m.Stdout)
+		opts.OnResult = func(r replay.Result) { _ = enc.Encode(r) }
+	}
+	bar := m.bar(!*noProgress && !*jsonl && !*jsonOut, "replaying")
+	opts.Progress = func(p replay.Progress) { bar.update(p.Invocations, p.Total) }
+
+	var rep *replay.Report
+	if *file != "" {
+		fh, err := os.Open(*file)
+		if err != nil {
+			return err
+		}
+		defer fh.Close()
+		rep, err = replay.RunFile(ctx, fh, f, opts)
+		bar.finish()
+		return m.finishReplay(rep, err, *jsonOut, *jsonl)
+	}
+	live, err := conn.openLive(ctx, m, *logLevel)
+	if err != nil {
+		return err
+	}
+	defer live.Close()
+	rep, err = replay.Run(ctx, live, pos[0], f, opts)
+	bar.finish()
+	return m.finishReplay(rep, err, *jsonOut, *jsonl)
+}
+
+func (m *Main) finishReplay(rep *replay.Report, err error, jsonOut, jsonl bool) error {
+	if rep != nil {
+		out := m.Stdout
+		if jsonl {
+			out = m.Stderr
+		}
+		if jsonOut {
+			_ = rep.WriteJSON(out)
+		} else {
+			_ = rep.WriteSummary(out)
+		}
+	}
+	return replayExit(rep != nil && rep.Divergent(), err, "the candidate diverged from the recorded answers")
+}
+
+func replayExit(divergent bool, err error, what string) error {
+	switch {
+	case err != nil:
+		return err
+	case divergent:
+		return &exitError{code: ExitDivergent, err: errors.New(what)}
+	}
+	return nil
+}
+
+// export writes a plugin's recorded history as newline-delimited
+// CloudEvents JSON, for replay inside go test (replay.RunFile).
+func (m *Main) export(ctx context.Context, args []string) error {
+	const hint = "qtasks-replay export NAME -o history.ndjson"
+	var conn connFlags
+	var ff filterFlags
+	fs := newFlagSet("qtasks-replay export", m.Stderr, "qtasks-replay export NAME [-o FILE] [filters]")
+	conn.register(fs)
+	registerFilter(fs, &ff)
+	outPath := fs.String("o", "-", "output file; - for stdout")
+	logLevel := fs.String("log-level", envOr("LOG_LEVEL", "warn"), "debug, info, warn or error")
+	pos, err := parse(fs, args, hint)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 1 {
+		return &usageError{msg: "export needs exactly one plugin name", hint: hint}
+	}
+	f, err := ff.filter(time.Now())
+	if err != nil {
+		return err
+	}
+	var w io.Writer = m.Stdout
+	if *outPath != "-" {
+		fh, err := os.Create(*outPath)
+		if err != nil {
+			return err
+		}
+		defer fh.Close()
+		w = fh
+	}
+	live, err := conn.openLive(ctx, m, *logLevel)
+	if err != nil {
+		return err
+	}
+	defer live.Close()
+	n, err := replay.Export(ctx, live, w, pos[0], f)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(m.Stderr, "exported %d invocations of %s\n", n, pos[0])
+	return nil
+}
+
+// redrive pushes recorded task runs through today's plugin chain (or the
+// given candidates), using the recorded results: no task function runs.
+func (m *Main) redrive(ctx context.Context, args []string) error {
+	const hint = "qtasks-replay redrive TASK_ID... [--candidate NAME='prog --nats-url {nats_url}']"
+	var conn connFlags
+	var cands, masks listFlag
+	fs := newFlagSet("qtasks-replay redrive", m.Stderr, "qtasks-replay redrive TASK_ID... [flags]")
+	conn.register(fs)
+	fs.Var(&cands, "candidate", "NAME=COMMAND: run COMMAND in place of plugin NAME (repeatable)")
+	only := fs.Bool("only", false, "the chain is the candidates alone, not today's registry")
+	fs.Var(&masks, "mask", "JSON Pointer masked from the diffs (repeatable)")
+	jsonOut := fs.Bool("json", false, "print the report as JSON")
+	logLevel := fs.String("log-level", envOr("LOG_LEVEL", "warn"), "debug, info, warn or error")
+	pos, err := parse(fs, args, hint)
+	if err != nil {
+		return err
+	}
+	if len(pos) == 0 {
+		return &usageError{msg: "redrive needs at least one task id", hint: hint}
+	}
+	opts := replay.RedriveOptions{TaskIDs: pos, Only: *only, Mask: masks}
+	for _, c := range cands {
+		name, line, ok := strings.Cut(c, "=")
+		if !ok || name == "" {
+			return &usageError{msg: fmt.Sprintf("--candidate %q: want NAME=COMMAND", c), hint: hint}
+		}
+		cmd, err := replay.ParseCommand(line)
+		if err != nil {
+			return &usageError{msg: "--candidate: " + err.Error(), hint: hint}
+		}
+		cmd.Stderr = m.Stderr
+		opts.Candidates = append(opts.Candidates, replay.Candidate{Name: name, Command: cmd})
+	}
+	live, err := conn.openLive(ctx, m, *logLevel)
+	if err != nil {
+		return err
+	}
+	defer live.Close()
+	rep, err := replay.Redrive(ctx, live, opts)
+	if rep != nil {
+		if *jsonOut {
+			_ = rep.WriteJSON(m.Stdout)
+		} else {
+			_ = rep.WriteSummary(m.Stdout)
+		}
+	}
+	return replayExit(rep != nil && rep.Changed(), err, "a re-driven run changed")
+}
+
+// shadow prints how often a shadow plugin disagrees with the live one.
+func (m *Main) shadow(ctx context.Context, args []string) error {
+	const hint = "qtasks-replay shadow NAME [--max-rate 0.01]"
+	var conn connFlags
+	var masks listFlag
+	fs := newFlagSet("qtasks-replay shadow", m.Stderr, "qtasks-replay shadow NAME [flags]")
+	conn.register(fs)
+	of := fs.String("of", "", "the live plugin; default: the shadow's registration")
+	since := fs.String("since", "", "only facts since (RFC 3339 or a duration ago, e.g. 1h)")
+	fs.Var(&masks, "mask", "JSON Pointer masked from the comparison (repeatable)")
+	maxRate := fs.Float64("max-rate", 0, "exit 3 when the divergence rate is above this")
+	jsonOut := fs.Bool("json", false, "print the stats as JSON")
+	logLevel := fs.String("log-level", envOr("LOG_LEVEL", "warn"), "debug, info, warn or error")
+	pos, err := parse(fs, args, hint)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 1 {
+		return &usageError{msg: "shadow needs exactly one plugin name", hint: hint}
+	}
+	opts := replay.ShadowOptions{Shadow: pos[0], ShadowOf: *of, Mask: masks}
+	if *since != "" {
+		if opts.Since, err = parseTime(*since, time.Now()); err != nil {
+			return &usageError{msg: "--since: " + err.Error(), hint: hint}
+		}
+	}
+	live, err := conn.openLive(ctx, m, *logLevel)
+	if err != nil {
+		return err
+	}
+	defer live.Close()
+	st, err := replay.Shadow(ctx, live, opts)
+	if err != nil {
+		return err
+	}
+	if *jsonOut {
+		if err := writeJSON(m.Stdout, st); err != nil {
+			return err
+		}
+	} else {
+		fmt.Fprintf(m.Stdout, "shadow %s of %s: %d compared, %d identical, %d different, %d errors, %d timeouts, %d unpaired; divergence rate %.4f\n",
+			st.Shadow, st.ShadowOf, st.Compared, st.Identical, st.Different, st.Errors, st.Timeouts, st.Unpaired, st.Rate)
+	}
+	return replayExit(st.Rate > *maxRate, nil, fmt.Sprintf("divergence rate %.4f is above %.4f", st.Rate, *maxRate))
+}
+
+// progress is a progress bar with a rate, or nothing.
+type progress struct {
+	bar *progressbar.ProgressBar
+	w   io.Writer
+	on  bool
+	max int
+}
+
+func (m *Main) bar(on bool, what string) *progress {
+	p := &progress{w: m.Stderr, on: on}
+	if on {
+		p.bar = progressbar.NewOptions64(-1, progressbar.OptionSetWriter(m.Stderr), progressbar.OptionSetDescription(what),
+			progressbar.OptionShowCount(), progressbar.OptionShowIts(), progressbar.OptionSetItsString("inv"),
+			progressbar.OptionThrottle(100*time.Millisecond), progressbar.OptionClearOnFinish())
+	}
+	return p
+}
+
+func (p *progress) update(done, total int) {
+	if !p.on {
+		return
+	}
+	if total > 0 && total != p.max {
+		p.max = total
+		p.bar.ChangeMax(total)
+	}
+	_ = p.bar.Set(done)
+}
+
+func (p *progress) finish() {
+	if p.on {
+		_ = p.bar.Finish()
+	}
+}
