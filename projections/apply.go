@@ -734,9 +734,11 @@ type taskState struct {
 	status  string
 }
 
-// maxCachedTasks bounds the applier's cache of task states; past it the
-// cache starts over (a miss reads the row).
-const maxCachedTasks = 100_000
+// maxCachedTasks bounds the applier's caches of task states and task keys:
+// they need to hold the tasks in flight, and past the bound they start
+// over (a miss reads the row), so that memory does not grow with the
+// history.
+const maxCachedTasks = 4096
 
 func (a *txApplier) taskState(id string) (taskState, error) {
 	if st, ok := a.ap.tasks[id]; ok {
