@@ -76,6 +76,16 @@ func (w *worker) run(ctx context.Context, t events.Task, rev uint64, run int, re
 		return rs.finish(ctx, final, nil)
 	}
 	rs.def = def
+	// The worker's registration is the authority on how a task runs: a
+	// client that submits a task it does not register (qtasksd submit, an
+	// HTTP client) cannot know its retry count or time limit. Later attempts
+	// carry the count down from the first.
+	if t.Attempt == 1 && rs.t.Retry == 0 {
+		rs.t.Retry = def.opts.Retry
+	}
+	if rs.t.TimeoutMS == 0 {
+		rs.t.TimeoutMS = def.opts.MaxTime.Milliseconds()
+	}
 
 	// Process.
 	model := rs.model(events.StatusProcess)
