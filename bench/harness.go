@@ -54,6 +54,7 @@ type Config struct {
 	JSONPath                string
 	CPUProfile              string
 	MemProfile              string
+	From                    string
 	Verbose                 bool
 }
 
@@ -131,12 +132,24 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	defer h.close()
 	start := time.Now()
-	h.run(ctx, benches())
+	if cfg.From != "" {
+		// Re-render the table and plots of a saved run.
+		if err := h.res.readJSON(cfg.From); err != nil {
+			fmt.Fprintln(stderr, "bench:", err)
+			return 1
+		}
+	} else {
+		h.run(ctx, benches())
+	}
 	rows := tableRows(cfg)
 	h.logf("suite done in %s", time.Since(start).Round(time.Second))
-	fmt.Fprintf(stdout, "qtasks bench — `go run . %s` — %s, %s, %d CPUs, %s\n%d repetition(s), %d tasks per end-to-end run%s; each figure: median, min – max of n repetitions; ratio = median ÷ median of the reference, same run\n\n",
-		strings.Join(args, " "), time.Now().UTC().Format("2006-01-02 15:04 UTC"), runtime.Version(), runtime.NumCPU(), hostLoad(),
-		cfg.Reps, cfg.Tasks, map[bool]string{true: "; SMOKE sizes: the figures mean nothing", false: ""}[cfg.Smoke])
+	if cfg.From != "" {
+		fmt.Fprintf(stdout, "qtasks bench — table re-rendered from %s (not a new run); each figure: median, min – max of n repetitions; ratio = median ÷ median of the reference, same run\n\n", cfg.From)
+	} else {
+		fmt.Fprintf(stdout, "qtasks bench — `go run . %s` — %s, %s, %d CPUs, %s\n%d repetition(s), %d tasks per end-to-end run%s; each figure: median, min – max of n repetitions; ratio = median ÷ median of the reference, same run\n\n",
+			strings.Join(args, " "), time.Now().UTC().Format("2006-01-02 15:04 UTC"), runtime.Version(), runtime.NumCPU(), hostLoad(),
+			cfg.Reps, cfg.Tasks, map[bool]string{true: "; SMOKE sizes: the figures mean nothing", false: ""}[cfg.Smoke])
+	}
 	writeTable(stdout, rows, h.res)
 	if cfg.JSONPath != "" {
 		if err := h.res.writeJSON(cfg.JSONPath); err != nil {
@@ -179,6 +192,7 @@ func parseFlags(args []string, stderr io.Writer) (Config, error) {
 	fs.StringVar(&c.JSONPath, "json", "", "also write every sample to this JSON file")
 	fs.StringVar(&c.CPUProfile, "cpuprofile", "", "write a CPU profile of this process (ours runs in-process) to this file")
 	fs.StringVar(&c.MemProfile, "memprofile", "", "write a heap profile of this process at the end of each in-process end-to-end run (before its server closes) to this file")
+	fs.StringVar(&c.From, "from", "", "run nothing: print the table and write the plots of a run saved with -json (give the same size flags)")
 	fs.BoolVar(&c.Verbose, "v", false, "log each repetition's figures")
 	rebuildMax := fs.Int("rebuild-max", 0, "largest history to rebuild (default 1000000; smoke 10000)")
 	if err := fs.Parse(args); err != nil {
@@ -357,6 +371,16 @@ func (r *Results) has(key string) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return len(r.m[key]) > 0
+}
+
+func (r *Results) readJSON(path string) error {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return json.Unmarshal(data, &r.m)
 }
 
 func (r *Results) writeJSON(path string) error {

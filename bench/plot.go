@@ -88,15 +88,21 @@ func writePlots(dir string, res *Results, cfg Config) ([]string, error) {
 			lineChart(s, x, y, "projection rebuild time vs history (log–log)", "events", "seconds", true, true, series)
 		})
 	}
+	if series := rssSeries(res, cfg); len(series) > 0 {
+		panels = append(panels, func(s *strings.Builder, x, y float64) {
+			lineChart(s, x, y, "qtasksd peak RSS vs history (target < 150 MB)", "tasks in the history", "MB", false, false, series)
+		})
+	}
 	if len(panels) > 0 {
 		var s strings.Builder
-		w := panelWidth * float64(len(panels))
-		svgOpen(&s, w, panelHeight+30)
+		cols := min(2, len(panels))
+		rows := (len(panels) + cols - 1) / cols
+		svgOpen(&s, panelWidth*float64(cols), panelHeight*float64(rows)+30)
 		for i, p := range panels {
-			p(&s, float64(i)*panelWidth, 0)
+			p(&s, float64(i%cols)*panelWidth, float64(i/cols)*panelHeight)
 		}
 		fmt.Fprintf(&s, `<text x="%.0f" y="%.0f" font-size="11" fill="#57606a" %s>How cost grows — %s</text>`+"\n",
-			10.0, panelHeight+20, fontFamily, html.EscapeString(stamp))
+			10.0, panelHeight*float64(rows)+20, fontFamily, html.EscapeString(stamp))
 		s.WriteString("</svg>\n")
 		if err := write("growth.svg", s.String()); err != nil {
 			return files, err
@@ -182,6 +188,22 @@ func rebuildSeries(res *Results, cfg Config) []series {
 		lin.xs, lin.ys = append(lin.xs, x), append(lin.ys, s.ys[0]*x/s.xs[0])
 	}
 	return []series{s, lin}
+}
+
+func rssSeries(res *Results, cfg Config) []series {
+	s := series{name: "qtasksd VmRSS peak per phase", color: colOurs}
+	for i := range cfg.RSSPhases {
+		med, lo, hi, n := res.stat("qtasksd.rss.phase" + strconv.Itoa(i+1))
+		if n == 0 {
+			continue
+		}
+		s.xs, s.ys, s.lo, s.hi = append(s.xs, float64((i+1)*cfg.RSSTasks)), append(s.ys, med), append(s.lo, lo), append(s.hi, hi)
+	}
+	if len(s.xs) < 2 {
+		return nil
+	}
+	target := series{name: "target 150 MB", color: colAsynq, dashed: true, xs: []float64{s.xs[0], s.xs[len(s.xs)-1]}, ys: []float64{150, 150}}
+	return []series{s, target}
 }
 
 func svgOpen(s *strings.Builder, w, h float64) {
