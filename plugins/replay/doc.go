@@ -7,7 +7,8 @@
 // saw), and every answer on qtasks.patch.<plugin>.<trigger>.<task> (its
 // invocation attribute names the invocation). Run feeds a candidate version
 // the recorded invocations of one plugin, in stream order, and compares its
-// patches with the recorded ones.
+// patches with the recorded ones. The invocations of tasks run under test
+// (marked by plugins/testing) are left out unless Filter.IncludeTesting.
 //
 // # The replay namespace
 //

@@ -291,12 +291,15 @@ func (s *fileSource) each(ctx context.Context, fn func(Record) error, _ func(uin
 		if r.Invocation.Plugin != s.match.plugin {
 			return fmt.Errorf("export holds invocations of %s and %s: one plugin per file", s.match.plugin, r.Invocation.Plugin)
 		}
-		if s.match.match(&r.Invocation) {
+		keep, err := s.match.keep(ctx, &r.Invocation, r.Seq)
+		if err != nil {
+			return err
+		}
+		if keep {
 			if err := fn(r); err != nil {
 				return err
 			}
 		}
-		var err error
 		r, err = s.d.Next()
 		if errors.Is(err, io.EOF) {
 			return nil

@@ -2,6 +2,7 @@ package replay
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -12,9 +13,11 @@ import (
 
 	"github.com/qtasks/qtasks-go/bus"
 	"github.com/qtasks/qtasks-go/events"
+	qtesting "github.com/qtasks/qtasks-go/plugins/testing"
 )
 
-// Filter selects recorded invocations. The zero value selects all.
+// Filter selects recorded invocations. The zero value selects all but
+// those of tasks run under test.
 type Filter struct {
 	// Since and Until bound the invocations' recorded time (inclusive);
 	// zero means unbounded.
@@ -27,6 +30,16 @@ type Filter struct {
 	// Last keeps only the last Last invocations that match the rest of the
 	// filter; 0 keeps all.
 	Last int
+	// IncludeTesting keeps the invocations of tasks marked as run under
+	// test (extra "testing": true, see plugins/testing). By default they
+	// are left out, so that a replay measures production traffic. A task
+	// is judged by the invocation's payload when it carries the task
+	// record, else by the task's storage_add fact in the log: without
+	// Since and TaskIDs, one pass over the storage_add facts collects the
+	// ids of the marked tasks (held in memory), otherwise each task is
+	// looked up. Replaying a file (RunFile) judges by the payload alone:
+	// export with the filter instead.
+	IncludeTesting bool
 }
 
 // Record is one recorded invocation of a plugin and the patch that
@@ -68,6 +81,16 @@ type logSource struct {
 	names    map[string]bool
 	ids      map[string]bool
 	triggers map[string]bool
+	// underTest caches, per task id looked up, whether the task runs
+	// under test.
+	underTest map[string]bool
+	// scanned is set once the storage_add facts up to scanTo, read from
+	// scanStart on, gave markedIDs: the tasks run under test.
+	scanned   bool
+	scanTo    uint64
+	scanStart time.Time
+	markedIDs map[string]bool
+	now       func() time.Time
 }
 
 func newLogSource(b *bus.Bus, plugin string, f Filter) (*logSource, error) {
@@ -94,6 +117,8 @@ func newLogSource(b *bus.Bus, plugin string, f Filter) (*logSource, error) {
 	s.names = set(f.TaskNames)
 	s.ids = set(f.TaskIDs)
 	s.triggers = set(f.Triggers)
+	s.underTest = map[string]bool{}
+	s.now = time.Now
 	base := events.SubjectInvoke + "." + plugin
 	triggers := f.Triggers
 	if len(triggers) == 0 {
@@ -159,6 +184,93 @@ func (s *logSource) match(ev *events.Event) bool {
 	return true
 }
 
+// maxUnderTest bounds the cache of tasks looked up one by one.
+const maxUnderTest = 1 << 16
+
+// keep applies the whole filter: match, then the test mark.
+func (s *logSource) keep(ctx context.Context, ev *events.Event, seq uint64) (bool, error) {
+	if !s.match(ev) {
+		return false, nil
+	}
+	if s.f.IncludeTesting {
+		return true, nil
+	}
+	marked, err := s.testing(ctx, ev, seq)
+	return !marked, err
+}
+
+// scanTesting reads, once, the storage_add facts of the whole log (where
+// the mark of a task run under test is, see plugins/testing) and keeps the
+// ids of the marked tasks, so that invocations are judged without a lookup
+// each. With Since or TaskIDs set it does nothing: a lookup per task of the
+// window is cheaper then.
+func (s *logSource) scanTesting(ctx context.Context) error {
+	if s.f.IncludeTesting || s.b == nil || s.scanned || !s.f.Since.IsZero() || len(s.f.TaskIDs) > 0 {
+		return nil
+	}
+	info, err := s.stream.Info(ctx)
+	if err != nil {
+		return fmt.Errorf("reading event log: %w", err)
+	}
+	s.scanStart = s.now()
+	s.scanned, s.scanTo, s.markedIDs = true, info.State.LastSeq, map[string]bool{}
+	return s.b.ReadLog(ctx, 1, []string{events.FactSubject(events.StorageAdd, "*")}, func(st bus.Stored) error {
+		if st.Err == nil && markedFact(st.Event.Data) {
+			s.markedIDs[st.Event.TaskID] = true
+		}
+		return nil
+	})
+}
+
+// testing reports whether ev, at stream sequence seq, is for a task marked
+// as run under test: by its payload when that carries the task record,
+// else by the task's storage_add fact (scanned, or looked up).
+func (s *logSource) testing(ctx context.Context, ev *events.Event, seq uint64) (bool, error) {
+	if qtesting.MarkedPayload(ev.Trigger, ev.Data) {
+		return true, nil
+	}
+	if s.b == nil || ev.TaskID == "" {
+		return false, nil
+	}
+	// The scan saw every storage_add fact up to scanTo. A task submitted
+	// just before the scan ended may have its fact after it: invocations
+	// that recent are looked up.
+	if s.scanned && seq <= s.scanTo && ev.Time.Before(s.scanStart.Add(-clockSkew)) {
+		return s.markedIDs[ev.TaskID], nil
+	}
+	if m, ok := s.underTest[ev.TaskID]; ok {
+		return m, nil
+	}
+	marked := false
+	st, err := s.b.LastMessage(ctx, events.FactSubject(events.StorageAdd, ev.TaskID))
+	switch {
+	case errors.Is(err, bus.ErrNoMessage):
+	case err != nil:
+		return false, err
+	case st.Err == nil:
+		marked = markedFact(st.Event.Data)
+	}
+	if len(s.underTest) >= maxUnderTest {
+		clear(s.underTest)
+	}
+	s.underTest[ev.TaskID] = marked
+	return marked, nil
+}
+
+// markedFact reports whether the data of a storage_add fact records a task
+// marked as run under test.
+func markedFact(data []byte) bool {
+	var f events.Fact
+	if json.Unmarshal(data, &f) != nil {
+		return false
+	}
+	doc := f.Output
+	if len(doc) == 0 {
+		doc = f.Input
+	}
+	return qtesting.MarkedPayload(events.StorageAdd, doc)
+}
+
 // errStopRead ends a ReadLog pass early.
 var errStopRead = errors.New("stop reading")
 
@@ -185,6 +297,9 @@ func patchSubjects(subjects []string) []string {
 func (s *logSource) each(ctx context.Context, fn func(Record) error, skipped func(seq uint64, err error)) error {
 	from, err := s.start(ctx)
 	if err != nil {
+		return err
+	}
+	if err := s.scanTesting(ctx); err != nil {
 		return err
 	}
 	var upTo uint64 // 0: to the end of the log
@@ -242,10 +357,16 @@ func (s *logSource) each(ctx context.Context, fn func(Record) error, skipped fun
 				if skipped != nil {
 					skipped(st.Seq, st.Err)
 				}
-			case s.match(&st.Event):
-				p := &slot{r: Record{Seq: st.Seq, Invocation: st.Event}}
-				queue = append(queue, p)
-				pending[st.Event.ID] = p
+			default:
+				keep, err := s.keep(ctx, &st.Event, st.Seq)
+				if err != nil {
+					return err
+				}
+				if keep {
+					p := &slot{r: Record{Seq: st.Seq, Invocation: st.Event}}
+					queue = append(queue, p)
+					pending[st.Event.ID] = p
+				}
 			}
 		}
 		if err := emit(false); err != nil {
@@ -273,8 +394,11 @@ func (s *logSource) lastN(ctx context.Context, from uint64) (first, last uint64,
 		if !s.f.Until.IsZero() && !st.Event.Time.IsZero() && st.Event.Time.After(s.f.Until.Add(clockSkew)) {
 			return errStopRead
 		}
-		if st.Err != nil || !s.match(&st.Event) {
+		if st.Err != nil {
 			return nil
+		}
+		if keep, err := s.keep(ctx, &st.Event, st.Seq); err != nil || !keep {
+			return err
 		}
 		ring[n%len(ring)] = st.Seq
 		n++
@@ -352,7 +476,8 @@ func (s *logSource) resolve(ctx context.Context, r *Record) error {
 
 // total is the number of invocations the subjects match from the start,
 // exact when the filter has nothing the subjects cannot express, 0 when not
-// known.
+// known. The invocations of tasks under test are counted (they are known
+// only as they are read), so when some are left out it is an upper bound.
 func (s *logSource) total(ctx context.Context) int {
 	if s.f.Last > 0 {
 		return s.f.Last
