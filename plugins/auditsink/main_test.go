@@ -1,0 +1,190 @@
+package auditsink_test
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"testing"
+
+	ce "github.com/cloudevents/sdk-go/v2/event"
+	"github.com/stretchr/testify/require"
+
+	"github.com/qtasks/qtasks-go/bus"
+	"github.com/qtasks/qtasks-go/bus/bustest"
+	"github.com/qtasks/qtasks-go/events"
+	"github.com/qtasks/qtasks-go/plugins/auditsink"
+	"github.com/qtasks/qtasks-go/plugins/internal/pluginstest"
+)
+
+// auditBin is qtasks-audit, built by TestMain.
+var auditBin string
+
+func TestMain(m *testing.M) {
+	os.Exit(testMain(m))
+}
+
+func testMain(m *testing.M) int {
+	dir, err := os.MkdirTemp("", "qtasks-audit-test-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer os.RemoveAll(dir)
+	auditBin = filepath.Join(dir, "qtasks-audit")
+	goBin := "go"
+	if _, err := exec.LookPath(goBin); err != nil {
+		goBin = filepath.Join(runtime.GOROOT(), "bin", "go")
+	}
+	cmd := exec.Command(goBin, "build", "-o", auditBin, "./cmd/qtasks-audit")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "building qtasks-audit: %v\n%s", err, out)
+		return 1
+	}
+	return m.Run()
+}
+
+// line is one line of an audit file, checked as a CloudEvent.
+type line struct {
+	File  string
+	Event ce.Event
+	ID    string
+	Seq   uint64
+	Raw   []byte
+}
+
+// readAudit reads every line of the sink's files in dir, oldest file
+// first, and checks each with the CloudEvents SDK: valid JSON event format,
+// a valid event, a qtasks fact.
+func readAudit(t testing.TB, dir, pattern string) []line {
+	t.Helper()
+	return readLines(t, dir, pattern, true)
+}
+
+// readSoFar is readAudit while the sink may be writing: a line still being
+// written at the end of a file is left out.
+func readSoFar(t testing.TB, dir, pattern string) []line {
+	t.Helper()
+	return readLines(t, dir, pattern, false)
+}
+
+func readLines(t testing.TB, dir, pattern string, strict bool) []line {
+	t.Helper()
+	if pattern == "" {
+		pattern = auditsink.DefaultPattern
+	}
+	files, err := auditsink.ListFiles(dir, pattern)
+	require.NoError(t, err)
+	var out []line
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		require.NoError(t, err)
+		if i := bytes.LastIndexByte(b, '\n'); i < len(b)-1 {
+			require.False(t, strict, "%s ends with a half line: %q", f, b[i+1:])
+			b = b[:i+1]
+		}
+		sc := bufio.NewScanner(bytes.NewReader(b))
+		sc.Buffer(nil, 8<<20)
+		for sc.Scan() {
+			raw := bytes.Clone(sc.Bytes())
+			var ev ce.Event
+			require.NoError(t, json.Unmarshal(raw, &ev), "%s: %s", f, raw)
+			require.NoError(t, ev.Validate(), "%s: %s", f, raw)
+			require.Equal(t, ce.CloudEventsVersionV1, ev.SpecVersion())
+			require.True(t, strings.HasPrefix(ev.Type(), events.TypeTriggerPrefix), ev.Type())
+			require.Equal(t, events.ContentTypeJSON, ev.DataContentType())
+			var fact events.Fact
+			require.NoError(t, json.Unmarshal(ev.Data(), &fact), "data is the fact")
+			seqS, ok := ev.Extensions()[auditsink.ExtStreamSeq].(string)
+			require.True(t, ok, "streamseq is a string attribute: %s", raw)
+			seq, err := strconv.ParseUint(seqS, 10, 64)
+			require.NoError(t, err)
+			out = append(out, line{File: f, Event: ev, ID: ev.ID(), Seq: seq, Raw: raw})
+		}
+		require.NoError(t, sc.Err())
+	}
+	return out
+}
+
+// factsInLog returns the facts of the log, by id, with their sequence.
+func factsInLog(t testing.TB, b *bus.Bus, subjects ...string) map[string]bus.Stored {
+	t.Helper()
+	if len(subjects) == 0 {
+		subjects = []string{events.SubjectTrigger + ".>"}
+	}
+	out := map[string]bus.Stored{}
+	for _, s := range bustest.Events(t, b, subjects...) {
+		if s.Err == nil {
+			out[s.Event.ID] = s
+		}
+	}
+	return out
+}
+
+// sameIDs reports whether the lines hold exactly the facts of want, once
+// each.
+func sameIDs(lines []line, want map[string]bus.Stored) bool {
+	if len(lines) != len(want) {
+		return false
+	}
+	seen := map[string]bool{}
+	for _, l := range lines {
+		if _, ok := want[l.ID]; !ok || seen[l.ID] {
+			return false
+		}
+		seen[l.ID] = true
+	}
+	return true
+}
+
+// checkAgainstLog checks that each line carries its fact as the log has it:
+// attributes, stream sequence and data.
+func checkAgainstLog(t testing.TB, lines []line, log map[string]bus.Stored) {
+	t.Helper()
+	seen := map[string]bool{}
+	for _, l := range lines {
+		require.False(t, seen[l.ID], "fact %s written twice", l.ID)
+		seen[l.ID] = true
+		s, ok := log[l.ID]
+		require.True(t, ok, "line %s is not a fact of the log", l.ID)
+		require.Equal(t, s.Seq, l.Seq, l.ID)
+		require.Equal(t, s.Event.Type, l.Event.Type())
+		require.Equal(t, s.Event.Source, l.Event.Source())
+		require.Equal(t, s.Event.Subject, l.Event.Subject())
+		require.True(t, s.Event.Time.Equal(l.Event.Time()), l.ID)
+		require.Equal(t, s.Event.Trigger, l.Event.Extensions()["trigger"])
+		if s.Event.TaskID != "" {
+			require.Equal(t, s.Event.TaskID, l.Event.Extensions()["taskid"])
+			require.Equal(t, strconv.Itoa(s.Event.Attempt), l.Event.Extensions()["attempt"])
+		}
+		require.JSONEq(t, string(s.Event.Data), string(l.Event.Data()), l.ID)
+	}
+}
+
+func itoa(n int) string { return strconv.Itoa(n) }
+
+func jsonUnmarshal(b []byte, v any) error { return json.Unmarshal(b, v) }
+
+// waitAudit waits until the audit files in dir hold exactly the facts of
+// the log on subjects (all facts when none), once each, and returns them.
+// The log is read again only when the files have caught up with what it
+// held last time: facts may still be arriving.
+func waitAudit(t testing.TB, b *bus.Bus, dir, pattern string, subjects ...string) map[string]bus.Stored {
+	t.Helper()
+	want := factsInLog(t, b, subjects...)
+	bustest.WaitFor(t, 3*pluginstest.WaitLimit, "every fact in the audit files", func() bool {
+		lines := readSoFar(t, dir, pattern)
+		if len(lines) < len(want) {
+			return false
+		}
+		want = factsInLog(t, b, subjects...)
+		return sameIDs(lines, want)
+	})
+	return want
+}
