@@ -111,6 +111,9 @@ func (w *worker) run(ctx context.Context, t events.Task, rev uint64, run int, re
 	if err := rs.setProcess(ctx, model); err != nil {
 		return err
 	}
+	// Plugins may have patched the record's extra on the way to process;
+	// the task and its final record see it.
+	rs.t.Extra = model.Extra
 
 	out, err = f.fire(ctx, events.WorkerRunTaskBefore, map[string]any{
 		"task_func": map[string]any{

@@ -70,7 +70,7 @@ type seen struct {
 func registerVisit(t *testing.T, app *executor.App, opts *executor.TaskOptions, failFirst bool) {
 	t.Helper()
 	executor.MustRegister(app, "visit", func(ctx context.Context, _ struct{}) (seen, error) {
-		s, err := state.From(ctx)
+		s, err := state.FromExtra(executor.TaskFromContext(ctx).Extra)
 		if err != nil {
 			return seen{}, err
 		}
@@ -238,7 +238,7 @@ func TestStateSurvivesWorkerLoss(t *testing.T) {
 	register := func(app *executor.App) {
 		executor.MustRegister(app, "hold", func(ctx context.Context, _ struct{}) (seen, error) {
 			tc := executor.TaskFromContext(ctx)
-			s, err := state.From(ctx)
+			s, err := state.FromExtra(executor.TaskFromContext(ctx).Extra)
 			if err != nil {
 				return seen{}, err
 			}
@@ -336,10 +336,11 @@ func TestStateMalformed(t *testing.T) {
 	})
 }
 
-func TestFromOutsideTask(t *testing.T) {
+func TestFromExtraWithoutState(t *testing.T) {
 	t.Parallel()
-	_, err := state.From(context.Background())
-	require.ErrorIs(t, err, state.ErrNotInTask)
+	s, err := state.FromExtra(nil)
+	require.NoError(t, err)
+	require.Empty(t, s)
 }
 
 func mustJSON(t *testing.T, v any) []byte {

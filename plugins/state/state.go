@@ -2,7 +2,6 @@ package state
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -11,7 +10,6 @@ import (
 	"strings"
 
 	"github.com/qtasks/qtasks-go/events"
-	"github.com/qtasks/qtasks-go/executor"
 	"github.com/qtasks/qtasks-go/plugins"
 	"github.com/qtasks/qtasks-go/plugins/internal/taskrec"
 )
@@ -31,8 +29,6 @@ var (
 	// ErrReadOnly is returned for a change of state on a trigger whose
 	// contract does not let a patch touch the record's extra.
 	ErrReadOnly = errors.New("this trigger does not allow the task's extra to be patched")
-	// ErrNotInTask is returned by From outside a running task.
-	ErrNotInTask = errors.New("not in a running task")
 )
 
 // State is a task's state: named JSON values. A nil State is empty.
@@ -96,16 +92,15 @@ func FromCall(c *plugins.Call) (State, error) { return Read(c.Trigger, c.Payload
 // returns.
 func FromTask(t events.Task) (State, error) { return parse(t.Extra, "extra") }
 
-// From returns the state of the running task, inside a task function, a
-// middleware or Decode: the state as it was when the task was handed to
-// the worker (after submission and intake plugins).
-func From(ctx context.Context) (State, error) {
-	tc := executor.TaskFromContext(ctx)
-	if tc == nil {
-		return nil, ErrNotInTask
-	}
-	return parse(tc.Extra, "extra")
-}
+// FromExtra returns the state held in a task's extra. Inside a task
+// function, a middleware or Decode, that is the running task's state as it
+// was when the task was handed to the worker:
+//
+//	s, err := state.FromExtra(executor.TaskFromContext(ctx).Extra)
+//
+// (This package does not import executor: plugins and executor never import
+// each other.)
+func FromExtra(extra map[string]json.RawMessage) (State, error) { return parse(extra, "extra") }
 
 // Initial returns the extra that gives a task kv as its initial state, for
 // executor.SubmitOptions.Extra or executor.TaskOptions.Extra.
