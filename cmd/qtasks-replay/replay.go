@@ -15,6 +15,7 @@ import (
 
 	"github.com/qtasks/qtasks-go/bus"
 	"github.com/qtasks/qtasks-go/plugins/replay"
+	"github.com/qtasks/qtasks-go/projections"
 )
 
 // ExitDivergent is the exit code of a replay, re-drive or shadow check that
@@ -236,11 +237,13 @@ func (m *Main) export(ctx context.Context, args []string) error {
 // redrive pushes recorded task runs through today's plugin chain (or the
 // given candidates), using the recorded results: no task function runs.
 func (m *Main) redrive(ctx context.Context, args []string) error {
-	const hint = "qtasks-replay redrive TASK_ID... [--candidate NAME='prog --nats-url {nats_url}']"
+	const hint = "qtasks-replay redrive TASK_ID... | --db PATH --status error --name add [--candidate NAME='prog --nats-url {nats_url}']"
 	var conn connFlags
 	var cands, masks listFlag
-	fs := newFlagSet("qtasks-replay redrive", m.Stderr, "qtasks-replay redrive TASK_ID... [flags]")
+	var sel taskSelect
+	fs := newFlagSet("qtasks-replay redrive", m.Stderr, "qtasks-replay redrive [TASK_ID...] [--db PATH filters] [flags]")
 	conn.register(fs)
+	sel.register(fs)
 	fs.Var(&cands, "candidate", "NAME=COMMAND: run COMMAND in place of plugin NAME (repeatable)")
 	only := fs.Bool("only", false, "the chain is the candidates alone, not today's registry")
 	fs.Var(&masks, "mask", "JSON Pointer masked from the diffs (repeatable)")
@@ -250,10 +253,26 @@ func (m *Main) redrive(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	if len(pos) == 0 {
-		return &usageError{msg: "redrive needs at least one task id", hint: hint}
+	ids := pos
+	if sel.any() {
+		picked, err := sel.ids(ctx, time.Now())
+		if err != nil {
+			return err
+		}
+		ids = appendNew(ids, picked)
+		if len(ids) == 0 {
+			fmt.Fprintln(m.Stderr, "no recorded task matches the filters")
+			if *jsonOut {
+				now := time.Now().UTC()
+				return (&replay.RedriveReport{Started: now, Finished: now, Runs: []replay.RunReport{}}).WriteJSON(m.Stdout)
+			}
+			return nil
+		}
 	}
-	opts := replay.RedriveOptions{TaskIDs: pos, Only: *only, Mask: masks}
+	if len(ids) == 0 {
+		return &usageError{msg: "redrive needs task ids or filters (--status, --name, --tag, --since, --until)", hint: hint}
+	}
+	opts := replay.RedriveOptions{TaskIDs: ids, Only: *only, Mask: masks}
 	for _, c := range cands {
 		name, line, ok := strings.Cut(c, "=")
 		if !ok || name == "" {
@@ -280,6 +299,79 @@ func (m *Main) redrive(ctx context.Context, args []string) error {
 		}
 	}
 	return replayExit(rep != nil && rep.Changed(), err, "a re-driven run changed")
+}
+
+// taskSelect picks the tasks to re-drive from the projection.
+type taskSelect struct {
+	db                              string
+	status, name, tag, since, until string
+	limit                           int
+}
+
+func (s *taskSelect) register(fs *flag.FlagSet) {
+	fs.StringVar(&s.db, "db", envOr("QTASKS_DB", projections.DefaultPath), "projection database the filters read (QTASKS_DB)")
+	fs.StringVar(&s.status, "status", "", "re-drive the recorded tasks with this status (from --db)")
+	fs.StringVar(&s.name, "name", "", "re-drive the recorded tasks with this name (from --db)")
+	fs.StringVar(&s.tag, "tag", "", "re-drive the recorded tasks with this tag (from --db)")
+	fs.StringVar(&s.since, "since", "", "re-drive the tasks created since (RFC 3339 or a duration ago, e.g. 24h)")
+	fs.StringVar(&s.until, "until", "", "re-drive the tasks created before (RFC 3339 or a duration ago)")
+	fs.IntVar(&s.limit, "limit", 100, "with filters: at most this many tasks, newest first")
+}
+
+func (s *taskSelect) any() bool {
+	return s.status != "" || s.name != "" || s.tag != "" || s.since != "" || s.until != ""
+}
+
+// ids lists the ids of the projected tasks matching the filters, newest
+// first, up to the limit.
+func (s *taskSelect) ids(ctx context.Context, now time.Time) ([]string, error) {
+	if s.limit <= 0 {
+		return nil, &usageError{msg: "--limit must be positive"}
+	}
+	f := projections.TaskFilter{Status: s.status, Name: s.name, Tag: s.tag}
+	var err error
+	if f.Since, err = parseTime(s.since, now); err != nil {
+		return nil, &usageError{msg: "--since: " + err.Error()}
+	}
+	if f.Until, err = parseTime(s.until, now); err != nil {
+		return nil, &usageError{msg: "--until: " + err.Error()}
+	}
+	db, err := (&common{db: s.db}).openRead(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer db.Close()
+	var out []string
+	for len(out) < s.limit {
+		f.Limit = min(s.limit-len(out), projections.MaxLimit)
+		page, err := db.Tasks(ctx, f)
+		if err != nil {
+			return nil, err
+		}
+		for _, t := range page.Tasks {
+			out = append(out, t.ID)
+		}
+		if page.Next == "" {
+			break
+		}
+		f.Cursor = page.Next
+	}
+	return out, nil
+}
+
+// appendNew appends the ids of more not already in ids.
+func appendNew(ids, more []string) []string {
+	seen := make(map[string]bool, len(ids))
+	for _, id := range ids {
+		seen[id] = true
+	}
+	for _, id := range more {
+		if !seen[id] {
+			seen[id] = true
+			ids = append(ids, id)
+		}
+	}
+	return ids
 }
 
 // shadow prints how often a shadow plugin disagrees with the live one.

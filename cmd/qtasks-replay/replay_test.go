@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -15,6 +16,8 @@ import (
 	"github.com/qtasks/qtasks-go/events"
 	"github.com/qtasks/qtasks-go/executor"
 	"github.com/qtasks/qtasks-go/plugins"
+	"github.com/qtasks/qtasks-go/plugins/replay"
+	"github.com/qtasks/qtasks-go/projections"
 )
 
 // The replay commands end to end: history recorded by the plugin in
@@ -96,4 +99,61 @@ func TestReplayCommands(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, before.State.LastSeq, after.State.LastSeq)
 	require.Equal(t, before.State.Bytes, after.State.Bytes)
+}
+
+// redrive with filters takes its task ids from the projection: exactly the
+// tasks named n, newest first, plus any explicit id.
+func TestRedriveByFilter(t *testing.T) {
+	t.Parallel()
+	ctx := ctxFor(t)
+	b := bustest.Open(t, nil)
+	app, err := executor.New(b, nil)
+	require.NoError(t, err)
+	executor.MustRegister(app, "n", func(_ context.Context, in struct{ N int }) (int, error) { return in.N, nil }, nil)
+	executor.MustRegister(app, "m", func(_ context.Context, in struct{ N int }) (int, error) { return -in.N, nil }, nil)
+	require.NoError(t, app.Start(ctx))
+	var nIDs, mIDs []string
+	for i := range 7 {
+		name := "n"
+		if i%2 == 1 {
+			name = "m"
+		}
+		sub, err := app.Submit(ctx, name, map[string]int{"N": i}, nil)
+		require.NoError(t, err)
+		_, err = app.Wait(ctx, sub.ID)
+		require.NoError(t, err)
+		if name == "n" {
+			nIDs = append(nIDs, sub.ID)
+		} else {
+			mIDs = append(mIDs, sub.ID)
+		}
+	}
+	require.NoError(t, app.Stop(ctx))
+	info, err := b.EventStream().Info(ctx)
+	require.NoError(t, err)
+	path := filepath.Join(t.TempDir(), "p.db")
+	_, err = projections.Build(ctx, b, path, &projections.BuildConfig{To: info.State.LastSeq})
+	require.NoError(t, err)
+
+	redriven := func(args ...string) []string {
+		t.Helper()
+		code, stdout, stderr := run(t, append([]string{"redrive", "--nats-url", b.ClientURL(), "--db", path, "--json"}, args...)...)
+		require.Equal(t, ExitOK, code, stderr)
+		var rep replay.RedriveReport
+		require.NoError(t, json.Unmarshal([]byte(stdout), &rep), stdout)
+		require.Equal(t, len(rep.Runs), rep.Totals.Runs)
+		var ids []string
+		for _, r := range rep.Runs {
+			ids = append(ids, r.TaskID)
+		}
+		return ids
+	}
+	require.ElementsMatch(t, nIDs, redriven("--name", "n"))
+	require.ElementsMatch(t, append([]string{mIDs[0]}, nIDs...), redriven("--name", "n", mIDs[0]))
+	// Newest first, up to --limit.
+	require.Equal(t, []string{nIDs[len(nIDs)-1]}, redriven("--name", "n", "--status", "success", "--limit", "1"))
+	require.Empty(t, redriven("--name", "n", "--until", "2000-01-01T00:00:00Z"))
+
+	code, _, _ := run(t, "redrive", "--nats-url", b.ClientURL())
+	require.Equal(t, ExitUsage, code, "no ids and no filters")
 }
