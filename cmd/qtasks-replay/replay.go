@@ -376,11 +376,12 @@ func appendNew(ids, more []string) []string {
 
 // shadow prints how often a shadow plugin disagrees with the live one.
 func (m *Main) shadow(ctx context.Context, args []string) error {
-	const hint = "qtasks-replay shadow NAME [--max-rate 0.01]"
+	const hint = "qtasks-replay shadow NAME [--max-rate 0.01] | shadow NAME --db PATH --of LIVE"
 	var conn connFlags
 	var masks listFlag
 	fs := newFlagSet("qtasks-replay shadow", m.Stderr, "qtasks-replay shadow NAME [flags]")
 	conn.register(fs)
+	dbPath := fs.String("db", "", "read the calls from this projection instead of the live log (needs --of; no masks)")
 	of := fs.String("of", "", "the live plugin; default: the shadow's registration")
 	since := fs.String("since", "", "only facts since (RFC 3339 or a duration ago, e.g. 1h)")
 	fs.Var(&masks, "mask", "JSON Pointer masked from the comparison (repeatable)")
@@ -400,6 +401,9 @@ func (m *Main) shadow(ctx context.Context, args []string) error {
 			return &usageError{msg: "--since: " + err.Error(), hint: hint}
 		}
 	}
+	if *dbPath != "" {
+		return m.shadowFromDB(ctx, *dbPath, opts, *jsonOut, *maxRate, hint)
+	}
 	live, err := conn.openLive(ctx, m, *logLevel)
 	if err != nil {
 		return err
@@ -418,6 +422,35 @@ func (m *Main) shadow(ctx context.Context, args []string) error {
 			st.Shadow, st.ShadowOf, st.Compared, st.Identical, st.Different, st.Errors, st.Timeouts, st.Unpaired, st.Rate)
 	}
 	return replayExit(st.Rate > *maxRate, nil, fmt.Sprintf("divergence rate %.4f is above %.4f", st.Rate, *maxRate))
+}
+
+// shadowFromDB prints a shadow's divergence rate from the projection: no
+// NATS needed.
+func (m *Main) shadowFromDB(ctx context.Context, path string, opts replay.ShadowOptions, jsonOut bool, maxRate float64, hint string) error {
+	if opts.ShadowOf == "" {
+		return &usageError{msg: "--db needs --of: the projection keeps no registrations", hint: hint}
+	}
+	if len(opts.Mask) > 0 {
+		return &usageError{msg: "--mask is not supported with --db", hint: hint}
+	}
+	db, err := (&common{db: path}).openRead(ctx)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	st, err := db.ShadowStats(ctx, opts.Shadow, opts.ShadowOf, opts.Since)
+	if err != nil {
+		return err
+	}
+	if jsonOut {
+		if err := writeJSON(m.Stdout, st); err != nil {
+			return err
+		}
+	} else {
+		fmt.Fprintf(m.Stdout, "shadow %s of %s: %d calls, %d compared, %d identical, %d different, %d errors, %d timeouts, %d unpaired; divergence rate %.4f\n",
+			st.Shadow, st.ShadowOf, st.Calls, st.Compared, st.Identical, st.Different, st.Errors, st.Timeouts, st.Unpaired, st.Rate)
+	}
+	return replayExit(st.Rate > maxRate, nil, fmt.Sprintf("divergence rate %.4f is above %.4f", st.Rate, maxRate))
 }
 
 // progress is a progress bar with a rate, or nothing.

@@ -4,11 +4,14 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 
@@ -156,4 +159,106 @@ func TestRedriveByFilter(t *testing.T) {
 
 	code, _, _ := run(t, "redrive", "--nats-url", b.ClientURL())
 	require.Equal(t, ExitUsage, code, "no ids and no filters")
+}
+
+// A shadow's divergence as the projection sees it: the same counts as
+// replay.Shadow on the log, its patches recorded but never applied.
+func TestShadowFromProjection(t *testing.T) {
+	t.Parallel()
+	ctx := ctxFor(t)
+	b := bustest.Open(t, nil)
+	plus := func(differ func(n int) bool, fail func(n int) bool) plugins.Plugin {
+		return plugins.Func(func(ctx context.Context, c *plugins.Call) (*plugins.Patch, error) {
+			var p struct{ Result float64 }
+			if err := c.Decode(&p); err != nil {
+				return nil, err
+			}
+			n := int(p.Result)
+			if fail(n) {
+				return nil, errors.New("shadow failed")
+			}
+			add := 1.0
+			if differ(n) {
+				add = 2
+			}
+			return plugins.JSONPatch(plugins.Op{Op: "replace", Path: "/result", Value: p.Result + add})
+		})
+	}
+	never := func(int) bool { return false }
+	differs := func(n int) bool { return n%3 == 0 && n != 9 }
+	fails := func(n int) bool { return n == 9 }
+	live, err := plugins.Start(ctx, b, plugins.Spec{
+		Name: "live", Version: "1", Triggers: []string{events.TaskExecutorRunTask}, Plugin: plus(never, never),
+	})
+	require.NoError(t, err)
+	shadow, err := plugins.Start(ctx, b, plugins.Spec{
+		Name: "cand", Version: "2", Mode: plugins.Shadow, ShadowOf: "live",
+		Triggers: []string{events.TaskExecutorRunTask}, Plugin: plus(differs, fails),
+	})
+	require.NoError(t, err)
+	app, err := executor.New(b, nil)
+	require.NoError(t, err)
+	executor.MustRegister(app, "n", func(_ context.Context, in struct{ N int }) (int, error) { return in.N, nil }, nil)
+	require.NoError(t, app.Start(ctx))
+	const tasks = 20
+	ids := map[string]int{}
+	for i := range tasks {
+		sub, err := app.Submit(ctx, "n", map[string]int{"N": i}, nil)
+		require.NoError(t, err)
+		_, err = app.Wait(ctx, sub.ID)
+		require.NoError(t, err)
+		ids[sub.ID] = i
+	}
+	require.NoError(t, app.Stop(ctx))
+	require.NoError(t, shadow.Stop(ctx))
+	require.NoError(t, live.Stop(ctx))
+
+	info, err := b.EventStream().Info(ctx)
+	require.NoError(t, err)
+	path := filepath.Join(t.TempDir(), "p.db")
+	_, err = projections.Build(ctx, b, path, &projections.BuildConfig{To: info.State.LastSeq})
+	require.NoError(t, err)
+	db := openDB(t, path)
+
+	got, err := db.ShadowStats(ctx, "cand", "live", time.Time{})
+	require.NoError(t, err)
+	want, err := replay.Shadow(ctx, b, replay.ShadowOptions{Shadow: "cand", ShadowOf: "live"})
+	require.NoError(t, err)
+	// 0, 3, 6, 12, 15, 18 differ; 9 fails.
+	require.Equal(t, tasks, got.Calls)
+	require.Equal(t, tasks, got.Compared)
+	require.Equal(t, 6, got.Different)
+	require.Equal(t, 1, got.Errors)
+	require.Equal(t, tasks-7, got.Identical)
+	require.Equal(t, []int{want.Compared, want.Identical, want.Different, want.Errors, want.Timeouts, want.Unpaired},
+		[]int{got.Compared, got.Identical, got.Different, got.Errors, got.Timeouts, got.Unpaired})
+	require.InDelta(t, want.Rate, got.Rate, 1e-12)
+
+	later, err := db.ShadowStats(ctx, "cand", "live", time.Now().Add(time.Hour))
+	require.NoError(t, err)
+	require.Zero(t, later.Calls, "--since after every fact")
+
+	// The shadow's patches are in the projection, and never applied.
+	page, err := db.PluginCalls(ctx, projections.CallFilter{Plugin: "cand", Limit: 100})
+	require.NoError(t, err)
+	require.Len(t, page.Calls, tasks)
+	for _, c := range page.Calls {
+		require.True(t, c.Shadow)
+		if c.Outcome != string(events.OutcomeError) {
+			require.NotEmpty(t, c.Patch)
+		}
+	}
+	for id, n := range ids {
+		task, err := db.Task(ctx, id)
+		require.NoError(t, err)
+		require.JSONEq(t, strconv.Itoa(n+1), string(task.Result), "the live plugin's result")
+	}
+
+	code, stdout, stderr := run(t, "shadow", "cand", "--db", path, "--of", "live", "--json")
+	require.Equal(t, ExitDivergent, code, stderr)
+	var cli projections.ShadowSummary
+	require.NoError(t, json.Unmarshal([]byte(stdout), &cli), stdout)
+	require.Equal(t, got, cli)
+	code, _, _ = run(t, "shadow", "cand", "--db", path)
+	require.Equal(t, ExitUsage, code, "--db needs --of")
 }

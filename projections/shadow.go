@@ -1,0 +1,188 @@
+package projections
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"reflect"
+	"time"
+
+	"github.com/qtasks/qtasks-go/events"
+)
+
+// ShadowSummary is how a shadow plugin's recorded calls compare with the
+// live plugin's in the same facts, read from the projection. Its counts
+// follow plugins/replay's ShadowStats (without masks or samples).
+type ShadowSummary struct {
+	Shadow   string `json:"shadow"`
+	ShadowOf string `json:"shadow_of"`
+	// Calls counts the shadow's recorded calls (on returnable triggers).
+	Calls int `json:"calls"`
+	// Compared counts the calls in facts with a live call of ShadowOf;
+	// Identical, Different, Errors and Timeouts split it.
+	Compared  int `json:"compared"`
+	Identical int `json:"identical"`
+	Different int `json:"different"`
+	Errors    int `json:"errors"`
+	Timeouts  int `json:"timeouts"`
+	// Unpaired counts shadow calls in facts without a live call.
+	Unpaired int `json:"unpaired"`
+	// Rate is (Different+Errors+Timeouts)/Compared, 0 when nothing was
+	// compared.
+	Rate float64 `json:"rate"`
+	// LastSeq is the last fact read.
+	LastSeq uint64 `json:"last_seq"`
+}
+
+// ShadowStats compares the calls of plugin shadow, recorded as a shadow of
+// plugin shadowOf, with the live calls in the same facts (since since, if
+// not zero). The projection keeps no registrations, so shadowOf must be
+// given.
+//
+// Calls are compared by effect, as plugins/replay does: each patch is
+// applied to the payload the live plugin saw (the fact's input, patched by
+// the live calls applied before it), and the two results are compared as
+// JSON values. A patch that does not apply counts as rejected; a call that
+// failed counts as an error or a timeout. No masks are applied; a patch
+// left out of the fact (patch_omitted) compares as no change.
+func (d *DB) ShadowStats(ctx context.Context, shadow, shadowOf string, since time.Time) (ShadowSummary, error) {
+	s := ShadowSummary{Shadow: shadow, ShadowOf: shadowOf}
+	if shadow == "" || shadowOf == "" {
+		return s, fmt.Errorf("shadow stats: both the shadow and the live plugin must be named")
+	}
+	q := `SELECT f.seq, f.trigger, f.data FROM facts f WHERE f.seq IN
+		(SELECT c.fact_seq FROM plugin_calls c WHERE c.plugin = ? AND c.shadow = 1)`
+	args := []any{shadow}
+	if !since.IsZero() {
+		q += ` AND f.time >= ?`
+		args = append(args, ts(since))
+	}
+	rows, err := d.r.QueryContext(ctx, q+` ORDER BY f.seq`, args...)
+	if err != nil {
+		return s, fmt.Errorf("shadow stats: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var seq int64
+		var trigger, data string
+		if err := rows.Scan(&seq, &trigger, &data); err != nil {
+			return s, fmt.Errorf("shadow stats: %w", err)
+		}
+		s.LastSeq = uint64(seq)
+		var f events.Fact
+		tr, ok := events.Lookup(trigger)
+		if !ok || !tr.Returnable || json.Unmarshal([]byte(data), &f) != nil {
+			continue
+		}
+		s.fact(tr, &f)
+	}
+	if err := rows.Err(); err != nil {
+		return s, fmt.Errorf("shadow stats: %w", err)
+	}
+	if s.Compared > 0 {
+		s.Rate = float64(s.Different+s.Errors+s.Timeouts) / float64(s.Compared)
+	}
+	return s, nil
+}
+
+func (s *ShadowSummary) fact(tr events.Trigger, f *events.Fact) {
+	doc := []byte(f.Input)
+	live := -1
+	for i, c := range f.Calls {
+		if c.Shadow {
+			continue
+		}
+		if c.Plugin == s.ShadowOf {
+			live = i
+			break
+		}
+		if c.Outcome == events.OutcomeApplied {
+			out, err := events.ApplyPatch(tr, doc, c.ContentType, c.Patch)
+			if err != nil {
+				return // the log disagrees with itself; nothing to compare
+			}
+			doc = out
+		}
+	}
+	for _, c := range f.Calls {
+		if !c.Shadow || c.Plugin != s.Shadow {
+			continue
+		}
+		s.Calls++
+		if live < 0 {
+			s.Unpaired++
+			continue
+		}
+		s.Compared++
+		switch shadowVerdict(effectOf(tr, doc, f.Calls[live]), effectOf(tr, doc, c)) {
+		case "identical":
+			s.Identical++
+		case "different":
+			s.Different++
+		case "error":
+			s.Errors++
+		case "timeout":
+			s.Timeouts++
+		}
+	}
+}
+
+// callEffect is what a recorded call did to the payload: out, or a failure.
+type callEffect struct {
+	outcome events.Outcome
+	out     []byte
+}
+
+func effectOf(tr events.Trigger, doc []byte, c events.PluginCall) callEffect {
+	switch c.Outcome {
+	case events.OutcomeTimeout, events.OutcomeError:
+		return callEffect{outcome: c.Outcome}
+	case events.OutcomeRejected:
+		if len(c.Patch) == 0 {
+			return callEffect{outcome: events.OutcomeRejected}
+		}
+	case events.OutcomeApplied, events.OutcomeNoChange, events.OutcomeShadow:
+	}
+	if len(c.Patch) == 0 {
+		return callEffect{outcome: events.OutcomeNoChange, out: doc}
+	}
+	out, err := events.ApplyPatch(tr, doc, c.ContentType, c.Patch)
+	if err != nil {
+		return callEffect{outcome: events.OutcomeRejected}
+	}
+	return callEffect{outcome: events.OutcomeApplied, out: out}
+}
+
+// shadowVerdict compares the shadow's effect with the live one's, as
+// plugins/replay's verdict does with the live call standing for the
+// recording.
+func shadowVerdict(live, shadow callEffect) string {
+	switch shadow.outcome {
+	case events.OutcomeTimeout:
+		return "timeout"
+	case events.OutcomeError:
+		if live.outcome == events.OutcomeError {
+			return "identical"
+		}
+		return "error"
+	}
+	switch live.outcome {
+	case events.OutcomeTimeout, events.OutcomeError:
+		return "different"
+	}
+	lr, sr := live.outcome == events.OutcomeRejected, shadow.outcome == events.OutcomeRejected
+	switch {
+	case lr && sr:
+		return "identical"
+	case lr || sr:
+		return "different"
+	}
+	var a, b any
+	if json.Unmarshal(live.out, &a) != nil || json.Unmarshal(shadow.out, &b) != nil {
+		return "different"
+	}
+	if reflect.DeepEqual(a, b) {
+		return "identical"
+	}
+	return "different"
+}
