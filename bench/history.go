@@ -27,7 +27,8 @@ import (
 	"github.com/qtasks/qtasks-go/projections"
 )
 
-// history is an event log made of real task runs: one no-op task run by a
+// history is an event log, on a qtasksd process of its own, made of real
+// task runs: one no-op task run by a
 // real executor with one in-process mutator (bench-mut-0 on
 // task_executor_args_replace), every trigger recorded, then its events
 // cloned with fresh task ids (every byte of the template's task id replaced
@@ -53,7 +54,15 @@ const mutatorPlugin = "bench-mut-0"
 // least target(events after the template run, events per run) events.
 func (h *Harness) makeHistory(ctx context.Context, target func(base uint64, perTask int) uint64, keepFirst int) (*history, error) {
 	t0 := time.Now()
-	b, err := h.openBus(ctx, bus.Config{})
+	// The server is a qtasksd process with no worker and no projector, as
+	// in production: the rebuild and replay read the log from another
+	// process, and this process's memory holds only their side.
+	qd, err := h.startQtasksd("--no-worker", "--no-projection")
+	if err != nil {
+		return nil, err
+	}
+	h.onClose(qd.stop)
+	b, err := bus.Open(ctx, bus.Config{URL: qd.url, Name: "bench-history", Logger: h.quiet})
 	if err != nil {
 		return nil, err
 	}
@@ -345,8 +354,22 @@ func benchRebuild(ctx context.Context, h *Harness, rep int) error {
 		base, gc0 := liveHeap(), gcCycles()
 		peak := newPeakSampler(liveHeap, 10*time.Millisecond)
 		t0 := time.Now()
-		st, err := projections.Build(ctx, hist.b, filepath.Join(dir, "p"+strconv.Itoa(s)+".db"),
-			&projections.BuildConfig{To: uint64(s), Logger: h.quiet})
+		bc := &projections.BuildConfig{To: uint64(s), Logger: h.quiet}
+		if h.cfg.MemProfile != "" && s == sizes[len(sizes)-1] {
+			// A heap profile nine tenths of the way through the largest
+			// rebuild: what is live then (the embedded nats-server serving
+			// the reads is in this process too).
+			profiled := false
+			bc.Progress = func(applied, to uint64) {
+				if !profiled && applied*10 >= to*9 {
+					profiled = true
+					if err := writeHeapProfile(h.cfg.MemProfile + ".rebuild"); err != nil {
+						h.logf("heap profile: %v", err)
+					}
+				}
+			}
+		}
+		st, err := projections.Build(ctx, hist.b, filepath.Join(dir, "p"+strconv.Itoa(s)+".db"), bc)
 		el := time.Since(t0)
 		top := peak.stop()
 		if err != nil {

@@ -23,67 +23,18 @@ import (
 // "add" tasks from a client in this process, waiting for every final
 // record after each phase. It samples VmRSS of the qtasksd process every
 // 50 ms and reads VmHWM (its peak RSS) at the end. The history grows with
-// each phase (about 17 events per task); RSS is flat when the last phase's
+// each phase (27 events per task); RSS is flat when the last phase's
 // peak is no higher than the second phase's (the first includes start-up
 // growth).
 func benchRSS(ctx context.Context, h *Harness, rep int) error {
-	bins, err := h.binaries()
+	qd, err := h.startQtasksd("--concurrency", strconv.Itoa(h.cfg.Concurrency), "--record", "all")
 	if err != nil {
 		return err
 	}
-	dir, err := h.dir("qtasksd-")
-	if err != nil {
-		return err
-	}
-	port, err := freePort()
-	if err != nil {
-		return err
-	}
-	cmd := exec.Command(bins["qtasksd"], "run", "--data-dir", dir, "--db", filepath.Join(dir, "qtasks.db"), "--port", strconv.Itoa(port), "--http", "",
-		"--concurrency", strconv.Itoa(h.cfg.Concurrency), "--record", "all", "--log-level", "info")
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	stderr, err := cmd.StderrPipe()
-	if err != nil {
-		return err
-	}
-	if err := cmd.Start(); err != nil {
-		return err
-	}
-	ready := make(chan struct{})
-	exited := make(chan struct{})
-	var tail lastLines
-	go func() {
-		sc := bufio.NewScanner(stderr)
-		sc.Buffer(make([]byte, 64*1024), 1<<20)
-		once := sync.Once{}
-		for sc.Scan() {
-			tail.add(sc.Text())
-			if strings.Contains(sc.Text(), `"qtasksd ready"`) {
-				once.Do(func() { close(ready) })
-			}
-		}
-		_ = cmd.Wait()
-		close(exited)
-	}()
-	defer func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-exited:
-		case <-time.After(30 * time.Second):
-			_ = cmd.Process.Kill()
-			<-exited
-		}
-	}()
-	select {
-	case <-ready:
-	case <-exited:
-		return fmt.Errorf("qtasksd exited: %s", tail.String())
-	case <-time.After(wait):
-		return errors.New("qtasksd not ready in time")
-	}
-	pid := cmd.Process.Pid
+	defer qd.stop()
+	pid := qd.pid
 
-	client, err := bus.Open(ctx, bus.Config{URL: "nats://127.0.0.1:" + strconv.Itoa(port), Name: "bench-client", Logger: h.quiet})
+	client, err := bus.Open(ctx, bus.Config{URL: qd.url, Name: "bench-client", Logger: h.quiet})
 	if err != nil {
 		return err
 	}
@@ -175,6 +126,77 @@ func benchRSS(ctx context.Context, h *Harness, rep int) error {
 		h.add("qtasksd.tasks.phase"+strconv.Itoa(i+1), rates[i])
 	}
 	return nil
+}
+
+// qtasksd is a qtasksd process the harness started.
+type qtasksd struct {
+	url  string
+	pid  int
+	stop func()
+}
+
+// startQtasksd runs qtasksd (built from ../cmd/qtasksd) on its embedded
+// NATS server with file storage in a new directory and a free port, HTTP
+// off, with the extra flags given; it returns once qtasksd says it is
+// ready.
+func (h *Harness) startQtasksd(extra ...string) (*qtasksd, error) {
+	bins, err := h.binaries()
+	if err != nil {
+		return nil, err
+	}
+	dir, err := h.dir("qtasksd-")
+	if err != nil {
+		return nil, err
+	}
+	port, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	args := append([]string{"run", "--data-dir", dir, "--db", filepath.Join(dir, "qtasks.db"), "--port", strconv.Itoa(port),
+		"--http", "", "--log-level", "info"}, extra...)
+	cmd := exec.Command(bins["qtasksd"], args...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		return nil, err
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	ready := make(chan struct{})
+	exited := make(chan struct{})
+	var tail lastLines
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		sc.Buffer(make([]byte, 64*1024), 1<<20)
+		once := sync.Once{}
+		for sc.Scan() {
+			tail.add(sc.Text())
+			if strings.Contains(sc.Text(), `"qtasksd ready"`) {
+				once.Do(func() { close(ready) })
+			}
+		}
+		_ = cmd.Wait()
+		close(exited)
+	}()
+	stop := func() {
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-exited:
+		case <-time.After(30 * time.Second):
+			_ = cmd.Process.Kill()
+			<-exited
+		}
+	}
+	select {
+	case <-ready:
+	case <-exited:
+		return nil, fmt.Errorf("qtasksd exited: %s", tail.String())
+	case <-time.After(wait):
+		stop()
+		return nil, errors.New("qtasksd not ready in time")
+	}
+	return &qtasksd{url: "nats://127.0.0.1:" + strconv.Itoa(port), pid: cmd.Process.Pid, stop: stop}, nil
 }
 
 // lastLines keeps the last lines written, for error messages.
