@@ -5,12 +5,17 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/qtasks/qtasks-go/events"
 )
+
+// publishStallWait bounds how long an async publish waits for room under
+// Config.MaxPending.
+const publishStallWait = 10 * time.Second
 
 // Message builds the NATS message of an event: attributes as headers, data
 // as the body, msgID as Nats-Msg-Id when not empty.
@@ -38,7 +43,10 @@ func (b *Bus) Publish(ctx context.Context, subject, msgID string, ev *events.Eve
 // PublishAsync writes an event to the log without waiting; the returned
 // future reports the ack. Acks collects futures to wait on together.
 func (b *Bus) PublishAsync(subject, msgID string, ev *events.Event) (jetstream.PubAckFuture, error) {
-	f, err := b.js.PublishMsgAsync(Message(subject, msgID, ev))
+	// With MaxPending publishes unacknowledged, a burst waits for room
+	// rather than failing (nats.go's default is 200 ms), which would fail a
+	// task run and have it redelivered.
+	f, err := b.js.PublishMsgAsync(Message(subject, msgID, ev), jetstream.WithStallWait(publishStallWait))
 	if err != nil {
 		return nil, fmt.Errorf("publishing %s: %w", subject, err)
 	}
