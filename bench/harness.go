@@ -144,9 +144,9 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	rows := tableRows(cfg)
 	h.logf("suite done in %s", time.Since(start).Round(time.Second))
 	if cfg.From != "" {
-		fmt.Fprintf(stdout, "qtasks bench — table re-rendered from %s (not a new run); each figure: median, min – max of n repetitions; ratio = median ÷ median of the reference, same run\n\n", cfg.From)
+		fmt.Fprintf(stdout, "qtasks bench — table re-rendered from %s (not a new run); each figure: median, min – max of n repetitions; ratio = median of the per-repetition ratios to the reference (same round of the same run)\n\n", cfg.From)
 	} else {
-		fmt.Fprintf(stdout, "qtasks bench — `go run . %s` — %s, %s, %d CPUs, %s\n%d repetition(s), %d tasks per end-to-end run%s; each figure: median, min – max of n repetitions; ratio = median ÷ median of the reference, same run\n\n",
+		fmt.Fprintf(stdout, "qtasks bench — `go run . %s` — %s, %s, %d CPUs, %s\n%d repetition(s), %d tasks per end-to-end run%s; each figure: median, min – max of n repetitions; ratio = median of the per-repetition ratios to the reference (same round of the same run)\n\n",
 			strings.Join(args, " "), time.Now().UTC().Format("2006-01-02 15:04 UTC"), runtime.Version(), runtime.NumCPU(), hostLoad(),
 			cfg.Reps, cfg.Tasks, map[bool]string{true: "; SMOKE sizes: the figures mean nothing", false: ""}[cfg.Smoke])
 	}
@@ -191,7 +191,7 @@ func parseFlags(args []string, stderr io.Writer) (Config, error) {
 	fs.StringVar(&c.SVGDir, "svg", "", "directory for the plots (default ../docs/bench; smoke: none)")
 	fs.StringVar(&c.JSONPath, "json", "", "also write every sample to this JSON file")
 	fs.StringVar(&c.CPUProfile, "cpuprofile", "", "write a CPU profile of this process (ours runs in-process) to this file")
-	fs.StringVar(&c.MemProfile, "memprofile", "", "write a heap profile of this process at the end of each in-process end-to-end run (before its server closes) to this file")
+	fs.StringVar(&c.MemProfile, "memprofile", "", "write heap profiles of this process to this file: at the end of each in-process end-to-end run (before its server closes), and 90% into the largest rebuild (FILE.rebuild)")
 	fs.StringVar(&c.From, "from", "", "run nothing: print the table and write the plots of a run saved with -json (give the same size flags)")
 	fs.BoolVar(&c.Verbose, "v", false, "log each repetition's figures")
 	rebuildMax := fs.Int("rebuild-max", 0, "largest history to rebuild (default 1000000; smoke 10000)")
@@ -365,6 +365,40 @@ func (r *Results) stat(key string) (med, lo, hi float64, n int) {
 		med = (s[n/2-1] + s[n/2]) / 2
 	}
 	return med, s[0], s[n-1], n
+}
+
+// ratio is the median of the per-repetition ratios key/ref when both have
+// one sample per repetition (the repetitions are interleaved, so sample i
+// of each comes from the same round), else the ratio of their medians.
+func (r *Results) ratio(key, ref string) (float64, bool) {
+	r.mu.Lock()
+	a, b := slices.Clone(r.m[key]), slices.Clone(r.m[ref])
+	r.mu.Unlock()
+	if len(a) == 0 || len(b) == 0 {
+		return 0, false
+	}
+	if len(a) == len(b) {
+		q := make([]float64, 0, len(a))
+		for i := range a {
+			if b[i] != 0 {
+				q = append(q, a[i]/b[i])
+			}
+		}
+		if len(q) == len(a) {
+			sort.Float64s(q)
+			n := len(q)
+			if n%2 == 1 {
+				return q[n/2], true
+			}
+			return (q[n/2-1] + q[n/2]) / 2, true
+		}
+	}
+	ma, _, _, _ := r.stat(key)
+	mb, _, _, _ := r.stat(ref)
+	if mb == 0 {
+		return 0, false
+	}
+	return ma / mb, true
 }
 
 func (r *Results) has(key string) bool {

@@ -207,9 +207,8 @@ func writeTable(w io.Writer, rows []Row, res *Results) {
 			cells[3] = strconv.Itoa(n)
 			v := med
 			if r.Ref != "" {
-				rmed, _, _, rn := res.stat(r.Ref)
-				if rn > 0 && rmed != 0 {
-					v = med / rmed
+				if q, ok := res.ratio(r.Key, r.Ref); ok {
+					v = q
 					cells[5] = fmt.Sprintf("%.2f×", v)
 				} else {
 					cells[5] = "—"
