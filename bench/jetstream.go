@@ -179,7 +179,8 @@ func (fs *factSource) chunk(ctx context.Context, n int) error {
 		if err != nil {
 			return err
 		}
-		data, err := json.Marshal(events.Fact{Input: input})
+		f := events.Fact{Input: input}
+		data, err := f.AppendJSON(nil)
 		if err != nil {
 			return err
 		}

@@ -232,7 +232,8 @@ func (fs *benchFactSource) event(b *testing.B) (subject, msgID string, ev events
 	if fs.n%16 == 0 {
 		fs.next()
 	}
-	data, err := json.Marshal(events.Fact{Input: fs.input})
+	f := events.Fact{Input: fs.input}
+	data, err := f.AppendJSON(nil)
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -91,7 +91,7 @@ func (f *firing) fire(ctx context.Context, trigger string, payload any) (json.Ra
 }
 
 func (f *firing) record(trigger string, n int, fact *events.Fact) {
-	data, err := json.Marshal(fact)
+	data, err := fact.AppendJSON(nil)
 	if err != nil {
 		f.acks.Fail(fmt.Errorf("encoding fact %s: %w", trigger, err))
 		return
@@ -108,7 +108,7 @@ func (f *firing) record(trigger string, n int, fact *events.Fact) {
 				fact.Calls[i].Patch, fact.Calls[i].PatchOmitted = nil, true
 			}
 		}
-		if data, err = json.Marshal(fact); err == nil && len(data) > events.MaxDataSize {
+		if data, err = fact.AppendJSON(data[:0]); err == nil && len(data) > events.MaxDataSize {
 			err = fmt.Errorf("fact %s is %d bytes, at most %d: %w", trigger, len(data), events.MaxDataSize, events.ErrTooLarge)
 		}
 		if err != nil {
