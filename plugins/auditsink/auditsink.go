@@ -74,10 +74,9 @@ import (
 	"sync"
 	"time"
 
-	ce "github.com/cloudevents/sdk-go/v2/event"
-
 	"github.com/qtasks/qtasks-go/events"
 	"github.com/qtasks/qtasks-go/plugins"
+	"github.com/qtasks/qtasks-go/plugins/internal/cejson"
 )
 
 // Defaults and limits of Config.
@@ -94,7 +93,7 @@ const (
 
 // ExtStreamSeq is the extension attribute holding a fact's stream
 // sequence (as in plugins/replay's export format).
-const ExtStreamSeq = "streamseq"
+const ExtStreamSeq = cejson.ExtStreamSeq
 
 // timeLayout formats {time}.
 const timeLayout = "20060102T150405Z"
@@ -592,35 +591,7 @@ func (s *Sink) Stop(context.Context) error {
 // format, its extension attributes as strings, streamseq (when seq > 0),
 // and a newline. The event must be a valid CloudEvent.
 func Encode(ev *events.Event, seq uint64) ([]byte, error) {
-	h := events.Headers{}
-	ev.Encode(h)
-	c := ce.New()
-	c.SetID(ev.ID)
-	c.SetSource(ev.Source)
-	c.SetType(ev.Type)
-	if ev.Subject != "" {
-		c.SetSubject(ev.Subject)
-	}
-	if !ev.Time.IsZero() {
-		c.SetTime(ev.Time)
-	}
-	if ev.DataContentType != "" {
-		c.SetDataContentType(ev.DataContentType)
-	}
-	for k, v := range h {
-		name, ok := strings.CutPrefix(k, events.HeaderPrefix)
-		if !ok || len(v) == 0 {
-			continue
-		}
-		switch name {
-		case "specversion", "id", "source", "type", "subject", "time":
-			continue
-		}
-		c.SetExtension(name, v[0])
-	}
-	if seq > 0 {
-		c.SetExtension(ExtStreamSeq, strconv.FormatUint(seq, 10))
-	}
+	c := cejson.Attributes(ev, seq)
 	if len(ev.Data) > 0 {
 		data := ev.Data
 		// JSON data goes in as is, on one line; anything else as base64

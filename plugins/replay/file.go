@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"io"
 	"strconv"
-	"strings"
 	"time"
 
 	ce "github.com/cloudevents/sdk-go/v2/event"
@@ -17,11 +16,12 @@ import (
 
 	"github.com/qtasks/qtasks-go/bus"
 	"github.com/qtasks/qtasks-go/events"
+	"github.com/qtasks/qtasks-go/plugins/internal/cejson"
 )
 
 // ExtStreamSeq is the extension attribute holding an exported event's
 // stream sequence.
-const ExtStreamSeq = "streamseq"
+const ExtStreamSeq = cejson.ExtStreamSeq
 
 // maxLine bounds one line of an export file: a 900 KiB payload written as
 // an escaped JSON string, and its attributes.
@@ -76,35 +76,7 @@ func (e *Encoder) Flush() error {
 // toCloudEvent converts an event to the SDK's form: the attributes of the
 // NATS binding's headers, one for one.
 func toCloudEvent(ev *events.Event, seq uint64) (ce.Event, error) {
-	h := events.Headers{}
-	ev.Encode(h)
-	c := ce.New()
-	c.SetID(ev.ID)
-	c.SetSource(ev.Source)
-	c.SetType(ev.Type)
-	if ev.Subject != "" {
-		c.SetSubject(ev.Subject)
-	}
-	if !ev.Time.IsZero() {
-		c.SetTime(ev.Time)
-	}
-	if ev.DataContentType != "" {
-		c.SetDataContentType(ev.DataContentType)
-	}
-	for k, v := range h {
-		name, ok := strings.CutPrefix(k, events.HeaderPrefix)
-		if !ok || len(v) == 0 {
-			continue
-		}
-		switch name {
-		case "specversion", "id", "source", "type", "subject", "time":
-			continue
-		}
-		c.SetExtension(name, v[0])
-	}
-	if seq > 0 {
-		c.SetExtension(ExtStreamSeq, strconv.FormatUint(seq, 10))
-	}
+	c := cejson.Attributes(ev, seq)
 	if len(ev.Data) > 0 {
 		c.DataEncoded = ev.Data
 		// The SDK writes application/json data as is: data that is not

@@ -367,15 +367,6 @@ func snapshot(t *testing.T, b *bus.Bus) map[string]string {
 	return out
 }
 
-// seqOf is the n of the task of r.
-func (h *history) seqOrder(rs []replay.Result) []int {
-	out := make([]int, len(rs))
-	for i, r := range rs {
-		out[i] = h.n[r.TaskID]
-	}
-	return out
-}
-
 var errNotFound = errors.New("not found")
 
 func indexOfN(h *history, rs []replay.Result, n int) (int, error) {
