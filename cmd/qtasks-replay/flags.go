@@ -8,52 +8,38 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"os"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/qtasks/qtasks-go/bus"
+	"github.com/qtasks/qtasks-go/internal/cli"
 	"github.com/qtasks/qtasks-go/projections"
 )
 
-func envOr(key, def string) string {
-	if v, ok := os.LookupEnv(key); ok {
-		return v
-	}
-	return def
-}
+var envOr = cli.EnvOr
 
 // DefaultNatsURL is where rebuild and project look for a local qtasksd.
 const DefaultNatsURL = "nats://127.0.0.1:4222"
 
 // connFlags are the NATS connection flags.
-type connFlags struct {
-	url, creds, nkey, user, password, token string
-}
+type connFlags struct{ cli.ConnFlags }
 
-func (c *connFlags) register(fs *flag.FlagSet) {
-	fs.StringVar(&c.url, "nats-url", envOr("QTASKS_NATS_URL", DefaultNatsURL), "NATS server or cluster URL(s), comma separated (QTASKS_NATS_URL)")
-	fs.StringVar(&c.creds, "creds", envOr("QTASKS_NATS_CREDS", ""), "NATS credentials file (QTASKS_NATS_CREDS)")
-	fs.StringVar(&c.nkey, "nkey", envOr("QTASKS_NATS_NKEY", ""), "NATS NKey seed file (QTASKS_NATS_NKEY)")
-	fs.StringVar(&c.user, "user", envOr("QTASKS_NATS_USER", ""), "NATS user (QTASKS_NATS_USER)")
-	fs.StringVar(&c.password, "password", envOr("QTASKS_NATS_PASSWORD", ""), "NATS password (QTASKS_NATS_PASSWORD)")
-	fs.StringVar(&c.token, "token", envOr("QTASKS_NATS_TOKEN", ""), "NATS token (QTASKS_NATS_TOKEN)")
-}
+func (c *connFlags) register(fs *flag.FlagSet) { c.Register(fs, DefaultNatsURL) }
 
 // open connects to the NATS server; it never starts an embedded one.
 func (c *connFlags) open(ctx context.Context, log *slog.Logger) (*bus.Bus, error) {
-	if c.url == "" {
-		return nil, &usageError{msg: "--nats-url is empty", hint: "qtasks-replay rebuild --nats-url " + DefaultNatsURL}
+	if c.URL == "" {
+		return nil, &usageError{Msg: "--nats-url is empty", Hint: "qtasks-replay rebuild --nats-url " + DefaultNatsURL}
 	}
 	octx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	b, err := bus.Open(octx, bus.Config{
-		URL: c.url, CredsFile: c.creds, NKeyFile: c.nkey, User: c.user, Password: c.password, Token: c.token,
+		URL: c.URL, CredsFile: c.Creds, NKeyFile: c.NKey, User: c.User, Password: c.Password, Token: c.Token,
 		Name: "qtasks-replay", Logger: log,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("connecting to %s: %w", c.url, err)
+		return nil, fmt.Errorf("connecting to %s: %w", c.URL, err)
 	}
 	return b, nil
 }
@@ -76,7 +62,7 @@ func (c *common) register(fs *flag.FlagSet, withJSON bool) {
 func (c *common) logger(w io.Writer) (*slog.Logger, error) {
 	var l slog.Level
 	if err := l.UnmarshalText([]byte(c.logLevel)); err != nil {
-		return nil, &usageError{msg: fmt.Sprintf("--log-level %q: want debug, info, warn or error", c.logLevel), hint: "--log-level warn"}
+		return nil, &usageError{Msg: fmt.Sprintf("--log-level %q: want debug, info, warn or error", c.logLevel), Hint: "--log-level warn"}
 	}
 	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: l})), nil
 }
@@ -94,24 +80,16 @@ func (c *common) openRead(ctx context.Context) (*projections.DB, error) {
 	}
 	switch {
 	case errors.Is(err, projections.ErrNoDatabase):
-		return nil, &exitError{code: ExitNoDB, err: fmt.Errorf("%w (qtasksd projects by default; or run qtasks-replay rebuild)", err)}
+		return nil, &exitError{Code: ExitNoDB, Err: fmt.Errorf("%w (qtasksd projects by default; or run qtasks-replay rebuild)", err)}
 	case errors.Is(err, projections.ErrSchemaTooNew):
-		return nil, &exitError{code: ExitNoDB, err: err}
+		return nil, &exitError{Code: ExitNoDB, Err: err}
 	case err != nil:
 		return nil, err
 	}
 	return db, nil
 }
 
-func newFlagSet(name string, stderr io.Writer, synopsis string) *flag.FlagSet {
-	fs := flag.NewFlagSet(name, flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() {
-		fmt.Fprintf(stderr, "Usage: %s\n\nFlags:\n", synopsis)
-		fs.PrintDefaults()
-	}
-	return fs
-}
+var newFlagSet = cli.NewFlagSet
 
 // parse parses args, allowing flags after positional arguments
 // ("history ID --json").
@@ -122,7 +100,7 @@ func parse(fs *flag.FlagSet, args []string, hint string) ([]string, error) {
 			if errors.Is(err, flag.ErrHelp) {
 				return nil, err
 			}
-			return nil, &usageError{msg: err.Error(), hint: hint}
+			return nil, &usageError{Msg: err.Error(), Hint: hint}
 		}
 		args = fs.Args()
 		if len(args) == 0 {
@@ -136,14 +114,14 @@ func parse(fs *flag.FlagSet, args []string, hint string) ([]string, error) {
 // taskArg is the one TASK_ID argument of history and blame.
 func taskArg(pos []string, cmd string) (string, error) {
 	if len(pos) != 1 || strings.TrimSpace(pos[0]) == "" {
-		return "", &usageError{msg: cmd + " takes one task id", hint: "qtasks-replay " + cmd + " TASK_ID"}
+		return "", &usageError{Msg: cmd + " takes one task id", Hint: "qtasks-replay " + cmd + " TASK_ID"}
 	}
 	return pos[0], nil
 }
 
 func notFound(err error) error {
 	if errors.Is(err, projections.ErrNotFound) {
-		return &exitError{code: ExitNotFound, err: err}
+		return &exitError{Code: ExitNotFound, Err: err}
 	}
 	return err
 }

@@ -22,13 +22,13 @@ package main
 
 import (
 	"context"
-	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
 	"os/signal"
 	"syscall"
+
+	"github.com/qtasks/qtasks-go/internal/cli"
 )
 
 func main() {
@@ -47,40 +47,13 @@ const (
 	ExitNoDB     = 4 // no projection database, or one with a schema this program cannot read
 )
 
-// usageError is a bad command line; it prints a hint.
-type usageError struct{ msg, hint string }
-
-func (e *usageError) Error() string { return e.msg }
-
-// exitError carries an exit code other than 1.
-type exitError struct {
-	code int
-	err  error
-}
-
-func (e *exitError) Error() string { return e.err.Error() }
-func (e *exitError) Unwrap() error { return e.err }
+type (
+	usageError = cli.UsageError
+	exitError  = cli.ExitError
+)
 
 // ExitCode prints err (if any) to stderr and returns the process exit code.
-func ExitCode(err error, stderr io.Writer) int {
-	if err == nil || errors.Is(err, flag.ErrHelp) {
-		return ExitOK
-	}
-	var ue *usageError
-	if errors.As(err, &ue) {
-		fmt.Fprintln(stderr, "qtasks-replay:", ue.msg)
-		if ue.hint != "" {
-			fmt.Fprintln(stderr, "Try:", ue.hint)
-		}
-		return ExitUsage
-	}
-	fmt.Fprintln(stderr, "qtasks-replay:", err)
-	var ee *exitError
-	if errors.As(err, &ee) {
-		return ee.code
-	}
-	return ExitFailure
-}
+func ExitCode(err error, stderr io.Writer) int { return cli.ExitCode("qtasks-replay", err, stderr) }
 
 // Main runs qtasks-replay's commands; tests call Run directly.
 type Main struct {
@@ -94,7 +67,7 @@ func NewMain(stdout, stderr io.Writer) *Main { return &Main{Stdout: stdout, Stde
 func (m *Main) Run(ctx context.Context, args []string) error {
 	if len(args) == 0 {
 		fmt.Fprint(m.Stderr, usage)
-		return &usageError{msg: "no command given", hint: "qtasks-replay help"}
+		return &usageError{Msg: "no command given", Hint: "qtasks-replay help"}
 	}
 	cmd, args := args[0], args[1:]
 	switch cmd {
@@ -122,7 +95,7 @@ func (m *Main) Run(ctx context.Context, args []string) error {
 		fmt.Fprint(m.Stdout, usage)
 		return nil
 	}
-	return &usageError{msg: fmt.Sprintf("unknown command %q", cmd), hint: "qtasks-replay help"}
+	return &usageError{Msg: fmt.Sprintf("unknown command %q", cmd), Hint: "qtasks-replay help"}
 }
 
 const usage = `qtasks-replay: history and audit from the qtasks projection, and its rebuild

@@ -160,19 +160,19 @@ func (m *Main) tasks(ctx context.Context, args []string) error {
 		return err
 	}
 	if len(pos) > 0 {
-		return &usageError{msg: fmt.Sprintf("unexpected argument %q", pos[0]), hint: "qtasks-replay tasks --name NAME"}
+		return &usageError{Msg: fmt.Sprintf("unexpected argument %q", pos[0]), Hint: "qtasks-replay tasks --name NAME"}
 	}
 	switch f.Status {
 	case "", events.StatusNew, events.StatusProcess, events.StatusSuccess, events.StatusError, events.StatusCancel, events.StatusRetry:
 	default:
-		return &usageError{msg: fmt.Sprintf("--status %q: want new, process, success, error, cancel or retry", f.Status), hint: "qtasks-replay tasks --status error"}
+		return &usageError{Msg: fmt.Sprintf("--status %q: want new, process, success, error, cancel or retry", f.Status), Hint: "qtasks-replay tasks --status error"}
 	}
 	now := time.Now()
 	if f.Since, err = parseTime(since, now); err != nil {
-		return &usageError{msg: "--since " + err.Error(), hint: "qtasks-replay tasks --since 1h"}
+		return &usageError{Msg: "--since " + err.Error(), Hint: "qtasks-replay tasks --since 1h"}
 	}
 	if f.Until, err = parseTime(until, now); err != nil {
-		return &usageError{msg: "--until " + err.Error(), hint: "qtasks-replay tasks --until 2006-01-02"}
+		return &usageError{Msg: "--until " + err.Error(), Hint: "qtasks-replay tasks --until 2006-01-02"}
 	}
 	db, err := c.openRead(ctx)
 	if err != nil {
@@ -182,7 +182,7 @@ func (m *Main) tasks(ctx context.Context, args []string) error {
 	page, err := db.Tasks(ctx, f)
 	if err != nil {
 		if errors.Is(err, projections.ErrBadCursor) {
-			return &usageError{msg: err.Error(), hint: "pass the next cursor a previous page printed"}
+			return &usageError{Msg: err.Error(), Hint: "pass the next cursor a previous page printed"}
 		}
 		return err
 	}
@@ -260,12 +260,12 @@ func (m *Main) calls(ctx context.Context, args []string) error {
 		return err
 	}
 	if len(pos) > 0 {
-		return &usageError{msg: fmt.Sprintf("unexpected argument %q", pos[0]), hint: "qtasks-replay calls --plugin NAME"}
+		return &usageError{Msg: fmt.Sprintf("unexpected argument %q", pos[0]), Hint: "qtasks-replay calls --plugin NAME"}
 	}
 	switch events.Outcome(f.Outcome) {
 	case "", events.OutcomeApplied, events.OutcomeNoChange, events.OutcomeRejected, events.OutcomeTimeout, events.OutcomeError, events.OutcomeShadow:
 	default:
-		return &usageError{msg: fmt.Sprintf("--outcome %q: want applied, nochange, rejected, timeout, error or shadow", f.Outcome), hint: "qtasks-replay calls --outcome rejected"}
+		return &usageError{Msg: fmt.Sprintf("--outcome %q: want applied, nochange, rejected, timeout, error or shadow", f.Outcome), Hint: "qtasks-replay calls --outcome rejected"}
 	}
 	db, err := c.openRead(ctx)
 	if err != nil {
@@ -275,7 +275,7 @@ func (m *Main) calls(ctx context.Context, args []string) error {
 	page, err := db.PluginCalls(ctx, f)
 	if err != nil {
 		if errors.Is(err, projections.ErrBadCursor) {
-			return &usageError{msg: err.Error(), hint: "pass the next cursor a previous page printed"}
+			return &usageError{Msg: err.Error(), Hint: "pass the next cursor a previous page printed"}
 		}
 		return err
 	}

@@ -51,12 +51,12 @@ func (f *filterFlags) filter(now time.Time) (replay.Filter, error) {
 	var err error
 	if f.since != "" {
 		if out.Since, err = parseTime(f.since, now); err != nil {
-			return out, &usageError{msg: "--since: " + err.Error()}
+			return out, &usageError{Msg: "--since: " + err.Error()}
 		}
 	}
 	if f.until != "" {
 		if out.Until, err = parseTime(f.until, now); err != nil {
-			return out, &usageError{msg: "--until: " + err.Error()}
+			return out, &usageError{Msg: "--until: " + err.Error()}
 		}
 	}
 	out.TaskNames, out.Triggers, out.TaskIDs = f.names, f.triggers, f.ids
@@ -74,11 +74,11 @@ func (c *connFlags) openLive(ctx context.Context, m *Main, logLevel string) (*bu
 	octx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	b, err := bus.Open(octx, bus.Config{
-		URL: c.url, CredsFile: c.creds, NKeyFile: c.nkey, User: c.user, Password: c.password, Token: c.token,
+		URL: c.URL, CredsFile: c.Creds, NKeyFile: c.NKey, User: c.User, Password: c.Password, Token: c.Token,
 		Name: "qtasks-replay", Logger: log, ReadOnly: true,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("connecting to %s: %w", c.url, err)
+		return nil, fmt.Errorf("connecting to %s: %w", c.URL, err)
 	}
 	return b, nil
 }
@@ -111,10 +111,10 @@ func (m *Main) replayPlugin(ctx context.Context, args []string) error {
 		return err
 	}
 	if len(pos) != 1 {
-		return &usageError{msg: "plugin needs exactly one plugin name", hint: hint}
+		return &usageError{Msg: "plugin needs exactly one plugin name", Hint: hint}
 	}
 	if *candidate == "" {
-		return &usageError{msg: "--candidate-cmd is required", hint: hint}
+		return &usageError{Msg: "--candidate-cmd is required", Hint: hint}
 	}
 	f, err := ff.filter(time.Now())
 	if err != nil {
@@ -122,7 +122,7 @@ func (m *Main) replayPlugin(ctx context.Context, args []string) error {
 	}
 	cmd, err := replay.ParseCommand(*candidate)
 	if err != nil {
-		return &usageError{msg: "--candidate-cmd: " + err.Error(), hint: hint}
+		return &usageError{Msg: "--candidate-cmd: " + err.Error(), Hint: hint}
 	}
 	cmd.Stderr = m.Stderr
 	opts := replay.Options{
@@ -132,7 +132,7 @@ func (m *Main) replayPlugin(ctx context.Context, args []string) error {
 	if *baseline != "" {
 		bc, err := replay.ParseCommand(*baseline)
 		if err != nil {
-			return &usageError{msg: "--baseline-cmd: " + err.Error(), hint: hint}
+			return &usageError{Msg: "--baseline-cmd: " + err.Error(), Hint: hint}
 		}
 		bc.Stderr = m.Stderr
 		opts.Baseline = &replay.Candidate{Command: bc, Timeout: *timeout}
@@ -185,7 +185,7 @@ func replayExit(divergent bool, err error, what string) error {
 	case err != nil:
 		return err
 	case divergent:
-		return &exitError{code: ExitDivergent, err: errors.New(what)}
+		return &exitError{Code: ExitDivergent, Err: errors.New(what)}
 	}
 	return nil
 }
@@ -206,7 +206,7 @@ func (m *Main) export(ctx context.Context, args []string) error {
 		return err
 	}
 	if len(pos) != 1 {
-		return &usageError{msg: "export needs exactly one plugin name", hint: hint}
+		return &usageError{Msg: "export needs exactly one plugin name", Hint: hint}
 	}
 	f, err := ff.filter(time.Now())
 	if err != nil {
@@ -270,17 +270,17 @@ func (m *Main) redrive(ctx context.Context, args []string) error {
 		}
 	}
 	if len(ids) == 0 {
-		return &usageError{msg: "redrive needs task ids or filters (--status, --name, --tag, --since, --until)", hint: hint}
+		return &usageError{Msg: "redrive needs task ids or filters (--status, --name, --tag, --since, --until)", Hint: hint}
 	}
 	opts := replay.RedriveOptions{TaskIDs: ids, Only: *only, Mask: masks}
 	for _, c := range cands {
 		name, line, ok := strings.Cut(c, "=")
 		if !ok || name == "" {
-			return &usageError{msg: fmt.Sprintf("--candidate %q: want NAME=COMMAND", c), hint: hint}
+			return &usageError{Msg: fmt.Sprintf("--candidate %q: want NAME=COMMAND", c), Hint: hint}
 		}
 		cmd, err := replay.ParseCommand(line)
 		if err != nil {
-			return &usageError{msg: "--candidate: " + err.Error(), hint: hint}
+			return &usageError{Msg: "--candidate: " + err.Error(), Hint: hint}
 		}
 		cmd.Stderr = m.Stderr
 		opts.Candidates = append(opts.Candidates, replay.Candidate{Name: name, Command: cmd})
@@ -326,15 +326,15 @@ func (s *taskSelect) any() bool {
 // first, up to the limit.
 func (s *taskSelect) ids(ctx context.Context, now time.Time) ([]string, error) {
 	if s.limit <= 0 {
-		return nil, &usageError{msg: "--limit must be positive"}
+		return nil, &usageError{Msg: "--limit must be positive"}
 	}
 	f := projections.TaskFilter{Status: s.status, Name: s.name, Tag: s.tag}
 	var err error
 	if f.Since, err = parseTime(s.since, now); err != nil {
-		return nil, &usageError{msg: "--since: " + err.Error()}
+		return nil, &usageError{Msg: "--since: " + err.Error()}
 	}
 	if f.Until, err = parseTime(s.until, now); err != nil {
-		return nil, &usageError{msg: "--until: " + err.Error()}
+		return nil, &usageError{Msg: "--until: " + err.Error()}
 	}
 	db, err := (&common{db: s.db}).openRead(ctx)
 	if err != nil {
@@ -393,12 +393,12 @@ func (m *Main) shadow(ctx context.Context, args []string) error {
 		return err
 	}
 	if len(pos) != 1 {
-		return &usageError{msg: "shadow needs exactly one plugin name", hint: hint}
+		return &usageError{Msg: "shadow needs exactly one plugin name", Hint: hint}
 	}
 	opts := replay.ShadowOptions{Shadow: pos[0], ShadowOf: *of, Mask: masks}
 	if *since != "" {
 		if opts.Since, err = parseTime(*since, time.Now()); err != nil {
-			return &usageError{msg: "--since: " + err.Error(), hint: hint}
+			return &usageError{Msg: "--since: " + err.Error(), Hint: hint}
 		}
 	}
 	if *dbPath != "" {
@@ -428,10 +428,10 @@ func (m *Main) shadow(ctx context.Context, args []string) error {
 // NATS needed.
 func (m *Main) shadowFromDB(ctx context.Context, path string, opts replay.ShadowOptions, jsonOut bool, maxRate float64, hint string) error {
 	if opts.ShadowOf == "" {
-		return &usageError{msg: "--db needs --of: the projection keeps no registrations", hint: hint}
+		return &usageError{Msg: "--db needs --of: the projection keeps no registrations", Hint: hint}
 	}
 	if len(opts.Mask) > 0 {
-		return &usageError{msg: "--mask is not supported with --db", hint: hint}
+		return &usageError{Msg: "--mask is not supported with --db", Hint: hint}
 	}
 	db, err := (&common{db: path}).openRead(ctx)
 	if err != nil {

@@ -27,10 +27,10 @@ func (m *Main) rebuild(ctx context.Context, args []string) error {
 		return err
 	}
 	if len(pos) > 0 {
-		return &usageError{msg: fmt.Sprintf("unexpected argument %q", pos[0]), hint: "qtasks-replay rebuild --db PATH"}
+		return &usageError{Msg: fmt.Sprintf("unexpected argument %q", pos[0]), Hint: "qtasks-replay rebuild --db PATH"}
 	}
 	if cfg.BatchSize <= 0 {
-		return &usageError{msg: "--batch must be positive", hint: "qtasks-replay rebuild --batch 500"}
+		return &usageError{Msg: "--batch must be positive", Hint: "qtasks-replay rebuild --batch 500"}
 	}
 	log, err := c.logger(m.Stderr)
 	if err != nil {
@@ -99,7 +99,7 @@ func (m *Main) project(ctx context.Context, args []string) error {
 		return err
 	}
 	if len(pos) > 0 {
-		return &usageError{msg: fmt.Sprintf("unexpected argument %q", pos[0]), hint: "qtasks-replay project --db PATH"}
+		return &usageError{Msg: fmt.Sprintf("unexpected argument %q", pos[0]), Hint: "qtasks-replay project --db PATH"}
 	}
 	log, err := c.logger(m.Stderr)
 	if err != nil {
@@ -113,11 +113,11 @@ func (m *Main) project(ctx context.Context, args []string) error {
 	cfg.Path, cfg.Logger = c.db, log
 	p, err := projections.NewProjector(b, cfg)
 	if err != nil {
-		return &usageError{msg: err.Error(), hint: "qtasks-replay project -h"}
+		return &usageError{Msg: err.Error(), Hint: "qtasks-replay project -h"}
 	}
 	if err := p.Start(ctx); err != nil {
 		if errors.Is(err, projections.ErrSchemaTooNew) {
-			return &exitError{code: ExitNoDB, err: err}
+			return &exitError{Code: ExitNoDB, Err: err}
 		}
 		return err
 	}

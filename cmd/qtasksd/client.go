@@ -40,16 +40,16 @@ func (m *Main) submit(ctx context.Context, args []string) error {
 		name = fs.Arg(0)
 	}
 	if name == "" {
-		return &usageError{msg: "submit needs a task name", hint: "qtasksd submit add --kw '{\"a\":1,\"b\":2}' --wait"}
+		return &usageError{Msg: "submit needs a task name", Hint: "qtasksd submit add --kw '{\"a\":1,\"b\":2}' --wait"}
 	}
 	var kwv map[string]any
 	if err := json.Unmarshal([]byte(*kw), &kwv); err != nil {
-		return &usageError{msg: "--kw must be a JSON object: " + err.Error(), hint: "--kw '{\"a\":1}'"}
+		return &usageError{Msg: "--kw must be a JSON object: " + err.Error(), Hint: "--kw '{\"a\":1}'"}
 	}
 	opts := &executor.SubmitOptions{IdempotencyKey: *key, Queue: *queue}
 	if *posArgs != "" {
 		if err := json.Unmarshal([]byte(*posArgs), &opts.Args); err != nil {
-			return &usageError{msg: "--args must be a JSON array: " + err.Error(), hint: "--args '[1,2]'"}
+			return &usageError{Msg: "--args must be a JSON array: " + err.Error(), Hint: "--args '[1,2]'"}
 		}
 	}
 	fs.Visit(func(f *flag.Flag) {
@@ -77,7 +77,7 @@ func (m *Main) submit(ctx context.Context, args []string) error {
 		if err != nil {
 			if errors.Is(err, context.DeadlineExceeded) {
 				_ = m.printJSON(t)
-				return &exitError{code: exitTimeout, err: fmt.Errorf("task %s still %s after %v", t.ID, t.Status, *timeout)}
+				return &exitError{Code: exitTimeout, Err: fmt.Errorf("task %s still %s after %v", t.ID, t.Status, *timeout)}
 			}
 			return err
 		}
@@ -86,7 +86,7 @@ func (m *Main) submit(ctx context.Context, args []string) error {
 		return err
 	}
 	if t.Status == events.StatusError || t.Status == events.StatusCancel {
-		return &exitError{code: exitTask, err: fmt.Errorf("task %s ended in %s: %s", t.ID, t.Status, t.Error)}
+		return &exitError{Code: exitTask, Err: fmt.Errorf("task %s ended in %s: %s", t.ID, t.Status, t.Error)}
 	}
 	return nil
 }
@@ -106,7 +106,7 @@ func (m *Main) status(ctx context.Context, args []string) error {
 		id = fs.Arg(0)
 	}
 	if id == "" {
-		return &usageError{msg: "status needs a task id", hint: "qtasksd status TASK_ID"}
+		return &usageError{Msg: "status needs a task id", Hint: "qtasksd status TASK_ID"}
 	}
 	b, err := openClient(ctx, &conn)
 	if err != nil {
@@ -115,7 +115,7 @@ func (m *Main) status(ctx context.Context, args []string) error {
 	defer b.Close()
 	rec, err := b.GetTask(ctx, id)
 	if errors.Is(err, bus.ErrTaskNotFound) {
-		return &exitError{code: exitNotFound, err: err}
+		return &exitError{Code: exitNotFound, Err: err}
 	}
 	if err != nil {
 		return err

@@ -12,14 +12,10 @@ import (
 	"time"
 
 	"github.com/qtasks/qtasks-go/bus"
+	"github.com/qtasks/qtasks-go/internal/cli"
 )
 
-func envOr(key, def string) string {
-	if v, ok := os.LookupEnv(key); ok {
-		return v
-	}
-	return def
-}
+var envOr = cli.EnvOr
 
 func envInt(key string, def int) int {
 	if v, ok := os.LookupEnv(key); ok {
@@ -43,39 +39,20 @@ func envDur(key string, def time.Duration) time.Duration {
 const DefaultClientURL = "nats://127.0.0.1:4222"
 
 // connFlags are the NATS connection flags every command shares.
-type connFlags struct {
-	url, creds, nkey, user, password, token string
-}
+type connFlags struct{ cli.ConnFlags }
 
-func (c *connFlags) register(fs *flag.FlagSet, defURL string) {
-	fs.StringVar(&c.url, "nats-url", envOr("QTASKS_NATS_URL", defURL), "NATS server or cluster URL(s), comma separated (QTASKS_NATS_URL)")
-	fs.StringVar(&c.creds, "creds", envOr("QTASKS_NATS_CREDS", ""), "NATS credentials file (QTASKS_NATS_CREDS)")
-	fs.StringVar(&c.nkey, "nkey", envOr("QTASKS_NATS_NKEY", ""), "NATS NKey seed file (QTASKS_NATS_NKEY)")
-	fs.StringVar(&c.user, "user", envOr("QTASKS_NATS_USER", ""), "NATS user (QTASKS_NATS_USER)")
-	fs.StringVar(&c.password, "password", envOr("QTASKS_NATS_PASSWORD", ""), "NATS password (QTASKS_NATS_PASSWORD)")
-	fs.StringVar(&c.token, "token", envOr("QTASKS_NATS_TOKEN", ""), "NATS token (QTASKS_NATS_TOKEN)")
-}
+func (c *connFlags) register(fs *flag.FlagSet, defURL string) { c.Register(fs, defURL) }
 
-func (c *connFlags) config() bus.Config {
-	return bus.Config{URL: c.url, CredsFile: c.creds, NKeyFile: c.nkey, User: c.user, Password: c.password, Token: c.token}
-}
+func (c *connFlags) config() bus.Config { return c.Config() }
 
-func newFlagSet(name string, stderr io.Writer, synopsis string) *flag.FlagSet {
-	fs := flag.NewFlagSet(name, flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() {
-		fmt.Fprintf(stderr, "Usage: %s\n\nFlags:\n", synopsis)
-		fs.PrintDefaults()
-	}
-	return fs
-}
+var newFlagSet = cli.NewFlagSet
 
 func parse(fs *flag.FlagSet, args []string, hint string) error {
 	if err := fs.Parse(args); err != nil {
 		if err == flag.ErrHelp {
 			return err
 		}
-		return &usageError{msg: err.Error(), hint: hint}
+		return &usageError{Msg: err.Error(), Hint: hint}
 	}
 	return nil
 }
@@ -85,7 +62,7 @@ func parse(fs *flag.FlagSet, args []string, hint string) error {
 func newLogger(w io.Writer, level string, json bool) (*slog.Logger, error) {
 	var l slog.Level
 	if err := l.UnmarshalText([]byte(strings.ToUpper(level))); err != nil {
-		return nil, &usageError{msg: fmt.Sprintf("log level %q: want debug, info, warn or error", level)}
+		return nil, &usageError{Msg: fmt.Sprintf("log level %q: want debug, info, warn or error", level)}
 	}
 	opts := &slog.HandlerOptions{Level: l}
 	if json {

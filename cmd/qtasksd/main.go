@@ -15,13 +15,13 @@ package main
 
 import (
 	"context"
-	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
 	"os/signal"
 	"syscall"
+
+	"github.com/qtasks/qtasks-go/internal/cli"
 )
 
 func main() {
@@ -41,42 +41,12 @@ const (
 	exitTimeout  = 5 // waiting timed out
 )
 
-// usageError is a bad command line; it prints a hint.
-type usageError struct{ msg, hint string }
+type (
+	usageError = cli.UsageError
+	exitError  = cli.ExitError
+)
 
-func (e *usageError) Error() string { return e.msg }
-
-// exitError carries an exit code other than 1.
-type exitError struct {
-	code int
-	err  error
-}
-
-func (e *exitError) Error() string { return e.err.Error() }
-func (e *exitError) Unwrap() error { return e.err }
-
-func exitCode(err error, stderr io.Writer) int {
-	if err == nil {
-		return exitOK
-	}
-	if errors.Is(err, flag.ErrHelp) {
-		return exitOK
-	}
-	var ue *usageError
-	if errors.As(err, &ue) {
-		fmt.Fprintln(stderr, "qtasksd:", ue.msg)
-		if ue.hint != "" {
-			fmt.Fprintln(stderr, "Try:", ue.hint)
-		}
-		return exitUsage
-	}
-	fmt.Fprintln(stderr, "qtasksd:", err)
-	var ee *exitError
-	if errors.As(err, &ee) {
-		return ee.code
-	}
-	return exitFailure
-}
+func exitCode(err error, stderr io.Writer) int { return cli.ExitCode("qtasksd", err, stderr) }
 
 // Main runs qtasksd's commands; tests call Run directly.
 type Main struct {
@@ -107,7 +77,7 @@ func (m *Main) Run(ctx context.Context, args []string) error {
 		fmt.Fprint(m.Stdout, usage)
 		return nil
 	}
-	return &usageError{msg: fmt.Sprintf("unknown command %q", cmd), hint: "qtasksd help"}
+	return &usageError{Msg: fmt.Sprintf("unknown command %q", cmd), Hint: "qtasksd help"}
 }
 
 const usage = `qtasksd: the qtasks daemon and its command line

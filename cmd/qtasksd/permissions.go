@@ -30,16 +30,16 @@ func (m *Main) pluginPermissions(args []string) error {
 		return err
 	}
 	if name == "" || !events.ValidToken(name) {
-		return &usageError{msg: fmt.Sprintf("plugin name %q is not a valid name", name), hint: "qtasksd plugin-permissions my-plugin"}
+		return &usageError{Msg: fmt.Sprintf("plugin name %q is not a valid name", name), Hint: "qtasksd plugin-permissions my-plugin"}
 	}
 	switch *mode {
 	case events.ModeMutator, events.ModeObserver, events.ModeShadow:
 	default:
-		return &usageError{msg: fmt.Sprintf("--mode %q: want mutator, observer or shadow", *mode)}
+		return &usageError{Msg: fmt.Sprintf("--mode %q: want mutator, observer or shadow", *mode)}
 	}
 	for _, t := range triggers {
 		if _, ok := events.Lookup(t); !ok {
-			return &usageError{msg: fmt.Sprintf("unknown trigger %q", t)}
+			return &usageError{Msg: fmt.Sprintf("unknown trigger %q", t)}
 		}
 	}
 	p := bus.PluginPermissions(events.PluginInfo{Name: name, Mode: *mode, Triggers: triggers})

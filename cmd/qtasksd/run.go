@@ -57,7 +57,7 @@ func (m *Main) run(ctx context.Context, args []string) error {
 		return err
 	}
 	if fs.NArg() > 0 {
-		return &usageError{msg: fmt.Sprintf("unexpected argument %q", fs.Arg(0)), hint: "qtasksd run -h"}
+		return &usageError{Msg: fmt.Sprintf("unexpected argument %q", fs.Arg(0)), Hint: "qtasksd run -h"}
 	}
 	log, err := newLogger(m.Stderr, f.logLevel, true)
 	if err != nil {
@@ -73,7 +73,7 @@ func (m *Main) run(ctx context.Context, args []string) error {
 	case "lifecycle":
 		cfg.Record = bus.RecordLifecycle
 	default:
-		return &usageError{msg: fmt.Sprintf("--record %q: want all or lifecycle", f.record), hint: "qtasksd run --record lifecycle"}
+		return &usageError{Msg: fmt.Sprintf("--record %q: want all or lifecycle", f.record), Hint: "qtasksd run --record lifecycle"}
 	}
 	if cfg.URL == "" {
 		dir, err := filepath.Abs(f.dataDir)
@@ -109,7 +109,7 @@ func (m *Main) run(ctx context.Context, args []string) error {
 		Queue: f.queue, Concurrency: f.concurrency, Prefetch: f.prefetch, AckWait: f.ackWait, GracePeriod: f.grace, Logger: log,
 	})
 	if err != nil {
-		return &usageError{msg: err.Error(), hint: "qtasksd run -h"}
+		return &usageError{Msg: err.Error(), Hint: "qtasksd run -h"}
 	}
 	registerDemoTasks(app)
 
@@ -174,7 +174,7 @@ func (m *Main) run(ctx context.Context, args []string) error {
 func startProjector(ctx context.Context, b *bus.Bus, path string, log *slog.Logger) (*projections.Projector, error) {
 	p, err := projections.NewProjector(b, projections.ProjectorConfig{Path: path, Logger: log})
 	if err != nil {
-		return nil, &usageError{msg: err.Error(), hint: "qtasksd run --db " + projections.DefaultPath}
+		return nil, &usageError{Msg: err.Error(), Hint: "qtasksd run --db " + projections.DefaultPath}
 	}
 	sctx, cancel := context.WithTimeout(ctx, 5*time.Minute) // a rebuild of a stale file included
 	defer cancel()

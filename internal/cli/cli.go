@@ -1,0 +1,98 @@
+// Package cli holds what qtasks' commands share: usage and exit-code errors,
+// flag sets that tests can drive, environment defaults, and the NATS
+// connection flags.
+package cli
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+
+	"github.com/qtasks/qtasks-go/bus"
+)
+
+// UsageError is a bad command line; it prints a hint and exits 2.
+type UsageError struct{ Msg, Hint string }
+
+func (e *UsageError) Error() string { return e.Msg }
+
+// ExitError carries an exit code other than 1.
+type ExitError struct {
+	Code int
+	Err  error
+}
+
+func (e *ExitError) Error() string { return e.Err.Error() }
+func (e *ExitError) Unwrap() error { return e.Err }
+
+// Exit codes every command shares.
+const (
+	ExitOK      = 0
+	ExitFailure = 1
+	ExitUsage   = 2
+)
+
+// ExitCode prints err (if any) to stderr, prefixed with prog, and returns
+// the process exit code: 0 for none or -h, 2 for a UsageError, an
+// ExitError's code, else 1.
+func ExitCode(prog string, err error, stderr io.Writer) int {
+	if err == nil || errors.Is(err, flag.ErrHelp) {
+		return ExitOK
+	}
+	var ue *UsageError
+	if errors.As(err, &ue) {
+		fmt.Fprintln(stderr, prog+":", ue.Msg)
+		if ue.Hint != "" {
+			fmt.Fprintln(stderr, "Try:", ue.Hint)
+		}
+		return ExitUsage
+	}
+	fmt.Fprintln(stderr, prog+":", err)
+	var ee *ExitError
+	if errors.As(err, &ee) {
+		return ee.Code
+	}
+	return ExitFailure
+}
+
+// EnvOr returns the environment variable key, or def when it is unset.
+func EnvOr(key, def string) string {
+	if v, ok := os.LookupEnv(key); ok {
+		return v
+	}
+	return def
+}
+
+// NewFlagSet returns a flag set that reports errors instead of exiting, so
+// that tests can call a command's Run directly.
+func NewFlagSet(name string, stderr io.Writer, synopsis string) *flag.FlagSet {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "Usage: %s\n\nFlags:\n", synopsis)
+		fs.PrintDefaults()
+	}
+	return fs
+}
+
+// ConnFlags are the NATS connection flags.
+type ConnFlags struct {
+	URL, Creds, NKey, User, Password, Token string
+}
+
+// Register adds the flags to fs, with defURL as the URL's default.
+func (c *ConnFlags) Register(fs *flag.FlagSet, defURL string) {
+	fs.StringVar(&c.URL, "nats-url", EnvOr("QTASKS_NATS_URL", defURL), "NATS server or cluster URL(s), comma separated (QTASKS_NATS_URL)")
+	fs.StringVar(&c.Creds, "creds", EnvOr("QTASKS_NATS_CREDS", ""), "NATS credentials file (QTASKS_NATS_CREDS)")
+	fs.StringVar(&c.NKey, "nkey", EnvOr("QTASKS_NATS_NKEY", ""), "NATS NKey seed file (QTASKS_NATS_NKEY)")
+	fs.StringVar(&c.User, "user", EnvOr("QTASKS_NATS_USER", ""), "NATS user (QTASKS_NATS_USER)")
+	fs.StringVar(&c.Password, "password", EnvOr("QTASKS_NATS_PASSWORD", ""), "NATS password (QTASKS_NATS_PASSWORD)")
+	fs.StringVar(&c.Token, "token", EnvOr("QTASKS_NATS_TOKEN", ""), "NATS token (QTASKS_NATS_TOKEN)")
+}
+
+// Config is the bus configuration of the flags.
+func (c *ConnFlags) Config() bus.Config {
+	return bus.Config{URL: c.URL, CredsFile: c.Creds, NKeyFile: c.NKey, User: c.User, Password: c.Password, Token: c.Token}
+}
