@@ -184,13 +184,13 @@ func (fs *factSource) chunk(ctx context.Context, n int) error {
 		if err != nil {
 			return err
 		}
-		msgID := events.FactMsgID(fs.task.ID, 1, 1, trigger, fs.n%16)
 		ev := events.Event{
-			ID: msgID, Source: fs.source, Type: events.TypeTriggerPrefix + trigger, Time: time.Now(),
+			ID: events.FactMsgID(fs.task.ID, 1, 1, trigger, fs.n%16), Source: fs.source, Type: events.TypeTriggerPrefix + trigger, Time: time.Now(),
 			DataContentType: events.ContentTypeJSON, Data: data, Trigger: trigger, Attempt: 1, Run: 1,
 			Subject: fs.task.ID, TaskID: fs.task.ID, TaskName: fs.task.Name,
 		}
-		fut, err := fs.b.PublishAsync(events.FactSubject(trigger, fs.task.ID), msgID, &ev)
+		// As the executor publishes a fact: under the queue, no Nats-Msg-Id.
+		fut, err := fs.b.PublishAsync(events.FactSubject(trigger, fs.task.Queue), "", &ev)
 		if err != nil {
 			return fmt.Errorf("publishing fact: %w", err)
 		}

@@ -27,7 +27,7 @@ func TestMaxDeliveriesBecomeDeadLetters(t *testing.T) {
 	p := events.PluginInfo{Name: "flaky", Version: "1", Mode: events.ModeMutator, TimeoutMS: 100}
 	inv := invocation("task9", p)
 	inv.Type, inv.Plugin, inv.PluginVersion = events.TypeInvokePrefix+inv.Trigger, p.Name, p.Version
-	ack, err := b.Publish(ctx, events.InvokeSubject(p.Name, inv.Trigger, inv.TaskID), inv.ID, &inv)
+	ack, err := b.Publish(ctx, events.InvokeSubject(p.Name, inv.Trigger), inv.ID, &inv)
 	require.NoError(t, err)
 
 	// Nak twice: the second delivery is the last.
@@ -63,5 +63,5 @@ func TestMaxDeliveriesBecomeDeadLetters(t *testing.T) {
 	require.Equal(t, ack.Sequence, dl.Sequence)
 	require.Equal(t, "plugin-flaky", dl.Consumer)
 	require.Equal(t, 2, dl.Deliveries)
-	require.Equal(t, events.InvokeSubject(p.Name, inv.Trigger, inv.TaskID), dl.Subject)
+	require.Equal(t, events.InvokeSubject(p.Name, inv.Trigger), dl.Subject)
 }

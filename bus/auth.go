@@ -3,6 +3,7 @@ package bus
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
 
@@ -104,6 +105,17 @@ func (b *Bus) bindPlugin(ctx context.Context) error {
 	}
 	if b.stKV, err = b.js.KeyValue(ctx, BucketPluginState); err != nil {
 		return fmt.Errorf("looking up bucket %s: %w", BucketPluginState, err)
+	}
+	// A reader's task records only narrow lookups in the log (where
+	// TaskEvents starts), so it does without them if its user may not read
+	// them. A plugin's user may not: a denied request is not answered, so
+	// it is not even asked.
+	if b.cfg.ReadOnly {
+		kctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		if kv, err := b.js.KeyValue(kctx, BucketTasks); err == nil {
+			b.taskKV = kv
+		}
+		cancel()
 	}
 	return nil
 }

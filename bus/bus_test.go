@@ -103,7 +103,7 @@ func TestProvisionIsIdempotent(t *testing.T) {
 	// Something in every stream, so that "nothing lost" means something.
 	for i := range 5 {
 		ev := factEvent(events.WorkerAdd, fmt.Sprintf("t%d", i), fmt.Sprintf("e%d", i))
-		_, err := b1.Publish(ctx, events.FactSubject(ev.Trigger, ev.TaskID), ev.ID, &ev)
+		_, err := b1.Publish(ctx, events.FactSubject(ev.Trigger, "default"), ev.ID, &ev)
 		require.NoError(t, err)
 	}
 	task := events.Task{ID: "t0", Name: "add", Queue: "default", Status: events.StatusNew, Attempt: 1,
@@ -154,7 +154,7 @@ func TestProvisionIsIdempotent(t *testing.T) {
 
 	// A republish of an event from before the restart is still a duplicate.
 	ev := factEvent(events.WorkerAdd, "t0", "e0")
-	ack, err := b2.Publish(ctx, events.FactSubject(ev.Trigger, ev.TaskID), ev.ID, &ev)
+	ack, err := b2.Publish(ctx, events.FactSubject(ev.Trigger, "default"), ev.ID, &ev)
 	require.NoError(t, err)
 	require.True(t, ack.Duplicate)
 }
@@ -227,7 +227,7 @@ func TestPublishDeduplicatesAndRoundTrips(t *testing.T) {
 	b := bustest.Open(t, nil)
 
 	ev := factEvent(events.WorkerAdd, "task1", "fact-1")
-	subject := events.FactSubject(ev.Trigger, ev.TaskID)
+	subject := events.FactSubject(ev.Trigger, "default")
 	msgID := events.FactMsgID(ev.TaskID, ev.Attempt, ev.Run, ev.Trigger, 0)
 
 	ack1, err := b.Publish(ctx, subject, msgID, &ev)
@@ -268,13 +268,13 @@ func TestAcksWait(t *testing.T) {
 	var acks bus.Acks
 	for i := range n {
 		ev := factEvent(events.WorkerAdd, fmt.Sprintf("t%d", i), fmt.Sprintf("e%d", i))
-		f, err := b.PublishAsync(events.FactSubject(ev.Trigger, ev.TaskID), ev.ID, &ev)
+		f, err := b.PublishAsync(events.FactSubject(ev.Trigger, "default"), ev.ID, &ev)
 		require.NoError(t, err)
 		acks.Add(f)
 	}
 	// Duplicates are acked too.
 	dup := factEvent(events.WorkerAdd, "t0", "e0")
-	f, err := b.PublishAsync(events.FactSubject(dup.Trigger, dup.TaskID), dup.ID, &dup)
+	f, err := b.PublishAsync(events.FactSubject(dup.Trigger, "default"), dup.ID, &dup)
 	require.NoError(t, err)
 	acks.Add(f)
 
@@ -384,7 +384,7 @@ func TestConsumerKeepsDeliverPolicy(t *testing.T) {
 	ctx := testCtx(t)
 	b := bustest.Open(t, nil)
 	ev := factEvent(events.WorkerAdd, "t1", "old")
-	_, err := b.Publish(ctx, events.FactSubject(ev.Trigger, ev.TaskID), ev.ID, &ev)
+	_, err := b.Publish(ctx, events.FactSubject(ev.Trigger, "default"), ev.ID, &ev)
 	require.NoError(t, err)
 
 	cfg := bus.ConsumerConfig{Durable: "obs", Subjects: []string{events.SubjectTrigger + ".>"}, DeliverNew: true}
@@ -403,7 +403,7 @@ func TestConsumerKeepsDeliverPolicy(t *testing.T) {
 	require.Equal(t, cfg.Subjects, c.CachedInfo().Config.FilterSubjects)
 
 	ev = factEvent(events.WorkerAdd, "t1", "new")
-	_, err = b.Publish(ctx, events.FactSubject(ev.Trigger, ev.TaskID), ev.ID, &ev)
+	_, err = b.Publish(ctx, events.FactSubject(ev.Trigger, "default"), ev.ID, &ev)
 	require.NoError(t, err)
 	m, err := c.Next(jetstream.FetchMaxWait(wait))
 	require.NoError(t, err)
@@ -413,7 +413,7 @@ func TestConsumerKeepsDeliverPolicy(t *testing.T) {
 	require.NoError(t, m.Ack())
 }
 
-func TestReadLogAndLastMessage(t *testing.T) {
+func TestReadLog(t *testing.T) {
 	ctx := testCtx(t)
 	b := bustest.Open(t, nil)
 
@@ -428,15 +428,20 @@ func TestReadLogAndLastMessage(t *testing.T) {
 	}
 	require.Empty(t, collect(1), "empty log")
 
+	// Tasks t0 and t1 in queues q0 and q1.
 	var want []string
+	var mid time.Time
 	for i := range 6 {
 		ev := factEvent(events.WorkerAdd, fmt.Sprintf("t%d", i%2), fmt.Sprintf("e%d", i))
 		if i%3 == 2 {
 			ev = factEvent(events.BrokerGet, fmt.Sprintf("t%d", i%2), fmt.Sprintf("e%d", i))
 		}
-		_, err := b.Publish(ctx, events.FactSubject(ev.Trigger, ev.TaskID), ev.ID, &ev)
+		_, err := b.Publish(ctx, events.FactSubject(ev.Trigger, fmt.Sprintf("q%d", i%2)), "", &ev)
 		require.NoError(t, err)
 		want = append(want, ev.ID)
+		if i == 2 {
+			mid = time.Now()
+		}
 	}
 	// Something that is not an event at all.
 	_, err := b.JetStream().Publish(ctx, events.FactSubject(events.WorkerAdd, "junk"), []byte("not an event"))
@@ -448,7 +453,7 @@ func TestReadLogAndLastMessage(t *testing.T) {
 		require.Equal(t, uint64(i+1), s.Seq)
 		require.NoError(t, s.Err)
 		require.Equal(t, want[i], s.Event.ID)
-		require.Equal(t, events.FactSubject(s.Event.Trigger, s.Event.TaskID), s.Subject)
+		require.Equal(t, events.FactSubject(s.Event.Trigger, "q"+s.Event.TaskID[1:]), s.Subject)
 	}
 	require.ErrorIs(t, all[6].Err, events.ErrInvalidEvent)
 	require.Equal(t, uint64(7), all[6].Seq)
@@ -461,8 +466,8 @@ func TestReadLogAndLastMessage(t *testing.T) {
 		return out
 	}
 	require.Equal(t, []string{"e2", "e5"}, ids(collect(1, events.FactSubject(events.BrokerGet, "*"))))
-	require.Equal(t, []string{"e0", "e2", "e4"}, ids(collect(1, events.SubjectTrigger+".*.t0")))
-	require.Equal(t, []string{"e4", "e5"}, ids(collect(5, events.SubjectTrigger+".*.t0", events.SubjectTrigger+".*.t1")))
+	require.Equal(t, []string{"e0", "e2", "e4"}, ids(collect(1, events.SubjectTrigger+".*.q0")))
+	require.Equal(t, []string{"e4", "e5"}, ids(collect(5, events.SubjectTrigger+".*.q0", events.SubjectTrigger+".*.q1")))
 	require.Empty(t, collect(8))
 	require.Empty(t, collect(1, events.SubjectInvoke+".>"))
 
@@ -479,11 +484,34 @@ func TestReadLogAndLastMessage(t *testing.T) {
 	require.ErrorIs(t, err, stop)
 	require.Equal(t, 2, n)
 
-	last, err := b.LastMessage(ctx, events.FactSubject(events.BrokerGet, "t1"))
+	// From a time: the server stamped e3.. after mid.
+	var since []string
+	require.NoError(t, b.ReadLogSince(ctx, mid, []string{events.SubjectTrigger + ".>"}, func(s bus.Stored) error {
+		since = append(since, s.Event.ID)
+		return nil
+	}))
+	require.Equal(t, []string{"e3", "e4", "e5", ""}, since)
+
+	// A task's events, by attribute; a start time reads TaskClockSkew
+	// earlier, so events written just before it are found too.
+	var t1 []string
+	require.NoError(t, b.TaskEvents(ctx, "t1", mid, []string{events.SubjectTrigger + ".>"}, func(s bus.Stored) error {
+		t1 = append(t1, s.Event.ID)
+		return nil
+	}))
+	require.Equal(t, []string{"e1", "e3", "e5"}, t1)
+	t1 = nil
+	require.NoError(t, b.TaskEvents(ctx, "t1", time.Time{}, []string{events.FactSubject(events.BrokerGet, "*")}, func(s bus.Stored) error {
+		t1 = append(t1, s.Event.ID)
+		return nil
+	}))
+	require.Equal(t, []string{"e5"}, t1)
+
+	one, err := b.Event(ctx, 6)
 	require.NoError(t, err)
-	require.Equal(t, uint64(6), last.Seq)
-	require.Equal(t, "e5", last.Event.ID)
-	require.NoError(t, last.Err)
-	_, err = b.LastMessage(ctx, events.FactSubject(events.BrokerGet, "nobody"))
+	require.Equal(t, uint64(6), one.Seq)
+	require.Equal(t, "e5", one.Event.ID)
+	require.NoError(t, one.Err)
+	_, err = b.Event(ctx, 99)
 	require.ErrorIs(t, err, bus.ErrNoMessage)
 }

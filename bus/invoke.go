@@ -125,7 +125,7 @@ func (b *Bus) Invoke(ctx context.Context, p events.PluginInfo, inv events.Event)
 	if inv.Time.IsZero() {
 		inv.Time = time.Now()
 	}
-	subject := events.InvokeSubject(p.Name, inv.Trigger, inv.TaskID)
+	subject := events.InvokeSubject(p.Name, inv.Trigger)
 	ctx, cancel := context.WithTimeoutCause(ctx, timeout, ErrPluginTimeout)
 	defer cancel()
 
@@ -143,7 +143,9 @@ func (b *Bus) Invoke(ctx context.Context, p events.PluginInfo, inv events.Event)
 		delete(in.pending, inv.ID)
 		in.mu.Unlock()
 	}()
-	fut, err := b.PublishAsync(subject, inv.ID, &inv)
+	// No Nats-Msg-Id: the invocation is published once, and the duplicate
+	// window would keep its id in server memory for nothing.
+	fut, err := b.PublishAsync(subject, "", &inv)
 	if err != nil {
 		return Reply{}, err
 	}
@@ -185,7 +187,7 @@ func (b *Bus) Invoke(ctx context.Context, p events.PluginInfo, inv events.Event)
 }
 
 func (b *Bus) invokeLocal(ctx context.Context, h LocalHandler, subject string, p events.PluginInfo, inv events.Event) (Reply, error) {
-	invFut, err := b.PublishAsync(subject, inv.ID, &inv)
+	invFut, err := b.PublishAsync(subject, "", &inv)
 	if err != nil {
 		return Reply{}, err
 	}
@@ -217,7 +219,7 @@ func (b *Bus) invokeLocal(ctx context.Context, h LocalHandler, subject string, p
 	if err := patch.Validate(); err != nil {
 		return Reply{}, fmt.Errorf("local plugin %s: %w", p.Name, err)
 	}
-	patchFut, err := b.PublishAsync(events.PatchSubject(p.Name, inv.Trigger, inv.TaskID), patch.ID, &patch)
+	patchFut, err := b.PublishAsync(events.PatchSubject(p.Name, inv.Trigger), "", &patch)
 	if err != nil {
 		return Reply{}, err
 	}

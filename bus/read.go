@@ -25,6 +25,45 @@ type Stored struct {
 // to the last message stored when ReadLog was called. It uses an ephemeral
 // ordered consumer and holds nothing in memory.
 func (b *Bus) ReadLog(ctx context.Context, from uint64, subjects []string, fn func(Stored) error) error {
+	cfg := jetstream.OrderedConsumerConfig{FilterSubjects: subjects, DeliverPolicy: jetstream.DeliverAllPolicy}
+	if from > 1 {
+		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, from
+	}
+	return b.readLog(ctx, from, cfg, fn)
+}
+
+// ReadLogSince is ReadLog from the first message stored at or after since
+// (by the server's clock).
+func (b *Bus) ReadLogSince(ctx context.Context, since time.Time, subjects []string, fn func(Stored) error) error {
+	cfg := jetstream.OrderedConsumerConfig{FilterSubjects: subjects, DeliverPolicy: jetstream.DeliverByStartTimePolicy, OptStartTime: &since}
+	return b.readLog(ctx, 1, cfg, fn)
+}
+
+// TaskClockSkew is how far apart the clocks of the processes sharing a bus
+// may be: lookups that start from a time a process wrote into a task record
+// start this much earlier.
+const TaskClockSkew = time.Minute
+
+// TaskEvents calls fn for every event of task id on subjects (all when
+// none), in stream order, reading the log from since less TaskClockSkew.
+// Since is a time written into the task's record before the events sought
+// (its creation, or the start of a run). Subjects do not carry task ids, so
+// the server filters by subject and TaskEvents by the taskid attribute:
+// the cost is that of reading every matching event since then.
+func (b *Bus) TaskEvents(ctx context.Context, id string, since time.Time, subjects []string, fn func(Stored) error) error {
+	read := func(s Stored) error {
+		if s.Err != nil || s.Event.TaskID != id {
+			return nil
+		}
+		return fn(s)
+	}
+	if since.IsZero() {
+		return b.ReadLog(ctx, 1, subjects, read)
+	}
+	return b.ReadLogSince(ctx, since.Add(-TaskClockSkew), subjects, read)
+}
+
+func (b *Bus) readLog(ctx context.Context, from uint64, cfg jetstream.OrderedConsumerConfig, fn func(Stored) error) error {
 	info, err := b.events.Info(ctx)
 	if err != nil {
 		return fmt.Errorf("reading event log: %w", err)
@@ -32,10 +71,6 @@ func (b *Bus) ReadLog(ctx context.Context, from uint64, subjects []string, fn fu
 	last := info.State.LastSeq
 	if last == 0 || from > last {
 		return nil
-	}
-	cfg := jetstream.OrderedConsumerConfig{FilterSubjects: subjects, DeliverPolicy: jetstream.DeliverAllPolicy}
-	if from > 1 {
-		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, from
 	}
 	c, err := b.js.OrderedConsumer(ctx, StreamEvents, cfg)
 	if err != nil {
@@ -114,17 +149,18 @@ func nextWithin(ctx context.Context, it jetstream.MessagesContext, d time.Durati
 	}
 }
 
-// ErrNoMessage is returned by LastMessage when no message has the subject.
-var ErrNoMessage = errors.New("no message on subject")
+// ErrNoMessage is returned by Event when the log has no message at the
+// sequence.
+var ErrNoMessage = errors.New("no message in the event log")
 
-// LastMessage returns the last event of the log on subject (no wildcards).
-func (b *Bus) LastMessage(ctx context.Context, subject string) (Stored, error) {
-	m, err := b.events.GetLastMsgForSubject(ctx, subject)
+// Event returns the event stored at stream sequence seq.
+func (b *Bus) Event(ctx context.Context, seq uint64) (Stored, error) {
+	m, err := b.events.GetMsg(ctx, seq)
 	if errors.Is(err, jetstream.ErrMsgNotFound) {
-		return Stored{}, fmt.Errorf("%w: %s", ErrNoMessage, subject)
+		return Stored{}, fmt.Errorf("%w: sequence %d", ErrNoMessage, seq)
 	}
 	if err != nil {
-		return Stored{}, fmt.Errorf("reading last message of %s: %w", subject, err)
+		return Stored{}, fmt.Errorf("reading event %d: %w", seq, err)
 	}
 	ev, derr := events.Decode(events.Headers(m.Header), m.Data)
 	return Stored{Seq: m.Sequence, Subject: m.Subject, Event: ev, Err: derr}, nil

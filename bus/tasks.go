@@ -49,6 +49,9 @@ func (b *Bus) GetTask(ctx context.Context, id string) (TaskRecord, error) {
 	if !events.ValidToken(id) {
 		return TaskRecord{}, fmt.Errorf("%w: invalid id %q", ErrTaskNotFound, id)
 	}
+	if b.taskKV == nil {
+		return TaskRecord{}, fmt.Errorf("%w: %s (this connection cannot read task records)", ErrTaskNotFound, id)
+	}
 	e, err := b.taskKV.Get(ctx, id)
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
 		return TaskRecord{}, fmt.Errorf("%w: %s", ErrTaskNotFound, id)

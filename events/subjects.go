@@ -10,11 +10,12 @@ import (
 const (
 	// SubjectRoot is the first token of every qtasks subject.
 	SubjectRoot = "qtasks"
-	// Facts: qtasks.trigger.<trigger>.<task id or node id>
+	// Facts: qtasks.trigger.<trigger>.<queue> for task triggers,
+	// qtasks.trigger.<trigger>.<node id> for process triggers.
 	SubjectTrigger = SubjectRoot + ".trigger"
-	// Invocations: qtasks.invoke.<plugin>.<trigger>.<task id>
+	// Invocations: qtasks.invoke.<plugin>.<trigger>
 	SubjectInvoke = SubjectRoot + ".invoke"
-	// Patches: qtasks.patch.<plugin>.<trigger>.<task id>
+	// Patches: qtasks.patch.<plugin>.<trigger>
 	SubjectPatch = SubjectRoot + ".patch"
 	// Dead letters: qtasks.dead.<plugin>
 	SubjectDead = SubjectRoot + ".dead"
@@ -57,20 +58,26 @@ func ValidName(s string) bool {
 	return true
 }
 
-// FactSubject is where the fact of a trigger firing is published; id is the
-// task id for task triggers, the node id for process triggers.
-func FactSubject(trigger, id string) string {
-	return SubjectTrigger + "." + trigger + "." + id
+// FactSubject is where the fact of a trigger firing is published; key is
+// the task's queue for task triggers, the node id for process triggers.
+//
+// No subject carries a task id: JetStream keeps an index entry for every
+// distinct subject a stream holds (about 140 bytes each, for as long as the
+// messages are kept), so a subject per task would grow the server's memory
+// with the length of the history. A task's events are told apart by their
+// taskid attribute.
+func FactSubject(trigger, key string) string {
+	return SubjectTrigger + "." + trigger + "." + key
 }
 
-// InvokeSubject is where plugin is invoked for trigger on task.
-func InvokeSubject(plugin, trigger, taskID string) string {
-	return SubjectInvoke + "." + plugin + "." + trigger + "." + taskID
+// InvokeSubject is where plugin is invoked for trigger.
+func InvokeSubject(plugin, trigger string) string {
+	return SubjectInvoke + "." + plugin + "." + trigger
 }
 
-// PatchSubject is where plugin answers an invocation for trigger on task.
-func PatchSubject(plugin, trigger, taskID string) string {
-	return SubjectPatch + "." + plugin + "." + trigger + "." + taskID
+// PatchSubject is where plugin answers an invocation for trigger.
+func PatchSubject(plugin, trigger string) string {
+	return SubjectPatch + "." + plugin + "." + trigger
 }
 
 // RunSubject is where tasks of a queue wait for a worker.
@@ -85,7 +92,9 @@ type ParsedSubject struct {
 	Kind    string // trigger, invoke, patch, dead or run
 	Plugin  string
 	Trigger string
-	ID      string // task id, node id, or queue
+	// Key is the last token of a fact's subject (the task's queue, or the
+	// node id of a process trigger), or the queue of a run subject.
+	Key string
 }
 
 // ParseSubject splits a qtasks subject.
@@ -107,12 +116,15 @@ func ParseSubject(s string) (ParsedSubject, error) {
 		if len(t) != 4 {
 			return bad()
 		}
-		return ParsedSubject{Kind: t[1], Trigger: t[2], ID: t[3]}, nil
+		return ParsedSubject{Kind: t[1], Trigger: t[2], Key: t[3]}, nil
 	case "invoke", "patch":
-		if len(t) != 5 {
+		// Logs written before subjects lost their task ids have it as a
+		// fifth token (qtasks.invoke.<plugin>.<trigger>.<task id>); the
+		// events carry it as an attribute either way.
+		if len(t) != 4 && len(t) != 5 {
 			return bad()
 		}
-		return ParsedSubject{Kind: t[1], Plugin: t[2], Trigger: t[3], ID: t[4]}, nil
+		return ParsedSubject{Kind: t[1], Plugin: t[2], Trigger: t[3]}, nil
 	case "dead":
 		if len(t) != 3 {
 			return bad()
@@ -122,14 +134,15 @@ func ParseSubject(s string) (ParsedSubject, error) {
 		if len(t) != 3 {
 			return bad()
 		}
-		return ParsedSubject{Kind: t[1], ID: t[2]}, nil
+		return ParsedSubject{Kind: t[1], Key: t[2]}, nil
 	}
 	return bad()
 }
 
-// FactMsgID is the deduplication id of the n-th firing (from 0) of trigger
-// in run of attempt of task: a republish after a crash of the same run is
-// dropped by JetStream; a new run writes new facts.
+// FactMsgID is the event id of the n-th firing (from 0) of trigger in run
+// of attempt of task. It is unique per firing but is not sent as a
+// Nats-Msg-Id: a fact is published once, and JetStream's duplicate window
+// would hold every id in server memory for nothing.
 func FactMsgID(taskID string, attempt, run int, trigger string, n int) string {
 	return taskID + ":" + strconv.Itoa(attempt) + ":" + strconv.Itoa(run) + ":" + trigger + ":" + strconv.Itoa(n)
 }
@@ -142,7 +155,7 @@ func FinalMsgID(taskID string, attempt int) string {
 }
 
 // InvocationID is the id of the invocation of plugin for the n-th firing of
-// trigger; it is also the invocation's Nats-Msg-Id.
+// trigger. Like a fact's, it is not sent as a Nats-Msg-Id.
 func InvocationID(taskID string, attempt, run int, trigger string, n int, plugin string) string {
 	return FactMsgID(taskID, attempt, run, trigger, n) + ":" + plugin
 }

@@ -51,16 +51,20 @@ func TestSubjects(t *testing.T) {
 		subject string
 		want    ParsedSubject
 	}{
-		{"Fact", FactSubject(StorageAdd, "task-1"),
-			ParsedSubject{Kind: "trigger", Trigger: StorageAdd, ID: "task-1"}},
+		{"Fact", FactSubject(StorageAdd, "default"),
+			ParsedSubject{Kind: "trigger", Trigger: StorageAdd, Key: "default"}},
 		{"ProcessFact", FactSubject(WorkerStart, "node-7"),
-			ParsedSubject{Kind: "trigger", Trigger: WorkerStart, ID: "node-7"}},
-		{"Invoke", InvokeSubject("pydantic", TaskExecutorArgsReplace, "task-1"),
-			ParsedSubject{Kind: "invoke", Plugin: "pydantic", Trigger: TaskExecutorArgsReplace, ID: "task-1"}},
-		{"Patch", PatchSubject("retry", WorkerTaskErrorRetry, "task-2"),
-			ParsedSubject{Kind: "patch", Plugin: "retry", Trigger: WorkerTaskErrorRetry, ID: "task-2"}},
+			ParsedSubject{Kind: "trigger", Trigger: WorkerStart, Key: "node-7"}},
+		{"Invoke", InvokeSubject("pydantic", TaskExecutorArgsReplace),
+			ParsedSubject{Kind: "invoke", Plugin: "pydantic", Trigger: TaskExecutorArgsReplace}},
+		{"Patch", PatchSubject("retry", WorkerTaskErrorRetry),
+			ParsedSubject{Kind: "patch", Plugin: "retry", Trigger: WorkerTaskErrorRetry}},
+		{"LegacyInvoke", "qtasks.invoke.pydantic.task_executor_args_replace.task-1",
+			ParsedSubject{Kind: "invoke", Plugin: "pydantic", Trigger: TaskExecutorArgsReplace}},
+		{"LegacyPatch", "qtasks.patch.retry.worker_task_error_retry.task-2",
+			ParsedSubject{Kind: "patch", Plugin: "retry", Trigger: WorkerTaskErrorRetry}},
 		{"Run", RunSubject("default"),
-			ParsedSubject{Kind: "run", ID: "default"}},
+			ParsedSubject{Kind: "run", Key: "default"}},
 		{"Dead", DeadSubject("audit"),
 			ParsedSubject{Kind: "dead", Plugin: "audit"}},
 	}
@@ -76,9 +80,9 @@ func TestSubjects(t *testing.T) {
 
 	t.Run("Literal", func(t *testing.T) {
 		t.Parallel()
-		require.Equal(t, "qtasks.trigger.storage_add.t1", FactSubject(StorageAdd, "t1"))
-		require.Equal(t, "qtasks.invoke.p.storage_add.t1", InvokeSubject("p", StorageAdd, "t1"))
-		require.Equal(t, "qtasks.patch.p.storage_add.t1", PatchSubject("p", StorageAdd, "t1"))
+		require.Equal(t, "qtasks.trigger.storage_add.q1", FactSubject(StorageAdd, "q1"))
+		require.Equal(t, "qtasks.invoke.p.storage_add", InvokeSubject("p", StorageAdd))
+		require.Equal(t, "qtasks.patch.p.storage_add", PatchSubject("p", StorageAdd))
 		require.Equal(t, "qtasks.run.q", RunSubject("q"))
 		require.Equal(t, "qtasks.dead.p", DeadSubject("p"))
 	})
@@ -87,15 +91,17 @@ func TestSubjects(t *testing.T) {
 		t.Parallel()
 		for _, tr := range Catalog() {
 			for _, s := range []string{
-				FactSubject(tr.Name, "id"),
-				InvokeSubject("p", tr.Name, "id"),
-				PatchSubject("p", tr.Name, "id"),
+				FactSubject(tr.Name, "key"),
+				InvokeSubject("p", tr.Name),
+				PatchSubject("p", tr.Name),
 			} {
 				got, err := ParseSubject(s)
 				require.NoError(t, err, s)
 				require.Equal(t, tr.Name, got.Trigger, s)
-				require.Equal(t, "id", got.ID, s)
 			}
+			got, err := ParseSubject(FactSubject(tr.Name, "key"))
+			require.NoError(t, err)
+			require.Equal(t, "key", got.Key)
 		}
 	})
 }
@@ -115,11 +121,12 @@ func TestParseSubjectErrors(t *testing.T) {
 		"qtasks.trigger.*.t1",
 		"qtasks.trigger.storage_add.>",
 		"qtasks.trigger.>",
-		"qtasks.invoke.p.storage_add",
+		"qtasks.invoke.p",
 		"qtasks.invoke.p.storage_add.t1.x",
-		"qtasks.invoke..storage_add.t1",
-		"qtasks.patch.p.storage_add",
-		"qtasks.patch.p.*.t1",
+		"qtasks.invoke..storage_add",
+		"qtasks.patch.p",
+		"qtasks.patch.p.storage_add.t1.x",
+		"qtasks.patch.p.*",
 		"qtasks.dead",
 		"qtasks.dead.p.x",
 		"qtasks.dead.",

@@ -75,8 +75,8 @@ func TestChaining(t *testing.T) {
 				t.Fatal("task not called")
 			}
 			// The log holds both invocations and both patches of args_replace.
-			inv := bustest.Events(t, b, events.SubjectInvoke+".*."+events.TaskExecutorArgsReplace+"."+sub.ID)
-			pat := bustest.Events(t, b, events.SubjectPatch+".*."+events.TaskExecutorArgsReplace+"."+sub.ID)
+			inv := bustest.EventsOf(t, b, sub.ID, events.SubjectInvoke+".*."+events.TaskExecutorArgsReplace)
+			pat := bustest.EventsOf(t, b, sub.ID, events.SubjectPatch+".*."+events.TaskExecutorArgsReplace)
 			require.Len(t, inv, 2)
 			require.Len(t, pat, 2)
 			require.Equal(t, "a", inv[0].Event.Plugin)
@@ -84,7 +84,7 @@ func TestChaining(t *testing.T) {
 			require.JSONEq(t, `{"args":[],"kw":{"x":1}}`, string(inv[1].Event.Data))
 			require.Equal(t, inv[0].Event.ID, pat[0].Event.Invocation)
 			require.Equal(t, events.ContentTypeJSONPatch, pat[1].Event.DataContentType)
-			facts := bustest.Events(t, b, events.FactSubject(events.TaskExecutorArgsReplace, sub.ID))
+			facts := bustest.EventsOf(t, b, sub.ID, events.FactSubject(events.TaskExecutorArgsReplace, "*"))
 			require.Len(t, facts, 1)
 			var fact events.Fact
 			require.NoError(t, json.Unmarshal(facts[0].Event.Data, &fact))

@@ -75,7 +75,7 @@ func Example() {
 	fmt.Println(t.Status, greeting, err)
 
 	// The patch is in the log, on the subject of its plugin, trigger and task.
-	err = b.ReadLog(ctx, 1, []string{events.PatchSubject("default-greeting", events.TaskExecutorArgsReplace, t.ID)},
+	err = b.ReadLog(ctx, 1, []string{events.PatchSubject("default-greeting", events.TaskExecutorArgsReplace)},
 		func(s bus.Stored) error {
 			fmt.Println(s.Event.Plugin, s.Event.PluginVersion, s.Event.DataContentType, string(s.Event.Data))
 			return nil

@@ -36,7 +36,7 @@ type firing struct {
 	// at least one patch.
 	lastApplied map[string]bool
 	acks        bus.Acks
-	nodeFac     bool // process-scope facts: subject token is the node id
+	nodeFac     bool // process-scope facts: the subject's key is the node id
 	// idBase starts the message ids of facts and invocations: the task id,
 	// plus a random token where a repeat must not be taken for a duplicate
 	// (a resubmission after a refused submission, a restarted node).
@@ -96,10 +96,6 @@ func (f *firing) record(trigger string, n int, fact *events.Fact) {
 		f.acks.Fail(fmt.Errorf("encoding fact %s: %w", trigger, err))
 		return
 	}
-	id := f.task.ID
-	if f.nodeFac {
-		id = f.a.cfg.NodeID
-	}
 	if len(data) > events.MaxDataSize {
 		// The patches are in the log as events of their own: drop their
 		// copies from the fact rather than lose the fact.
@@ -116,14 +112,22 @@ func (f *firing) record(trigger string, n int, fact *events.Fact) {
 			return
 		}
 	}
-	msgID := events.FactMsgID(f.base(), f.task.Attempt, f.run, trigger, n)
-	ev := f.event(trigger, msgID, data)
-	fut, err := f.a.b.PublishAsync(events.FactSubject(trigger, id), msgID, &ev)
+	ev := f.event(trigger, events.FactMsgID(f.base(), f.task.Attempt, f.run, trigger, n), data)
+	fut, err := f.a.b.PublishAsync(f.subject(trigger), "", &ev)
 	if err != nil {
 		f.acks.Fail(err)
 		return
 	}
 	f.acks.Add(fut)
+}
+
+// subject is where the fact of trigger goes: under the task's queue, or
+// the node id for process-scope facts.
+func (f *firing) subject(trigger string) string {
+	if f.nodeFac {
+		return events.FactSubject(trigger, f.a.cfg.NodeID)
+	}
+	return events.FactSubject(trigger, f.task.Queue)
 }
 
 func (f *firing) event(trigger, id string, data []byte) events.Event {

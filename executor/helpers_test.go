@@ -68,7 +68,7 @@ type storedFact struct {
 func facts(t *testing.T, b *bus.Bus, trigger, id string) []storedFact {
 	t.Helper()
 	var out []storedFact
-	for _, s := range bustest.Events(t, b, events.FactSubject(trigger, id)) {
+	for _, s := range bustest.EventsOf(t, b, id, events.FactSubject(trigger, "*")) {
 		require.NoError(t, s.Err, "seq %d", s.Seq)
 		var f events.Fact
 		require.NoError(t, json.Unmarshal(s.Event.Data, &f), "seq %d", s.Seq)

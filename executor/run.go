@@ -485,19 +485,16 @@ func (rs *runState) finish(ctx context.Context, final events.Task, taskErr error
 	if err := f.acks.Wait(context.WithoutCancel(ctx)); err != nil {
 		return err
 	}
-	decided, err := rs.w.publishFinal(ctx, f, final)
+	decided, seq, err := rs.w.publishFinal(ctx, f, final)
 	if err != nil {
 		return err
 	}
 	if !decided {
 		// Another run of this attempt finished first; its record stands.
+		// A duplicate's ack gives the sequence of the fact stored first.
 		a.log.Warn("another run decided this attempt first", "task_id", final.ID, "attempt", final.Attempt)
-		logged, ok, err := rs.w.loggedFinal(ctx, final)
-		if err != nil {
+		if final, err = rs.w.decidedFinal(ctx, seq); err != nil {
 			return err
-		}
-		if ok {
-			final = logged
 		}
 	}
 	if err := rs.w.finishDecided(ctx, final); err != nil {

@@ -306,11 +306,13 @@ func (w *worker) process(it *item) {
 	if md, err := it.m.Metadata(); err == nil {
 		run = int(md.NumDelivered)
 	}
-	if run > 1 {
-		// A redelivery: a previous run may have decided this attempt (its
-		// final fact is in the log) and died before acking.
-		if final, ok, err := w.loggedFinal(ctx, t); err != nil {
-			a.log.Error("reading the log for a final record", "task_id", t.ID, "err", err)
+	rec, err := a.b.GetTask(ctx, t.ID)
+	if err == nil && run > 1 && w.mayBeDecided(rec.Task, t) {
+		// A redelivery: the previous run may have decided this attempt
+		// (its final fact is in the log) and died before updating the
+		// record and acking.
+		if final, ok, ferr := w.loggedFinal(ctx, rec.Task); ferr != nil {
+			a.log.Error("reading the log for a final record", "task_id", t.ID, "err", ferr)
 			_ = it.m.NakWithDelay(time.Second)
 			return
 		} else if ok {
@@ -323,7 +325,6 @@ func (w *worker) process(it *item) {
 			return
 		}
 	}
-	rec, err := a.b.GetTask(ctx, t.ID)
 	switch {
 	case errors.Is(err, bus.ErrTaskNotFound):
 		rec, _, err = a.b.CreateTask(ctx, t)
@@ -394,30 +395,73 @@ func (w *worker) finishDecided(ctx context.Context, final events.Task) error {
 }
 
 // loggedFinal returns the final record of t's attempt if the log has one.
-func (w *worker) loggedFinal(ctx context.Context, t events.Task) (events.Task, bool, error) {
-	s, err := w.a.b.LastMessage(ctx, events.FactSubject(events.StorageRemoveFinishedTask, t.ID))
-	if errors.Is(err, bus.ErrNoMessage) {
-		return events.Task{}, false, nil
-	}
-	if err != nil {
+// It reads the final facts of t's queue written since the record's last
+// update, which a run makes before it publishes its final fact.
+func (w *worker) loggedFinal(ctx context.Context, rec events.Task) (events.Task, bool, error) {
+	var final events.Task
+	found := false
+	subject := events.FactSubject(events.StorageRemoveFinishedTask, rec.Queue)
+	err := w.a.b.TaskEvents(ctx, rec.ID, rec.UpdatedAt, []string{subject}, func(s bus.Stored) error {
+		m, err := finalModel(s)
+		if err != nil {
+			return err
+		}
+		if m.Attempt == rec.Attempt {
+			final, found = m, true
+			return errFound
+		}
+		return nil
+	})
+	if err != nil && !errors.Is(err, errFound) {
 		return events.Task{}, false, err
 	}
-	if s.Err != nil {
-		return events.Task{}, false, s.Err
+	return final, found, nil
+}
+
+// mayBeDecided reports whether the log must be searched for a final fact of
+// t's attempt that rec, its record, does not show. A run that got as far as
+// status process may have decided the attempt. One that failed earlier
+// (a plugin's veto at intake, an unknown task) decided it without updating
+// the record, and a new run's final fact would be dropped as a duplicate of
+// it, unless the duplicate window has passed since.
+func (w *worker) mayBeDecided(rec, t events.Task) bool {
+	if rec.Attempt != t.Attempt || events.FinalStatus(rec.Status) {
+		return false
 	}
+	return rec.Status == events.StatusProcess ||
+		w.a.cfg.Now().Sub(rec.UpdatedAt) > bus.DefaultDuplicateWindow-bus.TaskClockSkew
+}
+
+// errFound ends a read of the log early.
+var errFound = errors.New("found")
+
+// decidedFinal returns the final record stored at seq: the one that decided
+// an attempt before this run's.
+func (w *worker) decidedFinal(ctx context.Context, seq uint64) (events.Task, error) {
+	s, err := w.a.b.Event(ctx, seq)
+	if err != nil {
+		return events.Task{}, err
+	}
+	if s.Err != nil {
+		return events.Task{}, s.Err
+	}
+	return finalModel(s)
+}
+
+// finalModel decodes the task record of a final fact.
+func finalModel(s bus.Stored) (events.Task, error) {
 	var fact struct {
 		Input struct {
 			Model events.Task `json:"model"`
 		} `json:"input"`
 	}
 	if err := json.Unmarshal(s.Event.Data, &fact); err != nil {
-		return events.Task{}, false, fmt.Errorf("decoding final fact of %s: %w", t.ID, err)
+		return events.Task{}, fmt.Errorf("decoding final fact %d of %s: %w", s.Seq, s.Event.TaskID, err)
 	}
-	m := fact.Input.Model
-	if m.ID != t.ID || m.Attempt != t.Attempt {
-		return events.Task{}, false, nil
+	if fact.Input.Model.ID != s.Event.TaskID {
+		return events.Task{}, fmt.Errorf("final fact %d of %s records task %q", s.Seq, s.Event.TaskID, fact.Input.Model.ID)
 	}
-	return m, true, nil
+	return fact.Input.Model, nil
 }
 
 // storeFinal writes a decided final record to the task record, unless the
@@ -458,20 +502,21 @@ func nextAttempt(t events.Task, now time.Time) events.Task {
 
 // publishFinal writes the final fact of an attempt. Its message id leaves
 // out the run, so of two runs racing to finish the same attempt only the
-// first is stored: decided reports whether that was this one.
-func (w *worker) publishFinal(ctx context.Context, f *firing, final events.Task) (decided bool, err error) {
+// first is stored: decided reports whether that was this one, and seq is
+// where the deciding fact is.
+func (w *worker) publishFinal(ctx context.Context, f *firing, final events.Task) (decided bool, seq uint64, err error) {
 	fact := events.Fact{Input: mustJSON(map[string]any{"model": final})}
 	data, err := fact.AppendJSON(nil)
 	if err != nil {
-		return false, err
+		return false, 0, err
 	}
 	id := events.FinalMsgID(final.ID, final.Attempt)
 	ev := f.event(events.StorageRemoveFinishedTask, id, data)
-	ack, err := w.a.b.Publish(ctx, events.FactSubject(events.StorageRemoveFinishedTask, final.ID), id, &ev)
+	ack, err := w.a.b.Publish(ctx, f.subject(events.StorageRemoveFinishedTask), id, &ev)
 	if err != nil {
-		return false, err
+		return false, 0, err
 	}
-	return !ack.Duplicate, nil
+	return !ack.Duplicate, ack.Sequence, nil
 }
 
 func mustJSON(v any) json.RawMessage {

@@ -102,7 +102,7 @@ func TestPluginPermissions(t *testing.T) {
 	}
 	// Answer for bob, forge a fact, queue a task.
 	for _, subj := range []string{
-		events.PatchSubject("bob", events.TaskExecutorRunTask, sub.ID),
+		events.PatchSubject("bob", events.TaskExecutorRunTask),
 		events.FactSubject(events.StorageAdd, "forged"),
 		events.RunSubject("default"),
 	} {

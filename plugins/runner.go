@@ -260,7 +260,7 @@ func (r *Runner) mutate(m jetstream.Msg) {
 	}
 	patch := r.answer(ctx, call)
 	bus.FillPatch(&patch, r.info, inv)
-	if _, err := r.b.Publish(ctx, events.PatchSubject(r.spec.Name, inv.Trigger, inv.TaskID), patch.ID, &patch); err != nil {
+	if _, err := r.b.Publish(ctx, events.PatchSubject(r.spec.Name, inv.Trigger), patch.ID, &patch); err != nil {
 		r.log.Warn("publishing patch", "invocation", inv.ID, "err", err)
 		_ = m.Nak()
 		return

@@ -428,8 +428,8 @@ func sameIdentity(ev *events.Event, ps events.ParsedSubject) rejection {
 		return rejection(fmt.Sprintf("plugin attribute %q does not match the subject's %q", ev.Plugin, ps.Plugin))
 	case ev.Trigger != ps.Trigger:
 		return rejection(fmt.Sprintf("trigger attribute %q does not match the subject's %q", ev.Trigger, ps.Trigger))
-	case ev.TaskID != ps.ID:
-		return rejection(fmt.Sprintf("task id attribute %q does not match the subject's %q", ev.TaskID, ps.ID))
+	case ev.TaskID == "":
+		return "no task id attribute"
 	}
 	return ""
 }
@@ -449,14 +449,14 @@ func (p *Prepared) prepareFact(ps events.ParsedSubject) rejection {
 	p.trigger = t
 	switch t.Scope {
 	case events.ScopeTask:
-		if ev.TaskID != ps.ID {
-			return rejection(fmt.Sprintf("task id attribute %q does not match the subject's %q", ev.TaskID, ps.ID))
+		if ev.TaskID == "" {
+			return rejection(fmt.Sprintf("task-scope trigger %s without a task id attribute", t.Name))
 		}
 	case events.ScopeProcess:
 		if ev.TaskID != "" {
 			return rejection(fmt.Sprintf("process-scope trigger %s with a task id attribute", t.Name))
 		}
-		p.node = ps.ID
+		p.node = ps.Key
 	case events.ScopeNone:
 		return rejection(fmt.Sprintf("trigger %s is never fired by qtasks: %s", t.Name, t.Note))
 	}

@@ -80,6 +80,20 @@ func WaitFor(tb testing.TB, timeout time.Duration, what string, cond func() bool
 	}
 }
 
+// EventsOf reads the events of task (or node) id, by their subject
+// attribute, whose subject matches one of subjects (all when none), in
+// stream order. Subjects carry no task ids, so this is Events filtered.
+func EventsOf(tb testing.TB, b *bus.Bus, id string, subjects ...string) []bus.Stored {
+	tb.Helper()
+	var out []bus.Stored
+	for _, s := range Events(tb, b, subjects...) {
+		if s.Event.Subject == id {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
 // Events reads every event of the event log whose subject matches one of
 // subjects (all when none), in stream order, up to the log's current end.
 func Events(tb testing.TB, b *bus.Bus, subjects ...string) []bus.Stored {

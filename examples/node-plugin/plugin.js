@@ -80,7 +80,6 @@ async function answer(js, m) {
     return;
   }
   const invocation = get("ce-id");
-  const taskId = m.subject.split(".")[4]; // qtasks.invoke.<plugin>.<trigger>.<task id>
   const out = headers();
   out.set("ce-specversion", "1.0");
   out.set("ce-type", "io.qtasks.patch");
@@ -105,7 +104,7 @@ async function answer(js, m) {
     out.set("ce-pluginerror", String(err.message).replace(/[\r\n]+/g, " "));
   }
   try {
-    await js.publish(`qtasks.patch.${name}.${trig}.${taskId}`, body, { headers: out, msgID: invocation + ":patch" });
+    await js.publish(`qtasks.patch.${name}.${trig}`, body, { headers: out, msgID: invocation + ":patch" });
     m.ack();
   } catch (err) {
     console.error("publishing patch:", err.message);

@@ -53,7 +53,7 @@ func TestPluginInAnotherProcess(t *testing.T) {
 	require.NoError(t, err)
 	require.InDelta(t, 30.0, got, 0)
 
-	pat := bustest.Events(t, b, events.PatchSubject("scale", events.TaskExecutorRunTask, sub.ID))
+	pat := bustest.EventsOf(t, b, sub.ID, events.PatchSubject("scale", events.TaskExecutorRunTask))
 	require.Len(t, pat, 1)
 	require.Equal(t, events.ContentTypeJSONPatch, pat[0].Event.DataContentType)
 
@@ -85,7 +85,7 @@ func TestWorkerKilledMidTask(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, events.StatusSuccess, final.Status, final.Error)
 
-	facts := bustest.Events(t, b, events.SubjectTrigger+".*."+sub.ID)
+	facts := bustest.EventsOf(t, b, sub.ID, events.SubjectTrigger+".>")
 	var older, finals, runTask int
 	for _, s := range facts {
 		switch s.Event.Trigger {

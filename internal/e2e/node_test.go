@@ -56,12 +56,12 @@ func TestNodePlugin(t *testing.T) {
 	// The exchange is in the log: one invocation, one patch, and the fact
 	// records the call as applied.
 	trig := events.TaskExecutorAfterExecuteResultReplace
-	require.Len(t, bustest.Events(t, b, events.InvokeSubject("node-upper", trig, sub.ID)), 1)
-	pat := bustest.Events(t, b, events.PatchSubject("node-upper", trig, sub.ID))
+	require.Len(t, bustest.EventsOf(t, b, sub.ID, events.InvokeSubject("node-upper", trig)), 1)
+	pat := bustest.EventsOf(t, b, sub.ID, events.PatchSubject("node-upper", trig))
 	require.Len(t, pat, 1)
 	require.NoError(t, pat[0].Err)
 	require.Equal(t, "1.0.0", pat[0].Event.PluginVersion)
-	facts := bustest.Events(t, b, events.FactSubject(trig, sub.ID))
+	facts := bustest.EventsOf(t, b, sub.ID, events.FactSubject(trig, "*"))
 	require.Len(t, facts, 1)
 	require.True(t, strings.Contains(string(facts[0].Event.Data), `"outcome":"applied"`), string(facts[0].Event.Data))
 }

@@ -97,7 +97,7 @@ func TestRetriesSurviveWorkerKills(t *testing.T) {
 	attempts := map[int]bool{}
 	var finals []events.Task
 	resumed := 0
-	for _, s := range bustest.Events(t, b, events.SubjectTrigger+".*."+task.ID) {
+	for _, s := range bustest.EventsOf(t, b, task.ID, events.SubjectTrigger+".>") {
 		require.NoError(t, s.Err)
 		attempts[s.Event.Attempt] = true
 		if s.Event.Trigger == events.BrokerRunningOlderTasks {

@@ -61,10 +61,10 @@ func publishHistory(b *testing.B, live *bus.Bus, n int) {
 		patch := events.Event{DataContentType: events.ContentTypeMergePatch,
 			Data: []byte(`{"kw":{"double":` + strconv.Itoa(2*i) + `,"stamp":"` + at.UTC().Format(time.RFC3339Nano) + `"}}`)}
 		bus.FillPatch(&patch, events.PluginInfo{Name: testplugin.Name, Version: "1"}, inv)
-		if _, err := live.PublishAsync(events.InvokeSubject(testplugin.Name, testplugin.Trigger, id), inv.ID, &inv); err != nil {
+		if _, err := live.PublishAsync(events.InvokeSubject(testplugin.Name, testplugin.Trigger), inv.ID, &inv); err != nil {
 			b.Fatal(err)
 		}
-		if _, err := live.PublishAsync(events.PatchSubject(testplugin.Name, testplugin.Trigger, id), patch.ID, &patch); err != nil {
+		if _, err := live.PublishAsync(events.PatchSubject(testplugin.Name, testplugin.Trigger), patch.ID, &patch); err != nil {
 			b.Fatal(err)
 		}
 		if i%2000 == 0 || i == n {

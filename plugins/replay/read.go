@@ -67,8 +67,10 @@ const clockSkew = time.Minute
 const maxFilterSubjects = 256
 
 // patchScan bounds how many patches on an invocation's patch subject are
-// looked at to find the one that answers it.
-const patchScan = 8
+// looked at to find the one that answers it: the patches of every task's
+// invocations of the plugin on the trigger share the subject, and those in
+// flight at the same time interleave.
+const patchScan = 1024
 
 // logSource reads recorded invocations of one plugin from the live log.
 type logSource struct {
@@ -119,31 +121,15 @@ func newLogSource(b *bus.Bus, plugin string, f Filter) (*logSource, error) {
 	s.triggers = set(f.Triggers)
 	s.underTest = map[string]bool{}
 	s.now = time.Now
+	// Subjects carry no task ids: TaskIDs are matched by keep. Logs
+	// written before that have the task id as a last token.
 	base := events.SubjectInvoke + "." + plugin
-	triggers := f.Triggers
-	if len(triggers) == 0 {
-		triggers = []string{"*"}
-	}
-	ids := f.TaskIDs
-	if len(ids) == 0 {
-		ids = []string{">"}
-	}
-	switch {
-	case len(triggers)*len(ids) <= maxFilterSubjects:
-		for _, t := range triggers {
-			for _, id := range ids {
-				s.subjects = append(s.subjects, base+"."+t+"."+id)
-			}
-		}
-	case len(f.Triggers) > 0 && len(f.Triggers) <= maxFilterSubjects:
+	if len(f.Triggers) > 0 && 2*len(f.Triggers) <= maxFilterSubjects {
 		for _, t := range f.Triggers {
-			s.subjects = append(s.subjects, base+"."+t+".>")
+			s.subjects = append(s.subjects, base+"."+t, base+"."+t+".*")
 		}
-	default:
+	} else {
 		s.subjects = []string{base + ".>"}
-	}
-	if len(s.subjects) == 1 && s.subjects[0] == base+".*.>" {
-		s.subjects[0] = base + ".>"
 	}
 	slices.Sort(s.subjects)
 	s.subjects = slices.Compact(s.subjects)
@@ -241,14 +227,21 @@ func (s *logSource) testing(ctx context.Context, ev *events.Event, seq uint64) (
 	if m, ok := s.underTest[ev.TaskID]; ok {
 		return m, nil
 	}
-	marked := false
-	st, err := s.b.LastMessage(ctx, events.FactSubject(events.StorageAdd, ev.TaskID))
-	switch {
-	case errors.Is(err, bus.ErrNoMessage):
-	case err != nil:
+	// The record's creation time bounds where the fact is; without a
+	// record (deleted, or another bus), the whole log is read.
+	var since time.Time
+	if rec, err := s.b.GetTask(ctx, ev.TaskID); err == nil {
+		since = rec.Task.CreatedAt
+	} else if !errors.Is(err, bus.ErrTaskNotFound) {
 		return false, err
-	case st.Err == nil:
+	}
+	marked := false
+	err := s.b.TaskEvents(ctx, ev.TaskID, since, []string{events.FactSubject(events.StorageAdd, "*")}, func(st bus.Stored) error {
 		marked = markedFact(st.Event.Data)
+		return errStopRead
+	})
+	if err != nil && !errors.Is(err, errStopRead) {
+		return false, err
 	}
 	if len(s.underTest) >= maxUnderTest {
 		clear(s.underTest)
@@ -310,8 +303,9 @@ func (s *logSource) each(ctx context.Context, fn func(Record) error, skipped fun
 		}
 	}
 	type slot struct {
-		r    Record
-		done bool
+		r      Record
+		done   bool
+		legacy bool // on a subject with the task id (an older log)
 	}
 	var queue []*slot
 	pending := map[string]*slot{}
@@ -322,7 +316,7 @@ func (s *logSource) each(ctx context.Context, fn func(Record) error, skipped fun
 				if !all && len(queue) <= maxPending {
 					return nil
 				}
-				if err := s.resolve(ctx, &h.r); err != nil {
+				if err := s.resolve(ctx, &h.r, h.legacy); err != nil {
 					return err
 				}
 			}
@@ -363,7 +357,7 @@ func (s *logSource) each(ctx context.Context, fn func(Record) error, skipped fun
 					return err
 				}
 				if keep {
-					p := &slot{r: Record{Seq: st.Seq, Invocation: st.Event}}
+					p := &slot{r: Record{Seq: st.Seq, Invocation: st.Event}, legacy: strings.Count(st.Subject, ".") == 4}
 					queue = append(queue, p)
 					pending[st.Event.ID] = p
 				}
@@ -452,9 +446,12 @@ func (s *logSource) start(ctx context.Context) (uint64, error) {
 
 // resolve finds the patch that answered r's invocation: the first patch on
 // its patch subject after it that names it.
-func (s *logSource) resolve(ctx context.Context, r *Record) error {
+func (s *logSource) resolve(ctx context.Context, r *Record, legacy bool) error {
 	inv := &r.Invocation
-	subj := events.PatchSubject(inv.Plugin, inv.Trigger, inv.TaskID)
+	subj := events.PatchSubject(inv.Plugin, inv.Trigger)
+	if legacy {
+		subj += ".*" // the invocation's, and so its patch's, subject ends in the task id
+	}
 	seq := r.Seq + 1
 	for range patchScan {
 		m, err := s.stream.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(subj))

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -376,11 +377,16 @@ func (rd *redriver) run(ctx context.Context, id string) (RunReport, error) {
 		rr.Error = "not a valid task id"
 		return rr, nil
 	}
+	// The record's creation time bounds where the task's facts are;
+	// without a record the whole log is read.
+	var since time.Time
+	if rec, err := rd.live.GetTask(ctx, id); err == nil {
+		since = rec.Task.CreatedAt
+	} else if !errors.Is(err, bus.ErrTaskNotFound) {
+		return rr, fmt.Errorf("reading the record of task %s: %w", id, err)
+	}
 	var facts []storedFact
-	err := rd.live.ReadLog(ctx, 1, []string{events.SubjectTrigger + ".*." + id}, func(st bus.Stored) error {
-		if st.Err != nil || st.Event.TaskID != id {
-			return nil
-		}
+	err := rd.live.TaskEvents(ctx, id, since, []string{events.SubjectTrigger + ".>"}, func(st bus.Stored) error {
 		var f events.Fact
 		if json.Unmarshal(st.Event.Data, &f) != nil {
 			return nil

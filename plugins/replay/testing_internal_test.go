@@ -41,7 +41,7 @@ func TestTestingScan(t *testing.T) {
 	}
 	invoke := func(id string, at time.Time) {
 		t.Helper()
-		publish(events.InvokeSubject("p", events.TaskExecutorArgsReplace, id), events.Event{
+		publish(events.InvokeSubject("p", events.TaskExecutorArgsReplace), events.Event{
 			ID: events.InvocationID(id, 1, 1, events.TaskExecutorArgsReplace, 0, "p"), Source: "qtasks/n",
 			Type: events.TypeInvokePrefix + events.TaskExecutorArgsReplace, Time: at, DataContentType: events.ContentTypeJSON,
 			Data: []byte(`{"args":[],"kw":{}}`), TaskID: id, TaskName: "calc", Trigger: events.TaskExecutorArgsReplace,

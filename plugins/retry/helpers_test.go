@@ -79,11 +79,11 @@ type storedFact struct {
 	Fact  events.Fact
 }
 
-// facts returns the facts on subjects, in stream order.
-func facts(t *testing.T, b *bus.Bus, subjects ...string) []storedFact {
+// factsOf returns the facts of task id on subjects, in stream order.
+func factsOf(t *testing.T, b *bus.Bus, id string, subjects ...string) []storedFact {
 	t.Helper()
 	var out []storedFact
-	for _, s := range bustest.Events(t, b, subjects...) {
+	for _, s := range bustest.EventsOf(t, b, id, subjects...) {
 		require.NoError(t, s.Err, "seq %d", s.Seq)
 		var f events.Fact
 		require.NoError(t, json.Unmarshal(s.Event.Data, &f), "seq %d", s.Seq)
@@ -95,7 +95,7 @@ func facts(t *testing.T, b *bus.Bus, subjects ...string) []storedFact {
 // taskFacts returns every fact of task id, in stream order.
 func taskFacts(t *testing.T, b *bus.Bus, id string) []storedFact {
 	t.Helper()
-	return facts(t, b, events.SubjectTrigger+".*."+id)
+	return factsOf(t, b, id, events.SubjectTrigger+".>")
 }
 
 // finalModels waits until task id has n final facts (one per attempt) and
@@ -105,7 +105,7 @@ func finalModels(t *testing.T, b *bus.Bus, id string, n int) []events.Task {
 	t.Helper()
 	var fs []storedFact
 	bustest.WaitFor(t, waitLimit, "final facts of "+id, func() bool {
-		fs = facts(t, b, events.FactSubject(events.StorageRemoveFinishedTask, id))
+		fs = factsOf(t, b, id, events.FactSubject(events.StorageRemoveFinishedTask, "*"))
 		return len(fs) >= n
 	})
 	require.Len(t, fs, n, "final facts of %s", id)

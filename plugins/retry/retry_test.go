@@ -92,7 +92,7 @@ func TestFailsTwiceThenSucceeds(t *testing.T) {
 			}
 
 			// The retry facts record the plugin's call and its patch.
-			retries := facts(t, b, events.FactSubject(events.WorkerTaskErrorRetry, got.ID))
+			retries := factsOf(t, b, got.ID, events.FactSubject(events.WorkerTaskErrorRetry, "*"))
 			require.Len(t, retries, 2)
 			for i, f := range retries {
 				require.Equal(t, i+1, f.Event.Attempt)
@@ -125,7 +125,7 @@ func TestErrorChainInPayload(t *testing.T) {
 	got := submitAndWait(t, app, "load", nil)
 	require.Equal(t, events.StatusError, got.Status)
 
-	f := facts(t, b, events.FactSubject(events.WorkerTaskErrorRetry, got.ID))
+	f := factsOf(t, b, got.ID, events.FactSubject(events.WorkerTaskErrorRetry, "*"))
 	require.Len(t, f, 1)
 	var in struct {
 		Error  string               `json:"error"`
@@ -171,7 +171,7 @@ func TestNotRetryable(t *testing.T) {
 
 		finals := finalModels(t, b, got.ID, 1)
 		require.Equal(t, events.StatusError, finals[0].Status)
-		f := facts(t, b, events.FactSubject(events.WorkerTaskErrorRetry, got.ID))
+		f := factsOf(t, b, got.ID, events.FactSubject(events.WorkerTaskErrorRetry, "*"))
 		require.Len(t, f, 1)
 		require.Len(t, f[0].Fact.Calls, 1)
 		require.Equal(t, events.OutcomeApplied, f[0].Fact.Calls[0].Outcome)
@@ -195,7 +195,7 @@ func TestNotRetryable(t *testing.T) {
 		require.Equal(t, events.StatusError, got.Status)
 		require.Equal(t, 3, got.Attempt, "1 + Retry attempts")
 		require.Empty(t, got.Reason, "out of retries, not vetoed")
-		require.Len(t, facts(t, b, events.FactSubject(events.WorkerTaskErrorRetry, got.ID)), 2)
+		require.Len(t, factsOf(t, b, got.ID, events.FactSubject(events.WorkerTaskErrorRetry, "*")), 2)
 	})
 
 	t.Run("NotMatchingTaskRetryOn", func(t *testing.T) {
@@ -216,7 +216,7 @@ func TestNotRetryable(t *testing.T) {
 		require.Equal(t, 1, got.Attempt)
 		require.Equal(t, "permanent", got.Error)
 		finalModels(t, b, got.ID, 1)
-		require.Empty(t, facts(t, b, events.FactSubject(events.WorkerTaskErrorRetry, got.ID)),
+		require.Empty(t, factsOf(t, b, got.ID, events.FactSubject(events.WorkerTaskErrorRetry, "*")),
 			"the executor decides in-process: the plugin is never asked")
 	})
 }
@@ -244,7 +244,7 @@ func TestPluginErrorOnOddPayload(t *testing.T) {
 	require.Equal(t, 1, got.Attempt)
 	require.Contains(t, got.Reason, "plugin retry failed on worker_task_error_retry (error): decoding worker_task_error_retry payload")
 
-	f := facts(t, b, events.FactSubject(events.WorkerTaskErrorRetry, got.ID))
+	f := factsOf(t, b, got.ID, events.FactSubject(events.WorkerTaskErrorRetry, "*"))
 	require.Len(t, f, 1)
 	require.Len(t, f[0].Fact.Calls, 2)
 	require.Equal(t, "spoil", f[0].Fact.Calls[0].Plugin)

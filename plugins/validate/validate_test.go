@@ -101,7 +101,7 @@ func oneFact(t *testing.T, b *bus.Bus, trigger, id string) events.Fact {
 	t.Helper()
 	var evs []bus.Stored
 	bustest.WaitFor(t, waitLimit, trigger+" fact", func() bool {
-		evs = bustest.Events(t, b, events.FactSubject(trigger, id))
+		evs = bustest.EventsOf(t, b, id, events.FactSubject(trigger, "*"))
 		return len(evs) > 0
 	})
 	require.Len(t, evs, 1)
@@ -194,7 +194,7 @@ func TestInvalidArgumentsRefusedAtSubmit(t *testing.T) {
 				require.Contains(t, fact.Calls[0].Reason, "invalid arguments for task add")
 				_, err := f.b.GetTask(ctx, s.Event.TaskID)
 				require.ErrorIs(t, err, bus.ErrTaskNotFound)
-				require.Empty(t, bustest.Events(t, f.b, events.FactSubject(events.StorageAdd, s.Event.TaskID)))
+				require.Empty(t, bustest.EventsOf(t, f.b, s.Event.TaskID, events.FactSubject(events.StorageAdd, "*")))
 			}
 			stream, err := f.b.JetStream().Stream(ctx, bus.StreamTasks)
 			require.NoError(t, err)

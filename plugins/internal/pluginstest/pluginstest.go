@@ -107,7 +107,7 @@ type Fact struct {
 func Facts(t testing.TB, b *bus.Bus, trigger, id string) []Fact {
 	t.Helper()
 	var out []Fact
-	for _, s := range bustest.Events(t, b, events.FactSubject(trigger, id)) {
+	for _, s := range bustest.EventsOf(t, b, id, events.FactSubject(trigger, "*")) {
 		require.NoError(t, s.Err, "seq %d", s.Seq)
 		var f events.Fact
 		require.NoError(t, json.Unmarshal(s.Event.Data, &f), "seq %d", s.Seq)
