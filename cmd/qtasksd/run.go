@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"time"
 
 	"github.com/qtasks/qtasks-go/bus"
@@ -17,6 +18,15 @@ import (
 )
 
 // runFlags configure the daemon.
+// defaultMemoryLimitMiB is qtasksd's soft memory limit. Most of its live
+// heap is the embedded server's cache of recently written blocks (about ten
+// seconds of writes: some 100 MB at 300 tasks/s with every trigger
+// recorded); without a limit the GC lets the heap grow to twice that. At
+// 192 MiB the peak RSS of the bench harness's load fell from 316 to 213 MB
+// for the same CPU per task (docs/BENCHMARKS-HARNESS.md). Under a heavier
+// load the GC spends more CPU (at most half of it) before the limit gives.
+const defaultMemoryLimitMiB = 192
+
 type runFlags struct {
 	conn        connFlags
 	dataDir     string
@@ -33,6 +43,8 @@ type runFlags struct {
 	replicas    int
 	db          string
 	noProj      bool
+	pprof       bool
+	memLimitMiB int
 }
 
 func (m *Main) run(ctx context.Context, args []string) error {
@@ -48,6 +60,8 @@ func (m *Main) run(ctx context.Context, args []string) error {
 	fs.DurationVar(&f.grace, "grace", envDur("QTASKS_GRACE", executor.DefaultGracePeriod), "on SIGTERM, let in-flight tasks finish this long (QTASKS_GRACE)")
 	fs.StringVar(&f.record, "record", envOr("QTASKS_RECORD", "all"), "which facts to write: all, or lifecycle (lifecycle facts plus subscribed triggers) (QTASKS_RECORD)")
 	fs.StringVar(&f.httpAddr, "http", envOr("QTASKS_HTTP", "127.0.0.1:7400"), "HTTP address for /healthz and /tasks; empty disables (QTASKS_HTTP)")
+	fs.BoolVar(&f.pprof, "pprof", false, "also serve Go's profiles under /debug/pprof/ on the HTTP address (keep that address private)")
+	fs.IntVar(&f.memLimitMiB, "memory-limit", envInt("QTASKS_MEMORY_LIMIT", defaultMemoryLimitMiB), "soft limit of the process's Go memory, in MiB: near it the GC works harder rather than let the heap grow to twice what is live; 0: no limit; GOMEMLIMIT, when set, wins (QTASKS_MEMORY_LIMIT)")
 	fs.StringVar(&f.logLevel, "log-level", envOr("LOG_LEVEL", "info"), "debug, info, warn or error (LOG_LEVEL)")
 	fs.BoolVar(&f.noWorker, "no-worker", false, "run no worker (only the embedded server and HTTP)")
 	fs.IntVar(&f.replicas, "replicas", envInt("QTASKS_REPLICAS", 1), "stream replicas; 3 on a cluster (QTASKS_REPLICAS)")
@@ -62,6 +76,13 @@ func (m *Main) run(ctx context.Context, args []string) error {
 	log, err := newLogger(m.Stderr, f.logLevel, true)
 	if err != nil {
 		return err
+	}
+	if f.memLimitMiB < 0 {
+		return &usageError{Msg: fmt.Sprintf("--memory-limit %d: must be 0 or a number of MiB", f.memLimitMiB), Hint: "qtasksd run -h"}
+	}
+	if f.memLimitMiB > 0 && os.Getenv("GOMEMLIMIT") == "" {
+		debug.SetMemoryLimit(int64(f.memLimitMiB) << 20)
+		log.Info("memory limit set", "mib", f.memLimitMiB)
 	}
 	cfg := f.conn.config()
 	cfg.Name = "qtasksd"
@@ -119,7 +140,11 @@ func (m *Main) run(ctx context.Context, args []string) error {
 		if err != nil {
 			return fmt.Errorf("HTTP listener: %w", err)
 		}
-		srv = &http.Server{Handler: newHTTPHandler(app), ReadHeaderTimeout: 10 * time.Second}
+		h := newHTTPHandler(app)
+		if f.pprof {
+			h = withPprof(h)
+		}
+		srv = &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
 		go func() {
 			if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 				log.Error("HTTP server", "err", err)

@@ -4,6 +4,9 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"io"
+	"net"
+	"net/http"
 	"syscall"
 	"testing"
 	"time"
@@ -151,5 +154,51 @@ func TestDaemonCommandLine(t *testing.T) {
 	require.Equal(t, 3, missing.wait(ctx), "an unknown task exits 3")
 	bad := startProc(t, "qtasksd", "submit", "add", "--nats-url", b.ClientURL(), "--kw", `[1]`)
 	require.Equal(t, 2, bad.wait(ctx), "bad usage exits 2")
+	badLimit := startProc(t, "qtasksd", "--nats-url", b.ClientURL(), "--http", "", "--memory-limit", "-1")
+	require.Equal(t, 2, badLimit.wait(ctx), "a negative memory limit exits 2")
 	require.False(t, errors.Is(ctx.Err(), context.DeadlineExceeded))
+}
+
+// --pprof serves Go's profiles beside the API, and only when asked.
+func TestDaemonProfiles(t *testing.T) {
+	t.Parallel()
+	b := bustest.Open(t, nil)
+	get := func(url string) (int, string) {
+		resp, err := http.Get(url)
+		if err != nil {
+			return 0, err.Error()
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(body)
+	}
+	for _, pprof := range []bool{true, false} {
+		addr := freeAddr(t)
+		args := []string{"--nats-url", b.ClientURL(), "--no-worker", "--no-projection", "--http", addr, "--log-level", "warn"}
+		if pprof {
+			args = append(args, "--pprof")
+		}
+		startProc(t, "qtasksd", args...)
+		bustest.WaitFor(t, 60*time.Second, "qtasksd's HTTP to answer", func() bool {
+			code, _ := get("http://" + addr + "/healthz")
+			return code == http.StatusOK
+		})
+		code, body := get("http://" + addr + "/debug/pprof/heap?debug=1")
+		if pprof {
+			require.Equal(t, http.StatusOK, code, body)
+			require.Contains(t, body, "heap profile")
+		} else {
+			require.Equal(t, http.StatusNotFound, code, body)
+		}
+	}
+}
+
+// freeAddr returns a loopback address with a port free a moment ago.
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	addr := ln.Addr().String()
+	require.NoError(t, ln.Close())
+	return addr
 }
