@@ -40,6 +40,9 @@ const (
 const (
 	// DefaultEmbeddedPort is the loopback port of the embedded server.
 	DefaultEmbeddedPort = 4222
+	// DefaultFinishedTaskTTL is how long a finished task's record is kept
+	// in the task bucket (Config.FinishedTaskTTL).
+	DefaultFinishedTaskTTL = 7 * 24 * time.Hour
 	// DefaultDuplicateWindow is how long JetStream remembers Nats-Msg-Ids.
 	DefaultDuplicateWindow = 2 * time.Minute
 	// DefaultMaxPending bounds unacknowledged async publishes.
@@ -102,6 +105,14 @@ type Config struct {
 	MaxAge time.Duration
 	// MaxBytes bounds the event log's size. Defaults to -1: unlimited.
 	MaxBytes int64
+	// FinishedTaskTTL is how long the record of a task that ended in
+	// success, error or cancel stays in the task bucket, which otherwise
+	// keeps one key per task ever run (and JetStream an index entry per
+	// key in memory). The log and the projection keep the task for good.
+	// Defaults to DefaultFinishedTaskTTL; negative keeps records forever.
+	// Needs a server with per-message TTLs (2.11 or later); with an older
+	// one, records are kept and a warning is logged.
+	FinishedTaskTTL time.Duration
 	// Record chooses which facts are written. Defaults to RecordAll.
 	Record RecordMode
 	// MaxPending bounds unacknowledged async publishes. Defaults to
@@ -123,6 +134,9 @@ func (c *Config) withDefaults() {
 	}
 	if c.MaxBytes == 0 {
 		c.MaxBytes = -1
+	}
+	if c.FinishedTaskTTL == 0 {
+		c.FinishedTaskTTL = DefaultFinishedTaskTTL
 	}
 	if c.MaxPending == 0 {
 		c.MaxPending = DefaultMaxPending

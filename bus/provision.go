@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -17,6 +18,10 @@ var EventSubjects = []string{
 	events.SubjectPatch + ".>",
 	events.SubjectDead + ".>",
 }
+
+// taskMarkerTTL is how long the task bucket keeps the marker of an expired
+// record.
+const taskMarkerTTL = time.Minute
 
 func (b *Bus) provision(ctx context.Context) error {
 	var err error
@@ -50,26 +55,40 @@ func (b *Bus) provision(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	kv := func(name, desc string, history uint8) (jetstream.KeyValue, error) {
+	kv := func(name, desc string, history uint8, markerTTL time.Duration) (jetstream.KeyValue, error) {
 		k, err := b.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
-			Bucket:      name,
-			Description: desc,
-			History:     history,
-			Storage:     jetstream.FileStorage,
-			Replicas:    b.cfg.Replicas,
+			Bucket:         name,
+			Description:    desc,
+			History:        history,
+			Storage:        jetstream.FileStorage,
+			Replicas:       b.cfg.Replicas,
+			LimitMarkerTTL: markerTTL,
 		})
 		if err != nil {
 			return nil, fmt.Errorf("provisioning bucket %s: %w", name, err)
 		}
 		return k, nil
 	}
-	if b.taskKV, err = kv(BucketTasks, "qtasks current task records", 1); err != nil {
+	// Per-message TTLs (the expiry of finished records) need the bucket
+	// to allow them, which nats.go turns on with limit markers: a watcher
+	// then sees an expired record as deleted.
+	var markerTTL time.Duration
+	if b.cfg.FinishedTaskTTL > 0 {
+		markerTTL = taskMarkerTTL
+	}
+	b.taskKV, err = kv(BucketTasks, "qtasks current task records", 1, markerTTL)
+	if errors.Is(err, jetstream.ErrLimitMarkerTTLNotSupported) {
+		b.log.Warn("the server has no per-message TTLs: finished task records are kept forever")
+		b.cfg.FinishedTaskTTL = -1
+		b.taskKV, err = kv(BucketTasks, "qtasks current task records", 1, 0)
+	}
+	if err != nil {
 		return err
 	}
-	if b.plugKV, err = kv(BucketPlugins, "qtasks plugin registry", 5); err != nil {
+	if b.plugKV, err = kv(BucketPlugins, "qtasks plugin registry", 5, 0); err != nil {
 		return err
 	}
-	if b.stKV, err = kv(BucketPluginState, "qtasks per-plugin state", 1); err != nil {
+	if b.stKV, err = kv(BucketPluginState, "qtasks per-plugin state", 1, 0); err != nil {
 		return err
 	}
 	return nil

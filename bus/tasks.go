@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/qtasks/qtasks-go/events"
@@ -79,7 +80,13 @@ func (b *Bus) UpdateTask(ctx context.Context, t events.Task, rev uint64) (uint64
 	if err != nil {
 		return 0, fmt.Errorf("encoding task %s: %w", t.ID, err)
 	}
-	n, err := b.taskKV.Update(ctx, t.ID, data, rev)
+	var n uint64
+	switch t.Status {
+	case events.StatusSuccess, events.StatusError, events.StatusCancel:
+		n, err = b.updateWithTTL(ctx, t.ID, data, rev)
+	default:
+		n, err = b.taskKV.Update(ctx, t.ID, data, rev)
+	}
 	if err != nil {
 		var apiErr *jetstream.APIError
 		if errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence {
@@ -91,6 +98,21 @@ func (b *Bus) UpdateTask(ctx context.Context, t events.Task, rev uint64) (uint64
 		return 0, fmt.Errorf("updating task %s: %w", t.ID, err)
 	}
 	return n, nil
+}
+
+// updateWithTTL is KeyValue.Update for a finished record: the same
+// conditional publish on the key's subject, with the record's expiry.
+func (b *Bus) updateWithTTL(ctx context.Context, id string, data []byte, rev uint64) (uint64, error) {
+	if b.cfg.FinishedTaskTTL <= 0 {
+		return b.taskKV.Update(ctx, id, data, rev)
+	}
+	m := nats.NewMsg("$KV." + BucketTasks + "." + id)
+	m.Data = data
+	ack, err := b.js.PublishMsg(ctx, m, jetstream.WithExpectLastSequencePerSubject(rev), jetstream.WithMsgTTL(b.cfg.FinishedTaskTTL))
+	if err != nil {
+		return 0, err
+	}
+	return ack.Sequence, nil
 }
 
 // WatchTask sends a task's record each time it changes, starting with the

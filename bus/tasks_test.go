@@ -3,6 +3,7 @@ package bus_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"testing"
 	"time"
 
@@ -287,4 +288,84 @@ func TestPluginState(t *testing.T) {
 	_, _, err = a.Get(ctx, "..omega.k")
 	require.Error(t, err)
 	require.Equal(t, before, streamMsgs(ctx, t, b, "KV_"+bus.BucketPluginState))
+}
+
+// A finished record expires after Config.FinishedTaskTTL; a record still in
+// play does not.
+func TestFinishedTaskRecordsExpire(t *testing.T) {
+	ctx := testCtx(t)
+	ttl := func(b *bus.Bus, id string) string {
+		t.Helper()
+		s, err := b.JetStream().Stream(ctx, "KV_"+bus.BucketTasks)
+		require.NoError(t, err)
+		m, err := s.GetLastMsgForSubject(ctx, "$KV."+bus.BucketTasks+"."+id)
+		require.NoError(t, err)
+		return m.Header.Get("Nats-TTL")
+	}
+	finish := func(b *bus.Bus, id, status string) {
+		t.Helper()
+		rec, _, err := b.CreateTask(ctx, newTask(id))
+		require.NoError(t, err)
+		m := rec.Task
+		m.Status = status
+		_, err = b.UpdateTask(ctx, m, rec.Revision)
+		require.NoError(t, err)
+	}
+
+	b := bustest.Open(t, &bus.Config{FinishedTaskTTL: time.Second})
+	for _, st := range []string{events.StatusSuccess, events.StatusError, events.StatusCancel} {
+		finish(b, "done-"+st, st)
+		require.Equal(t, "1s", ttl(b, "done-"+st), st)
+	}
+	for _, st := range []string{events.StatusProcess, events.StatusRetry} {
+		finish(b, "live-"+st, st)
+		require.Empty(t, ttl(b, "live-"+st), "%s records stay", st)
+	}
+	bustest.WaitFor(t, wait, "finished records to expire", func() bool {
+		for _, st := range []string{events.StatusSuccess, events.StatusError, events.StatusCancel} {
+			if _, err := b.GetTask(ctx, "done-"+st); !errors.Is(err, bus.ErrTaskNotFound) {
+				return false
+			}
+		}
+		return true
+	})
+	for _, st := range []string{events.StatusProcess, events.StatusRetry} {
+		_, err := b.GetTask(ctx, "live-"+st)
+		require.NoError(t, err, st)
+	}
+
+	// Negative keeps them.
+	keep := bustest.Open(t, &bus.Config{FinishedTaskTTL: -1})
+	finish(keep, "kept", events.StatusSuccess)
+	require.Empty(t, ttl(keep, "kept"))
+}
+
+// A bucket made without TTLs (an older qtasks, or FinishedTaskTTL < 0)
+// takes them on when the bus opens again with them.
+func TestTaskBucketTakesTTLsOnReopen(t *testing.T) {
+	ctx := testCtx(t)
+	dir := t.TempDir()
+	open := func(ttl time.Duration) *bus.Bus {
+		t.Helper()
+		b, err := bus.Open(ctx, bus.Config{DataDir: dir, FinishedTaskTTL: ttl, Logger: bustest.Logger(t)})
+		require.NoError(t, err)
+		return b
+	}
+	b := open(-1)
+	_, _, err := b.CreateTask(ctx, newTask("old"))
+	require.NoError(t, err)
+	b.Close()
+
+	b = open(time.Second)
+	defer b.Close()
+	rec, err := b.GetTask(ctx, "old")
+	require.NoError(t, err)
+	m := rec.Task
+	m.Status = events.StatusSuccess
+	_, err = b.UpdateTask(ctx, m, rec.Revision)
+	require.NoError(t, err)
+	bustest.WaitFor(t, wait, "the finished record to expire", func() bool {
+		_, err := b.GetTask(ctx, "old")
+		return errors.Is(err, bus.ErrTaskNotFound)
+	})
 }

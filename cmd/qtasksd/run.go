@@ -45,6 +45,7 @@ type runFlags struct {
 	noProj      bool
 	pprof       bool
 	memLimitMiB int
+	retention   time.Duration
 }
 
 func (m *Main) run(ctx context.Context, args []string) error {
@@ -60,6 +61,7 @@ func (m *Main) run(ctx context.Context, args []string) error {
 	fs.DurationVar(&f.grace, "grace", envDur("QTASKS_GRACE", executor.DefaultGracePeriod), "on SIGTERM, let in-flight tasks finish this long (QTASKS_GRACE)")
 	fs.StringVar(&f.record, "record", envOr("QTASKS_RECORD", "all"), "which facts to write: all, or lifecycle (lifecycle facts plus subscribed triggers) (QTASKS_RECORD)")
 	fs.StringVar(&f.httpAddr, "http", envOr("QTASKS_HTTP", "127.0.0.1:7400"), "HTTP address for /healthz and /tasks; empty disables (QTASKS_HTTP)")
+	fs.DurationVar(&f.retention, "task-retention", envDur("QTASKS_TASK_RETENTION", bus.DefaultFinishedTaskTTL), "how long a finished task's record stays in the task bucket (the log and the projection keep it); negative: forever (QTASKS_TASK_RETENTION)")
 	fs.BoolVar(&f.pprof, "pprof", false, "also serve Go's profiles under /debug/pprof/ on the HTTP address (keep that address private)")
 	fs.IntVar(&f.memLimitMiB, "memory-limit", envInt("QTASKS_MEMORY_LIMIT", defaultMemoryLimitMiB), "soft limit of the process's Go memory, in MiB: near it the GC works harder rather than let the heap grow to twice what is live; 0: no limit; GOMEMLIMIT, when set, wins (QTASKS_MEMORY_LIMIT)")
 	fs.StringVar(&f.logLevel, "log-level", envOr("LOG_LEVEL", "info"), "debug, info, warn or error (LOG_LEVEL)")
@@ -88,6 +90,7 @@ func (m *Main) run(ctx context.Context, args []string) error {
 	cfg.Name = "qtasksd"
 	cfg.Logger = log
 	cfg.Replicas = f.replicas
+	cfg.FinishedTaskTTL = f.retention
 	switch f.record {
 	case "all":
 		cfg.Record = bus.RecordAll
