@@ -180,7 +180,8 @@ func templateRun(ctx context.Context, h *Harness, b *bus.Bus) (*template, error)
 		if err != nil {
 			return nil, err
 		}
-		if strings.Contains(m.Subject, t.ID) {
+		// Subjects carry no task ids; the taskid attribute does.
+		if m.Header.Get(events.HeaderPrefix+"taskid") == t.ID {
 			tm.msgs = append(tm.msgs, m)
 		}
 	}
