@@ -79,6 +79,8 @@ func (m *Main) Run(ctx context.Context, args []string) error {
 		return m.blame(ctx, args)
 	case "calls":
 		return m.calls(ctx, args)
+	case "rejected":
+		return m.rejected(ctx, args)
 	case "rebuild":
 		return m.rebuild(ctx, args)
 	case "project":
@@ -105,6 +107,7 @@ Commands:
   qtasks-replay tasks             tasks, newest first (--status, --name, --tag, --since, --until, --limit, --cursor)
   qtasks-replay blame TASK_ID     for each field of a task, the plugin (and version, and sequence) that last changed it
   qtasks-replay calls             plugin calls (--plugin, --version, --outcome, --trigger, --task)
+  qtasks-replay rejected          messages of the log that are not valid events, and why (--after SEQ)
   qtasks-replay rebuild           build the projection from sequence 1 beside the live one, then swap it in
   qtasks-replay project           keep the projection up to date with the event log (--once: catch up and exit)
   qtasks-replay plugin NAME       replay NAME's recorded invocations against a candidate version

@@ -88,6 +88,13 @@ func TestCommands(t *testing.T) {
 	t.Parallel()
 	b := bustest.Open(t, nil)
 	projectionstest.Publish(t, b, projectionstest.All(projectionstest.ReadFile(t, projectionstest.ScenarioLog())))
+	// Two messages no qtasks component wrote.
+	var rogue []uint64
+	for _, body := range []string{"not an event", "{}"} {
+		ack, err := b.JetStream().Publish(ctxFor(t), events.FactSubject(events.StorageAdd, "default"), []byte(body))
+		require.NoError(t, err)
+		rogue = append(rogue, ack.Sequence)
+	}
 	dir := t.TempDir()
 	db := filepath.Join(dir, "qtasks.db")
 	url := b.ClientURL()
@@ -176,6 +183,30 @@ func TestCommands(t *testing.T) {
 		var calls projections.CallPage
 		require.NoError(t, json.Unmarshal([]byte(stdout), &calls))
 		require.Len(t, calls.Calls, 3)
+	})
+	t.Run("Rejected", func(t *testing.T) {
+		t.Parallel()
+		code, stdout, stderr := run(t, "rejected", "--db", db, "--json")
+		require.Equal(t, ExitOK, code, stderr)
+		var rej []projections.Rejected
+		require.NoError(t, json.Unmarshal([]byte(stdout), &rej))
+		var seqs []uint64
+		for _, r := range rej {
+			seqs = append(seqs, r.Seq)
+			require.NotEmpty(t, r.Reason)
+		}
+		require.Subset(t, seqs, rogue)
+		// A page of one says where the next starts; --after starts there.
+		code, stdout, stderr = run(t, "rejected", "--db", db, "--limit", "1", "--after", fmt.Sprint(rogue[0]-1))
+		require.Equal(t, ExitOK, code, stderr)
+		require.Contains(t, stdout, "SEQ")
+		require.Contains(t, stdout, fmt.Sprint(rogue[0]))
+		require.Contains(t, stderr, fmt.Sprintf("more: qtasks-replay rejected --after %d", rogue[0]))
+		code, stdout, _ = run(t, "rejected", "--db", db, "--after", fmt.Sprint(rogue[1]), "--json")
+		require.Equal(t, ExitOK, code)
+		require.JSONEq(t, "[]", stdout)
+		code, _, stderr = run(t, "rejected", "--db", db, "--limit", "-1")
+		require.Equal(t, ExitUsage, code, stderr)
 	})
 	t.Run("Errors", func(t *testing.T) {
 		t.Parallel()

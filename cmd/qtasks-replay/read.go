@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -292,6 +293,52 @@ func (m *Main) calls(ctx context.Context, args []string) error {
 	}
 	if page.Next != "" {
 		fmt.Fprintf(m.Stderr, "more: qtasks-replay calls --cursor %s (with the same filters)\n", page.Next)
+	}
+	return nil
+}
+
+// rejected lists the messages of the log the projection could not take as
+// events of ours: a rogue or buggy publisher's, with the reason.
+func (m *Main) rejected(ctx context.Context, args []string) error {
+	var c common
+	var after uint64
+	var limit int
+	fs := newFlagSet("qtasks-replay rejected", m.Stderr, "qtasks-replay rejected [--after SEQ] [--limit N] [--json]")
+	c.register(fs, true)
+	fs.Uint64Var(&after, "after", 0, "only messages after this stream sequence")
+	fs.IntVar(&limit, "limit", projections.DefaultLimit, fmt.Sprintf("messages per page (at most %d)", projections.MaxLimit))
+	pos, err := parse(fs, args, "qtasks-replay rejected --after 0")
+	if err != nil {
+		return err
+	}
+	if len(pos) > 0 {
+		return &usageError{Msg: fmt.Sprintf("unexpected argument %q", pos[0]), Hint: "qtasks-replay rejected --after SEQ"}
+	}
+	if limit < 0 {
+		return &usageError{Msg: fmt.Sprintf("--limit %d: must not be negative", limit), Hint: "qtasks-replay rejected --limit 100"}
+	}
+	db, err := c.openRead(ctx)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	page, err := db.RejectedEvents(ctx, after, limit)
+	if err != nil {
+		return err
+	}
+	if c.json {
+		return writeJSON(m.Stdout, page)
+	}
+	tw := tabwriter.NewWriter(m.Stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "SEQ\tSUBJECT\tTYPE\tID\tREASON")
+	for _, r := range page {
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\n", r.Seq, r.Subject, orDash([]byte(r.Type)), orDash([]byte(r.EventID)), compact([]byte(r.Reason), 100))
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if n := len(page); n > 0 && n == cmp.Or(min(limit, projections.MaxLimit), projections.DefaultLimit) {
+		fmt.Fprintf(m.Stderr, "more: qtasks-replay rejected --after %d\n", page[n-1].Seq)
 	}
 	return nil
 }
