@@ -56,6 +56,11 @@ type Call struct {
 	Event events.Event
 	// Seq is the event's stream sequence.
 	Seq uint64
+	// Deliveries counts how often JetStream has delivered the event to
+	// this plugin, this one included: above 1 after a crash, a restart or
+	// an ack wait that ran out. Calls are at least once; a plugin whose
+	// effects must not repeat keys them on Event.ID.
+	Deliveries int
 	// State is the plugin's persistent state (QTasks' plugin_cache).
 	State *bus.PluginState
 }
@@ -115,6 +120,8 @@ const (
 	DefaultTimeout     = 5 * time.Second
 	DefaultConcurrency = 16
 	DefaultMaxDeliver  = 5
+	// DefaultObserverAckWait is Spec.AckWait's default.
+	DefaultObserverAckWait = 30 * time.Second
 )
 
 // Spec describes a plugin to run: the registration the executor follows
@@ -148,6 +155,12 @@ type Spec struct {
 	// DeliverNew starts a new observer at the end of the log instead of its
 	// beginning.
 	DeliverNew bool
+	// AckWait is how long JetStream waits for an observer to finish a fact
+	// (retries included) before it delivers the fact again. Defaults to
+	// DefaultObserverAckWait. A runner never calls its plugin twice for one
+	// fact: a fact delivered again behind its first delivery is skipped.
+	// Mutators' ack wait follows Timeout.
+	AckWait time.Duration
 	// Plugin handles the calls.
 	Plugin Plugin
 }
@@ -167,6 +180,9 @@ func (s *Spec) withDefaults() error {
 	}
 	if s.MaxDeliver == 0 {
 		s.MaxDeliver = DefaultMaxDeliver
+	}
+	if s.AckWait == 0 {
+		s.AckWait = DefaultObserverAckWait
 	}
 	if s.Plugin == nil {
 		return fmt.Errorf("plugin %s: Spec.Plugin is nil", s.Name)

@@ -184,6 +184,7 @@ func (r *Runner) consume(ctx context.Context) error {
 			cfg.Subjects = append(cfg.Subjects, events.SubjectTrigger+"."+t+".>")
 		}
 		cfg.DeliverNew = r.spec.DeliverNew
+		cfg.AckWait = r.spec.AckWait
 		cfg.MaxAckPending = 1000
 		c, err := r.b.Consumer(ctx, cfg)
 		if err != nil {
@@ -256,7 +257,7 @@ func (r *Runner) mutate(m jetstream.Msg) {
 	call := &Call{Trigger: inv.Trigger, TaskID: inv.TaskID, TaskName: inv.TaskName, Attempt: inv.Attempt, Run: inv.Run,
 		Payload: inv.Data, Event: inv, State: r.state}
 	if md != nil {
-		call.Seq = md.Sequence.Stream
+		call.Seq, call.Deliveries = md.Sequence.Stream, int(md.NumDelivered)
 	}
 	patch := r.answer(ctx, call)
 	bus.FillPatch(&patch, r.info, inv)
@@ -289,6 +290,10 @@ func (r *Runner) localHandler(ctx context.Context, inv events.Event) (events.Eve
 
 func (r *Runner) observe() {
 	defer r.wg.Done()
+	// Facts arrive in stream order; one delivered again (its ack wait ran
+	// out while it waited behind others, or its ack was lost) comes behind
+	// its first delivery, which this runner has handled.
+	var handled uint64
 	for {
 		m, err := r.it.Next()
 		if err != nil {
@@ -299,6 +304,13 @@ func (r *Runner) observe() {
 			continue
 		}
 		md, _ := m.Metadata()
+		if md != nil {
+			if md.Sequence.Stream <= handled {
+				_ = m.Ack()
+				continue
+			}
+			handled = md.Sequence.Stream
+		}
 		ev, err := events.Decode(events.Headers(m.Headers()), m.Data())
 		if err != nil {
 			r.deadLetter(m, md, err)
@@ -316,7 +328,7 @@ func (r *Runner) observe() {
 		call := &Call{Trigger: ev.Trigger, TaskID: ev.TaskID, TaskName: ev.TaskName, Attempt: ev.Attempt, Run: ev.Run,
 			Payload: payload, Fact: &fact, Event: ev, State: r.state}
 		if md != nil {
-			call.Seq = md.Sequence.Stream
+			call.Seq, call.Deliveries = md.Sequence.Stream, int(md.NumDelivered)
 		}
 		// Facts are handled in order: a failing call is retried here rather
 		// than redelivered behind later facts.
