@@ -46,6 +46,7 @@ type runFlags struct {
 	pprof       bool
 	memLimitMiB int
 	retention   time.Duration
+	users       string
 }
 
 func (m *Main) run(ctx context.Context, args []string) error {
@@ -53,6 +54,7 @@ func (m *Main) run(ctx context.Context, args []string) error {
 	fs := newFlagSet("qtasksd run", m.Stderr, "qtasksd [run] [flags]")
 	f.conn.register(fs, "")
 	fs.StringVar(&f.dataDir, "data-dir", envOr("QTASKS_DATA_DIR", "qtasks-data"), "embedded server's storage directory (QTASKS_DATA_DIR)")
+	fs.StringVar(&f.users, "users", envOr("QTASKS_USERS", ""), "JSON file of the embedded server's users: full-rights users, and plugin users with the least rights (see README); qtasksd connects as --user or the first full-rights one (QTASKS_USERS)")
 	fs.IntVar(&f.port, "port", envInt("QTASKS_PORT", bus.DefaultEmbeddedPort), "embedded server's port on 127.0.0.1 (QTASKS_PORT)")
 	fs.StringVar(&f.queue, "queue", envOr("QTASKS_QUEUE", executor.DefaultQueue), "queue the worker pulls from (QTASKS_QUEUE)")
 	fs.IntVar(&f.concurrency, "concurrency", envInt("QTASKS_CONCURRENCY", executor.DefaultConcurrency), "tasks run at once (QTASKS_CONCURRENCY)")
@@ -98,6 +100,19 @@ func (m *Main) run(ctx context.Context, args []string) error {
 		cfg.Record = bus.RecordLifecycle
 	default:
 		return &usageError{Msg: fmt.Sprintf("--record %q: want all or lifecycle", f.record), Hint: "qtasksd run --record lifecycle"}
+	}
+	if f.users != "" {
+		if cfg.URL != "" {
+			return &usageError{Msg: "--users sets up the embedded server's users; an external server (--nats-url) has its own", Hint: "qtasksd run --users users.json"}
+		}
+		users, err := loadUsers(f.users)
+		if err != nil {
+			return &usageError{Msg: err.Error(), Hint: "qtasksd run -h"}
+		}
+		cfg.Users = users
+		if cfg.User, cfg.Password, err = ownUser(users, cfg.User, cfg.Password); err != nil {
+			return &usageError{Msg: err.Error(), Hint: "qtasksd run --users users.json --user NAME"}
+		}
 	}
 	if cfg.URL == "" {
 		dir, err := filepath.Abs(f.dataDir)

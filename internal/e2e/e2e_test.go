@@ -7,6 +7,8 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
+	"path/filepath"
 	"syscall"
 	"testing"
 	"time"
@@ -201,4 +203,59 @@ func freeAddr(t *testing.T) string {
 	addr := ln.Addr().String()
 	require.NoError(t, ln.Close())
 	return addr
+}
+
+// qtasksd --users: its embedded server takes only the users of the file;
+// a plugin process connects with its own, least-rights user.
+func TestDaemonUsers(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	users := filepath.Join(dir, "users.json")
+	require.NoError(t, os.WriteFile(users, []byte(`{"users":[
+		{"name":"admin","password":"admin-secret"},
+		{"name":"scale","password":"scale-secret","plugin":{"mode":"mutator","triggers":["task_executor_run_task"]}}]}`), 0o600))
+	_, port, err := net.SplitHostPort(freeAddr(t))
+	require.NoError(t, err)
+	url := "nats://127.0.0.1:" + port
+	startProc(t, "qtasksd", "--data-dir", filepath.Join(dir, "data"), "--port", port, "--users", users,
+		"--http", "", "--no-projection", "--log-level", "warn")
+
+	open := func(user, password string) (*bus.Bus, error) {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		return bus.Open(ctx, bus.Config{URL: url, User: user, Password: password, Logger: bustest.Logger(t)})
+	}
+	var admin *bus.Bus
+	bustest.WaitFor(t, 60*time.Second, "qtasksd's server to take the admin user", func() bool {
+		admin, err = open("admin", "admin-secret")
+		return err == nil
+	})
+	t.Cleanup(admin.Close)
+	for _, who := range [][2]string{{"", ""}, {"admin", "wrong"}, {"nobody", "admin-secret"}} {
+		b, err := open(who[0], who[1])
+		if err == nil {
+			b.Close()
+		}
+		require.ErrorContains(t, err, "uthorization", "user %q", who[0])
+	}
+
+	plugin := startProc(t, "scaleplugin", "--nats-url", url, "--user", "scale", "--password", "scale-secret", "--factor", "10")
+	plugin.waitLine("ready", 30*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	app := client(t, admin)
+	sub, err := app.Submit(ctx, "add", map[string]any{"a": 1, "b": 2}, nil)
+	require.NoError(t, err)
+	final, err := app.Wait(ctx, sub.ID)
+	require.NoError(t, err)
+	got, err := executor.Result[float64](final)
+	require.NoError(t, err)
+	require.InDelta(t, 30.0, got, 0, "the plugin process patched the result")
+
+	// A bad users file is bad usage.
+	bad := filepath.Join(dir, "bad.json")
+	require.NoError(t, os.WriteFile(bad, []byte(`{"users":[{"name":"p","password":"x","plugin":{}}]}`), 0o600))
+	d := startProc(t, "qtasksd", "--data-dir", filepath.Join(dir, "data2"), "--port", "-1", "--users", bad, "--http", "")
+	require.Equal(t, 2, d.wait(ctx))
+	require.Contains(t, d.output(), "every right")
 }

@@ -1,0 +1,56 @@
+package main
+
+import (
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/qtasks/qtasks-go/bus"
+	"github.com/qtasks/qtasks-go/events"
+)
+
+func TestParseUsers(t *testing.T) {
+	t.Parallel()
+	us, err := parseUsers([]byte(`{"users":[
+		{"name":"admin","password":"a-secret"},
+		{"name":"scale","password":"s-secret","plugin":{"triggers":["task_executor_run_task"]}},
+		{"name":"audit","password":"$2a$11$abc","plugin":{"mode":"observer"}}]}`))
+	require.NoError(t, err)
+	require.Len(t, us, 3)
+	require.Nil(t, us[0].Permissions, "no plugin: every right")
+	want := bus.PluginPermissions(events.PluginInfo{Name: "scale", Mode: events.ModeMutator, Triggers: []string{events.TaskExecutorRunTask}})
+	require.Equal(t, &want, us[1].Permissions, "a plugin's user: the least rights, mutator by default")
+	require.Contains(t, us[2].Permissions.Publish, "$JS.API.CONSUMER.CREATE.QTASKS_EVENTS.plugin-audit."+events.SubjectTrigger+".>")
+
+	name, pw, err := ownUser(us, "", "")
+	require.NoError(t, err)
+	require.Equal(t, "admin", name)
+	require.Equal(t, "a-secret", pw)
+	_, _, err = ownUser(us, "scale", "")
+	require.ErrorContains(t, err, "plugin's user")
+	_, _, err = ownUser(us, "nobody", "")
+	require.ErrorContains(t, err, "not in the users file")
+	hashed, err := parseUsers([]byte(`{"users":[{"name":"admin","password":"$2a$11$abc"}]}`))
+	require.NoError(t, err)
+	_, _, err = ownUser(hashed, "", "")
+	require.ErrorContains(t, err, "bcrypt")
+	_, pw, err = ownUser(hashed, "admin", "plain")
+	require.NoError(t, err)
+	require.Equal(t, "plain", pw)
+
+	for _, tc := range []struct{ in, msg string }{
+		{``, "EOF"},
+		{`{"users":[]}`, "no users"},
+		{`{"users":[{"name":"a","password":"x"}]} {}`, "more than one"},
+		{`{"users":[{"name":"a","password":"x","role":"root"}]}`, "unknown field"},
+		{`{"users":[{"name":"a b","password":"x"}]}`, "name"},
+		{`{"users":[{"name":"a","password":""}]}`, "no password"},
+		{`{"users":[{"name":"a","password":"x"},{"name":"a","password":"y"}]}`, "twice"},
+		{`{"users":[{"name":"a","password":"x"},{"name":"p","password":"y","plugin":{"mode":"boss"}}]}`, "plugin mode"},
+		{`{"users":[{"name":"a","password":"x"},{"name":"p","password":"y","plugin":{"triggers":["nope"]}}]}`, "unknown trigger"},
+		{`{"users":[{"name":"p","password":"y","plugin":{}}]}`, "every right"},
+	} {
+		_, err := parseUsers([]byte(tc.in))
+		require.ErrorContains(t, err, tc.msg, tc.in)
+	}
+}
