@@ -185,7 +185,7 @@ func (r *Runner) consume(ctx context.Context) error {
 		}
 		cfg.DeliverNew = r.spec.DeliverNew
 		cfg.AckWait = r.spec.AckWait
-		cfg.MaxAckPending = 1000
+		cfg.MaxAckPending = observerMaxAckPending
 		c, err := r.b.Consumer(ctx, cfg)
 		if err != nil {
 			return err
@@ -290,10 +290,15 @@ func (r *Runner) localHandler(ctx context.Context, inv events.Event) (events.Eve
 
 func (r *Runner) observe() {
 	defer r.wg.Done()
-	// Facts arrive in stream order; one delivered again (its ack wait ran
-	// out while it waited behind others, or its ack was lost) comes behind
-	// its first delivery, which this runner has handled.
-	var handled uint64
+	// A fact whose ack wait ran out while it waited behind others in the
+	// prefetch buffer is delivered again, behind its first delivery, which
+	// this runner handles: the second one is acked, not handed to the
+	// plugin. Only recent sequences are remembered: a delivery can be
+	// that late only while at most maxAckPending others are in flight.
+	// (A sequence below those seen is no repeat: after a restart, facts
+	// left unacked come back only once their ack wait has run out, behind
+	// newer ones.)
+	seen := newSeqWindow(observerSeen)
 	for {
 		m, err := r.it.Next()
 		if err != nil {
@@ -304,12 +309,9 @@ func (r *Runner) observe() {
 			continue
 		}
 		md, _ := m.Metadata()
-		if md != nil {
-			if md.Sequence.Stream <= handled {
-				_ = m.Ack()
-				continue
-			}
-			handled = md.Sequence.Stream
+		if md != nil && !seen.add(md.Sequence.Stream) {
+			_ = m.Ack()
+			continue
 		}
 		ev, err := events.Decode(events.Headers(m.Headers()), m.Data())
 		if err != nil {
@@ -373,4 +375,38 @@ func (r *Runner) deadLetter(m jetstream.Msg, md *jetstream.MsgMetadata, cause er
 		return
 	}
 	_ = m.Term()
+}
+
+const (
+	// observerMaxAckPending bounds the facts delivered to an observer and
+	// not yet acked.
+	observerMaxAckPending = 1000
+	// observerSeen is how many handled sequences an observer remembers to
+	// tell a repeated delivery: more than can be in flight at once.
+	observerSeen = 4 * observerMaxAckPending
+)
+
+// seqWindow remembers the last n stream sequences added.
+type seqWindow struct {
+	ring []uint64
+	next int
+	set  map[uint64]struct{}
+}
+
+func newSeqWindow(n int) *seqWindow {
+	return &seqWindow{ring: make([]uint64, n), set: make(map[uint64]struct{}, n)}
+}
+
+// add records seq and reports whether it was new to the window.
+func (w *seqWindow) add(seq uint64) bool {
+	if _, ok := w.set[seq]; ok {
+		return false
+	}
+	if old := w.ring[w.next]; old != 0 {
+		delete(w.set, old)
+	}
+	w.ring[w.next] = seq
+	w.next = (w.next + 1) % len(w.ring)
+	w.set[seq] = struct{}{}
+	return true
 }
