@@ -112,6 +112,9 @@ func (d *DB) applyRaw(ctx context.Context, dc any, batch []Prepared) (st ApplySt
 	if st.Applied == 0 {
 		return st, tx.Rollback()
 	}
+	if err := a.flushRows(); err != nil {
+		return st, fmt.Errorf("writing the rows of tasks and attempts: %w", err)
+	}
 	if err := a.exec(stMeta, int64(last)); err != nil {
 		return st, fmt.Errorf("storing the last applied sequence: %w", err)
 	}
@@ -136,15 +139,9 @@ const (
 	stGetTask
 	stInsTask
 	stTag
-	stProcess
-	stExecArgs
-	stExecuted
-	stFinal
-	stAttemptNew
-	stAttemptProcess
-	stAttemptExecuted
-	stAttemptRuns
-	stAttemptFinal
+	stGetAttempt
+	stInsAttempt
+	stPutAttempt
 	stBlameClear
 	stBlame
 	stCount
@@ -168,34 +165,15 @@ var statements = [stCount]string{
 	stMaxKey:  `SELECT coalesce(max(key), 0) FROM task_keys`,
 	stGetTask: `SELECT attempt, status FROM tasks WHERE id = ?`,
 	stInsTask: `INSERT INTO tasks (id, name, queue, priority, status, attempt, retries_left, args_submitted, kw_submitted,
-		result, error, reason, retry_parent, retry_child, worker, tags, extra, idempotency_key, trace,
-		created_at, queued_at, started_at, finished_at, updated_at, first_seq, last_seq)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-	stTag: `INSERT OR IGNORE INTO task_tags (tag, task_id) VALUES (?, ?)`,
-	stProcess: `UPDATE tasks SET status = ?, attempt = ?, priority = ?, retries_left = ?, worker = ?, retry_parent = ?,
-		retry_child = '', extra = ?, result = NULL, error = '', reason = '', args_executed = NULL, kw_executed = NULL,
-		started_at = ?, executed_at = NULL, finished_at = NULL, updated_at = ?, last_seq = ? WHERE id = ?`,
-	stExecArgs: `UPDATE tasks SET args_executed = ?, kw_executed = ?, updated_at = ?, last_seq = ?
-		WHERE id = ? AND attempt = ? AND status = 'process'`,
-	stExecuted: `UPDATE tasks SET executed_at = ?, updated_at = ?, last_seq = ?
-		WHERE id = ? AND attempt = ? AND status = 'process'`,
-	stFinal: `UPDATE tasks SET status = ?, attempt = ?, priority = ?, retries_left = ?, worker = ?, result = ?, error = ?,
-		reason = ?, retry_parent = ?, retry_child = ?, extra = ?, finished_at = ?, updated_at = ?, last_seq = ? WHERE id = ?`,
-	stAttemptNew: `INSERT INTO attempts (task_id, attempt, status, queued_at, retry_parent) VALUES (?, ?, 'new', ?, ?)
-		ON CONFLICT (task_id, attempt) DO NOTHING`,
-	stAttemptProcess: `INSERT INTO attempts (task_id, attempt, status, worker, runs, started_at, retry_parent)
-		VALUES (?, ?, 'process', ?, ?, ?, ?)
-		ON CONFLICT (task_id, attempt) DO UPDATE SET status = 'process', worker = excluded.worker,
-			runs = max(attempts.runs, excluded.runs), started_at = excluded.started_at, executed_at = NULL
-		WHERE attempts.final_seq IS NULL`,
-	stAttemptExecuted: `UPDATE attempts SET executed_at = ? WHERE task_id = ? AND attempt = ? AND final_seq IS NULL`,
-	stAttemptRuns:     `UPDATE attempts SET runs = max(runs, ?) WHERE task_id = ? AND attempt = ? AND final_seq IS NULL`,
-	stAttemptFinal: `INSERT INTO attempts (task_id, attempt, status, worker, finished_at, result, error, reason,
-		retry_parent, retry_child, final_seq) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-		ON CONFLICT (task_id, attempt) DO UPDATE SET status = excluded.status, worker = excluded.worker,
-			finished_at = excluded.finished_at, result = excluded.result, error = excluded.error,
-			reason = excluded.reason, retry_child = excluded.retry_child, final_seq = excluded.final_seq
-		WHERE attempts.final_seq IS NULL`,
+		args_executed, kw_executed, result, error, reason, retry_parent, retry_child, worker, tags, extra, idempotency_key,
+		trace, created_at, queued_at, started_at, executed_at, finished_at, updated_at, first_seq, last_seq)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+	stTag:        `INSERT OR IGNORE INTO task_tags (tag, task_id) VALUES (?, ?)`,
+	stGetAttempt: `SELECT ` + attemptColumns + ` FROM attempts WHERE task_id = ? AND attempt = ?`,
+	stInsAttempt: `INSERT INTO attempts (` + attemptColumns + `) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+	stPutAttempt: `UPDATE attempts SET status = ?, worker = ?, runs = ?, queued_at = ?, started_at = ?, executed_at = ?,
+		finished_at = ?, result = ?, error = ?, reason = ?, retry_parent = ?, retry_child = ?, final_seq = ?
+		WHERE task_id = ? AND attempt = ?`,
 	stBlameClear: `DELETE FROM field_blame WHERE task_id = ? AND path > ? AND path < ?`,
 	stBlame: `INSERT OR REPLACE INTO field_blame (task_id, path, plugin, version, seq, idx, trigger, attempt, op, value)
 		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
@@ -211,14 +189,17 @@ var statements = [stCount]string{
 type applier struct {
 	dc    any // the driver connection the statements are prepared on
 	stmts [stCount]driver.Stmt
-	tasks map[string]taskState
-	keys  map[string]int64 // task id → task key
+	// updates are the statements of task row updates, by the set of
+	// columns they set.
+	updates map[uint32]driver.Stmt
+	tasks   map[string]taskState
+	keys    map[string]int64 // task id → task key
 	// nextKey is the next task key to assign; 0 until read.
 	nextKey int64
 }
 
 func newApplier() *applier {
-	return &applier{tasks: make(map[string]taskState), keys: make(map[string]int64)}
+	return &applier{tasks: make(map[string]taskState), keys: make(map[string]int64), updates: make(map[uint32]driver.Stmt)}
 }
 
 // prepare prepares the statements on dc, unless they are already.
@@ -259,6 +240,10 @@ func (ap *applier) close() error {
 			ap.stmts[i] = nil
 		}
 	}
+	for k, s := range ap.updates {
+		errs = append(errs, s.Close())
+		delete(ap.updates, k)
+	}
 	ap.dc = nil
 	return errors.Join(errs...)
 }
@@ -269,6 +254,7 @@ type txApplier struct {
 	ap   *applier
 	args []driver.NamedValue
 	vals []driver.Value
+	rows batchRows
 }
 
 func (ap *applier) bind(ctx context.Context) *txApplier {
@@ -646,82 +632,174 @@ func taskEffect(trigger string, ev *events.Event, f *events.Fact) (effect, rejec
 	return effect{}, ""
 }
 
-// task applies a lifecycle effect to the tasks and attempts tables.
+// task applies a lifecycle effect to the batch's rows of tasks and
+// attempts (written at the end of the batch: see rows.go).
 func (a *txApplier) task(p *Prepared) error {
 	ev, e := &p.ev, &p.eff
 	seq := int64(p.seq)
 	at := p.at
 	m := &e.model
 	switch e.kind {
-	case effExecArgs:
-		if err := a.exec(stExecArgs, nullText(e.args), nullText(e.kw), at, seq, ev.TaskID, ev.Attempt); err != nil {
+	case effExecArgs, effExecuted:
+		r, err := a.taskRow(ev.TaskID)
+		if err != nil {
 			return err
+		}
+		// The arguments and the call belong to the run in progress.
+		if r.exists && r.attempt == ev.Attempt && r.status == events.StatusProcess {
+			if e.kind == effExecArgs {
+				r.put(tcArgsExecuted, nullText(e.args))
+				r.put(tcKwExecuted, nullText(e.kw))
+			} else {
+				r.put(tcExecutedAt, at)
+			}
+			r.put(tcUpdatedAt, at)
+			r.put(tcLastSeq, seq)
+		}
+		if e.kind == effExecArgs {
+			return nil
+		}
+		ar, err := a.attemptRow(ev.TaskID, ev.Attempt)
+		if err != nil {
+			return err
+		}
+		if ar.open() {
+			ar.put(acExecutedAt, at)
 		}
 		return nil
-	case effExecuted:
-		if err := a.exec(stExecuted, at, at, seq, ev.TaskID, ev.Attempt); err != nil {
+	case effRuns:
+		ar, err := a.attemptRow(ev.TaskID, ev.Attempt)
+		if err != nil {
 			return err
 		}
-		return a.exec(stAttemptExecuted, at, ev.TaskID, ev.Attempt)
-	case effRuns:
-		return a.exec(stAttemptRuns, ev.Run, ev.TaskID, ev.Attempt)
+		if ar.open() {
+			ar.put(acRuns, max(ar.cols[acRuns].(int64), int64(ev.Run)))
+		}
+		return nil
 	}
 
-	cur, err := a.taskState(m.ID)
+	r, err := a.taskRow(m.ID)
 	if err != nil {
 		return err
 	}
-	exists, curAttempt, curStatus := cur.exists, cur.attempt, cur.status
 	// A record moves forward: a later attempt, or the same attempt that is
 	// not decided yet. The first final record of an attempt stands.
-	newer := !exists || m.Attempt > curAttempt || (m.Attempt == curAttempt && !events.FinalStatus(curStatus))
+	newer := !r.exists || m.Attempt > r.attempt || (m.Attempt == r.attempt && !events.FinalStatus(r.status))
 
 	switch e.kind {
 	case effNew:
-		if !exists {
-			if err := a.insertTask(m, events.StatusNew, seq, at, nil, nil); err != nil {
-				return err
-			}
-			a.setTaskState(m.ID, m.Attempt, events.StatusNew)
+		if !r.exists {
+			a.insertTask(r, m, events.StatusNew, seq, at, nil, nil)
 		}
-		return a.exec(stAttemptNew, m.ID, m.Attempt, at, m.RetryParent)
+		return a.newAttempt(m.ID, m.Attempt, at, m.RetryParent)
 	case effProcess:
-		if !exists {
-			if err := a.insertTask(m, events.StatusProcess, seq, nil, at, nil); err != nil {
-				return err
-			}
+		if !r.exists {
+			a.insertTask(r, m, events.StatusProcess, seq, nil, at, nil)
 		} else if newer {
-			if err := a.exec(stProcess, events.StatusProcess, m.Attempt, m.Priority, m.Retry, m.Worker, m.RetryParent,
-				jsonText(m.Extra), at, at, seq, m.ID); err != nil {
-				return err
-			}
+			r.attempt, r.status = m.Attempt, events.StatusProcess
+			r.put(tcStatus, events.StatusProcess)
+			r.put(tcAttempt, int64(m.Attempt))
+			r.put(tcPriority, int64(m.Priority))
+			r.put(tcRetriesLeft, int64(m.Retry))
+			r.put(tcWorker, m.Worker)
+			r.put(tcRetryParent, m.RetryParent)
+			r.put(tcRetryChild, "")
+			r.put(tcExtra, jsonText(m.Extra))
+			r.put(tcResult, nil)
+			r.put(tcError, "")
+			r.put(tcReason, "")
+			r.put(tcArgsExecuted, nil)
+			r.put(tcKwExecuted, nil)
+			r.put(tcStartedAt, at)
+			r.put(tcExecutedAt, nil)
+			r.put(tcFinishedAt, nil)
+			r.put(tcUpdatedAt, at)
+			r.put(tcLastSeq, seq)
 		}
-		if newer {
-			a.setTaskState(m.ID, m.Attempt, events.StatusProcess)
-		}
-		return a.exec(stAttemptProcess, m.ID, m.Attempt, m.Worker, max(ev.Run, 1), at, m.RetryParent)
-	case effFinal:
-		if !exists {
-			if err := a.insertTask(m, m.Status, seq, nil, nil, at); err != nil {
-				return err
-			}
-		} else if newer {
-			if err := a.exec(stFinal, m.Status, m.Attempt, m.Priority, m.Retry, m.Worker, nullText(m.Result), m.Error,
-				m.Reason, m.RetryParent, m.RetryChild, jsonText(m.Extra), at, at, seq, m.ID); err != nil {
-				return err
-			}
-		}
-		if newer {
-			a.setTaskState(m.ID, m.Attempt, m.Status)
-		}
-		if err := a.exec(stAttemptFinal, m.ID, m.Attempt, m.Status, m.Worker, at, nullText(m.Result), m.Error,
-			m.Reason, m.RetryParent, m.RetryChild, seq); err != nil {
+		ar, err := a.attemptRow(m.ID, m.Attempt)
+		if err != nil {
 			return err
+		}
+		runs := int64(max(ev.Run, 1))
+		switch {
+		case !ar.exists:
+			ar.create()
+			ar.put(acStatus, events.StatusProcess)
+			ar.put(acWorker, m.Worker)
+			ar.put(acRuns, runs)
+			ar.put(acStartedAt, at)
+			ar.put(acRetryParent, m.RetryParent)
+		case ar.open():
+			ar.put(acStatus, events.StatusProcess)
+			ar.put(acWorker, m.Worker)
+			ar.put(acRuns, max(ar.cols[acRuns].(int64), runs))
+			ar.put(acStartedAt, at)
+			ar.put(acExecutedAt, nil)
+		}
+		return nil
+	case effFinal:
+		if !r.exists {
+			a.insertTask(r, m, m.Status, seq, nil, nil, at)
+		} else if newer {
+			r.attempt, r.status = m.Attempt, m.Status
+			r.put(tcStatus, m.Status)
+			r.put(tcAttempt, int64(m.Attempt))
+			r.put(tcPriority, int64(m.Priority))
+			r.put(tcRetriesLeft, int64(m.Retry))
+			r.put(tcWorker, m.Worker)
+			r.put(tcResult, nullText(m.Result))
+			r.put(tcError, m.Error)
+			r.put(tcReason, m.Reason)
+			r.put(tcRetryParent, m.RetryParent)
+			r.put(tcRetryChild, m.RetryChild)
+			r.put(tcExtra, jsonText(m.Extra))
+			r.put(tcFinishedAt, at)
+			r.put(tcUpdatedAt, at)
+			r.put(tcLastSeq, seq)
+		}
+		ar, err := a.attemptRow(m.ID, m.Attempt)
+		if err != nil {
+			return err
+		}
+		if !ar.exists {
+			ar.create()
+			ar.put(acRetryParent, m.RetryParent)
+		}
+		if ar.open() {
+			ar.put(acStatus, m.Status)
+			ar.put(acWorker, m.Worker)
+			ar.put(acFinishedAt, at)
+			ar.put(acResult, nullText(m.Result))
+			ar.put(acError, m.Error)
+			ar.put(acReason, m.Reason)
+			ar.put(acRetryChild, m.RetryChild)
+			ar.put(acFinalSeq, seq)
 		}
 		if m.Status == events.StatusRetry {
 			// The next attempt of the same task is queued.
-			return a.exec(stAttemptNew, m.ID, m.Attempt+1, at, fmt.Sprintf("%s#%d", m.ID, m.Attempt))
+			return a.newAttempt(m.ID, m.Attempt+1, at, fmt.Sprintf("%s#%d", m.ID, m.Attempt))
 		}
+	}
+	return nil
+}
+
+// insertTask inserts task row r from a record (at the end of the batch).
+func (a *txApplier) insertTask(r *taskRow, m *events.Task, status string, seq int64, queuedAt, startedAt, finishedAt any) {
+	r.insertFrom(m, status, seq, queuedAt, startedAt, finishedAt)
+	a.rows.inserts = append(a.rows.inserts, r)
+}
+
+// newAttempt queues attempt n of a task, unless it has a row already.
+func (a *txApplier) newAttempt(id string, n int, at any, retryParent string) error {
+	ar, err := a.attemptRow(id, n)
+	if err != nil {
+		return err
+	}
+	if !ar.exists {
+		ar.create()
+		ar.put(acStatus, events.StatusNew)
+		ar.put(acQueuedAt, at)
+		ar.put(acRetryParent, retryParent)
 	}
 	return nil
 }
@@ -762,50 +840,11 @@ func (a *txApplier) taskState(id string) (taskState, error) {
 	return st, nil
 }
 
-func (a *txApplier) setTaskState(id string, attempt int, status string) {
-	a.cacheTask(id, taskState{exists: true, attempt: attempt, status: status})
-}
-
 func (a *txApplier) cacheTask(id string, st taskState) {
 	if len(a.ap.tasks) >= maxCachedTasks {
 		clear(a.ap.tasks)
 	}
 	a.ap.tasks[id] = st
-}
-
-// insertTask inserts a task row from a record: the first fact of the task in
-// the log (normally storage_add; a later one when the log was truncated).
-func (a *txApplier) insertTask(m *events.Task, status string, seq int64, queuedAt, startedAt, finishedAt any) error {
-	var result any
-	if status != events.StatusNew && status != events.StatusProcess {
-		result = nullText(m.Result)
-	}
-	var tags any
-	if len(m.Tags) > 0 {
-		b, err := json.Marshal(m.Tags)
-		if err != nil {
-			return fmt.Errorf("encoding tags: %w", err)
-		}
-		tags = string(b)
-	}
-	updated := queuedAt
-	if updated == nil {
-		updated = startedAt
-	}
-	if updated == nil {
-		updated = finishedAt
-	}
-	if err := a.exec(stInsTask, m.ID, m.Name, m.Queue, m.Priority, status, m.Attempt, m.Retry, nullText(m.Args), nullText(m.Kw),
-		result, m.Error, m.Reason, m.RetryParent, m.RetryChild, m.Worker, tags, jsonText(m.Extra), m.IdempotencyKey, m.Trace,
-		ts(m.CreatedAt), queuedAt, startedAt, finishedAt, updated, seq, seq); err != nil {
-		return err
-	}
-	for _, tag := range m.Tags {
-		if err := a.exec(stTag, tag, m.ID); err != nil {
-			return err
-		}
-	}
-	return nil
 }
 
 // timeLayout is RFC 3339 in UTC with nanoseconds, fixed width: it sorts as
