@@ -387,7 +387,7 @@ func (p *Prepared) prepare(decodeErr error) rejection {
 		if r := sameIdentity(ev, ps); r != "" {
 			return r
 		}
-		if len(ev.Data) > 0 && !json.Valid(ev.Data) {
+		if len(ev.Data) > 0 && !validJSON(ev.Data) {
 			return "patch body is not JSON"
 		}
 		p.kind = kindPatch
@@ -855,7 +855,38 @@ func ts(t time.Time) any {
 	if t.IsZero() {
 		return nil
 	}
-	return t.UTC().Format(timeLayout)
+	u := t.UTC()
+	y, mo, d := u.Date()
+	if y < 0 || y > 9999 {
+		return u.Format(timeLayout)
+	}
+	// What Format(timeLayout) writes, without parsing the layout: every
+	// event has a time.
+	h, mi, s := u.Clock()
+	var b [len(timeLayout)]byte
+	digitsTo(b[0:4], y)
+	b[4] = '-'
+	digitsTo(b[5:7], int(mo))
+	b[7] = '-'
+	digitsTo(b[8:10], d)
+	b[10] = 'T'
+	digitsTo(b[11:13], h)
+	b[13] = ':'
+	digitsTo(b[14:16], mi)
+	b[16] = ':'
+	digitsTo(b[17:19], s)
+	b[19] = '.'
+	digitsTo(b[20:29], u.Nanosecond())
+	b[29] = 'Z'
+	return string(b[:])
+}
+
+// digitsTo writes n in decimal into b, zero-padded to its length.
+func digitsTo(b []byte, n int) {
+	for i := len(b) - 1; i >= 0; i-- {
+		b[i] = byte('0' + n%10)
+		n /= 10
+	}
 }
 
 func nullText(b []byte) any {

@@ -14,7 +14,7 @@ import (
 // failed, when present, go through encoding/json. The projection decodes
 // every fact; this is most of its JSON work.
 func decodeFact(data []byte, f *events.Fact) error {
-	if !json.Valid(data) {
+	if !validJSON(data) {
 		// Let encoding/json say what is wrong.
 		return json.Unmarshal(data, f)
 	}
