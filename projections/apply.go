@@ -399,9 +399,11 @@ func (p *Prepared) prepare(decodeErr error) rejection {
 		if ev.Plugin != ps.Plugin {
 			return rejection(fmt.Sprintf("plugin attribute %q does not match subject %s", ev.Plugin, p.subject))
 		}
-		if err := json.Unmarshal(ev.Data, &p.dl); err != nil {
+		var dl events.DeadLetter // a local: &p.dl would move every Prepared to the heap
+		if err := json.Unmarshal(ev.Data, &dl); err != nil {
 			return rejection("dead letter data: " + err.Error())
 		}
+		p.dl = dl
 		p.kind = kindDead
 		return ""
 	}

@@ -295,3 +295,30 @@ func (p *peak) stop() (heap, live uint64) {
 	p.wg.Wait()
 	return max(p.heap, heapBytes()), max(p.live, liveBytes())
 }
+
+// BenchmarkPrepare measures the projector's decoding goroutine alone: NATS
+// header block, events.Decode and Prepare of copies of a recorded run, one
+// event per op.
+//
+//	go test ./projections/ -run NONE -bench Prepare
+func BenchmarkPrepare(b *testing.B) {
+	recorded := projectionstest.ReadFile(b, projectionstest.ScenarioLog())
+	var msgs []wireMsg
+	for m := range projectionstest.Copies(recorded, 4, 0) {
+		msgs = append(msgs, toWire(m))
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := range b.N {
+		m := msgs[i%len(msgs)]
+		h, err := nats.DecodeHeadersMsg(m.header())
+		if err != nil {
+			b.Fatal(err)
+		}
+		ev, derr := events.Decode(events.Headers(h), m.dataBytes())
+		p := projections.Prepare(bus.Stored{Seq: uint64(i + 1), Subject: m.subject(), Event: ev, Err: derr})
+		if p.Seq() == 0 {
+			b.Fatal("not prepared")
+		}
+	}
+}

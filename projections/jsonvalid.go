@@ -10,10 +10,26 @@ func validJSON(b []byte) bool {
 	return ok && v.ws(i) == len(b)
 }
 
+// member is a member of a JSON object: its name as written (quotes and
+// escapes included) at b[key:keyEnd], its value at b[val:valEnd].
+type member struct{ key, keyEnd, val, valEnd int }
+
+// validObject is validJSON that also appends to ms, in order, the members
+// of b when b is an object.
+func validObject(b []byte, ms []member) ([]member, bool) {
+	v := validator{b: b, members: ms, collect: true}
+	i, ok := v.value(v.ws(0), 0)
+	return v.members, ok && v.ws(i) == len(b)
+}
+
 // maxNesting is encoding/json's limit on nested arrays and objects.
 const maxNesting = 10000
 
-type validator struct{ b []byte }
+type validator struct {
+	b       []byte
+	collect bool     // collect the top-level object's members
+	members []member // the top-level object's members
+}
 
 func (v *validator) ws(i int) int {
 	for i < len(v.b) {
@@ -49,16 +65,22 @@ func (v *validator) value(i, depth int) (int, bool) {
 			if i >= len(b) || b[i] != '"' {
 				return i, false
 			}
+			k := i
 			var ok bool
 			if i, ok = v.str(i); !ok {
 				return i, false
 			}
+			kEnd := i
 			i = v.ws(i)
 			if i >= len(b) || b[i] != ':' {
 				return i, false
 			}
-			if i, ok = v.value(v.ws(i+1), depth); !ok {
+			val := v.ws(i + 1)
+			if i, ok = v.value(val, depth); !ok {
 				return i, false
+			}
+			if depth == 1 && v.collect {
+				v.members = append(v.members, member{k, kEnd, val, i})
 			}
 			i = v.ws(i)
 			if i >= len(b) {
