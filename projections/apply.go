@@ -1,6 +1,7 @@
 package projections
 
 import (
+	"cmp"
 	"context"
 	"database/sql/driver"
 	"encoding/json"
@@ -161,7 +162,7 @@ var statements = [stCount]string{
 		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 	stReject:  `INSERT INTO rejected_events (seq, subject, type, event_id, reason) VALUES (?, ?, ?, ?, ?)`,
 	stGetKey:  `SELECT key FROM task_keys WHERE id = ?`,
-	stInsKey:  `INSERT INTO task_keys (key, id) VALUES (?, ?)`,
+	stInsKey:  `INSERT INTO task_keys (key, id) VALUES (?, ?) ON CONFLICT (id) DO NOTHING`,
 	stMaxKey:  `SELECT coalesce(max(key), 0) FROM task_keys`,
 	stGetTask: `SELECT attempt, status FROM tasks WHERE id = ?`,
 	stInsTask: `INSERT INTO tasks (id, name, queue, priority, status, attempt, retries_left, args_submitted, kw_submitted,
@@ -276,10 +277,17 @@ func (a *txApplier) named(args []any) []driver.NamedValue {
 }
 
 func (a *txApplier) exec(i int, args ...any) error {
-	if _, err := a.ap.stmts[i].(driver.StmtExecContext).ExecContext(a.ctx, a.named(args)); err != nil {
-		return fmt.Errorf("%s: %w", strings.Fields(statements[i])[0]+" "+stmtTable(i), err)
+	_, err := a.execAffected(i, args...)
+	return err
+}
+
+// execAffected runs statement i and returns the number of rows it changed.
+func (a *txApplier) execAffected(i int, args ...any) (int64, error) {
+	res, err := a.ap.stmts[i].(driver.StmtExecContext).ExecContext(a.ctx, a.named(args))
+	if err != nil {
+		return 0, fmt.Errorf("%s: %w", strings.Fields(statements[i])[0]+" "+stmtTable(i), err)
 	}
-	return nil
+	return res.RowsAffected()
 }
 
 // query runs statement i and returns its first row (nil when there is
@@ -531,26 +539,31 @@ func (a *txApplier) taskKey(id string) (int64, error) {
 	if k, ok := a.ap.keys[id]; ok {
 		return k, nil
 	}
-	row, err := a.query(stGetKey, id)
+	if a.ap.nextKey == 0 {
+		row, err := a.query(stMaxKey)
+		if err != nil {
+			return 0, fmt.Errorf("reading task keys: %w", err)
+		}
+		a.ap.nextKey = row[0].(int64) + 1
+	}
+	// Most ids not in the cache are new ones: insert first, read the key
+	// only when the id had one.
+	n, err := a.execAffected(stInsKey, a.ap.nextKey, id)
 	if err != nil {
-		return 0, fmt.Errorf("reading the key of task %s: %w", id, err)
+		return 0, err
 	}
 	var k int64
-	if row != nil {
-		k = row[0].(int64)
-	} else {
-		if a.ap.nextKey == 0 {
-			row, err := a.query(stMaxKey)
-			if err != nil {
-				return 0, fmt.Errorf("reading task keys: %w", err)
-			}
-			a.ap.nextKey = row[0].(int64) + 1
-		}
+	if n == 1 {
 		k = a.ap.nextKey
-		if err := a.exec(stInsKey, k, id); err != nil {
-			return 0, err
-		}
 		a.ap.nextKey++
+		// A task first seen has no row yet.
+		a.cacheTask(id, taskState{})
+	} else {
+		row, err := a.query(stGetKey, id)
+		if err != nil || row == nil {
+			return 0, fmt.Errorf("reading the key of task %s: %w", id, cmp.Or(err, errors.New("no key")))
+		}
+		k = row[0].(int64)
 	}
 	if len(a.ap.keys) >= maxCachedTasks {
 		clear(a.ap.keys)
