@@ -229,8 +229,9 @@ type blameRow struct {
 // payload. Only applied calls change the payload, in chain order. A shadow
 // call (recorded after the chain) changes nothing; its patch is diffed
 // against the payload as the chain left it, since the fact does not say
-// which step it shadowed.
-func callDiffs(trigger string, input json.RawMessage, calls []events.PluginCall) [][]Change {
+// which step it shadowed. Without shadows, only the calls that changed the
+// payload (applied, not shadow) are diffed.
+func callDiffs(trigger string, input json.RawMessage, calls []events.PluginCall, shadows bool) [][]Change {
 	t, ok := events.Lookup(trigger)
 	if !ok || !t.Returnable {
 		return nil
@@ -238,7 +239,8 @@ func callDiffs(trigger string, input json.RawMessage, calls []events.PluginCall)
 	out := make([][]Change, len(calls))
 	doc := []byte(input)
 	for i, c := range calls {
-		if len(c.Patch) == 0 || (c.Outcome != events.OutcomeApplied && c.Outcome != events.OutcomeShadow) {
+		if len(c.Patch) == 0 || (c.Outcome != events.OutcomeApplied && c.Outcome != events.OutcomeShadow) ||
+			(!shadows && (c.Outcome != events.OutcomeApplied || c.Shadow)) {
 			continue
 		}
 		next, err := events.ApplyPatch(t, doc, c.ContentType, c.Patch)
@@ -271,7 +273,7 @@ func blameOf(trigger string, input json.RawMessage, calls []events.PluginCall) [
 		return nil
 	}
 	var out []blameRow
-	for i, changes := range callDiffs(trigger, input, calls) {
+	for i, changes := range callDiffs(trigger, input, calls, false) {
 		c := calls[i]
 		if c.Outcome != events.OutcomeApplied || c.Shadow {
 			continue
