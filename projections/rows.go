@@ -209,9 +209,10 @@ func (r *attemptRow) create() {
 	r.cols[acRetryParent], r.cols[acRetryChild] = "", ""
 }
 
-// flush writes the rows the batch changed: task inserts in the order they
-// were made (as their rowids would have been assigned), then updates, tags
-// and attempts.
+// flushRows writes the rows the batch changed: the tasks inserted, in the
+// order of their first records (the order, and so the rowids, of the
+// inserts made one by one), with their tags; the tasks updated, each with
+// one statement setting the columns the batch changed; the attempts.
 func (a *txApplier) flushRows() error {
 	rs := &a.rows
 	for _, r := range rs.inserts {
@@ -304,7 +305,7 @@ func (ap *applier) updateTask(a *txApplier, set uint32) (driver.Stmt, error) {
 	return st, nil
 }
 
-// insertTask makes r the row inserted from a record: the first fact of the
+// insertFrom makes r the row inserted from a record: the first fact of the
 // task in the log (normally storage_add; a later one when the log was
 // truncated).
 func (r *taskRow) insertFrom(m *events.Task, status string, seq int64, queuedAt, startedAt, finishedAt any) {
