@@ -1,7 +1,11 @@
-// Package jsondiff compares two JSON documents value by value and lists
-// their differences as add, remove and replace operations at JSON Pointers.
-// The projection's timelines and field blame (projections) and the replay
-// reports (plugins/replay) both show what a plugin's patch changed with it.
+// Package jsondiff compares JSON documents and plugin answers, for the two
+// places that show what a plugin's patch did: the projection (timelines,
+// field blame, shadow statistics read from SQLite) and plugins/replay
+// (replay reports, shadow statistics read from the log). Diff lists the
+// differences between two documents as add, remove and replace operations
+// at JSON Pointers; CallEffect, LiveCall and Compare are the rules by which
+// a shadow's or a candidate's answer is judged against the recorded one, so
+// that both places count the same verdicts.
 package jsondiff
 
 import (

@@ -47,11 +47,15 @@ func Diff(a, b []byte) ([]DiffOp, error) {
 	if err != nil {
 		return nil, err
 	}
+	return diffOps(ops), nil
+}
+
+func diffOps(ops []jsondiff.Op) []DiffOp {
 	var out []DiffOp
 	for _, o := range ops {
 		out = append(out, DiffOp{Op: o.Op, Path: o.Path, Value: o.New, Old: o.Old})
 	}
-	return out, nil
+	return out
 }
 
 // splitPointer splits a JSON Pointer into its (still escaped) tokens.
