@@ -262,10 +262,18 @@ func (ap *applier) bind(ctx context.Context) *txApplier {
 	return &txApplier{ctx: ctx, ap: ap, args: make([]driver.NamedValue, 0, 32), vals: make([]driver.Value, 2)}
 }
 
+// named returns args as the driver takes them. NULLs are left out: every
+// bind of mattn/go-sqlite3 starts with sqlite3_reset and
+// sqlite3_clear_bindings, which sets every parameter to NULL, and each
+// value bound is a call into C (one value in seven the projection writes is
+// NULLs). The golden dump test would see a NULL left unbound that held
+// another value: facts alternate between node and task facts.
 func (a *txApplier) named(args []any) []driver.NamedValue {
 	a.args = a.args[:0]
 	for i, v := range args {
 		switch x := v.(type) {
+		case nil:
+			continue
 		case int:
 			v = int64(x)
 		case uint64:
