@@ -266,7 +266,7 @@ func (ap *applier) bind(ctx context.Context) *txApplier {
 // bind of mattn/go-sqlite3 starts with sqlite3_reset and
 // sqlite3_clear_bindings, which sets every parameter to NULL, and each
 // value bound is a call into C (one value in seven the projection writes is
-// NULLs). The golden dump test would see a NULL left unbound that held
+// a NULL). The golden dump test would see a NULL left unbound that held
 // another value: facts alternate between node and task facts.
 func (a *txApplier) named(args []any) []driver.NamedValue {
 	a.args = a.args[:0]
