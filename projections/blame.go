@@ -6,11 +6,10 @@ import (
 	"database/sql"
 	"encoding/json"
 	"fmt"
-	"sort"
-	"strconv"
 	"strings"
 
 	"github.com/qtasks/qtasks-go/events"
+	"github.com/qtasks/qtasks-go/internal/jsondiff"
 )
 
 // Change is one difference between two JSON documents, at a JSON Pointer.
@@ -37,129 +36,24 @@ func (c Change) String() string {
 // Diff returns the changes that turn JSON document a into b, leaf by leaf:
 // objects are compared key by key, arrays of equal length element by
 // element; anything else that differs is one replace. Keys are visited in
-// sorted order, so the result is deterministic.
+// sorted order, so the result is deterministic. An empty document is null.
 func Diff(a, b []byte) ([]Change, error) {
-	va, err := decodeJSON(a)
+	ops, err := jsondiff.Diff(orNull(a), orNull(b), jsondiff.Leaves)
 	if err != nil {
-		return nil, fmt.Errorf("diff: first document: %w", err)
-	}
-	vb, err := decodeJSON(b)
-	if err != nil {
-		return nil, fmt.Errorf("diff: second document: %w", err)
+		return nil, err
 	}
 	var out []Change
-	diffValues("", va, vb, &out)
+	for _, o := range ops {
+		out = append(out, Change{Op: o.Op, Path: o.Path, Old: o.Old, New: o.New})
+	}
 	return out, nil
 }
 
-func decodeJSON(b []byte) (any, error) {
+func orNull(b []byte) []byte {
 	if len(bytes.TrimSpace(b)) == 0 {
-		return nil, nil
-	}
-	d := json.NewDecoder(bytes.NewReader(b))
-	d.UseNumber()
-	var v any
-	if err := d.Decode(&v); err != nil {
-		return nil, err
-	}
-	return v, nil
-}
-
-func diffValues(path string, a, b any, out *[]Change) {
-	switch ta := a.(type) {
-	case map[string]any:
-		if tb, ok := b.(map[string]any); ok {
-			keys := make([]string, 0, len(ta)+len(tb))
-			for k := range ta {
-				keys = append(keys, k)
-			}
-			for k := range tb {
-				if _, ok := ta[k]; !ok {
-					keys = append(keys, k)
-				}
-			}
-			sort.Strings(keys)
-			for _, k := range keys {
-				p := path + "/" + escapePointer(k)
-				va, ina := ta[k]
-				vb, inb := tb[k]
-				switch {
-				case !inb:
-					*out = append(*out, Change{Op: "remove", Path: p, Old: encode(va)})
-				case !ina:
-					*out = append(*out, Change{Op: "add", Path: p, New: encode(vb)})
-				default:
-					diffValues(p, va, vb, out)
-				}
-			}
-			return
-		}
-	case []any:
-		if tb, ok := b.([]any); ok && len(ta) == len(tb) {
-			for i := range ta {
-				diffValues(path+"/"+strconv.Itoa(i), ta[i], tb[i], out)
-			}
-			return
-		}
-	}
-	if !sameJSON(a, b) {
-		*out = append(*out, Change{Op: "replace", Path: path, Old: encode(a), New: encode(b)})
-	}
-}
-
-func sameJSON(a, b any) bool {
-	switch ta := a.(type) {
-	case map[string]any:
-		tb, ok := b.(map[string]any)
-		if !ok || len(ta) != len(tb) {
-			return false
-		}
-		for k, v := range ta {
-			w, ok := tb[k]
-			if !ok || !sameJSON(v, w) {
-				return false
-			}
-		}
-		return true
-	case []any:
-		tb, ok := b.([]any)
-		if !ok || len(ta) != len(tb) {
-			return false
-		}
-		for i := range ta {
-			if !sameJSON(ta[i], tb[i]) {
-				return false
-			}
-		}
-		return true
-	case json.Number:
-		tb, ok := b.(json.Number)
-		if !ok {
-			return false
-		}
-		if ta == tb {
-			return true
-		}
-		fa, ea := ta.Float64()
-		fb, eb := tb.Float64()
-		return ea == nil && eb == nil && fa == fb
-	}
-	return a == b
-}
-
-func encode(v any) json.RawMessage {
-	b, err := json.Marshal(v)
-	if err != nil {
-		return nil
+		return []byte("null")
 	}
 	return b
-}
-
-func escapePointer(k string) string {
-	if !strings.ContainsAny(k, "~/") {
-		return k
-	}
-	return strings.ReplaceAll(strings.ReplaceAll(k, "~", "~0"), "/", "~1")
 }
 
 // fieldMap maps a part of a trigger's payload to a field of the task record
@@ -229,8 +123,9 @@ type blameRow struct {
 // payload. Only applied calls change the payload, in chain order. A shadow
 // call (recorded after the chain) changes nothing; its patch is diffed
 // against the payload as the chain left it, since the fact does not say
-// which step it shadowed.
-func callDiffs(trigger string, input json.RawMessage, calls []events.PluginCall) [][]Change {
+// which step it shadowed. Without shadows, only the calls that changed the
+// payload (applied, not shadow) are diffed.
+func callDiffs(trigger string, input json.RawMessage, calls []events.PluginCall, shadows bool) [][]Change {
 	t, ok := events.Lookup(trigger)
 	if !ok || !t.Returnable {
 		return nil
@@ -238,7 +133,8 @@ func callDiffs(trigger string, input json.RawMessage, calls []events.PluginCall)
 	out := make([][]Change, len(calls))
 	doc := []byte(input)
 	for i, c := range calls {
-		if len(c.Patch) == 0 || (c.Outcome != events.OutcomeApplied && c.Outcome != events.OutcomeShadow) {
+		if len(c.Patch) == 0 || (c.Outcome != events.OutcomeApplied && c.Outcome != events.OutcomeShadow) ||
+			(!shadows && (c.Outcome != events.OutcomeApplied || c.Shadow)) {
 			continue
 		}
 		next, err := events.ApplyPatch(t, doc, c.ContentType, c.Patch)
@@ -271,7 +167,7 @@ func blameOf(trigger string, input json.RawMessage, calls []events.PluginCall) [
 		return nil
 	}
 	var out []blameRow
-	for i, changes := range callDiffs(trigger, input, calls) {
+	for i, changes := range callDiffs(trigger, input, calls, false) {
 		c := calls[i]
 		if c.Outcome != events.OutcomeApplied || c.Shadow {
 			continue

@@ -14,55 +14,50 @@ import (
 // failed, when present, go through encoding/json. The projection decodes
 // every fact; this is most of its JSON work.
 func decodeFact(data []byte, f *events.Fact) error {
-	if !json.Valid(data) {
-		// Let encoding/json say what is wrong.
-		return json.Unmarshal(data, f)
-	}
-	i := skipWS(data, 0)
-	if i >= len(data) || data[i] != '{' {
+	var buf [8]member
+	ms, valid := validObject(data, buf[:0])
+	if !valid || data[skipWS(data, 0)] != '{' {
+		// Not an object, or not JSON: let encoding/json say what is wrong
+		// (or, for null, that nothing is).
 		var v events.Fact
-		return json.Unmarshal(data, &v) // an error: not an object
+		err := json.Unmarshal(data, &v)
+		*f = v
+		return err
 	}
-	i++
-	for {
-		i = skipWS(data, i)
-		if data[i] == '}' {
-			return nil
-		}
-		if data[i] == ',' {
-			i = skipWS(data, i+1)
-		}
-		// Key (a string).
-		kEnd := skipValue(data, i)
-		key := data[i+1 : kEnd-1]
-		i = skipWS(data, kEnd)
-		i = skipWS(data, i+1) // ':'
-		vEnd := skipValue(data, i)
-		val := data[i:vEnd]
-		i = vEnd
+	for _, m := range ms {
+		k, val := data[m.key:m.keyEnd], data[m.val:m.valEnd]
+		key := k[1 : len(k)-1]
 		name := string(key)
 		if bytes.IndexByte(key, '\\') >= 0 {
-			if err := json.Unmarshal(data[kEnd-len(key)-2:kEnd], &name); err != nil {
+			var unescaped string
+			if err := json.Unmarshal(k, &unescaped); err != nil {
 				return err
 			}
+			name = unescaped
 		}
 		switch {
 		case strings.EqualFold(name, "input"):
 			f.Input = rawOrNil(val)
 		case strings.EqualFold(name, "output"):
 			f.Output = rawOrNil(val)
+		// Locals: &f.Calls would move the caller's Prepared to the heap.
 		case strings.EqualFold(name, "calls"):
-			f.Calls = nil
-			if err := json.Unmarshal(val, &f.Calls); err != nil {
+			var calls []events.PluginCall
+			err := json.Unmarshal(val, &calls)
+			f.Calls = calls
+			if err != nil {
 				return err
 			}
 		case strings.EqualFold(name, "failed"):
-			f.Failed = ""
-			if err := json.Unmarshal(val, &f.Failed); err != nil {
+			var failed string
+			err := json.Unmarshal(val, &failed)
+			f.Failed = failed
+			if err != nil {
 				return err
 			}
 		}
 	}
+	return nil
 }
 
 // rawOrNil is what json.RawMessage holds after unmarshalling val (JSON
@@ -77,50 +72,6 @@ func skipWS(b []byte, i int) int {
 		default:
 			return i
 		}
-	}
-	return i
-}
-
-// skipValue returns the end of the (valid) JSON value starting at i.
-func skipValue(b []byte, i int) int {
-	switch b[i] {
-	case '"':
-		i++
-		for {
-			switch b[i] {
-			case '\\':
-				i += 2
-			case '"':
-				return i + 1
-			default:
-				i++
-			}
-		}
-	case '{', '[':
-		depth := 0
-		for {
-			switch b[i] {
-			case '"':
-				i = skipValue(b, i)
-				continue
-			case '{', '[':
-				depth++
-			case '}', ']':
-				depth--
-				if depth == 0 {
-					return i + 1
-				}
-			}
-			i++
-		}
-	}
-	// A number, true, false or null.
-	for i < len(b) {
-		switch b[i] {
-		case ',', '}', ']', ' ', '\t', '\r', '\n':
-			return i
-		}
-		i++
 	}
 	return i
 }

@@ -13,6 +13,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/qtasks/qtasks-go/bus"
 	"github.com/qtasks/qtasks-go/bus/bustest"
 	"github.com/qtasks/qtasks-go/projections"
 	"github.com/qtasks/qtasks-go/projections/projectionstest"
@@ -213,4 +214,53 @@ func openV1(t *testing.T, path string) v1State {
 		st.blameBefore = 0
 	}
 	return st
+}
+
+// Apply keeps the rows of tasks and attempts a batch changes in memory and
+// writes them at the end of the batch: wherever the batches of the
+// recorded log start and end, and whether the writer's caches survive
+// between batches (a reopened database starts with none), the projection
+// is the golden dump; a batch applied again changes nothing.
+func TestApplyBatchBoundaries(t *testing.T) {
+	t.Parallel()
+	if *update {
+		t.Skip("fixtures being rewritten")
+	}
+	msgs := projectionstest.ReadFile(t, logFixture)
+	want, err := os.ReadFile(goldenFixture)
+	require.NoError(t, err)
+	for _, tc := range []struct {
+		size   int
+		reopen bool
+	}{{1, false}, {2, true}, {3, false}, {5, true}, {17, false}, {40, true}, {len(msgs), false}} {
+		t.Run(fmt.Sprintf("size=%d,reopen=%t", tc.size, tc.reopen), func(t *testing.T) {
+			t.Parallel()
+			path := filepath.Join(t.TempDir(), "p.db")
+			db := openDB(t, path, false)
+			for start := 0; start < len(msgs); start += tc.size {
+				var batch []bus.Stored
+				for i := start; i < min(start+tc.size, len(msgs)); i++ {
+					batch = append(batch, msgs[i].Stored(uint64(i+1)))
+				}
+				st, err := db.Apply(ctxFor(t), batch)
+				require.NoError(t, err)
+				require.Equal(t, len(batch), st.Applied)
+				st, err = db.Apply(ctxFor(t), batch)
+				require.NoError(t, err)
+				require.Equal(t, len(batch), st.Skipped, "a batch applied again is skipped")
+				if tc.reopen {
+					require.NoError(t, db.Close())
+					db = openDB(t, path, false)
+				}
+			}
+			got := dumpBytes(t, db)
+			if !bytes.Equal(want, got) {
+				wl, gl := splitLines(want), splitLines(got)
+				for i := range min(len(wl), len(gl)) {
+					require.Equal(t, wl[i], gl[i], "dump line %d differs from %s", i+1, goldenFixture)
+				}
+				require.Len(t, gl, len(wl))
+			}
+		})
+	}
 }

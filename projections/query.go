@@ -367,7 +367,7 @@ func (d *DB) Timeline(ctx context.Context, id string) (Timeline, error) {
 			return Timeline{}, fmt.Errorf("reading timeline of %s: fact %d: %w", id, seq, err)
 		}
 		e.Seq, e.Time, e.Input, e.Output, e.Failed = uint64(seq), parseTS(at), f.Input, f.Output, f.Failed
-		diffs := callDiffs(e.Trigger, f.Input, f.Calls)
+		diffs := callDiffs(e.Trigger, f.Input, f.Calls, true)
 		for i, c := range f.Calls {
 			call := Call{FactSeq: e.Seq, Idx: i, TaskID: id, Trigger: e.Trigger, Attempt: e.Attempt, Plugin: c.Plugin,
 				Version: c.Version, Invocation: c.Invocation, Outcome: string(c.Outcome), Policy: c.Policy, Reason: c.Reason,

@@ -4,10 +4,10 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"reflect"
 	"time"
 
 	"github.com/qtasks/qtasks-go/events"
+	"github.com/qtasks/qtasks-go/internal/jsondiff"
 )
 
 // ShadowSummary is how a shadow plugin's recorded calls compare with the
@@ -39,10 +39,10 @@ type ShadowSummary struct {
 // not zero). The projection keeps no registrations, so shadowOf must be
 // given.
 //
-// Calls are compared by effect, as plugins/replay does: each patch is
-// applied to the payload the live plugin saw (the fact's input, patched by
-// the live calls applied before it), and the two results are compared as
-// JSON values. A patch that does not apply counts as rejected; a call that
+// Calls are compared by effect, by the rules plugins/replay uses
+// (jsondiff.Compare): each patch is applied to the payload the live plugin
+// saw (the fact's input, patched by the live calls applied before it), and
+// the two results are compared as JSON values. A patch that does not apply counts as rejected; a call that
 // failed counts as an error or a timeout. No masks are applied; a patch
 // left out of the fact (patch_omitted) compares as no change.
 func (d *DB) ShadowStats(ctx context.Context, shadow, shadowOf string, since time.Time) (ShadowSummary, error) {
@@ -86,23 +86,9 @@ func (d *DB) ShadowStats(ctx context.Context, shadow, shadowOf string, since tim
 }
 
 func (s *ShadowSummary) fact(tr events.Trigger, f *events.Fact) {
-	doc := []byte(f.Input)
-	live := -1
-	for i, c := range f.Calls {
-		if c.Shadow {
-			continue
-		}
-		if c.Plugin == s.ShadowOf {
-			live = i
-			break
-		}
-		if c.Outcome == events.OutcomeApplied {
-			out, err := events.ApplyPatch(tr, doc, c.ContentType, c.Patch)
-			if err != nil {
-				return // the log disagrees with itself; nothing to compare
-			}
-			doc = out
-		}
+	doc, live, ok := jsondiff.LiveCall(tr, f.Input, f.Calls, s.ShadowOf)
+	if !ok {
+		return
 	}
 	for _, c := range f.Calls {
 		if !c.Shadow || c.Plugin != s.Shadow {
@@ -114,75 +100,19 @@ func (s *ShadowSummary) fact(tr events.Trigger, f *events.Fact) {
 			continue
 		}
 		s.Compared++
-		switch shadowVerdict(effectOf(tr, doc, f.Calls[live]), effectOf(tr, doc, c)) {
-		case "identical":
+		v, _, _, err := jsondiff.Compare(jsondiff.CallEffect(tr, doc, f.Calls[live]), jsondiff.CallEffect(tr, doc, c))
+		if err != nil {
+			v = jsondiff.Different // a payload that is not JSON
+		}
+		switch v {
+		case jsondiff.Identical:
 			s.Identical++
-		case "different":
+		case jsondiff.Different:
 			s.Different++
-		case "error":
+		case jsondiff.CandidateError:
 			s.Errors++
-		case "timeout":
+		case jsondiff.CandidateTimeout:
 			s.Timeouts++
 		}
 	}
-}
-
-// callEffect is what a recorded call did to the payload: out, or a failure.
-type callEffect struct {
-	outcome events.Outcome
-	out     []byte
-}
-
-func effectOf(tr events.Trigger, doc []byte, c events.PluginCall) callEffect {
-	switch c.Outcome {
-	case events.OutcomeTimeout, events.OutcomeError:
-		return callEffect{outcome: c.Outcome}
-	case events.OutcomeRejected:
-		if len(c.Patch) == 0 {
-			return callEffect{outcome: events.OutcomeRejected}
-		}
-	case events.OutcomeApplied, events.OutcomeNoChange, events.OutcomeShadow:
-	}
-	if len(c.Patch) == 0 {
-		return callEffect{outcome: events.OutcomeNoChange, out: doc}
-	}
-	out, err := events.ApplyPatch(tr, doc, c.ContentType, c.Patch)
-	if err != nil {
-		return callEffect{outcome: events.OutcomeRejected}
-	}
-	return callEffect{outcome: events.OutcomeApplied, out: out}
-}
-
-// shadowVerdict compares the shadow's effect with the live one's, as
-// plugins/replay's verdict does with the live call standing for the
-// recording.
-func shadowVerdict(live, shadow callEffect) string {
-	switch shadow.outcome {
-	case events.OutcomeTimeout:
-		return "timeout"
-	case events.OutcomeError:
-		if live.outcome == events.OutcomeError {
-			return "identical"
-		}
-		return "error"
-	}
-	switch live.outcome {
-	case events.OutcomeTimeout, events.OutcomeError:
-		return "different"
-	}
-	lr, sr := live.outcome == events.OutcomeRejected, shadow.outcome == events.OutcomeRejected
-	switch {
-	case lr && sr:
-		return "identical"
-	case lr || sr:
-		return "different"
-	}
-	var a, b any
-	if json.Unmarshal(live.out, &a) != nil || json.Unmarshal(shadow.out, &b) != nil {
-		return "different"
-	}
-	if reflect.DeepEqual(a, b) {
-		return "identical"
-	}
-	return "different"
 }

@@ -1,20 +1,18 @@
 package replay
 
 import (
-	"bytes"
 	"encoding/json"
 	"fmt"
-	"maps"
-	"slices"
-	"strconv"
 	"strings"
+
+	"github.com/qtasks/qtasks-go/internal/jsondiff"
 )
 
 // Diff operations.
 const (
-	OpAdd     = "add"
-	OpRemove  = "remove"
-	OpReplace = "replace"
+	OpAdd     = jsondiff.OpAdd
+	OpRemove  = jsondiff.OpRemove
+	OpReplace = jsondiff.OpReplace
 )
 
 // DiffOp is one difference between two JSON documents, written as the
@@ -45,111 +43,19 @@ func (d DiffOp) String() string {
 // removals at the end of an array, which come highest first so that the
 // operations apply in order). Numbers are compared by value: 1 equals 1.0.
 func Diff(a, b []byte) ([]DiffOp, error) {
-	va, err := decodeJSON(a)
+	ops, err := jsondiff.Diff(a, b, jsondiff.Patch)
 	if err != nil {
-		return nil, fmt.Errorf("diff: first document: %w", err)
-	}
-	vb, err := decodeJSON(b)
-	if err != nil {
-		return nil, fmt.Errorf("diff: second document: %w", err)
-	}
-	var ops []DiffOp
-	diffValues("", va, vb, &ops)
-	return ops, nil
-}
-
-func decodeJSON(b []byte) (any, error) {
-	d := json.NewDecoder(bytes.NewReader(b))
-	d.UseNumber()
-	var v any
-	if err := d.Decode(&v); err != nil {
 		return nil, err
 	}
-	return v, nil
+	return diffOps(ops), nil
 }
 
-func raw(v any) json.RawMessage {
-	b, err := json.Marshal(v)
-	if err != nil {
-		return json.RawMessage(strconv.Quote(fmt.Sprint(v)))
+func diffOps(ops []jsondiff.Op) []DiffOp {
+	var out []DiffOp
+	for _, o := range ops {
+		out = append(out, DiffOp{Op: o.Op, Path: o.Path, Value: o.New, Old: o.Old})
 	}
-	return b
-}
-
-func diffValues(path string, a, b any, ops *[]DiffOp) {
-	switch x := a.(type) {
-	case map[string]any:
-		y, ok := b.(map[string]any)
-		if !ok {
-			break
-		}
-		keys := slices.Sorted(maps.Keys(x))
-		for _, k := range keys {
-			p := path + "/" + escape(k)
-			if yv, ok := y[k]; ok {
-				diffValues(p, x[k], yv, ops)
-			} else {
-				*ops = append(*ops, DiffOp{Op: OpRemove, Path: p, Old: raw(x[k])})
-			}
-		}
-		for _, k := range slices.Sorted(maps.Keys(y)) {
-			if _, ok := x[k]; !ok {
-				*ops = append(*ops, DiffOp{Op: OpAdd, Path: path + "/" + escape(k), Value: raw(y[k])})
-			}
-		}
-		return
-	case []any:
-		y, ok := b.([]any)
-		if !ok {
-			break
-		}
-		n := min(len(x), len(y))
-		for i := range n {
-			diffValues(path+"/"+strconv.Itoa(i), x[i], y[i], ops)
-		}
-		for i := len(x) - 1; i >= n; i-- {
-			*ops = append(*ops, DiffOp{Op: OpRemove, Path: path + "/" + strconv.Itoa(i), Old: raw(x[i])})
-		}
-		for i := n; i < len(y); i++ {
-			*ops = append(*ops, DiffOp{Op: OpAdd, Path: path + "/" + strconv.Itoa(i), Value: raw(y[i])})
-		}
-		return
-	}
-	if !equalScalar(a, b) {
-		*ops = append(*ops, DiffOp{Op: OpReplace, Path: path, Old: raw(a), Value: raw(b)})
-	}
-}
-
-func equalScalar(a, b any) bool {
-	switch x := a.(type) {
-	case json.Number:
-		y, ok := b.(json.Number)
-		if !ok {
-			return false
-		}
-		if x == y {
-			return true
-		}
-		fx, ex := x.Float64()
-		fy, ey := y.Float64()
-		return ex == nil && ey == nil && fx == fy
-	case string:
-		y, ok := b.(string)
-		return ok && x == y
-	case bool:
-		y, ok := b.(bool)
-		return ok && x == y
-	case nil:
-		return b == nil
-	}
-	return false // objects against non-objects, arrays against non-arrays
-}
-
-func escape(s string) string {
-	if !strings.ContainsAny(s, "~/") {
-		return s
-	}
-	return strings.NewReplacer("~", "~0", "/", "~1").Replace(s)
+	return out
 }
 
 // splitPointer splits a JSON Pointer into its (still escaped) tokens.

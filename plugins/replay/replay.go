@@ -14,6 +14,7 @@ import (
 
 	"github.com/qtasks/qtasks-go/bus"
 	"github.com/qtasks/qtasks-go/events"
+	"github.com/qtasks/qtasks-go/internal/jsondiff"
 )
 
 // DefaultConcurrency bounds the invocations a replay has in flight. It is
@@ -345,37 +346,35 @@ func answerOf(t events.Trigger, payload []byte, patch *events.Event, err error) 
 	return a
 }
 
-// verdict compares the candidate's answer with the recorded one.
+// verdict compares the candidate's answer with the recorded one
+// (jsondiff.Compare's rules), explains it, and masks the differences that
+// are noise.
 func verdict(rec, cand Answer, base *Answer, m *mask) (Status, string, []DiffOp, []DiffOp, error) {
-	switch cand.Outcome {
-	case events.OutcomeTimeout:
-		return CandidateTimeout, cand.Error, nil, nil, nil
-	case events.OutcomeError:
-		if rec.Outcome == events.OutcomeError {
-			return Identical, "", nil, nil, nil
-		}
-		return CandidateError, cand.Error, nil, nil, nil
-	}
-	switch rec.Outcome {
-	case OutcomeMissing, events.OutcomeTimeout:
-		return Different, "nothing was recorded (the call timed out); the candidate answered", nil, nil, nil
-	case events.OutcomeError:
-		return Different, "the recorded call failed (" + rec.Error + "); the candidate answered", nil, nil, nil
-	}
-	recRejected, candRejected := rec.Outcome == events.OutcomeRejected, cand.Outcome == events.OutcomeRejected
-	switch {
-	case recRejected && candRejected:
-		return Identical, "", nil, nil, nil
-	case recRejected:
-		return Different, "the recorded patch was rejected (" + rec.Error + "); the candidate's applies", nil, nil, nil
-	case candRejected:
-		return Different, "the candidate's patch is rejected: " + cand.Error, nil, nil, nil
-	}
-	ops, err := Diff(rec.effect, cand.effect)
+	v, rule, ops, err := jsondiff.Compare(rec.jsonEffect(), cand.jsonEffect())
 	if err != nil {
 		return "", "", nil, nil, err
 	}
-	if len(ops) == 0 {
+	switch rule {
+	case jsondiff.RuleCandidateTimeout:
+		return CandidateTimeout, cand.Error, nil, nil, nil
+	case jsondiff.RuleCandidateError:
+		if v == jsondiff.Identical {
+			return Identical, "", nil, nil, nil
+		}
+		return CandidateError, cand.Error, nil, nil, nil
+	case jsondiff.RuleNothingRecorded:
+		return Different, "nothing was recorded (the call timed out); the candidate answered", nil, nil, nil
+	case jsondiff.RuleRecordedError:
+		return Different, "the recorded call failed (" + rec.Error + "); the candidate answered", nil, nil, nil
+	case jsondiff.RuleBothRejected:
+		return Identical, "", nil, nil, nil
+	case jsondiff.RuleRecordedRejected:
+		return Different, "the recorded patch was rejected (" + rec.Error + "); the candidate's applies", nil, nil, nil
+	case jsondiff.RuleCandidateRejected:
+		return Different, "the candidate's patch is rejected: " + cand.Error, nil, nil, nil
+	case jsondiff.RuleEffects:
+	}
+	if v == jsondiff.Identical {
 		return Identical, "", nil, nil, nil
 	}
 	mk := m
@@ -386,9 +385,14 @@ func verdict(rec, cand Answer, base *Answer, m *mask) (Status, string, []DiffOp,
 		}
 		mk = m.withNoise(noise)
 	}
-	kept, masked := mk.split(ops)
+	kept, masked := mk.split(diffOps(ops))
 	if len(kept) == 0 {
 		return Identical, "", nil, masked, nil
 	}
 	return Different, "", kept, masked, nil
+}
+
+// jsonEffect is the answer as jsondiff compares it.
+func (a *Answer) jsonEffect() jsondiff.Effect {
+	return jsondiff.Effect{Outcome: a.Outcome, Payload: a.effect, Error: a.Error}
 }

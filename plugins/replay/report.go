@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/qtasks/qtasks-go/events"
+	"github.com/qtasks/qtasks-go/internal/jsondiff"
 )
 
 // Status is the verdict on one replayed invocation.
@@ -31,7 +32,7 @@ const (
 
 // OutcomeMissing is the outcome of a recorded call with no recorded
 // patch: the plugin never answered (it timed out when it ran live).
-const OutcomeMissing events.Outcome = "missing"
+const OutcomeMissing = jsondiff.OutcomeMissing
 
 // Answer is one version's answer to an invocation.
 type Answer struct {

@@ -11,6 +11,7 @@ import (
 
 	"github.com/qtasks/qtasks-go/bus"
 	"github.com/qtasks/qtasks-go/events"
+	"github.com/qtasks/qtasks-go/internal/jsondiff"
 )
 
 // ShadowOptions configure a shadow check.
@@ -201,25 +202,9 @@ func (t *ShadowTracker) fact(st bus.Stored, f *events.Fact) error {
 	if !ok || !tr.Returnable {
 		return nil
 	}
-	// The payload the live plugin saw: the input, patched by the calls
-	// applied before it.
-	doc := []byte(f.Input)
-	live := -1
-	for i, c := range f.Calls {
-		if c.Shadow {
-			continue
-		}
-		if c.Plugin == t.opts.ShadowOf {
-			live = i
-			break
-		}
-		if c.Outcome == events.OutcomeApplied {
-			out, err := events.ApplyPatch(tr, doc, c.ContentType, c.Patch)
-			if err != nil {
-				return nil // the log disagrees with itself; nothing to compare
-			}
-			doc = out
-		}
+	doc, live, ok := jsondiff.LiveCall(tr, f.Input, f.Calls, t.opts.ShadowOf)
+	if !ok {
+		return nil
 	}
 	for _, c := range f.Calls {
 		if !c.Shadow || c.Plugin != t.opts.Shadow {
@@ -263,20 +248,10 @@ func (t *ShadowTracker) fact(st bus.Stored, f *events.Fact) error {
 
 // answerFromCall describes a call recorded in a fact, applied to doc.
 func answerFromCall(t events.Trigger, doc []byte, c events.PluginCall) Answer {
-	switch c.Outcome {
-	case events.OutcomeTimeout:
-		return Answer{Outcome: events.OutcomeTimeout, Version: c.Version, Error: c.Reason}
-	case events.OutcomeError:
-		return Answer{Outcome: events.OutcomeError, Version: c.Version, Error: c.Reason}
-	case events.OutcomeRejected:
-		if len(c.Patch) == 0 {
-			return Answer{Outcome: events.OutcomeRejected, Version: c.Version, Error: c.Reason}
-		}
-	case events.OutcomeApplied, events.OutcomeNoChange, events.OutcomeShadow:
+	e := jsondiff.CallEffect(t, doc, c)
+	a := Answer{Outcome: e.Outcome, Version: c.Version, Error: e.Error, effect: e.Payload}
+	if e.Patched {
+		a.ContentType, a.Patch = c.ContentType, jsonOrString(c.Patch)
 	}
-	ev := events.Event{Type: events.TypePatch, PluginVersion: c.Version}
-	if len(c.Patch) > 0 {
-		ev.DataContentType, ev.Data = c.ContentType, c.Patch
-	}
-	return answerOf(t, doc, &ev, nil)
+	return a
 }

@@ -1,0 +1,221 @@
+package projections
+
+// validJSON reports whether b is one valid JSON value (with white space
+// around it), exactly as json.Valid does, several times faster: the
+// projection checks every fact's data. Like encoding/json it does not check
+// that strings are UTF-8, and it refuses nesting deeper than 10000.
+func validJSON(b []byte) bool {
+	v := validator{b: b}
+	i, ok := v.value(v.ws(0), 0)
+	return ok && v.ws(i) == len(b)
+}
+
+// member is a member of a JSON object: its name as written (quotes and
+// escapes included) at b[key:keyEnd], its value at b[val:valEnd].
+type member struct{ key, keyEnd, val, valEnd int }
+
+// validObject is validJSON that also appends to ms, in order, the members
+// of b when b is an object.
+func validObject(b []byte, ms []member) ([]member, bool) {
+	v := validator{b: b, members: ms, collect: true}
+	i, ok := v.value(v.ws(0), 0)
+	return v.members, ok && v.ws(i) == len(b)
+}
+
+// maxNesting is encoding/json's limit on nested arrays and objects.
+const maxNesting = 10000
+
+type validator struct {
+	b       []byte
+	collect bool     // collect the top-level object's members
+	members []member // the top-level object's members
+}
+
+func (v *validator) ws(i int) int {
+	for i < len(v.b) {
+		switch v.b[i] {
+		case ' ', '\t', '\r', '\n':
+			i++
+		default:
+			return i
+		}
+	}
+	return i
+}
+
+// value checks the value at i (no white space before it) and returns its
+// end.
+func (v *validator) value(i, depth int) (int, bool) {
+	b := v.b
+	if i >= len(b) {
+		return i, false
+	}
+	switch c := b[i]; {
+	case c == '"':
+		return v.str(i)
+	case c == '{':
+		if depth++; depth > maxNesting {
+			return i, false
+		}
+		i = v.ws(i + 1)
+		if i < len(b) && b[i] == '}' {
+			return i + 1, true
+		}
+		for {
+			if i >= len(b) || b[i] != '"' {
+				return i, false
+			}
+			k := i
+			var ok bool
+			if i, ok = v.str(i); !ok {
+				return i, false
+			}
+			kEnd := i
+			i = v.ws(i)
+			if i >= len(b) || b[i] != ':' {
+				return i, false
+			}
+			val := v.ws(i + 1)
+			if i, ok = v.value(val, depth); !ok {
+				return i, false
+			}
+			if depth == 1 && v.collect {
+				v.members = append(v.members, member{k, kEnd, val, i})
+			}
+			i = v.ws(i)
+			if i >= len(b) {
+				return i, false
+			}
+			switch b[i] {
+			case ',':
+				i = v.ws(i + 1)
+			case '}':
+				return i + 1, true
+			default:
+				return i, false
+			}
+		}
+	case c == '[':
+		if depth++; depth > maxNesting {
+			return i, false
+		}
+		i = v.ws(i + 1)
+		if i < len(b) && b[i] == ']' {
+			return i + 1, true
+		}
+		for {
+			var ok bool
+			if i, ok = v.value(i, depth); !ok {
+				return i, false
+			}
+			i = v.ws(i)
+			if i >= len(b) {
+				return i, false
+			}
+			switch b[i] {
+			case ',':
+				i = v.ws(i + 1)
+			case ']':
+				return i + 1, true
+			default:
+				return i, false
+			}
+		}
+	case c == '-' || (c >= '0' && c <= '9'):
+		return v.number(i)
+	case c == 't':
+		return v.literal(i, "true")
+	case c == 'f':
+		return v.literal(i, "false")
+	case c == 'n':
+		return v.literal(i, "null")
+	}
+	return i, false
+}
+
+func (v *validator) literal(i int, lit string) (int, bool) {
+	if len(v.b)-i < len(lit) || string(v.b[i:i+len(lit)]) != lit {
+		return i, false
+	}
+	return i + len(lit), true
+}
+
+// str checks the string starting at i (a quote).
+func (v *validator) str(i int) (int, bool) {
+	b := v.b
+	for i++; i < len(b); i++ {
+		switch c := b[i]; {
+		case c == '"':
+			return i + 1, true
+		case c < 0x20:
+			return i, false
+		case c == '\\':
+			i++
+			if i >= len(b) {
+				return i, false
+			}
+			switch b[i] {
+			case '"', '\\', '/', 'b', 'f', 'n', 'r', 't':
+			case 'u':
+				if len(b)-i <= 4 {
+					return i, false
+				}
+				for _, h := range b[i+1 : i+5] {
+					if !isHex(h) {
+						return i, false
+					}
+				}
+				i += 4
+			default:
+				return i, false
+			}
+		}
+	}
+	return i, false
+}
+
+func isHex(c byte) bool {
+	return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F')
+}
+
+// number checks the number starting at i.
+func (v *validator) number(i int) (int, bool) {
+	b := v.b
+	if b[i] == '-' {
+		i++
+	}
+	switch {
+	case i < len(b) && b[i] == '0':
+		i++
+	case i < len(b) && b[i] >= '1' && b[i] <= '9':
+		i = digits(b, i+1)
+	default:
+		return i, false
+	}
+	if i < len(b) && b[i] == '.' {
+		j := digits(b, i+1)
+		if j == i+1 {
+			return j, false
+		}
+		i = j
+	}
+	if i < len(b) && (b[i] == 'e' || b[i] == 'E') {
+		i++
+		if i < len(b) && (b[i] == '+' || b[i] == '-') {
+			i++
+		}
+		j := digits(b, i)
+		if j == i {
+			return j, false
+		}
+		i = j
+	}
+	return i, true
+}
+
+func digits(b []byte, i int) int {
+	for i < len(b) && b[i] >= '0' && b[i] <= '9' {
+		i++
+	}
+	return i
+}
