@@ -1,6 +1,7 @@
 package executor
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -93,11 +94,16 @@ func (w *worker) run(ctx context.Context, t events.Task, rev uint64, run int, re
 	if err != nil {
 		return rs.finish(ctx, rs.failed(err), nil)
 	}
-	model.Extra = readExtra(out, "model")
+	if out != nil {
+		model.Extra = readExtra(out, "model")
+	}
 	for _, trig := range []string{events.BrokerUpdate, events.StorageUpdate} {
 		out, err := f.fire(ctx, trig, map[string]any{"kw": map[string]any{"name": t.ID, "mapping": model}})
 		if err != nil {
 			return rs.finish(ctx, rs.failed(err), nil)
+		}
+		if out == nil {
+			continue
 		}
 		var p struct {
 			Kw struct {
@@ -181,7 +187,9 @@ func (rs *runState) execute(ctx context.Context) (events.Task, error) {
 		Args json.RawMessage `json:"args"`
 		Kw   json.RawMessage `json:"kw"`
 	}
-	if err := json.Unmarshal(out, &av); err != nil {
+	if out == nil {
+		av.Args, av.Kw = rs.t.Args, rs.t.Kw
+	} else if err := json.Unmarshal(out, &av); err != nil {
 		return fail(fmt.Errorf("reading replaced arguments: %w", err))
 	}
 	args, kw := orEmpty(av.Args, "[]"), orEmpty(av.Kw, "{}")
@@ -197,13 +205,17 @@ func (rs *runState) execute(ctx context.Context) (events.Task, error) {
 		if err != nil {
 			return fail(err)
 		}
+		if out == nil && results != nil {
+			// The items come from json.Marshal: compact, valid.
+			out = mustJSON(map[string]any{"results": results})
+		}
 		result = readKey(out, "results")
 	case err == nil:
 		out, err := f.fire(ctx, events.TaskExecutorRunTask, map[string]any{"result": result})
 		if err != nil {
 			return fail(err)
 		}
-		result = readKey(out, "result")
+		result = resultOf(out, "result", result)
 	case errors.As(err, &pte):
 		p := map[string]any{"reason": pte.Reason, "kw": pte.Kw, "result": nil}
 		out, ferr := f.fire(ctx, events.TaskExecutorRunTaskTriggerError, p)
@@ -213,7 +225,7 @@ func (rs *runState) execute(ctx context.Context) (events.Task, error) {
 		if !rs.handled(events.TaskExecutorRunTaskTriggerError) {
 			return fail(err)
 		}
-		result = readKey(out, "result")
+		result = resultOf(out, "result", nil)
 	default:
 		return fail(err)
 	}
@@ -225,7 +237,7 @@ func (rs *runState) execute(ctx context.Context) (events.Task, error) {
 	if err != nil {
 		return fail(err)
 	}
-	result = readKey(out, "result")
+	result = resultOf(out, "result", result)
 	if _, err := f.fire(ctx, events.TaskExecutorMiddlewaresExecute, map[string]any{"phase": "after", "middlewares": len(def.opts.MiddlewaresAfter)}); err != nil {
 		return fail(err)
 	}
@@ -246,11 +258,18 @@ func (rs *runState) execute(ctx context.Context) (events.Task, error) {
 		}
 		result = r
 	}
+	if len(def.opts.MiddlewaresAfter) > 0 || def.opts.Decode != nil {
+		// What they return is the result as written, compact (as it would
+		// be read back from an encoded payload).
+		if result, err = compactJSON(result); err != nil {
+			return fail(fmt.Errorf("encoding payload of %s: the result is not JSON: %w", events.TaskExecutorDecode, err))
+		}
+	}
 	out, err = f.fire(ctx, events.TaskExecutorDecode, map[string]any{"result": result})
 	if err != nil {
 		return fail(err)
 	}
-	result = readKey(out, "result")
+	result = resultOf(out, "result", result)
 	if len(result) > events.MaxPayloadSize {
 		return fail(fmt.Errorf("result is %d bytes, at most %d: %w", len(result), events.MaxPayloadSize, events.ErrTooLarge))
 	}
@@ -355,6 +374,10 @@ func (rs *runState) fireModel(ctx context.Context, trigger, key string) error {
 	if err != nil {
 		return err
 	}
+	if out == nil {
+		rs.t.Args, rs.t.Kw = orEmpty(rs.t.Args, "[]"), orEmpty(rs.t.Kw, "{}")
+		return nil
+	}
 	var m map[string]events.Task
 	if err := json.Unmarshal(out, &m); err != nil {
 		return fmt.Errorf("reading patched %s: %w", trigger, err)
@@ -365,8 +388,12 @@ func (rs *runState) fireModel(ctx context.Context, trigger, key string) error {
 }
 
 // takeArgs reads patched args, kw and priority from out (under key, or at
-// the top level when key is empty).
+// the top level when key is empty); nil out leaves them as they are.
 func (rs *runState) takeArgs(out json.RawMessage, key string) error {
+	if out == nil {
+		rs.t.Args, rs.t.Kw = orEmpty(rs.t.Args, "[]"), orEmpty(rs.t.Kw, "{}")
+		return nil
+	}
 	if key != "" {
 		out = readKey(out, key)
 	}
@@ -395,6 +422,35 @@ func readKey(out json.RawMessage, key string) json.RawMessage {
 		return nil
 	}
 	return v
+}
+
+// resultOf is the value under key of a trigger's output, as readKey reads
+// it; when the output is nil (unchanged), it is v, the compact JSON value the
+// trigger fired with under key, read the same way.
+func resultOf(out json.RawMessage, key string, v json.RawMessage) json.RawMessage {
+	if out != nil {
+		return readKey(out, key)
+	}
+	if string(v) == "null" {
+		return nil
+	}
+	return v
+}
+
+// compactJSON returns v without insignificant space, as json.Marshal writes
+// a json.RawMessage, or an error if v is not JSON. Empty v stays empty.
+func compactJSON(v json.RawMessage) (json.RawMessage, error) {
+	if len(v) == 0 {
+		return v, nil
+	}
+	var b bytes.Buffer
+	if err := json.Compact(&b, v); err != nil {
+		return nil, err
+	}
+	if b.Len() == len(v) {
+		return v, nil
+	}
+	return b.Bytes(), nil
 }
 
 func readExtra(out json.RawMessage, key string) map[string]json.RawMessage {
@@ -451,7 +507,13 @@ func (rs *runState) finish(ctx context.Context, final events.Task, taskErr error
 					DelayMS int64  `json:"delay_ms"`
 				} `json:"model"`
 			}
-			switch uerr := json.Unmarshal(out, &m); {
+			var uerr error
+			if out == nil {
+				m.Model.Status, m.Model.DelayMS = retry.Status, retry.DelayMS
+			} else {
+				uerr = json.Unmarshal(out, &m)
+			}
+			switch {
 			case uerr != nil:
 				final.Reason = fmt.Sprintf("no retry: reading the output of %s: %v", events.WorkerTaskErrorRetry, uerr)
 			case m.Model.Status == events.StatusRetry:
@@ -472,6 +534,9 @@ func (rs *runState) finish(ctx context.Context, final events.Task, taskErr error
 				final.Error = err.Error()
 			}
 			final.Result = nil
+			continue
+		}
+		if out == nil {
 			continue
 		}
 		var m map[string]events.Task

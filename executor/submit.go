@@ -157,9 +157,12 @@ func (a *App) Submit(ctx context.Context, name string, input any, opts *SubmitOp
 	if err != nil {
 		return fail(err)
 	}
-	var b before
-	if err := json.Unmarshal(out, &b); err != nil {
-		return fail(fmt.Errorf("%s output: %w", events.QTasksAddTaskBeforeBroker, err))
+	b := before{name, t.Priority, t.Args, t.Kw, t.Extra}
+	if out != nil {
+		b = before{}
+		if err := json.Unmarshal(out, &b); err != nil {
+			return fail(fmt.Errorf("%s output: %w", events.QTasksAddTaskBeforeBroker, err))
+		}
 	}
 	if b.TaskName != "" && b.TaskName != t.Name {
 		if !events.ValidToken(b.TaskName) {
@@ -271,9 +274,12 @@ func orEmpty(b json.RawMessage, empty string) json.RawMessage {
 }
 
 // takeModel reads back the patchable fields of the record at key of a
-// trigger's output. Identity fields are not patchable (the trigger contract
-// forbids it), so they are kept from t.
+// trigger's output; nil out (unchanged) keeps them. Identity fields are not
+// patchable (the trigger contract forbids it), so they are kept from t.
 func takeModel(out json.RawMessage, key string, t *events.Task) error {
+	if out == nil {
+		return nil
+	}
 	var m map[string]json.RawMessage
 	if err := json.Unmarshal(out, &m); err != nil {
 		return fmt.Errorf("reading patched payload: %w", err)
