@@ -103,41 +103,87 @@ type Event struct {
 // converts to it without copying.
 type Headers = map[string][]string
 
+// Header names of the attributes, as Encode writes them.
+const (
+	hSpecVersion   = HeaderPrefix + "specversion"
+	hID            = HeaderPrefix + "id"
+	hSource        = HeaderPrefix + "source"
+	hType          = HeaderPrefix + "type"
+	hSubject       = HeaderPrefix + "subject"
+	hTime          = HeaderPrefix + "time"
+	hTaskID        = HeaderPrefix + ExtTaskID
+	hTaskName      = HeaderPrefix + ExtTaskName
+	hTrigger       = HeaderPrefix + ExtTrigger
+	hAttempt       = HeaderPrefix + ExtAttempt
+	hRun           = HeaderPrefix + ExtRun
+	hPlugin        = HeaderPrefix + ExtPlugin
+	hPluginVersion = HeaderPrefix + ExtPluginVersion
+	hInvocation    = HeaderPrefix + ExtInvocation
+	hTimeoutMS     = HeaderPrefix + ExtTimeoutMS
+	hPluginError   = HeaderPrefix + ExtPluginError
+	hTraceParent   = HeaderPrefix + ExtTraceParent
+	hReplay        = HeaderPrefix + ExtReplay
+)
+
+// MaxHeaders is how many headers Encode writes at most; a caller building
+// the header map can size it with this (plus its own headers).
+const MaxHeaders = 19
+
 // Encode writes the event's attributes as NATS headers (binary content mode)
-// into h, which must not be nil.
+// into h, which must not be nil. Every value is a one-element slice of its
+// own capacity; they share one backing array, and the formatted values (time
+// and numbers) share one string, so that encoding costs two allocations
+// besides the map's.
 func (e *Event) Encode(h Headers) {
+	// The formatted values, appended to one buffer: their ends in it.
+	var buf [64]byte
+	num := buf[:0]
+	var tEnd, aEnd, rEnd, toEnd int
+	if !e.Time.IsZero() {
+		num = e.Time.UTC().AppendFormat(num, time.RFC3339Nano)
+	}
+	tEnd = len(num)
+	if e.Attempt != 0 {
+		num = strconv.AppendInt(num, int64(e.Attempt), 10)
+	}
+	aEnd = len(num)
+	if e.Run != 0 {
+		num = strconv.AppendInt(num, int64(e.Run), 10)
+	}
+	rEnd = len(num)
+	if e.TimeoutMS != 0 {
+		num = strconv.AppendInt(num, int64(e.TimeoutMS), 10)
+	}
+	toEnd = len(num)
+	nums := string(num)
+
+	vals := make([]string, 0, MaxHeaders)
 	set := func(k, v string) {
 		if v != "" {
-			h[k] = []string{v}
+			vals = append(vals, v)
+			n := len(vals)
+			h[k] = vals[n-1 : n : n]
 		}
 	}
-	set(HeaderPrefix+"specversion", SpecVersion)
-	set(HeaderPrefix+"id", e.ID)
-	set(HeaderPrefix+"source", e.Source)
-	set(HeaderPrefix+"type", e.Type)
-	set(HeaderPrefix+"subject", e.Subject)
-	if !e.Time.IsZero() {
-		set(HeaderPrefix+"time", e.Time.UTC().Format(time.RFC3339Nano))
-	}
+	set(hSpecVersion, SpecVersion)
+	set(hID, e.ID)
+	set(hSource, e.Source)
+	set(hType, e.Type)
+	set(hSubject, e.Subject)
+	set(hTime, nums[:tEnd])
 	set(HeaderContentType, e.DataContentType)
-	set(HeaderPrefix+ExtTaskID, e.TaskID)
-	set(HeaderPrefix+ExtTaskName, e.TaskName)
-	set(HeaderPrefix+ExtTrigger, e.Trigger)
-	if e.Attempt != 0 {
-		set(HeaderPrefix+ExtAttempt, strconv.Itoa(e.Attempt))
-	}
-	if e.Run != 0 {
-		set(HeaderPrefix+ExtRun, strconv.Itoa(e.Run))
-	}
-	set(HeaderPrefix+ExtPlugin, e.Plugin)
-	set(HeaderPrefix+ExtPluginVersion, e.PluginVersion)
-	set(HeaderPrefix+ExtInvocation, e.Invocation)
-	if e.TimeoutMS != 0 {
-		set(HeaderPrefix+ExtTimeoutMS, strconv.Itoa(e.TimeoutMS))
-	}
-	set(HeaderPrefix+ExtPluginError, e.PluginError)
-	set(HeaderPrefix+ExtTraceParent, e.TraceParent)
-	set(HeaderPrefix+ExtReplay, e.Replay)
+	set(hTaskID, e.TaskID)
+	set(hTaskName, e.TaskName)
+	set(hTrigger, e.Trigger)
+	set(hAttempt, nums[tEnd:aEnd])
+	set(hRun, nums[aEnd:rEnd])
+	set(hPlugin, e.Plugin)
+	set(hPluginVersion, e.PluginVersion)
+	set(hInvocation, e.Invocation)
+	set(hTimeoutMS, nums[rEnd:toEnd])
+	set(hPluginError, e.PluginError)
+	set(hTraceParent, e.TraceParent)
+	set(hReplay, e.Replay)
 }
 
 // headerGet is case-insensitive: NATS clients in other languages may

@@ -138,6 +138,19 @@ func TestEncodeDecodeRoundTrip(t *testing.T) {
 		require.True(t, e.Time.Equal(got.Time))
 	})
 
+	t.Run("ValuesDoNotShareCapacity", func(t *testing.T) {
+		t.Parallel()
+		// The values share one backing array: adding a value to one header
+		// (nats.Header.Add appends) must not overwrite the next one's.
+		h := encode(fullEvent())
+		h["ce-id"] = append(h["ce-id"], "extra")
+		h["ce-time"] = append(h["ce-time"], "extra")
+		want := encode(fullEvent())
+		want["ce-id"] = []string{"evt-1", "extra"}
+		want["ce-time"] = []string{"2025-03-04T05:06:07.891011121Z", "extra"}
+		require.Equal(t, want, h)
+	})
+
 	t.Run("EncodeKeepsOtherHeaders", func(t *testing.T) {
 		t.Parallel()
 		h := Headers{HeaderMsgID: {"m1"}}
@@ -148,6 +161,18 @@ func TestEncodeDecodeRoundTrip(t *testing.T) {
 		require.NoError(t, err)
 		require.Equal(t, e, got)
 	})
+}
+
+func TestEncodeAllocations(t *testing.T) {
+	// Not parallel: AllocsPerRun counts the whole process's allocations.
+	e := fullEvent()
+	h := make(Headers, MaxHeaders)
+	allocs := testing.AllocsPerRun(100, func() {
+		clear(h)
+		e.Encode(h)
+	})
+	// The values' backing array and the formatted values' string.
+	require.LessOrEqual(t, allocs, 2.0)
 }
 
 func TestDecodeHeaderCase(t *testing.T) {
@@ -621,4 +646,15 @@ func TestErrorsAreDistinct(t *testing.T) {
 	t.Parallel()
 	require.NotErrorIs(t, ErrTooLarge, ErrInvalidEvent)
 	require.NotErrorIs(t, ErrInvalidEvent, ErrTooLarge)
+}
+
+// BenchmarkEncode is encoding a fact's attributes into a fresh header map,
+// as bus.Message does for every event.
+func BenchmarkEncode(b *testing.B) {
+	e := fullEvent()
+	b.ReportAllocs()
+	for b.Loop() {
+		h := make(Headers, MaxHeaders)
+		e.Encode(h)
+	}
 }
