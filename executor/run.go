@@ -565,7 +565,7 @@ func (rs *runState) finish(ctx context.Context, final events.Task, taskErr error
 			final = logged
 		}
 	}
-	if err := rs.w.finishDecided(ctx, final); err != nil {
+	if err := rs.w.finishDecided(ctx, final, rs.rev); err != nil {
 		return err
 	}
 	if rs.def != nil {
