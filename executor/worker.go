@@ -375,7 +375,10 @@ func (w *worker) process(it *item) {
 		_ = it.m.Nak()
 		return
 	}
-	if err := it.m.DoubleAck(context.WithoutCancel(ctx)); err != nil {
+	// A plain ack, not waited for: should it be lost, the message comes
+	// back after the ack wait, and the redelivery finds the attempt decided
+	// (its final fact is in the log) and only acks it.
+	if err := it.m.Ack(); err != nil {
 		a.log.Warn("acking task", "task_id", t.ID, "err", err)
 	}
 }
