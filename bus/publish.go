@@ -20,9 +20,7 @@ const publishStallWait = 10 * time.Second
 // Message builds the NATS message of an event: attributes as headers, data
 // as the body, msgID as Nats-Msg-Id when not empty.
 func Message(subject, msgID string, ev *events.Event) *nats.Msg {
-	// Sized for every header at once: growing the map costs more than
-	// the headers.
-	m := &nats.Msg{Subject: subject, Header: make(nats.Header, events.MaxHeaders+1)}
+	m := nats.NewMsg(subject)
 	ev.Encode(m.Header)
 	if msgID != "" {
 		m.Header.Set(events.HeaderMsgID, msgID)

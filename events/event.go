@@ -125,9 +125,8 @@ const (
 	hReplay        = HeaderPrefix + ExtReplay
 )
 
-// MaxHeaders is how many headers Encode writes at most; a caller building
-// the header map can size it with this (plus its own headers).
-const MaxHeaders = 19
+// maxHeaders is how many headers Encode writes at most.
+const maxHeaders = 19
 
 // Encode writes the event's attributes as NATS headers (binary content mode)
 // into h, which must not be nil. Every value is a one-element slice of its
@@ -157,7 +156,7 @@ func (e *Event) Encode(h Headers) {
 	toEnd = len(num)
 	nums := string(num)
 
-	vals := make([]string, 0, MaxHeaders)
+	vals := make([]string, 0, maxHeaders)
 	set := func(k, v string) {
 		if v != "" {
 			vals = append(vals, v)
