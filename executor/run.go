@@ -44,7 +44,7 @@ func (w *worker) run(ctx context.Context, t events.Task, rev uint64, run int, re
 			return rs.finish(ctx, rs.failed(err), nil)
 		}
 	}
-	if _, err := f.fire(ctx, events.StorageAddProcess, map[string]any{"task_id": t.ID, "priority": t.Priority, "worker": a.cfg.NodeID}); err != nil {
+	if _, err := f.fire(ctx, events.StorageAddProcess, addProcessPayload{TaskID: t.ID, Priority: t.Priority, Worker: a.cfg.NodeID}); err != nil {
 		return rs.finish(ctx, rs.failed(err), nil)
 	}
 	// Intake: the record as read, then as handed to the worker.
@@ -55,9 +55,9 @@ func (w *worker) run(ctx context.Context, t events.Task, rev uint64, run int, re
 		return rs.finish(ctx, rs.failed(err), nil)
 	}
 	for _, trig := range []string{events.BrokerAddWorker, events.WorkerAdd} {
-		out, err := f.fire(ctx, trig, map[string]any{
-			"task_name": t.Name, "task_id": t.ID, "priority": rs.t.Priority,
-			"args": rs.t.Args, "kw": rs.t.Kw, "created_at": t.CreatedAt,
+		out, err := f.fire(ctx, trig, workerAddPayload{
+			TaskName: t.Name, TaskID: t.ID, Priority: rs.t.Priority,
+			Args: rs.t.Args, Kw: rs.t.Kw, CreatedAt: t.CreatedAt,
 		})
 		if err != nil {
 			return rs.finish(ctx, rs.failed(err), nil)
@@ -90,7 +90,7 @@ func (w *worker) run(ctx context.Context, t events.Task, rev uint64, run int, re
 
 	// Process.
 	model := rs.model(events.StatusProcess)
-	out, err := f.fire(ctx, events.WorkerExecuteBefore, map[string]any{"model": model})
+	out, err := f.fire(ctx, events.WorkerExecuteBefore, modelPayload{model})
 	if err != nil {
 		return rs.finish(ctx, rs.failed(err), nil)
 	}
@@ -98,7 +98,7 @@ func (w *worker) run(ctx context.Context, t events.Task, rev uint64, run int, re
 		model.Extra = readExtra(out, "model")
 	}
 	for _, trig := range []string{events.BrokerUpdate, events.StorageUpdate} {
-		out, err := f.fire(ctx, trig, map[string]any{"kw": map[string]any{"name": t.ID, "mapping": model}})
+		out, err := f.fire(ctx, trig, updatePayload{updateKw{Name: t.ID, Mapping: model}})
 		if err != nil {
 			return rs.finish(ctx, rs.failed(err), nil)
 		}
@@ -121,13 +121,13 @@ func (w *worker) run(ctx context.Context, t events.Task, rev uint64, run int, re
 	// the task and its final record see it.
 	rs.t.Extra = model.Extra
 
-	out, err = f.fire(ctx, events.WorkerRunTaskBefore, map[string]any{
-		"task_func": map[string]any{
-			"name": def.name, "priority": def.opts.Priority, "retry": def.opts.Retry,
-			"max_time_ms": def.opts.MaxTime.Milliseconds(), "tags": def.opts.Tags,
-			"description": def.opts.Description, "generating": def.seq,
+	out, err = f.fire(ctx, events.WorkerRunTaskBefore, runTaskBeforePayload{
+		TaskFunc: taskFuncInfo{
+			Name: def.name, Priority: def.opts.Priority, Retry: def.opts.Retry,
+			MaxTimeMS: def.opts.MaxTime.Milliseconds(), Tags: def.opts.Tags,
+			Description: def.opts.Description, Generating: def.seq,
 		},
-		"task_broker": map[string]any{"id": t.ID, "priority": rs.t.Priority, "args": rs.t.Args, "kw": rs.t.Kw},
+		TaskBroker: taskBroker{ID: t.ID, Priority: rs.t.Priority, Args: rs.t.Args, Kw: rs.t.Kw},
 	})
 	if err != nil {
 		return rs.finish(ctx, rs.failed(err), nil)
@@ -159,9 +159,10 @@ func (rs *runState) execute(ctx context.Context) (events.Task, error) {
 			return
 		}
 		closeFired = true
-		p := map[string]any{"task_id": rs.t.ID, "status": status}
+		p := closePayload{TaskID: rs.t.ID, Status: status}
 		if err != nil {
-			p["error"] = err.Error()
+			msg := err.Error()
+			p.Error = &msg
 		}
 		_, _ = f.fire(ctx, events.TaskExecutorTaskClose, p)
 	}
@@ -171,7 +172,7 @@ func (rs *runState) execute(ctx context.Context) (events.Task, error) {
 		return final, err
 	}
 
-	if _, err := f.fire(ctx, events.TaskExecutorMiddlewaresExecute, map[string]any{"phase": "before", "middlewares": len(def.opts.MiddlewaresBefore)}); err != nil {
+	if _, err := f.fire(ctx, events.TaskExecutorMiddlewaresExecute, middlewaresPayload{Phase: "before", Middlewares: len(def.opts.MiddlewaresBefore)}); err != nil {
 		return fail(err)
 	}
 	for i, mw := range def.opts.MiddlewaresBefore {
@@ -179,7 +180,7 @@ func (rs *runState) execute(ctx context.Context) (events.Task, error) {
 			return fail(fmt.Errorf("before-middleware %d: %w", i, err))
 		}
 	}
-	out, err := f.fire(ctx, events.TaskExecutorArgsReplace, map[string]any{"args": rs.t.Args, "kw": rs.t.Kw})
+	out, err := f.fire(ctx, events.TaskExecutorArgsReplace, argsPayload{Args: rs.t.Args, Kw: rs.t.Kw})
 	if err != nil {
 		return fail(err)
 	}
@@ -193,7 +194,7 @@ func (rs *runState) execute(ctx context.Context) (events.Task, error) {
 		return fail(fmt.Errorf("reading replaced arguments: %w", err))
 	}
 	args, kw := orEmpty(av.Args, "[]"), orEmpty(av.Kw, "{}")
-	if _, err := f.fire(ctx, events.TaskExecutorBeforeExecute, map[string]any{"task_id": rs.t.ID}); err != nil {
+	if _, err := f.fire(ctx, events.TaskExecutorBeforeExecute, taskIDPayload{rs.t.ID}); err != nil {
 		return fail(err)
 	}
 
@@ -211,7 +212,7 @@ func (rs *runState) execute(ctx context.Context) (events.Task, error) {
 		}
 		result = readKey(out, "results")
 	case err == nil:
-		out, err := f.fire(ctx, events.TaskExecutorRunTask, map[string]any{"result": result})
+		out, err := f.fire(ctx, events.TaskExecutorRunTask, resultPayload{result})
 		if err != nil {
 			return fail(err)
 		}
@@ -230,15 +231,15 @@ func (rs *runState) execute(ctx context.Context) (events.Task, error) {
 		return fail(err)
 	}
 
-	if _, err := f.fire(ctx, events.TaskExecutorAfterExecute, map[string]any{"task_id": rs.t.ID}); err != nil {
+	if _, err := f.fire(ctx, events.TaskExecutorAfterExecute, taskIDPayload{rs.t.ID}); err != nil {
 		return fail(err)
 	}
-	out, err = f.fire(ctx, events.TaskExecutorAfterExecuteResultReplace, map[string]any{"result": result})
+	out, err = f.fire(ctx, events.TaskExecutorAfterExecuteResultReplace, resultPayload{result})
 	if err != nil {
 		return fail(err)
 	}
 	result = resultOf(out, "result", result)
-	if _, err := f.fire(ctx, events.TaskExecutorMiddlewaresExecute, map[string]any{"phase": "after", "middlewares": len(def.opts.MiddlewaresAfter)}); err != nil {
+	if _, err := f.fire(ctx, events.TaskExecutorMiddlewaresExecute, middlewaresPayload{Phase: "after", Middlewares: len(def.opts.MiddlewaresAfter)}); err != nil {
 		return fail(err)
 	}
 	for i, mw := range def.opts.MiddlewaresAfter {
@@ -265,7 +266,7 @@ func (rs *runState) execute(ctx context.Context) (events.Task, error) {
 			return fail(fmt.Errorf("encoding payload of %s: the result is not JSON: %w", events.TaskExecutorDecode, err))
 		}
 	}
-	out, err = f.fire(ctx, events.TaskExecutorDecode, map[string]any{"result": result})
+	out, err = f.fire(ctx, events.TaskExecutorDecode, resultPayload{result})
 	if err != nil {
 		return fail(err)
 	}
@@ -527,7 +528,7 @@ func (rs *runState) finish(ctx context.Context, final events.Task, taskErr error
 		}
 	}
 	for _, trig := range []string{events.WorkerRemoveFinishedTask, events.BrokerRemoveFinishedTask} {
-		out, err := f.fire(ctx, trig, map[string]any{"model": final})
+		out, err := f.fire(ctx, trig, modelPayload{final})
 		if err != nil {
 			final.Status, final.Reason = events.StatusError, err.Error()
 			if final.Error == "" {
@@ -569,7 +570,7 @@ func (rs *runState) finish(ctx context.Context, final events.Task, taskErr error
 		return err
 	}
 	if rs.def != nil {
-		_, _ = f.fire(ctx, events.WorkerExecuteAfter, map[string]any{"model": final})
+		_, _ = f.fire(ctx, events.WorkerExecuteAfter, modelPayload{final})
 	}
 	return f.acks.Wait(context.WithoutCancel(ctx))
 }

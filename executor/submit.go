@@ -178,14 +178,14 @@ func (a *App) Submit(ctx context.Context, name string, input any, opts *SubmitOp
 	}
 
 	// broker_add_before: the new record.
-	if out, err = f.fire(ctx, events.BrokerAddBefore, map[string]any{"model": &t}); err != nil {
+	if out, err = f.fire(ctx, events.BrokerAddBefore, modelPayload{t}); err != nil {
 		return fail(err)
 	}
 	if err := takeModel(out, "model", &t); err != nil {
 		return fail(err)
 	}
 	// storage_add: the record is stored with status new.
-	if out, err = f.fire(ctx, events.StorageAdd, map[string]any{"uuid": t.ID, "task_status": &t}); err != nil {
+	if out, err = f.fire(ctx, events.StorageAdd, storageAddPayload{UUID: t.ID, TaskStatus: &t}); err != nil {
 		return fail(err)
 	}
 	if err := takeModel(out, "task_status", &t); err != nil {
@@ -203,11 +203,11 @@ func (a *App) Submit(ctx context.Context, name string, input any, opts *SubmitOp
 	if err := a.b.Enqueue(ctx, t, a.source); err != nil {
 		return fail(err)
 	}
-	if _, err := f.fire(ctx, events.BrokerAddAfter, map[string]any{"model": &t}); err != nil {
+	if _, err := f.fire(ctx, events.BrokerAddAfter, modelPayload{t}); err != nil {
 		return fail(err)
 	}
-	if _, err := f.fire(ctx, events.QTasksAddTaskAfterBroker, map[string]any{
-		"task_id": t.ID, "task_name": t.Name, "priority": t.Priority, "args": t.Args, "kw": t.Kw,
+	if _, err := f.fire(ctx, events.QTasksAddTaskAfterBroker, afterBrokerPayload{
+		TaskID: t.ID, TaskName: t.Name, Priority: t.Priority, Args: t.Args, Kw: t.Kw,
 	}); err != nil {
 		return fail(err)
 	}

@@ -472,7 +472,7 @@ func nextAttempt(t events.Task, now time.Time) events.Task {
 // out the run, so of two runs racing to finish the same attempt only the
 // first is stored: decided reports whether that was this one.
 func (w *worker) publishFinal(ctx context.Context, f *firing, final events.Task) (decided bool, err error) {
-	fact := events.Fact{Input: mustJSON(map[string]any{"model": final})}
+	fact := events.Fact{Input: mustJSON(modelPayload{final})}
 	data, err := fact.AppendJSON(nil)
 	if err != nil {
 		return false, err
