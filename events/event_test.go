@@ -3,6 +3,7 @@ package events
 import (
 	"bytes"
 	"encoding/json"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -161,6 +162,33 @@ func TestEncodeDecodeRoundTrip(t *testing.T) {
 		require.NoError(t, err)
 		require.Equal(t, e, got)
 	})
+}
+
+// Every source plainSource lets through is one url.Parse accepts.
+func TestPlainSource(t *testing.T) {
+	t.Parallel()
+	const alphabet = "aZ09-._~/"
+	var walk func(prefix string, depth int)
+	walk = func(prefix string, depth int) {
+		if prefix != "" {
+			require.True(t, plainSource(prefix), prefix)
+			_, err := url.Parse(prefix)
+			require.NoError(t, err, prefix)
+		}
+		if depth == 0 {
+			return
+		}
+		for i := range len(alphabet) {
+			walk(prefix+alphabet[i:i+1], depth-1)
+		}
+	}
+	walk("", 4)
+	for _, s := range []string{"qtasks/node-1", "plugin/pydantic", "//host/x", "/a/b", "a~b.c_d"} {
+		require.True(t, plainSource(s), s)
+	}
+	for _, s := range []string{"1:x", "http://x", "a b", "a%zz", "a?b", "é"} {
+		require.False(t, plainSource(s), s)
+	}
 }
 
 func TestEncodeAllocations(t *testing.T) {
@@ -657,5 +685,20 @@ func BenchmarkEncode(b *testing.B) {
 	for b.Loop() {
 		h := make(Headers)
 		e.Encode(h)
+	}
+}
+
+// BenchmarkDecode is decoding and validating a fact as a consumer receives
+// it.
+func BenchmarkDecode(b *testing.B) {
+	e := factEvent()
+	e.Subject, e.Time, e.TaskName, e.Run, e.Source = "task-1", time.Now(), "app.add", 1, "qtasks/node-1"
+	h := encode(e)
+	h[HeaderMsgID] = []string{"m1"}
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := Decode(h, e.Data); err != nil {
+			b.Fatal(err)
+		}
 	}
 }
