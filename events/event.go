@@ -103,41 +103,86 @@ type Event struct {
 // converts to it without copying.
 type Headers = map[string][]string
 
+// Header names of the attributes, as Encode writes them.
+const (
+	hSpecVersion   = HeaderPrefix + "specversion"
+	hID            = HeaderPrefix + "id"
+	hSource        = HeaderPrefix + "source"
+	hType          = HeaderPrefix + "type"
+	hSubject       = HeaderPrefix + "subject"
+	hTime          = HeaderPrefix + "time"
+	hTaskID        = HeaderPrefix + ExtTaskID
+	hTaskName      = HeaderPrefix + ExtTaskName
+	hTrigger       = HeaderPrefix + ExtTrigger
+	hAttempt       = HeaderPrefix + ExtAttempt
+	hRun           = HeaderPrefix + ExtRun
+	hPlugin        = HeaderPrefix + ExtPlugin
+	hPluginVersion = HeaderPrefix + ExtPluginVersion
+	hInvocation    = HeaderPrefix + ExtInvocation
+	hTimeoutMS     = HeaderPrefix + ExtTimeoutMS
+	hPluginError   = HeaderPrefix + ExtPluginError
+	hTraceParent   = HeaderPrefix + ExtTraceParent
+	hReplay        = HeaderPrefix + ExtReplay
+)
+
+// maxHeaders is how many headers Encode writes at most.
+const maxHeaders = 19
+
 // Encode writes the event's attributes as NATS headers (binary content mode)
-// into h, which must not be nil.
+// into h, which must not be nil. Every value is a one-element slice of its
+// own capacity; they share one backing array, and the formatted values (time
+// and numbers) share one string, so that encoding costs two allocations
+// besides the map's.
 func (e *Event) Encode(h Headers) {
+	// The formatted values, appended to one buffer: their ends in it.
+	var buf [64]byte
+	num := buf[:0]
+	var tEnd, aEnd, rEnd, toEnd int
+	if !e.Time.IsZero() {
+		num = e.Time.UTC().AppendFormat(num, time.RFC3339Nano)
+	}
+	tEnd = len(num)
+	if e.Attempt != 0 {
+		num = strconv.AppendInt(num, int64(e.Attempt), 10)
+	}
+	aEnd = len(num)
+	if e.Run != 0 {
+		num = strconv.AppendInt(num, int64(e.Run), 10)
+	}
+	rEnd = len(num)
+	if e.TimeoutMS != 0 {
+		num = strconv.AppendInt(num, int64(e.TimeoutMS), 10)
+	}
+	toEnd = len(num)
+	nums := string(num)
+
+	vals := make([]string, 0, maxHeaders)
 	set := func(k, v string) {
 		if v != "" {
-			h[k] = []string{v}
+			vals = append(vals, v)
+			n := len(vals)
+			h[k] = vals[n-1 : n : n]
 		}
 	}
-	set(HeaderPrefix+"specversion", SpecVersion)
-	set(HeaderPrefix+"id", e.ID)
-	set(HeaderPrefix+"source", e.Source)
-	set(HeaderPrefix+"type", e.Type)
-	set(HeaderPrefix+"subject", e.Subject)
-	if !e.Time.IsZero() {
-		set(HeaderPrefix+"time", e.Time.UTC().Format(time.RFC3339Nano))
-	}
+	set(hSpecVersion, SpecVersion)
+	set(hID, e.ID)
+	set(hSource, e.Source)
+	set(hType, e.Type)
+	set(hSubject, e.Subject)
+	set(hTime, nums[:tEnd])
 	set(HeaderContentType, e.DataContentType)
-	set(HeaderPrefix+ExtTaskID, e.TaskID)
-	set(HeaderPrefix+ExtTaskName, e.TaskName)
-	set(HeaderPrefix+ExtTrigger, e.Trigger)
-	if e.Attempt != 0 {
-		set(HeaderPrefix+ExtAttempt, strconv.Itoa(e.Attempt))
-	}
-	if e.Run != 0 {
-		set(HeaderPrefix+ExtRun, strconv.Itoa(e.Run))
-	}
-	set(HeaderPrefix+ExtPlugin, e.Plugin)
-	set(HeaderPrefix+ExtPluginVersion, e.PluginVersion)
-	set(HeaderPrefix+ExtInvocation, e.Invocation)
-	if e.TimeoutMS != 0 {
-		set(HeaderPrefix+ExtTimeoutMS, strconv.Itoa(e.TimeoutMS))
-	}
-	set(HeaderPrefix+ExtPluginError, e.PluginError)
-	set(HeaderPrefix+ExtTraceParent, e.TraceParent)
-	set(HeaderPrefix+ExtReplay, e.Replay)
+	set(hTaskID, e.TaskID)
+	set(hTaskName, e.TaskName)
+	set(hTrigger, e.Trigger)
+	set(hAttempt, nums[tEnd:aEnd])
+	set(hRun, nums[aEnd:rEnd])
+	set(hPlugin, e.Plugin)
+	set(hPluginVersion, e.PluginVersion)
+	set(hInvocation, e.Invocation)
+	set(hTimeoutMS, nums[rEnd:toEnd])
+	set(hPluginError, e.PluginError)
+	set(hTraceParent, e.TraceParent)
+	set(hReplay, e.Replay)
 }
 
 // headerGet is case-insensitive: NATS clients in other languages may
@@ -195,39 +240,38 @@ func Decode(h Headers, data []byte) (Event, error) {
 		}
 		return ""
 	}
-	g := func(k string) string { return get(h, HeaderPrefix+k) }
 	e := Event{
-		ID:              g("id"),
-		Source:          g("source"),
-		Type:            g("type"),
-		Subject:         g("subject"),
+		ID:              get(h, hID),
+		Source:          get(h, hSource),
+		Type:            get(h, hType),
+		Subject:         get(h, hSubject),
 		DataContentType: get(h, HeaderContentType),
 		Data:            data,
-		TaskID:          g(ExtTaskID),
-		TaskName:        g(ExtTaskName),
-		Trigger:         g(ExtTrigger),
-		Plugin:          g(ExtPlugin),
-		PluginVersion:   g(ExtPluginVersion),
-		Invocation:      g(ExtInvocation),
-		PluginError:     g(ExtPluginError),
-		TraceParent:     g(ExtTraceParent),
-		Replay:          g(ExtReplay),
+		TaskID:          get(h, hTaskID),
+		TaskName:        get(h, hTaskName),
+		Trigger:         get(h, hTrigger),
+		Plugin:          get(h, hPlugin),
+		PluginVersion:   get(h, hPluginVersion),
+		Invocation:      get(h, hInvocation),
+		PluginError:     get(h, hPluginError),
+		TraceParent:     get(h, hTraceParent),
+		Replay:          get(h, hReplay),
 	}
-	if v := g("specversion"); v != SpecVersion {
+	if v := get(h, hSpecVersion); v != SpecVersion {
 		return e, fmt.Errorf("%w: specversion %q, want %q", ErrInvalidEvent, v, SpecVersion)
 	}
-	if t := g("time"); t != "" {
+	if t := get(h, hTime); t != "" {
 		tm, err := time.Parse(time.RFC3339Nano, t)
 		if err != nil {
 			return e, fmt.Errorf("%w: time %q: %v", ErrInvalidEvent, t, err)
 		}
 		e.Time = tm
 	}
-	for _, f := range []struct {
-		name string
-		dst  *int
-	}{{ExtAttempt, &e.Attempt}, {ExtRun, &e.Run}, {ExtTimeoutMS, &e.TimeoutMS}} {
-		if s := g(f.name); s != "" {
+	for _, f := range [...]struct {
+		name, header string
+		dst          *int
+	}{{ExtAttempt, hAttempt, &e.Attempt}, {ExtRun, hRun, &e.Run}, {ExtTimeoutMS, hTimeoutMS, &e.TimeoutMS}} {
+		if s := get(h, f.header); s != "" {
 			n, err := strconv.Atoi(s)
 			if err != nil || n < 0 {
 				return e, fmt.Errorf("%w: %s %q is not a non-negative integer", ErrInvalidEvent, f.name, s)
@@ -236,6 +280,19 @@ func Decode(h Headers, data []byte) (Event, error) {
 		}
 	}
 	return e, e.Validate()
+}
+
+// plainSource reports whether s is made only of letters, digits and
+// "-._~/": url.Parse accepts every such string (no scheme, no escapes, no
+// colon in the first segment), so Validate need not call it.
+func plainSource(s string) bool {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '.' || c == '_' || c == '~' || c == '/') {
+			return false
+		}
+	}
+	return true
 }
 
 // Validate checks the attributes CloudEvents requires and the ones qtasks
@@ -247,8 +304,10 @@ func (e *Event) Validate() error {
 	}
 	if strings.TrimSpace(e.Source) == "" {
 		errs = append(errs, errors.New("source is empty"))
-	} else if _, err := url.Parse(e.Source); err != nil {
-		errs = append(errs, fmt.Errorf("source %q is not a URI reference", e.Source))
+	} else if !plainSource(e.Source) {
+		if _, err := url.Parse(e.Source); err != nil {
+			errs = append(errs, fmt.Errorf("source %q is not a URI reference", e.Source))
+		}
 	}
 	if !e.Time.IsZero() {
 		// Encode writes the time in UTC; RFC 3339 has four-digit years only.
@@ -259,7 +318,9 @@ func (e *Event) Validate() error {
 	if e.Subject != "" && strings.TrimSpace(e.Subject) == "" {
 		errs = append(errs, errors.New("subject is blank"))
 	}
-	if e.DataContentType != "" {
+	switch e.DataContentType {
+	case "", ContentTypeJSON, ContentTypeJSONPatch, ContentTypeMergePatch:
+	default:
 		if _, _, err := mime.ParseMediaType(e.DataContentType); err != nil {
 			errs = append(errs, fmt.Errorf("data content type %q: %v", e.DataContentType, err))
 		}

@@ -3,6 +3,7 @@ package events
 import (
 	"bytes"
 	"encoding/json"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -138,6 +139,19 @@ func TestEncodeDecodeRoundTrip(t *testing.T) {
 		require.True(t, e.Time.Equal(got.Time))
 	})
 
+	t.Run("ValuesDoNotShareCapacity", func(t *testing.T) {
+		t.Parallel()
+		// The values share one backing array: adding a value to one header
+		// (nats.Header.Add appends) must not overwrite the next one's.
+		h := encode(fullEvent())
+		h["ce-id"] = append(h["ce-id"], "extra")
+		h["ce-time"] = append(h["ce-time"], "extra")
+		want := encode(fullEvent())
+		want["ce-id"] = []string{"evt-1", "extra"}
+		want["ce-time"] = []string{"2025-03-04T05:06:07.891011121Z", "extra"}
+		require.Equal(t, want, h)
+	})
+
 	t.Run("EncodeKeepsOtherHeaders", func(t *testing.T) {
 		t.Parallel()
 		h := Headers{HeaderMsgID: {"m1"}}
@@ -148,6 +162,45 @@ func TestEncodeDecodeRoundTrip(t *testing.T) {
 		require.NoError(t, err)
 		require.Equal(t, e, got)
 	})
+}
+
+// Every source plainSource lets through is one url.Parse accepts.
+func TestPlainSource(t *testing.T) {
+	t.Parallel()
+	const alphabet = "aZ09-._~/"
+	var walk func(prefix string, depth int)
+	walk = func(prefix string, depth int) {
+		if prefix != "" {
+			require.True(t, plainSource(prefix), prefix)
+			_, err := url.Parse(prefix)
+			require.NoError(t, err, prefix)
+		}
+		if depth == 0 {
+			return
+		}
+		for i := range len(alphabet) {
+			walk(prefix+alphabet[i:i+1], depth-1)
+		}
+	}
+	walk("", 4)
+	for _, s := range []string{"qtasks/node-1", "plugin/pydantic", "//host/x", "/a/b", "a~b.c_d"} {
+		require.True(t, plainSource(s), s)
+	}
+	for _, s := range []string{"1:x", "http://x", "a b", "a%zz", "a?b", "é"} {
+		require.False(t, plainSource(s), s)
+	}
+}
+
+func TestEncodeAllocations(t *testing.T) {
+	// Not parallel: AllocsPerRun counts the whole process's allocations.
+	e := fullEvent()
+	h := make(Headers, maxHeaders)
+	allocs := testing.AllocsPerRun(100, func() {
+		clear(h)
+		e.Encode(h)
+	})
+	// The values' backing array and the formatted values' string.
+	require.LessOrEqual(t, allocs, 2.0)
 }
 
 func TestDecodeHeaderCase(t *testing.T) {
@@ -621,4 +674,31 @@ func TestErrorsAreDistinct(t *testing.T) {
 	t.Parallel()
 	require.NotErrorIs(t, ErrTooLarge, ErrInvalidEvent)
 	require.NotErrorIs(t, ErrInvalidEvent, ErrTooLarge)
+}
+
+// BenchmarkEncode is encoding a fact's attributes into a fresh header map,
+// as bus.Message does for every event (nats.NewMsg makes it unsized).
+func BenchmarkEncode(b *testing.B) {
+	e := factEvent()
+	e.Subject, e.Time, e.TaskName, e.Run = "task-1", time.Now(), "app.add", 1
+	b.ReportAllocs()
+	for b.Loop() {
+		h := make(Headers)
+		e.Encode(h)
+	}
+}
+
+// BenchmarkDecode is decoding and validating a fact as a consumer receives
+// it.
+func BenchmarkDecode(b *testing.B) {
+	e := factEvent()
+	e.Subject, e.Time, e.TaskName, e.Run, e.Source = "task-1", time.Now(), "app.add", 1, "qtasks/node-1"
+	h := encode(e)
+	h[HeaderMsgID] = []string{"m1"}
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := Decode(h, e.Data); err != nil {
+			b.Fatal(err)
+		}
+	}
 }

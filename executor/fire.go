@@ -55,39 +55,59 @@ func (f *firing) base() string {
 }
 
 // fire fires trigger with payload. For a returnable trigger it runs the
-// mutator chain and returns the patched payload; a failure under policy fail
-// returns a *PluginFailure (the fact is still recorded). For a one-way
-// trigger it returns the input.
+// mutator chain and returns the payload as patched; a failure under policy
+// fail returns a *PluginFailure (the fact is still recorded).
+//
+// fire returns nil output when the payload is unchanged: the trigger is
+// one-way, or no plugin's patch was applied. Callers then keep the values
+// they fired with. The payload is encoded only when something needs it (a
+// plugin on the chain, or a fact to record), and an unchanged payload is
+// never decoded back.
 func (f *firing) fire(ctx context.Context, trigger string, payload any) (json.RawMessage, error) {
 	t, ok := events.Lookup(trigger)
 	if !ok {
 		return nil, fmt.Errorf("firing unknown trigger %q", trigger)
 	}
+	n := f.counts[trigger]
+	f.counts[trigger] = n + 1
+	var chain []events.PluginInfo
+	if t.Returnable {
+		f.lastApplied[trigger] = false
+		if !f.nodeFac { // process-scope triggers are one-way
+			chain = f.a.b.Registry().Chain(trigger)
+		}
+	}
+	record := f.a.b.ShouldRecord(trigger)
+	if len(chain) == 0 && !record {
+		return nil, nil
+	}
 	input, err := json.Marshal(payload)
 	if err != nil {
 		return nil, fmt.Errorf("encoding payload of %s: %w", trigger, err)
 	}
-	n := f.counts[trigger]
-	f.counts[trigger] = n + 1
 	fact := events.Fact{Input: input}
-	doc := input
+	var out json.RawMessage
 	var failure error
 	if t.Returnable {
-		doc, fact.Calls, failure = f.chain(ctx, t, n, input)
+		var doc json.RawMessage
+		doc, fact.Calls, failure = f.chain(ctx, t, n, chain, input)
 		applied := false
 		for _, c := range fact.Calls {
 			applied = applied || c.Outcome == events.OutcomeApplied
 		}
 		f.lastApplied[trigger] = applied
 		fact.Output = doc
+		if applied {
+			out = doc
+		}
 		if failure != nil {
 			fact.Failed = failure.Error()
 		}
 	}
-	if len(fact.Calls) > 0 || f.a.b.ShouldRecord(trigger) {
+	if len(fact.Calls) > 0 || record {
 		f.record(trigger, n, &fact)
 	}
-	return doc, failure
+	return out, failure
 }
 
 func (f *firing) record(trigger string, n int, fact *events.Fact) {
@@ -153,23 +173,19 @@ func (f *firing) event(trigger, id string, data []byte) events.Event {
 	return ev
 }
 
-// chain runs the mutators of t over input, each seeing the payload as
-// patched by those before it.
-func (f *firing) chain(ctx context.Context, t events.Trigger, n int, input json.RawMessage) (json.RawMessage, []events.PluginCall, error) {
-	reg := f.a.b.Registry()
-	chain := reg.Chain(t.Name)
+// chain runs the mutators of t's chain over input, each seeing the payload
+// as patched by those before it.
+func (f *firing) chain(ctx context.Context, t events.Trigger, n int, chain []events.PluginInfo, input json.RawMessage) (json.RawMessage, []events.PluginCall, error) {
 	if len(chain) == 0 {
 		return input, nil, nil
 	}
+	reg := f.a.b.Registry()
 	doc := input
 	calls := make([]events.PluginCall, 0, len(chain))
 	var shadowWG sync.WaitGroup
 	var shadowMu sync.Mutex
 	var shadowCalls []events.PluginCall
 	for _, p := range chain {
-		if f.nodeFac {
-			break // process-scope triggers are one-way
-		}
 		call, next := f.invoke(ctx, t, n, p, doc, false)
 		// Shadows of p see what p saw; their patches are recorded only.
 		for _, s := range reg.Shadows(p.Name, t.Name) {

@@ -1,6 +1,7 @@
 package executor
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -43,7 +44,7 @@ func (w *worker) run(ctx context.Context, t events.Task, rev uint64, run int, re
 			return rs.finish(ctx, rs.failed(err), nil)
 		}
 	}
-	if _, err := f.fire(ctx, events.StorageAddProcess, map[string]any{"task_id": t.ID, "priority": t.Priority, "worker": a.cfg.NodeID}); err != nil {
+	if _, err := f.fire(ctx, events.StorageAddProcess, addProcessPayload{TaskID: t.ID, Priority: t.Priority, Worker: a.cfg.NodeID}); err != nil {
 		return rs.finish(ctx, rs.failed(err), nil)
 	}
 	// Intake: the record as read, then as handed to the worker.
@@ -54,9 +55,9 @@ func (w *worker) run(ctx context.Context, t events.Task, rev uint64, run int, re
 		return rs.finish(ctx, rs.failed(err), nil)
 	}
 	for _, trig := range []string{events.BrokerAddWorker, events.WorkerAdd} {
-		out, err := f.fire(ctx, trig, map[string]any{
-			"task_name": t.Name, "task_id": t.ID, "priority": rs.t.Priority,
-			"args": rs.t.Args, "kw": rs.t.Kw, "created_at": t.CreatedAt,
+		out, err := f.fire(ctx, trig, workerAddPayload{
+			TaskName: t.Name, TaskID: t.ID, Priority: rs.t.Priority,
+			Args: rs.t.Args, Kw: rs.t.Kw, CreatedAt: t.CreatedAt,
 		})
 		if err != nil {
 			return rs.finish(ctx, rs.failed(err), nil)
@@ -89,15 +90,20 @@ func (w *worker) run(ctx context.Context, t events.Task, rev uint64, run int, re
 
 	// Process.
 	model := rs.model(events.StatusProcess)
-	out, err := f.fire(ctx, events.WorkerExecuteBefore, map[string]any{"model": model})
+	out, err := f.fire(ctx, events.WorkerExecuteBefore, modelPayload{model})
 	if err != nil {
 		return rs.finish(ctx, rs.failed(err), nil)
 	}
-	model.Extra = readExtra(out, "model")
+	if out != nil {
+		model.Extra = readExtra(out, "model")
+	}
 	for _, trig := range []string{events.BrokerUpdate, events.StorageUpdate} {
-		out, err := f.fire(ctx, trig, map[string]any{"kw": map[string]any{"name": t.ID, "mapping": model}})
+		out, err := f.fire(ctx, trig, updatePayload{updateKw{Name: t.ID, Mapping: model}})
 		if err != nil {
 			return rs.finish(ctx, rs.failed(err), nil)
+		}
+		if out == nil {
+			continue
 		}
 		var p struct {
 			Kw struct {
@@ -115,13 +121,13 @@ func (w *worker) run(ctx context.Context, t events.Task, rev uint64, run int, re
 	// the task and its final record see it.
 	rs.t.Extra = model.Extra
 
-	out, err = f.fire(ctx, events.WorkerRunTaskBefore, map[string]any{
-		"task_func": map[string]any{
-			"name": def.name, "priority": def.opts.Priority, "retry": def.opts.Retry,
-			"max_time_ms": def.opts.MaxTime.Milliseconds(), "tags": def.opts.Tags,
-			"description": def.opts.Description, "generating": def.seq,
+	out, err = f.fire(ctx, events.WorkerRunTaskBefore, runTaskBeforePayload{
+		TaskFunc: taskFuncInfo{
+			Name: def.name, Priority: def.opts.Priority, Retry: def.opts.Retry,
+			MaxTimeMS: def.opts.MaxTime.Milliseconds(), Tags: def.opts.Tags,
+			Description: def.opts.Description, Generating: def.seq,
 		},
-		"task_broker": map[string]any{"id": t.ID, "priority": rs.t.Priority, "args": rs.t.Args, "kw": rs.t.Kw},
+		TaskBroker: taskBroker{ID: t.ID, Priority: rs.t.Priority, Args: rs.t.Args, Kw: rs.t.Kw},
 	})
 	if err != nil {
 		return rs.finish(ctx, rs.failed(err), nil)
@@ -153,9 +159,10 @@ func (rs *runState) execute(ctx context.Context) (events.Task, error) {
 			return
 		}
 		closeFired = true
-		p := map[string]any{"task_id": rs.t.ID, "status": status}
+		p := closePayload{TaskID: rs.t.ID, Status: status}
 		if err != nil {
-			p["error"] = err.Error()
+			msg := err.Error()
+			p.Error = &msg
 		}
 		_, _ = f.fire(ctx, events.TaskExecutorTaskClose, p)
 	}
@@ -165,7 +172,7 @@ func (rs *runState) execute(ctx context.Context) (events.Task, error) {
 		return final, err
 	}
 
-	if _, err := f.fire(ctx, events.TaskExecutorMiddlewaresExecute, map[string]any{"phase": "before", "middlewares": len(def.opts.MiddlewaresBefore)}); err != nil {
+	if _, err := f.fire(ctx, events.TaskExecutorMiddlewaresExecute, middlewaresPayload{Phase: "before", Middlewares: len(def.opts.MiddlewaresBefore)}); err != nil {
 		return fail(err)
 	}
 	for i, mw := range def.opts.MiddlewaresBefore {
@@ -173,7 +180,7 @@ func (rs *runState) execute(ctx context.Context) (events.Task, error) {
 			return fail(fmt.Errorf("before-middleware %d: %w", i, err))
 		}
 	}
-	out, err := f.fire(ctx, events.TaskExecutorArgsReplace, map[string]any{"args": rs.t.Args, "kw": rs.t.Kw})
+	out, err := f.fire(ctx, events.TaskExecutorArgsReplace, argsPayload{Args: rs.t.Args, Kw: rs.t.Kw})
 	if err != nil {
 		return fail(err)
 	}
@@ -181,11 +188,13 @@ func (rs *runState) execute(ctx context.Context) (events.Task, error) {
 		Args json.RawMessage `json:"args"`
 		Kw   json.RawMessage `json:"kw"`
 	}
-	if err := json.Unmarshal(out, &av); err != nil {
+	if out == nil {
+		av.Args, av.Kw = rs.t.Args, rs.t.Kw
+	} else if err := json.Unmarshal(out, &av); err != nil {
 		return fail(fmt.Errorf("reading replaced arguments: %w", err))
 	}
 	args, kw := orEmpty(av.Args, "[]"), orEmpty(av.Kw, "{}")
-	if _, err := f.fire(ctx, events.TaskExecutorBeforeExecute, map[string]any{"task_id": rs.t.ID}); err != nil {
+	if _, err := f.fire(ctx, events.TaskExecutorBeforeExecute, taskIDPayload{rs.t.ID}); err != nil {
 		return fail(err)
 	}
 
@@ -197,13 +206,17 @@ func (rs *runState) execute(ctx context.Context) (events.Task, error) {
 		if err != nil {
 			return fail(err)
 		}
+		if out == nil && results != nil {
+			// The items come from json.Marshal: compact, valid.
+			out = mustJSON(map[string]any{"results": results})
+		}
 		result = readKey(out, "results")
 	case err == nil:
-		out, err := f.fire(ctx, events.TaskExecutorRunTask, map[string]any{"result": result})
+		out, err := f.fire(ctx, events.TaskExecutorRunTask, resultPayload{result})
 		if err != nil {
 			return fail(err)
 		}
-		result = readKey(out, "result")
+		result = resultOf(out, "result", result)
 	case errors.As(err, &pte):
 		p := map[string]any{"reason": pte.Reason, "kw": pte.Kw, "result": nil}
 		out, ferr := f.fire(ctx, events.TaskExecutorRunTaskTriggerError, p)
@@ -213,20 +226,20 @@ func (rs *runState) execute(ctx context.Context) (events.Task, error) {
 		if !rs.handled(events.TaskExecutorRunTaskTriggerError) {
 			return fail(err)
 		}
-		result = readKey(out, "result")
+		result = resultOf(out, "result", nil)
 	default:
 		return fail(err)
 	}
 
-	if _, err := f.fire(ctx, events.TaskExecutorAfterExecute, map[string]any{"task_id": rs.t.ID}); err != nil {
+	if _, err := f.fire(ctx, events.TaskExecutorAfterExecute, taskIDPayload{rs.t.ID}); err != nil {
 		return fail(err)
 	}
-	out, err = f.fire(ctx, events.TaskExecutorAfterExecuteResultReplace, map[string]any{"result": result})
+	out, err = f.fire(ctx, events.TaskExecutorAfterExecuteResultReplace, resultPayload{result})
 	if err != nil {
 		return fail(err)
 	}
-	result = readKey(out, "result")
-	if _, err := f.fire(ctx, events.TaskExecutorMiddlewaresExecute, map[string]any{"phase": "after", "middlewares": len(def.opts.MiddlewaresAfter)}); err != nil {
+	result = resultOf(out, "result", result)
+	if _, err := f.fire(ctx, events.TaskExecutorMiddlewaresExecute, middlewaresPayload{Phase: "after", Middlewares: len(def.opts.MiddlewaresAfter)}); err != nil {
 		return fail(err)
 	}
 	for i, mw := range def.opts.MiddlewaresAfter {
@@ -246,11 +259,18 @@ func (rs *runState) execute(ctx context.Context) (events.Task, error) {
 		}
 		result = r
 	}
-	out, err = f.fire(ctx, events.TaskExecutorDecode, map[string]any{"result": result})
+	if len(def.opts.MiddlewaresAfter) > 0 || def.opts.Decode != nil {
+		// What they return is the result as written, compact (as it would
+		// be read back from an encoded payload).
+		if result, err = compactJSON(result); err != nil {
+			return fail(fmt.Errorf("encoding payload of %s: the result is not JSON: %w", events.TaskExecutorDecode, err))
+		}
+	}
+	out, err = f.fire(ctx, events.TaskExecutorDecode, resultPayload{result})
 	if err != nil {
 		return fail(err)
 	}
-	result = readKey(out, "result")
+	result = resultOf(out, "result", result)
 	if len(result) > events.MaxPayloadSize {
 		return fail(fmt.Errorf("result is %d bytes, at most %d: %w", len(result), events.MaxPayloadSize, events.ErrTooLarge))
 	}
@@ -355,6 +375,10 @@ func (rs *runState) fireModel(ctx context.Context, trigger, key string) error {
 	if err != nil {
 		return err
 	}
+	if out == nil {
+		rs.t.Args, rs.t.Kw = orEmpty(rs.t.Args, "[]"), orEmpty(rs.t.Kw, "{}")
+		return nil
+	}
 	var m map[string]events.Task
 	if err := json.Unmarshal(out, &m); err != nil {
 		return fmt.Errorf("reading patched %s: %w", trigger, err)
@@ -365,8 +389,12 @@ func (rs *runState) fireModel(ctx context.Context, trigger, key string) error {
 }
 
 // takeArgs reads patched args, kw and priority from out (under key, or at
-// the top level when key is empty).
+// the top level when key is empty); nil out leaves them as they are.
 func (rs *runState) takeArgs(out json.RawMessage, key string) error {
+	if out == nil {
+		rs.t.Args, rs.t.Kw = orEmpty(rs.t.Args, "[]"), orEmpty(rs.t.Kw, "{}")
+		return nil
+	}
 	if key != "" {
 		out = readKey(out, key)
 	}
@@ -395,6 +423,35 @@ func readKey(out json.RawMessage, key string) json.RawMessage {
 		return nil
 	}
 	return v
+}
+
+// resultOf is the value under key of a trigger's output, as readKey reads
+// it; when the output is nil (unchanged), it is v, the compact JSON value the
+// trigger fired with under key, read the same way.
+func resultOf(out json.RawMessage, key string, v json.RawMessage) json.RawMessage {
+	if out != nil {
+		return readKey(out, key)
+	}
+	if string(v) == "null" {
+		return nil
+	}
+	return v
+}
+
+// compactJSON returns v without insignificant space, as json.Marshal writes
+// a json.RawMessage, or an error if v is not JSON. Empty v stays empty.
+func compactJSON(v json.RawMessage) (json.RawMessage, error) {
+	if len(v) == 0 {
+		return v, nil
+	}
+	var b bytes.Buffer
+	if err := json.Compact(&b, v); err != nil {
+		return nil, err
+	}
+	if b.Len() == len(v) {
+		return v, nil
+	}
+	return b.Bytes(), nil
 }
 
 func readExtra(out json.RawMessage, key string) map[string]json.RawMessage {
@@ -451,7 +508,13 @@ func (rs *runState) finish(ctx context.Context, final events.Task, taskErr error
 					DelayMS int64  `json:"delay_ms"`
 				} `json:"model"`
 			}
-			switch uerr := json.Unmarshal(out, &m); {
+			var uerr error
+			if out == nil {
+				m.Model.Status, m.Model.DelayMS = retry.Status, retry.DelayMS
+			} else {
+				uerr = json.Unmarshal(out, &m)
+			}
+			switch {
 			case uerr != nil:
 				final.Reason = fmt.Sprintf("no retry: reading the output of %s: %v", events.WorkerTaskErrorRetry, uerr)
 			case m.Model.Status == events.StatusRetry:
@@ -465,13 +528,16 @@ func (rs *runState) finish(ctx context.Context, final events.Task, taskErr error
 		}
 	}
 	for _, trig := range []string{events.WorkerRemoveFinishedTask, events.BrokerRemoveFinishedTask} {
-		out, err := f.fire(ctx, trig, map[string]any{"model": final})
+		out, err := f.fire(ctx, trig, modelPayload{final})
 		if err != nil {
 			final.Status, final.Reason = events.StatusError, err.Error()
 			if final.Error == "" {
 				final.Error = err.Error()
 			}
 			final.Result = nil
+			continue
+		}
+		if out == nil {
 			continue
 		}
 		var m map[string]events.Task
@@ -497,11 +563,11 @@ func (rs *runState) finish(ctx context.Context, final events.Task, taskErr error
 			return err
 		}
 	}
-	if err := rs.w.finishDecided(ctx, final); err != nil {
+	if err := rs.w.finishDecided(ctx, final, rs.rev); err != nil {
 		return err
 	}
 	if rs.def != nil {
-		_, _ = f.fire(ctx, events.WorkerExecuteAfter, map[string]any{"model": final})
+		_, _ = f.fire(ctx, events.WorkerExecuteAfter, modelPayload{final})
 	}
 	return f.acks.Wait(context.WithoutCancel(ctx))
 }

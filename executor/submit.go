@@ -157,9 +157,12 @@ func (a *App) Submit(ctx context.Context, name string, input any, opts *SubmitOp
 	if err != nil {
 		return fail(err)
 	}
-	var b before
-	if err := json.Unmarshal(out, &b); err != nil {
-		return fail(fmt.Errorf("%s output: %w", events.QTasksAddTaskBeforeBroker, err))
+	b := before{name, t.Priority, t.Args, t.Kw, t.Extra}
+	if out != nil {
+		b = before{}
+		if err := json.Unmarshal(out, &b); err != nil {
+			return fail(fmt.Errorf("%s output: %w", events.QTasksAddTaskBeforeBroker, err))
+		}
 	}
 	if b.TaskName != "" && b.TaskName != t.Name {
 		if !events.ValidToken(b.TaskName) {
@@ -175,14 +178,14 @@ func (a *App) Submit(ctx context.Context, name string, input any, opts *SubmitOp
 	}
 
 	// broker_add_before: the new record.
-	if out, err = f.fire(ctx, events.BrokerAddBefore, map[string]any{"model": &t}); err != nil {
+	if out, err = f.fire(ctx, events.BrokerAddBefore, modelPayload{t}); err != nil {
 		return fail(err)
 	}
 	if err := takeModel(out, "model", &t); err != nil {
 		return fail(err)
 	}
 	// storage_add: the record is stored with status new.
-	if out, err = f.fire(ctx, events.StorageAdd, map[string]any{"uuid": t.ID, "task_status": &t}); err != nil {
+	if out, err = f.fire(ctx, events.StorageAdd, storageAddPayload{UUID: t.ID, TaskStatus: &t}); err != nil {
 		return fail(err)
 	}
 	if err := takeModel(out, "task_status", &t); err != nil {
@@ -200,11 +203,11 @@ func (a *App) Submit(ctx context.Context, name string, input any, opts *SubmitOp
 	if err := a.b.Enqueue(ctx, t, a.source); err != nil {
 		return fail(err)
 	}
-	if _, err := f.fire(ctx, events.BrokerAddAfter, map[string]any{"model": &t}); err != nil {
+	if _, err := f.fire(ctx, events.BrokerAddAfter, modelPayload{t}); err != nil {
 		return fail(err)
 	}
-	if _, err := f.fire(ctx, events.QTasksAddTaskAfterBroker, map[string]any{
-		"task_id": t.ID, "task_name": t.Name, "priority": t.Priority, "args": t.Args, "kw": t.Kw,
+	if _, err := f.fire(ctx, events.QTasksAddTaskAfterBroker, afterBrokerPayload{
+		TaskID: t.ID, TaskName: t.Name, Priority: t.Priority, Args: t.Args, Kw: t.Kw,
 	}); err != nil {
 		return fail(err)
 	}
@@ -271,9 +274,12 @@ func orEmpty(b json.RawMessage, empty string) json.RawMessage {
 }
 
 // takeModel reads back the patchable fields of the record at key of a
-// trigger's output. Identity fields are not patchable (the trigger contract
-// forbids it), so they are kept from t.
+// trigger's output; nil out (unchanged) keeps them. Identity fields are not
+// patchable (the trigger contract forbids it), so they are kept from t.
 func takeModel(out json.RawMessage, key string, t *events.Task) error {
+	if out == nil {
+		return nil
+	}
 	var m map[string]json.RawMessage
 	if err := json.Unmarshal(out, &m); err != nil {
 		return fmt.Errorf("reading patched payload: %w", err)

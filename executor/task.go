@@ -178,7 +178,7 @@ func decodeInput[T any](args, kw json.RawMessage) (T, error) {
 		k = t.Elem().Kind()
 	}
 	var list []json.RawMessage
-	if len(args) > 0 {
+	if len(args) > 0 && string(args) != "[]" {
 		if err := json.Unmarshal(args, &list); err != nil {
 			return in, fmt.Errorf("%w: args is not a JSON array: %w", ErrBadArguments, err)
 		}
@@ -186,7 +186,7 @@ func decodeInput[T any](args, kw json.RawMessage) (T, error) {
 	switch {
 	case k == reflect.Slice || k == reflect.Array:
 		src, what = args, "args"
-	case isEmptyObject(kw) && len(list) == 1:
+	case len(list) == 1 && isEmptyObject(kw):
 		// A single positional argument stands for the whole input.
 		src, what = list[0], "args[0]"
 	case len(list) > 0:

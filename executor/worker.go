@@ -316,7 +316,7 @@ func (w *worker) process(it *item) {
 			_ = it.m.NakWithDelay(time.Second)
 			return
 		} else if ok {
-			if err := w.finishDecided(ctx, final); err != nil {
+			if err := w.finishDecided(ctx, final, rec.Revision); err != nil {
 				a.log.Error("completing a decided task", "task_id", t.ID, "err", err)
 				_ = it.m.Nak()
 				return
@@ -343,7 +343,7 @@ func (w *worker) process(it *item) {
 	case rec.Task.Attempt == t.Attempt && events.FinalStatus(rec.Task.Status):
 		// A previous run decided this attempt but died before acking:
 		// finish its bookkeeping (idempotently) and drop the message.
-		if err := w.finishDecided(ctx, rec.Task); err != nil {
+		if err := w.finishDecided(ctx, rec.Task, 0); err != nil {
 			a.log.Error("completing a decided task", "task_id", t.ID, "err", err)
 			_ = it.m.Nak()
 			return
@@ -376,16 +376,20 @@ func (w *worker) process(it *item) {
 		_ = it.m.Nak()
 		return
 	}
-	if err := it.m.DoubleAck(context.WithoutCancel(ctx)); err != nil {
+	// A plain ack, not waited for: should it be lost, the message comes
+	// back after the ack wait, and the redelivery finds the attempt decided
+	// (its final fact is in the log) and only acks it.
+	if err := it.m.Ack(); err != nil {
 		a.log.Warn("acking task", "task_id", t.ID, "err", err)
 	}
 }
 
 // finishDecided completes the bookkeeping of an attempt whose final fact is
 // in the log: the task record, and the next attempt of a retried task. Both
-// steps are idempotent.
-func (w *worker) finishDecided(ctx context.Context, final events.Task) error {
-	if err := w.storeFinal(ctx, final); err != nil {
+// steps are idempotent. rev is the record's revision as the caller last
+// wrote it, 0 if unknown (see storeFinal).
+func (w *worker) finishDecided(ctx context.Context, final events.Task, rev uint64) error {
+	if err := w.storeFinal(ctx, final, rev); err != nil {
 		return err
 	}
 	if final.Status == events.StatusRetry {
@@ -465,19 +469,27 @@ func finalModel(s bus.Stored) (events.Task, error) {
 }
 
 // storeFinal writes a decided final record to the task record, unless the
-// record already moved on to a later attempt.
-func (w *worker) storeFinal(ctx context.Context, final events.Task) error {
+// record already moved on to a later attempt or holds this final status.
+// With rev > 0, the revision this run last wrote, the record is written
+// against it without reading it first: if nobody wrote since, it is this
+// attempt's, not final. It is read only when rev is 0 or the write
+// conflicts.
+func (w *worker) storeFinal(ctx context.Context, final events.Task, rev uint64) error {
 	b := w.a.b
 	for {
-		rec, err := b.GetTask(ctx, final.ID)
-		if err != nil {
-			return err
+		if rev == 0 {
+			rec, err := b.GetTask(ctx, final.ID)
+			if err != nil {
+				return err
+			}
+			if rec.Task.Attempt > final.Attempt || (rec.Task.Attempt == final.Attempt && rec.Task.Status == final.Status) {
+				return nil
+			}
+			rev = rec.Revision
 		}
-		if rec.Task.Attempt > final.Attempt || (rec.Task.Attempt == final.Attempt && rec.Task.Status == final.Status) {
-			return nil
-		}
-		_, err = b.UpdateTask(ctx, final, rec.Revision)
+		_, err := b.UpdateTask(ctx, final, rev)
 		if errors.Is(err, bus.ErrConflict) {
+			rev = 0
 			continue
 		}
 		return err
@@ -505,7 +517,7 @@ func nextAttempt(t events.Task, now time.Time) events.Task {
 // first is stored: decided reports whether that was this one, and seq is
 // where the deciding fact is.
 func (w *worker) publishFinal(ctx context.Context, f *firing, final events.Task) (decided bool, seq uint64, err error) {
-	fact := events.Fact{Input: mustJSON(map[string]any{"model": final})}
+	fact := events.Fact{Input: mustJSON(modelPayload{final})}
 	data, err := fact.AppendJSON(nil)
 	if err != nil {
 		return false, 0, err
