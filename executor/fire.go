@@ -96,7 +96,11 @@ func (f *firing) fire(ctx context.Context, trigger string, payload any) (json.Ra
 			applied = applied || c.Outcome == events.OutcomeApplied
 		}
 		f.lastApplied[trigger] = applied
-		fact.Output = doc
+		// Without a call the output is the input: a fact leaves it out
+		// (PROTOCOL.md §7.3), which is a sixth of a recorded task's bytes.
+		if len(fact.Calls) > 0 {
+			fact.Output = doc
+		}
 		if applied {
 			out = doc
 		}
