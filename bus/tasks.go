@@ -67,6 +67,22 @@ func (b *Bus) GetTask(ctx context.Context, id string) (TaskRecord, error) {
 	return TaskRecord{Task: t, Revision: e.Revision()}, nil
 }
 
+// DeleteTask removes a task's record if it is still at revision rev; a
+// later CreateTask may make it again.
+func (b *Bus) DeleteTask(ctx context.Context, id string, rev uint64) error {
+	if !events.ValidToken(id) {
+		return fmt.Errorf("%w: invalid id %q", ErrTaskNotFound, id)
+	}
+	if err := b.taskKV.Delete(ctx, id, jetstream.LastRevision(rev)); err != nil {
+		var apiErr *jetstream.APIError
+		if errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence {
+			return fmt.Errorf("%w: %s", ErrConflict, id)
+		}
+		return fmt.Errorf("deleting task %s: %w", id, err)
+	}
+	return nil
+}
+
 // ErrConflict is returned by UpdateTask when the record changed since it was
 // read.
 var ErrConflict = errors.New("task record changed concurrently")

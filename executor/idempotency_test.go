@@ -7,6 +7,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/qtasks/qtasks-go/bus"
 	"github.com/qtasks/qtasks-go/bus/bustest"
 	"github.com/qtasks/qtasks-go/events"
 	"github.com/qtasks/qtasks-go/executor"
@@ -150,4 +151,35 @@ func (c *runCounter) get(id string) int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.n[id]
+}
+
+// A submission whose task message cannot be queued takes its record back:
+// otherwise the record would never run, and a resubmission of the key would
+// return it as accepted.
+func TestSubmitUnqueuedLeavesNoRecord(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
+	defer cancel()
+	b := bustest.Open(t, nil)
+	app := newApp(t, b, nil)
+	executor.MustRegister(app, "add", func(_ context.Context, in addArgs) (int, error) { return in.A + in.B, nil }, nil)
+	opts := &executor.SubmitOptions{IdempotencyKey: "order-42"}
+
+	// Nothing can be queued while the task stream is gone.
+	require.NoError(t, b.JetStream().DeleteStream(ctx, bus.StreamTasks))
+	_, err := app.Submit(ctx, "add", addArgs{A: 1, B: 2}, opts)
+	require.Error(t, err)
+	added := bustest.Events(t, b, events.FactSubject(events.StorageAdd, "*"))
+	require.Len(t, added, 1, "the submission got as far as the record")
+	_, err = b.GetTask(ctx, added[0].Event.TaskID)
+	require.ErrorIs(t, err, bus.ErrTaskNotFound, "and took it back")
+
+	// Back to normal (another executor provisions the stream again), the
+	// same key is a new submission, and it runs.
+	bustest.Open(t, &bus.Config{URL: b.ClientURL()})
+	start(t, app)
+	sub := submit(t, app, "add", addArgs{A: 1, B: 2}, opts)
+	require.Equal(t, added[0].Event.TaskID, sub.ID)
+	got := waitTask(t, app, sub.ID)
+	require.Equal(t, events.StatusSuccess, got.Status, got.Error)
 }

@@ -201,6 +201,11 @@ func (a *App) Submit(ctx context.Context, name string, input any, opts *SubmitOp
 		return rec.Task, nil
 	}
 	if err := a.b.Enqueue(ctx, t, a.source); err != nil {
+		// A record with no task message would never run, and a resubmission
+		// of its idempotency key would return it as accepted: take it back.
+		if derr := a.b.DeleteTask(context.WithoutCancel(ctx), t.ID, rec.Revision); derr != nil {
+			err = errors.Join(err, fmt.Errorf("taking back the record of the unqueued task %s: %w", t.ID, derr))
+		}
 		return fail(err)
 	}
 	if _, err := f.fire(ctx, events.BrokerAddAfter, modelPayload{t}); err != nil {
