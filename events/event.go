@@ -247,8 +247,10 @@ func (e *Event) Validate() error {
 	}
 	if strings.TrimSpace(e.Source) == "" {
 		errs = append(errs, errors.New("source is empty"))
-	} else if _, err := url.Parse(e.Source); err != nil {
-		errs = append(errs, fmt.Errorf("source %q is not a URI reference", e.Source))
+	} else if !plainSource(e.Source) {
+		if _, err := url.Parse(e.Source); err != nil {
+			errs = append(errs, fmt.Errorf("source %q is not a URI reference", e.Source))
+		}
 	}
 	if !e.Time.IsZero() {
 		// Encode writes the time in UTC; RFC 3339 has four-digit years only.
@@ -259,7 +261,7 @@ func (e *Event) Validate() error {
 	if e.Subject != "" && strings.TrimSpace(e.Subject) == "" {
 		errs = append(errs, errors.New("subject is blank"))
 	}
-	if e.DataContentType != "" {
+	if e.DataContentType != "" && !plainContentType(e.DataContentType) {
 		if _, _, err := mime.ParseMediaType(e.DataContentType); err != nil {
 			errs = append(errs, fmt.Errorf("data content type %q: %v", e.DataContentType, err))
 		}
@@ -309,4 +311,29 @@ func (e *Event) Validate() error {
 		return fmt.Errorf("%w: %w", ErrInvalidEvent, errors.Join(errs...))
 	}
 	return nil
+}
+
+// plainSource reports whether source is a relative reference that
+// url.Parse accepts without parsing it: no scheme, authority, query,
+// fragment or escape, only unreserved characters and slashes, as the
+// sources qtasks writes ("qtasks/NODE", "qtasks/plugin/NAME"). Validate
+// runs for every event the projection reads.
+func plainSource(s string) bool {
+	if strings.HasPrefix(s, "//") {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '.' || c == '_' ||
+			c == '~' || c == '/') {
+			return false
+		}
+	}
+	return true
+}
+
+// plainContentType reports whether ct is one of the content types qtasks
+// writes, which mime.ParseMediaType accepts.
+func plainContentType(ct string) bool {
+	return ct == ContentTypeJSON || ct == ContentTypeJSONPatch || ct == ContentTypeMergePatch
 }
