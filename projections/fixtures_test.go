@@ -33,6 +33,7 @@ const (
 	logFixture    = "testdata/replay/scenario/events.jsonl" // projectionstest.ScenarioLog()
 	goldenFixture = "testdata/replay/scenario/want.golden"
 	v1Fixture     = "testdata/migrate/v1/db.sql"
+	v2Fixture     = "testdata/migrate/v2/db.sql"
 )
 
 func writeFile(t *testing.T, path string, data []byte) {
@@ -41,19 +42,20 @@ func writeFile(t *testing.T, path string, data []byte) {
 	require.NoError(t, os.WriteFile(path, data, 0o644))
 }
 
-// exportV1 writes the content of db's schema version 1 tables as an SQL
-// script: the database a version 1 projector would have left.
-func exportV1(t *testing.T, path string) []byte {
+// exportSchema writes the content of db's tables among objects (those of
+// schema version, in creation order) as an SQL script: the database a
+// projector of that version would have left.
+func exportSchema(t *testing.T, path string, version int, objects []string) []byte {
 	t.Helper()
 	ctx := ctxFor(t)
 	db, err := sql.Open("sqlite3", "file:"+path+"?mode=ro")
 	require.NoError(t, err)
 	defer db.Close()
 	var out bytes.Buffer
-	out.WriteString("-- A projection database of schema version 1, written by `go test ./projections/ -run TestFixtures -update`:\n")
-	out.WriteString("-- the first half of ../../replay/scenario/events.jsonl. Do not edit.\nBEGIN;\n")
+	fmt.Fprintf(&out, "-- A projection database of schema version %d, written by `go test ./projections/ -run TestFixtures -update`\n", version)
+	fmt.Fprintf(&out, "-- when it was the current version: the first half of ../../replay/scenario/events.jsonl. Do not edit.\nBEGIN;\n")
 	var tables []string
-	for _, name := range projections.SchemaV1Objects {
+	for _, name := range objects {
 		var typ, ddl string
 		require.NoError(t, db.QueryRowContext(ctx, `SELECT type, sql FROM sqlite_master WHERE name = ?`, name).Scan(&typ, &ddl))
 		out.WriteString(ddl + ";\n")
@@ -74,7 +76,7 @@ func exportV1(t *testing.T, path string) []byte {
 		require.NoError(t, rows.Close())
 		q := fmt.Sprintf(`SELECT 'INSERT INTO %s VALUES (' || %s || ');' FROM %s`, tbl, strings.Join(quoted, " || ', ' || "), tbl)
 		if tbl == "schema_migrations" {
-			q += " WHERE version <= 1"
+			q += fmt.Sprintf(" WHERE version <= %d", version)
 		}
 		q += " ORDER BY 1"
 		rows, err = db.QueryContext(ctx, q)
@@ -119,7 +121,7 @@ func TestFixtures(t *testing.T) {
 	half := filepath.Join(t.TempDir(), "half.db")
 	_, err := projections.Build(ctxFor(t), b, half, &projections.BuildConfig{To: uint64(len(msgs) / 2)})
 	require.NoError(t, err)
-	writeFile(t, v1Fixture, exportV1(t, half))
+	writeFile(t, v2Fixture, exportSchema(t, half, 2, projections.SchemaV2Objects))
 	t.Logf("wrote %d events", len(msgs))
 }
 
