@@ -166,19 +166,19 @@ var statements = [stCount]string{
 	stGetKey:  `SELECT key FROM task_keys WHERE id = ?`,
 	stInsKey:  `INSERT INTO task_keys (key, id) VALUES (?, ?) ON CONFLICT (id) DO NOTHING`,
 	stMaxKey:  `SELECT coalesce(max(key), 0) FROM task_keys`,
-	stGetTask: `SELECT attempt, status FROM tasks WHERE id = ?`,
-	stInsTask: `INSERT INTO tasks (id, name, queue, priority, status, attempt, retries_left, args_submitted, kw_submitted,
+	stGetTask: `SELECT attempt, status FROM tasks WHERE key = ?`,
+	stInsTask: `INSERT INTO tasks (key, id, name, queue, priority, status, attempt, retries_left, args_submitted, kw_submitted,
 		args_executed, kw_executed, result, error, reason, retry_parent, retry_child, worker, tags, extra, idempotency_key,
 		trace, created_at, queued_at, started_at, executed_at, finished_at, updated_at, first_seq, last_seq)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-	stTag:        `INSERT OR IGNORE INTO task_tags (tag, task_id) VALUES (?, ?)`,
-	stGetAttempt: `SELECT ` + attemptColumns + ` FROM attempts WHERE task_id = ? AND attempt = ?`,
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+	stTag:        `INSERT OR IGNORE INTO task_tags (tag, task_key) VALUES (?, ?)`,
+	stGetAttempt: `SELECT ` + attemptColumns + ` FROM attempts WHERE task_key = ? AND attempt = ?`,
 	stInsAttempt: `INSERT INTO attempts (` + attemptColumns + `) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 	stPutAttempt: `UPDATE attempts SET status = ?, worker = ?, runs = ?, queued_at = ?, started_at = ?, executed_at = ?,
 		finished_at = ?, result = ?, error = ?, reason = ?, retry_parent = ?, retry_child = ?, final_seq = ?
-		WHERE task_id = ? AND attempt = ?`,
-	stBlameClear: `DELETE FROM field_blame WHERE task_id = ? AND path > ? AND path < ?`,
-	stBlame: `INSERT OR REPLACE INTO field_blame (task_id, path, plugin, version, seq, idx, trigger, attempt, op, value)
+		WHERE task_key = ? AND attempt = ?`,
+	stBlameClear: `DELETE FROM field_blame WHERE task_key = ? AND path > ? AND path < ?`,
+	stBlame: `INSERT OR REPLACE INTO field_blame (task_key, path, plugin, version, seq, idx, trigger, attempt, op, value)
 		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 }
 
@@ -537,10 +537,10 @@ func (a *txApplier) write(p *Prepared) (rejected bool, err error) {
 	}
 	for _, b := range p.blame {
 		// A change of a field supersedes what was said about its parts.
-		if err := a.exec(stBlameClear, ev.TaskID, b.path+"/", b.path+"0"); err != nil {
+		if err := a.exec(stBlameClear, key, b.path+"/", b.path+"0"); err != nil {
 			return false, err
 		}
-		if err := a.exec(stBlame, ev.TaskID, b.path, b.call.Plugin, b.call.Version, seq, b.idx, t.Name, ev.Attempt, b.op,
+		if err := a.exec(stBlame, key, b.path, b.call.Plugin, b.call.Version, seq, b.idx, t.Name, ev.Attempt, b.op,
 			nullText(b.value)); err != nil {
 			return false, err
 		}
@@ -925,12 +925,12 @@ type taskState struct {
 // history.
 const maxCachedTasks = 4096
 
-func (a *txApplier) taskState(id string) (taskState, error) {
+func (a *txApplier) taskState(id string, key int64) (taskState, error) {
 	if st, ok := a.ap.tasks[id]; ok {
 		return st, nil
 	}
 	var st taskState
-	row, err := a.query(stGetTask, id)
+	row, err := a.query(stGetTask, key)
 	if err != nil {
 		return st, fmt.Errorf("reading task %s: %w", id, err)
 	}
