@@ -206,6 +206,8 @@ func TestMigrateFromV2(t *testing.T) {
 	require.NoError(t, err)
 	require.NoError(t, raw.Close())
 
+	// The fixture is what exportSchema writes of it: nothing lost loading it.
+	require.Equal(t, string(script), string(exportSchema(t, path, 2, projections.SchemaV2Objects)))
 	_, err = projections.Open(ctxFor(t), path, &projections.Options{ReadOnly: true})
 	require.ErrorIs(t, err, projections.ErrSchemaOutdated)
 	v2 := openV1(t, path)
