@@ -282,19 +282,6 @@ func Decode(h Headers, data []byte) (Event, error) {
 	return e, e.Validate()
 }
 
-// plainSource reports whether s is made only of letters, digits and
-// "-._~/": url.Parse accepts every such string (no scheme, no escapes, no
-// colon in the first segment), so Validate need not call it.
-func plainSource(s string) bool {
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '.' || c == '_' || c == '~' || c == '/') {
-			return false
-		}
-	}
-	return true
-}
-
 // Validate checks the attributes CloudEvents requires and the ones qtasks
 // relies on for the event's type.
 func (e *Event) Validate() error {
@@ -318,9 +305,7 @@ func (e *Event) Validate() error {
 	if e.Subject != "" && strings.TrimSpace(e.Subject) == "" {
 		errs = append(errs, errors.New("subject is blank"))
 	}
-	switch e.DataContentType {
-	case "", ContentTypeJSON, ContentTypeJSONPatch, ContentTypeMergePatch:
-	default:
+	if e.DataContentType != "" && !plainContentType(e.DataContentType) {
 		if _, _, err := mime.ParseMediaType(e.DataContentType); err != nil {
 			errs = append(errs, fmt.Errorf("data content type %q: %v", e.DataContentType, err))
 		}
@@ -370,4 +355,26 @@ func (e *Event) Validate() error {
 		return fmt.Errorf("%w: %w", ErrInvalidEvent, errors.Join(errs...))
 	}
 	return nil
+}
+
+// plainSource reports whether s is made only of letters, digits and
+// "-._~/", as the sources qtasks writes are ("qtasks/NODE",
+// "qtasks/plugin/NAME"): url.Parse accepts every such string (no scheme,
+// query, fragment or escape), so Validate, which runs for every event the
+// projection reads, need not call it.
+func plainSource(s string) bool {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '.' || c == '_' ||
+			c == '~' || c == '/') {
+			return false
+		}
+	}
+	return true
+}
+
+// plainContentType reports whether ct is one of the content types qtasks
+// writes, which mime.ParseMediaType accepts.
+func plainContentType(ct string) bool {
+	return ct == ContentTypeJSON || ct == ContentTypeJSONPatch || ct == ContentTypeMergePatch
 }

@@ -10,6 +10,8 @@ import (
 	"io"
 	"strings"
 	"time"
+	"unicode/utf8"
+	"unsafe"
 
 	"github.com/qtasks/qtasks-go/bus"
 	"github.com/qtasks/qtasks-go/events"
@@ -164,19 +166,19 @@ var statements = [stCount]string{
 	stGetKey:  `SELECT key FROM task_keys WHERE id = ?`,
 	stInsKey:  `INSERT INTO task_keys (key, id) VALUES (?, ?) ON CONFLICT (id) DO NOTHING`,
 	stMaxKey:  `SELECT coalesce(max(key), 0) FROM task_keys`,
-	stGetTask: `SELECT attempt, status FROM tasks WHERE id = ?`,
-	stInsTask: `INSERT INTO tasks (id, name, queue, priority, status, attempt, retries_left, args_submitted, kw_submitted,
+	stGetTask: `SELECT attempt, status FROM tasks WHERE key = ?`,
+	stInsTask: `INSERT INTO tasks (key, id, name, queue, priority, status, attempt, retries_left, args_submitted, kw_submitted,
 		args_executed, kw_executed, result, error, reason, retry_parent, retry_child, worker, tags, extra, idempotency_key,
 		trace, created_at, queued_at, started_at, executed_at, finished_at, updated_at, first_seq, last_seq)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-	stTag:        `INSERT OR IGNORE INTO task_tags (tag, task_id) VALUES (?, ?)`,
-	stGetAttempt: `SELECT ` + attemptColumns + ` FROM attempts WHERE task_id = ? AND attempt = ?`,
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+	stTag:        `INSERT OR IGNORE INTO task_tags (tag, task_key) VALUES (?, ?)`,
+	stGetAttempt: `SELECT ` + attemptColumns + ` FROM attempts WHERE task_key = ? AND attempt = ?`,
 	stInsAttempt: `INSERT INTO attempts (` + attemptColumns + `) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 	stPutAttempt: `UPDATE attempts SET status = ?, worker = ?, runs = ?, queued_at = ?, started_at = ?, executed_at = ?,
 		finished_at = ?, result = ?, error = ?, reason = ?, retry_parent = ?, retry_child = ?, final_seq = ?
-		WHERE task_id = ? AND attempt = ?`,
-	stBlameClear: `DELETE FROM field_blame WHERE task_id = ? AND path > ? AND path < ?`,
-	stBlame: `INSERT OR REPLACE INTO field_blame (task_id, path, plugin, version, seq, idx, trigger, attempt, op, value)
+		WHERE task_key = ? AND attempt = ?`,
+	stBlameClear: `DELETE FROM field_blame WHERE task_key = ? AND path > ? AND path < ?`,
+	stBlame: `INSERT OR REPLACE INTO field_blame (task_key, path, plugin, version, seq, idx, trigger, attempt, op, value)
 		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 }
 
@@ -193,14 +195,17 @@ type applier struct {
 	// updates are the statements of task row updates, by the set of
 	// columns they set.
 	updates map[uint32]driver.Stmt
-	tasks   map[string]taskState
-	keys    map[string]int64 // task id → task key
+	// facts are the fact statements by shape (see txApplier.fact).
+	facts map[factShape]driver.Stmt
+	tasks map[string]taskState
+	keys  map[string]int64 // task id → task key
 	// nextKey is the next task key to assign; 0 until read.
 	nextKey int64
 }
 
 func newApplier() *applier {
-	return &applier{tasks: make(map[string]taskState), keys: make(map[string]int64), updates: make(map[uint32]driver.Stmt)}
+	return &applier{tasks: make(map[string]taskState), keys: make(map[string]int64), updates: make(map[uint32]driver.Stmt),
+		facts: make(map[factShape]driver.Stmt)}
 }
 
 // prepare prepares the statements on dc, unless they are already.
@@ -244,6 +249,10 @@ func (ap *applier) close() error {
 	for k, s := range ap.updates {
 		errs = append(errs, s.Close())
 		delete(ap.updates, k)
+	}
+	for k, s := range ap.facts {
+		errs = append(errs, s.Close())
+		delete(ap.facts, k)
 	}
 	ap.dc = nil
 	return errors.Join(errs...)
@@ -511,8 +520,7 @@ func (a *txApplier) write(p *Prepared) (rejected bool, err error) {
 			dl.Deliveries, dl.Reason, p.at)
 	}
 	t, f := &p.trigger, &p.fact
-	if err := a.exec(stFact, seq, key, p.node, t.Name, string(t.Component), ev.Attempt, ev.Run, p.at, ev.ID, ev.Source,
-		string(ev.Data), nullString(ev.Replay)); err != nil {
+	if err := a.fact(p, seq, key); err != nil {
 		return false, err
 	}
 	for i := range f.Calls {
@@ -529,15 +537,91 @@ func (a *txApplier) write(p *Prepared) (rejected bool, err error) {
 	}
 	for _, b := range p.blame {
 		// A change of a field supersedes what was said about its parts.
-		if err := a.exec(stBlameClear, ev.TaskID, b.path+"/", b.path+"0"); err != nil {
+		if err := a.exec(stBlameClear, key, b.path+"/", b.path+"0"); err != nil {
 			return false, err
 		}
-		if err := a.exec(stBlame, ev.TaskID, b.path, b.call.Plugin, b.call.Version, seq, b.idx, t.Name, ev.Attempt, b.op,
+		if err := a.exec(stBlame, key, b.path, b.call.Plugin, b.call.Version, seq, b.idx, t.Name, ev.Attempt, b.op,
 			nullText(b.value)); err != nil {
 			return false, err
 		}
 	}
 	return false, nil
+}
+
+// fact inserts the trigger history row of a fact. The trigger, its
+// component, the source, the attempt and the run repeat from fact to fact
+// (a node writes every fact with the same source; most tasks run once):
+// they are written as constants of a statement prepared for each such
+// combination, so that only the values that change are bound, each bind a
+// call into C. The rows are the same as stFact's.
+func (a *txApplier) fact(p *Prepared, seq int64, key any) error {
+	ev, t := &p.ev, &p.trigger
+	data := bytesText(ev.Data)
+	st := a.ap.factStmt(a.ctx, factShape{trigger: t.Name, source: ev.Source, attempt: ev.Attempt, run: ev.Run})
+	if st == nil {
+		return a.exec(stFact, seq, key, p.node, t.Name, string(t.Component), ev.Attempt, ev.Run, p.at, ev.ID,
+			ev.Source, data, nullString(ev.Replay))
+	}
+	args := [...]any{seq, key, p.node, p.at, ev.ID, data, nullString(ev.Replay)}
+	if _, err := st.(driver.StmtExecContext).ExecContext(a.ctx, a.named(args[:])); err != nil {
+		return fmt.Errorf("INSERT facts: %w", err)
+	}
+	return nil
+}
+
+// factShape is what a fact statement holds as constants.
+type factShape struct {
+	trigger, source string
+	attempt, run    int
+}
+
+// maxFactStmts bounds the fact statements prepared for shapes: a log has
+// few (triggers × nodes × the first attempts and runs); past the bound,
+// facts are written by stFact.
+const maxFactStmts = 512
+
+// factStmt returns the fact statement of shape s, preparing it on first
+// use; nil when s is not one to prepare a statement for.
+func (ap *applier) factStmt(ctx context.Context, s factShape) driver.Stmt {
+	if st, ok := ap.facts[s]; ok {
+		return st
+	}
+	if len(ap.facts) >= maxFactStmts || s.attempt < 0 || s.attempt > 3 || s.run < 0 || s.run > 3 ||
+		!literalSafe(s.source) {
+		return nil
+	}
+	t, ok := events.Lookup(s.trigger)
+	if !ok || !literalSafe(s.trigger) || !literalSafe(string(t.Component)) {
+		return nil
+	}
+	q := fmt.Sprintf(`INSERT INTO facts (seq, task_key, node, trigger, component, attempt, run, time, event_id, source, data, replay)
+		VALUES (?, ?, ?, %s, %s, %d, %d, ?, ?, %s, ?, ?)`,
+		sqlQuote(s.trigger), sqlQuote(string(t.Component)), s.attempt, s.run, sqlQuote(s.source))
+	st, err := ap.dc.(driver.ConnPrepareContext).PrepareContext(ctx, q)
+	if err != nil {
+		return nil // stFact writes it
+	}
+	ap.facts[s] = st
+	return st
+}
+
+// literalSafe reports whether s can be written as an SQL string literal
+// that stores the same text as binding it: short, UTF-8, no NUL (the
+// driver passes the statement as a C string).
+func literalSafe(s string) bool {
+	return len(s) <= 256 && utf8.ValidString(s) && !strings.ContainsRune(s, 0)
+}
+
+func sqlQuote(s string) string { return "'" + strings.ReplaceAll(s, "'", "''") + "'" }
+
+// bytesText returns b as a string bound as TEXT, without copying it: the
+// driver hands it to SQLite, which copies it (SQLITE_TRANSIENT) before
+// the statement returns.
+func bytesText(b []byte) string {
+	if len(b) == 0 {
+		return ""
+	}
+	return unsafe.String(&b[0], len(b))
 }
 
 // taskKey returns the integer key of a task id, assigning the next one to
@@ -841,12 +925,12 @@ type taskState struct {
 // history.
 const maxCachedTasks = 4096
 
-func (a *txApplier) taskState(id string) (taskState, error) {
+func (a *txApplier) taskState(id string, key int64) (taskState, error) {
 	if st, ok := a.ap.tasks[id]; ok {
 		return st, nil
 	}
 	var st taskState
-	row, err := a.query(stGetTask, id)
+	row, err := a.query(stGetTask, key)
 	if err != nil {
 		return st, fmt.Errorf("reading task %s: %w", id, err)
 	}

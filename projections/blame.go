@@ -226,10 +226,14 @@ func backfillBlame(ctx context.Context, tx *sql.Tx) error {
 				return fmt.Errorf("backfilling blame: fact %d: %w", f.seq, err)
 			}
 			for _, b := range blameOf(f.trigger, ef.Input, ef.Calls) {
-				if _, err := tx.ExecContext(ctx, statements[stBlameClear], f.taskID, b.path+"/", b.path+"0"); err != nil {
+				if _, err := tx.ExecContext(ctx, `DELETE FROM field_blame WHERE task_id = ? AND path > ? AND path < ?`,
+					f.taskID, b.path+"/", b.path+"0"); err != nil {
 					return fmt.Errorf("backfilling blame: %w", err)
 				}
-				if _, err := tx.ExecContext(ctx, statements[stBlame], f.taskID, b.path, b.call.Plugin, b.call.Version,
+				// Schema 2's field_blame, keyed by task id (Apply's statements
+				// are of the current schema).
+				if _, err := tx.ExecContext(ctx, `INSERT OR REPLACE INTO field_blame (task_id, path, plugin, version, seq, idx,
+					trigger, attempt, op, value) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`, f.taskID, b.path, b.call.Plugin, b.call.Version,
 					f.seq, b.idx, f.trigger, f.attempt, b.op, nullText(b.value)); err != nil {
 					return fmt.Errorf("backfilling blame: %w", err)
 				}

@@ -22,7 +22,8 @@
 //     one still serves reads, then an atomic swap (Swap); a projector of
 //     the path notices, reopens and catches up.
 //
-// Tables: tasks, task_tags and attempts (the state); facts, one row per
+// Tables: task_keys (each task id's integer key, by which the other tables
+// refer to tasks); tasks, task_tags and attempts (the state); facts, one row per
 // trigger fact with its data as recorded, shown with task id, input and
 // output as columns by the view trigger_history; plugin_calls (outcome,
 // reason, latency, patch); plugin_events (invocations and patches);

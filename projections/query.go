@@ -131,7 +131,7 @@ func parseTS(s sql.NullString) time.Time {
 
 // Task returns a task and its attempts, or ErrNotFound.
 func (d *DB) Task(ctx context.Context, id string) (Task, error) {
-	t, err := scanTask(d.r.QueryRowContext(ctx, `SELECT `+taskColumns+` FROM tasks WHERE id = ?`, id))
+	t, err := scanTask(d.r.QueryRowContext(ctx, `SELECT `+taskColumns+` FROM tasks WHERE key = (SELECT key FROM task_keys WHERE id = ?)`, id))
 	if errors.Is(err, sql.ErrNoRows) {
 		return Task{}, fmt.Errorf("task %s: %w", id, ErrNotFound)
 	}
@@ -144,7 +144,8 @@ func (d *DB) Task(ctx context.Context, id string) (Task, error) {
 
 func (d *DB) attempts(ctx context.Context, id string) ([]Attempt, error) {
 	rows, err := d.r.QueryContext(ctx, `SELECT attempt, status, worker, runs, queued_at, started_at, executed_at, finished_at,
-		result, error, reason, retry_parent, retry_child, final_seq FROM attempts WHERE task_id = ? ORDER BY attempt`, id)
+		result, error, reason, retry_parent, retry_child, final_seq FROM attempts
+		WHERE task_key = (SELECT key FROM task_keys WHERE id = ?) ORDER BY attempt`, id)
 	if err != nil {
 		return nil, fmt.Errorf("reading attempts of %s: %w", id, err)
 	}
@@ -196,7 +197,7 @@ func (d *DB) Tasks(ctx context.Context, f TaskFilter) (TaskPage, error) {
 	var args []any
 	from := "tasks t"
 	if f.Tag != "" {
-		from = "tasks t JOIN task_tags g ON g.task_id = t.id AND g.tag = ?"
+		from = "tasks t JOIN task_tags g ON g.task_key = t.key AND g.tag = ?"
 		args = append(args, f.Tag)
 	}
 	if f.Status != "" {
@@ -542,14 +543,14 @@ type Blame struct {
 // plugin changed has no rows; an unknown task is ErrNotFound.
 func (d *DB) Blame(ctx context.Context, id string) ([]Blame, error) {
 	var n int
-	if err := d.r.QueryRowContext(ctx, `SELECT count(*) FROM tasks WHERE id = ?`, id).Scan(&n); err != nil {
+	if err := d.r.QueryRowContext(ctx, `SELECT count(*) FROM tasks WHERE key = (SELECT key FROM task_keys WHERE id = ?)`, id).Scan(&n); err != nil {
 		return nil, fmt.Errorf("reading blame of %s: %w", id, err)
 	}
 	if n == 0 {
 		return nil, fmt.Errorf("task %s: %w", id, ErrNotFound)
 	}
 	rows, err := d.r.QueryContext(ctx, `SELECT path, plugin, version, seq, idx, trigger, attempt, op, value
-		FROM field_blame WHERE task_id = ? ORDER BY path`, id)
+		FROM field_blame WHERE task_key = (SELECT key FROM task_keys WHERE id = ?) ORDER BY path`, id)
 	if err != nil {
 		return nil, fmt.Errorf("reading blame of %s: %w", id, err)
 	}

@@ -53,7 +53,7 @@ var taskRowColumns = [tcCount]string{
 // Columns of attempts, in the order of stGetAttempt's result and
 // stInsAttempt's values.
 const (
-	acTaskID = iota
+	acTaskKey = iota
 	acAttempt
 	acStatus
 	acWorker
@@ -71,12 +71,13 @@ const (
 	acCount
 )
 
-const attemptColumns = `task_id, attempt, status, worker, runs, queued_at, started_at, executed_at, finished_at, result,
+const attemptColumns = `task_key, attempt, status, worker, runs, queued_at, started_at, executed_at, finished_at, result,
 	error, reason, retry_parent, retry_child, final_seq`
 
 // taskRow is a task's row as the batch has made it so far.
 type taskRow struct {
-	id string
+	id  string
+	key int64 // the task key
 	// exists: the row exists, in the database or inserted by this batch.
 	exists bool
 	// before: the row was in the database before the batch.
@@ -147,11 +148,15 @@ func (a *txApplier) taskRow(id string) (*taskRow, error) {
 	if r, ok := a.rows.tasks[id]; ok {
 		return r, nil
 	}
-	st, err := a.taskState(id)
+	key, err := a.taskKey(id)
 	if err != nil {
 		return nil, err
 	}
-	r := &taskRow{id: id, exists: st.exists, before: st.exists, attempt: st.attempt, status: st.status}
+	st, err := a.taskState(id, key)
+	if err != nil {
+		return nil, err
+	}
+	r := &taskRow{id: id, key: key, exists: st.exists, before: st.exists, attempt: st.attempt, status: st.status}
 	if a.rows.tasks == nil {
 		a.rows.tasks = make(map[string]*taskRow)
 	}
@@ -172,11 +177,11 @@ func (a *txApplier) attemptRow(id string, n int) (*attemptRow, error) {
 		return nil, err
 	}
 	r := &attemptRow{}
-	r.cols[acTaskID], r.cols[acAttempt] = id, int64(n)
+	r.cols[acTaskKey], r.cols[acAttempt] = t.key, int64(n)
 	// Attempts are written only beside their task's row: a task that was
 	// not in the database before the batch had no attempts either.
 	if t.before {
-		row, err := a.query(stGetAttempt, id, n)
+		row, err := a.query(stGetAttempt, t.key, n)
 		if err != nil {
 			return nil, fmt.Errorf("reading attempt %d of task %s: %w", n, id, err)
 		}
@@ -225,7 +230,7 @@ func (a *txApplier) flushRows() error {
 			}
 			tags = string(b)
 		}
-		if err := a.exec(stInsTask, r.id, in.name, in.queue, c[tcPriority], c[tcStatus], c[tcAttempt], c[tcRetriesLeft],
+		if err := a.exec(stInsTask, r.key, r.id, in.name, in.queue, c[tcPriority], c[tcStatus], c[tcAttempt], c[tcRetriesLeft],
 			in.argsSubmitted, in.kwSubmitted, c[tcArgsExecuted], c[tcKwExecuted], c[tcResult], c[tcError], c[tcReason],
 			c[tcRetryParent], c[tcRetryChild], c[tcWorker], tags, c[tcExtra], in.idempotencyKey, in.trace,
 			in.createdAt, in.queuedAt, c[tcStartedAt], c[tcExecutedAt], c[tcFinishedAt], c[tcUpdatedAt], in.firstSeq,
@@ -233,7 +238,7 @@ func (a *txApplier) flushRows() error {
 			return fmt.Errorf("task %s: %w", r.id, err)
 		}
 		for _, tag := range in.tags {
-			if err := a.exec(stTag, tag, r.id); err != nil {
+			if err := a.exec(stTag, tag, r.key); err != nil {
 				return fmt.Errorf("task %s: %w", r.id, err)
 			}
 		}
@@ -250,7 +255,7 @@ func (a *txApplier) flushRows() error {
 		for set := r.set; set != 0; set &= set - 1 {
 			args = append(args, r.cols[bits.TrailingZeros32(set)])
 		}
-		args = append(args, r.id)
+		args = append(args, r.key)
 		if _, err := st.(driver.StmtExecContext).ExecContext(a.ctx, a.named(args)); err != nil {
 			return fmt.Errorf("UPDATE tasks %s: %w", r.id, err)
 		}
@@ -262,16 +267,16 @@ func (a *txApplier) flushRows() error {
 		c := &r.cols
 		var err error
 		if r.insert {
-			err = a.exec(stInsAttempt, c[acTaskID], c[acAttempt], c[acStatus], c[acWorker], c[acRuns], c[acQueuedAt],
+			err = a.exec(stInsAttempt, c[acTaskKey], c[acAttempt], c[acStatus], c[acWorker], c[acRuns], c[acQueuedAt],
 				c[acStartedAt], c[acExecutedAt], c[acFinishedAt], c[acResult], c[acError], c[acReason], c[acRetryParent],
 				c[acRetryChild], c[acFinalSeq])
 		} else {
 			err = a.exec(stPutAttempt, c[acStatus], c[acWorker], c[acRuns], c[acQueuedAt], c[acStartedAt],
 				c[acExecutedAt], c[acFinishedAt], c[acResult], c[acError], c[acReason], c[acRetryParent],
-				c[acRetryChild], c[acFinalSeq], c[acTaskID], c[acAttempt])
+				c[acRetryChild], c[acFinalSeq], c[acTaskKey], c[acAttempt])
 		}
 		if err != nil {
-			return fmt.Errorf("attempt %v of task %v: %w", c[acAttempt], c[acTaskID], err)
+			return fmt.Errorf("attempt %v of task key %v: %w", c[acAttempt], c[acTaskKey], err)
 		}
 	}
 	for _, r := range rs.order {
@@ -296,7 +301,7 @@ func (ap *applier) updateTask(a *txApplier, set uint32) (driver.Stmt, error) {
 		}
 		b.WriteString(taskRowColumns[bits.TrailingZeros32(s)] + " = ?")
 	}
-	b.WriteString(" WHERE id = ?")
+	b.WriteString(" WHERE key = ?")
 	st, err := ap.dc.(driver.ConnPrepareContext).PrepareContext(a.ctx, b.String())
 	if err != nil {
 		return nil, fmt.Errorf("preparing a task update: %w", err)

@@ -8,7 +8,7 @@ import (
 )
 
 // SchemaVersion is the schema version this package writes and reads.
-const SchemaVersion = 2
+const SchemaVersion = 3
 
 // migration moves the schema from version-1 to version. Migrations run in
 // order, each in its own transaction together with its schema_migrations
@@ -25,6 +25,7 @@ type migration struct {
 var migrations = []migration{
 	{version: 1, name: "tasks, attempts, facts and the trigger history view, plugin calls and events, dead letters, rejected events", sql: schemaV1},
 	{version: 2, name: "field blame (backfilled from the facts); plugin call indexes", sql: schemaV2, fn: backfillBlame},
+	{version: 3, name: "tasks, task tags, attempts and field blame keyed by the task key", sql: schemaV3, fn: dropV2Tables},
 }
 
 // schemaV1 is the first schema. Never edit it: a database created by it must
@@ -211,6 +212,125 @@ CREATE TABLE field_blame (
 CREATE INDEX plugin_calls_plugin ON plugin_calls (plugin, version, outcome, fact_seq);
 CREATE INDEX plugin_calls_outcome ON plugin_calls (outcome, fact_seq);
 `
+
+// schemaV3 keys the per-task tables (tasks, task_tags, attempts,
+// field_blame) by the task's integer key instead of its id. Task ids are
+// random text: each of these tables had its rows (or its primary key
+// index) in id order, so that every task a batch touched dirtied a page of
+// each, anywhere in the file, and the commit wrote them all. Task keys
+// grow in order of first appearance, so new rows go at the end. The id
+// stays in tasks (listed, ordered by) and in task_keys, whose unique index
+// is the one lookup by id.
+const schemaV3 = `
+ALTER TABLE task_tags RENAME TO v2_task_tags;
+ALTER TABLE tasks RENAME TO v2_tasks;
+ALTER TABLE attempts RENAME TO v2_attempts;
+ALTER TABLE field_blame RENAME TO v2_field_blame;
+DROP INDEX tasks_created;
+DROP INDEX tasks_status;
+DROP INDEX tasks_name;
+
+CREATE TABLE tasks (
+	key             INTEGER PRIMARY KEY REFERENCES task_keys (key),
+	id              TEXT NOT NULL,
+	name            TEXT NOT NULL,
+	queue           TEXT NOT NULL DEFAULT '',
+	priority        INTEGER NOT NULL DEFAULT 0,
+	status          TEXT NOT NULL,
+	attempt         INTEGER NOT NULL DEFAULT 1,
+	retries_left    INTEGER NOT NULL DEFAULT 0,
+	args_submitted  TEXT,
+	kw_submitted    TEXT,
+	args_executed   TEXT,
+	kw_executed     TEXT,
+	result          TEXT,
+	error           TEXT NOT NULL DEFAULT '',
+	reason          TEXT NOT NULL DEFAULT '',
+	retry_parent    TEXT NOT NULL DEFAULT '',
+	retry_child     TEXT NOT NULL DEFAULT '',
+	worker          TEXT NOT NULL DEFAULT '',
+	tags            TEXT,
+	extra           TEXT,
+	idempotency_key TEXT NOT NULL DEFAULT '',
+	trace           TEXT NOT NULL DEFAULT '',
+	created_at      TEXT,
+	queued_at       TEXT,
+	started_at      TEXT,
+	executed_at     TEXT,
+	finished_at     TEXT,
+	updated_at      TEXT,
+	first_seq       INTEGER NOT NULL,
+	last_seq        INTEGER NOT NULL
+);
+INSERT INTO tasks SELECT k.key, t.* FROM v2_tasks t JOIN task_keys k ON k.id = t.id ORDER BY k.key;
+CREATE INDEX tasks_created ON tasks (created_at, id);
+CREATE INDEX tasks_status ON tasks (status, created_at, id);
+CREATE INDEX tasks_name ON tasks (name, created_at, id);
+
+CREATE TABLE task_tags (
+	tag      TEXT NOT NULL,
+	task_key INTEGER NOT NULL REFERENCES tasks (key),
+	PRIMARY KEY (tag, task_key)
+) WITHOUT ROWID;
+INSERT INTO task_tags SELECT g.tag, k.key FROM v2_task_tags g JOIN task_keys k ON k.id = g.task_id;
+
+CREATE TABLE attempts (
+	task_key     INTEGER NOT NULL,
+	attempt      INTEGER NOT NULL,
+	status       TEXT NOT NULL,
+	worker       TEXT NOT NULL DEFAULT '',
+	runs         INTEGER NOT NULL DEFAULT 0,
+	queued_at    TEXT,
+	started_at   TEXT,
+	executed_at  TEXT,
+	finished_at  TEXT,
+	result       TEXT,
+	error        TEXT NOT NULL DEFAULT '',
+	reason       TEXT NOT NULL DEFAULT '',
+	retry_parent TEXT NOT NULL DEFAULT '',
+	retry_child  TEXT NOT NULL DEFAULT '',
+	final_seq    INTEGER,
+	PRIMARY KEY (task_key, attempt)
+) WITHOUT ROWID;
+INSERT INTO attempts SELECT k.key, a.attempt, a.status, a.worker, a.runs, a.queued_at, a.started_at, a.executed_at,
+	a.finished_at, a.result, a.error, a.reason, a.retry_parent, a.retry_child, a.final_seq
+	FROM v2_attempts a JOIN task_keys k ON k.id = a.task_id;
+
+CREATE TABLE field_blame (
+	task_key INTEGER NOT NULL,
+	path     TEXT NOT NULL,
+	plugin   TEXT NOT NULL,
+	version  TEXT NOT NULL DEFAULT '',
+	seq      INTEGER NOT NULL,
+	idx      INTEGER NOT NULL,
+	trigger  TEXT NOT NULL,
+	attempt  INTEGER NOT NULL DEFAULT 0,
+	op       TEXT NOT NULL,
+	value    TEXT,
+	PRIMARY KEY (task_key, path)
+) WITHOUT ROWID;
+INSERT INTO field_blame SELECT k.key, b.path, b.plugin, b.version, b.seq, b.idx, b.trigger, b.attempt, b.op, b.value
+	FROM v2_field_blame b JOIN task_keys k ON k.id = b.task_id;
+`
+
+// dropV2Tables is migration 3's last step: it checks that every row of the
+// version 2 tables was copied (each task id has a key: Apply assigns one to
+// every task it sees) and drops them.
+func dropV2Tables(ctx context.Context, tx *sql.Tx) error {
+	for _, t := range []string{"task_tags", "tasks", "attempts", "field_blame"} {
+		var before, after int
+		if err := tx.QueryRowContext(ctx, `SELECT (SELECT count(*) FROM v2_`+t+`), (SELECT count(*) FROM `+t+`)`).Scan(&before, &after); err != nil {
+			return err
+		}
+		if before != after {
+			return fmt.Errorf("%s: %d rows copied of %d (a task id without a task key)", t, after, before)
+		}
+		if _, err := tx.ExecContext(ctx, `DROP TABLE v2_`+t); err != nil {
+			return err
+		}
+	}
+	return nil
+}
 
 // Schema errors.
 var (
