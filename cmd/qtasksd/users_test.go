@@ -1,6 +1,7 @@
 package main
 
 import (
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -53,4 +54,34 @@ func TestParseUsers(t *testing.T) {
 		_, err := parseUsers([]byte(tc.in))
 		require.ErrorContains(t, err, tc.msg, tc.in)
 	}
+}
+
+// Whatever an operator writes, parseUsers returns an error or users the
+// server can take: valid names, passwords, a full-rights user, and plugin
+// users with permissions.
+func FuzzParseUsers(f *testing.F) {
+	f.Add([]byte(`{"users":[{"name":"admin","password":"x"},{"name":"p","password":"y","plugin":{"mode":"observer","triggers":["storage_add"]}}]}`))
+	f.Add([]byte(`{"users":[{"name":"a","password":" "}]}`))
+	f.Add([]byte(`{"users":null}`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		us, err := parseUsers(data)
+		if err != nil {
+			return
+		}
+		full := false
+		names := map[string]bool{}
+		for _, u := range us {
+			if !events.ValidName(u.Name) || u.Password == "" || names[u.Name] {
+				t.Fatalf("accepted a bad user %+v", u)
+			}
+			names[u.Name] = true
+			full = full || u.Permissions == nil
+		}
+		if !full {
+			t.Fatal("accepted users without a full-rights one")
+		}
+		if _, _, err := ownUser(us, "", ""); err != nil && !strings.Contains(err.Error(), "bcrypt") {
+			t.Fatalf("no user for qtasksd itself: %v", err)
+		}
+	})
 }
