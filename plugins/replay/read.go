@@ -194,6 +194,12 @@ func (s *logSource) scanTesting(ctx context.Context) error {
 	if s.f.IncludeTesting || s.b == nil || s.scanned || !s.f.Since.IsZero() || len(s.f.TaskIDs) > 0 {
 		return nil
 	}
+	return s.scanAll(ctx)
+}
+
+// scanAll reads every storage_add fact of the log once and keeps the ids
+// of the tasks marked as run under test.
+func (s *logSource) scanAll(ctx context.Context) error {
 	info, err := s.stream.Info(ctx)
 	if err != nil {
 		return fmt.Errorf("reading event log: %w", err)
@@ -227,13 +233,20 @@ func (s *logSource) testing(ctx context.Context, ev *events.Event, seq uint64) (
 	if m, ok := s.underTest[ev.TaskID]; ok {
 		return m, nil
 	}
-	// The record's creation time bounds where the fact is; without a
-	// record (deleted, or another bus), the whole log is read.
+	// The record's creation time bounds where the fact is. Without a
+	// record (a finished one expires after bus.Config.FinishedTaskTTL, or
+	// another bus), the whole log would be read for each task: read it
+	// once for all of them instead.
 	var since time.Time
 	if rec, err := s.b.GetTask(ctx, ev.TaskID); err == nil {
 		since = rec.Task.CreatedAt
 	} else if !errors.Is(err, bus.ErrTaskNotFound) {
 		return false, err
+	} else if !s.scanned {
+		if err := s.scanAll(ctx); err != nil {
+			return false, err
+		}
+		return s.testing(ctx, ev, seq)
 	}
 	marked := false
 	err := s.b.TaskEvents(ctx, ev.TaskID, since, []string{events.FactSubject(events.StorageAdd, "*")}, func(st bus.Stored) error {

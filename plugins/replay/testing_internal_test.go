@@ -77,11 +77,26 @@ func TestTestingScan(t *testing.T) {
 	require.Equal(t, []string{"prod", "never-stored"}, ids)
 	require.Len(t, s.underTest, 3)
 
-	// A Since window looks tasks up instead of scanning.
+	// A Since window looks tasks up by their records instead of scanning.
+	for _, id := range []string{"prod", "test", "never-stored"} {
+		_, _, err := b.CreateTask(ctx, events.Task{ID: id, Name: "calc", Queue: "default", Status: events.StatusSuccess, Attempt: 1, CreatedAt: old})
+		require.NoError(t, err)
+	}
 	ids, s = read(Filter{Since: old.Add(-time.Minute)}, time.Now())
 	require.Equal(t, []string{"prod", "never-stored"}, ids)
 	require.False(t, s.scanned)
 	require.Equal(t, map[string]bool{"prod": false, "test": true, "never-stored": false}, s.underTest)
+
+	// A task whose record is gone (finished records expire) makes one scan
+	// for all, not a read of the whole log for each.
+	rec, err := b.GetTask(ctx, "test")
+	require.NoError(t, err)
+	require.NoError(t, b.DeleteTask(ctx, "test", rec.Revision))
+	ids, s = read(Filter{Since: old.Add(-time.Minute)}, time.Now())
+	require.Equal(t, []string{"prod", "never-stored"}, ids)
+	require.True(t, s.scanned)
+	require.Equal(t, map[string]bool{"test": true}, s.markedIDs)
+	require.Equal(t, map[string]bool{"prod": false}, s.underTest, "looked up by its record before the scan; after it, the scan answers")
 
 	ids, s = read(Filter{IncludeTesting: true}, time.Now())
 	require.Equal(t, []string{"prod", "test", "never-stored"}, ids)
