@@ -273,6 +273,15 @@ func (m *Main) redrive(ctx context.Context, args []string) error {
 		return &usageError{Msg: "redrive needs task ids or filters (--status, --name, --tag, --since, --until)", Hint: hint}
 	}
 	opts := replay.RedriveOptions{TaskIDs: ids, Only: *only, Mask: masks}
+	// A task whose record has expired is found in the log from its
+	// creation time as the projection has it, when there is one.
+	if db, err := (&common{db: sel.db}).openRead(ctx); err == nil {
+		defer db.Close()
+		opts.CreatedAt = func(ctx context.Context, id string) (time.Time, bool) {
+			t, err := db.Task(ctx, id)
+			return t.CreatedAt, err == nil && !t.CreatedAt.IsZero()
+		}
+	}
 	for _, c := range cands {
 		name, line, ok := strings.Cut(c, "=")
 		if !ok || name == "" {

@@ -39,6 +39,12 @@ type RedriveOptions struct {
 	Logger *slog.Logger
 	// OnRun is called with each run's report as it is done.
 	OnRun func(RunReport)
+	// CreatedAt, when set, gives a task's creation time when its record
+	// is gone from the live bus (finished records expire; see
+	// bus.Config.FinishedTaskTTL), e.g. from the projection; ok false if
+	// unknown. A task's facts are read from that time; without it, from
+	// the start of the log.
+	CreatedAt func(ctx context.Context, taskID string) (t time.Time, ok bool)
 }
 
 // Outcome is how a task run ended.
@@ -378,12 +384,16 @@ func (rd *redriver) run(ctx context.Context, id string) (RunReport, error) {
 		return rr, nil
 	}
 	// The record's creation time bounds where the task's facts are;
-	// without a record the whole log is read.
+	// without a record or CreatedAt the whole log is read.
 	var since time.Time
 	if rec, err := rd.live.GetTask(ctx, id); err == nil {
 		since = rec.Task.CreatedAt
 	} else if !errors.Is(err, bus.ErrTaskNotFound) {
 		return rr, fmt.Errorf("reading the record of task %s: %w", id, err)
+	} else if rd.opts.CreatedAt != nil {
+		if at, ok := rd.opts.CreatedAt(ctx, id); ok {
+			since = at
+		}
 	}
 	var facts []storedFact
 	err := rd.live.TaskEvents(ctx, id, since, []string{events.SubjectTrigger + ".>"}, func(st bus.Stored) error {

@@ -327,3 +327,31 @@ func shadowSummary(t *testing.T, s *replay.ShadowStats) string {
 	require.NoError(t, s.WriteJSON(&b))
 	return b.String()
 }
+
+// A task whose record has expired is still re-driven: its facts are read
+// from the creation time RedriveOptions.CreatedAt gives (the projection's,
+// in the CLI); a task with a record does not need it.
+func TestRedriveExpiredRecord(t *testing.T) {
+	t.Parallel()
+	b, ids, _ := recordRuns(t, 2)
+	ctx := ctxFor(t)
+	rec, err := b.GetTask(ctx, ids[1])
+	require.NoError(t, err)
+	require.NoError(t, b.DeleteTask(ctx, ids[1], rec.Revision))
+	var asked []string
+	rep, err := replay.Redrive(ctx, readOnly(t, b), replay.RedriveOptions{
+		TaskIDs: []string{ids[1], ids[2]},
+		CreatedAt: func(_ context.Context, id string) (time.Time, bool) {
+			asked = append(asked, id)
+			return rec.Task.CreatedAt, true
+		},
+	})
+	require.NoError(t, err)
+	require.Equal(t, []string{ids[1]}, asked)
+	require.Len(t, rep.Runs, 2)
+	for i, run := range rep.Runs {
+		require.Empty(t, run.Error, "task %d", i+1)
+		require.Equal(t, events.StatusSuccess, run.Recorded.Status)
+		require.False(t, run.Changed)
+	}
+}
