@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
 
@@ -514,4 +515,16 @@ func TestReadLog(t *testing.T) {
 	require.NoError(t, one.Err)
 	_, err = b.Event(ctx, 99)
 	require.ErrorIs(t, err, bus.ErrNoMessage)
+}
+
+func TestTaskIDTime(t *testing.T) {
+	t.Parallel()
+	before := time.Now().Add(-time.Millisecond)
+	id, err := uuid.NewV7()
+	require.NoError(t, err)
+	got := bus.TaskIDTime(id.String())
+	require.WithinRange(t, got, before, time.Now().Add(time.Millisecond))
+	for _, other := range []string{uuid.NewString(), uuid.NewSHA1(uuid.NameSpaceURL, []byte("k")).String(), "not-a-uuid", ""} {
+		require.True(t, bus.TaskIDTime(other).IsZero(), other)
+	}
 }

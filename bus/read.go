@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/qtasks/qtasks-go/events"
@@ -44,13 +45,30 @@ func (b *Bus) ReadLogSince(ctx context.Context, since time.Time, subjects []stri
 // start this much earlier.
 const TaskClockSkew = time.Minute
 
+// TaskIDTime is when a task with a time-ordered id (a UUIDv7, which the
+// executor gives tasks submitted without an idempotency key) was made; zero
+// for any other id.
+func TaskIDTime(id string) time.Time {
+	u, err := uuid.Parse(id)
+	if err != nil || u.Version() != 7 {
+		return time.Time{}
+	}
+	sec, nsec := u.Time().UnixTime()
+	return time.Unix(sec, nsec)
+}
+
 // TaskEvents calls fn for every event of task id on subjects (all when
 // none), in stream order, reading the log from since less TaskClockSkew.
 // Since is a time written into the task's record before the events sought
-// (its creation, or the start of a run). Subjects do not carry task ids, so
-// the server filters by subject and TaskEvents by the taskid attribute:
-// the cost is that of reading every matching event since then.
+// (its creation, or the start of a run); zero reads from the time a
+// time-ordered id tells (TaskIDTime), else from the start of the log.
+// Subjects do not carry task ids, so the server filters by subject and
+// TaskEvents by the taskid attribute: the cost is that of reading every
+// matching event since then.
 func (b *Bus) TaskEvents(ctx context.Context, id string, since time.Time, subjects []string, fn func(Stored) error) error {
+	if since.IsZero() {
+		since = TaskIDTime(id)
+	}
 	read := func(s Stored) error {
 		if s.Err != nil || s.Event.TaskID != id {
 			return nil

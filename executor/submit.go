@@ -126,7 +126,14 @@ func (a *App) Submit(ctx context.Context, name string, input any, opts *SubmitOp
 			return events.Task{}, fmt.Errorf("submitting %s: %w", name, err)
 		}
 	} else {
-		t.ID = uuid.NewString()
+		// Time-ordered (UUIDv7): the id tells when the task was made, so a
+		// lookup in the log can start there when the record has expired,
+		// and ids go into indexes in order.
+		id, err := uuid.NewV7()
+		if err != nil {
+			return events.Task{}, fmt.Errorf("submitting %s: %w", name, err)
+		}
+		t.ID = id.String()
 	}
 	now := a.cfg.Now().UTC()
 	t.CreatedAt, t.UpdatedAt = now, now
