@@ -74,8 +74,7 @@ func (b *Bus) DeleteTask(ctx context.Context, id string, rev uint64) error {
 		return fmt.Errorf("%w: invalid id %q", ErrTaskNotFound, id)
 	}
 	if err := b.taskKV.Delete(ctx, id, jetstream.LastRevision(rev)); err != nil {
-		var apiErr *jetstream.APIError
-		if errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence {
+		if revisionMoved(err) {
 			return fmt.Errorf("%w: %s", ErrConflict, id)
 		}
 		return fmt.Errorf("deleting task %s: %w", id, err)
@@ -104,16 +103,20 @@ func (b *Bus) UpdateTask(ctx context.Context, t events.Task, rev uint64) (uint64
 		n, err = b.taskKV.Update(ctx, t.ID, data, rev)
 	}
 	if err != nil {
-		var apiErr *jetstream.APIError
-		if errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence {
-			return 0, fmt.Errorf("%w: %s", ErrConflict, t.ID)
-		}
-		if errors.Is(err, jetstream.ErrKeyExists) {
+		if revisionMoved(err) {
 			return 0, fmt.Errorf("%w: %s", ErrConflict, t.ID)
 		}
 		return 0, fmt.Errorf("updating task %s: %w", t.ID, err)
 	}
 	return n, nil
+}
+
+// revisionMoved reports whether a conditional write of a record failed
+// because the record is no longer at the revision given.
+func revisionMoved(err error) bool {
+	var apiErr *jetstream.APIError
+	return errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
+		errors.Is(err, jetstream.ErrKeyExists)
 }
 
 // updateWithTTL is KeyValue.Update for a finished record: the same
