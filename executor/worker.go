@@ -291,6 +291,7 @@ func (w *worker) process(it *item) {
 			_ = it.m.Nak()
 			return
 		}
+		a.m.deadLettered()
 		_ = it.m.Term()
 		return
 	}
@@ -305,6 +306,9 @@ func (w *worker) process(it *item) {
 	run := 1
 	if md, err := it.m.Metadata(); err == nil {
 		run = int(md.NumDelivered)
+	}
+	if run > 1 {
+		a.m.redelivered()
 	}
 	rec, err := a.b.GetTask(ctx, t.ID)
 	if err == nil && run > 1 && w.mayBeDecided(rec.Task, t) {
@@ -351,6 +355,8 @@ func (w *worker) process(it *item) {
 		_ = it.m.Ack()
 		return
 	}
+	a.m.runningAdd(1)
+	defer a.m.runningAdd(-1)
 	hbCtx, stopHB := context.WithCancel(ctx)
 	go func() {
 		tick := time.NewTicker(a.cfg.AckWait / 3)
@@ -392,6 +398,7 @@ func (w *worker) finishDecided(ctx context.Context, final events.Task, rev uint6
 	if err := w.storeFinal(ctx, final, rev); err != nil {
 		return err
 	}
+	w.a.countFinished(&final)
 	if final.Status == events.StatusRetry {
 		return w.a.b.Enqueue(ctx, nextAttempt(final, w.a.cfg.Now()), w.a.source)
 	}
