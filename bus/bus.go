@@ -320,6 +320,17 @@ func (b *Bus) ClientURL() string {
 	return b.nc.ConnectedUrl()
 }
 
+// Dial opens another NATS connection to this bus's server, the way the bus
+// connects itself: through memory to the embedded server, else to the URL
+// it is connected to. opts carry the credentials, if the server wants any.
+// The caller closes the connection.
+func (b *Bus) Dial(opts ...nats.Option) (*nats.Conn, error) {
+	if b.srv != nil {
+		return nats.Connect("", append(opts, nats.InProcessServer(b.srv))...)
+	}
+	return nats.Connect(b.nc.ConnectedUrl(), opts...)
+}
+
 // Registry is the plugin registry, kept in sync with its KV bucket.
 func (b *Bus) Registry() *Registry { return b.reg }
 
