@@ -21,7 +21,7 @@ type metrics struct {
 	finished    *prometheus.CounterVec   // queue, task, status
 	duration    *prometheus.HistogramVec // queue, task
 	running     prometheus.Gauge
-	resumed     prometheus.Counter
+	resumptions prometheus.Counter
 	calls       *prometheus.CounterVec   // plugin, trigger, outcome
 	callLatency *prometheus.HistogramVec // plugin, trigger
 	deadLetters prometheus.Counter
@@ -42,16 +42,16 @@ func newMetrics(r prometheus.Registerer) (*metrics, error) {
 		}, []string{"queue", "task", "status"}),
 		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "qtasks_task_run_seconds",
-			Help:    "Time a task function ran, from its call to its return, time limit included.",
+			Help:    "Time a task function ran, from its call to its return (one abandoned at its time limit is counted when it returns, if ever).",
 			Buckets: prometheus.ExponentialBuckets(0.0005, 4, 10), // 0.5 ms to ~131 s
 		}, []string{"queue", "task"}),
 		running: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "qtasks_tasks_running",
 			Help: "Task attempts this worker holds now, from intake to the final record.",
 		}),
-		resumed: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "qtasks_task_redeliveries_total",
-			Help: "Task messages delivered again after a run that did not finish (crash, shutdown, lost ack).",
+		resumptions: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "qtasks_task_resumptions_total",
+			Help: "Task attempts taken up again after a run that started and did not finish (crash, shutdown, lost ack): each fires broker_running_older_tasks.",
 		}),
 		calls: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "qtasks_plugin_calls_total",
@@ -68,7 +68,7 @@ func newMetrics(r prometheus.Registerer) (*metrics, error) {
 		}),
 	}
 	var errs []error
-	for _, c := range []prometheus.Collector{m.submitted, m.finished, m.duration, m.running, m.resumed, m.calls, m.callLatency, m.deadLetters} {
+	for _, c := range []prometheus.Collector{m.submitted, m.finished, m.duration, m.running, m.resumptions, m.calls, m.callLatency, m.deadLetters} {
 		if err := r.Register(c); err != nil {
 			errs = append(errs, err)
 		}
@@ -122,9 +122,9 @@ func (m *metrics) runningAdd(d float64) {
 	}
 }
 
-func (m *metrics) redelivered() {
+func (m *metrics) resumed() {
 	if m != nil {
-		m.resumed.Inc()
+		m.resumptions.Inc()
 	}
 }
 

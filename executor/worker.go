@@ -307,9 +307,6 @@ func (w *worker) process(it *item) {
 	if md, err := it.m.Metadata(); err == nil {
 		run = int(md.NumDelivered)
 	}
-	if run > 1 {
-		a.m.redelivered()
-	}
 	rec, err := a.b.GetTask(ctx, t.ID)
 	if err == nil && run > 1 && w.mayBeDecided(rec.Task, t) {
 		// A redelivery: the previous run may have decided this attempt
@@ -371,6 +368,9 @@ func (w *worker) process(it *item) {
 		}
 	}()
 	resumed := rec.Task.Attempt == t.Attempt && rec.Task.Status == events.StatusProcess
+	if resumed {
+		a.m.resumed()
+	}
 	err = w.run(ctx, t, rec.Revision, run, resumed)
 	stopHB()
 	if err != nil {
