@@ -8,6 +8,8 @@ func benches() []Bench {
 	list := []Bench{
 		{Name: "publish", Run: benchPublish},
 		{Name: "roundtrip", Run: benchRoundTrip},
+		{Name: "floor/life", Run: floorTasks(floorLifecycle)},
+		{Name: "floor/all", Run: floorTasks(floorAll)},
 	}
 	for _, m := range growthMutators {
 		list = append(list, Bench{Name: fmt.Sprintf("tasks/all/m%d", m), Run: oursTasks(recordAll, m, false)})
