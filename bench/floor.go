@@ -260,17 +260,24 @@ func (f *floor) submit(ctx context.Context, _ int) error {
 	if _, err := f.kv.Create(ctx, id, f.record); err != nil {
 		return err
 	}
-	m := nats.NewMsg("floor.run.default")
-	m.Header.Set(jetstream.MsgIDHeader, id+":1")
-	m.Header.Set("ce-id", id)
-	m.Data = f.record
-	if _, err := f.js.PublishMsg(ctx, m); err != nil {
+	if err := f.publishOnce(ctx, "floor.run.default", id, id+":1", f.record); err != nil {
 		return err
 	}
 	if err := f.facts(id, f.ops.clientAfter, &pending); err != nil {
 		return err
 	}
 	return acks(ctx, &pending)
+}
+
+// publishOnce publishes data with a Nats-Msg-Id and waits for the ack, as
+// qtasks publishes a task message and a final fact.
+func (f *floor) publishOnce(ctx context.Context, subject, id, msgID string, data []byte) error {
+	m := nats.NewMsg(subject)
+	m.Header.Set(jetstream.MsgIDHeader, msgID)
+	m.Header.Set("ce-id", id)
+	m.Data = data
+	_, err := f.js.PublishMsg(ctx, m)
+	return err
 }
 
 func (f *floor) work(ctx context.Context, m jetstream.Msg) error {
@@ -293,11 +300,7 @@ func (f *floor) work(ctx context.Context, m jetstream.Msg) error {
 	if err := acks(ctx, &pending); err != nil {
 		return err
 	}
-	final := nats.NewMsg("floor.ev.final")
-	final.Header.Set(jetstream.MsgIDHeader, id+":final")
-	final.Header.Set("ce-id", id)
-	final.Data = f.fact
-	if _, err := f.js.PublishMsg(ctx, final); err != nil {
+	if err := f.publishOnce(ctx, "floor.ev.final", id, id+":final", f.fact); err != nil {
 		return err
 	}
 	if _, err := f.kv.Update(ctx, id, f.record, rev); err != nil {
