@@ -95,6 +95,7 @@ func tableRows(cfg Config) []Row {
 		{Section: lim, Label: "raw SQLite insert (mattn, WAL, 500 rows/tx)", Key: "limit.sqlite", Unit: "rows/s"},
 		{Section: lim, Label: fmt.Sprintf("raw JetStream task floor: a task's JetStream operations, bare, %d facts (lifecycle)", floorLifecycle.facts()), Key: "limit.floor.life", Unit: "tasks/s", Ref: "asynq.tuned", RefLabel: "Asynq tuned"},
 		{Section: lim, Label: fmt.Sprintf("raw JetStream task floor, %d facts (all recorded)", floorAll.facts()), Key: "limit.floor.all", Unit: "tasks/s", Ref: "asynq.tuned", RefLabel: "Asynq tuned"},
+		{Section: lim, Label: "  the same, every fact with qtasks' CloudEvents headers", Key: "limit.floor.all.ce", Unit: "tasks/s", Ref: "limit.floor.all", RefLabel: "floor, all"},
 		{Section: lim, Label: "  CPU per task, floor, lifecycle", Key: "limit.floor.life.cpu", Unit: "µs", Ref: "asynq.tuned.cpu", RefLabel: "Asynq tuned"},
 		{Section: lim, Label: "  CPU per task, floor, all recorded", Key: "limit.floor.all.cpu", Unit: "µs", Ref: "asynq.tuned.cpu", RefLabel: "Asynq tuned"},
 
