@@ -8,6 +8,9 @@ func benches() []Bench {
 	list := []Bench{
 		{Name: "publish", Run: benchPublish},
 		{Name: "roundtrip", Run: benchRoundTrip},
+		{Name: "floor/life", Run: floorTasks(floorLifecycle)},
+		{Name: "floor/all", Run: floorTasks(floorAll)},
+		{Name: "floor/all-ce", Run: floorTasks(floorAllCE)},
 	}
 	for _, m := range growthMutators {
 		list = append(list, Bench{Name: fmt.Sprintf("tasks/all/m%d", m), Run: oursTasks(recordAll, m, false)})

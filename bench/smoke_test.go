@@ -32,7 +32,7 @@ func TestSmoke(t *testing.T) {
 			t.Errorf("a row has no figure: %s", line)
 		}
 	}
-	for _, want := range []string{"raw JetStream async publish", "trigger fact publish", "River/riversqlite, tuned", "Asynq/Redis, tuned", "qtasksd peak RSS", "projection apply"} {
+	for _, want := range []string{"raw JetStream async publish", "raw JetStream task floor", "trigger fact publish", "River/riversqlite, tuned", "Asynq/Redis, tuned", "qtasksd peak RSS", "projection apply"} {
 		if !strings.Contains(stdout.String(), want) {
 			t.Errorf("the table has no row %q", want)
 		}

@@ -70,10 +70,11 @@ func benchCtx(b *testing.B) context.Context {
 	return ctx
 }
 
-// benchConnect opens a plain NATS connection to bs's server.
+// benchConnect opens a plain NATS connection to bs's server, the way the
+// bus connects (bus.Dial): limit and ours go through the same transport.
 func benchConnect(b *testing.B, bs *bus.Bus, name string) (*nats.Conn, jetstream.JetStream) {
 	b.Helper()
-	nc, err := nats.Connect(bs.ClientURL(), nats.Name(name))
+	nc, err := bs.Dial(nats.Name(name))
 	if err != nil {
 		b.Fatalf("connecting: %v", err)
 	}

@@ -89,3 +89,6 @@ func (b *Bus) DeadLetter(ctx context.Context, plugin, source string, dl events.D
 
 // EventStream returns the event log stream handle.
 func (b *Bus) EventStream() jetstream.Stream { return b.events }
+
+// TaskStream is the work-queue stream of task messages (StreamTasks).
+func (b *Bus) TaskStream() jetstream.Stream { return b.tasks }

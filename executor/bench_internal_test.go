@@ -69,7 +69,7 @@ type benchRaw struct {
 
 func newBenchRaw(b *testing.B, bs *bus.Bus) *benchRaw {
 	b.Helper()
-	nc, err := nats.Connect(bs.ClientURL(), nats.Name("bench-raw"))
+	nc, err := bs.Dial(nats.Name("bench-raw")) // the transport the bus uses
 	if err != nil {
 		b.Fatal(err)
 	}

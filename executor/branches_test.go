@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/require"
 
 	"github.com/qtasks/qtasks-go/bus"
@@ -308,7 +309,8 @@ func TestBranches(t *testing.T) {
 
 	t.Run("DeadLetter", func(t *testing.T) {
 		t.Parallel()
-		app, b := setup(t, nil)
+		reg := prometheus.NewRegistry()
+		app, b := setup(t, &executor.Config{Metrics: reg})
 		executor.MustRegister(app, "add", func(ctx context.Context, in addArgs) (int, error) { return in.A + in.B, nil }, nil)
 		start(t, app)
 
@@ -346,6 +348,9 @@ func TestBranches(t *testing.T) {
 		got := waitTask(t, app, submit(t, app, "add", addArgs{A: 1, B: 1}, nil).ID)
 		require.Equal(t, events.StatusSuccess, got.Status, got.Error)
 		waitQueueEmpty(t, b)
+		bustest.WaitFor(t, waitLimit, "the dead-letter counter at 2", func() bool {
+			return counter(t, reg, "qtasks_task_dead_letters_total") == 2
+		})
 	})
 
 	t.Run("Priority", func(t *testing.T) {

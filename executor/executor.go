@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/qtasks/qtasks-go/bus"
 	"github.com/qtasks/qtasks-go/events"
@@ -49,6 +50,10 @@ type Config struct {
 	NodeID string
 	// Logger defaults to the bus's logger.
 	Logger *slog.Logger
+	// Metrics, when set, is where the app registers its Prometheus metrics
+	// (qtasks_tasks_*, qtasks_task_*, qtasks_plugin_*); New fails if they
+	// are registered there already. Nil records none.
+	Metrics prometheus.Registerer
 	// Now is the clock. Defaults to time.Now.
 	Now func() time.Time
 }
@@ -117,6 +122,8 @@ type App struct {
 	worker     *worker
 	startToken string // distinguishes this process's start from a previous one with the same node id
 
+	m *metrics
+
 	submitMu   sync.Mutex
 	submitting map[string]*idLock // task id → submission lock, for idempotency keys
 }
@@ -130,7 +137,12 @@ func New(b *bus.Bus, cfg *Config) (*App, error) {
 	if err := c.withDefaults(b); err != nil {
 		return nil, fmt.Errorf("executor config: %w", err)
 	}
+	m, err := newMetrics(c.Metrics)
+	if err != nil {
+		return nil, fmt.Errorf("executor metrics: %w", err)
+	}
 	return &App{
+		m:      m,
 		b:      b,
 		cfg:    c,
 		log:    c.Logger.With("component", "executor", "node", c.NodeID),

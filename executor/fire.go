@@ -241,6 +241,7 @@ func (f *firing) invoke(ctx context.Context, t events.Trigger, n int, p events.P
 	}
 	call.LatencyUS = time.Since(start).Microseconds()
 	call.InvokeSeq = reply.InvokeSeq
+	defer f.a.observeCall(t.Name, &call)
 	switch {
 	case errors.Is(err, bus.ErrPluginTimeout):
 		timeout := p.TimeoutMS

@@ -307,7 +307,9 @@ func (rs *runState) call(ctx context.Context, args, kw json.RawMessage) (json.Ra
 				done <- res{e: fmt.Errorf("task panicked: %v\n%s", p, debug.Stack())}
 			}
 		}()
+		start := time.Now()
 		r, list, err := rs.def.run(ctx, args, kw)
+		rs.w.a.observeRun(&rs.t, time.Since(start))
 		done <- res{r, list, err}
 	}()
 	select {

@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/require"
 
 	"github.com/qtasks/qtasks-go/bus/bustest"
@@ -99,7 +100,8 @@ func TestShutdown(t *testing.T) {
 		require.Equal(t, events.StatusProcess, got.Status, "an interrupted task is not decided")
 		require.Empty(t, facts(t, b, events.StorageRemoveFinishedTask, sub.ID))
 
-		second := newApp(t, b, nil)
+		reg := prometheus.NewRegistry()
+		second := newApp(t, b, &executor.Config{Metrics: reg})
 		executor.MustRegister(second, "long", func(ctx context.Context, _ struct{}) (string, error) {
 			return "resumed", nil
 		}, nil)
@@ -112,6 +114,7 @@ func TestShutdown(t *testing.T) {
 		resumed := facts(t, b, events.BrokerRunningOlderTasks, sub.ID)
 		require.Len(t, resumed, 1)
 		require.Equal(t, 2, resumed[0].Event.Run)
+		require.Equal(t, 1.0, counter(t, reg, "qtasks_task_resumptions_total"))
 		require.Len(t, finalModels(t, b, sub.ID, 1), 1)
 	})
 }

@@ -226,6 +226,7 @@ func (a *App) Submit(ctx context.Context, name string, input any, opts *SubmitOp
 	if err := f.acks.Wait(ctx); err != nil {
 		return events.Task{}, fmt.Errorf("submitting %s: %w", name, err)
 	}
+	a.countSubmitted(&t)
 	return t, nil
 }
 

@@ -291,6 +291,7 @@ func (w *worker) process(it *item) {
 			_ = it.m.Nak()
 			return
 		}
+		a.m.deadLettered()
 		_ = it.m.Term()
 		return
 	}
@@ -351,6 +352,8 @@ func (w *worker) process(it *item) {
 		_ = it.m.Ack()
 		return
 	}
+	a.m.runningAdd(1)
+	defer a.m.runningAdd(-1)
 	hbCtx, stopHB := context.WithCancel(ctx)
 	go func() {
 		tick := time.NewTicker(a.cfg.AckWait / 3)
@@ -365,6 +368,9 @@ func (w *worker) process(it *item) {
 		}
 	}()
 	resumed := rec.Task.Attempt == t.Attempt && rec.Task.Status == events.StatusProcess
+	if resumed {
+		a.m.resumed()
+	}
 	err = w.run(ctx, t, rec.Revision, run, resumed)
 	stopHB()
 	if err != nil {
@@ -392,6 +398,7 @@ func (w *worker) finishDecided(ctx context.Context, final events.Task, rev uint6
 	if err := w.storeFinal(ctx, final, rev); err != nil {
 		return err
 	}
+	w.a.countFinished(&final)
 	if final.Status == events.StatusRetry {
 		return w.a.b.Enqueue(ctx, nextAttempt(final, w.a.cfg.Now()), w.a.source)
 	}

@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/pprof"
@@ -17,8 +18,10 @@ import (
 //	GET  /healthz             200 when connected to NATS
 //	GET  /tasks/{id}          a task's record
 //	POST /tasks/{name}        submit; body is the kw object; ?wait=10s waits
-func newHTTPHandler(app *executor.App) http.Handler {
+//	GET  /metrics             Prometheus metrics
+func newHTTPHandler(app *executor.App, metrics http.Handler) http.Handler {
 	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", metrics)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		if !app.Bus().Conn().IsConnected() {
 			http.Error(w, "not connected to NATS", http.StatusServiceUnavailable)
@@ -51,19 +54,23 @@ func newHTTPHandler(app *executor.App) http.Handler {
 				return
 			}
 		}
+		// Every check of the request before the submission: a 400 must mean
+		// that no task was queued, so that the client may fix and resend.
+		var wait time.Duration
+		if ws := r.URL.Query().Get("wait"); ws != "" {
+			if wait, err = time.ParseDuration(ws); err != nil || wait < 0 {
+				http.Error(w, fmt.Sprintf("wait %q: want a duration such as 10s (no task was submitted)", ws), http.StatusBadRequest)
+				return
+			}
+		}
 		opts := &executor.SubmitOptions{IdempotencyKey: r.Header.Get("Idempotency-Key"), TraceParent: r.Header.Get("traceparent")}
 		t, err := app.Submit(r.Context(), r.PathValue("name"), kw, opts)
 		if err != nil {
 			http.Error(w, err.Error(), http.StatusBadRequest)
 			return
 		}
-		if ws := r.URL.Query().Get("wait"); ws != "" {
-			d, err := time.ParseDuration(ws)
-			if err != nil {
-				http.Error(w, "wait: "+err.Error(), http.StatusBadRequest)
-				return
-			}
-			ctx, cancel := contextWithTimeout(r, d)
+		if wait > 0 {
+			ctx, cancel := contextWithTimeout(r, wait)
 			defer cancel()
 			if done, err := app.Wait(ctx, t.ID); err == nil {
 				t = done

@@ -134,9 +134,10 @@ func (m *Main) run(ctx context.Context, args []string) error {
 		log.Info("connected to NATS", "url", b.Conn().ConnectedUrl())
 	}
 
+	reg := newRegistry()
 	var proj *projections.Projector
 	if !f.noProj {
-		if proj, err = startProjector(ctx, b, f.db, log); err != nil {
+		if proj, err = startProjector(ctx, b, f.db, log, newProjectionMetrics(reg).onBatch); err != nil {
 			return err
 		}
 		if proj != nil { // stopped below; this covers the early returns
@@ -146,11 +147,13 @@ func (m *Main) run(ctx context.Context, args []string) error {
 
 	app, err := executor.New(b, &executor.Config{
 		Queue: f.queue, Concurrency: f.concurrency, Prefetch: f.prefetch, AckWait: f.ackWait, GracePeriod: f.grace, Logger: log,
+		Metrics: reg,
 	})
 	if err != nil {
 		return &usageError{Msg: err.Error(), Hint: "qtasksd run -h"}
 	}
 	registerDemoTasks(app)
+	reg.MustRegister(newLogCollector(b, proj))
 
 	var srv *http.Server
 	if f.httpAddr != "" {
@@ -158,7 +161,7 @@ func (m *Main) run(ctx context.Context, args []string) error {
 		if err != nil {
 			return fmt.Errorf("HTTP listener: %w", err)
 		}
-		h := newHTTPHandler(app)
+		h := newHTTPHandler(app, metricsHandler(reg, log))
 		if f.pprof {
 			h = withPprof(h)
 		}
@@ -214,8 +217,8 @@ func (m *Main) run(ctx context.Context, args []string) error {
 // startProjector keeps the SQLite projection at path up to date with the
 // event log. When another process already projects that file, qtasksd runs
 // without a projector rather than failing.
-func startProjector(ctx context.Context, b *bus.Bus, path string, log *slog.Logger) (*projections.Projector, error) {
-	p, err := projections.NewProjector(b, projections.ProjectorConfig{Path: path, Logger: log})
+func startProjector(ctx context.Context, b *bus.Bus, path string, log *slog.Logger, onBatch func(projections.ApplyStats)) (*projections.Projector, error) {
+	p, err := projections.NewProjector(b, projections.ProjectorConfig{Path: path, Logger: log, OnBatch: onBatch})
 	if err != nil {
 		return nil, &usageError{Msg: err.Error(), Hint: "qtasksd run --db " + projections.DefaultPath}
 	}

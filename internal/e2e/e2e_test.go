@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -193,6 +194,72 @@ func TestDaemonProfiles(t *testing.T) {
 			require.Equal(t, http.StatusNotFound, code, body)
 		}
 	}
+}
+
+// /metrics shows what the daemon did: a task submitted over HTTP counted
+// as finished, the projector caught up with the log, and JetStream read.
+func TestDaemonMetrics(t *testing.T) {
+	t.Parallel()
+	b := bustest.Open(t, nil)
+	addr := freeAddr(t)
+	startProc(t, "qtasksd", "--nats-url", b.ClientURL(), "--http", addr, "--db", filepath.Join(t.TempDir(), "p.db"), "--log-level", "warn")
+	bustest.WaitFor(t, 60*time.Second, "qtasksd's HTTP to answer", func() bool {
+		resp, err := http.Get("http://" + addr + "/healthz")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	})
+	post := func(query string) (int, string) {
+		resp, err := http.Post("http://"+addr+"/tasks/add"+query, "application/json", strings.NewReader(`{"a":1,"b":2}`))
+		require.NoError(t, err)
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(body)
+	}
+	// A bad wait is refused before anything is submitted: the counter
+	// below says one task, not two.
+	code, body := post("?wait=soon")
+	require.Equal(t, http.StatusBadRequest, code, body)
+	require.Contains(t, body, "no task was submitted")
+	code, body = post("?wait=30s")
+	require.Equal(t, http.StatusAccepted, code, body)
+	require.Contains(t, body, `"status": "success"`)
+
+	scrape := func() string {
+		resp, err := http.Get("http://" + addr + "/metrics")
+		if err != nil {
+			return err.Error()
+		}
+		defer resp.Body.Close()
+		page, _ := io.ReadAll(resp.Body)
+		return string(page)
+	}
+	var page string
+	want := []string{
+		`qtasks_tasks_submitted_total{queue="default",task="add"} 1`,
+		`qtasks_tasks_finished_total{queue="default",status="success",task="add"} 1`,
+		`qtasks_tasks_running 0`,
+		`qtasks_jetstream_up 1`,
+		`qtasks_tasks_queued 0`,
+		`qtasks_projection_lag_events 0`,
+		`qtasks_projection_events_rejected_total 0`,
+		`qtasks_task_run_seconds_count{queue="default",task="add"} 1`,
+		`go_goroutines `,
+	}
+	bustest.WaitFor(t, 60*time.Second, "the metrics to show the task and a caught-up projector", func() bool {
+		page = scrape()
+		for _, w := range want {
+			if !strings.Contains(page, w) {
+				return false
+			}
+		}
+		return true
+	})
+	// The log holds the task's facts, and the projector applied them all.
+	require.Regexp(t, `(?m)^qtasks_projection_events_applied_total [1-9][0-9]*$`, page)
+	require.Regexp(t, `(?m)^qtasks_log_messages [1-9][0-9]*$`, page)
 }
 
 // freeAddr returns a loopback address with a port free a moment ago.
