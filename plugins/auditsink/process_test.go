@@ -143,7 +143,7 @@ func TestProcess(t *testing.T) {
 	run(5)
 	p = startAudit(t, args...)
 	run(2)
-	log := waitAudit(t, b, dir, "")
+	waitAudit(t, b, dir, "")
 	bustest.WaitFor(t, 3*pluginstest.WaitLimit, "the sink's consumer to have nothing left to deliver", func() bool {
 		c, err := b.JetStream().Consumer(pluginstest.Ctx(t), bus.StreamEvents, plugins.DurableName(auditsink.DefaultName))
 		require.NoError(t, err)
@@ -151,7 +151,7 @@ func TestProcess(t *testing.T) {
 		require.NoError(t, err)
 		return info.NumAckPending == 0 && info.NumPending == 0
 	})
-	log = waitAudit(t, b, dir, "")
+	log := waitAudit(t, b, dir, "")
 	lines := readAudit(t, dir, "")
 	checkAgainstLog(t, lines, log) // each fact once, as the log has it
 	filesAfter, err := auditsink.ListFiles(dir, auditsink.DefaultPattern)
