@@ -254,8 +254,18 @@ func (m *Main) redrive(ctx context.Context, args []string) error {
 		return err
 	}
 	ids := pos
+	// One open serves both the filters and the creation times below.
+	var db *projections.DB
 	if sel.any() {
-		picked, err := sel.ids(ctx, time.Now())
+		f, err := sel.filter(time.Now())
+		if err != nil {
+			return err
+		}
+		if db, err = (&common{db: sel.db}).openRead(ctx); err != nil {
+			return err
+		}
+		defer db.Close()
+		picked, err := sel.ids(ctx, db, f)
 		if err != nil {
 			return err
 		}
@@ -272,11 +282,18 @@ func (m *Main) redrive(ctx context.Context, args []string) error {
 	if len(ids) == 0 {
 		return &usageError{Msg: "redrive needs task ids or filters (--status, --name, --tag, --since, --until)", Hint: hint}
 	}
+	// Without filters the projection is optional: ids given by hand need
+	// none, so a missing or unreadable one is not an error.
+	if db == nil {
+		if d, err := (&common{db: sel.db}).openRead(ctx); err == nil {
+			db = d
+			defer db.Close()
+		}
+	}
 	opts := replay.RedriveOptions{TaskIDs: ids, Only: *only, Mask: masks}
 	// A task whose record has expired is found in the log from its
 	// creation time as the projection has it, when there is one.
-	if db, err := (&common{db: sel.db}).openRead(ctx); err == nil {
-		defer db.Close()
+	if db != nil {
 		opts.CreatedAt = func(ctx context.Context, id string) (time.Time, bool) {
 			t, err := db.Task(ctx, id)
 			return t.CreatedAt, err == nil && !t.CreatedAt.IsZero()
@@ -331,25 +348,26 @@ func (s *taskSelect) any() bool {
 	return s.status != "" || s.name != "" || s.tag != "" || s.since != "" || s.until != ""
 }
 
-// ids lists the ids of the projected tasks matching the filters, newest
-// first, up to the limit.
-func (s *taskSelect) ids(ctx context.Context, now time.Time) ([]string, error) {
-	if s.limit <= 0 {
-		return nil, &usageError{Msg: "--limit must be positive"}
-	}
+// filter is the task filter of the flags, checked before any database is
+// opened so that a bad flag is a usage error whatever the projection.
+func (s *taskSelect) filter(now time.Time) (projections.TaskFilter, error) {
 	f := projections.TaskFilter{Status: s.status, Name: s.name, Tag: s.tag}
+	if s.limit <= 0 {
+		return f, &usageError{Msg: "--limit must be positive"}
+	}
 	var err error
 	if f.Since, err = parseTime(s.since, now); err != nil {
-		return nil, &usageError{Msg: "--since: " + err.Error()}
+		return f, &usageError{Msg: "--since: " + err.Error()}
 	}
 	if f.Until, err = parseTime(s.until, now); err != nil {
-		return nil, &usageError{Msg: "--until: " + err.Error()}
+		return f, &usageError{Msg: "--until: " + err.Error()}
 	}
-	db, err := (&common{db: s.db}).openRead(ctx)
-	if err != nil {
-		return nil, err
-	}
-	defer db.Close()
+	return f, nil
+}
+
+// ids lists the ids of the projected tasks matching f, newest first, up to
+// the limit.
+func (s *taskSelect) ids(ctx context.Context, db *projections.DB, f projections.TaskFilter) ([]string, error) {
 	var out []string
 	for len(out) < s.limit {
 		f.Limit = min(s.limit-len(out), projections.MaxLimit)
