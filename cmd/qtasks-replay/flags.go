@@ -119,13 +119,6 @@ func taskArg(pos []string, cmd string) (string, error) {
 	return pos[0], nil
 }
 
-func notFound(err error) error {
-	if errors.Is(err, projections.ErrNotFound) {
-		return &exitError{Code: ExitNotFound, Err: err}
-	}
-	return err
-}
-
 func writeJSON(w io.Writer, v any) error {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
