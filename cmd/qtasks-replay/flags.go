@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -68,10 +69,18 @@ func (c *common) logger(w io.Writer) (*slog.Logger, error) {
 }
 
 // openRead opens the projection for queries. An older schema is migrated
-// first (that needs a write); a missing database is ExitNoDB.
+// first (that needs a write), but only in a file that is a projection: a
+// path that names anything else is ExitNoDB and is not written, as is a
+// missing database.
 func (c *common) openRead(ctx context.Context) (*projections.DB, error) {
+	if err := checkProjection(ctx, c.db); err != nil {
+		return nil, err
+	}
 	db, err := projections.Open(ctx, c.db, &projections.Options{ReadOnly: true})
 	if errors.Is(err, projections.ErrSchemaOutdated) {
+		if fi, serr := os.Stat(c.db); serr == nil && fi.Size() == 0 {
+			return nil, &exitError{Code: ExitNoDB, Err: fmt.Errorf("%s is an empty file: %w", c.db, cli.ErrNotProjection)}
+		}
 		var w *projections.DB
 		if w, err = projections.Open(ctx, c.db, nil); err == nil {
 			_ = w.Close()
@@ -87,6 +96,17 @@ func (c *common) openRead(ctx context.Context) (*projections.DB, error) {
 		return nil, err
 	}
 	return db, nil
+}
+
+// checkProjection refuses a --db that names something other than a
+// projection (or nothing yet, or an empty file): it is neither read nor
+// written.
+func checkProjection(ctx context.Context, path string) error {
+	err := cli.CheckProjectionPath(ctx, path)
+	if errors.Is(err, cli.ErrNotProjection) {
+		return &exitError{Code: ExitNoDB, Err: fmt.Errorf("%w (pass the path of a projection, or of a file that does not exist yet)", err)}
+	}
+	return err
 }
 
 var newFlagSet = cli.NewFlagSet

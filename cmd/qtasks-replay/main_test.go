@@ -225,6 +225,8 @@ func TestCommands(t *testing.T) {
 			{[]string{"history", "no-such-task", "--db", db, "--json"}, ExitNotFound, "not found"},
 			{[]string{"blame", "no-such-task", "--db", db, "--json"}, ExitNotFound, "not found"},
 			{[]string{"rejected", "--db", db, "--nope"}, ExitUsage, "flag provided but not defined"},
+			{[]string{"tasks", "--db", db, "--limit", "-1"}, ExitUsage, "--limit -1"},
+			{[]string{"calls", "--db", db, "--limit", "-1"}, ExitUsage, "--limit -1"},
 			{[]string{"tasks", "--db", db, "--since", "yesterday"}, ExitUsage, "--since"},
 			{[]string{"calls", "--db", db, "--outcome", "great"}, ExitUsage, "--outcome"},
 			{[]string{"tasks", "--db", db, "--nope"}, ExitUsage, "flag provided but not defined"},
@@ -240,6 +242,68 @@ func TestCommands(t *testing.T) {
 		require.Equal(t, ExitOK, code)
 		require.Contains(t, stdout, "Exit codes")
 	})
+}
+
+// A --db that names something other than a projection is exit 4 for every
+// command and is left as it was: before, a read command wrote a
+// projection's tables into another program's SQLite database (or an empty
+// file), project did the same, and rebuild replaced any file with a link
+// to a new generation, deleting it.
+func TestNotAProjection(t *testing.T) {
+	t.Parallel()
+	b := bustest.Open(t, nil)
+	projectionstest.Publish(t, b, projectionstest.All(projectionstest.ReadFile(t, projectionstest.ScenarioLog())))
+	dir := t.TempDir()
+	foreign := filepath.Join(dir, "customers.db")
+	sdb, err := sql.Open("sqlite3", foreign)
+	require.NoError(t, err)
+	_, err = sdb.Exec(`CREATE TABLE customers (id INTEGER PRIMARY KEY, name TEXT); INSERT INTO customers (name) VALUES ('alice')`)
+	require.NoError(t, err)
+	require.NoError(t, sdb.Close())
+	text := filepath.Join(dir, "notes.txt")
+	require.NoError(t, os.WriteFile(text, []byte("precious\n"), 0o600))
+	empty := filepath.Join(dir, "empty")
+	require.NoError(t, os.WriteFile(empty, nil, 0o600))
+	sub := filepath.Join(dir, "sub")
+	require.NoError(t, os.Mkdir(sub, 0o700))
+
+	snapshot := func() map[string]string {
+		out := map[string]string{}
+		entries, err := os.ReadDir(dir)
+		require.NoError(t, err)
+		for _, e := range entries {
+			if e.IsDir() {
+				out[e.Name()] = "dir"
+				continue
+			}
+			data, err := os.ReadFile(filepath.Join(dir, e.Name()))
+			require.NoError(t, err)
+			out[e.Name()] = string(data)
+		}
+		return out
+	}
+	before := snapshot()
+	url := b.ClientURL()
+	for _, path := range []string{foreign, text, sub} {
+		for _, args := range [][]string{
+			{"tasks", "--json"}, {"history", "x"}, {"rejected"},
+			{"rebuild", "--quiet", "--nats-url", url}, {"project", "--once", "--nats-url", url},
+		} {
+			code, stdout, stderr := run(t, append(args, "--db", path)...)
+			require.Equal(t, ExitNoDB, code, "%v %s: %s", args, path, stderr)
+			require.Contains(t, stderr, "not a qtasks projection")
+			require.Empty(t, stdout)
+		}
+	}
+	code, _, stderr := run(t, "tasks", "--db", empty)
+	require.Equal(t, ExitNoDB, code, stderr)
+	require.Equal(t, before, snapshot(), "nothing was written")
+
+	// An empty file holds nothing to lose: a projection may be built there.
+	code, _, stderr = run(t, "rebuild", "--quiet", "--db", empty, "--nats-url", url)
+	require.Equal(t, ExitOK, code, stderr)
+	code, _, stderr = run(t, "tasks", "--db", empty)
+	require.Equal(t, ExitOK, code, stderr)
 }
 
 // Rebuilding twice swaps generations: the path stays readable, one

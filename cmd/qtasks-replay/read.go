@@ -178,6 +178,9 @@ func (m *Main) tasks(ctx context.Context, args []string) error {
 	if len(pos) > 0 {
 		return &usageError{Msg: fmt.Sprintf("unexpected argument %q", pos[0]), Hint: "qtasks-replay tasks --name NAME"}
 	}
+	if f.Limit < 0 {
+		return &usageError{Msg: fmt.Sprintf("--limit %d: must not be negative", f.Limit), Hint: "qtasks-replay tasks --limit 100"}
+	}
 	switch f.Status {
 	case "", events.StatusNew, events.StatusProcess, events.StatusSuccess, events.StatusError, events.StatusCancel, events.StatusRetry:
 	default:
@@ -256,6 +259,9 @@ func (m *Main) calls(ctx context.Context, args []string) error {
 	}
 	if len(pos) > 0 {
 		return &usageError{Msg: fmt.Sprintf("unexpected argument %q", pos[0]), Hint: "qtasks-replay calls --plugin NAME"}
+	}
+	if f.Limit < 0 {
+		return &usageError{Msg: fmt.Sprintf("--limit %d: must not be negative", f.Limit), Hint: "qtasks-replay calls --limit 100"}
 	}
 	switch events.Outcome(f.Outcome) {
 	case "", events.OutcomeApplied, events.OutcomeNoChange, events.OutcomeRejected, events.OutcomeTimeout, events.OutcomeError, events.OutcomeShadow:

@@ -29,6 +29,9 @@ func (m *Main) rebuild(ctx context.Context, args []string) error {
 	if len(pos) > 0 {
 		return &usageError{Msg: fmt.Sprintf("unexpected argument %q", pos[0]), Hint: "qtasks-replay rebuild --db PATH"}
 	}
+	if err := checkProjection(ctx, c.db); err != nil {
+		return err
+	}
 	if cfg.BatchSize <= 0 {
 		return &usageError{Msg: "--batch must be positive", Hint: "qtasks-replay rebuild --batch 500"}
 	}
@@ -100,6 +103,9 @@ func (m *Main) project(ctx context.Context, args []string) error {
 	}
 	if len(pos) > 0 {
 		return &usageError{Msg: fmt.Sprintf("unexpected argument %q", pos[0]), Hint: "qtasks-replay project --db PATH"}
+	}
+	if err := checkProjection(ctx, c.db); err != nil {
+		return err
 	}
 	log, err := c.logger(m.Stderr)
 	if err != nil {
