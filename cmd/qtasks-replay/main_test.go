@@ -61,6 +61,14 @@ func run(t *testing.T, args ...string) (code int, stdout, stderr string) {
 	return code, out.String(), errb.String()
 }
 
+// scenarioBus is a JetStream holding the recorded scenario log.
+func scenarioBus(t *testing.T) *bus.Bus {
+	t.Helper()
+	b := bustest.Open(t, nil)
+	projectionstest.Publish(t, b, projectionstest.All(projectionstest.ReadFile(t, projectionstest.ScenarioLog())))
+	return b
+}
+
 func openDB(t *testing.T, path string) *projections.DB {
 	t.Helper()
 	db, err := projections.Open(ctxFor(t), path, &projections.Options{ReadOnly: true})
@@ -86,8 +94,7 @@ func requireEqual(t *testing.T, a, b *projections.DB) {
 
 func TestCommands(t *testing.T) {
 	t.Parallel()
-	b := bustest.Open(t, nil)
-	projectionstest.Publish(t, b, projectionstest.All(projectionstest.ReadFile(t, projectionstest.ScenarioLog())))
+	b := scenarioBus(t)
 	// Two messages no qtasks component wrote.
 	var rogue []uint64
 	for _, body := range []string{"not an event", "{}"} {
@@ -251,8 +258,7 @@ func TestCommands(t *testing.T) {
 // to a new generation, deleting it.
 func TestNotAProjection(t *testing.T) {
 	t.Parallel()
-	b := bustest.Open(t, nil)
-	projectionstest.Publish(t, b, projectionstest.All(projectionstest.ReadFile(t, projectionstest.ScenarioLog())))
+	b := scenarioBus(t)
 	dir := t.TempDir()
 	foreign := filepath.Join(dir, "customers.db")
 	sdb, err := sql.Open("sqlite3", foreign)
@@ -310,8 +316,7 @@ func TestNotAProjection(t *testing.T) {
 // generation file is left, and a live reader of the old one is undisturbed.
 func TestRebuildSwap(t *testing.T) {
 	t.Parallel()
-	b := bustest.Open(t, nil)
-	projectionstest.Publish(t, b, projectionstest.All(projectionstest.ReadFile(t, projectionstest.ScenarioLog())))
+	b := scenarioBus(t)
 	dir := t.TempDir()
 	db := filepath.Join(dir, "qtasks.db")
 	code, _, stderr := run(t, "project", "--once", "--db", db, "--nats-url", b.ClientURL(), "--log-level", "warn")
