@@ -463,3 +463,54 @@ func (p *proc) kill() {
 		p.t.Fatal("the killed process did not exit")
 	}
 }
+
+// SIGINT in the middle of a rebuild leaves the projection the path names as
+// it was, removes the half-built generation, and says so.
+func TestRebuildInterrupted(t *testing.T) {
+	t.Parallel()
+	b := scenarioBus(t)
+	dir := t.TempDir()
+	path := filepath.Join(dir, "qtasks.db")
+	runProc(t, "rebuild", "--quiet", "--db", path, "--nats-url", b.ClientURL())
+	info, err := b.EventStream().Info(ctxFor(t))
+	require.NoError(t, err)
+	before := info.State.LastSeq
+	recorded := projectionstest.ReadFile(t, projectionstest.ScenarioLog())
+	const events = 40_000
+	projectionstest.Publish(t, b, projectionstest.Copies(recorded, events/len(recorded)+1, events))
+
+	p := startProc(t, "rebuild", "--quiet", "--db", path, "--nats-url", b.ClientURL(), "--batch", "100")
+	var gen string
+	bustest.WaitFor(t, waitLimit, "the rebuild to have applied some events", func() bool {
+		matches, _ := filepath.Glob(path + ".gen-*")
+		for _, m := range matches {
+			if !strings.HasSuffix(m, "-wal") && !strings.HasSuffix(m, "-shm") && m != mustEval(t, path) {
+				gen = m
+			}
+		}
+		return gen != "" && readLastSeq(gen) > 0
+	})
+	require.NoError(t, p.cmd.Process.Signal(os.Interrupt))
+	select {
+	case <-p.done:
+	case <-time.After(waitLimit):
+		t.Fatal("the interrupted rebuild did not exit")
+	}
+	p.mu.Lock()
+	out := p.out.String()
+	p.mu.Unlock()
+	t.Logf("exit %d: %s", p.cmd.ProcessState.ExitCode(), out)
+	require.Equal(t, ExitFailure, p.cmd.ProcessState.ExitCode(), out)
+	require.Contains(t, out, "unchanged")
+	left, err := filepath.Glob(gen + "*")
+	require.NoError(t, err)
+	require.Empty(t, left, "the half-built generation is gone")
+	requireEqual(t, openDB(t, path), build(t, b, before))
+}
+
+func mustEval(t *testing.T, path string) string {
+	t.Helper()
+	p, err := filepath.EvalSymlinks(path)
+	require.NoError(t, err)
+	return p
+}

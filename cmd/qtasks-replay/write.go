@@ -67,6 +67,11 @@ func (m *Main) rebuild(ctx context.Context, args []string) error {
 	if bar != nil {
 		_ = bar.Finish()
 	}
+	if err != nil && ctx.Err() != nil {
+		// The error names the half-built file, which is gone: say what the
+		// operator wants to know, that the live projection is intact.
+		return fmt.Errorf("rebuild stopped (%w); %s is unchanged", context.Cause(ctx), c.db)
+	}
 	if err != nil {
 		return err
 	}
