@@ -10,7 +10,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -20,6 +19,7 @@ import (
 	"github.com/qtasks/qtasks-go/bus"
 	"github.com/qtasks/qtasks-go/bus/bustest"
 	"github.com/qtasks/qtasks-go/events"
+	"github.com/qtasks/qtasks-go/internal/cli/clitest"
 	"github.com/qtasks/qtasks-go/projections"
 	"github.com/qtasks/qtasks-go/projections/projectionstest"
 )
@@ -35,9 +35,8 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
-	bin = filepath.Join(dir, "qtasks-replay")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "building qtasks-replay: %v\n%s", err, out)
+	if bin, err = clitest.Build(dir, "."); err != nil {
+		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
 	code := m.Run()
@@ -358,13 +357,14 @@ func TestProjectorKilled(t *testing.T) {
 	path := filepath.Join(dir, "live.db")
 	url := b.ClientURL()
 
-	p := startProc(t, "project", "--db", path, "--nats-url", url, "--log-level", "warn", "--batch", "100")
+	p := clitest.Start(t, "", bin, "project", "--db", path, "--nats-url", url, "--log-level", "warn", "--batch", "100")
 	var stored uint64
 	bustest.WaitFor(t, waitLimit, "the projector to be a fifth of the way", func() bool {
 		stored = readLastSeq(path)
 		return stored >= n/5
 	})
-	p.kill()
+	p.Signal(syscall.SIGKILL)
+	p.Wait(waitLimit)
 	k := readLastSeq(path)
 	require.GreaterOrEqual(t, k, stored)
 	require.Less(t, k, n, "killed before the end (make the log longer if this machine is that fast)")
@@ -410,60 +410,6 @@ func readLastSeq(path string) uint64 {
 	return n
 }
 
-// proc is a qtasks-replay child process.
-type proc struct {
-	t    *testing.T
-	cmd  *exec.Cmd
-	mu   sync.Mutex
-	out  bytes.Buffer
-	done chan struct{}
-}
-
-func startProc(t *testing.T, args ...string) *proc {
-	t.Helper()
-	p := &proc{t: t, done: make(chan struct{})}
-	p.cmd = exec.Command(bin, args...)
-	p.cmd.Stdout, p.cmd.Stderr = (*lockedWriter)(p), (*lockedWriter)(p)
-	require.NoError(t, p.cmd.Start())
-	go func() {
-		_ = p.cmd.Wait()
-		close(p.done)
-	}()
-	t.Cleanup(func() {
-		select {
-		case <-p.done:
-		default:
-			_ = p.cmd.Process.Kill()
-			<-p.done
-		}
-		if t.Failed() {
-			p.mu.Lock()
-			t.Logf("qtasks-replay output:\n%s", p.out.String())
-			p.mu.Unlock()
-		}
-	})
-	return p
-}
-
-type lockedWriter proc
-
-func (w *lockedWriter) Write(b []byte) (int, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.out.Write(b)
-}
-
-// kill sends SIGKILL and waits for the process to die.
-func (p *proc) kill() {
-	p.t.Helper()
-	require.NoError(p.t, p.cmd.Process.Signal(syscall.SIGKILL))
-	select {
-	case <-p.done:
-	case <-time.After(waitLimit):
-		p.t.Fatal("the killed process did not exit")
-	}
-}
-
 // SIGINT in the middle of a rebuild leaves the projection the path names as
 // it was, removes the half-built generation, and says so.
 func TestRebuildInterrupted(t *testing.T) {
@@ -479,7 +425,7 @@ func TestRebuildInterrupted(t *testing.T) {
 	const events = 40_000
 	projectionstest.Publish(t, b, projectionstest.Copies(recorded, events/len(recorded)+1, events))
 
-	p := startProc(t, "rebuild", "--quiet", "--db", path, "--nats-url", b.ClientURL(), "--batch", "100")
+	p := clitest.Start(t, "", bin, "rebuild", "--quiet", "--db", path, "--nats-url", b.ClientURL(), "--batch", "100")
 	var gen string
 	bustest.WaitFor(t, waitLimit, "the rebuild to have applied some events", func() bool {
 		matches, _ := filepath.Glob(path + ".gen-*")
@@ -490,17 +436,10 @@ func TestRebuildInterrupted(t *testing.T) {
 		}
 		return gen != "" && readLastSeq(gen) > 0
 	})
-	require.NoError(t, p.cmd.Process.Signal(os.Interrupt))
-	select {
-	case <-p.done:
-	case <-time.After(waitLimit):
-		t.Fatal("the interrupted rebuild did not exit")
-	}
-	p.mu.Lock()
-	out := p.out.String()
-	p.mu.Unlock()
-	t.Logf("exit %d: %s", p.cmd.ProcessState.ExitCode(), out)
-	require.Equal(t, ExitFailure, p.cmd.ProcessState.ExitCode(), out)
+	p.Signal(os.Interrupt)
+	code := p.Wait(waitLimit)
+	out := p.Output()
+	require.Equal(t, ExitFailure, code, out)
 	require.Contains(t, out, "unchanged")
 	left, err := filepath.Glob(gen + "*")
 	require.NoError(t, err)
