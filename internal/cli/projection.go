@@ -5,11 +5,14 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"net/url"
 	"os"
 
-	"github.com/mattn/go-sqlite3"
+	// The driver projections use; imported here too so that the check
+	// works in a program that reads no projection itself.
+	_ "github.com/mattn/go-sqlite3"
 )
 
 // ErrNotProjection is returned for a --db path that names something other
@@ -37,6 +40,11 @@ func CheckProjectionPath(ctx context.Context, path string) error {
 	if !fi.Mode().IsRegular() {
 		return fmt.Errorf("%s is not a regular file: %w", path, ErrNotProjection)
 	}
+	if ok, err := sqliteHeader(path); err != nil {
+		return err
+	} else if !ok {
+		return fmt.Errorf("%s is not an SQLite database: %w; left untouched", path, ErrNotProjection)
+	}
 	db, err := sql.Open("sqlite3", "file:"+(&url.URL{Path: path}).EscapedPath()+"?mode=ro&_busy_timeout=5000")
 	if err != nil {
 		return err
@@ -44,14 +52,30 @@ func CheckProjectionPath(ctx context.Context, path string) error {
 	defer db.Close()
 	var n int
 	err = db.QueryRowContext(ctx, `SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'schema_migrations'`).Scan(&n)
-	var sqe sqlite3.Error
 	switch {
-	case errors.As(err, &sqe) && sqe.Code == sqlite3.ErrNotADB:
-		return fmt.Errorf("%s is not an SQLite database: %w; left untouched", path, ErrNotProjection)
 	case err != nil:
 		return fmt.Errorf("reading %s: %w", path, err)
 	case n == 0:
 		return fmt.Errorf("%s is an SQLite database without a schema_migrations table: %w; left untouched", path, ErrNotProjection)
 	}
 	return nil
+}
+
+// sqliteHeader reports whether the file at path starts as every SQLite 3
+// database does.
+func sqliteHeader(path string) (bool, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return false, err
+	}
+	defer f.Close()
+	const magic = "SQLite format 3\x00"
+	b := make([]byte, len(magic))
+	if _, err := io.ReadFull(f, b); err != nil {
+		if errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) {
+			return false, nil
+		}
+		return false, err
+	}
+	return string(b) == magic, nil
 }
