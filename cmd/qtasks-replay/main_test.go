@@ -29,20 +29,7 @@ const waitLimit = 2 * time.Minute
 // bin is qtasks-replay built once for the tests that run it as a process.
 var bin string
 
-func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "qtasks-replay-test-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	if bin, err = clitest.Build(dir, "."); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	code := m.Run()
-	_ = os.RemoveAll(dir)
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { clitest.Main(m, &bin) }
 
 func ctxFor(t *testing.T) context.Context {
 	t.Helper()

@@ -42,6 +42,17 @@ func (m *Main) submit(ctx context.Context, args []string) error {
 	if name == "" {
 		return &usageError{Msg: "submit needs a task name", Hint: "qtasksd submit add --kw '{\"a\":1,\"b\":2}' --wait"}
 	}
+	// Checked here rather than by the server so that a typo is exit 2,
+	// before anything is sent.
+	if !events.ValidToken(name) {
+		return &usageError{Msg: fmt.Sprintf("task name %q: must be one NATS subject token (no '.', '*', '>' or spaces; at most 128 bytes)", name), Hint: "qtasksd submit add"}
+	}
+	if !events.ValidToken(*queue) {
+		return &usageError{Msg: fmt.Sprintf("--queue %q: must be one NATS subject token (no '.', '*', '>' or spaces; at most 128 bytes)", *queue), Hint: "qtasksd submit add --queue default"}
+	}
+	if *wait && *timeout <= 0 {
+		return &usageError{Msg: fmt.Sprintf("--timeout %v: must be positive", *timeout), Hint: "qtasksd submit add --wait --timeout 1m"}
+	}
 	var kwv map[string]any
 	if err := json.Unmarshal([]byte(*kw), &kwv); err != nil {
 		return &usageError{Msg: "--kw must be a JSON object: " + err.Error(), Hint: "--kw '{\"a\":1}'"}
@@ -73,7 +84,10 @@ func (m *Main) submit(ctx context.Context, args []string) error {
 	if *wait {
 		wctx, cancel := context.WithTimeout(ctx, *timeout)
 		defer cancel()
-		t, err = app.Wait(wctx, t.ID)
+		done, err := app.Wait(wctx, t.ID)
+		if done.ID != "" {
+			t = done
+		} // else Wait saw no record before the deadline: the submitted one says which task it was
 		if err != nil {
 			if errors.Is(err, context.DeadlineExceeded) {
 				_ = m.printJSON(t)

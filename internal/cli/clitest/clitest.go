@@ -29,6 +29,23 @@ func Build(dir, pkg string) (string, error) {
 	return bin, nil
 }
 
+// Main is a TestMain for a command's package: it builds the command in the
+// working directory into a private directory, sets *bin to the binary's
+// path, runs the tests, removes the directory and exits.
+func Main(m *testing.M, bin *string) {
+	dir, err := os.MkdirTemp("", "clitest-")
+	if err == nil {
+		*bin, err = Build(dir, ".")
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	_ = os.RemoveAll(dir)
+	os.Exit(code)
+}
+
 // Proc is a running command. Its stdout and stderr are collected together.
 type Proc struct {
 	t    testing.TB
