@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -140,10 +141,13 @@ func taskArg(pos []string, cmd string) (string, error) {
 }
 
 func writeJSON(w io.Writer, v any) error {
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
 	enc.SetEscapeHTML(false)
-	return enc.Encode(v)
+	if err := enc.Encode(v); err != nil {
+		return err
+	}
+	return cli.WriteJSON(w, bytes.TrimSuffix(b.Bytes(), []byte("\n")))
 }
 
 // parseTime reads an RFC 3339 time, a date, or a duration ago ("2h").

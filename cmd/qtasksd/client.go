@@ -12,6 +12,7 @@ import (
 	"github.com/qtasks/qtasks-go/bus"
 	"github.com/qtasks/qtasks-go/events"
 	"github.com/qtasks/qtasks-go/executor"
+	"github.com/qtasks/qtasks-go/internal/cli"
 )
 
 func contextWithTimeout(r *http.Request, d time.Duration) (context.Context, context.CancelFunc) {
@@ -153,7 +154,9 @@ func (m *Main) plugins(ctx context.Context, args []string) error {
 }
 
 func (m *Main) printJSON(v any) error {
-	enc := json.NewEncoder(m.Stdout)
-	enc.SetIndent("", "  ")
-	return enc.Encode(v)
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	return cli.WriteJSON(m.Stdout, b)
 }
