@@ -177,3 +177,19 @@ func TestSubmitCarelessFlags(t *testing.T) {
 	code, out := runCmd(t, dir, "status", task.ID, "--nats-url", url)
 	require.Equal(t, exitOK, code, out)
 }
+
+// A number or duration variable the flag cannot take is exit 2 naming it:
+// it used to give way to the default in silence.
+func TestBadEnvironment(t *testing.T) {
+	t.Parallel()
+	for _, kv := range []string{"QTASKS_CONCURRENCY=ten", "QTASKS_GRACE=30", "QTASKS_TASK_RETENTION=1 week"} {
+		dir := t.TempDir()
+		ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
+		defer cancel()
+		cmd := exec.CommandContext(ctx, bin, daemonArgs(dir)...)
+		cmd.Env = append(os.Environ(), kv)
+		out, _ := cmd.CombinedOutput()
+		require.Equal(t, exitUsage, cmd.ProcessState.ExitCode(), "%s: %s", kv, out)
+		require.Contains(t, string(out), strings.SplitN(kv, "=", 2)[0]+"=")
+	}
+}

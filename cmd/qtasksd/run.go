@@ -51,29 +51,39 @@ type runFlags struct {
 	users       string
 }
 
+// runEnv are the environment variables of run's number and duration flags.
+var runEnv = [][2]string{
+	{"port", "QTASKS_PORT"}, {"concurrency", "QTASKS_CONCURRENCY"}, {"prefetch", "QTASKS_PREFETCH"},
+	{"ack-wait", "QTASKS_ACK_WAIT"}, {"grace", "QTASKS_GRACE"}, {"task-retention", "QTASKS_TASK_RETENTION"},
+	{"memory-limit", "QTASKS_MEMORY_LIMIT"}, {"replicas", "QTASKS_REPLICAS"},
+}
+
 func (m *Main) run(ctx context.Context, args []string) error {
 	var f runFlags
 	fs := newFlagSet("qtasksd run", m.Stderr, "qtasksd [run] [flags]")
 	f.conn.register(fs, "")
 	fs.StringVar(&f.dataDir, "data-dir", envOr("QTASKS_DATA_DIR", "qtasks-data"), "embedded server's storage directory (QTASKS_DATA_DIR)")
 	fs.StringVar(&f.users, "users", envOr("QTASKS_USERS", ""), "JSON file of the embedded server's users: full-rights users, and plugin users with the least rights (see README); qtasksd connects as --user or the first full-rights one (QTASKS_USERS)")
-	fs.IntVar(&f.port, "port", envInt("QTASKS_PORT", bus.DefaultEmbeddedPort), "embedded server's port on 127.0.0.1; 0: any free port (QTASKS_PORT)")
+	fs.IntVar(&f.port, "port", bus.DefaultEmbeddedPort, "embedded server's port on 127.0.0.1; 0: any free port (QTASKS_PORT)")
 	fs.StringVar(&f.queue, "queue", envOr("QTASKS_QUEUE", executor.DefaultQueue), "queue the worker pulls from (QTASKS_QUEUE)")
-	fs.IntVar(&f.concurrency, "concurrency", envInt("QTASKS_CONCURRENCY", executor.DefaultConcurrency), "tasks run at once (QTASKS_CONCURRENCY)")
-	fs.IntVar(&f.prefetch, "prefetch", envInt("QTASKS_PREFETCH", 0), "tasks pulled ahead and run by priority; default: --concurrency (QTASKS_PREFETCH)")
-	fs.DurationVar(&f.ackWait, "ack-wait", envDur("QTASKS_ACK_WAIT", executor.DefaultAckWait), "redeliver a task whose worker is silent this long (QTASKS_ACK_WAIT)")
-	fs.DurationVar(&f.grace, "grace", envDur("QTASKS_GRACE", executor.DefaultGracePeriod), "on SIGTERM, let in-flight tasks finish this long (QTASKS_GRACE)")
+	fs.IntVar(&f.concurrency, "concurrency", executor.DefaultConcurrency, "tasks run at once (QTASKS_CONCURRENCY)")
+	fs.IntVar(&f.prefetch, "prefetch", 0, "tasks pulled ahead and run by priority; default: --concurrency (QTASKS_PREFETCH)")
+	fs.DurationVar(&f.ackWait, "ack-wait", executor.DefaultAckWait, "redeliver a task whose worker is silent this long (QTASKS_ACK_WAIT)")
+	fs.DurationVar(&f.grace, "grace", executor.DefaultGracePeriod, "on SIGTERM, let in-flight tasks finish this long (QTASKS_GRACE)")
 	fs.StringVar(&f.record, "record", envOr("QTASKS_RECORD", "all"), "which facts to write: all, or lifecycle (lifecycle facts plus subscribed triggers) (QTASKS_RECORD)")
 	fs.StringVar(&f.httpAddr, "http", envOr("QTASKS_HTTP", "127.0.0.1:7400"), "HTTP address for /healthz and /tasks; empty disables (QTASKS_HTTP)")
-	fs.DurationVar(&f.retention, "task-retention", envDur("QTASKS_TASK_RETENTION", bus.DefaultFinishedTaskTTL), "how long a finished task's record stays in the task bucket (the log and the projection keep it); negative: forever (QTASKS_TASK_RETENTION)")
+	fs.DurationVar(&f.retention, "task-retention", bus.DefaultFinishedTaskTTL, "how long a finished task's record stays in the task bucket (the log and the projection keep it); negative: forever (QTASKS_TASK_RETENTION)")
 	fs.BoolVar(&f.pprof, "pprof", false, "also serve Go's profiles under /debug/pprof/ on the HTTP address (keep that address private)")
-	fs.IntVar(&f.memLimitMiB, "memory-limit", envInt("QTASKS_MEMORY_LIMIT", defaultMemoryLimitMiB), "soft limit of the process's Go memory, in MiB: near it the GC works harder rather than let the heap grow to twice what is live; 0: no limit; GOMEMLIMIT, when set, wins (QTASKS_MEMORY_LIMIT)")
+	fs.IntVar(&f.memLimitMiB, "memory-limit", defaultMemoryLimitMiB, "soft limit of the process's Go memory, in MiB: near it the GC works harder rather than let the heap grow to twice what is live; 0: no limit; GOMEMLIMIT, when set, wins (QTASKS_MEMORY_LIMIT)")
 	fs.StringVar(&f.logLevel, "log-level", envOr("LOG_LEVEL", "info"), "debug, info, warn or error (LOG_LEVEL)")
 	fs.BoolVar(&f.noWorker, "no-worker", false, "run no worker (only the embedded server and HTTP)")
-	fs.IntVar(&f.replicas, "replicas", envInt("QTASKS_REPLICAS", 1), "stream replicas; 3 on a cluster (QTASKS_REPLICAS)")
+	fs.IntVar(&f.replicas, "replicas", 1, "stream replicas; 3 on a cluster (QTASKS_REPLICAS)")
 	fs.StringVar(&f.db, "db", envOr("QTASKS_DB", projections.DefaultPath), "SQLite projection of the event log, kept up to date (QTASKS_DB)")
 	fs.BoolVar(&f.noProj, "no-projection", false, "run no projector")
 	if err := parse(fs, args, "qtasksd run -h"); err != nil {
+		return err
+	}
+	if err := setFromEnv(fs, runEnv); err != nil {
 		return err
 	}
 	if fs.NArg() > 0 {
