@@ -156,6 +156,10 @@ func parseTime(s string, now time.Time) (time.Time, error) {
 		return time.Time{}, nil
 	}
 	if d, err := time.ParseDuration(s); err == nil {
+		if d < 0 {
+			// -2h would mean two hours from now, which no recorded time is.
+			return time.Time{}, fmt.Errorf("%q: a duration ago must not be negative (2h is two hours ago)", s)
+		}
 		return now.Add(-d), nil
 	}
 	for _, layout := range []string{time.RFC3339Nano, "2006-01-02T15:04:05", "2006-01-02 15:04:05", "2006-01-02"} {
@@ -164,6 +168,22 @@ func parseTime(s string, now time.Time) (time.Time, error) {
 		}
 	}
 	return time.Time{}, fmt.Errorf("%q is not a time (RFC 3339, YYYY-MM-DD) or a duration ago (2h)", s)
+}
+
+// timeRange reads a --since and --until pair; either may be empty. A range
+// that ends before it starts would select nothing, so it is a usage error
+// rather than an empty answer.
+func timeRange(since, until string, now time.Time, hint string) (from, to time.Time, err error) {
+	if from, err = parseTime(since, now); err != nil {
+		return from, to, &usageError{Msg: "--since " + err.Error(), Hint: hint}
+	}
+	if to, err = parseTime(until, now); err != nil {
+		return from, to, &usageError{Msg: "--until " + err.Error(), Hint: hint}
+	}
+	if !from.IsZero() && !to.IsZero() && !from.Before(to) {
+		return from, to, &usageError{Msg: fmt.Sprintf("--since %s is not before --until %s", since, until), Hint: hint}
+	}
+	return from, to, nil
 }
 
 func fmtTime(t time.Time) string {

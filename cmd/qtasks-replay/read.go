@@ -186,12 +186,8 @@ func (m *Main) tasks(ctx context.Context, args []string) error {
 	default:
 		return &usageError{Msg: fmt.Sprintf("--status %q: want new, process, success, error, cancel or retry", f.Status), Hint: "qtasks-replay tasks --status error"}
 	}
-	now := time.Now()
-	if f.Since, err = parseTime(since, now); err != nil {
-		return &usageError{Msg: "--since " + err.Error(), Hint: "qtasks-replay tasks --since 1h"}
-	}
-	if f.Until, err = parseTime(until, now); err != nil {
-		return &usageError{Msg: "--until " + err.Error(), Hint: "qtasks-replay tasks --until 2006-01-02"}
+	if f.Since, f.Until, err = timeRange(since, until, time.Now(), "qtasks-replay tasks --since 2h --until 1h"); err != nil {
+		return err
 	}
 	return query(ctx, m, &c, func(db *projections.DB) (projections.TaskPage, error) { return db.Tasks(ctx, f) },
 		func(page projections.TaskPage) error {

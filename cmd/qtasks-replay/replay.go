@@ -49,15 +49,8 @@ func registerFilter(fs *flag.FlagSet, f *filterFlags) {
 func (f *filterFlags) filter(now time.Time) (replay.Filter, error) {
 	var out replay.Filter
 	var err error
-	if f.since != "" {
-		if out.Since, err = parseTime(f.since, now); err != nil {
-			return out, &usageError{Msg: "--since: " + err.Error()}
-		}
-	}
-	if f.until != "" {
-		if out.Until, err = parseTime(f.until, now); err != nil {
-			return out, &usageError{Msg: "--until: " + err.Error()}
-		}
+	if out.Since, out.Until, err = timeRange(f.since, f.until, now, "--since 24h --until 1h"); err != nil {
+		return out, err
 	}
 	out.TaskNames, out.Triggers, out.TaskIDs = f.names, f.triggers, f.ids
 	out.Last, out.IncludeTesting = f.last, f.includeTesting
@@ -324,6 +317,11 @@ func (m *Main) redrive(ctx context.Context, args []string) error {
 			_ = rep.WriteSummary(m.Stdout)
 		}
 	}
+	if err == nil && rep != nil && rep.Totals.Changed+rep.Totals.Incomplete == 0 && rep.Totals.Missing > 0 {
+		// Nothing diverged: some ids have no recorded facts (unknown, or
+		// mistyped), which is "not found", not a plugin's divergence.
+		return &exitError{Code: ExitNotFound, Err: fmt.Errorf("%d of %d tasks have no recorded facts (unknown ids?)", rep.Totals.Missing, rep.Totals.Runs)}
+	}
 	return replayExit(rep != nil && rep.Changed(), err, "a re-driven run changed")
 }
 
@@ -356,13 +354,8 @@ func (s *taskSelect) filter(now time.Time) (projections.TaskFilter, error) {
 		return f, &usageError{Msg: "--limit must be positive"}
 	}
 	var err error
-	if f.Since, err = parseTime(s.since, now); err != nil {
-		return f, &usageError{Msg: "--since: " + err.Error()}
-	}
-	if f.Until, err = parseTime(s.until, now); err != nil {
-		return f, &usageError{Msg: "--until: " + err.Error()}
-	}
-	return f, nil
+	f.Since, f.Until, err = timeRange(s.since, s.until, now, "--since 24h --until 1h")
+	return f, err
 }
 
 // ids lists the ids of the projected tasks matching f, newest first, up to

@@ -159,10 +159,22 @@ func TestRedriveByFilter(t *testing.T) {
 
 	code, _, _ := run(t, "redrive", "--nats-url", b.ClientURL())
 	require.Equal(t, ExitUsage, code, "no ids and no filters")
+	// An id with nothing recorded is not found, not a divergence.
+	for _, id := range []string{"no-such-task", "bad id!"} {
+		code, stdout, stderr := run(t, "redrive", "--nats-url", b.ClientURL(), "--db", path, "--json", id)
+		require.Equal(t, ExitNotFound, code, stderr)
+		require.Contains(t, stderr, "no recorded facts")
+		var rep replay.RedriveReport
+		require.NoError(t, json.Unmarshal([]byte(stdout), &rep), stdout)
+		require.Equal(t, 1, rep.Totals.Missing)
+	}
+	code, _, stderr := run(t, "redrive", "--nats-url", b.ClientURL(), "--db", path, "--name", "n", "--since", "1h", "--until", "2h")
+	require.Equal(t, ExitUsage, code, stderr)
+	require.Contains(t, stderr, "is not before --until")
 	// A bad filter is a usage error before the projection is looked at; a
 	// missing projection is one only when the filters need it.
 	missing := filepath.Join(t.TempDir(), "missing.db")
-	code, _, stderr := run(t, "redrive", "--nats-url", b.ClientURL(), "--db", missing, "--name", "n", "--limit", "0")
+	code, _, stderr = run(t, "redrive", "--nats-url", b.ClientURL(), "--db", missing, "--name", "n", "--limit", "0")
 	require.Equal(t, ExitUsage, code, stderr)
 	code, _, stderr = run(t, "redrive", "--nats-url", b.ClientURL(), "--db", missing, "--name", "n")
 	require.Equal(t, ExitNoDB, code, stderr)
