@@ -203,6 +203,9 @@ func TestCommands(t *testing.T) {
 	})
 	t.Run("Errors", func(t *testing.T) {
 		t.Parallel()
+		// Flags refused before connecting; a server reached by mistake
+		// would be another test's or another program's.
+		const nowhere = "nats://127.0.0.1:1"
 		for _, tc := range []struct {
 			args []string
 			code int
@@ -222,7 +225,14 @@ func TestCommands(t *testing.T) {
 			{[]string{"tasks", "--db", db, "--since", "-2h"}, ExitUsage, "must not be negative"},
 			{[]string{"tasks", "--db", db, "--since", "1h", "--until", "2h"}, ExitUsage, "is not before --until"},
 			{[]string{"tasks", "--db", db, "--since", "2026-01-02", "--until", "2026-01-01"}, ExitUsage, "is not before --until"},
-			{[]string{"export", "x", "--since", "-1h"}, ExitUsage, "must not be negative"},
+			{[]string{"export", "x", "--since", "-1h", "--nats-url", nowhere}, ExitUsage, "must not be negative"},
+			{[]string{"export", "x", "--last", "-5", "--nats-url", nowhere}, ExitUsage, "--last -5"},
+			{[]string{"plugin", "x", "--candidate-cmd", "true", "--pace", "--speed", "-1", "--nats-url", nowhere}, ExitUsage, "--speed -1"},
+			{[]string{"plugin", "x", "--candidate-cmd", "true", "--concurrency", "0", "--nats-url", nowhere}, ExitUsage, "--concurrency 0"},
+			{[]string{"plugin", "x", "--candidate-cmd", "true", "--timeout", "-1s", "--nats-url", nowhere}, ExitUsage, "--timeout -1s"},
+			{[]string{"shadow", "x", "--db", db, "--of", "y", "--max-rate", "-1"}, ExitUsage, "--max-rate -1"},
+			{[]string{"project", "--db", filepath.Join(dir, "p.db"), "--batch", "-5", "--nats-url", nowhere}, ExitUsage, "--batch -5"},
+			{[]string{"project", "--db", filepath.Join(dir, "p.db"), "--batch-wait", "-1s", "--nats-url", nowhere}, ExitUsage, "--batch-wait -1s"},
 			{[]string{"calls", "--db", db, "--limit", "-1"}, ExitUsage, "--limit -1"},
 			{[]string{"tasks", "--db", db, "--since", "yesterday"}, ExitUsage, "--since"},
 			{[]string{"calls", "--db", db, "--outcome", "great"}, ExitUsage, "--outcome"},

@@ -52,6 +52,9 @@ func (f *filterFlags) filter(now time.Time) (replay.Filter, error) {
 	if out.Since, out.Until, err = timeRange(f.since, f.until, now, "--since 24h --until 1h"); err != nil {
 		return out, err
 	}
+	if f.last < 0 {
+		return out, &usageError{Msg: fmt.Sprintf("--last %d: must not be negative", f.last), Hint: "--last 1000"}
+	}
 	out.TaskNames, out.Triggers, out.TaskIDs = f.names, f.triggers, f.ids
 	out.Last, out.IncludeTesting = f.last, f.includeTesting
 	return out, nil
@@ -108,6 +111,14 @@ func (m *Main) replayPlugin(ctx context.Context, args []string) error {
 	}
 	if *candidate == "" {
 		return &usageError{Msg: "--candidate-cmd is required", Hint: hint}
+	}
+	switch {
+	case *pace && *speed <= 0:
+		return &usageError{Msg: fmt.Sprintf("--speed %v: must be positive", *speed), Hint: hint + " --pace --speed 10"}
+	case *concurrency <= 0:
+		return &usageError{Msg: fmt.Sprintf("--concurrency %d: must be positive", *concurrency), Hint: hint}
+	case *timeout < 0:
+		return &usageError{Msg: fmt.Sprintf("--timeout %v: must not be negative (0: what the candidate registers)", *timeout), Hint: hint}
 	}
 	f, err := ff.filter(time.Now())
 	if err != nil {
@@ -414,6 +425,9 @@ func (m *Main) shadow(ctx context.Context, args []string) error {
 	}
 	if len(pos) != 1 {
 		return &usageError{Msg: "shadow needs exactly one plugin name", Hint: hint}
+	}
+	if *maxRate < 0 || *maxRate > 1 {
+		return &usageError{Msg: fmt.Sprintf("--max-rate %v: want a rate from 0 to 1", *maxRate), Hint: hint}
 	}
 	opts := replay.ShadowOptions{Shadow: pos[0], ShadowOf: *of, Mask: masks}
 	if *since != "" {

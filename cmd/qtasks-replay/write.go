@@ -109,6 +109,14 @@ func (m *Main) project(ctx context.Context, args []string) error {
 	if len(pos) > 0 {
 		return &usageError{Msg: fmt.Sprintf("unexpected argument %q", pos[0]), Hint: "qtasks-replay project --db PATH"}
 	}
+	// The projector would take 0 or less for its default in silence; on a
+	// command line that is a mistake, as it is for rebuild.
+	if cfg.BatchSize <= 0 {
+		return &usageError{Msg: fmt.Sprintf("--batch %d: must be positive", cfg.BatchSize), Hint: "qtasks-replay project --batch 500"}
+	}
+	if cfg.BatchWait <= 0 {
+		return &usageError{Msg: fmt.Sprintf("--batch-wait %v: must be positive", cfg.BatchWait), Hint: "qtasks-replay project --batch-wait 50ms"}
+	}
 	if err := checkProjection(ctx, c.db); err != nil {
 		return err
 	}
