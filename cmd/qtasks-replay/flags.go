@@ -29,19 +29,22 @@ type connFlags struct{ cli.ConnFlags }
 
 func (c *connFlags) register(fs *flag.FlagSet) { c.Register(fs, DefaultNatsURL) }
 
-// open connects to the NATS server; it never starts an embedded one.
-func (c *connFlags) open(ctx context.Context, log *slog.Logger) (*bus.Bus, error) {
+// open connects to the NATS server; it never starts an embedded one. A
+// read-only bus cannot change the log, its registry or its streams: what a
+// replay needs.
+func (c *connFlags) open(ctx context.Context, log *slog.Logger, readOnly bool) (*bus.Bus, error) {
 	if c.URL == "" {
-		return nil, &usageError{Msg: "--nats-url is empty", Hint: "qtasks-replay rebuild --nats-url " + DefaultNatsURL}
+		return nil, &usageError{Msg: "--nats-url is empty", Hint: "--nats-url " + DefaultNatsURL}
 	}
 	octx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	b, err := bus.Open(octx, bus.Config{
-		URL: c.URL, CredsFile: c.Creds, NKeyFile: c.NKey, User: c.User, Password: c.Password, Token: c.Token,
-		Name: "qtasks-replay", Logger: log,
-	})
+	cfg := c.Config()
+	cfg.Name, cfg.Logger, cfg.ReadOnly = "qtasks-replay", log, readOnly
+	b, err := bus.Open(octx, cfg)
 	if err != nil {
-		return nil, fmt.Errorf("connecting to %s: %w", c.URL, err)
+		// Not wrapped: bus.Open's error names the URL when it is about
+		// reaching it ("connecting to nats://…: …").
+		return nil, err
 	}
 	return b, nil
 }

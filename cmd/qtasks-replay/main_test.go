@@ -244,6 +244,7 @@ func TestCommands(t *testing.T) {
 			code, _, stderr := run(t, tc.args...)
 			require.Equal(t, tc.code, code, "%v: %s", tc.args, stderr)
 			require.Contains(t, stderr, tc.msg, tc.args)
+			require.LessOrEqual(t, strings.Count(stderr, "connecting to"), 1, "said once: %s", stderr)
 		}
 		code, stdout, _ := run(t, "help")
 		require.Equal(t, ExitOK, code)

@@ -67,16 +67,7 @@ func (c *connFlags) openLive(ctx context.Context, m *Main, logLevel string) (*bu
 	if err != nil {
 		return nil, err
 	}
-	octx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	b, err := bus.Open(octx, bus.Config{
-		URL: c.URL, CredsFile: c.Creds, NKeyFile: c.NKey, User: c.User, Password: c.Password, Token: c.Token,
-		Name: "qtasks-replay", Logger: log, ReadOnly: true,
-	})
-	if err != nil {
-		return nil, fmt.Errorf("connecting to %s: %w", c.URL, err)
-	}
-	return b, nil
+	return c.open(ctx, log, true)
 }
 
 // replayPlugin feeds a candidate version of plugin NAME the recorded
