@@ -64,7 +64,7 @@ func (m *Main) run(ctx context.Context, args []string) error {
 	f.conn.register(fs, "")
 	fs.StringVar(&f.dataDir, "data-dir", envOr("QTASKS_DATA_DIR", "qtasks-data"), "embedded server's storage directory (QTASKS_DATA_DIR)")
 	fs.StringVar(&f.users, "users", envOr("QTASKS_USERS", ""), "JSON file of the embedded server's users: full-rights users, and plugin users with the least rights (see README); qtasksd connects as --user or the first full-rights one (QTASKS_USERS)")
-	fs.IntVar(&f.port, "port", bus.DefaultEmbeddedPort, "embedded server's port on 127.0.0.1; 0: any free port (QTASKS_PORT)")
+	fs.IntVar(&f.port, "port", bus.DefaultEmbeddedPort, "embedded server's port on 127.0.0.1; 0 or -1: any free port (QTASKS_PORT)")
 	fs.StringVar(&f.queue, "queue", envOr("QTASKS_QUEUE", executor.DefaultQueue), "queue the worker pulls from (QTASKS_QUEUE)")
 	fs.IntVar(&f.concurrency, "concurrency", executor.DefaultConcurrency, "tasks run at once (QTASKS_CONCURRENCY)")
 	fs.IntVar(&f.prefetch, "prefetch", 0, "tasks pulled ahead and run by priority; default: --concurrency (QTASKS_PREFETCH)")
@@ -96,8 +96,8 @@ func (m *Main) run(ctx context.Context, args []string) error {
 	if f.memLimitMiB < 0 {
 		return &usageError{Msg: fmt.Sprintf("--memory-limit %d: must be 0 or a number of MiB", f.memLimitMiB), Hint: "qtasksd run -h"}
 	}
-	if f.port < 0 || f.port > 65535 {
-		return &usageError{Msg: fmt.Sprintf("--port %d: want 1 to 65535, or 0 for any free port", f.port), Hint: "qtasksd run --port 4222"}
+	if f.port < -1 || f.port > 65535 {
+		return &usageError{Msg: fmt.Sprintf("--port %d: want 1 to 65535, or 0 (or -1, as the server takes it) for any free port", f.port), Hint: "qtasksd run --port 4222"}
 	}
 	if f.grace < 0 {
 		return &usageError{Msg: fmt.Sprintf("--grace %v: must not be negative", f.grace), Hint: "qtasksd run --grace 30s"}
@@ -258,7 +258,7 @@ func dataDirLock(dir string) string { return filepath.Join(dir, "qtasksd.lock") 
 // the server itself would only fail to become ready, 30 s later, without
 // saying why.
 func checkPortFree(port int) error {
-	if port == 0 {
+	if port <= 0 {
 		return nil
 	}
 	ln, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
