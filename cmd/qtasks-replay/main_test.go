@@ -291,7 +291,7 @@ func TestNotAProjection(t *testing.T) {
 	}
 	before := snapshot()
 	url := b.ClientURL()
-	for _, path := range []string{foreign, text, sub} {
+	for _, path := range []string{foreign, text, sub, filepath.Join(text, "x.db")} {
 		for _, args := range [][]string{
 			{"tasks", "--json"}, {"history", "x"}, {"rejected"},
 			{"rebuild", "--quiet", "--nats-url", url}, {"project", "--once", "--nats-url", url},

@@ -9,6 +9,7 @@ import (
 	"io/fs"
 	"net/url"
 	"os"
+	"syscall"
 
 	// The driver projections use; imported here too so that the check
 	// works in a program that reads no projection itself.
@@ -30,6 +31,8 @@ func CheckProjectionPath(ctx context.Context, path string) error {
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
 		return nil
+	case errors.Is(err, syscall.ENOTDIR):
+		return fmt.Errorf("%s: a directory on its path is a file: %w", path, ErrNotProjection)
 	case err != nil:
 		return err
 	case fi.IsDir():
