@@ -69,7 +69,7 @@ func (m *Main) submit(ctx context.Context, args []string) error {
 			opts.Priority = priority
 		}
 	})
-	b, err := openClient(ctx, &conn)
+	b, err := openClient(ctx, &conn, false)
 	if err != nil {
 		return err
 	}
@@ -123,7 +123,7 @@ func (m *Main) status(ctx context.Context, args []string) error {
 	if id == "" {
 		return &usageError{Msg: "status needs a task id", Hint: "qtasksd status TASK_ID"}
 	}
-	b, err := openClient(ctx, &conn)
+	b, err := openClient(ctx, &conn, true)
 	if err != nil {
 		return err
 	}
@@ -145,7 +145,7 @@ func (m *Main) plugins(ctx context.Context, args []string) error {
 	if err := parse(fs, args, "qtasksd plugins"); err != nil {
 		return err
 	}
-	b, err := openClient(ctx, &conn)
+	b, err := openClient(ctx, &conn, true)
 	if err != nil {
 		return err
 	}

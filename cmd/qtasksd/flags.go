@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -9,6 +10,8 @@ import (
 	"os"
 	"strings"
 	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/qtasks/qtasks-go/bus"
 	"github.com/qtasks/qtasks-go/internal/cli"
@@ -73,12 +76,19 @@ func newLogger(w io.Writer, level string, json bool) (*slog.Logger, error) {
 	return slog.New(slog.NewTextHandler(w, opts)), nil
 }
 
-func openClient(ctx context.Context, c *connFlags) (*bus.Bus, error) {
+// openClient connects a command to qtasksd's server. A command that only
+// reads opens the bus read-only, so that a --nats-url naming some other
+// server finds nothing there rather than having qtasks' streams and
+// buckets created on it.
+func openClient(ctx context.Context, c *connFlags, readOnly bool) (*bus.Bus, error) {
 	cfg := c.config()
-	cfg.Name = "qtasksd-cli"
+	cfg.Name, cfg.ReadOnly = "qtasksd-cli", readOnly
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	b, err := bus.Open(ctx, cfg)
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		return nil, fmt.Errorf("no qtasks streams on %s: is it qtasksd's server? (qtasksd creates them when it starts): %w", c.URL, err)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("%w (is qtasksd running? start it with: qtasksd)", err)
 	}
