@@ -30,8 +30,9 @@ type connFlags struct{ cli.ConnFlags }
 func (c *connFlags) register(fs *flag.FlagSet) { c.Register(fs, DefaultNatsURL) }
 
 // open connects to the NATS server; it never starts an embedded one. A
-// read-only bus cannot change the log, its registry or its streams: what a
-// replay needs.
+// read-only bus cannot change the log, its registry or its streams: every
+// command here only reads the log (a projector's durable consumer aside), so
+// a --nats-url naming some other server gets nothing created on it.
 func (c *connFlags) open(ctx context.Context, log *slog.Logger, readOnly bool) (*bus.Bus, error) {
 	if c.URL == "" {
 		return nil, &usageError{Msg: "--nats-url is empty", Hint: "--nats-url " + DefaultNatsURL}
@@ -42,9 +43,9 @@ func (c *connFlags) open(ctx context.Context, log *slog.Logger, readOnly bool) (
 	cfg.Name, cfg.Logger, cfg.ReadOnly = "qtasks-replay", log, readOnly
 	b, err := bus.Open(octx, cfg)
 	if err != nil {
-		// Not wrapped: bus.Open's error names the URL when it is about
-		// reaching it ("connecting to nats://…: …").
-		return nil, err
+		// Otherwise not wrapped: bus.Open's error names the URL when it is
+		// about reaching it ("connecting to nats://…: …").
+		return nil, cli.NoStreams(c.URL, err)
 	}
 	return b, nil
 }

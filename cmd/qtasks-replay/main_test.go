@@ -313,6 +313,21 @@ func TestNotAProjection(t *testing.T) {
 	require.Equal(t, ExitOK, code, stderr)
 }
 
+// rebuild and project only read the log: pointed at a NATS server that is
+// not qtasksd's they fail and create nothing there. They used to provision
+// qtasks' streams on it and project its empty log.
+func TestForeignServer(t *testing.T) {
+	t.Parallel()
+	url, streams := clitest.ForeignJetStream(t)
+	dir := t.TempDir()
+	for _, args := range [][]string{{"rebuild", "--quiet"}, {"project", "--once"}} {
+		code, _, stderr := run(t, append(args, "--nats-url", url, "--db", filepath.Join(dir, args[0]+".db"))...)
+		require.Equal(t, ExitFailure, code, "%v: %s", args, stderr)
+		require.Contains(t, stderr, "no qtasks streams", args)
+	}
+	require.Empty(t, streams(), "nothing was provisioned")
+}
+
 // Rebuilding twice swaps generations: the path stays readable, one
 // generation file is left, and a live reader of the old one is undisturbed.
 func TestRebuildSwap(t *testing.T) {

@@ -39,7 +39,7 @@ func (m *Main) rebuild(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	b, err := conn.open(ctx, log, false)
+	b, err := conn.open(ctx, log, true)
 	if err != nil {
 		return err
 	}
@@ -124,7 +124,7 @@ func (m *Main) project(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	b, err := conn.open(ctx, log, false)
+	b, err := conn.open(ctx, log, true)
 	if err != nil {
 		return err
 	}

@@ -87,7 +87,7 @@ func openClient(ctx context.Context, c *connFlags, readOnly bool) (*bus.Bus, err
 	defer cancel()
 	b, err := bus.Open(ctx, cfg)
 	if errors.Is(err, jetstream.ErrStreamNotFound) {
-		return nil, fmt.Errorf("no qtasks streams on %s: is it qtasksd's server? (qtasksd creates them when it starts): %w", c.URL, err)
+		return nil, cli.NoStreams(c.URL, err)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("%w (is qtasksd running? start it with: qtasksd)", err)
