@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -8,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -27,19 +29,23 @@ type connFlags struct{ cli.ConnFlags }
 
 func (c *connFlags) register(fs *flag.FlagSet) { c.Register(fs, DefaultNatsURL) }
 
-// open connects to the NATS server; it never starts an embedded one.
-func (c *connFlags) open(ctx context.Context, log *slog.Logger) (*bus.Bus, error) {
+// open connects to the NATS server; it never starts an embedded one. A
+// read-only bus cannot change the log, its registry or its streams: every
+// command here only reads the log (a projector's durable consumer aside), so
+// a --nats-url naming some other server gets nothing created on it.
+func (c *connFlags) open(ctx context.Context, log *slog.Logger, readOnly bool) (*bus.Bus, error) {
 	if c.URL == "" {
-		return nil, &usageError{Msg: "--nats-url is empty", Hint: "qtasks-replay rebuild --nats-url " + DefaultNatsURL}
+		return nil, &usageError{Msg: "--nats-url is empty", Hint: "--nats-url " + DefaultNatsURL}
 	}
 	octx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	b, err := bus.Open(octx, bus.Config{
-		URL: c.URL, CredsFile: c.Creds, NKeyFile: c.NKey, User: c.User, Password: c.Password, Token: c.Token,
-		Name: "qtasks-replay", Logger: log,
-	})
+	cfg := c.Config()
+	cfg.Name, cfg.Logger, cfg.ReadOnly = "qtasks-replay", log, readOnly
+	b, err := bus.Open(octx, cfg)
 	if err != nil {
-		return nil, fmt.Errorf("connecting to %s: %w", c.URL, err)
+		// Otherwise not wrapped: bus.Open's error names the URL when it is
+		// about reaching it ("connecting to nats://…: …").
+		return nil, cli.NoStreams(c.URL, err)
 	}
 	return b, nil
 }
@@ -68,10 +74,18 @@ func (c *common) logger(w io.Writer) (*slog.Logger, error) {
 }
 
 // openRead opens the projection for queries. An older schema is migrated
-// first (that needs a write); a missing database is ExitNoDB.
+// first (that needs a write), but only in a file that is a projection: a
+// path that names anything else is ExitNoDB and is not written, as is a
+// missing database.
 func (c *common) openRead(ctx context.Context) (*projections.DB, error) {
+	if err := checkProjection(ctx, c.db); err != nil {
+		return nil, err
+	}
 	db, err := projections.Open(ctx, c.db, &projections.Options{ReadOnly: true})
 	if errors.Is(err, projections.ErrSchemaOutdated) {
+		if fi, serr := os.Stat(c.db); serr == nil && fi.Size() == 0 {
+			return nil, &exitError{Code: ExitNoDB, Err: fmt.Errorf("%s is an empty file: %w", c.db, cli.ErrNotProjection)}
+		}
 		var w *projections.DB
 		if w, err = projections.Open(ctx, c.db, nil); err == nil {
 			_ = w.Close()
@@ -87,6 +101,17 @@ func (c *common) openRead(ctx context.Context) (*projections.DB, error) {
 		return nil, err
 	}
 	return db, nil
+}
+
+// checkProjection refuses a --db that names something other than a
+// projection (or nothing yet, or an empty file): it is neither read nor
+// written.
+func checkProjection(ctx context.Context, path string) error {
+	err := cli.CheckProjectionPath(ctx, path)
+	if errors.Is(err, cli.ErrNotProjection) {
+		return &exitError{Code: ExitNoDB, Err: fmt.Errorf("%w (pass the path of a projection, or of a file that does not exist yet)", err)}
+	}
+	return err
 }
 
 var newFlagSet = cli.NewFlagSet
@@ -119,18 +144,14 @@ func taskArg(pos []string, cmd string) (string, error) {
 	return pos[0], nil
 }
 
-func notFound(err error) error {
-	if errors.Is(err, projections.ErrNotFound) {
-		return &exitError{Code: ExitNotFound, Err: err}
-	}
-	return err
-}
-
 func writeJSON(w io.Writer, v any) error {
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
 	enc.SetEscapeHTML(false)
-	return enc.Encode(v)
+	if err := enc.Encode(v); err != nil {
+		return err
+	}
+	return cli.WriteJSON(w, bytes.TrimSuffix(b.Bytes(), []byte("\n")))
 }
 
 // parseTime reads an RFC 3339 time, a date, or a duration ago ("2h").
@@ -139,6 +160,10 @@ func parseTime(s string, now time.Time) (time.Time, error) {
 		return time.Time{}, nil
 	}
 	if d, err := time.ParseDuration(s); err == nil {
+		if d < 0 {
+			// -2h would mean two hours from now, which no recorded time is.
+			return time.Time{}, fmt.Errorf("%q: a duration ago must not be negative (2h is two hours ago)", s)
+		}
 		return now.Add(-d), nil
 	}
 	for _, layout := range []string{time.RFC3339Nano, "2006-01-02T15:04:05", "2006-01-02 15:04:05", "2006-01-02"} {
@@ -147,6 +172,22 @@ func parseTime(s string, now time.Time) (time.Time, error) {
 		}
 	}
 	return time.Time{}, fmt.Errorf("%q is not a time (RFC 3339, YYYY-MM-DD) or a duration ago (2h)", s)
+}
+
+// timeRange reads a --since and --until pair; either may be empty. A range
+// that ends before it starts would select nothing, so it is a usage error
+// rather than an empty answer.
+func timeRange(since, until string, now time.Time, hint string) (from, to time.Time, err error) {
+	if from, err = parseTime(since, now); err != nil {
+		return from, to, &usageError{Msg: "--since " + err.Error(), Hint: hint}
+	}
+	if to, err = parseTime(until, now); err != nil {
+		return from, to, &usageError{Msg: "--until " + err.Error(), Hint: hint}
+	}
+	if !from.IsZero() && !to.IsZero() && !from.Before(to) {
+		return from, to, &usageError{Msg: fmt.Sprintf("--since %s is not before --until %s", since, until), Hint: hint}
+	}
+	return from, to, nil
 }
 
 func fmtTime(t time.Time) string {

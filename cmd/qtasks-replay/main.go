@@ -16,8 +16,9 @@
 //	qtasks-replay shadow NAME          a shadow plugin's divergence rate
 //
 // Exit codes: 0 ok, 1 failure, 2 bad usage, 3 task not found, 4 no
-// projection database (or one this program cannot read), 5 a replay,
-// re-drive or shadow check diverged.
+// projection database (or one this program cannot read, or a --db that is
+// not a projection, left untouched), 5 a replay, re-drive or shadow check
+// diverged.
 package main
 
 import (
@@ -44,7 +45,7 @@ const (
 	ExitFailure  = 1 // the operation failed (NATS, SQLite, ...)
 	ExitUsage    = 2 // bad command line
 	ExitNotFound = 3 // the task is not in the projection
-	ExitNoDB     = 4 // no projection database, or one with a schema this program cannot read
+	ExitNoDB     = 4 // no projection database, one with a schema this program cannot read, or a --db that is not a projection
 )
 
 type (
@@ -121,8 +122,10 @@ commands take --json. rebuild and project connect with --nats-url
 (QTASKS_NATS_URL) and the other NATS credential flags.
 
 Exit codes: 0 ok, 1 failure, 2 bad usage, 3 task not found, 4 no projection
-database (or one with a schema this program cannot read), 5 a replay, re-drive
-or shadow check diverged (gate a plugin release on it).
+database (or one with a schema this program cannot read, or a --db that is not
+a projection: it is left untouched), 5 a replay, re-drive or shadow check
+diverged (gate a plugin release on it). With --json, stdout is one JSON
+document on success and empty on failure; errors go to stderr.
 
 Run "qtasks-replay COMMAND -h" for a command's flags.
 `

@@ -10,7 +10,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -20,6 +19,7 @@ import (
 	"github.com/qtasks/qtasks-go/bus"
 	"github.com/qtasks/qtasks-go/bus/bustest"
 	"github.com/qtasks/qtasks-go/events"
+	"github.com/qtasks/qtasks-go/internal/cli/clitest"
 	"github.com/qtasks/qtasks-go/projections"
 	"github.com/qtasks/qtasks-go/projections/projectionstest"
 )
@@ -29,21 +29,7 @@ const waitLimit = 2 * time.Minute
 // bin is qtasks-replay built once for the tests that run it as a process.
 var bin string
 
-func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "qtasks-replay-test-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	bin = filepath.Join(dir, "qtasks-replay")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "building qtasks-replay: %v\n%s", err, out)
-		os.Exit(1)
-	}
-	code := m.Run()
-	_ = os.RemoveAll(dir)
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { clitest.Main(m, &bin) }
 
 func ctxFor(t *testing.T) context.Context {
 	t.Helper()
@@ -59,6 +45,14 @@ func run(t *testing.T, args ...string) (code int, stdout, stderr string) {
 	err := NewMain(&out, &errb).Run(ctxFor(t), args)
 	code = ExitCode(err, &errb)
 	return code, out.String(), errb.String()
+}
+
+// scenarioBus is a JetStream holding the recorded scenario log.
+func scenarioBus(t *testing.T) *bus.Bus {
+	t.Helper()
+	b := bustest.Open(t, nil)
+	projectionstest.Publish(t, b, projectionstest.All(projectionstest.ReadFile(t, projectionstest.ScenarioLog())))
+	return b
 }
 
 func openDB(t *testing.T, path string) *projections.DB {
@@ -86,8 +80,7 @@ func requireEqual(t *testing.T, a, b *projections.DB) {
 
 func TestCommands(t *testing.T) {
 	t.Parallel()
-	b := bustest.Open(t, nil)
-	projectionstest.Publish(t, b, projectionstest.All(projectionstest.ReadFile(t, projectionstest.ScenarioLog())))
+	b := scenarioBus(t)
 	// Two messages no qtasks component wrote.
 	var rogue []uint64
 	for _, body := range []string{"not an event", "{}"} {
@@ -210,6 +203,9 @@ func TestCommands(t *testing.T) {
 	})
 	t.Run("Errors", func(t *testing.T) {
 		t.Parallel()
+		// Flags refused before connecting; a server reached by mistake
+		// would be another test's or another program's.
+		const nowhere = "nats://127.0.0.1:1"
 		for _, tc := range []struct {
 			args []string
 			code int
@@ -221,6 +217,23 @@ func TestCommands(t *testing.T) {
 			{[]string{"history", "a", "b", "--db", db}, ExitUsage, "history takes one task id"},
 			{[]string{"tasks", "--db", db, "--status", "bogus"}, ExitUsage, "--status"},
 			{[]string{"tasks", "--db", db, "--cursor", "!!"}, ExitUsage, "cursor"},
+			{[]string{"calls", "--db", db, "--cursor", "!!"}, ExitUsage, "cursor"},
+			{[]string{"history", "no-such-task", "--db", db, "--json"}, ExitNotFound, "not found"},
+			{[]string{"blame", "no-such-task", "--db", db, "--json"}, ExitNotFound, "not found"},
+			{[]string{"rejected", "--db", db, "--nope"}, ExitUsage, "flag provided but not defined"},
+			{[]string{"tasks", "--db", db, "--limit", "-1"}, ExitUsage, "--limit -1"},
+			{[]string{"tasks", "--db", db, "--since", "-2h"}, ExitUsage, "must not be negative"},
+			{[]string{"tasks", "--db", db, "--since", "1h", "--until", "2h"}, ExitUsage, "is not before --until"},
+			{[]string{"tasks", "--db", db, "--since", "2026-01-02", "--until", "2026-01-01"}, ExitUsage, "is not before --until"},
+			{[]string{"export", "x", "--since", "-1h", "--nats-url", nowhere}, ExitUsage, "must not be negative"},
+			{[]string{"export", "x", "--last", "-5", "--nats-url", nowhere}, ExitUsage, "--last -5"},
+			{[]string{"plugin", "x", "--candidate-cmd", "true", "--pace", "--speed", "-1", "--nats-url", nowhere}, ExitUsage, "--speed -1"},
+			{[]string{"plugin", "x", "--candidate-cmd", "true", "--concurrency", "0", "--nats-url", nowhere}, ExitUsage, "--concurrency 0"},
+			{[]string{"plugin", "x", "--candidate-cmd", "true", "--timeout", "-1s", "--nats-url", nowhere}, ExitUsage, "--timeout -1s"},
+			{[]string{"shadow", "x", "--db", db, "--of", "y", "--max-rate", "-1"}, ExitUsage, "--max-rate -1"},
+			{[]string{"project", "--db", filepath.Join(dir, "p.db"), "--batch", "-5", "--nats-url", nowhere}, ExitUsage, "--batch -5"},
+			{[]string{"project", "--db", filepath.Join(dir, "p.db"), "--batch-wait", "-1s", "--nats-url", nowhere}, ExitUsage, "--batch-wait -1s"},
+			{[]string{"calls", "--db", db, "--limit", "-1"}, ExitUsage, "--limit -1"},
 			{[]string{"tasks", "--db", db, "--since", "yesterday"}, ExitUsage, "--since"},
 			{[]string{"calls", "--db", db, "--outcome", "great"}, ExitUsage, "--outcome"},
 			{[]string{"tasks", "--db", db, "--nope"}, ExitUsage, "flag provided but not defined"},
@@ -231,6 +244,7 @@ func TestCommands(t *testing.T) {
 			code, _, stderr := run(t, tc.args...)
 			require.Equal(t, tc.code, code, "%v: %s", tc.args, stderr)
 			require.Contains(t, stderr, tc.msg, tc.args)
+			require.LessOrEqual(t, strings.Count(stderr, "connecting to"), 1, "said once: %s", stderr)
 		}
 		code, stdout, _ := run(t, "help")
 		require.Equal(t, ExitOK, code)
@@ -238,12 +252,87 @@ func TestCommands(t *testing.T) {
 	})
 }
 
+// A --db that names something other than a projection is exit 4 for every
+// command and is left as it was: before, a read command wrote a
+// projection's tables into another program's SQLite database (or an empty
+// file), project did the same, and rebuild replaced any file with a link
+// to a new generation, deleting it.
+func TestNotAProjection(t *testing.T) {
+	t.Parallel()
+	b := scenarioBus(t)
+	dir := t.TempDir()
+	foreign := filepath.Join(dir, "customers.db")
+	sdb, err := sql.Open("sqlite3", foreign)
+	require.NoError(t, err)
+	_, err = sdb.Exec(`CREATE TABLE customers (id INTEGER PRIMARY KEY, name TEXT); INSERT INTO customers (name) VALUES ('alice')`)
+	require.NoError(t, err)
+	require.NoError(t, sdb.Close())
+	text := filepath.Join(dir, "notes.txt")
+	require.NoError(t, os.WriteFile(text, []byte("precious\n"), 0o600))
+	empty := filepath.Join(dir, "empty")
+	require.NoError(t, os.WriteFile(empty, nil, 0o600))
+	sub := filepath.Join(dir, "sub")
+	require.NoError(t, os.Mkdir(sub, 0o700))
+
+	snapshot := func() map[string]string {
+		out := map[string]string{}
+		entries, err := os.ReadDir(dir)
+		require.NoError(t, err)
+		for _, e := range entries {
+			if e.IsDir() {
+				out[e.Name()] = "dir"
+				continue
+			}
+			data, err := os.ReadFile(filepath.Join(dir, e.Name()))
+			require.NoError(t, err)
+			out[e.Name()] = string(data)
+		}
+		return out
+	}
+	before := snapshot()
+	url := b.ClientURL()
+	for _, path := range []string{foreign, text, sub, filepath.Join(text, "x.db")} {
+		for _, args := range [][]string{
+			{"tasks", "--json"}, {"history", "x"}, {"rejected"},
+			{"rebuild", "--quiet", "--nats-url", url}, {"project", "--once", "--nats-url", url},
+		} {
+			code, stdout, stderr := run(t, append(args, "--db", path)...)
+			require.Equal(t, ExitNoDB, code, "%v %s: %s", args, path, stderr)
+			require.Contains(t, stderr, "not a qtasks projection")
+			require.Empty(t, stdout)
+		}
+	}
+	code, _, stderr := run(t, "tasks", "--db", empty)
+	require.Equal(t, ExitNoDB, code, stderr)
+	require.Equal(t, before, snapshot(), "nothing was written")
+
+	// An empty file holds nothing to lose: a projection may be built there.
+	code, _, stderr = run(t, "rebuild", "--quiet", "--db", empty, "--nats-url", url)
+	require.Equal(t, ExitOK, code, stderr)
+	code, _, stderr = run(t, "tasks", "--db", empty)
+	require.Equal(t, ExitOK, code, stderr)
+}
+
+// rebuild and project only read the log: pointed at a NATS server that is
+// not qtasksd's they fail and create nothing there. They used to provision
+// qtasks' streams on it and project its empty log.
+func TestForeignServer(t *testing.T) {
+	t.Parallel()
+	url, streams := clitest.ForeignJetStream(t)
+	dir := t.TempDir()
+	for _, args := range [][]string{{"rebuild", "--quiet"}, {"project", "--once"}} {
+		code, _, stderr := run(t, append(args, "--nats-url", url, "--db", filepath.Join(dir, args[0]+".db"))...)
+		require.Equal(t, ExitFailure, code, "%v: %s", args, stderr)
+		require.Contains(t, stderr, "no qtasks streams", args)
+	}
+	require.Empty(t, streams(), "nothing was provisioned")
+}
+
 // Rebuilding twice swaps generations: the path stays readable, one
 // generation file is left, and a live reader of the old one is undisturbed.
 func TestRebuildSwap(t *testing.T) {
 	t.Parallel()
-	b := bustest.Open(t, nil)
-	projectionstest.Publish(t, b, projectionstest.All(projectionstest.ReadFile(t, projectionstest.ScenarioLog())))
+	b := scenarioBus(t)
 	dir := t.TempDir()
 	db := filepath.Join(dir, "qtasks.db")
 	code, _, stderr := run(t, "project", "--once", "--db", db, "--nats-url", b.ClientURL(), "--log-level", "warn")
@@ -285,13 +374,14 @@ func TestProjectorKilled(t *testing.T) {
 	path := filepath.Join(dir, "live.db")
 	url := b.ClientURL()
 
-	p := startProc(t, "project", "--db", path, "--nats-url", url, "--log-level", "warn", "--batch", "100")
+	p := clitest.Start(t, "", bin, "project", "--db", path, "--nats-url", url, "--log-level", "warn", "--batch", "100")
 	var stored uint64
 	bustest.WaitFor(t, waitLimit, "the projector to be a fifth of the way", func() bool {
 		stored = readLastSeq(path)
 		return stored >= n/5
 	})
-	p.kill()
+	p.Signal(syscall.SIGKILL)
+	p.Wait(waitLimit)
 	k := readLastSeq(path)
 	require.GreaterOrEqual(t, k, stored)
 	require.Less(t, k, n, "killed before the end (make the log longer if this machine is that fast)")
@@ -337,56 +427,46 @@ func readLastSeq(path string) uint64 {
 	return n
 }
 
-// proc is a qtasks-replay child process.
-type proc struct {
-	t    *testing.T
-	cmd  *exec.Cmd
-	mu   sync.Mutex
-	out  bytes.Buffer
-	done chan struct{}
-}
+// SIGINT in the middle of a rebuild leaves the projection the path names as
+// it was, removes the half-built generation, and says so.
+func TestRebuildInterrupted(t *testing.T) {
+	t.Parallel()
+	b := scenarioBus(t)
+	dir := t.TempDir()
+	path := filepath.Join(dir, "qtasks.db")
+	runProc(t, "rebuild", "--quiet", "--db", path, "--nats-url", b.ClientURL())
+	info, err := b.EventStream().Info(ctxFor(t))
+	require.NoError(t, err)
+	before := info.State.LastSeq
+	recorded := projectionstest.ReadFile(t, projectionstest.ScenarioLog())
+	const events = 40_000
+	projectionstest.Publish(t, b, projectionstest.Copies(recorded, events/len(recorded)+1, events))
 
-func startProc(t *testing.T, args ...string) *proc {
-	t.Helper()
-	p := &proc{t: t, done: make(chan struct{})}
-	p.cmd = exec.Command(bin, args...)
-	p.cmd.Stdout, p.cmd.Stderr = (*lockedWriter)(p), (*lockedWriter)(p)
-	require.NoError(t, p.cmd.Start())
-	go func() {
-		_ = p.cmd.Wait()
-		close(p.done)
-	}()
-	t.Cleanup(func() {
-		select {
-		case <-p.done:
-		default:
-			_ = p.cmd.Process.Kill()
-			<-p.done
+	p := clitest.Start(t, "", bin, "rebuild", "--quiet", "--db", path, "--nats-url", b.ClientURL(), "--batch", "100")
+	var gen string
+	bustest.WaitFor(t, waitLimit, "the rebuild to have applied some events", func() bool {
+		matches, _ := filepath.Glob(path + ".gen-*")
+		for _, m := range matches {
+			if !strings.HasSuffix(m, "-wal") && !strings.HasSuffix(m, "-shm") && m != mustEval(t, path) {
+				gen = m
+			}
 		}
-		if t.Failed() {
-			p.mu.Lock()
-			t.Logf("qtasks-replay output:\n%s", p.out.String())
-			p.mu.Unlock()
-		}
+		return gen != "" && readLastSeq(gen) > 0
 	})
+	p.Signal(os.Interrupt)
+	code := p.Wait(waitLimit)
+	out := p.Output()
+	require.Equal(t, ExitFailure, code, out)
+	require.Contains(t, out, "unchanged")
+	left, err := filepath.Glob(gen + "*")
+	require.NoError(t, err)
+	require.Empty(t, left, "the half-built generation is gone")
+	requireEqual(t, openDB(t, path), build(t, b, before))
+}
+
+func mustEval(t *testing.T, path string) string {
+	t.Helper()
+	p, err := filepath.EvalSymlinks(path)
+	require.NoError(t, err)
 	return p
-}
-
-type lockedWriter proc
-
-func (w *lockedWriter) Write(b []byte) (int, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.out.Write(b)
-}
-
-// kill sends SIGKILL and waits for the process to die.
-func (p *proc) kill() {
-	p.t.Helper()
-	require.NoError(p.t, p.cmd.Process.Signal(syscall.SIGKILL))
-	select {
-	case <-p.done:
-	case <-time.After(waitLimit):
-		p.t.Fatal("the killed process did not exit")
-	}
 }

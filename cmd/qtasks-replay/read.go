@@ -28,20 +28,35 @@ func (m *Main) history(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
+	return query(ctx, m, &c, func(db *projections.DB) (projections.Timeline, error) { return db.Timeline(ctx, id) },
+		func(tl projections.Timeline) error {
+			printTimeline(m.Stdout, tl, payloads)
+			return nil
+		})
+}
+
+// query is the shape of every read command: open the projection, ask it,
+// and print the answer as JSON (--json) or as text. An unknown task and a
+// cursor this program did not write get their own exit codes here, once.
+func query[T any](ctx context.Context, m *Main, c *common, ask func(*projections.DB) (T, error), text func(T) error) error {
 	db, err := c.openRead(ctx)
 	if err != nil {
 		return err
 	}
 	defer db.Close()
-	tl, err := db.Timeline(ctx, id)
-	if err != nil {
-		return notFound(err)
+	v, err := ask(db)
+	switch {
+	case errors.Is(err, projections.ErrNotFound):
+		return &exitError{Code: ExitNotFound, Err: err}
+	case errors.Is(err, projections.ErrBadCursor):
+		return &usageError{Msg: err.Error(), Hint: "pass the next cursor a previous page printed"}
+	case err != nil:
+		return err
 	}
 	if c.json {
-		return writeJSON(m.Stdout, tl)
+		return writeJSON(m.Stdout, v)
 	}
-	printTimeline(m.Stdout, tl, payloads)
-	return nil
+	return text(v)
 }
 
 func printTimeline(w io.Writer, tl projections.Timeline, payloads bool) {
@@ -163,45 +178,32 @@ func (m *Main) tasks(ctx context.Context, args []string) error {
 	if len(pos) > 0 {
 		return &usageError{Msg: fmt.Sprintf("unexpected argument %q", pos[0]), Hint: "qtasks-replay tasks --name NAME"}
 	}
+	if f.Limit < 0 {
+		return &usageError{Msg: fmt.Sprintf("--limit %d: must not be negative", f.Limit), Hint: "qtasks-replay tasks --limit 100"}
+	}
 	switch f.Status {
 	case "", events.StatusNew, events.StatusProcess, events.StatusSuccess, events.StatusError, events.StatusCancel, events.StatusRetry:
 	default:
 		return &usageError{Msg: fmt.Sprintf("--status %q: want new, process, success, error, cancel or retry", f.Status), Hint: "qtasks-replay tasks --status error"}
 	}
-	now := time.Now()
-	if f.Since, err = parseTime(since, now); err != nil {
-		return &usageError{Msg: "--since " + err.Error(), Hint: "qtasks-replay tasks --since 1h"}
-	}
-	if f.Until, err = parseTime(until, now); err != nil {
-		return &usageError{Msg: "--until " + err.Error(), Hint: "qtasks-replay tasks --until 2006-01-02"}
-	}
-	db, err := c.openRead(ctx)
-	if err != nil {
+	if f.Since, f.Until, err = timeRange(since, until, time.Now(), "qtasks-replay tasks --since 2h --until 1h"); err != nil {
 		return err
 	}
-	defer db.Close()
-	page, err := db.Tasks(ctx, f)
-	if err != nil {
-		if errors.Is(err, projections.ErrBadCursor) {
-			return &usageError{Msg: err.Error(), Hint: "pass the next cursor a previous page printed"}
-		}
-		return err
-	}
-	if c.json {
-		return writeJSON(m.Stdout, page)
-	}
-	tw := tabwriter.NewWriter(m.Stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "ID\tNAME\tSTATUS\tATTEMPT\tCREATED\tFINISHED\tERROR")
-	for _, t := range page.Tasks {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\t%s\n", t.ID, t.Name, t.Status, t.Attempt, fmtTime(t.CreatedAt), fmtTime(t.FinishedAt), compact([]byte(t.Error), 60))
-	}
-	if err := tw.Flush(); err != nil {
-		return err
-	}
-	if page.Next != "" {
-		fmt.Fprintf(m.Stderr, "more: qtasks-replay tasks --cursor %s (with the same filters)\n", page.Next)
-	}
-	return nil
+	return query(ctx, m, &c, func(db *projections.DB) (projections.TaskPage, error) { return db.Tasks(ctx, f) },
+		func(page projections.TaskPage) error {
+			tw := tabwriter.NewWriter(m.Stdout, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "ID\tNAME\tSTATUS\tATTEMPT\tCREATED\tFINISHED\tERROR")
+			for _, t := range page.Tasks {
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\t%s\n", t.ID, t.Name, t.Status, t.Attempt, fmtTime(t.CreatedAt), fmtTime(t.FinishedAt), compact([]byte(t.Error), 60))
+			}
+			if err := tw.Flush(); err != nil {
+				return err
+			}
+			if page.Next != "" {
+				fmt.Fprintf(m.Stderr, "more: qtasks-replay tasks --cursor %s (with the same filters)\n", page.Next)
+			}
+			return nil
+		})
 }
 
 func (m *Main) blame(ctx context.Context, args []string) error {
@@ -216,32 +218,23 @@ func (m *Main) blame(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	db, err := c.openRead(ctx)
-	if err != nil {
-		return err
-	}
-	defer db.Close()
-	bl, err := db.Blame(ctx, id)
-	if err != nil {
-		return notFound(err)
-	}
-	if c.json {
-		return writeJSON(m.Stdout, bl)
-	}
-	if len(bl) == 0 {
-		fmt.Fprintf(m.Stdout, "no plugin changed task %s\n", id)
-		return nil
-	}
-	tw := tabwriter.NewWriter(m.Stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "FIELD\tPLUGIN\tVERSION\tSEQ\tATTEMPT\tTRIGGER\tCHANGE")
-	for _, b := range bl {
-		change := b.Op
-		if len(b.Value) > 0 {
-			change += " " + compact(b.Value, 80)
-		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%s\t%s\n", b.Path, b.Plugin, orDash([]byte(b.Version)), b.Seq, b.Attempt, b.Trigger, change)
-	}
-	return tw.Flush()
+	return query(ctx, m, &c, func(db *projections.DB) ([]projections.Blame, error) { return db.Blame(ctx, id) },
+		func(bl []projections.Blame) error {
+			if len(bl) == 0 {
+				fmt.Fprintf(m.Stdout, "no plugin changed task %s\n", id)
+				return nil
+			}
+			tw := tabwriter.NewWriter(m.Stdout, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "FIELD\tPLUGIN\tVERSION\tSEQ\tATTEMPT\tTRIGGER\tCHANGE")
+			for _, b := range bl {
+				change := b.Op
+				if len(b.Value) > 0 {
+					change += " " + compact(b.Value, 80)
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%s\t%s\n", b.Path, b.Plugin, orDash([]byte(b.Version)), b.Seq, b.Attempt, b.Trigger, change)
+			}
+			return tw.Flush()
+		})
 }
 
 func (m *Main) calls(ctx context.Context, args []string) error {
@@ -263,38 +256,29 @@ func (m *Main) calls(ctx context.Context, args []string) error {
 	if len(pos) > 0 {
 		return &usageError{Msg: fmt.Sprintf("unexpected argument %q", pos[0]), Hint: "qtasks-replay calls --plugin NAME"}
 	}
+	if f.Limit < 0 {
+		return &usageError{Msg: fmt.Sprintf("--limit %d: must not be negative", f.Limit), Hint: "qtasks-replay calls --limit 100"}
+	}
 	switch events.Outcome(f.Outcome) {
 	case "", events.OutcomeApplied, events.OutcomeNoChange, events.OutcomeRejected, events.OutcomeTimeout, events.OutcomeError, events.OutcomeShadow:
 	default:
 		return &usageError{Msg: fmt.Sprintf("--outcome %q: want applied, nochange, rejected, timeout, error or shadow", f.Outcome), Hint: "qtasks-replay calls --outcome rejected"}
 	}
-	db, err := c.openRead(ctx)
-	if err != nil {
-		return err
-	}
-	defer db.Close()
-	page, err := db.PluginCalls(ctx, f)
-	if err != nil {
-		if errors.Is(err, projections.ErrBadCursor) {
-			return &usageError{Msg: err.Error(), Hint: "pass the next cursor a previous page printed"}
-		}
-		return err
-	}
-	if c.json {
-		return writeJSON(m.Stdout, page)
-	}
-	tw := tabwriter.NewWriter(m.Stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "SEQ\tTASK\tTRIGGER\tPLUGIN\tVERSION\tOUTCOME\tLATENCY\tREASON")
-	for _, cl := range page.Calls {
-		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", cl.FactSeq, cl.TaskID, cl.Trigger, cl.Plugin, orDash([]byte(cl.Version)), cl.Outcome, fmtLatency(cl.LatencyUS), compact([]byte(cl.Reason), 60))
-	}
-	if err := tw.Flush(); err != nil {
-		return err
-	}
-	if page.Next != "" {
-		fmt.Fprintf(m.Stderr, "more: qtasks-replay calls --cursor %s (with the same filters)\n", page.Next)
-	}
-	return nil
+	return query(ctx, m, &c, func(db *projections.DB) (projections.CallPage, error) { return db.PluginCalls(ctx, f) },
+		func(page projections.CallPage) error {
+			tw := tabwriter.NewWriter(m.Stdout, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "SEQ\tTASK\tTRIGGER\tPLUGIN\tVERSION\tOUTCOME\tLATENCY\tREASON")
+			for _, cl := range page.Calls {
+				fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", cl.FactSeq, cl.TaskID, cl.Trigger, cl.Plugin, orDash([]byte(cl.Version)), cl.Outcome, fmtLatency(cl.LatencyUS), compact([]byte(cl.Reason), 60))
+			}
+			if err := tw.Flush(); err != nil {
+				return err
+			}
+			if page.Next != "" {
+				fmt.Fprintf(m.Stderr, "more: qtasks-replay calls --cursor %s (with the same filters)\n", page.Next)
+			}
+			return nil
+		})
 }
 
 // rejected lists the messages of the log the projection could not take as
@@ -317,28 +301,19 @@ func (m *Main) rejected(ctx context.Context, args []string) error {
 	if limit < 0 {
 		return &usageError{Msg: fmt.Sprintf("--limit %d: must not be negative", limit), Hint: "qtasks-replay rejected --limit 100"}
 	}
-	db, err := c.openRead(ctx)
-	if err != nil {
-		return err
-	}
-	defer db.Close()
-	page, err := db.RejectedEvents(ctx, after, limit)
-	if err != nil {
-		return err
-	}
-	if c.json {
-		return writeJSON(m.Stdout, page)
-	}
-	tw := tabwriter.NewWriter(m.Stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "SEQ\tSUBJECT\tTYPE\tID\tREASON")
-	for _, r := range page {
-		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\n", r.Seq, r.Subject, orDash([]byte(r.Type)), orDash([]byte(r.EventID)), compact([]byte(r.Reason), 100))
-	}
-	if err := tw.Flush(); err != nil {
-		return err
-	}
-	if n := len(page); n > 0 && n == cmp.Or(min(limit, projections.MaxLimit), projections.DefaultLimit) {
-		fmt.Fprintf(m.Stderr, "more: qtasks-replay rejected --after %d\n", page[n-1].Seq)
-	}
-	return nil
+	return query(ctx, m, &c, func(db *projections.DB) ([]projections.Rejected, error) { return db.RejectedEvents(ctx, after, limit) },
+		func(page []projections.Rejected) error {
+			tw := tabwriter.NewWriter(m.Stdout, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "SEQ\tSUBJECT\tTYPE\tID\tREASON")
+			for _, r := range page {
+				fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\n", r.Seq, r.Subject, orDash([]byte(r.Type)), orDash([]byte(r.EventID)), compact([]byte(r.Reason), 100))
+			}
+			if err := tw.Flush(); err != nil {
+				return err
+			}
+			if n := len(page); n > 0 && n == cmp.Or(min(limit, projections.MaxLimit), projections.DefaultLimit) {
+				fmt.Fprintf(m.Stderr, "more: qtasks-replay rejected --after %d\n", page[n-1].Seq)
+			}
+			return nil
+		})
 }

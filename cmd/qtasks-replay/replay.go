@@ -49,15 +49,11 @@ func registerFilter(fs *flag.FlagSet, f *filterFlags) {
 func (f *filterFlags) filter(now time.Time) (replay.Filter, error) {
 	var out replay.Filter
 	var err error
-	if f.since != "" {
-		if out.Since, err = parseTime(f.since, now); err != nil {
-			return out, &usageError{Msg: "--since: " + err.Error()}
-		}
+	if out.Since, out.Until, err = timeRange(f.since, f.until, now, "--since 24h --until 1h"); err != nil {
+		return out, err
 	}
-	if f.until != "" {
-		if out.Until, err = parseTime(f.until, now); err != nil {
-			return out, &usageError{Msg: "--until: " + err.Error()}
-		}
+	if f.last < 0 {
+		return out, &usageError{Msg: fmt.Sprintf("--last %d: must not be negative", f.last), Hint: "--last 1000"}
 	}
 	out.TaskNames, out.Triggers, out.TaskIDs = f.names, f.triggers, f.ids
 	out.Last, out.IncludeTesting = f.last, f.includeTesting
@@ -71,16 +67,7 @@ func (c *connFlags) openLive(ctx context.Context, m *Main, logLevel string) (*bu
 	if err != nil {
 		return nil, err
 	}
-	octx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	b, err := bus.Open(octx, bus.Config{
-		URL: c.URL, CredsFile: c.Creds, NKeyFile: c.NKey, User: c.User, Password: c.Password, Token: c.Token,
-		Name: "qtasks-replay", Logger: log, ReadOnly: true,
-	})
-	if err != nil {
-		return nil, fmt.Errorf("connecting to %s: %w", c.URL, err)
-	}
-	return b, nil
+	return c.open(ctx, log, true)
 }
 
 // replayPlugin feeds a candidate version of plugin NAME the recorded
@@ -115,6 +102,14 @@ func (m *Main) replayPlugin(ctx context.Context, args []string) error {
 	}
 	if *candidate == "" {
 		return &usageError{Msg: "--candidate-cmd is required", Hint: hint}
+	}
+	switch {
+	case *pace && *speed <= 0:
+		return &usageError{Msg: fmt.Sprintf("--speed %v: must be positive", *speed), Hint: hint + " --pace --speed 10"}
+	case *concurrency <= 0:
+		return &usageError{Msg: fmt.Sprintf("--concurrency %d: must be positive", *concurrency), Hint: hint}
+	case *timeout < 0:
+		return &usageError{Msg: fmt.Sprintf("--timeout %v: must not be negative (0: what the candidate registers)", *timeout), Hint: hint}
 	}
 	f, err := ff.filter(time.Now())
 	if err != nil {
@@ -254,8 +249,18 @@ func (m *Main) redrive(ctx context.Context, args []string) error {
 		return err
 	}
 	ids := pos
+	// One open serves both the filters and the creation times below.
+	var db *projections.DB
 	if sel.any() {
-		picked, err := sel.ids(ctx, time.Now())
+		f, err := sel.filter(time.Now())
+		if err != nil {
+			return err
+		}
+		if db, err = (&common{db: sel.db}).openRead(ctx); err != nil {
+			return err
+		}
+		defer db.Close()
+		picked, err := sel.ids(ctx, db, f)
 		if err != nil {
 			return err
 		}
@@ -272,11 +277,18 @@ func (m *Main) redrive(ctx context.Context, args []string) error {
 	if len(ids) == 0 {
 		return &usageError{Msg: "redrive needs task ids or filters (--status, --name, --tag, --since, --until)", Hint: hint}
 	}
+	// Without filters the projection is optional: ids given by hand need
+	// none, so a missing or unreadable one is not an error.
+	if db == nil {
+		if d, err := (&common{db: sel.db}).openRead(ctx); err == nil {
+			db = d
+			defer db.Close()
+		}
+	}
 	opts := replay.RedriveOptions{TaskIDs: ids, Only: *only, Mask: masks}
 	// A task whose record has expired is found in the log from its
 	// creation time as the projection has it, when there is one.
-	if db, err := (&common{db: sel.db}).openRead(ctx); err == nil {
-		defer db.Close()
+	if db != nil {
 		opts.CreatedAt = func(ctx context.Context, id string) (time.Time, bool) {
 			t, err := db.Task(ctx, id)
 			return t.CreatedAt, err == nil && !t.CreatedAt.IsZero()
@@ -307,6 +319,11 @@ func (m *Main) redrive(ctx context.Context, args []string) error {
 			_ = rep.WriteSummary(m.Stdout)
 		}
 	}
+	if err == nil && rep != nil && rep.Totals.Changed+rep.Totals.Incomplete == 0 && rep.Totals.Missing > 0 {
+		// Nothing diverged: some ids have no recorded facts (unknown, or
+		// mistyped), which is "not found", not a plugin's divergence.
+		return &exitError{Code: ExitNotFound, Err: fmt.Errorf("%d of %d tasks have no recorded facts (unknown ids?)", rep.Totals.Missing, rep.Totals.Runs)}
+	}
 	return replayExit(rep != nil && rep.Changed(), err, "a re-driven run changed")
 }
 
@@ -331,25 +348,21 @@ func (s *taskSelect) any() bool {
 	return s.status != "" || s.name != "" || s.tag != "" || s.since != "" || s.until != ""
 }
 
-// ids lists the ids of the projected tasks matching the filters, newest
-// first, up to the limit.
-func (s *taskSelect) ids(ctx context.Context, now time.Time) ([]string, error) {
-	if s.limit <= 0 {
-		return nil, &usageError{Msg: "--limit must be positive"}
-	}
+// filter is the task filter of the flags, checked before any database is
+// opened so that a bad flag is a usage error whatever the projection.
+func (s *taskSelect) filter(now time.Time) (projections.TaskFilter, error) {
 	f := projections.TaskFilter{Status: s.status, Name: s.name, Tag: s.tag}
+	if s.limit <= 0 {
+		return f, &usageError{Msg: "--limit must be positive"}
+	}
 	var err error
-	if f.Since, err = parseTime(s.since, now); err != nil {
-		return nil, &usageError{Msg: "--since: " + err.Error()}
-	}
-	if f.Until, err = parseTime(s.until, now); err != nil {
-		return nil, &usageError{Msg: "--until: " + err.Error()}
-	}
-	db, err := (&common{db: s.db}).openRead(ctx)
-	if err != nil {
-		return nil, err
-	}
-	defer db.Close()
+	f.Since, f.Until, err = timeRange(s.since, s.until, now, "--since 24h --until 1h")
+	return f, err
+}
+
+// ids lists the ids of the projected tasks matching f, newest first, up to
+// the limit.
+func (s *taskSelect) ids(ctx context.Context, db *projections.DB, f projections.TaskFilter) ([]string, error) {
 	var out []string
 	for len(out) < s.limit {
 		f.Limit = min(s.limit-len(out), projections.MaxLimit)
@@ -403,6 +416,9 @@ func (m *Main) shadow(ctx context.Context, args []string) error {
 	}
 	if len(pos) != 1 {
 		return &usageError{Msg: "shadow needs exactly one plugin name", Hint: hint}
+	}
+	if *maxRate < 0 || *maxRate > 1 {
+		return &usageError{Msg: fmt.Sprintf("--max-rate %v: want a rate from 0 to 1", *maxRate), Hint: hint}
 	}
 	opts := replay.ShadowOptions{Shadow: pos[0], ShadowOf: *of, Mask: masks}
 	if *since != "" {

@@ -159,6 +159,42 @@ func TestRedriveByFilter(t *testing.T) {
 
 	code, _, _ := run(t, "redrive", "--nats-url", b.ClientURL())
 	require.Equal(t, ExitUsage, code, "no ids and no filters")
+	// An id with nothing recorded is not found, not a divergence.
+	for _, id := range []string{"no-such-task", "bad id!"} {
+		code, stdout, stderr := run(t, "redrive", "--nats-url", b.ClientURL(), "--db", path, "--json", id)
+		require.Equal(t, ExitNotFound, code, stderr)
+		require.Contains(t, stderr, "no recorded facts")
+		var rep replay.RedriveReport
+		require.NoError(t, json.Unmarshal([]byte(stdout), &rep), stdout)
+		require.Equal(t, 1, rep.Totals.Missing)
+	}
+	code, _, stderr := run(t, "redrive", "--nats-url", b.ClientURL(), "--db", path, "--name", "n", "--since", "1h", "--until", "2h")
+	require.Equal(t, ExitUsage, code, stderr)
+	require.Contains(t, stderr, "is not before --until")
+	// A bad filter is a usage error before the projection is looked at; a
+	// missing projection is one only when the filters need it.
+	missing := filepath.Join(t.TempDir(), "missing.db")
+	code, _, stderr = run(t, "redrive", "--nats-url", b.ClientURL(), "--db", missing, "--name", "n", "--limit", "0")
+	require.Equal(t, ExitUsage, code, stderr)
+	code, _, stderr = run(t, "redrive", "--nats-url", b.ClientURL(), "--db", missing, "--name", "n")
+	require.Equal(t, ExitNoDB, code, stderr)
+	code, _, stderr = run(t, "redrive", "--nats-url", b.ClientURL(), "--db", missing, "--json", nIDs[0])
+	require.Equal(t, ExitOK, code, stderr)
+
+	// The projection that picked the tasks also dates them: a task whose
+	// record has expired is still re-driven, from its recorded facts.
+	rec, err := b.GetTask(ctx, nIDs[0])
+	require.NoError(t, err)
+	require.NoError(t, b.DeleteTask(ctx, nIDs[0], rec.Revision))
+	code, stdout, stderr := run(t, "redrive", "--nats-url", b.ClientURL(), "--db", path, "--json", "--name", "n")
+	require.Equal(t, ExitOK, code, stderr)
+	var rep replay.RedriveReport
+	require.NoError(t, json.Unmarshal([]byte(stdout), &rep), stdout)
+	require.Len(t, rep.Runs, len(nIDs))
+	for _, r := range rep.Runs {
+		require.Empty(t, r.Error, r.TaskID)
+		require.Equal(t, events.StatusSuccess, r.Recorded.Status, r.TaskID)
+	}
 }
 
 // A shadow's divergence as the projection sees it: the same counts as

@@ -29,6 +29,9 @@ func (m *Main) rebuild(ctx context.Context, args []string) error {
 	if len(pos) > 0 {
 		return &usageError{Msg: fmt.Sprintf("unexpected argument %q", pos[0]), Hint: "qtasks-replay rebuild --db PATH"}
 	}
+	if err := checkProjection(ctx, c.db); err != nil {
+		return err
+	}
 	if cfg.BatchSize <= 0 {
 		return &usageError{Msg: "--batch must be positive", Hint: "qtasks-replay rebuild --batch 500"}
 	}
@@ -36,7 +39,7 @@ func (m *Main) rebuild(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	b, err := conn.open(ctx, log)
+	b, err := conn.open(ctx, log, true)
 	if err != nil {
 		return err
 	}
@@ -63,6 +66,11 @@ func (m *Main) rebuild(ctx context.Context, args []string) error {
 	st, err := projections.Rebuild(ctx, b, c.db, &cfg)
 	if bar != nil {
 		_ = bar.Finish()
+	}
+	if err != nil && ctx.Err() != nil {
+		// The error names the half-built file, which is gone: say what the
+		// operator wants to know, that the live projection is intact.
+		return fmt.Errorf("rebuild stopped (%w); %s is unchanged", context.Cause(ctx), c.db)
 	}
 	if err != nil {
 		return err
@@ -101,11 +109,22 @@ func (m *Main) project(ctx context.Context, args []string) error {
 	if len(pos) > 0 {
 		return &usageError{Msg: fmt.Sprintf("unexpected argument %q", pos[0]), Hint: "qtasks-replay project --db PATH"}
 	}
+	// The projector would take 0 or less for its default in silence; on a
+	// command line that is a mistake, as it is for rebuild.
+	if cfg.BatchSize <= 0 {
+		return &usageError{Msg: fmt.Sprintf("--batch %d: must be positive", cfg.BatchSize), Hint: "qtasks-replay project --batch 500"}
+	}
+	if cfg.BatchWait <= 0 {
+		return &usageError{Msg: fmt.Sprintf("--batch-wait %v: must be positive", cfg.BatchWait), Hint: "qtasks-replay project --batch-wait 50ms"}
+	}
+	if err := checkProjection(ctx, c.db); err != nil {
+		return err
+	}
 	log, err := c.logger(m.Stderr)
 	if err != nil {
 		return err
 	}
-	b, err := conn.open(ctx, log)
+	b, err := conn.open(ctx, log, true)
 	if err != nil {
 		return err
 	}

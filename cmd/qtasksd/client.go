@@ -12,6 +12,7 @@ import (
 	"github.com/qtasks/qtasks-go/bus"
 	"github.com/qtasks/qtasks-go/events"
 	"github.com/qtasks/qtasks-go/executor"
+	"github.com/qtasks/qtasks-go/internal/cli"
 )
 
 func contextWithTimeout(r *http.Request, d time.Duration) (context.Context, context.CancelFunc) {
@@ -42,6 +43,17 @@ func (m *Main) submit(ctx context.Context, args []string) error {
 	if name == "" {
 		return &usageError{Msg: "submit needs a task name", Hint: "qtasksd submit add --kw '{\"a\":1,\"b\":2}' --wait"}
 	}
+	// Checked here rather than by the server so that a typo is exit 2,
+	// before anything is sent.
+	if !events.ValidToken(name) {
+		return &usageError{Msg: fmt.Sprintf("task name %q: must be one NATS subject token (no '.', '*', '>' or spaces; at most 128 bytes)", name), Hint: "qtasksd submit add"}
+	}
+	if !events.ValidToken(*queue) {
+		return &usageError{Msg: fmt.Sprintf("--queue %q: must be one NATS subject token (no '.', '*', '>' or spaces; at most 128 bytes)", *queue), Hint: "qtasksd submit add --queue default"}
+	}
+	if *wait && *timeout <= 0 {
+		return &usageError{Msg: fmt.Sprintf("--timeout %v: must be positive", *timeout), Hint: "qtasksd submit add --wait --timeout 1m"}
+	}
 	var kwv map[string]any
 	if err := json.Unmarshal([]byte(*kw), &kwv); err != nil {
 		return &usageError{Msg: "--kw must be a JSON object: " + err.Error(), Hint: "--kw '{\"a\":1}'"}
@@ -57,7 +69,7 @@ func (m *Main) submit(ctx context.Context, args []string) error {
 			opts.Priority = priority
 		}
 	})
-	b, err := openClient(ctx, &conn)
+	b, err := openClient(ctx, &conn, false)
 	if err != nil {
 		return err
 	}
@@ -73,7 +85,10 @@ func (m *Main) submit(ctx context.Context, args []string) error {
 	if *wait {
 		wctx, cancel := context.WithTimeout(ctx, *timeout)
 		defer cancel()
-		t, err = app.Wait(wctx, t.ID)
+		done, err := app.Wait(wctx, t.ID)
+		if done.ID != "" {
+			t = done
+		} // else Wait saw no record before the deadline: the submitted one says which task it was
 		if err != nil {
 			if errors.Is(err, context.DeadlineExceeded) {
 				_ = m.printJSON(t)
@@ -108,7 +123,7 @@ func (m *Main) status(ctx context.Context, args []string) error {
 	if id == "" {
 		return &usageError{Msg: "status needs a task id", Hint: "qtasksd status TASK_ID"}
 	}
-	b, err := openClient(ctx, &conn)
+	b, err := openClient(ctx, &conn, true)
 	if err != nil {
 		return err
 	}
@@ -130,7 +145,7 @@ func (m *Main) plugins(ctx context.Context, args []string) error {
 	if err := parse(fs, args, "qtasksd plugins"); err != nil {
 		return err
 	}
-	b, err := openClient(ctx, &conn)
+	b, err := openClient(ctx, &conn, true)
 	if err != nil {
 		return err
 	}
@@ -139,7 +154,9 @@ func (m *Main) plugins(ctx context.Context, args []string) error {
 }
 
 func (m *Main) printJSON(v any) error {
-	enc := json.NewEncoder(m.Stdout)
-	enc.SetIndent("", "  ")
-	return enc.Encode(v)
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	return cli.WriteJSON(m.Stdout, b)
 }

@@ -2,14 +2,16 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
-	"strconv"
 	"strings"
 	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/qtasks/qtasks-go/bus"
 	"github.com/qtasks/qtasks-go/internal/cli"
@@ -17,22 +19,25 @@ import (
 
 var envOr = cli.EnvOr
 
-func envInt(key string, def int) int {
-	if v, ok := os.LookupEnv(key); ok {
-		if n, err := strconv.Atoi(v); err == nil {
-			return n
+// setFromEnv gives each flag of vars ({flag, variable} pairs) that the
+// command line did not set the value of its environment variable, parsed
+// as the flag parses its own. A value the flag cannot take is a usage
+// error naming the variable: such values used to give way to the default
+// in silence (QTASKS_PORT=4x22 ran on 4222, QTASKS_GRACE=30 had 30s).
+func setFromEnv(fs *flag.FlagSet, vars [][2]string) error {
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	for _, nv := range vars {
+		name, key := nv[0], nv[1]
+		v, ok := os.LookupEnv(key)
+		if !ok || set[name] {
+			continue
+		}
+		if err := fs.Set(name, v); err != nil {
+			return &usageError{Msg: fmt.Sprintf("%s=%q: not a value of --%s: %v", key, v, name, err), Hint: fmt.Sprintf("unset %s, or give --%s", key, name)}
 		}
 	}
-	return def
-}
-
-func envDur(key string, def time.Duration) time.Duration {
-	if v, ok := os.LookupEnv(key); ok {
-		if d, err := time.ParseDuration(v); err == nil {
-			return d
-		}
-	}
-	return def
+	return nil
 }
 
 // DefaultClientURL is where client commands look for a local qtasksd.
@@ -71,12 +76,19 @@ func newLogger(w io.Writer, level string, json bool) (*slog.Logger, error) {
 	return slog.New(slog.NewTextHandler(w, opts)), nil
 }
 
-func openClient(ctx context.Context, c *connFlags) (*bus.Bus, error) {
+// openClient connects a command to qtasksd's server. A command that only
+// reads opens the bus read-only, so that a --nats-url naming some other
+// server finds nothing there rather than having qtasks' streams and
+// buckets created on it.
+func openClient(ctx context.Context, c *connFlags, readOnly bool) (*bus.Bus, error) {
 	cfg := c.config()
-	cfg.Name = "qtasksd-cli"
+	cfg.Name, cfg.ReadOnly = "qtasksd-cli", readOnly
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	b, err := bus.Open(ctx, cfg)
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		return nil, cli.NoStreams(c.URL, err)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("%w (is qtasksd running? start it with: qtasksd)", err)
 	}

@@ -11,6 +11,7 @@ import (
 
 	"github.com/qtasks/qtasks-go/bus"
 	"github.com/qtasks/qtasks-go/executor"
+	"github.com/qtasks/qtasks-go/internal/cli"
 )
 
 // newHTTPHandler serves:
@@ -82,11 +83,14 @@ func newHTTPHandler(app *executor.App, metrics http.Handler) http.Handler {
 }
 
 func writeJSON(w http.ResponseWriter, code int, v any) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(code)
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	_ = enc.Encode(v)
+	_ = cli.WriteJSON(w, b)
 }
 
 // withPprof serves Go's runtime profiles under /debug/pprof/ beside h, for

@@ -10,10 +10,12 @@ import (
 	"os"
 	"path/filepath"
 	"runtime/debug"
+	"strconv"
 	"time"
 
 	"github.com/qtasks/qtasks-go/bus"
 	"github.com/qtasks/qtasks-go/executor"
+	"github.com/qtasks/qtasks-go/internal/cli"
 	"github.com/qtasks/qtasks-go/projections"
 )
 
@@ -49,29 +51,39 @@ type runFlags struct {
 	users       string
 }
 
+// runEnv are the environment variables of run's number and duration flags.
+var runEnv = [][2]string{
+	{"port", "QTASKS_PORT"}, {"concurrency", "QTASKS_CONCURRENCY"}, {"prefetch", "QTASKS_PREFETCH"},
+	{"ack-wait", "QTASKS_ACK_WAIT"}, {"grace", "QTASKS_GRACE"}, {"task-retention", "QTASKS_TASK_RETENTION"},
+	{"memory-limit", "QTASKS_MEMORY_LIMIT"}, {"replicas", "QTASKS_REPLICAS"},
+}
+
 func (m *Main) run(ctx context.Context, args []string) error {
 	var f runFlags
 	fs := newFlagSet("qtasksd run", m.Stderr, "qtasksd [run] [flags]")
 	f.conn.register(fs, "")
 	fs.StringVar(&f.dataDir, "data-dir", envOr("QTASKS_DATA_DIR", "qtasks-data"), "embedded server's storage directory (QTASKS_DATA_DIR)")
 	fs.StringVar(&f.users, "users", envOr("QTASKS_USERS", ""), "JSON file of the embedded server's users: full-rights users, and plugin users with the least rights (see README); qtasksd connects as --user or the first full-rights one (QTASKS_USERS)")
-	fs.IntVar(&f.port, "port", envInt("QTASKS_PORT", bus.DefaultEmbeddedPort), "embedded server's port on 127.0.0.1 (QTASKS_PORT)")
+	fs.IntVar(&f.port, "port", bus.DefaultEmbeddedPort, "embedded server's port on 127.0.0.1; 0 or -1: any free port (QTASKS_PORT)")
 	fs.StringVar(&f.queue, "queue", envOr("QTASKS_QUEUE", executor.DefaultQueue), "queue the worker pulls from (QTASKS_QUEUE)")
-	fs.IntVar(&f.concurrency, "concurrency", envInt("QTASKS_CONCURRENCY", executor.DefaultConcurrency), "tasks run at once (QTASKS_CONCURRENCY)")
-	fs.IntVar(&f.prefetch, "prefetch", envInt("QTASKS_PREFETCH", 0), "tasks pulled ahead and run by priority; default: --concurrency (QTASKS_PREFETCH)")
-	fs.DurationVar(&f.ackWait, "ack-wait", envDur("QTASKS_ACK_WAIT", executor.DefaultAckWait), "redeliver a task whose worker is silent this long (QTASKS_ACK_WAIT)")
-	fs.DurationVar(&f.grace, "grace", envDur("QTASKS_GRACE", executor.DefaultGracePeriod), "on SIGTERM, let in-flight tasks finish this long (QTASKS_GRACE)")
+	fs.IntVar(&f.concurrency, "concurrency", executor.DefaultConcurrency, "tasks run at once (QTASKS_CONCURRENCY)")
+	fs.IntVar(&f.prefetch, "prefetch", 0, "tasks pulled ahead and run by priority; default: --concurrency (QTASKS_PREFETCH)")
+	fs.DurationVar(&f.ackWait, "ack-wait", executor.DefaultAckWait, "redeliver a task whose worker is silent this long (QTASKS_ACK_WAIT)")
+	fs.DurationVar(&f.grace, "grace", executor.DefaultGracePeriod, "on SIGTERM, let in-flight tasks finish this long (QTASKS_GRACE)")
 	fs.StringVar(&f.record, "record", envOr("QTASKS_RECORD", "all"), "which facts to write: all, or lifecycle (lifecycle facts plus subscribed triggers) (QTASKS_RECORD)")
 	fs.StringVar(&f.httpAddr, "http", envOr("QTASKS_HTTP", "127.0.0.1:7400"), "HTTP address for /healthz and /tasks; empty disables (QTASKS_HTTP)")
-	fs.DurationVar(&f.retention, "task-retention", envDur("QTASKS_TASK_RETENTION", bus.DefaultFinishedTaskTTL), "how long a finished task's record stays in the task bucket (the log and the projection keep it); negative: forever (QTASKS_TASK_RETENTION)")
+	fs.DurationVar(&f.retention, "task-retention", bus.DefaultFinishedTaskTTL, "how long a finished task's record stays in the task bucket (the log and the projection keep it); negative: forever (QTASKS_TASK_RETENTION)")
 	fs.BoolVar(&f.pprof, "pprof", false, "also serve Go's profiles under /debug/pprof/ on the HTTP address (keep that address private)")
-	fs.IntVar(&f.memLimitMiB, "memory-limit", envInt("QTASKS_MEMORY_LIMIT", defaultMemoryLimitMiB), "soft limit of the process's Go memory, in MiB: near it the GC works harder rather than let the heap grow to twice what is live; 0: no limit; GOMEMLIMIT, when set, wins (QTASKS_MEMORY_LIMIT)")
+	fs.IntVar(&f.memLimitMiB, "memory-limit", defaultMemoryLimitMiB, "soft limit of the process's Go memory, in MiB: near it the GC works harder rather than let the heap grow to twice what is live; 0: no limit; GOMEMLIMIT, when set, wins (QTASKS_MEMORY_LIMIT)")
 	fs.StringVar(&f.logLevel, "log-level", envOr("LOG_LEVEL", "info"), "debug, info, warn or error (LOG_LEVEL)")
 	fs.BoolVar(&f.noWorker, "no-worker", false, "run no worker (only the embedded server and HTTP)")
-	fs.IntVar(&f.replicas, "replicas", envInt("QTASKS_REPLICAS", 1), "stream replicas; 3 on a cluster (QTASKS_REPLICAS)")
+	fs.IntVar(&f.replicas, "replicas", 1, "stream replicas; 3 on a cluster (QTASKS_REPLICAS)")
 	fs.StringVar(&f.db, "db", envOr("QTASKS_DB", projections.DefaultPath), "SQLite projection of the event log, kept up to date (QTASKS_DB)")
 	fs.BoolVar(&f.noProj, "no-projection", false, "run no projector")
 	if err := parse(fs, args, "qtasksd run -h"); err != nil {
+		return err
+	}
+	if err := setFromEnv(fs, runEnv); err != nil {
 		return err
 	}
 	if fs.NArg() > 0 {
@@ -83,6 +95,17 @@ func (m *Main) run(ctx context.Context, args []string) error {
 	}
 	if f.memLimitMiB < 0 {
 		return &usageError{Msg: fmt.Sprintf("--memory-limit %d: must be 0 or a number of MiB", f.memLimitMiB), Hint: "qtasksd run -h"}
+	}
+	if f.port < -1 || f.port > 65535 {
+		return &usageError{Msg: fmt.Sprintf("--port %d: want 1 to 65535, or 0 (or -1, as the server takes it) for any free port", f.port), Hint: "qtasksd run --port 4222"}
+	}
+	if f.grace < 0 {
+		return &usageError{Msg: fmt.Sprintf("--grace %v: must not be negative", f.grace), Hint: "qtasksd run --grace 30s"}
+	}
+	if !f.noProj {
+		if err := cli.CheckProjectionPath(ctx, f.db); err != nil {
+			return &usageError{Msg: fmt.Sprintf("--db: %v", err), Hint: "qtasksd run --db " + projections.DefaultPath}
+		}
 	}
 	if f.memLimitMiB > 0 && os.Getenv("GOMEMLIMIT") == "" {
 		debug.SetMemoryLimit(int64(f.memLimitMiB) << 20)
@@ -116,10 +139,30 @@ func (m *Main) run(ctx context.Context, args []string) error {
 	}
 	if cfg.URL == "" {
 		dir, err := filepath.Abs(f.dataDir)
+		if err == nil {
+			err = os.MkdirAll(dir, 0o750)
+		}
 		if err != nil {
 			return fmt.Errorf("data directory: %w", err)
 		}
+		lock, err := lockDataDir(dir)
+		if err != nil {
+			return err
+		}
+		defer lock.Close()
+		if err := checkPortFree(f.port); err != nil {
+			return err
+		}
 		cfg.DataDir, cfg.Port = dir, f.port
+	}
+	// Listening before the bus opens makes a taken address an error with no
+	// server started and no projection written.
+	var ln net.Listener
+	if f.httpAddr != "" {
+		if ln, err = net.Listen("tcp", f.httpAddr); err != nil {
+			return fmt.Errorf("HTTP listener: %w", err)
+		}
+		defer ln.Close() // a no-op once the server has it
 	}
 	openCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	b, err := bus.Open(openCtx, cfg)
@@ -135,6 +178,17 @@ func (m *Main) run(ctx context.Context, args []string) error {
 	}
 
 	reg := newRegistry()
+	// The executor checks its flags: before the projector starts, so that
+	// a bad one writes nothing.
+	app, err := executor.New(b, &executor.Config{
+		Queue: f.queue, Concurrency: f.concurrency, Prefetch: f.prefetch, AckWait: f.ackWait, GracePeriod: f.grace, Logger: log,
+		Metrics: reg,
+	})
+	if err != nil {
+		return &usageError{Msg: err.Error(), Hint: "qtasksd run -h"}
+	}
+	registerDemoTasks(app)
+
 	var proj *projections.Projector
 	if !f.noProj {
 		if proj, err = startProjector(ctx, b, f.db, log, newProjectionMetrics(reg).onBatch); err != nil {
@@ -145,22 +199,10 @@ func (m *Main) run(ctx context.Context, args []string) error {
 		}
 	}
 
-	app, err := executor.New(b, &executor.Config{
-		Queue: f.queue, Concurrency: f.concurrency, Prefetch: f.prefetch, AckWait: f.ackWait, GracePeriod: f.grace, Logger: log,
-		Metrics: reg,
-	})
-	if err != nil {
-		return &usageError{Msg: err.Error(), Hint: "qtasksd run -h"}
-	}
-	registerDemoTasks(app)
 	reg.MustRegister(newLogCollector(b, proj))
 
 	var srv *http.Server
-	if f.httpAddr != "" {
-		ln, err := net.Listen("tcp", f.httpAddr)
-		if err != nil {
-			return fmt.Errorf("HTTP listener: %w", err)
-		}
+	if ln != nil {
 		h := newHTTPHandler(app, metricsHandler(reg, log))
 		if f.pprof {
 			h = withPprof(h)
@@ -212,6 +254,22 @@ func (m *Main) run(ctx context.Context, args []string) error {
 	}
 	log.Info("stopped")
 	return errors.Join(errs...)
+}
+
+func dataDirLock(dir string) string { return filepath.Join(dir, "qtasksd.lock") }
+
+// checkPortFree fails at once when the embedded server's port is taken:
+// the server itself would only fail to become ready, 30 s later, without
+// saying why.
+func checkPortFree(port int) error {
+	if port <= 0 {
+		return nil
+	}
+	ln, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
+	if err != nil {
+		return fmt.Errorf("port %d on 127.0.0.1 is not free (%w): is another qtasksd or NATS server running? Pick another with --port", port, err)
+	}
+	return ln.Close()
 }
 
 // startProjector keeps the SQLite projection at path up to date with the

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"reflect"
 	"strings"
 
 	"github.com/qtasks/qtasks-go/bus"
@@ -57,10 +58,11 @@ func parseUsers(data []byte) ([]bus.User, error) {
 	dec.DisallowUnknownFields()
 	var f usersFile
 	if err := dec.Decode(&f); err != nil {
-		return nil, err
+		return nil, describeJSON(data, err)
 	}
 	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
-		return nil, errors.New("more than one JSON value")
+		line, col := position(data, dec.InputOffset())
+		return nil, fmt.Errorf("line %d, column %d: more than one JSON value", line, col)
 	}
 	if len(f.Users) == 0 {
 		return nil, errors.New(`no users: want {"users": [{"name": …, "password": …}, …]}`)
@@ -125,4 +127,61 @@ func ownUser(users []bus.User, name, password string) (string, string, error) {
 		}
 	}
 	return "", "", fmt.Errorf("--user %s is not in the users file", name)
+}
+
+// describeJSON says what is wrong with the users file in its own terms:
+// encoding/json gives byte offsets and names Go types ("cannot unmarshal
+// object into Go struct field usersFile.users of type []main.userEntry").
+func describeJSON(data []byte, err error) error {
+	var se *json.SyntaxError
+	var te *json.UnmarshalTypeError
+	switch {
+	case errors.Is(err, io.EOF):
+		return errors.New(`the file is empty: want {"users": [{"name": …, "password": …}, …]}`)
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		return errors.New("the file ends in the middle of its JSON")
+	case errors.As(err, &se):
+		line, col := position(data, se.Offset-1) // Offset is just past the bad byte
+		return fmt.Errorf("line %d, column %d: %v", line, col, se)
+	case errors.As(err, &te):
+		// Offset is somewhere in or just past the value: the line will do.
+		line, _ := position(data, te.Offset)
+		what := "the file"
+		if te.Field != "" {
+			what = fmt.Sprintf("%q", te.Field)
+		}
+		return fmt.Errorf("line %d: %s must be %s, not %s %s", line, what, jsonKind(te.Type), article(te.Value), te.Value)
+	}
+	return errors.New(strings.TrimPrefix(err.Error(), "json: "))
+}
+
+// position is the line and column of byte offset off in data, from 1.
+func position(data []byte, off int64) (line, col int) {
+	off = min(max(off, 0), int64(len(data)))
+	before := data[:off]
+	line = bytes.Count(before, []byte("\n")) + 1
+	return line, int(off) - (bytes.LastIndexByte(before, '\n') + 1) + 1
+}
+
+// jsonKind names what JSON value decodes into t.
+func jsonKind(t reflect.Type) string {
+	switch t.Kind() {
+	case reflect.Slice, reflect.Array:
+		return "a list"
+	case reflect.Struct, reflect.Map, reflect.Pointer:
+		return "an object"
+	case reflect.String:
+		return "a string"
+	case reflect.Bool:
+		return "true or false"
+	default:
+		return "a number"
+	}
+}
+
+func article(jsonType string) string {
+	if strings.IndexByte("aeiou", jsonType[0]) >= 0 {
+		return "an"
+	}
+	return "a"
 }

@@ -40,7 +40,13 @@ func TestParseUsers(t *testing.T) {
 	require.Equal(t, "plain", pw)
 
 	for _, tc := range []struct{ in, msg string }{
-		{``, "EOF"},
+		{``, "the file is empty"},
+		{`{"users":[{"name":"a",`, "ends in the middle"},
+		{"{\"users\": [\n  {\"name\": \"a\", \"password\": \"x\"},\n]}", "line 3, column 1: invalid character ']'"},
+		{`{"users": {"name": "a"}}`, `"users" must be a list, not an object`},
+		{"{\"users\": [\n {\"name\": \"a\", \"password\": 123}]}", `line 2: "users.password" must be a string, not a number`},
+		{`{"users":[{"name":"a","password":"x","plugin":{"triggers":"storage_add"}}]}`, `"users.plugin.triggers" must be a list, not a string`},
+		{`[]`, "the file must be an object, not an array"},
 		{`{"users":[]}`, "no users"},
 		{`{"users":[{"name":"a","password":"x"}]} {}`, "more than one"},
 		{`{"users":[{"name":"a","password":"x","role":"root"}]}`, "unknown field"},
@@ -53,6 +59,7 @@ func TestParseUsers(t *testing.T) {
 	} {
 		_, err := parseUsers([]byte(tc.in))
 		require.ErrorContains(t, err, tc.msg, tc.in)
+		require.NotContains(t, err.Error(), "Go ", "no Go type names: %s", tc.in)
 	}
 }
 

@@ -10,6 +10,8 @@ import (
 	"io"
 	"os"
 
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/qtasks/qtasks-go/bus"
 )
 
@@ -95,4 +97,13 @@ func (c *ConnFlags) Register(fs *flag.FlagSet, defURL string) {
 // Config is the bus configuration of the flags.
 func (c *ConnFlags) Config() bus.Config {
 	return bus.Config{URL: c.URL, CredsFile: c.Creds, NKeyFile: c.NKey, User: c.User, Password: c.Password, Token: c.Token}
+}
+
+// NoStreams explains the error of a read-only bus.Open at url that found no
+// qtasks streams: the URL most likely names some other server.
+func NoStreams(url string, err error) error {
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		return fmt.Errorf("no qtasks streams on %s: is it qtasksd's server? (qtasksd creates them when it starts): %w", url, err)
+	}
+	return err
 }

@@ -110,10 +110,10 @@ func (f *Flags) Serve(ctx context.Context, log *slog.Logger, spec plugins.Spec, 
 func Exit(stderr io.Writer, cmd string, err error) int {
 	var ue *UsageError
 	switch {
-	case err == nil:
+	case err == nil, errors.Is(err, flag.ErrHelp):
+		// -h asked for the usage, which the flag set has printed: not an
+		// error, as for qtasksd, qtasks-replay and qtasks-audit.
 		return ExitOK
-	case errors.Is(err, flag.ErrHelp):
-		return ExitUsage
 	case errors.As(err, &ue):
 		fmt.Fprintf(stderr, "%s: %v\nTry: %s -h\n", cmd, err, cmd)
 		return ExitUsage

@@ -1,0 +1,195 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/qtasks/qtasks-go/bus/bustest"
+	"github.com/qtasks/qtasks-go/events"
+	"github.com/qtasks/qtasks-go/internal/cli/clitest"
+)
+
+// waitLimit bounds every wait on a process; the embedded server's own
+// start-up deadline is 30 s, so a failure that takes that long is caught.
+const waitLimit = 2 * time.Minute
+
+// bin is qtasksd built once for the tests that run it as a process.
+var bin string
+
+func TestMain(m *testing.M) { clitest.Main(m, &bin) }
+
+// daemonArgs run qtasksd in dir on a free port, with no HTTP, its
+// projection in dir too.
+func daemonArgs(dir string, more ...string) []string {
+	return append([]string{"run", "--data-dir", filepath.Join(dir, "data"), "--db", filepath.Join(dir, "p.db"), "--port", "0", "--http", "", "--log-level", "warn"}, more...)
+}
+
+var urlRE = regexp.MustCompile(`nats://127\.0\.0\.1:[0-9]+`)
+
+// startDaemon starts qtasksd and waits until it is ready; it returns the
+// process and its NATS URL.
+func startDaemon(t *testing.T, dir string, more ...string) (*clitest.Proc, string) {
+	t.Helper()
+	p := clitest.Start(t, dir, bin, daemonArgs(dir, append([]string{"--log-level", "info"}, more...)...)...)
+	bustest.WaitFor(t, waitLimit, "qtasksd to be ready", func() bool {
+		require.False(t, p.Exited(), "qtasksd exited: %s", p.Output())
+		return strings.Contains(p.Output(), `"qtasksd ready"`)
+	})
+	return p, urlRE.FindString(p.Output())
+}
+
+// runCmd runs qtasksd to its end and returns its exit code and output.
+func runCmd(t *testing.T, dir string, args ...string) (int, string) {
+	t.Helper()
+	p := clitest.Start(t, dir, bin, args...)
+	return p.Wait(waitLimit), p.Output()
+}
+
+// Two qtasksd on one data directory would run two servers writing one
+// JetStream store: the second now refuses at once, naming the first, and
+// what the first wrote is all there after it stops.
+func TestDataDirInUse(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	first, url := startDaemon(t, dir)
+	code, out := runCmd(t, dir, "submit", "add", "--kw", `{"a":1,"b":2}`, "--wait", "--nats-url", url)
+	require.Equal(t, exitOK, code, out)
+	var task events.Task
+	require.NoError(t, json.Unmarshal([]byte(out), &task), out)
+
+	other := t.TempDir() // its own projection: only the data directory is shared
+	code, out = runCmd(t, other, "run", "--data-dir", filepath.Join(dir, "data"), "--port", "0", "--http", "", "--db", filepath.Join(other, "p.db"))
+	require.Equal(t, exitFailure, code, out)
+	require.Contains(t, out, "in use by another qtasksd (pid "+strconv.Itoa(first.Pid())+")")
+
+	first.Signal(syscall.SIGTERM)
+	require.Equal(t, exitOK, first.Wait(waitLimit))
+	_, url = startDaemon(t, dir)
+	code, out = runCmd(t, dir, "status", task.ID, "--nats-url", url)
+	require.Equal(t, exitOK, code, out)
+	require.Contains(t, out, `"status": "success"`)
+}
+
+// A taken port, or one that is not a port, is said at once: the embedded
+// server used to wait 30 s and then blame "not ready".
+func TestPortTaken(t *testing.T) {
+	t.Parallel()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = ln.Close() })
+	port := ln.Addr().(*net.TCPAddr).Port
+	dir := t.TempDir()
+
+	start := time.Now()
+	code, out := runCmd(t, dir, "run", "--data-dir", filepath.Join(dir, "data"), "--port", strconv.Itoa(port), "--http", "", "--db", filepath.Join(dir, "p.db"))
+	require.Equal(t, exitFailure, code, out)
+	require.Contains(t, out, fmt.Sprintf("port %d on 127.0.0.1 is not free", port))
+	require.Less(t, time.Since(start), 20*time.Second, "not the server's 30 s start-up deadline")
+
+	for _, p := range []string{"-5", "70000"} {
+		code, out = runCmd(t, dir, daemonArgs(dir, "--port", p)...)
+		require.Equal(t, exitUsage, code, out)
+		require.Contains(t, out, "--port "+p)
+	}
+	_, err = os.Stat(filepath.Join(dir, "p.db"))
+	require.ErrorIs(t, err, os.ErrNotExist, "no projection was written")
+}
+
+// A bad flag is exit 2 and writes no projection: the executor's flags used
+// to be checked after the projector had created its database, and a
+// negative --grace was taken.
+func TestBadFlagsWriteNothing(t *testing.T) {
+	t.Parallel()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = ln.Close() })
+	for _, tc := range []struct {
+		args []string
+		code int
+		msg  string
+	}{
+		{[]string{"--ack-wait", "-5s"}, exitUsage, "ack wait -5s"},
+		{[]string{"--concurrency", "-3"}, exitUsage, "concurrency -3"},
+		{[]string{"--queue", "a.b"}, exitUsage, `queue "a.b"`},
+		{[]string{"--grace", "-1s"}, exitUsage, "--grace -1s"},
+		{[]string{"--http", ln.Addr().String()}, exitFailure, "HTTP listener"},
+	} {
+		dir := t.TempDir()
+		code, out := runCmd(t, dir, daemonArgs(dir, tc.args...)...)
+		require.Equal(t, tc.code, code, "%v: %s", tc.args, out)
+		require.Contains(t, out, tc.msg, tc.args)
+		_, err := os.Stat(filepath.Join(dir, "p.db"))
+		require.ErrorIs(t, err, os.ErrNotExist, "%v: no projection was written", tc.args)
+	}
+
+	// A --db that names another program's file is refused and kept.
+	dir := t.TempDir()
+	notes := filepath.Join(dir, "notes.txt")
+	require.NoError(t, os.WriteFile(notes, []byte("precious\n"), 0o600))
+	code, out := runCmd(t, dir, "run", "--data-dir", filepath.Join(dir, "data"), "--port", "0", "--http", "", "--db", notes)
+	require.Equal(t, exitUsage, code, out)
+	require.Contains(t, out, "not a qtasks projection")
+	data, err := os.ReadFile(notes)
+	require.NoError(t, err)
+	require.Equal(t, "precious\n", string(data))
+}
+
+// submit checks what it can before sending anything (exit 2), and a --wait
+// that ends before any record is seen still says which task was submitted.
+func TestSubmitCarelessFlags(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	_, url := startDaemon(t, dir)
+	for _, tc := range []struct {
+		args []string
+		msg  string
+	}{
+		{[]string{"submit", "a.b"}, `task name "a.b"`},
+		{[]string{"submit", "add", "--queue", "a b"}, `--queue "a b"`},
+		{[]string{"submit", "add", "--wait", "--timeout", "0s"}, "--timeout 0s"},
+		{[]string{"submit", "add", "--wait", "--timeout", "-1s"}, "--timeout -1s"},
+	} {
+		code, out := runCmd(t, dir, append(tc.args, "--nats-url", url)...)
+		require.Equal(t, exitUsage, code, "%v: %s", tc.args, out)
+		require.Contains(t, out, tc.msg)
+	}
+
+	cmd := exec.CommandContext(context.Background(), bin, "submit", "sleep", "--kw", `{"ms":60000}`, "--wait", "--timeout", "1ns", "--nats-url", url)
+	cmd.Dir = dir
+	stdout, err := cmd.Output()
+	require.Equal(t, exitTimeout, cmd.ProcessState.ExitCode(), "%v %s", err, stdout)
+	var task events.Task
+	require.NoError(t, json.Unmarshal(stdout, &task), string(stdout))
+	require.NotEmpty(t, task.ID, "the submitted task's id is printed")
+	code, out := runCmd(t, dir, "status", task.ID, "--nats-url", url)
+	require.Equal(t, exitOK, code, out)
+}
+
+// A number or duration variable the flag cannot take is exit 2 naming it:
+// it used to give way to the default in silence.
+func TestBadEnvironment(t *testing.T) {
+	t.Parallel()
+	for _, kv := range []string{"QTASKS_CONCURRENCY=ten", "QTASKS_GRACE=30", "QTASKS_TASK_RETENTION=1 week"} {
+		dir := t.TempDir()
+		ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
+		defer cancel()
+		cmd := exec.CommandContext(ctx, bin, daemonArgs(dir)...)
+		cmd.Env = append(os.Environ(), kv)
+		out, _ := cmd.CombinedOutput()
+		require.Equal(t, exitUsage, cmd.ProcessState.ExitCode(), "%s: %s", kv, out)
+		require.Contains(t, string(out), strings.SplitN(kv, "=", 2)[0]+"=")
+	}
+}

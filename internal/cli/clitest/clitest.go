@@ -1,0 +1,136 @@
+// Package clitest runs qtasks' commands as real processes in tests: build
+// one once, start it, read what it printed, signal it, and wait for its
+// exit with a deadline.
+package clitest
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// Build compiles the command in package dir pkg into dir and returns the
+// binary's path; for TestMain, so it reports instead of failing a test.
+func Build(dir, pkg string) (string, error) {
+	abs, err := filepath.Abs(pkg)
+	if err != nil {
+		return "", err
+	}
+	bin := filepath.Join(dir, filepath.Base(abs))
+	if out, err := exec.Command("go", "build", "-o", bin, pkg).CombinedOutput(); err != nil {
+		return "", fmt.Errorf("building %s: %w\n%s", pkg, err, out)
+	}
+	return bin, nil
+}
+
+// Main is a TestMain for a command's package: it builds the command in the
+// working directory into a private directory, sets *bin to the binary's
+// path, runs the tests, removes the directory and exits.
+func Main(m *testing.M, bin *string) {
+	dir, err := os.MkdirTemp("", "clitest-")
+	if err == nil {
+		*bin, err = Build(dir, ".")
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	_ = os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// Proc is a running command. Its stdout and stderr are collected together.
+type Proc struct {
+	t    testing.TB
+	name string
+	cmd  *exec.Cmd
+	mu   sync.Mutex
+	out  bytes.Buffer
+	done chan struct{}
+}
+
+// Start starts bin with args in directory dir ("" for the test's own).
+// The process is killed at the end of the test if it is still running, and
+// its output is logged if the test failed.
+func Start(t testing.TB, dir, bin string, args ...string) *Proc {
+	t.Helper()
+	p := &Proc{t: t, name: filepath.Base(bin), done: make(chan struct{})}
+	p.cmd = exec.Command(bin, args...)
+	p.cmd.Dir = dir
+	p.cmd.Stdout, p.cmd.Stderr = (*lockedWriter)(p), (*lockedWriter)(p)
+	if err := p.cmd.Start(); err != nil {
+		t.Fatalf("starting %s: %v", p.name, err)
+	}
+	go func() {
+		_ = p.cmd.Wait()
+		close(p.done)
+	}()
+	t.Cleanup(func() {
+		select {
+		case <-p.done:
+		default:
+			_ = p.cmd.Process.Kill()
+			<-p.done
+		}
+		if t.Failed() {
+			t.Logf("%s %s output:\n%s", p.name, strings.Join(args, " "), p.Output())
+		}
+	})
+	return p
+}
+
+type lockedWriter Proc
+
+func (w *lockedWriter) Write(b []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.out.Write(b)
+}
+
+// Output is what the process has printed so far.
+func (p *Proc) Output() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.out.String()
+}
+
+// Pid is the process id.
+func (p *Proc) Pid() int { return p.cmd.Process.Pid }
+
+// Signal sends sig to the process.
+func (p *Proc) Signal(sig os.Signal) {
+	p.t.Helper()
+	if err := p.cmd.Process.Signal(sig); err != nil {
+		p.t.Fatalf("signalling %s: %v", p.name, err)
+	}
+}
+
+// Wait waits up to limit for the process to exit and returns its exit
+// code; the test fails if it is still running then.
+func (p *Proc) Wait(limit time.Duration) int {
+	p.t.Helper()
+	select {
+	case <-p.done:
+		return p.cmd.ProcessState.ExitCode()
+	case <-time.After(limit):
+		p.t.Fatalf("%s did not exit within %v", p.name, limit)
+		return -1
+	}
+}
+
+// Exited reports whether the process has exited.
+func (p *Proc) Exited() bool {
+	select {
+	case <-p.done:
+		return true
+	default:
+		return false
+	}
+}
