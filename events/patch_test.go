@@ -117,6 +117,38 @@ func TestApplyPatchEmpty(t *testing.T) {
 	}
 }
 
+// A patch nested deeper than MaxPatchDepth is refused before the library
+// sees it (its merge costs the square of the depth); one at the limit
+// applies. Brackets inside strings are not nesting.
+func TestApplyPatchDepth(t *testing.T) {
+	t.Parallel()
+	tr := mustLookup(t, TaskExecutorArgsReplace)
+	nested := func(depth int) string { // kw.x holds depth-1 nested arrays
+		return `{"kw":{"x":` + strings.Repeat("[", depth-2) + strings.Repeat("]", depth-2) + `}}`
+	}
+	for _, tc := range []struct {
+		ct, patch string
+		ok        bool
+	}{
+		{ContentTypeMergePatch, nested(MaxPatchDepth), true},
+		{ContentTypeMergePatch, nested(MaxPatchDepth + 1), false},
+		{ContentTypeMergePatch, nested(10_000), false},
+		{ContentTypeJSONPatch, `[{"op":"add","path":"/kw/x","value":` + strings.Repeat("[", MaxPatchDepth) + strings.Repeat("]", MaxPatchDepth) + `}]`, false},
+		{ContentTypeMergePatch, `{"kw":{"x":"` + strings.Repeat("[{", 5000) + `\"]"}}`, true},
+	} {
+		out, err := ApplyPatch(tr, []byte(argsDoc), tc.ct, []byte(tc.patch))
+		if tc.ok {
+			require.NoError(t, err, "depth %d", jsonDepth([]byte(tc.patch)))
+			require.True(t, json.Valid(out))
+			continue
+		}
+		require.ErrorIs(t, err, ErrBadPatch)
+		require.Contains(t, err.Error(), fmt.Sprintf("at most %d", MaxPatchDepth))
+	}
+	require.Equal(t, 0, jsonDepth([]byte(`"[[[\"{{"`)))
+	require.Equal(t, 3, jsonDepth([]byte(`{"a":[{"b":"]]]"}],"c":[]}`)))
+}
+
 func TestApplyPatchErrors(t *testing.T) {
 	t.Parallel()
 
