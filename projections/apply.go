@@ -8,7 +8,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"runtime"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 	"unicode/utf8"
 	"unsafe"
@@ -38,17 +41,78 @@ type ApplyStats struct {
 // error only when the database fails; the transaction is then rolled back.
 //
 // Apply is deterministic: it reads no clock. It is Prepare and then
-// ApplyPrepared.
+// ApplyPrepared, with the events of a large batch prepared on other
+// goroutines while the first ones are written, as the projector prepares
+// on its reader goroutine while it writes.
 func (d *DB) Apply(ctx context.Context, batch []bus.Stored) (ApplyStats, error) {
 	ps := make([]Prepared, len(batch))
-	for i := range batch {
-		ps[i] = Prepare(batch[i])
+	chunks := (len(batch) + prepareChunk - 1) / prepareChunk
+	workers := min(runtime.GOMAXPROCS(0)-1, chunks-1)
+	if workers < 1 {
+		for i := range batch {
+			ps[i] = Prepare(batch[i])
+		}
+		return d.ApplyPrepared(ctx, ps)
 	}
-	return d.ApplyPrepared(ctx, ps)
+	// Prepare is pure and each event's is its own: workers take chunks in
+	// order, and the writer, when it gets to a chunk not yet prepared,
+	// takes the next chunk nobody has taken rather than wait.
+	ready := make([]chan struct{}, chunks)
+	for k := range ready {
+		ready[k] = make(chan struct{})
+	}
+	var next atomic.Int64
+	take := func() bool {
+		k := int(next.Add(1) - 1)
+		if k >= chunks {
+			return false
+		}
+		for i := k * prepareChunk; i < min((k+1)*prepareChunk, len(batch)); i++ {
+			ps[i] = Prepare(batch[i])
+		}
+		close(ready[k])
+		return true
+	}
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	for range workers {
+		wg.Go(func() {
+			for take() {
+			}
+		})
+	}
+	return d.apply(ctx, len(ps), func(i int) *Prepared {
+		if i%prepareChunk == 0 {
+			k := i / prepareChunk
+		wait:
+			for {
+				select {
+				case <-ready[k]:
+					break wait
+				default:
+				}
+				if !take() {
+					<-ready[k]
+					break
+				}
+			}
+		}
+		return &ps[i]
+	})
 }
 
+// prepareChunk is the number of events Apply prepares at a time: about
+// 0.2 ms of work, so that the writer starts soon and waits rarely.
+const prepareChunk = 32
+
 // ApplyPrepared is Apply for events already prepared.
-func (d *DB) ApplyPrepared(ctx context.Context, batch []Prepared) (st ApplyStats, err error) {
+func (d *DB) ApplyPrepared(ctx context.Context, batch []Prepared) (ApplyStats, error) {
+	return d.apply(ctx, len(batch), func(i int) *Prepared { return &batch[i] })
+}
+
+// apply applies the n events that event(0) to event(n-1) return, in
+// that order.
+func (d *DB) apply(ctx context.Context, n int, event func(i int) *Prepared) (st ApplyStats, err error) {
 	if d.w == nil {
 		return st, errors.New("applying events: database opened read-only")
 	}
@@ -62,13 +126,13 @@ func (d *DB) ApplyPrepared(ctx context.Context, batch []Prepared) (st ApplyStats
 	defer conn.Close()
 	err = conn.Raw(func(dc any) error {
 		var err error
-		st, err = d.applyRaw(ctx, dc, batch)
+		st, err = d.applyRaw(ctx, dc, n, event)
 		return err
 	})
 	return st, err
 }
 
-func (d *DB) applyRaw(ctx context.Context, dc any, batch []Prepared) (st ApplyStats, err error) {
+func (d *DB) applyRaw(ctx context.Context, dc any, n int, event func(i int) *Prepared) (st ApplyStats, err error) {
 	if err := d.ap.prepare(ctx, dc); err != nil {
 		return st, err
 	}
@@ -95,8 +159,8 @@ func (d *DB) applyRaw(ctx context.Context, dc any, batch []Prepared) (st ApplySt
 	if row != nil {
 		last = uint64(row[0].(int64))
 	}
-	for i := range batch {
-		p := &batch[i]
+	for i := range n {
+		p := event(i)
 		if p.seq <= last {
 			st.Skipped++
 			continue
@@ -123,6 +187,9 @@ func (d *DB) applyRaw(ctx context.Context, dc any, batch []Prepared) (st ApplySt
 	}
 	if err := tx.Commit(); err != nil {
 		return st, fmt.Errorf("committing events: %w", err)
+	}
+	if d.ckpt != nil {
+		d.ckpt.committed(st.Applied)
 	}
 	return st, nil
 }
@@ -217,6 +284,13 @@ func (ap *applier) prepare(ctx context.Context, dc any) error {
 	pc, ok := dc.(driver.ConnPrepareContext)
 	if !ok {
 		return fmt.Errorf("driver connection %T cannot prepare statements", dc)
+	}
+	// The checkpointer folds the WAL (checkpoint.go); the writer's own
+	// automatic checkpoint is only the bound should it fail.
+	if ec, ok := dc.(driver.ExecerContext); ok {
+		if _, err := ec.ExecContext(ctx, fmt.Sprintf(`PRAGMA wal_autocheckpoint = %d`, writerAutoCheckpoint), nil); err != nil {
+			return fmt.Errorf("setting the automatic checkpoint: %w", err)
+		}
 	}
 	for i, q := range statements {
 		st, err := pc.PrepareContext(ctx, q)
