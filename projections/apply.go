@@ -761,9 +761,17 @@ func taskEffect(trigger string, ev *events.Event, f *events.Fact) (effect, rejec
 	if len(f.Output) > 0 {
 		doc = f.Output
 	}
-	model := func(kind int, v any, m *events.Task) (effect, rejection) {
-		if err := json.Unmarshal(doc, v); err != nil {
-			return effect{}, rejection(fmt.Sprintf("%s payload: %v", trigger, err))
+	// The record is decoded by decodeRecord; when it cannot tell, by
+	// encoding/json (slow: into the structs that hold the record under
+	// path).
+	model := func(kind int, slow func() (events.Task, error), path ...string) (effect, rejection) {
+		e := effect{kind: kind}
+		m := &e.model
+		if !decodeRecord(doc, path, m) {
+			var err error
+			if *m, err = slow(); err != nil {
+				return effect{}, rejection(fmt.Sprintf("%s payload: %v", trigger, err))
+			}
 		}
 		if m.ID != ev.TaskID {
 			return effect{}, rejection(fmt.Sprintf("%s record is of task %q, the event of %q", trigger, m.ID, ev.TaskID))
@@ -771,32 +779,46 @@ func taskEffect(trigger string, ev *events.Event, f *events.Fact) (effect, rejec
 		if m.Attempt < 1 {
 			return effect{}, rejection(fmt.Sprintf("%s record has attempt %d", trigger, m.Attempt))
 		}
-		return effect{kind: kind, model: *m}, ""
+		return e, ""
 	}
 	switch trigger {
 	case events.StorageAdd:
-		var p struct {
-			Model events.Task `json:"task_status"`
-		}
-		return model(effNew, &p, &p.Model)
+		return model(effNew, func() (events.Task, error) {
+			var p struct {
+				Model events.Task `json:"task_status"`
+			}
+			err := json.Unmarshal(doc, &p)
+			return p.Model, err
+		}, "task_status")
 	case events.StorageUpdate:
-		var p struct {
-			Kw struct {
-				Mapping events.Task `json:"mapping"`
-			} `json:"kw"`
-		}
-		return model(effProcess, &p, &p.Kw.Mapping)
+		return model(effProcess, func() (events.Task, error) {
+			var p struct {
+				Kw struct {
+					Mapping events.Task `json:"mapping"`
+				} `json:"kw"`
+			}
+			err := json.Unmarshal(doc, &p)
+			return p.Kw.Mapping, err
+		}, "kw", "mapping")
 	case events.StorageRemoveFinishedTask:
 		doc = f.Input // one-way: the final record as decided
-		var p struct {
-			Model events.Task `json:"model"`
-		}
-		e, r := model(effFinal, &p, &p.Model)
+		e, r := model(effFinal, func() (events.Task, error) {
+			var p struct {
+				Model events.Task `json:"model"`
+			}
+			err := json.Unmarshal(doc, &p)
+			return p.Model, err
+		}, "model")
 		if r == "" && !events.FinalStatus(e.model.Status) {
 			return effect{}, rejection(fmt.Sprintf("final record with status %q", e.model.Status))
 		}
 		return e, r
 	case events.TaskExecutorArgsReplace:
+		var e effect
+		if decodeArgs(doc, &e) {
+			e.kind = effExecArgs
+			return e, ""
+		}
 		var p struct {
 			Args json.RawMessage `json:"args"`
 			Kw   json.RawMessage `json:"kw"`
