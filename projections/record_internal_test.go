@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/stretchr/testify/require"
+
 	"github.com/qtasks/qtasks-go/events"
 	"github.com/qtasks/qtasks-go/projections/projectionstest"
 )
@@ -92,17 +94,24 @@ func recordSeeds(tb testing.TB) [][]byte {
 		[]byte(`{"args":[1],"kw":{"a":2}}`), []byte(`{"args":null,"ARGS":1}`), []byte(`{"task_status":{"tags":[1]}}`),
 		[]byte(`{"task_status":{"extra":{"a":1},"extra":{"b":2}}}`), []byte(`{"task_status":{"id":1}}`),
 	}
+	return append(seeds, loggedRecords(tb)...)
+}
+
+// loggedRecords are the inputs and outputs of the recorded log's facts that
+// hold task records or arguments.
+func loggedRecords(tb testing.TB) [][]byte {
+	var docs [][]byte
 	for _, m := range projectionstest.ReadFile(tb, projectionstest.ScenarioLog()) {
 		var f events.Fact
 		if err := json.Unmarshal([]byte(m.Data), &f); err == nil {
 			for _, d := range [][]byte{f.Input, f.Output} {
 				if len(d) > 0 && (strings.Contains(string(d), `"attempt"`) || strings.Contains(string(d), `"args"`)) {
-					seeds = append(seeds, d)
+					docs = append(docs, d)
 				}
 			}
 		}
 	}
-	return seeds
+	return docs
 }
 
 func TestDecodeRecord(t *testing.T) {
@@ -110,6 +119,19 @@ func TestDecodeRecord(t *testing.T) {
 	for _, doc := range recordSeeds(t) {
 		checkDecodeRecord(t, doc)
 	}
+	// The recorded log's records decode without encoding/json.
+	paths := map[string][]string{`{"task_status":`: {"task_status"}, `{"kw":{"mapping":`: {"kw", "mapping"}, `{"model":`: {"model"}}
+	found := map[string]int{}
+	for _, doc := range loggedRecords(t) {
+		for prefix, path := range paths {
+			if strings.HasPrefix(string(doc), prefix) {
+				var m events.Task
+				require.True(t, decodeRecord(doc, path, &m), "decodeRecord(%s) falls back to encoding/json", doc)
+				found[prefix]++
+			}
+		}
+	}
+	require.Len(t, found, len(paths), "records of each kind in the recorded log")
 }
 
 func FuzzDecodeRecord(f *testing.F) {
@@ -125,7 +147,7 @@ func FuzzDecodeRecord(f *testing.F) {
 //	go test ./projections/ -run NONE -bench DecodeRecord
 func BenchmarkDecodeRecord(b *testing.B) {
 	var docs [][]byte
-	for _, d := range recordSeeds(b) {
+	for _, d := range loggedRecords(b) {
 		if strings.HasPrefix(string(d), `{"kw":{"mapping":`) {
 			docs = append(docs, d)
 		}
@@ -155,4 +177,74 @@ func BenchmarkDecodeRecord(b *testing.B) {
 			}
 		}
 	})
+}
+
+func TestCallFields(t *testing.T) {
+	t.Parallel()
+	typ := reflect.TypeFor[events.PluginCall]()
+	if typ.NumField() != cfCount {
+		t.Fatalf("events.PluginCall has %d fields, decodeCalls knows %d", typ.NumField(), cfCount)
+	}
+	for i := range typ.NumField() {
+		name, _, _ := strings.Cut(typ.Field(i).Tag.Get("json"), ",")
+		if name != callFields[i] {
+			t.Errorf("field %d of events.PluginCall is %q, decodeCalls has %q", i, name, callFields[i])
+		}
+	}
+}
+
+// checkDecodeCalls compares decodeCalls with json.Unmarshal into a nil
+// slice.
+func checkDecodeCalls(t *testing.T, val []byte) {
+	t.Helper()
+	if !validJSON(val) {
+		return
+	}
+	got, ok := decodeCalls(val)
+	if !ok {
+		return
+	}
+	var want []events.PluginCall
+	if err := json.Unmarshal(val, &want); err != nil {
+		t.Fatalf("decodeCalls(%q) decoded what encoding/json refuses: %v", val, err)
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("decodeCalls(%q) =\n%#v\nencoding/json:\n%#v", val, got, want)
+	}
+}
+
+func callSeeds(tb testing.TB) [][]byte {
+	seeds := [][]byte{
+		[]byte(`null`), []byte(`[]`), []byte(` [ ] `), []byte(`[null]`), []byte(`[{}]`), []byte(`[1]`), []byte(`{}`),
+		[]byte(`[{"plugin":"p","PLUGIN":"q"}]`), []byte(`[{"shadow":true,"patch_omitted":false,"invoke_seq":18446744073709551615}]`),
+		[]byte(`[{"invoke_seq":-1}]`), []byte(`[{"latency_us":1e3}]`), []byte(`[{"patch":null,"outcome":"applied","x":[1]}]`),
+		[]byte(`[{"shadow":null,"reason":"a\nb"},{"version":"\u00e9"}]`), []byte(`[{"shadow":"true"}]`),
+	}
+	for _, m := range projectionstest.ReadFile(tb, projectionstest.ScenarioLog()) {
+		var raw struct {
+			Calls json.RawMessage `json:"calls"`
+		}
+		if err := json.Unmarshal([]byte(m.Data), &raw); err == nil && len(raw.Calls) > 0 {
+			seeds = append(seeds, raw.Calls)
+		}
+	}
+	return seeds
+}
+
+func TestDecodeCalls(t *testing.T) {
+	t.Parallel()
+	seeds := callSeeds(t)
+	require.Greater(t, len(seeds), 20, "the recorded log has facts with calls")
+	for _, val := range seeds {
+		checkDecodeCalls(t, val)
+	}
+	_, ok := decodeCalls(seeds[len(seeds)-1])
+	require.True(t, ok, "the recorded calls decode without encoding/json")
+}
+
+func FuzzDecodeCalls(f *testing.F) {
+	for _, val := range callSeeds(f) {
+		f.Add(val)
+	}
+	f.Fuzz(func(t *testing.T, val []byte) { checkDecodeCalls(t, val) })
 }
