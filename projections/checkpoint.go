@@ -39,7 +39,8 @@ type checkpointer struct {
 	db   *sql.DB
 	log  *slog.Logger
 	kick chan struct{}
-	// Events and commits since the last request.
+	// Events and commits since the last request; committed runs on the
+	// writer connection, one Apply at a time.
 	events, commits int
 	quit            chan struct{}
 	done            chan struct{}
