@@ -83,9 +83,9 @@ func skipWS(b []byte, i int) int {
 }
 
 // decodeCalls decodes a fact's calls (val, valid JSON) as json.Unmarshal
-// into a nil slice would, without reflection: a fact with calls spent more on
-// decoding them with encoding/json than on the rest of its data. Patches
-// are slices of val. It returns false when it cannot be sure to decode
+// into a nil slice would, without reflection: with encoding/json, the calls
+// were a sixth of Prepare's time over the recorded log. Patches are slices
+// of val. It returns false when it cannot be sure to decode
 // what encoding/json would (as decodeRecord); the caller then uses
 // encoding/json.
 func decodeCalls(val []byte) ([]events.PluginCall, bool) {
