@@ -623,20 +623,22 @@ func (a *txApplier) write(p *Prepared) (rejected bool, err error) {
 }
 
 // fact inserts the trigger history row of a fact. The trigger, its
-// component, the source, the attempt and the run repeat from fact to fact
-// (a node writes every fact with the same source; most tasks run once):
-// they are written as constants of a statement prepared for each such
-// combination, so that only the values that change are bound, each bind a
-// call into C. The rows are the same as stFact's.
+// component, the attempt and the run repeat from fact to fact (most tasks
+// run once): they are written as constants of a statement prepared for
+// each such combination, so that only the values that change are bound,
+// each bind a call into C. The rows are the same as stFact's. The source
+// is bound: each start of a node is a new source, and statements by source
+// ran out (maxFactStmts) after a dozen starts, leaving every later fact to
+// stFact's twelve binds.
 func (a *txApplier) fact(p *Prepared, seq int64, key any) error {
 	ev, t := &p.ev, &p.trigger
 	data := bytesText(ev.Data)
-	st := a.ap.factStmt(a.ctx, factShape{trigger: t.Name, source: ev.Source, attempt: ev.Attempt, run: ev.Run})
+	st := a.ap.factStmt(a.ctx, factShape{trigger: t.Name, attempt: ev.Attempt, run: ev.Run})
 	if st == nil {
 		return a.exec(stFact, seq, key, p.node, t.Name, string(t.Component), ev.Attempt, ev.Run, p.at, ev.ID,
 			ev.Source, data, nullString(ev.Replay))
 	}
-	args := [...]any{seq, key, p.node, p.at, ev.ID, data, nullString(ev.Replay)}
+	args := [...]any{seq, key, p.node, p.at, ev.ID, ev.Source, data, nullString(ev.Replay)}
 	if _, err := st.(driver.StmtExecContext).ExecContext(a.ctx, a.named(args[:])); err != nil {
 		return fmt.Errorf("INSERT facts: %w", err)
 	}
@@ -645,13 +647,13 @@ func (a *txApplier) fact(p *Prepared, seq int64, key any) error {
 
 // factShape is what a fact statement holds as constants.
 type factShape struct {
-	trigger, source string
-	attempt, run    int
+	trigger      string
+	attempt, run int
 }
 
 // maxFactStmts bounds the fact statements prepared for shapes: a log has
-// few (triggers × nodes × the first attempts and runs); past the bound,
-// facts are written by stFact.
+// few (triggers × the first attempts and runs); past the bound, facts are
+// written by stFact.
 const maxFactStmts = 512
 
 // factStmt returns the fact statement of shape s, preparing it on first
@@ -660,8 +662,7 @@ func (ap *applier) factStmt(ctx context.Context, s factShape) driver.Stmt {
 	if st, ok := ap.facts[s]; ok {
 		return st
 	}
-	if len(ap.facts) >= maxFactStmts || s.attempt < 0 || s.attempt > 3 || s.run < 0 || s.run > 3 ||
-		!literalSafe(s.source) {
+	if len(ap.facts) >= maxFactStmts || s.attempt < 0 || s.attempt > 3 || s.run < 0 || s.run > 3 {
 		return nil
 	}
 	t, ok := events.Lookup(s.trigger)
@@ -669,8 +670,8 @@ func (ap *applier) factStmt(ctx context.Context, s factShape) driver.Stmt {
 		return nil
 	}
 	q := fmt.Sprintf(`INSERT INTO facts (seq, task_key, node, trigger, component, attempt, run, time, event_id, source, data, replay)
-		VALUES (?, ?, ?, %s, %s, %d, %d, ?, ?, %s, ?, ?)`,
-		sqlQuote(s.trigger), sqlQuote(string(t.Component)), s.attempt, s.run, sqlQuote(s.source))
+		VALUES (?, ?, ?, %s, %s, %d, %d, ?, ?, ?, ?, ?)`,
+		sqlQuote(s.trigger), sqlQuote(string(t.Component)), s.attempt, s.run)
 	st, err := ap.dc.(driver.ConnPrepareContext).PrepareContext(ctx, q)
 	if err != nil {
 		return nil // stFact writes it
