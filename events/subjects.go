@@ -99,9 +99,20 @@ type ParsedSubject struct {
 
 // ParseSubject splits a qtasks subject.
 func ParseSubject(s string) (ParsedSubject, error) {
-	t := strings.Split(s, ".")
 	bad := func() (ParsedSubject, error) {
 		return ParsedSubject{}, fmt.Errorf("%w: subject %q is not a qtasks subject", ErrInvalidEvent, s)
+	}
+	// The tokens in an array, not strings.Split's slice: the projection
+	// parses every event's subject.
+	var buf [5]string
+	t := buf[:0]
+	for rest, more := s, true; more; {
+		if len(t) == len(buf) {
+			return bad() // no subject of ours has more tokens
+		}
+		var tok string
+		tok, rest, more = strings.Cut(rest, ".")
+		t = append(t, tok)
 	}
 	if len(t) < 3 || t[0] != SubjectRoot {
 		return bad()

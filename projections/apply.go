@@ -8,7 +8,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"runtime"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 	"unicode/utf8"
 	"unsafe"
@@ -38,17 +41,78 @@ type ApplyStats struct {
 // error only when the database fails; the transaction is then rolled back.
 //
 // Apply is deterministic: it reads no clock. It is Prepare and then
-// ApplyPrepared.
+// ApplyPrepared, with the events of a large batch prepared on other
+// goroutines while the first ones are written, as the projector prepares
+// on its reader goroutine while it writes.
 func (d *DB) Apply(ctx context.Context, batch []bus.Stored) (ApplyStats, error) {
 	ps := make([]Prepared, len(batch))
-	for i := range batch {
-		ps[i] = Prepare(batch[i])
+	chunks := (len(batch) + prepareChunk - 1) / prepareChunk
+	workers := min(runtime.GOMAXPROCS(0)-1, chunks-1)
+	if workers < 1 {
+		for i := range batch {
+			ps[i] = Prepare(batch[i])
+		}
+		return d.ApplyPrepared(ctx, ps)
 	}
-	return d.ApplyPrepared(ctx, ps)
+	// Prepare is pure and each event's is its own: workers take chunks in
+	// order, and the writer, when it gets to a chunk not yet prepared,
+	// takes the next chunk nobody has taken rather than wait.
+	ready := make([]chan struct{}, chunks)
+	for k := range ready {
+		ready[k] = make(chan struct{})
+	}
+	var next atomic.Int64
+	take := func() bool {
+		k := int(next.Add(1) - 1)
+		if k >= chunks {
+			return false
+		}
+		for i := k * prepareChunk; i < min((k+1)*prepareChunk, len(batch)); i++ {
+			ps[i] = Prepare(batch[i])
+		}
+		close(ready[k])
+		return true
+	}
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	for range workers {
+		wg.Go(func() {
+			for take() {
+			}
+		})
+	}
+	return d.apply(ctx, len(ps), func(i int) *Prepared {
+		if i%prepareChunk == 0 {
+			k := i / prepareChunk
+		wait:
+			for {
+				select {
+				case <-ready[k]:
+					break wait
+				default:
+				}
+				if !take() {
+					<-ready[k]
+					break
+				}
+			}
+		}
+		return &ps[i]
+	})
 }
 
+// prepareChunk is the number of events Apply prepares at a time: about
+// 0.2 ms of work, so that the writer starts soon and waits rarely.
+const prepareChunk = 32
+
 // ApplyPrepared is Apply for events already prepared.
-func (d *DB) ApplyPrepared(ctx context.Context, batch []Prepared) (st ApplyStats, err error) {
+func (d *DB) ApplyPrepared(ctx context.Context, batch []Prepared) (ApplyStats, error) {
+	return d.apply(ctx, len(batch), func(i int) *Prepared { return &batch[i] })
+}
+
+// apply applies the n events that event(0) to event(n-1) return, in
+// that order.
+func (d *DB) apply(ctx context.Context, n int, event func(i int) *Prepared) (st ApplyStats, err error) {
 	if d.w == nil {
 		return st, errors.New("applying events: database opened read-only")
 	}
@@ -62,13 +126,13 @@ func (d *DB) ApplyPrepared(ctx context.Context, batch []Prepared) (st ApplyStats
 	defer conn.Close()
 	err = conn.Raw(func(dc any) error {
 		var err error
-		st, err = d.applyRaw(ctx, dc, batch)
+		st, err = d.applyRaw(ctx, dc, n, event)
 		return err
 	})
 	return st, err
 }
 
-func (d *DB) applyRaw(ctx context.Context, dc any, batch []Prepared) (st ApplyStats, err error) {
+func (d *DB) applyRaw(ctx context.Context, dc any, n int, event func(i int) *Prepared) (st ApplyStats, err error) {
 	if err := d.ap.prepare(ctx, dc); err != nil {
 		return st, err
 	}
@@ -95,8 +159,8 @@ func (d *DB) applyRaw(ctx context.Context, dc any, batch []Prepared) (st ApplySt
 	if row != nil {
 		last = uint64(row[0].(int64))
 	}
-	for i := range batch {
-		p := &batch[i]
+	for i := range n {
+		p := event(i)
 		if p.seq <= last {
 			st.Skipped++
 			continue
@@ -123,6 +187,9 @@ func (d *DB) applyRaw(ctx context.Context, dc any, batch []Prepared) (st ApplySt
 	}
 	if err := tx.Commit(); err != nil {
 		return st, fmt.Errorf("committing events: %w", err)
+	}
+	if d.ckpt != nil {
+		d.ckpt.committed(st.Applied)
 	}
 	return st, nil
 }
@@ -217,6 +284,13 @@ func (ap *applier) prepare(ctx context.Context, dc any) error {
 	pc, ok := dc.(driver.ConnPrepareContext)
 	if !ok {
 		return fmt.Errorf("driver connection %T cannot prepare statements", dc)
+	}
+	// The checkpointer folds the WAL (checkpoint.go); the writer's own
+	// automatic checkpoint is only the bound should it fail.
+	if ec, ok := dc.(driver.ExecerContext); ok {
+		if _, err := ec.ExecContext(ctx, fmt.Sprintf(`PRAGMA wal_autocheckpoint = %d`, writerAutoCheckpoint), nil); err != nil {
+			return fmt.Errorf("setting the automatic checkpoint: %w", err)
+		}
 	}
 	for i, q := range statements {
 		st, err := pc.PrepareContext(ctx, q)
@@ -549,20 +623,22 @@ func (a *txApplier) write(p *Prepared) (rejected bool, err error) {
 }
 
 // fact inserts the trigger history row of a fact. The trigger, its
-// component, the source, the attempt and the run repeat from fact to fact
-// (a node writes every fact with the same source; most tasks run once):
-// they are written as constants of a statement prepared for each such
-// combination, so that only the values that change are bound, each bind a
-// call into C. The rows are the same as stFact's.
+// component, the attempt and the run repeat from fact to fact (most tasks
+// run once): they are written as constants of a statement prepared for
+// each such combination, so that only the values that change are bound,
+// each bind a call into C. The rows are the same as stFact's. The source
+// is bound: each start of a node is a new source, and statements by source
+// ran out (maxFactStmts) after a dozen starts, leaving every later fact to
+// stFact's twelve binds.
 func (a *txApplier) fact(p *Prepared, seq int64, key any) error {
 	ev, t := &p.ev, &p.trigger
 	data := bytesText(ev.Data)
-	st := a.ap.factStmt(a.ctx, factShape{trigger: t.Name, source: ev.Source, attempt: ev.Attempt, run: ev.Run})
+	st := a.ap.factStmt(a.ctx, factShape{trigger: t.Name, attempt: ev.Attempt, run: ev.Run})
 	if st == nil {
 		return a.exec(stFact, seq, key, p.node, t.Name, string(t.Component), ev.Attempt, ev.Run, p.at, ev.ID,
 			ev.Source, data, nullString(ev.Replay))
 	}
-	args := [...]any{seq, key, p.node, p.at, ev.ID, data, nullString(ev.Replay)}
+	args := [...]any{seq, key, p.node, p.at, ev.ID, ev.Source, data, nullString(ev.Replay)}
 	if _, err := st.(driver.StmtExecContext).ExecContext(a.ctx, a.named(args[:])); err != nil {
 		return fmt.Errorf("INSERT facts: %w", err)
 	}
@@ -571,13 +647,13 @@ func (a *txApplier) fact(p *Prepared, seq int64, key any) error {
 
 // factShape is what a fact statement holds as constants.
 type factShape struct {
-	trigger, source string
-	attempt, run    int
+	trigger      string
+	attempt, run int
 }
 
 // maxFactStmts bounds the fact statements prepared for shapes: a log has
-// few (triggers × nodes × the first attempts and runs); past the bound,
-// facts are written by stFact.
+// few (triggers × the first attempts and runs); past the bound, facts are
+// written by stFact.
 const maxFactStmts = 512
 
 // factStmt returns the fact statement of shape s, preparing it on first
@@ -586,8 +662,7 @@ func (ap *applier) factStmt(ctx context.Context, s factShape) driver.Stmt {
 	if st, ok := ap.facts[s]; ok {
 		return st
 	}
-	if len(ap.facts) >= maxFactStmts || s.attempt < 0 || s.attempt > 3 || s.run < 0 || s.run > 3 ||
-		!literalSafe(s.source) {
+	if len(ap.facts) >= maxFactStmts || s.attempt < 0 || s.attempt > 3 || s.run < 0 || s.run > 3 {
 		return nil
 	}
 	t, ok := events.Lookup(s.trigger)
@@ -595,8 +670,8 @@ func (ap *applier) factStmt(ctx context.Context, s factShape) driver.Stmt {
 		return nil
 	}
 	q := fmt.Sprintf(`INSERT INTO facts (seq, task_key, node, trigger, component, attempt, run, time, event_id, source, data, replay)
-		VALUES (?, ?, ?, %s, %s, %d, %d, ?, ?, %s, ?, ?)`,
-		sqlQuote(s.trigger), sqlQuote(string(t.Component)), s.attempt, s.run, sqlQuote(s.source))
+		VALUES (?, ?, ?, %s, %s, %d, %d, ?, ?, ?, ?, ?)`,
+		sqlQuote(s.trigger), sqlQuote(string(t.Component)), s.attempt, s.run)
 	st, err := ap.dc.(driver.ConnPrepareContext).PrepareContext(ctx, q)
 	if err != nil {
 		return nil // stFact writes it
@@ -687,9 +762,17 @@ func taskEffect(trigger string, ev *events.Event, f *events.Fact) (effect, rejec
 	if len(f.Output) > 0 {
 		doc = f.Output
 	}
-	model := func(kind int, v any, m *events.Task) (effect, rejection) {
-		if err := json.Unmarshal(doc, v); err != nil {
-			return effect{}, rejection(fmt.Sprintf("%s payload: %v", trigger, err))
+	// The record is decoded by decodeRecord; when it cannot tell, by
+	// encoding/json (slow: into the structs that hold the record under
+	// path).
+	model := func(kind int, slow func() (events.Task, error), path ...string) (effect, rejection) {
+		e := effect{kind: kind}
+		m := &e.model
+		if !decodeRecord(doc, path, m) {
+			var err error
+			if *m, err = slow(); err != nil {
+				return effect{}, rejection(fmt.Sprintf("%s payload: %v", trigger, err))
+			}
 		}
 		if m.ID != ev.TaskID {
 			return effect{}, rejection(fmt.Sprintf("%s record is of task %q, the event of %q", trigger, m.ID, ev.TaskID))
@@ -697,32 +780,46 @@ func taskEffect(trigger string, ev *events.Event, f *events.Fact) (effect, rejec
 		if m.Attempt < 1 {
 			return effect{}, rejection(fmt.Sprintf("%s record has attempt %d", trigger, m.Attempt))
 		}
-		return effect{kind: kind, model: *m}, ""
+		return e, ""
 	}
 	switch trigger {
 	case events.StorageAdd:
-		var p struct {
-			Model events.Task `json:"task_status"`
-		}
-		return model(effNew, &p, &p.Model)
+		return model(effNew, func() (events.Task, error) {
+			var p struct {
+				Model events.Task `json:"task_status"`
+			}
+			err := json.Unmarshal(doc, &p)
+			return p.Model, err
+		}, "task_status")
 	case events.StorageUpdate:
-		var p struct {
-			Kw struct {
-				Mapping events.Task `json:"mapping"`
-			} `json:"kw"`
-		}
-		return model(effProcess, &p, &p.Kw.Mapping)
+		return model(effProcess, func() (events.Task, error) {
+			var p struct {
+				Kw struct {
+					Mapping events.Task `json:"mapping"`
+				} `json:"kw"`
+			}
+			err := json.Unmarshal(doc, &p)
+			return p.Kw.Mapping, err
+		}, "kw", "mapping")
 	case events.StorageRemoveFinishedTask:
 		doc = f.Input // one-way: the final record as decided
-		var p struct {
-			Model events.Task `json:"model"`
-		}
-		e, r := model(effFinal, &p, &p.Model)
+		e, r := model(effFinal, func() (events.Task, error) {
+			var p struct {
+				Model events.Task `json:"model"`
+			}
+			err := json.Unmarshal(doc, &p)
+			return p.Model, err
+		}, "model")
 		if r == "" && !events.FinalStatus(e.model.Status) {
 			return effect{}, rejection(fmt.Sprintf("final record with status %q", e.model.Status))
 		}
 		return e, r
 	case events.TaskExecutorArgsReplace:
+		var e effect
+		if decodeArgs(doc, &e) {
+			e.kind = effExecArgs
+			return e, ""
+		}
 		var p struct {
 			Args json.RawMessage `json:"args"`
 			Kw   json.RawMessage `json:"kw"`

@@ -30,8 +30,11 @@ import (
 // size, in the same run (half of the raw batches before the projection,
 // half after). The projection side is the projector's pipeline without
 // the network: one goroutine decodes (NATS header block, events.Decode,
-// Prepare), another applies batches of DefaultBatchSize in transactions. b.N is the number of events: copies of
-// a recorded real run, generated before the clock starts.
+// Prepare), another applies batches of DefaultBatchSize in transactions,
+// and the DB's checkpointer folds the WAL beside them (the raw side's
+// checkpoints run in its commits, SQLite's default). b.N is the number of
+// events: copies of a recorded real run, generated before the clock
+// starts.
 //
 //	go test ./projections/ -run NONE -bench Apply -benchtime 200000x
 func BenchmarkApply(b *testing.B) {

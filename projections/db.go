@@ -54,7 +54,8 @@ type DB struct {
 	// rebuild swaps).
 	file os.FileInfo
 
-	ap *applier // the writer's prepared statements, built on first Apply
+	ap   *applier      // the writer's prepared statements, built on first Apply
+	ckpt *checkpointer // nil when read-only
 }
 
 // DSN returns the go-sqlite3 data source name of the database at path: WAL,
@@ -113,6 +114,10 @@ func Open(ctx context.Context, path string, opts *Options) (*DB, error) {
 			_ = w.Close()
 			return nil, fmt.Errorf("opening projection %s: %w", path, err)
 		}
+		if d.ckpt, err = startCheckpointer(dsn, d.log); err != nil {
+			_ = w.Close()
+			return nil, fmt.Errorf("opening projection %s: %w", path, err)
+		}
 	}
 	r, err := sql.Open("sqlite3", readDSN(path))
 	if err != nil {
@@ -149,10 +154,14 @@ func (d *DB) Path() string { return d.path }
 // Close closes the database.
 func (d *DB) Close() error {
 	var errs []error
-	// Readers first: the writer's connection, closed last, then folds the
-	// WAL into the database and removes the side files.
+	// Readers and the checkpointer first: the writer's connection, closed
+	// last, then folds the WAL into the database and removes the side
+	// files.
 	if d.r != nil {
 		errs = append(errs, d.r.Close())
+	}
+	if d.ckpt != nil {
+		errs = append(errs, d.ckpt.stop())
 	}
 	if d.ap != nil && d.w != nil {
 		// Finalize the statements on the writer connection before closing
@@ -168,6 +177,9 @@ func (d *DB) Close() error {
 }
 
 func (d *DB) closeConns() {
+	if d.ckpt != nil {
+		_ = d.ckpt.stop()
+	}
 	if d.w != nil {
 		_ = d.w.Close()
 	}

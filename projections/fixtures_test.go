@@ -282,8 +282,10 @@ func openV1(t *testing.T, path string) v1State {
 // Apply keeps the rows of tasks and attempts a batch changes in memory and
 // writes them at the end of the batch: wherever the batches of the
 // recorded log start and end, and whether the writer's caches survive
-// between batches (a reopened database starts with none), the projection
-// is the golden dump; a batch applied again changes nothing.
+// between batches (a reopened database starts with none), and whether Apply
+// prepares the events of a batch beside the writes (batches of more than a
+// chunk) or before them, the projection is the golden dump; a batch applied
+// again changes nothing.
 func TestApplyBatchBoundaries(t *testing.T) {
 	t.Parallel()
 	if *update {
@@ -295,7 +297,7 @@ func TestApplyBatchBoundaries(t *testing.T) {
 	for _, tc := range []struct {
 		size   int
 		reopen bool
-	}{{1, false}, {2, true}, {3, false}, {5, true}, {17, false}, {40, true}, {len(msgs), false}} {
+	}{{1, false}, {2, true}, {3, false}, {5, true}, {17, false}, {40, true}, {100, true}, {len(msgs), false}} {
 		t.Run(fmt.Sprintf("size=%d,reopen=%t", tc.size, tc.reopen), func(t *testing.T) {
 			t.Parallel()
 			path := filepath.Join(t.TempDir(), "p.db")

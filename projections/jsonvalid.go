@@ -15,7 +15,8 @@ func validJSON(b []byte) bool {
 type member struct{ key, keyEnd, val, valEnd int }
 
 // validObject is validJSON that also appends to ms, in order, the members
-// of b when b is an object.
+// of b when b is an object, or its elements (as members without names)
+// when b is an array.
 func validObject(b []byte, ms []member) ([]member, bool) {
 	v := validator{b: b, members: ms, collect: true}
 	i, ok := v.value(v.ws(0), 0)
@@ -27,8 +28,8 @@ const maxNesting = 10000
 
 type validator struct {
 	b       []byte
-	collect bool     // collect the top-level object's members
-	members []member // the top-level object's members
+	collect bool     // collect the top-level value's members or elements
+	members []member // the top-level value's members or elements
 }
 
 func (v *validator) ws(i int) int {
@@ -104,9 +105,13 @@ func (v *validator) value(i, depth int) (int, bool) {
 			return i + 1, true
 		}
 		for {
+			elem := i
 			var ok bool
 			if i, ok = v.value(i, depth); !ok {
 				return i, false
+			}
+			if depth == 1 && v.collect {
+				v.members = append(v.members, member{val: elem, valEnd: i})
 			}
 			i = v.ws(i)
 			if i >= len(b) {

@@ -133,7 +133,12 @@ func Build(ctx context.Context, b *bus.Bus, path string, cfg *BuildConfig) (Buil
 	if readErr != nil {
 		return fail(readErr)
 	}
-	// Leave a self-contained file: WAL folded in, no side files.
+	// Leave a self-contained file: WAL folded in, no side files. A
+	// checkpoint running on the checkpointer's connection would make this
+	// one return busy without folding the WAL.
+	if err := db.ckpt.stop(); err != nil {
+		return fail(err)
+	}
 	if _, err := db.w.ExecContext(ctx, `PRAGMA wal_checkpoint(TRUNCATE)`); err != nil {
 		return fail(err)
 	}
