@@ -104,6 +104,11 @@ func (c *Config) withDefaults(b *bus.Bus) error {
 	if c.AckWait < time.Second {
 		errs = append(errs, fmt.Errorf("ack wait %v: must be at least 1s", c.AckWait))
 	}
+	if c.GracePeriod < 0 {
+		// A negative grace would cancel in-flight tasks at once on Stop,
+		// which is what a caller asking for "no grace" least expects.
+		errs = append(errs, fmt.Errorf("grace period %v: must not be negative", c.GracePeriod))
+	}
 	return errors.Join(errs...)
 }
 
