@@ -16,6 +16,7 @@ import (
 
 	"github.com/qtasks/qtasks-go/bus"
 	"github.com/qtasks/qtasks-go/internal/cli"
+	"github.com/qtasks/qtasks-go/internal/jsonout"
 	"github.com/qtasks/qtasks-go/projections"
 )
 
@@ -151,7 +152,7 @@ func writeJSON(w io.Writer, v any) error {
 	if err := enc.Encode(v); err != nil {
 		return err
 	}
-	return cli.WriteJSON(w, bytes.TrimSuffix(b.Bytes(), []byte("\n")))
+	return jsonout.Write(w, bytes.TrimSuffix(b.Bytes(), []byte("\n")))
 }
 
 // parseTime reads an RFC 3339 time, a date, or a duration ago ("2h").

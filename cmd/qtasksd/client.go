@@ -12,7 +12,7 @@ import (
 	"github.com/qtasks/qtasks-go/bus"
 	"github.com/qtasks/qtasks-go/events"
 	"github.com/qtasks/qtasks-go/executor"
-	"github.com/qtasks/qtasks-go/internal/cli"
+	"github.com/qtasks/qtasks-go/internal/jsonout"
 )
 
 func contextWithTimeout(r *http.Request, d time.Duration) (context.Context, context.CancelFunc) {
@@ -158,5 +158,5 @@ func (m *Main) printJSON(v any) error {
 	if err != nil {
 		return err
 	}
-	return cli.WriteJSON(m.Stdout, b)
+	return jsonout.Write(m.Stdout, b)
 }

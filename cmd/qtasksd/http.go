@@ -11,7 +11,7 @@ import (
 
 	"github.com/qtasks/qtasks-go/bus"
 	"github.com/qtasks/qtasks-go/executor"
-	"github.com/qtasks/qtasks-go/internal/cli"
+	"github.com/qtasks/qtasks-go/internal/jsonout"
 )
 
 // newHTTPHandler serves:
@@ -90,7 +90,7 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(code)
-	_ = cli.WriteJSON(w, b)
+	_ = jsonout.Write(w, b)
 }
 
 // withPprof serves Go's runtime profiles under /debug/pprof/ beside h, for

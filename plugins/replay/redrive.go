@@ -15,6 +15,7 @@ import (
 
 	"github.com/qtasks/qtasks-go/bus"
 	"github.com/qtasks/qtasks-go/events"
+	"github.com/qtasks/qtasks-go/internal/jsonout"
 )
 
 // RedriveOptions configure Redrive.
@@ -152,9 +153,12 @@ func (r *RedriveReport) Changed() bool {
 
 // WriteJSON writes the report as JSON.
 func (r *RedriveReport) WriteJSON(w io.Writer) error {
-	e := json.NewEncoder(w)
-	e.SetIndent("", "  ")
-	if err := e.Encode(r); err != nil {
+	b, err := json.Marshal(r)
+	if err != nil {
+		return fmt.Errorf("writing report: %w", err)
+	}
+	// Indented only so deep: recorded payloads can nest thousands deep.
+	if err := jsonout.Write(w, b); err != nil {
 		return fmt.Errorf("writing report: %w", err)
 	}
 	return nil

@@ -11,6 +11,7 @@ import (
 
 	"github.com/qtasks/qtasks-go/events"
 	"github.com/qtasks/qtasks-go/internal/jsondiff"
+	"github.com/qtasks/qtasks-go/internal/jsonout"
 )
 
 // Status is the verdict on one replayed invocation.
@@ -145,9 +146,12 @@ func (r *Report) Divergent() bool { return r.Totals.Divergent() > 0 }
 
 // WriteJSON writes the report as one indented JSON document.
 func (r *Report) WriteJSON(w io.Writer) error {
-	e := json.NewEncoder(w)
-	e.SetIndent("", "  ")
-	if err := e.Encode(r); err != nil {
+	b, err := json.Marshal(r)
+	if err != nil {
+		return fmt.Errorf("writing report: %w", err)
+	}
+	// Indented only so deep: recorded payloads can nest thousands deep.
+	if err := jsonout.Write(w, b); err != nil {
 		return fmt.Errorf("writing report: %w", err)
 	}
 	return nil

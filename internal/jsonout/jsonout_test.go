@@ -1,4 +1,4 @@
-package cli
+package jsonout
 
 import (
 	"bytes"
@@ -25,7 +25,7 @@ func TestWriteJSONShallow(t *testing.T) {
 		want, err := json.MarshalIndent(v, "", "  ")
 		require.NoError(t, err)
 		var got bytes.Buffer
-		require.NoError(t, WriteJSON(&got, compact))
+		require.NoError(t, Write(&got, compact))
 		require.Equal(t, string(want)+"\n", got.String(), doc)
 	}
 }
@@ -36,7 +36,7 @@ func TestWriteJSONDeep(t *testing.T) {
 	t.Parallel()
 	doc := `{"x":` + strings.Repeat("[", 9000) + `1` + strings.Repeat("]", 9000) + `,"y":[{"z":{}}]}`
 	var got bytes.Buffer
-	require.NoError(t, WriteJSON(&got, []byte(doc)))
+	require.NoError(t, Write(&got, []byte(doc)))
 	require.Less(t, got.Len(), 2*len(doc), "json.Indent would write some 160 MB")
 	require.JSONEq(t, doc, got.String())
 }

@@ -1,14 +1,17 @@
-package cli
+// Package jsonout writes JSON for people to read, indented only as deep as
+// that helps, so that a deeply nested document cannot make the output grow
+// with the square of its depth.
+package jsonout
 
 import (
 	"bufio"
 	"io"
 )
 
-// IndentDepth is how deep WriteJSON indents.
+// IndentDepth is how deep Write indents.
 const IndentDepth = 16
 
-// WriteJSON writes the compact JSON document b (as json.Marshal writes it)
+// Write writes the compact JSON document b (as json.Marshal writes it)
 // to w and a newline, indented by two spaces down to IndentDepth levels of
 // nesting, as json.MarshalIndent would, and compact below.
 //
@@ -17,7 +20,7 @@ const IndentDepth = 16
 // whose kw nests 10,000 deep (40 KB, well inside the size limits) became a
 // 800 MB record on GET /tasks/{id} and 1.8 GB of qtasksd's memory. Here
 // the output is a bounded multiple of b.
-func WriteJSON(w io.Writer, b []byte) error {
+func Write(w io.Writer, b []byte) error {
 	bw := bufio.NewWriter(w)
 	newline := func(depth int) {
 		_ = bw.WriteByte('\n')
