@@ -42,7 +42,7 @@ func TestPluginInAnotherProcess(t *testing.T) {
 	t.Parallel()
 	b := bustest.Open(t, nil)
 	plugin := startProc(t, "scaleplugin", "--nats-url", b.ClientURL(), "--factor", "10")
-	plugin.waitLine("ready", 30*time.Second)
+	plugin.WaitLine("ready", 30*time.Second)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	require.NoError(t, b.Registry().WaitFor(ctx, "scale", "1"))
@@ -64,8 +64,8 @@ func TestPluginInAnotherProcess(t *testing.T) {
 	require.Equal(t, events.ContentTypeJSONPatch, pat[0].Event.DataContentType)
 
 	// The plugin process stops cleanly on SIGTERM.
-	plugin.signal(syscall.SIGTERM)
-	require.Equal(t, 0, plugin.wait(ctx))
+	plugin.Signal(syscall.SIGTERM)
+	require.Equal(t, 0, plugin.Wait(procLimit))
 }
 
 // A worker process killed with SIGKILL mid-task: another worker takes
@@ -83,8 +83,8 @@ func TestWorkerKilledMidTask(t *testing.T) {
 	args := []string{"--nats-url", b.ClientURL(), "--ack-wait", "2s", "--concurrency", "1", "--http", "", "--log-level", "warn"}
 	w1 := startProc(t, "qtasksd", args...)
 	waitStatus(t, b, sub.ID, events.StatusProcess)
-	w1.signal(syscall.SIGKILL)
-	w1.wait(ctx)
+	w1.Signal(syscall.SIGKILL)
+	w1.Wait(procLimit)
 
 	startProc(t, "qtasksd", args...)
 	final, err := app.Wait(ctx, sub.ID)
@@ -121,8 +121,8 @@ func TestDaemonGracefulShutdown(t *testing.T) {
 	require.NoError(t, err)
 	d := startProc(t, "qtasksd", "--nats-url", b.ClientURL(), "--http", "", "--grace", "30s", "--log-level", "warn")
 	waitStatus(t, b, sub.ID, events.StatusProcess)
-	d.signal(syscall.SIGTERM)
-	require.Equal(t, 0, d.wait(ctx))
+	d.Signal(syscall.SIGTERM)
+	require.Equal(t, 0, d.Wait(procLimit))
 	rec, err := b.GetTask(ctx, sub.ID)
 	require.NoError(t, err)
 	require.Equal(t, events.StatusSuccess, rec.Task.Status)
@@ -142,23 +142,23 @@ func TestDaemonCommandLine(t *testing.T) {
 	defer cancel()
 
 	sub := startProc(t, "qtasksd", "submit", "add", "--nats-url", b.ClientURL(), "--kw", `{"a":2,"b":40}`, "--wait")
-	require.Equal(t, 0, sub.wait(ctx))
+	require.Equal(t, 0, sub.Wait(procLimit))
 	var task events.Task
-	require.NoError(t, json.Unmarshal([]byte(sub.output()), &task))
+	require.NoError(t, json.Unmarshal([]byte(sub.Output()), &task))
 	require.Equal(t, events.StatusSuccess, task.Status)
 	require.JSONEq(t, "42", string(task.Result))
 
 	st := startProc(t, "qtasksd", "status", task.ID, "--nats-url", b.ClientURL())
-	require.Equal(t, 0, st.wait(ctx))
+	require.Equal(t, 0, st.Wait(procLimit))
 
 	fail := startProc(t, "qtasksd", "submit", "fail", "--nats-url", b.ClientURL(), "--wait")
-	require.Equal(t, 4, fail.wait(ctx), "a failed task exits 4")
+	require.Equal(t, 4, fail.Wait(procLimit), "a failed task exits 4")
 	missing := startProc(t, "qtasksd", "status", "no-such-task", "--nats-url", b.ClientURL())
-	require.Equal(t, 3, missing.wait(ctx), "an unknown task exits 3")
+	require.Equal(t, 3, missing.Wait(procLimit), "an unknown task exits 3")
 	bad := startProc(t, "qtasksd", "submit", "add", "--nats-url", b.ClientURL(), "--kw", `[1]`)
-	require.Equal(t, 2, bad.wait(ctx), "bad usage exits 2")
+	require.Equal(t, 2, bad.Wait(procLimit), "bad usage exits 2")
 	badLimit := startProc(t, "qtasksd", "--nats-url", b.ClientURL(), "--http", "", "--memory-limit", "-1")
-	require.Equal(t, 2, badLimit.wait(ctx), "a negative memory limit exits 2")
+	require.Equal(t, 2, badLimit.Wait(procLimit), "a negative memory limit exits 2")
 	require.False(t, errors.Is(ctx.Err(), context.DeadlineExceeded))
 }
 
@@ -307,7 +307,7 @@ func TestDaemonUsers(t *testing.T) {
 	}
 
 	plugin := startProc(t, "scaleplugin", "--nats-url", url, "--user", "scale", "--password", "scale-secret", "--factor", "10")
-	plugin.waitLine("ready", 30*time.Second)
+	plugin.WaitLine("ready", 30*time.Second)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	app := client(t, admin)
@@ -323,6 +323,6 @@ func TestDaemonUsers(t *testing.T) {
 	bad := filepath.Join(dir, "bad.json")
 	require.NoError(t, os.WriteFile(bad, []byte(`{"users":[{"name":"p","password":"x","plugin":{}}]}`), 0o600))
 	d := startProc(t, "qtasksd", "--data-dir", filepath.Join(dir, "data2"), "--port", "-1", "--users", bad, "--http", "")
-	require.Equal(t, 2, d.wait(ctx))
-	require.Contains(t, d.output(), "every right")
+	require.Equal(t, 2, d.Wait(procLimit))
+	require.Contains(t, d.Output(), "every right")
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/qtasks/qtasks-go/bus/bustest"
 	"github.com/qtasks/qtasks-go/events"
 	"github.com/qtasks/qtasks-go/executor"
+	"github.com/qtasks/qtasks-go/internal/cli/clitest"
 )
 
 // The JavaScript plugin in examples/node-plugin, written from
@@ -39,8 +40,8 @@ func TestNodePlugin(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 
-	plugin := startCmd(t, exec.Command(node, filepath.Join(dir, "plugin.js"), "--nats-url", b.ClientURL(), "--name", "node-upper"))
-	plugin.waitLine("ready", 30*time.Second)
+	plugin := clitest.StartCmd(t, exec.Command(node, filepath.Join(dir, "plugin.js"), "--nats-url", b.ClientURL(), "--name", "node-upper"))
+	plugin.WaitLine("ready", 30*time.Second)
 	require.NoError(t, b.Registry().WaitFor(ctx, "node-upper", ""))
 
 	app, err := executor.New(b, nil)

@@ -56,7 +56,7 @@ func TestRetriesSurviveWorkerKills(t *testing.T) {
 	defer cancel()
 
 	plugin := startProc(t, "qtasks-retry", "--nats-url", b.ClientURL(), "--backoff", "list:700ms", "--log-level", "warn")
-	plugin.waitLine("ready", 30*time.Second)
+	plugin.WaitLine("ready", 30*time.Second)
 	require.NoError(t, b.Registry().WaitFor(ctx, "retry", ""))
 
 	// Retry facts as they are written: captured by the stream, they reach
@@ -81,8 +81,8 @@ func TestRetriesSurviveWorkerKills(t *testing.T) {
 	worker := startProc(t, "qtasksd", workerArgs...)
 	for attempt := 1; attempt <= 2; attempt++ {
 		waitRetryFact(t, retryFacts, task.ID, attempt)
-		worker.signal(syscall.SIGKILL)
-		worker.wait(ctx)
+		worker.Signal(syscall.SIGKILL)
+		worker.Wait(procLimit)
 		worker = startProc(t, "qtasksd", workerArgs...)
 	}
 	final, err := app.Wait(ctx, task.ID)
@@ -148,8 +148,8 @@ func TestRetriesSurviveWorkerKills(t *testing.T) {
 		return err == nil && info.State.Msgs == 0
 	})
 
-	plugin.signal(syscall.SIGTERM)
-	require.Equal(t, 0, plugin.wait(ctx))
+	plugin.Signal(syscall.SIGTERM)
+	require.Equal(t, 0, plugin.Wait(procLimit))
 }
 
 // waitRetryFact waits for the retry fact of attempt of task id.
@@ -184,7 +184,7 @@ func TestValidatePluginProcess(t *testing.T) {
 	require.NoError(t, os.WriteFile(schema, []byte(`{"type":"object","required":["a","b"],"additionalProperties":false,
 		"properties":{"a":{"type":"number"},"b":{"type":"number","default":0}}}`), 0o600))
 	plugin := startProc(t, "qtasks-validate", "--nats-url", b.ClientURL(), "--schema", "add="+schema, "--log-level", "warn")
-	plugin.waitLine("ready", 30*time.Second)
+	plugin.WaitLine("ready", 30*time.Second)
 	require.NoError(t, b.Registry().WaitFor(ctx, "validate", ""))
 	startProc(t, "qtasksd", "--nats-url", b.ClientURL(), "--http", "", "--no-projection", "--log-level", "warn")
 
@@ -201,16 +201,16 @@ func TestValidatePluginProcess(t *testing.T) {
 	require.ErrorContains(t, err, "plugin validate failed on qtasks_add_task_before_broker (error): "+
 		"invalid arguments for task add: /kw/a: got string, want number")
 
-	plugin.signal(syscall.SIGTERM)
-	require.Equal(t, 0, plugin.wait(ctx))
+	plugin.Signal(syscall.SIGTERM)
+	require.Equal(t, 0, plugin.Wait(procLimit))
 
 	// A schema that does not compile is bad usage.
 	bad := filepath.Join(t.TempDir(), "bad.json")
 	require.NoError(t, os.WriteFile(bad, []byte(`{"type":"integr"}`), 0o600))
 	p := startProc(t, "qtasks-validate", "--nats-url", b.ClientURL(), "--schema", "add="+bad)
-	require.Equal(t, 2, p.wait(ctx))
-	require.Contains(t, p.output(), `schema of task "add"`)
+	require.Equal(t, 2, p.Wait(procLimit))
+	require.Contains(t, p.Output(), `schema of task "add"`)
 	r := startProc(t, "qtasks-retry", "--nats-url", b.ClientURL(), "--backoff", "list:")
-	require.Equal(t, 2, r.wait(ctx))
-	require.Contains(t, r.output(), "list backoff: empty")
+	require.Equal(t, 2, r.Wait(procLimit))
+	require.Contains(t, r.Output(), "list backoff: empty")
 }

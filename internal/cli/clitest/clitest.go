@@ -46,14 +46,17 @@ func Main(m *testing.M, bin *string) {
 	os.Exit(code)
 }
 
-// Proc is a running command. Its stdout and stderr are collected together.
+// Proc is a running command. Its stdout and stderr are collected together;
+// its stdout lines can also be waited for (WaitLine).
 type Proc struct {
-	t    testing.TB
-	name string
-	cmd  *exec.Cmd
-	mu   sync.Mutex
-	out  bytes.Buffer
-	done chan struct{}
+	t     testing.TB
+	name  string
+	cmd   *exec.Cmd
+	mu    sync.Mutex
+	out   bytes.Buffer
+	part  []byte      // stdout after its last newline
+	lines chan string // stdout lines, the oldest dropped when nobody reads
+	done  chan struct{}
 }
 
 // Start starts bin with args in directory dir ("" for the test's own).
@@ -61,10 +64,17 @@ type Proc struct {
 // its output is logged if the test failed.
 func Start(t testing.TB, dir, bin string, args ...string) *Proc {
 	t.Helper()
-	p := &Proc{t: t, name: filepath.Base(bin), done: make(chan struct{})}
-	p.cmd = exec.Command(bin, args...)
-	p.cmd.Dir = dir
-	p.cmd.Stdout, p.cmd.Stderr = (*lockedWriter)(p), (*lockedWriter)(p)
+	cmd := exec.Command(bin, args...)
+	cmd.Dir = dir
+	return StartCmd(t, cmd)
+}
+
+// StartCmd is Start for a command the caller has set up (environment,
+// standard input); its Stdout and Stderr are the Proc's.
+func StartCmd(t testing.TB, cmd *exec.Cmd) *Proc {
+	t.Helper()
+	p := &Proc{t: t, name: filepath.Base(cmd.Path), cmd: cmd, lines: make(chan string, 100), done: make(chan struct{})}
+	p.cmd.Stdout, p.cmd.Stderr = (*stdoutWriter)(p), (*lockedWriter)(p)
 	if err := p.cmd.Start(); err != nil {
 		t.Fatalf("starting %s: %v", p.name, err)
 	}
@@ -80,7 +90,7 @@ func Start(t testing.TB, dir, bin string, args ...string) *Proc {
 			<-p.done
 		}
 		if t.Failed() {
-			t.Logf("%s %s output:\n%s", p.name, strings.Join(args, " "), p.Output())
+			t.Logf("%s %s output:\n%s", p.name, strings.Join(cmd.Args[1:], " "), p.Output())
 		}
 	})
 	return p
@@ -92,6 +102,54 @@ func (w *lockedWriter) Write(b []byte) (int, error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	return w.out.Write(b)
+}
+
+// stdoutWriter keeps stdout with stderr and hands out its lines.
+type stdoutWriter Proc
+
+func (w *stdoutWriter) Write(b []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.out.Write(b)
+	w.part = append(w.part, b...)
+	for {
+		i := bytes.IndexByte(w.part, '\n')
+		if i < 0 {
+			return len(b), nil
+		}
+		line := string(w.part[:i])
+		w.part = w.part[i+1:]
+		select {
+		case w.lines <- line:
+		default: // nobody is waiting for lines: keep the process running
+		}
+	}
+}
+
+// WaitLine waits up to limit for a stdout line containing s; the test
+// fails if the process exits first or the time runs out.
+func (p *Proc) WaitLine(s string, limit time.Duration) {
+	p.t.Helper()
+	deadline := time.After(limit)
+	for {
+		select {
+		case l := <-p.lines:
+			if strings.Contains(l, s) {
+				return
+			}
+		case <-p.done:
+			// Wait has copied all the output by now: what is buffered
+			// was printed just before the exit.
+			for len(p.lines) > 0 {
+				if strings.Contains(<-p.lines, s) {
+					return
+				}
+			}
+			p.t.Fatalf("%s exited (%v) before printing %q", p.name, p.cmd.ProcessState, s)
+		case <-deadline:
+			p.t.Fatalf("%s printed no line %q within %v", p.name, s, limit)
+		}
+	}
 }
 
 // Output is what the process has printed so far.
