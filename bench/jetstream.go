@@ -48,8 +48,8 @@ func (h *Harness) openBus(ctx context.Context, cfg bus.Config) (*bus.Bus, error)
 }
 
 // rawConn opens a plain NATS connection (and JetStream context) to b's
-// server, the way the bus connects (bus.Dial: through memory to the
-// embedded server), and makes sure the raw stream exists.
+// server, the way the bus connects (bus.Dial), and makes sure the raw
+// stream exists.
 func rawConn(ctx context.Context, b *bus.Bus, name string) (*nats.Conn, jetstream.JetStream, error) {
 	nc, err := b.Dial(nats.Name(name))
 	if err != nil {
