@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -16,6 +17,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/qtasks/qtasks-go/events"
+	"github.com/qtasks/qtasks-go/internal/flock"
 )
 
 // Names of what the bus provisions.
@@ -152,6 +154,7 @@ type Bus struct {
 	cfg    Config
 	log    *slog.Logger
 	srv    *server.Server
+	lock   *flock.Lock // of the embedded server's data directory
 	tmpDir string
 	nc     *nats.Conn
 	js     jetstream.JetStream
@@ -178,11 +181,11 @@ func Open(ctx context.Context, cfg Config) (*Bus, error) {
 	b := &Bus{cfg: cfg, log: cfg.Logger.With("component", "bus")}
 	url := cfg.URL
 	if url == "" {
-		srv, dir, err := startEmbedded(cfg)
+		srv, dir, lock, err := startEmbedded(cfg)
 		if err != nil {
 			return nil, err
 		}
-		b.srv, b.tmpDir = srv, dir
+		b.srv, b.tmpDir, b.lock = srv, dir, lock
 		url = srv.ClientURL()
 	}
 	opts := []nats.Option{
@@ -265,17 +268,56 @@ func Open(ctx context.Context, cfg Config) (*Bus, error) {
 	return b, nil
 }
 
-func startEmbedded(cfg Config) (*server.Server, string, error) {
+// ErrDataDirInUse is returned by Open when another process's embedded
+// server stores in Config.DataDir: two servers writing one JetStream
+// directory damage it, and the server does not lock it itself.
+var ErrDataDirInUse = errors.New("data directory in use by another process")
+
+// ErrPortInUse is returned by Open when Config.Port is taken on 127.0.0.1.
+var ErrPortInUse = errors.New("port in use")
+
+// DataDirLock is the lock file Open holds in Config.DataDir while its
+// embedded server runs; it holds the pid of the holder.
+func DataDirLock(dir string) string { return filepath.Join(dir, "qtasks.lock") }
+
+func startEmbedded(cfg Config) (*server.Server, string, *flock.Lock, error) {
 	dir, tmp := cfg.DataDir, ""
 	if dir == "" {
 		d, err := os.MkdirTemp("", "qtasks-nats-")
 		if err != nil {
-			return nil, "", fmt.Errorf("creating data directory: %w", err)
+			return nil, "", nil, fmt.Errorf("creating data directory: %w", err)
 		}
 		dir, tmp = d, d
 	}
 	if err := os.MkdirAll(dir, 0o750); err != nil {
-		return nil, "", fmt.Errorf("creating data directory: %w", err)
+		return nil, "", nil, fmt.Errorf("creating data directory: %w", err)
+	}
+	lock, err := flock.Acquire(DataDirLock(dir))
+	if errors.Is(err, flock.ErrLocked) {
+		holder := ""
+		if pid := flock.Holder(DataDirLock(dir)); pid != "" {
+			holder = " (pid " + pid + ")"
+		}
+		return nil, "", nil, fmt.Errorf("%w: %s%s", ErrDataDirInUse, dir, holder)
+	}
+	if err != nil {
+		return nil, "", nil, err
+	}
+	fail := func(err error) (*server.Server, string, *flock.Lock, error) {
+		_ = lock.Release()
+		if tmp != "" {
+			_ = os.RemoveAll(tmp)
+		}
+		return nil, "", nil, err
+	}
+	if cfg.Port > 0 {
+		// The server would only fail to become ready, 30 s later, without
+		// saying why.
+		ln, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(cfg.Port)))
+		if err != nil {
+			return fail(fmt.Errorf("%w: %d on 127.0.0.1 (%v)", ErrPortInUse, cfg.Port, err))
+		}
+		_ = ln.Close()
 	}
 	opts := &server.Options{
 		ServerName: "qtasks-embedded",
@@ -293,14 +335,14 @@ func startEmbedded(cfg Config) (*server.Server, string, error) {
 	}
 	srv, err := server.NewServer(opts)
 	if err != nil {
-		return nil, "", fmt.Errorf("configuring embedded nats-server: %w", err)
+		return fail(fmt.Errorf("configuring embedded nats-server: %w", err))
 	}
 	srv.Start()
 	if !srv.ReadyForConnections(30 * time.Second) {
 		srv.Shutdown()
-		return nil, "", errors.New("embedded nats-server did not become ready in 30s (is port " + strconv.Itoa(cfg.Port) + " free?)")
+		return fail(errors.New("embedded nats-server did not become ready in 30s (is port " + strconv.Itoa(cfg.Port) + " free?)"))
 	}
-	return srv, tmp, nil
+	return srv, tmp, lock, nil
 }
 
 // Conn is the underlying NATS connection.
@@ -369,6 +411,7 @@ func (b *Bus) shutdownServer() {
 		b.srv.Shutdown()
 		b.srv.WaitForShutdown()
 	}
+	_ = b.lock.Release() // after the server has stopped writing
 	if b.tmpDir != "" {
 		_ = os.RemoveAll(b.tmpDir)
 	}

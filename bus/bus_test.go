@@ -4,6 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
+	"os"
+	"strconv"
 	"testing"
 	"time"
 
@@ -527,4 +530,32 @@ func TestTaskIDTime(t *testing.T) {
 	for _, other := range []string{uuid.NewString(), uuid.NewSHA1(uuid.NameSpaceURL, []byte("k")).String(), "not-a-uuid", ""} {
 		require.True(t, bus.TaskIDTime(other).IsZero(), other)
 	}
+}
+
+// Two embedded servers on one data directory would damage its store: the
+// second Open is refused, naming the holder, until the first closes. A
+// taken port is refused at once, not after the server's 30 s readiness
+// wait.
+func TestOpenRefusesSharedDataDirAndTakenPort(t *testing.T) {
+	ctx := testCtx(t)
+	dir := t.TempDir()
+	b1, err := bus.Open(ctx, bus.Config{DataDir: dir, Port: -1, Logger: bustest.Logger(t)})
+	require.NoError(t, err)
+
+	_, err = bus.Open(ctx, bus.Config{DataDir: dir, Port: -1, Logger: bustest.Logger(t)})
+	require.ErrorIs(t, err, bus.ErrDataDirInUse)
+	require.ErrorContains(t, err, "pid "+strconv.Itoa(os.Getpid()))
+
+	b1.Close()
+	b2, err := bus.Open(ctx, bus.Config{DataDir: dir, Port: -1, Logger: bustest.Logger(t)})
+	require.NoError(t, err, "closing released the directory")
+	b2.Close()
+
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer ln.Close()
+	start := time.Now()
+	_, err = bus.Open(ctx, bus.Config{DataDir: t.TempDir(), Port: ln.Addr().(*net.TCPAddr).Port, Logger: bustest.Logger(t)})
+	require.ErrorIs(t, err, bus.ErrPortInUse)
+	require.Less(t, time.Since(start), 10*time.Second)
 }

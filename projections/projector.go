@@ -17,6 +17,7 @@ import (
 
 	"github.com/qtasks/qtasks-go/bus"
 	"github.com/qtasks/qtasks-go/events"
+	"github.com/qtasks/qtasks-go/internal/flock"
 )
 
 // Defaults of ProjectorConfig.
@@ -123,7 +124,7 @@ type Projector struct {
 	err     error
 
 	db      *DB
-	lock    *os.File
+	lock    *flock.Lock
 	applied atomic.Uint64
 	notify  atomic.Pointer[chan struct{}]
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/qtasks/qtasks-go/bus"
 	"github.com/qtasks/qtasks-go/executor"
 	"github.com/qtasks/qtasks-go/internal/cli"
+	"github.com/qtasks/qtasks-go/internal/flock"
 	"github.com/qtasks/qtasks-go/projections"
 )
 
@@ -145,11 +146,16 @@ func (m *Main) run(ctx context.Context, args []string) error {
 		if err != nil {
 			return fmt.Errorf("data directory: %w", err)
 		}
-		lock, err := lockDataDir(dir)
-		if err != nil {
-			return err
+		// bus.Open locks the directory for as long as its server runs; a
+		// probe first says who holds it before anything else is started.
+		lock, err := flock.Acquire(bus.DataDirLock(dir))
+		if errors.Is(err, flock.ErrLocked) {
+			return errDataDirInUse(dir)
 		}
-		defer lock.Close()
+		if err != nil {
+			return fmt.Errorf("locking the data directory: %w", err)
+		}
+		_ = lock.Release()
 		if err := checkPortFree(f.port); err != nil {
 			return err
 		}
@@ -167,6 +173,9 @@ func (m *Main) run(ctx context.Context, args []string) error {
 	openCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	b, err := bus.Open(openCtx, cfg)
 	cancel()
+	if errors.Is(err, bus.ErrDataDirInUse) { // taken since the probe
+		return errDataDirInUse(cfg.DataDir)
+	}
 	if err != nil {
 		return err
 	}
@@ -256,7 +265,13 @@ func (m *Main) run(ctx context.Context, args []string) error {
 	return errors.Join(errs...)
 }
 
-func dataDirLock(dir string) string { return filepath.Join(dir, "qtasksd.lock") }
+func errDataDirInUse(dir string) error {
+	holder := ""
+	if pid := flock.Holder(bus.DataDirLock(dir)); pid != "" {
+		holder = " (pid " + pid + ")"
+	}
+	return fmt.Errorf("data directory %s is in use by another qtasksd%s; stop it, or give this one its own --data-dir", dir, holder)
+}
 
 // checkPortFree fails at once when the embedded server's port is taken:
 // the server itself would only fail to become ready, 30 s later, without
