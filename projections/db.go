@@ -91,9 +91,14 @@ func Open(ctx context.Context, path string, opts *Options) (*DB, error) {
 		if _, err := os.Stat(path); errors.Is(err, fs.ErrNotExist) {
 			return nil, fmt.Errorf("%w at %s", ErrNoDatabase, path)
 		}
-	} else if dir := filepath.Dir(path); dir != "" {
-		if err := os.MkdirAll(dir, 0o755); err != nil {
-			return nil, fmt.Errorf("opening projection %s: %w", path, err)
+	} else {
+		if err := CheckPath(ctx, path); err != nil {
+			return nil, err
+		}
+		if dir := filepath.Dir(path); dir != "" {
+			if err := os.MkdirAll(dir, 0o755); err != nil {
+				return nil, fmt.Errorf("opening projection %s: %w", path, err)
+			}
 		}
 	}
 	if !o.ReadOnly {

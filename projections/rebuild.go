@@ -204,6 +204,9 @@ func readLog(ctx context.Context, b *bus.Bus, to uint64, fn func(bus.Stored) err
 // then swaps it in atomically (see Swap). A projector of path notices the
 // swap, reopens and catches up from where the rebuild stopped.
 func Rebuild(ctx context.Context, b *bus.Bus, path string, cfg *BuildConfig) (BuildStats, error) {
+	if err := CheckPath(ctx, path); err != nil {
+		return BuildStats{}, err // the swap would replace what is there
+	}
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return BuildStats{}, fmt.Errorf("rebuilding projection: %w", err)
 	}

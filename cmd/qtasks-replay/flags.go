@@ -85,7 +85,7 @@ func (c *common) openRead(ctx context.Context) (*projections.DB, error) {
 	db, err := projections.Open(ctx, c.db, &projections.Options{ReadOnly: true})
 	if errors.Is(err, projections.ErrSchemaOutdated) {
 		if fi, serr := os.Stat(c.db); serr == nil && fi.Size() == 0 {
-			return nil, &exitError{Code: ExitNoDB, Err: fmt.Errorf("%s is an empty file: %w", c.db, cli.ErrNotProjection)}
+			return nil, &exitError{Code: ExitNoDB, Err: fmt.Errorf("%s is an empty file: %w", c.db, projections.ErrNotProjection)}
 		}
 		var w *projections.DB
 		if w, err = projections.Open(ctx, c.db, nil); err == nil {
@@ -108,8 +108,8 @@ func (c *common) openRead(ctx context.Context) (*projections.DB, error) {
 // projection (or nothing yet, or an empty file): it is neither read nor
 // written.
 func checkProjection(ctx context.Context, path string) error {
-	err := cli.CheckProjectionPath(ctx, path)
-	if errors.Is(err, cli.ErrNotProjection) {
+	err := projections.CheckPath(ctx, path)
+	if errors.Is(err, projections.ErrNotProjection) {
 		return &exitError{Code: ExitNoDB, Err: fmt.Errorf("%w (pass the path of a projection, or of a file that does not exist yet)", err)}
 	}
 	return err

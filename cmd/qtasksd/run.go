@@ -15,7 +15,6 @@ import (
 
 	"github.com/qtasks/qtasks-go/bus"
 	"github.com/qtasks/qtasks-go/executor"
-	"github.com/qtasks/qtasks-go/internal/cli"
 	"github.com/qtasks/qtasks-go/internal/flock"
 	"github.com/qtasks/qtasks-go/projections"
 )
@@ -104,7 +103,7 @@ func (m *Main) run(ctx context.Context, args []string) error {
 		return &usageError{Msg: fmt.Sprintf("--grace %v: must not be negative", f.grace), Hint: "qtasksd run --grace 30s"}
 	}
 	if !f.noProj {
-		if err := cli.CheckProjectionPath(ctx, f.db); err != nil {
+		if err := projections.CheckPath(ctx, f.db); err != nil {
 			return &usageError{Msg: fmt.Sprintf("--db: %v", err), Hint: "qtasksd run --db " + projections.DefaultPath}
 		}
 	}

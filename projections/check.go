@@ -1,4 +1,4 @@
-package cli
+package projections
 
 import (
 	"context"
@@ -11,22 +11,20 @@ import (
 	"os"
 	"syscall"
 
-	// The driver projections use; imported here too so that the check
-	// works in a program that reads no projection itself.
-	_ "github.com/mattn/go-sqlite3"
 )
 
-// ErrNotProjection is returned for a --db path that names something other
-// than a projection database.
+// ErrNotProjection is returned for a path that names something other than
+// a projection database.
 var ErrNotProjection = errors.New("not a qtasks projection database")
 
-// CheckProjectionPath returns nil when path may be written as a projection:
+// CheckPath returns nil when path may be written as a projection:
 // nothing is there yet, or an empty file, or an SQLite database with the
 // table projections keep their schema version in. Anything else (a
 // directory, another program's database, a text file) is ErrNotProjection:
 // opening it for writing would add a projection's tables to it, and a
-// rebuild would replace it, so a mistyped --db would destroy what it names.
-func CheckProjectionPath(ctx context.Context, path string) error {
+// rebuild would replace it, so a mistyped path would destroy what it names.
+// Open (for writing) and Rebuild check their path with it.
+func CheckPath(ctx context.Context, path string) error {
 	fi, err := os.Stat(path)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
