@@ -10,7 +10,6 @@ import (
 	"net/url"
 	"os"
 	"syscall"
-
 )
 
 // ErrNotProjection is returned for a path that names something other than
