@@ -280,6 +280,19 @@ var ErrPortInUse = errors.New("port in use")
 // embedded server runs; it holds the pid of the holder.
 func DataDirLock(dir string) string { return filepath.Join(dir, "qtasks.lock") }
 
+// lockDataDir takes dir's lock, naming the holder when another has it.
+func lockDataDir(dir string) (*flock.Lock, error) {
+	lock, err := flock.Acquire(DataDirLock(dir))
+	if errors.Is(err, flock.ErrLocked) {
+		holder := ""
+		if pid := flock.Holder(DataDirLock(dir)); pid != "" {
+			holder = " (pid " + pid + ")"
+		}
+		return nil, fmt.Errorf("%w: %s%s", ErrDataDirInUse, dir, holder)
+	}
+	return lock, err
+}
+
 func startEmbedded(cfg Config) (*server.Server, string, *flock.Lock, error) {
 	dir, tmp := cfg.DataDir, ""
 	if dir == "" {
@@ -292,16 +305,13 @@ func startEmbedded(cfg Config) (*server.Server, string, *flock.Lock, error) {
 	if err := os.MkdirAll(dir, 0o750); err != nil {
 		return nil, "", nil, fmt.Errorf("creating data directory: %w", err)
 	}
-	lock, err := flock.Acquire(DataDirLock(dir))
-	if errors.Is(err, flock.ErrLocked) {
-		holder := ""
-		if pid := flock.Holder(DataDirLock(dir)); pid != "" {
-			holder = " (pid " + pid + ")"
+	var lock *flock.Lock
+	if tmp == "" { // a temporary directory is this process's alone
+		l, err := lockDataDir(dir)
+		if err != nil {
+			return nil, "", nil, err
 		}
-		return nil, "", nil, fmt.Errorf("%w: %s%s", ErrDataDirInUse, dir, holder)
-	}
-	if err != nil {
-		return nil, "", nil, err
+		lock = l
 	}
 	fail := func(err error) (*server.Server, string, *flock.Lock, error) {
 		_ = lock.Release()

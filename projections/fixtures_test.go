@@ -145,6 +145,26 @@ func TestReplayGolden(t *testing.T) {
 	}
 }
 
+// oldDatabase publishes the fixture log on a new bus and loads the SQL
+// script fixture (a database of an older schema, stopped halfway through
+// that log) into a new file; it returns the bus, the log, the file's path
+// and the script.
+func oldDatabase(t *testing.T, fixture string) (*bus.Bus, []projectionstest.Msg, string, []byte) {
+	t.Helper()
+	b := bustest.Open(t, nil)
+	msgs := projectionstest.ReadFile(t, logFixture)
+	projectionstest.Publish(t, b, projectionstest.All(msgs))
+	path := filepath.Join(t.TempDir(), filepath.Base(filepath.Dir(fixture))+".db")
+	script, err := os.ReadFile(fixture)
+	require.NoError(t, err)
+	raw, err := sql.Open("sqlite3", projections.DSN(path))
+	require.NoError(t, err)
+	_, err = raw.ExecContext(ctxFor(t), string(script))
+	require.NoError(t, err)
+	require.NoError(t, raw.Close())
+	return b, msgs, path, script
+}
+
 // Issue test 4: a database created by the previous schema version migrates
 // on start (field blame backfilled from the calls it holds) and the
 // projector goes on from where the old one stopped; the result equals a
@@ -154,21 +174,10 @@ func TestMigrateFromV1(t *testing.T) {
 	if *update {
 		t.Skip("fixtures being rewritten")
 	}
-	b := bustest.Open(t, nil)
-	msgs := projectionstest.ReadFile(t, logFixture)
-	projectionstest.Publish(t, b, projectionstest.All(msgs))
-
-	path := filepath.Join(t.TempDir(), "v1.db")
-	script, err := os.ReadFile(v1Fixture)
-	require.NoError(t, err)
-	raw, err := sql.Open("sqlite3", projections.DSN(path))
-	require.NoError(t, err)
-	_, err = raw.ExecContext(ctxFor(t), string(script))
-	require.NoError(t, err)
-	require.NoError(t, raw.Close())
+	b, msgs, path, _ := oldDatabase(t, v1Fixture)
 
 	// Read-only, the old schema is refused with a clear error.
-	_, err = projections.Open(ctxFor(t), path, &projections.Options{ReadOnly: true})
+	_, err := projections.Open(ctxFor(t), path, &projections.Options{ReadOnly: true})
 	require.ErrorIs(t, err, projections.ErrSchemaOutdated)
 	v1 := openV1(t, path)
 	require.Equal(t, uint64(len(msgs)/2), v1.lastSeq)
@@ -193,22 +202,11 @@ func TestMigrateFromV2(t *testing.T) {
 	if *update {
 		t.Skip("fixtures being rewritten")
 	}
-	b := bustest.Open(t, nil)
-	msgs := projectionstest.ReadFile(t, logFixture)
-	projectionstest.Publish(t, b, projectionstest.All(msgs))
-
-	path := filepath.Join(t.TempDir(), "v2.db")
-	script, err := os.ReadFile(v2Fixture)
-	require.NoError(t, err)
-	raw, err := sql.Open("sqlite3", projections.DSN(path))
-	require.NoError(t, err)
-	_, err = raw.ExecContext(ctxFor(t), string(script))
-	require.NoError(t, err)
-	require.NoError(t, raw.Close())
+	b, msgs, path, script := oldDatabase(t, v2Fixture)
 
 	// The fixture is what exportSchema writes of it: nothing lost loading it.
 	require.Equal(t, string(script), string(exportSchema(t, path, 2, projections.SchemaV2Objects)))
-	_, err = projections.Open(ctxFor(t), path, &projections.Options{ReadOnly: true})
+	_, err := projections.Open(ctxFor(t), path, &projections.Options{ReadOnly: true})
 	require.ErrorIs(t, err, projections.ErrSchemaOutdated)
 	v2 := openV1(t, path)
 	require.Equal(t, uint64(len(msgs)/2), v2.lastSeq)

@@ -18,6 +18,3 @@ func lockFile(path string) (*flock.Lock, error) {
 	}
 	return l, err
 }
-
-// unlockFile releases a lock taken by lockFile.
-func unlockFile(l *flock.Lock) error { return l.Release() }

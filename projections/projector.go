@@ -158,13 +158,13 @@ func (p *Projector) Start(ctx context.Context) error {
 	}
 	db, err := p.open(ctx)
 	if err != nil {
-		_ = unlockFile(lock)
+		_ = lock.Release()
 		return fmt.Errorf("starting projector: %w", err)
 	}
 	s, err := p.session(ctx, db)
 	if err != nil {
 		_ = db.Close()
-		_ = unlockFile(lock)
+		_ = lock.Release()
 		return fmt.Errorf("starting projector: %w", err)
 	}
 	p.db, p.lock, p.started = db, lock, true
@@ -368,7 +368,7 @@ func (p *Projector) run(ctx context.Context, s *session) {
 		p.db = nil
 	}
 	if p.lock != nil {
-		err = errors.Join(err, unlockFile(p.lock))
+		err = errors.Join(err, p.lock.Release())
 		p.lock = nil
 	}
 	p.err = err

@@ -16,19 +16,29 @@ import (
 // order: a field added to Task must be added to decodeRecord.
 func TestRecordFields(t *testing.T) {
 	t.Parallel()
-	typ := reflect.TypeFor[events.Task]()
-	if typ.NumField() != rfCount {
-		t.Fatalf("events.Task has %d fields, decodeRecord knows %d", typ.NumField(), rfCount)
-	}
-	for i := range typ.NumField() {
-		name, _, _ := strings.Cut(typ.Field(i).Tag.Get("json"), ",")
-		if name != recordFields[i] {
-			t.Errorf("field %d of events.Task is %q, decodeRecord has %q", i, name, recordFields[i])
-		}
+	for i, name := range checkFieldNames[events.Task](t, "decodeRecord", recordFields[:rfCount]) {
 		if got := recordField(strings.ToUpper(name)); got != i {
 			t.Errorf("recordField(%q) = %d, want %d", strings.ToUpper(name), got, i)
 		}
 	}
+}
+
+// checkFieldNames fails unless names are the JSON names of T's fields, in
+// order, and returns them: a field added to T must be added to the hand
+// decoder too.
+func checkFieldNames[T any](t *testing.T, decoder string, names []string) []string {
+	t.Helper()
+	typ := reflect.TypeFor[T]()
+	if typ.NumField() != len(names) {
+		t.Fatalf("%s has %d fields, %s knows %d", typ, typ.NumField(), decoder, len(names))
+	}
+	for i := range typ.NumField() {
+		name, _, _ := strings.Cut(typ.Field(i).Tag.Get("json"), ",")
+		if name != names[i] {
+			t.Errorf("field %d of %s is %q, %s has %q", i, typ, name, decoder, names[i])
+		}
+	}
+	return names
 }
 
 // checkDecodeRecord compares decodeRecord with json.Unmarshal into the
@@ -181,16 +191,7 @@ func BenchmarkDecodeRecord(b *testing.B) {
 
 func TestCallFields(t *testing.T) {
 	t.Parallel()
-	typ := reflect.TypeFor[events.PluginCall]()
-	if typ.NumField() != cfCount {
-		t.Fatalf("events.PluginCall has %d fields, decodeCalls knows %d", typ.NumField(), cfCount)
-	}
-	for i := range typ.NumField() {
-		name, _, _ := strings.Cut(typ.Field(i).Tag.Get("json"), ",")
-		if name != callFields[i] {
-			t.Errorf("field %d of events.PluginCall is %q, decodeCalls has %q", i, name, callFields[i])
-		}
-	}
+	checkFieldNames[events.PluginCall](t, "decodeCalls", callFields[:cfCount])
 }
 
 // checkDecodeCalls compares decodeCalls with json.Unmarshal into a nil
