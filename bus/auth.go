@@ -22,6 +22,9 @@ type User struct {
 	Name        string
 	Password    string
 	Permissions *Permissions
+	// Grant, for a plugin's user, is what it may register (its name is the
+	// user's); the registrar refuses anything else.
+	Grant *events.PluginGrant
 }
 
 // PluginInboxPrefix is the inbox prefix of plugin name's connections: a
@@ -29,48 +32,33 @@ type User struct {
 // replies or deliveries.
 func PluginInboxPrefix(name string) string { return "_INBOX_plugin_" + name }
 
-// PluginPermissions are the least a plugin needs: read its own invocations
-// (a mutator) or the facts of its triggers (an observer), write its own
-// patches, dead letters, registration and state, and read the registry.
-// Nothing else: no other plugin's invocations or patches, no facts for a
-// mutator, no task queue, no stream changes.
+// PluginPermissions are the least a plugin needs: ask the registrar to
+// register or deregister it (under its own name only), read its own
+// consumer (which the registrar creates with the filters its grant allows:
+// its invocations for a mutator or shadow, its triggers' facts for an
+// observer), write its own patches and dead letters, and read and write its
+// own state. Nothing else: no consumer of its choosing, no registry writes,
+// no other plugin's invocations, patches or state, no facts for a mutator,
+// no task queue, no stream changes. They are the same for every mode: the
+// grant, not the rights, decides what the consumer reads.
 func PluginPermissions(p events.PluginInfo) Permissions {
 	n := p.Name
 	durable := "plugin-" + n
 	pub := []string{
 		events.SubjectPatch + "." + n + ".>",
 		events.DeadSubject(n),
+		events.RegisterSubject(n),
+		events.DeregisterSubject(n),
 		"$JS.API.INFO",
 		"$JS.API.STREAM.INFO." + StreamEvents,
-		"$JS.API.STREAM.INFO.KV_" + BucketPlugins,
-		"$JS.API.STREAM.INFO.KV_" + BucketPluginState,
 		"$JS.API.CONSUMER.INFO." + StreamEvents + "." + durable,
 		"$JS.API.CONSUMER.MSG.NEXT." + StreamEvents + "." + durable,
 		"$JS.ACK." + StreamEvents + "." + durable + ".>",
-		// The registry: write its own entry, read (watch) all of them.
-		"$KV." + BucketPlugins + "." + n,
-		"$JS.API.DIRECT.GET.KV_" + BucketPlugins + ".>",
-		"$JS.API.CONSUMER.CREATE.KV_" + BucketPlugins + ".>",
-		"$JS.API.CONSUMER.DELETE.KV_" + BucketPlugins + ".>",
-		"$JS.FC.KV_" + BucketPlugins + ".>",
-		// Its own state.
+		// Its own state. The bucket refuses rollups, so a write here
+		// cannot wipe other keys.
+		"$JS.API.STREAM.INFO.KV_" + BucketPluginState,
 		"$KV." + BucketPluginState + "." + n + ".>",
 		"$JS.API.DIRECT.GET.KV_" + BucketPluginState + ".$KV." + BucketPluginState + "." + n + ".>",
-	}
-	// The consumer-create subject embeds a single filter subject, so the
-	// permission pins what the consumer may read.
-	create := "$JS.API.CONSUMER.CREATE." + StreamEvents + "." + durable
-	switch {
-	case p.Mode != events.ModeObserver:
-		pub = append(pub, create+"."+events.SubjectInvoke+"."+n+".>")
-	case len(p.Triggers) == 1:
-		pub = append(pub, create+"."+events.SubjectTrigger+"."+p.Triggers[0]+".>")
-	case len(p.Triggers) == 0:
-		pub = append(pub, create+"."+events.SubjectTrigger+".>")
-	default:
-		// Several filters travel in the request body, not the subject; an
-		// observer reads facts, which every observer may.
-		pub = append(pub, create)
 	}
 	return Permissions{Publish: pub, Subscribe: []string{PluginInboxPrefix(n) + ".>"}}
 }
@@ -100,8 +88,12 @@ func (b *Bus) bindPlugin(ctx context.Context) error {
 	if b.events, err = b.js.Stream(ctx, StreamEvents); err != nil {
 		return fmt.Errorf("looking up stream %s (is an executor running?): %w", StreamEvents, err)
 	}
-	if b.plugKV, err = b.js.KeyValue(ctx, BucketPlugins); err != nil {
-		return fmt.Errorf("looking up bucket %s: %w", BucketPlugins, err)
+	// A plugin registers through the registrar and does not read the
+	// registry; a reader watches it.
+	if b.cfg.ReadOnly {
+		if b.plugKV, err = b.js.KeyValue(ctx, BucketPlugins); err != nil {
+			return fmt.Errorf("looking up bucket %s: %w", BucketPlugins, err)
+		}
 	}
 	if b.stKV, err = b.js.KeyValue(ctx, BucketPluginState); err != nil {
 		return fmt.Errorf("looking up bucket %s: %w", BucketPluginState, err)

@@ -49,6 +49,26 @@ const (
 	DefaultDuplicateWindow = 2 * time.Minute
 	// DefaultMaxPending bounds unacknowledged async publishes.
 	DefaultMaxPending = 4096
+	// DefaultMaxPluginTimeout is Config.MaxPluginTimeout's default: the
+	// longest a plugin may make a firing wait for one answer.
+	DefaultMaxPluginTimeout = 5 * time.Minute
+)
+
+// RegistrarMode chooses whether a bus answers registration requests.
+type RegistrarMode int
+
+const (
+	// RegistrarAuto answers them when the bus owns the streams (not a
+	// plugin's or read-only bus) and either nothing authenticates the
+	// connection (an open server: every registrar is alike) or the bus
+	// runs the embedded server with Config.Users (it knows the grants). An
+	// executor that logs in to a secured server leaves it to the one that
+	// knows the grants (qtasksd).
+	RegistrarAuto RegistrarMode = iota
+	// RegistrarOn always answers them (on an owner bus).
+	RegistrarOn
+	// RegistrarOff never answers them.
+	RegistrarOff
 )
 
 // RecordMode chooses which trigger facts are written.
@@ -92,7 +112,15 @@ type Config struct {
 	ReadOnly bool
 	// Users of the embedded server; empty means no authentication. An
 	// executor connecting to it must then authenticate too (User/Password).
+	// The Grant of each plugin user bounds what it may register.
 	Users []User
+	// Registrar chooses whether this bus answers plugins' registration
+	// requests (docs/PROTOCOL.md §8). Defaults to RegistrarAuto.
+	Registrar RegistrarMode
+	// MaxPluginTimeout caps the timeout_ms of a registration whose plugin
+	// user's grant sets no cap of its own. Defaults to
+	// DefaultMaxPluginTimeout. Only a registrar applies it.
+	MaxPluginTimeout time.Duration
 
 	// DataDir is the embedded server's storage directory. Defaults to a new
 	// temporary directory, removed on Close.
@@ -143,6 +171,9 @@ func (c *Config) withDefaults() {
 	if c.MaxPending == 0 {
 		c.MaxPending = DefaultMaxPending
 	}
+	if c.MaxPluginTimeout == 0 {
+		c.MaxPluginTimeout = DefaultMaxPluginTimeout
+	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -167,6 +198,7 @@ type Bus struct {
 
 	inv   *invoker
 	reg   *Registry
+	rgs   *registrar // nil unless this bus answers registrations
 	adv   *nats.Subscription
 	local sync.Map // plugin name → LocalHandler
 
@@ -260,6 +292,12 @@ func Open(ctx context.Context, cfg Config) (*Bus, error) {
 	if err != nil {
 		b.Close()
 		return nil, err
+	}
+	if b.servesRegistrar() {
+		if b.rgs, err = newRegistrar(b); err != nil {
+			b.Close()
+			return nil, err
+		}
 	}
 	if b.adv, err = b.watchMaxDeliveries(); err != nil {
 		b.Close()
@@ -389,6 +427,9 @@ func (b *Bus) RecordMode() RecordMode { return b.cfg.Record }
 // and shuts the embedded server down. It is idempotent.
 func (b *Bus) Close() {
 	b.closeOnce.Do(func() {
+		if b.rgs != nil {
+			b.rgs.stop()
+		}
 		if b.reg != nil {
 			b.reg.stop()
 		}

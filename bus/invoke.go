@@ -17,7 +17,7 @@ import (
 var ErrPluginTimeout = errors.New("plugin did not answer in time")
 
 // DefaultPluginTimeout bounds one invocation when the plugin registered none.
-const DefaultPluginTimeout = 5 * time.Second
+const DefaultPluginTimeout = events.DefaultPluginTimeoutMS * time.Millisecond
 
 // LocalHandler answers an invocation inside the executor's process. It
 // returns the patch event (Type events.TypePatch; no data means no change).

@@ -91,6 +91,34 @@ func (b *Bus) provision(ctx context.Context) error {
 	if b.stKV, err = kv(BucketPluginState, "qtasks per-plugin state", 1, 0); err != nil {
 		return err
 	}
+	for _, name := range []string{BucketPlugins, BucketPluginState} {
+		if err := b.denyRollup(ctx, name); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// denyRollup makes bucket's stream refuse Nats-Rollup headers. A write to
+// one's own key with "Nats-Rollup: all" would otherwise delete every other
+// key of the bucket: other plugins' state, or the whole registry. KV Purge
+// is a rollup too: qtasks deletes keys instead. nats.go creates (and, on
+// every CreateOrUpdateKeyValue, resets) buckets with rollups allowed, so
+// this runs on every start, which also mends a bucket provisioned by an
+// older version.
+func (b *Bus) denyRollup(ctx context.Context, bucket string) error {
+	s, err := b.js.Stream(ctx, "KV_"+bucket)
+	if err != nil {
+		return fmt.Errorf("looking up bucket %s: %w", bucket, err)
+	}
+	cfg := s.CachedInfo().Config
+	if !cfg.AllowRollup {
+		return nil
+	}
+	cfg.AllowRollup = false
+	if _, err := b.js.UpdateStream(ctx, cfg); err != nil {
+		return fmt.Errorf("denying rollups on bucket %s: %w", bucket, err)
+	}
 	return nil
 }
 

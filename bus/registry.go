@@ -7,23 +7,28 @@ import (
 	"fmt"
 	"slices"
 	"sync"
-	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/qtasks/qtasks-go/events"
 )
 
 // Registry is the plugin registry: a KV bucket that every executor watches
 // into memory, so that building a trigger's chain costs no round trip.
+// Plugins register through the registrar (Register), which alone writes
+// the bucket. A plugin's bus does not watch the bucket: its registry only
+// registers and deregisters.
 type Registry struct {
 	b       *Bus
-	kv      jetstream.KeyValue
+	kv      jetstream.KeyValue // nil on a plugin's bus
 	watcher jetstream.KeyWatcher
 	done    chan struct{}
+	ignored *prometheus.CounterVec // reason
 
 	mu      sync.RWMutex
 	plugins map[string]events.PluginInfo
+	revs    map[string]uint64              // key → last revision applied, deletes included
 	chains  map[string][]events.PluginInfo // trigger → mutators, in chain order
 	changed chan struct{}                  // closed and replaced on every change
 }
@@ -32,7 +37,16 @@ func newRegistry(ctx context.Context, b *Bus) (*Registry, error) {
 	r := &Registry{
 		b: b, kv: b.plugKV, done: make(chan struct{}),
 		plugins: make(map[string]events.PluginInfo),
+		revs:    make(map[string]uint64),
 		changed: make(chan struct{}),
+		ignored: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "qtasks_registry_entries_ignored_total",
+			Help: "Plugin registry entries this process ignored because they are invalid (written around the registrar), by reason.",
+		}, []string{"reason"}),
+	}
+	if r.kv == nil {
+		close(r.done)
+		return r, nil
 	}
 	// The watch lives as long as the bus, not as long as ctx: ctx only bounds
 	// Open, and a watch tied to it would stop (and the registry go stale) as
@@ -70,19 +84,41 @@ load:
 	return r, nil
 }
 
+// Metrics is the registry's Prometheus collector:
+// qtasks_registry_entries_ignored_total{reason}.
+func (r *Registry) Metrics() prometheus.Collector { return r.ignored }
+
 func (r *Registry) apply(u jetstream.KeyValueEntry) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	key := u.Key()
+	r.revs[key] = u.Revision()
 	switch u.Operation() {
 	case jetstream.KeyValueDelete, jetstream.KeyValuePurge:
-		delete(r.plugins, u.Key())
+		delete(r.plugins, key)
 	case jetstream.KeyValuePut:
 		var p events.PluginInfo
-		if err := json.Unmarshal(u.Value(), &p); err != nil {
-			r.b.log.Warn("ignoring malformed plugin registration", "key", u.Key(), "err", err)
-			return
+		err := json.Unmarshal(u.Value(), &p)
+		if err != nil {
+			err = &events.InvalidPluginError{Reason: events.InvalidMalformed, Msg: "not a registration: " + err.Error()}
+		} else if p.Mode != "" { // an empty mode is a reserved key, not a plugin
+			err = r.b.rgs.check(key, p)
 		}
-		r.plugins[u.Key()] = p
+		if err != nil {
+			// Only the registrar writes the bucket, and it writes nothing
+			// invalid: this entry went around it. Whatever the key held
+			// before is gone too, as it is for an executor that starts now.
+			reason := events.InvalidMalformed
+			var ie *events.InvalidPluginError
+			if errors.As(err, &ie) {
+				reason = ie.Reason
+			}
+			r.ignored.WithLabelValues(reason).Inc()
+			r.b.log.Warn("ignoring invalid plugin registration", "key", key, "revision", u.Revision(), "reason", reason, "err", err)
+			delete(r.plugins, key)
+			break
+		}
+		r.plugins[key] = p
 	}
 	r.chains = nil
 	close(r.changed)
@@ -95,40 +131,11 @@ func (r *Registry) stop() {
 	}
 }
 
-// Register adds or updates a plugin. A plugin keeps its order across
-// re-registrations (a new version does not move it in the chain); a new one
-// goes last. Register returns the stored registration.
-func (r *Registry) Register(ctx context.Context, p events.PluginInfo) (events.PluginInfo, error) {
-	if !events.ValidName(p.Name) {
-		return p, fmt.Errorf("plugin name %q: use letters, digits, '-' and '_' (at most 64)", p.Name)
-	}
-	switch p.Mode {
-	case events.ModeObserver, events.ModeMutator, events.ModeShadow:
-	default:
-		return p, fmt.Errorf("plugin %s: mode %q, want observer, mutator or shadow", p.Name, p.Mode)
-	}
-	if p.Mode == events.ModeShadow && p.ShadowOf == "" {
-		return p, fmt.Errorf("plugin %s: a shadow must name the plugin it shadows", p.Name)
-	}
-	switch p.Policy {
-	case "":
-		p.Policy = events.PolicyFail
-	case events.PolicyFail, events.PolicyIgnore:
-	default:
-		return p, fmt.Errorf("plugin %s: failure policy %q, want fail or ignore", p.Name, p.Policy)
-	}
-	for _, t := range p.Triggers {
-		tr, ok := events.Lookup(t)
-		if !ok {
-			return p, fmt.Errorf("plugin %s: unknown trigger %q", p.Name, t)
-		}
-		if tr.Scope == events.ScopeNone {
-			return p, fmt.Errorf("plugin %s: trigger %q is never fired: %s", p.Name, t, tr.Note)
-		}
-	}
-	if p.RegisteredAt.IsZero() {
-		p.RegisteredAt = time.Now().UTC()
-	}
+// store writes a checked registration (the registrar's half of
+// Register). A plugin keeps its order across re-registrations (a new
+// version does not move it in the chain); a new one goes last. store
+// returns the stored registration and its revision.
+func (r *Registry) store(ctx context.Context, p events.PluginInfo) (events.PluginInfo, uint64, error) {
 	for {
 		e, err := r.kv.Get(ctx, p.Name)
 		switch {
@@ -139,19 +146,20 @@ func (r *Registry) Register(ctx context.Context, p events.PluginInfo) (events.Pl
 				continue
 			}
 			if err != nil {
-				return p, fmt.Errorf("registering plugin %s: %w", p.Name, err)
+				return p, 0, fmt.Errorf("registering plugin %s: %w", p.Name, err)
 			}
 			p.Order = rev
 			data, _ := json.Marshal(p)
-			if _, err := r.kv.Update(ctx, p.Name, data, rev); err != nil {
+			stored, err := r.kv.Update(ctx, p.Name, data, rev)
+			if err != nil {
 				if revisionConflict(err) {
 					continue // another registration filled the key in; read again
 				}
-				return p, fmt.Errorf("registering plugin %s: %w", p.Name, err)
+				return p, 0, fmt.Errorf("registering plugin %s: %w", p.Name, err)
 			}
-			return p, nil
+			return p, stored, nil
 		case err != nil:
-			return p, fmt.Errorf("registering plugin %s: %w", p.Name, err)
+			return p, 0, fmt.Errorf("registering plugin %s: %w", p.Name, err)
 		}
 		var old events.PluginInfo
 		if json.Unmarshal(e.Value(), &old) == nil && old.Order != 0 {
@@ -160,13 +168,14 @@ func (r *Registry) Register(ctx context.Context, p events.PluginInfo) (events.Pl
 			p.Order = e.Revision()
 		}
 		data, _ := json.Marshal(p)
-		if _, err := r.kv.Update(ctx, p.Name, data, e.Revision()); err != nil {
+		stored, err := r.kv.Update(ctx, p.Name, data, e.Revision())
+		if err != nil {
 			if revisionConflict(err) {
 				continue // raced with another registration; read again
 			}
-			return p, fmt.Errorf("registering plugin %s: %w", p.Name, err)
+			return p, 0, fmt.Errorf("registering plugin %s: %w", p.Name, err)
 		}
-		return p, nil
+		return p, stored, nil
 	}
 }
 
@@ -175,12 +184,49 @@ func revisionConflict(err error) bool {
 	return errors.Is(err, jetstream.ErrKeyRevisionMismatch) || errors.Is(err, jetstream.ErrKeyExists)
 }
 
-// Deregister removes a plugin; the executor stops invoking it.
-func (r *Registry) Deregister(ctx context.Context, name string) error {
-	if err := r.kv.Delete(ctx, name); err != nil {
-		return fmt.Errorf("deregistering plugin %s: %w", name, err)
+// remove deletes a plugin's key (the registrar's half of Deregister) and
+// returns the revision of the delete marker, or 0 if there was no key.
+// It deletes rather than purges: the bucket refuses rollups.
+func (r *Registry) remove(ctx context.Context, name string) (uint64, error) {
+	e, err := r.kv.Get(ctx, name)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return 0, nil
 	}
-	return nil
+	if err != nil {
+		return 0, fmt.Errorf("deregistering plugin %s: %w", name, err)
+	}
+	if err := r.kv.Delete(ctx, name, jetstream.LastRevision(e.Revision())); err != nil {
+		if revisionConflict(err) {
+			return r.remove(ctx, name) // registered again meanwhile: delete that
+		}
+		return 0, fmt.Errorf("deregistering plugin %s: %w", name, err)
+	}
+	// The marker's revision is the next after e's, unless another write
+	// came between: the watch tells, so wait for any revision past e's.
+	return e.Revision() + 1, nil
+}
+
+// waitApplied blocks until the watch has applied key's revision rev (or a
+// later one), so that a registration this registry returns is in its
+// chains already.
+func (r *Registry) waitApplied(ctx context.Context, key string, rev uint64) error {
+	if r.kv == nil || rev == 0 {
+		return nil
+	}
+	for {
+		r.mu.RLock()
+		got := r.revs[key]
+		ch := r.changed
+		r.mu.RUnlock()
+		if got >= rev {
+			return nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return fmt.Errorf("waiting for the registry to show plugin %s: %w", key, context.Cause(ctx))
+		}
+	}
 }
 
 // Get returns a plugin's registration as last seen.
@@ -270,6 +316,9 @@ func (r *Registry) Subscribed(trigger string) bool {
 // WaitFor blocks until the registry shows plugin name at version (any
 // version when empty), or ctx ends.
 func (r *Registry) WaitFor(ctx context.Context, name, version string) error {
+	if r.kv == nil {
+		return fmt.Errorf("waiting for plugin %s to register: %w", name, ErrNotWatched)
+	}
 	for {
 		r.mu.RLock()
 		p, ok := r.plugins[name]

@@ -175,6 +175,9 @@ type PluginInfo struct {
 	// and patches are still recorded.
 	Local        bool      `json:"local,omitempty"`
 	RegisteredAt time.Time `json:"registered_at"`
+	// Protocol is the protocol version the plugin speaks (ProtocolVersion);
+	// the registrar refuses a registration of another version.
+	Protocol int `json:"protocol,omitempty"`
 }
 
 // Global reports whether the plugin receives every trigger.

@@ -21,7 +21,18 @@ const (
 	SubjectDead = SubjectRoot + ".dead"
 	// Tasks to run: qtasks.run.<queue>
 	SubjectRun = SubjectRoot + ".run"
+	// Registration requests: qtasks.registry.register.<plugin> and
+	// qtasks.registry.deregister.<plugin>, answered by the registrar. Not
+	// in any stream.
+	SubjectRegister   = SubjectRoot + ".registry.register"
+	SubjectDeregister = SubjectRoot + ".registry.deregister"
 )
+
+// RegisterSubject is where plugin asks the registrar to register it.
+func RegisterSubject(plugin string) string { return SubjectRegister + "." + plugin }
+
+// DeregisterSubject is where plugin asks the registrar to deregister it.
+func DeregisterSubject(plugin string) string { return SubjectDeregister + "." + plugin }
 
 // ValidToken reports whether s can be one token of a NATS subject: not
 // empty, at most 128 bytes, and free of '.', '*', '>' and whitespace.

@@ -35,12 +35,14 @@ type Runner struct {
 }
 
 // DurableName is the durable consumer of plugin name.
-func DurableName(name string) string { return "plugin-" + name }
+func DurableName(name string) string { return bus.DurableName(name) }
 
-// Start runs spec's plugin as durable JetStream consumers on b: the plugin
-// may live in any process that reaches the NATS server. It creates the
-// consumer before registering the plugin, so no invocation is missed, and
-// returns once both are done.
+// Start runs spec's plugin as a durable JetStream consumer on b: the plugin
+// may live in any process that reaches the NATS server. It registers the
+// plugin through the registrar, which creates the consumer before it
+// stores the registration (so no invocation is missed), then consumes; it
+// returns once both are done. A registration the registrar refuses is an
+// error wrapping bus.ErrRegistrationRefused, with the registrar's reason.
 func Start(ctx context.Context, b *bus.Bus, spec Spec) (*Runner, error) {
 	r, err := newRunner(b, spec, false)
 	if err != nil {
@@ -51,11 +53,10 @@ func Start(ctx context.Context, b *bus.Bus, spec Spec) (*Runner, error) {
 			return nil, fmt.Errorf("starting plugin %s: %w", spec.Name, err)
 		}
 	}
-	if err := r.consume(ctx); err != nil {
+	if err := r.register(ctx); err != nil {
 		return nil, err
 	}
-	if err := r.register(ctx); err != nil {
-		r.halt()
+	if err := r.consume(ctx); err != nil {
 		return nil, err
 	}
 	return r, nil
@@ -114,14 +115,25 @@ func newRunner(b *bus.Bus, spec Spec, local bool) (*Runner, error) {
 }
 
 func (r *Runner) register(ctx context.Context) error {
-	info, err := r.b.Registry().Register(ctx, r.info)
+	reg := bus.Registration{PluginInfo: r.info}
+	if !r.local {
+		reg.Consumer = &bus.ConsumerSettings{MaxDeliver: r.spec.MaxDeliver}
+		if r.spec.Mode == Observer {
+			reg.Consumer.AckWaitMS = r.spec.AckWait.Milliseconds()
+			reg.Consumer.MaxAckPending = observerMaxAckPending
+			reg.Consumer.DeliverNew = r.spec.DeliverNew
+		} else {
+			reg.Consumer.AckWaitMS = max(2*r.spec.Timeout, 5*time.Second).Milliseconds()
+			reg.Consumer.MaxAckPending = 4 * r.spec.Concurrency
+		}
+	}
+	// RegisterWith returns once this bus's registry shows the entry (if
+	// it watches the registry: a plugin's bus does not).
+	info, err := r.b.Registry().RegisterWith(ctx, reg)
 	if err != nil {
 		return err
 	}
 	r.info = info
-	if err := r.b.Registry().WaitFor(ctx, info.Name, info.Version); err != nil {
-		return err
-	}
 	r.log.Info("plugin registered", "mode", info.Mode, "triggers", info.Triggers, "order", info.Order)
 	return nil
 }
@@ -153,7 +165,9 @@ func (r *Runner) Stop(ctx context.Context) error {
 	return err
 }
 
-// Deregister removes the plugin from the registry; executors stop invoking it.
+// Deregister asks the registrar to remove the plugin from the registry
+// (executors stop invoking it) and to delete its consumer. Stop the runner
+// first.
 func (r *Runner) Deregister(ctx context.Context) error {
 	return r.b.Registry().Deregister(ctx, r.spec.Name)
 }
@@ -171,25 +185,13 @@ func (r *Runner) halt() {
 	}
 }
 
+// consume reads the consumer the registrar created for the plugin.
 func (r *Runner) consume(ctx context.Context) error {
-	cfg := bus.ConsumerConfig{
-		Durable:    DurableName(r.spec.Name),
-		MaxDeliver: r.spec.MaxDeliver,
+	c, err := r.b.JetStream().Consumer(ctx, bus.StreamEvents, DurableName(r.spec.Name))
+	if err != nil {
+		return fmt.Errorf("plugin %s: looking up its consumer: %w", r.spec.Name, err)
 	}
 	if r.spec.Mode == Observer {
-		if len(r.spec.Triggers) == 0 {
-			cfg.Subjects = []string{events.SubjectTrigger + ".>"}
-		}
-		for _, t := range r.spec.Triggers {
-			cfg.Subjects = append(cfg.Subjects, events.SubjectTrigger+"."+t+".>")
-		}
-		cfg.DeliverNew = r.spec.DeliverNew
-		cfg.AckWait = r.spec.AckWait
-		cfg.MaxAckPending = observerMaxAckPending
-		c, err := r.b.Consumer(ctx, cfg)
-		if err != nil {
-			return err
-		}
 		r.it, err = c.Messages(jetstream.PullMaxMessages(500))
 		if err != nil {
 			return fmt.Errorf("plugin %s: consuming: %w", r.spec.Name, err)
@@ -197,16 +199,6 @@ func (r *Runner) consume(ctx context.Context) error {
 		r.wg.Add(1)
 		go r.observe()
 		return nil
-	}
-	// A mutator starts at the end of the log: invocations from before it
-	// existed have long timed out.
-	cfg.Subjects = []string{events.SubjectInvoke + "." + r.spec.Name + ".>"}
-	cfg.DeliverNew = true
-	cfg.AckWait = max(2*r.spec.Timeout, 5*time.Second)
-	cfg.MaxAckPending = 4 * r.spec.Concurrency
-	c, err := r.b.Consumer(ctx, cfg)
-	if err != nil {
-		return err
 	}
 	r.cc, err = c.Consume(func(m jetstream.Msg) {
 		r.sem <- struct{}{}
