@@ -52,6 +52,8 @@ func (m *Main) pluginPermissions(args []string) error {
 	}
 	fmt.Fprintf(m.Stdout, `# nats-server authorization for qtasks plugin %q (%s).
 # The plugin must use the inbox prefix %q.
+# The rights are the same for every mode: the plugin registers through
+# the registrar (qtasksd --registrar on), which creates its consumer.
 authorization {
   users: [
     {

@@ -49,6 +49,8 @@ type runFlags struct {
 	memLimitMiB int
 	retention   time.Duration
 	users       string
+	maxPluginTO time.Duration
+	registrar   string
 }
 
 // runEnv are the environment variables of run's number and duration flags.
@@ -56,6 +58,7 @@ var runEnv = [][2]string{
 	{"port", "QTASKS_PORT"}, {"concurrency", "QTASKS_CONCURRENCY"}, {"prefetch", "QTASKS_PREFETCH"},
 	{"ack-wait", "QTASKS_ACK_WAIT"}, {"grace", "QTASKS_GRACE"}, {"task-retention", "QTASKS_TASK_RETENTION"},
 	{"memory-limit", "QTASKS_MEMORY_LIMIT"}, {"replicas", "QTASKS_REPLICAS"},
+	{"max-plugin-timeout", "QTASKS_MAX_PLUGIN_TIMEOUT"},
 }
 
 func (m *Main) run(ctx context.Context, args []string) error {
@@ -64,6 +67,8 @@ func (m *Main) run(ctx context.Context, args []string) error {
 	f.conn.register(fs, "")
 	fs.StringVar(&f.dataDir, "data-dir", envOr("QTASKS_DATA_DIR", "qtasks-data"), "embedded server's storage directory (QTASKS_DATA_DIR)")
 	fs.StringVar(&f.users, "users", envOr("QTASKS_USERS", ""), "JSON file of the embedded server's users: full-rights users, and plugin users with the least rights (see README); qtasksd connects as --user or the first full-rights one (QTASKS_USERS)")
+	fs.DurationVar(&f.maxPluginTO, "max-plugin-timeout", bus.DefaultMaxPluginTimeout, "longest timeout a plugin may register; a plugin user's max_timeout_ms in --users overrides it (QTASKS_MAX_PLUGIN_TIMEOUT)")
+	fs.StringVar(&f.registrar, "registrar", envOr("QTASKS_REGISTRAR", "auto"), "answer plugins' registration requests: auto (on with the embedded server, or with no credentials), on, or off; with --nats-url and credentials, auto is off: give on to one set of qtasksd that share the plugins' grants (QTASKS_REGISTRAR)")
 	fs.IntVar(&f.port, "port", bus.DefaultEmbeddedPort, "embedded server's port on 127.0.0.1; 0 or -1: any free port (QTASKS_PORT)")
 	fs.StringVar(&f.queue, "queue", envOr("QTASKS_QUEUE", executor.DefaultQueue), "queue the worker pulls from (QTASKS_QUEUE)")
 	fs.IntVar(&f.concurrency, "concurrency", executor.DefaultConcurrency, "tasks run at once (QTASKS_CONCURRENCY)")
@@ -116,6 +121,20 @@ func (m *Main) run(ctx context.Context, args []string) error {
 	cfg.Logger = log
 	cfg.Replicas = f.replicas
 	cfg.FinishedTaskTTL = f.retention
+	if f.maxPluginTO < time.Millisecond {
+		return &usageError{Msg: fmt.Sprintf("--max-plugin-timeout %v: want 1ms or more", f.maxPluginTO), Hint: "qtasksd run --max-plugin-timeout 1m"}
+	}
+	cfg.MaxPluginTimeout = f.maxPluginTO
+	switch f.registrar {
+	case "auto":
+		cfg.Registrar = bus.RegistrarAuto
+	case "on":
+		cfg.Registrar = bus.RegistrarOn
+	case "off":
+		cfg.Registrar = bus.RegistrarOff
+	default:
+		return &usageError{Msg: fmt.Sprintf("--registrar %q: want auto, on or off", f.registrar), Hint: "qtasksd run --registrar on"}
+	}
 	switch f.record {
 	case "all":
 		cfg.Record = bus.RecordAll
@@ -207,7 +226,7 @@ func (m *Main) run(ctx context.Context, args []string) error {
 		}
 	}
 
-	reg.MustRegister(newLogCollector(b, proj))
+	reg.MustRegister(newLogCollector(b, proj), b.Registry().Metrics())
 
 	var srv *http.Server
 	if ln != nil {

@@ -18,13 +18,16 @@ import (
 //
 //	{"users": [
 //	  {"name": "admin", "password": "…"},
-//	  {"name": "scale", "password": "…", "plugin": {"mode": "mutator", "triggers": ["task_executor_run_task"]}}
+//	  {"name": "scale", "password": "…", "plugin": {"mode": "mutator", "triggers": ["task_executor_run_task"], "max_timeout_ms": 10000}}
 //	]}
 //
 // A user without "plugin" has every right (qtasksd itself, clients,
 // operators). A user with "plugin" is that plugin's, named as it is, with
-// the least rights it needs (bus.PluginPermissions). A password may be a
-// bcrypt hash ("$2a$…"), which the server checks as such.
+// the least rights it needs (bus.PluginPermissions); "plugin" is its grant
+// (events.PluginGrant): the registrar refuses a registration with another
+// mode, triggers outside "triggers" (none: any), another "shadow_of", or a
+// timeout above "max_timeout_ms" (0: --max-plugin-timeout). A password may
+// be a bcrypt hash ("$2a$…"), which the server checks as such.
 type usersFile struct {
 	Users []userEntry `json:"users"`
 }
@@ -36,8 +39,10 @@ type userEntry struct {
 }
 
 type pluginUser struct {
-	Mode     string   `json:"mode"`
-	Triggers []string `json:"triggers"`
+	Mode         string   `json:"mode"`
+	Triggers     []string `json:"triggers"`
+	ShadowOf     string   `json:"shadow_of"`
+	MaxTimeoutMS int64    `json:"max_timeout_ms"`
 }
 
 // loadUsers reads and checks a users file.
@@ -83,20 +88,24 @@ func parseUsers(data []byte) ([]bus.User, error) {
 		}
 		bu := bus.User{Name: u.Name, Password: u.Password}
 		if p := u.Plugin; p != nil {
-			switch p.Mode {
-			case "":
+			if p.Mode == "" {
 				p.Mode = events.ModeMutator
-			case events.ModeMutator, events.ModeObserver, events.ModeShadow:
-			default:
-				return nil, fmt.Errorf("user %q: plugin mode %q: want mutator, observer or shadow", u.Name, p.Mode)
 			}
-			for _, t := range p.Triggers {
-				if _, ok := events.Lookup(t); !ok {
-					return nil, fmt.Errorf("user %q: unknown trigger %q", u.Name, t)
-				}
+			if p.MaxTimeoutMS < 0 {
+				return nil, fmt.Errorf("user %q: plugin max_timeout_ms %d: want 0 (--max-plugin-timeout) or more", u.Name, p.MaxTimeoutMS)
 			}
-			perms := bus.PluginPermissions(events.PluginInfo{Name: u.Name, Mode: p.Mode, Triggers: p.Triggers})
+			if p.ShadowOf != "" && p.Mode != events.ModeShadow {
+				return nil, fmt.Errorf("user %q: plugin shadow_of is for mode shadow, not %s", u.Name, p.Mode)
+			}
+			// A grant that no registration could satisfy is a mistake:
+			// the rule registrations are held to says why.
+			info := events.PluginInfo{Name: u.Name, Mode: p.Mode, Triggers: p.Triggers, ShadowOf: p.ShadowOf, TimeoutMS: 1}
+			if err := events.CheckPlugin(u.Name, info, 0); err != nil {
+				return nil, fmt.Errorf("user %q: plugin grant: %w", u.Name, err)
+			}
+			perms := bus.PluginPermissions(info)
 			bu.Permissions = &perms
+			bu.Grant = &events.PluginGrant{Mode: p.Mode, Triggers: p.Triggers, ShadowOf: p.ShadowOf, MaxTimeoutMS: p.MaxTimeoutMS}
 		} else {
 			full = true
 		}

@@ -21,7 +21,11 @@ func TestParseUsers(t *testing.T) {
 	require.Nil(t, us[0].Permissions, "no plugin: every right")
 	want := bus.PluginPermissions(events.PluginInfo{Name: "scale", Mode: events.ModeMutator, Triggers: []string{events.TaskExecutorRunTask}})
 	require.Equal(t, &want, us[1].Permissions, "a plugin's user: the least rights, mutator by default")
-	require.Contains(t, us[2].Permissions.Publish, "$JS.API.CONSUMER.CREATE.QTASKS_EVENTS.plugin-audit."+events.SubjectTrigger+".>")
+	require.Equal(t, &events.PluginGrant{Mode: events.ModeMutator, Triggers: []string{events.TaskExecutorRunTask}}, us[1].Grant)
+	require.Equal(t, &events.PluginGrant{Mode: events.ModeObserver}, us[2].Grant)
+	for _, s := range us[2].Permissions.Publish {
+		require.NotContains(t, s, "CONSUMER.CREATE", "the registrar creates plugins' consumers")
+	}
 
 	name, pw, err := ownUser(us, "", "")
 	require.NoError(t, err)
@@ -53,8 +57,12 @@ func TestParseUsers(t *testing.T) {
 		{`{"users":[{"name":"a b","password":"x"}]}`, "name"},
 		{`{"users":[{"name":"a","password":""}]}`, "no password"},
 		{`{"users":[{"name":"a","password":"x"},{"name":"a","password":"y"}]}`, "twice"},
-		{`{"users":[{"name":"a","password":"x"},{"name":"p","password":"y","plugin":{"mode":"boss"}}]}`, "plugin mode"},
+		{`{"users":[{"name":"a","password":"x"},{"name":"p","password":"y","plugin":{"mode":"boss"}}]}`, `plugin grant: plugin p: mode "boss"`},
 		{`{"users":[{"name":"a","password":"x"},{"name":"p","password":"y","plugin":{"triggers":["nope"]}}]}`, "unknown trigger"},
+		{`{"users":[{"name":"a","password":"x"},{"name":"p","password":"y","plugin":{"triggers":["worker_start"]}}]}`, "one-way"},
+		{`{"users":[{"name":"a","password":"x"},{"name":"p","password":"y","plugin":{"mode":"shadow"}}]}`, "shadow_of"},
+		{`{"users":[{"name":"a","password":"x"},{"name":"p","password":"y","plugin":{"shadow_of":"q"}}]}`, "shadow_of is for mode shadow"},
+		{`{"users":[{"name":"a","password":"x"},{"name":"p","password":"y","plugin":{"max_timeout_ms":-1}}]}`, "max_timeout_ms"},
 		{`{"users":[{"name":"p","password":"y","plugin":{}}]}`, "every right"},
 	} {
 		_, err := parseUsers([]byte(tc.in))
