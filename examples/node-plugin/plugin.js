@@ -6,10 +6,10 @@
 //
 //   npm ci && node plugin.js --nats-url nats://127.0.0.1:4222
 //
-// It prints "ready" once its consumer exists and it is registered.
+// It prints "ready" once it is registered (which creates its consumer).
 "use strict";
 
-const { connect, headers, AckPolicy, DeliverPolicy, nanos, StringCodec } = require("nats");
+const { connect, headers, StringCodec } = require("nats");
 
 function flag(name, def) {
   const i = process.argv.indexOf("--" + name);
@@ -34,34 +34,21 @@ function decide(payload) {
   ];
 }
 
-// register writes the plugin's entry in the registry bucket exactly as §8
-// says: create {} to reserve the key, its revision is the order, then update.
-async function register(js) {
-  const kv = await js.views.kv("qtasks_plugins");
-  for (;;) {
-    const entry = await kv.get(name);
-    const reg = {
-      name, version, triggers: [trigger], mode: "mutator",
-      timeout_ms: timeoutMs, policy: "fail", registered_at: new Date().toISOString(),
-    };
-    try {
-      if (!entry || entry.operation !== "PUT") {
-        const rev = await kv.create(name, sc.encode("{}"));
-        reg.order = rev;
-        await kv.update(name, sc.encode(JSON.stringify(reg)), rev);
-      } else {
-        let order = 0;
-        try { order = JSON.parse(sc.decode(entry.value)).order || 0; } catch (_) { /* unreadable */ }
-        reg.order = order || entry.revision;
-        await kv.update(name, sc.encode(JSON.stringify(reg)), entry.revision);
-      }
-      return reg.order;
-    } catch (err) {
-      // The revision moved: someone registered at the same time; start again.
-      if (String(err.message).includes("wrong last sequence") || String(err.message).includes("exists")) continue;
-      throw err;
-    }
-  }
+// register asks the registrar (qtasksd) to register the plugin, as §8 says:
+// the registrar checks the registration, creates the plugin's consumer
+// (before it stores the entry, so no invocation is missed) and answers with
+// the stored entry, or with the reason it refused.
+async function register(nc) {
+  const reg = {
+    protocol: 2, // events.ProtocolVersion; without it the registrar refuses
+    name, version, triggers: [trigger], mode: "mutator",
+    timeout_ms: timeoutMs, policy: "fail", registered_at: new Date().toISOString(),
+    consumer: { ack_wait_ms: 2 * timeoutMs, max_deliver: 5, max_ack_pending: 64 }, // §9.1
+  };
+  const m = await nc.request("qtasks.registry.register." + name, sc.encode(JSON.stringify(reg)), { timeout: 35000 });
+  const reply = JSON.parse(sc.decode(m.data));
+  if (reply.error) throw new Error("registration refused: " + reply.error);
+  return reply.plugin.order;
 }
 
 async function answer(js, m) {
@@ -113,26 +100,13 @@ async function answer(js, m) {
 }
 
 async function main() {
-  const nc = await connect({ servers: url, name: "plugin-" + name });
-  const jsm = await nc.jetstreamManager();
+  // The inbox prefix is the only one a plugin's user may subscribe under (§14.3).
+  const nc = await connect({ servers: url, name: "plugin-" + name, inboxPrefix: "_INBOX_plugin_" + name });
   const js = nc.jetstream();
-  // The consumer first (§8: invocations before it exists are never delivered).
-  const cfg = {
-    durable_name: durable,
-    filter_subject: `qtasks.invoke.${name}.>`,
-    deliver_policy: DeliverPolicy.New,
-    ack_policy: AckPolicy.Explicit,
-    ack_wait: nanos(2 * timeoutMs),
-    max_deliver: 5,
-  };
-  try {
-    await jsm.consumers.info(stream, durable);
-  } catch (_) {
-    await jsm.consumers.add(stream, cfg);
-  }
+  // Registering creates the consumer (§8, §9.1); then read it.
+  const order = await register(nc);
   const consumer = await js.consumers.get(stream, durable);
   const messages = await consumer.consume({ max_messages: 64 });
-  const order = await register(js);
   console.log("ready", JSON.stringify({ name, version, order }));
 
   const stop = async () => {
