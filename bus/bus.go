@@ -288,13 +288,18 @@ func Open(ctx context.Context, cfg Config) (*Bus, error) {
 		b.Close()
 		return nil, err
 	}
+	// The registrar's rules (grants, cap) before the registry loads, so
+	// that its first load ignores what they forbid.
+	if b.servesRegistrar() {
+		b.rgs = newRegistrar(b)
+	}
 	b.reg, err = newRegistry(ctx, b)
 	if err != nil {
 		b.Close()
 		return nil, err
 	}
-	if b.servesRegistrar() {
-		if b.rgs, err = newRegistrar(b); err != nil {
+	if b.rgs != nil {
+		if err := b.rgs.serve(); err != nil {
 			b.Close()
 			return nil, err
 		}

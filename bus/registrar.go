@@ -96,7 +96,7 @@ type registrar struct {
 	subs   []*nats.Subscription
 }
 
-func newRegistrar(b *Bus) (*registrar, error) {
+func newRegistrar(b *Bus) *registrar {
 	g := &registrar{b: b, maxMS: b.cfg.MaxPluginTimeout.Milliseconds()}
 	if len(b.cfg.Users) > 0 {
 		g.grants = make(map[string]events.PluginGrant)
@@ -106,6 +106,12 @@ func newRegistrar(b *Bus) (*registrar, error) {
 			}
 		}
 	}
+	return g
+}
+
+// serve starts answering requests.
+func (g *registrar) serve() error {
+	b := g.b
 	for subj, h := range map[string]nats.MsgHandler{
 		events.SubjectRegister + ".*":   g.register,
 		events.SubjectDeregister + ".*": g.deregister,
@@ -113,15 +119,15 @@ func newRegistrar(b *Bus) (*registrar, error) {
 		sub, err := b.nc.QueueSubscribe(subj, registrarQueue, h)
 		if err != nil {
 			g.stop()
-			return nil, fmt.Errorf("serving registrations: %w", err)
+			return fmt.Errorf("serving registrations: %w", err)
 		}
 		g.subs = append(g.subs, sub)
 	}
 	if err := b.nc.Flush(); err != nil {
 		g.stop()
-		return nil, fmt.Errorf("serving registrations: %w", err)
+		return fmt.Errorf("serving registrations: %w", err)
 	}
-	return g, nil
+	return nil
 }
 
 func (g *registrar) stop() {
@@ -347,7 +353,13 @@ func (r *Registry) RegisterWith(ctx context.Context, reg Registration) (events.P
 	if err != nil {
 		return reg.PluginInfo, fmt.Errorf("registering plugin %s: %w", name, err)
 	}
-	rep, err := r.request(ctx, events.RegisterSubject(name), data)
+	// A plugin's bus asks on its own subject, the only one its user may
+	// use: the registrar then says what is wrong with another name.
+	subj := events.RegisterSubject(name)
+	if r.b.cfg.Plugin != "" {
+		subj = events.RegisterSubject(r.b.cfg.Plugin)
+	}
+	rep, err := r.request(ctx, subj, data)
 	if err != nil {
 		return reg.PluginInfo, fmt.Errorf("registering plugin %s: %w", name, err)
 	}
