@@ -4,11 +4,13 @@ import (
 	"cmp"
 	"context"
 	"encoding/json"
+	"errors"
 	"reflect"
 	"slices"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
 
 	"github.com/qtasks/qtasks-go/bus"
@@ -58,6 +60,8 @@ func TestRegisterValidates(t *testing.T) {
 		"never-fired":        func(p *events.PluginInfo) { p.Triggers = []string{events.QTasksPing} },
 		"shadow of nothing":  func(p *events.PluginInfo) { p.Mode = events.ModeShadow },
 		"bad failure policy": func(p *events.PluginInfo) { p.Policy = "retry" },
+		"one-way trigger":    func(p *events.PluginInfo) { p.Triggers = []string{events.WorkerStart} },
+		"above the cap":      func(p *events.PluginInfo) { p.TimeoutMS = bus.DefaultMaxPluginTimeout.Milliseconds() + 1 },
 	}
 	for name, mutate := range cases {
 		t.Run(name, func(t *testing.T) {
@@ -65,6 +69,10 @@ func TestRegisterValidates(t *testing.T) {
 			mutate(&p)
 			_, err := r.Register(ctx, p)
 			require.Error(t, err)
+			if events.ValidName(p.Name) {
+				// Refused by the registrar, which says why.
+				require.ErrorIs(t, err, bus.ErrRegistrationRefused)
+			}
 		})
 	}
 	// None of them was stored.
@@ -326,4 +334,84 @@ func sameVersions(a, b []events.PluginInfo) bool {
 		}
 	}
 	return true
+}
+
+// The registrar creates a plugin's consumer with the filters of its
+// registration, before it stores the entry, and deletes it on
+// deregistration.
+func TestRegistrarConsumers(t *testing.T) {
+	ctx := testCtx(t)
+	b := bustest.Open(t, nil)
+	r := b.Registry()
+	consumer := func(name string) *jetstream.ConsumerConfig {
+		t.Helper()
+		c, err := b.JetStream().Consumer(ctx, bus.StreamEvents, bus.DurableName(name))
+		if errors.Is(err, jetstream.ErrConsumerNotFound) {
+			return nil
+		}
+		require.NoError(t, err)
+		return &c.CachedInfo().Config
+	}
+	filters := func(c *jetstream.ConsumerConfig) []string {
+		if c.FilterSubject != "" {
+			return []string{c.FilterSubject}
+		}
+		return c.FilterSubjects
+	}
+
+	register(ctx, t, r, events.PluginInfo{Name: "mut", Version: "1", Mode: events.ModeMutator, Triggers: []string{invTrigger}, TimeoutMS: 4000})
+	c := consumer("mut")
+	require.NotNil(t, c)
+	require.Equal(t, []string{events.SubjectInvoke + ".mut.>"}, filters(c))
+	require.Equal(t, jetstream.DeliverNewPolicy, c.DeliverPolicy)
+	require.Equal(t, 8*time.Second, c.AckWait, "2 × the timeout")
+
+	_, err := r.RegisterWith(ctx, bus.Registration{
+		PluginInfo: events.PluginInfo{Name: "obs", Version: "1", Mode: events.ModeObserver, Triggers: []string{events.WorkerStart, events.WorkerStop}},
+		Consumer:   &bus.ConsumerSettings{AckWaitMS: 1500, MaxDeliver: 3, MaxAckPending: 7},
+	})
+	require.NoError(t, err)
+	c = consumer("obs")
+	require.ElementsMatch(t, []string{events.SubjectTrigger + "." + events.WorkerStart + ".>", events.SubjectTrigger + "." + events.WorkerStop + ".>"}, filters(c))
+	require.Equal(t, jetstream.DeliverAllPolicy, c.DeliverPolicy)
+	require.Equal(t, 1500*time.Millisecond, c.AckWait)
+	require.Equal(t, 3, c.MaxDeliver)
+	require.Equal(t, 7, c.MaxAckPending)
+
+	// Registering again with other triggers moves the filters.
+	register(ctx, t, r, events.PluginInfo{Name: "obs", Version: "2", Mode: events.ModeObserver})
+	require.Equal(t, []string{events.SubjectTrigger + ".>"}, filters(consumer("obs")))
+
+	// Settings out of bounds are refused; a local plugin gets no consumer.
+	_, err = r.RegisterWith(ctx, bus.Registration{
+		PluginInfo: events.PluginInfo{Name: "greedy", Version: "1", Mode: events.ModeObserver},
+		Consumer:   &bus.ConsumerSettings{MaxAckPending: 1_000_000},
+	})
+	require.ErrorIs(t, err, bus.ErrRegistrationRefused)
+	require.ErrorContains(t, err, "max_ack_pending")
+	require.Nil(t, consumer("greedy"))
+	register(ctx, t, r, events.PluginInfo{Name: "inproc", Version: "1", Mode: events.ModeMutator, Local: true})
+	require.Nil(t, consumer("inproc"))
+
+	// Deregistration removes the entry, then the consumer.
+	require.NoError(t, r.Deregister(ctx, "mut"))
+	_, ok := r.Get("mut")
+	require.False(t, ok, "gone once Deregister returns")
+	require.Nil(t, consumer("mut"))
+	require.NoError(t, r.Deregister(ctx, "never-registered"))
+}
+
+// An executor that logs in to a secured server does not answer
+// registrations (it knows no grants); without any registrar, a
+// registration fails at once, saying so.
+func TestRegistrarOnlyWhereGrantsAreKnown(t *testing.T) {
+	ctx := testCtx(t)
+	b := bustest.Open(t, &bus.Config{User: "admin", Password: "pw", Users: []bus.User{{Name: "admin", Password: "pw"}}, Registrar: bus.RegistrarOff})
+	other := bustest.Connect(t, b, &bus.Config{User: "admin", Password: "pw"})
+	_, err := other.Registry().Register(ctx, events.PluginInfo{Name: "p", Version: "1", Mode: events.ModeObserver})
+	require.ErrorIs(t, err, bus.ErrNoRegistrar)
+	on := bustest.Connect(t, b, &bus.Config{User: "admin", Password: "pw", Registrar: bus.RegistrarOn})
+	_, err = other.Registry().Register(ctx, events.PluginInfo{Name: "p", Version: "1", Mode: events.ModeObserver})
+	require.NoError(t, err)
+	require.NoError(t, on.Registry().WaitFor(ctx, "p", "1"))
 }
