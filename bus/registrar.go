@@ -101,8 +101,13 @@ func newRegistrar(b *Bus) *registrar {
 	if len(b.cfg.Users) > 0 {
 		g.grants = make(map[string]events.PluginGrant)
 		for _, u := range b.cfg.Users {
-			if u.Grant != nil {
+			switch {
+			case u.Grant != nil:
 				g.grants[u.Name] = *u.Grant
+			case u.Permissions != nil:
+				// A restricted user without a grant may register
+				// nothing (the zero grant allows no mode).
+				g.grants[u.Name] = events.PluginGrant{}
 			}
 		}
 	}
@@ -153,6 +158,9 @@ func (g *registrar) check(key string, p events.PluginInfo) error {
 		return err
 	}
 	if granted {
+		if grant.Mode == "" {
+			return &events.InvalidPluginError{Reason: events.InvalidGrant, Msg: fmt.Sprintf("plugin %s: its user has no plugin grant", key)}
+		}
 		return grant.Allows(p)
 	}
 	return nil

@@ -25,13 +25,14 @@ func TestPluginPermissions(t *testing.T) {
 	defer cancel()
 	alice := events.PluginInfo{Name: "alice", Mode: events.ModeMutator, Triggers: []string{events.TaskExecutorArgsReplace}}
 	bob := events.PluginInfo{Name: "bob", Mode: events.ModeMutator, Triggers: []string{events.TaskExecutorRunTask}}
-	pa, pb := bus.PluginPermissions(alice), bus.PluginPermissions(bob)
+	pa, pb, pe := bus.PluginPermissions(alice), bus.PluginPermissions(bob), bus.PluginPermissions(events.PluginInfo{Name: "eve"})
 	b := bustest.Open(t, &bus.Config{
 		User: "admin", Password: "admin-pw",
 		Users: []bus.User{
 			{Name: "admin", Password: "admin-pw"},
-			{Name: "alice", Password: "alice-pw", Permissions: &pa},
-			{Name: "bob", Password: "bob-pw", Permissions: &pb},
+			{Name: "alice", Password: "alice-pw", Permissions: &pa, Grant: &events.PluginGrant{Mode: alice.Mode, Triggers: alice.Triggers}},
+			{Name: "bob", Password: "bob-pw", Permissions: &pb, Grant: &events.PluginGrant{Mode: bob.Mode, Triggers: bob.Triggers}},
+			{Name: "eve", Password: "eve-pw", Permissions: &pe},
 		},
 	})
 	url := b.ClientURL()
@@ -73,6 +74,11 @@ func TestPluginPermissions(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, "bob", got, "alice's args patch and bob's result patch both applied")
 
+	// A restricted user without a grant registers nothing.
+	_, err = open("eve").Registry().Register(ctx, events.PluginInfo{Name: "eve", Version: "1", Mode: events.ModeObserver})
+	require.ErrorIs(t, err, bus.ErrRegistrationRefused)
+	require.ErrorContains(t, err, "no plugin grant")
+
 	// Now alice tries what she must not, on a raw connection.
 	violations := make(chan error, 16)
 	nc, err := nats.Connect(url, nats.UserInfo("alice", "alice-pw"),
@@ -112,10 +118,12 @@ func TestPluginPermissions(t *testing.T) {
 		require.Error(t, err, "publish %s", subj)
 		denied("publish " + subj)
 	}
-	// A consumer on bob's invocations, under her name or his.
+	// A consumer on bob's invocations, under her name or his; even her own
+	// (the registrar creates it).
 	for _, cc := range []jetstream.ConsumerConfig{
 		{Durable: "plugin-alice", FilterSubject: events.SubjectInvoke + ".bob.>"},
 		{Durable: "plugin-bob", FilterSubject: events.SubjectInvoke + ".bob.>"},
+		{Durable: "plugin-alice", FilterSubject: events.SubjectInvoke + ".alice.>"},
 	} {
 		c, cancel := short()
 		_, err := js.CreateOrUpdateConsumer(c, bus.StreamEvents, cc)
