@@ -23,7 +23,8 @@ type User struct {
 	Password    string
 	Permissions *Permissions
 	// Grant, for a plugin's user, is what it may register (its name is the
-	// user's); the registrar refuses anything else.
+	// user's); the registrar refuses anything else. A user with
+	// Permissions and no Grant may register nothing.
 	Grant *events.PluginGrant
 }
 
