@@ -35,6 +35,10 @@ const registrarQueue = "qtasks-registrar"
 // registrarTimeout bounds the handling of one request.
 const registrarTimeout = 30 * time.Second
 
+// noRegistrarWait is how long a registration waits for a registrar to
+// appear before it fails with ErrNoRegistrar.
+const noRegistrarWait = 3 * time.Second
+
 // Registration is the body of a registration request (docs/PROTOCOL.md §8):
 // the registry entry the plugin asks for, and the settings of the durable
 // consumer the registrar creates for it.
@@ -399,9 +403,23 @@ func (r *Registry) request(ctx context.Context, subj string, data []byte) (Regis
 		ctx, cancel = context.WithTimeout(ctx, registrarTimeout+5*time.Second)
 		defer cancel()
 	}
-	m, err := r.b.nc.RequestWithContext(ctx, subj, data)
-	if errors.Is(err, nats.ErrNoResponders) {
-		return RegistrationReply{}, ErrNoRegistrar
+	// A registrar that is starting (streams provisioned, not yet
+	// subscribed) or restarting is waited for, briefly.
+	var m *nats.Msg
+	var err error
+	for wait := time.Now().Add(noRegistrarWait); ; {
+		m, err = r.b.nc.RequestWithContext(ctx, subj, data)
+		if !errors.Is(err, nats.ErrNoResponders) {
+			break
+		}
+		if time.Now().After(wait) {
+			return RegistrationReply{}, ErrNoRegistrar
+		}
+		select {
+		case <-time.After(100 * time.Millisecond):
+		case <-ctx.Done():
+			return RegistrationReply{}, ErrNoRegistrar
+		}
 	}
 	if err != nil {
 		return RegistrationReply{}, err
