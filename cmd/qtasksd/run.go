@@ -49,6 +49,11 @@ type runFlags struct {
 	memLimitMiB int
 	retention   time.Duration
 	users       string
+	demo        bool
+	httpWaits   int
+	httpCert    string
+	httpKey     string
+	server      serverTLSFlags
 }
 
 // runEnv are the environment variables of run's number and duration flags.
@@ -56,6 +61,7 @@ var runEnv = [][2]string{
 	{"port", "QTASKS_PORT"}, {"concurrency", "QTASKS_CONCURRENCY"}, {"prefetch", "QTASKS_PREFETCH"},
 	{"ack-wait", "QTASKS_ACK_WAIT"}, {"grace", "QTASKS_GRACE"}, {"task-retention", "QTASKS_TASK_RETENTION"},
 	{"memory-limit", "QTASKS_MEMORY_LIMIT"}, {"replicas", "QTASKS_REPLICAS"},
+	{"demo", "QTASKS_DEMO"}, {"http-max-waits", "QTASKS_HTTP_MAX_WAITS"},
 }
 
 func (m *Main) run(ctx context.Context, args []string) error {
@@ -73,7 +79,12 @@ func (m *Main) run(ctx context.Context, args []string) error {
 	fs.StringVar(&f.record, "record", envOr("QTASKS_RECORD", "all"), "which facts to write: all, or lifecycle (lifecycle facts plus subscribed triggers) (QTASKS_RECORD)")
 	fs.StringVar(&f.httpAddr, "http", envOr("QTASKS_HTTP", "127.0.0.1:7400"), "HTTP address for /healthz and /tasks; empty disables (QTASKS_HTTP)")
 	fs.DurationVar(&f.retention, "task-retention", bus.DefaultFinishedTaskTTL, "how long a finished task's record stays in the task bucket (the log and the projection keep it); negative: forever (QTASKS_TASK_RETENTION)")
-	fs.BoolVar(&f.pprof, "pprof", false, "also serve Go's profiles under /debug/pprof/ on the HTTP address (keep that address private)")
+	fs.BoolVar(&f.pprof, "pprof", false, "also serve Go's profiles under /debug/pprof/ on the HTTP address (to admins with --users; else keep that address private)")
+	fs.BoolVar(&f.demo, "demo", false, "register the demo tasks echo, add, greet, sleep, fail, flaky and count, for trying qtasks out; never in production (QTASKS_DEMO)")
+	fs.IntVar(&f.httpWaits, "http-max-waits", defaultHTTPMaxWaits, "HTTP submissions waiting on ?wait= at once; beyond: 429 (QTASKS_HTTP_MAX_WAITS)")
+	fs.StringVar(&f.httpCert, "http-tls-cert", envOr("QTASKS_HTTP_TLS_CERT", ""), "serve HTTP over TLS with this certificate (PEM) (QTASKS_HTTP_TLS_CERT)")
+	fs.StringVar(&f.httpKey, "http-tls-key", envOr("QTASKS_HTTP_TLS_KEY", ""), "the key of --http-tls-cert (PEM) (QTASKS_HTTP_TLS_KEY)")
+	f.server.register(fs)
 	fs.IntVar(&f.memLimitMiB, "memory-limit", defaultMemoryLimitMiB, "soft limit of the process's Go memory, in MiB: near it the GC works harder rather than let the heap grow to twice what is live; 0: no limit; GOMEMLIMIT, when set, wins (QTASKS_MEMORY_LIMIT)")
 	fs.StringVar(&f.logLevel, "log-level", envOr("LOG_LEVEL", "info"), "debug, info, warn or error (LOG_LEVEL)")
 	fs.BoolVar(&f.noWorker, "no-worker", false, "run no worker (only the embedded server and HTTP)")
@@ -116,6 +127,7 @@ func (m *Main) run(ctx context.Context, args []string) error {
 	cfg.Logger = log
 	cfg.Replicas = f.replicas
 	cfg.FinishedTaskTTL = f.retention
+	var httpAuth *httpAuth
 	switch f.record {
 	case "all":
 		cfg.Record = bus.RecordAll
@@ -128,14 +140,28 @@ func (m *Main) run(ctx context.Context, args []string) error {
 		if cfg.URL != "" {
 			return &usageError{Msg: "--users sets up the embedded server's users; an external server (--nats-url) has its own", Hint: "qtasksd run --users users.json"}
 		}
-		users, err := loadUsers(f.users)
+		users, auth, err := loadUsers(f.users)
 		if err != nil {
 			return &usageError{Msg: err.Error(), Hint: "qtasksd run -h"}
 		}
-		cfg.Users = users
-		if cfg.User, cfg.Password, err = ownUser(users, cfg.User, cfg.Password); err != nil {
-			return &usageError{Msg: err.Error(), Hint: "qtasksd run --users users.json --user NAME"}
+		cfg.Users, httpAuth = users, auth
+		if cfg.NKeyFile == "" {
+			if cfg.User, cfg.Password, err = ownUser(users, cfg.User, cfg.Password); err != nil {
+				return &usageError{Msg: err.Error(), Hint: "qtasksd run --users users.json --user NAME"}
+			}
 		}
+	}
+	if (f.httpCert == "") != (f.httpKey == "") {
+		return &usageError{Msg: "--http-tls-cert and --http-tls-key go together", Hint: "qtasksd run --http-tls-cert cert.pem --http-tls-key key.pem"}
+	}
+	if f.httpWaits <= 0 {
+		return &usageError{Msg: fmt.Sprintf("--http-max-waits %d: must be positive", f.httpWaits), Hint: "qtasksd run --http-max-waits 256"}
+	}
+	if cfg.ServerTLS, err = f.server.config(); err != nil {
+		return err
+	}
+	if cfg.ServerTLS != nil && cfg.URL != "" {
+		return &usageError{Msg: "--server-tls-* secure the embedded server; an external server (--nats-url) has its own TLS", Hint: "qtasksd run --nats-url tls://host:4222 --tls-ca ca.pem"}
 	}
 	if cfg.URL == "" {
 		dir, err := filepath.Abs(f.dataDir)
@@ -195,7 +221,10 @@ func (m *Main) run(ctx context.Context, args []string) error {
 	if err != nil {
 		return &usageError{Msg: err.Error(), Hint: "qtasksd run -h"}
 	}
-	registerDemoTasks(app)
+	if f.demo {
+		registerDemoTasks(app)
+		log.Warn("demo tasks registered (--demo): anyone who may submit can run them; not for production")
+	}
 
 	var proj *projections.Projector
 	if !f.noProj {
@@ -211,17 +240,20 @@ func (m *Main) run(ctx context.Context, args []string) error {
 
 	var srv *http.Server
 	if ln != nil {
-		h := newHTTPHandler(app, metricsHandler(reg, log))
-		if f.pprof {
-			h = withPprof(h)
-		}
-		srv = &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
+		hc := httpConfig{Auth: httpAuth, MaxWaits: f.httpWaits, Pprof: f.pprof}
+		srv = newHTTPServer(newHTTPHandler(app, metricsHandler(reg, log), hc), hc)
 		go func() {
-			if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			var err error
+			if f.httpCert != "" {
+				err = srv.ServeTLS(ln, f.httpCert, f.httpKey)
+			} else {
+				err = srv.Serve(ln)
+			}
+			if err != nil && !errors.Is(err, http.ErrServerClosed) {
 				log.Error("HTTP server", "err", err)
 			}
 		}()
-		log.Info("HTTP listening", "addr", ln.Addr().String())
+		log.Info("HTTP listening", "addr", ln.Addr().String(), "tls", f.httpCert != "", "auth", httpAuth != nil)
 	}
 	if !f.noWorker {
 		if err := app.Start(ctx); err != nil {
