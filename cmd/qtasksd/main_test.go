@@ -34,7 +34,7 @@ func TestMain(m *testing.M) { clitest.Main(m, &bin) }
 // daemonArgs run qtasksd in dir on a free port, with no HTTP, its
 // projection in dir too.
 func daemonArgs(dir string, more ...string) []string {
-	return append([]string{"run", "--data-dir", filepath.Join(dir, "data"), "--db", filepath.Join(dir, "p.db"), "--port", "0", "--http", "", "--log-level", "warn"}, more...)
+	return append([]string{"run", "--demo", "--data-dir", filepath.Join(dir, "data"), "--db", filepath.Join(dir, "p.db"), "--port", "0", "--http", "", "--log-level", "warn"}, more...)
 }
 
 var urlRE = regexp.MustCompile(`nats://127\.0\.0\.1:[0-9]+`)
