@@ -126,6 +126,11 @@ func TestBadFlagsWriteNothing(t *testing.T) {
 		{[]string{"--queue", "a.b"}, exitUsage, `queue "a.b"`},
 		{[]string{"--grace", "-1s"}, exitUsage, "--grace -1s"},
 		{[]string{"--http", ln.Addr().String()}, exitFailure, "HTTP listener"},
+		{[]string{"--server-tls-cert", "cert.pem"}, exitUsage, "--server-tls-key go together"},
+		{[]string{"--server-tls-client-ca", "ca.pem"}, exitUsage, "--server-tls-key go together"},
+		{[]string{"--server-tls-cert", "no-such.pem", "--server-tls-key", "no-such-key.pem"}, exitFailure, "server TLS"},
+		{[]string{"--http-tls-cert", "cert.pem"}, exitUsage, "--http-tls-key go together"},
+		{[]string{"--http-max-waits", "0"}, exitUsage, "--http-max-waits 0"},
 	} {
 		dir := t.TempDir()
 		code, out := runCmd(t, dir, daemonArgs(dir, tc.args...)...)

@@ -69,7 +69,7 @@ func (m *Main) run(ctx context.Context, args []string) error {
 	fs := newFlagSet("qtasksd run", m.Stderr, "qtasksd [run] [flags]")
 	f.conn.register(fs, "")
 	fs.StringVar(&f.dataDir, "data-dir", envOr("QTASKS_DATA_DIR", "qtasks-data"), "embedded server's storage directory (QTASKS_DATA_DIR)")
-	fs.StringVar(&f.users, "users", envOr("QTASKS_USERS", ""), "JSON file of the embedded server's users: full-rights users, and plugin users with the least rights (see README); qtasksd connects as --user or the first full-rights one (QTASKS_USERS)")
+	fs.StringVar(&f.users, "users", envOr("QTASKS_USERS", ""), "JSON file of users: of the embedded server (admins, HTTP-only users with roles, plugin users with the least rights) and of HTTP (see README); qtasksd connects as --user or the first admin; with --nats-url, of HTTP only (QTASKS_USERS)")
 	fs.IntVar(&f.port, "port", bus.DefaultEmbeddedPort, "embedded server's port on 127.0.0.1; 0 or -1: any free port (QTASKS_PORT)")
 	fs.StringVar(&f.queue, "queue", envOr("QTASKS_QUEUE", executor.DefaultQueue), "queue the worker pulls from (QTASKS_QUEUE)")
 	fs.IntVar(&f.concurrency, "concurrency", executor.DefaultConcurrency, "tasks run at once (QTASKS_CONCURRENCY)")
@@ -137,17 +137,21 @@ func (m *Main) run(ctx context.Context, args []string) error {
 		return &usageError{Msg: fmt.Sprintf("--record %q: want all or lifecycle", f.record), Hint: "qtasksd run --record lifecycle"}
 	}
 	if f.users != "" {
-		if cfg.URL != "" {
-			return &usageError{Msg: "--users sets up the embedded server's users; an external server (--nats-url) has its own", Hint: "qtasksd run --users users.json"}
-		}
 		users, auth, err := loadUsers(f.users)
 		if err != nil {
 			return &usageError{Msg: err.Error(), Hint: "qtasksd run -h"}
 		}
-		cfg.Users, httpAuth = users, auth
-		if cfg.NKeyFile == "" {
-			if cfg.User, cfg.Password, err = ownUser(users, cfg.User, cfg.Password); err != nil {
-				return &usageError{Msg: err.Error(), Hint: "qtasksd run --users users.json --user NAME"}
+		httpAuth = auth
+		if cfg.URL != "" {
+			// An external server has its own NATS users: the file then
+			// gives HTTP its users and roles, and nothing else.
+			log.Info("--users with --nats-url: the users file authenticates HTTP only; the NATS server has its own users")
+		} else {
+			cfg.Users = users
+			if cfg.NKeyFile == "" { // else qtasksd signs with the seed
+				if cfg.User, cfg.Password, err = ownUser(users, cfg.User, cfg.Password); err != nil {
+					return &usageError{Msg: err.Error(), Hint: "qtasksd run --users users.json --user NAME"}
+				}
 			}
 		}
 	}
