@@ -166,6 +166,7 @@ func TestSubmitCarelessFlags(t *testing.T) {
 		{[]string{"submit", "add", "--queue", "a b"}, `--queue "a b"`},
 		{[]string{"submit", "add", "--wait", "--timeout", "0s"}, "--timeout 0s"},
 		{[]string{"submit", "add", "--wait", "--timeout", "-1s"}, "--timeout -1s"},
+		{[]string{"submit", "add", "--key", "a b"}, "--key: invalid idempotency key"},
 	} {
 		code, out := runCmd(t, dir, append(tc.args, "--nats-url", url)...)
 		require.Equal(t, exitUsage, code, "%v: %s", tc.args, out)
