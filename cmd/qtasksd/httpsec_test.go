@@ -11,9 +11,6 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"os"
-	"path/filepath"
-	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -26,7 +23,6 @@ import (
 	"github.com/qtasks/qtasks-go/bus/bustest"
 	"github.com/qtasks/qtasks-go/events"
 	"github.com/qtasks/qtasks-go/executor"
-	"github.com/qtasks/qtasks-go/internal/cli/clitest"
 )
 
 // httpBundle is an executor with the demo tasks and a "block" task (which
@@ -265,56 +261,4 @@ func TestHTTPWaitCap(t *testing.T) {
 	}
 	code, body = hb.do(t, http.MethodPost, "/tasks/echo?wait=10s", `{}`, nil, "", "")
 	require.Equal(t, http.StatusAccepted, code, "the slot is free again: %s", body)
-}
-
-// The daemon as a process: --users protects its HTTP API; without --demo
-// no demo task is registered, and a submission of one ends in error.
-func TestDaemonHTTPAuth(t *testing.T) {
-	t.Parallel()
-	dir := t.TempDir()
-	users := filepath.Join(dir, "users.json")
-	require.NoError(t, os.WriteFile(users, []byte(`{"users":[{"name":"admin","password":"a"},{"name":"dash","password":"d","roles":["read"]}]}`), 0o600))
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	addr := ln.Addr().String()
-	require.NoError(t, ln.Close())
-	args := slices.DeleteFunc(daemonArgs(dir, "--log-level", "info", "--users", users, "--http", addr), func(a string) bool { return a == "--demo" })
-	p := clitest.Start(t, dir, bin, args...)
-	bustest.WaitFor(t, waitLimit, "qtasksd to be ready", func() bool {
-		require.False(t, p.Exited(), "qtasksd exited: %s", p.Output())
-		return strings.Contains(p.Output(), `"qtasksd ready"`)
-	})
-	do := func(method, path, user, pw string) (int, string) {
-		req, err := http.NewRequestWithContext(t.Context(), method, "http://"+addr+path, strings.NewReader(`{"a":1,"b":2}`))
-		require.NoError(t, err)
-		if user != "" {
-			req.SetBasicAuth(user, pw)
-		}
-		resp, err := http.DefaultClient.Do(req)
-		require.NoError(t, err)
-		defer resp.Body.Close()
-		body, err := io.ReadAll(resp.Body)
-		require.NoError(t, err)
-		return resp.StatusCode, string(body)
-	}
-	for _, tc := range []struct {
-		method, path, user, pw string
-		want                   int
-	}{
-		{http.MethodGet, "/healthz", "", "", http.StatusOK},
-		{http.MethodPost, "/tasks/add", "", "", http.StatusUnauthorized},
-		{http.MethodGet, "/metrics", "admin", "wrong", http.StatusUnauthorized},
-		{http.MethodPost, "/tasks/add", "dash", "d", http.StatusForbidden},
-		{http.MethodGet, "/metrics", "dash", "d", http.StatusForbidden},
-		{http.MethodGet, "/metrics", "admin", "a", http.StatusOK},
-	} {
-		code, body := do(tc.method, tc.path, tc.user, tc.pw)
-		require.Equal(t, tc.want, code, "%s %s as %q: %s", tc.method, tc.path, tc.user, body)
-	}
-	code, body := do(http.MethodPost, "/tasks/add?wait=30s", "admin", "a")
-	require.Equal(t, http.StatusAccepted, code, body)
-	var task events.Task
-	require.NoError(t, json.Unmarshal([]byte(body), &task))
-	require.Equal(t, events.StatusError, task.Status, "no --demo: add is not registered")
-	require.Contains(t, task.Error, "unknown task name")
 }
