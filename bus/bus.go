@@ -398,7 +398,8 @@ func (b *Bus) ClientURL() string {
 
 // Dial opens another NATS connection to this bus's server, the way the bus
 // connects itself (to ClientURL). opts carry the credentials, if the server
-// wants any. The caller closes the connection.
+// wants any, and TLS (nats.RootCAs, nats.ClientCert) when it has
+// Config.ServerTLS. The caller closes the connection.
 func (b *Bus) Dial(opts ...nats.Option) (*nats.Conn, error) {
 	return nats.Connect(b.ClientURL(), opts...)
 }
