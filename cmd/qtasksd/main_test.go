@@ -130,6 +130,7 @@ func TestBadFlagsWriteNothing(t *testing.T) {
 		{[]string{"--server-tls-client-ca", "ca.pem"}, exitUsage, "--server-tls-key go together"},
 		{[]string{"--server-tls-cert", "no-such.pem", "--server-tls-key", "no-such-key.pem"}, exitFailure, "server TLS"},
 		{[]string{"--http-tls-cert", "cert.pem"}, exitUsage, "--http-tls-key go together"},
+		{[]string{"--http-tls-cert", "no-such.pem", "--http-tls-key", "no-such-key.pem"}, exitUsage, "--http-tls-cert/--http-tls-key"},
 		{[]string{"--http-max-waits", "0"}, exitUsage, "--http-max-waits 0"},
 	} {
 		dir := t.TempDir()

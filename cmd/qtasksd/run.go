@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -158,6 +159,16 @@ func (m *Main) run(ctx context.Context, args []string) error {
 	if (f.httpCert == "") != (f.httpKey == "") {
 		return &usageError{Msg: "--http-tls-cert and --http-tls-key go together", Hint: "qtasksd run --http-tls-cert cert.pem --http-tls-key key.pem"}
 	}
+	// Loaded now, so that a bad pair stops qtasksd before anything starts
+	// rather than leaving it running without HTTP.
+	var httpTLS *tls.Config
+	if f.httpCert != "" {
+		pair, err := tls.LoadX509KeyPair(f.httpCert, f.httpKey)
+		if err != nil {
+			return &usageError{Msg: fmt.Sprintf("--http-tls-cert/--http-tls-key: %v", err), Hint: "qtasksd run --http-tls-cert cert.pem --http-tls-key key.pem"}
+		}
+		httpTLS = &tls.Config{Certificates: []tls.Certificate{pair}, MinVersion: tls.VersionTLS12}
+	}
 	if f.httpWaits <= 0 {
 		return &usageError{Msg: fmt.Sprintf("--http-max-waits %d: must be positive", f.httpWaits), Hint: "qtasksd run --http-max-waits 256"}
 	}
@@ -246,10 +257,11 @@ func (m *Main) run(ctx context.Context, args []string) error {
 	if ln != nil {
 		hc := httpConfig{Auth: httpAuth, MaxWaits: f.httpWaits, Pprof: f.pprof}
 		srv = newHTTPServer(newHTTPHandler(app, metricsHandler(reg, log), hc), hc)
+		srv.TLSConfig = httpTLS
 		go func() {
 			var err error
-			if f.httpCert != "" {
-				err = srv.ServeTLS(ln, f.httpCert, f.httpKey)
+			if srv.TLSConfig != nil {
+				err = srv.ServeTLS(ln, "", "")
 			} else {
 				err = srv.Serve(ln)
 			}
@@ -257,7 +269,7 @@ func (m *Main) run(ctx context.Context, args []string) error {
 				log.Error("HTTP server", "err", err)
 			}
 		}()
-		log.Info("HTTP listening", "addr", ln.Addr().String(), "tls", f.httpCert != "", "auth", httpAuth != nil)
+		log.Info("HTTP listening", "addr", ln.Addr().String(), "tls", httpTLS != nil, "auth", httpAuth != nil)
 	}
 	if !f.noWorker {
 		if err := app.Start(ctx); err != nil {

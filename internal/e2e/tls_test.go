@@ -2,7 +2,10 @@ package e2e_test
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -43,9 +46,10 @@ func TestMutualTLSProcesses(t *testing.T) {
 	_, port, err := net.SplitHostPort(freeAddr(t))
 	require.NoError(t, err)
 	url := "tls://127.0.0.1:" + port
+	httpAddr := freeAddr(t)
 	startProc(t, "qtasksd", "--demo", "--data-dir", filepath.Join(dir, "data"), "--port", port, "--users", users,
 		"--server-tls-cert", f.ServerCert, "--server-tls-key", f.ServerKey, "--server-tls-client-ca", f.CA,
-		"--http", "", "--no-projection", "--log-level", "warn")
+		"--http", httpAddr, "--http-tls-cert", f.ServerCert, "--http-tls-key", f.ServerKey, "--no-projection", "--log-level", "warn")
 
 	tlsFlags := []string{"--tls-ca", f.CA, "--tls-cert", f.ClientCert, "--tls-key", f.ClientKey}
 	open := func(cfg bus.Config) (*bus.Bus, error) {
@@ -95,6 +99,20 @@ func TestMutualTLSProcesses(t *testing.T) {
 		require.NoError(t, err)
 		require.Equal(t, "HELLO, ADA", got, "the JavaScript plugin patched the result over TLS")
 	}
+
+	// HTTP over TLS, with the users file's credentials.
+	pool := x509.NewCertPool()
+	caPEM, err := os.ReadFile(f.CA)
+	require.NoError(t, err)
+	require.True(t, pool.AppendCertsFromPEM(caPEM))
+	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}}}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "https://"+httpAddr+"/tasks/"+sub.ID, nil)
+	require.NoError(t, err)
+	req.SetBasicAuth("admin", "admin-secret")
+	resp, err := hc.Do(req)
+	require.NoError(t, err)
+	resp.Body.Close()
+	require.Equal(t, http.StatusOK, resp.StatusCode)
 
 	db := filepath.Join(dir, "replay.db")
 	conn := append([]string{"--nats-url", url, "--user", "admin", "--password", "admin-secret"}, tlsFlags...)
