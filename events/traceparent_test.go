@@ -43,3 +43,20 @@ func TestCheckIdempotencyKey(t *testing.T) {
 		require.ErrorIs(t, events.CheckIdempotencyKey(k), events.ErrInvalidIdempotencyKey, "%q", k)
 	}
 }
+
+// Whatever a client sends as traceparent, the parser does not panic, and
+// what it accepts is bounded and made of its four fields.
+func FuzzParseTraceParent(f *testing.F) {
+	f.Add("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+	f.Add("cc-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra")
+	f.Add("00-xyz")
+	f.Fuzz(func(t *testing.T, s string) {
+		p, err := events.ParseTraceParent(s)
+		if err != nil {
+			return
+		}
+		if len(s) > events.MaxTraceParentLen || !strings.HasPrefix(s, p.Version+"-"+p.TraceID+"-"+p.ParentID+"-"+p.Flags) {
+			t.Fatalf("accepted %q as %+v", s, p)
+		}
+	})
+}
