@@ -104,6 +104,9 @@ type httpAuth struct {
 	mu     sync.Mutex
 	good   map[string][sha256.Size]byte
 	bcrypt chan struct{}
+	// dummy is checked for an unknown name: a bcrypt hash when some
+	// user's password is one, else a password nobody can give.
+	dummy string
 }
 
 // parseHTTPUsers reads the HTTP users of a users file that parseUsers has
@@ -113,10 +116,13 @@ func parseHTTPUsers(data []byte) (*httpAuth, error) {
 	if err := json.NewDecoder(bytes.NewReader(data)).Decode(&f); err != nil {
 		return nil, describeJSON(data, err)
 	}
-	a := &httpAuth{users: map[string]httpUser{}, good: map[string][sha256.Size]byte{}, bcrypt: make(chan struct{}, 2)}
+	a := &httpAuth{users: map[string]httpUser{}, good: map[string][sha256.Size]byte{}, bcrypt: make(chan struct{}, 2), dummy: "\x00"}
 	for _, u := range f.Users {
 		if r := userRole(u); r != roleNone && u.Password != "" {
 			a.users[u.Name] = httpUser{password: u.Password, role: r}
+			if strings.HasPrefix(u.Password, "$2") {
+				a.dummy = u.Password // of the same cost; !ok refuses it anyway
+			}
 		}
 	}
 	return a, nil
@@ -130,10 +136,12 @@ var errBadCredentials = errors.New("bad credentials")
 func (a *httpAuth) check(ctx context.Context, name, password string) (role, error) {
 	u, ok := a.users[name]
 	if !ok {
-		return roleNone, errBadCredentials
+		// As long as a wrong password of a real user: how long the
+		// answer takes does not say which names exist.
+		u = httpUser{password: a.dummy}
 	}
 	if !strings.HasPrefix(u.password, "$2") {
-		if subtle.ConstantTimeCompare([]byte(u.password), []byte(password)) != 1 {
+		if subtle.ConstantTimeCompare([]byte(u.password), []byte(password)) != 1 || !ok {
 			return roleNone, errBadCredentials
 		}
 		return u.role, nil
@@ -151,7 +159,7 @@ func (a *httpAuth) check(ctx context.Context, name, password string) (role, erro
 	case <-ctx.Done():
 		return roleNone, context.Cause(ctx)
 	}
-	if bcrypt.CompareHashAndPassword([]byte(u.password), []byte(password)) != nil {
+	if bcrypt.CompareHashAndPassword([]byte(u.password), []byte(password)) != nil || !ok {
 		return roleNone, errBadCredentials
 	}
 	a.mu.Lock()
