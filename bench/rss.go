@@ -152,7 +152,7 @@ func (h *Harness) startQtasksd(extra ...string) (*qtasksd, error) {
 	if err != nil {
 		return nil, err
 	}
-	args := append([]string{"run", "--data-dir", dir, "--db", filepath.Join(dir, "qtasks.db"), "--port", strconv.Itoa(port),
+	args := append([]string{"run", "--demo", "--data-dir", dir, "--db", filepath.Join(dir, "qtasks.db"), "--port", strconv.Itoa(port),
 		"--http", "", "--log-level", "info"}, extra...)
 	cmd := exec.Command(bins["qtasksd"], args...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}

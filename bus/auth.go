@@ -17,10 +17,13 @@ type Permissions struct {
 }
 
 // User is a user of the embedded server. Nil Permissions allow everything
-// (an executor, qtasksd, an operator).
+// (an executor, qtasksd, an operator). A user authenticates with its
+// Password or, when NKey (a user's public NKey, "U…") is set, by signing
+// with that key's seed (Config.NKeyFile).
 type User struct {
 	Name        string
 	Password    string
+	NKey        string
 	Permissions *Permissions
 	// Grant, for a plugin's user, is what it may register (its name is the
 	// user's); the registrar refuses anything else. A user with

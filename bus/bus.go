@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -89,13 +90,23 @@ type Config struct {
 	// URL of an external NATS server or cluster. Empty starts an embedded
 	// server.
 	URL string
-	// CredsFile, NKeyFile, User, Password and Token authenticate to an
-	// external server; at most one method should be set.
+	// CredsFile, NKeyFile (a file holding an NKey seed), User, Password and
+	// Token authenticate to the server; at most one method should be set.
 	CredsFile string
 	NKeyFile  string
 	User      string
 	Password  string
 	Token     string
+	// TLSCA is a PEM file of the CAs that sign the server's certificate
+	// (default: the system's); TLSCert and TLSKey are PEM files of this
+	// client's certificate and key, for a server that wants mutual TLS.
+	// A server that requires TLS gets it whatever the URL's scheme.
+	TLSCA, TLSCert, TLSKey string
+	// ServerTLS, when set, makes the embedded server require TLS of its
+	// clients (mutual TLS with ServerTLS.ClientCA). The bus's own
+	// connection then goes through memory, where TLS has nothing to
+	// protect; other processes connect with TLSCA, TLSCert and TLSKey.
+	ServerTLS *ServerTLS
 	// Name is the NATS connection name. Defaults to "qtasks".
 	Name string
 	// Plugin, when set, opens the bus for that plugin alone, with the least
@@ -235,6 +246,19 @@ func Open(ctx context.Context, cfg Config) (*Bus, error) {
 	// through memory a round trip is 10-15% faster, but net.Pipe hands
 	// every write over synchronously, and asynchronous publishing (every
 	// fact) lost 10-14% of its rate (BenchmarkFactPublish, alternated).
+	if b.srv != nil && cfg.ServerTLS != nil {
+		// tls:// would have the client insist on a handshake that an
+		// in-process connection does not do.
+		url = strings.Replace(url, "tls://", "nats://", 1)
+		opts = append(opts, nats.InProcessServer(b.srv))
+	} else {
+		tlsOpts, err := clientTLS(cfg)
+		if err != nil {
+			b.shutdownServer()
+			return nil, err
+		}
+		opts = append(opts, tlsOpts...)
+	}
 	if cfg.Plugin != "" {
 		if !events.ValidToken(cfg.Plugin) {
 			b.shutdownServer()
@@ -384,7 +408,10 @@ func startEmbedded(cfg Config) (*server.Server, string, *flock.Lock, error) {
 		MaxPayload: 2 * 1024 * 1024,
 	}
 	if len(cfg.Users) > 0 {
-		opts.Users = serverUsers(cfg.Users)
+		opts.Users, opts.Nkeys = splitUsers(cfg.Users)
+	}
+	if err := cfg.ServerTLS.apply(opts); err != nil {
+		return fail(err)
 	}
 	srv, err := server.NewServer(opts)
 	if err != nil {
@@ -414,7 +441,8 @@ func (b *Bus) ClientURL() string {
 
 // Dial opens another NATS connection to this bus's server, the way the bus
 // connects itself (to ClientURL). opts carry the credentials, if the server
-// wants any. The caller closes the connection.
+// wants any, and TLS (nats.RootCAs, nats.ClientCert) when it has
+// Config.ServerTLS. The caller closes the connection.
 func (b *Bus) Dial(opts ...nats.Option) (*nats.Conn, error) {
 	return nats.Connect(b.ClientURL(), opts...)
 }

@@ -25,7 +25,8 @@ type SubmitOptions struct {
 	// Priority overrides the task's registered priority.
 	Priority *int
 	// IdempotencyKey makes a resubmission with the same key return the
-	// first task instead of creating another.
+	// first task instead of creating another. It must pass
+	// events.CheckIdempotencyKey, else Submit fails and writes nothing.
 	IdempotencyKey string
 	// Queue overrides the task's queue.
 	Queue string
@@ -35,7 +36,10 @@ type SubmitOptions struct {
 	Extra map[string]any
 	// MaxTime overrides the task's registered MaxTime for this submission.
 	MaxTime *int64
-	// TraceParent is a W3C traceparent to carry through every event.
+	// TraceParent is a W3C traceparent to carry through every event. One
+	// that events.ParseTraceParent refuses is dropped with a warning: a bad
+	// trace context must not cost the task (W3C asks the same of a
+	// receiving service).
 	TraceParent string
 }
 
@@ -50,6 +54,13 @@ func (a *App) Submit(ctx context.Context, name string, input any, opts *SubmitOp
 	}
 	if !events.ValidToken(name) {
 		return events.Task{}, fmt.Errorf("submitting %q: the task name must be a valid NATS subject token", name)
+	}
+	if err := events.CheckIdempotencyKey(o.IdempotencyKey); err != nil {
+		return events.Task{}, fmt.Errorf("submitting %s: %w", name, err)
+	}
+	if o.TraceParent != "" && !events.ValidTraceParent(o.TraceParent) {
+		a.log.Warn("dropping an invalid traceparent", "task_name", name, "traceparent_bytes", len(o.TraceParent))
+		o.TraceParent = ""
 	}
 	kw, err := encodeKw(input)
 	if err != nil {

@@ -51,6 +51,9 @@ func (m *Main) submit(ctx context.Context, args []string) error {
 	if !events.ValidToken(*queue) {
 		return &usageError{Msg: fmt.Sprintf("--queue %q: must be one NATS subject token (no '.', '*', '>' or spaces; at most 128 bytes)", *queue), Hint: "qtasksd submit add --queue default"}
 	}
+	if err := events.CheckIdempotencyKey(*key); err != nil {
+		return &usageError{Msg: "--key: " + err.Error(), Hint: "qtasksd submit add --key order-42"}
+	}
 	if *wait && *timeout <= 0 {
 		return &usageError{Msg: fmt.Sprintf("--timeout %v: must be positive", *timeout), Hint: "qtasksd submit add --wait --timeout 1m"}
 	}

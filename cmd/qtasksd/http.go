@@ -7,22 +7,85 @@ import (
 	"io"
 	"net/http"
 	"net/http/pprof"
+	"os"
 	"time"
 
 	"github.com/qtasks/qtasks-go/bus"
+	"github.com/qtasks/qtasks-go/events"
 	"github.com/qtasks/qtasks-go/executor"
 	"github.com/qtasks/qtasks-go/internal/jsonout"
 )
 
+// HTTP limits. A request is read within httpReadTimeout, headers and body
+// (a slow body is cut: it used to be waited on forever); ?wait= may ask for
+// at most maxHTTPWait, and the response must be written within
+// maxHTTPWait plus httpWriteSlack.
+const (
+	httpReadHeaderTimeout = 10 * time.Second
+	httpReadTimeout       = 30 * time.Second
+	httpIdleTimeout       = 2 * time.Minute
+	httpWriteSlack        = 30 * time.Second
+	// maxHTTPWait bounds ?wait=: a longer wait is a 400.
+	maxHTTPWait = 2 * time.Minute
+	// maxHTTPBody bounds a submission's body: twice the payload limit, so
+	// that a body whose compact JSON fits is not refused for its spaces.
+	maxHTTPBody = 2 * events.MaxPayloadSize
+	// defaultHTTPMaxWaits bounds the requests waiting at once on ?wait=,
+	// each of which holds a watcher of the task bucket.
+	defaultHTTPMaxWaits = 256
+)
+
+// httpConfig configures newHTTPHandler and newHTTPServer; the zero value
+// is no authentication and the default limits.
+type httpConfig struct {
+	// Auth checks credentials and roles; nil lets everyone in (no --users).
+	Auth *httpAuth
+	// MaxWaits bounds the requests waiting on ?wait= at once; beyond it a
+	// request with ?wait= is a 429 and submits nothing. Defaults to
+	// defaultHTTPMaxWaits.
+	MaxWaits int
+	// ReadTimeout is the server's; defaults to httpReadTimeout (tests
+	// shorten it).
+	ReadTimeout time.Duration
+	// Pprof also serves Go's profiles, to admins.
+	Pprof bool
+}
+
+// newHTTPServer is the HTTP server of h with the timeouts of c.
+func newHTTPServer(h http.Handler, c httpConfig) *http.Server {
+	if c.ReadTimeout == 0 {
+		c.ReadTimeout = httpReadTimeout
+	}
+	return &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: min(httpReadHeaderTimeout, c.ReadTimeout),
+		ReadTimeout:       c.ReadTimeout,
+		WriteTimeout:      c.ReadTimeout + maxHTTPWait + httpWriteSlack,
+		IdleTimeout:       httpIdleTimeout,
+		MaxHeaderBytes:    64 << 10,
+	}
+}
+
 // newHTTPHandler serves:
 //
-//	GET  /healthz             200 when connected to NATS
-//	GET  /tasks/{id}          a task's record
-//	POST /tasks/{name}        submit; body is the kw object; ?wait=10s waits
-//	GET  /metrics             Prometheus metrics
-func newHTTPHandler(app *executor.App, metrics http.Handler) http.Handler {
+//	GET  /healthz             200 when connected to NATS (no authentication)
+//	GET  /tasks/{id}          a task's record (role read)
+//	POST /tasks/{name}        submit; body is the kw object; ?wait=10s waits (role submit)
+//	GET  /metrics             Prometheus metrics (role operate)
+//	/debug/pprof/             Go's profiles, with --pprof (role admin)
+//
+// With c.Auth, every endpoint but /healthz wants HTTP basic credentials of
+// the users file.
+func newHTTPHandler(app *executor.App, metrics http.Handler, c httpConfig) http.Handler {
+	if c.MaxWaits <= 0 {
+		c.MaxWaits = defaultHTTPMaxWaits
+	}
+	waits := make(chan struct{}, c.MaxWaits)
+	auth := c.Auth
 	mux := http.NewServeMux()
-	mux.Handle("GET /metrics", metrics)
+	mux.Handle("GET /metrics", auth.require(roleOperate, metrics))
+	// /healthz says only whether qtasksd reaches NATS: open, so that a
+	// load balancer's or orchestrator's probe needs no credentials.
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		if !app.Bus().Conn().IsConnected() {
 			http.Error(w, "not connected to NATS", http.StatusServiceUnavailable)
@@ -30,7 +93,7 @@ func newHTTPHandler(app *executor.App, metrics http.Handler) http.Handler {
 		}
 		_, _ = io.WriteString(w, "ok\n")
 	})
-	mux.HandleFunc("GET /tasks/{id}", func(w http.ResponseWriter, r *http.Request) {
+	mux.Handle("GET /tasks/{id}", auth.require(roleRead, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		t, err := app.Get(r.Context(), r.PathValue("id"))
 		if errors.Is(err, bus.ErrTaskNotFound) {
 			http.Error(w, err.Error(), http.StatusNotFound)
@@ -41,31 +104,69 @@ func newHTTPHandler(app *executor.App, metrics http.Handler) http.Handler {
 			return
 		}
 		writeJSON(w, http.StatusOK, t)
-	})
-	mux.HandleFunc("POST /tasks/{name}", func(w http.ResponseWriter, r *http.Request) {
-		var kw map[string]any
-		body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, 1<<20))
-		if err != nil {
-			http.Error(w, err.Error(), http.StatusRequestEntityTooLarge)
+	})))
+	mux.Handle("POST /tasks/{name}", auth.require(roleSubmit, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// Every check of the request before the submission: a 4xx must
+		// mean that nothing was written and no task was queued, so that
+		// the client may fix and resend.
+		const none = " (no task was submitted)"
+		name := r.PathValue("name")
+		if !events.ValidToken(name) {
+			http.Error(w, fmt.Sprintf("task name %q: must be one NATS subject token (no '.', '*', '>' or spaces; at most 128 bytes)", name)+none, http.StatusBadRequest)
 			return
 		}
-		if len(body) > 0 {
-			if err := json.Unmarshal(body, &kw); err != nil {
-				http.Error(w, "body must be a JSON object (the task's kw): "+err.Error(), http.StatusBadRequest)
-				return
-			}
-		}
-		// Every check of the request before the submission: a 400 must mean
-		// that no task was queued, so that the client may fix and resend.
 		var wait time.Duration
 		if ws := r.URL.Query().Get("wait"); ws != "" {
-			if wait, err = time.ParseDuration(ws); err != nil || wait < 0 {
-				http.Error(w, fmt.Sprintf("wait %q: want a duration such as 10s (no task was submitted)", ws), http.StatusBadRequest)
+			var err error
+			if wait, err = time.ParseDuration(ws); err != nil || wait < 0 || wait > maxHTTPWait {
+				http.Error(w, fmt.Sprintf("wait %q: want a duration such as 10s, at most %v", ws, maxHTTPWait)+none, http.StatusBadRequest)
 				return
 			}
 		}
-		opts := &executor.SubmitOptions{IdempotencyKey: r.Header.Get("Idempotency-Key"), TraceParent: r.Header.Get("traceparent")}
-		t, err := app.Submit(r.Context(), r.PathValue("name"), kw, opts)
+		tp := r.Header.Get("traceparent")
+		if tp != "" {
+			if _, err := events.ParseTraceParent(tp); err != nil {
+				http.Error(w, "traceparent header: "+err.Error()+none, http.StatusBadRequest)
+				return
+			}
+		}
+		key := r.Header.Get("Idempotency-Key")
+		if err := events.CheckIdempotencyKey(key); err != nil {
+			http.Error(w, "Idempotency-Key header: "+err.Error()+none, http.StatusBadRequest)
+			return
+		}
+		body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxHTTPBody))
+		if err != nil {
+			var mbe *http.MaxBytesError
+			switch {
+			case errors.As(err, &mbe):
+				http.Error(w, fmt.Sprintf("body: more than %d bytes", maxHTTPBody)+none, http.StatusRequestEntityTooLarge)
+			case errors.Is(err, os.ErrDeadlineExceeded):
+				http.Error(w, "body: not received in time"+none, http.StatusRequestTimeout)
+			default:
+				http.Error(w, "body: "+err.Error()+none, http.StatusBadRequest)
+			}
+			return
+		}
+		var kw map[string]any
+		if len(body) > 0 {
+			if err := json.Unmarshal(body, &kw); err != nil {
+				http.Error(w, "body must be a JSON object (the task's kw): "+err.Error()+none, http.StatusBadRequest)
+				return
+			}
+		}
+		if wait > 0 {
+			select {
+			case waits <- struct{}{}:
+				defer func() { <-waits }()
+			default:
+				w.Header().Set("Retry-After", "1")
+				http.Error(w, fmt.Sprintf("%d requests are waiting on ?wait= already, the most this server allows: retry later, or submit without ?wait and poll GET /tasks/{id}", c.MaxWaits)+none, http.StatusTooManyRequests)
+				return
+			}
+		}
+		opts := &executor.SubmitOptions{IdempotencyKey: key, TraceParent: tp}
+		t, err := app.Submit(r.Context(), name, kw, opts)
 		if err != nil {
 			http.Error(w, err.Error(), http.StatusBadRequest)
 			return
@@ -78,7 +179,18 @@ func newHTTPHandler(app *executor.App, metrics http.Handler) http.Handler {
 			}
 		}
 		writeJSON(w, http.StatusAccepted, t)
-	})
+	})))
+	if c.Pprof {
+		pp := http.NewServeMux()
+		pp.HandleFunc("/debug/pprof/", pprof.Index)
+		pp.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+		pp.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		pp.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		pp.HandleFunc("/debug/pprof/trace", pprof.Trace)
+		// Go's profiles of a running qtasksd, for an operator finding
+		// where memory or CPU goes.
+		mux.Handle("/debug/pprof/", auth.require(roleAdmin, pp))
+	}
 	return mux
 }
 
@@ -91,17 +203,4 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(code)
 	_ = jsonout.Write(w, b)
-}
-
-// withPprof serves Go's runtime profiles under /debug/pprof/ beside h, for
-// an operator finding where memory or CPU goes in a running qtasksd.
-func withPprof(h http.Handler) http.Handler {
-	mux := http.NewServeMux()
-	mux.Handle("/", h)
-	mux.HandleFunc("/debug/pprof/", pprof.Index)
-	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
-	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
-	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
-	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
-	return mux
 }

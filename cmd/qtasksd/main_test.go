@@ -34,7 +34,7 @@ func TestMain(m *testing.M) { clitest.Main(m, &bin) }
 // daemonArgs run qtasksd in dir on a free port, with no HTTP, its
 // projection in dir too.
 func daemonArgs(dir string, more ...string) []string {
-	return append([]string{"run", "--data-dir", filepath.Join(dir, "data"), "--db", filepath.Join(dir, "p.db"), "--port", "0", "--http", "", "--log-level", "warn"}, more...)
+	return append([]string{"run", "--demo", "--data-dir", filepath.Join(dir, "data"), "--db", filepath.Join(dir, "p.db"), "--port", "0", "--http", "", "--log-level", "warn"}, more...)
 }
 
 var urlRE = regexp.MustCompile(`nats://127\.0\.0\.1:[0-9]+`)
@@ -126,6 +126,12 @@ func TestBadFlagsWriteNothing(t *testing.T) {
 		{[]string{"--queue", "a.b"}, exitUsage, `queue "a.b"`},
 		{[]string{"--grace", "-1s"}, exitUsage, "--grace -1s"},
 		{[]string{"--http", ln.Addr().String()}, exitFailure, "HTTP listener"},
+		{[]string{"--server-tls-cert", "cert.pem"}, exitUsage, "--server-tls-key go together"},
+		{[]string{"--server-tls-client-ca", "ca.pem"}, exitUsage, "--server-tls-key go together"},
+		{[]string{"--server-tls-cert", "no-such.pem", "--server-tls-key", "no-such-key.pem"}, exitFailure, "server TLS"},
+		{[]string{"--http-tls-cert", "cert.pem"}, exitUsage, "--http-tls-key go together"},
+		{[]string{"--http-tls-cert", "no-such.pem", "--http-tls-key", "no-such-key.pem"}, exitUsage, "--http-tls-cert/--http-tls-key"},
+		{[]string{"--http-max-waits", "0"}, exitUsage, "--http-max-waits 0"},
 	} {
 		dir := t.TempDir()
 		code, out := runCmd(t, dir, daemonArgs(dir, tc.args...)...)
@@ -161,6 +167,7 @@ func TestSubmitCarelessFlags(t *testing.T) {
 		{[]string{"submit", "add", "--queue", "a b"}, `--queue "a b"`},
 		{[]string{"submit", "add", "--wait", "--timeout", "0s"}, "--timeout 0s"},
 		{[]string{"submit", "add", "--wait", "--timeout", "-1s"}, "--timeout -1s"},
+		{[]string{"submit", "add", "--key", "a b"}, "--key: invalid idempotency key"},
 	} {
 		code, out := runCmd(t, dir, append(tc.args, "--nats-url", url)...)
 		require.Equal(t, exitUsage, code, "%v: %s", tc.args, out)

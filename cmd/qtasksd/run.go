@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -51,6 +52,11 @@ type runFlags struct {
 	users       string
 	maxPluginTO time.Duration
 	registrar   string
+	demo        bool
+	httpWaits   int
+	httpCert    string
+	httpKey     string
+	server      serverTLSFlags
 }
 
 // runEnv are the environment variables of run's number and duration flags.
@@ -59,6 +65,7 @@ var runEnv = [][2]string{
 	{"ack-wait", "QTASKS_ACK_WAIT"}, {"grace", "QTASKS_GRACE"}, {"task-retention", "QTASKS_TASK_RETENTION"},
 	{"memory-limit", "QTASKS_MEMORY_LIMIT"}, {"replicas", "QTASKS_REPLICAS"},
 	{"max-plugin-timeout", "QTASKS_MAX_PLUGIN_TIMEOUT"},
+	{"demo", "QTASKS_DEMO"}, {"http-max-waits", "QTASKS_HTTP_MAX_WAITS"},
 }
 
 func (m *Main) run(ctx context.Context, args []string) error {
@@ -66,7 +73,7 @@ func (m *Main) run(ctx context.Context, args []string) error {
 	fs := newFlagSet("qtasksd run", m.Stderr, "qtasksd [run] [flags]")
 	f.conn.register(fs, "")
 	fs.StringVar(&f.dataDir, "data-dir", envOr("QTASKS_DATA_DIR", "qtasks-data"), "embedded server's storage directory (QTASKS_DATA_DIR)")
-	fs.StringVar(&f.users, "users", envOr("QTASKS_USERS", ""), "JSON file of the embedded server's users: full-rights users, and plugin users with the least rights (see README); qtasksd connects as --user or the first full-rights one (QTASKS_USERS)")
+	fs.StringVar(&f.users, "users", envOr("QTASKS_USERS", ""), "JSON file of users: of the embedded server (admins, HTTP-only users with roles, plugin users with the least rights) and of HTTP (see README); qtasksd connects as --user or the first admin; with --nats-url, of HTTP only (QTASKS_USERS)")
 	fs.DurationVar(&f.maxPluginTO, "max-plugin-timeout", bus.DefaultMaxPluginTimeout, "longest timeout a plugin may register; a plugin user's max_timeout_ms in --users overrides it (QTASKS_MAX_PLUGIN_TIMEOUT)")
 	fs.StringVar(&f.registrar, "registrar", envOr("QTASKS_REGISTRAR", "auto"), "answer plugins' registration requests: auto (on with the embedded server, or with no credentials), on, or off; with --nats-url and credentials, auto is off: give on to one set of qtasksd that share the plugins' grants (QTASKS_REGISTRAR)")
 	fs.IntVar(&f.port, "port", bus.DefaultEmbeddedPort, "embedded server's port on 127.0.0.1; 0 or -1: any free port (QTASKS_PORT)")
@@ -78,7 +85,12 @@ func (m *Main) run(ctx context.Context, args []string) error {
 	fs.StringVar(&f.record, "record", envOr("QTASKS_RECORD", "all"), "which facts to write: all, or lifecycle (lifecycle facts plus subscribed triggers) (QTASKS_RECORD)")
 	fs.StringVar(&f.httpAddr, "http", envOr("QTASKS_HTTP", "127.0.0.1:7400"), "HTTP address for /healthz and /tasks; empty disables (QTASKS_HTTP)")
 	fs.DurationVar(&f.retention, "task-retention", bus.DefaultFinishedTaskTTL, "how long a finished task's record stays in the task bucket (the log and the projection keep it); negative: forever (QTASKS_TASK_RETENTION)")
-	fs.BoolVar(&f.pprof, "pprof", false, "also serve Go's profiles under /debug/pprof/ on the HTTP address (keep that address private)")
+	fs.BoolVar(&f.pprof, "pprof", false, "also serve Go's profiles under /debug/pprof/ on the HTTP address (to admins with --users; else keep that address private)")
+	fs.BoolVar(&f.demo, "demo", false, "register the demo tasks echo, add, greet, sleep, fail, flaky and count, for trying qtasks out; never in production (QTASKS_DEMO)")
+	fs.IntVar(&f.httpWaits, "http-max-waits", defaultHTTPMaxWaits, "HTTP submissions waiting on ?wait= at once; beyond: 429 (QTASKS_HTTP_MAX_WAITS)")
+	fs.StringVar(&f.httpCert, "http-tls-cert", envOr("QTASKS_HTTP_TLS_CERT", ""), "serve HTTP over TLS with this certificate (PEM) (QTASKS_HTTP_TLS_CERT)")
+	fs.StringVar(&f.httpKey, "http-tls-key", envOr("QTASKS_HTTP_TLS_KEY", ""), "the key of --http-tls-cert (PEM) (QTASKS_HTTP_TLS_KEY)")
+	f.server.register(fs)
 	fs.IntVar(&f.memLimitMiB, "memory-limit", defaultMemoryLimitMiB, "soft limit of the process's Go memory, in MiB: near it the GC works harder rather than let the heap grow to twice what is live; 0: no limit; GOMEMLIMIT, when set, wins (QTASKS_MEMORY_LIMIT)")
 	fs.StringVar(&f.logLevel, "log-level", envOr("LOG_LEVEL", "info"), "debug, info, warn or error (LOG_LEVEL)")
 	fs.BoolVar(&f.noWorker, "no-worker", false, "run no worker (only the embedded server and HTTP)")
@@ -135,6 +147,7 @@ func (m *Main) run(ctx context.Context, args []string) error {
 	default:
 		return &usageError{Msg: fmt.Sprintf("--registrar %q: want auto, on or off", f.registrar), Hint: "qtasksd run --registrar on"}
 	}
+	var httpAuth *httpAuth
 	switch f.record {
 	case "all":
 		cfg.Record = bus.RecordAll
@@ -144,17 +157,45 @@ func (m *Main) run(ctx context.Context, args []string) error {
 		return &usageError{Msg: fmt.Sprintf("--record %q: want all or lifecycle", f.record), Hint: "qtasksd run --record lifecycle"}
 	}
 	if f.users != "" {
-		if cfg.URL != "" {
-			return &usageError{Msg: "--users sets up the embedded server's users; an external server (--nats-url) has its own", Hint: "qtasksd run --users users.json"}
-		}
-		users, err := loadUsers(f.users)
+		users, auth, err := loadUsers(f.users)
 		if err != nil {
 			return &usageError{Msg: err.Error(), Hint: "qtasksd run -h"}
 		}
-		cfg.Users = users
-		if cfg.User, cfg.Password, err = ownUser(users, cfg.User, cfg.Password); err != nil {
-			return &usageError{Msg: err.Error(), Hint: "qtasksd run --users users.json --user NAME"}
+		httpAuth = auth
+		if cfg.URL != "" {
+			// An external server has its own NATS users: the file then
+			// gives HTTP its users and roles, and nothing else.
+			log.Info("--users with --nats-url: the users file authenticates HTTP only; the NATS server has its own users")
+		} else {
+			cfg.Users = users
+			if cfg.NKeyFile == "" { // else qtasksd signs with the seed
+				if cfg.User, cfg.Password, err = ownUser(users, cfg.User, cfg.Password); err != nil {
+					return &usageError{Msg: err.Error(), Hint: "qtasksd run --users users.json --user NAME"}
+				}
+			}
 		}
+	}
+	if (f.httpCert == "") != (f.httpKey == "") {
+		return &usageError{Msg: "--http-tls-cert and --http-tls-key go together", Hint: "qtasksd run --http-tls-cert cert.pem --http-tls-key key.pem"}
+	}
+	// Loaded now, so that a bad pair stops qtasksd before anything starts
+	// rather than leaving it running without HTTP.
+	var httpTLS *tls.Config
+	if f.httpCert != "" {
+		pair, err := tls.LoadX509KeyPair(f.httpCert, f.httpKey)
+		if err != nil {
+			return &usageError{Msg: fmt.Sprintf("--http-tls-cert/--http-tls-key: %v", err), Hint: "qtasksd run --http-tls-cert cert.pem --http-tls-key key.pem"}
+		}
+		httpTLS = &tls.Config{Certificates: []tls.Certificate{pair}, MinVersion: tls.VersionTLS12}
+	}
+	if f.httpWaits <= 0 {
+		return &usageError{Msg: fmt.Sprintf("--http-max-waits %d: must be positive", f.httpWaits), Hint: "qtasksd run --http-max-waits 256"}
+	}
+	if cfg.ServerTLS, err = f.server.config(); err != nil {
+		return err
+	}
+	if cfg.ServerTLS != nil && cfg.URL != "" {
+		return &usageError{Msg: "--server-tls-* secure the embedded server; an external server (--nats-url) has its own TLS", Hint: "qtasksd run --nats-url tls://host:4222 --tls-ca ca.pem"}
 	}
 	if cfg.URL == "" {
 		dir, err := filepath.Abs(f.dataDir)
@@ -214,7 +255,10 @@ func (m *Main) run(ctx context.Context, args []string) error {
 	if err != nil {
 		return &usageError{Msg: err.Error(), Hint: "qtasksd run -h"}
 	}
-	registerDemoTasks(app)
+	if f.demo {
+		registerDemoTasks(app)
+		log.Warn("demo tasks registered (--demo): anyone who may submit can run them; not for production")
+	}
 
 	var proj *projections.Projector
 	if !f.noProj {
@@ -230,17 +274,21 @@ func (m *Main) run(ctx context.Context, args []string) error {
 
 	var srv *http.Server
 	if ln != nil {
-		h := newHTTPHandler(app, metricsHandler(reg, log))
-		if f.pprof {
-			h = withPprof(h)
-		}
-		srv = &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
+		hc := httpConfig{Auth: httpAuth, MaxWaits: f.httpWaits, Pprof: f.pprof}
+		srv = newHTTPServer(newHTTPHandler(app, metricsHandler(reg, log), hc), hc)
+		srv.TLSConfig = httpTLS
 		go func() {
-			if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			var err error
+			if srv.TLSConfig != nil {
+				err = srv.ServeTLS(ln, "", "")
+			} else {
+				err = srv.Serve(ln)
+			}
+			if err != nil && !errors.Is(err, http.ErrServerClosed) {
 				log.Error("HTTP server", "err", err)
 			}
 		}()
-		log.Info("HTTP listening", "addr", ln.Addr().String())
+		log.Info("HTTP listening", "addr", ln.Addr().String(), "tls", httpTLS != nil, "auth", httpAuth != nil)
 	}
 	if !f.noWorker {
 		if err := app.Start(ctx); err != nil {

@@ -21,13 +21,18 @@ import (
 //	  {"name": "scale", "password": "…", "plugin": {"mode": "mutator", "triggers": ["task_executor_run_task"], "max_timeout_ms": 10000}}
 //	]}
 //
-// A user without "plugin" has every right (qtasksd itself, clients,
-// operators). A user with "plugin" is that plugin's, named as it is, with
-// the least rights it needs (bus.PluginPermissions); "plugin" is its grant
-// (events.PluginGrant): the registrar refuses a registration with another
-// mode, triggers outside "triggers" (none: any), another "shadow_of", or a
-// timeout above "max_timeout_ms" (0: --max-plugin-timeout). A password may
-// be a bcrypt hash ("$2a$…"), which the server checks as such.
+// A user without "plugin" is a person or a program using qtasks; its
+// "roles" (read, submit, operate, admin: each includes the ones before it;
+// default admin) say what it may do over HTTP (httpauth.go), and only an
+// admin may use NATS, with every right (qtasksd itself, clients, operators).
+// A user with "plugin" is that plugin's, named as it is, with the least
+// rights it needs (bus.PluginPermissions) and no HTTP rights; "plugin" is
+// its grant (events.PluginGrant): the registrar refuses a registration with
+// another mode, triggers outside "triggers" (none: any), another
+// "shadow_of", or a timeout above "max_timeout_ms" (0: --max-plugin-timeout). A password
+// may be a bcrypt hash ("$2a$…"), which the server checks as such; instead
+// of a password, "nkey" may give the public key ("U…") of an NKey whose
+// seed the user signs with.
 type usersFile struct {
 	Users []userEntry `json:"users"`
 }
@@ -35,6 +40,8 @@ type usersFile struct {
 type userEntry struct {
 	Name     string      `json:"name"`
 	Password string      `json:"password"`
+	NKey     string      `json:"nkey,omitempty"`
+	Roles    []string    `json:"roles,omitempty"`
 	Plugin   *pluginUser `json:"plugin,omitempty"`
 }
 
@@ -45,17 +52,21 @@ type pluginUser struct {
 	MaxTimeoutMS int64    `json:"max_timeout_ms"`
 }
 
-// loadUsers reads and checks a users file.
-func loadUsers(path string) ([]bus.User, error) {
+// loadUsers reads and checks a users file: its users for the embedded
+// server, and who may use the HTTP API.
+func loadUsers(path string) ([]bus.User, *httpAuth, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
-		return nil, fmt.Errorf("users file: %w", err)
+		return nil, nil, fmt.Errorf("users file: %w", err)
 	}
 	us, err := parseUsers(data)
-	if err != nil {
-		return nil, fmt.Errorf("users file %s: %w", path, err)
+	if err == nil {
+		var auth *httpAuth
+		if auth, err = parseHTTPUsers(data); err == nil {
+			return us, auth, nil
+		}
 	}
-	return us, nil
+	return nil, nil, fmt.Errorf("users file %s: %w", path, err)
 }
 
 func parseUsers(data []byte) ([]bus.User, error) {
@@ -83,10 +94,13 @@ func parseUsers(data []byte) ([]bus.User, error) {
 			return nil, fmt.Errorf("user %q is listed twice", u.Name)
 		}
 		seen[u.Name] = true
-		if strings.TrimSpace(u.Password) == "" {
-			return nil, fmt.Errorf("user %q has no password", u.Name)
+		if err := checkSecret(u); err != nil {
+			return nil, err
 		}
-		bu := bus.User{Name: u.Name, Password: u.Password}
+		if err := checkRoles(u); err != nil {
+			return nil, err
+		}
+		bu := bus.User{Name: u.Name, Password: u.Password, NKey: u.NKey}
 		if p := u.Plugin; p != nil {
 			if p.Mode == "" {
 				p.Mode = events.ModeMutator
@@ -106,25 +120,36 @@ func parseUsers(data []byte) ([]bus.User, error) {
 			perms := bus.PluginPermissions(info)
 			bu.Permissions = &perms
 			bu.Grant = &events.PluginGrant{Mode: p.Mode, Triggers: p.Triggers, ShadowOf: p.ShadowOf, MaxTimeoutMS: p.MaxTimeoutMS}
-		} else {
+		} else if natsRights(u) {
 			full = true
+		} else {
+			bu.Permissions = &bus.Permissions{Publish: []string{}, Subscribe: []string{}} // HTTP only: nothing on NATS
 		}
 		out = append(out, bu)
 	}
 	if !full {
-		return nil, errors.New(`no user without "plugin": qtasksd itself needs one with every right`)
+		return nil, errors.New(`no admin user (one without "plugin", with role admin or no roles): qtasksd itself needs one with every right`)
 	}
 	return out, nil
 }
 
 // ownUser picks the user qtasksd connects to its embedded server as: the
-// one --user names, else the first with every right. A bcrypt hash in the
+// one --user names, else the first admin with a password (with --nkey,
+// qtasksd signs with the seed instead and ownUser is not asked). A bcrypt hash in the
 // file cannot be sent back to the server: --password gives the password.
 func ownUser(users []bus.User, name, password string) (string, string, error) {
+	nkeyOnly := false
 	for _, u := range users {
+		if name == "" && u.Permissions == nil && u.NKey != "" {
+			nkeyOnly = true // a password user may come later
+			continue
+		}
 		if (name == "" && u.Permissions == nil) || (name != "" && u.Name == name) {
 			if u.Permissions != nil {
-				return "", "", fmt.Errorf("--user %s is a plugin's user; qtasksd needs one with every right", name)
+				return "", "", fmt.Errorf("--user %s is not an admin (a plugin's user, or one with lesser roles); qtasksd needs one with every right", name)
+			}
+			if u.NKey != "" {
+				return "", "", fmt.Errorf("user %s authenticates with an NKey: give its seed with --nkey", u.Name)
 			}
 			if password == "" {
 				if strings.HasPrefix(u.Password, "$2") {
@@ -134,6 +159,9 @@ func ownUser(users []bus.User, name, password string) (string, string, error) {
 			}
 			return u.Name, password, nil
 		}
+	}
+	if nkeyOnly {
+		return "", "", errors.New("every admin user in the users file authenticates with an NKey: give qtasksd's seed with --nkey")
 	}
 	return "", "", fmt.Errorf("--user %s is not in the users file", name)
 }

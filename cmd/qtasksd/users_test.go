@@ -64,6 +64,11 @@ func TestParseUsers(t *testing.T) {
 		{`{"users":[{"name":"a","password":"x"},{"name":"p","password":"y","plugin":{"shadow_of":"q"}}]}`, "shadow_of is for mode shadow"},
 		{`{"users":[{"name":"a","password":"x"},{"name":"p","password":"y","plugin":{"max_timeout_ms":-1}}]}`, "max_timeout_ms"},
 		{`{"users":[{"name":"p","password":"y","plugin":{}}]}`, "every right"},
+		{`{"users":[{"name":"a","password":"x","roles":["submit"]}]}`, "no admin user"},
+		{`{"users":[{"name":"a","password":"x","roles":["root"]}]}`, `role "root"`},
+		{`{"users":[{"name":"a","password":"x"},{"name":"p","password":"y","roles":["read"],"plugin":{}}]}`, "no HTTP roles"},
+		{`{"users":[{"name":"a","password":"x","nkey":"UDXU4RCSJNZOIQHZNWXHXORDPRTGNJAHAHFRGZNEEJCPQTT2M7NLCNF4"}]}`, "both a password and an nkey"},
+		{`{"users":[{"name":"a","nkey":"SUACSSL3UAHUDXKFSNVUZRF5UHPMWZ6BFDTJ7M6USDXIEDNPPQYYYCU3VY"}]}`, "not a user's public NKey"},
 	} {
 		_, err := parseUsers([]byte(tc.in))
 		require.ErrorContains(t, err, tc.msg, tc.in)
@@ -86,7 +91,7 @@ func FuzzParseUsers(f *testing.F) {
 		full := false
 		names := map[string]bool{}
 		for _, u := range us {
-			if !events.ValidName(u.Name) || u.Password == "" || names[u.Name] {
+			if !events.ValidName(u.Name) || (u.Password == "") == (u.NKey == "") || names[u.Name] {
 				t.Fatalf("accepted a bad user %+v", u)
 			}
 			names[u.Name] = true
@@ -95,8 +100,31 @@ func FuzzParseUsers(f *testing.F) {
 		if !full {
 			t.Fatal("accepted users without a full-rights one")
 		}
-		if _, _, err := ownUser(us, "", ""); err != nil && !strings.Contains(err.Error(), "bcrypt") {
+		if _, _, err := ownUser(us, "", ""); err != nil && !strings.Contains(err.Error(), "bcrypt") && !strings.Contains(err.Error(), "--nkey") {
 			t.Fatalf("no user for qtasksd itself: %v", err)
 		}
 	})
+}
+
+// Roles: a user without "plugin" and without roles is an admin, with every
+// NATS right; one with lesser roles is for HTTP only and may do nothing on
+// NATS; a plugin's user has no HTTP rights; an NKey user has no password.
+func TestParseUsersRoles(t *testing.T) {
+	t.Parallel()
+	const pub = "UDXU4RCSJNZOIQHZNWXHXORDPRTGNJAHAHFRGZNEEJCPQTT2M7NLCNF4"
+	data := []byte(`{"users":[
+		{"name":"root","password":"r"},
+		{"name":"ops","password":"o","roles":["read","operate"]},
+		{"name":"robot","nkey":"` + pub + `","roles":["admin"]},
+		{"name":"scale","password":"s","plugin":{}}]}`)
+	us, err := parseUsers(data)
+	require.NoError(t, err)
+	require.Nil(t, us[0].Permissions)
+	require.Equal(t, &bus.Permissions{Publish: []string{}, Subscribe: []string{}}, us[1].Permissions, "HTTP only: nothing on NATS")
+	require.Nil(t, us[2].Permissions)
+	require.Equal(t, pub, us[2].NKey)
+	require.Empty(t, us[2].Password)
+	auth, err := parseHTTPUsers(data)
+	require.NoError(t, err)
+	require.Equal(t, map[string]httpUser{"root": {"r", roleAdmin}, "ops": {"o", roleOperate}}, auth.users, "no plugin, no password-less user")
 }

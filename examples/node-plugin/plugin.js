@@ -7,9 +7,16 @@
 //   npm ci && node plugin.js --nats-url nats://127.0.0.1:4222
 //
 // It prints "ready" once it is registered (which creates its consumer).
+//
+// Credentials and TLS take the flags and environment variables of qtasksd
+// and the Go plugin commands: --user/QTASKS_NATS_USER and
+// --password/QTASKS_NATS_PASSWORD, or --nkey/QTASKS_NATS_NKEY (a seed file);
+// --tls-ca/QTASKS_TLS_CA, --tls-cert/QTASKS_TLS_CERT and
+// --tls-key/QTASKS_TLS_KEY (PEM files; the last two for mutual TLS).
 "use strict";
 
-const { connect, headers, StringCodec } = require("nats");
+const fs = require("fs");
+const { connect, headers, nkeyAuthenticator, StringCodec } = require("nats");
 
 function flag(name, def) {
   const i = process.argv.indexOf("--" + name);
@@ -100,8 +107,29 @@ async function answer(js, m) {
 }
 
 async function main() {
-  // The inbox prefix is the only one a plugin's user may subscribe under (§14.3).
-  const nc = await connect({ servers: url, name: "plugin-" + name, inboxPrefix: "_INBOX_plugin_" + name });
+  const opts = {
+    servers: url,
+    name: "plugin-" + name,
+    // A plugin's user may subscribe only under its own inbox prefix (§14.3).
+    inboxPrefix: "_INBOX_plugin_" + name,
+  };
+  const user = flag("user", process.env.QTASKS_NATS_USER || "");
+  const nkey = flag("nkey", process.env.QTASKS_NATS_NKEY || "");
+  if (nkey) {
+    opts.authenticator = nkeyAuthenticator(new TextEncoder().encode(fs.readFileSync(nkey, "utf8").trim()));
+  } else if (user) {
+    opts.user = user;
+    opts.pass = flag("password", process.env.QTASKS_NATS_PASSWORD || "");
+  }
+  const tls = {
+    caFile: flag("tls-ca", process.env.QTASKS_TLS_CA || ""),
+    certFile: flag("tls-cert", process.env.QTASKS_TLS_CERT || ""),
+    keyFile: flag("tls-key", process.env.QTASKS_TLS_KEY || ""),
+  };
+  if (tls.caFile || tls.certFile) {
+    opts.tls = Object.fromEntries(Object.entries(tls).filter(([, v]) => v));
+  }
+  const nc = await connect(opts);
   const js = nc.jetstream();
   // Registering creates the consumer (§8, §9.1); then read it.
   const order = await register(nc);

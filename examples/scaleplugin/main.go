@@ -28,14 +28,22 @@ func main() {
 	version := flag.String("version", "1", "plugin version")
 	factor := flag.Float64("factor", 10, "multiply numeric results by this")
 	policy := flag.String("policy", events.PolicyFail, "failure policy: fail or ignore")
-	user := flag.String("user", "", "NATS user (see qtasksd plugin-permissions)")
-	password := flag.String("password", "", "NATS password")
+	// The same connection flags and environment variables as qtasksd's
+	// and the built-in plugin commands'.
+	var cfg bus.Config
+	flag.StringVar(&cfg.User, "user", os.Getenv("QTASKS_NATS_USER"), "NATS user (see qtasksd plugin-permissions) (QTASKS_NATS_USER)")
+	flag.StringVar(&cfg.Password, "password", os.Getenv("QTASKS_NATS_PASSWORD"), "NATS password (QTASKS_NATS_PASSWORD)")
+	flag.StringVar(&cfg.NKeyFile, "nkey", os.Getenv("QTASKS_NATS_NKEY"), "NATS NKey seed file, instead of a password (QTASKS_NATS_NKEY)")
+	flag.StringVar(&cfg.TLSCA, "tls-ca", os.Getenv("QTASKS_TLS_CA"), "PEM file of the CAs that sign the server's certificate (QTASKS_TLS_CA)")
+	flag.StringVar(&cfg.TLSCert, "tls-cert", os.Getenv("QTASKS_TLS_CERT"), "PEM file of this client's certificate, for mutual TLS (QTASKS_TLS_CERT)")
+	flag.StringVar(&cfg.TLSKey, "tls-key", os.Getenv("QTASKS_TLS_KEY"), "PEM file of the key of --tls-cert (QTASKS_TLS_KEY)")
 	flag.Parse()
+	cfg.URL = *url
 
 	log := slog.New(slog.NewJSONHandler(os.Stderr, nil))
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := run(ctx, log, bus.Config{URL: *url, User: *user, Password: *password}, *name, *version, *policy, *factor); err != nil {
+	if err := run(ctx, log, cfg, *name, *version, *policy, *factor); err != nil {
 		log.Error("scaleplugin", "err", err)
 		os.Exit(1)
 	}

@@ -79,9 +79,12 @@ func NewFlagSet(name string, stderr io.Writer, synopsis string) *flag.FlagSet {
 	return fs
 }
 
-// ConnFlags are the NATS connection flags.
+// ConnFlags are the NATS connection flags, the same in every command that
+// connects (qtasksd's, qtasks-replay, the plugin commands).
 type ConnFlags struct {
 	URL, Creds, NKey, User, Password, Token string
+	// TLSCA, TLSCert and TLSKey: see bus.Config.
+	TLSCA, TLSCert, TLSKey string
 }
 
 // Register adds the flags to fs, with defURL as the URL's default.
@@ -92,11 +95,15 @@ func (c *ConnFlags) Register(fs *flag.FlagSet, defURL string) {
 	fs.StringVar(&c.User, "user", EnvOr("QTASKS_NATS_USER", ""), "NATS user (QTASKS_NATS_USER)")
 	fs.StringVar(&c.Password, "password", EnvOr("QTASKS_NATS_PASSWORD", ""), "NATS password (QTASKS_NATS_PASSWORD)")
 	fs.StringVar(&c.Token, "token", EnvOr("QTASKS_NATS_TOKEN", ""), "NATS token (QTASKS_NATS_TOKEN)")
+	fs.StringVar(&c.TLSCA, "tls-ca", EnvOr("QTASKS_TLS_CA", ""), "PEM file of the CAs that sign the NATS server's certificate; default: the system's (QTASKS_TLS_CA)")
+	fs.StringVar(&c.TLSCert, "tls-cert", EnvOr("QTASKS_TLS_CERT", ""), "PEM file of this client's certificate, for a server that wants mutual TLS (QTASKS_TLS_CERT)")
+	fs.StringVar(&c.TLSKey, "tls-key", EnvOr("QTASKS_TLS_KEY", ""), "PEM file of the key of --tls-cert (QTASKS_TLS_KEY)")
 }
 
 // Config is the bus configuration of the flags.
 func (c *ConnFlags) Config() bus.Config {
-	return bus.Config{URL: c.URL, CredsFile: c.Creds, NKeyFile: c.NKey, User: c.User, Password: c.Password, Token: c.Token}
+	return bus.Config{URL: c.URL, CredsFile: c.Creds, NKeyFile: c.NKey, User: c.User, Password: c.Password, Token: c.Token,
+		TLSCA: c.TLSCA, TLSCert: c.TLSCert, TLSKey: c.TLSKey}
 }
 
 // NoStreams explains the error of a read-only bus.Open at url that found no

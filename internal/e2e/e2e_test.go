@@ -80,7 +80,7 @@ func TestWorkerKilledMidTask(t *testing.T) {
 	sub, err := app.Submit(ctx, "sleep", map[string]any{"ms": 3000}, nil)
 	require.NoError(t, err)
 
-	args := []string{"--nats-url", b.ClientURL(), "--ack-wait", "2s", "--concurrency", "1", "--http", "", "--log-level", "warn"}
+	args := []string{"--demo", "--nats-url", b.ClientURL(), "--ack-wait", "2s", "--concurrency", "1", "--http", "", "--log-level", "warn"}
 	w1 := startProc(t, "qtasksd", args...)
 	waitStatus(t, b, sub.ID, events.StatusProcess)
 	w1.Signal(syscall.SIGKILL)
@@ -119,7 +119,7 @@ func TestDaemonGracefulShutdown(t *testing.T) {
 	defer cancel()
 	sub, err := app.Submit(ctx, "sleep", map[string]any{"ms": 1500}, nil)
 	require.NoError(t, err)
-	d := startProc(t, "qtasksd", "--nats-url", b.ClientURL(), "--http", "", "--grace", "30s", "--log-level", "warn")
+	d := startProc(t, "qtasksd", "--demo", "--nats-url", b.ClientURL(), "--http", "", "--grace", "30s", "--log-level", "warn")
 	waitStatus(t, b, sub.ID, events.StatusProcess)
 	d.Signal(syscall.SIGTERM)
 	require.Equal(t, 0, d.Wait(procLimit))
@@ -137,7 +137,7 @@ func TestDaemonGracefulShutdown(t *testing.T) {
 func TestDaemonCommandLine(t *testing.T) {
 	t.Parallel()
 	b := bustest.Open(t, nil)
-	startProc(t, "qtasksd", "--nats-url", b.ClientURL(), "--http", "", "--log-level", "warn")
+	startProc(t, "qtasksd", "--demo", "--nats-url", b.ClientURL(), "--http", "", "--log-level", "warn")
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 
@@ -157,7 +157,7 @@ func TestDaemonCommandLine(t *testing.T) {
 	require.Equal(t, 3, missing.Wait(procLimit), "an unknown task exits 3")
 	bad := startProc(t, "qtasksd", "submit", "add", "--nats-url", b.ClientURL(), "--kw", `[1]`)
 	require.Equal(t, 2, bad.Wait(procLimit), "bad usage exits 2")
-	badLimit := startProc(t, "qtasksd", "--nats-url", b.ClientURL(), "--http", "", "--memory-limit", "-1")
+	badLimit := startProc(t, "qtasksd", "--demo", "--nats-url", b.ClientURL(), "--http", "", "--memory-limit", "-1")
 	require.Equal(t, 2, badLimit.Wait(procLimit), "a negative memory limit exits 2")
 	require.False(t, errors.Is(ctx.Err(), context.DeadlineExceeded))
 }
@@ -202,7 +202,7 @@ func TestDaemonMetrics(t *testing.T) {
 	t.Parallel()
 	b := bustest.Open(t, nil)
 	addr := freeAddr(t)
-	startProc(t, "qtasksd", "--nats-url", b.ClientURL(), "--http", addr, "--db", filepath.Join(t.TempDir(), "p.db"), "--log-level", "warn")
+	startProc(t, "qtasksd", "--demo", "--nats-url", b.ClientURL(), "--http", addr, "--db", filepath.Join(t.TempDir(), "p.db"), "--log-level", "warn")
 	bustest.WaitFor(t, 60*time.Second, "qtasksd's HTTP to answer", func() bool {
 		resp, err := http.Get("http://" + addr + "/healthz")
 		if err != nil {
@@ -284,7 +284,7 @@ func TestDaemonUsers(t *testing.T) {
 	_, port, err := net.SplitHostPort(freeAddr(t))
 	require.NoError(t, err)
 	url := "nats://127.0.0.1:" + port
-	startProc(t, "qtasksd", "--data-dir", filepath.Join(dir, "data"), "--port", port, "--users", users,
+	startProc(t, "qtasksd", "--demo", "--data-dir", filepath.Join(dir, "data"), "--port", port, "--users", users,
 		"--http", "", "--no-projection", "--log-level", "warn")
 
 	open := func(user, password string) (*bus.Bus, error) {
@@ -322,7 +322,7 @@ func TestDaemonUsers(t *testing.T) {
 	// A bad users file is bad usage.
 	bad := filepath.Join(dir, "bad.json")
 	require.NoError(t, os.WriteFile(bad, []byte(`{"users":[{"name":"p","password":"x","plugin":{}}]}`), 0o600))
-	d := startProc(t, "qtasksd", "--data-dir", filepath.Join(dir, "data2"), "--port", "-1", "--users", bad, "--http", "")
+	d := startProc(t, "qtasksd", "--demo", "--data-dir", filepath.Join(dir, "data2"), "--port", "-1", "--users", bad, "--http", "")
 	require.Equal(t, 2, d.Wait(procLimit))
 	require.Contains(t, d.Output(), "every right")
 }

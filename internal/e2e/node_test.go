@@ -35,7 +35,7 @@ func TestNodePlugin(t *testing.T) {
 	}
 
 	b := bustest.Open(t, nil)
-	daemon := startProc(t, "qtasksd", "--nats-url", b.ClientURL(), "--http", "", "--log-level", "warn")
+	daemon := startProc(t, "qtasksd", "--demo", "--nats-url", b.ClientURL(), "--http", "", "--log-level", "warn")
 	_ = daemon
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()

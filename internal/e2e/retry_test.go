@@ -76,7 +76,7 @@ func TestRetriesSurviveWorkerKills(t *testing.T) {
 	task, err := app.Submit(ctx, "flaky", map[string]any{"until": 99}, nil)
 	require.NoError(t, err)
 
-	workerArgs := []string{"--nats-url", b.ClientURL(), "--ack-wait", "2s", "--concurrency", "1", "--http", "",
+	workerArgs := []string{"--demo", "--nats-url", b.ClientURL(), "--ack-wait", "2s", "--concurrency", "1", "--http", "",
 		"--no-projection", "--log-level", "warn"}
 	worker := startProc(t, "qtasksd", workerArgs...)
 	for attempt := 1; attempt <= 2; attempt++ {
@@ -186,7 +186,7 @@ func TestValidatePluginProcess(t *testing.T) {
 	plugin := startProc(t, "qtasks-validate", "--nats-url", b.ClientURL(), "--schema", "add="+schema, "--log-level", "warn")
 	plugin.WaitLine("ready", 30*time.Second)
 	require.NoError(t, b.Registry().WaitFor(ctx, "validate", ""))
-	startProc(t, "qtasksd", "--nats-url", b.ClientURL(), "--http", "", "--no-projection", "--log-level", "warn")
+	startProc(t, "qtasksd", "--demo", "--nats-url", b.ClientURL(), "--http", "", "--no-projection", "--log-level", "warn")
 
 	app := client(t, b)
 	task, err := app.Submit(ctx, "add", map[string]any{"a": "2.5"}, nil)

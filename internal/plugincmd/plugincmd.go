@@ -16,6 +16,7 @@ import (
 
 	"github.com/qtasks/qtasks-go/bus"
 	"github.com/qtasks/qtasks-go/events"
+	"github.com/qtasks/qtasks-go/internal/cli"
 	"github.com/qtasks/qtasks-go/plugins"
 )
 
@@ -36,19 +37,14 @@ func Usagef(format string, args ...any) error { return &UsageError{Msg: fmt.Spri
 
 // Flags are the flags every plugin command takes.
 type Flags struct {
-	URL, Creds, NKey, User, Password, Token string
-	Name, Policy, LogLevel                  string
-	Timeout                                 time.Duration
+	cli.ConnFlags
+	Name, Policy, LogLevel string
+	Timeout                time.Duration
 }
 
 // Register adds the flags to fs, with defaults from the environment.
 func (f *Flags) Register(fs *flag.FlagSet, defName string) {
-	fs.StringVar(&f.URL, "nats-url", envOr("QTASKS_NATS_URL", "nats://127.0.0.1:4222"), "NATS server or cluster URL(s), comma separated (QTASKS_NATS_URL)")
-	fs.StringVar(&f.Creds, "creds", envOr("QTASKS_NATS_CREDS", ""), "NATS credentials file (QTASKS_NATS_CREDS)")
-	fs.StringVar(&f.NKey, "nkey", envOr("QTASKS_NATS_NKEY", ""), "NATS NKey seed file (QTASKS_NATS_NKEY)")
-	fs.StringVar(&f.User, "user", envOr("QTASKS_NATS_USER", ""), "NATS user, e.g. from qtasksd plugin-permissions (QTASKS_NATS_USER)")
-	fs.StringVar(&f.Password, "password", envOr("QTASKS_NATS_PASSWORD", ""), "NATS password (QTASKS_NATS_PASSWORD)")
-	fs.StringVar(&f.Token, "token", envOr("QTASKS_NATS_TOKEN", ""), "NATS token (QTASKS_NATS_TOKEN)")
+	f.ConnFlags.Register(fs, "nats://127.0.0.1:4222")
 	fs.StringVar(&f.Name, "name", defName, "plugin name: its registration, subjects and durable consumer")
 	fs.StringVar(&f.Policy, "policy", events.PolicyFail, "failure policy when the plugin fails or times out: fail or ignore")
 	fs.DurationVar(&f.Timeout, "timeout", plugins.DefaultTimeout, "how long the executor waits for each answer")
@@ -84,8 +80,8 @@ func (f *Flags) Logger(w io.Writer) (*slog.Logger, error) {
 // until ctx ends; then it stops the plugin.
 func (f *Flags) Serve(ctx context.Context, log *slog.Logger, spec plugins.Spec, stdout io.Writer) error {
 	spec.Name, spec.Policy, spec.Timeout = f.Name, f.Policy, f.Timeout
-	cfg := bus.Config{URL: f.URL, CredsFile: f.Creds, NKeyFile: f.NKey, User: f.User, Password: f.Password, Token: f.Token,
-		Name: "plugin-" + spec.Name, Plugin: spec.Name, Logger: log}
+	cfg := f.Config()
+	cfg.Name, cfg.Plugin, cfg.Logger = "plugin-"+spec.Name, spec.Name, log
 	octx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	b, err := bus.Open(octx, cfg)

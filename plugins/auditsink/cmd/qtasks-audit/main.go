@@ -26,6 +26,7 @@ import (
 	"time"
 
 	"github.com/qtasks/qtasks-go/bus"
+	"github.com/qtasks/qtasks-go/internal/cli"
 	"github.com/qtasks/qtasks-go/plugins"
 	"github.com/qtasks/qtasks-go/plugins/auditsink"
 )
@@ -73,13 +74,10 @@ func envOr(key, def string) string {
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("qtasks-audit", flag.ContinueOnError)
 	fs.SetOutput(stderr)
+	// The connection flags of every qtasks command.
+	var conn cli.ConnFlags
+	conn.Register(fs, "nats://127.0.0.1:4222")
 	var (
-		url      = fs.String("nats-url", envOr("QTASKS_NATS_URL", "nats://127.0.0.1:4222"), "NATS server URL(s), comma separated (QTASKS_NATS_URL)")
-		creds    = fs.String("creds", envOr("QTASKS_NATS_CREDS", ""), "NATS credentials file (QTASKS_NATS_CREDS)")
-		nkey     = fs.String("nkey", envOr("QTASKS_NATS_NKEY", ""), "NATS NKey seed file (QTASKS_NATS_NKEY)")
-		user     = fs.String("user", envOr("QTASKS_NATS_USER", ""), "NATS user, e.g. from qtasksd plugin-permissions --mode observer (QTASKS_NATS_USER)")
-		password = fs.String("password", envOr("QTASKS_NATS_PASSWORD", ""), "NATS password (QTASKS_NATS_PASSWORD)")
-		token    = fs.String("token", envOr("QTASKS_NATS_TOKEN", ""), "NATS token (QTASKS_NATS_TOKEN)")
 		dir      = fs.String("dir", envOr("QTASKS_AUDIT_DIR", "qtasks-audit"), "directory of the audit files (QTASKS_AUDIT_DIR)")
 		maxSize  = fs.String("max-size", envOr("QTASKS_AUDIT_MAX_SIZE", "64MiB"), "rotate a file before it grows past this: bytes, or with KiB, MiB, GiB (QTASKS_AUDIT_MAX_SIZE)")
 		maxAge   = fs.Duration("max-age", 0, "also rotate a file this long after it was opened (e.g. 1h); 0: by size only")
@@ -122,7 +120,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return &usageError{err.Error()}
 	}
-	if *url == "" {
+	if conn.URL == "" {
 		return usagef("--nats-url is empty")
 	}
 	if *timeout <= 0 {
@@ -135,10 +133,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	defer cancel()
 	// The plugin's least rights: the streams must exist (an executor made
 	// them).
-	b, err := bus.Open(octx, bus.Config{URL: *url, CredsFile: *creds, NKeyFile: *nkey, User: *user, Password: *password,
-		Token: *token, Name: "plugin-" + *name, Plugin: *name, Logger: log})
+	cfg := conn.Config()
+	cfg.Name, cfg.Plugin, cfg.Logger = "plugin-"+*name, *name, log
+	b, err := bus.Open(octx, cfg)
 	if err != nil {
-		return fmt.Errorf("connecting to %s: %w", *url, err)
+		return fmt.Errorf("connecting to %s: %w", conn.URL, err)
 	}
 	defer b.Close()
 	r, err := plugins.Start(octx, b, spec)
