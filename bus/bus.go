@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -169,6 +170,8 @@ type Bus struct {
 	reg   *Registry
 	adv   *nats.Subscription
 	local sync.Map // plugin name → LocalHandler
+
+	forgeries atomic.Uint64 // see Forgeries
 
 	closeOnce sync.Once
 }

@@ -21,6 +21,10 @@ const (
 	TypePatch         = "io.qtasks.patch"
 	TypeTask          = "io.qtasks.task"
 	TypeDeadLetter    = "io.qtasks.deadletter"
+	// TypeAlert is an executor's record of an attack it detected (a
+	// message occupying an id or role the executor relies on). Only
+	// executors write it, on AlertSubject, which no plugin may write.
+	TypeAlert = "io.qtasks.alert"
 )
 
 // Data content types.
@@ -341,7 +345,7 @@ func (e *Event) Validate() error {
 		if ct := mediaType(e.DataContentType); len(e.Data) > 0 && e.PluginError == "" && ct != ContentTypeJSONPatch && ct != ContentTypeMergePatch {
 			errs = append(errs, fmt.Errorf("patch content type %q, want %s or %s", e.DataContentType, ContentTypeJSONPatch, ContentTypeMergePatch))
 		}
-	case e.Type == TypeTask, e.Type == TypeDeadLetter:
+	case e.Type == TypeTask, e.Type == TypeDeadLetter, e.Type == TypeAlert:
 	default:
 		errs = append(errs, fmt.Errorf("type %q is not a qtasks event type", e.Type))
 	}

@@ -261,7 +261,11 @@ func (r *Runner) mutate(m jetstream.Msg) {
 	}
 	patch := r.answer(ctx, call)
 	bus.FillPatch(&patch, r.info, inv)
-	if _, err := r.b.Publish(ctx, events.PatchSubject(r.spec.Name, inv.Trigger), patch.ID, &patch); err != nil {
+	// No Nats-Msg-Id (protocol 2): a patch with one is rejected, since a
+	// message stored first under the same id would silence it. A patch
+	// written twice (an invocation redelivered after a crash) is stored
+	// twice; the executor takes the first.
+	if _, err := r.b.Publish(ctx, events.PatchSubject(r.spec.Name, inv.Trigger), "", &patch); err != nil {
 		r.log.Warn("publishing patch", "invocation", inv.ID, "err", err)
 		_ = m.Nak()
 		return
