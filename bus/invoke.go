@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
@@ -91,30 +92,41 @@ func (in *invoker) onPatch(m *nats.Msg) {
 	if id == "" {
 		return
 	}
-	in.mu.Lock()
-	w, ok := in.pending[id]
-	in.mu.Unlock()
-	if !ok {
-		return
-	}
 	var seq uint64
 	if md, err := m.Metadata(); err == nil {
 		seq = md.Sequence.Stream
 	}
 	// Only the invoked plugin may answer: invocation ids are predictable,
 	// and a reply on another plugin's subject must not decide (or fail) the
-	// call. It is a forgery attempt: counted and logged (the patch itself
-	// is in the log), and the wait goes on.
-	if ps, err := events.ParseSubject(m.Subject); err != nil || ps.Plugin != w.plugin {
-		in.b.forgeries.Add(1)
-		in.b.log.Error("forgery detected: a patch on another plugin's subject names an invocation",
-			"subject", m.Subject, "seq", seq, "invocation", id, "invoked", w.plugin)
+	// call. An invocation's id ends with ":<plugin>" (events.InvocationID),
+	// so a patch naming another plugin's invocation is told at once, even
+	// before that invocation is made: a forgery attempt, counted and
+	// logged (the patch itself is in the log), and never taken.
+	ps, err := events.ParseSubject(m.Subject)
+	if err != nil || !strings.HasSuffix(id, ":"+ps.Plugin) {
+		in.forged(m.Subject, seq, id)
+		return
+	}
+	in.mu.Lock()
+	w, ok := in.pending[id]
+	in.mu.Unlock()
+	if !ok {
+		return
+	}
+	if ps.Plugin != w.plugin {
+		in.forged(m.Subject, seq, id)
 		return
 	}
 	select {
 	case w.ch <- patchMsg{m: m, seq: seq}:
 	default: // a second answer to the same invocation: the first one counts
 	}
+}
+
+func (in *invoker) forged(subject string, seq uint64, invocation string) {
+	in.b.forgeries.Add(1)
+	in.b.log.Error("forgery detected: a patch on another plugin's subject names an invocation",
+		"subject", subject, "seq", seq, "invocation", invocation)
 }
 
 func (in *invoker) stop() {
