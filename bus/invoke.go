@@ -98,22 +98,25 @@ func (in *invoker) onPatch(m *nats.Msg) {
 	}
 	// Only the invoked plugin may answer: invocation ids are predictable,
 	// and a reply on another plugin's subject must not decide (or fail) the
-	// call. An invocation's id ends with ":<plugin>" (events.InvocationID),
-	// so a patch naming another plugin's invocation is told at once, even
-	// before that invocation is made: a forgery attempt, counted and
-	// logged (the patch itself is in the log), and never taken.
-	ps, err := events.ParseSubject(m.Subject)
-	if err != nil || !strings.HasSuffix(id, ":"+ps.Plugin) {
-		in.forged(m.Subject, seq, id)
-		return
-	}
+	// call. It is a forgery attempt: counted and logged (the patch itself
+	// is in the log), and never taken.
+	ps, perr := events.ParseSubject(m.Subject)
 	in.mu.Lock()
 	w, ok := in.pending[id]
 	in.mu.Unlock()
 	if !ok {
+		// Not awaited (yet, or any more). A live invocation's id ends with
+		// ":<plugin>" (events.InvocationID), so a patch naming another
+		// plugin's invocation is told even when made before it. A replay
+		// may feed one plugin's recorded invocations to a candidate of
+		// another name: its patches (ce-replay) are not suspect.
+		if (perr != nil || !strings.HasSuffix(id, ":"+ps.Plugin)) &&
+			events.HeaderValue(events.Headers(m.Header), events.HeaderPrefix+events.ExtReplay) == "" {
+			in.forged(m.Subject, seq, id)
+		}
 		return
 	}
-	if ps.Plugin != w.plugin {
+	if perr != nil || ps.Plugin != w.plugin {
 		in.forged(m.Subject, seq, id)
 		return
 	}
