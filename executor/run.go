@@ -17,14 +17,14 @@ import (
 
 // runState is one run of one task attempt.
 type runState struct {
-	w   *worker
-	f   *firing
-	t   events.Task // the record as submitted; args/kw here are what runs
+	w *worker
+	f *firing
+	t events.Task // the record as submitted; args/kw here are what runs
 	// orig is the record as the task message carried it, before any
 	// plugin patched it: it fits in the log (it was in a message).
 	orig events.Task
-	rev uint64
-	def *taskDef
+	rev  uint64
+	def  *taskDef
 }
 
 // run walks a task attempt through the worker side of its lifecycle. It
