@@ -2,12 +2,15 @@ package attack
 
 import (
 	"context"
+	"database/sql"
 	"encoding/json"
+	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	_ "github.com/mattn/go-sqlite3" // the projection's driver
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
@@ -17,6 +20,7 @@ import (
 	"github.com/qtasks/qtasks-go/events"
 	"github.com/qtasks/qtasks-go/executor"
 	"github.com/qtasks/qtasks-go/plugins"
+	"github.com/qtasks/qtasks-go/projections"
 )
 
 // A plugin publishes, on its own dead-letter subject, a message under the
@@ -92,10 +96,26 @@ func TestAttackFinalFactForgery(t *testing.T) {
 	require.Equal(t, events.DeadSubject(mallory.Name), alerts[1].Subject)
 	require.Equal(t, events.FinalMsgID(final.ID, 1), alerts[1].MsgID)
 
+	// The projection shows it with the dead letters, blaming the plugin.
+	ctx, cancel := context.WithTimeout(context.Background(), integrityWait)
+	defer cancel()
+	path := filepath.Join(t.TempDir(), "p.db")
+	_, err := projections.Build(ctx, e.b, path, nil)
+	require.NoError(t, err)
+	db, err := sql.Open("sqlite3", "file:"+path+"?mode=ro")
+	require.NoError(t, err)
+	defer db.Close()
+	var plugin string
+	var sequence uint64
+	require.NoError(t, db.QueryRowContext(ctx, `SELECT plugin, sequence FROM dead_letters WHERE consumer = ? ORDER BY seq DESC LIMIT 1`,
+		"alert:"+events.AlertForgedMsgID).Scan(&plugin, &sequence))
+	require.Equal(t, mallory.Name, plugin)
+	require.Equal(t, seq, sequence)
+
 	// Nothing else is touched: the first task too ended as it should.
 	require.Equal(t, events.StatusSuccess, bystander.Status)
 	require.JSONEq(t, `"real"`, string(bystander.Result))
-	got, err := e.app.Get(context.Background(), final.ID)
+	got, err := e.app.Get(ctx, final.ID)
 	require.NoError(t, err)
 	require.Equal(t, events.StatusSuccess, got.Status)
 }
