@@ -60,9 +60,10 @@ const (
 	ExtReplay        = "replay"
 )
 
-// MaxPayloadSize bounds a task's arguments (args and kw together) and its
-// result, so that a fact, which carries a trigger's payload before and after
-// the plugins, stays under MaxDataSize.
+// MaxPayloadSize bounds a task's arguments and extra (args, kw and extra
+// together, checked at submission) and its result, so that a fact, which
+// carries a trigger's payload before and after the plugins, stays under
+// MaxDataSize.
 const MaxPayloadSize = 256 * 1024
 
 // MaxDataSize bounds the data of one event. JetStream's default max payload

@@ -2,6 +2,7 @@ package executor_test
 
 import (
 	"context"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -62,4 +63,32 @@ func TestDeliveryBound(t *testing.T) {
 	// Resumed once (run 2), then ended: no run 3 fired anything but the
 	// final fact.
 	require.Len(t, facts(t, b, events.BrokerRunningOlderTasks, sub.ID), 1)
+}
+
+// What can be checked at submission is: arguments and extra too large for
+// the facts of a run are refused with ErrTooLarge, and nothing is stored
+// or queued.
+func TestSubmitPayloadLimit(t *testing.T) {
+	t.Parallel()
+	b := bustest.Open(t, nil)
+	app := newApp(t, b, nil)
+	executor.MustRegister(app, "echo", func(_ context.Context, in map[string]string) (string, error) { return in["s"], nil }, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
+	defer cancel()
+	big := strings.Repeat("x", events.MaxPayloadSize)
+	for name, c := range map[string]struct {
+		input any
+		opts  *executor.SubmitOptions
+	}{
+		"Arguments": {map[string]string{"s": big}, nil},
+		"Extra":     {nil, &executor.SubmitOptions{Extra: map[string]any{"note": big}}},
+		"Together":  {map[string]string{"s": big[:events.MaxPayloadSize/2]}, &executor.SubmitOptions{Extra: map[string]any{"note": big[:events.MaxPayloadSize/2]}}},
+	} {
+		_, err := app.Submit(ctx, "echo", c.input, c.opts)
+		require.ErrorIs(t, err, events.ErrTooLarge, name)
+	}
+	info, err := b.TaskStream().Info(ctx)
+	require.NoError(t, err)
+	require.Zero(t, info.State.Msgs, "nothing queued")
+	require.Empty(t, bustest.Events(t, b, events.SubjectTrigger+"."+events.StorageAdd+".>"), "nothing stored")
 }
