@@ -442,7 +442,8 @@ func (w *worker) endExhausted(ctx context.Context, t events.Task, run int) error
 // steps are idempotent. rev is the record's revision as the caller last
 // wrote it, 0 if unknown (see storeFinal).
 func (w *worker) finishDecided(ctx context.Context, final events.Task, rev uint64) error {
-	if err := w.storeFinal(ctx, final, rev); err != nil {
+	final, err := w.storeFinal(ctx, final, rev)
+	if err != nil {
 		return err
 	}
 	w.a.countFinished(&final)
@@ -544,24 +545,29 @@ func finalModel(s bus.Stored) (events.Task, error) {
 }
 
 // storeFinal writes a decided final record to the task record, unless the
-// record already moved on to a later attempt or holds this final status.
+// record already moved on to a later attempt or holds a final record of
+// this attempt. It returns the final record that stands: final, or the one
+// the record holds (the first one written decides).
 // With rev > 0, the revision this run last wrote, the record is written
 // against it without reading it first: if nobody wrote since, it is this
 // attempt's, not final. It is read only when rev is 0 or the write
 // conflicts.
-func (w *worker) storeFinal(ctx context.Context, final events.Task, rev uint64) error {
+func (w *worker) storeFinal(ctx context.Context, final events.Task, rev uint64) (events.Task, error) {
 	b := w.a.b
 	for {
 		if rev == 0 {
 			rec, err := b.GetTask(ctx, final.ID)
 			if err != nil {
-				return err
+				return final, err
 			}
 			// A final record of this attempt stands: two final facts of one
 			// attempt can be stored when its final-fact id was taken by a
 			// forgery (bus.PublishOwn), and the first record decides.
-			if rec.Task.Attempt > final.Attempt || (rec.Task.Attempt == final.Attempt && events.FinalStatus(rec.Task.Status)) {
-				return nil
+			if rec.Task.Attempt > final.Attempt {
+				return final, nil
+			}
+			if rec.Task.Attempt == final.Attempt && events.FinalStatus(rec.Task.Status) {
+				return rec.Task, nil
 			}
 			rev = rec.Revision
 		}
@@ -570,7 +576,7 @@ func (w *worker) storeFinal(ctx context.Context, final events.Task, rev uint64) 
 			rev = 0
 			continue
 		}
-		return err
+		return final, err
 	}
 }
 
