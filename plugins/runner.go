@@ -366,6 +366,13 @@ func (r *Runner) observe() {
 // deadLetter records a message the plugin cannot process and terminates
 // its delivery: JetStream has no dead-letter queue of its own.
 func (r *Runner) deadLetter(m jetstream.Msg, md *jetstream.MsgMetadata, cause error) {
+	if events.IsDeadSubject(m.Subject()) {
+		// A dead letter is never dead-lettered: a consumer of dead letters
+		// would otherwise make each one it cannot process produce another.
+		r.log.Warn("terminating a dead letter it cannot process, without a dead letter about it", "subject", m.Subject(), "reason", cause.Error())
+		_ = m.Term()
+		return
+	}
 	dl := events.DeadLetter{Stream: bus.StreamEvents, Consumer: DurableName(r.spec.Name), Subject: m.Subject(), Reason: cause.Error()}
 	if md != nil {
 		dl.Sequence, dl.Deliveries = md.Sequence.Stream, int(md.NumDelivered)
