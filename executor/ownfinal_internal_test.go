@@ -1,7 +1,9 @@
 package executor
 
 import (
+	"encoding/json"
 	"errors"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -45,4 +47,28 @@ func TestOwnFinal(t *testing.T) {
 			require.Equal(t, tt.want, ownFinal(tt.s, tt.subject))
 		})
 	}
+}
+
+// A final record too large for a fact (a safety net: each fact of the run
+// is checked before) is written as an error with the arguments the task
+// message carried and no result, rather than failing on every delivery.
+func TestFitFinal(t *testing.T) {
+	t.Parallel()
+	orig := events.Task{ID: "T", Name: "n", Queue: "default", Status: events.StatusNew, Attempt: 1,
+		Args: json.RawMessage(`[1]`), Kw: json.RawMessage(`{}`)}
+	rs := &runState{orig: orig}
+	small := orig
+	small.Status, small.Result = events.StatusSuccess, json.RawMessage(`"ok"`)
+	require.Equal(t, small, rs.fitFinal(small), "a final record that fits is kept")
+
+	big := small
+	big.Kw = json.RawMessage(`{"s":"` + strings.Repeat("x", events.MaxDataSize) + `"}`)
+	got := rs.fitFinal(big)
+	require.Equal(t, events.StatusError, got.Status)
+	require.Nil(t, got.Result)
+	require.Equal(t, orig.Args, got.Args)
+	require.Equal(t, orig.Kw, got.Kw)
+	require.Contains(t, got.Reason, events.ErrTooLarge.Error())
+	require.Contains(t, got.Error, "the log takes at most")
+	require.LessOrEqual(t, len(mustJSON(modelPayload{got})), events.MaxDataSize)
 }
