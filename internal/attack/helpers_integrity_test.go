@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/require"
 
@@ -197,4 +199,25 @@ func integrityCall(t *testing.T, b *bus.Bus, id, trigger, plugin string) events.
 	}
 	t.Fatalf("no call of %s in the facts of %s for task %s", plugin, trigger, id)
 	return events.PluginCall{}
+}
+
+// integrityPullUntilAdvisory pulls from c, which must deliver nothing more,
+// until a max-deliveries advisory arrives on advisories: JetStream gives up
+// on a message when it would deliver it once more, to a waiting pull.
+func integrityPullUntilAdvisory(t *testing.T, ctx context.Context, c jetstream.Consumer, advisories <-chan *nats.Msg) {
+	t.Helper()
+	for {
+		batch, err := c.Fetch(1, jetstream.FetchMaxWait(time.Second))
+		require.NoError(t, err)
+		for m := range batch.Messages() {
+			t.Fatalf("delivered past max deliver: %s", m.Subject())
+		}
+		select {
+		case <-advisories:
+			return
+		case <-ctx.Done():
+			t.Fatal("no max-deliveries advisory")
+		default:
+		}
+	}
 }
