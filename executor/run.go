@@ -502,7 +502,10 @@ func (rs *runState) finish(ctx context.Context, final events.Task, taskErr error
 	if ctx.Err() != nil && context.Cause(ctx) == ErrStop {
 		return ErrStop // interrupted, not decided: redeliver
 	}
-	if final.Status == events.StatusError && rs.t.Retry > 0 && rs.def != nil && taskErr != nil && rs.def.retryable(taskErr) {
+	// A fact too large for the log would be as large on the next attempt:
+	// no retry for it.
+	if final.Status == events.StatusError && rs.t.Retry > 0 && rs.def != nil && taskErr != nil && rs.def.retryable(taskErr) &&
+		!errors.Is(taskErr, events.ErrTooLarge) {
 		retry := final
 		retry.Status = events.StatusRetry
 		retry.Retry = rs.t.Retry - 1

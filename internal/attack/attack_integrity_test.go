@@ -316,7 +316,7 @@ func TestAttackPoisonGrowingPayload(t *testing.T) {
 	executor.MustRegister(e.app, "victim", func(_ context.Context, _ map[string]any) (string, error) {
 		ran.Add(1)
 		return "ran", nil
-	}, nil)
+	}, &executor.TaskOptions{Retry: 3}) // retries would fail the same way
 	integrityStart(t, e)
 	integrityPlugin(t, e, plugins.Spec{
 		Name: grow.Name, Triggers: grow.Triggers,
@@ -335,6 +335,7 @@ func TestAttackPoisonGrowingPayload(t *testing.T) {
 	require.NotEmpty(t, final.Reason)
 	require.Zero(t, ran.Load(), "the task does not run with a history the log cannot hold")
 	require.Equal(t, 1, final.Run, "decided on its first delivery")
+	require.Equal(t, 1, final.Attempt, "and not retried")
 	finals := integrityFinals(t, e.b, final.ID)
 	require.Len(t, finals, 1)
 	require.Equal(t, events.StatusError, finals[0].Status)
