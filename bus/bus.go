@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -212,6 +213,8 @@ type Bus struct {
 	rgs   *registrar // nil unless this bus answers registrations
 	adv   *nats.Subscription
 	local sync.Map // plugin name → LocalHandler
+
+	forgeries atomic.Uint64 // see Forgeries
 
 	closeOnce sync.Once
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
@@ -36,9 +37,11 @@ type Reply struct {
 	Pending []jetstream.PubAckFuture
 }
 
-// invoker waits for patches with one core-NATS subscription on all patch
-// subjects: messages captured by the stream are still delivered to core
-// subscribers, so the executor needs no consumer of its own.
+// invoker waits for patches with one ordered push consumer per bus on all
+// patch subjects (ephemeral, in memory, delivering only patches stored
+// after it was made): the executor acts only on patches the log holds. A
+// patch JetStream refused (headers over its limit, an id dropped as a
+// duplicate) never reaches it, so it cannot decide a task.
 type invoker struct {
 	b       *Bus
 	sub     *nats.Subscription
@@ -49,18 +52,36 @@ type invoker struct {
 // waiter is an invocation awaiting its patch from plugin.
 type waiter struct {
 	plugin string
-	ch     chan *nats.Msg
+	ch     chan patchMsg
+}
+
+// patchMsg is a stored patch as the consumer delivered it.
+type patchMsg struct {
+	m   *nats.Msg
+	seq uint64
 }
 
 func newInvoker(b *Bus) (*invoker, error) {
 	in := &invoker{b: b, pending: make(map[string]waiter)}
-	sub, err := b.nc.Subscribe(events.SubjectPatch+".>", in.onPatch)
+	js, err := b.nc.JetStream()
 	if err != nil {
-		return nil, fmt.Errorf("subscribing to patches: %w", err)
+		return nil, fmt.Errorf("consuming patches: %w", err)
 	}
-	// A busy executor must not drop patches: a dropped patch is a timeout.
+	// A push consumer, not a pull one: no pull request stands between a
+	// stored patch and the waiting executor (docs/ARCHITECTURE.md measures
+	// the round trip). Ordered: in memory, no acks, recreated from the last
+	// sequence seen if the server loses it.
+	sub, err := js.Subscribe(events.SubjectPatch+".>", in.onPatch,
+		nats.OrderedConsumer(), nats.DeliverNew(), nats.BindStream(StreamEvents),
+		nats.Description("qtasks executor: patches"))
+	if err != nil {
+		return nil, fmt.Errorf("consuming patches: %w", err)
+	}
+	// A busy executor must not drop patches: a dropped patch is a timeout
+	// (and a gap, which makes the ordered consumer start over).
 	if err := sub.SetPendingLimits(-1, -1); err != nil {
-		return nil, fmt.Errorf("subscribing to patches: %w", err)
+		_ = sub.Unsubscribe()
+		return nil, fmt.Errorf("consuming patches: %w", err)
 	}
 	in.sub = sub
 	return in, nil
@@ -71,23 +92,44 @@ func (in *invoker) onPatch(m *nats.Msg) {
 	if id == "" {
 		return
 	}
+	var seq uint64
+	if md, err := m.Metadata(); err == nil {
+		seq = md.Sequence.Stream
+	}
+	// Only the invoked plugin may answer: invocation ids are predictable,
+	// and a reply on another plugin's subject must not decide (or fail) the
+	// call. It is a forgery attempt: counted and logged (the patch itself
+	// is in the log), and never taken.
+	ps, perr := events.ParseSubject(m.Subject)
 	in.mu.Lock()
 	w, ok := in.pending[id]
 	in.mu.Unlock()
 	if !ok {
+		// Not awaited (yet, or any more). A live invocation's id ends with
+		// ":<plugin>" (events.InvocationID), so a patch naming another
+		// plugin's invocation is told even when made before it. A replay
+		// may feed one plugin's recorded invocations to a candidate of
+		// another name: its patches (ce-replay) are not suspect.
+		if (perr != nil || !strings.HasSuffix(id, ":"+ps.Plugin)) &&
+			events.HeaderValue(events.Headers(m.Header), events.HeaderPrefix+events.ExtReplay) == "" {
+			in.forged(m.Subject, seq, id)
+		}
 		return
 	}
-	// Only the invoked plugin may answer: invocation ids are predictable,
-	// and a reply on another plugin's subject must not decide (or fail) the
-	// call. It is ignored, and the wait goes on.
-	if ps, err := events.ParseSubject(m.Subject); err != nil || ps.Plugin != w.plugin {
-		in.b.log.Warn("ignoring a patch from another plugin", "subject", m.Subject, "invocation", id, "invoked", w.plugin)
+	if perr != nil || ps.Plugin != w.plugin {
+		in.forged(m.Subject, seq, id)
 		return
 	}
 	select {
-	case w.ch <- m:
+	case w.ch <- patchMsg{m: m, seq: seq}:
 	default: // a second answer to the same invocation: the first one counts
 	}
+}
+
+func (in *invoker) forged(subject string, seq uint64, invocation string) {
+	in.b.forgeries.Add(1)
+	in.b.log.Error("forgery detected: a patch on another plugin's subject names an invocation",
+		"subject", subject, "seq", seq, "invocation", invocation)
 }
 
 func (in *invoker) stop() {
@@ -133,7 +175,7 @@ func (b *Bus) Invoke(ctx context.Context, p events.PluginInfo, inv events.Event)
 		return b.invokeLocal(ctx, h.(LocalHandler), subject, p, inv)
 	}
 
-	ch := make(chan *nats.Msg, 1)
+	ch := make(chan patchMsg, 1)
 	in := b.inv
 	in.mu.Lock()
 	in.pending[inv.ID] = waiter{plugin: p.Name, ch: ch}
@@ -157,7 +199,9 @@ func (b *Bus) Invoke(ctx context.Context, p events.PluginInfo, inv events.Event)
 			continue
 		case err := <-fut.Err():
 			return Reply{}, fmt.Errorf("publishing invocation: %w", err)
-		case m := <-ch:
+		case pm := <-ch:
+			m := pm.m
+			reply.PatchSeq = pm.seq
 			if reply.InvokeSeq == 0 {
 				// The plugin read the invocation from the stream, so it is
 				// stored, but its ack can be processed after the patch
@@ -173,10 +217,16 @@ func (b *Bus) Invoke(ctx context.Context, p events.PluginInfo, inv events.Event)
 			}
 			ev, err := events.Decode(events.Headers(m.Header), m.Data)
 			if err != nil {
-				return Reply{}, fmt.Errorf("decoding patch: %w", err)
+				return reply, fmt.Errorf("decoding patch: %w", err)
 			}
 			if ev.Type != events.TypePatch {
-				return Reply{}, fmt.Errorf("%w: reply type %q, want %q", events.ErrInvalidEvent, ev.Type, events.TypePatch)
+				return reply, fmt.Errorf("%w: reply type %q, want %q", events.ErrInvalidEvent, ev.Type, events.TypePatch)
+			}
+			if id := m.Header.Get(events.HeaderMsgID); id != "" {
+				// A patch with a deduplication id could be silenced by a
+				// message stored first under the same id; protocol 2
+				// forbids it, so that no honest patch can be.
+				return reply, fmt.Errorf("%w: the patch carries %s %q; a patch must carry none (protocol version %d)", events.ErrInvalidEvent, events.HeaderMsgID, id, events.ProtocolVersion)
 			}
 			reply.Patch = ev
 			return reply, nil

@@ -139,7 +139,7 @@ func TestInvokeRemote(t *testing.T) {
 	bus.FillPatch(&patch, p, got)
 	require.Equal(t, inv.ID, patch.Invocation)
 	require.NoError(t, patch.Validate())
-	pack, err := pb.Publish(ctx, events.PatchSubject(p.Name, got.Trigger), patch.ID, &patch)
+	pack, err := pb.Publish(ctx, events.PatchSubject(p.Name, got.Trigger), "", &patch)
 	require.NoError(t, err)
 	require.NoError(t, m.Ack())
 
@@ -153,6 +153,7 @@ func TestInvokeRemote(t *testing.T) {
 	require.Equal(t, events.ContentTypeMergePatch, r.reply.Patch.DataContentType)
 	require.Equal(t, `{"args":[1,2,3]}`, string(r.reply.Patch.Data))
 	require.NotZero(t, r.reply.InvokeSeq)
+	require.Equal(t, pack.Sequence, r.reply.PatchSeq, "the patch is taken from the log, where it is stored")
 	require.Empty(t, r.reply.Pending, "a remote invocation is acked before its reply returns")
 
 	// Both are in the log: the invocation at InvokeSeq, the patch after it.
@@ -205,14 +206,14 @@ func TestInvokeIgnoresReplyOnAnotherPluginsSubject(t *testing.T) {
 	patch := events.Event{DataContentType: events.ContentTypeMergePatch, Data: []byte(`{"args":[666]}`)}
 	bus.FillPatch(&patch, other, got)
 	require.Equal(t, inv.ID, patch.Invocation)
-	_, err := pb.Publish(ctx, events.PatchSubject(other.Name, got.Trigger), patch.ID, &patch)
+	_, err := pb.Publish(ctx, events.PatchSubject(other.Name, got.Trigger), "", &patch)
 	require.NoError(t, err)
 
 	// The invoked plugin's own answer, with the header name in another case
 	// (as a client in another language may send it), is the one taken.
 	own := events.Event{DataContentType: events.ContentTypeMergePatch, Data: []byte(`{"args":[1]}`)}
 	bus.FillPatch(&own, p, got)
-	msg := bus.Message(events.PatchSubject(p.Name, got.Trigger), own.ID+"-own", &own)
+	msg := bus.Message(events.PatchSubject(p.Name, got.Trigger), "", &own)
 	v := msg.Header.Get(events.HeaderPrefix + events.ExtInvocation)
 	msg.Header.Del(events.HeaderPrefix + events.ExtInvocation)
 	msg.Header["Ce-Invocation"] = []string{v}
@@ -380,7 +381,7 @@ func TestInvokeConcurrentCorrelation(t *testing.T) {
 		patch := events.Event{DataContentType: events.ContentTypeMergePatch,
 			Data: []byte(`{"kw":{"task":"` + inv.TaskID + `"}}`)}
 		bus.FillPatch(&patch, p, inv)
-		if _, err := pb.Publish(ctx, events.PatchSubject(p.Name, inv.Trigger), patch.ID, &patch); err != nil {
+		if _, err := pb.Publish(ctx, events.PatchSubject(p.Name, inv.Trigger), "", &patch); err != nil {
 			report(err)
 			return
 		}

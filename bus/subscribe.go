@@ -68,8 +68,16 @@ func (b *Bus) Consumer(ctx context.Context, cfg ConsumerConfig) (jetstream.Consu
 
 // DeadLetter records that a message could not be processed: JetStream has
 // no dead-letter queue, so the log gets an event that points at the stream
-// sequence and says why.
+// sequence and says why. A dead letter is never dead-lettered (dl.Subject
+// a dead-letter subject): a consumer of dead letters that never acks would
+// otherwise make each one produce another, forever. That case is logged
+// and DeadLetter returns nil: the caller drops the message as it would
+// have after recording it.
 func (b *Bus) DeadLetter(ctx context.Context, plugin, source string, dl events.DeadLetter) error {
+	if events.IsDeadSubject(dl.Subject) {
+		b.log.Warn("not dead-lettering a dead letter", "plugin", plugin, "seq", dl.Sequence, "subject", dl.Subject, "reason", dl.Reason)
+		return nil
+	}
 	data, err := jsonMarshal(dl)
 	if err != nil {
 		return err
@@ -83,7 +91,7 @@ func (b *Bus) DeadLetter(ctx context.Context, plugin, source string, dl events.D
 		Data:            data,
 		Plugin:          plugin,
 	}
-	_, err = b.Publish(ctx, events.DeadSubject(plugin), ev.ID, &ev)
+	_, err = b.PublishOwn(ctx, source, events.DeadSubject(plugin), ev.ID, &ev)
 	return err
 }
 

@@ -21,6 +21,10 @@ const (
 	TypePatch         = "io.qtasks.patch"
 	TypeTask          = "io.qtasks.task"
 	TypeDeadLetter    = "io.qtasks.deadletter"
+	// TypeAlert is an executor's record of an attack it detected (a
+	// message occupying an id or role the executor relies on). Only
+	// executors write it, on AlertSubject, which no plugin may write.
+	TypeAlert = "io.qtasks.alert"
 )
 
 // Data content types.
@@ -56,9 +60,10 @@ const (
 	ExtReplay        = "replay"
 )
 
-// MaxPayloadSize bounds a task's arguments (args and kw together) and its
-// result, so that a fact, which carries a trigger's payload before and after
-// the plugins, stays under MaxDataSize.
+// MaxPayloadSize bounds a task's arguments and extra (args, kw and extra
+// together, checked at submission) and its result, so that a fact, which
+// carries a trigger's payload before and after the plugins, stays under
+// MaxDataSize.
 const MaxPayloadSize = 256 * 1024
 
 // MaxDataSize bounds the data of one event. JetStream's default max payload
@@ -341,7 +346,7 @@ func (e *Event) Validate() error {
 		if ct := mediaType(e.DataContentType); len(e.Data) > 0 && e.PluginError == "" && ct != ContentTypeJSONPatch && ct != ContentTypeMergePatch {
 			errs = append(errs, fmt.Errorf("patch content type %q, want %s or %s", e.DataContentType, ContentTypeJSONPatch, ContentTypeMergePatch))
 		}
-	case e.Type == TypeTask, e.Type == TypeDeadLetter:
+	case e.Type == TypeTask, e.Type == TypeDeadLetter, e.Type == TypeAlert:
 	default:
 		errs = append(errs, fmt.Errorf("type %q is not a qtasks event type", e.Type))
 	}

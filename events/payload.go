@@ -142,6 +142,32 @@ type DeadLetter struct {
 	Reason     string `json:"reason"`
 }
 
+// Alert kinds (Alert.Kind).
+const (
+	// AlertForgedMsgID: a message the executor did not write occupies the
+	// Nats-Msg-Id of one it writes (a final fact, a dead letter), so the
+	// executor's own was dropped as a duplicate. The executor wrote its
+	// own again under an id nobody can predict.
+	AlertForgedMsgID = "forged_msg_id"
+)
+
+// Alert is the data of an alert event (TypeAlert): something in the log
+// that the executor refused to take for what it claims to be.
+type Alert struct {
+	Kind string `json:"kind"`
+	// Stream and Sequence point at the offending message.
+	Stream   string `json:"stream"`
+	Sequence uint64 `json:"sequence"`
+	// Subject is the offending message's subject (which tells who wrote
+	// it: only the owner of a subject can write there).
+	Subject string `json:"subject,omitempty"`
+	// MsgID is the id it occupies.
+	MsgID string `json:"msg_id,omitempty"`
+	// Want is the subject the executor's own message went to.
+	Want   string `json:"want,omitempty"`
+	Reason string `json:"reason"`
+}
+
 // Plugin modes.
 const (
 	// ModeObserver plugins read facts; they never answer.

@@ -26,6 +26,11 @@ const (
 	// in any stream.
 	SubjectRegister   = SubjectRoot + ".registry.register"
 	SubjectDeregister = SubjectRoot + ".registry.deregister"
+
+	// Alerts: qtasks.alert.<node id>, written by executors only (no
+	// plugin's rights include it), so that what they record cannot be
+	// forged or silenced by a plugin.
+	SubjectAlert = SubjectRoot + ".alert"
 )
 
 // RegisterSubject is where plugin asks the registrar to register it.
@@ -94,17 +99,28 @@ func PatchSubject(plugin, trigger string) string {
 // RunSubject is where tasks of a queue wait for a worker.
 func RunSubject(queue string) string { return SubjectRun + "." + queue }
 
+// AlertSubject is where executor node records the attacks it detects.
+func AlertSubject(node string) string { return SubjectAlert + "." + node }
+
+// IsDeadSubject reports whether subject is a dead letter's: a dead letter
+// is never dead-lettered itself, or a consumer of dead letters that never
+// acks would make each one produce another, forever.
+func IsDeadSubject(subject string) bool {
+	return strings.HasPrefix(subject, SubjectDead+".")
+}
+
 // DeadSubject is where a plugin's undeliverable messages are recorded.
 func DeadSubject(plugin string) string { return SubjectDead + "." + plugin }
 
 // ParsedSubject is a subject split into its parts; empty where the kind has
 // no such part.
 type ParsedSubject struct {
-	Kind    string // trigger, invoke, patch, dead or run
+	Kind    string // trigger, invoke, patch, dead, alert or run
 	Plugin  string
 	Trigger string
 	// Key is the last token of a fact's subject (the task's queue, or the
-	// node id of a process trigger), or the queue of a run subject.
+	// node id of a process trigger), the queue of a run subject, or the
+	// node id of an alert subject.
 	Key string
 }
 
@@ -152,7 +168,7 @@ func ParseSubject(s string) (ParsedSubject, error) {
 			return bad()
 		}
 		return ParsedSubject{Kind: t[1], Plugin: t[2]}, nil
-	case "run":
+	case "run", "alert":
 		if len(t) != 3 {
 			return bad()
 		}

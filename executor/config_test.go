@@ -24,6 +24,7 @@ func TestConfigRefused(t *testing.T) {
 		{executor.Config{Prefetch: -1}, "prefetch"},
 		{executor.Config{AckWait: 10 * time.Millisecond}, "ack wait"},
 		{executor.Config{GracePeriod: -time.Second}, "grace period"},
+		{executor.Config{MaxDeliveries: 1}, "max deliveries"},
 	} {
 		_, err := executor.New(b, &tc.cfg)
 		require.ErrorContains(t, err, tc.want)

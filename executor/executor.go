@@ -23,6 +23,10 @@ const (
 	DefaultConcurrency = 10 // QTasks' max_tasks_process
 	DefaultAckWait     = 30 * time.Second
 	DefaultGracePeriod = 30 * time.Second
+	// DefaultMaxDeliveries bounds the deliveries of one task message
+	// (Config.MaxDeliveries). Every worker crash, expired ack wait,
+	// shutdown hand-back and early pull of a delayed retry is one.
+	DefaultMaxDeliveries = 10
 )
 
 // Config configures an App. Every field has a default.
@@ -45,6 +49,14 @@ type Config struct {
 	// GracePeriod is how long Stop lets in-flight tasks finish before
 	// cancelling them. Defaults to DefaultGracePeriod.
 	GracePeriod time.Duration
+	// MaxDeliveries bounds how often one task message is delivered to
+	// workers: a delivery past it ends the attempt in status error, with
+	// a reason, without running it (no plugin is invoked either), so that
+	// a failure that repeats on every run (poison) is not redelivered
+	// forever. Failures known to be permanent (a fact too large for the
+	// log) end the attempt at once. Defaults to DefaultMaxDeliveries; it
+	// must be at least 2, so that a worker crash is still recovered.
+	MaxDeliveries int
 	// NodeID names this process in facts and task records. Defaults to
 	// hostname-pid-random.
 	NodeID string
@@ -73,6 +85,9 @@ func (c *Config) withDefaults(b *bus.Bus) error {
 	}
 	if c.GracePeriod == 0 {
 		c.GracePeriod = DefaultGracePeriod
+	}
+	if c.MaxDeliveries == 0 {
+		c.MaxDeliveries = DefaultMaxDeliveries
 	}
 	if c.NodeID == "" {
 		host, _ := os.Hostname()
@@ -103,6 +118,9 @@ func (c *Config) withDefaults(b *bus.Bus) error {
 	}
 	if c.AckWait < time.Second {
 		errs = append(errs, fmt.Errorf("ack wait %v: must be at least 1s", c.AckWait))
+	}
+	if c.MaxDeliveries < 2 {
+		errs = append(errs, fmt.Errorf("max deliveries %d: must be at least 2, or a crashed worker's task is never run again", c.MaxDeliveries))
 	}
 	if c.GracePeriod < 0 {
 		// A negative grace would cancel in-flight tasks at once on Stop,
@@ -142,7 +160,7 @@ func New(b *bus.Bus, cfg *Config) (*App, error) {
 	if err := c.withDefaults(b); err != nil {
 		return nil, fmt.Errorf("executor config: %w", err)
 	}
-	m, err := newMetrics(c.Metrics)
+	m, err := newMetrics(c.Metrics, b)
 	if err != nil {
 		return nil, fmt.Errorf("executor metrics: %w", err)
 	}

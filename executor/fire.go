@@ -109,16 +109,24 @@ func (f *firing) fire(ctx context.Context, trigger string, payload any) (json.Ra
 		}
 	}
 	if len(fact.Calls) > 0 || record {
-		f.record(trigger, n, &fact)
+		if err := f.record(trigger, n, &fact); err != nil && failure == nil {
+			// The log cannot hold this firing, and would not on any retry:
+			// the step fails, so the attempt ends rather than going on with
+			// a history that has a hole (or being redelivered forever).
+			return nil, err
+		}
 	}
 	return out, failure
 }
 
-func (f *firing) record(trigger string, n int, fact *events.Fact) {
+// record publishes the fact of a firing. It returns an error only when the
+// fact is too large for the log (events.ErrTooLarge): a failure no retry
+// can mend. Other failures are the acks' to report.
+func (f *firing) record(trigger string, n int, fact *events.Fact) error {
 	data, err := fact.AppendJSON(nil)
 	if err != nil {
 		f.acks.Fail(fmt.Errorf("encoding fact %s: %w", trigger, err))
-		return
+		return nil
 	}
 	if len(data) > events.MaxDataSize {
 		// The patches are in the log as events of their own: drop their
@@ -129,20 +137,21 @@ func (f *firing) record(trigger string, n int, fact *events.Fact) {
 			}
 		}
 		if data, err = fact.AppendJSON(data[:0]); err == nil && len(data) > events.MaxDataSize {
-			err = fmt.Errorf("fact %s is %d bytes, at most %d: %w", trigger, len(data), events.MaxDataSize, events.ErrTooLarge)
+			return fmt.Errorf("the fact of %s is %d bytes, the log takes at most %d: %w", trigger, len(data), events.MaxDataSize, events.ErrTooLarge)
 		}
 		if err != nil {
 			f.acks.Fail(err)
-			return
+			return nil
 		}
 	}
 	ev := f.event(trigger, events.FactMsgID(f.base(), f.task.Attempt, f.run, trigger, n), data)
 	fut, err := f.a.b.PublishAsync(f.subject(trigger), "", &ev)
 	if err != nil {
 		f.acks.Fail(err)
-		return
+		return nil
 	}
 	f.acks.Add(fut)
+	return nil
 }
 
 // subject is where the fact of trigger goes: under the task's queue, or

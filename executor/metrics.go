@@ -6,6 +6,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/qtasks/qtasks-go/bus"
 	"github.com/qtasks/qtasks-go/events"
 )
 
@@ -25,9 +26,11 @@ type metrics struct {
 	calls       *prometheus.CounterVec   // plugin, trigger, outcome
 	callLatency *prometheus.HistogramVec // plugin, trigger
 	deadLetters prometheus.Counter
+	forgeries   prometheus.CounterFunc
+	exhausted   prometheus.Counter
 }
 
-func newMetrics(r prometheus.Registerer) (*metrics, error) {
+func newMetrics(r prometheus.Registerer, b *bus.Bus) (*metrics, error) {
 	if r == nil {
 		return nil, nil
 	}
@@ -66,9 +69,19 @@ func newMetrics(r prometheus.Registerer) (*metrics, error) {
 			Name: "qtasks_task_dead_letters_total",
 			Help: "Malformed task messages this worker recorded as dead letters and dropped.",
 		}),
+		// The bus detects them (bus.PublishOwn, the patch consumer): one
+		// count per bus, which every app on it reports.
+		forgeries: prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "qtasks_forgeries_detected_total",
+			Help: "Forged messages detected: an id of the executor's own events taken by another message (a final fact, a dead letter), or a patch on one plugin's subject naming another plugin's invocation. Each is logged at error level; the first kind is also recorded as an io.qtasks.alert event.",
+		}, func() float64 { return float64(b.Forgeries()) }),
+		exhausted: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "qtasks_task_deliveries_exhausted_total",
+			Help: "Task attempts ended in error by this worker because their task message was delivered more than Config.MaxDeliveries times.",
+		}),
 	}
 	var errs []error
-	for _, c := range []prometheus.Collector{m.submitted, m.finished, m.duration, m.running, m.resumptions, m.calls, m.callLatency, m.deadLetters} {
+	for _, c := range []prometheus.Collector{m.submitted, m.finished, m.duration, m.running, m.resumptions, m.calls, m.callLatency, m.deadLetters, m.forgeries, m.exhausted} {
 		if err := r.Register(c); err != nil {
 			errs = append(errs, err)
 		}
@@ -131,5 +144,11 @@ func (m *metrics) resumed() {
 func (m *metrics) deadLettered() {
 	if m != nil {
 		m.deadLetters.Inc()
+	}
+}
+
+func (m *metrics) exhaustedInc() {
+	if m != nil {
+		m.exhausted.Inc()
 	}
 }

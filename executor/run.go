@@ -17,11 +17,14 @@ import (
 
 // runState is one run of one task attempt.
 type runState struct {
-	w   *worker
-	f   *firing
-	t   events.Task // the record as submitted; args/kw here are what runs
-	rev uint64
-	def *taskDef
+	w *worker
+	f *firing
+	t events.Task // the record as submitted; args/kw here are what runs
+	// orig is the record as the task message carried it, before any
+	// plugin patched it: it fits in the log (it was in a message).
+	orig events.Task
+	rev  uint64
+	def  *taskDef
 }
 
 // run walks a task attempt through the worker side of its lifecycle. It
@@ -31,7 +34,7 @@ type runState struct {
 func (w *worker) run(ctx context.Context, t events.Task, rev uint64, run int, resumed bool) error {
 	a := w.a
 	t.Run = run
-	rs := &runState{w: w, t: t, rev: rev}
+	rs := &runState{w: w, t: t, orig: t, rev: rev}
 	rs.f = a.newFiring(&rs.t, run)
 	f := rs.f
 
@@ -367,6 +370,10 @@ func (rs *runState) failed(err error) events.Task {
 	if errors.As(err, &pte) {
 		m.Error, m.Reason = pte.Reason, "no plugin handled "+events.TaskExecutorRunTaskTriggerError
 	}
+	if m.Reason == "" && errors.Is(err, events.ErrTooLarge) {
+		// No retry can mend it: say so, the error says what outgrew what.
+		m.Reason = "too large for the log: " + err.Error()
+	}
 	return m
 }
 
@@ -495,7 +502,10 @@ func (rs *runState) finish(ctx context.Context, final events.Task, taskErr error
 	if ctx.Err() != nil && context.Cause(ctx) == ErrStop {
 		return ErrStop // interrupted, not decided: redeliver
 	}
-	if final.Status == events.StatusError && rs.t.Retry > 0 && rs.def != nil && taskErr != nil && rs.def.retryable(taskErr) {
+	// A fact too large for the log would be as large on the next attempt:
+	// no retry for it.
+	if final.Status == events.StatusError && rs.t.Retry > 0 && rs.def != nil && taskErr != nil && rs.def.retryable(taskErr) &&
+		!errors.Is(taskErr, events.ErrTooLarge) {
 		retry := final
 		retry.Status = events.StatusRetry
 		retry.Retry = rs.t.Retry - 1
@@ -553,6 +563,7 @@ func (rs *runState) finish(ctx context.Context, final events.Task, taskErr error
 	if err := f.acks.Wait(context.WithoutCancel(ctx)); err != nil {
 		return err
 	}
+	final = rs.fitFinal(final)
 	decided, seq, err := rs.w.publishFinal(ctx, f, final)
 	if err != nil {
 		return err
@@ -572,6 +583,28 @@ func (rs *runState) finish(ctx context.Context, final events.Task, taskErr error
 		_, _ = f.fire(ctx, events.WorkerExecuteAfter, modelPayload{final})
 	}
 	return f.acks.Wait(context.WithoutCancel(ctx))
+}
+
+// fitFinal returns final, or, when its final fact would be too large for
+// the log (plugins grew the arguments or the result past its limits), the
+// attempt ended in error with the arguments as the task message carried
+// them and no result: a fact the log refuses would fail on every retry.
+func (rs *runState) fitFinal(final events.Task) events.Task {
+	if len(mustJSON(modelPayload{final}))+len(`{"input":}`) <= events.MaxDataSize {
+		return final
+	}
+	size := len(mustJSON(modelPayload{final}))
+	fit := final
+	fit.Status = events.StatusError
+	fit.Args, fit.Kw, fit.Extra, fit.Result = rs.orig.Args, rs.orig.Kw, rs.orig.Extra, nil
+	fit.DelayMS = 0
+	fit.RetryChild = ""
+	fit.Reason = fmt.Sprintf("the final record is %d bytes, the log takes at most %d: %v", size, events.MaxDataSize, events.ErrTooLarge)
+	if final.Error == "" {
+		fit.Error = fit.Reason
+	}
+	fit.Reason += "; arguments as the task message carried them, result dropped"
+	return fit
 }
 
 // chainedError is one error of a failed attempt's error chain, as the

@@ -149,8 +149,8 @@ func (a *App) Submit(ctx context.Context, name string, input any, opts *SubmitOp
 	now := a.cfg.Now().UTC()
 	t.CreatedAt, t.UpdatedAt = now, now
 
-	if n := len(t.Args) + len(t.Kw); n > events.MaxPayloadSize {
-		return events.Task{}, fmt.Errorf("submitting %s: arguments are %d bytes, at most %d: %w", name, n, events.MaxPayloadSize, events.ErrTooLarge)
+	if err := checkPayloadSize(&t, "arguments and extra"); err != nil {
+		return events.Task{}, fmt.Errorf("submitting %s: %w", name, err)
 	}
 	f := a.newFiring(&t, 0)
 	// A submission's ids carry a token of their own: a resubmission of the
@@ -191,8 +191,8 @@ func (a *App) Submit(ctx context.Context, name string, input any, opts *SubmitOp
 	t.Priority = b.Priority
 	t.Args, t.Kw = orEmpty(b.Args, "[]"), orEmpty(b.Kw, "{}")
 	t.Extra = b.Extra
-	if n := len(t.Args) + len(t.Kw); n > events.MaxPayloadSize {
-		return fail(fmt.Errorf("arguments as patched are %d bytes, at most %d: %w", n, events.MaxPayloadSize, events.ErrTooLarge))
+	if err := checkPayloadSize(&t, "arguments and extra as patched"); err != nil {
+		return fail(err)
 	}
 
 	// broker_add_before: the new record.
@@ -207,6 +207,11 @@ func (a *App) Submit(ctx context.Context, name string, input any, opts *SubmitOp
 		return fail(err)
 	}
 	if err := takeModel(out, "task_status", &t); err != nil {
+		return fail(err)
+	}
+	// The plugins of broker_add_before and storage_add may have grown the
+	// extra: what is stored and queued must fit the facts of every run.
+	if err := checkPayloadSize(&t, "arguments and extra as patched"); err != nil {
 		return fail(err)
 	}
 	rec, created, err := a.b.CreateTask(ctx, t)
@@ -239,6 +244,25 @@ func (a *App) Submit(ctx context.Context, name string, input any, opts *SubmitOp
 	}
 	a.countSubmitted(&t)
 	return t, nil
+}
+
+// checkPayloadSize checks a task's arguments and extra against
+// events.MaxPayloadSize, at submission: every fact of a run that carries
+// the record carries them, before and after the plugins, and one too large
+// for the log would fail the task on every delivery.
+func checkPayloadSize(t *events.Task, what string) error {
+	n := len(t.Args) + len(t.Kw)
+	if len(t.Extra) > 0 {
+		b, err := json.Marshal(t.Extra)
+		if err != nil {
+			return fmt.Errorf("encoding extra: %w", err)
+		}
+		n += len(b)
+	}
+	if n > events.MaxPayloadSize {
+		return fmt.Errorf("%s are %d bytes, at most %d: %w", what, n, events.MaxPayloadSize, events.ErrTooLarge)
+	}
+	return nil
 }
 
 // lockID takes the submission lock of task id, waiting until ctx ends.

@@ -109,7 +109,10 @@ func (w *worker) start(ctx context.Context) error {
 			return err
 		}
 	}
-	cons, err := a.b.TaskConsumer(ctx, a.cfg.Queue, a.cfg.AckWait, -1)
+	// The worker ends a task past MaxDeliveries itself (process), with a
+	// final record; JetStream's bound is a backstop for when even that
+	// keeps failing: the message then stays in the stream, undelivered.
+	cons, err := a.b.TaskConsumer(ctx, a.cfg.Queue, a.cfg.AckWait, a.cfg.MaxDeliveries+maxDeliveriesBackstop)
 	if err != nil {
 		return err
 	}
@@ -352,6 +355,15 @@ func (w *worker) process(it *item) {
 		_ = it.m.Ack()
 		return
 	}
+	if run > a.cfg.MaxDeliveries {
+		if err := w.endExhausted(ctx, t, run); err != nil {
+			a.log.Error("ending a task past its delivery bound", "task_id", t.ID, "err", err)
+			_ = it.m.Nak()
+			return
+		}
+		_ = it.m.Ack()
+		return
+	}
 	a.m.runningAdd(1)
 	defer a.m.runningAdd(-1)
 	hbCtx, stopHB := context.WithCancel(ctx)
@@ -390,12 +402,48 @@ func (w *worker) process(it *item) {
 	}
 }
 
+// maxDeliveriesBackstop is how many deliveries past Config.MaxDeliveries
+// JetStream still makes, for endExhausted to succeed in.
+const maxDeliveriesBackstop = 3
+
+// endExhausted ends attempt t, whose task message was delivered run times,
+// more than Config.MaxDeliveries, in status error: its runs keep failing
+// before they finish (a crash, a failure that repeats), and another would
+// only repeat their work. Nothing runs: no plugin is invoked (one may be
+// the cause), only the final fact and record are written.
+func (w *worker) endExhausted(ctx context.Context, t events.Task, run int) error {
+	a := w.a
+	final := t
+	final.Status = events.StatusError
+	final.Worker = a.cfg.NodeID
+	final.UpdatedAt = a.cfg.Now().UTC()
+	final.Run = run
+	final.Result, final.DelayMS, final.RetryChild = nil, 0, ""
+	final.Error = fmt.Sprintf("the task message was delivered %d times, more than the limit of %d, without a run finishing", run, a.cfg.MaxDeliveries)
+	final.Reason = "deliveries exhausted"
+	a.log.Error("ending a task attempt past its delivery bound", "task_id", t.ID, "attempt", t.Attempt, "deliveries", run, "max_deliveries", a.cfg.MaxDeliveries)
+	f := a.newFiring(&final, run)
+	decided, seq, err := w.publishFinal(ctx, f, final)
+	if err != nil {
+		return err
+	}
+	if !decided {
+		if final, err = w.decidedFinal(ctx, seq); err != nil {
+			return err
+		}
+	} else {
+		a.m.exhaustedInc()
+	}
+	return w.finishDecided(ctx, final, 0)
+}
+
 // finishDecided completes the bookkeeping of an attempt whose final fact is
 // in the log: the task record, and the next attempt of a retried task. Both
 // steps are idempotent. rev is the record's revision as the caller last
 // wrote it, 0 if unknown (see storeFinal).
 func (w *worker) finishDecided(ctx context.Context, final events.Task, rev uint64) error {
-	if err := w.storeFinal(ctx, final, rev); err != nil {
+	final, err := w.storeFinal(ctx, final, rev)
+	if err != nil {
 		return err
 	}
 	w.a.countFinished(&final)
@@ -413,6 +461,9 @@ func (w *worker) loggedFinal(ctx context.Context, rec events.Task) (events.Task,
 	found := false
 	subject := events.FactSubject(events.StorageRemoveFinishedTask, rec.Queue)
 	err := w.a.b.TaskEvents(ctx, rec.ID, rec.UpdatedAt, []string{subject}, func(s bus.Stored) error {
+		if !ownFinal(s, subject) {
+			return nil // only executors write there; a check that costs nothing
+		}
 		m, err := finalModel(s)
 		if err != nil {
 			return err
@@ -456,7 +507,25 @@ func (w *worker) decidedFinal(ctx context.Context, seq uint64) (events.Task, err
 	if s.Err != nil {
 		return events.Task{}, s.Err
 	}
+	if !ownFinal(s, "") {
+		return events.Task{}, fmt.Errorf("message %d on %s is not a final fact: not taken for one", s.Seq, s.Subject)
+	}
 	return finalModel(s)
+}
+
+// ownFinal reports whether s is a final fact as executors write it: on a
+// fact subject (subject, when not empty), which no plugin may write, with
+// the final fact's type and id. Anything else is not taken for one.
+func ownFinal(s bus.Stored, subject string) bool {
+	if s.Err != nil || s.Event.Type != events.TypeTriggerPrefix+events.StorageRemoveFinishedTask ||
+		s.Event.ID != events.FinalMsgID(s.Event.TaskID, s.Event.Attempt) {
+		return false
+	}
+	if subject != "" {
+		return s.Subject == subject
+	}
+	ps, err := events.ParseSubject(s.Subject)
+	return err == nil && ps.Kind == "trigger" && ps.Trigger == events.StorageRemoveFinishedTask
 }
 
 // finalModel decodes the task record of a final fact.
@@ -476,21 +545,29 @@ func finalModel(s bus.Stored) (events.Task, error) {
 }
 
 // storeFinal writes a decided final record to the task record, unless the
-// record already moved on to a later attempt or holds this final status.
+// record already moved on to a later attempt or holds a final record of
+// this attempt. It returns the final record that stands: final, or the one
+// the record holds (the first one written decides).
 // With rev > 0, the revision this run last wrote, the record is written
 // against it without reading it first: if nobody wrote since, it is this
 // attempt's, not final. It is read only when rev is 0 or the write
 // conflicts.
-func (w *worker) storeFinal(ctx context.Context, final events.Task, rev uint64) error {
+func (w *worker) storeFinal(ctx context.Context, final events.Task, rev uint64) (events.Task, error) {
 	b := w.a.b
 	for {
 		if rev == 0 {
 			rec, err := b.GetTask(ctx, final.ID)
 			if err != nil {
-				return err
+				return final, err
 			}
-			if rec.Task.Attempt > final.Attempt || (rec.Task.Attempt == final.Attempt && rec.Task.Status == final.Status) {
-				return nil
+			// A final record of this attempt stands: two final facts of one
+			// attempt can be stored when its final-fact id was taken by a
+			// forgery (bus.PublishOwn), and the first record decides.
+			if rec.Task.Attempt > final.Attempt {
+				return final, nil
+			}
+			if rec.Task.Attempt == final.Attempt && events.FinalStatus(rec.Task.Status) {
+				return rec.Task, nil
 			}
 			rev = rec.Revision
 		}
@@ -499,7 +576,7 @@ func (w *worker) storeFinal(ctx context.Context, final events.Task, rev uint64) 
 			rev = 0
 			continue
 		}
-		return err
+		return final, err
 	}
 }
 
@@ -531,7 +608,10 @@ func (w *worker) publishFinal(ctx context.Context, f *firing, final events.Task)
 	}
 	id := events.FinalMsgID(final.ID, final.Attempt)
 	ev := f.event(events.StorageRemoveFinishedTask, id, data)
-	ack, err := w.a.b.Publish(ctx, f.subject(events.StorageRemoveFinishedTask), id, &ev)
+	// PublishOwn takes a duplicate only if it is this executor's kind of
+	// final fact: a plugin may publish under any id on its own subjects,
+	// and must not have its message taken for the attempt's final fact.
+	ack, err := w.a.b.PublishOwn(ctx, w.a.source, f.subject(events.StorageRemoveFinishedTask), id, &ev)
 	if err != nil {
 		return false, 0, err
 	}

@@ -253,7 +253,11 @@ func (r *Runner) mutate(m jetstream.Msg) {
 	}
 	patch := r.answer(ctx, call)
 	bus.FillPatch(&patch, r.info, inv)
-	if _, err := r.b.Publish(ctx, events.PatchSubject(r.spec.Name, inv.Trigger), patch.ID, &patch); err != nil {
+	// No Nats-Msg-Id (protocol 2): a patch with one is rejected, since a
+	// message stored first under the same id would silence it. A patch
+	// written twice (an invocation redelivered after a crash) is stored
+	// twice; the executor takes the first.
+	if _, err := r.b.Publish(ctx, events.PatchSubject(r.spec.Name, inv.Trigger), "", &patch); err != nil {
 		r.log.Warn("publishing patch", "invocation", inv.ID, "err", err)
 		_ = m.Nak()
 		return
@@ -354,6 +358,13 @@ func (r *Runner) observe() {
 // deadLetter records a message the plugin cannot process and terminates
 // its delivery: JetStream has no dead-letter queue of its own.
 func (r *Runner) deadLetter(m jetstream.Msg, md *jetstream.MsgMetadata, cause error) {
+	if events.IsDeadSubject(m.Subject()) {
+		// A dead letter is never dead-lettered: a consumer of dead letters
+		// would otherwise make each one it cannot process produce another.
+		r.log.Warn("terminating a dead letter it cannot process, without a dead letter about it", "subject", m.Subject(), "reason", cause.Error())
+		_ = m.Term()
+		return
+	}
 	dl := events.DeadLetter{Stream: bus.StreamEvents, Consumer: DurableName(r.spec.Name), Subject: m.Subject(), Reason: cause.Error()}
 	if md != nil {
 		dl.Sequence, dl.Deliveries = md.Sequence.Stream, int(md.NumDelivered)

@@ -505,6 +505,25 @@ func (p *Prepared) prepare(decodeErr error) rejection {
 		p.dl = dl
 		p.kind = kindDead
 		return ""
+	case "alert":
+		// An executor's record of a forgery: kept with the dead letters
+		// (a message refused for what it claims to be), blaming the
+		// plugin whose subject the offending message is on.
+		if ev.Type != events.TypeAlert {
+			return rejection(fmt.Sprintf("type %q on alert subject %s", ev.Type, p.subject))
+		}
+		var al events.Alert
+		if err := json.Unmarshal(ev.Data, &al); err != nil {
+			return rejection("alert data: " + err.Error())
+		}
+		plugin := "(unknown)"
+		if ops, err := events.ParseSubject(al.Subject); err == nil && ops.Plugin != "" {
+			plugin = ops.Plugin
+		}
+		p.ev.Plugin = plugin
+		p.dl = events.DeadLetter{Stream: al.Stream, Sequence: al.Sequence, Consumer: "alert:" + al.Kind, Subject: al.Subject, Reason: al.Reason}
+		p.kind = kindDead
+		return ""
 	}
 	return rejection(fmt.Sprintf("subject %s is not one the event log carries", p.subject))
 }

@@ -125,6 +125,7 @@ func TestBadFlagsWriteNothing(t *testing.T) {
 		{[]string{"--concurrency", "-3"}, exitUsage, "concurrency -3"},
 		{[]string{"--queue", "a.b"}, exitUsage, `queue "a.b"`},
 		{[]string{"--grace", "-1s"}, exitUsage, "--grace -1s"},
+		{[]string{"--max-deliveries", "1"}, exitUsage, "max deliveries 1"},
 		{[]string{"--http", ln.Addr().String()}, exitFailure, "HTTP listener"},
 		{[]string{"--server-tls-cert", "cert.pem"}, exitUsage, "--server-tls-key go together"},
 		{[]string{"--server-tls-client-ca", "ca.pem"}, exitUsage, "--server-tls-key go together"},

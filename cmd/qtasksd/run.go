@@ -39,6 +39,7 @@ type runFlags struct {
 	prefetch    int
 	ackWait     time.Duration
 	grace       time.Duration
+	maxDeliver  int
 	record      string
 	httpAddr    string
 	logLevel    string
@@ -63,7 +64,7 @@ type runFlags struct {
 var runEnv = [][2]string{
 	{"port", "QTASKS_PORT"}, {"concurrency", "QTASKS_CONCURRENCY"}, {"prefetch", "QTASKS_PREFETCH"},
 	{"ack-wait", "QTASKS_ACK_WAIT"}, {"grace", "QTASKS_GRACE"}, {"task-retention", "QTASKS_TASK_RETENTION"},
-	{"memory-limit", "QTASKS_MEMORY_LIMIT"}, {"replicas", "QTASKS_REPLICAS"},
+	{"memory-limit", "QTASKS_MEMORY_LIMIT"}, {"replicas", "QTASKS_REPLICAS"}, {"max-deliveries", "QTASKS_MAX_DELIVERIES"},
 	{"max-plugin-timeout", "QTASKS_MAX_PLUGIN_TIMEOUT"},
 	{"demo", "QTASKS_DEMO"}, {"http-max-waits", "QTASKS_HTTP_MAX_WAITS"},
 }
@@ -82,6 +83,7 @@ func (m *Main) run(ctx context.Context, args []string) error {
 	fs.IntVar(&f.prefetch, "prefetch", 0, "tasks pulled ahead and run by priority; default: --concurrency (QTASKS_PREFETCH)")
 	fs.DurationVar(&f.ackWait, "ack-wait", executor.DefaultAckWait, "redeliver a task whose worker is silent this long (QTASKS_ACK_WAIT)")
 	fs.DurationVar(&f.grace, "grace", executor.DefaultGracePeriod, "on SIGTERM, let in-flight tasks finish this long (QTASKS_GRACE)")
+	fs.IntVar(&f.maxDeliver, "max-deliveries", executor.DefaultMaxDeliveries, "end a task attempt in error when its message is delivered more often than this (crashes, hand-backs): a poison task is not run forever; at least 2 (QTASKS_MAX_DELIVERIES)")
 	fs.StringVar(&f.record, "record", envOr("QTASKS_RECORD", "all"), "which facts to write: all, or lifecycle (lifecycle facts plus subscribed triggers) (QTASKS_RECORD)")
 	fs.StringVar(&f.httpAddr, "http", envOr("QTASKS_HTTP", "127.0.0.1:7400"), "HTTP address for /healthz and /tasks; empty disables (QTASKS_HTTP)")
 	fs.DurationVar(&f.retention, "task-retention", bus.DefaultFinishedTaskTTL, "how long a finished task's record stays in the task bucket (the log and the projection keep it); negative: forever (QTASKS_TASK_RETENTION)")
@@ -250,7 +252,8 @@ func (m *Main) run(ctx context.Context, args []string) error {
 	// a bad one writes nothing.
 	app, err := executor.New(b, &executor.Config{
 		Queue: f.queue, Concurrency: f.concurrency, Prefetch: f.prefetch, AckWait: f.ackWait, GracePeriod: f.grace, Logger: log,
-		Metrics: reg,
+		MaxDeliveries: f.maxDeliver,
+		Metrics:       reg,
 	})
 	if err != nil {
 		return &usageError{Msg: err.Error(), Hint: "qtasksd run -h"}

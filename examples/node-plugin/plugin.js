@@ -98,7 +98,8 @@ async function answer(js, m) {
     out.set("ce-pluginerror", String(err.message).replace(/[\r\n]+/g, " "));
   }
   try {
-    await js.publish(`qtasks.patch.${name}.${trig}`, body, { headers: out, msgID: invocation + ":patch" });
+    // No msgID (protocol 2): a patch carrying Nats-Msg-Id is rejected.
+    await js.publish(`qtasks.patch.${name}.${trig}`, body, { headers: out });
     m.ack();
   } catch (err) {
     console.error("publishing patch:", err.message);
