@@ -17,6 +17,7 @@ var EventSubjects = []string{
 	events.SubjectInvoke + ".>",
 	events.SubjectPatch + ".>",
 	events.SubjectDead + ".>",
+	events.SealSubjects, // qtasksd's seals (Sealer); no plugin may write there
 }
 
 // taskMarkerTTL is how long the task bucket keeps the marker of an expired

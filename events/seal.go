@@ -11,6 +11,8 @@ import (
 	"fmt"
 	"slices"
 	"sort"
+	"strconv"
+	"strings"
 )
 
 // Seals make the event log tamper-evident (docs/PROTOCOL.md §17). A seal is
@@ -274,6 +276,25 @@ func (s *Seal) mark(i int) []byte {
 	return m[i*MarkSize : (i+1)*MarkSize]
 }
 
+// Anchor is a seal recorded outside the log: its sequence and digest.
+type Anchor struct {
+	Seq    uint64
+	Digest string
+}
+
+// ParseAnchor reads an anchor written SEQ:DIGEST (the digest in hex).
+func ParseAnchor(s string) (Anchor, error) {
+	seqStr, dg, ok := strings.Cut(s, ":")
+	seq, err := strconv.ParseUint(seqStr, 10, 64)
+	if !ok || err != nil || seq == 0 {
+		return Anchor{}, fmt.Errorf("anchor %q: want SEQ:DIGEST", s)
+	}
+	if _, err := decodeDigest(dg); err != nil {
+		return Anchor{}, fmt.Errorf("anchor %q: digest %v", s, err)
+	}
+	return Anchor{Seq: seq, Digest: strings.ToLower(dg)}, nil
+}
+
 // Finding kinds: what a verifier found at a sequence.
 const (
 	// FindingDeleted: a message a seal covers is gone, or a seal that
@@ -314,12 +335,19 @@ type Verifier struct {
 	// finding.
 	HeadMayAge bool
 
-	buf      []SealedMsg // messages not yet covered by an adopted seal
-	tip      *sealTip
-	seen     map[uint64]*sealTip // every valid seal read, by sequence
-	rep      VerifyReport
-	findings map[uint64]Finding
-	lastSeq  uint64
+	// Anchor, when set, is a seal recorded earlier (from a report's
+	// LastSeal and LastSealDigest, kept outside the log): it must still be
+	// in the log with that digest. It is what shows a truncation, or a
+	// rewrite of everything after some seal, seals included.
+	Anchor Anchor
+
+	anchorSeen bool
+	buf        []SealedMsg // messages not yet covered by an adopted seal
+	tip        *sealTip
+	seen       map[uint64]*sealTip // every valid seal read, by sequence
+	rep        VerifyReport
+	findings   map[uint64]Finding
+	lastSeq    uint64
 }
 
 type sealTip struct {
@@ -364,6 +392,9 @@ func (v *Verifier) Add(seq uint64, subject string, h Headers, data []byte) {
 	}
 	v.rep.Messages++
 	v.lastSeq = seq
+	if seq == v.Anchor.Seq {
+		v.anchorSeen = true
+	}
 	hash := MsgHash(seq, subject, h, data)
 	v.buf = append(v.buf, SealedMsg{Seq: seq, Hash: hash})
 	if !isSealSubject(subject) {
@@ -511,6 +542,18 @@ func (v *Verifier) locate(seq uint64, s *Seal, got []SealedMsg) {
 // Report ends the verification. The gaps the adopted seals record are
 // findings of kind FindingGap.
 func (v *Verifier) Report() VerifyReport {
+	if v.findings == nil {
+		v.findings = map[uint64]Finding{}
+	}
+	if a := v.Anchor; a.Seq != 0 && !(v.HeadMayAge && a.Seq < v.StreamFirst) {
+		t := v.seen[a.Seq]
+		switch {
+		case !v.anchorSeen:
+			v.find(a.Seq, FindingDeleted, a.Seq, "the anchored seal is gone: the log was truncated or rewritten from before it")
+		case t == nil || hex.EncodeToString(t.digest[:]) != a.Digest:
+			v.find(a.Seq, FindingAltered, a.Seq, "the anchored seal is not the one recorded: the log was rewritten")
+		}
+	}
 	r := v.rep
 	if v.tip != nil {
 		r.Through = v.tip.last
