@@ -403,3 +403,34 @@ func TestVerifyFindsResurrectedMessage(t *testing.T) {
 	require.Equal(t, victim, r.Findings[0].Seq, "%+v", r.Findings)
 	require.Equal(t, events.FindingInserted, r.Findings[0].Kind)
 }
+
+func TestSealerSealsOnInterval(t *testing.T) {
+	t.Parallel()
+	ctx := testCtx(t)
+	b := bustest.Open(t, nil)
+	var mu sync.Mutex
+	var sealed []events.Seal
+	s, err := b.StartSealer(ctx, bus.SealerConfig{Node: "n1", Every: 1000, Interval: 20 * time.Millisecond, Logger: bustest.Logger(t),
+		Sealed: func(_ uint64, s events.Seal) { mu.Lock(); sealed = append(sealed, s); mu.Unlock() }})
+	require.NoError(t, err)
+	t.Cleanup(s.Stop)
+	seqs := publishFacts(ctx, t, b, 2)
+	bustest.WaitFor(t, wait, "a seal", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(sealed) > 0 && sealed[len(sealed)-1].Last >= seqs[1]
+	})
+	// A seal alone is not sealed again: the sealer waits for a fact.
+	r := verifyLog(ctx, t, b)
+	require.Empty(t, r.Findings)
+	require.Equal(t, 1, r.Unsealed)
+	mu.Lock()
+	n := len(sealed)
+	mu.Unlock()
+	publishFacts(ctx, t, b, 1)
+	bustest.WaitFor(t, wait, "another seal", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(sealed) > n
+	})
+}

@@ -125,6 +125,8 @@ func TestBadFlagsWriteNothing(t *testing.T) {
 		{[]string{"--concurrency", "-3"}, exitUsage, "concurrency -3"},
 		{[]string{"--queue", "a.b"}, exitUsage, `queue "a.b"`},
 		{[]string{"--grace", "-1s"}, exitUsage, "--grace -1s"},
+		{[]string{"--seal-every", "0"}, exitUsage, "--seal-every 0"},
+		{[]string{"--seal-interval", "-1s"}, exitUsage, "--seal-interval -1s"},
 		{[]string{"--http", ln.Addr().String()}, exitFailure, "HTTP listener"},
 	} {
 		dir := t.TempDir()

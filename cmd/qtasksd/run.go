@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/qtasks/qtasks-go/bus"
+	"github.com/qtasks/qtasks-go/events"
 	"github.com/qtasks/qtasks-go/executor"
 	"github.com/qtasks/qtasks-go/internal/flock"
 	"github.com/qtasks/qtasks-go/projections"
@@ -49,6 +50,8 @@ type runFlags struct {
 	memLimitMiB int
 	retention   time.Duration
 	users       string
+	sealEvery   int
+	sealEach    time.Duration
 }
 
 // runEnv are the environment variables of run's number and duration flags.
@@ -56,6 +59,7 @@ var runEnv = [][2]string{
 	{"port", "QTASKS_PORT"}, {"concurrency", "QTASKS_CONCURRENCY"}, {"prefetch", "QTASKS_PREFETCH"},
 	{"ack-wait", "QTASKS_ACK_WAIT"}, {"grace", "QTASKS_GRACE"}, {"task-retention", "QTASKS_TASK_RETENTION"},
 	{"memory-limit", "QTASKS_MEMORY_LIMIT"}, {"replicas", "QTASKS_REPLICAS"},
+	{"seal-every", "QTASKS_SEAL_EVERY"}, {"seal-interval", "QTASKS_SEAL_INTERVAL"},
 }
 
 func (m *Main) run(ctx context.Context, args []string) error {
@@ -80,6 +84,8 @@ func (m *Main) run(ctx context.Context, args []string) error {
 	fs.IntVar(&f.replicas, "replicas", 1, "stream replicas; 3 on a cluster (QTASKS_REPLICAS)")
 	fs.StringVar(&f.db, "db", envOr("QTASKS_DB", projections.DefaultPath), "SQLite projection of the event log, kept up to date (QTASKS_DB)")
 	fs.BoolVar(&f.noProj, "no-projection", false, "run no projector")
+	fs.IntVar(&f.sealEvery, "seal-every", bus.DefaultSealEvery, "seal the event log after this many messages (QTASKS_SEAL_EVERY); see qtasks-replay verify")
+	fs.DurationVar(&f.sealEach, "seal-interval", bus.DefaultSealInterval, "seal the messages waiting at least this often; 0: write no seals (QTASKS_SEAL_INTERVAL)")
 	if err := parse(fs, args, "qtasksd run -h"); err != nil {
 		return err
 	}
@@ -101,6 +107,12 @@ func (m *Main) run(ctx context.Context, args []string) error {
 	}
 	if f.grace < 0 {
 		return &usageError{Msg: fmt.Sprintf("--grace %v: must not be negative", f.grace), Hint: "qtasksd run --grace 30s"}
+	}
+	if f.sealEach < 0 {
+		return &usageError{Msg: fmt.Sprintf("--seal-interval %v: must not be negative (0 writes no seals)", f.sealEach), Hint: "qtasksd run --seal-interval 10s"}
+	}
+	if f.sealEvery < 1 || f.sealEvery > events.MaxSealMessages {
+		return &usageError{Msg: fmt.Sprintf("--seal-every %d: want 1 to %d", f.sealEvery, events.MaxSealMessages), Hint: "qtasksd run --seal-every 1000"}
 	}
 	if !f.noProj {
 		if err := projections.CheckPath(ctx, f.db); err != nil {
@@ -197,6 +209,17 @@ func (m *Main) run(ctx context.Context, args []string) error {
 	}
 	registerDemoTasks(app)
 
+	// The sealer makes the log tamper-evident (qtasks-replay verify). With
+	// several qtasksd on one log, each runs one and they write one chain.
+	var sealer *bus.Sealer
+	if f.sealEach > 0 {
+		sealer, err = b.StartSealer(ctx, bus.SealerConfig{Node: app.NodeID(), Every: f.sealEvery, Interval: f.sealEach, Logger: log})
+		if err != nil {
+			return err
+		}
+		defer sealer.Stop()
+	}
+
 	var proj *projections.Projector
 	if !f.noProj {
 		if proj, err = startProjector(ctx, b, f.db, log, newProjectionMetrics(reg).onBatch); err != nil {
@@ -254,6 +277,14 @@ func (m *Main) run(ctx context.Context, args []string) error {
 		sctx, c := context.WithTimeout(context.Background(), 5*time.Second)
 		errs = append(errs, srv.Shutdown(sctx))
 		c()
+	}
+	if sealer != nil { // after the worker: its last facts are sealed
+		sctx, c := context.WithTimeout(context.Background(), 10*time.Second)
+		if err := sealer.Flush(sctx); err != nil {
+			log.Warn("sealing the last messages", "err", err)
+		}
+		c()
+		sealer.Stop()
 	}
 	if proj != nil { // after the worker: its last facts are projected
 		pctx, c := context.WithTimeout(context.Background(), 10*time.Second)
