@@ -88,39 +88,39 @@ type Seal struct {
 // MsgHash hashes one stored message: its stream sequence, subject, headers
 // in canonical form and data. See docs/PROTOCOL.md §17.2.
 func MsgHash(seq uint64, subject string, h Headers, data []byte) [32]byte {
-	d := sha256.New()
-	var b [8]byte
-	d.Write([]byte(msgHashDomain))
-	binary.BigEndian.PutUint64(b[:], seq)
-	d.Write(b[:])
-	lp := func(s []byte) {
-		binary.BigEndian.PutUint32(b[:4], uint32(len(s)))
-		d.Write(b[:4])
-		d.Write(s)
-	}
-	lp([]byte(subject))
-	names := make([]string, 0, len(h))
-	n := 0
+	// One buffer, hashed at once: a Write per field cost more than the
+	// hashing of a small message.
+	var nbuf [24]string
+	names := nbuf[:0]
+	size, n := len(msgHashDomain)+8+4+len(subject)+4+4+len(data), 0
 	for k, vs := range h {
 		if k == "" {
 			continue // NATS drops headers without a name
 		}
 		names = append(names, k)
 		n += len(vs)
-	}
-	sort.Strings(names)
-	binary.BigEndian.PutUint32(b[:4], uint32(n))
-	d.Write(b[:4])
-	for _, k := range names {
-		for _, v := range h[k] {
-			lp([]byte(k))
-			lp([]byte(v))
+		for _, v := range vs {
+			size += 8 + len(k) + len(v)
 		}
 	}
-	lp(data)
-	var out [32]byte
-	d.Sum(out[:0])
-	return out
+	slices.Sort(names)
+	b := make([]byte, 0, size)
+	b = append(b, msgHashDomain...)
+	b = binary.BigEndian.AppendUint64(b, seq)
+	b = binary.BigEndian.AppendUint32(b, uint32(len(subject)))
+	b = append(b, subject...)
+	b = binary.BigEndian.AppendUint32(b, uint32(n))
+	for _, k := range names {
+		for _, v := range h[k] {
+			b = binary.BigEndian.AppendUint32(b, uint32(len(k)))
+			b = append(b, k...)
+			b = binary.BigEndian.AppendUint32(b, uint32(len(v)))
+			b = append(b, v...)
+		}
+	}
+	b = binary.BigEndian.AppendUint32(b, uint32(len(data)))
+	b = append(b, data...)
+	return sha256.Sum256(b)
 }
 
 // SealDigest is the digest of a seal: the previous seal's digest (zero at

@@ -123,8 +123,8 @@ Commands:
   qtasks-replay verify            check the event log against its seals: the first sequence where history
                                   was deleted, altered or inserted (--anchor SEQ:DIGEST, --json)
 
-Every command takes --db (QTASKS_DB, default qtasks-data/qtasks.db); the read
-commands take --json. rebuild, project and verify connect with --nats-url
+Every command but verify takes --db (QTASKS_DB, default qtasks-data/qtasks.db);
+the read commands and verify take --json. rebuild, project and verify connect with --nats-url
 (QTASKS_NATS_URL) and the other NATS credential flags.
 
 Exit codes: 0 ok, 1 failure, 2 bad usage, 3 task not found, 4 no projection
