@@ -234,13 +234,21 @@ func (s *Sealer) run(ctx context.Context, msgs <-chan jetstream.Msg) {
 			answer(context.Cause(ctx))
 			return
 		case f := <-s.flush:
-			info, err := s.b.events.Info(ctx)
+			// The last message present, not the stream's last sequence:
+			// that one may have been deleted, and would never be read.
+			// (Asked for ">", the server answers with the message at the
+			// last sequence, or not found when it was deleted.)
+			last, err := s.b.events.GetLastMsgForSubject(ctx, events.SubjectRoot+".>")
+			if errors.Is(err, jetstream.ErrMsgNotFound) {
+				f <- nil // an empty log
+				continue
+			}
 			if err != nil {
-				f <- fmt.Errorf("reading the stream's state: %w", err)
+				f <- fmt.Errorf("reading the log's last message: %w", err)
 				continue
 			}
 			flushes = append(flushes, f)
-			flushTo = max(flushTo, info.State.LastSeq)
+			flushTo = max(flushTo, last.Sequence)
 		case m, ok := <-msgs:
 			if !ok {
 				answer(errors.New("the sealer's reader stopped"))
@@ -350,7 +358,9 @@ func (s *Sealer) sealOnce(ctx context.Context) (again bool, err error) {
 func (s *Sealer) resync(ctx context.Context) error {
 	m, err := s.b.events.GetLastMsgForSubject(ctx, events.SealSubjects)
 	if errors.Is(err, jetstream.ErrMsgNotFound) {
-		s.log.Error("seals are gone from the event log", "last_written", s.ownLast)
+		// Aged out under the stream's limits (an idle log), or deleted:
+		// the next seal names the one it continues either way.
+		s.log.Warn("no seal left in the event log; continuing the chain from the last one known", "seal", s.tipSeq)
 		s.subjLast = 0
 		return nil
 	}

@@ -434,3 +434,21 @@ func TestSealerSealsOnInterval(t *testing.T) {
 		return len(sealed) > n
 	})
 }
+
+// Flush returns when the log's last message was deleted: it waits for the
+// last message present, not for the stream's last sequence.
+func TestSealerFlushAfterLastMessageDeleted(t *testing.T) {
+	t.Parallel()
+	ctx := testCtx(t)
+	b := bustest.Open(t, nil)
+	seqs := publishFacts(ctx, t, b, 3)
+	st, err := b.JetStream().Stream(ctx, bus.StreamEvents)
+	require.NoError(t, err)
+	require.NoError(t, st.DeleteMsg(ctx, seqs[2]))
+	s := startSealer(ctx, t, b, "n1", 100)
+	require.NoError(t, s.Flush(ctx))
+	r := verifyLog(ctx, t, b)
+	require.Equal(t, uint64(1), r.Start)
+	require.Equal(t, seqs[1], r.Through)
+	require.Empty(t, r.Findings, "a deletion after the last message sealed is not seen")
+}
