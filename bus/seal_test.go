@@ -452,3 +452,40 @@ func TestSealerFlushAfterLastMessageDeleted(t *testing.T) {
 	require.Equal(t, seqs[1], r.Through)
 	require.Empty(t, r.Findings, "a deletion after the last message sealed is not seen")
 }
+
+// With a limit on the stream, its head leaves the log: verification starts
+// at the first seal whose range is still whole, and says how much it
+// skipped; without the limit, the same loss is a deletion.
+func TestVerifyStreamWithLimits(t *testing.T) {
+	t.Parallel()
+	ctx := testCtx(t)
+	b := bustest.Open(t, nil)
+	st, err := b.JetStream().Stream(ctx, bus.StreamEvents)
+	require.NoError(t, err)
+	cfg := st.CachedInfo().Config
+	cfg.MaxMsgs = 15
+	_, err = b.JetStream().UpdateStream(ctx, cfg)
+	require.NoError(t, err)
+	s := startSealer(ctx, t, b, "n1", 4)
+	publishFacts(ctx, t, b, 30)
+	require.NoError(t, s.Flush(ctx))
+
+	r, lim, err := b.VerifyLog(ctx, events.Anchor{})
+	require.NoError(t, err)
+	require.True(t, lim.HeadMayAge())
+	require.Greater(t, lim.FirstSeq, uint64(1))
+	require.Empty(t, r.Findings)
+	require.GreaterOrEqual(t, r.Start, lim.FirstSeq)
+	require.Positive(t, r.Seals)
+	require.Equal(t, 15, r.Messages)
+
+	cfg.MaxMsgs = -1
+	_, err = b.JetStream().UpdateStream(ctx, cfg)
+	require.NoError(t, err)
+	r, lim, err = b.VerifyLog(ctx, events.Anchor{})
+	require.NoError(t, err)
+	require.False(t, lim.HeadMayAge())
+	require.NotEmpty(t, r.Findings)
+	require.Equal(t, events.FindingDeleted, r.Findings[0].Kind)
+	require.Less(t, r.Findings[0].Seq, lim.FirstSeq)
+}
