@@ -50,6 +50,9 @@ const (
 	MaxSealGaps = 1000
 	// MarkSize is the size of a message's mark: the first bytes of its hash.
 	MarkSize = 8
+	// maxSealSeq bounds the sequences a seal names, far above any stream's
+	// and far enough below 2^64 that range arithmetic cannot wrap.
+	maxSealSeq = 1 << 62
 )
 
 // Domain separators of the two hashes.
@@ -206,7 +209,7 @@ func DecodeSeal(data []byte) (Seal, error) {
 	if s.Version != SealVersion {
 		return bad("version %d, want %d", s.Version, SealVersion)
 	}
-	if s.First == 0 || s.Last < s.First {
+	if s.First == 0 || s.Last < s.First || s.Last > maxSealSeq {
 		return bad("range [%d, %d]", s.First, s.Last)
 	}
 	if s.Count < 0 || s.Count > MaxSealMessages || len(s.Missing) > MaxSealGaps {
@@ -269,11 +272,6 @@ func (s *Seal) present() []uint64 {
 		out = append(out, q)
 	}
 	return out
-}
-
-func (s *Seal) mark(i int) []byte {
-	m, _ := base64.StdEncoding.DecodeString(s.Marks) // checked by DecodeSeal
-	return m[i*MarkSize : (i+1)*MarkSize]
 }
 
 // Anchor is a seal recorded outside the log: its sequence and digest.
@@ -347,7 +345,6 @@ type Verifier struct {
 	seen       map[uint64]*sealTip // every valid seal read, by sequence
 	rep        VerifyReport
 	findings   map[uint64]Finding
-	lastSeq    uint64
 }
 
 type sealTip struct {
@@ -391,7 +388,6 @@ func (v *Verifier) Add(seq uint64, subject string, h Headers, data []byte) {
 		v.seen = map[uint64]*sealTip{}
 	}
 	v.rep.Messages++
-	v.lastSeq = seq
 	if seq == v.Anchor.Seq {
 		v.anchorSeen = true
 	}
@@ -513,6 +509,7 @@ func (v *Verifier) seal(seq uint64, s *Seal) {
 // recorded, by the marks.
 func (v *Verifier) locate(seq uint64, s *Seal, got []SealedMsg) {
 	want := s.present()
+	marks, _ := base64.StdEncoding.DecodeString(s.Marks) // checked by DecodeSeal
 	i, j, found := 0, 0, false
 	for i < len(want) || j < len(got) {
 		switch {
@@ -523,7 +520,7 @@ func (v *Verifier) locate(seq uint64, s *Seal, got []SealedMsg) {
 			v.find(got[j].Seq, FindingInserted, seq, "present where the seal recorded no message")
 			j++
 		default:
-			if !bytes.Equal(got[j].Hash[:MarkSize], s.mark(i)) {
+			if !bytes.Equal(got[j].Hash[:MarkSize], marks[i*MarkSize:(i+1)*MarkSize]) {
 				v.find(got[j].Seq, FindingAltered, seq, "differs from the message sealed")
 			}
 			i++

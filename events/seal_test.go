@@ -181,3 +181,30 @@ func TestVerifierHeadAged(t *testing.T) {
 	require.Equal(t, uint64(6), r.Findings[0].Seq) // the seal the seal at 12 continues
 	require.Equal(t, events.FindingDeleted, r.Findings[0].Kind)
 }
+
+// FuzzDecodeSeal: any seal data either fails to decode or verifies without
+// panicking or looping, wherever it sits in a log.
+func FuzzDecodeSeal(f *testing.F) {
+	good, err := events.NewSeal(0, [32]byte{}, 1, 4, []events.SealedMsg{{Seq: 1}, {Seq: 3}})
+	require.NoError(f, err)
+	data, err := json.Marshal(good)
+	require.NoError(f, err)
+	f.Add(data)
+	f.Add([]byte(`{"version":1,"first":1,"last":18446744073709551615,"count":0,"missing":[[1,18446744073709551615]],"marks":"","digest":"` + good.Digest + `"}`))
+	f.Add([]byte(`{"version":1,"first":2,"last":3,"count":1,"missing":[[2,2]],"prev_seq":2,"prev":"` + good.Digest + `","marks":"AAAAAAAAAAA=","digest":"` + good.Digest + `"}`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		s, err := events.DecodeSeal(data)
+		if err != nil {
+			return
+		}
+		h := events.Headers{}
+		ev := events.Event{ID: "s", Source: "qtasks/x", Type: events.TypeSeal, DataContentType: events.ContentTypeJSON}
+		ev.Encode(h)
+		v := events.Verifier{StreamFirst: 1}
+		for q := uint64(1); q <= 5; q++ {
+			v.Add(q, "qtasks.dead.x", nil, nil)
+		}
+		v.Add(min(s.Last+1, 1<<62), events.SealSubject("x"), h, data)
+		_ = v.Report()
+	})
+}
