@@ -369,7 +369,8 @@ type VerifyReport struct {
 	// to keep elsewhere and compare later (an anchor).
 	LastSeal       uint64 `json:"last_seal"`
 	LastSealDigest string `json:"last_seal_digest,omitempty"`
-	// Unsealed counts the messages after Through: nothing proves them.
+	// Unsealed counts the messages after Through but the last seal:
+	// nothing proves them.
 	Unsealed int `json:"unsealed"`
 	// Skipped counts messages before Start: older than the first seal
 	// whose range is still fully present, or written before sealing began.
@@ -557,7 +558,11 @@ func (v *Verifier) Report() VerifyReport {
 		r.LastSeal = v.tip.seq
 		r.LastSealDigest = hex.EncodeToString(v.tip.digest[:])
 	}
-	r.Unsealed = len(v.buf)
+	for _, m := range v.buf {
+		if v.tip == nil || m.Seq != v.tip.seq { // the last seal is proven by its own digest
+			r.Unsealed++
+		}
+	}
 	r.Findings = make([]Finding, 0, len(v.findings))
 	for _, f := range v.findings {
 		r.Findings = append(r.Findings, f)
