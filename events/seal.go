@@ -369,8 +369,8 @@ type VerifyReport struct {
 	// to keep elsewhere and compare later (an anchor).
 	LastSeal       uint64 `json:"last_seal"`
 	LastSealDigest string `json:"last_seal_digest,omitempty"`
-	// Unsealed counts the messages after Through but the last seal:
-	// nothing proves them.
+	// Unsealed counts the messages after Through, the last seal aside
+	// (its digest checks its data): nothing proves them.
 	Unsealed int `json:"unsealed"`
 	// Skipped counts messages before Start: older than the first seal
 	// whose range is still fully present, or written before sealing began.
@@ -559,7 +559,9 @@ func (v *Verifier) Report() VerifyReport {
 		r.LastSealDigest = hex.EncodeToString(v.tip.digest[:])
 	}
 	for _, m := range v.buf {
-		if v.tip == nil || m.Seq != v.tip.seq { // the last seal is proven by its own digest
+		// The last seal's data is checked by its digest (its headers only
+		// by the next seal): it is not counted.
+		if v.tip == nil || m.Seq != v.tip.seq {
 			r.Unsealed++
 		}
 	}
