@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/minio/highwayhash"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
 
 	"github.com/qtasks/qtasks-go/bus"
@@ -487,4 +489,28 @@ func TestVerifyStreamWithLimits(t *testing.T) {
 	require.NotEmpty(t, r.Findings)
 	require.Equal(t, events.FindingDeleted, r.Findings[0].Kind)
 	require.Less(t, r.Findings[0].Seq, lim.FirstSeq)
+}
+
+// A plugin's user, with the least rights, cannot write a seal.
+func TestPluginCannotWriteSeals(t *testing.T) {
+	t.Parallel()
+	ctx := testCtx(t)
+	perms := bus.PluginPermissions(events.PluginInfo{Name: "alice", Mode: events.ModeObserver})
+	b := bustest.Open(t, &bus.Config{User: "admin", Password: "admin-pw", Users: []bus.User{
+		{Name: "admin", Password: "admin-pw"},
+		{Name: "alice", Password: "alice-pw", Permissions: &perms},
+	}})
+	nc, err := b.Dial(nats.UserInfo("alice", "alice-pw"), nats.CustomInboxPrefix(bus.PluginInboxPrefix("alice")))
+	require.NoError(t, err)
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	require.NoError(t, err)
+	pctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	_, err = js.Publish(pctx, events.SealSubject("alice"), []byte(`{}`))
+	require.Error(t, err)
+	st, err := b.JetStream().Stream(ctx, bus.StreamEvents)
+	require.NoError(t, err)
+	_, err = st.GetLastMsgForSubject(ctx, events.SealSubjects)
+	require.ErrorIs(t, err, jetstream.ErrMsgNotFound)
 }
