@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
@@ -41,7 +42,24 @@ type SealerConfig struct {
 	// Sealed, when set, is called after each seal this sealer writes, with
 	// its stream sequence, on the sealer's goroutine.
 	Sealed func(seq uint64, s events.Seal)
+	// Anomaly, when set, is called (on the sealer's goroutine) with one of
+	// the Anomaly* kinds when the sealer meets a seal chain it did not
+	// expect: each is also logged as an error.
+	Anomaly func(kind string)
 }
+
+// Kinds of anomaly a sealer reports (SealerConfig.Anomaly).
+const (
+	// AnomalySealGone: a seal of the chain is no longer in the log.
+	AnomalySealGone = "seal_gone"
+	// AnomalyInvalidSeal: a message on the seal subjects is not a valid seal.
+	AnomalyInvalidSeal = "invalid_seal"
+	// AnomalyFork: a seal does not continue the chain.
+	AnomalyFork = "fork"
+	// AnomalyMismatch: another sealer's seal does not match the log as this
+	// sealer read it.
+	AnomalyMismatch = "mismatch"
+)
 
 func (c *SealerConfig) withDefaults(b *Bus) error {
 	if c.Every == 0 {
@@ -86,6 +104,9 @@ type Sealer struct {
 	done   chan struct{}
 	flush  chan chan error
 	stop   sync.Once
+	// covered is the last sequence the chain covers, as this sealer knows
+	// it (Covered).
+	covered atomic.Uint64
 
 	// State, owned by the run goroutine.
 	tipSeq    uint64   // the seal the next one continues; 0: none
@@ -174,6 +195,7 @@ func (s *Sealer) load(ctx context.Context) error {
 		// Not something this sealer can continue: a new chain starts
 		// after it, which verify reports.
 		s.log.Error("the last message on the seal subjects is not a valid seal; starting a new chain after it", "seq", m.Sequence, "err", err)
+		s.anomaly(AnomalyInvalidSeal)
 		s.first = m.Sequence + 1
 		s.next = s.first
 		return nil
@@ -182,8 +204,20 @@ func (s *Sealer) load(ctx context.Context) error {
 	return nil
 }
 
+func (s *Sealer) anomaly(kind string) {
+	if s.cfg.Anomaly != nil {
+		s.cfg.Anomaly(kind)
+	}
+}
+
+// Covered is the last stream sequence the seal chain covers, as far as
+// this sealer knows: the log after it is not sealed yet. 0 before the
+// first seal.
+func (s *Sealer) Covered() uint64 { return s.covered.Load() }
+
 // adopt makes seal (at seq) the tip of the chain.
 func (s *Sealer) adopt(seq uint64, seal events.Seal) {
+	s.covered.Store(seal.Last)
 	d, _ := hex.DecodeString(seal.Digest)
 	s.tipSeq, s.tipLast = seq, seal.Last
 	copy(s.tipDigest[:], d)
@@ -374,12 +408,15 @@ func (s *Sealer) resync(ctx context.Context) error {
 		// A seal of the chain is gone: the next seal still names it, and
 		// verify reports it.
 		s.log.Error("a seal is gone from the event log", "seal", max(s.tipSeq, s.ownLast), "last_on_subject", m.Sequence)
+		s.anomaly(AnomalySealGone)
 	case derr != nil:
 		s.log.Error("a message on the seal subjects is not a valid seal; the chain skips it", "seq", m.Sequence, "err", derr)
+		s.anomaly(AnomalyInvalidSeal)
 	case seal.PrevSeq < s.tipSeq || seal.PrevSeq == s.tipSeq && seal.First != s.first:
 		// Not a continuation of this chain: a fork, or a forgery. verify
 		// reports it; the chain goes on from its own tip.
 		s.log.Error("a seal does not continue the chain; the chain skips it", "seq", m.Sequence, "prev_seq", seal.PrevSeq, "tip", s.tipSeq)
+		s.anomaly(AnomalyFork)
 	default:
 		// Another sealer sealed first: check what can be checked, and
 		// carry on from its seal.
@@ -396,6 +433,7 @@ func (s *Sealer) resync(ctx context.Context) error {
 			}
 			if d := events.SealDigest(prev, seal.PrevSeq, seal.First, seal.Last, hs); hex.EncodeToString(d[:]) != seal.Digest {
 				s.log.Error("another seal does not match the log as this sealer read it", "seq", m.Sequence)
+				s.anomaly(AnomalyMismatch)
 			}
 		}
 		s.log.Debug("another sealer sealed first; continuing its chain", "seq", m.Sequence, "last", seal.Last)

@@ -136,35 +136,70 @@ func TestVerifyFindsDeletedSeal(t *testing.T) {
 	require.Equal(t, events.FindingDeleted, r.Findings[0].Kind)
 }
 
-// TestVerifyFindsForgedSeal: a seal published by someone with the right to
-// write on the seal subjects that does not continue the chain (here, one
-// that starts a chain of its own to vouch for a forged fact) is an
-// insertion at its sequence; the sealer does not follow it.
-func TestVerifyFindsForgedSeal(t *testing.T) {
-	t.Parallel()
-	ctx := testCtx(t)
-	b, _ := sealedBus(ctx, t, t.TempDir())
-	forged := publishFacts(ctx, t, b, 1)[0]
-	s, err := events.NewSeal(0, [32]byte{}, forged, forged, []events.SealedMsg{{Seq: forged, Hash: sha256.Sum256([]byte("x"))}})
+// forgeSeal publishes a seal that starts a chain of its own to vouch for
+// the message at seq (with a made-up hash), as someone with the right to
+// write on the seal subjects could.
+func forgeSeal(ctx context.Context, t *testing.T, b *bus.Bus, seq uint64) uint64 {
+	t.Helper()
+	s, err := events.NewSeal(0, [32]byte{}, seq, seq, []events.SealedMsg{{Seq: seq, Hash: sha256.Sum256([]byte("x"))}})
 	require.NoError(t, err)
 	data, err := json.Marshal(s)
 	require.NoError(t, err)
 	ev := events.Event{ID: "forged", Source: "qtasks/evil", Type: events.TypeSeal, DataContentType: events.ContentTypeJSON, Data: data}
 	ack, err := b.Publish(ctx, events.SealSubject("evil"), "", &ev)
 	require.NoError(t, err)
-	r := verifyLog(ctx, t, b)
-	require.Len(t, r.Findings, 1, "%+v", r.Findings)
-	require.Equal(t, ack.Sequence, r.Findings[0].Seq)
-	require.Equal(t, events.FindingInserted, r.Findings[0].Kind)
+	return ack.Sequence
+}
 
-	// The sealer carries on with the chain it knows.
-	sealer := startSealer(ctx, t, b, "n1", 5)
-	publishFacts(ctx, t, b, 3)
-	require.NoError(t, sealer.Flush(ctx))
-	r = verifyLog(ctx, t, b)
-	require.Len(t, r.Findings, 1, "%+v", r.Findings)
-	require.Equal(t, ack.Sequence, r.Findings[0].Seq)
-	require.Greater(t, r.Through, ack.Sequence)
+// TestVerifyFindsForgedSeal: a seal that does not continue the chain is an
+// insertion at its sequence. A running sealer does not follow it (and
+// reports a fork); one that starts after it does, and verify then says
+// which messages no chain seal proves.
+func TestVerifyFindsForgedSeal(t *testing.T) {
+	t.Parallel()
+	t.Run("while a sealer runs", func(t *testing.T) {
+		t.Parallel()
+		ctx := testCtx(t)
+		b := bustest.Open(t, nil)
+		var mu sync.Mutex
+		var anomalies []string
+		sealer, err := b.StartSealer(ctx, bus.SealerConfig{Node: "n1", Every: 5, Interval: time.Hour, Logger: bustest.Logger(t),
+			Anomaly: func(kind string) { mu.Lock(); anomalies = append(anomalies, kind); mu.Unlock() }})
+		require.NoError(t, err)
+		t.Cleanup(sealer.Stop)
+		publishFacts(ctx, t, b, 7)
+		require.NoError(t, sealer.Flush(ctx))
+		forged := forgeSeal(ctx, t, b, publishFacts(ctx, t, b, 1)[0])
+		publishFacts(ctx, t, b, 3)
+		require.NoError(t, sealer.Flush(ctx))
+		r := verifyLog(ctx, t, b)
+		require.Len(t, r.Findings, 1, "%+v", r.Findings)
+		require.Equal(t, forged, r.Findings[0].Seq)
+		require.Equal(t, events.FindingInserted, r.Findings[0].Kind)
+		require.Empty(t, r.Unverified)
+		require.Greater(t, r.Through, forged)
+		mu.Lock()
+		require.Equal(t, []string{bus.AnomalyFork}, anomalies)
+		mu.Unlock()
+	})
+	t.Run("while no sealer runs", func(t *testing.T) {
+		t.Parallel()
+		ctx := testCtx(t)
+		b, _ := sealedBus(ctx, t, t.TempDir())
+		fact := publishFacts(ctx, t, b, 1)[0]
+		forged := forgeSeal(ctx, t, b, fact)
+		sealer := startSealer(ctx, t, b, "n1", 5)
+		publishFacts(ctx, t, b, 3)
+		require.NoError(t, sealer.Flush(ctx))
+		r := verifyLog(ctx, t, b)
+		require.Len(t, r.Findings, 1, "%+v", r.Findings)
+		require.Equal(t, forged, r.Findings[0].Seq)
+		require.Equal(t, events.FindingInserted, r.Findings[0].Kind)
+		require.Len(t, r.Unverified, 1)
+		require.LessOrEqual(t, r.Unverified[0][0], fact)
+		require.GreaterOrEqual(t, r.Unverified[0][1], fact)
+		require.Greater(t, r.Through, forged)
+	})
 }
 
 func TestSealersRacingWriteOneChain(t *testing.T) {

@@ -213,11 +213,14 @@ func (m *Main) run(ctx context.Context, args []string) error {
 	// several qtasksd on one log, each runs one and they write one chain.
 	var sealer *bus.Sealer
 	if f.sealEach > 0 {
-		sealer, err = b.StartSealer(ctx, bus.SealerConfig{Node: app.NodeID(), Every: f.sealEvery, Interval: f.sealEach, Logger: log})
+		sm := newSealMetrics(reg)
+		sealer, err = b.StartSealer(ctx, bus.SealerConfig{Node: app.NodeID(), Every: f.sealEvery, Interval: f.sealEach, Logger: log,
+			Sealed: sm.sealed, Anomaly: sm.anomaly})
 		if err != nil {
 			return err
 		}
 		defer sealer.Stop()
+		sm.watch(reg, sealer)
 	}
 
 	var proj *projections.Projector

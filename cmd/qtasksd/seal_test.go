@@ -2,7 +2,10 @@ package main
 
 import (
 	"context"
+	"io"
+	"net/http"
 	"path/filepath"
+	"regexp"
 	"syscall"
 	"testing"
 
@@ -18,7 +21,7 @@ import (
 func TestDaemonSealsItsLog(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
-	p, url := startDaemon(t, dir, "--seal-interval", "50ms")
+	p, url := startDaemon(t, dir, "--seal-interval", "50ms", "--http", "127.0.0.1:0")
 	code, out := runCmd(t, dir, "submit", "add", "--kw", `{"a":1,"b":2}`, "--wait", "--nats-url", url)
 	require.Equal(t, exitOK, code, out)
 
@@ -31,6 +34,18 @@ func TestDaemonSealsItsLog(t *testing.T) {
 		return r.Start == 1
 	})
 	b.Close()
+
+	// The metrics say so.
+	addr := regexp.MustCompile(`"msg":"HTTP listening","addr":"([^"]+)"`).FindStringSubmatch(p.Output())
+	require.Len(t, addr, 2, p.Output())
+	resp, err := http.Get("http://" + addr[1] + "/metrics")
+	require.NoError(t, err)
+	page, err := io.ReadAll(resp.Body)
+	_ = resp.Body.Close()
+	require.NoError(t, err)
+	require.Regexp(t, `(?m)^qtasks_seals_written_total [1-9][0-9]*$`, string(page))
+	require.Regexp(t, `(?m)^qtasks_seal_covered_sequence [1-9][0-9]*$`, string(page))
+	require.Regexp(t, `(?m)^qtasks_seal_anomalies_total\{kind="fork"\} 0$`, string(page))
 
 	p.Signal(syscall.SIGTERM)
 	require.Equal(t, exitOK, p.Wait(waitLimit), p.Output())
