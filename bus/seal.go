@@ -325,6 +325,9 @@ func (s *Sealer) add(seq uint64, m jetstream.Msg) {
 	if s.first == 0 {
 		s.first, s.next = seq, seq // a new chain: from the first message
 	}
+	if seq < s.next {
+		return // delivered again (an ordered consumer recreated): already taken
+	}
 	if seq > s.next {
 		s.gaps++
 	}
