@@ -110,7 +110,7 @@ type Sealer struct {
 
 	// State, owned by the run goroutine.
 	tipSeq    uint64   // the seal the next one continues; 0: none
-	tipDigest [32]byte //
+	tipDigest [32]byte // its digest
 	tipLast   uint64   // the last sequence it covers
 	subjLast  uint64   // the last message on SealSubjects, as expected
 	ownLast   uint64   // the last seal this sealer wrote
