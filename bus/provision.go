@@ -18,6 +18,7 @@ var EventSubjects = []string{
 	events.SubjectPatch + ".>",
 	events.SubjectDead + ".>",
 	events.SubjectAlert + ".>",
+	events.SealSubjects, // qtasksd's seals (Sealer); no plugin may write there
 }
 
 // taskMarkerTTL is how long the task bucket keeps the marker of an expired

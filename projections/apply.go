@@ -423,6 +423,9 @@ const (
 	kindInvoke
 	kindPatch
 	kindDead
+	// kindSeal is a seal of the log (events.TypeSeal): it proves the log,
+	// qtasks-replay verify checks it, and the projection keeps nothing of it.
+	kindSeal
 )
 
 // Prepared is a log event decoded and checked, with everything Apply writes
@@ -523,6 +526,14 @@ func (p *Prepared) prepare(decodeErr error) rejection {
 		p.ev.Plugin = plugin
 		p.dl = events.DeadLetter{Stream: al.Stream, Sequence: al.Sequence, Consumer: "alert:" + al.Kind, Subject: al.Subject, Reason: al.Reason}
 		p.kind = kindDead
+	case "seal":
+		if ev.Type != events.TypeSeal {
+			return rejection(fmt.Sprintf("type %q on seal subject %s", ev.Type, p.subject))
+		}
+		if _, err := events.DecodeSeal(ev.Data); err != nil {
+			return rejection(err.Error())
+		}
+		p.kind = kindSeal
 		return ""
 	}
 	return rejection(fmt.Sprintf("subject %s is not one the event log carries", p.subject))
@@ -591,7 +602,7 @@ func (a *txApplier) write(p *Prepared) (rejected bool, err error) {
 	ev := &p.ev
 	seq := int64(p.seq)
 	var key any
-	if ev.TaskID != "" && p.kind != kindReject && p.kind != kindDead {
+	if ev.TaskID != "" && p.kind != kindReject && p.kind != kindDead && p.kind != kindSeal {
 		k, err := a.taskKey(ev.TaskID)
 		if err != nil {
 			return false, err
@@ -599,6 +610,8 @@ func (a *txApplier) write(p *Prepared) (rejected bool, err error) {
 		key = k
 	}
 	switch p.kind {
+	case kindSeal:
+		return false, nil
 	case kindReject:
 		return true, a.exec(stReject, seq, p.subject, ev.Type, ev.ID, truncate(string(p.reject), 2000))
 	case kindInvoke:

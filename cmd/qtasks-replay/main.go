@@ -14,11 +14,13 @@
 //	qtasks-replay export NAME          write NAME's recorded history as NDJSON CloudEvents
 //	qtasks-replay redrive TASK_ID...   push recorded runs through today's chain (no task re-runs)
 //	qtasks-replay shadow NAME          a shadow plugin's divergence rate
+//	qtasks-replay verify               check the event log against its seals
 //
 // Exit codes: 0 ok, 1 failure, 2 bad usage, 3 task not found, 4 no
 // projection database (or one this program cannot read, or a --db that is
 // not a projection, left untouched), 5 a replay, re-drive or shadow check
-// diverged.
+// diverged, 6 verify found the log tampered with, 7 verify found no seal to
+// check.
 package main
 
 import (
@@ -94,6 +96,8 @@ func (m *Main) Run(ctx context.Context, args []string) error {
 		return m.redrive(ctx, args)
 	case "shadow":
 		return m.shadow(ctx, args)
+	case "verify":
+		return m.verify(ctx, args)
 	case "help", "-h", "-help", "--help":
 		fmt.Fprint(m.Stdout, usage)
 		return nil
@@ -116,16 +120,26 @@ Commands:
   qtasks-replay export NAME       write NAME's recorded history as NDJSON CloudEvents (-o FILE), for go test
   qtasks-replay redrive TASK_ID.. push recorded runs through today's chain or --candidate NAME=CMD; no task re-runs
   qtasks-replay shadow NAME       how often shadow plugin NAME disagrees with the live one (--max-rate)
+  qtasks-replay verify            check the event log against its seals: the first sequence where history
+                                  was deleted, altered or inserted (--anchor SEQ:DIGEST, --json)
 
-Every command takes --db (QTASKS_DB, default qtasks-data/qtasks.db); the read
-commands take --json. rebuild and project connect with --nats-url
+Every command but verify takes --db (QTASKS_DB, default qtasks-data/qtasks.db);
+the read commands and verify take --json. rebuild, project and verify connect with --nats-url
 (QTASKS_NATS_URL) and the other NATS credential flags.
 
 Exit codes: 0 ok, 1 failure, 2 bad usage, 3 task not found, 4 no projection
 database (or one with a schema this program cannot read, or a --db that is not
 a projection: it is left untouched), 5 a replay, re-drive or shadow check
-diverged (gate a plugin release on it). With --json, stdout is one JSON
-document on success and empty on failure; errors go to stderr.
+diverged (gate a plugin release on it), 6 verify found history deleted,
+altered or inserted (or the --anchor gone or changed), 7 verify found no seal
+it could check (nothing proven). With --json, stdout is one JSON document on
+success (and verify's report on 6 and 7) and empty on failure; errors go to
+stderr.
+
+verify proves the messages its seals cover, no more: not the messages after
+the last seal, not a truncation that removed the last seals too (keep the
+anchor it prints, and pass it later as --anchor), and not a rewrite by
+someone who may write seals (qtasksd's rights) and recomputes them.
 
 Run "qtasks-replay COMMAND -h" for a command's flags.
 `

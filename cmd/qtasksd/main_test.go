@@ -126,6 +126,8 @@ func TestBadFlagsWriteNothing(t *testing.T) {
 		{[]string{"--queue", "a.b"}, exitUsage, `queue "a.b"`},
 		{[]string{"--grace", "-1s"}, exitUsage, "--grace -1s"},
 		{[]string{"--max-deliveries", "1"}, exitUsage, "max deliveries 1"},
+		{[]string{"--seal-every", "0"}, exitUsage, "--seal-every 0"},
+		{[]string{"--seal-interval", "-1s"}, exitUsage, "--seal-interval -1s"},
 		{[]string{"--http", ln.Addr().String()}, exitFailure, "HTTP listener"},
 		{[]string{"--server-tls-cert", "cert.pem"}, exitUsage, "--server-tls-key go together"},
 		{[]string{"--server-tls-client-ca", "ca.pem"}, exitUsage, "--server-tls-key go together"},

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/qtasks/qtasks-go/bus"
+	"github.com/qtasks/qtasks-go/events"
 	"github.com/qtasks/qtasks-go/executor"
 	"github.com/qtasks/qtasks-go/internal/flock"
 	"github.com/qtasks/qtasks-go/projections"
@@ -58,6 +59,8 @@ type runFlags struct {
 	httpCert    string
 	httpKey     string
 	server      serverTLSFlags
+	sealEvery   int
+	sealEach    time.Duration
 }
 
 // runEnv are the environment variables of run's number and duration flags.
@@ -67,6 +70,7 @@ var runEnv = [][2]string{
 	{"memory-limit", "QTASKS_MEMORY_LIMIT"}, {"replicas", "QTASKS_REPLICAS"}, {"max-deliveries", "QTASKS_MAX_DELIVERIES"},
 	{"max-plugin-timeout", "QTASKS_MAX_PLUGIN_TIMEOUT"},
 	{"demo", "QTASKS_DEMO"}, {"http-max-waits", "QTASKS_HTTP_MAX_WAITS"},
+	{"seal-every", "QTASKS_SEAL_EVERY"}, {"seal-interval", "QTASKS_SEAL_INTERVAL"},
 }
 
 func (m *Main) run(ctx context.Context, args []string) error {
@@ -99,6 +103,8 @@ func (m *Main) run(ctx context.Context, args []string) error {
 	fs.IntVar(&f.replicas, "replicas", 1, "stream replicas; 3 on a cluster (QTASKS_REPLICAS)")
 	fs.StringVar(&f.db, "db", envOr("QTASKS_DB", projections.DefaultPath), "SQLite projection of the event log, kept up to date (QTASKS_DB)")
 	fs.BoolVar(&f.noProj, "no-projection", false, "run no projector")
+	fs.IntVar(&f.sealEvery, "seal-every", bus.DefaultSealEvery, "seal the event log after this many messages (QTASKS_SEAL_EVERY); see qtasks-replay verify")
+	fs.DurationVar(&f.sealEach, "seal-interval", bus.DefaultSealInterval, "seal the messages waiting at least this often; 0: write no seals (QTASKS_SEAL_INTERVAL)")
 	if err := parse(fs, args, "qtasksd run -h"); err != nil {
 		return err
 	}
@@ -120,6 +126,12 @@ func (m *Main) run(ctx context.Context, args []string) error {
 	}
 	if f.grace < 0 {
 		return &usageError{Msg: fmt.Sprintf("--grace %v: must not be negative", f.grace), Hint: "qtasksd run --grace 30s"}
+	}
+	if f.sealEach < 0 {
+		return &usageError{Msg: fmt.Sprintf("--seal-interval %v: must not be negative (0 writes no seals)", f.sealEach), Hint: "qtasksd run --seal-interval 10s"}
+	}
+	if f.sealEvery < 1 || f.sealEvery > events.MaxSealMessages {
+		return &usageError{Msg: fmt.Sprintf("--seal-every %d: want 1 to %d", f.sealEvery, events.MaxSealMessages), Hint: "qtasksd run --seal-every 1000"}
 	}
 	if !f.noProj {
 		if err := projections.CheckPath(ctx, f.db); err != nil {
@@ -263,6 +275,20 @@ func (m *Main) run(ctx context.Context, args []string) error {
 		log.Warn("demo tasks registered (--demo): anyone who may submit can run them; not for production")
 	}
 
+	// The sealer makes the log tamper-evident (qtasks-replay verify). With
+	// several qtasksd on one log, each runs one and they write one chain.
+	var sealer *bus.Sealer
+	if f.sealEach > 0 {
+		sm := newSealMetrics(reg)
+		sealer, err = b.StartSealer(ctx, bus.SealerConfig{Node: app.NodeID(), Every: f.sealEvery, Interval: f.sealEach, Logger: log,
+			Sealed: sm.sealed, Anomaly: sm.anomaly})
+		if err != nil {
+			return err
+		}
+		defer sealer.Stop()
+		sm.watch(reg, sealer)
+	}
+
 	var proj *projections.Projector
 	if !f.noProj {
 		if proj, err = startProjector(ctx, b, f.db, log, newProjectionMetrics(reg).onBatch); err != nil {
@@ -324,6 +350,14 @@ func (m *Main) run(ctx context.Context, args []string) error {
 		sctx, c := context.WithTimeout(context.Background(), 5*time.Second)
 		errs = append(errs, srv.Shutdown(sctx))
 		c()
+	}
+	if sealer != nil { // after the worker: its last facts are sealed
+		sctx, c := context.WithTimeout(context.Background(), 10*time.Second)
+		if err := sealer.Flush(sctx); err != nil {
+			log.Warn("sealing the last messages", "err", err)
+		}
+		c()
+		sealer.Stop()
 	}
 	if proj != nil { // after the worker: its last facts are projected
 		pctx, c := context.WithTimeout(context.Background(), 10*time.Second)
