@@ -11,6 +11,7 @@ func benches() []Bench {
 	list := []Bench{
 		{Name: "publish", Run: benchPublish},
 		{Name: "roundtrip", Run: benchRoundTrip},
+		{Name: "roundtrip/watermill", Run: benchWatermill},
 		{Name: "floor/life", Run: floorTasks(floorLifecycle)},
 		{Name: "floor/all", Run: floorTasks(floorAll)},
 		{Name: "floor/all-ce", Run: floorTasks(floorAllCE)},
