@@ -53,6 +53,22 @@ func TestBatchRoundTrip(t *testing.T) {
 	for i, e := range evs {
 		requireSameEvent(t, binary(t, e), got[i])
 	}
+	// White space anywhere JSON allows it changes nothing.
+	var pretty bytes.Buffer
+	require.NoError(t, json.Indent(&pretty, data, "\n ", "\t"))
+	got, err = DecodeBatch(pretty.Bytes())
+	require.NoError(t, err)
+	for i, e := range evs {
+		// Data in the data member is the JSON value as it stands, indented
+		// now; base64 data is untouched.
+		want, g := binary(t, e), got[i]
+		if jsonContent(e.DataContentType) && len(e.Data) > 0 && embeddable(e.Data) {
+			var c bytes.Buffer
+			require.NoError(t, json.Compact(&c, g.Data))
+			g.Data = c.Bytes()
+		}
+		requireSameEvent(t, want, g)
+	}
 	// Deterministic: the same events encode to the same bytes.
 	again, err := AppendBatch([]byte("prefix"), evs)
 	require.NoError(t, err)
@@ -172,6 +188,16 @@ func TestDecodeBatchRejects(t *testing.T) {
 		"NoID":             one(strings.Replace(el, `"id":"fact-1",`, ``, 1)),
 		"TriggerNotType":   one(strings.Replace(el, `"trigger":"storage_add"`, `"trigger":"storage_get"`, 1)),
 		"SecondBad":        `[` + el + `,{"id":"x"}]`,
+		"TrailingComma":    `[` + el + `,]`,
+		"MemberComma":      one(strings.Replace(el, `}`, `,}`, 1)),
+		"NoComma":          one(strings.Replace(el, `","id"`, `" "id"`, 1)),
+		"NoColon":          one(strings.Replace(el, `"id":`, `"id" `, 1)),
+		"ControlChar":      one(strings.Replace(el, `"fact-1"`, "\"fact\t1\"", 1)),
+		"NotUTF8":          one(strings.Replace(el, `"fact-1"`, "\"fact\xff1\"", 1)),
+		"EscapedName":      one(strings.Replace(el, `"taskid"`, `"task\u0069d"`, 1)),
+		"BadData":          one(strings.Replace(el, `{"input":{}}`, `{"input":}`, 1)),
+		"BadDataLiteral":   one(strings.Replace(el, `{"input":{}}`, `tru`, 1)),
+		"BadEscape":        one(strings.Replace(el, `"fact-1"`, `"fact\q1"`, 1)),
 	} {
 		t.Run(name, func(t *testing.T) {
 			require.NotEqual(t, string(good), in, "the case must change the batch")
