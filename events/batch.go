@@ -38,10 +38,15 @@ const (
 // event its binary-mode message decodes to), in a fixed order, and the
 // data: as the JSON value itself when the content type is application/json
 // and the data is JSON with no surrounding white space, else base64 in
-// data_base64, so that every byte comes back. The encoding is deterministic. It fails, appending nothing,
-// when evs is empty, an attribute value is not valid UTF-8 (a JSON string
-// could not carry it byte for byte: send that event alone) or the batch
-// would pass MaxBatchSize.
+// data_base64, so that every byte comes back. The encoding is
+// deterministic.
+//
+// Every event must be one Decode accepts from its binary-mode message: a
+// reader takes a batch whole or not at all, so one bad event would hide the
+// others. AppendBatch fails, appending nothing, when evs is empty, an event
+// is not valid, an attribute value is not valid UTF-8 (a JSON string could
+// not carry it byte for byte: send that event alone) or the batch would
+// pass MaxBatchSize.
 func AppendBatch(dst []byte, evs []Event) ([]byte, error) {
 	if len(evs) == 0 {
 		return dst, fmt.Errorf("%w: a batch holds at least one event", ErrInvalidEvent)
@@ -56,6 +61,9 @@ func AppendBatch(dst []byte, evs []Event) ([]byte, error) {
 		}
 		clear(h)
 		evs[i].Encode(h)
+		if _, err := Decode(h, evs[i].Data); err != nil {
+			return dst[:start], fmt.Errorf("batch event %d: %w", i, err)
+		}
 		keys = keys[:0]
 		for k := range h {
 			keys = append(keys, k)

@@ -223,6 +223,16 @@ func TestAppendBatchRejects(t *testing.T) {
 	require.ErrorIs(t, err, ErrInvalidEvent)
 	require.Equal(t, "kept", string(out))
 
+	invalid := factEvent()
+	invalid.ID = ""
+	out, err = AppendBatch(dst, []Event{factEvent(), invalid})
+	require.ErrorIs(t, err, ErrInvalidEvent)
+	require.Equal(t, "kept", string(out))
+	negative := factEvent()
+	negative.Run = -1 // Encode writes it; Decode refuses it
+	_, err = AppendBatch(dst, []Event{negative})
+	require.ErrorIs(t, err, ErrInvalidEvent)
+
 	big := factEvent()
 	big.Data = []byte(`{"input":"` + strings.Repeat("x", MaxBatchSize/2) + `"}`)
 	out, err = AppendBatch(dst, []Event{big, big})
