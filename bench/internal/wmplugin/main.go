@@ -110,9 +110,17 @@ func run(ctx context.Context, url, name, version, trigger string, handlers int) 
 		middleware.Timeout(timeout),
 		middleware.Recoverer,
 	)
-	info := events.PluginInfo{Name: name, Version: version, Triggers: []string{trigger}, Mode: "mutator",
-		TimeoutMS: timeout.Milliseconds(), Policy: "fail"}
-	h := &handler{pub: pub, name: name, version: version}
+	// Registered before the router runs: invocations wait in the consumer
+	// meanwhile, and the handlers read the registration without a race.
+	info, err := b.Registry().Register(octx, events.PluginInfo{Name: name, Version: version,
+		Triggers: []string{trigger}, Mode: "mutator", TimeoutMS: timeout.Milliseconds(), Policy: "fail"})
+	if err != nil {
+		return err
+	}
+	if err := b.Registry().WaitFor(octx, name, version); err != nil {
+		return err
+	}
+	h := &handler{pub: pub, name: name, version: version, info: info}
 	for i := range handlers {
 		router.AddNoPublisherHandler("invoke-"+strconv.Itoa(i), "invocations", sub, h.handle)
 	}
@@ -123,13 +131,6 @@ func run(ctx context.Context, url, name, version, trigger string, handlers int) 
 	case err := <-errc:
 		return err
 	}
-	if info, err = b.Registry().Register(octx, info); err != nil {
-		return err
-	}
-	if err := b.Registry().WaitFor(octx, name, version); err != nil {
-		return err
-	}
-	h.info = info
 	fmt.Println("ready")
 	<-ctx.Done()
 	_ = router.Close()
