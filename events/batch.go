@@ -23,6 +23,12 @@ const ContentTypeBatch = "application/cloudevents-batch+json"
 // large to share a message travels alone.
 const MaxBatchSize = MaxDataSize
 
+// maxBatchMembers bounds the members of one batch element: about three
+// times what Encode writes with data, so that attributes added later fit,
+// while a hostile element cannot make the duplicate check quadratic in its
+// size.
+const maxBatchMembers = 64
+
 // Member names of the JSON event format that are not attributes.
 const (
 	batchData       = "data"
@@ -137,7 +143,7 @@ func DecodeBatch(data []byte) ([]Event, error) {
 	}
 	var evs []Event
 	h := make(Headers, maxHeaders)
-	var seen [maxHeaders + 2]string
+	var seen [maxBatchMembers]string
 	for {
 		n := len(evs)
 		bad := func(format string, args ...any) ([]Event, error) {

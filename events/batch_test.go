@@ -188,6 +188,7 @@ func TestDecodeBatchRejects(t *testing.T) {
 		"NoID":             one(strings.Replace(el, `"id":"fact-1",`, ``, 1)),
 		"TriggerNotType":   one(strings.Replace(el, `"trigger":"storage_add"`, `"trigger":"storage_get"`, 1)),
 		"SecondBad":        `[` + el + `,{"id":"x"}]`,
+		"TooManyMembers":   one(strings.Replace(el, `{`, `{`+manyMembers(maxBatchMembers), 1)),
 		"TrailingComma":    `[` + el + `,]`,
 		"MemberComma":      one(strings.Replace(el, `}`, `,}`, 1)),
 		"NoComma":          one(strings.Replace(el, `","id"`, `" "id"`, 1)),
@@ -206,8 +207,22 @@ func TestDecodeBatchRejects(t *testing.T) {
 			require.Nil(t, evs)
 		})
 	}
+	// Attributes qtasks does not know are ignored, as in binary mode, up to
+	// the bound on members.
+	evs, err := DecodeBatch([]byte(one(strings.Replace(el, `{`, `{`+manyMembers(maxBatchMembers-20), 1))))
+	require.NoError(t, err)
+	requireSameEvent(t, binary(t, factEvent()), evs[0])
 	_, err = DecodeBatch(append(bytes.Repeat([]byte(" "), MaxBatchSize), good...))
 	require.ErrorIs(t, err, ErrTooLarge)
+}
+
+// manyMembers is n distinct extension attributes, each followed by a comma.
+func manyMembers(n int) string {
+	var b strings.Builder
+	for i := range n {
+		b.WriteString(`"x` + strconv.Itoa(i) + `":"v",`)
+	}
+	return b.String()
 }
 
 func TestAppendBatchRejects(t *testing.T) {
