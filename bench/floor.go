@@ -64,6 +64,10 @@ type floorOps struct {
 	// clientConn submits on a connection of its own, as a client process
 	// has, instead of the worker's.
 	clientConn bool
+	// serverProc runs the JetStream server in a process of its own (a
+	// qtasksd with no worker and no projector) instead of in this one; CPU
+	// per task then adds that process's.
+	serverProc bool
 }
 
 // alone is n facts each in a message of its own.
@@ -120,6 +124,11 @@ var (
 	floorFLife = pipelined(noProcess(floorLifeCE, ""), "f.life")
 	// floorFConn is (f) with the submissions on a connection of their own.
 	floorFConn = ownConn(floorFAll, "f.all.conn")
+	// floorFSrv and floorFLifeSrv are (f) with the server in a process of
+	// its own: how much of the submission's wait is sharing a process
+	// with the server.
+	floorFSrv     = ownServer(floorFAll, "f.all.srv")
+	floorFLifeSrv = ownServer(floorFLife, "f.life.srv")
 	// floorBDE is (b) + (d) + (e): the most packing there is, for scale.
 	floorBDE = pipelined(noProcess(floorB, ""), "bde.all")
 )
@@ -129,9 +138,10 @@ func pipelined(o floorOps, name string) floorOps { o.pipelined, o.name = true, n
 
 // floorCandidates are the candidate exchanges, in the order they run.
 var floorCandidates = []floorOps{floorLifeCE, floorB, floorC, floorDLife, floorDAll, floorELife, floorEAll,
-	floorFLife, floorFAll, floorFConn, floorBDE}
+	floorFLife, floorFAll, floorFConn, floorFLifeSrv, floorFSrv, floorBDE}
 
-func ownConn(o floorOps, name string) floorOps { o.clientConn, o.name = true, name; return o }
+func ownConn(o floorOps, name string) floorOps   { o.clientConn, o.name = true, name; return o }
+func ownServer(o floorOps, name string) floorOps { o.serverProc, o.name = true, name; return o }
 
 func (o floorOps) facts() int {
 	n := 1 // the final fact
@@ -158,11 +168,30 @@ func (o floorOps) messages() int {
 // latency p50/p99 and the event log's messages per task.
 func floorTasks(ops floorOps) func(context.Context, *Harness, int) error {
 	return func(ctx context.Context, h *Harness, rep int) error {
-		b, err := h.openBus(ctx, bus.Config{})
+		var b *bus.Bus
+		var err error
+		srvPID := 0
+		if ops.serverProc {
+			qd, qerr := h.startQtasksd("--no-worker", "--no-projection")
+			if qerr != nil {
+				return qerr
+			}
+			defer qd.stop()
+			srvPID = qd.pid
+			b, err = bus.Open(ctx, bus.Config{URL: qd.url, Name: "bench-floor", Logger: h.quiet})
+		} else {
+			b, err = h.openBus(ctx, bus.Config{})
+		}
 		if err != nil {
 			return err
 		}
 		defer b.Close()
+		cpuNow := func() time.Duration {
+			if srvPID != 0 {
+				return selfCPU() + pidCPU(srvPID)
+			}
+			return selfCPU()
+		}
 		f, err := newFloor(ctx, b, ops, h.cfg.Concurrency)
 		if err != nil {
 			return err
@@ -176,12 +205,12 @@ func floorTasks(ops floorOps) func(context.Context, *Harness, int) error {
 		if err != nil {
 			return err
 		}
-		cpu0 := selfCPU()
+		cpu0 := cpuNow()
 		el, lat, err := f.run(ctx, n, h.cfg.Submitters)
 		if err != nil {
 			return err
 		}
-		cpu := selfCPU() - cpu0
+		cpu := cpuNow() - cpu0
 		after, err := f.logMsgs(ctx)
 		if err != nil {
 			return err

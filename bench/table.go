@@ -323,6 +323,8 @@ var floorLabels = map[string]string{
 	"f.life":     "(f) = (c)+(d)+(e), lifecycle",
 	"f.all":      "(f) = (c)+(d)+(e), all recorded",
 	"f.all.conn": "(f), the submissions on a connection of their own (a client process's)",
+	"f.life.srv": "(f), lifecycle, the server in a process of its own (qtasksd)",
+	"f.all.srv":  "(f), all recorded, the server in a process of its own (qtasksd)",
 	"bde.all":    "(b)+(d)+(e), all recorded (most packing)",
 }
 
