@@ -1,6 +1,9 @@
 package main
 
-import "fmt"
+import (
+	"fmt"
+	"strings"
+)
 
 // benches lists every bench in the order one repetition runs them. Names
 // are what -only matches.
@@ -8,9 +11,13 @@ func benches() []Bench {
 	list := []Bench{
 		{Name: "publish", Run: benchPublish},
 		{Name: "roundtrip", Run: benchRoundTrip},
+		{Name: "roundtrip/watermill", Run: benchWatermill},
 		{Name: "floor/life", Run: floorTasks(floorLifecycle)},
 		{Name: "floor/all", Run: floorTasks(floorAll)},
 		{Name: "floor/all-ce", Run: floorTasks(floorAllCE)},
+	}
+	for _, o := range floorCandidates {
+		list = append(list, Bench{Name: "floor/" + strings.ReplaceAll(o.name, ".", "-"), Run: floorTasks(o)})
 	}
 	for _, m := range growthMutators {
 		list = append(list, Bench{Name: fmt.Sprintf("tasks/all/m%d", m), Run: oursTasks(recordAll, m, false)})

@@ -4,9 +4,9 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"os/exec"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -512,6 +512,12 @@ func startEchoPlugin(ctx context.Context, bin, url, name, trigger, merge string)
 	if merge != "" {
 		args = append(args, "--merge", merge)
 	}
+	return startPlugin(ctx, bin, args)
+}
+
+// startPlugin runs a plugin binary that prints "ready" on stdout once
+// registered and stops on SIGTERM; the returned function stops it.
+func startPlugin(ctx context.Context, bin string, args []string) (func(), error) {
 	cmd := exec.Command(bin, args...)
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
@@ -547,10 +553,10 @@ func startEchoPlugin(ctx context.Context, bin, url, name, trigger, merge string)
 	case <-ready:
 		return stop, nil
 	case <-exited:
-		return nil, fmt.Errorf("echoplugin exited before it was ready: %s", stderr.String())
+		return nil, fmt.Errorf("%s exited before it was ready: %s", filepath.Base(bin), stderr.String())
 	case <-time.After(wait):
 		stop()
-		return nil, errors.New("echoplugin not ready in time")
+		return nil, fmt.Errorf("%s not ready in time", filepath.Base(bin))
 	case <-ctx.Done():
 		stop()
 		return nil, ctx.Err()

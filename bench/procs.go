@@ -16,7 +16,8 @@ import (
 )
 
 // binaries builds, once per run, the programs the harness starts as
-// processes of their own: bench/internal/echoplugin (a mutator plugin) and
+// processes of their own: bench/internal/echoplugin (a mutator plugin),
+// bench/internal/wmplugin (the same mutator on Watermill) and
 // qtasksd from the main module (through the replace directive, so it is the
 // working tree's).
 func (h *Harness) binaries() (map[string]string, error) {
@@ -28,16 +29,17 @@ func (h *Harness) binaries() (map[string]string, error) {
 		}
 		t0 := time.Now()
 		cmd := exec.Command("go", "build", "-o", dir+string(filepath.Separator),
-			"./internal/echoplugin", "github.com/qtasks/qtasks-go/cmd/qtasksd")
+			"./internal/echoplugin", "./internal/wmplugin", "github.com/qtasks/qtasks-go/cmd/qtasksd")
 		if out, err := cmd.CombinedOutput(); err != nil {
 			h.binErr = fmt.Errorf("building echoplugin and qtasksd: %v\n%s", err, out)
 			return
 		}
 		h.bins = map[string]string{
 			"echoplugin": filepath.Join(dir, "echoplugin"),
+			"wmplugin":   filepath.Join(dir, "wmplugin"),
 			"qtasksd":    filepath.Join(dir, "qtasksd"),
 		}
-		h.logf("built echoplugin and qtasksd in %.1fs", time.Since(t0).Seconds())
+		h.logf("built echoplugin, wmplugin and qtasksd in %.1fs", time.Since(t0).Seconds())
 	})
 	return h.bins, h.binErr
 }

@@ -98,12 +98,25 @@ func tableRows(cfg Config) []Row {
 		{Section: lim, Label: "  the same, every fact with qtasks' CloudEvents headers", Key: "limit.floor.all.ce", Unit: "tasks/s", Ref: "limit.floor.all", RefLabel: "floor, all"},
 		{Section: lim, Label: "  CPU per task, floor, lifecycle", Key: "limit.floor.life.cpu", Unit: "µs", Ref: "asynq.tuned.cpu", RefLabel: "Asynq tuned"},
 		{Section: lim, Label: "  CPU per task, floor, all recorded", Key: "limit.floor.all.cpu", Unit: "µs", Ref: "asynq.tuned.cpu", RefLabel: "Asynq tuned"},
+	}
+	rows = append(rows, floorRows()...)
+	rows = append(rows, []Row{
 
 		{Section: ours, Label: "trigger fact publish (bus.PublishAsync)", Key: "ours.factpub", Unit: "msgs/s", Ref: "limit.publish", RefLabel: "raw publish", Target: ge(0.70)},
 		{Section: ours, Label: "mutator round trip p50, in-process (plugins.Local)", Key: "rt.local.634.p50", Unit: "µs", Ref: "rt.raw.634.p50", RefLabel: "raw RT p50", Target: le(2)},
 		{Section: ours, Label: "mutator round trip p99, in-process (plugins.Local)", Key: "rt.local.634.p99", Unit: "µs", Ref: "rt.raw.634.p99", RefLabel: "raw RT p99", Target: le(3)},
 		{Section: ours, Label: "mutator round trip p50, plugin process", Key: "rt.proc.634.p50", Unit: "µs", Ref: "rt.raw.634.p50", RefLabel: "raw RT p50", Target: le(2)},
 		{Section: ours, Label: "mutator round trip p99, plugin process", Key: "rt.proc.634.p99", Unit: "µs", Ref: "rt.raw.634.p99", RefLabel: "raw RT p99", Target: le(3)},
+		{Section: ours, Label: "Watermill: mutator round trip p50, plugin process on Watermill's router (wmplugin)", Key: "wm.rt.wm.p50", Unit: "µs", Ref: "wm.rt.raw.p50", RefLabel: "raw RT p50", Target: le(2)},
+		{Section: ours, Label: "  the same plugin on today's runner (echoplugin), same run", Key: "wm.rt.runner.p50", Unit: "µs", Ref: "wm.rt.raw.p50", RefLabel: "raw RT p50", Target: le(2)},
+		{Section: ours, Label: "  Watermill ÷ runner, p50", Key: "wm.rt.wm.p50", Unit: "µs", Ref: "wm.rt.runner.p50", RefLabel: "runner p50"},
+		{Section: ours, Label: "Watermill: mutator round trip p99, plugin process on Watermill's router", Key: "wm.rt.wm.p99", Unit: "µs", Ref: "wm.rt.raw.p99", RefLabel: "raw RT p99", Target: le(3)},
+		{Section: ours, Label: "  the same plugin on today's runner, same run", Key: "wm.rt.runner.p99", Unit: "µs", Ref: "wm.rt.raw.p99", RefLabel: "raw RT p99", Target: le(3)},
+		{Section: ours, Label: "  Watermill ÷ runner, p99", Key: "wm.rt.wm.p99", Unit: "µs", Ref: "wm.rt.runner.p99", RefLabel: "runner p99"},
+		{Section: ours, Label: "  raw round trip p50 in that bench", Key: "wm.rt.raw.p50", Unit: "µs"},
+		{Section: ours, Label: "  raw round trip p99 in that bench", Key: "wm.rt.raw.p99", Unit: "µs"},
+		{Section: ours, Label: "Watermill: calls/s, 16 in flight, plugin process on Watermill", Key: "wm.rate.wm", Unit: "calls/s", Ref: "wm.rate.runner", RefLabel: "runner"},
+		{Section: ours, Label: "  the same on today's runner", Key: "wm.rate.runner", Unit: "calls/s"},
 		{Section: ours, Label: "tasks/s, all triggers recorded, 0 mutators", Key: "tasks.all.m0", Unit: "tasks/s", Ref: "asynq.tuned", RefLabel: "Asynq tuned", Target: ge(0.75)},
 		{Section: ours, Label: "  (same figure)", Key: "tasks.all.m0", Unit: "tasks/s", Ref: "river.tuned", RefLabel: "River tuned", Target: ge(1.5)},
 		{Section: ours, Label: "  (same figure)", Key: "tasks.all.m0", Unit: "tasks/s", Ref: "limit.floor.all", RefLabel: "task floor"},
@@ -127,7 +140,7 @@ func tableRows(cfg Config) []Row {
 		{Section: ours, Label: "qtasksd RSS, last phase peak ÷ second phase peak", Key: "qtasksd.rss.growth", Unit: "×", Target: le(1.2)},
 		{Section: ours, Label: "qtasksd tasks/s during the RSS run (concurrency " + conc + ")", Key: "qtasksd.tasks", Unit: "tasks/s"},
 		{Section: ours, Label: "  CPU per task (qtasksd + client)", Key: "qtasksd.cpu", Unit: "µs"},
-	}
+	}...)
 	for i := range cfg.RSSPhases {
 		rows = append(rows, Row{Section: ours, Label: fmt.Sprintf("  qtasksd RSS peak in phase %d (history %s tasks)", i+1, countLabel((i+1)*cfg.RSSTasks)),
 			Key: fmt.Sprintf("qtasksd.rss.phase%d", i+1), Unit: "MB"})
@@ -296,3 +309,45 @@ func human(v float64) string {
 }
 
 func trimFloat(x float64) string { return strconv.FormatFloat(x, 'f', -1, 64) }
+
+// floorLabels name the candidate exchanges of issue #15 in the table.
+var floorLabels = map[string]string{
+	"life.ce":    "(a) today, lifecycle, CE headers",
+	"all.ce":     "(a) today, all recorded, CE headers",
+	"b.all":      "(b) each phase's facts in one batch message, all recorded",
+	"c.all":      "(c) lifecycle facts alone, the rest per phase, all recorded",
+	"d.life":     "(d) record at submission and end only, lifecycle",
+	"d.all":      "(d) record at submission and end only, all recorded",
+	"e.life":     "(e) pipelined submission (one wait), lifecycle",
+	"e.all":      "(e) pipelined submission (one wait), all recorded",
+	"f.life":     "(f) = (c)+(d)+(e), lifecycle",
+	"f.all":      "(f) = (c)+(d)+(e), all recorded",
+	"f.all.conn": "(f), the submissions on a connection of their own (a client process's)",
+	"f.life.srv": "(f), lifecycle, the server in a process of its own (qtasksd)",
+	"f.all.srv":  "(f), all recorded, the server in a process of its own (qtasksd)",
+	"bde.all":    "(b)+(d)+(e), all recorded (most packing)",
+}
+
+// floorRows are the candidate exchanges' floors: tasks/s, CPU per task and
+// submission latency against Asynq tuned (and River tuned for tasks/s), and
+// the event log's messages per task.
+func floorRows() []Row {
+	const sec = "exchange candidates (issue #15): bare nats.go floors"
+	var rows []Row
+	for _, o := range append([]floorOps{floorLifeCE, floorAllCE}, floorCandidates[1:]...) {
+		k := "limit.floor." + o.name
+		l := floorLabels[o.name]
+		rows = append(rows,
+			Row{Section: sec, Label: l + fmt.Sprintf(" (%d facts)", o.facts()), Key: k, Unit: "tasks/s", Ref: "asynq.tuned", RefLabel: "Asynq tuned"},
+			Row{Section: sec, Label: "  (same figure)", Key: k, Unit: "tasks/s", Ref: "river.tuned", RefLabel: "River tuned"},
+			Row{Section: sec, Label: "  CPU per task", Key: k + ".cpu", Unit: "µs", Ref: "asynq.tuned.cpu", RefLabel: "Asynq tuned"},
+			Row{Section: sec, Label: "  submit latency p50", Key: k + ".submit.p50", Unit: "µs", Ref: "asynq.tuned.submit.p50", RefLabel: "Asynq Enqueue"},
+			Row{Section: sec, Label: "  submit latency p99", Key: k + ".submit.p99", Unit: "µs", Ref: "asynq.tuned.submit.p99", RefLabel: "Asynq Enqueue"},
+			Row{Section: sec, Label: "  event log messages per task", Key: k + ".msgs", Unit: "msgs"},
+		)
+		if o.pipelined {
+			rows = append(rows, Row{Section: sec, Label: "  tasks that reached the worker before their record", Key: k + ".races", Unit: "tasks"})
+		}
+	}
+	return rows
+}
