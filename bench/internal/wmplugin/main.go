@@ -66,12 +66,17 @@ func run(ctx context.Context, url, name, version, trigger string, handlers int) 
 		return err
 	}
 	defer b.Close()
-	// The consumer first, then the registration (PROTOCOL.md §8), as the
-	// runner does.
-	cons, err := b.Consumer(octx, bus.ConsumerConfig{
-		Durable: "plugin-" + name, Subjects: []string{events.SubjectInvoke + "." + name + ".>"},
-		DeliverNew: true, AckWait: max(2*timeout, 5*time.Second), MaxAckPending: 4 * handlers,
+	// The registration creates the consumer (PROTOCOL.md §8, §9.1), as
+	// the runner's does; the router reads it.
+	info, err := b.Registry().RegisterWith(octx, bus.Registration{
+		PluginInfo: events.PluginInfo{Name: name, Version: version, Triggers: []string{trigger}, Mode: "mutator",
+			TimeoutMS: timeout.Milliseconds(), Policy: "fail"},
+		Consumer: &bus.ConsumerSettings{MaxAckPending: 4 * handlers},
 	})
+	if err != nil {
+		return err
+	}
+	cons, err := b.JetStream().Consumer(octx, bus.StreamEvents, "plugin-"+name)
 	if err != nil {
 		return err
 	}
@@ -110,16 +115,6 @@ func run(ctx context.Context, url, name, version, trigger string, handlers int) 
 		middleware.Timeout(timeout),
 		middleware.Recoverer,
 	)
-	// Registered before the router runs: invocations wait in the consumer
-	// meanwhile, and the handlers read the registration without a race.
-	info, err := b.Registry().Register(octx, events.PluginInfo{Name: name, Version: version,
-		Triggers: []string{trigger}, Mode: "mutator", TimeoutMS: timeout.Milliseconds(), Policy: "fail"})
-	if err != nil {
-		return err
-	}
-	if err := b.Registry().WaitFor(octx, name, version); err != nil {
-		return err
-	}
 	h := &handler{pub: pub, name: name, version: version, info: info}
 	for i := range handlers {
 		router.AddNoPublisherHandler("invoke-"+strconv.Itoa(i), "invocations", sub, h.handle)
@@ -175,7 +170,7 @@ func (h *handler) handle(msg *message.Message) error {
 	for k, v := range hp {
 		out.Metadata[k] = v[0]
 	}
-	out.Metadata[events.HeaderMsgID] = patch.ID
+	// No Nats-Msg-Id: protocol 2 rejects a patch that carries one.
 	return h.pub.Publish(events.PatchSubject(h.name, inv.Trigger), out)
 }
 
