@@ -60,6 +60,14 @@ func FuzzDecode(f *testing.F) {
 	h["ce-attempt"] = []string{"+7"}
 	h["ce-run"] = []string{"007"}
 	f.Add(headerText(h), []byte(`{}`))
+	// Values that need percent-encoding, and v1 values written verbatim.
+	e := patchEvent()
+	e.TaskName, e.PluginError, e.PluginVersion = `50%off "é"`, "line\n100% wrong", "1.0 beta"
+	f.Add(headerText(encode(e)), e.Data)
+	h = encode(e)
+	h["ce-taskname"] = []string{"50%off"}
+	h["ce-pluginerror"] = []string{`"quoted \" error"`}
+	f.Add(headerText(h), e.Data)
 	h = encode(patchEvent())
 	h["content-type"] = []string{"application/json-patch+json; charset=utf-8"}
 	f.Add(headerText(h), []byte(`[{"op":"add","path":"/kw/x","value":1}]`))
