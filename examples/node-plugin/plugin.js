@@ -139,7 +139,7 @@ async function answer(js, m) {
     set("ce-pluginerror", String(err.message));
   }
   try {
-    await js.publish(`qtasks.patch.${name}.${trig}`, body, { headers: out, msgID: invocation + ":patch" });
+    await js.publish(`qtasks.patch.${name}.${trig}`, body, { headers: out }); // no Nats-Msg-Id (§5)
     m.ack();
   } catch (err) {
     console.error("publishing patch:", err.message);
