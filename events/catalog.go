@@ -263,7 +263,7 @@ var catalog = []Trigger{
 	{Name: BrokerRemoveFinishedTask, Component: ComponentBroker, Scope: ScopeTask, Returnable: true, Order: 27,
 		Paths: []string{"/model/result", "/model/extra"}},
 	{Name: StorageRemoveFinishedTask, Component: ComponentStorage, Scope: ScopeTask, Order: 28, Lifecycle: true,
-		Note: "Records the final status; exactly one per task attempt (deduplicated by Nats-Msg-Id). Keeps the submitted priority and arguments (Q9 fixed)."},
+		Note: "Records the final status; exactly one per task attempt (deduplicated by Nats-Msg-Id). Carries the priority and arguments the attempt ran with (as submitted or as intake plugins changed them), never reset or wiped (Q9 fixed)."},
 	{Name: WorkerExecuteAfter, Component: ComponentWorker, Scope: ScopeTask, Order: 29},
 
 	// Process start-up and shutdown (§2.2, §2.11).
