@@ -193,3 +193,20 @@ func TestBadEnvironment(t *testing.T) {
 		require.Contains(t, string(out), strings.SplitN(kv, "=", 2)[0]+"=")
 	}
 }
+
+// A client command that finds no server says where it looked and how to
+// point it elsewhere: client commands do not know a daemon's --port.
+func TestClientNamesNatsURL(t *testing.T) {
+	t.Parallel()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	url := "nats://" + l.Addr().String()
+	require.NoError(t, l.Close()) // nobody listens there now
+	for _, args := range [][]string{{"status", "some-id"}, {"plugins"}, {"submit", "add"}} {
+		code, out := runCmd(t, t.TempDir(), append(args, "--nats-url", url)...)
+		require.Equal(t, exitFailure, code, out)
+		require.Contains(t, out, url, args)
+		require.Contains(t, out, "--nats-url", args)
+		require.Contains(t, out, "QTASKS_NATS_URL", args)
+	}
+}
