@@ -70,6 +70,9 @@ func (m *Main) Run(ctx context.Context, args []string) error {
 		fmt.Fprint(m.Stderr, usage)
 		return &usageError{Msg: "no command given", Hint: "qtasks-replay help"}
 	}
+	if cli.PrintVersion(m.Stdout, "qtasks-replay", args) {
+		return nil
+	}
 	cmd, args := args[0], args[1:]
 	switch cmd {
 	case "history":
@@ -96,6 +99,9 @@ func (m *Main) Run(ctx context.Context, args []string) error {
 		return m.shadow(ctx, args)
 	case "help", "-h", "-help", "--help":
 		fmt.Fprint(m.Stdout, usage)
+		return nil
+	case "version":
+		fmt.Fprintln(m.Stdout, cli.Version("qtasks-replay"))
 		return nil
 	}
 	return &usageError{Msg: fmt.Sprintf("unknown command %q", cmd), Hint: "qtasks-replay help"}
@@ -127,5 +133,6 @@ a projection: it is left untouched), 5 a replay, re-drive or shadow check
 diverged (gate a plugin release on it). With --json, stdout is one JSON
 document on success and empty on failure; errors go to stderr.
 
-Run "qtasks-replay COMMAND -h" for a command's flags.
+Run "qtasks-replay COMMAND -h" for a command's flags; "qtasks-replay version"
+(or --version) prints the version and the protocol version.
 `

@@ -210,3 +210,17 @@ func TestClientNamesNatsURL(t *testing.T) {
 		require.Contains(t, out, "QTASKS_NATS_URL", args)
 	}
 }
+
+// --version (and the version command) print the version and the protocol
+// version, exit 0, and start nothing.
+func TestVersion(t *testing.T) {
+	t.Parallel()
+	for _, arg := range []string{"--version", "-version", "version"} {
+		dir := t.TempDir()
+		code, out := runCmd(t, dir, arg)
+		require.Equal(t, exitOK, code, out)
+		require.Regexp(t, fmt.Sprintf(`^qtasksd \S.* \(protocol %d, go[0-9.]+\S*\)\n$`, events.ProtocolVersion), out)
+		_, err := os.Stat(filepath.Join(dir, "qtasks-data"))
+		require.True(t, os.IsNotExist(err), "--version created a data directory")
+	}
+}

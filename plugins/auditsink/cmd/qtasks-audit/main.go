@@ -26,6 +26,7 @@ import (
 	"time"
 
 	"github.com/qtasks/qtasks-go/bus"
+	"github.com/qtasks/qtasks-go/internal/cli"
 	"github.com/qtasks/qtasks-go/plugins"
 	"github.com/qtasks/qtasks-go/plugins/auditsink"
 )
@@ -71,6 +72,9 @@ func envOr(key, def string) string {
 }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if cli.PrintVersion(stdout, "qtasks-audit", args) {
+		return nil
+	}
 	fs := flag.NewFlagSet("qtasks-audit", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var (
