@@ -224,3 +224,22 @@ func TestVersion(t *testing.T) {
 		require.True(t, os.IsNotExist(err), "--version created a data directory")
 	}
 }
+
+// Without --db, the projection lives in --data-dir: two data directories
+// run from one folder do not share one.
+func TestDefaultDBInDataDir(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	data := filepath.Join(dir, "elsewhere")
+	p := clitest.Start(t, dir, bin, "run", "--data-dir", data, "--port", "0", "--http", "", "--log-level", "info")
+	bustest.WaitFor(t, waitLimit, "qtasksd to be ready", func() bool {
+		require.False(t, p.Exited(), "qtasksd exited: %s", p.Output())
+		return strings.Contains(p.Output(), `"qtasksd ready"`)
+	})
+	p.Signal(syscall.SIGTERM)
+	require.Equal(t, exitOK, p.Wait(waitLimit), p.Output())
+	_, err := os.Stat(filepath.Join(data, "qtasks.db"))
+	require.NoError(t, err, "no projection in --data-dir")
+	_, err = os.Stat(filepath.Join(dir, "qtasks-data"))
+	require.True(t, os.IsNotExist(err), "a projection was made in the working directory")
+}

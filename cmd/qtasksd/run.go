@@ -78,7 +78,7 @@ func (m *Main) run(ctx context.Context, args []string) error {
 	fs.StringVar(&f.logLevel, "log-level", envOr("LOG_LEVEL", "info"), "debug, info, warn or error (LOG_LEVEL)")
 	fs.BoolVar(&f.noWorker, "no-worker", false, "run no worker (only the embedded server and HTTP)")
 	fs.IntVar(&f.replicas, "replicas", 1, "stream replicas; 3 on a cluster (QTASKS_REPLICAS)")
-	fs.StringVar(&f.db, "db", envOr("QTASKS_DB", projections.DefaultPath), "SQLite projection of the event log, kept up to date (QTASKS_DB)")
+	fs.StringVar(&f.db, "db", envOr("QTASKS_DB", ""), "SQLite projection of the event log, kept up to date; default: qtasks.db in --data-dir (QTASKS_DB)")
 	fs.BoolVar(&f.noProj, "no-projection", false, "run no projector")
 	if err := parse(fs, args, "qtasksd run -h"); err != nil {
 		return err
@@ -88,6 +88,11 @@ func (m *Main) run(ctx context.Context, args []string) error {
 	}
 	if fs.NArg() > 0 {
 		return &usageError{Msg: fmt.Sprintf("unexpected argument %q", fs.Arg(0)), Hint: "qtasksd run -h"}
+	}
+	if f.db == "" {
+		// Beside the log it projects, not in the working directory: two
+		// data directories run from one folder must not share a projection.
+		f.db = filepath.Join(f.dataDir, filepath.Base(projections.DefaultPath))
 	}
 	log, err := newLogger(m.Stderr, f.logLevel, true)
 	if err != nil {
