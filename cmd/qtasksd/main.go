@@ -10,6 +10,7 @@
 //	qtasksd submit NAME [flags]    submit a task, optionally wait for it
 //	qtasksd status ID              print a task's record
 //	qtasksd plugins                list registered plugins
+//	qtasksd tasks                  list the tasks qtasksd runs and their arguments
 //	qtasksd plugin-permissions NAME  print a plugin's least NATS permissions
 //	qtasksd version                print the version (also --version)
 package main
@@ -77,6 +78,8 @@ func (m *Main) Run(ctx context.Context, args []string) error {
 		return m.plugins(ctx, args)
 	case "plugin-permissions":
 		return m.pluginPermissions(args)
+	case "tasks":
+		return m.tasks(args)
 	case "help":
 		fmt.Fprint(m.Stdout, usage)
 		return nil
@@ -94,6 +97,7 @@ Commands:
   qtasksd submit NAME [flags]  submit a task (--kw JSON, --args JSON, --wait)
   qtasksd status ID            print a task's record as JSON
   qtasksd plugins              list registered plugins
+  qtasksd tasks                the tasks qtasksd runs: names, queue, keyword arguments
   qtasksd plugin-permissions NAME [--mode M] [--trigger T]...
                                print a plugin's least NATS permissions (nats-server config)
   qtasksd version              print the version and the protocol version (also --version)

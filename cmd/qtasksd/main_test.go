@@ -243,3 +243,40 @@ func TestDefaultDBInDataDir(t *testing.T) {
 	_, err = os.Stat(filepath.Join(dir, "qtasks-data"))
 	require.True(t, os.IsNotExist(err), "a projection was made in the working directory")
 }
+
+// qtasksd tasks lists the tasks the daemon runs with their keyword
+// arguments, without a server; an empty plugin list says what it means.
+func TestTasksAndEmptyPlugins(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	code, out := runCmd(t, dir, "tasks", "--queue", "q1")
+	require.Equal(t, exitOK, code, out)
+	var tasks []struct {
+		Name, Queue string
+		Kw          map[string]string
+		Retry       int
+	}
+	require.NoError(t, json.Unmarshal([]byte(out), &tasks), out)
+	byName := map[string]int{}
+	for i, tk := range tasks {
+		byName[tk.Name] = i
+		require.Equal(t, "q1", tk.Queue)
+	}
+	for _, name := range []string{"echo", "add", "greet", "sleep", "fail", "flaky", "count"} {
+		require.Contains(t, byName, name)
+	}
+	require.Equal(t, map[string]string{"ms": "integer"}, tasks[byName["sleep"]].Kw)
+	require.Equal(t, map[string]string{"name": "string"}, tasks[byName["greet"]].Kw)
+	require.Equal(t, 2, tasks[byName["flaky"]].Retry)
+
+	// The daemon runs exactly these: greet, listed, is submitted and runs.
+	_, url := startDaemon(t, dir)
+	code, out = runCmd(t, dir, "submit", "greet", "--kw", `{"name":"ada"}`, "--wait", "--nats-url", url)
+	require.Equal(t, exitOK, code, out)
+	require.Contains(t, out, `"hello, ada"`)
+
+	code, out = runCmd(t, dir, "plugins", "--nats-url", url)
+	require.Equal(t, exitOK, code, out)
+	require.Contains(t, out, "[]")
+	require.Contains(t, out, "no plugin is registered")
+}
