@@ -341,7 +341,7 @@ func headerGet(h Headers, k string) string {
 // value; a value that does not decode is returned as it is.
 func HeaderValue(h Headers, k string) string {
 	v := headerGet(h, k)
-	if strings.HasPrefix(strings.ToLower(k), HeaderPrefix) {
+	if len(k) >= len(HeaderPrefix) && strings.EqualFold(k[:len(HeaderPrefix)], HeaderPrefix) {
 		if d, err := DecodeHeaderValue(v); err == nil {
 			return d
 		}
