@@ -98,6 +98,8 @@ func TestPortTaken(t *testing.T) {
 	require.Equal(t, exitFailure, code, out)
 	require.Contains(t, out, fmt.Sprintf("port %d on 127.0.0.1 is not free", port))
 	require.Less(t, time.Since(start), 20*time.Second, "not the server's 30 s start-up deadline")
+	_, err = os.Stat(filepath.Join(dir, "data"))
+	require.ErrorIs(t, err, os.ErrNotExist, "a failed start left a data directory behind")
 
 	for _, p := range []string{"-5", "70000"} {
 		code, out = runCmd(t, dir, daemonArgs(dir, "--port", p)...)

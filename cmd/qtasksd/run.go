@@ -144,24 +144,29 @@ func (m *Main) run(ctx context.Context, args []string) error {
 	}
 	if cfg.URL == "" {
 		dir, err := filepath.Abs(f.dataDir)
-		if err == nil {
-			err = os.MkdirAll(dir, 0o750)
-		}
 		if err != nil {
 			return fmt.Errorf("data directory: %w", err)
 		}
 		// bus.Open locks the directory for as long as its server runs; a
 		// probe first says who holds it before anything else is started.
-		lock, err := flock.Acquire(bus.DataDirLock(dir))
-		if errors.Is(err, flock.ErrLocked) {
-			return errDataDirInUse(dir)
+		// A directory that does not exist yet is nobody's, and is made
+		// only once the port is known to be free: a start that fails
+		// leaves nothing behind.
+		if _, err := os.Stat(dir); err == nil {
+			lock, err := flock.Acquire(bus.DataDirLock(dir))
+			if errors.Is(err, flock.ErrLocked) {
+				return errDataDirInUse(dir)
+			}
+			if err != nil {
+				return fmt.Errorf("locking the data directory: %w", err)
+			}
+			_ = lock.Release()
 		}
-		if err != nil {
-			return fmt.Errorf("locking the data directory: %w", err)
-		}
-		_ = lock.Release()
 		if err := checkPortFree(f.port); err != nil {
 			return err
+		}
+		if err := os.MkdirAll(dir, 0o750); err != nil {
+			return fmt.Errorf("data directory: %w", err)
 		}
 		cfg.DataDir, cfg.Port = dir, f.port
 	}
