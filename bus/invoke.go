@@ -28,6 +28,8 @@ type LocalHandler func(ctx context.Context, invocation events.Event) (events.Eve
 type Reply struct {
 	// Patch is the patch event, already decoded and validated.
 	Patch events.Event
+	// Subject is where the patch was published, for events.ValidatePatch.
+	Subject string
 	// InvokeSeq and PatchSeq are the stream sequences of the invocation and
 	// the patch, when known at reply time (0 otherwise).
 	InvokeSeq uint64
@@ -228,7 +230,7 @@ func (b *Bus) Invoke(ctx context.Context, p events.PluginInfo, inv events.Event)
 				// forbids it, so that no honest patch can be.
 				return reply, fmt.Errorf("%w: the patch carries %s %q; a patch must carry none (protocol version %d)", events.ErrInvalidEvent, events.HeaderMsgID, id, events.ProtocolVersion)
 			}
-			reply.Patch = ev
+			reply.Patch, reply.Subject = ev, m.Subject
 			return reply, nil
 		case <-ctx.Done():
 			return Reply{}, context.Cause(ctx)
@@ -269,11 +271,12 @@ func (b *Bus) invokeLocal(ctx context.Context, h LocalHandler, subject string, p
 	if err := patch.Validate(); err != nil {
 		return Reply{}, fmt.Errorf("local plugin %s: %w", p.Name, err)
 	}
-	patchFut, err := b.PublishAsync(events.PatchSubject(p.Name, inv.Trigger), "", &patch)
+	patchSubject := events.PatchSubject(p.Name, inv.Trigger)
+	patchFut, err := b.PublishAsync(patchSubject, "", &patch)
 	if err != nil {
 		return Reply{}, err
 	}
-	return Reply{Patch: patch, Pending: []jetstream.PubAckFuture{invFut, patchFut}}, nil
+	return Reply{Patch: patch, Subject: patchSubject, Pending: []jetstream.PubAckFuture{invFut, patchFut}}, nil
 }
 
 // FillPatch sets the attributes that tie a patch event to the invocation it

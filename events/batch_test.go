@@ -33,8 +33,8 @@ func batchEvents() []Event {
 	}
 }
 
-// binary is what the event's binary-mode message decodes to.
-func binary(t testing.TB, e Event) Event {
+// viaBinary is what the event's binary-mode message decodes to.
+func viaBinary(t testing.TB, e Event) Event {
 	t.Helper()
 	got, err := Decode(encode(e), e.Data)
 	require.NoError(t, err)
@@ -51,7 +51,7 @@ func TestBatchRoundTrip(t *testing.T) {
 	require.NoError(t, err)
 	require.Len(t, got, len(evs))
 	for i, e := range evs {
-		requireSameEvent(t, binary(t, e), got[i])
+		requireSameEvent(t, viaBinary(t, e), got[i])
 	}
 	// White space anywhere JSON allows it changes nothing.
 	var pretty bytes.Buffer
@@ -61,7 +61,7 @@ func TestBatchRoundTrip(t *testing.T) {
 	for i, e := range evs {
 		// Data in the data member is the JSON value as it stands, indented
 		// now; base64 data is untouched.
-		want, g := binary(t, e), got[i]
+		want, g := viaBinary(t, e), got[i]
 		if jsonContent(e.DataContentType) && len(e.Data) > 0 && embeddable(e.Data) {
 			var c bytes.Buffer
 			require.NoError(t, json.Compact(&c, g.Data))
@@ -211,7 +211,7 @@ func TestDecodeBatchRejects(t *testing.T) {
 	// the bound on members.
 	evs, err := DecodeBatch([]byte(one(strings.Replace(el, `{`, `{`+manyMembers(maxBatchMembers-20), 1))))
 	require.NoError(t, err)
-	requireSameEvent(t, binary(t, factEvent()), evs[0])
+	requireSameEvent(t, viaBinary(t, factEvent()), evs[0])
 	_, err = DecodeBatch(append(bytes.Repeat([]byte(" "), MaxBatchSize), good...))
 	require.ErrorIs(t, err, ErrTooLarge)
 }

@@ -61,6 +61,55 @@ type Trigger struct {
 	Note string
 }
 
+// JSONType is the JSON type a patch must leave at an allowed path: types are
+// part of the patch contract, so that a plugin's wrong type is its patch's
+// rejection (its policy decides) and not a task failing later on arguments
+// it cannot decode.
+type JSONType string
+
+// The types of allowed paths. Object and array types take null too (Go
+// reads it as empty, and payloads carry "extra": null).
+const (
+	JSONAny         JSONType = "any"
+	JSONObject      JSONType = "object"
+	JSONArray       JSONType = "array"
+	JSONStringArray JSONType = "array of strings"
+	JSONString      JSONType = "string"
+	// JSONInteger is a number written without fraction or exponent that
+	// fits 64 bits, as Go's int reads it.
+	JSONInteger JSONType = "integer"
+	// JSONNonNegative is a JSONInteger ≥ 0.
+	JSONNonNegative JSONType = "integer >= 0"
+	// JSONStatus is one of the task statuses (events.Status*).
+	JSONStatus JSONType = "task status"
+)
+
+// pathTypes declares the type of every allowed path by its last token: each
+// name means one thing wherever a payload has it (args of the task record
+// or of a trigger's own payload alike). TestCatalogPathTypes checks that
+// every allowed path has one.
+var pathTypes = map[string]JSONType{
+	"task_name": JSONString,
+	"priority":  JSONInteger,
+	"args":      JSONArray,
+	"kw":        JSONObject,
+	"extra":     JSONObject,
+	"tags":      JSONStringArray,
+	"result":    JSONAny,
+	"results":   JSONArray,
+	"status":    JSONStatus,
+	"delay_ms":  JSONNonNegative,
+}
+
+// PathType returns the type a patch must leave at p, one of t's allowed
+// paths; "" when p is not one of them.
+func (t Trigger) PathType(p string) JSONType {
+	if !slices.Contains(t.Paths, p) {
+		return ""
+	}
+	return pathTypes[p[strings.LastIndexByte(p, '/')+1:]]
+}
+
 // Allows reports whether a patch may touch the JSON Pointer p under this
 // trigger's contract.
 func (t Trigger) Allows(p string) bool {
@@ -214,7 +263,7 @@ var catalog = []Trigger{
 	{Name: BrokerRemoveFinishedTask, Component: ComponentBroker, Scope: ScopeTask, Returnable: true, Order: 27,
 		Paths: []string{"/model/result", "/model/extra"}},
 	{Name: StorageRemoveFinishedTask, Component: ComponentStorage, Scope: ScopeTask, Order: 28, Lifecycle: true,
-		Note: "Records the final status; one per task attempt (deduplicated by Nats-Msg-Id; PROTOCOL.md §5 says when a forgery can make two, of which the first counts). Keeps the submitted priority and arguments (Q9 fixed)."},
+		Note: "Records the final status; one per task attempt (deduplicated by Nats-Msg-Id; PROTOCOL.md §5 says when a forgery can make two, of which the first counts). Carries the priority and arguments the attempt ran with (as submitted or as intake plugins changed them), never reset or wiped (Q9 fixed)."},
 	{Name: WorkerExecuteAfter, Component: ComponentWorker, Scope: ScopeTask, Order: 29},
 
 	// Process start-up and shutdown (§2.2, §2.11).

@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 )
 
 // SpecVersion is the CloudEvents version of every event qtasks writes.
@@ -169,25 +170,156 @@ func (e *Event) Encode(h Headers) {
 			h[k] = vals[n-1 : n : n]
 		}
 	}
+	// Strings are percent-encoded; the formatted values need no escape.
+	enc := EncodeHeaderValue
 	set(hSpecVersion, SpecVersion)
-	set(hID, e.ID)
-	set(hSource, e.Source)
-	set(hType, e.Type)
-	set(hSubject, e.Subject)
+	set(hID, enc(e.ID))
+	set(hSource, enc(e.Source))
+	set(hType, enc(e.Type))
+	set(hSubject, enc(e.Subject))
 	set(hTime, nums[:tEnd])
 	set(HeaderContentType, e.DataContentType)
-	set(hTaskID, e.TaskID)
-	set(hTaskName, e.TaskName)
-	set(hTrigger, e.Trigger)
+	set(hTaskID, enc(e.TaskID))
+	set(hTaskName, enc(e.TaskName))
+	set(hTrigger, enc(e.Trigger))
 	set(hAttempt, nums[tEnd:aEnd])
 	set(hRun, nums[aEnd:rEnd])
-	set(hPlugin, e.Plugin)
-	set(hPluginVersion, e.PluginVersion)
-	set(hInvocation, e.Invocation)
+	set(hPlugin, enc(e.Plugin))
+	set(hPluginVersion, enc(e.PluginVersion))
+	set(hInvocation, enc(e.Invocation))
 	set(hTimeoutMS, nums[rEnd:toEnd])
-	set(hPluginError, e.PluginError)
-	set(hTraceParent, e.TraceParent)
-	set(hReplay, e.Replay)
+	set(hPluginError, enc(e.PluginError))
+	set(hTraceParent, enc(e.TraceParent))
+	set(hReplay, enc(e.Replay))
+}
+
+// Header values follow the CloudEvents NATS protocol binding, §3.1.3.2
+// ("NATS Header Values"): every ce- value is written percent-encoded, and
+// read back with one round of percent-decoding. EncodeHeaderValue and
+// DecodeHeaderValue are the one place that does it; Encode and Decode call
+// them for every ce- header. content-type is a media type, not a ce- value,
+// and is written as is (as the HTTP binding writes Content-Type).
+
+// escapeByte reports whether the binding requires c, one byte of a UTF-8
+// string, to be percent-encoded: space, double quote, percent, and
+// everything outside printable ASCII (U+0021-U+007E), which covers the
+// control characters and every byte of a multi-byte character.
+func escapeByte(c byte) bool { return c <= ' ' || c >= 0x7f || c == '"' || c == '%' }
+
+func isHex(c byte) bool { return '0' <= c && c <= '9' || 'a' <= c|0x20 && c|0x20 <= 'f' }
+
+func unhex(c byte) byte {
+	if c <= '9' {
+		return c - '0'
+	}
+	return c | 0x20 - 'a' + 10
+}
+
+// EncodeHeaderValue percent-encodes v as the CloudEvents NATS binding
+// requires of a header value: each byte of space, '"', '%' and of every
+// character outside printable ASCII becomes %XY, upper-case hex, from the
+// character's UTF-8 bytes ("Euro €" is "Euro%20%E2%82%AC"). A CloudEvents
+// string is Unicode: bytes of v that are not UTF-8 are written as U+FFFD.
+// A value that needs no escape is returned as is, without allocating.
+func EncodeHeaderValue(v string) string {
+	n := 0
+	for i := 0; i < len(v); i++ {
+		if escapeByte(v[i]) {
+			n++
+		}
+	}
+	if n == 0 {
+		return v
+	}
+	if !utf8.ValidString(v) {
+		v = strings.ToValidUTF8(v, "\uFFFD")
+		n = 0
+		for i := 0; i < len(v); i++ {
+			if escapeByte(v[i]) {
+				n++
+			}
+		}
+	}
+	const hex = "0123456789ABCDEF"
+	b := make([]byte, 0, len(v)+2*n)
+	for i := 0; i < len(v); i++ {
+		if c := v[i]; escapeByte(c) {
+			b = append(b, '%', hex[c>>4], hex[c&15])
+		} else {
+			b = append(b, c)
+		}
+	}
+	return string(b)
+}
+
+// DecodeHeaderValue reads a header value written as the CloudEvents NATS
+// binding says: a value that is one RFC 7230 quoted-string (which older
+// senders may write) is unquoted first; then %XY escapes, in either case,
+// are decoded, once. The result must be UTF-8, or the value is refused with
+// ErrInvalidEvent (the binding rejects, for one, the overlong "%C0%A0").
+//
+// Protocol version 1 wrote values verbatim. So that its logs read as they
+// did, a '%' not followed by two hex digits is kept as it is ("100% sure"),
+// as are bytes that needed escaping but were written raw (UTF-8 text, a
+// space). A version 1 value that happens to hold %XY, or to be exactly one
+// quoted-string, reads decoded: the two versions cannot be told apart there.
+func DecodeHeaderValue(v string) (string, error) {
+	if len(v) >= 2 && v[0] == '"' {
+		if u, ok := unquote(v); ok {
+			v = u
+		}
+	}
+	i := strings.IndexByte(v, '%')
+	if i < 0 {
+		if !utf8.ValidString(v) {
+			return "", fmt.Errorf("%w: header value %q is not UTF-8", ErrInvalidEvent, v)
+		}
+		return v, nil
+	}
+	b := make([]byte, i, len(v))
+	copy(b, v)
+	for ; i < len(v); i++ {
+		c := v[i]
+		if c == '%' && i+2 < len(v) && isHex(v[i+1]) && isHex(v[i+2]) {
+			c = unhex(v[i+1])<<4 | unhex(v[i+2])
+			i += 2
+		}
+		b = append(b, c)
+	}
+	if !utf8.Valid(b) {
+		return "", fmt.Errorf("%w: header value %q does not decode to UTF-8", ErrInvalidEvent, v)
+	}
+	return string(b), nil
+}
+
+// unquote reads s as one RFC 7230 quoted-string (DQUOTE *(qdtext /
+// quoted-pair) DQUOTE) and returns its content; ok is false when s is not
+// exactly one.
+func unquote(s string) (string, bool) {
+	if len(s) < 2 || s[0] != '"' || s[len(s)-1] != '"' {
+		return "", false
+	}
+	var b strings.Builder
+	for i := 1; i < len(s)-1; i++ {
+		c := s[i]
+		switch {
+		case c == '\\':
+			if i+1 >= len(s)-1 {
+				return "", false // the closing quote is escaped
+			}
+			i++
+			c = s[i]
+			if c < ' ' && c != '\t' || c == 0x7f {
+				return "", false
+			}
+		case c == '"':
+			return "", false
+		case c < ' ' && c != '\t' || c == 0x7f:
+			return "", false
+		}
+		b.WriteByte(c)
+	}
+	return b.String(), true
 }
 
 // headerGet is case-insensitive: NATS clients in other languages may
@@ -209,9 +341,18 @@ func headerGet(h Headers, k string) string {
 }
 
 // HeaderValue returns the value of header k, matching its name without
-// regard to case as Decode does: clients in other languages may spell
-// header names differently.
-func HeaderValue(h Headers, k string) string { return headerGet(h, k) }
+// regard to case as Decode does (clients in other languages may spell
+// header names differently), and percent-decoded as Decode decodes a ce-
+// value; a value that does not decode is returned as it is.
+func HeaderValue(h Headers, k string) string {
+	v := headerGet(h, k)
+	if len(k) >= len(HeaderPrefix) && strings.EqualFold(k[:len(HeaderPrefix)], HeaderPrefix) {
+		if d, err := DecodeHeaderValue(v); err == nil {
+			return d
+		}
+	}
+	return v
+}
 
 // otherSpellings reports whether some header name is one of ours (ce-...
 // or content-type) spelled otherwise than in lower case. When none is, an
@@ -236,7 +377,7 @@ func otherSpellings(h Headers) bool {
 // Decode reads an event from NATS headers and data, and validates it.
 func Decode(h Headers, data []byte) (Event, error) {
 	fold := otherSpellings(h)
-	get := func(h Headers, k string) string {
+	raw := func(h Headers, k string) string {
 		if v := h[k]; len(v) > 0 {
 			return v[0]
 		}
@@ -244,6 +385,23 @@ func Decode(h Headers, data []byte) (Event, error) {
 			return headerGet(h, k)
 		}
 		return ""
+	}
+	// Every ce- value is percent-decoded (content-type is not a ce- value);
+	// the first value that does not decode makes the event invalid.
+	var badValue error
+	get := func(h Headers, k string) string {
+		v := raw(h, k)
+		if k == HeaderContentType {
+			return v
+		}
+		d, err := DecodeHeaderValue(v)
+		if err != nil {
+			if badValue == nil {
+				badValue = fmt.Errorf("%s: %w", k, err)
+			}
+			return v
+		}
+		return d
 	}
 	e := Event{
 		ID:              get(h, hID),
@@ -261,6 +419,9 @@ func Decode(h Headers, data []byte) (Event, error) {
 		PluginError:     get(h, hPluginError),
 		TraceParent:     get(h, hTraceParent),
 		Replay:          get(h, hReplay),
+	}
+	if badValue != nil {
+		return e, badValue
 	}
 	if v := get(h, hSpecVersion); v != SpecVersion {
 		return e, fmt.Errorf("%w: specversion %q, want %q", ErrInvalidEvent, v, SpecVersion)

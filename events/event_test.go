@@ -497,8 +497,8 @@ func TestValidate(t *testing.T) {
 
 // sdkEventFromHeaders builds a CloudEvents SDK event from NATS headers in
 // binary content mode, as the CloudEvents NATS protocol binding describes:
-// every ce-* header is an attribute or an extension, content-type is
-// datacontenttype.
+// every ce-* header is an attribute or an extension, its value
+// percent-decoded; content-type is datacontenttype.
 func sdkEventFromHeaders(t *testing.T, h Headers, data []byte) ce.Event {
 	t.Helper()
 	ev := ce.New()
@@ -513,6 +513,8 @@ func sdkEventFromHeaders(t *testing.T, h Headers, data []byte) ce.Event {
 		if !strings.HasPrefix(lk, HeaderPrefix) {
 			continue
 		}
+		v, err := DecodeHeaderValue(v)
+		require.NoError(t, err, k)
 		switch name := strings.TrimPrefix(lk, HeaderPrefix); name {
 		case "specversion":
 			ev.SetSpecVersion(v)
@@ -544,6 +546,9 @@ func headersFromSDKEvent(t *testing.T, ev ce.Event) Headers {
 	h := Headers{}
 	set := func(k, v string) {
 		if v != "" {
+			if k != HeaderContentType {
+				v = EncodeHeaderValue(v)
+			}
 			h[k] = []string{v}
 		}
 	}

@@ -60,6 +60,14 @@ func FuzzDecode(f *testing.F) {
 	h["ce-attempt"] = []string{"+7"}
 	h["ce-run"] = []string{"007"}
 	f.Add(headerText(h), []byte(`{}`))
+	// Values that need percent-encoding, and v1 values written verbatim.
+	e := patchEvent()
+	e.TaskName, e.PluginError, e.PluginVersion = `50%off "é"`, "line\n100% wrong", "1.0 beta"
+	f.Add(headerText(encode(e)), e.Data)
+	h = encode(e)
+	h["ce-taskname"] = []string{"50%off"}
+	h["ce-pluginerror"] = []string{`"quoted \" error"`}
+	f.Add(headerText(h), e.Data)
 	h = encode(patchEvent())
 	h["content-type"] = []string{"application/json-patch+json; charset=utf-8"}
 	f.Add(headerText(h), []byte(`[{"op":"add","path":"/kw/x","value":1}]`))
@@ -153,11 +161,26 @@ func FuzzApplyPatch(f *testing.F) {
 			require.ErrorAs(t, err, &pe)
 			require.Equal(t, tr.Name, pe.Trigger)
 			require.True(t, errors.Is(err, ErrPathNotAllowed) || errors.Is(err, ErrBadPatch) ||
-				errors.Is(err, ErrNotReturnable), err.Error())
+				errors.Is(err, ErrNotReturnable) || errors.Is(err, ErrWrongType), err.Error())
 			if errors.Is(err, ErrPathNotAllowed) {
 				require.False(t, tr.Allows(pe.Path), "rejected an allowed path %q", pe.Path)
 			}
+			if errors.Is(err, ErrWrongType) {
+				require.NotEmpty(t, tr.PathType(pe.Path), "a type error on %q, which has no type", pe.Path)
+			}
 			return
+		}
+		// What a patch leaves at a typed path is of its type, or was there before.
+		var top, dtop map[string]json.RawMessage
+		require.NoError(t, json.Unmarshal(out, &top))
+		require.NoError(t, json.Unmarshal(doc, &dtop))
+		for _, p := range tr.Paths {
+			v, ok := valueAt(top, p)
+			if !ok || jsonTypeCheck[tr.PathType(p)](v) {
+				continue
+			}
+			dv, _ := valueAt(dtop, p)
+			require.True(t, sameJSON(dv, v), "%s holds %s, not %s", p, v, tr.PathType(p))
 		}
 		require.True(t, tr.Returnable, "a one-way trigger took a patch")
 		require.LessOrEqual(t, len(out), MaxDataSize)

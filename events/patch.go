@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -56,13 +58,16 @@ var (
 	ErrBadPatch = errors.New("patch does not apply")
 	// ErrNotReturnable: the trigger takes no patches.
 	ErrNotReturnable = errors.New("trigger is not returnable")
+	// ErrWrongType: the patch leaves a value of another type than the
+	// trigger's contract declares at an allowed path (Trigger.PathType).
+	ErrWrongType = errors.New("patch leaves a value of the wrong type")
 )
 
 // PatchError says why a patch was rejected.
 type PatchError struct {
 	Trigger string
 	Path    string // the offending JSON Pointer, if one is to blame
-	Err     error  // ErrPathNotAllowed, ErrBadPatch or ErrNotReturnable
+	Err     error  // ErrPathNotAllowed, ErrBadPatch, ErrWrongType or ErrNotReturnable
 	Detail  string
 }
 
@@ -225,7 +230,129 @@ func ApplyPatch(t Trigger, doc []byte, contentType string, patch []byte) (out []
 	if !json.Valid(out) || len(out) == 0 || out[0] != '{' {
 		return nil, perr(ErrBadPatch, "", "patched payload is not a JSON object")
 	}
+	if path, detail := checkTypes(t, doc, out); path != "" {
+		return nil, perr(ErrWrongType, path, detail)
+	}
 	return out, nil
+}
+
+// jsonTypeCheck tells whether a JSON value is of a type.
+var jsonTypeCheck = map[JSONType]func(v json.RawMessage) bool{
+	JSONAny:    func(json.RawMessage) bool { return true },
+	JSONObject: func(v json.RawMessage) bool { return v[0] == '{' || string(v) == "null" },
+	JSONArray:  func(v json.RawMessage) bool { return v[0] == '[' || string(v) == "null" },
+	JSONStringArray: func(v json.RawMessage) bool {
+		var s []string
+		return json.Unmarshal(v, &s) == nil
+	},
+	JSONString: func(v json.RawMessage) bool { return v[0] == '"' },
+	JSONInteger: func(v json.RawMessage) bool {
+		_, err := strconv.ParseInt(string(v), 10, 64)
+		return err == nil
+	},
+	JSONNonNegative: func(v json.RawMessage) bool {
+		n, err := strconv.ParseInt(string(v), 10, 64)
+		return err == nil && n >= 0
+	},
+	JSONStatus: func(v json.RawMessage) bool {
+		var s string
+		return json.Unmarshal(v, &s) == nil && slices.Contains(statuses, s)
+	},
+}
+
+// statuses are the values of a task's status.
+var statuses = []string{StatusNew, StatusProcess, StatusSuccess, StatusError, StatusCancel, StatusRetry}
+
+// jsonKind names the type of a JSON value for a rejection's reason.
+func jsonKind(v json.RawMessage) string {
+	switch v[0] {
+	case '{':
+		return "an object"
+	case '[':
+		return "an array"
+	case '"':
+		return "a string"
+	case 't', 'f':
+		return "a boolean"
+	case 'n':
+		return "null"
+	}
+	return "the number " + string(v)
+}
+
+// checkTypes finds an allowed path at which out, the patched payload, holds
+// a value of another type than the contract declares, and says why; "" when
+// there is none. A value the payload already had (doc) is not the patch's
+// doing and passes.
+func checkTypes(t Trigger, doc, out []byte) (path, detail string) {
+	var top map[string]json.RawMessage
+	if json.Unmarshal(out, &top) != nil {
+		return "", "" // ApplyPatch checked it is an object
+	}
+	for _, p := range t.Paths {
+		typ := t.PathType(p)
+		check := jsonTypeCheck[typ]
+		if typ == JSONAny || check == nil {
+			continue
+		}
+		v, ok := valueAt(top, p)
+		if !ok || check(v) {
+			continue
+		}
+		var dtop map[string]json.RawMessage
+		if json.Unmarshal(doc, &dtop) == nil {
+			if dv, ok := valueAt(dtop, p); ok && sameJSON(dv, v) {
+				continue
+			}
+		}
+		name := p[strings.LastIndexByte(p, '/')+1:]
+		return p, fmt.Sprintf("%s must be %s, not %s", name, typeArticle(typ), jsonKind(v))
+	}
+	return "", ""
+}
+
+// typeArticle names a type in a sentence: "an object (or null)".
+func typeArticle(t JSONType) string {
+	s := "a " + string(t)
+	if strings.ContainsRune("aeiou", rune(t[0])) {
+		s = "an " + string(t)
+	}
+	switch t {
+	case JSONObject, JSONArray, JSONStringArray:
+		return s + " (or null)"
+	case JSONStatus:
+		return s + " (" + strings.Join(statuses, ", ") + ")"
+	}
+	return s
+}
+
+// valueAt returns the value at JSON Pointer p (object members only, as
+// allowed paths are) below the object top.
+func valueAt(top map[string]json.RawMessage, p string) (json.RawMessage, bool) {
+	toks := strings.Split(p[1:], "/")
+	cur := top
+	for i, tok := range toks {
+		tok = strings.NewReplacer("~1", "/", "~0", "~").Replace(tok)
+		v, ok := cur[tok]
+		if !ok {
+			return nil, false
+		}
+		v = bytes.TrimSpace(v)
+		if i == len(toks)-1 {
+			return v, len(v) > 0
+		}
+		cur = nil
+		if json.Unmarshal(v, &cur) != nil || cur == nil {
+			return nil, false
+		}
+	}
+	return nil, false
+}
+
+// sameJSON reports whether a and b are the same JSON value.
+func sameJSON(a, b json.RawMessage) bool {
+	var x, y any
+	return json.Unmarshal(a, &x) == nil && json.Unmarshal(b, &y) == nil && reflect.DeepEqual(x, y)
 }
 
 // mergeTouches walks a merge patch and checks every path it would change.

@@ -351,16 +351,20 @@ func TestApplyPatchEveryReturnableTrigger(t *testing.T) {
 			t.Parallel()
 			for _, p := range tr.Paths {
 				doc := docWithPath(t, p)
+				// A new value of the path's type.
+				val := sampleValues[tr.PathType(p)]
+				var want any
+				require.NoError(t, json.Unmarshal([]byte(val), &want), p)
 
-				jp := fmt.Sprintf(`[{"op":"replace","path":%q,"value":"new"}]`, p)
+				jp := fmt.Sprintf(`[{"op":"replace","path":%q,"value":%s}]`, p, val)
 				out, err := ApplyPatch(tr, doc, ContentTypeJSONPatch, []byte(jp))
 				require.NoError(t, err, p)
-				require.Equal(t, "new", pointerGet(t, out, p))
+				require.Equal(t, want, pointerGet(t, out, p))
 
-				mp := mergePatchFor(p, `"new"`)
+				mp := mergePatchFor(p, val)
 				out, err = ApplyPatch(tr, doc, ContentTypeMergePatch, []byte(mp))
 				require.NoError(t, err, mp)
-				require.Equal(t, "new", pointerGet(t, out, p))
+				require.Equal(t, want, pointerGet(t, out, p))
 
 				sibling := p[:strings.LastIndexByte(p, '/')] + "/zz_not_allowed"
 				jp = fmt.Sprintf(`[{"op":"add","path":%q,"value":1}]`, sibling)
@@ -373,6 +377,12 @@ func TestApplyPatchEveryReturnableTrigger(t *testing.T) {
 			}
 		})
 	}
+}
+
+// sampleValues holds a value of each type of allowed path.
+var sampleValues = map[JSONType]string{
+	JSONAny: `"new"`, JSONObject: `{"new":1}`, JSONArray: `["new",2]`, JSONStringArray: `["new"]`,
+	JSONString: `"new"`, JSONInteger: `-7`, JSONNonNegative: `7`, JSONStatus: `"error"`,
 }
 
 // docWithPath builds {"a":{"b":"old"}} for the pointer /a/b.

@@ -197,3 +197,33 @@ func FinalMsgID(taskID string, attempt int) string {
 func InvocationID(taskID string, attempt, run int, trigger string, n int, plugin string) string {
 	return FactMsgID(taskID, attempt, run, trigger, n) + ":" + plugin
 }
+
+// ValidatePatch is the one rule, beyond Validate, that says whether a patch
+// event published on subject can count: the executor applies it before it
+// looks at a patch, and the projection when it reads one, so that no patch
+// changes a task while the audit lists it as rejected. The subject must be
+// a patch subject, the type io.qtasks.patch, ce-plugin and ce-trigger equal
+// to the subject's plugin and trigger tokens, and ce-taskid present. The
+// error wraps ErrInvalidEvent.
+func ValidatePatch(subject string, ev *Event) error {
+	ps, err := ParseSubject(subject)
+	if err != nil {
+		return err
+	}
+	var reason string
+	switch {
+	case ps.Kind != "patch":
+		reason = fmt.Sprintf("subject %s is not a patch subject", subject)
+	case ev.Type != TypePatch:
+		reason = fmt.Sprintf("type %q on patch subject %s", ev.Type, subject)
+	case ev.Plugin != ps.Plugin:
+		reason = fmt.Sprintf("plugin attribute %q does not match the subject's %q", ev.Plugin, ps.Plugin)
+	case ev.Trigger != ps.Trigger:
+		reason = fmt.Sprintf("trigger attribute %q does not match the subject's %q", ev.Trigger, ps.Trigger)
+	case ev.TaskID == "":
+		reason = "no task id attribute"
+	default:
+		return nil
+	}
+	return fmt.Errorf("%w: %s", ErrInvalidEvent, reason)
+}

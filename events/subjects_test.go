@@ -198,3 +198,31 @@ func TestMsgIDs(t *testing.T) {
 		require.NotEqual(t, FactMsgID("t", 1, 0, StorageRemoveFinishedTask, 0), FactMsgID("t", 1, 1, StorageRemoveFinishedTask, 0))
 	})
 }
+
+func TestValidatePatch(t *testing.T) {
+	t.Parallel()
+	ok := patchEvent()
+	subject := PatchSubject(ok.Plugin, ok.Trigger)
+	require.NoError(t, ValidatePatch(subject, &ok))
+	// A log written before subjects lost their task ids.
+	require.NoError(t, ValidatePatch(subject+"."+ok.TaskID, &ok))
+	for name, c := range map[string]struct {
+		subject string
+		mod     func(*Event)
+		reason  string
+	}{
+		"OtherPlugin":  {subject, func(e *Event) { e.Plugin = "other" }, `plugin attribute "other" does not match the subject's "pydantic"`},
+		"OtherTrigger": {subject, func(e *Event) { e.Trigger = TaskExecutorRunTask }, `trigger attribute "task_executor_run_task" does not match`},
+		"NoTrigger":    {subject, func(e *Event) { e.Trigger = "" }, "trigger attribute"},
+		"NoTaskID":     {subject, func(e *Event) { e.TaskID = "" }, "no task id attribute"},
+		"NotAPatch":    {subject, func(e *Event) { e.Type = TypeTask }, "type \"io.qtasks.task\" on patch subject"},
+		"FactSubject":  {FactSubject(ok.Trigger, "q"), func(*Event) {}, "is not a patch subject"},
+		"NoSubject":    {"nonsense", func(*Event) {}, "not a qtasks subject"},
+	} {
+		e := patchEvent()
+		c.mod(&e)
+		err := ValidatePatch(c.subject, &e)
+		require.ErrorIs(t, err, ErrInvalidEvent, name)
+		require.ErrorContains(t, err, c.reason, name)
+	}
+}

@@ -62,6 +62,16 @@ func TestPluginFailure(t *testing.T) {
 			outcome: events.OutcomeRejected, reason: events.ErrBadPatch.Error(),
 		},
 		{
+			// Types are part of the contract: the patch is rejected, and
+			// the policy decides, instead of the task failing on "bad task
+			// arguments" with no plugin named.
+			name: "WrongType",
+			answer: func(context.Context) (*plugins.Patch, error) {
+				return plugins.MergePatch(map[string]any{"kw": "oops"})
+			},
+			outcome: events.OutcomeRejected, reason: `"/kw": kw must be an object (or null), not a string`,
+		},
+		{
 			name:    "Timeout",
 			timeout: shortTimeout,
 			answer: func(ctx context.Context) (*plugins.Patch, error) {

@@ -263,6 +263,12 @@ func (f *firing) invoke(ctx context.Context, t events.Trigger, n int, p events.P
 		call.Outcome, call.Reason = events.OutcomeRejected, err.Error()
 		return call, doc
 	}
+	// The projection's rule too: a patch it would list as rejected must
+	// not change the task, whatever it says (an error included).
+	if err := events.ValidatePatch(reply.Subject, &reply.Patch); err != nil {
+		call.Outcome, call.Reason = events.OutcomeRejected, err.Error()
+		return call, doc
+	}
 	if reply.Patch.PluginVersion != "" {
 		call.Version = reply.Patch.PluginVersion
 	}

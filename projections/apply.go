@@ -483,11 +483,9 @@ func (p *Prepared) prepare(decodeErr error) rejection {
 		p.kind = kindInvoke
 		return sameIdentity(ev, ps)
 	case "patch":
-		if ev.Type != events.TypePatch {
-			return rejection(fmt.Sprintf("type %q on patch subject %s", ev.Type, p.subject))
-		}
-		if r := sameIdentity(ev, ps); r != "" {
-			return r
+		// The executor's rule (it records such a patch rejected, too).
+		if err := events.ValidatePatch(p.subject, ev); err != nil {
+			return rejection(err.Error())
 		}
 		if len(ev.Data) > 0 && !validJSON(ev.Data) {
 			return "patch body is not JSON"

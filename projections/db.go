@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 
 	_ "github.com/mattn/go-sqlite3" // the database/sql driver "sqlite3"
+	"github.com/nats-io/nats.go/jetstream"
 )
 
 // Errors of DB.
@@ -201,6 +202,38 @@ func (d *DB) swapped() bool {
 		return false
 	}
 	return !os.SameFile(fi, d.file)
+}
+
+// metaLogID is the meta key of the identity of the event log a projection
+// projects: the stream's creation time in Unix nanoseconds. Another data
+// directory's stream, or one deleted and created anew, has another; a
+// projection is bound to its log by it (the projector rebuilds one that
+// projects another log).
+const metaLogID = "log_created"
+
+// logIdentity is the identity of b's event log, as metaLogID records it.
+func logIdentity(info *jetstream.StreamInfo) int64 { return info.Created.UnixNano() }
+
+// logID returns the identity of the log the projection was built from; ok
+// is false when none is recorded (a new projection, or one written before
+// identities were).
+func (d *DB) logID(ctx context.Context) (id int64, ok bool, err error) {
+	err = d.r.QueryRowContext(ctx, `SELECT value FROM meta WHERE key = ?`, metaLogID).Scan(&id)
+	if errors.Is(err, sql.ErrNoRows) {
+		return 0, false, nil
+	}
+	if err != nil {
+		return 0, false, fmt.Errorf("reading the projection's log identity: %w", err)
+	}
+	return id, true, nil
+}
+
+// setLogID records the identity of the log the projection projects.
+func (d *DB) setLogID(ctx context.Context, id int64) error {
+	if _, err := d.w.ExecContext(ctx, `INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value`, metaLogID, id); err != nil {
+		return fmt.Errorf("recording the projection's log identity: %w", err)
+	}
+	return nil
 }
 
 // LastSeq is the stream sequence of the last event applied.

@@ -28,7 +28,8 @@
 // output as columns by the view trigger_history; plugin_calls (outcome,
 // reason, latency, patch); plugin_events (invocations and patches);
 // field_blame; dead_letters; rejected_events; meta (the last applied
-// sequence).
+// sequence, and the identity of the log projected: its stream's creation
+// time, so that a projection pointed at another log is rebuilt).
 //
 // Apply is deterministic: every value it writes comes from the log (event
 // times included), never from the clock, so two databases fed the same

@@ -175,8 +175,10 @@ func (p *Projector) Start(ctx context.Context) error {
 	return nil
 }
 
-// open opens the database; one that is ahead of the log (the stream was
-// deleted and created anew) is rebuilt first, since it projects another log.
+// open opens the database; one that projects another log is rebuilt first:
+// one recorded from another stream (another data directory sharing the
+// file, or the stream deleted and created anew), or, for a projection that
+// records no log identity, one ahead of the log.
 func (p *Projector) open(ctx context.Context) (*DB, error) {
 	db, err := Open(ctx, p.cfg.Path, &Options{Logger: p.cfg.Logger})
 	if err != nil {
@@ -192,10 +194,13 @@ func (p *Projector) open(ctx context.Context) (*DB, error) {
 		_ = db.Close()
 		return nil, fmt.Errorf("reading the event log's state: %w", err)
 	}
-	switch {
-	case last > info.State.LastSeq:
-		p.log.Warn("the projection is ahead of the event log: it projects another log; rebuilding it",
-			"projected", last, "log_last_seq", info.State.LastSeq)
+	id, known, err := db.logID(ctx)
+	if err != nil {
+		_ = db.Close()
+		return nil, err
+	}
+	rebuild := func(msg string, args ...any) (*DB, error) {
+		p.log.Warn(msg, args...)
 		if err := db.Close(); err != nil {
 			return nil, err
 		}
@@ -203,6 +208,23 @@ func (p *Projector) open(ctx context.Context) (*DB, error) {
 			return nil, err
 		}
 		return Open(ctx, p.cfg.Path, &Options{Logger: p.cfg.Logger})
+	}
+	switch {
+	case known && id != logIdentity(info):
+		return rebuild("the projection was built from another event log (another data directory's, or a stream created anew); rebuilding it",
+			"projected", last, "log_created", info.Created)
+	case last > info.State.LastSeq:
+		return rebuild("the projection is ahead of the event log: it projects another log; rebuilding it",
+			"projected", last, "log_last_seq", info.State.LastSeq)
+	case !known:
+		// A new projection, or one from before identities were recorded:
+		// it is this log's from now on.
+		if err := db.setLogID(ctx, logIdentity(info)); err != nil {
+			_ = db.Close()
+			return nil, err
+		}
+	}
+	switch {
 	case info.State.Msgs > 0 && last+1 < info.State.FirstSeq:
 		p.log.Warn("events the projection has not applied are no longer in the log (limits); it goes on from the first one kept",
 			"projected", last, "log_first_seq", info.State.FirstSeq)

@@ -76,12 +76,15 @@ func Build(ctx context.Context, b *bus.Bus, path string, cfg *BuildConfig) (Buil
 		removeDB(path)
 		return st, fmt.Errorf("building projection %s: %w", path, err)
 	}
+	info, err := b.EventStream().Info(ctx)
+	if err != nil {
+		return fail(err)
+	}
+	if err := db.setLogID(ctx, logIdentity(info)); err != nil {
+		return fail(err)
+	}
 	to := c.To
 	if to == 0 {
-		info, err := b.EventStream().Info(ctx)
-		if err != nil {
-			return fail(err)
-		}
 		to = info.State.LastSeq
 	}
 	// One goroutine reads and prepares, this one writes: a batch in

@@ -72,6 +72,9 @@ func (m *Main) Run(ctx context.Context, args []string) error {
 		fmt.Fprint(m.Stderr, usage)
 		return &usageError{Msg: "no command given", Hint: "qtasks-replay help"}
 	}
+	if cli.PrintVersion(m.Stdout, "qtasks-replay", args) {
+		return nil
+	}
 	cmd, args := args[0], args[1:]
 	switch cmd {
 	case "history":
@@ -100,6 +103,9 @@ func (m *Main) Run(ctx context.Context, args []string) error {
 		return m.verify(ctx, args)
 	case "help", "-h", "-help", "--help":
 		fmt.Fprint(m.Stdout, usage)
+		return nil
+	case "version":
+		fmt.Fprintln(m.Stdout, cli.Version("qtasks-replay"))
 		return nil
 	}
 	return &usageError{Msg: fmt.Sprintf("unknown command %q", cmd), Hint: "qtasks-replay help"}
@@ -141,5 +147,6 @@ the last seal, not a truncation that removed the last seals too (keep the
 anchor it prints, and pass it later as --anchor), and not a rewrite by
 someone who may write seals (qtasksd's rights) and recomputes them.
 
-Run "qtasks-replay COMMAND -h" for a command's flags.
+Run "qtasks-replay COMMAND -h" for a command's flags; "qtasks-replay version"
+(or --version) prints the version and the protocol version.
 `

@@ -153,7 +153,12 @@ func (m *Main) plugins(ctx context.Context, args []string) error {
 		return err
 	}
 	defer b.Close()
-	return m.printJSON(b.Registry().List())
+	list := b.Registry().List()
+	if len(list) == 0 {
+		// [] alone reads as a failure to a newcomer: say what it means.
+		fmt.Fprintln(m.Stderr, "qtasksd: no plugin is registered; run one (e.g. go run ./plugins/retry/cmd/qtasks-retry --nats-url URL), README \"Built-in plugins\" lists the ones shipped; docs/PROTOCOL.md §14 writes one in any language")
+	}
+	return m.printJSON(list)
 }
 
 func (m *Main) printJSON(v any) error {

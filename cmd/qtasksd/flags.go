@@ -90,7 +90,9 @@ func openClient(ctx context.Context, c *connFlags, readOnly bool) (*bus.Bus, err
 		return nil, cli.NoStreams(c.URL, err)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("%w (is qtasksd running? start it with: qtasksd)", err)
+		// Client commands do not know the daemon's --port: say how to
+		// point them at it.
+		return nil, fmt.Errorf("%w (is qtasksd running? start it with: qtasksd; one on another port or host: give its URL with --nats-url or QTASKS_NATS_URL)", err)
 	}
 	return b, nil
 }

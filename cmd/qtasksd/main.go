@@ -10,7 +10,9 @@
 //	qtasksd submit NAME [flags]    submit a task, optionally wait for it
 //	qtasksd status ID              print a task's record
 //	qtasksd plugins                list registered plugins
+//	qtasksd tasks                  list the tasks qtasksd runs and their arguments
 //	qtasksd plugin-permissions NAME  print a plugin's least NATS permissions
+//	qtasksd version                print the version (also --version)
 package main
 
 import (
@@ -58,6 +60,9 @@ func NewMain(stdout, stderr io.Writer) *Main { return &Main{Stdout: stdout, Stde
 
 // Run runs the command in args.
 func (m *Main) Run(ctx context.Context, args []string) error {
+	if cli.PrintVersion(m.Stdout, "qtasksd", args) {
+		return nil
+	}
 	cmd := "run"
 	if len(args) > 0 && len(args[0]) > 0 && args[0][0] != '-' {
 		cmd, args = args[0], args[1:]
@@ -73,8 +78,13 @@ func (m *Main) Run(ctx context.Context, args []string) error {
 		return m.plugins(ctx, args)
 	case "plugin-permissions":
 		return m.pluginPermissions(args)
+	case "tasks":
+		return m.tasks(args)
 	case "help":
 		fmt.Fprint(m.Stdout, usage)
+		return nil
+	case "version":
+		fmt.Fprintln(m.Stdout, cli.Version("qtasksd"))
 		return nil
 	}
 	return &usageError{Msg: fmt.Sprintf("unknown command %q", cmd), Hint: "qtasksd help"}
@@ -87,8 +97,10 @@ Commands:
   qtasksd submit NAME [flags]  submit a task (--kw JSON, --args JSON, --wait)
   qtasksd status ID            print a task's record as JSON
   qtasksd plugins              list registered plugins
+  qtasksd tasks                the tasks qtasksd runs: names, queue, keyword arguments
   qtasksd plugin-permissions NAME [--mode M] [--trigger T]...
                                print a plugin's least NATS permissions (nats-server config)
+  qtasksd version              print the version and the protocol version (also --version)
 
 Run "qtasksd COMMAND -h" for a command's flags. Every flag can also be set
 through the environment variable named in its help.

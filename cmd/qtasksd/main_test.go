@@ -98,6 +98,8 @@ func TestPortTaken(t *testing.T) {
 	require.Equal(t, exitFailure, code, out)
 	require.Contains(t, out, fmt.Sprintf("port %d on 127.0.0.1 is not free", port))
 	require.Less(t, time.Since(start), 20*time.Second, "not the server's 30 s start-up deadline")
+	_, err = os.Stat(filepath.Join(dir, "data"))
+	require.ErrorIs(t, err, os.ErrNotExist, "a failed start left a data directory behind")
 
 	for _, p := range []string{"-5", "70000"} {
 		code, out = runCmd(t, dir, daemonArgs(dir, "--port", p)...)
@@ -202,4 +204,91 @@ func TestBadEnvironment(t *testing.T) {
 		require.Equal(t, exitUsage, cmd.ProcessState.ExitCode(), "%s: %s", kv, out)
 		require.Contains(t, string(out), strings.SplitN(kv, "=", 2)[0]+"=")
 	}
+}
+
+// A client command that finds no server says where it looked and how to
+// point it elsewhere: client commands do not know a daemon's --port.
+func TestClientNamesNatsURL(t *testing.T) {
+	t.Parallel()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	url := "nats://" + l.Addr().String()
+	require.NoError(t, l.Close()) // nobody listens there now
+	for _, args := range [][]string{{"status", "some-id"}, {"plugins"}, {"submit", "add"}} {
+		code, out := runCmd(t, t.TempDir(), append(args, "--nats-url", url)...)
+		require.Equal(t, exitFailure, code, out)
+		require.Contains(t, out, url, args)
+		require.Contains(t, out, "--nats-url", args)
+		require.Contains(t, out, "QTASKS_NATS_URL", args)
+	}
+}
+
+// --version (and the version command) print the version and the protocol
+// version, exit 0, and start nothing.
+func TestVersion(t *testing.T) {
+	t.Parallel()
+	for _, arg := range []string{"--version", "-version", "version"} {
+		dir := t.TempDir()
+		code, out := runCmd(t, dir, arg)
+		require.Equal(t, exitOK, code, out)
+		require.Regexp(t, fmt.Sprintf(`^qtasksd \S.* \(protocol %d, go[0-9.]+\S*\)\n$`, events.ProtocolVersion), out)
+		_, err := os.Stat(filepath.Join(dir, "qtasks-data"))
+		require.True(t, os.IsNotExist(err), "--version created a data directory")
+	}
+}
+
+// Without --db, the projection lives in --data-dir: two data directories
+// run from one folder do not share one.
+func TestDefaultDBInDataDir(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	data := filepath.Join(dir, "elsewhere")
+	p := clitest.Start(t, dir, bin, "run", "--data-dir", data, "--port", "0", "--http", "", "--log-level", "info")
+	bustest.WaitFor(t, waitLimit, "qtasksd to be ready", func() bool {
+		require.False(t, p.Exited(), "qtasksd exited: %s", p.Output())
+		return strings.Contains(p.Output(), `"qtasksd ready"`)
+	})
+	p.Signal(syscall.SIGTERM)
+	require.Equal(t, exitOK, p.Wait(waitLimit), p.Output())
+	_, err := os.Stat(filepath.Join(data, "qtasks.db"))
+	require.NoError(t, err, "no projection in --data-dir")
+	_, err = os.Stat(filepath.Join(dir, "qtasks-data"))
+	require.True(t, os.IsNotExist(err), "a projection was made in the working directory")
+}
+
+// qtasksd tasks lists the tasks the daemon runs with their keyword
+// arguments, without a server; an empty plugin list says what it means.
+func TestTasksAndEmptyPlugins(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	code, out := runCmd(t, dir, "tasks", "--queue", "q1")
+	require.Equal(t, exitOK, code, out)
+	var tasks []struct {
+		Name, Queue string
+		Kw          map[string]string
+		Retry       int
+	}
+	require.NoError(t, json.Unmarshal([]byte(out), &tasks), out)
+	byName := map[string]int{}
+	for i, tk := range tasks {
+		byName[tk.Name] = i
+		require.Equal(t, "q1", tk.Queue)
+	}
+	for _, name := range []string{"echo", "add", "greet", "sleep", "fail", "flaky", "count"} {
+		require.Contains(t, byName, name)
+	}
+	require.Equal(t, map[string]string{"ms": "integer"}, tasks[byName["sleep"]].Kw)
+	require.Equal(t, map[string]string{"name": "string"}, tasks[byName["greet"]].Kw)
+	require.Equal(t, 2, tasks[byName["flaky"]].Retry)
+
+	// The daemon runs exactly these: greet, listed, is submitted and runs.
+	_, url := startDaemon(t, dir)
+	code, out = runCmd(t, dir, "submit", "greet", "--kw", `{"name":"ada"}`, "--wait", "--nats-url", url)
+	require.Equal(t, exitOK, code, out)
+	require.Contains(t, out, `"hello, ada"`)
+
+	code, out = runCmd(t, dir, "plugins", "--nats-url", url)
+	require.Equal(t, exitOK, code, out)
+	require.Contains(t, out, "[]")
+	require.Contains(t, out, "no plugin is registered")
 }

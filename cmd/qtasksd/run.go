@@ -101,7 +101,7 @@ func (m *Main) run(ctx context.Context, args []string) error {
 	fs.StringVar(&f.logLevel, "log-level", envOr("LOG_LEVEL", "info"), "debug, info, warn or error (LOG_LEVEL)")
 	fs.BoolVar(&f.noWorker, "no-worker", false, "run no worker (only the embedded server and HTTP)")
 	fs.IntVar(&f.replicas, "replicas", 1, "stream replicas; 3 on a cluster (QTASKS_REPLICAS)")
-	fs.StringVar(&f.db, "db", envOr("QTASKS_DB", projections.DefaultPath), "SQLite projection of the event log, kept up to date (QTASKS_DB)")
+	fs.StringVar(&f.db, "db", envOr("QTASKS_DB", ""), "SQLite projection of the event log, kept up to date; default: qtasks.db in --data-dir (QTASKS_DB)")
 	fs.BoolVar(&f.noProj, "no-projection", false, "run no projector")
 	fs.IntVar(&f.sealEvery, "seal-every", bus.DefaultSealEvery, "seal the event log after this many messages (QTASKS_SEAL_EVERY); see qtasks-replay verify")
 	fs.DurationVar(&f.sealEach, "seal-interval", bus.DefaultSealInterval, "seal the messages waiting at least this often; 0: write no seals (QTASKS_SEAL_INTERVAL)")
@@ -113,6 +113,11 @@ func (m *Main) run(ctx context.Context, args []string) error {
 	}
 	if fs.NArg() > 0 {
 		return &usageError{Msg: fmt.Sprintf("unexpected argument %q", fs.Arg(0)), Hint: "qtasksd run -h"}
+	}
+	if f.db == "" {
+		// Beside the log it projects, not in the working directory: two
+		// data directories run from one folder must not share a projection.
+		f.db = filepath.Join(f.dataDir, filepath.Base(projections.DefaultPath))
 	}
 	log, err := newLogger(m.Stderr, f.logLevel, true)
 	if err != nil {
@@ -213,24 +218,29 @@ func (m *Main) run(ctx context.Context, args []string) error {
 	}
 	if cfg.URL == "" {
 		dir, err := filepath.Abs(f.dataDir)
-		if err == nil {
-			err = os.MkdirAll(dir, 0o750)
-		}
 		if err != nil {
 			return fmt.Errorf("data directory: %w", err)
 		}
 		// bus.Open locks the directory for as long as its server runs; a
 		// probe first says who holds it before anything else is started.
-		lock, err := flock.Acquire(bus.DataDirLock(dir))
-		if errors.Is(err, flock.ErrLocked) {
-			return errDataDirInUse(dir)
+		// A directory that does not exist yet is nobody's, and is made
+		// only once the port is known to be free: a start that fails
+		// leaves nothing behind.
+		if _, err := os.Stat(dir); err == nil {
+			lock, err := flock.Acquire(bus.DataDirLock(dir))
+			if errors.Is(err, flock.ErrLocked) {
+				return errDataDirInUse(dir)
+			}
+			if err != nil {
+				return fmt.Errorf("locking the data directory: %w", err)
+			}
+			_ = lock.Release()
 		}
-		if err != nil {
-			return fmt.Errorf("locking the data directory: %w", err)
-		}
-		_ = lock.Release()
 		if err := checkPortFree(f.port); err != nil {
 			return err
+		}
+		if err := os.MkdirAll(dir, 0o750); err != nil {
+			return fmt.Errorf("data directory: %w", err)
 		}
 		cfg.DataDir, cfg.Port = dir, f.port
 	}

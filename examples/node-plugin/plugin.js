@@ -32,6 +32,40 @@ const stream = "QTASKS_EVENTS"; // PROTOCOL.md §2
 const durable = "plugin-" + name; // §9.1
 const sc = StringCodec();
 
+// Header values are percent-encoded (PROTOCOL.md §4, the CloudEvents NATS
+// binding): every UTF-8 byte of a space, '"', '%' or a character outside
+// printable ASCII is written %XY.
+function encodeValue(s) {
+  let out = "";
+  for (const b of Buffer.from(String(s), "utf8")) {
+    out += b <= 0x20 || b >= 0x7f || b === 0x22 || b === 0x25
+      ? "%" + b.toString(16).toUpperCase().padStart(2, "0")
+      : String.fromCharCode(b);
+  }
+  return out;
+}
+
+// decodeValue reads a header value: a value that is one quoted-string is
+// unquoted, then %XY escapes are decoded once; a '%' without two hex digits
+// after it stays as it is (version 1 wrote values verbatim). The result must
+// be UTF-8, else it throws.
+function decodeValue(s) {
+  const q = /^"((?:[\t\x20\x21\x23-\x5b\x5d-\x7e\x80-\uffff]|\\[\t\x20-\x7e\x80-\uffff])*)"$/.exec(s);
+  if (q) s = q[1].replace(/\\(.)/g, "$1");
+  const raw = Buffer.from(s, "utf8");
+  const bytes = [];
+  const hex = (c) => /[0-9a-fA-F]/.test(String.fromCharCode(c));
+  for (let i = 0; i < raw.length; i++) {
+    if (raw[i] === 0x25 && i + 2 < raw.length && hex(raw[i + 1]) && hex(raw[i + 2])) {
+      bytes.push(parseInt(String.fromCharCode(raw[i + 1], raw[i + 2]), 16));
+      i += 2;
+    } else {
+      bytes.push(raw[i]);
+    }
+  }
+  return new TextDecoder("utf-8", { fatal: true }).decode(Uint8Array.from(bytes));
+}
+
 // decide returns [contentType, body] for a patch, or null for no change.
 function decide(payload) {
   if (typeof payload.result !== "string") return null;
@@ -60,7 +94,7 @@ async function register(nc) {
 
 async function answer(js, m) {
   const h = m.headers;
-  const get = (k) => (h ? h.get(k) : "");
+  const get = (k) => (h && h.get(k) ? decodeValue(h.get(k)) : "");
   const trig = get("ce-trigger");
   if (get("ce-type") !== "io.qtasks.invoke." + trig || get("ce-plugin") !== name) {
     console.error("not an invocation of", name, "- terminating it");
@@ -75,17 +109,18 @@ async function answer(js, m) {
   }
   const invocation = get("ce-id");
   const out = headers();
-  out.set("ce-specversion", "1.0");
-  out.set("ce-type", "io.qtasks.patch");
-  out.set("ce-source", "qtasks/plugin/" + name);
-  out.set("ce-id", invocation + ":patch");
-  out.set("ce-time", new Date().toISOString());
-  out.set("ce-invocation", invocation);
-  out.set("ce-plugin", name);
-  out.set("ce-pluginversion", version);
+  const set = (k, v) => out.set(k, encodeValue(v));
+  set("ce-specversion", "1.0");
+  set("ce-type", "io.qtasks.patch");
+  set("ce-source", "qtasks/plugin/" + name);
+  set("ce-id", invocation + ":patch");
+  set("ce-time", new Date().toISOString());
+  set("ce-invocation", invocation);
+  set("ce-plugin", name);
+  set("ce-pluginversion", version);
   for (const k of ["ce-subject", "ce-taskid", "ce-taskname", "ce-trigger", "ce-attempt", "ce-run", "ce-traceparent", "ce-replay"]) {
     const v = get(k);
-    if (v) out.set(k, v);
+    if (v) set(k, v);
   }
   let body = new Uint8Array(0);
   try {
@@ -95,7 +130,7 @@ async function answer(js, m) {
       body = sc.encode(patch[1]);
     }
   } catch (err) {
-    out.set("ce-pluginerror", String(err.message).replace(/[\r\n]+/g, " "));
+    set("ce-pluginerror", String(err.message));
   }
   try {
     // No msgID (protocol 2): a patch carrying Nats-Msg-Id is rejected.
@@ -148,6 +183,11 @@ async function main() {
     answer(js, m); // invocations of different tasks are answered concurrently
   }
 }
+
+// Required as a module (internal/e2e checks the header coding against
+// Go's), it only exports; run, it serves.
+module.exports = { encodeValue, decodeValue };
+if (require.main !== module) return;
 
 main().catch((err) => {
   console.error(err);

@@ -2,6 +2,7 @@ package e2e_test
 
 import (
 	"context"
+	"encoding/json"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -40,7 +41,10 @@ func TestNodePlugin(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 
-	plugin := clitest.StartCmd(t, exec.Command(node, filepath.Join(dir, "plugin.js"), "--nats-url", b.ClientURL(), "--name", "node-upper"))
+	// A version that must be percent-encoded, and whose %41 would read as
+	// "A" if the plugin wrote it verbatim.
+	const version = "1.0%41 beta é"
+	plugin := clitest.StartCmd(t, exec.Command(node, filepath.Join(dir, "plugin.js"), "--nats-url", b.ClientURL(), "--name", "node-upper", "--version", version))
 	plugin.WaitLine("ready", 30*time.Second)
 	require.NoError(t, b.Registry().WaitFor(ctx, "node-upper", ""))
 
@@ -61,8 +65,53 @@ func TestNodePlugin(t *testing.T) {
 	pat := bustest.EventsOf(t, b, sub.ID, events.PatchSubject("node-upper", trig))
 	require.Len(t, pat, 1)
 	require.NoError(t, pat[0].Err)
-	require.Equal(t, "1.0.0", pat[0].Event.PluginVersion)
+	require.Equal(t, version, pat[0].Event.PluginVersion)
 	facts := bustest.EventsOf(t, b, sub.ID, events.FactSubject(trig, "*"))
 	require.Len(t, facts, 1)
 	require.True(t, strings.Contains(string(facts[0].Event.Data), `"outcome":"applied"`), string(facts[0].Event.Data))
+}
+
+// The JavaScript plugin's header value coding agrees with Go's
+// (events.EncodeHeaderValue, events.DecodeHeaderValue): the same encoding,
+// the same decoding, the same refusals.
+func TestNodeHeaderValues(t *testing.T) {
+	t.Parallel()
+	dir, err := filepath.Abs("../../examples/node-plugin")
+	require.NoError(t, err)
+	node, err := exec.LookPath("node")
+	if err != nil {
+		if os.Getenv("QTASKS_REQUIRE_NODE") != "" {
+			t.Fatal("node missing")
+		}
+		t.Skip("node missing")
+	}
+	values := []string{"", "plain", "Euro € 😀", "100%", "100% sure", "%41", "%e2%82%ac", `"quoted \" value"`,
+		`"a"b"`, "a\tb\r\nc\x00\x7f", "50%off \"deal\"", "%C0%A0", "%FF", "!#$&'()*+,-./:;<=>?@[\\]^_`{|}~"}
+	in, err := json.Marshal(values)
+	require.NoError(t, err)
+	script := `const p = require(process.argv[1]);
+const out = JSON.parse(process.argv[2]).map((s) => {
+  let dec = null;
+  try { dec = p.decodeValue(s); } catch (_) { /* refused */ }
+  return { enc: p.encodeValue(s), dec };
+});
+console.log(JSON.stringify(out));`
+	b, err := exec.Command(node, "-e", script, filepath.Join(dir, "plugin.js"), string(in)).Output()
+	require.NoError(t, err)
+	var got []struct {
+		Enc string
+		Dec *string
+	}
+	require.NoError(t, json.Unmarshal(b, &got), string(b))
+	require.Len(t, got, len(values))
+	for i, v := range values {
+		require.Equal(t, events.EncodeHeaderValue(v), got[i].Enc, "encoding %q", v)
+		want, err := events.DecodeHeaderValue(v)
+		if err != nil {
+			require.Nil(t, got[i].Dec, "decoding %q: Go refuses it (%v), JS reads %q", v, err, got[i].Dec)
+			continue
+		}
+		require.NotNil(t, got[i].Dec, "decoding %q: JS refuses it, Go reads %q", v, want)
+		require.Equal(t, want, *got[i].Dec, "decoding %q", v)
+	}
 }

@@ -94,9 +94,11 @@ func toCloudEvent(ev *events.Event, seq uint64) (ce.Event, error) {
 // fromCloudEvent converts back and validates as events.Decode does.
 func fromCloudEvent(c *ce.Event) (events.Event, uint64, error) {
 	h := events.Headers{}
+	// The JSON format holds values as they are; headers hold them
+	// percent-encoded, as events.Decode reads them.
 	set := func(k, v string) {
 		if v != "" {
-			h[events.HeaderPrefix+k] = []string{v}
+			h[events.HeaderPrefix+k] = []string{events.EncodeHeaderValue(v)}
 		}
 	}
 	set("specversion", c.SpecVersion())

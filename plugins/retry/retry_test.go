@@ -221,38 +221,39 @@ func TestNotRetryable(t *testing.T) {
 	})
 }
 
-// A payload the plugin cannot read (an earlier plugin put a string into
-// model.delay_ms): the plugin answers with an error, the call is recorded
-// with outcome error, and its policy (fail) ends the task without a retry.
-func TestPluginErrorOnOddPayload(t *testing.T) {
+// A patch before the retry plugin that leaves a wrongly typed delay_ms
+// ("soon") is rejected by the patch contract (types are part of it), and
+// under its ignore policy the retry plugin decides on the payload as it
+// was. (The plugin's own error on an odd payload is in decide_test.go: the
+// executor can no longer hand it one.)
+func TestWrongTypedPatchBeforeRetryIsRejected(t *testing.T) {
 	t.Parallel()
 	b := bustest.Open(t, nil)
 	app := newApp(t, b)
-	registerFlaky(app, "flaky", 3, &executor.TaskOptions{Retry: 2})
+	registerFlaky(app, "flaky", 2, &executor.TaskOptions{Retry: 2})
 	spoil := plugins.Spec{Name: "spoil", Version: "1", Triggers: []string{events.WorkerTaskErrorRetry}, Policy: events.PolicyIgnore,
 		Plugin: plugins.Func(func(context.Context, *plugins.Call) (*plugins.Patch, error) {
 			return plugins.JSONPatch(plugins.Op{Op: "add", Path: "/model/delay_ms", Value: "soon"})
 		})}
 	runPlugin(t, b, spoil, true) // first in the chain
-	p, err := retry.New(retry.Config{Backoff: retry.Fixed(time.Second)})
+	p, err := retry.New(retry.Config{Backoff: retry.Fixed(10 * time.Millisecond)})
 	require.NoError(t, err)
 	runPlugin(t, b, p.Spec(), true)
 	startApp(t, app)
 
 	got := submitAndWait(t, app, "flaky", nil)
-	require.Equal(t, events.StatusError, got.Status)
-	require.Equal(t, 1, got.Attempt)
-	require.Contains(t, got.Reason, "plugin retry failed on worker_task_error_retry (error): decoding worker_task_error_retry payload")
+	require.Equal(t, events.StatusSuccess, got.Status, got.Reason)
+	require.Equal(t, 2, got.Attempt)
 
 	f := factsOf(t, b, got.ID, events.FactSubject(events.WorkerTaskErrorRetry, "*"))
 	require.Len(t, f, 1)
 	require.Len(t, f[0].Fact.Calls, 2)
-	require.Equal(t, "spoil", f[0].Fact.Calls[0].Plugin)
-	require.Equal(t, events.OutcomeApplied, f[0].Fact.Calls[0].Outcome)
-	c := f[0].Fact.Calls[1]
+	c := f[0].Fact.Calls[0]
+	require.Equal(t, "spoil", c.Plugin)
+	require.Equal(t, events.OutcomeRejected, c.Outcome)
+	require.Contains(t, c.Reason, `"/model/delay_ms": delay_ms must be an integer >= 0, not a string`)
+	c = f[0].Fact.Calls[1]
 	require.Equal(t, retry.DefaultName, c.Plugin)
-	require.Equal(t, events.OutcomeError, c.Outcome)
-	require.Equal(t, events.PolicyFail, c.Policy)
-	require.Contains(t, c.Reason, "cannot unmarshal string")
-	require.Contains(t, f[0].Fact.Failed, "plugin retry failed")
+	require.Equal(t, events.OutcomeApplied, c.Outcome, c.Reason)
+	require.Empty(t, f[0].Fact.Failed)
 }

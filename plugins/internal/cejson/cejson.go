@@ -45,7 +45,13 @@ func Attributes(ev *events.Event, seq uint64) ce.Event {
 		case "specversion", "id", "source", "type", "subject", "time":
 			continue
 		}
-		c.SetExtension(name, v[0])
+		// The header holds the value percent-encoded (the NATS binding);
+		// the JSON format holds it as it is.
+		val, err := events.DecodeHeaderValue(v[0])
+		if err != nil {
+			val = v[0] // Encode wrote it: unreachable
+		}
+		c.SetExtension(name, val)
 	}
 	if seq > 0 {
 		c.SetExtension(ExtStreamSeq, strconv.FormatUint(seq, 10))

@@ -72,6 +72,9 @@ func envOr(key, def string) string {
 }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if cli.PrintVersion(stdout, "qtasks-audit", args) {
+		return nil
+	}
 	fs := flag.NewFlagSet("qtasks-audit", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	// The connection flags of every qtasks command.

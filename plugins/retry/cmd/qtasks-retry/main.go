@@ -19,6 +19,7 @@ import (
 	"os/signal"
 	"syscall"
 
+	"github.com/qtasks/qtasks-go/internal/cli"
 	"github.com/qtasks/qtasks-go/internal/plugincmd"
 	"github.com/qtasks/qtasks-go/plugins/retry"
 )
@@ -32,6 +33,9 @@ func main() {
 }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if cli.PrintVersion(stdout, cmd, args) {
+		return nil
+	}
 	var f plugincmd.Flags
 	var backoff string
 	var retryTypes, retryMsgs, neverTypes, neverMsgs plugincmd.Strings

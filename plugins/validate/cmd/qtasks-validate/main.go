@@ -21,6 +21,7 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/qtasks/qtasks-go/internal/cli"
 	"github.com/qtasks/qtasks-go/internal/plugincmd"
 	"github.com/qtasks/qtasks-go/plugins/validate"
 )
@@ -34,6 +35,9 @@ func main() {
 }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if cli.PrintVersion(stdout, cmd, args) {
+		return nil
+	}
 	var f plugincmd.Flags
 	var specs plugincmd.Strings
 	fs := flag.NewFlagSet(cmd, flag.ContinueOnError)
