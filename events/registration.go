@@ -25,6 +25,11 @@ const (
 	InvalidProtocol  = "protocol"  // a registration of another protocol version
 )
 
+// ExecutorDeadLetters is the plugin token of the executor's own dead
+// letters (qtasks.dead.executor, a task message it cannot read). No plugin
+// may take the name: its user would get the right to write there.
+const ExecutorDeadLetters = "executor"
+
 // ErrInvalidPlugin is wrapped by every InvalidPluginError.
 var ErrInvalidPlugin = errors.New("invalid plugin registration")
 
@@ -54,6 +59,9 @@ func invalidPlugin(reason, format string, args ...any) error {
 func CheckPlugin(key string, p PluginInfo, maxTimeoutMS int64) error {
 	if !ValidName(p.Name) {
 		return invalidPlugin(InvalidName, "plugin name %q: use letters, digits, '-' and '_' (at most 64)", p.Name)
+	}
+	if p.Name == ExecutorDeadLetters {
+		return invalidPlugin(InvalidName, "plugin name %q is reserved: the executor writes its own dead letters under it", p.Name)
 	}
 	if p.Name != key {
 		return invalidPlugin(InvalidKey, "plugin %s registered under the name %q: a plugin registers under its own name only", key, p.Name)

@@ -289,7 +289,7 @@ func (w *worker) process(it *item) {
 		if md != nil {
 			dl.Sequence, dl.Consumer, dl.Deliveries = md.Sequence.Stream, md.Consumer, int(md.NumDelivered)
 		}
-		if err := a.b.DeadLetter(ctx, "executor", a.source, dl); err != nil {
+		if err := a.b.DeadLetter(ctx, events.ExecutorDeadLetters, a.source, dl); err != nil {
 			a.log.Error("recording dead letter", "err", err)
 			_ = it.m.Nak()
 			return

@@ -524,6 +524,7 @@ func (p *Prepared) prepare(decodeErr error) rejection {
 		p.ev.Plugin = plugin
 		p.dl = events.DeadLetter{Stream: al.Stream, Sequence: al.Sequence, Consumer: "alert:" + al.Kind, Subject: al.Subject, Reason: al.Reason}
 		p.kind = kindDead
+		return ""
 	case "seal":
 		if ev.Type != events.TypeSeal {
 			return rejection(fmt.Sprintf("type %q on seal subject %s", ev.Type, p.subject))

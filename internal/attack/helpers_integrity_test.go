@@ -68,7 +68,10 @@ func integritySetup(t *testing.T, cfg *executor.Config, ps ...events.PluginInfo)
 	users := []bus.User{{Name: "admin", Password: "admin-pw"}}
 	for _, p := range ps {
 		perms := bus.PluginPermissions(p)
-		users = append(users, bus.User{Name: p.Name, Password: p.Name + "-pw", Permissions: &perms})
+		// The grant is what the plugin registers: the registrar holds
+		// every plugin to its users-file grant.
+		grant := &events.PluginGrant{Mode: p.Mode, Triggers: p.Triggers, ShadowOf: p.ShadowOf}
+		users = append(users, bus.User{Name: p.Name, Password: p.Name + "-pw", Permissions: &perms, Grant: grant})
 	}
 	logs := &integrityLogs{}
 	log := slog.New(slog.NewTextHandler(io.MultiWriter(t.Output(), logs), &slog.HandlerOptions{Level: slog.LevelWarn}))
