@@ -173,6 +173,7 @@ func (d *DB) attempts(ctx context.Context, id string) ([]Attempt, error) {
 type TaskFilter struct {
 	Status string
 	Name   string
+	Queue  string
 	Tag    string
 	// Since and Until bound the creation time: Since <= created < Until.
 	Since, Until time.Time
@@ -205,6 +206,9 @@ func (d *DB) Tasks(ctx context.Context, f TaskFilter) (TaskPage, error) {
 	}
 	if f.Name != "" {
 		where, args = append(where, "t.name = ?"), append(args, f.Name)
+	}
+	if f.Queue != "" {
+		where, args = append(where, "t.queue = ?"), append(args, f.Queue)
 	}
 	if !f.Since.IsZero() {
 		where, args = append(where, "t.created_at >= ?"), append(args, ts(f.Since))

@@ -8,7 +8,7 @@ import (
 )
 
 // SchemaVersion is the schema version this package writes and reads.
-const SchemaVersion = 3
+const SchemaVersion = 4
 
 // migration moves the schema from version-1 to version. Migrations run in
 // order, each in its own transaction together with its schema_migrations
@@ -26,7 +26,17 @@ var migrations = []migration{
 	{version: 1, name: "tasks, attempts, facts and the trigger history view, plugin calls and events, dead letters, rejected events", sql: schemaV1},
 	{version: 2, name: "field blame (backfilled from the facts); plugin call indexes", sql: schemaV2, fn: backfillBlame},
 	{version: 3, name: "tasks, task tags, attempts and field blame keyed by the task key", sql: schemaV3, fn: dropV2Tables},
+	{version: 4, name: "indexes for the console: tasks by queue, tasks by finish time", sql: schemaV4},
 }
+
+// schemaV4 indexes what the operator console filters and charts on: the
+// tasks page by queue (newest first, keyset paging as by status or name),
+// and the throughput chart by finish time. Without them both scan every
+// task, which at a million tasks is a second per page load.
+const schemaV4 = `
+CREATE INDEX tasks_queue ON tasks (queue, created_at, id);
+CREATE INDEX tasks_finished ON tasks (finished_at) WHERE finished_at IS NOT NULL;
+`
 
 // schemaV1 is the first schema. Never edit it: a database created by it must
 // keep migrating (testdata/migrate/v1 holds a database of this version).

@@ -20,8 +20,10 @@ import (
 //	GET  /tasks/{id}          a task's record
 //	POST /tasks/{name}        submit; body is the kw object; ?wait=10s waits
 //	GET  /metrics             Prometheus metrics
-func newHTTPHandler(app *executor.App, metrics http.Handler) http.Handler {
+//	/api/v1/..., /            the operator console (internal/console)
+func newHTTPHandler(app *executor.App, metrics http.Handler, console http.Handler) http.Handler {
 	mux := http.NewServeMux()
+	mux.Handle("/", console)
 	mux.Handle("GET /metrics", metrics)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		if !app.Bus().Conn().IsConnected() {

@@ -30,7 +30,7 @@ func TestHTTPDeepRecord(t *testing.T) {
 	registerDemoTasks(app)
 	require.NoError(t, app.Start(ctx))
 	t.Cleanup(func() { _ = app.Stop(context.WithoutCancel(ctx)) })
-	srv := httptest.NewServer(newHTTPHandler(app, metricsHandler(newRegistry(), slog.Default())))
+	srv := httptest.NewServer(newHTTPHandler(app, metricsHandler(newRegistry(), slog.Default()), http.NotFoundHandler()))
 	t.Cleanup(srv.Close)
 
 	const depth = 3000
