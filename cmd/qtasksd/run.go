@@ -15,8 +15,8 @@ import (
 
 	"github.com/qtasks/qtasks-go/bus"
 	"github.com/qtasks/qtasks-go/executor"
-	"github.com/qtasks/qtasks-go/internal/flock"
 	"github.com/qtasks/qtasks-go/internal/console"
+	"github.com/qtasks/qtasks-go/internal/flock"
 	"github.com/qtasks/qtasks-go/projections"
 )
 

@@ -203,7 +203,7 @@ func TestConsoleInBrowser(t *testing.T) {
 	bustest.WaitFor(t, waitLimit, "the projection to catch up", func() bool {
 		var st struct {
 			Projection struct{ Lag uint64 } `json:"projection"`
-			Tasks      map[string]int      `json:"tasks"`
+			Tasks      map[string]int       `json:"tasks"`
 		}
 		getJSON(t, d.http+"/api/v1/status", &st)
 		return st.Projection.Lag == 0 && st.Tasks["success"]+st.Tasks["error"] == 5
