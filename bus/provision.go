@@ -17,6 +17,7 @@ var EventSubjects = []string{
 	events.SubjectInvoke + ".>",
 	events.SubjectPatch + ".>",
 	events.SubjectDead + ".>",
+	events.SubjectOperator + ".>",
 }
 
 // taskMarkerTTL is how long the task bucket keeps the marker of an expired
@@ -89,6 +90,9 @@ func (b *Bus) provision(ctx context.Context) error {
 		return err
 	}
 	if b.stKV, err = kv(BucketPluginState, "qtasks per-plugin state", 1, 0); err != nil {
+		return err
+	}
+	if b.ctlKV, err = kv(BucketControl, "qtasks operator controls: cancelled attempts, paused queues", 1, 0); err != nil {
 		return err
 	}
 	return nil

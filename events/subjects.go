@@ -89,11 +89,12 @@ func DeadSubject(plugin string) string { return SubjectDead + "." + plugin }
 // ParsedSubject is a subject split into its parts; empty where the kind has
 // no such part.
 type ParsedSubject struct {
-	Kind    string // trigger, invoke, patch, dead or run
+	Kind    string // trigger, invoke, patch, dead, run or operator
 	Plugin  string
 	Trigger string
 	// Key is the last token of a fact's subject (the task's queue, or the
-	// node id of a process trigger), or the queue of a run subject.
+	// node id of a process trigger), or the queue of a run or operator
+	// subject.
 	Key string
 }
 
@@ -141,7 +142,7 @@ func ParseSubject(s string) (ParsedSubject, error) {
 			return bad()
 		}
 		return ParsedSubject{Kind: t[1], Plugin: t[2]}, nil
-	case "run":
+	case "run", "operator":
 		if len(t) != 3 {
 			return bad()
 		}

@@ -44,14 +44,20 @@ func TestFireUnchanged(t *testing.T) {
 		task := &events.Task{ID: uuid.NewString(), Name: "t", Queue: "default", Attempt: 1}
 		return b, app.newFiring(task, 1)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	t.Cleanup(cancel)
+	// Each subtest has its own deadline, counted from its own start: the
+	// parallel subtests start together once this function returns.
+	ctxOf := func(t *testing.T) context.Context {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		t.Cleanup(cancel)
+		return ctx
+	}
 	// A payload json.Marshal refuses: firing it proves whether it was
 	// encoded.
 	unencodable := map[string]any{"args": []any{}, "kw": map[string]any{"c": make(chan int)}}
 
 	t.Run("NotRecordedNoChain", func(t *testing.T) {
 		t.Parallel()
+		ctx := ctxOf(t)
 		b, f := setup(t, bus.RecordLifecycle)
 		require.False(t, b.ShouldRecord(events.TaskExecutorArgsReplace))
 		out, err := f.fire(ctx, events.TaskExecutorArgsReplace, unencodable)
@@ -73,6 +79,7 @@ func TestFireUnchanged(t *testing.T) {
 
 	t.Run("RecordedNoChain", func(t *testing.T) {
 		t.Parallel()
+		ctx := ctxOf(t)
 		b, f := setup(t, bus.RecordAll)
 		in := `{"args":[1],"kw":{"a":"b"}}`
 		out, err := f.fire(ctx, events.TaskExecutorArgsReplace, json.RawMessage(in))
@@ -91,6 +98,7 @@ func TestFireUnchanged(t *testing.T) {
 
 	t.Run("Chain", func(t *testing.T) {
 		t.Parallel()
+		ctx := ctxOf(t)
 		b, f := setup(t, bus.RecordLifecycle)
 		// Plugin "x" patches kw only when it holds "patch"; otherwise it
 		// answers no change.

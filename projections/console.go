@@ -211,3 +211,50 @@ func (d *DB) StatusCounts(ctx context.Context) (map[string]int, error) {
 	}
 	return out, nil
 }
+
+// Action is an operator's action, as the log recorded it.
+type Action struct {
+	Seq     uint64    `json:"seq"`
+	Action  string    `json:"action"`
+	TaskID  string    `json:"task_id,omitempty"`
+	Attempt int       `json:"attempt,omitempty"`
+	Queue   string    `json:"queue"`
+	By      string    `json:"by"`
+	Reason  string    `json:"reason,omitempty"`
+	Time    time.Time `json:"time,omitzero"`
+}
+
+// TaskActions lists the operators' actions on task id, in stream order.
+func (d *DB) TaskActions(ctx context.Context, id string) ([]Action, error) {
+	return d.actions(ctx, `WHERE o.task_key = (SELECT key FROM task_keys WHERE id = ?) ORDER BY o.seq`, id)
+}
+
+// QueueActions lists the newest operators' pauses and resumes of queue,
+// newest first, at most limit (DefaultLimit when 0, at most MaxLimit).
+func (d *DB) QueueActions(ctx context.Context, queue string, limit int) ([]Action, error) {
+	return d.actions(ctx, `WHERE o.task_key IS NULL AND o.queue = ? ORDER BY o.seq DESC LIMIT ?`, queue, clampLimit(limit))
+}
+
+func (d *DB) actions(ctx context.Context, where string, args ...any) ([]Action, error) {
+	rows, err := d.r.QueryContext(ctx, `SELECT o.seq, o.action, coalesce(k.id, ''), o.attempt, o.queue, o.by_whom, o.reason, o.time
+		FROM operator_actions o LEFT JOIN task_keys k ON k.key = o.task_key `+where, args...)
+	if err != nil {
+		return nil, fmt.Errorf("reading operator actions: %w", err)
+	}
+	defer rows.Close()
+	out := []Action{}
+	for rows.Next() {
+		var a Action
+		var seq int64
+		var at sql.NullString
+		if err := rows.Scan(&seq, &a.Action, &a.TaskID, &a.Attempt, &a.Queue, &a.By, &a.Reason, &at); err != nil {
+			return nil, fmt.Errorf("reading operator actions: %w", err)
+		}
+		a.Seq, a.Time = uint64(seq), parseTS(at)
+		out = append(out, a)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("reading operator actions: %w", err)
+	}
+	return out, nil
+}

@@ -340,6 +340,8 @@ type Call struct {
 type Timeline struct {
 	Task    Task    `json:"task"`
 	Entries []Entry `json:"entries"`
+	// Actions are the operators' actions on the task, in stream order.
+	Actions []Action `json:"actions"`
 }
 
 // Timeline returns task id's timeline, or ErrNotFound.
@@ -393,6 +395,9 @@ func (d *DB) Timeline(ctx context.Context, id string) (Timeline, error) {
 	}
 	if err := rows.Err(); err != nil {
 		return Timeline{}, fmt.Errorf("reading timeline of %s: %w", id, err)
+	}
+	if tl.Actions, err = d.TaskActions(ctx, id); err != nil {
+		return Timeline{}, err
 	}
 	return tl, nil
 }

@@ -216,7 +216,7 @@ func (m *Main) run(ctx context.Context, args []string) error {
 		if view != nil {
 			defer view.Close()
 		}
-		h := newHTTPHandler(app, metricsHandler(reg, log), newConsole(b, proj, view, log))
+		h := newHTTPHandler(app, metricsHandler(reg, log), newConsole(app, proj, view, log))
 		if f.pprof {
 			h = withPprof(h)
 		}
@@ -308,8 +308,8 @@ func openView(ctx context.Context, f *runFlags, log *slog.Logger) *projections.D
 
 // newConsole is the operator console over the projection view: its API
 // under /api/v1/ and its pages under /.
-func newConsole(b *bus.Bus, proj *projections.Projector, view *projections.DB, log *slog.Logger) http.Handler {
-	cfg := console.Config{Bus: b, Logger: log.With("component", "console")}
+func newConsole(app *executor.App, proj *projections.Projector, view *projections.DB, log *slog.Logger) http.Handler {
+	cfg := console.Config{Bus: app.Bus(), Operator: app, Logger: log.With("component", "console")}
 	if view != nil {
 		cfg.Projection = view
 		cfg.Applied = func() uint64 {

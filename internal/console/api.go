@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"strconv"
@@ -20,6 +21,7 @@ import (
 
 	"github.com/qtasks/qtasks-go/bus"
 	"github.com/qtasks/qtasks-go/events"
+	"github.com/qtasks/qtasks-go/executor"
 	"github.com/qtasks/qtasks-go/internal/jsonout"
 	"github.com/qtasks/qtasks-go/projections"
 )
@@ -33,8 +35,21 @@ type Config struct {
 	Projection *projections.DB
 	// Applied returns the last stream sequence the projector applied.
 	Applied func() uint64
+	// Operator carries out the operator actions; nil answers them 503.
+	Operator Operator
+	// User names who is making a request, for the log; it defaults to the
+	// request's basic-auth user, or "http:" and the client's address.
+	User func(r *http.Request) string
 	// Logger defaults to a discarding logger.
 	Logger *slog.Logger
+}
+
+// Operator carries out operators' actions (executor.App does).
+type Operator interface {
+	Cancel(ctx context.Context, id string, act executor.Action) (events.Task, error)
+	Retry(ctx context.Context, id string, act executor.Action) (events.Task, error)
+	Pause(ctx context.Context, queue string, act executor.Action) error
+	Resume(ctx context.Context, queue string, act executor.Action) error
 }
 
 // server serves the API.
@@ -67,6 +82,10 @@ func New(cfg Config) http.Handler {
 	mux.HandleFunc("GET /api/v1/deadletters", s.withDB(s.deadLetters))
 	mux.HandleFunc("GET /api/v1/queues", s.queues)
 	mux.HandleFunc("GET /api/v1/throughput", s.withDB(s.throughput))
+	mux.HandleFunc("POST /api/v1/tasks/{id}/cancel", s.act(events.ActionCancel))
+	mux.HandleFunc("POST /api/v1/tasks/{id}/retry", s.act(events.ActionRetry))
+	mux.HandleFunc("POST /api/v1/queues/{queue}/pause", s.act(events.ActionPause))
+	mux.HandleFunc("POST /api/v1/queues/{queue}/resume", s.act(events.ActionResume))
 	mux.HandleFunc("/api/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "no such API endpoint: "+r.Method+" "+r.URL.Path)
 	})
@@ -333,6 +352,8 @@ func (s *server) deadLetters(w http.ResponseWriter, r *http.Request) {
 // consumer of the queue.
 type Queue struct {
 	Name string `json:"name"`
+	// Paused says who paused the queue, when and why; absent when it runs.
+	Paused *bus.Mark `json:"paused,omitempty"`
 	// Queued tasks wait for a worker; Running are delivered and not yet
 	// acknowledged; Redelivered of those were delivered more than once.
 	Queued      uint64 `json:"queued"`
@@ -358,7 +379,13 @@ func (s *server) queues(w http.ResponseWriter, r *http.Request) {
 		if !strings.HasPrefix(ci.Name, workersPrefix) {
 			continue
 		}
-		out = append(out, queueOf(ci))
+		q := queueOf(ci)
+		var err error
+		if q.Paused, err = s.cfg.Bus.Paused(ctx, q.Name); err != nil && !errors.Is(err, bus.ErrNoControl) {
+			writeError(w, http.StatusServiceUnavailable, err.Error())
+			return
+		}
+		out = append(out, q)
 	}
 	if err := lister.Err(); err != nil && !errors.Is(err, jetstream.ErrEndOfData) {
 		writeError(w, http.StatusServiceUnavailable, "listing the queues' consumers: "+err.Error())
@@ -403,6 +430,84 @@ func (s *server) throughput(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"step_seconds": step.Seconds(), "buckets": bs})
+}
+
+// ActionRequest is the body of an action: why, recorded in the log.
+type ActionRequest struct {
+	Reason string `json:"reason"`
+}
+
+// ActionResult answers an action on a task: the record as it was (cancel)
+// or the new attempt's (retry).
+type ActionResult struct {
+	Task events.Task `json:"task"`
+}
+
+// act serves an operator action. The body must be JSON (Content-Type
+// application/json): a cross-site form cannot send that without the
+// browser asking first, so a page elsewhere cannot act with an operator's
+// credentials.
+func (s *server) act(action string) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if s.cfg.Operator == nil {
+			writeError(w, http.StatusServiceUnavailable, "this qtasksd takes no operator actions")
+			return
+		}
+		if ct := r.Header.Get("Content-Type"); !strings.HasPrefix(ct, "application/json") {
+			writeError(w, http.StatusUnsupportedMediaType, "send the action as JSON: Content-Type application/json, body {\"reason\": \"...\"}")
+			return
+		}
+		var req ActionRequest
+		dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 16<<10))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&req); err != nil && !errors.Is(err, io.EOF) {
+			writeError(w, http.StatusBadRequest, "body: want {\"reason\": \"...\"}: "+err.Error())
+			return
+		}
+		act := executor.Action{By: s.user(r), Reason: req.Reason}
+		var t events.Task
+		var err error
+		code := http.StatusOK
+		switch action {
+		case events.ActionCancel:
+			t, err = s.cfg.Operator.Cancel(r.Context(), r.PathValue("id"), act)
+		case events.ActionRetry:
+			t, err = s.cfg.Operator.Retry(r.Context(), r.PathValue("id"), act)
+			code = http.StatusCreated
+		case events.ActionPause:
+			err = s.cfg.Operator.Pause(r.Context(), r.PathValue("queue"), act)
+		case events.ActionResume:
+			err = s.cfg.Operator.Resume(r.Context(), r.PathValue("queue"), act)
+		}
+		switch {
+		case errors.Is(err, bus.ErrTaskNotFound):
+			writeError(w, http.StatusNotFound, err.Error())
+		case errors.Is(err, executor.ErrTaskFinished), errors.Is(err, executor.ErrNotRetryable), errors.Is(err, bus.ErrConflict):
+			writeError(w, http.StatusConflict, err.Error())
+		case errors.Is(err, events.ErrInvalidEvent):
+			writeError(w, http.StatusBadRequest, err.Error())
+		case err != nil:
+			s.log.Error("operator action failed", "action", action, "err", err)
+			writeError(w, http.StatusServiceUnavailable, err.Error())
+		case t.ID != "":
+			writeJSON(w, code, ActionResult{Task: t})
+		default:
+			writeJSON(w, code, map[string]string{"queue": r.PathValue("queue"), "action": action})
+		}
+	}
+}
+
+// user names who makes request r.
+func (s *server) user(r *http.Request) string {
+	if s.cfg.User != nil {
+		if u := s.cfg.User(r); u != "" {
+			return u
+		}
+	}
+	if u, _, ok := r.BasicAuth(); ok && u != "" {
+		return u
+	}
+	return "http:" + r.RemoteAddr
 }
 
 // fail answers an error of the projection: 404 for what is not there, 400

@@ -87,14 +87,20 @@ func startPlugin(t *testing.T, d daemon, name, factor string) {
 // submit posts a task over HTTP and waits for it to end.
 func submit(t *testing.T, d daemon, name, kw string) map[string]any {
 	t.Helper()
-	resp, err := http.Post(d.http+"/tasks/"+name+"?wait=30s", "application/json", strings.NewReader(kw))
+	return post(t, d, "/tasks/"+name+"?wait=30s", kw)
+}
+
+// post posts body to path and decodes the answer.
+func post(t *testing.T, d daemon, path, body string) map[string]any {
+	t.Helper()
+	resp, err := http.Post(d.http+path, "application/json", strings.NewReader(body))
 	require.NoError(t, err)
 	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
+	out, err := io.ReadAll(resp.Body)
 	require.NoError(t, err)
-	require.Less(t, resp.StatusCode, 300, string(body))
+	require.Less(t, resp.StatusCode, 300, string(out))
 	var rec map[string]any
-	require.NoError(t, json.Unmarshal(body, &rec), string(body))
+	require.NoError(t, json.Unmarshal(out, &rec), string(out))
 	return rec
 }
 
@@ -261,12 +267,64 @@ func TestConsoleInBrowser(t *testing.T) {
 	require.Contains(t, textOf(t, ctx, `#plugins tr[data-plugin="scale"]`), "task_executor_run_task")
 	shot(t, ctx, "plugins")
 
-	// Queues: the default queue with its worker.
+	// Retry the failed task from its page: attempt 2 is queued (and fails
+	// again, as the demo task does), the action is in its timeline.
+	failedID := failed["id"].(string)
+	require.NoError(t, chromedp.Do(ctx,
+		chromedp.Navigate(d.http+"/#/task/"+failedID),
+		chromedp.WaitVisible(chromedp.CSS(`#retry`)),
+		chromedp.SetValue(chromedp.CSS(`#action-reason`), "try once more"),
+		chromedp.Click(chromedp.CSS(`#retry`)),
+		chromedp.WaitVisible(chromedp.CSS(`#timeline li.operator[data-action="retry"]`)),
+	))
+	require.Contains(t, textOf(t, ctx, `#timeline li.operator[data-action="retry"]`), "try once more")
+	bustest.WaitFor(t, waitLimit, "attempt 2 to end", func() bool {
+		var td struct {
+			Task struct {
+				Attempt int
+				Status  string
+			}
+		}
+		getJSON(t, d.http+"/api/v1/tasks/"+failedID, &td)
+		return td.Task.Attempt == 2 && td.Task.Status == "error"
+	})
+
+	// Cancel a running task from its page: its status changes without a
+	// reload.
+	sleeping := post(t, d, "/tasks/sleep", `{"ms":600000}`)
+	sleepID := sleeping["id"].(string)
+	require.NoError(t, chromedp.Do(ctx,
+		chromedp.Navigate(d.http+"/#/task/"+sleepID),
+		chromedp.WaitVisible(chromedp.CSS(`#task-status .s-process`)),
+		chromedp.SetValue(chromedp.CSS(`#action-reason`), "runaway"),
+		chromedp.Click(chromedp.CSS(`#cancel`)),
+		chromedp.WaitVisible(chromedp.CSS(`#task-status .s-cancel`)),
+		chromedp.WaitVisible(chromedp.CSS(`#timeline li.operator[data-action="cancel"]`)),
+	))
+	shot(t, ctx, "task-cancelled")
+
+	// Pause the queue: a submission waits; resume: it runs.
 	require.NoError(t, chromedp.Do(ctx,
 		chromedp.Navigate(d.http+"/#/queues"),
-		chromedp.WaitVisible(chromedp.CSS(`#queues tr[data-queue="default"]`)),
+		chromedp.Click(chromedp.CSS(`#queues tr[data-queue="default"] button[data-action="pause"]`)),
+		chromedp.WaitVisible(chromedp.CSS(`#queues tr[data-queue="default"] .q-paused`)),
 	))
+	waiting := post(t, d, "/tasks/echo", `{"n":7}`)
+	waitingID := waiting["id"].(string)
 	shot(t, ctx, "queues")
+	var td struct{ Task struct{ Status string } }
+	bustest.WaitFor(t, waitLimit, "the projection to see the waiting task", func() bool {
+		return getJSON(t, d.http+"/api/v1/tasks/"+waitingID, &td) == http.StatusOK
+	})
+	require.Equal(t, "new", td.Task.Status, "a paused queue's task waits")
+	require.NoError(t, chromedp.Do(ctx,
+		chromedp.Click(chromedp.CSS(`#queues tr[data-queue="default"] button[data-action="resume"]`)),
+		chromedp.WaitVisible(chromedp.CSS(`#queues tr[data-queue="default"] .q-running`)),
+	))
+	bustest.WaitFor(t, waitLimit, "the waiting task to run after the resume", func() bool {
+		getJSON(t, d.http+"/api/v1/tasks/"+waitingID, &td)
+		return td.Task.Status == "success"
+	})
 
 	// Dark mode renders too.
 	require.NoError(t, chromedp.Do(ctx,

@@ -50,6 +50,37 @@ async function api(path) {
   return body;
 }
 
+async function post(path, body) {
+  const r = await fetch("/api/v1" + path, {
+    method: "POST", headers: { "Content-Type": "application/json", Accept: "application/json" }, body: JSON.stringify(body || {}),
+  });
+  let out = null;
+  try { out = await r.json(); } catch (_) { /* not JSON */ }
+  if (!r.ok) throw new Error(out && out.error ? out.error : r.status + " " + r.statusText);
+  return out;
+}
+
+// actionBar is a reason field and the buttons of the actions allowed now.
+function actionBar(buttons) {
+  if (!buttons.length) return null;
+  const reason = h("input", { id: "action-reason", placeholder: "reason (recorded in the log)", maxlength: "1024" });
+  const msg = h("span", { class: "muted", id: "action-msg" });
+  const bar = h("div", { class: "actions" }, reason,
+    buttons.map(([id, label, path, cls]) => h("button", { id, class: cls || "", onclick: async (ev) => {
+      ev.target.disabled = true;
+      msg.textContent = "";
+      try {
+        await post(path, { reason: reason.value });
+        route();
+      } catch (e) {
+        msg.textContent = e.message;
+        msg.className = "error-text";
+        ev.target.disabled = false;
+      }
+    } }, label)), msg);
+  return bar;
+}
+
 function badge(status, prefix) {
   return h("span", { class: "badge " + (prefix || "s-") + status }, status);
 }
@@ -272,18 +303,18 @@ async function taskPage(id, seq) {
     poll(async () => { if (seq === renderSeq) await refresh(); });
     return;
   }
-  const again = async () => {
-    if (seq !== renderSeq) return;
-    status = await refresh();
-    if (!FINAL.has(status)) poll(again);
-  };
-  if (!FINAL.has(status)) poll(again);
+  // Polled even when the task is over: an operator may retry it, and the
+  // projection shows an action a moment after it is taken.
+  poll(async () => { if (seq === renderSeq) status = await refresh(); });
 }
 
 function renderTask(tl, blame) {
   const t = tl.task;
-  const head = h("div", { class: "head" },
-    h("h1", {}, t.name, " ", h("span", { class: "mono muted", id: "task-id" }, t.id)));
+  const buttons = [];
+  if (!FINAL.has(t.status)) buttons.push(["cancel", "Cancel task", "/tasks/" + encodeURIComponent(t.id) + "/cancel", "danger"]);
+  if (t.status === "error" || t.status === "cancel") buttons.push(["retry", "Retry", "/tasks/" + encodeURIComponent(t.id) + "/retry"]);
+  const head = h("div", { class: "head page-head" },
+    h("h1", {}, t.name, " ", h("span", { class: "mono muted", id: "task-id" }, t.id)), actionBar(buttons));
   const record = h("div", { class: "panel" }, h("h2", {}, "Record"),
     h("dl", { class: "kv" },
       h("dt", {}, "Status"), h("dd", {}, h("span", { id: "task-status" }, badge(t.status)), t.reason ? h("span", { class: "muted" }, " — " + t.reason) : null),
@@ -315,7 +346,10 @@ function renderTask(tl, blame) {
       h("div", { class: "empty" }, "No plugin changed this task."));
   const start = tl.entries.length ? new Date(tl.entries[0].time) : null;
   const withCalls = tl.entries.filter((e) => (e.calls || []).length || e.failed).length;
-  const list = h("ol", { class: "timeline", id: "timeline" }, tl.entries.map((e) => timelineEntry(e, start)));
+  const items = tl.entries.map((e) => [e.seq, timelineEntry(e, start)])
+    .concat((tl.actions || []).map((a) => [a.seq, actionEntry(a)]))
+    .sort((x, y) => x[0] - y[0]).map((x) => x[1]);
+  const list = h("ol", { class: "timeline", id: "timeline" }, items);
   const only = h("input", { type: "checkbox", id: "only-calls", checked: onlyCalls, onchange: () => {
     onlyCalls = only.checked;
     list.classList.toggle("only-calls", onlyCalls);
@@ -337,6 +371,14 @@ function timelineEntry(e, start) {
       h("span", { class: "muted mono", title: "stream sequence" }, "#" + e.seq)),
     e.failed ? h("div", { class: "error-box" }, e.failed) : null,
     calls.map(callBox));
+}
+
+function actionEntry(a) {
+  return h("li", { class: "operator", "data-action": a.action },
+    h("div", { class: "head" }, h("span", { class: "trig" }, "operator: " + a.action), h("span", {}, "by " + a.by),
+      h("span", { class: "muted" }, `attempt ${a.attempt}`), h("span", { class: "muted" }, fmtTime(a.time)),
+      h("span", { class: "muted mono", title: "stream sequence" }, "#" + a.seq)),
+    a.reason ? h("div", { class: "muted" }, "“" + a.reason + "”") : null);
 }
 
 function callBox(c) {
@@ -398,13 +440,30 @@ async function queuesPage(seq) {
     const q = await api("/queues");
     if (seq !== renderSeq) return;
     main.replaceChildren(h("h1", {}, "Queues"), h("div", { class: "panel" },
-      q.queues.length ? h("table", { id: "queues" }, h("thead", {}, h("tr", {}, ["Queue", "Queued", "Running", "Redelivered", "Idle worker pulls"].map((c) => h("th", {}, c)))),
+      q.queues.length ? h("table", { id: "queues" }, h("thead", {}, h("tr", {}, ["Queue", "State", "Queued", "Running", "Redelivered", "Idle worker pulls", ""].map((c) => h("th", {}, c)))),
         h("tbody", {}, q.queues.map((x) => h("tr", { "data-queue": x.name }, h("td", {}, h("a", { href: "#/?queue=" + encodeURIComponent(x.name) }, x.name)),
-          h("td", {}, String(x.queued)), h("td", {}, String(x.running)), h("td", {}, String(x.redelivered)), h("td", {}, String(x.waiting)))))) :
+          h("td", {}, x.paused ? h("span", { title: `by ${x.paused.by}${x.paused.reason ? ": " + x.paused.reason : ""}` }, badge("paused", "q-")) : badge("running", "q-")),
+          h("td", {}, String(x.queued)), h("td", {}, String(x.running)), h("td", {}, String(x.redelivered)), h("td", {}, String(x.waiting)),
+          h("td", {}, queueButton(x)))))) :
         h("div", { class: "empty" }, "No worker has started on any queue yet.")));
   }
   try { await refresh(); } catch (e) { main.append(errorBox(e)); }
   poll(() => seq === renderSeq && refresh());
+}
+
+function queueButton(x) {
+  const action = x.paused ? "resume" : "pause";
+  return h("button", { class: x.paused ? "" : "ghost", "data-action": action, onclick: async (ev) => {
+    ev.target.disabled = true;
+    try {
+      await post("/queues/" + encodeURIComponent(x.name) + "/" + action, { reason: "from the console" });
+      route();
+    } catch (e) {
+      ev.target.disabled = false;
+      ev.target.title = e.message;
+      ev.target.textContent = "failed: " + e.message;
+    }
+  } }, x.paused ? "Resume" : "Pause");
 }
 
 // ---------- problems page
