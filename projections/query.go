@@ -221,14 +221,14 @@ func (d *DB) Tasks(ctx context.Context, f TaskFilter) (TaskPage, error) {
 		if err != nil {
 			return TaskPage{}, err
 		}
-		where = append(where, "(coalesce(t.created_at, ''), t.id) < (?, ?)")
+		where = append(where, "(t.created_at, t.id) < (?, ?)")
 		args = append(args, parts[0], parts[1])
 	}
 	q := "SELECT " + prefixColumns("t.", taskColumns) + " FROM " + from
 	if len(where) > 0 {
 		q += " WHERE " + strings.Join(where, " AND ")
 	}
-	q += " ORDER BY coalesce(t.created_at, '') DESC, t.id DESC LIMIT ?"
+	q += " ORDER BY t.created_at DESC, t.id DESC LIMIT ?"
 	args = append(args, limit+1)
 	rows, err := d.r.QueryContext(ctx, q, args...)
 	if err != nil {

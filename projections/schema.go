@@ -32,7 +32,11 @@ var migrations = []migration{
 // schemaV4 indexes what the operator console filters and charts on: the
 // tasks page by queue (newest first, keyset paging as by status or name),
 // and the throughput chart by finish time. Without them both scan every
-// task, which at a million tasks is a second per page load.
+// task, which at a million tasks is a second per page load. A task's
+// created_at is never NULL from now on ('' when a record has none), so that
+// the pages can order by (created_at, id) as the indexes do: ordering by
+// coalesce(created_at, '') sorted every task on each page load (9 s p50 at
+// a million tasks, BenchmarkConsole).
 //
 // It also adds operator actions (cancel, retry, pause, resume): who did
 // what to which task or queue, and why, from the log's operator events.
@@ -48,6 +52,7 @@ CREATE TABLE operator_actions (
 	time     TEXT
 );
 CREATE INDEX operator_actions_task ON operator_actions (task_key, seq) WHERE task_key IS NOT NULL;
+UPDATE tasks SET created_at = '' WHERE created_at IS NULL;
 CREATE INDEX tasks_queue ON tasks (queue, created_at, id);
 CREATE INDEX tasks_finished ON tasks (finished_at) WHERE finished_at IS NOT NULL;
 `
