@@ -207,6 +207,7 @@ type Bus struct {
 	taskKV jetstream.KeyValue
 	plugKV jetstream.KeyValue
 	stKV   jetstream.KeyValue
+	ctlKV  jetstream.KeyValue // nil on a plugin's or a read-only bus
 
 	inv   *invoker
 	reg   *Registry

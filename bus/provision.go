@@ -19,6 +19,7 @@ var EventSubjects = []string{
 	events.SubjectDead + ".>",
 	events.SubjectAlert + ".>",
 	events.SealSubjects, // qtasksd's seals (Sealer); no plugin may write there
+	events.SubjectOperator + ".>",
 }
 
 // taskMarkerTTL is how long the task bucket keeps the marker of an expired
@@ -91,6 +92,9 @@ func (b *Bus) provision(ctx context.Context) error {
 		return err
 	}
 	if b.stKV, err = kv(BucketPluginState, "qtasks per-plugin state", 1, 0); err != nil {
+		return err
+	}
+	if b.ctlKV, err = kv(BucketControl, "qtasks operator controls: cancelled attempts, paused queues", 1, 0); err != nil {
 		return err
 	}
 	for _, name := range []string{BucketPlugins, BucketPluginState} {

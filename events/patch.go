@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
-	"slices"
 	"strconv"
 	"strings"
 
@@ -256,12 +255,9 @@ var jsonTypeCheck = map[JSONType]func(v json.RawMessage) bool{
 	},
 	JSONStatus: func(v json.RawMessage) bool {
 		var s string
-		return json.Unmarshal(v, &s) == nil && slices.Contains(statuses, s)
+		return json.Unmarshal(v, &s) == nil && ValidStatus(s)
 	},
 }
-
-// statuses are the values of a task's status.
-var statuses = []string{StatusNew, StatusProcess, StatusSuccess, StatusError, StatusCancel, StatusRetry}
 
 // jsonKind names the type of a JSON value for a rejection's reason.
 func jsonKind(v json.RawMessage) string {

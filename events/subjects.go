@@ -115,12 +115,12 @@ func DeadSubject(plugin string) string { return SubjectDead + "." + plugin }
 // ParsedSubject is a subject split into its parts; empty where the kind has
 // no such part.
 type ParsedSubject struct {
-	Kind    string // trigger, invoke, patch, dead, alert, run or seal
+	Kind    string // trigger, invoke, patch, dead, alert, run, seal or operator
 	Plugin  string
 	Trigger string
 	// Key is the last token of a fact's subject (the task's queue, or the
-	// node id of a process trigger), the queue of a run subject, or the
-	// node id of an alert subject, or the node of a seal subject.
+	// node id of a process trigger), the queue of a run or operator
+	// subject, or the node id of an alert or seal subject.
 	Key string
 }
 
@@ -168,7 +168,7 @@ func ParseSubject(s string) (ParsedSubject, error) {
 			return bad()
 		}
 		return ParsedSubject{Kind: t[1], Plugin: t[2]}, nil
-	case "run", "alert", "seal":
+	case "run", "alert", "seal", "operator":
 		if len(t) != 3 {
 			return bad()
 		}

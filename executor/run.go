@@ -175,6 +175,10 @@ func (rs *runState) execute(ctx context.Context) (events.Task, error) {
 		return final, err
 	}
 
+	// An attempt an operator cancelled before it ran never runs.
+	if err := rs.w.ctl.cancelled(rs.t.ID, rs.t.Attempt); err != nil {
+		return fail(err)
+	}
 	if _, err := f.fire(ctx, events.TaskExecutorMiddlewaresExecute, middlewaresPayload{Phase: "before", Middlewares: len(def.opts.MiddlewaresBefore)}); err != nil {
 		return fail(err)
 	}
@@ -201,7 +205,9 @@ func (rs *runState) execute(ctx context.Context) (events.Task, error) {
 		return fail(err)
 	}
 
-	result, results, err := rs.call(tctx, args, kw)
+	cctx, untrack := rs.w.ctl.track(tctx, rs.t.ID, rs.t.Attempt)
+	result, results, err := rs.call(cctx, args, kw)
+	untrack()
 	var pte *TaskPluginTriggerError
 	switch {
 	case err == nil && def.seq:
@@ -317,6 +323,10 @@ func (rs *runState) call(ctx context.Context, args, kw json.RawMessage) (json.Ra
 	}()
 	select {
 	case r := <-done:
+		var ce *CancelError
+		if r.e != nil && errors.As(context.Cause(ctx), &ce) { // an operator's cancel
+			return nil, nil, ce
+		}
 		if r.e != nil && errors.Is(context.Cause(ctx), errTimeLimit) {
 			return nil, nil, fmt.Errorf("time limit exceeded for task %s: %v: %w", rs.t.Name, maxTime, r.e)
 		}

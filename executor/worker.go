@@ -49,8 +49,12 @@ func (q *queue) Pop() any {
 
 type worker struct {
 	a     *App
-	msgs  jetstream.MessagesContext
-	slots chan struct{} // bounds tasks held: running plus waiting
+	cons  jetstream.Consumer
+	msgs  jetstream.MessagesContext // replaced on resume after a pause; under mu
+	slots chan struct{}             // bounds tasks held: running plus waiting
+
+	ctl       *controls // operators' cancels and pauses
+	ctlCancel context.CancelFunc
 
 	mu      sync.Mutex
 	cond    *sync.Cond
@@ -85,6 +89,9 @@ func (a *App) Start(ctx context.Context) error {
 		if w.msgs != nil {
 			w.msgs.Stop()
 		}
+		if w.ctlCancel != nil {
+			w.ctlCancel()
+		}
 		a.mu.Lock()
 		a.worker = nil
 		a.mu.Unlock()
@@ -116,9 +123,24 @@ func (w *worker) start(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	w.msgs, err = cons.Messages(jetstream.PullMaxMessages(a.cfg.Concurrency))
+	w.cons = cons
+	// The operators' controls before the first pull: a paused queue takes
+	// nothing, even for a moment after a restart.
+	w.ctl = newControls(a.cfg.Queue)
+	w.ctl.onPause = w.release
+	cctx, cancel := context.WithCancel(context.Background())
+	w.ctlCancel = cancel
+	ready, err := a.b.WatchControl(cctx, w.ctl.update)
 	if err != nil {
-		return fmt.Errorf("pulling tasks: %w", err)
+		return err
+	}
+	select {
+	case <-ready:
+	case <-ctx.Done():
+		return fmt.Errorf("reading the operators' controls: %w", context.Cause(ctx))
+	}
+	if w.msgs, err = w.pull(); err != nil {
+		return err
 	}
 	if _, err := pf.fire(ctx, events.BrokerListenStart, map[string]any{"node": a.cfg.NodeID, "queue": a.cfg.Queue}); err != nil {
 		return err
@@ -186,7 +208,7 @@ func (a *App) Stop(ctx context.Context) error {
 	_, _ = pf.fire(ctx, events.StarterStop, map[string]any{"node": a.cfg.NodeID})
 	_, _ = pf.fire(ctx, events.BrokerStop, map[string]any{"node": a.cfg.NodeID})
 
-	w.msgs.Drain()
+	w.release()
 	<-w.fetchDone
 	w.mu.Lock()
 	for w.q.Len() > 0 {
@@ -214,9 +236,84 @@ func (a *App) Stop(ctx context.Context) error {
 	_, _ = pf.fire(ctx, events.WorkerStop, map[string]any{"node": a.cfg.NodeID})
 	_, _ = pf.fire(ctx, events.StorageStop, map[string]any{"node": a.cfg.NodeID})
 	_, _ = pf.fire(ctx, events.GlobalConfigStop, map[string]any{"node": a.cfg.NodeID})
+	w.ctlCancel()
 	err := pf.acks.Wait(context.WithoutCancel(ctx))
 	a.log.Info("worker stopped")
 	return err
+}
+
+// pull starts pulling tasks of the worker's queue.
+func (w *worker) pull() (jetstream.MessagesContext, error) {
+	msgs, err := w.cons.Messages(jetstream.PullMaxMessages(w.a.cfg.Concurrency))
+	if err != nil {
+		return nil, fmt.Errorf("pulling tasks: %w", err)
+	}
+	return msgs, nil
+}
+
+// release stops pulling when the queue is paused: the tasks pulled ahead
+// come out of Next (and are handed back, see fetch), then Next says closed.
+func (w *worker) release() {
+	w.mu.Lock()
+	msgs := w.msgs
+	w.mu.Unlock()
+	if msgs != nil {
+		msgs.Drain()
+	}
+}
+
+// handBack stops msgs and hands back the tasks it pulled ahead, so that
+// a paused queue holds none (they would wait out the ack wait otherwise).
+func (w *worker) handBack(msgs jetstream.MessagesContext) {
+	msgs.Drain()
+	for {
+		m, err := msgs.Next()
+		if err != nil {
+			return
+		}
+		_ = m.Nak()
+	}
+}
+
+// waitResumed waits while the queue is paused; false when Stop came first.
+// After a pause it pulls anew.
+func (w *worker) waitResumed() bool {
+	paused, resumed := w.ctl.pausedNow()
+	if !paused {
+		return true
+	}
+	w.a.log.Info("queue paused: taking no task", "queue", w.a.cfg.Queue)
+	for {
+		select {
+		case <-resumed:
+		case <-w.quit:
+			return false
+		}
+		if paused, resumed = w.ctl.pausedNow(); !paused {
+			break
+		}
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.closing {
+		return false
+	}
+	msgs, err := w.pull()
+	for err != nil {
+		w.a.log.Warn("pulling tasks after a pause", "err", err)
+		w.mu.Unlock()
+		select {
+		case <-w.quit:
+			w.mu.Lock()
+			return false
+		case <-time.After(time.Second):
+		}
+		w.mu.Lock()
+		msgs, err = w.pull()
+	}
+	w.msgs = msgs
+	w.a.log.Info("queue resumed: taking tasks", "queue", w.a.cfg.Queue)
+	return true
 }
 
 func (w *worker) fetch() {
@@ -229,13 +326,33 @@ func (w *worker) fetch() {
 		case <-w.quit:
 			return
 		}
-		m, err := w.msgs.Next()
+		w.mu.Lock()
+		msgs := w.msgs
+		w.mu.Unlock()
+		if paused, _ := w.ctl.pausedNow(); paused {
+			<-w.slots
+			w.handBack(msgs)
+			if !w.waitResumed() {
+				return
+			}
+			continue
+		}
+		m, err := msgs.Next()
 		if err != nil {
 			<-w.slots
 			if errors.Is(err, jetstream.ErrMsgIteratorClosed) {
+				if paused, _ := w.ctl.pausedNow(); paused && w.waitResumed() {
+					continue
+				}
 				return
 			}
 			w.a.log.Warn("pulling tasks", "err", err)
+			continue
+		}
+		if paused, _ := w.ctl.pausedNow(); paused {
+			// Pulled ahead as the pause came: back to the queue at once.
+			_ = m.Nak()
+			<-w.slots
 			continue
 		}
 		it := &item{m: m}

@@ -214,6 +214,7 @@ const (
 	stPutAttempt
 	stBlameClear
 	stBlame
+	stOperator
 	stCount
 )
 
@@ -247,6 +248,8 @@ var statements = [stCount]string{
 	stBlameClear: `DELETE FROM field_blame WHERE task_key = ? AND path > ? AND path < ?`,
 	stBlame: `INSERT OR REPLACE INTO field_blame (task_key, path, plugin, version, seq, idx, trigger, attempt, op, value)
 		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+	stOperator: `INSERT INTO operator_actions (seq, task_key, action, attempt, queue, by_whom, reason, time)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
 }
 
 // applier holds the writer connection's prepared statements, and a cache of
@@ -426,6 +429,7 @@ const (
 	// kindSeal is a seal of the log (events.TypeSeal): it proves the log,
 	// qtasks-replay verify checks it, and the projection keeps nothing of it.
 	kindSeal
+	kindOperator
 )
 
 // Prepared is a log event decoded and checked, with everything Apply writes
@@ -447,6 +451,8 @@ type Prepared struct {
 	blame   []blameRow
 	// Dead letters.
 	dl events.DeadLetter
+	// Operator actions.
+	op events.OperatorAction
 }
 
 // Seq is the event's stream sequence.
@@ -492,6 +498,8 @@ func (p *Prepared) prepare(decodeErr error) rejection {
 		}
 		p.kind = kindPatch
 		return ""
+	case "operator":
+		return p.prepareOperator(ps)
 	case "dead":
 		if ev.Type != events.TypeDeadLetter {
 			return rejection(fmt.Sprintf("type %q on dead-letter subject %s", ev.Type, p.subject))
@@ -536,6 +544,33 @@ func (p *Prepared) prepare(decodeErr error) rejection {
 		return ""
 	}
 	return rejection(fmt.Sprintf("subject %s is not one the event log carries", p.subject))
+}
+
+// prepareOperator checks an operator's action. A retry queues the next
+// attempt of its task, as a retry decided by a worker does.
+func (p *Prepared) prepareOperator(ps events.ParsedSubject) rejection {
+	ev := &p.ev
+	if ev.Type != events.TypeOperator {
+		return rejection(fmt.Sprintf("type %q on operator subject %s", ev.Type, p.subject))
+	}
+	op := &p.op
+	if err := json.Unmarshal(ev.Data, op); err != nil {
+		return rejection("operator action data: " + err.Error())
+	}
+	if err := op.Check(); err != nil {
+		return rejection(err.Error())
+	}
+	switch {
+	case op.Queue != ps.Key:
+		return rejection(fmt.Sprintf("action on queue %q on subject %s", op.Queue, p.subject))
+	case op.TaskID != ev.TaskID:
+		return rejection(fmt.Sprintf("action on task %q in an event of task %q", op.TaskID, ev.TaskID))
+	}
+	p.kind = kindOperator
+	if op.Action == events.ActionRetry {
+		p.eff = effect{kind: effRequeue, model: *op.Next}
+	}
+	return ""
 }
 
 func sameIdentity(ev *events.Event, ps events.ParsedSubject) rejection {
@@ -623,6 +658,15 @@ func (a *txApplier) write(p *Prepared) (rejected bool, err error) {
 		dl := &p.dl
 		return false, a.exec(stDead, seq, ev.Plugin, dl.Stream, int64(dl.Sequence), dl.Consumer, dl.Subject,
 			dl.Deliveries, dl.Reason, p.at)
+	case kindOperator:
+		op := &p.op
+		if err := a.exec(stOperator, seq, key, op.Action, op.Attempt, op.Queue, op.By, op.Reason, p.at); err != nil {
+			return false, err
+		}
+		if p.eff.kind != effNone {
+			return false, a.task(p)
+		}
+		return false, nil
 	}
 	t, f := &p.trigger, &p.fact
 	if err := a.fact(p, seq, key); err != nil {
@@ -779,6 +823,7 @@ const (
 	effExecuted // task_executor_before_execute: the function is called
 	effRuns     // broker_running_older_tasks: a run resumed after a crash
 	effFinal    // storage_remove_finished_task: the attempt's final record
+	effRequeue  // an operator's retry: the next attempt is queued
 )
 
 type effect struct {
@@ -972,6 +1017,27 @@ func (a *txApplier) task(p *Prepared) error {
 			ar.put(acExecutedAt, nil)
 		}
 		return nil
+	case effRequeue:
+		if r.exists && newer {
+			r.attempt, r.status = m.Attempt, events.StatusNew
+			r.put(tcStatus, events.StatusNew)
+			r.put(tcAttempt, int64(m.Attempt))
+			r.put(tcRetriesLeft, int64(m.Retry))
+			r.put(tcWorker, "")
+			r.put(tcRetryParent, m.RetryParent)
+			r.put(tcRetryChild, "")
+			r.put(tcResult, nil)
+			r.put(tcError, "")
+			r.put(tcReason, "")
+			r.put(tcArgsExecuted, nil)
+			r.put(tcKwExecuted, nil)
+			r.put(tcStartedAt, nil)
+			r.put(tcExecutedAt, nil)
+			r.put(tcFinishedAt, nil)
+			r.put(tcUpdatedAt, at)
+			r.put(tcLastSeq, seq)
+		}
+		return a.newAttempt(m.ID, m.Attempt, at, m.RetryParent)
 	case effFinal:
 		if !r.exists {
 			a.insertTask(r, m, m.Status, seq, nil, nil, at)

@@ -173,6 +173,7 @@ func (d *DB) attempts(ctx context.Context, id string) ([]Attempt, error) {
 type TaskFilter struct {
 	Status string
 	Name   string
+	Queue  string
 	Tag    string
 	// Since and Until bound the creation time: Since <= created < Until.
 	Since, Until time.Time
@@ -206,6 +207,9 @@ func (d *DB) Tasks(ctx context.Context, f TaskFilter) (TaskPage, error) {
 	if f.Name != "" {
 		where, args = append(where, "t.name = ?"), append(args, f.Name)
 	}
+	if f.Queue != "" {
+		where, args = append(where, "t.queue = ?"), append(args, f.Queue)
+	}
 	if !f.Since.IsZero() {
 		where, args = append(where, "t.created_at >= ?"), append(args, ts(f.Since))
 	}
@@ -217,14 +221,14 @@ func (d *DB) Tasks(ctx context.Context, f TaskFilter) (TaskPage, error) {
 		if err != nil {
 			return TaskPage{}, err
 		}
-		where = append(where, "(coalesce(t.created_at, ''), t.id) < (?, ?)")
+		where = append(where, "(t.created_at, t.id) < (?, ?)")
 		args = append(args, parts[0], parts[1])
 	}
 	q := "SELECT " + prefixColumns("t.", taskColumns) + " FROM " + from
 	if len(where) > 0 {
 		q += " WHERE " + strings.Join(where, " AND ")
 	}
-	q += " ORDER BY coalesce(t.created_at, '') DESC, t.id DESC LIMIT ?"
+	q += " ORDER BY t.created_at DESC, t.id DESC LIMIT ?"
 	args = append(args, limit+1)
 	rows, err := d.r.QueryContext(ctx, q, args...)
 	if err != nil {
@@ -336,6 +340,8 @@ type Call struct {
 type Timeline struct {
 	Task    Task    `json:"task"`
 	Entries []Entry `json:"entries"`
+	// Actions are the operators' actions on the task, in stream order.
+	Actions []Action `json:"actions"`
 }
 
 // Timeline returns task id's timeline, or ErrNotFound.
@@ -389,6 +395,9 @@ func (d *DB) Timeline(ctx context.Context, id string) (Timeline, error) {
 	}
 	if err := rows.Err(); err != nil {
 		return Timeline{}, fmt.Errorf("reading timeline of %s: %w", id, err)
+	}
+	if tl.Actions, err = d.TaskActions(ctx, id); err != nil {
+		return Timeline{}, err
 	}
 	return tl, nil
 }

@@ -1,6 +1,8 @@
 package projections
 
 import (
+	"time"
+
 	"database/sql/driver"
 	"encoding/json"
 	"fmt"
@@ -329,7 +331,7 @@ func (r *taskRow) insertFrom(m *events.Task, status string, seq int64, queuedAt,
 	r.attempt, r.status = m.Attempt, status
 	r.ins = taskInsert{
 		name: m.Name, queue: m.Queue, argsSubmitted: nullText(m.Args), kwSubmitted: nullText(m.Kw), tags: m.Tags,
-		idempotencyKey: m.IdempotencyKey, trace: m.Trace, createdAt: ts(m.CreatedAt), queuedAt: queuedAt, firstSeq: seq,
+		idempotencyKey: m.IdempotencyKey, trace: m.Trace, createdAt: createdTS(m.CreatedAt), queuedAt: queuedAt, firstSeq: seq,
 	}
 	r.cols = [tcCount]any{
 		tcStatus: status, tcAttempt: int64(m.Attempt), tcPriority: int64(m.Priority), tcRetriesLeft: int64(m.Retry),
@@ -337,4 +339,15 @@ func (r *taskRow) insertFrom(m *events.Task, status string, seq int64, queuedAt,
 		tcWorker: m.Worker, tcExtra: jsonText(m.Extra), tcStartedAt: startedAt, tcFinishedAt: finishedAt,
 		tcUpdatedAt: updated, tcLastSeq: seq,
 	}
+}
+
+// createdTS is a task's creation time as stored: never NULL, so that the
+// tasks pages' order (created_at DESC, id DESC) is an index's order and
+// their cursor a range of it. A record without a creation time (none that
+// qtasks writes) is stored as ”, which sorts last, as NULL did.
+func createdTS(t time.Time) any {
+	if v := ts(t); v != nil {
+		return v
+	}
+	return ""
 }

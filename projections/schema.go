@@ -8,7 +8,7 @@ import (
 )
 
 // SchemaVersion is the schema version this package writes and reads.
-const SchemaVersion = 3
+const SchemaVersion = 4
 
 // migration moves the schema from version-1 to version. Migrations run in
 // order, each in its own transaction together with its schema_migrations
@@ -26,7 +26,36 @@ var migrations = []migration{
 	{version: 1, name: "tasks, attempts, facts and the trigger history view, plugin calls and events, dead letters, rejected events", sql: schemaV1},
 	{version: 2, name: "field blame (backfilled from the facts); plugin call indexes", sql: schemaV2, fn: backfillBlame},
 	{version: 3, name: "tasks, task tags, attempts and field blame keyed by the task key", sql: schemaV3, fn: dropV2Tables},
+	{version: 4, name: "operator actions; indexes for the console: tasks by queue, tasks by finish time", sql: schemaV4},
 }
+
+// schemaV4 indexes what the operator console filters and charts on: the
+// tasks page by queue (newest first, keyset paging as by status or name),
+// and the throughput chart by finish time. Without them both scan every
+// task, which at a million tasks is a second per page load. A task's
+// created_at is never NULL from now on ('' when a record has none), so that
+// the pages can order by (created_at, id) as the indexes do: ordering by
+// coalesce(created_at, '') sorted every task on each page load (9 s p50 at
+// a million tasks, BenchmarkConsole).
+//
+// It also adds operator actions (cancel, retry, pause, resume): who did
+// what to which task or queue, and why, from the log's operator events.
+const schemaV4 = `
+CREATE TABLE operator_actions (
+	seq      INTEGER PRIMARY KEY,
+	task_key INTEGER REFERENCES task_keys (key),
+	action   TEXT NOT NULL,
+	attempt  INTEGER NOT NULL DEFAULT 0,
+	queue    TEXT NOT NULL,
+	by_whom  TEXT NOT NULL,
+	reason   TEXT NOT NULL DEFAULT '',
+	time     TEXT
+);
+CREATE INDEX operator_actions_task ON operator_actions (task_key, seq) WHERE task_key IS NOT NULL;
+UPDATE tasks SET created_at = '' WHERE created_at IS NULL;
+CREATE INDEX tasks_queue ON tasks (queue, created_at, id);
+CREATE INDEX tasks_finished ON tasks (finished_at) WHERE finished_at IS NOT NULL;
+`
 
 // schemaV1 is the first schema. Never edit it: a database created by it must
 // keep migrating (testdata/migrate/v1 holds a database of this version).

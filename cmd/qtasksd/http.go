@@ -49,6 +49,8 @@ type httpConfig struct {
 	ReadTimeout time.Duration
 	// Pprof also serves Go's profiles, to admins.
 	Pprof bool
+	// Console is the operator console (its API and pages); nil serves none.
+	Console http.Handler
 }
 
 // newHTTPServer is the HTTP server of h with the timeouts of c.
@@ -73,6 +75,8 @@ func newHTTPServer(h http.Handler, c httpConfig) *http.Server {
 //	POST /tasks/{name}        submit; body is the kw object; ?wait=10s waits (role submit)
 //	GET  /metrics             Prometheus metrics (role operate)
 //	/debug/pprof/             Go's profiles, with --pprof (role admin)
+//	/api/v1/..., /            the operator console (internal/console): reads
+//	                          need role read, actions (POST) role operate
 //
 // With c.Auth, every endpoint but /healthz wants HTTP basic credentials of
 // the users file.
@@ -84,6 +88,18 @@ func newHTTPHandler(app *executor.App, metrics http.Handler, c httpConfig) http.
 	auth := c.Auth
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", auth.require(roleOperate, metrics))
+	if c.Console != nil {
+		// The console's pages and reads are a reader's; its actions
+		// (cancel, retry, pause, resume) an operator's.
+		read, operate := auth.require(roleRead, c.Console), auth.require(roleOperate, c.Console)
+		mux.Handle("/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.Method == http.MethodGet || r.Method == http.MethodHead {
+				read.ServeHTTP(w, r)
+				return
+			}
+			operate.ServeHTTP(w, r)
+		}))
+	}
 	// /healthz says only whether qtasksd reaches NATS: open, so that a
 	// load balancer's or orchestrator's probe needs no credentials.
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {

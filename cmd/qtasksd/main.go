@@ -23,6 +23,7 @@ import (
 	"os/signal"
 	"syscall"
 
+	"github.com/qtasks/qtasks-go/events"
 	"github.com/qtasks/qtasks-go/internal/cli"
 )
 
@@ -41,6 +42,7 @@ const (
 	exitNotFound = 3 // the task does not exist
 	exitTask     = 4 // the task ended in error or cancel
 	exitTimeout  = 5 // waiting timed out
+	// exitRefused (6, operate.go): the task's state does not allow the action
 )
 
 type (
@@ -80,6 +82,8 @@ func (m *Main) Run(ctx context.Context, args []string) error {
 		return m.pluginPermissions(args)
 	case "tasks":
 		return m.tasks(args)
+	case events.ActionCancel, events.ActionRetry, events.ActionPause, events.ActionResume:
+		return m.operate(ctx, cmd, args)
 	case "help":
 		fmt.Fprint(m.Stdout, usage)
 		return nil
@@ -98,6 +102,11 @@ Commands:
   qtasksd status ID            print a task's record as JSON
   qtasksd plugins              list registered plugins
   qtasksd tasks                the tasks qtasksd runs: names, queue, keyword arguments
+  qtasksd cancel ID            cancel a task (queued: never runs; running: its context is cancelled)
+  qtasksd retry ID             queue a new attempt of a task that ended in error or cancel
+  qtasksd pause QUEUE          stop the queue's workers from taking tasks (kept across restarts)
+  qtasksd resume QUEUE         let them take tasks again
+                               (each takes --reason and --by, recorded in the log with the action)
   qtasksd plugin-permissions NAME [--mode M] [--trigger T]...
                                print a plugin's least NATS permissions (nats-server config)
   qtasksd version              print the version and the protocol version (also --version)

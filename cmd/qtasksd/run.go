@@ -17,6 +17,7 @@ import (
 	"github.com/qtasks/qtasks-go/bus"
 	"github.com/qtasks/qtasks-go/events"
 	"github.com/qtasks/qtasks-go/executor"
+	"github.com/qtasks/qtasks-go/internal/console"
 	"github.com/qtasks/qtasks-go/internal/flock"
 	"github.com/qtasks/qtasks-go/projections"
 )
@@ -313,7 +314,11 @@ func (m *Main) run(ctx context.Context, args []string) error {
 
 	var srv *http.Server
 	if ln != nil {
-		hc := httpConfig{Auth: httpAuth, MaxWaits: f.httpWaits, Pprof: f.pprof}
+		view := openView(ctx, &f, log)
+		if view != nil {
+			defer view.Close()
+		}
+		hc := httpConfig{Auth: httpAuth, MaxWaits: f.httpWaits, Pprof: f.pprof, Console: newConsole(app, proj, view, log)}
 		srv = newHTTPServer(newHTTPHandler(app, metricsHandler(reg, log), hc), hc)
 		srv.TLSConfig = httpTLS
 		go func() {
@@ -398,6 +403,38 @@ func checkPortFree(port int) error {
 		return fmt.Errorf("port %d on 127.0.0.1 is not free (%w): is another qtasksd or NATS server running? Pick another with --port", port, err)
 	}
 	return ln.Close()
+}
+
+// openView opens the projection read-only for the console, or returns nil
+// (the console then says that it has no projection) when qtasksd runs none
+// or the file cannot be read.
+func openView(ctx context.Context, f *runFlags, log *slog.Logger) *projections.DB {
+	if f.noProj {
+		return nil
+	}
+	view, err := projections.Open(ctx, f.db, &projections.Options{ReadOnly: true, Logger: log})
+	if err != nil {
+		log.Warn("the console cannot read the projection", "db", f.db, "err", err)
+		return nil
+	}
+	return view
+}
+
+// newConsole is the operator console over the projection view: its API
+// under /api/v1/ and its pages under /.
+func newConsole(app *executor.App, proj *projections.Projector, view *projections.DB, log *slog.Logger) http.Handler {
+	cfg := console.Config{Bus: app.Bus(), Operator: app, Logger: log.With("component", "console")}
+	if view != nil {
+		cfg.Projection = view
+		cfg.Applied = func() uint64 {
+			if proj != nil {
+				return proj.LastSeq()
+			}
+			seq, _ := view.LastSeq(context.Background())
+			return seq
+		}
+	}
+	return console.New(cfg)
 }
 
 // startProjector keeps the SQLite projection at path up to date with the

@@ -1,0 +1,200 @@
+package bus
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/qtasks/qtasks-go/events"
+)
+
+// BucketControl holds what operators decided and workers must obey: the
+// task attempts cancelled (key cancel.<task id>) and the queues paused (key
+// pause.<queue>). Workers watch it. Only executors and operators write it.
+const BucketControl = "qtasks_control"
+
+// Control key prefixes.
+const (
+	controlCancel = "cancel."
+	controlPause  = "pause."
+)
+
+// ErrNoControl is returned by the control methods of a bus that does not
+// own the streams (a plugin's, or a read-only one).
+var ErrNoControl = errors.New("this bus cannot act as an operator (a plugin's or read-only bus)")
+
+// Mark is a control entry: who decided, why and when. For a cancel, Attempt
+// is the attempt cancelled.
+type Mark struct {
+	Attempt int       `json:"attempt,omitempty"`
+	By      string    `json:"by"`
+	Reason  string    `json:"reason,omitempty"`
+	At      time.Time `json:"at"`
+}
+
+// ControlUpdate is one change of the control bucket, as a watcher sees it.
+type ControlUpdate struct {
+	// Cancel is the task id of a cancel mark, Pause the queue of a pause
+	// mark; one of them is set.
+	Cancel, Pause string
+	// Mark is the entry; nil when it was removed.
+	Mark *Mark
+}
+
+func (b *Bus) control() (jetstream.KeyValue, error) {
+	if b.ctlKV == nil {
+		return nil, ErrNoControl
+	}
+	return b.ctlKV, nil
+}
+
+// SetCancel marks attempt m.Attempt of task id cancelled.
+func (b *Bus) SetCancel(ctx context.Context, id string, m Mark) error {
+	return b.putMark(ctx, controlCancel+id, m)
+}
+
+// ClearCancel removes task id's cancel mark, if any.
+func (b *Bus) ClearCancel(ctx context.Context, id string) error {
+	return b.deleteMark(ctx, controlCancel+id)
+}
+
+// SetPause pauses queue.
+func (b *Bus) SetPause(ctx context.Context, queue string, m Mark) error {
+	return b.putMark(ctx, controlPause+queue, m)
+}
+
+// ClearPause resumes queue.
+func (b *Bus) ClearPause(ctx context.Context, queue string) error {
+	return b.deleteMark(ctx, controlPause+queue)
+}
+
+// Paused returns queue's pause mark, or nil when it is not paused.
+func (b *Bus) Paused(ctx context.Context, queue string) (*Mark, error) {
+	kv, err := b.control()
+	if err != nil {
+		return nil, err
+	}
+	e, err := kv.Get(ctx, controlPause+queue)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("reading the pause of queue %s: %w", queue, err)
+	}
+	var m Mark
+	if err := json.Unmarshal(e.Value(), &m); err != nil {
+		return nil, fmt.Errorf("reading the pause of queue %s: %w", queue, err)
+	}
+	return &m, nil
+}
+
+func (b *Bus) putMark(ctx context.Context, key string, m Mark) error {
+	kv, err := b.control()
+	if err != nil {
+		return err
+	}
+	data, err := json.Marshal(m)
+	if err != nil {
+		return err
+	}
+	if _, err := kv.Put(ctx, key, data); err != nil {
+		return fmt.Errorf("writing control %s: %w", key, err)
+	}
+	return nil
+}
+
+func (b *Bus) deleteMark(ctx context.Context, key string) error {
+	kv, err := b.control()
+	if err != nil {
+		return err
+	}
+	if err := kv.Delete(ctx, key); err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
+		return fmt.Errorf("removing control %s: %w", key, err)
+	}
+	return nil
+}
+
+// WatchControl calls fn with every entry of the control bucket, then with
+// every change, until ctx ends; ready is closed once the entries present at
+// the start were all passed to fn. fn is called from one goroutine.
+func (b *Bus) WatchControl(ctx context.Context, fn func(ControlUpdate)) (ready <-chan struct{}, err error) {
+	kv, err := b.control()
+	if err != nil {
+		return nil, err
+	}
+	w, err := kv.WatchAll(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("watching %s: %w", BucketControl, err)
+	}
+	ch := make(chan struct{})
+	go func() {
+		defer func() { _ = w.Stop() }()
+		initial := true
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case e, ok := <-w.Updates():
+				if !ok {
+					return
+				}
+				if e == nil { // the entries present at the start are all in
+					if initial {
+						initial = false
+						close(ch)
+					}
+					continue
+				}
+				var u ControlUpdate
+				switch key := e.Key(); {
+				case len(key) > len(controlCancel) && key[:len(controlCancel)] == controlCancel:
+					u.Cancel = key[len(controlCancel):]
+				case len(key) > len(controlPause) && key[:len(controlPause)] == controlPause:
+					u.Pause = key[len(controlPause):]
+				default:
+					continue
+				}
+				if e.Operation() == jetstream.KeyValuePut {
+					var m Mark
+					if json.Unmarshal(e.Value(), &m) != nil {
+						b.log.Warn("ignoring an unreadable control entry", "key", e.Key())
+						continue
+					}
+					u.Mark = &m
+				}
+				fn(u)
+			}
+		}
+	}()
+	return ch, nil
+}
+
+// RecordAction writes an operator's action to the log (on
+// events.OperatorSubject of its queue) and waits until it is stored.
+func (b *Bus) RecordAction(ctx context.Context, source string, a events.OperatorAction) (uint64, error) {
+	if err := a.Check(); err != nil {
+		return 0, err
+	}
+	data, err := json.Marshal(a)
+	if err != nil {
+		return 0, err
+	}
+	ev := events.Event{
+		ID: "op:" + uuid.NewString(), Source: source, Type: events.TypeOperator, Time: time.Now().UTC(),
+		DataContentType: events.ContentTypeJSON, Data: data, TaskID: a.TaskID, Attempt: a.Attempt,
+	}
+	ev.Subject = a.TaskID
+	if ev.Subject == "" {
+		ev.Subject = a.Queue
+	}
+	ack, err := b.Publish(ctx, events.OperatorSubject(a.Queue), "", &ev)
+	if err != nil {
+		return 0, fmt.Errorf("recording the %s in the log: %w", a.Action, err)
+	}
+	return ack.Sequence, nil
+}

@@ -1,0 +1,242 @@
+package console_test
+
+import (
+	"context"
+	"database/sql"
+	"flag"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	_ "github.com/mattn/go-sqlite3" // the raw queries beside the API's
+
+	"github.com/qtasks/qtasks-go/bus/bustest"
+	"github.com/qtasks/qtasks-go/internal/console"
+	"github.com/qtasks/qtasks-go/projections"
+)
+
+// benchTasks is how many tasks the console benchmarks' projection holds.
+var benchTasks = flag.Int("console.tasks", 1_000_000, "tasks in the console benchmarks' projection")
+
+// benchDB is a projection of *benchTasks synthetic tasks (statuses,
+// names, queues and creation times spread as a busy system's), built once
+// per run: the rows the projector would write, inserted directly, since
+// applying ~27 M events would take the benchmark's whole budget. One task
+// in a thousand has its 27 facts, for the task page.
+var benchDB struct {
+	once   sync.Once
+	path   string
+	taskID string // a task with facts
+	err    error
+}
+
+var benchStatuses = []string{"success", "success", "success", "success", "success", "success", "error", "process", "new", "cancel"}
+
+func buildBenchDB(b *testing.B) (string, string) {
+	b.Helper()
+	benchDB.once.Do(func() {
+		dir, err := filepathTemp()
+		if err != nil {
+			benchDB.err = err
+			return
+		}
+		benchDB.path = filepath.Join(dir, "console-bench.db")
+		ctx := context.Background()
+		db, err := projections.Open(ctx, benchDB.path, nil)
+		if err != nil {
+			benchDB.err = err
+			return
+		}
+		_ = db.Close()
+		benchDB.taskID, benchDB.err = fillBenchDB(ctx, benchDB.path, *benchTasks)
+	})
+	if benchDB.err != nil {
+		b.Fatal(benchDB.err)
+	}
+	return benchDB.path, benchDB.taskID
+}
+
+// filepathTemp is where the benchmark's projection is kept between runs.
+func filepathTemp() (string, error) {
+	dir := filepath.Join(os.TempDir(), fmt.Sprintf("qtasks-console-bench-%d", *benchTasks))
+	return dir, os.MkdirAll(dir, 0o755)
+}
+
+func fillBenchDB(ctx context.Context, path string, n int) (string, error) {
+	db, err := sql.Open("sqlite3", projections.DSN(path))
+	if err != nil {
+		return "", err
+	}
+	defer db.Close()
+	var have int
+	if err := db.QueryRowContext(ctx, `SELECT count(*) FROM tasks`).Scan(&have); err != nil {
+		return "", err
+	}
+	var withFacts string
+	if have >= n {
+		err := db.QueryRowContext(ctx, `SELECT k.id FROM facts f JOIN task_keys k ON k.key = f.task_key LIMIT 1`).Scan(&withFacts)
+		return withFacts, err
+	}
+	if _, err := db.ExecContext(ctx, `DELETE FROM facts; DELETE FROM attempts; DELETE FROM tasks; DELETE FROM task_keys`); err != nil {
+		return "", err
+	}
+	start := time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC)
+	const batch = 20000
+	seq := int64(0)
+	for lo := 0; lo < n; lo += batch {
+		tx, err := db.BeginTx(ctx, nil)
+		if err != nil {
+			return "", err
+		}
+		for i := lo; i < min(lo+batch, n); i++ {
+			key := int64(i + 1)
+			id := uuid.Must(uuid.NewV7()).String()
+			status := benchStatuses[i%len(benchStatuses)]
+			name := fmt.Sprintf("task%d", i%20)
+			queue := []string{"default", "default", "default", "mail", "reports"}[i%5]
+			created := start.Add(time.Duration(i) * 2 * time.Second).Format("2006-01-02T15:04:05.000000000Z")
+			finished := any(nil)
+			if status == "success" || status == "error" || status == "cancel" {
+				finished = start.Add(time.Duration(i)*2*time.Second + 40*time.Millisecond).Format("2006-01-02T15:04:05.000000000Z")
+			}
+			seq += 27
+			if _, err := tx.ExecContext(ctx, `INSERT INTO task_keys (key, id) VALUES (?, ?)`, key, id); err != nil {
+				return "", err
+			}
+			if _, err := tx.ExecContext(ctx, `INSERT INTO tasks (key, id, name, queue, priority, status, attempt, retries_left,
+				args_submitted, kw_submitted, args_executed, kw_executed, result, worker, created_at, queued_at, started_at,
+				finished_at, updated_at, first_seq, last_seq)
+				VALUES (?, ?, ?, ?, 0, ?, 1, 0, '[]', '{"a":1,"b":2}', '[]', '{"a":1,"b":2}', '3', 'node-1', ?, ?, ?, ?, ?, ?, ?)`,
+				key, id, name, queue, status, created, created, created, finished, created, seq-26, seq); err != nil {
+				return "", err
+			}
+			if _, err := tx.ExecContext(ctx, `INSERT INTO attempts (task_key, attempt, status, worker, runs, queued_at, started_at,
+				finished_at, result) VALUES (?, 1, ?, 'node-1', 1, ?, ?, ?, '3')`, key, status, created, created, finished); err != nil {
+				return "", err
+			}
+			if i%1000 == 0 {
+				withFacts = id
+				for j := range 27 {
+					if _, err := tx.ExecContext(ctx, `INSERT INTO facts (seq, task_key, trigger, component, attempt, run, time, event_id,
+						source, data) VALUES (?, ?, 'task_executor_run_task', 'task_executor', 1, 1, ?, ?, 'qtasks/node-1',
+						'{"input":{"result":3},"output":{"result":30},"calls":[{"plugin":"scale","version":"1","invocation":"x",
+						"outcome":"applied","content_type":"application/json-patch+json",
+						"patch":[{"op":"replace","path":"/result","value":30}],"latency_us":300}]}')`,
+						seq-26+int64(j), key, created, fmt.Sprintf("%s:1:1:t:%d", id, j)); err != nil {
+						return "", err
+					}
+				}
+			}
+		}
+		if err := tx.Commit(); err != nil {
+			return "", err
+		}
+	}
+	if _, err := db.ExecContext(ctx, `INSERT INTO meta (key, value) VALUES ('last_seq', ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value`, seq); err != nil {
+		return "", err
+	}
+	_, err = db.ExecContext(ctx, `ANALYZE`)
+	return withFacts, err
+}
+
+// timed runs fn b.N times and reports the p50 and p99 of one call.
+func timed(b *testing.B, fn func()) {
+	b.Helper()
+	lat := make([]time.Duration, 0, b.N)
+	b.ResetTimer()
+	for b.Loop() {
+		t0 := time.Now()
+		fn()
+		lat = append(lat, time.Since(t0))
+	}
+	b.StopTimer()
+	slices.Sort(lat)
+	q := func(p int) float64 {
+		return float64(lat[min(len(lat)-1, len(lat)*p/100)].Microseconds()) / 1000
+	}
+	b.ReportMetric(q(50), "p50-ms")
+	b.ReportMetric(q(99), "p99-ms")
+}
+
+// BenchmarkConsole times the pages' API calls (handler time, JSON
+// included, on a real bus for the lag) beside the raw SQLite query each
+// runs, on a projection of -console.tasks tasks (1 M by default; built once
+// under the system's temporary directory, kept for the next run):
+//
+//	go test -run NONE -bench Console -benchtime 200x ./internal/console
+func BenchmarkConsole(b *testing.B) {
+	path, taskID := buildBenchDB(b)
+	ctx := context.Background()
+	view, err := projections.Open(ctx, path, &projections.Options{ReadOnly: true})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer view.Close()
+	raw, err := sql.Open("sqlite3", "file:"+path+"?mode=ro&_busy_timeout=5000")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer raw.Close()
+	bb := bustest.Open(b, nil)
+	h := console.New(console.Config{Bus: bb, Projection: view, Applied: func() uint64 { return 0 }})
+	get := func(url string) func() {
+		return func() {
+			w := httptest.NewRecorder()
+			h.ServeHTTP(w, httptest.NewRequest(http.MethodGet, url, nil))
+			if w.Code != http.StatusOK {
+				b.Fatalf("%s: %d %s", url, w.Code, w.Body.String())
+			}
+		}
+	}
+	query := func(q string, args ...any) func() {
+		return func() {
+			rows, err := raw.QueryContext(ctx, q, args...)
+			if err != nil {
+				b.Fatal(err)
+			}
+			for rows.Next() {
+				cols, _ := rows.Columns()
+				vals := make([]any, len(cols))
+				ptrs := make([]any, len(cols))
+				for i := range vals {
+					ptrs[i] = &vals[i]
+				}
+				if err := rows.Scan(ptrs...); err != nil {
+					b.Fatal(err)
+				}
+			}
+			if err := rows.Close(); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	const cols = `t.id, t.name, t.queue, t.priority, t.status, t.attempt, t.retries_left, t.args_submitted, t.kw_submitted,
+		t.args_executed, t.kw_executed, t.result, t.error, t.reason, t.retry_parent, t.retry_child, t.worker, t.tags, t.extra,
+		t.idempotency_key, t.trace, t.created_at, t.queued_at, t.started_at, t.executed_at, t.finished_at, t.updated_at,
+		t.first_seq, t.last_seq`
+	b.Run("tasks-page/api", func(b *testing.B) { timed(b, get("/api/v1/tasks?limit=25")) })
+	b.Run("tasks-page/raw", func(b *testing.B) {
+		timed(b, query(`SELECT `+cols+` FROM tasks t ORDER BY coalesce(t.created_at, '') DESC, t.id DESC LIMIT 26`))
+	})
+	b.Run("tasks-page-error/api", func(b *testing.B) { timed(b, get("/api/v1/tasks?limit=25&status=error")) })
+	b.Run("tasks-page-error/raw", func(b *testing.B) {
+		timed(b, query(`SELECT `+cols+` FROM tasks t WHERE t.status = 'error' ORDER BY coalesce(t.created_at, '') DESC, t.id DESC LIMIT 26`))
+	})
+	b.Run("tasks-page-queue/api", func(b *testing.B) { timed(b, get("/api/v1/tasks?limit=25&queue=reports")) })
+	b.Run("tasks-page-queue/raw", func(b *testing.B) {
+		timed(b, query(`SELECT `+cols+` FROM tasks t WHERE t.queue = 'reports' ORDER BY coalesce(t.created_at, '') DESC, t.id DESC LIMIT 26`))
+	})
+	b.Run("task-page/api", func(b *testing.B) { timed(b, get("/api/v1/tasks/"+taskID+"/timeline")) })
+	b.Run("task-page/raw", func(b *testing.B) {
+		timed(b, query(`SELECT seq, time, trigger, component, attempt, run, event_id, source, data, coalesce(replay, '')
+			FROM facts WHERE task_key = (SELECT key FROM task_keys WHERE id = ?) ORDER BY seq`, taskID))
+	})
+	b.Run("throughput/api", func(b *testing.B) { timed(b, get("/api/v1/throughput?window=1h&step=1m")) })
+}

@@ -1,0 +1,337 @@
+package console_test
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+	"github.com/stretchr/testify/require"
+
+	"github.com/qtasks/qtasks-go/bus/bustest"
+	"github.com/qtasks/qtasks-go/internal/cli/clitest"
+)
+
+// updateShots writes the screenshots into docs/screenshots, for the README.
+var updateShots = flag.Bool("update-screenshots", false, "write the console's screenshots to docs/screenshots")
+
+const waitLimit = 2 * time.Minute
+
+var qtasksd, scaleplugin string
+
+func TestMain(m *testing.M) {
+	flag.Parse()
+	dir, err := os.MkdirTemp("", "console-test-")
+	if err == nil {
+		if qtasksd, err = clitest.Build(dir, "../../cmd/qtasksd"); err == nil {
+			scaleplugin, err = clitest.Build(dir, "../../examples/scaleplugin")
+		}
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	_ = os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// daemon is a qtasksd process with its HTTP and NATS addresses.
+type daemon struct {
+	proc *clitest.Proc
+	http string // http://127.0.0.1:port
+	nats string
+}
+
+var (
+	httpRE = regexp.MustCompile(`"msg":"HTTP listening"[^\n]*"addr":"([0-9.:]+)"`)
+	natsRE = regexp.MustCompile(`nats://127\.0\.0\.1:[0-9]+`)
+)
+
+// startDaemon runs qtasksd with its demo tasks, HTTP on a free port.
+func startDaemon(t *testing.T, dir string, more ...string) daemon {
+	t.Helper()
+	args := append([]string{"run", "--data-dir", filepath.Join(dir, "data"), "--db", filepath.Join(dir, "p.db"),
+		"--port", "0", "--http", "127.0.0.1:0", "--log-level", "info", "--demo"}, more...)
+	p := clitest.Start(t, dir, qtasksd, args...)
+	bustest.WaitFor(t, waitLimit, "qtasksd to be ready", func() bool {
+		require.False(t, p.Exited(), "qtasksd exited: %s", p.Output())
+		return strings.Contains(p.Output(), `"qtasksd ready"`)
+	})
+	m := httpRE.FindStringSubmatch(p.Output())
+	require.NotNil(t, m, "no HTTP address in %s", p.Output())
+	return daemon{proc: p, http: "http://" + m[1], nats: natsRE.FindString(p.Output())}
+}
+
+// startPlugin runs examples/scaleplugin as plugin name, multiplying results
+// by factor, and waits until it is registered.
+func startPlugin(t *testing.T, d daemon, name, factor string) {
+	t.Helper()
+	p := clitest.Start(t, "", scaleplugin, "--nats-url", d.nats, "--name", name, "--factor", factor)
+	bustest.WaitFor(t, waitLimit, "plugin "+name+" to be ready", func() bool {
+		require.False(t, p.Exited(), "plugin exited: %s", p.Output())
+		return strings.Contains(p.Output(), "ready")
+	})
+}
+
+// submit posts a task over HTTP and waits for it to end.
+func submit(t *testing.T, d daemon, name, kw string) map[string]any {
+	t.Helper()
+	return post(t, d, "/tasks/"+name+"?wait=30s", kw)
+}
+
+// post posts body to path and decodes the answer.
+func post(t *testing.T, d daemon, path, body string) map[string]any {
+	t.Helper()
+	resp, err := http.Post(d.http+path, "application/json", strings.NewReader(body))
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	out, err := io.ReadAll(resp.Body)
+	require.NoError(t, err)
+	require.Less(t, resp.StatusCode, 300, string(out))
+	var rec map[string]any
+	require.NoError(t, json.Unmarshal(out, &rec), string(out))
+	return rec
+}
+
+// getJSON reads an API answer.
+func getJSON(t *testing.T, url string, v any) int {
+	t.Helper()
+	resp, err := http.Get(url)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	require.NoError(t, err)
+	require.Equal(t, "application/json", resp.Header.Get("Content-Type"))
+	require.NoError(t, json.Unmarshal(body, v), string(body))
+	return resp.StatusCode
+}
+
+// browser starts headless Chromium, or skips when the machine has none
+// (CI installs it and sets QTASKS_REQUIRE_CHROMIUM=1, which turns the skip
+// into a failure).
+func browser(t *testing.T) context.Context {
+	t.Helper()
+	path := ""
+	for _, p := range []string{"chromium", "chromium-browser", "google-chrome"} {
+		if lp, err := exec.LookPath(p); err == nil {
+			path = lp
+			break
+		}
+	}
+	if path == "" {
+		if os.Getenv("QTASKS_REQUIRE_CHROMIUM") != "" {
+			t.Fatal("QTASKS_REQUIRE_CHROMIUM is set but no chromium is installed")
+		}
+		t.Skip("no chromium on this machine (apt-get install chromium)")
+	}
+	opts := append(chromedp.DefaultExecAllocatorOptions[:],
+		chromedp.ExecPath(path),
+		chromedp.NoSandbox,
+		chromedp.DisableGPU,
+		chromedp.Flag("disable-quic", true),
+		chromedp.Flag("disable-background-networking", true),
+		chromedp.Flag("disable-component-update", true),
+		chromedp.Flag("disable-sync", true),
+		chromedp.UserDataDir(t.TempDir()),
+		chromedp.WindowSize(1366, 900),
+	)
+	actx, cancel := chromedp.NewExecAllocator(context.Background(), opts...)
+	t.Cleanup(cancel)
+	ctx, cancel2 := chromedp.NewContext(actx)
+	t.Cleanup(cancel2)
+	// The first action starts the browser, which lives as long as the
+	// context of that call: no deadline on it, one on what follows.
+	require.NoError(t, chromedp.Do(ctx, chromedp.Navigate("about:blank")))
+	ctx, cancel3 := context.WithTimeout(ctx, 3*time.Minute)
+	t.Cleanup(cancel3)
+	return ctx
+}
+
+// shot saves a screenshot of the page as a test artifact (in
+// $QTASKS_ARTIFACTS when set), and into docs/screenshots with
+// -update-screenshots.
+func shot(t *testing.T, ctx context.Context, name string) {
+	t.Helper()
+	png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
+	require.NoError(t, err)
+	dir := os.Getenv("QTASKS_ARTIFACTS")
+	if dir == "" {
+		dir = t.TempDir()
+	}
+	require.NoError(t, os.MkdirAll(dir, 0o755))
+	require.NoError(t, os.WriteFile(filepath.Join(dir, name+".png"), png, 0o644))
+	if *updateShots {
+		require.NoError(t, os.WriteFile(filepath.Join("..", "..", "docs", "screenshots", name+".png"), png, 0o644))
+	}
+}
+
+// textOf reads the text of the first element matching sel.
+func textOf(t *testing.T, ctx context.Context, sel string) string {
+	t.Helper()
+	s, err := chromedp.Run(ctx, chromedp.Text(chromedp.CSS(sel)))
+	require.NoError(t, err)
+	return s
+}
+
+// The console in a real browser against a real qtasksd with two plugins in
+// processes of their own: the tasks page lists and filters, updates without
+// a reload, the task page shows both plugins' patches as diffs and the
+// blame, the plugins, queues and problems pages show what the log holds.
+func TestConsoleInBrowser(t *testing.T) {
+	t.Parallel()
+	ctx := browser(t)
+	dir := t.TempDir()
+	d := startDaemon(t, dir)
+	startPlugin(t, d, "scale", "10")
+	startPlugin(t, d, "double", "2")
+
+	add := submit(t, d, "add", `{"a":1,"b":2}`)
+	require.Equal(t, "success", add["status"])
+	require.EqualValues(t, 60, add["result"], "(1+2)×10×2")
+	addID := add["id"].(string)
+	failed := submit(t, d, "fail", `{}`)
+	require.Equal(t, "error", failed["status"])
+	for i := range 3 {
+		submit(t, d, "echo", fmt.Sprintf(`{"n":%d}`, i))
+	}
+	// The pages read the projection: wait until it holds the last task.
+	bustest.WaitFor(t, waitLimit, "the projection to catch up", func() bool {
+		var st struct {
+			Projection struct{ Lag uint64 } `json:"projection"`
+			Tasks      map[string]int       `json:"tasks"`
+		}
+		getJSON(t, d.http+"/api/v1/status", &st)
+		return st.Projection.Lag == 0 && st.Tasks["success"]+st.Tasks["error"] == 5
+	})
+
+	// Tasks page: every task, newest first.
+	require.NoError(t, chromedp.Do(ctx,
+		chromedp.Navigate(d.http+"/"),
+		chromedp.WaitVisible(chromedp.CSS(`#tasks tr[data-id="`+addID+`"]`)),
+	))
+	rows, err := chromedp.Run(ctx, chromedp.Evaluate[int](`document.querySelectorAll("#tasks tbody tr").length`))
+	require.NoError(t, err)
+	require.Equal(t, 5, rows)
+	require.Contains(t, textOf(t, ctx, `#lag`), "up to date")
+	shot(t, ctx, "tasks")
+
+	// Live: a task submitted now appears without a reload.
+	live := submit(t, d, "echo", `{"n":99}`)
+	require.NoError(t, chromedp.Do(ctx, chromedp.WaitVisible(chromedp.CSS(`#tasks tr[data-id="`+live["id"].(string)+`"]`))))
+
+	// Filter by status: only the failed task.
+	require.NoError(t, chromedp.Do(ctx,
+		chromedp.SetValue(chromedp.CSS(`#f-status`), "error"),
+		chromedp.Click(chromedp.CSS(`#f-apply`)),
+		chromedp.WaitVisible(chromedp.CSS(`#tasks tr[data-id="`+failed["id"].(string)+`"]`)),
+	))
+	rows, err = chromedp.Run(ctx, chromedp.Evaluate[int](`document.querySelectorAll("#tasks tbody tr").length`))
+	require.NoError(t, err)
+	require.Equal(t, 1, rows)
+
+	// The task page: both plugins' calls, each with its patch as a diff.
+	require.NoError(t, chromedp.Do(ctx,
+		chromedp.Click(chromedp.CSS(`#tasks tr[data-id="`+failed["id"].(string)+`"]`)),
+		chromedp.WaitVisible(chromedp.CSS(`#task-status`)),
+	))
+	require.Contains(t, textOf(t, ctx, `#task-status`), "error")
+	require.NoError(t, chromedp.Do(ctx,
+		chromedp.Navigate(d.http+"/#/task/"+addID),
+		chromedp.WaitVisible(chromedp.CSS(`.call[data-plugin="double"] .diff`)),
+	))
+	scale := textOf(t, ctx, `.call[data-plugin="scale"]`)
+	require.Contains(t, scale, "applied")
+	require.Contains(t, scale, "/result: 3 → 30")
+	double := textOf(t, ctx, `.call[data-plugin="double"]`)
+	require.Contains(t, double, "/result: 30 → 60")
+	require.Contains(t, textOf(t, ctx, `#blame`), "double")
+	require.Contains(t, textOf(t, ctx, `#task-result`), "60")
+	shot(t, ctx, "task")
+
+	// Plugins: both registered, with their calls.
+	require.NoError(t, chromedp.Do(ctx,
+		chromedp.Navigate(d.http+"/#/plugins"),
+		chromedp.WaitVisible(chromedp.CSS(`#plugins tr[data-plugin="double"]`)),
+	))
+	require.Contains(t, textOf(t, ctx, `#plugins tr[data-plugin="scale"]`), "task_executor_run_task")
+	shot(t, ctx, "plugins")
+
+	// Retry the failed task from its page: attempt 2 is queued (and fails
+	// again, as the demo task does), the action is in its timeline.
+	failedID := failed["id"].(string)
+	require.NoError(t, chromedp.Do(ctx,
+		chromedp.Navigate(d.http+"/#/task/"+failedID),
+		chromedp.WaitVisible(chromedp.CSS(`#retry`)),
+		chromedp.SetValue(chromedp.CSS(`#action-reason`), "try once more"),
+		chromedp.Click(chromedp.CSS(`#retry`)),
+		chromedp.WaitVisible(chromedp.CSS(`#timeline li.operator[data-action="retry"]`)),
+	))
+	require.Contains(t, textOf(t, ctx, `#timeline li.operator[data-action="retry"]`), "try once more")
+	bustest.WaitFor(t, waitLimit, "attempt 2 to end", func() bool {
+		var td struct {
+			Task struct {
+				Attempt int
+				Status  string
+			}
+		}
+		getJSON(t, d.http+"/api/v1/tasks/"+failedID, &td)
+		return td.Task.Attempt == 2 && td.Task.Status == "error"
+	})
+
+	// Cancel a running task from its page: its status changes without a
+	// reload.
+	sleeping := post(t, d, "/tasks/sleep", `{"ms":600000}`)
+	sleepID := sleeping["id"].(string)
+	require.NoError(t, chromedp.Do(ctx,
+		chromedp.Navigate(d.http+"/#/task/"+sleepID),
+		chromedp.WaitVisible(chromedp.CSS(`#task-status .s-process`)),
+		chromedp.SetValue(chromedp.CSS(`#action-reason`), "runaway"),
+		chromedp.Click(chromedp.CSS(`#cancel`)),
+		chromedp.WaitVisible(chromedp.CSS(`#task-status .s-cancel`)),
+		chromedp.WaitVisible(chromedp.CSS(`#timeline li.operator[data-action="cancel"]`)),
+	))
+	shot(t, ctx, "task-cancelled")
+
+	// Pause the queue: a submission waits; resume: it runs.
+	require.NoError(t, chromedp.Do(ctx,
+		chromedp.Navigate(d.http+"/#/queues"),
+		chromedp.Click(chromedp.CSS(`#queues tr[data-queue="default"] button[data-action="pause"]`)),
+		chromedp.WaitVisible(chromedp.CSS(`#queues tr[data-queue="default"] .q-paused`)),
+	))
+	waiting := post(t, d, "/tasks/echo", `{"n":7}`)
+	waitingID := waiting["id"].(string)
+	shot(t, ctx, "queues")
+	var td struct{ Task struct{ Status string } }
+	bustest.WaitFor(t, waitLimit, "the projection to see the waiting task", func() bool {
+		return getJSON(t, d.http+"/api/v1/tasks/"+waitingID, &td) == http.StatusOK
+	})
+	require.Equal(t, "new", td.Task.Status, "a paused queue's task waits")
+	require.NoError(t, chromedp.Do(ctx,
+		chromedp.Click(chromedp.CSS(`#queues tr[data-queue="default"] button[data-action="resume"]`)),
+		chromedp.WaitVisible(chromedp.CSS(`#queues tr[data-queue="default"] .q-running`)),
+	))
+	bustest.WaitFor(t, waitLimit, "the waiting task to run after the resume", func() bool {
+		getJSON(t, d.http+"/api/v1/tasks/"+waitingID, &td)
+		return td.Task.Status == "success"
+	})
+
+	// Dark mode renders too.
+	require.NoError(t, chromedp.Do(ctx,
+		chromedp.Navigate(d.http+"/#/task/"+addID),
+		chromedp.WaitVisible(chromedp.CSS(`.call[data-plugin="double"] .diff`)),
+		chromedp.Click(chromedp.CSS(`#theme`)),
+		chromedp.WaitVisible(chromedp.CSS(`html[data-theme="dark"]`)),
+	))
+	shot(t, ctx, "task-dark")
+}
