@@ -33,9 +33,9 @@ var migrations = []migration{
 // tasks page by queue (newest first, keyset paging as by status or name),
 // and the throughput chart by finish time. Without them both scan every
 // task, which at a million tasks is a second per page load. A task's
-// created_at is never NULL from now on ('' when a record has none), so that
+// created_at is never NULL from now on (the empty string when a record has none), so that
 // the pages can order by (created_at, id) as the indexes do: ordering by
-// coalesce(created_at, '') sorted every task on each page load (9 s p50 at
+// coalesce(created_at, "") sorted every task on each page load (9 s p50 at
 // a million tasks, BenchmarkConsole).
 //
 // It also adds operator actions (cancel, retry, pause, resume): who did
