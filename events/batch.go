@@ -82,6 +82,14 @@ func AppendBatch(dst []byte, evs []Event) ([]byte, error) {
 				return dst[:start], fmt.Errorf("%w: header %q has no attribute name", ErrInvalidEvent, k)
 			}
 			v := h[k][0]
+			if strings.HasPrefix(k, HeaderPrefix) {
+				// Binary mode percent-encodes attribute values (Encode);
+				// in structured mode they are JSON strings as they are.
+				var err error
+				if v, err = DecodeHeaderValue(v); err != nil {
+					return dst[:start], fmt.Errorf("%w: attribute %s: %w", ErrInvalidEvent, name, err)
+				}
+			}
 			if !utf8.ValidString(v) {
 				// A JSON string is text: the value could not come back byte
 				// for byte. Such an event travels alone, in binary mode.
@@ -198,7 +206,11 @@ func DecodeBatch(data []byte) ([]Event, error) {
 				if !ok {
 					return bad("%s is not a string (attributes are strings, as in binary mode)", name)
 				}
-				h[headerName(name)] = []string{v}
+				if hn := headerName(name); strings.HasPrefix(hn, HeaderPrefix) {
+					h[hn] = []string{EncodeHeaderValue(v)} // Decode takes binary mode's form
+				} else {
+					h[hn] = []string{v}
+				}
 			}
 		}
 		if hasData && hasBase64 {
