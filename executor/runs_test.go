@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/stretchr/testify/require"
 
 	"github.com/qtasks/qtasks-go/bus"
@@ -107,4 +108,32 @@ func TestRunDeliveredAgainWhileRunning(t *testing.T) {
 		seen[s.Event.ID] = true
 	}
 	require.Len(t, finalModels(t, b, task.ID, 1), 1)
+}
+
+// On a cluster a direct get of the task bucket is answered by any replica,
+// which may lag its leader: intake read a task just created as "not found",
+// or an attempt another run had finished as still open ("attempt decided by
+// another run", "task not found" with no fault injected). The reads that
+// decide go to the leader; a run of a task with an idempotency key makes no
+// direct get at all.
+func TestDecidingReadsAskTheLeader(t *testing.T) {
+	t.Parallel()
+	b := bustest.Open(t, nil)
+	w := addWorker(t, b)
+	var direct, leader atomic.Int32
+	kvStream := "KV_" + bus.BucketTasks
+	sub1, err := b.Conn().Subscribe("$JS.API.DIRECT.GET."+kvStream+".>", func(*nats.Msg) { direct.Add(1) })
+	require.NoError(t, err)
+	defer sub1.Unsubscribe()
+	sub2, err := b.Conn().Subscribe("$JS.API.STREAM.MSG.GET."+kvStream, func(*nats.Msg) { leader.Add(1) })
+	require.NoError(t, err)
+	defer sub2.Unsubscribe()
+	require.NoError(t, b.Conn().Flush())
+
+	task := submit(t, w, "add", addArgs{A: 1, B: 2}, &executor.SubmitOptions{IdempotencyKey: "leader-reads"})
+	require.Equal(t, events.StatusSuccess, waitTask(t, w, task.ID).Status)
+	waitQueueEmpty(t, b)
+	require.NoError(t, b.Conn().Flush())
+	require.Zero(t, direct.Load(), "direct gets of the task bucket")
+	require.Positive(t, leader.Load(), "reads from the leader")
 }

@@ -557,7 +557,7 @@ func (w *worker) storeFinal(ctx context.Context, final events.Task, rev uint64) 
 	b := w.a.b
 	for {
 		if rev == 0 {
-			rec, err := b.GetTask(ctx, final.ID)
+			rec, err := b.GetTaskLatest(ctx, final.ID)
 			if err != nil {
 				return err
 			}
