@@ -95,6 +95,7 @@ func (a *App) Start(ctx context.Context) error {
 	w.runCtx, w.cancelRun = context.WithCancelCause(context.Background())
 	go w.fetch()
 	go w.holdAlive()
+	go w.janitor()
 	for range a.cfg.Concurrency {
 		w.wg.Add(1)
 		go w.loop()
