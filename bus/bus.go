@@ -51,6 +51,10 @@ const (
 	DefaultDuplicateWindow = 2 * time.Minute
 	// DefaultMaxPending bounds unacknowledged async publishes.
 	DefaultMaxPending = 4096
+	// DefaultPublishTimeout bounds the wait for an async publish's ack
+	// (Config.PublishTimeout). A leader election takes a few seconds; an
+	// ack later than this is taken for lost.
+	DefaultPublishTimeout = 15 * time.Second
 	// DefaultMaxPluginTimeout is Config.MaxPluginTimeout's default: the
 	// longest a plugin may make a firing wait for one answer.
 	DefaultMaxPluginTimeout = 5 * time.Minute
@@ -160,6 +164,12 @@ type Config struct {
 	// MaxPending bounds unacknowledged async publishes. Defaults to
 	// DefaultMaxPending.
 	MaxPending int
+	// PublishTimeout bounds the wait for the ack of an async publish (a
+	// fact): an ack lost with a dying stream leader fails the publish
+	// with jetstream.ErrAsyncPublishTimeout after it, instead of leaving
+	// its waiter (a worker's run) waiting for ever. Defaults to
+	// DefaultPublishTimeout.
+	PublishTimeout time.Duration
 	// Logger receives the bus's logs. Defaults to a discarding logger.
 	Logger *slog.Logger
 }
@@ -185,6 +195,9 @@ func (c *Config) withDefaults() {
 	}
 	if c.MaxPluginTimeout == 0 {
 		c.MaxPluginTimeout = DefaultMaxPluginTimeout
+	}
+	if c.PublishTimeout <= 0 {
+		c.PublishTimeout = DefaultPublishTimeout
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
@@ -214,6 +227,7 @@ type Bus struct {
 	rgs   *registrar // nil unless this bus answers registrations
 	adv   *nats.Subscription
 	local sync.Map // plugin name → LocalHandler
+	conn  connStats
 
 	forgeries atomic.Uint64 // see Forgeries
 
@@ -246,6 +260,7 @@ func Open(ctx context.Context, cfg Config) (*Bus, error) {
 			b.log.Warn("nats async error", "subject", subj, "err", err)
 		}),
 	}
+	opts = append(opts, b.connOptions()...)
 	// Not nats.InProcessServer, though the server may be in this process:
 	// through memory a round trip is 10-15% faster, but net.Pipe hands
 	// every write over synchronously, and asynchronous publishing (every
@@ -291,7 +306,8 @@ func Open(ctx context.Context, cfg Config) (*Bus, error) {
 		return nil, fmt.Errorf("connecting to %s: %w", url, err)
 	}
 	b.nc = nc
-	b.js, err = jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(cfg.MaxPending))
+	b.js, err = jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(cfg.MaxPending),
+		jetstream.WithPublishAsyncTimeout(cfg.PublishTimeout))
 	if err != nil {
 		b.Close()
 		return nil, fmt.Errorf("opening jetstream: %w", err)

@@ -57,6 +57,12 @@ type Config struct {
 	// log) end the attempt at once. Defaults to DefaultMaxDeliveries; it
 	// must be at least 2, so that a worker crash is still recovered.
 	MaxDeliveries int
+	// OrphanAge is how old a task record still new, with no task message
+	// for it, must be before the worker's janitor ends it (status error,
+	// reason OrphanReason): a submission that did not finish can leave
+	// one, which no worker would ever run. Defaults to DefaultOrphanAge;
+	// negative runs no janitor. At least 2s.
+	OrphanAge time.Duration
 	// NodeID names this process in facts and task records. Defaults to
 	// hostname-pid-random.
 	NodeID string
@@ -88,6 +94,9 @@ func (c *Config) withDefaults(b *bus.Bus) error {
 	}
 	if c.MaxDeliveries == 0 {
 		c.MaxDeliveries = DefaultMaxDeliveries
+	}
+	if c.OrphanAge == 0 {
+		c.OrphanAge = DefaultOrphanAge
 	}
 	if c.NodeID == "" {
 		host, _ := os.Hostname()
@@ -121,6 +130,9 @@ func (c *Config) withDefaults(b *bus.Bus) error {
 	}
 	if c.MaxDeliveries < 2 {
 		errs = append(errs, fmt.Errorf("max deliveries %d: must be at least 2, or a crashed worker's task is never run again", c.MaxDeliveries))
+	}
+	if c.OrphanAge >= 0 && c.OrphanAge < 2*time.Second {
+		errs = append(errs, fmt.Errorf("orphan age %v: must be at least 2s (or negative: no janitor)", c.OrphanAge))
 	}
 	if c.GracePeriod < 0 {
 		// A negative grace would cancel in-flight tasks at once on Stop,

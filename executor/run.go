@@ -493,12 +493,15 @@ func (rs *runState) setProcess(ctx context.Context, model events.Task) error {
 		if !errors.Is(err, bus.ErrConflict) {
 			return err
 		}
-		rec, err := b.GetTask(ctx, model.ID)
+		rec, err := b.GetTaskLatest(ctx, model.ID)
 		if err != nil {
 			return err
 		}
 		if rec.Task.Attempt != model.Attempt || events.FinalStatus(rec.Task.Status) {
 			return fmt.Errorf("task %s attempt %d was decided by another run", model.ID, model.Attempt)
+		}
+		if rec.Task.Run != model.Run {
+			return fmt.Errorf("task %s attempt %d run %d: %w (run %d)", model.ID, model.Attempt, model.Run, errSuperseded, rec.Task.Run)
 		}
 		rs.rev = rec.Revision
 	}
@@ -588,6 +591,12 @@ func (rs *runState) finish(ctx context.Context, final events.Task, taskErr error
 	}
 	if err := rs.w.finishDecided(ctx, final, rs.rev); err != nil {
 		return err
+	}
+	if decided {
+		// Counted by the process whose final fact was stored first, once
+		// the record says final: a run that completes another's decision
+		// (a redelivery after a crash) does not count it again.
+		a.countFinished(&final)
 	}
 	if rs.def != nil {
 		_, _ = f.fire(ctx, events.WorkerExecuteAfter, modelPayload{final})

@@ -82,6 +82,9 @@ func (m *Main) submit(ctx context.Context, args []string) error {
 		return err
 	}
 	t, err := app.Submit(ctx, name, kwv, opts)
+	if errors.Is(err, executor.ErrOutcomeUnknown) {
+		return &exitError{Code: exitUnknown, Err: err}
+	}
 	if err != nil {
 		return err
 	}
@@ -132,6 +135,10 @@ func (m *Main) status(ctx context.Context, args []string) error {
 	}
 	defer b.Close()
 	rec, err := b.GetTask(ctx, id)
+	if errors.Is(err, bus.ErrTaskNotFound) {
+		// A replica may lag: only the leader's "not found" is believed.
+		rec, err = b.GetTaskLatest(ctx, id)
+	}
 	if errors.Is(err, bus.ErrTaskNotFound) {
 		return &exitError{Code: exitNotFound, Err: err}
 	}

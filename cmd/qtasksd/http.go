@@ -70,7 +70,7 @@ func newHTTPServer(h http.Handler, c httpConfig) *http.Server {
 
 // newHTTPHandler serves:
 //
-//	GET  /healthz             200 when connected to NATS (no authentication)
+//	GET  /healthz             200 when NATS and JetStream take writes (health; no authentication)
 //	GET  /tasks/{id}          a task's record (role read)
 //	POST /tasks/{name}        submit; body is the kw object; ?wait=10s waits (role submit)
 //	GET  /metrics             Prometheus metrics (role operate)
@@ -100,15 +100,9 @@ func newHTTPHandler(app *executor.App, metrics http.Handler, c httpConfig) http.
 			operate.ServeHTTP(w, r)
 		}))
 	}
-	// /healthz says only whether qtasksd reaches NATS: open, so that a
-	// load balancer's or orchestrator's probe needs no credentials.
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
-		if !app.Bus().Conn().IsConnected() {
-			http.Error(w, "not connected to NATS", http.StatusServiceUnavailable)
-			return
-		}
-		_, _ = io.WriteString(w, "ok\n")
-	})
+	// /healthz says only whether qtasksd can write to JetStream: open, so
+	// that a load balancer's or orchestrator's probe needs no credentials.
+	mux.Handle("GET /healthz", &health{b: app.Bus()})
 	mux.Handle("GET /tasks/{id}", auth.require(roleRead, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		t, err := app.Get(r.Context(), r.PathValue("id"))
 		if errors.Is(err, bus.ErrTaskNotFound) {
@@ -116,7 +110,7 @@ func newHTTPHandler(app *executor.App, metrics http.Handler, c httpConfig) http.
 			return
 		}
 		if err != nil {
-			http.Error(w, err.Error(), http.StatusBadGateway)
+			http.Error(w, err.Error(), http.StatusServiceUnavailable)
 			return
 		}
 		writeJSON(w, http.StatusOK, t)
@@ -184,9 +178,10 @@ func newHTTPHandler(app *executor.App, metrics http.Handler, c httpConfig) http.
 		opts := &executor.SubmitOptions{IdempotencyKey: key, TraceParent: tp}
 		t, err := app.Submit(r.Context(), name, kw, opts)
 		if err != nil {
-			http.Error(w, err.Error(), http.StatusBadRequest)
+			submitError(w, t, err)
 			return
 		}
+		w.Header().Set("Idempotency-Key", t.IdempotencyKey)
 		if wait > 0 {
 			ctx, cancel := contextWithTimeout(r, wait)
 			defer cancel()

@@ -42,7 +42,8 @@ const (
 	exitNotFound = 3 // the task does not exist
 	exitTask     = 4 // the task ended in error or cancel
 	exitTimeout  = 5 // waiting timed out
-	// exitRefused (6, operate.go): the task's state does not allow the action
+	exitUnknown  = 6 // the submission's outcome is unknown: retry with the idempotency key it printed
+	// exitRefused (7, operate.go): the task's state does not allow the action
 )
 
 type (

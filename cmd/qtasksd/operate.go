@@ -14,7 +14,7 @@ import (
 
 // exitRefused: the task is not in a state that allows the action (cancel
 // of a finished task, retry of one that did not fail).
-const exitRefused = 6
+const exitRefused = 7
 
 // defaultBy names the operator of a CLI action: the OS user at the host.
 func defaultBy() string {

@@ -311,6 +311,7 @@ func (m *Main) run(ctx context.Context, args []string) error {
 	}
 
 	reg.MustRegister(newLogCollector(b, proj), b.Registry().Metrics())
+	registerConnMetrics(reg, b)
 
 	var srv *http.Server
 	if ln != nil {
