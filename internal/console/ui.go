@@ -12,8 +12,8 @@ import (
 //go:embed static
 var static embed.FS
 
-// ui serves the page at / and its assets; any other path that is not an
-// asset gets the page too, so that a reload of a deep link works.
+// ui serves the page at / and its assets; any other path is a 404 (the
+// page routes with the URL's fragment, #/task/ID, so a deep link is /).
 func ui() http.Handler {
 	sub, err := fs.Sub(static, "static")
 	if err != nil {
@@ -26,15 +26,14 @@ func ui() http.Handler {
 			http.Error(w, "the console's pages are read with GET", http.StatusMethodNotAllowed)
 			return
 		}
+		switch r.URL.Path {
+		case "/", "/app.js", "/style.css", "/favicon.svg":
+		default:
+			http.NotFound(w, r)
+			return
+		}
 		w.Header().Set("X-Content-Type-Options", "nosniff")
 		w.Header().Set("Content-Security-Policy", "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; frame-ancestors 'none'")
-		switch r.URL.Path {
-		case "/app.js", "/style.css", "/favicon.svg":
-			files.ServeHTTP(w, r)
-		default:
-			r2 := r.Clone(r.Context())
-			r2.URL.Path = "/"
-			files.ServeHTTP(w, r2)
-		}
+		files.ServeHTTP(w, r)
 	})
 }

@@ -26,14 +26,7 @@ func TestNodePlugin(t *testing.T) {
 	t.Parallel()
 	dir, err := filepath.Abs("../../examples/node-plugin")
 	require.NoError(t, err)
-	node, err := exec.LookPath("node")
-	_, modErr := os.Stat(filepath.Join(dir, "node_modules", "nats"))
-	if err != nil || modErr != nil {
-		if os.Getenv("QTASKS_REQUIRE_NODE") != "" {
-			t.Fatalf("node (%v) or examples/node-plugin/node_modules (%v) missing; run npm ci there", err, modErr)
-		}
-		t.Skip("node or examples/node-plugin/node_modules missing; run: (cd examples/node-plugin && npm ci)")
-	}
+	node := nodeOrSkip(t, dir)
 
 	b := bustest.Open(t, nil)
 	daemon := startProc(t, "qtasksd", "--demo", "--nats-url", b.ClientURL(), "--http", "", "--log-level", "warn")
@@ -78,13 +71,7 @@ func TestNodeHeaderValues(t *testing.T) {
 	t.Parallel()
 	dir, err := filepath.Abs("../../examples/node-plugin")
 	require.NoError(t, err)
-	node, err := exec.LookPath("node")
-	if err != nil {
-		if os.Getenv("QTASKS_REQUIRE_NODE") != "" {
-			t.Fatal("node missing")
-		}
-		t.Skip("node missing")
-	}
+	node := nodeOrSkip(t, dir)
 	values := []string{"", "plain", "Euro € 😀", "100%", "100% sure", "%41", "%e2%82%ac", `"quoted \" value"`,
 		`"a"b"`, "a\tb\r\nc\x00\x7f", "50%off \"deal\"", "%C0%A0", "%FF", "!#$&'()*+,-./:;<=>?@[\\]^_`{|}~"}
 	in, err := json.Marshal(values)
@@ -114,4 +101,20 @@ console.log(JSON.stringify(out));`
 		require.NotNil(t, got[i].Dec, "decoding %q: JS refuses it, Go reads %q", v, want)
 		require.Equal(t, want, *got[i].Dec, "decoding %q", v)
 	}
+}
+
+// nodeOrSkip returns node's path, or skips the test when node or the
+// example plugin's modules (plugin.js requires "nats") are missing; with
+// QTASKS_REQUIRE_NODE set (CI) it fails instead.
+func nodeOrSkip(t *testing.T, dir string) string {
+	t.Helper()
+	node, err := exec.LookPath("node")
+	_, modErr := os.Stat(filepath.Join(dir, "node_modules", "nats"))
+	if err != nil || modErr != nil {
+		if os.Getenv("QTASKS_REQUIRE_NODE") != "" {
+			t.Fatalf("node (%v) or examples/node-plugin/node_modules (%v) missing; run npm ci there", err, modErr)
+		}
+		t.Skip("node or examples/node-plugin/node_modules missing; run: (cd examples/node-plugin && npm ci)")
+	}
+	return node
 }
