@@ -24,7 +24,7 @@ func statusOf(t *testing.T, dir, url, id string) events.Task {
 
 // An operator in another process cancels a task running in the daemon's
 // worker: it ends in cancel with the operator's reason; a second cancel,
-// and a retry of a task that did not fail, are refused (exit 6).
+// and a retry of a task that did not fail, are refused (exit 7).
 func TestCancelRunningFromAnotherProcess(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
