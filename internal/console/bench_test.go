@@ -223,15 +223,15 @@ func BenchmarkConsole(b *testing.B) {
 		t.first_seq, t.last_seq`
 	b.Run("tasks-page/api", func(b *testing.B) { timed(b, get("/api/v1/tasks?limit=25")) })
 	b.Run("tasks-page/raw", func(b *testing.B) {
-		timed(b, query(`SELECT `+cols+` FROM tasks t ORDER BY coalesce(t.created_at, '') DESC, t.id DESC LIMIT 26`))
+		timed(b, query(`SELECT `+cols+` FROM tasks t ORDER BY t.created_at DESC, t.id DESC LIMIT 26`))
 	})
 	b.Run("tasks-page-error/api", func(b *testing.B) { timed(b, get("/api/v1/tasks?limit=25&status=error")) })
 	b.Run("tasks-page-error/raw", func(b *testing.B) {
-		timed(b, query(`SELECT `+cols+` FROM tasks t WHERE t.status = 'error' ORDER BY coalesce(t.created_at, '') DESC, t.id DESC LIMIT 26`))
+		timed(b, query(`SELECT `+cols+` FROM tasks t WHERE t.status = 'error' ORDER BY t.created_at DESC, t.id DESC LIMIT 26`))
 	})
 	b.Run("tasks-page-queue/api", func(b *testing.B) { timed(b, get("/api/v1/tasks?limit=25&queue=reports")) })
 	b.Run("tasks-page-queue/raw", func(b *testing.B) {
-		timed(b, query(`SELECT `+cols+` FROM tasks t WHERE t.queue = 'reports' ORDER BY coalesce(t.created_at, '') DESC, t.id DESC LIMIT 26`))
+		timed(b, query(`SELECT `+cols+` FROM tasks t WHERE t.queue = 'reports' ORDER BY t.created_at DESC, t.id DESC LIMIT 26`))
 	})
 	b.Run("task-page/api", func(b *testing.B) { timed(b, get("/api/v1/tasks/"+taskID+"/timeline")) })
 	b.Run("task-page/raw", func(b *testing.B) {
