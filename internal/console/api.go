@@ -60,6 +60,38 @@ type server struct {
 	mu       sync.Mutex
 	counts   map[string]int
 	countsAt time.Time
+	last     uint64 // the log's last sequence, read at lastAt
+	lastAt   time.Time
+}
+
+// logLastTTL is how long the log's last sequence is reused: reading it is
+// a JetStream request, which cost the tasks page four times its query
+// (BenchmarkConsole), and a lag a fraction of a second old says as much.
+const logLastTTL = 500 * time.Millisecond
+
+// logLast returns the log's last sequence, at most logLastTTL old; 0 when
+// the log cannot be read.
+func (s *server) logLast(ctx context.Context) uint64 {
+	if s.cfg.Bus == nil {
+		return 0
+	}
+	s.mu.Lock()
+	if !s.lastAt.IsZero() && time.Since(s.lastAt) < logLastTTL {
+		last := s.last
+		s.mu.Unlock()
+		return last
+	}
+	s.mu.Unlock()
+	ictx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	info, err := s.cfg.Bus.EventStream().Info(ictx)
+	if err != nil {
+		return 0
+	}
+	s.mu.Lock()
+	s.last, s.lastAt = info.State.LastSeq, time.Now()
+	s.mu.Unlock()
+	return info.State.LastSeq
 }
 
 // New returns the console's handler: the API under /api/v1/ and the UI
@@ -107,13 +139,7 @@ func (s *server) projection(ctx context.Context) Projection {
 	if s.cfg.Applied != nil {
 		p.Applied = s.cfg.Applied()
 	}
-	if s.cfg.Bus != nil {
-		ictx, cancel := context.WithTimeout(ctx, 2*time.Second)
-		defer cancel()
-		if info, err := s.cfg.Bus.EventStream().Info(ictx); err == nil {
-			p.LogLast = info.State.LastSeq
-		}
-	}
+	p.LogLast = s.logLast(ctx)
 	if p.LogLast > p.Applied {
 		p.Lag = p.LogLast - p.Applied
 	}
