@@ -41,6 +41,30 @@ type firing struct {
 	// plus a random token where a repeat must not be taken for a duplicate
 	// (a resubmission after a refused submission, a restarted node).
 	idBase string
+	// hold names a trigger whose fact is kept (held) instead of published,
+	// until release: storage_add's, at submission, which records the task
+	// as new and so must not reach the log before the task is queued.
+	hold     string
+	held     *events.Fact
+	heldN    int
+	heldTrig string
+}
+
+// release publishes the held fact, if any. failure, when not nil, says
+// why the task was not stored or queued: the fact records it as failed,
+// and the projection then records no task (PROTOCOL §7.3).
+func (f *firing) release(failure error) {
+	fact := f.held
+	if fact == nil {
+		return
+	}
+	f.held = nil
+	if failure != nil && fact.Failed == "" {
+		fact.Failed = "not queued: " + failure.Error()
+	}
+	if err := f.publishFact(f.heldTrig, f.heldN, fact); err != nil {
+		f.acks.Fail(err)
+	}
 }
 
 func (a *App) newFiring(t *events.Task, run int) *firing {
@@ -128,6 +152,15 @@ func (f *firing) fire(ctx context.Context, trigger string, payload any) (json.Ra
 // fact is too large for the log (events.ErrTooLarge): a failure no retry
 // can mend. Other failures are the acks' to report.
 func (f *firing) record(trigger string, n int, fact *events.Fact) error {
+	if trigger == f.hold {
+		f.held, f.heldN, f.heldTrig = fact, n, trigger
+		return nil
+	}
+	return f.publishFact(trigger, n, fact)
+}
+
+// publishFact publishes the fact of a firing (see record).
+func (f *firing) publishFact(trigger string, n int, fact *events.Fact) error {
 	data, err := fact.AppendJSON(nil)
 	if err != nil {
 		f.acks.Fail(fmt.Errorf("encoding fact %s: %w", trigger, err))

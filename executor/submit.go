@@ -169,8 +169,14 @@ func (a *App) Submit(ctx context.Context, name string, input any, opts *SubmitOp
 	// same idempotency key after a refused one must reach the plugins again,
 	// not be dropped as a duplicate.
 	f.idBase = t.ID + "~" + uuid.NewString()[:8]
+	// storage_add's fact records the task as new: it is held until the
+	// task is queued, and written as failed if it is not, so that a task
+	// that was never queued is never shown as one waiting (a projection's
+	// task new for ever).
+	f.hold = events.StorageAdd
 	fail := func(err error) (events.Task, error) {
 		// The facts so far are recorded; the submission is not accepted.
+		f.release(err)
 		_ = f.acks.Wait(context.WithoutCancel(ctx))
 		return events.Task{}, fmt.Errorf("submitting %s: %w", name, err)
 	}
@@ -235,6 +241,7 @@ func (a *App) Submit(ctx context.Context, name string, input any, opts *SubmitOp
 	}
 	if !created {
 		// Lost a race on the same idempotency key: the first one stands.
+		f.release(errors.New("another submission with the same idempotency key was first"))
 		_ = f.acks.Wait(context.WithoutCancel(ctx))
 		return a.resubmitted(ctx, rec)
 	}
@@ -244,6 +251,7 @@ func (a *App) Submit(ctx context.Context, name string, input any, opts *SubmitOp
 			// while waiting for it): the task may run. The record stays, so
 			// that a retry with the key finds it and queues it again, which
 			// JetStream drops if it is a duplicate.
+			f.release(nil)
 			_ = f.acks.Wait(context.WithoutCancel(ctx))
 			return t, &OutcomeUnknownError{TaskID: t.ID, IdempotencyKey: t.IdempotencyKey, Err: fmt.Errorf("submitting %s: %w", name, err)}
 		}
@@ -257,6 +265,7 @@ func (a *App) Submit(ctx context.Context, name string, input any, opts *SubmitOp
 	// The task is queued: from here on nothing may turn the answer into an
 	// error, which would tell the caller that it was not. A failure of
 	// the after-queue triggers is in their facts and the log.
+	f.release(nil)
 	if _, err := f.fire(ctx, events.BrokerAddAfter, modelPayload{t}); err != nil {
 		a.log.Warn("task queued; a plugin failed after it", "task_id", t.ID, "trigger", events.BrokerAddAfter, "err", err)
 	} else if _, err := f.fire(ctx, events.QTasksAddTaskAfterBroker, afterBrokerPayload{

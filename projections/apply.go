@@ -860,6 +860,12 @@ func taskEffect(trigger string, ev *events.Event, f *events.Fact) (effect, rejec
 	}
 	switch trigger {
 	case events.StorageAdd:
+		if f.Failed != "" {
+			// The submission failed at or after this step: the task was
+			// not stored or not queued, and is no task of the projection
+			// (a retry with its idempotency key records it again).
+			return effect{}, ""
+		}
 		return model(effNew, func() (events.Task, error) {
 			var p struct {
 				Model events.Task `json:"task_status"`
