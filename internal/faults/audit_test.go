@@ -222,6 +222,7 @@ func audit(t *testing.T, b *bus.Bus, subs []*submission, db string) report {
 	if db != "" {
 		checkProjection(t, b, db)
 	}
+	logErrors(t, subs)
 	t.Logf("audit: %d submissions acknowledged, %d got an error in the end (%d said unknown outcome), %d events, %d attempts with a final fact, %d resumptions",
 		r.Acked, r.Errored, r.Unknown, r.Events, r.Finals, len(r.Resumptions))
 	return r
@@ -336,4 +337,38 @@ func checkProjection(t *testing.T, b *bus.Bus, path string) {
 		}
 		t.Errorf("%d tasks stay new in the projection (submitted, never queued), e.g. %s", len(page.Tasks), strings.Join(ex, ", "))
 	}
+}
+
+// logErrors logs the distinct errors clients got (digits masked, so that
+// ids and times do not make every message distinct), most frequent first.
+func logErrors(t *testing.T, subs []*submission) {
+	t.Helper()
+	count := map[string]int{}
+	for _, s := range subs {
+		for _, e := range s.Errs {
+			count[maskDigits(e)]++
+		}
+	}
+	msgs := keys(boolSet(count))
+	slices.SortFunc(msgs, func(a, b string) int { return count[b] - count[a] })
+	for _, m := range msgs[:min(len(msgs), 8)] {
+		t.Logf("  error seen %d times: %.300s", count[m], m)
+	}
+}
+
+func boolSet(m map[string]int) map[string]bool {
+	out := map[string]bool{}
+	for k := range m {
+		out[k] = true
+	}
+	return out
+}
+
+func maskDigits(s string) string {
+	return strings.Map(func(r rune) rune {
+		if r >= '0' && r <= '9' {
+			return '#'
+		}
+		return r
+	}, s)
 }
