@@ -49,6 +49,10 @@ const (
 	DefaultDuplicateWindow = 2 * time.Minute
 	// DefaultMaxPending bounds unacknowledged async publishes.
 	DefaultMaxPending = 4096
+	// DefaultPublishTimeout bounds the wait for an async publish's ack
+	// (Config.PublishTimeout). A leader election takes a few seconds; an
+	// ack later than this is taken for lost.
+	DefaultPublishTimeout = 15 * time.Second
 )
 
 // RecordMode chooses which trigger facts are written.
@@ -120,6 +124,12 @@ type Config struct {
 	// MaxPending bounds unacknowledged async publishes. Defaults to
 	// DefaultMaxPending.
 	MaxPending int
+	// PublishTimeout bounds the wait for the ack of an async publish (a
+	// fact): an ack lost with a dying stream leader fails the publish
+	// with jetstream.ErrAsyncPublishTimeout after it, instead of leaving
+	// its waiter (a worker's run) waiting for ever. Defaults to
+	// DefaultPublishTimeout.
+	PublishTimeout time.Duration
 	// Logger receives the bus's logs. Defaults to a discarding logger.
 	Logger *slog.Logger
 }
@@ -142,6 +152,9 @@ func (c *Config) withDefaults() {
 	}
 	if c.MaxPending == 0 {
 		c.MaxPending = DefaultMaxPending
+	}
+	if c.PublishTimeout <= 0 {
+		c.PublishTimeout = DefaultPublishTimeout
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
@@ -231,7 +244,8 @@ func Open(ctx context.Context, cfg Config) (*Bus, error) {
 		return nil, fmt.Errorf("connecting to %s: %w", url, err)
 	}
 	b.nc = nc
-	b.js, err = jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(cfg.MaxPending))
+	b.js, err = jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(cfg.MaxPending),
+		jetstream.WithPublishAsyncTimeout(cfg.PublishTimeout))
 	if err != nil {
 		b.Close()
 		return nil, fmt.Errorf("opening jetstream: %w", err)

@@ -57,6 +57,10 @@ func (b *Bus) PublishAsync(subject, msgID string, ev *events.Event) (jetstream.P
 	return f, nil
 }
 
+// PublishTimeout is Config.PublishTimeout: how long an async publish waits
+// for its ack.
+func (b *Bus) PublishTimeout() time.Duration { return b.cfg.PublishTimeout }
+
 // ShouldRecord reports whether a firing of trigger is written to the log
 // under the configured RecordMode.
 func (b *Bus) ShouldRecord(trigger string) bool {
@@ -73,15 +77,24 @@ func (b *Bus) ShouldRecord(trigger string) bool {
 // are stored: a worker acks a task only once every fact of its run is in the
 // log. It is safe for concurrent use.
 type Acks struct {
-	mu   sync.Mutex
-	futs []jetstream.PubAckFuture
-	err  error
+	mu    sync.Mutex
+	futs  []jetstream.PubAckFuture
+	err   error
+	bound time.Duration // the publish timeout of the futures' bus
 }
 
 // Add tracks f.
 func (a *Acks) Add(f jetstream.PubAckFuture) {
 	a.mu.Lock()
 	a.futs = append(a.futs, f)
+	a.mu.Unlock()
+}
+
+// Bound sets the publish timeout Wait counts on (Bus.PublishTimeout);
+// DefaultPublishTimeout when never set.
+func (a *Acks) Bound(d time.Duration) {
+	a.mu.Lock()
+	a.bound = d
 	a.mu.Unlock()
 }
 
@@ -94,19 +107,43 @@ func (a *Acks) Fail(err error) {
 	a.mu.Unlock()
 }
 
+// ErrAcksLost is returned by Acks.Wait when a publish was neither acked
+// nor failed within the bound of its wait: it may or may not be stored.
+var ErrAcksLost = errors.New("publish acknowledgement lost")
+
+// acksWaitSlack is how much longer than the publish timeout Acks.Wait
+// waits before giving up on a future: each future fails on its own after
+// Config.PublishTimeout, so this bound is only reached if one never does.
+const acksWaitSlack = 5 * time.Second
+
 // Wait blocks until every tracked publish is acked, and returns the first
-// error. Tracked futures are forgotten.
+// error. Tracked futures are forgotten. It never waits for ever, whatever
+// ctx: every async publish times out after Config.PublishTimeout
+// (jetstream.ErrAsyncPublishTimeout), and Wait itself gives up
+// (ErrAcksLost) a little later should a future never resolve. Then a
+// publish may or may not be stored: a run that gets this error is not
+// over, and its task message must be redelivered.
 func (a *Acks) Wait(ctx context.Context) error {
 	a.mu.Lock()
-	futs, err := a.futs, a.err
+	futs, err, bound := a.futs, a.err, a.bound
 	a.futs, a.err = nil, nil
 	a.mu.Unlock()
 	errs := []error{err}
+	if len(futs) == 0 {
+		return errors.Join(errs...)
+	}
+	if bound <= 0 {
+		bound = DefaultPublishTimeout
+	}
+	guard := time.NewTimer(bound + acksWaitSlack)
+	defer guard.Stop()
 	for _, f := range futs {
 		select {
 		case <-f.Ok():
 		case e := <-f.Err():
 			errs = append(errs, fmt.Errorf("publishing %s: %w", f.Msg().Subject, e))
+		case <-guard.C:
+			return fmt.Errorf("waiting for publish acks: %w", ErrAcksLost)
 		case <-ctx.Done():
 			return fmt.Errorf("waiting for publish acks: %w", context.Cause(ctx))
 		}

@@ -44,7 +44,12 @@ type firing struct {
 }
 
 func (a *App) newFiring(t *events.Task, run int) *firing {
-	return &firing{a: a, task: t, run: run, counts: make(map[string]int, 32), lastApplied: make(map[string]bool)}
+	f := &firing{a: a, task: t, run: run, counts: make(map[string]int, 32), lastApplied: make(map[string]bool)}
+	// Every wait for the facts' acks is bounded, even where the caller
+	// waits with context.WithoutCancel: a lost ack fails the run (its task
+	// message is redelivered) instead of holding it and its slot for ever.
+	f.acks.Bound(a.b.PublishTimeout())
+	return f
 }
 
 func (f *firing) base() string {

@@ -1,0 +1,61 @@
+package bus_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/stretchr/testify/require"
+
+	"github.com/qtasks/qtasks-go/bus"
+	"github.com/qtasks/qtasks-go/bus/bustest"
+	"github.com/qtasks/qtasks-go/events"
+)
+
+// openVia opens a bus through a proxy to the embedded server of a first
+// bus, so that the test can lose the server's replies on cue.
+// srv is the first bus, whose connection the proxy does not touch.
+func openVia(t *testing.T, cfg *bus.Config) (b, srv *bus.Bus, p *bustest.Proxy) {
+	t.Helper()
+	srv = bustest.Open(t, nil)
+	p = bustest.NewProxy(t, srv.ClientURL())
+	var c bus.Config
+	if cfg != nil {
+		c = *cfg
+	}
+	c.URL = p.URL()
+	return bustest.Open(t, &c), srv, p
+}
+
+// A fact's publish acknowledgement lost while the connection stays up (the
+// stream leader died after storing it, and the client is connected to
+// another node of the cluster) left Acks.Wait waiting for ever: async
+// publishes had no timeout, and the executor waits without a deadline.
+// Here the publish goes to a subject no stream stores, with a silent
+// subscriber, so that nobody answers it (and the server does not say "no
+// responders").
+func TestAcksWaitEndsWhenAnAckIsLost(t *testing.T) {
+	t.Parallel()
+	b := bustest.Open(t, &bus.Config{PublishTimeout: time.Second})
+	sub, err := b.Conn().SubscribeSync("lost.ack")
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = sub.Unsubscribe() })
+	require.NoError(t, b.Conn().Flush())
+	ev := events.Event{ID: "lost-ack", Source: "test", Type: events.TypeTriggerPrefix + events.WorkerAdd,
+		Time: time.Now(), DataContentType: events.ContentTypeJSON, Data: []byte(`{}`), Trigger: events.WorkerAdd}
+	var acks bus.Acks
+	acks.Bound(b.PublishTimeout())
+	f, err := b.PublishAsync("lost.ack", "", &ev)
+	require.NoError(t, err)
+	acks.Add(f)
+
+	done := make(chan error, 1)
+	go func() { done <- acks.Wait(context.Background()) }()
+	select {
+	case err := <-done:
+		require.ErrorIs(t, err, jetstream.ErrAsyncPublishTimeout)
+	case <-time.After(wait):
+		t.Fatal("Acks.Wait still waiting for an ack that was lost")
+	}
+}
