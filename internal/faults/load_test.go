@@ -43,9 +43,11 @@ type load struct {
 	next       *atomic.Int64
 	keyed      bool
 	sleepEvery int // every sleepEvery-th task sleeps 1 s (0: none)
+	limit      int // the last n to submit (0: no limit)
 	interval   time.Duration
 	stop       chan struct{}
 	wg         sync.WaitGroup
+	active     atomic.Int32
 
 	mu    sync.Mutex
 	subs  []*submission
@@ -58,10 +60,16 @@ type load struct {
 // submission with it until it is acknowledged; an unkeyed one does not
 // retry.
 func startLoad(app *executor.App, next *atomic.Int64, submitters int, rate float64, keyed bool, sleepEvery int) *load {
-	l := &load{app: app, next: next, keyed: keyed, sleepEvery: sleepEvery,
+	return startLoadUpTo(app, next, submitters, rate, keyed, sleepEvery, 0)
+}
+
+// startLoadUpTo is startLoad stopping once next passes limit.
+func startLoadUpTo(app *executor.App, next *atomic.Int64, submitters int, rate float64, keyed bool, sleepEvery, limit int) *load {
+	l := &load{app: app, next: next, keyed: keyed, sleepEvery: sleepEvery, limit: limit,
 		interval: time.Duration(float64(submitters) / rate * float64(time.Second)), stop: make(chan struct{})}
 	for range submitters {
 		l.wg.Add(1)
+		l.active.Add(1)
 		go l.run()
 	}
 	return l
@@ -69,6 +77,7 @@ func startLoad(app *executor.App, next *atomic.Int64, submitters int, rate float
 
 func (l *load) run() {
 	defer l.wg.Done()
+	defer l.active.Add(-1)
 	tick := time.NewTicker(l.interval)
 	defer tick.Stop()
 	for {
@@ -78,6 +87,9 @@ func (l *load) run() {
 		case <-tick.C:
 		}
 		s := l.submit()
+		if s == nil {
+			return // the run's tasks are all submitted
+		}
 		l.mu.Lock()
 		l.subs = append(l.subs, s)
 		l.mu.Unlock()
@@ -92,6 +104,9 @@ func (l *load) run() {
 
 func (l *load) submit() *submission {
 	n := int(l.next.Add(1))
+	if l.limit > 0 && n > l.limit {
+		return nil
+	}
 	s := &submission{N: n, Task: "add", Start: time.Now()}
 	kw := map[string]any{"n": n, "a": n, "b": 0}
 	if l.sleepEvery > 0 && n%l.sleepEvery == 0 {
@@ -152,6 +167,9 @@ func (l *load) halt() {
 	close(l.stop)
 	l.wg.Wait()
 }
+
+// done reports whether every submitter has stopped (limit reached).
+func (l *load) done() bool { return l.active.Load() == 0 }
 
 func (l *load) results() []*submission {
 	l.mu.Lock()
