@@ -196,6 +196,20 @@ func audit(t *testing.T, b *bus.Bus, subs []*submission, db string) report {
 		t.Errorf("%d acknowledged tasks, which cannot fail, ended otherwise, e.g. %s", len(failed), strings.Join(failed[:min(len(failed), 5)], "; "))
 	}
 
+	// HTTP: a 400 says the request was bad; these requests are good, so a
+	// 400 is an infrastructure failure passed off as the client's fault.
+	var bad []string
+	for _, s := range subs {
+		for _, e := range s.Errs {
+			if strings.HasPrefix(e, "HTTP 400") {
+				bad = append(bad, fmt.Sprintf("n %d: %.200s", s.N, e))
+			}
+		}
+	}
+	if len(bad) > 0 {
+		t.Errorf("%d good HTTP submissions were answered 400 (a 400 must mean the request was bad), e.g. %s", len(bad), strings.Join(bad[:min(len(bad), 3)], "; "))
+	}
+
 	// Answers: an error means not queued, unless it said unknown; a keyed
 	// retry makes no duplicate; an acknowledged submission, one task.
 	var lies, dupTasks []string

@@ -65,6 +65,7 @@ func TestClusterFaults(t *testing.T) {
 	var next atomic.Int64
 	plain := startLoad(app, &next, ciSubmitters, ciRate, false, ciSleepEvery)
 	keyed := startLoad(app, &next, ciSubmitters, ciRate, true, ciSleepEvery)
+	web := startHTTPLoad(wa.http, &next, ciRate/4, ciSleepEvery)
 	faults := []fault{{What: "none (baseline)", At: time.Now()}}
 	keyed.waitAcked(t, 2*ciAfterFault, 2*time.Minute, "baseline")
 
@@ -93,7 +94,8 @@ func TestClusterFaults(t *testing.T) {
 
 	plain.halt()
 	keyed.halt()
-	subs := append(plain.results(), keyed.results()...)
+	web.halt()
+	subs := slices.Concat(plain.results(), keyed.results(), web.results())
 	rep := audit(t, b, subs, wa.db)
 	logSeen(t, observe(faults, subs, health.samples()))
 	logRedelivery(t, f.At, rep.Resumptions)
@@ -137,6 +139,15 @@ func TestServerRestart(t *testing.T) {
 	subs := append(plain.results(), keyed.results()...)
 	audit(t, b, subs, wa.db)
 	logSeen(t, observe(faults, subs, health.samples()))
+}
+
+// startHTTPLoad submits through a qtasksd's HTTP API, one client, with an
+// Idempotency-Key it retries with.
+func startHTTPLoad(addr string, next *atomic.Int64, rate float64, sleepEvery int) *load {
+	l := newLoad(nil, next, 1, rate, true, sleepEvery, 0)
+	l.http = addr
+	l.start(1)
+	return l
 }
 
 // logRedelivery logs how long after a worker was killed its tasks were

@@ -1,15 +1,23 @@
 package faults_test
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
+	"net/http"
+	"os"
 	"slices"
 	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/qtasks/qtasks-go/events"
 	"github.com/qtasks/qtasks-go/executor"
 )
 
@@ -42,8 +50,9 @@ type load struct {
 	app        *executor.App
 	next       *atomic.Int64
 	keyed      bool
-	sleepEvery int // every sleepEvery-th task sleeps 1 s (0: none)
-	limit      int // the last n to submit (0: no limit)
+	sleepEvery int    // every sleepEvery-th task sleeps 1 s (0: none)
+	limit      int    // the last n to submit (0: no limit)
+	http       string // submit through this qtasksd's POST /tasks/{name} instead of app
 	interval   time.Duration
 	stop       chan struct{}
 	wg         sync.WaitGroup
@@ -65,14 +74,22 @@ func startLoad(app *executor.App, next *atomic.Int64, submitters int, rate float
 
 // startLoadUpTo is startLoad stopping once next passes limit.
 func startLoadUpTo(app *executor.App, next *atomic.Int64, submitters int, rate float64, keyed bool, sleepEvery, limit int) *load {
-	l := &load{app: app, next: next, keyed: keyed, sleepEvery: sleepEvery, limit: limit,
+	l := newLoad(app, next, submitters, rate, keyed, sleepEvery, limit)
+	l.start(submitters)
+	return l
+}
+
+func newLoad(app *executor.App, next *atomic.Int64, submitters int, rate float64, keyed bool, sleepEvery, limit int) *load {
+	return &load{app: app, next: next, keyed: keyed, sleepEvery: sleepEvery, limit: limit,
 		interval: time.Duration(float64(submitters) / rate * float64(time.Second)), stop: make(chan struct{})}
+}
+
+func (l *load) start(submitters int) {
 	for range submitters {
 		l.wg.Add(1)
 		l.active.Add(1)
 		go l.run()
 	}
-	return l
 }
 
 func (l *load) run() {
@@ -141,6 +158,9 @@ func (l *load) submit() *submission {
 // submitOnce calls Submit with its own context; hung reports a call that
 // did not return within hangLimit (it is left running).
 func (l *load) submitOnce(task string, kw map[string]any, key string) (id string, err error, hung bool) {
+	if l.http != "" {
+		return l.post(task, kw, key)
+	}
 	type result struct {
 		id  string
 		err error
@@ -161,6 +181,49 @@ func (l *load) submitOnce(task string, kw map[string]any, key string) (id string
 		return "", nil, true
 	}
 }
+
+// post submits through qtasksd's HTTP API, with the key as
+// Idempotency-Key. An answer other than 202 is an error "HTTP <code>: body".
+func (l *load) post(task string, kw map[string]any, key string) (id string, err error, hung bool) {
+	body, err := json.Marshal(kw)
+	if err != nil {
+		return "", err, false
+	}
+	req, err := http.NewRequest(http.MethodPost, "http://"+l.http+"/tasks/"+task, bytes.NewReader(body))
+	if err != nil {
+		return "", err, false
+	}
+	if key != "" {
+		req.Header.Set("Idempotency-Key", key)
+	}
+	cl := http.Client{Timeout: hangLimit}
+	resp, err := cl.Do(req)
+	if err != nil {
+		if errors.Is(err, context.DeadlineExceeded) || os.IsTimeout(err) {
+			return "", nil, true
+		}
+		return "", err, false // qtasksd itself unreachable: nothing was sent
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusAccepted {
+		return "", &httpError{resp.StatusCode, strings.TrimSpace(string(b)), resp.Header}, false
+	}
+	var t events.Task
+	if err := json.Unmarshal(b, &t); err != nil {
+		return "", fmt.Errorf("HTTP 202 with a body that is not a task: %w", err), false
+	}
+	return t.ID, nil, false
+}
+
+// httpError is an answer of qtasksd's HTTP API other than 202.
+type httpError struct {
+	Code   int
+	Body   string
+	Header http.Header
+}
+
+func (e *httpError) Error() string { return fmt.Sprintf("HTTP %d: %s", e.Code, e.Body) }
 
 // halt stops the submitters and waits for those whose Submit returns.
 func (l *load) halt() {
