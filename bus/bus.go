@@ -182,6 +182,7 @@ type Bus struct {
 	reg   *Registry
 	adv   *nats.Subscription
 	local sync.Map // plugin name → LocalHandler
+	conn  connStats
 
 	closeOnce sync.Once
 }
@@ -212,6 +213,7 @@ func Open(ctx context.Context, cfg Config) (*Bus, error) {
 			b.log.Warn("nats async error", "subject", subj, "err", err)
 		}),
 	}
+	opts = append(opts, b.connOptions()...)
 	// Not nats.InProcessServer, though the server may be in this process:
 	// through memory a round trip is 10-15% faster, but net.Pipe hands
 	// every write over synchronously, and asynchronous publishing (every

@@ -1,6 +1,7 @@
 package bus
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -36,7 +37,7 @@ func (b *Bus) CreateTask(ctx context.Context, t events.Task) (rec TaskRecord, cr
 	}
 	rev, err := b.taskKV.Create(ctx, t.ID, data)
 	if errors.Is(err, jetstream.ErrKeyExists) {
-		rec, err = b.GetTask(ctx, t.ID)
+		rec, err = b.GetTaskLatest(ctx, t.ID)
 		return rec, false, err
 	}
 	if err != nil {
@@ -45,7 +46,13 @@ func (b *Bus) CreateTask(ctx context.Context, t events.Task) (rec TaskRecord, cr
 	return TaskRecord{Task: t, Revision: rev}, true, nil
 }
 
-// GetTask returns a task's current record.
+// GetTask returns a task's current record, as any replica of the task
+// bucket has it. On a cluster the bucket allows direct gets, which any
+// replica answers, and a replica may lag its leader by a few writes: a
+// record just created can be "not found", one just updated can show its
+// previous revision. That is fine for showing a task (qtasksd get, HTTP,
+// Wait). What decides something (intake, compare-and-set retries,
+// idempotent resubmission) reads with GetTaskLatest.
 func (b *Bus) GetTask(ctx context.Context, id string) (TaskRecord, error) {
 	if !events.ValidToken(id) {
 		return TaskRecord{}, fmt.Errorf("%w: invalid id %q", ErrTaskNotFound, id)
@@ -65,6 +72,88 @@ func (b *Bus) GetTask(ctx context.Context, id string) (TaskRecord, error) {
 		return TaskRecord{}, fmt.Errorf("decoding task %s: %w", id, err)
 	}
 	return TaskRecord{Task: t, Revision: e.Revision()}, nil
+}
+
+// GetTaskLatest returns a task's current record as the task bucket's
+// stream leader has it: every write acknowledged before the call is seen.
+// It asks the leader with the stream's message-get API instead of a direct
+// get (nats.go's KeyValue.Get takes a direct get whenever the bucket allows
+// them, and cannot be told otherwise). On a single server both read the
+// same store.
+func (b *Bus) GetTaskLatest(ctx context.Context, id string) (TaskRecord, error) {
+	if !events.ValidToken(id) {
+		return TaskRecord{}, fmt.Errorf("%w: invalid id %q", ErrTaskNotFound, id)
+	}
+	if b.taskKV == nil {
+		return TaskRecord{}, fmt.Errorf("%w: %s (this connection cannot read task records)", ErrTaskNotFound, id)
+	}
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, leaderReadTimeout)
+		defer cancel()
+	}
+	req, _ := json.Marshal(struct {
+		LastBySubject string `json:"last_by_subj"`
+	}{taskSubject(id)})
+	m, err := b.nc.RequestWithContext(ctx, "$JS.API.STREAM.MSG.GET.KV_"+BucketTasks, req)
+	if err != nil {
+		return TaskRecord{}, fmt.Errorf("reading task %s: %w", id, err)
+	}
+	var resp struct {
+		Message *struct {
+			Seq     uint64 `json:"seq"`
+			Headers []byte `json:"hdrs"`
+			Data    []byte `json:"data"`
+		} `json:"message"`
+		Error *jetstream.APIError `json:"error"`
+	}
+	if err := json.Unmarshal(m.Data, &resp); err != nil {
+		return TaskRecord{}, fmt.Errorf("reading task %s: decoding the reply: %w", id, err)
+	}
+	if resp.Error != nil {
+		if resp.Error.ErrorCode == jetstream.JSErrCodeMessageNotFound {
+			return TaskRecord{}, fmt.Errorf("%w: %s", ErrTaskNotFound, id)
+		}
+		return TaskRecord{}, fmt.Errorf("reading task %s: %w", id, resp.Error)
+	}
+	if resp.Message == nil {
+		return TaskRecord{}, fmt.Errorf("reading task %s: empty reply", id)
+	}
+	if len(resp.Message.Headers) > 0 && bytes.Contains(resp.Message.Headers, []byte("KV-Operation:")) {
+		// A delete or purge marker: the record was taken back.
+		return TaskRecord{}, fmt.Errorf("%w: %s", ErrTaskNotFound, id)
+	}
+	var t events.Task
+	if err := json.Unmarshal(resp.Message.Data, &t); err != nil {
+		return TaskRecord{}, fmt.Errorf("decoding task %s: %w", id, err)
+	}
+	return TaskRecord{Task: t, Revision: resp.Message.Seq}, nil
+}
+
+// leaderReadTimeout bounds GetTaskLatest when its context has no deadline,
+// as nats.go bounds its own API requests.
+const leaderReadTimeout = 5 * time.Second
+
+func taskSubject(id string) string { return "$KV." + BucketTasks + "." + id }
+
+// SurelyNotStored reports whether err, the error of a publish (Publish,
+// Enqueue), means the message was not stored: the server refused it, or it
+// never left this process. Any other error (a timeout, a context ended while
+// waiting for the ack, a connection lost after sending) leaves the outcome
+// unknown.
+func SurelyNotStored(err error) bool {
+	var apiErr *jetstream.APIError
+	switch {
+	case err == nil:
+		return false
+	case errors.As(err, &apiErr),
+		errors.Is(err, nats.ErrNoResponders), errors.Is(err, jetstream.ErrNoStreamResponse),
+		errors.Is(err, nats.ErrConnectionClosed), errors.Is(err, nats.ErrConnectionDraining),
+		errors.Is(err, nats.ErrReconnectBufExceeded), errors.Is(err, nats.ErrInvalidConnection),
+		errors.Is(err, nats.ErrMaxPayload), errors.Is(err, nats.ErrBadSubject):
+		return true
+	}
+	return false
 }
 
 // DeleteTask removes a task's record if it is still at revision rev; a
@@ -125,7 +214,7 @@ func (b *Bus) updateWithTTL(ctx context.Context, id string, data []byte, rev uin
 	if b.cfg.FinishedTaskTTL <= 0 {
 		return b.taskKV.Update(ctx, id, data, rev)
 	}
-	m := nats.NewMsg("$KV." + BucketTasks + "." + id)
+	m := nats.NewMsg(taskSubject(id))
 	m.Data = data
 	ack, err := b.js.PublishMsg(ctx, m, jetstream.WithExpectLastSequencePerSubject(rev), jetstream.WithMsgTTL(b.cfg.FinishedTaskTTL))
 	if err != nil {

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"strings"
 
 	"github.com/google/uuid"
 
@@ -25,7 +26,9 @@ type SubmitOptions struct {
 	// Priority overrides the task's registered priority.
 	Priority *int
 	// IdempotencyKey makes a resubmission with the same key return the
-	// first task instead of creating another.
+	// first task instead of creating another. When empty, Submit makes one
+	// (GeneratedKeyPrefix and the task id) and returns it in the task's
+	// IdempotencyKey, for a retry after an OutcomeUnknownError.
 	IdempotencyKey string
 	// Queue overrides the task's queue.
 	Queue string
@@ -43,22 +46,28 @@ type SubmitOptions struct {
 // task's kw (nil for none); opts may be nil. Submit returns once JetStream
 // has acknowledged the task: from then on it reaches a final status even if
 // workers crash.
+//
+// An error means the task was not queued, except an *OutcomeUnknownError
+// (errors.Is ErrOutcomeUnknown): the task may be queued, and the task
+// returned with it carries its id and idempotency key. Submit again with
+// that key to settle it: it returns the task, queued, and never a second
+// one.
 func (a *App) Submit(ctx context.Context, name string, input any, opts *SubmitOptions) (events.Task, error) {
 	var o SubmitOptions
 	if opts != nil {
 		o = *opts
 	}
 	if !events.ValidToken(name) {
-		return events.Task{}, fmt.Errorf("submitting %q: the task name must be a valid NATS subject token", name)
+		return events.Task{}, fmt.Errorf("submitting %q: the task name must be a valid NATS subject token: %w", name, ErrInvalidInput)
 	}
 	kw, err := encodeKw(input)
 	if err != nil {
-		return events.Task{}, fmt.Errorf("submitting %s: %w", name, err)
+		return events.Task{}, fmt.Errorf("submitting %s: %w: %w", name, ErrInvalidInput, err)
 	}
 	args := json.RawMessage("[]")
 	if o.Args != nil {
 		if args, err = json.Marshal(o.Args); err != nil {
-			return events.Task{}, fmt.Errorf("submitting %s: encoding args: %w", name, err)
+			return events.Task{}, fmt.Errorf("submitting %s: encoding args: %w: %w", name, ErrInvalidInput, err)
 		}
 	}
 	var extra map[string]json.RawMessage
@@ -67,7 +76,7 @@ func (a *App) Submit(ctx context.Context, name string, input any, opts *SubmitOp
 		for k, v := range o.Extra {
 			b, err := json.Marshal(v)
 			if err != nil {
-				return events.Task{}, fmt.Errorf("submitting %s: encoding extra %q: %w", name, k, err)
+				return events.Task{}, fmt.Errorf("submitting %s: encoding extra %q: %w: %w", name, k, ErrInvalidInput, err)
 			}
 			extra[k] = b
 		}
@@ -108,10 +117,21 @@ func (a *App) Submit(ctx context.Context, name string, input any, opts *SubmitOp
 	}
 	t.Tags = append(t.Tags, o.Tags...)
 	if !events.ValidToken(t.Queue) {
-		return events.Task{}, fmt.Errorf("submitting %s: queue %q must be a valid NATS subject token", name, t.Queue)
+		return events.Task{}, fmt.Errorf("submitting %s: queue %q must be a valid NATS subject token: %w", name, t.Queue, ErrInvalidInput)
 	}
-	if o.IdempotencyKey != "" {
-		t.ID = uuid.NewSHA1(idempotencyNamespace, []byte(o.IdempotencyKey)).String()
+	if o.IdempotencyKey == "" {
+		// Time-ordered (UUIDv7): the id tells when the task was made, so a
+		// lookup in the log can start there when the record has expired,
+		// and ids go into indexes in order. The key generated with it names
+		// it, so that a caller told the outcome is unknown can retry safely.
+		id, err := uuid.NewV7()
+		if err != nil {
+			return events.Task{}, fmt.Errorf("submitting %s: %w", name, err)
+		}
+		t.ID = id.String()
+		t.IdempotencyKey = GeneratedKeyPrefix + t.ID
+	} else {
+		t.ID = KeyTaskID(o.IdempotencyKey)
 		// Submissions of one key take turns: they carry the same task id,
 		// hence the same fact and invocation ids, and two in flight at once
 		// would wait on the same patch (one of them in vain).
@@ -120,20 +140,11 @@ func (a *App) Submit(ctx context.Context, name string, input any, opts *SubmitOp
 			return events.Task{}, fmt.Errorf("submitting %s: %w", name, err)
 		}
 		defer unlock()
-		if rec, err := a.b.GetTask(ctx, t.ID); err == nil {
-			return rec.Task, nil
+		if rec, err := a.b.GetTaskLatest(ctx, t.ID); err == nil {
+			return a.resubmitted(ctx, rec)
 		} else if !errors.Is(err, bus.ErrTaskNotFound) {
 			return events.Task{}, fmt.Errorf("submitting %s: %w", name, err)
 		}
-	} else {
-		// Time-ordered (UUIDv7): the id tells when the task was made, so a
-		// lookup in the log can start there when the record has expired,
-		// and ids go into indexes in order.
-		id, err := uuid.NewV7()
-		if err != nil {
-			return events.Task{}, fmt.Errorf("submitting %s: %w", name, err)
-		}
-		t.ID = id.String()
 	}
 	now := a.cfg.Now().UTC()
 	t.CreatedAt, t.UpdatedAt = now, now
@@ -200,33 +211,115 @@ func (a *App) Submit(ctx context.Context, name string, input any, opts *SubmitOp
 	}
 	rec, created, err := a.b.CreateTask(ctx, t)
 	if err != nil {
+		// Not queued. Should the record have been stored all the same (its
+		// ack lost), a retry with the key queues it (resubmitted), and
+		// otherwise the janitor ends it (janitor.go).
 		return fail(err)
 	}
 	if !created {
 		// Lost a race on the same idempotency key: the first one stands.
 		_ = f.acks.Wait(context.WithoutCancel(ctx))
-		return rec.Task, nil
+		return a.resubmitted(ctx, rec)
 	}
 	if err := a.b.Enqueue(ctx, t, a.source); err != nil {
+		if !bus.SurelyNotStored(err) {
+			// The task message may be stored (its ack lost, or ctx ended
+			// while waiting for it): the task may run. The record stays, so
+			// that a retry with the key finds it and queues it again, which
+			// JetStream drops if it is a duplicate.
+			_ = f.acks.Wait(context.WithoutCancel(ctx))
+			return t, &OutcomeUnknownError{TaskID: t.ID, IdempotencyKey: t.IdempotencyKey, Err: fmt.Errorf("submitting %s: %w", name, err)}
+		}
 		// A record with no task message would never run, and a resubmission
 		// of its idempotency key would return it as accepted: take it back.
 		if derr := a.b.DeleteTask(context.WithoutCancel(ctx), t.ID, rec.Revision); derr != nil {
-			err = errors.Join(err, fmt.Errorf("taking back the record of the unqueued task %s: %w", t.ID, derr))
+			err = errors.Join(err, fmt.Errorf("taking back the record of the unqueued task %s (the janitor will end it): %w", t.ID, derr))
 		}
 		return fail(err)
 	}
+	// The task is queued: from here on nothing may turn the answer into an
+	// error, which would tell the caller that it was not. A failure of
+	// the after-queue triggers is in their facts and the log.
 	if _, err := f.fire(ctx, events.BrokerAddAfter, modelPayload{t}); err != nil {
-		return fail(err)
-	}
-	if _, err := f.fire(ctx, events.QTasksAddTaskAfterBroker, afterBrokerPayload{
+		a.log.Warn("task queued; a plugin failed after it", "task_id", t.ID, "trigger", events.BrokerAddAfter, "err", err)
+	} else if _, err := f.fire(ctx, events.QTasksAddTaskAfterBroker, afterBrokerPayload{
 		TaskID: t.ID, TaskName: t.Name, Priority: t.Priority, Args: t.Args, Kw: t.Kw,
 	}); err != nil {
-		return fail(err)
+		a.log.Warn("task queued; a plugin failed after it", "task_id", t.ID, "trigger", events.QTasksAddTaskAfterBroker, "err", err)
 	}
 	if err := f.acks.Wait(ctx); err != nil {
-		return events.Task{}, fmt.Errorf("submitting %s: %w", name, err)
+		// Some of the submission's facts may be missing from the log; the
+		// task is queued all the same, and runs.
+		a.log.Warn("task queued; some of its submission facts are not confirmed stored", "task_id", t.ID, "err", err)
 	}
 	a.countSubmitted(&t)
+	return t, nil
+}
+
+// GeneratedKeyPrefix starts the idempotency key Submit makes for a
+// submission that brings none: the prefix, then the task id. A key of that
+// form names its task id as it is (KeyTaskID), so a retry with it finds the
+// same task.
+const GeneratedKeyPrefix = "id:"
+
+// KeyTaskID is the task id of a submission with idempotency key key: the
+// id in a generated key (GeneratedKeyPrefix and a UUID), else a UUIDv5 of
+// the key.
+func KeyTaskID(key string) string {
+	if rest, ok := strings.CutPrefix(key, GeneratedKeyPrefix); ok {
+		if id, err := uuid.Parse(rest); err == nil && id.String() == rest {
+			return rest
+		}
+	}
+	return uuid.NewSHA1(idempotencyNamespace, []byte(key)).String()
+}
+
+// ErrInvalidInput is wrapped by Submit's errors that blame the request (a
+// bad task name or queue, arguments that do not encode); events.ErrTooLarge
+// by those of arguments too large. Other errors are the bus's or a
+// plugin's.
+var ErrInvalidInput = errors.New("invalid input")
+
+// ErrOutcomeUnknown is what an OutcomeUnknownError matches with errors.Is.
+var ErrOutcomeUnknown = errors.New("outcome unknown: the task may or may not be queued")
+
+// OutcomeUnknownError is Submit's error when the task may have been queued
+// (JetStream stored the task message and its ack was lost, or the context
+// ended while waiting for it). Submit's every other error means the task was
+// not queued. A retry of Submit with IdempotencyKey settles it without a
+// duplicate: it returns the task, queued.
+type OutcomeUnknownError struct {
+	TaskID         string
+	IdempotencyKey string
+	Err            error // the cause
+}
+
+func (e *OutcomeUnknownError) Error() string {
+	return fmt.Sprintf("%v: %v (task %s; retry with idempotency key %q)", ErrOutcomeUnknown, e.Err, e.TaskID, e.IdempotencyKey)
+}
+
+// Unwrap gives ErrOutcomeUnknown and the cause.
+func (e *OutcomeUnknownError) Unwrap() []error { return []error{ErrOutcomeUnknown, e.Err} }
+
+// resubmitted answers a submission whose idempotency key already has a
+// record. A record still new may be one whose submission did not end well
+// (its enqueue's outcome unknown, or the caller gone after creating it): it
+// is queued again, which JetStream drops as a duplicate if the task message
+// is stored already. Past the duplicate window that could queue a second
+// copy of a task waiting in a long queue, so an older record is left to
+// the janitor, which ends it if it has no task message.
+func (a *App) resubmitted(ctx context.Context, rec bus.TaskRecord) (events.Task, error) {
+	t := rec.Task
+	if t.Status != events.StatusNew || t.Attempt != 1 ||
+		a.cfg.Now().Sub(t.UpdatedAt) > bus.DefaultDuplicateWindow-bus.TaskClockSkew {
+		return t, nil
+	}
+	if err := a.b.Enqueue(ctx, t, a.source); err != nil {
+		if bus.SurelyNotStored(err) {
+			return events.Task{}, fmt.Errorf("submitting %s: queueing task %s again: %w", t.Name, t.ID, err)
+		}
+		return t, &OutcomeUnknownError{TaskID: t.ID, IdempotencyKey: t.IdempotencyKey, Err: fmt.Errorf("submitting %s: %w", t.Name, err)}
+	}
 	return t, nil
 }
 

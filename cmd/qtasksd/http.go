@@ -16,20 +16,14 @@ import (
 
 // newHTTPHandler serves:
 //
-//	GET  /healthz             200 when connected to NATS
+//	GET  /healthz             200 when NATS and JetStream take writes (health)
 //	GET  /tasks/{id}          a task's record
 //	POST /tasks/{name}        submit; body is the kw object; ?wait=10s waits
 //	GET  /metrics             Prometheus metrics
 func newHTTPHandler(app *executor.App, metrics http.Handler) http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", metrics)
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
-		if !app.Bus().Conn().IsConnected() {
-			http.Error(w, "not connected to NATS", http.StatusServiceUnavailable)
-			return
-		}
-		_, _ = io.WriteString(w, "ok\n")
-	})
+	mux.Handle("GET /healthz", &health{b: app.Bus()})
 	mux.HandleFunc("GET /tasks/{id}", func(w http.ResponseWriter, r *http.Request) {
 		t, err := app.Get(r.Context(), r.PathValue("id"))
 		if errors.Is(err, bus.ErrTaskNotFound) {
@@ -67,9 +61,10 @@ func newHTTPHandler(app *executor.App, metrics http.Handler) http.Handler {
 		opts := &executor.SubmitOptions{IdempotencyKey: r.Header.Get("Idempotency-Key"), TraceParent: r.Header.Get("traceparent")}
 		t, err := app.Submit(r.Context(), r.PathValue("name"), kw, opts)
 		if err != nil {
-			http.Error(w, err.Error(), http.StatusBadRequest)
+			submitError(w, t, err)
 			return
 		}
+		w.Header().Set("Idempotency-Key", t.IdempotencyKey)
 		if wait > 0 {
 			ctx, cancel := contextWithTimeout(r, wait)
 			defer cancel()
