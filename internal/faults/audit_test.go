@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/maphash"
+	"net/http"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -18,14 +19,30 @@ import (
 
 	"github.com/qtasks/qtasks-go/bus"
 	"github.com/qtasks/qtasks-go/events"
+	"github.com/qtasks/qtasks-go/executor"
 	"github.com/qtasks/qtasks-go/projections"
 )
 
-// outcomeUnknown reports whether a Submit error says that the task may
-// have been queued (so that only a retry with its idempotency key is safe).
-// Any other error must mean that nothing was queued.
-func outcomeUnknown(err error) bool {
-	return false
+// outcomeUnknown reports whether a Submit error (or an HTTP answer) says
+// that the task may have been queued, and the idempotency key that
+// settles it. Any other error must mean that nothing was queued.
+func outcomeUnknown(err error) (key string, unknown bool) {
+	var he *httpError
+	if errors.As(err, &he) {
+		var body struct {
+			Outcome string `json:"outcome"`
+			Key     string `json:"idempotency_key"`
+		}
+		if he.Code == http.StatusServiceUnavailable && json.Unmarshal([]byte(he.Body), &body) == nil && body.Outcome == "unknown" {
+			return body.Key, true
+		}
+		return "", false
+	}
+	var ou *executor.OutcomeUnknownError
+	if errors.As(err, &ou) {
+		return ou.IdempotencyKey, true
+	}
+	return "", errors.Is(err, executor.ErrOutcomeUnknown)
 }
 
 // finishLimit bounds how long every acknowledged task may take to reach a

@@ -143,10 +143,18 @@ func (l *load) submit() *submission {
 			break
 		}
 		s.Errs = append(s.Errs, err.Error())
-		if outcomeUnknown(err) {
+		if key, unknown := outcomeUnknown(err); unknown {
+			// The answer says the task may be queued: a careful client
+			// settles it with the key the answer names (its own, or the
+			// one Submit gave the task).
 			s.Unknown = true
+			if s.Key == "" {
+				s.Key = key
+			}
+		} else if !l.keyed {
+			break // not queued: an unkeyed client gives up
 		}
-		if !l.keyed || time.Since(s.Start) > keyedRetryLimit {
+		if s.Key == "" || time.Since(s.Start) > keyedRetryLimit {
 			break
 		}
 		time.Sleep(100 * time.Millisecond) // a client's pause before it retries
