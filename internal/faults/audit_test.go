@@ -402,6 +402,9 @@ var uuidPattern = regexp.MustCompile(`[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-
 
 func maskDigits(s string) string {
 	s = uuidPattern.ReplaceAllString(s, "<id>")
+	if strings.HasPrefix(s, "HTTP ") && len(s) > 8 { // keep the status code
+		return s[:8] + maskDigits(s[8:])
+	}
 	return strings.Map(func(r rune) rune {
 		if r >= '0' && r <= '9' {
 			return '#'
