@@ -28,6 +28,7 @@ var (
 	soakTasks = flag.Int("soak-tasks", 100_000, "TestSoak: tasks to submit")
 	soakRate  = flag.Float64("soak-rate", 200, "TestSoak: submissions a second to aim at, in all")
 	soakKill  = flag.Duration("soak-kill-every", time.Minute, "TestSoak: how often a stream leader is killed")
+	soakFor   = flag.Duration("soak-for", 0, "TestSoak: stop submitting after this long even if fewer tasks were submitted (0: no limit)")
 	soakOut   = flag.String("soak-out", "../../docs", "TestSoak: where FAULTS-soak.md and soak.svg are written")
 )
 
@@ -125,6 +126,10 @@ func TestSoak(t *testing.T) {
 	start := time.Now()
 	faults := []fault{{What: "none (start)", At: start}}
 	for i := 0; !(plain.done() && keyed.done()); {
+		if *soakFor > 0 && time.Since(start) > *soakFor {
+			t.Logf("-soak-for %v reached: %d submitted of %d", *soakFor, next.Load(), *soakTasks)
+			break
+		}
 		if time.Since(faults[len(faults)-1].At) < *soakKill {
 			time.Sleep(time.Second)
 			continue
@@ -294,9 +299,12 @@ func writeSoakReport(t *testing.T, r soakReport) {
 	}
 	fmt.Fprintf(&md, "<!-- written by TestSoak (internal/faults/soak_test.go); do not edit by hand -->\n")
 	fmt.Fprintf(&md, "# Fault soak: figures of the last run\n\n")
-	fmt.Fprintf(&md, "Run %s on %d CPUs (load average at the end: %s). Command: `go test ./internal/faults -run Soak -soak -soak-tasks %d -timeout 90m -v`.\n\n",
-		r.begin.UTC().Format("2006-01-02 15:04 UTC"), runtime.NumCPU(), loadAvg(), *soakTasks)
+	fmt.Fprintf(&md, "Run %s on %d CPUs (load average at the end: %s). Command: `go test ./internal/faults -run Soak -soak -soak-tasks %d -soak-rate %g -soak-for %v -timeout 90m -v`.\n\n",
+		r.begin.UTC().Format("2006-01-02 15:04 UTC"), runtime.NumCPU(), loadAvg(), *soakTasks, *soakRate, *soakFor)
 	fmt.Fprintf(&md, "**Audit: %s.**\n\n", verdict)
+	if r.subs < *soakTasks {
+		fmt.Fprintf(&md, "**Smaller than asked:** %d of %d tasks were submitted before `-soak-for` %v ran out.\n\n", r.subs, *soakTasks, *soakFor)
+	}
 	fmt.Fprintf(&md, "| | |\n|---|---|\n")
 	fmt.Fprintf(&md, "| submissions | %d (half with an idempotency key, retried until acknowledged; half without, not retried) |\n", r.subs)
 	fmt.Fprintf(&md, "| acknowledged | %d |\n| ended in an error (unkeyed, not retried) | %d, of which %d said the outcome was unknown |\n", r.rep.Acked, r.rep.Errored, r.rep.Unknown)
