@@ -102,7 +102,8 @@ func TestClusterFaults(t *testing.T) {
 }
 
 // A single nats-server (no cluster) killed with SIGKILL under load and
-// restarted on the same store after a few seconds, twice: a NATS outage.
+// restarted on the same store after a few seconds, three times: a NATS
+// outage.
 // The worker, the plugin and the client reconnect on their own.
 func TestServerRestart(t *testing.T) {
 	c := startCluster(t, 1)
@@ -122,7 +123,7 @@ func TestServerRestart(t *testing.T) {
 	keyed.waitAcked(t, 2*ciAfterFault, 2*time.Minute, "baseline")
 
 	const outage = 3 * time.Second
-	for range 2 {
+	for range 3 {
 		n := c.nodes[0]
 		f := fault{What: "kill -9 the server, restart after 3 s", At: time.Now()}
 		n.kill()
