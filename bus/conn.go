@@ -46,6 +46,9 @@ func (b *Bus) connOptions() []nats.Option {
 	return []nats.Option{
 		nats.ReconnectBufSize(-1),
 		nats.DisconnectErrHandler(func(nc *nats.Conn, err error) {
+			if nc.IsClosed() || nc.IsDraining() {
+				return // Close, not a fault
+			}
 			b.conn.disconnects.Add(1)
 			b.conn.downSince.Store(time.Now().UnixNano())
 			b.log.Warn("NATS connection lost; reconnecting", "url", nc.ConnectedUrl(), "err", err)

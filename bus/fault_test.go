@@ -59,3 +59,26 @@ func TestAcksWaitEndsWhenAnAckIsLost(t *testing.T) {
 		t.Fatal("Acks.Wait still waiting for an ack that was lost")
 	}
 }
+
+// GetTaskLatest reads what GetTask reads, from the leader: a record, its
+// revision, and "not found" for a key never made or deleted.
+func TestGetTaskLatest(t *testing.T) {
+	t.Parallel()
+	ctx := testCtx(t)
+	b := bustest.Open(t, nil)
+	_, err := b.GetTaskLatest(ctx, "never")
+	require.ErrorIs(t, err, bus.ErrTaskNotFound)
+	task := events.Task{ID: "t1", Name: "n", Queue: "default", Status: events.StatusNew, Attempt: 1}
+	rec, created, err := b.CreateTask(ctx, task)
+	require.NoError(t, err)
+	require.True(t, created)
+	got, err := b.GetTaskLatest(ctx, "t1")
+	require.NoError(t, err)
+	require.Equal(t, rec.Revision, got.Revision)
+	require.Equal(t, "n", got.Task.Name)
+	require.NoError(t, b.DeleteTask(ctx, "t1", rec.Revision))
+	_, err = b.GetTaskLatest(ctx, "t1")
+	require.ErrorIs(t, err, bus.ErrTaskNotFound)
+	_, err = b.GetTaskLatest(ctx, "a.b")
+	require.ErrorIs(t, err, bus.ErrTaskNotFound)
+}

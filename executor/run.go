@@ -476,12 +476,15 @@ func (rs *runState) setProcess(ctx context.Context, model events.Task) error {
 		if !errors.Is(err, bus.ErrConflict) {
 			return err
 		}
-		rec, err := b.GetTask(ctx, model.ID)
+		rec, err := b.GetTaskLatest(ctx, model.ID)
 		if err != nil {
 			return err
 		}
 		if rec.Task.Attempt != model.Attempt || events.FinalStatus(rec.Task.Status) {
 			return fmt.Errorf("task %s attempt %d was decided by another run", model.ID, model.Attempt)
+		}
+		if rec.Task.Run != model.Run {
+			return fmt.Errorf("task %s attempt %d run %d: %w (run %d)", model.ID, model.Attempt, model.Run, errSuperseded, rec.Task.Run)
 		}
 		rs.rev = rec.Revision
 	}

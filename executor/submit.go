@@ -402,9 +402,14 @@ func takeModel(out json.RawMessage, key string, t *events.Task) error {
 	return nil
 }
 
-// Get returns a task's current record.
+// Get returns a task's current record. It may be a moment behind on a
+// cluster (bus.GetTask), but never says "not found" for a task whose
+// submission returned: that answer is checked with the leader.
 func (a *App) Get(ctx context.Context, id string) (events.Task, error) {
 	rec, err := a.b.GetTask(ctx, id)
+	if errors.Is(err, bus.ErrTaskNotFound) {
+		rec, err = a.b.GetTaskLatest(ctx, id)
+	}
 	return rec.Task, err
 }
 
@@ -428,7 +433,7 @@ func (a *App) Wait(ctx context.Context, id string) (events.Task, error) {
 	}
 	if err := context.Cause(ctx); err != nil && ctx.Err() != nil {
 		if !seen {
-			if _, gerr := a.b.GetTask(context.WithoutCancel(ctx), id); errors.Is(gerr, bus.ErrTaskNotFound) {
+			if _, gerr := a.b.GetTaskLatest(context.WithoutCancel(ctx), id); errors.Is(gerr, bus.ErrTaskNotFound) {
 				return events.Task{}, gerr
 			}
 		}

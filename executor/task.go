@@ -209,9 +209,11 @@ func isEmptyObject(b json.RawMessage) bool {
 // TaskContext describes the running task; TaskFromContext returns it inside
 // a task function, a middleware or Decode.
 type TaskContext struct {
-	ID       string
-	Name     string
-	Attempt  int
+	ID      string
+	Name    string
+	Attempt int
+	// Run numbers this run of the attempt: never reused for the attempt,
+	// increasing, may skip (PROTOCOL.md §5).
 	Run      int
 	Priority int
 	Queue    string

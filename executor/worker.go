@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
 	"sync"
 	"time"
 
@@ -57,6 +58,7 @@ type worker struct {
 	q       queue
 	n       uint64
 	closing bool
+	running map[string]struct{} // attempts (task id#attempt) being run; guarded by mu
 
 	runCtx    context.Context
 	cancelRun context.CancelCauseFunc
@@ -300,14 +302,25 @@ func (w *worker) process(it *item) {
 		_ = it.m.NakWithDelay(d)
 		return
 	}
-	// The run is the delivery count: unique per delivery, which the ids of
-	// the run's facts and invocations need. A redelivery is a resumption
-	// only if the record shows the attempt in process (below).
+	// A delivery of an attempt this worker is running already (the
+	// consumer lost its state in a server crash and delivered it again) is
+	// left alone: the run holds the message, and its ack or nak settles it.
+	attempt := t.ID + "#" + strconv.Itoa(t.Attempt)
+	if !w.enter(attempt) {
+		a.log.Warn("task delivered again while this worker runs it; the delivery is ignored", "task_id", t.ID, "attempt", t.Attempt)
+		return
+	}
+	defer w.leave(attempt)
+	// The run number is claimed in the task record below (claimRun); the
+	// delivery count is only its floor, as the consumer may lose it.
 	run := 1
 	if md, err := it.m.Metadata(); err == nil {
 		run = int(md.NumDelivered)
 	}
-	rec, err := a.b.GetTask(ctx, t.ID)
+	// The record decides what this delivery does: read it from the
+	// leader (a lagging replica can show an attempt still new that another
+	// run has finished, or no record at all).
+	rec, err := a.b.GetTaskLatest(ctx, t.ID)
 	if err == nil && run > 1 && w.mayBeDecided(rec.Task, t) {
 		// A redelivery: the previous run may have decided this attempt
 		// (its final fact is in the log) and died before updating the
@@ -352,6 +365,11 @@ func (w *worker) process(it *item) {
 		_ = it.m.Ack()
 		return
 	}
+	if rec, run, err = w.claimRun(ctx, rec, t, run); err != nil {
+		a.log.Warn("claiming a run of the task; it will be redelivered", "task_id", t.ID, "err", err)
+		_ = it.m.NakWithDelay(time.Second)
+		return
+	}
 	a.m.runningAdd(1)
 	defer a.m.runningAdd(-1)
 	hbCtx, stopHB := context.WithCancel(ctx)
@@ -373,6 +391,12 @@ func (w *worker) process(it *item) {
 	}
 	err = w.run(ctx, t, rec.Revision, run, resumed)
 	stopHB()
+	if errors.Is(err, errSuperseded) {
+		// A later run of this attempt holds the task message now: its
+		// ack or nak is the one that counts.
+		a.log.Warn("task run superseded by a later run of the attempt", "task_id", t.ID, "run", run, "err", err)
+		return
+	}
 	if err != nil {
 		if context.Cause(ctx) == ErrStop {
 			a.log.Warn("task interrupted by shutdown; it will be redelivered", "task_id", t.ID)
@@ -388,6 +412,54 @@ func (w *worker) process(it *item) {
 	if err := it.m.Ack(); err != nil {
 		a.log.Warn("acking task", "task_id", t.ID, "err", err)
 	}
+}
+
+// enter records that this worker runs attempt (task id#attempt); false if
+// it runs it already.
+func (w *worker) enter(attempt string) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if _, ok := w.running[attempt]; ok {
+		return false
+	}
+	if w.running == nil {
+		w.running = make(map[string]struct{})
+	}
+	w.running[attempt] = struct{}{}
+	return true
+}
+
+func (w *worker) leave(attempt string) {
+	w.mu.Lock()
+	delete(w.running, attempt)
+	w.mu.Unlock()
+}
+
+// errSuperseded is the error of a run whose attempt a later run has
+// claimed (claimRun).
+var errSuperseded = errors.New("superseded by a later run")
+
+// claimRun claims the number of the run about to start in the task record:
+// one more than the record's last run, and at least the delivery count.
+// The record is durable where the consumer's delivery count is not (a
+// single server killed -9 can lose it, and deliver a resumed run as run 1
+// again), and the compare-and-set gives two deliveries racing for one
+// attempt different numbers: every run's facts and invocations get ids of
+// their own (events.FactMsgID). It returns the record as written.
+func (w *worker) claimRun(ctx context.Context, rec bus.TaskRecord, t events.Task, floor int) (bus.TaskRecord, int, error) {
+	claimed := rec.Task
+	if claimed.Attempt != t.Attempt {
+		// The first run of a retry's next attempt: the record still shows
+		// the attempt before, which the run's status process replaces.
+		claimed = t
+		claimed.Run = 0
+	}
+	claimed.Run = max(floor, claimed.Run+1)
+	rev, err := w.a.b.UpdateTask(ctx, claimed, rec.Revision)
+	if err != nil {
+		return rec, 0, err
+	}
+	return bus.TaskRecord{Task: claimed, Revision: rev}, claimed.Run, nil
 }
 
 // finishDecided completes the bookkeeping of an attempt whose final fact is
@@ -485,7 +557,7 @@ func (w *worker) storeFinal(ctx context.Context, final events.Task, rev uint64) 
 	b := w.a.b
 	for {
 		if rev == 0 {
-			rec, err := b.GetTask(ctx, final.ID)
+			rec, err := b.GetTaskLatest(ctx, final.ID)
 			if err != nil {
 				return err
 			}

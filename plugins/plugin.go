@@ -45,7 +45,9 @@ type Call struct {
 	TaskID   string
 	TaskName string
 	Attempt  int
-	Run      int
+	// Run numbers the run of the attempt (ce-run, PROTOCOL.md §5): never
+	// reused for the attempt, increasing, may skip; 0 at submission.
+	Run int
 	// Payload is the trigger's payload: for a mutator, as patched by the
 	// plugins before this one; for an observer, the fact's output (its
 	// input for one-way triggers).

@@ -130,6 +130,10 @@ func (m *Main) status(ctx context.Context, args []string) error {
 	defer b.Close()
 	rec, err := b.GetTask(ctx, id)
 	if errors.Is(err, bus.ErrTaskNotFound) {
+		// A replica may lag: only the leader's "not found" is believed.
+		rec, err = b.GetTaskLatest(ctx, id)
+	}
+	if errors.Is(err, bus.ErrTaskNotFound) {
 		return &exitError{Code: exitNotFound, Err: err}
 	}
 	if err != nil {
