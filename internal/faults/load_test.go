@@ -66,8 +66,9 @@ type load struct {
 // startLoad starts submitters goroutines submitting rate tasks a second in
 // all. next numbers the tasks (shared between loads of one run). A keyed
 // load gives every task an idempotency key and retries a failed
-// submission with it until it is acknowledged; an unkeyed one does not
-// retry.
+// submission with it until it is acknowledged; an unkeyed one gives up on
+// an error, unless the error says the outcome is unknown: then it retries
+// with the key the error names.
 func startLoad(app *executor.App, next *atomic.Int64, submitters int, rate float64, keyed bool, sleepEvery int) *load {
 	return startLoadUpTo(app, next, submitters, rate, keyed, sleepEvery, 0)
 }
