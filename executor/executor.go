@@ -45,6 +45,12 @@ type Config struct {
 	// GracePeriod is how long Stop lets in-flight tasks finish before
 	// cancelling them. Defaults to DefaultGracePeriod.
 	GracePeriod time.Duration
+	// OrphanAge is how old a task record still new, with no task message
+	// for it, must be before the worker's janitor ends it (status error,
+	// reason OrphanReason): a submission that did not finish can leave
+	// one, which no worker would ever run. Defaults to DefaultOrphanAge;
+	// negative runs no janitor. At least 2s.
+	OrphanAge time.Duration
 	// NodeID names this process in facts and task records. Defaults to
 	// hostname-pid-random.
 	NodeID string
@@ -73,6 +79,9 @@ func (c *Config) withDefaults(b *bus.Bus) error {
 	}
 	if c.GracePeriod == 0 {
 		c.GracePeriod = DefaultGracePeriod
+	}
+	if c.OrphanAge == 0 {
+		c.OrphanAge = DefaultOrphanAge
 	}
 	if c.NodeID == "" {
 		host, _ := os.Hostname()
@@ -103,6 +112,9 @@ func (c *Config) withDefaults(b *bus.Bus) error {
 	}
 	if c.AckWait < time.Second {
 		errs = append(errs, fmt.Errorf("ack wait %v: must be at least 1s", c.AckWait))
+	}
+	if c.OrphanAge >= 0 && c.OrphanAge < 2*time.Second {
+		errs = append(errs, fmt.Errorf("orphan age %v: must be at least 2s (or negative: no janitor)", c.OrphanAge))
 	}
 	if c.GracePeriod < 0 {
 		// A negative grace would cancel in-flight tasks at once on Stop,

@@ -38,7 +38,7 @@ func newMetrics(r prometheus.Registerer) (*metrics, error) {
 		}, []string{"queue", "task"}),
 		finished: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "qtasks_tasks_finished_total",
-			Help: "Task attempts whose final record this worker wrote, by status (success, error, cancel, retry).",
+			Help: "Task attempts this worker decided (its final fact was the one stored), by status (success, error, cancel, retry): each attempt is counted by one process, once.",
 		}, []string{"queue", "task", "status"}),
 		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "qtasks_task_run_seconds",

@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/google/uuid"
-	"github.com/nats-io/nats.go"
 	"github.com/stretchr/testify/require"
 
 	"github.com/qtasks/qtasks-go/bus"
@@ -43,30 +42,38 @@ func addWorker(t *testing.T, srv *bus.Bus) *executor.App {
 // says the outcome is unknown, and then a retry with the key settles it.
 func TestSubmitErrorMeansNotQueued(t *testing.T) {
 	t.Parallel()
-	b, srv, p := proxied(t)
-	w := addWorker(t, srv)
-	// From the moment the task message reaches the server, its replies stop
-	// reaching the submitter: the task message's ack, or those of the
-	// facts after it, are lost.
-	sub, err := srv.Conn().Subscribe(events.RunSubject(executor.DefaultQueue), func(*nats.Msg) { p.Hold() })
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = sub.Unsubscribe() })
-	require.NoError(t, srv.Conn().Flush())
-
-	app := newApp(t, b, nil)
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
-	task, err := app.Submit(ctx, "add", addArgs{A: 1, B: 2}, nil)
-	cancel()
-	p.Release()
-	if err != nil {
-		require.ErrorIs(t, err, executor.ErrOutcomeUnknown, "the task was queued")
-		require.NotEmpty(t, task.IdempotencyKey)
-		retry := submit(t, app, "add", addArgs{A: 1, B: 2}, &executor.SubmitOptions{IdempotencyKey: task.IdempotencyKey})
-		require.Equal(t, task.ID, retry.ID)
+	for _, tc := range []struct {
+		name   string
+		holdOn string // the server's replies are lost from when this is sent
+	}{
+		// The task message's ack is lost: the outcome is unknown.
+		{"TaskMessageAckLost", "qtasks.run."},
+		// The task is queued, the acks of the facts after it are lost.
+		{"FactAcksLost", events.FactSubject(events.BrokerAddAfter, "")},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			b, srv, p := proxied(t)
+			w := addWorker(t, srv)
+			app := newApp(t, b, nil)
+			p.HoldOn(tc.holdOn)
+			ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+			task, err := app.Submit(ctx, "add", addArgs{A: 1, B: 2}, nil)
+			cancel()
+			p.Release()
+			if tc.name == "FactAcksLost" {
+				require.NoError(t, err, "the task was queued")
+			} else {
+				require.ErrorIs(t, err, executor.ErrOutcomeUnknown)
+				require.NotEmpty(t, task.IdempotencyKey)
+				retry := submit(t, app, "add", addArgs{A: 1, B: 2}, &executor.SubmitOptions{IdempotencyKey: task.IdempotencyKey})
+				require.Equal(t, task.ID, retry.ID)
+			}
+			got := waitTask(t, w, task.ID)
+			require.Equal(t, events.StatusSuccess, got.Status)
+			require.Len(t, finalModels(t, srv, task.ID, 1), 1)
+		})
 	}
-	got := waitTask(t, w, task.ID)
-	require.Equal(t, events.StatusSuccess, got.Status)
-	require.Len(t, finalModels(t, srv, task.ID, 1), 1)
 }
 
 // A record left new by a submission that did not finish (its enqueue's

@@ -571,6 +571,12 @@ func (rs *runState) finish(ctx context.Context, final events.Task, taskErr error
 	if err := rs.w.finishDecided(ctx, final, rs.rev); err != nil {
 		return err
 	}
+	if decided {
+		// Counted by the process whose final fact was stored first, once
+		// the record says final: a run that completes another's decision
+		// (a redelivery after a crash) does not count it again.
+		a.countFinished(&final)
+	}
 	if rs.def != nil {
 		_, _ = f.fire(ctx, events.WorkerExecuteAfter, modelPayload{final})
 	}

@@ -2,11 +2,13 @@ package executor_test
 
 import (
 	"context"
+	"encoding/json"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/require"
 
 	"github.com/qtasks/qtasks-go/bus"
@@ -136,4 +138,55 @@ func TestDecidingReadsAskTheLeader(t *testing.T) {
 	require.NoError(t, b.Conn().Flush())
 	require.Zero(t, direct.Load(), "direct gets of the task bucket")
 	require.Positive(t, leader.Load(), "reads from the leader")
+}
+
+// A worker that stored an attempt's final fact and died before it updated
+// the record and acked left the attempt to the next worker, which counted
+// it in qtasks_tasks_finished_total again (and, when the server had lost
+// the delivery count too, ran the task again before finding it decided).
+// Only the process whose final fact was stored first counts the attempt;
+// the next one completes the bookkeeping without running the task.
+func TestFinishedCountedOnceAcrossARestart(t *testing.T) {
+	t.Parallel()
+	b := bustest.Open(t, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
+	defer cancel()
+	// What the dead worker left: the record in process (run 1), the task
+	// message, and its final fact.
+	now := time.Now().UTC()
+	task := events.Task{ID: "crashed-after-final", Name: "add", Queue: executor.DefaultQueue, Status: events.StatusProcess,
+		Attempt: 1, Run: 1, Args: json.RawMessage(`[]`), Kw: json.RawMessage(`{"a":1,"b":2}`), CreatedAt: now, UpdatedAt: now}
+	_, _, err := b.CreateTask(ctx, task)
+	require.NoError(t, err)
+	queued := task
+	queued.Status, queued.Run = events.StatusNew, 0
+	require.NoError(t, b.Enqueue(ctx, queued, "test"))
+	final := task
+	final.Status, final.Result = events.StatusSuccess, json.RawMessage(`3`)
+	fact := events.Fact{Input: json.RawMessage(`{"model":` + string(mustMarshal(t, final)) + `}`)}
+	data, err := fact.AppendJSON(nil)
+	require.NoError(t, err)
+	id := events.FinalMsgID(task.ID, 1)
+	ev := events.Event{ID: id, Source: "qtasks/dead-worker", Type: events.TypeTriggerPrefix + events.StorageRemoveFinishedTask,
+		Subject: task.ID, Time: time.Now(), DataContentType: events.ContentTypeJSON, Data: data, TaskID: task.ID,
+		TaskName: task.Name, Trigger: events.StorageRemoveFinishedTask, Attempt: 1, Run: 1}
+	_, err = b.Publish(ctx, events.FactSubject(events.StorageRemoveFinishedTask, executor.DefaultQueue), id, &ev)
+	require.NoError(t, err)
+
+	reg := prometheus.NewRegistry()
+	app := newApp(t, b, &executor.Config{Metrics: reg})
+	var calls atomic.Int32
+	executor.MustRegister(app, "add", func(_ context.Context, in addArgs) (int, error) { calls.Add(1); return in.A + in.B, nil }, nil)
+	start(t, app)
+	require.Equal(t, events.StatusSuccess, waitTask(t, app, task.ID).Status)
+	waitQueueEmpty(t, b)
+	require.Zero(t, calls.Load(), "the attempt was decided: the task does not run again")
+	require.Zero(t, counter(t, reg, "qtasks_tasks_finished_total", executor.DefaultQueue, "add", events.StatusSuccess))
+}
+
+func mustMarshal(t *testing.T, v any) []byte {
+	t.Helper()
+	b, err := json.Marshal(v)
+	require.NoError(t, err)
+	return b
 }

@@ -95,6 +95,7 @@ func (a *App) Start(ctx context.Context) error {
 	w.runCtx, w.cancelRun = context.WithCancelCause(context.Background())
 	go w.fetch()
 	go w.holdAlive()
+	go w.janitor()
 	for range a.cfg.Concurrency {
 		w.wg.Add(1)
 		go w.loop()
@@ -321,7 +322,9 @@ func (w *worker) process(it *item) {
 	// leader (a lagging replica can show an attempt still new that another
 	// run has finished, or no record at all).
 	rec, err := a.b.GetTaskLatest(ctx, t.ID)
-	if err == nil && run > 1 && w.mayBeDecided(rec.Task, t) {
+	// A run started before if the delivery count says so, or the record
+	// does: a server can lose the count, never the record's run.
+	if err == nil && (run > 1 || rec.Task.Run > 0) && w.mayBeDecided(rec.Task, t) {
 		// A redelivery: the previous run may have decided this attempt
 		// (its final fact is in the log) and died before updating the
 		// record and acking.
@@ -470,7 +473,6 @@ func (w *worker) finishDecided(ctx context.Context, final events.Task, rev uint6
 	if err := w.storeFinal(ctx, final, rev); err != nil {
 		return err
 	}
-	w.a.countFinished(&final)
 	if final.Status == events.StatusRetry {
 		return w.a.b.Enqueue(ctx, nextAttempt(final, w.a.cfg.Now()), w.a.source)
 	}

@@ -1,7 +1,7 @@
 package bustest
 
 import (
-	"io"
+	"bytes"
 	"net"
 	"sync"
 	"testing"
@@ -21,6 +21,7 @@ type Proxy struct {
 	hold    chan struct{} // closed when server-to-client traffic may flow
 	refuse  bool
 	accepts int
+	holdOn  []byte // Hold when a client sends this
 }
 
 // NewProxy forwards 127.0.0.1:<random port> to target (host:port, or a
@@ -65,6 +66,15 @@ func (p *Proxy) Hold() {
 		p.hold = make(chan struct{})
 	default:
 	}
+}
+
+// HoldOn makes the proxy Hold as soon as a client sends bytes containing
+// s (a subject, say), before they reach the server: the server's answer to
+// them, and everything after, is then held for sure. Empty s turns it off.
+func (p *Proxy) HoldOn(s string) {
+	p.mu.Lock()
+	p.holdOn = []byte(s)
+	p.mu.Unlock()
 }
 
 // Release lets the server's bytes flow again.
@@ -130,8 +140,38 @@ func (p *Proxy) accept() {
 		p.mu.Lock()
 		p.conns = append(p.conns, c, s)
 		p.mu.Unlock()
-		go func() { _, _ = io.Copy(s, c); _ = s.Close(); _ = c.Close() }()
+		go p.forth(c, s)
 		go p.back(c, s)
+	}
+}
+
+// forth copies a client's bytes to the server, holding the way back first
+// when they contain the HoldOn pattern.
+func (p *Proxy) forth(c, s net.Conn) {
+	defer func() { _ = s.Close(); _ = c.Close() }()
+	buf := make([]byte, 32<<10)
+	var tail []byte // the end of the previous read, for a pattern cut in two
+	for {
+		n, err := c.Read(buf)
+		if n > 0 {
+			p.mu.Lock()
+			pat := p.holdOn
+			p.mu.Unlock()
+			if len(pat) > 0 {
+				seen := append(tail, buf[:n]...)
+				if bytes.Contains(seen, pat) {
+					p.HoldOn("")
+					p.Hold()
+				}
+				tail = append(tail[:0], seen[max(0, len(seen)-len(pat)):]...)
+			}
+			if _, werr := s.Write(buf[:n]); werr != nil {
+				return
+			}
+		}
+		if err != nil {
+			return
+		}
 	}
 }
 

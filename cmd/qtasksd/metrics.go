@@ -117,3 +117,28 @@ func (c *logCollector) Collect(ch chan<- prometheus.Metric) {
 		gauge(c.lag, float64(ev.State.LastSeq-min(applied, ev.State.LastSeq)))
 	}
 }
+
+// registerConnMetrics exposes the bus's NATS connection: alert on
+// qtasks_nats_connected == 0 for more than a few seconds, and on a rate of
+// qtasks_nats_disconnects_total that is not zero.
+func registerConnMetrics(reg prometheus.Registerer, b *bus.Bus) {
+	reg.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "qtasks_nats_connected",
+			Help: "1 when qtasksd's NATS connection is up, 0 while it is down (reconnecting).",
+		}, func() float64 {
+			if b.ConnStats().Connected {
+				return 1
+			}
+			return 0
+		}),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "qtasks_nats_disconnects_total",
+			Help: "Times qtasksd's NATS connection was lost (a server restarted or unreachable).",
+		}, func() float64 { return float64(b.ConnStats().Disconnects) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "qtasks_nats_reconnects_total",
+			Help: "Times qtasksd's NATS connection came back after a loss.",
+		}, func() float64 { return float64(b.ConnStats().Reconnects) }),
+	)
+}

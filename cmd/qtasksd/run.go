@@ -208,6 +208,7 @@ func (m *Main) run(ctx context.Context, args []string) error {
 	}
 
 	reg.MustRegister(newLogCollector(b, proj))
+	registerConnMetrics(reg, b)
 
 	var srv *http.Server
 	if ln != nil {
