@@ -48,6 +48,7 @@ type runFlags struct {
 	pprof       bool
 	memLimitMiB int
 	retention   time.Duration
+	orphanAge   time.Duration
 	users       string
 }
 
@@ -55,6 +56,7 @@ type runFlags struct {
 var runEnv = [][2]string{
 	{"port", "QTASKS_PORT"}, {"concurrency", "QTASKS_CONCURRENCY"}, {"prefetch", "QTASKS_PREFETCH"},
 	{"ack-wait", "QTASKS_ACK_WAIT"}, {"grace", "QTASKS_GRACE"}, {"task-retention", "QTASKS_TASK_RETENTION"},
+	{"orphan-age", "QTASKS_ORPHAN_AGE"},
 	{"memory-limit", "QTASKS_MEMORY_LIMIT"}, {"replicas", "QTASKS_REPLICAS"},
 }
 
@@ -72,6 +74,7 @@ func (m *Main) run(ctx context.Context, args []string) error {
 	fs.DurationVar(&f.grace, "grace", executor.DefaultGracePeriod, "on SIGTERM, let in-flight tasks finish this long (QTASKS_GRACE)")
 	fs.StringVar(&f.record, "record", envOr("QTASKS_RECORD", "all"), "which facts to write: all, or lifecycle (lifecycle facts plus subscribed triggers) (QTASKS_RECORD)")
 	fs.StringVar(&f.httpAddr, "http", envOr("QTASKS_HTTP", "127.0.0.1:7400"), "HTTP address for /healthz and /tasks; empty disables (QTASKS_HTTP)")
+	fs.DurationVar(&f.orphanAge, "orphan-age", executor.DefaultOrphanAge, "end a task record still new this long after its submission with no task message for it (a submission that did not finish left it; status error, reason 'never queued'); negative: never (QTASKS_ORPHAN_AGE)")
 	fs.DurationVar(&f.retention, "task-retention", bus.DefaultFinishedTaskTTL, "how long a finished task's record stays in the task bucket (the log and the projection keep it); negative: forever (QTASKS_TASK_RETENTION)")
 	fs.BoolVar(&f.pprof, "pprof", false, "also serve Go's profiles under /debug/pprof/ on the HTTP address (keep that address private)")
 	fs.IntVar(&f.memLimitMiB, "memory-limit", defaultMemoryLimitMiB, "soft limit of the process's Go memory, in MiB: near it the GC works harder rather than let the heap grow to twice what is live; 0: no limit; GOMEMLIMIT, when set, wins (QTASKS_MEMORY_LIMIT)")
@@ -189,7 +192,7 @@ func (m *Main) run(ctx context.Context, args []string) error {
 	// The executor checks its flags: before the projector starts, so that
 	// a bad one writes nothing.
 	app, err := executor.New(b, &executor.Config{
-		Queue: f.queue, Concurrency: f.concurrency, Prefetch: f.prefetch, AckWait: f.ackWait, GracePeriod: f.grace, Logger: log,
+		Queue: f.queue, Concurrency: f.concurrency, Prefetch: f.prefetch, AckWait: f.ackWait, GracePeriod: f.grace, OrphanAge: f.orphanAge, Logger: log,
 		Metrics: reg,
 	})
 	if err != nil {

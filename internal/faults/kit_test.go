@@ -239,6 +239,10 @@ func (c *cluster) waitHealthy(limit time.Duration) {
 	})
 }
 
+// orphanAge is the workers' --orphan-age: how soon their janitors end a
+// record that a submission left new and never queued.
+const orphanAge = 20 * time.Second
+
 // worker is a qtasksd process run against the cluster.
 type worker struct {
 	proc *clitest.Proc
@@ -247,13 +251,14 @@ type worker struct {
 }
 
 // startWorker starts qtasksd as a worker against url with a short ack
-// wait, so that a crashed worker's tasks come back within seconds. With db
+// wait, so that a crashed worker's tasks come back within seconds, and a
+// short orphan age. With db
 // set it also keeps that projection.
 func startWorker(t testing.TB, url string, replicas int, db string, extra ...string) *worker {
 	t.Helper()
 	w := &worker{http: "127.0.0.1:" + strconv.Itoa(freePort(t)), db: db}
 	args := []string{"--nats-url", url, "--replicas", strconv.Itoa(replicas), "--http", w.http,
-		"--ack-wait", "5s", "--grace", "5s", "--concurrency", "16", "--log-level", "warn"}
+		"--ack-wait", "5s", "--grace", "5s", "--concurrency", "16", "--orphan-age", orphanAge.String(), "--log-level", "warn"}
 	if db != "" {
 		args = append(args, "--db", db)
 	} else {
