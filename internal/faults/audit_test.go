@@ -136,6 +136,23 @@ func audit(t *testing.T, b *bus.Bus, subs []*submission, db string) report {
 		t.Errorf("%d of %d acknowledged tasks did not finish within %v: %s", len(pending), len(acked), finishLimit, strings.Join(ex, ", "))
 	}
 
+	// No orphan records: every record left in the task bucket is final
+	// once the workers' janitors had the time to end those that
+	// submissions left new and never queued.
+	var orphans []string
+	deadline = time.Now().Add(orphanLimit)
+	for {
+		orphans = unfinishedRecords(t, b)
+		if len(orphans) == 0 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(time.Second)
+	}
+	if len(orphans) > 0 {
+		t.Errorf("%d task records are not final %v after the load stopped (the janitors end orphans after %v), e.g. %s",
+			len(orphans), orphanLimit, orphanAge, strings.Join(orphans[:min(len(orphans), 5)], "; "))
+	}
+
 	// The log: unique ids, one final fact per attempt.
 	// ce-ids by a 64-bit hash: a soak's log holds millions of them.
 	seed := maphash.MakeSeed()
@@ -253,23 +270,6 @@ func audit(t *testing.T, b *bus.Bus, subs []*submission, db string) report {
 	}
 	if len(dupTasks) > 0 {
 		t.Errorf("%d submissions made more than one task, e.g. %s", len(dupTasks), strings.Join(dupTasks[:min(len(dupTasks), 5)], "; "))
-	}
-
-	// No orphan records: every record left in the task bucket is final
-	// once the workers' janitors had the time to end those that
-	// submissions left new and never queued.
-	var orphans []string
-	deadline = time.Now().Add(orphanLimit)
-	for {
-		orphans = unfinishedRecords(t, b)
-		if len(orphans) == 0 || time.Now().After(deadline) {
-			break
-		}
-		time.Sleep(time.Second)
-	}
-	if len(orphans) > 0 {
-		t.Errorf("%d task records are not final %v after the load stopped (the janitors end orphans after %v), e.g. %s",
-			len(orphans), orphanLimit, orphanAge, strings.Join(orphans[:min(len(orphans), 5)], "; "))
 	}
 
 	if db != "" {
