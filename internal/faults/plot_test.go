@@ -61,8 +61,9 @@ func panel(s *strings.Builder, x0, y0 float64, title, xlabel, ylabel string, lin
 		x0+15, y0+top+h/2, x0+15, y0+top+h/2, plotFont, html.EscapeString(ylabel))
 	for _, m := range marks {
 		fmt.Fprintf(s, `<line x1="%.1f" y1="%.1f" x2="%.1f" y2="%.1f" stroke="#d1242f" stroke-dasharray="4 3" stroke-width="1"/>`+"\n", px(m.x), py(0), px(m.x), py(ymax))
-		fmt.Fprintf(s, `<text x="%.1f" y="%.1f" font-size="9" fill="#d1242f" transform="rotate(-90 %.1f %.1f)" %s>%s</text>`+"\n",
-			px(m.x)-2, py(ymax)+4, px(m.x)-2, py(ymax)+4, plotFont, html.EscapeString(m.label))
+		// Written downwards from the top, inside the panel: clear of the title.
+		fmt.Fprintf(s, `<text x="%.1f" y="%.1f" font-size="9" fill="#d1242f" transform="rotate(90 %.1f %.1f)" %s>%s</text>`+"\n",
+			px(m.x)+3, py(ymax)+4, px(m.x)+3, py(ymax)+4, plotFont, html.EscapeString(m.label))
 	}
 	for i, l := range lines {
 		col := plotColors[i%len(plotColors)]
