@@ -2,9 +2,11 @@ package bus_test
 
 import (
 	"context"
+	"fmt"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
 
@@ -12,21 +14,6 @@ import (
 	"github.com/qtasks/qtasks-go/bus/bustest"
 	"github.com/qtasks/qtasks-go/events"
 )
-
-// openVia opens a bus through a proxy to the embedded server of a first
-// bus, so that the test can lose the server's replies on cue.
-// srv is the first bus, whose connection the proxy does not touch.
-func openVia(t *testing.T, cfg *bus.Config) (b, srv *bus.Bus, p *bustest.Proxy) {
-	t.Helper()
-	srv = bustest.Open(t, nil)
-	p = bustest.NewProxy(t, srv.ClientURL())
-	var c bus.Config
-	if cfg != nil {
-		c = *cfg
-	}
-	c.URL = p.URL()
-	return bustest.Open(t, &c), srv, p
-}
 
 // A fact's publish acknowledgement lost while the connection stays up (the
 // stream leader died after storing it, and the client is connected to
@@ -81,4 +68,22 @@ func TestGetTaskLatest(t *testing.T) {
 	require.ErrorIs(t, err, bus.ErrTaskNotFound)
 	_, err = b.GetTaskLatest(ctx, "a.b")
 	require.ErrorIs(t, err, bus.ErrTaskNotFound)
+}
+
+// Only an error that proves a publish was not stored says so; a timeout or
+// an ended context leaves the outcome unknown.
+func TestSurelyNotStored(t *testing.T) {
+	t.Parallel()
+	for err, want := range map[error]bool{
+		fmt.Errorf("enqueueing: %w", &jetstream.APIError{Code: 503, ErrorCode: 10077}): true,
+		fmt.Errorf("x: %w", jetstream.ErrNoStreamResponse):                             true,
+		fmt.Errorf("x: %w", nats.ErrReconnectBufExceeded):                              true,
+		fmt.Errorf("x: %w", nats.ErrConnectionClosed):                                  true,
+		fmt.Errorf("x: %w", context.DeadlineExceeded):                                  false,
+		fmt.Errorf("x: %w", nats.ErrTimeout):                                           false,
+		fmt.Errorf("x: %w", jetstream.ErrAsyncPublishTimeout):                          false,
+		nil: false,
+	} {
+		require.Equal(t, want, bus.SurelyNotStored(err), "%v", err)
+	}
 }

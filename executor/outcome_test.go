@@ -125,3 +125,35 @@ func TestSubmitGeneratesAnIdempotencyKey(t *testing.T) {
 	require.NotEqual(t, "x", executor.KeyTaskID(executor.GeneratedKeyPrefix+"x"))
 	require.False(t, strings.HasPrefix(executor.KeyTaskID("id:"+strings.ToUpper(first.ID)), "id:"))
 }
+
+// A run whose fact acks were lost (the stream leader died after storing
+// them; the connection stayed up) waited for them for ever: the heartbeat
+// kept its task message in progress, so it was never redelivered, and the
+// task stayed in process until the worker restarted. The wait is bounded:
+// the run fails, its message is handed back, and a later run finishes it.
+func TestRunWithLostAcksIsRedelivered(t *testing.T) {
+	t.Parallel()
+	b, srv, p := proxied(t)
+	w := newApp(t, b, nil)
+	executor.MustRegister(w, "add", func(ctx context.Context, in addArgs) (int, error) { return in.A + in.B, nil }, nil)
+	start(t, w)
+	// The first run's facts from the task's return on are stored, and
+	// their acks are held.
+	p.HoldOn(events.FactSubject(events.TaskExecutorRunTask, ""))
+	task := submit(t, newApp(t, srv, nil), "add", addArgs{A: 1, B: 2}, nil)
+	bustest.WaitFor(t, waitLimit, "the first run to give up and hand its task back", func() bool {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		c, err := srv.JetStream().Consumer(ctx, bus.StreamTasks, "workers-"+executor.DefaultQueue)
+		if err != nil {
+			return false
+		}
+		info, err := c.Info(ctx)
+		return err == nil && info.NumRedelivered > 0
+	})
+	p.Release()
+	got := waitTask(t, w, task.ID)
+	require.Equal(t, events.StatusSuccess, got.Status)
+	require.Equal(t, 2, got.Run)
+	require.Len(t, finalModels(t, srv, task.ID, 1), 1)
+}

@@ -79,6 +79,9 @@ func (m *Main) submit(ctx context.Context, args []string) error {
 		return err
 	}
 	t, err := app.Submit(ctx, name, kwv, opts)
+	if errors.Is(err, executor.ErrOutcomeUnknown) {
+		return &exitError{Code: exitUnknown, Err: err}
+	}
 	if err != nil {
 		return err
 	}

@@ -31,7 +31,7 @@ func newHTTPHandler(app *executor.App, metrics http.Handler) http.Handler {
 			return
 		}
 		if err != nil {
-			http.Error(w, err.Error(), http.StatusBadGateway)
+			http.Error(w, err.Error(), http.StatusServiceUnavailable)
 			return
 		}
 		writeJSON(w, http.StatusOK, t)

@@ -39,6 +39,7 @@ const (
 	exitNotFound = 3 // the task does not exist
 	exitTask     = 4 // the task ended in error or cancel
 	exitTimeout  = 5 // waiting timed out
+	exitUnknown  = 6 // the submission's outcome is unknown: retry with the idempotency key it printed
 )
 
 type (
