@@ -309,6 +309,7 @@ type session struct {
 	it   jetstream.MessagesContext
 	ch   chan message
 	done chan struct{}
+	next uint64 // the stream sequence expected next; owned by loop
 }
 
 func (s *session) stop() {
@@ -353,7 +354,7 @@ func (p *Projector) session(ctx context.Context, db *DB) (*session, error) {
 	if err != nil {
 		return nil, fmt.Errorf("consuming %s: %w", p.cfg.Durable, err)
 	}
-	s := &session{it: it, ch: make(chan message, 2*p.cfg.BatchSize), done: make(chan struct{})}
+	s := &session{it: it, ch: make(chan message, 2*p.cfg.BatchSize), done: make(chan struct{}), next: last + 1}
 	go p.read(s)
 	p.setApplied(last)
 	return s, nil
@@ -412,9 +413,21 @@ func (p *Projector) loop(ctx context.Context, s *session) error {
 	for {
 		batch = batch[:0]
 		var last jetstream.Msg
+		lost := false // the consumer skipped events the log holds
+		// take puts m in the batch, or says the session must restart.
+		take := func(m message) {
+			switch seq := m.p.seq; {
+			case seq < s.next: // delivered again: applied or in the batch already
+			case seq > s.next && p.skipped(ctx, s.next, seq):
+				lost = true
+			default:
+				batch, last = append(batch, m.p), m.msg
+				s.next = seq + 1
+			}
+		}
 		select {
 		case m := <-s.ch:
-			batch, last = append(batch, m.p), m.msg
+			take(m)
 		case <-tick.C:
 			if ns, err := p.reopenIfSwapped(ctx, s); err != nil {
 				return err
@@ -428,10 +441,10 @@ func (p *Projector) loop(ctx context.Context, s *session) error {
 		timer.Reset(p.cfg.BatchWait)
 		stopping := false
 	fill:
-		for len(batch) < p.cfg.BatchSize {
+		for len(batch) < p.cfg.BatchSize && !lost {
 			select {
 			case m := <-s.ch:
-				batch, last = append(batch, m.p), m.msg
+				take(m)
 			case <-timer.C:
 				break fill
 			case <-ctx.Done():
@@ -446,13 +459,71 @@ func (p *Projector) loop(ctx context.Context, s *session) error {
 			s = ns // the batch came from the old position; the new session delivers it again
 			continue
 		}
-		if err := p.commit(ctx, batch); err != nil {
-			return err
+		if len(batch) > 0 {
+			if err := p.commit(ctx, batch); err != nil {
+				return err
+			}
+			_ = last.Ack() // AckAll: acknowledges the whole batch
 		}
-		_ = last.Ack() // AckAll: acknowledges the whole batch
 		if stopping {
 			return nil
 		}
+		if lost {
+			// Acknowledging past the hole would lose its events for good:
+			// a new consumer delivers from what is committed.
+			ns, err := p.resume(ctx, s)
+			if err != nil || ns == nil {
+				return err
+			}
+			s = ns
+		}
+	}
+}
+
+// skipped reports whether the events from next up to seq (exclusive) are
+// still in the log, so that a consumer delivering seq after next-1 lost
+// them: it happens when the consumer's leader changes with messages in
+// flight. Events gone from the log (removed by its limits, or deleted) are
+// no loss. An error counts as a loss: the session restarts and looks again.
+func (p *Projector) skipped(ctx context.Context, next, seq uint64) bool {
+	gctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	st := p.b.EventStream()
+	info, err := st.Info(gctx)
+	if err != nil {
+		return true
+	}
+	for n := max(next, info.State.FirstSeq); n < seq; n++ {
+		_, err := st.GetMsg(gctx, n)
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			continue
+		}
+		return true
+	}
+	return false
+}
+
+// resume replaces session s with a new consumer delivering after what the
+// database holds, retrying while the cluster is in trouble; nil when ctx
+// ends first.
+func (p *Projector) resume(ctx context.Context, s *session) (*session, error) {
+	p.log.Warn("the event log's consumer skipped events; resuming after the last applied", "last_seq", p.applied.Load(), "next_delivered", s.next)
+	s.stop()
+	backoff := 100 * time.Millisecond
+	for {
+		sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		ns, err := p.session(sctx, p.db)
+		cancel()
+		if err == nil {
+			return ns, nil
+		}
+		p.log.Error("resuming the projector's consumer; retrying", "err", err, "backoff", backoff.String())
+		select {
+		case <-time.After(backoff):
+		case <-ctx.Done():
+			return nil, nil
+		}
+		backoff = min(2*backoff, 5*time.Second)
 	}
 }
 

@@ -52,6 +52,7 @@ type runFlags struct {
 	pprof       bool
 	memLimitMiB int
 	retention   time.Duration
+	orphanAge   time.Duration
 	users       string
 	maxPluginTO time.Duration
 	registrar   string
@@ -72,6 +73,7 @@ var runEnv = [][2]string{
 	{"max-plugin-timeout", "QTASKS_MAX_PLUGIN_TIMEOUT"},
 	{"demo", "QTASKS_DEMO"}, {"http-max-waits", "QTASKS_HTTP_MAX_WAITS"},
 	{"seal-every", "QTASKS_SEAL_EVERY"}, {"seal-interval", "QTASKS_SEAL_INTERVAL"},
+	{"orphan-age", "QTASKS_ORPHAN_AGE"},
 }
 
 func (m *Main) run(ctx context.Context, args []string) error {
@@ -91,6 +93,7 @@ func (m *Main) run(ctx context.Context, args []string) error {
 	fs.IntVar(&f.maxDeliver, "max-deliveries", executor.DefaultMaxDeliveries, "end a task attempt in error when its message is delivered more often than this (crashes, hand-backs): a poison task is not run forever; at least 2 (QTASKS_MAX_DELIVERIES)")
 	fs.StringVar(&f.record, "record", envOr("QTASKS_RECORD", "all"), "which facts to write: all, or lifecycle (lifecycle facts plus subscribed triggers) (QTASKS_RECORD)")
 	fs.StringVar(&f.httpAddr, "http", envOr("QTASKS_HTTP", "127.0.0.1:7400"), "HTTP address for /healthz and /tasks; empty disables (QTASKS_HTTP)")
+	fs.DurationVar(&f.orphanAge, "orphan-age", executor.DefaultOrphanAge, "end a task record still new this long after its submission with no task message for it (a submission that did not finish left it; status error, reason 'never queued'); negative: never (QTASKS_ORPHAN_AGE)")
 	fs.DurationVar(&f.retention, "task-retention", bus.DefaultFinishedTaskTTL, "how long a finished task's record stays in the task bucket (the log and the projection keep it); negative: forever (QTASKS_TASK_RETENTION)")
 	fs.BoolVar(&f.pprof, "pprof", false, "also serve Go's profiles under /debug/pprof/ on the HTTP address (to admins with --users; else keep that address private)")
 	fs.BoolVar(&f.demo, "demo", false, "register the demo tasks echo, add, greet, sleep, fail, flaky and count, for trying qtasks out; never in production (QTASKS_DEMO)")
@@ -275,7 +278,7 @@ func (m *Main) run(ctx context.Context, args []string) error {
 	// a bad one writes nothing.
 	app, err := executor.New(b, &executor.Config{
 		Queue: f.queue, Concurrency: f.concurrency, Prefetch: f.prefetch, AckWait: f.ackWait, GracePeriod: f.grace, Logger: log,
-		MaxDeliveries: f.maxDeliver,
+		MaxDeliveries: f.maxDeliver, OrphanAge: f.orphanAge,
 		Metrics:       reg,
 	})
 	if err != nil {

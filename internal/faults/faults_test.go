@@ -1,0 +1,171 @@
+package faults_test
+
+import (
+	"context"
+	"path/filepath"
+	"slices"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/qtasks/qtasks-go/bus"
+	"github.com/qtasks/qtasks-go/bus/bustest"
+	"github.com/qtasks/qtasks-go/executor"
+)
+
+// The load of the CI scenarios: small enough for a loaded 2-core machine
+// with the suite's client under -race, large enough that every fault
+// strikes tasks in every phase.
+const (
+	ciRate       = 40 // submissions a second, per load
+	ciSubmitters = 2  // goroutines per load
+	ciSleepEvery = 20 // every 20th task sleeps 1 s, so a killed worker holds some
+	ciAfterFault = 40 // acknowledged submissions the load must make after a fault
+)
+
+// newClient is the application's side: an executor that submits and does
+// not work.
+func newClient(t *testing.T, b *bus.Bus) *executor.App {
+	t.Helper()
+	app, err := executor.New(b, &executor.Config{Logger: bustest.Logger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return app
+}
+
+func waitPlugin(t *testing.T, b *bus.Bus) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := b.Registry().WaitFor(ctx, "scale", "1"); err != nil {
+		t.Fatalf("the scale plugin did not register: %v", err)
+	}
+}
+
+// A 3-node cluster under load loses the leader of the event log, of the
+// task queue and of the task bucket's stream in turn (each killed with
+// SIGKILL, then restarted on its store), then one of two workers is
+// killed and the other takes over. Every acknowledged task is accounted
+// for (see audit).
+func TestClusterFaults(t *testing.T) {
+	c := startCluster(t, 3)
+	url := c.urls()
+	b := openBus(t, url, 3)
+	c.waitHealthy(2 * time.Minute)
+	wa := startWorker(t, url, 3, filepath.Join(t.TempDir(), "live.db"))
+	wb := startWorker(t, url, 3, "")
+	startPlugin(t, url)
+	waitPlugin(t, b)
+	health := watchHealth(wa)
+	defer health.stop()
+
+	app := newClient(t, b)
+	var next atomic.Int64
+	plain := startLoad(app, &next, ciSubmitters, ciRate, false, ciSleepEvery)
+	keyed := startLoad(app, &next, ciSubmitters, ciRate, true, ciSleepEvery)
+	web := startHTTPLoad(wa.http, &next, ciRate/4, ciSleepEvery)
+	faults := []fault{{What: "none (baseline)", At: time.Now()}}
+	keyed.waitAcked(t, 2*ciAfterFault, 2*time.Minute, "baseline")
+
+	for _, stream := range leaderStreams {
+		n := c.leader(stream)
+		f := fault{What: "kill -9 leader of " + stream, At: time.Now()}
+		t.Logf("%s: killing %s", f.What, n.name)
+		n.kill()
+		c.leader(stream) // a new one
+		keyed.waitAcked(t, ciAfterFault, 3*time.Minute, "after killing the leader of "+stream)
+		n.start()
+		f.Back = time.Now()
+		c.waitHealthy(3 * time.Minute)
+		faults = append(faults, f)
+	}
+
+	// A worker dies with tasks in hand; the other one gets them after the
+	// ack wait.
+	f := fault{What: "kill -9 one of two workers", At: time.Now()}
+	wb.proc.Signal(syscall.SIGKILL)
+	wb.proc.Wait(procLimit)
+	keyed.waitAcked(t, ciAfterFault, 3*time.Minute, "after killing a worker")
+	faults = append(faults, f)
+	// Let the worker's tasks come back before the load stops: the ack wait.
+	keyed.waitAcked(t, ciAfterFault, 3*time.Minute, "after the ack wait")
+
+	plain.halt()
+	keyed.halt()
+	web.halt()
+	subs := slices.Concat(plain.results(), keyed.results(), web.results())
+	rep := audit(t, b, subs, wa.db)
+	logSeen(t, observe(faults, subs, health.samples()))
+	logRedelivery(t, f.At, rep.Resumptions)
+}
+
+// A single nats-server (no cluster) killed with SIGKILL under load and
+// restarted on the same store after a few seconds, three times: a NATS
+// outage.
+// The worker, the plugin and the client reconnect on their own.
+func TestServerRestart(t *testing.T) {
+	c := startCluster(t, 1)
+	url := c.urls()
+	b := openBus(t, url, 1)
+	wa := startWorker(t, url, 1, filepath.Join(t.TempDir(), "live.db"))
+	startPlugin(t, url)
+	waitPlugin(t, b)
+	health := watchHealth(wa)
+	defer health.stop()
+
+	app := newClient(t, b)
+	var next atomic.Int64
+	plain := startLoad(app, &next, ciSubmitters, ciRate, false, ciSleepEvery)
+	keyed := startLoad(app, &next, ciSubmitters, ciRate, true, ciSleepEvery)
+	faults := []fault{{What: "none (baseline)", At: time.Now()}}
+	keyed.waitAcked(t, 2*ciAfterFault, 2*time.Minute, "baseline")
+
+	const outage = 3 * time.Second
+	for range 3 {
+		n := c.nodes[0]
+		f := fault{What: "kill -9 the server, restart after 3 s", At: time.Now()}
+		n.kill()
+		// The outage itself: how long the server stays down, as a
+		// restart by hand or by a supervisor would take.
+		time.Sleep(outage)
+		n.start()
+		f.Back = time.Now()
+		keyed.waitAcked(t, ciAfterFault, 3*time.Minute, "after the restart")
+		faults = append(faults, f)
+	}
+	plain.halt()
+	keyed.halt()
+	subs := append(plain.results(), keyed.results()...)
+	audit(t, b, subs, wa.db)
+	logSeen(t, observe(faults, subs, health.samples()))
+}
+
+// startHTTPLoad submits through a qtasksd's HTTP API, one client, with an
+// Idempotency-Key it retries with.
+func startHTTPLoad(addr string, next *atomic.Int64, rate float64, sleepEvery int) *load {
+	l := newLoad(nil, next, 1, rate, true, sleepEvery, 0)
+	l.http = addr
+	l.start(1)
+	return l
+}
+
+// logRedelivery logs how long after a worker was killed its tasks were
+// taken up again (the broker_running_older_tasks facts after the kill).
+func logRedelivery(t *testing.T, killed time.Time, resumptions []time.Time) {
+	t.Helper()
+	var ds []time.Duration
+	for _, r := range resumptions {
+		if !r.Before(killed) {
+			ds = append(ds, r.Sub(killed))
+		}
+	}
+	if len(ds) == 0 {
+		t.Logf("worker crash: no task was in its hands")
+		return
+	}
+	slices.Sort(ds)
+	t.Logf("worker crash: %d tasks taken up again by the other worker %v to %v after the kill (ack wait 5s)",
+		len(ds), ds[0].Round(100*time.Millisecond), ds[len(ds)-1].Round(100*time.Millisecond))
+}

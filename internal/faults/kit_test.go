@@ -1,0 +1,320 @@
+package faults_test
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/qtasks/qtasks-go/bus"
+	"github.com/qtasks/qtasks-go/bus/bustest"
+	"github.com/qtasks/qtasks-go/internal/cli/clitest"
+)
+
+// The streams whose leaders the suite kills: the event log, the task
+// queue, and the stream behind the task bucket.
+var leaderStreams = []string{bus.StreamEvents, bus.StreamTasks, "KV_" + bus.BucketTasks}
+
+// binDir holds the binaries TestMain built: nats-server (from the module
+// the project depends on, so the suite runs the server version go.mod
+// names), qtasksd and the scale plugin.
+var binDir string
+
+var soak = flag.Bool("soak", false, "run TestSoak: 100k tasks against a cluster losing a leader every minute (not in CI)")
+
+func TestMain(m *testing.M) {
+	flag.Parse()
+	dir, err := os.MkdirTemp("", "qtasks-faults-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	binDir = dir
+	for _, b := range [][2]string{
+		{"nats-server", "github.com/nats-io/nats-server/v2"},
+		{"qtasksd", "./cmd/qtasksd"},
+		{"scaleplugin", "./examples/scaleplugin"},
+	} {
+		cmd := exec.Command("go", "build", "-o", filepath.Join(dir, b[0]), b[1])
+		cmd.Dir = "../.."
+		if out, err := cmd.CombinedOutput(); err != nil {
+			fmt.Fprintf(os.Stderr, "building %s: %v\n%s", b[1], err, out)
+			_ = os.RemoveAll(dir)
+			os.Exit(1)
+		}
+	}
+	code := m.Run()
+	_ = os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// procLimit bounds how long the suite waits for a process to exit.
+const procLimit = 60 * time.Second
+
+func bin(name string) string { return filepath.Join(binDir, name) }
+
+// freePort returns a loopback port that was free a moment ago.
+func freePort(t testing.TB) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// node is one nats-server process; it keeps its name, ports and store
+// across restarts.
+type node struct {
+	t    testing.TB
+	name string
+	port int
+	conf string
+	proc *clitest.Proc
+}
+
+func (n *node) url() string { return "nats://127.0.0.1:" + strconv.Itoa(n.port) }
+
+func (n *node) start() {
+	n.t.Helper()
+	n.proc = clitest.Start(n.t, "", bin("nats-server"), "-c", n.conf)
+}
+
+// kill stops the server with SIGKILL: no goodbye to its peers, no flush.
+func (n *node) kill() {
+	n.t.Helper()
+	n.proc.Signal(syscall.SIGKILL)
+	n.proc.Wait(procLimit)
+}
+
+func (n *node) running() bool { return n.proc != nil && !n.proc.Exited() }
+
+// cluster is a set of nats-server processes on loopback: three routed
+// JetStream nodes, or a single one.
+type cluster struct {
+	t     testing.TB
+	nodes []*node
+	nc    *nats.Conn // the suite's own connection, for stream info
+	js    jetstream.JetStream
+}
+
+// startCluster starts size nats-server processes (size 1: a single server
+// with no routes) with JetStream file storage under the test's temporary
+// directory, and waits until JetStream answers.
+func startCluster(t testing.TB, size int) *cluster {
+	t.Helper()
+	c := &cluster{t: t}
+	dir := t.TempDir()
+	routePorts := make([]int, size)
+	for i := range routePorts {
+		routePorts[i] = freePort(t)
+	}
+	for i := range size {
+		n := &node{t: t, name: fmt.Sprintf("n%d", i+1), port: freePort(t)}
+		var conf strings.Builder
+		fmt.Fprintf(&conf, "server_name: %q\nlisten: \"127.0.0.1:%d\"\n", n.name, n.port)
+		fmt.Fprintf(&conf, "jetstream {\n  store_dir: %q\n  max_memory_store: 64MB\n  max_file_store: 4GB\n}\n", filepath.Join(dir, n.name))
+		if size > 1 {
+			var routes []string
+			for j, p := range routePorts {
+				if j != i {
+					routes = append(routes, fmt.Sprintf("\"nats-route://127.0.0.1:%d\"", p))
+				}
+			}
+			fmt.Fprintf(&conf, "cluster {\n  name: \"qtasks-faults\"\n  listen: \"127.0.0.1:%d\"\n  routes: [%s]\n}\n", routePorts[i], strings.Join(routes, ", "))
+		}
+		n.conf = filepath.Join(dir, n.name+".conf")
+		if err := os.WriteFile(n.conf, []byte(conf.String()), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		n.start()
+		c.nodes = append(c.nodes, n)
+	}
+	nc, err := nats.Connect(c.urls(), nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond), nats.Name("faults-suite"))
+	if err != nil {
+		// The servers may not listen yet: retry within the deadline.
+		waitFor(t, time.Minute, "a nats-server to accept connections", func() bool {
+			nc, err = nats.Connect(c.urls(), nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond), nats.Name("faults-suite"))
+			return err == nil
+		})
+	}
+	t.Cleanup(nc.Close)
+	c.nc = nc
+	if c.js, err = jetstream.New(nc); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 2*time.Minute, "JetStream to answer (a meta leader elected)", func() bool {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		_, err := c.js.AccountInfo(ctx)
+		return err == nil
+	})
+	return c
+}
+
+// urls is the comma-separated list of every node's URL, as --nats-url
+// takes it: a client reconnects to another node when its own dies.
+func (c *cluster) urls() string {
+	var us []string
+	for _, n := range c.nodes {
+		us = append(us, n.url())
+	}
+	return strings.Join(us, ",")
+}
+
+func (c *cluster) node(name string) *node {
+	for _, n := range c.nodes {
+		if n.name == name {
+			return n
+		}
+	}
+	return nil
+}
+
+// streamInfo asks JetStream about stream; nil when it does not answer
+// within a few seconds (during an election, say).
+func (c *cluster) streamInfo(stream string) *jetstream.StreamInfo {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	s, err := c.js.Stream(ctx, stream)
+	if err != nil {
+		return nil
+	}
+	info, err := s.Info(ctx)
+	if err != nil {
+		return nil
+	}
+	return info
+}
+
+// leader is the node leading stream now, waiting for an election if
+// there is none.
+func (c *cluster) leader(stream string) *node {
+	c.t.Helper()
+	var n *node
+	waitFor(c.t, time.Minute, "a leader of "+stream, func() bool {
+		info := c.streamInfo(stream)
+		if info == nil || info.Cluster == nil || info.Cluster.Leader == "" {
+			return false
+		}
+		n = c.node(info.Cluster.Leader)
+		return n != nil && n.running()
+	})
+	return n
+}
+
+// waitHealthy waits until every stream the suite watches has a leader and
+// every replica is current and online: the cluster is whole again.
+func (c *cluster) waitHealthy(limit time.Duration) {
+	c.t.Helper()
+	waitFor(c.t, limit, "every stream led, with every replica current", func() bool {
+		for _, s := range leaderStreams {
+			info := c.streamInfo(s)
+			if info == nil || info.Cluster == nil || info.Cluster.Leader == "" {
+				return false
+			}
+			if len(c.nodes) > 1 && len(info.Cluster.Replicas) != len(c.nodes)-1 {
+				return false
+			}
+			for _, r := range info.Cluster.Replicas {
+				if !r.Current || r.Offline {
+					return false
+				}
+			}
+		}
+		return true
+	})
+}
+
+// orphanAge is the workers' --orphan-age: how soon their janitors end a
+// record that a submission left new and never queued.
+const orphanAge = 20 * time.Second
+
+// worker is a qtasksd process run against the cluster.
+type worker struct {
+	proc *clitest.Proc
+	http string // its HTTP address
+	db   string // its projection, or "" for none
+}
+
+// startWorker starts qtasksd as a worker against url with a short ack
+// wait, so that a crashed worker's tasks come back within seconds, and a
+// short orphan age. With db
+// set it also keeps that projection.
+func startWorker(t testing.TB, url string, replicas int, db string, extra ...string) *worker {
+	t.Helper()
+	w := &worker{http: "127.0.0.1:" + strconv.Itoa(freePort(t)), db: db}
+	args := []string{"--nats-url", url, "--replicas", strconv.Itoa(replicas), "--http", w.http,
+		"--ack-wait", "5s", "--grace", "5s", "--concurrency", "16", "--orphan-age", orphanAge.String(), "--log-level", "warn"}
+	if db != "" {
+		args = append(args, "--db", db)
+	} else {
+		args = append(args, "--no-projection")
+	}
+	w.proc = clitest.Start(t, "", bin("qtasksd"), append(args, extra...)...)
+	waitFor(t, 2*time.Minute, "qtasksd's /healthz", func() bool { return w.healthy() })
+	return w
+}
+
+// healthy reports whether the worker's /healthz answers 200.
+func (w *worker) healthy() bool {
+	cl := http.Client{Timeout: time.Second}
+	resp, err := cl.Get("http://" + w.http + "/healthz")
+	if err != nil {
+		return false
+	}
+	resp.Body.Close()
+	return resp.StatusCode == http.StatusOK
+}
+
+// startPlugin starts the scale plugin process (a mutator on
+// task_executor_run_task multiplying numeric results by 10) with policy
+// ignore: a call lost to an election leaves the result unscaled rather
+// than failing the task, so that every task is expected to succeed.
+func startPlugin(t testing.TB, url string) *clitest.Proc {
+	t.Helper()
+	p := clitest.Start(t, "", bin("scaleplugin"), "--nats-url", url, "--factor", "10", "--policy", "ignore")
+	p.WaitLine("ready", 2*time.Minute)
+	return p
+}
+
+// openBus connects the suite's client to url, provisioning the streams
+// with replicas replicas when they do not exist yet.
+func openBus(t testing.TB, url string, replicas int) *bus.Bus {
+	t.Helper()
+	var b *bus.Bus
+	var err error
+	waitFor(t, 2*time.Minute, "the bus to open", func() bool {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		b, err = bus.Open(ctx, bus.Config{URL: url, Replicas: replicas, Name: "faults-client", Logger: bustest.Logger(t)})
+		return err == nil
+	})
+	t.Cleanup(b.Close)
+	return b
+}
+
+// waitFor polls cond until it holds, failing t after limit.
+func waitFor(t testing.TB, limit time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(limit)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", limit, what)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
