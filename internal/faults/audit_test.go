@@ -168,10 +168,16 @@ func audit(t *testing.T, b *bus.Bus, subs []*submission, db string) report {
 			t.Errorf("seq %d on %s is not a valid event: %v", s.Seq, s.Subject, s.Err)
 			return nil
 		}
+		// The ids the executor writes are unique (PROTOCOL.md §5); a patch
+		// is the plugin's, and a plugin that answers a redelivered
+		// invocation again stores the same answer twice (the first counts).
 		h := maphash.String(seed, s.Event.ID)
-		if first, ok := ids[h]; ok {
+		first, seen := ids[h]
+		switch {
+		case strings.HasPrefix(s.Subject, events.SubjectPatch+"."):
+		case seen:
 			dups = append(dups, fmt.Sprintf("%s (seq %d and %d)", s.Event.ID, first, s.Seq))
-		} else {
+		default:
 			ids[h] = s.Seq
 		}
 		if !strings.HasPrefix(s.Subject, events.SubjectTrigger+".") {
@@ -210,7 +216,7 @@ func audit(t *testing.T, b *bus.Bus, subs []*submission, db string) report {
 		t.Fatalf("reading the log: %v", err)
 	}
 	if len(dups) > 0 {
-		t.Errorf("%d ce-ids appear twice in the log (PROTOCOL.md §5 promises unique ids), e.g. %s", len(dups), strings.Join(dups[:min(len(dups), 5)], "; "))
+		t.Errorf("%d ce-ids appear twice in the log (PROTOCOL.md §5 promises unique ids for what the executor writes), e.g. %s", len(dups), strings.Join(dups[:min(len(dups), 5)], "; "))
 	}
 	for k, fs := range finals {
 		r.Finals++

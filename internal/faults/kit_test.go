@@ -258,7 +258,8 @@ func startWorker(t testing.TB, url string, replicas int, db string, extra ...str
 	t.Helper()
 	w := &worker{http: "127.0.0.1:" + strconv.Itoa(freePort(t)), db: db}
 	args := []string{"--nats-url", url, "--replicas", strconv.Itoa(replicas), "--http", w.http,
-		"--ack-wait", "5s", "--grace", "5s", "--concurrency", "16", "--orphan-age", orphanAge.String(), "--log-level", "warn"}
+		"--ack-wait", "5s", "--grace", "5s", "--concurrency", "16", "--orphan-age", orphanAge.String(), "--log-level", "warn",
+		"--demo"} // the load submits the demo tasks
 	if db != "" {
 		args = append(args, "--db", db)
 	} else {
