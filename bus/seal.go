@@ -144,6 +144,9 @@ func (b *Bus) StartSealer(ctx context.Context, cfg SealerConfig) (*Sealer, error
 	if err != nil {
 		return nil, fmt.Errorf("starting the sealer: %w", err)
 	}
+	// Logged before the goroutines start: they own s from then on.
+	s.log.Info("sealing the event log", "node", cfg.Node, "every", cfg.Every, "interval", cfg.Interval.String(),
+		"continues_seal", s.tipSeq, "from", s.first)
 	rctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	s.cancel = cancel
 	msgs := make(chan jetstream.Msg, 256)
@@ -175,8 +178,6 @@ func (b *Bus) StartSealer(ctx context.Context, cfg SealerConfig) (*Sealer, error
 		defer it.Stop()
 		s.run(rctx, msgs)
 	}()
-	s.log.Info("sealing the event log", "node", cfg.Node, "every", cfg.Every, "interval", cfg.Interval.String(),
-		"continues_seal", s.tipSeq, "from", s.first)
 	return s, nil
 }
 
