@@ -26,10 +26,14 @@ import (
 	"github.com/google/uuid"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/qtasks/qtasks-go/bus"
 	"github.com/qtasks/qtasks-go/bus/bustest"
 	"github.com/qtasks/qtasks-go/events"
+	"github.com/qtasks/qtasks-go/internal/spans"
 	"github.com/qtasks/qtasks-go/plugins"
 )
 
@@ -202,7 +206,45 @@ func BenchmarkTasks(b *testing.B) {
 		{"record=all/mutators=3", bus.RecordAll, 3},
 		{"record=lifecycle/mutators=0", bus.RecordLifecycle, 0},
 	} {
-		b.Run(c.name, func(b *testing.B) { benchTasks(b, c.record, c.mutators) })
+		b.Run(c.name, func(b *testing.B) { benchTasks(b, c.record, c.mutators, nil) })
+	}
+}
+
+// BenchmarkTracing is BenchmarkTasks (record=all) with tracing off (the
+// default provider, a no-op) and on (every span sampled, exported in
+// batches to an exporter that drops them): docs/ARCHITECTURE.md, "Tracing".
+//
+//	go test -run=NONE -bench=Tracing -benchtime=4000x -count=3 ./executor
+func BenchmarkTracing(b *testing.B) {
+	for _, mutators := range []int{0, 1} {
+		for _, on := range []bool{false, true} {
+			name := fmt.Sprintf("mutators=%d/tracing=%v", mutators, map[bool]string{false: "off", true: "on"}[on])
+			b.Run(name, func(b *testing.B) {
+				var tp trace.TracerProvider
+				if on {
+					p := sdktrace.NewTracerProvider(sdktrace.WithBatcher(tracetest.NewNoopExporter()), sdktrace.WithSampler(sdktrace.AlwaysSample()))
+					b.Cleanup(func() { _ = p.Shutdown(context.Background()) })
+					tp = p
+				}
+				benchTasks(b, bus.RecordAll, mutators, tp)
+			})
+		}
+	}
+}
+
+// BenchmarkSpan is the cost of one sampled span with two attributes,
+// exported in batches to an exporter that drops them: what a span per
+// firing without plugins would add, per firing.
+func BenchmarkSpan(b *testing.B) {
+	p := sdktrace.NewTracerProvider(sdktrace.WithBatcher(tracetest.NewNoopExporter()), sdktrace.WithSampler(sdktrace.AlwaysSample()))
+	b.Cleanup(func() { _ = p.Shutdown(context.Background()) })
+	tr := p.Tracer("bench")
+	ctx, root := tr.Start(context.Background(), "root")
+	defer root.End()
+	b.ReportAllocs()
+	for b.Loop() {
+		_, s := tr.Start(ctx, "trigger "+events.StorageGet, trace.WithAttributes(spans.Trigger.String(events.StorageGet), spans.Plugins.Int(0)))
+		s.End()
 	}
 }
 
@@ -210,10 +252,10 @@ type benchArgs struct {
 	A, B int
 }
 
-func benchTasks(b *testing.B, record bus.RecordMode, mutators int) {
+func benchTasks(b *testing.B, record bus.RecordMode, mutators int, tp trace.TracerProvider) {
 	ctx := benchCtx(b)
 	bs := bustest.Open(b, &bus.Config{Record: record, Logger: benchLogger()})
-	app, err := New(bs, &Config{Concurrency: benchConcurrency, GracePeriod: 10 * time.Second, Logger: benchLogger()})
+	app, err := New(bs, &Config{Concurrency: benchConcurrency, GracePeriod: 10 * time.Second, Logger: benchLogger(), TracerProvider: tp})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -221,7 +263,7 @@ func benchTasks(b *testing.B, record bus.RecordMode, mutators int) {
 	for i := range mutators {
 		key := "x" + strconv.Itoa(i)
 		r, err := plugins.Local(ctx, bs, plugins.Spec{
-			Name: "bench-mut-" + strconv.Itoa(i), Version: "1", Triggers: []string{events.TaskExecutorArgsReplace},
+			Name: "bench-mut-" + strconv.Itoa(i), Version: "1", Triggers: []string{events.TaskExecutorArgsReplace}, TracerProvider: tp,
 			Plugin: plugins.Func(func(context.Context, *plugins.Call) (*plugins.Patch, error) {
 				return plugins.MergePatch(map[string]any{"kw": map[string]any{key: i}})
 			}),
