@@ -18,10 +18,14 @@ import (
 // startAttempt starts the span of one run of a task attempt, a child of
 // the submission's traceparent (a new trace without one).
 func (a *App) startAttempt(ctx context.Context, t *events.Task, run int) (context.Context, trace.Span) {
-	return a.tracer.Start(spans.WithTraceParent(ctx, t.Trace), "task "+t.Name,
-		trace.WithSpanKind(trace.SpanKindConsumer),
-		trace.WithAttributes(spans.TaskID.String(t.ID), spans.TaskName.String(t.Name),
-			spans.Attempt.Int(t.Attempt), spans.Run.Int(run), spans.Queue.String(t.Queue)))
+	ctx, span := a.tracer.Start(spans.WithTraceParent(ctx, t.Trace), "task "+t.Name, trace.WithSpanKind(trace.SpanKindConsumer))
+	// Attributes are set only on a span that records them: with tracing
+	// off, building them is most of what a span costs.
+	if span.IsRecording() {
+		span.SetAttributes(spans.TaskID.String(t.ID), spans.TaskName.String(t.Name),
+			spans.Attempt.Int(t.Attempt), spans.Run.Int(run), spans.Queue.String(t.Queue))
+	}
+	return ctx, span
 }
 
 // endAttempt ends the span of a run that returned err (nil once the
@@ -49,8 +53,11 @@ func noteFinal(ctx context.Context, final *events.Task) {
 // Submission-time firings (no attempt span in ctx) are children of the
 // submission's traceparent.
 func (f *firing) startFiring(ctx context.Context, trigger string, plugins int) (context.Context, trace.Span) {
-	return f.a.tracer.Start(spans.WithTraceParent(ctx, f.task.Trace), "trigger "+trigger,
-		trace.WithAttributes(spans.Trigger.String(trigger), spans.Plugins.Int(plugins)))
+	ctx, span := f.a.tracer.Start(spans.WithTraceParent(ctx, f.task.Trace), "trigger "+trigger)
+	if span.IsRecording() {
+		span.SetAttributes(spans.Trigger.String(trigger), spans.Plugins.Int(plugins))
+	}
+	return ctx, span
 }
 
 // endFiring ends the span of a firing whose chain returned failure.
@@ -67,10 +74,11 @@ func endFiring(span trace.Span, failure error) {
 // span of its own) the invocation keeps the submission's traceparent.
 func (f *firing) startCall(ctx context.Context, p events.PluginInfo, inv *events.Event, shadow bool) (context.Context, trace.Span) {
 	parent := trace.SpanContextFromContext(ctx)
-	ctx, span := f.a.tracer.Start(ctx, "invoke "+p.Name,
-		trace.WithSpanKind(trace.SpanKindClient),
-		trace.WithAttributes(spans.Plugin.String(p.Name), spans.Trigger.String(inv.Trigger),
-			spans.Invocation.String(inv.ID), spans.Shadow.Bool(shadow)))
+	ctx, span := f.a.tracer.Start(ctx, "invoke "+p.Name, trace.WithSpanKind(trace.SpanKindClient))
+	if span.IsRecording() {
+		span.SetAttributes(spans.Plugin.String(p.Name), spans.Trigger.String(inv.Trigger),
+			spans.Invocation.String(inv.ID), spans.Shadow.Bool(shadow))
+	}
 	if sc := span.SpanContext(); sc.IsValid() && sc.SpanID() != parent.SpanID() {
 		inv.TraceParent = spans.TraceParent(span)
 	}

@@ -275,10 +275,11 @@ func (r *Runner) mutate(m jetstream.Msg) {
 // of the call.
 func (r *Runner) answer(ctx context.Context, call *Call) events.Event {
 	inv := &call.Event
-	ctx, span := r.tracer.Start(spans.WithTraceParent(ctx, inv.TraceParent), "plugin "+r.spec.Name,
-		trace.WithSpanKind(trace.SpanKindServer),
-		trace.WithAttributes(spans.Plugin.String(r.spec.Name), spans.Trigger.String(inv.Trigger),
-			spans.TaskID.String(inv.TaskID), spans.Invocation.String(inv.ID)))
+	ctx, span := r.tracer.Start(spans.WithTraceParent(ctx, inv.TraceParent), "plugin "+r.spec.Name, trace.WithSpanKind(trace.SpanKindServer))
+	if span.IsRecording() {
+		span.SetAttributes(spans.Plugin.String(r.spec.Name), spans.Trigger.String(inv.Trigger),
+			spans.TaskID.String(inv.TaskID), spans.Invocation.String(inv.ID))
+	}
 	defer span.End()
 	p, err := r.call(ctx, call)
 	if err != nil {

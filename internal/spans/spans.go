@@ -39,8 +39,21 @@ func WithTraceParent(ctx context.Context, traceparent string) context.Context {
 	if traceparent == "" || trace.SpanContextFromContext(ctx).IsValid() {
 		return ctx
 	}
-	return propagation.TraceContext{}.Extract(ctx, propagation.MapCarrier{"traceparent": traceparent})
+	return propagation.TraceContext{}.Extract(ctx, carrier(traceparent))
 }
+
+// carrier carries one traceparent, with no map to allocate.
+type carrier string
+
+func (c carrier) Get(key string) string {
+	if key == "traceparent" {
+		return string(c)
+	}
+	return ""
+}
+
+func (carrier) Set(string, string) {}
+func (carrier) Keys() []string     { return []string{"traceparent"} }
 
 // TraceParent is the W3C traceparent of span, or "" when span has no
 // valid context.
