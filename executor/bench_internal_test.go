@@ -26,6 +26,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"go.opentelemetry.io/otel/trace"
@@ -229,6 +230,47 @@ func BenchmarkTracing(b *testing.B) {
 				benchTasks(b, bus.RecordAll, mutators, tp)
 			})
 		}
+	}
+}
+
+// BenchmarkTaskSpans is the tracing work of one task with one plugin call:
+// the attempt's span, the firing's, the call's (with its traceparent
+// written on the invocation) and the plugin runner's, on the default
+// provider (tracing off) and on a sampling provider (on). Beside
+// BenchmarkTasks' cpu-us/task it is the share of a task's CPU that tracing
+// costs, a figure a loaded machine's tasks/s cannot resolve.
+func BenchmarkTaskSpans(b *testing.B) {
+	for _, on := range []bool{false, true} {
+		b.Run(map[bool]string{false: "tracing=off", true: "tracing=on"}[on], func(b *testing.B) {
+			var tp trace.TracerProvider = otel.GetTracerProvider()
+			if on {
+				p := sdktrace.NewTracerProvider(sdktrace.WithBatcher(tracetest.NewNoopExporter()), sdktrace.WithSampler(sdktrace.AlwaysSample()))
+				b.Cleanup(func() { _ = p.Shutdown(context.Background()) })
+				tp = p
+			}
+			app := &App{tracer: tp.Tracer(spans.Scope)}
+			plugTracer := tp.Tracer(spans.Scope)
+			task := events.Task{ID: uuid.NewString(), Name: "noop", Queue: "default", Attempt: 1,
+				Trace: "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"}
+			f := &firing{a: app, task: &task}
+			p := events.PluginInfo{Name: "bench-mut-0", Version: "1"}
+			b.ReportAllocs()
+			for b.Loop() {
+				ctx, attempt := app.startAttempt(context.Background(), &task, 1)
+				fctx, firing := f.startFiring(ctx, events.TaskExecutorArgsReplace, 1)
+				inv := events.Event{ID: "x", Trigger: events.TaskExecutorArgsReplace, TaskID: task.ID, TraceParent: task.Trace}
+				_, call := f.startCall(fctx, p, &inv, false)
+				_, ps := plugTracer.Start(spans.WithTraceParent(context.Background(), inv.TraceParent), "plugin "+p.Name, trace.WithSpanKind(trace.SpanKindServer))
+				if ps.IsRecording() {
+					ps.SetAttributes(spans.Plugin.String(p.Name), spans.Trigger.String(inv.Trigger), spans.TaskID.String(inv.TaskID), spans.Invocation.String(inv.ID))
+				}
+				ps.End()
+				endCall(call, &events.PluginCall{Outcome: events.OutcomeApplied, Version: "1"})
+				endFiring(firing, nil)
+				noteFinal(ctx, &events.Task{Status: events.StatusSuccess})
+				endAttempt(attempt, nil)
+			}
+		})
 	}
 }
 
