@@ -26,10 +26,15 @@ import (
 	"github.com/google/uuid"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/qtasks/qtasks-go/bus"
 	"github.com/qtasks/qtasks-go/bus/bustest"
 	"github.com/qtasks/qtasks-go/events"
+	"github.com/qtasks/qtasks-go/internal/spans"
 	"github.com/qtasks/qtasks-go/plugins"
 )
 
@@ -202,7 +207,86 @@ func BenchmarkTasks(b *testing.B) {
 		{"record=all/mutators=3", bus.RecordAll, 3},
 		{"record=lifecycle/mutators=0", bus.RecordLifecycle, 0},
 	} {
-		b.Run(c.name, func(b *testing.B) { benchTasks(b, c.record, c.mutators) })
+		b.Run(c.name, func(b *testing.B) { benchTasks(b, c.record, c.mutators, nil) })
+	}
+}
+
+// BenchmarkTracing is BenchmarkTasks (record=all) with tracing off (the
+// default provider, a no-op) and on (every span sampled, exported in
+// batches to an exporter that drops them): docs/ARCHITECTURE.md, "Tracing".
+//
+//	go test -run=NONE -bench=Tracing -benchtime=4000x -count=3 ./executor
+func BenchmarkTracing(b *testing.B) {
+	for _, mutators := range []int{0, 1} {
+		for _, on := range []bool{false, true} {
+			name := fmt.Sprintf("mutators=%d/tracing=%v", mutators, map[bool]string{false: "off", true: "on"}[on])
+			b.Run(name, func(b *testing.B) {
+				var tp trace.TracerProvider
+				if on {
+					p := sdktrace.NewTracerProvider(sdktrace.WithBatcher(tracetest.NewNoopExporter()), sdktrace.WithSampler(sdktrace.AlwaysSample()))
+					b.Cleanup(func() { _ = p.Shutdown(context.Background()) })
+					tp = p
+				}
+				benchTasks(b, bus.RecordAll, mutators, tp)
+			})
+		}
+	}
+}
+
+// BenchmarkTaskSpans is the tracing work of one task with one plugin call:
+// the attempt's span, the firing's, the call's (with its traceparent
+// written on the invocation) and the plugin runner's, on the default
+// provider (tracing off) and on a sampling provider (on). Beside
+// BenchmarkTasks' cpu-us/task it is the share of a task's CPU that tracing
+// costs, a figure a loaded machine's tasks/s cannot resolve.
+func BenchmarkTaskSpans(b *testing.B) {
+	for _, on := range []bool{false, true} {
+		b.Run(map[bool]string{false: "tracing=off", true: "tracing=on"}[on], func(b *testing.B) {
+			var tp trace.TracerProvider = otel.GetTracerProvider()
+			if on {
+				p := sdktrace.NewTracerProvider(sdktrace.WithBatcher(tracetest.NewNoopExporter()), sdktrace.WithSampler(sdktrace.AlwaysSample()))
+				b.Cleanup(func() { _ = p.Shutdown(context.Background()) })
+				tp = p
+			}
+			app := &App{tracer: tp.Tracer(spans.Scope)}
+			plugTracer := tp.Tracer(spans.Scope)
+			task := events.Task{ID: uuid.NewString(), Name: "noop", Queue: "default", Attempt: 1,
+				Trace: "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"}
+			f := &firing{a: app, task: &task}
+			p := events.PluginInfo{Name: "bench-mut-0", Version: "1"}
+			b.ReportAllocs()
+			for b.Loop() {
+				ctx, attempt := app.startAttempt(context.Background(), &task, 1)
+				fctx, firing := f.startFiring(ctx, events.TaskExecutorArgsReplace, 1)
+				inv := events.Event{ID: "x", Trigger: events.TaskExecutorArgsReplace, TaskID: task.ID, TraceParent: task.Trace}
+				_, call := f.startCall(fctx, p, &inv, false)
+				_, ps := plugTracer.Start(spans.WithTraceParent(context.Background(), inv.TraceParent), "plugin "+p.Name, trace.WithSpanKind(trace.SpanKindServer))
+				if ps.IsRecording() {
+					ps.SetAttributes(spans.Plugin.String(p.Name), spans.Trigger.String(inv.Trigger), spans.TaskID.String(inv.TaskID), spans.Invocation.String(inv.ID))
+				}
+				ps.End()
+				endCall(call, &events.PluginCall{Outcome: events.OutcomeApplied, Version: "1"})
+				endFiring(firing, nil)
+				noteFinal(ctx, &events.Task{Status: events.StatusSuccess})
+				endAttempt(attempt, nil)
+			}
+		})
+	}
+}
+
+// BenchmarkSpan is the cost of one sampled span with two attributes,
+// exported in batches to an exporter that drops them: what a span per
+// firing without plugins would add, per firing.
+func BenchmarkSpan(b *testing.B) {
+	p := sdktrace.NewTracerProvider(sdktrace.WithBatcher(tracetest.NewNoopExporter()), sdktrace.WithSampler(sdktrace.AlwaysSample()))
+	b.Cleanup(func() { _ = p.Shutdown(context.Background()) })
+	tr := p.Tracer("bench")
+	ctx, root := tr.Start(context.Background(), "root")
+	defer root.End()
+	b.ReportAllocs()
+	for b.Loop() {
+		_, s := tr.Start(ctx, "trigger "+events.StorageGet, trace.WithAttributes(spans.Trigger.String(events.StorageGet), spans.Plugins.Int(0)))
+		s.End()
 	}
 }
 
@@ -210,10 +294,10 @@ type benchArgs struct {
 	A, B int
 }
 
-func benchTasks(b *testing.B, record bus.RecordMode, mutators int) {
+func benchTasks(b *testing.B, record bus.RecordMode, mutators int, tp trace.TracerProvider) {
 	ctx := benchCtx(b)
 	bs := bustest.Open(b, &bus.Config{Record: record, Logger: benchLogger()})
-	app, err := New(bs, &Config{Concurrency: benchConcurrency, GracePeriod: 10 * time.Second, Logger: benchLogger()})
+	app, err := New(bs, &Config{Concurrency: benchConcurrency, GracePeriod: 10 * time.Second, Logger: benchLogger(), TracerProvider: tp})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -221,7 +305,7 @@ func benchTasks(b *testing.B, record bus.RecordMode, mutators int) {
 	for i := range mutators {
 		key := "x" + strconv.Itoa(i)
 		r, err := plugins.Local(ctx, bs, plugins.Spec{
-			Name: "bench-mut-" + strconv.Itoa(i), Version: "1", Triggers: []string{events.TaskExecutorArgsReplace},
+			Name: "bench-mut-" + strconv.Itoa(i), Version: "1", Triggers: []string{events.TaskExecutorArgsReplace}, TracerProvider: tp,
 			Plugin: plugins.Func(func(context.Context, *plugins.Call) (*plugins.Patch, error) {
 				return plugins.MergePatch(map[string]any{"kw": map[string]any{key: i}})
 			}),

@@ -12,9 +12,12 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/qtasks/qtasks-go/bus"
 	"github.com/qtasks/qtasks-go/events"
+	"github.com/qtasks/qtasks-go/internal/spans"
 )
 
 // Defaults of Config.
@@ -72,6 +75,11 @@ type Config struct {
 	// (qtasks_tasks_*, qtasks_task_*, qtasks_plugin_*); New fails if they
 	// are registered there already. Nil records none.
 	Metrics prometheus.Registerer
+	// TracerProvider makes the app's spans: one per run of a task attempt,
+	// a child per trigger firing that invokes plugins, and a child of that
+	// per plugin call (docs/ARCHITECTURE.md, "Tracing"). Defaults to
+	// otel.GetTracerProvider(), a no-op until the program sets one.
+	TracerProvider trace.TracerProvider
 	// Now is the clock. Defaults to time.Now.
 	Now func() time.Time
 }
@@ -111,6 +119,9 @@ func (c *Config) withDefaults(b *bus.Bus) error {
 	}
 	if c.Now == nil {
 		c.Now = time.Now
+	}
+	if c.TracerProvider == nil {
+		c.TracerProvider = otel.GetTracerProvider()
 	}
 	var errs []error
 	if !events.ValidToken(c.Queue) {
@@ -157,7 +168,8 @@ type App struct {
 	worker     *worker
 	startToken string // distinguishes this process's start from a previous one with the same node id
 
-	m *metrics
+	m      *metrics
+	tracer trace.Tracer
 
 	submitMu   sync.Mutex
 	submitting map[string]*idLock // task id → submission lock, for idempotency keys
@@ -178,6 +190,7 @@ func New(b *bus.Bus, cfg *Config) (*App, error) {
 	}
 	return &App{
 		m:      m,
+		tracer: c.TracerProvider.Tracer(spans.Scope),
 		b:      b,
 		cfg:    c,
 		log:    c.Logger.With("component", "executor", "node", c.NodeID),

@@ -119,7 +119,13 @@ func (f *firing) fire(ctx context.Context, trigger string, payload any) (json.Ra
 	var failure error
 	if t.Returnable {
 		var doc json.RawMessage
-		doc, fact.Calls, failure = f.chain(ctx, t, n, chain, input)
+		if len(chain) > 0 {
+			cctx, span := f.startFiring(ctx, trigger, len(chain))
+			doc, fact.Calls, failure = f.chain(cctx, t, n, chain, input)
+			endFiring(span, failure)
+		} else {
+			doc, fact.Calls, failure = f.chain(ctx, t, n, chain, input)
+		}
 		applied := false
 		for _, c := range fact.Calls {
 			applied = applied || c.Outcome == events.OutcomeApplied
@@ -281,6 +287,8 @@ func (f *firing) invoke(ctx context.Context, t events.Trigger, n int, p events.P
 		TraceParent:     f.task.Trace,
 	}
 	call := events.PluginCall{Plugin: p.Name, Version: p.Version, Invocation: inv.ID, Policy: p.Policy, Shadow: shadow}
+	ctx, span := f.startCall(ctx, p, &inv, shadow)
+	defer endCall(span, &call)
 	start := time.Now()
 	reply, err := f.a.b.Invoke(ctx, p, inv)
 	for _, fut := range reply.Pending {

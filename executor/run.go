@@ -31,8 +31,10 @@ type runState struct {
 // returns an error only when the run could not be completed (JetStream
 // unreachable, shutdown): the task message is then redelivered. Every
 // outcome of the task itself, failures included, returns nil.
-func (w *worker) run(ctx context.Context, t events.Task, rev uint64, run int, resumed bool) error {
+func (w *worker) run(ctx context.Context, t events.Task, rev uint64, run int, resumed bool) (err error) {
 	a := w.a
+	ctx, span := a.startAttempt(ctx, &t, run)
+	defer func() { endAttempt(span, err) }()
 	t.Run = run
 	rs := &runState{w: w, t: t, orig: t, rev: rev}
 	rs.f = a.newFiring(&rs.t, run)
@@ -592,6 +594,7 @@ func (rs *runState) finish(ctx context.Context, final events.Task, taskErr error
 	if err := rs.w.finishDecided(ctx, final, rs.rev); err != nil {
 		return err
 	}
+	noteFinal(ctx, &final)
 	if decided {
 		// Counted by the process whose final fact was stored first, once
 		// the record says final: a run that completes another's decision

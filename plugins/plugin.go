@@ -6,6 +6,9 @@ import (
 	"fmt"
 	"time"
 
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/qtasks/qtasks-go/bus"
 	"github.com/qtasks/qtasks-go/events"
 )
@@ -165,6 +168,11 @@ type Spec struct {
 	AckWait time.Duration
 	// Plugin handles the calls.
 	Plugin Plugin
+	// TracerProvider makes a mutator's spans: one per handled invocation,
+	// a child of the executor's span of the call (the invocation's
+	// ce-traceparent). Defaults to otel.GetTracerProvider(), a no-op until
+	// the program sets one.
+	TracerProvider trace.TracerProvider
 }
 
 func (s *Spec) withDefaults() error {
@@ -185,6 +193,9 @@ func (s *Spec) withDefaults() error {
 	}
 	if s.AckWait == 0 {
 		s.AckWait = DefaultObserverAckWait
+	}
+	if s.TracerProvider == nil {
+		s.TracerProvider = otel.GetTracerProvider()
 	}
 	if s.Plugin == nil {
 		return fmt.Errorf("plugin %s: Spec.Plugin is nil", s.Name)

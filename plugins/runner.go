@@ -11,9 +11,12 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/qtasks/qtasks-go/bus"
 	"github.com/qtasks/qtasks-go/events"
+	"github.com/qtasks/qtasks-go/internal/spans"
 )
 
 // Runner hosts one plugin. Stop it when done.
@@ -32,6 +35,7 @@ type Runner struct {
 	cancel  context.CancelFunc
 	local   bool
 	stopped sync.Once
+	tracer  trace.Tracer
 }
 
 // DurableName is the durable consumer of plugin name.
@@ -106,9 +110,10 @@ func newRunner(b *bus.Bus, spec Spec, local bool) (*Runner, error) {
 	}
 	r := &Runner{
 		b: b, spec: spec, info: spec.info(local), local: local,
-		log:   b.Logger().With("component", "plugin", "plugin", spec.Name, "version", spec.Version),
-		state: b.PluginState(spec.Name),
-		sem:   make(chan struct{}, spec.Concurrency),
+		log:    b.Logger().With("component", "plugin", "plugin", spec.Name, "version", spec.Version),
+		state:  b.PluginState(spec.Name),
+		sem:    make(chan struct{}, spec.Concurrency),
+		tracer: spec.TracerProvider.Tracer(spans.Scope),
 	}
 	r.ctx, r.cancel = context.WithCancel(context.Background())
 	return r, nil
@@ -265,10 +270,20 @@ func (r *Runner) mutate(m jetstream.Msg) {
 	_ = m.Ack()
 }
 
-// answer calls the plugin and turns its result into a patch event.
+// answer calls the plugin and turns its result into a patch event. Its
+// span is a child of the invocation's ce-traceparent: the executor's span
+// of the call.
 func (r *Runner) answer(ctx context.Context, call *Call) events.Event {
+	inv := &call.Event
+	ctx, span := r.tracer.Start(spans.WithTraceParent(ctx, inv.TraceParent), "plugin "+r.spec.Name, trace.WithSpanKind(trace.SpanKindServer))
+	if span.IsRecording() {
+		span.SetAttributes(spans.Plugin.String(r.spec.Name), spans.Trigger.String(inv.Trigger),
+			spans.TaskID.String(inv.TaskID), spans.Invocation.String(inv.ID))
+	}
+	defer span.End()
 	p, err := r.call(ctx, call)
 	if err != nil {
+		span.SetStatus(codes.Error, err.Error())
 		return events.Event{PluginError: err.Error(), PluginVersion: r.spec.Version}
 	}
 	ev := events.Event{PluginVersion: r.spec.Version}

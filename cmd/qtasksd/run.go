@@ -19,6 +19,7 @@ import (
 	"github.com/qtasks/qtasks-go/executor"
 	"github.com/qtasks/qtasks-go/internal/console"
 	"github.com/qtasks/qtasks-go/internal/flock"
+	"github.com/qtasks/qtasks-go/internal/telemetry"
 	"github.com/qtasks/qtasks-go/projections"
 )
 
@@ -248,6 +249,22 @@ func (m *Main) run(ctx context.Context, args []string) error {
 		}
 		cfg.DataDir, cfg.Port = dir, f.port
 	}
+	// Traces go where the OTEL_* variables say (nowhere when unset); the
+	// deferred flush runs after the executor has stopped.
+	tr, err := telemetry.Setup(ctx, "qtasksd")
+	if err != nil {
+		return err
+	}
+	defer func() {
+		fctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := tr.Shutdown(fctx); err != nil {
+			log.Warn("traces not flushed", "err", err)
+		}
+	}()
+	if tr.Enabled {
+		log.Info("tracing on: exporting spans over OTLP/HTTP")
+	}
 	// Listening before the bus opens makes a taken address an error with no
 	// server started and no projection written.
 	var ln net.Listener
@@ -279,7 +296,7 @@ func (m *Main) run(ctx context.Context, args []string) error {
 	app, err := executor.New(b, &executor.Config{
 		Queue: f.queue, Concurrency: f.concurrency, Prefetch: f.prefetch, AckWait: f.ackWait, GracePeriod: f.grace, Logger: log,
 		MaxDeliveries: f.maxDeliver, OrphanAge: f.orphanAge,
-		Metrics:       reg,
+		Metrics: reg, TracerProvider: tr.Provider,
 	})
 	if err != nil {
 		return &usageError{Msg: err.Error(), Hint: "qtasksd run -h"}

@@ -21,7 +21,7 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	binDir = dir
-	for _, pkg := range []string{"./cmd/qtasksd", "./cmd/qtasks-replay", "./examples/scaleplugin", "./examples/quickstart"} {
+	for _, pkg := range []string{"./cmd/qtasksd", "./cmd/qtasks-replay", "./examples/scaleplugin", "./examples/quickstart", "./plugins/validate/cmd/qtasks-validate"} {
 		out := filepath.Join(dir, filepath.Base(pkg))
 		cmd := exec.Command("go", "build", "-o", out, pkg)
 		cmd.Dir = "../.."

@@ -17,6 +17,7 @@ import (
 	"github.com/qtasks/qtasks-go/bus"
 	"github.com/qtasks/qtasks-go/events"
 	"github.com/qtasks/qtasks-go/internal/cli"
+	"github.com/qtasks/qtasks-go/internal/telemetry"
 	"github.com/qtasks/qtasks-go/plugins"
 )
 
@@ -80,6 +81,20 @@ func (f *Flags) Logger(w io.Writer) (*slog.Logger, error) {
 // until ctx ends; then it stops the plugin.
 func (f *Flags) Serve(ctx context.Context, log *slog.Logger, spec plugins.Spec, stdout io.Writer) error {
 	spec.Name, spec.Policy, spec.Timeout = f.Name, f.Policy, f.Timeout
+	// Traces go where the OTEL_* variables say (nowhere when unset),
+	// flushed once the plugin has stopped.
+	tr, err := telemetry.Setup(ctx, "qtasks-plugin-"+spec.Name)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		fctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := tr.Shutdown(fctx); err != nil {
+			log.Warn("traces not flushed", "err", err)
+		}
+	}()
+	spec.TracerProvider = tr.Provider
 	cfg := f.Config()
 	cfg.Name, cfg.Plugin, cfg.Logger = "plugin-"+spec.Name, spec.Name, log
 	octx, cancel := context.WithTimeout(ctx, 30*time.Second)
