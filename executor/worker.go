@@ -54,7 +54,10 @@ type worker struct {
 	msgs  jetstream.MessagesContext // replaced on resume after a pause; under mu
 	slots chan struct{}             // bounds tasks held: running plus waiting
 
-	ctl       *controls // operators' cancels and pauses
+	ctl *controls // operators' cancels and pauses
+	// suspects are records that looked orphaned in the janitor's last
+	// sweep, by task id, at their revision then; the janitor's own.
+	suspects  map[string]uint64
 	ctlCancel context.CancelFunc
 
 	mu      sync.Mutex
