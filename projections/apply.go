@@ -982,25 +982,9 @@ func (a *txApplier) task(p *Prepared) error {
 		if !r.exists {
 			a.insertTask(r, m, events.StatusProcess, seq, nil, at, nil)
 		} else if newer {
-			r.attempt, r.status = m.Attempt, events.StatusProcess
-			r.put(tcStatus, events.StatusProcess)
-			r.put(tcAttempt, int64(m.Attempt))
+			r.startAttempt(m, events.StatusProcess, m.Worker, at, at, seq)
 			r.put(tcPriority, int64(m.Priority))
-			r.put(tcRetriesLeft, int64(m.Retry))
-			r.put(tcWorker, m.Worker)
-			r.put(tcRetryParent, m.RetryParent)
-			r.put(tcRetryChild, "")
 			r.put(tcExtra, jsonText(m.Extra))
-			r.put(tcResult, nil)
-			r.put(tcError, "")
-			r.put(tcReason, "")
-			r.put(tcArgsExecuted, nil)
-			r.put(tcKwExecuted, nil)
-			r.put(tcStartedAt, at)
-			r.put(tcExecutedAt, nil)
-			r.put(tcFinishedAt, nil)
-			r.put(tcUpdatedAt, at)
-			r.put(tcLastSeq, seq)
 		}
 		ar, err := a.attemptRow(m.ID, m.Attempt)
 		if err != nil {
@@ -1025,23 +1009,7 @@ func (a *txApplier) task(p *Prepared) error {
 		return nil
 	case effRequeue:
 		if r.exists && newer {
-			r.attempt, r.status = m.Attempt, events.StatusNew
-			r.put(tcStatus, events.StatusNew)
-			r.put(tcAttempt, int64(m.Attempt))
-			r.put(tcRetriesLeft, int64(m.Retry))
-			r.put(tcWorker, "")
-			r.put(tcRetryParent, m.RetryParent)
-			r.put(tcRetryChild, "")
-			r.put(tcResult, nil)
-			r.put(tcError, "")
-			r.put(tcReason, "")
-			r.put(tcArgsExecuted, nil)
-			r.put(tcKwExecuted, nil)
-			r.put(tcStartedAt, nil)
-			r.put(tcExecutedAt, nil)
-			r.put(tcFinishedAt, nil)
-			r.put(tcUpdatedAt, at)
-			r.put(tcLastSeq, seq)
+			r.startAttempt(m, events.StatusNew, "", nil, at, seq)
 		}
 		return a.newAttempt(m.ID, m.Attempt, at, m.RetryParent)
 	case effFinal:
@@ -1088,6 +1056,30 @@ func (a *txApplier) task(p *Prepared) error {
 		}
 	}
 	return nil
+}
+
+// startAttempt moves task row r to attempt m.Attempt in status (a run
+// starting, or an operator's retry queueing it): what the attempt or run
+// before left (result, error, reason, the arguments executed, its times)
+// is cleared; startedAt is the run's start, nil while only queued.
+func (r *taskRow) startAttempt(m *events.Task, status, worker string, startedAt, at any, seq int64) {
+	r.attempt, r.status = m.Attempt, status
+	r.put(tcStatus, status)
+	r.put(tcAttempt, int64(m.Attempt))
+	r.put(tcRetriesLeft, int64(m.Retry))
+	r.put(tcWorker, worker)
+	r.put(tcRetryParent, m.RetryParent)
+	r.put(tcRetryChild, "")
+	r.put(tcResult, nil)
+	r.put(tcError, "")
+	r.put(tcReason, "")
+	r.put(tcArgsExecuted, nil)
+	r.put(tcKwExecuted, nil)
+	r.put(tcStartedAt, startedAt)
+	r.put(tcExecutedAt, nil)
+	r.put(tcFinishedAt, nil)
+	r.put(tcUpdatedAt, at)
+	r.put(tcLastSeq, seq)
 }
 
 // insertTask inserts task row r from a record (at the end of the batch).
