@@ -14,6 +14,7 @@ import (
 // EventSubjects are the subjects the event log captures.
 var EventSubjects = []string{
 	events.SubjectTrigger + ".>",
+	events.PhaseSubjects, // a phase's packed facts (issue #15, design (f))
 	events.SubjectInvoke + ".>",
 	events.SubjectPatch + ".>",
 	events.SubjectDead + ".>",

@@ -115,9 +115,9 @@ func DeadSubject(plugin string) string { return SubjectDead + "." + plugin }
 // ParsedSubject is a subject split into its parts; empty where the kind has
 // no such part.
 type ParsedSubject struct {
-	Kind    string // trigger, invoke, patch, dead, alert, run, seal or operator
+	Kind    string // trigger, phase, invoke, patch, dead, alert, run, seal or operator
 	Plugin  string
-	Trigger string
+	Trigger string // the trigger; for a phase subject, the phase
 	// Key is the last token of a fact's subject (the task's queue, or the
 	// node id of a process trigger), the queue of a run or operator
 	// subject, or the node id of an alert or seal subject.
@@ -152,6 +152,12 @@ func ParseSubject(s string) (ParsedSubject, error) {
 	switch t[1] {
 	case "trigger":
 		if len(t) != 4 {
+			return bad()
+		}
+		return ParsedSubject{Kind: t[1], Trigger: t[2], Key: t[3]}, nil
+	case "phase":
+		// qtasks.phase.<phase>.<queue>: the phase is returned in Trigger.
+		if len(t) != 4 || !Phase(t[2]).Valid() {
 			return bad()
 		}
 		return ParsedSubject{Kind: t[1], Trigger: t[2], Key: t[3]}, nil

@@ -226,3 +226,18 @@ func TestValidatePatch(t *testing.T) {
 		require.ErrorContains(t, err, c.reason, name)
 	}
 }
+
+func TestPhaseSubject(t *testing.T) {
+	for _, p := range Phases {
+		s := PhaseSubject(p, "default")
+		got, q, err := ParsePhaseSubject(s)
+		if err != nil || got != p || q != "default" {
+			t.Fatalf("ParsePhaseSubject(%q) = %q, %q, %v", s, got, q, err)
+		}
+	}
+	for _, s := range []string{"qtasks.phase.nope.default", "qtasks.phase.submit", "qtasks.trigger.task_submit.default", "qtasks.phase.submit.a.b"} {
+		if _, _, err := ParsePhaseSubject(s); err == nil {
+			t.Errorf("ParsePhaseSubject(%q) accepted", s)
+		}
+	}
+}
