@@ -313,6 +313,23 @@ func (r *Registry) Subscribed(trigger string) bool {
 	return false
 }
 
+// Alone reports whether a registered plugin needs the facts of trigger to
+// travel alone, each in a message of its own on its trigger subject, rather
+// than packed with the others of its phase: an observer named for trigger,
+// or a global one, that does not read batches. Mutators and shadows never
+// read facts. Lifecycle facts travel alone whatever this says (the
+// executor's rule, issue #15 design (f)).
+func (r *Registry) Alone(trigger string) bool {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	for _, p := range r.plugins {
+		if p.Mode == events.ModeObserver && !p.ReadsBatches && (p.Global() || p.Handles(trigger)) {
+			return true
+		}
+	}
+	return false
+}
+
 // WaitFor blocks until the registry shows plugin name at version (any
 // version when empty), or ctx ends.
 func (r *Registry) WaitFor(ctx context.Context, name, version string) error {

@@ -204,6 +204,12 @@ type PluginInfo struct {
 	// Protocol is the protocol version the plugin speaks (ProtocolVersion);
 	// the registrar refuses a registration of another version.
 	Protocol int `json:"protocol,omitempty"`
+	// ReadsBatches says that the plugin, an observer, reads facts packed in
+	// phase messages (PhaseSubject) as well as facts alone, so that its
+	// registration does not keep its triggers' facts alone (issue #15,
+	// design (f)). Only an observer allowed to read every trigger may say so:
+	// a phase message holds the facts of many triggers.
+	ReadsBatches bool `json:"reads_batches,omitempty"`
 }
 
 // Global reports whether the plugin receives every trigger.
