@@ -1,0 +1,177 @@
+package events
+
+import (
+	"encoding/base64"
+	"fmt"
+	"strconv"
+	"time"
+	"unicode/utf8"
+)
+
+// BatchWriter builds a CloudEvents JSON batch one event at a time, as a
+// writer that packs a phase's facts does (docs/PROTOCOL.md §4): the bytes
+// are exactly those AppendBatch writes for the same events (TestBatchWriter
+// holds it), but each attribute is written straight from the Event's fields
+// in the batch's fixed order, without a header map, and the writer may tell
+// it that an event's data is JSON it encoded itself, so that it is not
+// parsed again. The zero value is an empty writer.
+type BatchWriter struct {
+	buf []byte // '[' and the elements so far; nil when empty
+	n   int
+}
+
+// Len is the number of events in the batch.
+func (w *BatchWriter) Len() int { return w.n }
+
+// Size is the size the batch would have if taken now.
+func (w *BatchWriter) Size() int {
+	if w.n == 0 {
+		return 0
+	}
+	return len(w.buf) + 1
+}
+
+// Add appends ev to the batch. trustedJSON says that ev.Data is compact
+// JSON (as json.Marshal writes it, which the caller encoded itself): it is
+// then embedded without being checked again. Add fails, changing nothing,
+// when ev is not an event Decode would accept from its binary-mode message,
+// when an attribute is not valid UTF-8 (a JSON string could not carry it
+// byte for byte), or with ErrTooLarge when the batch would pass
+// MaxBatchSize: the caller then takes the batch and starts another, or
+// sends ev alone.
+func (w *BatchWriter) Add(ev *Event, trustedJSON bool) error {
+	if err := checkBatchable(ev); err != nil {
+		return err
+	}
+	start := len(w.buf)
+	if w.n == 0 {
+		if w.buf == nil {
+			w.buf = make([]byte, 0, 4096)
+		}
+		w.buf = append(w.buf, '[')
+	} else {
+		w.buf = append(w.buf, ',')
+	}
+	w.buf = appendBatchElement(w.buf, ev, trustedJSON)
+	if len(w.buf)+1 > MaxBatchSize {
+		w.buf = w.buf[:start]
+		return fmt.Errorf("%w: the batch would pass %d bytes", ErrTooLarge, MaxBatchSize)
+	}
+	w.n++
+	return nil
+}
+
+// Take returns the batch, closed, and empties the writer. The bytes are the
+// caller's (a publish may keep them until its ack); the writer starts a new
+// buffer.
+func (w *BatchWriter) Take() []byte {
+	if w.n == 0 {
+		return nil
+	}
+	b := append(w.buf, ']')
+	w.buf, w.n = nil, 0
+	return b
+}
+
+// checkBatchable is what AppendBatch checks of an event, without encoding
+// it to headers and decoding it back: that Decode would accept the event
+// from its binary-mode message, and that every attribute is valid UTF-8.
+func checkBatchable(ev *Event) error {
+	if err := ev.Validate(); err != nil {
+		return err
+	}
+	if ev.Attempt < 0 || ev.Run < 0 || ev.TimeoutMS < 0 {
+		return fmt.Errorf("%w: attempt, run and timeoutms are non-negative", ErrInvalidEvent)
+	}
+	for _, v := range [...]string{ev.ID, ev.Source, ev.Type, ev.Subject, ev.DataContentType, ev.TaskID, ev.TaskName,
+		ev.Trigger, ev.Plugin, ev.PluginVersion, ev.Invocation, ev.PluginError, ev.TraceParent, ev.Replay} {
+		if !utf8.ValidString(v) {
+			return fmt.Errorf("%w: an attribute is not valid UTF-8", ErrInvalidEvent)
+		}
+	}
+	return nil
+}
+
+// appendBatchElement appends ev as one element of a batch: its attributes
+// in the order of their binary-mode header names (as AppendBatch sorts
+// them), then its data.
+func appendBatchElement(dst []byte, ev *Event, trustedJSON bool) []byte {
+	dst = append(dst, '{')
+	first := true
+	str := func(name, v string) {
+		if v == "" {
+			return
+		}
+		if !first {
+			dst = append(dst, ',')
+		}
+		first = false
+		dst = append(dst, '"')
+		dst = append(dst, name...)
+		dst = append(dst, `":`...)
+		dst = appendJSONString(dst, v)
+	}
+	num := func(name string, n int) {
+		if n == 0 {
+			return
+		}
+		if !first {
+			dst = append(dst, ',')
+		}
+		first = false
+		dst = append(dst, '"')
+		dst = append(dst, name...)
+		dst = append(dst, `":"`...)
+		dst = strconv.AppendInt(dst, int64(n), 10)
+		dst = append(dst, '"')
+	}
+	// The order of "ce-<name>" sorted, then content-type.
+	num(ExtAttempt, ev.Attempt)
+	str("id", ev.ID)
+	str(ExtInvocation, ev.Invocation)
+	str(ExtPlugin, ev.Plugin)
+	str(ExtPluginError, ev.PluginError)
+	str(ExtPluginVersion, ev.PluginVersion)
+	str(ExtReplay, ev.Replay)
+	num(ExtRun, ev.Run)
+	str("source", ev.Source)
+	str("specversion", SpecVersion)
+	str("subject", ev.Subject)
+	str(ExtTaskID, ev.TaskID)
+	str(ExtTaskName, ev.TaskName)
+	if !ev.Time.IsZero() {
+		dst = append(dst, `,"time":"`...)
+		dst = ev.Time.UTC().AppendFormat(dst, time.RFC3339Nano)
+		dst = append(dst, '"')
+	}
+	num(ExtTimeoutMS, ev.TimeoutMS)
+	str(ExtTraceParent, ev.TraceParent)
+	str(ExtTrigger, ev.Trigger)
+	str("type", ev.Type)
+	str(batchContentType, ev.DataContentType)
+	if d := ev.Data; len(d) > 0 {
+		if jsonContent(ev.DataContentType) && (trustedJSON && compactEnds(d) || embeddable(d)) {
+			dst = append(dst, `,"data":`...)
+			dst = append(dst, d...)
+		} else {
+			dst = append(dst, `,"data_base64":"`...)
+			dst = base64.StdEncoding.AppendEncode(dst, d)
+			dst = append(dst, '"')
+		}
+	}
+	return append(dst, '}')
+}
+
+// compactEnds reports whether d has no white space at its ends, which the
+// data member must not have to come back byte for byte.
+func compactEnds(d []byte) bool {
+	switch d[0] {
+	case ' ', '\t', '\r', '\n':
+		return false
+	}
+	switch d[len(d)-1] {
+	case ' ', '\t', '\r', '\n':
+		return false
+	}
+	return true
+}

@@ -1,0 +1,125 @@
+package events
+
+import (
+	"bytes"
+	"errors"
+	"testing"
+	"time"
+)
+
+// TestBatchWriter: the writer's bytes are AppendBatch's for the same
+// events, whatever their attributes and data, and the batch decodes to them.
+func TestBatchWriter(t *testing.T) {
+	now := time.Date(2026, 12, 7, 17, 0, 0, 123456789, time.FixedZone("x", 3600))
+	base := Event{
+		ID: "t1:1:1:storage_get:0", Source: "qtasks/node-1", Type: TypeTriggerPrefix + StorageGet, Subject: "t1",
+		Time: now, DataContentType: ContentTypeJSON, Data: []byte(`{"input":{"a":1}}`), TaskID: "t1", TaskName: "noop",
+		Trigger: StorageGet, Attempt: 1, Run: 2,
+	}
+	vary := []func(e *Event){
+		func(e *Event) {},
+		func(e *Event) { e.TaskName = `name "quoted" \ and ünïcode %41 and space` },
+		func(e *Event) { e.TraceParent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01" },
+		func(e *Event) { e.Time = time.Time{}; e.Attempt = 0; e.Run = 0 },
+		func(e *Event) { e.Data = []byte(` {"input":1} `) },          // white space: base64
+		func(e *Event) { e.Data = []byte(`not json`) },               // base64
+		func(e *Event) { e.Data = nil },                              // no data
+		func(e *Event) { e.DataContentType = ContentTypeMergePatch }, // base64
+		func(e *Event) { e.Replay = "ns1"; e.TimeoutMS = 30 },
+		func(e *Event) { e.Subject = ""; e.TaskID = ""; e.TaskName = "" },
+		func(e *Event) {
+			e.Type, e.Plugin, e.Invocation, e.PluginVersion, e.PluginError = TypePatch, "p1", "inv", "1.0", "boom"
+		},
+	}
+	var evs []Event
+	for _, v := range vary {
+		e := base
+		v(&e)
+		evs = append(evs, e)
+	}
+	for _, trusted := range []bool{false, true} {
+		var w BatchWriter
+		for i := range evs {
+			// trusted is only ever said of compact JSON the caller wrote.
+			if err := w.Add(&evs[i], trusted && (i == 0 || i == 1)); err != nil {
+				t.Fatalf("add %d: %v", i, err)
+			}
+		}
+		want, err := EncodeBatch(evs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if w.Len() != len(evs) || w.Size() != len(want) {
+			t.Fatalf("len %d size %d, want %d and %d", w.Len(), w.Size(), len(evs), len(want))
+		}
+		got := w.Take()
+		if !bytes.Equal(got, want) {
+			t.Fatalf("trusted=%v:\n got %s\nwant %s", trusted, got, want)
+		}
+		back, err := DecodeBatch(got)
+		if err != nil || len(back) != len(evs) {
+			t.Fatalf("decode: %d events, %v", len(back), err)
+		}
+		if w.Len() != 0 || w.Take() != nil {
+			t.Fatal("Take did not empty the writer")
+		}
+	}
+}
+
+// TestBatchWriterRefuses: what AppendBatch refuses, Add refuses, and the
+// batch is as it was.
+func TestBatchWriterRefuses(t *testing.T) {
+	ok := Event{ID: "a", Source: "qtasks/n", Type: TypeTriggerPrefix + StorageGet, Trigger: StorageGet,
+		DataContentType: ContentTypeJSON, Data: []byte(`{}`)}
+	var w BatchWriter
+	if err := w.Add(&ok, true); err != nil {
+		t.Fatal(err)
+	}
+	before := w.Size()
+	bad := []Event{ok, ok, ok, ok}
+	bad[0].TaskName = "bad \xff utf-8"
+	bad[1].Trigger = "nope"                 // does not match its type
+	bad[2].Run = -1                         // Decode refuses negative numbers
+	bad[3].Data = make([]byte, MaxDataSize) // valid alone, but no room beside the other
+	bad[3].Data[0], bad[3].Data[len(bad[3].Data)-1] = '"', '"'
+	for i := range bad {
+		err := w.Add(&bad[i], false)
+		if err == nil {
+			t.Fatalf("event %d accepted", i)
+		}
+		// AppendBatch writes an invalid UTF-8 value as binary mode's header
+		// carries it (U+FFFD for each bad byte); the writer leaves such an
+		// event to travel alone, in binary mode.
+		if _, aerr := EncodeBatch([]Event{ok, bad[i]}); aerr == nil && i != 0 {
+			t.Fatalf("event %d: AppendBatch accepts it", i)
+		}
+		if w.Len() != 1 || w.Size() != before {
+			t.Fatalf("event %d: the batch changed", i)
+		}
+	}
+	if err := w.Add(&bad[3], false); !errors.Is(err, ErrTooLarge) {
+		t.Fatalf("too large: %v", err)
+	}
+	if _, err := DecodeBatch(w.Take()); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// BenchmarkBatchWriter: BenchmarkEncodeBatch's phase of 8 facts through
+// the writer, as the executor packs them (its data trusted); per fact.
+func BenchmarkBatchWriter(b *testing.B) {
+	evs := phaseFacts(8)
+	b.ReportAllocs()
+	var w BatchWriter
+	n := 0
+	for b.Loop() {
+		for i := range evs {
+			if err := w.Add(&evs[i], true); err != nil {
+				b.Fatal(err)
+			}
+		}
+		n = len(w.Take())
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*len(evs)), "ns/fact")
+	b.SetBytes(int64(n))
+}
