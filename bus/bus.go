@@ -161,6 +161,11 @@ type Config struct {
 	FinishedTaskTTL time.Duration
 	// Record chooses which facts are written. Defaults to RecordAll.
 	Record RecordMode
+	// AloneTriggers are triggers whose facts always travel alone, on their
+	// trigger subjects, never packed in a phase message (TravelsAlone):
+	// qtasksd names there every trigger a plugin grant lets an observer
+	// read by name. The observer grants of Users are added to it.
+	AloneTriggers []string
 	// MaxPending bounds unacknowledged async publishes. Defaults to
 	// DefaultMaxPending.
 	MaxPending int
@@ -224,7 +229,8 @@ type Bus struct {
 
 	inv   *invoker
 	reg   *Registry
-	rgs   *registrar // nil unless this bus answers registrations
+	alone map[string]bool // TravelsAlone's fixed part (aloneSet)
+	rgs   *registrar      // nil unless this bus answers registrations
 	adv   *nats.Subscription
 	local sync.Map // plugin name → LocalHandler
 	conn  connStats
@@ -239,7 +245,7 @@ type Bus struct {
 // on the same data changes nothing.
 func Open(ctx context.Context, cfg Config) (*Bus, error) {
 	cfg.withDefaults()
-	b := &Bus{cfg: cfg, log: cfg.Logger.With("component", "bus")}
+	b := &Bus{cfg: cfg, log: cfg.Logger.With("component", "bus"), alone: aloneSet(&cfg)}
 	url := cfg.URL
 	if url == "" {
 		srv, dir, lock, err := startEmbedded(cfg)

@@ -2,7 +2,6 @@ package executor_test
 
 import (
 	"context"
-	"encoding/json"
 	"testing"
 	"time"
 
@@ -84,10 +83,7 @@ func TestChaining(t *testing.T) {
 			require.JSONEq(t, `{"args":[],"kw":{"x":1}}`, string(inv[1].Event.Data))
 			require.Equal(t, inv[0].Event.ID, pat[0].Event.Invocation)
 			require.Equal(t, events.ContentTypeJSONPatch, pat[1].Event.DataContentType)
-			facts := bustest.EventsOf(t, b, sub.ID, events.FactSubject(events.TaskExecutorArgsReplace, "*"))
-			require.Len(t, facts, 1)
-			var fact events.Fact
-			require.NoError(t, json.Unmarshal(facts[0].Event.Data, &fact))
+			fact := oneFact(t, b, events.TaskExecutorArgsReplace, sub.ID)
 			require.JSONEq(t, `{"args":[],"kw":{"x":1,"y":2}}`, string(fact.Output))
 			require.Len(t, fact.Calls, 2)
 			require.Equal(t, events.OutcomeApplied, fact.Calls[0].Outcome)

@@ -48,6 +48,11 @@ type firing struct {
 	held     *events.Fact
 	heldN    int
 	heldTrig string
+	// phase is the phase of the task's life the firing is in, and batch
+	// holds its facts not yet published (phasebuf.go). An empty phase
+	// sends every fact alone.
+	phase events.Phase
+	batch events.BatchWriter
 }
 
 // release publishes the held fact, if any. failure, when not nil, says
@@ -189,12 +194,7 @@ func (f *firing) publishFact(trigger string, n int, fact *events.Fact) error {
 		}
 	}
 	ev := f.event(trigger, events.FactMsgID(f.base(), f.task.Attempt, f.run, trigger, n), data)
-	fut, err := f.a.b.PublishAsync(f.subject(trigger), "", &ev)
-	if err != nil {
-		f.acks.Fail(err)
-		return nil
-	}
-	f.acks.Add(fut)
+	f.emit(trigger, &ev)
 	return nil
 }
 

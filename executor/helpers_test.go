@@ -64,12 +64,15 @@ type storedFact struct {
 	Fact  events.Fact
 }
 
-// facts returns the facts of trigger for task (or node) id, in stream order.
+// facts returns the facts of trigger for task (or node) id, in stream
+// order, whether alone or packed in phase messages (logFacts).
 func facts(t *testing.T, b *bus.Bus, trigger, id string) []storedFact {
 	t.Helper()
 	var out []storedFact
-	for _, s := range bustest.EventsOf(t, b, id, events.FactSubject(trigger, "*")) {
-		require.NoError(t, s.Err, "seq %d", s.Seq)
+	for _, s := range logFactsOf(t, b, id) {
+		if s.Event.Trigger != trigger {
+			continue
+		}
 		var f events.Fact
 		require.NoError(t, json.Unmarshal(s.Event.Data, &f), "seq %d", s.Seq)
 		out = append(out, storedFact{Seq: s.Seq, Event: s.Event, Fact: f})

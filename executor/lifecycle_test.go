@@ -62,8 +62,7 @@ func waitTask(t *testing.T, app *executor.App, id string) events.Task {
 // client has fired its after-broker triggers.
 func taskTriggers(t *testing.T, b *bus.Bus, id string) (client, worker []string) {
 	t.Helper()
-	for _, s := range bustest.EventsOf(t, b, id, events.SubjectTrigger+".>") {
-		require.NoError(t, s.Err, "seq %d", s.Seq)
+	for _, s := range logFactsOf(t, b, id) {
 		if s.Event.Run == 0 {
 			client = append(client, s.Event.Trigger)
 		} else {

@@ -137,9 +137,9 @@ func TestRunWithLostAcksIsRedelivered(t *testing.T) {
 	w := newApp(t, b, nil)
 	executor.MustRegister(w, "add", func(ctx context.Context, in addArgs) (int, error) { return in.A + in.B, nil }, nil)
 	start(t, w)
-	// The first run's facts from the task's return on are stored, and
-	// their acks are held.
-	p.HoldOn(events.FactSubject(events.TaskExecutorRunTask, ""))
+	// The first run's facts from the task's return on (the finish phase,
+	// packed in one message) are stored, and their acks are held.
+	p.HoldOn(events.PhaseSubject(events.PhaseFinish, ""))
 	task := submit(t, newApp(t, srv, nil), "add", addArgs{A: 1, B: 2}, nil)
 	bustest.WaitFor(t, waitLimit, "the first run to give up and hand its task back", func() bool {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)

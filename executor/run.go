@@ -11,7 +11,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/qtasks/qtasks-go/bus"
 	"github.com/qtasks/qtasks-go/events"
 )
 
@@ -39,6 +38,7 @@ func (w *worker) run(ctx context.Context, t events.Task, rev uint64, run int, re
 	rs := &runState{w: w, t: t, orig: t, rev: rev}
 	rs.f = a.newFiring(&rs.t, run)
 	f := rs.f
+	f.phase = events.PhaseIntake
 
 	if resumed {
 		// The previous run of this attempt was interrupted: QTasks'
@@ -119,13 +119,13 @@ func (w *worker) run(ctx context.Context, t events.Task, rev uint64, run int, re
 			model.Extra = p.Kw.Mapping.Extra
 		}
 	}
-	if err := rs.setProcess(ctx, model); err != nil {
-		return err
-	}
+	// The record shows process since the run's claim (claimRun): it is
+	// not written again until the final record (issue #15, design (d)).
 	// Plugins may have patched the record's extra on the way to process;
 	// the task and its final record see it.
 	rs.t.Extra = model.Extra
 
+	f.setPhase(events.PhasePrepare)
 	out, err = f.fire(ctx, events.WorkerRunTaskBefore, runTaskBeforePayload{
 		TaskFunc: taskFuncInfo{
 			Name: def.name, Priority: def.opts.Priority, Retry: def.opts.Retry,
@@ -173,6 +173,7 @@ func (rs *runState) execute(ctx context.Context) (events.Task, error) {
 	}
 	fail := func(err error) (events.Task, error) {
 		final := rs.failed(err)
+		f.setPhase(events.PhaseFinish)
 		closeTask(final.Status, err)
 		return final, err
 	}
@@ -207,6 +208,8 @@ func (rs *runState) execute(ctx context.Context) (events.Task, error) {
 		return fail(err)
 	}
 
+	// The prepare phase is stored whole before the task function runs.
+	f.setPhase(events.PhaseFinish)
 	cctx, untrack := rs.w.ctl.track(tctx, rs.t.ID, rs.t.Attempt)
 	result, results, err := rs.call(cctx, args, kw)
 	untrack()
@@ -483,32 +486,6 @@ func readExtra(out json.RawMessage, key string) map[string]json.RawMessage {
 	return m[key].Extra
 }
 
-// setProcess records status process in the task record.
-func (rs *runState) setProcess(ctx context.Context, model events.Task) error {
-	b := rs.w.a.b
-	for {
-		rev, err := b.UpdateTask(ctx, model, rs.rev)
-		if err == nil {
-			rs.rev = rev
-			return nil
-		}
-		if !errors.Is(err, bus.ErrConflict) {
-			return err
-		}
-		rec, err := b.GetTaskLatest(ctx, model.ID)
-		if err != nil {
-			return err
-		}
-		if rec.Task.Attempt != model.Attempt || events.FinalStatus(rec.Task.Status) {
-			return fmt.Errorf("task %s attempt %d was decided by another run", model.ID, model.Attempt)
-		}
-		if rec.Task.Run != model.Run {
-			return fmt.Errorf("task %s attempt %d run %d: %w (run %d)", model.ID, model.Attempt, model.Run, errSuperseded, rec.Task.Run)
-		}
-		rs.rev = rec.Revision
-	}
-}
-
 // finish decides the attempt's fate: retry or not, the remove chain, the
 // final record (exactly once), the final fact, the next attempt, and waits
 // until every fact of the run is stored.
@@ -517,6 +494,9 @@ func (rs *runState) finish(ctx context.Context, final events.Task, taskErr error
 	if ctx.Err() != nil && context.Cause(ctx) == ErrStop {
 		return ErrStop // interrupted, not decided: redeliver
 	}
+	// A run that failed before its task function ends here too: the facts
+	// of the phase it was in are stored whole, the rest are finish's.
+	f.setPhase(events.PhaseFinish)
 	// A fact too large for the log would be as large on the next attempt:
 	// no retry for it.
 	if final.Status == events.StatusError && rs.t.Retry > 0 && rs.def != nil && taskErr != nil && rs.def.retryable(taskErr) &&
@@ -575,6 +555,7 @@ func (rs *runState) finish(ctx context.Context, final events.Task, taskErr error
 	// Every fact of the run is stored before the final one, and the final
 	// fact before the task record says final: a caller that saw the record
 	// can read the whole history.
+	f.flush()
 	if err := f.acks.Wait(context.WithoutCancel(ctx)); err != nil {
 		return err
 	}
@@ -601,9 +582,11 @@ func (rs *runState) finish(ctx context.Context, final events.Task, taskErr error
 		// (a redelivery after a crash) does not count it again.
 		a.countFinished(&final)
 	}
+	f.setPhase(events.PhaseEnd)
 	if rs.def != nil {
 		_, _ = f.fire(ctx, events.WorkerExecuteAfter, modelPayload{final})
 	}
+	f.flush()
 	return f.acks.Wait(context.WithoutCancel(ctx))
 }
 

@@ -174,9 +174,11 @@ func (a *App) Submit(ctx context.Context, name string, input any, opts *SubmitOp
 	// that was never queued is never shown as one waiting (a projection's
 	// task new for ever).
 	f.hold = events.StorageAdd
+	f.phase = events.PhaseSubmit
 	fail := func(err error) (events.Task, error) {
 		// The facts so far are recorded; the submission is not accepted.
 		f.release(err)
+		f.flush()
 		_ = f.acks.Wait(context.WithoutCancel(ctx))
 		return events.Task{}, fmt.Errorf("submitting %s: %w", name, err)
 	}
@@ -232,40 +234,29 @@ func (a *App) Submit(ctx context.Context, name string, input any, opts *SubmitOp
 	if err := checkPayloadSize(&t, "arguments and extra as patched"); err != nil {
 		return fail(err)
 	}
-	rec, created, err := a.b.CreateTask(ctx, t)
-	if err != nil {
-		// Not queued. Should the record have been stored all the same (its
-		// ack lost), a retry with the key queues it (resubmitted), and
-		// otherwise the janitor ends it (janitor.go).
+	// The record and the task message (queue.go), after the facts so far.
+	rec, created, err := a.storeAndQueue(ctx, f, &t, o.IdempotencyKey == "")
+	var unknown *OutcomeUnknownError
+	switch {
+	case errors.As(err, &unknown):
+		// The task may run: storage_add's fact is written as it is.
+		f.release(nil)
+		_ = f.acks.Wait(context.WithoutCancel(ctx))
+		return t, err
+	case err != nil:
 		return fail(err)
-	}
-	if !created {
+	case !created:
 		// Lost a race on the same idempotency key: the first one stands.
 		f.release(errors.New("another submission with the same idempotency key was first"))
 		_ = f.acks.Wait(context.WithoutCancel(ctx))
 		return a.resubmitted(ctx, rec)
 	}
-	if err := a.b.Enqueue(ctx, t, a.source); err != nil {
-		if !bus.SurelyNotStored(err) {
-			// The task message may be stored (its ack lost, or ctx ended
-			// while waiting for it): the task may run. The record stays, so
-			// that a retry with the key finds it and queues it again, which
-			// JetStream drops if it is a duplicate.
-			f.release(nil)
-			_ = f.acks.Wait(context.WithoutCancel(ctx))
-			return t, &OutcomeUnknownError{TaskID: t.ID, IdempotencyKey: t.IdempotencyKey, Err: fmt.Errorf("submitting %s: %w", name, err)}
-		}
-		// A record with no task message would never run, and a resubmission
-		// of its idempotency key would return it as accepted: take it back.
-		if derr := a.b.DeleteTask(context.WithoutCancel(ctx), t.ID, rec.Revision); derr != nil {
-			err = errors.Join(err, fmt.Errorf("taking back the record of the unqueued task %s (the janitor will end it): %w", t.ID, derr))
-		}
-		return fail(err)
-	}
 	// The task is queued: from here on nothing may turn the answer into an
 	// error, which would tell the caller that it was not. A failure of
-	// the after-queue triggers is in their facts and the log.
+	// the after-queue triggers is in their facts and the log. Their facts
+	// are written only now: the log holds none for a task never queued.
 	f.release(nil)
+	f.setPhase(events.PhaseQueued)
 	if _, err := f.fire(ctx, events.BrokerAddAfter, modelPayload{t}); err != nil {
 		a.log.Warn("task queued; a plugin failed after it", "task_id", t.ID, "trigger", events.BrokerAddAfter, "err", err)
 	} else if _, err := f.fire(ctx, events.QTasksAddTaskAfterBroker, afterBrokerPayload{
@@ -273,6 +264,7 @@ func (a *App) Submit(ctx context.Context, name string, input any, opts *SubmitOp
 	}); err != nil {
 		a.log.Warn("task queued; a plugin failed after it", "task_id", t.ID, "trigger", events.QTasksAddTaskAfterBroker, "err", err)
 	}
+	f.flush()
 	if err := f.acks.Wait(ctx); err != nil {
 		// Some of the submission's facts may be missing from the log; the
 		// task is queued all the same, and runs.

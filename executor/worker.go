@@ -506,6 +506,11 @@ func (w *worker) process(it *item) {
 		_ = it.m.Ack()
 		return
 	}
+	// A run resumes an interrupted one when the record shows this attempt
+	// in process: a run claimed it (claimRun) and did not finish. A
+	// hand-back (a retry waiting out its backoff, tasks held at shutdown)
+	// happens before a claim, and leaves the record as it was.
+	resumed := rec.Task.Attempt == t.Attempt && rec.Task.Status == events.StatusProcess
 	if rec, run, err = w.claimRun(ctx, rec, t, run); err != nil {
 		a.log.Warn("claiming a run of the task; it will be redelivered", "task_id", t.ID, "err", err)
 		_ = it.m.NakWithDelay(time.Second)
@@ -526,18 +531,11 @@ func (w *worker) process(it *item) {
 			}
 		}
 	}()
-	resumed := rec.Task.Attempt == t.Attempt && rec.Task.Status == events.StatusProcess
 	if resumed {
 		a.m.resumed()
 	}
 	err = w.run(ctx, t, rec.Revision, run, resumed)
 	stopHB()
-	if errors.Is(err, errSuperseded) {
-		// A later run of this attempt holds the task message now: its
-		// ack or nak is the one that counts.
-		a.log.Warn("task run superseded by a later run of the attempt", "task_id", t.ID, "run", run, "err", err)
-		return
-	}
 	if err != nil {
 		if context.Cause(ctx) == ErrStop {
 			a.log.Warn("task interrupted by shutdown; it will be redelivered", "task_id", t.ID)
@@ -612,10 +610,6 @@ func (w *worker) leave(attempt string) {
 	w.mu.Unlock()
 }
 
-// errSuperseded is the error of a run whose attempt a later run has
-// claimed (claimRun).
-var errSuperseded = errors.New("superseded by a later run")
-
 // claimRun claims the number of the run about to start in the task record:
 // one more than the record's last run, and at least the delivery count.
 // The record is durable where the consumer's delivery count is not (a
@@ -632,6 +626,13 @@ func (w *worker) claimRun(ctx context.Context, rec bus.TaskRecord, t events.Task
 		claimed.Run = 0
 	}
 	claimed.Run = max(floor, claimed.Run+1)
+	// The claim is the run's one write to the record before its final one
+	// (issue #15, design (d)): it shows the attempt in process from here,
+	// which tells a resumed run from a hand-back (process), Get and the
+	// console what runs, and where loggedFinal starts (UpdatedAt).
+	claimed.Status = events.StatusProcess
+	claimed.Worker = w.a.cfg.NodeID
+	claimed.UpdatedAt = w.a.cfg.Now().UTC()
 	rev, err := w.a.b.UpdateTask(ctx, claimed, rec.Revision)
 	if err != nil {
 		return rec, 0, err

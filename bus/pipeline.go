@@ -1,0 +1,101 @@
+package bus
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/qtasks/qtasks-go/events"
+)
+
+// A pipelined submission (issue #15, design (e)) publishes the task record
+// and the task message at once and waits for both acks together, instead of
+// one round trip after the other (CreateTask, then Enqueue).
+
+// CreateTaskAsync publishes a new task record without waiting: the
+// conditional write KeyValue.Create makes (the key's last sequence must be
+// 0), as a future. It fails (an *jetstream.APIError, ErrorCode
+// JSErrCodeStreamWrongLastSequence) when the key has any entry, a delete
+// marker included: CreateTask, which reads the record or writes over the
+// marker, settles that case.
+func (b *Bus) CreateTaskAsync(t events.Task) (jetstream.PubAckFuture, error) {
+	if !events.ValidToken(t.ID) {
+		return nil, fmt.Errorf("task id %q: must be a valid NATS subject token", t.ID)
+	}
+	data, err := json.Marshal(t)
+	if err != nil {
+		return nil, fmt.Errorf("encoding task %s: %w", t.ID, err)
+	}
+	m := nats.NewMsg(taskSubject(t.ID))
+	m.Data = data
+	f, err := b.js.PublishMsgAsync(m, jetstream.WithExpectLastSequencePerSubject(0), jetstream.WithStallWait(publishStallWait))
+	if err != nil {
+		return nil, fmt.Errorf("storing task %s: %w", t.ID, err)
+	}
+	return f, nil
+}
+
+// EnqueueAsync is Enqueue without waiting for the ack.
+func (b *Bus) EnqueueAsync(t events.Task, source string) (jetstream.PubAckFuture, error) {
+	ev, err := taskMessage(t, source)
+	if err != nil {
+		return nil, err
+	}
+	f, err := b.PublishAsync(events.RunSubject(t.Queue), ev.ID, &ev)
+	if err != nil {
+		return nil, fmt.Errorf("enqueueing task %s: %w", t.ID, err)
+	}
+	return f, nil
+}
+
+// taskMessage is the event of a task message: its id is the task id and
+// attempt, and so is its Nats-Msg-Id, so a repeated enqueue of the same
+// attempt is dropped.
+func taskMessage(t events.Task, source string) (events.Event, error) {
+	data, err := json.Marshal(t)
+	if err != nil {
+		return events.Event{}, fmt.Errorf("encoding task %s: %w", t.ID, err)
+	}
+	return events.Event{
+		ID:              t.ID + ":" + strconv.Itoa(t.Attempt),
+		Source:          source,
+		Type:            events.TypeTask,
+		Subject:         t.ID,
+		Time:            time.Now(),
+		DataContentType: events.ContentTypeJSON,
+		Data:            data,
+		TaskID:          t.ID,
+		TaskName:        t.Name,
+		Attempt:         t.Attempt,
+		TraceParent:     t.Trace,
+	}, nil
+}
+
+// AwaitAck waits for the ack of one async publish: the ack, or the
+// publish's error (SurelyNotStored tells whether it was stored), or
+// ctx's cause, or ErrAcksLost a little after the publish timeout should
+// the future never resolve (as Acks.Wait).
+func (b *Bus) AwaitAck(ctx context.Context, f jetstream.PubAckFuture) (*jetstream.PubAck, error) {
+	guard := time.NewTimer(b.cfg.PublishTimeout + acksWaitSlack)
+	defer guard.Stop()
+	select {
+	case ack := <-f.Ok():
+		return ack, nil
+	case err := <-f.Err():
+		return nil, fmt.Errorf("publishing %s: %w", f.Msg().Subject, err)
+	case <-guard.C:
+		return nil, fmt.Errorf("publishing %s: %w", f.Msg().Subject, ErrAcksLost)
+	case <-ctx.Done():
+		return nil, fmt.Errorf("publishing %s: waiting for the ack: %w", f.Msg().Subject, context.Cause(ctx))
+	}
+}
+
+// WrongLastSequence reports whether err is a conditional write's refusal:
+// the key's last sequence was not the one expected (for CreateTaskAsync:
+// the key has an entry).
+func WrongLastSequence(err error) bool { return revisionMoved(err) }

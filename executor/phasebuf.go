@@ -1,0 +1,91 @@
+package executor
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/qtasks/qtasks-go/events"
+)
+
+// The phases of a firing (issue #15, design (f); docs/PROTOCOL.md §3, §4).
+// A run's facts that do not travel alone (bus.TravelsAlone) are packed, in
+// firing order, into one message per phase on events.PhaseSubject. The
+// phase is where the code is, not a property of the trigger, so every
+// trigger, on every path, has one (# as in PROTOCOL.md §6):
+//
+//	submit   Submit, before the task is queued: 1 2 (3 is lifecycle)
+//	queued   Submit, once the task message is stored: 4 5
+//	intake   a run, from its start up to worker_run_task_before: 6 (7) 8-13 (14),
+//	         and nothing else: an intake that fails goes on in finish
+//	prepare  worker_run_task_before up to the task function: 15 16 17 18
+//	finish   after the task function, or from the failure that ends the run
+//	         early, up to the final fact: 19-24 16 (25) 26 27
+//	end      after the final record: 29
+//
+// (n) marks lifecycle triggers, which travel alone; the final fact (28)
+// travels alone as well. Process facts (node start and stop, scope
+// process) have no task and so no phase: they travel alone, on their
+// trigger subjects keyed by node id, as in protocol 2.
+//
+// A pending batch is published (flushed) before a fact that travels alone,
+// so that the stream holds the facts in firing order; at the end of each
+// phase (setPhase): before the submission's record and task message,
+// before the task function, before the final fact; and before a fact that
+// would take the batch past events.MaxBatchSize. A phase message joins the
+// run's Acks as a fact does: a worker acks a task only once every message
+// of its run is stored.
+
+// emit writes the event of a recorded firing: alone, or into the phase's
+// batch.
+func (f *firing) emit(trigger string, ev *events.Event) {
+	if f.phase == "" || f.nodeFac || f.a.b.TravelsAlone(trigger) {
+		f.publishAlone(ev)
+		return
+	}
+	// The data is the fact as Fact.AppendJSON wrote it, from JSON the
+	// executor encoded or checked: it goes in without being parsed again.
+	err := f.batch.Add(ev, true)
+	if errors.Is(err, events.ErrTooLarge) && f.batch.Len() > 0 {
+		f.flush()
+		err = f.batch.Add(ev, true)
+	}
+	if err != nil {
+		// A batch cannot carry it (too large even alone in a batch, or an
+		// attribute that is not UTF-8): binary mode can.
+		f.publishAlone(ev)
+	}
+}
+
+// publishAlone publishes ev in binary mode on its trigger subject, after
+// the pending batch.
+func (f *firing) publishAlone(ev *events.Event) {
+	f.flush()
+	fut, err := f.a.b.PublishAsync(f.subject(ev.Trigger), "", ev)
+	if err != nil {
+		f.acks.Fail(err)
+		return
+	}
+	f.acks.Add(fut)
+}
+
+// flush publishes the pending batch of the current phase, if any.
+func (f *firing) flush() {
+	if f.batch.Len() == 0 {
+		return
+	}
+	fut, err := f.a.b.PublishPhase(f.phase, f.task.Queue, f.batch.Take())
+	if err != nil {
+		f.acks.Fail(fmt.Errorf("publishing the %s phase of task %s: %w", f.phase, f.task.ID, err))
+		return
+	}
+	f.acks.Add(fut)
+}
+
+// setPhase ends the current phase (its batch is published) and starts p.
+func (f *firing) setPhase(p events.Phase) {
+	if f.phase == p {
+		return
+	}
+	f.flush()
+	f.phase = p
+}
