@@ -186,6 +186,10 @@ func (m *Main) run(ctx context.Context, args []string) error {
 			return &usageError{Msg: err.Error(), Hint: "qtasksd run -h"}
 		}
 		httpAuth = auth
+		// An observer that a grant names triggers for may not read phase
+		// messages: those triggers' facts always travel alone, so that it
+		// finds their whole history (bus.TravelsAlone).
+		cfg.AloneTriggers = bus.GrantedObserverTriggers(users)
 		if cfg.URL != "" {
 			// An external server has its own NATS users: the file then
 			// gives HTTP its users and roles, and nothing else.
