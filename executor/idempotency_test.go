@@ -2,6 +2,7 @@ package executor_test
 
 import (
 	"context"
+	"encoding/json"
 	"sync"
 	"testing"
 
@@ -182,4 +183,36 @@ func TestSubmitUnqueuedLeavesNoRecord(t *testing.T) {
 	require.Equal(t, added[0].Event.TaskID, sub.ID)
 	got := waitTask(t, app, sub.ID)
 	require.Equal(t, events.StatusSuccess, got.Status, got.Error)
+}
+
+// The pipelined submission (a generated key: record, task message and the
+// facts so far published at once): a task message refused leaves no
+// record, no fact after the broker, and storage_add's fact written as
+// failed; the caller gets an error that means not queued.
+func TestPipelinedSubmissionNotQueued(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
+	defer cancel()
+	b := bustest.Open(t, nil)
+	app := newApp(t, b, nil)
+	require.NoError(t, b.JetStream().DeleteStream(ctx, bus.StreamTasks))
+	_, err := app.Submit(ctx, "add", addArgs{A: 1, B: 2}, nil)
+	require.Error(t, err)
+	require.NotErrorIs(t, err, executor.ErrOutcomeUnknown, "a refused task message is surely not queued")
+
+	all := logFacts(t, b)
+	require.NotEmpty(t, all)
+	id := all[0].Event.TaskID
+	var triggers []string
+	for _, f := range all {
+		require.Equal(t, id, f.Event.TaskID)
+		triggers = append(triggers, f.Event.Trigger)
+	}
+	require.Equal(t, []string{events.QTasksAddTaskBeforeBroker, events.BrokerAddBefore, events.StorageAdd}, triggers,
+		"no fact of the queued phase for a task never queued")
+	var added events.Fact
+	require.NoError(t, json.Unmarshal(all[2].Event.Data, &added))
+	require.Contains(t, added.Failed, "not queued")
+	_, err = b.GetTaskLatest(ctx, id)
+	require.ErrorIs(t, err, bus.ErrTaskNotFound, "the record is taken back")
 }

@@ -48,8 +48,9 @@ func TestSubmitErrorMeansNotQueued(t *testing.T) {
 	}{
 		// The task message's ack is lost: the outcome is unknown.
 		{"TaskMessageAckLost", "qtasks.run."},
-		// The task is queued, the acks of the facts after it are lost.
-		{"FactAcksLost", events.FactSubject(events.BrokerAddAfter, "")},
+		// The task is queued, the acks of the facts after it (the queued
+		// phase, one message) are lost.
+		{"FactAcksLost", events.PhaseSubject(events.PhaseQueued, "")},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
