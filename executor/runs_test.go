@@ -121,7 +121,10 @@ func TestRunDeliveredAgainWhileRunning(t *testing.T) {
 func TestDecidingReadsAskTheLeader(t *testing.T) {
 	t.Parallel()
 	b := bustest.Open(t, nil)
-	w := addWorker(t, b)
+	// Through a connection to the server, as on a cluster: a bus that runs
+	// the embedded server itself (a single server) reads its one store
+	// directly (bus.GetTaskLatest).
+	w := addWorker(t, bustest.Connect(t, b, nil))
 	var direct, leader atomic.Int32
 	kvStream := "KV_" + bus.BucketTasks
 	sub1, err := b.Conn().Subscribe("$JS.API.DIRECT.GET."+kvStream+".>", func(*nats.Msg) { direct.Add(1) })
