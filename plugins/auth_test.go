@@ -106,10 +106,11 @@ func TestPluginPermissions(t *testing.T) {
 		require.NoError(t, nc.Flush())
 		denied("subscribe " + subj)
 	}
-	// Answer for bob, forge a fact, queue a task.
+	// Answer for bob, forge a fact or a phase message, queue a task.
 	for _, subj := range []string{
 		events.PatchSubject("bob", events.TaskExecutorRunTask),
 		events.FactSubject(events.StorageAdd, "forged"),
+		events.PhaseSubject(events.PhaseIntake, "default"),
 		events.RunSubject("default"),
 	} {
 		c, cancel := short()
