@@ -109,6 +109,7 @@ func New(cfg Config) http.Handler {
 	mux.HandleFunc("GET /api/v1/tasks/{id}/blame", s.withDB(s.blame))
 	mux.HandleFunc("GET /api/v1/calls", s.withDB(s.calls))
 	mux.HandleFunc("GET /api/v1/plugins", s.plugins)
+	mux.HandleFunc("GET /api/v1/shadows", s.withDB(s.shadows))
 	mux.HandleFunc("GET /api/v1/rejected", s.withDB(s.rejected))
 	mux.HandleFunc("GET /api/v1/deadletters", s.withDB(s.deadLetters))
 	mux.HandleFunc("GET /api/v1/queues", s.queues)
@@ -329,6 +330,63 @@ func (s *server) plugins(w http.ResponseWriter, r *http.Request) {
 		if !seen[st.Plugin] {
 			out.Unregistered = append(out.Unregistered, st)
 		}
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+// Shadow is one entry of GET /api/v1/shadows: a registered shadow plugin,
+// the statistics of its recent calls by version, and how its answers
+// compare with those of the live plugin it shadows.
+type Shadow struct {
+	events.PluginInfo
+	Stats []projections.PluginStat `json:"stats"`
+	// Divergence compares the shadow's calls with the live plugin's in the
+	// same facts (projections.RecentShadowStats).
+	Divergence projections.ShadowSummary `json:"divergence"`
+}
+
+// ShadowList is GET /api/v1/shadows, over the same window of calls as GET
+// /api/v1/plugins.
+type ShadowList struct {
+	Shadows []Shadow `json:"shadows"`
+	Window  int      `json:"window"`
+}
+
+func (s *server) shadows(w http.ResponseWriter, r *http.Request) {
+	of := r.URL.Query().Get("of")
+	if of != "" && !events.ValidName(of) {
+		writeError(w, http.StatusBadRequest, fmt.Sprintf("of %q: not a plugin name", of))
+		return
+	}
+	out := ShadowList{Shadows: []Shadow{}, Window: projections.StatsWindow}
+	if s.cfg.Bus == nil {
+		writeJSON(w, http.StatusOK, out)
+		return
+	}
+	var stats []projections.PluginStat
+	for _, p := range s.cfg.Bus.Registry().List() {
+		if p.Mode != events.ModeShadow || (of != "" && p.ShadowOf != of) {
+			continue
+		}
+		if stats == nil {
+			var err error
+			if stats, err = s.cfg.Projection.PluginStats(r.Context()); err != nil {
+				s.fail(w, err)
+				return
+			}
+		}
+		e := Shadow{PluginInfo: p, Stats: []projections.PluginStat{}}
+		for _, st := range stats {
+			if st.Plugin == p.Name && st.Shadow {
+				e.Stats = append(e.Stats, st)
+			}
+		}
+		var err error
+		if e.Divergence, err = s.cfg.Projection.RecentShadowStats(r.Context(), p.Name, p.ShadowOf); err != nil {
+			s.fail(w, err)
+			return
+		}
+		out.Shadows = append(out.Shadows, e)
 	}
 	writeJSON(w, http.StatusOK, out)
 }

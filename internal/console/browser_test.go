@@ -74,10 +74,10 @@ func startDaemon(t *testing.T, dir string, more ...string) daemon {
 }
 
 // startPlugin runs examples/scaleplugin as plugin name, multiplying results
-// by factor, and waits until it is registered.
-func startPlugin(t *testing.T, d daemon, name, factor string) {
+// by factor (more: its other flags), and waits until it is registered.
+func startPlugin(t *testing.T, d daemon, name, factor string, more ...string) {
 	t.Helper()
-	p := clitest.Start(t, "", scaleplugin, "--nats-url", d.nats, "--name", name, "--factor", factor)
+	p := clitest.Start(t, "", scaleplugin, append([]string{"--nats-url", d.nats, "--name", name, "--factor", factor}, more...)...)
 	bustest.WaitFor(t, waitLimit, "plugin "+name+" to be ready", func() bool {
 		require.False(t, p.Exited(), "plugin exited: %s", p.Output())
 		return strings.Contains(p.Output(), "ready")
@@ -195,6 +195,9 @@ func TestConsoleInBrowser(t *testing.T) {
 	d := startDaemon(t, dir)
 	startPlugin(t, d, "scale", "10")
 	startPlugin(t, d, "double", "2")
+	// A candidate for scale, as a shadow: its ×12 differs from scale's ×10
+	// wherever the result is a number.
+	startPlugin(t, d, "scale-next", "12", "--shadow-of", "scale")
 
 	add := submit(t, d, "add", `{"a":1,"b":2}`)
 	require.Equal(t, "success", add["status"])
@@ -270,6 +273,12 @@ func TestConsoleInBrowser(t *testing.T) {
 		chromedp.WaitVisible(chromedp.CSS(`#plugins tr[data-plugin="double"]`)),
 	))
 	require.Contains(t, textOf(t, ctx, `#plugins tr[data-plugin="scale"]`), "task_executor_run_task")
+	// Its shadow, under the live plugin, with how often it differed: only
+	// add's result is a number, so 1 of its calls differs.
+	require.NoError(t, chromedp.Do(ctx, chromedp.WaitVisible(chromedp.CSS(`#shadows tr[data-shadow="scale-next"][data-of="scale"]`))))
+	shadowRow := textOf(t, ctx, `#shadows tr[data-shadow="scale-next"]`)
+	require.Regexp(t, `\b1 of \d+ differ`, shadowRow)
+	require.Contains(t, textOf(t, ctx, `#plugins tr[data-plugin="scale"]`), "shadowed by scale-next")
 	shot(t, ctx, "plugins")
 
 	// Retry the failed task from its page: attempt 2 is queued (and fails

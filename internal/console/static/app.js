@@ -397,12 +397,16 @@ function callBox(c) {
 async function pluginsPage(seq) {
   main.replaceChildren(h("h1", {}, "Plugins"), h("div", { class: "muted" }, "Loading…"));
   async function refresh() {
-    const pl = await api("/plugins");
+    const [pl, sh] = await Promise.all([api("/plugins"), api("/shadows")]);
     if (seq !== renderSeq) return;
+    const shadowsOf = {};
+    for (const x of sh.shadows) (shadowsOf[x.shadow_of] = shadowsOf[x.shadow_of] || []).push(x);
     const rows = pl.plugins.map((p) => {
       const st = p.stats[0];
+      const shadows = shadowsOf[p.name] || [];
       return h("tr", { "data-plugin": p.name },
-        h("td", {}, h("strong", {}, p.name), h("div", { class: "muted" }, p.version)),
+        h("td", {}, h("strong", {}, p.name), h("div", { class: "muted" }, p.version),
+          shadows.map((x) => h("div", { class: "muted" }, "shadowed by " + x.name + ": " + divergenceText(x.divergence)))),
         h("td", {}, p.mode, p.shadow_of ? h("div", { class: "muted" }, "shadow of " + p.shadow_of) : null),
         h("td", { class: "mono" }, p.triggers && p.triggers.length ? p.triggers.join("\n") : "all (global)"),
         h("td", {}, String(p.order)), h("td", {}, (p.timeout_ms || 5000) + " ms"), h("td", {}, p.policy || "fail"),
@@ -418,10 +422,41 @@ async function pluginsPage(seq) {
         h("td", {}, Object.entries(st.outcomes).map(([k, v]) => h("span", { style: "margin-right:6px" }, badge(k, "o-"), " " + v))),
         h("td", {}, `${us(st.p50_us)} / ${us(st.p99_us)}`)))));
     main.replaceChildren(h("h1", {}, "Plugins"), h("div", { class: "panel" }, h("h2", {}, "Registry"), table),
+      h("div", { class: "panel" }, h("h2", {}, "Shadows: how often a candidate's patch differs from the live plugin's"), shadowTable(sh)),
       h("div", { class: "panel" }, h("h2", {}, `Calls by version (newest ${pl.window.toLocaleString()} calls)`), versions));
   }
   try { await refresh(); } catch (e) { main.append(errorBox(e)); }
   poll(() => seq === renderSeq && refresh());
+}
+
+// divergenceText says how often a shadow's answers differed from the live
+// plugin's: a different patch, an error or a timeout where the live plugin
+// answered.
+function divergenceText(d) {
+  if (!d.compared) return d.calls ? `${d.calls} calls, none beside a live call` : "no recent call";
+  const n = d.different + d.errors + d.timeouts;
+  return `${n} of ${d.compared} differ (${(100 * d.rate).toFixed(1)}%)`;
+}
+
+function shadowTable(sh) {
+  if (!sh.shadows.length) return h("div", { class: "empty" }, "No shadow plugin is registered. A shadow (mode shadow, shadow_of a live plugin) is called beside the live plugin; its patches are recorded, never applied.");
+  return h("table", { id: "shadows" },
+    h("thead", {}, h("tr", {}, ["Live plugin", "Shadow", "Calls", "Outcomes", "p50 / p95 / p99", "Identical", "Different", "Errors", "Timeouts", "Divergence"].map((c) => h("th", {}, c)))),
+    h("tbody", {}, sh.shadows.slice().sort((a, b) => a.shadow_of.localeCompare(b.shadow_of) || a.name.localeCompare(b.name)).map((x) => {
+      const st = x.stats[0], d = x.divergence;
+      const diverged = d.different + d.errors + d.timeouts;
+      return h("tr", { "data-shadow": x.name, "data-of": x.shadow_of },
+        h("td", {}, h("strong", {}, x.shadow_of)),
+        h("td", {}, x.name, h("div", { class: "muted" }, x.version)),
+        h("td", {}, String(d.calls)),
+        h("td", {}, st ? Object.entries(st.outcomes).map(([k, v]) => h("span", { style: "margin-right:6px" }, badge(k, "o-"), " " + v)) : h("span", { class: "muted" }, "no recent call")),
+        h("td", {}, st ? `${us(st.p50_us)} / ${us(st.p95_us)} / ${us(st.p99_us)}` : ""),
+        h("td", {}, String(d.identical)), h("td", {}, String(d.different)), h("td", {}, String(d.errors)), h("td", {}, String(d.timeouts)),
+        h("td", { class: "divergence" }, d.compared ? h("div", { class: "bar" },
+          h("span", { class: "applied", style: `width:${(100 * d.identical / d.compared).toFixed(1)}%`, title: `identical: ${d.identical}` }),
+          h("span", { class: "failed", style: `width:${(100 * diverged / d.compared).toFixed(1)}%`, title: `differ: ${diverged}` })) : null,
+          h("div", { class: diverged ? "error-text" : "muted" }, divergenceText(d))));
+    })));
 }
 
 function outcomeBar(st) {
