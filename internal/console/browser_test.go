@@ -184,6 +184,17 @@ func textOf(t *testing.T, ctx context.Context, sel string) string {
 	return s
 }
 
+// waitText waits until the first element matching sel shows want.
+func waitText(t *testing.T, ctx context.Context, sel, want string) {
+	t.Helper()
+	js := fmt.Sprintf(`(document.querySelector(%q) || {}).textContent || ""`, sel)
+	bustest.WaitFor(t, waitLimit, sel+" to show "+want, func() bool {
+		got, err := chromedp.Run(ctx, chromedp.Evaluate[string](js))
+		require.NoError(t, err)
+		return strings.Contains(got, want)
+	})
+}
+
 // The console in a real browser against a real qtasksd with two plugins in
 // processes of their own: the tasks page lists and filters, updates without
 // a reload, the task page shows both plugins' patches as diffs and the
@@ -227,6 +238,30 @@ func TestConsoleInBrowser(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, 5, rows)
 	require.Contains(t, textOf(t, ctx, `#lag`), "up to date")
+	// The chart: throughput and outcomes over time, one bar segment per
+	// status and step; 4 successes and 1 error in the last hour.
+	chartSums := func() map[string]int {
+		sums, err := chromedp.Run(ctx, chromedp.Evaluate[map[string]int](`(() => {
+			const m = {};
+			for (const r of document.querySelectorAll("svg#throughput rect[data-status]")) m[r.dataset.status] = (m[r.dataset.status] || 0) + Number(r.dataset.n);
+			return m; })()`))
+		require.NoError(t, err)
+		return sums
+	}
+	require.Equal(t, map[string]int{"success": 4, "error": 1}, chartSums())
+	require.Equal(t, "5 finished · 1 error (20.0%)", textOf(t, ctx, `#chart-summary`))
+	require.Contains(t, textOf(t, ctx, `#chart-title`), "per minute, last hour")
+	// Another window: the same tasks in 15-minute bars.
+	require.NoError(t, chromedp.Do(ctx,
+		chromedp.Click(chromedp.CSS(`.chart-windows button[data-window="24h"]`)),
+	))
+	waitText(t, ctx, `#chart-title`, "per 15 minutes, last 24 hours")
+	require.Equal(t, map[string]int{"success": 4, "error": 1}, chartSums())
+	require.NoError(t, chromedp.Do(ctx,
+		chromedp.Click(chromedp.CSS(`.chart-windows button[data-window="1h"]`)),
+	))
+	waitText(t, ctx, `#chart-title`, "per minute, last hour")
+	require.NoError(t, chromedp.Do(ctx, chromedp.WaitVisible(chromedp.CSS(`#tasks tr[data-id="`+addID+`"]`))))
 	shot(t, ctx, "tasks")
 
 	// Live: a task submitted now appears without a reload.

@@ -178,7 +178,11 @@ async function tasksPage(params, seq) {
   );
 
   const cards = h("div", { class: "grid cards", id: "cards" });
-  const chart = h("div", { class: "panel" }, h("h2", {}, "Finished tasks per minute, last hour"), h("div", { id: "chart" }));
+  const chartTitle = h("h2", { id: "chart-title" });
+  const chartSummary = h("span", { class: "muted", id: "chart-summary" });
+  const chartWindows = h("span", { class: "chart-windows" }, Object.keys(CHART_WINDOWS).map((w) =>
+    h("button", { type: "button", class: w === chartWindow ? "" : "ghost", "data-window": w, onclick: () => { chartWindow = w; route(); } }, w)));
+  const chart = h("div", { class: "panel" }, h("div", { class: "chart-head" }, chartTitle, chartSummary, chartWindows), h("div", { id: "chart" }));
   const list = h("div", { class: "panel", id: "task-list" });
   main.replaceChildren(h("h1", {}, "Tasks"), cards, h("div", { style: "height:16px" }), chart, list);
   list.append(form);
@@ -191,12 +195,15 @@ async function tasksPage(params, seq) {
 
   async function refresh() {
     const [page, status, tp] = await Promise.all([
-      api("/tasks?" + q.toString()), api("/status"), api("/throughput?window=1h&step=1m"),
+      api("/tasks?" + q.toString()), api("/status"), api(`/throughput?window=${chartWindow}&step=${CHART_WINDOWS[chartWindow].step}`),
     ]);
     if (seq !== renderSeq) return;
     setLag(page.projection, status.connected);
     renderCards(cards, status.tasks || {});
-    document.getElementById("chart").replaceChildren(throughputChart(tp));
+    const cw = CHART_WINDOWS[chartWindow];
+    chartTitle.textContent = `Finished tasks per ${cw.per}, ${cw.label}`;
+    chartSummary.textContent = throughputSummary(tp);
+    document.getElementById("chart").replaceChildren(throughputChart(tp, cw));
     table.replaceChildren(taskTable(page.tasks), pager(page.next, params));
   }
   try {
@@ -246,13 +253,34 @@ function pager(next, params) {
 
 const CHART_COLORS = { success: "var(--ok)", error: "var(--err)", cancel: "var(--muted)", retry: "var(--warn)" };
 
-function throughputChart(tp) {
+// The throughput chart's windows, each with a step that keeps it to at
+// most 96 bars.
+const CHART_WINDOWS = {
+  "1h": { step: "1m", per: "minute", label: "last hour" },
+  "6h": { step: "5m", per: "5 minutes", label: "last 6 hours" },
+  "24h": { step: "15m", per: "15 minutes", label: "last 24 hours" },
+};
+let chartWindow = "1h"; // kept across pages and refreshes
+
+// throughputSummary sums the chart up in words: how many tasks ended in
+// the window and what share of them failed.
+function throughputSummary(tp) {
+  const sum = {};
+  for (const b of tp.buckets || []) for (const [k, v] of Object.entries(b.finished)) sum[k] = (sum[k] || 0) + v;
+  const total = Object.values(sum).reduce((a, c) => a + c, 0);
+  if (!total) return "no task finished";
+  const err = sum.error || 0;
+  return `${total.toLocaleString()} finished · ${err.toLocaleString()} error (${(100 * err / total).toFixed(1)}%)` +
+    (sum.cancel ? ` · ${sum.cancel.toLocaleString()} cancelled` : "");
+}
+
+function throughputChart(tp, cw) {
   const W = 900, H = 160, pad = 24;
   const buckets = tp.buckets || [];
   const totals = buckets.map((b) => Object.values(b.finished).reduce((a, c) => a + c, 0));
   const maxV = Math.max(1, ...totals);
   const bw = (W - pad) / Math.max(1, buckets.length);
-  const svg = s("svg", { class: "chart", viewBox: `0 0 ${W} ${H}`, preserveAspectRatio: "none", role: "img", "aria-label": "finished tasks per minute" });
+  const svg = s("svg", { class: "chart", id: "throughput", viewBox: `0 0 ${W} ${H}`, preserveAspectRatio: "none", role: "img", "aria-label": "finished tasks per " + cw.per });
   svg.append(s("line", { class: "axis", x1: pad, y1: H - 16, x2: W, y2: H - 16 }));
   svg.append(s("text", { x: 0, y: 10 }, String(maxV)));
   svg.append(s("text", { x: 0, y: H - 18 }, "0"));
@@ -263,7 +291,7 @@ function throughputChart(tp) {
       if (!v) continue;
       const bh = (v / maxV) * (H - 30);
       y -= bh;
-      const r = s("rect", { x: pad + i * bw + 1, y, width: Math.max(1, bw - 2), height: bh });
+      const r = s("rect", { x: pad + i * bw + 1, y, width: Math.max(1, bw - 2), height: bh, "data-status": st, "data-n": v });
       r.style.fill = CHART_COLORS[st];
       r.append(s("title", {}, `${new Date(b.start).toLocaleTimeString()}: ${v} ${st}`));
       svg.append(r);
