@@ -3,9 +3,11 @@ package console_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -132,6 +134,7 @@ func (e *apiEnv) do(t *testing.T, method, path, contentType, body string, v any)
 	out, err := io.ReadAll(resp.Body)
 	require.NoError(t, err)
 	require.Equal(t, "application/json", resp.Header.Get("Content-Type"), "%s %s: %s", method, path, out)
+	checkSchema(t, method, path, resp.StatusCode, out)
 	if v != nil {
 		require.NoError(t, json.Unmarshal(out, v), string(out))
 	}
@@ -201,4 +204,153 @@ func TestShadowsAPI(t *testing.T) {
 	var bad console.Error
 	require.Equal(t, http.StatusBadRequest, e.get(t, "/api/v1/shadows?of=a.b", &bad))
 	require.Contains(t, bad.Error, "not a plugin name")
+}
+
+// logLast is the event log's last sequence.
+func (e *apiEnv) logLast(t *testing.T) uint64 {
+	t.Helper()
+	info, err := e.b.EventStream().Info(apiCtx(t))
+	require.NoError(t, err)
+	return info.State.LastSeq
+}
+
+// Every endpoint of the API answers as docs/openapi.json says, success and
+// refusal alike (each answer is checked against the document by do), and
+// every bad request gets a 4xx with a reason and changes nothing: not the
+// log, not the task, not the queue.
+func TestAPIMatchesOpenAPI(t *testing.T) {
+	t.Parallel()
+	e := newAPIEnv(t)
+	e.startPlugin(t, plugins.Spec{Name: "live", Version: "1", Triggers: []string{events.TaskExecutorRunTask},
+		Plugin: plugins.Func(func(_ context.Context, c *plugins.Call) (*plugins.Patch, error) {
+			var p struct{ Result int }
+			if err := c.Decode(&p); err != nil {
+				return nil, err
+			}
+			return plugins.JSONPatch(plugins.Op{Op: "replace", Path: "/result", Value: p.Result * 10})
+		})})
+	e.startPlugin(t, plugins.Spec{Name: "cand", Version: "2", Mode: plugins.Shadow, ShadowOf: "live",
+		Triggers: []string{events.TaskExecutorRunTask}, Plugin: plugins.Func(func(context.Context, *plugins.Call) (*plugins.Patch, error) {
+			return nil, nil
+		})})
+	ok := e.run(t, 4)
+	require.Equal(t, events.StatusSuccess, ok.Status, ok.Error)
+	failed := e.run(t, -1)
+	require.Equal(t, events.StatusError, failed.Status)
+	e.catchUp(t)
+
+	// Reads.
+	var tl console.TaskList
+	require.Equal(t, 200, e.get(t, "/api/v1/status", nil))
+	require.Equal(t, 200, e.get(t, "/api/v1/tasks?limit=1", &tl))
+	require.Len(t, tl.Tasks, 1)
+	require.NotEmpty(t, tl.Next)
+	require.Equal(t, 200, e.get(t, "/api/v1/tasks?limit=1&cursor="+url.QueryEscape(tl.Next), &tl))
+	require.Equal(t, 200, e.get(t, "/api/v1/tasks?status=error&name=n&queue=default&since=1h&until="+url.QueryEscape(time.Now().Add(time.Hour).Format(time.RFC3339)), &tl))
+	require.Len(t, tl.Tasks, 1)
+	require.Equal(t, 200, e.get(t, "/api/v1/tasks?tag=none", nil))
+	require.Equal(t, 200, e.get(t, "/api/v1/tasks/"+ok.ID, nil))
+	var td console.TimelineDetail
+	require.Equal(t, 200, e.get(t, "/api/v1/tasks/"+ok.ID+"/timeline", &td))
+	require.NotEmpty(t, td.Entries)
+	require.Equal(t, 200, e.get(t, "/api/v1/tasks/"+ok.ID+"/blame", nil))
+	require.Equal(t, 200, e.get(t, "/api/v1/calls?plugin=live&limit=10", nil))
+	require.Equal(t, 200, e.get(t, "/api/v1/calls?task="+ok.ID+"&outcome=applied&trigger="+events.TaskExecutorRunTask+"&version=1", nil))
+	require.Equal(t, 200, e.get(t, "/api/v1/plugins", nil))
+	require.Equal(t, 200, e.get(t, "/api/v1/shadows", nil))
+	require.Equal(t, 200, e.get(t, "/api/v1/queues", nil))
+	require.Equal(t, 200, e.get(t, "/api/v1/throughput?window=10m&step=1m", nil))
+	require.Equal(t, 200, e.get(t, "/api/v1/rejected?after=0&limit=5", nil))
+	require.Equal(t, 200, e.get(t, "/api/v1/deadletters?before=1000&limit=5", nil))
+
+	// Bad reads: 4xx, each with a reason naming what is wrong.
+	for path, want := range map[string]string{
+		"/api/v1/tasks?status=done":              "status",
+		"/api/v1/tasks?limit=1001":               "limit",
+		"/api/v1/tasks?limit=x":                  "limit",
+		"/api/v1/tasks?since=yesterday":          "since",
+		"/api/v1/tasks?until=-5m":                "until",
+		"/api/v1/tasks?cursor=forged":            "cursor",
+		"/api/v1/calls?limit=-1":                 "limit",
+		"/api/v1/calls?cursor=forged":            "cursor",
+		"/api/v1/shadows?of=a.b":                 "of",
+		"/api/v1/throughput?window=1y":           "window",
+		"/api/v1/throughput?step=1ms":            "step",
+		"/api/v1/throughput?window=168h&step=1s": "buckets",
+		"/api/v1/rejected?after=-1":              "after",
+		"/api/v1/deadletters?before=x":           "before",
+		"/api/v1/deadletters?limit=5000":         "limit",
+	} {
+		var er console.Error
+		require.Equal(t, 400, e.get(t, path, &er), path)
+		require.Contains(t, er.Error, want, path)
+	}
+	var er console.Error
+	require.Equal(t, 404, e.get(t, "/api/v1/tasks/nosuch", &er))
+	require.Equal(t, 404, e.get(t, "/api/v1/tasks/nosuch/timeline", &er))
+	require.Equal(t, 404, e.get(t, "/api/v1/tasks/nosuch/blame", &er))
+	require.Equal(t, 404, e.get(t, "/api/v1/nosuch", &er))
+	require.Contains(t, er.Error, "no such API endpoint")
+
+	// Bad actions change nothing: the log, the tasks and the queue stay as
+	// they were.
+	before := e.logLast(t)
+	long := `{"reason":"` + strings.Repeat("x", 1025) + `"}`
+	for _, c := range []struct {
+		path, ct, body string
+		code           int
+		want           string
+	}{
+		{"/api/v1/tasks/" + failed.ID + "/retry", "", `{}`, 415, "Content-Type"},
+		{"/api/v1/tasks/" + failed.ID + "/retry", "text/plain", `{}`, 415, "Content-Type"},
+		{"/api/v1/tasks/" + failed.ID + "/retry", "application/json", `{"reason":`, 400, "body"},
+		{"/api/v1/tasks/" + failed.ID + "/retry", "application/json", `{"why":"x"}`, 400, "unknown field"},
+		{"/api/v1/tasks/" + failed.ID + "/retry", "application/json", long, 400, "reason"},
+		{"/api/v1/tasks/" + ok.ID + "/retry", "application/json", `{}`, 409, ""},
+		{"/api/v1/tasks/" + ok.ID + "/cancel", "application/json", `{}`, 409, ""},
+		{"/api/v1/tasks/nosuch/cancel", "application/json", `{}`, 404, ""},
+		{"/api/v1/tasks/nosuch/retry", "application/json", `{}`, 404, ""},
+		{"/api/v1/queues/a.b/pause", "application/json", `{}`, 400, ""},
+		{"/api/v1/queues/default/pause", "application/json", long, 400, "reason"},
+	} {
+		var er console.Error
+		require.Equal(t, c.code, e.do(t, "POST", c.path, c.ct, c.body, &er), "%s %s", c.path, c.body)
+		require.NotEmpty(t, er.Error)
+		require.Contains(t, er.Error, c.want, c.path)
+	}
+	require.Equal(t, before, e.logLast(t), "a refused action wrote to the log")
+	e.catchUp(t)
+	var tdet console.TaskDetail
+	require.Equal(t, 200, e.get(t, "/api/v1/tasks/"+failed.ID, &tdet))
+	require.Equal(t, 1, tdet.Task.Attempt)
+	require.Equal(t, events.StatusError, tdet.Task.Status)
+	var ql struct{ Queues []console.Queue }
+	require.Equal(t, 200, e.get(t, "/api/v1/queues", &ql))
+	for _, q := range ql.Queues {
+		require.Nil(t, q.Paused, q.Name)
+	}
+
+	// Actions: pause, a queued task cancelled, resume, retry.
+	require.Equal(t, 200, e.do(t, "POST", "/api/v1/queues/default/pause", "application/json", `{"reason":"maintenance"}`, nil))
+	sub, err := e.app.Submit(apiCtx(t), "n", map[string]int{"N": 1}, nil)
+	require.NoError(t, err)
+	var ar console.ActionResult
+	require.Equal(t, 200, e.do(t, "POST", "/api/v1/tasks/"+sub.ID+"/cancel", "application/json", `{"reason":"not now"}`, &ar))
+	require.Equal(t, sub.ID, ar.Task.ID)
+	require.Equal(t, 200, e.do(t, "POST", "/api/v1/queues/default/resume", "application/json", ``, nil))
+	require.Equal(t, 201, e.do(t, "POST", "/api/v1/tasks/"+failed.ID+"/retry", "application/json", `{"reason":"once more"}`, &ar))
+	require.Equal(t, 2, ar.Task.Attempt)
+
+	// Every operation of the document was exercised with its success code.
+	seen := seenAnswers()
+	for tpl, ops := range openAPI.doc.Paths {
+		for op := range ops {
+			code := 200
+			if strings.HasSuffix(tpl, "/retry") {
+				code = 201
+			}
+			key := fmt.Sprintf("%s %s %d", strings.ToUpper(op), tpl, code)
+			require.True(t, seen[key], "no test got %s", key)
+		}
+	}
 }
