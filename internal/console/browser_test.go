@@ -16,9 +16,12 @@ import (
 	"time"
 
 	"github.com/chromedp/chromedp"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
 
 	"github.com/qtasks/qtasks-go/bus/bustest"
+	"github.com/qtasks/qtasks-go/events"
 	"github.com/qtasks/qtasks-go/internal/cli/clitest"
 )
 
@@ -195,6 +198,38 @@ func waitText(t *testing.T, ctx context.Context, sel, want string) {
 	})
 }
 
+// publishRogue stores a message that is not an event on a fact subject of
+// the log, and returns its sequence.
+func publishRogue(t *testing.T, d daemon) uint64 {
+	t.Helper()
+	nc, err := nats.Connect(d.nats)
+	require.NoError(t, err)
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	require.NoError(t, err)
+	ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
+	defer cancel()
+	ack, err := js.Publish(ctx, events.FactSubject(events.StorageAdd, "default"), []byte("not an event"))
+	require.NoError(t, err)
+	return ack.Sequence
+}
+
+// markPage sets a mark on the page's window, which a reload would lose.
+func markPage(t *testing.T, ctx context.Context) {
+	t.Helper()
+	_, err := chromedp.Run(ctx, chromedp.Evaluate[bool](`window.qtasksMark = true`))
+	require.NoError(t, err)
+}
+
+// requireMarked fails unless the page still has markPage's mark: it was
+// updated in place, not reloaded.
+func requireMarked(t *testing.T, ctx context.Context) {
+	t.Helper()
+	marked, err := chromedp.Run(ctx, chromedp.Evaluate[bool](`window.qtasksMark === true`))
+	require.NoError(t, err)
+	require.True(t, marked, "the page was reloaded")
+}
+
 // The console in a real browser against a real qtasksd with two plugins in
 // processes of their own: the tasks page lists and filters, updates without
 // a reload, the task page shows both plugins' patches as diffs and the
@@ -209,6 +244,10 @@ func TestConsoleInBrowser(t *testing.T) {
 	// A candidate for scale, as a shadow: its ×12 differs from scale's ×10
 	// wherever the result is a number.
 	startPlugin(t, d, "scale-next", "12", "--shadow-of", "scale")
+
+	// A message on the log that no qtasks component wrote: the problems
+	// page lists it.
+	rogueSeq := publishRogue(t, d)
 
 	add := submit(t, d, "add", `{"a":1,"b":2}`)
 	require.Equal(t, "success", add["status"])
@@ -352,7 +391,27 @@ func TestConsoleInBrowser(t *testing.T) {
 	))
 	shot(t, ctx, "task-cancelled")
 
-	// Pause the queue: a submission waits; resume: it runs.
+	// A running task cancelled from elsewhere (the API, as the CLI or
+	// another operator would): the open page shows it without a reload
+	// (the mark set on the page's window survives).
+	sleeping = post(t, d, "/tasks/sleep", `{"ms":600000}`)
+	sleepID = sleeping["id"].(string)
+	require.NoError(t, chromedp.Do(ctx,
+		chromedp.Navigate(d.http+"/#/task/"+sleepID),
+		chromedp.WaitVisible(chromedp.CSS(`#task-status .s-process`)),
+	))
+	markPage(t, ctx)
+	post(t, d, "/api/v1/tasks/"+sleepID+"/cancel", `{"reason":"from the API"}`)
+	require.NoError(t, chromedp.Do(ctx,
+		chromedp.WaitVisible(chromedp.CSS(`#task-status .s-cancel`)),
+		chromedp.WaitVisible(chromedp.CSS(`#timeline li.operator[data-action="cancel"]`)),
+	))
+	require.Contains(t, textOf(t, ctx, `#timeline li.operator[data-action="cancel"]`), "from the API")
+	requireMarked(t, ctx)
+
+	// Pause the queue from its page: a submission waits, queued, on the
+	// queues page and as new on the tasks page; resumed (from elsewhere),
+	// it runs, and the tasks page shows it without a reload.
 	require.NoError(t, chromedp.Do(ctx,
 		chromedp.Navigate(d.http+"/#/queues"),
 		chromedp.Click(chromedp.CSS(`#queues tr[data-queue="default"] button[data-action="pause"]`)),
@@ -360,20 +419,42 @@ func TestConsoleInBrowser(t *testing.T) {
 	))
 	waiting := post(t, d, "/tasks/echo", `{"n":7}`)
 	waitingID := waiting["id"].(string)
+	waitText(t, ctx, `#queues tr[data-queue="default"] td:nth-child(3)`, "1")
 	shot(t, ctx, "queues")
 	var td struct{ Task struct{ Status string } }
-	bustest.WaitFor(t, waitLimit, "the projection to see the waiting task", func() bool {
-		return getJSON(t, d.http+"/api/v1/tasks/"+waitingID, &td) == http.StatusOK
-	})
-	require.Equal(t, "new", td.Task.Status, "a paused queue's task waits")
 	require.NoError(t, chromedp.Do(ctx,
+		chromedp.Navigate(d.http+"/#/"),
+		chromedp.WaitVisible(chromedp.CSS(`#tasks tr[data-id="`+waitingID+`"] .s-new`)),
+	))
+	getJSON(t, d.http+"/api/v1/tasks/"+waitingID, &td)
+	require.Equal(t, "new", td.Task.Status, "a paused queue's task waits")
+	markPage(t, ctx)
+	post(t, d, "/api/v1/queues/default/resume", `{"reason":"deployed"}`)
+	require.NoError(t, chromedp.Do(ctx, chromedp.WaitVisible(chromedp.CSS(`#tasks tr[data-id="`+waitingID+`"] .s-success`))))
+	requireMarked(t, ctx)
+
+	// Pause again (from elsewhere) and resume from the queues page.
+	post(t, d, "/api/v1/queues/default/pause", `{}`)
+	require.NoError(t, chromedp.Do(ctx,
+		chromedp.Navigate(d.http+"/#/queues"),
+		chromedp.WaitVisible(chromedp.CSS(`#queues tr[data-queue="default"] .q-paused`)),
 		chromedp.Click(chromedp.CSS(`#queues tr[data-queue="default"] button[data-action="resume"]`)),
 		chromedp.WaitVisible(chromedp.CSS(`#queues tr[data-queue="default"] .q-running`)),
 	))
-	bustest.WaitFor(t, waitLimit, "the waiting task to run after the resume", func() bool {
-		getJSON(t, d.http+"/api/v1/tasks/"+waitingID, &td)
-		return td.Task.Status == "success"
-	})
+	resumed := submit(t, d, "echo", `{"n":8}`)
+	require.Equal(t, "success", resumed["status"])
+
+	// Problems: the message that is not an event, with the reason.
+	require.NoError(t, chromedp.Do(ctx,
+		chromedp.Navigate(d.http+"/#/problems"),
+		chromedp.WaitVisible(chromedp.CSS(`#rejected tr[data-seq="`+fmt.Sprint(rogueSeq)+`"]`)),
+	))
+	require.Contains(t, textOf(t, ctx, `#rejected tr[data-seq="`+fmt.Sprint(rogueSeq)+`"]`), "storage_add")
+	shot(t, ctx, "problems")
+	require.NoError(t, chromedp.Do(ctx,
+		chromedp.Navigate(d.http+"/#/problems?tab=dead"),
+		chromedp.WaitVisible(chromedp.CSS(`.tabs a.active[href="#/problems?tab=dead"]`)),
+	))
 
 	// Dark mode renders too.
 	require.NoError(t, chromedp.Do(ctx,

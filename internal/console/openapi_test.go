@@ -25,9 +25,11 @@ import (
 const openAPIPath = "../../docs/openapi.json"
 
 var openAPI struct {
-	once     sync.Once
-	err      error
-	doc      struct{ Paths map[string]map[string]json.RawMessage }
+	once sync.Once
+	err  error
+	doc  struct {
+		Paths map[string]map[string]json.RawMessage
+	}
 	routes   []route
 	compiler *jsonschema.Compiler
 	mu       sync.Mutex

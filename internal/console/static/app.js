@@ -543,7 +543,7 @@ async function problemsPage(params, seq) {
       const r = await api("/rejected?limit=200");
       if (seq !== renderSeq) return;
       box.replaceChildren(r.rejected.length ? h("table", { id: "rejected" }, h("thead", {}, h("tr", {}, ["Seq", "Subject", "Type", "Reason"].map((c) => h("th", {}, c)))),
-        h("tbody", {}, r.rejected.map((x) => h("tr", {}, h("td", { class: "mono" }, String(x.seq)), h("td", { class: "mono" }, x.subject),
+        h("tbody", {}, r.rejected.map((x) => h("tr", { "data-seq": x.seq }, h("td", { class: "mono" }, String(x.seq)), h("td", { class: "mono" }, x.subject),
           h("td", { class: "mono" }, x.type || ""), h("td", {}, x.reason))))) : h("div", { class: "empty" }, "Every message in the log is a valid event."));
     } else {
       const d = await api("/deadletters?limit=200");
