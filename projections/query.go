@@ -373,6 +373,15 @@ type Timeline struct {
 
 // Timeline returns task id's timeline, or ErrNotFound.
 func (d *DB) Timeline(ctx context.Context, id string) (Timeline, error) {
+	return d.TimelineOf(ctx, id, nil)
+}
+
+// TimelineOf is Timeline with shadowOf naming the live plugin of a shadow
+// plugin ("" when unknown), which the log does not record: a shadow's patch
+// is then diffed against what that live plugin saw, which the shadow saw
+// too, not against the payload the whole chain left (callDiffs). The
+// console passes the registry's.
+func (d *DB) TimelineOf(ctx context.Context, id string, shadowOf func(shadow string) string) (Timeline, error) {
 	t, err := d.Task(ctx, id)
 	if err != nil {
 		return Timeline{}, err
@@ -401,7 +410,7 @@ func (d *DB) Timeline(ctx context.Context, id string) (Timeline, error) {
 			return Timeline{}, fmt.Errorf("reading timeline of %s: fact %d: %w", id, seq, err)
 		}
 		e.Seq, e.Time, e.Input, e.Output, e.Failed = uint64(seq), parseTS(at), f.Input, f.Output, f.Failed
-		diffs := callDiffs(e.Trigger, f.Input, f.Calls, true)
+		diffs := callDiffs(e.Trigger, f.Input, f.Calls, true, shadowOf)
 		for i, c := range f.Calls {
 			call := Call{FactSeq: e.Seq, Idx: i, TaskID: id, Trigger: e.Trigger, Attempt: e.Attempt, Plugin: c.Plugin,
 				Version: c.Version, Invocation: c.Invocation, Outcome: string(c.Outcome), Policy: c.Policy, Reason: c.Reason,

@@ -281,12 +281,28 @@ type TimelineDetail struct {
 }
 
 func (s *server) timeline(w http.ResponseWriter, r *http.Request) {
-	tl, err := s.cfg.Projection.Timeline(r.Context(), r.PathValue("id"))
+	tl, err := s.cfg.Projection.TimelineOf(r.Context(), r.PathValue("id"), s.shadowOf())
 	if err != nil {
 		s.fail(w, err)
 		return
 	}
 	writeJSON(w, http.StatusOK, TimelineDetail{Timeline: tl, Projection: s.projection(r.Context())})
+}
+
+// shadowOf names, from the registry, the live plugin each registered
+// shadow plugin shadows: the log does not say, and a shadow's patch is
+// diffed against what that plugin saw (projections.DB.TimelineOf).
+func (s *server) shadowOf() func(string) string {
+	if s.cfg.Bus == nil {
+		return nil
+	}
+	of := map[string]string{}
+	for _, p := range s.cfg.Bus.Registry().List() {
+		if p.Mode == events.ModeShadow {
+			of[p.Name] = p.ShadowOf
+		}
+	}
+	return func(shadow string) string { return of[shadow] }
 }
 
 func (s *server) blame(w http.ResponseWriter, r *http.Request) {

@@ -337,6 +337,9 @@ func TestConsoleInBrowser(t *testing.T) {
 	require.Contains(t, scale, "/result: 3 → 30")
 	double := textOf(t, ctx, `.call[data-plugin="double"]`)
 	require.Contains(t, double, "/result: 30 → 60")
+	// The shadow of scale saw what scale saw (3), not what the chain made
+	// of it (60).
+	require.Contains(t, textOf(t, ctx, `.call[data-plugin="scale-next"]`), "/result: 3 → 36")
 	require.Contains(t, textOf(t, ctx, `#blame`), "double")
 	require.Contains(t, textOf(t, ctx, `#task-result`), "60")
 	shot(t, ctx, "task")
