@@ -109,7 +109,7 @@ func New(cfg Config) http.Handler {
 	mux.HandleFunc("GET /api/v1/tasks/{id}/blame", s.withDB(s.blame))
 	mux.HandleFunc("GET /api/v1/calls", s.withDB(s.calls))
 	mux.HandleFunc("GET /api/v1/plugins", s.plugins)
-	mux.HandleFunc("GET /api/v1/shadows", s.withDB(s.shadows))
+	mux.HandleFunc("GET /api/v1/shadows", s.shadows)
 	mux.HandleFunc("GET /api/v1/rejected", s.withDB(s.rejected))
 	mux.HandleFunc("GET /api/v1/deadletters", s.withDB(s.deadLetters))
 	mux.HandleFunc("GET /api/v1/queues", s.queues)
@@ -407,27 +407,32 @@ func (s *server) shadows(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var stats []projections.PluginStat
+	read := false // stats, once, and only when there is a shadow
 	for _, p := range s.cfg.Bus.Registry().List() {
 		if p.Mode != events.ModeShadow || (of != "" && p.ShadowOf != of) {
 			continue
 		}
-		if stats == nil {
+		e := Shadow{PluginInfo: p, Stats: []projections.PluginStat{},
+			Divergence: projections.ShadowSummary{Shadow: p.Name, ShadowOf: p.ShadowOf}}
+		if s.cfg.Projection != nil { // without one, the registrations alone
+			if !read {
+				var err error
+				if stats, err = s.cfg.Projection.PluginStats(r.Context()); err != nil {
+					s.fail(w, err)
+					return
+				}
+				read = true
+			}
+			for _, st := range stats {
+				if st.Plugin == p.Name && st.Shadow {
+					e.Stats = append(e.Stats, st)
+				}
+			}
 			var err error
-			if stats, err = s.cfg.Projection.PluginStats(r.Context()); err != nil {
+			if e.Divergence, err = s.cfg.Projection.RecentShadowStats(r.Context(), p.Name, p.ShadowOf); err != nil {
 				s.fail(w, err)
 				return
 			}
-		}
-		e := Shadow{PluginInfo: p, Stats: []projections.PluginStat{}}
-		for _, st := range stats {
-			if st.Plugin == p.Name && st.Shadow {
-				e.Stats = append(e.Stats, st)
-			}
-		}
-		var err error
-		if e.Divergence, err = s.cfg.Projection.RecentShadowStats(r.Context(), p.Name, p.ShadowOf); err != nil {
-			s.fail(w, err)
-			return
 		}
 		out.Shadows = append(out.Shadows, e)
 	}

@@ -354,3 +354,27 @@ func TestAPIMatchesOpenAPI(t *testing.T) {
 		}
 	}
 }
+
+// Without a projection (qtasksd --no-projection), the shadows endpoint
+// still lists the registered shadows, with empty statistics, so that the
+// plugins page works.
+func TestShadowsWithoutProjection(t *testing.T) {
+	t.Parallel()
+	b := bustest.Open(t, nil)
+	e := &apiEnv{b: b}
+	e.startPlugin(t, plugins.Spec{Name: "cand", Version: "2", Mode: plugins.Shadow, ShadowOf: "live",
+		Triggers: []string{events.TaskExecutorRunTask}, Plugin: plugins.Func(func(context.Context, *plugins.Call) (*plugins.Patch, error) {
+			return nil, nil
+		})})
+	e.srv = httptest.NewServer(console.New(console.Config{Bus: b, Logger: bustest.Logger(t)}))
+	t.Cleanup(e.srv.Close)
+	var sl console.ShadowList
+	bustest.WaitFor(t, apiLimit, "the shadow to be listed", func() bool {
+		require.Equal(t, http.StatusOK, e.get(t, "/api/v1/shadows", &sl))
+		return len(sl.Shadows) == 1
+	})
+	require.Equal(t, "cand", sl.Shadows[0].Name)
+	require.Equal(t, "live", sl.Shadows[0].Divergence.ShadowOf)
+	require.Empty(t, sl.Shadows[0].Stats)
+	require.Zero(t, sl.Shadows[0].Divergence.Calls)
+}
