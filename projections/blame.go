@@ -121,27 +121,44 @@ type blameRow struct {
 // callDiffs replays the applied calls of a firing over its input and
 // returns, for each call (by position), the changes its patch made to the
 // payload. Only applied calls change the payload, in chain order. A shadow
-// call (recorded after the chain) changes nothing; its patch is diffed
-// against the payload as the chain left it, since the fact does not say
-// which step it shadowed. Without shadows, only the calls that changed the
-// payload (applied, not shadow) are diffed.
-func callDiffs(trigger string, input json.RawMessage, calls []events.PluginCall, shadows bool) [][]Change {
+// call changes nothing; it saw what the live plugin it shadows saw, and its
+// patch is diffed against that payload when shadowOf names that plugin and
+// the firing called it. The fact does not say which plugin a shadow
+// shadowed: without shadowOf (or for a shadow it does not know), the patch
+// is diffed against the payload as the chain left it. Without shadows,
+// only the calls that changed the payload (applied, not shadow) are diffed.
+func callDiffs(trigger string, input json.RawMessage, calls []events.PluginCall, shadows bool, shadowOf func(shadow string) string) [][]Change {
 	t, ok := events.Lookup(trigger)
 	if !ok || !t.Returnable {
 		return nil
 	}
 	out := make([][]Change, len(calls))
 	doc := []byte(input)
+	var saw map[string][]byte // what each live plugin saw, for its shadows
 	for i, c := range calls {
+		if shadows && shadowOf != nil && !c.Shadow {
+			if saw == nil {
+				saw = map[string][]byte{}
+			}
+			if _, dup := saw[c.Plugin]; !dup {
+				saw[c.Plugin] = doc
+			}
+		}
 		if len(c.Patch) == 0 || (c.Outcome != events.OutcomeApplied && c.Outcome != events.OutcomeShadow) ||
 			(!shadows && (c.Outcome != events.OutcomeApplied || c.Shadow)) {
 			continue
 		}
-		next, err := events.ApplyPatch(t, doc, c.ContentType, c.Patch)
+		from := doc
+		if c.Shadow && shadowOf != nil {
+			if d, ok := saw[shadowOf(c.Plugin)]; ok {
+				from = d
+			}
+		}
+		next, err := events.ApplyPatch(t, from, c.ContentType, c.Patch)
 		if err != nil {
 			continue // the executor rejected it too; the call's reason says why
 		}
-		ch, err := Diff(doc, next)
+		ch, err := Diff(from, next)
 		if err != nil {
 			continue
 		}
@@ -167,7 +184,7 @@ func blameOf(trigger string, input json.RawMessage, calls []events.PluginCall) [
 		return nil
 	}
 	var out []blameRow
-	for i, changes := range callDiffs(trigger, input, calls, false) {
+	for i, changes := range callDiffs(trigger, input, calls, false, nil) {
 		c := calls[i]
 		if c.Outcome != events.OutcomeApplied || c.Shadow {
 			continue

@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"sync"
 
 	_ "github.com/mattn/go-sqlite3" // the database/sql driver "sqlite3"
 	"github.com/nats-io/nats.go/jetstream"
@@ -57,6 +58,9 @@ type DB struct {
 
 	ap   *applier      // the writer's prepared statements, built on first Apply
 	ckpt *checkpointer // nil when read-only
+	// stmts are the readers' prepared statements, by query text
+	// (prepared).
+	stmts sync.Map
 }
 
 // DSN returns the go-sqlite3 data source name of the database at path: WAL,
@@ -163,6 +167,7 @@ func (d *DB) Close() error {
 	// Readers and the checkpointer first: the writer's connection, closed
 	// last, then folds the WAL into the database and removes the side
 	// files.
+	d.closeStmts()
 	if d.r != nil {
 		errs = append(errs, d.r.Close())
 	}

@@ -87,27 +87,46 @@ const taskColumns = `id, name, queue, priority, status, attempt, retries_left, a
 
 type scanner interface{ Scan(dest ...any) error }
 
-func scanTask(r scanner) (Task, error) {
-	var t Task
-	var argsS, kwS, argsE, kwE, result, tags, extra sql.NullString
-	var created, queued, started, executed, finished, updated sql.NullString
-	var first, last int64
-	err := r.Scan(&t.ID, &t.Name, &t.Queue, &t.Priority, &t.Status, &t.Attempt, &t.RetriesLeft, &argsS, &kwS, &argsE, &kwE,
-		&result, &t.Error, &t.Reason, &t.RetryParent, &t.RetryChild, &t.Worker, &tags, &extra, &t.IdempotencyKey, &t.Trace,
-		&created, &queued, &started, &executed, &finished, &updated, &first, &last)
-	if err != nil {
-		return t, err
+func scanTask(r scanner) (Task, error) { return newTaskScan().scan(r) }
+
+// taskScan holds the destinations of a task row's columns, allocated once
+// for all the rows of a page: taken one row at a time, they were thirty
+// allocations per task (BenchmarkConsole). The JSON columns scan into
+// []byte (nil for NULL), which Scan fills with a copy of its own each row.
+type taskScan struct {
+	t                                                 Task
+	argsS, kwS, argsE, kwE, result, extra             []byte
+	tags                                              sql.NullString
+	created, queued, started, executed, finished, upd sql.NullString
+	first, last                                       int64
+	dest                                              []any
+}
+
+func newTaskScan() *taskScan {
+	r := &taskScan{}
+	t := &r.t
+	r.dest = []any{&t.ID, &t.Name, &t.Queue, &t.Priority, &t.Status, &t.Attempt, &t.RetriesLeft, &r.argsS, &r.kwS, &r.argsE, &r.kwE,
+		&r.result, &t.Error, &t.Reason, &t.RetryParent, &t.RetryChild, &t.Worker, &r.tags, &r.extra, &t.IdempotencyKey, &t.Trace,
+		&r.created, &r.queued, &r.started, &r.executed, &r.finished, &r.upd, &r.first, &r.last}
+	return r
+}
+
+// scan reads the current row into a new Task.
+func (r *taskScan) scan(rows scanner) (Task, error) {
+	if err := rows.Scan(r.dest...); err != nil {
+		return Task{}, err
 	}
-	t.ArgsSubmitted, t.KwSubmitted, t.ArgsExecuted, t.KwExecuted = raw(argsS), raw(kwS), raw(argsE), raw(kwE)
-	t.Result, t.Extra = raw(result), raw(extra)
-	if tags.Valid {
-		if err := json.Unmarshal([]byte(tags.String), &t.Tags); err != nil {
+	t := r.t
+	t.ArgsSubmitted, t.KwSubmitted, t.ArgsExecuted, t.KwExecuted = r.argsS, r.kwS, r.argsE, r.kwE
+	t.Result, t.Extra = r.result, r.extra
+	if r.tags.Valid {
+		if err := json.Unmarshal([]byte(r.tags.String), &t.Tags); err != nil {
 			return t, fmt.Errorf("task %s tags: %w", t.ID, err)
 		}
 	}
-	t.CreatedAt, t.QueuedAt, t.StartedAt = parseTS(created), parseTS(queued), parseTS(started)
-	t.ExecutedAt, t.FinishedAt, t.UpdatedAt = parseTS(executed), parseTS(finished), parseTS(updated)
-	t.FirstSeq, t.LastSeq = uint64(first), uint64(last)
+	t.CreatedAt, t.QueuedAt, t.StartedAt = parseTS(r.created), parseTS(r.queued), parseTS(r.started)
+	t.ExecutedAt, t.FinishedAt, t.UpdatedAt = parseTS(r.executed), parseTS(r.finished), parseTS(r.upd)
+	t.FirstSeq, t.LastSeq = uint64(r.first), uint64(r.last)
 	return t, nil
 }
 
@@ -121,6 +140,9 @@ func raw(s sql.NullString) json.RawMessage {
 func parseTS(s sql.NullString) time.Time {
 	if !s.Valid {
 		return time.Time{}
+	}
+	if t, ok := parseLayout(s.String); ok {
+		return t
 	}
 	t, err := time.Parse(time.RFC3339Nano, s.String)
 	if err != nil {
@@ -230,14 +252,19 @@ func (d *DB) Tasks(ctx context.Context, f TaskFilter) (TaskPage, error) {
 	}
 	q += " ORDER BY t.created_at DESC, t.id DESC LIMIT ?"
 	args = append(args, limit+1)
-	rows, err := d.r.QueryContext(ctx, q, args...)
+	stmt, err := d.prepared(ctx, q)
+	if err != nil {
+		return TaskPage{}, fmt.Errorf("listing tasks: %w", err)
+	}
+	rows, err := stmt.QueryContext(ctx, args...)
 	if err != nil {
 		return TaskPage{}, fmt.Errorf("listing tasks: %w", err)
 	}
 	defer rows.Close()
-	page := TaskPage{Tasks: []Task{}}
+	page := TaskPage{Tasks: make([]Task, 0, limit+1)}
+	row := newTaskScan()
 	for rows.Next() {
-		t, err := scanTask(rows)
+		t, err := row.scan(rows)
 		if err != nil {
 			return TaskPage{}, fmt.Errorf("listing tasks: %w", err)
 		}
@@ -346,6 +373,15 @@ type Timeline struct {
 
 // Timeline returns task id's timeline, or ErrNotFound.
 func (d *DB) Timeline(ctx context.Context, id string) (Timeline, error) {
+	return d.TimelineOf(ctx, id, nil)
+}
+
+// TimelineOf is Timeline with shadowOf naming the live plugin of a shadow
+// plugin ("" when unknown), which the log does not record: a shadow's patch
+// is then diffed against what that live plugin saw, which the shadow saw
+// too, not against the payload the whole chain left (callDiffs). The
+// console passes the registry's.
+func (d *DB) TimelineOf(ctx context.Context, id string, shadowOf func(shadow string) string) (Timeline, error) {
 	t, err := d.Task(ctx, id)
 	if err != nil {
 		return Timeline{}, err
@@ -374,7 +410,7 @@ func (d *DB) Timeline(ctx context.Context, id string) (Timeline, error) {
 			return Timeline{}, fmt.Errorf("reading timeline of %s: fact %d: %w", id, seq, err)
 		}
 		e.Seq, e.Time, e.Input, e.Output, e.Failed = uint64(seq), parseTS(at), f.Input, f.Output, f.Failed
-		diffs := callDiffs(e.Trigger, f.Input, f.Calls, true)
+		diffs := callDiffs(e.Trigger, f.Input, f.Calls, true, shadowOf)
 		for i, c := range f.Calls {
 			call := Call{FactSeq: e.Seq, Idx: i, TaskID: id, Trigger: e.Trigger, Attempt: e.Attempt, Plugin: c.Plugin,
 				Version: c.Version, Invocation: c.Invocation, Outcome: string(c.Outcome), Policy: c.Policy, Reason: c.Reason,
@@ -613,4 +649,40 @@ func (d *DB) RejectedEvents(ctx context.Context, after uint64, limit int) ([]Rej
 		return nil, fmt.Errorf("reading rejected events: %w", err)
 	}
 	return out, nil
+}
+
+// parseLayout reads a time as ts writes it (timeLayout, UTC), without
+// time.Parse's layout interpretation: a tasks page reads six per task, and
+// time.Parse was a tenth of its time (BenchmarkConsole). Anything else is
+// not ok, for time.Parse to read.
+func parseLayout(s string) (time.Time, bool) {
+	if len(s) != len(timeLayout) || s[4] != '-' || s[7] != '-' || s[10] != 'T' || s[13] != ':' || s[16] != ':' || s[19] != '.' || s[29] != 'Z' {
+		return time.Time{}, false
+	}
+	num := func(b string) (int, bool) {
+		n := 0
+		for i := 0; i < len(b); i++ {
+			c := b[i]
+			if c < '0' || c > '9' {
+				return 0, false
+			}
+			n = n*10 + int(c-'0')
+		}
+		return n, true
+	}
+	y, ok1 := num(s[0:4])
+	mo, ok2 := num(s[5:7])
+	d, ok3 := num(s[8:10])
+	h, ok4 := num(s[11:13])
+	mi, ok5 := num(s[14:16])
+	sec, ok6 := num(s[17:19])
+	ns, ok7 := num(s[20:29])
+	if !(ok1 && ok2 && ok3 && ok4 && ok5 && ok6 && ok7) || mo < 1 || mo > 12 || d < 1 || d > 31 || h > 23 || mi > 59 || sec > 59 {
+		return time.Time{}, false
+	}
+	t := time.Date(y, time.Month(mo), d, h, mi, sec, ns, time.UTC)
+	if t.Day() != d { // February 30th and the like: time.Parse refuses them
+		return time.Time{}, false
+	}
+	return t, true
 }

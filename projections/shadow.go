@@ -57,16 +57,39 @@ func (d *DB) ShadowStats(ctx context.Context, shadow, shadowOf string, since tim
 		q += ` AND f.time >= ?`
 		args = append(args, ts(since))
 	}
-	rows, err := d.r.QueryContext(ctx, q+` ORDER BY f.seq`, args...)
+	err := s.read(ctx, d, q+` ORDER BY f.seq`, args...)
+	return s, err
+}
+
+// RecentShadowStats is ShadowStats over the shadow's calls among the newest
+// StatsWindow plugin calls: the window PluginStats reads, so that the
+// console's plugins page shows a shadow's calls and its divergence over the
+// same calls, at a cost that does not grow with the log.
+func (d *DB) RecentShadowStats(ctx context.Context, shadow, shadowOf string) (ShadowSummary, error) {
+	s := ShadowSummary{Shadow: shadow, ShadowOf: shadowOf}
+	if shadow == "" || shadowOf == "" {
+		return s, fmt.Errorf("shadow stats: both the shadow and the live plugin must be named")
+	}
+	q := `SELECT f.seq, f.trigger, f.data FROM facts f WHERE f.seq IN
+		(SELECT w.fact_seq FROM (SELECT fact_seq, plugin, shadow FROM plugin_calls ORDER BY fact_seq DESC LIMIT ?) w
+		 WHERE w.plugin = ? AND w.shadow = 1) ORDER BY f.seq`
+	err := s.read(ctx, d, q, StatsWindow, shadow)
+	return s, err
+}
+
+// read compares the shadow's calls in the facts that query q returns (seq,
+// trigger, data).
+func (s *ShadowSummary) read(ctx context.Context, d *DB, q string, args ...any) error {
+	rows, err := d.r.QueryContext(ctx, q, args...)
 	if err != nil {
-		return s, fmt.Errorf("shadow stats: %w", err)
+		return fmt.Errorf("shadow stats: %w", err)
 	}
 	defer rows.Close()
 	for rows.Next() {
 		var seq int64
 		var trigger, data string
 		if err := rows.Scan(&seq, &trigger, &data); err != nil {
-			return s, fmt.Errorf("shadow stats: %w", err)
+			return fmt.Errorf("shadow stats: %w", err)
 		}
 		s.LastSeq = uint64(seq)
 		var f events.Fact
@@ -77,12 +100,12 @@ func (d *DB) ShadowStats(ctx context.Context, shadow, shadowOf string, since tim
 		s.fact(tr, &f)
 	}
 	if err := rows.Err(); err != nil {
-		return s, fmt.Errorf("shadow stats: %w", err)
+		return fmt.Errorf("shadow stats: %w", err)
 	}
 	if s.Compared > 0 {
 		s.Rate = float64(s.Different+s.Errors+s.Timeouts) / float64(s.Compared)
 	}
-	return s, nil
+	return nil
 }
 
 func (s *ShadowSummary) fact(tr events.Trigger, f *events.Fact) {

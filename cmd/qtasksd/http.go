@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -72,7 +73,8 @@ func newHTTPServer(h http.Handler, c httpConfig) *http.Server {
 //
 //	GET  /healthz             200 when NATS and JetStream take writes (health; no authentication)
 //	GET  /tasks/{id}          a task's record (role read)
-//	POST /tasks/{name}        submit; body is the kw object; ?wait=10s waits (role submit)
+//	POST /tasks/{name}        submit; body is the kw object; ?wait=10s waits (role submit):
+//	                          202 queued or running, 200 ended within the wait (waited)
 //	GET  /metrics             Prometheus metrics (role operate)
 //	/debug/pprof/             Go's profiles, with --pprof (role admin)
 //	/api/v1/..., /            the operator console (internal/console): reads
@@ -182,14 +184,16 @@ func newHTTPHandler(app *executor.App, metrics http.Handler, c httpConfig) http.
 			return
 		}
 		w.Header().Set("Idempotency-Key", t.IdempotencyKey)
+		code := http.StatusAccepted
 		if wait > 0 {
 			ctx, cancel := contextWithTimeout(r, wait)
 			defer cancel()
-			if done, err := app.Wait(ctx, t.ID); err == nil {
-				t = done
-			}
+			t, code = waited(ctx, app, t)
 		}
-		writeJSON(w, http.StatusAccepted, t)
+		if code == http.StatusAccepted {
+			w.Header().Set("Location", "/tasks/"+t.ID)
+		}
+		writeJSON(w, code, t)
 	})))
 	if c.Pprof {
 		pp := http.NewServeMux()
@@ -214,4 +218,22 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(code)
 	_ = jsonout.Write(w, b)
+}
+
+// waited waits until task t ends or ctx is done, and returns the record to
+// answer with and the status of the answer: 200 when the task ended within
+// the wait, whatever its status (the request did what it asked, submit and
+// wait; a task that ended in error or cancel says so in its status and
+// error, as GET /tasks/{id} does), 202 when it has not ended yet (the record
+// as last seen, queued or running; poll GET /tasks/{id}). 202 used to
+// answer every submission, a finished one included (issue #16).
+func waited(ctx context.Context, app *executor.App, t events.Task) (events.Task, int) {
+	done, err := app.Wait(ctx, t.ID)
+	if done.ID != "" {
+		t = done
+	}
+	if err != nil {
+		return t, http.StatusAccepted
+	}
+	return t, http.StatusOK
 }

@@ -1,9 +1,12 @@
 // Command scaleplugin is a mutator plugin in its own process: it multiplies
 // the numeric result of every task (on task_executor_run_task) by a factor.
 // It shows the whole plugin SDK in one file, and the tests run it as a real
-// separate process against a real JetStream.
+// separate process against a real JetStream. With --shadow-of it runs as a
+// shadow of another plugin: its patches are recorded beside that plugin's,
+// never applied (the console's plugins page shows how often they differ).
 //
 //	go run ./examples/scaleplugin --nats-url nats://127.0.0.1:4222 --factor 10
+//	go run ./examples/scaleplugin --name scale-next --shadow-of scale --factor 12
 package main
 
 import (
@@ -28,6 +31,7 @@ func main() {
 	version := flag.String("version", "1", "plugin version")
 	factor := flag.Float64("factor", 10, "multiply numeric results by this")
 	policy := flag.String("policy", events.PolicyFail, "failure policy: fail or ignore")
+	shadowOf := flag.String("shadow-of", "", "run as a shadow of this plugin: patches recorded, never applied")
 	// The same connection flags and environment variables as qtasksd's
 	// and the built-in plugin commands'.
 	var cfg bus.Config
@@ -43,13 +47,13 @@ func main() {
 	log := slog.New(slog.NewJSONHandler(os.Stderr, nil))
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := run(ctx, log, cfg, *name, *version, *policy, *factor); err != nil {
+	if err := run(ctx, log, cfg, *name, *version, *policy, *shadowOf, *factor); err != nil {
 		log.Error("scaleplugin", "err", err)
 		os.Exit(1)
 	}
 }
 
-func run(ctx context.Context, log *slog.Logger, cfg bus.Config, name, version, policy string, factor float64) error {
+func run(ctx context.Context, log *slog.Logger, cfg bus.Config, name, version, policy, shadowOf string, factor float64) error {
 	octx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	// Plugin: the least rights; the streams must exist (qtasksd made them).
@@ -72,10 +76,14 @@ func run(ctx context.Context, log *slog.Logger, cfg bus.Config, name, version, p
 		}
 		return plugins.JSONPatch(plugins.Op{Op: "replace", Path: "/result", Value: n * factor})
 	})
-	r, err := plugins.Start(ctx, b, plugins.Spec{
+	spec := plugins.Spec{
 		Name: name, Version: version, Triggers: []string{events.TaskExecutorRunTask},
 		Policy: policy, Timeout: 5 * time.Second, Plugin: scale,
-	})
+	}
+	if shadowOf != "" {
+		spec.Mode, spec.ShadowOf = plugins.Shadow, shadowOf
+	}
+	r, err := plugins.Start(ctx, b, spec)
 	if err != nil {
 		return err
 	}

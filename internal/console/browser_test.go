@@ -16,9 +16,12 @@ import (
 	"time"
 
 	"github.com/chromedp/chromedp"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
 
 	"github.com/qtasks/qtasks-go/bus/bustest"
+	"github.com/qtasks/qtasks-go/events"
 	"github.com/qtasks/qtasks-go/internal/cli/clitest"
 )
 
@@ -74,10 +77,10 @@ func startDaemon(t *testing.T, dir string, more ...string) daemon {
 }
 
 // startPlugin runs examples/scaleplugin as plugin name, multiplying results
-// by factor, and waits until it is registered.
-func startPlugin(t *testing.T, d daemon, name, factor string) {
+// by factor (more: its other flags), and waits until it is registered.
+func startPlugin(t *testing.T, d daemon, name, factor string, more ...string) {
 	t.Helper()
-	p := clitest.Start(t, "", scaleplugin, "--nats-url", d.nats, "--name", name, "--factor", factor)
+	p := clitest.Start(t, "", scaleplugin, append([]string{"--nats-url", d.nats, "--name", name, "--factor", factor}, more...)...)
 	bustest.WaitFor(t, waitLimit, "plugin "+name+" to be ready", func() bool {
 		require.False(t, p.Exited(), "plugin exited: %s", p.Output())
 		return strings.Contains(p.Output(), "ready")
@@ -184,6 +187,49 @@ func textOf(t *testing.T, ctx context.Context, sel string) string {
 	return s
 }
 
+// waitText waits until the first element matching sel shows want.
+func waitText(t *testing.T, ctx context.Context, sel, want string) {
+	t.Helper()
+	js := fmt.Sprintf(`(document.querySelector(%q) || {}).textContent || ""`, sel)
+	bustest.WaitFor(t, waitLimit, sel+" to show "+want, func() bool {
+		got, err := chromedp.Run(ctx, chromedp.Evaluate[string](js))
+		require.NoError(t, err)
+		return strings.Contains(got, want)
+	})
+}
+
+// publishRogue stores a message that is not an event on a fact subject of
+// the log, and returns its sequence.
+func publishRogue(t *testing.T, d daemon) uint64 {
+	t.Helper()
+	nc, err := nats.Connect(d.nats)
+	require.NoError(t, err)
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	require.NoError(t, err)
+	ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
+	defer cancel()
+	ack, err := js.Publish(ctx, events.FactSubject(events.StorageAdd, "default"), []byte("not an event"))
+	require.NoError(t, err)
+	return ack.Sequence
+}
+
+// markPage sets a mark on the page's window, which a reload would lose.
+func markPage(t *testing.T, ctx context.Context) {
+	t.Helper()
+	_, err := chromedp.Run(ctx, chromedp.Evaluate[bool](`window.qtasksMark = true`))
+	require.NoError(t, err)
+}
+
+// requireMarked fails unless the page still has markPage's mark: it was
+// updated in place, not reloaded.
+func requireMarked(t *testing.T, ctx context.Context) {
+	t.Helper()
+	marked, err := chromedp.Run(ctx, chromedp.Evaluate[bool](`window.qtasksMark === true`))
+	require.NoError(t, err)
+	require.True(t, marked, "the page was reloaded")
+}
+
 // The console in a real browser against a real qtasksd with two plugins in
 // processes of their own: the tasks page lists and filters, updates without
 // a reload, the task page shows both plugins' patches as diffs and the
@@ -195,6 +241,13 @@ func TestConsoleInBrowser(t *testing.T) {
 	d := startDaemon(t, dir)
 	startPlugin(t, d, "scale", "10")
 	startPlugin(t, d, "double", "2")
+	// A candidate for scale, as a shadow: its ×12 differs from scale's ×10
+	// wherever the result is a number.
+	startPlugin(t, d, "scale-next", "12", "--shadow-of", "scale")
+
+	// A message on the log that no qtasks component wrote: the problems
+	// page lists it.
+	rogueSeq := publishRogue(t, d)
 
 	add := submit(t, d, "add", `{"a":1,"b":2}`)
 	require.Equal(t, "success", add["status"])
@@ -224,6 +277,30 @@ func TestConsoleInBrowser(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, 5, rows)
 	require.Contains(t, textOf(t, ctx, `#lag`), "up to date")
+	// The chart: throughput and outcomes over time, one bar segment per
+	// status and step; 4 successes and 1 error in the last hour.
+	chartSums := func() map[string]int {
+		sums, err := chromedp.Run(ctx, chromedp.Evaluate[map[string]int](`(() => {
+			const m = {};
+			for (const r of document.querySelectorAll("svg#throughput rect[data-status]")) m[r.dataset.status] = (m[r.dataset.status] || 0) + Number(r.dataset.n);
+			return m; })()`))
+		require.NoError(t, err)
+		return sums
+	}
+	require.Equal(t, map[string]int{"success": 4, "error": 1}, chartSums())
+	require.Equal(t, "5 finished · 1 error (20.0%)", textOf(t, ctx, `#chart-summary`))
+	require.Contains(t, textOf(t, ctx, `#chart-title`), "per minute, last hour")
+	// Another window: the same tasks in 15-minute bars.
+	require.NoError(t, chromedp.Do(ctx,
+		chromedp.Click(chromedp.CSS(`.chart-windows button[data-window="24h"]`)),
+	))
+	waitText(t, ctx, `#chart-title`, "per 15 minutes, last 24 hours")
+	require.Equal(t, map[string]int{"success": 4, "error": 1}, chartSums())
+	require.NoError(t, chromedp.Do(ctx,
+		chromedp.Click(chromedp.CSS(`.chart-windows button[data-window="1h"]`)),
+	))
+	waitText(t, ctx, `#chart-title`, "per minute, last hour")
+	require.NoError(t, chromedp.Do(ctx, chromedp.WaitVisible(chromedp.CSS(`#tasks tr[data-id="`+addID+`"]`))))
 	shot(t, ctx, "tasks")
 
 	// Live: a task submitted now appears without a reload.
@@ -260,6 +337,9 @@ func TestConsoleInBrowser(t *testing.T) {
 	require.Contains(t, scale, "/result: 3 → 30")
 	double := textOf(t, ctx, `.call[data-plugin="double"]`)
 	require.Contains(t, double, "/result: 30 → 60")
+	// The shadow of scale saw what scale saw (3), not what the chain made
+	// of it (60).
+	require.Contains(t, textOf(t, ctx, `.call[data-plugin="scale-next"]`), "/result: 3 → 36")
 	require.Contains(t, textOf(t, ctx, `#blame`), "double")
 	require.Contains(t, textOf(t, ctx, `#task-result`), "60")
 	shot(t, ctx, "task")
@@ -270,6 +350,12 @@ func TestConsoleInBrowser(t *testing.T) {
 		chromedp.WaitVisible(chromedp.CSS(`#plugins tr[data-plugin="double"]`)),
 	))
 	require.Contains(t, textOf(t, ctx, `#plugins tr[data-plugin="scale"]`), "task_executor_run_task")
+	// Its shadow, under the live plugin, with how often it differed: only
+	// add's result is a number, so 1 of its calls differs.
+	require.NoError(t, chromedp.Do(ctx, chromedp.WaitVisible(chromedp.CSS(`#shadows tr[data-shadow="scale-next"][data-of="scale"]`))))
+	shadowRow := textOf(t, ctx, `#shadows tr[data-shadow="scale-next"]`)
+	require.Regexp(t, `\b1 of \d+ differ`, shadowRow)
+	require.Contains(t, textOf(t, ctx, `#plugins tr[data-plugin="scale"]`), "shadowed by scale-next")
 	shot(t, ctx, "plugins")
 
 	// Retry the failed task from its page: attempt 2 is queued (and fails
@@ -308,7 +394,27 @@ func TestConsoleInBrowser(t *testing.T) {
 	))
 	shot(t, ctx, "task-cancelled")
 
-	// Pause the queue: a submission waits; resume: it runs.
+	// A running task cancelled from elsewhere (the API, as the CLI or
+	// another operator would): the open page shows it without a reload
+	// (the mark set on the page's window survives).
+	sleeping = post(t, d, "/tasks/sleep", `{"ms":600000}`)
+	sleepID = sleeping["id"].(string)
+	require.NoError(t, chromedp.Do(ctx,
+		chromedp.Navigate(d.http+"/#/task/"+sleepID),
+		chromedp.WaitVisible(chromedp.CSS(`#task-status .s-process`)),
+	))
+	markPage(t, ctx)
+	post(t, d, "/api/v1/tasks/"+sleepID+"/cancel", `{"reason":"from the API"}`)
+	require.NoError(t, chromedp.Do(ctx,
+		chromedp.WaitVisible(chromedp.CSS(`#task-status .s-cancel`)),
+		chromedp.WaitVisible(chromedp.CSS(`#timeline li.operator[data-action="cancel"]`)),
+	))
+	require.Contains(t, textOf(t, ctx, `#timeline li.operator[data-action="cancel"]`), "from the API")
+	requireMarked(t, ctx)
+
+	// Pause the queue from its page: a submission waits, queued, on the
+	// queues page and as new on the tasks page; resumed (from elsewhere),
+	// it runs, and the tasks page shows it without a reload.
 	require.NoError(t, chromedp.Do(ctx,
 		chromedp.Navigate(d.http+"/#/queues"),
 		chromedp.Click(chromedp.CSS(`#queues tr[data-queue="default"] button[data-action="pause"]`)),
@@ -316,20 +422,42 @@ func TestConsoleInBrowser(t *testing.T) {
 	))
 	waiting := post(t, d, "/tasks/echo", `{"n":7}`)
 	waitingID := waiting["id"].(string)
+	waitText(t, ctx, `#queues tr[data-queue="default"] td:nth-child(3)`, "1")
 	shot(t, ctx, "queues")
 	var td struct{ Task struct{ Status string } }
-	bustest.WaitFor(t, waitLimit, "the projection to see the waiting task", func() bool {
-		return getJSON(t, d.http+"/api/v1/tasks/"+waitingID, &td) == http.StatusOK
-	})
-	require.Equal(t, "new", td.Task.Status, "a paused queue's task waits")
 	require.NoError(t, chromedp.Do(ctx,
+		chromedp.Navigate(d.http+"/#/"),
+		chromedp.WaitVisible(chromedp.CSS(`#tasks tr[data-id="`+waitingID+`"] .s-new`)),
+	))
+	getJSON(t, d.http+"/api/v1/tasks/"+waitingID, &td)
+	require.Equal(t, "new", td.Task.Status, "a paused queue's task waits")
+	markPage(t, ctx)
+	post(t, d, "/api/v1/queues/default/resume", `{"reason":"deployed"}`)
+	require.NoError(t, chromedp.Do(ctx, chromedp.WaitVisible(chromedp.CSS(`#tasks tr[data-id="`+waitingID+`"] .s-success`))))
+	requireMarked(t, ctx)
+
+	// Pause again (from elsewhere) and resume from the queues page.
+	post(t, d, "/api/v1/queues/default/pause", `{}`)
+	require.NoError(t, chromedp.Do(ctx,
+		chromedp.Navigate(d.http+"/#/queues"),
+		chromedp.WaitVisible(chromedp.CSS(`#queues tr[data-queue="default"] .q-paused`)),
 		chromedp.Click(chromedp.CSS(`#queues tr[data-queue="default"] button[data-action="resume"]`)),
 		chromedp.WaitVisible(chromedp.CSS(`#queues tr[data-queue="default"] .q-running`)),
 	))
-	bustest.WaitFor(t, waitLimit, "the waiting task to run after the resume", func() bool {
-		getJSON(t, d.http+"/api/v1/tasks/"+waitingID, &td)
-		return td.Task.Status == "success"
-	})
+	resumed := submit(t, d, "echo", `{"n":8}`)
+	require.Equal(t, "success", resumed["status"])
+
+	// Problems: the message that is not an event, with the reason.
+	require.NoError(t, chromedp.Do(ctx,
+		chromedp.Navigate(d.http+"/#/problems"),
+		chromedp.WaitVisible(chromedp.CSS(`#rejected tr[data-seq="`+fmt.Sprint(rogueSeq)+`"]`)),
+	))
+	require.Contains(t, textOf(t, ctx, `#rejected tr[data-seq="`+fmt.Sprint(rogueSeq)+`"]`), "storage_add")
+	shot(t, ctx, "problems")
+	require.NoError(t, chromedp.Do(ctx,
+		chromedp.Navigate(d.http+"/#/problems?tab=dead"),
+		chromedp.WaitVisible(chromedp.CSS(`.tabs a.active[href="#/problems?tab=dead"]`)),
+	))
 
 	// Dark mode renders too.
 	require.NoError(t, chromedp.Do(ctx,

@@ -178,7 +178,11 @@ async function tasksPage(params, seq) {
   );
 
   const cards = h("div", { class: "grid cards", id: "cards" });
-  const chart = h("div", { class: "panel" }, h("h2", {}, "Finished tasks per minute, last hour"), h("div", { id: "chart" }));
+  const chartTitle = h("h2", { id: "chart-title" });
+  const chartSummary = h("span", { class: "muted", id: "chart-summary" });
+  const chartWindows = h("span", { class: "chart-windows" }, Object.keys(CHART_WINDOWS).map((w) =>
+    h("button", { type: "button", class: w === chartWindow ? "" : "ghost", "data-window": w, onclick: () => { chartWindow = w; route(); } }, w)));
+  const chart = h("div", { class: "panel" }, h("div", { class: "chart-head" }, chartTitle, chartSummary, chartWindows), h("div", { id: "chart" }));
   const list = h("div", { class: "panel", id: "task-list" });
   main.replaceChildren(h("h1", {}, "Tasks"), cards, h("div", { style: "height:16px" }), chart, list);
   list.append(form);
@@ -189,14 +193,25 @@ async function tasksPage(params, seq) {
   if (cursor) q.set("cursor", cursor);
   q.set("limit", "25");
 
+  let chartAt = 0; // when the chart was last read
   async function refresh() {
+    const cw = CHART_WINDOWS[chartWindow];
+    // The chart reads every task that finished in its window: on a busy
+    // system that is far more than a page of tasks, so it is read again
+    // only every cw.refreshMs, not on every poll.
+    const chartDue = Date.now() - chartAt >= cw.refreshMs;
     const [page, status, tp] = await Promise.all([
-      api("/tasks?" + q.toString()), api("/status"), api("/throughput?window=1h&step=1m"),
+      api("/tasks?" + q.toString()), api("/status"), chartDue ? api(`/throughput?window=${chartWindow}&step=${cw.step}`) : null,
     ]);
     if (seq !== renderSeq) return;
     setLag(page.projection, status.connected);
     renderCards(cards, status.tasks || {});
-    document.getElementById("chart").replaceChildren(throughputChart(tp));
+    if (tp) {
+      chartAt = Date.now();
+      chartTitle.textContent = `Finished tasks per ${cw.per}, ${cw.label}`;
+      chartSummary.textContent = throughputSummary(tp);
+      document.getElementById("chart").replaceChildren(throughputChart(tp, cw));
+    }
     table.replaceChildren(taskTable(page.tasks), pager(page.next, params));
   }
   try {
@@ -246,13 +261,35 @@ function pager(next, params) {
 
 const CHART_COLORS = { success: "var(--ok)", error: "var(--err)", cancel: "var(--muted)", retry: "var(--warn)" };
 
-function throughputChart(tp) {
+// The throughput chart's windows, each with a step that keeps it to at
+// most 96 bars, and how often the chart is read again while the page is
+// open.
+const CHART_WINDOWS = {
+  "1h": { step: "1m", per: "minute", label: "last hour", refreshMs: 10000 },
+  "6h": { step: "5m", per: "5 minutes", label: "last 6 hours", refreshMs: 60000 },
+  "24h": { step: "15m", per: "15 minutes", label: "last 24 hours", refreshMs: 60000 },
+};
+let chartWindow = "1h"; // kept across pages and refreshes
+
+// throughputSummary sums the chart up in words: how many tasks ended in
+// the window and what share of them failed.
+function throughputSummary(tp) {
+  const sum = {};
+  for (const b of tp.buckets || []) for (const [k, v] of Object.entries(b.finished)) sum[k] = (sum[k] || 0) + v;
+  const total = Object.values(sum).reduce((a, c) => a + c, 0);
+  if (!total) return "no task finished";
+  const err = sum.error || 0;
+  return `${total.toLocaleString()} finished · ${err.toLocaleString()} error (${(100 * err / total).toFixed(1)}%)` +
+    (sum.cancel ? ` · ${sum.cancel.toLocaleString()} cancelled` : "");
+}
+
+function throughputChart(tp, cw) {
   const W = 900, H = 160, pad = 24;
   const buckets = tp.buckets || [];
   const totals = buckets.map((b) => Object.values(b.finished).reduce((a, c) => a + c, 0));
   const maxV = Math.max(1, ...totals);
   const bw = (W - pad) / Math.max(1, buckets.length);
-  const svg = s("svg", { class: "chart", viewBox: `0 0 ${W} ${H}`, preserveAspectRatio: "none", role: "img", "aria-label": "finished tasks per minute" });
+  const svg = s("svg", { class: "chart", id: "throughput", viewBox: `0 0 ${W} ${H}`, preserveAspectRatio: "none", role: "img", "aria-label": "finished tasks per " + cw.per });
   svg.append(s("line", { class: "axis", x1: pad, y1: H - 16, x2: W, y2: H - 16 }));
   svg.append(s("text", { x: 0, y: 10 }, String(maxV)));
   svg.append(s("text", { x: 0, y: H - 18 }, "0"));
@@ -263,7 +300,7 @@ function throughputChart(tp) {
       if (!v) continue;
       const bh = (v / maxV) * (H - 30);
       y -= bh;
-      const r = s("rect", { x: pad + i * bw + 1, y, width: Math.max(1, bw - 2), height: bh });
+      const r = s("rect", { x: pad + i * bw + 1, y, width: Math.max(1, bw - 2), height: bh, "data-status": st, "data-n": v });
       r.style.fill = CHART_COLORS[st];
       r.append(s("title", {}, `${new Date(b.start).toLocaleTimeString()}: ${v} ${st}`));
       svg.append(r);
@@ -397,12 +434,16 @@ function callBox(c) {
 async function pluginsPage(seq) {
   main.replaceChildren(h("h1", {}, "Plugins"), h("div", { class: "muted" }, "Loading…"));
   async function refresh() {
-    const pl = await api("/plugins");
+    const [pl, sh] = await Promise.all([api("/plugins"), api("/shadows")]);
     if (seq !== renderSeq) return;
+    const shadowsOf = {};
+    for (const x of sh.shadows) (shadowsOf[x.shadow_of] = shadowsOf[x.shadow_of] || []).push(x);
     const rows = pl.plugins.map((p) => {
       const st = p.stats[0];
+      const shadows = shadowsOf[p.name] || [];
       return h("tr", { "data-plugin": p.name },
-        h("td", {}, h("strong", {}, p.name), h("div", { class: "muted" }, p.version)),
+        h("td", {}, h("strong", {}, p.name), h("div", { class: "muted" }, p.version),
+          shadows.map((x) => h("div", { class: "muted" }, "shadowed by " + x.name + ": " + divergenceText(x.divergence)))),
         h("td", {}, p.mode, p.shadow_of ? h("div", { class: "muted" }, "shadow of " + p.shadow_of) : null),
         h("td", { class: "mono" }, p.triggers && p.triggers.length ? p.triggers.join("\n") : "all (global)"),
         h("td", {}, String(p.order)), h("td", {}, (p.timeout_ms || 5000) + " ms"), h("td", {}, p.policy || "fail"),
@@ -418,10 +459,41 @@ async function pluginsPage(seq) {
         h("td", {}, Object.entries(st.outcomes).map(([k, v]) => h("span", { style: "margin-right:6px" }, badge(k, "o-"), " " + v))),
         h("td", {}, `${us(st.p50_us)} / ${us(st.p99_us)}`)))));
     main.replaceChildren(h("h1", {}, "Plugins"), h("div", { class: "panel" }, h("h2", {}, "Registry"), table),
+      h("div", { class: "panel" }, h("h2", {}, "Shadows: how often a candidate's patch differs from the live plugin's"), shadowTable(sh)),
       h("div", { class: "panel" }, h("h2", {}, `Calls by version (newest ${pl.window.toLocaleString()} calls)`), versions));
   }
   try { await refresh(); } catch (e) { main.append(errorBox(e)); }
   poll(() => seq === renderSeq && refresh());
+}
+
+// divergenceText says how often a shadow's answers differed from the live
+// plugin's: a different patch, an error or a timeout where the live plugin
+// answered.
+function divergenceText(d) {
+  if (!d.compared) return d.calls ? `${d.calls} calls, none beside a live call` : "no recent call";
+  const n = d.different + d.errors + d.timeouts;
+  return `${n} of ${d.compared} differ (${(100 * d.rate).toFixed(1)}%)`;
+}
+
+function shadowTable(sh) {
+  if (!sh.shadows.length) return h("div", { class: "empty" }, "No shadow plugin is registered. A shadow (mode shadow, shadow_of a live plugin) is called beside the live plugin; its patches are recorded, never applied.");
+  return h("table", { id: "shadows" },
+    h("thead", {}, h("tr", {}, ["Live plugin", "Shadow", "Calls", "Outcomes", "p50 / p95 / p99", "Identical", "Different", "Errors", "Timeouts", "Divergence"].map((c) => h("th", {}, c)))),
+    h("tbody", {}, sh.shadows.slice().sort((a, b) => a.shadow_of.localeCompare(b.shadow_of) || a.name.localeCompare(b.name)).map((x) => {
+      const st = x.stats[0], d = x.divergence;
+      const diverged = d.different + d.errors + d.timeouts;
+      return h("tr", { "data-shadow": x.name, "data-of": x.shadow_of },
+        h("td", {}, h("strong", {}, x.shadow_of)),
+        h("td", {}, x.name, h("div", { class: "muted" }, x.version)),
+        h("td", {}, String(d.calls)),
+        h("td", {}, st ? Object.entries(st.outcomes).map(([k, v]) => h("span", { style: "margin-right:6px" }, badge(k, "o-"), " " + v)) : h("span", { class: "muted" }, "no recent call")),
+        h("td", {}, st ? `${us(st.p50_us)} / ${us(st.p95_us)} / ${us(st.p99_us)}` : ""),
+        h("td", {}, String(d.identical)), h("td", {}, String(d.different)), h("td", {}, String(d.errors)), h("td", {}, String(d.timeouts)),
+        h("td", { class: "divergence" }, d.compared ? h("div", { class: "bar" },
+          h("span", { class: "applied", style: `width:${(100 * d.identical / d.compared).toFixed(1)}%`, title: `identical: ${d.identical}` }),
+          h("span", { class: "failed", style: `width:${(100 * diverged / d.compared).toFixed(1)}%`, title: `differ: ${diverged}` })) : null,
+          h("div", { class: diverged ? "error-text" : "muted" }, divergenceText(d))));
+    })));
 }
 
 function outcomeBar(st) {
@@ -480,7 +552,7 @@ async function problemsPage(params, seq) {
       const r = await api("/rejected?limit=200");
       if (seq !== renderSeq) return;
       box.replaceChildren(r.rejected.length ? h("table", { id: "rejected" }, h("thead", {}, h("tr", {}, ["Seq", "Subject", "Type", "Reason"].map((c) => h("th", {}, c)))),
-        h("tbody", {}, r.rejected.map((x) => h("tr", {}, h("td", { class: "mono" }, String(x.seq)), h("td", { class: "mono" }, x.subject),
+        h("tbody", {}, r.rejected.map((x) => h("tr", { "data-seq": x.seq }, h("td", { class: "mono" }, String(x.seq)), h("td", { class: "mono" }, x.subject),
           h("td", { class: "mono" }, x.type || ""), h("td", {}, x.reason))))) : h("div", { class: "empty" }, "Every message in the log is a valid event."));
     } else {
       const d = await api("/deadletters?limit=200");

@@ -1,0 +1,121 @@
+package projections
+
+import (
+	"encoding/json"
+	"strconv"
+	"time"
+)
+
+// AppendJSON appends t as encoding/json writes it (the same fields, order
+// and omissions), without reflection: the console's tasks page spent a
+// third of its time in json.Marshal, most of it re-validating the
+// json.RawMessage fields (BenchmarkConsole, ARCHITECTURE.md "The operator
+// console"). The JSON columns (arguments, result, extra) are copied as the
+// projection holds them: the projector writes only JSON it has parsed, so
+// they are not checked again. TestTaskAppendJSON holds it to json.Marshal.
+func (t *Task) AppendJSON(dst []byte) []byte {
+	dst = append(dst, `{"id":`...)
+	dst = appendJSONString(dst, t.ID)
+	dst = append(dst, `,"name":`...)
+	dst = appendJSONString(dst, t.Name)
+	dst = append(dst, `,"queue":`...)
+	dst = appendJSONString(dst, t.Queue)
+	dst = append(dst, `,"priority":`...)
+	dst = strconv.AppendInt(dst, int64(t.Priority), 10)
+	dst = append(dst, `,"status":`...)
+	dst = appendJSONString(dst, t.Status)
+	dst = append(dst, `,"attempt":`...)
+	dst = strconv.AppendInt(dst, int64(t.Attempt), 10)
+	dst = append(dst, `,"retries_left":`...)
+	dst = strconv.AppendInt(dst, int64(t.RetriesLeft), 10)
+	dst = appendRawField(dst, `,"args_submitted":`, t.ArgsSubmitted)
+	dst = appendRawField(dst, `,"kw_submitted":`, t.KwSubmitted)
+	dst = appendRawField(dst, `,"args_executed":`, t.ArgsExecuted)
+	dst = appendRawField(dst, `,"kw_executed":`, t.KwExecuted)
+	dst = appendRawField(dst, `,"result":`, t.Result)
+	dst = appendStringField(dst, `,"error":`, t.Error)
+	dst = appendStringField(dst, `,"reason":`, t.Reason)
+	dst = appendStringField(dst, `,"retry_parent":`, t.RetryParent)
+	dst = appendStringField(dst, `,"retry_child":`, t.RetryChild)
+	dst = appendStringField(dst, `,"worker":`, t.Worker)
+	if len(t.Tags) > 0 {
+		dst = append(dst, `,"tags":[`...)
+		for i, tag := range t.Tags {
+			if i > 0 {
+				dst = append(dst, ',')
+			}
+			dst = appendJSONString(dst, tag)
+		}
+		dst = append(dst, ']')
+	}
+	dst = appendRawField(dst, `,"extra":`, t.Extra)
+	dst = appendStringField(dst, `,"idempotency_key":`, t.IdempotencyKey)
+	dst = appendStringField(dst, `,"trace":`, t.Trace)
+	dst = appendTimeField(dst, `,"created_at":`, t.CreatedAt)
+	dst = appendTimeField(dst, `,"queued_at":`, t.QueuedAt)
+	dst = appendTimeField(dst, `,"started_at":`, t.StartedAt)
+	dst = appendTimeField(dst, `,"executed_at":`, t.ExecutedAt)
+	dst = appendTimeField(dst, `,"finished_at":`, t.FinishedAt)
+	dst = appendTimeField(dst, `,"updated_at":`, t.UpdatedAt)
+	dst = append(dst, `,"first_seq":`...)
+	dst = strconv.AppendUint(dst, t.FirstSeq, 10)
+	dst = append(dst, `,"last_seq":`...)
+	dst = strconv.AppendUint(dst, t.LastSeq, 10)
+	if len(t.Attempts) > 0 {
+		// Only a single task's read carries attempts: the slow path is
+		// fine there.
+		b, err := json.Marshal(t.Attempts)
+		if err == nil {
+			dst = append(dst, `,"attempts":`...)
+			dst = append(dst, b...)
+		}
+	}
+	return append(dst, '}')
+}
+
+func appendRawField(dst []byte, name string, raw json.RawMessage) []byte {
+	if len(raw) == 0 {
+		return dst
+	}
+	return append(append(dst, name...), raw...)
+}
+
+func appendStringField(dst []byte, name, s string) []byte {
+	if s == "" {
+		return dst
+	}
+	return appendJSONString(append(dst, name...), s)
+}
+
+func appendTimeField(dst []byte, name string, t time.Time) []byte {
+	if t.IsZero() {
+		return dst
+	}
+	if y := t.Year(); y < 0 || y > 9999 {
+		b, err := t.MarshalJSON() // refuses such years, as encoding/json would
+		if err != nil {
+			return dst
+		}
+		return append(append(dst, name...), b...)
+	}
+	dst = append(dst, name...)
+	dst = append(dst, '"')
+	dst = t.AppendFormat(dst, time.RFC3339Nano)
+	return append(dst, '"')
+}
+
+// appendJSONString appends s as encoding/json writes a string: plain
+// ASCII as it is, anything else (escapes, HTML characters, other scripts,
+// invalid UTF-8) through encoding/json.
+func appendJSONString(dst []byte, s string) []byte {
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; {
+		case c < 0x20, c >= 0x80, c == '"', c == '\\', c == '<', c == '>', c == '&':
+			b, _ := json.Marshal(s) // a string always encodes
+			return append(dst, b...)
+		}
+	}
+	dst = append(dst, '"')
+	dst = append(dst, s...)
+	return append(dst, '"')
+}
