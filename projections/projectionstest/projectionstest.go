@@ -37,10 +37,10 @@ func (m Msg) NATS() *nats.Msg {
 	return &nats.Msg{Subject: m.Subject, Header: nats.Header(m.Header), Data: []byte(m.Data)}
 }
 
-// Stored decodes the message as the projector does, at stream sequence seq.
-func (m Msg) Stored(seq uint64) bus.Stored {
-	ev, err := events.Decode(events.Headers(m.Header), []byte(m.Data))
-	return bus.Stored{Seq: seq, Subject: m.Subject, Event: ev, Err: err}
+// Stored decodes the message as the projector does, at stream sequence
+// seq: its events (bus.Unpack).
+func (m Msg) Stored(seq uint64) []bus.Stored {
+	return bus.Unpack(seq, m.Subject, events.Headers(m.Header), []byte(m.Data))
 }
 
 // ScenarioLog is the path of the recorded log of a real run (successes,
