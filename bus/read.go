@@ -87,6 +87,24 @@ func (b *Bus) readLog(ctx context.Context, from uint64, cfg jetstream.OrderedCon
 	if last == 0 || from > last {
 		return nil
 	}
+	return b.readMessages(ctx, cfg, last, func(seq uint64, m jetstream.Msg) error {
+		for _, s := range Unpack(seq, m.Subject(), events.Headers(m.Headers()), m.Data()) {
+			if !f.keep(&s) {
+				continue
+			}
+			if err := fn(s); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// readMessages calls fn for every message the ordered consumer cfg
+// delivers, raw, in stream order, up to sequence last: the one loop over
+// the log's messages, under ReadLog (which unpacks them) and VerifyLog
+// (which hashes them as stored).
+func (b *Bus) readMessages(ctx context.Context, cfg jetstream.OrderedConsumerConfig, last uint64, fn func(seq uint64, m jetstream.Msg) error) error {
 	c, err := b.js.OrderedConsumer(ctx, StreamEvents, cfg)
 	if err != nil {
 		return fmt.Errorf("reading event log: %w", err)
@@ -126,13 +144,8 @@ func (b *Bus) readLog(ctx context.Context, from uint64, cfg jetstream.OrderedCon
 		if md.Sequence.Stream > last {
 			return nil // appended after the read started
 		}
-		for _, s := range Unpack(md.Sequence.Stream, m.Subject(), events.Headers(m.Headers()), m.Data()) {
-			if !f.keep(&s) {
-				continue
-			}
-			if err := fn(s); err != nil {
-				return err
-			}
+		if err := fn(md.Sequence.Stream, m); err != nil {
+			return err
 		}
 		// NumPending counts matching messages after this one; messages
 		// appended after the call started are left for the next read.
