@@ -11,49 +11,9 @@ import (
 
 	"github.com/qtasks/qtasks-go/bus"
 	"github.com/qtasks/qtasks-go/bus/bustest"
-	"github.com/qtasks/qtasks-go/events"
 	"github.com/qtasks/qtasks-go/projections"
 	"github.com/qtasks/qtasks-go/projections/projectionstest"
 )
-
-// packLog rewrites a recorded log as issue #15's design (f) writes it, from
-// message from on (the messages before stay as protocol 2 wrote them):
-// runs of consecutive facts of one task that are not lifecycle facts go, up
-// to four at a time, into phase messages; everything else stays alone, in
-// the same order. It returns the log and how many phase messages it holds.
-func packLog(t *testing.T, msgs []projectionstest.Msg, from int) ([]projectionstest.Msg, int) {
-	t.Helper()
-	var out []projectionstest.Msg
-	var run []events.Event
-	queue, phases := "", 0
-	flush := func() {
-		if len(run) == 0 {
-			return
-		}
-		data, err := events.EncodeBatch(run)
-		require.NoError(t, err)
-		out = append(out, projectionstest.Msg{Subject: events.PhaseSubject(events.PhaseIntake, queue),
-			Header: map[string][]string{"Content-Type": {events.ContentTypeBatch}}, Data: string(data)})
-		run, phases = nil, phases+1
-	}
-	for i, m := range msgs {
-		ps, perr := events.ParseSubject(m.Subject)
-		ss := m.Stored(uint64(i + 1))
-		ev := ss[0].Event
-		tr, known := events.Lookup(ev.Trigger)
-		if i < from || perr != nil || ps.Kind != "trigger" || ss[0].Err != nil || ev.TaskID == "" || !known || tr.Lifecycle {
-			flush()
-			out = append(out, m)
-			continue
-		}
-		if len(run) > 0 && (run[0].TaskID != ev.TaskID || queue != ps.Key || len(run) == 4) {
-			flush()
-		}
-		run, queue = append(run, ev), ps.Key
-	}
-	flush()
-	return out, phases
-}
 
 // factRows is what a projection says of each fact, in log order, without
 // positions: the same facts applied alone or packed say the same.
@@ -98,7 +58,7 @@ func factRows(t *testing.T, db *projections.DB) []string {
 func TestPackedLogRebuildEqualsLive(t *testing.T) {
 	t.Parallel()
 	recorded := projectionstest.ReadFile(t, projectionstest.ScenarioLog())
-	packed, phases := packLog(t, recorded, len(recorded)/3)
+	packed, phases := projectionstest.Pack(t, recorded, len(recorded)/3)
 	require.Greater(t, phases, 10, "the scenario packs")
 	require.Less(t, len(packed), len(recorded))
 
@@ -149,7 +109,7 @@ func TestPackedLogRebuildEqualsLive(t *testing.T) {
 func TestApplyWholeMessages(t *testing.T) {
 	t.Parallel()
 	recorded := projectionstest.ReadFile(t, projectionstest.ScenarioLog())
-	packed, _ := packLog(t, recorded, 0)
+	packed, _ := projectionstest.Pack(t, recorded, 0)
 	var first int
 	var all []bus.Stored
 	for i, m := range packed {
