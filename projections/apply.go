@@ -240,8 +240,8 @@ const (
 var statements = [stCount]string{
 	stMeta:    `INSERT INTO meta (key, value) VALUES ('last_seq', ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value`,
 	stLastSeq: `SELECT value FROM meta WHERE key = 'last_seq'`,
-	stFact: `INSERT INTO facts (seq, idx, task_key, node, trigger, component, attempt, run, time, event_id, source, data, replay)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+	stFact: `INSERT INTO facts (pos, seq, idx, task_key, node, trigger, component, attempt, run, time, event_id, source, data, replay)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 	stCall: `INSERT INTO plugin_calls (fact_seq, fact_idx, idx, task_key, trigger, attempt, plugin, version, invocation, outcome,
 		policy, reason, content_type, patch, latency_us, shadow, invoke_seq, patch_seq)
 		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
@@ -476,6 +476,15 @@ type Prepared struct {
 	op events.OperatorAction
 }
 
+// maxIndex bounds a fact's index in its message: facts.pos holds it in
+// its low 16 bits (factPos). A phase message holds at most
+// events.MaxBatchSize bytes, which fit far fewer facts.
+const maxIndex = 1 << 16
+
+// factPos is the primary key of a fact in facts: its message's stream
+// sequence and its index there, in one integer that orders as the pair.
+func factPos(seq uint64, idx int) int64 { return int64(seq)<<16 | int64(idx) }
+
 // Seq is the stream sequence of the event's message.
 func (p *Prepared) Seq() uint64 { return p.seq }
 
@@ -496,6 +505,9 @@ func Prepare(s bus.Stored) Prepared {
 func (p *Prepared) prepare(decodeErr error) rejection {
 	if decodeErr != nil {
 		return rejection(decodeErr.Error())
+	}
+	if p.idx < 0 || p.idx >= maxIndex {
+		return rejection(fmt.Sprintf("event %d of its message: a message holds at most %d", p.idx, maxIndex))
 	}
 	ps, err := events.ParseSubject(p.subject)
 	if err != nil {
@@ -735,10 +747,10 @@ func (a *txApplier) fact(p *Prepared, seq int64, key any) error {
 	data := bytesText(ev.Data)
 	st := a.ap.factStmt(a.ctx, factShape{trigger: t.Name, attempt: ev.Attempt, run: ev.Run})
 	if st == nil {
-		return a.exec(stFact, seq, p.idx, key, p.node, t.Name, string(t.Component), ev.Attempt, ev.Run, p.at, ev.ID,
+		return a.exec(stFact, factPos(p.seq, p.idx), seq, p.idx, key, p.node, t.Name, string(t.Component), ev.Attempt, ev.Run, p.at, ev.ID,
 			ev.Source, data, nullString(ev.Replay))
 	}
-	args := [...]any{seq, p.idx, key, p.node, p.at, ev.ID, ev.Source, data, nullString(ev.Replay)}
+	args := [...]any{factPos(p.seq, p.idx), seq, p.idx, key, p.node, p.at, ev.ID, ev.Source, data, nullString(ev.Replay)}
 	if _, err := st.(driver.StmtExecContext).ExecContext(a.ctx, a.named(args[:])); err != nil {
 		return fmt.Errorf("INSERT facts: %w", err)
 	}
@@ -769,8 +781,8 @@ func (ap *applier) factStmt(ctx context.Context, s factShape) driver.Stmt {
 	if !ok || !literalSafe(s.trigger) || !literalSafe(string(t.Component)) {
 		return nil
 	}
-	q := fmt.Sprintf(`INSERT INTO facts (seq, idx, task_key, node, trigger, component, attempt, run, time, event_id, source, data, replay)
-		VALUES (?, ?, ?, ?, %s, %s, %d, %d, ?, ?, ?, ?, ?)`,
+	q := fmt.Sprintf(`INSERT INTO facts (pos, seq, idx, task_key, node, trigger, component, attempt, run, time, event_id, source, data, replay)
+		VALUES (?, ?, ?, ?, ?, %s, %s, %d, %d, ?, ?, ?, ?, ?)`,
 		sqlQuote(s.trigger), sqlQuote(string(t.Component)), s.attempt, s.run)
 	st, err := ap.dc.(driver.ConnPrepareContext).PrepareContext(ctx, q)
 	if err != nil {

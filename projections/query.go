@@ -362,7 +362,7 @@ func (d *DB) Timeline(ctx context.Context, id string) (Timeline, error) {
 		return Timeline{}, err
 	}
 	rows, err := d.r.QueryContext(ctx, `SELECT seq, idx, time, trigger, component, attempt, run, event_id, source, data,
-		coalesce(replay, '') FROM facts WHERE task_key = (SELECT key FROM task_keys WHERE id = ?) ORDER BY seq, idx`, id)
+		coalesce(replay, '') FROM facts WHERE task_key = (SELECT key FROM task_keys WHERE id = ?) ORDER BY pos`, id)
 	if err != nil {
 		return Timeline{}, fmt.Errorf("reading timeline of %s: %w", id, err)
 	}

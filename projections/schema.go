@@ -33,13 +33,19 @@ var migrations = []migration{
 // schemaV5 keys what a fact writes by its position in the log: the stream
 // sequence of its message and its index in it. Since issue #15 (design (f))
 // a phase message holds several facts, each projected as it would be
-// alone; a fact alone has index 0. facts, plugin_calls (fact_idx) and
-// rejected_events (a fact of a phase message may be rejected on its own)
-// are made anew and their rows copied; field_blame gets fact_idx. The
-// tables a fact does not write (plugin events, dead letters, operator
-// actions) and the task rows' sequences (lifecycle facts travel alone)
-// keep the sequence alone. The views and indexes on the tables made anew
-// are made anew too.
+// alone; a fact alone has index 0. facts keeps an integer primary key, pos
+// = seq × 2^16 + idx (factPos), so that a fact is still one B-tree insert at
+// the end of the table: a composite primary key (seq, idx) is an index
+// beside the rows, which cost about 8% more CPU per event applied
+// (BenchmarkApply; docs/ARCHITECTURE.md, "The exchange's read side").
+// seq and idx stay columns of their own, for readers.
+// plugin_calls (fact_idx) and rejected_events (a fact of a phase message
+// may be rejected on its own) are made anew and their rows copied;
+// plugin_calls no longer declares a foreign key to facts (its parent key
+// would be the pair); field_blame gets fact_idx. The tables a fact does
+// not write (plugin events, dead letters, operator actions) and the task
+// rows' sequences (lifecycle facts travel alone) keep the sequence alone.
+// The views and indexes on the tables made anew are made anew too.
 const schemaV5 = `
 DROP VIEW trigger_history;
 DROP INDEX plugin_calls_plugin;
@@ -50,6 +56,7 @@ ALTER TABLE facts RENAME TO v4_facts;
 ALTER TABLE rejected_events RENAME TO v4_rejected_events;
 
 CREATE TABLE facts (
+	pos       INTEGER PRIMARY KEY,
 	seq       INTEGER NOT NULL,
 	idx       INTEGER NOT NULL DEFAULT 0,
 	task_key  INTEGER REFERENCES task_keys (key),
@@ -62,12 +69,11 @@ CREATE TABLE facts (
 	event_id  TEXT NOT NULL,
 	source    TEXT NOT NULL,
 	data      TEXT NOT NULL,
-	replay    TEXT,
-	PRIMARY KEY (seq, idx)
+	replay    TEXT
 );
-INSERT INTO facts (seq, idx, task_key, node, trigger, component, attempt, run, time, event_id, source, data, replay)
-	SELECT seq, 0, task_key, node, trigger, component, attempt, run, time, event_id, source, data, replay FROM v4_facts ORDER BY seq;
-CREATE INDEX facts_task ON facts (task_key, seq, idx) WHERE task_key IS NOT NULL;
+INSERT INTO facts (pos, seq, idx, task_key, node, trigger, component, attempt, run, time, event_id, source, data, replay)
+	SELECT seq * 65536, seq, 0, task_key, node, trigger, component, attempt, run, time, event_id, source, data, replay FROM v4_facts ORDER BY seq;
+CREATE INDEX facts_task ON facts (task_key, pos) WHERE task_key IS NOT NULL;
 
 CREATE TABLE plugin_calls (
 	fact_seq     INTEGER NOT NULL,
@@ -88,8 +94,7 @@ CREATE TABLE plugin_calls (
 	shadow       INTEGER NOT NULL DEFAULT 0,
 	invoke_seq   INTEGER,
 	patch_seq    INTEGER,
-	PRIMARY KEY (fact_seq, fact_idx, idx),
-	FOREIGN KEY (fact_seq, fact_idx) REFERENCES facts (seq, idx)
+	PRIMARY KEY (fact_seq, fact_idx, idx)
 ) WITHOUT ROWID;
 INSERT INTO plugin_calls (fact_seq, fact_idx, idx, task_key, trigger, attempt, plugin, version, invocation, outcome,
 	policy, reason, content_type, patch, latency_us, shadow, invoke_seq, patch_seq)

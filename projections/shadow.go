@@ -50,14 +50,14 @@ func (d *DB) ShadowStats(ctx context.Context, shadow, shadowOf string, since tim
 	if shadow == "" || shadowOf == "" {
 		return s, fmt.Errorf("shadow stats: both the shadow and the live plugin must be named")
 	}
-	q := `SELECT f.seq, f.trigger, f.data FROM facts f WHERE (f.seq, f.idx) IN
-		(SELECT c.fact_seq, c.fact_idx FROM plugin_calls c WHERE c.plugin = ? AND c.shadow = 1)`
+	q := `SELECT f.seq, f.trigger, f.data FROM facts f WHERE f.pos IN
+		(SELECT c.fact_seq * 65536 + c.fact_idx FROM plugin_calls c WHERE c.plugin = ? AND c.shadow = 1)`
 	args := []any{shadow}
 	if !since.IsZero() {
 		q += ` AND f.time >= ?`
 		args = append(args, ts(since))
 	}
-	rows, err := d.r.QueryContext(ctx, q+` ORDER BY f.seq, f.idx`, args...)
+	rows, err := d.r.QueryContext(ctx, q+` ORDER BY f.pos`, args...)
 	if err != nil {
 		return s, fmt.Errorf("shadow stats: %w", err)
 	}
