@@ -1,6 +1,7 @@
 package bus
 
 import (
+	"slices"
 	"strings"
 
 	"github.com/qtasks/qtasks-go/events"
@@ -63,26 +64,62 @@ func newLogFilter(subjects []string) logFilter {
 	if len(subjects) == 0 {
 		return f
 	}
-	const trigger = events.SubjectTrigger + ".>"
-	facts, covered, partly := false, false, false
-	for _, s := range subjects {
-		facts = facts || subjectsOverlap(s, trigger)
-		if subjectMatch(events.PhaseSubjects, s) || s == ">" {
-			covered = true
-		} else if subjectsOverlap(s, events.PhaseSubjects) {
-			partly = true
+	phases := phaseFilters(subjects)
+	if len(phases) == 0 {
+		return f
+	}
+	add := phases[:0:0]
+	for _, ph := range phases {
+		covered, partly := false, false
+		for _, s := range subjects {
+			if subjectMatch(ph, s) {
+				covered = true
+			} else if subjectsOverlap(s, ph) {
+				partly = true
+			}
+		}
+		switch {
+		case covered:
+		case partly:
+			// The server refuses overlapping filters: read everything and
+			// keep what matches here.
+			f.server = nil
+			return f
+		default:
+			add = append(add, ph)
 		}
 	}
-	switch {
-	case !facts || covered:
-	case partly:
-		// The server refuses overlapping filters: read everything and
-		// keep what matches here.
-		f.server = nil
-	default:
-		f.server = append(append(make([]string, 0, len(subjects)+1), subjects...), events.PhaseSubjects)
-	}
+	f.server = append(append(make([]string, 0, len(subjects)+len(add)), subjects...), add...)
 	return f
+}
+
+// phaseFilters are the phase subjects that may hold facts matching
+// subjects: none for filters that match no fact subject, or only the facts
+// of lifecycle triggers (they always travel alone, docs/PROTOCOL.md §10.1);
+// qtasks.phase.*.<queue> for filters of one queue's facts; else every
+// phase subject.
+func phaseFilters(subjects []string) []string {
+	var out []string
+	for _, s := range subjects {
+		if !subjectsOverlap(s, events.SubjectTrigger+".>") {
+			continue
+		}
+		t := strings.Split(s, ".")
+		if len(t) == 4 && t[0] == events.SubjectRoot && t[1] == "trigger" {
+			if tr, ok := events.Lookup(t[2]); ok && tr.Lifecycle {
+				continue
+			}
+			if t[3] != "*" && t[3] != ">" {
+				ph := events.SubjectPhase + ".*." + t[3]
+				if !slices.Contains(out, ph) {
+					out = append(out, ph)
+				}
+				continue
+			}
+		}
+		return []string{events.PhaseSubjects}
+	}
+	return out
 }
 
 // keep reports whether event s is one the reader asked for.

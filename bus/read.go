@@ -18,7 +18,9 @@ import (
 // message stored when ReadLog was called. An event's subject is the one it
 // has alone (Stored.Subject): facts packed in phase messages are unpacked
 // and filtered like facts alone, so that a reader of a trigger's facts
-// finds all of them however they travelled. It uses an ephemeral ordered
+// finds all of them however they travelled. Only the phase messages that
+// may hold such facts are read: none for lifecycle triggers' facts, which
+// always travel alone, those of its queue for a queue's facts. It uses an ephemeral ordered
 // consumer and holds one message in memory.
 func (b *Bus) ReadLog(ctx context.Context, from uint64, subjects []string, fn func(Stored) error) error {
 	f := newLogFilter(subjects)
