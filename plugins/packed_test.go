@@ -2,6 +2,7 @@ package plugins_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"slices"
 	"sync"
@@ -156,4 +157,42 @@ func TestRestrictedObserverRegistersWithoutBatches(t *testing.T) {
 	r := startObserver(t, pb, plugins.Spec{Name: "olga", Triggers: info.Triggers, Plugin: s.plugin()})
 	require.False(t, r.Info().ReadsBatches)
 	waitSeen(t, &s, want(t, b, events.StorageGet))
+}
+
+// A packed fact the plugin fails on, after its retries, is named in the
+// dead letter of its phase message; the other facts of the message are
+// handled, in order, and the message is not delivered again.
+func TestObserverDeadLettersOnePackedFact(t *testing.T) {
+	t.Parallel()
+	b := bustest.Open(t, nil)
+	bad := bustest.Fact("a", events.BrokerGet, 0, `2`)
+	seq := bustest.PublishPhase(t, b, events.PhaseIntake, "default",
+		bustest.Fact("a", events.StorageGet, 0, `1`), bad, bustest.Fact("a", events.StorageGet, 1, `3`))
+	var s seen
+	startObserver(t, b, plugins.Spec{Name: "picky", MaxDeliver: 2, Plugin: plugins.Func(func(ctx context.Context, c *plugins.Call) (*plugins.Patch, error) {
+		if c.Event.ID == bad.ID {
+			return nil, fmt.Errorf("cannot take %s", c.Event.ID)
+		}
+		return s.plugin().Trigger(ctx, c)
+	})})
+	var dl []bus.Stored
+	bustest.WaitFor(t, time.Minute, "the dead letter", func() bool {
+		dl = bustest.Events(t, b, events.DeadSubject("picky"))
+		return len(dl) == 1
+	})
+	var d events.DeadLetter
+	require.NoError(t, json.Unmarshal(dl[0].Event.Data, &d))
+	require.Equal(t, seq, d.Sequence)
+	require.Equal(t, events.PhaseSubject(events.PhaseIntake, "default"), d.Subject)
+	require.Contains(t, d.Reason, "fact 1 ("+bad.ID+") of the phase message: cannot take")
+	require.Equal(t, []string{fmt.Sprintf("%d/0 a:1:1:storage_get:0", seq), fmt.Sprintf("%d/2 a:1:1:storage_get:1", seq)}, s.list())
+	bustest.WaitFor(t, time.Minute, "the message to be settled", func() bool {
+		c, err := b.JetStream().Consumer(context.Background(), bus.StreamEvents, plugins.DurableName("picky"))
+		if err != nil {
+			return false
+		}
+		ci, err := c.Info(context.Background())
+		return err == nil && ci.NumAckPending == 0 && ci.NumPending == 0
+	})
+	require.Len(t, s.list(), 2, "the other facts handled once")
 }
