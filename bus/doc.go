@@ -5,5 +5,12 @@
 // plugin registry, and runs durable subscriptions.
 //
 // Everything the bus writes is a CloudEvent in binary mode (attributes in NATS
-// headers, data as plain JSON); see docs/PROTOCOL.md.
+// headers, data as plain JSON), or facts packed in a phase message in the
+// CloudEvents JSON batch format; see docs/PROTOCOL.md.
+//
+// It is also the one reader of the log: Unpack decodes a stored message
+// into its events (Stored: stream sequence, index in the message), ReadLog
+// reads them in order by the subjects they have alone, Message by
+// sequence, and Deliver wraps a durable consumer's message (Delivery: its
+// events and one ack).
 package bus
