@@ -11,6 +11,7 @@ import (
 
 	"github.com/qtasks/qtasks-go/bus"
 	"github.com/qtasks/qtasks-go/bus/bustest"
+	"github.com/qtasks/qtasks-go/events"
 	"github.com/qtasks/qtasks-go/projections"
 	"github.com/qtasks/qtasks-go/projections/projectionstest"
 )
@@ -139,4 +140,50 @@ func TestApplyWholeMessages(t *testing.T) {
 	st, err = db.Apply(ctx, all)
 	require.NoError(t, err)
 	require.Equal(t, len(all), st.Skipped)
+}
+
+// The facts of a phase message are checked one by one: those rejected are
+// listed at their index, the others applied; a page of rejections ends
+// after a whole message.
+func TestRejectedPackedFacts(t *testing.T) {
+	t.Parallel()
+	b := bustest.Open(t, nil)
+	good := bustest.Fact("a", events.StorageGet, 0, `1`)
+	unknown := bustest.Fact("a", events.WorkerStart, 0, `2`)
+	unknown2 := bustest.Fact("a", events.WorkerStop, 0, `3`)
+	seq := bustest.PublishPhase(t, b, events.PhaseIntake, "default", unknown, good, unknown2)
+	bustest.PublishPhase(t, b, events.PhaseIntake, "default", bustest.Fact("b", events.WorkerStart, 0, `4`))
+	db := build(t, b, 0)
+	page, err := db.RejectedEvents(ctxFor(t), 0, 1)
+	require.NoError(t, err)
+	require.Len(t, page, 2, "the rest of the message's rejections")
+	require.Equal(t, []int{0, 2}, []int{page[0].Index, page[1].Index})
+	require.Equal(t, seq, page[1].Seq)
+	require.Equal(t, events.FactSubject(events.WorkerStart, "default"), page[0].Subject)
+	require.Contains(t, page[0].Reason, "process-scope trigger worker_start with a task id attribute")
+	next, err := db.RejectedEvents(ctxFor(t), page[1].Seq, 1)
+	require.NoError(t, err)
+	require.Len(t, next, 1)
+	require.Equal(t, seq+1, next[0].Seq)
+	require.Equal(t, []string{"1 storage_get a:1:1:storage_get:0"}, positionsOf(t, db), "the good fact at its index")
+}
+
+// positionsOf lists the projection's facts as "index trigger id".
+func positionsOf(t *testing.T, db *projections.DB) []string {
+	t.Helper()
+	raw, err := sql.Open("sqlite3", "file:"+db.Path()+"?mode=ro")
+	require.NoError(t, err)
+	defer raw.Close()
+	rows, err := raw.QueryContext(ctxFor(t), `SELECT idx, trigger, event_id FROM facts ORDER BY pos`)
+	require.NoError(t, err)
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var idx int
+		var tr, id string
+		require.NoError(t, rows.Scan(&idx, &tr, &id))
+		out = append(out, fmt.Sprintf("%d %s %s", idx, tr, id))
+	}
+	require.NoError(t, rows.Err())
+	return out
 }

@@ -603,10 +603,22 @@ type Rejected struct {
 }
 
 // RejectedEvents lists rejected messages after stream sequence after, in
-// order, at most limit (DefaultLimit when 0, at most MaxLimit).
+// order, at most limit (DefaultLimit when 0, at most MaxLimit), and the
+// rest of the last message's (the facts of a phase message are rejected
+// one by one): the next page starts after a whole message.
 func (d *DB) RejectedEvents(ctx context.Context, after uint64, limit int) ([]Rejected, error) {
-	rows, err := d.r.QueryContext(ctx, `SELECT seq, idx, subject, type, event_id, reason FROM rejected_events
-		WHERE seq > ? ORDER BY seq, idx LIMIT ?`, int64(after), clampLimit(limit))
+	limit = clampLimit(limit)
+	out, err := d.rejected(ctx, `WHERE seq > ? ORDER BY seq, idx LIMIT ?`, int64(after), limit)
+	if err != nil || len(out) < limit {
+		return out, err
+	}
+	last := out[len(out)-1]
+	rest, err := d.rejected(ctx, `WHERE seq = ? AND idx > ? ORDER BY idx`, int64(last.Seq), last.Index)
+	return append(out, rest...), err
+}
+
+func (d *DB) rejected(ctx context.Context, where string, args ...any) ([]Rejected, error) {
+	rows, err := d.r.QueryContext(ctx, `SELECT seq, idx, subject, type, event_id, reason FROM rejected_events `+where, args...)
 	if err != nil {
 		return nil, fmt.Errorf("reading rejected events: %w", err)
 	}
