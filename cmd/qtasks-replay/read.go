@@ -316,12 +316,13 @@ func (m *Main) rejected(ctx context.Context, args []string) error {
 			tw := tabwriter.NewWriter(m.Stdout, 0, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "SEQ\tSUBJECT\tTYPE\tID\tREASON")
 			for _, r := range page {
-				fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\n", r.Seq, r.Subject, orDash([]byte(r.Type)), orDash([]byte(r.EventID)), compact([]byte(r.Reason), 100))
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", position(r.Seq, r.Index), r.Subject, orDash([]byte(r.Type)), orDash([]byte(r.EventID)), compact([]byte(r.Reason), 100))
 			}
 			if err := tw.Flush(); err != nil {
 				return err
 			}
-			if n := len(page); n > 0 && n == cmp.Or(min(limit, projections.MaxLimit), projections.DefaultLimit) {
+			// A page holds the limit and the rest of its last message's.
+			if n := len(page); n > 0 && n >= cmp.Or(min(limit, projections.MaxLimit), projections.DefaultLimit) {
 				fmt.Fprintf(m.Stderr, "more: qtasks-replay rejected --after %d\n", page[n-1].Seq)
 			}
 			return nil
