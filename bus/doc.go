@@ -4,6 +4,14 @@
 // message ids, invokes mutator plugins and awaits their patches, keeps the
 // plugin registry, and runs durable subscriptions.
 //
-// Everything the bus writes is a CloudEvent in binary mode (attributes in NATS
-// headers, data as plain JSON); see docs/PROTOCOL.md.
+// Every event of the log is a CloudEvent: alone in binary mode (attributes
+// in NATS headers, data as plain JSON), or, for facts, packed with others
+// of their phase in one message in the CloudEvents JSON batch format; see
+// docs/PROTOCOL.md.
+//
+// It is also the one reader of the log: Unpack decodes a stored message
+// into its events (Stored: stream sequence, index in the message), ReadLog
+// reads them in order by the subjects they have alone, Message by
+// sequence, and Deliver wraps a durable consumer's message (Delivery: its
+// events and one ack).
 package bus

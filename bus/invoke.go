@@ -217,9 +217,10 @@ func (b *Bus) Invoke(ctx context.Context, p events.PluginInfo, inv events.Event)
 				case <-ctx.Done(): // answered in time; the sequence stays unknown
 				}
 			}
-			ev, err := events.Decode(events.Headers(m.Header), m.Data)
-			if err != nil {
-				return reply, fmt.Errorf("decoding patch: %w", err)
+			ps := Unpack(pm.seq, m.Subject, events.Headers(m.Header), m.Data)[0]
+			ev := ps.Event
+			if ps.Err != nil {
+				return reply, fmt.Errorf("decoding patch: %w", ps.Err)
 			}
 			if ev.Type != events.TypePatch {
 				return reply, fmt.Errorf("%w: reply type %q, want %q", events.ErrInvalidEvent, ev.Type, events.TypePatch)

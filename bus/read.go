@@ -12,32 +12,31 @@ import (
 	"github.com/qtasks/qtasks-go/events"
 )
 
-// Stored is an event as stored in the log, with its stream sequence. Err is
-// set (and Event partly filled) when the message is not a valid event.
-type Stored struct {
-	Seq     uint64
-	Subject string
-	Event   events.Event
-	Err     error
-}
-
-// ReadLog calls fn for every message of the event log matching subjects
-// (all when none), in stream order, from sequence from (1 for the start) up
-// to the last message stored when ReadLog was called. It uses an ephemeral
-// ordered consumer and holds nothing in memory.
+// ReadLog is the one reader of the event log: it calls fn for every event
+// whose subject matches one of subjects (all when none), in stream order,
+// from the message at sequence from (1 for the start) up to the last
+// message stored when ReadLog was called. An event's subject is the one it
+// has alone (Stored.Subject): facts packed in phase messages are unpacked
+// and filtered like facts alone, so that a reader of a trigger's facts
+// finds all of them however they travelled. Only the phase messages that
+// may hold such facts are read: none for lifecycle triggers' facts, which
+// always travel alone, those of its queue for a queue's facts. It uses an ephemeral ordered
+// consumer and holds one message in memory.
 func (b *Bus) ReadLog(ctx context.Context, from uint64, subjects []string, fn func(Stored) error) error {
-	cfg := jetstream.OrderedConsumerConfig{FilterSubjects: subjects, DeliverPolicy: jetstream.DeliverAllPolicy}
+	f := newLogFilter(subjects)
+	cfg := jetstream.OrderedConsumerConfig{FilterSubjects: f.server, DeliverPolicy: jetstream.DeliverAllPolicy}
 	if from > 1 {
 		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, from
 	}
-	return b.readLog(ctx, from, cfg, fn)
+	return b.readLog(ctx, from, cfg, f, fn)
 }
 
 // ReadLogSince is ReadLog from the first message stored at or after since
 // (by the server's clock).
 func (b *Bus) ReadLogSince(ctx context.Context, since time.Time, subjects []string, fn func(Stored) error) error {
-	cfg := jetstream.OrderedConsumerConfig{FilterSubjects: subjects, DeliverPolicy: jetstream.DeliverByStartTimePolicy, OptStartTime: &since}
-	return b.readLog(ctx, 1, cfg, fn)
+	f := newLogFilter(subjects)
+	cfg := jetstream.OrderedConsumerConfig{FilterSubjects: f.server, DeliverPolicy: jetstream.DeliverByStartTimePolicy, OptStartTime: &since}
+	return b.readLog(ctx, 1, cfg, f, fn)
 }
 
 // TaskClockSkew is how far apart the clocks of the processes sharing a bus
@@ -81,7 +80,7 @@ func (b *Bus) TaskEvents(ctx context.Context, id string, since time.Time, subjec
 	return b.ReadLogSince(ctx, since.Add(-TaskClockSkew), subjects, read)
 }
 
-func (b *Bus) readLog(ctx context.Context, from uint64, cfg jetstream.OrderedConsumerConfig, fn func(Stored) error) error {
+func (b *Bus) readLog(ctx context.Context, from uint64, cfg jetstream.OrderedConsumerConfig, f logFilter, fn func(Stored) error) error {
 	info, err := b.events.Info(ctx)
 	if err != nil {
 		return fmt.Errorf("reading event log: %w", err)
@@ -90,6 +89,24 @@ func (b *Bus) readLog(ctx context.Context, from uint64, cfg jetstream.OrderedCon
 	if last == 0 || from > last {
 		return nil
 	}
+	return b.readMessages(ctx, cfg, last, func(seq uint64, m jetstream.Msg) error {
+		for _, s := range Unpack(seq, m.Subject(), events.Headers(m.Headers()), m.Data()) {
+			if !f.keep(&s) {
+				continue
+			}
+			if err := fn(s); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// readMessages calls fn for every message the ordered consumer cfg
+// delivers, raw, in stream order, up to sequence last: the one loop over
+// the log's messages, under ReadLog (which unpacks them) and VerifyLog
+// (which hashes them as stored).
+func (b *Bus) readMessages(ctx context.Context, cfg jetstream.OrderedConsumerConfig, last uint64, fn func(seq uint64, m jetstream.Msg) error) error {
 	c, err := b.js.OrderedConsumer(ctx, StreamEvents, cfg)
 	if err != nil {
 		return fmt.Errorf("reading event log: %w", err)
@@ -129,8 +146,7 @@ func (b *Bus) readLog(ctx context.Context, from uint64, cfg jetstream.OrderedCon
 		if md.Sequence.Stream > last {
 			return nil // appended after the read started
 		}
-		ev, derr := events.Decode(events.Headers(m.Headers()), m.Data())
-		if err := fn(Stored{Seq: md.Sequence.Stream, Subject: m.Subject(), Event: ev, Err: derr}); err != nil {
+		if err := fn(md.Sequence.Stream, m); err != nil {
 			return err
 		}
 		// NumPending counts matching messages after this one; messages
@@ -167,19 +183,39 @@ func nextWithin(ctx context.Context, it jetstream.MessagesContext, d time.Durati
 	}
 }
 
-// ErrNoMessage is returned by Event when the log has no message at the
-// sequence.
+// ErrNoMessage is returned by Message and Event when the log has no
+// message at the sequence.
 var ErrNoMessage = errors.New("no message in the event log")
 
-// Event returns the event stored at stream sequence seq.
-func (b *Bus) Event(ctx context.Context, seq uint64) (Stored, error) {
-	m, err := b.events.GetMsg(ctx, seq)
+// Message returns the events of the message stored at stream sequence seq
+// (Unpack); with subject set, of the first message at or after seq on
+// subject.
+func (b *Bus) Message(ctx context.Context, seq uint64, subject string) ([]Stored, error) {
+	var opts []jetstream.GetMsgOpt
+	if subject != "" {
+		opts = append(opts, jetstream.WithGetMsgSubject(subject))
+	}
+	m, err := b.events.GetMsg(ctx, seq, opts...)
 	if errors.Is(err, jetstream.ErrMsgNotFound) {
-		return Stored{}, fmt.Errorf("%w: sequence %d", ErrNoMessage, seq)
+		return nil, fmt.Errorf("%w: sequence %d", ErrNoMessage, seq)
 	}
 	if err != nil {
-		return Stored{}, fmt.Errorf("reading event %d: %w", seq, err)
+		return nil, fmt.Errorf("reading event %d: %w", seq, err)
 	}
-	ev, derr := events.Decode(events.Headers(m.Header), m.Data)
-	return Stored{Seq: m.Sequence, Subject: m.Subject, Event: ev, Err: derr}, nil
+	return Unpack(m.Sequence, m.Subject, events.Headers(m.Header), m.Data), nil
+}
+
+// Event returns the event stored alone at stream sequence seq; a phase
+// message there is a Stored whose Err says so.
+func (b *Bus) Event(ctx context.Context, seq uint64) (Stored, error) {
+	ss, err := b.Message(ctx, seq, "")
+	if err != nil {
+		return Stored{}, err
+	}
+	if len(ss) > 1 || ss[0].Packed() {
+		s := ss[0]
+		s.Subject, s.Event, s.Err = s.Phase, events.Event{}, fmt.Errorf("%w: message %d holds packed facts, not one event", events.ErrInvalidEvent, seq)
+		return s, nil
+	}
+	return ss[0], nil
 }

@@ -277,17 +277,23 @@ func (g *registrar) deregister(m *nats.Msg) {
 func DurableName(name string) string { return "plugin-" + name }
 
 // PluginFilters are the subjects plugin p's consumer reads: its
-// invocations (mutator, shadow), or the facts of its triggers (observer).
+// invocations (mutator, shadow), or the facts of its triggers (observer),
+// and for an observer that reads batches every phase message too (it
+// unpacks them and keeps its triggers' facts; the registrar allows it only
+// to a plugin allowed every trigger).
 func PluginFilters(p events.PluginInfo) []string {
 	if p.Mode != events.ModeObserver {
 		return []string{events.SubjectInvoke + "." + p.Name + ".>"}
 	}
+	out := make([]string, 0, len(p.Triggers)+1)
 	if len(p.Triggers) == 0 {
-		return []string{events.SubjectTrigger + ".>"}
+		out = append(out, events.SubjectTrigger+".>")
 	}
-	out := make([]string, 0, len(p.Triggers))
 	for _, t := range p.Triggers {
 		out = append(out, events.SubjectTrigger+"."+t+".>")
+	}
+	if p.ReadsBatches {
+		out = append(out, events.PhaseSubjects)
 	}
 	return out
 }

@@ -501,47 +501,15 @@ func (b *Bus) VerifyLog(ctx context.Context, anchor events.Anchor) (events.Verif
 	if info.State.Msgs == 0 {
 		return v.Report(), lim, nil
 	}
-	c, err := b.js.OrderedConsumer(ctx, StreamEvents, jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverAllPolicy})
+	err = b.readMessages(ctx, jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverAllPolicy}, lim.LastSeq,
+		func(seq uint64, m jetstream.Msg) error {
+			if seq >= lim.FirstSeq { // else the stream's first moved back: cannot be
+				v.Add(seq, m.Subject(), events.Headers(m.Headers()), m.Data())
+			}
+			return nil
+		})
 	if err != nil {
-		return events.VerifyReport{}, lim, fmt.Errorf("reading event log: %w", err)
-	}
-	ci, err := c.Info(ctx)
-	if err != nil {
-		return events.VerifyReport{}, lim, fmt.Errorf("reading event log: %w", err)
-	}
-	defer func() {
-		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-		defer cancel()
-		_ = b.js.DeleteConsumer(dctx, StreamEvents, ci.Name)
-	}()
-	it, err := c.Messages(jetstream.PullMaxMessages(1000))
-	if err != nil {
-		return events.VerifyReport{}, lim, fmt.Errorf("reading event log: %w", err)
-	}
-	defer it.Stop()
-	for {
-		m, err := nextWithin(ctx, it, 30*time.Second)
-		if err != nil {
-			return events.VerifyReport{}, lim, err
-		}
-		if m == nil {
-			return events.VerifyReport{}, lim, errors.New("reading event log: no message within 30s")
-		}
-		md, err := m.Metadata()
-		if err != nil {
-			return events.VerifyReport{}, lim, fmt.Errorf("reading event log: %w", err)
-		}
-		seq := md.Sequence.Stream
-		if seq > lim.LastSeq {
-			break
-		}
-		if seq < lim.FirstSeq {
-			continue // cannot be: the stream's first moved back
-		}
-		v.Add(seq, m.Subject(), events.Headers(m.Headers()), m.Data())
-		if seq >= lim.LastSeq || md.NumPending == 0 {
-			break
-		}
+		return events.VerifyReport{}, lim, err
 	}
 	return v.Report(), lim, nil
 }

@@ -74,6 +74,9 @@ func CheckPlugin(key string, p PluginInfo, maxTimeoutMS int64) error {
 	if p.Mode == ModeShadow && p.ShadowOf == "" {
 		return invalidPlugin(InvalidShadow, "plugin %s: a shadow must name the plugin it shadows (shadow_of)", p.Name)
 	}
+	if p.ReadsBatches && p.Mode != ModeObserver {
+		return invalidPlugin(InvalidMode, "plugin %s: reads_batches is for observers: a %s reads no facts", p.Name, p.Mode)
+	}
 	switch p.Policy {
 	case "", PolicyFail, PolicyIgnore:
 	default:
@@ -132,6 +135,11 @@ func (g PluginGrant) Allows(p PluginInfo) error {
 				return invalidPlugin(InvalidGrant, "plugin %s: trigger %s is not granted (the users file grants %v)", p.Name, t, g.Triggers)
 			}
 		}
+	}
+	if p.ReadsBatches && len(g.Triggers) > 0 {
+		// A phase message holds the facts of every trigger of its phase:
+		// reading it would show facts outside the grant.
+		return invalidPlugin(InvalidGrant, "plugin %s: reads_batches is not granted: phase messages hold the facts of every trigger, and the users file grants %v only (register without it: the facts of those triggers then travel alone)", p.Name, g.Triggers)
 	}
 	if p.Mode == ModeShadow && p.ShadowOf != g.ShadowOf {
 		return invalidPlugin(InvalidGrant, "plugin %s: shadow_of %q is not granted (the users file grants %q)", p.Name, p.ShadowOf, g.ShadowOf)

@@ -59,8 +59,12 @@ type Call struct {
 	Fact *events.Fact
 	// Event is the CloudEvent as received.
 	Event events.Event
-	// Seq is the event's stream sequence.
-	Seq uint64
+	// Seq is the stream sequence of the event's message, and Index the
+	// event's position in it: 0 for an event alone; a fact packed in a
+	// phase message (docs/PROTOCOL.md §10) shares its message's Seq with
+	// the other facts there. (Seq, Index) grows in stream order.
+	Seq   uint64
+	Index int
 	// Deliveries counts how often JetStream has delivered the event to
 	// this plugin, this one included: above 1 after a crash, a restart or
 	// an ack wait that ran out. Calls are at least once; a plugin whose
@@ -158,7 +162,10 @@ type Spec struct {
 	// Defaults to DefaultMaxDeliver.
 	MaxDeliver int
 	// DeliverNew starts a new observer at the end of the log instead of its
-	// beginning.
+	// beginning. An observer that reads from the beginning finds the facts
+	// of its triggers however they were stored, alone or packed in phase
+	// messages (the runner registers it with reads_batches, and without
+	// when the registrar refuses that, docs/PROTOCOL.md §10).
 	DeliverNew bool
 	// AckWait is how long JetStream waits for an observer to finish a fact
 	// (retries included) before it delivers the fact again. Defaults to
@@ -217,5 +224,17 @@ func (s *Spec) info(local bool) events.PluginInfo {
 	return events.PluginInfo{
 		Name: s.Name, Version: s.Version, Triggers: s.Triggers, Mode: s.Mode,
 		TimeoutMS: s.Timeout.Milliseconds(), Policy: s.Policy, ShadowOf: s.ShadowOf, Local: local,
+		ReadsBatches: s.readsBatches(),
 	}
+}
+
+// readsBatches is whether the runner asks to read phase messages
+// (docs/PROTOCOL.md §10): a global observer must, or it would miss the
+// packed facts; an observer named for triggers that reads from the start
+// of the log asks, to find the facts packed before it registered (it
+// registers without when its grant does not allow it: its triggers' facts
+// are then stored alone). One that starts at the end needs not: from its
+// registration on, its triggers' facts travel alone.
+func (s *Spec) readsBatches() bool {
+	return s.Mode == Observer && (len(s.Triggers) == 0 || !s.DeliverNew)
 }

@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"log/slog"
 	"runtime/debug"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -135,6 +137,14 @@ func (r *Runner) register(ctx context.Context) error {
 	// RegisterWith returns once this bus's registry shows the entry (if
 	// it watches the registry: a plugin's bus does not).
 	info, err := r.b.Registry().RegisterWith(ctx, reg)
+	if errors.Is(err, bus.ErrRegistrationRefused) && reg.ReadsBatches && len(reg.Triggers) > 0 {
+		// A grant restricted to some triggers does not allow reading phase
+		// messages; the facts of granted triggers are stored alone, so
+		// the observer needs not. Any other reason refuses this one too.
+		r.log.Info("registering without reads_batches", "reason", err)
+		reg.ReadsBatches = false
+		info, err = r.b.Registry().RegisterWith(ctx, reg)
+	}
 	if err != nil {
 		return err
 	}
@@ -231,13 +241,17 @@ func (r *Runner) call(ctx context.Context, c *Call) (p *Patch, err error) {
 }
 
 func (r *Runner) mutate(m jetstream.Msg) {
-	md, _ := m.Metadata()
-	inv, err := events.Decode(events.Headers(m.Headers()), m.Data())
-	if err != nil || inv.Type != events.TypeInvokePrefix+inv.Trigger || inv.Plugin != r.spec.Name {
+	d, err := bus.Deliver(m)
+	if err != nil {
+		r.deadLetter(m, nil, err)
+		return
+	}
+	inv := d.Events[0].Event
+	if err = d.Events[0].Err; err != nil || len(d.Events) > 1 || inv.Type != events.TypeInvokePrefix+inv.Trigger || inv.Plugin != r.spec.Name {
 		if err == nil {
 			err = fmt.Errorf("%w: not an invocation of %s", events.ErrInvalidEvent, r.spec.Name)
 		}
-		r.deadLetter(m, md, err)
+		r.deadLetter(m, d, err)
 		return
 	}
 	// A stale invocation (its executor gave up) gets no answer.
@@ -252,10 +266,7 @@ func (r *Runner) mutate(m jetstream.Msg) {
 	}
 	defer cancel()
 	call := &Call{Trigger: inv.Trigger, TaskID: inv.TaskID, TaskName: inv.TaskName, Attempt: inv.Attempt, Run: inv.Run,
-		Payload: inv.Data, Event: inv, State: r.state}
-	if md != nil {
-		call.Seq, call.Deliveries = md.Sequence.Stream, int(md.NumDelivered)
-	}
+		Payload: inv.Data, Event: inv, State: r.state, Seq: d.Seq(), Deliveries: d.Deliveries}
 	patch := r.answer(ctx, call)
 	bus.FillPatch(&patch, r.info, inv)
 	// No Nats-Msg-Id (protocol 2): a patch with one is rejected, since a
@@ -319,60 +330,88 @@ func (r *Runner) observe() {
 			r.log.Warn("consuming facts", "err", err)
 			continue
 		}
-		md, _ := m.Metadata()
-		if md != nil && !seen.add(md.Sequence.Stream) {
-			_ = m.Ack()
-			continue
-		}
-		ev, err := events.Decode(events.Headers(m.Headers()), m.Data())
+		d, err := bus.Deliver(m)
 		if err != nil {
-			r.deadLetter(m, md, err)
+			r.deadLetter(m, nil, err)
 			continue
 		}
-		var fact events.Fact
-		if err := json.Unmarshal(ev.Data, &fact); err != nil {
-			r.deadLetter(m, md, fmt.Errorf("%w: fact data: %w", events.ErrInvalidEvent, err))
+		if !seen.add(d.Seq()) {
+			_ = d.Ack()
 			continue
 		}
-		payload := fact.Output
-		if len(payload) == 0 {
-			payload = fact.Input
-		}
-		call := &Call{Trigger: ev.Trigger, TaskID: ev.TaskID, TaskName: ev.TaskName, Attempt: ev.Attempt, Run: ev.Run,
-			Payload: payload, Fact: &fact, Event: ev, State: r.state}
-		if md != nil {
-			call.Seq, call.Deliveries = md.Sequence.Stream, int(md.NumDelivered)
-		}
-		// Facts are handled in order: a failing call is retried here rather
-		// than redelivered behind later facts.
-		var cerr error
-		for attempt := 1; attempt <= r.spec.MaxDeliver; attempt++ {
-			ctx, cancel := context.WithTimeout(r.ctx, r.spec.Timeout)
-			_, cerr = r.call(ctx, call)
-			cancel()
-			if cerr == nil || r.ctx.Err() != nil {
-				break
+		// A phase message holds facts of many triggers: the plugin gets
+		// those of its own, in order. Its consumer reads only its
+		// triggers' subjects besides, so every fact alone is its own.
+		var failed []string
+		for i := range d.Events {
+			s := &d.Events[i]
+			if s.Packed() && s.Err == nil && !r.observes(s.Event.Trigger) {
+				continue
 			}
-			select {
-			case <-time.After(time.Duration(attempt) * 100 * time.Millisecond):
-			case <-r.ctx.Done():
+			cerr := r.observeOne(d, s)
+			if r.ctx.Err() != nil {
+				_ = d.Nak() // the message again after a restart, whole
+				return
+			}
+			if cerr != nil {
+				if !s.Packed() {
+					failed = append(failed, cerr.Error())
+					continue
+				}
+				failed = append(failed, fmt.Sprintf("fact %d (%s) of the phase message: %v", s.Index, s.Event.ID, cerr))
 			}
 		}
-		if r.ctx.Err() != nil {
-			_ = m.Nak()
-			return
-		}
-		if cerr != nil {
-			r.deadLetter(m, md, cerr)
+		if len(failed) > 0 {
+			r.deadLetter(m, d, errors.New(strings.Join(failed, "; ")))
 			continue
 		}
-		_ = m.Ack()
+		_ = d.Ack()
 	}
 }
 
+// observes reports whether the observer is named for trigger (or global).
+func (r *Runner) observes(trigger string) bool {
+	return len(r.spec.Triggers) == 0 || slices.Contains(r.spec.Triggers, trigger)
+}
+
+// observeOne hands one fact to the plugin, retrying a failing call here
+// rather than having it redelivered behind later facts (facts are handled
+// in order). It returns why the fact could not be handled.
+func (r *Runner) observeOne(d *bus.Delivery, s *bus.Stored) error {
+	if s.Err != nil {
+		return s.Err
+	}
+	ev := s.Event
+	var fact events.Fact
+	if err := json.Unmarshal(ev.Data, &fact); err != nil {
+		return fmt.Errorf("%w: fact data: %w", events.ErrInvalidEvent, err)
+	}
+	payload := fact.Output
+	if len(payload) == 0 {
+		payload = fact.Input
+	}
+	call := &Call{Trigger: ev.Trigger, TaskID: ev.TaskID, TaskName: ev.TaskName, Attempt: ev.Attempt, Run: ev.Run,
+		Payload: payload, Fact: &fact, Event: ev, State: r.state, Seq: s.Seq, Index: s.Index, Deliveries: d.Deliveries}
+	var cerr error
+	for attempt := 1; attempt <= r.spec.MaxDeliver; attempt++ {
+		ctx, cancel := context.WithTimeout(r.ctx, r.spec.Timeout)
+		_, cerr = r.call(ctx, call)
+		cancel()
+		if cerr == nil || r.ctx.Err() != nil {
+			break
+		}
+		select {
+		case <-time.After(time.Duration(attempt) * 100 * time.Millisecond):
+		case <-r.ctx.Done():
+		}
+	}
+	return cerr
+}
+
 // deadLetter records a message the plugin cannot process and terminates
-// its delivery: JetStream has no dead-letter queue of its own.
-func (r *Runner) deadLetter(m jetstream.Msg, md *jetstream.MsgMetadata, cause error) {
+// its delivery: JetStream has no dead-letter queue of its own. d is nil
+// for a message that could not be read.
+func (r *Runner) deadLetter(m jetstream.Msg, d *bus.Delivery, cause error) {
 	if events.IsDeadSubject(m.Subject()) {
 		// A dead letter is never dead-lettered: a consumer of dead letters
 		// would otherwise make each one it cannot process produce another.
@@ -381,8 +420,8 @@ func (r *Runner) deadLetter(m jetstream.Msg, md *jetstream.MsgMetadata, cause er
 		return
 	}
 	dl := events.DeadLetter{Stream: bus.StreamEvents, Consumer: DurableName(r.spec.Name), Subject: m.Subject(), Reason: cause.Error()}
-	if md != nil {
-		dl.Sequence, dl.Deliveries = md.Sequence.Stream, int(md.NumDelivered)
+	if d != nil {
+		dl.Sequence, dl.Deliveries = d.Seq(), d.Deliveries
 	}
 	r.log.Error("dead-lettering message", "seq", dl.Sequence, "reason", dl.Reason)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)

@@ -20,6 +20,12 @@ import (
 	"github.com/qtasks/qtasks-go/events"
 )
 
+// ErrPartialMessage is returned by Apply for a batch that holds part of a
+// message of the log: a message is applied whole or not at all (its
+// position, the stream sequence, cannot say which of its facts were
+// applied).
+var ErrPartialMessage = errors.New("a batch holds part of a message of the log")
+
 // ApplyStats counts what one Apply did.
 type ApplyStats struct {
 	// Applied events, rejected ones included.
@@ -36,7 +42,9 @@ type ApplyStats struct {
 // Apply applies a batch of log events, in the order given (stream order),
 // in one transaction that also stores the last applied stream sequence.
 // Events at or below the stored sequence are skipped, so applying the same
-// batch twice changes nothing. An event that is not a valid event of ours is
+// batch twice changes nothing. A batch holds whole messages: every event
+// bus.Unpack returns for a message (the facts of a phase message), or
+// ErrPartialMessage. An event that is not a valid event of ours is
 // recorded in rejected_events and changes nothing else. Apply returns an
 // error only when the database fails; the transaction is then rolled back.
 //
@@ -159,25 +167,36 @@ func (d *DB) applyRaw(ctx context.Context, dc any, n int, event func(i int) *Pre
 	if row != nil {
 		last = uint64(row[0].(int64))
 	}
+	// The position is the stream sequence of the last message applied: a
+	// message (a phase message holds several facts) is applied whole, in
+	// one transaction, so that none of its facts is applied twice or lost
+	// after a restart.
+	stored, prev, open := last, -1, false
 	for i := range n {
 		p := event(i)
-		if p.seq <= last {
+		if p.seq <= stored || p.seq < last || (p.seq == last && p.idx <= prev) {
 			st.Skipped++
 			continue
 		}
+		if p.idx != 0 && (p.seq != last || p.idx != prev+1) {
+			return st, fmt.Errorf("applying message %d from its event %d (after %d): %w", p.seq, p.idx, prev, ErrPartialMessage)
+		}
 		rejected, err := a.write(p)
 		if err != nil {
-			return st, fmt.Errorf("applying event at sequence %d: %w", p.seq, err)
+			return st, fmt.Errorf("applying event at sequence %d (index %d): %w", p.seq, p.idx, err)
 		}
 		if rejected {
 			st.Rejected++
 		}
 		st.Applied++
-		last = p.seq
+		last, prev, open = p.seq, p.idx, !p.Last()
 	}
 	st.LastSeq = last
 	if st.Applied == 0 {
 		return st, tx.Rollback()
+	}
+	if open {
+		return st, fmt.Errorf("applying message %d: the batch ends at its event %d: %w", last, prev, ErrPartialMessage)
 	}
 	if err := a.flushRows(); err != nil {
 		return st, fmt.Errorf("writing the rows of tasks and attempts: %w", err)
@@ -221,16 +240,16 @@ const (
 var statements = [stCount]string{
 	stMeta:    `INSERT INTO meta (key, value) VALUES ('last_seq', ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value`,
 	stLastSeq: `SELECT value FROM meta WHERE key = 'last_seq'`,
-	stFact: `INSERT INTO facts (seq, task_key, node, trigger, component, attempt, run, time, event_id, source, data, replay)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-	stCall: `INSERT INTO plugin_calls (fact_seq, idx, task_key, trigger, attempt, plugin, version, invocation, outcome,
+	stFact: `INSERT INTO facts (pos, seq, idx, task_key, node, trigger, component, attempt, run, time, event_id, source, data, replay)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+	stCall: `INSERT INTO plugin_calls (fact_seq, fact_idx, idx, task_key, trigger, attempt, plugin, version, invocation, outcome,
 		policy, reason, content_type, patch, latency_us, shadow, invoke_seq, patch_seq)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 	stPluginEvent: `INSERT INTO plugin_events (seq, kind, task_key, invocation, plugin, version, trigger, attempt, run, time,
 		timeout_ms, content_type, data, plugin_error) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 	stDead: `INSERT INTO dead_letters (seq, plugin, stream, sequence, consumer, subject, deliveries, reason, time)
 		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-	stReject:  `INSERT INTO rejected_events (seq, subject, type, event_id, reason) VALUES (?, ?, ?, ?, ?)`,
+	stReject:  `INSERT INTO rejected_events (seq, idx, subject, type, event_id, reason) VALUES (?, ?, ?, ?, ?, ?)`,
 	stGetKey:  `SELECT key FROM task_keys WHERE id = ?`,
 	stInsKey:  `INSERT INTO task_keys (key, id) VALUES (?, ?) ON CONFLICT (id) DO NOTHING`,
 	stMaxKey:  `SELECT coalesce(max(key), 0) FROM task_keys`,
@@ -246,8 +265,8 @@ var statements = [stCount]string{
 		finished_at = ?, result = ?, error = ?, reason = ?, retry_parent = ?, retry_child = ?, final_seq = ?
 		WHERE task_key = ? AND attempt = ?`,
 	stBlameClear: `DELETE FROM field_blame WHERE task_key = ? AND path > ? AND path < ?`,
-	stBlame: `INSERT OR REPLACE INTO field_blame (task_key, path, plugin, version, seq, idx, trigger, attempt, op, value)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+	stBlame: `INSERT OR REPLACE INTO field_blame (task_key, path, plugin, version, seq, fact_idx, idx, trigger, attempt, op, value)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 	stOperator: `INSERT INTO operator_actions (seq, task_key, action, attempt, queue, by_whom, reason, time)
 		VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
 }
@@ -437,6 +456,8 @@ const (
 // projector runs it beside the goroutine that writes SQLite.
 type Prepared struct {
 	seq     uint64
+	idx     int // in its message (bus.Stored.Index)
+	count   int // the events of its message
 	subject string
 	ev      events.Event
 	kind    int
@@ -455,13 +476,26 @@ type Prepared struct {
 	op events.OperatorAction
 }
 
-// Seq is the event's stream sequence.
+// maxIndex bounds a fact's index in its message: facts.pos holds it in
+// its low 16 bits (factPos). A phase message holds at most
+// events.MaxBatchSize bytes, which fit far fewer facts.
+const maxIndex = 1 << 16
+
+// factPos is the primary key of a fact in facts: its message's stream
+// sequence and its index there, in one integer that orders as the pair.
+func factPos(seq uint64, idx int) int64 { return int64(seq)<<16 | int64(idx) }
+
+// Seq is the stream sequence of the event's message.
 func (p *Prepared) Seq() uint64 { return p.seq }
+
+// Last reports whether p is the last event of its message: a batch ends
+// there, since a message is applied whole.
+func (p *Prepared) Last() bool { return p.idx >= p.count-1 }
 
 // Prepare decodes and checks a log event for Apply. It reads no database
 // and no clock.
 func Prepare(s bus.Stored) Prepared {
-	p := Prepared{seq: s.Seq, subject: s.Subject, ev: s.Event}
+	p := Prepared{seq: s.Seq, idx: s.Index, count: max(s.Count, 1), subject: s.Subject, ev: s.Event}
 	if r := p.prepare(s.Err); r != "" {
 		p.kind, p.reject = kindReject, r
 	}
@@ -471,6 +505,9 @@ func Prepare(s bus.Stored) Prepared {
 func (p *Prepared) prepare(decodeErr error) rejection {
 	if decodeErr != nil {
 		return rejection(decodeErr.Error())
+	}
+	if p.idx < 0 || p.idx >= maxIndex {
+		return rejection(fmt.Sprintf("event %d of its message: a message holds at most %d", p.idx, maxIndex))
 	}
 	ps, err := events.ParseSubject(p.subject)
 	if err != nil {
@@ -647,7 +684,7 @@ func (a *txApplier) write(p *Prepared) (rejected bool, err error) {
 	case kindSeal:
 		return false, nil
 	case kindReject:
-		return true, a.exec(stReject, seq, p.subject, ev.Type, ev.ID, truncate(string(p.reject), 2000))
+		return true, a.exec(stReject, seq, p.idx, p.subject, ev.Type, ev.ID, truncate(string(p.reject), 2000))
 	case kindInvoke:
 		return false, a.exec(stPluginEvent, seq, "invoke", key, ev.ID, ev.Plugin, ev.PluginVersion, ev.Trigger, ev.Attempt, ev.Run,
 			p.at, ev.TimeoutMS, nil, nil, nil)
@@ -674,7 +711,7 @@ func (a *txApplier) write(p *Prepared) (rejected bool, err error) {
 	}
 	for i := range f.Calls {
 		c := &f.Calls[i]
-		if err := a.exec(stCall, seq, i, key, t.Name, ev.Attempt, c.Plugin, c.Version, c.Invocation, string(c.Outcome),
+		if err := a.exec(stCall, seq, p.idx, i, key, t.Name, ev.Attempt, c.Plugin, c.Version, c.Invocation, string(c.Outcome),
 			c.Policy, c.Reason, c.ContentType, nullText(c.Patch), c.LatencyUS, c.Shadow, nullSeq(c.InvokeSeq), nullSeq(c.PatchSeq)); err != nil {
 			return false, err
 		}
@@ -689,7 +726,7 @@ func (a *txApplier) write(p *Prepared) (rejected bool, err error) {
 		if err := a.exec(stBlameClear, key, b.path+"/", b.path+"0"); err != nil {
 			return false, err
 		}
-		if err := a.exec(stBlame, key, b.path, b.call.Plugin, b.call.Version, seq, b.idx, t.Name, ev.Attempt, b.op,
+		if err := a.exec(stBlame, key, b.path, b.call.Plugin, b.call.Version, seq, p.idx, b.idx, t.Name, ev.Attempt, b.op,
 			nullText(b.value)); err != nil {
 			return false, err
 		}
@@ -710,10 +747,10 @@ func (a *txApplier) fact(p *Prepared, seq int64, key any) error {
 	data := bytesText(ev.Data)
 	st := a.ap.factStmt(a.ctx, factShape{trigger: t.Name, attempt: ev.Attempt, run: ev.Run})
 	if st == nil {
-		return a.exec(stFact, seq, key, p.node, t.Name, string(t.Component), ev.Attempt, ev.Run, p.at, ev.ID,
+		return a.exec(stFact, factPos(p.seq, p.idx), seq, p.idx, key, p.node, t.Name, string(t.Component), ev.Attempt, ev.Run, p.at, ev.ID,
 			ev.Source, data, nullString(ev.Replay))
 	}
-	args := [...]any{seq, key, p.node, p.at, ev.ID, ev.Source, data, nullString(ev.Replay)}
+	args := [...]any{factPos(p.seq, p.idx), seq, p.idx, key, p.node, p.at, ev.ID, ev.Source, data, nullString(ev.Replay)}
 	if _, err := st.(driver.StmtExecContext).ExecContext(a.ctx, a.named(args[:])); err != nil {
 		return fmt.Errorf("INSERT facts: %w", err)
 	}
@@ -744,8 +781,8 @@ func (ap *applier) factStmt(ctx context.Context, s factShape) driver.Stmt {
 	if !ok || !literalSafe(s.trigger) || !literalSafe(string(t.Component)) {
 		return nil
 	}
-	q := fmt.Sprintf(`INSERT INTO facts (seq, task_key, node, trigger, component, attempt, run, time, event_id, source, data, replay)
-		VALUES (?, ?, ?, %s, %s, %d, %d, ?, ?, ?, ?, ?)`,
+	q := fmt.Sprintf(`INSERT INTO facts (pos, seq, idx, task_key, node, trigger, component, attempt, run, time, event_id, source, data, replay)
+		VALUES (?, ?, ?, ?, ?, %s, %s, %d, %d, ?, ?, ?, ?, ?)`,
 		sqlQuote(s.trigger), sqlQuote(string(t.Component)), s.attempt, s.run)
 	st, err := ap.dc.(driver.ConnPrepareContext).PrepareContext(ctx, q)
 	if err != nil {

@@ -132,8 +132,7 @@ func BenchmarkApply(b *testing.B) {
 				if err != nil {
 					panic(err)
 				}
-				ev, derr := events.Decode(events.Headers(h), m.dataBytes())
-				stored[i] = projections.Prepare(bus.Stored{Seq: next, Subject: m.subject(), Event: ev, Err: derr})
+				stored[i] = projections.Prepare(bus.Unpack(next, m.subject(), events.Headers(h), m.dataBytes())[0])
 			}
 			decodeDur += time.Since(d0)
 			decoded <- stored
@@ -333,8 +332,7 @@ func BenchmarkPrepare(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		ev, derr := events.Decode(events.Headers(h), m.dataBytes())
-		p := projections.Prepare(bus.Stored{Seq: uint64(i + 1), Subject: m.subject(), Event: ev, Err: derr})
+		p := projections.Prepare(bus.Unpack(uint64(i+1), m.subject(), events.Headers(h), m.dataBytes())[0])
 		if p.Seq() == 0 {
 			b.Fatal("not prepared")
 		}

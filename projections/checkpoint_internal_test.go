@@ -34,7 +34,7 @@ func TestCheckpointer(t *testing.T) {
 	var seq uint64
 	for m := range projectionstest.Copies(recorded, checkpointEvents/len(recorded)+2, 0) {
 		seq++
-		batch = append(batch, m.Stored(seq))
+		batch = append(batch, m.Stored(seq)...)
 		if len(batch) == DefaultBatchSize {
 			_, err := d.Apply(ctx, batch)
 			require.NoError(t, err)

@@ -79,7 +79,7 @@ const StatsWindow = 20000
 // that window are absent.
 func (d *DB) PluginStats(ctx context.Context) ([]PluginStat, error) {
 	rows, err := d.r.QueryContext(ctx, `SELECT plugin, version, shadow, outcome, latency_us, fact_seq
-		FROM (SELECT * FROM plugin_calls ORDER BY fact_seq DESC LIMIT ?)`, StatsWindow)
+		FROM (SELECT * FROM plugin_calls ORDER BY fact_seq DESC, fact_idx DESC LIMIT ?)`, StatsWindow)
 	if err != nil {
 		return nil, fmt.Errorf("reading plugin stats: %w", err)
 	}

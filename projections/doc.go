@@ -8,7 +8,9 @@
 //   - DB: a SQLite file (WAL, one writer connection, a few readers) with
 //     versioned migrations (schema_migrations), Apply (a batch of log
 //     events in one transaction that also stores the last applied stream
-//     sequence, so that a redelivered event is a no-op), Dump and Equal,
+//     sequence, so that a redelivered event is a no-op; a message of the
+//     log, a phase message's several facts included, is applied whole),
+//     Dump and Equal,
 //     and the queries the CLIs use: Task, Tasks, Timeline, PluginCalls,
 //     Blame, RejectedEvents.
 //   - Prepare and ApplyPrepared: Apply in two steps. Prepare (decoding,
@@ -24,8 +26,10 @@
 //
 // Tables: task_keys (each task id's integer key, by which the other tables
 // refer to tasks); tasks, task_tags and attempts (the state); facts, one row per
-// trigger fact with its data as recorded, shown with task id, input and
-// output as columns by the view trigger_history; plugin_calls (outcome,
+// trigger fact with its data as recorded, at its position (seq, the stream
+// sequence of its message, and idx, its index in a phase message, 0 for a
+// fact alone), shown with task id, input and output as columns by the view
+// trigger_history; plugin_calls (outcome,
 // reason, latency, patch); plugin_events (invocations and patches);
 // field_blame; dead_letters; rejected_events; meta (the last applied
 // sequence, and the identity of the log projected: its stream's creation

@@ -298,10 +298,12 @@ func (p *Projector) setApplied(seq uint64) {
 }
 
 // message is a log message decoded and prepared off the goroutine that
-// writes SQLite.
+// writes SQLite: its events (the facts of a phase message, or one event
+// alone), applied together in one transaction.
 type message struct {
-	p   Prepared
-	msg jetstream.Msg
+	seq uint64
+	ps  []Prepared
+	d   *bus.Delivery
 }
 
 // session is one consumer of the log, from one position in one file.
@@ -372,13 +374,16 @@ func (p *Projector) read(s *session) {
 			p.log.Warn("reading the event log", "err", err)
 			continue
 		}
-		md, err := m.Metadata()
+		d, err := bus.Deliver(m)
 		if err != nil {
-			p.log.Error("message without metadata", "subject", m.Subject(), "err", err)
+			p.log.Error("reading the event log", "err", err)
 			continue
 		}
-		ev, derr := events.Decode(events.Headers(m.Headers()), m.Data())
-		s.ch <- message{p: Prepare(bus.Stored{Seq: md.Sequence.Stream, Subject: m.Subject(), Event: ev, Err: derr}), msg: m}
+		ps := make([]Prepared, len(d.Events))
+		for i := range d.Events {
+			ps[i] = Prepare(d.Events[i])
+		}
+		s.ch <- message{seq: d.Seq(), ps: ps, d: d}
 	}
 }
 
@@ -412,16 +417,17 @@ func (p *Projector) loop(ctx context.Context, s *session) error {
 	timer.Stop()
 	for {
 		batch = batch[:0]
-		var last jetstream.Msg
+		var last *bus.Delivery
 		lost := false // the consumer skipped events the log holds
-		// take puts m in the batch, or says the session must restart.
+		// take puts m's events in the batch, or says the session must
+		// restart. A message goes whole into one batch.
 		take := func(m message) {
-			switch seq := m.p.seq; {
+			switch seq := m.seq; {
 			case seq < s.next: // delivered again: applied or in the batch already
 			case seq > s.next && p.skipped(ctx, s.next, seq):
 				lost = true
 			default:
-				batch, last = append(batch, m.p), m.msg
+				batch, last = append(batch, m.ps...), m.d
 				s.next = seq + 1
 			}
 		}

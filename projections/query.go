@@ -321,7 +321,10 @@ func decodeCursor(c string, n int) ([]string, error) {
 
 // Entry is one trigger fact of a task's timeline.
 type Entry struct {
+	// Seq is the stream sequence of the fact's message, Index its position
+	// in it (0 for a fact alone; a phase message holds several).
 	Seq       uint64          `json:"seq"`
+	Index     int             `json:"index,omitempty"`
 	Time      time.Time       `json:"time,omitzero"`
 	Trigger   string          `json:"trigger"`
 	Component string          `json:"component"`
@@ -338,7 +341,10 @@ type Entry struct {
 
 // Call is one plugin call of a returnable trigger firing.
 type Call struct {
+	// FactSeq and FactIdx locate the fact that recorded the call (Entry's
+	// Seq and Index), Idx is the call's position in it.
 	FactSeq     uint64          `json:"fact_seq"`
+	FactIdx     int             `json:"fact_idx,omitempty"`
 	Idx         int             `json:"idx"`
 	TaskID      string          `json:"task_id,omitempty"`
 	Trigger     string          `json:"trigger"`
@@ -391,8 +397,8 @@ func (d *DB) TimelineOf(ctx context.Context, id string, shadowOf func(shadow str
 	if err != nil {
 		return Timeline{}, err
 	}
-	rows, err := d.r.QueryContext(ctx, `SELECT seq, time, trigger, component, attempt, run, event_id, source, data,
-		coalesce(replay, '') FROM facts WHERE task_key = (SELECT key FROM task_keys WHERE id = ?) ORDER BY seq`, id)
+	rows, err := d.r.QueryContext(ctx, `SELECT seq, idx, time, trigger, component, attempt, run, event_id, source, data,
+		coalesce(replay, '') FROM facts WHERE task_key = (SELECT key FROM task_keys WHERE id = ?) ORDER BY pos`, id)
 	if err != nil {
 		return Timeline{}, fmt.Errorf("reading timeline of %s: %w", id, err)
 	}
@@ -402,7 +408,7 @@ func (d *DB) TimelineOf(ctx context.Context, id string, shadowOf func(shadow str
 		var at sql.NullString
 		var seq int64
 		var data []byte
-		if err := rows.Scan(&seq, &at, &e.Trigger, &e.Component, &e.Attempt, &e.Run, &e.EventID, &e.Source, &data, &e.Replay); err != nil {
+		if err := rows.Scan(&seq, &e.Index, &at, &e.Trigger, &e.Component, &e.Attempt, &e.Run, &e.EventID, &e.Source, &data, &e.Replay); err != nil {
 			return Timeline{}, fmt.Errorf("reading timeline of %s: %w", id, err)
 		}
 		var f events.Fact
@@ -412,7 +418,7 @@ func (d *DB) TimelineOf(ctx context.Context, id string, shadowOf func(shadow str
 		e.Seq, e.Time, e.Input, e.Output, e.Failed = uint64(seq), parseTS(at), f.Input, f.Output, f.Failed
 		diffs := callDiffs(e.Trigger, f.Input, f.Calls, true, shadowOf)
 		for i, c := range f.Calls {
-			call := Call{FactSeq: e.Seq, Idx: i, TaskID: id, Trigger: e.Trigger, Attempt: e.Attempt, Plugin: c.Plugin,
+			call := Call{FactSeq: e.Seq, FactIdx: e.Index, Idx: i, TaskID: id, Trigger: e.Trigger, Attempt: e.Attempt, Plugin: c.Plugin,
 				Version: c.Version, Invocation: c.Invocation, Outcome: string(c.Outcome), Policy: c.Policy, Reason: c.Reason,
 				ContentType: c.ContentType, Patch: c.Patch, LatencyUS: c.LatencyUS, Shadow: c.Shadow,
 				InvokeSeq: c.InvokeSeq, PatchSeq: c.PatchSeq}
@@ -459,7 +465,7 @@ func (d *DB) pluginEventSeqs(ctx context.Context, id string) (map[string]uint64,
 	return out, rows.Err()
 }
 
-const callColumns = `c.fact_seq, c.idx, coalesce(k.id, ''), c.trigger, c.attempt, c.plugin, c.version, c.invocation,
+const callColumns = `c.fact_seq, c.fact_idx, c.idx, coalesce(k.id, ''), c.trigger, c.attempt, c.plugin, c.version, c.invocation,
 	c.outcome, c.policy, c.reason, c.content_type, c.patch, c.latency_us, c.shadow,
 	coalesce(c.invoke_seq, (SELECT min(e.seq) FROM plugin_events e
 		WHERE e.task_key = c.task_key AND e.invocation = c.invocation AND e.kind = 'invoke')),
@@ -486,7 +492,7 @@ func (d *DB) calls(ctx context.Context, where string, args []any, order string, 
 		var seq int64
 		var patch sql.NullString
 		var inv, pat sql.NullInt64
-		if err := rows.Scan(&seq, &c.Idx, &c.TaskID, &c.Trigger, &c.Attempt, &c.Plugin, &c.Version, &c.Invocation, &c.Outcome,
+		if err := rows.Scan(&seq, &c.FactIdx, &c.Idx, &c.TaskID, &c.Trigger, &c.Attempt, &c.Plugin, &c.Version, &c.Invocation, &c.Outcome,
 			&c.Policy, &c.Reason, &c.ContentType, &patch, &c.LatencyUS, &c.Shadow, &inv, &pat); err != nil {
 			return nil, fmt.Errorf("reading plugin calls: %w", err)
 		}
@@ -534,22 +540,23 @@ func (d *DB) PluginCalls(ctx context.Context, f CallFilter) (CallPage, error) {
 		}
 	}
 	if f.TaskID != "" {
-		where = append(where, "c.fact_seq IN (SELECT seq FROM facts WHERE task_key = (SELECT key FROM task_keys WHERE id = ?))")
+		where = append(where, "(c.fact_seq, c.fact_idx) IN (SELECT seq, idx FROM facts WHERE task_key = (SELECT key FROM task_keys WHERE id = ?))")
 		args = append(args, f.TaskID)
 	}
 	if f.Cursor != "" {
-		parts, err := decodeCursor(f.Cursor, 2)
+		parts, err := decodeCursor(f.Cursor, 3)
 		if err != nil {
 			return CallPage{}, err
 		}
 		seq, err1 := strconv.ParseInt(parts[0], 10, 64)
-		idx, err2 := strconv.Atoi(parts[1])
-		if err1 != nil || err2 != nil {
+		fidx, err2 := strconv.Atoi(parts[1])
+		idx, err3 := strconv.Atoi(parts[2])
+		if err1 != nil || err2 != nil || err3 != nil {
 			return CallPage{}, fmt.Errorf("%w: %q", ErrBadCursor, f.Cursor)
 		}
-		where, args = append(where, "(c.fact_seq, c.idx) > (?, ?)"), append(args, seq, idx)
+		where, args = append(where, "(c.fact_seq, c.fact_idx, c.idx) > (?, ?, ?)"), append(args, seq, fidx, idx)
 	}
-	calls, err := d.calls(ctx, strings.Join(where, " AND "), args, "c.fact_seq, c.idx", limit+1)
+	calls, err := d.calls(ctx, strings.Join(where, " AND "), args, "c.fact_seq, c.fact_idx, c.idx", limit+1)
 	if err != nil {
 		return CallPage{}, err
 	}
@@ -560,7 +567,7 @@ func (d *DB) PluginCalls(ctx context.Context, f CallFilter) (CallPage, error) {
 	if len(page.Calls) > limit {
 		page.Calls = page.Calls[:limit]
 		last := page.Calls[limit-1]
-		page.Next = encodeCursor(strconv.FormatUint(last.FactSeq, 10), strconv.Itoa(last.Idx))
+		page.Next = encodeCursor(strconv.FormatUint(last.FactSeq, 10), strconv.Itoa(last.FactIdx), strconv.Itoa(last.Idx))
 	}
 	return page, nil
 }
@@ -572,9 +579,11 @@ type Blame struct {
 	Path    string `json:"path"`
 	Plugin  string `json:"plugin"`
 	Version string `json:"version,omitempty"`
-	// Seq is the stream sequence of the fact that recorded the call, Idx the
-	// call's position in it.
+	// Seq and FactIdx locate the fact that recorded the call (its
+	// message's stream sequence and its index there), Idx is the call's
+	// position in it.
 	Seq     uint64 `json:"seq"`
+	FactIdx int    `json:"fact_idx,omitempty"`
 	Idx     int    `json:"idx"`
 	Trigger string `json:"trigger"`
 	Attempt int    `json:"attempt"`
@@ -594,7 +603,7 @@ func (d *DB) Blame(ctx context.Context, id string) ([]Blame, error) {
 	if n == 0 {
 		return nil, fmt.Errorf("task %s: %w", id, ErrNotFound)
 	}
-	rows, err := d.r.QueryContext(ctx, `SELECT path, plugin, version, seq, idx, trigger, attempt, op, value
+	rows, err := d.r.QueryContext(ctx, `SELECT path, plugin, version, seq, fact_idx, idx, trigger, attempt, op, value
 		FROM field_blame WHERE task_key = (SELECT key FROM task_keys WHERE id = ?) ORDER BY path`, id)
 	if err != nil {
 		return nil, fmt.Errorf("reading blame of %s: %w", id, err)
@@ -605,7 +614,7 @@ func (d *DB) Blame(ctx context.Context, id string) ([]Blame, error) {
 		var b Blame
 		var seq int64
 		var v sql.NullString
-		if err := rows.Scan(&b.Path, &b.Plugin, &b.Version, &seq, &b.Idx, &b.Trigger, &b.Attempt, &b.Op, &v); err != nil {
+		if err := rows.Scan(&b.Path, &b.Plugin, &b.Version, &seq, &b.FactIdx, &b.Idx, &b.Trigger, &b.Attempt, &b.Op, &v); err != nil {
 			return nil, fmt.Errorf("reading blame of %s: %w", id, err)
 		}
 		b.Seq, b.Value = uint64(seq), raw(v)
@@ -619,7 +628,10 @@ func (d *DB) Blame(ctx context.Context, id string) ([]Blame, error) {
 
 // Rejected is a message of the log that is not a valid event of ours.
 type Rejected struct {
+	// Seq is the stream sequence of the message, Index the event's
+	// position in it (a phase message holds several facts).
 	Seq     uint64 `json:"seq"`
+	Index   int    `json:"index,omitempty"`
 	Subject string `json:"subject"`
 	Type    string `json:"type,omitempty"`
 	EventID string `json:"event_id,omitempty"`
@@ -627,10 +639,22 @@ type Rejected struct {
 }
 
 // RejectedEvents lists rejected messages after stream sequence after, in
-// order, at most limit (DefaultLimit when 0, at most MaxLimit).
+// order, at most limit (DefaultLimit when 0, at most MaxLimit), and the
+// rest of the last message's (the facts of a phase message are rejected
+// one by one): the next page starts after a whole message.
 func (d *DB) RejectedEvents(ctx context.Context, after uint64, limit int) ([]Rejected, error) {
-	rows, err := d.r.QueryContext(ctx, `SELECT seq, subject, type, event_id, reason FROM rejected_events
-		WHERE seq > ? ORDER BY seq LIMIT ?`, int64(after), clampLimit(limit))
+	limit = clampLimit(limit)
+	out, err := d.rejected(ctx, `WHERE seq > ? ORDER BY seq, idx LIMIT ?`, int64(after), limit)
+	if err != nil || len(out) < limit {
+		return out, err
+	}
+	last := out[len(out)-1]
+	rest, err := d.rejected(ctx, `WHERE seq = ? AND idx > ? ORDER BY idx`, int64(last.Seq), last.Index)
+	return append(out, rest...), err
+}
+
+func (d *DB) rejected(ctx context.Context, where string, args ...any) ([]Rejected, error) {
+	rows, err := d.r.QueryContext(ctx, `SELECT seq, idx, subject, type, event_id, reason FROM rejected_events `+where, args...)
 	if err != nil {
 		return nil, fmt.Errorf("reading rejected events: %w", err)
 	}
@@ -639,7 +663,7 @@ func (d *DB) RejectedEvents(ctx context.Context, after uint64, limit int) ([]Rej
 	for rows.Next() {
 		var r Rejected
 		var seq int64
-		if err := rows.Scan(&seq, &r.Subject, &r.Type, &r.EventID, &r.Reason); err != nil {
+		if err := rows.Scan(&seq, &r.Index, &r.Subject, &r.Type, &r.EventID, &r.Reason); err != nil {
 			return nil, fmt.Errorf("reading rejected events: %w", err)
 		}
 		r.Seq = uint64(seq)

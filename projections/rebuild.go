@@ -12,10 +12,7 @@ import (
 	"path/filepath"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
-
 	"github.com/qtasks/qtasks-go/bus"
-	"github.com/qtasks/qtasks-go/events"
 )
 
 // BuildConfig configures Build and Rebuild. The zero value builds up to the
@@ -98,7 +95,8 @@ func Build(ctx context.Context, b *bus.Bus, path string, cfg *BuildConfig) (Buil
 		batch := make([]Prepared, 0, c.BatchSize)
 		readErr = readLog(rctx, b, to, func(s bus.Stored) error {
 			batch = append(batch, Prepare(s))
-			if len(batch) == c.BatchSize {
+			// A message goes whole into one batch (Apply).
+			if len(batch) >= c.BatchSize && s.Last() {
 				select {
 				case batches <- batch:
 				case <-rctx.Done():
@@ -157,50 +155,26 @@ func Build(ctx context.Context, b *bus.Bus, path string, cfg *BuildConfig) (Buil
 	return st, nil
 }
 
-// readLog calls fn for every event of the log from sequence 1 up to to, in
-// order, through an ordered consumer (ephemeral, flow-controlled: nothing
-// accumulates in memory).
+// readLog calls fn for every event of the log from sequence 1 up to the
+// message at to, in order (bus.ReadLog: nothing accumulates in memory).
 func readLog(ctx context.Context, b *bus.Bus, to uint64, fn func(bus.Stored) error) error {
 	if to == 0 {
 		return nil
 	}
-	c, err := b.JetStream().OrderedConsumer(ctx, bus.StreamEvents, jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverAllPolicy})
-	if err != nil {
-		return fmt.Errorf("reading the event log: %w", err)
+	err := b.ReadLog(ctx, 1, nil, func(s bus.Stored) error {
+		if s.Seq > to {
+			return errReadDone
+		}
+		return fn(s)
+	})
+	if errors.Is(err, errReadDone) {
+		return nil
 	}
-	it, err := c.Messages(jetstream.PullMaxMessages(2000))
-	if err != nil {
-		return fmt.Errorf("reading the event log: %w", err)
-	}
-	defer it.Stop()
-	// Next has no context: stop the iterator when ctx ends.
-	stop := context.AfterFunc(ctx, it.Stop)
-	defer stop()
-	for {
-		m, err := it.Next()
-		if err != nil {
-			if ctx.Err() != nil {
-				return fmt.Errorf("reading the event log: %w", context.Cause(ctx))
-			}
-			return fmt.Errorf("reading the event log: %w", err)
-		}
-		md, err := m.Metadata()
-		if err != nil {
-			return fmt.Errorf("reading the event log: %w", err)
-		}
-		seq := md.Sequence.Stream
-		if seq > to {
-			return nil
-		}
-		ev, derr := events.Decode(events.Headers(m.Headers()), m.Data())
-		if err := fn(bus.Stored{Seq: seq, Subject: m.Subject(), Event: ev, Err: derr}); err != nil {
-			return err
-		}
-		if seq == to || md.NumPending == 0 {
-			return nil
-		}
-	}
+	return err
 }
+
+// errReadDone ends a read of the log at the sequence a build goes to.
+var errReadDone = errors.New("read up to the end of the build")
 
 // Rebuild builds a new projection from sequence 1 next to path, while the
 // database at path (if any) still serves reads and its projector goes on,

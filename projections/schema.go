@@ -8,7 +8,7 @@ import (
 )
 
 // SchemaVersion is the schema version this package writes and reads.
-const SchemaVersion = 4
+const SchemaVersion = 5
 
 // migration moves the schema from version-1 to version. Migrations run in
 // order, each in its own transaction together with its schema_migrations
@@ -27,7 +27,106 @@ var migrations = []migration{
 	{version: 2, name: "field blame (backfilled from the facts); plugin call indexes", sql: schemaV2, fn: backfillBlame},
 	{version: 3, name: "tasks, task tags, attempts and field blame keyed by the task key", sql: schemaV3, fn: dropV2Tables},
 	{version: 4, name: "operator actions; indexes for the console: tasks by queue, tasks by finish time", sql: schemaV4},
+	{version: 5, name: "xread: facts, plugin calls, rejected events and field blame keyed by stream sequence and index in a phase message", sql: schemaV5},
 }
+
+// schemaV5 keys what a fact writes by its position in the log: the stream
+// sequence of its message and its index in it. Since issue #15 (design (f))
+// a phase message holds several facts, each projected as it would be
+// alone; a fact alone has index 0. facts keeps an integer primary key, pos
+// = seq × 2^16 + idx (factPos), so that a fact is still one B-tree insert at
+// the end of the table: a composite primary key (seq, idx) is an index
+// beside the rows, which cost about 8% more CPU per event applied
+// (BenchmarkApply; docs/ARCHITECTURE.md, "The exchange's read side").
+// seq and idx stay columns of their own, for readers.
+// plugin_calls (fact_idx) and rejected_events (a fact of a phase message
+// may be rejected on its own) are made anew and their rows copied;
+// plugin_calls no longer declares a foreign key to facts (its parent key
+// would be the pair); field_blame gets fact_idx. The tables a fact does
+// not write (plugin events, dead letters, operator actions) and the task
+// rows' sequences (lifecycle facts travel alone) keep the sequence alone.
+// The views and indexes on the tables made anew are made anew too.
+const schemaV5 = `
+DROP VIEW trigger_history;
+DROP INDEX plugin_calls_plugin;
+DROP INDEX plugin_calls_outcome;
+DROP INDEX facts_task;
+ALTER TABLE plugin_calls RENAME TO v4_plugin_calls;
+ALTER TABLE facts RENAME TO v4_facts;
+ALTER TABLE rejected_events RENAME TO v4_rejected_events;
+
+CREATE TABLE facts (
+	pos       INTEGER PRIMARY KEY,
+	seq       INTEGER NOT NULL,
+	idx       INTEGER NOT NULL DEFAULT 0,
+	task_key  INTEGER REFERENCES task_keys (key),
+	node      TEXT,
+	trigger   TEXT NOT NULL,
+	component TEXT NOT NULL,
+	attempt   INTEGER NOT NULL,
+	run       INTEGER NOT NULL,
+	time      TEXT,
+	event_id  TEXT NOT NULL,
+	source    TEXT NOT NULL,
+	data      TEXT NOT NULL,
+	replay    TEXT
+);
+INSERT INTO facts (pos, seq, idx, task_key, node, trigger, component, attempt, run, time, event_id, source, data, replay)
+	SELECT seq * 65536, seq, 0, task_key, node, trigger, component, attempt, run, time, event_id, source, data, replay FROM v4_facts ORDER BY seq;
+CREATE INDEX facts_task ON facts (task_key, pos) WHERE task_key IS NOT NULL;
+
+CREATE TABLE plugin_calls (
+	fact_seq     INTEGER NOT NULL,
+	fact_idx     INTEGER NOT NULL DEFAULT 0,
+	idx          INTEGER NOT NULL,
+	task_key     INTEGER,
+	trigger      TEXT NOT NULL,
+	attempt      INTEGER NOT NULL DEFAULT 0,
+	plugin       TEXT NOT NULL,
+	version      TEXT NOT NULL DEFAULT '',
+	invocation   TEXT NOT NULL,
+	outcome      TEXT NOT NULL,
+	policy       TEXT NOT NULL DEFAULT '',
+	reason       TEXT NOT NULL DEFAULT '',
+	content_type TEXT NOT NULL DEFAULT '',
+	patch        TEXT,
+	latency_us   INTEGER NOT NULL DEFAULT 0,
+	shadow       INTEGER NOT NULL DEFAULT 0,
+	invoke_seq   INTEGER,
+	patch_seq    INTEGER,
+	PRIMARY KEY (fact_seq, fact_idx, idx)
+) WITHOUT ROWID;
+INSERT INTO plugin_calls (fact_seq, fact_idx, idx, task_key, trigger, attempt, plugin, version, invocation, outcome,
+	policy, reason, content_type, patch, latency_us, shadow, invoke_seq, patch_seq)
+	SELECT fact_seq, 0, idx, task_key, trigger, attempt, plugin, version, invocation, outcome,
+	policy, reason, content_type, patch, latency_us, shadow, invoke_seq, patch_seq FROM v4_plugin_calls;
+CREATE INDEX plugin_calls_plugin ON plugin_calls (plugin, version, outcome, fact_seq);
+CREATE INDEX plugin_calls_outcome ON plugin_calls (outcome, fact_seq);
+
+CREATE TABLE rejected_events (
+	seq      INTEGER NOT NULL,
+	idx      INTEGER NOT NULL DEFAULT 0,
+	subject  TEXT NOT NULL,
+	type     TEXT NOT NULL DEFAULT '',
+	event_id TEXT NOT NULL DEFAULT '',
+	reason   TEXT NOT NULL,
+	PRIMARY KEY (seq, idx)
+) WITHOUT ROWID;
+INSERT INTO rejected_events (seq, idx, subject, type, event_id, reason)
+	SELECT seq, 0, subject, type, event_id, reason FROM v4_rejected_events;
+
+DROP TABLE v4_plugin_calls;
+DROP TABLE v4_facts;
+DROP TABLE v4_rejected_events;
+
+ALTER TABLE field_blame ADD COLUMN fact_idx INTEGER NOT NULL DEFAULT 0;
+
+CREATE VIEW trigger_history AS
+SELECT f.seq, f.idx, k.id AS task_id, f.node, f.trigger, f.component, f.attempt, f.run, f.time, f.event_id, f.source,
+	json_extract(f.data, '$.input') AS input, json_extract(f.data, '$.output') AS output,
+	json_extract(f.data, '$.failed') AS failed, json_array_length(f.data, '$.calls') AS calls, f.replay
+FROM facts f LEFT JOIN task_keys k ON k.key = f.task_key;
+`
 
 // schemaV4 indexes what the operator console filters and charts on: the
 // tasks page by queue (newest first, keyset paging as by status or name),

@@ -50,14 +50,14 @@ func (d *DB) ShadowStats(ctx context.Context, shadow, shadowOf string, since tim
 	if shadow == "" || shadowOf == "" {
 		return s, fmt.Errorf("shadow stats: both the shadow and the live plugin must be named")
 	}
-	q := `SELECT f.seq, f.trigger, f.data FROM facts f WHERE f.seq IN
-		(SELECT c.fact_seq FROM plugin_calls c WHERE c.plugin = ? AND c.shadow = 1)`
+	q := `SELECT f.seq, f.trigger, f.data FROM facts f WHERE f.pos IN
+		(SELECT c.fact_seq * 65536 + c.fact_idx FROM plugin_calls c WHERE c.plugin = ? AND c.shadow = 1)`
 	args := []any{shadow}
 	if !since.IsZero() {
 		q += ` AND f.time >= ?`
 		args = append(args, ts(since))
 	}
-	err := s.read(ctx, d, q+` ORDER BY f.seq`, args...)
+	err := s.read(ctx, d, q+` ORDER BY f.pos`, args...)
 	return s, err
 }
 
@@ -70,9 +70,9 @@ func (d *DB) RecentShadowStats(ctx context.Context, shadow, shadowOf string) (Sh
 	if shadow == "" || shadowOf == "" {
 		return s, fmt.Errorf("shadow stats: both the shadow and the live plugin must be named")
 	}
-	q := `SELECT f.seq, f.trigger, f.data FROM facts f WHERE f.seq IN
-		(SELECT w.fact_seq FROM (SELECT fact_seq, plugin, shadow FROM plugin_calls ORDER BY fact_seq DESC LIMIT ?) w
-		 WHERE w.plugin = ? AND w.shadow = 1) ORDER BY f.seq`
+	q := `SELECT f.seq, f.trigger, f.data FROM facts f WHERE f.pos IN
+		(SELECT w.fact_seq * 65536 + w.fact_idx FROM (SELECT fact_seq, fact_idx, plugin, shadow FROM plugin_calls ORDER BY fact_seq DESC, fact_idx DESC LIMIT ?) w
+		 WHERE w.plugin = ? AND w.shadow = 1) ORDER BY f.pos`
 	err := s.read(ctx, d, q, StatsWindow, shadow)
 	return s, err
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -104,7 +105,7 @@ func printTimeline(w io.Writer, tl projections.Timeline, payloads bool) {
 	fmt.Fprintln(w)
 	fmt.Fprintf(w, "%8s  %-24s  %-7s  %s\n", "SEQ", "TIME", "ATT.RUN", "TRIGGER")
 	for _, e := range tl.Entries {
-		fmt.Fprintf(w, "%8d  %-24s  %-7s  %s", e.Seq, fmtTime(e.Time), fmt.Sprintf("%d.%d", e.Attempt, e.Run), e.Trigger)
+		fmt.Fprintf(w, "%8s  %-24s  %-7s  %s", position(e.Seq, e.Index), fmtTime(e.Time), fmt.Sprintf("%d.%d", e.Attempt, e.Run), e.Trigger)
 		if e.Replay != "" {
 			fmt.Fprintf(w, "  (replay %s)", e.Replay)
 		}
@@ -149,6 +150,15 @@ func printTimeline(w io.Writer, tl projections.Timeline, payloads bool) {
 			fmt.Fprintf(w, "%10s failed: %s\n", "", e.Failed)
 		}
 	}
+}
+
+// position is where a fact is in the log: its message's stream sequence,
+// and for a fact packed in a phase message its index there (seq.index).
+func position(seq uint64, index int) string {
+	if index == 0 {
+		return strconv.FormatUint(seq, 10)
+	}
+	return strconv.FormatUint(seq, 10) + "." + strconv.Itoa(index)
 }
 
 func orDash(b []byte) string {
@@ -269,7 +279,7 @@ func (m *Main) calls(ctx context.Context, args []string) error {
 			tw := tabwriter.NewWriter(m.Stdout, 0, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "SEQ\tTASK\tTRIGGER\tPLUGIN\tVERSION\tOUTCOME\tLATENCY\tREASON")
 			for _, cl := range page.Calls {
-				fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", cl.FactSeq, cl.TaskID, cl.Trigger, cl.Plugin, orDash([]byte(cl.Version)), cl.Outcome, fmtLatency(cl.LatencyUS), compact([]byte(cl.Reason), 60))
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", position(cl.FactSeq, cl.FactIdx), cl.TaskID, cl.Trigger, cl.Plugin, orDash([]byte(cl.Version)), cl.Outcome, fmtLatency(cl.LatencyUS), compact([]byte(cl.Reason), 60))
 			}
 			if err := tw.Flush(); err != nil {
 				return err
@@ -306,12 +316,13 @@ func (m *Main) rejected(ctx context.Context, args []string) error {
 			tw := tabwriter.NewWriter(m.Stdout, 0, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "SEQ\tSUBJECT\tTYPE\tID\tREASON")
 			for _, r := range page {
-				fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\n", r.Seq, r.Subject, orDash([]byte(r.Type)), orDash([]byte(r.EventID)), compact([]byte(r.Reason), 100))
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", position(r.Seq, r.Index), r.Subject, orDash([]byte(r.Type)), orDash([]byte(r.EventID)), compact([]byte(r.Reason), 100))
 			}
 			if err := tw.Flush(); err != nil {
 				return err
 			}
-			if n := len(page); n > 0 && n == cmp.Or(min(limit, projections.MaxLimit), projections.DefaultLimit) {
+			// A page holds the limit and the rest of its last message's.
+			if n := len(page); n > 0 && n >= cmp.Or(min(limit, projections.MaxLimit), projections.DefaultLimit) {
 				fmt.Fprintf(m.Stderr, "more: qtasks-replay rejected --after %d\n", page[n-1].Seq)
 			}
 			return nil

@@ -31,6 +31,9 @@ var regGrants = map[string]events.PluginGrant{
 	// right with any filter.
 	"olga":  {Mode: events.ModeObserver, Triggers: []string{events.WorkerStart, events.WorkerStop}},
 	"shade": {Mode: events.ModeShadow, Triggers: []string{events.TaskExecutorArgsReplace}, ShadowOf: "alice"},
+	// A global observer: allowed every trigger, so it may read phase
+	// messages (reads_batches).
+	"gus": {Mode: events.ModeObserver},
 }
 
 // regMaxTimeout is the registrar's global cap in these tests.

@@ -43,7 +43,11 @@
 // files were removed (shipped) in between; consumers should key on the id.
 // Redelivered facts come after the facts that arrived meanwhile, so across
 // a crash the order of lines can differ from the stream order: streamseq
-// gives it back.
+// (and streamindex, for facts packed in one phase message) gives it back.
+//
+// The sink reads facts however they are stored, alone or packed in phase
+// messages: it registers with reads_batches (docs/PROTOCOL.md §10), which
+// a users file allows only to a plugin granted every trigger.
 //
 // Lines reach the disk when the operating system writes them; with
 // Config.Sync each line is fsynced before its fact is acknowledged, which
@@ -94,6 +98,12 @@ const (
 // ExtStreamSeq is the extension attribute holding a fact's stream
 // sequence (as in plugins/replay's export format).
 const ExtStreamSeq = cejson.ExtStreamSeq
+
+// ExtStreamIndex is the extension attribute holding the position of a fact
+// packed in a phase message (docs/PROTOCOL.md §3), whose facts share the
+// message's streamseq: (streamseq, streamindex) orders the lines. Absent
+// for a fact alone (index 0).
+const ExtStreamIndex = "streamindex"
 
 // timeLayout formats {time}.
 const timeLayout = "20060102T150405Z"
@@ -483,7 +493,7 @@ func (s *Sink) remember(id string) {
 
 // Trigger writes one fact.
 func (s *Sink) Trigger(_ context.Context, c *plugins.Call) (*plugins.Patch, error) {
-	line, err := Encode(&c.Event, c.Seq)
+	line, err := EncodeAt(&c.Event, c.Seq, c.Index)
 	if err != nil {
 		return nil, err
 	}
@@ -590,8 +600,15 @@ func (s *Sink) Stop(context.Context) error {
 // Encode returns the line of an event: the CloudEvent in the JSON event
 // format, its extension attributes as strings, streamseq (when seq > 0),
 // and a newline. The event must be a valid CloudEvent.
-func Encode(ev *events.Event, seq uint64) ([]byte, error) {
+func Encode(ev *events.Event, seq uint64) ([]byte, error) { return EncodeAt(ev, seq, 0) }
+
+// EncodeAt is Encode of a fact at index in the phase message at seq (see
+// ExtStreamIndex); index 0 writes no streamindex.
+func EncodeAt(ev *events.Event, seq uint64, index int) ([]byte, error) {
 	c := cejson.Attributes(ev, seq)
+	if index > 0 {
+		c.SetExtension(ExtStreamIndex, strconv.Itoa(index))
+	}
 	if len(ev.Data) > 0 {
 		data := ev.Data
 		// JSON data goes in as is, on one line; anything else as base64

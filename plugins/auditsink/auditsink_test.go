@@ -337,6 +337,41 @@ func TestWritesEveryFact(t *testing.T) {
 	}
 }
 
+// Facts packed in phase messages (issue #15, design (f)) are written as
+// facts alone are, each once, with the sequence of their message and their
+// index in it, in stream order; with triggers named, only theirs.
+func TestWritesPackedFacts(t *testing.T) {
+	t.Parallel()
+	b := bustest.Open(t, nil)
+	bustest.PublishFact(t, b, "default", bustest.Fact("a", events.StorageAdd, 0, `{"uuid":"a"}`))
+	bustest.PublishPhase(t, b, events.PhaseIntake, "default", bustest.Fact("a", events.StorageGet, 0, `1`),
+		bustest.Fact("a", events.BrokerGet, 0, `2`), bustest.Fact("a", events.StorageGet, 1, `3`))
+	bustest.PublishFact(t, b, "default", bustest.Fact("a", events.StorageUpdate, 0, `4`))
+	bustest.PublishPhase(t, b, events.PhaseFinish, "q2", bustest.Fact("b", events.WorkerAdd, 0, `5`))
+
+	dir, named := t.TempDir(), t.TempDir()
+	s, err := auditsink.New(auditsink.Config{Dir: dir})
+	require.NoError(t, err)
+	pluginstest.Start(t, b, s.Spec())
+	sn, err := auditsink.New(auditsink.Config{Dir: named, Name: "gets", Triggers: []string{events.StorageGet}})
+	require.NoError(t, err)
+	pluginstest.Start(t, b, sn.Spec())
+
+	log := waitAudit(t, b, dir, "")
+	require.Len(t, log, 6)
+	lines := readAudit(t, dir, "")
+	checkAgainstLog(t, lines, log)
+	var order []string
+	for _, l := range lines {
+		order = append(order, fmt.Sprintf("%d/%d", l.Seq, l.Index))
+	}
+	require.Equal(t, []string{"1/0", "2/0", "2/1", "2/2", "3/0", "4/0"}, order)
+
+	gets := waitAudit(t, b, named, "", events.FactSubject(events.StorageGet, "*"))
+	require.Len(t, gets, 2)
+	checkAgainstLog(t, readAudit(t, named, ""), gets)
+}
+
 // With triggers named, only their facts are written.
 func TestTriggers(t *testing.T) {
 	t.Parallel()

@@ -56,6 +56,7 @@ type line struct {
 	Event ce.Event
 	ID    string
 	Seq   uint64
+	Index int // streamindex: 0 for a fact alone
 	Raw   []byte
 }
 
@@ -105,7 +106,15 @@ func readLines(t testing.TB, dir, pattern string, strict bool) []line {
 			require.True(t, ok, "streamseq is a string attribute: %s", raw)
 			seq, err := strconv.ParseUint(seqS, 10, 64)
 			require.NoError(t, err)
-			out = append(out, line{File: f, Event: ev, ID: ev.ID(), Seq: seq, Raw: raw})
+			idx := 0
+			if v, ok := ev.Extensions()[auditsink.ExtStreamIndex]; ok {
+				vs, isString := v.(string)
+				require.True(t, isString, "streamindex is a string attribute: %s", raw)
+				idx, err = strconv.Atoi(vs)
+				require.NoError(t, err)
+				require.Positive(t, idx, "streamindex is left out for 0")
+			}
+			out = append(out, line{File: f, Event: ev, ID: ev.ID(), Seq: seq, Index: idx, Raw: raw})
 		}
 		require.NoError(t, sc.Err())
 	}
@@ -154,6 +163,7 @@ func checkAgainstLog(t testing.TB, lines []line, log map[string]bus.Stored) {
 		s, ok := log[l.ID]
 		require.True(t, ok, "line %s is not a fact of the log", l.ID)
 		require.Equal(t, s.Seq, l.Seq, l.ID)
+		require.Equal(t, s.Index, l.Index, l.ID)
 		require.Equal(t, s.Event.Type, l.Event.Type())
 		require.Equal(t, s.Event.Source, l.Event.Source())
 		require.Equal(t, s.Event.Subject, l.Event.Subject())

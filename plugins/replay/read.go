@@ -492,19 +492,20 @@ func (s *logSource) resolve(ctx context.Context, r *Record, legacy bool) error {
 	}
 	seq := r.Seq + 1
 	for range patchScan {
-		m, err := s.stream.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(subj))
-		if errors.Is(err, jetstream.ErrMsgNotFound) {
+		ss, err := s.b.Message(ctx, seq, subj)
+		if errors.Is(err, bus.ErrNoMessage) {
 			return nil
 		}
 		if err != nil {
 			return fmt.Errorf("reading the patch of %s: %w", inv.ID, err)
 		}
-		ev, derr := events.Decode(events.Headers(m.Header), m.Data)
-		if derr == nil && ev.Type == events.TypePatch && ev.Invocation == inv.ID {
-			r.Patch, r.PatchSeq = &ev, m.Sequence
+		st := ss[0] // a patch travels alone
+		if st.Err == nil && st.Event.Type == events.TypePatch && st.Event.Invocation == inv.ID {
+			ev := st.Event
+			r.Patch, r.PatchSeq = &ev, st.Seq
 			return nil
 		}
-		seq = m.Sequence + 1
+		seq = st.Seq + 1
 	}
 	return nil
 }

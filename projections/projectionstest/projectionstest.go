@@ -37,10 +37,53 @@ func (m Msg) NATS() *nats.Msg {
 	return &nats.Msg{Subject: m.Subject, Header: nats.Header(m.Header), Data: []byte(m.Data)}
 }
 
-// Stored decodes the message as the projector does, at stream sequence seq.
-func (m Msg) Stored(seq uint64) bus.Stored {
-	ev, err := events.Decode(events.Headers(m.Header), []byte(m.Data))
-	return bus.Stored{Seq: seq, Subject: m.Subject, Event: ev, Err: err}
+// Stored decodes the message as the projector does, at stream sequence
+// seq: its events (bus.Unpack).
+func (m Msg) Stored(seq uint64) []bus.Stored {
+	return bus.Unpack(seq, m.Subject, events.Headers(m.Header), []byte(m.Data))
+}
+
+// Pack rewrites a log as issue #15's design (f) stores it, from message
+// from on (the messages before stay as protocol 2 wrote them): runs of
+// consecutive facts of one task that are not lifecycle facts go, up to
+// four at a time, into phase messages (events.PhaseSubject, in the CloudEvents
+// JSON batch format); everything else stays alone, in the same order. It
+// returns the log and how many phase messages it holds. The phase named is
+// always intake: readers do not depend on it.
+func Pack(tb testing.TB, msgs []Msg, from int) ([]Msg, int) {
+	tb.Helper()
+	var out []Msg
+	var run []events.Event
+	queue, phases := "", 0
+	flush := func() {
+		if len(run) == 0 {
+			return
+		}
+		data, err := events.EncodeBatch(run)
+		if err != nil {
+			tb.Fatalf("packing facts: %v", err)
+		}
+		out = append(out, Msg{Subject: events.PhaseSubject(events.PhaseIntake, queue),
+			Header: map[string][]string{"Content-Type": {events.ContentTypeBatch}}, Data: string(data)})
+		run, phases = nil, phases+1
+	}
+	for i, m := range msgs {
+		ps, perr := events.ParseSubject(m.Subject)
+		ss := m.Stored(uint64(i + 1))
+		ev := ss[0].Event
+		tr, known := events.Lookup(ev.Trigger)
+		if i < from || perr != nil || ps.Kind != "trigger" || len(ss) != 1 || ss[0].Err != nil || ev.TaskID == "" || !known || tr.Lifecycle {
+			flush()
+			out = append(out, m)
+			continue
+		}
+		if len(run) > 0 && (run[0].TaskID != ev.TaskID || queue != ps.Key || len(run) == 4) {
+			flush()
+		}
+		run, queue = append(run, ev), ps.Key
+	}
+	flush()
+	return out, phases
 }
 
 // ScenarioLog is the path of the recorded log of a real run (successes,

@@ -405,7 +405,7 @@ function timelineEntry(e, start) {
   return h("li", { class: (calls.length ? "has-calls " : "") + (e.failed ? "failed" : ""), "data-trigger": e.trigger },
     h("div", { class: "head" }, h("span", { class: "trig" }, e.trigger), h("span", { class: "muted" }, e.component),
       h("span", { class: "muted" }, `attempt ${e.attempt}` + (e.run ? `, run ${e.run}` : "")), h("span", { class: "muted" }, off),
-      h("span", { class: "muted mono", title: "stream sequence" }, "#" + e.seq)),
+      h("span", { class: "muted mono", title: e.index ? "stream sequence, index in its phase message" : "stream sequence" }, "#" + e.seq + (e.index ? "." + e.index : ""))),
     e.failed ? h("div", { class: "error-box" }, e.failed) : null,
     calls.map(callBox));
 }
