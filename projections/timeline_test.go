@@ -70,7 +70,8 @@ func TestTimelineAndBlame(t *testing.T) {
 	for i, e := range tl.Entries {
 		triggers = append(triggers, e.Trigger)
 		if i > 0 {
-			require.Greater(t, e.Seq, tl.Entries[i-1].Seq, "stream order")
+			prev := tl.Entries[i-1]
+			require.True(t, e.Seq > prev.Seq || e.Seq == prev.Seq && e.Index > prev.Index, "stream order: %d.%d after %d.%d", e.Seq, e.Index, prev.Seq, prev.Index)
 		}
 		if e.Trigger == events.TaskExecutorArgsReplace {
 			args = &tl.Entries[i]

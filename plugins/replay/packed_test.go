@@ -19,7 +19,13 @@ import (
 func TestRedriveOnPackedLog(t *testing.T) {
 	t.Parallel()
 	const count = 3
-	b, ids, _ := recordRuns(t, count)
+	// Every fact alone, as a log written before packing, so that Pack has
+	// something to pack.
+	var aloneTriggers []string
+	for _, tr := range events.Catalog() {
+		aloneTriggers = append(aloneTriggers, tr.Name)
+	}
+	b, ids, _ := recordRunsOn(t, count, &bus.Config{AloneTriggers: aloneTriggers})
 	packed, phases := projectionstest.Pack(t, projectionstest.Capture(t, b), 0)
 	require.Positive(t, phases)
 	pb := bustest.Open(t, nil)

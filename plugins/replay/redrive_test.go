@@ -55,8 +55,14 @@ var veto = plugins.Spec{Name: "veto", Version: "1", Triggers: []string{events.Ta
 // count of task function calls.
 func recordRuns(t *testing.T, count int) (*bus.Bus, map[int]string, *atomic.Int64) {
 	t.Helper()
+	return recordRunsOn(t, count, nil)
+}
+
+// recordRunsOn is recordRuns on a bus opened with cfg.
+func recordRunsOn(t *testing.T, count int, cfg *bus.Config) (*bus.Bus, map[int]string, *atomic.Int64) {
+	t.Helper()
 	ctx := ctxFor(t)
-	b := bustest.Open(t, nil)
+	b := bustest.Open(t, cfg)
 	r, err := plugins.Local(ctx, b, scale("1", 2))
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = r.Stop(context.Background()) })
