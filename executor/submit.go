@@ -40,6 +40,16 @@ type SubmitOptions struct {
 	Extra map[string]any
 	// MaxTime overrides the task's registered MaxTime for this submission.
 	MaxTime *int64
+	// Unique derives IdempotencyKey from the submission (UniqueOpts), as
+	// River's unique jobs: a second submission within the options' scope
+	// returns the first task, a duplicate. It cannot be given with
+	// IdempotencyKey.
+	Unique *UniqueOpts
+	// AllowKeyConflict answers a submission whose IdempotencyKey names a
+	// task submitted with another task name, queue, args or kw with that
+	// task, as a duplicate, instead of a *KeyConflictError. The decision
+	// is recorded either way (events.TypeDuplicate).
+	AllowKeyConflict bool
 	// TraceParent is a W3C traceparent to carry through every event. One
 	// that events.ParseTraceParent refuses is dropped with a warning: a bad
 	// trace context must not cost the task (W3C asks the same of a
@@ -56,8 +66,16 @@ type SubmitOptions struct {
 // (errors.Is ErrOutcomeUnknown): the task may be queued, and the task
 // returned with it carries its id and idempotency key. Submit again with
 // that key to settle it: it returns the task, queued, and never a second
-// one.
+// one. A key that names a task submitted with another name, queue, args or
+// kw is a *KeyConflictError (unless SubmitOptions.AllowKeyConflict);
+// SubmitOne also says whether the task returned is a duplicate.
 func (a *App) Submit(ctx context.Context, name string, input any, opts *SubmitOptions) (events.Task, error) {
+	return a.submit(ctx, name, input, opts, nil)
+}
+
+// submit is Submit; *dup, when dup is not nil, is set when the key named
+// an existing task (duplicate, unique.go).
+func (a *App) submit(ctx context.Context, name string, input any, opts *SubmitOptions, dup *bool) (events.Task, error) {
 	var o SubmitOptions
 	if opts != nil {
 		o = *opts
@@ -131,6 +149,11 @@ func (a *App) Submit(ctx context.Context, name string, input any, opts *SubmitOp
 	if !events.ValidToken(t.Queue) {
 		return events.Task{}, fmt.Errorf("submitting %s: queue %q must be a valid NATS subject token: %w", name, t.Queue, ErrInvalidInput)
 	}
+	// Unique options derive the key; a key gets the submission's digest
+	// (unique.go).
+	if err := keyOf(&o, &t, a.cfg.Now()); err != nil {
+		return events.Task{}, fmt.Errorf("submitting %s: %w", name, err)
+	}
 	if o.IdempotencyKey == "" {
 		// Time-ordered (UUIDv7): the id tells when the task was made, so a
 		// lookup in the log can start there when the record has expired,
@@ -153,7 +176,7 @@ func (a *App) Submit(ctx context.Context, name string, input any, opts *SubmitOp
 		}
 		defer unlock()
 		if rec, err := a.b.GetTaskLatest(ctx, t.ID); err == nil {
-			return a.resubmitted(ctx, rec)
+			return a.duplicate(ctx, &o, &t, rec, dup)
 		} else if !errors.Is(err, bus.ErrTaskNotFound) {
 			return events.Task{}, fmt.Errorf("submitting %s: %w", name, err)
 		}
@@ -243,7 +266,7 @@ func (a *App) Submit(ctx context.Context, name string, input any, opts *SubmitOp
 		// Lost a race on the same idempotency key: the first one stands.
 		f.release(errors.New("another submission with the same idempotency key was first"))
 		_ = f.acks.Wait(context.WithoutCancel(ctx))
-		return a.resubmitted(ctx, rec)
+		return a.duplicate(ctx, &o, &t, rec, dup)
 	}
 	if err := a.b.Enqueue(ctx, t, a.source); err != nil {
 		if !bus.SurelyNotStored(err) {
