@@ -80,6 +80,112 @@ func (a *App) submit(ctx context.Context, name string, input any, opts *SubmitOp
 	if opts != nil {
 		o = *opts
 	}
+	t, err := a.newTask(name, input, &o)
+	if err != nil {
+		return events.Task{}, err
+	}
+	if o.IdempotencyKey == "" {
+		// Time-ordered (UUIDv7): the id tells when the task was made, so a
+		// lookup in the log can start there when the record has expired,
+		// and ids go into indexes in order. The key generated with it names
+		// it, so that a caller told the outcome is unknown can retry safely.
+		id, err := uuid.NewV7()
+		if err != nil {
+			return events.Task{}, fmt.Errorf("submitting %s: %w", name, err)
+		}
+		t.ID = id.String()
+		t.IdempotencyKey = GeneratedKeyPrefix + t.ID
+	} else {
+		t.ID = KeyTaskID(o.IdempotencyKey)
+		// Submissions of one key take turns: they carry the same task id,
+		// hence the same fact and invocation ids, and two in flight at once
+		// would wait on the same patch (one of them in vain).
+		unlock, err := a.lockID(ctx, t.ID)
+		if err != nil {
+			return events.Task{}, fmt.Errorf("submitting %s: %w", name, err)
+		}
+		defer unlock()
+		if rec, err := a.b.GetTaskLatest(ctx, t.ID); err == nil {
+			return a.duplicate(ctx, &o, &t, rec, dup)
+		} else if !errors.Is(err, bus.ErrTaskNotFound) {
+			return events.Task{}, fmt.Errorf("submitting %s: %w", name, err)
+		}
+	}
+	now := a.cfg.Now().UTC()
+	t.CreatedAt, t.UpdatedAt = now, now
+
+	if err := checkPayloadSize(&t, "arguments and extra"); err != nil {
+		return events.Task{}, fmt.Errorf("submitting %s: %w", name, err)
+	}
+	f := a.newFiring(&t, 0)
+	// A submission's ids carry a token of their own: a resubmission of the
+	// same idempotency key after a refused one must reach the plugins again,
+	// not be dropped as a duplicate.
+	f.idBase = t.ID + "~" + uuid.NewString()[:8]
+	// storage_add's fact records the task as new: it is held until the
+	// task is queued, and written as failed if it is not, so that a task
+	// that was never queued is never shown as one waiting (a projection's
+	// task new for ever).
+	f.hold = events.StorageAdd
+	fail := func(err error) (events.Task, error) {
+		// The facts so far are recorded; the submission is not accepted.
+		f.release(err)
+		_ = f.acks.Wait(context.WithoutCancel(ctx))
+		return events.Task{}, fmt.Errorf("submitting %s: %w", name, err)
+	}
+
+	if err := a.fireBefore(ctx, f, &t); err != nil {
+		return fail(err)
+	}
+	rec, created, err := a.b.CreateTask(ctx, t)
+	if err != nil {
+		// Not queued. Should the record have been stored all the same (its
+		// ack lost), a retry with the key queues it (resubmitted), and
+		// otherwise the janitor ends it (janitor.go).
+		return fail(err)
+	}
+	if !created {
+		// Lost a race on the same idempotency key: the first one stands.
+		f.release(errors.New("another submission with the same idempotency key was first"))
+		_ = f.acks.Wait(context.WithoutCancel(ctx))
+		return a.duplicate(ctx, &o, &t, rec, dup)
+	}
+	if err := a.b.Enqueue(ctx, t, a.source); err != nil {
+		if !bus.SurelyNotStored(err) {
+			// The task message may be stored (its ack lost, or ctx ended
+			// while waiting for it): the task may run. The record stays, so
+			// that a retry with the key finds it and queues it again, which
+			// JetStream drops if it is a duplicate.
+			f.release(nil)
+			_ = f.acks.Wait(context.WithoutCancel(ctx))
+			return t, &OutcomeUnknownError{TaskID: t.ID, IdempotencyKey: t.IdempotencyKey, Err: fmt.Errorf("submitting %s: %w", name, err)}
+		}
+		// A record with no task message would never run, and a resubmission
+		// of its idempotency key would return it as accepted: take it back.
+		if derr := a.b.DeleteTask(context.WithoutCancel(ctx), t.ID, rec.Revision); derr != nil {
+			err = errors.Join(err, fmt.Errorf("taking back the record of the unqueued task %s (the janitor will end it): %w", t.ID, derr))
+		}
+		return fail(err)
+	}
+	// The task is queued: from here on nothing may turn the answer into an
+	// error, which would tell the caller that it was not. A failure of
+	// the after-queue triggers is in their facts and the log.
+	f.release(nil)
+	a.fireAfter(ctx, f, &t)
+	if err := f.acks.Wait(ctx); err != nil {
+		// Some of the submission's facts may be missing from the log; the
+		// task is queued all the same, and runs.
+		a.log.Warn("task queued; some of its submission facts are not confirmed stored", "task_id", t.ID, "err", err)
+	}
+	a.countSubmitted(&t)
+	return t, nil
+}
+
+// newTask is the task of a submission of name with input and o, before its
+// id and the plugins: checked, encoded, with the registered task's
+// defaults and o's overrides, its key derived from o.Unique and digested
+// (keyOf). Its errors blame the request (ErrInvalidInput).
+func (a *App) newTask(name string, input any, o *SubmitOptions) (events.Task, error) {
 	if !events.ValidToken(name) {
 		return events.Task{}, fmt.Errorf("submitting %q: the task name must be a valid NATS subject token: %w", name, ErrInvalidInput)
 	}
@@ -151,59 +257,16 @@ func (a *App) submit(ctx context.Context, name string, input any, opts *SubmitOp
 	}
 	// Unique options derive the key; a key gets the submission's digest
 	// (unique.go).
-	if err := keyOf(&o, &t, a.cfg.Now()); err != nil {
+	if err := keyOf(o, &t, a.cfg.Now()); err != nil {
 		return events.Task{}, fmt.Errorf("submitting %s: %w", name, err)
 	}
-	if o.IdempotencyKey == "" {
-		// Time-ordered (UUIDv7): the id tells when the task was made, so a
-		// lookup in the log can start there when the record has expired,
-		// and ids go into indexes in order. The key generated with it names
-		// it, so that a caller told the outcome is unknown can retry safely.
-		id, err := uuid.NewV7()
-		if err != nil {
-			return events.Task{}, fmt.Errorf("submitting %s: %w", name, err)
-		}
-		t.ID = id.String()
-		t.IdempotencyKey = GeneratedKeyPrefix + t.ID
-	} else {
-		t.ID = KeyTaskID(o.IdempotencyKey)
-		// Submissions of one key take turns: they carry the same task id,
-		// hence the same fact and invocation ids, and two in flight at once
-		// would wait on the same patch (one of them in vain).
-		unlock, err := a.lockID(ctx, t.ID)
-		if err != nil {
-			return events.Task{}, fmt.Errorf("submitting %s: %w", name, err)
-		}
-		defer unlock()
-		if rec, err := a.b.GetTaskLatest(ctx, t.ID); err == nil {
-			return a.duplicate(ctx, &o, &t, rec, dup)
-		} else if !errors.Is(err, bus.ErrTaskNotFound) {
-			return events.Task{}, fmt.Errorf("submitting %s: %w", name, err)
-		}
-	}
-	now := a.cfg.Now().UTC()
-	t.CreatedAt, t.UpdatedAt = now, now
+	return t, nil
+}
 
-	if err := checkPayloadSize(&t, "arguments and extra"); err != nil {
-		return events.Task{}, fmt.Errorf("submitting %s: %w", name, err)
-	}
-	f := a.newFiring(&t, 0)
-	// A submission's ids carry a token of their own: a resubmission of the
-	// same idempotency key after a refused one must reach the plugins again,
-	// not be dropped as a duplicate.
-	f.idBase = t.ID + "~" + uuid.NewString()[:8]
-	// storage_add's fact records the task as new: it is held until the
-	// task is queued, and written as failed if it is not, so that a task
-	// that was never queued is never shown as one waiting (a projection's
-	// task new for ever).
-	f.hold = events.StorageAdd
-	fail := func(err error) (events.Task, error) {
-		// The facts so far are recorded; the submission is not accepted.
-		f.release(err)
-		_ = f.acks.Wait(context.WithoutCancel(ctx))
-		return events.Task{}, fmt.Errorf("submitting %s: %w", name, err)
-	}
-
+// fireBefore fires the triggers of t's submission before it is stored and
+// queued (qtasks_add_task_before_broker, broker_add_before, storage_add),
+// taking what their plugins patched. An error means t must not be stored.
+func (a *App) fireBefore(ctx context.Context, f *firing, t *events.Task) error {
 	// qtasks_add_task_before_broker: name, priority, args, kw and extra.
 	type before struct {
 		TaskName string                     `json:"task_name"`
@@ -212,97 +275,63 @@ func (a *App) submit(ctx context.Context, name string, input any, opts *SubmitOp
 		Kw       json.RawMessage            `json:"kw"`
 		Extra    map[string]json.RawMessage `json:"extra"`
 	}
-	out, err := f.fire(ctx, events.QTasksAddTaskBeforeBroker, before{name, t.Priority, t.Args, t.Kw, t.Extra})
+	out, err := f.fire(ctx, events.QTasksAddTaskBeforeBroker, before{t.Name, t.Priority, t.Args, t.Kw, t.Extra})
 	if err != nil {
-		return fail(err)
+		return err
 	}
-	b := before{name, t.Priority, t.Args, t.Kw, t.Extra}
+	b := before{t.Name, t.Priority, t.Args, t.Kw, t.Extra}
 	if out != nil {
 		b = before{}
 		if err := json.Unmarshal(out, &b); err != nil {
-			return fail(fmt.Errorf("%s output: %w", events.QTasksAddTaskBeforeBroker, err))
+			return fmt.Errorf("%s output: %w", events.QTasksAddTaskBeforeBroker, err)
 		}
 	}
 	if b.TaskName != "" && b.TaskName != t.Name {
 		if !events.ValidToken(b.TaskName) {
-			return fail(fmt.Errorf("a plugin renamed the task to %q, which is not a valid name", b.TaskName))
+			return fmt.Errorf("a plugin renamed the task to %q, which is not a valid name", b.TaskName)
 		}
 		t.Name = b.TaskName
 	}
 	t.Priority = b.Priority
 	t.Args, t.Kw = orEmpty(b.Args, "[]"), orEmpty(b.Kw, "{}")
 	t.Extra = b.Extra
-	if err := checkPayloadSize(&t, "arguments and extra as patched"); err != nil {
-		return fail(err)
+	if err := checkPayloadSize(t, "arguments and extra as patched"); err != nil {
+		return err
 	}
 
 	// broker_add_before: the new record.
-	if out, err = f.fire(ctx, events.BrokerAddBefore, modelPayload{t}); err != nil {
-		return fail(err)
+	if out, err = f.fire(ctx, events.BrokerAddBefore, modelPayload{*t}); err != nil {
+		return err
 	}
-	if err := takeModel(out, "model", &t); err != nil {
-		return fail(err)
+	if err := takeModel(out, "model", t); err != nil {
+		return err
 	}
 	// storage_add: the record is stored with status new.
-	if out, err = f.fire(ctx, events.StorageAdd, storageAddPayload{UUID: t.ID, TaskStatus: &t}); err != nil {
-		return fail(err)
+	if out, err = f.fire(ctx, events.StorageAdd, storageAddPayload{UUID: t.ID, TaskStatus: t}); err != nil {
+		return err
 	}
-	if err := takeModel(out, "task_status", &t); err != nil {
-		return fail(err)
+	if err := takeModel(out, "task_status", t); err != nil {
+		return err
 	}
 	// The plugins of broker_add_before and storage_add may have grown the
 	// extra: what is stored and queued must fit the facts of every run.
-	if err := checkPayloadSize(&t, "arguments and extra as patched"); err != nil {
-		return fail(err)
+	if err := checkPayloadSize(t, "arguments and extra as patched"); err != nil {
+		return err
 	}
-	rec, created, err := a.b.CreateTask(ctx, t)
-	if err != nil {
-		// Not queued. Should the record have been stored all the same (its
-		// ack lost), a retry with the key queues it (resubmitted), and
-		// otherwise the janitor ends it (janitor.go).
-		return fail(err)
-	}
-	if !created {
-		// Lost a race on the same idempotency key: the first one stands.
-		f.release(errors.New("another submission with the same idempotency key was first"))
-		_ = f.acks.Wait(context.WithoutCancel(ctx))
-		return a.duplicate(ctx, &o, &t, rec, dup)
-	}
-	if err := a.b.Enqueue(ctx, t, a.source); err != nil {
-		if !bus.SurelyNotStored(err) {
-			// The task message may be stored (its ack lost, or ctx ended
-			// while waiting for it): the task may run. The record stays, so
-			// that a retry with the key finds it and queues it again, which
-			// JetStream drops if it is a duplicate.
-			f.release(nil)
-			_ = f.acks.Wait(context.WithoutCancel(ctx))
-			return t, &OutcomeUnknownError{TaskID: t.ID, IdempotencyKey: t.IdempotencyKey, Err: fmt.Errorf("submitting %s: %w", name, err)}
-		}
-		// A record with no task message would never run, and a resubmission
-		// of its idempotency key would return it as accepted: take it back.
-		if derr := a.b.DeleteTask(context.WithoutCancel(ctx), t.ID, rec.Revision); derr != nil {
-			err = errors.Join(err, fmt.Errorf("taking back the record of the unqueued task %s (the janitor will end it): %w", t.ID, derr))
-		}
-		return fail(err)
-	}
-	// The task is queued: from here on nothing may turn the answer into an
-	// error, which would tell the caller that it was not. A failure of
-	// the after-queue triggers is in their facts and the log.
-	f.release(nil)
-	if _, err := f.fire(ctx, events.BrokerAddAfter, modelPayload{t}); err != nil {
+	return nil
+}
+
+// fireAfter fires the triggers of t's submission once it is queued
+// (broker_add_after, qtasks_add_task_after_broker). A failure is in their
+// facts and the log, and changes nothing: the task is queued.
+func (a *App) fireAfter(ctx context.Context, f *firing, t *events.Task) {
+	if _, err := f.fire(ctx, events.BrokerAddAfter, modelPayload{*t}); err != nil {
 		a.log.Warn("task queued; a plugin failed after it", "task_id", t.ID, "trigger", events.BrokerAddAfter, "err", err)
 	} else if _, err := f.fire(ctx, events.QTasksAddTaskAfterBroker, afterBrokerPayload{
 		TaskID: t.ID, TaskName: t.Name, Priority: t.Priority, Args: t.Args, Kw: t.Kw,
 	}); err != nil {
 		a.log.Warn("task queued; a plugin failed after it", "task_id", t.ID, "trigger", events.QTasksAddTaskAfterBroker, "err", err)
 	}
-	if err := f.acks.Wait(ctx); err != nil {
-		// Some of the submission's facts may be missing from the log; the
-		// task is queued all the same, and runs.
-		a.log.Warn("task queued; some of its submission facts are not confirmed stored", "task_id", t.ID, "err", err)
-	}
-	a.countSubmitted(&t)
-	return t, nil
 }
 
 // checkPayloadSize checks a task's arguments and extra against
