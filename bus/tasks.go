@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"strconv"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -266,22 +265,9 @@ func (b *Bus) WatchTask(ctx context.Context, id string) (<-chan events.Task, err
 // Enqueue puts a task on its queue for a worker. The message id is the task
 // id and attempt, so a repeated enqueue of the same attempt is dropped.
 func (b *Bus) Enqueue(ctx context.Context, t events.Task, source string) error {
-	data, err := json.Marshal(t)
+	ev, err := taskMessage(t, source)
 	if err != nil {
-		return fmt.Errorf("encoding task %s: %w", t.ID, err)
-	}
-	ev := events.Event{
-		ID:              t.ID + ":" + strconv.Itoa(t.Attempt),
-		Source:          source,
-		Type:            events.TypeTask,
-		Subject:         t.ID,
-		Time:            time.Now(),
-		DataContentType: events.ContentTypeJSON,
-		Data:            data,
-		TaskID:          t.ID,
-		TaskName:        t.Name,
-		Attempt:         t.Attempt,
-		TraceParent:     t.Trace,
+		return err
 	}
 	if _, err := b.Publish(ctx, events.RunSubject(t.Queue), ev.ID, &ev); err != nil {
 		return fmt.Errorf("enqueueing task %s: %w", t.ID, err)

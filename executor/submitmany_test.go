@@ -1,0 +1,164 @@
+package executor_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/qtasks/qtasks-go/bus"
+	"github.com/qtasks/qtasks-go/bus/bustest"
+	"github.com/qtasks/qtasks-go/events"
+	"github.com/qtasks/qtasks-go/executor"
+)
+
+// SubmitMany of 10k tasks: every good one acknowledged with its own task
+// (its id, name and kw) and run once with its own arguments by the
+// workers; the bad ones (a name that is no token, an input that does not
+// encode, a queue that is no token) fail alone, with the reason.
+func TestSubmitMany10k(t *testing.T) {
+	t.Parallel()
+	const n = 10_000
+	// Lifecycle facts only: the batch path is the same, and the workers'
+	// part of the test (10k runs) is over sooner.
+	b := bustest.Open(t, &bus.Config{Record: bus.RecordLifecycle})
+	app := newApp(t, b, &executor.Config{Concurrency: 64})
+	var ran sync.Map // task id → n
+	var runs atomic.Int64
+	type in struct{ N int }
+	executor.MustRegister(app, "many", func(ctx context.Context, x in) (int, error) {
+		if _, dup := ran.LoadOrStore(executor.TaskFromContext(ctx).ID, x.N); dup {
+			return 0, fmt.Errorf("task ran twice")
+		}
+		runs.Add(1)
+		return x.N, nil
+	}, nil)
+
+	reqs := make([]executor.SubmitRequest, n)
+	bad := map[int]error{}
+	for i := range reqs {
+		reqs[i] = executor.SubmitRequest{Name: "many", Input: in{N: i}}
+		switch i % 1000 {
+		case 17:
+			reqs[i].Name = "no good"
+			bad[i] = executor.ErrInvalidInput
+		case 500:
+			reqs[i].Input = map[string]any{"N": make(chan int)}
+			bad[i] = executor.ErrInvalidInput
+		case 999:
+			reqs[i].Options = &executor.SubmitOptions{Queue: "a.b"}
+			bad[i] = executor.ErrInvalidInput
+		}
+		if i%10 == 3 {
+			reqs[i].Options = &executor.SubmitOptions{IdempotencyKey: fmt.Sprintf("many-%d", i)}
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 4*waitLimit)
+	defer cancel()
+	res, err := app.SubmitMany(ctx, reqs)
+	require.ErrorIs(t, err, executor.ErrSomeNotQueued)
+	require.Contains(t, err.Error(), fmt.Sprintf("%d of %d submissions failed", len(bad), n))
+	require.Len(t, res, n)
+	ids := make(map[string]int, n)
+	for i, r := range res {
+		if want, isBad := bad[i]; isBad {
+			require.ErrorIs(t, r.Err, want, "entry %d", i)
+			require.Empty(t, r.Task.ID, "entry %d", i)
+			continue
+		}
+		require.NoError(t, r.Err, "entry %d", i)
+		require.False(t, r.Duplicate)
+		require.Equal(t, "many", r.Task.Name)
+		require.JSONEq(t, fmt.Sprintf(`{"N":%d}`, i), string(r.Task.Kw), "entry %d", i)
+		if i%10 == 3 {
+			require.Equal(t, executor.KeyTaskID(fmt.Sprintf("many-%d", i)), r.Task.ID)
+		}
+		_, seen := ids[r.Task.ID]
+		require.False(t, seen, "entry %d has the id of entry %d", i, ids[r.Task.ID])
+		ids[r.Task.ID] = i
+	}
+	good := n - len(bad)
+	// Every record is stored as answered.
+	for _, i := range []int{0, 3, 4998, n - 2} {
+		got, err := app.Get(ctx, res[i].Task.ID)
+		require.NoError(t, err)
+		require.Equal(t, res[i].Task.ID, got.ID)
+	}
+
+	start(t, app)
+	bustest.WaitFor(t, 6*waitLimit, "every task to run", func() bool { return runs.Load() >= int64(good) })
+	waitQueueEmpty(t, b)
+	require.Equal(t, int64(good), runs.Load())
+	ran.Range(func(k, v any) bool {
+		i, ok := ids[k.(string)]
+		require.True(t, ok, "task %s ran but was not answered", k)
+		require.Equal(t, i, v.(int), "task %s ran with the arguments of another", k)
+		return true
+	})
+}
+
+// A batch with keys: a key already used answers its task as a duplicate
+// (or refuses other arguments), a key twice in the batch makes one task,
+// each decision recorded; unique options work in a batch as alone.
+func TestSubmitManyKeys(t *testing.T) {
+	t.Parallel()
+	b := bustest.Open(t, nil)
+	app := newApp(t, b, nil)
+	first := submit(t, app, "add", map[string]int{"a": 1}, &executor.SubmitOptions{IdempotencyKey: "k1"})
+	key := func(k string) *executor.SubmitOptions { return &executor.SubmitOptions{IdempotencyKey: k} }
+	u := &executor.SubmitOptions{Unique: &executor.UniqueOpts{ByArgs: true}}
+	ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
+	defer cancel()
+	res, err := app.SubmitMany(ctx, []executor.SubmitRequest{
+		{Name: "add", Input: map[string]int{"a": 1}, Options: key("k1")}, // 0: duplicate of first
+		{Name: "add", Input: map[string]int{"a": 2}, Options: key("k1")}, // 1: conflict
+		{Name: "add", Input: map[string]int{"a": 3}, Options: key("k2")}, // 2: new
+		{Name: "add", Input: map[string]int{"a": 3}, Options: key("k2")}, // 3: duplicate of 2
+		{Name: "add", Input: map[string]int{"a": 4}, Options: u},         // 4: new
+		{Name: "add", Input: map[string]int{"a": 4}, Options: u},         // 5: duplicate of 4
+		{Name: "add", Input: map[string]int{"a": 5}, Options: u},         // 6: new
+		{Name: "add", Input: map[string]int{"a": 6}},                     // 7: new
+	})
+	require.ErrorIs(t, err, executor.ErrSomeNotQueued)
+	require.Contains(t, err.Error(), "1 of 8 submissions failed")
+	require.NoError(t, res[0].Err)
+	require.True(t, res[0].Duplicate)
+	require.Equal(t, first.ID, res[0].Task.ID)
+	require.ErrorIs(t, res[1].Err, executor.ErrKeyConflict)
+	for _, i := range []int{2, 4, 6, 7} {
+		require.NoError(t, res[i].Err, "entry %d", i)
+		require.False(t, res[i].Duplicate, "entry %d", i)
+	}
+	for _, p := range [][2]int{{3, 2}, {5, 4}} {
+		require.NoError(t, res[p[0]].Err)
+		require.True(t, res[p[0]].Duplicate, "entry %d", p[0])
+		require.Equal(t, res[p[1]].Task.ID, res[p[0]].Task.ID)
+	}
+	require.NotEqual(t, res[4].Task.ID, res[6].Task.ID)
+	require.Len(t, decisions(t, b, first.ID), 2)
+	require.Len(t, decisions(t, b, res[2].Task.ID), 1)
+	// One storage_add fact per task made.
+	for _, i := range []int{2, 4} {
+		var ok []storedFact
+		for _, f := range facts(t, b, events.StorageAdd, res[i].Task.ID) {
+			if f.Fact.Failed == "" {
+				ok = append(ok, f)
+			}
+		}
+		require.Len(t, ok, 1, "entry %d", i)
+	}
+	// The tasks run with their arguments.
+	executor.MustRegister(app, "add", func(ctx context.Context, in map[string]int) (int, error) { return in["a"], nil }, nil)
+	start(t, app)
+	for _, i := range []int{2, 4, 6, 7} {
+		got := waitTask(t, app, res[i].Task.ID)
+		require.Equal(t, events.StatusSuccess, got.Status, got.Error)
+		var v int
+		require.NoError(t, json.Unmarshal(got.Result, &v))
+		require.Equal(t, []int{2: 3, 4: 4, 6: 5, 7: 6}[i], v)
+	}
+}
