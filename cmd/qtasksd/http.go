@@ -72,7 +72,9 @@ func newHTTPServer(h http.Handler, c httpConfig) *http.Server {
 //
 //	GET  /healthz             200 when NATS and JetStream take writes (health; no authentication)
 //	GET  /tasks/{id}          a task's record (role read)
-//	POST /tasks/{name}        submit; body is the kw object; ?wait=10s waits (role submit)
+//	POST /tasks/{name}        submit; body is the kw object; ?wait=10s waits; ?unique=args,queue
+//	                          and ?unique_period=1h make it unique; ?on_conflict=existing (role submit)
+//	POST /tasks               submit a batch: a JSON array of submissions (role submit)
 //	GET  /metrics             Prometheus metrics (role operate)
 //	/debug/pprof/             Go's profiles, with --pprof (role admin)
 //	/api/v1/..., /            the operator console (internal/console): reads
@@ -145,6 +147,17 @@ func newHTTPHandler(app *executor.App, metrics http.Handler, c httpConfig) http.
 			http.Error(w, "Idempotency-Key header: "+err.Error()+none, http.StatusBadRequest)
 			return
 		}
+		q := r.URL.Query()
+		unique, err := parseUnique(q.Get("unique"), q.Get("unique_period"), q.Has("unique") || q.Has("unique_period"))
+		if err != nil {
+			http.Error(w, err.Error()+none, http.StatusBadRequest)
+			return
+		}
+		allowConflict, err := parseOnConflict(q.Get("on_conflict"))
+		if err != nil {
+			http.Error(w, err.Error()+none, http.StatusBadRequest)
+			return
+		}
 		body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxHTTPBody))
 		if err != nil {
 			var mbe *http.MaxBytesError
@@ -175,8 +188,9 @@ func newHTTPHandler(app *executor.App, metrics http.Handler, c httpConfig) http.
 				return
 			}
 		}
-		opts := &executor.SubmitOptions{IdempotencyKey: key, TraceParent: tp}
-		t, err := app.Submit(r.Context(), name, kw, opts)
+		opts := &executor.SubmitOptions{IdempotencyKey: key, TraceParent: tp, Unique: unique, AllowKeyConflict: allowConflict}
+		res, err := app.SubmitOne(r.Context(), name, kw, opts)
+		t := res.Task
 		if err != nil {
 			submitError(w, t, err)
 			return
@@ -189,8 +203,14 @@ func newHTTPHandler(app *executor.App, metrics http.Handler, c httpConfig) http.
 				t = done
 			}
 		}
-		writeJSON(w, http.StatusAccepted, t)
+		// 201: this request made the task; 200: the key's task existed.
+		code := http.StatusCreated
+		if res.Duplicate {
+			code = http.StatusOK
+		}
+		writeJSON(w, code, t)
 	})))
+	mux.Handle("POST /tasks", auth.require(roleSubmit, submitBatch(app)))
 	if c.Pprof {
 		pp := http.NewServeMux()
 		pp.HandleFunc("/debug/pprof/", pprof.Index)

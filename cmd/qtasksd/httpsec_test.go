@@ -123,7 +123,7 @@ func TestHTTPRoles(t *testing.T) {
 	hb := setupHTTP(t, httpConfig{Auth: auth, Pprof: true})
 
 	code, body := hb.do(t, http.MethodPost, "/tasks/add?wait=30s", `{"a":1,"b":2}`, nil, "root", "root-pw")
-	require.Equal(t, http.StatusAccepted, code, body)
+	require.Equal(t, http.StatusCreated, code, body)
 	var task events.Task
 	require.NoError(t, json.Unmarshal([]byte(body), &task))
 	id := task.ID
@@ -205,7 +205,7 @@ func TestHTTPBadHeadersStoreNothing(t *testing.T) {
 	require.Equal(t, tasks, n, "950 KiB key: no task record")
 
 	code, body := hb.do(t, http.MethodPost, "/tasks/echo?wait=30s", `{"x":1}`, map[string]string{"traceparent": goodTP, "Idempotency-Key": "order-1"}, "", "")
-	require.Equal(t, http.StatusAccepted, code, body)
+	require.Equal(t, http.StatusCreated, code, body)
 	require.Contains(t, body, goodTP)
 }
 
@@ -263,14 +263,14 @@ func TestHTTPWaitCap(t *testing.T) {
 	require.Equal(t, seq, s)
 	require.Equal(t, tasks, n)
 	code, body = hb.do(t, http.MethodPost, "/tasks/echo", `{}`, nil, "", "")
-	require.Equal(t, http.StatusAccepted, code, body)
+	require.Equal(t, http.StatusCreated, code, body)
 	close(hb.release)
 	select {
 	case code := <-done:
-		require.Equal(t, http.StatusAccepted, code)
+		require.Equal(t, http.StatusCreated, code)
 	case <-time.After(waitLimit):
 		t.Fatal("the waiting request did not end")
 	}
 	code, body = hb.do(t, http.MethodPost, "/tasks/echo?wait=10s", `{}`, nil, "", "")
-	require.Equal(t, http.StatusAccepted, code, "the slot is free again: %s", body)
+	require.Equal(t, http.StatusCreated, code, "the slot is free again: %s", body)
 }
