@@ -77,4 +77,3 @@ func (m *Main) printLine(v any) error {
 	_, err = m.Stdout.Write(b)
 	return err
 }
-
