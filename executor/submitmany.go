@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -27,11 +28,15 @@ type SubmitRequest struct {
 // of the batch failed; their results say which and why.
 var ErrSomeNotQueued = errors.New("some submissions of the batch were not queued")
 
-// batchChunk is how many submissions of a batch are in flight at once:
-// their record creates, task messages and facts, about seven messages
-// each, stay within the bus's async publish window (bus.DefaultMaxPending)
-// rather than stalling on it.
-const batchChunk = 500
+// batchChunk is how many submissions of a batch go in one chunk: the
+// record creates, task messages and facts of batchChunks chunks, about
+// seven messages a submission, stay within the bus's async publish window
+// (bus.DefaultMaxPending) rather than stalling on it.
+const batchChunk = 250
+
+// batchChunks is how many chunks of a batch are on their way at once:
+// while one waits for its acks, another's messages are being written.
+const batchChunks = 4
 
 // existsReaders bounds the concurrent reads of a chunk's keyed records.
 const existsReaders = 32
@@ -43,7 +48,8 @@ const existsReaders = 32
 // times faster than one Submit after another: the record creates, task
 // messages and facts of many submissions are published without waiting
 // and their acks awaited together, so a batch waits for a few round trips
-// per chunk of batchChunk submissions instead of a few per task.
+// per chunk of batchChunk submissions instead of a few per task, and
+// batchChunks chunks are on their way at once.
 //
 // The error is nil when every submission was queued (or a duplicate);
 // otherwise it wraps ErrSomeNotQueued and counts the failures.
@@ -54,13 +60,22 @@ const existsReaders = 32
 // conflicts of the first.
 func (a *App) SubmitMany(ctx context.Context, reqs []SubmitRequest) ([]SubmitResult, error) {
 	res := make([]SubmitResult, len(reqs))
-	var later []int
-	for lo := 0; lo < len(reqs); lo += batchChunk {
+	var (
+		mu    sync.Mutex
+		later []int
+	)
+	chunks := (len(reqs) + batchChunk - 1) / batchChunk
+	parallel(chunks, batchChunks, func(c int) {
+		lo := c * batchChunk
 		hi := min(lo+batchChunk, len(reqs))
-		for _, i := range a.submitChunk(ctx, reqs[lo:hi], res[lo:hi]) {
+		l := a.submitChunk(ctx, reqs[lo:hi], res[lo:hi])
+		mu.Lock()
+		for _, i := range l {
 			later = append(later, lo+i)
 		}
-	}
+		mu.Unlock()
+	})
+	slices.Sort(later)
 	for _, i := range later {
 		r := reqs[i]
 		res[i].Task, res[i].Err = a.submit(ctx, r.Name, r.Input, r.Options, &res[i].Duplicate)
@@ -252,11 +267,11 @@ func (a *App) submitChunk(ctx context.Context, reqs []SubmitRequest, res []Submi
 			a.unqueued(ctx, e, fail)
 		}
 	}
-	for _, e := range sent {
-		if e.queued {
+	parallel(len(sent), fireWorkers(a), func(k int) {
+		if e := sent[k]; e.queued {
 			a.fireAfter(ctx, e.f, &e.t)
 		}
-	}
+	})
 	// Every fact of the chunk, awaited together.
 	for _, e := range ready {
 		wctx := ctx
