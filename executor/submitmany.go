@@ -217,6 +217,11 @@ func (a *App) submitChunk(ctx context.Context, reqs []SubmitRequest, res []Submi
 			fail(e, e.err)
 			continue
 		}
+		if ctx.Err() != nil {
+			// Nothing is stored once the caller gave up.
+			fail(e, context.Cause(ctx))
+			continue
+		}
 		if e.fut, e.err = a.b.CreateTaskAsync(e.t); e.err != nil {
 			fail(e, e.err)
 			continue
@@ -246,6 +251,11 @@ func (a *App) submitChunk(ctx context.Context, reqs []SubmitRequest, res []Submi
 	// The task messages.
 	sent := queue[:0:0]
 	for _, e := range queue {
+		if ctx.Err() != nil {
+			e.err = context.Cause(ctx)
+			a.unqueued(ctx, e, fail)
+			continue
+		}
 		if e.fut, e.err = a.b.EnqueueAsync(e.t, a.source); e.err != nil {
 			a.unqueued(ctx, e, fail)
 			continue
@@ -331,7 +341,14 @@ func (a *App) awaitAll(ctx context.Context, es []*batchEntry) {
 	var stop error
 	for _, e := range es {
 		if stop != nil {
-			e.err = stop
+			select { // an ack already in is taken
+			case ack := <-e.fut.Ok():
+				e.rec.Revision = ack.Sequence
+			case err := <-e.fut.Err():
+				e.err = err
+			default:
+				e.err = stop
+			}
 			continue
 		}
 		select {
@@ -343,8 +360,16 @@ func (a *App) awaitAll(ctx context.Context, es []*batchEntry) {
 			stop = bus.ErrAcksLost
 			e.err = stop
 		case <-ctx.Done():
-			stop = context.Cause(ctx)
-			e.err = stop
+			// An ack already in is taken; the rest are unknown.
+			select {
+			case ack := <-e.fut.Ok():
+				e.rec.Revision = ack.Sequence
+			case err := <-e.fut.Err():
+				e.err = err
+			default:
+				stop = context.Cause(ctx)
+				e.err = stop
+			}
 		}
 	}
 }

@@ -3,7 +3,9 @@ package executor_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -14,6 +16,7 @@ import (
 	"github.com/qtasks/qtasks-go/bus/bustest"
 	"github.com/qtasks/qtasks-go/events"
 	"github.com/qtasks/qtasks-go/executor"
+	"github.com/qtasks/qtasks-go/plugins"
 )
 
 // SubmitMany of 10k tasks: every good one acknowledged with its own task
@@ -160,5 +163,78 @@ func TestSubmitManyKeys(t *testing.T) {
 		var v int
 		require.NoError(t, json.Unmarshal(got.Result, &v))
 		require.Equal(t, []int{2: 3, 4: 4, 6: 5, 7: 6}[i], v)
+	}
+}
+
+// A plugin refusing some submissions of a batch (policy fail, on
+// storage_add): those fail alone with the plugin's reason, are not stored
+// and their storage_add fact says so; the others are queued and run; a
+// batch under an ended context fails every entry without queueing any.
+func TestSubmitManyPluginRefusesSome(t *testing.T) {
+	t.Parallel()
+	b := bustest.Open(t, nil)
+	app := newApp(t, b, nil)
+	executor.MustRegister(app, "add", func(_ context.Context, in addArgs) (int, error) { return in.A + in.B, nil }, nil)
+	ctx := ctxFor(t)
+	_, err := plugins.Local(ctx, b, plugins.Spec{
+		Name: "odd-gate", Version: "1", Triggers: []string{events.StorageAdd}, Policy: events.PolicyFail,
+		Plugin: plugins.Func(func(_ context.Context, c *plugins.Call) (*plugins.Patch, error) {
+			var in struct {
+				Task events.Task `json:"task_status"`
+			}
+			if err := json.Unmarshal(c.Payload, &in); err != nil {
+				return nil, err
+			}
+			var kw addArgs
+			if err := json.Unmarshal(in.Task.Kw, &kw); err != nil {
+				return nil, err
+			}
+			if kw.A%2 == 1 {
+				return nil, errors.New("odd refused")
+			}
+			return nil, nil
+		}),
+	})
+	require.NoError(t, err)
+	reqs := make([]executor.SubmitRequest, 40)
+	for i := range reqs {
+		reqs[i] = executor.SubmitRequest{Name: "add", Input: addArgs{A: i, B: 1}}
+	}
+	res, err := app.SubmitMany(ctx, reqs)
+	require.ErrorIs(t, err, executor.ErrSomeNotQueued)
+	start(t, app)
+	for i, r := range res {
+		if i%2 == 1 {
+			var pf *executor.PluginFailure
+			require.ErrorAs(t, r.Err, &pf, "entry %d", i)
+			require.Contains(t, pf.Reason, "odd refused")
+			continue
+		}
+		require.NoError(t, r.Err, "entry %d", i)
+		got := waitTask(t, app, r.Task.ID)
+		require.Equal(t, events.StatusSuccess, got.Status, got.Error)
+		require.JSONEq(t, strconv.Itoa(i+1), string(got.Result))
+	}
+	// The refused ones: no record, a storage_add fact that says why.
+	var refused int
+	for _, s := range bustest.Events(t, b, events.FactSubject(events.StorageAdd, executor.DefaultQueue)) {
+		var f events.Fact
+		require.NoError(t, json.Unmarshal(s.Event.Data, &f))
+		if f.Failed != "" {
+			refused++
+			require.Contains(t, f.Failed, "odd refused")
+			_, err := app.Get(ctx, s.Event.TaskID)
+			require.ErrorIs(t, err, bus.ErrTaskNotFound)
+		}
+	}
+	require.Equal(t, 20, refused)
+
+	ended, cancel := context.WithCancel(ctx)
+	cancel()
+	res, err = app.SubmitMany(ended, reqs[:4])
+	require.ErrorIs(t, err, executor.ErrSomeNotQueued)
+	for i, r := range res {
+		require.Error(t, r.Err, "entry %d", i)
+		require.NotErrorIs(t, r.Err, executor.ErrOutcomeUnknown, "entry %d: nothing was sent", i)
 	}
 }
