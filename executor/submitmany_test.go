@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 	"testing"
 
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
 
 	"github.com/qtasks/qtasks-go/bus"
@@ -20,27 +21,15 @@ import (
 )
 
 // SubmitMany of 10k tasks: every good one acknowledged with its own task
-// (its id, name and kw) and run once with its own arguments by the
-// workers; the bad ones (a name that is no token, an input that does not
-// encode, a queue that is no token) fail alone, with the reason.
+// (its id, name and kw) and queued exactly once, as its task message in
+// the queue says; the bad ones (a name that is no token, an input that does
+// not encode, a queue that is no token) fail alone, with the reason.
 func TestSubmitMany10k(t *testing.T) {
 	t.Parallel()
 	const n = 10_000
-	// Lifecycle facts only: the batch path is the same, and the workers'
-	// part of the test (10k runs) is over sooner.
 	b := bustest.Open(t, &bus.Config{Record: bus.RecordLifecycle})
-	app := newApp(t, b, &executor.Config{Concurrency: 64})
-	var ran sync.Map // task id → n
-	var runs atomic.Int64
+	app := newApp(t, b, nil)
 	type in struct{ N int }
-	executor.MustRegister(app, "many", func(ctx context.Context, x in) (int, error) {
-		if _, dup := ran.LoadOrStore(executor.TaskFromContext(ctx).ID, x.N); dup {
-			return 0, fmt.Errorf("task ran twice")
-		}
-		runs.Add(1)
-		return x.N, nil
-	}, nil)
-
 	reqs := make([]executor.SubmitRequest, n)
 	bad := map[int]error{}
 	for i := range reqs {
@@ -85,23 +74,68 @@ func TestSubmitMany10k(t *testing.T) {
 		ids[r.Task.ID] = i
 	}
 	good := n - len(bad)
-	// Every record is stored as answered.
 	for _, i := range []int{0, 3, 4998, n - 2} {
 		got, err := app.Get(ctx, res[i].Task.ID)
 		require.NoError(t, err)
 		require.Equal(t, res[i].Task.ID, got.ID)
 	}
+	// Every task message: one per good entry, with its arguments.
+	c, err := b.JetStream().CreateConsumer(ctx, bus.StreamTasks, jetstream.ConsumerConfig{AckPolicy: jetstream.AckExplicitPolicy, MaxAckPending: -1})
+	require.NoError(t, err)
+	queued := map[string]bool{}
+	for len(queued) < good {
+		batch, err := c.FetchNoWait(1000)
+		require.NoError(t, err)
+		got := 0
+		for m := range batch.Messages() {
+			got++
+			var task events.Task
+			require.NoError(t, json.Unmarshal(m.Data(), &task))
+			i, ok := ids[task.ID]
+			require.True(t, ok, "task %s queued but not answered", task.ID)
+			require.False(t, queued[task.ID], "task %s queued twice", task.ID)
+			require.JSONEq(t, fmt.Sprintf(`{"N":%d}`, i), string(task.Kw))
+			queued[task.ID] = true
+		}
+		require.NoError(t, batch.Error())
+		require.NotZero(t, got, "%d of %d task messages", len(queued), good)
+	}
+	info, err := c.Info(ctx)
+	require.NoError(t, err)
+	require.Zero(t, info.NumPending, "no more task messages than tasks")
+}
 
+// The tasks of a batch run, each once, with its own arguments.
+func TestSubmitManyRuns(t *testing.T) {
+	t.Parallel()
+	const n = 500
+	b := bustest.Open(t, &bus.Config{Record: bus.RecordLifecycle})
+	app := newApp(t, b, &executor.Config{Concurrency: 32})
+	var ran sync.Map // task id → n
+	var runs atomic.Int64
+	type in struct{ N int }
+	executor.MustRegister(app, "many", func(ctx context.Context, x in) (int, error) {
+		if _, dup := ran.LoadOrStore(executor.TaskFromContext(ctx).ID, x.N); dup {
+			return 0, fmt.Errorf("task ran twice")
+		}
+		runs.Add(1)
+		return x.N, nil
+	}, nil)
 	start(t, app)
-	bustest.WaitFor(t, 6*waitLimit, "every task to run", func() bool { return runs.Load() >= int64(good) })
+	reqs := make([]executor.SubmitRequest, n)
+	for i := range reqs {
+		reqs[i] = executor.SubmitRequest{Name: "many", Input: in{N: i}}
+	}
+	res, err := app.SubmitMany(ctxFor(t), reqs)
+	require.NoError(t, err)
+	bustest.WaitFor(t, 3*waitLimit, "every task to run", func() bool { return runs.Load() >= n })
 	waitQueueEmpty(t, b)
-	require.Equal(t, int64(good), runs.Load())
-	ran.Range(func(k, v any) bool {
-		i, ok := ids[k.(string)]
-		require.True(t, ok, "task %s ran but was not answered", k)
-		require.Equal(t, i, v.(int), "task %s ran with the arguments of another", k)
-		return true
-	})
+	require.Equal(t, int64(n), runs.Load())
+	for i, r := range res {
+		v, ok := ran.Load(r.Task.ID)
+		require.True(t, ok, "entry %d did not run", i)
+		require.Equal(t, i, v.(int))
+	}
 }
 
 // A batch with keys: a key already used answers its task as a duplicate
