@@ -22,14 +22,26 @@ import (
 
 // SubmitMany of 10k tasks: every good one acknowledged with its own task
 // (its id, name and kw) and queued exactly once, as its task message in
-// the queue says; the bad ones (a name that is no token, an input that does
-// not encode, a queue that is no token) fail alone, with the reason.
+// the queue says, then run once with its arguments by the workers (not
+// under the race detector, where 10k runs take minutes on a loaded
+// machine: TestSubmitManyRuns runs a smaller batch there); the bad ones (a
+// name that is no token, an input that does not encode, a queue that is no
+// token) fail alone, with the reason.
 func TestSubmitMany10k(t *testing.T) {
 	t.Parallel()
 	const n = 10_000
 	b := bustest.Open(t, &bus.Config{Record: bus.RecordLifecycle})
-	app := newApp(t, b, nil)
+	app := newApp(t, b, &executor.Config{Concurrency: 64})
 	type in struct{ N int }
+	var ran sync.Map // task id → n
+	var runs atomic.Int64
+	executor.MustRegister(app, "many", func(ctx context.Context, x in) (int, error) {
+		if _, dup := ran.LoadOrStore(executor.TaskFromContext(ctx).ID, x.N); dup {
+			return 0, fmt.Errorf("task ran twice")
+		}
+		runs.Add(1)
+		return x.N, nil
+	}, nil)
 	reqs := make([]executor.SubmitRequest, n)
 	bad := map[int]error{}
 	for i := range reqs {
@@ -103,6 +115,21 @@ func TestSubmitMany10k(t *testing.T) {
 	info, err := c.Info(ctx)
 	require.NoError(t, err)
 	require.Zero(t, info.NumPending, "no more task messages than tasks")
+	if raceEnabled {
+		return
+	}
+	// The workers' consumer may not overlap another on the work queue.
+	require.NoError(t, b.JetStream().DeleteConsumer(ctx, bus.StreamTasks, info.Name))
+	start(t, app)
+	bustest.WaitFor(t, 6*waitLimit, "every task to run", func() bool { return runs.Load() >= int64(good) })
+	waitQueueEmpty(t, b)
+	require.Equal(t, int64(good), runs.Load())
+	ran.Range(func(k, v any) bool {
+		i, ok := ids[k.(string)]
+		require.True(t, ok, "task %s ran but was not answered", k)
+		require.Equal(t, i, v.(int), "task %s ran with the arguments of another", k)
+		return true
+	})
 }
 
 // The tasks of a batch run, each once, with its own arguments.
