@@ -173,19 +173,24 @@ func (a *App) submitChunk(ctx context.Context, reqs []SubmitRequest, res []Submi
 			e.err = fmt.Errorf("submitting %s: %w", e.name, err)
 		}
 	})
-	var decided []jetstream.PubAckFuture
-	live := es[:0:0]
+	live, dups := es[:0:0], es[:0:0]
 	for _, e := range es {
 		switch {
 		case e.err != nil:
 			res[e.i].Err = e.err
 		case e.rec.Revision != 0:
-			res[e.i].Task, res[e.i].Err = a.batchDuplicate(ctx, e, &decided)
-			res[e.i].Duplicate = res[e.i].Err == nil
+			dups = append(dups, e)
 		default:
 			live = append(live, e)
 		}
 	}
+	// A duplicate may be queued again (resubmitted): one round trip each,
+	// overlapped.
+	parallel(len(dups), existsReaders, func(k int) {
+		e := dups[k]
+		res[e.i].Task, res[e.i].Err = a.batchDuplicate(ctx, e)
+		res[e.i].Duplicate = res[e.i].Err == nil
+	})
 
 	// Triggers before storage; the task is stored only if they pass.
 	now := a.cfg.Now().UTC()
@@ -295,11 +300,14 @@ func (a *App) submitChunk(ctx context.Context, reqs []SubmitRequest, res []Submi
 			a.countSubmitted(&e.t)
 		}
 	}
-	for _, fut := range decided {
+	for _, e := range dups {
+		if e.fut == nil {
+			continue
+		}
 		select {
-		case <-fut.Ok():
-		case err := <-fut.Err():
-			a.log.Warn("a duplicate decision could not be recorded", "err", err)
+		case <-e.fut.Ok():
+		case err := <-e.fut.Err():
+			a.log.Warn("a duplicate decision could not be recorded", "task_id", e.rec.Task.ID, "err", err)
 		}
 	}
 	return later
@@ -317,13 +325,12 @@ func (a *App) unqueued(ctx context.Context, e *batchEntry, fail func(*batchEntry
 
 // batchDuplicate answers e, whose key names the existing record e.rec, as
 // Submit's duplicate does, its decision published without waiting (its
-// future added to decided).
-func (a *App) batchDuplicate(ctx context.Context, e *batchEntry, decided *[]jetstream.PubAckFuture) (events.Task, error) {
+// future in e.fut).
+func (a *App) batchDuplicate(ctx context.Context, e *batchEntry) (events.Task, error) {
 	d, conflict := decide(&e.o, &e.t, e.rec.Task)
-	if fut, err := a.publishDecision(&d, &e.t); err != nil {
+	var err error
+	if e.fut, err = a.publishDecision(&d, &e.t); err != nil {
 		a.log.Warn("the duplicate decision could not be recorded", "task_id", d.TaskID, "decision", d.Decision, "err", err)
-	} else {
-		*decided = append(*decided, fut)
 	}
 	if conflict != nil {
 		return events.Task{}, fmt.Errorf("submitting %s: %w", e.name, conflict)

@@ -177,7 +177,7 @@ func TestSubmitManyKeys(t *testing.T) {
 	u := &executor.SubmitOptions{Unique: &executor.UniqueOpts{ByArgs: true}}
 	ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
 	defer cancel()
-	res, err := app.SubmitMany(ctx, []executor.SubmitRequest{
+	batch := []executor.SubmitRequest{
 		{Name: "add", Input: map[string]int{"a": 1}, Options: key("k1")}, // 0: duplicate of first
 		{Name: "add", Input: map[string]int{"a": 2}, Options: key("k1")}, // 1: conflict
 		{Name: "add", Input: map[string]int{"a": 3}, Options: key("k2")}, // 2: new
@@ -186,7 +186,8 @@ func TestSubmitManyKeys(t *testing.T) {
 		{Name: "add", Input: map[string]int{"a": 4}, Options: u},         // 5: duplicate of 4
 		{Name: "add", Input: map[string]int{"a": 5}, Options: u},         // 6: new
 		{Name: "add", Input: map[string]int{"a": 6}},                     // 7: new
-	})
+	}
+	res, err := app.SubmitMany(ctx, batch)
 	require.ErrorIs(t, err, executor.ErrSomeNotQueued)
 	require.Contains(t, err.Error(), "1 of 8 submissions failed")
 	require.NoError(t, res[0].Err)
@@ -214,6 +215,21 @@ func TestSubmitManyKeys(t *testing.T) {
 			}
 		}
 		require.Len(t, ok, 1, "entry %d", i)
+	}
+	// The same batch again: every keyed entry is the duplicate of the
+	// task it made (the conflict still refused), the keyless one is new.
+	again, err := app.SubmitMany(ctx, batch)
+	require.ErrorIs(t, err, executor.ErrSomeNotQueued)
+	require.ErrorIs(t, again[1].Err, executor.ErrKeyConflict)
+	for i, r := range again {
+		if i == 1 {
+			continue
+		}
+		require.NoError(t, r.Err, "entry %d", i)
+		require.Equal(t, i != 7, r.Duplicate, "entry %d", i)
+		if i != 7 {
+			require.Equal(t, res[i].Task.ID, r.Task.ID, "entry %d", i)
+		}
 	}
 	// The tasks run with their arguments.
 	executor.MustRegister(app, "add", func(ctx context.Context, in map[string]int) (int, error) { return in["a"], nil }, nil)
