@@ -44,14 +44,27 @@ func benchSubmit(ctx context.Context, h *Harness, rep int) error {
 		if err := submit(ctx, app, 20); err != nil {
 			return fmt.Errorf("%s warm-up: %w", key, err)
 		}
+		m0, err := storedMsgs(ctx, b)
+		if err != nil {
+			return err
+		}
 		cpu0 := selfCPU()
 		t0 := time.Now()
 		if err := submit(ctx, app, n); err != nil {
 			return fmt.Errorf("%s: %w", key, err)
 		}
 		el := time.Since(t0)
+		cpu := selfCPU() - cpu0
+		m1, err := storedMsgs(ctx, b)
+		if err != nil {
+			return err
+		}
 		h.add(key, float64(n)/el.Seconds())
-		h.add(key+".cpu", cpuPerTask(selfCPU()-cpu0, n))
+		h.add(key+".cpu", cpuPerTask(cpu, n))
+		// Stored messages per second: the figure to set beside the raw
+		// publish rate of the same run (limit.publish).
+		h.add(key+".msgs", float64(m1-m0)/el.Seconds())
+		h.add(key+".msgspertask", float64(m1-m0)/float64(n))
 		return nil
 	}
 	if err := ours("submit.many", func(ctx context.Context, app *executor.App, n int) error {
@@ -126,4 +139,22 @@ func benchSubmit(ctx context.Context, h *Harness, rep int) error {
 		return err
 	}
 	return asynqWay("submit.asynq.one", 1)
+}
+
+// storedMsgs is how many messages a submission can store hold in total:
+// the event log, the task queue and the task bucket.
+func storedMsgs(ctx context.Context, b *bus.Bus) (uint64, error) {
+	var total uint64
+	for _, name := range []string{bus.StreamEvents, bus.StreamTasks, "KV_" + bus.BucketTasks} {
+		st, err := b.JetStream().Stream(ctx, name)
+		if err != nil {
+			return 0, err
+		}
+		info, err := st.Info(ctx)
+		if err != nil {
+			return 0, err
+		}
+		total += info.State.Msgs
+	}
+	return total, nil
 }
