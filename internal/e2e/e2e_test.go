@@ -224,7 +224,7 @@ func TestDaemonMetrics(t *testing.T) {
 	require.Equal(t, http.StatusBadRequest, code, body)
 	require.Contains(t, body, "no task was submitted")
 	code, body = post("?wait=30s")
-	require.Equal(t, http.StatusAccepted, code, body)
+	require.Equal(t, http.StatusCreated, code, body)
 	require.Contains(t, body, `"status": "success"`)
 
 	scrape := func() string {
