@@ -244,7 +244,7 @@ func (a *App) submitChunk(ctx context.Context, reqs []SubmitRequest, res []Submi
 			// Another process's submission of the key was first, or the
 			// key holds the marker of a record taken back: CreateTask's
 			// case, left to Submit.
-			e.f.release(errors.New("another submission with the same idempotency key was first"))
+			e.f.release(errors.New("the key's record exists, or was taken back: submitted again on its own"))
 			later = append(later, e.i)
 		default:
 			// Not queued; a record stored all the same is the janitor's
