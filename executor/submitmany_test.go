@@ -315,3 +315,35 @@ func TestSubmitManyPluginRefusesSome(t *testing.T) {
 		require.NotErrorIs(t, r.Err, executor.ErrOutcomeUnknown, "entry %d: nothing was sent", i)
 	}
 }
+
+// A key whose record was taken back (its marker left in the bucket) makes
+// its task again in a batch, as with Submit: the batch's create fails on
+// the marker and the entry is submitted on its own.
+func TestSubmitManyKeyTakenBack(t *testing.T) {
+	t.Parallel()
+	b := bustest.Open(t, nil)
+	app := newApp(t, b, nil)
+	ctx := ctxFor(t)
+	first := submit(t, app, "add", map[string]int{"a": 1}, &executor.SubmitOptions{IdempotencyKey: "back"})
+	rec, err := b.GetTaskLatest(ctx, first.ID)
+	require.NoError(t, err)
+	require.NoError(t, b.DeleteTask(ctx, first.ID, rec.Revision))
+	res, err := app.SubmitMany(ctx, []executor.SubmitRequest{
+		{Name: "add", Input: map[string]int{"a": 1}, Options: &executor.SubmitOptions{IdempotencyKey: "back"}},
+		{Name: "add", Input: map[string]int{"a": 2}},
+	})
+	require.NoError(t, err)
+	require.False(t, res[0].Duplicate)
+	require.Equal(t, first.ID, res[0].Task.ID)
+	got, err := app.Get(ctx, first.ID)
+	require.NoError(t, err)
+	require.Equal(t, events.StatusNew, got.Status)
+	var failed []string
+	for _, f := range facts(t, b, events.StorageAdd, first.ID) {
+		failed = append(failed, f.Fact.Failed)
+	}
+	require.Len(t, failed, 3, "the first submission's, the batch's (failed), the one made on its own")
+	require.Empty(t, failed[0])
+	require.Contains(t, failed[1], "submitted again on its own")
+	require.Empty(t, failed[2])
+}
