@@ -25,6 +25,7 @@ func benches() []Bench {
 	list = append(list,
 		Bench{Name: "tasks/lifecycle/m0", Run: oursTasks(recordLifecycle, 0, false)},
 		Bench{Name: "tasks/all/m0/defaults", Run: oursTasks(recordAll, 0, true)},
+		Bench{Name: "submit", Run: benchSubmit},
 		Bench{Name: "asynq/defaults", Run: asynqBench(false)},
 		Bench{Name: "asynq/tuned", Run: asynqBench(true)},
 		Bench{Name: "river/defaults", Run: riverBench(false)},

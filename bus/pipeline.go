@@ -95,7 +95,7 @@ func (b *Bus) AwaitAck(ctx context.Context, f jetstream.PubAckFuture) (*jetstrea
 	}
 }
 
-// WrongLastSequence reports whether err is a conditional write's refusal:
-// the key's last sequence was not the one expected (for CreateTaskAsync:
-// the key has an entry).
-func WrongLastSequence(err error) bool { return revisionMoved(err) }
+// TaskExists reports whether err, of a CreateTaskAsync, says the record's
+// key holds a message already (a record, or the marker of one taken back):
+// the conditional write's refusal.
+func TaskExists(err error) bool { return revisionMoved(err) }

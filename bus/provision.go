@@ -21,6 +21,7 @@ var EventSubjects = []string{
 	events.SubjectAlert + ".>",
 	events.SealSubjects, // qtasksd's seals (Sealer); no plugin may write there
 	events.SubjectOperator + ".>",
+	events.SubjectDuplicate + ".>", // executors' duplicate decisions (#14)
 }
 
 // taskMarkerTTL is how long the task bucket keeps the marker of an expired

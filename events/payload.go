@@ -56,10 +56,15 @@ type Task struct {
 	Tags        []string                   `json:"tags,omitempty"`
 	Extra       map[string]json.RawMessage `json:"extra,omitempty"`
 	// IdempotencyKey, when set at submission, makes resubmission a no-op.
-	IdempotencyKey string    `json:"idempotency_key,omitempty"`
-	Worker         string    `json:"worker,omitempty"`
-	CreatedAt      time.Time `json:"created_at"`
-	UpdatedAt      time.Time `json:"updated_at"`
+	IdempotencyKey string `json:"idempotency_key,omitempty"`
+	// SubmitDigest digests the submission as the caller made it (task
+	// name, queue, args, kw: events.SubmitParts), so that a later
+	// submission of the same key with other arguments is told apart from a
+	// repeat however plugins changed the record since.
+	SubmitDigest string    `json:"submit_digest,omitempty"`
+	Worker       string    `json:"worker,omitempty"`
+	CreatedAt    time.Time `json:"created_at"`
+	UpdatedAt    time.Time `json:"updated_at"`
 	// NotBefore delays the run of a retry until its backoff has passed.
 	NotBefore time.Time `json:"not_before,omitzero"`
 	// TimeoutMS bounds one run of the task function (QTasks' max_time).

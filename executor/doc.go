@@ -25,6 +25,17 @@
 // the event log; each returnable trigger first runs the mutator chain, whose
 // patches change the payload the next step sees.
 //
+// # Keys, unique tasks and batches
+//
+// A submission with an idempotency key whose task exists makes nothing new:
+// SubmitOne says it is a Duplicate; with other arguments it is a
+// *KeyConflictError unless SubmitOptions.AllowKeyConflict. UniqueOpts
+// derive the key from the name, arguments, queue and period, as River's
+// unique jobs. SubmitMany submits a batch, one SubmitResult per request,
+// publishing the records, task messages and facts of many submissions
+// before awaiting their acks together. Every duplicate decision is an
+// events.TypeDuplicate event in the log.
+//
 // A task function ends a task in one of the statuses of events: success;
 // error (it returned an error, or a plugin with policy fail rejected a
 // step); cancel (it returned Cancel); or retry (it failed with retries left

@@ -40,6 +40,16 @@ type SubmitOptions struct {
 	Extra map[string]any
 	// MaxTime overrides the task's registered MaxTime for this submission.
 	MaxTime *int64
+	// Unique derives IdempotencyKey from the submission (UniqueOpts), as
+	// River's unique jobs: a second submission within the options' scope
+	// returns the first task, a duplicate. It cannot be given with
+	// IdempotencyKey.
+	Unique *UniqueOpts
+	// AllowKeyConflict answers a submission whose IdempotencyKey names a
+	// task submitted with another task name, queue, args or kw with that
+	// task, as a duplicate, instead of a *KeyConflictError. The decision
+	// is recorded either way (events.TypeDuplicate).
+	AllowKeyConflict bool
 	// TraceParent is a W3C traceparent to carry through every event. One
 	// that events.ParseTraceParent refuses is dropped with a warning: a bad
 	// trace context must not cost the task (W3C asks the same of a
@@ -56,12 +66,120 @@ type SubmitOptions struct {
 // (errors.Is ErrOutcomeUnknown): the task may be queued, and the task
 // returned with it carries its id and idempotency key. Submit again with
 // that key to settle it: it returns the task, queued, and never a second
-// one.
+// one. A key that names a task submitted with another name, queue, args or
+// kw is a *KeyConflictError (unless SubmitOptions.AllowKeyConflict);
+// SubmitOne also says whether the task returned is a duplicate.
 func (a *App) Submit(ctx context.Context, name string, input any, opts *SubmitOptions) (events.Task, error) {
+	return a.submit(ctx, name, input, opts, nil)
+}
+
+// submit is Submit; *dup, when dup is not nil, is set when the key named
+// an existing task (duplicate, unique.go).
+func (a *App) submit(ctx context.Context, name string, input any, opts *SubmitOptions, dup *bool) (events.Task, error) {
 	var o SubmitOptions
 	if opts != nil {
 		o = *opts
 	}
+	t, err := a.newTask(name, input, &o)
+	if err != nil {
+		return events.Task{}, err
+	}
+	if o.IdempotencyKey == "" {
+		// Time-ordered (UUIDv7): the id tells when the task was made, so a
+		// lookup in the log can start there when the record has expired,
+		// and ids go into indexes in order. The key generated with it names
+		// it, so that a caller told the outcome is unknown can retry safely.
+		id, err := uuid.NewV7()
+		if err != nil {
+			return events.Task{}, fmt.Errorf("submitting %s: %w", name, err)
+		}
+		t.ID = id.String()
+		t.IdempotencyKey = GeneratedKeyPrefix + t.ID
+	} else {
+		t.ID = KeyTaskID(o.IdempotencyKey)
+		// Submissions of one key take turns: they carry the same task id,
+		// hence the same fact and invocation ids, and two in flight at once
+		// would wait on the same patch (one of them in vain).
+		unlock, err := a.lockID(ctx, t.ID)
+		if err != nil {
+			return events.Task{}, fmt.Errorf("submitting %s: %w", name, err)
+		}
+		defer unlock()
+		if rec, err := a.b.GetTaskLatest(ctx, t.ID); err == nil {
+			return a.duplicate(ctx, &o, &t, rec, dup)
+		} else if !errors.Is(err, bus.ErrTaskNotFound) {
+			return events.Task{}, fmt.Errorf("submitting %s: %w", name, err)
+		}
+	}
+	now := a.cfg.Now().UTC()
+	t.CreatedAt, t.UpdatedAt = now, now
+
+	if err := checkPayloadSize(&t, "arguments and extra"); err != nil {
+		return events.Task{}, fmt.Errorf("submitting %s: %w", name, err)
+	}
+	f := a.newFiring(&t, 0)
+	// A submission's ids carry a token of their own: a resubmission of the
+	// same idempotency key after a refused one must reach the plugins again,
+	// not be dropped as a duplicate.
+	f.idBase = t.ID + "~" + uuid.NewString()[:8]
+	// storage_add's fact records the task as new: it is held until the
+	// task is queued, and written as failed if it is not, so that a task
+	// that was never queued is never shown as one waiting (a projection's
+	// task new for ever).
+	f.hold = events.StorageAdd
+	f.phase = events.PhaseSubmit
+	fail := func(err error) (events.Task, error) {
+		// The facts so far are recorded; the submission is not accepted.
+		f.release(err)
+		f.flush()
+		_ = f.acks.Wait(context.WithoutCancel(ctx))
+		return events.Task{}, fmt.Errorf("submitting %s: %w", name, err)
+	}
+
+	if err := a.fireBefore(ctx, f, &t); err != nil {
+		return fail(err)
+	}
+	// The record and the task message (queue.go), after the facts so far.
+	rec, created, err := a.storeAndQueue(ctx, f, &t, o.IdempotencyKey == "")
+	var unknown *OutcomeUnknownError
+	switch {
+	case errors.As(err, &unknown):
+		// The task may run: storage_add's fact is written as it is.
+		f.release(nil)
+		f.flush()
+		_ = f.acks.Wait(context.WithoutCancel(ctx))
+		return t, err
+	case err != nil:
+		return fail(err)
+	case !created:
+		// Lost a race on the same idempotency key: the first one stands.
+		f.release(errors.New("another submission with the same idempotency key was first"))
+		f.flush()
+		_ = f.acks.Wait(context.WithoutCancel(ctx))
+		return a.duplicate(ctx, &o, &t, rec, dup)
+	}
+	// The task is queued: from here on nothing may turn the answer into an
+	// error, which would tell the caller that it was not. A failure of
+	// the after-queue triggers is in their facts and the log. Their facts
+	// are written only now: the log holds none for a task never queued.
+	f.release(nil)
+	f.setPhase(events.PhaseQueued)
+	a.fireAfter(ctx, f, &t)
+	f.flush()
+	if err := f.acks.Wait(ctx); err != nil {
+		// Some of the submission's facts may be missing from the log; the
+		// task is queued all the same, and runs.
+		a.log.Warn("task queued; some of its submission facts are not confirmed stored", "task_id", t.ID, "err", err)
+	}
+	a.countSubmitted(&t)
+	return t, nil
+}
+
+// newTask is the task of a submission of name with input and o, before its
+// id and the plugins: checked, encoded, with the registered task's
+// defaults and o's overrides, its key derived from o.Unique and digested
+// (keyOf). Its errors blame the request (ErrInvalidInput).
+func (a *App) newTask(name string, input any, o *SubmitOptions) (events.Task, error) {
 	if !events.ValidToken(name) {
 		return events.Task{}, fmt.Errorf("submitting %q: the task name must be a valid NATS subject token: %w", name, ErrInvalidInput)
 	}
@@ -131,58 +249,18 @@ func (a *App) Submit(ctx context.Context, name string, input any, opts *SubmitOp
 	if !events.ValidToken(t.Queue) {
 		return events.Task{}, fmt.Errorf("submitting %s: queue %q must be a valid NATS subject token: %w", name, t.Queue, ErrInvalidInput)
 	}
-	if o.IdempotencyKey == "" {
-		// Time-ordered (UUIDv7): the id tells when the task was made, so a
-		// lookup in the log can start there when the record has expired,
-		// and ids go into indexes in order. The key generated with it names
-		// it, so that a caller told the outcome is unknown can retry safely.
-		id, err := uuid.NewV7()
-		if err != nil {
-			return events.Task{}, fmt.Errorf("submitting %s: %w", name, err)
-		}
-		t.ID = id.String()
-		t.IdempotencyKey = GeneratedKeyPrefix + t.ID
-	} else {
-		t.ID = KeyTaskID(o.IdempotencyKey)
-		// Submissions of one key take turns: they carry the same task id,
-		// hence the same fact and invocation ids, and two in flight at once
-		// would wait on the same patch (one of them in vain).
-		unlock, err := a.lockID(ctx, t.ID)
-		if err != nil {
-			return events.Task{}, fmt.Errorf("submitting %s: %w", name, err)
-		}
-		defer unlock()
-		if rec, err := a.b.GetTaskLatest(ctx, t.ID); err == nil {
-			return a.resubmitted(ctx, rec)
-		} else if !errors.Is(err, bus.ErrTaskNotFound) {
-			return events.Task{}, fmt.Errorf("submitting %s: %w", name, err)
-		}
-	}
-	now := a.cfg.Now().UTC()
-	t.CreatedAt, t.UpdatedAt = now, now
-
-	if err := checkPayloadSize(&t, "arguments and extra"); err != nil {
+	// Unique options derive the key; a key gets the submission's digest
+	// (unique.go).
+	if err := keyOf(o, &t, a.cfg.Now()); err != nil {
 		return events.Task{}, fmt.Errorf("submitting %s: %w", name, err)
 	}
-	f := a.newFiring(&t, 0)
-	// A submission's ids carry a token of their own: a resubmission of the
-	// same idempotency key after a refused one must reach the plugins again,
-	// not be dropped as a duplicate.
-	f.idBase = t.ID + "~" + uuid.NewString()[:8]
-	// storage_add's fact records the task as new: it is held until the
-	// task is queued, and written as failed if it is not, so that a task
-	// that was never queued is never shown as one waiting (a projection's
-	// task new for ever).
-	f.hold = events.StorageAdd
-	f.phase = events.PhaseSubmit
-	fail := func(err error) (events.Task, error) {
-		// The facts so far are recorded; the submission is not accepted.
-		f.release(err)
-		f.flush()
-		_ = f.acks.Wait(context.WithoutCancel(ctx))
-		return events.Task{}, fmt.Errorf("submitting %s: %w", name, err)
-	}
+	return t, nil
+}
 
+// fireBefore fires the triggers of t's submission before it is stored and
+// queued (qtasks_add_task_before_broker, broker_add_before, storage_add),
+// taking what their plugins patched. An error means t must not be stored.
+func (a *App) fireBefore(ctx context.Context, f *firing, t *events.Task) error {
 	// qtasks_add_task_before_broker: name, priority, args, kw and extra.
 	type before struct {
 		TaskName string                     `json:"task_name"`
@@ -191,87 +269,63 @@ func (a *App) Submit(ctx context.Context, name string, input any, opts *SubmitOp
 		Kw       json.RawMessage            `json:"kw"`
 		Extra    map[string]json.RawMessage `json:"extra"`
 	}
-	out, err := f.fire(ctx, events.QTasksAddTaskBeforeBroker, before{name, t.Priority, t.Args, t.Kw, t.Extra})
+	out, err := f.fire(ctx, events.QTasksAddTaskBeforeBroker, before{t.Name, t.Priority, t.Args, t.Kw, t.Extra})
 	if err != nil {
-		return fail(err)
+		return err
 	}
-	b := before{name, t.Priority, t.Args, t.Kw, t.Extra}
+	b := before{t.Name, t.Priority, t.Args, t.Kw, t.Extra}
 	if out != nil {
 		b = before{}
 		if err := json.Unmarshal(out, &b); err != nil {
-			return fail(fmt.Errorf("%s output: %w", events.QTasksAddTaskBeforeBroker, err))
+			return fmt.Errorf("%s output: %w", events.QTasksAddTaskBeforeBroker, err)
 		}
 	}
 	if b.TaskName != "" && b.TaskName != t.Name {
 		if !events.ValidToken(b.TaskName) {
-			return fail(fmt.Errorf("a plugin renamed the task to %q, which is not a valid name", b.TaskName))
+			return fmt.Errorf("a plugin renamed the task to %q, which is not a valid name", b.TaskName)
 		}
 		t.Name = b.TaskName
 	}
 	t.Priority = b.Priority
 	t.Args, t.Kw = orEmpty(b.Args, "[]"), orEmpty(b.Kw, "{}")
 	t.Extra = b.Extra
-	if err := checkPayloadSize(&t, "arguments and extra as patched"); err != nil {
-		return fail(err)
+	if err := checkPayloadSize(t, "arguments and extra as patched"); err != nil {
+		return err
 	}
 
 	// broker_add_before: the new record.
-	if out, err = f.fire(ctx, events.BrokerAddBefore, modelPayload{t}); err != nil {
-		return fail(err)
+	if out, err = f.fire(ctx, events.BrokerAddBefore, modelPayload{*t}); err != nil {
+		return err
 	}
-	if err := takeModel(out, "model", &t); err != nil {
-		return fail(err)
+	if err := takeModel(out, "model", t); err != nil {
+		return err
 	}
 	// storage_add: the record is stored with status new.
-	if out, err = f.fire(ctx, events.StorageAdd, storageAddPayload{UUID: t.ID, TaskStatus: &t}); err != nil {
-		return fail(err)
+	if out, err = f.fire(ctx, events.StorageAdd, storageAddPayload{UUID: t.ID, TaskStatus: t}); err != nil {
+		return err
 	}
-	if err := takeModel(out, "task_status", &t); err != nil {
-		return fail(err)
+	if err := takeModel(out, "task_status", t); err != nil {
+		return err
 	}
 	// The plugins of broker_add_before and storage_add may have grown the
 	// extra: what is stored and queued must fit the facts of every run.
-	if err := checkPayloadSize(&t, "arguments and extra as patched"); err != nil {
-		return fail(err)
+	if err := checkPayloadSize(t, "arguments and extra as patched"); err != nil {
+		return err
 	}
-	// The record and the task message (queue.go), after the facts so far.
-	rec, created, err := a.storeAndQueue(ctx, f, &t, o.IdempotencyKey == "")
-	var unknown *OutcomeUnknownError
-	switch {
-	case errors.As(err, &unknown):
-		// The task may run: storage_add's fact is written as it is.
-		f.release(nil)
-		_ = f.acks.Wait(context.WithoutCancel(ctx))
-		return t, err
-	case err != nil:
-		return fail(err)
-	case !created:
-		// Lost a race on the same idempotency key: the first one stands.
-		f.release(errors.New("another submission with the same idempotency key was first"))
-		_ = f.acks.Wait(context.WithoutCancel(ctx))
-		return a.resubmitted(ctx, rec)
-	}
-	// The task is queued: from here on nothing may turn the answer into an
-	// error, which would tell the caller that it was not. A failure of
-	// the after-queue triggers is in their facts and the log. Their facts
-	// are written only now: the log holds none for a task never queued.
-	f.release(nil)
-	f.setPhase(events.PhaseQueued)
-	if _, err := f.fire(ctx, events.BrokerAddAfter, modelPayload{t}); err != nil {
+	return nil
+}
+
+// fireAfter fires the triggers of t's submission once it is queued
+// (broker_add_after, qtasks_add_task_after_broker). A failure is in their
+// facts and the log, and changes nothing: the task is queued.
+func (a *App) fireAfter(ctx context.Context, f *firing, t *events.Task) {
+	if _, err := f.fire(ctx, events.BrokerAddAfter, modelPayload{*t}); err != nil {
 		a.log.Warn("task queued; a plugin failed after it", "task_id", t.ID, "trigger", events.BrokerAddAfter, "err", err)
 	} else if _, err := f.fire(ctx, events.QTasksAddTaskAfterBroker, afterBrokerPayload{
 		TaskID: t.ID, TaskName: t.Name, Priority: t.Priority, Args: t.Args, Kw: t.Kw,
 	}); err != nil {
 		a.log.Warn("task queued; a plugin failed after it", "task_id", t.ID, "trigger", events.QTasksAddTaskAfterBroker, "err", err)
 	}
-	f.flush()
-	if err := f.acks.Wait(ctx); err != nil {
-		// Some of the submission's facts may be missing from the log; the
-		// task is queued all the same, and runs.
-		a.log.Warn("task queued; some of its submission facts are not confirmed stored", "task_id", t.ID, "err", err)
-	}
-	a.countSubmitted(&t)
-	return t, nil
 }
 
 // checkPayloadSize checks a task's arguments and extra against

@@ -537,6 +537,8 @@ func (p *Prepared) prepare(decodeErr error) rejection {
 		return ""
 	case "operator":
 		return p.prepareOperator(ps)
+	case "duplicate":
+		return p.prepareDuplicate(ps)
 	case "dead":
 		if ev.Type != events.TypeDeadLetter {
 			return rejection(fmt.Sprintf("type %q on dead-letter subject %s", ev.Type, p.subject))

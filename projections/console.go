@@ -224,7 +224,9 @@ type Action struct {
 	Time    time.Time `json:"time,omitzero"`
 }
 
-// TaskActions lists the operators' actions on task id, in stream order.
+// TaskActions lists the operators' actions on task id, in stream order,
+// with the executors' duplicate decisions on submissions of its key
+// (action "duplicate" or "conflict", by the executor's source).
 func (d *DB) TaskActions(ctx context.Context, id string) ([]Action, error) {
 	return d.actions(ctx, `WHERE o.task_key = (SELECT key FROM task_keys WHERE id = ?) ORDER BY o.seq`, id)
 }

@@ -132,6 +132,7 @@ const (
 	rfTags
 	rfExtra
 	rfIdempotencyKey
+	rfSubmitDigest
 	rfWorker
 	rfCreatedAt
 	rfUpdatedAt
@@ -147,7 +148,7 @@ var recordFields = [rfCount]string{
 	rfID: "id", rfName: "task_name", rfQueue: "queue", rfPriority: "priority", rfStatus: "status", rfArgs: "args",
 	rfKw: "kw", rfResult: "result", rfError: "error", rfReason: "reason", rfAttempt: "attempt", rfRun: "run",
 	rfRetry: "retry", rfRetryParent: "retry_parent", rfRetryChild: "retry_child", rfDelayMS: "delay_ms", rfTags: "tags",
-	rfExtra: "extra", rfIdempotencyKey: "idempotency_key", rfWorker: "worker", rfCreatedAt: "created_at",
+	rfExtra: "extra", rfIdempotencyKey: "idempotency_key", rfSubmitDigest: "submit_digest", rfWorker: "worker", rfCreatedAt: "created_at",
 	rfUpdatedAt: "updated_at", rfNotBefore: "not_before", rfTimeoutMS: "timeout_ms", rfTrace: "trace",
 }
 
@@ -203,6 +204,8 @@ func recordField(k string) int {
 		return rfExtra
 	case "idempotency_key":
 		return rfIdempotencyKey
+	case "submit_digest":
+		return rfSubmitDigest
 	case "worker":
 		return rfWorker
 	case "created_at":
@@ -241,6 +244,8 @@ func setRecordField(m *events.Task, f int, val []byte) bool {
 		return setString(&m.RetryChild, val)
 	case rfIdempotencyKey:
 		return setString(&m.IdempotencyKey, val)
+	case rfSubmitDigest:
+		return setString(&m.SubmitDigest, val)
 	case rfWorker:
 		return setString(&m.Worker, val)
 	case rfTrace:

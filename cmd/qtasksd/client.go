@@ -26,10 +26,13 @@ func (m *Main) submit(ctx context.Context, args []string) error {
 	kw := fs.String("kw", "{}", "keyword arguments, a JSON object")
 	posArgs := fs.String("args", "", "positional arguments, a JSON array")
 	priority := fs.Int("priority", 0, "priority (lower runs first); default: the task's")
-	key := fs.String("key", "", "idempotency key: a second submit with it returns the first task")
+	key := fs.String("key", "", "idempotency key: a second submit with it returns the first task (exit 8)")
 	queue := fs.String("queue", executor.DefaultQueue, "queue")
 	wait := fs.Bool("wait", false, "wait for the task to finish and print its final record")
 	timeout := fs.Duration("timeout", 60*time.Second, "how long --wait waits")
+	uniqueBy := fs.String("unique", "", "make the task unique by args, queue or both (comma separated); see --unique-period")
+	uniquePeriod := fs.Duration("unique-period", 0, "make the task unique within periods of this length (e.g. 1h, aligned on the Unix epoch)")
+	onConflict := fs.String("on-conflict", "error", "a --key that names a task submitted with other arguments: error (exit 9) or existing (that task, exit 8)")
 	name, rest := "", args
 	if len(args) > 0 && len(args[0]) > 0 && args[0][0] != '-' {
 		name, rest = args[0], args[1:]
@@ -57,11 +60,28 @@ func (m *Main) submit(ctx context.Context, args []string) error {
 	if *wait && *timeout <= 0 {
 		return &usageError{Msg: fmt.Sprintf("--timeout %v: must be positive", *timeout), Hint: "qtasksd submit add --wait --timeout 1m"}
 	}
+	var uniqueSet bool
+	fs.Visit(func(f *flag.Flag) { uniqueSet = uniqueSet || f.Name == "unique" || f.Name == "unique-period" })
+	period := ""
+	if *uniquePeriod != 0 {
+		period = uniquePeriod.String()
+	}
+	unique, err := parseUnique(*uniqueBy, period, uniqueSet)
+	if err != nil {
+		return &usageError{Msg: "--unique: " + err.Error(), Hint: "qtasksd submit add --unique args,queue --unique-period 1h"}
+	}
+	if unique != nil && *key != "" {
+		return &usageError{Msg: "--unique and --key: give one or the other", Hint: "qtasksd submit add --unique args"}
+	}
+	allowConflict, err := parseOnConflict(*onConflict)
+	if err != nil {
+		return &usageError{Msg: "--on-conflict: " + err.Error(), Hint: "qtasksd submit add --key order-42 --on-conflict existing"}
+	}
 	var kwv map[string]any
 	if err := json.Unmarshal([]byte(*kw), &kwv); err != nil {
 		return &usageError{Msg: "--kw must be a JSON object: " + err.Error(), Hint: "--kw '{\"a\":1}'"}
 	}
-	opts := &executor.SubmitOptions{IdempotencyKey: *key, Queue: *queue}
+	opts := &executor.SubmitOptions{IdempotencyKey: *key, Queue: *queue, Unique: unique, AllowKeyConflict: allowConflict}
 	if *posArgs != "" {
 		if err := json.Unmarshal([]byte(*posArgs), &opts.Args); err != nil {
 			return &usageError{Msg: "--args must be a JSON array: " + err.Error(), Hint: "--args '[1,2]'"}
@@ -81,9 +101,13 @@ func (m *Main) submit(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	t, err := app.Submit(ctx, name, kwv, opts)
+	res, err := app.SubmitOne(ctx, name, kwv, opts)
+	t := res.Task
 	if errors.Is(err, executor.ErrOutcomeUnknown) {
 		return &exitError{Code: exitUnknown, Err: err}
+	}
+	if errors.Is(err, executor.ErrKeyConflict) {
+		return &exitError{Code: exitConflict, Err: err}
 	}
 	if err != nil {
 		return err
@@ -108,6 +132,9 @@ func (m *Main) submit(ctx context.Context, args []string) error {
 	}
 	if t.Status == events.StatusError || t.Status == events.StatusCancel {
 		return &exitError{Code: exitTask, Err: fmt.Errorf("task %s ended in %s: %s", t.ID, t.Status, t.Error)}
+	}
+	if res.Duplicate {
+		return &exitError{Code: exitDuplicate, Err: fmt.Errorf("task %s existed already (idempotency key %s): nothing new was queued", t.ID, t.IdempotencyKey)}
 	}
 	return nil
 }

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/pprof"
 	"os"
+	"strconv"
 	"time"
 
 	"github.com/qtasks/qtasks-go/bus"
@@ -73,8 +74,11 @@ func newHTTPServer(h http.Handler, c httpConfig) *http.Server {
 //
 //	GET  /healthz             200 when NATS and JetStream take writes (health; no authentication)
 //	GET  /tasks/{id}          a task's record (role read)
-//	POST /tasks/{name}        submit; body is the kw object; ?wait=10s waits (role submit):
-//	                          202 queued or running, 200 ended within the wait (waited)
+//	POST /tasks/{name}        submit; body is the kw object; ?unique=args,queue and
+//	                          ?unique_period=1h make it unique; ?on_conflict=existing (role submit):
+//	                          201 created, 200 the key's task existed (Qtasks-Duplicate: true);
+//	                          ?wait=10s waits: 200 ended within the wait, 202 not yet
+//	POST /tasks               submit a batch: a JSON array of submissions (role submit)
 //	GET  /metrics             Prometheus metrics (role operate)
 //	/debug/pprof/             Go's profiles, with --pprof (role admin)
 //	/api/v1/..., /            the operator console (internal/console): reads
@@ -147,6 +151,17 @@ func newHTTPHandler(app *executor.App, metrics http.Handler, c httpConfig) http.
 			http.Error(w, "Idempotency-Key header: "+err.Error()+none, http.StatusBadRequest)
 			return
 		}
+		q := r.URL.Query()
+		unique, err := parseUnique(q.Get("unique"), q.Get("unique_period"), q.Has("unique") || q.Has("unique_period"))
+		if err != nil {
+			http.Error(w, err.Error()+none, http.StatusBadRequest)
+			return
+		}
+		allowConflict, err := parseOnConflict(q.Get("on_conflict"))
+		if err != nil {
+			http.Error(w, err.Error()+none, http.StatusBadRequest)
+			return
+		}
 		body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxHTTPBody))
 		if err != nil {
 			var mbe *http.MaxBytesError
@@ -177,24 +192,34 @@ func newHTTPHandler(app *executor.App, metrics http.Handler, c httpConfig) http.
 				return
 			}
 		}
-		opts := &executor.SubmitOptions{IdempotencyKey: key, TraceParent: tp}
-		t, err := app.Submit(r.Context(), name, kw, opts)
+		opts := &executor.SubmitOptions{IdempotencyKey: key, TraceParent: tp, Unique: unique, AllowKeyConflict: allowConflict}
+		res, err := app.SubmitOne(r.Context(), name, kw, opts)
+		t := res.Task
 		if err != nil {
 			submitError(w, t, err)
 			return
 		}
 		w.Header().Set("Idempotency-Key", t.IdempotencyKey)
-		code := http.StatusAccepted
+		// Without ?wait: 201, this request made the task (Location names
+		// it), or 200, the key's task existed. With ?wait: 200, the task
+		// ended within the wait (the record says how), or 202, it had not
+		// (Location names it). Qtasks-Duplicate says which in both.
+		code := http.StatusCreated
+		if res.Duplicate {
+			code = http.StatusOK
+		}
+		w.Header().Set("Qtasks-Duplicate", strconv.FormatBool(res.Duplicate))
 		if wait > 0 {
 			ctx, cancel := contextWithTimeout(r, wait)
 			defer cancel()
 			t, code = waited(ctx, app, t)
 		}
-		if code == http.StatusAccepted {
+		if code == http.StatusAccepted || code == http.StatusCreated {
 			w.Header().Set("Location", "/tasks/"+t.ID)
 		}
 		writeJSON(w, code, t)
 	})))
+	mux.Handle("POST /tasks", auth.require(roleSubmit, submitBatch(app)))
 	if c.Pprof {
 		pp := http.NewServeMux()
 		pp.HandleFunc("/debug/pprof/", pprof.Index)

@@ -13,34 +13,57 @@ import (
 	"github.com/qtasks/qtasks-go/executor"
 )
 
-// submitError answers a failed submission. 400 and 413 blame the request
-// and 422 a plugin that refused it: the task was not queued, and sending the
-// same request again gets the same answer. 503 is the service's fault: the
-// task was not queued, and a retry later may succeed; or, with "outcome":
+// submitError answers a failed submission (submitStatus): 400 and 413
+// blame the request, 409 its idempotency key, which names a task submitted
+// with other arguments (the body names the task and what differs), and 422
+// a plugin that refused it: the task was not queued, and sending the same
+// request again gets the same answer. 503 is the service's fault: the task
+// was not queued, and a retry later may succeed; or, with "outcome":
 // "unknown" in the body, it may have been queued, and a retry with the
 // Idempotency-Key given in the body (and header) settles it without a
 // duplicate.
 func submitError(w http.ResponseWriter, t events.Task, err error) {
-	var pf *executor.PluginFailure
+	code := submitStatus(err)
+	var kc *executor.KeyConflictError
 	switch {
 	case errors.Is(err, executor.ErrOutcomeUnknown):
 		w.Header().Set("Idempotency-Key", t.IdempotencyKey)
 		w.Header().Set("Retry-After", "1")
-		writeJSON(w, http.StatusServiceUnavailable, map[string]string{
+		writeJSON(w, code, map[string]string{
 			"error": err.Error(), "outcome": "unknown", "task_id": t.ID, "idempotency_key": t.IdempotencyKey,
 		})
+	case errors.As(err, &kc):
+		w.Header().Set("Idempotency-Key", kc.IdempotencyKey)
+		writeJSON(w, code, map[string]any{
+			"error": err.Error(), "task_id": kc.Task.ID, "idempotency_key": kc.IdempotencyKey, "differs": kc.Differs,
+		})
+	case code == http.StatusServiceUnavailable:
+		w.Header().Set("Retry-After", "1")
+		http.Error(w, "not queued: "+err.Error(), code)
+	default:
+		http.Error(w, err.Error(), code)
+	}
+}
+
+// submitStatus is the HTTP status of a submission's error, the one home of
+// the mapping for a submission alone and each of a batch.
+func submitStatus(err error) int {
+	var pf *executor.PluginFailure
+	switch {
+	case errors.Is(err, executor.ErrOutcomeUnknown):
+		return http.StatusServiceUnavailable
+	case errors.Is(err, executor.ErrKeyConflict):
+		return http.StatusConflict
 	case errors.Is(err, events.ErrTooLarge):
-		http.Error(w, err.Error(), http.StatusRequestEntityTooLarge)
-	case errors.Is(err, executor.ErrInvalidInput):
-		http.Error(w, err.Error(), http.StatusBadRequest)
+		return http.StatusRequestEntityTooLarge
+	case errors.Is(err, executor.ErrInvalidInput), errors.Is(err, events.ErrInvalidIdempotencyKey):
+		return http.StatusBadRequest
 	case errors.As(err, &pf) && pf.Outcome != events.OutcomeTimeout:
 		// A plugin said no (its patch refused the task, or it failed on
 		// it): not the service being away.
-		http.Error(w, err.Error(), http.StatusUnprocessableEntity)
-	default:
-		w.Header().Set("Retry-After", "1")
-		http.Error(w, "not queued: "+err.Error(), http.StatusServiceUnavailable)
+		return http.StatusUnprocessableEntity
 	}
+	return http.StatusServiceUnavailable
 }
 
 // healthCacheFor is how long /healthz reuses its last answer: a probe is

@@ -263,7 +263,7 @@ func TestHTTPWaitCap(t *testing.T) {
 	require.Equal(t, seq, s)
 	require.Equal(t, tasks, n)
 	code, body = hb.do(t, http.MethodPost, "/tasks/echo", `{}`, nil, "", "")
-	require.Equal(t, http.StatusAccepted, code, body)
+	require.Equal(t, http.StatusCreated, code, body)
 	close(hb.release)
 	select {
 	case code := <-done:

@@ -8,6 +8,7 @@
 //
 //	qtasksd [run] [flags]          start the daemon (the default)
 //	qtasksd submit NAME [flags]    submit a task, optionally wait for it
+//	qtasksd submit-many [flags]    submit a batch of tasks, NDJSON on stdin
 //	qtasksd status ID              print a task's record
 //	qtasksd plugins                list registered plugins
 //	qtasksd tasks                  list the tasks qtasksd runs and their arguments
@@ -43,6 +44,16 @@ const (
 	exitTask     = 4 // the task ended in error or cancel
 	exitTimeout  = 5 // waiting timed out
 	exitUnknown  = 6 // the submission's outcome is unknown: retry with the idempotency key it printed
+	// exitDuplicate: the idempotency key named an existing task, whose
+	// record is printed; nothing new was queued (a retry after exit 6 that
+	// finds its task queued ends so too).
+	exitDuplicate = 8
+	// exitConflict: the key names a task submitted with another task name,
+	// queue, args or kw; nothing was queued (--on-conflict existing).
+	exitConflict = 9
+	// exitPartial: some submissions of a batch (submit-many) were not
+	// queued; each result line says which and why.
+	exitPartial = 10
 	// exitRefused (7, operate.go): the task's state does not allow the action
 )
 
@@ -56,6 +67,8 @@ func exitCode(err error, stderr io.Writer) int { return cli.ExitCode("qtasksd", 
 // Main runs qtasksd's commands; tests call Run directly.
 type Main struct {
 	Stdout, Stderr io.Writer
+	// Stdin is read by submit-many; nil reads os.Stdin.
+	Stdin io.Reader
 }
 
 // NewMain returns a Main writing to stdout and stderr.
@@ -75,6 +88,8 @@ func (m *Main) Run(ctx context.Context, args []string) error {
 		return m.run(ctx, args)
 	case "submit":
 		return m.submit(ctx, args)
+	case "submit-many":
+		return m.submitMany(ctx, args)
 	case "status":
 		return m.status(ctx, args)
 	case "plugins":
@@ -100,6 +115,7 @@ const usage = `qtasksd: the qtasks daemon and its command line
 Commands:
   qtasksd [run] [flags]        start the daemon: embedded NATS (or --nats-url), a worker, HTTP
   qtasksd submit NAME [flags]  submit a task (--kw JSON, --args JSON, --wait)
+  qtasksd submit-many          submit the tasks of NDJSON lines on stdin, one result line each
   qtasksd status ID            print a task's record as JSON
   qtasksd plugins              list registered plugins
   qtasksd tasks                the tasks qtasksd runs: names, queue, keyword arguments

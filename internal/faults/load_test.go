@@ -192,7 +192,9 @@ func (l *load) submitOnce(task string, kw map[string]any, key string) (id string
 }
 
 // post submits through qtasksd's HTTP API, with the key as
-// Idempotency-Key. An answer other than 202 is an error "HTTP <code>: body".
+// Idempotency-Key. An answer other than 201 (the task made) or 200 (the
+// key's task existed: a retry whose first try got through) is an error
+// "HTTP <code>: body".
 func (l *load) post(task string, kw map[string]any, key string) (id string, err error, hung bool) {
 	body, err := json.Marshal(kw)
 	if err != nil {
@@ -215,17 +217,17 @@ func (l *load) post(task string, kw map[string]any, key string) (id string, err 
 	}
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode != http.StatusAccepted {
+	if resp.StatusCode != http.StatusCreated && resp.StatusCode != http.StatusOK {
 		return "", &httpError{resp.StatusCode, strings.TrimSpace(string(b)), resp.Header}, false
 	}
 	var t events.Task
 	if err := json.Unmarshal(b, &t); err != nil {
-		return "", fmt.Errorf("HTTP 202 with a body that is not a task: %w", err), false
+		return "", fmt.Errorf("HTTP %d with a body that is not a task: %w", resp.StatusCode, err), false
 	}
 	return t.ID, nil, false
 }
 
-// httpError is an answer of qtasksd's HTTP API other than 202.
+// httpError is an answer of qtasksd's HTTP API other than 201 or 200.
 type httpError struct {
 	Code   int
 	Body   string

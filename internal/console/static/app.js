@@ -412,7 +412,7 @@ function timelineEntry(e, start) {
 
 function actionEntry(a) {
   return h("li", { class: "operator", "data-action": a.action },
-    h("div", { class: "head" }, h("span", { class: "trig" }, "operator: " + a.action), h("span", {}, "by " + a.by),
+    h("div", { class: "head" }, h("span", { class: "trig" }, (a.action === "duplicate" || a.action === "conflict" ? "submission: " : "operator: ") + a.action), h("span", {}, "by " + a.by),
       h("span", { class: "muted" }, `attempt ${a.attempt}`), h("span", { class: "muted" }, fmtTime(a.time)),
       h("span", { class: "muted mono", title: "stream sequence" }, "#" + a.seq)),
     a.reason ? h("div", { class: "muted" }, "“" + a.reason + "”") : null);

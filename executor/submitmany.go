@@ -1,0 +1,455 @@
+package executor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/qtasks/qtasks-go/bus"
+	"github.com/qtasks/qtasks-go/events"
+)
+
+// SubmitRequest is one submission of a batch (SubmitMany): Submit's
+// arguments.
+type SubmitRequest struct {
+	Name string
+	// Input becomes the task's kw, as Submit's input.
+	Input   any
+	Options *SubmitOptions
+}
+
+// ErrSomeNotQueued is wrapped by SubmitMany's error when some submissions
+// of the batch failed; their results say which and why.
+var ErrSomeNotQueued = errors.New("some submissions of the batch were not queued")
+
+// batchChunk is how many submissions of a batch go in one chunk: the
+// record creates, task messages and facts of batchChunks chunks, about
+// seven messages a submission, stay within the bus's async publish window
+// (bus.DefaultMaxPending) rather than stalling on it.
+const batchChunk = 250
+
+// batchChunks is how many chunks of a batch are on their way at once:
+// while one waits for its acks, another's messages are being written.
+const batchChunks = 4
+
+// existsReaders bounds the concurrent reads of a chunk's keyed records.
+const existsReaders = 32
+
+// SubmitMany submits a batch: one SubmitResult per request, in order, each
+// as Submit would answer that request alone (a task queued, a duplicate,
+// or an error that means the task was not queued, unless it is an
+// *OutcomeUnknownError), and a bad request fails alone. It is several
+// times faster than one Submit after another: the record creates, task
+// messages and facts of many submissions are published without waiting
+// and their acks awaited together, so a batch waits for a few round trips
+// per chunk of batchChunk submissions instead of a few per task, and
+// batchChunks chunks are on their way at once.
+//
+// The error is nil when every submission was queued (or a duplicate);
+// otherwise it wraps ErrSomeNotQueued and counts the failures.
+//
+// Submissions whose idempotency key another of the batch (or a Submit in
+// flight) holds are made after the rest, one at a time, so that a key's
+// submissions still take turns: the later ones are duplicates or
+// conflicts of the first.
+func (a *App) SubmitMany(ctx context.Context, reqs []SubmitRequest) ([]SubmitResult, error) {
+	res := make([]SubmitResult, len(reqs))
+	var (
+		mu    sync.Mutex
+		later []int
+	)
+	chunks := (len(reqs) + batchChunk - 1) / batchChunk
+	parallel(chunks, batchChunks, func(c int) {
+		lo := c * batchChunk
+		hi := min(lo+batchChunk, len(reqs))
+		l := a.submitChunk(ctx, reqs[lo:hi], res[lo:hi])
+		mu.Lock()
+		for _, i := range l {
+			later = append(later, lo+i)
+		}
+		mu.Unlock()
+	})
+	slices.Sort(later)
+	for _, i := range later {
+		r := reqs[i]
+		res[i].Task, res[i].Err = a.submit(ctx, r.Name, r.Input, r.Options, &res[i].Duplicate)
+	}
+	failed, unknown := 0, 0
+	for i := range res {
+		if res[i].Err != nil {
+			failed++
+			if errors.Is(res[i].Err, ErrOutcomeUnknown) {
+				unknown++
+			}
+		}
+	}
+	if failed > 0 {
+		return res, fmt.Errorf("%d of %d submissions failed (%d of them with their outcome unknown): %w", failed, len(reqs), unknown, ErrSomeNotQueued)
+	}
+	return res, nil
+}
+
+// batchEntry is one submission of a chunk on its way.
+type batchEntry struct {
+	i      int
+	name   string
+	o      SubmitOptions
+	t      events.Task
+	f      *firing
+	unlock func()
+	rec    bus.TaskRecord
+	fut    jetstream.PubAckFuture
+	err    error // the future's publish failed
+	queued bool
+}
+
+// submitChunk submits reqs into res, in waves: every submission checked
+// and its triggers before storage fired; every record created, the acks
+// awaited together; every task message published, awaited together; the
+// after-queue triggers fired and every fact awaited together. It returns
+// the requests left to Submit one by one (their key taken).
+func (a *App) submitChunk(ctx context.Context, reqs []SubmitRequest, res []SubmitResult) (later []int) {
+	es := make([]*batchEntry, 0, len(reqs))
+	defer func() {
+		for _, e := range es {
+			if e.unlock != nil {
+				e.unlock()
+			}
+		}
+	}()
+	taken := make(map[string]bool)
+	var keyed []*batchEntry
+	for i, r := range reqs {
+		e := &batchEntry{i: i, name: r.Name}
+		if r.Options != nil {
+			e.o = *r.Options
+		}
+		t, err := a.newTask(r.Name, r.Input, &e.o)
+		if err != nil {
+			res[i].Err = err
+			continue
+		}
+		if e.o.IdempotencyKey == "" {
+			id, err := uuid.NewV7()
+			if err != nil {
+				res[i].Err = fmt.Errorf("submitting %s: %w", r.Name, err)
+				continue
+			}
+			t.ID = id.String()
+			t.IdempotencyKey = GeneratedKeyPrefix + t.ID
+		} else {
+			t.ID = KeyTaskID(e.o.IdempotencyKey)
+			if taken[t.ID] {
+				later = append(later, i)
+				continue
+			}
+			unlock, ok := a.tryLockID(t.ID)
+			if !ok {
+				later = append(later, i)
+				continue
+			}
+			taken[t.ID], e.unlock = true, unlock
+			keyed = append(keyed, e)
+		}
+		e.t = t
+		es = append(es, e)
+	}
+
+	// A key that names a task already is answered as Submit answers it,
+	// with no trigger fired.
+	parallel(len(keyed), existsReaders, func(k int) {
+		e := keyed[k]
+		rec, err := a.b.GetTaskLatest(ctx, e.t.ID)
+		switch {
+		case err == nil:
+			e.rec = rec
+		case !errors.Is(err, bus.ErrTaskNotFound):
+			e.err = fmt.Errorf("submitting %s: %w", e.name, err)
+		}
+	})
+	live, dups := es[:0:0], es[:0:0]
+	for _, e := range es {
+		switch {
+		case e.err != nil:
+			res[e.i].Err = e.err
+		case e.rec.Revision != 0:
+			dups = append(dups, e)
+		default:
+			live = append(live, e)
+		}
+	}
+	// A duplicate may be queued again (resubmitted): one round trip each,
+	// overlapped.
+	parallel(len(dups), existsReaders, func(k int) {
+		e := dups[k]
+		res[e.i].Task, res[e.i].Err = a.batchDuplicate(ctx, e)
+		res[e.i].Duplicate = res[e.i].Err == nil
+	})
+
+	// Triggers before storage; the task is stored only if they pass.
+	now := a.cfg.Now().UTC()
+	ready := live[:0:0]
+	for _, e := range live {
+		e.t.CreatedAt, e.t.UpdatedAt = now, now
+		if err := checkPayloadSize(&e.t, "arguments and extra"); err != nil {
+			res[e.i].Err = fmt.Errorf("submitting %s: %w", e.name, err)
+			continue
+		}
+		e.f = a.newFiring(&e.t, 0)
+		e.f.idBase = e.t.ID + "~" + uuid.NewString()[:8]
+		e.f.hold = events.StorageAdd
+		e.f.phase = events.PhaseSubmit
+		ready = append(ready, e)
+	}
+	parallel(len(ready), fireWorkers(a), func(k int) {
+		e := ready[k]
+		e.err = a.fireBefore(ctx, e.f, &e.t)
+	})
+	fail := func(e *batchEntry, err error) {
+		e.f.release(err)
+		e.f.flush()
+		res[e.i].Err = fmt.Errorf("submitting %s: %w", e.name, err)
+	}
+
+	// The records.
+	stored := ready[:0:0]
+	for _, e := range ready {
+		if e.err != nil {
+			fail(e, e.err)
+			continue
+		}
+		if ctx.Err() != nil {
+			// Nothing is stored once the caller gave up.
+			fail(e, context.Cause(ctx))
+			continue
+		}
+		// The submission's facts so far go before the record, as Submit's.
+		e.f.flush()
+		if e.fut, e.err = a.b.CreateTaskAsync(e.t); e.err != nil {
+			fail(e, e.err)
+			continue
+		}
+		stored = append(stored, e)
+	}
+	a.awaitAll(ctx, stored)
+	queue := stored[:0:0]
+	for _, e := range stored {
+		switch {
+		case e.err == nil:
+			e.rec = bus.TaskRecord{Task: e.t, Revision: e.rec.Revision}
+			queue = append(queue, e)
+		case bus.TaskExists(e.err):
+			// Another process's submission of the key was first, or the
+			// key holds the marker of a record taken back: CreateTask's
+			// case, left to Submit.
+			e.f.release(errors.New("the key's record exists, or was taken back: submitted again on its own"))
+			e.f.flush()
+			later = append(later, e.i)
+		default:
+			// Not queued; a record stored all the same is the janitor's
+			// (or a retry's), as with Submit.
+			fail(e, e.err)
+		}
+	}
+
+	// The task messages.
+	sent := queue[:0:0]
+	for _, e := range queue {
+		if ctx.Err() != nil {
+			e.err = context.Cause(ctx)
+			a.unqueued(ctx, e, fail)
+			continue
+		}
+		if e.fut, e.err = a.b.EnqueueAsync(e.t, a.source); e.err != nil {
+			a.unqueued(ctx, e, fail)
+			continue
+		}
+		sent = append(sent, e)
+	}
+	a.awaitAll(ctx, sent)
+	for _, e := range sent {
+		switch {
+		case e.err == nil:
+			e.queued = true
+			e.f.release(nil)
+			e.f.setPhase(events.PhaseQueued)
+			res[e.i].Task = e.t
+		case !bus.SurelyNotStored(e.err):
+			e.f.release(nil)
+			e.f.flush()
+			res[e.i].Task = e.t
+			res[e.i].Err = &OutcomeUnknownError{TaskID: e.t.ID, IdempotencyKey: e.t.IdempotencyKey, Err: fmt.Errorf("submitting %s: %w", e.name, e.err)}
+		default:
+			a.unqueued(ctx, e, fail)
+		}
+	}
+	parallel(len(sent), fireWorkers(a), func(k int) {
+		if e := sent[k]; e.queued {
+			a.fireAfter(ctx, e.f, &e.t)
+			e.f.flush()
+		}
+	})
+	// Every fact of the chunk, awaited together.
+	for _, e := range ready {
+		wctx := ctx
+		if !e.queued {
+			wctx = context.WithoutCancel(ctx)
+		}
+		if err := e.f.acks.Wait(wctx); err != nil && e.queued {
+			a.log.Warn("task queued; some of its submission facts are not confirmed stored", "task_id", e.t.ID, "err", err)
+		}
+		if e.queued {
+			a.countSubmitted(&e.t)
+		}
+	}
+	for _, e := range dups {
+		if e.fut == nil {
+			continue
+		}
+		select {
+		case <-e.fut.Ok():
+		case err := <-e.fut.Err():
+			a.log.Warn("a duplicate decision could not be recorded", "task_id", e.rec.Task.ID, "err", err)
+		}
+	}
+	return later
+}
+
+// unqueued takes back the record of e, whose task message was surely not
+// stored (a record with no message would never run), and fails it.
+func (a *App) unqueued(ctx context.Context, e *batchEntry, fail func(*batchEntry, error)) {
+	err := e.err
+	if derr := a.b.DeleteTask(context.WithoutCancel(ctx), e.t.ID, e.rec.Revision); derr != nil {
+		err = errors.Join(err, fmt.Errorf("taking back the record of the unqueued task %s (the janitor will end it): %w", e.t.ID, derr))
+	}
+	fail(e, err)
+}
+
+// batchDuplicate answers e, whose key names the existing record e.rec, as
+// Submit's duplicate does, its decision published without waiting (its
+// future in e.fut).
+func (a *App) batchDuplicate(ctx context.Context, e *batchEntry) (events.Task, error) {
+	d, conflict := decide(&e.o, &e.t, e.rec.Task)
+	var err error
+	if e.fut, err = a.publishDecision(&d, &e.t); err != nil {
+		a.log.Warn("the duplicate decision could not be recorded", "task_id", d.TaskID, "decision", d.Decision, "err", err)
+	}
+	if conflict != nil {
+		return events.Task{}, fmt.Errorf("submitting %s: %w", e.name, conflict)
+	}
+	return a.resubmitted(ctx, e.rec)
+}
+
+// awaitAll waits for the futures of es, setting each entry's err, and
+// the revision of its ack (a record's). Each future fails on its own
+// after the publish timeout; past that and a slack, or when ctx ends, the
+// ones still open get an error that leaves their outcome unknown.
+func (a *App) awaitAll(ctx context.Context, es []*batchEntry) {
+	guard := time.NewTimer(a.b.PublishTimeout() + 5*time.Second)
+	defer guard.Stop()
+	var stop error
+	for _, e := range es {
+		if stop != nil {
+			select { // an ack already in is taken
+			case ack := <-e.fut.Ok():
+				e.rec.Revision = ack.Sequence
+			case err := <-e.fut.Err():
+				e.err = err
+			default:
+				e.err = stop
+			}
+			continue
+		}
+		select {
+		case ack := <-e.fut.Ok():
+			e.rec.Revision = ack.Sequence
+		case err := <-e.fut.Err():
+			e.err = err
+		case <-guard.C:
+			stop = bus.ErrAcksLost
+			e.err = stop
+		case <-ctx.Done():
+			// An ack already in is taken; the rest are unknown.
+			select {
+			case ack := <-e.fut.Ok():
+				e.rec.Revision = ack.Sequence
+			case err := <-e.fut.Err():
+				e.err = err
+			default:
+				stop = context.Cause(ctx)
+				e.err = stop
+			}
+		}
+	}
+}
+
+// fireWorkers is how many submissions of a chunk fire their triggers at
+// once: a few to use the cores when no plugin is on them, many when a
+// plugin is, whose round trips then overlap.
+func fireWorkers(a *App) int {
+	reg := a.b.Registry()
+	for _, tr := range []string{events.QTasksAddTaskBeforeBroker, events.BrokerAddBefore, events.StorageAdd, events.BrokerAddAfter, events.QTasksAddTaskAfterBroker} {
+		if len(reg.Chain(tr)) > 0 {
+			return 64
+		}
+	}
+	return 4
+}
+
+// parallel runs fn(0..n-1) on at most limit goroutines and waits.
+func parallel(n, limit int, fn func(int)) {
+	if n == 0 {
+		return
+	}
+	if limit <= 1 || n == 1 {
+		for i := range n {
+			fn(i)
+		}
+		return
+	}
+	var wg sync.WaitGroup
+	next := make(chan int)
+	for range min(limit, n) {
+		wg.Go(func() {
+			for i := range next {
+				fn(i)
+			}
+		})
+	}
+	for i := range n {
+		next <- i
+	}
+	close(next)
+	wg.Wait()
+}
+
+// tryLockID takes the submission lock of task id if it is free (lockID).
+func (a *App) tryLockID(id string) (unlock func(), ok bool) {
+	a.submitMu.Lock()
+	defer a.submitMu.Unlock()
+	l := a.submitting[id]
+	if l == nil {
+		l = &idLock{ch: make(chan struct{}, 1)}
+		a.submitting[id] = l
+	}
+	select {
+	case l.ch <- struct{}{}:
+	default:
+		return nil, false
+	}
+	l.refs++
+	return func() {
+		<-l.ch
+		a.submitMu.Lock()
+		if l.refs--; l.refs == 0 {
+			delete(a.submitting, id)
+		}
+		a.submitMu.Unlock()
+	}, true
+}
