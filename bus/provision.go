@@ -47,10 +47,15 @@ func (b *Bus) provision(ctx context.Context) error {
 	b.tasks, err = b.ensureStream(ctx, jetstream.StreamConfig{
 		Name:        StreamTasks,
 		Description: "qtasks tasks waiting for a worker",
-		Subjects:    []string{events.SubjectRun + ".>"},
-		Retention:   jetstream.WorkQueuePolicy,
-		Storage:     jetstream.FileStorage,
-		Replicas:    b.cfg.Replicas,
+		// Delayed tasks wait on their own subjects as scheduled messages
+		// (events.SubjectDelay), which the server moves to the run
+		// subject when due; message schedules need rollups allowed.
+		Subjects:          []string{events.SubjectRun + ".>", events.SubjectDelay + ".>"},
+		AllowMsgSchedules: true,
+		AllowRollup:       true,
+		Retention:         jetstream.WorkQueuePolicy,
+		Storage:           jetstream.FileStorage,
+		Replicas:          b.cfg.Replicas,
 		// The server stores an unset limit as -1; say so, or ensureStream
 		// sees a difference and updates the stream on every start.
 		MaxBytes:   -1,
@@ -147,7 +152,8 @@ func (b *Bus) ensureStream(ctx context.Context, cfg jetstream.StreamConfig) (jet
 	if have.Retention != cfg.Retention {
 		return nil, fmt.Errorf("stream %s exists with retention %s, want %s: refusing to change it", cfg.Name, have.Retention, cfg.Retention)
 	}
-	if !sameSubjects(have.Subjects, cfg.Subjects) || have.MaxAge != cfg.MaxAge || have.MaxBytes != cfg.MaxBytes || have.Duplicates != cfg.Duplicates {
+	if !sameSubjects(have.Subjects, cfg.Subjects) || have.MaxAge != cfg.MaxAge || have.MaxBytes != cfg.MaxBytes || have.Duplicates != cfg.Duplicates ||
+		cfg.AllowMsgSchedules && !have.AllowMsgSchedules {
 		s, err = b.js.UpdateStream(ctx, cfg)
 		if err != nil {
 			return nil, fmt.Errorf("updating stream %s: %w", cfg.Name, err)
