@@ -29,8 +29,8 @@ func DelaySubject(queue, id string) string { return SubjectDelay + "." + queue +
 // until then.
 const DelayTolerance = 2 * time.Second
 
-// MinScheduleLead is the shortest delay that is sent as a scheduled message:
-// a task due sooner is queued at once and held back by the worker that
-// receives it (a negative acknowledgement with the remaining delay), which
-// costs less than a schedule for a wait this short.
-const MinScheduleLead = time.Second
+// MinScheduleLead is the shortest delay that is sent as a scheduled message
+// (the server's scheduler wakes at most every 250 ms): a task due sooner is
+// queued at once and held back by the worker that receives it (a negative
+// acknowledgement with the remaining delay).
+const MinScheduleLead = 250 * time.Millisecond

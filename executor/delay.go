@@ -2,6 +2,7 @@ package executor
 
 import (
 	"fmt"
+	"math/rand/v2"
 	"time"
 )
 
@@ -36,4 +37,16 @@ func (o *SubmitOptions) runAt(now time.Time) time.Time {
 		return time.Time{}
 	}
 	return at.UTC()
+}
+
+// retryDelay is the default delay, in milliseconds, before the attempt
+// after failed attempt n (Config.RetryBackoff). A delay of at least
+// events.MinScheduleLead makes the next attempt wait as a scheduled message
+// (bus.Enqueue); a shorter one is held back by the worker that receives it.
+func (a *App) retryDelay(n int) int64 {
+	d := a.cfg.RetryBackoff.Delay(n, rand.Float64())
+	if d <= 0 {
+		return 0
+	}
+	return max(d.Milliseconds(), 1)
 }
