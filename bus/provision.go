@@ -21,6 +21,7 @@ var EventSubjects = []string{
 	events.SubjectAlert + ".>",
 	events.SealSubjects, // qtasksd's seals (Sealer); no plugin may write there
 	events.SubjectOperator + ".>",
+	events.SubjectSchedule + ".>", // schedules and their ticks (schedule.go)
 }
 
 // taskMarkerTTL is how long the task bucket keeps the marker of an expired
@@ -101,6 +102,9 @@ func (b *Bus) provision(ctx context.Context) error {
 		return err
 	}
 	if b.ctlKV, err = kv(BucketControl, "qtasks operator controls: cancelled attempts, paused queues", 1, 0); err != nil {
+		return err
+	}
+	if b.schKV, err = kv(BucketSchedules, "qtasks periodic schedules and their last ticks", 1, 0); err != nil {
 		return err
 	}
 	for _, name := range []string{BucketPlugins, BucketPluginState} {
