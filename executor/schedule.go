@@ -409,7 +409,6 @@ func (s *Scheduler) fire(name string, ticks []time.Time) {
 	}
 }
 
-
 func earliest(a, b time.Time) time.Time {
 	if b.Before(a) {
 		return b
