@@ -189,7 +189,7 @@ func TestMigrateFromV1(t *testing.T) {
 	live := openDB(t, path, true)
 	requireEqual(t, live, build(t, b, 0))
 	migrated := openV1(t, path)
-	require.Equal(t, []int{1, 2, 3, 4}, migrated.versions)
+	require.Equal(t, []int{1, 2, 3, 4, 5}, migrated.versions)
 	require.Positive(t, migrated.blameBefore, "blame backfilled for the facts the v1 database held")
 }
 
@@ -240,7 +240,7 @@ func TestMigrateFromV2(t *testing.T) {
 	require.Equal(t, uint64(len(msgs)), p.LastSeq())
 	requireEqual(t, openDB(t, path, true), build(t, b, 0))
 	migrated := openV1(t, path)
-	require.Equal(t, []int{1, 2, 3, 4}, migrated.versions)
+	require.Equal(t, []int{1, 2, 3, 4, 5}, migrated.versions)
 	require.Equal(t, v2.blameBefore, migrated.blameBefore, "blame of the facts the v2 database held kept")
 }
 
