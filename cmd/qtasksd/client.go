@@ -30,6 +30,8 @@ func (m *Main) submit(ctx context.Context, args []string) error {
 	queue := fs.String("queue", executor.DefaultQueue, "queue")
 	wait := fs.Bool("wait", false, "wait for the task to finish and print its final record")
 	timeout := fs.Duration("timeout", 60*time.Second, "how long --wait waits")
+	runAt := fs.String("run-at", "", "run the task at this time (RFC 3339, e.g. 2026-12-24T18:00:00+01:00), not before")
+	runIn := fs.Duration("run-in", 0, "run the task this long from now, not before")
 	name, rest := "", args
 	if len(args) > 0 && len(args[0]) > 0 && args[0][0] != '-' {
 		name, rest = args[0], args[1:]
@@ -61,7 +63,14 @@ func (m *Main) submit(ctx context.Context, args []string) error {
 	if err := json.Unmarshal([]byte(*kw), &kwv); err != nil {
 		return &usageError{Msg: "--kw must be a JSON object: " + err.Error(), Hint: "--kw '{\"a\":1}'"}
 	}
-	opts := &executor.SubmitOptions{IdempotencyKey: *key, Queue: *queue}
+	opts := &executor.SubmitOptions{IdempotencyKey: *key, Queue: *queue, RunIn: *runIn}
+	if *runAt != "" {
+		at, err := time.Parse(time.RFC3339Nano, *runAt)
+		if err != nil {
+			return &usageError{Msg: "--run-at: want an RFC 3339 time: " + err.Error(), Hint: "--run-at 2026-12-24T18:00:00Z"}
+		}
+		opts.RunAt = at
+	}
 	if *posArgs != "" {
 		if err := json.Unmarshal([]byte(*posArgs), &opts.Args); err != nil {
 			return &usageError{Msg: "--args must be a JSON array: " + err.Error(), Hint: "--args '[1,2]'"}

@@ -72,7 +72,9 @@ func newHTTPServer(h http.Handler, c httpConfig) *http.Server {
 //
 //	GET  /healthz             200 when NATS and JetStream take writes (health; no authentication)
 //	GET  /tasks/{id}          a task's record (role read)
-//	POST /tasks/{name}        submit; body is the kw object; ?wait=10s waits (role submit)
+//	POST /tasks/{name}        submit; body is the kw object; ?wait=10s waits (role submit);
+//	                          ?run_at=<RFC 3339> or ?run_in=<duration> delays the task
+//	/schedules...             periodic schedules (schedule.go)
 //	GET  /metrics             Prometheus metrics (role operate)
 //	/debug/pprof/             Go's profiles, with --pprof (role admin)
 //	/api/v1/..., /            the operator console (internal/console): reads
@@ -140,6 +142,11 @@ func newHTTPHandler(app *executor.App, metrics http.Handler, c httpConfig) http.
 				return
 			}
 		}
+		runAt, runIn, derr := delayParams(r)
+		if derr != nil {
+			http.Error(w, derr.Error()+none, http.StatusBadRequest)
+			return
+		}
 		key := r.Header.Get("Idempotency-Key")
 		if err := events.CheckIdempotencyKey(key); err != nil {
 			http.Error(w, "Idempotency-Key header: "+err.Error()+none, http.StatusBadRequest)
@@ -175,7 +182,7 @@ func newHTTPHandler(app *executor.App, metrics http.Handler, c httpConfig) http.
 				return
 			}
 		}
-		opts := &executor.SubmitOptions{IdempotencyKey: key, TraceParent: tp}
+		opts := &executor.SubmitOptions{IdempotencyKey: key, TraceParent: tp, RunAt: runAt, RunIn: runIn}
 		t, err := app.Submit(r.Context(), name, kw, opts)
 		if err != nil {
 			submitError(w, t, err)
@@ -191,6 +198,7 @@ func newHTTPHandler(app *executor.App, metrics http.Handler, c httpConfig) http.
 		}
 		writeJSON(w, http.StatusAccepted, t)
 	})))
+	scheduleRoutes(mux, app, auth) // schedule.go
 	if c.Pprof {
 		pp := http.NewServeMux()
 		pp.HandleFunc("/debug/pprof/", pprof.Index)
