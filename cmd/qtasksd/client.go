@@ -71,6 +71,9 @@ func (m *Main) submit(ctx context.Context, args []string) error {
 		}
 		opts.RunAt = at
 	}
+	if !opts.RunAt.IsZero() && opts.RunIn != 0 || opts.RunIn < 0 {
+		return &usageError{Msg: "--run-at and --run-in: give at most one, and --run-in not negative", Hint: "qtasksd submit add --run-in 10m"}
+	}
 	if *posArgs != "" {
 		if err := json.Unmarshal([]byte(*posArgs), &opts.Args); err != nil {
 			return &usageError{Msg: "--args must be a JSON array: " + err.Error(), Hint: "--args '[1,2]'"}

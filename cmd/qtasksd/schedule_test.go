@@ -51,7 +51,19 @@ func TestScheduleThreeDaemons(t *testing.T) {
 		p := startClientDaemon(t, d, url)
 		procs = append(procs, p)
 	}
-	code, out := runCmd(t, dir, "schedule", "add", "beat", "--task", "echo", "--every", "1s", "--kw", `{"hello":"world"}`,
+	// A delayed submission from the command line.
+	before := time.Now()
+	code, out := runCmd(t, dir, "submit", "echo", "--run-in", "1h", "--nats-url", url)
+	require.Equal(t, exitOK, code, out)
+	var delayed events.Task
+	require.NoError(t, json.Unmarshal([]byte(out), &delayed), out)
+	require.WithinDuration(t, before.Add(time.Hour), delayed.NotBefore, time.Minute)
+	code, out = runCmd(t, dir, "submit", "echo", "--run-at", "tomorrow", "--nats-url", url)
+	require.Equal(t, exitUsage, code, out)
+	code, out = runCmd(t, dir, "submit", "echo", "--run-at", "2030-01-01T00:00:00Z", "--run-in", "1h", "--nats-url", url)
+	require.Equal(t, exitUsage, code, out)
+
+	code, out = runCmd(t, dir, "schedule", "add", "beat", "--task", "echo", "--every", "1s", "--kw", `{"hello":"world"}`,
 		"--by", "ops", "--reason", "heartbeat", "--nats-url", url)
 	require.Equal(t, exitOK, code, out)
 	code, out = runCmd(t, dir, "schedule", "add", "beat", "--task", "echo", "--every", "1s", "--nats-url", url)
