@@ -229,7 +229,8 @@ func (s *Scheduler) loop(updates <-chan bus.ScheduleUpdate) {
 			return
 		}
 		wake := s.step()
-		timer.Reset(max(time.Until(wake), time.Millisecond))
+		// By the app's clock, which step read too.
+		timer.Reset(max(wake.Sub(s.a.cfg.Now()), time.Millisecond))
 	}
 }
 
