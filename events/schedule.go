@@ -213,6 +213,10 @@ type ScheduleEvent struct {
 	// TaskID the task submitted for it (tick).
 	Tick   time.Time `json:"tick,omitzero"`
 	TaskID string    `json:"task_id,omitempty"`
+	// Error says why the tick's task was refused (a plugin failed its
+	// submission, or its arguments are invalid): the tick is over, and no
+	// task runs for it. Empty when the task was queued.
+	Error string `json:"error,omitempty"`
 	// Missed counts the ticks the catch-up policy did not fire (missed).
 	Missed int `json:"missed,omitempty"`
 }

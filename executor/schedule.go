@@ -376,11 +376,18 @@ func (s *Scheduler) fire(name string, ticks []time.Time) {
 		t, err := a.Submit(s.ctx, spec.Task, kw, &SubmitOptions{
 			Args: args, Queue: spec.Queue, IdempotencyKey: key, Tags: []string{"schedule:" + name},
 		})
-		if err != nil {
+		ev := events.ScheduleEvent{Action: events.ScheduleTick, Schedule: name, By: a.cfg.NodeID, Tick: tick, TaskID: t.ID}
+		var pf *PluginFailure
+		switch {
+		case err == nil:
+		case errors.Is(err, ErrInvalidInput) || errors.Is(err, events.ErrTooLarge) || errors.As(err, &pf) && pf.Outcome != events.OutcomeTimeout:
+			// Refused, and would be again: the tick is over, and says so.
+			ev.TaskID, ev.Error = KeyTaskID(key), truncateError(err.Error())
+			a.log.Warn("a schedule's tick was refused; no task runs for it", "schedule", name, "tick", tick, "err", err)
+		default:
 			a.log.Warn("submitting a schedule's tick; it is retried", "schedule", name, "tick", tick, "err", err)
 			continue
 		}
-		ev := events.ScheduleEvent{Action: events.ScheduleTick, Schedule: name, By: a.cfg.NodeID, Tick: tick, TaskID: t.ID}
 		if _, err := a.b.RecordSchedule(s.ctx, a.source, key, ev); err != nil {
 			a.log.Warn("recording a schedule's tick; it is retried", "schedule", name, "tick", tick, "err", err)
 			continue
@@ -415,4 +422,12 @@ func earliest(a, b time.Time) time.Time {
 		return b
 	}
 	return a
+}
+
+// truncateError bounds an error recorded in a schedule event.
+func truncateError(s string) string {
+	if len(s) > events.MaxReasonSize {
+		return s[:events.MaxReasonSize]
+	}
+	return s
 }

@@ -3,6 +3,7 @@ package executor_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"sync"
 	"testing"
 	"time"
@@ -13,6 +14,7 @@ import (
 	"github.com/qtasks/qtasks-go/bus/bustest"
 	"github.com/qtasks/qtasks-go/events"
 	"github.com/qtasks/qtasks-go/executor"
+	"github.com/qtasks/qtasks-go/plugins"
 )
 
 // scheduleEvents returns the schedule events of name in the log, in order.
@@ -191,4 +193,47 @@ func TestScheduleCatchUp(t *testing.T) {
 			require.Empty(t, st[0].Pending)
 		})
 	}
+}
+
+// TestScheduleTickRefused: a tick whose task a plugin refuses (policy fail
+// on qtasks_add_task_before_broker) is recorded with the reason and is over:
+// not retried, nothing left pending, and the next tick is fired as usual.
+func TestScheduleTickRefused(t *testing.T) {
+	b := bustest.Open(t, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
+	defer cancel()
+	_, err := plugins.Local(ctx, b, plugins.Spec{
+		Name: "gate", Version: "1.0.0", Triggers: []string{events.QTasksAddTaskBeforeBroker},
+		Plugin: plugins.Func(func(ctx context.Context, c *plugins.Call) (*plugins.Patch, error) {
+			return nil, errors.New("closed for the holidays")
+		}),
+	})
+	require.NoError(t, err)
+	var mu sync.Mutex
+	t0 := time.Date(2026, 12, 24, 10, 0, 0, 0, time.UTC)
+	now := t0
+	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	app := newApp(t, b, &executor.Config{Now: clock})
+	_, err = app.AddSchedule(ctx, events.Schedule{Name: "xmas", Task: "gift", EveryMS: time.Minute.Milliseconds()}, executor.Action{By: "test"})
+	require.NoError(t, err)
+	mu.Lock()
+	now = t0.Add(time.Minute + time.Second)
+	mu.Unlock()
+	startScheduler(t, app)
+	var evs []events.ScheduleEvent
+	bustest.WaitFor(t, waitLimit, "the refused tick", func() bool {
+		evs = scheduleEvents(t, b, "xmas")
+		return len(evs) == 2
+	})
+	tick := evs[1]
+	require.Equal(t, events.ScheduleTick, tick.Action)
+	require.Equal(t, t0.Add(time.Minute), tick.Tick)
+	require.Contains(t, tick.Error, "closed for the holidays")
+	_, err = app.Get(ctx, tick.TaskID)
+	require.ErrorIs(t, err, bus.ErrTaskNotFound, "no task for a refused tick")
+	bustest.WaitFor(t, waitLimit, "nothing pending", func() bool {
+		st, err := app.Schedules(ctx)
+		require.NoError(t, err)
+		return len(st) == 1 && len(st[0].Pending) == 0
+	})
 }

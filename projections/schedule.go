@@ -50,19 +50,25 @@ func (a *txApplier) schedule(p *Prepared, seq int64, key any) error {
 		}
 		spec = string(b)
 	}
-	return a.exec(stSchedule, seq, e.Schedule, e.Action, e.By, e.Reason, tick, key, e.Missed, spec, p.at)
+	reason := e.Reason
+	if e.Error != "" {
+		reason = e.Error // a tick refused: why
+	}
+	return a.exec(stSchedule, seq, e.Schedule, e.Action, e.By, reason, tick, key, e.Missed, spec, p.at)
 }
 
 // ScheduleEvent is an event of a periodic schedule, as the log recorded it.
 type ScheduleEvent struct {
-	Seq      uint64    `json:"seq"`
-	Schedule string    `json:"schedule"`
-	Action   string    `json:"action"`
-	By       string    `json:"by"`
-	Reason   string    `json:"reason,omitempty"`
-	Tick     time.Time `json:"tick,omitzero"`
-	TaskID   string    `json:"task_id,omitempty"`
-	Missed   int       `json:"missed,omitempty"`
+	Seq      uint64 `json:"seq"`
+	Schedule string `json:"schedule"`
+	Action   string `json:"action"`
+	By       string `json:"by"`
+	// Reason is why: an operator's words, or why a tick's task was
+	// refused.
+	Reason string    `json:"reason,omitempty"`
+	Tick   time.Time `json:"tick,omitzero"`
+	TaskID string    `json:"task_id,omitempty"`
+	Missed int       `json:"missed,omitempty"`
 	// Spec is the schedule as added (add), as JSON.
 	Spec json.RawMessage `json:"spec,omitempty"`
 	Time time.Time       `json:"time,omitzero"`
