@@ -11,6 +11,7 @@
 //	qtasksd status ID              print a task's record
 //	qtasksd plugins                list registered plugins
 //	qtasksd tasks                  list the tasks qtasksd runs and their arguments
+//	qtasksd schedule add|list|remove|pause|resume  periodic tasks
 //	qtasksd plugin-permissions NAME  print a plugin's least NATS permissions
 //	qtasksd version                print the version (also --version)
 package main
