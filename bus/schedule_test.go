@@ -89,3 +89,26 @@ func TestDelayedEnqueue(t *testing.T) {
 	require.NoError(t, err)
 	require.False(t, delayed, "the schedule message is purged once it fired")
 }
+
+// A task stream made before delayed tasks (no message schedules, no delay
+// subjects) is brought up to date when qtasksd next starts on it.
+func TestTaskStreamUpgradedForDelays(t *testing.T) {
+	t.Parallel()
+	ctx := testCtx(t)
+	dir := t.TempDir()
+	b := bustest.Open(t, &bus.Config{DataDir: dir})
+	js := b.JetStream()
+	require.NoError(t, js.DeleteStream(ctx, bus.StreamTasks))
+	_, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: bus.StreamTasks, Subjects: []string{events.SubjectRun + ".>"},
+		Retention: jetstream.WorkQueuePolicy, Storage: jetstream.FileStorage, MaxBytes: -1, Duplicates: bus.DefaultDuplicateWindow})
+	require.NoError(t, err)
+	b.Close()
+
+	b = bustest.Open(t, &bus.Config{DataDir: dir})
+	require.True(t, b.SchedulesDelays())
+	task := events.Task{ID: "t1", Name: "later", Queue: "default", Status: events.StatusNew, Attempt: 1, NotBefore: time.Now().Add(time.Hour)}
+	require.NoError(t, b.Enqueue(ctx, task, "test"))
+	delayed, err := b.Delayed(ctx, "default", "t1")
+	require.NoError(t, err)
+	require.True(t, delayed)
+}
