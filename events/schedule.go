@@ -54,9 +54,9 @@ const (
 	// time (CatchUpSkip): a scheduler wakes within milliseconds of a tick,
 	// so only downtime makes a tick this late.
 	ScheduleLateness = 30 * time.Second
-	// MinScheduleInterval is the shortest interval (Every) a schedule may
-	// have, and the shortest between two ticks of a cron expression that
-	// a scheduler will fire: each tick is a task, facts and a CAS write.
+	// MinScheduleInterval is the shortest interval (EveryMS) a schedule
+	// may have, as a cron expression's finest field is seconds: each tick
+	// is a task, its facts and two conditional writes.
 	MinScheduleInterval = time.Second
 	// DefaultCatchUpMax is Schedule.CatchUpMax's default; MaxCatchUp its
 	// bound.
