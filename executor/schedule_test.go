@@ -237,3 +237,40 @@ func TestScheduleTickRefused(t *testing.T) {
 		return len(st) == 1 && len(st[0].Pending) == 0
 	})
 }
+
+// TestSchedulePendingTickOfDeadClaimer: a scheduler that claimed a tick and
+// died before submitting its task leaves it pending; another scheduler
+// fires it once the grace period has passed: no leader to lose.
+func TestSchedulePendingTickOfDeadClaimer(t *testing.T) {
+	b := bustest.Open(t, nil)
+	app := newApp(t, b, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
+	defer cancel()
+	_, err := app.AddSchedule(ctx, events.Schedule{Name: "hourly", Task: "report", EveryMS: time.Hour.Milliseconds()}, executor.Action{By: "test"})
+	require.NoError(t, err)
+	// What a claimer that died right after its claim leaves behind.
+	tick := time.Now().Truncate(time.Hour).UTC()
+	e, err := b.GetSchedule(ctx, "hourly")
+	require.NoError(t, err)
+	st := e.State
+	st.LastTick, st.Pending = tick, []time.Time{tick}
+	st.ClaimedBy, st.ClaimedAt = "dead-node", time.Now().Add(-time.Minute).UTC()
+	_, err = b.UpdateSchedule(ctx, st, e.Revision)
+	require.NoError(t, err)
+
+	startScheduler(t, app)
+	var evs []events.ScheduleEvent
+	bustest.WaitFor(t, waitLimit, "the pending tick fired", func() bool {
+		evs = scheduleEvents(t, b, "hourly")
+		return len(evs) == 2
+	})
+	require.Equal(t, events.ScheduleTick, evs[1].Action)
+	require.Equal(t, tick, evs[1].Tick)
+	_, err = app.Get(ctx, evs[1].TaskID)
+	require.NoError(t, err)
+	bustest.WaitFor(t, waitLimit, "nothing pending", func() bool {
+		e, err := b.GetSchedule(ctx, "hourly")
+		require.NoError(t, err)
+		return len(e.State.Pending) == 0
+	})
+}
