@@ -183,8 +183,10 @@ func (s *Scheduler) Start(ctx context.Context) error {
 	return nil
 }
 
-// Stop stops the scheduler; a tick being fired is finished first, within
-// ctx.
+// Stop stops the scheduler and waits for its loop, within ctx. A tick it
+// was firing is left pending: another scheduler (or the next one started
+// on the bus) fires it after the grace period, as the same task. A stopped
+// Scheduler does not start again; make a new one.
 func (s *Scheduler) Stop(ctx context.Context) error {
 	s.mu.Lock()
 	cancel, done := s.cancel, s.done
@@ -209,6 +211,9 @@ func (s *Scheduler) loop(updates <-chan bus.ScheduleUpdate) {
 		select {
 		case u, ok := <-updates:
 			if !ok {
+				if s.ctx.Err() == nil {
+					s.a.log.Error("the scheduler lost its watch of the schedules; it fires no more ticks")
+				}
 				return
 			}
 			s.apply(u)
