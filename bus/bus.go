@@ -226,6 +226,7 @@ type Bus struct {
 	plugKV jetstream.KeyValue
 	stKV   jetstream.KeyValue
 	ctlKV  jetstream.KeyValue // nil on a plugin's or a read-only bus
+	schKV  jetstream.KeyValue // schedules (schedule.go); nil as ctlKV
 
 	inv   *invoker
 	reg   *Registry

@@ -46,6 +46,14 @@ func (b *Bus) EnqueueAsync(t events.Task, source string) (jetstream.PubAckFuture
 	if err != nil {
 		return nil, err
 	}
+	// A task due later waits as a scheduled message (delay.go).
+	if m, ok := b.delayedMsg(t, ev.ID, &ev); ok {
+		f, err := b.js.PublishMsgAsync(m, jetstream.WithStallWait(publishStallWait))
+		if err != nil {
+			return nil, fmt.Errorf("scheduling task %s: %w", t.ID, err)
+		}
+		return f, nil
+	}
 	f, err := b.PublishAsync(events.RunSubject(t.Queue), ev.ID, &ev)
 	if err != nil {
 		return nil, fmt.Errorf("enqueueing task %s: %w", t.ID, err)

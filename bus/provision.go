@@ -22,6 +22,7 @@ var EventSubjects = []string{
 	events.SealSubjects, // qtasksd's seals (Sealer); no plugin may write there
 	events.SubjectOperator + ".>",
 	events.SubjectDuplicate + ".>", // executors' duplicate decisions (#14)
+	events.SubjectSchedule + ".>", // schedules and their ticks (schedule.go)
 }
 
 // taskMarkerTTL is how long the task bucket keeps the marker of an expired
@@ -48,10 +49,15 @@ func (b *Bus) provision(ctx context.Context) error {
 	b.tasks, err = b.ensureStream(ctx, jetstream.StreamConfig{
 		Name:        StreamTasks,
 		Description: "qtasks tasks waiting for a worker",
-		Subjects:    []string{events.SubjectRun + ".>"},
-		Retention:   jetstream.WorkQueuePolicy,
-		Storage:     jetstream.FileStorage,
-		Replicas:    b.cfg.Replicas,
+		// Delayed tasks wait on their own subjects as scheduled messages
+		// (events.SubjectDelay), which the server moves to the run
+		// subject when due; message schedules need rollups allowed.
+		Subjects:          []string{events.SubjectRun + ".>", events.SubjectDelay + ".>"},
+		AllowMsgSchedules: true,
+		AllowRollup:       true,
+		Retention:         jetstream.WorkQueuePolicy,
+		Storage:           jetstream.FileStorage,
+		Replicas:          b.cfg.Replicas,
 		// The server stores an unset limit as -1; say so, or ensureStream
 		// sees a difference and updates the stream on every start.
 		MaxBytes:   -1,
@@ -97,6 +103,9 @@ func (b *Bus) provision(ctx context.Context) error {
 		return err
 	}
 	if b.ctlKV, err = kv(BucketControl, "qtasks operator controls: cancelled attempts, paused queues", 1, 0); err != nil {
+		return err
+	}
+	if b.schKV, err = kv(BucketSchedules, "qtasks periodic schedules and their last ticks", 1, 0); err != nil {
 		return err
 	}
 	for _, name := range []string{BucketPlugins, BucketPluginState} {
@@ -148,7 +157,8 @@ func (b *Bus) ensureStream(ctx context.Context, cfg jetstream.StreamConfig) (jet
 	if have.Retention != cfg.Retention {
 		return nil, fmt.Errorf("stream %s exists with retention %s, want %s: refusing to change it", cfg.Name, have.Retention, cfg.Retention)
 	}
-	if !sameSubjects(have.Subjects, cfg.Subjects) || have.MaxAge != cfg.MaxAge || have.MaxBytes != cfg.MaxBytes || have.Duplicates != cfg.Duplicates {
+	if !sameSubjects(have.Subjects, cfg.Subjects) || have.MaxAge != cfg.MaxAge || have.MaxBytes != cfg.MaxBytes || have.Duplicates != cfg.Duplicates ||
+		cfg.AllowMsgSchedules && !have.AllowMsgSchedules {
 		s, err = b.js.UpdateStream(ctx, cfg)
 		if err != nil {
 			return nil, fmt.Errorf("updating stream %s: %w", cfg.Name, err)

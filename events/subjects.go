@@ -115,7 +115,7 @@ func DeadSubject(plugin string) string { return SubjectDead + "." + plugin }
 // ParsedSubject is a subject split into its parts; empty where the kind has
 // no such part.
 type ParsedSubject struct {
-	Kind    string // trigger, phase, invoke, patch, dead, alert, run, seal, operator or duplicate
+	Kind    string // trigger, phase, invoke, patch, dead, alert, run, seal, operator, duplicate or schedule
 	Plugin  string
 	Trigger string // the trigger; for a phase subject, the phase
 	// Key is the last token of a fact's subject (the task's queue, or the
@@ -174,7 +174,7 @@ func ParseSubject(s string) (ParsedSubject, error) {
 			return bad()
 		}
 		return ParsedSubject{Kind: t[1], Plugin: t[2]}, nil
-	case "run", "alert", "seal", "operator", "duplicate":
+	case "run", "alert", "seal", "operator", "duplicate", "schedule":
 		if len(t) != 3 {
 			return bad()
 		}

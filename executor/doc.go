@@ -42,5 +42,14 @@
 // and a retryable error: a new attempt of the same task is queued).
 // Returning PluginError fires task_executor_run_task_trigger_error: a plugin
 // that patches /result there decides the task's result; with none the task
-// fails with the reason.
+// fails with the reason. A retried attempt waits Config.RetryBackoff
+// (events.DefaultRetryBackoff) unless a plugin sets its delay.
+//
+// # Delayed and periodic tasks
+//
+// SubmitOptions.RunAt or RunIn delays a task: it waits in JetStream as a
+// scheduled message, held by no worker, and runs at that time, never before.
+// AddSchedule stores a periodic schedule (a cron expression in a time zone,
+// or an interval); a Scheduler in each process fires its ticks, one task per
+// tick however many run.
 package executor

@@ -82,6 +82,13 @@ type Config struct {
 	TracerProvider trace.TracerProvider
 	// Now is the clock. Defaults to time.Now.
 	Now func() time.Time
+	// RetryBackoff is the delay before the next attempt of a task that
+	// failed and is retried, when no plugin sets another (it is
+	// worker_task_error_retry's model.delay_ms before the plugins are
+	// called). The attempt waits in JetStream, held by no worker.
+	// Defaults to events.DefaultRetryBackoff; &events.Backoff{} retries at
+	// once.
+	RetryBackoff *events.Backoff
 }
 
 func (c *Config) withDefaults(b *bus.Bus) error {
@@ -123,7 +130,13 @@ func (c *Config) withDefaults(b *bus.Bus) error {
 	if c.TracerProvider == nil {
 		c.TracerProvider = otel.GetTracerProvider()
 	}
+	if c.RetryBackoff == nil {
+		c.RetryBackoff = &events.DefaultRetryBackoff
+	}
 	var errs []error
+	if err := c.RetryBackoff.Check(); err != nil {
+		errs = append(errs, err)
+	}
 	if !events.ValidToken(c.Queue) {
 		errs = append(errs, fmt.Errorf("queue %q: must be a valid NATS subject token", c.Queue))
 	}

@@ -103,7 +103,9 @@ func (w *worker) sweep(ctx context.Context, since, until time.Time) (time.Time, 
 	// would end one that was acknowledged. The fault suite saw it once.
 	for id, rev := range w.suspects {
 		delete(w.suspects, id)
-		if queued[id] {
+		if waiting, err := w.waiting(ctx, queued, id); err != nil {
+			return since, err
+		} else if waiting {
 			continue
 		}
 		cur, err := b.GetTaskLatest(ctx, id)
@@ -118,8 +120,10 @@ func (w *worker) sweep(ctx context.Context, since, until time.Time) (time.Time, 
 		}
 	}
 	for _, rec := range cands {
-		if queued[rec.Task.ID] {
-			continue // its task message waits for a worker
+		if waiting, err := w.waiting(ctx, queued, rec.Task.ID); err != nil {
+			return since, err
+		} else if waiting {
+			continue // its task message waits for a worker, or for its time
 		}
 		cur, err := b.GetTaskLatest(ctx, rec.Task.ID)
 		if errors.Is(err, bus.ErrTaskNotFound) {
@@ -165,4 +169,15 @@ func (w *worker) endOrphan(ctx context.Context, rec bus.TaskRecord) error {
 		a.log.Warn("janitor: ended a task that was never queued", "task_id", final.ID, "task_name", final.Name, "created_at", final.CreatedAt)
 	}
 	return nil
+}
+
+// waiting reports whether task id has a task message: in queued (read from
+// the queue), or scheduled for later (a delayed task, which waits on a
+// subject of its own: looked up one by one, so that the sweep's cost does
+// not grow with the delayed tasks waiting).
+func (w *worker) waiting(ctx context.Context, queued map[string]bool, id string) (bool, error) {
+	if queued[id] {
+		return true, nil
+	}
+	return w.a.b.Delayed(ctx, w.a.cfg.Queue, id)
 }

@@ -505,6 +505,7 @@ func (rs *runState) finish(ctx context.Context, final events.Task, taskErr error
 		retry.Status = events.StatusRetry
 		retry.Retry = rs.t.Retry - 1
 		retry.RetryChild = rs.t.ID + "#" + strconv.Itoa(rs.t.Attempt+1)
+		retry.DelayMS = a.retryDelay(rs.t.Attempt) // the default; plugins may patch it
 		out, err := f.fire(ctx, events.WorkerTaskErrorRetry, map[string]any{
 			"model": retry, "error": final.Error, "errors": errorChain(taskErr),
 		})

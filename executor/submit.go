@@ -8,6 +8,7 @@ import (
 	"maps"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/google/uuid"
 
@@ -55,6 +56,13 @@ type SubmitOptions struct {
 	// trace context must not cost the task (W3C asks the same of a
 	// receiving service).
 	TraceParent string
+	// RunAt delays the task until then: it waits in JetStream, held by no
+	// worker, and runs at that time (within events.DelayTolerance), never
+	// before. A time not after now runs at once. See delay.go.
+	RunAt time.Time
+	// RunIn delays the task by this long from submission; at most one of
+	// RunAt and RunIn may be set.
+	RunIn time.Duration
 }
 
 // Submit fires the submission triggers and queues a task. input becomes the
@@ -113,6 +121,7 @@ func (a *App) submit(ctx context.Context, name string, input any, opts *SubmitOp
 	}
 	now := a.cfg.Now().UTC()
 	t.CreatedAt, t.UpdatedAt = now, now
+	t.NotBefore = o.runAt(now) // checked by checkDelay in newTask
 
 	if err := checkPayloadSize(&t, "arguments and extra"); err != nil {
 		return events.Task{}, fmt.Errorf("submitting %s: %w", name, err)
@@ -184,6 +193,12 @@ func (a *App) newTask(name string, input any, o *SubmitOptions) (events.Task, er
 		return events.Task{}, fmt.Errorf("submitting %q: the task name must be a valid NATS subject token: %w", name, ErrInvalidInput)
 	}
 	if err := events.CheckIdempotencyKey(o.IdempotencyKey); err != nil {
+		return events.Task{}, fmt.Errorf("submitting %s: %w", name, err)
+	}
+	if err := o.checkDelay(); err != nil {
+		return events.Task{}, fmt.Errorf("submitting %s: %w", name, err)
+	}
+	if err := o.checkDelay(); err != nil {
 		return events.Task{}, fmt.Errorf("submitting %s: %w", name, err)
 	}
 	if o.TraceParent != "" && !events.ValidTraceParent(o.TraceParent) {

@@ -197,6 +197,7 @@ func (a *App) submitChunk(ctx context.Context, reqs []SubmitRequest, res []Submi
 	ready := live[:0:0]
 	for _, e := range live {
 		e.t.CreatedAt, e.t.UpdatedAt = now, now
+		e.t.NotBefore = e.o.runAt(now) // checked by checkDelay in newTask
 		if err := checkPayloadSize(&e.t, "arguments and extra"); err != nil {
 			res[e.i].Err = fmt.Errorf("submitting %s: %w", e.name, err)
 			continue

@@ -234,6 +234,7 @@ const (
 	stBlameClear
 	stBlame
 	stOperator
+	stSchedule
 	stCount
 )
 
@@ -269,6 +270,8 @@ var statements = [stCount]string{
 		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 	stOperator: `INSERT INTO operator_actions (seq, task_key, action, attempt, queue, by_whom, reason, time)
 		VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
+	stSchedule: `INSERT INTO schedule_events (seq, schedule, action, by_whom, reason, tick, task_key, missed, spec, time)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 }
 
 // applier holds the writer connection's prepared statements, and a cache of
@@ -449,6 +452,7 @@ const (
 	// qtasks-replay verify checks it, and the projection keeps nothing of it.
 	kindSeal
 	kindOperator
+	kindSchedule // schedule.go
 )
 
 // Prepared is a log event decoded and checked, with everything Apply writes
@@ -474,6 +478,8 @@ type Prepared struct {
 	dl events.DeadLetter
 	// Operator actions.
 	op events.OperatorAction
+	// Schedule events.
+	sch *events.ScheduleEvent
 }
 
 // maxIndex bounds a fact's index in its message: facts.pos holds it in
@@ -539,6 +545,8 @@ func (p *Prepared) prepare(decodeErr error) rejection {
 		return p.prepareOperator(ps)
 	case "duplicate":
 		return p.prepareDuplicate(ps)
+	case "schedule":
+		return p.prepareSchedule(ps)
 	case "dead":
 		if ev.Type != events.TypeDeadLetter {
 			return rejection(fmt.Sprintf("type %q on dead-letter subject %s", ev.Type, p.subject))
@@ -697,6 +705,8 @@ func (a *txApplier) write(p *Prepared) (rejected bool, err error) {
 		dl := &p.dl
 		return false, a.exec(stDead, seq, ev.Plugin, dl.Stream, int64(dl.Sequence), dl.Consumer, dl.Subject,
 			dl.Deliveries, dl.Reason, p.at)
+	case kindSchedule:
+		return false, a.schedule(p, seq, key)
 	case kindOperator:
 		op := &p.op
 		if err := a.exec(stOperator, seq, key, op.Action, op.Attempt, op.Queue, op.By, op.Reason, p.at); err != nil {

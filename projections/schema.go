@@ -8,7 +8,7 @@ import (
 )
 
 // SchemaVersion is the schema version this package writes and reads.
-const SchemaVersion = 5
+const SchemaVersion = 6
 
 // migration moves the schema from version-1 to version. Migrations run in
 // order, each in its own transaction together with its schema_migrations
@@ -27,7 +27,8 @@ var migrations = []migration{
 	{version: 2, name: "field blame (backfilled from the facts); plugin call indexes", sql: schemaV2, fn: backfillBlame},
 	{version: 3, name: "tasks, task tags, attempts and field blame keyed by the task key", sql: schemaV3, fn: dropV2Tables},
 	{version: 4, name: "operator actions; indexes for the console: tasks by queue, tasks by finish time", sql: schemaV4},
-	{version: 5, name: "xread: facts, plugin calls, rejected events and field blame keyed by stream sequence and index in a phase message", sql: schemaV5},
+	{version: 5, name: "facts, plugin calls, rejected events and field blame keyed by stream sequence and index in a phase message", sql: schemaV5},
+	{version: 6, name: "schedule events; the delayed_tasks view", sql: schemaV6},
 }
 
 // schemaV5 keys what a fact writes by its position in the log: the stream
@@ -126,6 +127,33 @@ SELECT f.seq, f.idx, k.id AS task_id, f.node, f.trigger, f.component, f.attempt,
 	json_extract(f.data, '$.input') AS input, json_extract(f.data, '$.output') AS output,
 	json_extract(f.data, '$.failed') AS failed, json_array_length(f.data, '$.calls') AS calls, f.replay
 FROM facts f LEFT JOIN task_keys k ON k.key = f.task_key;
+`
+
+// schemaV6 adds the events of periodic schedules (added, removed,
+// paused, resumed: by whom and why; each tick with the task it submitted;
+// ticks missed), and the view delayed_tasks: each task submitted with a
+// due time (SubmitOptions.RunAt), from its storage_add fact, beside its
+// current status (new while it waits). A view, not a column: the write
+// path stays as it was, and rebuild equals live by construction.
+const schemaV6 = `
+CREATE TABLE schedule_events (
+	seq      INTEGER PRIMARY KEY,
+	schedule TEXT NOT NULL,
+	action   TEXT NOT NULL,
+	by_whom  TEXT NOT NULL,
+	reason   TEXT NOT NULL DEFAULT '',
+	tick     TEXT,
+	task_key INTEGER REFERENCES task_keys (key),
+	missed   INTEGER NOT NULL DEFAULT 0,
+	spec     TEXT,
+	time     TEXT
+);
+CREATE INDEX schedule_events_schedule ON schedule_events (schedule, seq);
+CREATE VIEW delayed_tasks AS
+SELECT t.id, t.name, t.queue, t.status, t.attempt, t.created_at,
+	json_extract(f.data, '$.input.task_status.not_before') AS due_at
+FROM facts f JOIN tasks t ON t.key = f.task_key
+WHERE f.trigger = 'storage_add' AND json_extract(f.data, '$.input.task_status.not_before') IS NOT NULL;
 `
 
 // schemaV4 indexes what the operator console filters and charts on: the

@@ -33,6 +33,8 @@ func (m *Main) submit(ctx context.Context, args []string) error {
 	uniqueBy := fs.String("unique", "", "make the task unique by args, queue or both (comma separated); see --unique-period")
 	uniquePeriod := fs.Duration("unique-period", 0, "make the task unique within periods of this length (e.g. 1h, aligned on the Unix epoch)")
 	onConflict := fs.String("on-conflict", "error", "a --key that names a task submitted with other arguments: error (exit 9) or existing (that task, exit 8)")
+	runAt := fs.String("run-at", "", "run the task at this time (RFC 3339, e.g. 2026-12-24T18:00:00+01:00), not before")
+	runIn := fs.Duration("run-in", 0, "run the task this long from now, not before")
 	name, rest := "", args
 	if len(args) > 0 && len(args[0]) > 0 && args[0][0] != '-' {
 		name, rest = args[0], args[1:]
@@ -81,7 +83,17 @@ func (m *Main) submit(ctx context.Context, args []string) error {
 	if err := json.Unmarshal([]byte(*kw), &kwv); err != nil {
 		return &usageError{Msg: "--kw must be a JSON object: " + err.Error(), Hint: "--kw '{\"a\":1}'"}
 	}
-	opts := &executor.SubmitOptions{IdempotencyKey: *key, Queue: *queue, Unique: unique, AllowKeyConflict: allowConflict}
+	opts := &executor.SubmitOptions{IdempotencyKey: *key, Queue: *queue, Unique: unique, AllowKeyConflict: allowConflict, RunIn: *runIn}
+	if *runAt != "" {
+		at, err := time.Parse(time.RFC3339Nano, *runAt)
+		if err != nil {
+			return &usageError{Msg: "--run-at: want an RFC 3339 time: " + err.Error(), Hint: "--run-at 2026-12-24T18:00:00Z"}
+		}
+		opts.RunAt = at
+	}
+	if !opts.RunAt.IsZero() && opts.RunIn != 0 || opts.RunIn < 0 {
+		return &usageError{Msg: "--run-at and --run-in: give at most one, and --run-in not negative", Hint: "qtasksd submit add --run-in 10m"}
+	}
 	if *posArgs != "" {
 		if err := json.Unmarshal([]byte(*posArgs), &opts.Args); err != nil {
 			return &usageError{Msg: "--args must be a JSON array: " + err.Error(), Hint: "--args '[1,2]'"}

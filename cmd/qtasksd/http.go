@@ -78,7 +78,9 @@ func newHTTPServer(h http.Handler, c httpConfig) *http.Server {
 //	                          ?unique_period=1h make it unique; ?on_conflict=existing (role submit):
 //	                          201 created, 200 the key's task existed (Qtasks-Duplicate: true);
 //	                          ?wait=10s waits: 200 ended within the wait, 202 not yet
+//	                          ?run_at=<RFC 3339> or ?run_in=<duration> delays the task
 //	POST /tasks               submit a batch: a JSON array of submissions (role submit)
+//	/schedules...             periodic schedules (schedule.go)
 //	GET  /metrics             Prometheus metrics (role operate)
 //	/debug/pprof/             Go's profiles, with --pprof (role admin)
 //	/api/v1/..., /            the operator console (internal/console): reads
@@ -146,6 +148,11 @@ func newHTTPHandler(app *executor.App, metrics http.Handler, c httpConfig) http.
 				return
 			}
 		}
+		runAt, runIn, derr := delayParams(r)
+		if derr != nil {
+			http.Error(w, derr.Error()+none, http.StatusBadRequest)
+			return
+		}
 		key := r.Header.Get("Idempotency-Key")
 		if err := events.CheckIdempotencyKey(key); err != nil {
 			http.Error(w, "Idempotency-Key header: "+err.Error()+none, http.StatusBadRequest)
@@ -192,7 +199,7 @@ func newHTTPHandler(app *executor.App, metrics http.Handler, c httpConfig) http.
 				return
 			}
 		}
-		opts := &executor.SubmitOptions{IdempotencyKey: key, TraceParent: tp, Unique: unique, AllowKeyConflict: allowConflict}
+		opts := &executor.SubmitOptions{IdempotencyKey: key, TraceParent: tp, Unique: unique, AllowKeyConflict: allowConflict, RunAt: runAt, RunIn: runIn}
 		res, err := app.SubmitOne(r.Context(), name, kw, opts)
 		t := res.Task
 		if err != nil {
@@ -220,6 +227,7 @@ func newHTTPHandler(app *executor.App, metrics http.Handler, c httpConfig) http.
 		writeJSON(w, code, t)
 	})))
 	mux.Handle("POST /tasks", auth.require(roleSubmit, submitBatch(app)))
+	scheduleRoutes(mux, app, auth) // schedule.go
 	if c.Pprof {
 		pp := http.NewServeMux()
 		pp.HandleFunc("/debug/pprof/", pprof.Index)

@@ -12,6 +12,7 @@
 //	qtasksd status ID              print a task's record
 //	qtasksd plugins                list registered plugins
 //	qtasksd tasks                  list the tasks qtasksd runs and their arguments
+//	qtasksd schedule add|list|remove|pause|resume  periodic tasks
 //	qtasksd plugin-permissions NAME  print a plugin's least NATS permissions
 //	qtasksd version                print the version (also --version)
 package main
@@ -100,6 +101,8 @@ func (m *Main) Run(ctx context.Context, args []string) error {
 		return m.tasks(args)
 	case events.ActionCancel, events.ActionRetry, events.ActionPause, events.ActionResume:
 		return m.operate(ctx, cmd, args)
+	case "schedule":
+		return m.schedule(ctx, args)
 	case "help":
 		fmt.Fprint(m.Stdout, usage)
 		return nil
@@ -114,7 +117,7 @@ const usage = `qtasksd: the qtasks daemon and its command line
 
 Commands:
   qtasksd [run] [flags]        start the daemon: embedded NATS (or --nats-url), a worker, HTTP
-  qtasksd submit NAME [flags]  submit a task (--kw JSON, --args JSON, --wait)
+  qtasksd submit NAME [flags]  submit a task (--kw JSON, --args JSON, --wait; --run-at TIME or --run-in D delays it)
   qtasksd submit-many          submit the tasks of NDJSON lines on stdin, one result line each
   qtasksd status ID            print a task's record as JSON
   qtasksd plugins              list registered plugins
@@ -124,6 +127,9 @@ Commands:
   qtasksd pause QUEUE          stop the queue's workers from taking tasks (kept across restarts)
   qtasksd resume QUEUE         let them take tasks again
                                (each takes --reason and --by, recorded in the log with the action)
+  qtasksd schedule add NAME --task T (--cron EXPR [--tz ZONE] | --every D) [--kw JSON] [--catch-up skip|one|all]
+  qtasksd schedule list|remove NAME|pause NAME|resume NAME
+                               periodic tasks (QTasks' timers), kept in JetStream; one task per tick
   qtasksd plugin-permissions NAME [--mode M] [--trigger T]...
                                print a plugin's least NATS permissions (nats-server config)
   qtasksd version              print the version and the protocol version (also --version)

@@ -76,7 +76,7 @@ func newLogCollector(b *bus.Bus, proj *projections.Projector) *logCollector {
 		msgs:    prometheus.NewDesc("qtasks_log_messages", "Messages in the event log stream.", nil, nil),
 		bytes:   prometheus.NewDesc("qtasks_log_bytes", "Bytes the event log stream holds.", nil, nil),
 		lastSeq: prometheus.NewDesc("qtasks_log_last_sequence", "The event log's last stream sequence.", nil, nil),
-		queued:  prometheus.NewDesc("qtasks_tasks_queued", "Task messages in the task queue stream: waiting, or held by a worker and not yet acknowledged.", nil, nil),
+		queued:  prometheus.NewDesc("qtasks_tasks_queued", "Task messages in the task queue stream: waiting (for a worker, or delayed tasks for their due time), or held by a worker and not yet acknowledged.", nil, nil),
 		applied: prometheus.NewDesc("qtasks_projection_applied_sequence", "The last log sequence the projector committed to SQLite.", nil, nil),
 		lag:     prometheus.NewDesc("qtasks_projection_lag_events", "Log sequences the projector has not applied yet.", nil, nil),
 	}

@@ -47,6 +47,7 @@ type runFlags struct {
 	httpAddr    string
 	logLevel    string
 	noWorker    bool
+	noSched     bool // schedule.go
 	replicas    int
 	db          string
 	noProj      bool
@@ -108,6 +109,7 @@ func (m *Main) run(ctx context.Context, args []string) error {
 	fs.IntVar(&f.replicas, "replicas", 1, "stream replicas; 3 on a cluster (QTASKS_REPLICAS)")
 	fs.StringVar(&f.db, "db", envOr("QTASKS_DB", ""), "SQLite projection of the event log, kept up to date; default: qtasks.db in --data-dir (QTASKS_DB)")
 	fs.BoolVar(&f.noProj, "no-projection", false, "run no projector")
+	fs.BoolVar(&f.noSched, "no-scheduler", false, "fire no ticks of the periodic schedules here (every qtasksd may fire them: one task per tick between them)")
 	fs.IntVar(&f.sealEvery, "seal-every", bus.DefaultSealEvery, "seal the event log after this many messages (QTASKS_SEAL_EVERY); see qtasks-replay verify")
 	fs.DurationVar(&f.sealEach, "seal-interval", bus.DefaultSealInterval, "seal the messages waiting at least this often; 0: write no seals (QTASKS_SEAL_INTERVAL)")
 	if err := parse(fs, args, "qtasksd run -h"); err != nil {
@@ -363,6 +365,13 @@ func (m *Main) run(ctx context.Context, args []string) error {
 		if err := app.Start(ctx); err != nil {
 			return err
 		}
+	}
+	if !f.noSched {
+		stopSched, err := startScheduler(ctx, app)
+		if err != nil {
+			return err
+		}
+		defer stopSched()
 	}
 	log.Info("qtasksd ready", "queue", f.queue, "pid", os.Getpid())
 	<-ctx.Done()

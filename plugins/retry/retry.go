@@ -78,8 +78,8 @@ func (m Match) String() string {
 // Config configures the plugin.
 type Config struct {
 	// Backoff gives model.delay_ms for each retry. Nil leaves the delay as
-	// it is (0 unless an earlier plugin set it): the next attempt is
-	// queued at once.
+	// it is: the executor's default backoff (executor.Config.RetryBackoff,
+	// events.DefaultRetryBackoff) unless an earlier plugin set another.
 	Backoff Backoff
 	// RetryOn lists the errors that may be retried: an attempt is retried
 	// only if some error of its chain matches one of them. Empty: every
