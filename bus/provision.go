@@ -22,7 +22,7 @@ var EventSubjects = []string{
 	events.SealSubjects, // qtasksd's seals (Sealer); no plugin may write there
 	events.SubjectOperator + ".>",
 	events.SubjectDuplicate + ".>", // executors' duplicate decisions (#14)
-	events.SubjectSchedule + ".>", // schedules and their ticks (schedule.go)
+	events.SubjectSchedule + ".>",  // schedules and their ticks (schedule.go)
 }
 
 // taskMarkerTTL is how long the task bucket keeps the marker of an expired
