@@ -38,6 +38,13 @@ const (
 	BucketTasks = "qtasks_tasks"
 	// BucketPluginState holds per-plugin state (QTasks' plugin_cache).
 	BucketPluginState = "qtasks_plugin_state"
+	// BucketState holds the state tasks share (QTasks' AsyncState) and
+	// each task's own state; every write is also a state event in
+	// StreamEvents (bus/flow.go).
+	BucketState = "qtasks_state"
+	// BucketLimits holds the slots and rate cells of cluster-wide limits;
+	// a slot's key expires with its holder (per-key TTL).
+	BucketLimits = "qtasks_limits"
 )
 
 // Defaults.
@@ -221,6 +228,8 @@ type Bus struct {
 	plugKV jetstream.KeyValue
 	stKV   jetstream.KeyValue
 	ctlKV  jetstream.KeyValue // nil on a plugin's or a read-only bus
+	shKV   jetstream.KeyValue // BucketState; nil on a plugin's or a read-only bus
+	limKV  jetstream.KeyValue // BucketLimits; nil on a plugin's or a read-only bus, or without per-key TTLs
 
 	inv   *invoker
 	reg   *Registry

@@ -21,6 +21,8 @@ var EventSubjects = []string{
 	events.SubjectAlert + ".>",
 	events.SealSubjects, // qtasksd's seals (Sealer); no plugin may write there
 	events.SubjectOperator + ".>",
+	events.SubjectState + ".>", // state writes (bus/flow.go); no plugin may write there
+	events.SubjectChain + ".>", // chain starts, steps and ends; no plugin may write there
 }
 
 // taskMarkerTTL is how long the task bucket keeps the marker of an expired
@@ -98,7 +100,10 @@ func (b *Bus) provision(ctx context.Context) error {
 	if b.ctlKV, err = kv(BucketControl, "qtasks operator controls: cancelled attempts, paused queues", 1, 0); err != nil {
 		return err
 	}
-	for _, name := range []string{BucketPlugins, BucketPluginState} {
+	if err := b.provisionFlow(ctx, kv); err != nil {
+		return err
+	}
+	for _, name := range []string{BucketPlugins, BucketPluginState, BucketState} {
 		if err := b.denyRollup(ctx, name); err != nil {
 			return err
 		}
