@@ -215,6 +215,8 @@ const (
 	stBlameClear
 	stBlame
 	stOperator
+	stState // projections/flow.go
+	stChain // projections/flow.go
 	stCount
 )
 
@@ -250,6 +252,10 @@ var statements = [stCount]string{
 		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 	stOperator: `INSERT INTO operator_actions (seq, task_key, action, attempt, queue, by_whom, reason, time)
 		VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
+	stState: `INSERT INTO state_writes (seq, task_key, attempt, run, kind, scope, key, op, prev, revision, value, digest, size,
+		by_whom, source, time) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+	stChain: `INSERT INTO chain_events (seq, chain, action, step, steps, task_key, prev, status, error, time)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 }
 
 // applier holds the writer connection's prepared statements, and a cache of
@@ -430,6 +436,8 @@ const (
 	// qtasks-replay verify checks it, and the projection keeps nothing of it.
 	kindSeal
 	kindOperator
+	kindState // a state write (projections/flow.go)
+	kindChain // a chain's start, step or end (projections/flow.go)
 )
 
 // Prepared is a log event decoded and checked, with everything Apply writes
@@ -453,6 +461,8 @@ type Prepared struct {
 	dl events.DeadLetter
 	// Operator actions.
 	op events.OperatorAction
+	// State writes and chain events.
+	flow *flowEvent
 }
 
 // Seq is the event's stream sequence.
@@ -500,6 +510,8 @@ func (p *Prepared) prepare(decodeErr error) rejection {
 		return ""
 	case "operator":
 		return p.prepareOperator(ps)
+	case "state", "chain":
+		return p.prepareFlow(ps)
 	case "dead":
 		if ev.Type != events.TypeDeadLetter {
 			return rejection(fmt.Sprintf("type %q on dead-letter subject %s", ev.Type, p.subject))
@@ -658,6 +670,8 @@ func (a *txApplier) write(p *Prepared) (rejected bool, err error) {
 		dl := &p.dl
 		return false, a.exec(stDead, seq, ev.Plugin, dl.Stream, int64(dl.Sequence), dl.Consumer, dl.Subject,
 			dl.Deliveries, dl.Reason, p.at)
+	case kindState, kindChain:
+		return false, a.writeFlow(p, seq, key)
 	case kindOperator:
 		op := &p.op
 		if err := a.exec(stOperator, seq, key, op.Action, op.Attempt, op.Queue, op.By, op.Reason, p.at); err != nil {

@@ -1,0 +1,71 @@
+package projections_test
+
+import (
+	"context"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/qtasks/qtasks-go/bus/bustest"
+	"github.com/qtasks/qtasks-go/events"
+	"github.com/qtasks/qtasks-go/executor"
+)
+
+// TestStateWritesProjected checks that every state write, from a task or
+// from outside one, is a row of state_writes naming its writer, live and
+// rebuilt alike; a large value is kept by its digest only.
+func TestStateWritesProjected(t *testing.T) {
+	t.Parallel()
+	b := bustest.Open(t, nil)
+	path := filepath.Join(t.TempDir(), "live.db")
+	p := startProjector(t, b, path, nil)
+	app := newApp(t, b)
+	big := strings.Repeat("x", events.MaxStateValueInline+1)
+	executor.MustRegister(app, "writer", func(ctx context.Context, _ struct{}) (string, error) {
+		st := executor.State(ctx, "shop")
+		rev, err := st.Get(ctx, "stock", nil)
+		if err != nil {
+			return "", err
+		}
+		if _, err := st.CAS(ctx, "stock", 9, rev); err != nil {
+			return "", err
+		}
+		if _, err := st.Set(ctx, "blob", big); err != nil {
+			return "", err
+		}
+		return "ok", st.Delete(ctx, "blob")
+	}, nil)
+	startApp(t, app)
+	_, err := app.State("shop").Set(ctxFor(t), "stock", 10)
+	require.NoError(t, err)
+	sub, err := app.Submit(ctxFor(t), "writer", nil, nil)
+	require.NoError(t, err)
+	got, err := app.Wait(ctxFor(t), sub.ID)
+	require.NoError(t, err)
+	require.Equal(t, events.StatusSuccess, got.Status, got.Error)
+
+	require.NoError(t, p.CatchUp(ctxFor(t)))
+	live := openDB(t, path, true)
+	rows, err := live.StateWrites(ctxFor(t), events.StateShared, "shop")
+	require.NoError(t, err)
+	require.Len(t, rows, 4)
+	require.Equal(t, []string{"stock", "stock", "blob", "blob"}, []string{rows[0].Key, rows[1].Key, rows[2].Key, rows[3].Key})
+	require.Equal(t, []string{"put", "put", "put", "delete"}, []string{rows[0].Op, rows[1].Op, rows[2].Op, rows[3].Op})
+	require.Empty(t, rows[0].TaskID)
+	require.Equal(t, app.NodeID(), rows[0].By)
+	require.JSONEq(t, "10", string(rows[0].Value))
+	for _, r := range rows[1:] {
+		require.Equal(t, sub.ID, r.TaskID, "the task is the writer")
+		require.Equal(t, 1, r.Attempt)
+		require.Equal(t, 1, r.Run)
+	}
+	require.Equal(t, rows[0].Revision, rows[1].Prev, "the CAS replaced the app's write")
+	require.JSONEq(t, "9", string(rows[1].Value))
+	require.Empty(t, rows[2].Value, "a value over the inline limit is recorded by digest")
+	require.True(t, strings.HasPrefix(rows[2].Digest, "sha256:"))
+	require.Equal(t, len(big)+2, rows[2].Size)
+	require.Equal(t, rows[2].Revision, rows[3].Prev)
+	requireEqual(t, live, build(t, b, 0))
+}
