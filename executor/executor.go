@@ -173,6 +173,8 @@ type App struct {
 
 	submitMu   sync.Mutex
 	submitting map[string]*idLock // task id → submission lock, for idempotency keys
+
+	flow chains // advancing chains (executor/chain.go)
 }
 
 // New returns an App on bus b. cfg may be nil.

@@ -69,3 +69,46 @@ func TestStateWritesProjected(t *testing.T) {
 	require.Equal(t, rows[2].Revision, rows[3].Prev)
 	requireEqual(t, live, build(t, b, 0))
 }
+
+// TestChainEventsProjected checks that a chain's start, steps and end are
+// rows of chain_events linked to the steps' tasks, live and rebuilt alike.
+func TestChainEventsProjected(t *testing.T) {
+	t.Parallel()
+	b := bustest.Open(t, nil)
+	path := filepath.Join(t.TempDir(), "live.db")
+	p := startProjector(t, b, path, nil)
+	app := newApp(t, b)
+	executor.MustRegister(app, "inc", func(ctx context.Context, in []int) (int, error) {
+		s := 1
+		for _, x := range in {
+			s += x
+		}
+		return s, nil
+	}, nil)
+	startApp(t, app)
+	c, err := app.Chain(ctxFor(t), executor.Step("inc"), executor.Step("inc"))
+	require.NoError(t, err)
+	last, err := app.WaitChain(ctxFor(t), c.ID)
+	require.NoError(t, err)
+	n, err := executor.Result[int](last)
+	require.NoError(t, err)
+	require.Equal(t, 2, n)
+
+	bustest.WaitFor(t, waitLimit, "the chain's end", func() bool {
+		return len(bustest.Events(t, b, events.ChainSubject("*"))) == 3
+	})
+	require.NoError(t, p.CatchUp(ctxFor(t)))
+	live := openDB(t, path, true)
+	rows, err := live.ChainEvents(ctxFor(t), c.ID)
+	require.NoError(t, err)
+	require.Len(t, rows, 3)
+	require.Equal(t, []string{"start", "step", "end"}, []string{rows[0].Action, rows[1].Action, rows[2].Action})
+	require.Equal(t, executor.ChainStepID(c.ID, 0), rows[0].TaskID)
+	require.Equal(t, executor.ChainStepID(c.ID, 1), rows[1].TaskID)
+	require.Equal(t, rows[0].TaskID, rows[1].Prev)
+	require.Equal(t, events.StatusSuccess, rows[2].Status)
+	task, err := live.Task(ctxFor(t), rows[1].TaskID)
+	require.NoError(t, err)
+	require.Contains(t, string(task.Extra), c.ID, "the step's record names its chain")
+	requireEqual(t, live, build(t, b, 0))
+}
