@@ -1,6 +1,10 @@
 package executor
 
-import "github.com/qtasks/qtasks-go/events"
+import (
+	"context"
+
+	"github.com/qtasks/qtasks-go/events"
+)
 
 // SetChainHook has app call h before (when 0) and after (when 1) it submits
 // a chain's next step; h returning ErrChainCrash stops the handling there,
@@ -9,3 +13,18 @@ func SetChainHook(app *App, h func(when int, t events.Task) error) { app.flow.ho
 
 // ErrChainCrash is what a chain hook returns to simulate a crash.
 var ErrChainCrash = errChainCrash
+
+// TakeSlotAndCrash takes a slot of l for holder and stops renewing it
+// without freeing it, as a worker that dies leaves it.
+func TakeSlotAndCrash(ctx context.Context, app *App, l Limit, holder string) error {
+	if l.Lease == 0 {
+		l.Lease = DefaultLimitLease
+	}
+	s, err := app.takeSlot(ctx, l, holder)
+	if err != nil {
+		return err
+	}
+	close(s.stop)
+	<-s.done
+	return nil
+}
