@@ -11,7 +11,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/google/uuid"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -243,19 +242,20 @@ func (b *Bus) WriteState(ctx context.Context, by StateWriter, kind, scope, key s
 	return w, nil
 }
 
-// recordState publishes the state event of w. Its message id is the key's
-// and revision's, so that a retry does not record the write twice.
+// recordState publishes the state event of w. Its id (and message id) is
+// the key's and revision's: unique, and a retry does not record the write
+// twice.
 func (b *Bus) recordState(ctx context.Context, by StateWriter, k string, w events.StateWrite) error {
 	data, err := json.Marshal(w)
 	if err != nil {
 		return err
 	}
+	msgID := "state:" + k + ":" + strconv.FormatUint(w.Revision, 10)
 	ev := events.Event{
-		ID: "state:" + uuid.NewString(), Source: by.Source, Type: events.TypeState, Subject: w.Scope,
+		ID: msgID, Source: by.Source, Type: events.TypeState, Subject: w.Scope,
 		Time: time.Now().UTC(), DataContentType: events.ContentTypeJSON, Data: data,
 		TaskID: by.TaskID, Attempt: by.Attempt, Run: by.Run,
 	}
-	msgID := "state:" + k + ":" + strconv.FormatUint(w.Revision, 10)
 	// The write is made; its record must not be lost to the caller's
 	// context ending now.
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), b.cfg.PublishTimeout)
