@@ -73,6 +73,7 @@ func newHTTPServer(h http.Handler, c httpConfig) *http.Server {
 //	GET  /healthz             200 when NATS and JetStream take writes (health; no authentication)
 //	GET  /tasks/{id}          a task's record (role read)
 //	POST /tasks/{name}        submit; body is the kw object; ?wait=10s waits (role submit)
+//	POST /chains, GET /chains/{id}, GET /state/{scope}: httpflow.go
 //	GET  /metrics             Prometheus metrics (role operate)
 //	/debug/pprof/             Go's profiles, with --pprof (role admin)
 //	/api/v1/..., /            the operator console (internal/console): reads
@@ -103,6 +104,7 @@ func newHTTPHandler(app *executor.App, metrics http.Handler, c httpConfig) http.
 	// /healthz says only whether qtasksd can write to JetStream: open, so
 	// that a load balancer's or orchestrator's probe needs no credentials.
 	mux.Handle("GET /healthz", &health{b: app.Bus()})
+	handleFlow(mux, app, auth, waits) // chains and shared state (httpflow.go)
 	mux.Handle("GET /tasks/{id}", auth.require(roleRead, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		t, err := app.Get(r.Context(), r.PathValue("id"))
 		if errors.Is(err, bus.ErrTaskNotFound) {
