@@ -100,7 +100,7 @@ func (a *App) Chain(ctx context.Context, steps ...ChainStep) (Chain, error) {
 	id := "chain-" + uuid.NewString()
 	first := ChainStepID(id, 0)
 	ce := events.ChainEvent{Chain: id, Action: events.ChainStart, Steps: len(specs), TaskID: first, Specs: specs}
-	if err := a.recordChain(ctx, specs[0].Queue, ce); err != nil {
+	if err := a.recordChain(ctx, specs[0].Queue, ce, 0); err != nil {
 		return Chain{}, err
 	}
 	link := events.ChainLink{ID: id, Steps: len(specs), Rest: specs[1:]}
@@ -108,7 +108,7 @@ func (a *App) Chain(ctx context.Context, steps ...ChainStep) (Chain, error) {
 	if err != nil && !errors.Is(err, ErrOutcomeUnknown) {
 		// The start is in the log: end the chain there too.
 		_ = a.recordChain(context.WithoutCancel(ctx), specs[0].Queue, events.ChainEvent{Chain: id, Action: events.ChainEnd,
-			Steps: len(specs), TaskID: first, Status: events.StatusError, Error: "the first step was not submitted: " + err.Error()})
+			Steps: len(specs), TaskID: first, Status: events.StatusError, Error: "the first step was not submitted: " + err.Error()}, 0)
 		return Chain{}, fmt.Errorf("submitting the first step of chain %s: %w", id, err)
 	}
 	return Chain{ID: id, Steps: len(specs), First: t}, err
@@ -178,8 +178,10 @@ func (a *App) submitStep(ctx context.Context, spec events.ChainStepSpec, prev *e
 }
 
 // recordChain writes a chain event to the log; its message id makes a
-// repeat (a redelivered final fact) a duplicate.
-func (a *App) recordChain(ctx context.Context, queue string, ce events.ChainEvent) error {
+// repeat (a redelivered final fact) a duplicate. An end's id carries the
+// attempt of the step that ended the chain: an operator's retry of a
+// failed step can resume the chain, which may end again.
+func (a *App) recordChain(ctx context.Context, queue string, ce events.ChainEvent, attempt int) error {
 	if err := ce.Check(); err != nil {
 		return err
 	}
@@ -188,9 +190,12 @@ func (a *App) recordChain(ctx context.Context, queue string, ce events.ChainEven
 		return err
 	}
 	msgID := "chain:" + ce.Chain + ":" + ce.Action + ":" + strconv.Itoa(ce.Step)
+	if ce.Action == events.ChainEnd {
+		msgID += ":" + strconv.Itoa(attempt)
+	}
 	ev := events.Event{
 		ID: msgID, Source: a.source, Type: events.TypeChain, Subject: ce.Chain, Time: a.cfg.Now().UTC(),
-		DataContentType: events.ContentTypeJSON, Data: data, TaskID: ce.TaskID,
+		DataContentType: events.ContentTypeJSON, Data: data, TaskID: ce.TaskID, Attempt: attempt,
 	}
 	if _, err := a.b.PublishOwn(ctx, a.source, events.ChainSubject(queue), msgID, &ev); err != nil {
 		return fmt.Errorf("recording the %s of chain %s: %w", ce.Action, ce.Chain, err)
@@ -363,10 +368,10 @@ func (a *App) advanceChain(ctx context.Context, data []byte) error {
 		return nil
 	case events.ChainSucceeds:
 		return a.recordChain(ctx, queue, events.ChainEvent{Chain: link.ID, Action: events.ChainEnd, Step: link.Step,
-			Steps: link.Steps, TaskID: t.ID, Status: events.StatusSuccess})
+			Steps: link.Steps, TaskID: t.ID, Status: events.StatusSuccess}, t.Attempt)
 	case events.ChainFails:
 		return a.recordChain(ctx, queue, events.ChainEvent{Chain: link.ID, Action: events.ChainEnd, Step: link.Step,
-			Steps: link.Steps, TaskID: t.ID, Status: t.Status, Error: t.Error})
+			Steps: link.Steps, TaskID: t.ID, Status: t.Status, Error: t.Error}, t.Attempt)
 	case events.ChainNext:
 	}
 	if len(link.Rest) == 0 {
@@ -381,7 +386,7 @@ func (a *App) advanceChain(ctx context.Context, data []byte) error {
 	// The step's event first, so that the log has it before the step's
 	// own facts; a crash before the submission submits it on redelivery.
 	if err := a.recordChain(ctx, queue, events.ChainEvent{Chain: link.ID, Action: events.ChainStep, Step: next.Step,
-		Steps: link.Steps, TaskID: ChainStepID(link.ID, next.Step), Prev: t.ID}); err != nil {
+		Steps: link.Steps, TaskID: ChainStepID(link.ID, next.Step), Prev: t.ID}, 0); err != nil {
 		return err
 	}
 	nt, err := a.submitStep(ctx, link.Rest[0], &t, next)
@@ -390,7 +395,7 @@ func (a *App) advanceChain(ctx context.Context, data []byte) error {
 			// It would fail the same way every time: the chain ends here.
 			return a.recordChain(ctx, queue, events.ChainEvent{Chain: link.ID, Action: events.ChainEnd, Step: link.Step,
 				Steps: link.Steps, TaskID: t.ID, Status: events.StatusError,
-				Error: fmt.Sprintf("step %d could not be submitted: %v", next.Step, err)})
+				Error: fmt.Sprintf("step %d could not be submitted: %v", next.Step, err)}, t.Attempt)
 		}
 		return err
 	}

@@ -199,3 +199,64 @@ func chainAcked(t *testing.T, b *bus.Bus) bool {
 	require.NoError(t, err)
 	return info.NumPending == 0 && info.NumAckPending == 0
 }
+
+// TestChainResumedByOperatorRetry fails a chain at its second step, then
+// has an operator retry that step: its success submits the third step, and
+// the chain ends in success, recorded after the first end.
+func TestChainResumedByOperatorRetry(t *testing.T) {
+	t.Parallel()
+	b := bustest.Open(t, nil)
+	app := newApp(t, b, nil)
+	registerAdd(app, nil)
+	var failed atomic.Bool
+	executor.MustRegister(app, "once", func(ctx context.Context, in []int) (int, error) {
+		if failed.CompareAndSwap(false, true) {
+			return 0, errors.New("first time")
+		}
+		return in[0] * 10, nil
+	}, nil)
+	start(t, app)
+	ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
+	defer cancel()
+	c, err := app.Chain(ctx, executor.Step("add", 1, 2), executor.Step("once"), executor.Step("add", 5))
+	require.NoError(t, err)
+	_, err = app.WaitChain(ctx, c.ID)
+	var ce *executor.ChainError
+	require.ErrorAs(t, err, &ce)
+	require.Equal(t, 1, ce.Step)
+
+	_, err = app.Retry(ctx, executor.ChainStepID(c.ID, 1), executor.Action{By: "ops", Reason: "fixed"})
+	require.NoError(t, err)
+	last, err := app.WaitChain(ctx, c.ID)
+	require.NoError(t, err)
+	got, err := executor.Result[int](last)
+	require.NoError(t, err)
+	require.Equal(t, 35, got) // (1+2)*10, then 5+30
+
+	bustest.WaitFor(t, waitLimit, "the chain's second end", func() bool { return len(chainEvents(t, b, c.ID)) == 5 })
+	var actions, statuses []string
+	for _, e := range chainEvents(t, b, c.ID) {
+		actions, statuses = append(actions, e.Action), append(statuses, e.Status)
+	}
+	require.Equal(t, []string{"start", "step", "end", "step", "end"}, actions)
+	require.Equal(t, []string{"", "", events.StatusError, "", events.StatusSuccess}, statuses)
+
+	// The failed step is the last: the chain ends twice at the same step,
+	// once per attempt, both recorded.
+	failed.Store(false)
+	c, err = app.Chain(ctx, executor.Step("add", 1), executor.Step("once"))
+	require.NoError(t, err)
+	_, err = app.WaitChain(ctx, c.ID)
+	require.ErrorAs(t, err, &ce)
+	bustest.WaitFor(t, waitLimit, "the chain's first end", func() bool { return len(chainEvents(t, b, c.ID)) == 3 })
+	_, err = app.Retry(ctx, executor.ChainStepID(c.ID, 1), executor.Action{By: "ops"})
+	require.NoError(t, err)
+	last, err = app.WaitChain(ctx, c.ID)
+	require.NoError(t, err)
+	got, err = executor.Result[int](last)
+	require.NoError(t, err)
+	require.Equal(t, 10, got)
+	bustest.WaitFor(t, waitLimit, "the chain's second end", func() bool { return len(chainEvents(t, b, c.ID)) == 4 })
+	ends := chainEvents(t, b, c.ID)[2:]
+	require.Equal(t, []string{events.StatusError, events.StatusSuccess}, []string{ends[0].Status, ends[1].Status})
+}
