@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -92,7 +93,7 @@ func handleFlow(mux *http.ServeMux, app *executor.App, auth *httpAuth, waits cha
 			defer cancel()
 			_, _ = app.WaitChain(ctx, c.ID)
 		}
-		st, err := chainState(r, app, c.ID)
+		st, err := chainState(r.Context(), app, c.ID)
 		if err != nil {
 			http.Error(w, err.Error(), http.StatusServiceUnavailable)
 			return
@@ -100,7 +101,7 @@ func handleFlow(mux *http.ServeMux, app *executor.App, auth *httpAuth, waits cha
 		writeJSON(w, http.StatusCreated, st)
 	})))
 	mux.Handle("GET /chains/{id}", auth.require(roleRead, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		st, err := chainState(r, app, r.PathValue("id"))
+		st, err := chainState(r.Context(), app, r.PathValue("id"))
 		switch {
 		case errors.Is(err, bus.ErrTaskNotFound):
 			http.Error(w, "no chain "+r.PathValue("id"), http.StatusNotFound)
@@ -127,10 +128,10 @@ func handleFlow(mux *http.ServeMux, app *executor.App, auth *httpAuth, waits cha
 
 // chainState reads chain id's steps from the task records, as far as they
 // go, and says where the chain stands by events.ChainAfter.
-func chainState(r *http.Request, app *executor.App, id string) (chainStatus, error) {
+func chainState(ctx context.Context, app *executor.App, id string) (chainStatus, error) {
 	st := chainStatus{ID: id, Status: "running", Tasks: []events.Task{}}
 	for i := 0; i < events.MaxChainSteps; i++ {
-		t, err := app.Get(r.Context(), executor.ChainStepID(id, i))
+		t, err := app.Get(ctx, executor.ChainStepID(id, i))
 		if errors.Is(err, bus.ErrTaskNotFound) && i > 0 {
 			return st, nil // not submitted yet
 		}

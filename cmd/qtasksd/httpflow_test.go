@@ -79,3 +79,25 @@ func TestHTTPChains(t *testing.T) {
 	require.NoError(t, json.NewDecoder(resp.Body).Decode(&sv))
 	require.JSONEq(t, "3", string(sv.Values["stock"]))
 }
+
+// TestChainCommand runs "qtasksd chain" against a daemon: a passing chain
+// (exit 0, its status printed), a failing one (exit 4), a bad step (exit 2).
+func TestChainCommand(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	_, url := startDaemon(t, dir)
+	code, out := runCmd(t, dir, "chain", `{"name":"echo","kw":{"x":1}}`, "echo", "--wait", "--nats-url", url)
+	require.Equal(t, exitOK, code, out)
+	var st chainStatus
+	require.NoError(t, json.Unmarshal([]byte(out), &st), out)
+	require.Equal(t, events.StatusSuccess, st.Status)
+	require.Len(t, st.Tasks, 2)
+	require.JSONEq(t, `{"x":1}`, string(st.Tasks[1].Result))
+
+	code, out = runCmd(t, dir, "chain", "echo", `{"name":"fail"}`, "echo", "--wait", "--nats-url", url)
+	require.Equal(t, exitTask, code, out)
+	code, out = runCmd(t, dir, "chain", "a.b", "--nats-url", url)
+	require.Equal(t, exitUsage, code, out)
+	code, out = runCmd(t, dir, "chain", "--nats-url", url)
+	require.Equal(t, exitUsage, code, out)
+}

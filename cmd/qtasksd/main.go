@@ -77,6 +77,8 @@ func (m *Main) Run(ctx context.Context, args []string) error {
 		return m.submit(ctx, args)
 	case "status":
 		return m.status(ctx, args)
+	case "chain":
+		return m.chain(ctx, args) // chaincmd.go
 	case "plugins":
 		return m.plugins(ctx, args)
 	case "plugin-permissions":
@@ -101,6 +103,8 @@ Commands:
   qtasksd [run] [flags]        start the daemon: embedded NATS (or --nats-url), a worker, HTTP
   qtasksd submit NAME [flags]  submit a task (--kw JSON, --args JSON, --wait)
   qtasksd status ID            print a task's record as JSON
+  qtasksd chain STEP... [flags] run tasks in sequence, each result appended to the next's args;
+                               STEP is a task name or {"name","args","kw","queue","priority"} (--wait)
   qtasksd plugins              list registered plugins
   qtasksd tasks                the tasks qtasksd runs: names, queue, keyword arguments
   qtasksd cancel ID            cancel a task (queued: never runs; running: its context is cancelled)
