@@ -25,7 +25,7 @@ func matches(p, s string) bool {
 }
 
 // TestPluginsCannotWriteFlow checks that no plugin's rights let it write a
-// state or chain event, or a key of the state or limits buckets: what they
+// state, chain or limit event, or a key of the state or limits buckets: what they
 // record (who wrote which state, a chain's progress, who holds a slot)
 // must not be forged.
 func TestPluginsCannotWriteFlow(t *testing.T) {
@@ -33,7 +33,7 @@ func TestPluginsCannotWriteFlow(t *testing.T) {
 	for _, mode := range []string{events.ModeMutator, events.ModeObserver, events.ModeShadow} {
 		p := bus.PluginPermissions(events.PluginInfo{Name: "p", Mode: mode})
 		for _, s := range []string{
-			events.StateSubject("default"), events.ChainSubject("default"),
+			events.StateSubject("default"), events.ChainSubject("default"), events.LimitSubject("default"),
 			"$KV." + bus.BucketState + ".s.scope.key", "$KV." + bus.BucketState + ".t.p.key",
 			"$KV." + bus.BucketLimits + ".c.task.0",
 		} {

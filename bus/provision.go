@@ -23,6 +23,7 @@ var EventSubjects = []string{
 	events.SubjectOperator + ".>",
 	events.SubjectState + ".>", // state writes (bus/flow.go); no plugin may write there
 	events.SubjectChain + ".>", // chain starts, steps and ends; no plugin may write there
+	events.SubjectLimit + ".>", // runs held back by cluster-wide limits; no plugin may write there
 }
 
 // taskMarkerTTL is how long the task bucket keeps the marker of an expired

@@ -508,7 +508,7 @@ func (e *Event) Validate() error {
 			errs = append(errs, fmt.Errorf("patch content type %q, want %s or %s", e.DataContentType, ContentTypeJSONPatch, ContentTypeMergePatch))
 		}
 	case e.Type == TypeTask, e.Type == TypeDeadLetter, e.Type == TypeAlert, e.Type == TypeSeal, e.Type == TypeOperator,
-		e.Type == TypeState, e.Type == TypeChain:
+		e.Type == TypeState, e.Type == TypeChain, e.Type == TypeLimit:
 	default:
 		errs = append(errs, fmt.Errorf("type %q is not a qtasks event type", e.Type))
 	}

@@ -115,12 +115,12 @@ func DeadSubject(plugin string) string { return SubjectDead + "." + plugin }
 // ParsedSubject is a subject split into its parts; empty where the kind has
 // no such part.
 type ParsedSubject struct {
-	Kind    string // trigger, phase, invoke, patch, dead, alert, run, seal, operator, state or chain
+	Kind    string // trigger, phase, invoke, patch, dead, alert, run, seal, operator, state, chain or limit
 	Plugin  string
 	Trigger string // the trigger; for a phase subject, the phase
 	// Key is the last token of a fact's subject (the task's queue, or the
 	// node id of a process trigger), the queue of a run or operator
-	// subject (and of a state or chain subject), or the node id of an
+	// subject (and of a state, chain or limit subject), or the node id of an
 	// alert or seal subject.
 	Key string
 }
@@ -175,7 +175,7 @@ func ParseSubject(s string) (ParsedSubject, error) {
 			return bad()
 		}
 		return ParsedSubject{Kind: t[1], Plugin: t[2]}, nil
-	case "run", "alert", "seal", "operator", "state", "chain":
+	case "run", "alert", "seal", "operator", "state", "chain", "limit":
 		if len(t) != 3 {
 			return bad()
 		}

@@ -20,11 +20,20 @@ func TakeSlotAndCrash(ctx context.Context, app *App, l Limit, holder string) err
 	if l.Lease == 0 {
 		l.Lease = DefaultLimitLease
 	}
-	s, err := app.takeSlot(ctx, l, holder)
+	s, _, err := app.takeSlot(ctx, l, holder)
 	if err != nil {
 		return err
 	}
 	close(s.stop)
 	<-s.done
 	return nil
+}
+
+// TakeStart takes a start of l's rate, as a task run would.
+func TakeStart(ctx context.Context, app *App, l Limit) error {
+	if l.Burst == 0 {
+		l.Burst = 1
+	}
+	_, err := app.takeStart(ctx, l)
+	return err
 }

@@ -147,27 +147,63 @@ func (a *App) acquireLimits(ctx context.Context) (release func(), err error) {
 		}
 	}
 	holder := tc.ID + "#" + strconv.Itoa(tc.Attempt) + "#" + strconv.Itoa(tc.Run)
+	var waits []events.LimitWait
 	for _, l := range ls {
 		if l.Concurrency == 0 {
 			continue
 		}
-		s, err := a.takeSlot(ctx, l, holder)
+		s, lw, err := a.takeSlot(ctx, l, holder)
 		if err != nil {
 			release()
 			return nil, err
 		}
 		held = append(held, s)
+		if lw != nil {
+			waits = append(waits, *lw)
+		}
 	}
 	for _, l := range ls {
 		if l.Rate == 0 {
 			continue
 		}
-		if err := a.takeStart(ctx, l); err != nil {
+		lw, err := a.takeStart(ctx, l)
+		if err != nil {
+			release()
+			return nil, err
+		}
+		if lw != nil {
+			waits = append(waits, *lw)
+		}
+	}
+	for _, lw := range waits {
+		if err := a.recordLimit(ctx, tc, lw); err != nil {
 			release()
 			return nil, err
 		}
 	}
 	return release, nil
+}
+
+// recordLimit writes the limit event of a run that waited for lw (or took
+// over a crashed worker's slot).
+func (a *App) recordLimit(ctx context.Context, tc *TaskContext, lw events.LimitWait) error {
+	if err := lw.Check(); err != nil {
+		return err
+	}
+	data, err := json.Marshal(lw)
+	if err != nil {
+		return err
+	}
+	id := "limit:" + tc.ID + ":" + strconv.Itoa(tc.Attempt) + ":" + strconv.Itoa(tc.Run) + ":" + lw.Limit + ":" + lw.Kind
+	ev := events.Event{
+		ID: id, Source: a.source, Type: events.TypeLimit, Subject: lw.Limit, Time: a.cfg.Now().UTC(),
+		DataContentType: events.ContentTypeJSON, Data: data,
+		TaskID: tc.ID, TaskName: tc.Name, Attempt: tc.Attempt, Run: tc.Run,
+	}
+	if _, err := a.b.Publish(ctx, events.LimitSubject(tc.Queue), "", &ev); err != nil {
+		return fmt.Errorf("recording the wait for limit %s: %w", lw.Limit, err)
+	}
+	return nil
 }
 
 // slotValue is a taken slot: who holds it, until when unless renewed.
@@ -189,13 +225,15 @@ type slot struct {
 
 func slotKey(l Limit, i int) string { return "c." + l.name() + "." + strconv.Itoa(i) }
 
-// takeSlot waits for a free (or expired) slot of l and takes it.
-func (a *App) takeSlot(ctx context.Context, l Limit, holder string) (*slot, error) {
+// takeSlot waits for a free (or expired) slot of l and takes it. lw is
+// what to record of it: nil when a free slot was taken at once.
+func (a *App) takeSlot(ctx context.Context, l Limit, holder string) (s *slot, lw *events.LimitWait, err error) {
 	kv := a.b.LimitsBucket()
+	begun, waited, tookOver := a.cfg.Now(), false, ""
 	// Watch before looking, so that a slot freed in between wakes us.
 	w, err := kv.Watch(ctx, "c."+l.name()+".*", jetstream.UpdatesOnly())
 	if err != nil {
-		return nil, fmt.Errorf("watching the slots of limit %s: %w", l.name(), err)
+		return nil, nil, fmt.Errorf("watching the slots of limit %s: %w", l.name(), err)
 	}
 	defer func() { _ = w.Stop() }()
 	for {
@@ -213,7 +251,7 @@ func (a *App) takeSlot(ctx context.Context, l Limit, holder string) (*slot, erro
 			case errors.Is(err, jetstream.ErrKeyNotFound):
 				rev, err = kv.Create(ctx, k, val())
 			case err != nil:
-				return nil, fmt.Errorf("reading slot %s: %w", k, err)
+				return nil, nil, fmt.Errorf("reading slot %s: %w", k, err)
 			default:
 				var sv slotValue
 				_ = json.Unmarshal(e.Value(), &sv)
@@ -227,14 +265,21 @@ func (a *App) takeSlot(ctx context.Context, l Limit, holder string) (*slot, erro
 				// Its holder stopped renewing it: a crashed worker's.
 				a.log.Warn("taking over an expired limit slot", "slot", k, "holder", sv.Holder, "holder_node", sv.Node)
 				rev, err = kv.Update(ctx, k, val(), e.Revision())
+				if err == nil {
+					tookOver = sv.Holder
+				}
 			}
 			if err == nil {
 				s := &slot{kv: kv, key: k, rev: rev, stop: make(chan struct{}), done: make(chan struct{})}
 				go a.renew(s, l, holder)
-				return s, nil
+				if waited || tookOver != "" {
+					lw = &events.LimitWait{Limit: l.name(), Kind: events.LimitConcurrency, Slot: i,
+						WaitedMS: a.cfg.Now().Sub(begun).Milliseconds(), TookOver: tookOver}
+				}
+				return s, lw, nil
 			}
 			if !errors.Is(err, jetstream.ErrKeyExists) && !isWrongSeq(err) {
-				return nil, fmt.Errorf("taking slot %s: %w", k, err)
+				return nil, nil, fmt.Errorf("taking slot %s: %w", k, err)
 			}
 			// Another worker took it first.
 		}
@@ -244,6 +289,7 @@ func (a *App) takeSlot(ctx context.Context, l Limit, holder string) (*slot, erro
 			t = time.NewTimer(earliest.Sub(now) + time.Millisecond)
 			timer = t.C
 		}
+		waited = true
 		select {
 		case <-w.Updates(): // a slot changed: look again
 		case <-timer: // a slot's lease ran out
@@ -253,7 +299,7 @@ func (a *App) takeSlot(ctx context.Context, l Limit, holder string) (*slot, erro
 			t.Stop()
 		}
 		if ctx.Err() != nil {
-			return nil, context.Cause(ctx)
+			return nil, nil, context.Cause(ctx)
 		}
 	}
 }
@@ -309,9 +355,11 @@ type rateCell struct {
 }
 
 // takeStart waits until l's rate allows a start and takes it: the generic
-// cell rate algorithm on one KV key, updated by compare-and-set.
-func (a *App) takeStart(ctx context.Context, l Limit) error {
+// cell rate algorithm on one KV key, updated by compare-and-set. lw is
+// what to record: nil when the start was taken at once.
+func (a *App) takeStart(ctx context.Context, l Limit) (lw *events.LimitWait, err error) {
 	kv := a.b.LimitsBucket()
+	begun, waited := a.cfg.Now(), false
 	k := "r." + l.name()
 	interval := time.Duration(float64(time.Second) / l.Rate)
 	tau := interval * time.Duration(l.Burst-1)
@@ -323,7 +371,7 @@ func (a *App) takeStart(ctx context.Context, l Limit) error {
 		switch {
 		case errors.Is(err, jetstream.ErrKeyNotFound):
 		case err != nil:
-			return fmt.Errorf("reading rate %s: %w", k, err)
+			return nil, fmt.Errorf("reading rate %s: %w", k, err)
 		default:
 			rev = e.Revision()
 			_ = json.Unmarshal(e.Value(), &cell)
@@ -333,13 +381,14 @@ func (a *App) takeStart(ctx context.Context, l Limit) error {
 			tat = now
 		}
 		if wait := tat.Sub(now) - tau; wait > 0 {
+			waited = true
 			t := time.NewTimer(wait)
 			select {
 			case <-t.C:
 				continue
 			case <-ctx.Done():
 				t.Stop()
-				return context.Cause(ctx)
+				return nil, context.Cause(ctx)
 			}
 		}
 		b, _ := json.Marshal(rateCell{TAT: tat.Add(interval).UnixNano()})
@@ -349,10 +398,13 @@ func (a *App) takeStart(ctx context.Context, l Limit) error {
 			_, err = kv.Update(ctx, k, b, rev)
 		}
 		if err == nil {
-			return nil
+			if waited {
+				lw = &events.LimitWait{Limit: l.name(), Kind: events.LimitRate, WaitedMS: a.cfg.Now().Sub(begun).Milliseconds()}
+			}
+			return lw, nil
 		}
 		if !errors.Is(err, jetstream.ErrKeyExists) && !isWrongSeq(err) {
-			return fmt.Errorf("taking a start of rate %s: %w", k, err)
+			return nil, fmt.Errorf("taking a start of rate %s: %w", k, err)
 		}
 		// Another start came first: look again.
 	}

@@ -2,6 +2,7 @@ package executor_test
 
 import (
 	"context"
+	"encoding/json"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -10,6 +11,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/qtasks/qtasks-go/bus"
 	"github.com/qtasks/qtasks-go/bus/bustest"
 	"github.com/qtasks/qtasks-go/events"
 	"github.com/qtasks/qtasks-go/executor"
@@ -68,6 +70,19 @@ func TestConcurrencyLimitAcrossWorkers(t *testing.T) {
 	}
 	require.LessOrEqual(t, most.Load(), int32(2), "never more than 2 at once")
 	require.Equal(t, int32(0), running.Load())
+	// A run that waited is recorded once, on one of the limit's two
+	// slots (which runs wait depends on the machine's timing; that a
+	// wait is recorded at all, TestLimitSlotOfCrashedWorker).
+	lws := limitWaits(t, b)
+	seen := map[string]bool{}
+	for _, lw := range lws {
+		require.Equal(t, "t-slow", lw.W.Limit)
+		require.Equal(t, events.LimitConcurrency, lw.W.Kind)
+		require.Less(t, lw.W.Slot, 2)
+		require.Contains(t, ids, lw.Event.TaskID)
+		require.False(t, seen[lw.Event.TaskID], "one wait per run")
+		seen[lw.Event.TaskID] = true
+	}
 	mu.Lock()
 	defer mu.Unlock()
 	require.GreaterOrEqual(t, len(nodes), 2, "the tasks ran on several workers: %v", nodes)
@@ -115,6 +130,12 @@ func TestRateLimitAcrossWorkers(t *testing.T) {
 	defer mu.Unlock()
 	slices.SortFunc(starts, func(a, b time.Time) int { return a.Compare(b) })
 	require.Len(t, starts, len(ids))
+	lws := limitWaits(t, b)
+	require.Less(t, len(lws), len(ids), "the first start never waits")
+	for _, lw := range lws {
+		require.Equal(t, "q-"+executor.DefaultQueue, lw.W.Limit)
+		require.Equal(t, events.LimitRate, lw.W.Kind)
+	}
 	for k, s := range starts {
 		require.GreaterOrEqual(t, s.Sub(begun), time.Duration(k)*interval, "start %d came early", k)
 	}
@@ -141,8 +162,59 @@ func TestLimitSlotOfCrashedWorker(t *testing.T) {
 	got := waitTask(t, app, submit(t, app, "one", nil, nil).ID)
 	require.Equal(t, events.StatusSuccess, got.Status, got.Error)
 	require.GreaterOrEqual(t, time.Since(begun), lim.Lease, "it waited for the dead worker's lease")
+	lws := limitWaits(t, b)
+	require.Len(t, lws, 1)
+	require.Equal(t, got.ID, lws[0].Event.TaskID)
+	require.Equal(t, "dead-task#1#1", lws[0].W.TookOver, "the takeover is recorded")
+	require.Positive(t, lws[0].W.WaitedMS)
 
 	require.ErrorIs(t, app.SetLimit(executor.Limit{Task: "x", Queue: "y", Concurrency: 1}), executor.ErrInvalidInput)
 	require.ErrorIs(t, app.SetLimit(executor.Limit{Task: "a.b", Concurrency: 1}), executor.ErrInvalidInput)
 	require.ErrorIs(t, app.SetLimit(executor.Limit{Task: "x", Concurrency: 1, Lease: time.Millisecond}), executor.ErrInvalidInput)
+}
+
+type storedLimit struct {
+	Event events.Event
+	W     events.LimitWait
+}
+
+// limitWaits returns the limit events of the log, in stream order.
+func limitWaits(t *testing.T, b *bus.Bus) []storedLimit {
+	t.Helper()
+	var out []storedLimit
+	for _, s := range bustest.Events(t, b, events.LimitSubject("*")) {
+		require.NoError(t, s.Err)
+		require.Equal(t, events.TypeLimit, s.Event.Type)
+		var w events.LimitWait
+		require.NoError(t, json.Unmarshal(s.Event.Data, &w))
+		require.NoError(t, w.Check())
+		out = append(out, storedLimit{s.Event, w})
+	}
+	return out
+}
+
+// TestRateLimitWaitRecorded takes the only start of a 2-second window,
+// then runs a task under the same rate: it waits for the next start, and
+// the wait is in the log.
+func TestRateLimitWaitRecorded(t *testing.T) {
+	t.Parallel()
+	b := bustest.Open(t, nil)
+	app := newApp(t, b, nil)
+	lim := executor.Limit{Task: "paced", Rate: 0.5}
+	require.NoError(t, app.SetLimit(lim))
+	executor.MustRegister(app, "paced", func(ctx context.Context, _ struct{}) (int, error) { return 1, nil }, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
+	defer cancel()
+	taken := time.Now()
+	require.NoError(t, executor.TakeStart(ctx, app, lim))
+	start(t, app)
+	got := waitTask(t, app, submit(t, app, "paced", nil, nil).ID)
+	require.Equal(t, events.StatusSuccess, got.Status, got.Error)
+	require.GreaterOrEqual(t, time.Since(taken), 2*time.Second, "the next start is 2 s after the one taken")
+	lws := limitWaits(t, b)
+	require.Len(t, lws, 1)
+	require.Equal(t, got.ID, lws[0].Event.TaskID)
+	require.Equal(t, events.LimitRate, lws[0].W.Kind)
+	require.Equal(t, "t-paced", lws[0].W.Limit)
+	require.Positive(t, lws[0].W.WaitedMS)
 }

@@ -217,6 +217,7 @@ const (
 	stOperator
 	stState // projections/flow.go
 	stChain // projections/flow.go
+	stLimit // projections/flow.go
 	stCount
 )
 
@@ -255,6 +256,8 @@ var statements = [stCount]string{
 	stState: `INSERT INTO state_writes (seq, task_key, attempt, run, kind, scope, key, op, prev, revision, value, digest, size,
 		by_whom, source, time) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 	stChain: `INSERT INTO chain_events (seq, chain, action, step, steps, task_key, prev, status, error, time)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+	stLimit: `INSERT INTO limit_waits (seq, task_key, attempt, run, limit_name, kind, waited_ms, slot, took_over, time)
 		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 }
 
@@ -438,6 +441,7 @@ const (
 	kindOperator
 	kindState // a state write (projections/flow.go)
 	kindChain // a chain's start, step or end (projections/flow.go)
+	kindLimit // a run held back by a limit (projections/flow.go)
 )
 
 // Prepared is a log event decoded and checked, with everything Apply writes
@@ -510,7 +514,7 @@ func (p *Prepared) prepare(decodeErr error) rejection {
 		return ""
 	case "operator":
 		return p.prepareOperator(ps)
-	case "state", "chain":
+	case "state", "chain", "limit":
 		return p.prepareFlow(ps)
 	case "dead":
 		if ev.Type != events.TypeDeadLetter {
@@ -670,7 +674,7 @@ func (a *txApplier) write(p *Prepared) (rejected bool, err error) {
 		dl := &p.dl
 		return false, a.exec(stDead, seq, ev.Plugin, dl.Stream, int64(dl.Sequence), dl.Consumer, dl.Subject,
 			dl.Deliveries, dl.Reason, p.at)
-	case kindState, kindChain:
+	case kindState, kindChain, kindLimit:
 		return false, a.writeFlow(p, seq, key)
 	case kindOperator:
 		op := &p.op

@@ -10,9 +10,10 @@ import (
 	"github.com/qtasks/qtasks-go/events"
 )
 
-// schemaFlow keeps the state writes (events.TypeState) and chain events
-// (events.TypeChain) of the log: who wrote which state key, and each
-// chain's start, steps and end, linked to their tasks.
+// schemaFlow keeps the state writes (events.TypeState), chain events
+// (events.TypeChain) and limit waits (events.TypeLimit) of the log: who
+// wrote which state key, each chain's start, steps and end, and which task
+// runs a limit held back, linked to their tasks.
 const schemaFlow = `
 CREATE TABLE state_writes (
 	seq      INTEGER PRIMARY KEY,
@@ -47,6 +48,19 @@ CREATE TABLE chain_events (
 	time     TEXT
 );
 CREATE INDEX chain_events_chain ON chain_events (chain, seq);
+CREATE TABLE limit_waits (
+	seq       INTEGER PRIMARY KEY,
+	task_key  INTEGER REFERENCES task_keys (key),
+	attempt   INTEGER NOT NULL DEFAULT 0,
+	run       INTEGER NOT NULL DEFAULT 0,
+	limit_name TEXT NOT NULL,
+	kind      TEXT NOT NULL,
+	waited_ms INTEGER NOT NULL,
+	slot      INTEGER NOT NULL DEFAULT 0,
+	took_over TEXT,
+	time      TEXT
+);
+CREATE INDEX limit_waits_task ON limit_waits (task_key, seq);
 `
 
 // flowEvent is what a state or chain event writes; a pointer in Prepared,
@@ -54,6 +68,7 @@ CREATE INDEX chain_events_chain ON chain_events (chain, seq);
 type flowEvent struct {
 	state events.StateWrite
 	chain events.ChainEvent
+	limit events.LimitWait
 }
 
 // prepareFlow checks a state or chain event.
@@ -75,6 +90,20 @@ func (p *Prepared) prepareFlow(ps events.ParsedSubject) rejection {
 			return rejection(fmt.Sprintf("task %q wrote the own state of task %q", ev.TaskID, fe.state.Scope))
 		}
 		p.kind = kindState
+	case "limit":
+		if ev.Type != events.TypeLimit {
+			return rejection(fmt.Sprintf("type %q on limit subject %s", ev.Type, p.subject))
+		}
+		if err := json.Unmarshal(ev.Data, &fe.limit); err != nil {
+			return rejection("limit event data: " + err.Error())
+		}
+		if err := fe.limit.Check(); err != nil {
+			return rejection(err.Error())
+		}
+		if ev.TaskID == "" {
+			return "limit event without a task id attribute"
+		}
+		p.kind = kindLimit
 	default: // chain
 		if ev.Type != events.TypeChain {
 			return rejection(fmt.Sprintf("type %q on chain subject %s", ev.Type, p.subject))
@@ -101,6 +130,10 @@ func (a *txApplier) writeFlow(p *Prepared, seq int64, key any) error {
 		w := &fe.state
 		return a.exec(stState, seq, key, ev.Attempt, ev.Run, w.Kind, w.Scope, w.Key, w.Op, int64(w.Prev), int64(w.Revision),
 			nullText(w.Value), nullString(w.Digest), w.Size, nullString(w.By), ev.Source, p.at)
+	}
+	if p.kind == kindLimit {
+		l := &fe.limit
+		return a.exec(stLimit, seq, key, ev.Attempt, ev.Run, l.Limit, l.Kind, l.WaitedMS, l.Slot, nullString(l.TookOver), p.at)
 	}
 	c := &fe.chain
 	return a.exec(stChain, seq, c.Chain, c.Action, c.Step, c.Steps, key, nullString(c.Prev), nullString(c.Status),
@@ -196,6 +229,46 @@ func (d *DB) ChainEvents(ctx context.Context, id string) ([]ChainEventRow, error
 	}
 	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("reading chain events: %w", err)
+	}
+	return out, nil
+}
+
+// LimitWaitRow is a task run a limit held back, as the log recorded it.
+type LimitWaitRow struct {
+	Seq      uint64    `json:"seq"`
+	TaskID   string    `json:"task_id"`
+	Attempt  int       `json:"attempt"`
+	Run      int       `json:"run"`
+	Limit    string    `json:"limit"`
+	Kind     string    `json:"kind"`
+	WaitedMS int64     `json:"waited_ms"`
+	Slot     int       `json:"slot,omitempty"`
+	TookOver string    `json:"took_over,omitempty"`
+	Time     time.Time `json:"time,omitzero"`
+}
+
+// TaskLimitWaits lists the limit waits of task id's runs, in stream order.
+func (d *DB) TaskLimitWaits(ctx context.Context, id string) ([]LimitWaitRow, error) {
+	rows, err := d.r.QueryContext(ctx, `SELECT l.seq, k.id, l.attempt, l.run, l.limit_name, l.kind, l.waited_ms, l.slot,
+		coalesce(l.took_over, ''), l.time
+		FROM limit_waits l JOIN task_keys k ON k.key = l.task_key WHERE k.id = ? ORDER BY l.seq`, id)
+	if err != nil {
+		return nil, fmt.Errorf("reading limit waits: %w", err)
+	}
+	defer rows.Close()
+	out := []LimitWaitRow{}
+	for rows.Next() {
+		var r LimitWaitRow
+		var seq int64
+		var at sql.NullString
+		if err := rows.Scan(&seq, &r.TaskID, &r.Attempt, &r.Run, &r.Limit, &r.Kind, &r.WaitedMS, &r.Slot, &r.TookOver, &at); err != nil {
+			return nil, fmt.Errorf("reading limit waits: %w", err)
+		}
+		r.Seq, r.Time = uint64(seq), parseTS(at)
+		out = append(out, r)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("reading limit waits: %w", err)
 	}
 	return out, nil
 }

@@ -2,9 +2,11 @@ package projections_test
 
 import (
 	"context"
+	"encoding/json"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 
@@ -110,5 +112,42 @@ func TestChainEventsProjected(t *testing.T) {
 	task, err := live.Task(ctxFor(t), rows[1].TaskID)
 	require.NoError(t, err)
 	require.Contains(t, string(task.Extra), c.ID, "the step's record names its chain")
+	requireEqual(t, live, build(t, b, 0))
+}
+
+// TestLimitWaitsProjected publishes limit events as an executor writes
+// them: a valid one is a row of limit_waits, one with a bad limit name is
+// rejected, live and rebuilt alike.
+func TestLimitWaitsProjected(t *testing.T) {
+	t.Parallel()
+	b := bustest.Open(t, nil)
+	path := filepath.Join(t.TempDir(), "live.db")
+	p := startProjector(t, b, path, nil)
+	pub := func(id string, lw events.LimitWait) {
+		t.Helper()
+		data, err := json.Marshal(lw)
+		require.NoError(t, err)
+		ev := events.Event{ID: "limit:" + id, Source: "qtasks/test", Type: events.TypeLimit, Time: time.Now().UTC(),
+			DataContentType: events.ContentTypeJSON, Data: data, TaskID: id, Attempt: 1, Run: 2}
+		_, err = b.Publish(ctxFor(t), events.LimitSubject("default"), "", &ev)
+		require.NoError(t, err)
+	}
+	pub("task-1", events.LimitWait{Limit: "t-export", Kind: events.LimitConcurrency, WaitedMS: 120, Slot: 1, TookOver: "dead#1#1"})
+	pub("task-2", events.LimitWait{Limit: "export", Kind: events.LimitRate, WaitedMS: 5})
+	require.NoError(t, p.CatchUp(ctxFor(t)))
+	live := openDB(t, path, true)
+	rows, err := live.TaskLimitWaits(ctxFor(t), "task-1")
+	require.NoError(t, err)
+	require.Len(t, rows, 1)
+	r := rows[0]
+	require.Equal(t, []any{"t-export", events.LimitConcurrency, int64(120), 1, "dead#1#1", 1, 2},
+		[]any{r.Limit, r.Kind, r.WaitedMS, r.Slot, r.TookOver, r.Attempt, r.Run})
+	rows, err = live.TaskLimitWaits(ctxFor(t), "task-2")
+	require.NoError(t, err)
+	require.Empty(t, rows, "a limit name without t- or q- is rejected")
+	rej, err := live.RejectedEvents(ctxFor(t), 0, 10)
+	require.NoError(t, err)
+	require.Len(t, rej, 1)
+	require.Contains(t, rej[0].Reason, `limit "export"`)
 	requireEqual(t, live, build(t, b, 0))
 }

@@ -27,7 +27,7 @@ var migrations = []migration{
 	{version: 2, name: "field blame (backfilled from the facts); plugin call indexes", sql: schemaV2, fn: backfillBlame},
 	{version: 3, name: "tasks, task tags, attempts and field blame keyed by the task key", sql: schemaV3, fn: dropV2Tables},
 	{version: 4, name: "operator actions; indexes for the console: tasks by queue, tasks by finish time", sql: schemaV4},
-	{version: 5, name: "(flow, issue #14) state writes and chain events", sql: schemaFlow},
+	{version: 5, name: "(flow, issue #14) state writes, chain events and limit waits", sql: schemaFlow},
 }
 
 // schemaV4 indexes what the operator console filters and charts on: the
