@@ -71,7 +71,9 @@ func TestStateWriteCheck(t *testing.T) {
 		{"key too long", func(w *events.StateWrite) { w.Key = strings.Repeat("k", 65) }},
 		{"put without digest", func(w *events.StateWrite) { w.Digest = "" }},
 		{"value too large", func(w *events.StateWrite) { w.Size = events.MaxStateValueSize + 1 }},
-		{"inline value too large", func(w *events.StateWrite) { w.Value = []byte(`"` + strings.Repeat("x", events.MaxStateValueInline) + `"`) }},
+		{"inline value too large", func(w *events.StateWrite) {
+			w.Value = []byte(`"` + strings.Repeat("x", events.MaxStateValueInline) + `"`)
+		}},
 		{"revision not after prev", func(w *events.StateWrite) { w.Revision = 1 }},
 		{"unknown op", func(w *events.StateWrite) { w.Op = "merge" }},
 		{"delete with a value", func(w *events.StateWrite) { w.Op = events.StateDelete }},
