@@ -32,4 +32,18 @@
 // Returning PluginError fires task_executor_run_task_trigger_error: a plugin
 // that patches /result there decides the task's result; with none the task
 // fails with the reason.
+//
+// # Shared state, chains and limits
+//
+// A task function reads and writes state shared across tasks and workers
+// (QTasks' AsyncState) with State(ctx, scope), and its own state, kept
+// across its attempts, with TaskState(ctx): JetStream KV, compare-and-set,
+// every write a state event in the log (state.go).
+//
+// App.Chain runs tasks in sequence, each result appended to the next
+// step's arguments (QTasks' AsyncTaskUtils.chain); a failed step ends the
+// chain. Chains are advanced from the log by every started app (chain.go).
+//
+// App.SetLimit bounds how many tasks of a name or queue run at once
+// cluster-wide and how many start per second (limit.go).
 package executor
