@@ -67,4 +67,3 @@ func ExampleApp_Chain() {
 	fmt.Println(sum, err, adds)
 	// Output: 16 <nil> 3
 }
-
