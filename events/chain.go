@@ -12,7 +12,7 @@ import (
 const TypeChain = "io.qtasks.chain"
 
 // SubjectChain prefixes chain events: qtasks.chain.<queue>, the queue of
-// the chain's first step.
+// the step whose end the event follows (of the first step, for a start).
 const SubjectChain = SubjectRoot + ".chain"
 
 // ChainSubject is where the events of chains starting on queue are
