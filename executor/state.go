@@ -84,10 +84,24 @@ func (a *App) stateScope(kind, scope string, tc *TaskContext) *StateScope {
 	if tc != nil {
 		s.by = bus.StateWriter{Source: a.source, Queue: tc.Queue, TaskID: tc.ID, Attempt: tc.Attempt, Run: tc.Run}
 	}
-	if kind == events.StateShared && !events.ValidStateName(scope) {
+	switch {
+	case kind == events.StateShared && !events.ValidStateName(scope):
 		s.err = fmt.Errorf("%w: state scope %q: want letters, digits, - and _, 1 to 64 bytes", ErrInvalidInput, scope)
+	case kind == events.StateTask && !events.ValidToken(scope):
+		s.err = fmt.Errorf("%w: task id %q", ErrInvalidInput, scope)
 	}
 	return s
+}
+
+// check says why key cannot be used in s, or nil.
+func (s *StateScope) check(key string) error {
+	if s.err != nil {
+		return s.err
+	}
+	if !events.ValidStateName(key) {
+		return fmt.Errorf("%w: state key %q: want letters, digits, - and _, 1 to 64 bytes", ErrInvalidInput, key)
+	}
+	return nil
 }
 
 // Scope is the scope's name (the task id for a task's own state).
@@ -96,8 +110,8 @@ func (s *StateScope) Scope() string { return s.scope }
 // Get decodes key's value into v (which may be nil) and returns its
 // revision, for CAS.
 func (s *StateScope) Get(ctx context.Context, key string, v any) (uint64, error) {
-	if s.err != nil {
-		return 0, s.err
+	if err := s.check(key); err != nil {
+		return 0, err
 	}
 	e, err := s.a.b.GetState(ctx, s.kind, s.scope, key)
 	if err != nil {
@@ -188,8 +202,8 @@ func (s *StateScope) write(ctx context.Context, key string, v any, rev uint64) (
 }
 
 func (s *StateScope) writeRaw(ctx context.Context, key string, value json.RawMessage, rev uint64) (uint64, error) {
-	if s.err != nil {
-		return 0, s.err
+	if err := s.check(key); err != nil {
+		return 0, err
 	}
 	w, err := s.a.b.WriteState(ctx, s.by, s.kind, s.scope, key, value, rev)
 	return w.Revision, err

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"strings"
 	"sync"
 	"testing"
 
@@ -277,4 +278,15 @@ func TestTaskOwnState(t *testing.T) {
 	require.ErrorIs(t, err, executor.ErrNotInTask)
 	_, err = app.State("bad.scope").Set(context.Background(), "k", 1)
 	require.ErrorIs(t, err, executor.ErrInvalidInput)
+	_, err = app.State("ok").Set(context.Background(), "bad.key", 1)
+	require.ErrorIs(t, err, executor.ErrInvalidInput)
+	_, err = app.State("ok").Get(context.Background(), "", nil)
+	require.ErrorIs(t, err, executor.ErrInvalidInput)
+	_, err = app.State("ok").Set(context.Background(), "k", make(chan int))
+	require.ErrorIs(t, err, executor.ErrInvalidInput, "a value that does not encode")
+	_, err = app.State("ok").Set(context.Background(), "big", strings.Repeat("x", events.MaxStateValueSize))
+	require.ErrorIs(t, err, events.ErrTooLarge)
+	_, err = app.State("ok").Get(context.Background(), "big", nil)
+	require.ErrorIs(t, err, executor.ErrStateNotFound)
+	require.Empty(t, stateWrites(t, b)[1:], "no bad write wrote anything")
 }
