@@ -1,9 +1,12 @@
 package executor_test
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
+	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -134,15 +137,73 @@ func TestStatesExample(t *testing.T) {
 }
 
 // requireRevisionChains checks that the writes of each key form an unbroken
-// chain: each replaces the revision the one before it made.
+// chain: each replaces the revision the one before it made. Two writers'
+// events may reach the log in the other order than their writes, so the
+// chain is followed in revision order.
 func requireRevisionChains(t *testing.T, ws []storedState) {
 	t.Helper()
+	ws = slices.Clone(ws)
+	slices.SortStableFunc(ws, func(a, b storedState) int { return cmp.Compare(a.W.Revision, b.W.Revision) })
 	last := map[string]uint64{}
 	for _, s := range ws {
 		k := s.W.Kind + "/" + s.W.Scope + "/" + s.W.Key
 		require.Equal(t, last[k], s.W.Prev, "write of %s at revision %d does not follow the one before", k, s.W.Revision)
 		last[k] = s.W.Revision
 	}
+}
+
+// TestStateEveryWriteLogged has tasks on two workers write one key many
+// times at once: every write is an event, naming its task, and the events
+// chain every revision to the next.
+func TestStateEveryWriteLogged(t *testing.T) {
+	t.Parallel()
+	b := bustest.Open(t, nil)
+	const tasks, writes = 12, 5
+	var apps []*executor.App
+	for i := range 2 {
+		bb := b
+		if i == 1 {
+			bb = bustest.Connect(t, b, nil)
+		}
+		app := newApp(t, bb, &executor.Config{Concurrency: 4})
+		executor.MustRegister(app, "writer", func(ctx context.Context, in []int) (int, error) {
+			st := executor.State(ctx, "hot")
+			for j := range writes {
+				if _, err := st.Set(ctx, "last", in[0]*100+j); err != nil {
+					return 0, err
+				}
+			}
+			return 0, nil
+		}, nil)
+		apps = append(apps, app)
+	}
+	var ids []string
+	for i := range tasks {
+		ids = append(ids, submit(t, apps[0], "writer", nil, &executor.SubmitOptions{Args: []any{i}}).ID)
+	}
+	for _, a := range apps {
+		start(t, a)
+	}
+	for _, id := range ids {
+		got := waitTask(t, apps[0], id)
+		require.Equal(t, events.StatusSuccess, got.Status, got.Error)
+	}
+	ws := stateWrites(t, b)
+	require.Len(t, ws, tasks*writes, "every write is in the log")
+	per := map[string]int{}
+	for _, w := range ws {
+		per[w.Event.TaskID]++
+	}
+	for _, id := range ids {
+		require.Equal(t, writes, per[id], "task %s", id)
+	}
+	requireRevisionChains(t, ws)
+	var last int
+	rev, err := apps[0].State("hot").Get(context.Background(), "last", &last)
+	require.NoError(t, err)
+	top := slices.MaxFunc(ws, func(a, b storedState) int { return cmp.Compare(a.W.Revision, b.W.Revision) })
+	require.Equal(t, top.W.Revision, rev, "the value read is the last write logged")
+	require.JSONEq(t, string(top.W.Value), strconv.Itoa(last))
 }
 
 // TestStateCASConflictAcrossWorkers has two tasks on two workers read the
