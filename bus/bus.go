@@ -42,8 +42,8 @@ const (
 	// each task's own state; every write is also a state event in
 	// StreamEvents (bus/flow.go).
 	BucketState = "qtasks_state"
-	// BucketLimits holds the slots and rate cells of cluster-wide limits;
-	// a slot's key expires with its holder (per-key TTL).
+	// BucketLimits holds the slots and rate cells of cluster-wide limits
+	// (executor/limit.go); a slot's value carries its lease's expiry.
 	BucketLimits = "qtasks_limits"
 )
 
@@ -229,7 +229,7 @@ type Bus struct {
 	stKV   jetstream.KeyValue
 	ctlKV  jetstream.KeyValue // nil on a plugin's or a read-only bus
 	shKV   jetstream.KeyValue // BucketState; nil on a plugin's or a read-only bus
-	limKV  jetstream.KeyValue // BucketLimits; nil on a plugin's or a read-only bus, or without per-key TTLs
+	limKV  jetstream.KeyValue // BucketLimits; nil on a plugin's or a read-only bus
 
 	inv   *invoker
 	reg   *Registry

@@ -465,7 +465,7 @@ type Prepared struct {
 	dl events.DeadLetter
 	// Operator actions.
 	op events.OperatorAction
-	// State writes and chain events.
+	// State writes, chain events and limit waits (projections/flow.go).
 	flow *flowEvent
 }
 
