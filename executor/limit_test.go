@@ -26,6 +26,8 @@ func TestConcurrencyLimitAcrossWorkers(t *testing.T) {
 	var running, most atomic.Int32
 	var mu sync.Mutex
 	nodes := map[string]int{}
+	type span struct{ start, end time.Time }
+	var spans []span
 	var apps []*executor.App
 	for i := range 3 {
 		bb := b
@@ -47,12 +49,16 @@ func TestConcurrencyLimitAcrossWorkers(t *testing.T) {
 			mu.Lock()
 			nodes[node]++
 			mu.Unlock()
+			began := time.Now()
 			// Work long enough for the others to try to start meanwhile.
 			select {
 			case <-time.After(30 * time.Millisecond):
 			case <-ctx.Done():
 				return 0, ctx.Err()
 			}
+			mu.Lock()
+			spans = append(spans, span{began, time.Now()})
+			mu.Unlock()
 			return int(n), nil
 		}, nil)
 		apps = append(apps, app)
@@ -86,6 +92,18 @@ func TestConcurrencyLimitAcrossWorkers(t *testing.T) {
 	mu.Lock()
 	defer mu.Unlock()
 	require.GreaterOrEqual(t, len(nodes), 2, "the tasks ran on several workers: %v", nodes)
+	// The same from the recorded start and end times: at each start, how
+	// many ran (each interval lies within its slot's holding).
+	require.Len(t, spans, len(ids))
+	for _, a := range spans {
+		overlap := 0
+		for _, b := range spans {
+			if !b.start.After(a.start) && b.end.After(a.start) {
+				overlap++
+			}
+		}
+		require.LessOrEqual(t, overlap, 2, "3 or more ran at once at %v", a.start)
+	}
 }
 
 // TestRateLimitAcrossWorkers runs tasks limited to 20 starts a second on
