@@ -38,6 +38,13 @@ const (
 	BucketTasks = "qtasks_tasks"
 	// BucketPluginState holds per-plugin state (QTasks' plugin_cache).
 	BucketPluginState = "qtasks_plugin_state"
+	// BucketState holds the state tasks share (QTasks' AsyncState) and
+	// each task's own state; every write is also a state event in
+	// StreamEvents (bus/flow.go).
+	BucketState = "qtasks_state"
+	// BucketLimits holds the slots and rate cells of cluster-wide limits
+	// (executor/limit.go); a slot's value carries its lease's expiry.
+	BucketLimits = "qtasks_limits"
 )
 
 // Defaults.
@@ -227,6 +234,8 @@ type Bus struct {
 	stKV   jetstream.KeyValue
 	ctlKV  jetstream.KeyValue // nil on a plugin's or a read-only bus
 	schKV  jetstream.KeyValue // schedules (schedule.go); nil as ctlKV
+	shKV   jetstream.KeyValue // BucketState; nil on a plugin's or a read-only bus
+	limKV  jetstream.KeyValue // BucketLimits; nil on a plugin's or a read-only bus
 
 	inv   *invoker
 	reg   *Registry

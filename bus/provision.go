@@ -23,6 +23,9 @@ var EventSubjects = []string{
 	events.SubjectOperator + ".>",
 	events.SubjectDuplicate + ".>", // executors' duplicate decisions (#14)
 	events.SubjectSchedule + ".>",  // schedules and their ticks (schedule.go)
+	events.SubjectState + ".>",     // state writes (bus/flow.go); no plugin may write there
+	events.SubjectChain + ".>",     // chain starts, steps and ends; no plugin may write there
+	events.SubjectLimit + ".>",     // runs held back by cluster-wide limits; no plugin may write there
 }
 
 // taskMarkerTTL is how long the task bucket keeps the marker of an expired
@@ -108,7 +111,10 @@ func (b *Bus) provision(ctx context.Context) error {
 	if b.schKV, err = kv(BucketSchedules, "qtasks periodic schedules and their last ticks", 1, 0); err != nil {
 		return err
 	}
-	for _, name := range []string{BucketPlugins, BucketPluginState} {
+	if err := b.provisionFlow(ctx, kv); err != nil {
+		return err
+	}
+	for _, name := range []string{BucketPlugins, BucketPluginState, BucketState} {
 		if err := b.denyRollup(ctx, name); err != nil {
 			return err
 		}

@@ -10,8 +10,9 @@ import (
 	"github.com/qtasks/qtasks-go/events"
 )
 
-// ErrStateNotFound is returned for a state key that was never set.
-var ErrStateNotFound = errors.New("plugin state key not found")
+// ErrStateNotFound is returned for a state key (a plugin's, or shared or
+// task state) that was never set or was deleted.
+var ErrStateNotFound = errors.New("state key not found")
 
 // PluginState is one plugin's persistent state, QTasks' plugin_cache made
 // durable: a JetStream KV namespace, keyed per plugin so that two plugins

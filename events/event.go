@@ -507,7 +507,8 @@ func (e *Event) Validate() error {
 		if ct := mediaType(e.DataContentType); len(e.Data) > 0 && e.PluginError == "" && ct != ContentTypeJSONPatch && ct != ContentTypeMergePatch {
 			errs = append(errs, fmt.Errorf("patch content type %q, want %s or %s", e.DataContentType, ContentTypeJSONPatch, ContentTypeMergePatch))
 		}
-	case e.Type == TypeTask, e.Type == TypeDeadLetter, e.Type == TypeAlert, e.Type == TypeSeal, e.Type == TypeOperator, e.Type == TypeDuplicate, e.Type == TypeSchedule:
+	case e.Type == TypeTask, e.Type == TypeDeadLetter, e.Type == TypeAlert, e.Type == TypeSeal, e.Type == TypeOperator,
+		e.Type == TypeDuplicate, e.Type == TypeSchedule, e.Type == TypeState, e.Type == TypeChain, e.Type == TypeLimit:
 	default:
 		errs = append(errs, fmt.Errorf("type %q is not a qtasks event type", e.Type))
 	}

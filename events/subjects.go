@@ -115,12 +115,13 @@ func DeadSubject(plugin string) string { return SubjectDead + "." + plugin }
 // ParsedSubject is a subject split into its parts; empty where the kind has
 // no such part.
 type ParsedSubject struct {
-	Kind    string // trigger, phase, invoke, patch, dead, alert, run, seal, operator, duplicate or schedule
+	Kind    string // trigger, phase, invoke, patch, dead, alert, run, seal, operator, duplicate, schedule, state, chain or limit
 	Plugin  string
 	Trigger string // the trigger; for a phase subject, the phase
 	// Key is the last token of a fact's subject (the task's queue, or the
-	// node id of a process trigger), the queue of a run, operator or
-	// duplicate subject, or the node id of an alert or seal subject.
+	// node id of a process trigger), the queue of a run, operator,
+	// duplicate, state, chain or limit subject, the schedule of a schedule
+	// subject, or the node id of an alert or seal subject.
 	Key string
 }
 
@@ -174,7 +175,7 @@ func ParseSubject(s string) (ParsedSubject, error) {
 			return bad()
 		}
 		return ParsedSubject{Kind: t[1], Plugin: t[2]}, nil
-	case "run", "alert", "seal", "operator", "duplicate", "schedule":
+	case "run", "alert", "seal", "operator", "duplicate", "schedule", "state", "chain", "limit":
 		if len(t) != 3 {
 			return bad()
 		}

@@ -52,4 +52,18 @@
 // AddSchedule stores a periodic schedule (a cron expression in a time zone,
 // or an interval); a Scheduler in each process fires its ticks, one task per
 // tick however many run.
+//
+// # Shared state, chains and limits
+//
+// A task function reads and writes state shared across tasks and workers
+// (QTasks' AsyncState) with State(ctx, scope), and its own state, kept
+// across its attempts, with TaskState(ctx): JetStream KV, compare-and-set,
+// every write a state event in the log (state.go).
+//
+// App.Chain runs tasks in sequence, each result appended to the next
+// step's arguments (QTasks' AsyncTaskUtils.chain); a failed step ends the
+// chain. Chains are advanced from the log by every started app (chain.go).
+//
+// App.SetLimit bounds how many tasks of a name or queue run at once
+// cluster-wide and how many start per second (limit.go).
 package executor

@@ -186,6 +186,9 @@ type App struct {
 
 	submitMu   sync.Mutex
 	submitting map[string]*idLock // task id → submission lock, for idempotency keys
+
+	flow   chains // advancing chains (executor/chain.go)
+	limits limits // cluster-wide limits (executor/limit.go)
 }
 
 // New returns an App on bus b. cfg may be nil.
@@ -241,7 +244,7 @@ func (a *App) addTask(name string, opts *TaskOptions, seq bool, run taskFunc) er
 	if _, ok := a.tasks[name]; ok {
 		return fmt.Errorf("registering task %q: %w", name, ErrDuplicateTask)
 	}
-	a.tasks[name] = &taskDef{name: name, opts: o, seq: seq, run: run}
+	a.tasks[name] = &taskDef{name: name, opts: o, seq: seq, run: a.limited(run)} // limits: executor/limit.go
 	return nil
 }
 

@@ -156,6 +156,7 @@ func (rs *runState) execute(ctx context.Context) (events.Task, error) {
 		ID: rs.t.ID, Name: rs.t.Name, Attempt: rs.t.Attempt, Run: f.run, Priority: rs.t.Priority,
 		Queue: rs.t.Queue, Tags: rs.t.Tags, Extra: rs.t.Extra,
 		Logger: rs.w.a.log.With("task_id", rs.t.ID, "task_name", rs.t.Name),
+		app:    rs.w.a,
 	}
 	tctx := context.WithValue(ctx, taskCtxKey{}, tc)
 	closeFired := false

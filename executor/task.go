@@ -221,6 +221,8 @@ type TaskContext struct {
 	Extra    map[string]json.RawMessage
 	// Logger carries the task's id and name.
 	Logger *slog.Logger
+
+	app *App // for State and TaskState (executor/state.go)
 }
 
 type taskCtxKey struct{}

@@ -89,7 +89,11 @@ func (a *App) Start(ctx context.Context) error {
 	a.worker = w
 	a.mu.Unlock()
 
-	if err := w.start(ctx); err != nil {
+	err := w.start(ctx)
+	if err == nil {
+		err = a.startFlow(ctx) // chains (executor/chain.go)
+	}
+	if err != nil {
 		// A failed start leaves nothing behind: Start may be called again.
 		if w.msgs != nil {
 			w.msgs.Stop()
@@ -208,6 +212,7 @@ func (a *App) Stop(ctx context.Context) error {
 	w.mu.Unlock()
 	close(w.quit)
 	defer close(w.stopped)
+	a.stopFlow() // chains (executor/chain.go)
 
 	pf := a.processFiring()
 	_, _ = pf.fire(ctx, events.QTasksStop, map[string]any{"node": a.cfg.NodeID})

@@ -235,6 +235,9 @@ const (
 	stBlame
 	stOperator
 	stSchedule
+	stState // projections/flow.go
+	stChain // projections/flow.go
+	stLimit // projections/flow.go
 	stCount
 )
 
@@ -271,6 +274,12 @@ var statements = [stCount]string{
 	stOperator: `INSERT INTO operator_actions (seq, task_key, action, attempt, queue, by_whom, reason, time)
 		VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
 	stSchedule: `INSERT INTO schedule_events (seq, schedule, action, by_whom, reason, tick, task_key, missed, spec, time)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+	stState: `INSERT INTO state_writes (seq, task_key, attempt, run, kind, scope, key, op, prev, revision, value, digest, size,
+		by_whom, source, time) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+	stChain: `INSERT INTO chain_events (seq, chain, action, step, steps, task_key, prev, status, error, time)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+	stLimit: `INSERT INTO limit_waits (seq, task_key, attempt, run, limit_name, kind, waited_ms, slot, took_over, time)
 		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 }
 
@@ -453,6 +462,9 @@ const (
 	kindSeal
 	kindOperator
 	kindSchedule // schedule.go
+	kindState // a state write (projections/flow.go)
+	kindChain // a chain's start, step or end (projections/flow.go)
+	kindLimit // a run held back by a limit (projections/flow.go)
 )
 
 // Prepared is a log event decoded and checked, with everything Apply writes
@@ -480,6 +492,8 @@ type Prepared struct {
 	op events.OperatorAction
 	// Schedule events.
 	sch *events.ScheduleEvent
+	// State writes, chain events and limit waits (projections/flow.go).
+	flow *flowEvent
 }
 
 // maxIndex bounds a fact's index in its message: facts.pos holds it in
@@ -547,6 +561,8 @@ func (p *Prepared) prepare(decodeErr error) rejection {
 		return p.prepareDuplicate(ps)
 	case "schedule":
 		return p.prepareSchedule(ps)
+	case "state", "chain", "limit":
+		return p.prepareFlow(ps)
 	case "dead":
 		if ev.Type != events.TypeDeadLetter {
 			return rejection(fmt.Sprintf("type %q on dead-letter subject %s", ev.Type, p.subject))
@@ -707,6 +723,8 @@ func (a *txApplier) write(p *Prepared) (rejected bool, err error) {
 			dl.Deliveries, dl.Reason, p.at)
 	case kindSchedule:
 		return false, a.schedule(p, seq, key)
+	case kindState, kindChain, kindLimit:
+		return false, a.writeFlow(p, seq, key)
 	case kindOperator:
 		op := &p.op
 		if err := a.exec(stOperator, seq, key, op.Action, op.Attempt, op.Queue, op.By, op.Reason, p.at); err != nil {

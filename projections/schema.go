@@ -8,7 +8,7 @@ import (
 )
 
 // SchemaVersion is the schema version this package writes and reads.
-const SchemaVersion = 6
+const SchemaVersion = 7
 
 // migration moves the schema from version-1 to version. Migrations run in
 // order, each in its own transaction together with its schema_migrations
@@ -29,6 +29,7 @@ var migrations = []migration{
 	{version: 4, name: "operator actions; indexes for the console: tasks by queue, tasks by finish time", sql: schemaV4},
 	{version: 5, name: "facts, plugin calls, rejected events and field blame keyed by stream sequence and index in a phase message", sql: schemaV5},
 	{version: 6, name: "schedule events; the delayed_tasks view", sql: schemaV6},
+	{version: 7, name: "state writes, chain events and limit waits", sql: schemaFlow},
 }
 
 // schemaV5 keys what a fact writes by its position in the log: the stream

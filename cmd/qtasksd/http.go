@@ -81,6 +81,7 @@ func newHTTPServer(h http.Handler, c httpConfig) *http.Server {
 //	                          ?run_at=<RFC 3339> or ?run_in=<duration> delays the task
 //	POST /tasks               submit a batch: a JSON array of submissions (role submit)
 //	/schedules...             periodic schedules (schedule.go)
+//	POST /chains, GET /chains/{id}, GET /state/{scope}: httpflow.go
 //	GET  /metrics             Prometheus metrics (role operate)
 //	/debug/pprof/             Go's profiles, with --pprof (role admin)
 //	/api/v1/..., /            the operator console (internal/console): reads
@@ -111,6 +112,7 @@ func newHTTPHandler(app *executor.App, metrics http.Handler, c httpConfig) http.
 	// /healthz says only whether qtasksd can write to JetStream: open, so
 	// that a load balancer's or orchestrator's probe needs no credentials.
 	mux.Handle("GET /healthz", &health{b: app.Bus()})
+	handleFlow(mux, app, auth, waits) // chains and shared state (httpflow.go)
 	mux.Handle("GET /tasks/{id}", auth.require(roleRead, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		t, err := app.Get(r.Context(), r.PathValue("id"))
 		if errors.Is(err, bus.ErrTaskNotFound) {

@@ -93,6 +93,8 @@ func (m *Main) Run(ctx context.Context, args []string) error {
 		return m.submitMany(ctx, args)
 	case "status":
 		return m.status(ctx, args)
+	case "chain":
+		return m.chain(ctx, args) // chaincmd.go
 	case "plugins":
 		return m.plugins(ctx, args)
 	case "plugin-permissions":
@@ -120,6 +122,8 @@ Commands:
   qtasksd submit NAME [flags]  submit a task (--kw JSON, --args JSON, --wait; --run-at TIME or --run-in D delays it)
   qtasksd submit-many          submit the tasks of NDJSON lines on stdin, one result line each
   qtasksd status ID            print a task's record as JSON
+  qtasksd chain STEP... [flags] run tasks in sequence, each result appended to the next's args;
+                               STEP is a task name or {"name","args","kw","queue","priority"} (--wait)
   qtasksd plugins              list registered plugins
   qtasksd tasks                the tasks qtasksd runs: names, queue, keyword arguments
   qtasksd cancel ID            cancel a task (queued: never runs; running: its context is cancelled)
