@@ -41,14 +41,15 @@ func TestHTTPSubmitStatusCodes(t *testing.T) {
 	require.Equal(t, http.StatusOK, code, body)
 	require.Equal(t, events.StatusError, record(body).Status, "no worker knows it: it ends in error at once")
 
-	// Not ended: 202, with where to look.
+	// Made by this request, without a wait: 201, with where to look.
 	req, err := http.NewRequestWithContext(t.Context(), http.MethodPost, hb.srv.URL+"/tasks/block", nil)
 	require.NoError(t, err)
 	resp, err := hb.srv.Client().Do(req)
 	require.NoError(t, err)
 	resp.Body.Close()
-	require.Equal(t, http.StatusAccepted, resp.StatusCode)
+	require.Equal(t, http.StatusCreated, resp.StatusCode)
 	require.Regexp(t, `^/tasks/[0-9a-f-]{36}$`, resp.Header.Get("Location"))
+	require.Equal(t, "false", resp.Header.Get("Qtasks-Duplicate"))
 	blocked := hb.waitStarted(t)
 
 	// A wait that runs out before the task ends: 202 and the record as

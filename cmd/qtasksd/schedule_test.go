@@ -207,7 +207,7 @@ func TestHTTPSchedulesAndDelay(t *testing.T) {
 	require.Equal(t, n, n2)
 	before := time.Now()
 	code, body = hb.do(t, http.MethodPost, "/tasks/echo?run_in=1h", `{}`, nil, "submitter", "submit-pw")
-	require.Equal(t, http.StatusAccepted, code, body)
+	require.Equal(t, http.StatusCreated, code, body)
 	var task events.Task
 	require.NoError(t, json.Unmarshal([]byte(body), &task))
 	require.WithinDuration(t, before.Add(time.Hour), task.NotBefore, 10*time.Second)
