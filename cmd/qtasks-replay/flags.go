@@ -66,13 +66,7 @@ func (c *common) register(fs *flag.FlagSet, withJSON bool) {
 	fs.StringVar(&c.logLevel, "log-level", envOr("LOG_LEVEL", "info"), "debug, info, warn or error (LOG_LEVEL)")
 }
 
-func (c *common) logger(w io.Writer) (*slog.Logger, error) {
-	var l slog.Level
-	if err := l.UnmarshalText([]byte(c.logLevel)); err != nil {
-		return nil, &usageError{Msg: fmt.Sprintf("--log-level %q: want debug, info, warn or error", c.logLevel), Hint: "--log-level warn"}
-	}
-	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: l})), nil
-}
+func (c *common) logger(w io.Writer) (*slog.Logger, error) { return cli.NewLogger(w, c.logLevel) }
 
 // openRead opens the projection for queries. An older schema is migrated
 // first (that needs a write), but only in a file that is a projection: a

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -106,6 +107,22 @@ func TestCommands(t *testing.T) {
 	require.Contains(t, stdout, "events/s")
 	require.Contains(t, stderr, "rebuilding")
 	require.Contains(t, stderr, "events/s", "the progress bar shows a rate")
+	// The bar's rate is the summary's: it used to start its clock at the
+	// first batch and show a thousand times the summary's rate.
+	barRate, sumRate := rateOf(t, lastRender(stderr)), rateOf(t, stdout)
+	require.LessOrEqual(t, barRate, 1.5*sumRate, "bar %q, summary %q", lastRender(stderr), stdout)
+	require.Contains(t, lastRender(stderr), "100%")
+	// The logs are JSON lines, as qtasksd's (they used to be text).
+	code, _, stderr = run(t, "project", "--once", "--db", filepath.Join(dir, "logged.db"), "--nats-url", url)
+	require.Equal(t, ExitOK, code, stderr)
+	lines := 0
+	for l := range strings.Lines(stderr) {
+		var rec map[string]any
+		require.NoError(t, json.Unmarshal([]byte(l), &rec), "a log line that is not JSON: %q", l)
+		require.Contains(t, rec, "level")
+		lines++
+	}
+	require.NotZero(t, lines, "the projector logs its start and stop")
 
 	byName := map[string][]projections.Task{}
 	code, stdout, stderr = run(t, "tasks", "--db", db, "--json", "--limit", "100")
@@ -249,6 +266,11 @@ func TestCommands(t *testing.T) {
 		code, stdout, _ := run(t, "help")
 		require.Equal(t, ExitOK, code)
 		require.Contains(t, stdout, "Exit codes")
+		// One home for exit codes: the help says what the code does.
+		require.Contains(t, strings.Join(strings.Fields(stdout), " "), fmt.Sprintf("%d a replay, re-drive or shadow check", ExitDivergent))
+		code, _, stderr := run(t, "shadow", "-h")
+		require.Equal(t, ExitOK, code)
+		require.Contains(t, stderr, fmt.Sprintf("exit %d when the divergence rate is above", ExitDivergent))
 	})
 }
 
@@ -469,4 +491,15 @@ func mustEval(t *testing.T, path string) string {
 	p, err := filepath.EvalSymlinks(path)
 	require.NoError(t, err)
 	return p
+}
+
+// rateOf reads the last "N events/s" of s.
+func rateOf(t *testing.T, s string) float64 {
+	t.Helper()
+	i := strings.LastIndex(s, " events/s")
+	require.Positive(t, i, "no rate in %q", s)
+	f := strings.Fields(s[:i])
+	r, err := strconv.ParseFloat(strings.TrimLeft(f[len(f)-1], "(,"), 64)
+	require.NoError(t, err, s)
+	return r
 }

@@ -9,16 +9,6 @@ import (
 	"github.com/qtasks/qtasks-go/events"
 )
 
-// Exit codes of verify.
-const (
-	// ExitTampered: the log differs from what its seals say: history was
-	// deleted, altered or inserted (or an anchor is gone or changed).
-	ExitTampered = 6
-	// ExitUnproven: the log holds messages but no seal that could be
-	// checked, so nothing is proven (is a qtasksd sealing it?).
-	ExitUnproven = 7
-)
-
 // verifyOutput is verify's --json document.
 type verifyOutput struct {
 	Stream     string `json:"stream"`

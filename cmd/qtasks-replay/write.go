@@ -6,8 +6,6 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/schollz/progressbar/v3"
-
 	"github.com/qtasks/qtasks-go/projections"
 )
 
@@ -45,27 +43,20 @@ func (m *Main) rebuild(ctx context.Context, args []string) error {
 	}
 	defer b.Close()
 	cfg.Logger = log
-	var bar *progressbar.ProgressBar
-	if !quiet {
-		cfg.Progress = func(applied, to uint64) {
-			if bar == nil {
-				bar = progressbar.NewOptions64(int64(to),
-					progressbar.OptionSetWriter(m.Stderr),
-					progressbar.OptionSetDescription("rebuilding"),
-					progressbar.OptionShowCount(),
-					progressbar.OptionShowIts(),
-					progressbar.OptionSetItsString("events"),
-					progressbar.OptionThrottle(100*time.Millisecond),
-					progressbar.OptionSetWidth(30),
-					progressbar.OptionOnCompletion(func() { fmt.Fprintln(m.Stderr) }),
-				)
-			}
-			_ = bar.Set64(int64(applied))
-		}
+	// The bar counts messages from the log's first sequence, which is not
+	// 1 once limits have removed old messages.
+	info, err := b.EventStream().Info(ctx)
+	if err != nil {
+		return err
 	}
+	base := max(info.State.FirstSeq, 1) - 1
+	bar := newProgress(m.Stderr, !quiet, "rebuilding", "events")
+	cfg.Progress = func(applied, to uint64) { bar.set(int64(applied-base), int64(to-base)) }
 	st, err := projections.Rebuild(ctx, b, c.db, &cfg)
-	if bar != nil {
-		_ = bar.Finish()
+	if err == nil {
+		bar.finish(int64(st.Events))
+	} else {
+		bar.abort()
 	}
 	if err != nil && ctx.Err() != nil {
 		// The error names the half-built file, which is gone: say what the

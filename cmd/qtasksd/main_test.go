@@ -101,6 +101,14 @@ func TestPortTaken(t *testing.T) {
 	_, err = os.Stat(filepath.Join(dir, "data"))
 	require.ErrorIs(t, err, os.ErrNotExist, "a failed start left a data directory behind")
 
+	// The HTTP address taken: the same, no data directory left behind
+	// (it was made before the HTTP listener was tried).
+	code, out = runCmd(t, dir, "run", "--data-dir", filepath.Join(dir, "data"), "--port", "-1", "--http", ln.Addr().String(), "--db", filepath.Join(dir, "p.db"))
+	require.Equal(t, exitFailure, code, out)
+	require.Contains(t, out, "HTTP listener")
+	_, err = os.Stat(filepath.Join(dir, "data"))
+	require.ErrorIs(t, err, os.ErrNotExist, "a failed start left a data directory behind")
+
 	for _, p := range []string{"-5", "70000"} {
 		code, out = runCmd(t, dir, daemonArgs(dir, "--port", p)...)
 		require.Equal(t, exitUsage, code, out)

@@ -8,7 +8,9 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
+	"strings"
 
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -113,4 +115,63 @@ func NoStreams(url string, err error) error {
 		return fmt.Errorf("no qtasks streams on %s: is it qtasksd's server? (qtasksd creates them when it starts): %w", url, err)
 	}
 	return err
+}
+
+// ExitCodes describe a command's exit codes, in one place: its usage text
+// is made from them (Doc), so that help and code cannot disagree.
+type ExitCodes []struct {
+	Code  int
+	Means string
+}
+
+// Doc is the "Exit codes: ..." paragraph of a usage text, wrapped at 79
+// columns.
+func (e ExitCodes) Doc() string {
+	parts := make([]string, len(e))
+	for i, c := range e {
+		parts[i] = fmt.Sprintf("%d %s", c.Code, c.Means)
+	}
+	return Wrap("Exit codes: "+strings.Join(parts, ", ")+".", 79)
+}
+
+// Means is what code means, for a flag's help ("exit 5: ...").
+func (e ExitCodes) Means(code int) string {
+	for _, c := range e {
+		if c.Code == code {
+			return c.Means
+		}
+	}
+	return ""
+}
+
+// Wrap breaks s into lines of at most width columns at spaces.
+func Wrap(s string, width int) string {
+	var b strings.Builder
+	n := 0
+	for i, w := range strings.Fields(s) {
+		if i > 0 {
+			if n+1+len(w) > width {
+				b.WriteByte('\n')
+				n = 0
+			} else {
+				b.WriteByte(' ')
+				n++
+			}
+		}
+		b.WriteString(w)
+		n += len(w)
+	}
+	return b.String()
+}
+
+// NewLogger is every command's logger: JSON lines on w (a log collector
+// reads qtasksd, qtasks-replay and the plugin commands alike) at level
+// (debug, info, warn or error, as --log-level and LOG_LEVEL give it). A
+// level it does not know is a *UsageError.
+func NewLogger(w io.Writer, level string) (*slog.Logger, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(strings.ToUpper(level))); err != nil {
+		return nil, &UsageError{Msg: fmt.Sprintf("--log-level %q: want debug, info, warn or error", level), Hint: "--log-level warn"}
+	}
+	return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: l})), nil
 }
