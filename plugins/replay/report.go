@@ -246,27 +246,6 @@ func (e *errWriter) printf(format string, args ...any) {
 	}
 }
 
-// Exit codes for cmd/qtasks-replay.
-const (
-	ExitOK        = 0
-	ExitFailure   = 1 // the replay could not be done
-	ExitUsage     = 2 // bad flags (the CLI's own)
-	ExitDivergent = 3 // it was done, and something diverged
-)
-
-// ExitCode maps the outcome of a replay, re-drive or shadow check to a
-// process exit code, so that CI can gate a release on it: ExitFailure when
-// err is not nil, ExitDivergent when divergent, ExitOK otherwise.
-func ExitCode(divergent bool, err error) int {
-	switch {
-	case err != nil:
-		return ExitFailure
-	case divergent:
-		return ExitDivergent
-	}
-	return ExitOK
-}
-
 // jsonOrString returns b if it is valid JSON, else b as a JSON string, so
 // that a malformed patch cannot break the report's encoding.
 func jsonOrString(b []byte) json.RawMessage {
