@@ -96,39 +96,66 @@ func (m *Main) Run(ctx context.Context, args []string) error {
 		return nil
 	}
 	cmd, args := args[0], args[1:]
+	for _, c := range commands() {
+		if c.name == cmd {
+			return c.run(m, ctx, args)
+		}
+	}
 	switch cmd {
-	case "history":
-		return m.history(ctx, args)
-	case "tasks":
-		return m.tasks(ctx, args)
-	case "blame":
-		return m.blame(ctx, args)
-	case "calls":
-		return m.calls(ctx, args)
-	case "rejected":
-		return m.rejected(ctx, args)
-	case "rebuild":
-		return m.rebuild(ctx, args)
-	case "project":
-		return m.project(ctx, args)
-	case "plugin":
-		return m.replayPlugin(ctx, args)
-	case "export":
-		return m.export(ctx, args)
-	case "redrive":
-		return m.redrive(ctx, args)
-	case "shadow":
-		return m.shadow(ctx, args)
-	case "verify":
-		return m.verify(ctx, args)
-	case "help", "-h", "-help", "--help":
-		fmt.Fprint(m.Stdout, usage())
-		return nil
-	case "version":
-		fmt.Fprintln(m.Stdout, cli.Version("qtasks-replay"))
-		return nil
+	case "-h", "-help", "--help":
+		return m.help(ctx, args)
 	}
 	return &usageError{Msg: fmt.Sprintf("unknown command %q", cmd), Hint: "qtasks-replay help"}
+}
+
+// commands is qtasks-replay's one table of commands: Run dispatches on it
+// and the shell completion lists it.
+func commands() []command {
+	return []command{
+		{"history", (*Main).history},
+		{"tasks", (*Main).tasks},
+		{"blame", (*Main).blame},
+		{"calls", (*Main).calls},
+		{"rejected", (*Main).rejected},
+		{"rebuild", (*Main).rebuild},
+		{"project", (*Main).project},
+		{"plugin", (*Main).replayPlugin},
+		{"export", (*Main).export},
+		{"redrive", (*Main).redrive},
+		{"shadow", (*Main).shadow},
+		{"verify", (*Main).verify},
+		{"completion", (*Main).completion},
+		{"help", (*Main).help},
+		{"version", (*Main).version},
+	}
+}
+
+type command struct {
+	name string
+	run  func(m *Main, ctx context.Context, args []string) error
+}
+
+func (m *Main) help(context.Context, []string) error {
+	fmt.Fprint(m.Stdout, usage())
+	return nil
+}
+
+func (m *Main) version(context.Context, []string) error {
+	fmt.Fprintln(m.Stdout, cli.Version("qtasks-replay"))
+	return nil
+}
+
+// completion prints the shell completion script of every command and its
+// flags (see cli.CompletionOf).
+func (m *Main) completion(_ context.Context, args []string) error {
+	names := make([]string, len(commands()))
+	for i, c := range commands() {
+		names[i] = c.name
+	}
+	comp := cli.CompletionOf("qtasks-replay", names, func(ctx context.Context, stdout, stderr io.Writer, args []string) error {
+		return NewMain(stdout, stderr).Run(ctx, args)
+	})
+	return cli.RunCompletion(m.Stdout, comp, args)
 }
 
 func usage() string { return strings.Replace(usageText, "{exit_codes}", exitCodes.Doc(), 1) }
@@ -150,6 +177,7 @@ Commands:
   qtasks-replay shadow NAME       how often shadow plugin NAME disagrees with the live one (--max-rate)
   qtasks-replay verify            check the event log against its seals: the first sequence where history
                                   was deleted, altered or inserted (--anchor SEQ:DIGEST, --json)
+  qtasks-replay completion SHELL  print the completion script of bash, zsh or fish
 
 Every command but verify takes --db (QTASKS_DB, default qtasks-data/qtasks.db);
 the read commands and verify take --json. rebuild, project and verify connect with --nats-url
@@ -166,5 +194,6 @@ anchor it prints, and pass it later as --anchor), and not a rewrite by
 someone who may write seals (qtasksd's rights) and recomputes them.
 
 Run "qtasks-replay COMMAND -h" for a command's flags; "qtasks-replay version"
-(or --version) prints the version and the protocol version.
+(or --version) prints the version and the protocol version;
+"qtasks-replay completion bash|zsh|fish" prints a shell completion script.
 `
