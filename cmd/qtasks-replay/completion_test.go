@@ -15,7 +15,9 @@ func TestCompletion(t *testing.T) {
 	t.Parallel()
 	script, err := exec.Command(bin, "completion", "bash").Output()
 	require.NoError(t, err)
-	complete := func(words ...string) []string { return clitest.BashComplete(t, string(script), "qtasks-replay", words...) }
+	complete := func(words ...string) []string {
+		return clitest.BashComplete(t, string(script), "qtasks-replay", words...)
+	}
 	var all []string
 	for _, c := range commands() {
 		all = append(all, c.name)
