@@ -13,7 +13,7 @@ import (
 	"github.com/qtasks/qtasks-go/executor"
 	"github.com/qtasks/qtasks-go/plugins"
 	"github.com/qtasks/qtasks-go/plugins/replay"
-	qtesting "github.com/qtasks/qtasks-go/plugins/testing"
+	"github.com/qtasks/qtasks-go/plugins/qtesting"
 )
 
 // The invocations of tasks run under test are left out of replays unless

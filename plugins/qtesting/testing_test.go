@@ -15,7 +15,7 @@ import (
 	"github.com/qtasks/qtasks-go/executor"
 	"github.com/qtasks/qtasks-go/plugins"
 	"github.com/qtasks/qtasks-go/plugins/internal/pluginstest"
-	qtesting "github.com/qtasks/qtasks-go/plugins/testing"
+	"github.com/qtasks/qtasks-go/plugins/qtesting"
 	"github.com/qtasks/qtasks-go/projections"
 )
 
