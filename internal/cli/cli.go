@@ -17,10 +17,16 @@ import (
 	"github.com/qtasks/qtasks-go/bus"
 )
 
-// UsageError is a bad command line; it prints a hint and exits 2.
+// UsageError is a bad command line; it prints a hint and exits 2. It is
+// the one usage error of every command (qtasksd, qtasks-replay, the plugin
+// commands).
 type UsageError struct{ Msg, Hint string }
 
 func (e *UsageError) Error() string { return e.Msg }
+
+// Usagef returns a *UsageError with no hint of its own (ExitCode then
+// suggests the program's -h).
+func Usagef(format string, args ...any) error { return &UsageError{Msg: fmt.Sprintf(format, args...)} }
 
 // ExitError carries an exit code other than 1.
 type ExitError struct {
@@ -48,9 +54,11 @@ func ExitCode(prog string, err error, stderr io.Writer) int {
 	var ue *UsageError
 	if errors.As(err, &ue) {
 		fmt.Fprintln(stderr, prog+":", ue.Msg)
-		if ue.Hint != "" {
-			fmt.Fprintln(stderr, "Try:", ue.Hint)
+		hint := ue.Hint
+		if hint == "" {
+			hint = prog + " -h"
 		}
+		fmt.Fprintln(stderr, "Try:", hint)
 		return ExitUsage
 	}
 	fmt.Fprintln(stderr, prog+":", err)

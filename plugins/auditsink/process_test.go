@@ -185,7 +185,7 @@ func TestProcessUsage(t *testing.T) {
 		{[]string{"--dir", dir, "--triggers", "storage_add,bogus"}, `unknown trigger "bogus"`},
 		{[]string{"--dir", filepath.Join(file, "audit")}, "not a directory"},
 		{[]string{"--dir", dir, "--pattern", "audit.jsonl"}, "must contain {n} once"},
-		{[]string{"--dir", dir, "extra"}, "unexpected arguments: extra"},
+		{[]string{"--dir", dir, "extra"}, `unexpected argument "extra"`},
 		{[]string{"--dir", dir, "--log-level", "loud"}, `--log-level "loud"`},
 		{[]string{"--nope"}, "flag provided but not defined: -nope"},
 	} {
