@@ -10,8 +10,8 @@ import (
 	"time"
 
 	"github.com/qtasks/qtasks-go/events"
-	"github.com/qtasks/qtasks-go/internal/jsondiff"
 	"github.com/qtasks/qtasks-go/internal/jsonout"
+	"github.com/qtasks/qtasks-go/verdict"
 )
 
 // Status is the verdict on one replayed invocation.
@@ -33,7 +33,7 @@ const (
 
 // OutcomeMissing is the outcome of a recorded call with no recorded
 // patch: the plugin never answered (it timed out when it ran live).
-const OutcomeMissing = jsondiff.OutcomeMissing
+const OutcomeMissing = verdict.OutcomeMissing
 
 // Answer is one version's answer to an invocation.
 type Answer struct {
