@@ -6,7 +6,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/qtasks/qtasks-go/internal/cli/clitest"
+	"github.com/qtasks/qtasks-go/internal/testkit"
 )
 
 // qtasks-replay completion bash|zsh|fish, from the built binary: its
@@ -16,7 +16,7 @@ func TestCompletion(t *testing.T) {
 	script, err := exec.Command(bin, "completion", "bash").Output()
 	require.NoError(t, err)
 	complete := func(words ...string) []string {
-		return clitest.BashComplete(t, string(script), "qtasks-replay", words...)
+		return testkit.BashComplete(t, string(script), "qtasks-replay", words...)
 	}
 	var all []string
 	for _, c := range commands() {
@@ -36,5 +36,5 @@ func TestCompletion(t *testing.T) {
 		require.Contains(t, string(out), "candidate-log")
 		shells[sh] = string(out)
 	}
-	clitest.CheckShellSyntax(t, shells)
+	testkit.CheckShellSyntax(t, shells)
 }

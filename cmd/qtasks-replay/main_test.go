@@ -20,7 +20,7 @@ import (
 	"github.com/qtasks/qtasks-go/bus"
 	"github.com/qtasks/qtasks-go/bus/bustest"
 	"github.com/qtasks/qtasks-go/events"
-	"github.com/qtasks/qtasks-go/internal/cli/clitest"
+	"github.com/qtasks/qtasks-go/internal/testkit"
 	"github.com/qtasks/qtasks-go/projections"
 	"github.com/qtasks/qtasks-go/projections/projectionstest"
 )
@@ -30,7 +30,7 @@ const waitLimit = 2 * time.Minute
 // bin is qtasks-replay built once for the tests that run it as a process.
 var bin string
 
-func TestMain(m *testing.M) { clitest.Main(m, &bin) }
+func TestMain(m *testing.M) { testkit.Main(m, testkit.Bin{Path: &bin, Pkg: "."}) }
 
 func ctxFor(t *testing.T) context.Context {
 	t.Helper()
@@ -340,7 +340,7 @@ func TestNotAProjection(t *testing.T) {
 // qtasks' streams on it and project its empty log.
 func TestForeignServer(t *testing.T) {
 	t.Parallel()
-	url, streams := clitest.ForeignJetStream(t)
+	url, streams := testkit.ForeignJetStream(t)
 	dir := t.TempDir()
 	for _, args := range [][]string{{"rebuild", "--quiet"}, {"project", "--once"}} {
 		code, _, stderr := run(t, append(args, "--nats-url", url, "--db", filepath.Join(dir, args[0]+".db"))...)
@@ -396,7 +396,7 @@ func TestProjectorKilled(t *testing.T) {
 	path := filepath.Join(dir, "live.db")
 	url := b.ClientURL()
 
-	p := clitest.Start(t, "", bin, "project", "--db", path, "--nats-url", url, "--log-level", "warn", "--batch", "100")
+	p := testkit.StartProc(t, "", bin, "project", "--db", path, "--nats-url", url, "--log-level", "warn", "--batch", "100")
 	var stored uint64
 	bustest.WaitFor(t, waitLimit, "the projector to be a fifth of the way", func() bool {
 		stored = readLastSeq(path)
@@ -464,7 +464,7 @@ func TestRebuildInterrupted(t *testing.T) {
 	const events = 40_000
 	projectionstest.Publish(t, b, projectionstest.Copies(recorded, events/len(recorded)+1, events))
 
-	p := clitest.Start(t, "", bin, "rebuild", "--quiet", "--db", path, "--nats-url", b.ClientURL(), "--batch", "100")
+	p := testkit.StartProc(t, "", bin, "rebuild", "--quiet", "--db", path, "--nats-url", b.ClientURL(), "--batch", "100")
 	var gen string
 	bustest.WaitFor(t, waitLimit, "the rebuild to have applied some events", func() bool {
 		matches, _ := filepath.Glob(path + ".gen-*")

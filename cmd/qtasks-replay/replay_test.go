@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -18,6 +17,7 @@ import (
 	"github.com/qtasks/qtasks-go/bus/bustest"
 	"github.com/qtasks/qtasks-go/events"
 	"github.com/qtasks/qtasks-go/executor"
+	"github.com/qtasks/qtasks-go/internal/testkit"
 	"github.com/qtasks/qtasks-go/plugins"
 	"github.com/qtasks/qtasks-go/plugins/replay"
 	"github.com/qtasks/qtasks-go/projections"
@@ -31,9 +31,7 @@ func TestReplayCommands(t *testing.T) {
 	t.Parallel()
 	ctx := ctxFor(t)
 	dir := t.TempDir()
-	scale := filepath.Join(dir, "scaleplugin")
-	out, err := exec.Command("go", "build", "-o", scale, "../../examples/scaleplugin").CombinedOutput()
-	require.NoError(t, err, string(out))
+	scale := testkit.Build(t, "../../examples/scaleplugin")
 
 	b := bustest.Open(t, nil)
 	url := b.ClientURL()

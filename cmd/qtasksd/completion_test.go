@@ -8,7 +8,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/qtasks/qtasks-go/internal/cli/clitest"
+	"github.com/qtasks/qtasks-go/internal/testkit"
 )
 
 // qtasksd completion bash|zsh|fish, from the installed binary: every
@@ -35,7 +35,7 @@ func TestCompletion(t *testing.T) {
 
 	script, err := exec.Command(bin, "completion", "bash").Output()
 	require.NoError(t, err)
-	complete := func(words ...string) []string { return clitest.BashComplete(t, string(script), "qtasksd", words...) }
+	complete := func(words ...string) []string { return testkit.BashComplete(t, string(script), "qtasksd", words...) }
 	require.ElementsMatch(t, []string{"plugins", "plugin-permissions"}, complete("plug"))
 	require.Equal(t, []string{"--kw"}, complete("submit", "add", "--kw"))
 	require.Equal(t, []string{"--data-dir"}, complete("--data"))
@@ -50,7 +50,7 @@ func TestCompletion(t *testing.T) {
 		require.Contains(t, string(out), "http-max-waits")
 		shells[sh] = string(out)
 	}
-	clitest.CheckShellSyntax(t, shells)
+	testkit.CheckShellSyntax(t, shells)
 	out, err := exec.Command(bin, "completion", "tcsh").CombinedOutput()
 	require.Error(t, err)
 	require.Equal(t, exitUsage, err.(*exec.ExitError).ExitCode())

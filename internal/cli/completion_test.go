@@ -11,7 +11,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/qtasks/qtasks-go/internal/cli"
-	"github.com/qtasks/qtasks-go/internal/cli/clitest"
+	"github.com/qtasks/qtasks-go/internal/testkit"
 )
 
 // A program of two commands: its completion lists them, the flags each
@@ -39,14 +39,14 @@ func TestCompletion(t *testing.T) {
 
 	bash, err := c.Script("bash")
 	require.NoError(t, err)
-	require.Equal(t, []string{"serve"}, clitest.BashComplete(t, bash, "my-prog", "se"))
-	require.Equal(t, []string{"--port"}, clitest.BashComplete(t, bash, "my-prog", "serve", "--po"))
-	require.Equal(t, []string{"-v"}, clitest.BashComplete(t, bash, "my-prog", "serve", "--port", "1", "-v"))
-	require.Equal(t, []string{"--output-file"}, clitest.BashComplete(t, bash, "my-prog", "get", "-"))
-	require.Equal(t, []string{"zsh"}, clitest.BashComplete(t, bash, "my-prog", "completion", "z"))
+	require.Equal(t, []string{"serve"}, testkit.BashComplete(t, bash, "my-prog", "se"))
+	require.Equal(t, []string{"--port"}, testkit.BashComplete(t, bash, "my-prog", "serve", "--po"))
+	require.Equal(t, []string{"-v"}, testkit.BashComplete(t, bash, "my-prog", "serve", "--port", "1", "-v"))
+	require.Equal(t, []string{"--output-file"}, testkit.BashComplete(t, bash, "my-prog", "get", "-"))
+	require.Equal(t, []string{"zsh"}, testkit.BashComplete(t, bash, "my-prog", "completion", "z"))
 	// A flag first runs the default command.
-	require.ElementsMatch(t, []string{"--port", "-v", "--version", "--help"}, clitest.BashComplete(t, bash, "my-prog", "-"))
-	require.Equal(t, []string{"--port"}, clitest.BashComplete(t, bash, "my-prog", "-v", "--p"))
+	require.ElementsMatch(t, []string{"--port", "-v", "--version", "--help"}, testkit.BashComplete(t, bash, "my-prog", "-"))
+	require.Equal(t, []string{"--port"}, testkit.BashComplete(t, bash, "my-prog", "-v", "--p"))
 
 	zsh, err := c.Script("zsh")
 	require.NoError(t, err)
@@ -57,7 +57,7 @@ func TestCompletion(t *testing.T) {
 	require.NoError(t, err)
 	require.Contains(t, fish, "complete -c my-prog -n '__fish_seen_subcommand_from get' -l output-file")
 	require.Contains(t, fish, "complete -c my-prog -n '__fish_seen_subcommand_from serve' -s v")
-	clitest.CheckShellSyntax(t, map[string]string{"zsh": zsh, "fish": fish})
+	testkit.CheckShellSyntax(t, map[string]string{"zsh": zsh, "fish": fish})
 
 	_, err = c.Script("tcsh")
 	var ue *cli.UsageError

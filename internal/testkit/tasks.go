@@ -1,8 +1,4 @@
-// Package pluginstest holds what the tests of the built-in plugins share:
-// an executor App on a real JetStream, plugin runners that stop with the
-// test, the facts of a task as read from the log, and its timeline as the
-// SQLite projection shows it.
-package pluginstest
+package testkit
 
 import (
 	"context"
@@ -52,8 +48,8 @@ func NewApp(t testing.TB, b *bus.Bus, work bool) *executor.App {
 	return app
 }
 
-// Start runs spec with plugins.Start until the test ends.
-func Start(t testing.TB, b *bus.Bus, spec plugins.Spec) *plugins.Runner {
+// StartPlugin runs spec with plugins.Start until the test ends.
+func StartPlugin(t testing.TB, b *bus.Bus, spec plugins.Spec) *plugins.Runner {
 	t.Helper()
 	r, err := plugins.Start(Ctx(t), b, spec)
 	require.NoError(t, err)
@@ -61,8 +57,8 @@ func Start(t testing.TB, b *bus.Bus, spec plugins.Spec) *plugins.Runner {
 	return r
 }
 
-// Local runs spec with plugins.Local until the test ends.
-func Local(t testing.TB, b *bus.Bus, spec plugins.Spec) *plugins.Runner {
+// LocalPlugin runs spec with plugins.Local until the test ends.
+func LocalPlugin(t testing.TB, b *bus.Bus, spec plugins.Spec) *plugins.Runner {
 	t.Helper()
 	r, err := plugins.Local(Ctx(t), b, spec)
 	require.NoError(t, err)
