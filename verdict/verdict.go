@@ -132,12 +132,14 @@ func Compare(rec, cand Effect) (verdict string, rule Rule, ops []jsondiff.Op, er
 			return Identical, RuleCandidateError, nil, nil
 		}
 		return CandidateError, RuleCandidateError, nil, nil
+	default: // the candidate answered: the recorded call decides next
 	}
 	switch rec.Outcome {
 	case OutcomeMissing, events.OutcomeTimeout:
 		return Different, RuleNothingRecorded, nil, nil
 	case events.OutcomeError:
 		return Different, RuleRecordedError, nil, nil
+	default: // the recorded call answered: rejections, then effects
 	}
 	recRejected, candRejected := rec.Outcome == events.OutcomeRejected, cand.Outcome == events.OutcomeRejected
 	switch {

@@ -54,8 +54,10 @@ func TestCallEffectAndLiveCall(t *testing.T) {
 	tr, ok := events.Lookup(events.TaskExecutorArgsReplace)
 	require.True(t, ok)
 	merge := func(plugin, patch string) events.PluginCall {
-		return events.PluginCall{Plugin: plugin, Outcome: events.OutcomeApplied, ContentType: events.ContentTypeMergePatch,
-			Patch: json.RawMessage(patch)}
+		return events.PluginCall{
+			Plugin: plugin, Outcome: events.OutcomeApplied, ContentType: events.ContentTypeMergePatch,
+			Patch: json.RawMessage(patch),
+		}
 	}
 	input := []byte(`{"args":[],"kw":{"n":1}}`)
 

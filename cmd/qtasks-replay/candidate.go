@@ -48,17 +48,17 @@ type candidateOutput struct {
 
 const tailMax = 4 << 10
 
-// openCandidateLog creates (or truncates) --candidate-log's file; nil
-// when path is empty.
-func openCandidateLog(path string) (*os.File, error) {
+// openLog creates (or truncates) --candidate-log's file, when path is set.
+func (o *candidateOutput) openLog(path string) error {
 	if path == "" {
-		return nil, nil
+		return nil
 	}
 	f, err := os.Create(path)
 	if err != nil {
-		return nil, fmt.Errorf("--candidate-log: %w", err)
+		return fmt.Errorf("--candidate-log: %w", err)
 	}
-	return f, nil
+	o.file = f
+	return nil
 }
 
 func (o *candidateOutput) Write(b []byte) (int, error) {

@@ -13,7 +13,7 @@ import (
 // commands (the table Run dispatches on) and each one's flags.
 func TestCompletion(t *testing.T) {
 	t.Parallel()
-	script, err := exec.Command(bin, "completion", "bash").Output()
+	script, err := exec.CommandContext(t.Context(), bin, "completion", "bash").Output()
 	require.NoError(t, err)
 	complete := func(words ...string) []string {
 		return testkit.BashComplete(t, string(script), "qtasks-replay", words...)
@@ -31,7 +31,7 @@ func TestCompletion(t *testing.T) {
 
 	shells := map[string]string{}
 	for _, sh := range []string{"zsh", "fish"} {
-		out, err := exec.Command(bin, "completion", sh).Output()
+		out, err := exec.CommandContext(t.Context(), bin, "completion", sh).Output()
 		require.NoError(t, err)
 		require.Contains(t, string(out), "candidate-log")
 		shells[sh] = string(out)

@@ -30,18 +30,19 @@ type connFlags struct{ cli.ConnFlags }
 
 func (c *connFlags) register(fs *flag.FlagSet) { c.Register(fs, DefaultNatsURL) }
 
-// open connects to the NATS server; it never starts an embedded one. A
-// read-only bus cannot change the log, its registry or its streams: every
-// command here only reads the log (a projector's durable consumer aside), so
-// a --nats-url naming some other server gets nothing created on it.
-func (c *connFlags) open(ctx context.Context, log *slog.Logger, readOnly bool) (*bus.Bus, error) {
+// open connects to the NATS server, read-only; it never starts an embedded
+// one. A read-only bus cannot change the log, its registry or its streams:
+// every command here only reads the log (a projector's durable consumer
+// aside), so a --nats-url naming some other server gets nothing created on
+// it.
+func (c *connFlags) open(ctx context.Context, log *slog.Logger) (*bus.Bus, error) {
 	if c.URL == "" {
 		return nil, &usageError{Msg: "--nats-url is empty", Hint: "--nats-url " + DefaultNatsURL}
 	}
 	octx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	cfg := c.Config()
-	cfg.Name, cfg.Logger, cfg.ReadOnly = "qtasks-replay", log, readOnly
+	cfg.Name, cfg.Logger, cfg.ReadOnly = "qtasks-replay", log, true
 	b, err := bus.Open(octx, cfg)
 	if err != nil {
 		// Otherwise not wrapped: bus.Open's error names the URL when it is

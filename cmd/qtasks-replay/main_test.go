@@ -140,8 +140,10 @@ func TestCommands(t *testing.T) {
 		t.Parallel()
 		code, stdout, stderr := run(t, "history", add.ID, "--db", db)
 		require.Equal(t, ExitOK, code, stderr)
-		for _, s := range []string{"task " + add.ID, "status success", events.TaskExecutorArgsReplace, "scale@1.0  applied",
-			"tagger@2.1  applied", "JSON patch", "+ /kw/tagged: true", "~ /kw/B: 1 → 100", "scale-next@1.1  shadow", events.StorageRemoveFinishedTask} {
+		for _, s := range []string{
+			"task " + add.ID, "status success", events.TaskExecutorArgsReplace, "scale@1.0  applied",
+			"tagger@2.1  applied", "JSON patch", "+ /kw/tagged: true", "~ /kw/B: 1 → 100", "scale-next@1.1  shadow", events.StorageRemoveFinishedTask,
+		} {
 			require.Contains(t, stdout, s)
 		}
 		code, stdout, _ = run(t, "history", "--json", "--db", db, add.ID)
@@ -287,7 +289,7 @@ func TestNotAProjection(t *testing.T) {
 	foreign := filepath.Join(dir, "customers.db")
 	sdb, err := sql.Open("sqlite3", foreign)
 	require.NoError(t, err)
-	_, err = sdb.Exec(`CREATE TABLE customers (id INTEGER PRIMARY KEY, name TEXT); INSERT INTO customers (name) VALUES ('alice')`)
+	_, err = sdb.ExecContext(t.Context(), `CREATE TABLE customers (id INTEGER PRIMARY KEY, name TEXT); INSERT INTO customers (name) VALUES ('alice')`)
 	require.NoError(t, err)
 	require.NoError(t, sdb.Close())
 	text := filepath.Join(dir, "notes.txt")
@@ -316,8 +318,11 @@ func TestNotAProjection(t *testing.T) {
 	url := b.ClientURL()
 	for _, path := range []string{foreign, text, sub, filepath.Join(text, "x.db")} {
 		for _, args := range [][]string{
-			{"tasks", "--json"}, {"history", "x"}, {"rejected"},
-			{"rebuild", "--quiet", "--nats-url", url}, {"project", "--once", "--nats-url", url},
+			{"tasks", "--json"},
+			{"history", "x"},
+			{"rejected"},
+			{"rebuild", "--quiet", "--nats-url", url},
+			{"project", "--once", "--nats-url", url},
 		} {
 			code, stdout, stderr := run(t, append(args, "--db", path)...)
 			require.Equal(t, ExitNoDB, code, "%v %s: %s", args, path, stderr)
@@ -444,7 +449,7 @@ func readLastSeq(path string) uint64 {
 	}
 	defer db.Close()
 	var n uint64
-	if err := db.QueryRow(`SELECT value FROM meta WHERE key = 'last_seq'`).Scan(&n); err != nil {
+	if err := db.QueryRowContext(context.Background(), `SELECT value FROM meta WHERE key = 'last_seq'`).Scan(&n); err != nil {
 		return 0
 	}
 	return n

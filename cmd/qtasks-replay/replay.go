@@ -1,12 +1,12 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
-	"io"
 	"math"
 	"os"
 	"strings"
@@ -61,7 +61,7 @@ func (c *connFlags) openLive(ctx context.Context, m *Main, logLevel string) (*bu
 	if err != nil {
 		return nil, err
 	}
-	return c.open(ctx, log, true)
+	return c.open(ctx, log)
 }
 
 // replayPlugin feeds a candidate version of plugin NAME the recorded
@@ -126,12 +126,19 @@ func (m *Main) replayPlugin(ctx context.Context, args []string) error {
 		}
 		opts.Baseline = &replay.Candidate{Command: bc, Timeout: *timeout}
 	}
-	if out.file, err = openCandidateLog(*candLog); err != nil {
+	if err := out.openLog(*candLog); err != nil {
 		return err
 	}
+	// The first result --jsonl could not write (stdout closed): the
+	// replay's error when it has none of its own.
+	var writeErr error
 	if *jsonl {
 		enc := json.NewEncoder(m.Stdout)
-		opts.OnResult = func(r replay.Result) { _ = enc.Encode(r) }
+		opts.OnResult = func(r replay.Result) {
+			if err := enc.Encode(r); err != nil && writeErr == nil {
+				writeErr = fmt.Errorf("writing --jsonl: %w", err)
+			}
+		}
 	}
 	bar := newProgress(m.Stderr, !*noProgress && !*jsonl && !*jsonOut, "replaying", "inv")
 	opts.Progress = func(p replay.Progress) { bar.set(int64(p.Invocations), int64(p.Total)) }
@@ -152,7 +159,7 @@ func (m *Main) replayPlugin(ctx context.Context, args []string) error {
 		defer fh.Close()
 		rep, err = replay.RunFile(ctx, fh, f, opts)
 		end(rep)
-		return m.finishReplay(rep, out.close(err), *jsonOut, *jsonl)
+		return m.finishReplay(rep, out.close(cmp.Or(err, writeErr)), *jsonOut, *jsonl)
 	}
 	live, err := conn.openLive(ctx, m, *logLevel)
 	if err != nil {
@@ -161,7 +168,7 @@ func (m *Main) replayPlugin(ctx context.Context, args []string) error {
 	defer live.Close()
 	rep, err = replay.Run(ctx, live, pos[0], f, opts)
 	end(rep)
-	return m.finishReplay(rep, out.close(err), *jsonOut, *jsonl)
+	return m.finishReplay(rep, out.close(cmp.Or(err, writeErr)), *jsonOut, *jsonl)
 }
 
 func (m *Main) finishReplay(rep *replay.Report, err error, jsonOut, jsonl bool) error {
@@ -211,7 +218,7 @@ func (m *Main) export(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	var w io.Writer = m.Stdout
+	w := m.Stdout
 	if *outPath != "-" {
 		fh, err := os.Create(*outPath)
 		if err != nil {
@@ -311,7 +318,7 @@ func (m *Main) redrive(ctx context.Context, args []string) error {
 		}
 		opts.Candidates = append(opts.Candidates, replay.Candidate{Name: name, Command: cmd})
 	}
-	if out.file, err = openCandidateLog(*candLog); err != nil {
+	if err := out.openLog(*candLog); err != nil {
 		return err
 	}
 	live, err := conn.openLive(ctx, m, *logLevel)

@@ -38,7 +38,7 @@ func TestReplayCommands(t *testing.T) {
 	// Record: the same plugin (x10) in this process, on the live bus.
 	r, err := plugins.Start(ctx, b, plugins.Spec{
 		Name: "scale", Version: "1", Triggers: []string{events.TaskExecutorRunTask},
-		Plugin: plugins.Func(func(ctx context.Context, c *plugins.Call) (*plugins.Patch, error) {
+		Plugin: plugins.Func(func(_ context.Context, c *plugins.Call) (*plugins.Patch, error) {
 			var p struct{ Result float64 }
 			if err := c.Decode(&p); err != nil {
 				return nil, err
@@ -243,7 +243,7 @@ func TestShadowFromProjection(t *testing.T) {
 	ctx := ctxFor(t)
 	b := bustest.Open(t, nil)
 	plus := func(differ func(n int) bool, fail func(n int) bool) plugins.Plugin {
-		return plugins.Func(func(ctx context.Context, c *plugins.Call) (*plugins.Patch, error) {
+		return plugins.Func(func(_ context.Context, c *plugins.Call) (*plugins.Patch, error) {
 			var p struct{ Result float64 }
 			if err := c.Decode(&p); err != nil {
 				return nil, err

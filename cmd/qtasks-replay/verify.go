@@ -50,7 +50,7 @@ func (m *Main) verify(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	b, err := conn.open(ctx, log, true)
+	b, err := conn.open(ctx, log)
 	if err != nil {
 		return err
 	}

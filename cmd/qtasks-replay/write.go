@@ -37,7 +37,7 @@ func (m *Main) rebuild(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	b, err := conn.open(ctx, log, true)
+	b, err := conn.open(ctx, log)
 	if err != nil {
 		return err
 	}
@@ -51,7 +51,9 @@ func (m *Main) rebuild(ctx context.Context, args []string) error {
 	}
 	base := max(info.State.FirstSeq, 1) - 1
 	bar := newProgress(m.Stderr, !quiet, "rebuilding", "events")
-	cfg.Progress = func(applied, to uint64) { bar.set(int64(applied-base), int64(to-base)) }
+	cfg.Progress = func(applied, to uint64) {
+		bar.set(int64(applied-base), int64(to-base)) //nolint:gosec // G115: sequences are far below 2^63
+	}
 	st, err := projections.Rebuild(ctx, b, c.db, &cfg)
 	if err == nil {
 		bar.finish(int64(st.Events))
@@ -115,7 +117,7 @@ func (m *Main) project(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	b, err := conn.open(ctx, log, true)
+	b, err := conn.open(ctx, log)
 	if err != nil {
 		return err
 	}

@@ -51,8 +51,7 @@ func ExitCode(prog string, err error, stderr io.Writer) int {
 	if err == nil || errors.Is(err, flag.ErrHelp) {
 		return ExitOK
 	}
-	var ue *UsageError
-	if errors.As(err, &ue) {
+	if ue, ok := errors.AsType[*UsageError](err); ok {
 		fmt.Fprintln(stderr, prog+":", ue.Msg)
 		hint := ue.Hint
 		if hint == "" {
@@ -62,8 +61,7 @@ func ExitCode(prog string, err error, stderr io.Writer) int {
 		return ExitUsage
 	}
 	fmt.Fprintln(stderr, prog+":", err)
-	var ee *ExitError
-	if errors.As(err, &ee) {
+	if ee, ok := errors.AsType[*ExitError](err); ok {
 		return ee.Code
 	}
 	return ExitFailure
@@ -112,8 +110,10 @@ func (c *ConnFlags) Register(fs *flag.FlagSet, defURL string) {
 
 // Config is the bus configuration of the flags.
 func (c *ConnFlags) Config() bus.Config {
-	return bus.Config{URL: c.URL, CredsFile: c.Creds, NKeyFile: c.NKey, User: c.User, Password: c.Password, Token: c.Token,
-		TLSCA: c.TLSCA, TLSCert: c.TLSCert, TLSKey: c.TLSKey}
+	return bus.Config{
+		URL: c.URL, CredsFile: c.Creds, NKeyFile: c.NKey, User: c.User, Password: c.Password, Token: c.Token,
+		TLSCA: c.TLSCA, TLSCert: c.TLSCert, TLSKey: c.TLSKey,
+	}
 }
 
 // NoStreams explains the error of a read-only bus.Open at url that found no

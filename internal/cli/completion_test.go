@@ -18,7 +18,7 @@ import (
 // one's flag set has, and the shells of completion.
 func TestCompletion(t *testing.T) {
 	t.Parallel()
-	run := func(ctx context.Context, stdout, stderr io.Writer, args []string) error {
+	run := func(_ context.Context, _, stderr io.Writer, args []string) error {
 		fs := cli.NewFlagSet("p "+args[0], stderr, "p "+args[0])
 		switch args[0] {
 		case "serve":

@@ -69,7 +69,7 @@ func (f *PluginFlags) Serve(ctx context.Context, log *slog.Logger, spec plugins.
 		fctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		if err := tr.Shutdown(fctx); err != nil {
-			log.Warn("traces not flushed", "err", err)
+			log.WarnContext(ctx, "traces not flushed", "err", err)
 		}
 	}()
 	spec.TracerProvider = tr.Provider
@@ -86,7 +86,7 @@ func (f *PluginFlags) Serve(ctx context.Context, log *slog.Logger, spec plugins.
 	if err != nil {
 		return err
 	}
-	log.Info("plugin ready", "plugin", spec.Name, "version", spec.Version, "triggers", spec.Triggers, "policy", spec.Policy)
+	log.InfoContext(ctx, "plugin ready", "plugin", spec.Name, "version", spec.Version, "triggers", spec.Triggers, "policy", spec.Policy)
 	// Tests and scripts wait for this line.
 	fmt.Fprintln(stdout, "ready")
 	<-ctx.Done()

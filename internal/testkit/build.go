@@ -11,6 +11,7 @@
 package testkit
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"os/exec"
@@ -32,14 +33,14 @@ var (
 // package directory, or an import path) and returns the binary's path. In
 // a package whose TestMain is Main, each package is built once per test
 // process and shared; otherwise into the test's temporary directory.
-func Build(t testing.TB, pkg string) string {
-	t.Helper()
+func Build(tb testing.TB, pkg string) string {
+	tb.Helper()
 	buildMu.Lock()
 	defer buildMu.Unlock()
 	if dir == "" {
-		bin, err := build(t.TempDir(), pkg)
+		bin, err := build(tb.TempDir(), pkg)
 		if err != nil {
-			t.Fatal(err)
+			tb.Fatal(err)
 		}
 		return bin
 	}
@@ -48,7 +49,7 @@ func Build(t testing.TB, pkg string) string {
 	}
 	bin, err := build(dir, pkg)
 	if err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
 	built[pkg] = bin
 	return bin
@@ -67,7 +68,7 @@ func build(into, pkg string) (string, error) {
 		name = filepath.Base(filepath.Dir(pkg)) // github.com/nats-io/nats-server/v2
 	}
 	bin := filepath.Join(sub, name)
-	if out, err := exec.Command("go", "build", "-o", bin, pkg).CombinedOutput(); err != nil {
+	if out, err := exec.CommandContext(context.Background(), "go", "build", "-o", bin, pkg).CombinedOutput(); err != nil {
 		return "", fmt.Errorf("building %s: %w\n%s", pkg, err, out)
 	}
 	return bin, nil

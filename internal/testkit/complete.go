@@ -12,14 +12,14 @@ import (
 // it, and after sourcing it, complete -p names prog's function), then asks
 // it to complete the command line words (the last one being completed)
 // and returns what it offers.
-func BashComplete(t testing.TB, script, prog string, words ...string) []string {
-	t.Helper()
-	path := filepath.Join(t.TempDir(), "completion.bash")
+func BashComplete(tb testing.TB, script, prog string, words ...string) []string {
+	tb.Helper()
+	path := filepath.Join(tb.TempDir(), "completion.bash")
 	if err := os.WriteFile(path, []byte(script), 0o600); err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
-	if out, err := exec.Command("bash", "-n", path).CombinedOutput(); err != nil {
-		t.Fatalf("bash -n refuses the %s completion: %v\n%s", prog, err, out)
+	if out, err := exec.CommandContext(tb.Context(), "bash", "-n", path).CombinedOutput(); err != nil {
+		tb.Fatalf("bash -n refuses the %s completion: %v\n%s", prog, err, out)
 	}
 	quoted := make([]string, len(words))
 	for i, w := range words {
@@ -33,9 +33,9 @@ COMP_WORDS=(` + prog + ` ` + strings.Join(quoted, " ") + `)
 COMP_CWORD=$(( ${#COMP_WORDS[@]} - 1 ))
 ` + fn + `
 printf '%s\n' "${COMPREPLY[@]}"`
-	out, err := exec.Command("bash", "-c", sh, "bash", path).CombinedOutput()
+	out, err := exec.CommandContext(tb.Context(), "bash", "-c", sh, "bash", path).CombinedOutput()
 	if err != nil {
-		t.Fatalf("completing %v with the %s completion: %v\n%s", words, prog, err, out)
+		tb.Fatalf("completing %v with the %s completion: %v\n%s", words, prog, err, out)
 	}
 	return strings.Fields(string(out))
 }
@@ -43,19 +43,19 @@ printf '%s\n' "${COMPREPLY[@]}"`
 // CheckShellSyntax has each shell of scripts (zsh, fish) check its
 // script's syntax (zsh -n, fish -n), when that shell is installed here;
 // bash is always checked, by BashComplete.
-func CheckShellSyntax(t testing.TB, scripts map[string]string) {
-	t.Helper()
+func CheckShellSyntax(tb testing.TB, scripts map[string]string) {
+	tb.Helper()
 	for shell, script := range scripts {
 		if _, err := exec.LookPath(shell); err != nil {
-			t.Logf("%s is not installed: its completion's syntax is not checked", shell)
+			tb.Logf("%s is not installed: its completion's syntax is not checked", shell)
 			continue
 		}
-		path := filepath.Join(t.TempDir(), "completion."+shell)
+		path := filepath.Join(tb.TempDir(), "completion."+shell)
 		if err := os.WriteFile(path, []byte(script), 0o600); err != nil {
-			t.Fatal(err)
+			tb.Fatal(err)
 		}
-		if out, err := exec.Command(shell, "-n", path).CombinedOutput(); err != nil {
-			t.Fatalf("%s -n refuses the completion: %v\n%s", shell, err, out)
+		if out, err := exec.CommandContext(tb.Context(), shell, "-n", path).CombinedOutput(); err != nil {
+			tb.Fatalf("%s -n refuses the completion: %v\n%s", shell, err, out)
 		}
 	}
 }

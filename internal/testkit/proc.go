@@ -27,35 +27,37 @@ type Proc struct {
 // StartProc starts bin with args in directory dir ("" for the test's own).
 // The process is killed at the end of the test if it is still running, and
 // its output is logged if the test failed.
-func StartProc(t testing.TB, dir, bin string, args ...string) *Proc {
-	t.Helper()
-	cmd := exec.Command(bin, args...)
+func StartProc(tb testing.TB, dir, bin string, args ...string) *Proc {
+	tb.Helper()
+	// Not bound to the test's context: Cleanup kills it, after the
+	// test's own cleanups may have signalled it to stop on its own.
+	cmd := exec.Command(bin, args...) //nolint:noctx // see above
 	cmd.Dir = dir
-	return StartProcCmd(t, cmd)
+	return StartProcCmd(tb, cmd)
 }
 
 // StartProcCmd is StartProc for a command the caller has set up (environment,
 // standard input); its Stdout and Stderr are the Proc's.
-func StartProcCmd(t testing.TB, cmd *exec.Cmd) *Proc {
-	t.Helper()
-	p := &Proc{t: t, name: filepath.Base(cmd.Path), cmd: cmd, lines: make(chan string, 100), done: make(chan struct{})}
+func StartProcCmd(tb testing.TB, cmd *exec.Cmd) *Proc {
+	tb.Helper()
+	p := &Proc{t: tb, name: filepath.Base(cmd.Path), cmd: cmd, lines: make(chan string, 100), done: make(chan struct{})}
 	p.cmd.Stdout, p.cmd.Stderr = (*stdoutWriter)(p), (*lockedWriter)(p)
 	if err := p.cmd.Start(); err != nil {
-		t.Fatalf("starting %s: %v", p.name, err)
+		tb.Fatalf("starting %s: %v", p.name, err)
 	}
 	go func() {
 		_ = p.cmd.Wait()
 		close(p.done)
 	}()
-	t.Cleanup(func() {
+	tb.Cleanup(func() {
 		select {
 		case <-p.done:
 		default:
 			_ = p.cmd.Process.Kill()
 			<-p.done
 		}
-		if t.Failed() {
-			t.Logf("%s %s output:\n%s", p.name, strings.Join(cmd.Args[1:], " "), p.Output())
+		if tb.Failed() {
+			tb.Logf("%s %s output:\n%s", p.name, strings.Join(cmd.Args[1:], " "), p.Output())
 		}
 	})
 	return p
