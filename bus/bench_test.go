@@ -15,7 +15,6 @@ import (
 	"log/slog"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -30,6 +29,7 @@ import (
 	"github.com/qtasks/qtasks-go/bus"
 	"github.com/qtasks/qtasks-go/bus/bustest"
 	"github.com/qtasks/qtasks-go/events"
+	"github.com/qtasks/qtasks-go/internal/testkit"
 	"github.com/qtasks/qtasks-go/plugins"
 )
 
@@ -565,23 +565,11 @@ func benchScalePatch(_ context.Context, c *plugins.Call) (*plugins.Patch, error)
 	return plugins.JSONPatch(plugins.Op{Op: "replace", Path: "/result", Value: n * 10})
 }
 
-// benchBuildScalePlugin builds examples/scaleplugin into dir.
-func benchBuildScalePlugin(b *testing.B, dir string) string {
-	b.Helper()
-	out := filepath.Join(dir, "scaleplugin")
-	cmd := exec.Command("go", "build", "-o", out, "./examples/scaleplugin")
-	cmd.Dir = ".."
-	if o, err := cmd.CombinedOutput(); err != nil {
-		b.Fatalf("building scaleplugin: %v\n%s", err, o)
-	}
-	return out
-}
-
 // benchStartScalePlugin runs examples/scaleplugin as a separate OS process
 // against bs's server and waits until it is ready (registered).
 func benchStartScalePlugin(b *testing.B, bs *bus.Bus, name string) {
 	b.Helper()
-	bin := benchBuildScalePlugin(b, b.TempDir())
+	bin := testkit.Build(b, "../examples/scaleplugin")
 	cmd := exec.Command(bin, "--nats-url", bs.ClientURL(), "--name", name, "--version", "1")
 	benchWaitReady(b, cmd, func() error { return cmd.Process.Signal(syscall.SIGTERM) })
 }

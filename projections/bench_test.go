@@ -20,6 +20,7 @@ import (
 	"github.com/qtasks/qtasks-go/bus"
 	"github.com/qtasks/qtasks-go/bus/bustest"
 	"github.com/qtasks/qtasks-go/events"
+	"github.com/qtasks/qtasks-go/internal/testkit"
 	"github.com/qtasks/qtasks-go/projections"
 	"github.com/qtasks/qtasks-go/projections/projectionstest"
 )
@@ -226,10 +227,7 @@ func BenchmarkRebuild(b *testing.B) {
 func externalServer(b *testing.B) *bus.Bus {
 	b.Helper()
 	dir := b.TempDir()
-	bin := filepath.Join(dir, "qtasksd")
-	if out, err := exec.Command("go", "build", "-o", bin, "../cmd/qtasksd").CombinedOutput(); err != nil {
-		b.Fatalf("building qtasksd: %v\n%s", err, out)
-	}
+	bin := testkit.Build(b, "../cmd/qtasksd")
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		b.Fatal(err)

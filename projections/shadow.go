@@ -7,7 +7,7 @@ import (
 	"time"
 
 	"github.com/qtasks/qtasks-go/events"
-	"github.com/qtasks/qtasks-go/internal/jsondiff"
+	"github.com/qtasks/qtasks-go/verdict"
 )
 
 // ShadowSummary is how a shadow plugin's recorded calls compare with the
@@ -40,7 +40,7 @@ type ShadowSummary struct {
 // given.
 //
 // Calls are compared by effect, by the rules plugins/replay uses
-// (jsondiff.Compare): each patch is applied to the payload the live plugin
+// (verdict.Compare): each patch is applied to the payload the live plugin
 // saw (the fact's input, patched by the live calls applied before it), and
 // the two results are compared as JSON values. A patch that does not apply counts as rejected; a call that
 // failed counts as an error or a timeout. No masks are applied; a patch
@@ -109,7 +109,7 @@ func (s *ShadowSummary) read(ctx context.Context, d *DB, q string, args ...any) 
 }
 
 func (s *ShadowSummary) fact(tr events.Trigger, f *events.Fact) {
-	doc, live, ok := jsondiff.LiveCall(tr, f.Input, f.Calls, s.ShadowOf)
+	doc, live, ok := verdict.LiveCall(tr, f.Input, f.Calls, s.ShadowOf)
 	if !ok {
 		return
 	}
@@ -123,18 +123,18 @@ func (s *ShadowSummary) fact(tr events.Trigger, f *events.Fact) {
 			continue
 		}
 		s.Compared++
-		v, _, _, err := jsondiff.Compare(jsondiff.CallEffect(tr, doc, f.Calls[live]), jsondiff.CallEffect(tr, doc, c))
+		v, _, _, err := verdict.Compare(verdict.CallEffect(tr, doc, f.Calls[live]), verdict.CallEffect(tr, doc, c))
 		if err != nil {
-			v = jsondiff.Different // a payload that is not JSON
+			v = verdict.Different // a payload that is not JSON
 		}
 		switch v {
-		case jsondiff.Identical:
+		case verdict.Identical:
 			s.Identical++
-		case jsondiff.Different:
+		case verdict.Different:
 			s.Different++
-		case jsondiff.CandidateError:
+		case verdict.CandidateError:
 			s.Errors++
-		case jsondiff.CandidateTimeout:
+		case verdict.CandidateTimeout:
 			s.Timeouts++
 		}
 	}

@@ -30,18 +30,19 @@ type connFlags struct{ cli.ConnFlags }
 
 func (c *connFlags) register(fs *flag.FlagSet) { c.Register(fs, DefaultNatsURL) }
 
-// open connects to the NATS server; it never starts an embedded one. A
-// read-only bus cannot change the log, its registry or its streams: every
-// command here only reads the log (a projector's durable consumer aside), so
-// a --nats-url naming some other server gets nothing created on it.
-func (c *connFlags) open(ctx context.Context, log *slog.Logger, readOnly bool) (*bus.Bus, error) {
+// open connects to the NATS server, read-only; it never starts an embedded
+// one. A read-only bus cannot change the log, its registry or its streams:
+// every command here only reads the log (a projector's durable consumer
+// aside), so a --nats-url naming some other server gets nothing created on
+// it.
+func (c *connFlags) open(ctx context.Context, log *slog.Logger) (*bus.Bus, error) {
 	if c.URL == "" {
 		return nil, &usageError{Msg: "--nats-url is empty", Hint: "--nats-url " + DefaultNatsURL}
 	}
 	octx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	cfg := c.Config()
-	cfg.Name, cfg.Logger, cfg.ReadOnly = "qtasks-replay", log, readOnly
+	cfg.Name, cfg.Logger, cfg.ReadOnly = "qtasks-replay", log, true
 	b, err := bus.Open(octx, cfg)
 	if err != nil {
 		// Otherwise not wrapped: bus.Open's error names the URL when it is
@@ -66,13 +67,7 @@ func (c *common) register(fs *flag.FlagSet, withJSON bool) {
 	fs.StringVar(&c.logLevel, "log-level", envOr("LOG_LEVEL", "info"), "debug, info, warn or error (LOG_LEVEL)")
 }
 
-func (c *common) logger(w io.Writer) (*slog.Logger, error) {
-	var l slog.Level
-	if err := l.UnmarshalText([]byte(c.logLevel)); err != nil {
-		return nil, &usageError{Msg: fmt.Sprintf("--log-level %q: want debug, info, warn or error", c.logLevel), Hint: "--log-level warn"}
-	}
-	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: l})), nil
-}
+func (c *common) logger(w io.Writer) (*slog.Logger, error) { return cli.NewLogger(w, c.logLevel) }
 
 // openRead opens the projection for queries. An older schema is migrated
 // first (that needs a write), but only in a file that is a projection: a

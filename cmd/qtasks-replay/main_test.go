@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -19,7 +20,7 @@ import (
 	"github.com/qtasks/qtasks-go/bus"
 	"github.com/qtasks/qtasks-go/bus/bustest"
 	"github.com/qtasks/qtasks-go/events"
-	"github.com/qtasks/qtasks-go/internal/cli/clitest"
+	"github.com/qtasks/qtasks-go/internal/testkit"
 	"github.com/qtasks/qtasks-go/projections"
 	"github.com/qtasks/qtasks-go/projections/projectionstest"
 )
@@ -29,7 +30,7 @@ const waitLimit = 2 * time.Minute
 // bin is qtasks-replay built once for the tests that run it as a process.
 var bin string
 
-func TestMain(m *testing.M) { clitest.Main(m, &bin) }
+func TestMain(m *testing.M) { testkit.Main(m, testkit.Bin{Path: &bin, Pkg: "."}) }
 
 func ctxFor(t *testing.T) context.Context {
 	t.Helper()
@@ -106,6 +107,23 @@ func TestCommands(t *testing.T) {
 	require.Contains(t, stdout, "events/s")
 	require.Contains(t, stderr, "rebuilding")
 	require.Contains(t, stderr, "events/s", "the progress bar shows a rate")
+	// The bar's rate is the summary's, over a time that holds the
+	// summary's: it used to start its clock at the first batch and show a
+	// thousand times the summary's rate.
+	barRate, sumRate := rateOf(t, lastRender(stderr)), rateOf(t, stdout)
+	require.LessOrEqual(t, barRate, sumRate+1, "bar %q, summary %q", lastRender(stderr), stdout)
+	require.Contains(t, lastRender(stderr), "100%")
+	// The logs are JSON lines, as qtasksd's (they used to be text).
+	code, _, stderr = run(t, "project", "--once", "--db", filepath.Join(dir, "logged.db"), "--nats-url", url)
+	require.Equal(t, ExitOK, code, stderr)
+	lines := 0
+	for l := range strings.Lines(stderr) {
+		var rec map[string]any
+		require.NoError(t, json.Unmarshal([]byte(l), &rec), "a log line that is not JSON: %q", l)
+		require.Contains(t, rec, "level")
+		lines++
+	}
+	require.NotZero(t, lines, "the projector logs its start and stop")
 
 	byName := map[string][]projections.Task{}
 	code, stdout, stderr = run(t, "tasks", "--db", db, "--json", "--limit", "100")
@@ -122,8 +140,10 @@ func TestCommands(t *testing.T) {
 		t.Parallel()
 		code, stdout, stderr := run(t, "history", add.ID, "--db", db)
 		require.Equal(t, ExitOK, code, stderr)
-		for _, s := range []string{"task " + add.ID, "status success", events.TaskExecutorArgsReplace, "scale@1.0  applied",
-			"tagger@2.1  applied", "JSON patch", "+ /kw/tagged: true", "~ /kw/B: 1 → 100", "scale-next@1.1  shadow", events.StorageRemoveFinishedTask} {
+		for _, s := range []string{
+			"task " + add.ID, "status success", events.TaskExecutorArgsReplace, "scale@1.0  applied",
+			"tagger@2.1  applied", "JSON patch", "+ /kw/tagged: true", "~ /kw/B: 1 → 100", "scale-next@1.1  shadow", events.StorageRemoveFinishedTask,
+		} {
 			require.Contains(t, stdout, s)
 		}
 		code, stdout, _ = run(t, "history", "--json", "--db", db, add.ID)
@@ -249,6 +269,11 @@ func TestCommands(t *testing.T) {
 		code, stdout, _ := run(t, "help")
 		require.Equal(t, ExitOK, code)
 		require.Contains(t, stdout, "Exit codes")
+		// One home for exit codes: the help says what the code does.
+		require.Contains(t, strings.Join(strings.Fields(stdout), " "), fmt.Sprintf("%d a replay, re-drive or shadow check", ExitDivergent))
+		code, _, stderr := run(t, "shadow", "-h")
+		require.Equal(t, ExitOK, code)
+		require.Contains(t, stderr, fmt.Sprintf("exit %d when the divergence rate is above", ExitDivergent))
 	})
 }
 
@@ -264,7 +289,7 @@ func TestNotAProjection(t *testing.T) {
 	foreign := filepath.Join(dir, "customers.db")
 	sdb, err := sql.Open("sqlite3", foreign)
 	require.NoError(t, err)
-	_, err = sdb.Exec(`CREATE TABLE customers (id INTEGER PRIMARY KEY, name TEXT); INSERT INTO customers (name) VALUES ('alice')`)
+	_, err = sdb.ExecContext(t.Context(), `CREATE TABLE customers (id INTEGER PRIMARY KEY, name TEXT); INSERT INTO customers (name) VALUES ('alice')`)
 	require.NoError(t, err)
 	require.NoError(t, sdb.Close())
 	text := filepath.Join(dir, "notes.txt")
@@ -293,8 +318,11 @@ func TestNotAProjection(t *testing.T) {
 	url := b.ClientURL()
 	for _, path := range []string{foreign, text, sub, filepath.Join(text, "x.db")} {
 		for _, args := range [][]string{
-			{"tasks", "--json"}, {"history", "x"}, {"rejected"},
-			{"rebuild", "--quiet", "--nats-url", url}, {"project", "--once", "--nats-url", url},
+			{"tasks", "--json"},
+			{"history", "x"},
+			{"rejected"},
+			{"rebuild", "--quiet", "--nats-url", url},
+			{"project", "--once", "--nats-url", url},
 		} {
 			code, stdout, stderr := run(t, append(args, "--db", path)...)
 			require.Equal(t, ExitNoDB, code, "%v %s: %s", args, path, stderr)
@@ -318,7 +346,7 @@ func TestNotAProjection(t *testing.T) {
 // qtasks' streams on it and project its empty log.
 func TestForeignServer(t *testing.T) {
 	t.Parallel()
-	url, streams := clitest.ForeignJetStream(t)
+	url, streams := testkit.ForeignJetStream(t)
 	dir := t.TempDir()
 	for _, args := range [][]string{{"rebuild", "--quiet"}, {"project", "--once"}} {
 		code, _, stderr := run(t, append(args, "--nats-url", url, "--db", filepath.Join(dir, args[0]+".db"))...)
@@ -374,7 +402,7 @@ func TestProjectorKilled(t *testing.T) {
 	path := filepath.Join(dir, "live.db")
 	url := b.ClientURL()
 
-	p := clitest.Start(t, "", bin, "project", "--db", path, "--nats-url", url, "--log-level", "warn", "--batch", "100")
+	p := testkit.StartProc(t, "", bin, "project", "--db", path, "--nats-url", url, "--log-level", "warn", "--batch", "100")
 	var stored uint64
 	bustest.WaitFor(t, waitLimit, "the projector to be a fifth of the way", func() bool {
 		stored = readLastSeq(path)
@@ -421,7 +449,7 @@ func readLastSeq(path string) uint64 {
 	}
 	defer db.Close()
 	var n uint64
-	if err := db.QueryRow(`SELECT value FROM meta WHERE key = 'last_seq'`).Scan(&n); err != nil {
+	if err := db.QueryRowContext(context.Background(), `SELECT value FROM meta WHERE key = 'last_seq'`).Scan(&n); err != nil {
 		return 0
 	}
 	return n
@@ -442,7 +470,7 @@ func TestRebuildInterrupted(t *testing.T) {
 	const events = 40_000
 	projectionstest.Publish(t, b, projectionstest.Copies(recorded, events/len(recorded)+1, events))
 
-	p := clitest.Start(t, "", bin, "rebuild", "--quiet", "--db", path, "--nats-url", b.ClientURL(), "--batch", "100")
+	p := testkit.StartProc(t, "", bin, "rebuild", "--quiet", "--db", path, "--nats-url", b.ClientURL(), "--batch", "100")
 	var gen string
 	bustest.WaitFor(t, waitLimit, "the rebuild to have applied some events", func() bool {
 		matches, _ := filepath.Glob(path + ".gen-*")
@@ -469,4 +497,15 @@ func mustEval(t *testing.T, path string) string {
 	p, err := filepath.EvalSymlinks(path)
 	require.NoError(t, err)
 	return p
+}
+
+// rateOf reads the last "N events/s" of s.
+func rateOf(t *testing.T, s string) float64 {
+	t.Helper()
+	i := strings.LastIndex(s, " events/s")
+	require.Positive(t, i, "no rate in %q", s)
+	f := strings.Fields(s[:i])
+	r, err := strconv.ParseFloat(strings.TrimLeft(f[len(f)-1], "(,"), 64)
+	require.NoError(t, err, s)
+	return r
 }

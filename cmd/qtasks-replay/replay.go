@@ -1,27 +1,21 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
-	"io"
+	"math"
 	"os"
 	"strings"
 	"time"
-
-	"github.com/schollz/progressbar/v3"
 
 	"github.com/qtasks/qtasks-go/bus"
 	"github.com/qtasks/qtasks-go/plugins/replay"
 	"github.com/qtasks/qtasks-go/projections"
 )
-
-// ExitDivergent is the exit code of a replay, re-drive or shadow check that
-// found a divergence, so that CI can gate a plugin release on it. (It is
-// not replay.ExitDivergent, 3, which this program uses for "not found".)
-const ExitDivergent = 5
 
 type listFlag []string
 
@@ -67,7 +61,7 @@ func (c *connFlags) openLive(ctx context.Context, m *Main, logLevel string) (*bu
 	if err != nil {
 		return nil, err
 	}
-	return c.open(ctx, log, true)
+	return c.open(ctx, log)
 }
 
 // replayPlugin feeds a candidate version of plugin NAME the recorded
@@ -79,7 +73,8 @@ func (m *Main) replayPlugin(ctx context.Context, args []string) error {
 	var masks listFlag
 	fs := newFlagSet("qtasks-replay plugin", m.Stderr, "qtasks-replay plugin NAME --candidate-cmd CMD [flags]")
 	conn.register(fs)
-	candidate := fs.String("candidate-cmd", "", "the candidate plugin program; {nats_url}, {replay_id}, {plugin} are replaced")
+	candidate := fs.String("candidate-cmd", "", "the candidate plugin program; {nats_url} (required: the replay server), {replay_id}, {plugin} are replaced")
+	candLog := fs.String("candidate-log", "", "write what the candidate (and baseline) print to this file; default: shown only when the replay fails")
 	baseline := fs.String("baseline-cmd", "", "the recorded version's program, replayed beside the candidate to mask noise")
 	file := fs.String("file", "", "replay an export file instead of the live log")
 	registerFilter(fs, &ff)
@@ -115,49 +110,65 @@ func (m *Main) replayPlugin(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	cmd, err := replay.ParseCommand(*candidate)
+	out := &candidateOutput{}
+	cmd, err := candidateCmd("--candidate-cmd", *candidate, hint, out)
 	if err != nil {
-		return &usageError{Msg: "--candidate-cmd: " + err.Error(), Hint: hint}
+		return err
 	}
-	cmd.Stderr = m.Stderr
 	opts := replay.Options{
 		Candidate: replay.Candidate{Command: cmd, Timeout: *timeout},
 		Mask:      masks, Pace: *pace, Speed: *speed, Concurrency: *concurrency, KeepIdentical: *keep,
 	}
 	if *baseline != "" {
-		bc, err := replay.ParseCommand(*baseline)
+		bc, err := candidateCmd("--baseline-cmd", *baseline, hint, out)
 		if err != nil {
-			return &usageError{Msg: "--baseline-cmd: " + err.Error(), Hint: hint}
+			return err
 		}
-		bc.Stderr = m.Stderr
 		opts.Baseline = &replay.Candidate{Command: bc, Timeout: *timeout}
 	}
+	if err := out.openLog(*candLog); err != nil {
+		return err
+	}
+	// The first result --jsonl could not write (stdout closed): the
+	// replay's error when it has none of its own.
+	var writeErr error
 	if *jsonl {
 		enc := json.NewEncoder(m.Stdout)
-		opts.OnResult = func(r replay.Result) { _ = enc.Encode(r) }
+		opts.OnResult = func(r replay.Result) {
+			if err := enc.Encode(r); err != nil && writeErr == nil {
+				writeErr = fmt.Errorf("writing --jsonl: %w", err)
+			}
+		}
 	}
-	bar := m.bar(!*noProgress && !*jsonl && !*jsonOut, "replaying")
-	opts.Progress = func(p replay.Progress) { bar.update(p.Invocations, p.Total) }
+	bar := newProgress(m.Stderr, !*noProgress && !*jsonl && !*jsonOut, "replaying", "inv")
+	opts.Progress = func(p replay.Progress) { bar.set(int64(p.Invocations), int64(p.Total)) }
+	end := func(rep *replay.Report) {
+		if rep != nil {
+			bar.finish(int64(rep.Totals.Invocations))
+		} else {
+			bar.abort()
+		}
+	}
 
 	var rep *replay.Report
 	if *file != "" {
 		fh, err := os.Open(*file)
 		if err != nil {
-			return err
+			return out.close(err)
 		}
 		defer fh.Close()
 		rep, err = replay.RunFile(ctx, fh, f, opts)
-		bar.finish()
-		return m.finishReplay(rep, err, *jsonOut, *jsonl)
+		end(rep)
+		return m.finishReplay(rep, out.close(cmp.Or(err, writeErr)), *jsonOut, *jsonl)
 	}
 	live, err := conn.openLive(ctx, m, *logLevel)
 	if err != nil {
-		return err
+		return out.close(err)
 	}
 	defer live.Close()
 	rep, err = replay.Run(ctx, live, pos[0], f, opts)
-	bar.finish()
-	return m.finishReplay(rep, err, *jsonOut, *jsonl)
+	end(rep)
+	return m.finishReplay(rep, out.close(cmp.Or(err, writeErr)), *jsonOut, *jsonl)
 }
 
 func (m *Main) finishReplay(rep *replay.Report, err error, jsonOut, jsonl bool) error {
@@ -207,7 +218,7 @@ func (m *Main) export(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	var w io.Writer = m.Stdout
+	w := m.Stdout
 	if *outPath != "-" {
 		fh, err := os.Create(*outPath)
 		if err != nil {
@@ -242,6 +253,7 @@ func (m *Main) redrive(ctx context.Context, args []string) error {
 	fs.Var(&cands, "candidate", "NAME=COMMAND: run COMMAND in place of plugin NAME (repeatable)")
 	only := fs.Bool("only", false, "the chain is the candidates alone, not today's registry")
 	fs.Var(&masks, "mask", "JSON Pointer masked from the diffs (repeatable)")
+	candLog := fs.String("candidate-log", "", "write what the candidates print to this file; default: shown only when the re-drive fails")
 	jsonOut := fs.Bool("json", false, "print the report as JSON")
 	logLevel := fs.String("log-level", envOr("LOG_LEVEL", "warn"), "debug, info, warn or error")
 	pos, err := parse(fs, args, hint)
@@ -294,24 +306,28 @@ func (m *Main) redrive(ctx context.Context, args []string) error {
 			return t.CreatedAt, err == nil && !t.CreatedAt.IsZero()
 		}
 	}
+	out := &candidateOutput{}
 	for _, c := range cands {
 		name, line, ok := strings.Cut(c, "=")
 		if !ok || name == "" {
 			return &usageError{Msg: fmt.Sprintf("--candidate %q: want NAME=COMMAND", c), Hint: hint}
 		}
-		cmd, err := replay.ParseCommand(line)
+		cmd, err := candidateCmd("--candidate "+name, line, hint, out)
 		if err != nil {
-			return &usageError{Msg: "--candidate: " + err.Error(), Hint: hint}
+			return err
 		}
-		cmd.Stderr = m.Stderr
 		opts.Candidates = append(opts.Candidates, replay.Candidate{Name: name, Command: cmd})
+	}
+	if err := out.openLog(*candLog); err != nil {
+		return err
 	}
 	live, err := conn.openLive(ctx, m, *logLevel)
 	if err != nil {
-		return err
+		return out.close(err)
 	}
 	defer live.Close()
 	rep, err := replay.Redrive(ctx, live, opts)
+	err = out.close(err)
 	if rep != nil {
 		if *jsonOut {
 			_ = rep.WriteJSON(m.Stdout)
@@ -407,7 +423,7 @@ func (m *Main) shadow(ctx context.Context, args []string) error {
 	of := fs.String("of", "", "the live plugin; default: the shadow's registration")
 	since := fs.String("since", "", "only facts since (RFC 3339 or a duration ago, e.g. 1h)")
 	fs.Var(&masks, "mask", "JSON Pointer masked from the comparison (repeatable)")
-	maxRate := fs.Float64("max-rate", 0, "exit 3 when the divergence rate is above this")
+	maxRate := fs.Float64("max-rate", -1, fmt.Sprintf("exit %d when the divergence rate is above this rate, from 0 to 1; unset: report only, exit %d", ExitDivergent, ExitOK))
 	jsonOut := fs.Bool("json", false, "print the stats as JSON")
 	logLevel := fs.String("log-level", envOr("LOG_LEVEL", "warn"), "debug, info, warn or error")
 	pos, err := parse(fs, args, hint)
@@ -417,8 +433,14 @@ func (m *Main) shadow(ctx context.Context, args []string) error {
 	if len(pos) != 1 {
 		return &usageError{Msg: "shadow needs exactly one plugin name", Hint: hint}
 	}
-	if *maxRate < 0 || *maxRate > 1 {
+	// Without --max-rate shadow reports and exits 0: a look at a shadow
+	// is not a gate, and any divergence at all would fail one set at 0.
+	gate := flagSet(fs, "max-rate")
+	if gate && (*maxRate < 0 || *maxRate > 1) {
 		return &usageError{Msg: fmt.Sprintf("--max-rate %v: want a rate from 0 to 1", *maxRate), Hint: hint}
+	}
+	if !gate {
+		*maxRate = math.Inf(1)
 	}
 	opts := replay.ShadowOptions{Shadow: pos[0], ShadowOf: *of, Mask: masks}
 	if *since != "" {
@@ -478,37 +500,9 @@ func (m *Main) shadowFromDB(ctx context.Context, path string, opts replay.Shadow
 	return replayExit(st.Rate > maxRate, nil, fmt.Sprintf("divergence rate %.4f is above %.4f", st.Rate, maxRate))
 }
 
-// progress is a progress bar with a rate, or nothing.
-type progress struct {
-	bar *progressbar.ProgressBar
-	w   io.Writer
-	on  bool
-	max int
-}
-
-func (m *Main) bar(on bool, what string) *progress {
-	p := &progress{w: m.Stderr, on: on}
-	if on {
-		p.bar = progressbar.NewOptions64(-1, progressbar.OptionSetWriter(m.Stderr), progressbar.OptionSetDescription(what),
-			progressbar.OptionShowCount(), progressbar.OptionShowIts(), progressbar.OptionSetItsString("inv"),
-			progressbar.OptionThrottle(100*time.Millisecond), progressbar.OptionClearOnFinish())
-	}
-	return p
-}
-
-func (p *progress) update(done, total int) {
-	if !p.on {
-		return
-	}
-	if total > 0 && total != p.max {
-		p.max = total
-		p.bar.ChangeMax(total)
-	}
-	_ = p.bar.Set(done)
-}
-
-func (p *progress) finish() {
-	if p.on {
-		_ = p.bar.Finish()
-	}
+// flagSet reports whether the command line set flag name.
+func flagSet(fs *flag.FlagSet, name string) bool {
+	set := false
+	fs.Visit(func(f *flag.Flag) { set = set || f.Name == name })
+	return set
 }

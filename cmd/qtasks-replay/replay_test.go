@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -18,6 +17,7 @@ import (
 	"github.com/qtasks/qtasks-go/bus/bustest"
 	"github.com/qtasks/qtasks-go/events"
 	"github.com/qtasks/qtasks-go/executor"
+	"github.com/qtasks/qtasks-go/internal/testkit"
 	"github.com/qtasks/qtasks-go/plugins"
 	"github.com/qtasks/qtasks-go/plugins/replay"
 	"github.com/qtasks/qtasks-go/projections"
@@ -31,16 +31,14 @@ func TestReplayCommands(t *testing.T) {
 	t.Parallel()
 	ctx := ctxFor(t)
 	dir := t.TempDir()
-	scale := filepath.Join(dir, "scaleplugin")
-	out, err := exec.Command("go", "build", "-o", scale, "../../examples/scaleplugin").CombinedOutput()
-	require.NoError(t, err, string(out))
+	scale := testkit.Build(t, "../../examples/scaleplugin")
 
 	b := bustest.Open(t, nil)
 	url := b.ClientURL()
 	// Record: the same plugin (x10) in this process, on the live bus.
 	r, err := plugins.Start(ctx, b, plugins.Spec{
 		Name: "scale", Version: "1", Triggers: []string{events.TaskExecutorRunTask},
-		Plugin: plugins.Func(func(ctx context.Context, c *plugins.Call) (*plugins.Patch, error) {
+		Plugin: plugins.Func(func(_ context.Context, c *plugins.Call) (*plugins.Patch, error) {
 			var p struct{ Result float64 }
 			if err := c.Decode(&p); err != nil {
 				return nil, err
@@ -66,10 +64,46 @@ func TestReplayCommands(t *testing.T) {
 	before, err := b.EventStream().Info(ctx)
 	require.NoError(t, err)
 
-	code, stdout, stderr := run(t, "plugin", "scale", "--nats-url", url, "--no-progress",
+	// With its progress bar: the bar ends at 100% of what was replayed, on
+	// a line of its own, and the candidate's logs are in --candidate-log,
+	// not mixed into the output (the bar used to end at 0%, and the
+	// candidate's JSON lines to go to stderr between its renderings).
+	candLog := filepath.Join(dir, "candidate.log")
+	code, stdout, stderr := run(t, "plugin", "scale", "--nats-url", url, "--candidate-log", candLog,
 		"--candidate-cmd", scale+" --nats-url {nats_url} --factor 10")
 	require.Equal(t, ExitOK, code, stderr)
 	require.Contains(t, stdout, "identical")
+	last := lastRender(stderr)
+	require.Contains(t, last, "100%", stderr)
+	require.Contains(t, last, "(12/12", stderr)
+	require.True(t, strings.HasSuffix(stderr, "\n"), "the bar's line is ended: %q", stderr)
+	logged, err := os.ReadFile(candLog)
+	require.NoError(t, err)
+	require.NotEmpty(t, logged, "the candidate logs its start")
+	for l := range strings.Lines(string(logged)) {
+		require.NotContains(t, stderr+stdout, strings.TrimSpace(l))
+	}
+
+	// A candidate not told the replay server's address is refused before
+	// anything runs (it used to start, reach nothing or the wrong server,
+	// and fail with a bare "exit status 1").
+	const nowhere = "nats://127.0.0.1:1"
+	for _, args := range [][]string{
+		{"plugin", "scale", "--nats-url", nowhere, "--candidate-cmd", scale + " --factor 10"},
+		{"plugin", "scale", "--nats-url", nowhere, "--candidate-cmd", scale + " --nats-url {nats_url}", "--baseline-cmd", scale},
+		{"redrive", "x", "--nats-url", nowhere, "--candidate", "scale=" + scale},
+	} {
+		code, _, stderr = run(t, args...)
+		require.Equal(t, ExitUsage, code, "%v: %s", args, stderr)
+		require.Contains(t, stderr, "no {nats_url}", args)
+		require.NotContains(t, stderr, "connecting", args)
+	}
+	// A candidate that fails says why: its last output is in the error.
+	code, _, stderr = run(t, "plugin", "scale", "--nats-url", url, "--no-progress",
+		"--candidate-cmd", scale+" --nats-url {nats_url} --factor notanumber")
+	require.Equal(t, ExitFailure, code, stderr)
+	require.Contains(t, stderr, "the candidate's last output")
+	require.Contains(t, stderr, "notanumber")
 
 	code, stdout, stderr = run(t, "plugin", "scale", "--nats-url", url, "--json",
 		"--candidate-cmd", scale+" --nats-url {nats_url} --factor 20")
@@ -159,7 +193,12 @@ func TestRedriveByFilter(t *testing.T) {
 
 	code, _, _ := run(t, "redrive", "--nats-url", b.ClientURL())
 	require.Equal(t, ExitUsage, code, "no ids and no filters")
-	// An id with nothing recorded is not found, not a divergence.
+	// An id with nothing recorded is not found, not a divergence (the
+	// summary used to say "CHANGED: 1 of 1 runs" first).
+	code, stdout, stderr := run(t, "redrive", "--nats-url", b.ClientURL(), "--db", path, "no-such-task")
+	require.Equal(t, ExitNotFound, code, stderr)
+	require.NotContains(t, stdout, "CHANGED")
+	require.Contains(t, stdout, "NOT FOUND: 1 of 1 tasks have no recorded facts")
 	for _, id := range []string{"no-such-task", "bad id!"} {
 		code, stdout, stderr := run(t, "redrive", "--nats-url", b.ClientURL(), "--db", path, "--json", id)
 		require.Equal(t, ExitNotFound, code, stderr)
@@ -168,7 +207,7 @@ func TestRedriveByFilter(t *testing.T) {
 		require.NoError(t, json.Unmarshal([]byte(stdout), &rep), stdout)
 		require.Equal(t, 1, rep.Totals.Missing)
 	}
-	code, _, stderr := run(t, "redrive", "--nats-url", b.ClientURL(), "--db", path, "--name", "n", "--since", "1h", "--until", "2h")
+	code, _, stderr = run(t, "redrive", "--nats-url", b.ClientURL(), "--db", path, "--name", "n", "--since", "1h", "--until", "2h")
 	require.Equal(t, ExitUsage, code, stderr)
 	require.Contains(t, stderr, "is not before --until")
 	// A bad filter is a usage error before the projection is looked at; a
@@ -186,7 +225,7 @@ func TestRedriveByFilter(t *testing.T) {
 	rec, err := b.GetTask(ctx, nIDs[0])
 	require.NoError(t, err)
 	require.NoError(t, b.DeleteTask(ctx, nIDs[0], rec.Revision))
-	code, stdout, stderr := run(t, "redrive", "--nats-url", b.ClientURL(), "--db", path, "--json", "--name", "n")
+	code, stdout, stderr = run(t, "redrive", "--nats-url", b.ClientURL(), "--db", path, "--json", "--name", "n")
 	require.Equal(t, ExitOK, code, stderr)
 	var rep replay.RedriveReport
 	require.NoError(t, json.Unmarshal([]byte(stdout), &rep), stdout)
@@ -204,7 +243,7 @@ func TestShadowFromProjection(t *testing.T) {
 	ctx := ctxFor(t)
 	b := bustest.Open(t, nil)
 	plus := func(differ func(n int) bool, fail func(n int) bool) plugins.Plugin {
-		return plugins.Func(func(ctx context.Context, c *plugins.Call) (*plugins.Patch, error) {
+		return plugins.Func(func(_ context.Context, c *plugins.Call) (*plugins.Patch, error) {
 			var p struct{ Result float64 }
 			if err := c.Decode(&p); err != nil {
 				return nil, err
@@ -290,11 +329,27 @@ func TestShadowFromProjection(t *testing.T) {
 		require.JSONEq(t, strconv.Itoa(n+1), string(task.Result), "the live plugin's result")
 	}
 
-	code, stdout, stderr := run(t, "shadow", "cand", "--db", path, "--of", "live", "--json")
+	// A plain look reports and exits 0; --max-rate makes it a gate (it
+	// used to default to 0, so that every look at a diverging shadow
+	// exited 5).
+	code, stdout, stderr := run(t, "shadow", "cand", "--db", path, "--of", "live")
+	require.Equal(t, ExitOK, code, stderr)
+	require.Contains(t, stdout, "divergence rate 0.3500")
+	code, _, stderr = run(t, "shadow", "cand", "--db", path, "--of", "live", "--max-rate", "0.5")
+	require.Equal(t, ExitOK, code, stderr)
+	code, stdout, stderr = run(t, "shadow", "cand", "--db", path, "--of", "live", "--json", "--max-rate", "0.1")
 	require.Equal(t, ExitDivergent, code, stderr)
+	require.Contains(t, stderr, "divergence rate 0.3500 is above 0.1000")
 	var cli projections.ShadowSummary
 	require.NoError(t, json.Unmarshal([]byte(stdout), &cli), stdout)
 	require.Equal(t, got, cli)
 	code, _, _ = run(t, "shadow", "cand", "--db", path)
 	require.Equal(t, ExitUsage, code, "--db needs --of")
+}
+
+// lastRender is the progress bar as it was last drawn: the text after the
+// last carriage return of its output.
+func lastRender(stderr string) string {
+	s := strings.TrimRight(stderr, "\n")
+	return s[strings.LastIndexByte(s, '\r')+1:]
 }

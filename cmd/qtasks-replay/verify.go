@@ -9,16 +9,6 @@ import (
 	"github.com/qtasks/qtasks-go/events"
 )
 
-// Exit codes of verify.
-const (
-	// ExitTampered: the log differs from what its seals say: history was
-	// deleted, altered or inserted (or an anchor is gone or changed).
-	ExitTampered = 6
-	// ExitUnproven: the log holds messages but no seal that could be
-	// checked, so nothing is proven (is a qtasksd sealing it?).
-	ExitUnproven = 7
-)
-
 // verifyOutput is verify's --json document.
 type verifyOutput struct {
 	Stream     string `json:"stream"`
@@ -60,7 +50,7 @@ func (m *Main) verify(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	b, err := conn.open(ctx, log, true)
+	b, err := conn.open(ctx, log)
 	if err != nil {
 		return err
 	}

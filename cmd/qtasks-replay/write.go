@@ -6,8 +6,6 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/schollz/progressbar/v3"
-
 	"github.com/qtasks/qtasks-go/projections"
 )
 
@@ -39,33 +37,28 @@ func (m *Main) rebuild(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	b, err := conn.open(ctx, log, true)
+	b, err := conn.open(ctx, log)
 	if err != nil {
 		return err
 	}
 	defer b.Close()
 	cfg.Logger = log
-	var bar *progressbar.ProgressBar
-	if !quiet {
-		cfg.Progress = func(applied, to uint64) {
-			if bar == nil {
-				bar = progressbar.NewOptions64(int64(to),
-					progressbar.OptionSetWriter(m.Stderr),
-					progressbar.OptionSetDescription("rebuilding"),
-					progressbar.OptionShowCount(),
-					progressbar.OptionShowIts(),
-					progressbar.OptionSetItsString("events"),
-					progressbar.OptionThrottle(100*time.Millisecond),
-					progressbar.OptionSetWidth(30),
-					progressbar.OptionOnCompletion(func() { fmt.Fprintln(m.Stderr) }),
-				)
-			}
-			_ = bar.Set64(int64(applied))
-		}
+	// The bar counts messages from the log's first sequence, which is not
+	// 1 once limits have removed old messages.
+	info, err := b.EventStream().Info(ctx)
+	if err != nil {
+		return err
+	}
+	base := max(info.State.FirstSeq, 1) - 1
+	bar := newProgress(m.Stderr, !quiet, "rebuilding", "events")
+	cfg.Progress = func(applied, to uint64) {
+		bar.set(int64(applied-base), int64(to-base)) //nolint:gosec // G115: sequences are far below 2^63
 	}
 	st, err := projections.Rebuild(ctx, b, c.db, &cfg)
-	if bar != nil {
-		_ = bar.Finish()
+	if err == nil {
+		bar.finish(int64(st.Events))
+	} else {
+		bar.abort()
 	}
 	if err != nil && ctx.Err() != nil {
 		// The error names the half-built file, which is gone: say what the
@@ -124,7 +117,7 @@ func (m *Main) project(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	b, err := conn.open(ctx, log, true)
+	b, err := conn.open(ctx, log)
 	if err != nil {
 		return err
 	}

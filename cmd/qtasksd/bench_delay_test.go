@@ -17,7 +17,7 @@ import (
 
 	"github.com/qtasks/qtasks-go/bus"
 	"github.com/qtasks/qtasks-go/events"
-	"github.com/qtasks/qtasks-go/internal/cli/clitest"
+	"github.com/qtasks/qtasks-go/internal/testkit"
 )
 
 // procSample is a process's resident memory and CPU time, from /proc.
@@ -84,12 +84,12 @@ func BenchmarkDelayedWaiting(b *testing.B) {
 	const window = 5 * time.Second
 	for range b.N {
 		dir := b.TempDir()
-		start := func(name string, args ...string) *clitest.Proc {
+		start := func(name string, args ...string) *testkit.Proc {
 			d := filepath.Join(dir, name)
 			if err := os.MkdirAll(d, 0o755); err != nil {
 				b.Fatal(err)
 			}
-			p := clitest.Start(b, d, bin, append([]string{"run", "--data-dir", filepath.Join(d, "data"), "--http", "", "--log-level", "info"}, args...)...)
+			p := testkit.StartProc(b, d, bin, append([]string{"run", "--data-dir", filepath.Join(d, "data"), "--http", "", "--log-level", "info"}, args...)...)
 			for t0 := time.Now(); !strings.Contains(p.Output(), `"qtasksd ready"`); time.Sleep(50 * time.Millisecond) {
 				if p.Exited() || time.Since(t0) > waitLimit {
 					b.Fatalf("qtasksd %s did not start: %s", name, p.Output())

@@ -8,7 +8,6 @@ import (
 	"io"
 	"log/slog"
 	"os"
-	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -62,19 +61,9 @@ func parse(fs *flag.FlagSet, args []string, hint string) error {
 	return nil
 }
 
-// newLogger builds the process's handler once (JSON for the daemon, text
-// for commands), honouring --log-level and LOG_LEVEL.
-func newLogger(w io.Writer, level string, json bool) (*slog.Logger, error) {
-	var l slog.Level
-	if err := l.UnmarshalText([]byte(strings.ToUpper(level))); err != nil {
-		return nil, &usageError{Msg: fmt.Sprintf("log level %q: want debug, info, warn or error", level)}
-	}
-	opts := &slog.HandlerOptions{Level: l}
-	if json {
-		return slog.New(slog.NewJSONHandler(w, opts)), nil
-	}
-	return slog.New(slog.NewTextHandler(w, opts)), nil
-}
+// newLogger is the process's logger (cli.NewLogger: JSON, as every
+// command's), honouring --log-level and LOG_LEVEL.
+func newLogger(w io.Writer, level string) (*slog.Logger, error) { return cli.NewLogger(w, level) }
 
 // openClient connects a command to qtasksd's server. A command that only
 // reads opens the bus read-only, so that a --nats-url naming some other

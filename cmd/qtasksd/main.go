@@ -105,6 +105,8 @@ func (m *Main) Run(ctx context.Context, args []string) error {
 		return m.operate(ctx, cmd, args)
 	case "schedule":
 		return m.schedule(ctx, args)
+	case "completion":
+		return m.completion(args)
 	case "help":
 		fmt.Fprint(m.Stdout, usage)
 		return nil
@@ -137,6 +139,7 @@ Commands:
   qtasksd plugin-permissions NAME [--mode M] [--trigger T]...
                                print a plugin's least NATS permissions (nats-server config)
   qtasksd version              print the version and the protocol version (also --version)
+  qtasksd completion SHELL     print the completion script of bash, zsh or fish
 
 Run "qtasksd COMMAND -h" for a command's flags. Every flag can also be set
 through the environment variable named in its help.

@@ -19,7 +19,7 @@ import (
 
 	"github.com/qtasks/qtasks-go/bus/bustest"
 	"github.com/qtasks/qtasks-go/events"
-	"github.com/qtasks/qtasks-go/internal/cli/clitest"
+	"github.com/qtasks/qtasks-go/internal/testkit"
 )
 
 // waitLimit bounds every wait on a process; the embedded server's own
@@ -29,7 +29,7 @@ const waitLimit = 2 * time.Minute
 // bin is qtasksd built once for the tests that run it as a process.
 var bin string
 
-func TestMain(m *testing.M) { clitest.Main(m, &bin) }
+func TestMain(m *testing.M) { testkit.Main(m, testkit.Bin{Path: &bin, Pkg: "."}) }
 
 // daemonArgs run qtasksd in dir on a free port, with no HTTP, its
 // projection in dir too.
@@ -41,9 +41,9 @@ var urlRE = regexp.MustCompile(`nats://127\.0\.0\.1:[0-9]+`)
 
 // startDaemon starts qtasksd and waits until it is ready; it returns the
 // process and its NATS URL.
-func startDaemon(t *testing.T, dir string, more ...string) (*clitest.Proc, string) {
+func startDaemon(t *testing.T, dir string, more ...string) (*testkit.Proc, string) {
 	t.Helper()
-	p := clitest.Start(t, dir, bin, daemonArgs(dir, append([]string{"--log-level", "info"}, more...)...)...)
+	p := testkit.StartProc(t, dir, bin, daemonArgs(dir, append([]string{"--log-level", "info"}, more...)...)...)
 	bustest.WaitFor(t, waitLimit, "qtasksd to be ready", func() bool {
 		require.False(t, p.Exited(), "qtasksd exited: %s", p.Output())
 		return strings.Contains(p.Output(), `"qtasksd ready"`)
@@ -54,7 +54,7 @@ func startDaemon(t *testing.T, dir string, more ...string) (*clitest.Proc, strin
 // runCmd runs qtasksd to its end and returns its exit code and output.
 func runCmd(t *testing.T, dir string, args ...string) (int, string) {
 	t.Helper()
-	p := clitest.Start(t, dir, bin, args...)
+	p := testkit.StartProc(t, dir, bin, args...)
 	return p.Wait(waitLimit), p.Output()
 }
 
@@ -98,6 +98,14 @@ func TestPortTaken(t *testing.T) {
 	require.Equal(t, exitFailure, code, out)
 	require.Contains(t, out, fmt.Sprintf("port %d on 127.0.0.1 is not free", port))
 	require.Less(t, time.Since(start), 20*time.Second, "not the server's 30 s start-up deadline")
+	_, err = os.Stat(filepath.Join(dir, "data"))
+	require.ErrorIs(t, err, os.ErrNotExist, "a failed start left a data directory behind")
+
+	// The HTTP address taken: the same, no data directory left behind
+	// (it was made before the HTTP listener was tried).
+	code, out = runCmd(t, dir, "run", "--data-dir", filepath.Join(dir, "data"), "--port", "-1", "--http", ln.Addr().String(), "--db", filepath.Join(dir, "p.db"))
+	require.Equal(t, exitFailure, code, out)
+	require.Contains(t, out, "HTTP listener")
 	_, err = os.Stat(filepath.Join(dir, "data"))
 	require.ErrorIs(t, err, os.ErrNotExist, "a failed start left a data directory behind")
 
@@ -243,7 +251,7 @@ func TestDefaultDBInDataDir(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
 	data := filepath.Join(dir, "elsewhere")
-	p := clitest.Start(t, dir, bin, "run", "--data-dir", data, "--port", "0", "--http", "", "--log-level", "info")
+	p := testkit.StartProc(t, dir, bin, "run", "--data-dir", data, "--port", "0", "--http", "", "--log-level", "info")
 	bustest.WaitFor(t, waitLimit, "qtasksd to be ready", func() bool {
 		require.False(t, p.Exited(), "qtasksd exited: %s", p.Output())
 		return strings.Contains(p.Output(), `"qtasksd ready"`)

@@ -5,7 +5,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/qtasks/qtasks-go/internal/cli/clitest"
+	"github.com/qtasks/qtasks-go/internal/testkit"
 )
 
 // status and plugins only read: pointed at a NATS server that is not
@@ -13,7 +13,7 @@ import (
 // They used to provision qtasks' streams and buckets on it.
 func TestReadCommandsProvisionNothing(t *testing.T) {
 	t.Parallel()
-	url, streams := clitest.ForeignJetStream(t)
+	url, streams := testkit.ForeignJetStream(t)
 	dir := t.TempDir()
 	for _, args := range [][]string{{"status", "some-task"}, {"plugins"}} {
 		code, out := runCmd(t, dir, append(args, "--nats-url", url)...)

@@ -126,7 +126,7 @@ func (m *Main) run(ctx context.Context, args []string) error {
 		// data directories run from one folder must not share a projection.
 		f.db = filepath.Join(f.dataDir, filepath.Base(projections.DefaultPath))
 	}
-	log, err := newLogger(m.Stderr, f.logLevel, true)
+	log, err := newLogger(m.Stderr, f.logLevel)
 	if err != nil {
 		return err
 	}
@@ -227,6 +227,16 @@ func (m *Main) run(ctx context.Context, args []string) error {
 	if cfg.ServerTLS != nil && cfg.URL != "" {
 		return &usageError{Msg: "--server-tls-* secure the embedded server; an external server (--nats-url) has its own TLS", Hint: "qtasksd run --nats-url tls://host:4222 --tls-ca ca.pem"}
 	}
+	// Listening before the bus opens, and before the data directory is
+	// made, makes a taken address an error with no server started, no
+	// projection written and no directory left behind.
+	var ln net.Listener
+	if f.httpAddr != "" {
+		if ln, err = net.Listen("tcp", f.httpAddr); err != nil {
+			return fmt.Errorf("HTTP listener: %w", err)
+		}
+		defer ln.Close() // a no-op once the server has it
+	}
 	if cfg.URL == "" {
 		dir, err := filepath.Abs(f.dataDir)
 		if err != nil {
@@ -270,15 +280,6 @@ func (m *Main) run(ctx context.Context, args []string) error {
 	}()
 	if tr.Enabled {
 		log.Info("tracing on: exporting spans over OTLP/HTTP")
-	}
-	// Listening before the bus opens makes a taken address an error with no
-	// server started and no projection written.
-	var ln net.Listener
-	if f.httpAddr != "" {
-		if ln, err = net.Listen("tcp", f.httpAddr); err != nil {
-			return fmt.Errorf("HTTP listener: %w", err)
-		}
-		defer ln.Close() // a no-op once the server has it
 	}
 	openCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	b, err := bus.Open(openCtx, cfg)

@@ -16,7 +16,7 @@ import (
 	"github.com/qtasks/qtasks-go/bus"
 	"github.com/qtasks/qtasks-go/bus/bustest"
 	"github.com/qtasks/qtasks-go/events"
-	"github.com/qtasks/qtasks-go/internal/cli/clitest"
+	"github.com/qtasks/qtasks-go/internal/testkit"
 )
 
 // ticksOf reads the tick events of schedule name from the log of the
@@ -44,7 +44,7 @@ func TestScheduleThreeDaemons(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
 	first, url := startDaemon(t, dir)
-	procs := []*clitest.Proc{first}
+	procs := []*testkit.Proc{first}
 	for i := range 2 {
 		d := filepath.Join(dir, "d"+string(rune('1'+i)))
 		require.NoError(t, os.MkdirAll(d, 0o755))
@@ -139,7 +139,7 @@ func TestScheduleThreeDaemons(t *testing.T) {
 
 // startClientDaemon starts a qtasksd that uses the server at url (no
 // embedded server, no projection), as a second process of a deployment.
-func startClientDaemon(t *testing.T, dir, url string) *clitest.Proc {
+func startClientDaemon(t *testing.T, dir, url string) *testkit.Proc {
 	t.Helper()
 	p, _ := startDaemon(t, dir, "--nats-url", url, "--no-projection")
 	return p

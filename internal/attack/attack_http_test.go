@@ -20,7 +20,7 @@ import (
 	"github.com/qtasks/qtasks-go/bus"
 	"github.com/qtasks/qtasks-go/bus/bustest"
 	"github.com/qtasks/qtasks-go/events"
-	"github.com/qtasks/qtasks-go/internal/cli/clitest"
+	"github.com/qtasks/qtasks-go/internal/testkit"
 )
 
 // Issue #11, item 8: qtasksd's HTTP API attacked as a process, with --users
@@ -29,8 +29,7 @@ import (
 func TestAttackHTTP(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
-	bin, err := clitest.Build(dir, "../../cmd/qtasksd")
-	require.NoError(t, err)
+	bin := testkit.Build(t, "../../cmd/qtasksd")
 	users := filepath.Join(dir, "users.json")
 	require.NoError(t, os.WriteFile(users, []byte(`{"users":[
 		{"name":"admin","password":"admin-pw"},
@@ -42,7 +41,7 @@ func TestAttackHTTP(t *testing.T) {
 	require.NoError(t, err)
 	addr := ln.Addr().String()
 	require.NoError(t, ln.Close())
-	p := clitest.Start(t, dir, bin, "run", "--data-dir", filepath.Join(dir, "data"), "--db", filepath.Join(dir, "p.db"),
+	p := testkit.StartProc(t, dir, bin, "run", "--data-dir", filepath.Join(dir, "data"), "--db", filepath.Join(dir, "p.db"),
 		"--port", "0", "--users", users, "--http", addr, "--log-level", "info")
 	bustest.WaitFor(t, 2*time.Minute, "qtasksd to be ready", func() bool {
 		require.False(t, p.Exited(), "qtasksd exited: %s", p.Output())

@@ -8,17 +8,25 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
+	"strings"
 
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/qtasks/qtasks-go/bus"
 )
 
-// UsageError is a bad command line; it prints a hint and exits 2.
+// UsageError is a bad command line; it prints a hint and exits 2. It is
+// the one usage error of every command (qtasksd, qtasks-replay, the plugin
+// commands).
 type UsageError struct{ Msg, Hint string }
 
 func (e *UsageError) Error() string { return e.Msg }
+
+// Usagef returns a *UsageError with no hint of its own (ExitCode then
+// suggests the program's -h).
+func Usagef(format string, args ...any) error { return &UsageError{Msg: fmt.Sprintf(format, args...)} }
 
 // ExitError carries an exit code other than 1.
 type ExitError struct {
@@ -43,17 +51,17 @@ func ExitCode(prog string, err error, stderr io.Writer) int {
 	if err == nil || errors.Is(err, flag.ErrHelp) {
 		return ExitOK
 	}
-	var ue *UsageError
-	if errors.As(err, &ue) {
+	if ue, ok := errors.AsType[*UsageError](err); ok {
 		fmt.Fprintln(stderr, prog+":", ue.Msg)
-		if ue.Hint != "" {
-			fmt.Fprintln(stderr, "Try:", ue.Hint)
+		hint := ue.Hint
+		if hint == "" {
+			hint = prog + " -h"
 		}
+		fmt.Fprintln(stderr, "Try:", hint)
 		return ExitUsage
 	}
 	fmt.Fprintln(stderr, prog+":", err)
-	var ee *ExitError
-	if errors.As(err, &ee) {
+	if ee, ok := errors.AsType[*ExitError](err); ok {
 		return ee.Code
 	}
 	return ExitFailure
@@ -102,8 +110,10 @@ func (c *ConnFlags) Register(fs *flag.FlagSet, defURL string) {
 
 // Config is the bus configuration of the flags.
 func (c *ConnFlags) Config() bus.Config {
-	return bus.Config{URL: c.URL, CredsFile: c.Creds, NKeyFile: c.NKey, User: c.User, Password: c.Password, Token: c.Token,
-		TLSCA: c.TLSCA, TLSCert: c.TLSCert, TLSKey: c.TLSKey}
+	return bus.Config{
+		URL: c.URL, CredsFile: c.Creds, NKeyFile: c.NKey, User: c.User, Password: c.Password, Token: c.Token,
+		TLSCA: c.TLSCA, TLSCert: c.TLSCert, TLSKey: c.TLSKey,
+	}
 }
 
 // NoStreams explains the error of a read-only bus.Open at url that found no
@@ -113,4 +123,63 @@ func NoStreams(url string, err error) error {
 		return fmt.Errorf("no qtasks streams on %s: is it qtasksd's server? (qtasksd creates them when it starts): %w", url, err)
 	}
 	return err
+}
+
+// ExitCodes describe a command's exit codes, in one place: its usage text
+// is made from them (Doc), so that help and code cannot disagree.
+type ExitCodes []struct {
+	Code  int
+	Means string
+}
+
+// Doc is the "Exit codes: ..." paragraph of a usage text, wrapped at 79
+// columns.
+func (e ExitCodes) Doc() string {
+	parts := make([]string, len(e))
+	for i, c := range e {
+		parts[i] = fmt.Sprintf("%d %s", c.Code, c.Means)
+	}
+	return Wrap("Exit codes: "+strings.Join(parts, ", ")+".", 79)
+}
+
+// Means is what code means, for a flag's help ("exit 5: ...").
+func (e ExitCodes) Means(code int) string {
+	for _, c := range e {
+		if c.Code == code {
+			return c.Means
+		}
+	}
+	return ""
+}
+
+// Wrap breaks s into lines of at most width columns at spaces.
+func Wrap(s string, width int) string {
+	var b strings.Builder
+	n := 0
+	for i, w := range strings.Fields(s) {
+		if i > 0 {
+			if n+1+len(w) > width {
+				b.WriteByte('\n')
+				n = 0
+			} else {
+				b.WriteByte(' ')
+				n++
+			}
+		}
+		b.WriteString(w)
+		n += len(w)
+	}
+	return b.String()
+}
+
+// NewLogger is every command's logger: JSON lines on w (a log collector
+// reads qtasksd, qtasks-replay and the plugin commands alike) at level
+// (debug, info, warn or error, as --log-level and LOG_LEVEL give it). A
+// level it does not know is a *UsageError.
+func NewLogger(w io.Writer, level string) (*slog.Logger, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(strings.ToUpper(level))); err != nil {
+		return nil, &UsageError{Msg: fmt.Sprintf("--log-level %q: want debug, info, warn or error", level), Hint: "--log-level warn"}
+	}
+	return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: l})), nil
 }

@@ -22,7 +22,7 @@ import (
 
 	"github.com/qtasks/qtasks-go/bus/bustest"
 	"github.com/qtasks/qtasks-go/events"
-	"github.com/qtasks/qtasks-go/internal/cli/clitest"
+	"github.com/qtasks/qtasks-go/internal/testkit"
 )
 
 // updateShots writes the screenshots into docs/screenshots, for the README.
@@ -34,24 +34,12 @@ var qtasksd, scaleplugin string
 
 func TestMain(m *testing.M) {
 	flag.Parse()
-	dir, err := os.MkdirTemp("", "console-test-")
-	if err == nil {
-		if qtasksd, err = clitest.Build(dir, "../../cmd/qtasksd"); err == nil {
-			scaleplugin, err = clitest.Build(dir, "../../examples/scaleplugin")
-		}
-	}
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	code := m.Run()
-	_ = os.RemoveAll(dir)
-	os.Exit(code)
+	testkit.Main(m, testkit.Bin{Path: &qtasksd, Pkg: "../../cmd/qtasksd"}, testkit.Bin{Path: &scaleplugin, Pkg: "../../examples/scaleplugin"})
 }
 
 // daemon is a qtasksd process with its HTTP and NATS addresses.
 type daemon struct {
-	proc *clitest.Proc
+	proc *testkit.Proc
 	http string // http://127.0.0.1:port
 	nats string
 }
@@ -66,7 +54,7 @@ func startDaemon(t *testing.T, dir string, more ...string) daemon {
 	t.Helper()
 	args := append([]string{"run", "--data-dir", filepath.Join(dir, "data"), "--db", filepath.Join(dir, "p.db"),
 		"--port", "0", "--http", "127.0.0.1:0", "--log-level", "info", "--demo"}, more...)
-	p := clitest.Start(t, dir, qtasksd, args...)
+	p := testkit.StartProc(t, dir, qtasksd, args...)
 	bustest.WaitFor(t, waitLimit, "qtasksd to be ready", func() bool {
 		require.False(t, p.Exited(), "qtasksd exited: %s", p.Output())
 		return strings.Contains(p.Output(), `"qtasksd ready"`)
@@ -80,7 +68,7 @@ func startDaemon(t *testing.T, dir string, more ...string) daemon {
 // by factor (more: its other flags), and waits until it is registered.
 func startPlugin(t *testing.T, d daemon, name, factor string, more ...string) {
 	t.Helper()
-	p := clitest.Start(t, "", scaleplugin, append([]string{"--nats-url", d.nats, "--name", name, "--factor", factor}, more...)...)
+	p := testkit.StartProc(t, "", scaleplugin, append([]string{"--nats-url", d.nats, "--name", name, "--factor", factor}, more...)...)
 	bustest.WaitFor(t, waitLimit, "plugin "+name+" to be ready", func() bool {
 		require.False(t, p.Exited(), "plugin exited: %s", p.Output())
 		return strings.Contains(p.Output(), "ready")

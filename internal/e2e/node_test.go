@@ -15,7 +15,7 @@ import (
 	"github.com/qtasks/qtasks-go/bus/bustest"
 	"github.com/qtasks/qtasks-go/events"
 	"github.com/qtasks/qtasks-go/executor"
-	"github.com/qtasks/qtasks-go/internal/cli/clitest"
+	"github.com/qtasks/qtasks-go/internal/testkit"
 )
 
 // The JavaScript plugin in examples/node-plugin, written from
@@ -37,7 +37,7 @@ func TestNodePlugin(t *testing.T) {
 	// A version that must be percent-encoded, and whose %41 would read as
 	// "A" if the plugin wrote it verbatim.
 	const version = "1.0%41 beta é"
-	plugin := clitest.StartCmd(t, exec.Command(node, filepath.Join(dir, "plugin.js"), "--nats-url", b.ClientURL(), "--name", "node-upper", "--version", version))
+	plugin := testkit.StartProcCmd(t, exec.Command(node, filepath.Join(dir, "plugin.js"), "--nats-url", b.ClientURL(), "--name", "node-upper", "--version", version))
 	plugin.WaitLine("ready", 30*time.Second)
 	require.NoError(t, b.Registry().WaitFor(ctx, "node-upper", ""))
 

@@ -1,45 +1,34 @@
 package e2e_test
 
 import (
-	"fmt"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"testing"
 	"time"
 
-	"github.com/qtasks/qtasks-go/internal/cli/clitest"
+	"github.com/qtasks/qtasks-go/internal/testkit"
 )
 
-// binDir holds the binaries built once for the package's tests.
-var binDir string
+func TestMain(m *testing.M) { testkit.Main(m) }
 
-func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "qtasks-e2e-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	binDir = dir
-	for _, pkg := range []string{"./cmd/qtasksd", "./cmd/qtasks-replay", "./examples/scaleplugin", "./examples/quickstart", "./plugins/validate/cmd/qtasks-validate"} {
-		out := filepath.Join(dir, filepath.Base(pkg))
-		cmd := exec.Command("go", "build", "-o", out, pkg)
-		cmd.Dir = "../.."
-		if b, err := cmd.CombinedOutput(); err != nil {
-			fmt.Fprintf(os.Stderr, "building %s: %v\n%s", pkg, err, b)
-			os.Exit(1)
-		}
-	}
-	code := m.Run()
-	_ = os.RemoveAll(dir)
-	os.Exit(code)
+// commands are the programs the tests run, by name: each is built once,
+// when a test first starts it (testkit.Build).
+var commands = map[string]string{
+	"qtasksd":         "../../cmd/qtasksd",
+	"qtasks-replay":   "../../cmd/qtasks-replay",
+	"scaleplugin":     "../../examples/scaleplugin",
+	"quickstart":      "../../examples/quickstart",
+	"qtasks-validate": "../../plugins/validate/cmd/qtasks-validate",
+	"qtasks-retry":    "../../plugins/retry/cmd/qtasks-retry",
 }
 
 // procLimit bounds how long a test waits for one of its processes to exit.
 const procLimit = 60 * time.Second
 
 // startProc starts one of the binaries TestMain built.
-func startProc(t *testing.T, bin string, args ...string) *clitest.Proc {
+func startProc(t *testing.T, bin string, args ...string) *testkit.Proc {
 	t.Helper()
-	return clitest.Start(t, "", filepath.Join(binDir, bin), args...)
+	pkg, ok := commands[bin]
+	if !ok {
+		t.Fatalf("no command %s", bin)
+	}
+	return testkit.StartProc(t, "", testkit.Build(t, pkg), args...)
 }

@@ -5,9 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -20,27 +18,6 @@ import (
 	"github.com/qtasks/qtasks-go/executor"
 )
 
-var (
-	pluginBins    sync.Once
-	pluginBinsErr error
-)
-
-// buildPluginBins builds the built-in plugins' commands into binDir, once.
-func buildPluginBins(t *testing.T) {
-	t.Helper()
-	pluginBins.Do(func() {
-		for _, pkg := range []string{"./plugins/retry/cmd/qtasks-retry", "./plugins/validate/cmd/qtasks-validate"} {
-			cmd := exec.Command("go", "build", "-o", filepath.Join(binDir, filepath.Base(pkg)), pkg)
-			cmd.Dir = "../.."
-			if out, err := cmd.CombinedOutput(); err != nil {
-				pluginBinsErr = fmt.Errorf("building %s: %w\n%s", pkg, err, out)
-				return
-			}
-		}
-	})
-	require.NoError(t, pluginBinsErr)
-}
-
 // A task that always fails, with Retry 2, under the retry plugin running as
 // a process of its own; the worker process is SIGKILLed right after each
 // of the first two attempts' retry facts is written, and a new one started.
@@ -50,7 +27,6 @@ func buildPluginBins(t *testing.T) {
 // is not retry.
 func TestRetriesSurviveWorkerKills(t *testing.T) {
 	t.Parallel()
-	buildPluginBins(t)
 	b := bustest.Open(t, nil)
 	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
 	defer cancel()
@@ -175,7 +151,6 @@ func waitRetryFact(t *testing.T, ch <-chan *nats.Msg, id string, attempt int) {
 // ones are refused at submission with the field and the reason.
 func TestValidatePluginProcess(t *testing.T) {
 	t.Parallel()
-	buildPluginBins(t)
 	b := bustest.Open(t, nil)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()

@@ -18,7 +18,7 @@ import (
 	"github.com/qtasks/qtasks-go/bus"
 	"github.com/qtasks/qtasks-go/bus/bustest"
 	"github.com/qtasks/qtasks-go/executor"
-	"github.com/qtasks/qtasks-go/internal/cli/clitest"
+	"github.com/qtasks/qtasks-go/internal/testkit"
 )
 
 // qtasksd's embedded server with mutual TLS and a users file: a plugin
@@ -128,7 +128,7 @@ func TestMutualTLSProcesses(t *testing.T) {
 
 // startNodePlugin starts examples/node-plugin over mutual TLS, or returns
 // nil when node or its modules are missing (TestNodePlugin says so).
-func startNodePlugin(t *testing.T, url string, f bustest.TLSFiles) *clitest.Proc {
+func startNodePlugin(t *testing.T, url string, f bustest.TLSFiles) *testkit.Proc {
 	t.Helper()
 	dir, err := filepath.Abs("../../examples/node-plugin")
 	require.NoError(t, err)
@@ -139,7 +139,7 @@ func startNodePlugin(t *testing.T, url string, f bustest.TLSFiles) *clitest.Proc
 	cmd := exec.Command(node, filepath.Join(dir, "plugin.js"), "--nats-url", url, "--name", "node-upper")
 	cmd.Env = append(os.Environ(), "QTASKS_NATS_USER=node-upper", "QTASKS_NATS_PASSWORD=node-secret",
 		"QTASKS_TLS_CA="+f.CA, "QTASKS_TLS_CERT="+f.ClientCert, "QTASKS_TLS_KEY="+f.ClientKey)
-	p := clitest.StartCmd(t, cmd)
+	p := testkit.StartProcCmd(t, cmd)
 	p.WaitLine("ready", 30*time.Second)
 	return p
 }

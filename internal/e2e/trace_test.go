@@ -24,7 +24,7 @@ import (
 	"github.com/qtasks/qtasks-go/bus/bustest"
 	"github.com/qtasks/qtasks-go/events"
 	"github.com/qtasks/qtasks-go/executor"
-	"github.com/qtasks/qtasks-go/internal/cli/clitest"
+	"github.com/qtasks/qtasks-go/internal/testkit"
 )
 
 // otlpSpan is a span as an OTLP receiver got it.
@@ -72,9 +72,9 @@ func TestTraceAcrossProcesses(t *testing.T) {
 	url, received := otlpReceiver(t)
 	schema := filepath.Join(t.TempDir(), "add.json")
 	require.NoError(t, os.WriteFile(schema, []byte(`{"type":"object"}`), 0o600))
-	cmd := exec.Command(filepath.Join(binDir, "qtasks-validate"), "--nats-url", b.ClientURL(), "--schema", "add="+schema)
+	cmd := exec.Command(testkit.Build(t, commands["qtasks-validate"]), "--nats-url", b.ClientURL(), "--schema", "add="+schema)
 	cmd.Env = append(os.Environ(), "OTEL_EXPORTER_OTLP_ENDPOINT="+url, "OTEL_TRACES_EXPORTER=", "OTEL_SDK_DISABLED=")
-	plugin := clitest.StartCmd(t, cmd)
+	plugin := testkit.StartProcCmd(t, cmd)
 	plugin.WaitLine("ready", 30*time.Second)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()

@@ -7,7 +7,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -20,50 +19,32 @@ import (
 
 	"github.com/qtasks/qtasks-go/bus"
 	"github.com/qtasks/qtasks-go/bus/bustest"
-	"github.com/qtasks/qtasks-go/internal/cli/clitest"
+	"github.com/qtasks/qtasks-go/internal/testkit"
 )
 
 // The streams whose leaders the suite kills: the event log, the task
 // queue, and the stream behind the task bucket.
 var leaderStreams = []string{bus.StreamEvents, bus.StreamTasks, "KV_" + bus.BucketTasks}
 
-// binDir holds the binaries TestMain built: nats-server (from the module
-// the project depends on, so the suite runs the server version go.mod
-// names), qtasksd and the scale plugin.
-var binDir string
+// bins are the binaries TestMain builds: nats-server (from the module the
+// project depends on, so the suite runs the server version go.mod names),
+// qtasksd and the scale plugin.
+var bins = map[string]*string{"nats-server": new(string), "qtasksd": new(string), "scaleplugin": new(string)}
 
 var soak = flag.Bool("soak", false, "run TestSoak: 100k tasks against a cluster losing a leader every minute (not in CI)")
 
 func TestMain(m *testing.M) {
 	flag.Parse()
-	dir, err := os.MkdirTemp("", "qtasks-faults-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	binDir = dir
-	for _, b := range [][2]string{
-		{"nats-server", "github.com/nats-io/nats-server/v2"},
-		{"qtasksd", "./cmd/qtasksd"},
-		{"scaleplugin", "./examples/scaleplugin"},
-	} {
-		cmd := exec.Command("go", "build", "-o", filepath.Join(dir, b[0]), b[1])
-		cmd.Dir = "../.."
-		if out, err := cmd.CombinedOutput(); err != nil {
-			fmt.Fprintf(os.Stderr, "building %s: %v\n%s", b[1], err, out)
-			_ = os.RemoveAll(dir)
-			os.Exit(1)
-		}
-	}
-	code := m.Run()
-	_ = os.RemoveAll(dir)
-	os.Exit(code)
+	testkit.Main(m,
+		testkit.Bin{Path: bins["nats-server"], Pkg: "github.com/nats-io/nats-server/v2"},
+		testkit.Bin{Path: bins["qtasksd"], Pkg: "../../cmd/qtasksd"},
+		testkit.Bin{Path: bins["scaleplugin"], Pkg: "../../examples/scaleplugin"})
 }
 
 // procLimit bounds how long the suite waits for a process to exit.
 const procLimit = 60 * time.Second
 
-func bin(name string) string { return filepath.Join(binDir, name) }
+func bin(name string) string { return *bins[name] }
 
 // freePort returns a loopback port that was free a moment ago.
 func freePort(t testing.TB) int {
@@ -83,14 +64,14 @@ type node struct {
 	name string
 	port int
 	conf string
-	proc *clitest.Proc
+	proc *testkit.Proc
 }
 
 func (n *node) url() string { return "nats://127.0.0.1:" + strconv.Itoa(n.port) }
 
 func (n *node) start() {
 	n.t.Helper()
-	n.proc = clitest.Start(n.t, "", bin("nats-server"), "-c", n.conf)
+	n.proc = testkit.StartProc(n.t, "", bin("nats-server"), "-c", n.conf)
 }
 
 // kill stops the server with SIGKILL: no goodbye to its peers, no flush.
@@ -245,7 +226,7 @@ const orphanAge = 20 * time.Second
 
 // worker is a qtasksd process run against the cluster.
 type worker struct {
-	proc *clitest.Proc
+	proc *testkit.Proc
 	http string // its HTTP address
 	db   string // its projection, or "" for none
 }
@@ -265,7 +246,7 @@ func startWorker(t testing.TB, url string, replicas int, db string, extra ...str
 	} else {
 		args = append(args, "--no-projection")
 	}
-	w.proc = clitest.Start(t, "", bin("qtasksd"), append(args, extra...)...)
+	w.proc = testkit.StartProc(t, "", bin("qtasksd"), append(args, extra...)...)
 	waitFor(t, 2*time.Minute, "qtasksd's /healthz", func() bool { return w.healthy() })
 	return w
 }
@@ -285,9 +266,9 @@ func (w *worker) healthy() bool {
 // task_executor_run_task multiplying numeric results by 10) with policy
 // ignore: a call lost to an election leaves the result unscaled rather
 // than failing the task, so that every task is expected to succeed.
-func startPlugin(t testing.TB, url string) *clitest.Proc {
+func startPlugin(t testing.TB, url string) *testkit.Proc {
 	t.Helper()
-	p := clitest.Start(t, "", bin("scaleplugin"), "--nats-url", url, "--factor", "10", "--policy", "ignore")
+	p := testkit.StartProc(t, "", bin("scaleplugin"), "--nats-url", url, "--factor", "10", "--policy", "ignore")
 	p.WaitLine("ready", 2*time.Minute)
 	return p
 }

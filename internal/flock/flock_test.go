@@ -24,7 +24,7 @@ func TestLock(t *testing.T) {
 	require.ErrorIs(t, err, flock.ErrLocked)
 	if _, err := exec.LookPath("flock"); err == nil {
 		// flock(1) in another process: -n fails at once when held.
-		require.Error(t, exec.Command("flock", "-n", path, "true").Run())
+		require.Error(t, exec.CommandContext(t.Context(), "flock", "-n", path, "true").Run())
 	}
 
 	require.NoError(t, l.Release())

@@ -1,11 +1,7 @@
-// Package jsondiff compares JSON documents and plugin answers, for the two
-// places that show what a plugin's patch did: the projection (timelines,
-// field blame, shadow statistics read from SQLite) and plugins/replay
-// (replay reports, shadow statistics read from the log). Diff lists the
-// differences between two documents as add, remove and replace operations
-// at JSON Pointers; CallEffect, LiveCall and Compare are the rules by which
-// a shadow's or a candidate's answer is judged against the recorded one, so
-// that both places count the same verdicts.
+// Package jsondiff lists the differences between two JSON documents as
+// add, remove and replace operations at JSON Pointers: for the places that
+// show what a plugin's patch did (the projection's field blame, replay
+// diffs, the verdicts of package verdict). It imports nothing of ours.
 package jsondiff
 
 import (

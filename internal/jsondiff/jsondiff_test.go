@@ -78,8 +78,14 @@ func TestEqual(t *testing.T) {
 	}
 	require.True(t, jsondiff.Equal(dec(`{"a":[1,true,null,"x"]}`), dec(`{"a":[1.00,true,null,"x"]}`)))
 	for _, pair := range [][2]string{
-		{`1`, `2`}, {`1`, `"1"`}, {`null`, `false`}, {`[1]`, `[1,1]`}, {`{"a":1}`, `{"b":1}`}, {`{"a":1}`, `{"a":1,"b":1}`},
-		{`{"a":1}`, `[1]`}, {`"x"`, `"y"`},
+		{`1`, `2`},
+		{`1`, `"1"`},
+		{`null`, `false`},
+		{`[1]`, `[1,1]`},
+		{`{"a":1}`, `{"b":1}`},
+		{`{"a":1}`, `{"a":1,"b":1}`},
+		{`{"a":1}`, `[1]`},
+		{`"x"`, `"y"`},
 	} {
 		require.False(t, jsondiff.Equal(dec(pair[0]), dec(pair[1])), "%s = %s", pair[0], pair[1])
 	}

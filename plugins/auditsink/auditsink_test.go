@@ -18,9 +18,9 @@ import (
 	"github.com/qtasks/qtasks-go/bus/bustest"
 	"github.com/qtasks/qtasks-go/events"
 	"github.com/qtasks/qtasks-go/executor"
+	"github.com/qtasks/qtasks-go/internal/testkit"
 	"github.com/qtasks/qtasks-go/plugins"
 	"github.com/qtasks/qtasks-go/plugins/auditsink"
-	"github.com/qtasks/qtasks-go/plugins/internal/pluginstest"
 )
 
 func TestNewRefusesMisconfiguration(t *testing.T) {
@@ -284,30 +284,30 @@ func TestWritesEveryFact(t *testing.T) {
 		t.Run(how, func(t *testing.T) {
 			t.Parallel()
 			b := bustest.Open(t, nil)
-			app := pluginstest.NewApp(t, b, true)
+			app := testkit.NewApp(t, b, true)
 			executor.MustRegister(app, "add", func(_ context.Context, in struct{ A, B int }) (int, error) { return in.A + in.B, nil }, nil)
 			// Some history before the sink exists: it starts at the log's
 			// beginning.
-			early := pluginstest.Submit(t, app, "add", map[string]int{"A": 1, "B": 2}, nil)
-			pluginstest.Wait(t, app, early.ID)
+			early := testkit.Submit(t, app, "add", map[string]int{"A": 1, "B": 2}, nil)
+			testkit.Wait(t, app, early.ID)
 
 			dir := t.TempDir()
 			s, err := auditsink.New(auditsink.Config{Dir: dir, MaxSize: 16 << 10})
 			require.NoError(t, err)
 			if how == "Start" {
-				pluginstest.Start(t, b, s.Spec())
+				testkit.StartPlugin(t, b, s.Spec())
 			} else {
-				pluginstest.Local(t, b, s.Spec())
+				testkit.LocalPlugin(t, b, s.Spec())
 			}
 			var subs []string
 			for i := range 5 {
-				sub := pluginstest.Submit(t, app, "add", map[string]int{"A": i, "B": 1}, nil)
+				sub := testkit.Submit(t, app, "add", map[string]int{"A": i, "B": 1}, nil)
 				subs = append(subs, sub.ID)
 			}
 			for _, id := range append(subs, early.ID) {
-				pluginstest.Wait(t, app, id)
+				testkit.Wait(t, app, id)
 			}
-			pluginstest.WaitQueueEmpty(t, b)
+			testkit.WaitQueueEmpty(t, b)
 			log := waitAudit(t, b, dir, "")
 			lines := readAudit(t, dir, "")
 			checkAgainstLog(t, lines, log)
@@ -317,9 +317,9 @@ func TestWritesEveryFact(t *testing.T) {
 			require.True(t, slices.IsSortedFunc(lines, func(a, b line) int { return int(a.Seq) - int(b.Seq) }), "stream order")
 
 			// The lines of a task are its timeline.
-			db := pluginstest.Projection(t, b)
+			db := testkit.Projection(t, b)
 			for _, id := range []string{early.ID, subs[2]} {
-				tl, err := db.Timeline(pluginstest.Ctx(t), id)
+				tl, err := db.Timeline(testkit.Ctx(t), id)
 				require.NoError(t, err)
 				var want, got []string
 				for _, e := range tl.Entries {
@@ -352,10 +352,10 @@ func TestWritesPackedFacts(t *testing.T) {
 	dir, named := t.TempDir(), t.TempDir()
 	s, err := auditsink.New(auditsink.Config{Dir: dir})
 	require.NoError(t, err)
-	pluginstest.Start(t, b, s.Spec())
+	testkit.StartPlugin(t, b, s.Spec())
 	sn, err := auditsink.New(auditsink.Config{Dir: named, Name: "gets", Triggers: []string{events.StorageGet}})
 	require.NoError(t, err)
-	pluginstest.Start(t, b, sn.Spec())
+	testkit.StartPlugin(t, b, sn.Spec())
 
 	log := waitAudit(t, b, dir, "")
 	require.Len(t, log, 6)
@@ -380,12 +380,12 @@ func TestTriggers(t *testing.T) {
 	triggers := []string{events.StorageAdd, events.StorageRemoveFinishedTask}
 	s, err := auditsink.New(auditsink.Config{Dir: dir, Triggers: triggers})
 	require.NoError(t, err)
-	pluginstest.Start(t, b, s.Spec())
-	app := pluginstest.NewApp(t, b, true)
+	testkit.StartPlugin(t, b, s.Spec())
+	app := testkit.NewApp(t, b, true)
 	executor.MustRegister(app, "one", func(context.Context, struct{}) (int, error) { return 1, nil }, nil)
-	sub := pluginstest.Submit(t, app, "one", nil, nil)
-	pluginstest.Wait(t, app, sub.ID)
-	pluginstest.WaitQueueEmpty(t, b)
+	sub := testkit.Submit(t, app, "one", nil, nil)
+	testkit.Wait(t, app, sub.ID)
+	testkit.WaitQueueEmpty(t, b)
 	want := waitAudit(t, b, dir, "", events.FactSubject(triggers[0], "*"), events.FactSubject(triggers[1], "*"))
 	require.Len(t, want, 2)
 	lines := readAudit(t, dir, "")
@@ -402,27 +402,27 @@ func TestInvalidMessageIsDeadLettered(t *testing.T) {
 	dir := t.TempDir()
 	s, err := auditsink.New(auditsink.Config{Dir: dir})
 	require.NoError(t, err)
-	pluginstest.Start(t, b, s.Spec())
+	testkit.StartPlugin(t, b, s.Spec())
 
 	bad := nats.NewMsg(events.FactSubject(events.StorageAdd, "t-bad"))
 	bad.Header.Set("ce-specversion", "0.3")
 	bad.Header.Set("ce-id", "bad-1")
 	bad.Data = []byte(`{"input":{}}`)
-	ack, err := b.JetStream().PublishMsg(pluginstest.Ctx(t), bad)
+	ack, err := b.JetStream().PublishMsg(testkit.Ctx(t), bad)
 	require.NoError(t, err)
 
-	app := pluginstest.NewApp(t, b, true)
+	app := testkit.NewApp(t, b, true)
 	executor.MustRegister(app, "one", func(context.Context, struct{}) (int, error) { return 1, nil }, nil)
-	sub := pluginstest.Submit(t, app, "one", nil, nil)
-	pluginstest.Wait(t, app, sub.ID)
-	pluginstest.WaitQueueEmpty(t, b)
+	sub := testkit.Submit(t, app, "one", nil, nil)
+	testkit.Wait(t, app, sub.ID)
+	testkit.WaitQueueEmpty(t, b)
 
 	waitAudit(t, b, dir, "")
 	for _, l := range readAudit(t, dir, "") {
 		require.NotEqual(t, ack.Sequence, l.Seq)
 	}
 	var dead []events.DeadLetter
-	bustest.WaitFor(t, pluginstest.WaitLimit, "the dead letter", func() bool {
+	bustest.WaitFor(t, testkit.WaitLimit, "the dead letter", func() bool {
 		dead = nil
 		for _, st := range bustest.Events(t, b, events.DeadSubject(auditsink.DefaultName)) {
 			var dl events.DeadLetter

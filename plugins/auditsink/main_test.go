@@ -4,11 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/json"
-	"fmt"
 	"os"
-	"os/exec"
-	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"testing"
@@ -19,35 +15,15 @@ import (
 	"github.com/qtasks/qtasks-go/bus"
 	"github.com/qtasks/qtasks-go/bus/bustest"
 	"github.com/qtasks/qtasks-go/events"
+	"github.com/qtasks/qtasks-go/internal/testkit"
 	"github.com/qtasks/qtasks-go/plugins/auditsink"
-	"github.com/qtasks/qtasks-go/plugins/internal/pluginstest"
 )
 
 // auditBin is qtasks-audit, built by TestMain.
 var auditBin string
 
 func TestMain(m *testing.M) {
-	os.Exit(testMain(m))
-}
-
-func testMain(m *testing.M) int {
-	dir, err := os.MkdirTemp("", "qtasks-audit-test-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	defer os.RemoveAll(dir)
-	auditBin = filepath.Join(dir, "qtasks-audit")
-	goBin := "go"
-	if _, err := exec.LookPath(goBin); err != nil {
-		goBin = filepath.Join(runtime.GOROOT(), "bin", "go")
-	}
-	cmd := exec.Command(goBin, "build", "-o", auditBin, "./cmd/qtasks-audit")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "building qtasks-audit: %v\n%s", err, out)
-		return 1
-	}
-	return m.Run()
+	testkit.Main(m, testkit.Bin{Path: &auditBin, Pkg: "./cmd/qtasks-audit"})
 }
 
 // line is one line of an audit file, checked as a CloudEvent.
@@ -188,7 +164,7 @@ func jsonUnmarshal(b []byte, v any) error { return json.Unmarshal(b, v) }
 func waitAudit(t testing.TB, b *bus.Bus, dir, pattern string, subjects ...string) map[string]bus.Stored {
 	t.Helper()
 	want := factsInLog(t, b, subjects...)
-	bustest.WaitFor(t, 3*pluginstest.WaitLimit, "every fact in the audit files", func() bool {
+	bustest.WaitFor(t, 3*testkit.WaitLimit, "every fact in the audit files", func() bool {
 		lines := readSoFar(t, dir, pattern)
 		if len(lines) < len(want) {
 			return false

@@ -20,9 +20,9 @@ import (
 	"github.com/qtasks/qtasks-go/bus/bustest"
 	"github.com/qtasks/qtasks-go/events"
 	"github.com/qtasks/qtasks-go/executor"
+	"github.com/qtasks/qtasks-go/internal/testkit"
 	"github.com/qtasks/qtasks-go/plugins"
 	"github.com/qtasks/qtasks-go/plugins/auditsink"
-	"github.com/qtasks/qtasks-go/plugins/internal/pluginstest"
 )
 
 // proc is a qtasks-audit process.
@@ -80,7 +80,7 @@ func startAudit(t *testing.T, args ...string) *proc {
 	case <-p.ready:
 	case <-p.exited:
 		t.Fatalf("qtasks-audit exited before it was ready (%v):\n%s", p.err, p.output())
-	case <-time.After(pluginstest.WaitLimit):
+	case <-time.After(testkit.WaitLimit):
 		t.Fatalf("qtasks-audit did not get ready:\n%s", p.output())
 	}
 	return p
@@ -91,7 +91,7 @@ func (p *proc) wait(t *testing.T) error {
 	select {
 	case <-p.exited:
 		return p.err
-	case <-time.After(pluginstest.WaitLimit):
+	case <-time.After(testkit.WaitLimit):
 		t.Fatal("qtasks-audit did not exit")
 		return nil
 	}
@@ -103,7 +103,7 @@ func (p *proc) wait(t *testing.T) error {
 func TestProcess(t *testing.T) {
 	t.Parallel()
 	b := bustest.Open(t, nil)
-	app := pluginstest.NewApp(t, b, true)
+	app := testkit.NewApp(t, b, true)
 	executor.MustRegister(app, "add", func(_ context.Context, in struct{ A, B int }) (int, error) { return in.A + in.B, nil }, nil)
 	dir := t.TempDir()
 	args := []string{"--nats-url", b.ClientURL(), "--dir", dir, "--max-size", "8KiB", "--log-level", "debug"}
@@ -112,12 +112,12 @@ func TestProcess(t *testing.T) {
 		t.Helper()
 		var ids []string
 		for i := range n {
-			ids = append(ids, pluginstest.Submit(t, app, "add", map[string]int{"A": i, "B": 1}, nil).ID)
+			ids = append(ids, testkit.Submit(t, app, "add", map[string]int{"A": i, "B": 1}, nil).ID)
 		}
 		for _, id := range ids {
-			require.Equal(t, events.StatusSuccess, pluginstest.Wait(t, app, id).Status)
+			require.Equal(t, events.StatusSuccess, testkit.Wait(t, app, id).Status)
 		}
-		pluginstest.WaitQueueEmpty(t, b)
+		testkit.WaitQueueEmpty(t, b)
 	}
 
 	p := startAudit(t, args...)
@@ -133,21 +133,21 @@ func TestProcess(t *testing.T) {
 	// wait) and not written twice.
 	var ids []string
 	for i := range 20 {
-		ids = append(ids, pluginstest.Submit(t, app, "add", map[string]int{"A": i, "B": 2}, nil).ID)
+		ids = append(ids, testkit.Submit(t, app, "add", map[string]int{"A": i, "B": 2}, nil).ID)
 	}
 	require.NoError(t, p.cmd.Process.Kill())
 	<-p.exited
 	for _, id := range ids {
-		pluginstest.Wait(t, app, id)
+		testkit.Wait(t, app, id)
 	}
 	run(5)
 	p = startAudit(t, args...)
 	run(2)
 	waitAudit(t, b, dir, "")
-	bustest.WaitFor(t, 3*pluginstest.WaitLimit, "the sink's consumer to have nothing left to deliver", func() bool {
-		c, err := b.JetStream().Consumer(pluginstest.Ctx(t), bus.StreamEvents, plugins.DurableName(auditsink.DefaultName))
+	bustest.WaitFor(t, 3*testkit.WaitLimit, "the sink's consumer to have nothing left to deliver", func() bool {
+		c, err := b.JetStream().Consumer(testkit.Ctx(t), bus.StreamEvents, plugins.DurableName(auditsink.DefaultName))
 		require.NoError(t, err)
-		info, err := c.Info(pluginstest.Ctx(t))
+		info, err := c.Info(testkit.Ctx(t))
 		require.NoError(t, err)
 		return info.NumAckPending == 0 && info.NumPending == 0
 	})
@@ -185,7 +185,7 @@ func TestProcessUsage(t *testing.T) {
 		{[]string{"--dir", dir, "--triggers", "storage_add,bogus"}, `unknown trigger "bogus"`},
 		{[]string{"--dir", filepath.Join(file, "audit")}, "not a directory"},
 		{[]string{"--dir", dir, "--pattern", "audit.jsonl"}, "must contain {n} once"},
-		{[]string{"--dir", dir, "extra"}, "unexpected arguments: extra"},
+		{[]string{"--dir", dir, "extra"}, `unexpected argument "extra"`},
 		{[]string{"--dir", dir, "--log-level", "loud"}, `--log-level "loud"`},
 		{[]string{"--nope"}, "flag provided but not defined: -nope"},
 	} {

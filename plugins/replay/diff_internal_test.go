@@ -113,7 +113,7 @@ func TestVerdictComparesEffects(t *testing.T) {
 	} {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
-			got, reason, _, _, err := verdict(c.rec, c.cand, nil, m)
+			got, reason, _, _, err := judge(c.rec, c.cand, nil, m)
 			require.NoError(t, err)
 			require.Equal(t, c.want, got, reason)
 		})
@@ -125,12 +125,12 @@ func TestVerdictComparesEffects(t *testing.T) {
 		return answerOf(tr, payload, patch(events.ContentTypeMergePatch, `{"kw":{"at":"`+s+`","d":`+itoa(n)+`}}`), nil)
 	}
 	rec, base := stamp("t0", 14), stamp("t1", 14)
-	st, _, diff, masked, err := verdict(rec, stamp("t2", 14), &base, m)
+	st, _, diff, masked, err := judge(rec, stamp("t2", 14), &base, m)
 	require.NoError(t, err)
 	require.Equal(t, Identical, st)
 	require.Empty(t, diff)
 	require.Equal(t, []DiffOp{{Op: OpReplace, Path: "/kw/at", Old: []byte(`"t0"`), Value: []byte(`"t2"`)}}, masked)
-	st, _, diff, _, err = verdict(rec, stamp("t2", 15), &base, m)
+	st, _, diff, _, err = judge(rec, stamp("t2", 15), &base, m)
 	require.NoError(t, err)
 	require.Equal(t, Different, st)
 	require.Equal(t, []DiffOp{{Op: OpReplace, Path: "/kw/d", Old: []byte("14"), Value: []byte("15")}}, diff)

@@ -8,7 +8,7 @@
 // invocation attribute names the invocation). Run feeds a candidate version
 // the recorded invocations of one plugin, in stream order, and compares its
 // patches with the recorded ones. The invocations of tasks run under test
-// (marked by plugins/testing) are left out unless Filter.IncludeTesting.
+// (marked by plugins/qtesting) are left out unless Filter.IncludeTesting.
 //
 // # The replay namespace
 //

@@ -13,8 +13,6 @@ import (
 	"maps"
 	"os"
 	"os/exec"
-	"path/filepath"
-	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -30,6 +28,7 @@ import (
 	"github.com/qtasks/qtasks-go/bus"
 	"github.com/qtasks/qtasks-go/events"
 	"github.com/qtasks/qtasks-go/executor"
+	"github.com/qtasks/qtasks-go/internal/testkit"
 	"github.com/qtasks/qtasks-go/plugins/replay"
 	"github.com/qtasks/qtasks-go/plugins/replay/internal/testplugin"
 )
@@ -46,29 +45,8 @@ const historyTasks = 300
 var pluginBin string
 
 func TestMain(m *testing.M) {
-	os.Exit(testMain(m))
-}
-
-func testMain(m *testing.M) int {
-	dir, err := os.MkdirTemp("", "qtasks-replay-test-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	defer os.RemoveAll(dir)
-	pluginBin = filepath.Join(dir, "testplugin")
-	goBin := "go"
-	if _, err := exec.LookPath(goBin); err != nil {
-		goBin = filepath.Join(runtime.GOROOT(), "bin", "go")
-	}
-	cmd := exec.Command(goBin, "build", "-o", pluginBin, "./internal/testplugin/cmd/testplugin")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "building the test plugin: %v\n%s", err, out)
-		return 1
-	}
-	code := m.Run()
-	closeHistory()
-	return code
+	testkit.AfterTests(closeHistory)
+	testkit.Main(m, testkit.Bin{Path: &pluginBin, Pkg: "./internal/testplugin/cmd/testplugin"})
 }
 
 // candidate is the test plugin as a process candidate.

@@ -13,7 +13,7 @@ import (
 
 	"github.com/qtasks/qtasks-go/bus"
 	"github.com/qtasks/qtasks-go/events"
-	qtesting "github.com/qtasks/qtasks-go/plugins/testing"
+	"github.com/qtasks/qtasks-go/plugins/qtesting"
 )
 
 // Filter selects recorded invocations. The zero value selects all but
@@ -31,7 +31,7 @@ type Filter struct {
 	// filter; 0 keeps all.
 	Last int
 	// IncludeTesting keeps the invocations of tasks marked as run under
-	// test (extra "testing": true, see plugins/testing). By default they
+	// test (extra "testing": true, see plugins/qtesting). By default they
 	// are left out, so that a replay measures production traffic. A task
 	// is judged by the invocation's payload when it carries the task
 	// record, else by the task's storage_add fact in the log: without
@@ -188,7 +188,7 @@ func (s *logSource) keep(ctx context.Context, ev *events.Event, seq uint64) (boo
 }
 
 // scanTesting reads, once, the storage_add facts of the whole log (where
-// the mark of a task run under test is, see plugins/testing) and keeps the
+// the mark of a task run under test is, see plugins/qtesting) and keeps the
 // ids of the marked tasks, so that invocations are judged without a lookup
 // each. With Since or TaskIDs set it does nothing: a lookup per task of the
 // window is cheaper then.

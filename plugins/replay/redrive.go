@@ -202,9 +202,15 @@ func (r *RedriveReport) WriteSummary(w io.Writer) error {
 			ew.printf("    note: %s\n", n)
 		}
 	}
-	if r.Changed() {
-		ew.printf("CHANGED: %d of %d runs\n", t.Changed+t.Incomplete+t.Missing, t.Runs)
-	} else {
+	// A task with no recorded facts did not change: nothing was re-driven.
+	// It is said as such, not counted among the changed runs.
+	if n := t.Changed + t.Incomplete; n > 0 {
+		ew.printf("CHANGED: %d of %d runs\n", n, t.Runs-t.Missing)
+	}
+	if t.Missing > 0 {
+		ew.printf("NOT FOUND: %d of %d tasks have no recorded facts (unknown ids?)\n", t.Missing, t.Runs)
+	}
+	if !r.Changed() {
 		ew.printf("OK: no run would end differently\n")
 	}
 	return ew.err

@@ -14,7 +14,7 @@ import (
 
 	"github.com/qtasks/qtasks-go/bus"
 	"github.com/qtasks/qtasks-go/events"
-	"github.com/qtasks/qtasks-go/internal/jsondiff"
+	"github.com/qtasks/qtasks-go/verdict"
 )
 
 // DefaultConcurrency bounds the invocations a replay has in flight. It is
@@ -309,7 +309,7 @@ func (e *engine) one(ctx context.Context, r Record) (Result, error) {
 	if base != nil {
 		res.Baseline = base
 	}
-	res.Status, res.Reason, res.Diff, res.Masked, err = verdict(res.Recorded, res.Candidate, base, e.mask)
+	res.Status, res.Reason, res.Diff, res.Masked, err = judge(res.Recorded, res.Candidate, base, e.mask)
 	if err != nil {
 		return Result{}, fmt.Errorf("invocation %s: %w", inv.ID, err)
 	}
@@ -346,35 +346,35 @@ func answerOf(t events.Trigger, payload []byte, patch *events.Event, err error) 
 	return a
 }
 
-// verdict compares the candidate's answer with the recorded one
-// (jsondiff.Compare's rules), explains it, and masks the differences that
+// judge compares the candidate's answer with the recorded one
+// (verdict.Compare's rules), explains it, and masks the differences that
 // are noise.
-func verdict(rec, cand Answer, base *Answer, m *mask) (Status, string, []DiffOp, []DiffOp, error) {
-	v, rule, ops, err := jsondiff.Compare(rec.jsonEffect(), cand.jsonEffect())
+func judge(rec, cand Answer, base *Answer, m *mask) (Status, string, []DiffOp, []DiffOp, error) {
+	v, rule, ops, err := verdict.Compare(rec.jsonEffect(), cand.jsonEffect())
 	if err != nil {
 		return "", "", nil, nil, err
 	}
 	switch rule {
-	case jsondiff.RuleCandidateTimeout:
+	case verdict.RuleCandidateTimeout:
 		return CandidateTimeout, cand.Error, nil, nil, nil
-	case jsondiff.RuleCandidateError:
-		if v == jsondiff.Identical {
+	case verdict.RuleCandidateError:
+		if v == verdict.Identical {
 			return Identical, "", nil, nil, nil
 		}
 		return CandidateError, cand.Error, nil, nil, nil
-	case jsondiff.RuleNothingRecorded:
+	case verdict.RuleNothingRecorded:
 		return Different, "nothing was recorded (the call timed out); the candidate answered", nil, nil, nil
-	case jsondiff.RuleRecordedError:
+	case verdict.RuleRecordedError:
 		return Different, "the recorded call failed (" + rec.Error + "); the candidate answered", nil, nil, nil
-	case jsondiff.RuleBothRejected:
+	case verdict.RuleBothRejected:
 		return Identical, "", nil, nil, nil
-	case jsondiff.RuleRecordedRejected:
+	case verdict.RuleRecordedRejected:
 		return Different, "the recorded patch was rejected (" + rec.Error + "); the candidate's applies", nil, nil, nil
-	case jsondiff.RuleCandidateRejected:
+	case verdict.RuleCandidateRejected:
 		return Different, "the candidate's patch is rejected: " + cand.Error, nil, nil, nil
-	case jsondiff.RuleEffects:
+	case verdict.RuleEffects:
 	}
-	if v == jsondiff.Identical {
+	if v == verdict.Identical {
 		return Identical, "", nil, nil, nil
 	}
 	mk := m
@@ -393,6 +393,6 @@ func verdict(rec, cand Answer, base *Answer, m *mask) (Status, string, []DiffOp,
 }
 
 // jsonEffect is the answer as jsondiff compares it.
-func (a *Answer) jsonEffect() jsondiff.Effect {
-	return jsondiff.Effect{Outcome: a.Outcome, Payload: a.effect, Error: a.Error}
+func (a *Answer) jsonEffect() verdict.Effect {
+	return verdict.Effect{Outcome: a.Outcome, Payload: a.effect, Error: a.Error}
 }

@@ -10,8 +10,8 @@ import (
 	"time"
 
 	"github.com/qtasks/qtasks-go/events"
-	"github.com/qtasks/qtasks-go/internal/jsondiff"
 	"github.com/qtasks/qtasks-go/internal/jsonout"
+	"github.com/qtasks/qtasks-go/verdict"
 )
 
 // Status is the verdict on one replayed invocation.
@@ -33,7 +33,7 @@ const (
 
 // OutcomeMissing is the outcome of a recorded call with no recorded
 // patch: the plugin never answered (it timed out when it ran live).
-const OutcomeMissing = jsondiff.OutcomeMissing
+const OutcomeMissing = verdict.OutcomeMissing
 
 // Answer is one version's answer to an invocation.
 type Answer struct {
@@ -244,27 +244,6 @@ func (e *errWriter) printf(format string, args ...any) {
 	if e.err == nil {
 		_, e.err = fmt.Fprintf(e.w, format, args...)
 	}
-}
-
-// Exit codes for cmd/qtasks-replay.
-const (
-	ExitOK        = 0
-	ExitFailure   = 1 // the replay could not be done
-	ExitUsage     = 2 // bad flags (the CLI's own)
-	ExitDivergent = 3 // it was done, and something diverged
-)
-
-// ExitCode maps the outcome of a replay, re-drive or shadow check to a
-// process exit code, so that CI can gate a release on it: ExitFailure when
-// err is not nil, ExitDivergent when divergent, ExitOK otherwise.
-func ExitCode(divergent bool, err error) int {
-	switch {
-	case err != nil:
-		return ExitFailure
-	case divergent:
-		return ExitDivergent
-	}
-	return ExitOK
 }
 
 // jsonOrString returns b if it is valid JSON, else b as a JSON string, so

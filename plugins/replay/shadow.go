@@ -11,7 +11,7 @@ import (
 
 	"github.com/qtasks/qtasks-go/bus"
 	"github.com/qtasks/qtasks-go/events"
-	"github.com/qtasks/qtasks-go/internal/jsondiff"
+	"github.com/qtasks/qtasks-go/verdict"
 )
 
 // ShadowOptions configure a shadow check.
@@ -202,7 +202,7 @@ func (t *ShadowTracker) fact(st bus.Stored, f *events.Fact) error {
 	if !ok || !tr.Returnable {
 		return nil
 	}
-	doc, live, ok := jsondiff.LiveCall(tr, f.Input, f.Calls, t.opts.ShadowOf)
+	doc, live, ok := verdict.LiveCall(tr, f.Input, f.Calls, t.opts.ShadowOf)
 	if !ok {
 		return nil
 	}
@@ -219,7 +219,7 @@ func (t *ShadowTracker) fact(st bus.Stored, f *events.Fact) error {
 		t.lv[lc.Version] = true
 		rec := answerFromCall(tr, doc, lc)
 		cand := answerFromCall(tr, doc, c)
-		status, reason, diff, masked, err := verdict(rec, cand, nil, t.mask)
+		status, reason, diff, masked, err := judge(rec, cand, nil, t.mask)
 		if err != nil {
 			return fmt.Errorf("fact %d: %w", st.Seq, err)
 		}
@@ -248,7 +248,7 @@ func (t *ShadowTracker) fact(st bus.Stored, f *events.Fact) error {
 
 // answerFromCall describes a call recorded in a fact, applied to doc.
 func answerFromCall(t events.Trigger, doc []byte, c events.PluginCall) Answer {
-	e := jsondiff.CallEffect(t, doc, c)
+	e := verdict.CallEffect(t, doc, c)
 	a := Answer{Outcome: e.Outcome, Version: c.Version, Error: e.Error, effect: e.Payload}
 	if e.Patched {
 		a.ContentType, a.Patch = c.ContentType, jsonOrString(c.Patch)

@@ -12,8 +12,8 @@ import (
 	"github.com/qtasks/qtasks-go/events"
 	"github.com/qtasks/qtasks-go/executor"
 	"github.com/qtasks/qtasks-go/plugins"
+	"github.com/qtasks/qtasks-go/plugins/qtesting"
 	"github.com/qtasks/qtasks-go/plugins/replay"
-	qtesting "github.com/qtasks/qtasks-go/plugins/testing"
 )
 
 // The invocations of tasks run under test are left out of replays unless

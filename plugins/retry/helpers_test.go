@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"testing"
-	"time"
 
 	"github.com/stretchr/testify/require"
 
@@ -12,26 +11,16 @@ import (
 	"github.com/qtasks/qtasks-go/bus/bustest"
 	"github.com/qtasks/qtasks-go/events"
 	"github.com/qtasks/qtasks-go/executor"
+	"github.com/qtasks/qtasks-go/internal/testkit"
 	"github.com/qtasks/qtasks-go/plugins"
 )
 
-// waitLimit bounds every wait: generous for a loaded two-core machine under
-// -race, never reached when all is well.
-const waitLimit = 30 * time.Second
+// The helpers of the test kit, under this package's names.
+const waitLimit = testkit.WaitLimit
 
-func testCtx(t *testing.T) context.Context {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
-	t.Cleanup(cancel)
-	return ctx
-}
+func testCtx(t *testing.T) context.Context { return testkit.Ctx(t) }
 
-func newApp(t *testing.T, b *bus.Bus) *executor.App {
-	t.Helper()
-	app, err := executor.New(b, &executor.Config{AckWait: 5 * time.Second, GracePeriod: 5 * time.Second})
-	require.NoError(t, err)
-	return app
-}
+func newApp(t *testing.T, b *bus.Bus) *executor.App { return testkit.NewApp(t, b, false) }
 
 func startApp(t *testing.T, app *executor.App) {
 	t.Helper()
@@ -66,12 +55,7 @@ func runPlugin(t *testing.T, b *bus.Bus, spec plugins.Spec, local bool) {
 
 func submitAndWait(t *testing.T, app *executor.App, name string, input any) events.Task {
 	t.Helper()
-	ctx := testCtx(t)
-	sub, err := app.Submit(ctx, name, input, nil)
-	require.NoError(t, err)
-	got, err := app.Wait(ctx, sub.ID)
-	require.NoError(t, err)
-	return got
+	return testkit.Wait(t, app, testkit.Submit(t, app, name, input, nil).ID)
 }
 
 type storedFact struct {

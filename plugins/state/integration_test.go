@@ -14,8 +14,8 @@ import (
 	"github.com/qtasks/qtasks-go/bus/bustest"
 	"github.com/qtasks/qtasks-go/events"
 	"github.com/qtasks/qtasks-go/executor"
+	"github.com/qtasks/qtasks-go/internal/testkit"
 	"github.com/qtasks/qtasks-go/plugins"
-	"github.com/qtasks/qtasks-go/plugins/internal/pluginstest"
 	"github.com/qtasks/qtasks-go/plugins/state"
 )
 
@@ -114,23 +114,23 @@ func TestStateSharedAcrossTriggers(t *testing.T) {
 			spec := visits(t, "visits", events.PolicyFail, events.StorageAdd, events.StorageGet, events.WorkerRemoveFinishedTask)
 			switch how {
 			case "Local":
-				pluginstest.Local(t, b, spec)
+				testkit.LocalPlugin(t, b, spec)
 			case "Start":
-				pluginstest.Start(t, b, spec)
+				testkit.StartPlugin(t, b, spec)
 			case "OtherProcess":
 				pb := bustest.Connect(t, b, &bus.Config{Plugin: spec.Name})
-				pluginstest.Start(t, pb, spec)
+				testkit.StartPlugin(t, pb, spec)
 			}
-			app := pluginstest.NewApp(t, b, true)
+			app := testkit.NewApp(t, b, true)
 			registerVisit(t, app, nil, false)
 
-			sub := pluginstest.Submit(t, app, "visit", nil, &executor.SubmitOptions{
+			sub := testkit.Submit(t, app, "visit", nil, &executor.SubmitOptions{
 				Extra: state.Initial(map[string]any{"visits": 10, "owner": "ada"}),
 			})
 			require.JSONEq(t, `{"visits":11,"stage":"storage_add","owner":"ada"}`, string(mustJSON(t, stateOf(t, sub))),
 				"Submit returns the record as stored, state included")
 
-			final := pluginstest.Wait(t, app, sub.ID)
+			final := testkit.Wait(t, app, sub.ID)
 			require.Equal(t, events.StatusSuccess, final.Status)
 			got, err := executor.Result[seen](final)
 			require.NoError(t, err)
@@ -141,10 +141,10 @@ func TestStateSharedAcrossTriggers(t *testing.T) {
 
 			// The log: each change is a call of the plugin in the fact of its
 			// trigger, with its patch, and the payload after it.
-			pluginstest.WaitFinal(t, b, sub.ID, 1)
+			testkit.WaitFinal(t, b, sub.ID, 1)
 			for trigger, visits := range map[string]int{events.StorageAdd: 11, events.StorageGet: 12, events.WorkerRemoveFinishedTask: 13} {
-				f := pluginstest.OneFact(t, b, trigger, sub.ID)
-				c := pluginstest.CallOf(t, f, "visits")
+				f := testkit.OneFact(t, b, trigger, sub.ID)
+				c := testkit.CallOf(t, f, "visits")
 				require.Equal(t, events.OutcomeApplied, c.Outcome, trigger)
 				require.Equal(t, events.ContentTypeJSONPatch, c.ContentType)
 				require.Contains(t, string(c.Patch), `/extra/state/visits","value":`+itoa(visits), trigger)
@@ -154,13 +154,13 @@ func TestStateSharedAcrossTriggers(t *testing.T) {
 				require.NoError(t, err)
 				require.Equal(t, visits, n, trigger)
 			}
-			fin := pluginstest.OneFact(t, b, events.StorageRemoveFinishedTask, sub.ID)
+			fin := testkit.OneFact(t, b, events.StorageRemoveFinishedTask, sub.ID)
 			s, err := state.Read(events.StorageRemoveFinishedTask, fin.Input)
 			require.NoError(t, err)
 			require.JSONEq(t, `13`, string(s["visits"]), "the final fact carries the final state")
 
 			// The timeline of the projection shows which key each call changed.
-			tl, err := pluginstest.Projection(t, b).Timeline(pluginstest.Ctx(t), sub.ID)
+			tl, err := testkit.Projection(t, b).Timeline(testkit.Ctx(t), sub.ID)
 			require.NoError(t, err)
 			var changed []string
 			for _, e := range tl.Entries {
@@ -187,18 +187,18 @@ func TestStateSharedAcrossTriggers(t *testing.T) {
 func TestStateIsPerTask(t *testing.T) {
 	t.Parallel()
 	b := bustest.Open(t, nil)
-	pluginstest.Local(t, b, visits(t, "visits", events.PolicyFail, events.StorageGet))
-	app := pluginstest.NewApp(t, b, true)
+	testkit.LocalPlugin(t, b, visits(t, "visits", events.PolicyFail, events.StorageGet))
+	app := testkit.NewApp(t, b, true)
 	registerVisit(t, app, nil, false)
 	var ids []string
 	for i := range 4 {
-		sub := pluginstest.Submit(t, app, "visit", nil, &executor.SubmitOptions{
+		sub := testkit.Submit(t, app, "visit", nil, &executor.SubmitOptions{
 			Extra: state.Initial(map[string]any{"visits": i * 100}),
 		})
 		ids = append(ids, sub.ID)
 	}
 	for i, id := range ids {
-		got, err := executor.Result[seen](pluginstest.Wait(t, app, id))
+		got, err := executor.Result[seen](testkit.Wait(t, app, id))
 		require.NoError(t, err)
 		require.Equal(t, i*100+1, got.Visits, "task %d", i)
 	}
@@ -208,12 +208,12 @@ func TestStateIsPerTask(t *testing.T) {
 func TestStateCarriedToNextAttempt(t *testing.T) {
 	t.Parallel()
 	b := bustest.Open(t, nil)
-	pluginstest.Local(t, b, visits(t, "visits", events.PolicyFail, events.WorkerRemoveFinishedTask))
-	app := pluginstest.NewApp(t, b, true)
+	testkit.LocalPlugin(t, b, visits(t, "visits", events.PolicyFail, events.WorkerRemoveFinishedTask))
+	app := testkit.NewApp(t, b, true)
 	registerVisit(t, app, &executor.TaskOptions{Retry: 1}, true)
 
-	sub := pluginstest.Submit(t, app, "visit", nil, nil)
-	final := pluginstest.Wait(t, app, sub.ID)
+	sub := testkit.Submit(t, app, "visit", nil, nil)
+	final := testkit.Wait(t, app, sub.ID)
 	require.Equal(t, events.StatusSuccess, final.Status)
 	require.Equal(t, 2, final.Attempt)
 	got, err := executor.Result[seen](final)
@@ -222,7 +222,7 @@ func TestStateCarriedToNextAttempt(t *testing.T) {
 	require.Equal(t, 1, got.Visits)
 	require.JSONEq(t, `{"visits":2,"stage":"worker_remove_finished_task","ends":["retry","success"]}`,
 		string(mustJSON(t, stateOf(t, final))))
-	models := pluginstest.Facts(t, b, events.WorkerRemoveFinishedTask, sub.ID)
+	models := testkit.Facts(t, b, events.WorkerRemoveFinishedTask, sub.ID)
 	require.Len(t, models, 2, "one end per attempt")
 }
 
@@ -232,7 +232,7 @@ func TestStateCarriedToNextAttempt(t *testing.T) {
 func TestStateSurvivesWorkerLoss(t *testing.T) {
 	t.Parallel()
 	b := bustest.Open(t, nil)
-	pluginstest.Start(t, b, visits(t, "visits", events.PolicyFail, events.StorageAdd, events.StorageGet))
+	testkit.StartPlugin(t, b, visits(t, "visits", events.PolicyFail, events.StorageAdd, events.StorageGet))
 
 	started := make(chan struct{})
 	register := func(app *executor.App) {
@@ -254,29 +254,29 @@ func TestStateSurvivesWorkerLoss(t *testing.T) {
 	first, err := executor.New(b, &executor.Config{AckWait: 5 * time.Second, GracePeriod: time.Millisecond})
 	require.NoError(t, err)
 	register(first)
-	require.NoError(t, first.Start(pluginstest.Ctx(t)))
+	require.NoError(t, first.Start(testkit.Ctx(t)))
 
-	sub := pluginstest.Submit(t, first, "hold", nil, &executor.SubmitOptions{Extra: state.Initial(map[string]any{"visits": 1})})
+	sub := testkit.Submit(t, first, "hold", nil, &executor.SubmitOptions{Extra: state.Initial(map[string]any{"visits": 1})})
 	select {
 	case <-started:
-	case <-time.After(pluginstest.WaitLimit):
+	case <-time.After(testkit.WaitLimit):
 		t.Fatal("the task did not start")
 	}
-	require.NoError(t, first.Stop(pluginstest.Ctx(t)))
+	require.NoError(t, first.Stop(testkit.Ctx(t)))
 
-	second := pluginstest.NewApp(t, b, false)
+	second := testkit.NewApp(t, b, false)
 	register(second)
-	require.NoError(t, second.Start(pluginstest.Ctx(t)))
+	require.NoError(t, second.Start(testkit.Ctx(t)))
 	t.Cleanup(func() { _ = second.Stop(context.Background()) })
 
-	final := pluginstest.Wait(t, second, sub.ID)
+	final := testkit.Wait(t, second, sub.ID)
 	require.Equal(t, events.StatusSuccess, final.Status)
 	got, err := executor.Result[seen](final)
 	require.NoError(t, err)
 	require.Equal(t, 2, got.Run)
 	require.Equal(t, 1+1+1, got.Visits, "submission's change, then this run's intake")
-	require.Len(t, pluginstest.Facts(t, b, events.BrokerRunningOlderTasks, sub.ID), 1, "the resumption is in the log")
-	require.Len(t, pluginstest.Facts(t, b, events.StorageGet, sub.ID), 2, "each run changed the state at its intake")
+	require.Len(t, testkit.Facts(t, b, events.BrokerRunningOlderTasks, sub.ID), 1, "the resumption is in the log")
+	require.Len(t, testkit.Facts(t, b, events.StorageGet, sub.ID), 2, "each run changed the state at its intake")
 }
 
 // A state that is not a JSON object is a plugin error: recorded with its
@@ -287,11 +287,11 @@ func TestStateMalformed(t *testing.T) {
 	t.Run("PolicyFail", func(t *testing.T) {
 		t.Parallel()
 		b := bustest.Open(t, nil)
-		pluginstest.Local(t, b, visits(t, "visits", events.PolicyFail, events.StorageAdd))
-		app := pluginstest.NewApp(t, b, false)
+		testkit.LocalPlugin(t, b, visits(t, "visits", events.PolicyFail, events.StorageAdd))
+		app := testkit.NewApp(t, b, false)
 		registerVisit(t, app, nil, false)
 
-		_, err := app.Submit(pluginstest.Ctx(t), "visit", nil, &executor.SubmitOptions{Extra: map[string]any{"state": 5}})
+		_, err := app.Submit(testkit.Ctx(t), "visit", nil, &executor.SubmitOptions{Extra: map[string]any{"state": 5}})
 		require.ErrorContains(t, err, "plugin visits failed on storage_add (error)")
 		require.ErrorContains(t, err, "/task_status/extra/state is not a JSON object")
 
@@ -303,22 +303,22 @@ func TestStateMalformed(t *testing.T) {
 		require.Len(t, f.Calls, 1)
 		require.Equal(t, events.OutcomeError, f.Calls[0].Outcome)
 		require.Contains(t, f.Calls[0].Reason, "is not a JSON object")
-		_, err = b.GetTask(pluginstest.Ctx(t), fs[0].Event.TaskID)
+		_, err = b.GetTask(testkit.Ctx(t), fs[0].Event.TaskID)
 		require.ErrorIs(t, err, bus.ErrTaskNotFound, "a refused submission stores no task")
 	})
 
 	t.Run("PolicyIgnore", func(t *testing.T) {
 		t.Parallel()
 		b := bustest.Open(t, nil)
-		pluginstest.Local(t, b, visits(t, "visits", events.PolicyIgnore, events.StorageGet))
-		app := pluginstest.NewApp(t, b, true)
+		testkit.LocalPlugin(t, b, visits(t, "visits", events.PolicyIgnore, events.StorageGet))
+		app := testkit.NewApp(t, b, true)
 		executor.MustRegister(app, "plain", func(context.Context, struct{}) (int, error) { return 7, nil }, nil)
 
-		sub := pluginstest.Submit(t, app, "plain", nil, &executor.SubmitOptions{Extra: map[string]any{"state": []int{1}}})
-		final := pluginstest.Wait(t, app, sub.ID)
+		sub := testkit.Submit(t, app, "plain", nil, &executor.SubmitOptions{Extra: map[string]any{"state": []int{1}}})
+		final := testkit.Wait(t, app, sub.ID)
 		require.Equal(t, events.StatusSuccess, final.Status, "under ignore the task goes on")
 		require.JSONEq(t, `[1]`, string(final.Extra["state"]), "and its extra is left as it was")
-		c := pluginstest.CallOf(t, pluginstest.OneFact(t, b, events.StorageGet, sub.ID), "visits")
+		c := testkit.CallOf(t, testkit.OneFact(t, b, events.StorageGet, sub.ID), "visits")
 		require.Equal(t, events.OutcomeError, c.Outcome)
 		require.Equal(t, events.PolicyIgnore, c.Policy)
 		require.Contains(t, c.Reason, "/result/extra/state is not a JSON object")
@@ -327,10 +327,10 @@ func TestStateMalformed(t *testing.T) {
 	t.Run("TaskReadsMalformed", func(t *testing.T) {
 		t.Parallel()
 		b := bustest.Open(t, nil)
-		app := pluginstest.NewApp(t, b, true)
+		app := testkit.NewApp(t, b, true)
 		registerVisit(t, app, nil, false)
-		sub := pluginstest.Submit(t, app, "visit", nil, &executor.SubmitOptions{Extra: map[string]any{"state": "x"}})
-		final := pluginstest.Wait(t, app, sub.ID)
+		sub := testkit.Submit(t, app, "visit", nil, &executor.SubmitOptions{Extra: map[string]any{"state": "x"}})
+		final := testkit.Wait(t, app, sub.ID)
 		require.Equal(t, events.StatusError, final.Status)
 		require.Contains(t, final.Error, "extra/state is not a JSON object")
 	})

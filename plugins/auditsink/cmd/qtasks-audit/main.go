@@ -17,7 +17,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"log/slog"
 	"os"
 	"os/signal"
 	"strconv"
@@ -31,45 +30,16 @@ import (
 	"github.com/qtasks/qtasks-go/plugins/auditsink"
 )
 
-// Exit codes.
-const (
-	ExitOK      = 0
-	ExitFailure = 1
-	ExitUsage   = 2
-)
-
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	os.Exit(exitCode(run(ctx, os.Args[1:], os.Stdout, os.Stderr), os.Stderr))
+	os.Exit(cli.ExitCode("qtasks-audit", run(ctx, os.Args[1:], os.Stdout, os.Stderr), os.Stderr))
 }
 
-// usageError is a bad command line or configuration.
-type usageError struct{ msg string }
-
-func (e *usageError) Error() string { return e.msg }
-
-func usagef(format string, args ...any) error { return &usageError{fmt.Sprintf(format, args...)} }
-
-func exitCode(err error, stderr io.Writer) int {
-	if err == nil || errors.Is(err, flag.ErrHelp) {
-		return ExitOK
-	}
-	fmt.Fprintln(stderr, "qtasks-audit:", err)
-	var ue *usageError
-	if errors.As(err, &ue) {
-		fmt.Fprintln(stderr, "Try: qtasks-audit --help")
-		return ExitUsage
-	}
-	return ExitFailure
-}
-
-func envOr(key, def string) string {
-	if v, ok := os.LookupEnv(key); ok {
-		return v
-	}
-	return def
-}
+var (
+	envOr  = cli.EnvOr
+	usagef = cli.Usagef
+)
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if cli.PrintVersion(stdout, "qtasks-audit", args) {
@@ -92,20 +62,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		timeout  = fs.Duration("timeout", plugins.DefaultTimeout, "bound on writing one fact")
 		logLevel = fs.String("log-level", envOr("LOG_LEVEL", "info"), "debug, info, warn or error (LOG_LEVEL)")
 	)
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return err
-		}
-		return &usageError{err.Error()}
+	if err := cli.Parse(fs, args); err != nil {
+		return err
 	}
-	if fs.NArg() > 0 {
-		return usagef("unexpected arguments: %s", strings.Join(fs.Args(), " "))
+	log, err := cli.NewLogger(stderr, *logLevel)
+	if err != nil {
+		return err
 	}
-	var level slog.Level
-	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
-		return usagef("--log-level %q: want debug, info, warn or error", *logLevel)
-	}
-	log := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: level}))
 	size, err := parseSize(*maxSize)
 	if err != nil {
 		return usagef("--max-size %q: %v", *maxSize, err)
@@ -121,7 +84,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		Triggers: trig, FromNow: *fromNow, Sync: *fsync, Logger: log,
 	})
 	if err != nil {
-		return &usageError{err.Error()}
+		return usagef("%v", err)
 	}
 	if conn.URL == "" {
 		return usagef("--nats-url is empty")

@@ -20,7 +20,6 @@ import (
 	"syscall"
 
 	"github.com/qtasks/qtasks-go/internal/cli"
-	"github.com/qtasks/qtasks-go/internal/plugincmd"
 	"github.com/qtasks/qtasks-go/plugins/retry"
 )
 
@@ -29,16 +28,16 @@ const cmd = "qtasks-retry"
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	os.Exit(plugincmd.Exit(os.Stderr, cmd, run(ctx, os.Args[1:], os.Stdout, os.Stderr)))
+	os.Exit(cli.ExitCode(cmd, run(ctx, os.Args[1:], os.Stdout, os.Stderr), os.Stderr))
 }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if cli.PrintVersion(stdout, cmd, args) {
 		return nil
 	}
-	var f plugincmd.Flags
+	var f cli.PluginFlags
 	var backoff string
-	var retryTypes, retryMsgs, neverTypes, neverMsgs plugincmd.Strings
+	var retryTypes, retryMsgs, neverTypes, neverMsgs cli.Strings
 	fs := flag.NewFlagSet(cmd, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() {
@@ -51,7 +50,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.Var(&retryMsgs, "retry-on-message", "retry only errors whose chain has a message containing this; repeatable")
 	fs.Var(&neverTypes, "never-retry-type", "never retry errors whose chain has this type; repeatable")
 	fs.Var(&neverMsgs, "never-retry-message", "never retry errors whose chain has a message containing this; repeatable")
-	if err := plugincmd.Parse(fs, args); err != nil {
+	if err := cli.Parse(fs, args); err != nil {
 		return err
 	}
 	if err := f.Check(); err != nil {
@@ -63,7 +62,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	b, err := retry.ParseBackoff(backoff)
 	if err != nil {
-		return plugincmd.Usagef("--backoff: %v", err)
+		return cli.Usagef("--backoff: %v", err)
 	}
 	cfg := retry.Config{Backoff: b, Logger: log}
 	for _, t := range retryTypes {
@@ -80,7 +79,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	p, err := retry.New(cfg)
 	if err != nil {
-		return plugincmd.Usagef("%v", err)
+		return cli.Usagef("%v", err)
 	}
 	return f.Serve(ctx, log, p.Spec(), stdout)
 }

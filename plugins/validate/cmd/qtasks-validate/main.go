@@ -22,7 +22,6 @@ import (
 	"syscall"
 
 	"github.com/qtasks/qtasks-go/internal/cli"
-	"github.com/qtasks/qtasks-go/internal/plugincmd"
 	"github.com/qtasks/qtasks-go/plugins/validate"
 )
 
@@ -31,15 +30,15 @@ const cmd = "qtasks-validate"
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	os.Exit(plugincmd.Exit(os.Stderr, cmd, run(ctx, os.Args[1:], os.Stdout, os.Stderr)))
+	os.Exit(cli.ExitCode(cmd, run(ctx, os.Args[1:], os.Stdout, os.Stderr), os.Stderr))
 }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if cli.PrintVersion(stdout, cmd, args) {
 		return nil
 	}
-	var f plugincmd.Flags
-	var specs plugincmd.Strings
+	var f cli.PluginFlags
+	var specs cli.Strings
 	fs := flag.NewFlagSet(cmd, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() {
@@ -48,14 +47,14 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	f.Register(fs, validate.DefaultName)
 	fs.Var(&specs, "schema", "TASK=FILE: the JSON Schema of task TASK's input; repeatable")
-	if err := plugincmd.Parse(fs, args); err != nil {
+	if err := cli.Parse(fs, args); err != nil {
 		return err
 	}
 	if err := f.Check(); err != nil {
 		return err
 	}
 	if len(specs) == 0 {
-		return plugincmd.Usagef("no --schema given: nothing to validate")
+		return cli.Usagef("no --schema given: nothing to validate")
 	}
 	log, err := f.Logger(stderr)
 	if err != nil {
@@ -65,20 +64,20 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	for _, s := range specs {
 		task, file, ok := strings.Cut(s, "=")
 		if !ok || task == "" || file == "" {
-			return plugincmd.Usagef("--schema %q: want TASK=FILE", s)
+			return cli.Usagef("--schema %q: want TASK=FILE", s)
 		}
 		if _, dup := schemas[task]; dup {
-			return plugincmd.Usagef("--schema %q: task %s has a schema already", s, task)
+			return cli.Usagef("--schema %q: task %s has a schema already", s, task)
 		}
 		b, err := os.ReadFile(file)
 		if err != nil {
-			return plugincmd.Usagef("--schema %q: %v", s, err)
+			return cli.Usagef("--schema %q: %v", s, err)
 		}
 		schemas[task] = json.RawMessage(b)
 	}
 	p, err := validate.New(schemas)
 	if err != nil {
-		return plugincmd.Usagef("%v", err)
+		return cli.Usagef("%v", err)
 	}
 	return f.Serve(ctx, log, p.Spec(), stdout)
 }

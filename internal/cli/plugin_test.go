@@ -1,4 +1,4 @@
-package plugincmd
+package cli
 
 import (
 	"bytes"
@@ -10,11 +10,11 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-func TestExit(t *testing.T) {
+func TestPluginExit(t *testing.T) {
 	t.Parallel()
 	fs := flag.NewFlagSet("qtasks-x", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
-	var f Flags
+	var f PluginFlags
 	f.Register(fs, "x")
 	for _, tc := range []struct {
 		name string
@@ -29,7 +29,7 @@ func TestExit(t *testing.T) {
 		{"Failure", errors.New("no servers"), ExitFailure, "qtasks-x: no servers"},
 	} {
 		var stderr bytes.Buffer
-		require.Equal(t, tc.code, Exit(&stderr, "qtasks-x", tc.err), tc.name)
+		require.Equal(t, tc.code, ExitCode("qtasks-x", tc.err, &stderr), tc.name)
 		require.Contains(t, stderr.String(), tc.msg, tc.name)
 	}
 }

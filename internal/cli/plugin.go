@@ -1,7 +1,8 @@
-// Package plugincmd is what the commands of the built-in plugins share:
-// connection flags, opening the bus with a plugin's least rights, serving
-// the plugin until a signal, and exit codes.
-package plugincmd
+package cli
+
+// What the commands of the built-in plugins (qtasks-retry,
+// qtasks-validate) share: their flags, opening the bus with a plugin's
+// least rights, and serving the plugin until a signal.
 
 import (
 	"context"
@@ -10,50 +11,33 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"os"
 	"strings"
 	"time"
 
 	"github.com/qtasks/qtasks-go/bus"
 	"github.com/qtasks/qtasks-go/events"
-	"github.com/qtasks/qtasks-go/internal/cli"
 	"github.com/qtasks/qtasks-go/internal/telemetry"
 	"github.com/qtasks/qtasks-go/plugins"
 )
 
-// Exit codes.
-const (
-	ExitOK      = 0
-	ExitFailure = 1
-	ExitUsage   = 2
-)
-
-// UsageError is a bad command line.
-type UsageError struct{ Msg string }
-
-func (e *UsageError) Error() string { return e.Msg }
-
-// Usagef returns a *UsageError.
-func Usagef(format string, args ...any) error { return &UsageError{Msg: fmt.Sprintf(format, args...)} }
-
-// Flags are the flags every plugin command takes.
-type Flags struct {
-	cli.ConnFlags
+// PluginFlags are the flags every plugin command takes.
+type PluginFlags struct {
+	ConnFlags
 	Name, Policy, LogLevel string
 	Timeout                time.Duration
 }
 
 // Register adds the flags to fs, with defaults from the environment.
-func (f *Flags) Register(fs *flag.FlagSet, defName string) {
+func (f *PluginFlags) Register(fs *flag.FlagSet, defName string) {
 	f.ConnFlags.Register(fs, "nats://127.0.0.1:4222")
 	fs.StringVar(&f.Name, "name", defName, "plugin name: its registration, subjects and durable consumer")
 	fs.StringVar(&f.Policy, "policy", events.PolicyFail, "failure policy when the plugin fails or times out: fail or ignore")
 	fs.DurationVar(&f.Timeout, "timeout", plugins.DefaultTimeout, "how long the executor waits for each answer")
-	fs.StringVar(&f.LogLevel, "log-level", envOr("LOG_LEVEL", "info"), "debug, info, warn or error (LOG_LEVEL)")
+	fs.StringVar(&f.LogLevel, "log-level", EnvOr("LOG_LEVEL", "info"), "debug, info, warn or error (LOG_LEVEL)")
 }
 
 // Check validates the common flags.
-func (f *Flags) Check() error {
+func (f *PluginFlags) Check() error {
 	if f.Policy != events.PolicyFail && f.Policy != events.PolicyIgnore {
 		return Usagef("--policy %q: want fail or ignore", f.Policy)
 	}
@@ -66,20 +50,14 @@ func (f *Flags) Check() error {
 	return nil
 }
 
-// Logger is a JSON logger on w at the flags' level.
-func (f *Flags) Logger(w io.Writer) (*slog.Logger, error) {
-	var level slog.Level
-	if err := level.UnmarshalText([]byte(f.LogLevel)); err != nil {
-		return nil, Usagef("--log-level %q: want debug, info, warn or error", f.LogLevel)
-	}
-	return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: level})), nil
-}
+// Logger is the command's logger (NewLogger) at the flags' level.
+func (f *PluginFlags) Logger(w io.Writer) (*slog.Logger, error) { return NewLogger(w, f.LogLevel) }
 
 // Serve opens the bus with the least rights of the plugin named by spec
 // (the streams must exist: qtasksd makes them), runs spec as durable
 // consumers, writes "ready" to stdout once it is registered, and blocks
 // until ctx ends; then it stops the plugin.
-func (f *Flags) Serve(ctx context.Context, log *slog.Logger, spec plugins.Spec, stdout io.Writer) error {
+func (f *PluginFlags) Serve(ctx context.Context, log *slog.Logger, spec plugins.Spec, stdout io.Writer) error {
 	spec.Name, spec.Policy, spec.Timeout = f.Name, f.Policy, f.Timeout
 	// Traces go where the OTEL_* variables say (nowhere when unset),
 	// flushed once the plugin has stopped.
@@ -91,7 +69,7 @@ func (f *Flags) Serve(ctx context.Context, log *slog.Logger, spec plugins.Spec, 
 		fctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		if err := tr.Shutdown(fctx); err != nil {
-			log.Warn("traces not flushed", "err", err)
+			log.WarnContext(ctx, "traces not flushed", "err", err)
 		}
 	}()
 	spec.TracerProvider = tr.Provider
@@ -108,7 +86,7 @@ func (f *Flags) Serve(ctx context.Context, log *slog.Logger, spec plugins.Spec, 
 	if err != nil {
 		return err
 	}
-	log.Info("plugin ready", "plugin", spec.Name, "version", spec.Version, "triggers", spec.Triggers, "policy", spec.Policy)
+	log.InfoContext(ctx, "plugin ready", "plugin", spec.Name, "version", spec.Version, "triggers", spec.Triggers, "policy", spec.Policy)
 	// Tests and scripts wait for this line.
 	fmt.Fprintln(stdout, "ready")
 	<-ctx.Done()
@@ -117,29 +95,13 @@ func (f *Flags) Serve(ctx context.Context, log *slog.Logger, spec plugins.Spec, 
 	return r.Stop(sctx)
 }
 
-// Exit reports err on stderr and returns the exit code for it.
-func Exit(stderr io.Writer, cmd string, err error) int {
-	var ue *UsageError
-	switch {
-	case err == nil, errors.Is(err, flag.ErrHelp):
-		// -h asked for the usage, which the flag set has printed: not an
-		// error, as for qtasksd, qtasks-replay and qtasks-audit.
-		return ExitOK
-	case errors.As(err, &ue):
-		fmt.Fprintf(stderr, "%s: %v\nTry: %s -h\n", cmd, err, cmd)
-		return ExitUsage
-	}
-	fmt.Fprintf(stderr, "%s: %v\n", cmd, err)
-	return ExitFailure
-}
-
 // Parse parses args into fs, turning flag errors into usage errors.
 func Parse(fs *flag.FlagSet, args []string) error {
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return err
 		}
-		return &UsageError{Msg: err.Error()}
+		return &UsageError{Msg: err.Error(), Hint: fs.Name() + " -h"}
 	}
 	if fs.NArg() > 0 {
 		return Usagef("unexpected argument %q", fs.Arg(0))
@@ -156,11 +118,4 @@ func (s *Strings) String() string { return strings.Join(*s, ",") }
 func (s *Strings) Set(v string) error {
 	*s = append(*s, v)
 	return nil
-}
-
-func envOr(key, def string) string {
-	if v, ok := os.LookupEnv(key); ok {
-		return v
-	}
-	return def
 }

@@ -1,6 +1,19 @@
-package jsondiff
+// Package verdict holds the rules by which a plugin's answer is judged
+// against the recorded one: a shadow's beside the live plugin's, or a
+// replayed candidate's beside the recorded version's. Two places count
+// these verdicts, the projection (shadow statistics read from SQLite) and
+// plugins/replay (replay reports, shadow statistics read from the log);
+// this package is the one home of the rules, so that both count alike.
+//
+// It sits beside events (it imports events and the JSON diff of
+// internal/jsondiff, nothing else of ours); projections and plugins import
+// it, never each other.
+package verdict
 
-import "github.com/qtasks/qtasks-go/events"
+import (
+	"github.com/qtasks/qtasks-go/events"
+	"github.com/qtasks/qtasks-go/internal/jsondiff"
+)
 
 // Verdicts of Compare (the values of plugins/replay's Status).
 const (
@@ -110,7 +123,7 @@ const (
 // differences: the verdict is Identical when there are none, else
 // Different (a caller may mask some of them). err is a payload that is not
 // JSON.
-func Compare(rec, cand Effect) (verdict string, rule Rule, ops []Op, err error) {
+func Compare(rec, cand Effect) (verdict string, rule Rule, ops []jsondiff.Op, err error) {
 	switch cand.Outcome {
 	case events.OutcomeTimeout:
 		return CandidateTimeout, RuleCandidateTimeout, nil, nil
@@ -119,12 +132,14 @@ func Compare(rec, cand Effect) (verdict string, rule Rule, ops []Op, err error) 
 			return Identical, RuleCandidateError, nil, nil
 		}
 		return CandidateError, RuleCandidateError, nil, nil
+	default: // the candidate answered: the recorded call decides next
 	}
 	switch rec.Outcome {
 	case OutcomeMissing, events.OutcomeTimeout:
 		return Different, RuleNothingRecorded, nil, nil
 	case events.OutcomeError:
 		return Different, RuleRecordedError, nil, nil
+	default: // the recorded call answered: rejections, then effects
 	}
 	recRejected, candRejected := rec.Outcome == events.OutcomeRejected, cand.Outcome == events.OutcomeRejected
 	switch {
@@ -135,7 +150,7 @@ func Compare(rec, cand Effect) (verdict string, rule Rule, ops []Op, err error) 
 	case candRejected:
 		return Different, RuleCandidateRejected, nil, nil
 	}
-	ops, err = Diff(rec.Payload, cand.Payload, Patch)
+	ops, err = jsondiff.Diff(rec.Payload, cand.Payload, jsondiff.Patch)
 	if err != nil {
 		return "", RuleEffects, nil, err
 	}

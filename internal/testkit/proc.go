@@ -1,11 +1,7 @@
-// Package clitest runs qtasks' commands as real processes in tests: build
-// one once, start it, read what it printed, signal it, and wait for its
-// exit with a deadline.
-package clitest
+package testkit
 
 import (
 	"bytes"
-	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -14,37 +10,6 @@ import (
 	"testing"
 	"time"
 )
-
-// Build compiles the command in package dir pkg into dir and returns the
-// binary's path; for TestMain, so it reports instead of failing a test.
-func Build(dir, pkg string) (string, error) {
-	abs, err := filepath.Abs(pkg)
-	if err != nil {
-		return "", err
-	}
-	bin := filepath.Join(dir, filepath.Base(abs))
-	if out, err := exec.Command("go", "build", "-o", bin, pkg).CombinedOutput(); err != nil {
-		return "", fmt.Errorf("building %s: %w\n%s", pkg, err, out)
-	}
-	return bin, nil
-}
-
-// Main is a TestMain for a command's package: it builds the command in the
-// working directory into a private directory, sets *bin to the binary's
-// path, runs the tests, removes the directory and exits.
-func Main(m *testing.M, bin *string) {
-	dir, err := os.MkdirTemp("", "clitest-")
-	if err == nil {
-		*bin, err = Build(dir, ".")
-	}
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	code := m.Run()
-	_ = os.RemoveAll(dir)
-	os.Exit(code)
-}
 
 // Proc is a running command. Its stdout and stderr are collected together;
 // its stdout lines can also be waited for (WaitLine).
@@ -59,38 +24,40 @@ type Proc struct {
 	done  chan struct{}
 }
 
-// Start starts bin with args in directory dir ("" for the test's own).
+// StartProc starts bin with args in directory dir ("" for the test's own).
 // The process is killed at the end of the test if it is still running, and
 // its output is logged if the test failed.
-func Start(t testing.TB, dir, bin string, args ...string) *Proc {
-	t.Helper()
-	cmd := exec.Command(bin, args...)
+func StartProc(tb testing.TB, dir, bin string, args ...string) *Proc {
+	tb.Helper()
+	// Not bound to the test's context: Cleanup kills it, after the
+	// test's own cleanups may have signalled it to stop on its own.
+	cmd := exec.Command(bin, args...) //nolint:noctx // see above
 	cmd.Dir = dir
-	return StartCmd(t, cmd)
+	return StartProcCmd(tb, cmd)
 }
 
-// StartCmd is Start for a command the caller has set up (environment,
+// StartProcCmd is StartProc for a command the caller has set up (environment,
 // standard input); its Stdout and Stderr are the Proc's.
-func StartCmd(t testing.TB, cmd *exec.Cmd) *Proc {
-	t.Helper()
-	p := &Proc{t: t, name: filepath.Base(cmd.Path), cmd: cmd, lines: make(chan string, 100), done: make(chan struct{})}
+func StartProcCmd(tb testing.TB, cmd *exec.Cmd) *Proc {
+	tb.Helper()
+	p := &Proc{t: tb, name: filepath.Base(cmd.Path), cmd: cmd, lines: make(chan string, 100), done: make(chan struct{})}
 	p.cmd.Stdout, p.cmd.Stderr = (*stdoutWriter)(p), (*lockedWriter)(p)
 	if err := p.cmd.Start(); err != nil {
-		t.Fatalf("starting %s: %v", p.name, err)
+		tb.Fatalf("starting %s: %v", p.name, err)
 	}
 	go func() {
 		_ = p.cmd.Wait()
 		close(p.done)
 	}()
-	t.Cleanup(func() {
+	tb.Cleanup(func() {
 		select {
 		case <-p.done:
 		default:
 			_ = p.cmd.Process.Kill()
 			<-p.done
 		}
-		if t.Failed() {
-			t.Logf("%s %s output:\n%s", p.name, strings.Join(cmd.Args[1:], " "), p.Output())
+		if tb.Failed() {
+			tb.Logf("%s %s output:\n%s", p.name, strings.Join(cmd.Args[1:], " "), p.Output())
 		}
 	})
 	return p

@@ -13,9 +13,9 @@ import (
 	"github.com/qtasks/qtasks-go/bus/bustest"
 	"github.com/qtasks/qtasks-go/events"
 	"github.com/qtasks/qtasks-go/executor"
+	"github.com/qtasks/qtasks-go/internal/testkit"
 	"github.com/qtasks/qtasks-go/plugins"
-	"github.com/qtasks/qtasks-go/plugins/internal/pluginstest"
-	qtesting "github.com/qtasks/qtasks-go/plugins/testing"
+	"github.com/qtasks/qtasks-go/plugins/qtesting"
 	"github.com/qtasks/qtasks-go/projections"
 )
 
@@ -130,34 +130,34 @@ func TestMarksTasksUnderTest(t *testing.T) {
 			require.NoError(t, err)
 			switch how {
 			case "Local":
-				pluginstest.Local(t, b, p.Spec())
+				testkit.LocalPlugin(t, b, p.Spec())
 			case "Start":
-				pluginstest.Start(t, b, p.Spec())
+				testkit.StartPlugin(t, b, p.Spec())
 			case "OtherProcess":
-				pluginstest.Start(t, bustest.Connect(t, b, &bus.Config{Plugin: p.Spec().Name}), p.Spec())
+				testkit.StartPlugin(t, bustest.Connect(t, b, &bus.Config{Plugin: p.Spec().Name}), p.Spec())
 			}
-			app := pluginstest.NewApp(t, b, true)
+			app := testkit.NewApp(t, b, true)
 			for _, name := range []string{"fixture", "work"} {
 				executor.MustRegister(app, name, func(context.Context, struct{}) (string, error) { return "done", nil }, nil)
 			}
 
 			subs := map[string]events.Task{
-				"name":      pluginstest.Submit(t, app, "fixture", nil, nil),
-				"submitter": pluginstest.Submit(t, app, "work", nil, &executor.SubmitOptions{Extra: qtesting.Extra()}),
-				"tag":       pluginstest.Submit(t, app, "work", nil, &executor.SubmitOptions{Tags: []string{"ci"}}),
-				"none":      pluginstest.Submit(t, app, "work", nil, nil),
+				"name":      testkit.Submit(t, app, "fixture", nil, nil),
+				"submitter": testkit.Submit(t, app, "work", nil, &executor.SubmitOptions{Extra: qtesting.Extra()}),
+				"tag":       testkit.Submit(t, app, "work", nil, &executor.SubmitOptions{Tags: []string{"ci"}}),
+				"none":      testkit.Submit(t, app, "work", nil, nil),
 			}
 			var marked []string
 			for why, sub := range subs {
-				final := pluginstest.Wait(t, app, sub.ID)
+				final := testkit.Wait(t, app, sub.ID)
 				require.Equal(t, events.StatusSuccess, final.Status, why)
 				require.Equal(t, why != "none", qtesting.Marked(final), why)
 				require.Equal(t, why != "none", slices.Contains(final.Tags, qtesting.DefaultTag), why)
 
-				pluginstest.WaitFinal(t, b, sub.ID, 1)
-				add := pluginstest.OneFact(t, b, events.StorageAdd, sub.ID)
-				c := pluginstest.CallOf(t, add, "testing")
-				fin := pluginstest.OneFact(t, b, events.StorageRemoveFinishedTask, sub.ID)
+				testkit.WaitFinal(t, b, sub.ID, 1)
+				add := testkit.OneFact(t, b, events.StorageAdd, sub.ID)
+				c := testkit.CallOf(t, add, "testing")
+				fin := testkit.OneFact(t, b, events.StorageRemoveFinishedTask, sub.ID)
 				if why == "none" {
 					require.Equal(t, events.OutcomeNoChange, c.Outcome)
 					require.False(t, qtesting.MarkedPayload(events.StorageRemoveFinishedTask, fin.Input))
@@ -169,8 +169,8 @@ func TestMarksTasksUnderTest(t *testing.T) {
 				require.True(t, qtesting.MarkedPayload(events.StorageRemoveFinishedTask, fin.Input), "the final fact carries the mark")
 			}
 
-			db := pluginstest.Projection(t, b)
-			page, err := db.Tasks(pluginstest.Ctx(t), projections.TaskFilter{Tag: qtesting.DefaultTag})
+			db := testkit.Projection(t, b)
+			page, err := db.Tasks(testkit.Ctx(t), projections.TaskFilter{Tag: qtesting.DefaultTag})
 			require.NoError(t, err)
 			var listed []string
 			for _, pt := range page.Tasks {
@@ -179,7 +179,7 @@ func TestMarksTasksUnderTest(t *testing.T) {
 			}
 			require.ElementsMatch(t, marked, listed, "the projection lists the marked tasks by tag")
 
-			tl, err := db.Timeline(pluginstest.Ctx(t), subs["tag"].ID)
+			tl, err := db.Timeline(testkit.Ctx(t), subs["tag"].ID)
 			require.NoError(t, err)
 			var changes []string
 			for _, e := range tl.Entries {
@@ -207,12 +207,12 @@ func TestMalformedMark(t *testing.T) {
 			b := bustest.Open(t, nil)
 			p, err := qtesting.New(qtesting.Config{Policy: policy})
 			require.NoError(t, err)
-			pluginstest.Local(t, b, p.Spec())
-			app := pluginstest.NewApp(t, b, true)
+			testkit.LocalPlugin(t, b, p.Spec())
+			app := testkit.NewApp(t, b, true)
 			executor.MustRegister(app, "work", func(context.Context, struct{}) (int, error) { return 1, nil }, nil)
 
 			opts := &executor.SubmitOptions{Extra: map[string]any{"testing": map[string]any{"on": 1}}}
-			sub, err := app.Submit(pluginstest.Ctx(t), "work", nil, opts)
+			sub, err := app.Submit(testkit.Ctx(t), "work", nil, opts)
 			fs := bustest.Events(t, b, events.FactSubject(events.StorageAdd, "*"))
 			require.Len(t, fs, 1)
 			var f events.Fact
@@ -227,7 +227,7 @@ func TestMalformedMark(t *testing.T) {
 			}
 			require.NoError(t, err)
 			require.Empty(t, f.Failed)
-			final := pluginstest.Wait(t, app, sub.ID)
+			final := testkit.Wait(t, app, sub.ID)
 			require.Equal(t, events.StatusSuccess, final.Status)
 			require.False(t, qtesting.Marked(final))
 			require.NotContains(t, final.Tags, qtesting.DefaultTag)

@@ -1,4 +1,4 @@
-package clitest
+package testkit
 
 import (
 	"context"
@@ -14,27 +14,27 @@ import (
 // is provisioned on it. It returns its URL and a function listing the
 // streams on it then, to check that a command pointed there by mistake
 // created none.
-func ForeignJetStream(t testing.TB) (url string, streams func() []string) {
-	t.Helper()
-	srv, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(), NoLog: true, NoSigs: true})
+func ForeignJetStream(tb testing.TB) (url string, streams func() []string) {
+	tb.Helper()
+	srv, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: tb.TempDir(), NoLog: true, NoSigs: true})
 	if err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
 	srv.Start()
-	t.Cleanup(srv.Shutdown)
+	tb.Cleanup(srv.Shutdown)
 	if !srv.ReadyForConnections(time.Minute) {
-		t.Fatal("nats-server did not start")
+		tb.Fatal("nats-server did not start")
 	}
 	return srv.ClientURL(), func() []string {
-		t.Helper()
+		tb.Helper()
 		nc, err := nats.Connect(srv.ClientURL())
 		if err != nil {
-			t.Fatal(err)
+			tb.Fatal(err)
 		}
 		defer nc.Close()
 		js, err := jetstream.New(nc)
 		if err != nil {
-			t.Fatal(err)
+			tb.Fatal(err)
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		defer cancel()
@@ -44,7 +44,7 @@ func ForeignJetStream(t testing.TB) (url string, streams func() []string) {
 			out = append(out, n)
 		}
 		if err := names.Err(); err != nil {
-			t.Fatal(err)
+			tb.Fatal(err)
 		}
 		return out
 	}
