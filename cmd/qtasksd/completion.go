@@ -12,7 +12,7 @@ import (
 // flags of each come from the command's own flag set: cli.CompletionOf).
 // TestCompletion checks it against Run and the usage text.
 var commandNames = []string{
-	"run", "submit", "status", "plugins", "tasks",
+	"run", "submit", "submit-many", "status", "plugins", "tasks", "schedule", "chain",
 	events.ActionCancel, events.ActionRetry, events.ActionPause, events.ActionResume,
 	"plugin-permissions", "completion", "help", "version",
 }

@@ -36,6 +36,10 @@ qtasksd schedule remove|pause|resume NAME [--by WHO] [--reason WHY]`
 
 // schedule runs qtasksd schedule add|list|remove|pause|resume.
 func (m *Main) schedule(ctx context.Context, args []string) error {
+	if len(args) > 0 && (args[0] == "-h" || args[0] == "-help" || args[0] == "--help") {
+		// The usage and every flag (add's are a superset of the others').
+		args = []string{"add", "-h"}
+	}
 	if len(args) == 0 || strings.HasPrefix(args[0], "-") {
 		return &usageError{Msg: "schedule needs add, list, remove, pause or resume", Hint: scheduleUsage}
 	}
