@@ -462,9 +462,9 @@ const (
 	kindSeal
 	kindOperator
 	kindSchedule // schedule.go
-	kindState // a state write (projections/flow.go)
-	kindChain // a chain's start, step or end (projections/flow.go)
-	kindLimit // a run held back by a limit (projections/flow.go)
+	kindState    // a state write (projections/flow.go)
+	kindChain    // a chain's start, step or end (projections/flow.go)
+	kindLimit    // a run held back by a limit (projections/flow.go)
 )
 
 // Prepared is a log event decoded and checked, with everything Apply writes
