@@ -153,7 +153,7 @@ func parseTS(s sql.NullString) time.Time {
 
 // Task returns a task and its attempts, or ErrNotFound.
 func (d *DB) Task(ctx context.Context, id string) (Task, error) {
-	t, err := scanTask(d.r.QueryRowContext(ctx, `SELECT `+taskColumns+` FROM tasks WHERE key = (SELECT key FROM task_keys WHERE id = ?)`, id))
+	t, err := scanTask(d.queryRow(ctx, `SELECT `+taskColumns+` FROM tasks WHERE key = (SELECT key FROM task_keys WHERE id = ?)`, id))
 	if errors.Is(err, sql.ErrNoRows) {
 		return Task{}, fmt.Errorf("task %s: %w", id, ErrNotFound)
 	}
@@ -165,7 +165,7 @@ func (d *DB) Task(ctx context.Context, id string) (Task, error) {
 }
 
 func (d *DB) attempts(ctx context.Context, id string) ([]Attempt, error) {
-	rows, err := d.r.QueryContext(ctx, `SELECT attempt, status, worker, runs, queued_at, started_at, executed_at, finished_at,
+	rows, err := d.query(ctx, `SELECT attempt, status, worker, runs, queued_at, started_at, executed_at, finished_at,
 		result, error, reason, retry_parent, retry_child, final_seq FROM attempts
 		WHERE task_key = (SELECT key FROM task_keys WHERE id = ?) ORDER BY attempt`, id)
 	if err != nil {
@@ -399,7 +399,7 @@ func (d *DB) TimelineOf(ctx context.Context, id string, shadowOf func(shadow str
 	if err != nil {
 		return Timeline{}, err
 	}
-	rows, err := d.r.QueryContext(ctx, `SELECT seq, idx, time, trigger, component, attempt, run, event_id, source, data,
+	rows, err := d.query(ctx, `SELECT seq, idx, time, trigger, component, attempt, run, event_id, source, data,
 		coalesce(replay, ''), diffs FROM facts WHERE task_key = (SELECT key FROM task_keys WHERE id = ?) ORDER BY pos`, id)
 	if err != nil {
 		return Timeline{}, fmt.Errorf("reading timeline of %s: %w", id, err)
@@ -452,7 +452,7 @@ func (d *DB) TimelineOf(ctx context.Context, id string, shadowOf func(shadow str
 // pluginEventSeqs maps "kind\x00invocation" to the sequence of the first
 // invocation or patch event of that invocation, for task id.
 func (d *DB) pluginEventSeqs(ctx context.Context, id string) (map[string]uint64, error) {
-	rows, err := d.r.QueryContext(ctx, `SELECT kind, invocation, min(seq) FROM plugin_events
+	rows, err := d.query(ctx, `SELECT kind, invocation, min(seq) FROM plugin_events
 		WHERE task_key = (SELECT key FROM task_keys WHERE id = ?) GROUP BY kind, invocation`, id)
 	if err != nil {
 		return nil, fmt.Errorf("reading plugin events of %s: %w", id, err)
