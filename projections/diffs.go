@@ -13,8 +13,8 @@ import (
 // (callDiffs, each shadow's against the payload as the chain left it), as
 // a JSON array with one element per call: the call's changes, or null.
 // The projector computes it once, in Prepare, beside the writer; the task
-// page read it for each call of each fact on every request, which was 60%
-// of the page's time (docs/ARCHITECTURE.md, "The operator console"). A
+// page computed it for each call of each fact on every request, which was
+// 60% of the page's time (docs/ARCHITECTURE.md, "The operator console"). A
 // column of facts, not of plugin_calls: the task page reads the facts of a
 // task by facts_task and finds the diffs in the rows it reads, where
 // plugin_calls has no index by task. NULL when no call changed anything.
