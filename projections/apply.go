@@ -244,8 +244,8 @@ const (
 var statements = [stCount]string{
 	stMeta:    `INSERT INTO meta (key, value) VALUES ('last_seq', ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value`,
 	stLastSeq: `SELECT value FROM meta WHERE key = 'last_seq'`,
-	stFact: `INSERT INTO facts (pos, seq, idx, task_key, node, trigger, component, attempt, run, time, event_id, source, data, replay)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+	stFact: `INSERT INTO facts (pos, seq, idx, task_key, node, trigger, component, attempt, run, time, event_id, source, data, replay, diffs)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 	stCall: `INSERT INTO plugin_calls (fact_seq, fact_idx, idx, task_key, trigger, attempt, plugin, version, invocation, outcome,
 		policy, reason, content_type, patch, latency_us, shadow, invoke_seq, patch_seq)
 		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
@@ -486,6 +486,7 @@ type Prepared struct {
 	node    any
 	eff     effect
 	blame   []blameRow
+	diffs   []byte // the facts.diffs column (projections/diffs.go)
 	// Dead letters.
 	dl events.DeadLetter
 	// Operator actions.
@@ -681,13 +682,18 @@ func (p *Prepared) prepareFact(ps events.ParsedSubject) rejection {
 	if len(f.Input) == 0 {
 		return "fact without input"
 	}
+	var diffs [][]Change
+	if len(f.Calls) > 0 {
+		diffs = callDiffs(t.Name, f.Input, f.Calls, true, nil)
+		p.diffs = encodeDiffs(diffs)
+	}
 	if t.Scope == events.ScopeTask && ev.Replay == "" {
 		var r rejection
 		if p.eff, r = taskEffect(t.Name, ev, f); r != "" {
 			return r
 		}
 		if len(f.Calls) > 0 {
-			p.blame = blameOf(t.Name, f.Input, f.Calls)
+			p.blame = blameFrom(t.Name, f.Calls, diffs)
 		}
 	}
 	return ""
@@ -778,9 +784,9 @@ func (a *txApplier) fact(p *Prepared, seq int64, key any) error {
 	st := a.ap.factStmt(a.ctx, factShape{trigger: t.Name, attempt: ev.Attempt, run: ev.Run})
 	if st == nil {
 		return a.exec(stFact, factPos(p.seq, p.idx), seq, p.idx, key, p.node, t.Name, string(t.Component), ev.Attempt, ev.Run, p.at, ev.ID,
-			ev.Source, data, nullString(ev.Replay))
+			ev.Source, data, nullString(ev.Replay), nullText(p.diffs))
 	}
-	args := [...]any{factPos(p.seq, p.idx), seq, p.idx, key, p.node, p.at, ev.ID, ev.Source, data, nullString(ev.Replay)}
+	args := [...]any{factPos(p.seq, p.idx), seq, p.idx, key, p.node, p.at, ev.ID, ev.Source, data, nullString(ev.Replay), nullText(p.diffs)}
 	if _, err := st.(driver.StmtExecContext).ExecContext(a.ctx, a.named(args[:])); err != nil {
 		return fmt.Errorf("INSERT facts: %w", err)
 	}
@@ -811,8 +817,8 @@ func (ap *applier) factStmt(ctx context.Context, s factShape) driver.Stmt {
 	if !ok || !literalSafe(s.trigger) || !literalSafe(string(t.Component)) {
 		return nil
 	}
-	q := fmt.Sprintf(`INSERT INTO facts (pos, seq, idx, task_key, node, trigger, component, attempt, run, time, event_id, source, data, replay)
-		VALUES (?, ?, ?, ?, ?, %s, %s, %d, %d, ?, ?, ?, ?, ?)`,
+	q := fmt.Sprintf(`INSERT INTO facts (pos, seq, idx, task_key, node, trigger, component, attempt, run, time, event_id, source, data, replay, diffs)
+		VALUES (?, ?, ?, ?, ?, %s, %s, %d, %d, ?, ?, ?, ?, ?, ?)`,
 		sqlQuote(s.trigger), sqlQuote(string(t.Component)), s.attempt, s.run)
 	st, err := ap.dc.(driver.ConnPrepareContext).PrepareContext(ctx, q)
 	if err != nil {

@@ -173,18 +173,35 @@ func callDiffs(trigger string, input json.RawMessage, calls []events.PluginCall,
 // blameOf returns the task fields that the applied calls of a firing of
 // trigger changed, in call order.
 func blameOf(trigger string, input json.RawMessage, calls []events.PluginCall) []blameRow {
-	if _, ok := blameFields[trigger]; !ok {
+	if !blameable(trigger, calls) {
 		return nil
 	}
-	applied := false
-	for _, c := range calls {
-		applied = applied || (c.Outcome == events.OutcomeApplied && !c.Shadow)
+	return blameFrom(trigger, calls, callDiffs(trigger, input, calls, false, nil))
+}
+
+// blameable reports whether a firing of trigger with calls can change a
+// task field: the trigger maps payload paths to fields and a call applied.
+func blameable(trigger string, calls []events.PluginCall) bool {
+	if _, ok := blameFields[trigger]; !ok {
+		return false
 	}
-	if !applied {
+	for _, c := range calls {
+		if c.Outcome == events.OutcomeApplied && !c.Shadow {
+			return true
+		}
+	}
+	return false
+}
+
+// blameFrom returns the task fields that the applied calls changed, from
+// the calls' diffs (callDiffs: an applied call's diff is the same with or
+// without shadows, since a shadow changes nothing).
+func blameFrom(trigger string, calls []events.PluginCall, diffs [][]Change) []blameRow {
+	if !blameable(trigger, calls) {
 		return nil
 	}
 	var out []blameRow
-	for i, changes := range callDiffs(trigger, input, calls, false, nil) {
+	for i, changes := range diffs {
 		c := calls[i]
 		if c.Outcome != events.OutcomeApplied || c.Shadow {
 			continue

@@ -238,7 +238,7 @@ func (d *DB) QueueActions(ctx context.Context, queue string, limit int) ([]Actio
 }
 
 func (d *DB) actions(ctx context.Context, where string, args ...any) ([]Action, error) {
-	rows, err := d.r.QueryContext(ctx, `SELECT o.seq, o.action, coalesce(k.id, ''), o.attempt, o.queue, o.by_whom, o.reason, o.time
+	rows, err := d.query(ctx, `SELECT o.seq, o.action, coalesce(k.id, ''), o.attempt, o.queue, o.by_whom, o.reason, o.time
 		FROM operator_actions o LEFT JOIN task_keys k ON k.key = o.task_key `+where, args...)
 	if err != nil {
 		return nil, fmt.Errorf("reading operator actions: %w", err)

@@ -153,7 +153,7 @@ func parseTS(s sql.NullString) time.Time {
 
 // Task returns a task and its attempts, or ErrNotFound.
 func (d *DB) Task(ctx context.Context, id string) (Task, error) {
-	t, err := scanTask(d.r.QueryRowContext(ctx, `SELECT `+taskColumns+` FROM tasks WHERE key = (SELECT key FROM task_keys WHERE id = ?)`, id))
+	t, err := scanTask(d.queryRow(ctx, `SELECT `+taskColumns+` FROM tasks WHERE key = (SELECT key FROM task_keys WHERE id = ?)`, id))
 	if errors.Is(err, sql.ErrNoRows) {
 		return Task{}, fmt.Errorf("task %s: %w", id, ErrNotFound)
 	}
@@ -165,7 +165,7 @@ func (d *DB) Task(ctx context.Context, id string) (Task, error) {
 }
 
 func (d *DB) attempts(ctx context.Context, id string) ([]Attempt, error) {
-	rows, err := d.r.QueryContext(ctx, `SELECT attempt, status, worker, runs, queued_at, started_at, executed_at, finished_at,
+	rows, err := d.query(ctx, `SELECT attempt, status, worker, runs, queued_at, started_at, executed_at, finished_at,
 		result, error, reason, retry_parent, retry_child, final_seq FROM attempts
 		WHERE task_key = (SELECT key FROM task_keys WHERE id = ?) ORDER BY attempt`, id)
 	if err != nil {
@@ -386,7 +386,9 @@ func (d *DB) Timeline(ctx context.Context, id string) (Timeline, error) {
 // plugin ("" when unknown), which the log does not record: a shadow's patch
 // is then diffed against what that live plugin saw, which the shadow saw
 // too, not against the payload the whole chain left (callDiffs). The
-// console passes the registry's.
+// console passes the registry's. The calls' changes are those the
+// projector stored with each fact, but for a firing with such a shadow,
+// whose changes are computed here (factDiffs).
 func (d *DB) TimelineOf(ctx context.Context, id string, shadowOf func(shadow string) string) (Timeline, error) {
 	t, err := d.Task(ctx, id)
 	if err != nil {
@@ -397,8 +399,8 @@ func (d *DB) TimelineOf(ctx context.Context, id string, shadowOf func(shadow str
 	if err != nil {
 		return Timeline{}, err
 	}
-	rows, err := d.r.QueryContext(ctx, `SELECT seq, idx, time, trigger, component, attempt, run, event_id, source, data,
-		coalesce(replay, '') FROM facts WHERE task_key = (SELECT key FROM task_keys WHERE id = ?) ORDER BY pos`, id)
+	rows, err := d.query(ctx, `SELECT seq, idx, time, trigger, component, attempt, run, event_id, source, data,
+		coalesce(replay, ''), diffs FROM facts WHERE task_key = (SELECT key FROM task_keys WHERE id = ?) ORDER BY pos`, id)
 	if err != nil {
 		return Timeline{}, fmt.Errorf("reading timeline of %s: %w", id, err)
 	}
@@ -407,8 +409,8 @@ func (d *DB) TimelineOf(ctx context.Context, id string, shadowOf func(shadow str
 		var e Entry
 		var at sql.NullString
 		var seq int64
-		var data []byte
-		if err := rows.Scan(&seq, &e.Index, &at, &e.Trigger, &e.Component, &e.Attempt, &e.Run, &e.EventID, &e.Source, &data, &e.Replay); err != nil {
+		var data, stored []byte
+		if err := rows.Scan(&seq, &e.Index, &at, &e.Trigger, &e.Component, &e.Attempt, &e.Run, &e.EventID, &e.Source, &data, &e.Replay, &stored); err != nil {
 			return Timeline{}, fmt.Errorf("reading timeline of %s: %w", id, err)
 		}
 		var f events.Fact
@@ -416,7 +418,10 @@ func (d *DB) TimelineOf(ctx context.Context, id string, shadowOf func(shadow str
 			return Timeline{}, fmt.Errorf("reading timeline of %s: fact %d: %w", id, seq, err)
 		}
 		e.Seq, e.Time, e.Input, e.Output, e.Failed = uint64(seq), parseTS(at), f.Input, f.Output, f.Failed
-		diffs := callDiffs(e.Trigger, f.Input, f.Calls, true, shadowOf)
+		diffs, err := factDiffs(e.Trigger, &f, stored, shadowOf)
+		if err != nil {
+			return Timeline{}, fmt.Errorf("reading timeline of %s: fact %d: %w", id, seq, err)
+		}
 		for i, c := range f.Calls {
 			call := Call{FactSeq: e.Seq, FactIdx: e.Index, Idx: i, TaskID: id, Trigger: e.Trigger, Attempt: e.Attempt, Plugin: c.Plugin,
 				Version: c.Version, Invocation: c.Invocation, Outcome: string(c.Outcome), Policy: c.Policy, Reason: c.Reason,
@@ -447,7 +452,7 @@ func (d *DB) TimelineOf(ctx context.Context, id string, shadowOf func(shadow str
 // pluginEventSeqs maps "kind\x00invocation" to the sequence of the first
 // invocation or patch event of that invocation, for task id.
 func (d *DB) pluginEventSeqs(ctx context.Context, id string) (map[string]uint64, error) {
-	rows, err := d.r.QueryContext(ctx, `SELECT kind, invocation, min(seq) FROM plugin_events
+	rows, err := d.query(ctx, `SELECT kind, invocation, min(seq) FROM plugin_events
 		WHERE task_key = (SELECT key FROM task_keys WHERE id = ?) GROUP BY kind, invocation`, id)
 	if err != nil {
 		return nil, fmt.Errorf("reading plugin events of %s: %w", id, err)

@@ -37,4 +37,21 @@ func TestShadowDiffAgainstWhatItSaw(t *testing.T) {
 	unknown := callDiffs(events.TaskExecutorRunTask, input, calls, true, nil)
 	require.Equal(t, "~ /result: 60 → 36", str(unknown[2]))
 	require.Nil(t, callDiffs(events.TaskExecutorRunTask, input, calls, false, nil)[2], "no shadows: not diffed")
+
+	// The timeline reads the diffs the projector stored (the shadow's
+	// against the payload the chain left), but for a firing with a shadow
+	// of a live plugin the caller names, diffed again.
+	stored := encodeDiffs(unknown)
+	f := events.Fact{Input: input, Calls: calls}
+	read := func(shadowOf func(string) string) [][]Change {
+		d, err := factDiffs(events.TaskExecutorRunTask, &f, stored, shadowOf)
+		require.NoError(t, err)
+		require.Len(t, d, len(calls))
+		return d
+	}
+	require.Equal(t, known, read(func(s string) string { return map[string]string{"scale-next": "scale"}[s] }))
+	require.Equal(t, unknown, read(nil))
+	require.Equal(t, unknown, read(func(string) string { return "" }), "a shadow the registry does not know")
+	require.Equal(t, unknown, read(func(string) string { return "gone" }), "a live plugin the firing did not call")
+	require.Equal(t, "~ /result: 60 → 36", str(read(nil)[2]))
 }

@@ -34,3 +34,22 @@ func (d *DB) closeStmts() {
 		return true
 	})
 }
+
+// query runs q as a prepared statement (prepared): for the reads a page
+// makes on every request with a fixed text.
+func (d *DB) query(ctx context.Context, q string, args ...any) (*sql.Rows, error) {
+	s, err := d.prepared(ctx, q)
+	if err != nil {
+		return nil, err
+	}
+	return s.QueryContext(ctx, args...)
+}
+
+// queryRow is query for one row.
+func (d *DB) queryRow(ctx context.Context, q string, args ...any) *sql.Row {
+	s, err := d.prepared(ctx, q)
+	if err != nil {
+		return d.r.QueryRowContext(ctx, q, args...) // reports the same error
+	}
+	return s.QueryRowContext(ctx, args...)
+}

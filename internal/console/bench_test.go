@@ -3,6 +3,7 @@ package console_test
 import (
 	"context"
 	"database/sql"
+	"encoding/json"
 	"flag"
 	"fmt"
 	"net/http"
@@ -87,6 +88,16 @@ func fillBenchDB(ctx context.Context, path string, n int) (string, error) {
 	if _, err := db.ExecContext(ctx, `DELETE FROM facts; DELETE FROM attempts; DELETE FROM tasks; DELETE FROM task_keys`); err != nil {
 		return "", err
 	}
+	// The facts' diffs column, as the projector stores it (one element per
+	// call: its changes): the fact below's one call replaces /result.
+	changes, err := projections.Diff([]byte(`{"result":3}`), []byte(`{"result":30}`))
+	if err != nil {
+		return "", err
+	}
+	diffs, err := json.Marshal([][]projections.Change{changes})
+	if err != nil {
+		return "", err
+	}
 	start := time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC)
 	const batch = 20000
 	seq := int64(0)
@@ -125,11 +136,11 @@ func fillBenchDB(ctx context.Context, path string, n int) (string, error) {
 				withFacts = id
 				for j := range 27 {
 					if _, err := tx.ExecContext(ctx, `INSERT INTO facts (seq, task_key, trigger, component, attempt, run, time, event_id,
-						source, data) VALUES (?, ?, 'task_executor_run_task', 'task_executor', 1, 1, ?, ?, 'qtasks/node-1',
+						source, data, diffs) VALUES (?, ?, 'task_executor_run_task', 'task_executor', 1, 1, ?, ?, 'qtasks/node-1',
 						'{"input":{"result":3},"output":{"result":30},"calls":[{"plugin":"scale","version":"1","invocation":"x",
 						"outcome":"applied","content_type":"application/json-patch+json",
-						"patch":[{"op":"replace","path":"/result","value":30}],"latency_us":300}]}')`,
-						seq-26+int64(j), key, created, fmt.Sprintf("%s:1:1:t:%d", id, j)); err != nil {
+						"patch":[{"op":"replace","path":"/result","value":30}],"latency_us":300}]}', ?)`,
+						seq-26+int64(j), key, created, fmt.Sprintf("%s:1:1:t:%d", id, j), string(diffs)); err != nil {
 						return "", err
 					}
 				}
@@ -235,8 +246,8 @@ func BenchmarkConsole(b *testing.B) {
 	})
 	b.Run("task-page/api", func(b *testing.B) { timed(b, get("/api/v1/tasks/"+taskID+"/timeline")) })
 	b.Run("task-page/raw", func(b *testing.B) {
-		timed(b, query(`SELECT seq, time, trigger, component, attempt, run, event_id, source, data, coalesce(replay, '')
-			FROM facts WHERE task_key = (SELECT key FROM task_keys WHERE id = ?) ORDER BY seq`, taskID))
+		timed(b, query(`SELECT seq, idx, time, trigger, component, attempt, run, event_id, source, data, coalesce(replay, ''), diffs
+			FROM facts WHERE task_key = (SELECT key FROM task_keys WHERE id = ?) ORDER BY pos`, taskID))
 	})
 	b.Run("throughput/api", func(b *testing.B) { timed(b, get("/api/v1/throughput?window=1h&step=1m")) })
 }
