@@ -117,6 +117,12 @@ func (b *Bus) retryWrite(ctx context.Context, idempotent bool, write func(ctx co
 		case !storedByNobody(err):
 			return unknownAfter(err, unknown)
 		}
+		if dl, _ := ctx.Deadline(); time.Until(dl) < pause+writeAttemptWait {
+			// Too little time left for an attempt to be answered: an
+			// attempt cut short by the deadline would turn a sure "not
+			// stored" into an unknown outcome.
+			return unknownAfter(err, unknown)
+		}
 		t := time.NewTimer(pause)
 		select {
 		case <-t.C:
