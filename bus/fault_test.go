@@ -172,3 +172,31 @@ func TestPublishAfterALostAnswer(t *testing.T) {
 	require.False(t, bus.SurelyNotStored(err), "%v", err)
 	require.Len(t, bustest.Events(t, srv, events.AlertSubject("noid")), 1, "sent once")
 }
+
+// A fact published while its stream has no leader (the server answers at
+// once that nobody stored it) is sent again by Acks.Wait, within the
+// publish timeout, instead of failing the run or leaving the submission's
+// fact out of the log: it cannot be stored twice. Here the stream is gone
+// until the fact has been sent a few times, then provisioned again.
+func TestAcksWaitSendsAgainWhatNobodyStored(t *testing.T) {
+	t.Parallel()
+	ctx := testCtx(t)
+	b := bustest.Open(t, nil)
+	require.NoError(t, b.JetStream().DeleteStream(ctx, bus.StreamEvents))
+	ev := events.Event{ID: "nobody-stored", Source: "test", Type: events.TypeTriggerPrefix + events.WorkerAdd,
+		Time: time.Now(), DataContentType: events.ContentTypeJSON, Data: []byte(`{}`), Trigger: events.WorkerAdd}
+	subject := events.FactSubject(events.WorkerAdd, "node")
+	var acks bus.Acks
+	acks.Bound(b.PublishTimeout())
+	sent := b.Conn().Stats().OutMsgs
+	f, err := b.PublishAsync(subject, "", &ev)
+	require.NoError(t, err)
+	acks.Add(f)
+	done := make(chan error, 1)
+	go func() { done <- acks.Wait(ctx) }()
+	// nats.go itself sends it three times; a fourth is Wait's.
+	bustest.WaitFor(t, wait, "the fact sent again", func() bool { return b.Conn().Stats().OutMsgs >= sent+4 })
+	bustest.Connect(t, b, nil) // provisions the streams again
+	require.NoError(t, <-done)
+	require.Len(t, bustest.Events(t, b, subject), 1)
+}

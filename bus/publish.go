@@ -173,7 +173,23 @@ func (b *Bus) PublishAsync(subject, msgID string, ev *events.Event) (jetstream.P
 	if err != nil {
 		return nil, fmt.Errorf("publishing %s: %w", subject, err)
 	}
-	return f, nil
+	return &future{PubAckFuture: f, b: b}, nil
+}
+
+// future is an async publish of this bus: Acks.Wait can send its message
+// again when the server answers that nobody stored it.
+type future struct {
+	jetstream.PubAckFuture
+	b *Bus
+}
+
+// again sends f's message once more, as a new publish.
+func (f *future) again() (*future, error) {
+	g, err := f.b.js.PublishMsgAsync(f.Msg(), asyncPublishOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return &future{PubAckFuture: g, b: f.b}, nil
 }
 
 // PublishTimeout is Config.PublishTimeout: how long an async publish waits
@@ -242,6 +258,13 @@ const acksWaitSlack = 5 * time.Second
 // (ErrAcksLost) a little later should a future never resolve. Then a
 // publish may or may not be stored: a run that gets this error is not
 // over, and its task message must be redelivered.
+//
+// A publish of Bus.PublishAsync that the server answered nobody stored (no
+// stream leader, during an election) is sent again after a pause, within
+// the bound: it cannot be stored twice. One whose ack is lost is not: a
+// fact carries no Nats-Msg-Id (PROTOCOL.md §5), and a second copy would
+// repeat its ce-id in the log (ARCHITECTURE.md, "Writes ride out a leader
+// election").
 func (a *Acks) Wait(ctx context.Context) error {
 	a.mu.Lock()
 	futs, err, bound := a.futs, a.err, a.bound
@@ -256,15 +279,40 @@ func (a *Acks) Wait(ctx context.Context) error {
 	}
 	guard := time.NewTimer(bound + acksWaitSlack)
 	defer guard.Stop()
+	resend := time.Now().Add(bound) // no publish is sent again after this
+	pause := writeRetryPause
 	for _, f := range futs {
-		select {
-		case <-f.Ok():
-		case e := <-f.Err():
-			errs = append(errs, fmt.Errorf("publishing %s: %w", f.Msg().Subject, e))
-		case <-guard.C:
-			return fmt.Errorf("waiting for publish acks: %w", ErrAcksLost)
-		case <-ctx.Done():
-			return fmt.Errorf("waiting for publish acks: %w", context.Cause(ctx))
+		for f != nil {
+			select {
+			case <-f.Ok():
+				f = nil
+			case e := <-f.Err():
+				g := (*future)(nil)
+				if bf, ok := f.(*future); ok && storedByNobody(e) && time.Until(resend) > pause {
+					t := time.NewTimer(pause)
+					select {
+					case <-t.C:
+					case <-ctx.Done():
+						t.Stop()
+						return fmt.Errorf("waiting for publish acks: %w", context.Cause(ctx))
+					}
+					pause = min(2*pause, writeRetryPauseMax)
+					var aerr error
+					if g, aerr = bf.again(); aerr != nil {
+						e = aerr
+					}
+				}
+				if g == nil {
+					errs = append(errs, fmt.Errorf("publishing %s: %w", f.Msg().Subject, e))
+					f = nil
+				} else {
+					f = g
+				}
+			case <-guard.C:
+				return fmt.Errorf("waiting for publish acks: %w", ErrAcksLost)
+			case <-ctx.Done():
+				return fmt.Errorf("waiting for publish acks: %w", context.Cause(ctx))
+			}
 		}
 	}
 	return errors.Join(errs...)
