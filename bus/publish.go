@@ -79,10 +79,11 @@ const (
 // retryWrite runs write, an attempt of a synchronous JetStream write
 // (attempt counts from 1), until it succeeds, fails for good, or the bound
 // ends: ctx's deadline, else Config.PublishTimeout. An attempt gets its own
-// deadline (writeAttemptWait, growing); one that runs out of it is tried
-// again only if idempotent (a second copy is dropped by its Nats-Msg-Id or
+// deadline (writeAttemptWait, growing) if idempotent, and is tried again
+// when it runs out of it (a second copy is dropped by its Nats-Msg-Id or
 // refused by its expected sequence; write recognises its own earlier
-// attempt then). An attempt the server answered without storing it (no
+// attempt then); one that is not idempotent waits for its answer until
+// the bound. An attempt the server answered without storing it (no
 // stream leader, a cluster not available, the connection reconnecting) is
 // tried again after a pause. Any other error ends it.
 //
@@ -98,7 +99,12 @@ func (b *Bus) retryWrite(ctx context.Context, idempotent bool, write func(ctx co
 	wait, pause := writeAttemptWait, writeRetryPause
 	unknown := false
 	for attempt := 1; ; attempt++ {
-		actx, cancel := context.WithTimeout(ctx, wait)
+		// A write that may not be sent again after a lost answer waits for
+		// its answer the whole bound, as it did before attempts had a wait.
+		actx, cancel := ctx, context.CancelFunc(func() {})
+		if idempotent {
+			actx, cancel = context.WithTimeout(ctx, wait)
+		}
 		err := write(actx, attempt)
 		timedOut := actx.Err() != nil && ctx.Err() == nil
 		cancel()
@@ -107,11 +113,8 @@ func (b *Bus) retryWrite(ctx context.Context, idempotent bool, write func(ctx co
 			return nil
 		case ctx.Err() != nil:
 			return unknownAfter(err, unknown)
-		case timedOut || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout):
+		case idempotent && (timedOut || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout)):
 			unknown = true
-			if !idempotent {
-				return err
-			}
 			wait = min(wait*5/4, writeAttemptWaitMax)
 			continue
 		case !storedByNobody(err):
