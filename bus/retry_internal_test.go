@@ -33,7 +33,9 @@ func TestRetryWrite(t *testing.T) {
 			timeout, func(context.Context) error { return jetstream.ErrNoStreamResponse }}, 2, false, false},
 		{"not idempotent: one answer lost is the end", false, []func(context.Context) error{timeout, func(context.Context) error { return nil }}, 1, false, false},
 		{"refused for good", true, []func(context.Context) error{
-			func(context.Context) error { return &jetstream.APIError{Code: 400, ErrorCode: jetstream.JSErrCodeStreamWrongLastSequence} }}, 1, false, true},
+			func(context.Context) error {
+				return &jetstream.APIError{Code: 400, ErrorCode: jetstream.JSErrCodeStreamWrongLastSequence}
+			}}, 1, false, true},
 		{"disconnected after sending: unknown, not asked again", true, []func(context.Context) error{
 			func(context.Context) error { return nats.ErrDisconnected }}, 1, false, false},
 	} {
