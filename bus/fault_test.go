@@ -87,3 +87,116 @@ func TestSurelyNotStored(t *testing.T) {
 		require.Equal(t, want, bus.SurelyNotStored(err), "%v", err)
 	}
 }
+
+// lostAnswer opens a server and a bus to it through a proxy, and returns a
+// function that makes the proxy lose the server's answer to the next
+// write on subject: it holds the server's replies from when the write is
+// sent, waits until stored reports the write stored, and cuts the
+// connection, as a stream leader dying after storing a write and before
+// its answer left. The client reconnects through the proxy.
+func lostAnswer(t *testing.T) (b, srv *bus.Bus, lose func(subject string, stored func() bool) (done func())) {
+	t.Helper()
+	srv = bustest.Open(t, nil)
+	p := bustest.NewProxy(t, srv.ClientURL())
+	b = bustest.Open(t, &bus.Config{URL: p.URL()})
+	return b, srv, func(subject string, stored func() bool) func() {
+		p.HoldOn(subject)
+		return func() {
+			bustest.WaitFor(t, wait, "the write stored", stored)
+			p.HoldOn("")
+			p.Cut()
+			p.Release()
+		}
+	}
+}
+
+// A conditional write of a task record whose answer is lost is asked
+// again; the second attempt finds the record already at what it writes
+// and takes it as its own (it used to wait for the lost answer until its
+// deadline, and a retry of the whole submission would have found "another
+// submission was first").
+func TestTaskWritesRecogniseTheirOwnEarlierAttempt(t *testing.T) {
+	t.Parallel()
+	b, srv, lose := lostAnswer(t)
+	ctx := testCtx(t)
+	task := events.Task{ID: "lost-create", Name: "n", Queue: "default", Status: events.StatusNew, Attempt: 1, CreatedAt: fixedTime}
+
+	done := lose("$KV."+bus.BucketTasks+".lost-create", func() bool {
+		_, err := srv.GetTaskLatest(ctx, task.ID)
+		return err == nil
+	})
+	go done()
+	rec, created, err := b.CreateTask(ctx, task)
+	require.NoError(t, err)
+	require.True(t, created, "the record is the one this call wrote")
+
+	task.Status = events.StatusProcess
+	done = lose("$KV."+bus.BucketTasks+".lost-create", func() bool {
+		got, err := srv.GetTaskLatest(ctx, task.ID)
+		return err == nil && got.Task.Status == events.StatusProcess
+	})
+	go done()
+	rev, err := b.UpdateTask(ctx, task, rec.Revision)
+	require.NoError(t, err, "not a conflict: the record holds this call's write")
+	got, err := srv.GetTaskLatest(ctx, task.ID)
+	require.NoError(t, err)
+	require.Equal(t, got.Revision, rev)
+}
+
+// A publish under a Nats-Msg-Id whose answer is lost is sent again under
+// the same id and stored once; one without an id is not sent again (a
+// second copy would be stored), and its error leaves the outcome unknown.
+func TestPublishAfterALostAnswer(t *testing.T) {
+	t.Parallel()
+	b, srv, lose := lostAnswer(t)
+	ctx := testCtx(t)
+	ev := func(id string) *events.Event {
+		return &events.Event{ID: id, Source: "test", Type: events.TypeAlert, Time: time.Now(),
+			DataContentType: events.ContentTypeJSON, Data: []byte(`{}`)}
+	}
+	stored := func(subject string, n int) func() bool {
+		return func() bool { return len(bustest.Events(t, srv, subject)) >= n }
+	}
+
+	go lose(events.AlertSubject("withid"), stored(events.AlertSubject("withid"), 1))()
+	ack, err := b.Publish(ctx, events.AlertSubject("withid"), "once", ev("once"))
+	require.NoError(t, err)
+	require.True(t, ack.Duplicate, "the second attempt found the first stored")
+	require.Len(t, bustest.Events(t, srv, events.AlertSubject("withid")), 1)
+
+	go lose(events.AlertSubject("noid"), stored(events.AlertSubject("noid"), 1))()
+	short, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	_, err = b.Publish(short, events.AlertSubject("noid"), "", ev("plain"))
+	require.Error(t, err)
+	require.False(t, bus.SurelyNotStored(err), "%v", err)
+	require.Len(t, bustest.Events(t, srv, events.AlertSubject("noid")), 1, "sent once")
+}
+
+// A fact published while its stream has no leader (the server answers at
+// once that nobody stored it) is sent again by Acks.Wait, within the
+// publish timeout, instead of failing the run or leaving the submission's
+// fact out of the log: it cannot be stored twice. Here the stream is gone
+// until the fact has been sent a few times, then provisioned again.
+func TestAcksWaitSendsAgainWhatNobodyStored(t *testing.T) {
+	t.Parallel()
+	ctx := testCtx(t)
+	b := bustest.Open(t, nil)
+	require.NoError(t, b.JetStream().DeleteStream(ctx, bus.StreamEvents))
+	ev := events.Event{ID: "nobody-stored", Source: "test", Type: events.TypeTriggerPrefix + events.WorkerAdd,
+		Time: time.Now(), DataContentType: events.ContentTypeJSON, Data: []byte(`{}`), Trigger: events.WorkerAdd}
+	subject := events.FactSubject(events.WorkerAdd, "node")
+	var acks bus.Acks
+	acks.Bound(b.PublishTimeout())
+	sent := b.Conn().Stats().OutMsgs
+	f, err := b.PublishAsync(subject, "", &ev)
+	require.NoError(t, err)
+	acks.Add(f)
+	done := make(chan error, 1)
+	go func() { done <- acks.Wait(ctx) }()
+	// nats.go itself sends it three times; a fourth is Wait's.
+	bustest.WaitFor(t, wait, "the fact sent again", func() bool { return b.Conn().Stats().OutMsgs >= sent+4 })
+	bustest.Connect(t, b, nil) // provisions the streams again
+	require.NoError(t, <-done)
+	require.Len(t, bustest.Events(t, b, subject), 1)
+}

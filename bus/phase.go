@@ -83,5 +83,7 @@ func (b *Bus) PublishPhase(phase events.Phase, queue string, batch []byte) (jets
 	if err != nil {
 		return nil, err
 	}
-	return f, nil
+	// A future of this bus, as PublishAsync's: Acks.Wait sends a phase
+	// message again when the server answers that nobody stored it.
+	return &future{PubAckFuture: f, b: b}, nil
 }

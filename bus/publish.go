@@ -36,12 +36,134 @@ func Message(subject, msgID string, ev *events.Event) *nats.Msg {
 // Publish writes an event to the log and waits for JetStream's ack. A
 // republish with the same msgID within the duplicate window is acked
 // without being stored again (PubAck.Duplicate).
+//
+// A publish with a msgID whose ack does not come within an attempt's wait
+// (its stream's leader died with it) is sent again under the same id, as
+// is any publish the server answered that nobody stored (no leader yet),
+// until ctx ends or, when ctx has no deadline, Config.PublishTimeout
+// (retryWrite). One without a msgID is not sent again after a lost ack: a
+// second copy would be stored.
 func (b *Bus) Publish(ctx context.Context, subject, msgID string, ev *events.Event) (*jetstream.PubAck, error) {
-	ack, err := b.js.PublishMsg(ctx, Message(subject, msgID, ev))
+	m := Message(subject, msgID, ev)
+	var ack *jetstream.PubAck
+	err := b.retryWrite(ctx, msgID != "", func(ctx context.Context, _ int) error {
+		var err error
+		ack, err = b.js.PublishMsg(ctx, m)
+		return err
+	})
 	if err != nil {
 		return nil, fmt.Errorf("publishing %s: %w", subject, err)
 	}
 	return ack, nil
+}
+
+// The attempts of a synchronous write (retryWrite). A write sent to a
+// stream leader that dies is never answered: the followers drop it until
+// one of them is elected (0.1-5 s, up to 20 s on a loaded machine). Waiting
+// for that answer held submissions for their whole deadline after every
+// leader kill; asking again finds the new leader.
+const (
+	// writeAttemptWait is how long the first attempt waits for its answer;
+	// each further one waits a quarter longer, up to writeAttemptWaitMax,
+	// so that a write that is only slow (a loaded server) is not sent ever
+	// more often. A request sent before the election is lost however long
+	// it waits: the shorter the wait, the sooner the new leader is asked.
+	writeAttemptWait    = time.Second
+	writeAttemptWaitMax = 4 * time.Second
+	// writeRetryPause is the pause after an answer that nobody stored the
+	// write (no leader yet), doubled up to writeRetryPauseMax.
+	writeRetryPause    = 100 * time.Millisecond
+	writeRetryPauseMax = time.Second
+)
+
+// retryWrite runs write, an attempt of a synchronous JetStream write
+// (attempt counts from 1), until it succeeds, fails for good, or the bound
+// ends: ctx's deadline, else Config.PublishTimeout. An attempt gets its own
+// deadline (writeAttemptWait, growing) if idempotent, and is tried again
+// when it runs out of it (a second copy is dropped by its Nats-Msg-Id or
+// refused by its expected sequence; write recognises its own earlier
+// attempt then); one that is not idempotent waits for its answer until
+// the bound. An attempt the server answered without storing it (no
+// stream leader, a cluster not available, the connection reconnecting) is
+// tried again after a pause. Any other error ends it.
+//
+// The error returned is the last attempt's, except that when an earlier
+// attempt's outcome was unknown, an error that says the write surely was
+// not stored is not returned as such (SurelyNotStored is false for it).
+func (b *Bus) retryWrite(ctx context.Context, idempotent bool, write func(ctx context.Context, attempt int) error) error {
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, b.cfg.PublishTimeout)
+		defer cancel()
+	}
+	wait, pause := writeAttemptWait, writeRetryPause
+	unknown := false
+	for attempt := 1; ; attempt++ {
+		// A write that may not be sent again after a lost answer waits for
+		// its answer the whole bound, as it did before attempts had a wait.
+		actx, cancel := ctx, context.CancelFunc(func() {})
+		if idempotent {
+			actx, cancel = context.WithTimeout(ctx, wait)
+		}
+		err := write(actx, attempt)
+		timedOut := actx.Err() != nil && ctx.Err() == nil
+		cancel()
+		switch {
+		case err == nil:
+			return nil
+		case ctx.Err() != nil:
+			return unknownAfter(err, unknown)
+		case idempotent && (timedOut || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout)):
+			unknown = true
+			wait = min(wait*5/4, writeAttemptWaitMax)
+			continue
+		case !storedByNobody(err):
+			return unknownAfter(err, unknown)
+		}
+		if dl, _ := ctx.Deadline(); time.Until(dl) < pause+writeAttemptWait {
+			// Too little time left for an attempt to be answered: an
+			// attempt cut short by the deadline would turn a sure "not
+			// stored" into an unknown outcome.
+			return unknownAfter(err, unknown)
+		}
+		t := time.NewTimer(pause)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return unknownAfter(err, unknown)
+		}
+		pause = min(2*pause, writeRetryPauseMax)
+	}
+}
+
+// storedByNobody reports whether err says that a write was not stored
+// for a reason that may pass within seconds: no stream leader to answer
+// (during an election), a cluster not available, a connection
+// reconnecting (with no reconnect buffer, a write fails at once then).
+func storedByNobody(err error) bool {
+	var apiErr *jetstream.APIError
+	return errors.Is(err, nats.ErrNoResponders) || errors.Is(err, jetstream.ErrNoStreamResponse) ||
+		errors.Is(err, nats.ErrReconnectBufExceeded) ||
+		errors.As(err, &apiErr) && apiErr.Code == 503
+}
+
+// unknownAfter is err, hidden from SurelyNotStored when an earlier attempt
+// of the same write may have been stored.
+func unknownAfter(err error, unknown bool) error {
+	if !unknown || !SurelyNotStored(err) {
+		return err
+	}
+	return &outcomeUnknownError{err: err}
+}
+
+// outcomeUnknownError is the error of a write whose last attempt was
+// surely not stored while an earlier one may have been. It does not unwrap
+// to its cause, so that SurelyNotStored is false for it.
+type outcomeUnknownError struct{ err error }
+
+func (e *outcomeUnknownError) Error() string {
+	return e.err.Error() + " (after an attempt whose outcome is unknown)"
 }
 
 // PublishAsync writes an event to the log without waiting; the returned
@@ -54,7 +176,23 @@ func (b *Bus) PublishAsync(subject, msgID string, ev *events.Event) (jetstream.P
 	if err != nil {
 		return nil, fmt.Errorf("publishing %s: %w", subject, err)
 	}
-	return f, nil
+	return &future{PubAckFuture: f, b: b}, nil
+}
+
+// future is an async publish of this bus: Acks.Wait can send its message
+// again when the server answers that nobody stored it.
+type future struct {
+	jetstream.PubAckFuture
+	b *Bus
+}
+
+// again sends f's message once more, as a new publish.
+func (f *future) again() (*future, error) {
+	g, err := f.b.js.PublishMsgAsync(f.Msg(), asyncPublishOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return &future{PubAckFuture: g, b: f.b}, nil
 }
 
 // PublishTimeout is Config.PublishTimeout: how long an async publish waits
@@ -123,6 +261,13 @@ const acksWaitSlack = 5 * time.Second
 // (ErrAcksLost) a little later should a future never resolve. Then a
 // publish may or may not be stored: a run that gets this error is not
 // over, and its task message must be redelivered.
+//
+// A publish of Bus.PublishAsync that the server answered nobody stored (no
+// stream leader, during an election) is sent again after a pause, within
+// the bound: it cannot be stored twice. One whose ack is lost is not: a
+// fact carries no Nats-Msg-Id (PROTOCOL.md §5), and a second copy would
+// repeat its ce-id in the log (ARCHITECTURE.md, "Writes ride out a leader
+// election").
 func (a *Acks) Wait(ctx context.Context) error {
 	a.mu.Lock()
 	futs, err, bound := a.futs, a.err, a.bound
@@ -137,15 +282,40 @@ func (a *Acks) Wait(ctx context.Context) error {
 	}
 	guard := time.NewTimer(bound + acksWaitSlack)
 	defer guard.Stop()
+	resend := time.Now().Add(bound) // no publish is sent again after this
+	pause := writeRetryPause
 	for _, f := range futs {
-		select {
-		case <-f.Ok():
-		case e := <-f.Err():
-			errs = append(errs, fmt.Errorf("publishing %s: %w", f.Msg().Subject, e))
-		case <-guard.C:
-			return fmt.Errorf("waiting for publish acks: %w", ErrAcksLost)
-		case <-ctx.Done():
-			return fmt.Errorf("waiting for publish acks: %w", context.Cause(ctx))
+		for f != nil {
+			select {
+			case <-f.Ok():
+				f = nil
+			case e := <-f.Err():
+				g := (*future)(nil)
+				if bf, ok := f.(*future); ok && storedByNobody(e) && time.Until(resend) > pause {
+					t := time.NewTimer(pause)
+					select {
+					case <-t.C:
+					case <-ctx.Done():
+						t.Stop()
+						return fmt.Errorf("waiting for publish acks: %w", context.Cause(ctx))
+					}
+					pause = min(2*pause, writeRetryPauseMax)
+					var aerr error
+					if g, aerr = bf.again(); aerr != nil {
+						e = aerr
+					}
+				}
+				if g == nil {
+					errs = append(errs, fmt.Errorf("publishing %s: %w", f.Msg().Subject, e))
+					f = nil
+				} else {
+					f = g
+				}
+			case <-guard.C:
+				return fmt.Errorf("waiting for publish acks: %w", ErrAcksLost)
+			case <-ctx.Done():
+				return fmt.Errorf("waiting for publish acks: %w", context.Cause(ctx))
+			}
 		}
 	}
 	return errors.Join(errs...)

@@ -34,7 +34,19 @@ func (b *Bus) CreateTask(ctx context.Context, t events.Task) (rec TaskRecord, cr
 	if err != nil {
 		return rec, false, fmt.Errorf("encoding task %s: %w", t.ID, err)
 	}
-	rev, err := b.taskKV.Create(ctx, t.ID, data)
+	// Created again after an attempt whose answer was lost, the record
+	// exists: it is ours if it holds what we wrote.
+	var rev uint64
+	err = b.retryWrite(ctx, true, func(ctx context.Context, attempt int) error {
+		var err error
+		rev, err = b.taskKV.Create(ctx, t.ID, data)
+		if attempt > 1 && errors.Is(err, jetstream.ErrKeyExists) {
+			if own, ok := b.ownWrite(ctx, t.ID, data); ok {
+				rev, err = own, nil
+			}
+		}
+		return err
+	})
 	if errors.Is(err, jetstream.ErrKeyExists) {
 		rec, err = b.GetTaskLatest(ctx, t.ID)
 		return rec, false, err
@@ -78,7 +90,9 @@ func (b *Bus) GetTask(ctx context.Context, id string) (TaskRecord, error) {
 // It asks the leader with the stream's message-get API instead of a direct
 // get (nats.go's KeyValue.Get takes a direct get whenever the bucket allows
 // them, and cannot be told otherwise). On a single server both read the
-// same store.
+// same store. A request the leader does not answer (it died) is asked
+// again, as a write is (retryWrite), until ctx ends or, when ctx has no
+// deadline, Config.PublishTimeout.
 func (b *Bus) GetTaskLatest(ctx context.Context, id string) (TaskRecord, error) {
 	if !events.ValidToken(id) {
 		return TaskRecord{}, fmt.Errorf("%w: invalid id %q", ErrTaskNotFound, id)
@@ -94,17 +108,35 @@ func (b *Bus) GetTaskLatest(ctx context.Context, id string) (TaskRecord, error) 
 		// takes (issue #15).
 		return b.GetTask(ctx, id)
 	}
-	if _, ok := ctx.Deadline(); !ok {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, leaderReadTimeout)
-		defer cancel()
+	var data []byte
+	var seq uint64
+	err := b.retryWrite(ctx, true, func(ctx context.Context, _ int) error {
+		var err error
+		data, seq, err = b.latestTask(ctx, id)
+		return err
+	})
+	if errors.Is(err, ErrTaskNotFound) {
+		return TaskRecord{}, err
 	}
+	if err != nil {
+		return TaskRecord{}, fmt.Errorf("reading task %s: %w", id, err)
+	}
+	var t events.Task
+	if err := json.Unmarshal(data, &t); err != nil {
+		return TaskRecord{}, fmt.Errorf("decoding task %s: %w", id, err)
+	}
+	return TaskRecord{Task: t, Revision: seq}, nil
+}
+
+// latestTask is one request of GetTaskLatest: the record's data and
+// revision as the leader has them.
+func (b *Bus) latestTask(ctx context.Context, id string) (data []byte, seq uint64, err error) {
 	req, _ := json.Marshal(struct {
 		LastBySubject string `json:"last_by_subj"`
 	}{taskSubject(id)})
 	m, err := b.nc.RequestWithContext(ctx, "$JS.API.STREAM.MSG.GET.KV_"+BucketTasks, req)
 	if err != nil {
-		return TaskRecord{}, fmt.Errorf("reading task %s: %w", id, err)
+		return nil, 0, err
 	}
 	var resp struct {
 		Message *struct {
@@ -115,31 +147,32 @@ func (b *Bus) GetTaskLatest(ctx context.Context, id string) (TaskRecord, error) 
 		Error *jetstream.APIError `json:"error"`
 	}
 	if err := json.Unmarshal(m.Data, &resp); err != nil {
-		return TaskRecord{}, fmt.Errorf("reading task %s: decoding the reply: %w", id, err)
+		return nil, 0, fmt.Errorf("decoding the reply: %w", err)
 	}
 	if resp.Error != nil {
 		if resp.Error.ErrorCode == jetstream.JSErrCodeMessageNotFound {
-			return TaskRecord{}, fmt.Errorf("%w: %s", ErrTaskNotFound, id)
+			return nil, 0, fmt.Errorf("%w: %s", ErrTaskNotFound, id)
 		}
-		return TaskRecord{}, fmt.Errorf("reading task %s: %w", id, resp.Error)
+		return nil, 0, resp.Error
 	}
 	if resp.Message == nil {
-		return TaskRecord{}, fmt.Errorf("reading task %s: empty reply", id)
+		return nil, 0, errors.New("empty reply")
 	}
 	if len(resp.Message.Headers) > 0 && bytes.Contains(resp.Message.Headers, []byte("KV-Operation:")) {
 		// A delete or purge marker: the record was taken back.
-		return TaskRecord{}, fmt.Errorf("%w: %s", ErrTaskNotFound, id)
+		return nil, 0, fmt.Errorf("%w: %s", ErrTaskNotFound, id)
 	}
-	var t events.Task
-	if err := json.Unmarshal(resp.Message.Data, &t); err != nil {
-		return TaskRecord{}, fmt.Errorf("decoding task %s: %w", id, err)
-	}
-	return TaskRecord{Task: t, Revision: resp.Message.Seq}, nil
+	return resp.Message.Data, resp.Message.Seq, nil
 }
 
-// leaderReadTimeout bounds GetTaskLatest when its context has no deadline,
-// as nats.go bounds its own API requests.
-const leaderReadTimeout = 5 * time.Second
+// ownWrite reports whether the record of id is data, as the leader has
+// it, and its revision: an earlier attempt of a conditional write whose
+// answer was lost stored it (the record holds its write times to the
+// nanosecond, so another writer's record is never equal).
+func (b *Bus) ownWrite(ctx context.Context, id string, data []byte) (uint64, bool) {
+	got, seq, err := b.latestTask(ctx, id)
+	return seq, err == nil && bytes.Equal(got, data)
+}
 
 func taskSubject(id string) string { return "$KV." + BucketTasks + "." + id }
 
@@ -191,13 +224,24 @@ func (b *Bus) UpdateTask(ctx context.Context, t events.Task, rev uint64) (uint64
 	if err != nil {
 		return 0, fmt.Errorf("encoding task %s: %w", t.ID, err)
 	}
+	// Written again after an attempt whose answer was lost, the record is
+	// past rev: it is ours if it holds what we wrote.
 	var n uint64
-	switch t.Status {
-	case events.StatusSuccess, events.StatusError, events.StatusCancel:
-		n, err = b.updateWithTTL(ctx, t.ID, data, rev)
-	default:
-		n, err = b.taskKV.Update(ctx, t.ID, data, rev)
-	}
+	err = b.retryWrite(ctx, true, func(ctx context.Context, attempt int) error {
+		var err error
+		switch t.Status {
+		case events.StatusSuccess, events.StatusError, events.StatusCancel:
+			n, err = b.updateWithTTL(ctx, t.ID, data, rev)
+		default:
+			n, err = b.taskKV.Update(ctx, t.ID, data, rev)
+		}
+		if attempt > 1 && revisionMoved(err) {
+			if own, ok := b.ownWrite(ctx, t.ID, data); ok {
+				n, err = own, nil
+			}
+		}
+		return err
+	})
 	if err != nil {
 		if revisionMoved(err) {
 			return 0, fmt.Errorf("%w: %s", ErrConflict, t.ID)

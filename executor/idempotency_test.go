@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 
@@ -168,8 +169,13 @@ func TestSubmitUnqueuedLeavesNoRecord(t *testing.T) {
 
 	// Nothing can be queued while the task stream is gone.
 	require.NoError(t, b.JetStream().DeleteStream(ctx, bus.StreamTasks))
-	_, err := app.Submit(ctx, "add", addArgs{A: 1, B: 2}, opts)
+	// The bus asks again until the deadline (no stream answers, as during
+	// an election): a short one.
+	short, cancelShort := context.WithTimeout(ctx, 3*time.Second)
+	_, err := app.Submit(short, "add", addArgs{A: 1, B: 2}, opts)
+	cancelShort()
 	require.Error(t, err)
+	require.NotErrorIs(t, err, executor.ErrOutcomeUnknown, "nothing was stored: it says not queued")
 	added := bustest.Events(t, b, events.FactSubject(events.StorageAdd, "*"))
 	require.Len(t, added, 1, "the submission got as far as the record")
 	_, err = b.GetTask(ctx, added[0].Event.TaskID)
