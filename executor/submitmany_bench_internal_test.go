@@ -4,7 +4,10 @@ package executor
 
 import (
 	"context"
+	"os"
+	rtmetrics "runtime/metrics"
 	"runtime/pprof"
+	"slices"
 	"strconv"
 	"sync"
 	"testing"
@@ -18,82 +21,126 @@ import (
 // BenchmarkSubmitMany, as the harness's (bench/ -submitters).
 const benchSubmitGoroutines = 32
 
+// benchSubmitRound is how many tasks each way of BenchmarkSubmitMany
+// submits before the next way takes its turn: the ways alternate, so that
+// a machine whose load changes from one second to the next gives each
+// about the same share of its cores.
+const benchSubmitRound = 2500
+
 // BenchmarkSubmitMany: b.N no-op tasks submitted three ways in the same
-// run, each on a new embedded server, every trigger recorded (the
-// default): SubmitMany of b.N in one call, Submit from 32 goroutines, and
-// Submit one after another. Figures: tasks/s and CPU per task (this
-// process, the embedded server included) of each way, and SubmitMany's
-// tasks/s ÷ each other way's. The CPU profile's samples carry the way as
-// the label "way" (go tool pprof -tagfocus way=many).
+// run, each on an embedded server of its own, every trigger recorded (the
+// default): SubmitMany (one call per round of benchSubmitRound), Submit
+// from 32 goroutines, and Submit one after another, the ways taking turns
+// by rounds. Figures, per way: tasks/s, CPU per task (this process, the
+// embedded servers included) and the cores it used (CPU ÷ wall-clock
+// time); and SubmitMany's tasks/s ÷ each other way's. The CPU profile's
+// samples of the submitting goroutines carry the way as the label "way"
+// (go tool pprof -tagfocus way=many). With QTASKS_BENCH_WAY=many (or conc,
+// seq) only that way runs, to profile it alone.
 //
 //	go test -run=NONE -bench=SubmitMany -benchtime=10000x -count=3 ./executor
 func BenchmarkSubmitMany(b *testing.B) {
 	ctx := benchCtx(b)
 	type args struct{ A, B int }
-	way := func(name string, submit func(app *App, n int)) (perSec, cpuPerTask float64) {
-		bs := bustest.Open(b, &bus.Config{Record: bus.RecordAll, Logger: benchLogger()})
-		app, err := New(bs, &Config{Logger: benchLogger()})
-		if err != nil {
-			b.Fatal(err)
-		}
-		submit(app, 20) // warm up: the connection, the streams' first writes
-		var el, cpu time.Duration
-		pprof.Do(ctx, pprof.Labels("way", name), func(context.Context) {
-			cpu0, t0 := benchCPU(), time.Now()
-			submit(app, b.N)
-			el, cpu = time.Since(t0), benchCPU()-cpu0
-		})
-		bs.Close()
-		return float64(b.N) / el.Seconds(), float64(cpu.Microseconds()) / float64(b.N)
+	type way struct {
+		name    string
+		submit  func(app *App, from, n int)
+		app     *App
+		el, cpu time.Duration
+		idle    float64 // seconds of idle Ps (runtime/metrics)
 	}
 	one := func(app *App, i int) {
 		if _, err := app.Submit(ctx, "noop", args{A: i, B: 1}, nil); err != nil {
 			b.Fatal(err)
 		}
 	}
-	b.ResetTimer()
-	many, manyCPU := way("many", func(app *App, n int) {
-		reqs := make([]SubmitRequest, n)
-		for i := range reqs {
-			reqs[i] = SubmitRequest{Name: "noop", Input: args{A: i, B: 1}}
-		}
-		res, err := app.SubmitMany(ctx, reqs)
+	ways := []*way{
+		{name: "many", submit: func(app *App, from, n int) {
+			reqs := make([]SubmitRequest, n)
+			for i := range reqs {
+				reqs[i] = SubmitRequest{Name: "noop", Input: args{A: from + i, B: 1}}
+			}
+			res, err := app.SubmitMany(ctx, reqs)
+			if err != nil {
+				b.Fatal(err)
+			}
+			if len(res) != n {
+				b.Fatalf("%d results for %d submissions", len(res), n)
+			}
+		}},
+		{name: "conc", submit: func(app *App, from, n int) {
+			var wg sync.WaitGroup
+			next := make(chan int)
+			for range benchSubmitGoroutines {
+				wg.Go(func() {
+					for i := range next {
+						one(app, i)
+					}
+				})
+			}
+			for i := range n {
+				next <- from + i
+			}
+			close(next)
+			wg.Wait()
+		}},
+		{name: "seq", submit: func(app *App, from, n int) {
+			for i := range n {
+				one(app, from+i)
+			}
+		}},
+	}
+	if only := os.Getenv("QTASKS_BENCH_WAY"); only != "" {
+		ways = slices.DeleteFunc(ways, func(w *way) bool { return w.name != only })
+	}
+	for _, w := range ways {
+		bs := bustest.Open(b, &bus.Config{Record: bus.RecordAll, Logger: benchLogger()})
+		app, err := New(bs, &Config{Logger: benchLogger()})
 		if err != nil {
 			b.Fatal(err)
 		}
-		if len(res) != n {
-			b.Fatalf("%d results for %d submissions", len(res), n)
-		}
-	})
-	conc, concCPU := way("conc", func(app *App, n int) {
-		var wg sync.WaitGroup
-		next := make(chan int)
-		for range benchSubmitGoroutines {
-			wg.Go(func() {
-				for i := range next {
-					one(app, i)
-				}
+		w.app = app
+		w.submit(app, 0, 20) // warm up: the connection, the streams' first writes
+	}
+	b.ResetTimer()
+	for from := 0; from < b.N; from += benchSubmitRound {
+		n := min(benchSubmitRound, b.N-from)
+		for _, w := range ways {
+			pprof.Do(ctx, pprof.Labels("way", w.name), func(context.Context) {
+				cpu0, idle0, t0 := benchCPU(), benchIdlePs(), time.Now()
+				w.submit(w.app, from, n)
+				w.el += time.Since(t0)
+				w.cpu += benchCPU() - cpu0
+				w.idle += benchIdlePs() - idle0
 			})
 		}
-		for i := range n {
-			next <- i
-		}
-		close(next)
-		wg.Wait()
-	})
-	seq, seqCPU := way("seq", func(app *App, n int) {
-		for i := range n {
-			one(app, i)
-		}
-	})
+	}
 	b.StopTimer()
-	b.ReportMetric(many, "many-tasks/s")
-	b.ReportMetric(conc, "conc"+strconv.Itoa(benchSubmitGoroutines)+"-tasks/s")
-	b.ReportMetric(seq, "seq-tasks/s")
-	b.ReportMetric(many/seq, "many-x-seq")
-	b.ReportMetric(many/conc, "many-x-conc")
-	b.ReportMetric(manyCPU, "many-cpu-us/task")
-	b.ReportMetric(concCPU, "conc-cpu-us/task")
-	b.ReportMetric(seqCPU, "seq-cpu-us/task")
+	rate := map[string]float64{}
+	for _, w := range ways {
+		rate[w.name] = float64(b.N) / w.el.Seconds()
+		b.ReportMetric(rate[w.name], w.name+"-tasks/s")
+		b.ReportMetric(float64(w.cpu.Microseconds())/float64(b.N), w.name+"-cpu-us/task")
+		b.ReportMetric(w.cpu.Seconds()/w.el.Seconds(), w.name+"-cores")
+		b.ReportMetric(w.idle/w.el.Seconds(), w.name+"-idle-ps")
+	}
+	if rate["many"] > 0 && rate["seq"] > 0 {
+		b.ReportMetric(rate["many"]/rate["seq"], "many-x-seq")
+	}
+	if rate["many"] > 0 && rate["conc"] > 0 {
+		b.ReportMetric(rate["many"]/rate["conc"], "many-x-conc"+strconv.Itoa(benchSubmitGoroutines))
+	}
 	b.ReportMetric(0, "ns/op")
+}
+
+// benchIdlePs is the time the Ps of this process have been idle so far:
+// no goroutine to run (runtime/metrics, an estimate updated by the GC and
+// the scheduler).
+func benchIdlePs() float64 {
+	s := []rtmetrics.Sample{{Name: "/cpu/classes/idle:cpu-seconds"}}
+	rtmetrics.Read(s)
+	if s[0].Value.Kind() != rtmetrics.KindFloat64 {
+		return 0
+	}
+	return s[0].Value.Float64()
 }
