@@ -138,15 +138,19 @@ func BenchmarkSubmitMany(b *testing.B) {
 }
 
 // benchIdlePs is the time the Ps of this process have been idle so far:
-// no goroutine to run (runtime/metrics, an estimate updated by the GC and
-// the scheduler).
+// no goroutine to run, counting the time the GC's idle mark workers took
+// on Ps that had none (runtime/metrics; the runtime updates these figures
+// at the end of each GC cycle, so a window of many cycles is needed).
 func benchIdlePs() float64 {
-	s := []rtmetrics.Sample{{Name: "/cpu/classes/idle:cpu-seconds"}}
+	s := []rtmetrics.Sample{{Name: "/cpu/classes/idle:cpu-seconds"}, {Name: "/cpu/classes/gc/mark/idle:cpu-seconds"}}
 	rtmetrics.Read(s)
-	if s[0].Value.Kind() != rtmetrics.KindFloat64 {
-		return 0
+	var total float64
+	for _, x := range s {
+		if x.Value.Kind() == rtmetrics.KindFloat64 {
+			total += x.Value.Float64()
+		}
 	}
-	return s[0].Value.Float64()
+	return total
 }
 
 // benchRunQueueWait is the time the threads of this process have spent
