@@ -22,7 +22,7 @@ type EmbeddedServer interface {
 
 // ErrNoEmbedded is returned by Open when Config.URL is empty and no
 // embedded server is linked into the program.
-var ErrNoEmbedded = errors.New("Config.URL is empty and no embedded server is linked in " +
+var ErrNoEmbedded = errors.New("no server URL, and no embedded server linked in " +
 	"(import _ \"github.com/qtasks/qtasks-go/bus/embedded\", or set Config.URL)")
 
 var (
