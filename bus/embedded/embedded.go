@@ -28,6 +28,11 @@ import (
 	"github.com/qtasks/qtasks-go/internal/flock"
 )
 
+// init registers Start with bus, the one init of the module against the
+// style guide's explicit wiring (gochecknoinits): importing the package is
+// the wiring, as for a database/sql driver, so that the many programs and
+// tests that start a server through bus.Open (most through bustest) stay as
+// they are. docs/ARCHITECTURE.md, "The exchange's read side".
 func init() {
 	bus.RegisterEmbedded(func(cfg bus.Config) (bus.EmbeddedServer, error) { return Start(cfg) })
 }
