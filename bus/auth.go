@@ -5,8 +5,6 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
-
 	"github.com/qtasks/qtasks-go/events"
 )
 
@@ -65,24 +63,6 @@ func PluginPermissions(p events.PluginInfo) Permissions {
 		"$JS.API.DIRECT.GET.KV_" + BucketPluginState + ".$KV." + BucketPluginState + "." + n + ".>",
 	}
 	return Permissions{Publish: pub, Subscribe: []string{PluginInboxPrefix(n) + ".>"}}
-}
-
-func (p *Permissions) server() *server.Permissions {
-	if p == nil {
-		return nil
-	}
-	return &server.Permissions{
-		Publish:   &server.SubjectPermission{Allow: p.Publish},
-		Subscribe: &server.SubjectPermission{Allow: p.Subscribe},
-	}
-}
-
-func serverUsers(us []User) []*server.User {
-	out := make([]*server.User, 0, len(us))
-	for _, u := range us {
-		out = append(out, &server.User{Username: u.Name, Password: u.Password, Permissions: u.Permissions.server()})
-	}
-	return out
 }
 
 // bindPlugin looks up what a plugin uses, creating nothing: a plugin's

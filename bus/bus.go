@@ -2,24 +2,17 @@ package bus
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
-	"net"
-	"os"
-	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/qtasks/qtasks-go/events"
-	"github.com/qtasks/qtasks-go/internal/flock"
 )
 
 // Names of what the bus provisions.
@@ -97,7 +90,8 @@ const (
 )
 
 // Config configures a Bus. The zero value starts an embedded server on a
-// random loopback port with its data in a temporary directory.
+// random loopback port with its data in a temporary directory, in a program
+// that links package bus/embedded (ErrNoEmbedded otherwise).
 type Config struct {
 	// URL of an external NATS server or cluster. Empty starts an embedded
 	// server.
@@ -219,13 +213,11 @@ func (c *Config) withDefaults() {
 // Bus is a connection to JetStream with qtasks' streams provisioned. It is
 // safe for concurrent use.
 type Bus struct {
-	cfg    Config
-	log    *slog.Logger
-	srv    *server.Server
-	lock   *flock.Lock // of the embedded server's data directory
-	tmpDir string
-	nc     *nats.Conn
-	js     jetstream.JetStream
+	cfg Config
+	log *slog.Logger
+	srv EmbeddedServer // nil when connected to Config.URL
+	nc  *nats.Conn
+	js  jetstream.JetStream
 
 	events jetstream.Stream
 	tasks  jetstream.Stream
@@ -250,19 +242,20 @@ type Bus struct {
 	closeOnce sync.Once
 }
 
-// Open connects (starting the embedded server when cfg.URL is empty) and
-// provisions streams and buckets. Provisioning is idempotent: opening twice
+// Open connects (starting the embedded server when cfg.URL is empty, see
+// EmbeddedServer; its errors then include embedded.ErrDataDirInUse and
+// embedded.ErrPortInUse) and provisions streams and buckets. Provisioning is idempotent: opening twice
 // on the same data changes nothing.
 func Open(ctx context.Context, cfg Config) (*Bus, error) {
 	cfg.withDefaults()
 	b := &Bus{cfg: cfg, log: cfg.Logger.With("component", "bus"), alone: aloneSet(&cfg)}
 	url := cfg.URL
 	if url == "" {
-		srv, dir, lock, err := startEmbedded(cfg)
+		srv, err := startEmbedded(cfg)
 		if err != nil {
 			return nil, err
 		}
-		b.srv, b.tmpDir, b.lock = srv, dir, lock
+		b.srv = srv
 		url = srv.ClientURL()
 	}
 	opts := []nats.Option{
@@ -371,96 +364,6 @@ func Open(ctx context.Context, cfg Config) (*Bus, error) {
 	return b, nil
 }
 
-// ErrDataDirInUse is returned by Open when another process's embedded
-// server stores in Config.DataDir: two servers writing one JetStream
-// directory damage it, and the server does not lock it itself.
-var ErrDataDirInUse = errors.New("data directory in use by another process")
-
-// ErrPortInUse is returned by Open when Config.Port is taken on 127.0.0.1.
-var ErrPortInUse = errors.New("port in use")
-
-// DataDirLock is the lock file Open holds in Config.DataDir while its
-// embedded server runs; it holds the pid of the holder.
-func DataDirLock(dir string) string { return filepath.Join(dir, "qtasks.lock") }
-
-// lockDataDir takes dir's lock, naming the holder when another has it.
-func lockDataDir(dir string) (*flock.Lock, error) {
-	lock, err := flock.Acquire(DataDirLock(dir))
-	if errors.Is(err, flock.ErrLocked) {
-		holder := ""
-		if pid := flock.Holder(DataDirLock(dir)); pid != "" {
-			holder = " (pid " + pid + ")"
-		}
-		return nil, fmt.Errorf("%w: %s%s", ErrDataDirInUse, dir, holder)
-	}
-	return lock, err
-}
-
-func startEmbedded(cfg Config) (*server.Server, string, *flock.Lock, error) {
-	dir, tmp := cfg.DataDir, ""
-	if dir == "" {
-		d, err := os.MkdirTemp("", "qtasks-nats-")
-		if err != nil {
-			return nil, "", nil, fmt.Errorf("creating data directory: %w", err)
-		}
-		dir, tmp = d, d
-	}
-	if err := os.MkdirAll(dir, 0o750); err != nil {
-		return nil, "", nil, fmt.Errorf("creating data directory: %w", err)
-	}
-	var lock *flock.Lock
-	if tmp == "" { // a temporary directory is this process's alone
-		l, err := lockDataDir(dir)
-		if err != nil {
-			return nil, "", nil, err
-		}
-		lock = l
-	}
-	fail := func(err error) (*server.Server, string, *flock.Lock, error) {
-		_ = lock.Release()
-		if tmp != "" {
-			_ = os.RemoveAll(tmp)
-		}
-		return nil, "", nil, err
-	}
-	if cfg.Port > 0 {
-		// The server would only fail to become ready, 30 s later, without
-		// saying why.
-		ln, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(cfg.Port)))
-		if err != nil {
-			return fail(fmt.Errorf("%w: %d on 127.0.0.1 (%v)", ErrPortInUse, cfg.Port, err))
-		}
-		_ = ln.Close()
-	}
-	opts := &server.Options{
-		ServerName: "qtasks-embedded",
-		Host:       "127.0.0.1",
-		Port:       cfg.Port,
-		JetStream:  true,
-		StoreDir:   filepath.Join(dir, "jetstream"),
-		NoSigs:     true,
-		NoLog:      true,
-		// Big enough for a 900 KiB event plus headers.
-		MaxPayload: 2 * 1024 * 1024,
-	}
-	if len(cfg.Users) > 0 {
-		opts.Users, opts.Nkeys = splitUsers(cfg.Users)
-	}
-	if err := cfg.ServerTLS.apply(opts); err != nil {
-		return fail(err)
-	}
-	srv, err := server.NewServer(opts)
-	if err != nil {
-		return fail(fmt.Errorf("configuring embedded nats-server: %w", err))
-	}
-	srv.Start()
-	if !srv.ReadyForConnections(30 * time.Second) {
-		srv.Shutdown()
-		return fail(errors.New("embedded nats-server did not become ready in 30s (is port " + strconv.Itoa(cfg.Port) + " free?)"))
-	}
-	return srv, tmp, lock, nil
-}
-
 // Conn is the underlying NATS connection.
 func (b *Bus) Conn() *nats.Conn { return b.nc }
 
@@ -528,11 +431,6 @@ func (b *Bus) Close() {
 
 func (b *Bus) shutdownServer() {
 	if b.srv != nil {
-		b.srv.Shutdown()
-		b.srv.WaitForShutdown()
-	}
-	_ = b.lock.Release() // after the server has stopped writing
-	if b.tmpDir != "" {
-		_ = os.RemoveAll(b.tmpDir)
+		b.srv.Shutdown() // and releases its data directory once stopped
 	}
 }

@@ -16,6 +16,7 @@ import (
 
 	"github.com/qtasks/qtasks-go/bus"
 	"github.com/qtasks/qtasks-go/bus/bustest"
+	"github.com/qtasks/qtasks-go/bus/embedded"
 	"github.com/qtasks/qtasks-go/events"
 )
 
@@ -543,7 +544,7 @@ func TestOpenRefusesSharedDataDirAndTakenPort(t *testing.T) {
 	require.NoError(t, err)
 
 	_, err = bus.Open(ctx, bus.Config{DataDir: dir, Port: -1, Logger: bustest.Logger(t)})
-	require.ErrorIs(t, err, bus.ErrDataDirInUse)
+	require.ErrorIs(t, err, embedded.ErrDataDirInUse)
 	require.ErrorContains(t, err, "pid "+strconv.Itoa(os.Getpid()))
 
 	b1.Close()
@@ -556,6 +557,6 @@ func TestOpenRefusesSharedDataDirAndTakenPort(t *testing.T) {
 	defer ln.Close()
 	start := time.Now()
 	_, err = bus.Open(ctx, bus.Config{DataDir: t.TempDir(), Port: ln.Addr().(*net.TCPAddr).Port, Logger: bustest.Logger(t)})
-	require.ErrorIs(t, err, bus.ErrPortInUse)
+	require.ErrorIs(t, err, embedded.ErrPortInUse)
 	require.Less(t, time.Since(start), 10*time.Second)
 }

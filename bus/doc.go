@@ -1,5 +1,6 @@
 // Package bus is qtasks' JetStream layer: it connects to an external NATS
-// server or starts an embedded one, provisions the event log, the task queue
+// server or starts an embedded one (package bus/embedded, which a program
+// imports to have one: bus itself does not link nats-server), provisions the event log, the task queue
 // and the key-value buckets, publishes trigger facts with deterministic
 // message ids, invokes mutator plugins and awaits their patches, keeps the
 // plugin registry, and runs durable subscriptions.

@@ -7,12 +7,14 @@ import (
 	"time"
 
 	"github.com/qtasks/qtasks-go/bus"
+	_ "github.com/qtasks/qtasks-go/bus/embedded" // Open starts an embedded server
 	"github.com/qtasks/qtasks-go/events"
 )
 
-// Open with no URL starts an embedded JetStream server (without DataDir, in
-// a temporary directory removed on Close) and provisions qtasks' streams
-// and buckets on it. A task record is stored once: creating it again is an
+// Open with no URL starts an embedded JetStream server (package
+// bus/embedded, imported for that; without DataDir, in a temporary
+// directory removed on Close) and provisions qtasks' streams and buckets on
+// it. A task record is stored once: creating it again is an
 // idempotent resubmission that returns the stored record.
 func ExampleOpen() {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)

@@ -2,9 +2,7 @@ package bus
 
 import (
 	"errors"
-	"fmt"
 
-	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 )
 
@@ -20,25 +18,6 @@ type ServerTLS struct {
 	ClientCA string
 }
 
-// tlsTimeout bounds a client's TLS handshake with the embedded server, in
-// seconds (the server's default of 2 is short for a loaded CI machine).
-const tlsTimeout = 5
-
-func (t *ServerTLS) apply(opts *server.Options) error {
-	if t == nil {
-		return nil
-	}
-	if t.Cert == "" || t.Key == "" {
-		return errors.New("server TLS needs both a certificate and its key")
-	}
-	tc, err := server.GenTLSConfig(&server.TLSConfigOpts{CertFile: t.Cert, KeyFile: t.Key, CaFile: t.ClientCA, Verify: t.ClientCA != ""})
-	if err != nil {
-		return fmt.Errorf("server TLS: %w", err)
-	}
-	opts.TLSConfig, opts.TLSVerify, opts.TLSTimeout = tc, t.ClientCA != "", tlsTimeout
-	return nil
-}
-
 // clientTLS are the connection options of c's TLS settings.
 func clientTLS(c Config) ([]nats.Option, error) {
 	var opts []nats.Option
@@ -52,19 +31,4 @@ func clientTLS(c Config) ([]nats.Option, error) {
 		opts = append(opts, nats.ClientCert(c.TLSCert, c.TLSKey))
 	}
 	return opts, nil
-}
-
-// splitUsers sorts users into those with a password and those with an NKey,
-// as the server takes them.
-func splitUsers(us []User) ([]*server.User, []*server.NkeyUser) {
-	var pw []User
-	var nk []*server.NkeyUser
-	for _, u := range us {
-		if u.NKey != "" {
-			nk = append(nk, &server.NkeyUser{Nkey: u.NKey, Permissions: u.Permissions.server()})
-			continue
-		}
-		pw = append(pw, u)
-	}
-	return serverUsers(pw), nk
 }

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/qtasks/qtasks-go/bus"
+	_ "github.com/qtasks/qtasks-go/bus/embedded" // bus.Open starts an embedded server
 )
 
 // Open starts an embedded JetStream server for tb and connects a Bus to it.

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/qtasks/qtasks-go/bus"
+	"github.com/qtasks/qtasks-go/bus/embedded"
 	"github.com/qtasks/qtasks-go/events"
 	"github.com/qtasks/qtasks-go/executor"
 	"github.com/qtasks/qtasks-go/internal/console"
@@ -248,7 +249,7 @@ func (m *Main) run(ctx context.Context, args []string) error {
 		// only once the port is known to be free: a start that fails
 		// leaves nothing behind.
 		if _, err := os.Stat(dir); err == nil {
-			lock, err := flock.Acquire(bus.DataDirLock(dir))
+			lock, err := flock.Acquire(embedded.DataDirLock(dir))
 			if errors.Is(err, flock.ErrLocked) {
 				return errDataDirInUse(dir)
 			}
@@ -284,7 +285,7 @@ func (m *Main) run(ctx context.Context, args []string) error {
 	openCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	b, err := bus.Open(openCtx, cfg)
 	cancel()
-	if errors.Is(err, bus.ErrDataDirInUse) { // taken since the probe
+	if errors.Is(err, embedded.ErrDataDirInUse) { // taken since the probe
 		return errDataDirInUse(cfg.DataDir)
 	}
 	if err != nil {
@@ -420,7 +421,7 @@ func (m *Main) run(ctx context.Context, args []string) error {
 
 func errDataDirInUse(dir string) error {
 	holder := ""
-	if pid := flock.Holder(bus.DataDirLock(dir)); pid != "" {
+	if pid := flock.Holder(embedded.DataDirLock(dir)); pid != "" {
 		holder = " (pid " + pid + ")"
 	}
 	return fmt.Errorf("data directory %s is in use by another qtasksd%s; stop it, or give this one its own --data-dir", dir, holder)

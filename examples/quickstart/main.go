@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/qtasks/qtasks-go/bus"
+	_ "github.com/qtasks/qtasks-go/bus/embedded" // bus.Open starts an embedded server
 	"github.com/qtasks/qtasks-go/events"
 	"github.com/qtasks/qtasks-go/executor"
 	"github.com/qtasks/qtasks-go/plugins"

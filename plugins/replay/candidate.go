@@ -16,6 +16,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/qtasks/qtasks-go/bus"
+	_ "github.com/qtasks/qtasks-go/bus/embedded" // bus.Open starts an embedded server
 	"github.com/qtasks/qtasks-go/events"
 	"github.com/qtasks/qtasks-go/plugins"
 )

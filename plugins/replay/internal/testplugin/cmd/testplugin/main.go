@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/qtasks/qtasks-go/bus"
+	_ "github.com/qtasks/qtasks-go/bus/embedded" // bus.Open starts an embedded server
 	"github.com/qtasks/qtasks-go/plugins"
 	"github.com/qtasks/qtasks-go/plugins/replay/internal/testplugin"
 )
