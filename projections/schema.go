@@ -30,7 +30,7 @@ var migrations = []migration{
 	{version: 5, name: "facts, plugin calls, rejected events and field blame keyed by stream sequence and index in a phase message", sql: schemaV5},
 	{version: 6, name: "schedule events; the delayed_tasks view", sql: schemaV6},
 	{version: 7, name: "state writes, chain events and limit waits", sql: schemaFlow},
-	{version: 8, name: "console2: plugin call diffs stored with each fact (backfilled)", sql: schemaDiffs, fn: backfillDiffs},
+	{version: 8, name: "plugin call diffs stored with each fact (backfilled)", sql: schemaDiffs, fn: backfillDiffs},
 }
 
 // schemaV5 keys what a fact writes by its position in the log: the stream
