@@ -23,12 +23,13 @@ import (
 // JSErrCodeStreamWrongLastSequence) when the key has any entry, a delete
 // marker included: CreateTask, which reads the record or writes over the
 // marker, settles that case.
-//
-// data is t encoded (EncodeTask): a pipelined submission encodes its task
-// once for the record and the task message.
-func (b *Bus) CreateTaskAsync(t events.Task, data []byte) (jetstream.PubAckFuture, error) {
+func (b *Bus) CreateTaskAsync(t events.Task) (jetstream.PubAckFuture, error) {
 	if !events.ValidToken(t.ID) {
 		return nil, fmt.Errorf("task id %q: must be a valid NATS subject token", t.ID)
+	}
+	data, err := json.Marshal(t)
+	if err != nil {
+		return nil, fmt.Errorf("encoding task %s: %w", t.ID, err)
 	}
 	m := nats.NewMsg(taskSubject(t.ID))
 	m.Data = data
@@ -39,10 +40,12 @@ func (b *Bus) CreateTaskAsync(t events.Task, data []byte) (jetstream.PubAckFutur
 	return f, nil
 }
 
-// EnqueueAsync is Enqueue without waiting for the ack, with t encoded as
-// data (EncodeTask).
-func (b *Bus) EnqueueAsync(t events.Task, data []byte, source string) (jetstream.PubAckFuture, error) {
-	ev := taskEvent(t, data, source)
+// EnqueueAsync is Enqueue without waiting for the ack.
+func (b *Bus) EnqueueAsync(t events.Task, source string) (jetstream.PubAckFuture, error) {
+	ev, err := taskMessage(t, source)
+	if err != nil {
+		return nil, err
+	}
 	f, err := b.PublishAsync(events.RunSubject(t.Queue), ev.ID, &ev)
 	if err != nil {
 		return nil, fmt.Errorf("enqueueing task %s: %w", t.ID, err)
@@ -54,24 +57,10 @@ func (b *Bus) EnqueueAsync(t events.Task, data []byte, source string) (jetstream
 // attempt, and so is its Nats-Msg-Id, so a repeated enqueue of the same
 // attempt is dropped.
 func taskMessage(t events.Task, source string) (events.Event, error) {
-	data, err := EncodeTask(t)
-	if err != nil {
-		return events.Event{}, err
-	}
-	return taskEvent(t, data, source), nil
-}
-
-// EncodeTask encodes a task as a task record and a task message carry it.
-func EncodeTask(t events.Task) ([]byte, error) {
 	data, err := json.Marshal(t)
 	if err != nil {
-		return nil, fmt.Errorf("encoding task %s: %w", t.ID, err)
+		return events.Event{}, fmt.Errorf("encoding task %s: %w", t.ID, err)
 	}
-	return data, nil
-}
-
-// taskEvent is the event of a task message for t encoded as data.
-func taskEvent(t events.Task, data []byte, source string) events.Event {
 	return events.Event{
 		ID:              t.ID + ":" + strconv.Itoa(t.Attempt),
 		Source:          source,
@@ -84,7 +73,7 @@ func taskEvent(t events.Task, data []byte, source string) events.Event {
 		TaskName:        t.Name,
 		Attempt:         t.Attempt,
 		TraceParent:     t.Trace,
-	}
+	}, nil
 }
 
 // AwaitAck waits for the ack of one async publish: the ack, or the

@@ -39,12 +39,8 @@ func (a *App) storeAndQueue(ctx context.Context, f *firing, t *events.Task, pipe
 		}
 		return rec, true, nil
 	}
-	data, err := bus.EncodeTask(*t)
-	if err != nil {
-		return rec, false, err
-	}
-	cfut, cerr := a.b.CreateTaskAsync(*t, data)
-	qfut, qerr := a.b.EnqueueAsync(*t, data, a.source)
+	cfut, cerr := a.b.CreateTaskAsync(*t)
+	qfut, qerr := a.b.EnqueueAsync(*t, a.source)
 	if qerr == nil {
 		_, qerr = a.b.AwaitAck(ctx, qfut)
 	}
