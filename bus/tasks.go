@@ -61,7 +61,13 @@ func (b *Bus) GetTask(ctx context.Context, id string) (TaskRecord, error) {
 		return TaskRecord{}, fmt.Errorf("%w: %s (this connection cannot read task records)", ErrTaskNotFound, id)
 	}
 	if b.srv != nil {
-		return b.directGetTask(ctx, id)
+		rec, err := b.directGetTask(ctx, id)
+		if !errors.Is(err, nats.ErrNoResponders) {
+			return rec, err
+		}
+		// No direct gets on this bucket (made by a version that did not
+		// allow them, and not updated): the message-get API.
+		return b.apiGetTask(ctx, id)
 	}
 	e, err := b.taskKV.Get(ctx, id)
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
@@ -92,7 +98,7 @@ func (b *Bus) directGetTask(ctx context.Context, id string) (TaskRecord, error) 
 	}
 	m, err := b.nc.RequestWithContext(ctx, "$JS.API.DIRECT.GET.KV_"+BucketTasks+"."+taskSubject(id), nil)
 	if err != nil {
-		return TaskRecord{}, fmt.Errorf("reading task %s: %w", id, err)
+		return TaskRecord{}, fmt.Errorf("reading task %s: %w", id, err) // nats.ErrNoResponders: no direct gets
 	}
 	if len(m.Data) == 0 {
 		if st := m.Header.Get("Status"); st == "404" {
@@ -138,6 +144,12 @@ func (b *Bus) GetTaskLatest(ctx context.Context, id string) (TaskRecord, error) 
 		// takes (issue #15).
 		return b.GetTask(ctx, id)
 	}
+	return b.apiGetTask(ctx, id)
+}
+
+// apiGetTask reads a task's record with the stream's message-get API,
+// which the stream leader answers.
+func (b *Bus) apiGetTask(ctx context.Context, id string) (TaskRecord, error) {
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, leaderReadTimeout)
@@ -170,8 +182,10 @@ func (b *Bus) GetTaskLatest(ctx context.Context, id string) (TaskRecord, error) 
 	if resp.Message == nil {
 		return TaskRecord{}, fmt.Errorf("reading task %s: empty reply", id)
 	}
-	if len(resp.Message.Headers) > 0 && bytes.Contains(resp.Message.Headers, []byte("KV-Operation:")) {
-		// A delete or purge marker: the record was taken back.
+	if len(resp.Message.Headers) > 0 && (bytes.Contains(resp.Message.Headers, []byte("KV-Operation:")) ||
+		bytes.Contains(resp.Message.Headers, []byte(jetstream.MarkerReasonHeader+":"))) {
+		// A delete or purge marker (the record was taken back), or the
+		// server's marker of a record that expired.
 		return TaskRecord{}, fmt.Errorf("%w: %s", ErrTaskNotFound, id)
 	}
 	var t events.Task
