@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"strconv"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -61,13 +60,7 @@ func (b *Bus) GetTask(ctx context.Context, id string) (TaskRecord, error) {
 		return TaskRecord{}, fmt.Errorf("%w: %s (this connection cannot read task records)", ErrTaskNotFound, id)
 	}
 	if b.srv != nil {
-		rec, err := b.directGetTask(ctx, id)
-		if !errors.Is(err, nats.ErrNoResponders) {
-			return rec, err
-		}
-		// No direct gets on this bucket (made by a version that did not
-		// allow them, and not updated): the message-get API.
-		return b.apiGetTask(ctx, id)
+		return b.directGetTask(ctx, id) // taskget.go
 	}
 	e, err := b.taskKV.Get(ctx, id)
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
@@ -81,46 +74,6 @@ func (b *Bus) GetTask(ctx context.Context, id string) (TaskRecord, error) {
 		return TaskRecord{}, fmt.Errorf("decoding task %s: %w", id, err)
 	}
 	return TaskRecord{Task: t, Revision: e.Revision()}, nil
-}
-
-// directGetTask is GetTask as a direct get on the bucket's stream, the
-// request KeyValue.Get makes (the bucket allows direct gets, provision.go),
-// without what nats.go does around it for every call: a regular expression
-// on the key, a JSON request body a direct get by subject does not send,
-// and a context wrapped for a deadline. A worker reads the record of every
-// task it takes (issue #15). Used with the embedded server, where this
-// process provisioned the bucket and the API has its default prefix.
-func (b *Bus) directGetTask(ctx context.Context, id string) (TaskRecord, error) {
-	if _, ok := ctx.Deadline(); !ok {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, leaderReadTimeout)
-		defer cancel()
-	}
-	m, err := b.nc.RequestWithContext(ctx, "$JS.API.DIRECT.GET.KV_"+BucketTasks+"."+taskSubject(id), nil)
-	if err != nil {
-		return TaskRecord{}, fmt.Errorf("reading task %s: %w", id, err) // nats.ErrNoResponders: no direct gets
-	}
-	if len(m.Data) == 0 {
-		if st := m.Header.Get("Status"); st == "404" {
-			return TaskRecord{}, fmt.Errorf("%w: %s", ErrTaskNotFound, id)
-		} else if st != "" {
-			return TaskRecord{}, fmt.Errorf("reading task %s: status %s %s", id, st, m.Header.Get("Description"))
-		}
-	}
-	if m.Header.Get("KV-Operation") != "" || m.Header.Get(jetstream.MarkerReasonHeader) != "" {
-		// A delete or purge marker (the record was taken back), or the
-		// server's marker of a record that expired (FinishedTaskTTL).
-		return TaskRecord{}, fmt.Errorf("%w: %s", ErrTaskNotFound, id)
-	}
-	rev, err := strconv.ParseUint(m.Header.Get(jetstream.SequenceHeader), 10, 64)
-	if err != nil {
-		return TaskRecord{}, fmt.Errorf("reading task %s: the reply's sequence: %w", id, err)
-	}
-	var t events.Task
-	if err := json.Unmarshal(m.Data, &t); err != nil {
-		return TaskRecord{}, fmt.Errorf("decoding task %s: %w", id, err)
-	}
-	return TaskRecord{Task: t, Revision: rev}, nil
 }
 
 // GetTaskLatest returns a task's current record as the task bucket's
@@ -144,12 +97,6 @@ func (b *Bus) GetTaskLatest(ctx context.Context, id string) (TaskRecord, error) 
 		// takes (issue #15).
 		return b.GetTask(ctx, id)
 	}
-	return b.apiGetTask(ctx, id)
-}
-
-// apiGetTask reads a task's record with the stream's message-get API,
-// which the stream leader answers.
-func (b *Bus) apiGetTask(ctx context.Context, id string) (TaskRecord, error) {
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, leaderReadTimeout)
@@ -182,10 +129,8 @@ func (b *Bus) apiGetTask(ctx context.Context, id string) (TaskRecord, error) {
 	if resp.Message == nil {
 		return TaskRecord{}, fmt.Errorf("reading task %s: empty reply", id)
 	}
-	if len(resp.Message.Headers) > 0 && (bytes.Contains(resp.Message.Headers, []byte("KV-Operation:")) ||
-		bytes.Contains(resp.Message.Headers, []byte(jetstream.MarkerReasonHeader+":"))) {
-		// A delete or purge marker (the record was taken back), or the
-		// server's marker of a record that expired.
+	if len(resp.Message.Headers) > 0 && bytes.Contains(resp.Message.Headers, []byte("KV-Operation:")) {
+		// A delete or purge marker: the record was taken back.
 		return TaskRecord{}, fmt.Errorf("%w: %s", ErrTaskNotFound, id)
 	}
 	var t events.Task
@@ -249,22 +194,13 @@ func (b *Bus) UpdateTask(ctx context.Context, t events.Task, rev uint64) (uint64
 	if err != nil {
 		return 0, fmt.Errorf("encoding task %s: %w", t.ID, err)
 	}
-	return b.UpdateTaskEncoded(ctx, t, data, rev)
-}
-
-// UpdateTaskEncoded is UpdateTask with t already encoded as data (exactly
-// json.Marshal(t)), for a caller that encoded the record for something else
-// too (the final fact carries it).
-func (b *Bus) UpdateTaskEncoded(ctx context.Context, t events.Task, data []byte, rev uint64) (uint64, error) {
-	if !events.ValidToken(t.ID) {
-		return 0, fmt.Errorf("task id %q: must be a valid NATS subject token", t.ID)
-	}
-	var ttl time.Duration
+	var n uint64
 	switch t.Status {
 	case events.StatusSuccess, events.StatusError, events.StatusCancel:
-		ttl = b.cfg.FinishedTaskTTL
+		n, err = b.updateWithTTL(ctx, t.ID, data, rev)
+	default:
+		n, err = b.taskKV.Update(ctx, t.ID, data, rev)
 	}
-	n, err := b.updateTask(ctx, t.ID, data, rev, ttl)
 	if err != nil {
 		if revisionMoved(err) {
 			return 0, fmt.Errorf("%w: %s", ErrConflict, t.ID)
@@ -282,18 +218,15 @@ func revisionMoved(err error) bool {
 		errors.Is(err, jetstream.ErrKeyExists)
 }
 
-// updateTask is KeyValue.Update (a publish on the key's subject expecting
-// its last sequence to be rev), with the record's expiry when ttl > 0,
-// without the regular expression nats.go runs on the key of every call:
-// the id is a valid token (checked by the callers).
-func (b *Bus) updateTask(ctx context.Context, id string, data []byte, rev uint64, ttl time.Duration) (uint64, error) {
+// updateWithTTL is KeyValue.Update for a finished record: the same
+// conditional publish on the key's subject, with the record's expiry.
+func (b *Bus) updateWithTTL(ctx context.Context, id string, data []byte, rev uint64) (uint64, error) {
+	if b.cfg.FinishedTaskTTL <= 0 {
+		return b.taskKV.Update(ctx, id, data, rev)
+	}
 	m := nats.NewMsg(taskSubject(id))
 	m.Data = data
-	opts := []jetstream.PublishOpt{jetstream.WithExpectLastSequencePerSubject(rev)}
-	if ttl > 0 {
-		opts = append(opts, jetstream.WithMsgTTL(ttl))
-	}
-	ack, err := b.js.PublishMsg(ctx, m, opts...)
+	ack, err := b.js.PublishMsg(ctx, m, jetstream.WithExpectLastSequencePerSubject(rev), jetstream.WithMsgTTL(b.cfg.FinishedTaskTTL))
 	if err != nil {
 		return 0, err
 	}

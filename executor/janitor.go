@@ -148,8 +148,7 @@ func (w *worker) endOrphan(ctx context.Context, rec bus.TaskRecord) error {
 	final.Worker = a.cfg.NodeID
 	final.UpdatedAt = a.cfg.Now().UTC()
 	f := a.newFiring(&final, 0)
-	data := encodeRecord(final)
-	decided, seq, err := w.publishFinal(ctx, f, final, data)
+	decided, seq, err := w.publishFinal(ctx, f, final, encodeRecord(final))
 	if err != nil {
 		return err
 	}
@@ -157,9 +156,8 @@ func (w *worker) endOrphan(ctx context.Context, rec bus.TaskRecord) error {
 		if final, err = w.decidedFinal(ctx, seq); err != nil {
 			return err
 		}
-		data = nil
 	}
-	if err := w.finishDecided(ctx, final, data, rec.Revision); err != nil {
+	if err := w.finishDecided(ctx, final, rec.Revision); err != nil {
 		return err
 	}
 	if decided {

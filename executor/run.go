@@ -571,9 +571,8 @@ func (rs *runState) finish(ctx context.Context, final events.Task, taskErr error
 		if final, err = rs.w.decidedFinal(ctx, seq); err != nil {
 			return err
 		}
-		rec = nil
 	}
-	if err := rs.w.finishDecided(ctx, final, rec, rs.rev); err != nil {
+	if err := rs.w.finishDecided(ctx, final, rs.rev); err != nil {
 		return err
 	}
 	noteFinal(ctx, &final)
@@ -595,8 +594,8 @@ func (rs *runState) finish(ctx context.Context, final events.Task, taskErr error
 // the log (plugins grew the arguments or the result past its limits), the
 // attempt ended in error with the arguments as the task message carried
 // them and no result: a fact the log refuses would fail on every retry.
-// It returns the record it returns encoded too (encodeRecord): the final
-// fact and the final record carry it, encoded once.
+// It returns the record it returns encoded too (encodeRecord), for the
+// final fact: encoded once for the size check and the fact.
 func (rs *runState) fitFinal(final events.Task) (events.Task, []byte) {
 	rec := encodeRecord(final)
 	size := len(rec) + len(`{"model":}`)

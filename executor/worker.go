@@ -466,7 +466,7 @@ func (w *worker) process(it *item) {
 			_ = it.m.NakWithDelay(time.Second)
 			return
 		} else if ok {
-			if err := w.finishDecided(ctx, final, nil, rec.Revision); err != nil {
+			if err := w.finishDecided(ctx, final, rec.Revision); err != nil {
 				a.log.Error("completing a decided task", "task_id", t.ID, "err", err)
 				_ = it.m.Nak()
 				return
@@ -493,7 +493,7 @@ func (w *worker) process(it *item) {
 	case rec.Task.Attempt == t.Attempt && events.FinalStatus(rec.Task.Status):
 		// A previous run decided this attempt but died before acking:
 		// finish its bookkeeping (idempotently) and drop the message.
-		if err := w.finishDecided(ctx, rec.Task, nil, 0); err != nil {
+		if err := w.finishDecided(ctx, rec.Task, 0); err != nil {
 			a.log.Error("completing a decided task", "task_id", t.ID, "err", err)
 			_ = it.m.Nak()
 			return
@@ -581,12 +581,11 @@ func (w *worker) endExhausted(ctx context.Context, t events.Task, run int) error
 		if final, err = w.decidedFinal(ctx, seq); err != nil {
 			return err
 		}
-		rec = nil
 	} else {
 		a.m.exhaustedInc()
 		a.countFinished(&final)
 	}
-	return w.finishDecided(ctx, final, rec, 0)
+	return w.finishDecided(ctx, final, 0)
 }
 
 // enter records that this worker runs attempt (task id#attempt); false if
@@ -658,10 +657,9 @@ func (w *worker) claimRun(ctx context.Context, rec bus.TaskRecord, t events.Task
 // finishDecided completes the bookkeeping of an attempt whose final fact is
 // in the log: the task record, and the next attempt of a retried task. Both
 // steps are idempotent. rev is the record's revision as the caller last
-// wrote it, 0 if unknown (see storeFinal); data is final encoded
-// (encodeRecord), nil if not at hand.
-func (w *worker) finishDecided(ctx context.Context, final events.Task, data []byte, rev uint64) error {
-	final, err := w.storeFinal(ctx, final, data, rev)
+// wrote it, 0 if unknown (see storeFinal).
+func (w *worker) finishDecided(ctx context.Context, final events.Task, rev uint64) error {
+	final, err := w.storeFinal(ctx, final, rev)
 	if err != nil {
 		return err
 	}
@@ -770,11 +768,8 @@ func finalModel(s bus.Stored) (events.Task, error) {
 // against it without reading it first: if nobody wrote since, it is this
 // attempt's, not final. It is read only when rev is 0 or the write
 // conflicts.
-func (w *worker) storeFinal(ctx context.Context, final events.Task, data []byte, rev uint64) (events.Task, error) {
+func (w *worker) storeFinal(ctx context.Context, final events.Task, rev uint64) (events.Task, error) {
 	b := w.a.b
-	if data == nil {
-		data = encodeRecord(final)
-	}
 	for {
 		if rev == 0 {
 			rec, err := b.GetTaskLatest(ctx, final.ID)
@@ -792,7 +787,7 @@ func (w *worker) storeFinal(ctx context.Context, final events.Task, data []byte,
 			}
 			rev = rec.Revision
 		}
-		_, err := b.UpdateTaskEncoded(ctx, final, data, rev)
+		_, err := b.UpdateTask(ctx, final, rev)
 		if errors.Is(err, bus.ErrConflict) {
 			rev = 0
 			continue
