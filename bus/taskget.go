@@ -20,11 +20,12 @@ import (
 // subject does not send, and a context wrapped for a deadline. A worker
 // reads the record of every task it takes (issue #15). A bucket that
 // allows no direct gets (made so by an older version and not updated) is
-// read through the message-get API.
+// read through the message-get API. Without a deadline in ctx it waits at
+// most Config.PublishTimeout.
 func (b *Bus) directGetTask(ctx context.Context, id string) (TaskRecord, error) {
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, leaderReadTimeout)
+		ctx, cancel = context.WithTimeout(ctx, b.cfg.PublishTimeout)
 		defer cancel()
 	}
 	m, err := b.nc.RequestWithContext(ctx, "$JS.API.DIRECT.GET.KV_"+BucketTasks+"."+taskSubject(id), nil)
