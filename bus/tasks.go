@@ -71,6 +71,9 @@ func (b *Bus) GetTask(ctx context.Context, id string) (TaskRecord, error) {
 	if b.taskKV == nil {
 		return TaskRecord{}, fmt.Errorf("%w: %s (this connection cannot read task records)", ErrTaskNotFound, id)
 	}
+	if b.srv != nil {
+		return b.directGetTask(ctx, id) // taskget.go
+	}
 	e, err := b.taskKV.Get(ctx, id)
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
 		return TaskRecord{}, fmt.Errorf("%w: %s", ErrTaskNotFound, id)

@@ -369,3 +369,36 @@ func TestTaskBucketTakesTTLsOnReopen(t *testing.T) {
 		return errors.Is(err, bus.ErrTaskNotFound)
 	})
 }
+
+// GetTask reads a record with a direct get, and through the API when the
+// bucket does not allow direct gets (made so by an older version): the
+// same record and revision either way, and a record taken back is not
+// found either way.
+func TestGetTaskWithAndWithoutDirectGets(t *testing.T) {
+	ctx := testCtx(t)
+	b := bustest.Open(t, nil)
+	rec, _, err := b.CreateTask(ctx, newTask("direct-1"))
+	require.NoError(t, err)
+	gone, _, err := b.CreateTask(ctx, newTask("direct-2"))
+	require.NoError(t, err)
+	require.NoError(t, b.DeleteTask(ctx, "direct-2", gone.Revision))
+	check := func(how string) {
+		t.Helper()
+		got, err := b.GetTask(ctx, "direct-1")
+		require.NoError(t, err, how)
+		require.Equal(t, rec, got, how)
+		_, err = b.GetTask(ctx, "direct-2")
+		require.ErrorIs(t, err, bus.ErrTaskNotFound, how)
+		_, err = b.GetTask(ctx, "direct-3")
+		require.ErrorIs(t, err, bus.ErrTaskNotFound, how)
+	}
+	check("direct get")
+
+	s, err := b.JetStream().Stream(ctx, "KV_"+bus.BucketTasks)
+	require.NoError(t, err)
+	cfg := s.CachedInfo().Config
+	cfg.AllowDirect = false
+	_, err = b.JetStream().UpdateStream(ctx, cfg)
+	require.NoError(t, err)
+	check("no direct gets")
+}

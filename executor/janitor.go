@@ -152,7 +152,7 @@ func (w *worker) endOrphan(ctx context.Context, rec bus.TaskRecord) error {
 	final.Worker = a.cfg.NodeID
 	final.UpdatedAt = a.cfg.Now().UTC()
 	f := a.newFiring(&final, 0)
-	decided, seq, err := w.publishFinal(ctx, f, final)
+	decided, seq, err := w.publishFinal(ctx, f, final, encodeRecord(final))
 	if err != nil {
 		return err
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 
@@ -59,11 +60,14 @@ func TestFitFinal(t *testing.T) {
 	rs := &runState{orig: orig}
 	small := orig
 	small.Status, small.Result = events.StatusSuccess, json.RawMessage(`"ok"`)
-	require.Equal(t, small, rs.fitFinal(small), "a final record that fits is kept")
+	got, rec := rs.fitFinal(small)
+	require.Equal(t, small, got, "a final record that fits is kept")
+	require.Equal(t, mustJSON(small), json.RawMessage(rec), "and returned encoded")
 
 	big := small
 	big.Kw = json.RawMessage(`{"s":"` + strings.Repeat("x", events.MaxDataSize) + `"}`)
-	got := rs.fitFinal(big)
+	got, rec = rs.fitFinal(big)
+	require.Equal(t, mustJSON(got), json.RawMessage(rec), "the record that fits is returned encoded")
 	require.Equal(t, events.StatusError, got.Status)
 	require.Nil(t, got.Result)
 	require.Equal(t, orig.Args, got.Args)
@@ -71,4 +75,20 @@ func TestFitFinal(t *testing.T) {
 	require.Contains(t, got.Reason, events.ErrTooLarge.Error())
 	require.Contains(t, got.Error, "the log takes at most")
 	require.LessOrEqual(t, len(mustJSON(modelPayload{got})), events.MaxDataSize)
+}
+
+// The final fact's payload built from the record encoded once is the one
+// json.Marshal writes for it: the log's bytes do not change.
+func TestModelInputIsModelPayload(t *testing.T) {
+	t.Parallel()
+	now := time.Date(2026, 12, 7, 18, 0, 0, 123456789, time.UTC)
+	for _, task := range []events.Task{
+		{},
+		{ID: "T", Name: "n<&>", Queue: "default", Status: events.StatusSuccess, Attempt: 2, Run: 3, Priority: -1,
+			Args: json.RawMessage(`[1,"<x>"]`), Kw: json.RawMessage(`{"a":{"b":[]}}`), Result: json.RawMessage(`"ok\u2028"`),
+			Extra: map[string]json.RawMessage{"z": json.RawMessage(`1`), "a": json.RawMessage(`"s"`)},
+			Tags:  []string{"t"}, CreatedAt: now, UpdatedAt: now, Error: "e\n", Reason: "r", Worker: "w"},
+	} {
+		require.Equal(t, string(mustJSON(modelPayload{task})), string(modelInput(encodeRecord(task))))
+	}
 }

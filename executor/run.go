@@ -561,8 +561,8 @@ func (rs *runState) finish(ctx context.Context, final events.Task, taskErr error
 	if err := f.acks.Wait(context.WithoutCancel(ctx)); err != nil {
 		return err
 	}
-	final = rs.fitFinal(final)
-	decided, seq, err := rs.w.publishFinal(ctx, f, final)
+	final, rec := rs.fitFinal(final)
+	decided, seq, err := rs.w.publishFinal(ctx, f, final, rec)
 	if err != nil {
 		return err
 	}
@@ -596,11 +596,14 @@ func (rs *runState) finish(ctx context.Context, final events.Task, taskErr error
 // the log (plugins grew the arguments or the result past its limits), the
 // attempt ended in error with the arguments as the task message carried
 // them and no result: a fact the log refuses would fail on every retry.
-func (rs *runState) fitFinal(final events.Task) events.Task {
-	if len(mustJSON(modelPayload{final}))+len(`{"input":}`) <= events.MaxDataSize {
-		return final
+// It returns the record it returns encoded too (encodeRecord), for the
+// final fact: encoded once for the size check and the fact.
+func (rs *runState) fitFinal(final events.Task) (events.Task, []byte) {
+	rec := encodeRecord(final)
+	size := len(rec) + len(`{"model":}`)
+	if size+len(`{"input":}`) <= events.MaxDataSize {
+		return final, rec
 	}
-	size := len(mustJSON(modelPayload{final}))
 	fit := final
 	fit.Status = events.StatusError
 	fit.Args, fit.Kw, fit.Extra, fit.Result = rs.orig.Args, rs.orig.Kw, rs.orig.Extra, nil
@@ -611,7 +614,7 @@ func (rs *runState) fitFinal(final events.Task) events.Task {
 		fit.Error = fit.Reason
 	}
 	fit.Reason += "; arguments as the task message carried them, result dropped"
-	return fit
+	return fit, encodeRecord(fit)
 }
 
 // chainedError is one error of a failed attempt's error chain, as the

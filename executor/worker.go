@@ -66,6 +66,10 @@ type worker struct {
 	n       uint64
 	closing bool
 	running map[string]struct{} // attempts (task id#attempt) being run; guarded by mu
+	// beating are the task messages of the runs under way, by attempt:
+	// holdAlive tells JetStream they are in progress, as it does for the
+	// tasks held; guarded by mu. A run leaves it before its ack or nak.
+	beating map[string]jetstream.Msg
 
 	runCtx    context.Context
 	cancelRun context.CancelCauseFunc
@@ -158,9 +162,10 @@ func (w *worker) start(ctx context.Context) error {
 	return pf.acks.Wait(ctx)
 }
 
-// holdAlive tells JetStream that the tasks a worker holds but has not
-// started yet are still in hand: without it, a task held longer than the
-// ack wait would be redelivered to another worker and run twice.
+// holdAlive tells JetStream that the tasks a worker holds, started or not,
+// are still in hand: without it, a task held or running longer than the
+// ack wait would be redelivered to another worker and run twice. One
+// ticker for all of them, rather than a goroutine and a ticker per run.
 func (w *worker) holdAlive() {
 	tick := time.NewTicker(w.a.cfg.AckWait / 3)
 	defer tick.Stop()
@@ -168,15 +173,20 @@ func (w *worker) holdAlive() {
 		select {
 		case <-tick.C:
 			w.mu.Lock()
-			held := make([]jetstream.Msg, 0, len(w.q))
+			held := make([]jetstream.Msg, 0, len(w.q)+len(w.beating))
 			for _, it := range w.q {
 				held = append(held, it.m)
+			}
+			for _, m := range w.beating {
+				held = append(held, m)
 			}
 			w.mu.Unlock()
 			for _, m := range held {
 				_ = m.InProgress()
 			}
-		case <-w.quit:
+		case <-w.runCtx.Done():
+			// Runs go on after Stop begins, for the grace period: it
+			// ends when they have, or were cancelled.
 			return
 		}
 	}
@@ -523,24 +533,12 @@ func (w *worker) process(it *item) {
 	}
 	a.m.runningAdd(1)
 	defer a.m.runningAdd(-1)
-	hbCtx, stopHB := context.WithCancel(ctx)
-	go func() {
-		tick := time.NewTicker(a.cfg.AckWait / 3)
-		defer tick.Stop()
-		for {
-			select {
-			case <-tick.C:
-				_ = it.m.InProgress()
-			case <-hbCtx.Done():
-				return
-			}
-		}
-	}()
+	w.beat(attempt, it.m)
 	if resumed {
 		a.m.resumed()
 	}
 	err = w.run(ctx, t, rec.Revision, run, resumed)
-	stopHB()
+	w.beat(attempt, nil)
 	if err != nil {
 		if context.Cause(ctx) == ErrStop {
 			a.log.Warn("task interrupted by shutdown; it will be redelivered", "task_id", t.ID)
@@ -579,7 +577,8 @@ func (w *worker) endExhausted(ctx context.Context, t events.Task, run int) error
 	final.Reason = "deliveries exhausted"
 	a.log.Error("ending a task attempt past its delivery bound", "task_id", t.ID, "attempt", t.Attempt, "deliveries", run, "max_deliveries", a.cfg.MaxDeliveries)
 	f := a.newFiring(&final, run)
-	decided, seq, err := w.publishFinal(ctx, f, final)
+	rec := encodeRecord(final)
+	decided, seq, err := w.publishFinal(ctx, f, final, rec)
 	if err != nil {
 		return err
 	}
@@ -607,6 +606,21 @@ func (w *worker) enter(attempt string) bool {
 	}
 	w.running[attempt] = struct{}{}
 	return true
+}
+
+// beat adds m, the task message of a run of attempt, to those holdAlive
+// keeps in progress; nil takes the attempt's out.
+func (w *worker) beat(attempt string, m jetstream.Msg) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if m == nil {
+		delete(w.beating, attempt)
+		return
+	}
+	if w.beating == nil {
+		w.beating = make(map[string]jetstream.Msg)
+	}
+	w.beating[attempt] = m
 }
 
 func (w *worker) leave(attempt string) {
@@ -803,12 +817,13 @@ func nextAttempt(t events.Task, now time.Time) events.Task {
 	return c
 }
 
-// publishFinal writes the final fact of an attempt. Its message id leaves
+// publishFinal writes the final fact of an attempt, final encoded as rec
+// (encodeRecord). Its message id leaves
 // out the run, so of two runs racing to finish the same attempt only the
 // first is stored: decided reports whether that was this one, and seq is
 // where the deciding fact is.
-func (w *worker) publishFinal(ctx context.Context, f *firing, final events.Task) (decided bool, seq uint64, err error) {
-	fact := events.Fact{Input: mustJSON(modelPayload{final})}
+func (w *worker) publishFinal(ctx context.Context, f *firing, final events.Task, rec []byte) (decided bool, seq uint64, err error) {
+	fact := events.Fact{Input: modelInput(rec)}
 	data, err := fact.AppendJSON(nil)
 	if err != nil {
 		return false, 0, err
@@ -831,4 +846,18 @@ func mustJSON(v any) json.RawMessage {
 		panic(err) // only called on types that always encode
 	}
 	return b
+}
+
+// encodeRecord encodes a task record: the bytes the task bucket stores and
+// a final fact's payload carries (modelInput).
+func encodeRecord(t events.Task) []byte { return mustJSON(t) }
+
+// modelInput is modelPayload{t} encoded, built from rec, t encoded by
+// encodeRecord: the same bytes json.Marshal writes for it
+// (TestModelInputIsModelPayload).
+func modelInput(rec []byte) json.RawMessage {
+	b := make([]byte, 0, len(`{"model":}`)+len(rec))
+	b = append(b, `{"model":`...)
+	b = append(b, rec...)
+	return append(b, '}')
 }
