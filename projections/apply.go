@@ -238,6 +238,7 @@ const (
 	stState // projections/flow.go
 	stChain // projections/flow.go
 	stLimit // projections/flow.go
+	stQueuedAt
 	stCount
 )
 
@@ -279,6 +280,7 @@ var statements = [stCount]string{
 		by_whom, source, time) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 	stChain: `INSERT INTO chain_events (seq, chain, action, step, steps, task_key, prev, status, error, time)
 		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+	stQueuedAt: `UPDATE tasks SET queued_at = ? WHERE key = ? AND queued_at IS NULL`,
 	stLimit: `INSERT INTO limit_waits (seq, task_key, attempt, run, limit_name, kind, waited_ms, slot, took_over, time)
 		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 }
@@ -1047,10 +1049,29 @@ func (a *txApplier) task(p *Prepared) error {
 
 	switch e.kind {
 	case effNew:
-		if !r.exists {
+		switch {
+		case !r.exists:
 			a.insertTask(r, m, events.StatusNew, seq, at, nil, nil)
+		case r.insert && r.ins.queuedAt == nil:
+			// storage_add's fact is held until the task is queued
+			// (executor/submit.go): a worker quick to take the task
+			// writes the run's storage_update first. The row made from
+			// that one learns here when the task was queued.
+			r.ins.queuedAt = at
+		case !r.insert:
+			if err := a.exec(stQueuedAt, at, r.key); err != nil {
+				return err
+			}
 		}
-		return a.newAttempt(m.ID, m.Attempt, at, m.RetryParent)
+		if err := a.newAttempt(m.ID, m.Attempt, at, m.RetryParent); err != nil {
+			return err
+		}
+		if ar, err := a.attemptRow(m.ID, m.Attempt); err != nil {
+			return err
+		} else if ar.cols[acQueuedAt] == nil {
+			ar.put(acQueuedAt, at)
+		}
+		return nil
 	case effProcess:
 		if !r.exists {
 			a.insertTask(r, m, events.StatusProcess, seq, nil, at, nil)
