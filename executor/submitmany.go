@@ -103,6 +103,7 @@ type batchEntry struct {
 	t      events.Task
 	f      *firing
 	unlock func()
+	enc    []byte // t encoded (fireBefore)
 	rec    bus.TaskRecord
 	fut    jetstream.PubAckFuture
 	err    error // the future's publish failed
@@ -210,7 +211,7 @@ func (a *App) submitChunk(ctx context.Context, reqs []SubmitRequest, res []Submi
 	}
 	parallel(len(ready), fireWorkers(a), func(k int) {
 		e := ready[k]
-		e.err = a.fireBefore(ctx, e.f, &e.t)
+		e.enc, e.err = a.fireBefore(ctx, e.f, &e.t)
 	})
 	fail := func(e *batchEntry, err error) {
 		e.f.release(err)
@@ -232,7 +233,7 @@ func (a *App) submitChunk(ctx context.Context, reqs []SubmitRequest, res []Submi
 		}
 		// The submission's facts so far go before the record, as Submit's.
 		e.f.flush()
-		if e.fut, e.err = a.b.CreateTaskAsync(e.t); e.err != nil {
+		if e.fut, e.err = a.b.CreateTaskAsync(e.t, e.enc); e.err != nil {
 			fail(e, e.err)
 			continue
 		}
@@ -267,7 +268,7 @@ func (a *App) submitChunk(ctx context.Context, reqs []SubmitRequest, res []Submi
 			a.unqueued(ctx, e, fail)
 			continue
 		}
-		if e.fut, e.err = a.b.EnqueueAsync(e.t, a.source); e.err != nil {
+		if e.fut, e.err = a.b.EnqueueAsync(e.t, e.enc, a.source); e.err != nil {
 			a.unqueued(ctx, e, fail)
 			continue
 		}
@@ -292,7 +293,7 @@ func (a *App) submitChunk(ctx context.Context, reqs []SubmitRequest, res []Submi
 	}
 	parallel(len(sent), fireWorkers(a), func(k int) {
 		if e := sent[k]; e.queued {
-			a.fireAfter(ctx, e.f, &e.t)
+			a.fireAfter(ctx, e.f, &e.t, e.enc)
 			e.f.flush()
 		}
 	})
