@@ -44,12 +44,16 @@ const existsReaders = 32
 // SubmitMany submits a batch: one SubmitResult per request, in order, each
 // as Submit would answer that request alone (a task queued, a duplicate,
 // or an error that means the task was not queued, unless it is an
-// *OutcomeUnknownError), and a bad request fails alone. It is several
-// times faster than one Submit after another: the record creates, task
-// messages and facts of many submissions are published without waiting
-// and their acks awaited together, so a batch waits for a few round trips
-// per chunk of batchChunk submissions instead of a few per task, and
-// batchChunks chunks are on their way at once.
+// *OutcomeUnknownError), and a bad request fails alone. It costs less
+// than half the CPU per task of one Submit after another (0.41-0.48× in
+// docs/BENCHMARKS.md; its rate gains less on a loaded machine, which
+// serves the caller that sleeps on each ack first): the record creates,
+// task messages and facts of many
+// submissions are published without waiting and their acks awaited
+// together, so a batch waits for a few round trips per chunk of batchChunk
+// submissions instead of a few per task, and batchChunks chunks are on
+// their way at once. Each submission still stores five messages (the
+// protocol's floor, docs/ARCHITECTURE.md).
 //
 // The error is nil when every submission was queued (or a duplicate);
 // otherwise it wraps ErrSomeNotQueued and counts the failures.
