@@ -23,13 +23,17 @@ import (
 // JSErrCodeStreamWrongLastSequence) when the key has any entry, a delete
 // marker included: CreateTask, which reads the record or writes over the
 // marker, settles that case.
-func (b *Bus) CreateTaskAsync(t events.Task) (jetstream.PubAckFuture, error) {
+//
+// enc, when not nil, is t as json.Marshal encodes it, which the caller has
+// already (a submission encodes its record once for its facts, its record
+// and its task message); nil has t encoded here.
+func (b *Bus) CreateTaskAsync(t events.Task, enc []byte) (jetstream.PubAckFuture, error) {
 	if !events.ValidToken(t.ID) {
 		return nil, fmt.Errorf("task id %q: must be a valid NATS subject token", t.ID)
 	}
-	data, err := json.Marshal(t)
+	data, err := encodeTask(t, enc)
 	if err != nil {
-		return nil, fmt.Errorf("encoding task %s: %w", t.ID, err)
+		return nil, err
 	}
 	m := nats.NewMsg(taskSubject(t.ID))
 	m.Data = data
@@ -40,9 +44,10 @@ func (b *Bus) CreateTaskAsync(t events.Task) (jetstream.PubAckFuture, error) {
 	return f, nil
 }
 
-// EnqueueAsync is Enqueue without waiting for the ack.
-func (b *Bus) EnqueueAsync(t events.Task, source string) (jetstream.PubAckFuture, error) {
-	ev, err := taskMessage(t, source)
+// EnqueueAsync is Enqueue without waiting for the ack; enc is t encoded,
+// or nil, as CreateTaskAsync's.
+func (b *Bus) EnqueueAsync(t events.Task, enc []byte, source string) (jetstream.PubAckFuture, error) {
+	ev, err := taskMessage(t, enc, source)
 	if err != nil {
 		return nil, err
 	}
@@ -61,13 +66,25 @@ func (b *Bus) EnqueueAsync(t events.Task, source string) (jetstream.PubAckFuture
 	return f, nil
 }
 
-// taskMessage is the event of a task message: its id is the task id and
-// attempt, and so is its Nats-Msg-Id, so a repeated enqueue of the same
-// attempt is dropped.
-func taskMessage(t events.Task, source string) (events.Event, error) {
+// encodeTask is enc, t's encoding as the caller has it, or t encoded.
+func encodeTask(t events.Task, enc []byte) ([]byte, error) {
+	if enc != nil {
+		return enc, nil
+	}
 	data, err := json.Marshal(t)
 	if err != nil {
-		return events.Event{}, fmt.Errorf("encoding task %s: %w", t.ID, err)
+		return nil, fmt.Errorf("encoding task %s: %w", t.ID, err)
+	}
+	return data, nil
+}
+
+// taskMessage is the event of a task message: its id is the task id and
+// attempt, and so is its Nats-Msg-Id, so a repeated enqueue of the same
+// attempt is dropped. Its data is t encoded (enc, or encoded here).
+func taskMessage(t events.Task, enc []byte, source string) (events.Event, error) {
+	data, err := encodeTask(t, enc)
+	if err != nil {
+		return events.Event{}, err
 	}
 	return events.Event{
 		ID:              t.ID + ":" + strconv.Itoa(t.Attempt),

@@ -322,7 +322,7 @@ func (b *Bus) WatchTask(ctx context.Context, id string) (<-chan events.Task, err
 // task whose NotBefore is later waits in the task stream as a scheduled
 // message until then (enqueueDelayed).
 func (b *Bus) Enqueue(ctx context.Context, t events.Task, source string) error {
-	ev, err := taskMessage(t, source)
+	ev, err := taskMessage(t, nil, source)
 	if err != nil {
 		return err
 	}

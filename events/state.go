@@ -20,6 +20,12 @@ const SubjectState = SubjectRoot + ".state"
 // StateSubject is where the state writes of queue's tasks are recorded.
 func StateSubject(queue string) string { return SubjectState + "." + queue }
 
+// ExtraState is the key of a task record's extra that holds the task's
+// per-task state, a JSON object: what plugins patch (plugins/state) and
+// what the task function's own state writes (StateTask) leave there when
+// its run ends.
+const ExtraState = "state"
+
 // State kinds (StateWrite.Kind).
 const (
 	// StateShared is state shared by every task of every worker, under a

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -46,15 +47,46 @@ type Chain struct {
 }
 
 // ChainError is the error of a chain that ended because step Step ended
-// in error or cancel: the later steps never ran.
+// in error or cancel: the later steps never ran. Task is that step's
+// record; Steps, when WaitChain or WaitChainSteps returned the error,
+// every step's record up to it (Steps[Step] is Task).
 type ChainError struct {
-	ID   string
-	Step int
-	Task events.Task
+	ID    string
+	Step  int
+	Task  events.Task
+	Steps []events.Task
 }
 
 func (e *ChainError) Error() string {
 	return fmt.Sprintf("chain %s failed at step %d (task %s, %s): %s", e.ID, e.Step, e.Task.ID, e.Task.Status, e.Task.Error)
+}
+
+// ChainRunning is the status of a chain that has not ended (as GET
+// /chains/{id} says it).
+const ChainRunning = "running"
+
+// ChainResult is a chain that ended, step by step (WaitChainSteps).
+type ChainResult struct {
+	ID string
+	// Status is the chain's: success when every step succeeded, else the
+	// status (error or cancel) of the step that ended it; ChainRunning
+	// when the wait ended first.
+	Status string
+	// Total is how many steps the chain has; Steps holds the records of
+	// those that ran, in order, each with its own status, result or error
+	// (decode one with Result). A chain that failed at step i has i+1 of
+	// them: the later steps never ran.
+	Total int
+	Steps []events.Task
+}
+
+// Last is the record of the step that ended the chain: the last step's
+// on success, the failed step's otherwise (what WaitChain returns).
+func (r ChainResult) Last() events.Task {
+	if len(r.Steps) == 0 {
+		return events.Task{}
+	}
+	return r.Steps[len(r.Steps)-1]
 }
 
 // ChainConsumer is the durable consumer through which every app advances
@@ -205,29 +237,44 @@ func (a *App) recordChain(ctx context.Context, queue string, ce events.ChainEven
 
 // WaitChain blocks until chain id ends and returns the record of the step
 // that ended it: the last step's on success, else the failed step's with a
-// *ChainError. Use Result to decode the chain's result.
+// *ChainError (whose Steps has every step's record up to it). Use Result
+// to decode the chain's result; WaitChainSteps returns every step's.
 func (a *App) WaitChain(ctx context.Context, id string) (events.Task, error) {
-	steps := 0
+	r, err := a.WaitChainSteps(ctx, id)
+	return r.Last(), err
+}
+
+// WaitChainSteps blocks until chain id ends and returns every step that
+// ran, each with its own status and result, in order. The error is nil
+// when the chain succeeded; a *ChainError when a step ended it in error or
+// cancel (the result then holds the steps up to that one, and Status says
+// which); any other error means the wait did not end (ctx, the bus), and
+// the result holds the steps that had ended by then.
+func (a *App) WaitChainSteps(ctx context.Context, id string) (ChainResult, error) {
+	r := ChainResult{ID: id, Status: ChainRunning}
 	for i := 0; ; i++ {
 		t, err := a.Wait(ctx, ChainStepID(id, i))
 		if err != nil {
-			return t, fmt.Errorf("waiting for step %d of chain %s: %w", i, id, err)
+			return r, fmt.Errorf("waiting for step %d of chain %s: %w", i, id, err)
 		}
-		if steps == 0 {
+		if r.Total == 0 {
 			link, ok := chainLink(t)
 			if !ok {
-				return t, fmt.Errorf("task %s is not a step of chain %s", t.ID, id)
+				return r, fmt.Errorf("task %s is not a step of chain %s", t.ID, id)
 			}
-			steps = link.Steps
+			r.Total = link.Steps
 		}
-		switch events.ChainAfter(t.Status, i, steps) {
+		r.Steps = append(r.Steps, t)
+		switch events.ChainAfter(t.Status, i, r.Total) {
 		case events.ChainNext:
 		case events.ChainSucceeds:
-			return t, nil
+			r.Status = events.StatusSuccess
+			return r, nil
 		case events.ChainFails:
-			return t, &ChainError{ID: id, Step: i, Task: t}
+			r.Status = t.Status
+			return r, &ChainError{ID: id, Step: i, Task: t, Steps: slices.Clone(r.Steps)}
 		case events.ChainWaits:
-			return t, fmt.Errorf("step %d of chain %s: Wait returned status %s", i, id, t.Status)
+			return r, fmt.Errorf("step %d of chain %s: Wait returned status %s", i, id, t.Status)
 		}
 	}
 }

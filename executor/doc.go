@@ -58,7 +58,8 @@
 // A task function reads and writes state shared across tasks and workers
 // (QTasks' AsyncState) with State(ctx, scope), and its own state, kept
 // across its attempts, with TaskState(ctx): JetStream KV, compare-and-set,
-// every write a state event in the log (state.go).
+// every write a state event in the log (state.go); a task's own writes
+// also land in its record's extra.state when the function returns.
 //
 // App.Chain runs tasks in sequence, each result appended to the next
 // step's arguments (QTasks' AsyncTaskUtils.chain); a failed step ends the

@@ -115,8 +115,12 @@ func (f *firing) fire(ctx context.Context, trigger string, payload any) (json.Ra
 	if len(chain) == 0 && !record {
 		return nil, nil
 	}
-	input, err := json.Marshal(payload)
-	if err != nil {
+	var input json.RawMessage
+	if enc, ok := payload.(encoded); ok {
+		input = json.RawMessage(enc)
+	} else if b, err := json.Marshal(payload); err == nil {
+		input = b
+	} else {
 		return nil, fmt.Errorf("encoding payload of %s: %w", trigger, err)
 	}
 	fact := events.Fact{Input: input}

@@ -78,17 +78,19 @@ func TestFitFinal(t *testing.T) {
 }
 
 // The final fact's payload built from the record encoded once is the one
-// json.Marshal writes for it: the log's bytes do not change.
+// json.Marshal writes for it: the log's bytes do not change. So are the
+// submission's payloads built from its record encoded once (fireBefore).
 func TestModelInputIsModelPayload(t *testing.T) {
 	t.Parallel()
 	now := time.Date(2026, 12, 7, 18, 0, 0, 123456789, time.UTC)
 	for _, task := range []events.Task{
 		{},
-		{ID: "T", Name: "n<&>", Queue: "default", Status: events.StatusSuccess, Attempt: 2, Run: 3, Priority: -1,
+		{ID: "T<&>\"", Name: "n<&>", Queue: "default", Status: events.StatusSuccess, Attempt: 2, Run: 3, Priority: -1,
 			Args: json.RawMessage(`[1,"<x>"]`), Kw: json.RawMessage(`{"a":{"b":[]}}`), Result: json.RawMessage(`"ok\u2028"`),
 			Extra: map[string]json.RawMessage{"z": json.RawMessage(`1`), "a": json.RawMessage(`"s"`)},
 			Tags:  []string{"t"}, CreatedAt: now, UpdatedAt: now, Error: "e\n", Reason: "r", Worker: "w"},
 	} {
 		require.Equal(t, string(mustJSON(modelPayload{task})), string(modelInput(encodeRecord(task))))
+		require.Equal(t, string(mustJSON(storageAddPayload{UUID: task.ID, TaskStatus: &task})), string(storageAddInput(encodeRecord(task), task.ID)))
 	}
 }

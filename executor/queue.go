@@ -12,8 +12,8 @@ import (
 )
 
 // storeAndQueue stores a submitted task's record and queues its task
-// message, after publishing the facts of the submission's phase so far. It
-// returns the record that stands and created=false when another submission
+// message, after publishing the facts of the submission's phase so far; enc
+// is t encoded (fireBefore's). It returns the record that stands and created=false when another submission
 // with the same idempotency key stored one first (this one is then not
 // queued, and rec is the first one's).
 //
@@ -28,7 +28,7 @@ import (
 // racing with one key only the one that stored it queues a task message
 // (both would carry the same message id, and the loser's might be the one
 // stored).
-func (a *App) storeAndQueue(ctx context.Context, f *firing, t *events.Task, pipelined bool) (rec bus.TaskRecord, created bool, err error) {
+func (a *App) storeAndQueue(ctx context.Context, f *firing, t *events.Task, enc []byte, pipelined bool) (rec bus.TaskRecord, created bool, err error) {
 	f.flush()
 	if !pipelined {
 		if rec, created, err = a.b.CreateTask(ctx, *t); err != nil || !created {
@@ -39,8 +39,8 @@ func (a *App) storeAndQueue(ctx context.Context, f *firing, t *events.Task, pipe
 		}
 		return rec, true, nil
 	}
-	cfut, cerr := a.b.CreateTaskAsync(*t)
-	qfut, qerr := a.b.EnqueueAsync(*t, a.source)
+	cfut, cerr := a.b.CreateTaskAsync(*t, enc)
+	qfut, qerr := a.b.EnqueueAsync(*t, enc, a.source)
 	if qerr == nil {
 		_, qerr = a.b.AwaitAck(ctx, qfut)
 	}

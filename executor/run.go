@@ -157,6 +157,7 @@ func (rs *runState) execute(ctx context.Context) (events.Task, error) {
 		Queue: rs.t.Queue, Tags: rs.t.Tags, Extra: rs.t.Extra,
 		Logger: rs.w.a.log.With("task_id", rs.t.ID, "task_name", rs.t.Name),
 		app:    rs.w.a,
+		own:    &ownState{},
 	}
 	tctx := context.WithValue(ctx, taskCtxKey{}, tc)
 	closeFired := false
@@ -214,6 +215,10 @@ func (rs *runState) execute(ctx context.Context) (events.Task, error) {
 	cctx, untrack := rs.w.ctl.track(tctx, rs.t.ID, rs.t.Attempt)
 	result, results, err := rs.call(cctx, args, kw)
 	untrack()
+	// What the function wrote to its own state goes in the record's
+	// extra.state, whatever its outcome, before the triggers that follow
+	// see the record.
+	rs.t.Extra = tc.own.close(rs.t.Extra)
 	var pte *TaskPluginTriggerError
 	switch {
 	case err == nil && def.seq:

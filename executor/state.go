@@ -5,7 +5,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
+	"sync"
 
 	"github.com/qtasks/qtasks-go/bus"
 	"github.com/qtasks/qtasks-go/events"
@@ -38,6 +40,7 @@ type StateScope struct {
 	kind  string
 	scope string
 	by    bus.StateWriter
+	own   *ownState // the running task's own state: writes go to its record too
 	err   error
 }
 
@@ -57,8 +60,17 @@ func State(ctx context.Context, scope string) *StateScope {
 // read back, and other tasks do not see unless they ask App.TaskState for
 // it. Outside a task every call fails with ErrNotInTask.
 //
-// It is not the record's extra.state that plugins change (plugins/state):
-// that travels with the task record, this lives in the state bucket.
+// Its values live in the state bucket, every write recorded as a state
+// event. What the task function wrote by the time it returns also lands
+// where plugins keep a task's state (plugins/state): the record's
+// extra.state (events.ExtraState), key by key over what the record holds
+// (a delete removes the key; an extra.state that is not a JSON object is
+// replaced), so the final record, its fact and the projection's task show
+// it, and the plugins of the triggers after the function see it. Writes
+// made later (by a function abandoned past its MaxTime) or through
+// App.TaskState stay in the bucket and the log only. Reads (Get, GetAll)
+// read the bucket, not extra.state: a plugin's change of extra.state is
+// read with plugins/state.
 func TaskState(ctx context.Context) *StateScope {
 	tc := TaskFromContext(ctx)
 	if tc == nil || tc.app == nil {
@@ -83,6 +95,9 @@ func (a *App) stateScope(kind, scope string, tc *TaskContext) *StateScope {
 		by: bus.StateWriter{Source: a.source, Queue: a.cfg.Queue, By: a.cfg.NodeID}}
 	if tc != nil {
 		s.by = bus.StateWriter{Source: a.source, Queue: tc.Queue, TaskID: tc.ID, Attempt: tc.Attempt, Run: tc.Run}
+		if kind == events.StateTask {
+			s.own = tc.own
+		}
 	}
 	switch {
 	case kind == events.StateShared && !events.ValidStateName(scope):
@@ -206,5 +221,69 @@ func (s *StateScope) writeRaw(ctx context.Context, key string, value json.RawMes
 		return 0, err
 	}
 	w, err := s.a.b.WriteState(ctx, s.by, s.kind, s.scope, key, value, rev)
+	if err == nil && s.own != nil {
+		s.own.note(key, value)
+	}
 	return w.Revision, err
+}
+
+// ownState is what a running task wrote to its own state (TaskState(ctx)),
+// the last value of each key (nil: deleted), until the run takes it for
+// the record (close).
+type ownState struct {
+	mu     sync.Mutex
+	closed bool
+	vals   map[string]json.RawMessage
+}
+
+// note records a write of key that the state bucket took.
+func (o *ownState) note(key string, value json.RawMessage) {
+	if o == nil {
+		return
+	}
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.closed {
+		return // the run has taken its state: the record is being finished
+	}
+	if o.vals == nil {
+		o.vals = map[string]json.RawMessage{}
+	}
+	o.vals[key] = value
+}
+
+// close ends the notes and returns extra with the writes noted applied to
+// its extra.state: a copy when there is any (extra may be shared with the
+// TaskContext), extra itself otherwise.
+func (o *ownState) close(extra map[string]json.RawMessage) map[string]json.RawMessage {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.closed = true
+	if len(o.vals) == 0 {
+		return extra
+	}
+	var st map[string]json.RawMessage
+	if raw := extra[events.ExtraState]; len(raw) > 0 && json.Unmarshal(raw, &st) != nil {
+		st = nil // not an object: the task's writes replace it
+	}
+	if st == nil {
+		st = make(map[string]json.RawMessage, len(o.vals))
+	}
+	for k, v := range o.vals {
+		if v == nil {
+			delete(st, k)
+		} else {
+			st[k] = v
+		}
+	}
+	// Values are json.Marshal's (valid, compact) or the record's own; a map
+	// encodes in key order.
+	enc, err := json.Marshal(st)
+	if err != nil {
+		return extra
+	}
+	out := make(map[string]json.RawMessage, len(extra)+1)
+	maps.Copy(out, extra)
+	out[events.ExtraState] = enc
+	return out
 }

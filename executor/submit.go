@@ -145,11 +145,12 @@ func (a *App) submit(ctx context.Context, name string, input any, opts *SubmitOp
 		return events.Task{}, fmt.Errorf("submitting %s: %w", name, err)
 	}
 
-	if err := a.fireBefore(ctx, f, &t); err != nil {
+	enc, err := a.fireBefore(ctx, f, &t)
+	if err != nil {
 		return fail(err)
 	}
 	// The record and the task message (queue.go), after the facts so far.
-	rec, created, err := a.storeAndQueue(ctx, f, &t, o.IdempotencyKey == "")
+	rec, created, err := a.storeAndQueue(ctx, f, &t, enc, o.IdempotencyKey == "")
 	var unknown *OutcomeUnknownError
 	switch {
 	case errors.As(err, &unknown):
@@ -173,7 +174,7 @@ func (a *App) submit(ctx context.Context, name string, input any, opts *SubmitOp
 	// are written only now: the log holds none for a task never queued.
 	f.release(nil)
 	f.setPhase(events.PhaseQueued)
-	a.fireAfter(ctx, f, &t)
+	a.fireAfter(ctx, f, &t, enc)
 	f.flush()
 	if err := f.acks.Wait(ctx); err != nil {
 		// Some of the submission's facts may be missing from the log; the
@@ -274,8 +275,11 @@ func (a *App) newTask(name string, input any, o *SubmitOptions) (events.Task, er
 
 // fireBefore fires the triggers of t's submission before it is stored and
 // queued (qtasks_add_task_before_broker, broker_add_before, storage_add),
-// taking what their plugins patched. An error means t must not be stored.
-func (a *App) fireBefore(ctx context.Context, f *firing, t *events.Task) error {
+// taking what their plugins patched, and returns t encoded (encodeRecord):
+// the record is encoded once for the payloads that carry it, the record
+// itself and the task message, again only when a plugin changed it. An
+// error means t must not be stored.
+func (a *App) fireBefore(ctx context.Context, f *firing, t *events.Task) ([]byte, error) {
 	// qtasks_add_task_before_broker: name, priority, args, kw and extra.
 	type before struct {
 		TaskName string                     `json:"task_name"`
@@ -286,18 +290,18 @@ func (a *App) fireBefore(ctx context.Context, f *firing, t *events.Task) error {
 	}
 	out, err := f.fire(ctx, events.QTasksAddTaskBeforeBroker, before{t.Name, t.Priority, t.Args, t.Kw, t.Extra})
 	if err != nil {
-		return err
+		return nil, err
 	}
 	b := before{t.Name, t.Priority, t.Args, t.Kw, t.Extra}
 	if out != nil {
 		b = before{}
 		if err := json.Unmarshal(out, &b); err != nil {
-			return fmt.Errorf("%s output: %w", events.QTasksAddTaskBeforeBroker, err)
+			return nil, fmt.Errorf("%s output: %w", events.QTasksAddTaskBeforeBroker, err)
 		}
 	}
 	if b.TaskName != "" && b.TaskName != t.Name {
 		if !events.ValidToken(b.TaskName) {
-			return fmt.Errorf("a plugin renamed the task to %q, which is not a valid name", b.TaskName)
+			return nil, fmt.Errorf("a plugin renamed the task to %q, which is not a valid name", b.TaskName)
 		}
 		t.Name = b.TaskName
 	}
@@ -305,36 +309,44 @@ func (a *App) fireBefore(ctx context.Context, f *firing, t *events.Task) error {
 	t.Args, t.Kw = orEmpty(b.Args, "[]"), orEmpty(b.Kw, "{}")
 	t.Extra = b.Extra
 	if err := checkPayloadSize(t, "arguments and extra as patched"); err != nil {
-		return err
+		return nil, err
 	}
 
 	// broker_add_before: the new record.
-	if out, err = f.fire(ctx, events.BrokerAddBefore, modelPayload{*t}); err != nil {
-		return err
+	rec := encodeRecord(*t)
+	if out, err = f.fire(ctx, events.BrokerAddBefore, encoded(modelInput(rec))); err != nil {
+		return nil, err
 	}
-	if err := takeModel(out, "model", t); err != nil {
-		return err
+	if out != nil {
+		if err := takeModel(out, "model", t); err != nil {
+			return nil, err
+		}
+		rec = encodeRecord(*t)
 	}
 	// storage_add: the record is stored with status new.
-	if out, err = f.fire(ctx, events.StorageAdd, storageAddPayload{UUID: t.ID, TaskStatus: t}); err != nil {
-		return err
+	if out, err = f.fire(ctx, events.StorageAdd, encoded(storageAddInput(rec, t.ID))); err != nil {
+		return nil, err
 	}
-	if err := takeModel(out, "task_status", t); err != nil {
-		return err
+	if out != nil {
+		if err := takeModel(out, "task_status", t); err != nil {
+			return nil, err
+		}
+		rec = encodeRecord(*t)
 	}
 	// The plugins of broker_add_before and storage_add may have grown the
 	// extra: what is stored and queued must fit the facts of every run.
 	if err := checkPayloadSize(t, "arguments and extra as patched"); err != nil {
-		return err
+		return nil, err
 	}
-	return nil
+	return rec, nil
 }
 
 // fireAfter fires the triggers of t's submission once it is queued
 // (broker_add_after, qtasks_add_task_after_broker). A failure is in their
-// facts and the log, and changes nothing: the task is queued.
-func (a *App) fireAfter(ctx context.Context, f *firing, t *events.Task) {
-	if _, err := f.fire(ctx, events.BrokerAddAfter, modelPayload{*t}); err != nil {
+// facts and the log, and changes nothing: the task is queued. rec is t
+// encoded (fireBefore's).
+func (a *App) fireAfter(ctx context.Context, f *firing, t *events.Task, rec []byte) {
+	if _, err := f.fire(ctx, events.BrokerAddAfter, encoded(modelInput(rec))); err != nil {
 		a.log.Warn("task queued; a plugin failed after it", "task_id", t.ID, "trigger", events.BrokerAddAfter, "err", err)
 	} else if _, err := f.fire(ctx, events.QTasksAddTaskAfterBroker, afterBrokerPayload{
 		TaskID: t.ID, TaskName: t.Name, Priority: t.Priority, Args: t.Args, Kw: t.Kw,

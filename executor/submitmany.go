@@ -44,12 +44,16 @@ const existsReaders = 32
 // SubmitMany submits a batch: one SubmitResult per request, in order, each
 // as Submit would answer that request alone (a task queued, a duplicate,
 // or an error that means the task was not queued, unless it is an
-// *OutcomeUnknownError), and a bad request fails alone. It is several
-// times faster than one Submit after another: the record creates, task
-// messages and facts of many submissions are published without waiting
-// and their acks awaited together, so a batch waits for a few round trips
-// per chunk of batchChunk submissions instead of a few per task, and
-// batchChunks chunks are on their way at once.
+// *OutcomeUnknownError), and a bad request fails alone. It costs less
+// than half the CPU per task of one Submit after another (0.41-0.48× in
+// docs/BENCHMARKS.md; its rate gains less on a loaded machine, which
+// serves the caller that sleeps on each ack first): the record creates,
+// task messages and facts of many
+// submissions are published without waiting and their acks awaited
+// together, so a batch waits for a few round trips per chunk of batchChunk
+// submissions instead of a few per task, and batchChunks chunks are on
+// their way at once. Each submission still stores five messages (the
+// protocol's floor, docs/ARCHITECTURE.md).
 //
 // The error is nil when every submission was queued (or a duplicate);
 // otherwise it wraps ErrSomeNotQueued and counts the failures.
@@ -103,6 +107,7 @@ type batchEntry struct {
 	t      events.Task
 	f      *firing
 	unlock func()
+	enc    []byte // t encoded (fireBefore)
 	rec    bus.TaskRecord
 	fut    jetstream.PubAckFuture
 	err    error // the future's publish failed
@@ -210,7 +215,7 @@ func (a *App) submitChunk(ctx context.Context, reqs []SubmitRequest, res []Submi
 	}
 	parallel(len(ready), fireWorkers(a), func(k int) {
 		e := ready[k]
-		e.err = a.fireBefore(ctx, e.f, &e.t)
+		e.enc, e.err = a.fireBefore(ctx, e.f, &e.t)
 	})
 	fail := func(e *batchEntry, err error) {
 		e.f.release(err)
@@ -232,7 +237,7 @@ func (a *App) submitChunk(ctx context.Context, reqs []SubmitRequest, res []Submi
 		}
 		// The submission's facts so far go before the record, as Submit's.
 		e.f.flush()
-		if e.fut, e.err = a.b.CreateTaskAsync(e.t); e.err != nil {
+		if e.fut, e.err = a.b.CreateTaskAsync(e.t, e.enc); e.err != nil {
 			fail(e, e.err)
 			continue
 		}
@@ -267,7 +272,7 @@ func (a *App) submitChunk(ctx context.Context, reqs []SubmitRequest, res []Submi
 			a.unqueued(ctx, e, fail)
 			continue
 		}
-		if e.fut, e.err = a.b.EnqueueAsync(e.t, a.source); e.err != nil {
+		if e.fut, e.err = a.b.EnqueueAsync(e.t, e.enc, a.source); e.err != nil {
 			a.unqueued(ctx, e, fail)
 			continue
 		}
@@ -292,7 +297,7 @@ func (a *App) submitChunk(ctx context.Context, reqs []SubmitRequest, res []Submi
 	}
 	parallel(len(sent), fireWorkers(a), func(k int) {
 		if e := sent[k]; e.queued {
-			a.fireAfter(ctx, e.f, &e.t)
+			a.fireAfter(ctx, e.f, &e.t, e.enc)
 			e.f.flush()
 		}
 	})

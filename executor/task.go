@@ -222,7 +222,8 @@ type TaskContext struct {
 	// Logger carries the task's id and name.
 	Logger *slog.Logger
 
-	app *App // for State and TaskState (executor/state.go)
+	app *App      // for State and TaskState (executor/state.go)
+	own *ownState // the task's own state writes, for its record (executor/state.go)
 }
 
 type taskCtxKey struct{}

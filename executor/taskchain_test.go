@@ -84,6 +84,22 @@ func TestChainOfThree(t *testing.T) {
 		require.Equal(t, prev, link.Prev)
 		prev = task.ID
 	}
+	// Every step's record, each with its own result.
+	res, err := app.WaitChainSteps(ctx, c.ID)
+	require.NoError(t, err)
+	require.Equal(t, c.ID, res.ID)
+	require.Equal(t, events.StatusSuccess, res.Status)
+	require.Equal(t, 3, res.Total)
+	require.Len(t, res.Steps, 3)
+	for i, want := range []int{4, 8, 16} {
+		require.Equal(t, executor.ChainStepID(c.ID, i), res.Steps[i].ID)
+		require.Equal(t, events.StatusSuccess, res.Steps[i].Status)
+		got, err := executor.Result[int](res.Steps[i])
+		require.NoError(t, err)
+		require.Equal(t, want, got, "step %d", i)
+	}
+	require.Equal(t, last, res.Last())
+
 	bustest.WaitFor(t, waitLimit, "the chain's end in the log", func() bool { return len(chainEvents(t, b, c.ID)) == 4 })
 	ces := chainEvents(t, b, c.ID)
 	require.Equal(t, []string{events.ChainStart, events.ChainStep, events.ChainStep, events.ChainEnd},
@@ -112,6 +128,22 @@ func TestChainFails(t *testing.T) {
 	require.Equal(t, 1, ce.Step)
 	require.Equal(t, events.StatusError, failed.Status)
 	require.Equal(t, executor.ChainStepID(c.ID, 1), failed.ID)
+	require.Len(t, ce.Steps, 2, "the steps up to the failed one")
+	require.Equal(t, failed, ce.Steps[1])
+
+	// Step by step: the first succeeded with its result, the second
+	// failed with its error, the third never ran.
+	res, err := app.WaitChainSteps(ctx, c.ID)
+	require.ErrorAs(t, err, &ce)
+	require.Equal(t, events.StatusError, res.Status)
+	require.Equal(t, 3, res.Total)
+	require.Len(t, res.Steps, 2)
+	first, err := executor.Result[int](res.Steps[0])
+	require.NoError(t, err)
+	require.Equal(t, 1, first) // add(1): no previous result
+	require.Equal(t, events.StatusError, res.Steps[1].Status)
+	require.Equal(t, "boom", res.Steps[1].Error)
+	require.Equal(t, failed, res.Last())
 
 	bustest.WaitFor(t, waitLimit, "the chain's end in the log", func() bool { return len(chainEvents(t, b, c.ID)) == 3 })
 	ces := chainEvents(t, b, c.ID)

@@ -3,6 +3,7 @@ package projections_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -69,6 +70,79 @@ func TestStateWritesProjected(t *testing.T) {
 	require.True(t, strings.HasPrefix(rows[2].Digest, "sha256:"))
 	require.Equal(t, len(big)+2, rows[2].Size)
 	require.Equal(t, rows[2].Revision, rows[3].Prev)
+	requireEqual(t, live, build(t, b, 0))
+}
+
+// TestTaskOwnStateProjected checks that what a task function writes to its
+// own state (executor.TaskState) lands where plugins keep a task's state:
+// the final record's extra.state, over what submission put there, and the
+// projection's task, live and rebuilt alike; each write a row of
+// state_writes naming the task. A task that fails keeps its writes too.
+func TestTaskOwnStateProjected(t *testing.T) {
+	t.Parallel()
+	b := bustest.Open(t, nil)
+	path := filepath.Join(t.TempDir(), "live.db")
+	p := startProjector(t, b, path, nil)
+	app := newApp(t, b)
+	executor.MustRegister(app, "own", func(ctx context.Context, in struct{ Fail bool }) (string, error) {
+		st := executor.TaskState(ctx)
+		if _, err := st.Set(ctx, "step", 2); err != nil {
+			return "", err
+		}
+		if _, err := st.Set(ctx, "phone", "await_phone"); err != nil {
+			return "", err
+		}
+		if _, err := st.Set(ctx, "gone", true); err != nil {
+			return "", err
+		}
+		if err := st.Delete(ctx, "gone"); err != nil { // removed from extra.state too
+			return "", err
+		}
+		if _, err := st.Set(ctx, "step", 3); err != nil { // the last value stands
+			return "", err
+		}
+		if in.Fail {
+			return "", errors.New("failed after writing")
+		}
+		return "ok", nil
+	}, nil) // no retry: a failure ends the task
+	startApp(t, app)
+
+	initial := map[string]any{events.ExtraState: map[string]any{"keep": 1, "gone": "from submission"}}
+	ok, err := app.Submit(ctxFor(t), "own", nil, &executor.SubmitOptions{Extra: initial})
+	require.NoError(t, err)
+	failed, err := app.Submit(ctxFor(t), "own", map[string]bool{"Fail": true}, nil)
+	require.NoError(t, err)
+	want := map[string]string{ok.ID: `{"keep":1,"phone":"await_phone","step":3}`, failed.ID: `{"phone":"await_phone","step":3}`}
+	for _, id := range []string{ok.ID, failed.ID} {
+		got, err := app.Wait(ctxFor(t), id)
+		require.NoError(t, err)
+		require.JSONEq(t, want[id], string(got.Extra[events.ExtraState]), "the final record's extra.state")
+	}
+
+	require.NoError(t, p.CatchUp(ctxFor(t)))
+	live := openDB(t, path, true)
+	for _, id := range []string{ok.ID, failed.ID} {
+		task, err := live.Task(ctxFor(t), id)
+		require.NoError(t, err)
+		var extra map[string]json.RawMessage
+		require.NoError(t, json.Unmarshal(task.Extra, &extra))
+		require.JSONEq(t, want[id], string(extra[events.ExtraState]), "the projection's task")
+		rows, err := live.StateWrites(ctxFor(t), events.StateTask, id)
+		require.NoError(t, err)
+		var ops []string
+		for _, r := range rows {
+			require.Equal(t, id, r.TaskID, "the task is the writer")
+			ops = append(ops, r.Op+" "+r.Key)
+		}
+		require.Equal(t, []string{"put step", "put phone", "put gone", "delete gone", "put step"}, ops, "every write an event")
+	}
+	okTask, err := live.Task(ctxFor(t), ok.ID)
+	require.NoError(t, err)
+	require.Equal(t, events.StatusSuccess, okTask.Status)
+	failedTask, err := live.Task(ctxFor(t), failed.ID)
+	require.NoError(t, err)
+	require.Equal(t, events.StatusError, failedTask.Status)
 	requireEqual(t, live, build(t, b, 0))
 }
 

@@ -56,8 +56,9 @@
 // see them and the final record does not keep them. Change the state at
 // intake on storage_get or broker_get.
 //
-// The task function cannot change the state: the executor has no API for a
-// task to change its record. A change that a plugin should carry on can be
-// returned in the result, where a plugin on worker_remove_finished_task can
-// move it into the state.
+// The task function changes the state with executor.TaskState(ctx): each
+// write is a state event in the log (and a value in the state bucket), and
+// when the function returns its writes are applied to the record's
+// extra.state, key by key, before task_executor_run_task: the plugins of
+// the later triggers, the final record and the projection see them.
 package state

@@ -16,7 +16,7 @@ import (
 
 // Key is the key of the task record's extra under which a task's state
 // lives: extra.state, a JSON object.
-const Key = "state"
+const Key = events.ExtraState
 
 // Errors of this package.
 var (
