@@ -35,8 +35,10 @@ func ExampleLocal() {
 		}
 		return plugins.JSONPatch(plugins.Op{Op: "replace", Path: "/result", Value: p.Result * 2})
 	})
-	r, err := plugins.Local(ctx, b, plugins.Spec{Name: "double", Version: "1",
-		Triggers: []string{events.TaskExecutorRunTask}, Plugin: double})
+	r, err := plugins.Local(ctx, b, plugins.Spec{
+		Name: "double", Version: "1",
+		Triggers: []string{events.TaskExecutorRunTask}, Plugin: double,
+	})
 	if err != nil {
 		fmt.Println(err)
 		return

@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -192,7 +191,7 @@ func TestProcessUsage(t *testing.T) {
 		cmd := exec.Command(auditBin, tt.args...)
 		out, err := cmd.CombinedOutput()
 		var ee *exec.ExitError
-		require.True(t, errors.As(err, &ee), "%v: %v\n%s", tt.args, err, out)
+		require.ErrorAs(t, err, &ee, "%v: %v\n%s", tt.args, err, out)
 		require.Equal(t, 2, ee.ExitCode(), "%v\n%s", tt.args, out)
 		require.Contains(t, string(out), tt.want, "%v", tt.args)
 	}
@@ -200,7 +199,7 @@ func TestProcessUsage(t *testing.T) {
 	cmd := exec.Command(auditBin, "--dir", dir, "--nats-url", "nats://127.0.0.1:1")
 	out, err := cmd.CombinedOutput()
 	var ee *exec.ExitError
-	require.True(t, errors.As(err, &ee), "%s", out)
+	require.ErrorAs(t, err, &ee, "%s", out)
 	require.Equal(t, 1, ee.ExitCode(), "%s", out)
 	require.Contains(t, string(out), "connecting to nats://127.0.0.1:1")
 }

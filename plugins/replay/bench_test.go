@@ -58,8 +58,10 @@ func publishHistory(b *testing.B, live *bus.Bus, n int) {
 			TaskID: id, TaskName: "calc", Trigger: testplugin.Trigger, Attempt: 1, Run: 1,
 			Plugin: testplugin.Name, PluginVersion: "1", TimeoutMS: 5000,
 		}
-		patch := events.Event{DataContentType: events.ContentTypeMergePatch,
-			Data: []byte(`{"kw":{"double":` + strconv.Itoa(2*i) + `,"stamp":"` + at.UTC().Format(time.RFC3339Nano) + `"}}`)}
+		patch := events.Event{
+			DataContentType: events.ContentTypeMergePatch,
+			Data:            []byte(`{"kw":{"double":` + strconv.Itoa(2*i) + `,"stamp":"` + at.UTC().Format(time.RFC3339Nano) + `"}}`),
+		}
 		bus.FillPatch(&patch, events.PluginInfo{Name: testplugin.Name, Version: "1"}, inv)
 		if _, err := live.PublishAsync(events.InvokeSubject(testplugin.Name, testplugin.Trigger), inv.ID, &inv); err != nil {
 			b.Fatal(err)
@@ -154,8 +156,10 @@ func benchLiveRoundTrip(b *testing.B, live *bus.Bus, conc int) {
 					return
 				}
 				id := "rt" + strconv.Itoa(conc) + "-" + strconv.FormatInt(i, 10) + "-" + strconv.Itoa(b.N)
-				inv := events.Event{ID: id, Source: "qtasks/bench", Subject: id, Data: payload, TaskID: id, TaskName: "calc",
-					Trigger: testplugin.Trigger, Attempt: 1, Run: 1}
+				inv := events.Event{
+					ID: id, Source: "qtasks/bench", Subject: id, Data: payload, TaskID: id, TaskName: "calc",
+					Trigger: testplugin.Trigger, Attempt: 1, Run: 1,
+				}
 				if _, err := live.Invoke(ctx, info, inv); err != nil {
 					b.Error(err)
 					return

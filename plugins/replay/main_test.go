@@ -50,12 +50,12 @@ func TestMain(m *testing.M) {
 }
 
 // candidate is the test plugin as a process candidate.
-func candidate(t testing.TB, args ...string) replay.Candidate {
+func candidate(tb testing.TB, args ...string) replay.Candidate {
 	return replay.Candidate{
 		Command: &replay.Command{
 			Path:   pluginBin,
 			Args:   append([]string{"--nats-url", "{nats_url}"}, args...),
-			Stderr: logWriter(t),
+			Stderr: logWriter(tb),
 		},
 		StopGrace: 10 * time.Second,
 	}
@@ -67,24 +67,24 @@ func inProcess(p *testplugin.Plugin) replay.Candidate {
 	return replay.Candidate{Spec: &s}
 }
 
-func logWriter(t testing.TB) io.Writer {
+func logWriter(tb testing.TB) io.Writer {
 	if testing.Verbose() {
-		return t.Output()
+		return tb.Output()
 	}
 	return nil
 }
 
-func testLogger(t testing.TB) *slog.Logger {
+func testLogger(tb testing.TB) *slog.Logger {
 	level := slog.LevelWarn
 	if testing.Verbose() {
 		level = slog.LevelDebug
 	}
-	return slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: level}))
+	return slog.New(slog.NewTextHandler(tb.Output(), &slog.HandlerOptions{Level: level}))
 }
 
-func ctxFor(t testing.TB) context.Context {
+func ctxFor(tb testing.TB) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*waitLimit)
-	t.Cleanup(cancel)
+	tb.Cleanup(cancel)
 	return ctx
 }
 

@@ -127,8 +127,10 @@ func NewShadowTracker(b *bus.Bus, opts ShadowOptions) (*ShadowTracker, error) {
 	if err != nil {
 		return nil, err
 	}
-	t := &ShadowTracker{b: b, opts: opts, mask: m, sv: map[string]bool{}, lv: map[string]bool{},
-		stats: ShadowStats{Shadow: opts.Shadow, ShadowOf: opts.ShadowOf}}
+	t := &ShadowTracker{
+		b: b, opts: opts, mask: m, sv: map[string]bool{}, lv: map[string]bool{},
+		stats: ShadowStats{Shadow: opts.Shadow, ShadowOf: opts.ShadowOf},
+	}
 	for _, tr := range opts.Triggers {
 		if !events.ValidToken(tr) {
 			return nil, fmt.Errorf("trigger %q: must be a valid NATS subject token", tr)

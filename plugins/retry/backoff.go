@@ -168,7 +168,7 @@ func ParseBackoff(s string) (Backoff, error) {
 		if arg != "" {
 			return nil, fmt.Errorf("backoff %q: none takes no argument", s)
 		}
-		return nil, nil
+		return nil, nil //nolint:nilnil // "none" is the nil Backoff (Config.Backoff: nil leaves the delay)
 	case "fixed":
 		d, err := time.ParseDuration(arg)
 		if err != nil {

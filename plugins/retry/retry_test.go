@@ -231,10 +231,12 @@ func TestWrongTypedPatchBeforeRetryIsRejected(t *testing.T) {
 	b := bustest.Open(t, nil)
 	app := newApp(t, b)
 	registerFlaky(app, "flaky", 2, &executor.TaskOptions{Retry: 2})
-	spoil := plugins.Spec{Name: "spoil", Version: "1", Triggers: []string{events.WorkerTaskErrorRetry}, Policy: events.PolicyIgnore,
+	spoil := plugins.Spec{
+		Name: "spoil", Version: "1", Triggers: []string{events.WorkerTaskErrorRetry}, Policy: events.PolicyIgnore,
 		Plugin: plugins.Func(func(context.Context, *plugins.Call) (*plugins.Patch, error) {
 			return plugins.JSONPatch(plugins.Op{Op: "add", Path: "/model/delay_ms", Value: "soon"})
-		})}
+		}),
+	}
 	runPlugin(t, b, spoil, true) // first in the chain
 	p, err := retry.New(retry.Config{Backoff: retry.Fixed(10 * time.Millisecond)})
 	require.NoError(t, err)

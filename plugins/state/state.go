@@ -154,7 +154,7 @@ func Diff(trigger string, payload []byte, before, after State) (*plugins.Patch, 
 		}
 	}
 	if len(set) == 0 && len(del) == 0 {
-		return nil, nil
+		return nil, nil //nolint:nilnil // no patch: the Plugin contract's "no change"
 	}
 	if !taskrec.Writable(trigger, "extra") {
 		return nil, fmt.Errorf("changing state on %s: %w (it may be changed on %s)", trigger, ErrReadOnly,

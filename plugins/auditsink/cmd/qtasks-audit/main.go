@@ -74,7 +74,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return usagef("--max-size %q: %v", *maxSize, err)
 	}
 	var trig []string
-	for _, t := range strings.Split(*triggers, ",") {
+	for t := range strings.SplitSeq(*triggers, ",") {
 		if t = strings.TrimSpace(t); t != "" {
 			trig = append(trig, t)
 		}
@@ -110,7 +110,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	log.Info("qtasks-audit ready", "dir", *dir, "max_size", size, "triggers", trig)
+	log.InfoContext(ctx, "qtasks-audit ready", "dir", *dir, "max_size", size, "triggers", trig)
 	fmt.Fprintln(stdout, "ready")
 	<-ctx.Done()
 	sctx, scancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)

@@ -42,8 +42,10 @@ func main() {
 		}
 		return
 	}
-	p := &testplugin.Plugin{Version: *version, CrashAt: ints(*crashAt), HangAt: ints(*hangAt),
-		Crash: func() { os.Exit(3) }}
+	p := &testplugin.Plugin{
+		Version: *version, CrashAt: ints(*crashAt), HangAt: ints(*hangAt),
+		Crash: func() { os.Exit(3) },
+	}
 	cfg := bus.Config{URL: *url, Name: "plugin-" + testplugin.Name, Logger: log}
 	if *leastRights {
 		cfg.Plugin = testplugin.Name
@@ -56,7 +58,7 @@ func main() {
 
 func ints(s string) []int {
 	var out []int
-	for _, f := range strings.Split(s, ",") {
+	for f := range strings.SplitSeq(s, ",") {
 		if n, err := strconv.Atoi(strings.TrimSpace(f)); err == nil {
 			out = append(out, n)
 		}
