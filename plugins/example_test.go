@@ -26,7 +26,7 @@ func ExampleLocal() {
 	}
 	defer b.Close()
 
-	double := plugins.Func(func(ctx context.Context, c *plugins.Call) (*plugins.Patch, error) {
+	double := plugins.Func(func(_ context.Context, c *plugins.Call) (*plugins.Patch, error) {
 		var p struct {
 			Result float64 `json:"result"`
 		}

@@ -52,7 +52,7 @@ func TestObserverCalledOncePerFact(t *testing.T) {
 		// Hundreds of facts are prefetched, at 4 ms each: those at the back
 		// wait longer than a second.
 		AckWait: time.Second,
-		Plugin: plugins.Func(func(ctx context.Context, c *plugins.Call) (*plugins.Patch, error) {
+		Plugin: plugins.Func(func(_ context.Context, c *plugins.Call) (*plugins.Patch, error) {
 			time.Sleep(4 * time.Millisecond) // the plugin's work
 			mu.Lock()
 			defer mu.Unlock()

@@ -241,8 +241,8 @@ func startWorker(tb testing.TB, url string, replicas int, db string) *worker {
 	args := []string{
 		"--nats-url", url, "--replicas", strconv.Itoa(replicas), "--http", w.http,
 		"--ack-wait", "5s", "--grace", "5s", "--concurrency", "16", "--orphan-age", orphanAge.String(), "--log-level", "warn",
-		"--demo",
-	} // the load submits the demo tasks
+		"--demo", // the load submits the demo tasks
+	}
 	if db != "" {
 		args = append(args, "--db", db)
 	} else {

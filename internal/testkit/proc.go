@@ -34,12 +34,12 @@ func StartProc(tb testing.TB, dir, bin string, args ...string) *Proc {
 	return StartProcCmd(tb, cmd)
 }
 
-// Command is exec.Command for a process StartProcCmd is to own. It is not
-// bound to the test's context on purpose: that context ends before the
-// test's cleanups, some of which signal the process to stop on its own
-// and check how it did; StartProcCmd's Cleanup kills it if still running.
+// Command is exec.Command for a process that a Cleanup kills if it is
+// still running, as StartProcCmd's does. It is not bound to the test's
+// context on purpose: that context ends before the test's cleanups, some
+// of which signal the process to stop on its own and check how it did.
 func Command(bin string, args ...string) *exec.Cmd {
-	return exec.Command(bin, args...) //nolint:noctx // see above: StartProcCmd ends it
+	return exec.Command(bin, args...) //nolint:noctx // see above: a Cleanup ends it
 }
 
 // StartProcCmd is StartProc for a command the caller has set up (environment,

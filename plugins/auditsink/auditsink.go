@@ -541,7 +541,7 @@ func (s *Sink) openFile(now time.Time) error {
 	for range 100 {
 		path := filepath.Join(s.cfg.Dir, fileName(s.cfg.Pattern, s.next, now))
 		s.next++
-		f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL|os.O_APPEND, 0o640)
+		f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL|os.O_APPEND, 0o640) //nolint:gosec // G302: audit files are for the owner's group to read too (auditors, log shippers), as audit logs are; no one else
 		if errors.Is(err, fs.ErrExist) {
 			continue
 		}

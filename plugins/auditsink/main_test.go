@@ -161,11 +161,11 @@ func jsonUnmarshal(b []byte, v any) error { return json.Unmarshal(b, v) }
 // the log on subjects (all facts when none), once each, and returns them.
 // The log is read again only when the files have caught up with what it
 // held last time: facts may still be arriving.
-func waitAudit(tb testing.TB, b *bus.Bus, dir, pattern string, subjects ...string) map[string]bus.Stored {
+func waitAudit(tb testing.TB, b *bus.Bus, dir string, subjects ...string) map[string]bus.Stored {
 	tb.Helper()
 	want := factsInLog(tb, b, subjects...)
 	bustest.WaitFor(tb, 3*testkit.WaitLimit, "every fact in the audit files", func() bool {
-		lines := readSoFar(tb, dir, pattern)
+		lines := readSoFar(tb, dir, "")
 		if len(lines) < len(want) {
 			return false
 		}

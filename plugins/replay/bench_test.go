@@ -26,6 +26,7 @@ import (
 // QTASKS_REPLAY_BENCH_N to change it (the memory benchmark also replays a
 // tenth of it, to show that memory does not grow with the history).
 func benchN(tb testing.TB) int {
+	tb.Helper()
 	if s := os.Getenv("QTASKS_REPLAY_BENCH_N"); s != "" {
 		n, err := strconv.Atoi(s)
 		require.NoError(tb, err)
@@ -102,6 +103,7 @@ func BenchmarkReplay(b *testing.B) {
 }
 
 func benchReplay(b *testing.B, live *bus.Bus, n, conc int, c replay.Candidate) {
+	b.Helper()
 	c.Timeout = 30 * time.Second
 	var first, last time.Time
 	var seen int
@@ -131,6 +133,7 @@ func benchReplay(b *testing.B, live *bus.Bus, n, conc int, c replay.Candidate) {
 }
 
 func benchLiveRoundTrip(b *testing.B, live *bus.Bus, conc int) {
+	b.Helper()
 	ctx := context.Background()
 	peer := bustest.Connect(b, live, nil)
 	spec := testplugin.Spec(&testplugin.Plugin{Version: "1"})

@@ -246,7 +246,9 @@ func startProcess(ctx context.Context, c *Candidate, name, replayID string, log 
 	for i, a := range c.Command.Args {
 		args[i] = repl.Replace(a)
 	}
-	cmd := exec.Command(c.Command.Path, args...) //nolint:gosec // running the candidate the user named is the point
+	// Not bound to ctx (the start's): the candidate outlives it, and close
+	// ends it, SIGTERM first.
+	cmd := exec.Command(c.Command.Path, args...) //nolint:gosec,noctx // gosec: running the candidate the user named is the point; noctx: see above
 	cmd.Dir = c.Command.Dir
 	cmd.Env = append(os.Environ(), EnvNatsURL+"="+url, EnvReplay+"="+replayID, EnvPlugin+"="+name)
 	cmd.Env = append(cmd.Env, c.Command.Env...)

@@ -51,6 +51,7 @@ func TestMain(m *testing.M) {
 
 // candidate is the test plugin as a process candidate.
 func candidate(tb testing.TB, args ...string) replay.Candidate {
+	tb.Helper()
 	return replay.Candidate{
 		Command: &replay.Command{
 			Path:   pluginBin,
@@ -68,6 +69,7 @@ func inProcess(p *testplugin.Plugin) replay.Candidate {
 }
 
 func logWriter(tb testing.TB) io.Writer {
+	tb.Helper()
 	if testing.Verbose() {
 		return tb.Output()
 	}
@@ -75,6 +77,7 @@ func logWriter(tb testing.TB) io.Writer {
 }
 
 func testLogger(tb testing.TB) *slog.Logger {
+	tb.Helper()
 	level := slog.LevelWarn
 	if testing.Verbose() {
 		level = slog.LevelDebug
@@ -83,6 +86,7 @@ func testLogger(tb testing.TB) *slog.Logger {
 }
 
 func ctxFor(tb testing.TB) context.Context {
+	tb.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*waitLimit)
 	tb.Cleanup(cancel)
 	return ctx
@@ -98,7 +102,9 @@ type proc struct {
 
 // startProc runs the test plugin against url and waits for its "ready".
 func startProc(stderr io.Writer, url string, args ...string) (*proc, error) {
-	cmd := exec.Command(pluginBin, append([]string{"--nats-url", url}, args...)...)
+	// Not bound to a test's context: the shared history outlives the test
+	// that records it; proc.stop ends the process.
+	cmd := exec.Command(pluginBin, append([]string{"--nats-url", url}, args...)...) //nolint:gosec,noctx // the test's own build; see above
 	cmd.Stderr = stderr
 	out, err := cmd.StdoutPipe()
 	if err != nil {
@@ -173,7 +179,7 @@ func sharedHistory(t *testing.T) *history {
 	t.Helper()
 	histOnce.Do(func() {
 		hist = &history{n: map[string]int{}, name: map[string]string{}}
-		hist.err = hist.record(t)
+		hist.err = hist.record()
 	})
 	require.NoError(t, hist.err, "recording the shared history")
 	return hist
@@ -201,7 +207,7 @@ type calcIn struct {
 	Stamp  string `json:"stamp"`
 }
 
-func (h *history) record(t *testing.T) error {
+func (h *history) record() error {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*waitLimit)
 	defer cancel()
 	dir, err := os.MkdirTemp("", "qtasks-replay-live-")

@@ -207,7 +207,7 @@ func sameJSON(a, b json.RawMessage) bool {
 	if json.Unmarshal(a, &x) != nil || json.Unmarshal(b, &y) != nil {
 		return false
 	}
-	xa, _ := json.Marshal(x)
-	ya, _ := json.Marshal(y)
-	return bytes.Equal(xa, ya)
+	xa, err1 := json.Marshal(x)
+	ya, err2 := json.Marshal(y)
+	return err1 == nil && err2 == nil && bytes.Equal(xa, ya)
 }

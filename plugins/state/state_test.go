@@ -225,7 +225,7 @@ func TestNewSpecRefusesMisconfiguration(t *testing.T) {
 // (or a malformed state) into a plugin error.
 func TestPluginAdapter(t *testing.T) {
 	t.Parallel()
-	p := state.Plugin(func(_ context.Context, c *plugins.Call, s state.State) error {
+	p := state.Plugin(func(_ context.Context, _ *plugins.Call, s state.State) error {
 		n, _, err := state.Get[int](s, "n")
 		if err != nil {
 			return err

@@ -30,10 +30,13 @@ import (
 	"github.com/qtasks/qtasks-go/plugins/auditsink"
 )
 
-func main() {
+func main() { os.Exit(mainCode()) }
+
+// mainCode is main but for the exit, so that its deferred calls run first.
+func mainCode() int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	os.Exit(cli.ExitCode("qtasks-audit", run(ctx, os.Args[1:], os.Stdout, os.Stderr), os.Stderr))
+	return cli.ExitCode("qtasks-audit", run(ctx, os.Args[1:], os.Stdout, os.Stderr), os.Stderr)
 }
 
 var (
