@@ -73,7 +73,7 @@ func fact(id string, seq uint64, trigger string) *plugins.Call {
 	ev := events.Event{
 		ID: id + ":1:1:" + trigger + ":0", Source: "qtasks/node-1", Type: events.TypeTriggerPrefix + trigger,
 		Subject: id, DataContentType: events.ContentTypeJSON,
-		Time:    time.Date(2025, 3, 4, 5, 6, 7, int(seq), time.UTC), //nolint:gosec // G115: the tests' seqs are small
+		Time:   time.Date(2025, 3, 4, 5, 6, 7, int(seq), time.UTC), //nolint:gosec // G115: the tests' seqs are small
 		Data:   []byte(`{"input":{"task_id":"` + id + `","pad":"` + strings.Repeat("x", 300) + `"}}`),
 		TaskID: id, TaskName: "calc", Trigger: trigger, Attempt: 1, Run: 1,
 	}
