@@ -26,7 +26,7 @@ func ExampleLocal() {
 	}
 	defer b.Close()
 
-	double := plugins.Func(func(ctx context.Context, c *plugins.Call) (*plugins.Patch, error) {
+	double := plugins.Func(func(_ context.Context, c *plugins.Call) (*plugins.Patch, error) {
 		var p struct {
 			Result float64 `json:"result"`
 		}
@@ -35,8 +35,10 @@ func ExampleLocal() {
 		}
 		return plugins.JSONPatch(plugins.Op{Op: "replace", Path: "/result", Value: p.Result * 2})
 	})
-	r, err := plugins.Local(ctx, b, plugins.Spec{Name: "double", Version: "1",
-		Triggers: []string{events.TaskExecutorRunTask}, Plugin: double})
+	r, err := plugins.Local(ctx, b, plugins.Spec{
+		Name: "double", Version: "1",
+		Triggers: []string{events.TaskExecutorRunTask}, Plugin: double,
+	})
 	if err != nil {
 		fmt.Println(err)
 		return

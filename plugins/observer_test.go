@@ -52,7 +52,7 @@ func TestObserverCalledOncePerFact(t *testing.T) {
 		// Hundreds of facts are prefetched, at 4 ms each: those at the back
 		// wait longer than a second.
 		AckWait: time.Second,
-		Plugin: plugins.Func(func(ctx context.Context, c *plugins.Call) (*plugins.Patch, error) {
+		Plugin: plugins.Func(func(_ context.Context, c *plugins.Call) (*plugins.Patch, error) {
 			time.Sleep(4 * time.Millisecond) // the plugin's work
 			mu.Lock()
 			defer mu.Unlock()
@@ -60,7 +60,7 @@ func TestObserverCalledOncePerFact(t *testing.T) {
 			if len(seqs) == n {
 				close(all)
 			}
-			return nil, nil
+			return nil, nil //nolint:nilnil // no patch: the Plugin contract's "no change"
 		}),
 	})
 	require.NoError(t, err)
@@ -81,7 +81,7 @@ func TestObserverCalledOncePerFact(t *testing.T) {
 	})
 	mu.Lock()
 	defer mu.Unlock()
-	require.Equal(t, n, len(seqs), "one call per fact")
+	require.Len(t, seqs, n, "one call per fact")
 	for i := 1; i < len(seqs); i++ {
 		require.Greater(t, seqs[i], seqs[i-1], "in stream order, without repeats")
 	}

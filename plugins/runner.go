@@ -141,7 +141,7 @@ func (r *Runner) register(ctx context.Context) error {
 		// A grant restricted to some triggers does not allow reading phase
 		// messages; the facts of granted triggers are stored alone, so
 		// the observer needs not. Any other reason refuses this one too.
-		r.log.Info("registering without reads_batches", "reason", err)
+		r.log.InfoContext(ctx, "registering without reads_batches", "reason", err)
 		reg.ReadsBatches = false
 		info, err = r.b.Registry().RegisterWith(ctx, reg)
 	}
@@ -149,7 +149,7 @@ func (r *Runner) register(ctx context.Context) error {
 		return err
 	}
 	r.info = info
-	r.log.Info("plugin registered", "mode", info.Mode, "triggers", info.Triggers, "order", info.Order)
+	r.log.InfoContext(ctx, "plugin registered", "mode", info.Mode, "triggers", info.Triggers, "order", info.Order)
 	return nil
 }
 
@@ -233,7 +233,7 @@ func (r *Runner) consume(ctx context.Context) error {
 func (r *Runner) call(ctx context.Context, c *Call) (p *Patch, err error) {
 	defer func() {
 		if x := recover(); x != nil {
-			r.log.Error("plugin panicked", "trigger", c.Trigger, "panic", x, "stack", string(debug.Stack()))
+			r.log.ErrorContext(ctx, "plugin panicked", "trigger", c.Trigger, "panic", x, "stack", string(debug.Stack()))
 			p, err = nil, fmt.Errorf("plugin %s panicked: %v", r.spec.Name, x)
 		}
 	}()
@@ -265,8 +265,10 @@ func (r *Runner) mutate(m jetstream.Msg) {
 		ctx, cancel = context.WithTimeout(r.ctx, r.spec.Timeout)
 	}
 	defer cancel()
-	call := &Call{Trigger: inv.Trigger, TaskID: inv.TaskID, TaskName: inv.TaskName, Attempt: inv.Attempt, Run: inv.Run,
-		Payload: inv.Data, Event: inv, State: r.state, Seq: d.Seq(), Deliveries: d.Deliveries}
+	call := &Call{
+		Trigger: inv.Trigger, TaskID: inv.TaskID, TaskName: inv.TaskName, Attempt: inv.Attempt, Run: inv.Run,
+		Payload: inv.Data, Event: inv, State: r.state, Seq: d.Seq(), Deliveries: d.Deliveries,
+	}
 	patch := r.answer(ctx, call)
 	bus.FillPatch(&patch, r.info, inv)
 	// No Nats-Msg-Id (protocol 2): a patch with one is rejected, since a
@@ -305,8 +307,10 @@ func (r *Runner) answer(ctx context.Context, call *Call) events.Event {
 }
 
 func (r *Runner) localHandler(ctx context.Context, inv events.Event) (events.Event, error) {
-	call := &Call{Trigger: inv.Trigger, TaskID: inv.TaskID, TaskName: inv.TaskName, Attempt: inv.Attempt, Run: inv.Run,
-		Payload: inv.Data, Event: inv, State: r.state}
+	call := &Call{
+		Trigger: inv.Trigger, TaskID: inv.TaskID, TaskName: inv.TaskName, Attempt: inv.Attempt, Run: inv.Run,
+		Payload: inv.Data, Event: inv, State: r.state,
+	}
 	return r.answer(ctx, call), nil
 }
 
@@ -390,8 +394,10 @@ func (r *Runner) observeOne(d *bus.Delivery, s *bus.Stored) error {
 	if len(payload) == 0 {
 		payload = fact.Input
 	}
-	call := &Call{Trigger: ev.Trigger, TaskID: ev.TaskID, TaskName: ev.TaskName, Attempt: ev.Attempt, Run: ev.Run,
-		Payload: payload, Fact: &fact, Event: ev, State: r.state, Seq: s.Seq, Index: s.Index, Deliveries: d.Deliveries}
+	call := &Call{
+		Trigger: ev.Trigger, TaskID: ev.TaskID, TaskName: ev.TaskName, Attempt: ev.Attempt, Run: ev.Run,
+		Payload: payload, Fact: &fact, Event: ev, State: r.state, Seq: s.Seq, Index: s.Index, Deliveries: d.Deliveries,
+	}
 	var cerr error
 	for attempt := 1; attempt <= r.spec.MaxDeliver; attempt++ {
 		ctx, cancel := context.WithTimeout(r.ctx, r.spec.Timeout)

@@ -50,20 +50,23 @@ func sampleProc(pid int) (procSample, error) {
 	return s, nil
 }
 
-// idleCost is what a process spends over window doing nothing asked of
-// it: its CPU in ms per second, and its RSS at the end.
-func idleCost(b *testing.B, pid int, window time.Duration) (cpuMSPerS float64, rssKB int64) {
+// idleWindow is how long idleCost measures.
+const idleWindow = 5 * time.Second
+
+// idleCost is what a process spends over idleWindow doing nothing asked
+// of it: its CPU in ms per second, and its RSS at the end.
+func idleCost(b *testing.B, pid int) (cpuMSPerS float64, rssKB int64) {
 	b.Helper()
 	s0, err := sampleProc(pid)
 	if err != nil {
 		b.Fatal(err)
 	}
-	time.Sleep(window) // a measurement window, not a wait on a condition
+	time.Sleep(idleWindow) // a measurement window, not a wait on a condition
 	s1, err := sampleProc(pid)
 	if err != nil {
 		b.Fatal(err)
 	}
-	return float64((s1.cpu - s0.cpu).Milliseconds()) / window.Seconds(), s1.rssKB
+	return float64((s1.cpu - s0.cpu).Milliseconds()) / idleWindow.Seconds(), s1.rssKB
 }
 
 // BenchmarkDelayedWaiting: the cost of 100k delayed tasks waiting (due in
@@ -81,12 +84,11 @@ func BenchmarkDelayedWaiting(b *testing.B) {
 	if v, err := strconv.Atoi(os.Getenv("QTASKS_BENCH_DELAYED")); err == nil && v > 0 {
 		n = v
 	}
-	const window = 5 * time.Second
 	for range b.N {
 		dir := b.TempDir()
 		start := func(name string, args ...string) *testkit.Proc {
 			d := filepath.Join(dir, name)
-			if err := os.MkdirAll(d, 0o755); err != nil {
+			if err := os.MkdirAll(d, 0o750); err != nil {
 				b.Fatal(err)
 			}
 			p := testkit.StartProc(b, d, bin, append([]string{"run", "--data-dir", filepath.Join(d, "data"), "--http", "", "--log-level", "info"}, args...)...)
@@ -108,8 +110,8 @@ func BenchmarkDelayedWaiting(b *testing.B) {
 		}
 		defer client.Close()
 
-		wCPU0, wRSS0 := idleCost(b, worker.Pid(), window)
-		sCPU0, sRSS0 := idleCost(b, server.Pid(), window)
+		wCPU0, wRSS0 := idleCost(b, worker.Pid())
+		sCPU0, sRSS0 := idleCost(b, server.Pid())
 
 		due := time.Now().Add(time.Hour)
 		publish := func(direct bool, prefix string) time.Duration {
@@ -123,8 +125,10 @@ func BenchmarkDelayedWaiting(b *testing.B) {
 						if i > int64(n) {
 							return
 						}
-						t := events.Task{ID: prefix + strconv.FormatInt(i, 10), Name: "echo", Queue: "default", Status: events.StatusNew,
-							Attempt: 1, Args: json.RawMessage("[]"), Kw: json.RawMessage("{}"), NotBefore: due}
+						t := events.Task{
+							ID: prefix + strconv.FormatInt(i, 10), Name: "echo", Queue: "default", Status: events.StatusNew,
+							Attempt: 1, Args: json.RawMessage("[]"), Kw: json.RawMessage("{}"), NotBefore: due,
+						}
 						var err error
 						if direct {
 							err = enqueueDirect(ctx, client, t)
@@ -142,8 +146,8 @@ func BenchmarkDelayedWaiting(b *testing.B) {
 			return time.Since(t0)
 		}
 		took := publish(false, "d")
-		wCPU1, wRSS1 := idleCost(b, worker.Pid(), window)
-		sCPU1, sRSS1 := idleCost(b, server.Pid(), window)
+		wCPU1, wRSS1 := idleCost(b, worker.Pid())
+		sCPU1, sRSS1 := idleCost(b, server.Pid())
 		b.ReportMetric(float64(n)/took.Seconds(), "scheduled/s")
 		b.ReportMetric(wCPU0, "worker-idle-cpu-ms/s-0")
 		b.ReportMetric(wCPU1, "worker-idle-cpu-ms/s-100k")
@@ -174,8 +178,8 @@ func BenchmarkDelayedWaiting(b *testing.B) {
 			time.Sleep(100 * time.Millisecond)
 		}
 		w1, _ := sampleProc(worker.Pid())
-		wCPU2, wRSS2 := idleCost(b, worker.Pid(), window)
-		_, sRSS2 := idleCost(b, server.Pid(), window)
+		wCPU2, wRSS2 := idleCost(b, worker.Pid())
+		_, sRSS2 := idleCost(b, server.Pid())
 		b.ReportMetric(float64((w1.cpu-w0.cpu).Microseconds())/float64(n), "nak-worker-cpu-µs/task")
 		b.ReportMetric(wCPU2, "nak-worker-idle-cpu-ms/s")
 		b.ReportMetric(float64(wRSS2-wRSS1)/1024, "nak-worker-rss-MiB-delta")
@@ -192,8 +196,10 @@ func enqueueDirect(ctx context.Context, b *bus.Bus, t events.Task) error {
 	if err != nil {
 		return err
 	}
-	ev := events.Event{ID: t.ID + ":1", Source: "bench", Type: events.TypeTask, Subject: t.ID, Time: time.Now(),
-		DataContentType: events.ContentTypeJSON, Data: data, TaskID: t.ID, TaskName: t.Name, Attempt: 1}
+	ev := events.Event{
+		ID: t.ID + ":1", Source: "bench", Type: events.TypeTask, Subject: t.ID, Time: time.Now(),
+		DataContentType: events.ContentTypeJSON, Data: data, TaskID: t.ID, TaskName: t.Name, Attempt: 1,
+	}
 	_, err = b.Publish(ctx, events.RunSubject(t.Queue), ev.ID, &ev)
 	return err
 }

@@ -3,7 +3,6 @@ package main
 import (
 	"os/exec"
 	"regexp"
-	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -27,13 +26,13 @@ func TestCompletion(t *testing.T) {
 		if name == "completion" {
 			continue
 		}
-		out, err := exec.Command(bin, name, "-h").CombinedOutput()
+		out, err := exec.CommandContext(t.Context(), bin, name, "-h").CombinedOutput()
 		require.NoError(t, err, "%s -h: %s", name, out)
 		require.NotContains(t, string(out), "unknown command", name)
 	}
 	require.Empty(t, usageCmds, "commands of the usage text that are not completed")
 
-	script, err := exec.Command(bin, "completion", "bash").Output()
+	script, err := exec.CommandContext(t.Context(), bin, "completion", "bash").Output()
 	require.NoError(t, err)
 	complete := func(words ...string) []string { return testkit.BashComplete(t, string(script), "qtasksd", words...) }
 	require.ElementsMatch(t, []string{"plugins", "plugin-permissions"}, complete("plug"))
@@ -44,15 +43,17 @@ func TestCompletion(t *testing.T) {
 
 	shells := map[string]string{}
 	for _, sh := range []string{"zsh", "fish"} {
-		out, err := exec.Command(bin, "completion", sh).Output()
+		out, err := exec.CommandContext(t.Context(), bin, "completion", sh).Output()
 		require.NoError(t, err)
 		require.Contains(t, string(out), "plugin-permissions")
 		require.Contains(t, string(out), "http-max-waits")
 		shells[sh] = string(out)
 	}
 	testkit.CheckShellSyntax(t, shells)
-	out, err := exec.Command(bin, "completion", "tcsh").CombinedOutput()
+	out, err := exec.CommandContext(t.Context(), bin, "completion", "tcsh").CombinedOutput()
 	require.Error(t, err)
-	require.Equal(t, exitUsage, err.(*exec.ExitError).ExitCode())
-	require.True(t, strings.Contains(string(out), "want bash, zsh or fish"), string(out))
+	var ee *exec.ExitError
+	require.ErrorAs(t, err, &ee)
+	require.Equal(t, exitUsage, ee.ExitCode())
+	require.Contains(t, string(out), "want bash, zsh or fish")
 }

@@ -97,7 +97,8 @@ var demoTasks = []demoTask{
 		}
 		return fmt.Sprintf("succeeded on attempt %d", n), nil
 	}),
-	{name: "count", input: reflect.TypeFor[countInput](), opts: executor.TaskOptions{Description: "yields 1..n"},
+	{
+		name: "count", input: reflect.TypeFor[countInput](), opts: executor.TaskOptions{Description: "yields 1..n"},
 		register: func(app *executor.App, name string, o *executor.TaskOptions) {
 			if err := executor.RegisterSeq(app, name, func(_ context.Context, in countInput) iter.Seq2[int, error] {
 				return func(yield func(int, error) bool) {
@@ -110,7 +111,8 @@ var demoTasks = []demoTask{
 			}, o); err != nil {
 				panic(err)
 			}
-		}},
+		},
+	},
 }
 
 func registerDemoTasks(app *executor.App) {
@@ -138,8 +140,7 @@ func kwSchema(t reflect.Type) map[string]string {
 		kw["*"] = jsonTypeName(t.Elem())
 		return kw
 	}
-	for i := range t.NumField() {
-		f := t.Field(i)
+	for f := range t.Fields() {
 		name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
 		if name == "-" || !f.IsExported() {
 			continue
@@ -167,8 +168,9 @@ func jsonTypeName(t reflect.Type) string {
 		return "array"
 	case reflect.Map, reflect.Struct:
 		return "object"
+	default:
+		return "any"
 	}
-	return "any"
 }
 
 // tasks prints the tasks a qtasksd worker runs: their names, queue,

@@ -53,7 +53,7 @@ var newFlagSet = cli.NewFlagSet
 
 func parse(fs *flag.FlagSet, args []string, hint string) error {
 	if err := fs.Parse(args); err != nil {
-		if err == flag.ErrHelp {
+		if errors.Is(err, flag.ErrHelp) {
 			return err
 		}
 		return &usageError{Msg: err.Error(), Hint: hint}

@@ -20,10 +20,9 @@ import (
 
 // faultyServer serves qtasksd's HTTP handler over a bus that reaches its
 // NATS server through a proxy the test controls.
-// srv is the server's own bus, which the proxy does not touch.
-func faultyServer(t *testing.T) (h *httptest.Server, p *bustest.Proxy, b, srv *bus.Bus) {
+func faultyServer(t *testing.T) (h *httptest.Server, p *bustest.Proxy, b *bus.Bus) {
 	t.Helper()
-	srv = bustest.Open(t, nil)
+	srv := bustest.Open(t, nil) // the server's own bus, which the proxy does not touch
 	p = bustest.NewProxy(t, srv.ClientURL())
 	b = bustest.Open(t, &bus.Config{URL: p.URL(), PublishTimeout: time.Second})
 	app, err := executor.New(b, nil)
@@ -33,7 +32,7 @@ func faultyServer(t *testing.T) (h *httptest.Server, p *bustest.Proxy, b, srv *b
 	registerConnMetrics(reg, b)
 	h = httptest.NewServer(newHTTPHandler(app, metricsHandler(reg, slog.Default()), httpConfig{}))
 	t.Cleanup(h.Close)
-	return h, p, b, srv
+	return h, p, b
 }
 
 func do(t *testing.T, method, url, body string, hdr ...string) (int, http.Header, string) {
@@ -59,7 +58,7 @@ func do(t *testing.T, method, url, body string, hdr ...string) (int, http.Header
 // the connection stays up.
 func TestHTTPWhenJetStreamDoesNotAnswer(t *testing.T) {
 	t.Parallel()
-	h, p, _, _ := faultyServer(t)
+	h, p, _ := faultyServer(t)
 	code, _, body := do(t, http.MethodGet, h.URL+"/healthz", "")
 	require.Equal(t, http.StatusOK, code, body)
 	code, hdr, body := do(t, http.MethodPost, h.URL+"/tasks/echo", `{"x":1}`)
@@ -84,7 +83,7 @@ func TestHTTPWhenJetStreamDoesNotAnswer(t *testing.T) {
 // retry gets the task, queued.
 func TestHTTPOutcomeUnknown(t *testing.T) {
 	t.Parallel()
-	h, p, _, _ := faultyServer(t)
+	h, p, _ := faultyServer(t)
 	// From the moment the task message is sent, the server's replies are
 	// held: the task message's ack is lost.
 	p.HoldOn("qtasks.run.")
@@ -109,12 +108,12 @@ func TestHTTPOutcomeUnknown(t *testing.T) {
 // The connection metrics follow a loss and a reconnection.
 func TestNATSConnectionMetrics(t *testing.T) {
 	t.Parallel()
-	h, p, b, _ := faultyServer(t)
+	h, p, b := faultyServer(t)
 	metric := func(name string) string {
 		_, _, body := do(t, http.MethodGet, h.URL+"/metrics", "")
-		for _, l := range strings.Split(body, "\n") {
-			if strings.HasPrefix(l, name+" ") {
-				return strings.TrimPrefix(l, name+" ")
+		for l := range strings.SplitSeq(body, "\n") {
+			if after, ok := strings.CutPrefix(l, name+" "); ok {
+				return after
 			}
 		}
 		return ""

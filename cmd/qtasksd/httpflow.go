@@ -130,7 +130,7 @@ func handleFlow(mux *http.ServeMux, app *executor.App, auth *httpAuth, waits cha
 // go, and says where the chain stands by events.ChainAfter.
 func chainState(ctx context.Context, app *executor.App, id string) (chainStatus, error) {
 	st := chainStatus{ID: id, Status: executor.ChainRunning, Tasks: []events.Task{}}
-	for i := 0; i < events.MaxChainSteps; i++ {
+	for i := range events.MaxChainSteps {
 		t, err := app.Get(ctx, executor.ChainStepID(id, i))
 		if errors.Is(err, bus.ErrTaskNotFound) && i > 0 {
 			return st, nil // not submitted yet

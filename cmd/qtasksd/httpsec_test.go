@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -109,12 +108,12 @@ func TestHTTPRoles(t *testing.T) {
 	t.Parallel()
 	hash, err := bcrypt.GenerateFromPassword([]byte("hashed-pw"), bcrypt.MinCost)
 	require.NoError(t, err)
-	data := fmt.Sprintf(`{"users":[
+	data := `{"users":[
 		{"name":"root","password":"root-pw"},
 		{"name":"reader","password":"reader-pw","roles":["read"]},
 		{"name":"submitter","password":"$hash","roles":["submit"]},
 		{"name":"operator","password":"operator-pw","roles":["operate"]},
-		{"name":"scale","password":"scale-pw","plugin":{}}]}`)
+		{"name":"scale","password":"scale-pw","plugin":{}}]}`
 	data = strings.Replace(data, "$hash", string(hash), 1)
 	_, err = parseUsers([]byte(data))
 	require.NoError(t, err)
@@ -197,7 +196,7 @@ func TestHTTPBadHeadersStoreNothing(t *testing.T) {
 	require.NoError(t, err)
 	req.Header.Set("Idempotency-Key", strings.Repeat("k", 950<<10))
 	if resp, err := hb.srv.Client().Do(req); err == nil {
-		resp.Body.Close()
+		require.NoError(t, resp.Body.Close())
 		require.Equal(t, http.StatusRequestHeaderFieldsTooLarge, resp.StatusCode)
 	}
 	s, n := hb.stored(t)
@@ -215,7 +214,7 @@ func TestHTTPSlowBodyCut(t *testing.T) {
 	t.Parallel()
 	hb := setupHTTP(t, httpConfig{ReadTimeout: 500 * time.Millisecond})
 	seq, tasks := hb.stored(t)
-	conn, err := net.Dial("tcp", hb.srv.Listener.Addr().String())
+	conn, err := (&net.Dialer{}).DialContext(t.Context(), "tcp", hb.srv.Listener.Addr().String())
 	require.NoError(t, err)
 	defer conn.Close()
 	_, err = io.WriteString(conn, "POST /tasks/echo HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"x\":")
@@ -224,7 +223,7 @@ func TestHTTPSlowBodyCut(t *testing.T) {
 	start := time.Now()
 	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
 	if err == nil { // answered before closing
-		resp.Body.Close()
+		_ = resp.Body.Close() // the status is what counts; the server drops the connection
 		require.Equal(t, http.StatusRequestTimeout, resp.StatusCode)
 	} // else the connection was closed: cut as well
 	require.Less(t, time.Since(start), 20*time.Second, "the body was waited on past the read timeout")
@@ -247,7 +246,7 @@ func TestHTTPWaitCap(t *testing.T) {
 			done <- 0
 			return
 		}
-		resp.Body.Close()
+		_ = resp.Body.Close() // the status is what counts (and no require off the test's goroutine)
 		done <- resp.StatusCode
 	}()
 	select { // the slot is taken before the submission, so it is held now

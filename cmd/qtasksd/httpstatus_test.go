@@ -46,7 +46,7 @@ func TestHTTPSubmitStatusCodes(t *testing.T) {
 	require.NoError(t, err)
 	resp, err := hb.srv.Client().Do(req)
 	require.NoError(t, err)
-	resp.Body.Close()
+	require.NoError(t, resp.Body.Close())
 	require.Equal(t, http.StatusCreated, resp.StatusCode)
 	require.Regexp(t, `^/tasks/[0-9a-f-]{36}$`, resp.Header.Get("Location"))
 	require.Equal(t, "false", resp.Header.Get("Qtasks-Duplicate"))

@@ -29,11 +29,14 @@ import (
 	"github.com/qtasks/qtasks-go/internal/cli"
 )
 
-func main() {
+func main() { os.Exit(mainCode()) }
+
+// mainCode is main but for the exit, so that its deferred calls run first.
+func mainCode() int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	err := NewMain(os.Stdout, os.Stderr).Run(ctx, os.Args[1:])
-	os.Exit(exitCode(err, os.Stderr))
+	return exitCode(err, os.Stderr)
 }
 
 // Exit codes a script can rely on.

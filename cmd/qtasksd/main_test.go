@@ -87,7 +87,7 @@ func TestDataDirInUse(t *testing.T) {
 // server used to wait 30 s and then blame "not ready".
 func TestPortTaken(t *testing.T) {
 	t.Parallel()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	ln, err := (&net.ListenConfig{}).Listen(t.Context(), "tcp", "127.0.0.1:0")
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = ln.Close() })
 	port := ln.Addr().(*net.TCPAddr).Port
@@ -123,7 +123,7 @@ func TestPortTaken(t *testing.T) {
 // negative --grace was taken.
 func TestBadFlagsWriteNothing(t *testing.T) {
 	t.Parallel()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	ln, err := (&net.ListenConfig{}).Listen(t.Context(), "tcp", "127.0.0.1:0")
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = ln.Close() })
 	for _, tc := range []struct {
@@ -206,7 +206,7 @@ func TestBadEnvironment(t *testing.T) {
 		dir := t.TempDir()
 		ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
 		defer cancel()
-		cmd := exec.CommandContext(ctx, bin, daemonArgs(dir)...)
+		cmd := exec.CommandContext(ctx, bin, daemonArgs(dir)...) //nolint:gosec // G204: the test's own build of qtasksd
 		cmd.Env = append(os.Environ(), kv)
 		out, _ := cmd.CombinedOutput()
 		require.Equal(t, exitUsage, cmd.ProcessState.ExitCode(), "%s: %s", kv, out)
@@ -218,7 +218,7 @@ func TestBadEnvironment(t *testing.T) {
 // point it elsewhere: client commands do not know a daemon's --port.
 func TestClientNamesNatsURL(t *testing.T) {
 	t.Parallel()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	l, err := (&net.ListenConfig{}).Listen(t.Context(), "tcp", "127.0.0.1:0")
 	require.NoError(t, err)
 	url := "nats://" + l.Addr().String()
 	require.NoError(t, l.Close()) // nobody listens there now
@@ -272,9 +272,10 @@ func TestTasksAndEmptyPlugins(t *testing.T) {
 	code, out := runCmd(t, dir, "tasks", "--queue", "q1")
 	require.Equal(t, exitOK, code, out)
 	var tasks []struct {
-		Name, Queue string
-		Kw          map[string]string
-		Retry       int
+		Name  string            `json:"name"`
+		Queue string            `json:"queue"`
+		Kw    map[string]string `json:"kw"`
+		Retry int               `json:"retry"`
 	}
 	require.NoError(t, json.Unmarshal([]byte(out), &tasks), out)
 	byName := map[string]int{}

@@ -70,12 +70,20 @@ type runFlags struct {
 
 // runEnv are the environment variables of run's number and duration flags.
 var runEnv = [][2]string{
-	{"port", "QTASKS_PORT"}, {"concurrency", "QTASKS_CONCURRENCY"}, {"prefetch", "QTASKS_PREFETCH"},
-	{"ack-wait", "QTASKS_ACK_WAIT"}, {"grace", "QTASKS_GRACE"}, {"task-retention", "QTASKS_TASK_RETENTION"},
-	{"memory-limit", "QTASKS_MEMORY_LIMIT"}, {"replicas", "QTASKS_REPLICAS"}, {"max-deliveries", "QTASKS_MAX_DELIVERIES"},
+	{"port", "QTASKS_PORT"},
+	{"concurrency", "QTASKS_CONCURRENCY"},
+	{"prefetch", "QTASKS_PREFETCH"},
+	{"ack-wait", "QTASKS_ACK_WAIT"},
+	{"grace", "QTASKS_GRACE"},
+	{"task-retention", "QTASKS_TASK_RETENTION"},
+	{"memory-limit", "QTASKS_MEMORY_LIMIT"},
+	{"replicas", "QTASKS_REPLICAS"},
+	{"max-deliveries", "QTASKS_MAX_DELIVERIES"},
 	{"max-plugin-timeout", "QTASKS_MAX_PLUGIN_TIMEOUT"},
-	{"demo", "QTASKS_DEMO"}, {"http-max-waits", "QTASKS_HTTP_MAX_WAITS"},
-	{"seal-every", "QTASKS_SEAL_EVERY"}, {"seal-interval", "QTASKS_SEAL_INTERVAL"},
+	{"demo", "QTASKS_DEMO"},
+	{"http-max-waits", "QTASKS_HTTP_MAX_WAITS"},
+	{"seal-every", "QTASKS_SEAL_EVERY"},
+	{"seal-interval", "QTASKS_SEAL_INTERVAL"},
 	{"orphan-age", "QTASKS_ORPHAN_AGE"},
 }
 
@@ -153,7 +161,7 @@ func (m *Main) run(ctx context.Context, args []string) error {
 	}
 	if f.memLimitMiB > 0 && os.Getenv("GOMEMLIMIT") == "" {
 		debug.SetMemoryLimit(int64(f.memLimitMiB) << 20)
-		log.Info("memory limit set", "mib", f.memLimitMiB)
+		log.InfoContext(ctx, "memory limit set", "mib", f.memLimitMiB)
 	}
 	cfg := f.conn.config()
 	cfg.Name = "qtasksd"
@@ -196,7 +204,7 @@ func (m *Main) run(ctx context.Context, args []string) error {
 		if cfg.URL != "" {
 			// An external server has its own NATS users: the file then
 			// gives HTTP its users and roles, and nothing else.
-			log.Info("--users with --nats-url: the users file authenticates HTTP only; the NATS server has its own users")
+			log.InfoContext(ctx, "--users with --nats-url: the users file authenticates HTTP only; the NATS server has its own users")
 		} else {
 			cfg.Users = users
 			if cfg.NKeyFile == "" { // else qtasksd signs with the seed
@@ -233,7 +241,7 @@ func (m *Main) run(ctx context.Context, args []string) error {
 	// projection written and no directory left behind.
 	var ln net.Listener
 	if f.httpAddr != "" {
-		if ln, err = net.Listen("tcp", f.httpAddr); err != nil {
+		if ln, err = (&net.ListenConfig{}).Listen(ctx, "tcp", f.httpAddr); err != nil {
 			return fmt.Errorf("HTTP listener: %w", err)
 		}
 		defer ln.Close() // a no-op once the server has it
@@ -258,7 +266,7 @@ func (m *Main) run(ctx context.Context, args []string) error {
 			}
 			_ = lock.Release()
 		}
-		if err := checkPortFree(f.port); err != nil {
+		if err := checkPortFree(ctx, f.port); err != nil {
 			return err
 		}
 		if err := os.MkdirAll(dir, 0o750); err != nil {
@@ -276,11 +284,11 @@ func (m *Main) run(ctx context.Context, args []string) error {
 		fctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		if err := tr.Shutdown(fctx); err != nil {
-			log.Warn("traces not flushed", "err", err)
+			log.WarnContext(ctx, "traces not flushed", "err", err)
 		}
 	}()
 	if tr.Enabled {
-		log.Info("tracing on: exporting spans over OTLP/HTTP")
+		log.InfoContext(ctx, "tracing on: exporting spans over OTLP/HTTP")
 	}
 	openCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	b, err := bus.Open(openCtx, cfg)
@@ -293,9 +301,9 @@ func (m *Main) run(ctx context.Context, args []string) error {
 	}
 	defer b.Close()
 	if cfg.URL == "" {
-		log.Info("embedded NATS server ready", "url", b.ClientURL(), "data_dir", cfg.DataDir)
+		log.InfoContext(ctx, "embedded NATS server ready", "url", b.ClientURL(), "data_dir", cfg.DataDir)
 	} else {
-		log.Info("connected to NATS", "url", b.Conn().ConnectedUrl())
+		log.InfoContext(ctx, "connected to NATS", "url", b.Conn().ConnectedUrl())
 	}
 
 	reg := newRegistry()
@@ -311,7 +319,7 @@ func (m *Main) run(ctx context.Context, args []string) error {
 	}
 	if f.demo {
 		registerDemoTasks(app)
-		log.Warn("demo tasks registered (--demo): anyone who may submit can run them; not for production")
+		log.WarnContext(ctx, "demo tasks registered (--demo): anyone who may submit can run them; not for production")
 	}
 
 	// The sealer makes the log tamper-evident (qtasks-replay verify). With
@@ -319,8 +327,10 @@ func (m *Main) run(ctx context.Context, args []string) error {
 	var sealer *bus.Sealer
 	if f.sealEach > 0 {
 		sm := newSealMetrics(reg)
-		sealer, err = b.StartSealer(ctx, bus.SealerConfig{Node: app.NodeID(), Every: f.sealEvery, Interval: f.sealEach, Logger: log,
-			Sealed: sm.sealed, Anomaly: sm.anomaly})
+		sealer, err = b.StartSealer(ctx, bus.SealerConfig{
+			Node: app.NodeID(), Every: f.sealEvery, Interval: f.sealEach, Logger: log,
+			Sealed: sm.sealed, Anomaly: sm.anomaly,
+		})
 		if err != nil {
 			return err
 		}
@@ -358,10 +368,10 @@ func (m *Main) run(ctx context.Context, args []string) error {
 				err = srv.Serve(ln)
 			}
 			if err != nil && !errors.Is(err, http.ErrServerClosed) {
-				log.Error("HTTP server", "err", err)
+				log.ErrorContext(ctx, "HTTP server", "err", err)
 			}
 		}()
-		log.Info("HTTP listening", "addr", ln.Addr().String(), "tls", httpTLS != nil, "auth", httpAuth != nil)
+		log.InfoContext(ctx, "HTTP listening", "addr", ln.Addr().String(), "tls", httpTLS != nil, "auth", httpAuth != nil)
 	}
 	if !f.noWorker {
 		if err := app.Start(ctx); err != nil {
@@ -375,9 +385,9 @@ func (m *Main) run(ctx context.Context, args []string) error {
 		}
 		defer stopSched()
 	}
-	log.Info("qtasksd ready", "queue", f.queue, "pid", os.Getpid())
+	log.InfoContext(ctx, "qtasksd ready", "queue", f.queue, "pid", os.Getpid())
 	<-ctx.Done()
-	log.Info("shutting down: no new tasks; finishing in-flight ones", "grace", f.grace.String())
+	log.InfoContext(ctx, "shutting down: no new tasks; finishing in-flight ones", "grace", f.grace.String())
 
 	// A second signal during shutdown is the user insisting: the grace
 	// period ends at once.
@@ -388,7 +398,7 @@ func (m *Main) run(ctx context.Context, args []string) error {
 		notifySecond(sig)
 		select {
 		case <-sig:
-			log.Warn("second signal: cancelling in-flight tasks")
+			log.WarnContext(ctx, "second signal: cancelling in-flight tasks")
 			cancelStop()
 		case <-stopCtx.Done():
 		}
@@ -405,7 +415,7 @@ func (m *Main) run(ctx context.Context, args []string) error {
 	if sealer != nil { // after the worker: its last facts are sealed
 		sctx, c := context.WithTimeout(context.Background(), 10*time.Second)
 		if err := sealer.Flush(sctx); err != nil {
-			log.Warn("sealing the last messages", "err", err)
+			log.WarnContext(ctx, "sealing the last messages", "err", err)
 		}
 		c()
 		sealer.Stop()
@@ -415,7 +425,7 @@ func (m *Main) run(ctx context.Context, args []string) error {
 		errs = append(errs, proj.Stop(pctx))
 		c()
 	}
-	log.Info("stopped")
+	log.InfoContext(ctx, "stopped")
 	return errors.Join(errs...)
 }
 
@@ -430,11 +440,11 @@ func errDataDirInUse(dir string) error {
 // checkPortFree fails at once when the embedded server's port is taken:
 // the server itself would only fail to become ready, 30 s later, without
 // saying why.
-func checkPortFree(port int) error {
+func checkPortFree(ctx context.Context, port int) error {
 	if port <= 0 {
 		return nil
 	}
-	ln, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
+	ln, err := (&net.ListenConfig{}).Listen(ctx, "tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
 	if err != nil {
 		return fmt.Errorf("port %d on 127.0.0.1 is not free (%w): is another qtasksd or NATS server running? Pick another with --port", port, err)
 	}
@@ -450,7 +460,7 @@ func openView(ctx context.Context, f *runFlags, log *slog.Logger) *projections.D
 	}
 	view, err := projections.Open(ctx, f.db, &projections.Options{ReadOnly: true, Logger: log})
 	if err != nil {
-		log.Warn("the console cannot read the projection", "db", f.db, "err", err)
+		log.WarnContext(ctx, "the console cannot read the projection", "db", f.db, "err", err)
 		return nil
 	}
 	return view
@@ -485,8 +495,8 @@ func startProjector(ctx context.Context, b *bus.Bus, path string, log *slog.Logg
 	defer cancel()
 	if err := p.Start(sctx); err != nil {
 		if errors.Is(err, projections.ErrLocked) {
-			log.Warn("another process projects this database; running without a projector", "db", path)
-			return nil, nil
+			log.WarnContext(ctx, "another process projects this database; running without a projector", "db", path)
+			return nil, nil //nolint:nilnil // no projector, as said: the caller runs without one
 		}
 		return nil, err
 	}

@@ -47,7 +47,7 @@ func TestScheduleThreeDaemons(t *testing.T) {
 	procs := []*testkit.Proc{first}
 	for i := range 2 {
 		d := filepath.Join(dir, "d"+string(rune('1'+i)))
-		require.NoError(t, os.MkdirAll(d, 0o755))
+		require.NoError(t, os.MkdirAll(d, 0o750))
 		p := startClientDaemon(t, d, url)
 		procs = append(procs, p)
 	}

@@ -38,7 +38,9 @@ func TestDaemonSealsItsLog(t *testing.T) {
 	// The metrics say so.
 	addr := regexp.MustCompile(`"msg":"HTTP listening","addr":"([^"]+)"`).FindStringSubmatch(p.Output())
 	require.Len(t, addr, 2, p.Output())
-	resp, err := http.Get("http://" + addr[1] + "/metrics")
+	req, err := http.NewRequestWithContext(t.Context(), http.MethodGet, "http://"+addr[1]+"/metrics", http.NoBody)
+	require.NoError(t, err)
+	resp, err := http.DefaultClient.Do(req)
 	require.NoError(t, err)
 	page, err := io.ReadAll(resp.Body)
 	_ = resp.Body.Close()

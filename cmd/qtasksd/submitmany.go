@@ -85,10 +85,10 @@ func (e *batchEntry) request() (executor.SubmitRequest, error) {
 // by alone is "unique by name").
 func parseUnique(by, period string, set bool) (*executor.UniqueOpts, error) {
 	if !set {
-		return nil, nil
+		return nil, nil //nolint:nilnil // not unique: SubmitOptions.Unique's nil
 	}
 	u := &executor.UniqueOpts{}
-	for _, p := range strings.Split(by, ",") {
+	for p := range strings.SplitSeq(by, ",") {
 		switch strings.TrimSpace(p) {
 		case "":
 		case "args":
@@ -172,10 +172,10 @@ type batchSummary struct {
 }
 
 func (s *batchSummary) add(r *batchResult) {
-	switch {
-	case r.Status == http.StatusCreated:
+	switch r.Status {
+	case http.StatusCreated:
 		s.Created++
-	case r.Status == http.StatusOK:
+	case http.StatusOK:
 		s.Duplicates++
 	default:
 		s.Failed++
@@ -195,8 +195,7 @@ func submitBatch(app *executor.App) http.HandlerFunc {
 		const none = " (no task was submitted)"
 		body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBatchBody))
 		if err != nil {
-			var mbe *http.MaxBytesError
-			if errors.As(err, &mbe) {
+			if _, ok := errors.AsType[*http.MaxBytesError](err); ok {
 				http.Error(w, fmt.Sprintf("body: more than %d bytes", maxBatchBody)+none, http.StatusRequestEntityTooLarge)
 				return
 			}
@@ -235,7 +234,9 @@ func runBatch(ctx context.Context, app *executor.App, raw []json.RawMessage) ([]
 		if err == nil {
 			req, err = e.request()
 		} else {
-			err = fmt.Errorf("entry is not a submission object: %v: %w", err, executor.ErrInvalidInput)
+			// The decoding error is said, not wrapped: the entry is bad
+			// input (400), whatever a field's decoder returned.
+			err = fmt.Errorf("entry is not a submission object: %v: %w", err, executor.ErrInvalidInput) //nolint:errorlint // see above
 		}
 		if err != nil {
 			results[i] = batchResult{Status: submitStatus(err), Error: err.Error()}

@@ -53,7 +53,6 @@ func TestHTTPDuplicateAndConflict(t *testing.T) {
 	require.Equal(t, http.StatusCreated, code, body)
 	code, body = hb.do(t, http.MethodPost, "/tasks/add?unique=args&unique_period=1h", `{"a":5,"b":5}`, nil, "", "")
 	require.Equal(t, http.StatusOK, code, body)
-
 }
 
 // POST /tasks: a batch, one result per entry with the status it would

@@ -21,7 +21,7 @@ func (s *serverTLSFlags) register(fs *flag.FlagSet) {
 func (s *serverTLSFlags) config() (*bus.ServerTLS, error) {
 	switch {
 	case s.cert == "" && s.key == "" && s.clientCA == "":
-		return nil, nil
+		return nil, nil //nolint:nilnil // no TLS: bus.Config.ServerTLS's nil
 	case s.cert == "" || s.key == "":
 		return nil, &usageError{Msg: "--server-tls-cert and --server-tls-key go together (and --server-tls-client-ca needs them)", Hint: "qtasksd run --server-tls-cert server.pem --server-tls-key server-key.pem --server-tls-client-ca ca.pem"}
 	}

@@ -179,7 +179,7 @@ func describeJSON(data []byte, err error) error {
 		return errors.New("the file ends in the middle of its JSON")
 	case errors.As(err, &se):
 		line, col := position(data, se.Offset-1) // Offset is just past the bad byte
-		return fmt.Errorf("line %d, column %d: %v", line, col, se)
+		return fmt.Errorf("line %d, column %d: %w", line, col, se)
 	case errors.As(err, &te):
 		// Offset is somewhere in or just past the value: the line will do.
 		line, _ := position(data, te.Offset)

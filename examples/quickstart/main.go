@@ -8,6 +8,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -35,7 +36,9 @@ func main() {
 	}
 }
 
-func run(ctx context.Context, dataDir string) error {
+// run returns the first error, joined with those of the deferred Stops
+// (each ends its component's work; an error there is an error of the run).
+func run(ctx context.Context, dataDir string) (err error) {
 	ctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
 	// An embedded server that keeps its data in dataDir (without DataDir it
@@ -55,13 +58,13 @@ func run(ctx context.Context, dataDir string) error {
 	if err := proj.Start(ctx); err != nil {
 		return err
 	}
-	defer proj.Stop(context.Background())
+	defer func() { err = errors.Join(err, proj.Stop(context.Background())) }()
 
 	app, err := executor.New(b, nil)
 	if err != nil {
 		return err
 	}
-	if err := executor.Register(app, "add", func(ctx context.Context, in AddArgs) (int, error) {
+	if err := executor.Register(app, "add", func(_ context.Context, in AddArgs) (int, error) {
 		return in.A + in.B + in.X, nil
 	}, &executor.TaskOptions{Retry: 2, MaxTime: 10 * time.Second}); err != nil {
 		return err
@@ -70,19 +73,19 @@ func run(ctx context.Context, dataDir string) error {
 	// A plugin: named for task_executor_args_replace, it sets kw.x = 1.
 	p, err := plugins.Local(ctx, b, plugins.Spec{
 		Name: "add-x", Version: "1", Triggers: []string{events.TaskExecutorArgsReplace},
-		Plugin: plugins.Func(func(ctx context.Context, c *plugins.Call) (*plugins.Patch, error) {
+		Plugin: plugins.Func(func(context.Context, *plugins.Call) (*plugins.Patch, error) {
 			return plugins.MergePatch(map[string]any{"kw": map[string]any{"X": 1}})
 		}),
 	})
 	if err != nil {
 		return err
 	}
-	defer p.Stop(context.Background())
+	defer func() { err = errors.Join(err, p.Stop(context.Background())) }()
 
 	if err := app.Start(ctx); err != nil { // a worker
 		return err
 	}
-	defer app.Stop(context.Background())
+	defer func() { err = errors.Join(err, app.Stop(context.Background())) }()
 	t, err := app.Submit(ctx, "add", AddArgs{A: 1, B: 2}, nil)
 	if err != nil {
 		return err

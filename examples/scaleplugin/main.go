@@ -46,8 +46,9 @@ func main() {
 
 	log := slog.New(slog.NewJSONHandler(os.Stderr, nil))
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	if err := run(ctx, log, cfg, *name, *version, *policy, *shadowOf, *factor); err != nil {
+	err := run(ctx, log, cfg, *name, *version, *policy, *shadowOf, *factor)
+	stop()
+	if err != nil {
 		log.Error("scaleplugin", "err", err)
 		os.Exit(1)
 	}
@@ -63,7 +64,7 @@ func run(ctx context.Context, log *slog.Logger, cfg bus.Config, name, version, p
 		return err
 	}
 	defer b.Close()
-	scale := plugins.Func(func(ctx context.Context, c *plugins.Call) (*plugins.Patch, error) {
+	scale := plugins.Func(func(_ context.Context, c *plugins.Call) (*plugins.Patch, error) {
 		var p struct {
 			Result json.RawMessage `json:"result"`
 		}
@@ -72,7 +73,7 @@ func run(ctx context.Context, log *slog.Logger, cfg bus.Config, name, version, p
 		}
 		var n float64
 		if json.Unmarshal(p.Result, &n) != nil {
-			return nil, nil // not a number: no change
+			return nil, nil //nolint:nilerr,nilnil // not a number: a nil patch (no change), not a failure
 		}
 		return plugins.JSONPatch(plugins.Op{Op: "replace", Path: "/result", Value: n * factor})
 	})

@@ -26,6 +26,8 @@ import (
 // Issue #11, item 8: qtasksd's HTTP API attacked as a process, with --users
 // and without --demo. The unit tests of cmd/qtasksd cover the same handler
 // in-process, with short timeouts (a slow body, the cap on ?wait=).
+//
+//nolint:tparallel // the subtests share one qtasksd and its log, and BadHeadersStoreNothing counts what is stored: they run in order
 func TestAttackHTTP(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
@@ -37,7 +39,7 @@ func TestAttackHTTP(t *testing.T) {
 		{"name":"ci","password":"ci-pw","roles":["submit"]},
 		{"name":"ops","password":"ops-pw","roles":["operate"]},
 		{"name":"scale","password":"scale-pw","plugin":{"triggers":["task_executor_run_task"]}}]}`), 0o600))
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	ln, err := (&net.ListenConfig{}).Listen(t.Context(), "tcp", "127.0.0.1:0")
 	require.NoError(t, err)
 	addr := ln.Addr().String()
 	require.NoError(t, ln.Close())
@@ -151,7 +153,7 @@ func TestAttackHTTP(t *testing.T) {
 		req.SetBasicAuth("ci", "ci-pw")
 		req.Header.Set("Idempotency-Key", strings.Repeat("k", 950<<10))
 		if resp, err := http.DefaultClient.Do(req); err == nil {
-			resp.Body.Close()
+			require.NoError(t, resp.Body.Close())
 			require.Equal(t, http.StatusRequestHeaderFieldsTooLarge, resp.StatusCode)
 		}
 		s, n := stored()

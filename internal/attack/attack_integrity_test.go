@@ -33,7 +33,7 @@ import (
 func TestAttackFinalFactForgery(t *testing.T) {
 	t.Parallel()
 	mallory := events.PluginInfo{Name: "mallory", Mode: events.ModeMutator, Triggers: []string{events.WorkerAdd}}
-	e := integritySetup(t, nil, mallory)
+	e := integritySetup(t, mallory)
 	var evilRan atomic.Bool
 	executor.MustRegister(e.app, "victim", func(_ context.Context, _ struct{}) (string, error) { return "real", nil }, nil)
 	executor.MustRegister(e.app, "evil", func(_ context.Context, _ struct{}) (string, error) {
@@ -48,7 +48,7 @@ func TestAttackFinalFactForgery(t *testing.T) {
 		Name: mallory.Name, Triggers: mallory.Triggers,
 		Plugin: plugins.Func(func(ctx context.Context, c *plugins.Call) (*plugins.Patch, error) {
 			if c.TaskName != "victim" {
-				return nil, nil
+				return nil, nil //nolint:nilnil // no patch: the Plugin contract's "no change"
 			}
 			model := events.Task{
 				ID: c.TaskID, Name: "evil", Queue: executor.DefaultQueue, Status: events.StatusRetry,
@@ -67,14 +67,14 @@ func TestAttackFinalFactForgery(t *testing.T) {
 				return nil, err
 			}
 			forgedSeq <- ack.Sequence
-			return nil, nil
+			return nil, nil //nolint:nilnil // no patch: the Plugin contract's "no change"
 		}),
 	})
 
 	bystander := integrityRun(t, e, "victim", nil) // not attacked: the plugin answers it too
 	final := integrityRun(t, e, "victim", nil)
-	seq := <-forgedSeq
-	seq = <-forgedSeq // the second task's
+	<-forgedSeq        // the bystander's
+	seq := <-forgedSeq // the second task's
 
 	// The attack fails: the attempt is the executor's.
 	require.Equal(t, events.StatusSuccess, final.Status, final.Error)
@@ -88,7 +88,7 @@ func TestAttackFinalFactForgery(t *testing.T) {
 
 	// It is visible: a metric, an error log line, an alert in the log that
 	// points at the forged message.
-	require.Equal(t, 2.0, integrityCounter(t, e.reg, "qtasks_forgeries_detected_total"))
+	require.Equal(t, 2, integrityCounter(t, e.reg, "qtasks_forgeries_detected_total"))
 	require.True(t, e.logs.has("ERROR", "forgery detected"))
 	alerts := integrityAlerts(t, e.b)
 	require.Len(t, alerts, 2)
@@ -131,7 +131,7 @@ func TestAttackPatchIDForgery(t *testing.T) {
 	t.Parallel()
 	mallory := events.PluginInfo{Name: "mallory", Mode: events.ModeMutator, Triggers: []string{events.WorkerAdd}}
 	honest := events.PluginInfo{Name: "honest", Mode: events.ModeMutator, Triggers: []string{events.TaskExecutorArgsReplace}}
-	e := integritySetup(t, nil, mallory, honest)
+	e := integritySetup(t, mallory, honest)
 	executor.MustRegister(e.app, "who", func(_ context.Context, in map[string]string) (string, error) { return in["by"], nil }, nil)
 	integrityStart(t, e)
 
@@ -152,7 +152,7 @@ func TestAttackPatchIDForgery(t *testing.T) {
 			if _, err := pb.Publish(ctx, events.PatchSubject(mallory.Name, events.TaskExecutorArgsReplace), target.ID+":patch", &forged); err != nil {
 				return nil, err
 			}
-			return nil, nil
+			return nil, nil //nolint:nilnil // no patch: the Plugin contract's "no change"
 		}),
 	})
 
@@ -170,7 +170,7 @@ func TestAttackPatchIDForgery(t *testing.T) {
 	}
 	require.Equal(t, 1, honestPatches)
 	// The forgery is reported.
-	require.Equal(t, 1.0, integrityCounter(t, e.reg, "qtasks_forgeries_detected_total"))
+	require.Equal(t, 1, integrityCounter(t, e.reg, "qtasks_forgeries_detected_total"))
 	require.True(t, e.logs.has("ERROR", "forgery detected: a patch on another plugin's subject"))
 }
 
@@ -181,7 +181,7 @@ func TestAttackPatchIDForgery(t *testing.T) {
 func TestAttackPatchTheLogRefuses(t *testing.T) {
 	t.Parallel()
 	mallory := events.PluginInfo{Name: "mallory", Mode: events.ModeMutator, Triggers: []string{events.TaskExecutorRunTask}}
-	e := integritySetup(t, nil, mallory)
+	e := integritySetup(t, mallory)
 	executor.MustRegister(e.app, "victim", func(_ context.Context, _ struct{}) (string, error) { return "real", nil }, nil)
 	integrityStart(t, e)
 	refused := make(chan error, 1)
@@ -216,7 +216,7 @@ func TestAttackPatchTheLogRefuses(t *testing.T) {
 func TestAttackPatchWithMsgIDRejected(t *testing.T) {
 	t.Parallel()
 	mallory := events.PluginInfo{Name: "mallory", Mode: events.ModeMutator, Triggers: []string{events.TaskExecutorRunTask}}
-	e := integritySetup(t, nil, mallory)
+	e := integritySetup(t, mallory)
 	executor.MustRegister(e.app, "victim", func(_ context.Context, _ struct{}) (string, error) { return "real", nil }, nil)
 	integrityStart(t, e)
 	var pb *bus.Bus
@@ -245,7 +245,7 @@ func TestAttackPatchWithMsgIDRejected(t *testing.T) {
 // dead letter is never dead-lettered.
 func TestAttackDeadLetterAmplification(t *testing.T) {
 	t.Parallel()
-	e := integritySetup(t, nil)
+	e := integritySetup(t)
 	ctx, cancel := context.WithTimeout(context.Background(), integrityWait)
 	defer cancel()
 	js := e.b.JetStream()
@@ -275,7 +275,7 @@ func TestAttackDeadLetterAmplification(t *testing.T) {
 	}
 	// JetStream gives up on it when it would deliver it a third time (to a
 	// waiting pull, so the test pulls until the advisory comes).
-	integrityPullUntilAdvisory(t, ctx, sink, advisories)
+	integrityPullUntilAdvisory(ctx, t, sink, advisories)
 	// A second advisory, for an ordinary message, after it: once its dead
 	// letter is written the bus has handled the sink's advisory.
 	other, err := js.CreateOrUpdateConsumer(ctx, bus.StreamEvents, jetstream.ConsumerConfig{
@@ -290,7 +290,7 @@ func TestAttackDeadLetterAmplification(t *testing.T) {
 	require.NoError(t, err)
 	for range batch.Messages() {
 	}
-	integrityPullUntilAdvisory(t, ctx, other, advisories)
+	integrityPullUntilAdvisory(ctx, t, other, advisories)
 	bustest.WaitFor(t, integrityWait, "the dead letter of the ordinary message", func() bool {
 		return len(bustest.Events(t, e.b, events.DeadSubject("other"))) == 1
 	})
@@ -311,7 +311,7 @@ func TestAttackDeadLetterAmplification(t *testing.T) {
 func TestAttackPoisonGrowingPayload(t *testing.T) {
 	t.Parallel()
 	grow := events.PluginInfo{Name: "grow", Mode: events.ModeMutator, Triggers: []string{events.BrokerAddWorker, events.WorkerAdd, events.TaskExecutorArgsReplace}}
-	e := integritySetup(t, nil, grow)
+	e := integritySetup(t, grow)
 	var ran atomic.Int32
 	executor.MustRegister(e.app, "victim", func(_ context.Context, _ map[string]any) (string, error) {
 		ran.Add(1)
@@ -347,5 +347,5 @@ func TestAttackPoisonGrowingPayload(t *testing.T) {
 	})
 	// Nothing else is touched: a task the plugin does not grow past the
 	// limits still runs.
-	require.Equal(t, 0.0, integrityCounter(t, e.reg, "qtasks_forgeries_detected_total"))
+	require.Equal(t, 0, integrityCounter(t, e.reg, "qtasks_forgeries_detected_total"))
 }

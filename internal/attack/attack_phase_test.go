@@ -79,7 +79,7 @@ func TestAttackRestrictedObserverReadsNoPhaseMessages(t *testing.T) {
 	r.denied(t, "a consumer of phase messages")
 	sub, err := r.nc.SubscribeSync(events.PhaseSubjects)
 	require.NoError(t, err)
-	defer sub.Unsubscribe()
+	defer func() { _ = sub.Unsubscribe() }() // the server refused it: nothing to undo there
 	r.denied(t, "a subscription to phase messages")
 
 	// A mutator may not say it reads batches either: it reads no facts.

@@ -70,8 +70,10 @@ func regSetup(t *testing.T) *regEnv {
 // plugin opens name's bus as the plugin would: its own user, least rights.
 func (e *regEnv) plugin(name string) *bus.Bus {
 	e.t.Helper()
-	b, err := bus.Open(e.ctx, bus.Config{URL: e.admin.ClientURL(), User: name, Password: name + "-pw", Plugin: name,
-		Logger: bustest.Logger(e.t)})
+	b, err := bus.Open(e.ctx, bus.Config{
+		URL: e.admin.ClientURL(), User: name, Password: name + "-pw", Plugin: name,
+		Logger: bustest.Logger(e.t),
+	})
 	require.NoError(e.t, err)
 	e.t.Cleanup(b.Close)
 	return b
@@ -246,6 +248,8 @@ func TestAttackRegisterAsAnother(t *testing.T) {
 // Mode, triggers, shadow_of and timeout outside the users file's grant,
 // and a version 1 registration, are refused with a reason the plugin sees;
 // nothing is stored and no consumer is created.
+//
+//nolint:tparallel // the subtests run in order: the checks after them read what they left
 func TestAttackRegistrationOutsideGrant(t *testing.T) {
 	t.Parallel()
 	e := regSetup(t)

@@ -63,7 +63,7 @@ type integrityEnv struct {
 
 // integritySetup starts the server with a user for each plugin in ps and
 // an executor app (not started: register tasks, then integrityStart).
-func integritySetup(t *testing.T, cfg *executor.Config, ps ...events.PluginInfo) *integrityEnv {
+func integritySetup(t *testing.T, ps ...events.PluginInfo) *integrityEnv {
 	t.Helper()
 	users := []bus.User{{Name: "admin", Password: "admin-pw"}}
 	for _, p := range ps {
@@ -76,18 +76,8 @@ func integritySetup(t *testing.T, cfg *executor.Config, ps ...events.PluginInfo)
 	logs := &integrityLogs{}
 	log := slog.New(slog.NewTextHandler(io.MultiWriter(t.Output(), logs), &slog.HandlerOptions{Level: slog.LevelWarn}))
 	b := bustest.Open(t, &bus.Config{User: "admin", Password: "admin-pw", Users: users, Logger: log})
-	var c executor.Config
-	if cfg != nil {
-		c = *cfg
-	}
-	if c.AckWait == 0 {
-		c.AckWait = 5 * time.Second
-	}
-	if c.GracePeriod == 0 {
-		c.GracePeriod = 5 * time.Second
-	}
 	reg := prometheus.NewRegistry()
-	c.Metrics, c.Logger = reg, log
+	c := executor.Config{AckWait: 5 * time.Second, GracePeriod: 5 * time.Second, Metrics: reg, Logger: log}
 	app, err := executor.New(b, &c)
 	require.NoError(t, err)
 	return &integrityEnv{b: b, app: app, reg: reg, logs: logs}
@@ -142,7 +132,7 @@ func integrityRun(t *testing.T, e *integrityEnv, name string, input any) events.
 }
 
 // integrityCounter is the value of an unlabelled counter in reg.
-func integrityCounter(t *testing.T, reg *prometheus.Registry, name string) float64 {
+func integrityCounter(t *testing.T, reg *prometheus.Registry, name string) int {
 	t.Helper()
 	mfs, err := reg.Gather()
 	require.NoError(t, err)
@@ -154,7 +144,8 @@ func integrityCounter(t *testing.T, reg *prometheus.Registry, name string) float
 			}
 		}
 	}
-	return sum
+	// The counters read here count events: whole numbers.
+	return int(sum)
 }
 
 // integrityFinals are the final facts of task id that executors wrote (on
@@ -207,7 +198,7 @@ func integrityCall(t *testing.T, b *bus.Bus, id, trigger, plugin string) events.
 // integrityPullUntilAdvisory pulls from c, which must deliver nothing more,
 // until a max-deliveries advisory arrives on advisories: JetStream gives up
 // on a message when it would deliver it once more, to a waiting pull.
-func integrityPullUntilAdvisory(t *testing.T, ctx context.Context, c jetstream.Consumer, advisories <-chan *nats.Msg) {
+func integrityPullUntilAdvisory(ctx context.Context, t *testing.T, c jetstream.Consumer, advisories <-chan *nats.Msg) {
 	t.Helper()
 	for {
 		batch, err := c.Fetch(1, jetstream.FetchMaxWait(time.Second))

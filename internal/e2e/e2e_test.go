@@ -3,7 +3,6 @@ package e2e_test
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"io"
 	"net"
 	"net/http"
@@ -159,7 +158,7 @@ func TestDaemonCommandLine(t *testing.T) {
 	require.Equal(t, 2, bad.Wait(procLimit), "bad usage exits 2")
 	badLimit := startProc(t, "qtasksd", "--demo", "--nats-url", b.ClientURL(), "--http", "", "--memory-limit", "-1")
 	require.Equal(t, 2, badLimit.Wait(procLimit), "a negative memory limit exits 2")
-	require.False(t, errors.Is(ctx.Err(), context.DeadlineExceeded))
+	require.NotErrorIs(t, ctx.Err(), context.DeadlineExceeded)
 }
 
 // --pprof serves Go's profiles beside the API, and only when asked.
@@ -167,7 +166,7 @@ func TestDaemonProfiles(t *testing.T) {
 	t.Parallel()
 	b := bustest.Open(t, nil)
 	get := func(url string) (int, string) {
-		resp, err := http.Get(url)
+		resp, err := httpGet(t, url)
 		if err != nil {
 			return 0, err.Error()
 		}
@@ -204,15 +203,18 @@ func TestDaemonMetrics(t *testing.T) {
 	addr := freeAddr(t)
 	startProc(t, "qtasksd", "--demo", "--nats-url", b.ClientURL(), "--http", addr, "--db", filepath.Join(t.TempDir(), "p.db"), "--log-level", "warn")
 	bustest.WaitFor(t, 60*time.Second, "qtasksd's HTTP to answer", func() bool {
-		resp, err := http.Get("http://" + addr + "/healthz")
+		resp, err := httpGet(t, "http://"+addr+"/healthz")
 		if err != nil {
 			return false
 		}
-		resp.Body.Close()
+		_ = resp.Body.Close() // read nothing: nothing to lose
 		return resp.StatusCode == http.StatusOK
 	})
 	post := func(query string) (int, string) {
-		resp, err := http.Post("http://"+addr+"/tasks/add"+query, "application/json", strings.NewReader(`{"a":1,"b":2}`))
+		req, err := http.NewRequestWithContext(t.Context(), http.MethodPost, "http://"+addr+"/tasks/add"+query, strings.NewReader(`{"a":1,"b":2}`))
+		require.NoError(t, err)
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := http.DefaultClient.Do(req)
 		require.NoError(t, err)
 		defer resp.Body.Close()
 		body, _ := io.ReadAll(resp.Body)
@@ -228,7 +230,7 @@ func TestDaemonMetrics(t *testing.T) {
 	require.Contains(t, body, `"status": "success"`)
 
 	scrape := func() string {
-		resp, err := http.Get("http://" + addr + "/metrics")
+		resp, err := httpGet(t, "http://"+addr+"/metrics")
 		if err != nil {
 			return err.Error()
 		}
@@ -262,10 +264,20 @@ func TestDaemonMetrics(t *testing.T) {
 	require.Regexp(t, `(?m)^qtasks_log_messages [1-9][0-9]*$`, page)
 }
 
+// httpGet is http.Get under the test's context.
+func httpGet(t *testing.T, url string) (*http.Response, error) {
+	t.Helper()
+	req, err := http.NewRequestWithContext(t.Context(), http.MethodGet, url, http.NoBody)
+	if err != nil {
+		return nil, err
+	}
+	return http.DefaultClient.Do(req)
+}
+
 // freeAddr returns a loopback address with a port free a moment ago.
 func freeAddr(t *testing.T) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	ln, err := (&net.ListenConfig{}).Listen(t.Context(), "tcp", "127.0.0.1:0")
 	require.NoError(t, err)
 	addr := ln.Addr().String()
 	require.NoError(t, ln.Close())

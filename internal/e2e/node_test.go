@@ -6,7 +6,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 
@@ -37,7 +36,7 @@ func TestNodePlugin(t *testing.T) {
 	// A version that must be percent-encoded, and whose %41 would read as
 	// "A" if the plugin wrote it verbatim.
 	const version = "1.0%41 beta é"
-	plugin := testkit.StartProcCmd(t, exec.Command(node, filepath.Join(dir, "plugin.js"), "--nats-url", b.ClientURL(), "--name", "node-upper", "--version", version))
+	plugin := testkit.StartProcCmd(t, testkit.Command(node, filepath.Join(dir, "plugin.js"), "--nats-url", b.ClientURL(), "--name", "node-upper", "--version", version))
 	plugin.WaitLine("ready", 30*time.Second)
 	require.NoError(t, b.Registry().WaitFor(ctx, "node-upper", ""))
 
@@ -61,7 +60,7 @@ func TestNodePlugin(t *testing.T) {
 	require.Equal(t, version, pat[0].Event.PluginVersion)
 	facts := bustest.EventsOf(t, b, sub.ID, events.FactSubject(trig, "*"))
 	require.Len(t, facts, 1)
-	require.True(t, strings.Contains(string(facts[0].Event.Data), `"outcome":"applied"`), string(facts[0].Event.Data))
+	require.Contains(t, string(facts[0].Event.Data), `"outcome":"applied"`)
 }
 
 // The JavaScript plugin's header value coding agrees with Go's
@@ -72,8 +71,10 @@ func TestNodeHeaderValues(t *testing.T) {
 	dir, err := filepath.Abs("../../examples/node-plugin")
 	require.NoError(t, err)
 	node := nodeOrSkip(t, dir)
-	values := []string{"", "plain", "Euro € 😀", "100%", "100% sure", "%41", "%e2%82%ac", `"quoted \" value"`,
-		`"a"b"`, "a\tb\r\nc\x00\x7f", "50%off \"deal\"", "%C0%A0", "%FF", "!#$&'()*+,-./:;<=>?@[\\]^_`{|}~"}
+	values := []string{
+		"", "plain", "Euro € 😀", "100%", "100% sure", "%41", "%e2%82%ac", `"quoted \" value"`,
+		`"a"b"`, "a\tb\r\nc\x00\x7f", "50%off \"deal\"", "%C0%A0", "%FF", "!#$&'()*+,-./:;<=>?@[\\]^_`{|}~",
+	}
 	in, err := json.Marshal(values)
 	require.NoError(t, err)
 	script := `const p = require(process.argv[1]);
@@ -83,11 +84,11 @@ const out = JSON.parse(process.argv[2]).map((s) => {
   return { enc: p.encodeValue(s), dec };
 });
 console.log(JSON.stringify(out));`
-	b, err := exec.Command(node, "-e", script, filepath.Join(dir, "plugin.js"), string(in)).Output()
+	b, err := exec.CommandContext(t.Context(), node, "-e", script, filepath.Join(dir, "plugin.js"), string(in)).Output()
 	require.NoError(t, err)
 	var got []struct {
-		Enc string
-		Dec *string
+		Enc string  `json:"enc"`
+		Dec *string `json:"dec"`
 	}
 	require.NoError(t, json.Unmarshal(b, &got), string(b))
 	require.Len(t, got, len(values))

@@ -52,8 +52,10 @@ func TestRetriesSurviveWorkerKills(t *testing.T) {
 	task, err := app.Submit(ctx, "flaky", map[string]any{"until": 99}, nil)
 	require.NoError(t, err)
 
-	workerArgs := []string{"--demo", "--nats-url", b.ClientURL(), "--ack-wait", "2s", "--concurrency", "1", "--http", "",
-		"--no-projection", "--log-level", "warn"}
+	workerArgs := []string{
+		"--demo", "--nats-url", b.ClientURL(), "--ack-wait", "2s", "--concurrency", "1", "--http", "",
+		"--no-projection", "--log-level", "warn",
+	}
 	worker := startProc(t, "qtasksd", workerArgs...)
 	for attempt := 1; attempt <= 2; attempt++ {
 		waitRetryFact(t, retryFacts, task.ID, attempt)

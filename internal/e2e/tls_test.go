@@ -111,7 +111,7 @@ func TestMutualTLSProcesses(t *testing.T) {
 	req.SetBasicAuth("admin", "admin-secret")
 	resp, err := hc.Do(req)
 	require.NoError(t, err)
-	resp.Body.Close()
+	require.NoError(t, resp.Body.Close())
 	require.Equal(t, http.StatusOK, resp.StatusCode)
 
 	db := filepath.Join(dir, "replay.db")
@@ -136,7 +136,7 @@ func startNodePlugin(t *testing.T, url string, f bustest.TLSFiles) *testkit.Proc
 	if _, modErr := os.Stat(filepath.Join(dir, "node_modules", "nats")); err != nil || modErr != nil {
 		return nil
 	}
-	cmd := exec.Command(node, filepath.Join(dir, "plugin.js"), "--nats-url", url, "--name", "node-upper")
+	cmd := testkit.Command(node, filepath.Join(dir, "plugin.js"), "--nats-url", url, "--name", "node-upper")
 	cmd.Env = append(os.Environ(), "QTASKS_NATS_USER=node-upper", "QTASKS_NATS_PASSWORD=node-secret",
 		"QTASKS_TLS_CA="+f.CA, "QTASKS_TLS_CERT="+f.ClientCert, "QTASKS_TLS_KEY="+f.ClientKey)
 	p := testkit.StartProcCmd(t, cmd)

@@ -7,7 +7,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"sort"
 	"sync"
@@ -32,6 +31,7 @@ type otlpSpan struct{ name, traceID, spanID, parentID string }
 
 // otlpReceiver is an OTLP/HTTP trace receiver on loopback.
 func otlpReceiver(t *testing.T) (url string, spans func() []otlpSpan) {
+	t.Helper()
 	var mu sync.Mutex
 	var got []otlpSpan
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -72,7 +72,7 @@ func TestTraceAcrossProcesses(t *testing.T) {
 	url, received := otlpReceiver(t)
 	schema := filepath.Join(t.TempDir(), "add.json")
 	require.NoError(t, os.WriteFile(schema, []byte(`{"type":"object"}`), 0o600))
-	cmd := exec.Command(testkit.Build(t, commands["qtasks-validate"]), "--nats-url", b.ClientURL(), "--schema", "add="+schema)
+	cmd := testkit.Command(testkit.Build(t, commands["qtasks-validate"]), "--nats-url", b.ClientURL(), "--schema", "add="+schema)
 	cmd.Env = append(os.Environ(), "OTEL_EXPORTER_OTLP_ENDPOINT="+url, "OTEL_TRACES_EXPORTER=", "OTEL_SDK_DISABLED=")
 	plugin := testkit.StartProcCmd(t, cmd)
 	plugin.WaitLine("ready", 30*time.Second)

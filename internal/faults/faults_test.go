@@ -63,8 +63,8 @@ func TestClusterFaults(t *testing.T) {
 
 	app := newClient(t, b)
 	var next atomic.Int64
-	plain := startLoad(app, &next, ciSubmitters, ciRate, false, ciSleepEvery)
-	keyed := startLoad(app, &next, ciSubmitters, ciRate, true, ciSleepEvery)
+	plain := startLoad(app, &next, false)
+	keyed := startLoad(app, &next, true)
 	web := startHTTPLoad(wa.http, &next, ciRate/4, ciSleepEvery)
 	faults := []fault{{What: "none (baseline)", At: time.Now()}}
 	keyed.waitAcked(t, 2*ciAfterFault, 2*time.Minute, "baseline")
@@ -117,8 +117,8 @@ func TestServerRestart(t *testing.T) {
 
 	app := newClient(t, b)
 	var next atomic.Int64
-	plain := startLoad(app, &next, ciSubmitters, ciRate, false, ciSleepEvery)
-	keyed := startLoad(app, &next, ciSubmitters, ciRate, true, ciSleepEvery)
+	plain := startLoad(app, &next, false)
+	keyed := startLoad(app, &next, true)
 	faults := []fault{{What: "none (baseline)", At: time.Now()}}
 	keyed.waitAcked(t, 2*ciAfterFault, 2*time.Minute, "baseline")
 

@@ -47,11 +47,11 @@ const procLimit = 60 * time.Second
 func bin(name string) string { return *bins[name] }
 
 // freePort returns a loopback port that was free a moment ago.
-func freePort(t testing.TB) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+func freePort(tb testing.TB) int {
+	tb.Helper()
+	ln, err := (&net.ListenConfig{}).Listen(tb.Context(), "tcp", "127.0.0.1:0")
 	if err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
 	defer ln.Close()
 	return ln.Addr().(*net.TCPAddr).Port
@@ -95,16 +95,16 @@ type cluster struct {
 // startCluster starts size nats-server processes (size 1: a single server
 // with no routes) with JetStream file storage under the test's temporary
 // directory, and waits until JetStream answers.
-func startCluster(t testing.TB, size int) *cluster {
-	t.Helper()
-	c := &cluster{t: t}
-	dir := t.TempDir()
+func startCluster(tb testing.TB, size int) *cluster {
+	tb.Helper()
+	c := &cluster{t: tb}
+	dir := tb.TempDir()
 	routePorts := make([]int, size)
 	for i := range routePorts {
-		routePorts[i] = freePort(t)
+		routePorts[i] = freePort(tb)
 	}
 	for i := range size {
-		n := &node{t: t, name: fmt.Sprintf("n%d", i+1), port: freePort(t)}
+		n := &node{t: tb, name: fmt.Sprintf("n%d", i+1), port: freePort(tb)}
 		var conf strings.Builder
 		fmt.Fprintf(&conf, "server_name: %q\nlisten: \"127.0.0.1:%d\"\n", n.name, n.port)
 		fmt.Fprintf(&conf, "jetstream {\n  store_dir: %q\n  max_memory_store: 64MB\n  max_file_store: 4GB\n}\n", filepath.Join(dir, n.name))
@@ -119,7 +119,7 @@ func startCluster(t testing.TB, size int) *cluster {
 		}
 		n.conf = filepath.Join(dir, n.name+".conf")
 		if err := os.WriteFile(n.conf, []byte(conf.String()), 0o600); err != nil {
-			t.Fatal(err)
+			tb.Fatal(err)
 		}
 		n.start()
 		c.nodes = append(c.nodes, n)
@@ -127,17 +127,17 @@ func startCluster(t testing.TB, size int) *cluster {
 	nc, err := nats.Connect(c.urls(), nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond), nats.Name("faults-suite"))
 	if err != nil {
 		// The servers may not listen yet: retry within the deadline.
-		waitFor(t, time.Minute, "a nats-server to accept connections", func() bool {
+		waitFor(tb, time.Minute, "a nats-server to accept connections", func() bool {
 			nc, err = nats.Connect(c.urls(), nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond), nats.Name("faults-suite"))
 			return err == nil
 		})
 	}
-	t.Cleanup(nc.Close)
+	tb.Cleanup(nc.Close)
 	c.nc = nc
 	if c.js, err = jetstream.New(nc); err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
-	waitFor(t, 2*time.Minute, "JetStream to answer (a meta leader elected)", func() bool {
+	waitFor(tb, 2*time.Minute, "JetStream to answer (a meta leader elected)", func() bool {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()
 		_, err := c.js.AccountInfo(ctx)
@@ -235,30 +235,37 @@ type worker struct {
 // wait, so that a crashed worker's tasks come back within seconds, and a
 // short orphan age. With db
 // set it also keeps that projection.
-func startWorker(t testing.TB, url string, replicas int, db string, extra ...string) *worker {
-	t.Helper()
-	w := &worker{http: "127.0.0.1:" + strconv.Itoa(freePort(t)), db: db}
-	args := []string{"--nats-url", url, "--replicas", strconv.Itoa(replicas), "--http", w.http,
+func startWorker(tb testing.TB, url string, replicas int, db string) *worker {
+	tb.Helper()
+	w := &worker{http: "127.0.0.1:" + strconv.Itoa(freePort(tb)), db: db}
+	args := []string{
+		"--nats-url", url, "--replicas", strconv.Itoa(replicas), "--http", w.http,
 		"--ack-wait", "5s", "--grace", "5s", "--concurrency", "16", "--orphan-age", orphanAge.String(), "--log-level", "warn",
-		"--demo"} // the load submits the demo tasks
+		"--demo", // the load submits the demo tasks
+	}
 	if db != "" {
 		args = append(args, "--db", db)
 	} else {
 		args = append(args, "--no-projection")
 	}
-	w.proc = testkit.StartProc(t, "", bin("qtasksd"), append(args, extra...)...)
-	waitFor(t, 2*time.Minute, "qtasksd's /healthz", func() bool { return w.healthy() })
+	w.proc = testkit.StartProc(tb, "", bin("qtasksd"), args...)
+	waitFor(tb, 2*time.Minute, "qtasksd's /healthz", func() bool { return w.healthy() })
 	return w
 }
 
 // healthy reports whether the worker's /healthz answers 200.
 func (w *worker) healthy() bool {
-	cl := http.Client{Timeout: time.Second}
-	resp, err := cl.Get("http://" + w.http + "/healthz")
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+w.http+"/healthz", http.NoBody)
 	if err != nil {
 		return false
 	}
-	resp.Body.Close()
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return false
+	}
+	_ = resp.Body.Close() // a read-only answer: nothing to lose
 	return resp.StatusCode == http.StatusOK
 }
 
@@ -266,36 +273,36 @@ func (w *worker) healthy() bool {
 // task_executor_run_task multiplying numeric results by 10) with policy
 // ignore: a call lost to an election leaves the result unscaled rather
 // than failing the task, so that every task is expected to succeed.
-func startPlugin(t testing.TB, url string) *testkit.Proc {
-	t.Helper()
-	p := testkit.StartProc(t, "", bin("scaleplugin"), "--nats-url", url, "--factor", "10", "--policy", "ignore")
+func startPlugin(tb testing.TB, url string) *testkit.Proc {
+	tb.Helper()
+	p := testkit.StartProc(tb, "", bin("scaleplugin"), "--nats-url", url, "--factor", "10", "--policy", "ignore")
 	p.WaitLine("ready", 2*time.Minute)
 	return p
 }
 
 // openBus connects the suite's client to url, provisioning the streams
 // with replicas replicas when they do not exist yet.
-func openBus(t testing.TB, url string, replicas int) *bus.Bus {
-	t.Helper()
+func openBus(tb testing.TB, url string, replicas int) *bus.Bus {
+	tb.Helper()
 	var b *bus.Bus
 	var err error
-	waitFor(t, 2*time.Minute, "the bus to open", func() bool {
+	waitFor(tb, 2*time.Minute, "the bus to open", func() bool {
 		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 		defer cancel()
-		b, err = bus.Open(ctx, bus.Config{URL: url, Replicas: replicas, Name: "faults-client", Logger: bustest.Logger(t)})
+		b, err = bus.Open(ctx, bus.Config{URL: url, Replicas: replicas, Name: "faults-client", Logger: bustest.Logger(tb)})
 		return err == nil
 	})
-	t.Cleanup(b.Close)
+	tb.Cleanup(b.Close)
 	return b
 }
 
-// waitFor polls cond until it holds, failing t after limit.
-func waitFor(t testing.TB, limit time.Duration, what string, cond func() bool) {
-	t.Helper()
+// waitFor polls cond until it holds, failing tb after limit.
+func waitFor(tb testing.TB, limit time.Duration, what string, cond func() bool) {
+	tb.Helper()
 	deadline := time.Now().Add(limit)
 	for !cond() {
 		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", limit, what)
+			tb.Fatalf("timed out after %v waiting for %s", limit, what)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}

@@ -63,17 +63,19 @@ type load struct {
 	acked atomic.Int64
 }
 
-// startLoad starts submitters goroutines submitting rate tasks a second in
-// all. next numbers the tasks (shared between loads of one run). A keyed
+// startLoad starts the CI scenarios' load: ciSubmitters goroutines
+// submitting ciRate tasks a second in all, every ciSleepEvery-th task one
+// that sleeps. next numbers the tasks (shared between loads of one run). A keyed
 // load gives every task an idempotency key and retries a failed
 // submission with it until it is acknowledged; an unkeyed one gives up on
 // an error, unless the error says the outcome is unknown: then it retries
 // with the key the error names.
-func startLoad(app *executor.App, next *atomic.Int64, submitters int, rate float64, keyed bool, sleepEvery int) *load {
-	return startLoadUpTo(app, next, submitters, rate, keyed, sleepEvery, 0)
+func startLoad(app *executor.App, next *atomic.Int64, keyed bool) *load {
+	return startLoadUpTo(app, next, ciSubmitters, ciRate, keyed, ciSleepEvery, 0)
 }
 
-// startLoadUpTo is startLoad stopping once next passes limit.
+// startLoadUpTo is startLoad with the load given, stopping once next
+// passes limit (0: never).
 func startLoadUpTo(app *executor.App, next *atomic.Int64, submitters int, rate float64, keyed bool, sleepEvery, limit int) *load {
 	l := newLoad(app, next, submitters, rate, keyed, sleepEvery, limit)
 	l.start(submitters)
@@ -81,8 +83,10 @@ func startLoadUpTo(app *executor.App, next *atomic.Int64, submitters int, rate f
 }
 
 func newLoad(app *executor.App, next *atomic.Int64, submitters int, rate float64, keyed bool, sleepEvery, limit int) *load {
-	return &load{app: app, next: next, keyed: keyed, sleepEvery: sleepEvery, limit: limit,
-		interval: time.Duration(float64(submitters) / rate * float64(time.Second)), stop: make(chan struct{})}
+	return &load{
+		app: app, next: next, keyed: keyed, sleepEvery: sleepEvery, limit: limit,
+		interval: time.Duration(float64(submitters) / rate * float64(time.Second)), stop: make(chan struct{}),
+	}
 }
 
 func (l *load) start(submitters int) {
@@ -134,7 +138,7 @@ func (l *load) submit() *submission {
 		s.Key = fmt.Sprintf("faults-%d", n)
 	}
 	for {
-		id, err, hung := l.submitOnce(s.Task, kw, s.Key)
+		id, hung, err := l.submitOnce(s.Task, kw, s.Key)
 		if hung {
 			s.Hung = true
 			break
@@ -166,7 +170,7 @@ func (l *load) submit() *submission {
 
 // submitOnce calls Submit with its own context; hung reports a call that
 // did not return within hangLimit (it is left running).
-func (l *load) submitOnce(task string, kw map[string]any, key string) (id string, err error, hung bool) {
+func (l *load) submitOnce(task string, kw map[string]any, key string) (id string, hung bool, err error) {
 	if l.http != "" {
 		return l.post(task, kw, key)
 	}
@@ -185,9 +189,9 @@ func (l *load) submitOnce(task string, kw map[string]any, key string) (id string
 	defer timer.Stop()
 	select {
 	case r := <-ch:
-		return r.id, r.err, false
+		return r.id, false, r.err
 	case <-timer.C:
-		return "", nil, true
+		return "", true, nil
 	}
 }
 
@@ -195,14 +199,14 @@ func (l *load) submitOnce(task string, kw map[string]any, key string) (id string
 // Idempotency-Key. An answer other than 201 (the task made) or 200 (the
 // key's task existed: a retry whose first try got through) is an error
 // "HTTP <code>: body".
-func (l *load) post(task string, kw map[string]any, key string) (id string, err error, hung bool) {
+func (l *load) post(task string, kw map[string]any, key string) (id string, hung bool, err error) {
 	body, err := json.Marshal(kw)
 	if err != nil {
-		return "", err, false
+		return "", false, err
 	}
-	req, err := http.NewRequest(http.MethodPost, "http://"+l.http+"/tasks/"+task, bytes.NewReader(body))
+	req, err := http.NewRequestWithContext(context.Background(), http.MethodPost, "http://"+l.http+"/tasks/"+task, bytes.NewReader(body))
 	if err != nil {
-		return "", err, false
+		return "", false, err
 	}
 	if key != "" {
 		req.Header.Set("Idempotency-Key", key)
@@ -211,20 +215,20 @@ func (l *load) post(task string, kw map[string]any, key string) (id string, err 
 	resp, err := cl.Do(req)
 	if err != nil {
 		if errors.Is(err, context.DeadlineExceeded) || os.IsTimeout(err) {
-			return "", nil, true
+			return "", true, nil
 		}
-		return "", err, false // qtasksd itself unreachable: nothing was sent
+		return "", false, err // qtasksd itself unreachable: nothing was sent
 	}
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
 	if resp.StatusCode != http.StatusCreated && resp.StatusCode != http.StatusOK {
-		return "", &httpError{resp.StatusCode, strings.TrimSpace(string(b)), resp.Header}, false
+		return "", false, &httpError{resp.StatusCode, strings.TrimSpace(string(b)), resp.Header}
 	}
 	var t events.Task
 	if err := json.Unmarshal(b, &t); err != nil {
-		return "", fmt.Errorf("HTTP %d with a body that is not a task: %w", resp.StatusCode, err), false
+		return "", false, fmt.Errorf("HTTP %d with a body that is not a task: %w", resp.StatusCode, err)
 	}
-	return t.ID, nil, false
+	return t.ID, false, nil
 }
 
 // httpError is an answer of qtasksd's HTTP API other than 201 or 200.
@@ -253,10 +257,10 @@ func (l *load) results() []*submission {
 
 // waitAcked waits until the load has had n more acknowledged submissions
 // than when it was called: the system serves again.
-func (l *load) waitAcked(t testing.TB, n int64, limit time.Duration, what string) {
-	t.Helper()
+func (l *load) waitAcked(tb testing.TB, n int64, limit time.Duration, what string) {
+	tb.Helper()
 	want := l.acked.Load() + n
-	waitFor(t, limit, fmt.Sprintf("%d more acknowledged submissions (%s)", n, what), func() bool { return l.acked.Load() >= want })
+	waitFor(tb, limit, fmt.Sprintf("%d more acknowledged submissions (%s)", n, what), func() bool { return l.acked.Load() >= want })
 }
 
 // fault is one fault injected, for the report of what users saw.
@@ -315,15 +319,15 @@ func observe(faults []fault, subs []*submission, health []healthSample) []seen {
 	return out
 }
 
-func logSeen(t testing.TB, ss []seen) {
-	t.Helper()
-	t.Logf("what clients saw, fault by fault (submissions ending before the next fault):")
+func logSeen(tb testing.TB, ss []seen) {
+	tb.Helper()
+	tb.Logf("what clients saw, fault by fault (submissions ending before the next fault):")
 	for _, s := range ss {
 		back := ""
 		if !s.Fault.Back.IsZero() {
 			back = fmt.Sprintf(", restored after %v", s.Fault.Back.Sub(s.Fault.At).Round(100*time.Millisecond))
 		}
-		t.Logf("  %-40s submissions %5d, failed %4d, errors for %6v, slowest submit %6v, p50 %v, /healthz not 200 for %v%s",
+		tb.Logf("  %-40s submissions %5d, failed %4d, errors for %6v, slowest submit %6v, p50 %v, /healthz not 200 for %v%s",
 			s.Fault.What, s.Submissions, s.Failed, s.ErrorsFor.Round(100*time.Millisecond),
 			s.Slowest.Round(10*time.Millisecond), s.P50.Round(time.Millisecond), s.HealthDown.Round(100*time.Millisecond), back)
 	}
@@ -346,9 +350,7 @@ type healthWatch struct {
 
 func watchHealth(w *worker) *healthWatch {
 	h := &healthWatch{done: make(chan struct{})}
-	h.wg.Add(1)
-	go func() {
-		defer h.wg.Done()
+	h.wg.Go(func() {
 		tick := time.NewTicker(200 * time.Millisecond)
 		defer tick.Stop()
 		for {
@@ -362,7 +364,7 @@ func watchHealth(w *worker) *healthWatch {
 			case <-tick.C:
 			}
 		}
-	}()
+	})
 	return h
 }
 

@@ -61,8 +61,7 @@ func TestSoak(t *testing.T) {
 	wa := startWorker(t, url, 3, filepath.Join(t.TempDir(), "live.db"))
 	wb := startWorker(t, url, 3, "")
 	plugin := startPlugin(t, url)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
+	ctx := t.Context()
 	for _, name := range []string{"tag", "stamp"} {
 		startTagger(ctx, t, url, name)
 	}
@@ -125,7 +124,7 @@ func TestSoak(t *testing.T) {
 
 	start := time.Now()
 	faults := []fault{{What: "none (start)", At: start}}
-	for i := 0; !(plain.done() && keyed.done()); {
+	for i := 0; !plain.done() || !keyed.done(); {
 		if *soakFor > 0 && time.Since(start) > *soakFor {
 			t.Logf("-soak-for %v reached: %d submitted of %d", *soakFor, next.Load(), *soakTasks)
 			break
@@ -288,7 +287,7 @@ func writeSoakReport(t *testing.T, r soakReport) {
 		func(s *strings.Builder, x, y float64) {
 			panel(s, x, y, "resident set size", "minutes", "MiB", rssLines, marks)
 		})
-	if err := os.WriteFile(filepath.Join(*soakOut, "soak.svg"), []byte(plot), 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(*soakOut, "soak.svg"), []byte(plot), 0o600); err != nil {
 		t.Errorf("writing the plot: %v", err)
 	}
 
@@ -321,7 +320,7 @@ func writeSoakReport(t *testing.T, r soakReport) {
 		fmt.Fprintf(&md, "| %s | %d | %d | %v | %v | %v | %v |\n", s.Fault.What, s.Submissions, s.Failed,
 			s.ErrorsFor.Round(100*time.Millisecond), s.Slowest.Round(10*time.Millisecond), s.P50.Round(time.Millisecond), s.HealthDown.Round(100*time.Millisecond))
 	}
-	if err := os.WriteFile(filepath.Join(*soakOut, "FAULTS-soak.md"), []byte(md.String()), 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(*soakOut, "FAULTS-soak.md"), []byte(md.String()), 0o600); err != nil {
 		t.Errorf("writing the report: %v", err)
 	}
 }

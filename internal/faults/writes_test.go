@@ -68,8 +68,10 @@ func TestWritesRideOutALeaderKill(t *testing.T) {
 		}
 	}
 
-	task := events.Task{ID: uuid.NewString(), Name: "add", Queue: "default", Status: events.StatusNew, Attempt: 1,
-		Args: json.RawMessage("[]"), Kw: json.RawMessage("{}"), CreatedAt: time.Now().UTC(), UpdatedAt: time.Now().UTC()}
+	task := events.Task{
+		ID: uuid.NewString(), Name: "add", Queue: "default", Status: events.StatusNew, Attempt: 1,
+		Args: json.RawMessage("[]"), Kw: json.RawMessage("{}"), CreatedAt: time.Now().UTC(), UpdatedAt: time.Now().UTC(),
+	}
 
 	// The task bucket: a record created, updated, read.
 	restart := kill("KV_" + bus.BucketTasks)

@@ -29,11 +29,17 @@ type Proc struct {
 // its output is logged if the test failed.
 func StartProc(tb testing.TB, dir, bin string, args ...string) *Proc {
 	tb.Helper()
-	// Not bound to the test's context: Cleanup kills it, after the
-	// test's own cleanups may have signalled it to stop on its own.
-	cmd := exec.Command(bin, args...) //nolint:noctx // see above
+	cmd := Command(bin, args...)
 	cmd.Dir = dir
 	return StartProcCmd(tb, cmd)
+}
+
+// Command is exec.Command for a process that a Cleanup kills if it is
+// still running, as StartProcCmd's does. It is not bound to the test's
+// context on purpose: that context ends before the test's cleanups, some
+// of which signal the process to stop on its own and check how it did.
+func Command(bin string, args ...string) *exec.Cmd {
+	return exec.Command(bin, args...) //nolint:noctx // see above: a Cleanup ends it
 }
 
 // StartProcCmd is StartProc for a command the caller has set up (environment,

@@ -492,7 +492,7 @@ func (s *Sink) remember(id string) {
 }
 
 // Trigger writes one fact.
-func (s *Sink) Trigger(_ context.Context, c *plugins.Call) (*plugins.Patch, error) {
+func (s *Sink) Trigger(ctx context.Context, c *plugins.Call) (*plugins.Patch, error) {
 	line, err := EncodeAt(&c.Event, c.Seq, c.Index)
 	if err != nil {
 		return nil, err
@@ -505,8 +505,8 @@ func (s *Sink) Trigger(_ context.Context, c *plugins.Call) (*plugins.Patch, erro
 		}
 	}
 	if s.seen[c.Event.ID] {
-		s.log.Debug("fact already written", "id", c.Event.ID, "seq", c.Seq)
-		return nil, nil
+		s.log.DebugContext(ctx, "fact already written", "id", c.Event.ID, "seq", c.Seq)
+		return nil, nil //nolint:nilnil // no patch: the Plugin contract's "no change"
 	}
 	now := s.cfg.Now()
 	if s.f != nil && ((s.size > 0 && s.size+int64(len(line)) > s.cfg.MaxSize) ||
@@ -533,7 +533,7 @@ func (s *Sink) Trigger(_ context.Context, c *plugins.Call) (*plugins.Patch, erro
 	}
 	s.size += int64(len(line))
 	s.remember(c.Event.ID)
-	return nil, nil
+	return nil, nil //nolint:nilnil // no patch: the Plugin contract's "no change"
 }
 
 // openFile opens the next file. Call with s.mu held.
@@ -541,7 +541,7 @@ func (s *Sink) openFile(now time.Time) error {
 	for range 100 {
 		path := filepath.Join(s.cfg.Dir, fileName(s.cfg.Pattern, s.next, now))
 		s.next++
-		f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL|os.O_APPEND, 0o640)
+		f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL|os.O_APPEND, 0o640) //nolint:gosec // G302: audit files are for the owner's group to read too (auditors, log shippers), as audit logs are; no one else
 		if errors.Is(err, fs.ErrExist) {
 			continue
 		}

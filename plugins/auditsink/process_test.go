@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -50,7 +49,7 @@ func (p *proc) output() string {
 // startAudit runs qtasks-audit with args and waits for its "ready".
 func startAudit(t *testing.T, args ...string) *proc {
 	t.Helper()
-	p := &proc{cmd: exec.Command(auditBin, args...), ready: make(chan struct{}), exited: make(chan struct{})}
+	p := &proc{cmd: testkit.Command(auditBin, args...), ready: make(chan struct{}), exited: make(chan struct{})}
 	p.cmd.Stderr = p
 	out, err := p.cmd.StdoutPipe()
 	require.NoError(t, err)
@@ -122,7 +121,7 @@ func TestProcess(t *testing.T) {
 
 	p := startAudit(t, args...)
 	run(5)
-	waitAudit(t, b, dir, "")
+	waitAudit(t, b, dir)
 	filesBefore, err := auditsink.ListFiles(dir, auditsink.DefaultPattern)
 	require.NoError(t, err)
 	require.Greater(t, len(filesBefore), 1, "rotated at 8 KiB")
@@ -143,7 +142,7 @@ func TestProcess(t *testing.T) {
 	run(5)
 	p = startAudit(t, args...)
 	run(2)
-	waitAudit(t, b, dir, "")
+	waitAudit(t, b, dir)
 	bustest.WaitFor(t, 3*testkit.WaitLimit, "the sink's consumer to have nothing left to deliver", func() bool {
 		c, err := b.JetStream().Consumer(testkit.Ctx(t), bus.StreamEvents, plugins.DurableName(auditsink.DefaultName))
 		require.NoError(t, err)
@@ -151,7 +150,7 @@ func TestProcess(t *testing.T) {
 		require.NoError(t, err)
 		return info.NumAckPending == 0 && info.NumPending == 0
 	})
-	log := waitAudit(t, b, dir, "")
+	log := waitAudit(t, b, dir)
 	lines := readAudit(t, dir, "")
 	checkAgainstLog(t, lines, log) // each fact once, as the log has it
 	filesAfter, err := auditsink.ListFiles(dir, auditsink.DefaultPattern)
@@ -189,18 +188,18 @@ func TestProcessUsage(t *testing.T) {
 		{[]string{"--dir", dir, "--log-level", "loud"}, `--log-level "loud"`},
 		{[]string{"--nope"}, "flag provided but not defined: -nope"},
 	} {
-		cmd := exec.Command(auditBin, tt.args...)
+		cmd := exec.CommandContext(t.Context(), auditBin, tt.args...) //nolint:gosec // G204: the test's own build, with the table's arguments
 		out, err := cmd.CombinedOutput()
 		var ee *exec.ExitError
-		require.True(t, errors.As(err, &ee), "%v: %v\n%s", tt.args, err, out)
+		require.ErrorAs(t, err, &ee, "%v: %v\n%s", tt.args, err, out)
 		require.Equal(t, 2, ee.ExitCode(), "%v\n%s", tt.args, out)
 		require.Contains(t, string(out), tt.want, "%v", tt.args)
 	}
 	// No server: exit 1.
-	cmd := exec.Command(auditBin, "--dir", dir, "--nats-url", "nats://127.0.0.1:1")
+	cmd := exec.CommandContext(t.Context(), auditBin, "--dir", dir, "--nats-url", "nats://127.0.0.1:1")
 	out, err := cmd.CombinedOutput()
 	var ee *exec.ExitError
-	require.True(t, errors.As(err, &ee), "%s", out)
+	require.ErrorAs(t, err, &ee, "%s", out)
 	require.Equal(t, 1, ee.ExitCode(), "%s", out)
 	require.Contains(t, string(out), "connecting to nats://127.0.0.1:1")
 }

@@ -181,7 +181,7 @@ func (p *Plugin) Trigger(_ context.Context, c *plugins.Call) (*plugins.Patch, er
 	}
 	marked = marked || p.names[t.Name] || slices.ContainsFunc(t.Tags, func(tg string) bool { return p.tags[tg] })
 	if !marked {
-		return nil, nil
+		return nil, nil //nolint:nilnil // no patch: the Plugin contract's "no change"
 	}
 	var ops []plugins.Op
 	switch {
@@ -199,7 +199,7 @@ func (p *Plugin) Trigger(_ context.Context, c *plugins.Call) (*plugins.Patch, er
 		ops = append(ops, plugins.Op{Op: "add", Path: "/task_status/tags/-", Value: p.cfg.Tag})
 	}
 	if len(ops) == 0 {
-		return nil, nil
+		return nil, nil //nolint:nilnil // no patch: the Plugin contract's "no change"
 	}
 	return plugins.JSONPatch(ops...)
 }

@@ -26,6 +26,7 @@ import (
 // QTASKS_REPLAY_BENCH_N to change it (the memory benchmark also replays a
 // tenth of it, to show that memory does not grow with the history).
 func benchN(tb testing.TB) int {
+	tb.Helper()
 	if s := os.Getenv("QTASKS_REPLAY_BENCH_N"); s != "" {
 		n, err := strconv.Atoi(s)
 		require.NoError(tb, err)
@@ -58,8 +59,10 @@ func publishHistory(b *testing.B, live *bus.Bus, n int) {
 			TaskID: id, TaskName: "calc", Trigger: testplugin.Trigger, Attempt: 1, Run: 1,
 			Plugin: testplugin.Name, PluginVersion: "1", TimeoutMS: 5000,
 		}
-		patch := events.Event{DataContentType: events.ContentTypeMergePatch,
-			Data: []byte(`{"kw":{"double":` + strconv.Itoa(2*i) + `,"stamp":"` + at.UTC().Format(time.RFC3339Nano) + `"}}`)}
+		patch := events.Event{
+			DataContentType: events.ContentTypeMergePatch,
+			Data:            []byte(`{"kw":{"double":` + strconv.Itoa(2*i) + `,"stamp":"` + at.UTC().Format(time.RFC3339Nano) + `"}}`),
+		}
 		bus.FillPatch(&patch, events.PluginInfo{Name: testplugin.Name, Version: "1"}, inv)
 		if _, err := live.PublishAsync(events.InvokeSubject(testplugin.Name, testplugin.Trigger), inv.ID, &inv); err != nil {
 			b.Fatal(err)
@@ -100,6 +103,7 @@ func BenchmarkReplay(b *testing.B) {
 }
 
 func benchReplay(b *testing.B, live *bus.Bus, n, conc int, c replay.Candidate) {
+	b.Helper()
 	c.Timeout = 30 * time.Second
 	var first, last time.Time
 	var seen int
@@ -129,6 +133,7 @@ func benchReplay(b *testing.B, live *bus.Bus, n, conc int, c replay.Candidate) {
 }
 
 func benchLiveRoundTrip(b *testing.B, live *bus.Bus, conc int) {
+	b.Helper()
 	ctx := context.Background()
 	peer := bustest.Connect(b, live, nil)
 	spec := testplugin.Spec(&testplugin.Plugin{Version: "1"})
@@ -154,8 +159,10 @@ func benchLiveRoundTrip(b *testing.B, live *bus.Bus, conc int) {
 					return
 				}
 				id := "rt" + strconv.Itoa(conc) + "-" + strconv.FormatInt(i, 10) + "-" + strconv.Itoa(b.N)
-				inv := events.Event{ID: id, Source: "qtasks/bench", Subject: id, Data: payload, TaskID: id, TaskName: "calc",
-					Trigger: testplugin.Trigger, Attempt: 1, Run: 1}
+				inv := events.Event{
+					ID: id, Source: "qtasks/bench", Subject: id, Data: payload, TaskID: id, TaskName: "calc",
+					Trigger: testplugin.Trigger, Attempt: 1, Run: 1,
+				}
 				if _, err := live.Invoke(ctx, info, inv); err != nil {
 					b.Error(err)
 					return

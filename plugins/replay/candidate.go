@@ -246,13 +246,17 @@ func startProcess(ctx context.Context, c *Candidate, name, replayID string, log 
 	for i, a := range c.Command.Args {
 		args[i] = repl.Replace(a)
 	}
-	cmd := exec.Command(c.Command.Path, args...) //nolint:gosec // running the candidate the user named is the point
+	// Not bound to ctx (the start's): the candidate outlives it, and close
+	// ends it, SIGTERM first.
+	cmd := exec.Command(c.Command.Path, args...) //nolint:gosec,noctx // gosec: running the candidate the user named is the point; noctx: see above
 	cmd.Dir = c.Command.Dir
 	cmd.Env = append(os.Environ(), EnvNatsURL+"="+url, EnvReplay+"="+replayID, EnvPlugin+"="+name)
 	cmd.Env = append(cmd.Env, c.Command.Env...)
 	cmd.Stdout, cmd.Stderr = c.Command.Stdout, c.Command.Stderr
-	p := &process{rb: rb, cmd: cmd, id: replayID, exited: make(chan struct{}), grace: c.StopGrace,
-		log: log.With("candidate", c.Command.Path)}
+	p := &process{
+		rb: rb, cmd: cmd, id: replayID, exited: make(chan struct{}), grace: c.StopGrace,
+		log: log.With("candidate", c.Command.Path),
+	}
 	if p.grace <= 0 {
 		p.grace = DefaultStopGrace
 	}
@@ -317,8 +321,7 @@ func (p *process) answer(ctx context.Context, inv events.Event) (events.Event, e
 	defer stop()
 	reply, err := p.rb.Invoke(ctx, p.inf, prepare(inv, p.inf, p.id))
 	if err != nil {
-		var ee *ExitError
-		if errors.As(context.Cause(ctx), &ee) {
+		if ee, ok := errors.AsType[*ExitError](context.Cause(ctx)); ok {
 			return events.Event{}, ee
 		}
 		return events.Event{}, err
@@ -350,7 +353,7 @@ func (p *process) close(ctx context.Context) error {
 	case <-t.C:
 	case <-ctx.Done():
 	}
-	p.log.Warn("candidate did not stop after SIGTERM; killing it", "grace", p.grace)
+	p.log.WarnContext(ctx, "candidate did not stop after SIGTERM; killing it", "grace", p.grace)
 	_ = p.cmd.Process.Kill()
 	<-p.exited
 	return nil
@@ -405,8 +408,10 @@ func (p *inProcess) answer(ctx context.Context, inv events.Event) (events.Event,
 	inv = prepare(inv, p.inf, p.id)
 	ctx, cancel := context.WithTimeoutCause(ctx, time.Duration(p.inf.TimeoutMS)*time.Millisecond, bus.ErrPluginTimeout)
 	defer cancel()
-	call := &plugins.Call{Trigger: inv.Trigger, TaskID: inv.TaskID, TaskName: inv.TaskName, Attempt: inv.Attempt,
-		Run: inv.Run, Payload: inv.Data, Event: inv, State: p.state}
+	call := &plugins.Call{
+		Trigger: inv.Trigger, TaskID: inv.TaskID, TaskName: inv.TaskName, Attempt: inv.Attempt,
+		Run: inv.Run, Payload: inv.Data, Event: inv, State: p.state,
+	}
 	type result struct {
 		p   *plugins.Patch
 		err error

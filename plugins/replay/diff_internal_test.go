@@ -141,7 +141,7 @@ func itoa(n int) string { return strconv.Itoa(n) }
 func TestPipelineKeepsOrderAndStopsOnError(t *testing.T) {
 	t.Parallel()
 	var got []int
-	err := pipeline(context.Background(), 3, func(ctx context.Context, submit func(func(context.Context) (int, error)) error) error {
+	err := pipeline(context.Background(), 3, func(_ context.Context, submit func(func(context.Context) (int, error)) error) error {
 		for i := range 100 {
 			if err := submit(func(context.Context) (int, error) { return i, nil }); err != nil {
 				return err
@@ -158,7 +158,7 @@ func TestPipelineKeepsOrderAndStopsOnError(t *testing.T) {
 	}
 	boom := errors.New("boom")
 	n := 0
-	err = pipeline(context.Background(), 2, func(ctx context.Context, submit func(func(context.Context) (int, error)) error) error {
+	err = pipeline(context.Background(), 2, func(_ context.Context, submit func(func(context.Context) (int, error)) error) error {
 		for i := 0; ; i++ {
 			if err := submit(func(context.Context) (int, error) {
 				if i == 5 {

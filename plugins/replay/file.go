@@ -157,8 +157,8 @@ func (d *Decoder) Next() (Record, error) {
 		if err != nil {
 			return Record{}, err
 		}
-		switch {
-		case ev.Type == events.TypeInvokePrefix+ev.Trigger:
+		switch ev.Type {
+		case events.TypeInvokePrefix + ev.Trigger:
 			next := &Record{Seq: seq, Invocation: ev}
 			if d.pending != nil {
 				r := *d.pending
@@ -166,7 +166,7 @@ func (d *Decoder) Next() (Record, error) {
 				return r, nil
 			}
 			d.pending = next
-		case ev.Type == events.TypePatch:
+		case events.TypePatch:
 			if d.pending == nil || d.pending.Invocation.ID != ev.Invocation {
 				return Record{}, fmt.Errorf("line %d: patch %s does not follow invocation %s", d.line, ev.ID, ev.Invocation)
 			}

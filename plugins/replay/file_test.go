@@ -5,7 +5,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"io"
 	"strings"
 	"testing"
@@ -73,7 +72,7 @@ func TestExportFormatRoundTrip(t *testing.T) {
 		require.Contains(t, e.Extensions(), replay.ExtStreamSeq)
 	}
 	require.Equal(t, 7, lines)
-	first := strings.SplitN(buf.String(), "\n", 2)[0]
+	first, _, _ := strings.Cut(buf.String(), "\n")
 	require.Contains(t, first, `"data":{"args":[],"kw":{"n":1}}`, "JSON data is a JSON value")
 
 	dec := replay.NewDecoder(bytes.NewReader(buf.Bytes()))
@@ -152,7 +151,7 @@ func TestRunFileAsPluginAuthor(t *testing.T) {
 			require.Contains(t, r.Reason, "panicked")
 		}
 	}
-	require.False(t, errors.Is(err, io.EOF))
+	require.NotErrorIs(t, err, io.EOF)
 }
 
 // pluginsSpecPanics panics on n%3 == 0, blocks until its context ends on
@@ -174,5 +173,5 @@ var pluginsSpecPanics = plugins.Spec{Name: testplugin.Name, Version: "x", Plugin
 			<-ctx.Done()
 			return nil, ctx.Err()
 		}
-		return nil, nil
+		return nil, nil //nolint:nilnil // no patch: the Plugin contract's "no change"
 	})}

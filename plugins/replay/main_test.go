@@ -50,12 +50,13 @@ func TestMain(m *testing.M) {
 }
 
 // candidate is the test plugin as a process candidate.
-func candidate(t testing.TB, args ...string) replay.Candidate {
+func candidate(tb testing.TB, args ...string) replay.Candidate {
+	tb.Helper()
 	return replay.Candidate{
 		Command: &replay.Command{
 			Path:   pluginBin,
 			Args:   append([]string{"--nats-url", "{nats_url}"}, args...),
-			Stderr: logWriter(t),
+			Stderr: logWriter(tb),
 		},
 		StopGrace: 10 * time.Second,
 	}
@@ -67,24 +68,27 @@ func inProcess(p *testplugin.Plugin) replay.Candidate {
 	return replay.Candidate{Spec: &s}
 }
 
-func logWriter(t testing.TB) io.Writer {
+func logWriter(tb testing.TB) io.Writer {
+	tb.Helper()
 	if testing.Verbose() {
-		return t.Output()
+		return tb.Output()
 	}
 	return nil
 }
 
-func testLogger(t testing.TB) *slog.Logger {
+func testLogger(tb testing.TB) *slog.Logger {
+	tb.Helper()
 	level := slog.LevelWarn
 	if testing.Verbose() {
 		level = slog.LevelDebug
 	}
-	return slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: level}))
+	return slog.New(slog.NewTextHandler(tb.Output(), &slog.HandlerOptions{Level: level}))
 }
 
-func ctxFor(t testing.TB) context.Context {
+func ctxFor(tb testing.TB) context.Context {
+	tb.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*waitLimit)
-	t.Cleanup(cancel)
+	tb.Cleanup(cancel)
 	return ctx
 }
 
@@ -98,7 +102,9 @@ type proc struct {
 
 // startProc runs the test plugin against url and waits for its "ready".
 func startProc(stderr io.Writer, url string, args ...string) (*proc, error) {
-	cmd := exec.Command(pluginBin, append([]string{"--nats-url", url}, args...)...)
+	// Not bound to a test's context: the shared history outlives the test
+	// that records it; proc.stop ends the process.
+	cmd := exec.Command(pluginBin, append([]string{"--nats-url", url}, args...)...) //nolint:gosec,noctx // the test's own build; see above
 	cmd.Stderr = stderr
 	out, err := cmd.StdoutPipe()
 	if err != nil {
@@ -173,7 +179,7 @@ func sharedHistory(t *testing.T) *history {
 	t.Helper()
 	histOnce.Do(func() {
 		hist = &history{n: map[string]int{}, name: map[string]string{}}
-		hist.err = hist.record(t)
+		hist.err = hist.record()
 	})
 	require.NoError(t, hist.err, "recording the shared history")
 	return hist
@@ -201,7 +207,7 @@ type calcIn struct {
 	Stamp  string `json:"stamp"`
 }
 
-func (h *history) record(t *testing.T) error {
+func (h *history) record() error {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*waitLimit)
 	defer cancel()
 	dir, err := os.MkdirTemp("", "qtasks-replay-live-")

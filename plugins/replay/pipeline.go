@@ -49,12 +49,10 @@ func pipeline[T any](ctx context.Context, window int,
 		case <-ctx.Done():
 			return context.Cause(ctx)
 		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		wg.Go(func() {
 			defer close(s.done)
 			s.v, s.err = work(ctx)
-		}()
+		})
 		return nil
 	}
 	perr := produce(ctx, submit)

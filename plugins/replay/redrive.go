@@ -409,7 +409,7 @@ func (rd *redriver) run(ctx context.Context, id string) (RunReport, error) {
 	err := rd.live.TaskEvents(ctx, id, since, []string{events.SubjectTrigger + ".>"}, func(st bus.Stored) error {
 		var f events.Fact
 		if json.Unmarshal(st.Event.Data, &f) != nil {
-			return nil
+			return nil //nolint:nilerr // a fact that does not decode is skipped: the read goes on
 		}
 		sf := storedFact{seq: st.Seq, ev: st.Event, fact: f}
 		if i := strings.LastIndexByte(st.Event.ID, ':'); i >= 0 {
@@ -584,6 +584,7 @@ func (rd *redriver) fire(ctx context.Context, t events.Trigger, f storedFact, in
 		case events.OutcomeApplied, events.OutcomeNoChange:
 			doc = a.effect
 			continue
+		default: // the call failed: its policy decides, below
 		}
 		if l.info.Policy == events.PolicyIgnore {
 			continue
@@ -607,17 +608,17 @@ func readKey(doc []byte, key string) json.RawMessage {
 	return v
 }
 
-// setKey sets the value at path (keys of nested objects) of a JSON object;
-// doc is returned unchanged when a level is not an object.
-func setKey(doc []byte, v json.RawMessage, path ...string) []byte {
+// setKey sets the value at the path key, rest... (keys of nested objects)
+// of a JSON object; doc is returned unchanged when a level is not an object.
+func setKey(doc []byte, v json.RawMessage, key string, rest ...string) []byte {
 	var m map[string]json.RawMessage
 	if json.Unmarshal(doc, &m) != nil || m == nil {
 		return doc
 	}
-	if len(path) == 1 {
-		m[path[0]] = v
+	if len(rest) == 0 {
+		m[key] = v
 	} else {
-		m[path[0]] = setKey(m[path[0]], v, path[1:]...)
+		m[key] = setKey(m[key], v, rest[0], rest[1:]...)
 	}
 	out, err := json.Marshal(m)
 	if err != nil {

@@ -23,7 +23,8 @@ import (
 // scale multiplies the task's numeric result by factor on
 // task_executor_run_task.
 func scale(version string, factor int) plugins.Spec {
-	return plugins.Spec{Name: "scale", Version: version, Triggers: []string{events.TaskExecutorRunTask},
+	return plugins.Spec{
+		Name: "scale", Version: version, Triggers: []string{events.TaskExecutorRunTask},
 		Plugin: plugins.Func(func(_ context.Context, c *plugins.Call) (*plugins.Patch, error) {
 			var in struct {
 				Result int `json:"result"`
@@ -32,11 +33,13 @@ func scale(version string, factor int) plugins.Spec {
 				return nil, err
 			}
 			return plugins.JSONPatch(plugins.Op{Op: "replace", Path: "/result", Value: in.Result * factor})
-		})}
+		}),
+	}
 }
 
 // veto fails every odd result, under policy fail.
-var veto = plugins.Spec{Name: "veto", Version: "1", Triggers: []string{events.TaskExecutorAfterExecuteResultReplace},
+var veto = plugins.Spec{
+	Name: "veto", Version: "1", Triggers: []string{events.TaskExecutorAfterExecuteResultReplace},
 	Plugin: plugins.Func(func(_ context.Context, c *plugins.Call) (*plugins.Patch, error) {
 		var in struct {
 			Result int `json:"result"`
@@ -47,8 +50,9 @@ var veto = plugins.Spec{Name: "veto", Version: "1", Triggers: []string{events.Ta
 		if in.Result%2 == 1 {
 			return nil, errors.New("odd result")
 		}
-		return nil, nil
-	})}
+		return nil, nil //nolint:nilnil // no patch: the Plugin contract's "no change"
+	}),
+}
 
 // recordRuns runs tasks n = 1..count on a fresh live bus with the scale v1
 // plugin (x2) in-process, and returns the bus, the task ids by n and the

@@ -189,7 +189,7 @@ func run(ctx context.Context, src source, plugin string, opts Options) (*Report,
 		e.rep.Baseline = e.base.info().Version
 	}
 	e.total = src.total(ctx)
-	log.Info("replaying", "candidate", e.rep.Candidate, "kind", e.cand.kind(), "baseline", e.rep.Baseline, "expected", e.total)
+	log.InfoContext(ctx, "replaying", "candidate", e.rep.Candidate, "kind", e.cand.kind(), "baseline", e.rep.Baseline, "expected", e.total)
 
 	var t0, wall0 time.Time
 	skipped := func(seq uint64, err error) {
@@ -230,7 +230,7 @@ func run(ctx context.Context, src source, plugin string, opts Options) (*Report,
 		e.warn(fmt.Sprintf("baseline version %q is not a recorded version (%v): its noise may hide real changes", e.rep.Baseline, e.rep.Recorded))
 	}
 	e.rep.Finished = time.Now().UTC()
-	log.Info("replayed", "invocations", e.rep.Totals.Invocations, "divergent", e.rep.Totals.Divergent())
+	log.InfoContext(ctx, "replayed", "invocations", e.rep.Totals.Invocations, "divergent", e.rep.Totals.Divergent())
 	return e.rep, err
 }
 

@@ -25,13 +25,13 @@ import (
 var (
 	v2Once sync.Once
 	v2Rep  *replay.Report
-	v2Err  error
+	errV2  error
 )
 
 func v2ProcessReport(t *testing.T, h *history) *replay.Report {
 	t.Helper()
 	v2Once.Do(func() {
-		v2Rep, v2Err = replay.Run(ctxFor(t), h.ro, testplugin.Name, replay.Filter{}, replay.Options{
+		v2Rep, errV2 = replay.Run(ctxFor(t), h.ro, testplugin.Name, replay.Filter{}, replay.Options{
 			// The candidate connects with a plugin's least rights, as it
 			// would in production with its own credentials.
 			Candidate: candidate(t, "--version", "2", "--least-rights"),
@@ -39,7 +39,7 @@ func v2ProcessReport(t *testing.T, h *history) *replay.Report {
 			Logger:    testLogger(t),
 		})
 	})
-	require.NoError(t, v2Err)
+	require.NoError(t, errV2)
 	return v2Rep
 }
 

@@ -255,6 +255,9 @@ func jsonOrString(b []byte) json.RawMessage {
 	if json.Valid(b) {
 		return json.RawMessage(b)
 	}
-	s, _ := json.Marshal(string(b))
+	s, err := json.Marshal(string(b))
+	if err != nil { // a string always encodes
+		return nil
+	}
 	return s
 }

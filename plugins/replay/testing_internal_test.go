@@ -30,8 +30,10 @@ func TestTestingScan(t *testing.T) {
 	storageAdd := func(id string, extra map[string]any) {
 		t.Helper()
 		task := map[string]any{"id": id, "task_name": "calc", "extra": extra}
-		data, err := json.Marshal(events.Fact{Input: mustMarshal(t, map[string]any{"uuid": id, "task_status": task}),
-			Output: mustMarshal(t, map[string]any{"uuid": id, "task_status": task})})
+		data, err := json.Marshal(events.Fact{
+			Input:  mustMarshal(t, map[string]any{"uuid": id, "task_status": task}),
+			Output: mustMarshal(t, map[string]any{"uuid": id, "task_status": task}),
+		})
 		require.NoError(t, err)
 		publish(events.FactSubject(events.StorageAdd, id), events.Event{
 			ID: id + ":1:0:storage_add:0", Source: "qtasks/n", Type: events.TypeTriggerPrefix + events.StorageAdd,

@@ -29,9 +29,13 @@ func TestFilterLeavesOutTasksUnderTest(t *testing.T) {
 	marker, err := plugins.Local(ctx, b, mark.Spec())
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = marker.Stop(context.Background()) })
-	stamp, err := plugins.Local(ctx, b, plugins.Spec{Name: "stamp", Version: "1",
+	stamp, err := plugins.Local(ctx, b, plugins.Spec{
+		Name: "stamp", Version: "1",
 		Triggers: []string{events.BrokerAddBefore, events.TaskExecutorArgsReplace},
-		Plugin:   plugins.Func(func(context.Context, *plugins.Call) (*plugins.Patch, error) { return nil, nil })})
+		Plugin: plugins.Func(func(context.Context, *plugins.Call) (*plugins.Patch, error) {
+			return nil, nil //nolint:nilnil // no patch: the Plugin contract's "no change"
+		}),
+	})
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = stamp.Stop(context.Background()) })
 

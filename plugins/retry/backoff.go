@@ -109,11 +109,12 @@ func (e *Exponential) validate() error {
 	if e.Factor < 1 || math.IsNaN(e.Factor) || math.IsInf(e.Factor, 0) {
 		errs = append(errs, fmt.Errorf("exponential backoff: factor %v must be a finite number ≥ 1", e.Factor))
 	}
-	if e.Max < 0 {
+	switch {
+	case e.Max < 0:
 		errs = append(errs, fmt.Errorf("exponential backoff: max %v must not be negative", e.Max))
-	} else if e.Max > MaxDelay {
+	case e.Max > MaxDelay:
 		errs = append(errs, fmt.Errorf("exponential backoff: max %v is more than %v", e.Max, MaxDelay))
-	} else if e.Base > e.Max {
+	case e.Base > e.Max:
 		errs = append(errs, fmt.Errorf("exponential backoff: base %v is more than max %v", e.Base, e.Max))
 	}
 	if e.Jitter < 0 || e.Jitter > 1 || math.IsNaN(e.Jitter) {
@@ -168,7 +169,7 @@ func ParseBackoff(s string) (Backoff, error) {
 		if arg != "" {
 			return nil, fmt.Errorf("backoff %q: none takes no argument", s)
 		}
-		return nil, nil
+		return nil, nil //nolint:nilnil // "none" is the nil Backoff (Config.Backoff: nil leaves the delay)
 	case "fixed":
 		d, err := time.ParseDuration(arg)
 		if err != nil {

@@ -26,8 +26,10 @@ func TestBackoffDelays(t *testing.T) {
 		{"FixedZero", retry.Fixed(0), []time.Duration{0, 0}},
 		{"List", retry.List{100 * ms, 200 * ms}, []time.Duration{100 * ms, 200 * ms, 200 * ms, 200 * ms}},
 		{"Exponential", &retry.Exponential{Base: 100 * ms}, []time.Duration{100 * ms, 200 * ms, 400 * ms, 800 * ms}},
-		{"ExponentialFactorAndMax", &retry.Exponential{Base: 100 * ms, Factor: 3, Max: time.Second},
-			[]time.Duration{100 * ms, 300 * ms, 900 * ms, time.Second, time.Second}},
+		{
+			"ExponentialFactorAndMax", &retry.Exponential{Base: 100 * ms, Factor: 3, Max: time.Second},
+			[]time.Duration{100 * ms, 300 * ms, 900 * ms, time.Second, time.Second},
+		},
 		{"ExponentialFactorOne", &retry.Exponential{Base: 50 * ms, Factor: 1}, []time.Duration{50 * ms, 50 * ms, 50 * ms}},
 	}
 	for _, tt := range tests {

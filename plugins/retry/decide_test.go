@@ -15,8 +15,10 @@ import (
 
 // call is an invocation of worker_task_error_retry with payload.
 func call(payload string) *plugins.Call {
-	return &plugins.Call{Trigger: events.WorkerTaskErrorRetry, TaskID: "t1", TaskName: "job", Attempt: 1, Run: 1,
-		Payload: json.RawMessage(payload)}
+	return &plugins.Call{
+		Trigger: events.WorkerTaskErrorRetry, TaskID: "t1", TaskName: "job", Attempt: 1, Run: 1,
+		Payload: json.RawMessage(payload),
+	}
 }
 
 const pathErrPayload = `{"model":{"id":"t1","task_name":"job","status":"retry","attempt":2,"retry":0},
@@ -34,27 +36,58 @@ func TestDecide(t *testing.T) {
 		patch   string // merge patch expected; "" for none
 	}{
 		{"NoRulesNoBackoff", retry.Config{}, pathErrPayload, ""},
-		{"BackoffByAttempt", retry.Config{Backoff: retry.List{time.Second, 3 * time.Second}}, pathErrPayload,
-			`{"model":{"delay_ms":3000}}`},
-		{"RetryOnTypeDeepInChain", retry.Config{RetryOn: []retry.Match{{Type: "*fs.PathError"}}, Backoff: retry.Fixed(time.Second)},
-			pathErrPayload, `{"model":{"delay_ms":1000}}`},
-		{"RetryOnTypeIsExact", retry.Config{RetryOn: []retry.Match{{Type: "fs.PathError"}}}, pathErrPayload,
-			`{"model":{"status":"error"}}`},
+		{
+			"BackoffByAttempt",
+			retry.Config{Backoff: retry.List{time.Second, 3 * time.Second}},
+			pathErrPayload,
+			`{"model":{"delay_ms":3000}}`,
+		},
+		{
+			"RetryOnTypeDeepInChain",
+			retry.Config{RetryOn: []retry.Match{{Type: "*fs.PathError"}}, Backoff: retry.Fixed(time.Second)},
+			pathErrPayload, `{"model":{"delay_ms":1000}}`,
+		},
+		{
+			"RetryOnTypeIsExact",
+			retry.Config{RetryOn: []retry.Match{{Type: "fs.PathError"}}},
+			pathErrPayload,
+			`{"model":{"status":"error"}}`,
+		},
 		{"RetryOnMessage", retry.Config{RetryOn: []retry.Match{{Message: "does not exist"}}}, pathErrPayload, ""},
-		{"RetryOnTypeAndMessageOnOneError", retry.Config{RetryOn: []retry.Match{{Type: "*errors.errorString", Message: "open"}}},
-			pathErrPayload, `{"model":{"status":"error"}}`},
-		{"RetryOnNothingMatches", retry.Config{RetryOn: []retry.Match{{Type: "*net.OpError"}, {Message: "timeout"}}},
-			pathErrPayload, `{"model":{"status":"error"}}`},
-		{"NeverRetryType", retry.Config{NeverRetry: []retry.Match{{Type: "*fs.PathError"}}, Backoff: retry.Fixed(time.Second)},
-			pathErrPayload, `{"model":{"status":"error"}}`},
-		{"NeverRetryWinsOverRetryOn", retry.Config{RetryOn: []retry.Match{{Message: "loading"}},
-			NeverRetry: []retry.Match{{Message: "does not exist"}}}, pathErrPayload, `{"model":{"status":"error"}}`},
-		{"NoChainFallsBackToErrorText", retry.Config{RetryOn: []retry.Match{{Message: "timeout"}}},
-			`{"model":{"status":"retry","attempt":1},"error":"dial: i/o timeout"}`, ""},
-		{"NoChainTypesCannotMatch", retry.Config{RetryOn: []retry.Match{{Type: "*net.OpError"}}},
-			`{"model":{"status":"retry","attempt":1},"error":"dial: i/o timeout"}`, `{"model":{"status":"error"}}`},
-		{"AlreadyVetoed", retry.Config{Backoff: retry.Fixed(time.Second)},
-			`{"model":{"status":"error","attempt":1},"error":"x"}`, ""},
+		{
+			"RetryOnTypeAndMessageOnOneError",
+			retry.Config{RetryOn: []retry.Match{{Type: "*errors.errorString", Message: "open"}}},
+			pathErrPayload, `{"model":{"status":"error"}}`,
+		},
+		{
+			"RetryOnNothingMatches",
+			retry.Config{RetryOn: []retry.Match{{Type: "*net.OpError"}, {Message: "timeout"}}},
+			pathErrPayload, `{"model":{"status":"error"}}`,
+		},
+		{
+			"NeverRetryType",
+			retry.Config{NeverRetry: []retry.Match{{Type: "*fs.PathError"}}, Backoff: retry.Fixed(time.Second)},
+			pathErrPayload, `{"model":{"status":"error"}}`,
+		},
+		{"NeverRetryWinsOverRetryOn", retry.Config{
+			RetryOn:    []retry.Match{{Message: "loading"}},
+			NeverRetry: []retry.Match{{Message: "does not exist"}},
+		}, pathErrPayload, `{"model":{"status":"error"}}`},
+		{
+			"NoChainFallsBackToErrorText",
+			retry.Config{RetryOn: []retry.Match{{Message: "timeout"}}},
+			`{"model":{"status":"retry","attempt":1},"error":"dial: i/o timeout"}`, "",
+		},
+		{
+			"NoChainTypesCannotMatch",
+			retry.Config{RetryOn: []retry.Match{{Type: "*net.OpError"}}},
+			`{"model":{"status":"retry","attempt":1},"error":"dial: i/o timeout"}`, `{"model":{"status":"error"}}`,
+		},
+		{
+			"AlreadyVetoed",
+			retry.Config{Backoff: retry.Fixed(time.Second)},
+			`{"model":{"status":"error","attempt":1},"error":"x"}`, "",
+		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -18,9 +18,15 @@ import (
 // The helpers of the test kit, under this package's names.
 const waitLimit = testkit.WaitLimit
 
-func testCtx(t *testing.T) context.Context { return testkit.Ctx(t) }
+func testCtx(t *testing.T) context.Context {
+	t.Helper()
+	return testkit.Ctx(t)
+}
 
-func newApp(t *testing.T, b *bus.Bus) *executor.App { return testkit.NewApp(t, b, false) }
+func newApp(t *testing.T, b *bus.Bus) *executor.App {
+	t.Helper()
+	return testkit.NewApp(t, b, false)
+}
 
 func startApp(t *testing.T, app *executor.App) {
 	t.Helper()
@@ -53,9 +59,9 @@ func runPlugin(t *testing.T, b *bus.Bus, spec plugins.Spec, local bool) {
 	})
 }
 
-func submitAndWait(t *testing.T, app *executor.App, name string, input any) events.Task {
+func submitAndWait(t *testing.T, app *executor.App, name string) events.Task {
 	t.Helper()
-	return testkit.Wait(t, app, testkit.Submit(t, app, name, input, nil).ID)
+	return testkit.Wait(t, app, testkit.Submit(t, app, name, nil, nil).ID)
 }
 
 type storedFact struct {

@@ -37,6 +37,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"time"
 
@@ -197,10 +198,8 @@ func (p *Plugin) Decide(pl Payload) Decision {
 
 func matchesAny(ms []Match, chain []ChainedError) bool {
 	for _, m := range ms {
-		for _, e := range chain {
-			if m.matches(e) {
-				return true
-			}
+		if slices.ContainsFunc(chain, m.matches) {
+			return true
 		}
 	}
 	return false
@@ -217,9 +216,9 @@ func typeOr(t string) string {
 // model.delay_ms, or model.status "error" to veto. A payload it cannot read
 // (no model, a model that is not a task record) is an error: the plugin's
 // failure policy decides what the task gets.
-func (p *Plugin) Trigger(_ context.Context, call *plugins.Call) (*plugins.Patch, error) {
+func (p *Plugin) Trigger(ctx context.Context, call *plugins.Call) (*plugins.Patch, error) {
 	if call.Trigger != events.WorkerTaskErrorRetry {
-		return nil, nil // registered elsewhere by hand: not ours
+		return nil, nil //nolint:nilnil // no patch (the Plugin contract's "no change"): registered elsewhere by hand, not ours
 	}
 	var pl Payload
 	if err := call.Decode(&pl); err != nil {
@@ -229,19 +228,19 @@ func (p *Plugin) Trigger(_ context.Context, call *plugins.Call) (*plugins.Patch,
 		return nil, errors.New("worker_task_error_retry payload has no model")
 	}
 	if pl.Model.Status != events.StatusRetry {
-		return nil, nil // an earlier plugin already vetoed: leave it
+		return nil, nil //nolint:nilnil // no patch (the Plugin contract's "no change"): an earlier plugin already vetoed, leave it
 	}
 	if pl.Model.Attempt < 1 {
 		return nil, fmt.Errorf("worker_task_error_retry model has attempt %d; want ≥ 1", pl.Model.Attempt)
 	}
 	d := p.Decide(pl)
 	if !d.Retry {
-		p.cfg.Logger.Info("retry vetoed", "task_id", call.TaskID, "task_name", call.TaskName,
+		p.cfg.Logger.InfoContext(ctx, "retry vetoed", "task_id", call.TaskID, "task_name", call.TaskName,
 			"attempt", pl.Model.Attempt, "reason", d.Reason)
 		return plugins.MergePatch(map[string]any{"model": map[string]any{"status": events.StatusError}})
 	}
 	if p.cfg.Backoff == nil {
-		return nil, nil
+		return nil, nil //nolint:nilnil // no patch: the Plugin contract's "no change"
 	}
 	return plugins.MergePatch(map[string]any{"model": map[string]any{"delay_ms": d.Delay.Milliseconds()}})
 }

@@ -18,9 +18,9 @@ import (
 	"github.com/qtasks/qtasks-go/plugins/retry"
 )
 
-// registerFlaky registers a task that fails attempts before until.
-func registerFlaky(app *executor.App, name string, until int, opts *executor.TaskOptions) {
-	executor.MustRegister(app, name, func(ctx context.Context, _ struct{}) (string, error) {
+// registerFlaky registers the task flaky, which fails attempts before until.
+func registerFlaky(app *executor.App, until int, opts *executor.TaskOptions) {
+	executor.MustRegister(app, "flaky", func(ctx context.Context, _ struct{}) (string, error) {
 		if n := executor.TaskFromContext(ctx).Attempt; n < until {
 			return "", fmt.Errorf("attempt %d: %w", n, &fs.PathError{Op: "open", Path: "/flaky", Err: fs.ErrNotExist})
 		}
@@ -40,13 +40,13 @@ func TestFailsTwiceThenSucceeds(t *testing.T) {
 			t.Parallel()
 			b := bustest.Open(t, nil)
 			app := newApp(t, b)
-			registerFlaky(app, "flaky", 3, &executor.TaskOptions{Retry: 2})
+			registerFlaky(app, 3, &executor.TaskOptions{Retry: 2})
 			p, err := retry.New(retry.Config{Backoff: retry.List{100 * time.Millisecond, 200 * time.Millisecond}})
 			require.NoError(t, err)
 			runPlugin(t, b, p.Spec(), local)
 			startApp(t, app)
 
-			got := submitAndWait(t, app, "flaky", nil)
+			got := submitAndWait(t, app, "flaky")
 			require.Equal(t, events.StatusSuccess, got.Status, got.Error)
 			require.Equal(t, 3, got.Attempt)
 
@@ -117,12 +117,12 @@ func TestErrorChainInPayload(t *testing.T) {
 	t.Parallel()
 	b := bustest.Open(t, nil)
 	app := newApp(t, b)
-	executor.MustRegister(app, "load", func(ctx context.Context, _ struct{}) (int, error) {
+	executor.MustRegister(app, "load", func(context.Context, struct{}) (int, error) {
 		return 0, errors.Join(fmt.Errorf("loading: %w", &fs.PathError{Op: "open", Path: "/nope", Err: fs.ErrNotExist}),
 			errors.New("also this"))
 	}, &executor.TaskOptions{Retry: 1})
 	startApp(t, app)
-	got := submitAndWait(t, app, "load", nil)
+	got := submitAndWait(t, app, "load")
 	require.Equal(t, events.StatusError, got.Status)
 
 	f := factsOf(t, b, got.ID, events.FactSubject(events.WorkerTaskErrorRetry, "*"))
@@ -152,7 +152,7 @@ func TestNotRetryable(t *testing.T) {
 		t.Parallel()
 		b := bustest.Open(t, nil)
 		app := newApp(t, b)
-		registerFlaky(app, "flaky", 99, &executor.TaskOptions{Retry: 2})
+		registerFlaky(app, 99, &executor.TaskOptions{Retry: 2})
 		p, err := retry.New(retry.Config{
 			Backoff:    retry.Fixed(time.Second),
 			NeverRetry: []retry.Match{{Type: "*fs.PathError"}},
@@ -161,7 +161,7 @@ func TestNotRetryable(t *testing.T) {
 		runPlugin(t, b, p.Spec(), true)
 		startApp(t, app)
 
-		got := submitAndWait(t, app, "flaky", nil)
+		got := submitAndWait(t, app, "flaky")
 		require.Equal(t, events.StatusError, got.Status)
 		require.Equal(t, 1, got.Attempt, "no second attempt")
 		require.Equal(t, 2, got.Retry, "the retries are left unused")
@@ -185,13 +185,13 @@ func TestNotRetryable(t *testing.T) {
 		// a wrap, as errors.As would find it.
 		b := bustest.Open(t, nil)
 		app := newApp(t, b)
-		registerFlaky(app, "flaky", 99, &executor.TaskOptions{Retry: 2})
+		registerFlaky(app, 99, &executor.TaskOptions{Retry: 2})
 		p, err := retry.New(retry.Config{RetryOn: []retry.Match{{Type: "*fs.PathError"}}})
 		require.NoError(t, err)
 		runPlugin(t, b, p.Spec(), true)
 		startApp(t, app)
 
-		got := submitAndWait(t, app, "flaky", nil)
+		got := submitAndWait(t, app, "flaky")
 		require.Equal(t, events.StatusError, got.Status)
 		require.Equal(t, 3, got.Attempt, "1 + Retry attempts")
 		require.Empty(t, got.Reason, "out of retries, not vetoed")
@@ -203,7 +203,7 @@ func TestNotRetryable(t *testing.T) {
 		b := bustest.Open(t, nil)
 		app := newApp(t, b)
 		errTransient := errors.New("transient")
-		executor.MustRegister(app, "picky", func(ctx context.Context, _ struct{}) (int, error) {
+		executor.MustRegister(app, "picky", func(context.Context, struct{}) (int, error) {
 			return 0, errors.New("permanent")
 		}, &executor.TaskOptions{Retry: 2, RetryOn: []error{errTransient}})
 		p, err := retry.New(retry.Config{Backoff: retry.Fixed(time.Second)})
@@ -211,7 +211,7 @@ func TestNotRetryable(t *testing.T) {
 		runPlugin(t, b, p.Spec(), true)
 		startApp(t, app)
 
-		got := submitAndWait(t, app, "picky", nil)
+		got := submitAndWait(t, app, "picky")
 		require.Equal(t, events.StatusError, got.Status)
 		require.Equal(t, 1, got.Attempt)
 		require.Equal(t, "permanent", got.Error)
@@ -230,18 +230,20 @@ func TestWrongTypedPatchBeforeRetryIsRejected(t *testing.T) {
 	t.Parallel()
 	b := bustest.Open(t, nil)
 	app := newApp(t, b)
-	registerFlaky(app, "flaky", 2, &executor.TaskOptions{Retry: 2})
-	spoil := plugins.Spec{Name: "spoil", Version: "1", Triggers: []string{events.WorkerTaskErrorRetry}, Policy: events.PolicyIgnore,
+	registerFlaky(app, 2, &executor.TaskOptions{Retry: 2})
+	spoil := plugins.Spec{
+		Name: "spoil", Version: "1", Triggers: []string{events.WorkerTaskErrorRetry}, Policy: events.PolicyIgnore,
 		Plugin: plugins.Func(func(context.Context, *plugins.Call) (*plugins.Patch, error) {
 			return plugins.JSONPatch(plugins.Op{Op: "add", Path: "/model/delay_ms", Value: "soon"})
-		})}
+		}),
+	}
 	runPlugin(t, b, spoil, true) // first in the chain
 	p, err := retry.New(retry.Config{Backoff: retry.Fixed(10 * time.Millisecond)})
 	require.NoError(t, err)
 	runPlugin(t, b, p.Spec(), true)
 	startApp(t, app)
 
-	got := submitAndWait(t, app, "flaky", nil)
+	got := submitAndWait(t, app, "flaky")
 	require.Equal(t, events.StatusSuccess, got.Status, got.Reason)
 	require.Equal(t, 2, got.Attempt)
 

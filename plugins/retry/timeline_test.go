@@ -22,12 +22,12 @@ func TestRetryTimeline(t *testing.T) {
 	t.Parallel()
 	b := bustest.Open(t, nil)
 	app := newApp(t, b)
-	registerFlaky(app, "flaky", 3, &executor.TaskOptions{Retry: 2})
+	registerFlaky(app, 3, &executor.TaskOptions{Retry: 2})
 	p, err := retry.New(retry.Config{Backoff: retry.List{50 * time.Millisecond, 80 * time.Millisecond}})
 	require.NoError(t, err)
 	runPlugin(t, b, p.Spec(), true)
 	startApp(t, app)
-	got := submitAndWait(t, app, "flaky", nil)
+	got := submitAndWait(t, app, "flaky")
 	require.Equal(t, events.StatusSuccess, got.Status, got.Error)
 	finalModels(t, b, got.ID, 3) // every final fact is stored
 

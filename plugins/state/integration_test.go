@@ -19,12 +19,12 @@ import (
 	"github.com/qtasks/qtasks-go/plugins/state"
 )
 
-// visits is a state plugin: it counts the triggers it saw in state
+// visits is the state plugin visits: it counts the triggers it saw in state
 // "visits" and names the last one in "stage"; at the end of an attempt it
 // records the attempt's status in "ends".
-func visits(t *testing.T, name, policy string, triggers ...string) plugins.Spec {
+func visits(t *testing.T, policy string, triggers ...string) plugins.Spec {
 	t.Helper()
-	spec, err := state.NewSpec(plugins.Spec{Name: name, Version: "1", Policy: policy, Triggers: triggers},
+	spec, err := state.NewSpec(plugins.Spec{Name: "visits", Version: "1", Policy: policy, Triggers: triggers},
 		func(_ context.Context, c *plugins.Call, s state.State) error {
 			n, _, err := state.Get[int](s, "visits")
 			if err != nil {
@@ -111,7 +111,7 @@ func TestStateSharedAcrossTriggers(t *testing.T) {
 		t.Run(how, func(t *testing.T) {
 			t.Parallel()
 			b := bustest.Open(t, nil)
-			spec := visits(t, "visits", events.PolicyFail, events.StorageAdd, events.StorageGet, events.WorkerRemoveFinishedTask)
+			spec := visits(t, events.PolicyFail, events.StorageAdd, events.StorageGet, events.WorkerRemoveFinishedTask)
 			switch how {
 			case "Local":
 				testkit.LocalPlugin(t, b, spec)
@@ -187,7 +187,7 @@ func TestStateSharedAcrossTriggers(t *testing.T) {
 func TestStateIsPerTask(t *testing.T) {
 	t.Parallel()
 	b := bustest.Open(t, nil)
-	testkit.LocalPlugin(t, b, visits(t, "visits", events.PolicyFail, events.StorageGet))
+	testkit.LocalPlugin(t, b, visits(t, events.PolicyFail, events.StorageGet))
 	app := testkit.NewApp(t, b, true)
 	registerVisit(t, app, nil, false)
 	var ids []string
@@ -208,7 +208,7 @@ func TestStateIsPerTask(t *testing.T) {
 func TestStateCarriedToNextAttempt(t *testing.T) {
 	t.Parallel()
 	b := bustest.Open(t, nil)
-	testkit.LocalPlugin(t, b, visits(t, "visits", events.PolicyFail, events.WorkerRemoveFinishedTask))
+	testkit.LocalPlugin(t, b, visits(t, events.PolicyFail, events.WorkerRemoveFinishedTask))
 	app := testkit.NewApp(t, b, true)
 	registerVisit(t, app, &executor.TaskOptions{Retry: 1}, true)
 
@@ -232,7 +232,7 @@ func TestStateCarriedToNextAttempt(t *testing.T) {
 func TestStateSurvivesWorkerLoss(t *testing.T) {
 	t.Parallel()
 	b := bustest.Open(t, nil)
-	testkit.StartPlugin(t, b, visits(t, "visits", events.PolicyFail, events.StorageAdd, events.StorageGet))
+	testkit.StartPlugin(t, b, visits(t, events.PolicyFail, events.StorageAdd, events.StorageGet))
 
 	started := make(chan struct{})
 	register := func(app *executor.App) {
@@ -287,7 +287,7 @@ func TestStateMalformed(t *testing.T) {
 	t.Run("PolicyFail", func(t *testing.T) {
 		t.Parallel()
 		b := bustest.Open(t, nil)
-		testkit.LocalPlugin(t, b, visits(t, "visits", events.PolicyFail, events.StorageAdd))
+		testkit.LocalPlugin(t, b, visits(t, events.PolicyFail, events.StorageAdd))
 		app := testkit.NewApp(t, b, false)
 		registerVisit(t, app, nil, false)
 
@@ -310,7 +310,7 @@ func TestStateMalformed(t *testing.T) {
 	t.Run("PolicyIgnore", func(t *testing.T) {
 		t.Parallel()
 		b := bustest.Open(t, nil)
-		testkit.LocalPlugin(t, b, visits(t, "visits", events.PolicyIgnore, events.StorageGet))
+		testkit.LocalPlugin(t, b, visits(t, events.PolicyIgnore, events.StorageGet))
 		app := testkit.NewApp(t, b, true)
 		executor.MustRegister(app, "plain", func(context.Context, struct{}) (int, error) { return 7, nil }, nil)
 

@@ -154,7 +154,7 @@ func Diff(trigger string, payload []byte, before, after State) (*plugins.Patch, 
 		}
 	}
 	if len(set) == 0 && len(del) == 0 {
-		return nil, nil
+		return nil, nil //nolint:nilnil // no patch: the Plugin contract's "no change"
 	}
 	if !taskrec.Writable(trigger, "extra") {
 		return nil, fmt.Errorf("changing state on %s: %w (it may be changed on %s)", trigger, ErrReadOnly,
@@ -207,7 +207,7 @@ func sameJSON(a, b json.RawMessage) bool {
 	if json.Unmarshal(a, &x) != nil || json.Unmarshal(b, &y) != nil {
 		return false
 	}
-	xa, _ := json.Marshal(x)
-	ya, _ := json.Marshal(y)
-	return bytes.Equal(xa, ya)
+	xa, err1 := json.Marshal(x)
+	ya, err2 := json.Marshal(y)
+	return err1 == nil && err2 == nil && bytes.Equal(xa, ya)
 }

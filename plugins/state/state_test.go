@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"maps"
+	"slices"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -25,8 +27,8 @@ func payload(t *testing.T, trigger string, extra map[string]any) []byte {
 		rec["extra"] = extra
 	}
 	var doc any = rec
-	for i := len(path) - 1; i >= 0; i-- {
-		doc = map[string]any{path[i]: doc}
+	for _, p := range slices.Backward(path) {
+		doc = map[string]any{p: doc}
 	}
 	if trigger == events.StorageAdd {
 		doc.(map[string]any)["uuid"] = "t1"
@@ -80,9 +82,7 @@ func TestDiffUnderEveryContract(t *testing.T) {
 				require.NoError(t, err)
 
 				after := state.State{}
-				for k, v := range before {
-					after[k] = v
-				}
+				maps.Copy(after, before)
 				require.NoError(t, after.Set("n", 2))
 				require.NoError(t, after.Set("obj", map[string]any{"x": 3})) // replaced, not merged
 				require.NoError(t, after.Set("we/ird~key", []int{1}))
@@ -225,7 +225,7 @@ func TestNewSpecRefusesMisconfiguration(t *testing.T) {
 // (or a malformed state) into a plugin error.
 func TestPluginAdapter(t *testing.T) {
 	t.Parallel()
-	p := state.Plugin(func(_ context.Context, c *plugins.Call, s state.State) error {
+	p := state.Plugin(func(_ context.Context, _ *plugins.Call, s state.State) error {
 		n, _, err := state.Get[int](s, "n")
 		if err != nil {
 			return err

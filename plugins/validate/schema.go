@@ -278,11 +278,12 @@ func describe(err error, prefix string) string {
 			}
 			return
 		}
-		loc := prefix
+		var loc strings.Builder
+		loc.WriteString(prefix)
 		for _, tok := range e.InstanceLocation {
-			loc += "/" + strings.ReplaceAll(strings.ReplaceAll(tok, "~", "~0"), "/", "~1")
+			loc.WriteString("/" + strings.ReplaceAll(strings.ReplaceAll(tok, "~", "~0"), "/", "~1"))
 		}
-		line := loc + ": " + oneLine(e.ErrorKind.LocalizedString(printer))
+		line := loc.String() + ": " + oneLine(e.ErrorKind.LocalizedString(printer))
 		if !seen[line] {
 			seen[line] = true
 			parts = append(parts, line)

@@ -98,7 +98,7 @@ func (p *Plugin) Has(task string) bool {
 // a schema is valid as it is.
 func (p *Plugin) Check(task string, args, kw json.RawMessage) (newArgs, newKw json.RawMessage, changed bool, err error) {
 	r, err := p.check(task, args, kw)
-	if err != nil || r == nil {
+	if err != nil || !r.changed() {
 		return args, kw, false, err
 	}
 	newArgs, newKw = args, kw
@@ -112,41 +112,44 @@ func (p *Plugin) Check(task string, args, kw json.RawMessage) (newArgs, newKw js
 			return nil, nil, false, fmt.Errorf("encoding coerced kw: %w", err)
 		}
 	}
-	return newArgs, newKw, r.args != nil || r.kwPatch != nil, nil
+	return newArgs, newKw, true, nil
 }
 
-// result is a successful check that changed something: args replaces the
-// positional arguments when set; kwPatch is the merge patch of kw (whose
-// coerced form is kw) when set.
+// result is a successful check: args replaces the positional arguments
+// when set; kwPatch is the merge patch of kw (whose coerced form is kw)
+// when set. The zero result changes nothing.
 type result struct {
 	args    []any
 	kw      map[string]any
 	kwPatch map[string]any
 }
 
-func (p *Plugin) check(task string, args, kw json.RawMessage) (*result, error) {
+// changed reports whether r changes the arguments.
+func (r result) changed() bool { return r.args != nil || r.kwPatch != nil }
+
+func (p *Plugin) check(task string, args, kw json.RawMessage) (result, error) {
 	c, ok := p.schemas[task]
 	if !ok {
-		return nil, nil
+		return result{}, nil
 	}
 	var list []any
 	if len(args) > 0 && string(args) != "null" {
 		v, err := jsonschema.UnmarshalJSON(bytes.NewReader(args))
 		if err != nil {
-			return nil, fmt.Errorf("%w for task %s: args: %w", ErrInvalidArguments, task, err)
+			return result{}, fmt.Errorf("%w for task %s: args: %w", ErrInvalidArguments, task, err)
 		}
 		if list, ok = v.([]any); !ok {
-			return nil, fmt.Errorf("%w for task %s: args is not an array", ErrInvalidArguments, task)
+			return result{}, fmt.Errorf("%w for task %s: args is not an array", ErrInvalidArguments, task)
 		}
 	}
 	obj := map[string]any{}
 	if len(kw) > 0 && string(kw) != "null" {
 		v, err := jsonschema.UnmarshalJSON(bytes.NewReader(kw))
 		if err != nil {
-			return nil, fmt.Errorf("%w for task %s: kw: %w", ErrInvalidArguments, task, err)
+			return result{}, fmt.Errorf("%w for task %s: kw: %w", ErrInvalidArguments, task, err)
 		}
 		if obj, ok = v.(map[string]any); !ok {
-			return nil, fmt.Errorf("%w for task %s: kw is not an object", ErrInvalidArguments, task)
+			return result{}, fmt.Errorf("%w for task %s: kw is not an object", ErrInvalidArguments, task)
 		}
 	}
 	switch {
@@ -157,35 +160,35 @@ func (p *Plugin) check(task string, args, kw json.RawMessage) (*result, error) {
 		}
 		v := coerce(c.schema, list, 0)
 		if err := c.schema.Validate(v); err != nil {
-			return nil, fmt.Errorf("%w for task %s: %s", ErrInvalidArguments, task, describe(err, "/args"))
+			return result{}, fmt.Errorf("%w for task %s: %s", ErrInvalidArguments, task, describe(err, "/args"))
 		}
 		if equalJSON(orig, v) {
-			return nil, nil
+			return result{}, nil
 		}
-		return &result{args: v.([]any)}, nil
+		return result{args: v.([]any)}, nil
 	case len(obj) == 0 && len(list) == 1:
 		// A single positional argument is the whole input.
 		orig := deepCopy(list[0])
 		v := coerce(c.schema, list[0], 0)
 		if err := c.schema.Validate(v); err != nil {
-			return nil, fmt.Errorf("%w for task %s: %s", ErrInvalidArguments, task, describe(err, "/args/0"))
+			return result{}, fmt.Errorf("%w for task %s: %s", ErrInvalidArguments, task, describe(err, "/args/0"))
 		}
 		if equalJSON(orig, v) {
-			return nil, nil
+			return result{}, nil
 		}
-		return &result{args: []any{v}}, nil
+		return result{args: []any{v}}, nil
 	default:
 		orig := deepCopy(obj).(map[string]any)
 		v := coerce(c.schema, obj, 0)
 		if err := c.schema.Validate(v); err != nil {
-			return nil, fmt.Errorf("%w for task %s: %s", ErrInvalidArguments, task, describe(err, "/kw"))
+			return result{}, fmt.Errorf("%w for task %s: %s", ErrInvalidArguments, task, describe(err, "/kw"))
 		}
 		m, _ := v.(map[string]any)
 		diff := mergeDiff(orig, m)
 		if len(diff) == 0 {
-			return nil, nil
+			return result{}, nil
 		}
-		return &result{kw: m, kwPatch: diff}, nil
+		return result{kw: m, kwPatch: diff}, nil
 	}
 }
 
@@ -219,7 +222,7 @@ func (p *Plugin) Trigger(_ context.Context, call *plugins.Call) (*plugins.Patch,
 		return nil, err
 	case events.TaskExecutorArgsReplace:
 		r, err := p.check(call.TaskName, pl.Args, pl.Kw)
-		if err != nil || r == nil {
+		if err != nil || !r.changed() {
 			return nil, err
 		}
 		patch := map[string]any{}
@@ -231,5 +234,5 @@ func (p *Plugin) Trigger(_ context.Context, call *plugins.Call) (*plugins.Patch,
 		}
 		return plugins.MergePatch(patch)
 	}
-	return nil, nil
+	return nil, nil //nolint:nilnil // no patch: the Plugin contract's "no change"
 }

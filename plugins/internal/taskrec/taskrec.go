@@ -108,16 +108,16 @@ func Record(trigger string, payload []byte) (map[string]json.RawMessage, error) 
 	if err := json.Unmarshal(payload, &m); err != nil {
 		return nil, fmt.Errorf("%w: %s payload is not a JSON object: %w", ErrMalformed, trigger, err)
 	}
-	where := ""
+	var where strings.Builder
 	for _, k := range p {
-		where += "/" + k
+		where.WriteString("/" + k)
 		v, ok := m[k]
 		if !ok || string(v) == "null" {
-			return nil, fmt.Errorf("%w: %s payload has no %s", ErrMalformed, trigger, where)
+			return nil, fmt.Errorf("%w: %s payload has no %s", ErrMalformed, trigger, where.String())
 		}
 		m = nil
 		if err := json.Unmarshal(v, &m); err != nil {
-			return nil, fmt.Errorf("%w: %s payload: %s is not a JSON object", ErrMalformed, trigger, where)
+			return nil, fmt.Errorf("%w: %s payload: %s is not a JSON object", ErrMalformed, trigger, where.String())
 		}
 	}
 	if m == nil {
@@ -135,7 +135,7 @@ func Extra(trigger string, payload []byte) (map[string]json.RawMessage, error) {
 	}
 	v, ok := rec["extra"]
 	if !ok || string(v) == "null" {
-		return nil, nil
+		return nil, nil //nolint:nilnil // no extra: a nil map, which reads as empty
 	}
 	var extra map[string]json.RawMessage
 	if err := json.Unmarshal(v, &extra); err != nil {

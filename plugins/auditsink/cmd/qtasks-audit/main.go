@@ -30,10 +30,13 @@ import (
 	"github.com/qtasks/qtasks-go/plugins/auditsink"
 )
 
-func main() {
+func main() { os.Exit(mainCode()) }
+
+// mainCode is main but for the exit, so that its deferred calls run first.
+func mainCode() int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	os.Exit(cli.ExitCode("qtasks-audit", run(ctx, os.Args[1:], os.Stdout, os.Stderr), os.Stderr))
+	return cli.ExitCode("qtasks-audit", run(ctx, os.Args[1:], os.Stdout, os.Stderr), os.Stderr)
 }
 
 var (
@@ -74,7 +77,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return usagef("--max-size %q: %v", *maxSize, err)
 	}
 	var trig []string
-	for _, t := range strings.Split(*triggers, ",") {
+	for t := range strings.SplitSeq(*triggers, ",") {
 		if t = strings.TrimSpace(t); t != "" {
 			trig = append(trig, t)
 		}
@@ -110,7 +113,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	log.Info("qtasks-audit ready", "dir", *dir, "max_size", size, "triggers", trig)
+	log.InfoContext(ctx, "qtasks-audit ready", "dir", *dir, "max_size", size, "triggers", trig)
 	fmt.Fprintln(stdout, "ready")
 	<-ctx.Done()
 	sctx, scancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)

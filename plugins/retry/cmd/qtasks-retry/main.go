@@ -25,10 +25,13 @@ import (
 
 const cmd = "qtasks-retry"
 
-func main() {
+func main() { os.Exit(mainCode()) }
+
+// mainCode is main but for the exit, so that its deferred calls run first.
+func mainCode() int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	os.Exit(cli.ExitCode(cmd, run(ctx, os.Args[1:], os.Stdout, os.Stderr), os.Stderr))
+	return cli.ExitCode(cmd, run(ctx, os.Args[1:], os.Stdout, os.Stderr), os.Stderr)
 }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {

@@ -22,7 +22,10 @@ import (
 	"github.com/qtasks/qtasks-go/plugins/replay/internal/testplugin"
 )
 
-func main() {
+func main() { os.Exit(mainCode()) }
+
+// mainCode is main but for the exit, so that its deferred calls run first.
+func mainCode() int {
 	url := flag.String("nats-url", os.Getenv("QTASKS_NATS_URL"), "NATS server URL")
 	version := flag.String("version", "1", "plugin version: 1 or 2")
 	crashAt := flag.String("crash-at", "", "exit with status 3 on these kw.n (comma-separated)")
@@ -38,25 +41,28 @@ func main() {
 	if *serveDir != "" {
 		if err := serve(ctx, log, *serveDir); err != nil {
 			log.Error("testplugin", "err", err)
-			os.Exit(1)
+			return 1
 		}
-		return
+		return 0
 	}
-	p := &testplugin.Plugin{Version: *version, CrashAt: ints(*crashAt), HangAt: ints(*hangAt),
-		Crash: func() { os.Exit(3) }}
+	p := &testplugin.Plugin{
+		Version: *version, CrashAt: ints(*crashAt), HangAt: ints(*hangAt),
+		Crash: func() { os.Exit(3) },
+	}
 	cfg := bus.Config{URL: *url, Name: "plugin-" + testplugin.Name, Logger: log}
 	if *leastRights {
 		cfg.Plugin = testplugin.Name
 	}
 	if err := run(ctx, cfg, p, *concurrency); err != nil {
 		log.Error("testplugin", "err", err)
-		os.Exit(1)
+		return 1
 	}
+	return 0
 }
 
 func ints(s string) []int {
 	var out []int
-	for _, f := range strings.Split(s, ",") {
+	for f := range strings.SplitSeq(s, ",") {
 		if n, err := strconv.Atoi(strings.TrimSpace(f)); err == nil {
 			out = append(out, n)
 		}
