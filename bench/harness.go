@@ -56,7 +56,8 @@ type Config struct {
 	MemProfile              string
 	// QtasksdHeap, when set, makes qtasksd/rss serve qtasksd's profiles
 	// (--pprof) and save its heap profile to QtasksdHeap.phaseN at the end
-	// of each phase.
+	// of each phase, qtasksd's stderr to QtasksdHeap.log and the bytes of
+	// each stream on disk to QtasksdHeap.streams.
 	QtasksdHeap string
 	From        string
 	Verbose     bool
