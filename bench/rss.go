@@ -5,6 +5,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"io/fs"
+	"net/http"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
@@ -27,7 +31,17 @@ import (
 // peak is no higher than the second phase's (the first includes start-up
 // growth).
 func benchRSS(ctx context.Context, h *Harness, rep int) error {
-	qd, err := h.startQtasksd("--concurrency", strconv.Itoa(h.cfg.Concurrency), "--record", "all")
+	args := []string{"--concurrency", strconv.Itoa(h.cfg.Concurrency), "--record", "all"}
+	httpAddr := ""
+	if h.cfg.QtasksdHeap != "" {
+		port, err := freePort()
+		if err != nil {
+			return err
+		}
+		httpAddr = "127.0.0.1:" + strconv.Itoa(port)
+		args = append(args, "--http", httpAddr, "--pprof")
+	}
+	qd, err := h.startQtasksd(args...)
 	if err != nil {
 		return err
 	}
@@ -104,9 +118,19 @@ func benchRSS(ctx context.Context, h *Harness, rep int) error {
 		mu.Lock()
 		peaks = append(peaks, phasePeak)
 		mu.Unlock()
+		if httpAddr != "" {
+			if err := saveURL(ctx, "http://"+httpAddr+"/debug/pprof/heap", fmt.Sprintf("%s.phase%d", h.cfg.QtasksdHeap, len(peaks))); err != nil {
+				return err
+			}
+		}
 	}
 	el := time.Since(t0)
 	cpu := pidCPU(pid) + selfCPU() - cpu0
+	if h.cfg.QtasksdHeap != "" {
+		if err := saveStreamSizes(filepath.Join(qd.dir, "jetstream"), h.cfg.QtasksdHeap+".streams"); err != nil {
+			return err
+		}
+	}
 	hwm, err := procStatusKB(pid, "VmHWM")
 	if err != nil {
 		return err
@@ -128,8 +152,50 @@ func benchRSS(ctx context.Context, h *Harness, rep int) error {
 	return nil
 }
 
+// saveStreamSizes writes the bytes on disk of each stream in the embedded
+// server's store directory dir (the server adds "jetstream") to the file path, one "name bytes" a line.
+func saveStreamSizes(dir, path string) error {
+	var b strings.Builder
+	streams, _ := filepath.Glob(filepath.Join(dir, "jetstream", "*", "streams", "*"))
+	for _, s := range streams {
+		size := int64(0)
+		_ = filepath.WalkDir(s, func(_ string, d fs.DirEntry, err error) error {
+			if err == nil && !d.IsDir() {
+				if fi, err := d.Info(); err == nil {
+					size += fi.Size()
+				}
+			}
+			return nil
+		})
+		fmt.Fprintf(&b, "%s %d\n", filepath.Base(s), size)
+	}
+	return os.WriteFile(path, []byte(b.String()), 0o600)
+}
+
+// saveURL writes the body of a GET of url to the file path.
+func saveURL(ctx context.Context, url, path string) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, http.NoBody)
+	if err != nil {
+		return err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("GET %s: %s", url, resp.Status)
+	}
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(path, b, 0o600)
+}
+
 // qtasksd is a qtasksd process the harness started.
 type qtasksd struct {
+	dir  string // its --data-dir
 	url  string
 	pid  int
 	stop func()
@@ -170,7 +236,15 @@ func (h *Harness) startQtasksd(extra ...string) (*qtasksd, error) {
 		sc := bufio.NewScanner(stderr)
 		sc.Buffer(make([]byte, 64*1024), 1<<20)
 		once := sync.Once{}
+		var logf *os.File
+		if h.cfg.QtasksdHeap != "" { // qtasksd's whole stderr, GODEBUG=gctrace=1 included
+			logf, _ = os.OpenFile(h.cfg.QtasksdHeap+".log", os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+			defer logf.Close()
+		}
 		for sc.Scan() {
+			if logf != nil {
+				fmt.Fprintln(logf, sc.Text())
+			}
 			tail.add(sc.Text())
 			if strings.Contains(sc.Text(), `"qtasksd ready"`) {
 				once.Do(func() { close(ready) })
@@ -196,7 +270,7 @@ func (h *Harness) startQtasksd(extra ...string) (*qtasksd, error) {
 		stop()
 		return nil, errors.New("qtasksd not ready in time")
 	}
-	return &qtasksd{url: "nats://127.0.0.1:" + strconv.Itoa(port), pid: cmd.Process.Pid, stop: stop}, nil
+	return &qtasksd{dir: dir, url: "nats://127.0.0.1:" + strconv.Itoa(port), pid: cmd.Process.Pid, stop: stop}, nil
 }
 
 // lastLines keeps the last lines written, for error messages.

@@ -25,15 +25,6 @@ import (
 )
 
 // runFlags configure the daemon.
-// defaultMemoryLimitMiB is qtasksd's soft memory limit. Most of its live
-// heap is the embedded server's cache of recently written blocks (about ten
-// seconds of writes: some 100 MB at 300 tasks/s with every trigger
-// recorded); without a limit the GC lets the heap grow to twice that. At
-// 192 MiB the peak RSS of the bench harness's load fell from 316 to 213 MB
-// for the same CPU per task (docs/BENCHMARKS-HARNESS.md). Under a heavier
-// load the GC spends more CPU (at most half of it) before the limit gives.
-const defaultMemoryLimitMiB = 192
-
 type runFlags struct {
 	conn        connFlags
 	dataDir     string
@@ -112,7 +103,7 @@ func (m *Main) run(ctx context.Context, args []string) error {
 	fs.StringVar(&f.httpCert, "http-tls-cert", envOr("QTASKS_HTTP_TLS_CERT", ""), "serve HTTP over TLS with this certificate (PEM) (QTASKS_HTTP_TLS_CERT)")
 	fs.StringVar(&f.httpKey, "http-tls-key", envOr("QTASKS_HTTP_TLS_KEY", ""), "the key of --http-tls-cert (PEM) (QTASKS_HTTP_TLS_KEY)")
 	f.server.register(fs)
-	fs.IntVar(&f.memLimitMiB, "memory-limit", defaultMemoryLimitMiB, "soft limit of the process's Go memory, in MiB: near it the GC works harder rather than let the heap grow to twice what is live; 0: no limit; GOMEMLIMIT, when set, wins (QTASKS_MEMORY_LIMIT)")
+	fs.IntVar(&f.memLimitMiB, "memory-limit", memoryLimitDefault(), "soft limit of the process's Go memory, in MiB: near it the GC works harder rather than let the heap grow to twice what is live; default 192, or 3/4 of the cgroup's memory limit when lower; 0: no limit; GOMEMLIMIT, when set, wins (QTASKS_MEMORY_LIMIT)")
 	fs.StringVar(&f.logLevel, "log-level", envOr("LOG_LEVEL", "info"), "debug, info, warn or error (LOG_LEVEL)")
 	fs.BoolVar(&f.noWorker, "no-worker", false, "run no worker (only the embedded server and HTTP)")
 	fs.IntVar(&f.replicas, "replicas", 1, "stream replicas; 3 on a cluster (QTASKS_REPLICAS)")

@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -60,18 +61,23 @@ func freePort(tb testing.TB) int {
 // node is one nats-server process; it keeps its name, ports and store
 // across restarts.
 type node struct {
-	t    testing.TB
-	name string
-	port int
-	conf string
-	proc *testkit.Proc
+	t        testing.TB
+	name     string
+	port     int
+	profPort int // nats-server's prof_port (Go's profiles over HTTP); 0: none
+	conf     string
+	proc     *testkit.Proc
 }
 
 func (n *node) url() string { return "nats://127.0.0.1:" + strconv.Itoa(n.port) }
 
 func (n *node) start() {
 	n.t.Helper()
-	n.proc = testkit.StartProc(n.t, "", bin("nats-server"), "-c", n.conf)
+	cmd := exec.Command(bin("nats-server"), "-c", n.conf) //nolint:noctx // testkit.StartProcCmd kills it at cleanup
+	if *soakServerMem != "" {
+		cmd.Env = append(os.Environ(), "GOMEMLIMIT="+*soakServerMem)
+	}
+	n.proc = testkit.StartProcCmd(n.t, cmd)
 }
 
 // kill stops the server with SIGKILL: no goodbye to its peers, no flush.
@@ -107,6 +113,10 @@ func startCluster(tb testing.TB, size int) *cluster {
 		n := &node{t: tb, name: fmt.Sprintf("n%d", i+1), port: freePort(tb)}
 		var conf strings.Builder
 		fmt.Fprintf(&conf, "server_name: %q\nlisten: \"127.0.0.1:%d\"\n", n.name, n.port)
+		if *soakHeap != "" {
+			n.profPort = freePort(t)
+			fmt.Fprintf(&conf, "prof_port: %d\n", n.profPort)
+		}
 		fmt.Fprintf(&conf, "jetstream {\n  store_dir: %q\n  max_memory_store: 64MB\n  max_file_store: 4GB\n}\n", filepath.Join(dir, n.name))
 		if size > 1 {
 			var routes []string

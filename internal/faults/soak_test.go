@@ -5,6 +5,8 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -25,11 +27,13 @@ import (
 )
 
 var (
-	soakTasks = flag.Int("soak-tasks", 100_000, "TestSoak: tasks to submit")
-	soakRate  = flag.Float64("soak-rate", 200, "TestSoak: submissions a second to aim at, in all")
-	soakKill  = flag.Duration("soak-kill-every", time.Minute, "TestSoak: how often a stream leader is killed")
-	soakFor   = flag.Duration("soak-for", 0, "TestSoak: stop submitting after this long even if fewer tasks were submitted (0: no limit)")
-	soakOut   = flag.String("soak-out", "../../docs", "TestSoak: where FAULTS-soak.md and soak.svg are written")
+	soakTasks     = flag.Int("soak-tasks", 100_000, "TestSoak: tasks to submit")
+	soakRate      = flag.Float64("soak-rate", 200, "TestSoak: submissions a second to aim at, in all")
+	soakKill      = flag.Duration("soak-kill-every", time.Minute, "TestSoak: how often a stream leader is killed")
+	soakFor       = flag.Duration("soak-for", 0, "TestSoak: stop submitting after this long even if fewer tasks were submitted (0: no limit)")
+	soakOut       = flag.String("soak-out", "../../docs", "TestSoak: where FAULTS-soak.md and soak.svg are written")
+	soakServerMem = flag.String("soak-server-memlimit", "", "TestSoak: GOMEMLIMIT of the nats-server processes, e.g. 512MiB (default: none, as the server runs by default)")
+	soakHeap      = flag.String("soak-heap", "", "TestSoak: save each nats-server's heap profile to DIR/<node>.heap whenever its RSS reaches a new peak (the nodes serve prof_port)")
 )
 
 // soakSample is the state of a soak run at one moment.
@@ -71,6 +75,7 @@ func TestSoak(t *testing.T) {
 
 	// pids of the processes to sample, by label; nodes change on restart.
 	var pids sync.Map
+	peakHeap := map[string]int64{} // node → RSS at its last saved heap profile
 	setNodePids := func() {
 		for _, n := range c.nodes {
 			if n.running() {
@@ -111,6 +116,16 @@ func TestSoak(t *testing.T) {
 				}
 				return true
 			})
+			if *soakHeap != "" {
+				for _, n := range c.nodes {
+					if rss := s.RSS["nats-server "+n.name]; rss > peakHeap[n.name] && n.profPort != 0 {
+						if saveHeap(n.profPort, filepath.Join(*soakHeap, n.name+".heap")) == nil {
+							peakHeap[n.name] = rss
+							t.Logf("heap profile of %s at RSS %d MiB", n.name, rss>>20)
+						}
+					}
+				}
+			}
 			mu.Lock()
 			samples = append(samples, s)
 			mu.Unlock()
@@ -209,6 +224,30 @@ func countFinals(ctx context.Context, t *testing.T, b *bus.Bus, n *atomic.Int64)
 		t.Fatal(err)
 	}
 	t.Cleanup(cc.Stop)
+}
+
+// saveHeap writes the heap profile a nats-server serves on its prof_port
+// to path.
+func saveHeap(port int, path string) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://127.0.0.1:"+strconv.Itoa(port)+"/debug/pprof/heap", http.NoBody)
+	if err != nil {
+		return err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("heap profile: %s", resp.Status)
+	}
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(path, b, 0o600)
 }
 
 // readRSS is the resident set of pid in bytes (0 when it cannot be read).
