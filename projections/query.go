@@ -153,30 +153,39 @@ func parseTS(s sql.NullString) time.Time {
 
 // Task returns a task and its attempts, or ErrNotFound.
 func (d *DB) Task(ctx context.Context, id string) (Task, error) {
-	t, err := scanTask(d.queryRow(ctx, `SELECT `+taskColumns+` FROM tasks WHERE key = (SELECT key FROM task_keys WHERE id = ?)`, id))
-	if errors.Is(err, sql.ErrNoRows) {
-		return Task{}, fmt.Errorf("task %s: %w", id, ErrNotFound)
-	}
-	if err != nil {
-		return Task{}, fmt.Errorf("reading task %s: %w", id, err)
-	}
-	t.Attempts, err = d.attempts(ctx, id)
+	_, t, err := d.taskWithKey(ctx, id)
 	return t, err
 }
 
-func (d *DB) attempts(ctx context.Context, id string) ([]Attempt, error) {
+// taskWithKey returns a task with its attempts, and its key in the
+// projection, for the reads about it that follow; or ErrNotFound.
+func (d *DB) taskWithKey(ctx context.Context, id string) (int64, Task, error) {
+	r := newTaskScan()
+	var key int64
+	r.dest = append([]any{&key}, r.dest...)
+	t, err := r.scan(d.queryRow(ctx, `SELECT key, `+taskColumns+` FROM tasks WHERE key = (SELECT key FROM task_keys WHERE id = ?)`, id))
+	if errors.Is(err, sql.ErrNoRows) {
+		return 0, Task{}, fmt.Errorf("task %s: %w", id, ErrNotFound)
+	}
+	if err != nil {
+		return 0, Task{}, fmt.Errorf("reading task %s: %w", id, err)
+	}
+	t.Attempts, err = d.attempts(ctx, id, key)
+	return key, t, err
+}
+
+func (d *DB) attempts(ctx context.Context, id string, key int64) ([]Attempt, error) {
 	rows, err := d.query(ctx, `SELECT attempt, status, worker, runs, queued_at, started_at, executed_at, finished_at,
-		result, error, reason, retry_parent, retry_child, final_seq FROM attempts
-		WHERE task_key = (SELECT key FROM task_keys WHERE id = ?) ORDER BY attempt`, id)
+		result, error, reason, retry_parent, retry_child, final_seq FROM attempts WHERE task_key = ? ORDER BY attempt`, key)
 	if err != nil {
 		return nil, fmt.Errorf("reading attempts of %s: %w", id, err)
 	}
 	defer rows.Close()
 	var out []Attempt
+	var queued, started, executed, finished, result sql.NullString
+	var final sql.NullInt64
 	for rows.Next() {
 		var a Attempt
-		var queued, started, executed, finished, result sql.NullString
-		var final sql.NullInt64
 		if err := rows.Scan(&a.Attempt, &a.Status, &a.Worker, &a.Runs, &queued, &started, &executed, &finished, &result,
 			&a.Error, &a.Reason, &a.RetryParent, &a.RetryChild, &final); err != nil {
 			return nil, fmt.Errorf("reading attempts of %s: %w", id, err)
@@ -390,70 +399,123 @@ func (d *DB) Timeline(ctx context.Context, id string) (Timeline, error) {
 // projector stored with each fact, but for a firing with such a shadow,
 // whose changes are computed here (factDiffs).
 func (d *DB) TimelineOf(ctx context.Context, id string, shadowOf func(shadow string) string) (Timeline, error) {
-	t, err := d.Task(ctx, id)
+	r, err := d.readTimeline(ctx, id)
 	if err != nil {
 		return Timeline{}, err
 	}
-	tl := Timeline{Task: t, Entries: []Entry{}}
-	seqs, err := d.pluginEventSeqs(ctx, id)
-	if err != nil {
-		return Timeline{}, err
-	}
-	rows, err := d.query(ctx, `SELECT seq, idx, time, trigger, component, attempt, run, event_id, source, data,
-		coalesce(replay, ''), diffs FROM facts WHERE task_key = (SELECT key FROM task_keys WHERE id = ?) ORDER BY pos`, id)
-	if err != nil {
-		return Timeline{}, fmt.Errorf("reading timeline of %s: %w", id, err)
-	}
-	defer rows.Close()
-	for rows.Next() {
-		var e Entry
-		var at sql.NullString
-		var seq int64
-		var data, stored []byte
-		if err := rows.Scan(&seq, &e.Index, &at, &e.Trigger, &e.Component, &e.Attempt, &e.Run, &e.EventID, &e.Source, &data, &e.Replay, &stored); err != nil {
-			return Timeline{}, fmt.Errorf("reading timeline of %s: %w", id, err)
-		}
-		var f events.Fact
-		if err := decodeFact(data, &f); err != nil {
-			return Timeline{}, fmt.Errorf("reading timeline of %s: fact %d: %w", id, seq, err)
-		}
-		e.Seq, e.Time, e.Input, e.Output, e.Failed = uint64(seq), parseTS(at), f.Input, f.Output, f.Failed
-		diffs, err := factDiffs(e.Trigger, &f, stored, shadowOf)
+	tl := Timeline{Task: r.task, Entries: make([]Entry, 0, len(r.facts)), Actions: r.actions}
+	for i := range r.facts {
+		fr := &r.facts[i]
+		diffs, err := factDiffs(fr.e.Trigger, &fr.f, fr.stored, shadowOf)
 		if err != nil {
-			return Timeline{}, fmt.Errorf("reading timeline of %s: fact %d: %w", id, seq, err)
+			return Timeline{}, fmt.Errorf("reading timeline of %s: fact %d: %w", id, fr.e.Seq, err)
 		}
-		for i, c := range f.Calls {
-			call := Call{FactSeq: e.Seq, FactIdx: e.Index, Idx: i, TaskID: id, Trigger: e.Trigger, Attempt: e.Attempt, Plugin: c.Plugin,
-				Version: c.Version, Invocation: c.Invocation, Outcome: string(c.Outcome), Policy: c.Policy, Reason: c.Reason,
-				ContentType: c.ContentType, Patch: c.Patch, LatencyUS: c.LatencyUS, Shadow: c.Shadow,
-				InvokeSeq: c.InvokeSeq, PatchSeq: c.PatchSeq}
-			if call.InvokeSeq == 0 {
-				call.InvokeSeq = seqs["invoke\x00"+c.Invocation]
+		e := fr.e
+		if len(fr.f.Calls) > 0 {
+			e.Calls = make([]Call, len(fr.f.Calls))
+			for j := range fr.f.Calls {
+				e.Calls[j] = r.call(fr, j, diffs)
 			}
-			if call.PatchSeq == 0 {
-				call.PatchSeq = seqs["patch\x00"+c.Invocation]
-			}
-			if diffs != nil {
-				call.Changes = diffs[i]
-			}
-			e.Calls = append(e.Calls, call)
 		}
 		tl.Entries = append(tl.Entries, e)
-	}
-	if err := rows.Err(); err != nil {
-		return Timeline{}, fmt.Errorf("reading timeline of %s: %w", id, err)
-	}
-	if tl.Actions, err = d.TaskActions(ctx, id); err != nil {
-		return Timeline{}, err
 	}
 	return tl, nil
 }
 
+// timelineRows is what a task's timeline is made of, as read by
+// readTimeline: Timeline builds its structs from it, AppendTimelineJSON
+// its JSON.
+type timelineRows struct {
+	id      string
+	task    Task
+	facts   []factRow
+	seqs    map[string]uint64 // pluginEventSeqs; nil when no call needs it
+	actions []Action
+}
+
+// factRow is one fact of a timeline: the entry without its calls, the
+// fact's data decoded, and its stored diffs column.
+type factRow struct {
+	e      Entry
+	f      events.Fact
+	stored []byte
+}
+
+// readTimeline reads task id's timeline: the task and its attempts, its
+// facts in stream order, the plugin events' sequences for the calls whose
+// fact does not carry them, and the operators' actions. The task's key is
+// looked up once, and the plugin events are read only when a call lacks a
+// sequence (facts written before the executor recorded them).
+func (d *DB) readTimeline(ctx context.Context, id string) (*timelineRows, error) {
+	key, t, err := d.taskWithKey(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	r := &timelineRows{id: id, task: t}
+	rows, err := d.query(ctx, `SELECT seq, idx, time, trigger, component, attempt, run, event_id, source, data,
+		coalesce(replay, ''), diffs FROM facts WHERE task_key = ? ORDER BY pos`, key)
+	if err != nil {
+		return nil, fmt.Errorf("reading timeline of %s: %w", id, err)
+	}
+	defer rows.Close()
+	var at sql.NullString
+	var seq int64
+	var data []byte
+	needSeqs := false
+	for rows.Next() {
+		r.facts = append(r.facts, factRow{})
+		fr := &r.facts[len(r.facts)-1]
+		e := &fr.e
+		if err := rows.Scan(&seq, &e.Index, &at, &e.Trigger, &e.Component, &e.Attempt, &e.Run, &e.EventID, &e.Source, &data, &e.Replay, &fr.stored); err != nil {
+			return nil, fmt.Errorf("reading timeline of %s: %w", id, err)
+		}
+		if err := decodeFact(data, &fr.f); err != nil {
+			return nil, fmt.Errorf("reading timeline of %s: fact %d: %w", id, seq, err)
+		}
+		e.Seq, e.Time, e.Input, e.Output, e.Failed = uint64(seq), parseTS(at), fr.f.Input, fr.f.Output, fr.f.Failed
+		for _, c := range fr.f.Calls {
+			needSeqs = needSeqs || c.InvokeSeq == 0 || c.PatchSeq == 0
+		}
+		data = nil // the fact's fields point into this row's copy
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("reading timeline of %s: %w", id, err)
+	}
+	if needSeqs {
+		if r.seqs, err = d.pluginEventSeqs(ctx, id, key); err != nil {
+			return nil, err
+		}
+	}
+	if r.actions, err = d.actions(ctx, `WHERE o.task_key = ? ORDER BY o.seq`, key); err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+// call is call j of fact fr as the timeline shows it.
+func (r *timelineRows) call(fr *factRow, j int, diffs [][]Change) Call {
+	c := &fr.f.Calls[j]
+	call := Call{FactSeq: fr.e.Seq, FactIdx: fr.e.Index, Idx: j, TaskID: r.id, Trigger: fr.e.Trigger, Attempt: fr.e.Attempt,
+		Plugin: c.Plugin, Version: c.Version, Invocation: c.Invocation, Outcome: string(c.Outcome), Policy: c.Policy,
+		Reason: c.Reason, ContentType: c.ContentType, Patch: c.Patch, LatencyUS: c.LatencyUS, Shadow: c.Shadow,
+		InvokeSeq: c.InvokeSeq, PatchSeq: c.PatchSeq}
+	if call.InvokeSeq == 0 {
+		call.InvokeSeq = r.seqs["invoke\x00"+c.Invocation]
+	}
+	if call.PatchSeq == 0 {
+		call.PatchSeq = r.seqs["patch\x00"+c.Invocation]
+	}
+	if diffs != nil {
+		call.Changes = diffs[j]
+	}
+	return call
+}
+
 // pluginEventSeqs maps "kind\x00invocation" to the sequence of the first
-// invocation or patch event of that invocation, for task id.
-func (d *DB) pluginEventSeqs(ctx context.Context, id string) (map[string]uint64, error) {
+// invocation or patch event of that invocation, for task id (key).
+func (d *DB) pluginEventSeqs(ctx context.Context, id string, key int64) (map[string]uint64, error) {
 	rows, err := d.query(ctx, `SELECT kind, invocation, min(seq) FROM plugin_events
-		WHERE task_key = (SELECT key FROM task_keys WHERE id = ?) GROUP BY kind, invocation`, id)
+		WHERE task_key = ? GROUP BY kind, invocation`, key)
 	if err != nil {
 		return nil, fmt.Errorf("reading plugin events of %s: %w", id, err)
 	}
