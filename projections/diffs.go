@@ -51,10 +51,11 @@ func factDiffs(trigger string, f *events.Fact, stored []byte, shadowOf func(stri
 	}
 	out, ok := decodeDiffs(stored)
 	if !ok {
-		out = nil
-		if err := json.Unmarshal(stored, &out); err != nil {
+		var slow [][]Change // a variable of its own: &slow moves it to the heap
+		if err := json.Unmarshal(stored, &slow); err != nil {
 			return nil, fmt.Errorf("diffs: %w", err)
 		}
+		out = slow
 	}
 	if len(out) != len(f.Calls) {
 		return nil, fmt.Errorf("diffs: %d for %d calls", len(out), len(f.Calls))

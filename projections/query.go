@@ -176,7 +176,7 @@ func (d *DB) taskWithKey(ctx context.Context, id string) (int64, Task, error) {
 
 func (d *DB) attempts(ctx context.Context, id string, key int64) ([]Attempt, error) {
 	rows, err := d.query(ctx, `SELECT attempt, status, worker, runs, queued_at, started_at, executed_at, finished_at,
-		result, error, reason, retry_parent, retry_child, final_seq FROM attempts WHERE task_key = ? ORDER BY attempt`, key)
+		result, error, reason, retry_parent, retry_child, final_seq FROM attempts WHERE task_key = +? ORDER BY attempt`, key)
 	if err != nil {
 		return nil, fmt.Errorf("reading attempts of %s: %w", id, err)
 	}
@@ -453,7 +453,7 @@ func (d *DB) readTimeline(ctx context.Context, id string) (*timelineRows, error)
 	}
 	r := &timelineRows{id: id, task: t}
 	rows, err := d.query(ctx, `SELECT seq, idx, time, trigger, component, attempt, run, event_id, source, data,
-		coalesce(replay, ''), diffs FROM facts WHERE task_key = ? ORDER BY pos`, key)
+		coalesce(replay, ''), diffs FROM facts WHERE task_key = +? ORDER BY pos`, key)
 	if err != nil {
 		return nil, fmt.Errorf("reading timeline of %s: %w", id, err)
 	}
@@ -486,7 +486,7 @@ func (d *DB) readTimeline(ctx context.Context, id string) (*timelineRows, error)
 			return nil, err
 		}
 	}
-	if r.actions, err = d.actions(ctx, `WHERE o.task_key = ? ORDER BY o.seq`, key); err != nil {
+	if r.actions, err = d.actions(ctx, `WHERE o.task_key = +? ORDER BY o.seq`, key); err != nil {
 		return nil, err
 	}
 	return r, nil
@@ -515,7 +515,7 @@ func (r *timelineRows) call(fr *factRow, j int, diffs [][]Change) Call {
 // invocation or patch event of that invocation, for task id (key).
 func (d *DB) pluginEventSeqs(ctx context.Context, id string, key int64) (map[string]uint64, error) {
 	rows, err := d.query(ctx, `SELECT kind, invocation, min(seq) FROM plugin_events
-		WHERE task_key = ? GROUP BY kind, invocation`, key)
+		WHERE task_key = +? GROUP BY kind, invocation`, key)
 	if err != nil {
 		return nil, fmt.Errorf("reading plugin events of %s: %w", id, err)
 	}
