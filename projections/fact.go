@@ -97,10 +97,7 @@ func decodeCalls(val []byte) ([]events.PluginCall, bool) {
 	default:
 		return nil, false
 	}
-	elems, ok := validObject(val, buf[:0])
-	if !ok {
-		return nil, false
-	}
+	elems := splitValid(val, buf[:0])
 	// An empty array is an empty slice, not nil.
 	calls := make([]events.PluginCall, 0, len(elems))
 	var mbuf [16]member
@@ -109,10 +106,7 @@ func decodeCalls(val []byte) ([]events.PluginCall, bool) {
 		if doc[0] != '{' {
 			return nil, false
 		}
-		ms, ok := validObject(doc, mbuf[:0])
-		if !ok {
-			return nil, false
-		}
+		ms := splitValid(doc, mbuf[:0])
 		var c events.PluginCall
 		var seen uint32
 		for _, mb := range ms {

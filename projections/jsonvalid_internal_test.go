@@ -3,6 +3,7 @@ package projections
 import (
 	"bytes"
 	"encoding/json"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -21,6 +22,9 @@ func checkValidJSON(t *testing.T, data []byte) {
 	}
 	if !got {
 		return
+	}
+	if split := splitValid(data, nil); !slices.Equal(split, ms) {
+		t.Fatalf("splitValid(%q) = %v, validObject %v", data, split, ms)
 	}
 	var elems []json.RawMessage
 	var members map[string]json.RawMessage
