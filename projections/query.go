@@ -469,7 +469,7 @@ func (d *DB) readTimeline(ctx context.Context, id string) (*timelineRows, error)
 		if err := rows.Scan(&seq, &e.Index, &at, &e.Trigger, &e.Component, &e.Attempt, &e.Run, &e.EventID, &e.Source, &data, &e.Replay, &fr.stored); err != nil {
 			return nil, fmt.Errorf("reading timeline of %s: %w", id, err)
 		}
-		if err := decodeFact(data, &fr.f); err != nil {
+		if err := decodeStoredFact(data, &fr.f); err != nil {
 			return nil, fmt.Errorf("reading timeline of %s: fact %d: %w", id, seq, err)
 		}
 		e.Seq, e.Time, e.Input, e.Output, e.Failed = uint64(seq), parseTS(at), fr.f.Input, fr.f.Output, fr.f.Failed
