@@ -1,6 +1,7 @@
 package projections
 
 import (
+	"bytes"
 	"context"
 	"database/sql"
 	"encoding/base64"
@@ -399,38 +400,45 @@ func (d *DB) Timeline(ctx context.Context, id string) (Timeline, error) {
 // projector stored with each fact, but for a firing with such a shadow,
 // whose changes are computed here (factDiffs).
 func (d *DB) TimelineOf(ctx context.Context, id string, shadowOf func(shadow string) string) (Timeline, error) {
-	r, err := d.readTimeline(ctx, id)
+	tr, err := d.openTimeline(ctx, id)
 	if err != nil {
 		return Timeline{}, err
 	}
-	tl := Timeline{Task: r.task, Entries: make([]Entry, 0, len(r.facts)), Actions: r.actions}
-	for i := range r.facts {
-		fr := &r.facts[i]
+	tl := Timeline{Task: tr.task, Entries: []Entry{}}
+	err = tr.eachFact(ctx, false, func(fr *factRow) error {
 		diffs, err := factDiffs(fr.e.Trigger, &fr.f, fr.stored, shadowOf)
 		if err != nil {
-			return Timeline{}, fmt.Errorf("reading timeline of %s: fact %d: %w", id, fr.e.Seq, err)
+			return err
 		}
 		e := fr.e
 		if len(fr.f.Calls) > 0 {
 			e.Calls = make([]Call, len(fr.f.Calls))
 			for j := range fr.f.Calls {
-				e.Calls[j] = r.call(fr, j, diffs)
+				e.Calls[j] = tr.call(fr, j, diffs)
 			}
 		}
 		tl.Entries = append(tl.Entries, e)
+		return nil
+	})
+	if err != nil {
+		return Timeline{}, err
+	}
+	if tl.Actions, err = tr.actions(ctx); err != nil {
+		return Timeline{}, err
 	}
 	return tl, nil
 }
 
-// timelineRows is what a task's timeline is made of, as read by
-// readTimeline: Timeline builds its structs from it, AppendTimelineJSON
-// its JSON.
-type timelineRows struct {
-	id      string
-	task    Task
-	facts   []factRow
-	seqs    map[string]uint64 // pluginEventSeqs; nil when no call needs it
-	actions []Action
+// timelineReader reads a task's timeline in the order its JSON has it,
+// for Timeline to build its structs and AppendTimelineJSON to write JSON
+// as it reads: the task with its attempts, then each fact (eachFact), then
+// the operators' actions. The task's key is looked up once.
+type timelineReader struct {
+	d    *DB
+	id   string
+	key  int64
+	task Task
+	seqs map[string]uint64 // pluginEventSeqs
 }
 
 // factRow is one fact of a timeline: the entry without its calls, the
@@ -441,69 +449,78 @@ type factRow struct {
 	stored []byte
 }
 
-// readTimeline reads task id's timeline: the task and its attempts, its
-// facts in stream order, the plugin events' sequences for the calls whose
-// fact does not carry them, and the operators' actions. The task's key is
-// looked up once, and the plugin events are read only when a call lacks a
-// sequence (facts written before the executor recorded them).
-func (d *DB) readTimeline(ctx context.Context, id string) (*timelineRows, error) {
+// openTimeline reads task id, its attempts, and the sequences of its
+// plugin events (for calls whose fact does not carry them), or returns
+// ErrNotFound.
+func (d *DB) openTimeline(ctx context.Context, id string) (*timelineReader, error) {
 	key, t, err := d.taskWithKey(ctx, id)
 	if err != nil {
 		return nil, err
 	}
-	r := &timelineRows{id: id, task: t}
-	rows, err := d.query(ctx, `SELECT seq, idx, time, trigger, component, attempt, run, event_id, source, data,
-		coalesce(replay, ''), diffs FROM facts WHERE task_key = +? ORDER BY pos`, key)
+	tr := &timelineReader{d: d, id: id, key: key, task: t}
+	if tr.seqs, err = d.pluginEventSeqs(ctx, id, key); err != nil {
+		return nil, err
+	}
+	return tr, nil
+}
+
+// eachFact calls fn with each fact of the task, in stream order. With
+// reuse, fn gets the same factRow each time, whose data (the fact's input,
+// output and patches, its stored diffs) is valid only until fn returns: the
+// rows are scanned into buffers reused from fact to fact.
+func (tr *timelineReader) eachFact(ctx context.Context, reuse bool, fn func(fr *factRow) error) error {
+	rows, err := tr.d.query(ctx, `SELECT seq, idx, time, trigger, component, attempt, run, event_id, source, data,
+		coalesce(replay, ''), diffs FROM facts WHERE task_key = +? ORDER BY pos`, tr.key)
 	if err != nil {
-		return nil, fmt.Errorf("reading timeline of %s: %w", id, err)
+		return fmt.Errorf("reading timeline of %s: %w", tr.id, err)
 	}
 	defer rows.Close()
 	var at sql.NullString
 	var seq int64
-	var data []byte
-	needSeqs := false
+	var data, stored sql.RawBytes
+	var fr factRow
 	for rows.Next() {
-		r.facts = append(r.facts, factRow{})
-		fr := &r.facts[len(r.facts)-1]
+		fr = factRow{}
 		e := &fr.e
-		if err := rows.Scan(&seq, &e.Index, &at, &e.Trigger, &e.Component, &e.Attempt, &e.Run, &e.EventID, &e.Source, &data, &e.Replay, &fr.stored); err != nil {
-			return nil, fmt.Errorf("reading timeline of %s: %w", id, err)
+		if err := rows.Scan(&seq, &e.Index, &at, &e.Trigger, &e.Component, &e.Attempt, &e.Run, &e.EventID, &e.Source, &data, &e.Replay, &stored); err != nil {
+			return fmt.Errorf("reading timeline of %s: %w", tr.id, err)
 		}
-		if err := decodeStoredFact(data, &fr.f); err != nil {
-			return nil, fmt.Errorf("reading timeline of %s: fact %d: %w", id, seq, err)
+		fr.stored = stored
+		fdata := []byte(data)
+		if !reuse {
+			fdata, fr.stored = bytes.Clone(data), bytes.Clone(stored)
+		}
+		if err := decodeStoredFact(fdata, &fr.f); err != nil {
+			return fmt.Errorf("reading timeline of %s: fact %d: %w", tr.id, seq, err)
 		}
 		e.Seq, e.Time, e.Input, e.Output, e.Failed = uint64(seq), parseTS(at), fr.f.Input, fr.f.Output, fr.f.Failed
-		for _, c := range fr.f.Calls {
-			needSeqs = needSeqs || c.InvokeSeq == 0 || c.PatchSeq == 0
+		if err := fn(&fr); err != nil {
+			return fmt.Errorf("reading timeline of %s: fact %d: %w", tr.id, seq, err)
 		}
-		data = nil // the fact's fields point into this row's copy
 	}
 	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("reading timeline of %s: %w", id, err)
+		return fmt.Errorf("reading timeline of %s: %w", tr.id, err)
 	}
-	if needSeqs {
-		if r.seqs, err = d.pluginEventSeqs(ctx, id, key); err != nil {
-			return nil, err
-		}
-	}
-	if r.actions, err = d.actions(ctx, `WHERE o.task_key = +? ORDER BY o.seq`, key); err != nil {
-		return nil, err
-	}
-	return r, nil
+	return nil
+}
+
+// actions reads the operators' actions on the task.
+func (tr *timelineReader) actions(ctx context.Context) ([]Action, error) {
+	return tr.d.actions(ctx, `WHERE o.task_key = +? ORDER BY o.seq`, tr.key)
 }
 
 // call is call j of fact fr as the timeline shows it.
-func (r *timelineRows) call(fr *factRow, j int, diffs [][]Change) Call {
+func (tr *timelineReader) call(fr *factRow, j int, diffs [][]Change) Call {
 	c := &fr.f.Calls[j]
-	call := Call{FactSeq: fr.e.Seq, FactIdx: fr.e.Index, Idx: j, TaskID: r.id, Trigger: fr.e.Trigger, Attempt: fr.e.Attempt,
+	call := Call{FactSeq: fr.e.Seq, FactIdx: fr.e.Index, Idx: j, TaskID: tr.id, Trigger: fr.e.Trigger, Attempt: fr.e.Attempt,
 		Plugin: c.Plugin, Version: c.Version, Invocation: c.Invocation, Outcome: string(c.Outcome), Policy: c.Policy,
 		Reason: c.Reason, ContentType: c.ContentType, Patch: c.Patch, LatencyUS: c.LatencyUS, Shadow: c.Shadow,
 		InvokeSeq: c.InvokeSeq, PatchSeq: c.PatchSeq}
 	if call.InvokeSeq == 0 {
-		call.InvokeSeq = r.seqs["invoke\x00"+c.Invocation]
+		call.InvokeSeq = tr.seqs["invoke\x00"+c.Invocation]
 	}
 	if call.PatchSeq == 0 {
-		call.PatchSeq = r.seqs["patch\x00"+c.Invocation]
+		call.PatchSeq = tr.seqs["patch\x00"+c.Invocation]
 	}
 	if diffs != nil {
 		call.Changes = diffs[j]

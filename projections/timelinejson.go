@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"fmt"
 	"strconv"
 )
 
@@ -17,37 +16,45 @@ import (
 // operator console"). TestAppendTimelineJSON holds it to json.Marshal of
 // TimelineOf.
 func (d *DB) AppendTimelineJSON(ctx context.Context, dst []byte, id string, shadowOf func(shadow string) string) ([]byte, error) {
-	r, err := d.readTimeline(ctx, id)
+	tr, err := d.openTimeline(ctx, id)
 	if err != nil {
 		return dst, err
 	}
 	dst = append(dst, `{"task":`...)
-	dst = r.task.AppendJSON(dst)
+	dst = tr.task.AppendJSON(dst)
 	dst = append(dst, `,"entries":[`...)
 	var calls []Call // one entry's at a time
-	for i := range r.facts {
-		fr := &r.facts[i]
+	first := true
+	err = tr.eachFact(ctx, true, func(fr *factRow) error {
 		diffs, err := factDiffs(fr.e.Trigger, &fr.f, fr.stored, shadowOf)
 		if err != nil {
-			return dst, fmt.Errorf("reading timeline of %s: fact %d: %w", id, fr.e.Seq, err)
+			return err
 		}
 		calls = calls[:0]
 		for j := range fr.f.Calls {
-			calls = append(calls, r.call(fr, j, diffs))
+			calls = append(calls, tr.call(fr, j, diffs))
 		}
-		e := fr.e
-		e.Calls = calls
-		if i > 0 {
+		fr.e.Calls = calls
+		if !first {
 			dst = append(dst, ',')
 		}
-		dst = e.appendJSON(dst)
+		first = false
+		dst = fr.e.appendJSON(dst)
+		return nil
+	})
+	if err != nil {
+		return dst, err
+	}
+	actions, err := tr.actions(ctx)
+	if err != nil {
+		return dst, err
 	}
 	dst = append(dst, `],"actions":[`...)
-	for i := range r.actions {
+	for i := range actions {
 		if i > 0 {
 			dst = append(dst, ',')
 		}
-		dst = r.actions[i].appendJSON(dst)
+		dst = actions[i].appendJSON(dst)
 	}
 	return append(dst, "]}"...), nil
 }
