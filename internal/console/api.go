@@ -288,9 +288,10 @@ type TimelineDetail struct {
 
 // timeline writes the timeline as projections.DB.AppendTimelineJSON
 // writes it, with the projection spliced in before the closing brace:
-// what json.Marshal writes for a TimelineDetail (TestTimelineJSON). The
-// task page polls it every 2 s, and building the structs and encoding
-// them by reflection was half its time (BenchmarkConsole).
+// what json.Marshal writes for a TimelineDetail (requireTimelineJSON in
+// the API tests). The task page polls it every 2 s, and building the
+// structs and encoding them by reflection was half its time
+// (BenchmarkConsole).
 func (s *server) timeline(w http.ResponseWriter, r *http.Request) {
 	buf := timelineBufs.Get().(*[]byte)
 	defer timelineBufs.Put(buf)
