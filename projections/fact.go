@@ -194,13 +194,13 @@ func setCallField(c *events.PluginCall, f int, val []byte) bool {
 	case cfInvocation:
 		return setString(&c.Invocation, val)
 	case cfOutcome:
-		return setString((*string)(&c.Outcome), val)
+		return setKnown((*string)(&c.Outcome), val, outcomes[:]) || setString((*string)(&c.Outcome), val)
 	case cfPolicy:
 		return setString(&c.Policy, val)
 	case cfReason:
 		return setString(&c.Reason, val)
 	case cfContentType:
-		return setString(&c.ContentType, val)
+		return setKnown(&c.ContentType, val, contentTypes[:]) || setString(&c.ContentType, val)
 	case cfPatch:
 		c.Patch = json.RawMessage(val)
 	case cfLatencyUS:
@@ -215,6 +215,30 @@ func setCallField(c *events.PluginCall, f int, val []byte) bool {
 		return setUint(&c.PatchSeq, val)
 	}
 	return true
+}
+
+// outcomes and contentTypes are the values of a call's outcome and content
+// type, which setKnown sets without allocating a string for each call.
+var (
+	outcomes = [...]string{string(events.OutcomeApplied), string(events.OutcomeNoChange), string(events.OutcomeRejected),
+		string(events.OutcomeTimeout), string(events.OutcomeError), string(events.OutcomeShadow)}
+	contentTypes = [...]string{events.ContentTypeJSONPatch, events.ContentTypeMergePatch, events.ContentTypeJSON}
+)
+
+// setKnown sets *p to the one of known that val (a JSON string without
+// escapes) spells, and reports whether one did.
+func setKnown(p *string, val []byte, known []string) bool {
+	if len(val) < 2 || val[0] != '"' {
+		return false
+	}
+	body := val[1 : len(val)-1]
+	for _, k := range known {
+		if string(body) == k {
+			*p = k
+			return true
+		}
+	}
+	return false
 }
 
 func setBool(p *bool, val []byte) bool {

@@ -159,46 +159,67 @@ func (d *DB) Task(ctx context.Context, id string) (Task, error) {
 }
 
 // taskWithKey returns a task with its attempts, and its key in the
-// projection, for the reads about it that follow; or ErrNotFound.
+// projection, for the reads about it that follow; or ErrNotFound. One
+// statement reads both: a row per attempt, the task's columns repeated
+// (a task has one attempt, and one more per retry).
 func (d *DB) taskWithKey(ctx context.Context, id string) (int64, Task, error) {
-	r := newTaskScan()
-	var key int64
-	r.dest = append([]any{&key}, r.dest...)
-	t, err := r.scan(d.queryRow(ctx, `SELECT key, `+taskColumns+` FROM tasks WHERE key = (SELECT key FROM task_keys WHERE id = ?)`, id))
-	if errors.Is(err, sql.ErrNoRows) {
-		return 0, Task{}, fmt.Errorf("task %s: %w", id, ErrNotFound)
-	}
+	rows, err := d.query(ctx, taskWithAttempts, id)
 	if err != nil {
 		return 0, Task{}, fmt.Errorf("reading task %s: %w", id, err)
 	}
-	t.Attempts, err = d.attempts(ctx, id, key)
-	return key, t, err
-}
-
-func (d *DB) attempts(ctx context.Context, id string, key int64) ([]Attempt, error) {
-	rows, err := d.query(ctx, `SELECT attempt, status, worker, runs, queued_at, started_at, executed_at, finished_at,
-		result, error, reason, retry_parent, retry_child, final_seq FROM attempts WHERE task_key = +? ORDER BY attempt`, key)
-	if err != nil {
-		return nil, fmt.Errorf("reading attempts of %s: %w", id, err)
-	}
 	defer rows.Close()
-	var out []Attempt
-	var queued, started, executed, finished, result sql.NullString
-	var final sql.NullInt64
+	r := newTaskScan()
+	var key int64
+	var a attemptScan
+	r.dest = append(append([]any{&key}, r.dest...), a.dests()...)
+	var t Task
+	found := false
 	for rows.Next() {
-		var a Attempt
-		if err := rows.Scan(&a.Attempt, &a.Status, &a.Worker, &a.Runs, &queued, &started, &executed, &finished, &result,
-			&a.Error, &a.Reason, &a.RetryParent, &a.RetryChild, &final); err != nil {
-			return nil, fmt.Errorf("reading attempts of %s: %w", id, err)
+		row, err := r.scan(rows)
+		if err != nil {
+			return 0, Task{}, fmt.Errorf("reading task %s: %w", id, err)
 		}
-		a.QueuedAt, a.StartedAt, a.ExecutedAt, a.FinishedAt = parseTS(queued), parseTS(started), parseTS(executed), parseTS(finished)
-		a.Result, a.FinalSeq = raw(result), uint64(final.Int64)
-		out = append(out, a)
+		if !found {
+			t, found = row, true
+		}
+		if a.attempt.Valid {
+			t.Attempts = append(t.Attempts, a.value())
+		}
 	}
 	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("reading attempts of %s: %w", id, err)
+		return 0, Task{}, fmt.Errorf("reading task %s: %w", id, err)
 	}
-	return out, nil
+	if !found {
+		return 0, Task{}, fmt.Errorf("task %s: %w", id, ErrNotFound)
+	}
+	return key, t, nil
+}
+
+// taskWithAttempts is taskWithKey's statement.
+var taskWithAttempts = `SELECT t.key, ` + prefixColumns("t.", taskColumns) + `, a.attempt, a.status, a.worker, a.runs,
+	a.queued_at, a.started_at, a.executed_at, a.finished_at, a.result, a.error, a.reason, a.retry_parent, a.retry_child,
+	a.final_seq FROM tasks t LEFT JOIN attempts a ON a.task_key = t.key
+	WHERE t.key = (SELECT key FROM task_keys WHERE id = ?) ORDER BY a.attempt`
+
+// attemptScan holds the destinations of an attempt's columns in
+// taskWithAttempts: NULL all of them for a task without attempts.
+type attemptScan struct {
+	attempt, runs, final                                     sql.NullInt64
+	status, worker, errText, reason, retryParent, retryChild sql.NullString
+	queued, started, executed, finished, result              sql.NullString
+}
+
+func (a *attemptScan) dests() []any {
+	return []any{&a.attempt, &a.status, &a.worker, &a.runs, &a.queued, &a.started, &a.executed, &a.finished, &a.result,
+		&a.errText, &a.reason, &a.retryParent, &a.retryChild, &a.final}
+}
+
+// value is the attempt of the current row.
+func (a *attemptScan) value() Attempt {
+	return Attempt{Attempt: int(a.attempt.Int64), Status: a.status.String, Worker: a.worker.String, Runs: int(a.runs.Int64),
+		QueuedAt: parseTS(a.queued), StartedAt: parseTS(a.started), ExecutedAt: parseTS(a.executed), FinishedAt: parseTS(a.finished),
+		Result: raw(a.result), Error: a.errText.String, Reason: a.reason.String, RetryParent: a.retryParent.String,
+		RetryChild: a.retryChild.String, FinalSeq: uint64(a.final.Int64)}
 }
 
 // TaskFilter selects tasks. Empty fields do not filter.
@@ -470,21 +491,22 @@ func (d *DB) openTimeline(ctx context.Context, id string) (*timelineReader, erro
 // rows are scanned into buffers reused from fact to fact.
 func (tr *timelineReader) eachFact(ctx context.Context, reuse bool, fn func(fr *factRow) error) error {
 	rows, err := tr.d.query(ctx, `SELECT seq, idx, time, trigger, component, attempt, run, event_id, source, data,
-		coalesce(replay, ''), diffs FROM facts WHERE task_key = +? ORDER BY pos`, tr.key)
+		replay, diffs FROM facts WHERE task_key = +? ORDER BY pos`, tr.key)
 	if err != nil {
 		return fmt.Errorf("reading timeline of %s: %w", tr.id, err)
 	}
 	defer rows.Close()
-	var at sql.NullString
+	var at, replay sql.NullString // NULL costs no string
 	var seq int64
 	var data, stored sql.RawBytes
 	var fr factRow
 	for rows.Next() {
 		fr = factRow{}
 		e := &fr.e
-		if err := rows.Scan(&seq, &e.Index, &at, &e.Trigger, &e.Component, &e.Attempt, &e.Run, &e.EventID, &e.Source, &data, &e.Replay, &stored); err != nil {
+		if err := rows.Scan(&seq, &e.Index, &at, &e.Trigger, &e.Component, &e.Attempt, &e.Run, &e.EventID, &e.Source, &data, &replay, &stored); err != nil {
 			return fmt.Errorf("reading timeline of %s: %w", tr.id, err)
 		}
+		e.Replay = replay.String
 		fr.stored = stored
 		fdata := []byte(data)
 		if !reuse {
