@@ -51,10 +51,11 @@ func factDiffs(trigger string, f *events.Fact, stored []byte, shadowOf func(stri
 	}
 	out, ok := decodeDiffs(stored)
 	if !ok {
-		out = nil
-		if err := json.Unmarshal(stored, &out); err != nil {
+		var slow [][]Change // a variable of its own: &slow moves it to the heap
+		if err := json.Unmarshal(stored, &slow); err != nil {
 			return nil, fmt.Errorf("diffs: %w", err)
 		}
+		out = slow
 	}
 	if len(out) != len(f.Calls) {
 		return nil, fmt.Errorf("diffs: %d for %d calls", len(out), len(f.Calls))
@@ -89,20 +90,14 @@ func decodeDiffs(b []byte) ([][]Change, bool) {
 		default:
 			return nil, false
 		}
-		chs, ok := validObject(arr, cbuf[:0])
-		if !ok {
-			return nil, false
-		}
+		chs := splitValid(arr, cbuf[:0]) // validated with b
 		changes := make([]Change, 0, len(chs))
 		for _, ce := range chs {
 			doc := arr[ce.val:ce.valEnd]
 			if doc[0] != '{' {
 				return nil, false
 			}
-			ms, ok := validObject(doc, mbuf[:0])
-			if !ok {
-				return nil, false
-			}
+			ms := splitValid(doc, mbuf[:0])
 			var c Change
 			for _, mb := range ms {
 				k, ok := plainKey(doc, mb)

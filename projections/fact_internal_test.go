@@ -16,6 +16,12 @@ func checkDecodeFact(t *testing.T, data []byte) {
 	var want, got events.Fact
 	werr := json.Unmarshal(data, &want)
 	gerr := decodeFact(data, &got)
+	if json.Valid(data) { // as the projection stores them
+		var stored events.Fact
+		serr := decodeStoredFact(data, &stored)
+		require.Equal(t, gerr == nil, serr == nil, "%q: %v, decodeFact %v", data, serr, gerr)
+		require.Equal(t, got, stored, "%q", data)
+	}
 	if werr != nil {
 		require.Error(t, gerr, "%q", data)
 		return

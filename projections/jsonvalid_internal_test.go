@@ -1,7 +1,9 @@
 package projections
 
 import (
+	"bytes"
 	"encoding/json"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -9,8 +11,53 @@ import (
 
 func checkValidJSON(t *testing.T, data []byte) {
 	t.Helper()
-	if got, want := validJSON(data), json.Valid(data); got != want {
+	want := json.Valid(data)
+	if got := validJSON(data); got != want {
 		t.Fatalf("validJSON(%q) = %t, json.Valid says %t", data, got, want)
+	}
+	// validObject agrees, and finds what encoding/json finds at the top.
+	ms, got := validObject(data, nil)
+	if got != want {
+		t.Fatalf("validObject(%q) = %t, json.Valid says %t", data, got, want)
+	}
+	if !got {
+		return
+	}
+	if split := splitValid(data, nil); !slices.Equal(split, ms) {
+		t.Fatalf("splitValid(%q) = %v, validObject %v", data, split, ms)
+	}
+	var elems []json.RawMessage
+	var members map[string]json.RawMessage
+	switch {
+	case json.Unmarshal(data, &elems) == nil:
+		if len(ms) != len(elems) {
+			t.Fatalf("validObject(%q): %d elements, encoding/json %d", data, len(ms), len(elems))
+		}
+		for i, m := range ms {
+			if v := data[m.val:m.valEnd]; !bytes.Equal(v, elems[i]) {
+				t.Fatalf("validObject(%q): element %d is %q, encoding/json %q", data, i, v, elems[i])
+			}
+		}
+	case json.Unmarshal(data, &members) == nil:
+		for _, m := range ms {
+			var k string
+			if err := json.Unmarshal(data[m.key:m.keyEnd], &k); err != nil {
+				t.Fatalf("validObject(%q): key %q: %v", data, data[m.key:m.keyEnd], err)
+			}
+			if !json.Valid(data[m.val:m.valEnd]) {
+				t.Fatalf("validObject(%q): member %s's value %q", data, k, data[m.val:m.valEnd])
+			}
+			if _, ok := members[k]; !ok {
+				t.Fatalf("validObject(%q): member %q, which encoding/json does not have", data, k)
+			}
+		}
+		if len(members) > 0 && len(ms) == 0 {
+			t.Fatalf("validObject(%q): no members", data)
+		}
+	default:
+		if len(ms) != 0 {
+			t.Fatalf("validObject(%q): members of a scalar", data)
+		}
 	}
 }
 

@@ -1,6 +1,7 @@
 package projections
 
 import (
+	"bytes"
 	"context"
 	"database/sql"
 	"encoding/base64"
@@ -153,42 +154,72 @@ func parseTS(s sql.NullString) time.Time {
 
 // Task returns a task and its attempts, or ErrNotFound.
 func (d *DB) Task(ctx context.Context, id string) (Task, error) {
-	t, err := scanTask(d.queryRow(ctx, `SELECT `+taskColumns+` FROM tasks WHERE key = (SELECT key FROM task_keys WHERE id = ?)`, id))
-	if errors.Is(err, sql.ErrNoRows) {
-		return Task{}, fmt.Errorf("task %s: %w", id, ErrNotFound)
-	}
-	if err != nil {
-		return Task{}, fmt.Errorf("reading task %s: %w", id, err)
-	}
-	t.Attempts, err = d.attempts(ctx, id)
+	_, t, err := d.taskWithKey(ctx, id)
 	return t, err
 }
 
-func (d *DB) attempts(ctx context.Context, id string) ([]Attempt, error) {
-	rows, err := d.query(ctx, `SELECT attempt, status, worker, runs, queued_at, started_at, executed_at, finished_at,
-		result, error, reason, retry_parent, retry_child, final_seq FROM attempts
-		WHERE task_key = (SELECT key FROM task_keys WHERE id = ?) ORDER BY attempt`, id)
+// taskWithKey returns a task with its attempts, and its key in the
+// projection, for the reads about it that follow; or ErrNotFound. One
+// statement reads both: a row per attempt, the task's columns repeated
+// (a task has one attempt, and one more per retry).
+func (d *DB) taskWithKey(ctx context.Context, id string) (int64, Task, error) {
+	rows, err := d.query(ctx, taskWithAttempts, id)
 	if err != nil {
-		return nil, fmt.Errorf("reading attempts of %s: %w", id, err)
+		return 0, Task{}, fmt.Errorf("reading task %s: %w", id, err)
 	}
 	defer rows.Close()
-	var out []Attempt
+	r := newTaskScan()
+	var key int64
+	var a attemptScan
+	r.dest = append(append([]any{&key}, r.dest...), a.dests()...)
+	var t Task
+	found := false
 	for rows.Next() {
-		var a Attempt
-		var queued, started, executed, finished, result sql.NullString
-		var final sql.NullInt64
-		if err := rows.Scan(&a.Attempt, &a.Status, &a.Worker, &a.Runs, &queued, &started, &executed, &finished, &result,
-			&a.Error, &a.Reason, &a.RetryParent, &a.RetryChild, &final); err != nil {
-			return nil, fmt.Errorf("reading attempts of %s: %w", id, err)
+		row, err := r.scan(rows)
+		if err != nil {
+			return 0, Task{}, fmt.Errorf("reading task %s: %w", id, err)
 		}
-		a.QueuedAt, a.StartedAt, a.ExecutedAt, a.FinishedAt = parseTS(queued), parseTS(started), parseTS(executed), parseTS(finished)
-		a.Result, a.FinalSeq = raw(result), uint64(final.Int64)
-		out = append(out, a)
+		if !found {
+			t, found = row, true
+		}
+		if a.attempt.Valid {
+			t.Attempts = append(t.Attempts, a.value())
+		}
 	}
 	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("reading attempts of %s: %w", id, err)
+		return 0, Task{}, fmt.Errorf("reading task %s: %w", id, err)
 	}
-	return out, nil
+	if !found {
+		return 0, Task{}, fmt.Errorf("task %s: %w", id, ErrNotFound)
+	}
+	return key, t, nil
+}
+
+// taskWithAttempts is taskWithKey's statement.
+var taskWithAttempts = `SELECT t.key, ` + prefixColumns("t.", taskColumns) + `, a.attempt, a.status, a.worker, a.runs,
+	a.queued_at, a.started_at, a.executed_at, a.finished_at, a.result, a.error, a.reason, a.retry_parent, a.retry_child,
+	a.final_seq FROM tasks t LEFT JOIN attempts a ON a.task_key = t.key
+	WHERE t.key = (SELECT key FROM task_keys WHERE id = ?) ORDER BY a.attempt`
+
+// attemptScan holds the destinations of an attempt's columns in
+// taskWithAttempts: NULL all of them for a task without attempts.
+type attemptScan struct {
+	attempt, runs, final                                     sql.NullInt64
+	status, worker, errText, reason, retryParent, retryChild sql.NullString
+	queued, started, executed, finished, result              sql.NullString
+}
+
+func (a *attemptScan) dests() []any {
+	return []any{&a.attempt, &a.status, &a.worker, &a.runs, &a.queued, &a.started, &a.executed, &a.finished, &a.result,
+		&a.errText, &a.reason, &a.retryParent, &a.retryChild, &a.final}
+}
+
+// value is the attempt of the current row.
+func (a *attemptScan) value() Attempt {
+	return Attempt{Attempt: int(a.attempt.Int64), Status: a.status.String, Worker: a.worker.String, Runs: int(a.runs.Int64),
+		QueuedAt: parseTS(a.queued), StartedAt: parseTS(a.started), ExecutedAt: parseTS(a.executed), FinishedAt: parseTS(a.finished),
+		Result: raw(a.result), Error: a.errText.String, Reason: a.reason.String, RetryParent: a.retryParent.String,
+		RetryChild: a.retryChild.String, FinalSeq: uint64(a.final.Int64)}
 }
 
 // TaskFilter selects tasks. Empty fields do not filter.
@@ -390,70 +421,140 @@ func (d *DB) Timeline(ctx context.Context, id string) (Timeline, error) {
 // projector stored with each fact, but for a firing with such a shadow,
 // whose changes are computed here (factDiffs).
 func (d *DB) TimelineOf(ctx context.Context, id string, shadowOf func(shadow string) string) (Timeline, error) {
-	t, err := d.Task(ctx, id)
+	tr, err := d.openTimeline(ctx, id)
 	if err != nil {
 		return Timeline{}, err
 	}
-	tl := Timeline{Task: t, Entries: []Entry{}}
-	seqs, err := d.pluginEventSeqs(ctx, id)
-	if err != nil {
-		return Timeline{}, err
-	}
-	rows, err := d.query(ctx, `SELECT seq, idx, time, trigger, component, attempt, run, event_id, source, data,
-		coalesce(replay, ''), diffs FROM facts WHERE task_key = (SELECT key FROM task_keys WHERE id = ?) ORDER BY pos`, id)
-	if err != nil {
-		return Timeline{}, fmt.Errorf("reading timeline of %s: %w", id, err)
-	}
-	defer rows.Close()
-	for rows.Next() {
-		var e Entry
-		var at sql.NullString
-		var seq int64
-		var data, stored []byte
-		if err := rows.Scan(&seq, &e.Index, &at, &e.Trigger, &e.Component, &e.Attempt, &e.Run, &e.EventID, &e.Source, &data, &e.Replay, &stored); err != nil {
-			return Timeline{}, fmt.Errorf("reading timeline of %s: %w", id, err)
-		}
-		var f events.Fact
-		if err := decodeFact(data, &f); err != nil {
-			return Timeline{}, fmt.Errorf("reading timeline of %s: fact %d: %w", id, seq, err)
-		}
-		e.Seq, e.Time, e.Input, e.Output, e.Failed = uint64(seq), parseTS(at), f.Input, f.Output, f.Failed
-		diffs, err := factDiffs(e.Trigger, &f, stored, shadowOf)
+	tl := Timeline{Task: tr.task, Entries: []Entry{}}
+	err = tr.eachFact(ctx, false, func(fr *factRow) error {
+		diffs, err := factDiffs(fr.e.Trigger, &fr.f, fr.stored, shadowOf)
 		if err != nil {
-			return Timeline{}, fmt.Errorf("reading timeline of %s: fact %d: %w", id, seq, err)
+			return err
 		}
-		for i, c := range f.Calls {
-			call := Call{FactSeq: e.Seq, FactIdx: e.Index, Idx: i, TaskID: id, Trigger: e.Trigger, Attempt: e.Attempt, Plugin: c.Plugin,
-				Version: c.Version, Invocation: c.Invocation, Outcome: string(c.Outcome), Policy: c.Policy, Reason: c.Reason,
-				ContentType: c.ContentType, Patch: c.Patch, LatencyUS: c.LatencyUS, Shadow: c.Shadow,
-				InvokeSeq: c.InvokeSeq, PatchSeq: c.PatchSeq}
-			if call.InvokeSeq == 0 {
-				call.InvokeSeq = seqs["invoke\x00"+c.Invocation]
+		e := fr.e
+		if len(fr.f.Calls) > 0 {
+			e.Calls = make([]Call, len(fr.f.Calls))
+			for j := range fr.f.Calls {
+				e.Calls[j] = tr.call(fr, j, diffs)
 			}
-			if call.PatchSeq == 0 {
-				call.PatchSeq = seqs["patch\x00"+c.Invocation]
-			}
-			if diffs != nil {
-				call.Changes = diffs[i]
-			}
-			e.Calls = append(e.Calls, call)
 		}
 		tl.Entries = append(tl.Entries, e)
+		return nil
+	})
+	if err != nil {
+		return Timeline{}, err
 	}
-	if err := rows.Err(); err != nil {
-		return Timeline{}, fmt.Errorf("reading timeline of %s: %w", id, err)
-	}
-	if tl.Actions, err = d.TaskActions(ctx, id); err != nil {
+	if tl.Actions, err = tr.actions(ctx); err != nil {
 		return Timeline{}, err
 	}
 	return tl, nil
 }
 
+// timelineReader reads a task's timeline in the order its JSON has it,
+// for Timeline to build its structs and AppendTimelineJSON to write JSON
+// as it reads: the task with its attempts, then each fact (eachFact), then
+// the operators' actions. The task's key is looked up once.
+type timelineReader struct {
+	d    *DB
+	id   string
+	key  int64
+	task Task
+	seqs map[string]uint64 // pluginEventSeqs
+}
+
+// factRow is one fact of a timeline: the entry without its calls, the
+// fact's data decoded, and its stored diffs column.
+type factRow struct {
+	e      Entry
+	f      events.Fact
+	stored []byte
+}
+
+// openTimeline reads task id, its attempts, and the sequences of its
+// plugin events (for calls whose fact does not carry them), or returns
+// ErrNotFound.
+func (d *DB) openTimeline(ctx context.Context, id string) (*timelineReader, error) {
+	key, t, err := d.taskWithKey(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	tr := &timelineReader{d: d, id: id, key: key, task: t}
+	if tr.seqs, err = d.pluginEventSeqs(ctx, id, key); err != nil {
+		return nil, err
+	}
+	return tr, nil
+}
+
+// eachFact calls fn with each fact of the task, in stream order. With
+// reuse, fn gets the same factRow each time, whose data (the fact's input,
+// output and patches, its stored diffs) is valid only until fn returns: the
+// rows are scanned into buffers reused from fact to fact.
+func (tr *timelineReader) eachFact(ctx context.Context, reuse bool, fn func(fr *factRow) error) error {
+	rows, err := tr.d.query(ctx, `SELECT seq, idx, time, trigger, component, attempt, run, event_id, source, data,
+		replay, diffs FROM facts WHERE task_key = +? ORDER BY pos`, tr.key)
+	if err != nil {
+		return fmt.Errorf("reading timeline of %s: %w", tr.id, err)
+	}
+	defer rows.Close()
+	var at, replay sql.NullString // NULL costs no string
+	var seq int64
+	var data, stored sql.RawBytes
+	var fr factRow
+	for rows.Next() {
+		fr = factRow{}
+		e := &fr.e
+		if err := rows.Scan(&seq, &e.Index, &at, &e.Trigger, &e.Component, &e.Attempt, &e.Run, &e.EventID, &e.Source, &data, &replay, &stored); err != nil {
+			return fmt.Errorf("reading timeline of %s: %w", tr.id, err)
+		}
+		e.Replay = replay.String
+		fr.stored = stored
+		fdata := []byte(data)
+		if !reuse {
+			fdata, fr.stored = bytes.Clone(data), bytes.Clone(stored)
+		}
+		if err := decodeStoredFact(fdata, &fr.f); err != nil {
+			return fmt.Errorf("reading timeline of %s: fact %d: %w", tr.id, seq, err)
+		}
+		e.Seq, e.Time, e.Input, e.Output, e.Failed = uint64(seq), parseTS(at), fr.f.Input, fr.f.Output, fr.f.Failed
+		if err := fn(&fr); err != nil {
+			return fmt.Errorf("reading timeline of %s: fact %d: %w", tr.id, seq, err)
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("reading timeline of %s: %w", tr.id, err)
+	}
+	return nil
+}
+
+// actions reads the operators' actions on the task.
+func (tr *timelineReader) actions(ctx context.Context) ([]Action, error) {
+	return tr.d.actions(ctx, `WHERE o.task_key = +? ORDER BY o.seq`, tr.key)
+}
+
+// call is call j of fact fr as the timeline shows it.
+func (tr *timelineReader) call(fr *factRow, j int, diffs [][]Change) Call {
+	c := &fr.f.Calls[j]
+	call := Call{FactSeq: fr.e.Seq, FactIdx: fr.e.Index, Idx: j, TaskID: tr.id, Trigger: fr.e.Trigger, Attempt: fr.e.Attempt,
+		Plugin: c.Plugin, Version: c.Version, Invocation: c.Invocation, Outcome: string(c.Outcome), Policy: c.Policy,
+		Reason: c.Reason, ContentType: c.ContentType, Patch: c.Patch, LatencyUS: c.LatencyUS, Shadow: c.Shadow,
+		InvokeSeq: c.InvokeSeq, PatchSeq: c.PatchSeq}
+	if call.InvokeSeq == 0 {
+		call.InvokeSeq = tr.seqs["invoke\x00"+c.Invocation]
+	}
+	if call.PatchSeq == 0 {
+		call.PatchSeq = tr.seqs["patch\x00"+c.Invocation]
+	}
+	if diffs != nil {
+		call.Changes = diffs[j]
+	}
+	return call
+}
+
 // pluginEventSeqs maps "kind\x00invocation" to the sequence of the first
-// invocation or patch event of that invocation, for task id.
-func (d *DB) pluginEventSeqs(ctx context.Context, id string) (map[string]uint64, error) {
+// invocation or patch event of that invocation, for task id (key).
+func (d *DB) pluginEventSeqs(ctx context.Context, id string, key int64) (map[string]uint64, error) {
 	rows, err := d.query(ctx, `SELECT kind, invocation, min(seq) FROM plugin_events
-		WHERE task_key = (SELECT key FROM task_keys WHERE id = ?) GROUP BY kind, invocation`, id)
+		WHERE task_key = +? GROUP BY kind, invocation`, key)
 	if err != nil {
 		return nil, fmt.Errorf("reading plugin events of %s: %w", id, err)
 	}

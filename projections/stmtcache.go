@@ -11,6 +11,16 @@ import (
 // preparing the same few statements again (BenchmarkConsole). The queries
 // are built from a fixed set of clauses, so the cache is bounded (the
 // tasks page: 2^7 filter combinations at most).
+//
+// A prepared statement stays prepared only if SQLite's planner did not
+// look at a bound value: for "x = ?" beside an ORDER BY, and for
+// "LIMIT ?", SQLite marks the parameter so that a new binding re-plans
+// the statement, and go-sqlite3 clears the bindings before every
+// execution, so such a statement was parsed and planned again on every
+// call (BenchmarkConsole, docs/ARCHITECTURE.md "The operator console").
+// Such parameters are written +?: the same comparison (a parameter has
+// no affinity, with or without the plus), which the planner uses the
+// index for but does not look into.
 func (d *DB) prepared(ctx context.Context, q string) (*sql.Stmt, error) {
 	if s, ok := d.stmts.Load(q); ok {
 		return s.(*sql.Stmt), nil

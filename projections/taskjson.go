@@ -11,8 +11,9 @@ import (
 // third of its time in json.Marshal, most of it re-validating the
 // json.RawMessage fields (BenchmarkConsole, ARCHITECTURE.md "The operator
 // console"). The JSON columns (arguments, result, extra) are copied as the
-// projection holds them: the projector writes only JSON it has parsed, so
-// they are not checked again. TestTaskAppendJSON holds it to json.Marshal.
+// projection holds them when they are in the form json.Marshal writes
+// (appendRawJSON): the projector writes only JSON it has parsed, so they
+// are not validated again. TestTaskAppendJSON holds it to json.Marshal.
 func (t *Task) AppendJSON(dst []byte) []byte {
 	dst = append(dst, `{"id":`...)
 	dst = appendJSONString(dst, t.ID)
@@ -62,13 +63,14 @@ func (t *Task) AppendJSON(dst []byte) []byte {
 	dst = append(dst, `,"last_seq":`...)
 	dst = strconv.AppendUint(dst, t.LastSeq, 10)
 	if len(t.Attempts) > 0 {
-		// Only a single task's read carries attempts: the slow path is
-		// fine there.
-		b, err := json.Marshal(t.Attempts)
-		if err == nil {
-			dst = append(dst, `,"attempts":`...)
-			dst = append(dst, b...)
+		dst = append(dst, `,"attempts":[`...)
+		for i := range t.Attempts {
+			if i > 0 {
+				dst = append(dst, ',')
+			}
+			dst = t.Attempts[i].appendJSON(dst)
 		}
+		dst = append(dst, ']')
 	}
 	return append(dst, '}')
 }
@@ -77,7 +79,7 @@ func appendRawField(dst []byte, name string, raw json.RawMessage) []byte {
 	if len(raw) == 0 {
 		return dst
 	}
-	return append(append(dst, name...), raw...)
+	return appendRawJSON(append(dst, name...), raw)
 }
 
 func appendStringField(dst []byte, name, s string) []byte {

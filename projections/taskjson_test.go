@@ -16,7 +16,8 @@ func TestTaskAppendJSON(t *testing.T) {
 	t.Parallel()
 	at := time.Date(2026, 12, 7, 17, 4, 5, 123456789, time.UTC)
 	strs := []string{"", "plain", `quo"te\back`, "<b>&amp;</b>", "naïve 日本", "ctl\x01\n\t", "bad\xffutf8", "\u2028sep"}
-	raws := []json.RawMessage{nil, json.RawMessage(`{"a":1,"b":[true,null]}`), json.RawMessage(`"s"`), json.RawMessage(`3`), json.RawMessage(`[]`)}
+	raws := []json.RawMessage{nil, json.RawMessage(`{"a":1,"b":[true,null]}`), json.RawMessage(`"s"`), json.RawMessage(`3`), json.RawMessage(`[]`),
+		json.RawMessage(` { "a" : [ 1 , 2 ] ,"b":"x y"} `), json.RawMessage(`{"h":"<b>&</b>"}`), json.RawMessage("\"\u2028\"")}
 	times := []time.Time{{}, at, at.Truncate(time.Second), at.In(time.FixedZone("x", -5*3600))}
 	rng := rand.New(rand.NewPCG(1, 2))
 	pick := func(s []string) string { return s[rng.IntN(len(s))] }

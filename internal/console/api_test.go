@@ -170,11 +170,16 @@ func TestShadowsAPI(t *testing.T) {
 		Triggers: []string{events.TaskExecutorRunTask},
 		Plugin:   plus(func(n int) bool { return n%4 == 0 }, func(n int) bool { return n == 5 })})
 	const tasks = 12
+	var ids []string
 	for i := range tasks {
 		got := e.run(t, i)
 		require.Equal(t, events.StatusSuccess, got.Status, got.Error)
+		ids = append(ids, got.ID)
 	}
 	e.catchUp(t)
+	for _, id := range ids[4:6] { // firings with shadows, one diverging
+		e.requireTimelineJSON(t, id)
+	}
 
 	var sl console.ShadowList
 	require.Equal(t, http.StatusOK, e.get(t, "/api/v1/shadows", &sl))
@@ -207,6 +212,35 @@ func TestShadowsAPI(t *testing.T) {
 }
 
 // logLast is the event log's last sequence.
+// requireTimelineJSON checks that the timeline the API writes by hand
+// (projections.DB.AppendTimelineJSON and the projection spliced in) is
+// what json.Marshal writes for a console.TimelineDetail, byte for byte.
+func (e *apiEnv) requireTimelineJSON(t *testing.T, id string) {
+	t.Helper()
+	ctx := apiCtx(t)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, e.srv.URL+"/api/v1/tasks/"+id+"/timeline", nil)
+	require.NoError(t, err)
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	require.NoError(t, err)
+	require.Equal(t, http.StatusOK, resp.StatusCode, string(body))
+	var got console.TimelineDetail
+	require.NoError(t, json.Unmarshal(body, &got))
+	shadows := map[string]string{}
+	for _, p := range e.b.Registry().List() {
+		if p.Mode == events.ModeShadow {
+			shadows[p.Name] = p.ShadowOf
+		}
+	}
+	tl, err := e.view.TimelineOf(ctx, id, func(s string) string { return shadows[s] })
+	require.NoError(t, err)
+	want, err := json.Marshal(console.TimelineDetail{Timeline: tl, Projection: got.Projection})
+	require.NoError(t, err)
+	require.Equal(t, string(want), string(body))
+}
+
 func (e *apiEnv) logLast(t *testing.T) uint64 {
 	t.Helper()
 	info, err := e.b.EventStream().Info(apiCtx(t))
@@ -253,6 +287,7 @@ func TestAPIMatchesOpenAPI(t *testing.T) {
 	var td console.TimelineDetail
 	require.Equal(t, 200, e.get(t, "/api/v1/tasks/"+ok.ID+"/timeline", &td))
 	require.NotEmpty(t, td.Entries)
+	e.requireTimelineJSON(t, ok.ID)
 	require.Equal(t, 200, e.get(t, "/api/v1/tasks/"+ok.ID+"/blame", nil))
 	require.Equal(t, 200, e.get(t, "/api/v1/calls?plugin=live&limit=10", nil))
 	require.Equal(t, 200, e.get(t, "/api/v1/calls?task="+ok.ID+"&outcome=applied&trigger="+events.TaskExecutorRunTask+"&version=1", nil))

@@ -1,0 +1,247 @@
+package projections
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"strconv"
+)
+
+// AppendTimelineJSON appends task id's timeline (TimelineOf, with the same
+// shadowOf) as json.Marshal writes a Timeline, byte for byte, or returns
+// ErrNotFound. It writes from the rows it reads, without building the
+// Entry and Call values: the console's task page spent half its time
+// building them and encoding them with reflection, re-validating every
+// fact's input and output (BenchmarkConsole; docs/ARCHITECTURE.md, "The
+// operator console"). TestAppendTimelineJSON holds it to json.Marshal of
+// TimelineOf.
+func (d *DB) AppendTimelineJSON(ctx context.Context, dst []byte, id string, shadowOf func(shadow string) string) ([]byte, error) {
+	tr, err := d.openTimeline(ctx, id)
+	if err != nil {
+		return dst, err
+	}
+	dst = append(dst, `{"task":`...)
+	dst = tr.task.AppendJSON(dst)
+	dst = append(dst, `,"entries":[`...)
+	var calls []Call // one entry's at a time
+	first := true
+	err = tr.eachFact(ctx, true, func(fr *factRow) error {
+		diffs, err := factDiffs(fr.e.Trigger, &fr.f, fr.stored, shadowOf)
+		if err != nil {
+			return err
+		}
+		calls = calls[:0]
+		for j := range fr.f.Calls {
+			calls = append(calls, tr.call(fr, j, diffs))
+		}
+		fr.e.Calls = calls
+		if !first {
+			dst = append(dst, ',')
+		}
+		first = false
+		dst = fr.e.appendJSON(dst)
+		return nil
+	})
+	if err != nil {
+		return dst, err
+	}
+	actions, err := tr.actions(ctx)
+	if err != nil {
+		return dst, err
+	}
+	dst = append(dst, `],"actions":[`...)
+	for i := range actions {
+		if i > 0 {
+			dst = append(dst, ',')
+		}
+		dst = actions[i].appendJSON(dst)
+	}
+	return append(dst, "]}"...), nil
+}
+
+// appendJSON appends e as encoding/json writes it.
+func (e *Entry) appendJSON(dst []byte) []byte {
+	dst = append(dst, `{"seq":`...)
+	dst = strconv.AppendUint(dst, e.Seq, 10)
+	if e.Index != 0 {
+		dst = append(dst, `,"index":`...)
+		dst = strconv.AppendInt(dst, int64(e.Index), 10)
+	}
+	dst = appendTimeField(dst, `,"time":`, e.Time)
+	dst = append(dst, `,"trigger":`...)
+	dst = appendJSONString(dst, e.Trigger)
+	dst = append(dst, `,"component":`...)
+	dst = appendJSONString(dst, e.Component)
+	dst = append(dst, `,"attempt":`...)
+	dst = strconv.AppendInt(dst, int64(e.Attempt), 10)
+	dst = append(dst, `,"run":`...)
+	dst = strconv.AppendInt(dst, int64(e.Run), 10)
+	dst = append(dst, `,"event_id":`...)
+	dst = appendJSONString(dst, e.EventID)
+	dst = append(dst, `,"source":`...)
+	dst = appendJSONString(dst, e.Source)
+	dst = appendRawField(dst, `,"input":`, e.Input)
+	dst = appendRawField(dst, `,"output":`, e.Output)
+	dst = appendStringField(dst, `,"failed":`, e.Failed)
+	dst = appendStringField(dst, `,"replay":`, e.Replay)
+	if len(e.Calls) > 0 {
+		dst = append(dst, `,"calls":[`...)
+		for i := range e.Calls {
+			if i > 0 {
+				dst = append(dst, ',')
+			}
+			dst = e.Calls[i].appendJSON(dst)
+		}
+		dst = append(dst, ']')
+	}
+	return append(dst, '}')
+}
+
+// appendJSON appends c as encoding/json writes it.
+func (c *Call) appendJSON(dst []byte) []byte {
+	dst = append(dst, `{"fact_seq":`...)
+	dst = strconv.AppendUint(dst, c.FactSeq, 10)
+	if c.FactIdx != 0 {
+		dst = append(dst, `,"fact_idx":`...)
+		dst = strconv.AppendInt(dst, int64(c.FactIdx), 10)
+	}
+	dst = append(dst, `,"idx":`...)
+	dst = strconv.AppendInt(dst, int64(c.Idx), 10)
+	dst = appendStringField(dst, `,"task_id":`, c.TaskID)
+	dst = append(dst, `,"trigger":`...)
+	dst = appendJSONString(dst, c.Trigger)
+	dst = append(dst, `,"attempt":`...)
+	dst = strconv.AppendInt(dst, int64(c.Attempt), 10)
+	dst = append(dst, `,"plugin":`...)
+	dst = appendJSONString(dst, c.Plugin)
+	dst = appendStringField(dst, `,"version":`, c.Version)
+	dst = append(dst, `,"invocation":`...)
+	dst = appendJSONString(dst, c.Invocation)
+	dst = append(dst, `,"outcome":`...)
+	dst = appendJSONString(dst, c.Outcome)
+	dst = appendStringField(dst, `,"policy":`, c.Policy)
+	dst = appendStringField(dst, `,"reason":`, c.Reason)
+	dst = appendStringField(dst, `,"content_type":`, c.ContentType)
+	dst = appendRawField(dst, `,"patch":`, c.Patch)
+	dst = append(dst, `,"latency_us":`...)
+	dst = strconv.AppendInt(dst, c.LatencyUS, 10)
+	if c.Shadow {
+		dst = append(dst, `,"shadow":true`...)
+	}
+	if c.InvokeSeq != 0 {
+		dst = append(dst, `,"invoke_seq":`...)
+		dst = strconv.AppendUint(dst, c.InvokeSeq, 10)
+	}
+	if c.PatchSeq != 0 {
+		dst = append(dst, `,"patch_seq":`...)
+		dst = strconv.AppendUint(dst, c.PatchSeq, 10)
+	}
+	if len(c.Changes) > 0 {
+		dst = append(dst, `,"changes":[`...)
+		for i := range c.Changes {
+			if i > 0 {
+				dst = append(dst, ',')
+			}
+			ch := &c.Changes[i]
+			dst = append(dst, `{"op":`...)
+			dst = appendJSONString(dst, ch.Op)
+			dst = append(dst, `,"path":`...)
+			dst = appendJSONString(dst, ch.Path)
+			dst = appendRawField(dst, `,"old":`, ch.Old)
+			dst = appendRawField(dst, `,"new":`, ch.New)
+			dst = append(dst, '}')
+		}
+		dst = append(dst, ']')
+	}
+	return append(dst, '}')
+}
+
+// appendJSON appends a as encoding/json writes it.
+func (a *Attempt) appendJSON(dst []byte) []byte {
+	dst = append(dst, `{"attempt":`...)
+	dst = strconv.AppendInt(dst, int64(a.Attempt), 10)
+	dst = append(dst, `,"status":`...)
+	dst = appendJSONString(dst, a.Status)
+	dst = appendStringField(dst, `,"worker":`, a.Worker)
+	dst = append(dst, `,"runs":`...)
+	dst = strconv.AppendInt(dst, int64(a.Runs), 10)
+	dst = appendTimeField(dst, `,"queued_at":`, a.QueuedAt)
+	dst = appendTimeField(dst, `,"started_at":`, a.StartedAt)
+	dst = appendTimeField(dst, `,"executed_at":`, a.ExecutedAt)
+	dst = appendTimeField(dst, `,"finished_at":`, a.FinishedAt)
+	dst = appendRawField(dst, `,"result":`, a.Result)
+	dst = appendStringField(dst, `,"error":`, a.Error)
+	dst = appendStringField(dst, `,"reason":`, a.Reason)
+	dst = appendStringField(dst, `,"retry_parent":`, a.RetryParent)
+	dst = appendStringField(dst, `,"retry_child":`, a.RetryChild)
+	if a.FinalSeq != 0 {
+		dst = append(dst, `,"final_seq":`...)
+		dst = strconv.AppendUint(dst, a.FinalSeq, 10)
+	}
+	return append(dst, '}')
+}
+
+// appendJSON appends a as encoding/json writes it.
+func (a *Action) appendJSON(dst []byte) []byte {
+	dst = append(dst, `{"seq":`...)
+	dst = strconv.AppendUint(dst, a.Seq, 10)
+	dst = append(dst, `,"action":`...)
+	dst = appendJSONString(dst, a.Action)
+	dst = appendStringField(dst, `,"task_id":`, a.TaskID)
+	if a.Attempt != 0 {
+		dst = append(dst, `,"attempt":`...)
+		dst = strconv.AppendInt(dst, int64(a.Attempt), 10)
+	}
+	dst = append(dst, `,"queue":`...)
+	dst = appendJSONString(dst, a.Queue)
+	dst = append(dst, `,"by":`...)
+	dst = appendJSONString(dst, a.By)
+	dst = appendStringField(dst, `,"reason":`, a.Reason)
+	dst = appendTimeField(dst, `,"time":`, a.Time)
+	return append(dst, '}')
+}
+
+// appendRawJSON appends raw as encoding/json writes a json.RawMessage:
+// compacted, with <, >, & and U+2028, U+2029 escaped in its strings. What
+// the projection holds is valid JSON (the projector writes only JSON it
+// has parsed) and nearly always in that form already, which one pass
+// checks; only otherwise is it rewritten. JSON that is not valid after
+// all is copied as it is (json.Marshal would refuse it).
+func appendRawJSON(dst, raw []byte) []byte {
+	if marshalForm(raw) {
+		return append(dst, raw...)
+	}
+	var c, h bytes.Buffer
+	if err := json.Compact(&c, raw); err != nil {
+		return append(dst, raw...)
+	}
+	json.HTMLEscape(&h, c.Bytes())
+	return append(dst, h.Bytes()...)
+}
+
+// marshalForm reports whether valid JSON raw is as json.Marshal writes a
+// json.RawMessage: no whitespace between tokens, and none of the
+// characters it escapes for HTML.
+func marshalForm(raw []byte) bool {
+	inStr := false
+	for i := 0; i < len(raw); i++ {
+		c := raw[i]
+		switch {
+		case c == '<' || c == '>' || c == '&':
+			return false
+		case c == 0xE2 && i+2 < len(raw) && raw[i+1] == 0x80 && (raw[i+2] == 0xA8 || raw[i+2] == 0xA9):
+			return false
+		case inStr:
+			if c == '\\' {
+				i++
+			} else if c == '"' {
+				inStr = false
+			}
+		case c == '"':
+			inStr = true
+		case c == ' ' || c == '\t' || c == '\n' || c == '\r':
+			return false
+		}
+	}
+	return true
+}
