@@ -67,7 +67,7 @@ func cgroupMemoryMax(root string, procCgroup []byte) int64 {
 		}
 	}
 	for _, f := range files {
-		b, err := os.ReadFile(f)
+		b, err := os.ReadFile(f) //nolint:gosec // a cgroup file under the fixed cgroup root, named by /proc/self/cgroup
 		if err != nil {
 			continue
 		}

@@ -73,7 +73,7 @@ func (n *node) url() string { return "nats://127.0.0.1:" + strconv.Itoa(n.port) 
 
 func (n *node) start() {
 	n.t.Helper()
-	cmd := exec.Command(bin("nats-server"), "-c", n.conf) //nolint:noctx // testkit.StartProcCmd kills it at cleanup
+	cmd := exec.Command(bin("nats-server"), "-c", n.conf) //nolint:noctx,gosec // the kit's own nats-server build and config; testkit.StartProcCmd kills it at cleanup
 	if *soakServerMem != "" {
 		cmd.Env = append(os.Environ(), "GOMEMLIMIT="+*soakServerMem)
 	}
@@ -114,7 +114,7 @@ func startCluster(tb testing.TB, size int) *cluster {
 		var conf strings.Builder
 		fmt.Fprintf(&conf, "server_name: %q\nlisten: \"127.0.0.1:%d\"\n", n.name, n.port)
 		if *soakHeap != "" {
-			n.profPort = freePort(t)
+			n.profPort = freePort(tb)
 			fmt.Fprintf(&conf, "prof_port: %d\n", n.profPort)
 		}
 		fmt.Fprintf(&conf, "jetstream {\n  store_dir: %q\n  max_memory_store: 64MB\n  max_file_store: 4GB\n}\n", filepath.Join(dir, n.name))
