@@ -2,7 +2,6 @@ package bus
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"strconv"
 	"time"
@@ -27,7 +26,7 @@ func (b *Bus) CreateTaskAsync(t events.Task) (jetstream.PubAckFuture, error) {
 	if !events.ValidToken(t.ID) {
 		return nil, fmt.Errorf("task id %q: must be a valid NATS subject token", t.ID)
 	}
-	data, err := json.Marshal(t)
+	data, err := t.AppendJSON(nil)
 	if err != nil {
 		return nil, fmt.Errorf("encoding task %s: %w", t.ID, err)
 	}
@@ -65,7 +64,7 @@ func (b *Bus) EnqueueAsync(t events.Task, source string) (jetstream.PubAckFuture
 // attempt, and so is its Nats-Msg-Id, so a repeated enqueue of the same
 // attempt is dropped.
 func taskMessage(t events.Task, source string) (events.Event, error) {
-	data, err := json.Marshal(t)
+	data, err := t.AppendJSON(nil)
 	if err != nil {
 		return events.Event{}, fmt.Errorf("encoding task %s: %w", t.ID, err)
 	}

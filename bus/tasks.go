@@ -30,7 +30,7 @@ func (b *Bus) CreateTask(ctx context.Context, t events.Task) (rec TaskRecord, cr
 	if !events.ValidToken(t.ID) {
 		return rec, false, fmt.Errorf("task id %q: must be a valid NATS subject token", t.ID)
 	}
-	data, err := json.Marshal(t)
+	data, err := t.AppendJSON(nil)
 	if err != nil {
 		return rec, false, fmt.Errorf("encoding task %s: %w", t.ID, err)
 	}
@@ -223,7 +223,7 @@ func (b *Bus) UpdateTask(ctx context.Context, t events.Task, rev uint64) (uint64
 	if !events.ValidToken(t.ID) {
 		return 0, fmt.Errorf("task id %q: must be a valid NATS subject token", t.ID)
 	}
-	data, err := json.Marshal(t)
+	data, err := t.AppendJSON(nil)
 	if err != nil {
 		return 0, fmt.Errorf("encoding task %s: %w", t.ID, err)
 	}

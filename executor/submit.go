@@ -309,14 +309,14 @@ func (a *App) fireBefore(ctx context.Context, f *firing, t *events.Task) error {
 	}
 
 	// broker_add_before: the new record.
-	if out, err = f.fire(ctx, events.BrokerAddBefore, modelPayload{*t}); err != nil {
+	if out, err = f.fire(ctx, events.BrokerAddBefore, events.ModelPayload{Model: *t}); err != nil {
 		return err
 	}
 	if err := takeModel(out, "model", t); err != nil {
 		return err
 	}
 	// storage_add: the record is stored with status new.
-	if out, err = f.fire(ctx, events.StorageAdd, storageAddPayload{UUID: t.ID, TaskStatus: t}); err != nil {
+	if out, err = f.fire(ctx, events.StorageAdd, events.StorageAddPayload{UUID: t.ID, TaskStatus: t}); err != nil {
 		return err
 	}
 	if err := takeModel(out, "task_status", t); err != nil {
@@ -334,9 +334,9 @@ func (a *App) fireBefore(ctx context.Context, f *firing, t *events.Task) error {
 // (broker_add_after, qtasks_add_task_after_broker). A failure is in their
 // facts and the log, and changes nothing: the task is queued.
 func (a *App) fireAfter(ctx context.Context, f *firing, t *events.Task) {
-	if _, err := f.fire(ctx, events.BrokerAddAfter, modelPayload{*t}); err != nil {
+	if _, err := f.fire(ctx, events.BrokerAddAfter, events.ModelPayload{Model: *t}); err != nil {
 		a.log.Warn("task queued; a plugin failed after it", "task_id", t.ID, "trigger", events.BrokerAddAfter, "err", err)
-	} else if _, err := f.fire(ctx, events.QTasksAddTaskAfterBroker, afterBrokerPayload{
+	} else if _, err := f.fire(ctx, events.QTasksAddTaskAfterBroker, events.AfterBrokerPayload{
 		TaskID: t.ID, TaskName: t.Name, Priority: t.Priority, Args: t.Args, Kw: t.Kw,
 	}); err != nil {
 		a.log.Warn("task queued; a plugin failed after it", "task_id", t.ID, "trigger", events.QTasksAddTaskAfterBroker, "err", err)
