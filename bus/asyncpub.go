@@ -1,7 +1,10 @@
 package bus
 
 import (
+	"context"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"strconv"
 	"sync"
 	"time"
@@ -446,3 +449,35 @@ func scanPlainString(d []byte, i int) (string, int, bool) {
 }
 
 var _ jetstream.PubAckFuture = (*pubFuture)(nil)
+
+// publishSync is nats.go's JetStream PublishMsg without its options and
+// with the PubAck read by parsePubAck: a request on the connection, sent
+// again after jetstream.DefaultPubRetryWait when nobody answered (no
+// stream leader), at most jetstream.DefaultPubRetryAttempts times, then
+// jetstream.ErrNoStreamResponse; the server's refusal is its
+// *jetstream.APIError, wrapped as nats.go wraps it. ctx must have a
+// deadline (retryWrite gives every write one).
+func (b *Bus) publishSync(ctx context.Context, m *nats.Msg) (*jetstream.PubAck, error) {
+	resp, err := b.nc.RequestMsgWithContext(ctx, m)
+	for r := 0; errors.Is(err, nats.ErrNoResponders) && r < jetstream.DefaultPubRetryAttempts; r++ {
+		t := time.NewTimer(jetstream.DefaultPubRetryWait)
+		select {
+		case <-ctx.Done():
+		case <-t.C:
+		}
+		t.Stop()
+		resp, err = b.nc.RequestMsgWithContext(ctx, m)
+	}
+	if err != nil {
+		if errors.Is(err, nats.ErrNoResponders) {
+			return nil, jetstream.ErrNoStreamResponse
+		}
+		return nil, err
+	}
+	ack, err := parsePubAck(resp.Data)
+	var apiErr *jetstream.APIError
+	if errors.As(err, &apiErr) {
+		return nil, fmt.Errorf("nats: %w", err)
+	}
+	return ack, err
+}

@@ -44,7 +44,7 @@ func (b *Bus) Publish(ctx context.Context, subject, msgID string, ev *events.Eve
 	var ack *jetstream.PubAck
 	err := b.retryWrite(ctx, msgID != "", func(ctx context.Context, _ int) error {
 		var err error
-		ack, err = b.js.PublishMsg(ctx, m)
+		ack, err = b.publishSync(ctx, m)
 		return err
 	})
 	if err != nil {
