@@ -100,3 +100,29 @@ func FuzzParsePubAck(f *testing.F) {
 		}
 	})
 }
+
+// BenchmarkParsePubAck: the common PubAck read by hand against
+// encoding/json (nats.go's reading).
+func BenchmarkParsePubAck(b *testing.B) {
+	data := []byte(`{"stream":"EVENTS","seq":123456,"duplicate":true}`)
+	b.Run("hand", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := parsePubAck(data); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("encoding/json", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			var resp struct {
+				Error *jetstream.APIError `json:"error"`
+				*jetstream.PubAck
+			}
+			if err := json.Unmarshal(data, &resp); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}

@@ -2,6 +2,7 @@ package events
 
 import (
 	"encoding/json"
+	"slices"
 	"strconv"
 	"time"
 )
@@ -150,6 +151,7 @@ var (
 
 // AppendJSON appends p's JSON encoding (Payload).
 func (p ModelPayload) AppendJSON(dst []byte) ([]byte, error) {
+	dst = slices.Grow(dst, 16+p.Model.sizeHint())
 	dst = append(dst, `{"model":`...)
 	dst, err := p.Model.AppendJSON(dst)
 	if err != nil {
@@ -167,6 +169,7 @@ func (p TaskIDPayload) AppendJSON(dst []byte) ([]byte, error) {
 
 // AppendJSON appends p's JSON encoding (Payload).
 func (p ResultPayload) AppendJSON(dst []byte) ([]byte, error) {
+	dst = slices.Grow(dst, 16+len(p.Result))
 	start := len(dst)
 	dst = append(dst, `{"result":`...)
 	dst, ok := appendRawJSON(dst, p.Result)
@@ -178,6 +181,7 @@ func (p ResultPayload) AppendJSON(dst []byte) ([]byte, error) {
 
 // AppendJSON appends p's JSON encoding (Payload).
 func (p ArgsPayload) AppendJSON(dst []byte) ([]byte, error) {
+	dst = slices.Grow(dst, 24+len(p.Args)+len(p.Kw))
 	start := len(dst)
 	dst = append(dst, `{"args":`...)
 	dst, ok := appendRawJSON(dst, p.Args)
@@ -193,6 +197,7 @@ func (p ArgsPayload) AppendJSON(dst []byte) ([]byte, error) {
 
 // AppendJSON appends p's JSON encoding (Payload).
 func (p AddProcessPayload) AppendJSON(dst []byte) ([]byte, error) {
+	dst = slices.Grow(dst, 64+len(p.TaskID)+len(p.Worker))
 	dst = append(dst, `{"priority":`...)
 	dst = strconv.AppendInt(dst, int64(p.Priority), 10)
 	dst = append(dst, `,"task_id":`...)
@@ -204,6 +209,7 @@ func (p AddProcessPayload) AppendJSON(dst []byte) ([]byte, error) {
 
 // AppendJSON appends p's JSON encoding (Payload).
 func (p WorkerAddPayload) AppendJSON(dst []byte) ([]byte, error) {
+	dst = slices.Grow(dst, 160+len(p.Args)+len(p.Kw)+len(p.TaskID)+len(p.TaskName))
 	start := len(dst)
 	dst = append(dst, `{"args":`...)
 	dst, ok := appendRawJSON(dst, p.Args)
@@ -229,6 +235,7 @@ func (p WorkerAddPayload) AppendJSON(dst []byte) ([]byte, error) {
 
 // AppendJSON appends p's JSON encoding (Payload).
 func (p UpdatePayload) AppendJSON(dst []byte) ([]byte, error) {
+	dst = slices.Grow(dst, 40+len(p.Kw.Name)+p.Kw.Mapping.sizeHint())
 	dst = append(dst, `{"kw":{"mapping":`...)
 	dst, err := p.Kw.Mapping.AppendJSON(dst)
 	if err != nil {
@@ -241,6 +248,8 @@ func (p UpdatePayload) AppendJSON(dst []byte) ([]byte, error) {
 
 // AppendJSON appends p's JSON encoding (Payload).
 func (p RunTaskBeforePayload) AppendJSON(dst []byte) ([]byte, error) {
+	dst = slices.Grow(dst, 256+len(p.TaskBroker.Args)+len(p.TaskBroker.Kw)+len(p.TaskBroker.ID)+
+		len(p.TaskFunc.Description)+len(p.TaskFunc.Name)+16*len(p.TaskFunc.Tags))
 	start := len(dst)
 	b := &p.TaskBroker
 	dst = append(dst, `{"task_broker":{"args":`...)
@@ -289,6 +298,9 @@ func (p MiddlewaresPayload) AppendJSON(dst []byte) ([]byte, error) {
 
 // AppendJSON appends p's JSON encoding (Payload).
 func (p ClosePayload) AppendJSON(dst []byte) ([]byte, error) {
+	if p.Error != nil {
+		dst = slices.Grow(dst, 48+len(*p.Error)+len(p.Status)+len(p.TaskID))
+	}
 	dst = append(dst, '{')
 	if p.Error != nil {
 		dst = append(dst, `"error":`...)
@@ -304,6 +316,7 @@ func (p ClosePayload) AppendJSON(dst []byte) ([]byte, error) {
 
 // AppendJSON appends p's JSON encoding (Payload).
 func (p AfterBrokerPayload) AppendJSON(dst []byte) ([]byte, error) {
+	dst = slices.Grow(dst, 96+len(p.Args)+len(p.Kw)+len(p.TaskID)+len(p.TaskName))
 	start := len(dst)
 	dst = append(dst, `{"args":`...)
 	dst, ok := appendRawJSON(dst, p.Args)
@@ -325,6 +338,9 @@ func (p AfterBrokerPayload) AppendJSON(dst []byte) ([]byte, error) {
 
 // AppendJSON appends p's JSON encoding (Payload).
 func (p StorageAddPayload) AppendJSON(dst []byte) ([]byte, error) {
+	if p.TaskStatus != nil {
+		dst = slices.Grow(dst, 40+len(p.UUID)+p.TaskStatus.sizeHint())
+	}
 	dst = append(dst, `{"task_status":`...)
 	if p.TaskStatus == nil {
 		dst = append(dst, "null"...)

@@ -2,6 +2,7 @@ package events
 
 import (
 	"encoding/json"
+	"slices"
 	"strconv"
 	"time"
 )
@@ -21,6 +22,7 @@ func (t *Task) AppendJSON(dst []byte) ([]byte, error) {
 	if len(t.Extra) > 0 {
 		return appendMarshal(dst, t)
 	}
+	dst = slices.Grow(dst, t.sizeHint())
 	start := len(dst)
 	var ok bool
 	dst = append(dst, `{"id":`...)
@@ -90,6 +92,19 @@ func (t *Task) AppendJSON(dst []byte) ([]byte, error) {
 	}
 	dst = appendOmitString(dst, `,"trace":`, t.Trace)
 	return append(dst, '}'), nil
+}
+
+// sizeHint is about the size of t's encoding, so that it is written
+// into one allocation: its fields' names and fixed-size values take less
+// than 400 bytes.
+func (t *Task) sizeHint() int {
+	n := 400 + len(t.ID) + len(t.Name) + len(t.Queue) + len(t.Status) + len(t.Args) + len(t.Kw) + len(t.Result) +
+		len(t.Error) + len(t.Reason) + len(t.RetryParent) + len(t.RetryChild) + len(t.IdempotencyKey) +
+		len(t.SubmitDigest) + len(t.Worker) + len(t.Trace)
+	for _, tag := range t.Tags {
+		n += len(tag) + 3
+	}
+	return n
 }
 
 // appendMarshal appends json.Marshal(v) to dst.
