@@ -387,16 +387,16 @@ func scanPubAck(d []byte) (ack *jetstream.PubAck, ok bool) {
 			return nil, false
 		}
 		i = j + 1
-		switch key {
+		switch string(key) { // no allocation: compared in place
 		case "stream", "domain":
 			s, j, ok := scanPlainString(d, i)
 			if !ok {
 				return nil, false
 			}
-			if key == "stream" {
-				a.Stream = s
+			if string(key) == "stream" {
+				a.Stream = string(s)
 			} else {
-				a.Domain = s
+				a.Domain = string(s)
 			}
 			i = j
 		case "seq":
@@ -432,20 +432,20 @@ func scanPubAck(d []byte) (ack *jetstream.PubAck, ok bool) {
 }
 
 // scanPlainString reads the JSON string at d[i:] if it has no escape and
-// only printable ASCII, returning it and the index after it.
-func scanPlainString(d []byte, i int) (string, int, bool) {
+// only printable ASCII, returning its bytes and the index after it.
+func scanPlainString(d []byte, i int) ([]byte, int, bool) {
 	if i >= len(d) || d[i] != '"' {
-		return "", 0, false
+		return nil, 0, false
 	}
 	for j := i + 1; j < len(d); j++ {
 		switch c := d[j]; {
 		case c == '"':
-			return string(d[i+1 : j]), j + 1, true
+			return d[i+1 : j], j + 1, true
 		case c == '\\' || c < 0x20 || c >= 0x7f:
-			return "", 0, false
+			return nil, 0, false
 		}
 	}
-	return "", 0, false
+	return nil, 0, false
 }
 
 var _ jetstream.PubAckFuture = (*pubFuture)(nil)
