@@ -55,6 +55,12 @@ type floorOps struct {
 	// at intake: the record is written at submission and at the end only,
 	// status process is read from the log (candidate d).
 	noProcessRecord bool
+	// claim writes the record once at intake, right after its read and
+	// before the intake's facts, waiting for the ack: the run's claim of
+	// our built (f) (a compare-and-set of the record to process with the
+	// run's number, issue #12), which candidate (f) leaves out. With
+	// noProcessRecord, the floor of (f) + claim.
+	claim bool
 	// pipelined submits with one wait: the KV create (a publish with
 	// Nats-Expected-Last-Subject-Sequence 0 to the bucket's subject), the
 	// task message and the facts all published asynchronously, then every
@@ -131,14 +137,20 @@ var (
 	floorFLifeSrv = ownServer(floorFLife, "f.life.srv")
 	// floorBDE is (b) + (d) + (e): the most packing there is, for scale.
 	floorBDE = pipelined(noProcess(floorB, ""), "bde.all")
+	// floorFClaimAll and floorFClaimLife are (f) with the run's claim
+	// (floorOps.claim): the design as built, whose claim (f) has not.
+	floorFClaimAll  = withClaim(floorFAll, "f.claim.all")
+	floorFClaimLife = withClaim(floorFLife, "f.claim.life")
 )
+
+func withClaim(o floorOps, name string) floorOps { o.claim, o.name = true, name; return o }
 
 func noProcess(o floorOps, name string) floorOps { o.noProcessRecord, o.name = true, name; return o }
 func pipelined(o floorOps, name string) floorOps { o.pipelined, o.name = true, name; return o }
 
 // floorCandidates are the candidate exchanges, in the order they run.
 var floorCandidates = []floorOps{floorLifeCE, floorB, floorC, floorDLife, floorDAll, floorELife, floorEAll,
-	floorFLife, floorFAll, floorFConn, floorFLifeSrv, floorFSrv, floorBDE}
+	floorFLife, floorFAll, floorFConn, floorFLifeSrv, floorFSrv, floorBDE, floorFClaimLife, floorFClaimAll}
 
 func ownConn(o floorOps, name string) floorOps   { o.clientConn, o.name = true, name; return o }
 func ownServer(o floorOps, name string) floorOps { o.serverProc, o.name = true, name; return o }
@@ -550,6 +562,11 @@ func (f *floor) work(ctx context.Context, m jetstream.Msg) error {
 		return err
 	}
 	rev := e.Revision()
+	if f.ops.claim {
+		if rev, err = f.kv.Update(ctx, id, f.record, rev); err != nil {
+			return err
+		}
+	}
 	if err := f.facts(f.js, id, f.ops.intake, &pending); err != nil {
 		return err
 	}

@@ -327,20 +327,22 @@ func trimFloat(x float64) string { return strconv.FormatFloat(x, 'f', -1, 64) }
 
 // floorLabels name the candidate exchanges of issue #15 in the table.
 var floorLabels = map[string]string{
-	"life.ce":    "(a) today, lifecycle, CE headers",
-	"all.ce":     "(a) today, all recorded, CE headers",
-	"b.all":      "(b) each phase's facts in one batch message, all recorded",
-	"c.all":      "(c) lifecycle facts alone, the rest per phase, all recorded",
-	"d.life":     "(d) record at submission and end only, lifecycle",
-	"d.all":      "(d) record at submission and end only, all recorded",
-	"e.life":     "(e) pipelined submission (one wait), lifecycle",
-	"e.all":      "(e) pipelined submission (one wait), all recorded",
-	"f.life":     "(f) = (c)+(d)+(e), lifecycle",
-	"f.all":      "(f) = (c)+(d)+(e), all recorded",
-	"f.all.conn": "(f), the submissions on a connection of their own (a client process's)",
-	"f.life.srv": "(f), lifecycle, the server in a process of its own (qtasksd)",
-	"f.all.srv":  "(f), all recorded, the server in a process of its own (qtasksd)",
-	"bde.all":    "(b)+(d)+(e), all recorded (most packing)",
+	"life.ce":      "(a) today, lifecycle, CE headers",
+	"all.ce":       "(a) today, all recorded, CE headers",
+	"b.all":        "(b) each phase's facts in one batch message, all recorded",
+	"c.all":        "(c) lifecycle facts alone, the rest per phase, all recorded",
+	"d.life":       "(d) record at submission and end only, lifecycle",
+	"d.all":        "(d) record at submission and end only, all recorded",
+	"e.life":       "(e) pipelined submission (one wait), lifecycle",
+	"e.all":        "(e) pipelined submission (one wait), all recorded",
+	"f.life":       "(f) = (c)+(d)+(e), lifecycle",
+	"f.all":        "(f) = (c)+(d)+(e), all recorded",
+	"f.all.conn":   "(f), the submissions on a connection of their own (a client process's)",
+	"f.life.srv":   "(f), lifecycle, the server in a process of its own (qtasksd)",
+	"f.all.srv":    "(f), all recorded, the server in a process of its own (qtasksd)",
+	"bde.all":      "(b)+(d)+(e), all recorded (most packing)",
+	"f.claim.life": "(f) + the run's claim (as built), lifecycle",
+	"f.claim.all":  "(f) + the run's claim (as built), all recorded",
 }
 
 // floorRows are the candidate exchanges' floors: tasks/s, CPU per task and

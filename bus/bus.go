@@ -218,6 +218,9 @@ type Bus struct {
 	srv EmbeddedServer // nil when connected to Config.URL
 	nc  *nats.Conn
 	js  jetstream.JetStream
+	// apub makes the async publishes of events (PublishAsync,
+	// PublishPhase); js those of records and scheduled task messages.
+	apub *asyncPub
 
 	events jetstream.Stream
 	tasks  jetstream.Stream
@@ -317,6 +320,7 @@ func Open(ctx context.Context, cfg Config) (*Bus, error) {
 	b.nc = nc
 	b.js, err = jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(cfg.MaxPending),
 		jetstream.WithPublishAsyncTimeout(cfg.PublishTimeout))
+	b.apub = newAsyncPub(nc, cfg.MaxPending, cfg.PublishTimeout)
 	if err != nil {
 		b.Close()
 		return nil, fmt.Errorf("opening jetstream: %w", err)
@@ -412,11 +416,18 @@ func (b *Bus) Close() {
 			_ = b.adv.Unsubscribe()
 		}
 		if b.js != nil {
-			select {
-			case <-b.js.PublishAsyncComplete():
-			case <-time.After(10 * time.Second):
-				b.log.Warn("closing with unacknowledged publishes", "pending", b.js.PublishAsyncPending())
+			wait := time.NewTimer(10 * time.Second)
+		flushed:
+			for _, done := range []<-chan struct{}{b.js.PublishAsyncComplete(), b.apub.complete()} {
+				select {
+				case <-done:
+				case <-wait.C:
+					b.log.Warn("closing with unacknowledged publishes", "pending", b.js.PublishAsyncPending()+b.apub.inFlight())
+					break flushed
+				}
 			}
+			wait.Stop()
+			b.apub.close()
 		}
 		if b.nc != nil {
 			_ = b.nc.Drain()

@@ -200,3 +200,40 @@ func TestAcksWaitSendsAgainWhatNobodyStored(t *testing.T) {
 	require.NoError(t, <-done)
 	require.Len(t, bustest.Events(t, b, subject), 1)
 }
+
+// An async publish whose answer is lost with its connection fails at once
+// with nats.ErrDisconnected (as nats.go's PublishMsgAsync did): an outcome
+// unknown, neither a wait until the publish timeout nor "not stored". The
+// bus's own async publisher (asyncpub.go) keeps that.
+func TestAsyncPublishFailsWhenItsConnectionIsLost(t *testing.T) {
+	t.Parallel()
+	b, srv, lose := lostAnswer(t)
+	ctx := testCtx(t)
+	ev := factEvent(events.WorkerAdd, "t-lost", "e-lost")
+	subject := events.FactSubject(ev.Trigger, "lostconn")
+	done := lose(subject, func() bool {
+		return len(bustest.Events(t, srv, subject)) == 1
+	})
+	f, err := b.PublishAsync(subject, ev.ID, &ev)
+	require.NoError(t, err)
+	done()
+	select {
+	case ack := <-f.Ok():
+		t.Fatalf("acked through a lost connection: %+v", ack)
+	case err := <-f.Err():
+		require.ErrorIs(t, err, nats.ErrDisconnected)
+		require.False(t, bus.SurelyNotStored(err))
+	case <-ctx.Done():
+		t.Fatal("no answer")
+	}
+	// The bus publishes again once reconnected.
+	ev2 := factEvent(events.WorkerAdd, "t-lost", "e-after")
+	bustest.WaitFor(t, wait, "a publish acked after the reconnect", func() bool {
+		f, err := b.PublishAsync(subject, ev2.ID, &ev2)
+		if err != nil {
+			return false
+		}
+		_, err = b.AwaitAck(ctx, f)
+		return err == nil
+	})
+}

@@ -2,7 +2,6 @@ package bus
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"strconv"
 	"time"
@@ -71,7 +70,7 @@ func encodeTask(t events.Task, enc []byte) ([]byte, error) {
 	if enc != nil {
 		return enc, nil
 	}
-	data, err := json.Marshal(t)
+	data, err := t.AppendJSON(nil)
 	if err != nil {
 		return nil, fmt.Errorf("encoding task %s: %w", t.ID, err)
 	}

@@ -17,10 +17,6 @@ import (
 // Config.MaxPending.
 const publishStallWait = 10 * time.Second
 
-// asyncPublishOpts are the options of every async publish, made once: an
-// option is a closure, and a variadic slice built per call escapes.
-var asyncPublishOpts = []jetstream.PublishOpt{jetstream.WithStallWait(publishStallWait)}
-
 // Message builds the NATS message of an event: attributes as headers, data
 // as the body, msgID as Nats-Msg-Id when not empty.
 func Message(subject, msgID string, ev *events.Event) *nats.Msg {
@@ -48,7 +44,7 @@ func (b *Bus) Publish(ctx context.Context, subject, msgID string, ev *events.Eve
 	var ack *jetstream.PubAck
 	err := b.retryWrite(ctx, msgID != "", func(ctx context.Context, _ int) error {
 		var err error
-		ack, err = b.js.PublishMsg(ctx, m)
+		ack, err = b.publishSync(ctx, m)
 		return err
 	})
 	if err != nil {
@@ -172,7 +168,7 @@ func (b *Bus) PublishAsync(subject, msgID string, ev *events.Event) (jetstream.P
 	// With MaxPending publishes unacknowledged, a burst waits for room
 	// rather than failing (nats.go's default is 200 ms), which would fail a
 	// task run and have it redelivered.
-	f, err := b.js.PublishMsgAsync(Message(subject, msgID, ev), asyncPublishOpts...)
+	f, err := b.apub.publish(Message(subject, msgID, ev), publishStallWait)
 	if err != nil {
 		return nil, fmt.Errorf("publishing %s: %w", subject, err)
 	}
@@ -188,7 +184,7 @@ type future struct {
 
 // again sends f's message once more, as a new publish.
 func (f *future) again() (*future, error) {
-	g, err := f.b.js.PublishMsgAsync(f.Msg(), asyncPublishOpts...)
+	g, err := f.b.apub.publish(f.Msg(), publishStallWait)
 	if err != nil {
 		return nil, err
 	}

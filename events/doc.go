@@ -1,5 +1,6 @@
 // Package events defines the wire vocabulary of qtasks: the trigger catalog
-// carried over from QTasks, the CloudEvents that record every trigger firing,
+// carried over from QTasks and the payloads its triggers fire with (payloads.go),
+// the CloudEvents that record every trigger firing,
 // plugin invocations and patch replies, the NATS subjects they travel on, the
 // CloudEvents JSON batch format that can carry several of them in one message,
 // and the application of JSON Patch and merge patch under a trigger's contract.

@@ -400,7 +400,7 @@ func (a *App) advanceChain(ctx context.Context, data []byte) error {
 	if err := json.Unmarshal(data, &f); err != nil {
 		return nil // not ours to judge; the projection rejects it
 	}
-	var mp modelPayload
+	var mp events.ModelPayload
 	if err := json.Unmarshal(f.Input, &mp); err != nil {
 		return nil
 	}

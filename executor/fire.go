@@ -115,12 +115,8 @@ func (f *firing) fire(ctx context.Context, trigger string, payload any) (json.Ra
 	if len(chain) == 0 && !record {
 		return nil, nil
 	}
-	var input json.RawMessage
-	if enc, ok := payload.(encoded); ok {
-		input = json.RawMessage(enc)
-	} else if b, err := json.Marshal(payload); err == nil {
-		input = b
-	} else {
+	input, err := encodePayload(payload)
+	if err != nil {
 		return nil, fmt.Errorf("encoding payload of %s: %w", trigger, err)
 	}
 	fact := events.Fact{Input: input}
@@ -161,6 +157,19 @@ func (f *firing) fire(ctx context.Context, trigger string, payload any) (json.Ra
 		}
 	}
 	return out, failure
+}
+
+// encodePayload encodes a trigger's payload: by hand for the payloads of
+// events (events.Payload, the same bytes as json.Marshal at a fraction of
+// its CPU), with encoding/json for the few free-form maps.
+func encodePayload(payload any) (json.RawMessage, error) {
+	if enc, ok := payload.(encoded); ok {
+		return json.RawMessage(enc), nil
+	}
+	if p, ok := payload.(events.Payload); ok {
+		return p.AppendJSON(nil)
+	}
+	return json.Marshal(payload)
 }
 
 // record publishes the fact of a firing. It returns an error only when the

@@ -74,7 +74,7 @@ func TestFitFinal(t *testing.T) {
 	require.Equal(t, orig.Kw, got.Kw)
 	require.Contains(t, got.Reason, events.ErrTooLarge.Error())
 	require.Contains(t, got.Error, "the log takes at most")
-	require.LessOrEqual(t, len(mustJSON(modelPayload{got})), events.MaxDataSize)
+	require.LessOrEqual(t, len(mustJSON(events.ModelPayload{Model: got})), events.MaxDataSize)
 }
 
 // The final fact's payload built from the record encoded once is the one
@@ -90,7 +90,7 @@ func TestModelInputIsModelPayload(t *testing.T) {
 			Extra: map[string]json.RawMessage{"z": json.RawMessage(`1`), "a": json.RawMessage(`"s"`)},
 			Tags:  []string{"t"}, CreatedAt: now, UpdatedAt: now, Error: "e\n", Reason: "r", Worker: "w"},
 	} {
-		require.Equal(t, string(mustJSON(modelPayload{task})), string(modelInput(encodeRecord(task))))
-		require.Equal(t, string(mustJSON(storageAddPayload{UUID: task.ID, TaskStatus: &task})), string(storageAddInput(encodeRecord(task), task.ID)))
+		require.Equal(t, string(mustJSON(events.ModelPayload{Model: task})), string(modelInput(encodeRecord(task))))
+		require.Equal(t, string(mustJSON(events.StorageAddPayload{UUID: task.ID, TaskStatus: &task})), string(storageAddInput(encodeRecord(task), task.ID)))
 	}
 }

@@ -49,7 +49,7 @@ func (w *worker) run(ctx context.Context, t events.Task, rev uint64, run int, re
 			return rs.finish(ctx, rs.failed(err), nil)
 		}
 	}
-	if _, err := f.fire(ctx, events.StorageAddProcess, addProcessPayload{TaskID: t.ID, Priority: t.Priority, Worker: a.cfg.NodeID}); err != nil {
+	if _, err := f.fire(ctx, events.StorageAddProcess, events.AddProcessPayload{TaskID: t.ID, Priority: t.Priority, Worker: a.cfg.NodeID}); err != nil {
 		return rs.finish(ctx, rs.failed(err), nil)
 	}
 	// Intake: the record as read, then as handed to the worker.
@@ -60,7 +60,7 @@ func (w *worker) run(ctx context.Context, t events.Task, rev uint64, run int, re
 		return rs.finish(ctx, rs.failed(err), nil)
 	}
 	for _, trig := range []string{events.BrokerAddWorker, events.WorkerAdd} {
-		out, err := f.fire(ctx, trig, workerAddPayload{
+		out, err := f.fire(ctx, trig, events.WorkerAddPayload{
 			TaskName: t.Name, TaskID: t.ID, Priority: rs.t.Priority,
 			Args: rs.t.Args, Kw: rs.t.Kw, CreatedAt: t.CreatedAt,
 		})
@@ -95,7 +95,7 @@ func (w *worker) run(ctx context.Context, t events.Task, rev uint64, run int, re
 
 	// Process.
 	model := rs.model(events.StatusProcess)
-	out, err := f.fire(ctx, events.WorkerExecuteBefore, modelPayload{model})
+	out, err := f.fire(ctx, events.WorkerExecuteBefore, events.ModelPayload{Model: model})
 	if err != nil {
 		return rs.finish(ctx, rs.failed(err), nil)
 	}
@@ -103,7 +103,7 @@ func (w *worker) run(ctx context.Context, t events.Task, rev uint64, run int, re
 		model.Extra = readExtra(out, "model")
 	}
 	for _, trig := range []string{events.BrokerUpdate, events.StorageUpdate} {
-		out, err := f.fire(ctx, trig, updatePayload{updateKw{Name: t.ID, Mapping: model}})
+		out, err := f.fire(ctx, trig, events.UpdatePayload{Kw: events.UpdateKw{Name: t.ID, Mapping: model}})
 		if err != nil {
 			return rs.finish(ctx, rs.failed(err), nil)
 		}
@@ -126,13 +126,13 @@ func (w *worker) run(ctx context.Context, t events.Task, rev uint64, run int, re
 	rs.t.Extra = model.Extra
 
 	f.setPhase(events.PhasePrepare)
-	out, err = f.fire(ctx, events.WorkerRunTaskBefore, runTaskBeforePayload{
-		TaskFunc: taskFuncInfo{
+	out, err = f.fire(ctx, events.WorkerRunTaskBefore, events.RunTaskBeforePayload{
+		TaskFunc: events.TaskFuncInfo{
 			Name: def.name, Priority: def.opts.Priority, Retry: def.opts.Retry,
 			MaxTimeMS: def.opts.MaxTime.Milliseconds(), Tags: def.opts.Tags,
 			Description: def.opts.Description, Generating: def.seq,
 		},
-		TaskBroker: taskBroker{ID: t.ID, Priority: rs.t.Priority, Args: rs.t.Args, Kw: rs.t.Kw},
+		TaskBroker: events.TaskBroker{ID: t.ID, Priority: rs.t.Priority, Args: rs.t.Args, Kw: rs.t.Kw},
 	})
 	if err != nil {
 		return rs.finish(ctx, rs.failed(err), nil)
@@ -166,7 +166,7 @@ func (rs *runState) execute(ctx context.Context) (events.Task, error) {
 			return
 		}
 		closeFired = true
-		p := closePayload{TaskID: rs.t.ID, Status: status}
+		p := events.ClosePayload{TaskID: rs.t.ID, Status: status}
 		if err != nil {
 			msg := err.Error()
 			p.Error = &msg
@@ -184,7 +184,7 @@ func (rs *runState) execute(ctx context.Context) (events.Task, error) {
 	if err := rs.w.ctl.cancelled(rs.t.ID, rs.t.Attempt); err != nil {
 		return fail(err)
 	}
-	if _, err := f.fire(ctx, events.TaskExecutorMiddlewaresExecute, middlewaresPayload{Phase: "before", Middlewares: len(def.opts.MiddlewaresBefore)}); err != nil {
+	if _, err := f.fire(ctx, events.TaskExecutorMiddlewaresExecute, events.MiddlewaresPayload{Phase: "before", Middlewares: len(def.opts.MiddlewaresBefore)}); err != nil {
 		return fail(err)
 	}
 	for i, mw := range def.opts.MiddlewaresBefore {
@@ -192,7 +192,7 @@ func (rs *runState) execute(ctx context.Context) (events.Task, error) {
 			return fail(fmt.Errorf("before-middleware %d: %w", i, err))
 		}
 	}
-	out, err := f.fire(ctx, events.TaskExecutorArgsReplace, argsPayload{Args: rs.t.Args, Kw: rs.t.Kw})
+	out, err := f.fire(ctx, events.TaskExecutorArgsReplace, events.ArgsPayload{Args: rs.t.Args, Kw: rs.t.Kw})
 	if err != nil {
 		return fail(err)
 	}
@@ -206,7 +206,7 @@ func (rs *runState) execute(ctx context.Context) (events.Task, error) {
 		return fail(fmt.Errorf("reading replaced arguments: %w", err))
 	}
 	args, kw := orEmpty(av.Args, "[]"), orEmpty(av.Kw, "{}")
-	if _, err := f.fire(ctx, events.TaskExecutorBeforeExecute, taskIDPayload{rs.t.ID}); err != nil {
+	if _, err := f.fire(ctx, events.TaskExecutorBeforeExecute, events.TaskIDPayload{TaskID: rs.t.ID}); err != nil {
 		return fail(err)
 	}
 
@@ -232,7 +232,7 @@ func (rs *runState) execute(ctx context.Context) (events.Task, error) {
 		}
 		result = readKey(out, "results")
 	case err == nil:
-		out, err := f.fire(ctx, events.TaskExecutorRunTask, resultPayload{result})
+		out, err := f.fire(ctx, events.TaskExecutorRunTask, events.ResultPayload{Result: result})
 		if err != nil {
 			return fail(err)
 		}
@@ -251,15 +251,15 @@ func (rs *runState) execute(ctx context.Context) (events.Task, error) {
 		return fail(err)
 	}
 
-	if _, err := f.fire(ctx, events.TaskExecutorAfterExecute, taskIDPayload{rs.t.ID}); err != nil {
+	if _, err := f.fire(ctx, events.TaskExecutorAfterExecute, events.TaskIDPayload{TaskID: rs.t.ID}); err != nil {
 		return fail(err)
 	}
-	out, err = f.fire(ctx, events.TaskExecutorAfterExecuteResultReplace, resultPayload{result})
+	out, err = f.fire(ctx, events.TaskExecutorAfterExecuteResultReplace, events.ResultPayload{Result: result})
 	if err != nil {
 		return fail(err)
 	}
 	result = resultOf(out, "result", result)
-	if _, err := f.fire(ctx, events.TaskExecutorMiddlewaresExecute, middlewaresPayload{Phase: "after", Middlewares: len(def.opts.MiddlewaresAfter)}); err != nil {
+	if _, err := f.fire(ctx, events.TaskExecutorMiddlewaresExecute, events.MiddlewaresPayload{Phase: "after", Middlewares: len(def.opts.MiddlewaresAfter)}); err != nil {
 		return fail(err)
 	}
 	for i, mw := range def.opts.MiddlewaresAfter {
@@ -286,7 +286,7 @@ func (rs *runState) execute(ctx context.Context) (events.Task, error) {
 			return fail(fmt.Errorf("encoding payload of %s: the result is not JSON: %w", events.TaskExecutorDecode, err))
 		}
 	}
-	out, err = f.fire(ctx, events.TaskExecutorDecode, resultPayload{result})
+	out, err = f.fire(ctx, events.TaskExecutorDecode, events.ResultPayload{Result: result})
 	if err != nil {
 		return fail(err)
 	}
@@ -542,7 +542,7 @@ func (rs *runState) finish(ctx context.Context, final events.Task, taskErr error
 		}
 	}
 	for _, trig := range []string{events.WorkerRemoveFinishedTask, events.BrokerRemoveFinishedTask} {
-		out, err := f.fire(ctx, trig, modelPayload{final})
+		out, err := f.fire(ctx, trig, events.ModelPayload{Model: final})
 		if err != nil {
 			final.Status, final.Reason = events.StatusError, err.Error()
 			if final.Error == "" {
@@ -591,7 +591,7 @@ func (rs *runState) finish(ctx context.Context, final events.Task, taskErr error
 	}
 	f.setPhase(events.PhaseEnd)
 	if rs.def != nil {
-		_, _ = f.fire(ctx, events.WorkerExecuteAfter, modelPayload{final})
+		_, _ = f.fire(ctx, events.WorkerExecuteAfter, events.ModelPayload{Model: final})
 	}
 	f.flush()
 	return f.acks.Wait(context.WithoutCancel(ctx))

@@ -348,7 +348,7 @@ func (a *App) fireBefore(ctx context.Context, f *firing, t *events.Task) ([]byte
 func (a *App) fireAfter(ctx context.Context, f *firing, t *events.Task, rec []byte) {
 	if _, err := f.fire(ctx, events.BrokerAddAfter, encoded(modelInput(rec))); err != nil {
 		a.log.Warn("task queued; a plugin failed after it", "task_id", t.ID, "trigger", events.BrokerAddAfter, "err", err)
-	} else if _, err := f.fire(ctx, events.QTasksAddTaskAfterBroker, afterBrokerPayload{
+	} else if _, err := f.fire(ctx, events.QTasksAddTaskAfterBroker, events.AfterBrokerPayload{
 		TaskID: t.ID, TaskName: t.Name, Priority: t.Priority, Args: t.Args, Kw: t.Kw,
 	}); err != nil {
 		a.log.Warn("task queued; a plugin failed after it", "task_id", t.ID, "trigger", events.QTasksAddTaskAfterBroker, "err", err)

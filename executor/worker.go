@@ -850,9 +850,15 @@ func mustJSON(v any) json.RawMessage {
 
 // encodeRecord encodes a task record: the bytes the task bucket stores and
 // a final fact's payload carries (modelInput).
-func encodeRecord(t events.Task) []byte { return mustJSON(t) }
+func encodeRecord(t events.Task) []byte {
+	b, err := t.AppendJSON(nil)
+	if err != nil {
+		panic(err) // a record read or built here always encodes
+	}
+	return b
+}
 
-// modelInput is modelPayload{t} encoded, built from rec, t encoded by
+// modelInput is events.ModelPayload{t} encoded, built from rec, t encoded by
 // encodeRecord: the same bytes json.Marshal writes for it
 // (TestModelInputIsModelPayload).
 func modelInput(rec []byte) json.RawMessage {
