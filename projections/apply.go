@@ -165,7 +165,7 @@ func (d *DB) applyRaw(ctx context.Context, dc any, n int, event func(i int) *Pre
 	}
 	var last uint64
 	if row != nil {
-		last = uint64(row[0].(int64))
+		last = seqFromSQL(row[0].(int64))
 	}
 	// The position is the stream sequence of the last message applied: a
 	// message (a phase message holds several facts) is applied whole, in
@@ -201,7 +201,7 @@ func (d *DB) applyRaw(ctx context.Context, dc any, n int, event func(i int) *Pre
 	if err := a.flushRows(); err != nil {
 		return st, fmt.Errorf("writing the rows of tasks and attempts: %w", err)
 	}
-	if err := a.exec(stMeta, int64(last)); err != nil {
+	if err := a.exec(stMeta, seqToSQL(last)); err != nil {
 		return st, fmt.Errorf("storing the last applied sequence: %w", err)
 	}
 	if err := tx.Commit(); err != nil {
@@ -307,8 +307,10 @@ type applier struct {
 }
 
 func newApplier() *applier {
-	return &applier{tasks: make(map[string]taskState), keys: make(map[string]int64), updates: make(map[uint32]driver.Stmt),
-		facts: make(map[factShape]driver.Stmt)}
+	return &applier{
+		tasks: make(map[string]taskState), keys: make(map[string]int64), updates: make(map[uint32]driver.Stmt),
+		facts: make(map[factShape]driver.Stmt),
+	}
 }
 
 // prepare prepares the statements on dc, unless they are already.
@@ -396,7 +398,7 @@ func (a *txApplier) named(args []any) []driver.NamedValue {
 		case int:
 			v = int64(x)
 		case uint64:
-			v = int64(x)
+			v = int64(x) //nolint:gosec // G115: the uint64s bound are the log's sequences, revisions and counters, below 2^63 (see seqToSQL)
 		}
 		a.args = append(a.args, driver.NamedValue{Ordinal: i + 1, Value: v})
 	}
@@ -506,7 +508,7 @@ const maxIndex = 1 << 16
 
 // factPos is the primary key of a fact in facts: its message's stream
 // sequence and its index there, in one integer that orders as the pair.
-func factPos(seq uint64, idx int) int64 { return int64(seq)<<16 | int64(idx) }
+func factPos(seq uint64, idx int) int64 { return int64(seq)<<16 | int64(idx) } //nolint:gosec // G115: sequences stay far below 2^47 (see seqToSQL), so the shifted one is exact
 
 // Seq is the stream sequence of the event's message.
 func (p *Prepared) Seq() uint64 { return p.seq }
@@ -705,7 +707,7 @@ func (p *Prepared) prepareFact(ps events.ParsedSubject) rejection {
 // rejected; an error is a database failure.
 func (a *txApplier) write(p *Prepared) (rejected bool, err error) {
 	ev := &p.ev
-	seq := int64(p.seq)
+	seq := seqToSQL(p.seq)
 	var key any
 	if ev.TaskID != "" && p.kind != kindReject && p.kind != kindDead && p.kind != kindSeal {
 		k, err := a.taskKey(ev.TaskID)
@@ -727,7 +729,7 @@ func (a *txApplier) write(p *Prepared) (rejected bool, err error) {
 			p.at, nil, nullString(ev.DataContentType), nullText(ev.Data), nullString(ev.PluginError))
 	case kindDead:
 		dl := &p.dl
-		return false, a.exec(stDead, seq, ev.Plugin, dl.Stream, int64(dl.Sequence), dl.Consumer, dl.Subject,
+		return false, a.exec(stDead, seq, ev.Plugin, dl.Stream, seqToSQL(dl.Sequence), dl.Consumer, dl.Subject,
 			dl.Deliveries, dl.Reason, p.at)
 	case kindSchedule:
 		return false, a.schedule(p, seq, key)
@@ -997,7 +999,7 @@ func taskEffect(trigger string, ev *events.Event, f *events.Fact) (effect, rejec
 // attempts (written at the end of the batch: see rows.go).
 func (a *txApplier) task(p *Prepared) error {
 	ev, e := &p.ev, &p.eff
-	seq := int64(p.seq)
+	seq := seqToSQL(p.seq)
 	at := p.at
 	m := &e.model
 	switch e.kind {
@@ -1300,7 +1302,7 @@ func nullSeq(n uint64) any {
 	if n == 0 {
 		return nil
 	}
-	return int64(n)
+	return seqToSQL(n)
 }
 
 func jsonText(m map[string]json.RawMessage) any {

@@ -5,7 +5,6 @@ import (
 	"database/sql"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"runtime"
 	"runtime/metrics"
@@ -100,7 +99,7 @@ func BenchmarkApply(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			st := tx.StmtContext(ctx, ins)
+			st := tx.StmtContext(ctx, ins) //nolint:sqlclosecheck // the transaction's: its Commit closes it
 			for _, m := range batch {
 				seq++
 				if _, err := st.ExecContext(ctx, seq, m.subject(), m.data()); err != nil {
@@ -180,7 +179,8 @@ func toWire(m projectionstest.Msg) wireMsg {
 	}
 	buf = append(buf, "\r\n"...)
 	w.hdrEnd = len(buf)
-	w.buf = append(buf, m.Data...)
+	buf = append(buf, m.Data...)
+	w.buf = buf
 	return w
 }
 
@@ -228,13 +228,13 @@ func externalServer(b *testing.B) *bus.Bus {
 	b.Helper()
 	dir := b.TempDir()
 	bin := testkit.Build(b, "../cmd/qtasksd")
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	ln, err := (&net.ListenConfig{}).Listen(b.Context(), "tcp", "127.0.0.1:0")
 	if err != nil {
 		b.Fatal(err)
 	}
 	port := ln.Addr().(*net.TCPAddr).Port
 	_ = ln.Close()
-	cmd := exec.Command(bin, "--port", strconv.Itoa(port), "--data-dir", filepath.Join(dir, "data"), "--no-worker",
+	cmd := testkit.Command(bin, "--port", strconv.Itoa(port), "--data-dir", filepath.Join(dir, "data"), "--no-worker",
 		"--no-projection", "--http", "", "--log-level", "warn")
 	cmd.Stderr = os.Stderr
 	if err := cmd.Start(); err != nil {
@@ -288,9 +288,7 @@ type peak struct {
 
 func newPeak() *peak {
 	p := &peak{stopc: make(chan struct{}), heap: heapBytes(), live: liveBytes()}
-	p.wg.Add(1)
-	go func() {
-		defer p.wg.Done()
+	p.wg.Go(func() {
 		tick := time.NewTicker(5 * time.Millisecond)
 		defer tick.Stop()
 		for {
@@ -301,7 +299,7 @@ func newPeak() *peak {
 				return
 			}
 		}
-	}()
+	})
 	return p
 }
 

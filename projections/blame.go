@@ -243,7 +243,7 @@ func backfillBlame(ctx context.Context, tx *sql.Tx) error {
 		for rows.Next() {
 			var f fact
 			if err := rows.Scan(&f.seq, &f.trigger, &f.taskID, &f.attempt, &f.data); err != nil {
-				_ = rows.Close()
+				_ = rows.Close() //nolint:sqlclosecheck // closed before the page's writes, on the same transaction; a defer would hold it open across them
 				return fmt.Errorf("backfilling blame: %w", err)
 			}
 			facts = append(facts, f)

@@ -21,11 +21,11 @@ func TestNotProjectionRefused(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
 	notes := filepath.Join(dir, "notes.txt")
-	require.NoError(t, os.WriteFile(notes, []byte("keep me\n"), 0o644))
+	require.NoError(t, os.WriteFile(notes, []byte("keep me\n"), 0o600))
 	other := filepath.Join(dir, "other.db")
 	db, err := sql.Open("sqlite3", "file:"+other)
 	require.NoError(t, err)
-	_, err = db.Exec(`CREATE TABLE accounts (id INTEGER PRIMARY KEY, owner TEXT)`)
+	_, err = db.ExecContext(ctx, `CREATE TABLE accounts (id INTEGER PRIMARY KEY, owner TEXT)`)
 	require.NoError(t, err)
 	require.NoError(t, db.Close())
 	before, err := os.ReadFile(other)
@@ -48,7 +48,7 @@ func TestNotProjectionRefused(t *testing.T) {
 	// A projection, a new path and an empty file are fine.
 	for _, path := range []string{filepath.Join(dir, "new.db"), filepath.Join(dir, "empty.db")} {
 		if filepath.Base(path) == "empty.db" {
-			require.NoError(t, os.WriteFile(path, nil, 0o644))
+			require.NoError(t, os.WriteFile(path, nil, 0o600))
 		}
 		p, err := projections.Open(ctx, path, nil)
 		require.NoError(t, err)

@@ -31,7 +31,7 @@ func (d *DB) DeadLetters(ctx context.Context, before uint64, limit int) ([]DeadL
 		before = 1<<63 - 1
 	}
 	rows, err := d.r.QueryContext(ctx, `SELECT seq, plugin, stream, sequence, consumer, subject, deliveries, reason, time
-		FROM dead_letters WHERE seq < ? ORDER BY seq DESC LIMIT ?`, int64(before), clampLimit(limit))
+		FROM dead_letters WHERE seq < ? ORDER BY seq DESC LIMIT ?`, seqToSQL(before), clampLimit(limit))
 	if err != nil {
 		return nil, fmt.Errorf("reading dead letters: %w", err)
 	}
@@ -44,7 +44,7 @@ func (d *DB) DeadLetters(ctx context.Context, before uint64, limit int) ([]DeadL
 		if err := rows.Scan(&seq, &dl.Plugin, &dl.Stream, &sequence, &dl.Consumer, &dl.Subject, &dl.Deliveries, &dl.Reason, &at); err != nil {
 			return nil, fmt.Errorf("reading dead letters: %w", err)
 		}
-		dl.Seq, dl.Sequence, dl.Time = uint64(seq), uint64(sequence), parseTS(at)
+		dl.Seq, dl.Sequence, dl.Time = seqFromSQL(seq), seqFromSQL(sequence), parseTS(at)
 		out = append(out, dl)
 	}
 	if err := rows.Err(); err != nil {
@@ -104,7 +104,7 @@ func (d *DB) PluginStats(ctx context.Context) ([]PluginStat, error) {
 		}
 		s.Calls++
 		s.Outcomes[outcome]++
-		s.LastSeq = max(s.LastSeq, uint64(seq))
+		s.LastSeq = max(s.LastSeq, seqFromSQL(seq))
 		lat[k] = append(lat[k], us)
 	}
 	if err := rows.Err(); err != nil {
@@ -252,7 +252,7 @@ func (d *DB) actions(ctx context.Context, where string, args ...any) ([]Action, 
 		if err := rows.Scan(&seq, &a.Action, &a.TaskID, &a.Attempt, &a.Queue, &a.By, &a.Reason, &at); err != nil {
 			return nil, fmt.Errorf("reading operator actions: %w", err)
 		}
-		a.Seq, a.Time = uint64(seq), parseTS(at)
+		a.Seq, a.Time = seqFromSQL(seq), parseTS(at)
 		out = append(out, a)
 	}
 	if err := rows.Err(); err != nil {

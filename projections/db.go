@@ -101,7 +101,7 @@ func Open(ctx context.Context, path string, opts *Options) (*DB, error) {
 			return nil, err
 		}
 		if dir := filepath.Dir(path); dir != "" {
-			if err := os.MkdirAll(dir, 0o755); err != nil {
+			if err := os.MkdirAll(dir, 0o750); err != nil {
 				return nil, fmt.Errorf("opening projection %s: %w", path, err)
 			}
 		}
@@ -246,9 +246,23 @@ func (d *DB) LastSeq(ctx context.Context) (uint64, error) {
 	return lastSeq(ctx, d.r)
 }
 
-func lastSeq(ctx context.Context, q interface {
+// SQLite's integers are int64; stream sequences and KV revisions are
+// uint64. JetStream's stay far below 2^63 (a million messages a second
+// would take 292,000 years to get there), so both conversions are exact:
+// seqToSQL and seqFromSQL are the one place that says so.
+
+// seqToSQL is a sequence or revision as SQLite stores it.
+func seqToSQL(n uint64) int64 { return int64(n) } //nolint:gosec // G115: see above
+
+// seqFromSQL is a sequence or revision that seqToSQL stored.
+func seqFromSQL(n int64) uint64 { return uint64(n) } //nolint:gosec // G115: see above
+
+// rowQuerier is what reads one row: *sql.DB, *sql.Conn and *sql.Tx.
+type rowQuerier interface {
 	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
-}) (uint64, error) {
+}
+
+func lastSeq(ctx context.Context, q rowQuerier) (uint64, error) {
 	var n int64
 	err := q.QueryRowContext(ctx, `SELECT value FROM meta WHERE key = 'last_seq'`).Scan(&n)
 	if errors.Is(err, sql.ErrNoRows) {
@@ -257,5 +271,5 @@ func lastSeq(ctx context.Context, q interface {
 	if err != nil {
 		return 0, fmt.Errorf("reading last applied sequence: %w", err)
 	}
-	return uint64(n), nil
+	return seqFromSQL(n), nil
 }

@@ -168,7 +168,7 @@ func backfillDiffs(ctx context.Context, tx *sql.Tx) error {
 		for rows.Next() {
 			var f fact
 			if err := rows.Scan(&f.pos, &f.trigger, &f.data); err != nil {
-				_ = rows.Close()
+				_ = rows.Close() //nolint:sqlclosecheck // closed before the page's writes, on the same transaction; a defer would hold it open across them
 				return fmt.Errorf("backfilling diffs: %w", err)
 			}
 			facts = append(facts, f)

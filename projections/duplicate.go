@@ -30,8 +30,10 @@ func (p *Prepared) prepareDuplicate(ps events.ParsedSubject) rejection {
 	case d.TaskID != ev.TaskID:
 		return rejection(fmt.Sprintf("decision on task %q in an event of task %q", d.TaskID, ev.TaskID))
 	}
-	p.op = events.OperatorAction{Action: d.Decision, TaskID: d.TaskID, Attempt: d.Attempt, Queue: d.Queue,
-		By: ev.Source, Reason: truncate(d.Summary(), events.MaxReasonSize)}
+	p.op = events.OperatorAction{
+		Action: d.Decision, TaskID: d.TaskID, Attempt: d.Attempt, Queue: d.Queue,
+		By: ev.Source, Reason: truncate(d.Summary(), events.MaxReasonSize),
+	}
 	p.kind = kindOperator
 	return ""
 }

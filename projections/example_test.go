@@ -66,8 +66,9 @@ func ExampleBuild() {
 // runTask runs add(2, 3) under a plugin, scale, that multiplies results by
 // ten, and returns the task's id.
 func runTask(ctx context.Context, b *bus.Bus) (string, error) {
-	r, err := plugins.Local(ctx, b, plugins.Spec{Name: "scale", Version: "1", Triggers: []string{events.TaskExecutorRunTask},
-		Plugin: plugins.Func(func(ctx context.Context, c *plugins.Call) (*plugins.Patch, error) {
+	r, err := plugins.Local(ctx, b, plugins.Spec{
+		Name: "scale", Version: "1", Triggers: []string{events.TaskExecutorRunTask},
+		Plugin: plugins.Func(func(_ context.Context, c *plugins.Call) (*plugins.Patch, error) {
 			var p struct {
 				Result float64 `json:"result"`
 			}
@@ -75,7 +76,8 @@ func runTask(ctx context.Context, b *bus.Bus) (string, error) {
 				return nil, err
 			}
 			return plugins.JSONPatch(plugins.Op{Op: "replace", Path: "/result", Value: p.Result * 10})
-		})})
+		}),
+	})
 	if err != nil {
 		return "", err
 	}

@@ -220,8 +220,10 @@ func setCallField(c *events.PluginCall, f int, val []byte) bool {
 // outcomes and contentTypes are the values of a call's outcome and content
 // type, which setKnown sets without allocating a string for each call.
 var (
-	outcomes = [...]string{string(events.OutcomeApplied), string(events.OutcomeNoChange), string(events.OutcomeRejected),
-		string(events.OutcomeTimeout), string(events.OutcomeError), string(events.OutcomeShadow)}
+	outcomes = [...]string{
+		string(events.OutcomeApplied), string(events.OutcomeNoChange), string(events.OutcomeRejected),
+		string(events.OutcomeTimeout), string(events.OutcomeError), string(events.OutcomeShadow),
+	}
 	contentTypes = [...]string{events.ContentTypeJSONPatch, events.ContentTypeMergePatch, events.ContentTypeJSON}
 )
 

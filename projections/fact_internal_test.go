@@ -13,6 +13,7 @@ import (
 
 // decodeFact must read a fact exactly as json.Unmarshal into events.Fact.
 func checkDecodeFact(t *testing.T, data []byte) {
+	t.Helper()
 	var want, got events.Fact
 	werr := json.Unmarshal(data, &want)
 	gerr := decodeFact(data, &got)
@@ -51,7 +52,9 @@ func TestDecodeFact(t *testing.T) {
 	sc := bufio.NewScanner(f)
 	sc.Buffer(make([]byte, 1<<20), 1<<24)
 	for sc.Scan() {
-		var m struct{ Data string }
+		var m struct {
+			Data string `json:"data"`
+		}
 		require.NoError(t, json.Unmarshal(sc.Bytes(), &m))
 		checkDecodeFact(t, []byte(m.Data))
 	}

@@ -2,6 +2,7 @@ package projections_test
 
 import (
 	"bytes"
+	"context"
 	"database/sql"
 	"errors"
 	"flag"
@@ -42,8 +43,10 @@ const (
 
 func writeFile(t *testing.T, path string, data []byte) {
 	t.Helper()
-	require.NoError(t, os.MkdirAll(filepath.Dir(path), 0o755))
-	require.NoError(t, os.WriteFile(path, data, 0o644))
+	// Fixtures are files of the checkout (testdata), readable as the rest
+	// of it is.
+	require.NoError(t, os.MkdirAll(filepath.Dir(path), 0o755)) //nolint:gosec // G301: see above
+	require.NoError(t, os.WriteFile(path, data, 0o644))        //nolint:gosec // G306: see above
 }
 
 // exportSchema writes the content of db's tables among objects (those of
@@ -68,33 +71,37 @@ func exportSchema(t *testing.T, path string, version int, objects []string) []by
 		}
 	}
 	for _, tbl := range tables {
-		rows, err := db.QueryContext(ctx, `SELECT name FROM pragma_table_info(?) ORDER BY cid`, tbl)
-		require.NoError(t, err)
 		var quoted []string
-		for rows.Next() {
-			var c string
-			require.NoError(t, rows.Scan(&c))
+		for _, c := range queryStrings(ctx, t, db, `SELECT name FROM pragma_table_info(?) ORDER BY cid`, tbl) {
 			quoted = append(quoted, "quote("+c+")")
 		}
-		require.NoError(t, rows.Err())
-		require.NoError(t, rows.Close())
 		q := fmt.Sprintf(`SELECT 'INSERT INTO %s VALUES (' || %s || ');' FROM %s`, tbl, strings.Join(quoted, " || ', ' || "), tbl)
 		if tbl == "schema_migrations" {
 			q += fmt.Sprintf(" WHERE version <= %d", version)
 		}
 		q += " ORDER BY 1"
-		rows, err = db.QueryContext(ctx, q)
-		require.NoError(t, err)
-		for rows.Next() {
-			var line string
-			require.NoError(t, rows.Scan(&line))
+		for _, line := range queryStrings(ctx, t, db, q) {
 			out.WriteString(line + "\n")
 		}
-		require.NoError(t, rows.Err())
-		require.NoError(t, rows.Close())
 	}
 	out.WriteString("COMMIT;\n")
 	return out.Bytes()
+}
+
+// queryStrings reads the one text column of q's rows.
+func queryStrings(ctx context.Context, t *testing.T, db *sql.DB, q string, args ...any) []string {
+	t.Helper()
+	rows, err := db.QueryContext(ctx, q, args...)
+	require.NoError(t, err)
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var s string
+		require.NoError(t, rows.Scan(&s))
+		out = append(out, s)
+	}
+	require.NoError(t, rows.Err())
+	return out
 }
 
 // TestFixtures regenerates the fixtures with -update; without it, it checks
@@ -260,13 +267,13 @@ func openV1(t *testing.T, path string) v1State {
 	require.NoError(t, db.QueryRowContext(ctx, `SELECT value FROM meta WHERE key = 'last_seq'`).Scan(&st.lastSeq))
 	rows, err := db.QueryContext(ctx, `SELECT version FROM schema_migrations ORDER BY version`)
 	require.NoError(t, err)
+	defer rows.Close()
 	for rows.Next() {
 		var v int
 		require.NoError(t, rows.Scan(&v))
 		st.versions = append(st.versions, v)
 	}
 	require.NoError(t, rows.Err())
-	require.NoError(t, rows.Close())
 	err = db.QueryRowContext(ctx, `SELECT count(*) FROM field_blame WHERE seq <= ?`, len(projectionstest.ReadFile(t, logFixture))/2).Scan(&st.blameBefore)
 	if err != nil && !strings.Contains(err.Error(), "no such table") {
 		require.NoError(t, err)

@@ -128,7 +128,7 @@ func (a *txApplier) writeFlow(p *Prepared, seq int64, key any) error {
 	ev, fe := &p.ev, p.flow
 	if p.kind == kindState {
 		w := &fe.state
-		return a.exec(stState, seq, key, ev.Attempt, ev.Run, w.Kind, w.Scope, w.Key, w.Op, int64(w.Prev), int64(w.Revision),
+		return a.exec(stState, seq, key, ev.Attempt, ev.Run, w.Kind, w.Scope, w.Key, w.Op, seqToSQL(w.Prev), seqToSQL(w.Revision),
 			nullText(w.Value), nullString(w.Digest), w.Size, nullString(w.By), ev.Source, p.at)
 	}
 	if p.kind == kindLimit {
@@ -180,7 +180,7 @@ func (d *DB) StateWrites(ctx context.Context, kind, scope string) ([]StateWriteR
 			&r.Digest, &r.Size, &r.By, &r.Source, &at); err != nil {
 			return nil, fmt.Errorf("reading state writes: %w", err)
 		}
-		r.Seq, r.Prev, r.Revision, r.Time = uint64(seq), uint64(prev), uint64(rev), parseTS(at)
+		r.Seq, r.Prev, r.Revision, r.Time = seqFromSQL(seq), seqFromSQL(prev), seqFromSQL(rev), parseTS(at)
 		if value.Valid {
 			r.Value = json.RawMessage(value.String)
 		}
@@ -224,7 +224,7 @@ func (d *DB) ChainEvents(ctx context.Context, id string) ([]ChainEventRow, error
 		if err := rows.Scan(&seq, &r.Chain, &r.Action, &r.Step, &r.Steps, &r.TaskID, &r.Prev, &r.Status, &r.Error, &at); err != nil {
 			return nil, fmt.Errorf("reading chain events: %w", err)
 		}
-		r.Seq, r.Time = uint64(seq), parseTS(at)
+		r.Seq, r.Time = seqFromSQL(seq), parseTS(at)
 		out = append(out, r)
 	}
 	if err := rows.Err(); err != nil {
@@ -264,7 +264,7 @@ func (d *DB) TaskLimitWaits(ctx context.Context, id string) ([]LimitWaitRow, err
 		if err := rows.Scan(&seq, &r.TaskID, &r.Attempt, &r.Run, &r.Limit, &r.Kind, &r.WaitedMS, &r.Slot, &r.TookOver, &at); err != nil {
 			return nil, fmt.Errorf("reading limit waits: %w", err)
 		}
-		r.Seq, r.Time = uint64(seq), parseTS(at)
+		r.Seq, r.Time = seqFromSQL(seq), parseTS(at)
 		out = append(out, r)
 	}
 	if err := rows.Err(); err != nil {

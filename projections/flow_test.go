@@ -154,7 +154,7 @@ func TestChainEventsProjected(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "live.db")
 	p := startProjector(t, b, path, nil)
 	app := newApp(t, b)
-	executor.MustRegister(app, "inc", func(ctx context.Context, in []int) (int, error) {
+	executor.MustRegister(app, "inc", func(_ context.Context, in []int) (int, error) {
 		s := 1
 		for _, x := range in {
 			s += x
@@ -201,8 +201,10 @@ func TestLimitWaitsProjected(t *testing.T) {
 		t.Helper()
 		data, err := json.Marshal(lw)
 		require.NoError(t, err)
-		ev := events.Event{ID: "limit:" + id, Source: "qtasks/test", Type: events.TypeLimit, Time: time.Now().UTC(),
-			DataContentType: events.ContentTypeJSON, Data: data, TaskID: id, Attempt: 1, Run: 2}
+		ev := events.Event{
+			ID: "limit:" + id, Source: "qtasks/test", Type: events.TypeLimit, Time: time.Now().UTC(),
+			DataContentType: events.ContentTypeJSON, Data: data, TaskID: id, Attempt: 1, Run: 2,
+		}
 		_, err = b.Publish(ctxFor(t), events.LimitSubject("default"), "", &ev)
 		require.NoError(t, err)
 	}

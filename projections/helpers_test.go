@@ -152,7 +152,8 @@ func runScenario(t *testing.T, b *bus.Bus) *scenario {
 
 	// Two mutators of the arguments, in chain order: scale doubles a, tag
 	// adds kw.tagged and replaces b.
-	startPlugin(t, b, plugins.Spec{Name: "scale", Version: "1.0", Triggers: []string{events.TaskExecutorArgsReplace},
+	startPlugin(t, b, plugins.Spec{
+		Name: "scale", Version: "1.0", Triggers: []string{events.TaskExecutorArgsReplace},
 		Plugin: plugins.Func(func(_ context.Context, c *plugins.Call) (*plugins.Patch, error) {
 			var p struct {
 				Kw map[string]any `json:"kw"`
@@ -162,27 +163,34 @@ func runScenario(t *testing.T, b *bus.Bus) *scenario {
 			}
 			a, ok := p.Kw["A"].(float64)
 			if !ok {
-				return nil, nil
+				return nil, nil //nolint:nilnil // no patch: the Plugin contract's "no change"
 			}
 			return plugins.MergePatch(map[string]any{"kw": map[string]any{"A": a * 2}})
-		})})
-	startPlugin(t, b, plugins.Spec{Name: "tagger", Version: "2.1", Triggers: []string{events.TaskExecutorArgsReplace},
+		}),
+	})
+	startPlugin(t, b, plugins.Spec{
+		Name: "tagger", Version: "2.1", Triggers: []string{events.TaskExecutorArgsReplace},
 		Plugin: plugins.Func(func(_ context.Context, c *plugins.Call) (*plugins.Patch, error) {
 			if c.TaskName != "add" {
-				return nil, nil
+				return nil, nil //nolint:nilnil // no patch: the Plugin contract's "no change"
 			}
 			return plugins.JSONPatch(plugins.Op{Op: "add", Path: "/kw/tagged", Value: true},
 				plugins.Op{Op: "replace", Path: "/kw/B", Value: 100})
-		})})
-	startPlugin(t, b, plugins.Spec{Name: "scale-next", Version: "1.1", Mode: plugins.Shadow, ShadowOf: "scale",
+		}),
+	})
+	startPlugin(t, b, plugins.Spec{
+		Name: "scale-next", Version: "1.1", Mode: plugins.Shadow, ShadowOf: "scale",
 		Triggers: []string{events.TaskExecutorArgsReplace},
 		Plugin: plugins.Func(func(context.Context, *plugins.Call) (*plugins.Patch, error) {
 			return plugins.MergePatch(map[string]any{"kw": map[string]any{"A": 0}})
-		})})
-	startPlugin(t, b, plugins.Spec{Name: "helper", Version: "1", Triggers: []string{events.TaskExecutorRunTaskTriggerError},
+		}),
+	})
+	startPlugin(t, b, plugins.Spec{
+		Name: "helper", Version: "1", Triggers: []string{events.TaskExecutorRunTaskTriggerError},
 		Plugin: plugins.Func(func(context.Context, *plugins.Call) (*plugins.Patch, error) {
 			return plugins.MergePatch(map[string]any{"result": 42})
-		})})
+		}),
+	})
 	startApp(t, app)
 
 	s := &scenario{app: app, tasks: map[string]events.Task{}}

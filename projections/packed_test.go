@@ -32,21 +32,23 @@ func factRows(t *testing.T, db *projections.DB) []string {
 		`SELECT k.id, b.path, b.plugin, b.op, coalesce(b.value, '') FROM field_blame b JOIN task_keys k ON k.key = b.task_key ORDER BY k.id, b.path`,
 		`SELECT subject, reason FROM rejected_events ORDER BY seq, idx`,
 	} {
-		rows, err := raw.QueryContext(ctxFor(t), q)
-		require.NoError(t, err)
-		cols, err := rows.Columns()
-		require.NoError(t, err)
-		for rows.Next() {
-			vals := make([]any, len(cols))
-			ptrs := make([]any, len(cols))
-			for i := range vals {
-				ptrs[i] = &vals[i]
+		func() {
+			rows, err := raw.QueryContext(ctxFor(t), q)
+			require.NoError(t, err)
+			defer rows.Close()
+			cols, err := rows.Columns()
+			require.NoError(t, err)
+			for rows.Next() {
+				vals := make([]any, len(cols))
+				ptrs := make([]any, len(cols))
+				for i := range vals {
+					ptrs[i] = &vals[i]
+				}
+				require.NoError(t, rows.Scan(ptrs...))
+				out = append(out, fmt.Sprint(vals...))
 			}
-			require.NoError(t, rows.Scan(ptrs...))
-			out = append(out, fmt.Sprint(vals...))
-		}
-		require.NoError(t, rows.Err())
-		require.NoError(t, rows.Close())
+			require.NoError(t, rows.Err())
+		}()
 	}
 	return out
 }

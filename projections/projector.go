@@ -149,7 +149,7 @@ func (p *Projector) Start(ctx context.Context) error {
 	if p.started {
 		return errors.New("projector already started")
 	}
-	if err := os.MkdirAll(filepath.Dir(p.cfg.Path), 0o755); err != nil {
+	if err := os.MkdirAll(filepath.Dir(p.cfg.Path), 0o750); err != nil {
 		return fmt.Errorf("starting projector: %w", err)
 	}
 	lock, err := lockFile(p.cfg.Path + ".lock")
@@ -171,7 +171,7 @@ func (p *Projector) Start(ctx context.Context) error {
 	runCtx, cancel := context.WithCancel(context.Background())
 	p.cancel = cancel
 	go p.run(runCtx, s)
-	p.log.Info("projector started", "durable", p.cfg.Durable, "resume_after", p.applied.Load())
+	p.log.InfoContext(ctx, "projector started", "durable", p.cfg.Durable, "resume_after", p.applied.Load())
 	return nil
 }
 
@@ -199,8 +199,7 @@ func (p *Projector) open(ctx context.Context) (*DB, error) {
 		_ = db.Close()
 		return nil, err
 	}
-	rebuild := func(msg string, args ...any) (*DB, error) {
-		p.log.Warn(msg, args...)
+	rebuild := func() (*DB, error) {
 		if err := db.Close(); err != nil {
 			return nil, err
 		}
@@ -211,11 +210,13 @@ func (p *Projector) open(ctx context.Context) (*DB, error) {
 	}
 	switch {
 	case known && id != logIdentity(info):
-		return rebuild("the projection was built from another event log (another data directory's, or a stream created anew); rebuilding it",
+		p.log.WarnContext(ctx, "the projection was built from another event log (another data directory's, or a stream created anew); rebuilding it",
 			"projected", last, "log_created", info.Created)
+		return rebuild()
 	case last > info.State.LastSeq:
-		return rebuild("the projection is ahead of the event log: it projects another log; rebuilding it",
+		p.log.WarnContext(ctx, "the projection is ahead of the event log: it projects another log; rebuilding it",
 			"projected", last, "log_last_seq", info.State.LastSeq)
+		return rebuild()
 	case !known:
 		// A new projection, or one from before identities were recorded:
 		// it is this log's from now on.
@@ -224,9 +225,8 @@ func (p *Projector) open(ctx context.Context) (*DB, error) {
 			return nil, err
 		}
 	}
-	switch {
-	case info.State.Msgs > 0 && last+1 < info.State.FirstSeq:
-		p.log.Warn("events the projection has not applied are no longer in the log (limits); it goes on from the first one kept",
+	if info.State.Msgs > 0 && last+1 < info.State.FirstSeq {
+		p.log.WarnContext(ctx, "events the projection has not applied are no longer in the log (limits); it goes on from the first one kept",
 			"projected", last, "log_first_seq", info.State.FirstSeq)
 	}
 	return db, nil
@@ -402,9 +402,9 @@ func (p *Projector) run(ctx context.Context, s *session) {
 	p.err = err
 	p.mu.Unlock()
 	if err != nil {
-		p.log.Error("projector stopped", "err", err)
+		p.log.ErrorContext(ctx, "projector stopped", "err", err)
 	} else {
-		p.log.Info("projector stopped", "last_seq", p.applied.Load())
+		p.log.InfoContext(ctx, "projector stopped", "last_seq", p.applied.Load())
 	}
 }
 
@@ -477,9 +477,9 @@ func (p *Projector) loop(ctx context.Context, s *session) error {
 		if lost {
 			// Acknowledging past the hole would lose its events for good:
 			// a new consumer delivers from what is committed.
-			ns, err := p.resume(ctx, s)
-			if err != nil || ns == nil {
-				return err
+			ns := p.resume(ctx, s)
+			if ns == nil {
+				return nil
 			}
 			s = ns
 		}
@@ -512,8 +512,8 @@ func (p *Projector) skipped(ctx context.Context, next, seq uint64) bool {
 // resume replaces session s with a new consumer delivering after what the
 // database holds, retrying while the cluster is in trouble; nil when ctx
 // ends first.
-func (p *Projector) resume(ctx context.Context, s *session) (*session, error) {
-	p.log.Warn("the event log's consumer skipped events; resuming after the last applied", "last_seq", p.applied.Load(), "next_delivered", s.next)
+func (p *Projector) resume(ctx context.Context, s *session) *session {
+	p.log.WarnContext(ctx, "the event log's consumer skipped events; resuming after the last applied", "last_seq", p.applied.Load(), "next_delivered", s.next)
 	s.stop()
 	backoff := 100 * time.Millisecond
 	for {
@@ -521,13 +521,13 @@ func (p *Projector) resume(ctx context.Context, s *session) (*session, error) {
 		ns, err := p.session(sctx, p.db)
 		cancel()
 		if err == nil {
-			return ns, nil
+			return ns
 		}
-		p.log.Error("resuming the projector's consumer; retrying", "err", err, "backoff", backoff.String())
+		p.log.ErrorContext(ctx, "resuming the projector's consumer; retrying", "err", err, "backoff", backoff.String())
 		select {
 		case <-time.After(backoff):
 		case <-ctx.Done():
-			return nil, nil
+			return nil
 		}
 		backoff = min(2*backoff, 5*time.Second)
 	}
@@ -546,14 +546,14 @@ func (p *Projector) commit(ctx context.Context, batch []Prepared) error {
 				p.setApplied(st.LastSeq)
 			}
 			if st.Rejected > 0 {
-				p.log.Warn("rejected events recorded", "count", st.Rejected, "last_seq", st.LastSeq)
+				p.log.WarnContext(ctx, "rejected events recorded", "count", st.Rejected, "last_seq", st.LastSeq)
 			}
 			if p.cfg.OnBatch != nil {
 				p.cfg.OnBatch(st)
 			}
 			return nil
 		}
-		p.log.Error("applying a batch; retrying", "err", err, "backoff", backoff.String())
+		p.log.ErrorContext(ctx, "applying a batch; retrying", "err", err, "backoff", backoff.String())
 		select {
 		case <-time.After(backoff):
 		case <-ctx.Done():
@@ -568,9 +568,9 @@ func (p *Projector) commit(ctx context.Context, batch []Prepared) error {
 // changed).
 func (p *Projector) reopenIfSwapped(ctx context.Context, s *session) (*session, error) {
 	if !p.db.swapped() {
-		return nil, nil
+		return nil, nil //nolint:nilnil // nothing changed, as said
 	}
-	p.log.Info("database file swapped by a rebuild; reopening")
+	p.log.InfoContext(ctx, "database file swapped by a rebuild; reopening")
 	s.stop()
 	octx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 	defer cancel()
@@ -588,7 +588,7 @@ func (p *Projector) reopenIfSwapped(ctx context.Context, s *session) (*session, 
 	p.db = db
 	p.mu.Unlock()
 	if err := old.Close(); err != nil {
-		p.log.Warn("closing the old database file", "err", err)
+		p.log.WarnContext(ctx, "closing the old database file", "err", err)
 	}
 	return ns, nil
 }

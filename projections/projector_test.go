@@ -69,8 +69,11 @@ func TestRebuildEqualsLive(t *testing.T) {
 	require.JSONEq(t, `{"A":2,"B":100,"tagged":true}`, string(add.KwExecuted))
 	require.JSONEq(t, `102`, string(add.Result))
 	for _, ts := range []struct{ name, v string }{
-		{"created", add.CreatedAt.String()}, {"queued", add.QueuedAt.String()}, {"started", add.StartedAt.String()},
-		{"executed", add.ExecutedAt.String()}, {"finished", add.FinishedAt.String()},
+		{"created", add.CreatedAt.String()},
+		{"queued", add.QueuedAt.String()},
+		{"started", add.StartedAt.String()},
+		{"executed", add.ExecutedAt.String()},
+		{"finished", add.FinishedAt.String()},
 	} {
 		require.NotContains(t, ts.v, "0001-01-01", ts.name)
 	}
@@ -152,15 +155,21 @@ func TestRejectedEvents(t *testing.T) {
 	pub(&nats.Msg{Subject: "qtasks.trigger.x.y", Data: []byte("\x00garbage{")}, "garbage")
 	unknown := events.Event{ID: "u1", Source: "rogue", Type: "com.example.unknown", Data: []byte(`{}`), DataContentType: events.ContentTypeJSON}
 	pub(bus.Message("qtasks.trigger.storage_add.t1", "", &unknown), "unknown type")
-	mismatch := events.Event{ID: "m1", Source: "rogue", Type: events.TypeTriggerPrefix + events.StorageAdd, Trigger: events.StorageAdd,
-		TaskID: "other", Data: []byte(`{"input":{}}`), DataContentType: events.ContentTypeJSON}
+	mismatch := events.Event{
+		ID: "m1", Source: "rogue", Type: events.TypeTriggerPrefix + events.StorageAdd, Trigger: events.StorageAdd,
+		TaskID: "other", Data: []byte(`{"input":{}}`), DataContentType: events.ContentTypeJSON,
+	}
 	pub(bus.Message(events.FactSubject(events.StorageAdd, "t2"), "", &mismatch), "task id mismatch")
-	notFact := events.Event{ID: "n1", Source: "rogue", Type: events.TypeTriggerPrefix + events.StorageAdd, Trigger: events.StorageAdd,
-		TaskID: "t3", Data: []byte(`[1,2,3]`), DataContentType: events.ContentTypeJSON}
+	notFact := events.Event{
+		ID: "n1", Source: "rogue", Type: events.TypeTriggerPrefix + events.StorageAdd, Trigger: events.StorageAdd,
+		TaskID: "t3", Data: []byte(`[1,2,3]`), DataContentType: events.ContentTypeJSON,
+	}
 	pub(bus.Message(events.FactSubject(events.StorageAdd, "t3"), "", &notFact), "not a fact")
-	badModel := events.Event{ID: "b1", Source: "rogue", Type: events.TypeTriggerPrefix + events.StorageRemoveFinishedTask,
+	badModel := events.Event{
+		ID: "b1", Source: "rogue", Type: events.TypeTriggerPrefix + events.StorageRemoveFinishedTask,
 		Trigger: events.StorageRemoveFinishedTask, TaskID: done[0], Data: []byte(`{"input":{"model":{"id":"someone-else","attempt":1,"status":"success"}}}`),
-		DataContentType: events.ContentTypeJSON}
+		DataContentType: events.ContentTypeJSON,
+	}
 	pub(bus.Message(events.FactSubject(events.StorageRemoveFinishedTask, done[0]), "", &badModel), "final record of another task")
 
 	// The projector goes on: a task after the garbage is projected.

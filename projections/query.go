@@ -88,8 +88,6 @@ const taskColumns = `id, name, queue, priority, status, attempt, retries_left, a
 
 type scanner interface{ Scan(dest ...any) error }
 
-func scanTask(r scanner) (Task, error) { return newTaskScan().scan(r) }
-
 // taskScan holds the destinations of a task row's columns, allocated once
 // for all the rows of a page: taken one row at a time, they were thirty
 // allocations per task (BenchmarkConsole). The JSON columns scan into
@@ -106,9 +104,11 @@ type taskScan struct {
 func newTaskScan() *taskScan {
 	r := &taskScan{}
 	t := &r.t
-	r.dest = []any{&t.ID, &t.Name, &t.Queue, &t.Priority, &t.Status, &t.Attempt, &t.RetriesLeft, &r.argsS, &r.kwS, &r.argsE, &r.kwE,
+	r.dest = []any{
+		&t.ID, &t.Name, &t.Queue, &t.Priority, &t.Status, &t.Attempt, &t.RetriesLeft, &r.argsS, &r.kwS, &r.argsE, &r.kwE,
 		&r.result, &t.Error, &t.Reason, &t.RetryParent, &t.RetryChild, &t.Worker, &r.tags, &r.extra, &t.IdempotencyKey, &t.Trace,
-		&r.created, &r.queued, &r.started, &r.executed, &r.finished, &r.upd, &r.first, &r.last}
+		&r.created, &r.queued, &r.started, &r.executed, &r.finished, &r.upd, &r.first, &r.last,
+	}
 	return r
 }
 
@@ -127,7 +127,7 @@ func (r *taskScan) scan(rows scanner) (Task, error) {
 	}
 	t.CreatedAt, t.QueuedAt, t.StartedAt = parseTS(r.created), parseTS(r.queued), parseTS(r.started)
 	t.ExecutedAt, t.FinishedAt, t.UpdatedAt = parseTS(r.executed), parseTS(r.finished), parseTS(r.upd)
-	t.FirstSeq, t.LastSeq = uint64(r.first), uint64(r.last)
+	t.FirstSeq, t.LastSeq = seqFromSQL(r.first), seqFromSQL(r.last)
 	return t, nil
 }
 
@@ -210,16 +210,20 @@ type attemptScan struct {
 }
 
 func (a *attemptScan) dests() []any {
-	return []any{&a.attempt, &a.status, &a.worker, &a.runs, &a.queued, &a.started, &a.executed, &a.finished, &a.result,
-		&a.errText, &a.reason, &a.retryParent, &a.retryChild, &a.final}
+	return []any{
+		&a.attempt, &a.status, &a.worker, &a.runs, &a.queued, &a.started, &a.executed, &a.finished, &a.result,
+		&a.errText, &a.reason, &a.retryParent, &a.retryChild, &a.final,
+	}
 }
 
 // value is the attempt of the current row.
 func (a *attemptScan) value() Attempt {
-	return Attempt{Attempt: int(a.attempt.Int64), Status: a.status.String, Worker: a.worker.String, Runs: int(a.runs.Int64),
+	return Attempt{
+		Attempt: int(a.attempt.Int64), Status: a.status.String, Worker: a.worker.String, Runs: int(a.runs.Int64),
 		QueuedAt: parseTS(a.queued), StartedAt: parseTS(a.started), ExecutedAt: parseTS(a.executed), FinishedAt: parseTS(a.finished),
 		Result: raw(a.result), Error: a.errText.String, Reason: a.reason.String, RetryParent: a.retryParent.String,
-		RetryChild: a.retryChild.String, FinalSeq: uint64(a.final.Int64)}
+		RetryChild: a.retryChild.String, FinalSeq: seqFromSQL(a.final.Int64),
+	}
 }
 
 // TaskFilter selects tasks. Empty fields do not filter.
@@ -283,7 +287,7 @@ func (d *DB) Tasks(ctx context.Context, f TaskFilter) (TaskPage, error) {
 	}
 	q += " ORDER BY t.created_at DESC, t.id DESC LIMIT ?"
 	args = append(args, limit+1)
-	stmt, err := d.prepared(ctx, q)
+	stmt, err := d.prepared(ctx, q) //nolint:sqlclosecheck // cached: closeStmts closes it with the DB
 	if err != nil {
 		return TaskPage{}, fmt.Errorf("listing tasks: %w", err)
 	}
@@ -515,7 +519,7 @@ func (tr *timelineReader) eachFact(ctx context.Context, reuse bool, fn func(fr *
 		if err := decodeStoredFact(fdata, &fr.f); err != nil {
 			return fmt.Errorf("reading timeline of %s: fact %d: %w", tr.id, seq, err)
 		}
-		e.Seq, e.Time, e.Input, e.Output, e.Failed = uint64(seq), parseTS(at), fr.f.Input, fr.f.Output, fr.f.Failed
+		e.Seq, e.Time, e.Input, e.Output, e.Failed = seqFromSQL(seq), parseTS(at), fr.f.Input, fr.f.Output, fr.f.Failed
 		if err := fn(&fr); err != nil {
 			return fmt.Errorf("reading timeline of %s: fact %d: %w", tr.id, seq, err)
 		}
@@ -534,10 +538,12 @@ func (tr *timelineReader) actions(ctx context.Context) ([]Action, error) {
 // call is call j of fact fr as the timeline shows it.
 func (tr *timelineReader) call(fr *factRow, j int, diffs [][]Change) Call {
 	c := &fr.f.Calls[j]
-	call := Call{FactSeq: fr.e.Seq, FactIdx: fr.e.Index, Idx: j, TaskID: tr.id, Trigger: fr.e.Trigger, Attempt: fr.e.Attempt,
+	call := Call{
+		FactSeq: fr.e.Seq, FactIdx: fr.e.Index, Idx: j, TaskID: tr.id, Trigger: fr.e.Trigger, Attempt: fr.e.Attempt,
 		Plugin: c.Plugin, Version: c.Version, Invocation: c.Invocation, Outcome: string(c.Outcome), Policy: c.Policy,
 		Reason: c.Reason, ContentType: c.ContentType, Patch: c.Patch, LatencyUS: c.LatencyUS, Shadow: c.Shadow,
-		InvokeSeq: c.InvokeSeq, PatchSeq: c.PatchSeq}
+		InvokeSeq: c.InvokeSeq, PatchSeq: c.PatchSeq,
+	}
 	if call.InvokeSeq == 0 {
 		call.InvokeSeq = tr.seqs["invoke\x00"+c.Invocation]
 	}
@@ -566,7 +572,7 @@ func (d *DB) pluginEventSeqs(ctx context.Context, id string, key int64) (map[str
 		if err := rows.Scan(&kind, &inv, &seq); err != nil {
 			return nil, fmt.Errorf("reading plugin events of %s: %w", id, err)
 		}
-		out[kind+"\x00"+inv] = uint64(seq)
+		out[kind+"\x00"+inv] = seqFromSQL(seq)
 	}
 	return out, rows.Err()
 }
@@ -585,7 +591,7 @@ func (d *DB) calls(ctx context.Context, where string, args []any, order string, 
 	}
 	q += " ORDER BY " + order
 	if limit > 0 {
-		q += " LIMIT " + strconv.Itoa(limit)
+		q += " LIMIT " + strconv.Itoa(limit) //nolint:gosec // G202: an integer; where and order are built of this package's own column names, the values bound
 	}
 	rows, err := d.r.QueryContext(ctx, q, args...)
 	if err != nil {
@@ -602,8 +608,8 @@ func (d *DB) calls(ctx context.Context, where string, args []any, order string, 
 			&c.Policy, &c.Reason, &c.ContentType, &patch, &c.LatencyUS, &c.Shadow, &inv, &pat); err != nil {
 			return nil, fmt.Errorf("reading plugin calls: %w", err)
 		}
-		c.FactSeq, c.Patch = uint64(seq), raw(patch)
-		c.InvokeSeq, c.PatchSeq = uint64(inv.Int64), uint64(pat.Int64)
+		c.FactSeq, c.Patch = seqFromSQL(seq), raw(patch)
+		c.InvokeSeq, c.PatchSeq = seqFromSQL(inv.Int64), seqFromSQL(pat.Int64)
 		out = append(out, c)
 	}
 	if err := rows.Err(); err != nil {
@@ -723,7 +729,7 @@ func (d *DB) Blame(ctx context.Context, id string) ([]Blame, error) {
 		if err := rows.Scan(&b.Path, &b.Plugin, &b.Version, &seq, &b.FactIdx, &b.Idx, &b.Trigger, &b.Attempt, &b.Op, &v); err != nil {
 			return nil, fmt.Errorf("reading blame of %s: %w", id, err)
 		}
-		b.Seq, b.Value = uint64(seq), raw(v)
+		b.Seq, b.Value = seqFromSQL(seq), raw(v)
 		out = append(out, b)
 	}
 	if err := rows.Err(); err != nil {
@@ -750,16 +756,17 @@ type Rejected struct {
 // one by one): the next page starts after a whole message.
 func (d *DB) RejectedEvents(ctx context.Context, after uint64, limit int) ([]Rejected, error) {
 	limit = clampLimit(limit)
-	out, err := d.rejected(ctx, `WHERE seq > ? ORDER BY seq, idx LIMIT ?`, int64(after), limit)
+	out, err := d.rejected(ctx, `WHERE seq > ? ORDER BY seq, idx LIMIT ?`, seqToSQL(after), limit)
 	if err != nil || len(out) < limit {
 		return out, err
 	}
 	last := out[len(out)-1]
-	rest, err := d.rejected(ctx, `WHERE seq = ? AND idx > ? ORDER BY idx`, int64(last.Seq), last.Index)
+	rest, err := d.rejected(ctx, `WHERE seq = ? AND idx > ? ORDER BY idx`, seqToSQL(last.Seq), last.Index)
 	return append(out, rest...), err
 }
 
 func (d *DB) rejected(ctx context.Context, where string, args ...any) ([]Rejected, error) {
+	//nolint:gosec // G202: where is one of this package's constant clauses; the values are bound
 	rows, err := d.r.QueryContext(ctx, `SELECT seq, idx, subject, type, event_id, reason FROM rejected_events `+where, args...)
 	if err != nil {
 		return nil, fmt.Errorf("reading rejected events: %w", err)
@@ -772,7 +779,7 @@ func (d *DB) rejected(ctx context.Context, where string, args ...any) ([]Rejecte
 		if err := rows.Scan(&seq, &r.Index, &r.Subject, &r.Type, &r.EventID, &r.Reason); err != nil {
 			return nil, fmt.Errorf("reading rejected events: %w", err)
 		}
-		r.Seq = uint64(seq)
+		r.Seq = seqFromSQL(seq)
 		out = append(out, r)
 	}
 	if err := rows.Err(); err != nil {
@@ -807,7 +814,7 @@ func parseLayout(s string) (time.Time, bool) {
 	mi, ok5 := num(s[14:16])
 	sec, ok6 := num(s[17:19])
 	ns, ok7 := num(s[20:29])
-	if !(ok1 && ok2 && ok3 && ok4 && ok5 && ok6 && ok7) || mo < 1 || mo > 12 || d < 1 || d > 31 || h > 23 || mi > 59 || sec > 59 {
+	if !ok1 || !ok2 || !ok3 || !ok4 || !ok5 || !ok6 || !ok7 || mo < 1 || mo > 12 || d < 1 || d > 31 || h > 23 || mi > 59 || sec > 59 {
 		return time.Time{}, false
 	}
 	t := time.Date(y, time.Month(mo), d, h, mi, sec, ns, time.UTC)

@@ -184,7 +184,7 @@ func Rebuild(ctx context.Context, b *bus.Bus, path string, cfg *BuildConfig) (Bu
 	if err := CheckPath(ctx, path); err != nil {
 		return BuildStats{}, err // the swap would replace what is there
 	}
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+	if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
 		return BuildStats{}, fmt.Errorf("rebuilding projection: %w", err)
 	}
 	gen, err := generationName(path)

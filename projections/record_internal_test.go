@@ -94,6 +94,7 @@ func checkDecodeRecord(t *testing.T, doc []byte) {
 // recordSeeds are the documents of the recorded log's records, and edge
 // cases.
 func recordSeeds(tb testing.TB) [][]byte {
+	tb.Helper()
 	seeds := [][]byte{
 		[]byte(`null`), []byte(`{}`), []byte(`{"task_status":null}`), []byte(`{"kw":{"mapping":null}}`), []byte(`[]`),
 		[]byte(`{"task_status":{"id":"a","ID":"b"}}`), []byte(`{"task_status":{"id":"a\u00e9","tags":[],"extra":{"x":1}}}`),
@@ -110,6 +111,7 @@ func recordSeeds(tb testing.TB) [][]byte {
 // loggedRecords are the inputs and outputs of the recorded log's facts that
 // hold task records or arguments.
 func loggedRecords(tb testing.TB) [][]byte {
+	tb.Helper()
 	var docs [][]byte
 	for _, m := range projectionstest.ReadFile(tb, projectionstest.ScenarioLog()) {
 		var f events.Fact
@@ -215,6 +217,7 @@ func checkDecodeCalls(t *testing.T, val []byte) {
 }
 
 func callSeeds(tb testing.TB) [][]byte {
+	tb.Helper()
 	seeds := [][]byte{
 		[]byte(`null`), []byte(`[]`), []byte(` [ ] `), []byte(`[null]`), []byte(`[{}]`), []byte(`[1]`), []byte(`{}`),
 		[]byte(`[{"plugin":"p","PLUGIN":"q"}]`), []byte(`[{"shadow":true,"patch_omitted":false,"invoke_seq":18446744073709551615}]`),

@@ -1,13 +1,12 @@
 package projections
 
 import (
-	"time"
-
 	"database/sql/driver"
 	"encoding/json"
 	"fmt"
 	"math/bits"
 	"strings"
+	"time"
 
 	"github.com/qtasks/qtasks-go/events"
 )

@@ -79,7 +79,7 @@ type ScheduleEvent struct {
 func (d *DB) ScheduleEvents(ctx context.Context, name string, after uint64, limit int) ([]ScheduleEvent, error) {
 	rows, err := d.r.QueryContext(ctx, `SELECT s.seq, s.schedule, s.action, s.by_whom, s.reason, s.tick, coalesce(k.id, ''), s.missed, s.spec, s.time
 		FROM schedule_events s LEFT JOIN task_keys k ON k.key = s.task_key
-		WHERE s.schedule = ? AND s.seq > ? ORDER BY s.seq LIMIT ?`, name, int64(after), clampLimit(limit))
+		WHERE s.schedule = ? AND s.seq > ? ORDER BY s.seq LIMIT ?`, name, seqToSQL(after), clampLimit(limit))
 	if err != nil {
 		return nil, fmt.Errorf("reading schedule events: %w", err)
 	}
@@ -92,7 +92,7 @@ func (d *DB) ScheduleEvents(ctx context.Context, name string, after uint64, limi
 		if err := rows.Scan(&seq, &e.Schedule, &e.Action, &e.By, &e.Reason, &tick, &e.TaskID, &e.Missed, &spec, &at); err != nil {
 			return nil, fmt.Errorf("reading schedule events: %w", err)
 		}
-		e.Seq, e.Tick, e.Time = uint64(seq), parseTS(tick), parseTS(at)
+		e.Seq, e.Tick, e.Time = seqFromSQL(seq), parseTS(tick), parseTS(at)
 		if spec.Valid {
 			e.Spec = json.RawMessage(spec.String)
 		}

@@ -501,9 +501,7 @@ var (
 )
 
 // schemaVersion reads the highest applied migration; 0 for a new database.
-func schemaVersion(ctx context.Context, q interface {
-	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
-}) (int, error) {
+func schemaVersion(ctx context.Context, q rowQuerier) (int, error) {
 	var n int
 	err := q.QueryRowContext(ctx, `SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'schema_migrations'`).Scan(&n)
 	if err != nil {

@@ -91,7 +91,7 @@ func (s *ShadowSummary) read(ctx context.Context, d *DB, q string, args ...any) 
 		if err := rows.Scan(&seq, &trigger, &data); err != nil {
 			return fmt.Errorf("shadow stats: %w", err)
 		}
-		s.LastSeq = uint64(seq)
+		s.LastSeq = seqFromSQL(seq)
 		var f events.Fact
 		tr, ok := events.Lookup(trigger)
 		if !ok || !tr.Returnable || json.Unmarshal([]byte(data), &f) != nil {

@@ -30,7 +30,7 @@ func (d *DB) prepared(ctx context.Context, q string) (*sql.Stmt, error) {
 		return nil, fmt.Errorf("preparing a query: %w", err)
 	}
 	if prev, loaded := d.stmts.LoadOrStore(q, s); loaded {
-		_ = s.Close()
+		_ = s.Close() //nolint:sqlclosecheck // another call cached its own first: this one is not kept
 		return prev.(*sql.Stmt), nil
 	}
 	return s, nil
@@ -48,18 +48,9 @@ func (d *DB) closeStmts() {
 // query runs q as a prepared statement (prepared): for the reads a page
 // makes on every request with a fixed text.
 func (d *DB) query(ctx context.Context, q string, args ...any) (*sql.Rows, error) {
-	s, err := d.prepared(ctx, q)
+	s, err := d.prepared(ctx, q) //nolint:sqlclosecheck // cached: closeStmts closes it with the DB
 	if err != nil {
 		return nil, err
 	}
 	return s.QueryContext(ctx, args...)
-}
-
-// queryRow is query for one row.
-func (d *DB) queryRow(ctx context.Context, q string, args ...any) *sql.Row {
-	s, err := d.prepared(ctx, q)
-	if err != nil {
-		return d.r.QueryRowContext(ctx, q, args...) // reports the same error
-	}
-	return s.QueryRowContext(ctx, args...)
 }

@@ -16,8 +16,10 @@ func TestTaskAppendJSON(t *testing.T) {
 	t.Parallel()
 	at := time.Date(2026, 12, 7, 17, 4, 5, 123456789, time.UTC)
 	strs := []string{"", "plain", `quo"te\back`, "<b>&amp;</b>", "naïve 日本", "ctl\x01\n\t", "bad\xffutf8", "\u2028sep"}
-	raws := []json.RawMessage{nil, json.RawMessage(`{"a":1,"b":[true,null]}`), json.RawMessage(`"s"`), json.RawMessage(`3`), json.RawMessage(`[]`),
-		json.RawMessage(` { "a" : [ 1 , 2 ] ,"b":"x y"} `), json.RawMessage(`{"h":"<b>&</b>"}`), json.RawMessage("\"\u2028\"")}
+	raws := []json.RawMessage{
+		nil, json.RawMessage(`{"a":1,"b":[true,null]}`), json.RawMessage(`"s"`), json.RawMessage(`3`), json.RawMessage(`[]`),
+		json.RawMessage(` { "a" : [ 1 , 2 ] ,"b":"x y"} `), json.RawMessage(`{"h":"<b>&</b>"}`), json.RawMessage("\"\u2028\""),
+	}
 	times := []time.Time{{}, at, at.Truncate(time.Second), at.In(time.FixedZone("x", -5*3600))}
 	rng := rand.New(rand.NewPCG(1, 2))
 	pick := func(s []string) string { return s[rng.IntN(len(s))] }
@@ -32,7 +34,7 @@ func TestTaskAppendJSON(t *testing.T) {
 			IdempotencyKey: pick(strs), Trace: pick(strs),
 			CreatedAt: times[rng.IntN(len(times))], QueuedAt: times[rng.IntN(len(times))], StartedAt: times[rng.IntN(len(times))],
 			ExecutedAt: times[rng.IntN(len(times))], FinishedAt: times[rng.IntN(len(times))], UpdatedAt: times[rng.IntN(len(times))],
-			FirstSeq: rng.Uint64(), LastSeq: uint64(rng.IntN(1000)),
+			FirstSeq: rng.Uint64(), LastSeq: rng.Uint64N(1000),
 		}
 		switch i % 3 {
 		case 1:

@@ -32,11 +32,14 @@ func TestTimelineAndBlame(t *testing.T) {
 	executor.MustRegister(app, "sum", func(_ context.Context, x in) (int, error) { return x.A + x.B + x.C, nil }, nil)
 	// first sets a and b; second sets a again and removes c; rounder
 	// replaces the result.
-	startPlugin(t, b, plugins.Spec{Name: "first", Version: "1.0", Triggers: []string{events.TaskExecutorArgsReplace},
+	startPlugin(t, b, plugins.Spec{
+		Name: "first", Version: "1.0", Triggers: []string{events.TaskExecutorArgsReplace},
 		Plugin: plugins.Func(func(context.Context, *plugins.Call) (*plugins.Patch, error) {
 			return plugins.MergePatch(map[string]any{"kw": map[string]any{"a": 10, "b": 20}})
-		})})
-	startPlugin(t, b, plugins.Spec{Name: "second", Version: "2.0", Triggers: []string{events.TaskExecutorArgsReplace},
+		}),
+	})
+	startPlugin(t, b, plugins.Spec{
+		Name: "second", Version: "2.0", Triggers: []string{events.TaskExecutorArgsReplace},
 		Plugin: plugins.Func(func(_ context.Context, c *plugins.Call) (*plugins.Patch, error) {
 			var p struct {
 				Kw in `json:"kw"`
@@ -48,11 +51,14 @@ func TestTimelineAndBlame(t *testing.T) {
 				plugins.Op{Op: "replace", Path: "/kw/a", Value: p.Kw.A + 1}, // sees first's patch
 				plugins.Op{Op: "remove", Path: "/kw/c"},
 			)
-		})})
-	startPlugin(t, b, plugins.Spec{Name: "rounder", Version: "0.3", Triggers: []string{events.TaskExecutorAfterExecuteResultReplace},
+		}),
+	})
+	startPlugin(t, b, plugins.Spec{
+		Name: "rounder", Version: "0.3", Triggers: []string{events.TaskExecutorAfterExecuteResultReplace},
 		Plugin: plugins.Func(func(context.Context, *plugins.Call) (*plugins.Patch, error) {
 			return plugins.MergePatch(map[string]any{"result": 100})
-		})})
+		}),
+	})
 	startApp(t, app)
 	task := submitAndWait(t, app, "sum", in{A: 1, B: 2, C: 3}, nil)
 	require.Equal(t, events.StatusSuccess, task.Status, task.Error)

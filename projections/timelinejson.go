@@ -232,7 +232,10 @@ func marshalForm(raw []byte) bool {
 		case c == 0xE2 && i+2 < len(raw) && raw[i+1] == 0x80 && (raw[i+2] == 0xA8 || raw[i+2] == 0xA9):
 			return false
 		case inStr:
-			if c == '\\' {
+			// QF1003's tagged switch here measured 5-10% slower (block
+			// layout of the hot loop; a benchmark of both on the recorded
+			// log's messages, run 3 times alternated).
+			if c == '\\' { //nolint:staticcheck // QF1003: see above
 				i++
 			} else if c == '"' {
 				inStr = false

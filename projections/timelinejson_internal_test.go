@@ -27,14 +27,18 @@ func TestTimelineEncoders(t *testing.T) {
 	raw := func() json.RawMessage { return raws[rng.IntN(len(raws))] }
 	tm := func() time.Time { return times[rng.IntN(len(times))] }
 	for i := range 500 {
-		e := Entry{Seq: rng.Uint64(), Index: rng.IntN(3), Time: tm(), Trigger: pick(strs), Component: pick(strs),
+		e := Entry{
+			Seq: rng.Uint64(), Index: rng.IntN(3), Time: tm(), Trigger: pick(strs), Component: pick(strs),
 			Attempt: rng.IntN(3), Run: rng.IntN(3), EventID: pick(strs), Source: pick(strs), Input: raw(), Output: raw(),
-			Failed: pick(strs), Replay: pick(strs)}
+			Failed: pick(strs), Replay: pick(strs),
+		}
 		for j := range rng.IntN(3) {
-			c := Call{FactSeq: e.Seq, FactIdx: rng.IntN(2), Idx: j, TaskID: pick(strs), Trigger: pick(strs), Attempt: rng.IntN(3),
+			c := Call{
+				FactSeq: e.Seq, FactIdx: rng.IntN(2), Idx: j, TaskID: pick(strs), Trigger: pick(strs), Attempt: rng.IntN(3),
 				Plugin: pick(strs), Version: pick(strs), Invocation: pick(strs), Outcome: pick(strs), Policy: pick(strs),
 				Reason: pick(strs), ContentType: pick(strs), Patch: raw(), LatencyUS: rng.Int64N(1e6) - 10, Shadow: rng.IntN(2) == 0,
-				InvokeSeq: uint64(rng.IntN(3)), PatchSeq: uint64(rng.IntN(3))}
+				InvokeSeq: rng.Uint64N(3), PatchSeq: rng.Uint64N(3),
+			}
 			switch rng.IntN(3) {
 			case 1:
 				c.Changes = []Change{}
@@ -47,15 +51,19 @@ func TestTimelineEncoders(t *testing.T) {
 		require.NoError(t, err)
 		require.Equal(t, string(want), string(e.appendJSON(nil)), "entry %d", i)
 
-		a := Attempt{Attempt: rng.IntN(3), Status: pick(strs), Worker: pick(strs), Runs: rng.IntN(3), QueuedAt: tm(), StartedAt: tm(),
+		a := Attempt{
+			Attempt: rng.IntN(3), Status: pick(strs), Worker: pick(strs), Runs: rng.IntN(3), QueuedAt: tm(), StartedAt: tm(),
 			ExecutedAt: tm(), FinishedAt: tm(), Result: raw(), Error: pick(strs), Reason: pick(strs), RetryParent: pick(strs),
-			RetryChild: pick(strs), FinalSeq: uint64(rng.IntN(3))}
+			RetryChild: pick(strs), FinalSeq: rng.Uint64N(3),
+		}
 		want, err = json.Marshal(a)
 		require.NoError(t, err)
 		require.Equal(t, string(want), string(a.appendJSON(nil)), "attempt %d", i)
 
-		ac := Action{Seq: rng.Uint64(), Action: pick(strs), TaskID: pick(strs), Attempt: rng.IntN(3), Queue: pick(strs), By: pick(strs),
-			Reason: pick(strs), Time: tm()}
+		ac := Action{
+			Seq: rng.Uint64(), Action: pick(strs), TaskID: pick(strs), Attempt: rng.IntN(3), Queue: pick(strs), By: pick(strs),
+			Reason: pick(strs), Time: tm(),
+		}
 		want, err = json.Marshal(ac)
 		require.NoError(t, err)
 		require.Equal(t, string(want), string(ac.appendJSON(nil)), "action %d", i)

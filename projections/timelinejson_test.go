@@ -86,6 +86,7 @@ func TestAppendTimelineJSON(t *testing.T) {
 		{"NoFacts", "b", nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
 			tl, err := view.TimelineOf(ctx, tc.id, tc.shadowOf)
 			require.NoError(t, err)
 			want, err := json.Marshal(tl)

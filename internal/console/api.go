@@ -212,7 +212,7 @@ func (s *server) tasks(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var err error
-	if f.Limit, err = intParam(q.Get("limit"), 0, projections.MaxLimit); err != nil {
+	if f.Limit, err = limitParam(q.Get("limit")); err != nil {
 		writeError(w, http.StatusBadRequest, "limit: "+err.Error())
 		return
 	}
@@ -349,10 +349,12 @@ func (s *server) blame(w http.ResponseWriter, r *http.Request) {
 
 func (s *server) calls(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
-	f := projections.CallFilter{Plugin: q.Get("plugin"), Version: q.Get("version"), Outcome: q.Get("outcome"),
-		Trigger: q.Get("trigger"), TaskID: q.Get("task"), Cursor: q.Get("cursor")}
+	f := projections.CallFilter{
+		Plugin: q.Get("plugin"), Version: q.Get("version"), Outcome: q.Get("outcome"),
+		Trigger: q.Get("trigger"), TaskID: q.Get("task"), Cursor: q.Get("cursor"),
+	}
 	var err error
-	if f.Limit, err = intParam(q.Get("limit"), 0, projections.MaxLimit); err != nil {
+	if f.Limit, err = limitParam(q.Get("limit")); err != nil {
 		writeError(w, http.StatusBadRequest, "limit: "+err.Error())
 		return
 	}
@@ -445,8 +447,10 @@ func (s *server) shadows(w http.ResponseWriter, r *http.Request) {
 		if p.Mode != events.ModeShadow || (of != "" && p.ShadowOf != of) {
 			continue
 		}
-		e := Shadow{PluginInfo: p, Stats: []projections.PluginStat{},
-			Divergence: projections.ShadowSummary{Shadow: p.Name, ShadowOf: p.ShadowOf}}
+		e := Shadow{
+			PluginInfo: p, Stats: []projections.PluginStat{},
+			Divergence: projections.ShadowSummary{Shadow: p.Name, ShadowOf: p.ShadowOf},
+		}
 		if s.cfg.Projection != nil { // without one, the registrations alone
 			if !read {
 				var err error
@@ -479,7 +483,7 @@ func (s *server) rejected(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "after: "+err.Error())
 		return
 	}
-	limit, err := intParam(q.Get("limit"), 0, projections.MaxLimit)
+	limit, err := limitParam(q.Get("limit"))
 	if err != nil {
 		writeError(w, http.StatusBadRequest, "limit: "+err.Error())
 		return
@@ -499,7 +503,7 @@ func (s *server) deadLetters(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "before: "+err.Error())
 		return
 	}
-	limit, err := intParam(q.Get("limit"), 0, projections.MaxLimit)
+	limit, err := limitParam(q.Get("limit"))
 	if err != nil {
 		writeError(w, http.StatusBadRequest, "limit: "+err.Error())
 		return
@@ -651,7 +655,7 @@ func (s *server) act(action string) http.HandlerFunc {
 		case errors.Is(err, events.ErrInvalidEvent):
 			writeError(w, http.StatusBadRequest, err.Error())
 		case err != nil:
-			s.log.Error("operator action failed", "action", action, "err", err)
+			s.log.ErrorContext(r.Context(), "operator action failed", "action", action, "err", err)
 			writeError(w, http.StatusServiceUnavailable, err.Error())
 		case t.ID != "":
 			writeJSON(w, code, ActionResult{Task: t})
@@ -718,13 +722,15 @@ func writeBody(w http.ResponseWriter, code int, b []byte) {
 	_, _ = w.Write(b)
 }
 
-func intParam(s string, lo, hi int) (int, error) {
+// limitParam reads a page's limit: 0 (the default) to
+// projections.MaxLimit.
+func limitParam(s string) (int, error) {
 	if s == "" {
 		return 0, nil
 	}
 	n, err := strconv.Atoi(s)
-	if err != nil || n < lo || n > hi {
-		return 0, fmt.Errorf("%q: want an integer from %d to %d", s, lo, hi)
+	if err != nil || n < 0 || n > projections.MaxLimit {
+		return 0, fmt.Errorf("%q: want an integer from 0 to %d", s, projections.MaxLimit)
 	}
 	return n, nil
 }

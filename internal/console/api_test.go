@@ -166,9 +166,11 @@ func TestShadowsAPI(t *testing.T) {
 	}
 	never := func(int) bool { return false }
 	e.startPlugin(t, plugins.Spec{Name: "live", Version: "1", Triggers: []string{events.TaskExecutorRunTask}, Plugin: plus(never, never)})
-	e.startPlugin(t, plugins.Spec{Name: "cand", Version: "2", Mode: plugins.Shadow, ShadowOf: "live",
+	e.startPlugin(t, plugins.Spec{
+		Name: "cand", Version: "2", Mode: plugins.Shadow, ShadowOf: "live",
 		Triggers: []string{events.TaskExecutorRunTask},
-		Plugin:   plus(func(n int) bool { return n%4 == 0 }, func(n int) bool { return n == 5 })})
+		Plugin:   plus(func(n int) bool { return n%4 == 0 }, func(n int) bool { return n == 5 }),
+	})
 	const tasks = 12
 	var ids []string
 	for i := range tasks {
@@ -255,18 +257,22 @@ func (e *apiEnv) logLast(t *testing.T) uint64 {
 func TestAPIMatchesOpenAPI(t *testing.T) {
 	t.Parallel()
 	e := newAPIEnv(t)
-	e.startPlugin(t, plugins.Spec{Name: "live", Version: "1", Triggers: []string{events.TaskExecutorRunTask},
+	e.startPlugin(t, plugins.Spec{
+		Name: "live", Version: "1", Triggers: []string{events.TaskExecutorRunTask},
 		Plugin: plugins.Func(func(_ context.Context, c *plugins.Call) (*plugins.Patch, error) {
 			var p struct{ Result int }
 			if err := c.Decode(&p); err != nil {
 				return nil, err
 			}
 			return plugins.JSONPatch(plugins.Op{Op: "replace", Path: "/result", Value: p.Result * 10})
-		})})
-	e.startPlugin(t, plugins.Spec{Name: "cand", Version: "2", Mode: plugins.Shadow, ShadowOf: "live",
+		}),
+	})
+	e.startPlugin(t, plugins.Spec{
+		Name: "cand", Version: "2", Mode: plugins.Shadow, ShadowOf: "live",
 		Triggers: []string{events.TaskExecutorRunTask}, Plugin: plugins.Func(func(context.Context, *plugins.Call) (*plugins.Patch, error) {
-			return nil, nil
-		})})
+			return nil, nil //nolint:nilnil // no patch: the Plugin contract's "no change"
+		}),
+	})
 	ok := e.run(t, 4)
 	require.Equal(t, events.StatusSuccess, ok.Status, ok.Error)
 	failed := e.run(t, -1)
@@ -397,10 +403,12 @@ func TestShadowsWithoutProjection(t *testing.T) {
 	t.Parallel()
 	b := bustest.Open(t, nil)
 	e := &apiEnv{b: b}
-	e.startPlugin(t, plugins.Spec{Name: "cand", Version: "2", Mode: plugins.Shadow, ShadowOf: "live",
+	e.startPlugin(t, plugins.Spec{
+		Name: "cand", Version: "2", Mode: plugins.Shadow, ShadowOf: "live",
 		Triggers: []string{events.TaskExecutorRunTask}, Plugin: plugins.Func(func(context.Context, *plugins.Call) (*plugins.Patch, error) {
-			return nil, nil
-		})})
+			return nil, nil //nolint:nilnil // no patch: the Plugin contract's "no change"
+		}),
+	})
 	e.srv = httptest.NewServer(console.New(console.Config{Bus: b, Logger: bustest.Logger(t)}))
 	t.Cleanup(e.srv.Close)
 	var sl console.ShadowList

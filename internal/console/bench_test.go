@@ -68,7 +68,7 @@ func buildBenchDB(b *testing.B) (string, string) {
 // filepathTemp is where the benchmark's projection is kept between runs.
 func filepathTemp() (string, error) {
 	dir := filepath.Join(os.TempDir(), fmt.Sprintf("qtasks-console-bench-%d", *benchTasks))
-	return dir, os.MkdirAll(dir, 0o755)
+	return dir, os.MkdirAll(dir, 0o750)
 }
 
 func fillBenchDB(ctx context.Context, path string, n int) (string, error) {
@@ -214,7 +214,7 @@ func BenchmarkConsole(b *testing.B) {
 	get := func(url string) func() {
 		return func() {
 			w := httptest.NewRecorder()
-			h.ServeHTTP(w, httptest.NewRequest(http.MethodGet, url, nil))
+			h.ServeHTTP(w, httptest.NewRequestWithContext(ctx, http.MethodGet, url, nil))
 			if w.Code != http.StatusOK {
 				b.Fatalf("%s: %d %s", url, w.Code, w.Body.String())
 			}
@@ -226,6 +226,7 @@ func BenchmarkConsole(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
+			defer rows.Close()
 			for rows.Next() {
 				cols, _ := rows.Columns()
 				vals := make([]any, len(cols))
@@ -237,7 +238,7 @@ func BenchmarkConsole(b *testing.B) {
 					b.Fatal(err)
 				}
 			}
-			if err := rows.Close(); err != nil {
+			if err := rows.Err(); err != nil {
 				b.Fatal(err)
 			}
 		}

@@ -15,8 +15,10 @@ func TestTaskListJSON(t *testing.T) {
 	t.Parallel()
 	at := time.Date(2026, 12, 7, 17, 4, 5, 123456789, time.UTC)
 	tasks := []projections.Task{
-		{ID: "a", Name: "add", Queue: "default", Status: "success", Attempt: 1, KwSubmitted: json.RawMessage(`{"a":1}`),
-			Result: json.RawMessage(`3`), Tags: []string{"x", "<y>"}, CreatedAt: at, FinishedAt: at, FirstSeq: 1, LastSeq: 27},
+		{
+			ID: "a", Name: "add", Queue: "default", Status: "success", Attempt: 1, KwSubmitted: json.RawMessage(`{"a":1}`),
+			Result: json.RawMessage(`3`), Tags: []string{"x", "<y>"}, CreatedAt: at, FinishedAt: at, FirstSeq: 1, LastSeq: 27,
+		},
 		{ID: "b", Name: "naïve", Queue: "q", Status: "error", Error: "boom \"quoted\"", CreatedAt: at},
 	}
 	for _, tl := range []TaskList{

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"net/url"
 	"os"
 	"regexp"
@@ -28,7 +29,7 @@ var openAPI struct {
 	once sync.Once
 	err  error
 	doc  struct {
-		Paths map[string]map[string]json.RawMessage
+		Paths map[string]map[string]json.RawMessage `json:"paths"`
 	}
 	routes   []route
 	compiler *jsonschema.Compiler
@@ -111,7 +112,9 @@ func checkSchema(t *testing.T, method, rawPath string, code int, body []byte) {
 		method = "GET"
 	}
 	op := strings.ToLower(method)
-	var oper struct{ Responses map[string]json.RawMessage }
+	var oper struct {
+		Responses map[string]json.RawMessage `json:"responses"`
+	}
 	rawOp, ok := openAPI.doc.Paths[tpl][op]
 	require.True(t, ok, "%s %s (%s) is not in %s", method, u.Path, tpl, openAPIPath)
 	require.NoError(t, json.Unmarshal(rawOp, &oper))
@@ -138,9 +141,5 @@ func checkSchema(t *testing.T, method, rawPath string, code int, body []byte) {
 func seenAnswers() map[string]bool {
 	openAPI.mu.Lock()
 	defer openAPI.mu.Unlock()
-	out := map[string]bool{}
-	for k, v := range openAPI.seen {
-		out[k] = v
-	}
-	return out
+	return maps.Clone(openAPI.seen)
 }

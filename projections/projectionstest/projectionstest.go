@@ -40,7 +40,7 @@ func (m Msg) NATS() *nats.Msg {
 // Stored decodes the message as the projector does, at stream sequence
 // seq: its events (bus.Unpack).
 func (m Msg) Stored(seq uint64) []bus.Stored {
-	return bus.Unpack(seq, m.Subject, events.Headers(m.Header), []byte(m.Data))
+	return bus.Unpack(seq, m.Subject, m.Header, []byte(m.Data))
 }
 
 // Pack rewrites a log as issue #15's design (f) stores it, from message
@@ -63,8 +63,10 @@ func Pack(tb testing.TB, msgs []Msg, from int) ([]Msg, int) {
 		if err != nil {
 			tb.Fatalf("packing facts: %v", err)
 		}
-		out = append(out, Msg{Subject: events.PhaseSubject(events.PhaseIntake, queue),
-			Header: map[string][]string{"Content-Type": {events.ContentTypeBatch}}, Data: string(data)})
+		out = append(out, Msg{
+			Subject: events.PhaseSubject(events.PhaseIntake, queue),
+			Header:  map[string][]string{"Content-Type": {events.ContentTypeBatch}}, Data: string(data),
+		})
 		run, phases = nil, phases+1
 	}
 	for i, m := range msgs {
@@ -152,10 +154,12 @@ func WriteFile(tb testing.TB, path string, msgs []Msg) {
 			tb.Fatal(err)
 		}
 	}
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+	// A fixture is a file of the checkout (testdata), readable as the rest
+	// of it is.
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil { //nolint:gosec // G301: see above
 		tb.Fatal(err)
 	}
-	if err := os.WriteFile(path, buf.Bytes(), 0o644); err != nil {
+	if err := os.WriteFile(path, buf.Bytes(), 0o644); err != nil { //nolint:gosec // G306: see above
 		tb.Fatal(err)
 	}
 }
