@@ -251,8 +251,10 @@ func BenchmarkTaskSpans(b *testing.B) {
 			}
 			app := &App{tracer: tp.Tracer(spans.Scope)}
 			plugTracer := tp.Tracer(spans.Scope)
-			task := events.Task{ID: uuid.NewString(), Name: "noop", Queue: "default", Attempt: 1,
-				Trace: "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"}
+			task := events.Task{
+				ID: uuid.NewString(), Name: "noop", Queue: "default", Attempt: 1,
+				Trace: "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+			}
 			f := &firing{a: app, task: &task}
 			p := events.PluginInfo{Name: "bench-mut-0", Version: "1"}
 			b.ReportAllocs()

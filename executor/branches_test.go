@@ -163,7 +163,8 @@ func TestBranches(t *testing.T) {
 		app, b := setup(t, nil)
 		require.NoError(t, executor.RegisterSeq(app, "count", func(ctx context.Context, in struct {
 			N int `json:"n"`
-		}) iter.Seq2[int, error] {
+		},
+		) iter.Seq2[int, error] {
 			return func(yield func(int, error) bool) {
 				for i := 1; i <= in.N; i++ {
 					if !yield(i*10, nil) {
@@ -320,8 +321,10 @@ func TestBranches(t *testing.T) {
 		// Garbage, and a well-formed event whose data is no task.
 		ack1, err := b.JetStream().Publish(ctx, subject, []byte("garbage"))
 		require.NoError(t, err)
-		ev := events.Event{ID: "bogus", Source: "test", Type: events.TypeTask, DataContentType: events.ContentTypeJSON,
-			Data: []byte(`{"id":"","task_name":"add","attempt":1}`)}
+		ev := events.Event{
+			ID: "bogus", Source: "test", Type: events.TypeTask, DataContentType: events.ContentTypeJSON,
+			Data: []byte(`{"id":"","task_name":"add","attempt":1}`),
+		}
 		ack2, err := b.JetStream().PublishMsg(ctx, bus.Message(subject, "", &ev))
 		require.NoError(t, err)
 

@@ -139,8 +139,10 @@ func (a *App) Chain(ctx context.Context, steps ...ChainStep) (Chain, error) {
 	t, err := a.submitStep(ctx, specs[0], nil, link)
 	if err != nil && !errors.Is(err, ErrOutcomeUnknown) {
 		// The start is in the log: end the chain there too.
-		_ = a.recordChain(context.WithoutCancel(ctx), specs[0].Queue, events.ChainEvent{Chain: id, Action: events.ChainEnd,
-			Steps: len(specs), TaskID: first, Status: events.StatusError, Error: "the first step was not submitted: " + err.Error()}, 0)
+		_ = a.recordChain(context.WithoutCancel(ctx), specs[0].Queue, events.ChainEvent{
+			Chain: id, Action: events.ChainEnd,
+			Steps: len(specs), TaskID: first, Status: events.StatusError, Error: "the first step was not submitted: " + err.Error(),
+		}, 0)
 		return Chain{}, fmt.Errorf("submitting the first step of chain %s: %w", id, err)
 	}
 	return Chain{ID: id, Steps: len(specs), First: t}, err
@@ -414,11 +416,15 @@ func (a *App) advanceChain(ctx context.Context, data []byte) error {
 	case events.ChainWaits:
 		return nil
 	case events.ChainSucceeds:
-		return a.recordChain(ctx, queue, events.ChainEvent{Chain: link.ID, Action: events.ChainEnd, Step: link.Step,
-			Steps: link.Steps, TaskID: t.ID, Status: events.StatusSuccess}, t.Attempt)
+		return a.recordChain(ctx, queue, events.ChainEvent{
+			Chain: link.ID, Action: events.ChainEnd, Step: link.Step,
+			Steps: link.Steps, TaskID: t.ID, Status: events.StatusSuccess,
+		}, t.Attempt)
 	case events.ChainFails:
-		return a.recordChain(ctx, queue, events.ChainEvent{Chain: link.ID, Action: events.ChainEnd, Step: link.Step,
-			Steps: link.Steps, TaskID: t.ID, Status: t.Status, Error: t.Error}, t.Attempt)
+		return a.recordChain(ctx, queue, events.ChainEvent{
+			Chain: link.ID, Action: events.ChainEnd, Step: link.Step,
+			Steps: link.Steps, TaskID: t.ID, Status: t.Status, Error: t.Error,
+		}, t.Attempt)
 	case events.ChainNext:
 	}
 	if len(link.Rest) == 0 {
@@ -432,17 +438,21 @@ func (a *App) advanceChain(ctx context.Context, data []byte) error {
 	next := events.ChainLink{ID: link.ID, Step: link.Step + 1, Steps: link.Steps, Prev: t.ID, Rest: link.Rest[1:]}
 	// The step's event first, so that the log has it before the step's
 	// own facts; a crash before the submission submits it on redelivery.
-	if err := a.recordChain(ctx, queue, events.ChainEvent{Chain: link.ID, Action: events.ChainStep, Step: next.Step,
-		Steps: link.Steps, TaskID: ChainStepID(link.ID, next.Step), Prev: t.ID}, 0); err != nil {
+	if err := a.recordChain(ctx, queue, events.ChainEvent{
+		Chain: link.ID, Action: events.ChainStep, Step: next.Step,
+		Steps: link.Steps, TaskID: ChainStepID(link.ID, next.Step), Prev: t.ID,
+	}, 0); err != nil {
 		return err
 	}
 	nt, err := a.submitStep(ctx, link.Rest[0], &t, next)
 	if err != nil {
 		if errors.Is(err, ErrInvalidInput) || errors.Is(err, events.ErrTooLarge) {
 			// It would fail the same way every time: the chain ends here.
-			return a.recordChain(ctx, queue, events.ChainEvent{Chain: link.ID, Action: events.ChainEnd, Step: link.Step,
+			return a.recordChain(ctx, queue, events.ChainEvent{
+				Chain: link.ID, Action: events.ChainEnd, Step: link.Step,
 				Steps: link.Steps, TaskID: t.ID, Status: events.StatusError,
-				Error: fmt.Sprintf("step %d could not be submitted: %v", next.Step, err)}, t.Attempt)
+				Error: fmt.Sprintf("step %d could not be submitted: %v", next.Step, err),
+			}, t.Attempt)
 		}
 		return err
 	}

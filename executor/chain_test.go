@@ -37,15 +37,18 @@ func TestChaining(t *testing.T) {
 			if local {
 				run = plugins.Local
 			}
-			a, err := run(ctx, b, plugins.Spec{Name: "a", Version: "1", Triggers: []string{events.TaskExecutorArgsReplace},
+			a, err := run(ctx, b, plugins.Spec{
+				Name: "a", Version: "1", Triggers: []string{events.TaskExecutorArgsReplace},
 				Plugin: plugins.Func(func(ctx context.Context, c *plugins.Call) (*plugins.Patch, error) {
 					return plugins.MergePatch(map[string]any{"kw": map[string]any{"x": 1}})
-				})})
+				}),
+			})
 			require.NoError(t, err)
 			t.Cleanup(func() { _ = a.Stop(ctx) })
 			// B is global: it must be asked only on returnable triggers, and it
 			// changes only args_replace.
-			bp, err := run(ctx, b, plugins.Spec{Name: "b", Version: "1",
+			bp, err := run(ctx, b, plugins.Spec{
+				Name: "b", Version: "1",
 				Plugin: plugins.Func(func(ctx context.Context, c *plugins.Call) (*plugins.Patch, error) {
 					if c.Trigger != events.TaskExecutorArgsReplace {
 						return nil, nil
@@ -57,7 +60,8 @@ func TestChaining(t *testing.T) {
 						return nil, err
 					}
 					return plugins.JSONPatch(plugins.Op{Op: "add", Path: "/kw/y", Value: p.Kw["x"] + 1})
-				})})
+				}),
+			})
 			require.NoError(t, err)
 			t.Cleanup(func() { _ = bp.Stop(ctx) })
 			require.Equal(t, []string{"a", "b"}, names(b.Registry().Chain(events.TaskExecutorArgsReplace)))

@@ -69,8 +69,10 @@ func TestCancelQueued(t *testing.T) {
 	acts := operatorActions(t, b)
 	require.Len(t, acts, 3)
 	require.Equal(t, []string{events.ActionPause, events.ActionCancel, events.ActionResume}, []string{acts[0].Action, acts[1].Action, acts[2].Action})
-	require.Equal(t, events.OperatorAction{Action: events.ActionCancel, TaskID: task.ID, Attempt: 1, Queue: executor.DefaultQueue,
-		By: "bob", Reason: "not needed"}, acts[1])
+	require.Equal(t, events.OperatorAction{
+		Action: events.ActionCancel, TaskID: task.ID, Attempt: 1, Queue: executor.DefaultQueue,
+		By: "bob", Reason: "not needed",
+	}, acts[1])
 }
 
 // A running task has its context cancelled and ends in cancel; it is not

@@ -122,14 +122,16 @@ func testPluginFailure(t *testing.T, local bool, policy string, timeout time.Dur
 		otherGot <- in
 		return in.X * in.Y, nil
 	}, nil)
-	spec := plugins.Spec{Name: "flaky", Version: "1", Triggers: []string{events.TaskExecutorArgsReplace},
+	spec := plugins.Spec{
+		Name: "flaky", Version: "1", Triggers: []string{events.TaskExecutorArgsReplace},
 		Policy: policy, Timeout: timeout,
 		Plugin: plugins.Func(func(ctx context.Context, c *plugins.Call) (*plugins.Patch, error) {
 			if c.TaskName != "victim" {
 				return nil, nil // leaves other tasks alone
 			}
 			return answer(ctx)
-		})}
+		}),
+	}
 	if local {
 		ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
 		defer cancel()

@@ -103,7 +103,8 @@ func TestFireUnchanged(t *testing.T) {
 		b, f := setup(t, bus.RecordLifecycle)
 		// Plugin "x" patches kw only when it holds "patch"; otherwise it
 		// answers no change.
-		r, err := plugins.Local(ctx, b, plugins.Spec{Name: "x", Version: "1", Triggers: []string{events.TaskExecutorArgsReplace},
+		r, err := plugins.Local(ctx, b, plugins.Spec{
+			Name: "x", Version: "1", Triggers: []string{events.TaskExecutorArgsReplace},
 			Plugin: plugins.Func(func(_ context.Context, c *plugins.Call) (*plugins.Patch, error) {
 				var p struct {
 					Kw map[string]any `json:"kw"`
@@ -115,7 +116,8 @@ func TestFireUnchanged(t *testing.T) {
 					return nil, nil
 				}
 				return plugins.MergePatch(map[string]any{"kw": map[string]any{"x": 1}})
-			})})
+			}),
+		})
 		require.NoError(t, err)
 		t.Cleanup(func() { _ = r.Stop(context.Background()) })
 		require.Len(t, b.Registry().Chain(events.TaskExecutorArgsReplace), 1)

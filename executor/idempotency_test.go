@@ -103,7 +103,8 @@ func TestIdempotencyKey(t *testing.T) {
 		app, runs := setup(t)
 		called := make(chan string, 2)
 		release := make(chan struct{})
-		startPlugin(t, app.Bus(), plugins.Spec{Name: "gate", Version: "1", Triggers: []string{events.QTasksAddTaskBeforeBroker},
+		startPlugin(t, app.Bus(), plugins.Spec{
+			Name: "gate", Version: "1", Triggers: []string{events.QTasksAddTaskBeforeBroker},
 			Plugin: plugins.Func(func(ctx context.Context, c *plugins.Call) (*plugins.Patch, error) {
 				called <- c.TaskID
 				select {
@@ -111,7 +112,8 @@ func TestIdempotencyKey(t *testing.T) {
 				case <-ctx.Done():
 				}
 				return nil, nil
-			})})
+			}),
+		})
 		type res struct {
 			task events.Task
 			err  error

@@ -25,8 +25,10 @@ func TestJanitorEndsTasksNeverQueued(t *testing.T) {
 	defer cancel()
 	now := time.Now().UTC()
 	record := func(id string) events.Task {
-		task := events.Task{ID: id, Name: "add", Queue: executor.DefaultQueue, Status: events.StatusNew, Attempt: 1,
-			Args: json.RawMessage(`[]`), Kw: json.RawMessage(`{"a":1,"b":2}`), CreatedAt: now, UpdatedAt: now}
+		task := events.Task{
+			ID: id, Name: "add", Queue: executor.DefaultQueue, Status: events.StatusNew, Attempt: 1,
+			Args: json.RawMessage(`[]`), Kw: json.RawMessage(`{"a":1,"b":2}`), CreatedAt: now, UpdatedAt: now,
+		}
 		_, created, err := b.CreateTask(ctx, task)
 		require.NoError(t, err)
 		require.True(t, created)

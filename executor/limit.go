@@ -273,8 +273,10 @@ func (a *App) takeSlot(ctx context.Context, l Limit, holder string) (s *slot, lw
 				s := &slot{kv: kv, key: k, rev: rev, stop: make(chan struct{}), done: make(chan struct{})}
 				go a.renew(s, l, holder)
 				if waited || tookOver != "" {
-					lw = &events.LimitWait{Limit: l.name(), Kind: events.LimitConcurrency, Slot: i,
-						WaitedMS: a.cfg.Now().Sub(begun).Milliseconds(), TookOver: tookOver}
+					lw = &events.LimitWait{
+						Limit: l.name(), Kind: events.LimitConcurrency, Slot: i,
+						WaitedMS: a.cfg.Now().Sub(begun).Milliseconds(), TookOver: tookOver,
+					}
 				}
 				return s, lw, nil
 			}

@@ -52,7 +52,8 @@ func TestObserverCatchesUp(t *testing.T) {
 		calls []seen
 		all   = make(chan struct{})
 	)
-	startPlugin(t, b, plugins.Spec{Name: "audit", Version: "1", Mode: plugins.Observer, Triggers: triggers,
+	startPlugin(t, b, plugins.Spec{
+		Name: "audit", Version: "1", Mode: plugins.Observer, Triggers: triggers,
 		Plugin: plugins.Func(func(ctx context.Context, c *plugins.Call) (*plugins.Patch, error) {
 			s := seen{seq: c.Seq, trigger: c.Trigger, task: c.TaskID}
 			if c.Trigger == events.StorageRemoveFinishedTask {
@@ -71,7 +72,8 @@ func TestObserverCatchesUp(t *testing.T) {
 				close(all)
 			}
 			return nil, nil
-		})})
+		}),
+	})
 	recv(t, all, "the observer to catch up")
 
 	mu.Lock()

@@ -87,8 +87,10 @@ func TestSubmitRetryQueuesARecordLeftUnqueued(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
 	defer cancel()
 	now := time.Now().UTC()
-	left := events.Task{ID: executor.KeyTaskID("order-7"), Name: "add", Queue: executor.DefaultQueue, Status: events.StatusNew,
-		Attempt: 1, Args: json.RawMessage(`[]`), Kw: json.RawMessage(`{"a":2,"b":3}`), IdempotencyKey: "order-7", CreatedAt: now, UpdatedAt: now}
+	left := events.Task{
+		ID: executor.KeyTaskID("order-7"), Name: "add", Queue: executor.DefaultQueue, Status: events.StatusNew,
+		Attempt: 1, Args: json.RawMessage(`[]`), Kw: json.RawMessage(`{"a":2,"b":3}`), IdempotencyKey: "order-7", CreatedAt: now, UpdatedAt: now,
+	}
 	_, created, err := b.CreateTask(ctx, left)
 	require.NoError(t, err)
 	require.True(t, created)

@@ -55,8 +55,10 @@ func TestOwnFinal(t *testing.T) {
 // message carried and no result, rather than failing on every delivery.
 func TestFitFinal(t *testing.T) {
 	t.Parallel()
-	orig := events.Task{ID: "T", Name: "n", Queue: "default", Status: events.StatusNew, Attempt: 1,
-		Args: json.RawMessage(`[1]`), Kw: json.RawMessage(`{}`)}
+	orig := events.Task{
+		ID: "T", Name: "n", Queue: "default", Status: events.StatusNew, Attempt: 1,
+		Args: json.RawMessage(`[1]`), Kw: json.RawMessage(`{}`),
+	}
 	rs := &runState{orig: orig}
 	small := orig
 	small.Status, small.Result = events.StatusSuccess, json.RawMessage(`"ok"`)
@@ -85,10 +87,12 @@ func TestModelInputIsModelPayload(t *testing.T) {
 	now := time.Date(2026, 12, 7, 18, 0, 0, 123456789, time.UTC)
 	for _, task := range []events.Task{
 		{},
-		{ID: "T<&>\"", Name: "n<&>", Queue: "default", Status: events.StatusSuccess, Attempt: 2, Run: 3, Priority: -1,
+		{
+			ID: "T<&>\"", Name: "n<&>", Queue: "default", Status: events.StatusSuccess, Attempt: 2, Run: 3, Priority: -1,
 			Args: json.RawMessage(`[1,"<x>"]`), Kw: json.RawMessage(`{"a":{"b":[]}}`), Result: json.RawMessage(`"ok\u2028"`),
 			Extra: map[string]json.RawMessage{"z": json.RawMessage(`1`), "a": json.RawMessage(`"s"`)},
-			Tags:  []string{"t"}, CreatedAt: now, UpdatedAt: now, Error: "e\n", Reason: "r", Worker: "w"},
+			Tags:  []string{"t"}, CreatedAt: now, UpdatedAt: now, Error: "e\n", Reason: "r", Worker: "w",
+		},
 	} {
 		require.Equal(t, string(mustJSON(events.ModelPayload{Model: task})), string(modelInput(encodeRecord(task))))
 		require.Equal(t, string(mustJSON(events.StorageAddPayload{UUID: task.ID, TaskStatus: &task})), string(storageAddInput(encodeRecord(task), task.ID)))

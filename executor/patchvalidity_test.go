@@ -30,8 +30,10 @@ func TestPatchAttributesMustMatchItsSubject(t *testing.T) {
 
 	// A plugin on raw NATS that answers on its own subject, with the
 	// attribute named by the task's "lie" argument altered.
-	p := events.PluginInfo{Name: "liar", Version: "1", Mode: events.ModeMutator, Policy: events.PolicyIgnore,
-		Triggers: []string{events.TaskExecutorArgsReplace}, TimeoutMS: 10000}
+	p := events.PluginInfo{
+		Name: "liar", Version: "1", Mode: events.ModeMutator, Policy: events.PolicyIgnore,
+		Triggers: []string{events.TaskExecutorArgsReplace}, TimeoutMS: 10000,
+	}
 	pb := bustest.Connect(t, b, &bus.Config{Name: "liar"})
 	sub, err := pb.Conn().Subscribe(events.InvokeSubject(p.Name, events.TaskExecutorArgsReplace), func(m *nats.Msg) {
 		inv, err := events.Decode(events.Headers(m.Header), m.Data)

@@ -161,8 +161,10 @@ func TestAloneTriggers(t *testing.T) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
 	defer cancel()
-	_, err := b.Registry().Register(ctx, events.PluginInfo{Name: "batch-reader", Version: "1", Mode: events.ModeObserver,
-		Triggers: []string{events.StorageGet}, ReadsBatches: true})
+	_, err := b.Registry().Register(ctx, events.PluginInfo{
+		Name: "batch-reader", Version: "1", Mode: events.ModeObserver,
+		Triggers: []string{events.StorageGet}, ReadsBatches: true,
+	})
 	require.NoError(t, err)
 	require.Equal(t, []string{
 		"intake[storage_add_process,storage_get,broker_get,broker_add_worker]",
@@ -170,8 +172,10 @@ func TestAloneTriggers(t *testing.T) {
 		"intake[worker_execute_before,broker_update]",
 	}, run(), "an observer that reads batches changes nothing")
 
-	_, err = b.Registry().Register(ctx, events.PluginInfo{Name: "alone-reader", Version: "1", Mode: events.ModeObserver,
-		Triggers: []string{events.StorageGet}})
+	_, err = b.Registry().Register(ctx, events.PluginInfo{
+		Name: "alone-reader", Version: "1", Mode: events.ModeObserver,
+		Triggers: []string{events.StorageGet},
+	})
 	require.NoError(t, err)
 	require.Equal(t, []string{
 		"intake[storage_add_process]",

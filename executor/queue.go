@@ -70,8 +70,10 @@ func (a *App) storeAndQueue(ctx context.Context, f *firing, t *events.Task, enc 
 		// so that Get finds the task from the moment Submit returns.
 		r, _, err := a.b.CreateTask(context.WithoutCancel(ctx), *t)
 		if err != nil {
-			return rec, true, &OutcomeUnknownError{TaskID: t.ID, IdempotencyKey: t.IdempotencyKey,
-				Err: fmt.Errorf("submitting %s: task queued, its record not stored: %w", t.Name, errors.Join(cerr, err))}
+			return rec, true, &OutcomeUnknownError{
+				TaskID: t.ID, IdempotencyKey: t.IdempotencyKey,
+				Err: fmt.Errorf("submitting %s: task queued, its record not stored: %w", t.Name, errors.Join(cerr, err)),
+			}
 		}
 		return r, true, nil
 	}

@@ -41,10 +41,12 @@ func TestRecordKeepsIntakeChanges(t *testing.T) {
 	for trig := range patches {
 		triggers = append(triggers, trig)
 	}
-	r, err := plugins.Local(ctx, b, plugins.Spec{Name: "changer", Version: "1", Triggers: triggers,
+	r, err := plugins.Local(ctx, b, plugins.Spec{
+		Name: "changer", Version: "1", Triggers: triggers,
 		Plugin: plugins.Func(func(_ context.Context, c *plugins.Call) (*plugins.Patch, error) {
 			return plugins.MergePatch(patches[c.Trigger])
-		})})
+		}),
+	})
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = r.Stop(context.Background()) })
 	start(t, app)

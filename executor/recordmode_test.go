@@ -129,11 +129,14 @@ func TestLifecycleRecordingPatched(t *testing.T) {
 	executor.MustRegister(app, "add", func(_ context.Context, in addArgs) (int, error) { return in.A + in.B, nil }, nil)
 	ctx := context.Background()
 	for _, spec := range []plugins.Spec{
-		{Name: "args", Version: "1", Triggers: []string{events.TaskExecutorArgsReplace},
+		{
+			Name: "args", Version: "1", Triggers: []string{events.TaskExecutorArgsReplace},
 			Plugin: plugins.Func(func(context.Context, *plugins.Call) (*plugins.Patch, error) {
 				return plugins.MergePatch(map[string]any{"kw": map[string]any{"b": 10}})
-			})},
-		{Name: "result", Version: "1", Triggers: []string{events.TaskExecutorAfterExecuteResultReplace},
+			}),
+		},
+		{
+			Name: "result", Version: "1", Triggers: []string{events.TaskExecutorAfterExecuteResultReplace},
 			Plugin: plugins.Func(func(_ context.Context, c *plugins.Call) (*plugins.Patch, error) {
 				var p struct {
 					Result int `json:"result"`
@@ -142,9 +145,12 @@ func TestLifecycleRecordingPatched(t *testing.T) {
 					return nil, err
 				}
 				return plugins.MergePatch(map[string]any{"result": p.Result * 100})
-			})},
-		{Name: "quiet", Version: "1", Triggers: []string{events.WorkerRemoveFinishedTask},
-			Plugin: plugins.Func(func(context.Context, *plugins.Call) (*plugins.Patch, error) { return nil, nil })},
+			}),
+		},
+		{
+			Name: "quiet", Version: "1", Triggers: []string{events.WorkerRemoveFinishedTask},
+			Plugin: plugins.Func(func(context.Context, *plugins.Call) (*plugins.Patch, error) { return nil, nil }),
+		},
 	} {
 		r, err := plugins.Local(ctx, b, spec)
 		require.NoError(t, err)

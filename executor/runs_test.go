@@ -157,8 +157,10 @@ func TestFinishedCountedOnceAcrossARestart(t *testing.T) {
 	// What the dead worker left: the record in process (run 1), the task
 	// message, and its final fact.
 	now := time.Now().UTC()
-	task := events.Task{ID: "crashed-after-final", Name: "add", Queue: executor.DefaultQueue, Status: events.StatusProcess,
-		Attempt: 1, Run: 1, Args: json.RawMessage(`[]`), Kw: json.RawMessage(`{"a":1,"b":2}`), CreatedAt: now, UpdatedAt: now}
+	task := events.Task{
+		ID: "crashed-after-final", Name: "add", Queue: executor.DefaultQueue, Status: events.StatusProcess,
+		Attempt: 1, Run: 1, Args: json.RawMessage(`[]`), Kw: json.RawMessage(`{"a":1,"b":2}`), CreatedAt: now, UpdatedAt: now,
+	}
 	_, _, err := b.CreateTask(ctx, task)
 	require.NoError(t, err)
 	queued := task
@@ -170,9 +172,11 @@ func TestFinishedCountedOnceAcrossARestart(t *testing.T) {
 	data, err := fact.AppendJSON(nil)
 	require.NoError(t, err)
 	id := events.FinalMsgID(task.ID, 1)
-	ev := events.Event{ID: id, Source: "qtasks/dead-worker", Type: events.TypeTriggerPrefix + events.StorageRemoveFinishedTask,
+	ev := events.Event{
+		ID: id, Source: "qtasks/dead-worker", Type: events.TypeTriggerPrefix + events.StorageRemoveFinishedTask,
 		Subject: task.ID, Time: time.Now(), DataContentType: events.ContentTypeJSON, Data: data, TaskID: task.ID,
-		TaskName: task.Name, Trigger: events.StorageRemoveFinishedTask, Attempt: 1, Run: 1}
+		TaskName: task.Name, Trigger: events.StorageRemoveFinishedTask, Attempt: 1, Run: 1,
+	}
 	_, err = b.Publish(ctx, events.FactSubject(events.StorageRemoveFinishedTask, executor.DefaultQueue), id, &ev)
 	require.NoError(t, err)
 

@@ -96,7 +96,8 @@ func BenchmarkDelayLateness(b *testing.B) {
 		done := make(chan struct{}, tasks)
 		MustRegister(app, "due", func(ctx context.Context, in struct {
 			Due time.Time `json:"due"`
-		}) (int, error) {
+		},
+		) (int, error) {
 			d := time.Since(in.Due)
 			mu.Lock()
 			late = append(late, d)

@@ -62,7 +62,8 @@ func TestScheduleOneTaskPerTick(t *testing.T) {
 		app := newApp(t, nb, nil)
 		executor.MustRegister(app, "beat", func(ctx context.Context, in struct {
 			N int `json:"n"`
-		}) (int, error) {
+		},
+		) (int, error) {
 			mu.Lock()
 			runs[executor.TaskFromContext(ctx).ID]++
 			mu.Unlock()
@@ -153,8 +154,10 @@ func TestScheduleCatchUp(t *testing.T) {
 			app := newApp(t, b, &executor.Config{Now: clock})
 			ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
 			defer cancel()
-			_, err := app.AddSchedule(ctx, events.Schedule{Name: "nightly", Task: "report", EveryMS: time.Minute.Milliseconds(),
-				CatchUp: tc.policy, CatchUpMax: tc.max}, executor.Action{By: "test"})
+			_, err := app.AddSchedule(ctx, events.Schedule{
+				Name: "nightly", Task: "report", EveryMS: time.Minute.Milliseconds(),
+				CatchUp: tc.policy, CatchUpMax: tc.max,
+			}, executor.Action{By: "test"})
 			require.NoError(t, err)
 			// Down for five ticks and a bit: the latest tick is late.
 			mu.Lock()

@@ -91,8 +91,10 @@ func (a *App) TaskState(id string) *StateScope {
 }
 
 func (a *App) stateScope(kind, scope string, tc *TaskContext) *StateScope {
-	s := &StateScope{a: a, kind: kind, scope: scope,
-		by: bus.StateWriter{Source: a.source, Queue: a.cfg.Queue, By: a.cfg.NodeID}}
+	s := &StateScope{
+		a: a, kind: kind, scope: scope,
+		by: bus.StateWriter{Source: a.source, Queue: a.cfg.Queue, By: a.cfg.NodeID},
+	}
 	if tc != nil {
 		s.by = bus.StateWriter{Source: a.source, Queue: tc.Queue, TaskID: tc.ID, Attempt: tc.Attempt, Run: tc.Run}
 		if kind == events.StateTask {

@@ -127,8 +127,11 @@ func TestStatesExample(t *testing.T) {
 		got = append(got, w{s.Event.TaskID, s.W.Op, s.W.Key})
 	}
 	want := []w{
-		{s1.ID, events.StatePut, "state"}, {s1.ID, events.StatePut, "prompt"}, {s1.ID, events.StatePut, "step"},
-		{s2.ID, events.StatePut, "step"}, {s2.ID, events.StateDelete, "state"},
+		{s1.ID, events.StatePut, "state"},
+		{s1.ID, events.StatePut, "prompt"},
+		{s1.ID, events.StatePut, "step"},
+		{s2.ID, events.StatePut, "step"},
+		{s2.ID, events.StateDelete, "state"},
 	}
 	require.Len(t, got, len(want)+2)
 	require.Equal(t, want, got[:len(want)])

@@ -228,8 +228,10 @@ func (a *App) newTask(name string, input any, o *SubmitOptions) (events.Task, er
 		}
 	}
 	// Priority: explicit, else the registered task's, else 0 (as QTasks).
-	t := events.Task{Name: name, Queue: a.cfg.Queue, Status: events.StatusNew, Attempt: 1, Args: args, Kw: kw,
-		IdempotencyKey: o.IdempotencyKey, Trace: o.TraceParent, Extra: extra}
+	t := events.Task{
+		Name: name, Queue: a.cfg.Queue, Status: events.StatusNew, Attempt: 1, Args: args, Kw: kw,
+		IdempotencyKey: o.IdempotencyKey, Trace: o.TraceParent, Extra: extra,
+	}
 	if d, ok := a.task(name); ok {
 		t.Priority = d.opts.Priority
 		t.Retry = d.opts.Retry

@@ -57,11 +57,13 @@ func TestTracingAcrossProcesses(t *testing.T) {
 
 	plugTP, plugSpans := recordingProvider(t)
 	pb := bustest.Connect(t, b, &bus.Config{Name: "plugin-process"})
-	startPlugin(t, pb, plugins.Spec{Name: "tenfold", Version: "1", Triggers: []string{events.TaskExecutorRunTask},
+	startPlugin(t, pb, plugins.Spec{
+		Name: "tenfold", Version: "1", Triggers: []string{events.TaskExecutorRunTask},
 		TracerProvider: plugTP,
 		Plugin: plugins.Func(func(ctx context.Context, c *plugins.Call) (*plugins.Patch, error) {
 			return plugins.MergePatch(map[string]any{"result": 30})
-		})})
+		}),
+	})
 	bustest.WaitFor(t, waitLimit, "the registry to show the plugin", func() bool {
 		return len(b.Registry().Chain(events.TaskExecutorRunTask)) == 1
 	})
@@ -131,8 +133,10 @@ func TestTracingOffKeepsTraceParent(t *testing.T) {
 	executor.MustRegister(app, "add", func(ctx context.Context, in addArgs) (int, error) {
 		return in.A + in.B, nil
 	}, nil)
-	startPlugin(t, b, plugins.Spec{Name: "same", Version: "1", Triggers: []string{events.TaskExecutorRunTask},
-		Plugin: plugins.Func(func(ctx context.Context, c *plugins.Call) (*plugins.Patch, error) { return nil, nil })})
+	startPlugin(t, b, plugins.Spec{
+		Name: "same", Version: "1", Triggers: []string{events.TaskExecutorRunTask},
+		Plugin: plugins.Func(func(ctx context.Context, c *plugins.Call) (*plugins.Patch, error) { return nil, nil }),
+	})
 	bustest.WaitFor(t, waitLimit, "the registry to show the plugin", func() bool {
 		return len(b.Registry().Chain(events.TaskExecutorRunTask)) == 1
 	})

@@ -34,7 +34,8 @@ func TestTaskPluginTriggerError(t *testing.T) {
 		}, nil)
 		seen := make(chan triggerErrorPayload, 1)
 		if answer != nil {
-			startPlugin(t, b, plugins.Spec{Name: "helper", Version: "1", Triggers: []string{events.TaskExecutorRunTaskTriggerError},
+			startPlugin(t, b, plugins.Spec{
+				Name: "helper", Version: "1", Triggers: []string{events.TaskExecutorRunTaskTriggerError},
 				Plugin: plugins.Func(func(ctx context.Context, c *plugins.Call) (*plugins.Patch, error) {
 					var p triggerErrorPayload
 					if err := c.Decode(&p); err != nil {
@@ -42,7 +43,8 @@ func TestTaskPluginTriggerError(t *testing.T) {
 					}
 					seen <- p
 					return answer()
-				})})
+				}),
+			})
 		}
 		start(t, app)
 		run := func() events.Task {
