@@ -21,7 +21,7 @@ func TestWorkerRegistrationIsTheAuthority(t *testing.T) {
 	b := bustest.Open(t, nil)
 	worker := newApp(t, b, nil)
 	var calls atomic.Int32
-	executor.MustRegister(worker, "flaky", func(ctx context.Context, _ struct{}) (int, error) {
+	executor.MustRegister(worker, "flaky", func(_ context.Context, _ struct{}) (int, error) {
 		if calls.Add(1) < 2 {
 			return 0, errors.New("transient")
 		}

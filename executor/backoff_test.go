@@ -20,7 +20,7 @@ import (
 func flaky(app *executor.App) func() []time.Time {
 	var mu sync.Mutex
 	var calls []time.Time
-	executor.MustRegister(app, "flaky", func(ctx context.Context, _ struct{}) (string, error) {
+	executor.MustRegister(app, "flaky", func(_ context.Context, _ struct{}) (string, error) {
 		mu.Lock()
 		defer mu.Unlock()
 		calls = append(calls, time.Now())
@@ -74,7 +74,7 @@ func TestRetryBackoffPluginOverrides(t *testing.T) {
 	defer cancel()
 	_, err := plugins.Local(ctx, b, plugins.Spec{
 		Name: "no-backoff", Version: "1.0.0", Triggers: []string{events.WorkerTaskErrorRetry},
-		Plugin: plugins.Func(func(ctx context.Context, c *plugins.Call) (*plugins.Patch, error) {
+		Plugin: plugins.Func(func(_ context.Context, c *plugins.Call) (*plugins.Patch, error) {
 			var in struct {
 				Model events.Task `json:"model"`
 			}

@@ -59,6 +59,7 @@ const (
 func benchLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }
 
 func benchCtx(b *testing.B) context.Context {
+	b.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	b.Cleanup(cancel)
 	return ctx
@@ -98,6 +99,7 @@ func newBenchRaw(b *testing.B, bs *bus.Bus) *benchRaw {
 // publish publishes n messages and waits for their acks; it returns how
 // long that took.
 func (r *benchRaw) publish(b *testing.B, n int) time.Duration {
+	b.Helper()
 	t0 := time.Now()
 	for range n {
 		r.n++
@@ -243,7 +245,7 @@ func BenchmarkTracing(b *testing.B) {
 func BenchmarkTaskSpans(b *testing.B) {
 	for _, on := range []bool{false, true} {
 		b.Run(map[bool]string{false: "tracing=off", true: "tracing=on"}[on], func(b *testing.B) {
-			var tp trace.TracerProvider = otel.GetTracerProvider()
+			tp := otel.GetTracerProvider()
 			if on {
 				p := sdktrace.NewTracerProvider(sdktrace.WithBatcher(tracetest.NewNoopExporter()), sdktrace.WithSampler(sdktrace.AlwaysSample()))
 				b.Cleanup(func() { _ = p.Shutdown(context.Background()) })
@@ -298,6 +300,7 @@ type benchArgs struct {
 }
 
 func benchTasks(b *testing.B, record bus.RecordMode, mutators int, tp trace.TracerProvider) {
+	b.Helper()
 	ctx := benchCtx(b)
 	bs := bustest.Open(b, &bus.Config{Record: record, Logger: benchLogger()})
 	app, err := New(bs, &Config{Concurrency: benchConcurrency, GracePeriod: 10 * time.Second, Logger: benchLogger(), TracerProvider: tp})
@@ -404,9 +407,7 @@ func benchTasks(b *testing.B, record bus.RecordMode, mutators int, tp trace.Trac
 	var wg sync.WaitGroup
 	errs := make(chan error, benchSubmitters)
 	for g := range benchSubmitters {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		wg.Go(func() {
 			for {
 				i := int(next.Add(1))
 				if i > b.N {
@@ -419,7 +420,7 @@ func benchTasks(b *testing.B, record bus.RecordMode, mutators int, tp trace.Trac
 				}
 				submitLat[g] = append(submitLat[g], time.Since(t0))
 			}
-		}()
+		})
 	}
 	wg.Wait()
 	select {

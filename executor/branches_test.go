@@ -38,10 +38,10 @@ func TestBranches(t *testing.T) {
 		t.Parallel()
 		app, b := setup(t, nil)
 		// Retries left do not matter: a cancel is never retried.
-		executor.MustRegister(app, "quit", func(ctx context.Context, _ struct{}) (int, error) {
+		executor.MustRegister(app, "quit", func(_ context.Context, _ struct{}) (int, error) {
 			return 0, executor.Cancel("nope")
 		}, &executor.TaskOptions{Retry: 2})
-		executor.MustRegister(app, "quietly", func(ctx context.Context, _ struct{}) (int, error) {
+		executor.MustRegister(app, "quietly", func(_ context.Context, _ struct{}) (int, error) {
 			return 0, fmt.Errorf("giving up: %w", executor.Cancel(""))
 		}, nil)
 		start(t, app)
@@ -141,7 +141,7 @@ func TestBranches(t *testing.T) {
 		// A function that ignores its context is abandoned at the limit.
 		stuck := make(chan struct{})
 		t.Cleanup(func() { close(stuck) })
-		executor.MustRegister(app, "stubborn", func(ctx context.Context, _ struct{}) (int, error) {
+		executor.MustRegister(app, "stubborn", func(_ context.Context, _ struct{}) (int, error) {
 			<-stuck
 			return 1, nil
 		}, &executor.TaskOptions{MaxTime: 200 * time.Millisecond})
@@ -161,7 +161,7 @@ func TestBranches(t *testing.T) {
 	t.Run("Sequence", func(t *testing.T) {
 		t.Parallel()
 		app, b := setup(t, nil)
-		require.NoError(t, executor.RegisterSeq(app, "count", func(ctx context.Context, in struct {
+		require.NoError(t, executor.RegisterSeq(app, "count", func(_ context.Context, in struct {
 			N int `json:"n"`
 		},
 		) iter.Seq2[int, error] {
@@ -191,11 +191,11 @@ func TestBranches(t *testing.T) {
 	t.Run("UnknownTask", func(t *testing.T) {
 		t.Parallel()
 		worker, b := setup(t, nil)
-		executor.MustRegister(worker, "known", func(ctx context.Context, _ struct{}) (int, error) { return 1, nil }, nil)
+		executor.MustRegister(worker, "known", func(_ context.Context, _ struct{}) (int, error) { return 1, nil }, nil)
 		start(t, worker)
 		// The client knows a task that the worker does not register.
 		client := newApp(t, b, nil)
-		executor.MustRegister(client, "ghost", func(ctx context.Context, _ struct{}) (int, error) { return 2, nil }, nil)
+		executor.MustRegister(client, "ghost", func(_ context.Context, _ struct{}) (int, error) { return 2, nil }, nil)
 
 		sub := submit(t, client, "ghost", nil, nil)
 		got := waitTask(t, client, sub.ID)
@@ -220,10 +220,10 @@ func TestBranches(t *testing.T) {
 	t.Run("Panic", func(t *testing.T) {
 		t.Parallel()
 		app, _ := setup(t, &executor.Config{Concurrency: 1})
-		executor.MustRegister(app, "boom", func(ctx context.Context, _ struct{}) (int, error) {
+		executor.MustRegister(app, "boom", func(_ context.Context, _ struct{}) (int, error) {
 			panic("kaboom")
 		}, nil)
-		executor.MustRegister(app, "fine", func(ctx context.Context, _ struct{}) (int, error) { return 7, nil }, nil)
+		executor.MustRegister(app, "fine", func(_ context.Context, _ struct{}) (int, error) { return 7, nil }, nil)
 		start(t, app)
 
 		boom := submit(t, app, "boom", nil, nil)
@@ -249,22 +249,22 @@ func TestBranches(t *testing.T) {
 			mu.Unlock()
 		}
 		before := func(name string) executor.MiddlewareBefore {
-			return func(ctx context.Context, tc *executor.TaskContext) error {
+			return func(_ context.Context, tc *executor.TaskContext) error {
 				note(name + "@" + tc.Name)
 				return nil
 			}
 		}
-		executor.MustRegister(app, "mw", func(ctx context.Context, in addArgs) (int, error) {
+		executor.MustRegister(app, "mw", func(_ context.Context, in addArgs) (int, error) {
 			note("task")
 			return in.A + in.B, nil
 		}, &executor.TaskOptions{
 			MiddlewaresBefore: []executor.MiddlewareBefore{before("before1"), before("before2")},
 			MiddlewaresAfter: []executor.MiddlewareAfter{
-				func(ctx context.Context, tc *executor.TaskContext, result json.RawMessage) (json.RawMessage, error) {
+				func(_ context.Context, _ *executor.TaskContext, result json.RawMessage) (json.RawMessage, error) {
 					note("after1:" + string(result))
 					return result, nil
 				},
-				func(ctx context.Context, tc *executor.TaskContext, result json.RawMessage) (json.RawMessage, error) {
+				func(_ context.Context, _ *executor.TaskContext, result json.RawMessage) (json.RawMessage, error) {
 					note("after2:" + string(result))
 					var n int
 					if err := json.Unmarshal(result, &n); err != nil {
@@ -295,11 +295,11 @@ func TestBranches(t *testing.T) {
 		t.Parallel()
 		app, _ := setup(t, nil)
 		ran := make(chan struct{}, 1)
-		executor.MustRegister(app, "guarded", func(ctx context.Context, _ struct{}) (int, error) {
+		executor.MustRegister(app, "guarded", func(_ context.Context, _ struct{}) (int, error) {
 			ran <- struct{}{}
 			return 1, nil
 		}, &executor.TaskOptions{MiddlewaresBefore: []executor.MiddlewareBefore{
-			func(ctx context.Context, tc *executor.TaskContext) error { return errors.New("not allowed") },
+			func(_ context.Context, _ *executor.TaskContext) error { return errors.New("not allowed") },
 		}})
 		start(t, app)
 		got := waitTask(t, app, submit(t, app, "guarded", nil, nil).ID)
@@ -312,7 +312,7 @@ func TestBranches(t *testing.T) {
 		t.Parallel()
 		reg := prometheus.NewRegistry()
 		app, b := setup(t, &executor.Config{Metrics: reg})
-		executor.MustRegister(app, "add", func(ctx context.Context, in addArgs) (int, error) { return in.A + in.B, nil }, nil)
+		executor.MustRegister(app, "add", func(_ context.Context, in addArgs) (int, error) { return in.A + in.B, nil }, nil)
 		start(t, app)
 
 		ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
@@ -360,7 +360,7 @@ func TestBranches(t *testing.T) {
 		t.Parallel()
 		app, _ := setup(t, &executor.Config{Concurrency: 1, Prefetch: 3})
 		started, release := make(chan struct{}), make(chan struct{})
-		executor.MustRegister(app, "block", func(ctx context.Context, _ struct{}) (int, error) {
+		executor.MustRegister(app, "block", func(_ context.Context, _ struct{}) (int, error) {
 			close(started)
 			<-release
 			return 0, nil

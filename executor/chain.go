@@ -363,7 +363,7 @@ func (a *App) startFlow(ctx context.Context) error {
 		case errors.Is(err, errChainCrash):
 			// A simulated crash (tests): neither ack nor nak.
 		default:
-			a.log.Warn("advancing a chain failed; it is retried", "err", err)
+			a.log.WarnContext(ctx, "advancing a chain failed; it is retried", "err", err)
 			_ = m.NakWithDelay(time.Second)
 		}
 	}, jetstream.PullMaxMessages(16))
@@ -400,11 +400,11 @@ func (a *App) advanceChain(ctx context.Context, data []byte) error {
 	}
 	var f events.Fact
 	if err := json.Unmarshal(data, &f); err != nil {
-		return nil // not ours to judge; the projection rejects it
+		return nil //nolint:nilerr // not ours to judge; the projection rejects it
 	}
 	var mp events.ModelPayload
 	if err := json.Unmarshal(f.Input, &mp); err != nil {
-		return nil
+		return nil //nolint:nilerr // see above
 	}
 	t := mp.Model
 	link, ok := chainLink(t)

@@ -28,7 +28,7 @@ func TestChaining(t *testing.T) {
 			b := bustest.Open(t, nil)
 			app := newApp(t, b, nil)
 			got := make(chan xy, 1)
-			executor.MustRegister(app, "sum", func(ctx context.Context, in xy) (int, error) {
+			executor.MustRegister(app, "sum", func(_ context.Context, in xy) (int, error) {
 				got <- in
 				return in.X + in.Y, nil
 			}, nil)
@@ -39,7 +39,7 @@ func TestChaining(t *testing.T) {
 			}
 			a, err := run(ctx, b, plugins.Spec{
 				Name: "a", Version: "1", Triggers: []string{events.TaskExecutorArgsReplace},
-				Plugin: plugins.Func(func(ctx context.Context, c *plugins.Call) (*plugins.Patch, error) {
+				Plugin: plugins.Func(func(_ context.Context, _ *plugins.Call) (*plugins.Patch, error) {
 					return plugins.MergePatch(map[string]any{"kw": map[string]any{"x": 1}})
 				}),
 			})
@@ -49,9 +49,9 @@ func TestChaining(t *testing.T) {
 			// changes only args_replace.
 			bp, err := run(ctx, b, plugins.Spec{
 				Name: "b", Version: "1",
-				Plugin: plugins.Func(func(ctx context.Context, c *plugins.Call) (*plugins.Patch, error) {
+				Plugin: plugins.Func(func(_ context.Context, c *plugins.Call) (*plugins.Patch, error) {
 					if c.Trigger != events.TaskExecutorArgsReplace {
-						return nil, nil
+						return nil, nil //nolint:nilnil // no patch: the Plugin contract's "no change"
 					}
 					var p struct {
 						Kw map[string]int `json:"kw"`

@@ -63,7 +63,7 @@ func (a *App) Cancel(ctx context.Context, id string, act Action) (events.Task, e
 		}
 		return t, err
 	}
-	a.log.Info("task cancel requested", "task_id", id, "attempt", attempt, "by", act.By, "reason", act.Reason)
+	a.log.InfoContext(ctx, "task cancel requested", "task_id", id, "attempt", attempt, "by", act.By, "reason", act.Reason)
 	return t, nil
 }
 
@@ -104,7 +104,7 @@ func (a *App) Retry(ctx context.Context, id string, act Action) (events.Task, er
 	if err := a.b.Enqueue(ctx, next, a.source); err != nil {
 		return unknown(err)
 	}
-	a.log.Info("task retried by an operator", "task_id", id, "attempt", next.Attempt, "by", act.By, "reason", act.Reason)
+	a.log.InfoContext(ctx, "task retried by an operator", "task_id", id, "attempt", next.Attempt, "by", act.By, "reason", act.Reason)
 	return next, nil
 }
 
@@ -125,7 +125,7 @@ func (a *App) Pause(ctx context.Context, queue string, act Action) error {
 		}
 		return err
 	}
-	a.log.Info("queue paused", "queue", queue, "by", act.By, "reason", act.Reason)
+	a.log.InfoContext(ctx, "queue paused", "queue", queue, "by", act.By, "reason", act.Reason)
 	return nil
 }
 
@@ -141,7 +141,7 @@ func (a *App) Resume(ctx context.Context, queue string, act Action) error {
 	if _, err := a.b.RecordAction(ctx, a.source, op); err != nil {
 		return fmt.Errorf("%w: the queue is resumed, but the log does not say so", err)
 	}
-	a.log.Info("queue resumed", "queue", queue, "by", act.By, "reason", act.Reason)
+	a.log.InfoContext(ctx, "queue resumed", "queue", queue, "by", act.By, "reason", act.Reason)
 	return nil
 }
 

@@ -51,7 +51,11 @@ func ExampleApp_Chain() {
 	if err := app.Start(ctx); err != nil {
 		panic(err)
 	}
-	defer app.Stop(context.Background())
+	defer func() {
+		if err := app.Stop(context.Background()); err != nil {
+			panic(err)
+		}
+	}()
 
 	c, err := app.Chain(ctx, executor.Step("add", 2, 2), executor.Step("add", 4), executor.Step("add", 8))
 	if err != nil {

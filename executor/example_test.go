@@ -34,7 +34,7 @@ func Example() {
 	if err != nil {
 		panic(err)
 	}
-	executor.MustRegister(app, "greet", func(ctx context.Context, in greetArgs) (string, error) {
+	executor.MustRegister(app, "greet", func(_ context.Context, in greetArgs) (string, error) {
 		return in.Greeting + ", " + in.Name + "!", nil
 	}, nil)
 
@@ -42,7 +42,7 @@ func Example() {
 	// the call and may patch them.
 	_, err = plugins.Local(ctx, b, plugins.Spec{
 		Name: "default-greeting", Version: "1.0.0", Triggers: []string{events.TaskExecutorArgsReplace},
-		Plugin: plugins.Func(func(ctx context.Context, c *plugins.Call) (*plugins.Patch, error) {
+		Plugin: plugins.Func(func(_ context.Context, c *plugins.Call) (*plugins.Patch, error) {
 			var p struct {
 				Kw greetArgs `json:"kw"`
 			}
@@ -50,7 +50,7 @@ func Example() {
 				return nil, err
 			}
 			if p.Kw.Greeting != "" {
-				return nil, nil // nothing to change
+				return nil, nil //nolint:nilnil // no patch (nothing to change): the Plugin contract's "no change"
 			}
 			return plugins.MergePatch(map[string]any{"kw": map[string]any{"greeting": "Hello"}})
 		}),
@@ -61,7 +61,11 @@ func Example() {
 	if err := app.Start(ctx); err != nil {
 		panic(err)
 	}
-	defer app.Stop(context.Background())
+	defer func() {
+		if err := app.Stop(context.Background()); err != nil {
+			panic(err)
+		}
+	}()
 
 	t, err := app.Submit(ctx, "greet", greetArgs{Name: "Ada"}, nil)
 	if err != nil {

@@ -113,12 +113,12 @@ func testPluginFailure(t *testing.T, local bool, policy string, timeout time.Dur
 	b := bustest.Open(t, nil)
 	app := newApp(t, b, nil)
 	victimGot := make(chan xy, 1)
-	executor.MustRegister(app, "victim", func(ctx context.Context, in xy) (int, error) {
+	executor.MustRegister(app, "victim", func(_ context.Context, in xy) (int, error) {
 		victimGot <- in
 		return in.X + in.Y, nil
 	}, nil)
 	otherGot := make(chan xy, 1)
-	executor.MustRegister(app, "other", func(ctx context.Context, in xy) (int, error) {
+	executor.MustRegister(app, "other", func(_ context.Context, in xy) (int, error) {
 		otherGot <- in
 		return in.X * in.Y, nil
 	}, nil)
@@ -127,7 +127,7 @@ func testPluginFailure(t *testing.T, local bool, policy string, timeout time.Dur
 		Policy: policy, Timeout: timeout,
 		Plugin: plugins.Func(func(ctx context.Context, c *plugins.Call) (*plugins.Patch, error) {
 			if c.TaskName != "victim" {
-				return nil, nil // leaves other tasks alone
+				return nil, nil //nolint:nilnil // no patch (leaves other tasks alone): the Plugin contract's "no change"
 			}
 			return answer(ctx)
 		}),

@@ -14,6 +14,8 @@ import (
 
 // PluginFailure is the error of a step that a plugin with policy fail
 // failed: its patch was rejected, it timed out, or it reported an error.
+//
+//nolint:errname // exported API, matched with errors.As by callers (qtasksd's HTTP errors, plugins); not renamed
 type PluginFailure struct {
 	Plugin  string
 	Trigger string

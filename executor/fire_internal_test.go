@@ -48,6 +48,7 @@ func TestFireUnchanged(t *testing.T) {
 	// wait for a slot after the parent returns, on a loaded machine for
 	// longer than a deadline set here would last.
 	testCtx := func(t *testing.T) context.Context {
+		t.Helper()
 		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 		t.Cleanup(cancel)
 		return ctx
@@ -113,7 +114,7 @@ func TestFireUnchanged(t *testing.T) {
 					return nil, err
 				}
 				if p.Kw["patch"] == nil {
-					return nil, nil
+					return nil, nil //nolint:nilnil // no patch: the Plugin contract's "no change"
 				}
 				return plugins.MergePatch(map[string]any{"kw": map[string]any{"x": 1}})
 			}),

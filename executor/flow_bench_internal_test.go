@@ -34,6 +34,7 @@ func BenchmarkChainAdvancer(b *testing.B) {
 }
 
 func benchAdvancer(b *testing.B, on bool) {
+	b.Helper()
 	ctx := benchCtx(b)
 	bs := bustest.Open(b, &bus.Config{Logger: benchLogger()})
 	app, err := New(bs, &Config{Concurrency: benchConcurrency, GracePeriod: 10 * time.Second, Logger: benchLogger()})

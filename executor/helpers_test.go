@@ -43,7 +43,7 @@ func submit(t *testing.T, app *executor.App, name string, input any, opts *execu
 }
 
 // startPlugin runs spec as durable JetStream consumers until the test ends.
-func startPlugin(t *testing.T, b *bus.Bus, spec plugins.Spec) *plugins.Runner {
+func startPlugin(t *testing.T, b *bus.Bus, spec plugins.Spec) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
 	defer cancel()
@@ -54,7 +54,6 @@ func startPlugin(t *testing.T, b *bus.Bus, spec plugins.Spec) *plugins.Runner {
 		defer cancel()
 		require.NoError(t, r.Stop(ctx))
 	})
-	return r
 }
 
 // storedFact is a fact as read from the log, with its place there.

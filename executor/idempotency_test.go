@@ -111,7 +111,7 @@ func TestIdempotencyKey(t *testing.T) {
 				case <-release:
 				case <-ctx.Done():
 				}
-				return nil, nil
+				return nil, nil //nolint:nilnil // no patch: the Plugin contract's "no change"
 			}),
 		})
 		type res struct {

@@ -166,7 +166,7 @@ func (w *worker) endOrphan(ctx context.Context, rec bus.TaskRecord) error {
 	}
 	if decided {
 		a.countFinished(&final)
-		a.log.Warn("janitor: ended a task that was never queued", "task_id", final.ID, "task_name", final.Name, "created_at", final.CreatedAt)
+		a.log.WarnContext(ctx, "janitor: ended a task that was never queued", "task_id", final.ID, "task_name", final.Name, "created_at", final.CreatedAt)
 	}
 	return nil
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -16,6 +15,7 @@ import (
 	"github.com/qtasks/qtasks-go/bus/bustest"
 	"github.com/qtasks/qtasks-go/events"
 	"github.com/qtasks/qtasks-go/executor"
+	"github.com/qtasks/qtasks-go/internal/testkit"
 )
 
 // helperURLEnv tells a re-executed test binary to be the worker process of
@@ -48,7 +48,7 @@ func TestHelperWorkerProcess(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	executor.MustRegister(app, "add", func(ctx context.Context, in addArgs) (int, error) {
+	executor.MustRegister(app, "add", func(_ context.Context, in addArgs) (int, error) {
 		time.Sleep(30 * time.Millisecond) // so that runs are under way when it is killed
 		return in.A + in.B, nil
 	}, nil)
@@ -72,7 +72,7 @@ func TestWorkerKilledMidRun(t *testing.T) {
 		ids = append(ids, submit(t, client, "add", addArgs{A: i, B: 1}, nil).ID)
 	}
 
-	cmd := exec.Command(os.Args[0], "-test.run=^TestHelperWorkerProcess$", "-test.count=1")
+	cmd := testkit.Command(os.Args[0], "-test.run=^TestHelperWorkerProcess$", "-test.count=1")
 	cmd.Env = append(os.Environ(), helperURLEnv+"="+b.ClientURL())
 	var out strings.Builder
 	cmd.Stdout, cmd.Stderr = &out, &out
@@ -124,7 +124,7 @@ func TestWorkerKilledMidRun(t *testing.T) {
 
 	// Another worker finishes what the dead one held.
 	w := newApp(t, b, &executor.Config{AckWait: 2 * time.Second})
-	executor.MustRegister(w, "add", func(ctx context.Context, in addArgs) (int, error) { return in.A + in.B, nil }, nil)
+	executor.MustRegister(w, "add", func(_ context.Context, in addArgs) (int, error) { return in.A + in.B, nil }, nil)
 	start(t, w)
 	for _, id := range ids {
 		require.Equal(t, events.StatusSuccess, waitTask(t, client, id).Status)

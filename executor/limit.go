@@ -239,7 +239,7 @@ func (a *App) takeSlot(ctx context.Context, l Limit, holder string) (s *slot, lw
 	for {
 		now := a.cfg.Now()
 		val := func() []byte {
-			b, _ := json.Marshal(slotValue{Holder: holder, Node: a.cfg.NodeID, Expires: now.Add(l.Lease).UnixNano()})
+			b, _ := json.Marshal(slotValue{Holder: holder, Node: a.cfg.NodeID, Expires: now.Add(l.Lease).UnixNano()}) //nolint:errchkjson // strings and an integer always encode
 			return b
 		}
 		earliest := time.Time{}
@@ -263,7 +263,7 @@ func (a *App) takeSlot(ctx context.Context, l Limit, holder string) (s *slot, lw
 					continue
 				}
 				// Its holder stopped renewing it: a crashed worker's.
-				a.log.Warn("taking over an expired limit slot", "slot", k, "holder", sv.Holder, "holder_node", sv.Node)
+				a.log.WarnContext(ctx, "taking over an expired limit slot", "slot", k, "holder", sv.Holder, "holder_node", sv.Node)
 				rev, err = kv.Update(ctx, k, val(), e.Revision())
 				if err == nil {
 					tookOver = sv.Holder
@@ -271,7 +271,7 @@ func (a *App) takeSlot(ctx context.Context, l Limit, holder string) (s *slot, lw
 			}
 			if err == nil {
 				s := &slot{kv: kv, key: k, rev: rev, stop: make(chan struct{}), done: make(chan struct{})}
-				go a.renew(s, l, holder)
+				go a.renew(s, l, holder) //nolint:gosec // G118: the lease outlives this call, renewed until the slot is released (renew's contexts are its own)
 				if waited || tookOver != "" {
 					lw = &events.LimitWait{
 						Limit: l.name(), Kind: events.LimitConcurrency, Slot: i,
@@ -322,7 +322,7 @@ func (a *App) renew(s *slot, l Limit, holder string) {
 			return
 		case <-t.C:
 		}
-		b, _ := json.Marshal(slotValue{Holder: holder, Node: a.cfg.NodeID, Expires: a.cfg.Now().Add(l.Lease).UnixNano()})
+		b, _ := json.Marshal(slotValue{Holder: holder, Node: a.cfg.NodeID, Expires: a.cfg.Now().Add(l.Lease).UnixNano()}) //nolint:errchkjson // strings and an integer always encode
 		ctx, cancel := context.WithTimeout(context.Background(), l.Lease/3)
 		s.mu.Lock()
 		rev, err := s.kv.Update(ctx, s.key, b, s.rev)
@@ -393,7 +393,7 @@ func (a *App) takeStart(ctx context.Context, l Limit) (lw *events.LimitWait, err
 				return nil, context.Cause(ctx)
 			}
 		}
-		b, _ := json.Marshal(rateCell{TAT: tat.Add(interval).UnixNano()})
+		b, _ := json.Marshal(rateCell{TAT: tat.Add(interval).UnixNano()}) //nolint:errchkjson // an integer always encodes
 		if rev == 0 {
 			_, err = kv.Create(ctx, k, b)
 		} else {

@@ -125,7 +125,7 @@ func TestRateLimitAcrossWorkers(t *testing.T) {
 		}
 		app := newApp(t, bb, &executor.Config{Concurrency: 4})
 		require.NoError(t, app.SetLimit(executor.Limit{Queue: executor.DefaultQueue, Rate: rate}))
-		executor.MustRegister(app, "tick", func(ctx context.Context, _ struct{}) (int, error) {
+		executor.MustRegister(app, "tick", func(_ context.Context, _ struct{}) (int, error) {
 			mu.Lock()
 			starts = append(starts, time.Now())
 			mu.Unlock()
@@ -175,7 +175,7 @@ func TestLimitSlotOfCrashedWorker(t *testing.T) {
 
 	app := newApp(t, b, nil)
 	require.NoError(t, app.SetLimit(lim))
-	executor.MustRegister(app, "one", func(ctx context.Context, _ struct{}) (int, error) { return 1, nil }, nil)
+	executor.MustRegister(app, "one", func(_ context.Context, _ struct{}) (int, error) { return 1, nil }, nil)
 	start(t, app)
 	got := waitTask(t, app, submit(t, app, "one", nil, nil).ID)
 	require.Equal(t, events.StatusSuccess, got.Status, got.Error)
@@ -220,7 +220,7 @@ func TestRateLimitWaitRecorded(t *testing.T) {
 	app := newApp(t, b, nil)
 	lim := executor.Limit{Task: "paced", Rate: 0.5}
 	require.NoError(t, app.SetLimit(lim))
-	executor.MustRegister(app, "paced", func(ctx context.Context, _ struct{}) (int, error) { return 1, nil }, nil)
+	executor.MustRegister(app, "paced", func(_ context.Context, _ struct{}) (int, error) { return 1, nil }, nil)
 	ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
 	defer cancel()
 	taken := time.Now()

@@ -28,7 +28,7 @@ func TestMetrics(t *testing.T) {
 		&executor.TaskOptions{Retry: 1})
 	startPlugin(t, b, plugins.Spec{
 		Name: "watcher", Version: "1", Triggers: []string{events.TaskExecutorArgsReplace},
-		Plugin: plugins.Func(func(context.Context, *plugins.Call) (*plugins.Patch, error) { return nil, nil }),
+		Plugin: plugins.Func(func(context.Context, *plugins.Call) (*plugins.Patch, error) { return nil, nil }), //nolint:nilnil // no patch: the Plugin contract's "no change"
 	})
 	start(t, app)
 
@@ -59,17 +59,17 @@ func TestMetrics(t *testing.T) {
 	} {
 		bustest.WaitFor(t, waitLimit, w.name, func() bool { return w.got() == w.want })
 	}
-	require.Equal(t, 1.0, counter(t, reg, "qtasks_tasks_submitted_total", q, "add"))
-	require.Equal(t, 1.0, counter(t, reg, "qtasks_tasks_submitted_total", q, "boom"))
-	require.Equal(t, 1.0, counter(t, reg, "qtasks_tasks_submitted_total", q, "(unregistered)"),
+	require.InDelta(t, 1.0, counter(t, reg, "qtasks_tasks_submitted_total", q, "add"), 0)
+	require.InDelta(t, 1.0, counter(t, reg, "qtasks_tasks_submitted_total", q, "boom"), 0)
+	require.InDelta(t, 1.0, counter(t, reg, "qtasks_tasks_submitted_total", q, "(unregistered)"), 0,
 		"a name the app does not register gets no label of its own")
 	// add ran once, boom twice (the retry is its own attempt); the unknown
 	// task never reached a function.
-	require.Equal(t, 3, histogramCount(t, reg, "qtasks_task_run_seconds"))
+	require.Equal(t, uint64(3), histogramCount(t, reg, "qtasks_task_run_seconds"))
 	// task_executor_args_replace fired for the three runs that reached the
 	// executor: add, boom, boom#2.
-	require.Equal(t, 3.0, counter(t, reg, "qtasks_plugin_calls_total", "watcher", events.TaskExecutorArgsReplace, string(events.OutcomeNoChange)))
-	require.Equal(t, 3, histogramCount(t, reg, "qtasks_plugin_call_seconds"))
+	require.InDelta(t, 3.0, counter(t, reg, "qtasks_plugin_calls_total", "watcher", events.TaskExecutorArgsReplace, string(events.OutcomeNoChange)), 0)
+	require.Equal(t, uint64(3), histogramCount(t, reg, "qtasks_plugin_call_seconds"))
 
 	// A second app on the same registry would report the same series.
 	_, err := executor.New(b, &executor.Config{Metrics: reg})
@@ -77,7 +77,8 @@ func TestMetrics(t *testing.T) {
 }
 
 // counter is the value of the counter name whose label values are values
-// (in any order), 0 if there is none.
+// (in any order), 0 if there is none. Counts are whole numbers, exact in a
+// float64: the tests compare them with InDelta's delta 0.
 func counter(t *testing.T, reg *prometheus.Registry, name string, values ...string) float64 {
 	t.Helper()
 	mfs, err := reg.Gather()
@@ -120,15 +121,15 @@ func gauge(t *testing.T, reg *prometheus.Registry, name string) float64 {
 
 // histogramCount is the number of observations of histogram name, summed
 // over its label values.
-func histogramCount(t *testing.T, reg *prometheus.Registry, name string) int {
+func histogramCount(t *testing.T, reg *prometheus.Registry, name string) uint64 {
 	t.Helper()
 	mfs, err := reg.Gather()
 	require.NoError(t, err)
-	n := 0
+	var n uint64
 	for _, mf := range mfs {
 		if mf.GetName() == name {
 			for _, m := range mf.GetMetric() {
-				n += int(m.GetHistogram().GetSampleCount())
+				n += m.GetHistogram().GetSampleCount()
 			}
 		}
 	}

@@ -37,7 +37,7 @@ func TestNotQueuedIsNoTaskOfTheProjection(t *testing.T) {
 			if refuse.Load() {
 				return nil, errors.New("closed")
 			}
-			return nil, nil
+			return nil, nil //nolint:nilnil // no patch: the Plugin contract's "no change"
 		}),
 	})
 	require.NoError(t, err)

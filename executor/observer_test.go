@@ -19,7 +19,7 @@ func TestObserverCatchesUp(t *testing.T) {
 	t.Parallel()
 	b := bustest.Open(t, nil)
 	app := newApp(t, b, nil)
-	executor.MustRegister(app, "add", func(ctx context.Context, in addArgs) (int, error) {
+	executor.MustRegister(app, "add", func(_ context.Context, in addArgs) (int, error) {
 		return in.A + in.B, nil
 	}, nil)
 	start(t, app)
@@ -54,7 +54,7 @@ func TestObserverCatchesUp(t *testing.T) {
 	)
 	startPlugin(t, b, plugins.Spec{
 		Name: "audit", Version: "1", Mode: plugins.Observer, Triggers: triggers,
-		Plugin: plugins.Func(func(ctx context.Context, c *plugins.Call) (*plugins.Patch, error) {
+		Plugin: plugins.Func(func(_ context.Context, c *plugins.Call) (*plugins.Patch, error) {
 			s := seen{seq: c.Seq, trigger: c.Trigger, task: c.TaskID}
 			if c.Trigger == events.StorageRemoveFinishedTask {
 				var p struct {
@@ -71,7 +71,7 @@ func TestObserverCatchesUp(t *testing.T) {
 			if len(calls) == len(want) {
 				close(all)
 			}
-			return nil, nil
+			return nil, nil //nolint:nilnil // no patch: the Plugin contract's "no change"
 		}),
 	})
 	recv(t, all, "the observer to catch up")

@@ -31,7 +31,7 @@ func proxied(t *testing.T) (b, srv *bus.Bus, p *bustest.Proxy) {
 func addWorker(t *testing.T, srv *bus.Bus) *executor.App {
 	t.Helper()
 	w := newApp(t, srv, nil)
-	executor.MustRegister(w, "add", func(ctx context.Context, in addArgs) (int, error) { return in.A + in.B, nil }, nil)
+	executor.MustRegister(w, "add", func(_ context.Context, in addArgs) (int, error) { return in.A + in.B, nil }, nil)
 	start(t, w)
 	return w
 }
@@ -138,7 +138,7 @@ func TestRunWithLostAcksIsRedelivered(t *testing.T) {
 	t.Parallel()
 	b, srv, p := proxied(t)
 	w := newApp(t, b, nil)
-	executor.MustRegister(w, "add", func(ctx context.Context, in addArgs) (int, error) { return in.A + in.B, nil }, nil)
+	executor.MustRegister(w, "add", func(_ context.Context, in addArgs) (int, error) { return in.A + in.B, nil }, nil)
 	start(t, w)
 	// The first run's facts from the task's return on (the finish phase,
 	// packed in one message) are stored, and their acks are held.

@@ -38,7 +38,7 @@ func TestLifecycleRecording(t *testing.T) {
 				tc := executor.TaskFromContext(ctx)
 				return seen{Args: in.Args, Kw: in.Kw, Priority: tc.Priority, Extra: tc.Extra}, nil
 			}, &executor.TaskOptions{Tags: []string{"t1"}, Extra: map[string]any{"reg": "r"}})
-			executor.MustRegister(app, "nothing", func(context.Context, struct{}) (*int, error) { return nil, nil }, nil)
+			executor.MustRegister(app, "nothing", func(context.Context, struct{}) (*int, error) { return nil, nil }, nil) //nolint:nilnil // a nil result on purpose: the task's result is null
 			executor.MustRegister(app, "spaced", func(context.Context, struct{}) (int, error) { return 1, nil },
 				&executor.TaskOptions{MiddlewaresAfter: []executor.MiddlewareAfter{
 					func(context.Context, *executor.TaskContext, json.RawMessage) (json.RawMessage, error) {
@@ -149,7 +149,7 @@ func TestLifecycleRecordingPatched(t *testing.T) {
 		},
 		{
 			Name: "quiet", Version: "1", Triggers: []string{events.WorkerRemoveFinishedTask},
-			Plugin: plugins.Func(func(context.Context, *plugins.Call) (*plugins.Patch, error) { return nil, nil }),
+			Plugin: plugins.Func(func(context.Context, *plugins.Call) (*plugins.Patch, error) { return nil, nil }), //nolint:nilnil // no patch: the Plugin contract's "no change"
 		},
 	} {
 		r, err := plugins.Local(ctx, b, spec)

@@ -142,7 +142,7 @@ func (w *worker) run(ctx context.Context, t events.Task, rev uint64, run int, re
 	}
 
 	final, taskErr := rs.execute(ctx)
-	if ctx.Err() != nil && context.Cause(ctx) == ErrStop {
+	if ctx.Err() != nil && errors.Is(context.Cause(ctx), ErrStop) {
 		return ErrStop // interrupted, not decided: redeliver
 	}
 	return rs.finish(ctx, final, taskErr)
@@ -236,7 +236,7 @@ func (rs *runState) execute(ctx context.Context) (events.Task, error) {
 		if err != nil {
 			return fail(err)
 		}
-		result = resultOf(out, "result", result)
+		result = resultOf(out, result)
 	case errors.As(err, &pte):
 		p := map[string]any{"reason": pte.Reason, "kw": pte.Kw, "result": nil}
 		out, ferr := f.fire(ctx, events.TaskExecutorRunTaskTriggerError, p)
@@ -246,7 +246,7 @@ func (rs *runState) execute(ctx context.Context) (events.Task, error) {
 		if !rs.handled(events.TaskExecutorRunTaskTriggerError) {
 			return fail(err)
 		}
-		result = resultOf(out, "result", nil)
+		result = resultOf(out, nil)
 	default:
 		return fail(err)
 	}
@@ -258,7 +258,7 @@ func (rs *runState) execute(ctx context.Context) (events.Task, error) {
 	if err != nil {
 		return fail(err)
 	}
-	result = resultOf(out, "result", result)
+	result = resultOf(out, result)
 	if _, err := f.fire(ctx, events.TaskExecutorMiddlewaresExecute, events.MiddlewaresPayload{Phase: "after", Middlewares: len(def.opts.MiddlewaresAfter)}); err != nil {
 		return fail(err)
 	}
@@ -290,7 +290,7 @@ func (rs *runState) execute(ctx context.Context) (events.Task, error) {
 	if err != nil {
 		return fail(err)
 	}
-	result = resultOf(out, "result", result)
+	result = resultOf(out, result)
 	if len(result) > events.MaxPayloadSize {
 		return fail(fmt.Errorf("result is %d bytes, at most %d: %w", len(result), events.MaxPayloadSize, events.ErrTooLarge))
 	}
@@ -372,8 +372,7 @@ func (rs *runState) model(s string) events.Task {
 // failed is the final model of an attempt that failed with err, before the
 // retry decision.
 func (rs *runState) failed(err error) events.Task {
-	var ce *CancelError
-	if errors.As(err, &ce) {
+	if ce, ok := errors.AsType[*CancelError](err); ok {
 		m := rs.model(events.StatusCancel)
 		m.Error = ce.Reason
 		if m.Error == "" {
@@ -383,12 +382,10 @@ func (rs *runState) failed(err error) events.Task {
 	}
 	m := rs.model(events.StatusError)
 	m.Error = err.Error()
-	var pf *PluginFailure
-	if errors.As(err, &pf) {
+	if pf, ok := errors.AsType[*PluginFailure](err); ok {
 		m.Reason = pf.Error()
 	}
-	var pte *TaskPluginTriggerError
-	if errors.As(err, &pte) {
+	if pte, ok := errors.AsType[*TaskPluginTriggerError](err); ok {
 		m.Error, m.Reason = pte.Reason, "no plugin handled "+events.TaskExecutorRunTaskTriggerError
 	}
 	if m.Reason == "" && errors.Is(err, events.ErrTooLarge) {
@@ -455,12 +452,12 @@ func readKey(out json.RawMessage, key string) json.RawMessage {
 	return v
 }
 
-// resultOf is the value under key of a trigger's output, as readKey reads
-// it; when the output is nil (unchanged), it is v, the compact JSON value the
-// trigger fired with under key, read the same way.
-func resultOf(out json.RawMessage, key string, v json.RawMessage) json.RawMessage {
+// resultOf is the value under "result" of a trigger's output, as readKey
+// reads it; when the output is nil (unchanged), it is v, the compact JSON
+// value the trigger fired with under "result", read the same way.
+func resultOf(out, v json.RawMessage) json.RawMessage {
 	if out != nil {
-		return readKey(out, key)
+		return readKey(out, "result")
 	}
 	if string(v) == "null" {
 		return nil
@@ -497,7 +494,7 @@ func readExtra(out json.RawMessage, key string) map[string]json.RawMessage {
 // until every fact of the run is stored.
 func (rs *runState) finish(ctx context.Context, final events.Task, taskErr error) error {
 	a, f := rs.w.a, rs.f
-	if ctx.Err() != nil && context.Cause(ctx) == ErrStop {
+	if ctx.Err() != nil && errors.Is(context.Cause(ctx), ErrStop) {
 		return ErrStop // interrupted, not decided: redeliver
 	}
 	// A run that failed before its task function ends here too: the facts
@@ -574,7 +571,7 @@ func (rs *runState) finish(ctx context.Context, final events.Task, taskErr error
 	if !decided {
 		// Another run of this attempt finished first; its record stands.
 		// A duplicate's ack gives the sequence of the fact stored first.
-		a.log.Warn("another run decided this attempt first", "task_id", final.ID, "attempt", final.Attempt)
+		a.log.WarnContext(ctx, "another run decided this attempt first", "task_id", final.ID, "attempt", final.Attempt)
 		if final, err = rs.w.decidedFinal(ctx, seq); err != nil {
 			return err
 		}
@@ -652,7 +649,7 @@ func errorChain(err error) []chainedError {
 				msg = strings.ToValidUTF8(msg[:maxChainedMessage], "")
 			}
 			out = append(out, chainedError{Type: fmt.Sprintf("%T", e), Message: msg})
-			switch u := e.(type) {
+			switch u := e.(type) { //nolint:errorlint // walks the chain itself, one link at a time
 			case interface{ Unwrap() []error }:
 				for _, c := range u.Unwrap() {
 					walk(c)

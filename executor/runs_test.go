@@ -78,7 +78,7 @@ func TestRunDeliveredAgainWhileRunning(t *testing.T) {
 	var calls atomic.Int32
 	started, release := make(chan struct{}, 1), make(chan struct{})
 	register := func(app *executor.App) {
-		executor.MustRegister(app, "add", func(ctx context.Context, in addArgs) (int, error) {
+		executor.MustRegister(app, "add", func(_ context.Context, in addArgs) (int, error) {
 			if calls.Add(1) == 1 {
 				started <- struct{}{}
 				<-release
@@ -129,10 +129,10 @@ func TestDecidingReadsAskTheLeader(t *testing.T) {
 	kvStream := "KV_" + bus.BucketTasks
 	sub1, err := b.Conn().Subscribe("$JS.API.DIRECT.GET."+kvStream+".>", func(*nats.Msg) { direct.Add(1) })
 	require.NoError(t, err)
-	defer sub1.Unsubscribe()
+	defer func() { require.NoError(t, sub1.Unsubscribe()) }()
 	sub2, err := b.Conn().Subscribe("$JS.API.STREAM.MSG.GET."+kvStream, func(*nats.Msg) { leader.Add(1) })
 	require.NoError(t, err)
-	defer sub2.Unsubscribe()
+	defer func() { require.NoError(t, sub2.Unsubscribe()) }()
 	require.NoError(t, b.Conn().Flush())
 
 	task := submit(t, w, "add", addArgs{A: 1, B: 2}, &executor.SubmitOptions{IdempotencyKey: "leader-reads"})

@@ -46,7 +46,7 @@ func (a *App) AddSchedule(ctx context.Context, spec events.Schedule, act Action)
 		}
 		return bus.ScheduleState{}, err
 	}
-	a.log.Info("schedule added", "schedule", spec.Name, "task_name", spec.Task, "by", act.By)
+	a.log.InfoContext(ctx, "schedule added", "schedule", spec.Name, "task_name", spec.Task, "by", act.By)
 	return st, nil
 }
 
@@ -67,7 +67,7 @@ func (a *App) RemoveSchedule(ctx context.Context, name string, act Action) error
 	if _, err := a.b.RecordSchedule(ctx, a.source, "", ev); err != nil {
 		return fmt.Errorf("%w: the schedule is removed, but the log does not say so", err)
 	}
-	a.log.Info("schedule removed", "schedule", name, "by", act.By)
+	a.log.InfoContext(ctx, "schedule removed", "schedule", name, "by", act.By)
 	return nil
 }
 
@@ -114,7 +114,11 @@ func (a *App) setSchedulePaused(ctx context.Context, name string, paused bool, a
 			}
 			return prev, err
 		}
-		a.log.Info("schedule "+action+"d", "schedule", name, "by", act.By)
+		if paused {
+			a.log.InfoContext(ctx, "schedule paused", "schedule", name, "by", act.By)
+		} else {
+			a.log.InfoContext(ctx, "schedule resumed", "schedule", name, "by", act.By)
+		}
 		return st, nil
 	}
 }

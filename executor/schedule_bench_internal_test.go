@@ -5,7 +5,6 @@ package executor
 import (
 	"context"
 	"slices"
-	"sort"
 	"sync"
 	"testing"
 	"time"
@@ -94,7 +93,7 @@ func BenchmarkDelayLateness(b *testing.B) {
 		var mu sync.Mutex
 		late := make([]time.Duration, 0, tasks)
 		done := make(chan struct{}, tasks)
-		MustRegister(app, "due", func(ctx context.Context, in struct {
+		MustRegister(app, "due", func(_ context.Context, in struct {
 			Due time.Time `json:"due"`
 		},
 		) (int, error) {
@@ -122,7 +121,7 @@ func BenchmarkDelayLateness(b *testing.B) {
 			}
 		}
 		_ = app.Stop(ctx)
-		sort.Slice(late, func(i, j int) bool { return late[i] < late[j] })
+		slices.Sort(late)
 		if late[0] < 0 {
 			b.Fatalf("a task ran %v before its due time", -late[0])
 		}

@@ -31,7 +31,7 @@ func scheduleEvents(t *testing.T, b *bus.Bus, name string) []events.ScheduleEven
 	return out
 }
 
-func startScheduler(t *testing.T, app *executor.App) *executor.Scheduler {
+func startScheduler(t *testing.T, app *executor.App) {
 	t.Helper()
 	s := executor.NewScheduler(app)
 	ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
@@ -42,7 +42,6 @@ func startScheduler(t *testing.T, app *executor.App) *executor.Scheduler {
 		defer cancel()
 		require.NoError(t, s.Stop(ctx))
 	})
-	return s
 }
 
 // TestScheduleOneTaskPerTick: three schedulers (three Apps, each on its
@@ -207,7 +206,7 @@ func TestScheduleTickRefused(t *testing.T) {
 	defer cancel()
 	_, err := plugins.Local(ctx, b, plugins.Spec{
 		Name: "gate", Version: "1.0.0", Triggers: []string{events.QTasksAddTaskBeforeBroker},
-		Plugin: plugins.Func(func(ctx context.Context, c *plugins.Call) (*plugins.Patch, error) {
+		Plugin: plugins.Func(func(_ context.Context, _ *plugins.Call) (*plugins.Patch, error) {
 			return nil, errors.New("closed for the holidays")
 		}),
 	})

@@ -268,7 +268,7 @@ func TestStateCASConflictAcrossWorkers(t *testing.T) {
 	close(both)
 	o1, o2 := recv(t, outcomes, "a CAS"), recv(t, outcomes, "the other CAS")
 	require.NotEqual(t, o1.node, o2.node, "the two tasks ran on two workers")
-	require.True(t, (o1.err == nil) != (o2.err == nil), "exactly one CAS wins: %v, %v", o1.err, o2.err)
+	require.NotEqual(t, o1.err == nil, o2.err == nil, "exactly one CAS wins: %v, %v", o1.err, o2.err)
 	lost := o1.err
 	if lost == nil {
 		lost = o2.err

@@ -179,7 +179,7 @@ func (a *App) submit(ctx context.Context, name string, input any, opts *SubmitOp
 	if err := f.acks.Wait(ctx); err != nil {
 		// Some of the submission's facts may be missing from the log; the
 		// task is queued all the same, and runs.
-		a.log.Warn("task queued; some of its submission facts are not confirmed stored", "task_id", t.ID, "err", err)
+		a.log.WarnContext(ctx, "task queued; some of its submission facts are not confirmed stored", "task_id", t.ID, "err", err)
 	}
 	a.countSubmitted(&t)
 	return t, nil
@@ -349,11 +349,11 @@ func (a *App) fireBefore(ctx context.Context, f *firing, t *events.Task) ([]byte
 // encoded (fireBefore's).
 func (a *App) fireAfter(ctx context.Context, f *firing, t *events.Task, rec []byte) {
 	if _, err := f.fire(ctx, events.BrokerAddAfter, encoded(modelInput(rec))); err != nil {
-		a.log.Warn("task queued; a plugin failed after it", "task_id", t.ID, "trigger", events.BrokerAddAfter, "err", err)
+		a.log.WarnContext(ctx, "task queued; a plugin failed after it", "task_id", t.ID, "trigger", events.BrokerAddAfter, "err", err)
 	} else if _, err := f.fire(ctx, events.QTasksAddTaskAfterBroker, events.AfterBrokerPayload{
 		TaskID: t.ID, TaskName: t.Name, Priority: t.Priority, Args: t.Args, Kw: t.Kw,
 	}); err != nil {
-		a.log.Warn("task queued; a plugin failed after it", "task_id", t.ID, "trigger", events.QTasksAddTaskAfterBroker, "err", err)
+		a.log.WarnContext(ctx, "task queued; a plugin failed after it", "task_id", t.ID, "trigger", events.QTasksAddTaskAfterBroker, "err", err)
 	}
 }
 

@@ -308,7 +308,7 @@ func (a *App) submitChunk(ctx context.Context, reqs []SubmitRequest, res []Submi
 			wctx = context.WithoutCancel(ctx)
 		}
 		if err := e.f.acks.Wait(wctx); err != nil && e.queued {
-			a.log.Warn("task queued; some of its submission facts are not confirmed stored", "task_id", e.t.ID, "err", err)
+			a.log.WarnContext(ctx, "task queued; some of its submission facts are not confirmed stored", "task_id", e.t.ID, "err", err)
 		}
 		if e.queued {
 			a.countSubmitted(&e.t)
@@ -321,7 +321,7 @@ func (a *App) submitChunk(ctx context.Context, reqs []SubmitRequest, res []Submi
 		select {
 		case <-e.fut.Ok():
 		case err := <-e.fut.Err():
-			a.log.Warn("a duplicate decision could not be recorded", "task_id", e.rec.Task.ID, "err", err)
+			a.log.WarnContext(ctx, "a duplicate decision could not be recorded", "task_id", e.rec.Task.ID, "err", err)
 		}
 	}
 	return later
@@ -344,7 +344,7 @@ func (a *App) batchDuplicate(ctx context.Context, e *batchEntry) (events.Task, e
 	d, conflict := decide(&e.o, &e.t, e.rec.Task)
 	var err error
 	if e.fut, err = a.publishDecision(&d, &e.t); err != nil {
-		a.log.Warn("the duplicate decision could not be recorded", "task_id", d.TaskID, "decision", d.Decision, "err", err)
+		a.log.WarnContext(ctx, "the duplicate decision could not be recorded", "task_id", d.TaskID, "decision", d.Decision, "err", err)
 	}
 	if conflict != nil {
 		return events.Task{}, fmt.Errorf("submitting %s: %w", e.name, conflict)

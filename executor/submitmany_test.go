@@ -232,7 +232,7 @@ func TestSubmitManyKeys(t *testing.T) {
 		}
 	}
 	// The tasks run with their arguments.
-	executor.MustRegister(app, "add", func(ctx context.Context, in map[string]int) (int, error) { return in["a"], nil }, nil)
+	executor.MustRegister(app, "add", func(_ context.Context, in map[string]int) (int, error) { return in["a"], nil }, nil)
 	start(t, app)
 	for _, i := range []int{2, 4, 6, 7} {
 		got := waitTask(t, app, res[i].Task.ID)
@@ -269,7 +269,7 @@ func TestSubmitManyPluginRefusesSome(t *testing.T) {
 			if kw.A%2 == 1 {
 				return nil, errors.New("odd refused")
 			}
-			return nil, nil
+			return nil, nil //nolint:nilnil // no patch: the Plugin contract's "no change"
 		}),
 	})
 	require.NoError(t, err)

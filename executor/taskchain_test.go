@@ -30,7 +30,7 @@ func registerAdd(app *executor.App, runs *sync.Map) {
 		}
 		return s, nil
 	}, nil)
-	executor.MustRegister(app, "boom", func(ctx context.Context, in []int) (int, error) {
+	executor.MustRegister(app, "boom", func(_ context.Context, _ []int) (int, error) {
 		return 0, errors.New("boom")
 	}, nil)
 }
@@ -241,7 +241,7 @@ func TestChainResumedByOperatorRetry(t *testing.T) {
 	app := newApp(t, b, nil)
 	registerAdd(app, nil)
 	var failed atomic.Bool
-	executor.MustRegister(app, "once", func(ctx context.Context, in []int) (int, error) {
+	executor.MustRegister(app, "once", func(_ context.Context, in []int) (int, error) {
 		if failed.CompareAndSwap(false, true) {
 			return 0, errors.New("first time")
 		}

@@ -21,6 +21,7 @@ import (
 // recordingProvider is a tracer provider that samples every span and keeps
 // the ended ones in memory.
 func recordingProvider(t *testing.T) (*sdktrace.TracerProvider, *tracetest.InMemoryExporter) {
+	t.Helper()
 	exp := tracetest.NewInMemoryExporter()
 	tp := sdktrace.NewTracerProvider(sdktrace.WithSyncer(exp), sdktrace.WithSampler(sdktrace.AlwaysSample()))
 	t.Cleanup(func() { _ = tp.Shutdown(context.Background()) })
@@ -51,7 +52,7 @@ func TestTracingAcrossProcesses(t *testing.T) {
 	b := bustest.Open(t, nil)
 	execTP, execSpans := recordingProvider(t)
 	app := newApp(t, b, &executor.Config{TracerProvider: execTP})
-	executor.MustRegister(app, "add", func(ctx context.Context, in addArgs) (int, error) {
+	executor.MustRegister(app, "add", func(_ context.Context, in addArgs) (int, error) {
 		return in.A + in.B, nil
 	}, nil)
 
@@ -60,7 +61,7 @@ func TestTracingAcrossProcesses(t *testing.T) {
 	startPlugin(t, pb, plugins.Spec{
 		Name: "tenfold", Version: "1", Triggers: []string{events.TaskExecutorRunTask},
 		TracerProvider: plugTP,
-		Plugin: plugins.Func(func(ctx context.Context, c *plugins.Call) (*plugins.Patch, error) {
+		Plugin: plugins.Func(func(_ context.Context, _ *plugins.Call) (*plugins.Patch, error) {
 			return plugins.MergePatch(map[string]any{"result": 30})
 		}),
 	})
@@ -130,12 +131,12 @@ func TestTracingOffKeepsTraceParent(t *testing.T) {
 	t.Parallel()
 	b := bustest.Open(t, nil)
 	app := newApp(t, b, nil)
-	executor.MustRegister(app, "add", func(ctx context.Context, in addArgs) (int, error) {
+	executor.MustRegister(app, "add", func(_ context.Context, in addArgs) (int, error) {
 		return in.A + in.B, nil
 	}, nil)
 	startPlugin(t, b, plugins.Spec{
 		Name: "same", Version: "1", Triggers: []string{events.TaskExecutorRunTask},
-		Plugin: plugins.Func(func(ctx context.Context, c *plugins.Call) (*plugins.Patch, error) { return nil, nil }),
+		Plugin: plugins.Func(func(_ context.Context, _ *plugins.Call) (*plugins.Patch, error) { return nil, nil }), //nolint:nilnil // no patch: the Plugin contract's "no change"
 	})
 	bustest.WaitFor(t, waitLimit, "the registry to show the plugin", func() bool {
 		return len(b.Registry().Chain(events.TaskExecutorRunTask)) == 1

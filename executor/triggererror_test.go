@@ -36,7 +36,7 @@ func TestTaskPluginTriggerError(t *testing.T) {
 		if answer != nil {
 			startPlugin(t, b, plugins.Spec{
 				Name: "helper", Version: "1", Triggers: []string{events.TaskExecutorRunTaskTriggerError},
-				Plugin: plugins.Func(func(ctx context.Context, c *plugins.Call) (*plugins.Patch, error) {
+				Plugin: plugins.Func(func(_ context.Context, c *plugins.Call) (*plugins.Patch, error) {
 					var p triggerErrorPayload
 					if err := c.Decode(&p); err != nil {
 						return nil, err
@@ -127,7 +127,7 @@ func TestTaskPluginTriggerError(t *testing.T) {
 
 	t.Run("PluginDeclines", func(t *testing.T) {
 		t.Parallel()
-		app, run, seen := setup(t, func() (*plugins.Patch, error) { return nil, nil })
+		app, run, seen := setup(t, func() (*plugins.Patch, error) { return nil, nil }) //nolint:nilnil // no patch: the Plugin contract's "no change"
 		got := run()
 		recv(t, seen, "the plugin's call")
 		unhandled(t, app, got)

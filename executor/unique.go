@@ -217,7 +217,7 @@ func (a *App) recordDecision(ctx context.Context, d *events.DuplicateDecision, t
 		_, err = a.b.Publish(context.WithoutCancel(ctx), events.DuplicateSubject(d.Queue), "", &ev)
 	}
 	if err != nil {
-		a.log.Warn("the duplicate decision could not be recorded", "task_id", d.TaskID, "decision", d.Decision, "err", err)
+		a.log.WarnContext(ctx, "the duplicate decision could not be recorded", "task_id", d.TaskID, "decision", d.Decision, "err", err)
 	}
 }
 

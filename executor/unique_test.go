@@ -126,6 +126,8 @@ func (c *testClock) set(t time.Time) {
 
 // Unique options derive the key, as River's: by args, per queue, within a
 // period (a test clock moves across the period's boundary).
+//
+//nolint:tparallel // the subtests share the test clock, which ByPeriod moves: they run in order
 func TestUniqueOpts(t *testing.T) {
 	t.Parallel()
 	clock := &testClock{now: time.Date(2026, 12, 7, 10, 15, 0, 0, time.UTC)}

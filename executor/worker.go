@@ -118,7 +118,7 @@ func (a *App) Start(ctx context.Context) error {
 		w.wg.Add(1)
 		go w.loop()
 	}
-	a.log.Info("worker started", "queue", a.cfg.Queue, "concurrency", a.cfg.Concurrency)
+	a.log.InfoContext(ctx, "worker started", "queue", a.cfg.Queue, "concurrency", a.cfg.Concurrency)
 	return nil
 }
 
@@ -259,7 +259,7 @@ func (a *App) Stop(ctx context.Context) error {
 	_, _ = pf.fire(ctx, events.GlobalConfigStop, map[string]any{"node": a.cfg.NodeID})
 	w.ctlCancel()
 	err := pf.acks.Wait(context.WithoutCancel(ctx))
-	a.log.Info("worker stopped")
+	a.log.InfoContext(ctx, "worker stopped")
 	return err
 }
 
@@ -417,6 +417,14 @@ func (w *worker) loop() {
 	}
 }
 
+// deliveries is the message's delivery count as an int. The conversion is
+// exact: a delivery past Config.MaxDeliveries ends the message (a malformed
+// one ends at its first), so the count stays near that small bound, far
+// below 2^31.
+func deliveries(md *jetstream.MsgMetadata) int {
+	return int(md.NumDelivered) //nolint:gosec // G115: see above
+}
+
 func (w *worker) process(it *item) {
 	a := w.a
 	ctx := w.runCtx
@@ -425,7 +433,7 @@ func (w *worker) process(it *item) {
 		md, _ := it.m.Metadata()
 		dl := events.DeadLetter{Stream: bus.StreamTasks, Subject: it.m.Subject(), Reason: it.err.Error()}
 		if md != nil {
-			dl.Sequence, dl.Consumer, dl.Deliveries = md.Sequence.Stream, md.Consumer, int(md.NumDelivered)
+			dl.Sequence, dl.Consumer, dl.Deliveries = md.Sequence.Stream, md.Consumer, deliveries(md)
 		}
 		if err := a.b.DeadLetter(ctx, events.ExecutorDeadLetters, a.source, dl); err != nil {
 			a.log.Error("recording dead letter", "err", err)
@@ -454,7 +462,7 @@ func (w *worker) process(it *item) {
 	// delivery count is only its floor, as the consumer may lose it.
 	run := 1
 	if md, err := it.m.Metadata(); err == nil {
-		run = int(md.NumDelivered)
+		run = deliveries(md)
 	}
 	// The record decides what this delivery does: read it from the
 	// leader (a lagging replica can show an attempt still new that another
@@ -540,7 +548,7 @@ func (w *worker) process(it *item) {
 	err = w.run(ctx, t, rec.Revision, run, resumed)
 	w.beat(attempt, nil)
 	if err != nil {
-		if context.Cause(ctx) == ErrStop {
+		if errors.Is(context.Cause(ctx), ErrStop) {
 			a.log.Warn("task interrupted by shutdown; it will be redelivered", "task_id", t.ID)
 		} else {
 			a.log.Error("task run failed; it will be redelivered", "task_id", t.ID, "err", err)
@@ -575,7 +583,7 @@ func (w *worker) endExhausted(ctx context.Context, t events.Task, run int) error
 	final.Result, final.DelayMS, final.RetryChild = nil, 0, ""
 	final.Error = fmt.Sprintf("the task message was delivered %d times, more than the limit of %d, without a run finishing", run, a.cfg.MaxDeliveries)
 	final.Reason = "deliveries exhausted"
-	a.log.Error("ending a task attempt past its delivery bound", "task_id", t.ID, "attempt", t.Attempt, "deliveries", run, "max_deliveries", a.cfg.MaxDeliveries)
+	a.log.ErrorContext(ctx, "ending a task attempt past its delivery bound", "task_id", t.ID, "attempt", t.Attempt, "deliveries", run, "max_deliveries", a.cfg.MaxDeliveries)
 	f := a.newFiring(&final, run)
 	rec := encodeRecord(final)
 	decided, seq, err := w.publishFinal(ctx, f, final, rec)
