@@ -31,7 +31,7 @@ func TestMaxDeliveriesBecomeDeadLetters(t *testing.T) {
 	require.NoError(t, err)
 
 	// Nak twice: the second delivery is the last.
-	for i := 0; i < 2; i++ {
+	for range 2 {
 		batch, err := c.Fetch(1, jetstream.FetchMaxWait(10*time.Second))
 		require.NoError(t, err)
 		got := 0

@@ -358,7 +358,7 @@ func parsePubAck(data []byte) (*jetstream.PubAck, error) {
 	if resp.Error != nil {
 		return nil, resp.Error
 	}
-	if resp.PubAck == nil || resp.PubAck.Stream == "" {
+	if resp.PubAck == nil || resp.Stream == "" {
 		return nil, errInvalidAck
 	}
 	return resp.PubAck, nil
@@ -475,8 +475,7 @@ func (b *Bus) publishSync(ctx context.Context, m *nats.Msg) (*jetstream.PubAck, 
 		return nil, err
 	}
 	ack, err := parsePubAck(resp.Data)
-	var apiErr *jetstream.APIError
-	if errors.As(err, &apiErr) {
+	if _, ok := errors.AsType[*jetstream.APIError](err); ok {
 		return nil, fmt.Errorf("nats: %w", err)
 	}
 	return ack, err

@@ -24,7 +24,7 @@ func TestParsePubAck(t *testing.T) {
 		if resp.Error != nil {
 			return nil, resp.Error
 		}
-		if resp.PubAck == nil || resp.PubAck.Stream == "" {
+		if resp.PubAck == nil || resp.Stream == "" {
 			return nil, jetstream.ErrInvalidJSAck
 		}
 		return resp.PubAck, nil
@@ -57,8 +57,7 @@ func TestParsePubAck(t *testing.T) {
 		want, werr := reference([]byte(data))
 		got, gerr := parsePubAck([]byte(data))
 		require.Equal(t, want, got, data)
-		var wantAPI *jetstream.APIError
-		if errors.As(werr, &wantAPI) {
+		if wantAPI, ok := errors.AsType[*jetstream.APIError](werr); ok {
 			var gotAPI *jetstream.APIError
 			require.ErrorAs(t, gerr, &gotAPI, data)
 			require.Equal(t, *wantAPI, *gotAPI, data)

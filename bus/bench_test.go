@@ -54,17 +54,13 @@ func benchLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }
 
 // openBench starts an embedded JetStream server (file storage in the
 // benchmark's temporary directory) and a bus on it.
-func openBench(b *testing.B, cfg *bus.Config) *bus.Bus {
+func openBench(b *testing.B) *bus.Bus {
 	b.Helper()
-	var c bus.Config
-	if cfg != nil {
-		c = *cfg
-	}
-	c.Logger = benchLogger()
-	return bustest.Open(b, &c)
+	return bustest.Open(b, &bus.Config{Logger: benchLogger()})
 }
 
 func benchCtx(b *testing.B) context.Context {
+	b.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	b.Cleanup(cancel)
 	return ctx
@@ -125,6 +121,7 @@ func newBenchRawPub(b *testing.B, bs *bus.Bus) *benchRawPub {
 // publish publishes n messages asynchronously, waits for every ack, and
 // returns how long that took.
 func (r *benchRawPub) publish(b *testing.B, n int) time.Duration {
+	b.Helper() // before the clock starts
 	t0 := time.Now()
 	for range n {
 		r.n++
@@ -144,6 +141,7 @@ func (r *benchRawPub) publish(b *testing.B, n int) time.Duration {
 // publishMsgs publishes msgs asynchronously, waits for every ack, and
 // returns how long that took.
 func (r *benchRawPub) publishMsgs(b *testing.B, msgs []*nats.Msg) time.Duration {
+	b.Helper() // before the clock starts
 	t0 := time.Now()
 	for _, m := range msgs {
 		if _, err := r.js.PublishMsgAsync(m, jetstream.WithStallWait(benchWait)); err != nil {
@@ -155,6 +153,7 @@ func (r *benchRawPub) publishMsgs(b *testing.B, msgs []*nats.Msg) time.Duration 
 }
 
 func (r *benchRawPub) complete(b *testing.B) {
+	b.Helper()
 	select {
 	case <-r.js.PublishAsyncComplete():
 	case <-time.After(benchWait):
@@ -165,7 +164,7 @@ func (r *benchRawPub) complete(b *testing.B) {
 // BenchmarkRawPublishAsync is the raw JetStream async publish rate of
 // 634-byte messages with three headers to a file-storage Limits stream.
 func BenchmarkRawPublishAsync(b *testing.B) {
-	bs := openBench(b, nil)
+	bs := openBench(b)
 	raw := newBenchRawPub(b, bs)
 	raw.publish(b, 1000) // warm up
 	b.ReportAllocs()
@@ -204,7 +203,10 @@ func newBenchFactSource(b *testing.B) *benchFactSource {
 	// Pad kw so that the fact's data is benchDataSize bytes.
 	fs.task.ID = uuid.NewString()
 	fs.task.Kw = json.RawMessage(`{"a":1,"b":2,"note":""}`)
-	data, _ := json.Marshal(events.Fact{Input: benchJSON(map[string]any{"model": fs.task})})
+	data, err := json.Marshal(events.Fact{Input: benchJSON(map[string]any{"model": fs.task})})
+	if err != nil {
+		b.Fatal(err)
+	}
 	if pad := benchDataSize - len(data); pad > 0 {
 		fs.task.Kw = json.RawMessage(`{"a":1,"b":2,"note":"` + strings.Repeat("n", pad) + `"}`)
 	}
@@ -229,7 +231,7 @@ func (fs *benchFactSource) next() {
 // event builds the next fact as the executor does, and returns it with
 // its subject. A new task starts every 16 facts. Like the executor's, the
 // fact carries no Nats-Msg-Id.
-func (fs *benchFactSource) event(b *testing.B) (subject string, ev events.Event) {
+func (fs *benchFactSource) event(b *testing.B) (subject string, ev events.Event) { //nolint:thelper // once per op, timed: Helper's cost would be measured
 	fs.n++
 	if fs.n%16 == 0 {
 		fs.next()
@@ -249,7 +251,7 @@ func (fs *benchFactSource) event(b *testing.B) (subject string, ev events.Event)
 
 // publish builds the next fact and publishes it through bus.PublishAsync,
 // tracking its ack in acks.
-func (fs *benchFactSource) publish(b *testing.B, bs *bus.Bus, acks *bus.Acks) {
+func (fs *benchFactSource) publish(b *testing.B, bs *bus.Bus, acks *bus.Acks) { //nolint:thelper // once per op, timed: Helper's cost would be measured
 	subject, ev := fs.event(b)
 	fut, err := bs.PublishAsync(subject, "", &ev)
 	if err != nil {
@@ -270,12 +272,12 @@ func (fs *benchFactSource) publish(b *testing.B, bs *bus.Bus, acks *bus.Acks) {
 // format costs JetStream; x-of-raw against wire-x-of-raw is what building
 // the messages costs the client.
 func BenchmarkFactPublish(b *testing.B) {
-	bs := openBench(b, nil)
+	bs := openBench(b)
 	ctx := benchCtx(b)
 	raw := newBenchRawPub(b, bs)
 	fs := newBenchFactSource(b)
-	if ev, _ := json.Marshal(events.Fact{Input: fs.input}); len(ev) != benchDataSize {
-		b.Fatalf("fact data is %d bytes, want %d", len(ev), benchDataSize)
+	if ev, err := json.Marshal(events.Fact{Input: fs.input}); err != nil || len(ev) != benchDataSize {
+		b.Fatalf("fact data is %d bytes, want %d (%v)", len(ev), benchDataSize, err)
 	}
 	var acks bus.Acks
 	// Warm up both paths.
@@ -402,7 +404,9 @@ func newBenchRawRTInProcess(b *testing.B, bs *bus.Bus) *benchRawRT {
 // until its standard input closes.
 const benchResponderEnv = "QTASKS_BENCH_RAW_RESPONDER_URL"
 
-func init() {
+// benchResponderMain, run first by TestMain, is that responder when
+// benchResponderEnv is set; otherwise it returns.
+func benchResponderMain() {
 	url := os.Getenv(benchResponderEnv)
 	if url == "" {
 		return
@@ -439,7 +443,7 @@ func init() {
 func newBenchRawRTOtherProcess(b *testing.B, bs *bus.Bus) *benchRawRT {
 	b.Helper()
 	r := newBenchRawRT(b, bs, "xrt")
-	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd := testkit.Command(os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(), benchResponderEnv+"="+bs.ClientURL())
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
@@ -490,7 +494,7 @@ func benchWaitReady(b *testing.B, cmd *exec.Cmd, stop func() error) {
 }
 
 // once makes one round trip and returns how long it took.
-func (r *benchRawRT) once(b *testing.B) time.Duration {
+func (r *benchRawRT) once(b *testing.B) time.Duration { //nolint:thelper // once per op, timed: Helper's cost would be measured
 	r.n++
 	id := strconv.Itoa(r.n)
 	m := nats.NewMsg(r.prefix + ".req." + id)
@@ -532,7 +536,7 @@ func benchPercentiles(ds []time.Duration) (p50, p99 float64) {
 // BenchmarkRawRoundTrip is the raw JetStream round trip, one at a time:
 // publish → durable pull consumer → reply publish → core subscriber.
 func BenchmarkRawRoundTrip(b *testing.B) {
-	bs := openBench(b, nil)
+	bs := openBench(b)
 	raw := newBenchRawRTInProcess(b, bs)
 	for range 200 { // warm up
 		raw.once(b)
@@ -560,7 +564,7 @@ func benchScalePatch(_ context.Context, c *plugins.Call) (*plugins.Patch, error)
 	}
 	var n float64
 	if json.Unmarshal(p.Result, &n) != nil {
-		return nil, nil
+		return nil, nil //nolint:nilerr,nilnil // a result that is not a number is left as it is
 	}
 	return plugins.JSONPatch(plugins.Op{Op: "replace", Path: "/result", Value: n * 10})
 }
@@ -570,7 +574,7 @@ func benchScalePatch(_ context.Context, c *plugins.Call) (*plugins.Patch, error)
 func benchStartScalePlugin(b *testing.B, bs *bus.Bus, name string) {
 	b.Helper()
 	bin := testkit.Build(b, "../examples/scaleplugin")
-	cmd := exec.Command(bin, "--nats-url", bs.ClientURL(), "--name", name, "--version", "1")
+	cmd := testkit.Command(bin, "--nats-url", bs.ClientURL(), "--name", name, "--version", "1")
 	benchWaitReady(b, cmd, func() error { return cmd.Process.Signal(syscall.SIGTERM) })
 }
 
@@ -586,14 +590,16 @@ func benchStartScalePlugin(b *testing.B, bs *bus.Bus, name string) {
 //     process: a durable consumer, the full JetStream path.
 //   - process: examples/scaleplugin in its own OS process.
 func BenchmarkMutatorRoundTrip(b *testing.B) {
-	bs := openBench(b, nil)
+	bs := openBench(b)
 	ctx := benchCtx(b)
 	raw := newBenchRawRTInProcess(b, bs)
 	xraw := newBenchRawRTOtherProcess(b, bs)
 	other := bustest.Connect(b, bs, &bus.Config{Logger: benchLogger(), Name: "bench-plugin"})
 	spec := func(name string) plugins.Spec {
-		return plugins.Spec{Name: name, Version: "1", Triggers: []string{events.TaskExecutorRunTask},
-			Timeout: 5 * time.Second, Plugin: plugins.Func(benchScalePatch)}
+		return plugins.Spec{
+			Name: name, Version: "1", Triggers: []string{events.TaskExecutorRunTask},
+			Timeout: 5 * time.Second, Plugin: plugins.Func(benchScalePatch),
+		}
 	}
 	if _, err := plugins.Local(ctx, bs, spec("scale-local")); err != nil {
 		b.Fatal(err)
@@ -624,6 +630,7 @@ func BenchmarkMutatorRoundTrip(b *testing.B) {
 // blocks with the raw round trip (and, when xraw is not nil, the raw round
 // trip with its responder in another process).
 func benchInvoke(b *testing.B, bs *bus.Bus, raw, xraw *benchRawRT, p events.PluginInfo) {
+	b.Helper()
 	ctx := benchCtx(b)
 	taskID := uuid.NewString()
 	var n int

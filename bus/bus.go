@@ -269,7 +269,7 @@ func Open(ctx context.Context, cfg Config) (*Bus, error) {
 			if sub != nil {
 				subj = sub.Subject
 			}
-			b.log.Warn("nats async error", "subject", subj, "err", err)
+			b.log.WarnContext(ctx, "nats async error", "subject", subj, "err", err)
 		}),
 	}
 	opts = append(opts, b.connOptions()...)

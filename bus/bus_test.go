@@ -79,7 +79,7 @@ func decodeStored(ctx context.Context, t *testing.T, b *bus.Bus, seq uint64) (ev
 
 // lastOn returns the last stored event on subject, waiting for it to be
 // stored: local invocations are written asynchronously.
-func lastOn(ctx context.Context, t *testing.T, b *bus.Bus, subject string) (events.Event, *jetstream.RawStreamMsg) {
+func lastOn(ctx context.Context, t *testing.T, b *bus.Bus, subject string) events.Event {
 	t.Helper()
 	var raw *jetstream.RawStreamMsg
 	bustest.WaitFor(t, wait, "an event on "+subject, func() bool {
@@ -92,7 +92,7 @@ func lastOn(ctx context.Context, t *testing.T, b *bus.Bus, subject string) (even
 	})
 	ev, err := events.Decode(events.Headers(raw.Header), raw.Data)
 	require.NoError(t, err)
-	return ev, raw
+	return ev
 }
 
 func TestProvisionIsIdempotent(t *testing.T) {
@@ -111,8 +111,10 @@ func TestProvisionIsIdempotent(t *testing.T) {
 		_, err := b1.Publish(ctx, events.FactSubject(ev.Trigger, "default"), ev.ID, &ev)
 		require.NoError(t, err)
 	}
-	task := events.Task{ID: "t0", Name: "add", Queue: "default", Status: events.StatusNew, Attempt: 1,
-		Args: []byte(`[1,2]`), Kw: []byte(`{}`), CreatedAt: fixedTime, UpdatedAt: fixedTime}
+	task := events.Task{
+		ID: "t0", Name: "add", Queue: "default", Status: events.StatusNew, Attempt: 1,
+		Args: []byte(`[1,2]`), Kw: []byte(`{}`), CreatedAt: fixedTime, UpdatedAt: fixedTime,
+	}
 	_, created, err := b1.CreateTask(ctx, task)
 	require.NoError(t, err)
 	require.True(t, created)
@@ -378,7 +380,7 @@ func TestDeadLetter(t *testing.T) {
 	require.NoError(t, b.DeadLetter(ctx, "p", "qtasks/test", dl)) // deduplicated
 	require.Equal(t, uint64(1), streamMsgs(ctx, t, b, bus.StreamEvents))
 
-	ev, _ := lastOn(ctx, t, b, events.DeadSubject("p"))
+	ev := lastOn(ctx, t, b, events.DeadSubject("p"))
 	require.Equal(t, events.TypeDeadLetter, ev.Type)
 	require.Equal(t, "p", ev.Plugin)
 	require.JSONEq(t, `{"stream":"QTASKS_EVENTS","sequence":42,"consumer":"plugin-p",
@@ -552,7 +554,8 @@ func TestOpenRefusesSharedDataDirAndTakenPort(t *testing.T) {
 	require.NoError(t, err, "closing released the directory")
 	b2.Close()
 
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	var lc net.ListenConfig
+	ln, err := lc.Listen(t.Context(), "tcp", "127.0.0.1:0")
 	require.NoError(t, err)
 	defer ln.Close()
 	start := time.Now()

@@ -81,7 +81,7 @@ func (b *Bus) Paused(ctx context.Context, queue string) (*Mark, error) {
 	}
 	e, err := kv.Get(ctx, controlPause+queue)
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
-		return nil, nil
+		return nil, nil //nolint:nilnil // documented: nil when the queue is not paused
 	}
 	if err != nil {
 		return nil, fmt.Errorf("reading the pause of queue %s: %w", queue, err)
@@ -162,7 +162,7 @@ func (b *Bus) WatchControl(ctx context.Context, fn func(ControlUpdate)) (ready <
 				if e.Operation() == jetstream.KeyValuePut {
 					var m Mark
 					if json.Unmarshal(e.Value(), &m) != nil {
-						b.log.Warn("ignoring an unreadable control entry", "key", e.Key())
+						b.log.WarnContext(ctx, "ignoring an unreadable control entry", "key", e.Key())
 						continue
 					}
 					u.Mark = &m

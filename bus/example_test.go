@@ -26,8 +26,10 @@ func ExampleOpen() {
 	}
 	defer b.Close()
 
-	task := events.Task{ID: "t1", Name: "add", Queue: "default", Status: events.StatusNew, Attempt: 1,
-		Args: json.RawMessage(`[]`), Kw: json.RawMessage(`{"a":1,"b":2}`)}
+	task := events.Task{
+		ID: "t1", Name: "add", Queue: "default", Status: events.StatusNew, Attempt: 1,
+		Args: json.RawMessage(`[]`), Kw: json.RawMessage(`{"a":1,"b":2}`),
+	}
 	rec, created, err := b.CreateTask(ctx, task)
 	fmt.Println(created, rec.Task.Name, rec.Task.Status, err)
 	task.Kw = json.RawMessage(`{"a":5}`)

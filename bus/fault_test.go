@@ -29,8 +29,10 @@ func TestAcksWaitEndsWhenAnAckIsLost(t *testing.T) {
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = sub.Unsubscribe() })
 	require.NoError(t, b.Conn().Flush())
-	ev := events.Event{ID: "lost-ack", Source: "test", Type: events.TypeTriggerPrefix + events.WorkerAdd,
-		Time: time.Now(), DataContentType: events.ContentTypeJSON, Data: []byte(`{}`), Trigger: events.WorkerAdd}
+	ev := events.Event{
+		ID: "lost-ack", Source: "test", Type: events.TypeTriggerPrefix + events.WorkerAdd,
+		Time: time.Now(), DataContentType: events.ContentTypeJSON, Data: []byte(`{}`), Trigger: events.WorkerAdd,
+	}
 	var acks bus.Acks
 	acks.Bound(b.PublishTimeout())
 	f, err := b.PublishAsync("lost.ack", "", &ev)
@@ -151,8 +153,10 @@ func TestPublishAfterALostAnswer(t *testing.T) {
 	b, srv, lose := lostAnswer(t)
 	ctx := testCtx(t)
 	ev := func(id string) *events.Event {
-		return &events.Event{ID: id, Source: "test", Type: events.TypeAlert, Time: time.Now(),
-			DataContentType: events.ContentTypeJSON, Data: []byte(`{}`)}
+		return &events.Event{
+			ID: id, Source: "test", Type: events.TypeAlert, Time: time.Now(),
+			DataContentType: events.ContentTypeJSON, Data: []byte(`{}`),
+		}
 	}
 	stored := func(subject string, n int) func() bool {
 		return func() bool { return len(bustest.Events(t, srv, subject)) >= n }
@@ -183,8 +187,10 @@ func TestAcksWaitSendsAgainWhatNobodyStored(t *testing.T) {
 	ctx := testCtx(t)
 	b := bustest.Open(t, nil)
 	require.NoError(t, b.JetStream().DeleteStream(ctx, bus.StreamEvents))
-	ev := events.Event{ID: "nobody-stored", Source: "test", Type: events.TypeTriggerPrefix + events.WorkerAdd,
-		Time: time.Now(), DataContentType: events.ContentTypeJSON, Data: []byte(`{}`), Trigger: events.WorkerAdd}
+	ev := events.Event{
+		ID: "nobody-stored", Source: "test", Type: events.TypeTriggerPrefix + events.WorkerAdd,
+		Time: time.Now(), DataContentType: events.ContentTypeJSON, Data: []byte(`{}`), Trigger: events.WorkerAdd,
+	}
 	subject := events.FactSubject(events.WorkerAdd, "node")
 	var acks bus.Acks
 	acks.Bound(b.PublishTimeout())

@@ -18,8 +18,10 @@ func TestLogFilter(t *testing.T) {
 		{[]string{"qtasks.trigger.>"}, []string{"qtasks.trigger.>", "qtasks.phase.>"}},
 		{[]string{"qtasks.trigger.storage_get.*"}, []string{"qtasks.trigger.storage_get.*", "qtasks.phase.>"}},
 		// One queue's facts: that queue's phase messages.
-		{[]string{"qtasks.trigger.storage_get.q1", "qtasks.trigger.broker_get.q2"},
-			[]string{"qtasks.trigger.storage_get.q1", "qtasks.trigger.broker_get.q2", "qtasks.phase.*.q1", "qtasks.phase.*.q2"}},
+		{
+			[]string{"qtasks.trigger.storage_get.q1", "qtasks.trigger.broker_get.q2"},
+			[]string{"qtasks.trigger.storage_get.q1", "qtasks.trigger.broker_get.q2", "qtasks.phase.*.q1", "qtasks.phase.*.q2"},
+		},
 		// Lifecycle facts always travel alone: no phase message.
 		{[]string{"qtasks.trigger.storage_remove_finished_task.q1"}, []string{"qtasks.trigger.storage_remove_finished_task.q1"}},
 		{[]string{"qtasks.trigger.storage_add.*"}, []string{"qtasks.trigger.storage_add.*"}},

@@ -28,7 +28,7 @@ var (
 )
 
 // provisionFlow provisions the buckets of shared state and limits.
-func (b *Bus) provisionFlow(ctx context.Context, kv func(name, desc string, history uint8, markerTTL time.Duration) (jetstream.KeyValue, error)) error {
+func (b *Bus) provisionFlow(_ context.Context, kv func(name, desc string, history uint8, markerTTL time.Duration) (jetstream.KeyValue, error)) error {
 	var err error
 	if b.shKV, err = kv(BucketState, "qtasks shared and per-task state (every write is also a state event)", 1, 0); err != nil {
 		return err
@@ -59,9 +59,7 @@ func stateKey(kind, scope, key string) (string, error) {
 	}
 	if kind == events.StateTask {
 		// A task id is a subject token; a KV key takes fewer bytes.
-		if strings.ContainsFunc(scope, func(r rune) bool {
-			return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_' || r == '=' || r == '/')
-		}) {
+		if strings.ContainsFunc(scope, func(r rune) bool { return !taskScopeRune(r) }) {
 			return "", fmt.Errorf("%w: task id %q cannot name a state scope", events.ErrInvalidEvent, scope)
 		}
 		return "t." + scope + "." + key, nil
@@ -284,3 +282,9 @@ func (e *StateUnrecordedError) Error() string {
 }
 
 func (e *StateUnrecordedError) Unwrap() error { return e.Err }
+
+// taskScopeRune reports whether r may be in a task id that names a state
+// scope.
+func taskScopeRune(r rune) bool {
+	return r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_' || r == '=' || r == '/'
+}

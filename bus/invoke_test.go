@@ -111,8 +111,10 @@ func TestInvokeRemote(t *testing.T) {
 	ctx := testCtx(t)
 	b := bustest.Open(t, nil)
 	pb := bustest.Connect(t, b, &bus.Config{Name: "plugin"})
-	p := events.PluginInfo{Name: "argfix", Version: "1.2.0", Mode: events.ModeMutator, TimeoutMS: 15000,
-		Triggers: []string{invTrigger}}
+	p := events.PluginInfo{
+		Name: "argfix", Version: "1.2.0", Mode: events.ModeMutator, TimeoutMS: 15000,
+		Triggers: []string{invTrigger},
+	}
 	c := pluginConsumer(ctx, t, pb, p.Name)
 
 	inv := invocation("task1", p)
@@ -151,7 +153,7 @@ func TestInvokeRemote(t *testing.T) {
 	require.Equal(t, p.Name, r.reply.Patch.Plugin)
 	require.Equal(t, p.Version, r.reply.Patch.PluginVersion)
 	require.Equal(t, events.ContentTypeMergePatch, r.reply.Patch.DataContentType)
-	require.Equal(t, `{"args":[1,2,3]}`, string(r.reply.Patch.Data))
+	require.Equal(t, `{"args":[1,2,3]}`, string(r.reply.Patch.Data)) //nolint:testifylint // encoded-compare: the plugin's bytes travel as they are
 	require.NotZero(t, r.reply.InvokeSeq)
 	require.Equal(t, pack.Sequence, r.reply.PatchSeq, "the patch is taken from the log, where it is stored")
 	require.Empty(t, r.reply.Pending, "a remote invocation is acked before its reply returns")
@@ -176,7 +178,7 @@ func TestInvokeTimesOut(t *testing.T) {
 	require.GreaterOrEqual(t, time.Since(start), 200*time.Millisecond)
 
 	// The invocation was still recorded: the log says the plugin was asked.
-	ev, _ := lastOn(ctx, t, b, events.InvokeSubject(p.Name, invTrigger))
+	ev := lastOn(ctx, t, b, events.InvokeSubject(p.Name, invTrigger))
 	require.Equal(t, 200, ev.TimeoutMS)
 
 	// A caller's own deadline is reported as such, not as a plugin timeout.
@@ -272,7 +274,7 @@ func TestInvokeLocal(t *testing.T) {
 	require.Equal(t, p.Name, r.Patch.Plugin)
 	require.Equal(t, p.Version, r.Patch.PluginVersion)
 	require.Equal(t, events.ContentTypeMergePatch, r.Patch.DataContentType)
-	require.Equal(t, `{"kw":{"local":true}}`, string(r.Patch.Data))
+	require.Equal(t, `{"kw":{"local":true}}`, string(r.Patch.Data)) //nolint:testifylint // encoded-compare: the plugin's bytes travel as they are
 
 	// Both invocation and patch are in the log, as for a remote plugin, once
 	// the publishes the reply hands back are acked.
@@ -378,8 +380,10 @@ func TestInvokeConcurrentCorrelation(t *testing.T) {
 			_ = m.Term()
 			return
 		}
-		patch := events.Event{DataContentType: events.ContentTypeMergePatch,
-			Data: []byte(`{"kw":{"task":"` + inv.TaskID + `"}}`)}
+		patch := events.Event{
+			DataContentType: events.ContentTypeMergePatch,
+			Data:            []byte(`{"kw":{"task":"` + inv.TaskID + `"}}`),
+		}
 		bus.FillPatch(&patch, p, inv)
 		if _, err := pb.Publish(ctx, events.PatchSubject(p.Name, inv.Trigger), "", &patch); err != nil {
 			report(err)

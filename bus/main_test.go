@@ -8,4 +8,7 @@ import (
 
 // TestMain fails the package when its passing tests leave goroutines
 // running (testkit.Main, goleak).
-func TestMain(m *testing.M) { testkit.Main(m) }
+func TestMain(m *testing.M) {
+	benchResponderMain()
+	testkit.Main(m)
+}

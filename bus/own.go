@@ -52,7 +52,7 @@ func (b *Bus) PublishOwn(ctx context.Context, source, subject, msgID string, ev 
 		return ack, nil // ours: a genuine duplicate
 	}
 	b.forgeries.Add(1)
-	b.log.Error("forgery detected: a message the executor did not write occupies the id of one it writes",
+	b.log.ErrorContext(ctx, "forgery detected: a message the executor did not write occupies the id of one it writes",
 		"msg_id", msgID, "want_subject", subject, "seq", s.Seq, "subject", s.Subject, "reason", reason)
 	b.Alert(ctx, source, events.Alert{
 		Kind: events.AlertForgedMsgID, Stream: StreamEvents, Sequence: s.Seq, Subject: s.Subject,
@@ -74,7 +74,7 @@ func (b *Bus) PublishOwn(ctx context.Context, source, subject, msgID string, ev 
 func (b *Bus) Alert(ctx context.Context, source string, a events.Alert) {
 	data, err := jsonMarshal(a)
 	if err != nil {
-		b.log.Error("recording alert", "err", err)
+		b.log.ErrorContext(ctx, "recording alert", "err", err)
 		return
 	}
 	key := source[strings.LastIndexByte(source, '/')+1:]
@@ -90,7 +90,7 @@ func (b *Bus) Alert(ctx context.Context, source string, a events.Alert) {
 		Data:            data,
 	}
 	if _, err := b.Publish(context.WithoutCancel(ctx), events.AlertSubject(key), "", &ev); err != nil {
-		b.log.Error("recording alert", "kind", a.Kind, "seq", a.Sequence, "err", err)
+		b.log.ErrorContext(ctx, "recording alert", "kind", a.Kind, "seq", a.Sequence, "err", err)
 	}
 }
 

@@ -27,8 +27,10 @@ func TestPublishOwn(t *testing.T) {
 	id := "dead:executor:" + bus.StreamTasks + ":7"
 
 	// A forger takes the id of the executor's next dead letter.
-	forged := events.Event{ID: id, Source: "qtasks/plugin/mallory", Type: events.TypeDeadLetter, Plugin: "mallory",
-		Time: time.Now(), DataContentType: events.ContentTypeJSON, Data: []byte(`{"reason":"nothing to see"}`)}
+	forged := events.Event{
+		ID: id, Source: "qtasks/plugin/mallory", Type: events.TypeDeadLetter, Plugin: "mallory",
+		Time: time.Now(), DataContentType: events.ContentTypeJSON, Data: []byte(`{"reason":"nothing to see"}`),
+	}
 	fack, err := b.Publish(ctx, events.DeadSubject("mallory"), id, &forged)
 	require.NoError(t, err)
 
@@ -45,8 +47,10 @@ func TestPublishOwn(t *testing.T) {
 	require.NoError(t, alerts[0].Err)
 	var a events.Alert
 	require.NoError(t, json.Unmarshal(alerts[0].Event.Data, &a))
-	require.Equal(t, events.Alert{Kind: events.AlertForgedMsgID, Stream: bus.StreamEvents, Sequence: fack.Sequence,
-		Subject: events.DeadSubject("mallory"), MsgID: id, Want: events.DeadSubject("executor"), Reason: a.Reason}, a)
+	require.Equal(t, events.Alert{
+		Kind: events.AlertForgedMsgID, Stream: bus.StreamEvents, Sequence: fack.Sequence,
+		Subject: events.DeadSubject("mallory"), MsgID: id, Want: events.DeadSubject("executor"), Reason: a.Reason,
+	}, a)
 
 	// A genuine repeat of an event of its own is a duplicate, no forgery.
 	dl2 := dl

@@ -92,7 +92,7 @@ func (b *Bus) provision(ctx context.Context) error {
 	}
 	b.taskKV, err = kv(BucketTasks, "qtasks current task records", 1, markerTTL)
 	if errors.Is(err, jetstream.ErrLimitMarkerTTLNotSupported) {
-		b.log.Warn("the server has no per-message TTLs: finished task records are kept forever")
+		b.log.WarnContext(ctx, "the server has no per-message TTLs: finished task records are kept forever")
 		b.cfg.FinishedTaskTTL = -1
 		b.taskKV, err = kv(BucketTasks, "qtasks current task records", 1, 0)
 	}

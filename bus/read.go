@@ -70,7 +70,7 @@ func (b *Bus) TaskEvents(ctx context.Context, id string, since time.Time, subjec
 	}
 	read := func(s Stored) error {
 		if s.Err != nil || s.Event.TaskID != id {
-			return nil
+			return nil //nolint:nilerr // an event that does not decode names no task: skipped as another task's
 		}
 		return fn(s)
 	}
@@ -171,12 +171,12 @@ func nextWithin(ctx context.Context, it jetstream.MessagesContext, d time.Durati
 	select {
 	case x := <-ch:
 		if errors.Is(x.err, jetstream.ErrMsgIteratorClosed) {
-			return nil, nil
+			return nil, nil //nolint:nilnil // documented: nil when none comes
 		}
 		return x.m, x.err
 	case <-time.After(d):
 		it.Stop()
-		return nil, nil
+		return nil, nil //nolint:nilnil // documented: nil when none comes
 	case <-ctx.Done():
 		it.Stop()
 		return nil, context.Cause(ctx)

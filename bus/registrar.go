@@ -82,6 +82,7 @@ func (b *Bus) servesRegistrar() bool {
 		return true
 	case RegistrarOff:
 		return false
+	default: // RegistrarAuto: decided below
 	}
 	if len(c.Users) > 0 && c.URL == "" {
 		return true
@@ -171,7 +172,11 @@ func (g *registrar) check(key string, p events.PluginInfo) error {
 }
 
 func (g *registrar) reply(m *nats.Msg, r RegistrationReply) {
-	data, _ := json.Marshal(r)
+	data, err := json.Marshal(r)
+	if err != nil {
+		g.b.log.Warn("answering a registration", "subject", m.Subject, "err", err)
+		return
+	}
 	if err := m.Respond(data); err != nil && !errors.Is(err, nats.ErrMsgNoReply) {
 		g.b.log.Warn("answering a registration", "subject", m.Subject, "err", err)
 	}
@@ -179,8 +184,7 @@ func (g *registrar) reply(m *nats.Msg, r RegistrationReply) {
 
 func (g *registrar) refuse(m *nats.Msg, name string, err error) {
 	reason := events.InvalidMalformed
-	var ie *events.InvalidPluginError
-	if errors.As(err, &ie) {
+	if ie, ok := errors.AsType[*events.InvalidPluginError](err); ok {
 		reason = ie.Reason
 	}
 	g.b.log.Warn("registration refused", "plugin", name, "reason", reason, "err", err)
@@ -191,8 +195,10 @@ func (g *registrar) register(m *nats.Msg) {
 	name := m.Subject[strings.LastIndexByte(m.Subject, '.')+1:]
 	var req Registration
 	if err := json.Unmarshal(m.Data, &req); err != nil {
-		g.refuse(m, name, &events.InvalidPluginError{Reason: events.InvalidMalformed,
-			Msg: fmt.Sprintf("plugin %s: the registration is not a JSON object: %v", name, err)})
+		g.refuse(m, name, &events.InvalidPluginError{
+			Reason: events.InvalidMalformed,
+			Msg:    fmt.Sprintf("plugin %s: the registration is not a JSON object: %v", name, err),
+		})
 		return
 	}
 	p := req.PluginInfo
@@ -305,8 +311,10 @@ func consumerConfig(p events.PluginInfo, s *ConsumerSettings) (ConsumerConfig, e
 		set = *s
 	}
 	bad := func(what string, v, hi int64) error {
-		return &events.InvalidPluginError{Reason: events.InvalidMalformed,
-			Msg: fmt.Sprintf("plugin %s: consumer %s %d: want 0 (the default) to %d", p.Name, what, v, hi)}
+		return &events.InvalidPluginError{
+			Reason: events.InvalidMalformed,
+			Msg:    fmt.Sprintf("plugin %s: consumer %s %d: want 0 (the default) to %d", p.Name, what, v, hi),
+		}
 	}
 	switch {
 	case set.AckWaitMS < 0 || set.AckWaitMS > 3_600_000:

@@ -1,6 +1,7 @@
 package bus
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -109,8 +110,7 @@ func (r *Registry) apply(u jetstream.KeyValueEntry) {
 			// invalid: this entry went around it. Whatever the key held
 			// before is gone too, as it is for an executor that starts now.
 			reason := events.InvalidMalformed
-			var ie *events.InvalidPluginError
-			if errors.As(err, &ie) {
+			if ie, ok := errors.AsType[*events.InvalidPluginError](err); ok {
 				reason = ie.Reason
 			}
 			r.ignored.WithLabelValues(reason).Inc()
@@ -149,7 +149,10 @@ func (r *Registry) store(ctx context.Context, p events.PluginInfo) (events.Plugi
 				return p, 0, fmt.Errorf("registering plugin %s: %w", p.Name, err)
 			}
 			p.Order = rev
-			data, _ := json.Marshal(p)
+			data, err := json.Marshal(p)
+			if err != nil {
+				return p, 0, fmt.Errorf("registering plugin %s: %w", p.Name, err)
+			}
 			stored, err := r.kv.Update(ctx, p.Name, data, rev)
 			if err != nil {
 				if revisionConflict(err) {
@@ -167,7 +170,10 @@ func (r *Registry) store(ctx context.Context, p events.PluginInfo) (events.Plugi
 		} else {
 			p.Order = e.Revision()
 		}
-		data, _ := json.Marshal(p)
+		data, err := json.Marshal(p)
+		if err != nil {
+			return p, 0, fmt.Errorf("registering plugin %s: %w", p.Name, err)
+		}
 		stored, err := r.kv.Update(ctx, p.Name, data, e.Revision())
 		if err != nil {
 			if revisionConflict(err) {
@@ -247,7 +253,7 @@ func (r *Registry) List() []events.PluginInfo {
 		}
 	}
 	r.mu.RUnlock()
-	slices.SortFunc(out, func(a, b events.PluginInfo) int { return int(a.Order) - int(b.Order) })
+	slices.SortFunc(out, func(a, b events.PluginInfo) int { return cmp.Compare(a.Order, b.Order) })
 	return out
 }
 
@@ -277,12 +283,12 @@ func (r *Registry) Chain(trigger string) []events.PluginInfo {
 			global = append(global, p)
 		}
 	}
-	byOrder := func(a, b events.PluginInfo) int { return int(a.Order) - int(b.Order) }
+	byOrder := func(a, b events.PluginInfo) int { return cmp.Compare(a.Order, b.Order) }
 	slices.SortFunc(named, byOrder)
 	slices.SortFunc(global, byOrder)
-	c := append(named, global...)
-	r.chains[trigger] = c
-	return c
+	named = append(named, global...)
+	r.chains[trigger] = named
+	return named
 }
 
 // Shadows returns the shadow plugins of plugin that handle trigger, in
@@ -297,7 +303,7 @@ func (r *Registry) Shadows(plugin, trigger string) []events.PluginInfo {
 		}
 	}
 	r.mu.RUnlock()
-	slices.SortFunc(out, func(a, b events.PluginInfo) int { return int(a.Order) - int(b.Order) })
+	slices.SortFunc(out, func(a, b events.PluginInfo) int { return cmp.Compare(a.Order, b.Order) })
 	return out
 }
 

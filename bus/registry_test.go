@@ -119,8 +119,10 @@ func TestChainOrder(t *testing.T) {
 	g2 := register(ctx, t, r, events.PluginInfo{Name: "G2", Version: "1", Mode: events.ModeMutator})
 	n2 := register(ctx, t, r, events.PluginInfo{Name: "N2", Version: "1", Mode: events.ModeMutator, Triggers: named})
 	// A mutator named for another trigger only.
-	register(ctx, t, r, events.PluginInfo{Name: "X1", Version: "1", Mode: events.ModeMutator,
-		Triggers: []string{events.WorkerAdd}})
+	register(ctx, t, r, events.PluginInfo{
+		Name: "X1", Version: "1", Mode: events.ModeMutator,
+		Triggers: []string{events.WorkerAdd},
+	})
 
 	require.Less(t, g1.Order, n1.Order)
 	require.Less(t, n1.Order, g2.Order)
@@ -210,18 +212,24 @@ func TestSubscribed(t *testing.T) {
 	r := b.Registry()
 
 	require.False(t, r.Subscribed(events.WorkerAdd))
-	register(ctx, t, r, events.PluginInfo{Name: "obs", Version: "1", Mode: events.ModeObserver,
-		Triggers: []string{events.WorkerAdd}})
+	register(ctx, t, r, events.PluginInfo{
+		Name: "obs", Version: "1", Mode: events.ModeObserver,
+		Triggers: []string{events.WorkerAdd},
+	})
 	require.True(t, r.Subscribed(events.WorkerAdd))
 	require.False(t, r.Subscribed(events.BrokerGet))
 
-	register(ctx, t, r, events.PluginInfo{Name: "sh", Version: "1", Mode: events.ModeShadow, ShadowOf: "m",
-		Triggers: []string{events.BrokerGet}})
+	register(ctx, t, r, events.PluginInfo{
+		Name: "sh", Version: "1", Mode: events.ModeShadow, ShadowOf: "m",
+		Triggers: []string{events.BrokerGet},
+	})
 	require.True(t, r.Subscribed(events.BrokerGet))
 	require.False(t, r.Subscribed(events.StorageGet))
 
-	register(ctx, t, r, events.PluginInfo{Name: "mut", Version: "1", Mode: events.ModeMutator,
-		Triggers: []string{events.StorageGet}})
+	register(ctx, t, r, events.PluginInfo{
+		Name: "mut", Version: "1", Mode: events.ModeMutator,
+		Triggers: []string{events.StorageGet},
+	})
 	require.True(t, r.Subscribed(events.StorageGet))
 	require.False(t, r.Subscribed(events.WorkerStart))
 
@@ -247,8 +255,10 @@ func TestShadows(t *testing.T) {
 	register(ctx, t, r, events.PluginInfo{Name: "live", Version: "1", Mode: events.ModeMutator, Triggers: named})
 	register(ctx, t, r, events.PluginInfo{Name: "cand-global", Version: "2", Mode: events.ModeShadow, ShadowOf: "live"})
 	register(ctx, t, r, events.PluginInfo{Name: "cand-named", Version: "2", Mode: events.ModeShadow, ShadowOf: "live", Triggers: named})
-	register(ctx, t, r, events.PluginInfo{Name: "cand-other", Version: "2", Mode: events.ModeShadow, ShadowOf: "live",
-		Triggers: []string{events.WorkerAdd}})
+	register(ctx, t, r, events.PluginInfo{
+		Name: "cand-other", Version: "2", Mode: events.ModeShadow, ShadowOf: "live",
+		Triggers: []string{events.WorkerAdd},
+	})
 	register(ctx, t, r, events.PluginInfo{Name: "elsewhere", Version: "2", Mode: events.ModeShadow, ShadowOf: "someone"})
 	// Not a shadow, though it names live.
 	register(ctx, t, r, events.PluginInfo{Name: "mut", Version: "1", Mode: events.ModeMutator, ShadowOf: "live"})
@@ -282,7 +292,7 @@ func TestRegistryConcurrentRegistrations(t *testing.T) {
 				// Both connections register every plugin: half the calls
 				// are re-registrations racing with the first.
 				_, err := r.Register(ctx, events.PluginInfo{
-					Name: "p" + string(rune('a'+i)), Version: "v" + string(rune('0'+j)), Mode: events.ModeMutator,
+					Name: "p" + string(rune('a'+i)), Version: "v" + string(rune('0'+j)), Mode: events.ModeMutator, //nolint:gosec // G115: i < n = 20, j < 2
 				})
 				errs <- err
 			}()

@@ -26,18 +26,23 @@ func TestRetryWrite(t *testing.T) {
 		{"an answer lost, then stored", true, []func(context.Context) error{timeout, func(context.Context) error { return nil }}, 2, true, false},
 		{"no leader, then stored", false, []func(context.Context) error{
 			func(context.Context) error { return jetstream.ErrNoStreamResponse },
-			func(context.Context) error { return nil }}, 2, true, false},
+			func(context.Context) error { return nil },
+		}, 2, true, false},
 		{"no leader until the bound", true, []func(context.Context) error{
-			func(context.Context) error { return jetstream.ErrNoStreamResponse }}, 3, false, true},
+			func(context.Context) error { return jetstream.ErrNoStreamResponse },
+		}, 3, false, true},
 		{"an answer lost, then no leader until the bound", true, []func(context.Context) error{
-			timeout, func(context.Context) error { return jetstream.ErrNoStreamResponse }}, 2, false, false},
+			timeout, func(context.Context) error { return jetstream.ErrNoStreamResponse },
+		}, 2, false, false},
 		{"not idempotent: one answer lost is the end", false, []func(context.Context) error{timeout, func(context.Context) error { return nil }}, 1, false, false},
 		{"refused for good", true, []func(context.Context) error{
 			func(context.Context) error {
 				return &jetstream.APIError{Code: 400, ErrorCode: jetstream.JSErrCodeStreamWrongLastSequence}
-			}}, 1, false, true},
+			},
+		}, 1, false, true},
 		{"disconnected after sending: unknown, not asked again", true, []func(context.Context) error{
-			func(context.Context) error { return nats.ErrDisconnected }}, 1, false, false},
+			func(context.Context) error { return nats.ErrDisconnected },
+		}, 1, false, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()

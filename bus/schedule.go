@@ -208,7 +208,7 @@ func (b *Bus) WatchSchedules(ctx context.Context) (<-chan ScheduleUpdate, error)
 				default:
 					se, err := decodeSchedule(e)
 					if err != nil {
-						b.log.Warn("ignoring an unreadable schedule", "schedule", e.Key(), "err", err)
+						b.log.WarnContext(ctx, "ignoring an unreadable schedule", "schedule", e.Key(), "err", err)
 						continue
 					}
 					u.Name, u.Entry = e.Key(), &se

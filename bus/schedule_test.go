@@ -99,8 +99,10 @@ func TestTaskStreamUpgradedForDelays(t *testing.T) {
 	b := bustest.Open(t, &bus.Config{DataDir: dir})
 	js := b.JetStream()
 	require.NoError(t, js.DeleteStream(ctx, bus.StreamTasks))
-	_, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: bus.StreamTasks, Subjects: []string{events.SubjectRun + ".>"},
-		Retention: jetstream.WorkQueuePolicy, Storage: jetstream.FileStorage, MaxBytes: -1, Duplicates: bus.DefaultDuplicateWindow})
+	_, err := js.CreateStream(ctx, jetstream.StreamConfig{
+		Name: bus.StreamTasks, Subjects: []string{events.SubjectRun + ".>"},
+		Retention: jetstream.WorkQueuePolicy, Storage: jetstream.FileStorage, MaxBytes: -1, Duplicates: bus.DefaultDuplicateWindow,
+	})
 	require.NoError(t, err)
 	b.Close()
 

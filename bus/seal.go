@@ -145,7 +145,7 @@ func (b *Bus) StartSealer(ctx context.Context, cfg SealerConfig) (*Sealer, error
 		return nil, fmt.Errorf("starting the sealer: %w", err)
 	}
 	// Logged before the goroutines start: they own s from then on.
-	s.log.Info("sealing the event log", "node", cfg.Node, "every", cfg.Every, "interval", cfg.Interval.String(),
+	s.log.InfoContext(ctx, "sealing the event log", "node", cfg.Node, "every", cfg.Every, "interval", cfg.Interval.String(),
 		"continues_seal", s.tipSeq, "from", s.first)
 	rctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	s.cancel = cancel
@@ -158,7 +158,7 @@ func (b *Bus) StartSealer(ctx context.Context, cfg SealerConfig) (*Sealer, error
 				if errors.Is(err, jetstream.ErrMsgIteratorClosed) || rctx.Err() != nil {
 					return
 				}
-				s.log.Warn("reading the log to seal it", "err", err)
+				s.log.WarnContext(ctx, "reading the log to seal it", "err", err)
 				select {
 				case <-rctx.Done():
 					return
@@ -195,7 +195,7 @@ func (s *Sealer) load(ctx context.Context) error {
 	if err != nil {
 		// Not something this sealer can continue: a new chain starts
 		// after it, which verify reports.
-		s.log.Error("the last message on the seal subjects is not a valid seal; starting a new chain after it", "seq", m.Sequence, "err", err)
+		s.log.ErrorContext(ctx, "the last message on the seal subjects is not a valid seal; starting a new chain after it", "seq", m.Sequence, "err", err)
 		s.anomaly(AnomalyInvalidSeal)
 		s.first = m.Sequence + 1
 		s.next = s.first
@@ -291,13 +291,13 @@ func (s *Sealer) run(ctx context.Context, msgs <-chan jetstream.Msg) {
 			}
 			md, err := m.Metadata()
 			if err != nil {
-				s.log.Warn("sealing: message without metadata", "err", err)
+				s.log.WarnContext(ctx, "sealing: message without metadata", "err", err)
 				continue
 			}
 			s.add(md.Sequence.Stream, m)
 			if len(s.pending) >= s.cfg.Every || s.gaps >= events.MaxSealGaps {
 				if err := s.seal(ctx); err != nil {
-					s.log.Warn("sealing", "err", err)
+					s.log.WarnContext(ctx, "sealing", "err", err)
 				}
 			}
 			if armed && !s.sealable {
@@ -309,7 +309,7 @@ func (s *Sealer) run(ctx context.Context, msgs <-chan jetstream.Msg) {
 			armed = false
 			if s.sealable {
 				if err := s.seal(ctx); err != nil {
-					s.log.Warn("sealing", "err", err)
+					s.log.WarnContext(ctx, "sealing", "err", err)
 				}
 			}
 			arm()
@@ -369,8 +369,10 @@ func (s *Sealer) sealOnce(ctx context.Context) (again bool, err error) {
 	if err != nil {
 		return false, err
 	}
-	ev := events.Event{ID: uuid.NewString(), Source: "qtasks/" + s.cfg.Node, Type: events.TypeSeal, Time: time.Now().UTC(),
-		DataContentType: events.ContentTypeJSON, Data: data}
+	ev := events.Event{
+		ID: uuid.NewString(), Source: "qtasks/" + s.cfg.Node, Type: events.TypeSeal, Time: time.Now().UTC(),
+		DataContentType: events.ContentTypeJSON, Data: data,
+	}
 	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	ack, err := s.b.js.PublishMsg(pctx, Message(events.SealSubject(s.cfg.Node), "", &ev),
@@ -384,7 +386,7 @@ func (s *Sealer) sealOnce(ctx context.Context) (again bool, err error) {
 	}
 	s.subjLast, s.ownLast = ack.Sequence, ack.Sequence
 	s.adopt(ack.Sequence, seal)
-	s.log.Debug("sealed", "seq", ack.Sequence, "first", seal.First, "last", seal.Last, "count", seal.Count)
+	s.log.DebugContext(ctx, "sealed", "seq", ack.Sequence, "first", seal.First, "last", seal.Last, "count", seal.Count)
 	if s.cfg.Sealed != nil {
 		s.cfg.Sealed(ack.Sequence, seal)
 	}
@@ -398,7 +400,7 @@ func (s *Sealer) resync(ctx context.Context) error {
 	if errors.Is(err, jetstream.ErrMsgNotFound) {
 		// Aged out under the stream's limits (an idle log), or deleted:
 		// the next seal names the one it continues either way.
-		s.log.Warn("no seal left in the event log; continuing the chain from the last one known", "seal", s.tipSeq)
+		s.log.WarnContext(ctx, "no seal left in the event log; continuing the chain from the last one known", "seal", s.tipSeq)
 		s.subjLast = 0
 		return nil
 	}
@@ -411,15 +413,15 @@ func (s *Sealer) resync(ctx context.Context) error {
 	case m.Sequence < s.tipSeq || m.Sequence < s.ownLast:
 		// A seal of the chain is gone: the next seal still names it, and
 		// verify reports it.
-		s.log.Error("a seal is gone from the event log", "seal", max(s.tipSeq, s.ownLast), "last_on_subject", m.Sequence)
+		s.log.ErrorContext(ctx, "a seal is gone from the event log", "seal", max(s.tipSeq, s.ownLast), "last_on_subject", m.Sequence)
 		s.anomaly(AnomalySealGone)
 	case derr != nil:
-		s.log.Error("a message on the seal subjects is not a valid seal; the chain skips it", "seq", m.Sequence, "err", derr)
+		s.log.ErrorContext(ctx, "a message on the seal subjects is not a valid seal; the chain skips it", "seq", m.Sequence, "err", derr)
 		s.anomaly(AnomalyInvalidSeal)
 	case seal.PrevSeq < s.tipSeq || seal.PrevSeq == s.tipSeq && seal.First != s.first:
 		// Not a continuation of this chain: a fork, or a forgery. verify
 		// reports it; the chain goes on from its own tip.
-		s.log.Error("a seal does not continue the chain; the chain skips it", "seq", m.Sequence, "prev_seq", seal.PrevSeq, "tip", s.tipSeq)
+		s.log.ErrorContext(ctx, "a seal does not continue the chain; the chain skips it", "seq", m.Sequence, "prev_seq", seal.PrevSeq, "tip", s.tipSeq)
 		s.anomaly(AnomalyFork)
 	default:
 		// Another sealer sealed first: check what can be checked, and
@@ -436,11 +438,11 @@ func (s *Sealer) resync(ctx context.Context) error {
 				prev = [32]byte{}
 			}
 			if d := events.SealDigest(prev, seal.PrevSeq, seal.First, seal.Last, hs); hex.EncodeToString(d[:]) != seal.Digest {
-				s.log.Error("another seal does not match the log as this sealer read it", "seq", m.Sequence)
+				s.log.ErrorContext(ctx, "another seal does not match the log as this sealer read it", "seq", m.Sequence)
 				s.anomaly(AnomalyMismatch)
 			}
 		}
-		s.log.Debug("another sealer sealed first; continuing its chain", "seq", m.Sequence, "last", seal.Last)
+		s.log.DebugContext(ctx, "another sealer sealed first; continuing its chain", "seq", m.Sequence, "last", seal.Last)
 		s.adopt(m.Sequence, seal)
 	}
 	return nil
@@ -495,8 +497,10 @@ func (b *Bus) VerifyLog(ctx context.Context, anchor events.Anchor) (events.Verif
 	if err != nil {
 		return events.VerifyReport{}, LogLimits{}, fmt.Errorf("reading event log: %w", err)
 	}
-	lim := LogLimits{FirstSeq: info.State.FirstSeq, LastSeq: info.State.LastSeq,
-		MaxAge: info.Config.MaxAge, MaxBytes: info.Config.MaxBytes, MaxMsgs: info.Config.MaxMsgs}
+	lim := LogLimits{
+		FirstSeq: info.State.FirstSeq, LastSeq: info.State.LastSeq,
+		MaxAge: info.Config.MaxAge, MaxBytes: info.Config.MaxBytes, MaxMsgs: info.Config.MaxMsgs,
+	}
 	v := events.Verifier{StreamFirst: lim.FirstSeq, HeadMayAge: lim.HeadMayAge(), Anchor: anchor}
 	if info.State.Msgs == 0 {
 		return v.Report(), lim, nil

@@ -163,8 +163,10 @@ func TestVerifyFindsForgedSeal(t *testing.T) {
 		b := bustest.Open(t, nil)
 		var mu sync.Mutex
 		var anomalies []string
-		sealer, err := b.StartSealer(ctx, bus.SealerConfig{Node: "n1", Every: 5, Interval: time.Hour, Logger: bustest.Logger(t),
-			Anomaly: func(kind string) { mu.Lock(); anomalies = append(anomalies, kind); mu.Unlock() }})
+		sealer, err := b.StartSealer(ctx, bus.SealerConfig{
+			Node: "n1", Every: 5, Interval: time.Hour, Logger: bustest.Logger(t),
+			Anomaly: func(kind string) { mu.Lock(); anomalies = append(anomalies, kind); mu.Unlock() },
+		})
 		require.NoError(t, err)
 		t.Cleanup(sealer.Stop)
 		publishFacts(ctx, t, b, 7)
@@ -230,7 +232,7 @@ func TestSealersRacingWriteOneChain(t *testing.T) {
 		nodes[st.Subject] = true
 		return nil
 	}))
-	require.Equal(t, r.Seals, len(seals))
+	require.Len(t, seals, r.Seals)
 	for i := 1; i < len(seals); i++ {
 		require.Equal(t, seqs[i-1], seals[i].PrevSeq)
 		require.Equal(t, seals[i-1].Last+1, seals[i].First)
@@ -284,12 +286,12 @@ func rehash(t *testing.T, buf []byte, r blockRecord, block int) {
 	rec := buf[r.off : r.off+r.len]
 	hasHdr := le.Uint32(rec)&(1<<31) != 0
 	slen := int(le.Uint16(rec[20:]))
-	hh.Write(rec[4:20])
-	hh.Write(rec[22 : 22+slen])
+	_, _ = hh.Write(rec[4:20])         // a hash's Write never fails
+	_, _ = hh.Write(rec[22 : 22+slen]) // a hash's Write never fails
 	if hasHdr {
-		hh.Write(rec[22+slen+4 : r.len-8])
+		_, _ = hh.Write(rec[22+slen+4 : r.len-8]) // a hash's Write never fails
 	} else {
-		hh.Write(rec[22+slen : r.len-8])
+		_, _ = hh.Write(rec[22+slen : r.len-8]) // a hash's Write never fails
 	}
 	copy(rec[r.len-8:], hh.Sum(nil))
 }
@@ -303,6 +305,7 @@ func streamDir(dir string) string {
 // from the blocks, as after a crash or a restore), and starts a server on
 // the same directory again.
 func editStore(t *testing.T, b *bus.Bus, dir string, edit func(buf []byte) []byte) *bus.Bus {
+	t.Helper()
 	return editStoreIndex(t, b, dir, true, edit)
 }
 
@@ -322,6 +325,7 @@ func editStoreIndex(t *testing.T, b *bus.Bus, dir string, removeIndex bool, edit
 func TestVerifyFindsAlteredMessage(t *testing.T) {
 	t.Parallel()
 	alter := func(t *testing.T, victim uint64, fixHash bool) func([]byte) []byte {
+		t.Helper()
 		return func(buf []byte) []byte {
 			for _, r := range blockRecords(t, buf) {
 				if r.seq != victim {
@@ -395,8 +399,10 @@ func TestVerifyFindsAlteredMessage(t *testing.T) {
 		require.Empty(t, r.Findings, "a truncation after the last seal left is not visible in the log")
 		r = verifyAnchored(ctx, t, b, anchor)
 		require.Len(t, r.Findings, 1)
-		require.Equal(t, events.Finding{Seq: anchor.Seq, Kind: events.FindingDeleted, Seal: anchor.Seq,
-			Detail: "the anchored seal is gone: the log was truncated or rewritten from before it"}, r.Findings[0])
+		require.Equal(t, events.Finding{
+			Seq: anchor.Seq, Kind: events.FindingDeleted, Seal: anchor.Seq,
+			Detail: "the anchored seal is gone: the log was truncated or rewritten from before it",
+		}, r.Findings[0])
 	})
 }
 
@@ -419,8 +425,10 @@ func TestVerifyFindsResurrectedMessage(t *testing.T) {
 	s.Stop()
 	r := verifyLog(ctx, t, b)
 	require.Len(t, r.Findings, 1, "%+v", r.Findings)
-	require.Equal(t, events.Finding{Seq: victim, Kind: events.FindingGap, Seal: seqs[7] + 1,
-		Detail: fmt.Sprintf("sequences %d to %d were absent when the seal was made", victim, victim)}, r.Findings[0])
+	require.Equal(t, events.Finding{
+		Seq: victim, Kind: events.FindingGap, Seal: seqs[7] + 1,
+		Detail: fmt.Sprintf("sequences %d to %d were absent when the seal was made", victim, victim),
+	}, r.Findings[0])
 
 	const tbit = 1 << 62
 	b = editStore(t, b, dir, func(buf []byte) []byte {
@@ -446,8 +454,10 @@ func TestSealerSealsOnInterval(t *testing.T) {
 	b := bustest.Open(t, nil)
 	var mu sync.Mutex
 	var sealed []events.Seal
-	s, err := b.StartSealer(ctx, bus.SealerConfig{Node: "n1", Every: 1000, Interval: 20 * time.Millisecond, Logger: bustest.Logger(t),
-		Sealed: func(_ uint64, s events.Seal) { mu.Lock(); sealed = append(sealed, s); mu.Unlock() }})
+	s, err := b.StartSealer(ctx, bus.SealerConfig{
+		Node: "n1", Every: 1000, Interval: 20 * time.Millisecond, Logger: bustest.Logger(t),
+		Sealed: func(_ uint64, s events.Seal) { mu.Lock(); sealed = append(sealed, s); mu.Unlock() },
+	})
 	require.NoError(t, err)
 	t.Cleanup(s.Stop)
 	seqs := publishFacts(ctx, t, b, 2)

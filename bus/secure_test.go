@@ -36,8 +36,10 @@ func TestServerMutualTLS(t *testing.T) {
 	t.Parallel()
 	f := bustest.TLS(t)
 	users := []bus.User{{Name: "admin", Password: "pw"}}
-	srv := bustest.Open(t, &bus.Config{Users: users, User: "admin", Password: "pw",
-		ServerTLS: &bus.ServerTLS{Cert: f.ServerCert, Key: f.ServerKey, ClientCA: f.CA}})
+	srv := bustest.Open(t, &bus.Config{
+		Users: users, User: "admin", Password: "pw",
+		ServerTLS: &bus.ServerTLS{Cert: f.ServerCert, Key: f.ServerKey, ClientCA: f.CA},
+	})
 	url := srv.ClientURL()
 
 	c, err := tryOpen(t, bus.Config{URL: url, User: "admin", Password: "pw", ReadOnly: true, TLSCA: f.CA, TLSCert: f.ClientCert, TLSKey: f.ClientKey})

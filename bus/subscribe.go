@@ -75,7 +75,7 @@ func (b *Bus) Consumer(ctx context.Context, cfg ConsumerConfig) (jetstream.Consu
 // have after recording it.
 func (b *Bus) DeadLetter(ctx context.Context, plugin, source string, dl events.DeadLetter) error {
 	if events.IsDeadSubject(dl.Subject) {
-		b.log.Warn("not dead-lettering a dead letter", "plugin", plugin, "seq", dl.Sequence, "subject", dl.Subject, "reason", dl.Reason)
+		b.log.WarnContext(ctx, "not dead-lettering a dead letter", "plugin", plugin, "seq", dl.Sequence, "subject", dl.Subject, "reason", dl.Reason)
 		return nil
 	}
 	data, err := jsonMarshal(dl)

@@ -135,7 +135,7 @@ func (b *Bus) GetTaskLatest(ctx context.Context, id string) (TaskRecord, error) 
 // latestTask is one request of GetTaskLatest: the record's data and
 // revision as the leader has them.
 func (b *Bus) latestTask(ctx context.Context, id string) (data []byte, seq uint64, err error) {
-	req, _ := json.Marshal(struct {
+	req, _ := json.Marshal(struct { //nolint:errchkjson // a struct of one string always encodes
 		LastBySubject string `json:"last_by_subj"`
 	}{taskSubject(id)})
 	m, err := b.nc.RequestWithContext(ctx, "$JS.API.STREAM.MSG.GET.KV_"+BucketTasks, req)

@@ -2,7 +2,6 @@ package bus_test
 
 import (
 	"context"
-	"errors"
 	"testing"
 	"time"
 
@@ -100,8 +99,10 @@ func TestUnpackBadPhaseMessages(t *testing.T) {
 	t.Parallel()
 	good, err := events.EncodeBatch([]events.Event{bustest.Fact("a", events.StorageGet, 0, `1`)})
 	require.NoError(t, err)
-	inv := events.Event{ID: "dead:x:1", Source: "qtasks/test", Type: events.TypeDeadLetter, Time: time.Now(),
-		DataContentType: events.ContentTypeJSON, Data: []byte(`{}`), Plugin: "x"}
+	inv := events.Event{
+		ID: "dead:x:1", Source: "qtasks/test", Type: events.TypeDeadLetter, Time: time.Now(),
+		DataContentType: events.ContentTypeJSON, Data: []byte(`{}`), Plugin: "x",
+	}
 	invocation, err := events.EncodeBatch([]events.Event{bustest.Fact("a", events.BrokerGet, 0, `1`), inv})
 	require.NoError(t, err)
 	subj := events.PhaseSubject(events.PhaseIntake, "default")
@@ -128,5 +129,5 @@ func TestUnpackBadPhaseMessages(t *testing.T) {
 	ss := bus.Unpack(7, subj, events.Headers(batch), good)
 	require.Len(t, ss, 1)
 	require.NoError(t, ss[0].Err)
-	require.True(t, errors.Is(bus.Unpack(1, subj, nil, good)[0].Err, events.ErrInvalidEvent))
+	require.ErrorIs(t, bus.Unpack(1, subj, nil, good)[0].Err, events.ErrInvalidEvent)
 }

@@ -62,12 +62,13 @@ func AppendBatch(dst []byte, evs []Event) ([]byte, error) {
 	keys := make([]string, 0, maxHeaders)
 	dst = append(dst, '[')
 	for i := range evs {
+		ev := &evs[i]
 		if i > 0 {
 			dst = append(dst, ',')
 		}
 		clear(h)
-		evs[i].Encode(h)
-		if _, err := Decode(h, evs[i].Data); err != nil {
+		ev.Encode(h)
+		if _, err := Decode(h, ev.Data); err != nil {
 			return dst[:start], fmt.Errorf("batch event %d: %w", i, err)
 		}
 		keys = keys[:0]
@@ -102,11 +103,11 @@ func AppendBatch(dst []byte, evs []Event) ([]byte, error) {
 			dst = append(dst, ':')
 			dst = appendJSONString(dst, v)
 		}
-		if d := evs[i].Data; len(d) > 0 {
+		if d := ev.Data; len(d) > 0 {
 			if len(keys) > 0 {
 				dst = append(dst, ',')
 			}
-			if jsonContent(evs[i].DataContentType) && embeddable(d) {
+			if jsonContent(ev.DataContentType) && embeddable(d) {
 				dst = append(dst, `"data":`...)
 				dst = append(dst, d...)
 			} else {
@@ -172,10 +173,8 @@ func DecodeBatch(data []byte) ([]Event, error) {
 			if !ok || (!attributeName(name) && name != batchDataBase64) {
 				return bad("member %s is not an attribute name", sc.around())
 			}
-			for _, s := range seen[:nseen] {
-				if s == name {
-					return bad("%q appears twice", name)
-				}
+			if slices.Contains(seen[:nseen], name) {
+				return bad("%q appears twice", name)
 			}
 			if nseen == len(seen) {
 				return bad("more than %d members", len(seen))
@@ -391,12 +390,14 @@ func attributeName(s string) bool {
 		return false
 	}
 	for i := 0; i < len(s); i++ {
-		if c := s[i]; !('a' <= c && c <= 'z' || '0' <= c && c <= '9') {
+		if !attributeByte(s[i]) {
 			return false
 		}
 	}
 	return true
 }
+
+func attributeByte(c byte) bool { return 'a' <= c && c <= 'z' || '0' <= c && c <= '9' }
 
 // jsonContent reports whether data of content type ct travels as the data
 // member itself: media type application/json, what facts, invocations and
@@ -436,6 +437,6 @@ func appendJSONString(dst []byte, s string) []byte {
 		dst = append(dst, s...)
 		return append(dst, '"')
 	}
-	b, _ := json.Marshal(s) // a valid UTF-8 string always encodes, and comes back as it was
+	b, _ := json.Marshal(s) //nolint:errchkjson // a valid UTF-8 string always encodes, and comes back as it was
 	return append(dst, b...)
 }

@@ -26,7 +26,8 @@ func batchEvents() []Event {
 	esc.Data = []byte(`{"input":{"s":"\u00e9\n"}}`)
 	errPatch := patchEvent()
 	errPatch.ID, errPatch.DataContentType, errPatch.Data, errPatch.PluginError = "patch-err", "", []byte("boom"), "it failed"
-	return []Event{fullEvent(), factEvent(), patchEvent(), errPatch, ws, text, esc,
+	return []Event{
+		fullEvent(), factEvent(), patchEvent(), errPatch, ws, text, esc,
 		{ID: "t", Source: "s", Type: TypeTask, Time: time.Date(2026, 12, 7, 1, 2, 3, 4, time.UTC)},
 		{ID: "n", Source: "s", Type: TypePatch, Plugin: "p", Invocation: "i"},
 		{ID: "null", Source: "s", Type: TypeDeadLetter, DataContentType: ContentTypeJSON, Data: []byte(`null`)},
@@ -34,10 +35,10 @@ func batchEvents() []Event {
 }
 
 // viaBinary is what the event's binary-mode message decodes to.
-func viaBinary(t testing.TB, e Event) Event {
-	t.Helper()
+func viaBinary(tb testing.TB, e Event) Event {
+	tb.Helper()
 	got, err := Decode(encode(e), e.Data)
-	require.NoError(t, err)
+	require.NoError(tb, err)
 	return got
 }
 
@@ -77,12 +78,12 @@ func TestBatchRoundTrip(t *testing.T) {
 
 // requireSameEvent compares events field by field, data by bytes (nil and
 // empty alike).
-func requireSameEvent(t testing.TB, want, got Event) {
-	t.Helper()
-	require.True(t, bytes.Equal(want.Data, got.Data), "data %q, want %q", got.Data, want.Data)
-	require.True(t, want.Time.Equal(got.Time), "time %v, want %v", got.Time, want.Time)
+func requireSameEvent(tb testing.TB, want, got Event) {
+	tb.Helper()
+	require.True(tb, bytes.Equal(want.Data, got.Data), "data %q, want %q", got.Data, want.Data)
+	require.True(tb, want.Time.Equal(got.Time), "time %v, want %v", got.Time, want.Time)
 	want.Data, got.Data, want.Time, got.Time = nil, nil, time.Time{}, time.Time{}
-	require.Equal(t, want, got)
+	require.Equal(tb, want, got)
 }
 
 func TestBatchDataForms(t *testing.T) {
@@ -205,6 +206,7 @@ func TestDecodeBatchRejects(t *testing.T) {
 		"BadEscape":        one(strings.Replace(el, `"fact-1"`, `"fact\q1"`, 1)),
 	} {
 		t.Run(name, func(t *testing.T) {
+			t.Parallel()
 			require.NotEqual(t, string(good), in, "the case must change the batch")
 			evs, err := DecodeBatch([]byte(in))
 			require.ErrorIs(t, err, ErrInvalidEvent, "%s", in)
@@ -281,10 +283,13 @@ func FuzzBatch(f *testing.F) {
 	e := factEvent()
 	f.Add(e.ID, e.Source, e.Type, e.Subject, e.DataContentType, seed, e.TaskID, e.TaskName, e.Trigger, 1, 1, "", int64(0))
 	f.Fuzz(func(t *testing.T, id, source, typ, subject, ct string, data []byte, taskID, taskName, trigger string,
-		attempt, run int, pluginErr string, nanos int64) {
-		e := Event{ID: id, Source: source, Type: typ, Subject: subject, DataContentType: ct, Data: data,
+		attempt, run int, pluginErr string, nanos int64,
+	) {
+		e := Event{
+			ID: id, Source: source, Type: typ, Subject: subject, DataContentType: ct, Data: data,
 			TaskID: taskID, TaskName: taskName, Trigger: trigger, Attempt: attempt, Run: run, PluginError: pluginErr,
-			Plugin: "p", Invocation: "i"}
+			Plugin: "p", Invocation: "i",
+		}
 		if nanos != 0 {
 			e.Time = time.Unix(0, nanos)
 		}

@@ -68,7 +68,8 @@ func (w *BatchWriter) Take() []byte {
 	if w.n == 0 {
 		return nil
 	}
-	b := append(w.buf, ']')
+	w.buf = append(w.buf, ']')
+	b := w.buf
 	w.buf, w.n = nil, 0
 	return b
 }
@@ -83,8 +84,10 @@ func checkBatchable(ev *Event) error {
 	if ev.Attempt < 0 || ev.Run < 0 || ev.TimeoutMS < 0 {
 		return fmt.Errorf("%w: attempt, run and timeoutms are non-negative", ErrInvalidEvent)
 	}
-	for _, v := range [...]string{ev.ID, ev.Source, ev.Type, ev.Subject, ev.DataContentType, ev.TaskID, ev.TaskName,
-		ev.Trigger, ev.Plugin, ev.PluginVersion, ev.Invocation, ev.PluginError, ev.TraceParent, ev.Replay} {
+	for _, v := range [...]string{
+		ev.ID, ev.Source, ev.Type, ev.Subject, ev.DataContentType, ev.TaskID, ev.TaskName,
+		ev.Trigger, ev.Plugin, ev.PluginVersion, ev.Invocation, ev.PluginError, ev.TraceParent, ev.Replay,
+	} {
 		if !utf8.ValidString(v) {
 			return fmt.Errorf("%w: an attribute is not valid UTF-8", ErrInvalidEvent)
 		}

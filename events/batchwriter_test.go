@@ -17,7 +17,7 @@ func TestBatchWriter(t *testing.T) {
 		Trigger: StorageGet, Attempt: 1, Run: 2,
 	}
 	vary := []func(e *Event){
-		func(e *Event) {},
+		func(_ *Event) {},
 		func(e *Event) { e.TaskName = `name "quoted" \ and ünïcode %41 and space` },
 		func(e *Event) { e.TraceParent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01" },
 		func(e *Event) { e.Time = time.Time{}; e.Attempt = 0; e.Run = 0 },
@@ -69,8 +69,10 @@ func TestBatchWriter(t *testing.T) {
 // TestBatchWriterRefuses: what AppendBatch refuses, Add refuses, and the
 // batch is as it was.
 func TestBatchWriterRefuses(t *testing.T) {
-	ok := Event{ID: "a", Source: "qtasks/n", Type: TypeTriggerPrefix + StorageGet, Trigger: StorageGet,
-		DataContentType: ContentTypeJSON, Data: []byte(`{}`)}
+	ok := Event{
+		ID: "a", Source: "qtasks/n", Type: TypeTriggerPrefix + StorageGet, Trigger: StorageGet,
+		DataContentType: ContentTypeJSON, Data: []byte(`{}`),
+	}
 	var w BatchWriter
 	if err := w.Add(&ok, true); err != nil {
 		t.Fatal(err)

@@ -192,78 +192,130 @@ const (
 // this port does not fire.
 var catalog = []Trigger{
 	// Submission, in the client process (§2.3).
-	{Name: QTasksAddTaskBeforeBroker, Component: ComponentQTasks, Scope: ScopeTask, Returnable: true, Order: 1,
+	{
+		Name: QTasksAddTaskBeforeBroker, Component: ComponentQTasks, Scope: ScopeTask, Returnable: true, Order: 1,
 		Paths: []string{"/task_name", "/priority", "/args", "/kw", "/extra"},
-		Note:  "A patch that leaves args or kw out keeps them (QTasks quirk Q1 fixed)."},
-	{Name: BrokerAddBefore, Component: ComponentBroker, Scope: ScopeTask, Returnable: true, Order: 2,
+		Note:  "A patch that leaves args or kw out keeps them (QTasks quirk Q1 fixed).",
+	},
+	{
+		Name: BrokerAddBefore, Component: ComponentBroker, Scope: ScopeTask, Returnable: true, Order: 2,
 		Paths: []string{"/model/priority", "/model/args", "/model/kw", "/model/extra", "/model/tags"},
-		Note:  "Returnable as documented (QTasks breaks on any return, Q2)."},
-	{Name: StorageAdd, Component: ComponentStorage, Scope: ScopeTask, Returnable: true, Order: 3, Lifecycle: true,
+		Note:  "Returnable as documented (QTasks breaks on any return, Q2).",
+	},
+	{
+		Name: StorageAdd, Component: ComponentStorage, Scope: ScopeTask, Returnable: true, Order: 3, Lifecycle: true,
 		Paths: []string{"/task_status/extra", "/task_status/tags"},
-		Note:  "Records the task as new. The task id cannot be patched: it would desynchronise the record from the queued message."},
+		Note:  "Records the task as new. The task id cannot be patched: it would desynchronise the record from the queued message.",
+	},
 	{Name: BrokerAddAfter, Component: ComponentBroker, Scope: ScopeTask, Order: 4},
-	{Name: QTasksAddTaskAfterBroker, Component: ComponentQTasks, Scope: ScopeTask, Order: 5,
-		Note: "Carries kw under the key kw, not kwargs (Q11 fixed), and the task id."},
+	{
+		Name: QTasksAddTaskAfterBroker, Component: ComponentQTasks, Scope: ScopeTask, Order: 5,
+		Note: "Carries kw under the key kw, not kwargs (Q11 fixed), and the task id.",
+	},
 
 	// Intake, in the worker process (§2.4).
-	{Name: StorageAddProcess, Component: ComponentStorage, Scope: ScopeTask, Order: 6,
-		Note: "One-way: QTasks reads keys it never passes (Q11); here it records that a worker took the task."},
-	{Name: BrokerRunningOlderTasks, Component: ComponentBroker, Scope: ScopeTask, Order: 7, Lifecycle: true,
-		Note: "Fires when a task whose previous run was interrupted (worker crash, ack wait expired) is resumed; dead in QTasks (Q12)."},
-	{Name: StorageGet, Component: ComponentStorage, Scope: ScopeTask, Returnable: true, Order: 8,
+	{
+		Name: StorageAddProcess, Component: ComponentStorage, Scope: ScopeTask, Order: 6,
+		Note: "One-way: QTasks reads keys it never passes (Q11); here it records that a worker took the task.",
+	},
+	{
+		Name: BrokerRunningOlderTasks, Component: ComponentBroker, Scope: ScopeTask, Order: 7, Lifecycle: true,
+		Note: "Fires when a task whose previous run was interrupted (worker crash, ack wait expired) is resumed; dead in QTasks (Q12).",
+	},
+	{
+		Name: StorageGet, Component: ComponentStorage, Scope: ScopeTask, Returnable: true, Order: 8,
 		Paths: []string{"/result/args", "/result/kw", "/result/priority", "/result/extra"},
-		Note:  "Fires when the worker reads the task record at intake, not on every result poll."},
-	{Name: BrokerGet, Component: ComponentBroker, Scope: ScopeTask, Returnable: true, Order: 9,
-		Paths: []string{"/task/args", "/task/kw", "/task/priority", "/task/extra"}},
-	{Name: BrokerAddWorker, Component: ComponentBroker, Scope: ScopeTask, Returnable: true, Order: 10,
+		Note:  "Fires when the worker reads the task record at intake, not on every result poll.",
+	},
+	{
+		Name: BrokerGet, Component: ComponentBroker, Scope: ScopeTask, Returnable: true, Order: 9,
+		Paths: []string{"/task/args", "/task/kw", "/task/priority", "/task/extra"},
+	},
+	{
+		Name: BrokerAddWorker, Component: ComponentBroker, Scope: ScopeTask, Returnable: true, Order: 10,
 		Paths: []string{"/priority", "/args", "/kw"},
-		Note:  "The task name and id cannot be patched by a worker-side plugin."},
-	{Name: WorkerAdd, Component: ComponentWorker, Scope: ScopeTask, Returnable: true, Order: 11,
+		Note:  "The task name and id cannot be patched by a worker-side plugin.",
+	},
+	{
+		Name: WorkerAdd, Component: ComponentWorker, Scope: ScopeTask, Returnable: true, Order: 11,
 		Paths: []string{"/priority", "/args", "/kw"},
-		Note:  "Reads the same keys it passes (Q11 fixed)."},
-	{Name: WorkerExecuteBefore, Component: ComponentWorker, Scope: ScopeTask, Returnable: true, Order: 12,
-		Paths: []string{"/model/extra"}},
-	{Name: BrokerUpdate, Component: ComponentBroker, Scope: ScopeTask, Returnable: true, Order: 13,
-		Paths: []string{"/kw/mapping/extra"}},
-	{Name: StorageUpdate, Component: ComponentStorage, Scope: ScopeTask, Returnable: true, Order: 14, Lifecycle: true,
+		Note:  "Reads the same keys it passes (Q11 fixed).",
+	},
+	{
+		Name: WorkerExecuteBefore, Component: ComponentWorker, Scope: ScopeTask, Returnable: true, Order: 12,
+		Paths: []string{"/model/extra"},
+	},
+	{
+		Name: BrokerUpdate, Component: ComponentBroker, Scope: ScopeTask, Returnable: true, Order: 13,
 		Paths: []string{"/kw/mapping/extra"},
-		Note:  "Records the task as process."},
-	{Name: WorkerRunTaskBefore, Component: ComponentWorker, Scope: ScopeTask, Returnable: true, Order: 15,
+	},
+	{
+		Name: StorageUpdate, Component: ComponentStorage, Scope: ScopeTask, Returnable: true, Order: 14, Lifecycle: true,
+		Paths: []string{"/kw/mapping/extra"},
+		Note:  "Records the task as process.",
+	},
+	{
+		Name: WorkerRunTaskBefore, Component: ComponentWorker, Scope: ScopeTask, Returnable: true, Order: 15,
 		Paths: []string{"/task_broker/args", "/task_broker/kw"},
-		Note:  "task_func is a Go function and cannot travel; the task's registered options are passed read-only."},
+		Note:  "task_func is a Go function and cannot travel; the task's registered options are passed read-only.",
+	},
 
 	// Execution (§2.5 step 8).
-	{Name: TaskExecutorMiddlewaresExecute, Component: ComponentTaskExecutor, Scope: ScopeTask, Order: 16,
-		Note: "Fires twice per run, with phase before and phase after, as in QTasks."},
-	{Name: TaskExecutorArgsReplace, Component: ComponentTaskExecutor, Scope: ScopeTask, Returnable: true, Order: 17,
-		Paths: []string{"/args", "/kw"}},
+	{
+		Name: TaskExecutorMiddlewaresExecute, Component: ComponentTaskExecutor, Scope: ScopeTask, Order: 16,
+		Note: "Fires twice per run, with phase before and phase after, as in QTasks.",
+	},
+	{
+		Name: TaskExecutorArgsReplace, Component: ComponentTaskExecutor, Scope: ScopeTask, Returnable: true, Order: 17,
+		Paths: []string{"/args", "/kw"},
+	},
 	{Name: TaskExecutorBeforeExecute, Component: ComponentTaskExecutor, Scope: ScopeTask, Order: 18},
-	{Name: TaskExecutorRunTask, Component: ComponentTaskExecutor, Scope: ScopeTask, Returnable: true, Order: 19,
+	{
+		Name: TaskExecutorRunTask, Component: ComponentTaskExecutor, Scope: ScopeTask, Returnable: true, Order: 19,
 		Paths: []string{"/result"},
-		Note:  "Returnable as documented (broken in QTasks, Q2). Not fired for sequence tasks."},
-	{Name: TaskExecutorRunTaskGen, Component: ComponentTaskExecutor, Scope: ScopeTask, Returnable: true, Order: 19,
+		Note:  "Returnable as documented (broken in QTasks, Q2). Not fired for sequence tasks.",
+	},
+	{
+		Name: TaskExecutorRunTaskGen, Component: ComponentTaskExecutor, Scope: ScopeTask, Returnable: true, Order: 19,
 		Paths: []string{"/results"},
-		Note:  "For tasks that yield a sequence; returnable as documented (Q2 fixed)."},
-	{Name: TaskExecutorRunTaskTriggerError, Component: ComponentTaskExecutor, Scope: ScopeTask, Returnable: true, Order: 20,
+		Note:  "For tasks that yield a sequence; returnable as documented (Q2 fixed).",
+	},
+	{
+		Name: TaskExecutorRunTaskTriggerError, Component: ComponentTaskExecutor, Scope: ScopeTask, Returnable: true, Order: 20,
 		Paths: []string{"/result"},
-		Note:  "Fires when the task returns a TaskPluginTriggerError. Any patch from any plugin handles it: /result becomes the task's result."},
+		Note:  "Fires when the task returns a TaskPluginTriggerError. Any patch from any plugin handles it: /result becomes the task's result.",
+	},
 	{Name: TaskExecutorAfterExecute, Component: ComponentTaskExecutor, Scope: ScopeTask, Order: 21},
-	{Name: TaskExecutorAfterExecuteResultReplace, Component: ComponentTaskExecutor, Scope: ScopeTask, Returnable: true, Order: 22,
-		Paths: []string{"/result"}},
-	{Name: TaskExecutorDecode, Component: ComponentTaskExecutor, Scope: ScopeTask, Returnable: true, Order: 23,
+	{
+		Name: TaskExecutorAfterExecuteResultReplace, Component: ComponentTaskExecutor, Scope: ScopeTask, Returnable: true, Order: 22,
 		Paths: []string{"/result"},
-		Note:  "Returnable as documented (Q2 fixed)."},
-	{Name: TaskExecutorTaskClose, Component: ComponentTaskExecutor, Scope: ScopeTask, Order: 24,
-		Note: "Fires on every outcome: success, error, cancel, timeout (Q13 fixed)."},
-	{Name: WorkerTaskErrorRetry, Component: ComponentWorker, Scope: ScopeTask, Returnable: true, Order: 25, Lifecycle: true,
+	},
+	{
+		Name: TaskExecutorDecode, Component: ComponentTaskExecutor, Scope: ScopeTask, Returnable: true, Order: 23,
+		Paths: []string{"/result"},
+		Note:  "Returnable as documented (Q2 fixed).",
+	},
+	{
+		Name: TaskExecutorTaskClose, Component: ComponentTaskExecutor, Scope: ScopeTask, Order: 24,
+		Note: "Fires on every outcome: success, error, cancel, timeout (Q13 fixed).",
+	},
+	{
+		Name: WorkerTaskErrorRetry, Component: ComponentWorker, Scope: ScopeTask, Returnable: true, Order: 25, Lifecycle: true,
 		Paths: []string{"/model/status", "/model/delay_ms"},
-		Note:  "Fires only when the task has retries left and the error is retryable (errors.Is/As, Q10 fixed). A plugin may set the backoff (delay_ms) or veto the retry (status error)."},
-	{Name: WorkerRemoveFinishedTask, Component: ComponentWorker, Scope: ScopeTask, Returnable: true, Order: 26,
-		Paths: []string{"/model/result", "/model/extra"}},
-	{Name: BrokerRemoveFinishedTask, Component: ComponentBroker, Scope: ScopeTask, Returnable: true, Order: 27,
-		Paths: []string{"/model/result", "/model/extra"}},
-	{Name: StorageRemoveFinishedTask, Component: ComponentStorage, Scope: ScopeTask, Order: 28, Lifecycle: true,
-		Note: "Records the final status; one per task attempt (deduplicated by Nats-Msg-Id; PROTOCOL.md §5 says when a forgery can make two, of which the first counts). Carries the priority and arguments the attempt ran with (as submitted or as intake plugins changed them), never reset or wiped (Q9 fixed)."},
+		Note:  "Fires only when the task has retries left and the error is retryable (errors.Is/As, Q10 fixed). A plugin may set the backoff (delay_ms) or veto the retry (status error).",
+	},
+	{
+		Name: WorkerRemoveFinishedTask, Component: ComponentWorker, Scope: ScopeTask, Returnable: true, Order: 26,
+		Paths: []string{"/model/result", "/model/extra"},
+	},
+	{
+		Name: BrokerRemoveFinishedTask, Component: ComponentBroker, Scope: ScopeTask, Returnable: true, Order: 27,
+		Paths: []string{"/model/result", "/model/extra"},
+	},
+	{
+		Name: StorageRemoveFinishedTask, Component: ComponentStorage, Scope: ScopeTask, Order: 28, Lifecycle: true,
+		Note: "Records the final status; one per task attempt (deduplicated by Nats-Msg-Id; PROTOCOL.md §5 says when a forgery can make two, of which the first counts). Carries the priority and arguments the attempt ran with (as submitted or as intake plugins changed them), never reset or wiped (Q9 fixed).",
+	},
 	{Name: WorkerExecuteAfter, Component: ComponentWorker, Scope: ScopeTask, Order: 29},
 
 	// Process start-up and shutdown (§2.2, §2.11).
@@ -272,8 +324,10 @@ var catalog = []Trigger{
 	{Name: BrokerStart, Component: ComponentBroker, Scope: ScopeProcess},
 	{Name: StorageStart, Component: ComponentStorage, Scope: ScopeProcess},
 	{Name: GlobalConfigStart, Component: ComponentGlobalConfig, Scope: ScopeProcess},
-	{Name: GlobalConfigSetStatus, Component: ComponentGlobalConfig, Scope: ScopeProcess,
-		Note: "Fires once when the process starts announcing itself, as in QTasks."},
+	{
+		Name: GlobalConfigSetStatus, Component: ComponentGlobalConfig, Scope: ScopeProcess,
+		Note: "Fires once when the process starts announcing itself, as in QTasks.",
+	},
 	{Name: BrokerListenStart, Component: ComponentBroker, Scope: ScopeProcess},
 	{Name: QTasksStop, Component: ComponentQTasks, Scope: ScopeProcess},
 	{Name: StarterStop, Component: ComponentStarter, Scope: ScopeProcess},
@@ -283,27 +337,43 @@ var catalog = []Trigger{
 	{Name: GlobalConfigStop, Component: ComponentGlobalConfig, Scope: ScopeProcess},
 
 	// Not fired here.
-	{Name: StorageRunningOlderTasks, Component: ComponentStorage, Scope: ScopeNone,
-		Note: "Resumption is JetStream redelivery; broker_running_older_tasks marks it, once per resumed task."},
-	{Name: QTasksGet, Component: ComponentQTasks, Scope: ScopeNone,
-		Note: "Reading a task's status is a query of the task record, not a step of its life; recording every poll would flood the log."},
-	{Name: QTasksPing, Component: ComponentQTasks, Scope: ScopeNone,
-		Note: "Liveness is the NATS connection itself."},
-	{Name: QTasksFlushAll, Component: ComponentQTasks, Scope: ScopeNone,
-		Note: "The log is append-only; purging it is an operator action on the stream, outside the task lifecycle."},
+	{
+		Name: StorageRunningOlderTasks, Component: ComponentStorage, Scope: ScopeNone,
+		Note: "Resumption is JetStream redelivery; broker_running_older_tasks marks it, once per resumed task.",
+	},
+	{
+		Name: QTasksGet, Component: ComponentQTasks, Scope: ScopeNone,
+		Note: "Reading a task's status is a query of the task record, not a step of its life; recording every poll would flood the log.",
+	},
+	{
+		Name: QTasksPing, Component: ComponentQTasks, Scope: ScopeNone,
+		Note: "Liveness is the NATS connection itself.",
+	},
+	{
+		Name: QTasksFlushAll, Component: ComponentQTasks, Scope: ScopeNone,
+		Note: "The log is append-only; purging it is an operator action on the stream, outside the task lifecycle.",
+	},
 	{Name: BrokerFlushAll, Component: ComponentBroker, Scope: ScopeNone, Note: "See qtasks_flush_all."},
 	{Name: StorageFlushAll, Component: ComponentStorage, Scope: ScopeNone, Note: "See qtasks_flush_all."},
-	{Name: StorageDeleteFinishedTasks, Component: ComponentStorage, Scope: ScopeNone,
-		Note: "Finished tasks age out of the stream by its retention limits; nothing deletes them one by one."},
-	{Name: StorageGetAll, Component: ComponentStorage, Scope: ScopeNone,
-		Note: "Listing tasks is a query of the SQLite projection."},
-	{Name: GlobalConfigSet, Component: ComponentGlobalConfig, Scope: ScopeNone,
-		Note: "Never called by QTasks itself (Q12); shared configuration lives in JetStream KV."},
+	{
+		Name: StorageDeleteFinishedTasks, Component: ComponentStorage, Scope: ScopeNone,
+		Note: "Finished tasks age out of the stream by its retention limits; nothing deletes them one by one.",
+	},
+	{
+		Name: StorageGetAll, Component: ComponentStorage, Scope: ScopeNone,
+		Note: "Listing tasks is a query of the SQLite projection.",
+	},
+	{
+		Name: GlobalConfigSet, Component: ComponentGlobalConfig, Scope: ScopeNone,
+		Note: "Never called by QTasks itself (Q12); shared configuration lives in JetStream KV.",
+	},
 	{Name: GlobalConfigGet, Component: ComponentGlobalConfig, Scope: ScopeNone, Note: "See global_config_set."},
 	{Name: GlobalConfigGetAll, Component: ComponentGlobalConfig, Scope: ScopeNone, Note: "See global_config_set."},
 	{Name: GlobalConfigGetMatch, Component: ComponentGlobalConfig, Scope: ScopeNone, Note: "See global_config_set."},
-	{Name: StatsInspect, Component: ComponentStats, Scope: ScopeNone,
-		Note: "Inspection is served by the projection's queries and qtasksd's HTTP endpoint."},
+	{
+		Name: StatsInspect, Component: ComponentStats, Scope: ScopeNone,
+		Note: "Inspection is served by the projection's queries and qtasksd's HTTP endpoint.",
+	},
 }
 
 var byName = func() map[string]Trigger {

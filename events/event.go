@@ -429,7 +429,7 @@ func Decode(h Headers, data []byte) (Event, error) {
 	if t := get(h, hTime); t != "" {
 		tm, err := time.Parse(time.RFC3339Nano, t)
 		if err != nil {
-			return e, fmt.Errorf("%w: time %q: %v", ErrInvalidEvent, t, err)
+			return e, fmt.Errorf("%w: time %q: %w", ErrInvalidEvent, t, err)
 		}
 		e.Time = tm
 	}
@@ -473,7 +473,7 @@ func (e *Event) Validate() error {
 	}
 	if e.DataContentType != "" && !plainContentType(e.DataContentType) {
 		if _, _, err := mime.ParseMediaType(e.DataContentType); err != nil {
-			errs = append(errs, fmt.Errorf("data content type %q: %v", e.DataContentType, err))
+			errs = append(errs, fmt.Errorf("data content type %q: %w", e.DataContentType, err))
 		}
 	}
 	if e.Type == "" {
@@ -531,13 +531,17 @@ func (e *Event) Validate() error {
 // projection reads, need not call it.
 func plainSource(s string) bool {
 	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '.' || c == '_' ||
-			c == '~' || c == '/') {
+		if !plainSourceByte(s[i]) {
 			return false
 		}
 	}
 	return true
+}
+
+// plainSourceByte reports whether c may be in a plain source.
+func plainSourceByte(c byte) bool {
+	return 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '.' || c == '_' ||
+		c == '~' || c == '/'
 }
 
 // plainContentType reports whether ct is one of the content types qtasks

@@ -309,80 +309,144 @@ func TestDecodeErrors(t *testing.T) {
 		wantErr error
 		wantMsg string
 	}{
-		{name: "MissingSpecVersion", base: factEvent, mutate: func(h Headers) { delete(h, "ce-specversion") },
-			wantErr: ErrInvalidEvent, wantMsg: "specversion"},
-		{name: "SpecVersion03", base: factEvent, mutate: func(h Headers) { h["ce-specversion"] = []string{"0.3"} },
-			wantErr: ErrInvalidEvent, wantMsg: "specversion"},
-		{name: "SpecVersion1", base: factEvent, mutate: func(h Headers) { h["ce-specversion"] = []string{"1"} },
-			wantErr: ErrInvalidEvent, wantMsg: "specversion"},
-		{name: "BadTime", base: factEvent, mutate: func(h Headers) { h["ce-time"] = []string{"yesterday"} },
-			wantErr: ErrInvalidEvent, wantMsg: "time"},
-		{name: "TimeWithoutZone", base: factEvent, mutate: func(h Headers) { h["ce-time"] = []string{"2025-01-01T00:00:00"} },
-			wantErr: ErrInvalidEvent, wantMsg: "time"},
-		{name: "TimeBeforeYear0InUTC", base: factEvent, mutate: func(h Headers) { h["ce-time"] = []string{"0000-01-01T00:00:00+00:01"} },
-			wantErr: ErrInvalidEvent, wantMsg: "time"},
-		{name: "TimeAfterYear9999InUTC", base: factEvent, mutate: func(h Headers) { h["ce-time"] = []string{"9999-12-31T23:59:59-00:01"} },
-			wantErr: ErrInvalidEvent, wantMsg: "time"},
-		{name: "NegativeAttempt", base: factEvent, mutate: func(h Headers) { h["ce-attempt"] = []string{"-1"} },
-			wantErr: ErrInvalidEvent, wantMsg: "attempt"},
-		{name: "NonNumericAttempt", base: factEvent, mutate: func(h Headers) { h["ce-attempt"] = []string{"one"} },
-			wantErr: ErrInvalidEvent, wantMsg: "attempt"},
-		{name: "NegativeRun", base: factEvent, mutate: func(h Headers) { h["ce-run"] = []string{"-3"} },
-			wantErr: ErrInvalidEvent, wantMsg: "run"},
-		{name: "OverflowTimeout", base: factEvent, mutate: func(h Headers) { h["ce-timeoutms"] = []string{"99999999999999999999999"} },
-			wantErr: ErrInvalidEvent, wantMsg: "timeoutms"},
-		{name: "MissingID", base: factEvent, mutate: func(h Headers) { delete(h, "ce-id") },
-			wantErr: ErrInvalidEvent, wantMsg: "id is empty"},
-		{name: "MissingSource", base: factEvent, mutate: func(h Headers) { delete(h, "ce-source") },
-			wantErr: ErrInvalidEvent, wantMsg: "source is empty"},
-		{name: "MissingType", base: factEvent, mutate: func(h Headers) { delete(h, "ce-type") },
-			wantErr: ErrInvalidEvent, wantMsg: "type is empty"},
-		{name: "ForeignType", base: factEvent, mutate: func(h Headers) { h["ce-type"] = []string{"com.example.thing"} },
-			wantErr: ErrInvalidEvent, wantMsg: "not a qtasks event type"},
+		{
+			name: "MissingSpecVersion", base: factEvent, mutate: func(h Headers) { delete(h, "ce-specversion") },
+			wantErr: ErrInvalidEvent, wantMsg: "specversion",
+		},
+		{
+			name: "SpecVersion03", base: factEvent, mutate: func(h Headers) { h["ce-specversion"] = []string{"0.3"} },
+			wantErr: ErrInvalidEvent, wantMsg: "specversion",
+		},
+		{
+			name: "SpecVersion1", base: factEvent, mutate: func(h Headers) { h["ce-specversion"] = []string{"1"} },
+			wantErr: ErrInvalidEvent, wantMsg: "specversion",
+		},
+		{
+			name: "BadTime", base: factEvent, mutate: func(h Headers) { h["ce-time"] = []string{"yesterday"} },
+			wantErr: ErrInvalidEvent, wantMsg: "time",
+		},
+		{
+			name: "TimeWithoutZone", base: factEvent, mutate: func(h Headers) { h["ce-time"] = []string{"2025-01-01T00:00:00"} },
+			wantErr: ErrInvalidEvent, wantMsg: "time",
+		},
+		{
+			name: "TimeBeforeYear0InUTC", base: factEvent, mutate: func(h Headers) { h["ce-time"] = []string{"0000-01-01T00:00:00+00:01"} },
+			wantErr: ErrInvalidEvent, wantMsg: "time",
+		},
+		{
+			name: "TimeAfterYear9999InUTC", base: factEvent, mutate: func(h Headers) { h["ce-time"] = []string{"9999-12-31T23:59:59-00:01"} },
+			wantErr: ErrInvalidEvent, wantMsg: "time",
+		},
+		{
+			name: "NegativeAttempt", base: factEvent, mutate: func(h Headers) { h["ce-attempt"] = []string{"-1"} },
+			wantErr: ErrInvalidEvent, wantMsg: "attempt",
+		},
+		{
+			name: "NonNumericAttempt", base: factEvent, mutate: func(h Headers) { h["ce-attempt"] = []string{"one"} },
+			wantErr: ErrInvalidEvent, wantMsg: "attempt",
+		},
+		{
+			name: "NegativeRun", base: factEvent, mutate: func(h Headers) { h["ce-run"] = []string{"-3"} },
+			wantErr: ErrInvalidEvent, wantMsg: "run",
+		},
+		{
+			name: "OverflowTimeout", base: factEvent, mutate: func(h Headers) { h["ce-timeoutms"] = []string{"99999999999999999999999"} },
+			wantErr: ErrInvalidEvent, wantMsg: "timeoutms",
+		},
+		{
+			name: "MissingID", base: factEvent, mutate: func(h Headers) { delete(h, "ce-id") },
+			wantErr: ErrInvalidEvent, wantMsg: "id is empty",
+		},
+		{
+			name: "MissingSource", base: factEvent, mutate: func(h Headers) { delete(h, "ce-source") },
+			wantErr: ErrInvalidEvent, wantMsg: "source is empty",
+		},
+		{
+			name: "MissingType", base: factEvent, mutate: func(h Headers) { delete(h, "ce-type") },
+			wantErr: ErrInvalidEvent, wantMsg: "type is empty",
+		},
+		{
+			name: "ForeignType", base: factEvent, mutate: func(h Headers) { h["ce-type"] = []string{"com.example.thing"} },
+			wantErr: ErrInvalidEvent, wantMsg: "not a qtasks event type",
+		},
 		{name: "UnknownTrigger", base: factEvent, mutate: func(h Headers) {
 			h["ce-type"] = []string{TypeTriggerPrefix + "no_such_trigger"}
 			h["ce-trigger"] = []string{"no_such_trigger"}
 		}, wantErr: ErrInvalidEvent, wantMsg: "unknown trigger"},
-		{name: "TriggerMismatch", base: factEvent, mutate: func(h Headers) { h["ce-trigger"] = []string{StorageGet} },
-			wantErr: ErrInvalidEvent, wantMsg: "does not match type"},
-		{name: "TriggerMissing", base: factEvent, mutate: func(h Headers) { delete(h, "ce-trigger") },
-			wantErr: ErrInvalidEvent, wantMsg: "does not match type"},
-		{name: "InvokeWithoutPlugin", base: fullEvent, mutate: func(h Headers) { delete(h, "ce-plugin") },
-			wantErr: ErrInvalidEvent, wantMsg: "invocation without plugin"},
-		{name: "PatchWithoutInvocation", base: patchEvent, mutate: func(h Headers) { delete(h, "ce-invocation") },
-			wantErr: ErrInvalidEvent, wantMsg: "patch without invocation"},
-		{name: "PatchWithoutPlugin", base: patchEvent, mutate: func(h Headers) { delete(h, "ce-plugin") },
-			wantErr: ErrInvalidEvent, wantMsg: "patch without plugin"},
-		{name: "PatchWrongContentType", base: patchEvent, mutate: func(h Headers) { h["content-type"] = []string{ContentTypeJSON} },
-			wantErr: ErrInvalidEvent, wantMsg: "patch content type"},
-		{name: "PatchNoContentType", base: patchEvent, mutate: func(h Headers) { delete(h, "content-type") },
-			wantErr: ErrInvalidEvent, wantMsg: "patch content type"},
-		{name: "OversizedData", base: factEvent, data: bytes.Repeat([]byte{'x'}, MaxDataSize+1),
-			wantErr: ErrTooLarge},
-		{name: "TaskIDWithDot", base: factEvent, mutate: func(h Headers) { h["ce-taskid"] = []string{"a.b"} },
-			wantErr: ErrInvalidEvent, wantMsg: "task id"},
-		{name: "TaskIDWildcard", base: factEvent, mutate: func(h Headers) { h["ce-taskid"] = []string{"*"} },
-			wantErr: ErrInvalidEvent, wantMsg: "task id"},
-		{name: "TaskIDSpace", base: factEvent, mutate: func(h Headers) { h["ce-taskid"] = []string{"a b"} },
-			wantErr: ErrInvalidEvent, wantMsg: "task id"},
-		{name: "TaskIDTooLong", base: factEvent, mutate: func(h Headers) { h["ce-taskid"] = []string{strings.Repeat("a", 129)} },
-			wantErr: ErrInvalidEvent, wantMsg: "task id"},
-		{name: "PluginWithGreaterThan", base: patchEvent, mutate: func(h Headers) { h["ce-plugin"] = []string{"a>"} },
-			wantErr: ErrInvalidEvent, wantMsg: "plugin name"},
+		{
+			name: "TriggerMismatch", base: factEvent, mutate: func(h Headers) { h["ce-trigger"] = []string{StorageGet} },
+			wantErr: ErrInvalidEvent, wantMsg: "does not match type",
+		},
+		{
+			name: "TriggerMissing", base: factEvent, mutate: func(h Headers) { delete(h, "ce-trigger") },
+			wantErr: ErrInvalidEvent, wantMsg: "does not match type",
+		},
+		{
+			name: "InvokeWithoutPlugin", base: fullEvent, mutate: func(h Headers) { delete(h, "ce-plugin") },
+			wantErr: ErrInvalidEvent, wantMsg: "invocation without plugin",
+		},
+		{
+			name: "PatchWithoutInvocation", base: patchEvent, mutate: func(h Headers) { delete(h, "ce-invocation") },
+			wantErr: ErrInvalidEvent, wantMsg: "patch without invocation",
+		},
+		{
+			name: "PatchWithoutPlugin", base: patchEvent, mutate: func(h Headers) { delete(h, "ce-plugin") },
+			wantErr: ErrInvalidEvent, wantMsg: "patch without plugin",
+		},
+		{
+			name: "PatchWrongContentType", base: patchEvent, mutate: func(h Headers) { h["content-type"] = []string{ContentTypeJSON} },
+			wantErr: ErrInvalidEvent, wantMsg: "patch content type",
+		},
+		{
+			name: "PatchNoContentType", base: patchEvent, mutate: func(h Headers) { delete(h, "content-type") },
+			wantErr: ErrInvalidEvent, wantMsg: "patch content type",
+		},
+		{
+			name: "OversizedData", base: factEvent, data: bytes.Repeat([]byte{'x'}, MaxDataSize+1),
+			wantErr: ErrTooLarge,
+		},
+		{
+			name: "TaskIDWithDot", base: factEvent, mutate: func(h Headers) { h["ce-taskid"] = []string{"a.b"} },
+			wantErr: ErrInvalidEvent, wantMsg: "task id",
+		},
+		{
+			name: "TaskIDWildcard", base: factEvent, mutate: func(h Headers) { h["ce-taskid"] = []string{"*"} },
+			wantErr: ErrInvalidEvent, wantMsg: "task id",
+		},
+		{
+			name: "TaskIDSpace", base: factEvent, mutate: func(h Headers) { h["ce-taskid"] = []string{"a b"} },
+			wantErr: ErrInvalidEvent, wantMsg: "task id",
+		},
+		{
+			name: "TaskIDTooLong", base: factEvent, mutate: func(h Headers) { h["ce-taskid"] = []string{strings.Repeat("a", 129)} },
+			wantErr: ErrInvalidEvent, wantMsg: "task id",
+		},
+		{
+			name: "PluginWithGreaterThan", base: patchEvent, mutate: func(h Headers) { h["ce-plugin"] = []string{"a>"} },
+			wantErr: ErrInvalidEvent, wantMsg: "plugin name",
+		},
 		{name: "TypeWithExtraToken", base: factEvent, mutate: func(h Headers) {
 			h["ce-type"] = []string{TypeTriggerPrefix + "x." + StorageAdd}
 		}, wantErr: ErrInvalidEvent, wantMsg: "unknown trigger"},
 		{name: "TypeWithBothPrefixes", base: factEvent, mutate: func(h Headers) {
 			h["ce-type"] = []string{TypeTriggerPrefix + TypeInvokePrefix + StorageAdd}
 		}, wantErr: ErrInvalidEvent, wantMsg: "unknown trigger"},
-		{name: "BlankID", base: factEvent, mutate: func(h Headers) { h["ce-id"] = []string{"  "} },
-			wantErr: ErrInvalidEvent, wantMsg: "id"},
-		{name: "SourceNotURIReference", base: factEvent, mutate: func(h Headers) { h["ce-source"] = []string{"%zz"} },
-			wantErr: ErrInvalidEvent, wantMsg: "source"},
-		{name: "BadContentType", base: factEvent, mutate: func(h Headers) { h["content-type"] = []string{"text/plain; charset"} },
-			wantErr: ErrInvalidEvent, wantMsg: "content type"},
-		{name: "BlankSubject", base: factEvent, mutate: func(h Headers) { h["ce-subject"] = []string{" "} },
-			wantErr: ErrInvalidEvent, wantMsg: "subject"},
+		{
+			name: "BlankID", base: factEvent, mutate: func(h Headers) { h["ce-id"] = []string{"  "} },
+			wantErr: ErrInvalidEvent, wantMsg: "id",
+		},
+		{
+			name: "SourceNotURIReference", base: factEvent, mutate: func(h Headers) { h["ce-source"] = []string{"%zz"} },
+			wantErr: ErrInvalidEvent, wantMsg: "source",
+		},
+		{
+			name: "BadContentType", base: factEvent, mutate: func(h Headers) { h["content-type"] = []string{"text/plain; charset"} },
+			wantErr: ErrInvalidEvent, wantMsg: "content type",
+		},
+		{
+			name: "BlankSubject", base: factEvent, mutate: func(h Headers) { h["ce-subject"] = []string{" "} },
+			wantErr: ErrInvalidEvent, wantMsg: "subject",
+		},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -17,8 +17,10 @@ func TestFactAppendJSON(t *testing.T) {
 		"Returned": {Input: json.RawMessage(`{"args":[],"kw":{}}`), Output: json.RawMessage(`{"args":[],"kw":{"x":1}}`)},
 		"Calls": {
 			Input: json.RawMessage(`{"result":1}`), Output: json.RawMessage(`{"result":1}`),
-			Calls: []PluginCall{{Plugin: "p", Invocation: "i", Outcome: OutcomeRejected, Reason: "a \"quoted\" <reason>",
-				ContentType: ContentTypeJSONPatch, Patch: json.RawMessage(`[ {"op": "remove", "path": "/x"} ]`), LatencyUS: 12}},
+			Calls: []PluginCall{{
+				Plugin: "p", Invocation: "i", Outcome: OutcomeRejected, Reason: "a \"quoted\" <reason>",
+				ContentType: ContentTypeJSONPatch, Patch: json.RawMessage(`[ {"op": "remove", "path": "/x"} ]`), LatencyUS: 12,
+			}},
 			Failed: "plugin p failed: \"x\"\n",
 		},
 	} {

@@ -56,8 +56,10 @@ func TestChainEventCheck(t *testing.T) {
 
 func TestStateWriteCheck(t *testing.T) {
 	t.Parallel()
-	ok := events.StateWrite{Kind: events.StateShared, Scope: "s", Key: "k", Op: events.StatePut, Prev: 1, Revision: 2,
-		Value: []byte(`1`), Digest: "sha256:x", Size: 1}
+	ok := events.StateWrite{
+		Kind: events.StateShared, Scope: "s", Key: "k", Op: events.StatePut, Prev: 1, Revision: 2,
+		Value: []byte(`1`), Digest: "sha256:x", Size: 1,
+	}
 	require.NoError(t, ok.Check())
 	del := events.StateWrite{Kind: events.StateTask, Scope: "task-id", Key: "k", Op: events.StateDelete, Prev: 2, Revision: 3}
 	require.NoError(t, del.Check())

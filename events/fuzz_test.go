@@ -47,7 +47,8 @@ func parseHeaderText(s string) Headers {
 }
 
 func FuzzDecode(f *testing.F) {
-	for _, e := range []Event{fullEvent(), factEvent(), patchEvent(),
+	for _, e := range []Event{
+		fullEvent(), factEvent(), patchEvent(),
 		{ID: "t", Source: "s", Type: TypeTask},
 		{ID: "d", Source: "qtasks/n", Type: TypeDeadLetter, Data: []byte(`{"stream":"s"}`)},
 	} {

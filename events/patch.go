@@ -318,8 +318,9 @@ func typeArticle(t JSONType) string {
 		return s + " (or null)"
 	case JSONStatus:
 		return s + " (" + strings.Join(statuses, ", ") + ")"
+	default:
+		return s
 	}
-	return s
 }
 
 // valueAt returns the value at JSON Pointer p (object members only, as

@@ -5,16 +5,17 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/require"
 )
 
-func mustLookup(t testing.TB, name string) Trigger {
-	t.Helper()
+func mustLookup(tb testing.TB, name string) Trigger {
+	tb.Helper()
 	tr, ok := Lookup(name)
-	require.True(t, ok, name)
+	require.True(tb, ok, name)
 	return tr
 }
 
@@ -31,61 +32,105 @@ func TestApplyPatch(t *testing.T) {
 		patch   string
 		want    string
 	}{
-		{name: "MergeAddKw", trigger: TaskExecutorArgsReplace, doc: argsDoc, ct: ContentTypeMergePatch,
-			patch: `{"kw":{"x":1}}`, want: `{"args":[],"kw":{"x":1}}`},
-		{name: "JSONPatchAddKw", trigger: TaskExecutorArgsReplace, doc: argsDoc, ct: ContentTypeJSONPatch,
-			patch: `[{"op":"add","path":"/kw/x","value":1}]`, want: `{"args":[],"kw":{"x":1}}`},
-		{name: "MergeReplaceArgs", trigger: TaskExecutorArgsReplace, doc: argsDoc, ct: ContentTypeMergePatch,
-			patch: `{"args":[1,"two",{"three":3}]}`, want: `{"args":[1,"two",{"three":3}],"kw":{}}`},
-		{name: "MergeNullDeletesKw", trigger: TaskExecutorArgsReplace, doc: argsDoc, ct: ContentTypeMergePatch,
-			patch: `{"kw":null}`, want: `{"args":[]}`},
-		{name: "MergeNullDeletesNestedKey", trigger: TaskExecutorArgsReplace, doc: `{"args":[],"kw":{"a":1,"b":2}}`,
-			ct: ContentTypeMergePatch, patch: `{"kw":{"a":null}}`, want: `{"args":[],"kw":{"b":2}}`},
-		{name: "MergeEmptyObjectNoChange", trigger: TaskExecutorArgsReplace, doc: argsDoc, ct: ContentTypeMergePatch,
-			patch: `{}`, want: argsDoc},
-		{name: "MergeKeyWithSlashInsideAllowed", trigger: TaskExecutorArgsReplace, doc: argsDoc, ct: ContentTypeMergePatch,
-			patch: `{"kw":{"a/b":1,"c~d":2}}`, want: `{"args":[],"kw":{"a/b":1,"c~d":2}}`},
-		{name: "MergeWithCharset", trigger: TaskExecutorArgsReplace, doc: argsDoc,
-			ct: "application/merge-patch+json; charset=utf-8", patch: `{"kw":{"x":1}}`, want: `{"args":[],"kw":{"x":1}}`},
-		{name: "ContentTypeCaseAndSpace", trigger: TaskExecutorArgsReplace, doc: argsDoc,
+		{
+			name: "MergeAddKw", trigger: TaskExecutorArgsReplace, doc: argsDoc, ct: ContentTypeMergePatch,
+			patch: `{"kw":{"x":1}}`, want: `{"args":[],"kw":{"x":1}}`,
+		},
+		{
+			name: "JSONPatchAddKw", trigger: TaskExecutorArgsReplace, doc: argsDoc, ct: ContentTypeJSONPatch,
+			patch: `[{"op":"add","path":"/kw/x","value":1}]`, want: `{"args":[],"kw":{"x":1}}`,
+		},
+		{
+			name: "MergeReplaceArgs", trigger: TaskExecutorArgsReplace, doc: argsDoc, ct: ContentTypeMergePatch,
+			patch: `{"args":[1,"two",{"three":3}]}`, want: `{"args":[1,"two",{"three":3}],"kw":{}}`,
+		},
+		{
+			name: "MergeNullDeletesKw", trigger: TaskExecutorArgsReplace, doc: argsDoc, ct: ContentTypeMergePatch,
+			patch: `{"kw":null}`, want: `{"args":[]}`,
+		},
+		{
+			name: "MergeNullDeletesNestedKey", trigger: TaskExecutorArgsReplace, doc: `{"args":[],"kw":{"a":1,"b":2}}`,
+			ct: ContentTypeMergePatch, patch: `{"kw":{"a":null}}`, want: `{"args":[],"kw":{"b":2}}`,
+		},
+		{
+			name: "MergeEmptyObjectNoChange", trigger: TaskExecutorArgsReplace, doc: argsDoc, ct: ContentTypeMergePatch,
+			patch: `{}`, want: argsDoc,
+		},
+		{
+			name: "MergeKeyWithSlashInsideAllowed", trigger: TaskExecutorArgsReplace, doc: argsDoc, ct: ContentTypeMergePatch,
+			patch: `{"kw":{"a/b":1,"c~d":2}}`, want: `{"args":[],"kw":{"a/b":1,"c~d":2}}`,
+		},
+		{
+			name: "MergeWithCharset", trigger: TaskExecutorArgsReplace, doc: argsDoc,
+			ct: "application/merge-patch+json; charset=utf-8", patch: `{"kw":{"x":1}}`, want: `{"args":[],"kw":{"x":1}}`,
+		},
+		{
+			name: "ContentTypeCaseAndSpace", trigger: TaskExecutorArgsReplace, doc: argsDoc,
 			ct: "  Application/JSON-Patch+JSON ;charset=utf-8", patch: `[{"op":"add","path":"/kw/x","value":1}]`,
-			want: `{"args":[],"kw":{"x":1}}`},
-		{name: "JSONPatchReplaceArgs", trigger: TaskExecutorArgsReplace, doc: `{"args":[1],"kw":{}}`, ct: ContentTypeJSONPatch,
+			want: `{"args":[],"kw":{"x":1}}`,
+		},
+		{
+			name: "JSONPatchReplaceArgs", trigger: TaskExecutorArgsReplace, doc: `{"args":[1],"kw":{}}`, ct: ContentTypeJSONPatch,
 			patch: `[{"op":"replace","path":"/args/0","value":2},{"op":"add","path":"/args/-","value":3}]`,
-			want:  `{"args":[2,3],"kw":{}}`},
-		{name: "JSONPatchRemove", trigger: TaskExecutorArgsReplace, doc: `{"args":[],"kw":{"a":1}}`, ct: ContentTypeJSONPatch,
-			patch: `[{"op":"remove","path":"/kw/a"}]`, want: argsDoc},
-		{name: "JSONPatchMoveWithinAllowed", trigger: TaskExecutorArgsReplace, doc: `{"args":[],"kw":{"a":1}}`,
-			ct: ContentTypeJSONPatch, patch: `[{"op":"move","from":"/kw/a","path":"/kw/b"}]`, want: `{"args":[],"kw":{"b":1}}`},
-		{name: "JSONPatchCopyFromReadOnly", trigger: TaskExecutorArgsReplace, doc: `{"args":[],"kw":{},"task_name":"n"}`,
+			want:  `{"args":[2,3],"kw":{}}`,
+		},
+		{
+			name: "JSONPatchRemove", trigger: TaskExecutorArgsReplace, doc: `{"args":[],"kw":{"a":1}}`, ct: ContentTypeJSONPatch,
+			patch: `[{"op":"remove","path":"/kw/a"}]`, want: argsDoc,
+		},
+		{
+			name: "JSONPatchMoveWithinAllowed", trigger: TaskExecutorArgsReplace, doc: `{"args":[],"kw":{"a":1}}`,
+			ct: ContentTypeJSONPatch, patch: `[{"op":"move","from":"/kw/a","path":"/kw/b"}]`, want: `{"args":[],"kw":{"b":1}}`,
+		},
+		{
+			name: "JSONPatchCopyFromReadOnly", trigger: TaskExecutorArgsReplace, doc: `{"args":[],"kw":{},"task_name":"n"}`,
 			ct: ContentTypeJSONPatch, patch: `[{"op":"copy","from":"/task_name","path":"/kw/name"}]`,
-			want: `{"args":[],"kw":{"name":"n"},"task_name":"n"}`},
-		{name: "JSONPatchTestReadOnly", trigger: TaskExecutorArgsReplace, doc: `{"args":[],"kw":{},"task_name":"n"}`,
+			want: `{"args":[],"kw":{"name":"n"},"task_name":"n"}`,
+		},
+		{
+			name: "JSONPatchTestReadOnly", trigger: TaskExecutorArgsReplace, doc: `{"args":[],"kw":{},"task_name":"n"}`,
 			ct: ContentTypeJSONPatch, patch: `[{"op":"test","path":"/task_name","value":"n"},{"op":"add","path":"/kw/x","value":1}]`,
-			want: `{"args":[],"kw":{"x":1},"task_name":"n"}`},
-		{name: "JSONPatchTestNull", trigger: TaskExecutorArgsReplace, doc: `{"args":[],"kw":{"a":null}}`,
+			want: `{"args":[],"kw":{"x":1},"task_name":"n"}`,
+		},
+		{
+			name: "JSONPatchTestNull", trigger: TaskExecutorArgsReplace, doc: `{"args":[],"kw":{"a":null}}`,
 			ct: ContentTypeJSONPatch, patch: `[{"op":"test","path":"/kw/a","value":null},{"op":"remove","path":"/kw/a"}]`,
-			want: argsDoc},
-		{name: "JSONPatchDuplicatePathKeyLastWins", trigger: TaskExecutorArgsReplace, doc: `{"args":[],"kw":{},"task_name":"n"}`,
+			want: argsDoc,
+		},
+		{
+			name: "JSONPatchDuplicatePathKeyLastWins", trigger: TaskExecutorArgsReplace, doc: `{"args":[],"kw":{},"task_name":"n"}`,
 			ct: ContentTypeJSONPatch, patch: `[{"op":"replace","path":"/task_name","path":"/kw","value":{"a":1}}]`,
-			want: `{"args":[],"kw":{"a":1},"task_name":"n"}`},
-		{name: "JSONPatchEmptyArray", trigger: TaskExecutorArgsReplace, doc: argsDoc, ct: ContentTypeJSONPatch,
-			patch: `[]`, want: argsDoc},
-		{name: "NestedMerge", trigger: BrokerAddBefore, doc: `{"model":{"id":"t1","priority":0,"kw":{}}}`,
+			want: `{"args":[],"kw":{"a":1},"task_name":"n"}`,
+		},
+		{
+			name: "JSONPatchEmptyArray", trigger: TaskExecutorArgsReplace, doc: argsDoc, ct: ContentTypeJSONPatch,
+			patch: `[]`, want: argsDoc,
+		},
+		{
+			name: "NestedMerge", trigger: BrokerAddBefore, doc: `{"model":{"id":"t1","priority":0,"kw":{}}}`,
 			ct: ContentTypeMergePatch, patch: `{"model":{"priority":5,"kw":{"a":1}}}`,
-			want: `{"model":{"id":"t1","priority":5,"kw":{"a":1}}}`},
-		{name: "NestedJSONPatch", trigger: BrokerAddBefore, doc: `{"model":{"id":"t1","priority":0}}`,
+			want: `{"model":{"id":"t1","priority":5,"kw":{"a":1}}}`,
+		},
+		{
+			name: "NestedJSONPatch", trigger: BrokerAddBefore, doc: `{"model":{"id":"t1","priority":0}}`,
 			ct: ContentTypeJSONPatch, patch: `[{"op":"replace","path":"/model/priority","value":9}]`,
-			want: `{"model":{"id":"t1","priority":9}}`},
-		{name: "NestedMergeCreatesAllowedLeaf", trigger: BrokerAddBefore, doc: `{"model":{"id":"t1"}}`,
+			want: `{"model":{"id":"t1","priority":9}}`,
+		},
+		{
+			name: "NestedMergeCreatesAllowedLeaf", trigger: BrokerAddBefore, doc: `{"model":{"id":"t1"}}`,
 			ct: ContentTypeMergePatch, patch: `{"model":{"tags":["a"]}}`,
-			want: `{"model":{"id":"t1","tags":["a"]}}`},
-		{name: "DeepPath", trigger: StorageUpdate, doc: `{"kw":{"name":"x","mapping":{"status":"process"}}}`,
+			want: `{"model":{"id":"t1","tags":["a"]}}`,
+		},
+		{
+			name: "DeepPath", trigger: StorageUpdate, doc: `{"kw":{"name":"x","mapping":{"status":"process"}}}`,
 			ct: ContentTypeMergePatch, patch: `{"kw":{"mapping":{"extra":{"a":1}}}}`,
-			want: `{"kw":{"name":"x","mapping":{"status":"process","extra":{"a":1}}}}`},
-		{name: "RetryDelay", trigger: WorkerTaskErrorRetry, doc: `{"model":{"status":"retry","delay_ms":0,"id":"t"}}`,
+			want: `{"kw":{"name":"x","mapping":{"status":"process","extra":{"a":1}}}}`,
+		},
+		{
+			name: "RetryDelay", trigger: WorkerTaskErrorRetry, doc: `{"model":{"status":"retry","delay_ms":0,"id":"t"}}`,
 			ct: ContentTypeJSONPatch, patch: `[{"op":"replace","path":"/model/delay_ms","value":250}]`,
-			want: `{"model":{"status":"retry","delay_ms":250,"id":"t"}}`},
+			want: `{"model":{"status":"retry","delay_ms":250,"id":"t"}}`,
+		},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -111,7 +156,7 @@ func TestApplyPatchEmpty(t *testing.T) {
 				doc := []byte(argsDoc)
 				out, err := ApplyPatch(tr, doc, ct, p)
 				require.NoError(t, err)
-				require.Equal(t, []byte(argsDoc), out)
+				require.Equal(t, []byte(argsDoc), out) //nolint:testifylint // encoded-compare: the document comes back byte for byte, not as equal JSON
 			})
 		}
 	}
@@ -169,63 +214,115 @@ func TestApplyPatchErrors(t *testing.T) {
 		wantPath string
 	}{
 		// Paths the contract does not allow.
-		{name: "MergeTaskName", ct: ContentTypeMergePatch, patch: `{"task_name":"other"}`,
-			wantErr: ErrPathNotAllowed, wantPath: "/task_name"},
-		{name: "MergeAllowedAndNot", ct: ContentTypeMergePatch, patch: `{"kw":{"x":1},"status":"error"}`,
-			wantErr: ErrPathNotAllowed, wantPath: "/status"},
-		{name: "MergeEscapedKey", ct: ContentTypeMergePatch, patch: `{"kw/x":1}`,
-			wantErr: ErrPathNotAllowed, wantPath: "/kw~1x"},
-		{name: "MergeKwxKey", ct: ContentTypeMergePatch, patch: `{"kwx":1}`,
-			wantErr: ErrPathNotAllowed, wantPath: "/kwx"},
-		{name: "MergeNullOnDisallowed", ct: ContentTypeMergePatch, patch: `{"task_name":null}`,
-			doc: `{"args":[],"kw":{},"task_name":"n"}`, wantErr: ErrPathNotAllowed, wantPath: "/task_name"},
-		{name: "MergeCreatesDisallowedObject", ct: ContentTypeMergePatch, patch: `{"other":{}}`,
-			wantErr: ErrPathNotAllowed, wantPath: "/other"},
-		{name: "MergeCreatesDisallowedNested", ct: ContentTypeMergePatch, patch: `{"other":{"x":1}}`,
-			wantErr: ErrPathNotAllowed, wantPath: "/other"},
-		{name: "MergeObjectOverNull", trigger: lookup(BrokerAddBefore), doc: `{"model":null}`,
-			ct: ContentTypeMergePatch, patch: `{"model":{"priority":1}}`, wantErr: ErrPathNotAllowed, wantPath: "/model"},
-		{name: "MergeObjectOverScalar", trigger: lookup(BrokerAddBefore), doc: `{"model":5}`,
-			ct: ContentTypeMergePatch, patch: `{"model":{"priority":1}}`, wantErr: ErrPathNotAllowed, wantPath: "/model"},
-		{name: "MergeNestedDisallowed", trigger: lookup(BrokerAddBefore), doc: `{"model":{"id":"t"}}`,
-			ct: ContentTypeMergePatch, patch: `{"model":{"id":"u"}}`, wantErr: ErrPathNotAllowed, wantPath: "/model/id"},
-		{name: "MergeReplaceParent", trigger: lookup(BrokerAddBefore), doc: `{"model":{"id":"t"}}`,
-			ct: ContentTypeMergePatch, patch: `{"model":[]}`, wantErr: ErrPathNotAllowed, wantPath: "/model"},
-		{name: "JSONPatchReplaceRoot", ct: ContentTypeJSONPatch, patch: `[{"op":"replace","path":"","value":{}}]`,
-			wantErr: ErrPathNotAllowed, wantPath: ""},
-		{name: "JSONPatchReplaceSlash", ct: ContentTypeJSONPatch, patch: `[{"op":"replace","path":"/","value":{}}]`,
-			wantErr: ErrPathNotAllowed, wantPath: "/"},
-		{name: "JSONPatchReplaceStatus", ct: ContentTypeJSONPatch, patch: `[{"op":"replace","path":"/status","value":"x"}]`,
-			wantErr: ErrPathNotAllowed, wantPath: "/status"},
-		{name: "JSONPatchAddKwx", ct: ContentTypeJSONPatch, patch: `[{"op":"add","path":"/kwx","value":1}]`,
-			wantErr: ErrPathNotAllowed, wantPath: "/kwx"},
-		{name: "JSONPatchEscapedPointer", ct: ContentTypeJSONPatch, patch: `[{"op":"add","path":"/kw~1x","value":1}]`,
-			wantErr: ErrPathNotAllowed, wantPath: "/kw~1x"},
-		{name: "JSONPatchMoveFromDisallowed", doc: `{"args":[],"kw":{},"task_name":"n"}`, ct: ContentTypeJSONPatch,
-			patch: `[{"op":"move","from":"/task_name","path":"/kw/x"}]`, wantErr: ErrPathNotAllowed, wantPath: "/task_name"},
-		{name: "JSONPatchCopyToDisallowed", ct: ContentTypeJSONPatch, patch: `[{"op":"copy","from":"/kw","path":"/extra"}]`,
-			wantErr: ErrPathNotAllowed, wantPath: "/extra"},
-		{name: "JSONPatchLaterOpDisallowed", ct: ContentTypeJSONPatch,
+		{
+			name: "MergeTaskName", ct: ContentTypeMergePatch, patch: `{"task_name":"other"}`,
+			wantErr: ErrPathNotAllowed, wantPath: "/task_name",
+		},
+		{
+			name: "MergeAllowedAndNot", ct: ContentTypeMergePatch, patch: `{"kw":{"x":1},"status":"error"}`,
+			wantErr: ErrPathNotAllowed, wantPath: "/status",
+		},
+		{
+			name: "MergeEscapedKey", ct: ContentTypeMergePatch, patch: `{"kw/x":1}`,
+			wantErr: ErrPathNotAllowed, wantPath: "/kw~1x",
+		},
+		{
+			name: "MergeKwxKey", ct: ContentTypeMergePatch, patch: `{"kwx":1}`,
+			wantErr: ErrPathNotAllowed, wantPath: "/kwx",
+		},
+		{
+			name: "MergeNullOnDisallowed", ct: ContentTypeMergePatch, patch: `{"task_name":null}`,
+			doc: `{"args":[],"kw":{},"task_name":"n"}`, wantErr: ErrPathNotAllowed, wantPath: "/task_name",
+		},
+		{
+			name: "MergeCreatesDisallowedObject", ct: ContentTypeMergePatch, patch: `{"other":{}}`,
+			wantErr: ErrPathNotAllowed, wantPath: "/other",
+		},
+		{
+			name: "MergeCreatesDisallowedNested", ct: ContentTypeMergePatch, patch: `{"other":{"x":1}}`,
+			wantErr: ErrPathNotAllowed, wantPath: "/other",
+		},
+		{
+			name: "MergeObjectOverNull", trigger: lookup(BrokerAddBefore), doc: `{"model":null}`,
+			ct: ContentTypeMergePatch, patch: `{"model":{"priority":1}}`, wantErr: ErrPathNotAllowed, wantPath: "/model",
+		},
+		{
+			name: "MergeObjectOverScalar", trigger: lookup(BrokerAddBefore), doc: `{"model":5}`,
+			ct: ContentTypeMergePatch, patch: `{"model":{"priority":1}}`, wantErr: ErrPathNotAllowed, wantPath: "/model",
+		},
+		{
+			name: "MergeNestedDisallowed", trigger: lookup(BrokerAddBefore), doc: `{"model":{"id":"t"}}`,
+			ct: ContentTypeMergePatch, patch: `{"model":{"id":"u"}}`, wantErr: ErrPathNotAllowed, wantPath: "/model/id",
+		},
+		{
+			name: "MergeReplaceParent", trigger: lookup(BrokerAddBefore), doc: `{"model":{"id":"t"}}`,
+			ct: ContentTypeMergePatch, patch: `{"model":[]}`, wantErr: ErrPathNotAllowed, wantPath: "/model",
+		},
+		{
+			name: "JSONPatchReplaceRoot", ct: ContentTypeJSONPatch, patch: `[{"op":"replace","path":"","value":{}}]`,
+			wantErr: ErrPathNotAllowed, wantPath: "",
+		},
+		{
+			name: "JSONPatchReplaceSlash", ct: ContentTypeJSONPatch, patch: `[{"op":"replace","path":"/","value":{}}]`,
+			wantErr: ErrPathNotAllowed, wantPath: "/",
+		},
+		{
+			name: "JSONPatchReplaceStatus", ct: ContentTypeJSONPatch, patch: `[{"op":"replace","path":"/status","value":"x"}]`,
+			wantErr: ErrPathNotAllowed, wantPath: "/status",
+		},
+		{
+			name: "JSONPatchAddKwx", ct: ContentTypeJSONPatch, patch: `[{"op":"add","path":"/kwx","value":1}]`,
+			wantErr: ErrPathNotAllowed, wantPath: "/kwx",
+		},
+		{
+			name: "JSONPatchEscapedPointer", ct: ContentTypeJSONPatch, patch: `[{"op":"add","path":"/kw~1x","value":1}]`,
+			wantErr: ErrPathNotAllowed, wantPath: "/kw~1x",
+		},
+		{
+			name: "JSONPatchMoveFromDisallowed", doc: `{"args":[],"kw":{},"task_name":"n"}`, ct: ContentTypeJSONPatch,
+			patch: `[{"op":"move","from":"/task_name","path":"/kw/x"}]`, wantErr: ErrPathNotAllowed, wantPath: "/task_name",
+		},
+		{
+			name: "JSONPatchCopyToDisallowed", ct: ContentTypeJSONPatch, patch: `[{"op":"copy","from":"/kw","path":"/extra"}]`,
+			wantErr: ErrPathNotAllowed, wantPath: "/extra",
+		},
+		{
+			name: "JSONPatchLaterOpDisallowed", ct: ContentTypeJSONPatch,
 			patch:   `[{"op":"add","path":"/kw/x","value":1},{"op":"remove","path":"/args"},{"op":"add","path":"/x","value":1}]`,
-			wantErr: ErrPathNotAllowed, wantPath: "/x"},
-		{name: "JSONPatchUpperCasePathKey", ct: ContentTypeJSONPatch, doc: `{"args":[],"kw":{},"task_name":"n"}`,
+			wantErr: ErrPathNotAllowed, wantPath: "/x",
+		},
+		{
+			name: "JSONPatchUpperCasePathKey", ct: ContentTypeJSONPatch, doc: `{"args":[],"kw":{},"task_name":"n"}`,
 			patch:   `[{"op":"replace","path":"/task_name","Path":"/kw","value":"evil"}]`,
-			wantErr: ErrPathNotAllowed, wantPath: "/task_name"},
-		{name: "JSONPatchUpperCaseOpKey", ct: ContentTypeJSONPatch, doc: `{"args":[],"kw":{},"task_name":"n"}`,
+			wantErr: ErrPathNotAllowed, wantPath: "/task_name",
+		},
+		{
+			name: "JSONPatchUpperCaseOpKey", ct: ContentTypeJSONPatch, doc: `{"args":[],"kw":{},"task_name":"n"}`,
 			patch:   `[{"op":"replace","OP":"test","path":"/task_name","value":"evil"}]`,
-			wantErr: ErrPathNotAllowed, wantPath: "/task_name"},
-		{name: "JSONPatchUpperCaseFromKey", ct: ContentTypeJSONPatch, doc: `{"args":[],"kw":{},"task_name":"n"}`,
+			wantErr: ErrPathNotAllowed, wantPath: "/task_name",
+		},
+		{
+			name: "JSONPatchUpperCaseFromKey", ct: ContentTypeJSONPatch, doc: `{"args":[],"kw":{},"task_name":"n"}`,
 			patch:   `[{"op":"move","from":"/task_name","FROM":"/kw/a","path":"/kw/b"}]`,
-			wantErr: ErrPathNotAllowed, wantPath: "/task_name"},
-		{name: "JSONPatchDuplicatePathKey", ct: ContentTypeJSONPatch, doc: `{"args":[],"kw":{},"task_name":"n"}`,
+			wantErr: ErrPathNotAllowed, wantPath: "/task_name",
+		},
+		{
+			name: "JSONPatchDuplicatePathKey", ct: ContentTypeJSONPatch, doc: `{"args":[],"kw":{},"task_name":"n"}`,
 			patch:   `[{"op":"replace","path":"/kw","path":"/task_name","value":"evil"}]`,
-			wantErr: ErrPathNotAllowed, wantPath: "/task_name"},
-		{name: "ProcessTriggerNotReturnable", trigger: lookup(WorkerStart), ct: ContentTypeMergePatch,
-			patch: `{"kw":{}}`, wantErr: ErrNotReturnable},
-		{name: "OneWayNotReturnable", trigger: lookup(TaskExecutorBeforeExecute), ct: ContentTypeMergePatch,
-			patch: `{"kw":{}}`, wantErr: ErrNotReturnable},
-		{name: "OneWayEmptyPatch", trigger: lookup(BrokerAddAfter), ct: ContentTypeMergePatch,
-			patch: ``, wantErr: ErrNotReturnable},
+			wantErr: ErrPathNotAllowed, wantPath: "/task_name",
+		},
+		{
+			name: "ProcessTriggerNotReturnable", trigger: lookup(WorkerStart), ct: ContentTypeMergePatch,
+			patch: `{"kw":{}}`, wantErr: ErrNotReturnable,
+		},
+		{
+			name: "OneWayNotReturnable", trigger: lookup(TaskExecutorBeforeExecute), ct: ContentTypeMergePatch,
+			patch: `{"kw":{}}`, wantErr: ErrNotReturnable,
+		},
+		{
+			name: "OneWayEmptyPatch", trigger: lookup(BrokerAddAfter), ct: ContentTypeMergePatch,
+			patch: ``, wantErr: ErrNotReturnable,
+		},
 		{name: "ZeroTrigger", trigger: &Trigger{}, ct: ContentTypeMergePatch, patch: `{}`, wantErr: ErrNotReturnable},
 
 		// Patches that do not parse or apply.
@@ -258,16 +355,26 @@ func TestApplyPatchErrors(t *testing.T) {
 		{name: "MergeDocNotObject", doc: `[1,2]`, ct: ContentTypeMergePatch, patch: `{"kw":{}}`, wantErr: ErrBadPatch},
 		{name: "MergeDocMalformed", doc: `{"args":`, ct: ContentTypeMergePatch, patch: `{"kw":{}}`, wantErr: ErrBadPatch},
 		{name: "JSONPatchDocMalformed", doc: `{"args":`, ct: ContentTypeJSONPatch, patch: `[{"op":"add","path":"/kw","value":1}]`, wantErr: ErrBadPatch},
-		{name: "OversizedPatch", ct: ContentTypeMergePatch,
-			patch: `{"kw":{"x":"` + strings.Repeat("a", MaxPatchSize) + `"}}`, wantErr: ErrBadPatch},
-		{name: "OversizedResult", doc: bigDoc, ct: ContentTypeMergePatch,
-			patch: `{"args":["` + strings.Repeat("b", MaxPatchSize-100) + `"]}`, wantErr: ErrBadPatch},
-		{name: "CopyAmplification", doc: `{"args":[],"kw":{"x":"` + strings.Repeat("a", 1024) + `"}}`, ct: ContentTypeJSONPatch,
-			patch: copyBomb(64), wantErr: ErrBadPatch},
-		{name: "ResultNotObject", trigger: custom, ct: ContentTypeJSONPatch,
-			patch: `[{"op":"replace","path":"","value":[1]}]`, wantErr: ErrBadPatch},
-		{name: "ResultNull", trigger: custom, ct: ContentTypeJSONPatch,
-			patch: `[{"op":"replace","path":"","value":null}]`, wantErr: ErrBadPatch},
+		{
+			name: "OversizedPatch", ct: ContentTypeMergePatch,
+			patch: `{"kw":{"x":"` + strings.Repeat("a", MaxPatchSize) + `"}}`, wantErr: ErrBadPatch,
+		},
+		{
+			name: "OversizedResult", doc: bigDoc, ct: ContentTypeMergePatch,
+			patch: `{"args":["` + strings.Repeat("b", MaxPatchSize-100) + `"]}`, wantErr: ErrBadPatch,
+		},
+		{
+			name: "CopyAmplification", doc: `{"args":[],"kw":{"x":"` + strings.Repeat("a", 1024) + `"}}`, ct: ContentTypeJSONPatch,
+			patch: copyBomb(64), wantErr: ErrBadPatch,
+		},
+		{
+			name: "ResultNotObject", trigger: custom, ct: ContentTypeJSONPatch,
+			patch: `[{"op":"replace","path":"","value":[1]}]`, wantErr: ErrBadPatch,
+		},
+		{
+			name: "ResultNull", trigger: custom, ct: ContentTypeJSONPatch,
+			patch: `[{"op":"replace","path":"","value":null}]`, wantErr: ErrBadPatch,
+		},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -299,7 +406,7 @@ func TestApplyPatchErrors(t *testing.T) {
 				require.Contains(t, err.Error(), fmt.Sprintf("%q", tc.wantPath))
 			}
 			for _, other := range []error{ErrPathNotAllowed, ErrBadPatch, ErrNotReturnable} {
-				if other != tc.wantErr {
+				if !errors.Is(other, tc.wantErr) {
 					require.NotErrorIs(t, err, other)
 				}
 			}
@@ -331,7 +438,7 @@ func TestPatchError(t *testing.T) {
 		_, err := ApplyPatch(mustLookup(t, TaskExecutorArgsReplace), []byte(argsDoc), ContentTypeMergePatch, []byte(`{"x":1}`))
 		wrapped := fmt.Errorf("plugin p: %w", err)
 		var pe *PatchError
-		require.True(t, errors.As(wrapped, &pe))
+		require.ErrorAs(t, wrapped, &pe)
 		require.Equal(t, "/x", pe.Path)
 		require.ErrorIs(t, wrapped, ErrPathNotAllowed)
 	})
@@ -390,8 +497,8 @@ func docWithPath(t *testing.T, p string) []byte {
 	t.Helper()
 	toks := strings.Split(p, "/")[1:]
 	var v any = "old"
-	for i := len(toks) - 1; i >= 0; i-- {
-		v = map[string]any{toks[i]: v}
+	for _, tok := range slices.Backward(toks) {
+		v = map[string]any{tok: v}
 	}
 	b, err := json.Marshal(v)
 	require.NoError(t, err)
@@ -401,8 +508,8 @@ func docWithPath(t *testing.T, p string) []byte {
 func mergePatchFor(p, value string) string {
 	toks := strings.Split(p, "/")[1:]
 	s := value
-	for i := len(toks) - 1; i >= 0; i-- {
-		s = fmt.Sprintf(`{%q:%s}`, toks[i], s)
+	for _, tok := range slices.Backward(toks) {
+		s = fmt.Sprintf(`{%q:%s}`, tok, s)
 	}
 	return s
 }

@@ -3,6 +3,7 @@ package events
 import (
 	"encoding/json"
 	"fmt"
+	"slices"
 	"time"
 )
 
@@ -223,12 +224,7 @@ func (p PluginInfo) Global() bool { return len(p.Triggers) == 0 }
 // Handles reports whether the plugin is named for trigger (not counting a
 // global registration).
 func (p PluginInfo) Handles(trigger string) bool {
-	for _, t := range p.Triggers {
-		if t == trigger {
-			return true
-		}
-	}
-	return false
+	return slices.Contains(p.Triggers, trigger)
 }
 
 // AppendJSON appends the fact's JSON encoding to dst. Input and Output must

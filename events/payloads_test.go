@@ -38,8 +38,10 @@ func TestPayloadFieldOrder(t *testing.T) {
 func allPayloads(task events.Task) []events.Payload {
 	msg := "boom <&>"
 	return []events.Payload{
-		events.ModelPayload{Model: task}, events.TaskIDPayload{TaskID: task.ID},
-		events.ResultPayload{Result: task.Result}, events.ResultPayload{},
+		events.ModelPayload{Model: task},
+		events.TaskIDPayload{TaskID: task.ID},
+		events.ResultPayload{Result: task.Result},
+		events.ResultPayload{},
 		events.ArgsPayload{Args: task.Args, Kw: task.Kw},
 		events.AddProcessPayload{Priority: task.Priority, TaskID: task.ID, Worker: task.Worker},
 		events.WorkerAddPayload{Args: task.Args, CreatedAt: task.CreatedAt, Kw: task.Kw, Priority: 3, TaskID: task.ID, TaskName: task.Name},
@@ -52,7 +54,8 @@ func allPayloads(task events.Task) []events.Payload {
 		events.ClosePayload{Status: "success", TaskID: task.ID},
 		events.ClosePayload{Error: &msg, Status: "error", TaskID: task.ID},
 		events.AfterBrokerPayload{Args: task.Args, Kw: task.Kw, Priority: 1, TaskID: task.ID, TaskName: task.Name},
-		events.StorageAddPayload{TaskStatus: &task, UUID: task.ID}, events.StorageAddPayload{UUID: task.ID},
+		events.StorageAddPayload{TaskStatus: &task, UUID: task.ID},
+		events.StorageAddPayload{UUID: task.ID},
 	}
 }
 
@@ -60,8 +63,10 @@ func allPayloads(task events.Task) []events.Payload {
 func TestPayloadsEncodeAsMaps(t *testing.T) {
 	t.Parallel()
 	now := time.Date(2026, 1, 2, 3, 4, 5, 6, time.UTC)
-	task := events.Task{ID: "t1", Name: "n", Queue: "q", Status: events.StatusNew, Args: json.RawMessage(`[1]`),
-		Kw: json.RawMessage(`{"a":1}`), Attempt: 1, CreatedAt: now, UpdatedAt: now}
+	task := events.Task{
+		ID: "t1", Name: "n", Queue: "q", Status: events.StatusNew, Args: json.RawMessage(`[1]`),
+		Kw: json.RawMessage(`{"a":1}`), Attempt: 1, CreatedAt: now, UpdatedAt: now,
+	}
 	msg := ""
 	for name, c := range map[string]struct {
 		payload any
@@ -122,9 +127,11 @@ func (p taskPayload) MarshalJSON() ([]byte, error)          { return json.Marsha
 func TestPayloadAppendJSON(t *testing.T) {
 	t.Parallel()
 	now := time.Date(2026, 1, 2, 3, 4, 5, 6, time.UTC)
-	plain := events.Task{ID: "t1", Name: "n", Queue: "q", Priority: 2, Status: events.StatusProcess,
+	plain := events.Task{
+		ID: "t1", Name: "n", Queue: "q", Priority: 2, Status: events.StatusProcess,
 		Args: json.RawMessage(`[1,"a"]`), Kw: json.RawMessage(`{"a":{"b":null}}`), Attempt: 2, Run: 3, Retry: 1,
-		CreatedAt: now, UpdatedAt: now.Add(time.Second), Worker: "w1", Trace: "00-abc-def-01"}
+		CreatedAt: now, UpdatedAt: now.Add(time.Second), Worker: "w1", Trace: "00-abc-def-01",
+	}
 	full := plain
 	full.Result, full.Error, full.Reason = json.RawMessage(`{"ok":true}`), "failed", "plugin p"
 	full.RetryParent, full.RetryChild, full.DelayMS = "p", "c", 1500
@@ -175,8 +182,10 @@ func FuzzTaskAppendJSON(f *testing.F) {
 	f.Add("a<b", "é", ` [ ]`, `{"a":"\u2028"}`, "err\n", int64(1e18), "")
 	f.Add("", "", ``, `nul`, "\xff", int64(-62135596800), "<")
 	f.Fuzz(func(t *testing.T, id, name, args, kw, errText string, unix int64, tag string) {
-		task := events.Task{ID: id, Name: name, Queue: tag, Status: errText, Error: errText, Reason: name,
-			CreatedAt: time.Unix(unix, unix%1e9).UTC(), UpdatedAt: time.Unix(unix/7, 0), Tags: []string{tag, id}}
+		task := events.Task{
+			ID: id, Name: name, Queue: tag, Status: errText, Error: errText, Reason: name,
+			CreatedAt: time.Unix(unix, unix%1e9).UTC(), UpdatedAt: time.Unix(unix/7, 0), Tags: []string{tag, id},
+		}
 		if args != "" {
 			task.Args = json.RawMessage(args)
 		}
@@ -192,9 +201,11 @@ func FuzzTaskAppendJSON(f *testing.F) {
 // encoding/json (the same bytes, TestPayloadAppendJSON).
 func BenchmarkTaskEncode(b *testing.B) {
 	now := time.Date(2026, 1, 2, 3, 4, 5, 6, time.UTC)
-	task := events.Task{ID: "0b7e1f0c-5a43-4f1e-9d7a-2f1f6f7c9a10", Name: "add", Queue: "default", Priority: 0,
+	task := events.Task{
+		ID: "0b7e1f0c-5a43-4f1e-9d7a-2f1f6f7c9a10", Name: "add", Queue: "default", Priority: 0,
 		Status: events.StatusProcess, Args: json.RawMessage(`[]`), Kw: json.RawMessage(`{"a":1,"b":2}`), Attempt: 1, Run: 1,
-		Retry: 3, CreatedAt: now, UpdatedAt: now, Worker: "node-1", TimeoutMS: 30000}
+		Retry: 3, CreatedAt: now, UpdatedAt: now, Worker: "node-1", TimeoutMS: 30000,
+	}
 	b.Run("AppendJSON", func(b *testing.B) {
 		b.ReportAllocs()
 		for b.Loop() {

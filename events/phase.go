@@ -1,6 +1,9 @@
 package events
 
-import "fmt"
+import (
+	"fmt"
+	"slices"
+)
 
 // SubjectPhase is the root of the subjects that hold a phase's facts packed
 // in one message: qtasks.phase.<phase>.<queue>. It lies outside
@@ -35,12 +38,7 @@ var Phases = []Phase{PhaseSubmit, PhaseQueued, PhaseIntake, PhasePrepare, PhaseF
 
 // Valid reports whether p is one of Phases.
 func (p Phase) Valid() bool {
-	for _, q := range Phases {
-		if p == q {
-			return true
-		}
-	}
-	return false
+	return slices.Contains(Phases, p)
 }
 
 // PhaseSubject is where the packed facts of phase p of a task in queue are

@@ -1,7 +1,6 @@
 package events_test
 
 import (
-	"errors"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -14,12 +13,14 @@ import (
 // refused (and a users file naming such a plugin does not load).
 func TestCheckPluginReservesExecutor(t *testing.T) {
 	t.Parallel()
-	p := events.PluginInfo{Name: events.ExecutorDeadLetters, Mode: events.ModeMutator, TimeoutMS: 1000,
-		Triggers: []string{events.TaskExecutorRunTask}}
+	p := events.PluginInfo{
+		Name: events.ExecutorDeadLetters, Mode: events.ModeMutator, TimeoutMS: 1000,
+		Triggers: []string{events.TaskExecutorRunTask},
+	}
 	err := events.CheckPlugin(p.Name, p, 0)
 	require.ErrorIs(t, err, events.ErrInvalidPlugin)
 	var ipe *events.InvalidPluginError
-	require.True(t, errors.As(err, &ipe))
+	require.ErrorAs(t, err, &ipe)
 	require.Equal(t, events.InvalidName, ipe.Reason)
 	p.Name = "executor2"
 	require.NoError(t, events.CheckPlugin(p.Name, p, 0))

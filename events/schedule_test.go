@@ -26,8 +26,12 @@ func TestDefaultRetryBackoffBounds(t *testing.T) {
 	require.Equal(t, time.Second, b.Delay(1, 0.5))
 	require.Equal(t, b.Max, b.Delay(30, 1))
 	require.Zero(t, Backoff{}.Delay(3, 0.5), "a zero backoff retries at once")
-	for _, bad := range []Backoff{{Base: -1}, {Base: time.Second, Factor: 0.5}, {Base: time.Second, Factor: 2, Max: time.Millisecond},
-		{Base: time.Second, Factor: 2, Jitter: 1.5}} {
+	for _, bad := range []Backoff{
+		{Base: -1},
+		{Base: time.Second, Factor: 0.5},
+		{Base: time.Second, Factor: 2, Max: time.Millisecond},
+		{Base: time.Second, Factor: 2, Jitter: 1.5},
+	} {
 		require.Error(t, bad.Check(), "%+v", bad)
 	}
 }

@@ -88,6 +88,11 @@ type Seal struct {
 	Digest string `json:"digest"`
 }
 
+// lp32 is a length as MsgHash writes it, 4 bytes (PROTOCOL §17.2's lp).
+// What it measures is part of one NATS message, and a server's
+// max_payload is at most 64 MiB, so the conversion is exact.
+func lp32(n int) uint32 { return uint32(n) } //nolint:gosec // G115: see above
+
 // MsgHash hashes one stored message: its stream sequence, subject, headers
 // in canonical form and data. See docs/PROTOCOL.md §17.2.
 func MsgHash(seq uint64, subject string, h Headers, data []byte) [32]byte {
@@ -110,18 +115,18 @@ func MsgHash(seq uint64, subject string, h Headers, data []byte) [32]byte {
 	b := make([]byte, 0, size)
 	b = append(b, msgHashDomain...)
 	b = binary.BigEndian.AppendUint64(b, seq)
-	b = binary.BigEndian.AppendUint32(b, uint32(len(subject)))
+	b = binary.BigEndian.AppendUint32(b, lp32(len(subject)))
 	b = append(b, subject...)
 	b = binary.BigEndian.AppendUint32(b, uint32(n))
 	for _, k := range names {
 		for _, v := range h[k] {
-			b = binary.BigEndian.AppendUint32(b, uint32(len(k)))
+			b = binary.BigEndian.AppendUint32(b, lp32(len(k)))
 			b = append(b, k...)
-			b = binary.BigEndian.AppendUint32(b, uint32(len(v)))
+			b = binary.BigEndian.AppendUint32(b, lp32(len(v)))
 			b = append(b, v...)
 		}
 	}
-	b = binary.BigEndian.AppendUint32(b, uint32(len(data)))
+	b = binary.BigEndian.AppendUint32(b, lp32(len(data)))
 	b = append(b, data...)
 	return sha256.Sum256(b)
 }
@@ -201,7 +206,7 @@ func DecodeSeal(data []byte) (Seal, error) {
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&s); err != nil {
-		return s, fmt.Errorf("%w: seal data: %v", ErrInvalidEvent, err)
+		return s, fmt.Errorf("%w: seal data: %w", ErrInvalidEvent, err)
 	}
 	bad := func(format string, a ...any) (Seal, error) {
 		return s, fmt.Errorf("%w: seal: %s", ErrInvalidEvent, fmt.Sprintf(format, a...))
@@ -288,7 +293,7 @@ func ParseAnchor(s string) (Anchor, error) {
 		return Anchor{}, fmt.Errorf("anchor %q: want SEQ:DIGEST", s)
 	}
 	if _, err := decodeDigest(dg); err != nil {
-		return Anchor{}, fmt.Errorf("anchor %q: digest %v", s, err)
+		return Anchor{}, fmt.Errorf("anchor %q: digest %w", s, err)
 	}
 	return Anchor{Seq: seq, Digest: strings.ToLower(dg)}, nil
 }
@@ -429,6 +434,10 @@ func (v *Verifier) find(seq uint64, kind string, seal uint64, detail string) {
 
 // seal checks the seal s at sequence seq against the messages read and
 // against the chain.
+// agedOut reports whether seq may have left the stream legitimately: it
+// is before StreamFirst of a stream whose head ages.
+func (v *Verifier) agedOut(seq uint64) bool { return v.HeadMayAge && seq < v.StreamFirst }
+
 func (v *Verifier) seal(seq uint64, s *Seal) {
 	digest, _ := decodeDigest(s.Digest)
 	prev, _ := decodeDigest(s.Prev)
@@ -439,7 +448,7 @@ func (v *Verifier) seal(seq uint64, s *Seal) {
 	adopt := true
 	switch {
 	case v.tip == nil:
-		if s.PrevSeq != 0 && !(v.HeadMayAge && s.PrevSeq < v.StreamFirst) {
+		if s.PrevSeq != 0 && !v.agedOut(s.PrevSeq) {
 			if _, ok := v.findings[s.PrevSeq]; !ok {
 				v.find(s.PrevSeq, FindingDeleted, seq, fmt.Sprintf("the seal this one continues (at %d) is gone", s.PrevSeq))
 			}
@@ -543,7 +552,7 @@ func (v *Verifier) Report() VerifyReport {
 	if v.findings == nil {
 		v.findings = map[uint64]Finding{}
 	}
-	if a := v.Anchor; a.Seq != 0 && !(v.HeadMayAge && a.Seq < v.StreamFirst) {
+	if a := v.Anchor; a.Seq != 0 && !v.agedOut(a.Seq) {
 		t := v.seen[a.Seq]
 		switch {
 		case !v.anchorSeen:

@@ -4,6 +4,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"slices"
 	"testing"
 	"time"
@@ -20,10 +21,13 @@ type logMsg struct {
 	data    []byte
 }
 
-// sealedLog writes n facts with a seal after every `every` of them, as the
+// sealEvery is how many facts sealedLog writes between seals.
+const sealEvery = 5
+
+// sealedLog writes n facts with a seal after every sealEvery of them, as the
 // sealer does: each seal covers everything since the previous seal's range,
 // the previous seal included.
-func sealedLog(t *testing.T, n, every int, skip ...uint64) []logMsg {
+func sealedLog(t *testing.T, n int, skip ...uint64) []logMsg {
 	t.Helper()
 	var log []logMsg
 	var prevSeq uint64
@@ -54,7 +58,7 @@ func sealedLog(t *testing.T, n, every int, skip ...uint64) []logMsg {
 		if !slices.Contains(skip, seq) {
 			log = append(log, m)
 		}
-		if (i+1)%every == 0 {
+		if (i+1)%sealEvery == 0 {
 			seal()
 		}
 	}
@@ -66,8 +70,10 @@ func sealMsg(t *testing.T, seq uint64, s events.Seal) logMsg {
 	data, err := json.Marshal(s)
 	require.NoError(t, err)
 	h := events.Headers{}
-	ev := events.Event{ID: fmt.Sprint("seal-", seq), Source: "qtasks/test", Type: events.TypeSeal, Time: time.Unix(1, 0),
-		DataContentType: events.ContentTypeJSON}
+	ev := events.Event{
+		ID: fmt.Sprint("seal-", seq), Source: "qtasks/test", Type: events.TypeSeal, Time: time.Unix(1, 0),
+		DataContentType: events.ContentTypeJSON,
+	}
 	ev.Encode(h)
 	return logMsg{seq: seq, subject: events.SealSubject("n1"), h: h, data: data}
 }
@@ -85,7 +91,7 @@ func verify(log []logMsg) events.VerifyReport {
 
 func TestVerifierCleanLog(t *testing.T) {
 	t.Parallel()
-	log := sealedLog(t, 25, 5) // 5 seals; the last one covers 23..28
+	log := sealedLog(t, 25) // 5 seals; the last one covers 23..28
 	r := verify(log)
 	require.Empty(t, r.Findings)
 	require.Equal(t, 5, r.Seals)
@@ -114,10 +120,7 @@ func TestVerifierFindsTampering(t *testing.T) {
 		{"deleted", func(l []logMsg) []logMsg { return without(l, 8) }, 8, events.FindingDeleted},
 		{"altered data", func(l []logMsg) []logMsg { l[9].data = []byte(`{"n":99}`); return l }, 10, events.FindingAltered},
 		{"altered header", func(l []logMsg) []logMsg {
-			h := events.Headers{}
-			for k, v := range l[2].h {
-				h[k] = v
-			}
+			h := maps.Clone(l[2].h)
 			h["ce-source"] = []string{"qtasks/other"}
 			l[2].h = h
 			return l
@@ -136,7 +139,7 @@ func TestVerifierFindsTampering(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			log := sealedLog(t, 25, 5)
+			log := sealedLog(t, 25)
 			r := verify(tt.tamper(log))
 			require.NotEmpty(t, r.Findings)
 			require.Equal(t, tt.seq, r.Findings[0].Seq, "%+v", r.Findings)
@@ -147,7 +150,7 @@ func TestVerifierFindsTampering(t *testing.T) {
 
 func TestVerifierGapsAndInsertion(t *testing.T) {
 	t.Parallel()
-	log := sealedLog(t, 10, 5, 3) // 3 was deleted before the seal at 6 was made
+	log := sealedLog(t, 10, 3) // 3 was deleted before the seal at 6 was made
 	r := verify(log)
 	require.Len(t, r.Findings, 1)
 	require.Equal(t, events.Finding{Seq: 3, Kind: events.FindingGap, Seal: 6, Detail: "sequences 3 to 3 were absent when the seal was made"}, r.Findings[0])
@@ -164,7 +167,7 @@ func TestVerifierGapsAndInsertion(t *testing.T) {
 
 func TestVerifierHeadAged(t *testing.T) {
 	t.Parallel()
-	log := sealedLog(t, 25, 5)
+	log := sealedLog(t, 25)
 	// The first 8 messages aged out: the seal at 12 covers 6..11, not all
 	// present; verification starts at the next one.
 	aged := log[8:]
@@ -192,7 +195,7 @@ func FuzzDecodeSeal(f *testing.F) {
 	f.Add(data)
 	f.Add([]byte(`{"version":1,"first":1,"last":18446744073709551615,"count":0,"missing":[[1,18446744073709551615]],"marks":"","digest":"` + good.Digest + `"}`))
 	f.Add([]byte(`{"version":1,"first":2,"last":3,"count":1,"missing":[[2,2]],"prev_seq":2,"prev":"` + good.Digest + `","marks":"AAAAAAAAAAA=","digest":"` + good.Digest + `"}`))
-	f.Fuzz(func(t *testing.T, data []byte) {
+	f.Fuzz(func(_ *testing.T, data []byte) {
 		s, err := events.DecodeSeal(data)
 		if err != nil {
 			return

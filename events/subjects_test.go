@@ -51,22 +51,38 @@ func TestSubjects(t *testing.T) {
 		subject string
 		want    ParsedSubject
 	}{
-		{"Fact", FactSubject(StorageAdd, "default"),
-			ParsedSubject{Kind: "trigger", Trigger: StorageAdd, Key: "default"}},
-		{"ProcessFact", FactSubject(WorkerStart, "node-7"),
-			ParsedSubject{Kind: "trigger", Trigger: WorkerStart, Key: "node-7"}},
-		{"Invoke", InvokeSubject("pydantic", TaskExecutorArgsReplace),
-			ParsedSubject{Kind: "invoke", Plugin: "pydantic", Trigger: TaskExecutorArgsReplace}},
-		{"Patch", PatchSubject("retry", WorkerTaskErrorRetry),
-			ParsedSubject{Kind: "patch", Plugin: "retry", Trigger: WorkerTaskErrorRetry}},
-		{"LegacyInvoke", "qtasks.invoke.pydantic.task_executor_args_replace.task-1",
-			ParsedSubject{Kind: "invoke", Plugin: "pydantic", Trigger: TaskExecutorArgsReplace}},
-		{"LegacyPatch", "qtasks.patch.retry.worker_task_error_retry.task-2",
-			ParsedSubject{Kind: "patch", Plugin: "retry", Trigger: WorkerTaskErrorRetry}},
-		{"Run", RunSubject("default"),
-			ParsedSubject{Kind: "run", Key: "default"}},
-		{"Dead", DeadSubject("audit"),
-			ParsedSubject{Kind: "dead", Plugin: "audit"}},
+		{
+			"Fact", FactSubject(StorageAdd, "default"),
+			ParsedSubject{Kind: "trigger", Trigger: StorageAdd, Key: "default"},
+		},
+		{
+			"ProcessFact", FactSubject(WorkerStart, "node-7"),
+			ParsedSubject{Kind: "trigger", Trigger: WorkerStart, Key: "node-7"},
+		},
+		{
+			"Invoke", InvokeSubject("pydantic", TaskExecutorArgsReplace),
+			ParsedSubject{Kind: "invoke", Plugin: "pydantic", Trigger: TaskExecutorArgsReplace},
+		},
+		{
+			"Patch", PatchSubject("retry", WorkerTaskErrorRetry),
+			ParsedSubject{Kind: "patch", Plugin: "retry", Trigger: WorkerTaskErrorRetry},
+		},
+		{
+			"LegacyInvoke", "qtasks.invoke.pydantic.task_executor_args_replace.task-1",
+			ParsedSubject{Kind: "invoke", Plugin: "pydantic", Trigger: TaskExecutorArgsReplace},
+		},
+		{
+			"LegacyPatch", "qtasks.patch.retry.worker_task_error_retry.task-2",
+			ParsedSubject{Kind: "patch", Plugin: "retry", Trigger: WorkerTaskErrorRetry},
+		},
+		{
+			"Run", RunSubject("default"),
+			ParsedSubject{Kind: "run", Key: "default"},
+		},
+		{
+			"Dead", DeadSubject("audit"),
+			ParsedSubject{Kind: "dead", Plugin: "audit"},
+		},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -162,8 +178,10 @@ func TestMsgIDs(t *testing.T) {
 
 	t.Run("Deterministic", func(t *testing.T) {
 		t.Parallel()
-		require.Equal(t, FactMsgID("t", 1, 0, StorageAdd, 0), FactMsgID("t", 1, 0, StorageAdd, 0))
-		require.Equal(t, InvocationID("t", 1, 0, StorageAdd, 0, "p"), InvocationID("t", 1, 0, StorageAdd, 0, "p"))
+		// The same call twice on purpose: an id must not depend on time or
+		// chance, as JetStream's deduplication of a retried publish rests on it.
+		require.Equal(t, FactMsgID("t", 1, 0, StorageAdd, 0), FactMsgID("t", 1, 0, StorageAdd, 0))                 //nolint:testifylint // useless-assert: see above
+		require.Equal(t, InvocationID("t", 1, 0, StorageAdd, 0, "p"), InvocationID("t", 1, 0, StorageAdd, 0, "p")) //nolint:testifylint // useless-assert: see above
 	})
 
 	t.Run("Distinct", func(t *testing.T) {
@@ -193,8 +211,8 @@ func TestMsgIDs(t *testing.T) {
 
 	t.Run("FinalIgnoresRun", func(t *testing.T) {
 		t.Parallel()
-		// Two runs of one attempt write one final record between them.
-		require.Equal(t, FinalMsgID("t", 1), FinalMsgID("t", 1))
+		// Two runs of one attempt write one final record between them:
+		// FinalMsgID takes no run, while the facts' ids differ by run.
 		require.NotEqual(t, FactMsgID("t", 1, 0, StorageRemoveFinishedTask, 0), FactMsgID("t", 1, 1, StorageRemoveFinishedTask, 0))
 	})
 }

@@ -70,12 +70,14 @@ func ValidTraceParent(s string) bool {
 
 func lowerHex(s string) bool {
 	for i := 0; i < len(s); i++ {
-		if c := s[i]; !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
+		if !lowerHexByte(s[i]) {
 			return false
 		}
 	}
 	return true
 }
+
+func lowerHexByte(c byte) bool { return c >= '0' && c <= '9' || c >= 'a' && c <= 'f' }
 
 func allZero(s string) bool {
 	for i := 0; i < len(s); i++ {

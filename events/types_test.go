@@ -1,7 +1,6 @@
 package events
 
 import (
-	"errors"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -51,6 +50,7 @@ func TestApplyPatchChecksTypes(t *testing.T) {
 		{"Untouched", BrokerAddBefore, `{"model":{"priority":"x","extra":{}}}`, ContentTypeMergePatch, `{"model":{"extra":{"a":1}}}`, ""},
 	} {
 		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
 			tr, ok := Lookup(c.trigger)
 			require.True(t, ok)
 			_, err := ApplyPatch(tr, []byte(c.doc), c.ct, []byte(c.patch))
@@ -59,7 +59,7 @@ func TestApplyPatchChecksTypes(t *testing.T) {
 				return
 			}
 			var pe *PatchError
-			require.True(t, errors.As(err, &pe), "%v", err)
+			require.ErrorAs(t, err, &pe)
 			require.ErrorIs(t, err, ErrWrongType)
 			require.Equal(t, c.path, pe.Path, err.Error())
 		})

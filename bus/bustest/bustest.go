@@ -61,6 +61,7 @@ func Connect(tb testing.TB, b *bus.Bus, cfg *bus.Config) *bus.Bus {
 // Logger writes to the test's log, at warning level and above unless the
 // test runs with -v.
 func Logger(tb testing.TB) *slog.Logger {
+	tb.Helper()
 	level := slog.LevelWarn
 	if testing.Verbose() {
 		level = slog.LevelDebug

@@ -2,6 +2,7 @@ package bustest
 
 import (
 	"bytes"
+	"context"
 	"net"
 	"sync"
 	"testing"
@@ -31,7 +32,8 @@ func NewProxy(tb testing.TB, target string) *Proxy {
 	if len(target) > 7 && target[:7] == "nats://" {
 		target = target[7:]
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	var lc net.ListenConfig
+	ln, err := lc.Listen(tb.Context(), "tcp", "127.0.0.1:0")
 	if err != nil {
 		tb.Fatalf("proxy listener: %v", err)
 	}
@@ -132,7 +134,10 @@ func (p *Proxy) accept() {
 			_ = c.Close()
 			continue
 		}
-		s, err := net.Dial("tcp", p.target)
+		// Not the test's context: the proxy serves until Close, which
+		// may come in a Cleanup, after that context has ended.
+		var d net.Dialer
+		s, err := d.DialContext(context.Background(), "tcp", p.target)
 		if err != nil {
 			_ = c.Close()
 			continue
@@ -158,7 +163,7 @@ func (p *Proxy) forth(c, s net.Conn) {
 			pat := p.holdOn
 			p.mu.Unlock()
 			if len(pat) > 0 {
-				seen := append(tail, buf[:n]...)
+				seen := append(tail, buf[:n]...) //nolint:gocritic // appendAssign: tail is rebuilt from seen's end below
 				if bytes.Contains(seen, pat) {
 					p.HoldOn("")
 					p.Hold()

@@ -44,8 +44,10 @@ func TLS(tb testing.TB) TLSFiles {
 	serial := int64(1)
 	tmpl := func(cn string) *x509.Certificate {
 		serial++
-		return &x509.Certificate{SerialNumber: big.NewInt(serial), Subject: pkix.Name{CommonName: cn},
-			NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour)}
+		return &x509.Certificate{
+			SerialNumber: big.NewInt(serial), Subject: pkix.Name{CommonName: cn},
+			NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
+		}
 	}
 	newCA := func(cn string) (*x509.Certificate, *ecdsa.PrivateKey, []byte) {
 		k := newKey()

@@ -14,6 +14,7 @@
 package embedded
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net"
@@ -33,7 +34,7 @@ import (
 // the wiring, as for a database/sql driver, so that the many programs and
 // tests that start a server through bus.Open (most through bustest) stay as
 // they are. docs/ARCHITECTURE.md, "The exchange's read side".
-func init() {
+func init() { //nolint:gochecknoinits // see above: importing the package is the wiring
 	bus.RegisterEmbedded(func(cfg bus.Config) (bus.EmbeddedServer, error) { return Start(cfg) })
 }
 
@@ -117,9 +118,10 @@ func Start(cfg bus.Config) (*Server, error) {
 	if port > 0 {
 		// The server would only fail to become ready, 30 s later, without
 		// saying why.
-		ln, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
+		var lc net.ListenConfig // Start takes no context; the listener is closed at once
+		ln, err := lc.Listen(context.Background(), "tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
 		if err != nil {
-			return fail(fmt.Errorf("%w: %d on 127.0.0.1 (%v)", ErrPortInUse, port, err))
+			return fail(fmt.Errorf("%w: %d on 127.0.0.1 (%w)", ErrPortInUse, port, err))
 		}
 		_ = ln.Close()
 	}
