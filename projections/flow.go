@@ -163,33 +163,23 @@ type StateWriteRow struct {
 // StateWrites lists the writes to scope of kind (events.StateShared, or
 // events.StateTask with the task id as scope), in stream order.
 func (d *DB) StateWrites(ctx context.Context, kind, scope string) ([]StateWriteRow, error) {
-	rows, err := d.r.QueryContext(ctx, `SELECT s.seq, coalesce(k.id, ''), s.attempt, s.run, s.kind, s.scope, s.key, s.op,
+	return queryAll(ctx, d.r, "state writes", `SELECT s.seq, coalesce(k.id, ''), s.attempt, s.run, s.kind, s.scope, s.key, s.op,
 		s.prev, s.revision, s.value, coalesce(s.digest, ''), coalesce(s.size, 0), coalesce(s.by_whom, ''), s.source, s.time
 		FROM state_writes s LEFT JOIN task_keys k ON k.key = s.task_key
-		WHERE s.kind = ? AND s.scope = ? ORDER BY s.seq`, kind, scope)
-	if err != nil {
-		return nil, fmt.Errorf("reading state writes: %w", err)
-	}
-	defer rows.Close()
-	out := []StateWriteRow{}
-	for rows.Next() {
-		var r StateWriteRow
-		var seq, prev, rev int64
-		var value, at sql.NullString
-		if err := rows.Scan(&seq, &r.TaskID, &r.Attempt, &r.Run, &r.Kind, &r.Scope, &r.Key, &r.Op, &prev, &rev, &value,
-			&r.Digest, &r.Size, &r.By, &r.Source, &at); err != nil {
-			return nil, fmt.Errorf("reading state writes: %w", err)
-		}
-		r.Seq, r.Prev, r.Revision, r.Time = seqFromSQL(seq), seqFromSQL(prev), seqFromSQL(rev), parseTS(at)
-		if value.Valid {
-			r.Value = json.RawMessage(value.String)
-		}
-		out = append(out, r)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("reading state writes: %w", err)
-	}
-	return out, nil
+		WHERE s.kind = ? AND s.scope = ? ORDER BY s.seq`,
+		[]any{kind, scope}, func(rows *sql.Rows, r *StateWriteRow) error {
+			var seq, prev, rev int64
+			var value, at sql.NullString
+			if err := rows.Scan(&seq, &r.TaskID, &r.Attempt, &r.Run, &r.Kind, &r.Scope, &r.Key, &r.Op, &prev, &rev, &value,
+				&r.Digest, &r.Size, &r.By, &r.Source, &at); err != nil {
+				return err
+			}
+			r.Seq, r.Prev, r.Revision, r.Time = seqFromSQL(seq), seqFromSQL(prev), seqFromSQL(rev), parseTS(at)
+			if value.Valid {
+				r.Value = json.RawMessage(value.String)
+			}
+			return nil
+		})
 }
 
 // ChainEventRow is a chain event as the log recorded it.
@@ -209,28 +199,18 @@ type ChainEventRow struct {
 // ChainEvents lists the events of chain id, in stream order: its start,
 // each step after the first, its end.
 func (d *DB) ChainEvents(ctx context.Context, id string) ([]ChainEventRow, error) {
-	rows, err := d.r.QueryContext(ctx, `SELECT c.seq, c.chain, c.action, c.step, c.steps, coalesce(k.id, ''),
+	return queryAll(ctx, d.r, "chain events", `SELECT c.seq, c.chain, c.action, c.step, c.steps, coalesce(k.id, ''),
 		coalesce(c.prev, ''), coalesce(c.status, ''), coalesce(c.error, ''), c.time
-		FROM chain_events c LEFT JOIN task_keys k ON k.key = c.task_key WHERE c.chain = ? ORDER BY c.seq`, id)
-	if err != nil {
-		return nil, fmt.Errorf("reading chain events: %w", err)
-	}
-	defer rows.Close()
-	out := []ChainEventRow{}
-	for rows.Next() {
-		var r ChainEventRow
-		var seq int64
-		var at sql.NullString
-		if err := rows.Scan(&seq, &r.Chain, &r.Action, &r.Step, &r.Steps, &r.TaskID, &r.Prev, &r.Status, &r.Error, &at); err != nil {
-			return nil, fmt.Errorf("reading chain events: %w", err)
-		}
-		r.Seq, r.Time = seqFromSQL(seq), parseTS(at)
-		out = append(out, r)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("reading chain events: %w", err)
-	}
-	return out, nil
+		FROM chain_events c LEFT JOIN task_keys k ON k.key = c.task_key WHERE c.chain = ? ORDER BY c.seq`,
+		[]any{id}, func(rows *sql.Rows, r *ChainEventRow) error {
+			var seq int64
+			var at sql.NullString
+			if err := rows.Scan(&seq, &r.Chain, &r.Action, &r.Step, &r.Steps, &r.TaskID, &r.Prev, &r.Status, &r.Error, &at); err != nil {
+				return err
+			}
+			r.Seq, r.Time = seqFromSQL(seq), parseTS(at)
+			return nil
+		})
 }
 
 // LimitWaitRow is a task run a limit held back, as the log recorded it.
@@ -249,26 +229,16 @@ type LimitWaitRow struct {
 
 // TaskLimitWaits lists the limit waits of task id's runs, in stream order.
 func (d *DB) TaskLimitWaits(ctx context.Context, id string) ([]LimitWaitRow, error) {
-	rows, err := d.r.QueryContext(ctx, `SELECT l.seq, k.id, l.attempt, l.run, l.limit_name, l.kind, l.waited_ms, l.slot,
+	return queryAll(ctx, d.r, "limit waits", `SELECT l.seq, k.id, l.attempt, l.run, l.limit_name, l.kind, l.waited_ms, l.slot,
 		coalesce(l.took_over, ''), l.time
-		FROM limit_waits l JOIN task_keys k ON k.key = l.task_key WHERE k.id = ? ORDER BY l.seq`, id)
-	if err != nil {
-		return nil, fmt.Errorf("reading limit waits: %w", err)
-	}
-	defer rows.Close()
-	out := []LimitWaitRow{}
-	for rows.Next() {
-		var r LimitWaitRow
-		var seq int64
-		var at sql.NullString
-		if err := rows.Scan(&seq, &r.TaskID, &r.Attempt, &r.Run, &r.Limit, &r.Kind, &r.WaitedMS, &r.Slot, &r.TookOver, &at); err != nil {
-			return nil, fmt.Errorf("reading limit waits: %w", err)
-		}
-		r.Seq, r.Time = seqFromSQL(seq), parseTS(at)
-		out = append(out, r)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("reading limit waits: %w", err)
-	}
-	return out, nil
+		FROM limit_waits l JOIN task_keys k ON k.key = l.task_key WHERE k.id = ? ORDER BY l.seq`,
+		[]any{id}, func(rows *sql.Rows, r *LimitWaitRow) error {
+			var seq int64
+			var at sql.NullString
+			if err := rows.Scan(&seq, &r.TaskID, &r.Attempt, &r.Run, &r.Limit, &r.Kind, &r.WaitedMS, &r.Slot, &r.TookOver, &at); err != nil {
+				return err
+			}
+			r.Seq, r.Time = seqFromSQL(seq), parseTS(at)
+			return nil
+		})
 }

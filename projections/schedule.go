@@ -77,31 +77,21 @@ type ScheduleEvent struct {
 // ScheduleEvents lists the events of schedule name, in stream order, at
 // most limit (DefaultLimit when 0, at most MaxLimit) after sequence after.
 func (d *DB) ScheduleEvents(ctx context.Context, name string, after uint64, limit int) ([]ScheduleEvent, error) {
-	rows, err := d.r.QueryContext(ctx, `SELECT s.seq, s.schedule, s.action, s.by_whom, s.reason, s.tick, coalesce(k.id, ''), s.missed, s.spec, s.time
+	return queryAll(ctx, d.r, "schedule events", `SELECT s.seq, s.schedule, s.action, s.by_whom, s.reason, s.tick, coalesce(k.id, ''), s.missed, s.spec, s.time
 		FROM schedule_events s LEFT JOIN task_keys k ON k.key = s.task_key
-		WHERE s.schedule = ? AND s.seq > ? ORDER BY s.seq LIMIT ?`, name, seqToSQL(after), clampLimit(limit))
-	if err != nil {
-		return nil, fmt.Errorf("reading schedule events: %w", err)
-	}
-	defer rows.Close()
-	out := []ScheduleEvent{}
-	for rows.Next() {
-		var e ScheduleEvent
-		var seq int64
-		var tick, spec, at sql.NullString
-		if err := rows.Scan(&seq, &e.Schedule, &e.Action, &e.By, &e.Reason, &tick, &e.TaskID, &e.Missed, &spec, &at); err != nil {
-			return nil, fmt.Errorf("reading schedule events: %w", err)
-		}
-		e.Seq, e.Tick, e.Time = seqFromSQL(seq), parseTS(tick), parseTS(at)
-		if spec.Valid {
-			e.Spec = json.RawMessage(spec.String)
-		}
-		out = append(out, e)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("reading schedule events: %w", err)
-	}
-	return out, nil
+		WHERE s.schedule = ? AND s.seq > ? ORDER BY s.seq LIMIT ?`,
+		[]any{name, seqToSQL(after), clampLimit(limit)}, func(rows *sql.Rows, e *ScheduleEvent) error {
+			var seq int64
+			var tick, spec, at sql.NullString
+			if err := rows.Scan(&seq, &e.Schedule, &e.Action, &e.By, &e.Reason, &tick, &e.TaskID, &e.Missed, &spec, &at); err != nil {
+				return err
+			}
+			e.Seq, e.Tick, e.Time = seqFromSQL(seq), parseTS(tick), parseTS(at)
+			if spec.Valid {
+				e.Spec = json.RawMessage(spec.String)
+			}
+			return nil
+		})
 }
 
 // DelayedTask is a task submitted with a due time (delayed_tasks).
@@ -117,28 +107,18 @@ type DelayedTask struct {
 // new (waiting for it), soonest due first, at most limit (DefaultLimit
 // when 0, at most MaxLimit).
 func (d *DB) DelayedTasks(ctx context.Context, limit int) ([]DelayedTask, error) {
-	rows, err := d.r.QueryContext(ctx, `SELECT id, name, queue, status, due_at FROM delayed_tasks
-		WHERE status = ? ORDER BY due_at, id LIMIT ?`, events.StatusNew, clampLimit(limit))
-	if err != nil {
-		return nil, fmt.Errorf("reading delayed tasks: %w", err)
-	}
-	defer rows.Close()
-	out := []DelayedTask{}
-	for rows.Next() {
-		var t DelayedTask
-		var due sql.NullString
-		if err := rows.Scan(&t.ID, &t.Name, &t.Queue, &t.Status, &due); err != nil {
-			return nil, fmt.Errorf("reading delayed tasks: %w", err)
-		}
-		if due.Valid {
-			if at, err := time.Parse(time.RFC3339Nano, due.String); err == nil {
-				t.DueAt = at
+	return queryAll(ctx, d.r, "delayed tasks", `SELECT id, name, queue, status, due_at FROM delayed_tasks
+		WHERE status = ? ORDER BY due_at, id LIMIT ?`,
+		[]any{events.StatusNew, clampLimit(limit)}, func(rows *sql.Rows, t *DelayedTask) error {
+			var due sql.NullString
+			if err := rows.Scan(&t.ID, &t.Name, &t.Queue, &t.Status, &due); err != nil {
+				return err
 			}
-		}
-		out = append(out, t)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("reading delayed tasks: %w", err)
-	}
-	return out, nil
+			if due.Valid {
+				if at, err := time.Parse(time.RFC3339Nano, due.String); err == nil {
+					t.DueAt = at
+				}
+			}
+			return nil
+		})
 }
