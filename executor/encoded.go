@@ -10,6 +10,17 @@ import (
 // task message (fireBefore).
 type encoded json.RawMessage
 
+// AppendJSON appends the encoding as it is (events.Payload). With no dst
+// it returns the encoding itself, uncopied: the submission's record bytes
+// are shared by its facts, record and task message, none of which changes
+// them.
+func (e encoded) AppendJSON(dst []byte) ([]byte, error) {
+	if dst == nil {
+		return e, nil
+	}
+	return append(dst, e...), nil
+}
+
 // storageAddInput is events.StorageAddPayload{id, t} encoded, built from
 // rec, t encoded by encodeRecord: the bytes json.Marshal writes for it
 // (TestModelInputIsModelPayload).

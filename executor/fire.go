@@ -165,9 +165,6 @@ func (f *firing) fire(ctx context.Context, trigger string, payload any) (json.Ra
 // events (events.Payload, the same bytes as json.Marshal at a fraction of
 // its CPU), with encoding/json for the few free-form maps.
 func encodePayload(payload any) (json.RawMessage, error) {
-	if enc, ok := payload.(encoded); ok {
-		return json.RawMessage(enc), nil
-	}
 	if p, ok := payload.(events.Payload); ok {
 		return p.AppendJSON(nil)
 	}
