@@ -202,16 +202,8 @@ func (g *registrar) register(m *nats.Msg) {
 		return
 	}
 	p := req.PluginInfo
-	switch p.Protocol {
-	case events.ProtocolVersion:
-	case 0:
-		g.refuse(m, name, &events.InvalidPluginError{Reason: events.InvalidProtocol, Msg: fmt.Sprintf(
-			`plugin %s: the registration has no "protocol" field: a protocol version 1 plugin; this registrar speaks version %d (docs/PROTOCOL.md §16.1 lists the changes)`,
-			name, events.ProtocolVersion)})
-		return
-	default:
-		g.refuse(m, name, &events.InvalidPluginError{Reason: events.InvalidProtocol, Msg: fmt.Sprintf(
-			"plugin %s: protocol version %d; this registrar speaks version %d", name, p.Protocol, events.ProtocolVersion)})
+	if err := events.CheckProtocol(p.Protocol, p.ReadsBatches); err != nil {
+		g.refuse(m, name, &events.InvalidPluginError{Reason: events.InvalidProtocol, Msg: fmt.Sprintf("plugin %s: %v", name, err)})
 		return
 	}
 	if p.Policy == "" {

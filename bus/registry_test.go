@@ -425,3 +425,41 @@ func TestRegistrarOnlyWhereGrantsAreKnown(t *testing.T) {
 	require.NoError(t, err)
 	require.NoError(t, on.Registry().WaitFor(ctx, "p", "1"))
 }
+
+// The registrar accepts protocol 3, and protocol 2 for a plugin that reads
+// no phase message (version 3 changes nothing else for it); it refuses
+// version 2 with reads_batches, since a phase message may now hold several
+// tasks' facts, and versions it does not know, each with a reason that
+// says what to change (events.CheckProtocol).
+func TestRegistrarProtocolVersions(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), wait)
+	defer cancel()
+	b := bustest.Open(t, nil)
+	r := b.Registry()
+	for _, c := range []struct {
+		name    string
+		info    events.PluginInfo
+		refused string
+	}{
+		{"v3-mutator", events.PluginInfo{Protocol: 3, Mode: events.ModeMutator, Triggers: []string{events.StorageAdd}}, ""},
+		{"v3-batches", events.PluginInfo{Protocol: 3, Mode: events.ModeObserver, ReadsBatches: true}, ""},
+		{"v2-mutator", events.PluginInfo{Protocol: 2, Mode: events.ModeMutator, Triggers: []string{events.StorageAdd}}, ""},
+		{"v2-observer", events.PluginInfo{Protocol: 2, Mode: events.ModeObserver, Triggers: []string{events.StorageGet}}, ""},
+		{"v2-batches", events.PluginInfo{Protocol: 2, Mode: events.ModeObserver, ReadsBatches: true}, `several tasks; read each element by its own "taskid"`},
+		{"v4", events.PluginInfo{Protocol: 4, Mode: events.ModeObserver}, "protocol version 4; this registrar speaks version 3"},
+		{"v1", events.PluginInfo{Protocol: -1, Mode: events.ModeObserver}, "protocol version -1"},
+	} {
+		c.info.Name, c.info.Version = c.name, "1"
+		got, err := r.Register(ctx, c.info)
+		if c.refused == "" {
+			require.NoError(t, err, c.name)
+			require.Equal(t, c.info.Protocol, got.Protocol, c.name)
+			continue
+		}
+		require.ErrorIs(t, err, bus.ErrRegistrationRefused, c.name)
+		require.ErrorContains(t, err, c.refused, c.name)
+		_, ok := r.Get(c.name)
+		require.False(t, ok, "%s: refused, not registered", c.name)
+	}
+}

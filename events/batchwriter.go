@@ -178,3 +178,55 @@ func compactEnds(d []byte) bool {
 	}
 	return true
 }
+
+// BatchJoiner joins whole batches, as BatchWriter.Take returns them, into
+// one: the bytes are those one BatchWriter adding every event would write,
+// in order. It is how a client that submits many tasks at once packs the
+// phase batches of their runs into one phase message (docs/PROTOCOL.md
+// §4.4): each batch is copied once, when the joined one is taken. The
+// zero value is an empty joiner.
+type BatchJoiner struct {
+	parts [][]byte
+	size  int // of the joined batch so far
+	n     int
+}
+
+// Len is the number of events in the joined batch.
+func (j *BatchJoiner) Len() int { return j.n }
+
+// Add appends batch, of n events, which the joiner keeps until Take. It
+// fails with ErrTooLarge, changing nothing, when the joined batch would
+// pass MaxBatchSize.
+func (j *BatchJoiner) Add(batch []byte, n int) error {
+	if n == 0 {
+		return nil
+	}
+	size := len(batch)
+	if j.n > 0 {
+		size = j.size + len(batch) - 1 // one ',' for a ']' and a '['
+	}
+	if size > MaxBatchSize {
+		return fmt.Errorf("%w: the batch would pass %d bytes", ErrTooLarge, MaxBatchSize)
+	}
+	j.parts = append(j.parts, batch)
+	j.size, j.n = size, j.n+n
+	return nil
+}
+
+// Take returns the joined batch and empties the joiner.
+func (j *BatchJoiner) Take() []byte {
+	if j.n == 0 {
+		return nil
+	}
+	out := make([]byte, 0, j.size)
+	for i, p := range j.parts {
+		if i == 0 {
+			out = append(out, p[:len(p)-1]...)
+		} else {
+			out = append(append(out, ','), p[1:len(p)-1]...)
+		}
+	}
+	out = append(out, ']')
+	j.parts, j.size, j.n = nil, 0, 0
+	return out
+}

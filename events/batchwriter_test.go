@@ -3,6 +3,7 @@ package events
 import (
 	"bytes"
 	"errors"
+	"strconv"
 	"testing"
 	"time"
 )
@@ -63,6 +64,68 @@ func TestBatchWriter(t *testing.T) {
 		if w.Len() != 0 || w.Take() != nil {
 			t.Fatal("Take did not empty the writer")
 		}
+	}
+}
+
+// TestBatchJoiner: batches joined write the batch of all their events in
+// order, as one writer adding them would; a batch that would pass
+// MaxBatchSize is refused with the joiner unchanged.
+func TestBatchJoiner(t *testing.T) {
+	ev := func(task string, i int) Event {
+		return Event{
+			ID: task + ":1:0:broker_add_before:" + strconv.Itoa(i), Source: "qtasks/n", Type: TypeTriggerPrefix + BrokerAddBefore,
+			Subject: task, DataContentType: ContentTypeJSON, Data: []byte(`{"input":{"n":` + strconv.Itoa(i) + `}}`),
+			TaskID: task, Trigger: BrokerAddBefore, Attempt: 1,
+		}
+	}
+	var all []Event
+	var j BatchJoiner
+	for k, task := range []string{"t1", "t2", "t3"} {
+		var w BatchWriter
+		for i := range k + 1 {
+			e := ev(task, i)
+			all = append(all, e)
+			if err := w.Add(&e, true); err != nil {
+				t.Fatal(err)
+			}
+		}
+		n := w.Len()
+		if err := j.Add(w.Take(), n); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := j.Add(nil, 0); err != nil {
+		t.Fatal(err)
+	}
+	want, err := EncodeBatch(all)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if j.Len() != len(all) {
+		t.Fatalf("len %d, want %d", j.Len(), len(all))
+	}
+	if got := j.Take(); !bytes.Equal(got, want) || cap(got) != len(want) {
+		t.Fatalf("got %s (cap %d)\nwant %s", got, cap(got), want)
+	}
+	if j.Len() != 0 || j.Take() != nil {
+		t.Fatal("Take did not empty the joiner")
+	}
+
+	big := ev("t1", 0)
+	big.Data = append(append([]byte(`"`), bytes.Repeat([]byte("x"), MaxBatchSize/2)...), '"')
+	var w BatchWriter
+	if err := w.Add(&big, true); err != nil {
+		t.Fatal(err)
+	}
+	b := w.Take()
+	if err := j.Add(b, 1); err != nil {
+		t.Fatal(err)
+	}
+	if err := j.Add(b, 1); !errors.Is(err, ErrTooLarge) {
+		t.Fatalf("too large: %v", err)
+	}
+	if got := j.Take(); !bytes.Equal(got, b) {
+		t.Fatal("a refused Add changed the joiner")
 	}
 }
 

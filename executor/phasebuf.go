@@ -1,9 +1,11 @@
 package executor
 
 import (
+	"context"
 	"errors"
 	"fmt"
 
+	"github.com/qtasks/qtasks-go/bus"
 	"github.com/qtasks/qtasks-go/events"
 )
 
@@ -88,4 +90,95 @@ func (f *firing) setPhase(p events.Phase) {
 	}
 	f.flush()
 	f.phase = p
+}
+
+// phasePacker packs the phase batches of many submissions into as few
+// phase messages as their size allows, one message per queue (and more
+// when one would pass events.MaxBatchSize): SubmitMany's, whose chunk of
+// submissions then stores one submit and one queued message in all,
+// instead of one of each per task (PROTOCOL.md §4.4, protocol 3). Each
+// firing's facts stay in its firing order and each message is stored
+// whole or not at all, so a run's facts are still a prefix of what it
+// fired. Only the batch pending at the end of a phase is packed: one that
+// a fact travelling alone flushed in the middle of a phase was published
+// then, ahead of that fact, as for Submit. A packer is used by one
+// goroutine.
+type phasePacker struct {
+	a     *App
+	phase events.Phase
+	open  map[string]*packedMsg // by queue
+	sent  []*packedMsg
+}
+
+// packedMsg is one phase message of a packer: its batch, the firings
+// whose facts it holds, and its ack.
+type packedMsg struct {
+	queue string
+	j     events.BatchJoiner
+	by    []*firing
+	acks  bus.Acks
+}
+
+func newPhasePacker(a *App, phase events.Phase) *phasePacker {
+	return &phasePacker{a: a, phase: phase, open: map[string]*packedMsg{}}
+}
+
+// take moves f's pending batch, of the packer's phase, into the packer.
+func (p *phasePacker) take(f *firing) {
+	if f.batch.Len() == 0 {
+		return
+	}
+	if f.phase != p.phase {
+		// Not this packer's phase: f's batch goes out on its own.
+		f.flush()
+		return
+	}
+	q := f.task.Queue
+	n := f.batch.Len()
+	batch := f.batch.Take()
+	m := p.open[q]
+	if m != nil && m.j.Add(batch, n) != nil {
+		p.send(m) // full: this one goes, the next starts with f's facts
+		m = nil
+	}
+	if m == nil {
+		m = &packedMsg{queue: q}
+		p.open[q] = m
+		_ = m.j.Add(batch, n) // f's batch fits alone (BatchWriter.Add saw to it)
+	}
+	m.by = append(m.by, f)
+}
+
+// send publishes m.
+func (p *phasePacker) send(m *packedMsg) {
+	delete(p.open, m.queue)
+	m.acks.Bound(p.a.b.PublishTimeout())
+	fut, err := p.a.b.PublishPhase(p.phase, m.queue, m.j.Take())
+	if err != nil {
+		m.acks.Fail(fmt.Errorf("publishing the %s phase of %d tasks: %w", p.phase, len(m.by), err))
+	} else {
+		m.acks.Add(fut)
+	}
+	p.sent = append(p.sent, m)
+}
+
+// flush publishes every message still open.
+func (p *phasePacker) flush() {
+	for _, m := range p.open {
+		p.send(m)
+	}
+}
+
+// wait waits for the acks of every message sent, and fails the acks of
+// each firing whose facts were in one that is not surely stored, so that
+// the firing's own wait reports it.
+func (p *phasePacker) wait(ctx context.Context) {
+	for _, m := range p.sent {
+		if err := m.acks.Wait(ctx); err != nil {
+			for _, f := range m.by {
+				f.acks.Fail(err)
+			}
+		}
+	}
+	p.sent = nil
 }

@@ -29,9 +29,11 @@ type SubmitRequest struct {
 var ErrSomeNotQueued = errors.New("some submissions of the batch were not queued")
 
 // batchChunk is how many submissions of a batch go in one chunk: the
-// record creates, task messages and facts of batchChunks chunks, about
-// seven messages a submission, stay within the bus's async publish window
-// (bus.DefaultMaxPending) rather than stalling on it.
+// record creates, task messages and facts of batchChunks chunks stay
+// within the bus's async publish window (bus.DefaultMaxPending) rather
+// than stalling on it; and it bounds what one phase message of the chunk
+// packs (phasePacker: two facts a submission, about 3 KB with no
+// plugin, well under events.MaxBatchSize).
 const batchChunk = 250
 
 // batchChunks is how many chunks of a batch are on their way at once:
@@ -44,16 +46,17 @@ const existsReaders = 32
 // SubmitMany submits a batch: one SubmitResult per request, in order, each
 // as Submit would answer that request alone (a task queued, a duplicate,
 // or an error that means the task was not queued, unless it is an
-// *OutcomeUnknownError), and a bad request fails alone. It costs less
-// than half the CPU per task of one Submit after another (0.41-0.48× in
-// docs/BENCHMARKS.md; its rate gains less on a loaded machine, which
-// serves the caller that sleeps on each ack first): the record creates,
-// task messages and facts of many
-// submissions are published without waiting and their acks awaited
-// together, so a batch waits for a few round trips per chunk of batchChunk
-// submissions instead of a few per task, and batchChunks chunks are on
-// their way at once. Each submission still stores five messages (the
-// protocol's floor, docs/ARCHITECTURE.md).
+// *OutcomeUnknownError), and a bad request fails alone. It costs about a
+// third of the CPU per task of one Submit after another (docs/BENCHMARKS.md;
+// its rate gains less on a loaded machine, which serves the caller that
+// sleeps on each ack first): the record creates, task messages and facts
+// of many submissions are published without waiting and their acks
+// awaited together, so a batch waits for a few round trips per chunk of
+// batchChunk submissions instead of a few per task, and batchChunks chunks
+// are on their way at once; and the submit and queued facts of a chunk
+// share one phase message per queue and phase (protocol 3, phasePacker),
+// so a submission stores three messages of its own (its record, its task
+// message, storage_add's fact) instead of five.
 //
 // The error is nil when every submission was queued (or a duplicate);
 // otherwise it wraps ErrSomeNotQueued and counts the failures.
@@ -223,20 +226,28 @@ func (a *App) submitChunk(ctx context.Context, reqs []SubmitRequest, res []Submi
 		res[e.i].Err = fmt.Errorf("submitting %s: %w", e.name, err)
 	}
 
-	// The records.
-	stored := ready[:0:0]
+	// The submission's facts so far go before the records, as Submit's:
+	// the chunk's in one phase message per queue (phasePacker).
+	submitted := newPhasePacker(a, events.PhaseSubmit)
+	toStore := ready[:0:0]
 	for _, e := range ready {
 		if e.err != nil {
 			fail(e, e.err)
 			continue
 		}
+		submitted.take(e.f)
+		toStore = append(toStore, e)
+	}
+	submitted.flush()
+
+	// The records.
+	stored := ready[:0:0]
+	for _, e := range toStore {
 		if ctx.Err() != nil {
 			// Nothing is stored once the caller gave up.
 			fail(e, context.Cause(ctx))
 			continue
 		}
-		// The submission's facts so far go before the record, as Submit's.
-		e.f.flush()
 		if e.fut, e.err = a.b.CreateTaskAsync(e.t, e.enc); e.err != nil {
 			fail(e, e.err)
 			continue
@@ -298,10 +309,19 @@ func (a *App) submitChunk(ctx context.Context, reqs []SubmitRequest, res []Submi
 	parallel(len(sent), fireWorkers(a), func(k int) {
 		if e := sent[k]; e.queued {
 			a.fireAfter(ctx, e.f, &e.t, e.enc)
-			e.f.flush()
 		}
 	})
-	// Every fact of the chunk, awaited together.
+	queued := newPhasePacker(a, events.PhaseQueued)
+	for _, e := range sent {
+		if e.queued {
+			queued.take(e.f)
+		}
+	}
+	queued.flush()
+	// Every fact of the chunk, awaited together: the packed messages
+	// first, whose failures each of their firings then reports.
+	submitted.wait(context.WithoutCancel(ctx))
+	queued.wait(context.WithoutCancel(ctx))
 	for _, e := range ready {
 		wctx := ctx
 		if !e.queued {

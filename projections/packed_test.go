@@ -5,13 +5,18 @@ import (
 	"database/sql"
 	"fmt"
 	"path/filepath"
+	"strconv"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 
 	"github.com/qtasks/qtasks-go/bus"
 	"github.com/qtasks/qtasks-go/bus/bustest"
 	"github.com/qtasks/qtasks-go/events"
+	"github.com/qtasks/qtasks-go/executor"
+	"github.com/qtasks/qtasks-go/plugins"
 	"github.com/qtasks/qtasks-go/projections"
 	"github.com/qtasks/qtasks-go/projections/projectionstest"
 )
@@ -188,4 +193,109 @@ func positionsOf(t *testing.T, db *projections.DB) []string {
 	}
 	require.NoError(t, rows.Err())
 	return out
+}
+
+// SubmitMany packs the submit and queued facts of many tasks into one
+// phase message per queue (protocol 3, PROTOCOL.md §4.4): the projection
+// fed live equals a rebuild, every task of the batch is in it with its
+// plugin's patch, an observer that reads batches is handed exactly the log's
+// facts of its trigger in stream order, and the log's phase messages do
+// hold several tasks each.
+func TestSubmitManyPacksTasksRebuildEqualsLive(t *testing.T) {
+	t.Parallel()
+	b := bustest.Open(t, nil)
+	path := filepath.Join(t.TempDir(), "live.db")
+	p := startProjector(t, b, path, nil)
+	app := newApp(t, b)
+	executor.MustRegister(app, "add", func(_ context.Context, in addArgs) (int, error) { return in.A + in.B, nil }, nil)
+	startPlugin(t, b, plugins.Spec{
+		Name: "stamp", Version: "1", Triggers: []string{events.QTasksAddTaskBeforeBroker},
+		Plugin: plugins.Func(func(context.Context, *plugins.Call) (*plugins.Patch, error) {
+			return plugins.MergePatch(map[string]any{"kw": map[string]any{"B": 10}})
+		}),
+	})
+	var mu sync.Mutex
+	var seen []string
+	startPlugin(t, b, plugins.Spec{
+		Name: "seen", Version: "1", Mode: plugins.Observer, Triggers: []string{events.BrokerAddAfter},
+		Plugin: plugins.Func(func(_ context.Context, c *plugins.Call) (*plugins.Patch, error) {
+			mu.Lock()
+			seen = append(seen, fmt.Sprintf("%d/%d %s", c.Seq, c.Index, c.Event.ID))
+			mu.Unlock()
+			return nil, nil //nolint:nilnil // an observer answers nothing
+		}),
+	})
+	startApp(t, app)
+
+	const n = 700 // three chunks of SubmitMany
+	reqs := make([]executor.SubmitRequest, n)
+	for i := range reqs {
+		reqs[i] = executor.SubmitRequest{Name: "add", Input: addArgs{A: i, B: 1}}
+		if i%3 == 2 {
+			// A queue no worker serves: its tasks stay queued.
+			reqs[i].Options = &executor.SubmitOptions{Queue: "later"}
+		}
+	}
+	ctx := ctxFor(t)
+	res, err := app.SubmitMany(ctx, reqs)
+	require.NoError(t, err)
+	for i, r := range res {
+		if i%3 == 2 {
+			continue
+		}
+		got, err := app.Wait(ctx, r.Task.ID)
+		require.NoError(t, err)
+		require.Equal(t, events.StatusSuccess, got.Status, got.Error)
+		require.JSONEq(t, strconv.Itoa(i+10), string(got.Result), "the plugin's patch reached the task")
+	}
+
+	// The phase messages of the submission hold many tasks each, of one
+	// queue.
+	tasksOf := map[uint64]map[string]bool{}
+	var logged []string
+	require.NoError(t, b.ReadLog(ctx, 1, nil, func(s bus.Stored) error {
+		require.NoError(t, s.Err)
+		phase, _, _ := events.ParsePhaseSubject(s.Phase)
+		if s.Packed() && (phase == events.PhaseSubmit || phase == events.PhaseQueued) {
+			if tasksOf[s.Seq] == nil {
+				tasksOf[s.Seq] = map[string]bool{}
+			}
+			tasksOf[s.Seq][s.Event.TaskID] = true
+		}
+		if s.Event.Trigger == events.BrokerAddAfter {
+			logged = append(logged, fmt.Sprintf("%d/%d %s", s.Seq, s.Index, s.Event.ID))
+		}
+		return nil
+	}))
+	require.Len(t, logged, n)
+	most := 0
+	for _, ids := range tasksOf {
+		most = max(most, len(ids))
+	}
+	require.Greater(t, most, 100, "a phase message packs the facts of many tasks")
+	chunks := (n + 249) / 250
+	require.LessOrEqual(t, len(tasksOf), 2*2*chunks, "a chunk stores one message per phase and queue")
+
+	bustest.WaitFor(t, time.Minute, "the observer's facts", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(seen) >= n
+	})
+	mu.Lock()
+	require.Equal(t, logged, seen, "exactly its trigger's facts, in stream order, each once")
+	mu.Unlock()
+
+	require.NoError(t, p.CatchUp(ctx))
+	live := openDB(t, path, true)
+	requireEqual(t, live, build(t, b, 0))
+	for i, r := range res {
+		got, err := live.Task(ctx, r.Task.ID)
+		require.NoError(t, err)
+		want := events.StatusSuccess
+		if i%3 == 2 {
+			want = events.StatusNew
+		}
+		require.Equal(t, want, got.Status, "task %d", i)
+		require.JSONEq(t, fmt.Sprintf(`{"A":%d,"B":10}`, i), string(got.KwSubmitted), "task %d: as the plugin patched it", i)
+	}
 }

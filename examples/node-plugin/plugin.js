@@ -81,7 +81,7 @@ function decide(payload) {
 // the stored entry, or with the reason it refused.
 async function register(nc) {
   const reg = {
-    protocol: 2, // events.ProtocolVersion; without it the registrar refuses
+    protocol: 3, // events.ProtocolVersion; without it the registrar refuses
     name, version, triggers: [trigger], mode: "mutator",
     timeout_ms: timeoutMs, policy: "fail", registered_at: new Date().toISOString(),
     consumer: { ack_wait_ms: 2 * timeoutMs, max_deliver: 5, max_ack_pending: 64 }, // §9.1
