@@ -32,8 +32,8 @@ var ErrSomeNotQueued = errors.New("some submissions of the batch were not queued
 // record creates, task messages and facts of batchChunks chunks stay
 // within the bus's async publish window (bus.DefaultMaxPending) rather
 // than stalling on it; and it bounds what one phase message of the chunk
-// packs (phasePacker: two facts a submission, about 3 KB with no
-// plugin, well under events.MaxBatchSize).
+// packs (phasePacker: two facts a submission; a message that would pass
+// events.MaxBatchSize is split).
 const batchChunk = 250
 
 // batchChunks is how many chunks of a batch are on their way at once:
