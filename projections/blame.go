@@ -133,9 +133,11 @@ func callDiffs(trigger string, input json.RawMessage, calls []events.PluginCall,
 		return nil
 	}
 	out := make([][]Change, len(calls))
-	doc := []byte(input)
+	mc := events.NewMutatorChain(t, input, 0)
 	var saw map[string][]byte // what each live plugin saw, for its shadows
-	for i, c := range calls {
+	for i := range calls {
+		c := &calls[i]
+		doc := mc.Payload()
 		if shadows && shadowOf != nil && !c.Shadow {
 			if saw == nil {
 				saw = map[string][]byte{}
@@ -148,24 +150,36 @@ func callDiffs(trigger string, input json.RawMessage, calls []events.PluginCall,
 			(!shadows && (c.Outcome != events.OutcomeApplied || c.Shadow)) {
 			continue
 		}
-		from := doc
-		if c.Shadow && shadowOf != nil {
-			if d, ok := saw[shadowOf(c.Plugin)]; ok {
-				from = d
+		var next []byte
+		if c.Outcome == events.OutcomeApplied && !c.Shadow {
+			// A live call that changed the payload: the chain's own
+			// replay says what the next plugin saw.
+			if mc.Replay(c) != nil {
+				continue // the executor rejected it too; the call's reason says why
 			}
+			next = mc.Payload()
+		} else {
+			// A shadow's patch, judged as a live one against what it
+			// saw (as verdict.CallEffect does): recorded only, it changes
+			// nothing for the plugins after it.
+			from := doc
+			if c.Shadow && shadowOf != nil {
+				if d, ok := saw[shadowOf(c.Plugin)]; ok {
+					from = d
+				}
+			}
+			a := events.RecordedAnswer(*c)
+			var judged events.PluginCall
+			if next = a.Judge(t, from, &judged); judged.Outcome != events.OutcomeApplied {
+				continue
+			}
+			doc = from
 		}
-		next, err := events.ApplyPatch(t, from, c.ContentType, c.Patch)
-		if err != nil {
-			continue // the executor rejected it too; the call's reason says why
-		}
-		ch, err := Diff(from, next)
+		ch, err := Diff(doc, next)
 		if err != nil {
 			continue
 		}
 		out[i] = ch
-		if c.Outcome == events.OutcomeApplied && !c.Shadow {
-			doc = next
-		}
 	}
 	return out
 }
