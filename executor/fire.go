@@ -237,8 +237,9 @@ func (f *firing) event(trigger, id string, data []byte) events.Event {
 
 // chain runs the mutators of t's chain over input (events.MutatorChain:
 // each sees the payload as patched by those before it, the failure
-// policy, shadows). The shadows of a plugin are invoked concurrently with
-// it and the rest of the chain; their calls are added after the chain's.
+// policy, shadows). The shadows of a plugin, given what it was given, are
+// invoked once it has answered, concurrently with the rest of the chain;
+// their calls are added after the chain's.
 func (f *firing) chain(ctx context.Context, t events.Trigger, n int, chain []events.PluginInfo, input json.RawMessage) (json.RawMessage, []events.PluginCall, error) {
 	if len(chain) == 0 {
 		return input, nil, nil
