@@ -14,18 +14,11 @@ import (
 
 // PluginFailure is the error of a step that a plugin with policy fail
 // failed: its patch was rejected, it timed out, or it reported an error.
+// It is the mutator chain's failure (events.MutatorError), under the name
+// callers match with errors.As (qtasksd's HTTP errors, plugins).
 //
 //nolint:errname // exported API, matched with errors.As by callers (qtasksd's HTTP errors, plugins); not renamed
-type PluginFailure struct {
-	Plugin  string
-	Trigger string
-	Outcome events.Outcome
-	Reason  string
-}
-
-func (e *PluginFailure) Error() string {
-	return fmt.Sprintf("plugin %s failed on %s (%s): %s", e.Plugin, e.Trigger, e.Outcome, e.Reason)
-}
+type PluginFailure = events.MutatorError
 
 // firing fires the triggers of one task run, in order, and tracks the acks
 // of their facts.
@@ -242,20 +235,23 @@ func (f *firing) event(trigger, id string, data []byte) events.Event {
 	return ev
 }
 
-// chain runs the mutators of t's chain over input, each seeing the payload
-// as patched by those before it.
+// chain runs the mutators of t's chain over input (events.MutatorChain:
+// each sees the payload as patched by those before it, the failure
+// policy, shadows). The shadows of a plugin, given what it was given, are
+// invoked once it has answered, concurrently with the rest of the chain;
+// their calls are added after the chain's.
 func (f *firing) chain(ctx context.Context, t events.Trigger, n int, chain []events.PluginInfo, input json.RawMessage) (json.RawMessage, []events.PluginCall, error) {
 	if len(chain) == 0 {
 		return input, nil, nil
 	}
 	reg := f.a.b.Registry()
-	doc := input
-	calls := make([]events.PluginCall, 0, len(chain))
+	mc := events.NewMutatorChain(t, input, len(chain))
 	var shadowWG sync.WaitGroup
 	var shadowMu sync.Mutex
 	var shadowCalls []events.PluginCall
 	for _, p := range chain {
-		call, next := f.invoke(ctx, t, n, p, doc, false)
+		doc := mc.Payload()
+		call, out := f.invoke(ctx, t, n, p, doc, false)
 		// Shadows of p see what p saw; their patches are recorded only.
 		for _, s := range reg.Shadows(p.Name, t.Name) {
 			shadowWG.Add(1)
@@ -267,23 +263,23 @@ func (f *firing) chain(ctx context.Context, t events.Trigger, n int, chain []eve
 				shadowMu.Unlock()
 			}(s, doc)
 		}
-		calls = append(calls, call)
-		if call.Failed() {
-			if p.Policy != events.PolicyIgnore {
-				shadowWG.Wait()
-				calls = append(calls, shadowCalls...)
-				return doc, calls, &PluginFailure{Plugin: p.Name, Trigger: t.Name, Outcome: call.Outcome, Reason: call.Reason}
-			}
-			continue
+		if !mc.Add(call, out) {
+			break
 		}
-		doc = next
 	}
 	shadowWG.Wait()
-	calls = append(calls, shadowCalls...)
-	return doc, calls, nil
+	for _, sc := range shadowCalls {
+		mc.Add(sc, nil)
+	}
+	if failure := mc.Failure(); failure != nil {
+		return mc.Payload(), mc.Calls(), failure
+	}
+	return mc.Payload(), mc.Calls(), nil
 }
 
-// invoke calls one plugin and applies its patch to doc (unless shadow).
+// invoke calls one plugin with doc and judges its answer
+// (events.Answer.Judge): the call, and the payload after it (doc unless
+// its patch applied; never for a shadow).
 func (f *firing) invoke(ctx context.Context, t events.Trigger, n int, p events.PluginInfo, doc json.RawMessage, shadow bool) (events.PluginCall, json.RawMessage) {
 	inv := events.Event{
 		ID:              events.InvocationID(f.base(), f.task.Attempt, f.run, t.Name, n, p.Name),
@@ -309,54 +305,25 @@ func (f *firing) invoke(ctx context.Context, t events.Trigger, n int, p events.P
 	call.LatencyUS = time.Since(start).Microseconds()
 	call.InvokeSeq = reply.InvokeSeq
 	defer f.a.observeCall(t.Name, &call)
+	var a events.Answer
 	switch {
 	case errors.Is(err, bus.ErrPluginTimeout):
 		timeout := p.TimeoutMS
 		if timeout <= 0 {
 			timeout = bus.DefaultPluginTimeout.Milliseconds()
 		}
-		call.Outcome, call.Reason = events.OutcomeTimeout, fmt.Sprintf("no patch within %dms", timeout)
-		return call, doc
+		a = events.Answer{Failed: events.OutcomeTimeout, Reason: fmt.Sprintf("no patch within %dms", timeout)}
 	case err != nil:
-		call.Outcome, call.Reason = events.OutcomeRejected, err.Error()
-		return call, doc
-	}
-	// The projection's rule too: a patch it would list as rejected must
-	// not change the task, whatever it says (an error included).
-	if err := events.ValidatePatch(reply.Subject, &reply.Patch); err != nil {
-		call.Outcome, call.Reason = events.OutcomeRejected, err.Error()
-		return call, doc
-	}
-	if reply.Patch.PluginVersion != "" {
-		call.Version = reply.Patch.PluginVersion
-	}
-	if reply.Patch.PluginError != "" {
-		call.Outcome, call.Reason = events.OutcomeError, reply.Patch.PluginError
-		return call, doc
-	}
-	if len(reply.Patch.Data) == 0 {
-		call.Outcome = events.OutcomeNoChange
-		if shadow {
-			call.Outcome = events.OutcomeShadow
+		a = events.Answer{Failed: events.OutcomeRejected, Reason: err.Error()}
+	default:
+		// The projection's rule too: a patch it would list as rejected
+		// must not change the task, whatever it says (an error included).
+		if err := events.ValidatePatch(reply.Subject, &reply.Patch); err != nil {
+			a = events.Answer{Failed: events.OutcomeRejected, Reason: err.Error()}
+		} else {
+			a = events.PatchAnswer(&reply.Patch)
 		}
-		return call, doc
 	}
-	call.ContentType = reply.Patch.DataContentType
-	call.Patch = json.RawMessage(reply.Patch.Data)
-	if !json.Valid(call.Patch) {
-		call.Patch = nil
-		call.Outcome, call.Reason = events.OutcomeRejected, "patch body is not JSON"
-		return call, doc
-	}
-	out, err := events.ApplyPatch(t, doc, reply.Patch.DataContentType, reply.Patch.Data)
-	if err != nil {
-		call.Outcome, call.Reason = events.OutcomeRejected, err.Error()
-		return call, doc
-	}
-	if shadow {
-		call.Outcome = events.OutcomeShadow
-		return call, doc
-	}
-	call.Outcome = events.OutcomeApplied
+	out := a.Judge(t, doc, &call)
 	return call, out
 }

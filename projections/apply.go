@@ -688,7 +688,7 @@ func (p *Prepared) prepareFact(ps events.ParsedSubject) rejection {
 	}
 	var diffs [][]Change
 	if len(f.Calls) > 0 {
-		diffs = callDiffs(t.Name, f.Input, f.Calls, true, nil)
+		diffs = factCallDiffs(t.Name, f.Input, f.Output, f.Calls, true, nil)
 		p.diffs = encodeDiffs(diffs)
 	}
 	if t.Scope == events.ScopeTask && ev.Replay == "" {

@@ -128,14 +128,42 @@ type blameRow struct {
 // is diffed against the payload as the chain left it. Without shadows,
 // only the calls that changed the payload (applied, not shadow) are diffed.
 func callDiffs(trigger string, input json.RawMessage, calls []events.PluginCall, shadows bool, shadowOf func(shadow string) string) [][]Change {
+	return factCallDiffs(trigger, input, nil, calls, shadows, shadowOf)
+}
+
+// factCallDiffs is callDiffs for a fact whose output is known: the
+// payload the last applied live call left is the fact's output (the
+// executor records the chain's payload there), so that call's patch is not
+// applied a second time (issue #15: "a patch is applied twice"). Most
+// firings with a mutator have one applied call, and then no patch is
+// applied here at all.
+func factCallDiffs(trigger string, input, output json.RawMessage, calls []events.PluginCall, shadows bool, shadowOf func(shadow string) string) [][]Change {
 	t, ok := events.Lookup(trigger)
 	if !ok || !t.Returnable {
 		return nil
 	}
+	// last is the last call that changed the payload, when every such
+	// call's patch is in the fact: a patch dropped to keep a large fact
+	// under the limit leaves the payloads after it unknown, and then the
+	// patches are applied as callDiffs applies them.
+	last := -1
+	if len(output) > 0 {
+		for i := range calls {
+			if c := &calls[i]; c.Outcome == events.OutcomeApplied && !c.Shadow {
+				if len(c.Patch) == 0 {
+					last = -1
+					break
+				}
+				last = i
+			}
+		}
+	}
 	out := make([][]Change, len(calls))
-	doc := []byte(input)
+	mc := events.NewMutatorChain(t, input, 0)
 	var saw map[string][]byte // what each live plugin saw, for its shadows
-	for i, c := range calls {
+	for i := range calls {
+		c := &calls[i]
+		doc := mc.Payload()
 		if shadows && shadowOf != nil && !c.Shadow {
 			if saw == nil {
 				saw = map[string][]byte{}
@@ -148,24 +176,42 @@ func callDiffs(trigger string, input json.RawMessage, calls []events.PluginCall,
 			(!shadows && (c.Outcome != events.OutcomeApplied || c.Shadow)) {
 			continue
 		}
-		from := doc
-		if c.Shadow && shadowOf != nil {
-			if d, ok := saw[shadowOf(c.Plugin)]; ok {
-				from = d
+		var next []byte
+		switch {
+		case i == last:
+			// The chain goes on from the recorded output (the shadows
+			// after it are diffed against it).
+			next = output
+			mc = events.NewMutatorChain(t, output, 0)
+		case c.Outcome == events.OutcomeApplied && !c.Shadow:
+			// A live call that changed the payload: the chain's own
+			// replay says what the next plugin saw.
+			if mc.Replay(c) != nil {
+				continue // the executor rejected it too; the call's reason says why
 			}
+			next = mc.Payload()
+		default:
+			// A shadow's patch, judged as a live one against what it
+			// saw (as verdict.CallEffect does): recorded only, it changes
+			// nothing for the plugins after it.
+			from := doc
+			if c.Shadow && shadowOf != nil {
+				if d, ok := saw[shadowOf(c.Plugin)]; ok {
+					from = d
+				}
+			}
+			a := events.RecordedAnswer(*c)
+			var judged events.PluginCall
+			if next = a.Judge(t, from, &judged); judged.Outcome != events.OutcomeApplied {
+				continue
+			}
+			doc = from
 		}
-		next, err := events.ApplyPatch(t, from, c.ContentType, c.Patch)
-		if err != nil {
-			continue // the executor rejected it too; the call's reason says why
-		}
-		ch, err := Diff(from, next)
+		ch, err := Diff(doc, next)
 		if err != nil {
 			continue
 		}
 		out[i] = ch
-		if c.Outcome == events.OutcomeApplied && !c.Shadow {
-			doc = next
-		}
 	}
 	return out
 }

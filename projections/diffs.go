@@ -44,7 +44,7 @@ func encodeDiffs(diffs [][]Change) []byte {
 // log does not say whom a shadow shadowed, so the stored diffs cannot).
 func factDiffs(trigger string, f *events.Fact, stored []byte, shadowOf func(string) string) ([][]Change, error) {
 	if shadowOf != nil && shadowsLive(f.Calls, shadowOf) {
-		return callDiffs(trigger, f.Input, f.Calls, true, shadowOf), nil
+		return factCallDiffs(trigger, f.Input, f.Output, f.Calls, true, shadowOf), nil
 	}
 	if len(stored) == 0 {
 		return nil, nil
@@ -184,7 +184,7 @@ func backfillDiffs(ctx context.Context, tx *sql.Tx) error {
 			if err := decodeFact([]byte(f.data), &ef); err != nil {
 				return fmt.Errorf("backfilling diffs: fact at %d: %w", f.pos, err)
 			}
-			if d := encodeDiffs(callDiffs(f.trigger, ef.Input, ef.Calls, true, nil)); d != nil {
+			if d := encodeDiffs(factCallDiffs(f.trigger, ef.Input, ef.Output, ef.Calls, true, nil)); d != nil {
 				if _, err := tx.ExecContext(ctx, `UPDATE facts SET diffs = ? WHERE pos = ?`, string(d), f.pos); err != nil {
 					return fmt.Errorf("backfilling diffs: %w", err)
 				}

@@ -42,50 +42,46 @@ type Effect struct {
 
 // CallEffect is the effect of plugin call c, as recorded in a fact, on
 // payload doc: its failure, or its patch applied to doc (a call without a
-// patch changes nothing).
+// patch changes nothing). The call is judged again as the executor judges
+// a live one (events.RecordedAnswer, events.Answer.Judge), a shadow's too.
 func CallEffect(t events.Trigger, doc []byte, c events.PluginCall) Effect {
-	switch c.Outcome {
-	case events.OutcomeTimeout, events.OutcomeError:
-		return Effect{Outcome: c.Outcome, Error: c.Reason}
+	a := events.RecordedAnswer(c)
+	var call events.PluginCall
+	out := a.Judge(t, doc, &call)
+	e := Effect{Outcome: call.Outcome, Error: call.Reason}
+	switch call.Outcome {
+	case events.OutcomeApplied:
+		e.Payload, e.Patched = out, true
+	case events.OutcomeNoChange:
+		e.Payload = out
 	case events.OutcomeRejected:
-		if len(c.Patch) == 0 {
-			return Effect{Outcome: events.OutcomeRejected, Error: c.Reason}
-		}
-	case events.OutcomeApplied, events.OutcomeNoChange, events.OutcomeShadow:
+		e.Patched = len(call.Patch) > 0
+	case events.OutcomeTimeout, events.OutcomeError, events.OutcomeShadow:
 	}
-	if len(c.Patch) == 0 {
-		return Effect{Outcome: events.OutcomeNoChange, Payload: doc}
-	}
-	out, err := events.ApplyPatch(t, doc, c.ContentType, c.Patch)
-	if err != nil {
-		return Effect{Outcome: events.OutcomeRejected, Error: err.Error(), Patched: true}
-	}
-	return Effect{Outcome: events.OutcomeApplied, Payload: out, Patched: true}
+	return e
 }
 
 // LiveCall finds in a firing's calls the live call of plugin liveOf (the
 // first that is not a shadow's) and the payload it was given: the input
-// patched by the calls applied before it. live is -1 when liveOf was not
-// called; ok is false when a patch recorded as applied does not apply (the
-// log disagrees with itself: nothing to compare).
+// patched by the calls applied before it (events.MutatorChain.Replay).
+// live is -1 when liveOf was not called; ok is false when a patch recorded
+// as applied does not apply (the log disagrees with itself: nothing to
+// compare).
 func LiveCall(t events.Trigger, input []byte, calls []events.PluginCall, liveOf string) (doc []byte, live int, ok bool) {
-	doc = input
-	for i, c := range calls {
+	mc := events.NewMutatorChain(t, input, 0)
+	for i := range calls {
+		c := &calls[i]
 		if c.Shadow {
 			continue
 		}
 		if c.Plugin == liveOf {
-			return doc, i, true
+			return mc.Payload(), i, true
 		}
-		if c.Outcome == events.OutcomeApplied {
-			out, err := events.ApplyPatch(t, doc, c.ContentType, c.Patch)
-			if err != nil {
-				return nil, -1, false
-			}
-			doc = out
+		if mc.Replay(c) != nil {
+			return nil, -1, false
 		}
 	}
-	return doc, -1, true
+	return mc.Payload(), -1, true
 }
 
 // Rule is the rule of Compare that decided a verdict.

@@ -46,9 +46,10 @@
 //
 // # Comparing answers
 //
-// Two patches are compared by their effect: each is applied to the recorded
-// invocation payload with events.ApplyPatch under the trigger's contract, and
-// the two resulting documents are diffed. A JSON Patch and a merge patch
+// Two patches are compared by their effect: each is judged as the executor
+// judges it (events.Answer.Judge: applied to the recorded invocation payload
+// with events.ApplyPatch under the trigger's contract), and the two
+// resulting documents are diffed. A JSON Patch and a merge patch
 // that do the same thing are identical. Each invocation ends as identical,
 // different (with the diff, as RFC 6902 operations from the recorded
 // document to the candidate's), error (the candidate reported an error,

@@ -533,14 +533,17 @@ func changed(recorded, now json.RawMessage) json.RawMessage {
 	return now
 }
 
-// fire runs the chain of t over input, as the executor would. It returns
-// the output, and the failure under policy fail, if any.
+// fire runs the chain of t over input, as the executor would
+// (events.MutatorChain: the same judgement of answers, the same failure
+// policy). It returns the output, and the failure under policy fail, if
+// any.
 func (rd *redriver) fire(ctx context.Context, t events.Trigger, f storedFact, input []byte) (TriggerResult, []byte, string, error) {
 	tr := TriggerResult{Trigger: t.Name, N: f.n, Seq: f.seq, Calls: []CallResult{}}
-	doc := input
-	for _, l := range rd.chain(t.Name) {
+	links := rd.chain(t.Name)
+	mc := events.NewMutatorChain(t, input, len(links))
+	for _, l := range links {
 		cr := CallResult{Plugin: l.info.Name, Version: l.info.Version}
-		var a Answer
+		var a events.Answer
 		if l.ans != nil {
 			cr.Source = SourceCandidate
 			inv := events.Event{
@@ -548,7 +551,7 @@ func (rd *redriver) fire(ctx context.Context, t events.Trigger, f storedFact, in
 				Source:          "qtasks/replay/" + rd.opts.ReplayID,
 				Subject:         f.ev.TaskID,
 				DataContentType: events.ContentTypeJSON,
-				Data:            doc,
+				Data:            mc.Payload(),
 				TaskID:          f.ev.TaskID,
 				TaskName:        f.ev.TaskName,
 				Trigger:         t.Name,
@@ -560,7 +563,7 @@ func (rd *redriver) fire(ctx context.Context, t events.Trigger, f storedFact, in
 			if ctx.Err() != nil {
 				return tr, nil, "", context.Cause(ctx)
 			}
-			a = answerOf(t, doc, &ev, err)
+			a = candidateAnswer(&ev, err)
 		} else {
 			i := slices.IndexFunc(f.fact.Calls, func(c events.PluginCall) bool { return c.Plugin == l.info.Name && !c.Shadow })
 			if i < 0 {
@@ -570,28 +573,17 @@ func (rd *redriver) fire(ctx context.Context, t events.Trigger, f storedFact, in
 			}
 			cr.Source = SourceRecorded
 			cr.Version = f.fact.Calls[i].Version
-			a = answerFromCall(t, doc, f.fact.Calls[i])
+			a = events.RecordedAnswer(f.fact.Calls[i])
 		}
-		if a.Version != "" {
-			cr.Version = a.Version
-		}
-		cr.Outcome, cr.Reason = a.Outcome, a.Error
-		if a.Outcome == OutcomeMissing {
-			cr.Outcome = events.OutcomeTimeout
-		}
+		goOn := mc.Step(events.PluginCall{Plugin: l.info.Name, Version: cr.Version, Policy: l.info.Policy}, &a)
+		call := mc.Calls()[len(mc.Calls())-1]
+		cr.Version, cr.Outcome, cr.Reason = call.Version, call.Outcome, call.Reason
 		tr.Calls = append(tr.Calls, cr)
-		switch a.Outcome {
-		case events.OutcomeApplied, events.OutcomeNoChange:
-			doc = a.effect
-			continue
-		default: // the call failed: its policy decides, below
+		if !goOn {
+			return tr, mc.Payload(), mc.Failure().Error(), nil
 		}
-		if l.info.Policy == events.PolicyIgnore {
-			continue
-		}
-		return tr, doc, fmt.Sprintf("plugin %s failed on %s (%s): %s", l.info.Name, t.Name, cr.Outcome, a.Error), nil
 	}
-	return tr, doc, "", nil
+	return tr, mc.Payload(), "", nil
 }
 
 // readKey returns the value at key of a JSON object, nil when absent or

@@ -317,33 +317,36 @@ func (e *engine) one(ctx context.Context, r Record) (Result, error) {
 }
 
 // answerOf describes an answer: patch is the patch event (nil when none
-// was recorded), err why there is none.
+// was recorded), err why there is none. The answer is judged as the
+// executor judges it (events.Answer.Judge).
 func answerOf(t events.Trigger, payload []byte, patch *events.Event, err error) Answer {
-	switch {
-	case errors.Is(err, bus.ErrPluginTimeout):
-		return Answer{Outcome: events.OutcomeTimeout, Error: err.Error()}
-	case err != nil:
-		return Answer{Outcome: events.OutcomeError, Error: err.Error()}
-	case patch == nil:
+	if err == nil && patch == nil {
 		return Answer{Outcome: OutcomeMissing, Error: "no patch recorded: the call timed out"}
 	}
-	a := Answer{Version: patch.PluginVersion}
-	if patch.PluginError != "" {
-		a.Outcome, a.Error = events.OutcomeError, patch.PluginError
-		return a
+	ea := candidateAnswer(patch, err)
+	var call events.PluginCall
+	out := ea.Judge(t, payload, &call)
+	a := Answer{Outcome: call.Outcome, Version: call.Version, Error: call.Reason}
+	if ea.Failed == "" && ea.Error == "" && len(ea.Patch) > 0 {
+		a.ContentType, a.Patch = ea.ContentType, jsonOrString(ea.Patch)
 	}
-	if len(patch.Data) == 0 {
-		a.Outcome, a.effect = events.OutcomeNoChange, payload
-		return a
+	if call.Outcome == events.OutcomeApplied || call.Outcome == events.OutcomeNoChange {
+		a.effect = out
 	}
-	a.ContentType, a.Patch = patch.DataContentType, jsonOrString(patch.Data)
-	out, perr := events.ApplyPatch(t, payload, patch.DataContentType, patch.Data)
-	if perr != nil {
-		a.Outcome, a.Error = events.OutcomeRejected, perr.Error()
-		return a
-	}
-	a.Outcome, a.effect = events.OutcomeApplied, out
 	return a
+}
+
+// candidateAnswer is an answer as the chain judges it: a timeout, another
+// failure to answer (the plugin's error: its process exited, say), or the
+// patch event ev.
+func candidateAnswer(ev *events.Event, err error) events.Answer {
+	switch {
+	case errors.Is(err, bus.ErrPluginTimeout):
+		return events.Answer{Failed: events.OutcomeTimeout, Reason: err.Error()}
+	case err != nil:
+		return events.Answer{Failed: events.OutcomeError, Reason: err.Error()}
+	}
+	return events.PatchAnswer(ev)
 }
 
 // judge compares the candidate's answer with the recorded one
