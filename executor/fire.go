@@ -95,8 +95,8 @@ func (a *App) newFiring(t *events.Task, run int) *firing {
 
 // tally is what a firing keeps of one trigger.
 type tally struct {
-	n       int  // firings so far
-	applied bool // the last firing applied at least one patch
+	n       int32 // firings so far
+	applied bool  // the last firing applied at least one patch
 }
 
 // slotOf numbers the triggers of the catalog: a firing keeps its tallies
@@ -137,7 +137,7 @@ func (f *firing) fire(ctx context.Context, trigger string, payload any) (json.Ra
 		return nil, fmt.Errorf("firing unknown trigger %q", trigger)
 	}
 	tl := f.tally(trigger)
-	n := tl.n
+	n := int(tl.n)
 	tl.n++
 	var chain []events.PluginInfo
 	if t.Returnable {

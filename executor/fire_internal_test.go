@@ -68,7 +68,7 @@ func TestFireUnchanged(t *testing.T) {
 		out, err = f.fire(ctx, events.TaskExecutorBeforeExecute, unencodable)
 		require.NoError(t, err)
 		require.Nil(t, out)
-		require.Equal(t, 1, f.tally(events.TaskExecutorArgsReplace).n, "the firing is counted")
+		require.Equal(t, int32(1), f.tally(events.TaskExecutorArgsReplace).n, "the firing is counted")
 		require.False(t, f.tally(events.TaskExecutorArgsReplace).applied)
 		require.NoError(t, f.acks.Wait(ctx))
 		require.Empty(t, firedFacts(t, b, events.TaskExecutorArgsReplace, f.task.ID))
