@@ -38,7 +38,7 @@ func (b *Bus) CreateTaskAsync(t events.Task, enc []byte) (jetstream.PubAckFuture
 	// message yet), through the bus's own publisher rather than nats.go's,
 	// whose PubAck decoding showed in a submission's profile (asyncpub.go).
 	m := &nats.Msg{Subject: taskSubject(t.ID), Header: nats.Header{jetstream.ExpectedLastSubjSeqHeader: []string{"0"}}, Data: data}
-	f, err := b.apub.publish(m, publishStallWait)
+	f, err := b.apub.publish(m)
 	if err != nil {
 		return nil, fmt.Errorf("storing task %s: %w", t.ID, err)
 	}

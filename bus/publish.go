@@ -181,7 +181,7 @@ func (b *Bus) PublishAsync(subject, msgID string, ev *events.Event) (jetstream.P
 	// With MaxPending publishes unacknowledged, a burst waits for room
 	// rather than failing (nats.go's default is 200 ms), which would fail a
 	// task run and have it redelivered.
-	f, err := b.apub.publish(Message(subject, msgID, ev), publishStallWait)
+	f, err := b.apub.publish(Message(subject, msgID, ev))
 	if err != nil {
 		return nil, fmt.Errorf("publishing %s: %w", subject, err)
 	}
@@ -197,7 +197,7 @@ type future struct {
 
 // again sends f's message once more, as a new publish.
 func (f *future) again() (*future, error) {
-	g, err := f.b.apub.publish(f.Msg(), publishStallWait)
+	g, err := f.b.apub.publish(f.Msg())
 	if err != nil {
 		return nil, err
 	}
