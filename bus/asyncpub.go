@@ -85,10 +85,12 @@ func (p *asyncPub) startLocked() error {
 	return nil
 }
 
-// publish sends m with a reply subject of p's and returns its future.
-func (p *asyncPub) publish(m *nats.Msg, stallWait time.Duration) (*pubFuture, error) {
+// publish sends m with a reply subject of p's and returns its future. With
+// Config.MaxPending publishes unacknowledged, it waits up to
+// publishStallWait for room.
+func (p *asyncPub) publish(m *nats.Msg) (*pubFuture, error) {
 	f := &pubFuture{msg: m, ok: make(chan *jetstream.PubAck, 1), err: make(chan error, 1)}
-	if err := p.register(f, stallWait); err != nil {
+	if err := p.register(f); err != nil {
 		return nil, err
 	}
 	if err := p.send(f); err != nil {
@@ -105,8 +107,8 @@ func (p *asyncPub) send(f *pubFuture) error {
 }
 
 // register gives f a reply subject and a place among the pending, waiting
-// up to stallWait for room.
-func (p *asyncPub) register(f *pubFuture, stallWait time.Duration) error {
+// up to publishStallWait for room.
+func (p *asyncPub) register(f *pubFuture) error {
 	var timer *time.Timer
 	defer func() {
 		if timer != nil {
@@ -126,7 +128,7 @@ func (p *asyncPub) register(f *pubFuture, stallWait time.Duration) error {
 			room := p.room
 			p.mu.Unlock()
 			if timer == nil {
-				timer = time.NewTimer(stallWait)
+				timer = time.NewTimer(publishStallWait)
 			}
 			select {
 			case <-room:

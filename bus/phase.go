@@ -79,7 +79,7 @@ func (b *Bus) PublishPhase(phase events.Phase, queue string, batch []byte) (jets
 	m := nats.NewMsg(events.PhaseSubject(phase, queue))
 	m.Header[events.HeaderContentType] = []string{events.ContentTypeBatch}
 	m.Data = batch
-	f, err := b.apub.publish(m, publishStallWait)
+	f, err := b.apub.publish(m)
 	if err != nil {
 		return nil, err
 	}

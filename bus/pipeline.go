@@ -34,13 +34,15 @@ func (b *Bus) CreateTaskAsync(t events.Task, enc []byte) (jetstream.PubAckFuture
 	if err != nil {
 		return nil, err
 	}
-	m := nats.NewMsg(taskSubject(t.ID))
-	m.Data = data
-	f, err := b.js.PublishMsgAsync(m, jetstream.WithExpectLastSequencePerSubject(0), jetstream.WithStallWait(publishStallWait))
+	// The publish KeyValue.Create makes (the key's subject must hold no
+	// message yet), through the bus's own publisher rather than nats.go's,
+	// whose PubAck decoding showed in a submission's profile (asyncpub.go).
+	m := &nats.Msg{Subject: taskSubject(t.ID), Header: nats.Header{jetstream.ExpectedLastSubjSeqHeader: []string{"0"}}, Data: data}
+	f, err := b.apub.publish(m)
 	if err != nil {
 		return nil, fmt.Errorf("storing task %s: %w", t.ID, err)
 	}
-	return f, nil
+	return &future{PubAckFuture: f, b: b}, nil
 }
 
 // EnqueueAsync is Enqueue without waiting for the ack; enc is t encoded,

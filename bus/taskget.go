@@ -2,15 +2,12 @@ package bus
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"strconv"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-
-	"github.com/qtasks/qtasks-go/events"
 )
 
 // directGetTask is GetTask on the embedded server: a direct get on the
@@ -22,7 +19,7 @@ import (
 // allows no direct gets (made so by an older version and not updated) is
 // read through the message-get API. Without a deadline in ctx it waits at
 // most Config.PublishTimeout.
-func (b *Bus) directGetTask(ctx context.Context, id string) (TaskRecord, error) {
+func (b *Bus) directGetTask(ctx context.Context, id string, known *knownRecord) (TaskRecord, error) {
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, b.cfg.PublishTimeout)
@@ -30,7 +27,7 @@ func (b *Bus) directGetTask(ctx context.Context, id string) (TaskRecord, error) 
 	}
 	m, err := b.nc.RequestWithContext(ctx, "$JS.API.DIRECT.GET.KV_"+BucketTasks+"."+taskSubject(id), nil)
 	if errors.Is(err, nats.ErrNoResponders) {
-		return b.apiGetTask(ctx, id)
+		return b.apiGetTask(ctx, id, known)
 	}
 	if err != nil {
 		return TaskRecord{}, fmt.Errorf("reading task %s: %w", id, err)
@@ -46,13 +43,13 @@ func (b *Bus) directGetTask(ctx context.Context, id string) (TaskRecord, error) 
 	if err != nil {
 		return TaskRecord{}, fmt.Errorf("reading task %s: the reply's sequence: %w", id, err)
 	}
-	return taskFromMsg(id, m.Header, m.Data, seq)
+	return taskFromMsg(id, m.Header, m.Data, seq, known)
 }
 
 // apiGetTask reads a task's record with the stream's message-get API (a
 // stream handle fetched now, which sees that the bucket allows no direct
 // gets; the bucket's own handle decided it when it was made).
-func (b *Bus) apiGetTask(ctx context.Context, id string) (TaskRecord, error) {
+func (b *Bus) apiGetTask(ctx context.Context, id string, known *knownRecord) (TaskRecord, error) {
 	s, err := b.js.Stream(ctx, "KV_"+BucketTasks)
 	if err != nil {
 		return TaskRecord{}, fmt.Errorf("reading task %s: %w", id, err)
@@ -64,20 +61,20 @@ func (b *Bus) apiGetTask(ctx context.Context, id string) (TaskRecord, error) {
 	if err != nil {
 		return TaskRecord{}, fmt.Errorf("reading task %s: %w", id, err)
 	}
-	return taskFromMsg(id, m.Header, m.Data, m.Sequence)
+	return taskFromMsg(id, m.Header, m.Data, m.Sequence, known)
 }
 
 // taskFromMsg decodes the record of task id stored at seq. A delete or
 // purge marker (the record was taken back) or the server's marker of a
 // record that expired (FinishedTaskTTL) is ErrTaskNotFound, as
-// KeyValue.Get has it.
-func taskFromMsg(id string, h nats.Header, data []byte, seq uint64) (TaskRecord, error) {
+// KeyValue.Get has it. A record known already (known) is not decoded again.
+func taskFromMsg(id string, h nats.Header, data []byte, seq uint64, known *knownRecord) (TaskRecord, error) {
 	if h.Get("KV-Operation") != "" || h.Get(jetstream.MarkerReasonHeader) != "" {
 		return TaskRecord{}, fmt.Errorf("%w: %s", ErrTaskNotFound, id)
 	}
-	var t events.Task
-	if err := json.Unmarshal(data, &t); err != nil {
-		return TaskRecord{}, fmt.Errorf("decoding task %s: %w", id, err)
+	t, err := known.decode(id, data)
+	if err != nil {
+		return TaskRecord{}, err
 	}
 	return TaskRecord{Task: t, Revision: seq}, nil
 }

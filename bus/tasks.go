@@ -66,6 +66,31 @@ func (b *Bus) CreateTask(ctx context.Context, t events.Task) (rec TaskRecord, cr
 // Wait). What decides something (intake, compare-and-set retries,
 // idempotent resubmission) reads with GetTaskLatest.
 func (b *Bus) GetTask(ctx context.Context, id string) (TaskRecord, error) {
+	return b.getTask(ctx, id, nil)
+}
+
+// knownRecord is a task record a reader has decoded already: data and
+// its decoding, task. A record stored as exactly data is task, and is not
+// decoded again (GetTaskLatestLike).
+type knownRecord struct {
+	data []byte
+	task *events.Task
+}
+
+// decode decodes the record of task id, data, or takes k's decoding when
+// k holds the same bytes.
+func (k *knownRecord) decode(id string, data []byte) (events.Task, error) {
+	if k != nil && bytes.Equal(data, k.data) {
+		return *k.task, nil
+	}
+	var t events.Task
+	if err := json.Unmarshal(data, &t); err != nil {
+		return events.Task{}, fmt.Errorf("decoding task %s: %w", id, err)
+	}
+	return t, nil
+}
+
+func (b *Bus) getTask(ctx context.Context, id string, known *knownRecord) (TaskRecord, error) {
 	if !events.ValidToken(id) {
 		return TaskRecord{}, fmt.Errorf("%w: invalid id %q", ErrTaskNotFound, id)
 	}
@@ -73,7 +98,7 @@ func (b *Bus) GetTask(ctx context.Context, id string) (TaskRecord, error) {
 		return TaskRecord{}, fmt.Errorf("%w: %s (this connection cannot read task records)", ErrTaskNotFound, id)
 	}
 	if b.srv != nil {
-		return b.directGetTask(ctx, id) // taskget.go
+		return b.directGetTask(ctx, id, known) // taskget.go
 	}
 	e, err := b.taskKV.Get(ctx, id)
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
@@ -82,9 +107,9 @@ func (b *Bus) GetTask(ctx context.Context, id string) (TaskRecord, error) {
 	if err != nil {
 		return TaskRecord{}, fmt.Errorf("reading task %s: %w", id, err)
 	}
-	var t events.Task
-	if err := json.Unmarshal(e.Value(), &t); err != nil {
-		return TaskRecord{}, fmt.Errorf("decoding task %s: %w", id, err)
+	t, err := known.decode(id, e.Value())
+	if err != nil {
+		return TaskRecord{}, err
 	}
 	return TaskRecord{Task: t, Revision: e.Revision()}, nil
 }
@@ -98,6 +123,20 @@ func (b *Bus) GetTask(ctx context.Context, id string) (TaskRecord, error) {
 // again, as a write is (retryWrite), until ctx ends or, when ctx has no
 // deadline, Config.PublishTimeout.
 func (b *Bus) GetTaskLatest(ctx context.Context, id string) (TaskRecord, error) {
+	return b.getTaskLatest(ctx, id, nil)
+}
+
+// GetTaskLatestLike is GetTaskLatest for a reader that holds like, the
+// encoding of a record of task id, decoded already as t: a record stored
+// as exactly those bytes is t (a copy of it, sharing its slices and map),
+// and is not decoded again. A worker reads the record of every task it
+// takes, and on a task's first delivery the record holds the task
+// message's bytes (a submission writes both from one encoding).
+func (b *Bus) GetTaskLatestLike(ctx context.Context, id string, like []byte, t *events.Task) (TaskRecord, error) {
+	return b.getTaskLatest(ctx, id, &knownRecord{data: like, task: t})
+}
+
+func (b *Bus) getTaskLatest(ctx context.Context, id string, known *knownRecord) (TaskRecord, error) {
 	if !events.ValidToken(id) {
 		return TaskRecord{}, fmt.Errorf("%w: invalid id %q", ErrTaskNotFound, id)
 	}
@@ -110,7 +149,7 @@ func (b *Bus) GetTaskLatest(ctx context.Context, id string) (TaskRecord, error) 
 		// the server a third of the message-get API's request (JSON in,
 		// JSON and base64 out). A worker reads the record of every task it
 		// takes (issue #15).
-		return b.GetTask(ctx, id)
+		return b.getTask(ctx, id, known)
 	}
 	var data []byte
 	var seq uint64
@@ -125,9 +164,9 @@ func (b *Bus) GetTaskLatest(ctx context.Context, id string) (TaskRecord, error) 
 	if err != nil {
 		return TaskRecord{}, fmt.Errorf("reading task %s: %w", id, err)
 	}
-	var t events.Task
-	if err := json.Unmarshal(data, &t); err != nil {
-		return TaskRecord{}, fmt.Errorf("decoding task %s: %w", id, err)
+	t, err := known.decode(id, data)
+	if err != nil {
+		return TaskRecord{}, err
 	}
 	return TaskRecord{Task: t, Revision: seq}, nil
 }

@@ -402,3 +402,35 @@ func TestGetTaskWithAndWithoutDirectGets(t *testing.T) {
 	require.NoError(t, err)
 	check("no direct gets")
 }
+
+// A reader that holds a record's bytes decoded gets its decoding back when
+// the record is stored as those bytes, and the stored record otherwise.
+func TestGetTaskLatestLike(t *testing.T) {
+	ctx := testCtx(t)
+	b := bustest.Open(t, nil)
+	task := newTask("like-1")
+	rec, _, err := b.CreateTask(ctx, task)
+	require.NoError(t, err)
+	stored, err := task.AppendJSON(nil)
+	require.NoError(t, err)
+
+	// The same bytes: the caller's decoding, marked so that it shows.
+	known := task
+	known.Reason = "decoded by the caller"
+	got, err := b.GetTaskLatestLike(ctx, task.ID, stored, &known)
+	require.NoError(t, err)
+	require.Equal(t, bus.TaskRecord{Task: known, Revision: rec.Revision}, got)
+
+	// Other bytes: the record as stored.
+	other := task
+	other.Priority = 9
+	otherData, err := other.AppendJSON(nil)
+	require.NoError(t, err)
+	got, err = b.GetTaskLatestLike(ctx, task.ID, otherData, &other)
+	require.NoError(t, err)
+	require.Equal(t, rec, got)
+
+	// A record that is not there is not found, whatever the caller holds.
+	_, err = b.GetTaskLatestLike(ctx, "like-2", stored, &known)
+	require.ErrorIs(t, err, bus.ErrTaskNotFound)
+}

@@ -61,6 +61,19 @@ func (w *BatchWriter) Add(ev *Event, trustedJSON bool) error {
 	return nil
 }
 
+// Reuse gives the writer buf's storage for the batch it starts next, and
+// reports whether it took it: it does when it holds no buffer (a new
+// writer, or one whose batch was just taken). A caller that pools the
+// buffers of batches whose messages are stored saves their allocation and
+// their growth; buf's contents do not matter.
+func (w *BatchWriter) Reuse(buf []byte) bool {
+	if w.buf != nil || w.n > 0 {
+		return false
+	}
+	w.buf = buf[:0]
+	return true
+}
+
 // Take returns the batch, closed, and empties the writer. The bytes are the
 // caller's (a publish may keep them until its ack); the writer starts a new
 // buffer.

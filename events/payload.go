@@ -233,6 +233,9 @@ func (p PluginInfo) Handles(trigger string) bool {
 // validate and re-compact them byte by byte, which costs as much CPU as
 // JetStream spends storing the fact. The result decodes to the same Fact.
 func (f *Fact) AppendJSON(dst []byte) ([]byte, error) {
+	// One allocation for the common fact (no calls): input, output and
+	// the few bytes around them.
+	dst = slices.Grow(dst, 32+len(f.Input)+len(f.Output))
 	dst = append(dst, `{"input":`...)
 	dst = appendRaw(dst, f.Input)
 	if len(f.Output) > 0 {

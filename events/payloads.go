@@ -32,6 +32,18 @@ type ModelPayload struct {
 	Model Task `json:"model"`
 }
 
+// StorageGetPayload is {"result": task}: storage_get's, the record as the
+// worker read it.
+type StorageGetPayload struct {
+	Result Task `json:"result"`
+}
+
+// BrokerGetPayload is {"task": task}: broker_get's, the task as the broker
+// handed it to the worker.
+type BrokerGetPayload struct {
+	Task Task `json:"task"`
+}
+
 // TaskIDPayload is {"task_id": id}: task_executor_before_execute,
 // task_executor_after_execute.
 type TaskIDPayload struct {
@@ -136,6 +148,8 @@ type StorageAddPayload struct {
 
 var (
 	_ Payload = ModelPayload{}
+	_ Payload = StorageGetPayload{}
+	_ Payload = BrokerGetPayload{}
 	_ Payload = TaskIDPayload{}
 	_ Payload = ResultPayload{}
 	_ Payload = ArgsPayload{}
@@ -154,6 +168,28 @@ func (p ModelPayload) AppendJSON(dst []byte) ([]byte, error) {
 	dst = slices.Grow(dst, 16+p.Model.sizeHint())
 	dst = append(dst, `{"model":`...)
 	dst, err := p.Model.AppendJSON(dst)
+	if err != nil {
+		return dst, err
+	}
+	return append(dst, '}'), nil
+}
+
+// AppendJSON appends p's JSON encoding (Payload).
+func (p StorageGetPayload) AppendJSON(dst []byte) ([]byte, error) {
+	return appendKeyedTask(dst, `{"result":`, &p.Result)
+}
+
+// AppendJSON appends p's JSON encoding (Payload).
+func (p BrokerGetPayload) AppendJSON(dst []byte) ([]byte, error) {
+	return appendKeyedTask(dst, `{"task":`, &p.Task)
+}
+
+// appendKeyedTask appends an object of one member, open (`{"key":`), whose
+// value is t.
+func appendKeyedTask(dst []byte, open string, t *Task) ([]byte, error) {
+	dst = slices.Grow(dst, len(open)+1+t.sizeHint())
+	dst = append(dst, open...)
+	dst, err := t.AppendJSON(dst)
 	if err != nil {
 		return dst, err
 	}

@@ -39,6 +39,8 @@ func allPayloads(task events.Task) []events.Payload {
 	msg := "boom <&>"
 	return []events.Payload{
 		events.ModelPayload{Model: task},
+		events.StorageGetPayload{Result: task},
+		events.BrokerGetPayload{Task: task},
 		events.TaskIDPayload{TaskID: task.ID},
 		events.ResultPayload{Result: task.Result},
 		events.ResultPayload{},
@@ -73,6 +75,8 @@ func TestPayloadsEncodeAsMaps(t *testing.T) {
 		asMap   map[string]any
 	}{
 		"Model":       {events.ModelPayload{Model: task}, map[string]any{"model": &task}},
+		"StorageGet":  {events.StorageGetPayload{Result: task}, map[string]any{"result": task}},
+		"BrokerGet":   {events.BrokerGetPayload{Task: task}, map[string]any{"task": task}},
 		"TaskID":      {events.TaskIDPayload{TaskID: "t1"}, map[string]any{"task_id": "t1"}},
 		"Result":      {events.ResultPayload{Result: json.RawMessage(`{"x":[1,2]}`)}, map[string]any{"result": json.RawMessage(`{"x":[1,2]}`)}},
 		"NullResult":  {events.ResultPayload{}, map[string]any{"result": json.RawMessage(nil)}},

@@ -23,15 +23,14 @@ type PluginFailure = events.MutatorError
 // firing fires the triggers of one task run, in order, and tracks the acks
 // of their facts.
 type firing struct {
-	a      *App
-	task   *events.Task // identity attributes are read from here
-	run    int
-	counts map[string]int
-	// lastApplied records, per trigger, whether the last firing applied
-	// at least one patch.
-	lastApplied map[string]bool
-	acks        bus.Acks
-	nodeFac     bool // process-scope facts: the subject's key is the node id
+	a    *App
+	task *events.Task // identity attributes are read from here
+	run  int
+	// tallies count, per trigger (a slot of the catalog, slotOf), its
+	// firings and whether the last one applied at least one patch.
+	tallies []tally
+	acks    bus.Acks
+	nodeFac bool // process-scope facts: the subject's key is the node id
 	// idBase starts the message ids of facts and invocations: the task id,
 	// plus a random token where a repeat must not be taken for a duplicate
 	// (a resubmission after a refused submission, a restarted node).
@@ -48,6 +47,17 @@ type firing struct {
 	// sends every fact alone.
 	phase events.Phase
 	batch events.BatchWriter
+	// sent are the phase messages' buffers published since the last
+	// waitAcks, which pools them once they are stored.
+	sent [][]byte
+	// factBuf is the buffer the next fact is encoded into: a fact packed
+	// into a batch is copied there, and its buffer serves the next one.
+	// inputBuf is the same for payloads, which a fact copies.
+	factBuf, inputBuf []byte
+	// pooled says that the firing's phase buffers come from the pool and
+	// go back to it (waitAcks): a run's do, the submission's are not
+	// waited for through waitAcks.
+	pooled bool
 }
 
 // release publishes the held fact, if any. failure, when not nil, says
@@ -68,12 +78,34 @@ func (f *firing) release(failure error) {
 }
 
 func (a *App) newFiring(t *events.Task, run int) *firing {
-	f := &firing{a: a, task: t, run: run, counts: make(map[string]int, 32), lastApplied: make(map[string]bool)}
+	f := &firing{a: a, task: t, run: run, tallies: make([]tally, len(slotOf))}
 	// Every wait for the facts' acks is bounded, even where the caller
 	// waits with context.WithoutCancel: a lost ack fails the run (its task
 	// message is redelivered) instead of holding it and its slot for ever.
 	f.acks.Bound(a.b.PublishTimeout())
 	return f
+}
+
+// tally is what a firing keeps of one trigger.
+type tally struct {
+	n       int32 // firings so far
+	applied bool  // the last firing applied at least one patch
+}
+
+// slotOf numbers the triggers of the catalog: a firing keeps its tallies
+// in a slice rather than in maps it would fill anew for every run.
+var slotOf = func() map[string]int {
+	cat := events.Catalog()
+	m := make(map[string]int, len(cat))
+	for i, t := range cat {
+		m[t.Name] = i
+	}
+	return m
+}()
+
+// tally is trigger's tally, for a trigger of the catalog.
+func (f *firing) tally(trigger string) *tally {
+	return &f.tallies[slotOf[trigger]]
 }
 
 func (f *firing) base() string {
@@ -97,11 +129,12 @@ func (f *firing) fire(ctx context.Context, trigger string, payload any) (json.Ra
 	if !ok {
 		return nil, fmt.Errorf("firing unknown trigger %q", trigger)
 	}
-	n := f.counts[trigger]
-	f.counts[trigger] = n + 1
+	tl := f.tally(trigger)
+	n := int(tl.n)
+	tl.n++
 	var chain []events.PluginInfo
 	if t.Returnable {
-		f.lastApplied[trigger] = false
+		tl.applied = false
 		if !f.nodeFac { // process-scope triggers are one-way
 			chain = f.a.b.Registry().Chain(trigger)
 		}
@@ -110,7 +143,8 @@ func (f *firing) fire(ctx context.Context, trigger string, payload any) (json.Ra
 	if len(chain) == 0 && !record {
 		return nil, nil
 	}
-	input, err := encodePayload(payload)
+	input, err := encodePayload(f.inputBuf[:0], payload)
+	f.inputBuf = nil // the fact, the output or a held fact may keep input
 	if err != nil {
 		return nil, fmt.Errorf("encoding payload of %s: %w", trigger, err)
 	}
@@ -130,7 +164,7 @@ func (f *firing) fire(ctx context.Context, trigger string, payload any) (json.Ra
 		for _, c := range fact.Calls {
 			applied = applied || c.Outcome == events.OutcomeApplied
 		}
-		f.lastApplied[trigger] = applied
+		tl.applied = applied
 		// Without a call the output is the input: a fact leaves it out
 		// (PROTOCOL.md §7.3), which is a sixth of a recorded task's bytes.
 		if len(fact.Calls) > 0 {
@@ -151,15 +185,20 @@ func (f *firing) fire(ctx context.Context, trigger string, payload any) (json.Ra
 			return nil, err
 		}
 	}
+	if len(chain) == 0 && f.held != &fact {
+		// Nothing kept input: the fact was encoded (copied) and there is
+		// no output. Its buffer serves the next payload.
+		f.inputBuf = input[:0]
+	}
 	return out, failure
 }
 
 // encodePayload encodes a trigger's payload: by hand for the payloads of
 // events (events.Payload, the same bytes as json.Marshal at a fraction of
-// its CPU), with encoding/json for the few free-form maps.
-func encodePayload(payload any) (json.RawMessage, error) {
+// its CPU), appended to dst, with encoding/json for the few free-form maps.
+func encodePayload(dst []byte, payload any) (json.RawMessage, error) {
 	if p, ok := payload.(events.Payload); ok {
-		return p.AppendJSON(nil)
+		return p.AppendJSON(dst)
 	}
 	return json.Marshal(payload)
 }
@@ -177,7 +216,8 @@ func (f *firing) record(trigger string, n int, fact *events.Fact) error {
 
 // publishFact publishes the fact of a firing (see record).
 func (f *firing) publishFact(trigger string, n int, fact *events.Fact) error {
-	data, err := fact.AppendJSON(nil)
+	data, err := fact.AppendJSON(f.factBuf[:0])
+	f.factBuf = nil // the event may keep data (emit)
 	if err != nil {
 		f.acks.Fail(fmt.Errorf("encoding fact %s: %w", trigger, err))
 		return nil
@@ -199,7 +239,9 @@ func (f *firing) publishFact(trigger string, n int, fact *events.Fact) error {
 		}
 	}
 	ev := f.event(trigger, events.FactMsgID(f.base(), f.task.Attempt, f.run, trigger, n), data)
-	f.emit(trigger, &ev)
+	if f.emit(trigger, &ev) {
+		f.factBuf = data[:0]
+	}
 	return nil
 }
 

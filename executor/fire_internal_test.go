@@ -68,8 +68,8 @@ func TestFireUnchanged(t *testing.T) {
 		out, err = f.fire(ctx, events.TaskExecutorBeforeExecute, unencodable)
 		require.NoError(t, err)
 		require.Nil(t, out)
-		require.Equal(t, 1, f.counts[events.TaskExecutorArgsReplace], "the firing is counted")
-		require.False(t, f.lastApplied[events.TaskExecutorArgsReplace])
+		require.Equal(t, int32(1), f.tally(events.TaskExecutorArgsReplace).n, "the firing is counted")
+		require.False(t, f.tally(events.TaskExecutorArgsReplace).applied)
 		require.NoError(t, f.acks.Wait(ctx))
 		require.Empty(t, firedFacts(t, b, events.TaskExecutorArgsReplace, f.task.ID))
 
@@ -126,12 +126,12 @@ func TestFireUnchanged(t *testing.T) {
 		out, err := f.fire(ctx, events.TaskExecutorArgsReplace, map[string]any{"args": []int{}, "kw": map[string]any{}})
 		require.NoError(t, err)
 		require.Nil(t, out, "the plugin answered no change")
-		require.False(t, f.lastApplied[events.TaskExecutorArgsReplace])
+		require.False(t, f.tally(events.TaskExecutorArgsReplace).applied)
 
 		out, err = f.fire(ctx, events.TaskExecutorArgsReplace, map[string]any{"args": []int{}, "kw": map[string]any{"patch": true}})
 		require.NoError(t, err)
 		require.JSONEq(t, `{"args":[],"kw":{"patch":true,"x":1}}`, string(out))
-		require.True(t, f.lastApplied[events.TaskExecutorArgsReplace])
+		require.True(t, f.tally(events.TaskExecutorArgsReplace).applied)
 
 		// Not recorded in this mode, but a firing with plugin calls is.
 		require.NoError(t, f.acks.Wait(ctx))

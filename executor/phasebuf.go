@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 
 	"github.com/qtasks/qtasks-go/bus"
 	"github.com/qtasks/qtasks-go/events"
@@ -38,24 +39,33 @@ import (
 // of its run is stored.
 
 // emit writes the event of a recorded firing: alone, or into the phase's
-// batch.
-func (f *firing) emit(trigger string, ev *events.Event) {
+// batch. It reports whether ev.Data was copied (into the batch), so that
+// the caller may write over it; otherwise the published message holds it.
+func (f *firing) emit(trigger string, ev *events.Event) (copied bool) {
 	if f.phase == "" || f.nodeFac || f.a.b.TravelsAlone(trigger) {
 		f.publishAlone(ev)
-		return
+		return false
+	}
+	if f.batch.Len() == 0 && f.pooled {
+		f.reuseBatchBuf()
 	}
 	// The data is the fact as Fact.AppendJSON wrote it, from JSON the
 	// executor encoded or checked: it goes in without being parsed again.
 	err := f.batch.Add(ev, true)
 	if errors.Is(err, events.ErrTooLarge) && f.batch.Len() > 0 {
 		f.flush()
+		if f.pooled {
+			f.reuseBatchBuf()
+		}
 		err = f.batch.Add(ev, true)
 	}
 	if err != nil {
 		// A batch cannot carry it (too large even alone in a batch, or an
 		// attribute that is not UTF-8): binary mode can.
 		f.publishAlone(ev)
+		return false
 	}
+	return true
 }
 
 // publishAlone publishes ev in binary mode on its trigger subject, after
@@ -75,12 +85,56 @@ func (f *firing) flush() {
 	if f.batch.Len() == 0 {
 		return
 	}
-	fut, err := f.a.b.PublishPhase(f.phase, f.task.Queue, f.batch.Take())
+	batch := f.batch.Take()
+	fut, err := f.a.b.PublishPhase(f.phase, f.task.Queue, batch)
 	if err != nil {
 		f.acks.Fail(fmt.Errorf("publishing the %s phase of task %s: %w", f.phase, f.task.ID, err))
 		return
 	}
 	f.acks.Add(fut)
+	if f.pooled {
+		f.sent = append(f.sent, batch)
+	}
+}
+
+// The buffers of phase messages are reused once their messages are
+// stored: a run with every trigger recorded writes four or five batches of
+// several KB each, which were its largest allocations (issue #15, "cutting
+// our cost above the floor", third round). A buffer returns to the pool
+// only after waitAcks saw every message of the run acked: until its ack,
+// the publisher may send the message again (bus.Acks.Wait, a no-responders
+// retry), so the bytes must stay as they are.
+var batchBufs sync.Pool // of *[]byte
+
+// maxPooledBatch bounds the capacity of a pooled buffer: a batch that grew
+// towards events.MaxBatchSize is left to the garbage collector rather than
+// held by the pool.
+const maxPooledBatch = 256 << 10
+
+// reuseBatchBuf gives the phase's empty batch writer a pooled buffer, if
+// the pool has one.
+func (f *firing) reuseBatchBuf() {
+	if p, ok := batchBufs.Get().(*[]byte); ok && !f.batch.Reuse(*p) {
+		batchBufs.Put(p)
+	}
+}
+
+// waitAcks waits until every message of the firing so far is stored
+// (bus.Acks.Wait), then hands the buffers of its phase messages back to the
+// pool. After an error they are dropped: a message whose outcome is not
+// known may still be sent again.
+func (f *firing) waitAcks(ctx context.Context) error {
+	err := f.acks.Wait(ctx)
+	if err == nil {
+		for _, b := range f.sent {
+			if cap(b) <= maxPooledBatch {
+				batchBufs.Put(&b)
+			}
+		}
+	}
+	clear(f.sent)
+	f.sent = f.sent[:0]
+	return err
 }
 
 // setPhase ends the current phase (its batch is published) and starts p.

@@ -39,6 +39,7 @@ func (w *worker) run(ctx context.Context, t events.Task, rev uint64, run int, re
 	rs.f = a.newFiring(&rs.t, run)
 	f := rs.f
 	f.phase = events.PhaseIntake
+	f.pooled = true // finish waits for its messages with waitAcks
 
 	if resumed {
 		// The previous run of this attempt was interrupted: QTasks'
@@ -303,7 +304,7 @@ func (rs *runState) execute(ctx context.Context) (events.Task, error) {
 // handled reports whether some plugin's patch was applied in the last
 // firing of trigger: for the trigger-error path, any patch decides.
 func (rs *runState) handled(trigger string) bool {
-	return rs.f.lastApplied[trigger]
+	return rs.f.tally(trigger).applied
 }
 
 // call runs the task function within MaxTime, recovering panics. A function
@@ -395,10 +396,17 @@ func (rs *runState) failed(err error) events.Task {
 	return m
 }
 
-// fireModel fires a trigger whose payload is the record under key; patched
-// args, kw, priority and extra are taken for the rest of the run.
+// fireModel fires a trigger whose payload is the record under key, "result"
+// (storage_get) or "task" (broker_get); patched args, kw, priority and
+// extra are taken for the rest of the run.
 func (rs *runState) fireModel(ctx context.Context, trigger, key string) error {
-	out, err := rs.f.fire(ctx, trigger, map[string]any{key: rs.t})
+	var payload events.Payload
+	if key == "result" {
+		payload = events.StorageGetPayload{Result: rs.t}
+	} else {
+		payload = events.BrokerGetPayload{Task: rs.t}
+	}
+	out, err := rs.f.fire(ctx, trigger, payload)
 	if err != nil {
 		return err
 	}
@@ -560,7 +568,7 @@ func (rs *runState) finish(ctx context.Context, final events.Task, taskErr error
 	// fact before the task record says final: a caller that saw the record
 	// can read the whole history.
 	f.flush()
-	if err := f.acks.Wait(context.WithoutCancel(ctx)); err != nil {
+	if err := f.waitAcks(context.WithoutCancel(ctx)); err != nil {
 		return err
 	}
 	final, rec := rs.fitFinal(final)
@@ -591,7 +599,7 @@ func (rs *runState) finish(ctx context.Context, final events.Task, taskErr error
 		_, _ = f.fire(ctx, events.WorkerExecuteAfter, events.ModelPayload{Model: final})
 	}
 	f.flush()
-	return f.acks.Wait(context.WithoutCancel(ctx))
+	return f.waitAcks(context.WithoutCancel(ctx))
 }
 
 // fitFinal returns final, or, when its final fact would be too large for

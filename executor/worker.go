@@ -467,7 +467,9 @@ func (w *worker) process(it *item) {
 	// The record decides what this delivery does: read it from the
 	// leader (a lagging replica can show an attempt still new that another
 	// run has finished, or no record at all).
-	rec, err := a.b.GetTaskLatest(ctx, t.ID)
+	// On a first delivery the record holds the task message's bytes: the
+	// task decoded from them is not decoded again.
+	rec, err := a.b.GetTaskLatestLike(ctx, t.ID, it.m.Data(), &it.task)
 	// A run started before if the delivery count says so, or the record
 	// does: a server can lose the count, never the record's run.
 	if err == nil && (run > 1 || rec.Task.Run > 0) && w.mayBeDecided(rec.Task, t) {
