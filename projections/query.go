@@ -431,6 +431,9 @@ func (d *DB) TimelineOf(ctx context.Context, id string, shadowOf func(shadow str
 	}
 	tl := Timeline{Task: tr.task, Entries: []Entry{}}
 	err = tr.eachFact(ctx, false, func(fr *factRow) error {
+		if err := fr.decode(); err != nil {
+			return err
+		}
 		diffs, err := factDiffs(fr.e.Trigger, &fr.f, fr.stored, shadowOf)
 		if err != nil {
 			return err
@@ -466,12 +469,24 @@ type timelineReader struct {
 	seqs map[string]uint64 // pluginEventSeqs
 }
 
-// factRow is one fact of a timeline: the entry without its calls, the
-// fact's data decoded, and its stored diffs column.
+// factRow is one fact of a timeline: the entry without its calls (nor
+// what the data holds), the fact's data as stored and, once decode has
+// run, decoded, and its stored diffs column.
 type factRow struct {
 	e      Entry
+	data   []byte
 	f      events.Fact
 	stored []byte
+}
+
+// decode decodes the fact's data into f and the entry's input, output and
+// failed.
+func (fr *factRow) decode() error {
+	if err := decodeStoredFact(fr.data, &fr.f); err != nil {
+		return err
+	}
+	fr.e.Input, fr.e.Output, fr.e.Failed = fr.f.Input, fr.f.Output, fr.f.Failed
+	return nil
 }
 
 // openTimeline reads task id, its attempts, and the sequences of its
@@ -489,10 +504,11 @@ func (d *DB) openTimeline(ctx context.Context, id string) (*timelineReader, erro
 	return tr, nil
 }
 
-// eachFact calls fn with each fact of the task, in stream order. With
-// reuse, fn gets the same factRow each time, whose data (the fact's input,
-// output and patches, its stored diffs) is valid only until fn returns: the
-// rows are scanned into buffers reused from fact to fact.
+// eachFact calls fn with each fact of the task, in stream order, its data
+// not decoded yet. With reuse, fn gets the same factRow each time, whose
+// data (the fact's data and what decode takes from it, its stored diffs)
+// is valid only until fn returns: the rows are scanned into buffers reused
+// from fact to fact.
 func (tr *timelineReader) eachFact(ctx context.Context, reuse bool, fn func(fr *factRow) error) error {
 	rows, err := tr.d.query(ctx, `SELECT seq, idx, time, trigger, component, attempt, run, event_id, source, data,
 		replay, diffs FROM facts WHERE task_key = +? ORDER BY pos`, tr.key)
@@ -511,15 +527,11 @@ func (tr *timelineReader) eachFact(ctx context.Context, reuse bool, fn func(fr *
 			return fmt.Errorf("reading timeline of %s: %w", tr.id, err)
 		}
 		e.Replay = replay.String
-		fr.stored = stored
-		fdata := []byte(data)
+		fr.data, fr.stored = data, stored
 		if !reuse {
-			fdata, fr.stored = bytes.Clone(data), bytes.Clone(stored)
+			fr.data, fr.stored = bytes.Clone(data), bytes.Clone(stored)
 		}
-		if err := decodeStoredFact(fdata, &fr.f); err != nil {
-			return fmt.Errorf("reading timeline of %s: fact %d: %w", tr.id, seq, err)
-		}
-		e.Seq, e.Time, e.Input, e.Output, e.Failed = seqFromSQL(seq), parseTS(at), fr.f.Input, fr.f.Output, fr.f.Failed
+		e.Seq, e.Time = seqFromSQL(seq), parseTS(at)
 		if err := fn(&fr); err != nil {
 			return fmt.Errorf("reading timeline of %s: fact %d: %w", tr.id, seq, err)
 		}

@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -220,33 +221,55 @@ func BenchmarkConsole(b *testing.B) {
 			}
 		}
 	}
-	query := func(q string, args ...any) func() {
-		return func() {
-			rows, err := raw.QueryContext(ctx, q, args...)
-			if err != nil {
+	// scan reads every row that query returns into any, as a one-off
+	// query would (one set of destinations for all the rows), and returns
+	// the first row's first column.
+	scan := func(query func() (*sql.Rows, error)) any {
+		rows, err := query()
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer rows.Close()
+		cols, err := rows.Columns()
+		if err != nil {
+			b.Fatal(err)
+		}
+		vals := make([]any, len(cols))
+		ptrs := make([]any, len(cols))
+		for i := range vals {
+			ptrs[i] = &vals[i]
+		}
+		var first any
+		for n := 0; rows.Next(); n++ {
+			if err := rows.Scan(ptrs...); err != nil {
 				b.Fatal(err)
 			}
-			defer rows.Close()
-			for rows.Next() {
-				cols, _ := rows.Columns()
-				vals := make([]any, len(cols))
-				ptrs := make([]any, len(cols))
-				for i := range vals {
-					ptrs[i] = &vals[i]
-				}
-				if err := rows.Scan(ptrs...); err != nil {
-					b.Fatal(err)
-				}
-			}
-			if err := rows.Err(); err != nil {
-				b.Fatal(err)
+			if n == 0 {
+				first = vals[0]
 			}
 		}
+		if err := rows.Err(); err != nil {
+			b.Fatal(err)
+		}
+		return first
+	}
+	query := func(q string, args ...any) func() {
+		return func() { scan(func() (*sql.Rows, error) { return raw.QueryContext(ctx, q, args...) }) }
+	}
+	// prepare prepares q on raw once, as the projection's readers do.
+	prepare := func(q string) *sql.Stmt {
+		s, err := raw.PrepareContext(ctx, q)
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { _ = s.Close() })
+		return s
 	}
 	const cols = `t.id, t.name, t.queue, t.priority, t.status, t.attempt, t.retries_left, t.args_submitted, t.kw_submitted,
 		t.args_executed, t.kw_executed, t.result, t.error, t.reason, t.retry_parent, t.retry_child, t.worker, t.tags, t.extra,
 		t.idempotency_key, t.trace, t.created_at, t.queued_at, t.started_at, t.executed_at, t.finished_at, t.updated_at,
 		t.first_seq, t.last_seq`
+	taskCols := strings.ReplaceAll(cols, "\t", "")
 	b.Run("tasks-page/api", func(b *testing.B) { timed(b, get("/api/v1/tasks?limit=25")) })
 	b.Run("tasks-page/raw", func(b *testing.B) {
 		timed(b, query(`SELECT `+cols+` FROM tasks t ORDER BY t.created_at DESC, t.id DESC LIMIT 26`))
@@ -260,7 +283,32 @@ func BenchmarkConsole(b *testing.B) {
 		timed(b, query(`SELECT `+cols+` FROM tasks t WHERE t.queue = 'reports' ORDER BY t.created_at DESC, t.id DESC LIMIT 26`))
 	})
 	b.Run("task-page/api", func(b *testing.B) { timed(b, get("/api/v1/tasks/"+taskID+"/timeline")) })
+	// The task page's raw side is the four statements the page runs
+	// (projections.DB.AppendTimelineJSON: the task with its attempts, the
+	// plugin events, the facts, the operators' actions), their text as
+	// the projection has it, prepared once as its readers prepare them,
+	// the task's key from the first passed to the other three.
+	taskStmt := prepare(`SELECT t.key, ` + taskCols + `, a.attempt, a.status, a.worker, a.runs,
+		a.queued_at, a.started_at, a.executed_at, a.finished_at, a.result, a.error, a.reason, a.retry_parent, a.retry_child,
+		a.final_seq FROM tasks t LEFT JOIN attempts a ON a.task_key = t.key
+		WHERE t.key = (SELECT key FROM task_keys WHERE id = ?) ORDER BY a.attempt`)
+	eventsStmt := prepare(`SELECT kind, invocation, min(seq) FROM plugin_events
+		WHERE task_key = +? GROUP BY kind, invocation`)
+	factsStmt := prepare(`SELECT seq, idx, time, trigger, component, attempt, run, event_id, source, data,
+		replay, diffs FROM facts WHERE task_key = +? ORDER BY pos`)
+	actionsStmt := prepare(`SELECT o.seq, o.action, coalesce(k.id, ''), o.attempt, o.queue, o.by_whom, o.reason, o.time
+		FROM operator_actions o LEFT JOIN task_keys k ON k.key = o.task_key WHERE o.task_key = +? ORDER BY o.seq`)
 	b.Run("task-page/raw", func(b *testing.B) {
+		timed(b, func() {
+			key := scan(func() (*sql.Rows, error) { return taskStmt.QueryContext(ctx, taskID) })
+			for _, s := range []*sql.Stmt{eventsStmt, factsStmt, actionsStmt} {
+				scan(func() (*sql.Rows, error) { return s.QueryContext(ctx, key) })
+			}
+		})
+	})
+	// The facts query alone, as a one-off query: the raw side of the
+	// figures before 2026-12-07 (docs/BENCHMARKS.md).
+	b.Run("task-page/raw-facts", func(b *testing.B) {
 		timed(b, query(`SELECT seq, idx, time, trigger, component, attempt, run, event_id, source, data, coalesce(replay, ''), diffs
 			FROM facts WHERE task_key = (SELECT key FROM task_keys WHERE id = ?) ORDER BY pos`, taskID))
 	})
