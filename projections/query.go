@@ -1,7 +1,6 @@
 package projections
 
 import (
-	"bytes"
 	"context"
 	"database/sql"
 	"encoding/base64"
@@ -430,7 +429,7 @@ func (d *DB) TimelineOf(ctx context.Context, id string, shadowOf func(shadow str
 		return Timeline{}, err
 	}
 	tl := Timeline{Task: tr.task, Entries: []Entry{}}
-	err = tr.eachFact(ctx, false, func(fr *factRow) error {
+	err = tr.eachFact(ctx, func(fr *factRow) error {
 		if err := fr.decode(); err != nil {
 			return err
 		}
@@ -467,6 +466,10 @@ type timelineReader struct {
 	key  int64
 	task Task
 	seqs map[string]uint64 // pluginEventSeqs
+	// stored is appendStoredEntry's, reused from fact to fact; idField
+	// its calls' task_id member, written once.
+	stored  storedFact
+	idField []byte
 }
 
 // factRow is one fact of a timeline: the entry without its calls (nor
@@ -505,11 +508,10 @@ func (d *DB) openTimeline(ctx context.Context, id string) (*timelineReader, erro
 }
 
 // eachFact calls fn with each fact of the task, in stream order, its data
-// not decoded yet. With reuse, fn gets the same factRow each time, whose
-// data (the fact's data and what decode takes from it, its stored diffs)
-// is valid only until fn returns: the rows are scanned into buffers reused
-// from fact to fact.
-func (tr *timelineReader) eachFact(ctx context.Context, reuse bool, fn func(fr *factRow) error) error {
+// not decoded yet. fn gets the same factRow each time; the fact's data and
+// stored diffs are the bytes of the strings go-sqlite3 returns (textCol),
+// which stay valid but must not be changed.
+func (tr *timelineReader) eachFact(ctx context.Context, fn func(fr *factRow) error) error {
 	rows, err := tr.d.query(ctx, `SELECT seq, idx, time, trigger, component, attempt, run, event_id, source, data,
 		replay, diffs FROM facts WHERE task_key = +? ORDER BY pos`, tr.key)
 	if err != nil {
@@ -518,19 +520,27 @@ func (tr *timelineReader) eachFact(ctx context.Context, reuse bool, fn func(fr *
 	defer rows.Close()
 	var at, replay sql.NullString // NULL costs no string
 	var seq int64
-	var data, stored sql.RawBytes
+	var data, stored []byte
 	var fr factRow
+	e := &fr.e
+	dest := []any{
+		intCol[int64]{&seq},
+		intCol[int]{&e.Index},
+		&at, &e.Trigger, &e.Component,
+		intCol[int]{&e.Attempt},
+		intCol[int]{&e.Run},
+		&e.EventID, &e.Source,
+		textCol{&data},
+		&replay,
+		textCol{&stored},
+	}
 	for rows.Next() {
 		fr = factRow{}
-		e := &fr.e
-		if err := rows.Scan(&seq, &e.Index, &at, &e.Trigger, &e.Component, &e.Attempt, &e.Run, &e.EventID, &e.Source, &data, &replay, &stored); err != nil {
+		if err := rows.Scan(dest...); err != nil {
 			return fmt.Errorf("reading timeline of %s: %w", tr.id, err)
 		}
 		e.Replay = replay.String
 		fr.data, fr.stored = data, stored
-		if !reuse {
-			fr.data, fr.stored = bytes.Clone(data), bytes.Clone(stored)
-		}
 		e.Seq, e.Time = seqFromSQL(seq), parseTS(at)
 		if err := fn(&fr); err != nil {
 			return fmt.Errorf("reading timeline of %s: fact %d: %w", tr.id, seq, err)

@@ -25,7 +25,7 @@ func (d *DB) AppendTimelineJSON(ctx context.Context, dst []byte, id string, shad
 	dst = append(dst, `,"entries":[`...)
 	var calls []Call // one entry's at a time
 	first := true
-	err = tr.eachFact(ctx, true, func(fr *factRow) error {
+	err = tr.eachFact(ctx, func(fr *factRow) error {
 		if !first {
 			dst = append(dst, ',')
 		}
