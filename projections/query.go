@@ -104,9 +104,10 @@ func newTaskScan() *taskScan {
 	r := &taskScan{}
 	t := &r.t
 	r.dest = []any{
-		&t.ID, &t.Name, &t.Queue, &t.Priority, &t.Status, &t.Attempt, &t.RetriesLeft, &r.argsS, &r.kwS, &r.argsE, &r.kwE,
-		&r.result, &t.Error, &t.Reason, &t.RetryParent, &t.RetryChild, &t.Worker, &r.tags, &r.extra, &t.IdempotencyKey, &t.Trace,
-		&r.created, &r.queued, &r.started, &r.executed, &r.finished, &r.upd, &r.first, &r.last,
+		&t.ID, &t.Name, &t.Queue, intCol[int]{&t.Priority}, &t.Status, intCol[int]{&t.Attempt}, intCol[int]{&t.RetriesLeft},
+		&r.argsS, &r.kwS, &r.argsE, &r.kwE, &r.result, &t.Error, &t.Reason, &t.RetryParent, &t.RetryChild, &t.Worker, &r.tags,
+		&r.extra, &t.IdempotencyKey, &t.Trace, &r.created, &r.queued, &r.started, &r.executed, &r.finished, &r.upd,
+		intCol[int64]{&r.first}, intCol[int64]{&r.last},
 	}
 	return r
 }
@@ -170,7 +171,7 @@ func (d *DB) taskWithKey(ctx context.Context, id string) (int64, Task, error) {
 	r := newTaskScan()
 	var key int64
 	var a attemptScan
-	r.dest = append(append([]any{&key}, r.dest...), a.dests()...)
+	r.dest = append(append([]any{intCol[int64]{&key}}, r.dest...), a.dests()...)
 	var t Task
 	found := false
 	for rows.Next() {

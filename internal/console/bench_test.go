@@ -88,7 +88,8 @@ func fillBenchDB(ctx context.Context, path string, n int) (string, error) {
 	if err := db.QueryRowContext(ctx, `SELECT count(*) FROM tasks`).Scan(&have); err != nil {
 		return "", err
 	}
-	if have < n {
+	filled := have < n
+	if filled {
 		if err := fillTasks(ctx, db, n); err != nil {
 			return "", err
 		}
@@ -101,9 +102,12 @@ func fillBenchDB(ctx context.Context, path string, n int) (string, error) {
 		if err := fillCalls(ctx, db, n); err != nil {
 			return "", err
 		}
+		filled = true
 	}
-	if _, err := db.ExecContext(ctx, `ANALYZE`); err != nil {
-		return "", err
+	if filled {
+		if _, err := db.ExecContext(ctx, `ANALYZE`); err != nil {
+			return "", err
+		}
 	}
 	// The first task with its 27 facts.
 	var withFacts string
