@@ -1,6 +1,7 @@
 package projections
 
 import (
+	"bytes"
 	"fmt"
 	"unsafe"
 )
@@ -24,7 +25,8 @@ func (c intCol[T]) Scan(src any) error {
 // textCol scans a TEXT column into *p as bytes without copying them:
 // go-sqlite3 hands over each row's text as a new string, which
 // sql.RawBytes would copy again. The bytes are those of a string, so they
-// must not be changed. NULL is nil.
+// stay valid after the next row but must not be changed. A BLOB is
+// copied (a driver may reuse its bytes); NULL is nil.
 type textCol struct{ p *[]byte }
 
 func (c textCol) Scan(src any) error {
@@ -32,7 +34,7 @@ func (c textCol) Scan(src any) error {
 	case string:
 		*c.p = unsafe.Slice(unsafe.StringData(v), len(v))
 	case []byte:
-		*c.p = v
+		*c.p = bytes.Clone(v)
 	case nil:
 		*c.p = nil
 	default:

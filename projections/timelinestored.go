@@ -10,7 +10,7 @@ import (
 // the stored JSON, without decoding the calls and the diffs into strings
 // and slices: strings that need no escaping, raw values already in
 // json.Marshal's form and each call's stored changes are copied. Decoding
-// them was a third of the task page's time, above the SQLite query it runs
+// them and encoding them again was two fifths of the task page's time
 // (BenchmarkConsole; docs/ARCHITECTURE.md, "The operator console").
 //
 // It returns false, having appended nothing, for a fact it cannot be sure
@@ -78,7 +78,7 @@ type storedFact struct {
 
 // parse finds the members of data, a fact's data column, and those of its
 // calls, in one pass over the bytes (splitting the data, then its calls,
-// then each call went over a call three times: a fifth of the task
+// then each call went over a call three times: a seventh of the task
 // page's time). It returns false for what appendStoredEntry does not write
 // (see there); on data that is not valid JSON after all it stops without
 // panicking.
