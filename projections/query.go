@@ -104,10 +104,15 @@ func newTaskScan() *taskScan {
 	r := &taskScan{}
 	t := &r.t
 	r.dest = []any{
-		&t.ID, &t.Name, &t.Queue, intCol[int]{&t.Priority}, &t.Status, intCol[int]{&t.Attempt}, intCol[int]{&t.RetriesLeft},
+		&t.ID, &t.Name, &t.Queue,
+		intCol[int]{&t.Priority},
+		&t.Status,
+		intCol[int]{&t.Attempt},
+		intCol[int]{&t.RetriesLeft},
 		&r.argsS, &r.kwS, &r.argsE, &r.kwE, &r.result, &t.Error, &t.Reason, &t.RetryParent, &t.RetryChild, &t.Worker, &r.tags,
 		&r.extra, &t.IdempotencyKey, &t.Trace, &r.created, &r.queued, &r.started, &r.executed, &r.finished, &r.upd,
-		intCol[int64]{&r.first}, intCol[int64]{&r.last},
+		intCol[int64]{&r.first},
+		intCol[int64]{&r.last},
 	}
 	return r
 }
