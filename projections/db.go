@@ -61,6 +61,12 @@ type DB struct {
 	// stmts are the readers' prepared statements, by query text
 	// (prepared).
 	stmts sync.Map
+	// shadowCounts holds, by shadow and live plugin, what each fact of
+	// RecentShadowStats's last window added (RecentShadowStats).
+	shadowCounts struct {
+		sync.Mutex
+		m map[[2]string]map[int64]shadowCounts
+	}
 }
 
 // DSN returns the go-sqlite3 data source name of the database at path: WAL,

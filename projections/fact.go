@@ -177,13 +177,25 @@ var callFields = [cfCount]string{
 
 // callField returns the field named k (ASCII, any case), or -1.
 func callField(k string) int {
-	for f, name := range callFields {
-		if len(name) == len(k) && strings.EqualFold(name, k) {
+	if len(k) >= len(callFieldsByLen) {
+		return -1
+	}
+	for _, f := range callFieldsByLen[len(k)] {
+		if strings.EqualFold(callFields[f], k) {
 			return f
 		}
 	}
 	return -1
 }
+
+// callFieldsByLen lists the fields by the length of their names: the task
+// page and the projector look up every member of every call.
+var callFieldsByLen = func() (t [16][]int) {
+	for f, name := range callFields {
+		t[len(name)] = append(t[len(name)], f)
+	}
+	return t
+}()
 
 func setCallField(c *events.PluginCall, f int, val []byte) bool {
 	switch f {

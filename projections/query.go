@@ -1,7 +1,6 @@
 package projections
 
 import (
-	"bytes"
 	"context"
 	"database/sql"
 	"encoding/base64"
@@ -105,9 +104,15 @@ func newTaskScan() *taskScan {
 	r := &taskScan{}
 	t := &r.t
 	r.dest = []any{
-		&t.ID, &t.Name, &t.Queue, &t.Priority, &t.Status, &t.Attempt, &t.RetriesLeft, &r.argsS, &r.kwS, &r.argsE, &r.kwE,
-		&r.result, &t.Error, &t.Reason, &t.RetryParent, &t.RetryChild, &t.Worker, &r.tags, &r.extra, &t.IdempotencyKey, &t.Trace,
-		&r.created, &r.queued, &r.started, &r.executed, &r.finished, &r.upd, &r.first, &r.last,
+		&t.ID, &t.Name, &t.Queue,
+		intCol[int]{&t.Priority},
+		&t.Status,
+		intCol[int]{&t.Attempt},
+		intCol[int]{&t.RetriesLeft},
+		&r.argsS, &r.kwS, &r.argsE, &r.kwE, &r.result, &t.Error, &t.Reason, &t.RetryParent, &t.RetryChild, &t.Worker, &r.tags,
+		&r.extra, &t.IdempotencyKey, &t.Trace, &r.created, &r.queued, &r.started, &r.executed, &r.finished, &r.upd,
+		intCol[int64]{&r.first},
+		intCol[int64]{&r.last},
 	}
 	return r
 }
@@ -171,7 +176,7 @@ func (d *DB) taskWithKey(ctx context.Context, id string) (int64, Task, error) {
 	r := newTaskScan()
 	var key int64
 	var a attemptScan
-	r.dest = append(append([]any{&key}, r.dest...), a.dests()...)
+	r.dest = append(append([]any{intCol[int64]{&key}}, r.dest...), a.dests()...)
 	var t Task
 	found := false
 	for rows.Next() {
@@ -430,7 +435,10 @@ func (d *DB) TimelineOf(ctx context.Context, id string, shadowOf func(shadow str
 		return Timeline{}, err
 	}
 	tl := Timeline{Task: tr.task, Entries: []Entry{}}
-	err = tr.eachFact(ctx, false, func(fr *factRow) error {
+	err = tr.eachFact(ctx, func(fr *factRow) error {
+		if err := fr.decode(); err != nil {
+			return err
+		}
 		diffs, err := factDiffs(fr.e.Trigger, &fr.f, fr.stored, shadowOf)
 		if err != nil {
 			return err
@@ -464,14 +472,30 @@ type timelineReader struct {
 	key  int64
 	task Task
 	seqs map[string]uint64 // pluginEventSeqs
+	// stored is appendStoredEntry's, reused from fact to fact; idField
+	// its calls' task_id member, written once.
+	stored  storedFact
+	idField []byte
 }
 
-// factRow is one fact of a timeline: the entry without its calls, the
-// fact's data decoded, and its stored diffs column.
+// factRow is one fact of a timeline: the entry without its calls (nor
+// what the data holds), the fact's data as stored and, once decode has
+// run, decoded, and its stored diffs column.
 type factRow struct {
 	e      Entry
+	data   []byte
 	f      events.Fact
 	stored []byte
+}
+
+// decode decodes the fact's data into f and the entry's input, output and
+// failed.
+func (fr *factRow) decode() error {
+	if err := decodeStoredFact(fr.data, &fr.f); err != nil {
+		return err
+	}
+	fr.e.Input, fr.e.Output, fr.e.Failed = fr.f.Input, fr.f.Output, fr.f.Failed
+	return nil
 }
 
 // openTimeline reads task id, its attempts, and the sequences of its
@@ -489,11 +513,11 @@ func (d *DB) openTimeline(ctx context.Context, id string) (*timelineReader, erro
 	return tr, nil
 }
 
-// eachFact calls fn with each fact of the task, in stream order. With
-// reuse, fn gets the same factRow each time, whose data (the fact's input,
-// output and patches, its stored diffs) is valid only until fn returns: the
-// rows are scanned into buffers reused from fact to fact.
-func (tr *timelineReader) eachFact(ctx context.Context, reuse bool, fn func(fr *factRow) error) error {
+// eachFact calls fn with each fact of the task, in stream order, its data
+// not decoded yet. fn gets the same factRow each time; the fact's data and
+// stored diffs are the bytes of the strings go-sqlite3 returns (textCol),
+// which stay valid but must not be changed.
+func (tr *timelineReader) eachFact(ctx context.Context, fn func(fr *factRow) error) error {
 	rows, err := tr.d.query(ctx, `SELECT seq, idx, time, trigger, component, attempt, run, event_id, source, data,
 		replay, diffs FROM facts WHERE task_key = +? ORDER BY pos`, tr.key)
 	if err != nil {
@@ -502,24 +526,28 @@ func (tr *timelineReader) eachFact(ctx context.Context, reuse bool, fn func(fr *
 	defer rows.Close()
 	var at, replay sql.NullString // NULL costs no string
 	var seq int64
-	var data, stored sql.RawBytes
+	var data, stored []byte
 	var fr factRow
+	e := &fr.e
+	dest := []any{
+		intCol[int64]{&seq},
+		intCol[int]{&e.Index},
+		&at, &e.Trigger, &e.Component,
+		intCol[int]{&e.Attempt},
+		intCol[int]{&e.Run},
+		&e.EventID, &e.Source,
+		textCol{&data},
+		&replay,
+		textCol{&stored},
+	}
 	for rows.Next() {
 		fr = factRow{}
-		e := &fr.e
-		if err := rows.Scan(&seq, &e.Index, &at, &e.Trigger, &e.Component, &e.Attempt, &e.Run, &e.EventID, &e.Source, &data, &replay, &stored); err != nil {
+		if err := rows.Scan(dest...); err != nil {
 			return fmt.Errorf("reading timeline of %s: %w", tr.id, err)
 		}
 		e.Replay = replay.String
-		fr.stored = stored
-		fdata := []byte(data)
-		if !reuse {
-			fdata, fr.stored = bytes.Clone(data), bytes.Clone(stored)
-		}
-		if err := decodeStoredFact(fdata, &fr.f); err != nil {
-			return fmt.Errorf("reading timeline of %s: fact %d: %w", tr.id, seq, err)
-		}
-		e.Seq, e.Time, e.Input, e.Output, e.Failed = seqFromSQL(seq), parseTS(at), fr.f.Input, fr.f.Output, fr.f.Failed
+		fr.data, fr.stored = data, stored
+		e.Seq, e.Time = seqFromSQL(seq), parseTS(at)
 		if err := fn(&fr); err != nil {
 			return fmt.Errorf("reading timeline of %s: fact %d: %w", tr.id, seq, err)
 		}

@@ -25,7 +25,18 @@ func (d *DB) AppendTimelineJSON(ctx context.Context, dst []byte, id string, shad
 	dst = append(dst, `,"entries":[`...)
 	var calls []Call // one entry's at a time
 	first := true
-	err = tr.eachFact(ctx, true, func(fr *factRow) error {
+	err = tr.eachFact(ctx, func(fr *factRow) error {
+		if !first {
+			dst = append(dst, ',')
+		}
+		first = false
+		var ok bool
+		if dst, ok = tr.appendStoredEntry(dst, fr, shadowOf); ok {
+			return nil
+		}
+		if err := fr.decode(); err != nil {
+			return err
+		}
 		diffs, err := factDiffs(fr.e.Trigger, &fr.f, fr.stored, shadowOf)
 		if err != nil {
 			return err
@@ -35,10 +46,6 @@ func (d *DB) AppendTimelineJSON(ctx context.Context, dst []byte, id string, shad
 			calls = append(calls, tr.call(fr, j, diffs))
 		}
 		fr.e.Calls = calls
-		if !first {
-			dst = append(dst, ',')
-		}
-		first = false
 		dst = fr.e.appendJSON(dst)
 		return nil
 	})
@@ -61,6 +68,26 @@ func (d *DB) AppendTimelineJSON(ctx context.Context, dst []byte, id string, shad
 
 // appendJSON appends e as encoding/json writes it.
 func (e *Entry) appendJSON(dst []byte) []byte {
+	dst = e.appendHead(dst)
+	dst = appendRawField(dst, `,"input":`, e.Input)
+	dst = appendRawField(dst, `,"output":`, e.Output)
+	dst = appendStringField(dst, `,"failed":`, e.Failed)
+	dst = appendStringField(dst, `,"replay":`, e.Replay)
+	if len(e.Calls) > 0 {
+		dst = append(dst, `,"calls":[`...)
+		for i := range e.Calls {
+			if i > 0 {
+				dst = append(dst, ',')
+			}
+			dst = e.Calls[i].appendJSON(dst)
+		}
+		dst = append(dst, ']')
+	}
+	return append(dst, '}')
+}
+
+// appendHead appends e's opening brace and its members up to source.
+func (e *Entry) appendHead(dst []byte) []byte {
 	dst = append(dst, `{"seq":`...)
 	dst = strconv.AppendUint(dst, e.Seq, 10)
 	if e.Index != 0 {
@@ -79,22 +106,7 @@ func (e *Entry) appendJSON(dst []byte) []byte {
 	dst = append(dst, `,"event_id":`...)
 	dst = appendJSONString(dst, e.EventID)
 	dst = append(dst, `,"source":`...)
-	dst = appendJSONString(dst, e.Source)
-	dst = appendRawField(dst, `,"input":`, e.Input)
-	dst = appendRawField(dst, `,"output":`, e.Output)
-	dst = appendStringField(dst, `,"failed":`, e.Failed)
-	dst = appendStringField(dst, `,"replay":`, e.Replay)
-	if len(e.Calls) > 0 {
-		dst = append(dst, `,"calls":[`...)
-		for i := range e.Calls {
-			if i > 0 {
-				dst = append(dst, ',')
-			}
-			dst = e.Calls[i].appendJSON(dst)
-		}
-		dst = append(dst, ']')
-	}
-	return append(dst, '}')
+	return appendJSONString(dst, e.Source)
 }
 
 // appendJSON appends c as encoding/json writes it.

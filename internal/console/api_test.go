@@ -204,6 +204,22 @@ func TestShadowsAPI(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, want, d)
 
+	// Again after more firings: the facts compared before are counted as
+	// they were (RecentShadowStats keeps what each added), the new ones
+	// compared.
+	for i := tasks; i < tasks+4; i++ {
+		got := e.run(t, i)
+		require.Equal(t, events.StatusSuccess, got.Status, got.Error)
+	}
+	e.catchUp(t)
+	require.Equal(t, http.StatusOK, e.get(t, "/api/v1/shadows", &sl))
+	require.Len(t, sl.Shadows, 1)
+	want, err = e.view.ShadowStats(apiCtx(t), "cand", "live", time.Time{})
+	require.NoError(t, err)
+	require.Equal(t, want, sl.Shadows[0].Divergence)
+	require.Equal(t, tasks+4, want.Calls)
+	require.Equal(t, 4, want.Different, "12 differs too")
+
 	require.Equal(t, http.StatusOK, e.get(t, "/api/v1/shadows?of=live", &sl))
 	require.Len(t, sl.Shadows, 1)
 	require.Equal(t, http.StatusOK, e.get(t, "/api/v1/shadows?of=other", &sl))
