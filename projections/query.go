@@ -256,42 +256,10 @@ type TaskPage struct {
 // one page at a time.
 func (d *DB) Tasks(ctx context.Context, f TaskFilter) (TaskPage, error) {
 	limit := clampLimit(f.Limit)
-	var where []string
-	var args []any
-	from := "tasks t"
-	if f.Tag != "" {
-		from = "tasks t JOIN task_tags g ON g.task_key = t.key AND g.tag = ?"
-		args = append(args, f.Tag)
+	q, args, err := tasksQuery(f, limit)
+	if err != nil {
+		return TaskPage{}, err
 	}
-	if f.Status != "" {
-		where, args = append(where, "t.status = ?"), append(args, f.Status)
-	}
-	if f.Name != "" {
-		where, args = append(where, "t.name = ?"), append(args, f.Name)
-	}
-	if f.Queue != "" {
-		where, args = append(where, "t.queue = ?"), append(args, f.Queue)
-	}
-	if !f.Since.IsZero() {
-		where, args = append(where, "t.created_at >= ?"), append(args, ts(f.Since))
-	}
-	if !f.Until.IsZero() {
-		where, args = append(where, "t.created_at < ?"), append(args, ts(f.Until))
-	}
-	if f.Cursor != "" {
-		parts, err := decodeCursor(f.Cursor, 2)
-		if err != nil {
-			return TaskPage{}, err
-		}
-		where = append(where, "(t.created_at, t.id) < (?, ?)")
-		args = append(args, parts[0], parts[1])
-	}
-	q := "SELECT " + prefixColumns("t.", taskColumns) + " FROM " + from
-	if len(where) > 0 {
-		q += " WHERE " + strings.Join(where, " AND ")
-	}
-	q += " ORDER BY t.created_at DESC, t.id DESC LIMIT ?"
-	args = append(args, limit+1)
 	stmt, err := d.prepared(ctx, q) //nolint:sqlclosecheck // cached: closeStmts closes it with the DB
 	if err != nil {
 		return TaskPage{}, fmt.Errorf("listing tasks: %w", err)
@@ -323,6 +291,50 @@ func (d *DB) Tasks(ctx context.Context, f TaskFilter) (TaskPage, error) {
 		page.Next = encodeCursor(created, last.ID)
 	}
 	return page, nil
+}
+
+// tasksQuery is the statement Tasks runs for f and a page of limit, and
+// its arguments. Its parameters are written +? (DB.prepared says why: a
+// "?" that SQLite's planner looks into, as "LIMIT ?" and "x = ?" beside
+// an ORDER BY, made it parse and plan the statement again on every call);
+// TestTasksQueryPlans holds that the plans are those of "?".
+func tasksQuery(f TaskFilter, limit int) (string, []any, error) {
+	var where []string
+	var args []any
+	from := "tasks t"
+	if f.Tag != "" {
+		from = "tasks t JOIN task_tags g ON g.task_key = t.key AND g.tag = +?"
+		args = append(args, f.Tag)
+	}
+	if f.Status != "" {
+		where, args = append(where, "t.status = +?"), append(args, f.Status)
+	}
+	if f.Name != "" {
+		where, args = append(where, "t.name = +?"), append(args, f.Name)
+	}
+	if f.Queue != "" {
+		where, args = append(where, "t.queue = +?"), append(args, f.Queue)
+	}
+	if !f.Since.IsZero() {
+		where, args = append(where, "t.created_at >= +?"), append(args, ts(f.Since))
+	}
+	if !f.Until.IsZero() {
+		where, args = append(where, "t.created_at < +?"), append(args, ts(f.Until))
+	}
+	if f.Cursor != "" {
+		parts, err := decodeCursor(f.Cursor, 2)
+		if err != nil {
+			return "", nil, err
+		}
+		where = append(where, "(t.created_at, t.id) < (+?, +?)")
+		args = append(args, parts[0], parts[1])
+	}
+	q := "SELECT " + prefixColumns("t.", taskColumns) + " FROM " + from
+	if len(where) > 0 {
+		q += " WHERE " + strings.Join(where, " AND ")
+	}
+	q += " ORDER BY t.created_at DESC, t.id DESC LIMIT +?"
+	return q, append(args, limit+1), nil
 }
 
 func prefixColumns(prefix, cols string) string {
