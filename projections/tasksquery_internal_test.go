@@ -40,7 +40,6 @@ func TestTasksQueryPlans(t *testing.T) {
 	_, err = d.w.ExecContext(ctx, `ANALYZE`)
 	require.NoError(t, err)
 	checkTasksQueryPlans(ctx, t, d)
-
 }
 
 func checkTasksQueryPlans(ctx context.Context, t *testing.T, d *DB) {
