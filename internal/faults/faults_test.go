@@ -47,8 +47,9 @@ func waitPlugin(t *testing.T, b *bus.Bus) {
 // A 3-node cluster under load loses the leader of the event log, of the
 // task queue and of the task bucket's stream in turn (each killed with
 // SIGKILL, then restarted on its store), then one of two workers is
-// killed and the other takes over. Every acknowledged task is accounted
-// for (see audit).
+// killed and the other takes over. Batches of submissions (SubmitMany)
+// are on their way through each killed node, and submitted during each
+// election. Every acknowledged task is accounted for (see audit).
 func TestClusterFaults(t *testing.T) {
 	c := startCluster(t, 3)
 	url := c.urls()
@@ -66,14 +67,25 @@ func TestClusterFaults(t *testing.T) {
 	plain := startLoad(app, &next, false)
 	keyed := startLoad(app, &next, true)
 	web := startHTTPLoad(wa.http, &next, ciRate/4, ciSleepEvery)
+	// The batch clients are applications of their own, on connections of
+	// their own, so that their bursts do not hold up the others' acks: one
+	// on every node, and one per fault on the node about to be killed.
+	batch := startBatchLoad(newClient(t, openBus(t, url, 3)), &next, ciBatchSizes)
+	batches := []*load{batch}
 	faults := []fault{{What: "none (baseline)", At: time.Now()}}
 	keyed.waitAcked(t, 2*ciAfterFault, 2*time.Minute, "baseline")
 
 	for _, stream := range leaderStreams {
 		n := c.leader(stream)
+		// A batch on its way through the node when it dies (its acks
+		// lost), and another submitted while the stream has no leader.
+		doomed := startBatchLoad(newClient(t, openBus(t, n.url(), 3)), &next, ciDoomedBatchSizes)
+		batches = append(batches, doomed)
+		doomed.batchNow(t)
 		f := fault{What: "kill -9 leader of " + stream, At: time.Now()}
 		t.Logf("%s: killing %s", f.What, n.name)
 		n.kill()
+		batch.batchNow(t)
 		c.leader(stream) // a new one
 		keyed.waitAcked(t, ciAfterFault, 3*time.Minute, "after killing the leader of "+stream)
 		n.start()
@@ -96,6 +108,11 @@ func TestClusterFaults(t *testing.T) {
 	keyed.halt()
 	web.halt()
 	subs := slices.Concat(plain.results(), keyed.results(), web.results())
+	for _, l := range batches {
+		l.halt()
+		subs = append(subs, l.results()...)
+	}
+	checkBatches(t, batches)
 	rep := audit(t, b, subs, wa.db)
 	logSeen(t, observe(faults, subs, health.samples()))
 	logRedelivery(t, f.At, rep.Resumptions)
