@@ -383,3 +383,33 @@ func TestSubmitManyBoundedWhileTheLogIsDown(t *testing.T) {
 	limit := callCtx + 2*(timeout+5*time.Second) + 5*time.Second
 	require.Less(t, took, limit, "SubmitMany of %d submissions took %v", len(reqs), took)
 }
+
+// The submissions of a batch left to be made one at a time (a key that
+// another of the batch holds), each a Submit, keep the call within its
+// context and a publish timeout while the log stores nothing, as the rest
+// of the batch does (TestSubmitManyBoundedWhileTheLogIsDown).
+func TestSubmitManyLaterBoundedWhileTheLogIsDown(t *testing.T) {
+	t.Parallel()
+	const timeout = 300 * time.Millisecond
+	b := bustest.Open(t, &bus.Config{PublishTimeout: timeout})
+	app := newApp(t, b, nil)
+	ctx := ctxFor(t)
+	require.NoError(t, b.JetStream().DeleteStream(ctx, bus.StreamTasks))
+	require.NoError(t, b.JetStream().DeleteStream(ctx, bus.StreamEvents))
+	reqs := make([]executor.SubmitRequest, 100)
+	for i := range reqs {
+		reqs[i] = executor.SubmitRequest{Name: "add", Input: map[string]int{"a": 1}, Options: &executor.SubmitOptions{IdempotencyKey: "same"}}
+	}
+	const callCtx = time.Second
+	cctx, cancel := context.WithTimeout(ctx, callCtx)
+	defer cancel()
+	start := time.Now()
+	res, err := app.SubmitMany(cctx, reqs)
+	took := time.Since(start)
+	require.ErrorIs(t, err, executor.ErrSomeNotQueued)
+	for i, r := range res {
+		require.Error(t, r.Err, "entry %d", i)
+	}
+	limit := callCtx + 2*(timeout+5*time.Second) + 5*time.Second
+	require.Less(t, took, limit, "SubmitMany of %d submissions of one key took %v", len(reqs), took)
+}

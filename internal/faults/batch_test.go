@@ -19,6 +19,8 @@ import (
 var (
 	ciBatchSizes       = []int{100, 250, 150}
 	ciDoomedBatchSizes = []int{400}
+	// TestServerRestart's, one on its way as the server dies.
+	ciRestartBatchSizes = []int{300}
 )
 
 const ciBatchKeyEvery = 3

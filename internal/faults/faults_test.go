@@ -119,8 +119,8 @@ func TestClusterFaults(t *testing.T) {
 }
 
 // A single nats-server (no cluster) killed with SIGKILL under load and
-// restarted on the same store after a few seconds, three times: a NATS
-// outage.
+// restarted on the same store after a few seconds, three times, a batch
+// of submissions (SubmitMany) on its way each time: a NATS outage.
 // The worker, the plugin and the client reconnect on their own.
 func TestServerRestart(t *testing.T) {
 	c := startCluster(t, 1)
@@ -136,12 +136,16 @@ func TestServerRestart(t *testing.T) {
 	var next atomic.Int64
 	plain := startLoad(app, &next, false)
 	keyed := startLoad(app, &next, true)
+	// A batch client on a connection of its own, a batch on its way as
+	// the server dies: its acks lost, whatever stage each chunk is in.
+	batch := startBatchLoad(newClient(t, openBus(t, url, 1)), &next, ciRestartBatchSizes)
 	faults := []fault{{What: "none (baseline)", At: time.Now()}}
 	keyed.waitAcked(t, 2*ciAfterFault, 2*time.Minute, "baseline")
 
 	const outage = 3 * time.Second
 	for range 3 {
 		n := c.nodes[0]
+		batch.batchNow(t)
 		f := fault{What: "kill -9 the server, restart after 3 s", At: time.Now()}
 		n.kill()
 		// The outage itself: how long the server stays down, as a
@@ -154,7 +158,9 @@ func TestServerRestart(t *testing.T) {
 	}
 	plain.halt()
 	keyed.halt()
-	subs := append(plain.results(), keyed.results()...)
+	batch.halt()
+	checkBatches(t, []*load{batch})
+	subs := slices.Concat(plain.results(), keyed.results(), batch.results())
 	audit(t, b, subs, wa.db)
 	logSeen(t, observe(faults, subs, health.samples()))
 }
