@@ -2,12 +2,16 @@ package faults_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
+
+	"github.com/qtasks/qtasks-go/events"
 	"github.com/qtasks/qtasks-go/executor"
 )
 
@@ -57,11 +61,53 @@ func (l *load) batchNow(tb testing.TB) {
 	waitFor(tb, time.Minute, "a SubmitMany call to begin", func() bool { return l.started.Load() > was })
 }
 
+// batchQueueing makes the batch load submit a batch, and waits until the
+// server has the first of its task messages (seen through nc): a fault
+// injected next strikes the batch between its task messages and their
+// acks, where an ack lost leaves a submission's outcome unknown.
+func (l *load) batchQueueing(tb testing.TB, nc *nats.Conn) {
+	tb.Helper()
+	was := l.started.Load()
+	seen := make(chan struct{}, 1)
+	sub, err := nc.Subscribe(events.SubjectRun+".>", func(m *nats.Msg) {
+		var task struct {
+			Kw struct {
+				N int64 `json:"n"`
+			} `json:"kw"`
+		}
+		if l.started.Load() > was && json.Unmarshal(m.Data, &task) == nil &&
+			task.Kw.N >= l.batchLo.Load() && task.Kw.N <= l.batchHi.Load() {
+			select {
+			case seen <- struct{}{}:
+			default:
+			}
+		}
+	})
+	if err != nil {
+		tb.Fatalf("watching the task messages: %v", err)
+	}
+	defer func() { _ = sub.Unsubscribe() }() // the suite's own connection: nothing to lose
+	if err := nc.Flush(); err != nil {
+		tb.Fatalf("watching the task messages: %v", err)
+	}
+	select {
+	case l.kick <- struct{}{}:
+	default:
+	}
+	select {
+	case <-seen:
+	case <-time.After(time.Minute):
+		tb.Fatalf("timed out after 1m0s waiting for a task message of the batch")
+	}
+}
+
 // submitBatch submits the next batch and settles its unknown outcomes.
 func (l *load) submitBatch() []*submission {
 	size := l.batchSizes[l.batches%len(l.batchSizes)]
 	l.batches++
 	first := int(l.next.Add(int64(size))) - size + 1
+	l.batchLo.Store(int64(first))
+	l.batchHi.Store(int64(first + size - 1))
 	subs := make([]*submission, size)
 	kws := make([]map[string]any, size)
 	reqs := make([]executor.SubmitRequest, 0, size)

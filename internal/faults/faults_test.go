@@ -79,9 +79,15 @@ func TestClusterFaults(t *testing.T) {
 		n := c.leader(stream)
 		// A batch on its way through the node when it dies (its acks
 		// lost), and another submitted while the stream has no leader.
+		// The task queue's leader dies once the batch's task messages
+		// are on their way (their acks lost: outcomes unknown).
 		doomed := startBatchLoad(newClient(t, openBus(t, n.url(), 3)), &next, ciDoomedBatchSizes)
 		batches = append(batches, doomed)
-		doomed.batchNow(t)
+		if stream == bus.StreamTasks {
+			doomed.batchQueueing(t, c.nc)
+		} else {
+			doomed.batchNow(t)
+		}
 		f := fault{What: "kill -9 leader of " + stream, At: time.Now()}
 		t.Logf("%s: killing %s", f.What, n.name)
 		n.kill()
@@ -143,9 +149,13 @@ func TestServerRestart(t *testing.T) {
 	keyed.waitAcked(t, 2*ciAfterFault, 2*time.Minute, "baseline")
 
 	const outage = 3 * time.Second
-	for range 3 {
+	for i := range 3 {
 		n := c.nodes[0]
-		batch.batchNow(t)
+		if i == 0 {
+			batch.batchNow(t)
+		} else {
+			batch.batchQueueing(t, c.nc) // its task messages' acks lost
+		}
 		f := fault{What: "kill -9 the server, restart after 3 s", At: time.Now()}
 		n.kill()
 		// The outage itself: how long the server stays down, as a

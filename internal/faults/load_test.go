@@ -65,6 +65,8 @@ type load struct {
 	kick       chan struct{} // a batch now, without waiting for the tick
 	inBatch    atomic.Bool   // a SubmitMany call is under way
 	started    atomic.Int64  // SubmitMany calls begun
+	batchLo    atomic.Int64  // the first n of the batch under way
+	batchHi    atomic.Int64  // and its last
 	misreports []string      // SubmitMany's error disagreeing with its results
 
 	mu    sync.Mutex
