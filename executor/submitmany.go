@@ -40,6 +40,10 @@ const batchChunk = 250
 // while one waits for its acks, another's messages are being written.
 const batchChunks = 4
 
+// factsWaitSlack is how much longer than the bus's publish timeout a chunk
+// waits for its facts' acks, as bus.Acks.Wait does for one firing.
+const factsWaitSlack = 5 * time.Second
+
 // existsReaders bounds the concurrent reads of a chunk's keyed records.
 const existsReaders = 32
 
@@ -319,13 +323,21 @@ func (a *App) submitChunk(ctx context.Context, reqs []SubmitRequest, res []Submi
 	}
 	queued.flush()
 	// Every fact of the chunk, awaited together: the packed messages
-	// first, whose failures each of their firings then reports.
-	submitted.wait(context.WithoutCancel(ctx))
-	queued.wait(context.WithoutCancel(ctx))
+	// first, whose failures each of their firings then reports. One
+	// deadline for all, as one Submit's wait: each wait alone is bounded,
+	// but a log that stores nothing (no leader) would hold each failed
+	// submission's wait to its bound in turn, the chunk to hundreds of
+	// them.
+	facts, cancel := context.WithTimeout(context.WithoutCancel(ctx), a.b.PublishTimeout()+factsWaitSlack)
+	defer cancel()
+	queuedFacts, cancelQueued := context.WithDeadline(ctx, time.Now().Add(a.b.PublishTimeout()+factsWaitSlack))
+	defer cancelQueued()
+	submitted.wait(facts)
+	queued.wait(facts)
 	for _, e := range ready {
-		wctx := ctx
+		wctx := queuedFacts
 		if !e.queued {
-			wctx = context.WithoutCancel(ctx)
+			wctx = facts
 		}
 		if err := e.f.acks.Wait(wctx); err != nil && e.queued {
 			a.log.WarnContext(ctx, "task queued; some of its submission facts are not confirmed stored", "task_id", e.t.ID, "err", err)

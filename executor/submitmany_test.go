@@ -9,6 +9,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
@@ -346,4 +347,69 @@ func TestSubmitManyKeyTakenBack(t *testing.T) {
 	require.Empty(t, failed[0])
 	require.Contains(t, failed[1], "submitted again on its own")
 	require.Empty(t, failed[2])
+}
+
+// A batch whose submissions all fail while the log stores nothing (its
+// stream has no leader: here, no stream) returns within its context and
+// one publish timeout, as Submit does, not one publish timeout per
+// submission: each failed submission's facts are waited for against the
+// same deadline.
+func TestSubmitManyBoundedWhileTheLogIsDown(t *testing.T) {
+	t.Parallel()
+	const timeout = 300 * time.Millisecond
+	b := bustest.Open(t, &bus.Config{PublishTimeout: timeout})
+	app := newApp(t, b, nil)
+	ctx := ctxFor(t)
+	require.NoError(t, b.JetStream().DeleteStream(ctx, bus.StreamTasks))
+	require.NoError(t, b.JetStream().DeleteStream(ctx, bus.StreamEvents))
+	reqs := make([]executor.SubmitRequest, 100)
+	for i := range reqs {
+		reqs[i] = executor.SubmitRequest{Name: "add", Input: map[string]int{"a": i}}
+	}
+	const callCtx = time.Second
+	cctx, cancel := context.WithTimeout(ctx, callCtx)
+	defer cancel()
+	start := time.Now()
+	res, err := app.SubmitMany(cctx, reqs)
+	took := time.Since(start)
+	require.ErrorIs(t, err, executor.ErrSomeNotQueued)
+	for i, r := range res {
+		require.Error(t, r.Err, "entry %d", i)
+		require.NotErrorIs(t, r.Err, executor.ErrOutcomeUnknown, "entry %d: the queue refused it", i)
+	}
+	// The context, the records' acks and the facts' (each a publish
+	// timeout and the bus's slack of 5 s at most), and room for a loaded
+	// machine: far less than one publish timeout per submission (30 s).
+	limit := callCtx + 2*(timeout+5*time.Second) + 5*time.Second
+	require.Less(t, took, limit, "SubmitMany of %d submissions took %v", len(reqs), took)
+}
+
+// The submissions of a batch left to be made one at a time (a key that
+// another of the batch holds), each a Submit, keep the call within its
+// context and a publish timeout while the log stores nothing, as the rest
+// of the batch does (TestSubmitManyBoundedWhileTheLogIsDown).
+func TestSubmitManyLaterBoundedWhileTheLogIsDown(t *testing.T) {
+	t.Parallel()
+	const timeout = 300 * time.Millisecond
+	b := bustest.Open(t, &bus.Config{PublishTimeout: timeout})
+	app := newApp(t, b, nil)
+	ctx := ctxFor(t)
+	require.NoError(t, b.JetStream().DeleteStream(ctx, bus.StreamTasks))
+	require.NoError(t, b.JetStream().DeleteStream(ctx, bus.StreamEvents))
+	reqs := make([]executor.SubmitRequest, 100)
+	for i := range reqs {
+		reqs[i] = executor.SubmitRequest{Name: "add", Input: map[string]int{"a": 1}, Options: &executor.SubmitOptions{IdempotencyKey: "same"}}
+	}
+	const callCtx = time.Second
+	cctx, cancel := context.WithTimeout(ctx, callCtx)
+	defer cancel()
+	start := time.Now()
+	res, err := app.SubmitMany(cctx, reqs)
+	took := time.Since(start)
+	require.ErrorIs(t, err, executor.ErrSomeNotQueued)
+	for i, r := range res {
+		require.Error(t, r.Err, "entry %d", i)
+	}
+	limit := callCtx + 2*(timeout+5*time.Second) + 5*time.Second
+	require.Less(t, took, limit, "SubmitMany of %d submissions of one key took %v", len(reqs), took)
 }

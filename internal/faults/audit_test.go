@@ -82,7 +82,9 @@ type finalFact struct {
 //     submission retried after errors made exactly one task;
 //   - no task record stays new or in process;
 //   - the live projection at db ("" for none) equals a rebuild from the
-//     log, and holds no task in new.
+//     log, and holds no task in new, nor any task of a submission that
+//     got an error not saying its outcome was unknown (bar the janitor's
+//     end of its record, never queued).
 func audit(t *testing.T, b *bus.Bus, subs []*submission, db string) report {
 	t.Helper()
 	var r report
@@ -90,7 +92,7 @@ func audit(t *testing.T, b *bus.Bus, subs []*submission, db string) report {
 	for _, s := range subs {
 		switch {
 		case s.Hung:
-			t.Errorf("submission %d: Submit did not return within %v of a %v context: it waits for something without a deadline", s.N, hangLimit, submitTimeout)
+			t.Errorf("submission %d (batch %v): Submit or SubmitMany did not return within %v of a %v context: it waits for something without a deadline", s.N, s.Batch, hangLimit, submitTimeout)
 		case s.ID != "":
 			r.Acked++
 			acked[s.ID] = s
@@ -284,6 +286,7 @@ func audit(t *testing.T, b *bus.Bus, subs []*submission, db string) report {
 
 	if db != "" {
 		checkProjection(t, b, db)
+		checkNotQueuedUnprojected(t, db, subs)
 	}
 	logErrors(t, subs)
 	t.Logf("audit: %d submissions acknowledged, %d got an error in the end (%d said unknown outcome), %d events, %d attempts with a final fact, %d resumptions",
@@ -415,6 +418,55 @@ func checkProjection(t *testing.T, b *bus.Bus, path string) {
 		}
 		t.Errorf("%d tasks stay new in the projection (submitted, never queued), e.g. %s", len(page.Tasks), strings.Join(ex, ", "))
 	}
+}
+
+// checkNotQueuedUnprojected fails t on every task of the projection at
+// path whose kw n is that of a submission that got an error not saying its
+// outcome was unknown: such a submission was not queued, so its facts say
+// so (storage_add failed) and it is no task of the projection — unless the
+// janitor ended the record it left, with reason executor.OrphanReason.
+func checkNotQueuedUnprojected(t *testing.T, path string, subs []*submission) {
+	t.Helper()
+	notQueued := map[int]*submission{}
+	for _, s := range subs {
+		if s.ID == "" && !s.Unknown && !s.Hung {
+			notQueued[s.N] = s
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	db, err := projections.Open(ctx, path, &projections.Options{ReadOnly: true})
+	if err != nil {
+		t.Fatalf("opening the live projection: %v", err)
+	}
+	defer db.Close()
+	var bad []string
+	tasks := 0
+	for f := (projections.TaskFilter{Limit: projections.MaxLimit}); ; {
+		page, err := db.Tasks(ctx, f)
+		if err != nil {
+			t.Fatalf("projected tasks: %v", err)
+		}
+		for _, task := range page.Tasks {
+			tasks++
+			var kw struct {
+				N int `json:"n"`
+			}
+			if json.Unmarshal(task.KwSubmitted, &kw) != nil || notQueued[kw.N] == nil || task.Reason == executor.OrphanReason {
+				continue
+			}
+			s := notQueued[kw.N]
+			bad = append(bad, fmt.Sprintf("n %d (batch %v): %q, yet task %s is %s in the projection", s.N, s.Batch, s.Errs[len(s.Errs)-1], task.ID, task.Status))
+		}
+		if page.Next == "" {
+			break
+		}
+		f.Cursor = page.Next
+	}
+	if len(bad) > 0 {
+		t.Errorf("%d submissions got an error that did not say the outcome was unknown, yet the projection holds their task, e.g. %s", len(bad), strings.Join(bad[:min(len(bad), 5)], "; "))
+	}
+	t.Logf("projection: %d tasks, %d of them of the %d submissions not queued", tasks, len(bad), len(notQueued))
 }
 
 // logErrors logs the distinct errors clients got (digits masked, so that

@@ -47,8 +47,9 @@ func waitPlugin(t *testing.T, b *bus.Bus) {
 // A 3-node cluster under load loses the leader of the event log, of the
 // task queue and of the task bucket's stream in turn (each killed with
 // SIGKILL, then restarted on its store), then one of two workers is
-// killed and the other takes over. Every acknowledged task is accounted
-// for (see audit).
+// killed and the other takes over. Batches of submissions (SubmitMany)
+// are on their way through each killed node, and submitted during each
+// election. Every acknowledged task is accounted for (see audit).
 func TestClusterFaults(t *testing.T) {
 	c := startCluster(t, 3)
 	url := c.urls()
@@ -66,14 +67,31 @@ func TestClusterFaults(t *testing.T) {
 	plain := startLoad(app, &next, false)
 	keyed := startLoad(app, &next, true)
 	web := startHTTPLoad(wa.http, &next, ciRate/4, ciSleepEvery)
+	// The batch clients are applications of their own, on connections of
+	// their own, so that their bursts do not hold up the others' acks: one
+	// on every node, and one per fault on the node about to be killed.
+	batch := startBatchLoad(newClient(t, openBus(t, url, 3)), &next, ciBatchSizes)
+	batches := []*load{batch}
 	faults := []fault{{What: "none (baseline)", At: time.Now()}}
 	keyed.waitAcked(t, 2*ciAfterFault, 2*time.Minute, "baseline")
 
 	for _, stream := range leaderStreams {
 		n := c.leader(stream)
+		// A batch on its way through the node when it dies (its acks
+		// lost), and another submitted while the stream has no leader.
+		// The task queue's leader dies once the batch's task messages
+		// are on their way (their acks lost: outcomes unknown).
+		doomed := startBatchLoad(newClient(t, openBus(t, n.url(), 3)), &next, ciDoomedBatchSizes)
+		batches = append(batches, doomed)
+		if stream == bus.StreamTasks {
+			doomed.batchQueueing(t, c.nc)
+		} else {
+			doomed.batchNow(t)
+		}
 		f := fault{What: "kill -9 leader of " + stream, At: time.Now()}
 		t.Logf("%s: killing %s", f.What, n.name)
 		n.kill()
+		batch.batchNow(t)
 		c.leader(stream) // a new one
 		keyed.waitAcked(t, ciAfterFault, 3*time.Minute, "after killing the leader of "+stream)
 		n.start()
@@ -96,14 +114,19 @@ func TestClusterFaults(t *testing.T) {
 	keyed.halt()
 	web.halt()
 	subs := slices.Concat(plain.results(), keyed.results(), web.results())
+	for _, l := range batches {
+		l.halt()
+		subs = append(subs, l.results()...)
+	}
+	checkBatches(t, batches)
 	rep := audit(t, b, subs, wa.db)
 	logSeen(t, observe(faults, subs, health.samples()))
 	logRedelivery(t, f.At, rep.Resumptions)
 }
 
 // A single nats-server (no cluster) killed with SIGKILL under load and
-// restarted on the same store after a few seconds, three times: a NATS
-// outage.
+// restarted on the same store after a few seconds, three times, a batch
+// of submissions (SubmitMany) on its way each time: a NATS outage.
 // The worker, the plugin and the client reconnect on their own.
 func TestServerRestart(t *testing.T) {
 	c := startCluster(t, 1)
@@ -119,12 +142,20 @@ func TestServerRestart(t *testing.T) {
 	var next atomic.Int64
 	plain := startLoad(app, &next, false)
 	keyed := startLoad(app, &next, true)
+	// A batch client on a connection of its own, a batch on its way as
+	// the server dies: its acks lost, whatever stage each chunk is in.
+	batch := startBatchLoad(newClient(t, openBus(t, url, 1)), &next, ciRestartBatchSizes)
 	faults := []fault{{What: "none (baseline)", At: time.Now()}}
 	keyed.waitAcked(t, 2*ciAfterFault, 2*time.Minute, "baseline")
 
 	const outage = 3 * time.Second
-	for range 3 {
+	for i := range 3 {
 		n := c.nodes[0]
+		if i == 0 {
+			batch.batchNow(t)
+		} else {
+			batch.batchQueueing(t, c.nc) // its task messages' acks lost
+		}
 		f := fault{What: "kill -9 the server, restart after 3 s", At: time.Now()}
 		n.kill()
 		// The outage itself: how long the server stays down, as a
@@ -137,7 +168,9 @@ func TestServerRestart(t *testing.T) {
 	}
 	plain.halt()
 	keyed.halt()
-	subs := append(plain.results(), keyed.results()...)
+	batch.halt()
+	checkBatches(t, []*load{batch})
+	subs := slices.Concat(plain.results(), keyed.results(), batch.results())
 	audit(t, b, subs, wa.db)
 	logSeen(t, observe(faults, subs, health.samples()))
 }

@@ -42,6 +42,7 @@ type submission struct {
 	Errs       []string // the errors Submit returned (a keyed client retries after each)
 	Unknown    bool     // some error said the outcome is unknown
 	Hung       bool     // a Submit call did not return within hangLimit
+	Batch      bool     // submitted in a SubmitMany batch
 }
 
 // load is a client submitting tasks at a steady rate from several
@@ -57,6 +58,16 @@ type load struct {
 	stop       chan struct{}
 	wg         sync.WaitGroup
 	active     atomic.Int32
+
+	// A batch load submits with SubmitMany (batch_test.go).
+	batchSizes []int         // the sizes of its batches, in turn
+	batches    int           // batches submitted so far (its one goroutine's)
+	kick       chan struct{} // a batch now, without waiting for the tick
+	inBatch    atomic.Bool   // a SubmitMany call is under way
+	started    atomic.Int64  // SubmitMany calls begun
+	batchLo    atomic.Int64  // the first n of the batch under way
+	batchHi    atomic.Int64  // and its last
+	misreports []string      // SubmitMany's error disagreeing with its results
 
 	mu    sync.Mutex
 	subs  []*submission
@@ -107,19 +118,27 @@ func (l *load) run() {
 		case <-l.stop:
 			return
 		case <-tick.C:
+		case <-l.kick:
 		}
-		s := l.submit()
-		if s == nil {
+		var ss []*submission
+		if l.batchSizes != nil {
+			ss = l.submitBatch()
+		} else if s := l.submit(); s != nil {
+			ss = []*submission{s}
+		}
+		if len(ss) == 0 {
 			return // the run's tasks are all submitted
 		}
 		l.mu.Lock()
-		l.subs = append(l.subs, s)
+		l.subs = append(l.subs, ss...)
 		l.mu.Unlock()
-		if s.ID != "" {
-			l.acked.Add(1)
+		for _, s := range ss {
+			if s.ID != "" {
+				l.acked.Add(1)
+			}
 		}
-		if s.Hung {
-			return // its Submit never came back; this client is stuck too
+		if ss[0].Hung {
+			return // its call never came back; this client is stuck too
 		}
 	}
 }
