@@ -279,9 +279,10 @@ func (f *firing) event(trigger, id string, data []byte) events.Event {
 
 // chain runs the mutators of t's chain over input (events.MutatorChain:
 // each sees the payload as patched by those before it, the failure
-// policy, shadows). The shadows of a plugin, given what it was given, are
-// invoked once it has answered, concurrently with the rest of the chain;
-// their calls are added after the chain's.
+// policy, shadows). The shadows of a plugin, given what it is given, are
+// invoked alongside it, concurrently with the rest of the chain; the
+// chain waits for them at its end (their calls are in the fact, after the
+// chain's).
 func (f *firing) chain(ctx context.Context, t events.Trigger, n int, chain []events.PluginInfo, input json.RawMessage) (json.RawMessage, []events.PluginCall, error) {
 	if len(chain) == 0 {
 		return input, nil, nil
@@ -293,8 +294,10 @@ func (f *firing) chain(ctx context.Context, t events.Trigger, n int, chain []eve
 	var shadowCalls []events.PluginCall
 	for _, p := range chain {
 		doc := mc.Payload()
-		call, out := f.invoke(ctx, t, n, p, doc, false)
-		// Shadows of p see what p saw; their patches are recorded only.
+		// Shadows of p see what p sees; their patches are recorded only.
+		// They are asked alongside p, not after it answers, so that the
+		// wait for them at the chain's end adds nothing when they take no
+		// longer than the chain.
 		for _, s := range reg.Shadows(p.Name, t.Name) {
 			shadowWG.Add(1)
 			go func(s events.PluginInfo, in json.RawMessage) {
@@ -305,6 +308,7 @@ func (f *firing) chain(ctx context.Context, t events.Trigger, n int, chain []eve
 				shadowMu.Unlock()
 			}(s, doc)
 		}
+		call, out := f.invoke(ctx, t, n, p, doc, false)
 		if !mc.Add(call, out) {
 			break
 		}
