@@ -165,13 +165,7 @@ var (
 
 // AppendJSON appends p's JSON encoding (Payload).
 func (p ModelPayload) AppendJSON(dst []byte) ([]byte, error) {
-	dst = slices.Grow(dst, 16+p.Model.sizeHint())
-	dst = append(dst, `{"model":`...)
-	dst, err := p.Model.AppendJSON(dst)
-	if err != nil {
-		return dst, err
-	}
-	return append(dst, '}'), nil
+	return appendKeyedTask(dst, `{"model":`, &p.Model)
 }
 
 // AppendJSON appends p's JSON encoding (Payload).
