@@ -116,7 +116,8 @@ func (a *App) Pause(ctx context.Context, queue string, act Action) error {
 	if err := op.Check(); err != nil {
 		return err
 	}
-	if err := a.b.SetPause(ctx, queue, bus.Mark{By: act.By, Reason: act.Reason, At: a.cfg.Now().UTC()}); err != nil {
+	mark := bus.Mark{By: act.By, Reason: act.Reason, At: a.cfg.Now().UTC()}
+	if err := a.b.SetPause(ctx, queue, mark); err != nil {
 		return err
 	}
 	if _, err := a.b.RecordAction(ctx, a.source, op); err != nil {
@@ -125,6 +126,7 @@ func (a *App) Pause(ctx context.Context, queue string, act Action) error {
 		}
 		return err
 	}
+	a.applyControl(bus.ControlUpdate{Pause: queue, Mark: &mark})
 	a.log.InfoContext(ctx, "queue paused", "queue", queue, "by", act.By, "reason", act.Reason)
 	return nil
 }
@@ -138,11 +140,28 @@ func (a *App) Resume(ctx context.Context, queue string, act Action) error {
 	if err := a.b.ClearPause(ctx, queue); err != nil {
 		return err
 	}
+	a.applyControl(bus.ControlUpdate{Pause: queue})
 	if _, err := a.b.RecordAction(ctx, a.source, op); err != nil {
 		return fmt.Errorf("%w: the queue is resumed, but the log does not say so", err)
 	}
 	a.log.InfoContext(ctx, "queue resumed", "queue", queue, "by", act.By, "reason", act.Reason)
 	return nil
+}
+
+// applyControl hands u, a change this app just wrote to the control
+// bucket, to its own worker at once: a queue paused through this app takes
+// no task on this app's worker once Pause returns, rather than once the
+// bucket's watch delivers the change (milliseconds later, in which a task
+// submitted right after could still be pulled). Other workers learn it
+// from the watch, as before; the watch's own delivery of u changes nothing
+// more.
+func (a *App) applyControl(u bus.ControlUpdate) {
+	a.mu.RLock()
+	w := a.worker
+	a.mu.RUnlock()
+	if w != nil {
+		w.ctl.update(u)
+	}
 }
 
 // controls is what a worker knows of the control bucket: the attempts

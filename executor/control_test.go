@@ -193,3 +193,27 @@ func TestOperatorBadInput(t *testing.T) {
 	require.NoError(t, err)
 	require.Nil(t, m)
 }
+
+// A queue paused through an app takes no task on that app's worker once
+// Pause returns, and takes tasks again once Resume returns: the worker
+// does not wait for the control bucket's watch to tell it what its own app
+// just wrote. (A task submitted right after Pause was once pulled and run
+// in that gap: TestAPIMatchesOpenAPI's cancel of it found it finished, in
+// CI on a loaded machine. On a quiet one the watch is usually first, and
+// this test passed on the old code too: it holds the promise, it did not
+// reproduce the race.)
+func TestPauseAppliesToItsOwnWorkerAtOnce(t *testing.T) {
+	t.Parallel()
+	b := bustest.Open(t, nil)
+	app := newApp(t, b, &executor.Config{Queue: "q1"})
+	start(t, app)
+	for range 20 {
+		require.NoError(t, app.Pause(ctxFor(t), "q1", executor.Action{By: "erin", Reason: "deploy"}))
+		require.True(t, executor.Paused(app), "paused once Pause returned")
+		require.NoError(t, app.Resume(ctxFor(t), "q1", executor.Action{By: "erin"}))
+		require.False(t, executor.Paused(app), "resumed once Resume returned")
+	}
+	// Another queue's pause is not this worker's.
+	require.NoError(t, app.Pause(ctxFor(t), "q2", executor.Action{By: "erin"}))
+	require.False(t, executor.Paused(app))
+}

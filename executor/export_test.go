@@ -14,3 +14,16 @@ func Held(app *App) int {
 	defer w.mu.Unlock()
 	return w.q.Len()
 }
+
+// Paused reports whether app's worker has its queue paused (false when no
+// worker runs).
+func Paused(app *App) bool {
+	app.mu.RLock()
+	w := app.worker
+	app.mu.RUnlock()
+	if w == nil {
+		return false
+	}
+	paused, _ := w.ctl.pausedNow()
+	return paused
+}

@@ -90,6 +90,10 @@ func (a *App) Start(ctx context.Context) error {
 	}
 	w := &worker{a: a, slots: make(chan struct{}, a.cfg.Concurrency+a.cfg.Prefetch), quit: make(chan struct{}), fetchDone: make(chan struct{}), stopped: make(chan struct{})}
 	w.cond = sync.NewCond(&w.mu)
+	// The operators' controls exist before the worker is published, so
+	// that Pause and Resume can apply theirs at once (applyControl).
+	w.ctl = newControls(a.cfg.Queue)
+	w.ctl.onPause = w.release
 	a.worker = w
 	a.mu.Unlock()
 
@@ -140,8 +144,6 @@ func (w *worker) start(ctx context.Context) error {
 	w.cons = cons
 	// The operators' controls before the first pull: a paused queue takes
 	// nothing, even for a moment after a restart.
-	w.ctl = newControls(a.cfg.Queue)
-	w.ctl.onPause = w.release
 	cctx, cancel := context.WithCancel(context.Background())
 	w.ctlCancel = cancel
 	ready, err := a.b.WatchControl(cctx, w.ctl.update)
