@@ -1,0 +1,252 @@
+package events
+
+import (
+	"os"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+)
+
+// The tests of this file hold docs/PROTOCOL.md to the code it describes:
+// a plugin author in another language has only the page, so a table that
+// drifts from the catalog misleads them where no compiler can.
+
+const protocolPath = "../docs/PROTOCOL.md"
+
+// protocolSection returns the text of PROTOCOL.md from the heading that
+// starts with heading up to the next heading of the same or a higher level.
+func protocolSection(t *testing.T, heading string) string {
+	t.Helper()
+	b, err := os.ReadFile(protocolPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc := string(b)
+	start := strings.Index(doc, "\n"+heading)
+	if start < 0 {
+		t.Fatalf("%s: no heading %q", protocolPath, heading)
+	}
+	level := strings.Index(heading, " ") // the number of '#'
+	rest := doc[start+1+len(heading):]
+	end := len(rest)
+	for _, h := range regexp.MustCompile(`(?m)^#{1,`+strconv.Itoa(level)+`} `).FindAllStringIndex(rest, -1) {
+		end = h[0]
+		break
+	}
+	return rest[:end]
+}
+
+// tableRows returns the cells of the rows of the markdown tables in s,
+// header and separator rows left out, each cell trimmed.
+func tableRows(s string) [][]string {
+	var rows [][]string
+	for line := range strings.SplitSeq(s, "\n") {
+		if !strings.HasPrefix(line, "|") || strings.HasPrefix(line, "|---") {
+			continue
+		}
+		cells := strings.Split(strings.Trim(line, "|"), "|")
+		for i := range cells {
+			cells[i] = strings.TrimSpace(cells[i])
+		}
+		rows = append(rows, cells)
+	}
+	return rows
+}
+
+// codeSpans returns the `…` spans of s, without their backticks.
+func codeSpans(s string) []string {
+	var out []string
+	for _, m := range regexp.MustCompile("`([^`]*)`").FindAllStringSubmatch(s, -1) {
+		out = append(out, m[1])
+	}
+	return out
+}
+
+// TestProtocolCatalogTable checks §6's table against Catalog(): one row per
+// trigger, in catalog order, with its position, component, scope,
+// returnability, allowed paths, lifecycle mark and note.
+func TestProtocolCatalogTable(t *testing.T) {
+	t.Parallel()
+	var rows [][]string
+	for _, r := range tableRows(protocolSection(t, "## 6. The trigger catalog")) {
+		if len(r) == 8 && r[1] != "Trigger" {
+			rows = append(rows, r)
+		}
+	}
+	cat := Catalog()
+	if got, want := len(rows), len(cat); got != want {
+		t.Errorf("§6 lists %d triggers, the catalog %d", got, want)
+	}
+	for i, tr := range cat {
+		if i >= len(rows) {
+			break
+		}
+		r := rows[i]
+		if got, want := r[1], "`"+tr.Name+"`"; got != want {
+			t.Errorf("§6 row %d is %s, the catalog's trigger %d is %s", i+1, got, i+1, want)
+			continue
+		}
+		order := ""
+		if tr.Order > 0 {
+			order = strconv.Itoa(tr.Order)
+		}
+		returnable := "no"
+		if tr.Returnable {
+			returnable = "**yes**"
+		}
+		paths := "—"
+		if len(tr.Paths) > 0 {
+			paths = "`" + strings.Join(tr.Paths, "` `") + "`"
+		}
+		// The page is PROTOCOL.md: its notes name its sections alone.
+		note := strings.ReplaceAll(tr.Note, "PROTOCOL.md §", "§")
+		if tr.Lifecycle {
+			note = strings.TrimSpace("Lifecycle fact. " + note)
+		}
+		for _, c := range []struct{ col, got, want string }{
+			{"#", r[0], order},
+			{"Component", r[2], string(tr.Component)},
+			{"Scope", r[3], string(tr.Scope)},
+			{"Returnable", r[4], returnable},
+			{"Patch may touch", r[5], paths},
+			{"Notes", r[7], note},
+		} {
+			if c.got != c.want {
+				t.Errorf("§6 %s, %s: the page says %q, the catalog %q", tr.Name, c.col, c.got, c.want)
+			}
+		}
+		if tr.Scope == ScopeNone && r[6] != "—" {
+			t.Errorf("§6 %s: a trigger never fired has no payload keys, the page lists %s", tr.Name, r[6])
+		}
+	}
+}
+
+// TestProtocolPhases checks §4.4's table of phases against Phases, and
+// that each trigger it names travels in the phase the table says by its
+// # (the phase is where the executor's code is, executor/phasebuf.go: this
+// checks the page against itself and the catalog's positions; the
+// executor's own test of where each fact goes is TestPhaseMessagesAsDocumented).
+func TestProtocolPhases(t *testing.T) {
+	t.Parallel()
+	sec := protocolSection(t, "### 4.4 Phase messages")
+	var phases []Phase
+	for _, r := range tableRows(sec) {
+		if len(r) == 3 && r[0] != "Phase" {
+			phases = append(phases, Phase(strings.Trim(r[0], "`")))
+		}
+	}
+	if !slices.Equal(phases, Phases) {
+		t.Errorf("§4.4 lists the phases %v, events.Phases is %v", phases, Phases)
+	}
+	// §3's subject row names the same phases.
+	subj := protocolSection(t, "## 3. Subjects")
+	for _, p := range Phases {
+		if !strings.Contains(subj, "`"+string(p)+"`") {
+			t.Errorf("§3 does not name the phase %s", p)
+		}
+	}
+}
+
+// TestProtocolSubjects checks that §3's table names every kind of subject
+// ParseSubject reads (the kinds of ParsedSubject.Kind), and §2's stream row
+// every subject root of QTASKS_EVENTS.
+func TestProtocolSubjects(t *testing.T) {
+	t.Parallel()
+	sec := protocolSection(t, "## 3. Subjects")
+	kinds := []string{"trigger", "phase", "invoke", "patch", "dead", "alert", "run", "seal", "operator", "duplicate", "schedule", "state", "chain", "limit"}
+	for _, k := range kinds {
+		if !strings.Contains(sec, "`qtasks."+k+".") {
+			t.Errorf("§3 names no subject qtasks.%s.…", k)
+		}
+		if _, err := ParseSubject("qtasks." + k + ".x"); err != nil && k != "trigger" && k != "phase" && k != "invoke" && k != "patch" {
+			t.Errorf("ParseSubject does not read the kind %s that this test lists: %v", k, err)
+		}
+	}
+	streams := protocolSection(t, "## 2. Streams and buckets")
+	for _, k := range kinds {
+		if k == "run" {
+			continue // QTASKS_TASKS
+		}
+		if !strings.Contains(streams, "`qtasks."+k+".>`") {
+			t.Errorf("§2 does not list qtasks.%s.> among QTASKS_EVENTS's subjects", k)
+		}
+	}
+}
+
+// TestProtocolVersionDoc checks the version §16 and §8 state, and that the
+// refusals §8 describes are CheckProtocol's.
+func TestProtocolVersionDoc(t *testing.T) {
+	t.Parallel()
+	ver := protocolSection(t, "## 16. Versioning")
+	if want := "**protocol version " + strconv.Itoa(ProtocolVersion) + "**"; !strings.Contains(ver, want) {
+		t.Errorf("§16 does not say %s", want)
+	}
+	reg := protocolSection(t, "## 8. Registering a plugin")
+	if want := "**`" + strconv.Itoa(ProtocolVersion) + "`**"; !strings.Contains(reg, want) {
+		t.Errorf("§8's protocol field does not say %s", want)
+	}
+	for _, c := range []struct {
+		version      int
+		readsBatches bool
+		ok           bool
+	}{
+		{ProtocolVersion, false, true}, {ProtocolVersion, true, true},
+		{2, false, true}, {2, true, false}, {0, false, false}, {1, false, false}, {4, false, false},
+	} {
+		if err := CheckProtocol(c.version, c.readsBatches); (err == nil) != c.ok {
+			t.Errorf("CheckProtocol(%d, %v) = %v; §8 says accepted: %v", c.version, c.readsBatches, err, c.ok)
+		}
+	}
+	// Every registration the page shows states the current version.
+	for _, s := range []string{"## 13. Worked example", "## 14. Writing a plugin"} {
+		for _, m := range regexp.MustCompile(`"?protocol"?: ?(\d+)`).FindAllStringSubmatch(protocolSection(t, s), -1) {
+			if m[1] != strconv.Itoa(ProtocolVersion) {
+				t.Errorf("%s shows a registration with protocol %s, not %d", s, m[1], ProtocolVersion)
+			}
+		}
+	}
+}
+
+// TestProtocolPathTypes checks §6's table of the types of allowed paths
+// against Trigger.PathType.
+func TestProtocolPathTypes(t *testing.T) {
+	t.Parallel()
+	sec := protocolSection(t, "## 6. The trigger catalog")
+	want := map[string]JSONType{}
+	for _, tr := range Catalog() {
+		for _, p := range tr.Paths {
+			name := p[strings.LastIndex(p, "/")+1:]
+			want[name] = tr.PathType(p)
+		}
+	}
+	// How the page words each type.
+	docType := map[JSONType]string{
+		JSONAny: "any JSON value", JSONObject: "object, or `null`", JSONArray: "array, or `null`",
+		JSONStringArray: "array of strings, or `null`", JSONString: "string", JSONInteger: "integer: ",
+		JSONNonNegative: "integer ≥ 0", JSONStatus: "one of `" + strings.Join(Statuses(), "`, `") + "`",
+	}
+	seen := map[string]bool{}
+	for _, r := range tableRows(sec) {
+		if len(r) != 2 || r[0] == "Name" {
+			continue
+		}
+		for _, name := range codeSpans(r[0]) {
+			seen[name] = true
+			typ, ok := want[name]
+			if !ok {
+				t.Errorf("§6 types a path %q that no trigger allows", name)
+				continue
+			}
+			if !strings.HasPrefix(r[1], docType[typ]) {
+				t.Errorf("§6 says %s is %q, PathType says %q", name, r[1], typ)
+			}
+		}
+	}
+	for name := range want {
+		if !seen[name] {
+			t.Errorf("§6's table of path types leaves out %q", name)
+		}
+	}
+}
