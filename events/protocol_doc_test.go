@@ -30,10 +30,15 @@ func protocolSection(t *testing.T, heading string) string {
 	}
 	level := strings.Index(heading, " ") // the number of '#'
 	rest := doc[start+1+len(heading):]
-	end := len(rest)
-	for _, h := range regexp.MustCompile(`(?m)^#{1,`+strconv.Itoa(level)+`} `).FindAllStringIndex(rest, -1) {
-		end = h[0]
-		break
+	end, fenced := 0, false
+	for line := range strings.SplitAfterSeq(rest, "\n") {
+		if strings.HasPrefix(line, "```") {
+			fenced = !fenced
+		}
+		if h := strings.Index(line, " "); !fenced && h > 0 && h <= level && strings.Trim(line[:h], "#") == "" {
+			break
+		}
+		end += len(line)
 	}
 	return rest[:end]
 }
