@@ -255,3 +255,22 @@ func TestProtocolPathTypes(t *testing.T) {
 		}
 	}
 }
+
+// TestProtocolQuotedErrors checks the texts PROTOCOL.md quotes that events
+// writes, against what it writes.
+func TestProtocolQuotedErrors(t *testing.T) {
+	t.Parallel()
+	tr, _ := Lookup(TaskExecutorArgsReplace)
+	_, err := ApplyPatch(tr, []byte(`{"args":[],"kw":{}}`), ContentTypeMergePatch, []byte(`{"kw":"x"}`))
+	const quoted = `"/kw": kw must be an object (or null), not a string` // §9.3
+	if err == nil || !strings.Contains(err.Error(), quoted) {
+		t.Errorf("§9.3 quotes the reason %s; ApplyPatch says %v", quoted, err)
+	}
+	if !strings.Contains(protocolSection(t, "### 9.3 Patch rules"), "`"+quoted+"`") {
+		t.Errorf("§9.3 no longer quotes %s", quoted)
+	}
+	failed := (&MutatorError{Plugin: "p", Trigger: "t", Outcome: OutcomeTimeout, Reason: "r"}).Error()
+	if want := "plugin p failed on t (timeout): r"; failed != want { // §12.1
+		t.Errorf("§12.1 says a failure reads %q, it reads %q", want, failed)
+	}
+}
