@@ -1,6 +1,7 @@
 package events
 
 import (
+	"crypto/sha256"
 	"os"
 	"regexp"
 	"slices"
@@ -274,3 +275,64 @@ func TestProtocolQuotedErrors(t *testing.T) {
 		t.Errorf("§12.1 says a failure reads %q, it reads %q", want, failed)
 	}
 }
+
+// TestProtocolSealDigest computes §17.2's H(m) and D as a verifier in
+// another language would, from the page's words alone (a raw header block,
+// names before the first ':', leading blanks dropped from values, pairs
+// sorted by name and then in line order), and compares them with MsgHash
+// and SealDigest.
+func TestProtocolSealDigest(t *testing.T) {
+	t.Parallel()
+	block := "NATS/1.0\r\nce-id: x:1\r\nNats-Msg-Id:\t id-1 \r\nce-id: second\r\n: dropped\r\nA-b:v\r\n\r\n"
+	subject, body, seq := "qtasks.trigger.storage_add.default", []byte(`{"input":{}}`), uint64(42)
+
+	type pair struct{ name, value string }
+	var pairs []pair
+	for _, line := range strings.Split(strings.TrimSuffix(block, "\r\n\r\n"), "\r\n")[1:] {
+		name, value, _ := strings.Cut(line, ":")
+		if name == "" {
+			continue
+		}
+		pairs = append(pairs, pair{name, strings.TrimLeft(value, " \t")})
+	}
+	slices.SortStableFunc(pairs, func(a, b pair) int { return strings.Compare(a.name, b.name) })
+	u32 := func(n int) []byte { return []byte{byte(n >> 24), byte(n >> 16), byte(n >> 8), byte(n)} }
+	u64 := func(n uint64) []byte {
+		b := make([]byte, 8)
+		for i := range 8 {
+			b[i] = byte(n >> (56 - 8*i))
+		}
+		return b
+	}
+	lp := func(s []byte) []byte { return append(u32(len(s)), s...) }
+	m := append([]byte("qtasks-msg-v1\x00"), u64(seq)...)
+	m = append(m, lp([]byte(subject))...)
+	m = append(m, u32(len(pairs))...)
+	for _, p := range pairs {
+		m = append(m, lp([]byte(p.name))...)
+		m = append(m, lp([]byte(p.value))...)
+	}
+	m = append(m, lp(body)...)
+	want := sha256Sum(m)
+
+	h := Headers{}
+	for _, p := range pairs {
+		h[p.name] = append(h[p.name], p.value)
+	}
+	if got := MsgHash(seq, subject, h, body); got != want {
+		t.Fatalf("MsgHash differs from §17.2's H(m)")
+	}
+
+	var prev [32]byte
+	prev[0] = 7
+	d := append([]byte("qtasks-seal-v1\x00"), prev[:]...)
+	for _, n := range []uint64{3, 4, 42, 1} {
+		d = append(d, u64(n)...)
+	}
+	d = append(d, want[:]...)
+	if got := SealDigest(prev, 3, 4, 42, [][32]byte{want}); got != sha256Sum(d) {
+		t.Fatalf("SealDigest differs from §17.2's D")
+	}
+}
+
+func sha256Sum(b []byte) [32]byte { return sha256.Sum256(b) }

@@ -133,7 +133,7 @@ func MsgHash(seq uint64, subject string, h Headers, data []byte) [32]byte {
 
 // SealDigest is the digest of a seal: the previous seal's digest (zero at
 // the start of a chain), its sequence, the range, the count and the hash of
-// every present message in sequence order. See docs/PROTOCOL.md §17.3.
+// every present message in sequence order. See docs/PROTOCOL.md §17.2.
 func SealDigest(prev [32]byte, prevSeq, first, last uint64, hashes [][32]byte) [32]byte {
 	d := sha256.New()
 	d.Write([]byte(sealHashDomain))
