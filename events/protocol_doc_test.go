@@ -198,8 +198,13 @@ func TestProtocolVersionDoc(t *testing.T) {
 		readsBatches bool
 		ok           bool
 	}{
-		{ProtocolVersion, false, true}, {ProtocolVersion, true, true},
-		{2, false, true}, {2, true, false}, {0, false, false}, {1, false, false}, {4, false, false},
+		{ProtocolVersion, false, true},
+		{ProtocolVersion, true, true},
+		{2, false, true},
+		{2, true, false},
+		{0, false, false},
+		{1, false, false},
+		{4, false, false},
 	} {
 		if err := CheckProtocol(c.version, c.readsBatches); (err == nil) != c.ok {
 			t.Errorf("CheckProtocol(%d, %v) = %v; §8 says accepted: %v", c.version, c.readsBatches, err, c.ok)
@@ -296,13 +301,17 @@ func TestProtocolSealDigest(t *testing.T) {
 		pairs = append(pairs, pair{name, strings.TrimLeft(value, " \t")})
 	}
 	slices.SortStableFunc(pairs, func(a, b pair) int { return strings.Compare(a.name, b.name) })
-	u32 := func(n int) []byte { return []byte{byte(n >> 24), byte(n >> 16), byte(n >> 8), byte(n)} }
+	// Big-endian, written out as the page says (not encoding/binary, which
+	// MsgHash uses).
 	u64 := func(n uint64) []byte {
 		b := make([]byte, 8)
 		for i := range 8 {
-			b[i] = byte(n >> (56 - 8*i))
+			b[i] = byte(n >> (56 - 8*i) & 0xff)
 		}
 		return b
+	}
+	u32 := func(n int) []byte {
+		return []byte{byte(n >> 24 & 0xff), byte(n >> 16 & 0xff), byte(n >> 8 & 0xff), byte(n & 0xff)}
 	}
 	lp := func(s []byte) []byte { return append(u32(len(s)), s...) }
 	m := append([]byte("qtasks-msg-v1\x00"), u64(seq)...)
