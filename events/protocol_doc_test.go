@@ -345,3 +345,41 @@ func TestProtocolSealDigest(t *testing.T) {
 }
 
 func sha256Sum(b []byte) [32]byte { return sha256.Sum256(b) }
+
+// TestProtocolLimits checks the values §15 gives events' limits against the
+// constants it names.
+func TestProtocolLimits(t *testing.T) {
+	t.Parallel()
+	rows := map[string]string{} // the Where cell -> the Value cell
+	for _, r := range tableRows(protocolSection(t, "## 15. Limits")) {
+		if len(r) == 3 {
+			rows[r[2]] = r[1]
+		}
+	}
+	for _, c := range []struct{ where, value string }{
+		{"`events.MaxDataSize`", "≤ 900 KiB (921 600 bytes)"},
+		{"`events.MaxPayloadSize`", "≤ " + strconv.Itoa(MaxPayloadSize>>10) + " KiB"},
+		{"`events.MaxPatchSize`", "≤ " + strconv.Itoa(MaxPatchSize>>10) + " KiB (" + strings.ReplaceAll(strconv.Itoa(MaxPatchSize), "262144", "262 144") + " bytes)"},
+		{"`events.MaxPatchDepth`", "≤ " + strconv.Itoa(MaxPatchDepth) + " levels"},
+		{"`events.DefaultPluginTimeoutMS`", strconv.Itoa(DefaultPluginTimeoutMS/1000) + " s"},
+		{"`events.MaxChainSteps`", "1–" + strconv.Itoa(MaxChainSteps)},
+		{"`events.MaxStateValueSize`, `events.MaxStateValueInline`", "JSON, ≤ " + strconv.Itoa(MaxStateValueSize>>10) + " KiB; recorded in its event when ≤ " + strconv.Itoa(MaxStateValueInline>>10) + " KiB"},
+		{"`events.MaxSealMessages`, `events.MaxSealGaps`", "≤ 10 000; gaps (ranges of absent sequences) one seal records ≤ 1 000"},
+		{"`events.DelayTolerance`", DelayTolerance.String()},
+		{"`events.MinScheduleInterval`", "≥ " + strings.TrimSuffix(MinScheduleInterval.String(), "s") + " s"},
+		{"`events.ScheduleLateness`", "≤ " + strings.TrimSuffix(ScheduleLateness.String(), "s") + " s late"},
+		{"`events.MaxCatchUp`, `events.DefaultCatchUpMax`", "1–" + strconv.Itoa(MaxCatchUp) + " (default " + strconv.Itoa(DefaultCatchUpMax) + ")"},
+	} {
+		v, ok := rows[c.where]
+		if !ok {
+			t.Errorf("§15 has no row for %s", c.where)
+			continue
+		}
+		if !strings.HasPrefix(strings.ReplaceAll(v, "2 s on", "2s on"), c.value) {
+			t.Errorf("§15 %s: the page says %q, the code %q", c.where, v, c.value)
+		}
+	}
+	if MaxDataSize != 921600 || MaxSealMessages != 10000 || MaxSealGaps != 1000 {
+		t.Errorf("a limit §15 writes out changed: MaxDataSize %d, MaxSealMessages %d, MaxSealGaps %d", MaxDataSize, MaxSealMessages, MaxSealGaps)
+	}
+}
