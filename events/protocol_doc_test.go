@@ -383,3 +383,34 @@ func TestProtocolLimits(t *testing.T) {
 		t.Errorf("a limit §15 writes out changed: MaxDataSize %d, MaxSealMessages %d, MaxSealGaps %d", MaxDataSize, MaxSealMessages, MaxSealGaps)
 	}
 }
+
+// TestProtocolHeaderValueExamples checks the examples §4 gives of header
+// values, encoded and decoded.
+func TestProtocolHeaderValueExamples(t *testing.T) {
+	t.Parallel()
+	sec := protocolSection(t, "## 4. Events: CloudEvents in binary mode")
+	for _, c := range []struct{ plain, wire string }{
+		{"Euro € 😀", "Euro%20%E2%82%AC%20%F0%9F%98%80"},
+		{"100%", "100%25"},
+		{"\n", "%0A"},
+	} {
+		if got := EncodeHeaderValue(c.plain); got != c.wire {
+			t.Errorf("§4: %q is written %s; EncodeHeaderValue writes %s", c.plain, c.wire, got)
+		}
+		if !strings.Contains(sec, "`"+c.wire+"`") {
+			t.Errorf("§4 no longer shows %s", c.wire)
+		}
+	}
+	for _, c := range []struct{ wire, plain string }{
+		{"%2541", "%41"}, {"100% sure", "100% sure"}, {`"a b"`, "a b"}, {`"a\"b"`, `a"b`},
+	} {
+		if got, err := DecodeHeaderValue(c.wire); err != nil || got != c.plain {
+			t.Errorf("§4: %s reads %q; DecodeHeaderValue reads %q, %v", c.wire, c.plain, got, err)
+		}
+	}
+	for _, bad := range []string{"%FF", "%C0%A0"} {
+		if _, err := DecodeHeaderValue(bad); err == nil {
+			t.Errorf("§4: %s makes the event invalid; DecodeHeaderValue takes it", bad)
+		}
+	}
+}
