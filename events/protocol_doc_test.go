@@ -146,6 +146,48 @@ func TestProtocolPhases(t *testing.T) {
 	if !slices.Equal(phases, Phases) {
 		t.Errorf("§4.4 lists the phases %v, events.Phases is %v", phases, Phases)
 	}
+	// The Facts column names every position of §6 from 1 to 29 in some
+	// phase, the lifecycle triggers (which travel alone) in parentheses,
+	// and the final fact (28) as alone.
+	named, alone := map[int]bool{}, map[int]bool{}
+	for _, r := range tableRows(sec) {
+		if len(r) != 3 || r[0] == "Phase" {
+			continue
+		}
+		facts := r[2]
+		if i := strings.IndexAny(facts, ":"); i >= 0 {
+			facts = facts[:i]
+		}
+		facts = strings.TrimSuffix(strings.Split(facts, ", after")[0], ",")
+		for _, m := range regexp.MustCompile(`(\()?(\d+)(?:–(\d+))?(\))?`).FindAllStringSubmatch(facts, -1) {
+			lo, _ := strconv.Atoi(m[2])
+			hi := lo
+			if m[3] != "" {
+				hi, _ = strconv.Atoi(m[3])
+			}
+			for n := lo; n <= hi; n++ {
+				named[n] = true
+				if m[1] != "" {
+					alone[n] = true
+				}
+			}
+		}
+	}
+	if !strings.Contains(sec, "(28, alone)") {
+		t.Errorf("§4.4 no longer says the final fact (28) travels alone")
+	}
+	named[28], alone[28] = true, true
+	for _, tr := range Catalog() {
+		if tr.Scope != ScopeTask {
+			continue
+		}
+		if !named[tr.Order] {
+			t.Errorf("§4.4 puts %s (#%d) in no phase", tr.Name, tr.Order)
+		}
+		if alone[tr.Order] != tr.Lifecycle {
+			t.Errorf("§4.4 marks %s (#%d) as travelling alone: %v; it is a lifecycle trigger: %v", tr.Name, tr.Order, alone[tr.Order], tr.Lifecycle)
+		}
+	}
 	// §3's subject row names the same phases.
 	subj := protocolSection(t, "## 3. Subjects")
 	for _, p := range Phases {
