@@ -70,7 +70,7 @@ func run(ctx context.Context, dataDir string) (err error) {
 		return err
 	}
 
-	// A plugin: named for task_executor_args_replace, it sets kw.x = 1.
+	// A plugin: named for task_executor_args_replace, it sets kw.X = 1 (AddArgs has no json tags: its keys are A, B, X).
 	p, err := plugins.Local(ctx, b, plugins.Spec{
 		Name: "add-x", Version: "1", Triggers: []string{events.TaskExecutorArgsReplace},
 		Plugin: plugins.Func(func(context.Context, *plugins.Call) (*plugins.Patch, error) {
