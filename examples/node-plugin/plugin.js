@@ -97,6 +97,8 @@ async function answer(js, m) {
   const get = (k) => (h && h.get(k) ? decodeValue(h.get(k)) : "");
   const trig = get("ce-trigger");
   if (get("ce-type") !== "io.qtasks.invoke." + trig || get("ce-plugin") !== name) {
+    // PROTOCOL.md §9.2 step 1 also records a dead letter (§12.3) before the
+    // +TERM; this example only logs it, to stay short.
     console.error("not an invocation of", name, "- terminating it");
     m.term();
     return;
