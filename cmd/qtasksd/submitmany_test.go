@@ -20,14 +20,12 @@ func TestHTTPDuplicateAndConflict(t *testing.T) {
 	hb := setupHTTP(t, httpConfig{})
 	// Bad unique options: a 400 that writes nothing (checked before any
 	// task runs, whose facts would grow the log).
-	seq, tasks := hb.stored(t)
+	before := hb.stored(t)
 	for _, q := range []string{"unique=color", "unique_period=1ms", "unique=", "on_conflict=maybe"} {
 		code, body := hb.do(t, http.MethodPost, "/tasks/add?"+q, `{}`, nil, "", "")
 		require.Equal(t, http.StatusBadRequest, code, "%s: %s", q, body)
 	}
-	s, n := hb.stored(t)
-	require.Equal(t, seq, s, "nothing in the log")
-	require.Equal(t, tasks, n, "no task record")
+	hb.requireUnchanged(t, before, "bad unique options")
 
 	key := map[string]string{"Idempotency-Key": "http-1"}
 	code, body := hb.do(t, http.MethodPost, "/tasks/add", `{"a":1,"b":2}`, key, "", "")
