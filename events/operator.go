@@ -52,6 +52,28 @@ type OperatorAction struct {
 	Next *Task `json:"next,omitempty"`
 }
 
+// CheckActor reports what makes who acts (by) and why (reason) invalid in
+// an operator action, or nil: the part of Check that needs no task state,
+// so that an action can refuse bad input before it reads any (bad input is
+// then told as such, not as "the task has ended").
+func CheckActor(by, reason string) error {
+	if errs := actorErrs(by, reason); len(errs) > 0 {
+		return fmt.Errorf("%w: %w", ErrInvalidEvent, errors.Join(errs...))
+	}
+	return nil
+}
+
+func actorErrs(by, reason string) []error {
+	var errs []error
+	if by == "" || len(by) > MaxReasonSize {
+		errs = append(errs, fmt.Errorf("by: want who acted, 1 to %d bytes", MaxReasonSize))
+	}
+	if len(reason) > MaxReasonSize {
+		errs = append(errs, fmt.Errorf("reason is %d bytes, at most %d", len(reason), MaxReasonSize))
+	}
+	return errs
+}
+
 // Check reports what makes a an invalid action, or nil.
 func (a *OperatorAction) Check() error {
 	var errs []error
@@ -73,12 +95,7 @@ func (a *OperatorAction) Check() error {
 	if !ValidToken(a.Queue) {
 		errs = append(errs, fmt.Errorf("queue %q is not a valid queue name", a.Queue))
 	}
-	if a.By == "" || len(a.By) > MaxReasonSize {
-		errs = append(errs, fmt.Errorf("by: want who acted, 1 to %d bytes", MaxReasonSize))
-	}
-	if len(a.Reason) > MaxReasonSize {
-		errs = append(errs, fmt.Errorf("reason is %d bytes, at most %d", len(a.Reason), MaxReasonSize))
-	}
+	errs = append(errs, actorErrs(a.By, a.Reason)...)
 	if a.Action == ActionRetry && (a.Next == nil || a.Next.ID != a.TaskID || a.Next.Attempt != a.Attempt+1) {
 		errs = append(errs, errors.New("a retry records the next attempt's record"))
 	}

@@ -36,6 +36,9 @@ type Action struct {
 // the log first; it returns the record as it was. A finished task is
 // ErrTaskFinished, and nothing is written.
 func (a *App) Cancel(ctx context.Context, id string, act Action) (events.Task, error) {
+	if err := events.CheckActor(act.By, act.Reason); err != nil {
+		return events.Task{}, err
+	}
 	rec, err := a.b.GetTask(ctx, id)
 	if err != nil {
 		return events.Task{}, err
@@ -71,6 +74,9 @@ func (a *App) Cancel(ctx context.Context, id string, act Action) (events.Task, e
 // cancel; the new attempt is linked to the last (RetryParent) and has the
 // arguments as submitted. It returns the new attempt's record.
 func (a *App) Retry(ctx context.Context, id string, act Action) (events.Task, error) {
+	if err := events.CheckActor(act.By, act.Reason); err != nil {
+		return events.Task{}, err
+	}
 	rec, err := a.b.GetTask(ctx, id)
 	if err != nil {
 		return events.Task{}, err

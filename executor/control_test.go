@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"strings"
 	"sync/atomic"
 	"testing"
 
@@ -66,6 +67,15 @@ func TestCancelQueued(t *testing.T) {
 	// Cancelling it again is refused, and writes nothing.
 	_, err = app.Cancel(ctxFor(t), task.ID, executor.Action{By: "bob"})
 	require.ErrorIs(t, err, executor.ErrTaskFinished)
+	// Bad input is bad input whatever the task's state: the operator is
+	// told what to fix, not that the task has ended (it once was: a 409
+	// for an over-long reason).
+	long := strings.Repeat("x", events.MaxReasonSize+1)
+	_, err = app.Cancel(ctxFor(t), task.ID, executor.Action{By: "bob", Reason: long})
+	require.ErrorIs(t, err, events.ErrInvalidEvent)
+	require.NotErrorIs(t, err, executor.ErrTaskFinished)
+	_, err = app.Retry(ctxFor(t), task.ID, executor.Action{Reason: "who?"})
+	require.ErrorIs(t, err, events.ErrInvalidEvent, "a cancelled task is retryable, but not by nobody")
 	acts := operatorActions(t, b)
 	require.Len(t, acts, 3)
 	require.Equal(t, []string{events.ActionPause, events.ActionCancel, events.ActionResume}, []string{acts[0].Action, acts[1].Action, acts[2].Action})
