@@ -2,6 +2,7 @@ package bus
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"strings"
@@ -221,6 +222,9 @@ type Bus struct {
 	// apub makes the async publishes of events (PublishAsync,
 	// PublishPhase); js those of records and scheduled task messages.
 	apub *asyncPub
+	// denied is the last permission violation the server reported, which
+	// Open adds to its error.
+	denied atomic.Pointer[error]
 
 	events jetstream.Stream
 	tasks  jetstream.Stream
@@ -268,6 +272,9 @@ func Open(ctx context.Context, cfg Config) (*Bus, error) {
 			subj := ""
 			if sub != nil {
 				subj = sub.Subject
+			}
+			if errors.Is(err, nats.ErrPermissionViolation) {
+				b.denied.Store(&err)
 			}
 			b.log.WarnContext(ctx, "nats async error", "subject", subj, "err", err)
 		}),
@@ -325,25 +332,39 @@ func Open(ctx context.Context, cfg Config) (*Bus, error) {
 		b.Close()
 		return nil, fmt.Errorf("opening jetstream: %w", err)
 	}
+	if err := b.setup(ctx); err != nil {
+		b.Close()
+		// A user the server lets in but not at JetStream (a users file's
+		// HTTP-only user, a plugin user on a client's command) sees its
+		// requests go unanswered: a timeout, which would read as "is the
+		// server running?". The server said why, asynchronously: say it.
+		if denied := b.denied.Load(); denied != nil {
+			return nil, fmt.Errorf("%w: %w: the server refused this user: %w", ErrPermissionDenied, err, *denied)
+		}
+		return nil, err
+	}
+	return b, nil
+}
+
+// setup binds or provisions what the bus uses once it is connected.
+func (b *Bus) setup(ctx context.Context) error {
+	var err error
+	cfg := b.cfg
 	if cfg.Plugin != "" || cfg.ReadOnly {
 		if err := b.bindPlugin(ctx); err != nil {
-			b.Close()
-			return nil, err
+			return err
 		}
 		if b.reg, err = newRegistry(ctx, b); err != nil {
-			b.Close()
-			return nil, err
+			return err
 		}
-		return b, nil
+		return nil
 	}
 	if err := b.provision(ctx); err != nil {
-		b.Close()
-		return nil, err
+		return err
 	}
 	b.inv, err = newInvoker(b)
 	if err != nil {
-		b.Close()
-		return nil, err
+		return err
 	}
 	// The registrar's rules (grants, cap) before the registry loads, so
 	// that its first load ignores what they forbid.
@@ -352,20 +373,17 @@ func Open(ctx context.Context, cfg Config) (*Bus, error) {
 	}
 	b.reg, err = newRegistry(ctx, b)
 	if err != nil {
-		b.Close()
-		return nil, err
+		return err
 	}
 	if b.rgs != nil {
 		if err := b.rgs.serve(); err != nil {
-			b.Close()
-			return nil, err
+			return err
 		}
 	}
 	if b.adv, err = b.watchMaxDeliveries(); err != nil {
-		b.Close()
-		return nil, err
+		return err
 	}
-	return b, nil
+	return nil
 }
 
 // Conn is the underlying NATS connection.

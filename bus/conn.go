@@ -69,6 +69,10 @@ func (b *Bus) connOptions() []nats.Option {
 	}
 }
 
+// ErrPermissionDenied is Open's error when the server let the user in but
+// refused what the bus needs (JetStream's API, a stream, a bucket).
+var ErrPermissionDenied = errors.New("permission denied")
+
 // ErrNotReady is the error of Ready when the bus cannot take writes now.
 var ErrNotReady = errors.New("bus not ready")
 

@@ -78,6 +78,9 @@ func openClient(ctx context.Context, c *connFlags, readOnly bool) (*bus.Bus, err
 	if errors.Is(err, jetstream.ErrStreamNotFound) {
 		return nil, cli.NoStreams(c.URL, err)
 	}
+	if errors.Is(err, bus.ErrPermissionDenied) {
+		return nil, fmt.Errorf("%w (this command needs a NATS user with a client's rights; a users file's HTTP-only and plugin users have none)", err)
+	}
 	if err != nil {
 		// Client commands do not know the daemon's --port: say how to
 		// point them at it.
