@@ -92,15 +92,42 @@ async function register(nc) {
   return reply.plugin.order;
 }
 
+// deadLetter records that m could not be processed (PROTOCOL.md §12.3,
+// data §7.4) and terminates it; its id makes a second copy (after a
+// redelivery) a duplicate the stream drops. If the dead letter cannot be
+// stored, the message is left to be redelivered (-NAK), not lost.
+async function deadLetter(js, m, reason) {
+  const id = `dead:${name}:${m.info.stream}:${m.info.streamSequence}`;
+  const h = headers();
+  const set = (k, v) => h.set(k, encodeValue(v));
+  set("ce-specversion", "1.0");
+  set("ce-type", "io.qtasks.deadletter");
+  set("ce-id", id);
+  set("ce-source", "qtasks/plugin/" + name);
+  set("ce-plugin", name);
+  set("ce-time", new Date().toISOString());
+  h.set("content-type", "application/json");
+  const data = {
+    stream: m.info.stream, sequence: m.info.streamSequence, consumer: durable,
+    subject: m.subject, deliveries: m.info.deliveryCount, reason,
+  };
+  try {
+    await js.publish("qtasks.dead." + name, sc.encode(JSON.stringify(data)), { headers: h, msgID: id });
+    console.error("dead-lettered", m.info.streamSequence + ":", reason);
+    m.term();
+  } catch (err) {
+    console.error("recording a dead letter:", err.message);
+    m.nak();
+  }
+}
+
 async function answer(js, m) {
   const h = m.headers;
   const get = (k) => (h && h.get(k) ? decodeValue(h.get(k)) : "");
   const trig = get("ce-trigger");
   if (get("ce-type") !== "io.qtasks.invoke." + trig || get("ce-plugin") !== name) {
-    // PROTOCOL.md §9.2 step 1 also records a dead letter (§12.3) before the
-    // +TERM; this example only logs it, to stay short.
-    console.error("not an invocation of", name, "- terminating it");
-    m.term();
+    // PROTOCOL.md §9.2 step 1: record a dead letter (§12.3), then +TERM.
+    await deadLetter(js, m, "not an invocation of " + name);
     return;
   }
   const sent = Date.parse(get("ce-time"));

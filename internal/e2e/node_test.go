@@ -3,14 +3,17 @@ package e2e_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/stretchr/testify/require"
 
+	"github.com/qtasks/qtasks-go/bus"
 	"github.com/qtasks/qtasks-go/bus/bustest"
 	"github.com/qtasks/qtasks-go/events"
 	"github.com/qtasks/qtasks-go/executor"
@@ -61,6 +64,32 @@ func TestNodePlugin(t *testing.T) {
 	facts := bustest.EventsOf(t, b, sub.ID, events.FactSubject(trig, "*"))
 	require.Len(t, facts, 1)
 	require.Contains(t, string(facts[0].Event.Data), `"outcome":"applied"`)
+
+	// A message on its invocation subject that is not an invocation is
+	// dead-lettered, as PROTOCOL.md §9.2 step 1 says, and terminated.
+	bogus := nats.NewMsg(events.InvokeSubject("node-upper", trig))
+	bogus.Header.Set("ce-type", "io.qtasks.something.else")
+	bogus.Data = []byte(`{}`)
+	ack, err := b.JetStream().PublishMsg(ctx, bogus)
+	require.NoError(t, err)
+	var dead []bus.Stored
+	require.Eventually(t, func() bool {
+		dead = dead[:0]
+		err := b.ReadLog(ctx, ack.Sequence, []string{events.DeadSubject("node-upper")}, func(s bus.Stored) error {
+			dead = append(dead, s)
+			return nil
+		})
+		return err == nil && len(dead) > 0
+	}, 30*time.Second, 20*time.Millisecond, "no dead letter from the plugin")
+	require.Len(t, dead, 1)
+	require.NoError(t, dead[0].Err, "the dead letter is a valid event")
+	require.Equal(t, events.TypeDeadLetter, dead[0].Event.Type)
+	require.Equal(t, fmt.Sprintf("dead:node-upper:%s:%d", bus.StreamEvents, ack.Sequence), dead[0].Event.ID)
+	var dl events.DeadLetter
+	require.NoError(t, json.Unmarshal(dead[0].Event.Data, &dl))
+	require.Equal(t, ack.Sequence, dl.Sequence)
+	require.Equal(t, "plugin-node-upper", dl.Consumer)
+	require.Contains(t, dl.Reason, "not an invocation")
 }
 
 // The JavaScript plugin's header value coding agrees with Go's
