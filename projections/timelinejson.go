@@ -3,6 +3,7 @@ package projections
 import (
 	"bytes"
 	"context"
+	"database/sql"
 	"encoding/json"
 	"strconv"
 )
@@ -68,7 +69,7 @@ func (d *DB) AppendTimelineJSON(ctx context.Context, dst []byte, id string, shad
 
 // appendJSON appends e as encoding/json writes it.
 func (e *Entry) appendJSON(dst []byte) []byte {
-	dst = e.appendHead(dst)
+	dst = e.appendHead(dst, nil)
 	dst = appendRawField(dst, `,"input":`, e.Input)
 	dst = appendRawField(dst, `,"output":`, e.Output)
 	dst = appendStringField(dst, `,"failed":`, e.Failed)
@@ -86,15 +87,21 @@ func (e *Entry) appendJSON(dst []byte) []byte {
 	return append(dst, '}')
 }
 
-// appendHead appends e's opening brace and its members up to source.
-func (e *Entry) appendHead(dst []byte) []byte {
+// appendHead appends e's opening brace and its members up to source, its
+// time from the text of the column when at is not nil (appendTimeText),
+// from e.Time otherwise.
+func (e *Entry) appendHead(dst []byte, at *sql.NullString) []byte {
 	dst = append(dst, `{"seq":`...)
 	dst = strconv.AppendUint(dst, e.Seq, 10)
 	if e.Index != 0 {
 		dst = append(dst, `,"index":`...)
 		dst = strconv.AppendInt(dst, int64(e.Index), 10)
 	}
-	dst = appendTimeField(dst, `,"time":`, e.Time)
+	if at != nil {
+		dst = appendTimeText(dst, `,"time":`, *at)
+	} else {
+		dst = appendTimeField(dst, `,"time":`, e.Time)
+	}
 	dst = append(dst, `,"trigger":`...)
 	dst = appendJSONString(dst, e.Trigger)
 	dst = append(dst, `,"component":`...)

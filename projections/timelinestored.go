@@ -39,7 +39,7 @@ func (tr *timelineReader) appendStoredEntry(dst []byte, fr *factRow, shadowOf fu
 	}
 
 	e := &fr.e
-	dst = e.appendHead(dst)
+	dst = e.appendHead(dst, &fr.at)
 	dst = appendRawField(dst, `,"input":`, sf.input)
 	dst = appendRawField(dst, `,"output":`, sf.output)
 	if sf.failed != nil {
@@ -94,15 +94,26 @@ func (sf *storedFact) parse(b []byte) bool {
 			return false
 		}
 		var p *[]byte
-		switch {
-		case strings.EqualFold(k, "input"):
+		switch k { // as the projector writes them; any case (encoding/json's rule) below
+		case "input":
 			p = &sf.input
-		case strings.EqualFold(k, "output"):
+		case "output":
 			p = &sf.output
-		case strings.EqualFold(k, "calls"):
+		case "calls":
 			p = &sf.calls
-		case strings.EqualFold(k, "failed"):
+		case "failed":
 			p = &sf.failed
+		default:
+			switch {
+			case strings.EqualFold(k, "input"):
+				p = &sf.input
+			case strings.EqualFold(k, "output"):
+				p = &sf.output
+			case strings.EqualFold(k, "calls"):
+				p = &sf.calls
+			case strings.EqualFold(k, "failed"):
+				p = &sf.failed
+			}
 		}
 		if p != nil && *p != nil {
 			return false
