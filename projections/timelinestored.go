@@ -40,11 +40,11 @@ func (tr *timelineReader) appendStoredEntry(dst []byte, fr *factRow, shadowOf fu
 
 	e := &fr.e
 	dst = e.appendHead(dst, &fr.at)
-	dst = appendRawField(dst, `,"input":`, sf.input)
-	dst = appendRawField(dst, `,"output":`, sf.output)
+	dst = appendScannedRaw(dst, `,"input":`, sf.input, sf.plain&(1<<sfInput) != 0)
+	dst = appendScannedRaw(dst, `,"output":`, sf.output, sf.plain&(1<<sfOutput) != 0)
 	if sf.failed != nil {
 		var ok bool
-		if dst, ok = appendStringValue(dst, `,"failed":`, sf.failed, true); !ok {
+		if dst, ok = appendStringValue(dst, `,"failed":`, sf.failed, true, sf.plain&(1<<sfFailed) != 0); !ok {
 			return fail()
 		}
 	}
@@ -71,9 +71,26 @@ func (tr *timelineReader) appendStoredEntry(dst []byte, fr *factRow, shadowOf fu
 
 // storedFact holds the spans of a stored fact's data that its entry
 // shows, and the members of each of its calls, by field (cfPlugin...).
+// plain has a bit (sfInput...) for each of the first that scanValue found
+// plain.
 type storedFact struct {
 	input, output, calls, failed []byte
-	callFields                   [][cfCount][]byte
+	plain                        uint8
+	callFields                   []storedCall
+}
+
+// Bits of storedFact.plain.
+const (
+	sfInput = iota
+	sfOutput
+	sfFailed
+)
+
+// storedCall holds the members of a stored call by field (cfPlugin...),
+// and a bit for each that scanValue found plain.
+type storedCall struct {
+	f     [cfCount][]byte
+	plain uint32
 }
 
 // parse finds the members of data, a fact's data column, and those of its
@@ -94,25 +111,26 @@ func (sf *storedFact) parse(b []byte) bool {
 			return false
 		}
 		var p *[]byte
+		bit := -1
 		switch k { // as the projector writes them; any case (encoding/json's rule) below
 		case "input":
-			p = &sf.input
+			p, bit = &sf.input, sfInput
 		case "output":
-			p = &sf.output
+			p, bit = &sf.output, sfOutput
 		case "calls":
 			p = &sf.calls
 		case "failed":
-			p = &sf.failed
+			p, bit = &sf.failed, sfFailed
 		default:
 			switch {
 			case strings.EqualFold(k, "input"):
-				p = &sf.input
+				p, bit = &sf.input, sfInput
 			case strings.EqualFold(k, "output"):
-				p = &sf.output
+				p, bit = &sf.output, sfOutput
 			case strings.EqualFold(k, "calls"):
 				p = &sf.calls
 			case strings.EqualFold(k, "failed"):
-				p = &sf.failed
+				p, bit = &sf.failed, sfFailed
 			}
 		}
 		if p != nil && *p != nil {
@@ -124,8 +142,12 @@ func (sf *storedFact) parse(b []byte) bool {
 		if p == &sf.calls && b[v] == '[' {
 			i, ok = sf.parseCalls(b, v)
 		} else {
-			i = skipValue(b, v)
+			var plain bool
+			i, plain = scanValue(b, v)
 			ok = i > v && i <= len(b)
+			if plain && bit >= 0 {
+				sf.plain |= 1 << bit
+			}
 		}
 		if !ok {
 			return false
@@ -147,13 +169,15 @@ func (sf *storedFact) parseCalls(b []byte, i int) (int, bool) {
 		if b[i] != '{' {
 			return i, false
 		}
-		var f [cfCount][]byte
+		var sc storedCall
+		f := &sc.f
 		for i = skipWS(b, i+1); i < len(b) && b[i] != '}'; {
 			k, v, ok := memberKey(b, i)
 			if !ok {
 				return i, false
 			}
-			if i = skipValue(b, v); i <= v || i > len(b) {
+			var plain bool
+			if i, plain = scanValue(b, v); i <= v || i > len(b) {
 				return i, false
 			}
 			if c := callField(k); c >= 0 {
@@ -161,6 +185,9 @@ func (sf *storedFact) parseCalls(b []byte, i int) (int, bool) {
 					return i, false
 				}
 				f[c] = b[v:i]
+				if plain {
+					sc.plain |= 1 << c
+				}
 			}
 			if i = skipWS(b, i); i < len(b) && b[i] == ',' {
 				i = skipWS(b, i+1)
@@ -169,7 +196,7 @@ func (sf *storedFact) parseCalls(b []byte, i int) (int, bool) {
 		if i >= len(b) {
 			return i, false
 		}
-		sf.callFields = append(sf.callFields, f)
+		sf.callFields = append(sf.callFields, sc)
 		if i = skipWS(b, i+1); i < len(b) && b[i] == ',' {
 			i = skipWS(b, i+1)
 		}
@@ -187,13 +214,16 @@ func memberKey(b []byte, i int) (string, int, bool) {
 	if b[i] != '"' {
 		return "", i, false
 	}
-	end := skipString(b, i)
+	end, plain := scanString(b, i)
 	if end-i < 2 || b[end-1] != '"' {
 		return "", i, false
 	}
-	k, ok := plainKey(b, member{key: i, keyEnd: end})
-	if !ok {
-		return "", i, false
+	k := bytesText(b[i+1 : end-1])
+	if !plain { // else plainKey's answer: ASCII without escapes
+		var ok bool
+		if k, ok = plainKey(b, member{key: i, keyEnd: end}); !ok {
+			return "", i, false
+		}
 	}
 	if end = skipWS(b, end); end >= len(b) || b[end] != ':' {
 		return "", i, false
@@ -207,7 +237,8 @@ func memberKey(b []byte, i int) (string, int, bool) {
 // appendStoredCall appends call j of entry e, whose stored members are f
 // and stored changes changes (nil when the fact has none), for
 // appendStoredEntry.
-func (tr *timelineReader) appendStoredCall(dst []byte, e *Entry, j int, f *[cfCount][]byte, changes []byte, shadowOf func(string) string) ([]byte, bool) {
+func (tr *timelineReader) appendStoredCall(dst []byte, e *Entry, j int, sc *storedCall, changes []byte, shadowOf func(string) string) ([]byte, bool) {
+	f := &sc.f
 	var latency int64
 	var shadow, omitted bool
 	var invokeSeq, patchSeq uint64
@@ -251,11 +282,11 @@ func (tr *timelineReader) appendStoredCall(dst []byte, e *Entry, j int, f *[cfCo
 		{`,"content_type":`, cfContentType, true},
 	} {
 		var ok bool
-		if dst, ok = appendStringValue(dst, s.name, f[s.f], s.omitEmpty); !ok {
+		if dst, ok = appendStringValue(dst, s.name, f[s.f], s.omitEmpty, sc.plain&(1<<s.f) != 0); !ok {
 			return dst, false
 		}
 	}
-	dst = appendRawField(dst, `,"patch":`, f[cfPatch])
+	dst = appendScannedRaw(dst, `,"patch":`, f[cfPatch], sc.plain&(1<<cfPatch) != 0)
 	dst = append(dst, `,"latency_us":`...)
 	dst = strconv.AppendInt(dst, latency, 10)
 	if shadow {
@@ -307,8 +338,9 @@ func decodedString(val []byte) (string, bool) {
 // appendStringValue appends name and the string that JSON value val
 // decodes to (a string or null, which is ""; nil when absent, also ""), as
 // appendJSONString writes it; nothing when it is "" and omitEmpty. A string
-// of plain ASCII is copied as it is. It returns false when val is neither.
-func appendStringValue(dst []byte, name string, val []byte, omitEmpty bool) ([]byte, bool) {
+// of plain ASCII (plainString; plain says scanValue found it so) is copied
+// as it is. It returns false when val is neither.
+func appendStringValue(dst []byte, name string, val []byte, omitEmpty, plain bool) ([]byte, bool) {
 	if len(val) == 0 || val[0] == 'n' {
 		if val != nil && string(val) != "null" {
 			return dst, false
@@ -322,7 +354,7 @@ func appendStringValue(dst []byte, name string, val []byte, omitEmpty bool) ([]b
 	if val[0] != '"' {
 		return dst, false
 	}
-	if plainString(val) {
+	if plain || plainString(val) {
 		if omitEmpty && len(val) == 2 {
 			return dst, true
 		}
@@ -417,3 +449,88 @@ func storedChanges(val []byte) (some, ok bool) {
 func hasPrefixAt(b []byte, i int, prefix string) bool {
 	return len(b)-i >= len(prefix) && string(b[i:i+len(prefix)]) == prefix
 }
+
+// appendScannedRaw is appendRawField for a value scanValue read: a plain
+// one is in json.Marshal's form already (marshalForm), and is copied.
+func appendScannedRaw(dst []byte, name string, val []byte, plain bool) []byte {
+	if plain && len(val) > 0 {
+		return append(append(dst, name...), val...)
+	}
+	return appendRawField(dst, name, val)
+}
+
+// scanValue is skipValue, and also reports whether the value is plain: no
+// whitespace, and strings of plain ASCII (plainByte) without escapes. A
+// plain value is as json.Marshal writes a json.RawMessage (marshalForm),
+// and a plain string as it writes the string it decodes to (plainString):
+// appendStoredEntry reads each byte of a fact once for where its members
+// end and for how to write them, where skipping them and checking them
+// went over the same bytes twice (BenchmarkConsole).
+func scanValue(b []byte, i int) (int, bool) {
+	if i >= len(b) {
+		return i, false
+	}
+	switch b[i] {
+	case '"':
+		return scanString(b, i)
+	case '{', '[':
+		plain, depth := true, 0
+		for i < len(b) {
+			for i < len(b) && !stopPlainNested[b[i]] {
+				i++
+			}
+			if i >= len(b) {
+				break
+			}
+			switch b[i] {
+			case '"':
+				var p bool
+				i, p = scanString(b, i)
+				plain = plain && p
+				continue
+			case '{', '[':
+				depth++
+			case '}', ']':
+				if depth--; depth == 0 {
+					return i + 1, plain
+				}
+			default: // whitespace
+				plain = false
+			}
+			i++
+		}
+		return len(b), false
+	}
+	return skipValue(b, i), true // a number, true, false or null
+}
+
+// scanString is skipString, and also reports whether the string is plain
+// (scanValue).
+func scanString(b []byte, i int) (int, bool) {
+	plain := true
+	for i++; i < len(b); i++ {
+		for i < len(b) && plainByte[b[i]] {
+			i++
+		}
+		if i >= len(b) {
+			break
+		}
+		if b[i] == '"' {
+			return i + 1, plain
+		}
+		if b[i] == '\\' {
+			i++ // the escaped byte
+		}
+		plain = false
+	}
+	return len(b), false
+}
+
+// stopPlainNested are the bytes scanValue's loop over an object or an
+// array looks at: those of skipValue's, and whitespace.
+var stopPlainNested = func() (t [256]bool) {
+	for _, c := range []byte("\"{[]} \t\r\n") {
+		t[c] = true
+	}
+	return t
+}()
