@@ -29,11 +29,9 @@ func (tr *timelineReader) appendStoredEntry(dst []byte, fr *factRow, shadowOf fu
 	// The stored changes, one element per call.
 	var dbuf [8]member
 	var diffs []member
+	plainDiffs := false
 	if len(fr.stored) > 0 {
-		if i := skipWS(fr.stored, 0); i >= len(fr.stored) || fr.stored[i] != '[' {
-			return fail()
-		}
-		if diffs = splitValid(fr.stored, dbuf[:0]); len(diffs) != len(sf.callFields) {
+		if diffs, plainDiffs = splitDiffs(fr.stored, dbuf[:0]); diffs == nil || len(diffs) != len(sf.callFields) {
 			return fail()
 		}
 	}
@@ -62,7 +60,7 @@ func (tr *timelineReader) appendStoredEntry(dst []byte, fr *factRow, shadowOf fu
 			changes = fr.stored[diffs[j].val:diffs[j].valEnd]
 		}
 		var ok bool
-		if dst, ok = tr.appendStoredCall(dst, e, j, &sf.callFields[j], changes, shadowOf); !ok {
+		if dst, ok = tr.appendStoredCall(dst, e, j, &sf.callFields[j], changes, plainDiffs, shadowOf); !ok {
 			return fail()
 		}
 	}
@@ -234,10 +232,10 @@ func memberKey(b []byte, i int) (string, int, bool) {
 	return k, end, true
 }
 
-// appendStoredCall appends call j of entry e, whose stored members are f
-// and stored changes changes (nil when the fact has none), for
-// appendStoredEntry.
-func (tr *timelineReader) appendStoredCall(dst []byte, e *Entry, j int, sc *storedCall, changes []byte, shadowOf func(string) string) ([]byte, bool) {
+// appendStoredCall appends call j of entry e, whose stored members are sc
+// and stored changes changes (nil when the fact has none; plainChanges
+// when scanValue found them plain), for appendStoredEntry.
+func (tr *timelineReader) appendStoredCall(dst []byte, e *Entry, j int, sc *storedCall, changes []byte, plainChanges bool, shadowOf func(string) string) ([]byte, bool) {
 	f := &sc.f
 	var latency int64
 	var shadow, omitted bool
@@ -313,7 +311,7 @@ func (tr *timelineReader) appendStoredCall(dst []byte, e *Entry, j int, sc *stor
 		dst = strconv.AppendUint(dst, patchSeq, 10)
 	}
 	if changes != nil {
-		some, ok := storedChanges(changes)
+		some, ok := storedChanges(changes, plainChanges)
 		if !ok {
 			return dst, false
 		}
@@ -391,9 +389,10 @@ func plainString(val []byte) bool {
 // decode to, as encodeDiffs wrote them, so that they can be copied: null,
 // or an array of objects with the members op and path (plain strings),
 // then old and new if present, in that order, compact and escaped as
-// json.Marshal escapes (one pass checks; a second reads the members, in
-// the compact form only). some reports whether there is a change.
-func storedChanges(val []byte) (some, ok bool) {
+// json.Marshal escapes (one pass checks, unless scannedPlain says
+// scanValue found them plain; a second reads the members, in the compact form only). some
+// reports whether there is a change.
+func storedChanges(val []byte, scannedPlain bool) (some, ok bool) {
 	switch val[0] {
 	case 'n':
 		return false, string(val) == "null"
@@ -401,7 +400,7 @@ func storedChanges(val []byte) (some, ok bool) {
 	default:
 		return false, false
 	}
-	if !marshalForm(val) {
+	if !scannedPlain && !marshalForm(val) {
 		return false, false
 	}
 	i := 1
@@ -534,3 +533,31 @@ var stopPlainNested = func() (t [256]bool) {
 	}
 	return t
 }()
+
+// splitDiffs appends the elements of a diffs column b, an array, as
+// splitValid does, and reports whether they are all plain (scanValue). It
+// returns nil for b that is not an array, or not valid after all.
+func splitDiffs(b []byte, ms []member) ([]member, bool) {
+	i := skipWS(b, 0)
+	if i >= len(b) || b[i] != '[' {
+		return nil, false
+	}
+	plain := true
+	for i = skipWS(b, i+1); i < len(b) && b[i] != ']'; {
+		m := member{val: i}
+		var p bool
+		i, p = scanValue(b, i)
+		if m.valEnd = i; m.valEnd <= m.val || m.valEnd > len(b) {
+			return nil, false
+		}
+		plain = plain && p
+		ms = append(ms, m)
+		if i = skipWS(b, i); i < len(b) && b[i] == ',' {
+			i = skipWS(b, i+1)
+		}
+	}
+	if i >= len(b) {
+		return nil, false
+	}
+	return ms, plain
+}
