@@ -569,9 +569,11 @@ type timelineReader struct {
 	task Task
 	seqs map[string]uint64 // pluginEventSeqs
 	// stored is appendStoredEntry's, reused from fact to fact; idField
-	// its calls' task_id member, written once.
+	// its calls' task_id member, written once; strings the JSON of the
+	// strings its facts repeat.
 	stored  storedFact
 	idField []byte
+	strings stringCache
 }
 
 // factRow is one fact of a timeline: the entry without its calls (nor

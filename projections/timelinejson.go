@@ -69,7 +69,7 @@ func (d *DB) AppendTimelineJSON(ctx context.Context, dst []byte, id string, shad
 
 // appendJSON appends e as encoding/json writes it.
 func (e *Entry) appendJSON(dst []byte) []byte {
-	dst = e.appendHead(dst, nil)
+	dst = e.appendHead(dst, nil, nil)
 	dst = appendRawField(dst, `,"input":`, e.Input)
 	dst = appendRawField(dst, `,"output":`, e.Output)
 	dst = appendStringField(dst, `,"failed":`, e.Failed)
@@ -89,8 +89,9 @@ func (e *Entry) appendJSON(dst []byte) []byte {
 
 // appendHead appends e's opening brace and its members up to source, its
 // time from the text of the column when at is not nil (appendTimeText),
-// from e.Time otherwise.
-func (e *Entry) appendHead(dst []byte, at *sql.NullString) []byte {
+// from e.Time otherwise, and its trigger, component and source through
+// sc when it is not nil.
+func (e *Entry) appendHead(dst []byte, at *sql.NullString, sc *stringCache) []byte {
 	dst = append(dst, `{"seq":`...)
 	dst = strconv.AppendUint(dst, e.Seq, 10)
 	if e.Index != 0 {
@@ -103,9 +104,9 @@ func (e *Entry) appendHead(dst []byte, at *sql.NullString) []byte {
 		dst = appendTimeField(dst, `,"time":`, e.Time)
 	}
 	dst = append(dst, `,"trigger":`...)
-	dst = appendJSONString(dst, e.Trigger)
+	dst = sc.append(dst, scTrigger, e.Trigger)
 	dst = append(dst, `,"component":`...)
-	dst = appendJSONString(dst, e.Component)
+	dst = sc.append(dst, scComponent, e.Component)
 	dst = append(dst, `,"attempt":`...)
 	dst = strconv.AppendInt(dst, int64(e.Attempt), 10)
 	dst = append(dst, `,"run":`...)
@@ -113,7 +114,35 @@ func (e *Entry) appendHead(dst []byte, at *sql.NullString) []byte {
 	dst = append(dst, `,"event_id":`...)
 	dst = appendJSONString(dst, e.EventID)
 	dst = append(dst, `,"source":`...)
-	return appendJSONString(dst, e.Source)
+	return sc.append(dst, scSource, e.Source)
+}
+
+// stringCache keeps the JSON of the last trigger, component and source a
+// timeline wrote: a task's facts repeat a few of each, and comparing one
+// with the last is cheaper than checking its bytes again (appendJSONString).
+type stringCache struct {
+	s    [scCount]string
+	json [scCount][]byte
+}
+
+// Slots of stringCache.
+const (
+	scTrigger = iota
+	scComponent
+	scSource
+	scCount
+)
+
+// append appends s as appendJSONString does, through slot of c; with c
+// nil, appendJSONString's.
+func (c *stringCache) append(dst []byte, slot int, s string) []byte {
+	if c == nil {
+		return appendJSONString(dst, s)
+	}
+	if c.json[slot] == nil || c.s[slot] != s {
+		c.s[slot], c.json[slot] = s, appendJSONString(c.json[slot][:0], s)
+	}
+	return append(dst, c.json[slot]...)
 }
 
 // appendJSON appends c as encoding/json writes it.

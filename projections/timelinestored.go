@@ -37,7 +37,7 @@ func (tr *timelineReader) appendStoredEntry(dst []byte, fr *factRow, shadowOf fu
 	}
 
 	e := &fr.e
-	dst = e.appendHead(dst, &fr.at)
+	dst = e.appendHead(dst, &fr.at, &tr.strings)
 	dst = appendScannedRaw(dst, `,"input":`, sf.input, sf.plain&(1<<sfInput) != 0)
 	dst = appendScannedRaw(dst, `,"output":`, sf.output, sf.plain&(1<<sfOutput) != 0)
 	if sf.failed != nil {
@@ -169,16 +169,23 @@ func (sf *storedFact) parseCalls(b []byte, i int) (int, bool) {
 		}
 		var sc storedCall
 		f := &sc.f
+		next := 0 // the field after the last found in the projector's order
 		for i = skipWS(b, i+1); i < len(b) && b[i] != '}'; {
-			k, v, ok := memberKey(b, i)
-			if !ok {
-				return i, false
+			c, v := nextCallKey(b, i, next)
+			if c >= 0 {
+				next = c + 1
+			} else {
+				k, kv, ok := memberKey(b, i)
+				if !ok {
+					return i, false
+				}
+				c, v = callField(k), kv
 			}
 			var plain bool
 			if i, plain = scanValue(b, v); i <= v || i > len(b) {
 				return i, false
 			}
-			if c := callField(k); c >= 0 {
+			if c >= 0 {
 				if f[c] != nil {
 					return i, false
 				}
@@ -204,6 +211,29 @@ func (sf *storedFact) parseCalls(b []byte, i int) (int, bool) {
 	}
 	return i + 1, true
 }
+
+// nextCallKey looks at b[i] for the name of a call's field as the
+// projector writes it (json.Marshal of events.PluginCall: the fields in
+// callFields' order, some omitted, "name": without spaces): the first of
+// the fields from next on whose name and colon b[i:] begins with. It
+// returns the field and where its value starts, or -1 for memberKey to
+// read the name (callField) as it is.
+func nextCallKey(b []byte, i, next int) (int, int) {
+	for f := next; f < cfCount; f++ {
+		if k := quotedCallFields[f]; hasPrefixAt(b, i, k) {
+			return f, skipWS(b, i+len(k))
+		}
+	}
+	return -1, i
+}
+
+// quotedCallFields are callFields as member names: "plugin": and so on.
+var quotedCallFields = func() (q [cfCount]string) {
+	for f, name := range callFields {
+		q[f] = `"` + name + `":`
+	}
+	return q
+}()
 
 // memberKey reads the name of the object member at b[i] (its opening
 // quote), which must be plain (plainKey), and returns it and where its
@@ -263,7 +293,7 @@ func (tr *timelineReader) appendStoredCall(dst []byte, e *Entry, j int, sc *stor
 	}
 	dst = append(dst, tr.idField...)
 	dst = append(dst, `,"trigger":`...)
-	dst = appendJSONString(dst, e.Trigger)
+	dst = tr.strings.append(dst, scTrigger, e.Trigger)
 	dst = append(dst, `,"attempt":`...)
 	dst = strconv.AppendInt(dst, int64(e.Attempt), 10)
 	for _, s := range [...]struct {
