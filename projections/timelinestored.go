@@ -296,19 +296,7 @@ func (tr *timelineReader) appendStoredCall(dst []byte, e *Entry, j int, sc *stor
 	dst = tr.strings.append(dst, scTrigger, e.Trigger)
 	dst = append(dst, `,"attempt":`...)
 	dst = strconv.AppendInt(dst, int64(e.Attempt), 10)
-	for _, s := range [...]struct {
-		name      string
-		f         int
-		omitEmpty bool
-	}{
-		{`,"plugin":`, cfPlugin, false},
-		{`,"version":`, cfVersion, true},
-		{`,"invocation":`, cfInvocation, false},
-		{`,"outcome":`, cfOutcome, false},
-		{`,"policy":`, cfPolicy, true},
-		{`,"reason":`, cfReason, true},
-		{`,"content_type":`, cfContentType, true},
-	} {
+	for _, s := range &callStringFields {
 		var ok bool
 		if dst, ok = appendStringValue(dst, s.name, f[s.f], s.omitEmpty, sc.plain&(1<<s.f) != 0); !ok {
 			return dst, false
@@ -351,6 +339,23 @@ func (tr *timelineReader) appendStoredCall(dst []byte, e *Entry, j int, sc *stor
 		}
 	}
 	return append(dst, '}'), true
+}
+
+// callStringFields are the string members of a call that appendStoredCall
+// writes, in Call's order: a package-level table, not a literal built on
+// every call.
+var callStringFields = [...]struct {
+	name      string
+	f         int
+	omitEmpty bool
+}{
+	{`,"plugin":`, cfPlugin, false},
+	{`,"version":`, cfVersion, true},
+	{`,"invocation":`, cfInvocation, false},
+	{`,"outcome":`, cfOutcome, false},
+	{`,"policy":`, cfPolicy, true},
+	{`,"reason":`, cfReason, true},
+	{`,"content_type":`, cfContentType, true},
 }
 
 // decodedString is the string that the JSON value val (nil when absent)
