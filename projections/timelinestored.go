@@ -219,8 +219,12 @@ func (sf *storedFact) parseCalls(b []byte, i int) (int, bool) {
 // returns the field and where its value starts, or -1 for memberKey to
 // read the name (callField) as it is.
 func nextCallKey(b []byte, i, next int) (int, int) {
+	if i+1 >= len(b) {
+		return -1, i
+	}
 	for f := next; f < cfCount; f++ {
-		if k := quotedCallFields[f]; hasPrefixAt(b, i, k) {
+		// The name's first letter first: most misses are fields omitted.
+		if k := quotedCallFields[f]; b[i+1] == k[1] && hasPrefixAt(b, i, k) {
 			return f, skipWS(b, i+len(k))
 		}
 	}
