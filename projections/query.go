@@ -120,9 +120,10 @@ func newTaskScan(copyJSON bool) *taskScan {
 		intCol[int]{&t.Attempt},
 		intCol[int]{&t.RetriesLeft},
 		jsonCol(&r.argsS), jsonCol(&r.kwS), jsonCol(&r.argsE), jsonCol(&r.kwE), jsonCol(&r.result),
-		&t.Error, &t.Reason, &t.RetryParent, &t.RetryChild, &t.Worker, &r.tags,
+		&t.Error, &t.Reason, &t.RetryParent, &t.RetryChild, &t.Worker, textNull{&r.tags},
 		jsonCol(&r.extra), &t.IdempotencyKey, &t.Trace,
-		&r.times[0], &r.times[1], &r.times[2], &r.times[3], &r.times[4], &r.times[5],
+		textNull{&r.times[0]}, textNull{&r.times[1]}, textNull{&r.times[2]},
+		textNull{&r.times[3]}, textNull{&r.times[4]}, textNull{&r.times[5]},
 		intCol[int64]{&r.first},
 		intCol[int64]{&r.last},
 	}
@@ -632,12 +633,12 @@ func (tr *timelineReader) eachFact(ctx context.Context, fn func(fr *factRow) err
 	dest := []any{
 		intCol[int64]{&seq},
 		intCol[int]{&e.Index},
-		&at, &e.Trigger, &e.Component,
+		textNull{&at}, &e.Trigger, &e.Component,
 		intCol[int]{&e.Attempt},
 		intCol[int]{&e.Run},
 		&e.EventID, &e.Source,
 		textCol{&data},
-		&replay,
+		textNull{&replay},
 		textCol{&stored},
 	}
 	for rows.Next() {
