@@ -180,7 +180,13 @@ func callField(k string) int {
 	if len(k) >= len(callFieldsByLen) {
 		return -1
 	}
-	for _, f := range callFieldsByLen[len(k)] {
+	fs := callFieldsByLen[len(k)]
+	for _, f := range fs { // as the projector writes them
+		if callFields[f] == k {
+			return f
+		}
+	}
+	for _, f := range fs {
 		if strings.EqualFold(callFields[f], k) {
 			return f
 		}

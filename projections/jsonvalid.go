@@ -306,17 +306,33 @@ func splitValid(b []byte, ms []member) []member {
 }
 
 // skipString returns the end of the string at b[i] (its opening quote).
+// It steps over the bytes that end nothing by a table (stopString): the
+// task page skips every string of every fact it writes.
 func skipString(b []byte, i int) int {
 	for i++; i < len(b); i++ {
-		switch b[i] {
-		case '\\':
+		for i < len(b) && !stopString[b[i]] {
 			i++
-		case '"':
+		}
+		if i >= len(b) {
+			break
+		}
+		if b[i] == '"' {
 			return i + 1
 		}
+		i++ // the escaped byte
 	}
 	return len(b)
 }
+
+// stopString and stopNested are the bytes skipString and skipValue's
+// loop over an object or array look at.
+var stopString, stopNested = func() (str, nested [256]bool) {
+	str['"'], str['\\'] = true, true
+	for _, c := range []byte(`"{[]}`) {
+		nested[c] = true
+	}
+	return str, nested
+}()
 
 // skipValue returns the end of the valid JSON value at b[i].
 func skipValue(b []byte, i int) int {
@@ -329,13 +345,19 @@ func skipValue(b []byte, i int) int {
 	case '{', '[':
 		depth := 0
 		for i < len(b) {
+			for i < len(b) && !stopNested[b[i]] {
+				i++
+			}
+			if i >= len(b) {
+				break
+			}
 			switch b[i] {
 			case '"':
 				i = skipString(b, i)
 				continue
 			case '{', '[':
 				depth++
-			case '}', ']':
+			default: // '}', ']'
 				if depth--; depth == 0 {
 					return i + 1
 				}

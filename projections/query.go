@@ -90,27 +90,45 @@ type scanner interface{ Scan(dest ...any) error }
 // taskScan holds the destinations of a task row's columns, allocated once
 // for all the rows of a page: taken one row at a time, they were thirty
 // allocations per task (BenchmarkConsole). The JSON columns scan into
-// []byte (nil for NULL), which Scan fills with a copy of its own each row.
+// []byte (nil for NULL): a copy of their own each row (copyJSON), or the
+// bytes of the driver's string (textCol), for AppendTasksJSON, which
+// writes them before the next row.
 type taskScan struct {
-	t                                                 Task
-	argsS, kwS, argsE, kwE, result, extra             []byte
-	tags                                              sql.NullString
-	created, queued, started, executed, finished, upd sql.NullString
-	first, last                                       int64
-	dest                                              []any
+	t                                     Task
+	argsS, kwS, argsE, kwE, result, extra []byte
+	tags                                  sql.NullString
+	// times are created_at, queued_at, started_at, executed_at,
+	// finished_at and updated_at (taskTimeNames).
+	times       [6]sql.NullString
+	first, last int64
+	dest        []any
 }
 
-func newTaskScan() *taskScan {
+func newTaskScan(copyJSON bool) *taskScan {
 	r := &taskScan{}
 	t := &r.t
+	jsonCol := func(p *[]byte) any {
+		if copyJSON {
+			return p
+		}
+		return textCol{p}
+	}
 	r.dest = []any{
 		&t.ID, &t.Name, &t.Queue,
 		intCol[int]{&t.Priority},
 		&t.Status,
 		intCol[int]{&t.Attempt},
 		intCol[int]{&t.RetriesLeft},
-		&r.argsS, &r.kwS, &r.argsE, &r.kwE, &r.result, &t.Error, &t.Reason, &t.RetryParent, &t.RetryChild, &t.Worker, &r.tags,
-		&r.extra, &t.IdempotencyKey, &t.Trace, &r.created, &r.queued, &r.started, &r.executed, &r.finished, &r.upd,
+		jsonCol(&r.argsS), jsonCol(&r.kwS), jsonCol(&r.argsE), jsonCol(&r.kwE), jsonCol(&r.result),
+		&t.Error, &t.Reason, &t.RetryParent, &t.RetryChild, &t.Worker,
+		textNull{&r.tags},
+		jsonCol(&r.extra), &t.IdempotencyKey, &t.Trace,
+		textNull{&r.times[0]},
+		textNull{&r.times[1]},
+		textNull{&r.times[2]},
+		textNull{&r.times[3]},
+		textNull{&r.times[4]},
+		textNull{&r.times[5]},
 		intCol[int64]{&r.first},
 		intCol[int64]{&r.last},
 	}
@@ -119,21 +137,32 @@ func newTaskScan() *taskScan {
 
 // scan reads the current row into a new Task.
 func (r *taskScan) scan(rows scanner) (Task, error) {
-	if err := rows.Scan(r.dest...); err != nil {
+	if err := r.scanRow(rows); err != nil {
 		return Task{}, err
 	}
 	t := r.t
+	t.CreatedAt, t.QueuedAt, t.StartedAt = parseTS(r.times[0]), parseTS(r.times[1]), parseTS(r.times[2])
+	t.ExecutedAt, t.FinishedAt, t.UpdatedAt = parseTS(r.times[3]), parseTS(r.times[4]), parseTS(r.times[5])
+	return t, nil
+}
+
+// scanRow reads the current row into r.t, but for its times, which stay
+// zero there (r.times has them).
+func (r *taskScan) scanRow(rows scanner) error {
+	if err := rows.Scan(r.dest...); err != nil {
+		return err
+	}
+	t := &r.t
 	t.ArgsSubmitted, t.KwSubmitted, t.ArgsExecuted, t.KwExecuted = r.argsS, r.kwS, r.argsE, r.kwE
 	t.Result, t.Extra = r.result, r.extra
+	t.Tags = nil
 	if r.tags.Valid {
 		if err := json.Unmarshal([]byte(r.tags.String), &t.Tags); err != nil {
-			return t, fmt.Errorf("task %s tags: %w", t.ID, err)
+			return fmt.Errorf("task %s tags: %w", t.ID, err)
 		}
 	}
-	t.CreatedAt, t.QueuedAt, t.StartedAt = parseTS(r.created), parseTS(r.queued), parseTS(r.started)
-	t.ExecutedAt, t.FinishedAt, t.UpdatedAt = parseTS(r.executed), parseTS(r.finished), parseTS(r.upd)
 	t.FirstSeq, t.LastSeq = seqFromSQL(r.first), seqFromSQL(r.last)
-	return t, nil
+	return nil
 }
 
 func raw(s sql.NullString) json.RawMessage {
@@ -173,7 +202,7 @@ func (d *DB) taskWithKey(ctx context.Context, id string) (int64, Task, error) {
 		return 0, Task{}, fmt.Errorf("reading task %s: %w", id, err)
 	}
 	defer rows.Close()
-	r := newTaskScan()
+	r := newTaskScan(true)
 	var key int64
 	var a attemptScan
 	r.dest = append(append([]any{intCol[int64]{&key}}, r.dest...), a.dests()...)
@@ -256,21 +285,13 @@ type TaskPage struct {
 // one page at a time.
 func (d *DB) Tasks(ctx context.Context, f TaskFilter) (TaskPage, error) {
 	limit := clampLimit(f.Limit)
-	q, args, err := tasksQuery(f, limit)
+	rows, err := d.tasksRows(ctx, f, limit)
 	if err != nil {
 		return TaskPage{}, err
 	}
-	stmt, err := d.prepared(ctx, q) //nolint:sqlclosecheck // cached: closeStmts closes it with the DB
-	if err != nil {
-		return TaskPage{}, fmt.Errorf("listing tasks: %w", err)
-	}
-	rows, err := stmt.QueryContext(ctx, args...)
-	if err != nil {
-		return TaskPage{}, fmt.Errorf("listing tasks: %w", err)
-	}
 	defer rows.Close()
 	page := TaskPage{Tasks: make([]Task, 0, limit+1)}
-	row := newTaskScan()
+	row := newTaskScan(true)
 	for rows.Next() {
 		t, err := row.scan(rows)
 		if err != nil {
@@ -291,6 +312,75 @@ func (d *DB) Tasks(ctx context.Context, f TaskFilter) (TaskPage, error) {
 		page.Next = encodeCursor(created, last.ID)
 	}
 	return page, nil
+}
+
+// AppendTasksJSON appends the tasks of the page Tasks(ctx, f) returns as
+// json.Marshal writes them (a JSON array), and returns the page's Next. It
+// writes each row as it reads it (Task.AppendJSON), without building the
+// page: its JSON columns are not copied and its times not parsed
+// (appendTimeText). The tasks page is the one polled every 2 s, and
+// building the tasks was two fifths of its time beyond its query
+// (BenchmarkConsole; docs/ARCHITECTURE.md, "The operator console").
+// TestAppendTasksJSON holds it to Tasks.
+func (d *DB) AppendTasksJSON(ctx context.Context, dst []byte, f TaskFilter) ([]byte, string, error) {
+	limit := clampLimit(f.Limit)
+	rows, err := d.tasksRows(ctx, f, limit)
+	if err != nil {
+		return dst, "", err
+	}
+	defer rows.Close()
+	row := newTaskScan(false)
+	dst = append(dst, '[')
+	var lastCreated sql.NullString
+	var lastID, next string
+	for n := 0; rows.Next(); n++ {
+		if n == limit { // a row past the page: there is a next one
+			next = encodeCursor(cursorTime(lastCreated), lastID)
+			break
+		}
+		if err := row.scanRow(rows); err != nil {
+			return dst, "", fmt.Errorf("listing tasks: %w", err)
+		}
+		if n > 0 {
+			dst = append(dst, ',')
+		}
+		dst = row.t.appendJSON(dst, &row.times)
+		lastCreated, lastID = row.times[0], row.t.ID
+	}
+	if err := rows.Err(); err != nil {
+		return dst, "", fmt.Errorf("listing tasks: %w", err)
+	}
+	return append(dst, ']'), next, nil
+}
+
+// cursorTime is a task's creation time in a page cursor: as Tasks writes
+// it, timeLayout, "" for none.
+func cursorTime(s sql.NullString) string {
+	if _, _, _, _, _, _, _, ok := layoutFields(s.String); ok && s.String != zeroLayoutTime {
+		return s.String // what parsing and formatting it again gives
+	}
+	created := parseTS(s)
+	if created.IsZero() {
+		return ""
+	}
+	return created.UTC().Format(timeLayout)
+}
+
+// tasksRows runs Tasks's statement for f and a page of limit.
+func (d *DB) tasksRows(ctx context.Context, f TaskFilter, limit int) (*sql.Rows, error) {
+	q, args, err := tasksQuery(f, limit)
+	if err != nil {
+		return nil, err
+	}
+	stmt, err := d.prepared(ctx, q) //nolint:sqlclosecheck // cached: closeStmts closes it with the DB
+	if err != nil {
+		return nil, fmt.Errorf("listing tasks: %w", err)
+	}
+	rows, err := stmt.QueryContext(ctx, args...)
+	if err != nil {
+		return nil, fmt.Errorf("listing tasks: %w", err)
+	}
+	return rows, nil
 }
 
 // tasksQuery is the statement Tasks runs for f and a page of limit, and
@@ -485,9 +575,11 @@ type timelineReader struct {
 	task Task
 	seqs map[string]uint64 // pluginEventSeqs
 	// stored is appendStoredEntry's, reused from fact to fact; idField
-	// its calls' task_id member, written once.
+	// its calls' task_id member, written once; strings the JSON of the
+	// strings its facts repeat.
 	stored  storedFact
 	idField []byte
+	strings stringCache
 }
 
 // factRow is one fact of a timeline: the entry without its calls (nor
@@ -495,17 +587,19 @@ type timelineReader struct {
 // run, decoded, and its stored diffs column.
 type factRow struct {
 	e      Entry
+	at     sql.NullString // the fact's time column, which decode parses into e.Time
 	data   []byte
 	f      events.Fact
 	stored []byte
 }
 
 // decode decodes the fact's data into f and the entry's input, output and
-// failed.
+// failed, and its time into the entry's.
 func (fr *factRow) decode() error {
 	if err := decodeStoredFact(fr.data, &fr.f); err != nil {
 		return err
 	}
+	fr.e.Time = parseTS(fr.at)
 	fr.e.Input, fr.e.Output, fr.e.Failed = fr.f.Input, fr.f.Output, fr.f.Failed
 	return nil
 }
@@ -526,7 +620,7 @@ func (d *DB) openTimeline(ctx context.Context, id string) (*timelineReader, erro
 }
 
 // eachFact calls fn with each fact of the task, in stream order, its data
-// not decoded yet. fn gets the same factRow each time; the fact's data and
+// and its time not decoded yet. fn gets the same factRow each time; the fact's data and
 // stored diffs are the bytes of the strings go-sqlite3 returns (textCol),
 // which stay valid but must not be changed.
 func (tr *timelineReader) eachFact(ctx context.Context, fn func(fr *factRow) error) error {
@@ -544,12 +638,13 @@ func (tr *timelineReader) eachFact(ctx context.Context, fn func(fr *factRow) err
 	dest := []any{
 		intCol[int64]{&seq},
 		intCol[int]{&e.Index},
-		&at, &e.Trigger, &e.Component,
+		textNull{&at},
+		&e.Trigger, &e.Component,
 		intCol[int]{&e.Attempt},
 		intCol[int]{&e.Run},
 		&e.EventID, &e.Source,
 		textCol{&data},
-		&replay,
+		textNull{&replay},
 		textCol{&stored},
 	}
 	for rows.Next() {
@@ -558,8 +653,8 @@ func (tr *timelineReader) eachFact(ctx context.Context, fn func(fr *factRow) err
 			return fmt.Errorf("reading timeline of %s: %w", tr.id, err)
 		}
 		e.Replay = replay.String
-		fr.data, fr.stored = data, stored
-		e.Seq, e.Time = seqFromSQL(seq), parseTS(at)
+		fr.at, fr.data, fr.stored = at, data, stored
+		e.Seq = seqFromSQL(seq)
 		if err := fn(&fr); err != nil {
 			return fmt.Errorf("reading timeline of %s: fact %d: %w", tr.id, seq, err)
 		}
@@ -833,33 +928,51 @@ func (d *DB) rejected(ctx context.Context, where string, args ...any) ([]Rejecte
 // time.Parse was a tenth of its time (BenchmarkConsole). Anything else is
 // not ok, for time.Parse to read.
 func parseLayout(s string) (time.Time, bool) {
+	y, mo, d, h, mi, sec, ns, ok := layoutFields(s)
+	if !ok {
+		return time.Time{}, false
+	}
+	return time.Date(y, time.Month(mo), d, h, mi, sec, ns, time.UTC), true
+}
+
+// layoutFields reads the fields of a time as ts writes it (timeLayout);
+// not ok for anything else, February 30th and the like included, which
+// time.Parse refuses too.
+func layoutFields(s string) (y, mo, d, h, mi, sec, ns int, ok bool) {
 	if len(s) != len(timeLayout) || s[4] != '-' || s[7] != '-' || s[10] != 'T' || s[13] != ':' || s[16] != ':' || s[19] != '.' || s[29] != 'Z' {
-		return time.Time{}, false
+		return 0, 0, 0, 0, 0, 0, 0, false
 	}
-	num := func(b string) (int, bool) {
+	// num reads the digits s[i:j]; -1 for anything else. Its loop over
+	// fixed positions was a fifth of the cost of a closure's (the tasks
+	// page reads six times per task).
+	num := func(i, j int) int {
 		n := 0
-		for i := 0; i < len(b); i++ {
-			c := b[i]
-			if c < '0' || c > '9' {
-				return 0, false
+		for ; i < j; i++ {
+			c := s[i] - '0'
+			if c > 9 {
+				return -1
 			}
-			n = n*10 + int(c-'0')
+			n = n*10 + int(c)
 		}
-		return n, true
+		return n
 	}
-	y, ok1 := num(s[0:4])
-	mo, ok2 := num(s[5:7])
-	d, ok3 := num(s[8:10])
-	h, ok4 := num(s[11:13])
-	mi, ok5 := num(s[14:16])
-	sec, ok6 := num(s[17:19])
-	ns, ok7 := num(s[20:29])
-	if !ok1 || !ok2 || !ok3 || !ok4 || !ok5 || !ok6 || !ok7 || mo < 1 || mo > 12 || d < 1 || d > 31 || h > 23 || mi > 59 || sec > 59 {
-		return time.Time{}, false
+	y, mo, d, h, mi, sec, ns = num(0, 4), num(5, 7), num(8, 10), num(11, 13), num(14, 16), num(17, 19), num(20, 29)
+	if y < 0 || mo < 1 || mo > 12 || d < 1 || d > daysIn(mo, y) || h < 0 || h > 23 || mi < 0 || mi > 59 || sec < 0 || sec > 59 || ns < 0 {
+		return 0, 0, 0, 0, 0, 0, 0, false
 	}
-	t := time.Date(y, time.Month(mo), d, h, mi, sec, ns, time.UTC)
-	if t.Day() != d { // February 30th and the like: time.Parse refuses them
-		return time.Time{}, false
+	return y, mo, d, h, mi, sec, ns, true
+}
+
+// daysIn is the number of days of month mo (1-12) of year y, Gregorian.
+func daysIn(mo, y int) int {
+	switch mo {
+	case 2:
+		if y%4 == 0 && (y%100 != 0 || y%400 == 0) {
+			return 29
+		}
+		return 28
+	case 4, 6, 9, 11:
+		return 30
 	}
-	return t, true
+	return 31
 }

@@ -318,6 +318,20 @@ func setInt[T int | int64](p *T, val []byte, bitSize int) bool {
 	if val[0] == 'n' {
 		return true
 	}
+	if len(val) <= 9 { // up to 9 digits fit any size asked for: ParseInt's answer without its generality
+		n := 0
+		for _, c := range val {
+			if c < '0' || c > '9' {
+				n = -1
+				break
+			}
+			n = n*10 + int(c-'0')
+		}
+		if n >= 0 && bitSize >= 32 {
+			*p = T(n)
+			return true
+		}
+	}
 	n, err := strconv.ParseInt(bytesText(val), 10, bitSize)
 	if err != nil {
 		return false

@@ -2,6 +2,7 @@ package projections
 
 import (
 	"bytes"
+	"database/sql"
 	"fmt"
 	"unsafe"
 )
@@ -39,6 +40,25 @@ func (c textCol) Scan(src any) error {
 		*c.p = nil
 	default:
 		return fmt.Errorf("converting %T to text is unsupported", src)
+	}
+	return nil
+}
+
+// textNull scans a nullable TEXT column into *p as sql.NullString does,
+// without database/sql's second conversion (sql.NullString.Scan converts
+// the driver's value again through convertAssign): the tasks page scans
+// seven such columns per task, the task page two per fact.
+// TestTextNull holds it to sql.NullString.
+type textNull struct{ p *sql.NullString }
+
+func (c textNull) Scan(src any) error {
+	switch v := src.(type) {
+	case string:
+		*c.p = sql.NullString{String: v, Valid: true}
+	case nil:
+		*c.p = sql.NullString{}
+	default:
+		return c.p.Scan(src) // what sql.NullString makes of anything else
 	}
 	return nil
 }

@@ -1,6 +1,7 @@
 package projections
 
 import (
+	"database/sql"
 	"encoding/json"
 	"strconv"
 	"time"
@@ -15,6 +16,13 @@ import (
 // (appendRawJSON): the projector writes only JSON it has parsed, so they
 // are not validated again. TestTaskAppendJSON holds it to json.Marshal.
 func (t *Task) AppendJSON(dst []byte) []byte {
+	return t.appendJSON(dst, nil)
+}
+
+// appendJSON is AppendJSON, with the six times (created_at to updated_at)
+// taken from their columns' text when times is not nil (AppendTasksJSON):
+// t's times are then not read.
+func (t *Task) appendJSON(dst []byte, times *[6]sql.NullString) []byte {
 	dst = append(dst, `{"id":`...)
 	dst = appendJSONString(dst, t.ID)
 	dst = append(dst, `,"name":`...)
@@ -52,12 +60,15 @@ func (t *Task) AppendJSON(dst []byte) []byte {
 	dst = appendRawField(dst, `,"extra":`, t.Extra)
 	dst = appendStringField(dst, `,"idempotency_key":`, t.IdempotencyKey)
 	dst = appendStringField(dst, `,"trace":`, t.Trace)
-	dst = appendTimeField(dst, `,"created_at":`, t.CreatedAt)
-	dst = appendTimeField(dst, `,"queued_at":`, t.QueuedAt)
-	dst = appendTimeField(dst, `,"started_at":`, t.StartedAt)
-	dst = appendTimeField(dst, `,"executed_at":`, t.ExecutedAt)
-	dst = appendTimeField(dst, `,"finished_at":`, t.FinishedAt)
-	dst = appendTimeField(dst, `,"updated_at":`, t.UpdatedAt)
+	if times != nil {
+		for i, name := range taskTimeNames {
+			dst = appendTimeText(dst, name, times[i])
+		}
+	} else {
+		for i, tm := range [...]time.Time{t.CreatedAt, t.QueuedAt, t.StartedAt, t.ExecutedAt, t.FinishedAt, t.UpdatedAt} {
+			dst = appendTimeField(dst, taskTimeNames[i], tm)
+		}
+	}
 	dst = append(dst, `,"first_seq":`...)
 	dst = strconv.AppendUint(dst, t.FirstSeq, 10)
 	dst = append(dst, `,"last_seq":`...)
@@ -105,6 +116,44 @@ func appendTimeField(dst []byte, name string, t time.Time) []byte {
 	dst = t.AppendFormat(dst, time.RFC3339Nano)
 	return append(dst, '"')
 }
+
+// taskTimeNames are the members of a task's six times, in the order of
+// Task's fields and of taskScan.times.
+var taskTimeNames = [6]string{`,"created_at":`, `,"queued_at":`, `,"started_at":`, `,"executed_at":`, `,"finished_at":`, `,"updated_at":`}
+
+// appendTimeText appends name and the time of a timestamp column as
+// appendTimeField appends parseTS of it. A time in the projection's own
+// layout (ts), which is what the projector writes, is copied as text:
+// RFC 3339 with the fraction's trailing zeros dropped is what
+// time.RFC3339Nano writes for it. Parsing six times per task and
+// formatting them again was a fifth of the tasks page's time beyond its
+// query (BenchmarkConsole; docs/ARCHITECTURE.md, "The operator console").
+// TestAppendTimeText holds it to appendTimeField.
+func appendTimeText(dst []byte, name string, s sql.NullString) []byte {
+	if !s.Valid || s.String == "" {
+		return dst
+	}
+	if _, _, _, _, _, _, _, ok := layoutFields(s.String); !ok || s.String == zeroLayoutTime {
+		return appendTimeField(dst, name, parseTS(s))
+	}
+	dst = append(dst, name...)
+	dst = append(dst, '"')
+	dst = append(dst, s.String[:19]...)
+	frac := s.String[20:29]
+	n := len(frac)
+	for n > 0 && frac[n-1] == '0' {
+		n--
+	}
+	if n > 0 {
+		dst = append(dst, '.')
+		dst = append(dst, frac[:n]...)
+	}
+	return append(dst, `Z"`...)
+}
+
+// zeroLayoutTime is the zero time.Time as ts would write it, which
+// appendTimeField omits.
+const zeroLayoutTime = "0001-01-01T00:00:00.000000000Z"
 
 // appendJSONString appends s as encoding/json writes a string: plain
 // ASCII as it is, anything else (escapes, HTML characters, other scripts,

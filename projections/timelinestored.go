@@ -29,22 +29,20 @@ func (tr *timelineReader) appendStoredEntry(dst []byte, fr *factRow, shadowOf fu
 	// The stored changes, one element per call.
 	var dbuf [8]member
 	var diffs []member
+	plainDiffs := false
 	if len(fr.stored) > 0 {
-		if i := skipWS(fr.stored, 0); i >= len(fr.stored) || fr.stored[i] != '[' {
-			return fail()
-		}
-		if diffs = splitValid(fr.stored, dbuf[:0]); len(diffs) != len(sf.callFields) {
+		if diffs, plainDiffs = splitDiffs(fr.stored, dbuf[:0]); diffs == nil || len(diffs) != len(sf.callFields) {
 			return fail()
 		}
 	}
 
 	e := &fr.e
-	dst = e.appendHead(dst)
-	dst = appendRawField(dst, `,"input":`, sf.input)
-	dst = appendRawField(dst, `,"output":`, sf.output)
+	dst = e.appendHead(dst, &fr.at, &tr.strings)
+	dst = appendScannedRaw(dst, `,"input":`, sf.input, sf.plain&(1<<sfInput) != 0)
+	dst = appendScannedRaw(dst, `,"output":`, sf.output, sf.plain&(1<<sfOutput) != 0)
 	if sf.failed != nil {
 		var ok bool
-		if dst, ok = appendStringValue(dst, `,"failed":`, sf.failed, true); !ok {
+		if dst, ok = appendStringValue(dst, `,"failed":`, sf.failed, true, sf.plain&(1<<sfFailed) != 0); !ok {
 			return fail()
 		}
 	}
@@ -62,7 +60,7 @@ func (tr *timelineReader) appendStoredEntry(dst []byte, fr *factRow, shadowOf fu
 			changes = fr.stored[diffs[j].val:diffs[j].valEnd]
 		}
 		var ok bool
-		if dst, ok = tr.appendStoredCall(dst, e, j, &sf.callFields[j], changes, shadowOf); !ok {
+		if dst, ok = tr.appendStoredCall(dst, e, j, &sf.callFields[j], changes, plainDiffs, shadowOf); !ok {
 			return fail()
 		}
 	}
@@ -71,9 +69,26 @@ func (tr *timelineReader) appendStoredEntry(dst []byte, fr *factRow, shadowOf fu
 
 // storedFact holds the spans of a stored fact's data that its entry
 // shows, and the members of each of its calls, by field (cfPlugin...).
+// plain has a bit (sfInput...) for each of the first that scanValue found
+// plain.
 type storedFact struct {
 	input, output, calls, failed []byte
-	callFields                   [][cfCount][]byte
+	plain                        uint8
+	callFields                   []storedCall
+}
+
+// Bits of storedFact.plain.
+const (
+	sfInput = iota
+	sfOutput
+	sfFailed
+)
+
+// storedCall holds the members of a stored call by field (cfPlugin...),
+// and a bit for each that scanValue found plain.
+type storedCall struct {
+	f     [cfCount][]byte
+	plain uint32
 }
 
 // parse finds the members of data, a fact's data column, and those of its
@@ -94,15 +109,27 @@ func (sf *storedFact) parse(b []byte) bool {
 			return false
 		}
 		var p *[]byte
-		switch {
-		case strings.EqualFold(k, "input"):
-			p = &sf.input
-		case strings.EqualFold(k, "output"):
-			p = &sf.output
-		case strings.EqualFold(k, "calls"):
+		bit := -1
+		switch k { // as the projector writes them; any case (encoding/json's rule) below
+		case "input":
+			p, bit = &sf.input, sfInput
+		case "output":
+			p, bit = &sf.output, sfOutput
+		case "calls":
 			p = &sf.calls
-		case strings.EqualFold(k, "failed"):
-			p = &sf.failed
+		case "failed":
+			p, bit = &sf.failed, sfFailed
+		default:
+			switch {
+			case strings.EqualFold(k, "input"):
+				p, bit = &sf.input, sfInput
+			case strings.EqualFold(k, "output"):
+				p, bit = &sf.output, sfOutput
+			case strings.EqualFold(k, "calls"):
+				p = &sf.calls
+			case strings.EqualFold(k, "failed"):
+				p, bit = &sf.failed, sfFailed
+			}
 		}
 		if p != nil && *p != nil {
 			return false
@@ -113,8 +140,12 @@ func (sf *storedFact) parse(b []byte) bool {
 		if p == &sf.calls && b[v] == '[' {
 			i, ok = sf.parseCalls(b, v)
 		} else {
-			i = skipValue(b, v)
+			var plain bool
+			i, plain = scanValue(b, v)
 			ok = i > v && i <= len(b)
+			if plain && bit >= 0 {
+				sf.plain |= 1 << bit
+			}
 		}
 		if !ok {
 			return false
@@ -136,20 +167,32 @@ func (sf *storedFact) parseCalls(b []byte, i int) (int, bool) {
 		if b[i] != '{' {
 			return i, false
 		}
-		var f [cfCount][]byte
+		var sc storedCall
+		f := &sc.f
+		next := 0 // the field after the last found in the projector's order
 		for i = skipWS(b, i+1); i < len(b) && b[i] != '}'; {
-			k, v, ok := memberKey(b, i)
-			if !ok {
+			c, v := nextCallKey(b, i, next)
+			if c >= 0 {
+				next = c + 1
+			} else {
+				k, kv, ok := memberKey(b, i)
+				if !ok {
+					return i, false
+				}
+				c, v = callField(k), kv
+			}
+			var plain bool
+			if i, plain = scanValue(b, v); i <= v || i > len(b) {
 				return i, false
 			}
-			if i = skipValue(b, v); i <= v || i > len(b) {
-				return i, false
-			}
-			if c := callField(k); c >= 0 {
+			if c >= 0 {
 				if f[c] != nil {
 					return i, false
 				}
 				f[c] = b[v:i]
+				if plain {
+					sc.plain |= 1 << c
+				}
 			}
 			if i = skipWS(b, i); i < len(b) && b[i] == ',' {
 				i = skipWS(b, i+1)
@@ -158,7 +201,7 @@ func (sf *storedFact) parseCalls(b []byte, i int) (int, bool) {
 		if i >= len(b) {
 			return i, false
 		}
-		sf.callFields = append(sf.callFields, f)
+		sf.callFields = append(sf.callFields, sc)
 		if i = skipWS(b, i+1); i < len(b) && b[i] == ',' {
 			i = skipWS(b, i+1)
 		}
@@ -169,6 +212,33 @@ func (sf *storedFact) parseCalls(b []byte, i int) (int, bool) {
 	return i + 1, true
 }
 
+// nextCallKey looks at b[i] for the name of a call's field as the
+// projector writes it (json.Marshal of events.PluginCall: the fields in
+// callFields' order, some omitted, "name": without spaces): the first of
+// the fields from next on whose name and colon b[i:] begins with. It
+// returns the field and where its value starts, or -1 for memberKey to
+// read the name (callField) as it is.
+func nextCallKey(b []byte, i, next int) (int, int) {
+	if i+1 >= len(b) {
+		return -1, i
+	}
+	for f := next; f < cfCount; f++ {
+		// The name's first letter first: most misses are fields omitted.
+		if k := quotedCallFields[f]; b[i+1] == k[1] && hasPrefixAt(b, i, k) {
+			return f, skipWS(b, i+len(k))
+		}
+	}
+	return -1, i
+}
+
+// quotedCallFields are callFields as member names: "plugin": and so on.
+var quotedCallFields = func() (q [cfCount]string) {
+	for f, name := range callFields {
+		q[f] = `"` + name + `":`
+	}
+	return q
+}()
+
 // memberKey reads the name of the object member at b[i] (its opening
 // quote), which must be plain (plainKey), and returns it and where its
 // value starts.
@@ -176,13 +246,16 @@ func memberKey(b []byte, i int) (string, int, bool) {
 	if b[i] != '"' {
 		return "", i, false
 	}
-	end := skipString(b, i)
+	end, plain := scanString(b, i)
 	if end-i < 2 || b[end-1] != '"' {
 		return "", i, false
 	}
-	k, ok := plainKey(b, member{key: i, keyEnd: end})
-	if !ok {
-		return "", i, false
+	k := bytesText(b[i+1 : end-1])
+	if !plain { // else plainKey's answer: ASCII without escapes
+		var ok bool
+		if k, ok = plainKey(b, member{key: i, keyEnd: end}); !ok {
+			return "", i, false
+		}
 	}
 	if end = skipWS(b, end); end >= len(b) || b[end] != ':' {
 		return "", i, false
@@ -193,10 +266,11 @@ func memberKey(b []byte, i int) (string, int, bool) {
 	return k, end, true
 }
 
-// appendStoredCall appends call j of entry e, whose stored members are f
-// and stored changes changes (nil when the fact has none), for
-// appendStoredEntry.
-func (tr *timelineReader) appendStoredCall(dst []byte, e *Entry, j int, f *[cfCount][]byte, changes []byte, shadowOf func(string) string) ([]byte, bool) {
+// appendStoredCall appends call j of entry e, whose stored members are sc
+// and stored changes changes (nil when the fact has none; plainChanges
+// when scanValue found them plain), for appendStoredEntry.
+func (tr *timelineReader) appendStoredCall(dst []byte, e *Entry, j int, sc *storedCall, changes []byte, plainChanges bool, shadowOf func(string) string) ([]byte, bool) {
+	f := &sc.f
 	var latency int64
 	var shadow, omitted bool
 	var invokeSeq, patchSeq uint64
@@ -223,28 +297,16 @@ func (tr *timelineReader) appendStoredCall(dst []byte, e *Entry, j int, f *[cfCo
 	}
 	dst = append(dst, tr.idField...)
 	dst = append(dst, `,"trigger":`...)
-	dst = appendJSONString(dst, e.Trigger)
+	dst = tr.strings.append(dst, scTrigger, e.Trigger)
 	dst = append(dst, `,"attempt":`...)
 	dst = strconv.AppendInt(dst, int64(e.Attempt), 10)
-	for _, s := range [...]struct {
-		name      string
-		f         int
-		omitEmpty bool
-	}{
-		{`,"plugin":`, cfPlugin, false},
-		{`,"version":`, cfVersion, true},
-		{`,"invocation":`, cfInvocation, false},
-		{`,"outcome":`, cfOutcome, false},
-		{`,"policy":`, cfPolicy, true},
-		{`,"reason":`, cfReason, true},
-		{`,"content_type":`, cfContentType, true},
-	} {
+	for _, s := range &callStringFields {
 		var ok bool
-		if dst, ok = appendStringValue(dst, s.name, f[s.f], s.omitEmpty); !ok {
+		if dst, ok = appendStringValue(dst, s.name, f[s.f], s.omitEmpty, sc.plain&(1<<s.f) != 0); !ok {
 			return dst, false
 		}
 	}
-	dst = appendRawField(dst, `,"patch":`, f[cfPatch])
+	dst = appendScannedRaw(dst, `,"patch":`, f[cfPatch], sc.plain&(1<<cfPatch) != 0)
 	dst = append(dst, `,"latency_us":`...)
 	dst = strconv.AppendInt(dst, latency, 10)
 	if shadow {
@@ -271,7 +333,7 @@ func (tr *timelineReader) appendStoredCall(dst []byte, e *Entry, j int, f *[cfCo
 		dst = strconv.AppendUint(dst, patchSeq, 10)
 	}
 	if changes != nil {
-		some, ok := storedChanges(changes)
+		some, ok := storedChanges(changes, plainChanges)
 		if !ok {
 			return dst, false
 		}
@@ -281,6 +343,23 @@ func (tr *timelineReader) appendStoredCall(dst []byte, e *Entry, j int, f *[cfCo
 		}
 	}
 	return append(dst, '}'), true
+}
+
+// callStringFields are the string members of a call that appendStoredCall
+// writes, in Call's order: a package-level table, not a literal built on
+// every call.
+var callStringFields = [...]struct {
+	name      string
+	f         int
+	omitEmpty bool
+}{
+	{`,"plugin":`, cfPlugin, false},
+	{`,"version":`, cfVersion, true},
+	{`,"invocation":`, cfInvocation, false},
+	{`,"outcome":`, cfOutcome, false},
+	{`,"policy":`, cfPolicy, true},
+	{`,"reason":`, cfReason, true},
+	{`,"content_type":`, cfContentType, true},
 }
 
 // decodedString is the string that the JSON value val (nil when absent)
@@ -296,8 +375,9 @@ func decodedString(val []byte) (string, bool) {
 // appendStringValue appends name and the string that JSON value val
 // decodes to (a string or null, which is ""; nil when absent, also ""), as
 // appendJSONString writes it; nothing when it is "" and omitEmpty. A string
-// of plain ASCII is copied as it is. It returns false when val is neither.
-func appendStringValue(dst []byte, name string, val []byte, omitEmpty bool) ([]byte, bool) {
+// of plain ASCII (plainString; plain says scanValue found it so) is copied
+// as it is. It returns false when val is neither.
+func appendStringValue(dst []byte, name string, val []byte, omitEmpty, plain bool) ([]byte, bool) {
 	if len(val) == 0 || val[0] == 'n' {
 		if val != nil && string(val) != "null" {
 			return dst, false
@@ -311,7 +391,7 @@ func appendStringValue(dst []byte, name string, val []byte, omitEmpty bool) ([]b
 	if val[0] != '"' {
 		return dst, false
 	}
-	if plainString(val) {
+	if plain || plainString(val) {
 		if omitEmpty && len(val) == 2 {
 			return dst, true
 		}
@@ -348,9 +428,10 @@ func plainString(val []byte) bool {
 // decode to, as encodeDiffs wrote them, so that they can be copied: null,
 // or an array of objects with the members op and path (plain strings),
 // then old and new if present, in that order, compact and escaped as
-// json.Marshal escapes (one pass checks; a second reads the members, in
-// the compact form only). some reports whether there is a change.
-func storedChanges(val []byte) (some, ok bool) {
+// json.Marshal escapes (one pass checks, unless scannedPlain says
+// scanValue found them plain; a second reads the members, in the compact form only). some
+// reports whether there is a change.
+func storedChanges(val []byte, scannedPlain bool) (some, ok bool) {
 	switch val[0] {
 	case 'n':
 		return false, string(val) == "null"
@@ -358,7 +439,7 @@ func storedChanges(val []byte) (some, ok bool) {
 	default:
 		return false, false
 	}
-	if !marshalForm(val) {
+	if !scannedPlain && !marshalForm(val) {
 		return false, false
 	}
 	i := 1
@@ -405,4 +486,117 @@ func storedChanges(val []byte) (some, ok bool) {
 // hasPrefixAt reports whether b[i:] begins with prefix.
 func hasPrefixAt(b []byte, i int, prefix string) bool {
 	return len(b)-i >= len(prefix) && string(b[i:i+len(prefix)]) == prefix
+}
+
+// appendScannedRaw is appendRawField for a value scanValue read: a plain
+// one is in json.Marshal's form already (marshalForm), and is copied.
+func appendScannedRaw(dst []byte, name string, val []byte, plain bool) []byte {
+	if plain && len(val) > 0 {
+		return append(append(dst, name...), val...)
+	}
+	return appendRawField(dst, name, val)
+}
+
+// scanValue is skipValue, and also reports whether the value is plain: no
+// whitespace, and strings of plain ASCII (plainByte) without escapes. A
+// plain value is as json.Marshal writes a json.RawMessage (marshalForm),
+// and a plain string as it writes the string it decodes to (plainString):
+// appendStoredEntry reads each byte of a fact once for where its members
+// end and for how to write them, where skipping them and checking them
+// went over the same bytes twice (BenchmarkConsole).
+func scanValue(b []byte, i int) (int, bool) {
+	if i >= len(b) {
+		return i, false
+	}
+	switch b[i] {
+	case '"':
+		return scanString(b, i)
+	case '{', '[':
+		plain, depth := true, 0
+		for i < len(b) {
+			for i < len(b) && !stopPlainNested[b[i]] {
+				i++
+			}
+			if i >= len(b) {
+				break
+			}
+			switch b[i] {
+			case '"':
+				var p bool
+				i, p = scanString(b, i)
+				plain = plain && p
+				continue
+			case '{', '[':
+				depth++
+			case '}', ']':
+				if depth--; depth == 0 {
+					return i + 1, plain
+				}
+			default: // whitespace
+				plain = false
+			}
+			i++
+		}
+		return len(b), false
+	}
+	return skipValue(b, i), true // a number, true, false or null
+}
+
+// scanString is skipString, and also reports whether the string is plain
+// (scanValue).
+func scanString(b []byte, i int) (int, bool) {
+	plain := true
+	for i++; i < len(b); i++ {
+		for i < len(b) && plainByte[b[i]] {
+			i++
+		}
+		if i >= len(b) {
+			break
+		}
+		if b[i] == '"' {
+			return i + 1, plain
+		}
+		if b[i] == '\\' {
+			i++ // the escaped byte
+		}
+		plain = false
+	}
+	return len(b), false
+}
+
+// stopPlainNested are the bytes scanValue's loop over an object or an
+// array looks at: those of skipValue's, and whitespace.
+var stopPlainNested = func() (t [256]bool) {
+	for _, c := range []byte("\"{[]} \t\r\n") {
+		t[c] = true
+	}
+	return t
+}()
+
+// splitDiffs appends the elements of a diffs column b, an array, as
+// splitValid does, and reports whether they are all plain (scanValue). It
+// returns nil for b that is not an array, or not valid after all.
+func splitDiffs(b []byte, ms []member) ([]member, bool) {
+	i := skipWS(b, 0)
+	if i >= len(b) || b[i] != '[' {
+		return nil, false
+	}
+	plain := true
+	for i = skipWS(b, i+1); i < len(b) && b[i] != ']'; {
+		m := member{val: i}
+		var p bool
+		i, p = scanValue(b, i)
+		if m.valEnd = i; m.valEnd <= m.val || m.valEnd > len(b) {
+			return nil, false
+		}
+		plain = plain && p
+		ms = append(ms, m)
+		if i = skipWS(b, i); i < len(b) && b[i] == ',' {
+			i = skipWS(b, i+1)
+		}
+	}
+	if i >= len(b) {
+		return nil, false
+	}
+	return ms, plain
 }

@@ -1,9 +1,9 @@
 package projections
 
 import (
+	"database/sql"
 	"encoding/json"
 	"testing"
-	"time"
 )
 
 // BenchmarkAppendStoredEntry writes one fact as the console benchmark's
@@ -19,12 +19,13 @@ func BenchmarkAppendStoredEntry(b *testing.B) {
 	}
 	fr := factRow{
 		e: Entry{
-			Seq: 1234567, Time: time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC), Trigger: "task_executor_run_task",
+			Seq: 1234567, Trigger: "task_executor_run_task",
 			Component: "task_executor", Attempt: 1, Run: 1, EventID: "019af6c2-3b1e-7c4d-9a2b-6f1e2d3c4b5a:1:1:t:3", Source: "qtasks/node-1",
 		},
 		data: []byte(`{"input":{"result":3},"output":{"result":30},"calls":[{"plugin":"scale","version":"1","invocation":"x",` +
 			`"outcome":"applied","content_type":"application/json-patch+json",` +
 			`"patch":[{"op":"replace","path":"/result","value":30}],"latency_us":300}]}`),
+		at:     sql.NullString{String: "2026-11-01T00:00:00.000000000Z", Valid: true},
 		stored: diffs,
 	}
 	tr := &timelineReader{id: "019af6c2-3b1e-7c4d-9a2b-6f1e2d3c4b5a"}

@@ -1,6 +1,7 @@
 package projections
 
 import (
+	"database/sql"
 	"encoding/json"
 	"math/rand/v2"
 	"strings"
@@ -115,9 +116,19 @@ func TestAppendStoredEntry(t *testing.T) {
 				stored = " " + stored
 			}
 		}
+		// The time column: as the projector writes it, or none, or as it
+		// does not.
+		ftime := sql.NullString{String: ts(at.Add(time.Duration(rng.IntN(3)) * time.Second)).(string), Valid: true}
+		switch rng.IntN(8) {
+		case 0:
+			ftime = sql.NullString{}
+		case 1:
+			ftime.String = pick("2026-11-01T01:00:00.5+01:00", "2026-02-30T00:00:00.000000000Z", "garbage")
+		}
 		fr := factRow{
+			at: ftime,
 			e: Entry{
-				Seq: rng.Uint64N(1 << 40), Index: rng.IntN(3), Time: at.Add(time.Duration(rng.IntN(3)) * time.Second),
+				Seq: rng.Uint64N(1 << 40), Index: rng.IntN(3),
 				Trigger: pick("task_executor_run_task", "qtasks_add_task_before_broker", "we<ird"), Component: "task_executor",
 				Attempt: rng.IntN(3), Run: 1, EventID: "e", Source: pick("qtasks/n", "naïve"), Replay: pick("", "", "r-1"),
 			},

@@ -224,31 +224,30 @@ func (s *server) tasks(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "until: "+err.Error())
 		return
 	}
-	page, err := s.cfg.Projection.Tasks(r.Context(), f)
+	buf := bodyBufs.Get().(*[]byte)
+	defer bodyBufs.Put(buf)
+	b, next, err := s.cfg.Projection.AppendTasksJSON(r.Context(), append((*buf)[:0], `{"tasks":`...), f)
 	if err != nil {
 		s.fail(w, err)
 		return
 	}
-	writeBody(w, http.StatusOK, appendTaskList(make([]byte, 0, 512+1024*len(page.Tasks)), page, s.projection(r.Context())))
+	b = appendTaskListEnd(b, next, s.projection(r.Context()))
+	writeBody(w, http.StatusOK, b)
+	if cap(b) <= maxPooledBody {
+		*buf = b
+	}
 }
 
-// appendTaskList appends what json.Marshal writes for TaskList{page, p},
-// with projections.Task.AppendJSON for the tasks: the page that lists them
-// is the one polled every 2 s, and reflection and re-validating the tasks'
-// JSON columns were a third of its time (BenchmarkConsole).
-// TestTaskListJSON holds it to json.Marshal.
-func appendTaskList(dst []byte, page projections.TaskPage, p Projection) []byte {
-	dst = append(dst, `{"tasks":[`...)
-	for i := range page.Tasks {
-		if i > 0 {
-			dst = append(dst, ',')
-		}
-		dst = page.Tasks[i].AppendJSON(dst)
-	}
-	dst = append(dst, ']')
-	if page.Next != "" {
+// appendTaskListEnd appends what json.Marshal writes for TaskList after
+// its tasks, which projections.DB.AppendTasksJSON writes as it reads them:
+// the page that lists them is the one polled every 2 s, and reflection,
+// re-validating the tasks' JSON columns and building the tasks were most
+// of its time beyond its query (BenchmarkConsole). TestTaskListJSON holds
+// it to json.Marshal.
+func appendTaskListEnd(dst []byte, next string, p Projection) []byte {
+	if next != "" {
 		dst = append(dst, `,"next":`...)
-		dst = strconv.AppendQuote(dst, page.Next) // base64url: nothing to escape
+		dst = strconv.AppendQuote(dst, next) // base64url: nothing to escape
 	}
 	dst = appendProjection(append(dst, `,"projection":`...), p)
 	return append(dst, '}')
@@ -293,8 +292,8 @@ type TimelineDetail struct {
 // structs and encoding them by reflection was half its time
 // (BenchmarkConsole).
 func (s *server) timeline(w http.ResponseWriter, r *http.Request) {
-	buf := timelineBufs.Get().(*[]byte)
-	defer timelineBufs.Put(buf)
+	buf := bodyBufs.Get().(*[]byte)
+	defer bodyBufs.Put(buf)
 	b, err := s.cfg.Projection.AppendTimelineJSON(r.Context(), (*buf)[:0], r.PathValue("id"), s.shadowOf())
 	if err != nil {
 		s.fail(w, err)
@@ -307,11 +306,12 @@ func (s *server) timeline(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// timelineBufs are the timeline's response buffers: a task's timeline is
-// tens of kilobytes, grown from nothing on every request otherwise.
-var timelineBufs = sync.Pool{New: func() any { b := make([]byte, 0, 32<<10); return &b }}
+// bodyBufs are the response buffers of the tasks page and the task's
+// timeline, the pages polled every 2 s: tens of kilobytes, grown from
+// nothing on every request otherwise.
+var bodyBufs = sync.Pool{New: func() any { b := make([]byte, 0, 32<<10); return &b }}
 
-// maxPooledBody bounds what timelineBufs keeps: a task with a long history
+// maxPooledBody bounds what bodyBufs keeps: a task with a long history
 // must not pin its buffer.
 const maxPooledBody = 1 << 20
 

@@ -10,7 +10,8 @@ import (
 	"github.com/qtasks/qtasks-go/projections"
 )
 
-// appendTaskList writes what json.Marshal writes for a TaskList.
+// appendTaskListEnd, after the tasks, writes what json.Marshal writes for
+// a TaskList.
 func TestTaskListJSON(t *testing.T) {
 	t.Parallel()
 	at := time.Date(2026, 12, 7, 17, 4, 5, 123456789, time.UTC)
@@ -28,6 +29,9 @@ func TestTaskListJSON(t *testing.T) {
 	} {
 		want, err := json.Marshal(tl)
 		require.NoError(t, err)
-		require.Equal(t, string(want), string(appendTaskList(nil, tl.TaskPage, tl.Projection)))
+		tasks, err := json.Marshal(tl.Tasks) // as projections.DB.AppendTasksJSON writes them (TestAppendTasksJSON)
+		require.NoError(t, err)
+		got := appendTaskListEnd(append([]byte(`{"tasks":`), tasks...), tl.Next, tl.Projection)
+		require.Equal(t, string(want), string(got))
 	}
 }
