@@ -139,12 +139,14 @@ func TestWritesRideOutALeaderKill(t *testing.T) {
 const electionBatch = 300
 
 // submitInElection submits a batch of electionBatch (every third with an
-// idempotency key) with SubmitMany, and one task with Submit beside it (a
-// keyed one: its writes are asked again one by one), on queue, with writeLimit each, right away (its stream's leader was just
-// killed), and returns a function that waits for both and checks them:
-// every submission queued, with its record, and its task message stored
-// once. (SubmitMany used to refuse whole chunks, "not queued", while the
-// stream had no leader, where Submit asked again and got through.)
+// idempotency key) with SubmitMany, and two tasks with Submit beside it
+// (one with a key, one without), on queue, with writeLimit each, right
+// away (its stream's leader was just killed), and returns a function that
+// waits for them and checks them: every submission queued, with its
+// record, and its task message stored once. (SubmitMany used to refuse
+// whole chunks, "not queued", while the stream had no leader, where Submit
+// with a key asked again and got through; Submit without one failed as
+// the batch did.)
 func submitInElection(t *testing.T, app *executor.App, c *cluster, queue string) (wait func()) {
 	t.Helper()
 	reqs := make([]executor.SubmitRequest, electionBatch)
@@ -160,7 +162,7 @@ func submitInElection(t *testing.T, app *executor.App, c *cluster, queue string)
 		err  error
 		took time.Duration
 	}
-	many, one := make(chan answer, 1), make(chan answer, 1)
+	many, one, plain := make(chan answer, 1), make(chan answer, 1), make(chan answer, 1)
 	run := func(ch chan<- answer, f func(ctx context.Context) ([]executor.SubmitResult, error)) {
 		ctx, cancel := context.WithTimeout(context.Background(), writeLimit)
 		defer cancel()
@@ -173,16 +175,23 @@ func submitInElection(t *testing.T, app *executor.App, c *cluster, queue string)
 		task, err := app.Submit(ctx, "add", map[string]int{"a": -1}, &executor.SubmitOptions{Queue: queue, IdempotencyKey: queue + "-one"})
 		return []executor.SubmitResult{{Task: task, Err: err}}, err
 	})
+	go run(plain, func(ctx context.Context) ([]executor.SubmitResult, error) {
+		task, err := app.Submit(ctx, "add", map[string]int{"a": -2}, &executor.SubmitOptions{Queue: queue})
+		return []executor.SubmitResult{{Task: task, Err: err}}, err
+	})
 	return func() {
 		t.Helper()
-		var m, o answer
-		for _, ch := range []chan answer{many, one} {
+		var m, o, u answer
+		for _, ch := range []chan answer{many, one, plain} {
 			select {
 			case a := <-ch:
-				if ch == many {
+				switch ch {
+				case many:
 					m = a
-				} else {
+				case one:
 					o = a
+				default:
+					u = a
 				}
 			case <-time.After(hangLimit):
 				t.Fatalf("a submission on %s did not return within %v", queue, hangLimit)
@@ -199,10 +208,13 @@ func submitInElection(t *testing.T, app *executor.App, c *cluster, queue string)
 				sample = r.Err
 			}
 		}
-		t.Logf("in the election, queue %s: SubmitMany of %d: %d refused, %d with their outcome unknown, in %v (e.g. %v); Submit: %v in %v",
-			queue, len(reqs), refused, unknown, m.took.Round(time.Millisecond), sample, o.err, o.took.Round(time.Millisecond))
+		t.Logf("in the election, queue %s: SubmitMany of %d: %d refused, %d with their outcome unknown, in %v (e.g. %v); Submit with a key: %v in %v; without: %v in %v",
+			queue, len(reqs), refused, unknown, m.took.Round(time.Millisecond), sample, o.err, o.took.Round(time.Millisecond), u.err, u.took.Round(time.Millisecond))
 		if o.err != nil {
-			t.Errorf("Submit in the election on %s: %v", queue, o.err)
+			t.Errorf("Submit with a key in the election on %s: %v", queue, o.err)
+		}
+		if u.err != nil {
+			t.Errorf("Submit without a key in the election on %s: %v", queue, u.err)
 		}
 		if m.err != nil {
 			t.Fatalf("SubmitMany in the election on %s: %d of %d refused, %d with their outcome unknown, where Submit got through: %v", queue, refused, len(reqs), unknown, m.err)
@@ -222,8 +234,8 @@ func submitInElection(t *testing.T, app *executor.App, c *cluster, queue string)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if n := info.State.Subjects[events.RunSubject(queue)]; n != uint64(len(reqs))+1 {
-			t.Fatalf("%d task messages stored on %s, want %d (the batch's and Submit's, once each)", n, queue, len(reqs)+1)
+		if n := info.State.Subjects[events.RunSubject(queue)]; n != uint64(len(reqs))+2 {
+			t.Fatalf("%d task messages stored on %s, want %d (the batch's and the two Submits', once each)", n, queue, len(reqs)+2)
 		}
 	}
 }
