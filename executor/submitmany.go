@@ -71,6 +71,11 @@ var errKeyTaken = errors.New("the key's record exists")
 // so a submission stores three messages of its own (its record, its task
 // message, storage_add's fact) instead of five.
 //
+// A record create or task message that does not get through (no stream
+// leader, during an election; an answer lost; a connection reconnecting)
+// is asked again as Submit's are, within ctx's deadline (askAgain), so a
+// batch rides out an election as Submit does.
+//
 // The error is nil when every submission was queued (or a duplicate);
 // otherwise it wraps ErrSomeNotQueued and counts the failures.
 //
