@@ -243,3 +243,58 @@ func TestAsyncPublishFailsWhenItsConnectionIsLost(t *testing.T) {
 		return err == nil
 	})
 }
+
+// The first attempts of a batch's writes, published without waiting,
+// whose answers do not come (their stream's leader died with them) are
+// given up after an attempt's wait, not the publish timeout, and asked
+// again as one write is: the record and the task message the lost
+// attempts stored are found the caller's own, each stored once. (A batch
+// used to wait for the lost answers until the publish timeout, or fail
+// its submissions at the first "no response".)
+func TestLostAsyncAttemptsAskedAgain(t *testing.T) {
+	t.Parallel()
+	ctx := testCtx(t)
+	srv := bustest.Open(t, nil)
+	p := bustest.NewProxy(t, srv.ClientURL())
+	b := bustest.Open(t, &bus.Config{URL: p.URL()})
+	task := events.Task{ID: "lost-batch", Name: "n", Queue: "lostbatch", Status: events.StatusNew, Attempt: 1, CreatedAt: fixedTime}
+
+	lose := func(subject string, write func() (jetstream.PubAckFuture, error), stored func() bool) error {
+		t.Helper()
+		p.HoldOn(subject)
+		f, err := write()
+		require.NoError(t, err)
+		start := time.Now()
+		_, errs := b.AwaitAttempts(ctx, []jetstream.PubAckFuture{f})
+		require.ErrorIs(t, errs[0], bus.ErrAcksLost)
+		require.False(t, bus.SurelyNotStored(errs[0]))
+		require.Less(t, time.Since(start), b.PublishTimeout(), "given up after an attempt's wait")
+		bustest.WaitFor(t, wait, "the write stored", stored)
+		p.Release()
+		return errs[0]
+	}
+
+	first := lose("$KV."+bus.BucketTasks+"."+task.ID,
+		func() (jetstream.PubAckFuture, error) { return b.CreateTaskAsync(task, nil) },
+		func() bool { _, err := srv.GetTaskLatest(ctx, task.ID); return err == nil })
+	rec, created, err := b.CreateTaskAfter(ctx, task, nil, first)
+	require.NoError(t, err)
+	require.True(t, created, "the record is the one the first attempt wrote")
+	got, err := srv.GetTaskLatest(ctx, task.ID)
+	require.NoError(t, err)
+	require.Equal(t, got.Revision, rec.Revision)
+
+	subject := events.RunSubject(task.Queue)
+	messages := func() uint64 {
+		s, err := srv.JetStream().Stream(ctx, bus.StreamTasks)
+		require.NoError(t, err)
+		info, err := s.Info(ctx, jetstream.WithSubjectFilter(subject))
+		require.NoError(t, err)
+		return info.State.Subjects[subject]
+	}
+	first = lose(subject,
+		func() (jetstream.PubAckFuture, error) { return b.EnqueueAsync(task, nil, "test") },
+		func() bool { return messages() == 1 })
+	require.NoError(t, b.EnqueueAfter(ctx, task, nil, "test", first))
+	require.Equal(t, uint64(1), messages(), "stored once")
+}

@@ -2,6 +2,7 @@ package bus
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strconv"
 	"time"
@@ -125,3 +126,106 @@ func (b *Bus) AwaitAck(ctx context.Context, f jetstream.PubAckFuture) (*jetstrea
 // key holds a message already (a record, or the marker of one taken back):
 // the conditional write's refusal.
 func TaskExists(err error) bool { return revisionMoved(err) }
+
+// A batch of submissions (executor.SubmitMany) makes the first attempt of
+// each write without waiting (CreateTaskAsync, EnqueueAsync), waits for
+// the attempts' answers together (AwaitAttempts), and asks again, one
+// write at a time, what did not get through (CreateTaskAfter,
+// EnqueueAfter): retryWrite takes the first attempt's answer as its own
+// first attempt's and goes on as it does for one write, so that a batch
+// rides out a leader election as Submit does ("Writes ride out a leader
+// election", ARCHITECTURE.md).
+
+// AwaitAttempts waits for the answers of futs, the first attempts of
+// writes that may be asked again (CreateTaskAsync, EnqueueAsync), as
+// retryWrite waits for one attempt's: while answers come in, and up to
+// its attempt wait after the last one, for writes of one stream answered
+// in order, and a publish timeout and a slack at most (as AwaitAck). It
+// returns each future's ack or error; one whose answer did not come by
+// then (its stream's leader died with it) gets an error wrapping
+// ErrAcksLost, and one still open when ctx ends context.Cause's: its
+// outcome is unknown.
+func (b *Bus) AwaitAttempts(ctx context.Context, futs []jetstream.PubAckFuture) ([]*jetstream.PubAck, []error) {
+	acks := make([]*jetstream.PubAck, len(futs))
+	errs := make([]error, len(futs))
+	quiet := time.NewTimer(writeAttemptWait)
+	defer quiet.Stop()
+	// Each future fails on its own after the publish timeout; the guard
+	// bounds the whole wait should answers trickle in.
+	guard := time.NewTimer(b.cfg.PublishTimeout + acksWaitSlack)
+	defer guard.Stop()
+	var stop error
+	for i, f := range futs {
+		if stop == nil {
+			select {
+			case acks[i] = <-f.Ok():
+				quiet.Reset(writeAttemptWait)
+				continue
+			case errs[i] = <-f.Err():
+				quiet.Reset(writeAttemptWait)
+				continue
+			case <-quiet.C:
+				stop = fmt.Errorf("no answer within %v: %w", writeAttemptWait, ErrAcksLost)
+			case <-guard.C:
+				stop = ErrAcksLost
+			case <-ctx.Done():
+				stop = fmt.Errorf("waiting for the ack: %w", context.Cause(ctx))
+			}
+		}
+		select { // an answer already in is taken
+		case acks[i] = <-f.Ok():
+		case errs[i] = <-f.Err():
+		default:
+			errs[i] = fmt.Errorf("publishing %s: %w", f.Msg().Subject, stop)
+		}
+	}
+	return acks, errs
+}
+
+// CreateTaskAfter is CreateTask for the record t, encoded as enc (or nil,
+// as CreateTaskAsync's), whose first attempt, a CreateTaskAsync, ended
+// with first (from AwaitAttempts): asked again within ctx as CreateTask
+// is, a record that holds exactly what it writes is taken for its own, and
+// an error leaves the outcome unknown when an earlier attempt's was.
+func (b *Bus) CreateTaskAfter(ctx context.Context, t events.Task, enc []byte, first error) (TaskRecord, bool, error) {
+	return b.createTask(ctx, t, enc, firstAttempt(first))
+}
+
+// EnqueueAfter is Enqueue for t, encoded as enc (or nil), whose first
+// attempt, an EnqueueAsync, ended with first (from AwaitAttempts): asked
+// again within ctx as Enqueue is (a copy is dropped by its Nats-Msg-Id).
+// A delayed task's scheduled message is asked again the same way.
+func (b *Bus) EnqueueAfter(ctx context.Context, t events.Task, enc []byte, source string, first error) error {
+	ev, err := taskMessage(t, enc, source)
+	if err != nil {
+		return err
+	}
+	m, delayed := b.delayedMsg(t, ev.ID, &ev)
+	if !delayed {
+		m = Message(events.RunSubject(t.Queue), ev.ID, &ev)
+	}
+	first = firstAttempt(first)
+	err = b.retryWrite(ctx, true, func(ctx context.Context, attempt int) error {
+		if attempt == 1 && first != nil {
+			return first
+		}
+		_, err := b.publishSync(ctx, m)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("enqueueing task %s: %w", t.ID, err)
+	}
+	return nil
+}
+
+// firstAttempt is the error of an async first attempt as retryWrite reads
+// an attempt's: an answer that will not come (the publish timed out, its
+// waiter gave up on it, or its connection was lost after it was sent) is
+// an attempt that ran out of its wait, as a synchronous attempt would
+// have, and is asked again; anything else is as it is.
+func firstAttempt(err error) error {
+	if errors.Is(err, jetstream.ErrAsyncPublishTimeout) || errors.Is(err, ErrAcksLost) || errors.Is(err, nats.ErrDisconnected) {
+		return fmt.Errorf("%w (%w)", err, context.DeadlineExceeded)
+	}
+	return err
+}

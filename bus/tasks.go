@@ -28,17 +28,27 @@ type TaskRecord struct {
 // CreateTask stores a new task record. If a record with the same id exists
 // (an idempotent resubmission), it returns that record and created=false.
 func (b *Bus) CreateTask(ctx context.Context, t events.Task) (rec TaskRecord, created bool, err error) {
+	return b.createTask(ctx, t, nil, nil)
+}
+
+// createTask is CreateTask, with t encoded as enc (encodeTask) and, when
+// first is not nil, first taken for the error of its first attempt, made
+// already (CreateTaskAfter).
+func (b *Bus) createTask(ctx context.Context, t events.Task, enc []byte, first error) (rec TaskRecord, created bool, err error) {
 	if !events.ValidToken(t.ID) {
 		return rec, false, fmt.Errorf("task id %q: must be a valid NATS subject token", t.ID)
 	}
-	data, err := t.AppendJSON(nil)
+	data, err := encodeTask(t, enc)
 	if err != nil {
-		return rec, false, fmt.Errorf("encoding task %s: %w", t.ID, err)
+		return rec, false, err
 	}
 	// Created again after an attempt whose answer was lost, the record
 	// exists: it is ours if it holds what we wrote.
 	var rev uint64
 	err = b.retryWrite(ctx, true, func(ctx context.Context, attempt int) error {
+		if attempt == 1 && first != nil {
+			return first
+		}
 		var err error
 		rev, err = b.taskKV.Create(ctx, t.ID, data)
 		if attempt > 1 && errors.Is(err, jetstream.ErrKeyExists) {

@@ -42,7 +42,13 @@ func (a *App) storeAndQueue(ctx context.Context, f *firing, t *events.Task, enc 
 	cfut, cerr := a.b.CreateTaskAsync(*t, enc)
 	qfut, qerr := a.b.EnqueueAsync(*t, enc, a.source)
 	if qerr == nil {
-		_, qerr = a.b.AwaitAck(ctx, qfut)
+		_, errs := a.b.AwaitAttempts(ctx, []jetstream.PubAckFuture{qfut})
+		qerr = errs[0]
+	}
+	if qerr != nil {
+		// Asked again as the keyed path's Enqueue is, within ctx (no
+		// stream leader yet, an answer lost): a batch's rule too.
+		qerr = a.b.EnqueueAfter(ctx, *t, enc, a.source, qerr)
 	}
 	if cerr == nil {
 		// Awaited whatever ctx (AwaitAck is bounded): what the record is

@@ -47,6 +47,15 @@ const factsWaitSlack = 5 * time.Second
 // existsReaders bounds the concurrent reads of a chunk's keyed records.
 const existsReaders = 32
 
+// retryWriters bounds the concurrent writes of a chunk asked again
+// (askAgain) and of its records taken back (takeBack): in an election a
+// chunk's writes wait for the new leader together rather than in turn.
+const retryWriters = 32
+
+// errKeyTaken is a record create's, asked again, that found the key's
+// record another's (or the marker of one taken back).
+var errKeyTaken = errors.New("the key's record exists")
+
 // SubmitMany submits a batch: one SubmitResult per request, in order, each
 // as Submit would answer that request alone (a task queued, a duplicate,
 // or an error that means the task was not queued, unless it is an
@@ -61,6 +70,11 @@ const existsReaders = 32
 // share one phase message per queue and phase (protocol 3, phasePacker),
 // so a submission stores three messages of its own (its record, its task
 // message, storage_add's fact) instead of five.
+//
+// A record create or task message that does not get through (no stream
+// leader, during an election; an answer lost; a connection reconnecting)
+// is asked again as Submit's are, within ctx's deadline (askAgain), so a
+// batch rides out an election as Submit does.
 //
 // The error is nil when every submission was queued (or a duplicate);
 // otherwise it wraps ErrSomeNotQueued and counts the failures.
@@ -244,8 +258,12 @@ func (a *App) submitChunk(ctx context.Context, reqs []SubmitRequest, res []Submi
 	}
 	submitted.flush()
 
-	// The records.
-	stored := ready[:0:0]
+	// The records: every create published, the answers awaited together,
+	// and those that did not get through (no stream leader, an answer
+	// lost) asked again one by one, as Submit's CreateTask asks
+	// (bus.CreateTaskAfter): a batch rides out a leader election as Submit
+	// does.
+	stored, again := ready[:0:0], ready[:0:0]
 	for _, e := range toStore {
 		if ctx.Err() != nil {
 			// Nothing is stored once the caller gave up.
@@ -253,25 +271,46 @@ func (a *App) submitChunk(ctx context.Context, reqs []SubmitRequest, res []Submi
 			continue
 		}
 		if e.fut, e.err = a.b.CreateTaskAsync(e.t, e.enc); e.err != nil {
-			fail(e, e.err)
+			again = append(again, e) // it did not leave (a connection reconnecting, say)
 			continue
 		}
 		stored = append(stored, e)
 	}
 	a.awaitAll(ctx, stored)
 	queue := stored[:0:0]
+	keyTaken := func(e *batchEntry) {
+		// Another process's submission of the key was first, or the key
+		// holds the marker of a record taken back: CreateTask's case, left
+		// to Submit.
+		e.f.release(errors.New("the key's record exists, or was taken back: submitted again on its own"))
+		e.f.flush()
+		later = append(later, e.i)
+	}
 	for _, e := range stored {
 		switch {
 		case e.err == nil:
 			e.rec = bus.TaskRecord{Task: e.t, Revision: e.rec.Revision}
 			queue = append(queue, e)
 		case bus.TaskExists(e.err):
-			// Another process's submission of the key was first, or the
-			// key holds the marker of a record taken back: CreateTask's
-			// case, left to Submit.
-			e.f.release(errors.New("the key's record exists, or was taken back: submitted again on its own"))
-			e.f.flush()
-			later = append(later, e.i)
+			keyTaken(e)
+		default:
+			again = append(again, e)
+		}
+	}
+	a.askAgain(ctx, again, func(ctx context.Context, e *batchEntry) {
+		var created bool
+		e.rec, created, e.err = a.b.CreateTaskAfter(ctx, e.t, e.enc, e.err)
+		if e.err == nil && !created {
+			e.err = errKeyTaken
+		}
+	})
+	for _, e := range again {
+		switch {
+		case e.err == nil:
+			e.rec = bus.TaskRecord{Task: e.t, Revision: e.rec.Revision}
+			queue = append(queue, e)
+		case errors.Is(e.err, errKeyTaken):
+			keyTaken(e)
 		default:
 			// Not queued; a record stored all the same is the janitor's
 			// (or a retry's), as with Submit.
@@ -279,22 +318,35 @@ func (a *App) submitChunk(ctx context.Context, reqs []SubmitRequest, res []Submi
 		}
 	}
 
-	// The task messages.
-	sent := queue[:0:0]
+	// The task messages, the same way (bus.EnqueueAfter). A record whose
+	// task message was surely not stored is taken back (takeBack).
+	sent, again, back := queue[:0:0], queue[:0:0], queue[:0:0]
 	for _, e := range queue {
 		if ctx.Err() != nil {
 			e.err = context.Cause(ctx)
-			a.unqueued(ctx, e, fail)
+			back = append(back, e)
 			continue
 		}
 		if e.fut, e.err = a.b.EnqueueAsync(e.t, e.enc, a.source); e.err != nil {
-			a.unqueued(ctx, e, fail)
+			again = append(again, e)
 			continue
 		}
 		sent = append(sent, e)
 	}
 	a.awaitAll(ctx, sent)
+	answered := sent[:0:0]
 	for _, e := range sent {
+		if e.err != nil {
+			again = append(again, e)
+		} else {
+			answered = append(answered, e)
+		}
+	}
+	a.askAgain(ctx, again, func(ctx context.Context, e *batchEntry) {
+		e.err = a.b.EnqueueAfter(ctx, e.t, e.enc, a.source, e.err)
+	})
+	answered = append(answered, again...)
+	for _, e := range answered {
 		switch {
 		case e.err == nil:
 			e.queued = true
@@ -307,16 +359,17 @@ func (a *App) submitChunk(ctx context.Context, reqs []SubmitRequest, res []Submi
 			res[e.i].Task = e.t
 			res[e.i].Err = &OutcomeUnknownError{TaskID: e.t.ID, IdempotencyKey: e.t.IdempotencyKey, Err: fmt.Errorf("submitting %s: %w", e.name, e.err)}
 		default:
-			a.unqueued(ctx, e, fail)
+			back = append(back, e)
 		}
 	}
-	parallel(len(sent), fireWorkers(a), func(k int) {
-		if e := sent[k]; e.queued {
+	a.takeBack(ctx, back, fail)
+	parallel(len(answered), fireWorkers(a), func(k int) {
+		if e := answered[k]; e.queued {
 			a.fireAfter(ctx, e.f, &e.t, e.enc)
 		}
 	})
 	queued := newPhasePacker(a, events.PhaseQueued)
-	for _, e := range sent {
+	for _, e := range answered {
 		if e.queued {
 			queued.take(e.f)
 		}
@@ -359,14 +412,28 @@ func (a *App) submitChunk(ctx context.Context, reqs []SubmitRequest, res []Submi
 	return later
 }
 
-// unqueued takes back the record of e, whose task message was surely not
-// stored (a record with no message would never run), and fails it.
-func (a *App) unqueued(ctx context.Context, e *batchEntry, fail func(*batchEntry, error)) {
-	err := e.err
-	if derr := a.b.DeleteTask(context.WithoutCancel(ctx), e.t.ID, e.rec.Revision); derr != nil {
-		err = errors.Join(err, fmt.Errorf("taking back the record of the unqueued task %s (the janitor will end it): %w", e.t.ID, derr))
+// takeBack takes back the records of es, whose task messages were surely
+// not stored (a record with no message would never run, and a
+// resubmission of its key would return it as accepted), and fails them.
+// The deletions share one deadline, a publish timeout, whatever ctx (the
+// caller gone, the record must still go): one after another, each under
+// its own, a task bucket with no leader held a chunk for one wait per
+// entry. A record left is ended by the janitor.
+func (a *App) takeBack(ctx context.Context, es []*batchEntry, fail func(*batchEntry, error)) {
+	if len(es) == 0 {
+		return
 	}
-	fail(e, err)
+	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), a.b.PublishTimeout())
+	defer cancel()
+	parallel(len(es), retryWriters, func(k int) {
+		e := es[k]
+		if derr := a.b.DeleteTask(dctx, e.t.ID, e.rec.Revision); derr != nil {
+			e.err = errors.Join(e.err, fmt.Errorf("taking back the record of the unqueued task %s (the janitor will end it): %w", e.t.ID, derr))
+		}
+	})
+	for _, e := range es {
+		fail(e, e.err)
+	}
 }
 
 // batchDuplicate answers e, whose key names the existing record e.rec, as
@@ -384,47 +451,38 @@ func (a *App) batchDuplicate(ctx context.Context, e *batchEntry) (events.Task, e
 	return a.resubmitted(ctx, e.rec)
 }
 
-// awaitAll waits for the futures of es, setting each entry's err, and
-// the revision of its ack (a record's). Each future fails on its own
-// after the publish timeout; past that and a slack, or when ctx ends, the
-// ones still open get an error that leaves their outcome unknown.
+// awaitAll waits for the futures of es, the first attempts of their
+// writes (bus.AwaitAttempts), setting each entry's err, and the revision
+// of its ack (a record's). An entry whose answer did not come has an error
+// that leaves its outcome unknown, for askAgain.
 func (a *App) awaitAll(ctx context.Context, es []*batchEntry) {
-	guard := time.NewTimer(a.b.PublishTimeout() + 5*time.Second)
-	defer guard.Stop()
-	var stop error
-	for _, e := range es {
-		if stop != nil {
-			select { // an ack already in is taken
-			case ack := <-e.fut.Ok():
-				e.rec.Revision = ack.Sequence
-			case err := <-e.fut.Err():
-				e.err = err
-			default:
-				e.err = stop
-			}
-			continue
-		}
-		select {
-		case ack := <-e.fut.Ok():
-			e.rec.Revision = ack.Sequence
-		case err := <-e.fut.Err():
-			e.err = err
-		case <-guard.C:
-			stop = bus.ErrAcksLost
-			e.err = stop
-		case <-ctx.Done():
-			// An ack already in is taken; the rest are unknown.
-			select {
-			case ack := <-e.fut.Ok():
-				e.rec.Revision = ack.Sequence
-			case err := <-e.fut.Err():
-				e.err = err
-			default:
-				stop = context.Cause(ctx)
-				e.err = stop
-			}
+	futs := make([]jetstream.PubAckFuture, len(es))
+	for i, e := range es {
+		futs[i] = e.fut
+	}
+	acks, errs := a.b.AwaitAttempts(ctx, futs)
+	for i, e := range es {
+		if e.err = errs[i]; e.err == nil {
+			e.rec.Revision = acks[i].Sequence
 		}
 	}
+}
+
+// askAgain runs again(ctx, e) for each of es, whose write's first attempt
+// did not get through (e.err says why), retryWriters at once, each asking
+// again as one write of Submit does (bus.CreateTaskAfter,
+// bus.EnqueueAfter), all within one bound: ctx's deadline, else a publish
+// timeout from now, as one write's.
+func (a *App) askAgain(ctx context.Context, es []*batchEntry, again func(ctx context.Context, e *batchEntry)) {
+	if len(es) == 0 {
+		return
+	}
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, a.b.PublishTimeout())
+		defer cancel()
+	}
+	parallel(len(es), retryWriters, func(k int) { again(ctx, es[k]) })
 }
 
 // fireWorkers is how many submissions of a chunk fire their triggers at

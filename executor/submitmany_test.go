@@ -413,3 +413,58 @@ func TestSubmitManyLaterBoundedWhileTheLogIsDown(t *testing.T) {
 	limit := callCtx + 2*(timeout+5*time.Second) + 5*time.Second
 	require.Less(t, took, limit, "SubmitMany of %d submissions of one key took %v", len(reqs), took)
 }
+
+// The records of a batch's submissions whose task messages the queue
+// refused are taken back under one deadline, a publish timeout: they used
+// to be deleted one after another, each waiting for its own answer (the
+// client's default of 5 s), so that a task bucket that did not answer
+// held a chunk of 100 for 500 s. Here the queue refuses every task
+// message (too large for it), and from the first deletion on the server's
+// answers are held in a proxy.
+func TestSubmitManyTakesBackUnderOneDeadline(t *testing.T) {
+	t.Parallel()
+	const timeout = 300 * time.Millisecond
+	srv := bustest.Open(t, nil)
+	p := bustest.NewProxy(t, srv.ClientURL())
+	b := bustest.Open(t, &bus.Config{URL: p.URL(), PublishTimeout: timeout})
+	app := newApp(t, b, nil)
+	ctx := ctxFor(t)
+	s, err := srv.JetStream().Stream(ctx, bus.StreamTasks)
+	require.NoError(t, err)
+	cfg := s.CachedInfo().Config
+	cfg.MaxMsgSize = 64
+	_, err = srv.JetStream().UpdateStream(ctx, cfg)
+	require.NoError(t, err)
+	reqs := make([]executor.SubmitRequest, 100)
+	for i := range reqs {
+		reqs[i] = executor.SubmitRequest{Name: "add", Input: map[string]int{"a": i}}
+	}
+	p.HoldOn("KV-Operation: DEL")
+	type answer struct {
+		res []executor.SubmitResult
+		err error
+	}
+	done := make(chan answer, 1)
+	start := time.Now()
+	go func() {
+		res, err := app.SubmitMany(ctx, reqs)
+		done <- answer{res, err}
+	}()
+	// The deletions' deadline, the facts' wait (a publish timeout and the
+	// slack of 5 s) and room for a loaded machine: far less than one wait
+	// per deletion.
+	limit := 2*(timeout+5*time.Second) + 10*time.Second
+	var a answer
+	select {
+	case a = <-done:
+	case <-time.After(limit):
+		t.Fatalf("SubmitMany of %d refused submissions still taking their records back after %v", len(reqs), limit)
+	}
+	t.Logf("SubmitMany of %d refused submissions returned after %v", len(reqs), time.Since(start).Round(time.Millisecond))
+	require.ErrorIs(t, a.err, executor.ErrSomeNotQueued)
+	for i, r := range a.res {
+		require.Error(t, r.Err, "entry %d", i)
+		require.NotErrorIs(t, r.Err, executor.ErrOutcomeUnknown, "entry %d: the queue refused it", i)
+		require.ErrorContains(t, r.Err, "the janitor will end it", "entry %d: its record could not be taken back", i)
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -248,5 +249,55 @@ func checkBatches(t *testing.T, ls []*load) {
 		t.Logf("batch load %d: %d SubmitMany calls (retries of unknown outcomes included), %d submissions: %d queued, %d not queued, %d had an unknown outcome at first",
 			i, l.started.Load(), len(l.subs), acked, failed, unknown)
 		l.mu.Unlock()
+	}
+}
+
+// checkElectionBatches fails t when a submission of a batch l submitted
+// during an election (after a fault's kill, before the suite saw the
+// stream led again) was refused plainly though the stream was led again
+// within half the call's context: SubmitMany must ride out an election as
+// Submit does (it used to refuse whole chunks, "not queued", where Submit
+// asked again and got through). Fault by fault, it logs the batch's
+// refusals beside the Submit calls of subs that began in the same window.
+func checkElectionBatches(t *testing.T, l *load, faults []fault, subs []*submission) {
+	t.Helper()
+	in := func(s *submission, f fault) bool { return !s.Start.Before(f.At) && !s.Start.After(f.Elected) }
+	for _, f := range faults {
+		if f.Elected.IsZero() {
+			continue
+		}
+		var batched, refused, unknown, late int
+		var sample string
+		for _, s := range l.results() {
+			if !in(s, f) {
+				continue
+			}
+			batched++
+			switch {
+			case s.Unknown:
+				unknown++
+			case s.ID == "" && !s.Hung:
+				refused++
+				sample = strings.Join(s.Errs, "; ")
+				if f.Elected.Sub(s.Start) < submitTimeout/2 {
+					late++
+				}
+			}
+		}
+		var one, failed int
+		for _, s := range subs {
+			if in(s, f) {
+				one++
+				if len(s.Errs) > 0 {
+					failed++
+				}
+			}
+		}
+		t.Logf("%s, led again after %v: SubmitMany %d submissions, %d refused, %d with their outcome unknown; Submit %d submissions, %d with an error at first",
+			f.What, f.Elected.Sub(f.At).Round(100*time.Millisecond), batched, refused, unknown, one, failed)
+		if late > 0 {
+			t.Errorf("%s: %d submissions of a batch refused though the stream was led again within %v of their call: %s",
+				f.What, late, submitTimeout/2, sample)
+		}
 	}
 }

@@ -93,6 +93,7 @@ func TestClusterFaults(t *testing.T) {
 		n.kill()
 		batch.batchNow(t)
 		c.leader(stream) // a new one
+		f.Elected = time.Now()
 		keyed.waitAcked(t, ciAfterFault, 3*time.Minute, "after killing the leader of "+stream)
 		n.start()
 		f.Back = time.Now()
@@ -119,6 +120,7 @@ func TestClusterFaults(t *testing.T) {
 		subs = append(subs, l.results()...)
 	}
 	checkBatches(t, batches)
+	checkElectionBatches(t, batch, faults, slices.Concat(plain.results(), keyed.results()))
 	rep := audit(t, b, subs, wa.db)
 	logSeen(t, observe(faults, subs, health.samples()))
 	logRedelivery(t, f.At, rep.Resumptions)

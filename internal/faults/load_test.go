@@ -287,6 +287,9 @@ type fault struct {
 	What string
 	At   time.Time // when the fault struck
 	Back time.Time // when the suite restored what it broke (zero: nothing to restore)
+	// Elected is when the suite saw the stream whose leader it killed led
+	// again (zero: no leader killed).
+	Elected time.Time
 }
 
 // seen is what the clients saw around one fault.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 
@@ -12,6 +13,7 @@ import (
 
 	"github.com/qtasks/qtasks-go/bus"
 	"github.com/qtasks/qtasks-go/events"
+	"github.com/qtasks/qtasks-go/executor"
 )
 
 // writeLimit is the deadline of each write TestWritesRideOutALeaderKill
@@ -68,6 +70,14 @@ func TestWritesRideOutALeaderKill(t *testing.T) {
 		}
 	}
 
+	// A batch (SubmitMany) and a Submit beside the write, in the same
+	// election: the batch's writes must ride it out as Submit's do.
+	app := newClient(t, b)
+	batch := func(queue string) (wait func()) {
+		t.Helper()
+		return submitInElection(t, app, c, queue)
+	}
+
 	task := events.Task{
 		ID: uuid.NewString(), Name: "add", Queue: "default", Status: events.StatusNew, Attempt: 1,
 		Args: json.RawMessage("[]"), Kw: json.RawMessage("{}"), CreatedAt: time.Now().UTC(), UpdatedAt: time.Now().UTC(),
@@ -75,6 +85,7 @@ func TestWritesRideOutALeaderKill(t *testing.T) {
 
 	// The task bucket: a record created, updated, read.
 	restart := kill("KV_" + bus.BucketTasks)
+	batchDone := batch("batchkv")
 	var rev uint64
 	timed("creating a task record", func(ctx context.Context) error {
 		rec, created, err := b.CreateTask(ctx, task)
@@ -84,6 +95,7 @@ func TestWritesRideOutALeaderKill(t *testing.T) {
 		rev = rec.Revision
 		return err
 	})
+	batchDone()
 	restart()
 	restart = kill("KV_" + bus.BucketTasks)
 	task.Status = events.StatusProcess
@@ -105,7 +117,9 @@ func TestWritesRideOutALeaderKill(t *testing.T) {
 
 	// The task queue: a task message.
 	restart = kill(bus.StreamTasks)
+	batchDone = batch("batchq")
 	timed("enqueueing a task", func(ctx context.Context) error { return b.Enqueue(ctx, task, "qtasks/faults") })
+	batchDone()
 	restart()
 	s, err := b.JetStream().Stream(context.Background(), bus.StreamTasks)
 	if err != nil {
@@ -117,5 +131,111 @@ func TestWritesRideOutALeaderKill(t *testing.T) {
 	}
 	if n := info.State.Subjects[events.RunSubject(task.Queue)]; n != 1 {
 		t.Fatalf("%d task messages stored, want 1", n)
+	}
+}
+
+// electionBatch is the size of the batch submitInElection submits: two of
+// SubmitMany's chunks, of 250 and 50.
+const electionBatch = 300
+
+// submitInElection submits a batch of electionBatch (every third with an
+// idempotency key) with SubmitMany, and two tasks with Submit beside it
+// (one with a key, one without), on queue, with writeLimit each, right
+// away (its stream's leader was just killed), and returns a function that
+// waits for them and checks them: every submission queued, with its
+// record, and its task message stored once. (SubmitMany used to refuse
+// whole chunks, "not queued", while the stream had no leader, where Submit
+// with a key asked again and got through; Submit without one failed as
+// the batch did.)
+func submitInElection(t *testing.T, app *executor.App, c *cluster, queue string) (wait func()) {
+	t.Helper()
+	reqs := make([]executor.SubmitRequest, electionBatch)
+	for i := range reqs {
+		o := &executor.SubmitOptions{Queue: queue}
+		if i%3 == 0 {
+			o.IdempotencyKey = fmt.Sprintf("%s-%d", queue, i)
+		}
+		reqs[i] = executor.SubmitRequest{Name: "add", Input: map[string]int{"a": i}, Options: o}
+	}
+	type answer struct {
+		res  []executor.SubmitResult
+		err  error
+		took time.Duration
+	}
+	many, one, plain := make(chan answer, 1), make(chan answer, 1), make(chan answer, 1)
+	run := func(ch chan<- answer, f func(ctx context.Context) ([]executor.SubmitResult, error)) {
+		ctx, cancel := context.WithTimeout(context.Background(), writeLimit)
+		defer cancel()
+		start := time.Now()
+		res, err := f(ctx)
+		ch <- answer{res, err, time.Since(start)}
+	}
+	go run(many, func(ctx context.Context) ([]executor.SubmitResult, error) { return app.SubmitMany(ctx, reqs) })
+	go run(one, func(ctx context.Context) ([]executor.SubmitResult, error) {
+		task, err := app.Submit(ctx, "add", map[string]int{"a": -1}, &executor.SubmitOptions{Queue: queue, IdempotencyKey: queue + "-one"})
+		return []executor.SubmitResult{{Task: task, Err: err}}, err
+	})
+	go run(plain, func(ctx context.Context) ([]executor.SubmitResult, error) {
+		task, err := app.Submit(ctx, "add", map[string]int{"a": -2}, &executor.SubmitOptions{Queue: queue})
+		return []executor.SubmitResult{{Task: task, Err: err}}, err
+	})
+	return func() {
+		t.Helper()
+		var m, o, u answer
+		for _, ch := range []chan answer{many, one, plain} {
+			select {
+			case a := <-ch:
+				switch ch {
+				case many:
+					m = a
+				case one:
+					o = a
+				default:
+					u = a
+				}
+			case <-time.After(hangLimit):
+				t.Fatalf("a submission on %s did not return within %v", queue, hangLimit)
+			}
+		}
+		refused, unknown := 0, 0
+		var sample error
+		for _, r := range m.res {
+			switch {
+			case errors.Is(r.Err, executor.ErrOutcomeUnknown):
+				unknown++
+			case r.Err != nil:
+				refused++
+				sample = r.Err
+			}
+		}
+		t.Logf("in the election, queue %s: SubmitMany of %d: %d refused, %d with their outcome unknown, in %v (e.g. %v); Submit with a key: %v in %v; without: %v in %v",
+			queue, len(reqs), refused, unknown, m.took.Round(time.Millisecond), sample, o.err, o.took.Round(time.Millisecond), u.err, u.took.Round(time.Millisecond))
+		if o.err != nil {
+			t.Errorf("Submit with a key in the election on %s: %v", queue, o.err)
+		}
+		if u.err != nil {
+			t.Errorf("Submit without a key in the election on %s: %v", queue, u.err)
+		}
+		if m.err != nil {
+			t.Fatalf("SubmitMany in the election on %s: %d of %d refused, %d with their outcome unknown, where Submit got through: %v", queue, refused, len(reqs), unknown, m.err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		for i, r := range m.res {
+			if _, err := app.Get(ctx, r.Task.ID); err != nil {
+				t.Fatalf("submission %d (task %s) answered queued, its record: %v", i, r.Task.ID, err)
+			}
+		}
+		s, err := c.js.Stream(ctx, bus.StreamTasks)
+		if err != nil {
+			t.Fatal(err)
+		}
+		info, err := s.Info(ctx, jetstream.WithSubjectFilter(events.RunSubject(queue)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n := info.State.Subjects[events.RunSubject(queue)]; n != uint64(len(reqs))+2 {
+			t.Fatalf("%d task messages stored on %s, want %d (the batch's and the two Submits', once each)", n, queue, len(reqs)+2)
+		}
 	}
 }
