@@ -86,7 +86,7 @@ func (k *knownRecord) decode(id string, data []byte) (events.Task, error) {
 		return *k.task, nil
 	}
 	var t events.Task
-	if err := json.Unmarshal(data, &t); err != nil {
+	if err := events.DecodeTask(data, &t); err != nil {
 		return events.Task{}, fmt.Errorf("decoding task %s: %w", id, err)
 	}
 	return t, nil

@@ -384,7 +384,7 @@ func (w *worker) fetch() {
 			err = fmt.Errorf("%w: type %q on the task queue", events.ErrInvalidEvent, ev.Type)
 		}
 		if err == nil {
-			if err = json.Unmarshal(m.Data(), &it.task); err != nil {
+			if err = events.DecodeTask(m.Data(), &it.task); err != nil {
 				err = fmt.Errorf("%w: task data: %w", events.ErrInvalidEvent, err)
 			} else if !events.ValidToken(it.task.ID) || it.task.Name == "" || it.task.Attempt < 1 {
 				err = fmt.Errorf("%w: task message lacks a valid id, name or attempt", events.ErrInvalidEvent)
