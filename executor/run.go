@@ -189,6 +189,13 @@ func (rs *runState) execute(ctx context.Context) (events.Task, error) {
 		return final, err
 	}
 
+	// The task's own code (its middlewares, its function) runs only in a
+	// run whose claim is stored: what it writes, a limit's wait or its
+	// state, may carry the run number. (The intake's storage_update, a
+	// fact alone, waited for the claim already.)
+	if err := f.claimed(); err != nil {
+		return events.Task{}, err
+	}
 	// An attempt an operator cancelled before it ran never runs.
 	if err := rs.w.ctl.cancelled(rs.t.ID, rs.t.Attempt); err != nil {
 		return fail(err)
@@ -219,13 +226,8 @@ func (rs *runState) execute(ctx context.Context) (events.Task, error) {
 		return fail(err)
 	}
 
-	// The prepare phase is stored whole before the task function runs, and
-	// the task function runs only in a run whose claim is stored (what it
-	// writes, a limit's wait or its state, may carry the run number).
+	// The prepare phase is stored whole before the task function runs.
 	f.setPhase(events.PhaseFinish)
-	if err := f.claimed(); err != nil {
-		return events.Task{}, err
-	}
 	cctx, untrack := rs.w.ctl.track(tctx, rs.t.ID, rs.t.Attempt)
 	result, results, err := rs.call(cctx, args, kw)
 	untrack()
