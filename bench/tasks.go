@@ -174,7 +174,8 @@ func oursTasks(record string, mutators int, defaults bool) func(context.Context,
 		if defaults {
 			conc = executor.DefaultConcurrency
 		}
-		app, err := executor.New(b, &executor.Config{Concurrency: conc, GracePeriod: 10 * time.Second, Logger: h.quiet})
+		w := newFinishedCount()
+		app, err := executor.New(b, &executor.Config{Concurrency: conc, GracePeriod: 10 * time.Second, Logger: h.quiet, Metrics: w})
 		if err != nil {
 			return err
 		}
@@ -197,11 +198,6 @@ func oursTasks(record string, mutators int, defaults bool) func(context.Context,
 			_ = app.Stop(sctx)
 			c()
 		}()
-		w, err := watchFinal(b.Conn())
-		if err != nil {
-			return err
-		}
-		defer w.stop()
 		submit := func(ctx context.Context, i int) error {
 			_, err := app.Submit(ctx, "noop", noopArgs{A: i, B: 1}, nil)
 			return err
@@ -227,7 +223,7 @@ func oursTasks(record string, mutators int, defaults bool) func(context.Context,
 			return err
 		}
 		submitted := time.Since(t0)
-		finalAtSubmitted := w.count.Load()
+		finalAtSubmitted := w.done()
 		if err := w.wait(ctx, 5*time.Minute); err != nil {
 			return err
 		}

@@ -57,6 +57,7 @@ type pubFuture struct {
 	reply    string
 	id       uint64
 	deadline time.Time
+	timeout  time.Duration // how long it waits for its answer
 	retries  int
 	ok       chan *jetstream.PubAck
 	err      chan error
@@ -89,7 +90,15 @@ func (p *asyncPub) startLocked() error {
 // Config.MaxPending publishes unacknowledged, it waits up to
 // publishStallWait for room.
 func (p *asyncPub) publish(m *nats.Msg) (*pubFuture, error) {
-	f := &pubFuture{msg: m, ok: make(chan *jetstream.PubAck, 1), err: make(chan error, 1)}
+	return p.publishWithin(m, p.timeout)
+}
+
+// publishWithin is publish with a timeout of its own: the publish fails
+// with jetstream.ErrAsyncPublishTimeout when no answer came within it
+// (and sweepEvery). A synchronous write waits for its answer this way
+// (publishSync), without a context and timer of its own.
+func (p *asyncPub) publishWithin(m *nats.Msg, timeout time.Duration) (*pubFuture, error) {
+	f := &pubFuture{msg: m, timeout: timeout, ok: make(chan *jetstream.PubAck, 1), err: make(chan error, 1)}
 	if err := p.register(f); err != nil {
 		return nil, err
 	}
@@ -140,7 +149,7 @@ func (p *asyncPub) register(f *pubFuture) error {
 		p.next++
 		f.id = p.next
 		f.reply = p.prefix + strconv.FormatUint(f.id, 10)
-		f.deadline = time.Now().Add(p.timeout)
+		f.deadline = time.Now().Add(f.timeout)
 		p.pending[f.id] = f
 		p.mu.Unlock()
 		return nil
@@ -209,7 +218,7 @@ func (p *asyncPub) noResponders(id uint64) {
 		return
 	}
 	f.retries++
-	f.deadline = time.Now().Add(jetstream.DefaultPubRetryWait + p.timeout)
+	f.deadline = time.Now().Add(jetstream.DefaultPubRetryWait + f.timeout)
 	p.mu.Unlock()
 	time.AfterFunc(jetstream.DefaultPubRetryWait, func() {
 		p.mu.Lock()
@@ -453,32 +462,47 @@ func scanPlainString(d []byte, i int) ([]byte, int, bool) {
 var _ jetstream.PubAckFuture = (*pubFuture)(nil)
 
 // publishSync is nats.go's JetStream PublishMsg without its options and
-// with the PubAck read by parsePubAck: a request on the connection, sent
-// again after jetstream.DefaultPubRetryWait when nobody answered (no
-// stream leader), at most jetstream.DefaultPubRetryAttempts times, then
+// with the PubAck read by parsePubAck, sent through the bus's async
+// publisher and waited for until deadline or ctx ends: no context, timer,
+// response-map entry and channel of nats.go's request for each write (a
+// run makes three: its claim, its final fact and its final record). As
+// nats.go's, it is sent again after jetstream.DefaultPubRetryWait when
+// nobody answered (no stream leader), at most
+// jetstream.DefaultPubRetryAttempts times, then fails with
 // jetstream.ErrNoStreamResponse; the server's refusal is its
-// *jetstream.APIError, wrapped as nats.go wraps it. ctx must have a
-// deadline (retryWrite gives every write one).
-func (b *Bus) publishSync(ctx context.Context, m *nats.Msg) (*jetstream.PubAck, error) {
-	resp, err := b.nc.RequestMsgWithContext(ctx, m)
-	for r := 0; errors.Is(err, nats.ErrNoResponders) && r < jetstream.DefaultPubRetryAttempts; r++ {
-		t := time.NewTimer(jetstream.DefaultPubRetryWait)
-		select {
-		case <-ctx.Done():
-		case <-t.C:
-		}
-		t.Stop()
-		resp, err = b.nc.RequestMsgWithContext(ctx, m)
-	}
+// *jetstream.APIError, wrapped as nats.go wraps it. An answer that did not
+// come by deadline, or whose connection was lost after the write was sent,
+// is errAnswerLost: the write may or may not be stored.
+func (b *Bus) publishSync(ctx context.Context, m *nats.Msg, deadline time.Time) (*jetstream.PubAck, error) {
+	f, err := b.apub.publishWithin(m, time.Until(deadline))
 	if err != nil {
-		if errors.Is(err, nats.ErrNoResponders) {
-			return nil, jetstream.ErrNoStreamResponse
-		}
 		return nil, err
 	}
-	ack, err := parsePubAck(resp.Data)
-	if _, ok := errors.AsType[*jetstream.APIError](err); ok {
-		return nil, fmt.Errorf("nats: %w", err)
-	}
-	return ack, err
+	return f.await(ctx)
 }
+
+// await waits for f's answer, or for ctx to end.
+func (f *pubFuture) await(ctx context.Context) (*jetstream.PubAck, error) {
+	select {
+	case ack := <-f.ok:
+		return ack, nil
+	case err := <-f.err:
+		if _, ok := errors.AsType[*jetstream.APIError](err); ok {
+			return nil, fmt.Errorf("nats: %w", err)
+		}
+		if errors.Is(err, jetstream.ErrAsyncPublishTimeout) || errors.Is(err, nats.ErrDisconnected) {
+			return nil, fmt.Errorf("%w: %w", errAnswerLost, err)
+		}
+		return nil, err
+	case <-ctx.Done():
+		// The publish stays pending until its timeout: the sweeper ends
+		// it, and its buffered channels take the answer unread.
+		return nil, ctx.Err()
+	}
+}
+
+// errAnswerLost is the error of a synchronous write whose answer did not
+// come within its wait, or whose connection was lost after it was sent:
+// it may or may not be stored (retryWrite asks again when the write is
+// idempotent).
+var errAnswerLost = errors.New("no answer to the write")

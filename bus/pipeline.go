@@ -205,11 +205,11 @@ func (b *Bus) EnqueueAfter(ctx context.Context, t events.Task, enc []byte, sourc
 		m = Message(events.RunSubject(t.Queue), ev.ID, &ev)
 	}
 	first = firstAttempt(first)
-	err = b.retryWrite(ctx, true, func(ctx context.Context, attempt int) error {
-		if attempt == 1 && first != nil {
+	err = b.retryWrite(ctx, true, func(a writeAttempt) error {
+		if a.n == 1 && first != nil {
 			return first
 		}
-		_, err := b.publishSync(ctx, m)
+		_, err := b.publishSync(a.ctx, m, a.deadline)
 		return err
 	})
 	if err != nil {

@@ -45,9 +45,9 @@ func Message(subject, msgID string, ev *events.Event) *nats.Msg {
 func (b *Bus) Publish(ctx context.Context, subject, msgID string, ev *events.Event) (*jetstream.PubAck, error) {
 	m := Message(subject, msgID, ev)
 	var ack *jetstream.PubAck
-	err := b.retryWrite(ctx, msgID != "", func(ctx context.Context, _ int) error {
+	err := b.retryWrite(ctx, msgID != "", func(a writeAttempt) error {
 		var err error
-		ack, err = b.publishSync(ctx, m)
+		ack, err = b.publishSync(a.ctx, m, a.deadline)
 		return err
 	})
 	if err != nil {
@@ -89,18 +89,24 @@ const (
 // The error returned is the last attempt's, except that when an earlier
 // attempt's outcome was unknown, an error that says the write surely was
 // not stored is not returned as such (SurelyNotStored is false for it).
-func (b *Bus) retryWrite(ctx context.Context, idempotent bool, write func(ctx context.Context, attempt int) error) error {
-	// The bound is not a context of its own: each attempt's context ends at
-	// the bound or at the end of its wait, whichever comes first. One
-	// context and timer per attempt instead of two; a run makes three of
-	// these writes (its claim, its final fact and its final record).
+func (b *Bus) retryWrite(ctx context.Context, idempotent bool, write func(a writeAttempt) error) error {
+	return b.retryWriteAfter(ctx, idempotent, false, write)
+}
+
+// retryWriteAfter is retryWrite after an earlier attempt, made by the
+// caller: unknown says whether that attempt may have been stored.
+func (b *Bus) retryWriteAfter(ctx context.Context, idempotent, unknown bool, write func(a writeAttempt) error) error {
+	// Neither the bound nor an attempt's wait is a context of its own: an
+	// attempt is given its deadline as a time (writeAttempt), and makes a
+	// context of it only if what it calls needs one. A synchronous publish
+	// (publishSync) does not: a run makes three of these writes (its
+	// claim, its final fact and its final record).
 	bound, hasDeadline := ctx.Deadline()
 	if !hasDeadline {
 		bound = time.Now().Add(b.cfg.PublishTimeout)
 	}
 	ended := func() bool { return ctx.Err() != nil || !time.Now().Before(bound) }
 	wait, pause := writeAttemptWait, writeRetryPause
-	unknown := false
 	for attempt := 1; ; attempt++ {
 		// A write that may not be sent again after a lost answer waits for
 		// its answer the whole bound, as it did before attempts had a wait.
@@ -110,19 +116,14 @@ func (b *Bus) retryWrite(ctx context.Context, idempotent bool, write func(ctx co
 				dl = w
 			}
 		}
-		actx, cancel := ctx, context.CancelFunc(func() {})
-		if !hasDeadline || dl.Before(bound) {
-			actx, cancel = context.WithDeadline(ctx, dl)
-		}
-		err := write(actx, attempt)
-		timedOut := actx.Err() != nil && !ended()
-		cancel()
+		err := write(writeAttempt{ctx: ctx, deadline: dl, hasDeadline: hasDeadline, bound: bound, n: attempt})
+		timedOut := !time.Now().Before(dl) && !ended()
 		switch {
 		case err == nil:
 			return nil
 		case ended():
 			return unknownAfter(err, unknown)
-		case idempotent && (timedOut || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout)):
+		case idempotent && (timedOut || errors.Is(err, errAnswerLost) || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout)):
 			unknown = true
 			wait = min(wait*5/4, writeAttemptWaitMax)
 			continue
@@ -144,6 +145,26 @@ func (b *Bus) retryWrite(ctx context.Context, idempotent bool, write func(ctx co
 		}
 		pause = min(2*pause, writeRetryPauseMax)
 	}
+}
+
+// writeAttempt is one attempt of a synchronous write (retryWrite): the
+// caller's context, the time by which its answer must come, and its
+// number, counting from 1.
+type writeAttempt struct {
+	ctx         context.Context //nolint:containedctx // an attempt's arguments, passed down at once, never kept
+	deadline    time.Time
+	hasDeadline bool      // ctx has a deadline of its own
+	bound       time.Time // the write's bound: ctx's deadline, or Config.PublishTimeout from its start
+	n           int
+}
+
+// context is the attempt's context for a call that needs one: ctx, ended
+// at the attempt's deadline.
+func (a writeAttempt) context() (context.Context, context.CancelFunc) {
+	if a.hasDeadline && !a.deadline.Before(a.bound) {
+		return a.ctx, func() {}
+	}
+	return context.WithDeadline(a.ctx, a.deadline)
 }
 
 // storedByNobody reports whether err says that a write was not stored

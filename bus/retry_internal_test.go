@@ -2,6 +2,7 @@ package bus
 
 import (
 	"context"
+	"fmt"
 	"testing"
 	"time"
 
@@ -24,6 +25,20 @@ func TestRetryWrite(t *testing.T) {
 		notStored  bool // SurelyNotStored(err)
 	}{
 		{"an answer lost, then stored", true, []func(context.Context) error{timeout, func(context.Context) error { return nil }}, 2, true, false},
+		{"an answer lost to the publisher's wait, then stored", true, []func(context.Context) error{
+			func(context.Context) error {
+				return fmt.Errorf("%w: %w", errAnswerLost, jetstream.ErrAsyncPublishTimeout)
+			},
+			func(context.Context) error { return nil },
+		}, 2, true, false},
+		{"the connection lost after sending, then stored", true, []func(context.Context) error{
+			func(context.Context) error { return fmt.Errorf("%w: %w", errAnswerLost, nats.ErrDisconnected) },
+			func(context.Context) error { return nil },
+		}, 2, true, false},
+		{"not idempotent: an answer lost to the publisher's wait is the end", false, []func(context.Context) error{
+			func(context.Context) error { return fmt.Errorf("%w: %w", errAnswerLost, nats.ErrDisconnected) },
+			func(context.Context) error { return nil },
+		}, 1, false, false},
 		{"no leader, then stored", false, []func(context.Context) error{
 			func(context.Context) error { return jetstream.ErrNoStreamResponse },
 			func(context.Context) error { return nil },
@@ -47,11 +62,13 @@ func TestRetryWrite(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			n := 0
-			err := b.retryWrite(context.Background(), tc.idempotent, func(ctx context.Context, attempt int) error {
+			err := b.retryWrite(context.Background(), tc.idempotent, func(a writeAttempt) error {
 				n++
-				if attempt != n {
-					t.Errorf("attempt %d numbered %d", n, attempt)
+				if a.n != n {
+					t.Errorf("attempt %d numbered %d", n, a.n)
 				}
+				ctx, cancel := a.context()
+				defer cancel()
 				return tc.answers[min(n, len(tc.answers))-1](ctx)
 			})
 			if (err == nil) != tc.ok {

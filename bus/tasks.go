@@ -45,13 +45,15 @@ func (b *Bus) createTask(ctx context.Context, t events.Task, enc []byte, first e
 	// Created again after an attempt whose answer was lost, the record
 	// exists: it is ours if it holds what we wrote.
 	var rev uint64
-	err = b.retryWrite(ctx, true, func(ctx context.Context, attempt int) error {
-		if attempt == 1 && first != nil {
+	err = b.retryWrite(ctx, true, func(a writeAttempt) error {
+		if a.n == 1 && first != nil {
 			return first
 		}
+		ctx, cancel := a.context()
+		defer cancel()
 		var err error
 		rev, err = b.taskKV.Create(ctx, t.ID, data)
-		if attempt > 1 && errors.Is(err, jetstream.ErrKeyExists) {
+		if a.n > 1 && errors.Is(err, jetstream.ErrKeyExists) {
 			if own, ok := b.ownWrite(ctx, t.ID, data); ok {
 				rev, err = own, nil
 			}
@@ -94,7 +96,7 @@ func (k *knownRecord) decode(id string, data []byte) (events.Task, error) {
 		return *k.task, nil
 	}
 	var t events.Task
-	if err := json.Unmarshal(data, &t); err != nil {
+	if err := events.DecodeTask(data, &t); err != nil {
 		return events.Task{}, fmt.Errorf("decoding task %s: %w", id, err)
 	}
 	return t, nil
@@ -163,7 +165,9 @@ func (b *Bus) getTaskLatest(ctx context.Context, id string, known *knownRecord) 
 	}
 	var data []byte
 	var seq uint64
-	err := b.retryWrite(ctx, true, func(ctx context.Context, _ int) error {
+	err := b.retryWrite(ctx, true, func(a writeAttempt) error {
+		ctx, cancel := a.context()
+		defer cancel()
 		var err error
 		data, seq, err = b.latestTask(ctx, id)
 		return err
@@ -277,19 +281,44 @@ func (b *Bus) UpdateTask(ctx context.Context, t events.Task, rev uint64) (uint64
 	if err != nil {
 		return 0, fmt.Errorf("encoding task %s: %w", t.ID, err)
 	}
+	return b.updateTask(ctx, t.ID, data, rev, b.recordTTL(t.Status), false)
+}
+
+// UpdateTaskEncoded is UpdateTask for a caller that holds t encoded as
+// data (events.Task.AppendJSON): a worker's final record, which its final
+// fact carries too, is encoded once.
+func (b *Bus) UpdateTaskEncoded(ctx context.Context, t *events.Task, data []byte, rev uint64) (uint64, error) {
+	if !events.ValidToken(t.ID) {
+		return 0, fmt.Errorf("task id %q: must be a valid NATS subject token", t.ID)
+	}
+	return b.updateTask(ctx, t.ID, data, rev, b.recordTTL(t.Status), false)
+}
+
+// recordTTL is how long a record in status lives: Config.FinishedTaskTTL
+// once final, for ever before.
+func (b *Bus) recordTTL(status string) time.Duration {
+	switch status {
+	case events.StatusSuccess, events.StatusError, events.StatusCancel:
+		return b.cfg.FinishedTaskTTL
+	}
+	return 0
+}
+
+// updateTask writes the record of id, data, if it is still at revision
+// rev. after says that an earlier attempt, made by the caller, may have
+// stored it.
+func (b *Bus) updateTask(ctx context.Context, id string, data []byte, rev uint64, ttl time.Duration, after bool) (uint64, error) {
 	// Written again after an attempt whose answer was lost, the record is
 	// past rev: it is ours if it holds what we wrote.
 	var n uint64
-	err = b.retryWrite(ctx, true, func(ctx context.Context, attempt int) error {
+	err := b.retryWriteAfter(ctx, true, after, func(a writeAttempt) error {
 		var err error
-		var ttl time.Duration
-		switch t.Status {
-		case events.StatusSuccess, events.StatusError, events.StatusCancel:
-			ttl = b.cfg.FinishedTaskTTL
-		}
-		n, err = b.updateRecord(ctx, t.ID, data, rev, ttl)
-		if attempt > 1 && revisionMoved(err) {
-			if own, ok := b.ownWrite(ctx, t.ID, data); ok {
+		n, err = b.updateRecord(a.ctx, id, data, rev, ttl, a.deadline)
+		if (a.n > 1 || after) && revisionMoved(err) {
+			octx, cancel := a.context()
+			own, ok := b.ownWrite(octx, id, data)
+			cancel()
+			if ok {
 				n, err = own, nil
 			}
 		}
@@ -297,11 +326,77 @@ func (b *Bus) UpdateTask(ctx context.Context, t events.Task, rev uint64) (uint64
 	})
 	if err != nil {
 		if revisionMoved(err) {
-			return 0, fmt.Errorf("%w: %s", ErrConflict, t.ID)
+			return 0, fmt.Errorf("%w: %s", ErrConflict, id)
 		}
-		return 0, fmt.Errorf("updating task %s: %w", t.ID, err)
+		return 0, fmt.Errorf("updating task %s: %w", id, err)
 	}
 	return n, nil
+}
+
+// TaskWrite is a conditional write of a task record under way
+// (UpdateTaskAsync).
+type TaskWrite struct {
+	b    *Bus
+	id   string
+	data []byte
+	rev  uint64
+	ttl  time.Duration
+	f    *pubFuture
+	err  error // of the first attempt's send, or of the write when done
+	seq  uint64
+	done bool
+}
+
+// UpdateTaskAsync starts UpdateTask and returns without waiting for its
+// answer: TaskWrite.Wait waits for it, and completes the write as
+// UpdateTask would when that answer is lost or says nobody stored it. A
+// worker's claim of a run is sent this way at intake, and waited for
+// only before the first message of the run leaves (PROTOCOL.md §5).
+func (b *Bus) UpdateTaskAsync(t events.Task, rev uint64) *TaskWrite {
+	w := &TaskWrite{b: b, id: t.ID, rev: rev, ttl: b.recordTTL(t.Status)}
+	if !events.ValidToken(t.ID) {
+		w.err, w.done = fmt.Errorf("task id %q: must be a valid NATS subject token", t.ID), true
+		return w
+	}
+	var err error
+	if w.data, err = t.AppendJSON(nil); err != nil {
+		w.err, w.done = fmt.Errorf("encoding task %s: %w", t.ID, err), true
+		return w
+	}
+	w.f, w.err = b.apub.publishWithin(recordMsg(t.ID, w.data, rev, w.ttl), writeAttemptWait)
+	return w
+}
+
+// Wait waits for the write's outcome, UpdateTask's: the record's new
+// revision, or an error (ErrConflict when the record was not at the
+// revision given). It may be called again, and answers the same.
+func (w *TaskWrite) Wait(ctx context.Context) (uint64, error) {
+	if w.done {
+		return w.seq, w.err
+	}
+	w.done = true
+	err := w.err
+	if err == nil {
+		ack, aerr := w.f.await(ctx)
+		if aerr == nil {
+			w.seq = ack.Sequence
+			return w.seq, nil
+		}
+		err = aerr
+	}
+	switch {
+	case ctx.Err() != nil:
+		w.err = fmt.Errorf("updating task %s: %w", w.id, err)
+	case revisionMoved(err):
+		w.err = fmt.Errorf("%w: %s", ErrConflict, w.id)
+	case errors.Is(err, errAnswerLost) || storedByNobody(err):
+		// The first attempt's answer was lost, or nobody stored it: the
+		// write goes on as UpdateTask's would after such an attempt.
+		w.seq, w.err = w.b.updateTask(ctx, w.id, w.data, w.rev, w.ttl, errors.Is(err, errAnswerLost))
+	default:
+		w.err = fmt.Errorf("updating task %s: %w", w.id, err)
+	}
+	return w.seq, w.err
 }
 
 // revisionMoved reports whether a conditional write of a record failed
@@ -317,17 +412,22 @@ func revisionMoved(err error) bool {
 // (the key's last sequence must be rev), made with publishSync rather than
 // through nats.go's KeyValue, whose PubAck decoding showed in the profile
 // of a run (the claim and the final record are two of a run's writes).
-func (b *Bus) updateRecord(ctx context.Context, id string, data []byte, rev uint64, ttl time.Duration) (uint64, error) {
+func (b *Bus) updateRecord(ctx context.Context, id string, data []byte, rev uint64, ttl time.Duration, deadline time.Time) (uint64, error) {
+	ack, err := b.publishSync(ctx, recordMsg(id, data, rev, ttl), deadline)
+	if err != nil {
+		return 0, err
+	}
+	return ack.Sequence, nil
+}
+
+// recordMsg is the message of a conditional write of the record of id.
+func recordMsg(id string, data []byte, rev uint64, ttl time.Duration) *nats.Msg {
 	m := &nats.Msg{Subject: taskSubject(id), Header: nats.Header{}, Data: data}
 	m.Header[jetstream.ExpectedLastSubjSeqHeader] = []string{strconv.FormatUint(rev, 10)}
 	if ttl > 0 {
 		m.Header[jetstream.MsgTTLHeader] = []string{ttl.String()}
 	}
-	ack, err := b.publishSync(ctx, m)
-	if err != nil {
-		return 0, err
-	}
-	return ack.Sequence, nil
+	return m
 }
 
 // WatchTask sends a task's record each time it changes, starting with the

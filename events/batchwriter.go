@@ -4,6 +4,7 @@ import (
 	"encoding/base64"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 	"unicode/utf8"
 )
@@ -18,6 +19,16 @@ import (
 type BatchWriter struct {
 	buf []byte // '[' and the elements so far; nil when empty
 	n   int
+	// shared are the attributes a run's facts share, as in the last event
+	// checked whole (checkBatchable): a later fact with the same values has
+	// only its own attributes checked (check).
+	shared sharedAttrs
+}
+
+// sharedAttrs are the attributes the facts of one run have in common.
+type sharedAttrs struct {
+	source, subject, taskID, taskName, traceParent string
+	ok                                             bool
 }
 
 // Len is the number of events in the batch.
@@ -40,7 +51,7 @@ func (w *BatchWriter) Size() int {
 // MaxBatchSize: the caller then takes the batch and starts another, or
 // sends ev alone.
 func (w *BatchWriter) Add(ev *Event, trustedJSON bool) error {
-	if err := checkBatchable(ev); err != nil {
+	if err := w.check(ev); err != nil {
 		return err
 	}
 	start := len(w.buf)
@@ -85,6 +96,49 @@ func (w *BatchWriter) Take() []byte {
 	b := w.buf
 	w.buf, w.n = nil, 0
 	return b
+}
+
+// check is checkBatchable(ev), the same answer at a fraction of its cost
+// for the common case (issue #15, fourth round: ≈ 1.5 % of a run's CPU
+// with every trigger recorded): a fact of the run whose shared attributes
+// (source, subject, task id and name, traceparent) are those of the last
+// event checked whole, with JSON data and no plugin attribute, has only its
+// own attributes checked (id, type, trigger, time, the numbers, the data's
+// size); anything else, and any fact that fails, is checked whole, which
+// gives the error.
+func (w *BatchWriter) check(ev *Event) error {
+	sh := &w.shared
+	if sh.ok && ev.Source == sh.source && ev.Subject == sh.subject && ev.TaskID == sh.taskID &&
+		ev.TaskName == sh.taskName && ev.TraceParent == sh.traceParent && ev.DataContentType == ContentTypeJSON &&
+		ev.Plugin == "" && ev.PluginVersion == "" && ev.Invocation == "" && ev.PluginError == "" && ev.Replay == "" &&
+		ownAttrsValid(ev) {
+		return nil
+	}
+	if err := checkBatchable(ev); err != nil {
+		return err
+	}
+	*sh = sharedAttrs{source: ev.Source, subject: ev.Subject, taskID: ev.TaskID, taskName: ev.TaskName, traceParent: ev.TraceParent, ok: true}
+	return nil
+}
+
+// ownAttrsValid reports whether the attributes of a fact that are its own
+// pass checkBatchable's checks of them: for a fact whose other attributes
+// passed them in an event checked whole.
+func ownAttrsValid(ev *Event) bool {
+	name, ok := strings.CutPrefix(ev.Type, TypeTriggerPrefix)
+	if !ok || ev.Trigger != name || strings.TrimSpace(ev.ID) == "" || len(ev.Data) > MaxDataSize ||
+		ev.Attempt < 0 || ev.Run < 0 || ev.TimeoutMS < 0 || !utf8.ValidString(ev.ID) || !utf8.ValidString(ev.Type) {
+		return false
+	}
+	if _, known := Lookup(name); !known {
+		return false
+	}
+	if !ev.Time.IsZero() {
+		if y := ev.Time.UTC().Year(); y < 0 || y > 9999 {
+			return false
+		}
+	}
+	return true
 }
 
 // checkBatchable is what AppendBatch checks of an event, without encoding

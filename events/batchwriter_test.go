@@ -188,3 +188,52 @@ func BenchmarkBatchWriter(b *testing.B) {
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*len(evs)), "ns/fact")
 	b.SetBytes(int64(n))
 }
+
+// A writer checks a fact whose shared attributes are those of the last
+// event it checked whole by its own attributes only (BatchWriter.check):
+// its answer is checkBatchable's, errors included, for every fact.
+func TestBatchWriterChecksOwnAttributes(t *testing.T) {
+	t.Parallel()
+	first := Event{
+		ID: "t1:1:1:storage_get:0", Source: "qtasks/node-1", Type: TypeTriggerPrefix + StorageGet, Subject: "t1",
+		Time: time.Date(2026, 12, 8, 0, 0, 0, 0, time.UTC), DataContentType: ContentTypeJSON, Data: []byte(`{}`),
+		TaskID: "t1", TaskName: "noop", Trigger: StorageGet, Attempt: 1, Run: 1,
+	}
+	for _, tc := range []struct {
+		name string
+		vary func(e *Event)
+	}{
+		{"the same", func(*Event) {}},
+		{"another trigger", func(e *Event) {
+			e.Type, e.Trigger, e.ID = TypeTriggerPrefix+BrokerGet, BrokerGet, "t1:1:1:broker_get:0"
+		}},
+		{"blank id", func(e *Event) { e.ID = " " }},
+		{"id not UTF-8", func(e *Event) { e.ID = "a\xff" }},
+		{"unknown trigger", func(e *Event) { e.Type, e.Trigger = TypeTriggerPrefix+"nope", "nope" }},
+		{"trigger not the type's", func(e *Event) { e.Trigger = BrokerGet }},
+		{"not a fact", func(e *Event) { e.Type = TypeTask }},
+		{"negative run", func(e *Event) { e.Run = -1 }},
+		{"negative timeout", func(e *Event) { e.TimeoutMS = -1 }},
+		{"year 10000", func(e *Event) { e.Time = time.Date(10000, 1, 1, 0, 0, 0, 0, time.UTC) }},
+		{"data too large", func(e *Event) { e.Data = make([]byte, MaxDataSize+1) }},
+		{"another task", func(e *Event) { e.TaskID, e.Subject = "t 2", "t 2" }},
+		{"a plugin attribute", func(e *Event) { e.Plugin = "p q" }},
+		{"task name not UTF-8", func(e *Event) { e.TaskName = "\xff" }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			var w BatchWriter
+			ok := first
+			if err := w.Add(&ok, true); err != nil {
+				t.Fatal(err)
+			}
+			ev := first
+			tc.vary(&ev)
+			want := checkBatchable(&ev)
+			got := w.check(&ev)
+			if (got == nil) != (want == nil) || got != nil && got.Error() != want.Error() {
+				t.Fatalf("check: %v, checkBatchable: %v", got, want)
+			}
+		})
+	}
+}

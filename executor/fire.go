@@ -58,6 +58,35 @@ type firing struct {
 	// go back to it (waitAcks): a run's do, the submission's are not
 	// waited for through waitAcks.
 	pooled bool
+	// claim is the run's claim of its number (worker.claimRun), sent at
+	// intake and waited for, with claimCtx, before the first message of
+	// the run leaves (claimed); nil once waited for, and for a firing that
+	// is not a run's. claimRev is the record's revision it wrote, claimErr
+	// its failure.
+	claim    *bus.TaskWrite
+	claimCtx context.Context //nolint:containedctx // the run's context, for the one wait of its claim
+	claimRev uint64
+	claimErr error
+}
+
+// claimed waits for the run's claim if it is still under way, and reports
+// its failure (wrapping errClaim): no message with the run's number may
+// leave unless the claim is stored (PROTOCOL.md §5). A failure also fails
+// the run's acks, so that nothing the run did is taken for stored. Not for
+// concurrent use: called where the run sends, from its own goroutine.
+func (f *firing) claimed() error {
+	if f.claim == nil {
+		return f.claimErr
+	}
+	rev, err := f.claim.Wait(f.claimCtx)
+	f.claim, f.claimCtx = nil, nil
+	if err != nil {
+		f.claimErr = fmt.Errorf("%w: %w", errClaim, err)
+		f.acks.Fail(f.claimErr)
+		return f.claimErr
+	}
+	f.claimRev = rev
+	return nil
 }
 
 // release publishes the held fact, if any. failure, when not nil, says
@@ -286,6 +315,12 @@ func (f *firing) event(trigger, id string, data []byte) events.Event {
 func (f *firing) chain(ctx context.Context, t events.Trigger, n int, chain []events.PluginInfo, input json.RawMessage) (json.RawMessage, []events.PluginCall, error) {
 	if len(chain) == 0 {
 		return input, nil, nil
+	}
+	// An invocation carries the run's number: none leaves before the claim
+	// is stored (before the shadows' goroutines start: claimed is not for
+	// concurrent use).
+	if err := f.claimed(); err != nil {
+		return input, nil, err
 	}
 	reg := f.a.b.Registry()
 	mc := events.NewMutatorChain(t, input, len(chain))

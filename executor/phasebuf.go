@@ -72,6 +72,9 @@ func (f *firing) emit(trigger string, ev *events.Event) (copied bool) {
 // the pending batch.
 func (f *firing) publishAlone(ev *events.Event) {
 	f.flush()
+	if f.claimed() != nil {
+		return // the run's acks report it
+	}
 	fut, err := f.a.b.PublishAsync(f.subject(ev.Trigger), "", ev)
 	if err != nil {
 		f.acks.Fail(err)
@@ -86,6 +89,9 @@ func (f *firing) flush() {
 		return
 	}
 	batch := f.batch.Take()
+	if f.claimed() != nil {
+		return // the run's acks report it; the batch is dropped
+	}
 	fut, err := f.a.b.PublishPhase(f.phase, f.task.Queue, batch)
 	if err != nil {
 		f.acks.Fail(fmt.Errorf("publishing the %s phase of task %s: %w", f.phase, f.task.ID, err))

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/qtasks/qtasks-go/bus"
 	"github.com/qtasks/qtasks-go/events"
 )
 
@@ -30,18 +31,25 @@ type runState struct {
 // returns an error only when the run could not be completed (JetStream
 // unreachable, shutdown): the task message is then redelivered. Every
 // outcome of the task itself, failures included, returns nil.
-func (w *worker) run(ctx context.Context, t events.Task, rev uint64, run int, resumed bool) (err error) {
+func (w *worker) run(ctx context.Context, t events.Task, claim *bus.TaskWrite, run int, resumed bool) (err error) {
 	a := w.a
 	ctx, span := a.startAttempt(ctx, &t, run)
 	defer func() { endAttempt(span, err) }()
 	t.Run = run
-	rs := &runState{w: w, t: t, orig: t, rev: rev}
+	rs := &runState{w: w, t: t, orig: t}
 	rs.f = a.newFiring(&rs.t, run)
 	f := rs.f
 	f.phase = events.PhaseIntake
 	f.pooled = true // finish waits for its messages with waitAcks
+	f.claim, f.claimCtx = claim, ctx
 
 	if resumed {
+		// A resumption is rare: its claim is waited for here, before it
+		// is counted, rather than at the first message of the run.
+		if err := f.claimed(); err != nil {
+			return err
+		}
+		a.m.resumed()
 		// The previous run of this attempt was interrupted: QTasks'
 		// running_older_tasks resumption, which here really fires.
 		if _, err := f.fire(ctx, events.BrokerRunningOlderTasks, map[string]any{
@@ -181,6 +189,13 @@ func (rs *runState) execute(ctx context.Context) (events.Task, error) {
 		return final, err
 	}
 
+	// The task's own code (its middlewares, its function) runs only in a
+	// run whose claim is stored: what it writes, a limit's wait or its
+	// state, may carry the run number. (The intake's storage_update, a
+	// fact alone, waited for the claim already.)
+	if err := f.claimed(); err != nil {
+		return events.Task{}, err
+	}
 	// An attempt an operator cancelled before it ran never runs.
 	if err := rs.w.ctl.cancelled(rs.t.ID, rs.t.Attempt); err != nil {
 		return fail(err)
@@ -505,6 +520,11 @@ func (rs *runState) finish(ctx context.Context, final events.Task, taskErr error
 	if ctx.Err() != nil && errors.Is(context.Cause(ctx), ErrStop) {
 		return ErrStop // interrupted, not decided: redeliver
 	}
+	// A run whose claim failed sent nothing and decides nothing.
+	if err := f.claimed(); err != nil {
+		return err
+	}
+	rs.rev = f.claimRev
 	// A run that failed before its task function ends here too: the facts
 	// of the phase it was in are stored whole, the rest are finish's.
 	f.setPhase(events.PhaseFinish)
@@ -577,6 +597,7 @@ func (rs *runState) finish(ctx context.Context, final events.Task, taskErr error
 		return err
 	}
 	if !decided {
+		rec = nil // the record that stands is the deciding run's
 		// Another run of this attempt finished first; its record stands.
 		// A duplicate's ack gives the sequence of the fact stored first.
 		a.log.WarnContext(ctx, "another run decided this attempt first", "task_id", final.ID, "attempt", final.Attempt)
@@ -584,7 +605,7 @@ func (rs *runState) finish(ctx context.Context, final events.Task, taskErr error
 			return err
 		}
 	}
-	if err := rs.w.finishDecided(ctx, final, rs.rev); err != nil {
+	if err := rs.w.finishDecidedEncoded(ctx, final, rec, rs.rev); err != nil {
 		return err
 	}
 	noteFinal(ctx, &final)

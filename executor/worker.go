@@ -384,7 +384,7 @@ func (w *worker) fetch() {
 			err = fmt.Errorf("%w: type %q on the task queue", events.ErrInvalidEvent, ev.Type)
 		}
 		if err == nil {
-			if err = json.Unmarshal(m.Data(), &it.task); err != nil {
+			if err = events.DecodeTask(m.Data(), &it.task); err != nil {
 				err = fmt.Errorf("%w: task data: %w", events.ErrInvalidEvent, err)
 			} else if !events.ValidToken(it.task.ID) || it.task.Name == "" || it.task.Attempt < 1 {
 				err = fmt.Errorf("%w: task message lacks a valid id, name or attempt", events.ErrInvalidEvent)
@@ -538,20 +538,18 @@ func (w *worker) process(it *item) {
 	// hand-back (a retry waiting out its backoff, tasks held at shutdown)
 	// happens before a claim, and leaves the record as it was.
 	resumed := rec.Task.Attempt == t.Attempt && rec.Task.Status == events.StatusProcess
-	if rec, run, err = w.claimRun(ctx, rec, t, run); err != nil {
-		a.log.Warn("claiming a run of the task; it will be redelivered", "task_id", t.ID, "err", err)
-		_ = it.m.NakWithDelay(time.Second)
-		return
-	}
+	claim, run := w.claimRun(rec, t, run)
 	a.m.runningAdd(1)
 	defer a.m.runningAdd(-1)
 	w.beat(attempt, it.m)
-	if resumed {
-		a.m.resumed()
-	}
-	err = w.run(ctx, t, rec.Revision, run, resumed)
+	err = w.run(ctx, t, claim, run, resumed)
 	w.beat(attempt, nil)
 	if err != nil {
+		if errors.Is(err, errClaim) {
+			a.log.Warn("claiming a run of the task; it will be redelivered", "task_id", t.ID, "err", err)
+			_ = it.m.NakWithDelay(time.Second)
+			return
+		}
 		if errors.Is(context.Cause(ctx), ErrStop) {
 			a.log.Warn("task interrupted by shutdown; it will be redelivered", "task_id", t.ID)
 		} else {
@@ -647,8 +645,12 @@ func (w *worker) leave(attempt string) {
 // single server killed -9 can lose it, and deliver a resumed run as run 1
 // again), and the compare-and-set gives two deliveries racing for one
 // attempt different numbers: every run's facts and invocations get ids of
-// their own (events.FactMsgID). It returns the record as written.
-func (w *worker) claimRun(ctx context.Context, rec bus.TaskRecord, t events.Task, floor int) (bus.TaskRecord, int, error) {
+// their own (events.FactMsgID). It returns the claim under way and the run
+// number it claims: the claim is sent at once and waited for only before
+// the first message of the run leaves (firing.claimed), so that the
+// run's intake does not wait for it; no message with that run number is
+// sent unless the claim is stored.
+func (w *worker) claimRun(rec bus.TaskRecord, t events.Task, floor int) (*bus.TaskWrite, int) {
 	claimed := rec.Task
 	if claimed.Attempt != t.Attempt {
 		// The first run of a retry's next attempt: the record still shows
@@ -664,19 +666,25 @@ func (w *worker) claimRun(ctx context.Context, rec bus.TaskRecord, t events.Task
 	claimed.Status = events.StatusProcess
 	claimed.Worker = w.a.cfg.NodeID
 	claimed.UpdatedAt = w.a.cfg.Now().UTC()
-	rev, err := w.a.b.UpdateTask(ctx, claimed, rec.Revision)
-	if err != nil {
-		return rec, 0, err
-	}
-	return bus.TaskRecord{Task: claimed, Revision: rev}, claimed.Run, nil
+	return w.a.b.UpdateTaskAsync(claimed, rec.Revision), claimed.Run
 }
+
+// errClaim marks the error of a run whose claim (claimRun) failed: it
+// sent nothing, and its task message is handed back after a pause.
+var errClaim = errors.New("claiming the run")
 
 // finishDecided completes the bookkeeping of an attempt whose final fact is
 // in the log: the task record, and the next attempt of a retried task. Both
 // steps are idempotent. rev is the record's revision as the caller last
 // wrote it, 0 if unknown (see storeFinal).
 func (w *worker) finishDecided(ctx context.Context, final events.Task, rev uint64) error {
-	final, err := w.storeFinal(ctx, final, rev)
+	return w.finishDecidedEncoded(ctx, final, nil, rev)
+}
+
+// finishDecidedEncoded is finishDecided for a caller that holds final
+// encoded as rec (encodeRecord), or nil.
+func (w *worker) finishDecidedEncoded(ctx context.Context, final events.Task, rec []byte, rev uint64) error {
+	final, err := w.storeFinal(ctx, final, rec, rev)
 	if err != nil {
 		return err
 	}
@@ -785,7 +793,11 @@ func finalModel(s bus.Stored) (events.Task, error) {
 // against it without reading it first: if nobody wrote since, it is this
 // attempt's, not final. It is read only when rev is 0 or the write
 // conflicts.
-func (w *worker) storeFinal(ctx context.Context, final events.Task, rev uint64) (events.Task, error) {
+// enc is final encoded (encodeRecord), or nil: it is encoded here then.
+func (w *worker) storeFinal(ctx context.Context, final events.Task, enc []byte, rev uint64) (events.Task, error) {
+	if enc == nil {
+		enc = encodeRecord(final)
+	}
 	b := w.a.b
 	for {
 		if rev == 0 {
@@ -804,7 +816,7 @@ func (w *worker) storeFinal(ctx context.Context, final events.Task, rev uint64) 
 			}
 			rev = rec.Revision
 		}
-		_, err := b.UpdateTask(ctx, final, rev)
+		_, err := b.UpdateTaskEncoded(ctx, &final, enc, rev)
 		if errors.Is(err, bus.ErrConflict) {
 			rev = 0
 			continue
