@@ -31,13 +31,21 @@ func (b *Bus) SchedulesDelays() bool {
 // message scheduled for t.NotBefore, with the message id a direct enqueue
 // would have had: a repeated enqueue of the attempt is dropped as before.
 // It reports false, and does nothing, when t is due too soon to be worth a
-// schedule or the server has no message schedules.
+// schedule or the server has no message schedules. The write rides out an
+// election (retryWrite).
 func (b *Bus) enqueueDelayed(ctx context.Context, t events.Task, msgID string, ev *events.Event) (bool, error) {
 	m, ok := b.delayedMsg(t, msgID, ev)
 	if !ok {
 		return false, nil
 	}
-	if _, err := b.js.PublishMsg(ctx, m); err != nil {
+	// Asked again through an election as a direct enqueue is (retryWrite;
+	// a second copy is dropped by its Nats-Msg-Id): it once went out once,
+	// and a delayed Submit failed where an immediate one rode it out.
+	err := b.retryWrite(ctx, msgID != "", func(a writeAttempt) error {
+		_, err := b.publishSync(a.ctx, m, a.deadline)
+		return err
+	})
+	if err != nil {
 		return true, fmt.Errorf("scheduling task %s for %s: %w", t.ID, t.NotBefore.UTC().Format(time.RFC3339), err)
 	}
 	return true, nil

@@ -132,6 +132,25 @@ func TestWritesRideOutALeaderKill(t *testing.T) {
 	if n := info.State.Subjects[events.RunSubject(task.Queue)]; n != 1 {
 		t.Fatalf("%d task messages stored, want 1", n)
 	}
+
+	// A delayed task: its message is scheduled on its delay subject, a
+	// write of its own (it once went out once, and failed in an election).
+	if !b.SchedulesDelays() {
+		t.Fatal("the cluster's task stream takes no scheduled messages: the delayed write is not tested")
+	}
+	delayed := task
+	delayed.ID, delayed.NotBefore = uuid.NewString(), time.Now().Add(time.Hour)
+	restart = kill(bus.StreamTasks)
+	timed("enqueueing a delayed task", func(ctx context.Context) error { return b.Enqueue(ctx, delayed, "qtasks/faults") })
+	restart()
+	subj := events.DelaySubject(delayed.Queue, delayed.ID)
+	info, err = s.Info(context.Background(), jetstream.WithSubjectFilter(subj))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := info.State.Subjects[subj]; n != 1 {
+		t.Fatalf("%d delayed task messages stored, want 1", n)
+	}
 }
 
 // electionBatch is the size of the batch submitInElection submits: two of
