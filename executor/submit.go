@@ -199,9 +199,6 @@ func (a *App) newTask(name string, input any, o *SubmitOptions) (events.Task, er
 	if err := o.checkDelay(); err != nil {
 		return events.Task{}, fmt.Errorf("submitting %s: %w", name, err)
 	}
-	if err := o.checkDelay(); err != nil {
-		return events.Task{}, fmt.Errorf("submitting %s: %w", name, err)
-	}
 	if o.TraceParent != "" && !events.ValidTraceParent(o.TraceParent) {
 		a.log.Warn("dropping an invalid traceparent", "task_name", name, "traceparent_bytes", len(o.TraceParent))
 		o.TraceParent = ""
