@@ -170,7 +170,12 @@ func (b *Bus) Invoke(ctx context.Context, p events.PluginInfo, inv events.Event)
 		inv.Time = time.Now()
 	}
 	subject := events.InvokeSubject(p.Name, inv.Trigger)
-	ctx, cancel := context.WithTimeoutCause(ctx, timeout, ErrPluginTimeout)
+	// The wait ends at the invocation's deadline, the one the plugin reads
+	// (PROTOCOL.md §9.2: ce-time + ce-timeoutms), not timeout after the
+	// publish: a plugin that gives up at its deadline and says so must not
+	// be heard as an answer.
+	deadline := inv.Time.Add(timeout)
+	ctx, cancel := context.WithDeadlineCause(ctx, deadline, ErrPluginTimeout)
 	defer cancel()
 
 	if h, ok := b.local.Load(p.Name); ok {
@@ -216,6 +221,11 @@ func (b *Bus) Invoke(ctx context.Context, p events.PluginInfo, inv events.Event)
 					return Reply{}, fmt.Errorf("publishing invocation: %w", err)
 				case <-ctx.Done(): // answered in time; the sequence stays unknown
 				}
+			}
+			if !time.Now().Before(deadline) {
+				// Came after the deadline, before the timer said so (a
+				// loaded machine runs timers late): a timeout all the same.
+				return reply, ErrPluginTimeout
 			}
 			ps := Unpack(pm.seq, m.Subject, events.Headers(m.Header), m.Data)[0]
 			ev := ps.Event

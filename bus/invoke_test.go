@@ -190,6 +190,36 @@ func TestInvokeTimesOut(t *testing.T) {
 	require.NotErrorIs(t, err, bus.ErrPluginTimeout)
 }
 
+// A patch sent after the invocation's deadline (ce-time + ce-timeoutms,
+// PROTOCOL.md §9.2: the plugin's own rule) is a timeout, whenever it
+// reaches the executor. The executor's wait once started when it published,
+// after ce-time, and a late error patch (a plugin that gave up at its
+// deadline) was taken as the answer: a "timeout" case recorded "error" in CI.
+func TestInvokeLatePatchIsATimeout(t *testing.T) {
+	ctx := testCtx(t)
+	b := bustest.Open(t, nil)
+	pb := bustest.Connect(t, b, &bus.Config{Name: "plugin"})
+	p := events.PluginInfo{Name: "late", Version: "1", Mode: events.ModeMutator, TimeoutMS: 400, Triggers: []string{invTrigger}}
+	c := pluginConsumer(ctx, t, pb, p.Name)
+
+	inv := invocation("task1", p)
+	inv.Time = time.Now().Add(-200 * time.Millisecond) // the firing began before the publish
+	res := invokeAsync(ctx, b, p, inv)
+	got, m := nextInvocation(t, c)
+	deadline := got.Time.Add(time.Duration(got.TimeoutMS) * time.Millisecond)
+	// The plugin answers after its deadline: this wait is the scenario,
+	// not a guess at how long something takes.
+	time.Sleep(time.Until(deadline) + 20*time.Millisecond)
+	patch := events.Event{PluginError: "gave up at the deadline"}
+	bus.FillPatch(&patch, p, got)
+	_, err := pb.Publish(ctx, events.PatchSubject(p.Name, got.Trigger), "", &patch)
+	require.NoError(t, err)
+	require.NoError(t, m.Ack())
+
+	r := awaitResult(t, res)
+	require.ErrorIs(t, r.err, bus.ErrPluginTimeout, "a patch after the deadline is not the answer")
+}
+
 func TestInvokeIgnoresReplyOnAnotherPluginsSubject(t *testing.T) {
 	ctx := testCtx(t)
 	b := bustest.Open(t, nil)

@@ -270,6 +270,13 @@ func (r *Runner) mutate(m jetstream.Msg) {
 		Payload: inv.Data, Event: inv, State: r.state, Seq: d.Seq(), Deliveries: d.Deliveries,
 	}
 	patch := r.answer(ctx, call)
+	if inv.TimeoutMS > 0 && !time.Now().Before(deadline) {
+		// Answered at or past the deadline: the executor has stopped
+		// waiting and records a timeout (PROTOCOL.md §9.2), so a patch now
+		// would only be noise in the log.
+		_ = m.Ack()
+		return
+	}
 	bus.FillPatch(&patch, r.info, inv)
 	// No Nats-Msg-Id (protocol 2): a patch with one is rejected, since a
 	// message stored first under the same id would silence it. A patch
