@@ -148,9 +148,11 @@ func (b *Bus) RegisterLocal(plugin string, h LocalHandler) { b.local.Store(plugi
 // UnregisterLocal removes a local handler.
 func (b *Bus) UnregisterLocal(plugin string) { b.local.Delete(plugin) }
 
-// Invoke sends invocation inv to plugin p and waits for its patch, for at
-// most p's timeout. inv must carry ID, Trigger, TaskID and Data; Invoke sets
-// the plugin attributes, type and time. A local plugin is called directly.
+// Invoke sends invocation inv to plugin p and waits for its patch until the
+// invocation's deadline: its time (now, when inv has none) plus p's
+// timeout, as the plugin reads it. inv must carry ID, Trigger, TaskID and
+// Data; Invoke sets the plugin attributes, type and, when zero, time. A
+// local plugin is called directly.
 func (b *Bus) Invoke(ctx context.Context, p events.PluginInfo, inv events.Event) (Reply, error) {
 	if b.inv == nil {
 		return Reply{}, errors.New("a plugin's bus (Config.Plugin) cannot invoke plugins")

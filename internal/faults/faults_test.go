@@ -68,10 +68,11 @@ func TestClusterFaults(t *testing.T) {
 	keyed := startLoad(app, &next, true)
 	web := startHTTPLoad(wa.http, &next, ciRate/4, ciSleepEvery)
 	// The batch clients are applications of their own, on connections of
-	// their own, so that their bursts do not hold up the others' acks: one
-	// on every node, and one per fault on the node about to be killed.
-	batch := startBatchLoad(newClient(t, openBus(t, url, 3)), &next, ciBatchSizes)
-	batches := []*load{batch}
+	// their own, so that their bursts do not hold up the others' acks: per
+	// fault, one on the node about to be killed, and one on every node for
+	// the election (fresh each time: a batch still riding out the last
+	// election would leave this one without a batch of its own).
+	var batches, electing []*load
 	faults := []fault{{What: "none (baseline)", At: time.Now()}}
 	keyed.waitAcked(t, 2*ciAfterFault, 2*time.Minute, "baseline")
 
@@ -90,8 +91,10 @@ func TestClusterFaults(t *testing.T) {
 		}
 		f := fault{What: "kill -9 leader of " + stream, At: time.Now()}
 		t.Logf("%s: killing %s", f.What, n.name)
+		elect := startBatchLoad(newClient(t, openBus(t, url, 3)), &next, ciBatchSizes)
+		batches, electing = append(batches, elect), append(electing, elect)
 		n.kill()
-		batch.batchNow(t)
+		elect.batchNow(t)
 		c.leader(stream) // a new one
 		f.Elected = time.Now()
 		keyed.waitAcked(t, ciAfterFault, 3*time.Minute, "after killing the leader of "+stream)
@@ -120,7 +123,7 @@ func TestClusterFaults(t *testing.T) {
 		subs = append(subs, l.results()...)
 	}
 	checkBatches(t, batches)
-	checkElectionBatches(t, batch, faults, slices.Concat(plain.results(), keyed.results()))
+	checkElectionBatches(t, electing, faults, slices.Concat(plain.results(), keyed.results()))
 	rep := audit(t, b, subs, wa.db)
 	logSeen(t, observe(faults, subs, health.samples()))
 	logRedelivery(t, f.At, rep.Resumptions)
