@@ -11,6 +11,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/qtasks/qtasks-go/events"
 )
 
 // asyncPub is the bus's async JetStream publisher: what nats.go's
@@ -393,14 +395,14 @@ func scanPubAck(d []byte) (ack *jetstream.PubAck, ok bool) {
 			}
 			i++
 		}
-		key, j, ok := scanPlainString(d, i)
+		key, j, ok := events.ScanPlainString(d, i)
 		if !ok || j >= end || d[j] != ':' {
 			return nil, false
 		}
 		i = j + 1
 		switch string(key) { // no allocation: compared in place
 		case "stream", "domain":
-			s, j, ok := scanPlainString(d, i)
+			s, j, ok := events.ScanPlainString(d, i)
 			if !ok {
 				return nil, false
 			}
@@ -440,23 +442,6 @@ func scanPubAck(d []byte) (ack *jetstream.PubAck, ok bool) {
 		return nil, false
 	}
 	return a, true
-}
-
-// scanPlainString reads the JSON string at d[i:] if it has no escape and
-// only printable ASCII, returning its bytes and the index after it.
-func scanPlainString(d []byte, i int) ([]byte, int, bool) {
-	if i >= len(d) || d[i] != '"' {
-		return nil, 0, false
-	}
-	for j := i + 1; j < len(d); j++ {
-		switch c := d[j]; {
-		case c == '"':
-			return d[i+1 : j], j + 1, true
-		case c == '\\' || c < 0x20 || c >= 0x7f:
-			return nil, 0, false
-		}
-	}
-	return nil, 0, false
 }
 
 var _ jetstream.PubAckFuture = (*pubFuture)(nil)

@@ -39,7 +39,7 @@ func decodeTaskFast(d []byte, t *Task) bool {
 			}
 			i++
 		}
-		key, j, ok := scanPlainString(d, i)
+		key, j, ok := ScanPlainString(d, i)
 		if !ok || j >= end || d[j] != ':' {
 			return false
 		}
@@ -102,7 +102,7 @@ func decodeTaskField(d []byte, i, end, k int, t *Task) (int, bool) {
 	switch k {
 	case tkID, tkName, tkQueue, tkStatus, tkError, tkReason, tkRetryParent, tkRetryChild,
 		tkIdempotencyKey, tkSubmitDigest, tkWorker, tkTrace:
-		s, j, ok := scanPlainString(d, i)
+		s, j, ok := ScanPlainString(d, i)
 		if !ok {
 			return 0, false
 		}
@@ -167,7 +167,7 @@ func decodeTaskField(d []byte, i, end, k int, t *Task) (int, bool) {
 				}
 				j++
 			}
-			s, n, ok := scanPlainString(d, j)
+			s, n, ok := ScanPlainString(d, j)
 			if !ok {
 				return 0, false
 			}
@@ -180,7 +180,7 @@ func decodeTaskField(d []byte, i, end, k int, t *Task) (int, bool) {
 		t.Tags = tags
 		return j + 1, true
 	case tkCreatedAt, tkUpdatedAt, tkNotBefore:
-		_, j, ok := scanPlainString(d, i)
+		_, j, ok := ScanPlainString(d, i)
 		if !ok {
 			return 0, false
 		}
@@ -385,9 +385,11 @@ func skipJSONNumber(d []byte, i, end int) (int, bool) {
 	return j, true
 }
 
-// scanPlainString reads the JSON string at d[i:] if it has no escape and
-// only printable ASCII, returning its bytes and the index after it.
-func scanPlainString(d []byte, i int) ([]byte, int, bool) {
+// ScanPlainString reads the JSON string at d[i:] if it has no escape and
+// only printable ASCII, returning its bytes and the index after it: the
+// fast path of the hand-written decoders (a task message here, a PubAck in
+// bus), which leave anything else to encoding/json.
+func ScanPlainString(d []byte, i int) ([]byte, int, bool) {
 	if i >= len(d) || d[i] != '"' {
 		return nil, 0, false
 	}
