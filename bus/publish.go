@@ -89,13 +89,13 @@ const (
 // The error returned is the last attempt's, except that when an earlier
 // attempt's outcome was unknown, an error that says the write surely was
 // not stored is not returned as such (SurelyNotStored is false for it).
+//
+// A write whose first attempt was made by the caller, asynchronously (a
+// pipelined record create or task message, a run's claim), goes on here
+// with write answering that attempt's error as attempt 1 (firstAttempt),
+// so that it is read by the same rules as a synchronous one's.
 func (b *Bus) retryWrite(ctx context.Context, idempotent bool, write func(a writeAttempt) error) error {
-	return b.retryWriteAfter(ctx, idempotent, false, write)
-}
-
-// retryWriteAfter is retryWrite after an earlier attempt, made by the
-// caller: unknown says whether that attempt may have been stored.
-func (b *Bus) retryWriteAfter(ctx context.Context, idempotent, unknown bool, write func(a writeAttempt) error) error {
+	unknown := false
 	// Neither the bound nor an attempt's wait is a context of its own: an
 	// attempt is given its deadline as a time (writeAttempt), and makes a
 	// context of it only if what it calls needs one. A synchronous publish

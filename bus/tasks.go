@@ -281,7 +281,7 @@ func (b *Bus) UpdateTask(ctx context.Context, t events.Task, rev uint64) (uint64
 	if err != nil {
 		return 0, fmt.Errorf("encoding task %s: %w", t.ID, err)
 	}
-	return b.updateTask(ctx, t.ID, data, rev, b.recordTTL(t.Status), false)
+	return b.updateTask(ctx, t.ID, data, rev, b.recordTTL(t.Status), nil)
 }
 
 // UpdateTaskEncoded is UpdateTask for a caller that holds t encoded as
@@ -291,7 +291,7 @@ func (b *Bus) UpdateTaskEncoded(ctx context.Context, t *events.Task, data []byte
 	if !events.ValidToken(t.ID) {
 		return 0, fmt.Errorf("task id %q: must be a valid NATS subject token", t.ID)
 	}
-	return b.updateTask(ctx, t.ID, data, rev, b.recordTTL(t.Status), false)
+	return b.updateTask(ctx, t.ID, data, rev, b.recordTTL(t.Status), nil)
 }
 
 // recordTTL is how long a record in status lives: Config.FinishedTaskTTL
@@ -305,16 +305,21 @@ func (b *Bus) recordTTL(status string) time.Duration {
 }
 
 // updateTask writes the record of id, data, if it is still at revision
-// rev. after says that an earlier attempt, made by the caller, may have
-// stored it.
-func (b *Bus) updateTask(ctx context.Context, id string, data []byte, rev uint64, ttl time.Duration, after bool) (uint64, error) {
+// rev. first, when not nil, is the error of a first attempt the caller
+// made asynchronously (UpdateTaskAsync): it is read as attempt 1, so that
+// the write goes on as it would after a synchronous attempt that failed
+// so (retryWrite).
+func (b *Bus) updateTask(ctx context.Context, id string, data []byte, rev uint64, ttl time.Duration, first error) (uint64, error) {
 	// Written again after an attempt whose answer was lost, the record is
 	// past rev: it is ours if it holds what we wrote.
 	var n uint64
-	err := b.retryWriteAfter(ctx, true, after, func(a writeAttempt) error {
+	err := b.retryWrite(ctx, true, func(a writeAttempt) error {
+		if a.n == 1 && first != nil {
+			return first
+		}
 		var err error
 		n, err = b.updateRecord(a.ctx, id, data, rev, ttl, a.deadline)
-		if (a.n > 1 || after) && revisionMoved(err) {
+		if a.n > 1 && revisionMoved(err) {
 			octx, cancel := a.context()
 			own, ok := b.ownWrite(octx, id, data)
 			cancel()
@@ -392,7 +397,7 @@ func (w *TaskWrite) Wait(ctx context.Context) (uint64, error) {
 	case errors.Is(err, errAnswerLost) || storedByNobody(err):
 		// The first attempt's answer was lost, or nobody stored it: the
 		// write goes on as UpdateTask's would after such an attempt.
-		w.seq, w.err = w.b.updateTask(ctx, w.id, w.data, w.rev, w.ttl, errors.Is(err, errAnswerLost))
+		w.seq, w.err = w.b.updateTask(ctx, w.id, w.data, w.rev, w.ttl, firstAttempt(err))
 	default:
 		w.err = fmt.Errorf("updating task %s: %w", w.id, err)
 	}
