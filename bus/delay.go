@@ -27,32 +27,11 @@ func (b *Bus) SchedulesDelays() bool {
 	return b.tasks != nil && b.tasks.CachedInfo().Config.AllowMsgSchedules
 }
 
-// enqueueDelayed stores the task message msg of t on t's delay subject as a
-// message scheduled for t.NotBefore, with the message id a direct enqueue
-// would have had: a repeated enqueue of the attempt is dropped as before.
-// It reports false, and does nothing, when t is due too soon to be worth a
-// schedule or the server has no message schedules. The write rides out an
-// election (retryWrite).
-func (b *Bus) enqueueDelayed(ctx context.Context, t events.Task, msgID string, ev *events.Event) (bool, error) {
-	m, ok := b.delayedMsg(t, msgID, ev)
-	if !ok {
-		return false, nil
-	}
-	// Asked again through an election as a direct enqueue is (retryWrite;
-	// a second copy is dropped by its Nats-Msg-Id): it once went out once,
-	// and a delayed Submit failed where an immediate one rode it out.
-	err := b.retryWrite(ctx, msgID != "", func(a writeAttempt) error {
-		_, err := b.publishSync(a.ctx, m, a.deadline)
-		return err
-	})
-	if err != nil {
-		return true, fmt.Errorf("scheduling task %s for %s: %w", t.ID, t.NotBefore.UTC().Format(time.RFC3339), err)
-	}
-	return true, nil
-}
-
-// delayedMsg is the scheduled message of enqueueDelayed, and false when t
-// is not to wait as one; Enqueue and EnqueueAsync share it.
+// delayedMsg is t's task message scheduled for t.NotBefore on its delay
+// subject, with the message id a direct enqueue would have had (a repeated
+// enqueue of the attempt is dropped as before), and false when t is due too
+// soon to be worth a schedule or the server has no message schedules;
+// Enqueue (EnqueueAfter) and EnqueueAsync share it.
 func (b *Bus) delayedMsg(t events.Task, msgID string, ev *events.Event) (*nats.Msg, bool) {
 	if time.Until(t.NotBefore) < events.MinScheduleLead || !b.SchedulesDelays() {
 		return nil, false

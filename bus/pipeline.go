@@ -192,8 +192,9 @@ func (b *Bus) CreateTaskAfter(ctx context.Context, t events.Task, enc []byte, fi
 }
 
 // EnqueueAfter is Enqueue for t, encoded as enc (or nil), whose first
-// attempt, an EnqueueAsync, ended with first (from AwaitAttempts): asked
-// again within ctx as Enqueue is (a copy is dropped by its Nats-Msg-Id).
+// attempt, an EnqueueAsync, ended with first (from AwaitAttempts; nil when
+// there was none, as for Enqueue): asked again within ctx, a copy dropped
+// by its Nats-Msg-Id.
 // A delayed task's scheduled message is asked again the same way.
 func (b *Bus) EnqueueAfter(ctx context.Context, t events.Task, enc []byte, source string, first error) error {
 	ev, err := taskMessage(t, enc, source)

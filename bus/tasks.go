@@ -478,20 +478,10 @@ func (b *Bus) WatchTask(ctx context.Context, id string) (<-chan events.Task, err
 // Enqueue puts a task on its queue for a worker. The message id is the task
 // id and attempt, so a repeated enqueue of the same attempt is dropped. A
 // task whose NotBefore is later waits in the task stream as a scheduled
-// message until then (enqueueDelayed).
+// message until then (delay.go). Either rides out a leader election: it is
+// EnqueueAfter with no earlier attempt.
 func (b *Bus) Enqueue(ctx context.Context, t events.Task, source string) error {
-	ev, err := taskMessage(t, nil, source)
-	if err != nil {
-		return err
-	}
-	// A task due later waits as a scheduled message (delay.go).
-	if delayed, err := b.enqueueDelayed(ctx, t, ev.ID, &ev); delayed || err != nil {
-		return err
-	}
-	if _, err := b.Publish(ctx, events.RunSubject(t.Queue), ev.ID, &ev); err != nil {
-		return fmt.Errorf("enqueueing task %s: %w", t.ID, err)
-	}
-	return nil
+	return b.EnqueueAfter(ctx, t, nil, source, nil)
 }
 
 // TaskConsumer returns the durable pull consumer workers of queue share.
