@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/qtasks/qtasks-go/events"
@@ -44,6 +45,11 @@ type ControlUpdate struct {
 	Cancel, Pause string
 	// Mark is the entry; nil when it was removed.
 	Mark *Mark
+	// Revision is the change's revision in the bucket. Of two changes of
+	// the same key, the one with the higher revision is the later: a
+	// worker that applied its own app's change at once (executor's
+	// applyControl) ignores the watch's late delivery of an older one.
+	Revision uint64
 }
 
 func (b *Bus) control() (jetstream.KeyValue, error) {
@@ -55,21 +61,25 @@ func (b *Bus) control() (jetstream.KeyValue, error) {
 
 // SetCancel marks attempt m.Attempt of task id cancelled.
 func (b *Bus) SetCancel(ctx context.Context, id string, m Mark) error {
-	return b.putMark(ctx, controlCancel+id, m)
+	_, err := b.putMark(ctx, controlCancel+id, m)
+	return err
 }
 
 // ClearCancel removes task id's cancel mark, if any.
 func (b *Bus) ClearCancel(ctx context.Context, id string) error {
-	return b.deleteMark(ctx, controlCancel+id)
+	_, err := b.deleteMark(ctx, controlCancel+id)
+	return err
 }
 
-// SetPause pauses queue.
-func (b *Bus) SetPause(ctx context.Context, queue string, m Mark) error {
+// SetPause pauses queue and returns the change's revision in the bucket
+// (ControlUpdate.Revision).
+func (b *Bus) SetPause(ctx context.Context, queue string, m Mark) (uint64, error) {
 	return b.putMark(ctx, controlPause+queue, m)
 }
 
-// ClearPause resumes queue.
-func (b *Bus) ClearPause(ctx context.Context, queue string) error {
+// ClearPause resumes queue and returns the change's revision in the bucket
+// (ControlUpdate.Revision).
+func (b *Bus) ClearPause(ctx context.Context, queue string) (uint64, error) {
 	return b.deleteMark(ctx, controlPause+queue)
 }
 
@@ -93,30 +103,42 @@ func (b *Bus) Paused(ctx context.Context, queue string) (*Mark, error) {
 	return &m, nil
 }
 
-func (b *Bus) putMark(ctx context.Context, key string, m Mark) error {
+func (b *Bus) putMark(ctx context.Context, key string, m Mark) (uint64, error) {
 	kv, err := b.control()
 	if err != nil {
-		return err
+		return 0, err
 	}
 	data, err := json.Marshal(m)
 	if err != nil {
-		return err
+		return 0, err
 	}
-	if _, err := kv.Put(ctx, key, data); err != nil {
-		return fmt.Errorf("writing control %s: %w", key, err)
+	rev, err := kv.Put(ctx, key, data)
+	if err != nil {
+		return 0, fmt.Errorf("writing control %s: %w", key, err)
 	}
-	return nil
+	return rev, nil
 }
 
-func (b *Bus) deleteMark(ctx context.Context, key string) error {
-	kv, err := b.control()
+// The key-value store's own delete: a message on the key's subject with
+// this header, kept as the key's latest revision (nats.go's KeyValue.Delete
+// writes the same, but does not say at which revision).
+const (
+	kvOperationHeader = "KV-Operation"
+	kvOperationDelete = "DEL"
+)
+
+// deleteMark removes key and returns the revision of its delete marker.
+func (b *Bus) deleteMark(ctx context.Context, key string) (uint64, error) {
+	if _, err := b.control(); err != nil {
+		return 0, err
+	}
+	m := nats.NewMsg("$KV." + BucketControl + "." + key)
+	m.Header.Set(kvOperationHeader, kvOperationDelete)
+	ack, err := b.js.PublishMsg(ctx, m)
 	if err != nil {
-		return err
+		return 0, fmt.Errorf("removing control %s: %w", key, err)
 	}
-	if err := kv.Delete(ctx, key); err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
-		return fmt.Errorf("removing control %s: %w", key, err)
-	}
-	return nil
+	return ack.Sequence, nil
 }
 
 // WatchControl calls fn with every entry of the control bucket, then with
@@ -167,6 +189,7 @@ func (b *Bus) WatchControl(ctx context.Context, fn func(ControlUpdate)) (ready <
 					}
 					u.Mark = &m
 				}
+				u.Revision = e.Revision()
 				fn(u)
 			}
 		}

@@ -123,16 +123,17 @@ func (a *App) Pause(ctx context.Context, queue string, act Action) error {
 		return err
 	}
 	mark := bus.Mark{By: act.By, Reason: act.Reason, At: a.cfg.Now().UTC()}
-	if err := a.b.SetPause(ctx, queue, mark); err != nil {
+	rev, err := a.b.SetPause(ctx, queue, mark)
+	if err != nil {
 		return err
 	}
 	if _, err := a.b.RecordAction(ctx, a.source, op); err != nil {
-		if cerr := a.b.ClearPause(context.WithoutCancel(ctx), queue); cerr != nil {
+		if _, cerr := a.b.ClearPause(context.WithoutCancel(ctx), queue); cerr != nil {
 			return fmt.Errorf("%w; and taking the pause back failed, so the outcome is unknown: %w", err, cerr)
 		}
 		return err
 	}
-	a.applyControl(bus.ControlUpdate{Pause: queue, Mark: &mark})
+	a.applyControl(bus.ControlUpdate{Pause: queue, Mark: &mark, Revision: rev})
 	a.log.InfoContext(ctx, "queue paused", "queue", queue, "by", act.By, "reason", act.Reason)
 	return nil
 }
@@ -143,10 +144,11 @@ func (a *App) Resume(ctx context.Context, queue string, act Action) error {
 	if err := op.Check(); err != nil {
 		return err
 	}
-	if err := a.b.ClearPause(ctx, queue); err != nil {
+	rev, err := a.b.ClearPause(ctx, queue)
+	if err != nil {
 		return err
 	}
-	a.applyControl(bus.ControlUpdate{Pause: queue})
+	a.applyControl(bus.ControlUpdate{Pause: queue, Revision: rev})
 	if _, err := a.b.RecordAction(ctx, a.source, op); err != nil {
 		return fmt.Errorf("%w: the queue is resumed, but the log does not say so", err)
 	}
@@ -160,7 +162,8 @@ func (a *App) Resume(ctx context.Context, queue string, act Action) error {
 // bucket's watch delivers the change (milliseconds later, in which a task
 // submitted right after could still be pulled). Other workers learn it
 // from the watch, as before; the watch's own delivery of u changes nothing
-// more.
+// more, and its late delivery of an older change of the same queue (a
+// pause, when Resume came right after Pause) is ignored by its revision.
 func (a *App) applyControl(u bus.ControlUpdate) {
 	a.mu.RLock()
 	w := a.worker
@@ -179,9 +182,12 @@ type controls struct {
 	mu      sync.Mutex
 	cancels map[string]bus.Mark
 	paused  bool
-	resumed chan struct{} // closed when the queue is resumed
-	running map[string]runningTask
-	onPause func() // called (without mu) when the queue becomes paused
+	// pauseRev is the revision of the pause change applied last: the
+	// watch may deliver an older one after the app applied a newer one.
+	pauseRev uint64
+	resumed  chan struct{} // closed when the queue is resumed
+	running  map[string]runningTask
+	onPause  func() // called (without mu) when the queue becomes paused
 }
 
 type runningTask struct {
@@ -205,12 +211,16 @@ func (c *controls) update(u bus.ControlUpdate) {
 		if r, ok := c.running[u.Cancel]; ok && r.attempt == u.Mark.Attempt {
 			r.cancel(cancelError(*u.Mark))
 		}
+	case u.Pause == c.queue && u.Revision != 0 && u.Revision <= c.pauseRev:
+		// Older than what this worker applied already.
 	case u.Pause == c.queue && u.Mark != nil:
+		c.pauseRev = u.Revision
 		if !c.paused {
 			c.paused, c.resumed = true, make(chan struct{})
 			pause = c.onPause
 		}
 	case u.Pause == c.queue:
+		c.pauseRev = u.Revision
 		if c.paused {
 			c.paused = false
 			close(c.resumed)

@@ -230,7 +230,9 @@ func TestStateCASConflictAcrossWorkers(t *testing.T) {
 		if i == 1 {
 			bb = bustest.Connect(t, b, nil)
 		}
-		app := newApp(t, bb, &executor.Config{Concurrency: 1})
+		// A queue each: one worker taking both tasks (the second pulled
+		// ahead while the first waits for it) would wait forever. CI saw it.
+		app := newApp(t, bb, &executor.Config{Concurrency: 1, Queue: "q" + strconv.Itoa(i)})
 		node := app.NodeID()
 		executor.MustRegister(app, "incr", func(ctx context.Context, _ struct{}) (int, error) {
 			st := executor.State(ctx, "counters")
@@ -261,10 +263,10 @@ func TestStateCASConflictAcrossWorkers(t *testing.T) {
 	for _, a := range apps {
 		start(t, a)
 	}
-	t1 := submit(t, apps[0], "incr", nil, nil)
-	t2 := submit(t, apps[0], "incr", nil, nil)
+	t1 := submit(t, apps[0], "incr", nil, &executor.SubmitOptions{Queue: "q0"})
+	t2 := submit(t, apps[0], "incr", nil, &executor.SubmitOptions{Queue: "q1"})
 	recv(t, read, "the first read")
-	recv(t, read, "the second read") // each worker runs one task at a time: two workers read
+	recv(t, read, "the second read")
 	close(both)
 	o1, o2 := recv(t, outcomes, "a CAS"), recv(t, outcomes, "the other CAS")
 	require.NotEqual(t, o1.node, o2.node, "the two tasks ran on two workers")
