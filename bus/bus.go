@@ -225,6 +225,10 @@ type Bus struct {
 	// denied is the last permission violation the server reported, which
 	// Open adds to its error.
 	denied atomic.Pointer[error]
+	// setupDenied ends Open's setup when the server reports a permission
+	// violation during it: its requests would otherwise wait out their
+	// timeout unanswered. nil once setup is over.
+	setupDenied atomic.Pointer[context.CancelCauseFunc]
 
 	events jetstream.Stream
 	tasks  jetstream.Stream
@@ -275,6 +279,9 @@ func Open(ctx context.Context, cfg Config) (*Bus, error) {
 			}
 			if errors.Is(err, nats.ErrPermissionViolation) {
 				b.denied.Store(&err)
+				if stop := b.setupDenied.Load(); stop != nil {
+					(*stop)(err)
+				}
 			}
 			b.log.WarnContext(ctx, "nats async error", "subject", subj, "err", err)
 		}),
@@ -332,13 +339,23 @@ func Open(ctx context.Context, cfg Config) (*Bus, error) {
 		b.Close()
 		return nil, fmt.Errorf("opening jetstream: %w", err)
 	}
-	if err := b.setup(ctx); err != nil {
+	sctx, stop := context.WithCancelCause(ctx)
+	b.setupDenied.Store(&stop)
+	err = b.setup(sctx)
+	b.setupDenied.Store(nil)
+	stop(nil)
+	if err != nil {
 		b.Close()
 		// A user the server lets in but not at JetStream (a users file's
 		// HTTP-only user, a plugin user on a client's command) sees its
 		// requests go unanswered: a timeout, which would read as "is the
 		// server running?". The server said why, asynchronously: say it.
 		if denied := b.denied.Load(); denied != nil {
+			if ctx.Err() == nil && errors.Is(err, context.Canceled) {
+				// Setup was cut short by the violation: its own error
+				// (a lookup cancelled) says nothing more.
+				return nil, fmt.Errorf("%w: the server refused this user: %w", ErrPermissionDenied, *denied)
+			}
 			return nil, fmt.Errorf("%w: %w: the server refused this user: %w", ErrPermissionDenied, err, *denied)
 		}
 		return nil, err
