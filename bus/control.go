@@ -119,24 +119,40 @@ func (b *Bus) putMark(ctx context.Context, key string, m Mark) (uint64, error) {
 	return rev, nil
 }
 
-// The key-value store's own delete: a message on the key's subject with
-// this header, kept as the key's latest revision (nats.go's KeyValue.Delete
-// writes the same, but does not say at which revision).
-const (
-	kvOperationHeader = "KV-Operation"
-	kvOperationDelete = "DEL"
-)
-
 // deleteMark removes key and returns the revision of its delete marker.
 func (b *Bus) deleteMark(ctx context.Context, key string) (uint64, error) {
 	if _, err := b.control(); err != nil {
 		return 0, err
 	}
-	m := nats.NewMsg("$KV." + BucketControl + "." + key)
-	m.Header.Set(kvOperationHeader, kvOperationDelete)
-	ack, err := b.js.PublishMsg(ctx, m)
+	rev, err := b.kvDelete(ctx, BucketControl, key, 0)
 	if err != nil {
 		return 0, fmt.Errorf("removing control %s: %w", key, err)
+	}
+	return rev, nil
+}
+
+// The key-value store's own delete: a message on the key's subject with
+// this header, kept as the key's latest revision.
+const (
+	kvOperationHeader = "KV-Operation"
+	kvOperationDelete = "DEL"
+)
+
+// kvDelete deletes key of bucket as nats.go's KeyValue.Delete does (the
+// same message), and returns the revision of the delete marker, which
+// Delete does not say. last, when not 0, is the revision key must be at
+// (jetstream.LastRevision): another write since fails with
+// jetstream.ErrKeyExists.
+func (b *Bus) kvDelete(ctx context.Context, bucket, key string, last uint64) (uint64, error) {
+	m := nats.NewMsg("$KV." + bucket + "." + key)
+	m.Header.Set(kvOperationHeader, kvOperationDelete)
+	var opts []jetstream.PublishOpt
+	if last != 0 {
+		opts = append(opts, jetstream.WithExpectLastSequencePerSubject(last))
+	}
+	ack, err := b.js.PublishMsg(ctx, m, opts...)
+	if err != nil {
+		return 0, err
 	}
 	return ack.Sequence, nil
 }

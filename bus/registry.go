@@ -201,15 +201,14 @@ func (r *Registry) remove(ctx context.Context, name string) (uint64, error) {
 	if err != nil {
 		return 0, fmt.Errorf("deregistering plugin %s: %w", name, err)
 	}
-	if err := r.kv.Delete(ctx, name, jetstream.LastRevision(e.Revision())); err != nil {
+	rev, err := r.b.kvDelete(ctx, r.kv.Bucket(), name, e.Revision())
+	if err != nil {
 		if revisionConflict(err) {
 			return r.remove(ctx, name) // registered again meanwhile: delete that
 		}
 		return 0, fmt.Errorf("deregistering plugin %s: %w", name, err)
 	}
-	// The marker's revision is the next after e's, unless another write
-	// came between: the watch tells, so wait for any revision past e's.
-	return e.Revision() + 1, nil
+	return rev, nil
 }
 
 // waitApplied blocks until the watch has applied key's revision rev (or a
