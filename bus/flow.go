@@ -93,7 +93,7 @@ func (b *Bus) stateCurrent(ctx context.Context, k string) (StateEntry, bool, err
 		if merr != nil {
 			return StateEntry{}, false, fmt.Errorf("reading state %s: %w", k, merr)
 		}
-		if op := m.Header.Get("KV-Operation"); op == "" {
+		if op := m.Header.Get(kvOperationHeader); op == "" {
 			// Written between the two reads: let the caller's write
 			// conflict and read again.
 			return StateEntry{Value: m.Data, Revision: m.Sequence}, true, nil
@@ -218,7 +218,7 @@ func (b *Bus) WriteState(ctx context.Context, by StateWriter, kind, scope, key s
 		m := nats.NewMsg(b.stateSubject(k))
 		m.Data = value
 		if w.Op == events.StateDelete {
-			m.Header.Set("KV-Operation", "DEL")
+			m.Header.Set(kvOperationHeader, kvOperationDelete)
 		}
 		ack, err := b.js.PublishMsg(ctx, m, jetstream.WithExpectLastSequencePerSubject(cur.Revision))
 		var apiErr *jetstream.APIError

@@ -69,7 +69,7 @@ func (b *Bus) apiGetTask(ctx context.Context, id string, known *knownRecord) (Ta
 // record that expired (FinishedTaskTTL) is ErrTaskNotFound, as
 // KeyValue.Get has it. A record known already (known) is not decoded again.
 func taskFromMsg(id string, h nats.Header, data []byte, seq uint64, known *knownRecord) (TaskRecord, error) {
-	if h.Get("KV-Operation") != "" || h.Get(jetstream.MarkerReasonHeader) != "" {
+	if h.Get(kvOperationHeader) != "" || h.Get(jetstream.MarkerReasonHeader) != "" {
 		return TaskRecord{}, fmt.Errorf("%w: %s", ErrTaskNotFound, id)
 	}
 	t, err := known.decode(id, data)

@@ -215,7 +215,7 @@ func (b *Bus) latestTask(ctx context.Context, id string) (data []byte, seq uint6
 	if resp.Message == nil {
 		return nil, 0, errors.New("empty reply")
 	}
-	if len(resp.Message.Headers) > 0 && bytes.Contains(resp.Message.Headers, []byte("KV-Operation:")) {
+	if len(resp.Message.Headers) > 0 && bytes.Contains(resp.Message.Headers, []byte(kvOperationHeader+":")) {
 		// A delete or purge marker: the record was taken back.
 		return nil, 0, fmt.Errorf("%w: %s", ErrTaskNotFound, id)
 	}
