@@ -94,7 +94,7 @@ func (m *Main) run(ctx context.Context, args []string) error {
 	fs.DurationVar(&f.grace, "grace", executor.DefaultGracePeriod, "on SIGTERM, let in-flight tasks finish this long (QTASKS_GRACE)")
 	fs.IntVar(&f.maxDeliver, "max-deliveries", executor.DefaultMaxDeliveries, "end a task attempt in error when its message is delivered more often than this (crashes, hand-backs): a poison task is not run forever; at least 2 (QTASKS_MAX_DELIVERIES)")
 	fs.StringVar(&f.record, "record", envOr("QTASKS_RECORD", "all"), "which facts to write: all, or lifecycle (lifecycle facts plus subscribed triggers) (QTASKS_RECORD)")
-	fs.StringVar(&f.httpAddr, "http", envOr("QTASKS_HTTP", "127.0.0.1:7400"), "HTTP address for /healthz and /tasks; empty disables (QTASKS_HTTP)")
+	fs.StringVar(&f.httpAddr, "http", envOr("QTASKS_HTTP", "127.0.0.1:7400"), "HTTP address of the web console (/), its API (/api/v1), /tasks, /schedules, /chains, /state, /metrics and /healthz; empty disables (QTASKS_HTTP)")
 	fs.DurationVar(&f.orphanAge, "orphan-age", executor.DefaultOrphanAge, "end a task record still new this long after its submission with no task message for it (a submission that did not finish left it; status error, reason 'never queued'); negative: never (QTASKS_ORPHAN_AGE)")
 	fs.DurationVar(&f.retention, "task-retention", bus.DefaultFinishedTaskTTL, "how long a finished task's record stays in the task bucket (the log and the projection keep it); negative: forever (QTASKS_TASK_RETENTION)")
 	fs.BoolVar(&f.pprof, "pprof", false, "also serve Go's profiles under /debug/pprof/ on the HTTP address (to admins with --users; else keep that address private)")
