@@ -80,7 +80,7 @@ var runEnv = [][2]string{
 
 func (m *Main) run(ctx context.Context, args []string) error {
 	var f runFlags
-	fs := newFlagSet("qtasksd run", m.Stderr, "qtasksd [run] [flags]")
+	fs := newFlagSet("qtasksd run", m.Stderr, "qtasksd [run] [flags]\n\nStarts the daemon. The other commands (submit, status, cancel, retry, pause, resume, schedule...): qtasksd help")
 	f.conn.register(fs, "")
 	fs.StringVar(&f.dataDir, "data-dir", envOr("QTASKS_DATA_DIR", "qtasks-data"), "embedded server's storage directory (QTASKS_DATA_DIR)")
 	fs.StringVar(&f.users, "users", envOr("QTASKS_USERS", ""), "JSON file of users: of the embedded server (admins, HTTP-only users with roles, plugin users with the least rights) and of HTTP (see README); qtasksd connects as --user or the first admin; with --nats-url, of HTTP only (QTASKS_USERS)")
