@@ -12,6 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/qtasks/qtasks-go/bus"
+	"github.com/qtasks/qtasks-go/bus/bustest"
 	"github.com/qtasks/qtasks-go/events"
 	"github.com/qtasks/qtasks-go/executor"
 	"github.com/qtasks/qtasks-go/plugins"
@@ -127,4 +128,33 @@ func TestAttackDirectGetEcho(t *testing.T) {
 	require.Zero(t, actions, "the forged cancel is no operator's action")
 	require.NoError(t, db.QueryRowContext(ctx, `SELECT count(*) FROM rejected_events WHERE reason LIKE '%Nats-Stream%'`).Scan(&rejected))
 	require.Equal(t, 2, rejected)
+}
+
+// A plugin has the server echo, onto the subject of JetStream's
+// max-deliveries advisories, a body of its choosing naming another
+// plugin's consumer. Before, every executor took it for JetStream's
+// advisory and wrote, as qtasks/bus, a dead letter saying that plugin had
+// not acknowledged message 1 after 99 deliveries: the log blamed a plugin
+// for what it never did. An echo is refused as it is in the log, by its
+// Nats-Stream header, and the advisory must name the stream and consumer
+// its subject names.
+func TestAttackForgedMaxDeliveriesAdvisory(t *testing.T) {
+	t.Parallel()
+	mallory := events.PluginInfo{Name: "mallory", Mode: events.ModeMutator, Triggers: []string{events.WorkerAdd}}
+	e := integritySetup(t, mallory)
+	integrityStart(t, e)
+	pb := integrityPluginBus(t, e, mallory.Name)
+	ctx, cancel := context.WithTimeout(context.Background(), integrityWait)
+	defer cancel()
+
+	advisory := `{"type":"io.nats.jetstream.advisory.v1.max_deliver","stream":"` + bus.StreamEvents +
+		`","consumer":"plugin-victim","stream_seq":1,"deliveries":99}`
+	subject := "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES." + bus.StreamEvents + ".plugin-victim"
+	require.NoError(t, echo(ctx, pb.Conn(), mallory.Name, "adv", subject, &nats.Msg{Data: []byte(advisory)}))
+
+	bustest.WaitFor(t, integrityWait, "the advisory handled", func() bool {
+		return len(bustest.Events(t, e.b, events.DeadSubject("victim"))) > 0 || e.logs.has("WARN", "advisory")
+	})
+	require.Empty(t, bustest.Events(t, e.b, events.DeadSubject("victim")), "a dead letter blaming a plugin for an echo")
+	require.True(t, e.logs.has("WARN", "Nats-Stream"))
 }
