@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"encoding/json"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -157,4 +158,47 @@ func TestAttackForgedMaxDeliveriesAdvisory(t *testing.T) {
 	})
 	require.Empty(t, bustest.Events(t, e.b, events.DeadSubject("victim")), "a dead letter blaming a plugin for an echo")
 	require.True(t, e.logs.has("WARN", "Nats-Stream"))
+}
+
+// A plugin has the server write on another plugin's registration subjects:
+// the publish ack of a write to its own state, sent to the reply subject
+// qtasks.registry.deregister.bob, and a direct get's answer carrying a
+// registration of bob's with a one-millisecond timeout and policy ignore,
+// sent to qtasks.registry.register.bob. The subject's last token is the
+// only proof of who asks; before, the registrar deregistered bob (and
+// deleted his consumer), then registered him as the attacker wrote. A
+// request is one only if it has a reply subject under an inbox prefix,
+// which no answer of the server's has.
+func TestAttackRegistryEcho(t *testing.T) {
+	t.Parallel()
+	alice := events.PluginInfo{Name: "alice", Mode: events.ModeMutator, Triggers: []string{events.TaskExecutorArgsReplace}}
+	bob := events.PluginInfo{Name: "bob", Version: "1", Mode: events.ModeMutator, Triggers: []string{events.TaskExecutorRunTask}, TimeoutMS: 2000}
+	e := integritySetup(t, alice, bob)
+	ctx, cancel := context.WithTimeout(context.Background(), integrityWait)
+	defer cancel()
+	stored, err := integrityPluginBus(t, e, bob.Name).Registry().Register(ctx, bob)
+	require.NoError(t, err)
+	nc := integrityPluginBus(t, e, alice.Name).Conn()
+
+	put := nats.NewMsg("$KV." + bus.BucketPluginState + ".alice.ack")
+	put.Reply = events.DeregisterSubject(bob.Name)
+	put.Data = []byte("x")
+	require.NoError(t, nc.PublishMsg(put))
+	forged := bob
+	forged.Protocol = events.ProtocolVersion
+	forged.TimeoutMS, forged.Policy = 1, events.PolicyIgnore
+	body, err := json.Marshal(forged)
+	require.NoError(t, err)
+	require.NoError(t, echo(ctx, nc, alice.Name, "reg", events.RegisterSubject(bob.Name), &nats.Msg{Data: body}))
+
+	changed := func() bool {
+		got, ok := e.b.Registry().Get(bob.Name)
+		return !ok || got.TimeoutMS != stored.TimeoutMS || got.Policy != stored.Policy
+	}
+	bustest.WaitFor(t, integrityWait, "both requests handled", func() bool {
+		return changed() || strings.Count(e.logs.String(), "not a request") >= 2
+	})
+	require.False(t, changed(), "bob's registration was changed by another plugin")
+	_, err = e.b.JetStream().Consumer(ctx, bus.StreamEvents, bus.DurableName(bob.Name))
+	require.NoError(t, err, "bob's consumer is still there")
 }

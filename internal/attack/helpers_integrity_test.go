@@ -39,6 +39,13 @@ func (l *integrityLogs) Write(p []byte) (int, error) {
 	return l.buf.Write(p)
 }
 
+// String is everything logged so far.
+func (l *integrityLogs) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.String()
+}
+
 // has reports whether a line at level (ERROR, WARN) contains msg.
 func (l *integrityLogs) has(level, msg string) bool {
 	l.mu.Lock()
