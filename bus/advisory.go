@@ -16,7 +16,11 @@ import (
 // on a message after its MaxDeliver attempts.
 const maxDeliveriesSubject = "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES." + StreamEvents + ".>"
 
+// maxDeliveriesType is the type JetStream gives the advisory.
+const maxDeliveriesType = "io.nats.jetstream.advisory.v1.max_deliver"
+
 type maxDeliveriesAdvisory struct {
+	Type       string `json:"type"`
 	Stream     string `json:"stream"`
 	Consumer   string `json:"consumer"`
 	StreamSeq  uint64 `json:"stream_seq"`
@@ -28,11 +32,25 @@ type maxDeliveriesAdvisory struct {
 // queue, and a plugin that crashes on a message never gets to write one
 // itself. Every executor process watches; the deterministic message id of
 // the dead letter makes the copies one.
+//
+// Any client can have the server write on this subject (as the answer to a
+// request whose reply subject it chose, events.CheckNotEcho), and the dead
+// letter blames a plugin: an advisory is taken only without an echo's
+// header, of JetStream's type, and for the stream and consumer its subject
+// names.
 func (b *Bus) watchMaxDeliveries() (*nats.Subscription, error) {
 	sub, err := b.nc.Subscribe(maxDeliveriesSubject, func(m *nats.Msg) {
+		if err := events.CheckNotEcho(events.Headers(m.Header)); err != nil {
+			b.log.Warn("ignoring a max-deliveries advisory that JetStream did not send", "subject", m.Subject, "err", err)
+			return
+		}
 		var a maxDeliveriesAdvisory
 		if err := json.Unmarshal(m.Data, &a); err != nil {
 			b.log.Warn("ignoring a malformed max-deliveries advisory", "err", err)
+			return
+		}
+		if want := strings.TrimSuffix(maxDeliveriesSubject, ">") + a.Consumer; a.Type != maxDeliveriesType || a.Stream != StreamEvents || m.Subject != want {
+			b.log.Warn("ignoring a max-deliveries advisory that JetStream did not send", "subject", m.Subject, "type", a.Type, "stream", a.Stream, "consumer", a.Consumer)
 			return
 		}
 		plugin, ok := strings.CutPrefix(a.Consumer, "plugin-")

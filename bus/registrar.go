@@ -191,7 +191,29 @@ func (g *registrar) refuse(m *nats.Msg, name string, err error) {
 	g.reply(m, RegistrationReply{Error: err.Error()})
 }
 
+// isRequest reports whether m is a request a client sent, which the
+// registrar may act on and answer. The subject's last token is the only
+// proof of who asks, and NATS checks the subject a client publishes on,
+// never its reply subject: the server writes its answers (publish acks,
+// direct gets, API replies, a consumer's deliveries, and this registrar's
+// own replies) on whatever reply subject the client chose, another
+// plugin's registration subject included. None of those answers has a
+// reply subject under an inbox prefix (they have none, or $JS.ACK.…);
+// every client's request does (_INBOX., or a plugin's _INBOX_plugin_<name>.).
+// So the registrar answers nowhere else either.
+func (g *registrar) isRequest(m *nats.Msg) bool {
+	if strings.HasPrefix(m.Reply, "_INBOX") {
+		return true
+	}
+	g.b.log.Warn("ignoring a message on a registration subject that is not a request: no reply subject under an inbox prefix (_INBOX)",
+		"subject", m.Subject, "reply", m.Reply)
+	return false
+}
+
 func (g *registrar) register(m *nats.Msg) {
+	if !g.isRequest(m) {
+		return
+	}
 	name := m.Subject[strings.LastIndexByte(m.Subject, '.')+1:]
 	var req Registration
 	if err := json.Unmarshal(m.Data, &req); err != nil {
@@ -250,6 +272,9 @@ func (g *registrar) register(m *nats.Msg) {
 }
 
 func (g *registrar) deregister(m *nats.Msg) {
+	if !g.isRequest(m) {
+		return
+	}
 	name := m.Subject[strings.LastIndexByte(m.Subject, '.')+1:]
 	ctx, cancel := context.WithTimeout(context.Background(), registrarTimeout)
 	defer cancel()

@@ -57,6 +57,9 @@ func Unpack(seq uint64, subject string, h events.Headers, data []byte) []Stored 
 	bad := func(err error) []Stored {
 		return []Stored{{Seq: seq, Count: 1, Subject: subject, Phase: subject, Err: err}}
 	}
+	if err := events.CheckNotEcho(h); err != nil {
+		return bad(err)
+	}
 	_, queue, err := events.ParsePhaseSubject(subject)
 	if err != nil {
 		return bad(err)

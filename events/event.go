@@ -374,8 +374,32 @@ func otherSpellings(h Headers) bool {
 	return false
 }
 
+// HeaderEchoStream is the header JetStream puts first on its answer to a
+// direct get (with Nats-Subject, Nats-Sequence and Nats-Time-Stamp). No
+// writer of events sets it.
+const HeaderEchoStream = "Nats-Stream"
+
+// CheckNotEcho refuses a message that is JetStream's answer to a direct get.
+// NATS checks the subject a client publishes on, never its reply subject,
+// and the server sends its answer to the reply subject, where any stream
+// that holds that subject stores it: a plugin allowed to read its own state
+// by direct get has the message it stored there (headers and body of its
+// choosing, Nats-Msg-Id included) echoed onto any subject, an executor's
+// own among them. The answer always carries HeaderEchoStream, which the
+// requester cannot take off. Every reader of events (Decode, and a phase
+// message's reader) applies this rule.
+func CheckNotEcho(h Headers) error {
+	if v, ok := h[HeaderEchoStream]; ok {
+		return fmt.Errorf("%w: a %s header (%q): the message is JetStream's answer to a direct get, sent to a reply subject its requester chose, not an event anyone wrote", ErrInvalidEvent, HeaderEchoStream, v)
+	}
+	return nil
+}
+
 // Decode reads an event from NATS headers and data, and validates it.
 func Decode(h Headers, data []byte) (Event, error) {
+	if err := CheckNotEcho(h); err != nil {
+		return Event{}, err
+	}
 	fold := otherSpellings(h)
 	raw := func(h Headers, k string) string {
 		if v := h[k]; len(v) > 0 {

@@ -88,7 +88,7 @@ func TestAttackFinalFactForgery(t *testing.T) {
 
 	// It is visible: a metric, an error log line, an alert in the log that
 	// points at the forged message.
-	require.Equal(t, 2, integrityCounter(t, e.reg, "qtasks_forgeries_detected_total"))
+	require.Equal(t, 2, integrityForgeries(t, e.reg))
 	require.True(t, e.logs.has("ERROR", "forgery detected"))
 	alerts := integrityAlerts(t, e.b)
 	require.Len(t, alerts, 2)
@@ -170,7 +170,7 @@ func TestAttackPatchIDForgery(t *testing.T) {
 	}
 	require.Equal(t, 1, honestPatches)
 	// The forgery is reported.
-	require.Equal(t, 1, integrityCounter(t, e.reg, "qtasks_forgeries_detected_total"))
+	require.Equal(t, 1, integrityForgeries(t, e.reg))
 	require.True(t, e.logs.has("ERROR", "forgery detected: a patch on another plugin's subject"))
 }
 
@@ -347,5 +347,5 @@ func TestAttackPoisonGrowingPayload(t *testing.T) {
 	})
 	// Nothing else is touched: a task the plugin does not grow past the
 	// limits still runs.
-	require.Equal(t, 0, integrityCounter(t, e.reg, "qtasks_forgeries_detected_total"))
+	require.Equal(t, 0, integrityForgeries(t, e.reg))
 }

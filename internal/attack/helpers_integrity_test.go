@@ -39,6 +39,13 @@ func (l *integrityLogs) Write(p []byte) (int, error) {
 	return l.buf.Write(p)
 }
 
+// String is everything logged so far.
+func (l *integrityLogs) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.String()
+}
+
 // has reports whether a line at level (ERROR, WARN) contains msg.
 func (l *integrityLogs) has(level, msg string) bool {
 	l.mu.Lock()
@@ -131,20 +138,20 @@ func integrityRun(t *testing.T, e *integrityEnv, name string, input any) events.
 	return final
 }
 
-// integrityCounter is the value of an unlabelled counter in reg.
-func integrityCounter(t *testing.T, reg *prometheus.Registry, name string) int {
+// integrityForgeries is qtasks_forgeries_detected_total in reg.
+func integrityForgeries(t *testing.T, reg *prometheus.Registry) int {
 	t.Helper()
 	mfs, err := reg.Gather()
 	require.NoError(t, err)
 	var sum float64
 	for _, mf := range mfs {
-		if mf.GetName() == name {
+		if mf.GetName() == "qtasks_forgeries_detected_total" {
 			for _, m := range mf.GetMetric() {
 				sum += m.GetCounter().GetValue()
 			}
 		}
 	}
-	// The counters read here count events: whole numbers.
+	// The counter counts events: a whole number.
 	return int(sum)
 }
 
