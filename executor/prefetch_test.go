@@ -117,3 +117,24 @@ func TestNoPrefetchLeavesTasksToIdleWorkers(t *testing.T) {
 		require.Equal(t, events.StatusSuccess, waitTask(t, apps[0], long.ID).Status)
 	}
 }
+
+// A worker whose connection breaks pulls again once it is back: its pull
+// request under way may be lost with the old connection.
+func TestWorkerPullsAfterReconnect(t *testing.T) {
+	t.Parallel()
+	b, srv, p := proxied(t)
+	register := func(app *executor.App) {
+		executor.MustRegister(app, "add", func(_ context.Context, in addArgs) (int, error) { return in.A + in.B, nil }, nil)
+	}
+	w := newApp(t, b, &executor.Config{Concurrency: 1, Prefetch: -1})
+	register(w)
+	start(t, w)
+	p.Cut()
+	bustest.WaitFor(t, waitLimit, "the reconnection", func() bool { return b.ConnStats().Reconnects == 1 })
+
+	client := newApp(t, srv, nil) // no worker: only w runs tasks
+	register(client)
+	got := waitTask(t, client, submit(t, client, "add", addArgs{A: 1, B: 2}, nil).ID)
+	require.Equal(t, events.StatusSuccess, got.Status, got.Error)
+	require.Equal(t, w.NodeID(), got.Worker)
+}
