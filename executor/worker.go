@@ -296,6 +296,11 @@ func (w *worker) fetch() {
 		}
 		got, err := w.fetchBatch(n)
 		w.free(n - got)
+		if errors.Is(err, nats.ErrConnectionClosed) {
+			// The bus was closed under the worker: nothing to pull from.
+			w.a.log.Error("pulling tasks: the connection is closed", "queue", w.a.cfg.Queue)
+			return
+		}
 		if err != nil {
 			w.a.log.Warn("pulling tasks", "err", err)
 			select {
