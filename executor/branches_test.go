@@ -358,7 +358,10 @@ func TestBranches(t *testing.T) {
 
 	t.Run("Priority", func(t *testing.T) {
 		t.Parallel()
-		app, _ := setup(t, &executor.Config{Concurrency: 1, Prefetch: 3})
+		// An ack wait no wait here reaches: a loaded machine that delays
+		// holdAlive past it would have the server deliver the blocker or
+		// a held job a second time, into the heap the test counts.
+		app, _ := setup(t, &executor.Config{Concurrency: 1, Prefetch: 3, AckWait: time.Minute})
 		started, release := make(chan struct{}), make(chan struct{})
 		executor.MustRegister(app, "block", func(_ context.Context, _ struct{}) (int, error) {
 			close(started)

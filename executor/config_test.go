@@ -21,7 +21,6 @@ func TestConfigRefused(t *testing.T) {
 		{executor.Config{Queue: "a.b"}, "queue"},
 		{executor.Config{NodeID: "node 1"}, "node id"},
 		{executor.Config{Concurrency: -1}, "concurrency"},
-		{executor.Config{Prefetch: -1}, "prefetch"},
 		{executor.Config{AckWait: 10 * time.Millisecond}, "ack wait"},
 		{executor.Config{GracePeriod: -time.Second}, "grace period"},
 		{executor.Config{MaxDeliveries: 1}, "max deliveries"},
@@ -31,4 +30,6 @@ func TestConfigRefused(t *testing.T) {
 	}
 	_, err := executor.New(b, &executor.Config{GracePeriod: time.Millisecond})
 	require.NoError(t, err, "a short grace is a choice")
+	_, err = executor.New(b, &executor.Config{Prefetch: -1})
+	require.NoError(t, err, "a negative prefetch is none")
 }

@@ -41,9 +41,13 @@ type Config struct {
 	// DefaultConcurrency.
 	Concurrency int
 	// Prefetch is how many tasks a worker pulls beyond those it runs, to
-	// start them lowest priority first as slots free up. Priority orders
-	// only the tasks a worker holds: the queue itself is FIFO. Defaults to
-	// Concurrency.
+	// start them lowest priority first as slots free up: a worker holds at
+	// most Concurrency+Prefetch tasks it pulled, running or waiting.
+	// Priority orders only the tasks a worker holds: the queue itself is
+	// FIFO. A task held waits behind the worker's running ones even when
+	// another worker is idle: with long tasks, a negative Prefetch pulls
+	// none ahead, and a worker pulls a task only when it can start it.
+	// Defaults to Concurrency.
 	Prefetch int
 	// AckWait is how long a task stays with a worker that stopped
 	// reporting progress before it is redelivered to another. Running tasks
@@ -145,9 +149,6 @@ func (c *Config) withDefaults(b *bus.Bus) error {
 	}
 	if c.Concurrency < 0 {
 		errs = append(errs, fmt.Errorf("concurrency %d: must be positive", c.Concurrency))
-	}
-	if c.Prefetch < 0 {
-		errs = append(errs, fmt.Errorf("prefetch %d: must be positive", c.Prefetch))
 	}
 	if c.AckWait < time.Second {
 		errs = append(errs, fmt.Errorf("ack wait %v: must be at least 1s", c.AckWait))

@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/qtasks/qtasks-go/bus"
@@ -49,10 +50,15 @@ func (q *queue) Pop() any {
 }
 
 type worker struct {
-	a     *App
-	cons  jetstream.Consumer
-	msgs  jetstream.MessagesContext // replaced on resume after a pause; under mu
-	slots chan struct{}             // bounds tasks held: running plus waiting
+	a    *App
+	cons jetstream.Consumer
+	// slots bounds the tasks the worker holds: running, waiting in q, or
+	// asked for by the pull request under way (fetchBatch), which can
+	// bring one per slot it took. Concurrency plus Prefetch of them.
+	slots chan struct{}
+	// cancelFetch abandons the pull request under way (release); nil
+	// when none is; guarded by mu.
+	cancelFetch context.CancelFunc
 
 	ctl *controls // operators' cancels and pauses
 	// suspects are records that looked orphaned in the janitor's last
@@ -80,15 +86,16 @@ type worker struct {
 }
 
 // Start starts a worker that pulls tasks of the app's queue and runs them,
-// at most Config.Concurrency at a time. It returns once the worker is
-// pulling. ctx bounds only the start-up.
+// at most Config.Concurrency at a time. It returns once the worker's
+// consumer and controls are in place: tasks queued from then on are its to
+// pull. ctx bounds only the start-up.
 func (a *App) Start(ctx context.Context) error {
 	a.mu.Lock()
 	if a.worker != nil {
 		a.mu.Unlock()
 		return errors.New("worker already started")
 	}
-	w := &worker{a: a, slots: make(chan struct{}, a.cfg.Concurrency+a.cfg.Prefetch), quit: make(chan struct{}), fetchDone: make(chan struct{}), stopped: make(chan struct{})}
+	w := &worker{a: a, slots: make(chan struct{}, a.cfg.Concurrency+max(a.cfg.Prefetch, 0)), quit: make(chan struct{}), fetchDone: make(chan struct{}), stopped: make(chan struct{})}
 	w.cond = sync.NewCond(&w.mu)
 	// The operators' controls exist before the worker is published, so
 	// that Pause and Resume can apply theirs at once (applyControl).
@@ -103,9 +110,6 @@ func (a *App) Start(ctx context.Context) error {
 	}
 	if err != nil {
 		// A failed start leaves nothing behind: Start may be called again.
-		if w.msgs != nil {
-			w.msgs.Stop()
-		}
 		if w.ctlCancel != nil {
 			w.ctlCancel()
 		}
@@ -116,6 +120,7 @@ func (a *App) Start(ctx context.Context) error {
 	}
 	w.runCtx, w.cancelRun = context.WithCancelCause(context.Background())
 	go w.fetch()
+	go w.watchConn()
 	go w.holdAlive()
 	go w.janitor()
 	for range a.cfg.Concurrency {
@@ -154,9 +159,6 @@ func (w *worker) start(ctx context.Context) error {
 	case <-ready:
 	case <-ctx.Done():
 		return fmt.Errorf("reading the operators' controls: %w", context.Cause(ctx))
-	}
-	if w.msgs, err = w.pull(); err != nil {
-		return err
 	}
 	if _, err := pf.fire(ctx, events.BrokerListenStart, map[string]any{"node": a.cfg.NodeID, "queue": a.cfg.Queue}); err != nil {
 		return err
@@ -265,41 +267,175 @@ func (a *App) Stop(ctx context.Context) error {
 	return err
 }
 
-// pull starts pulling tasks of the worker's queue.
-func (w *worker) pull() (jetstream.MessagesContext, error) {
-	msgs, err := w.cons.Messages(jetstream.PullMaxMessages(w.a.cfg.Concurrency))
-	if err != nil {
-		return nil, fmt.Errorf("pulling tasks: %w", err)
-	}
-	return msgs, nil
-}
+// fetchWait is how long one pull request of a worker waits for tasks: one
+// that ends with slots still free is followed by another.
+const fetchWait = 30 * time.Second
 
-// release stops pulling when the queue is paused: the tasks pulled ahead
-// come out of Next (and are handed back, see fetch), then Next says closed.
-func (w *worker) release() {
-	w.mu.Lock()
-	msgs := w.msgs
-	w.mu.Unlock()
-	if msgs != nil {
-		msgs.Drain()
-	}
-}
-
-// handBack stops msgs and hands back the tasks it pulled ahead, so that
-// a paused queue holds none (they would wait out the ack wait otherwise).
-func (w *worker) handBack(msgs jetstream.MessagesContext) {
-	msgs.Drain()
+// fetch pulls tasks into the worker's heap, never more than it has free
+// slots for: a task the worker cannot start soon stays in the queue, for an
+// idle worker to take (Config.Prefetch). A client-side buffer of pulled
+// tasks (jetstream.Consumer.Messages) would hold tasks beyond the slots,
+// neither in the heap nor kept alive by holdAlive.
+func (w *worker) fetch() {
+	defer close(w.fetchDone)
 	for {
-		m, err := msgs.Next()
-		if err != nil {
+		// With every slot taken, wait for one or for Stop: Stop must not
+		// wait here for a running task to end.
+		select {
+		case w.slots <- struct{}{}:
+		case <-w.quit:
 			return
 		}
-		_ = m.Nak()
+		n := w.takeFree(1)
+		if paused, _ := w.ctl.pausedNow(); paused {
+			w.free(n)
+			if !w.waitResumed() {
+				return
+			}
+			continue
+		}
+		got, err := w.fetchBatch(n)
+		w.free(n - got)
+		if errors.Is(err, nats.ErrConnectionClosed) {
+			// The bus was closed under the worker: nothing to pull from.
+			w.a.log.Error("pulling tasks: the connection is closed", "queue", w.a.cfg.Queue)
+			return
+		}
+		if err != nil {
+			w.a.log.Warn("pulling tasks", "err", err)
+			select {
+			case <-w.quit:
+				return
+			case <-time.After(time.Second):
+			}
+		}
+	}
+}
+
+// takeFree takes the slots free besides the n taken, and returns how many
+// it holds then.
+func (w *worker) takeFree(n int) int {
+	for n < cap(w.slots) {
+		select {
+		case w.slots <- struct{}{}:
+			n++
+		default:
+			return n
+		}
+	}
+	return n
+}
+
+// free gives back n slots.
+func (w *worker) free(n int) {
+	for range n {
+		<-w.slots
+	}
+}
+
+// fetchBatch asks for up to n tasks, one per slot taken, and puts those
+// that come into the heap until the request is filled, expires or is
+// abandoned (release). It returns how many it put there: their slots are
+// theirs now, the others are the caller's to give back.
+func (w *worker) fetchBatch(n int) (int, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), fetchWait)
+	defer cancel()
+	w.mu.Lock()
+	if w.closing {
+		w.mu.Unlock()
+		return 0, nil
+	}
+	w.cancelFetch = cancel
+	w.mu.Unlock()
+	defer func() {
+		w.mu.Lock()
+		w.cancelFetch = nil
+		w.mu.Unlock()
+	}()
+	// A pause applied before cancelFetch was set did not cancel it.
+	if paused, _ := w.ctl.pausedNow(); paused {
+		return 0, nil
+	}
+	batch, err := w.cons.Fetch(n, jetstream.FetchContext(ctx))
+	if err != nil {
+		return 0, fmt.Errorf("pulling tasks: %w", err)
+	}
+	got := 0
+	for m := range batch.Messages() {
+		if paused, _ := w.ctl.pausedNow(); paused {
+			// Pulled as the pause came: back to the queue at once, so
+			// that a paused queue holds none (they would wait out the
+			// ack wait otherwise). A stopping worker's are Stop's to
+			// hand back, from the heap.
+			_ = m.Nak()
+			continue
+		}
+		w.hold(m)
+		got++
+	}
+	// An abandoned or expired request ends with its context's error.
+	if err := batch.Error(); err != nil && ctx.Err() == nil {
+		return got, fmt.Errorf("pulling tasks: %w", err)
+	}
+	return got, nil
+}
+
+// hold puts a pulled task message into the heap, decoded; a malformed
+// one too, for process to dead-letter.
+func (w *worker) hold(m jetstream.Msg) {
+	it := &item{m: m}
+	ev, err := events.Decode(events.Headers(m.Headers()), m.Data())
+	if err == nil && ev.Type != events.TypeTask {
+		err = fmt.Errorf("%w: type %q on the task queue", events.ErrInvalidEvent, ev.Type)
+	}
+	if err == nil {
+		if err = events.DecodeTask(m.Data(), &it.task); err != nil {
+			err = fmt.Errorf("%w: task data: %w", events.ErrInvalidEvent, err)
+		} else if !events.ValidToken(it.task.ID) || it.task.Name == "" || it.task.Attempt < 1 {
+			err = fmt.Errorf("%w: task message lacks a valid id, name or attempt", events.ErrInvalidEvent)
+		}
+	}
+	it.err = err
+	w.mu.Lock()
+	w.n++
+	it.seq = w.n
+	heap.Push(&w.q, it)
+	w.cond.Signal()
+	w.mu.Unlock()
+}
+
+// release abandons the pull request under way: when the queue is paused
+// or the worker stops, so that it brings no more tasks, and when the
+// connection comes back, as the server may have lost the request with the
+// old one. The tasks it brought before are held or handed back as
+// fetchBatch says.
+func (w *worker) release() {
+	w.mu.Lock()
+	cancel := w.cancelFetch
+	w.mu.Unlock()
+	if cancel != nil {
+		cancel()
+	}
+}
+
+// watchConn abandons the pull request under way when the connection comes
+// back after a loss (release), rather than wait for its heartbeats to
+// be missed; until Stop.
+func (w *worker) watchConn() {
+	nc := w.a.b.Conn()
+	ch := nc.StatusChanged(nats.CONNECTED)
+	defer nc.RemoveStatusListener(ch)
+	for {
+		select {
+		case <-ch:
+			w.release()
+		case <-w.quit:
+			return
+		}
 	}
 }
 
 // waitResumed waits while the queue is paused; false when Stop came first.
-// After a pause it pulls anew.
 func (w *worker) waitResumed() bool {
 	paused, resumed := w.ctl.pausedNow()
 	if !paused {
@@ -316,88 +452,8 @@ func (w *worker) waitResumed() bool {
 			break
 		}
 	}
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if w.closing {
-		return false
-	}
-	msgs, err := w.pull()
-	for err != nil {
-		w.a.log.Warn("pulling tasks after a pause", "err", err)
-		w.mu.Unlock()
-		select {
-		case <-w.quit:
-			w.mu.Lock()
-			return false
-		case <-time.After(time.Second):
-		}
-		w.mu.Lock()
-		msgs, err = w.pull()
-	}
-	w.msgs = msgs
 	w.a.log.Info("queue resumed: taking tasks", "queue", w.a.cfg.Queue)
 	return true
-}
-
-func (w *worker) fetch() {
-	defer close(w.fetchDone)
-	for {
-		// With every slot taken, wait for one or for Stop: Stop must not
-		// wait here for a running task to end.
-		select {
-		case w.slots <- struct{}{}:
-		case <-w.quit:
-			return
-		}
-		w.mu.Lock()
-		msgs := w.msgs
-		w.mu.Unlock()
-		if paused, _ := w.ctl.pausedNow(); paused {
-			<-w.slots
-			w.handBack(msgs)
-			if !w.waitResumed() {
-				return
-			}
-			continue
-		}
-		m, err := msgs.Next()
-		if err != nil {
-			<-w.slots
-			if errors.Is(err, jetstream.ErrMsgIteratorClosed) {
-				if paused, _ := w.ctl.pausedNow(); paused && w.waitResumed() {
-					continue
-				}
-				return
-			}
-			w.a.log.Warn("pulling tasks", "err", err)
-			continue
-		}
-		if paused, _ := w.ctl.pausedNow(); paused {
-			// Pulled ahead as the pause came: back to the queue at once.
-			_ = m.Nak()
-			<-w.slots
-			continue
-		}
-		it := &item{m: m}
-		ev, err := events.Decode(events.Headers(m.Headers()), m.Data())
-		if err == nil && ev.Type != events.TypeTask {
-			err = fmt.Errorf("%w: type %q on the task queue", events.ErrInvalidEvent, ev.Type)
-		}
-		if err == nil {
-			if err = events.DecodeTask(m.Data(), &it.task); err != nil {
-				err = fmt.Errorf("%w: task data: %w", events.ErrInvalidEvent, err)
-			} else if !events.ValidToken(it.task.ID) || it.task.Name == "" || it.task.Attempt < 1 {
-				err = fmt.Errorf("%w: task message lacks a valid id, name or attempt", events.ErrInvalidEvent)
-			}
-		}
-		it.err = err
-		w.mu.Lock()
-		w.n++
-		it.seq = w.n
-		heap.Push(&w.q, it)
-		w.cond.Signal()
-		w.mu.Unlock()
-	}
 }
 
 func (w *worker) loop() {

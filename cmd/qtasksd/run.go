@@ -89,7 +89,7 @@ func (m *Main) run(ctx context.Context, args []string) error {
 	fs.IntVar(&f.port, "port", bus.DefaultEmbeddedPort, "embedded server's port on 127.0.0.1; 0 or -1: any free port (QTASKS_PORT)")
 	fs.StringVar(&f.queue, "queue", envOr("QTASKS_QUEUE", executor.DefaultQueue), "queue the worker pulls from (QTASKS_QUEUE)")
 	fs.IntVar(&f.concurrency, "concurrency", executor.DefaultConcurrency, "tasks run at once (QTASKS_CONCURRENCY)")
-	fs.IntVar(&f.prefetch, "prefetch", 0, "tasks pulled ahead and run by priority; default: --concurrency (QTASKS_PREFETCH)")
+	fs.IntVar(&f.prefetch, "prefetch", 0, "tasks pulled beyond those running, started by priority; a held task waits even while another worker idles; negative: none, for long tasks; default: --concurrency (QTASKS_PREFETCH)")
 	fs.DurationVar(&f.ackWait, "ack-wait", executor.DefaultAckWait, "redeliver a task whose worker is silent this long (QTASKS_ACK_WAIT)")
 	fs.DurationVar(&f.grace, "grace", executor.DefaultGracePeriod, "on SIGTERM, let in-flight tasks finish this long (QTASKS_GRACE)")
 	fs.IntVar(&f.maxDeliver, "max-deliveries", executor.DefaultMaxDeliveries, "end a task attempt in error when its message is delivered more often than this (crashes, hand-backs): a poison task is not run forever; at least 2 (QTASKS_MAX_DELIVERIES)")
