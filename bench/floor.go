@@ -232,6 +232,11 @@ func floorTasks(ops floorOps) func(context.Context, *Harness, int) error {
 		if tap != nil {
 			tap.report(h, "floor/"+ops.name, n)
 		}
+		if h.cfg.MemProfile != "" {
+			if err := writeHeapProfile(h.cfg.MemProfile); err != nil {
+				return err
+			}
+		}
 		after, err := f.logMsgs(ctx)
 		if err != nil {
 			return err

@@ -104,7 +104,7 @@ func (w *worker) run(ctx context.Context, t events.Task, claim *bus.TaskWrite, r
 
 	// Process.
 	model := rs.model(events.StatusProcess)
-	out, err := f.fire(ctx, events.WorkerExecuteBefore, events.ModelPayload{Model: model})
+	out, err := f.fireRecord(ctx, events.WorkerExecuteBefore, "model", &model)
 	if err != nil {
 		return rs.finish(ctx, rs.failed(err), nil)
 	}
@@ -415,13 +415,7 @@ func (rs *runState) failed(err error) events.Task {
 // (storage_get) or "task" (broker_get); patched args, kw, priority and
 // extra are taken for the rest of the run.
 func (rs *runState) fireModel(ctx context.Context, trigger, key string) error {
-	var payload events.Payload
-	if key == "result" {
-		payload = events.StorageGetPayload{Result: rs.t}
-	} else {
-		payload = events.BrokerGetPayload{Task: rs.t}
-	}
-	out, err := rs.f.fire(ctx, trigger, payload)
+	out, err := rs.f.fireRecord(ctx, trigger, key, &rs.t)
 	if err != nil {
 		return err
 	}
@@ -567,7 +561,7 @@ func (rs *runState) finish(ctx context.Context, final events.Task, taskErr error
 		}
 	}
 	for _, trig := range []string{events.WorkerRemoveFinishedTask, events.BrokerRemoveFinishedTask} {
-		out, err := f.fire(ctx, trig, events.ModelPayload{Model: final})
+		out, err := f.fireRecord(ctx, trig, "model", &final)
 		if err != nil {
 			final.Status, final.Reason = events.StatusError, err.Error()
 			if final.Error == "" {
@@ -617,7 +611,7 @@ func (rs *runState) finish(ctx context.Context, final events.Task, taskErr error
 	}
 	f.setPhase(events.PhaseEnd)
 	if rs.def != nil {
-		_, _ = f.fire(ctx, events.WorkerExecuteAfter, events.ModelPayload{Model: final})
+		_, _ = f.fireRecord(ctx, events.WorkerExecuteAfter, "model", &final)
 	}
 	f.flush()
 	return f.waitAcks(context.WithoutCancel(ctx))
