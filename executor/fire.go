@@ -67,30 +67,6 @@ type firing struct {
 	claimCtx context.Context //nolint:containedctx // the run's context, for the one wait of its claim
 	claimRev uint64
 	claimErr error
-	// model, got and stored are the payloads of a run's firings that carry
-	// its record (fireRecord): fire reads a payload only to encode it, and
-	// a record converted to an interface is a copy of its 416 bytes on the
-	// heap per firing, recorded or not.
-	model  events.ModelPayload
-	got    events.BrokerGetPayload
-	stored events.StorageGetPayload
-}
-
-// fireRecord fires trigger with t in the payload its key names ("model":
-// events.ModelPayload, "task": BrokerGetPayload, "result":
-// StorageGetPayload), which it builds in the firing's own: see model.
-func (f *firing) fireRecord(ctx context.Context, trigger, key string, t *events.Task) (json.RawMessage, error) {
-	switch key {
-	case "result":
-		f.stored.Result = *t
-		return f.fire(ctx, trigger, &f.stored)
-	case "task":
-		f.got.Task = *t
-		return f.fire(ctx, trigger, &f.got)
-	default:
-		f.model.Model = *t
-		return f.fire(ctx, trigger, &f.model)
-	}
 }
 
 // claimed waits for the run's claim if it is still under way, and reports
