@@ -217,12 +217,26 @@ func floorTasks(ops floorOps) func(context.Context, *Harness, int) error {
 		if err != nil {
 			return err
 		}
+		var tap *wiretap
+		if h.cfg.Count {
+			if tap, err = startWiretap(b); err != nil {
+				return err
+			}
+		}
 		cpu0 := cpuNow()
 		el, lat, err := f.run(ctx, n, h.cfg.Submitters)
 		if err != nil {
 			return err
 		}
 		cpu := cpuNow() - cpu0
+		if tap != nil {
+			tap.report(h, "floor/"+ops.name, n)
+		}
+		if h.cfg.MemProfile != "" {
+			if err := writeHeapProfile(h.cfg.MemProfile); err != nil {
+				return err
+			}
+		}
 		after, err := f.logMsgs(ctx)
 		if err != nil {
 			return err

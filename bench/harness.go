@@ -54,6 +54,10 @@ type Config struct {
 	JSONPath                string
 	CPUProfile              string
 	MemProfile              string
+	// Count logs, for the end-to-end runs of ours and the floors, every
+	// message the server routes per task, by kind (wiretap.go); CPU
+	// figures of such a run include the tap's.
+	Count bool
 	// QtasksdHeap, when set, makes qtasksd/rss serve qtasksd's profiles
 	// (--pprof) and save its heap profile to QtasksdHeap.phaseN at the end
 	// of each phase, qtasksd's stderr to QtasksdHeap.log and the bytes of
@@ -196,9 +200,10 @@ func parseFlags(args []string, stderr io.Writer) (Config, error) {
 	fs.StringVar(&c.SVGDir, "svg", "", "directory for the plots (default ../docs/bench; smoke: none)")
 	fs.StringVar(&c.JSONPath, "json", "", "also write every sample to this JSON file")
 	fs.StringVar(&c.CPUProfile, "cpuprofile", "", "write a CPU profile of this process (ours runs in-process) to this file")
-	fs.StringVar(&c.MemProfile, "memprofile", "", "write heap profiles of this process to this file: at the end of each in-process end-to-end run (before its server closes), and 90% into the largest rebuild (FILE.rebuild)")
+	fs.StringVar(&c.MemProfile, "memprofile", "", "write heap profiles of this process to this file: at the end of each in-process end-to-end run, ours' or a floor's (before its server closes), and 90% into the largest rebuild (FILE.rebuild)")
 	fs.StringVar(&c.QtasksdHeap, "qtasksd-heap", "", "qtasksd/rss: write qtasksd's heap profile to FILE.phaseN at the end of each phase (qtasksd then also serves HTTP with --pprof)")
 	fs.StringVar(&c.From, "from", "", "run nothing: print the table and write the plots of a run saved with -json (give the same size flags)")
+	fs.BoolVar(&c.Count, "count", false, "log the messages the server routes per task, by kind (stored per stream, requests, replies), for ours and the floors; CPU figures then include the counting")
 	fs.BoolVar(&c.Verbose, "v", false, "log each repetition's figures")
 	rebuildMax := fs.Int("rebuild-max", 0, "largest history to rebuild (default 1000000; smoke 10000)")
 	if err := fs.Parse(args); err != nil {

@@ -215,6 +215,12 @@ func oursTasks(record string, mutators int, defaults bool) func(context.Context,
 			return err
 		}
 		n := h.cfg.Tasks
+		var tap *wiretap
+		if h.cfg.Count && mutators == 0 {
+			if tap, err = startWiretap(b); err != nil {
+				return err
+			}
+		}
 		w.expect(n)
 		cpu0 := selfCPU()
 		t0 := time.Now()
@@ -240,6 +246,9 @@ func oursTasks(record string, mutators int, defaults bool) func(context.Context,
 		after, err := settledMsgs(ctx, b)
 		if err != nil {
 			return err
+		}
+		if tap != nil {
+			tap.report(h, "tasks/"+record, n)
 		}
 		key := fmt.Sprintf("tasks.%s.m%d", map[string]string{recordAll: "all", recordLifecycle: "life"}[record], mutators)
 		if defaults {

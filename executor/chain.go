@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/qtasks/qtasks-go/bus"
@@ -301,6 +302,14 @@ type chains struct {
 	mu   sync.Mutex
 	cons jetstream.Consumer
 	cc   jetstream.ConsumeContext
+	// While the app is started and ChainConsumer does not exist (no chain
+	// was ever started), it waits instead of consuming (awaitChains):
+	// watch, a core subscription to the chain events, and Chain poke wake;
+	// quit ends the wait and done says it ended.
+	watch *nats.Subscription
+	wake  chan struct{}
+	quit  chan struct{}
+	done  chan struct{}
 	// hook, when set (tests), runs before (when=0) and after (when=1) a
 	// step's next is submitted; an error stops the handling as a crash
 	// would, leaving the fact unacknowledged.
@@ -309,16 +318,42 @@ type chains struct {
 	off bool
 }
 
-// ensureChainConsumer creates ChainConsumer unless it exists.
+// ensureChainConsumer creates ChainConsumer unless it exists, and has this
+// app consume it if it waits for it (an app started before any chain).
 func (a *App) ensureChainConsumer(ctx context.Context) error {
 	a.flow.mu.Lock()
 	defer a.flow.mu.Unlock()
+	if err := a.chainConsumerLocked(ctx, true); err != nil {
+		return err
+	}
+	poke(a.flow.wake)
+	return nil
+}
+
+// errNoChains is chainConsumerLocked's answer when ChainConsumer does not
+// exist: no chain was ever started.
+var errNoChains = errors.New("no chain consumer")
+
+// chainConsumerLocked sets a.flow.cons to ChainConsumer, created if create
+// is set, else errNoChains when it does not exist. a.flow.mu is held.
+func (a *App) chainConsumerLocked(ctx context.Context, create bool) error {
 	if a.flow.cons != nil {
 		return nil
 	}
 	s := a.b.EventStream()
 	if s == nil {
 		return bus.ErrStateUnavailable
+	}
+	if !create {
+		c, err := s.Consumer(ctx, ChainConsumer)
+		if errors.Is(err, jetstream.ErrConsumerNotFound) {
+			return errNoChains
+		}
+		if err != nil {
+			return fmt.Errorf("looking up the chain consumer: %w", err)
+		}
+		a.flow.cons = c
+		return nil
 	}
 	cfg := jetstream.ConsumerConfig{
 		Durable:       ChainConsumer,
@@ -341,20 +376,110 @@ func (a *App) ensureChainConsumer(ctx context.Context) error {
 	return nil
 }
 
-// startFlow starts the app's chain advancing (App.Start).
+// poke signals wake (nil: nobody waits) without blocking.
+func poke(wake chan struct{}) {
+	select {
+	case wake <- struct{}{}:
+	default:
+	}
+}
+
+// startFlow starts the app's chain advancing (App.Start). ChainConsumer
+// is made by the first Chain, before that chain's start is recorded and
+// its first step submitted, so no step's final fact precedes it: until a
+// chain exists, the app does not consume every final fact (a delivery and
+// an ack per task, for nothing) but waits for the consumer (awaitChains),
+// woken by any chain event on the bus and, should it miss one (a
+// reconnection), looking again every AckWait/3. Facts delivered late stay
+// with the durable consumer meanwhile; the app that started the chain, if
+// started, consumes at once.
 func (a *App) startFlow(ctx context.Context) error {
 	if a.flow.off {
 		return nil
 	}
-	if err := a.ensureChainConsumer(ctx); err != nil {
-		return err
-	}
 	a.flow.mu.Lock()
 	defer a.flow.mu.Unlock()
+	if a.flow.cc != nil || a.flow.quit != nil {
+		return nil
+	}
+	// Watch first, then look: a chain started in between wakes the wait.
+	wake := make(chan struct{}, 1)
+	watch, err := a.b.Conn().Subscribe(events.SubjectChain+".>", func(*nats.Msg) { poke(wake) })
+	if err != nil {
+		return fmt.Errorf("watching for chains: %w", err)
+	}
+	err = a.chainConsumerLocked(ctx, false)
+	if err == nil {
+		err = a.consumeChainsLocked()
+	}
+	if !errors.Is(err, errNoChains) {
+		_ = watch.Unsubscribe()
+		return err
+	}
+	a.flow.watch, a.flow.wake = watch, wake
+	a.flow.quit, a.flow.done = make(chan struct{}), make(chan struct{})
+	go a.awaitChains(wake, a.flow.quit, a.flow.done)
+	return nil
+}
+
+// awaitChains waits for ChainConsumer to exist, then consumes it; it ends
+// when it does or when quit is closed (stopFlow).
+func (a *App) awaitChains(wake, quit, done chan struct{}) {
+	defer close(done)
+	t := time.NewTicker(max(a.cfg.AckWait/3, time.Second))
+	defer t.Stop()
+	for {
+		select {
+		case <-quit:
+			return
+		case <-wake:
+		case <-t.C:
+		}
+		if a.tryConsumeChains(quit) {
+			return
+		}
+	}
+}
+
+// tryConsumeChains consumes ChainConsumer if it exists, and reports whether
+// the wait is over (it does, or quit was closed).
+func (a *App) tryConsumeChains(quit chan struct{}) bool {
+	a.flow.mu.Lock()
+	defer a.flow.mu.Unlock()
+	select {
+	case <-quit:
+		return true
+	default:
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), a.cfg.AckWait)
+	defer cancel()
+	err := a.chainConsumerLocked(ctx, false)
+	if err == nil {
+		err = a.consumeChainsLocked()
+	}
+	if errors.Is(err, errNoChains) {
+		return false
+	}
+	if err != nil {
+		a.log.WarnContext(ctx, "waiting for chains: looking up their consumer failed; looking again", "err", err)
+		return false
+	}
+	_ = a.flow.watch.Unsubscribe()
+	a.flow.watch = nil
+	return true
+}
+
+// consumeChainsLocked consumes ChainConsumer (a.flow.cons), handing each
+// final fact to advanceChain. a.flow.mu is held.
+func (a *App) consumeChainsLocked() error {
 	if a.flow.cc != nil {
 		return nil
 	}
 	cc, err := a.flow.cons.Consume(func(m jetstream.Msg) {
+		if !chainFact(m.Data()) {
+			_ = m.Ack() // most tasks are no chain's steps: no decoding, no context
+			return
+		}
 		hctx, cancel := context.WithTimeout(context.Background(), a.cfg.AckWait)
 		defer cancel()
 		switch err := a.advanceChain(hctx, m.Data()); {
@@ -363,7 +488,7 @@ func (a *App) startFlow(ctx context.Context) error {
 		case errors.Is(err, errChainCrash):
 			// A simulated crash (tests): neither ack nor nak.
 		default:
-			a.log.WarnContext(ctx, "advancing a chain failed; it is retried", "err", err)
+			a.log.WarnContext(hctx, "advancing a chain failed; it is retried", "err", err)
 			_ = m.NakWithDelay(time.Second)
 		}
 	}, jetstream.PullMaxMessages(16))
@@ -378,14 +503,29 @@ func (a *App) startFlow(ctx context.Context) error {
 // finished first.
 func (a *App) stopFlow() {
 	a.flow.mu.Lock()
-	cc := a.flow.cc
-	a.flow.cc = nil
+	quit, done := a.flow.quit, a.flow.done
+	a.flow.quit, a.flow.done = nil, nil
 	a.flow.mu.Unlock()
+	if quit != nil {
+		close(quit)
+		<-done
+	}
+	a.flow.mu.Lock()
+	cc, watch := a.flow.cc, a.flow.watch
+	a.flow.cc, a.flow.watch, a.flow.wake = nil, nil, nil
+	a.flow.mu.Unlock()
+	if watch != nil {
+		_ = watch.Unsubscribe()
+	}
 	if cc != nil {
 		cc.Drain()
 		<-cc.Closed()
 	}
 }
+
+// chainFact reports whether a final fact may be a chain step's: most are
+// not, and are told by a byte search without decoding.
+func chainFact(data []byte) bool { return bytes.Contains(data, []byte(`"`+events.ExtraChain+`"`)) }
 
 var errChainCrash = errors.New("simulated crash")
 
@@ -395,7 +535,7 @@ var errChainCrash = errors.New("simulated crash")
 // idempotency key and the chain events' message ids are derived from the
 // chain and the step.
 func (a *App) advanceChain(ctx context.Context, data []byte) error {
-	if !bytes.Contains(data, []byte(`"`+events.ExtraChain+`"`)) {
+	if !chainFact(data) {
 		return nil // most tasks are no chain's steps: no decoding
 	}
 	var f events.Fact

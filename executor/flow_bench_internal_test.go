@@ -42,6 +42,13 @@ func benchAdvancer(b *testing.B, on bool) {
 		b.Fatal(err)
 	}
 	app.flow.off = !on
+	if on {
+		// As a first Chain would: an app consumes final facts once a
+		// chain exists (startFlow).
+		if err := app.ensureChainConsumer(ctx); err != nil {
+			b.Fatal(err)
+		}
+	}
 	MustRegister(app, "noop", func(_ context.Context, in benchArgs) (int, error) { return in.A + in.B, nil }, nil)
 	if err := app.Start(ctx); err != nil {
 		b.Fatal(err)

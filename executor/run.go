@@ -25,6 +25,30 @@ type runState struct {
 	orig events.Task
 	rev  uint64
 	def  *taskDef
+	// modelP, gotP and storedP are the payloads of the run's firings that
+	// carry its record (fireRecord): fire reads a payload only to encode
+	// it, and a record converted to an interface is a copy of its 416
+	// bytes on the heap per firing, recorded or not.
+	modelP  events.ModelPayload
+	gotP    events.BrokerGetPayload
+	storedP events.StorageGetPayload
+}
+
+// fireRecord fires trigger with t in the payload its key names ("model":
+// events.ModelPayload, "task": BrokerGetPayload, "result":
+// StorageGetPayload), built in the run's own (see modelP).
+func (rs *runState) fireRecord(ctx context.Context, trigger, key string, t *events.Task) (json.RawMessage, error) {
+	switch key {
+	case "result":
+		rs.storedP.Result = *t
+		return rs.f.fire(ctx, trigger, &rs.storedP)
+	case "task":
+		rs.gotP.Task = *t
+		return rs.f.fire(ctx, trigger, &rs.gotP)
+	default:
+		rs.modelP.Model = *t
+		return rs.f.fire(ctx, trigger, &rs.modelP)
+	}
 }
 
 // run walks a task attempt through the worker side of its lifecycle. It
@@ -104,7 +128,7 @@ func (w *worker) run(ctx context.Context, t events.Task, claim *bus.TaskWrite, r
 
 	// Process.
 	model := rs.model(events.StatusProcess)
-	out, err := f.fire(ctx, events.WorkerExecuteBefore, events.ModelPayload{Model: model})
+	out, err := rs.fireRecord(ctx, events.WorkerExecuteBefore, "model", &model)
 	if err != nil {
 		return rs.finish(ctx, rs.failed(err), nil)
 	}
@@ -415,13 +439,7 @@ func (rs *runState) failed(err error) events.Task {
 // (storage_get) or "task" (broker_get); patched args, kw, priority and
 // extra are taken for the rest of the run.
 func (rs *runState) fireModel(ctx context.Context, trigger, key string) error {
-	var payload events.Payload
-	if key == "result" {
-		payload = events.StorageGetPayload{Result: rs.t}
-	} else {
-		payload = events.BrokerGetPayload{Task: rs.t}
-	}
-	out, err := rs.f.fire(ctx, trigger, payload)
+	out, err := rs.fireRecord(ctx, trigger, key, &rs.t)
 	if err != nil {
 		return err
 	}
@@ -567,7 +585,7 @@ func (rs *runState) finish(ctx context.Context, final events.Task, taskErr error
 		}
 	}
 	for _, trig := range []string{events.WorkerRemoveFinishedTask, events.BrokerRemoveFinishedTask} {
-		out, err := f.fire(ctx, trig, events.ModelPayload{Model: final})
+		out, err := rs.fireRecord(ctx, trig, "model", &final)
 		if err != nil {
 			final.Status, final.Reason = events.StatusError, err.Error()
 			if final.Error == "" {
@@ -617,7 +635,7 @@ func (rs *runState) finish(ctx context.Context, final events.Task, taskErr error
 	}
 	f.setPhase(events.PhaseEnd)
 	if rs.def != nil {
-		_, _ = f.fire(ctx, events.WorkerExecuteAfter, events.ModelPayload{Model: final})
+		_, _ = rs.fireRecord(ctx, events.WorkerExecuteAfter, "model", &final)
 	}
 	f.flush()
 	return f.waitAcks(context.WithoutCancel(ctx))

@@ -7,7 +7,9 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
 
 	"github.com/qtasks/qtasks-go/bus"
@@ -217,6 +219,56 @@ func TestChainSurvivesCrash(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestChainStartedAfterTheWorker has a worker started before any chain
+// exists: it does not consume final facts then (no chain consumer), and
+// still advances a chain that another app, never started, starts later,
+// woken by the chain's start on the bus; and an app that missed that
+// wake-up finds the consumer by looking again.
+func TestChainStartedAfterTheWorker(t *testing.T) {
+	t.Parallel()
+	t.Run("woken by the chain", func(t *testing.T) {
+		t.Parallel()
+		b := bustest.Open(t, nil)
+		worker := newApp(t, b, nil)
+		registerAdd(worker, nil)
+		start(t, worker)
+		ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
+		defer cancel()
+		_, err := worker.Submit(ctx, "add", nil, &executor.SubmitOptions{Args: []any{1, 1}})
+		require.NoError(t, err)
+		_, err = b.EventStream().Consumer(ctx, executor.ChainConsumer)
+		require.ErrorIs(t, err, jetstream.ErrConsumerNotFound, "no chain, no chain consumer")
+
+		client := newApp(t, bustest.Connect(t, b, nil), nil)
+		registerAdd(client, nil)
+		c, err := client.Chain(ctx, executor.Step("add", 2, 2), executor.Step("add", 4), executor.Step("add", 8))
+		require.NoError(t, err)
+		last, err := client.WaitChain(ctx, c.ID)
+		require.NoError(t, err)
+		got, err := executor.Result[int](last)
+		require.NoError(t, err)
+		require.Equal(t, 16, got)
+	})
+	t.Run("looking again", func(t *testing.T) {
+		t.Parallel()
+		b := bustest.Open(t, nil)
+		worker := newApp(t, b, &executor.Config{AckWait: 3 * time.Second}) // looks every second
+		start(t, worker)
+		ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
+		defer cancel()
+		// The consumer made with no chain event to wake the worker.
+		c, err := b.EventStream().CreateConsumer(ctx, jetstream.ConsumerConfig{
+			Durable: executor.ChainConsumer, FilterSubject: events.FactSubject(events.StorageRemoveFinishedTask, "*"),
+			DeliverPolicy: jetstream.DeliverNewPolicy, AckPolicy: jetstream.AckExplicitPolicy, AckWait: 3 * time.Second, MaxDeliver: -1,
+		})
+		require.NoError(t, err)
+		bustest.WaitFor(t, waitLimit, "the worker to pull from the chain consumer", func() bool {
+			info, err := c.Info(ctx)
+			return err == nil && info.NumWaiting > 0
+		})
+	})
 }
 
 // chainAcked reports whether the chain consumer has no fact pending or
