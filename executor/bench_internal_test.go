@@ -474,7 +474,8 @@ func benchWorkerIdle(app *App) bool {
 	app.mu.RUnlock()
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	return w.q.Len() == 0 && len(w.slots) <= 1
+	// Not len(w.slots): the pull request under way holds every free slot.
+	return w.q.Len() == 0 && w.busy == 0
 }
 
 func benchJSON(v any) json.RawMessage {

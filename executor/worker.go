@@ -71,6 +71,10 @@ type worker struct {
 	q       queue
 	n       uint64
 	closing bool
+	// busy counts the tasks taken out of q and not yet done with (their
+	// slot not yet given back); guarded by mu. Those of the pull request
+	// under way are neither here nor in q: an idle worker holds slots.
+	busy int
 	running map[string]struct{} // attempts (task id#attempt) being run; guarded by mu
 	// beating are the task messages of the runs under way, by attempt:
 	// holdAlive tells JetStream they are in progress, as it does for the
@@ -469,8 +473,12 @@ func (w *worker) loop() {
 			return
 		}
 		it := heap.Pop(&w.q).(*item)
+		w.busy++
 		w.mu.Unlock()
 		w.process(it)
+		w.mu.Lock()
+		w.busy--
+		w.mu.Unlock()
 		<-w.slots
 	}
 }
