@@ -74,7 +74,7 @@ type worker struct {
 	// busy counts the tasks taken out of q and not yet done with (their
 	// slot not yet given back); guarded by mu. Those of the pull request
 	// under way are neither here nor in q: an idle worker holds slots.
-	busy int
+	busy    int
 	running map[string]struct{} // attempts (task id#attempt) being run; guarded by mu
 	// beating are the task messages of the runs under way, by attempt:
 	// holdAlive tells JetStream they are in progress, as it does for the
