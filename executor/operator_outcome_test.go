@@ -2,6 +2,7 @@ package executor_test
 
 import (
 	"context"
+	"errors"
 	"testing"
 	"time"
 
@@ -63,4 +64,45 @@ func TestOperatorActionOutcomeUnknown(t *testing.T) {
 	require.NoError(t, err)
 	require.NotNil(t, m, "the log records a pause that was taken back")
 	require.Equal(t, "ops", m.By)
+}
+
+// The same for a schedule: added, its record's acknowledgement lost, it was
+// deleted again while the log may say it was added.
+func TestScheduleAddOutcomeUnknown(t *testing.T) {
+	t.Parallel()
+	srv := bustest.Open(t, nil)
+	p := bustest.NewProxy(t, srv.ClientURL())
+	b := bustest.Open(t, &bus.Config{URL: p.URL(), PublishTimeout: 2 * time.Second})
+	app := newApp(t, b, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
+	defer cancel()
+
+	p.HoldOn(events.SubjectSchedule + ".")
+	done := make(chan error, 1)
+	go func() {
+		actx, cancel := context.WithTimeout(ctx, 3*time.Second)
+		defer cancel()
+		_, err := app.AddSchedule(actx, events.Schedule{Name: "nightly", Task: "noop", EveryMS: time.Hour.Milliseconds()}, executor.Action{By: "ops"})
+		done <- err
+	}()
+	bustest.WaitFor(t, waitLimit, "the schedule's record stored in the log", func() bool {
+		return len(bustest.Events(t, srv, events.SubjectSchedule+".>")) == 1
+	})
+	var err error
+	bustest.WaitFor(t, waitLimit, "the schedule taken back, or the answer", func() bool {
+		select {
+		case err = <-done:
+			return true
+		default:
+		}
+		_, gerr := srv.GetSchedule(ctx, "nightly")
+		return errors.Is(gerr, bus.ErrScheduleNotFound)
+	})
+	p.Release()
+	if err == nil {
+		err = <-done
+	}
+	require.ErrorContains(t, err, "unknown")
+	_, err = srv.GetSchedule(ctx, "nightly")
+	require.NoError(t, err, "the log records a schedule that was taken back")
 }
