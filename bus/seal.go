@@ -191,7 +191,7 @@ func (s *Sealer) load(ctx context.Context) error {
 		return fmt.Errorf("reading the last seal: %w", err)
 	}
 	s.subjLast = m.Sequence
-	seal, err := events.DecodeSeal(m.Data)
+	seal, err := decodeStoredSeal(m)
 	if err != nil {
 		// Not something this sealer can continue: a new chain starts
 		// after it, which verify reports.
@@ -199,10 +199,30 @@ func (s *Sealer) load(ctx context.Context) error {
 		s.anomaly(AnomalyInvalidSeal)
 		s.first = m.Sequence + 1
 		s.next = s.first
+		// The reader starts after it: what Flush waits to have read is
+		// read up to here (a Flush waited for ever for this message).
+		s.readTo = m.Sequence
 		return nil
 	}
 	s.adopt(m.Sequence, seal)
 	return nil
+}
+
+// decodeStoredSeal reads the seal stored as m, as verify does: not an echo
+// of a direct get (events.CheckNotEcho: any plugin can have the server
+// write one on the seal subjects), and covering only messages stored
+// before it. The seal a sealer adopts decides what it seals next: one whose
+// range ended far ahead of the log stopped all sealing, and made Flush
+// wait for ever.
+func decodeStoredSeal(m *jetstream.RawStreamMsg) (events.Seal, error) {
+	if err := events.CheckNotEcho(events.Headers(m.Header)); err != nil {
+		return events.Seal{}, err
+	}
+	seal, err := events.DecodeSeal(m.Data)
+	if err == nil && seal.Last >= m.Sequence {
+		err = fmt.Errorf("%w: seal %d covers [%d, %d], which does not end before it", events.ErrInvalidEvent, m.Sequence, seal.First, seal.Last)
+	}
+	return seal, err
 }
 
 func (s *Sealer) anomaly(kind string) {
@@ -408,7 +428,7 @@ func (s *Sealer) resync(ctx context.Context) error {
 		return fmt.Errorf("reading the last seal: %w", err)
 	}
 	s.subjLast = m.Sequence
-	seal, derr := events.DecodeSeal(m.Data)
+	seal, derr := decodeStoredSeal(m)
 	switch {
 	case m.Sequence < s.tipSeq || m.Sequence < s.ownLast:
 		// A seal of the chain is gone: the next seal still names it, and

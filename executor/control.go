@@ -56,11 +56,16 @@ func (a *App) Cancel(ctx context.Context, id string, act Action) (events.Task, e
 		return t, err
 	}
 	// The mark first: an action in the log that workers never saw would
-	// be a lie. If the log refuses the record, the mark is taken back.
+	// be a lie. If the log surely refused the record, the mark is taken
+	// back; if the record may be stored (its acknowledgement lost), the
+	// mark stays and the error says so (actionUnknown).
 	if err := a.b.SetCancel(ctx, id, bus.Mark{Attempt: attempt, By: act.By, Reason: act.Reason, At: a.cfg.Now().UTC()}); err != nil {
 		return t, err
 	}
 	if _, err := a.b.RecordAction(ctx, a.source, op); err != nil {
+		if !bus.SurelyNotStored(err) {
+			return t, actionUnknown("the cancel of task "+id, err)
+		}
 		if cerr := a.b.ClearCancel(context.WithoutCancel(ctx), id); cerr != nil {
 			return t, fmt.Errorf("%w; and taking the cancel back failed, so the outcome is unknown: %w", err, cerr)
 		}
@@ -128,6 +133,10 @@ func (a *App) Pause(ctx context.Context, queue string, act Action) error {
 		return err
 	}
 	if _, err := a.b.RecordAction(ctx, a.source, op); err != nil {
+		if !bus.SurelyNotStored(err) {
+			a.applyControl(bus.ControlUpdate{Pause: queue, Mark: &mark, Revision: rev})
+			return actionUnknown("the pause of queue "+queue, err)
+		}
 		if _, cerr := a.b.ClearPause(context.WithoutCancel(ctx), queue); cerr != nil {
 			return fmt.Errorf("%w; and taking the pause back failed, so the outcome is unknown: %w", err, cerr)
 		}
@@ -150,10 +159,22 @@ func (a *App) Resume(ctx context.Context, queue string, act Action) error {
 	}
 	a.applyControl(bus.ControlUpdate{Pause: queue, Revision: rev})
 	if _, err := a.b.RecordAction(ctx, a.source, op); err != nil {
+		if !bus.SurelyNotStored(err) {
+			return actionUnknown("the resume of queue "+queue, err)
+		}
 		return fmt.Errorf("%w: the queue is resumed, but the log does not say so", err)
 	}
 	a.log.InfoContext(ctx, "queue resumed", "queue", queue, "by", act.By, "reason", act.Reason)
 	return nil
+}
+
+// actionUnknown is the error of an operator's action that is in effect
+// while its record in the log may or may not be stored (the publish's
+// acknowledgement was lost, as when a stream leader dies): taking the
+// action back could leave in the log an action no worker saw, so it stays,
+// and the answer says plainly what is known.
+func actionUnknown(what string, err error) error {
+	return fmt.Errorf("%s is in effect, but whether the log records it is unknown (do not repeat it blindly: read the log or the projection): %w", what, err)
 }
 
 // applyControl hands u, a change this app just wrote to the control

@@ -18,7 +18,8 @@ import (
 // process running a Scheduler on the bus submits its task at each tick,
 // one task per tick between them. The schedule is stored in JetStream (it
 // survives restarts), then recorded in the log with who added it; should
-// the log refuse the record, the schedule is taken back. A name taken is
+// the log surely refuse the record, the schedule is taken back (if the
+// record may be stored, it stays, and the error says so). A name taken is
 // bus.ErrScheduleExists; an invalid schedule wraps ErrInvalidInput.
 func (a *App) AddSchedule(ctx context.Context, spec events.Schedule, act Action) (bus.ScheduleState, error) {
 	if spec.CatchUp == "" {
@@ -41,6 +42,9 @@ func (a *App) AddSchedule(ctx context.Context, spec events.Schedule, act Action)
 		return bus.ScheduleState{}, err
 	}
 	if _, err := a.b.RecordSchedule(ctx, a.source, "", ev); err != nil {
+		if !bus.SurelyNotStored(err) { // the log may hold it: it stays (actionUnknown)
+			return st, actionUnknown("schedule "+spec.Name, err)
+		}
 		if derr := a.b.DeleteSchedule(context.WithoutCancel(ctx), spec.Name, rev); derr != nil {
 			return st, fmt.Errorf("%w; and taking the schedule back failed, so the outcome is unknown: %w", err, derr)
 		}
@@ -65,6 +69,9 @@ func (a *App) RemoveSchedule(ctx context.Context, name string, act Action) error
 		return err
 	}
 	if _, err := a.b.RecordSchedule(ctx, a.source, "", ev); err != nil {
+		if !bus.SurelyNotStored(err) {
+			return actionUnknown("the removal of schedule "+name, err)
+		}
 		return fmt.Errorf("%w: the schedule is removed, but the log does not say so", err)
 	}
 	a.log.InfoContext(ctx, "schedule removed", "schedule", name, "by", act.By)
@@ -109,6 +116,9 @@ func (a *App) setSchedulePaused(ctx context.Context, name string, paused bool, a
 			return bus.ScheduleState{}, err
 		}
 		if _, err := a.b.RecordSchedule(ctx, a.source, "", ev); err != nil {
+			if !bus.SurelyNotStored(err) { // the log may hold it: it stays (actionUnknown)
+				return st, actionUnknown("the "+action+" of schedule "+name, err)
+			}
 			if _, rerr := a.b.UpdateSchedule(context.WithoutCancel(ctx), prev, rev); rerr != nil {
 				return st, fmt.Errorf("%w; and taking the %s back failed, so the outcome is unknown: %w", err, action, rerr)
 			}

@@ -348,7 +348,7 @@ func (m *Main) run(ctx context.Context, args []string) error {
 		if view != nil {
 			defer view.Close()
 		}
-		hc := httpConfig{Auth: httpAuth, MaxWaits: f.httpWaits, Pprof: f.pprof, Console: newConsole(app, proj, view, log)}
+		hc := httpConfig{Auth: httpAuth, MaxWaits: f.httpWaits, Pprof: f.pprof, Console: newConsole(app, proj, view, httpAuth, log)}
 		srv = newHTTPServer(newHTTPHandler(app, metricsHandler(reg, log), hc), hc)
 		srv.TLSConfig = httpTLS
 		go func() {
@@ -458,9 +458,18 @@ func openView(ctx context.Context, f *runFlags, log *slog.Logger) *projections.D
 }
 
 // newConsole is the operator console over the projection view: its API
-// under /api/v1/ and its pages under /.
-func newConsole(app *executor.App, proj *projections.Projector, view *projections.DB, log *slog.Logger) http.Handler {
+// under /api/v1/ and its pages under /. An operator's action names, in the
+// log, the user auth authenticated (newHTTPHandler checks the password
+// before the console sees the request); without auth nobody is
+// authenticated, and the console names the client's address.
+func newConsole(app *executor.App, proj *projections.Projector, view *projections.DB, auth *httpAuth, log *slog.Logger) http.Handler {
 	cfg := console.Config{Bus: app.Bus(), Operator: app, Logger: log.With("component", "console")}
+	if auth != nil {
+		cfg.User = func(r *http.Request) string {
+			u, _, _ := r.BasicAuth()
+			return u
+		}
+	}
 	if view != nil {
 		cfg.Projection = view
 		cfg.Applied = func() uint64 {

@@ -202,3 +202,50 @@ func TestAttackRegistryEcho(t *testing.T) {
 	_, err = e.b.JetStream().Consumer(ctx, bus.StreamEvents, bus.DurableName(bob.Name))
 	require.NoError(t, err, "bob's consumer is still there")
 }
+
+// A plugin has the server echo onto the seal subjects a seal of its
+// choosing whose range ends far ahead of the log. Before, a sealer starting
+// (or one resyncing after a refused seal) adopted the last message on the
+// seal subjects as the chain's tip whatever wrote it, and from then on took
+// the whole log for sealed: it never wrote another seal. Now a seal read
+// back from the log must not be an echo and must cover only messages before
+// itself, as verify already demanded.
+func TestAttackForgedSealEcho(t *testing.T) {
+	t.Parallel()
+	mallory := events.PluginInfo{Name: "mallory", Mode: events.ModeMutator, Triggers: []string{events.WorkerAdd}}
+	e := integritySetup(t, mallory)
+	integrityStart(t, e)
+	ctx, cancel := context.WithTimeout(context.Background(), integrityWait)
+	defer cancel()
+	pb := integrityPluginBus(t, e, mallory.Name)
+
+	const ahead = uint64(1) << 40
+	zero := strings.Repeat("0", 64)
+	forged, err := json.Marshal(events.Seal{
+		Version: events.SealVersion, First: 1, Last: ahead, Missing: [][2]uint64{{1, ahead}},
+		PrevSeq: 1, Prev: zero, Digest: zero,
+	})
+	require.NoError(t, err)
+	ev := events.Event{ID: "seal:forged", Source: "qtasks/node", Type: events.TypeSeal, Time: time.Now(), DataContentType: events.ContentTypeJSON, Data: forged}
+	require.NoError(t, echo(ctx, pb.Conn(), mallory.Name, "seal", events.SealSubject("node"), bus.Message("", "", &ev)))
+	bustest.WaitFor(t, integrityWait, "the forged seal in the log", func() bool {
+		return len(bustest.Events(t, e.b, events.SealSubjects)) == 1
+	})
+
+	// Something after it to seal.
+	require.NoError(t, e.b.DeadLetter(ctx, "somebody", "qtasks/test", events.DeadLetter{
+		Stream: bus.StreamEvents, Sequence: 1, Subject: events.InvokeSubject("somebody", events.WorkerAdd), Reason: "a message to seal",
+	}))
+
+	sealed := make(chan uint64, 16)
+	s, err := e.b.StartSealer(ctx, bus.SealerConfig{Node: "honest", Every: 1000, Interval: time.Hour, Sealed: func(seq uint64, _ events.Seal) { sealed <- seq }})
+	require.NoError(t, err)
+	t.Cleanup(func() { s.Stop() })
+	require.NoError(t, s.Flush(ctx))
+	select {
+	case <-sealed:
+	default:
+		t.Fatal("the sealer sealed nothing: it took the forged seal for the chain's tip")
+	}
+	require.Less(t, s.Covered(), ahead)
+}

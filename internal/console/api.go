@@ -36,8 +36,10 @@ type Config struct {
 	Applied func() uint64
 	// Operator carries out the operator actions; nil answers them 503.
 	Operator Operator
-	// User names who is making a request, for the log; it defaults to the
-	// request's basic-auth user, or "http:" and the client's address.
+	// User names who is making a request, for the log: the user the
+	// server in front of the console authenticated. Without it, or when it
+	// returns "", the console names "http:" and the client's address: a
+	// basic-auth name nobody checked is the client's word, not who acted.
 	User func(r *http.Request) string
 	// Logger defaults to a discarding logger.
 	Logger *slog.Logger
@@ -671,9 +673,6 @@ func (s *server) user(r *http.Request) string {
 		if u := s.cfg.User(r); u != "" {
 			return u
 		}
-	}
-	if u, _, ok := r.BasicAuth(); ok && u != "" {
-		return u
 	}
 	return "http:" + r.RemoteAddr
 }
