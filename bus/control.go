@@ -96,6 +96,9 @@ func (b *Bus) Paused(ctx context.Context, queue string) (*Mark, error) {
 	if raw == nil || raw.Deleted {
 		return nil, nil //nolint:nilnil // documented: nil when the queue is not paused
 	}
+	if err := raw.echo(); err != nil {
+		return nil, fmt.Errorf("reading the pause of queue %s: %w", queue, err)
+	}
 	m, err := decodeMark(raw.Value)
 	if err != nil {
 		return nil, fmt.Errorf("reading the pause of queue %s: %w", queue, err)
@@ -192,7 +195,7 @@ func (b *Bus) WatchControl(ctx context.Context, fn func(ControlUpdate)) (ready <
 				if !e.Deleted {
 					m, err := decodeMark(e.Value)
 					if err == nil {
-						err = kvEcho(e.Header, false)
+						err = e.echo()
 					}
 					if err != nil {
 						// Not written by an executor or an operator: the

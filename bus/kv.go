@@ -83,7 +83,13 @@ type kvMsg struct {
 	Revision uint64
 	Deleted  bool
 	Header   nats.Header
+	// direct says Header is a direct get's answer (kvEcho).
+	direct bool
 }
+
+// echo refuses m if JetStream wrote it as an answer to a direct get
+// (kvEcho).
+func (m *kvMsg) echo() error { return kvEcho(m.Header, m.direct) }
 
 // watchKV sends the latest message of each key of bucket that matches keys
 // (a key pattern, ">" for all), then every new message, on the channel it
@@ -154,9 +160,11 @@ func (b *Bus) watchKV(ctx context.Context, bucket, keys string) (<-chan *kvMsg, 
 }
 
 // kvGet reads the latest message of key in bucket as stored, headers
-// included (nats.go's KeyValue.Get leaves them out), and refuses an echo
-// (kvEcho). It is nil, with no error, when the key has no message. A
-// delete marker is a kvMsg with Deleted set.
+// included (nats.go's KeyValue.Get leaves them out, and takes an echo's
+// stored Nats-Sequence for the revision): the caller refuses an echo
+// (kvMsg.echo) where it reads a value, and may overwrite one. It is nil,
+// with no error, when the key has no message. A delete marker is a kvMsg
+// with Deleted set.
 func (b *Bus) kvGet(ctx context.Context, bucket, key string) (*kvMsg, error) {
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
@@ -207,12 +215,9 @@ func (b *Bus) kvGet(ctx context.Context, bucket, key string) (*kvMsg, error) {
 		}
 		h, data = m.Header, m.Data
 	}
-	if err := kvEcho(h, direct); err != nil {
-		return nil, err
-	}
 	op := h.Get(kvOperationHeader)
 	return &kvMsg{
-		Key: key, Value: data, Revision: seq, Header: h,
+		Key: key, Value: data, Revision: seq, Header: h, direct: direct,
 		Deleted: op == kvOperationDelete || op == "PURGE" || h.Get(jetstream.MarkerReasonHeader) != "",
 	}, nil
 }

@@ -6,9 +6,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/require"
 
 	"github.com/qtasks/qtasks-go/bus"
+	"github.com/qtasks/qtasks-go/bus/bustest"
 	"github.com/qtasks/qtasks-go/events"
 	"github.com/qtasks/qtasks-go/executor"
 )
@@ -68,4 +70,62 @@ func TestAttackControlEcho(t *testing.T) {
 	require.NoError(t, e.b.ClearCancel(ctx, "someone"))
 	require.True(t, e.logs.has("WARN", "ignoring a control entry that is not a mark"))
 	require.True(t, e.logs.has("WARN", "Nats-Stream"))
+}
+
+// A plugin has the server write on another plugin's registry key: its
+// publish ack, JetStream's account information, and a direct get's echo
+// of a registration of bob's with a one-millisecond timeout and policy
+// ignore. Before, the ack and the API reply decoded as entries with no
+// mode (a reserved key, not a plugin) and took bob out of every chain, and
+// the echo replaced his registration; bob's next registration and his
+// deregistration then read the echo's own Nats-Sequence for the key's
+// revision and retried their compare-and-set for ever. Each is refused,
+// counted and logged, and bob's registration stays as the registrar wrote
+// it; he can register again and deregister.
+func TestAttackRegistryKVEcho(t *testing.T) {
+	t.Parallel()
+	mallory := events.PluginInfo{Name: "mallory", Mode: events.ModeObserver, Triggers: []string{events.WorkerAdd}}
+	bob := events.PluginInfo{Name: "bob", Version: "1", Mode: events.ModeMutator, Triggers: []string{events.TaskExecutorRunTask}, TimeoutMS: 2000}
+	e := integritySetup(t, mallory, bob)
+	ctx, cancel := context.WithTimeout(context.Background(), integrityWait)
+	defer cancel()
+	bobBus := integrityPluginBus(t, e, bob.Name)
+	stored, err := bobBus.Registry().Register(ctx, bob)
+	require.NoError(t, err)
+	require.NoError(t, e.b.Registry().WaitFor(ctx, bob.Name, bob.Version))
+	nc := integrityPluginBus(t, e, mallory.Name).Conn()
+	reg := prometheus.NewRegistry()
+	require.NoError(t, reg.Register(e.b.Registry().Metrics()))
+
+	key := kvKey(bus.BucketPlugins, bob.Name)
+	kvForge(ctx, t, e.b, bus.BucketPlugins, bob.Name, func() { kvAck(t, nc, mallory.Name, key) })
+	kvForge(ctx, t, e.b, bus.BucketPlugins, bob.Name, func() { kvAPIReply(t, nc, key) })
+	forged := stored
+	forged.TimeoutMS, forged.Policy = 1, events.PolicyIgnore
+	body, err := json.Marshal(forged)
+	require.NoError(t, err)
+	kvForge(ctx, t, e.b, bus.BucketPlugins, bob.Name, func() { kvEchoValue(ctx, t, nc, mallory.Name, key, body) })
+
+	bustest.WaitFor(t, integrityWait, "three entries ignored", func() bool {
+		return kvCounter(t, reg, "qtasks_registry_entries_ignored_total") >= 3
+	})
+	got, ok := e.b.Registry().Get(bob.Name)
+	require.True(t, ok, "bob was taken out of the registry")
+	require.Equal(t, stored, got)
+	chain := e.b.Registry().Chain(events.TaskExecutorRunTask)
+	require.Len(t, chain, 1)
+	require.Equal(t, bob.Name, chain[0].Name)
+	require.True(t, e.logs.has("WARN", "ignoring invalid plugin registration"))
+
+	// Bob registers again over the forgery, in his place, and leaves.
+	bob.Version = "2"
+	again, err := bobBus.Registry().Register(ctx, bob)
+	require.NoError(t, err)
+	require.Equal(t, stored.Order, again.Order)
+	require.NoError(t, e.b.Registry().WaitFor(ctx, bob.Name, "2"))
+	require.NoError(t, bobBus.Registry().Deregister(ctx, bob.Name))
+	bustest.WaitFor(t, integrityWait, "bob deregistered", func() bool {
+		_, ok := e.b.Registry().Get(bob.Name)
+		return !ok
+	})
 }

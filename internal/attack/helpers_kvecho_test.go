@@ -2,11 +2,12 @@ package attack
 
 import (
 	"context"
-	"errors"
+	"strconv"
 	"testing"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/require"
 
 	"github.com/qtasks/qtasks-go/bus"
@@ -47,17 +48,19 @@ func kvEchoValue(ctx context.Context, t *testing.T, nc *nats.Conn, plugin, subje
 }
 
 // kvLast is the stream sequence of the last message stored on key of
-// bucket, 0 when none.
+// bucket, 0 when none: the last Nats-Sequence of a direct get's answer
+// (an echo stored there has one of its own before it).
 func kvLast(ctx context.Context, t *testing.T, b *bus.Bus, bucket, key string) uint64 {
 	t.Helper()
-	s, err := b.JetStream().Stream(ctx, "KV_"+bucket)
+	m, err := b.Conn().RequestWithContext(ctx, "$JS.API.DIRECT.GET.KV_"+bucket+"."+kvKey(bucket, key), nil)
 	require.NoError(t, err)
-	m, err := s.GetLastMsgForSubject(ctx, kvKey(bucket, key))
-	if errors.Is(err, jetstream.ErrMsgNotFound) {
+	seqs := m.Header.Values(jetstream.SequenceHeader)
+	if len(seqs) == 0 {
 		return 0
 	}
+	n, err := strconv.ParseUint(seqs[len(seqs)-1], 10, 64)
 	require.NoError(t, err)
-	return m.Sequence
+	return n
 }
 
 // kvForge runs forge, which has the server write on key of bucket, and
@@ -69,4 +72,20 @@ func kvForge(ctx context.Context, t *testing.T, b *bus.Bus, bucket, key string, 
 	bustest.WaitFor(t, integrityWait, "the forgery stored on "+key, func() bool {
 		return kvLast(ctx, t, b, bucket, key) > before
 	})
+}
+
+// kvCounter is the sum of counter name in reg.
+func kvCounter(t *testing.T, reg *prometheus.Registry, name string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	require.NoError(t, err)
+	var sum float64
+	for _, mf := range mfs {
+		if mf.GetName() == name {
+			for _, m := range mf.GetMetric() {
+				sum += m.GetCounter().GetValue()
+			}
+		}
+	}
+	return sum
 }
