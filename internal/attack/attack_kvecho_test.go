@@ -129,3 +129,114 @@ func TestAttackRegistryKVEcho(t *testing.T) {
 		return !ok
 	})
 }
+
+// A plugin has the server write on a task's record: its publish ack, then
+// a direct get's echo of a record of its own making (status success,
+// result "pwned"). Before, the echo read as the task's record (Wait,
+// qtasksd get, the worker's intake all took the task for finished), and
+// the ack as a record with no id. Neither is a record: the readers refuse
+// both (ErrNotRecord) and the watch skips them, then sees the executor's
+// next write.
+func TestAttackTaskRecordEcho(t *testing.T) {
+	t.Parallel()
+	mallory := events.PluginInfo{Name: "mallory", Mode: events.ModeObserver, Triggers: []string{events.WorkerAdd}}
+	e := integritySetup(t, mallory)
+	ctx, cancel := context.WithTimeout(context.Background(), integrityWait)
+	defer cancel()
+	nc := integrityPluginBus(t, e, mallory.Name).Conn()
+	task := events.Task{
+		ID: "victim-1", Name: "victim", Queue: executor.DefaultQueue, Status: events.StatusNew,
+		Args: json.RawMessage(`[]`), Kw: json.RawMessage(`{}`), Attempt: 1, Retry: 1, UpdatedAt: time.Now().UTC(),
+	}
+	_, created, err := e.b.CreateTask(ctx, task)
+	require.NoError(t, err)
+	require.True(t, created)
+	watch, err := e.b.WatchTask(ctx, task.ID)
+	require.NoError(t, err)
+	require.Equal(t, events.StatusNew, (<-watch).Status)
+
+	key := kvKey(bus.BucketTasks, task.ID)
+	kvForge(ctx, t, e.b, bus.BucketTasks, task.ID, func() { kvAck(t, nc, mallory.Name, key) })
+	for _, get := range []func(context.Context, string) (bus.TaskRecord, error){e.b.GetTask, e.b.GetTaskLatest} {
+		_, err := get(ctx, task.ID)
+		require.ErrorIs(t, err, bus.ErrNotRecord)
+	}
+	forged := task
+	forged.Status, forged.Result = events.StatusSuccess, json.RawMessage(`"pwned"`)
+	body, err := json.Marshal(forged)
+	require.NoError(t, err)
+	kvForge(ctx, t, e.b, bus.BucketTasks, task.ID, func() { kvEchoValue(ctx, t, nc, mallory.Name, key, body) })
+	for _, get := range []func(context.Context, string) (bus.TaskRecord, error){e.b.GetTask, e.b.GetTaskLatest} {
+		rec, err := get(ctx, task.ID)
+		require.ErrorIs(t, err, bus.ErrNotRecord, "read as %+v", rec.Task)
+		require.ErrorContains(t, err, "Nats-Stream")
+	}
+
+	// The executor's next write is seen; neither forgery was.
+	next := task
+	next.Status = events.StatusProcess
+	_, err = e.b.UpdateTask(ctx, next, kvLast(ctx, t, e.b, bus.BucketTasks, task.ID))
+	require.NoError(t, err)
+	require.Equal(t, events.StatusProcess, (<-watch).Status)
+	rec, err := e.b.GetTask(ctx, task.ID)
+	require.NoError(t, err)
+	require.Equal(t, events.StatusProcess, rec.Task.Status)
+	require.True(t, e.logs.has("WARN", "ignoring a task record that is not one"))
+}
+
+// A plugin has the server write on the schedule bucket, which every
+// scheduler watches and fires: its publish ack on a schedule's key, and a
+// direct get's echo of a schedule of its own making (the task "victim"
+// every minute, added by "alice"). Before, every scheduler took the echo
+// for a schedule an operator added, and the ack for one with no
+// definition. Neither is a schedule: the watch and the list leave them
+// out, a read refuses them (ErrNotSchedule), and the real schedules are
+// still listed.
+func TestAttackScheduleEcho(t *testing.T) {
+	t.Parallel()
+	mallory := events.PluginInfo{Name: "mallory", Mode: events.ModeObserver, Triggers: []string{events.WorkerAdd}}
+	e := integritySetup(t, mallory)
+	ctx, cancel := context.WithTimeout(context.Background(), integrityWait)
+	defer cancel()
+	nc := integrityPluginBus(t, e, mallory.Name).Conn()
+	nightly := bus.ScheduleState{
+		Spec:    events.Schedule{Name: "nightly", Task: "report", EveryMS: 3_600_000},
+		AddedBy: "op", AddedAt: time.Now().UTC(), LastTick: time.Now().UTC(),
+	}
+	_, err := e.b.CreateSchedule(ctx, nightly)
+	require.NoError(t, err)
+	watch, err := e.b.WatchSchedules(ctx)
+	require.NoError(t, err)
+	require.Equal(t, "nightly", (<-watch).Name)
+	require.Empty(t, (<-watch).Name, "the end of the initial values")
+
+	kvForge(ctx, t, e.b, bus.BucketSchedules, "nightly", func() {
+		kvAck(t, nc, mallory.Name, kvKey(bus.BucketSchedules, "nightly"))
+	})
+	forged := nightly
+	forged.Spec = events.Schedule{Name: "pwn", Task: "victim", EveryMS: 60_000}
+	forged.AddedBy = "alice"
+	body, err := json.Marshal(forged)
+	require.NoError(t, err)
+	kvForge(ctx, t, e.b, bus.BucketSchedules, "pwn", func() {
+		kvEchoValue(ctx, t, nc, mallory.Name, kvKey(bus.BucketSchedules, "pwn"), body)
+	})
+	// An operator's schedule after the forgeries: the watch has seen them
+	// when it delivers this one.
+	sentinel := nightly
+	sentinel.Spec.Name = "sentinel"
+	_, err = e.b.CreateSchedule(ctx, sentinel)
+	require.NoError(t, err)
+	u := <-watch
+	require.Equal(t, "sentinel", u.Name, "a forged schedule was taken: %+v", u.Entry)
+
+	for _, name := range []string{"nightly", "pwn"} {
+		_, err := e.b.GetSchedule(ctx, name)
+		require.ErrorIs(t, err, bus.ErrNotSchedule)
+	}
+	list, err := e.b.ListSchedules(ctx)
+	require.NoError(t, err)
+	require.Len(t, list, 1)
+	require.Equal(t, "sentinel", list[0].State.Spec.Name)
+	require.True(t, e.logs.has("WARN", "ignoring a schedule that is not one"))
+}
