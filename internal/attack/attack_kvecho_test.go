@@ -240,3 +240,55 @@ func TestAttackScheduleEcho(t *testing.T) {
 	require.Equal(t, "sentinel", list[0].State.Spec.Name)
 	require.True(t, e.logs.has("WARN", "ignoring a schedule that is not one"))
 }
+
+// A plugin has the server write a direct get's echo of values of its own
+// making on another plugin's state and on the state tasks share. Before,
+// bob read mallory's value as his own, a task read it as shared state,
+// and a write to that key read the echo's own Nats-Sequence as the key's
+// revision and retried its compare-and-set for ever. Both reads refuse it
+// (ErrNotState); a write replaces it, and its state event's Prev names a
+// revision no state event made: the missing link that shows the forgery.
+func TestAttackStateEcho(t *testing.T) {
+	t.Parallel()
+	mallory := events.PluginInfo{Name: "mallory", Mode: events.ModeObserver, Triggers: []string{events.WorkerAdd}}
+	bob := events.PluginInfo{Name: "bob", Mode: events.ModeObserver, Triggers: []string{events.WorkerAdd}}
+	e := integritySetup(t, mallory, bob)
+	ctx, cancel := context.WithTimeout(context.Background(), integrityWait)
+	defer cancel()
+	nc := integrityPluginBus(t, e, mallory.Name).Conn()
+	bobState := integrityPluginBus(t, e, bob.Name).PluginState(bob.Name)
+	_, err := bobState.Put(ctx, "limit", []byte(`10`))
+	require.NoError(t, err)
+
+	kvForge(ctx, t, e.b, bus.BucketPluginState, "bob.limit", func() {
+		kvEchoValue(ctx, t, nc, mallory.Name, kvKey(bus.BucketPluginState, "bob.limit"), []byte(`1000000`))
+	})
+	_, rev, err := bobState.Get(ctx, "limit")
+	require.ErrorIs(t, err, bus.ErrNotState)
+	require.ErrorContains(t, err, "Nats-Stream")
+	_, err = bobState.Update(ctx, "limit", []byte(`10`), rev)
+	require.NoError(t, err, "bob puts his value back")
+	v, _, err := bobState.Get(ctx, "limit")
+	require.NoError(t, err)
+	require.Equal(t, `10`, string(v))
+
+	by := bus.StateWriter{Source: "qtasks/test", Queue: executor.DefaultQueue, By: "test"}
+	_, err = e.b.WriteState(ctx, by, events.StateShared, "quota", "left", json.RawMessage(`5`), 0)
+	require.NoError(t, err)
+	key := "s.quota.left"
+	kvForge(ctx, t, e.b, bus.BucketState, key, func() {
+		kvEchoValue(ctx, t, nc, mallory.Name, kvKey(bus.BucketState, key), []byte(`1000000`))
+	})
+	forgedRev := kvLast(ctx, t, e.b, bus.BucketState, key)
+	_, err = e.b.GetState(ctx, events.StateShared, "quota", "left")
+	require.ErrorIs(t, err, bus.ErrNotState)
+	list, err := e.b.ListState(ctx, events.StateShared, "quota")
+	require.NoError(t, err)
+	require.Empty(t, list)
+	w, err := e.b.WriteState(ctx, by, events.StateShared, "quota", "left", json.RawMessage(`4`), bus.Any)
+	require.NoError(t, err)
+	require.Equal(t, forgedRev, w.Prev, "the write names the forged revision it replaced")
+	got, err := e.b.GetState(ctx, events.StateShared, "quota", "left")
+	require.NoError(t, err)
+	require.JSONEq(t, `4`, string(got.Value))
+}
