@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/require"
 
@@ -291,4 +293,58 @@ func TestAttackStateEcho(t *testing.T) {
 	got, err := e.b.GetState(ctx, events.StateShared, "quota", "left")
 	require.NoError(t, err)
 	require.JSONEq(t, `4`, string(got.Value))
+}
+
+// A plugin's deliveries, sent where it asks, land on no bucket's key. A
+// consumer with a deliver subject of its choosing (a push consumer on a
+// stream it may read, delivering onto a control key, messages without a
+// Nats-Stream header) would write stored messages there: the plugin's
+// user may create no consumer, so the server refuses it. The deliveries
+// of its own pull consumer go to the reply subject of its pull request,
+// and a stream that holds that subject stores them, but under the
+// message's own subject (a fact's, in the log's namespace), where no
+// reader of the bucket looks.
+func TestAttackDeliveriesOntoBucket(t *testing.T) {
+	t.Parallel()
+	mallory := events.PluginInfo{Name: "mallory", Mode: events.ModeObserver, Triggers: []string{events.WorkerAdd}}
+	e := integritySetup(t, mallory)
+	integrityStart(t, e)
+	ctx, cancel := context.WithTimeout(context.Background(), integrityWait)
+	defer cancel()
+	pb := integrityPluginBus(t, e, mallory.Name)
+	_, err := pb.Registry().Register(ctx, mallory)
+	require.NoError(t, err)
+	nc := pb.Conn()
+	pause := kvKey(bus.BucketControl, "pause."+executor.DefaultQueue)
+
+	create := `{"stream_name":"KV_` + bus.BucketPluginState + `","config":{"deliver_subject":"` + pause + `","ack_policy":"none"}}`
+	rctx, rcancel := context.WithTimeout(ctx, 2*time.Second)
+	_, err = nc.RequestWithContext(rctx, "$JS.API.CONSUMER.CREATE.KV_"+bus.BucketPluginState, []byte(create))
+	rcancel()
+	require.Error(t, err, "the server answered a consumer create of a plugin's user")
+	info, err := e.b.JetStream().Stream(ctx, "KV_"+bus.BucketPluginState)
+	require.NoError(t, err)
+	require.Zero(t, info.CachedInfo().State.Consumers)
+
+	pull := nats.NewMsg("$JS.API.CONSUMER.MSG.NEXT." + bus.StreamEvents + "." + bus.DurableName(mallory.Name))
+	pull.Reply = pause
+	pull.Data = []byte(`{"batch":1,"expires":20000000000}`)
+	require.NoError(t, nc.PublishMsg(pull))
+	require.NoError(t, nc.Flush())
+	integrityRun(t, e, "nosuch", nil) // its worker_add fact is delivered
+	s, err := e.b.JetStream().Stream(ctx, "KV_"+bus.BucketControl)
+	require.NoError(t, err)
+	bustest.WaitFor(t, integrityWait, "the delivery stored", func() bool {
+		i, err := s.Info(ctx, jetstream.WithSubjectFilter(">"))
+		require.NoError(t, err)
+		return i.State.Msgs > 0
+	})
+	i, err := s.Info(ctx, jetstream.WithSubjectFilter(">"))
+	require.NoError(t, err)
+	for subject := range i.State.Subjects {
+		require.Equal(t, events.FactSubject(events.WorkerAdd, executor.DefaultQueue), subject)
+	}
+	m, err := e.b.Paused(ctx, executor.DefaultQueue)
+	require.NoError(t, err)
+	require.Nil(t, m)
 }
