@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strconv"
 	"sync"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -83,6 +84,8 @@ type kvMsg struct {
 	Revision uint64
 	Deleted  bool
 	Header   nats.Header
+	// Stored is when the server stored it.
+	Stored time.Time
 	// direct says Header is a direct get's answer (kvEcho).
 	direct bool
 }
@@ -123,7 +126,7 @@ func (b *Bus) watchKV(ctx context.Context, bucket, keys string) (<-chan *kvMsg, 
 		}
 		op := m.Header.Get(kvOperationHeader)
 		send(&kvMsg{
-			Key: m.Subject[len(prefix):], Value: m.Data, Revision: meta.Sequence.Stream,
+			Key: m.Subject[len(prefix):], Value: m.Data, Revision: meta.Sequence.Stream, Stored: meta.Timestamp,
 			Deleted: op == kvOperationDelete || op == "PURGE", Header: m.Header,
 		})
 		mu.Lock()
@@ -177,6 +180,7 @@ func (b *Bus) kvGet(ctx context.Context, bucket, key string) (*kvMsg, error) {
 		h      nats.Header
 		data   []byte
 		seq    uint64
+		stored time.Time
 		direct = true
 	)
 	switch {
@@ -193,7 +197,7 @@ func (b *Bus) kvGet(ctx context.Context, bucket, key string) (*kvMsg, error) {
 		if err != nil {
 			return nil, err
 		}
-		h, data, seq, direct = raw.Header, raw.Data, raw.Sequence, s.CachedInfo().Config.AllowDirect
+		h, data, seq, stored, direct = raw.Header, raw.Data, raw.Sequence, raw.Time, s.CachedInfo().Config.AllowDirect
 	case err != nil:
 		return nil, err
 	default:
@@ -213,11 +217,44 @@ func (b *Bus) kvGet(ctx context.Context, bucket, key string) (*kvMsg, error) {
 		if seq, err = strconv.ParseUint(seqs[len(seqs)-1], 10, 64); err != nil {
 			return nil, fmt.Errorf("the sequence of a direct get's answer: %w", err)
 		}
+		if ts := m.Header.Values(jetstream.TimeStampHeaer); len(ts) > 0 {
+			stored, _ = time.Parse(time.RFC3339Nano, ts[len(ts)-1])
+		}
 		h, data = m.Header, m.Data
 	}
 	op := h.Get(kvOperationHeader)
 	return &kvMsg{
-		Key: key, Value: data, Revision: seq, Header: h, direct: direct,
+		Key: key, Value: data, Revision: seq, Header: h, Stored: stored, direct: direct,
 		Deleted: op == kvOperationDelete || op == "PURGE" || h.Get(jetstream.MarkerReasonHeader) != "",
 	}, nil
+}
+
+// LimitEntry is a value of the limits bucket (BucketLimits) as stored.
+type LimitEntry struct {
+	Value    []byte
+	Revision uint64
+	// Stored is when the server stored it.
+	Stored time.Time
+	// Refused is not nil when the value is a direct get's echo (kvEcho):
+	// no executor wrote it, whatever it says.
+	Refused error
+}
+
+// GetLimit reads key of the limits bucket: nil when it has no value. Only
+// executors use it (executor's limits), and they read a value that is
+// refused, or not one they write, as one written when it was stored: a
+// lease or a rate cell no later than any an executor could have written
+// then (a plugin can have the server write its answers there, kv.go).
+func (b *Bus) GetLimit(ctx context.Context, key string) (*LimitEntry, error) {
+	if b.limKV == nil {
+		return nil, ErrStateUnavailable
+	}
+	m, err := b.kvGet(ctx, BucketLimits, key)
+	if err != nil {
+		return nil, fmt.Errorf("reading limit %s: %w", key, err)
+	}
+	if m == nil || m.Deleted {
+		return nil, nil //nolint:nilnil // documented: nil when the key has no value
+	}
+	return &LimitEntry{Value: m.Value, Revision: m.Revision, Stored: m.Stored, Refused: m.echo()}, nil
 }

@@ -348,3 +348,45 @@ func TestAttackDeliveriesOntoBucket(t *testing.T) {
 	require.NoError(t, err)
 	require.Nil(t, m)
 }
+
+// A plugin has the server write direct get echoes on the limits bucket: a
+// concurrency slot of task "held" leased until 2100, and the rate cell of
+// task "rated" with its next start in 2100. Before, every worker read
+// them as an executor's lease and cell: neither task ever ran again. A
+// value no executor wrote is read as written when it was stored (a lease
+// of Lease from then; a cell with the burst spent then), no earlier than
+// what it replaced: the slot and the rate come back within one lease, one
+// interval, and the waits are logged.
+func TestAttackLimitEcho(t *testing.T) {
+	t.Parallel()
+	mallory := events.PluginInfo{Name: "mallory", Mode: events.ModeObserver, Triggers: []string{events.WorkerAdd}}
+	e := integritySetup(t, mallory)
+	run := func(_ context.Context, _ struct{}) (string, error) { return "real", nil }
+	executor.MustRegister(e.app, "held", run, nil)
+	executor.MustRegister(e.app, "rated", run, nil)
+	require.NoError(t, e.app.SetLimit(executor.Limit{Task: "held", Concurrency: 1, Lease: time.Second}))
+	require.NoError(t, e.app.SetLimit(executor.Limit{Task: "rated", Rate: 1}))
+	integrityStart(t, e)
+	ctx, cancel := context.WithTimeout(context.Background(), integrityWait)
+	defer cancel()
+	nc := integrityPluginBus(t, e, mallory.Name).Conn()
+	far := time.Date(2100, 1, 1, 0, 0, 0, 0, time.UTC).UnixNano()
+
+	slot, err := json.Marshal(map[string]any{"holder": "x", "node": "y", "expires": far})
+	require.NoError(t, err)
+	kvForge(ctx, t, e.b, bus.BucketLimits, "c.t-held.0", func() {
+		kvEchoValue(ctx, t, nc, mallory.Name, kvKey(bus.BucketLimits, "c.t-held.0"), slot)
+	})
+	cell, err := json.Marshal(map[string]any{"tat": far})
+	require.NoError(t, err)
+	kvForge(ctx, t, e.b, bus.BucketLimits, "r.t-rated", func() {
+		kvEchoValue(ctx, t, nc, mallory.Name, kvKey(bus.BucketLimits, "r.t-rated"), cell)
+	})
+
+	for _, name := range []string{"held", "rated"} {
+		final := integrityRun(t, e, name, nil)
+		require.Equal(t, events.StatusSuccess, final.Status, final.Error)
+	}
+	require.True(t, e.logs.has("WARN", "a limit slot holds no lease an executor wrote"))
+	require.True(t, e.logs.has("WARN", "a rate cell holds no cell an executor wrote"))
+}
