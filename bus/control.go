@@ -1,6 +1,7 @@
 package bus
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -82,24 +83,50 @@ func (b *Bus) ClearPause(ctx context.Context, queue string) (uint64, error) {
 	return b.deleteMark(ctx, controlPause+queue)
 }
 
-// Paused returns queue's pause mark, or nil when it is not paused.
+// Paused returns queue's pause mark, or nil when it is not paused. A
+// value that is no mark (decodeMark) is an error, not a pause.
 func (b *Bus) Paused(ctx context.Context, queue string) (*Mark, error) {
-	kv, err := b.control()
-	if err != nil {
+	if _, err := b.control(); err != nil {
 		return nil, err
 	}
-	e, err := kv.Get(ctx, controlPause+queue)
-	if errors.Is(err, jetstream.ErrKeyNotFound) {
-		return nil, nil //nolint:nilnil // documented: nil when the queue is not paused
-	}
+	raw, err := b.kvGet(ctx, BucketControl, controlPause+queue)
 	if err != nil {
 		return nil, fmt.Errorf("reading the pause of queue %s: %w", queue, err)
 	}
-	var m Mark
-	if err := json.Unmarshal(e.Value(), &m); err != nil {
+	if raw == nil || raw.Deleted {
+		return nil, nil //nolint:nilnil // documented: nil when the queue is not paused
+	}
+	if err := raw.echo(); err != nil {
+		return nil, fmt.Errorf("reading the pause of queue %s: %w", queue, err)
+	}
+	m, err := decodeMark(raw.Value)
+	if err != nil {
 		return nil, fmt.Errorf("reading the pause of queue %s: %w", queue, err)
 	}
 	return &m, nil
+}
+
+// errNotMark is a control value that is not a mark.
+var errNotMark = errors.New("not a control mark")
+
+// decodeMark reads a control value: a mark as putMark writes it, with who
+// decided (by) and when (at), and no field a mark does not have, not one
+// of JetStream's answers that a plugin had the server write there (kv.go).
+// The caller has refused an echo (kvEcho).
+func decodeMark(data []byte) (Mark, error) {
+	var m Mark
+	d := json.NewDecoder(bytes.NewReader(data))
+	d.DisallowUnknownFields()
+	if err := d.Decode(&m); err != nil {
+		return Mark{}, fmt.Errorf("%w: %w", errNotMark, err)
+	}
+	if d.More() {
+		return Mark{}, fmt.Errorf("%w: data after the mark", errNotMark)
+	}
+	if m.By == "" || m.At.IsZero() {
+		return Mark{}, fmt.Errorf("%w: a mark says who decided (by) and when (at)", errNotMark)
+	}
+	return m, nil
 }
 
 func (b *Bus) putMark(ctx context.Context, key string, m Mark) (uint64, error) {
@@ -134,26 +161,21 @@ func (b *Bus) deleteMark(ctx context.Context, key string) (uint64, error) {
 // every change, until ctx ends; ready is closed once the entries present at
 // the start were all passed to fn. fn is called from one goroutine.
 func (b *Bus) WatchControl(ctx context.Context, fn func(ControlUpdate)) (ready <-chan struct{}, err error) {
-	kv, err := b.control()
-	if err != nil {
+	if _, err := b.control(); err != nil {
 		return nil, err
 	}
-	w, err := kv.WatchAll(ctx)
+	updates, err := b.watchKV(ctx, BucketControl, ">")
 	if err != nil {
 		return nil, fmt.Errorf("watching %s: %w", BucketControl, err)
 	}
 	ch := make(chan struct{})
 	go func() {
-		defer func() { _ = w.Stop() }()
 		initial := true
 		for {
 			select {
 			case <-ctx.Done():
 				return
-			case e, ok := <-w.Updates():
-				if !ok {
-					return
-				}
+			case e := <-updates:
 				if e == nil { // the entries present at the start are all in
 					if initial {
 						initial = false
@@ -162,7 +184,7 @@ func (b *Bus) WatchControl(ctx context.Context, fn func(ControlUpdate)) (ready <
 					continue
 				}
 				var u ControlUpdate
-				switch key := e.Key(); {
+				switch key := e.Key; {
 				case len(key) > len(controlCancel) && key[:len(controlCancel)] == controlCancel:
 					u.Cancel = key[len(controlCancel):]
 				case len(key) > len(controlPause) && key[:len(controlPause)] == controlPause:
@@ -170,15 +192,21 @@ func (b *Bus) WatchControl(ctx context.Context, fn func(ControlUpdate)) (ready <
 				default:
 					continue
 				}
-				if e.Operation() == jetstream.KeyValuePut {
-					var m Mark
-					if json.Unmarshal(e.Value(), &m) != nil {
-						b.log.WarnContext(ctx, "ignoring an unreadable control entry", "key", e.Key())
+				if !e.Deleted {
+					m, err := decodeMark(e.Value)
+					if err == nil {
+						err = e.echo()
+					}
+					if err != nil {
+						// Not written by an executor or an operator: the
+						// worker keeps what the key held before (a queue
+						// paused stays paused, one running keeps running).
+						b.log.WarnContext(ctx, "ignoring a control entry that is not a mark", "key", e.Key, "revision", e.Revision, "err", err)
 						continue
 					}
 					u.Mark = &m
 				}
-				u.Revision = e.Revision()
+				u.Revision = e.Revision
 				fn(u)
 			}
 		}

@@ -48,6 +48,8 @@ type StateEntry struct {
 	Key      string
 	Value    json.RawMessage
 	Revision uint64
+	// refused is why the value is no executor's (ErrNotState).
+	refused error
 }
 
 // stateKey is the bucket key of key in scope of kind: s.<scope>.<key> for
@@ -69,39 +71,42 @@ func stateKey(kind, scope, key string) (string, error) {
 
 func (b *Bus) stateSubject(k string) string { return "$KV." + BucketState + "." + k }
 
+// ErrNotState is a value of the state bucket that no executor wrote: a
+// direct get's echo (a plugin can have the server write one there,
+// kv.go), or no JSON. A read refuses it; a write replaces it, and the
+// replaced revision, named by no state event, is the missing link that
+// shows it (events.StateWrite.Prev).
+var ErrNotState = errors.New("not a state value")
+
 // stateCurrent reads key k as the bucket's stream holds it: its value and
 // revision, exists false (and rev the delete marker's, or 0) when absent.
-func (b *Bus) stateCurrent(ctx context.Context, k string) (StateEntry, bool, error) {
+// A value no executor wrote (ErrNotState) exists, with its revision, and
+// its refusal in refused.
+func (b *Bus) stateCurrent(ctx context.Context, k string) (e StateEntry, exists bool, err error) {
 	if b.shKV == nil {
 		return StateEntry{}, false, ErrStateUnavailable
 	}
-	e, err := b.shKV.Get(ctx, k)
+	// kvGet, not KeyValue.Get: the headers as stored tell an echo, whose
+	// own Nats-Sequence KeyValue.Get takes for the revision (a write
+	// would then conflict for ever).
+	m, err := b.kvGet(ctx, BucketState, k)
 	switch {
-	case err == nil:
-		return StateEntry{Value: e.Value(), Revision: e.Revision()}, true, nil
-	case errors.Is(err, jetstream.ErrKeyNotFound):
-		// Absent; the revision of its delete marker, if any, is what a
-		// write must replace.
-		s, serr := b.js.Stream(ctx, "KV_"+BucketState)
-		if serr != nil {
-			return StateEntry{}, false, fmt.Errorf("reading state %s: %w", k, serr)
-		}
-		m, merr := s.GetLastMsgForSubject(ctx, b.stateSubject(k))
-		if errors.Is(merr, jetstream.ErrMsgNotFound) {
-			return StateEntry{}, false, nil
-		}
-		if merr != nil {
-			return StateEntry{}, false, fmt.Errorf("reading state %s: %w", k, merr)
-		}
-		if op := m.Header.Get(kvOperationHeader); op == "" {
-			// Written between the two reads: let the caller's write
-			// conflict and read again.
-			return StateEntry{Value: m.Data, Revision: m.Sequence}, true, nil
-		}
-		return StateEntry{Revision: m.Sequence}, false, nil
-	default:
+	case err != nil:
 		return StateEntry{}, false, fmt.Errorf("reading state %s: %w", k, err)
+	case m == nil:
+		return StateEntry{}, false, nil
+	case m.Deleted:
+		// Absent; the revision of its delete marker is what a write must
+		// replace.
+		return StateEntry{Revision: m.Revision}, false, nil
 	}
+	e = StateEntry{Value: m.Value, Revision: m.Revision}
+	if err := m.echo(); err != nil {
+		e.refused = fmt.Errorf("state %s: %w: %w", k, ErrNotState, err)
+	} else if !json.Valid(m.Value) {
+		e.refused = fmt.Errorf("state %s: %w: not JSON", k, ErrNotState)
+	}
+	return e, true, nil
 }
 
 // GetState returns key of scope (kind events.StateShared or
@@ -117,6 +122,9 @@ func (b *Bus) GetState(ctx context.Context, kind, scope, key string) (StateEntry
 	}
 	if !ok {
 		return StateEntry{}, fmt.Errorf("%w: %s %s/%s", ErrStateNotFound, kind, scope, key)
+	}
+	if e.refused != nil {
+		return StateEntry{}, e.refused
 	}
 	e.Key = key
 	return e, nil
@@ -146,7 +154,9 @@ func (b *Bus) ListState(ctx context.Context, kind, scope string) ([]StateEntry, 
 		if err != nil {
 			return nil, err
 		}
-		if ok {
+		if ok && e.refused != nil {
+			b.log.WarnContext(ctx, "leaving out a state value no executor wrote", "key", key, "revision", e.Revision, "err", e.refused)
+		} else if ok {
 			e.Key = strings.TrimPrefix(key, prefix)
 			out = append(out, e)
 		}

@@ -1,6 +1,7 @@
 package bus
 
 import (
+	"bytes"
 	"cmp"
 	"context"
 	"encoding/json"
@@ -23,7 +24,7 @@ import (
 type Registry struct {
 	b       *Bus
 	kv      jetstream.KeyValue // nil on a plugin's bus
-	watcher jetstream.KeyWatcher
+	stopW   context.CancelFunc // ends the watch
 	done    chan struct{}
 	ignored *prometheus.CounterVec // reason
 
@@ -52,33 +53,37 @@ func newRegistry(ctx context.Context, b *Bus) (*Registry, error) {
 	// The watch lives as long as the bus, not as long as ctx: ctx only bounds
 	// Open, and a watch tied to it would stop (and the registry go stale) as
 	// soon as Open's caller cancels it.
-	w, err := r.kv.WatchAll(context.WithoutCancel(ctx))
+	wctx, stop := context.WithCancel(context.WithoutCancel(ctx))
+	updates, err := b.watchKV(wctx, BucketPlugins, ">")
 	if err != nil {
+		stop()
 		return nil, fmt.Errorf("watching plugin registry: %w", err)
 	}
-	r.watcher = w
-	// The watcher sends every current value, then a nil marker.
+	r.stopW = stop
+	// The watch sends every current value, then a nil marker.
 load:
 	for {
 		select {
-		case u, ok := <-w.Updates():
-			if !ok {
-				return nil, errors.New("loading plugin registry: watch closed")
-			}
+		case u := <-updates:
 			if u == nil {
 				break load
 			}
 			r.apply(u)
 		case <-ctx.Done():
-			_ = w.Stop()
+			stop()
 			return nil, fmt.Errorf("loading plugin registry: %w", context.Cause(ctx))
 		}
 	}
 	go func() {
 		defer close(r.done)
-		for u := range w.Updates() {
-			if u != nil {
-				r.apply(u)
+		for {
+			select {
+			case u := <-updates:
+				if u != nil {
+					r.apply(u)
+				}
+			case <-wctx.Done():
+				return
 			}
 		}
 	}()
@@ -89,36 +94,58 @@ load:
 // qtasks_registry_entries_ignored_total{reason}.
 func (r *Registry) Metrics() prometheus.Collector { return r.ignored }
 
-func (r *Registry) apply(u jetstream.KeyValueEntry) {
+// reservedEntry is the value the registrar reserves a new plugin's key
+// with (store): an entry with no mode, not a plugin.
+var reservedEntry = []byte("{}")
+
+// decodeEntry reads the registry entry of key: a registration the
+// registrar would accept, or the reserved value; nothing else, and never
+// a direct get's echo (kv.go: a plugin can have the server write there).
+func (r *Registry) decodeEntry(u *kvMsg) (events.PluginInfo, error) {
+	var p events.PluginInfo
+	if err := u.echo(); err != nil {
+		return p, &events.InvalidPluginError{Reason: events.InvalidMalformed, Msg: "not a registration: " + err.Error()}
+	}
+	if bytes.Equal(u.Value, reservedEntry) {
+		return p, nil
+	}
+	if err := json.Unmarshal(u.Value, &p); err != nil {
+		return p, &events.InvalidPluginError{Reason: events.InvalidMalformed, Msg: "not a registration: " + err.Error()}
+	}
+	if p.Mode == "" {
+		// JetStream's answers (a publish ack, an API reply) decode with
+		// no mode: only the reserved value is an entry without one.
+		return p, &events.InvalidPluginError{Reason: events.InvalidMalformed, Msg: "not a registration: no mode"}
+	}
+	return p, r.b.rgs.check(u.Key, p)
+}
+
+func (r *Registry) apply(u *kvMsg) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	key := u.Key()
-	r.revs[key] = u.Revision()
-	switch u.Operation() {
-	case jetstream.KeyValueDelete, jetstream.KeyValuePurge:
+	key := u.Key
+	r.revs[key] = u.Revision
+	if u.Deleted {
 		delete(r.plugins, key)
-	case jetstream.KeyValuePut:
-		var p events.PluginInfo
-		err := json.Unmarshal(u.Value(), &p)
-		if err != nil {
-			err = &events.InvalidPluginError{Reason: events.InvalidMalformed, Msg: "not a registration: " + err.Error()}
-		} else if p.Mode != "" { // an empty mode is a reserved key, not a plugin
-			err = r.b.rgs.check(key, p)
-		}
+	} else {
+		p, err := r.decodeEntry(u)
 		if err != nil {
 			// Only the registrar writes the bucket, and it writes nothing
-			// invalid: this entry went around it. Whatever the key held
-			// before is gone too, as it is for an executor that starts now.
+			// invalid: this entry went around it (a plugin can have the
+			// server write its answers here). The registration seen
+			// before stays: a plugin is not taken out of its chains at
+			// another's word. An executor that starts now has none to
+			// keep, and leaves the plugin out until it registers again.
 			reason := events.InvalidMalformed
 			if ie, ok := errors.AsType[*events.InvalidPluginError](err); ok {
 				reason = ie.Reason
 			}
 			r.ignored.WithLabelValues(reason).Inc()
-			r.b.log.Warn("ignoring invalid plugin registration", "key", key, "revision", u.Revision(), "reason", reason, "err", err)
-			delete(r.plugins, key)
-			break
+			_, kept := r.plugins[key]
+			r.b.log.Warn("ignoring invalid plugin registration", "key", key, "revision", u.Revision, "reason", reason, "kept_previous", kept, "err", err)
+		} else {
+			r.plugins[key] = p
 		}
-		r.plugins[key] = p
 	}
 	r.chains = nil
 	close(r.changed)
@@ -126,8 +153,8 @@ func (r *Registry) apply(u jetstream.KeyValueEntry) {
 }
 
 func (r *Registry) stop() {
-	if r.watcher != nil {
-		_ = r.watcher.Stop()
+	if r.stopW != nil {
+		r.stopW()
 	}
 }
 
@@ -137,12 +164,19 @@ func (r *Registry) stop() {
 // returns the stored registration and its revision.
 func (r *Registry) store(ctx context.Context, p events.PluginInfo) (events.PluginInfo, uint64, error) {
 	for {
-		e, err := r.kv.Get(ctx, p.Name)
+		e, err := r.b.kvGet(ctx, BucketPlugins, p.Name)
 		switch {
-		case errors.Is(err, jetstream.ErrKeyNotFound):
+		case err != nil:
+			return p, 0, fmt.Errorf("registering plugin %s: %w", p.Name, err)
+		case e == nil || e.Deleted:
 			// Reserve the key; its revision is the registration order.
-			rev, err := r.kv.Create(ctx, p.Name, []byte("{}"))
-			if errors.Is(err, jetstream.ErrKeyExists) {
+			var rev uint64
+			if e == nil {
+				rev, err = r.kv.Create(ctx, p.Name, reservedEntry)
+			} else {
+				rev, err = r.kv.Update(ctx, p.Name, reservedEntry, e.Revision)
+			}
+			if revisionConflict(err) {
 				continue
 			}
 			if err != nil {
@@ -161,20 +195,22 @@ func (r *Registry) store(ctx context.Context, p events.PluginInfo) (events.Plugi
 				return p, 0, fmt.Errorf("registering plugin %s: %w", p.Name, err)
 			}
 			return p, stored, nil
-		case err != nil:
-			return p, 0, fmt.Errorf("registering plugin %s: %w", p.Name, err)
 		}
-		var old events.PluginInfo
-		if json.Unmarshal(e.Value(), &old) == nil && old.Order != 0 {
+		// The order a registration kept; a value that is none (kv.go: a
+		// plugin can have the server write there) is overwritten, and the
+		// order is the one this registry last saw.
+		if old, err := r.decodeEntry(e); err == nil && old.Order != 0 {
 			p.Order = old.Order
+		} else if seen, ok := r.seen(p.Name); ok && seen.Order != 0 {
+			p.Order = seen.Order
 		} else {
-			p.Order = e.Revision()
+			p.Order = e.Revision
 		}
 		data, err := json.Marshal(p)
 		if err != nil {
 			return p, 0, fmt.Errorf("registering plugin %s: %w", p.Name, err)
 		}
-		stored, err := r.kv.Update(ctx, p.Name, data, e.Revision())
+		stored, err := r.kv.Update(ctx, p.Name, data, e.Revision)
 		if err != nil {
 			if revisionConflict(err) {
 				continue // raced with another registration; read again
@@ -183,6 +219,14 @@ func (r *Registry) store(ctx context.Context, p events.PluginInfo) (events.Plugi
 		}
 		return p, stored, nil
 	}
+}
+
+// seen is the registration of name this registry holds, whatever mode.
+func (r *Registry) seen(name string) (events.PluginInfo, bool) {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	p, ok := r.plugins[name]
+	return p, ok
 }
 
 // revisionConflict reports whether a KV update lost a compare-and-set race.
@@ -194,14 +238,17 @@ func revisionConflict(err error) bool {
 // returns the revision of the delete marker, or 0 if there was no key.
 // It deletes rather than purges: the bucket refuses rollups.
 func (r *Registry) remove(ctx context.Context, name string) (uint64, error) {
-	e, err := r.kv.Get(ctx, name)
-	if errors.Is(err, jetstream.ErrKeyNotFound) {
-		return 0, nil
-	}
+	// kvGet, not KeyValue.Get: for a direct get's echo stored there, the
+	// latter gives the echo's own Nats-Sequence as the revision, and the
+	// delete would conflict for ever.
+	e, err := r.b.kvGet(ctx, BucketPlugins, name)
 	if err != nil {
 		return 0, fmt.Errorf("deregistering plugin %s: %w", name, err)
 	}
-	rev, err := r.b.kvDelete(ctx, r.kv.Bucket(), name, e.Revision())
+	if e == nil || e.Deleted {
+		return 0, nil
+	}
+	rev, err := r.b.kvDelete(ctx, r.kv.Bucket(), name, e.Revision)
 	if err != nil {
 		if revisionConflict(err) {
 			return r.remove(ctx, name) // registered again meanwhile: delete that

@@ -82,29 +82,45 @@ func (b *Bus) CreateSchedule(ctx context.Context, st ScheduleState) (uint64, err
 
 // GetSchedule returns schedule name; ErrScheduleNotFound if there is none.
 func (b *Bus) GetSchedule(ctx context.Context, name string) (ScheduleEntry, error) {
-	kv, err := b.schedules()
-	if err != nil {
+	if _, err := b.schedules(); err != nil {
 		return ScheduleEntry{}, err
 	}
 	if !events.ValidName(name) {
 		return ScheduleEntry{}, fmt.Errorf("%w: invalid name %q", ErrScheduleNotFound, name)
 	}
-	e, err := kv.Get(ctx, name)
-	if errors.Is(err, jetstream.ErrKeyNotFound) {
-		return ScheduleEntry{}, fmt.Errorf("%w: %s", ErrScheduleNotFound, name)
-	}
+	// kvGet, not KeyValue.Get: the headers as stored tell an echo.
+	e, err := b.kvGet(ctx, BucketSchedules, name)
 	if err != nil {
 		return ScheduleEntry{}, fmt.Errorf("reading schedule %s: %w", name, err)
+	}
+	if e == nil || e.Deleted {
+		return ScheduleEntry{}, fmt.Errorf("%w: %s", ErrScheduleNotFound, name)
 	}
 	return decodeSchedule(e)
 }
 
-func decodeSchedule(e jetstream.KeyValueEntry) (ScheduleEntry, error) {
-	var st ScheduleState
-	if err := json.Unmarshal(e.Value(), &st); err != nil {
-		return ScheduleEntry{}, fmt.Errorf("decoding schedule %s: %w", e.Key(), err)
+// ErrNotSchedule is a value of the schedule bucket that is not a schedule
+// as executors and operators write it (a plugin can have the server write
+// its answers there, kv.go). It is refused, never read as the schedule.
+var ErrNotSchedule = errors.New("not a schedule")
+
+// decodeSchedule reads the schedule stored as e: one that checks, under its
+// own name, with who added it and when, not an echo (kvEcho).
+func decodeSchedule(e *kvMsg) (ScheduleEntry, error) {
+	if err := e.echo(); err != nil {
+		return ScheduleEntry{}, fmt.Errorf("decoding schedule %s: %w: %w", e.Key, ErrNotSchedule, err)
 	}
-	return ScheduleEntry{State: st, Revision: e.Revision()}, nil
+	var st ScheduleState
+	if err := json.Unmarshal(e.Value, &st); err != nil {
+		return ScheduleEntry{}, fmt.Errorf("decoding schedule %s: %w: %w", e.Key, ErrNotSchedule, err)
+	}
+	if err := st.Spec.Check(); err != nil {
+		return ScheduleEntry{}, fmt.Errorf("decoding schedule %s: %w: %w", e.Key, ErrNotSchedule, err)
+	}
+	if st.Spec.Name != e.Key || st.AddedBy == "" || st.AddedAt.IsZero() {
+		return ScheduleEntry{}, fmt.Errorf("decoding schedule %s: %w: named %q, added by %q at %v", e.Key, ErrNotSchedule, st.Spec.Name, st.AddedBy, st.AddedAt)
+	}
+	return ScheduleEntry{State: st, Revision: e.Revision}, nil
 }
 
 // UpdateSchedule writes st if its key is still at revision rev (ErrConflict
@@ -145,25 +161,32 @@ func (b *Bus) DeleteSchedule(ctx context.Context, name string, rev uint64) error
 
 // ListSchedules returns every schedule, by name.
 func (b *Bus) ListSchedules(ctx context.Context) ([]ScheduleEntry, error) {
-	kv, err := b.schedules()
-	if err != nil {
+	if _, err := b.schedules(); err != nil {
 		return nil, err
 	}
-	w, err := kv.WatchAll(ctx, jetstream.IgnoreDeletes())
+	updates, err := b.watchKV(ctx, BucketSchedules, ">")
 	if err != nil {
 		return nil, fmt.Errorf("listing schedules: %w", err)
 	}
-	defer func() { _ = w.Stop() }()
+	// The watch ends with the list.
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
 	var out []ScheduleEntry
 	for {
 		select {
-		case e := <-w.Updates():
+		case e := <-updates:
 			if e == nil { // the current values are all sent
 				return out, nil
 			}
+			if e.Deleted {
+				continue
+			}
 			se, err := decodeSchedule(e)
 			if err != nil {
-				return nil, err
+				// Not written by an executor or an operator: left out,
+				// so that one forgery does not hide every schedule.
+				b.log.WarnContext(ctx, "leaving out a schedule that is not one", "schedule", e.Key, "revision", e.Revision, "err", err)
+				continue
 			}
 			out = append(out, se)
 		case <-ctx.Done():
@@ -182,36 +205,32 @@ type ScheduleUpdate struct {
 // WatchSchedules sends every schedule, then each change, until ctx ends;
 // an update with Name "" marks the end of the initial values.
 func (b *Bus) WatchSchedules(ctx context.Context) (<-chan ScheduleUpdate, error) {
-	kv, err := b.schedules()
-	if err != nil {
+	if _, err := b.schedules(); err != nil {
 		return nil, err
 	}
-	w, err := kv.WatchAll(ctx)
+	updates, err := b.watchKV(ctx, BucketSchedules, ">")
 	if err != nil {
 		return nil, fmt.Errorf("watching schedules: %w", err)
 	}
 	out := make(chan ScheduleUpdate, 16)
 	go func() {
 		defer close(out)
-		defer func() { _ = w.Stop() }()
 		for {
 			var u ScheduleUpdate
 			select {
-			case e, ok := <-w.Updates():
-				if !ok {
-					return
-				}
+			case e := <-updates:
 				switch {
 				case e == nil:
-				case e.Operation() != jetstream.KeyValuePut:
-					u.Name = e.Key()
+				case e.Deleted:
+					u.Name = e.Key
 				default:
 					se, err := decodeSchedule(e)
 					if err != nil {
-						b.log.WarnContext(ctx, "ignoring an unreadable schedule", "schedule", e.Key(), "err", err)
+						// The scheduler keeps what it had of it.
+						b.log.WarnContext(ctx, "ignoring a schedule that is not one", "schedule", e.Key, "revision", e.Revision, "err", err)
 						continue
 					}
-					u.Name, u.Entry = e.Key(), &se
+					u.Name, u.Entry = e.Key, &se
 				}
 			case <-ctx.Done():
 				return

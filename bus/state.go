@@ -18,13 +18,14 @@ var ErrStateNotFound = errors.New("state key not found")
 // durable: a JetStream KV namespace, keyed per plugin so that two plugins
 // never share (or overwrite) each other's state.
 type PluginState struct {
+	b      *Bus
 	kv     jetstream.KeyValue
 	plugin string
 }
 
 // PluginState returns the state of plugin.
 func (b *Bus) PluginState(plugin string) *PluginState {
-	return &PluginState{kv: b.stKV, plugin: plugin}
+	return &PluginState{b: b, kv: b.stKV, plugin: plugin}
 }
 
 func (s *PluginState) key(k string) (string, error) {
@@ -34,20 +35,28 @@ func (s *PluginState) key(k string) (string, error) {
 	return s.plugin + "." + k, nil
 }
 
-// Get returns the value of key and its revision.
+// Get returns the value of key and its revision. A value this plugin did
+// not write through the bucket, JetStream's answer to a direct get that
+// another plugin had the server write there, is ErrNotState, with its
+// revision (Update at that revision replaces it).
 func (s *PluginState) Get(ctx context.Context, key string) ([]byte, uint64, error) {
 	k, err := s.key(key)
 	if err != nil {
 		return nil, 0, err
 	}
-	e, err := s.kv.Get(ctx, k)
-	if errors.Is(err, jetstream.ErrKeyNotFound) {
-		return nil, 0, fmt.Errorf("%w: %s", ErrStateNotFound, key)
-	}
+	// kvGet, not KeyValue.Get: the headers as stored tell an echo (another
+	// plugin can have the server write one on this plugin's keys, kv.go).
+	e, err := s.b.kvGet(ctx, BucketPluginState, k)
 	if err != nil {
 		return nil, 0, fmt.Errorf("reading state %s: %w", key, err)
 	}
-	return e.Value(), e.Revision(), nil
+	if e == nil || e.Deleted {
+		return nil, 0, fmt.Errorf("%w: %s", ErrStateNotFound, key)
+	}
+	if err := e.echo(); err != nil {
+		return nil, e.Revision, fmt.Errorf("reading state %s: %w: %w", key, ErrNotState, err)
+	}
+	return e.Value, e.Revision, nil
 }
 
 // Put sets key to value.

@@ -43,7 +43,7 @@ func (b *Bus) directGetTask(ctx context.Context, id string, known *knownRecord) 
 	if err != nil {
 		return TaskRecord{}, fmt.Errorf("reading task %s: the reply's sequence: %w", id, err)
 	}
-	return taskFromMsg(id, m.Header, m.Data, seq, known)
+	return taskFromMsg(id, m.Header, m.Data, seq, true, known)
 }
 
 // apiGetTask reads a task's record with the stream's message-get API (a
@@ -61,16 +61,21 @@ func (b *Bus) apiGetTask(ctx context.Context, id string, known *knownRecord) (Ta
 	if err != nil {
 		return TaskRecord{}, fmt.Errorf("reading task %s: %w", id, err)
 	}
-	return taskFromMsg(id, m.Header, m.Data, m.Sequence, known)
+	return taskFromMsg(id, m.Header, m.Data, m.Sequence, s.CachedInfo().Config.AllowDirect, known)
 }
 
 // taskFromMsg decodes the record of task id stored at seq. A delete or
 // purge marker (the record was taken back) or the server's marker of a
 // record that expired (FinishedTaskTTL) is ErrTaskNotFound, as
 // KeyValue.Get has it. A record known already (known) is not decoded again.
-func taskFromMsg(id string, h nats.Header, data []byte, seq uint64, known *knownRecord) (TaskRecord, error) {
+// An echo (kvEcho: h as a direct get answers them when direct) is no
+// record.
+func taskFromMsg(id string, h nats.Header, data []byte, seq uint64, direct bool, known *knownRecord) (TaskRecord, error) {
 	if h.Get(kvOperationHeader) != "" || h.Get(jetstream.MarkerReasonHeader) != "" {
 		return TaskRecord{}, fmt.Errorf("%w: %s", ErrTaskNotFound, id)
+	}
+	if err := recordEcho(id, h, direct); err != nil {
+		return TaskRecord{}, err
 	}
 	t, err := known.decode(id, data)
 	if err != nil {

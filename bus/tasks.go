@@ -92,14 +92,39 @@ type knownRecord struct {
 // decode decodes the record of task id, data, or takes k's decoding when
 // k holds the same bytes.
 func (k *knownRecord) decode(id string, data []byte) (events.Task, error) {
-	if k != nil && bytes.Equal(data, k.data) {
+	if k != nil && bytes.Equal(data, k.data) && k.task.ID == id {
 		return *k.task, nil
 	}
+	return decodeRecord(id, data)
+}
+
+// ErrNotRecord is a value of the task bucket that is not a record of the
+// task its key names: not written by an executor (a plugin can have the
+// server write its answers there, kv.go). It is refused, never read as the
+// task's record; the task's run fails on it as on an unreadable record.
+var ErrNotRecord = errors.New("not a task record")
+
+// decodeRecord decodes data, the value of task id's key: a record of that
+// task, with its name and a status (JetStream's answers, a publish ack or
+// an API reply, have neither, nor the task's id).
+func decodeRecord(id string, data []byte) (events.Task, error) {
 	var t events.Task
 	if err := events.DecodeTask(data, &t); err != nil {
-		return events.Task{}, fmt.Errorf("decoding task %s: %w", id, err)
+		return events.Task{}, fmt.Errorf("decoding task %s: %w: %w", id, ErrNotRecord, err)
+	}
+	if t.ID != id || t.Name == "" || !events.ValidStatus(t.Status) {
+		return events.Task{}, fmt.Errorf("decoding task %s: %w: id %q, name %q, status %q", id, ErrNotRecord, t.ID, t.Name, t.Status)
 	}
 	return t, nil
+}
+
+// recordEcho refuses the value of task id's key stored with a Nats-Stream
+// header (kvEcho; direct as there).
+func recordEcho(id string, h nats.Header, direct bool) error {
+	if err := kvEcho(h, direct); err != nil {
+		return fmt.Errorf("reading task %s: %w: %w", id, ErrNotRecord, err)
+	}
+	return nil
 }
 
 func (b *Bus) getTask(ctx context.Context, id string, known *knownRecord) (TaskRecord, error) {
@@ -112,18 +137,15 @@ func (b *Bus) getTask(ctx context.Context, id string, known *knownRecord) (TaskR
 	if b.srv != nil {
 		return b.directGetTask(ctx, id, known) // taskget.go
 	}
-	e, err := b.taskKV.Get(ctx, id)
-	if errors.Is(err, jetstream.ErrKeyNotFound) {
-		return TaskRecord{}, fmt.Errorf("%w: %s", ErrTaskNotFound, id)
-	}
+	// kvGet, not KeyValue.Get: the headers as stored tell an echo.
+	e, err := b.kvGet(ctx, BucketTasks, id)
 	if err != nil {
 		return TaskRecord{}, fmt.Errorf("reading task %s: %w", id, err)
 	}
-	t, err := known.decode(id, e.Value())
-	if err != nil {
-		return TaskRecord{}, err
+	if e == nil || e.Deleted {
+		return TaskRecord{}, fmt.Errorf("%w: %s", ErrTaskNotFound, id)
 	}
-	return TaskRecord{Task: t, Revision: e.Revision()}, nil
+	return taskFromMsg(id, e.Header, e.Value, e.Revision, e.direct, known)
 }
 
 // GetTaskLatest returns a task's current record as the task bucket's
@@ -215,9 +237,19 @@ func (b *Bus) latestTask(ctx context.Context, id string) (data []byte, seq uint6
 	if resp.Message == nil {
 		return nil, 0, errors.New("empty reply")
 	}
-	if len(resp.Message.Headers) > 0 && bytes.Contains(resp.Message.Headers, []byte(kvOperationHeader+":")) {
-		// A delete or purge marker: the record was taken back.
-		return nil, 0, fmt.Errorf("%w: %s", ErrTaskNotFound, id)
+	if len(resp.Message.Headers) > 0 {
+		h, err := nats.DecodeHeadersMsg(resp.Message.Headers)
+		if err != nil {
+			return nil, 0, fmt.Errorf("decoding the reply's headers: %w", err)
+		}
+		if h.Get(kvOperationHeader) != "" {
+			// A delete or purge marker: the record was taken back.
+			return nil, 0, fmt.Errorf("%w: %s", ErrTaskNotFound, id)
+		}
+		// The headers as stored: an echo's Nats-Stream is its own.
+		if err := recordEcho(id, h, false); err != nil {
+			return nil, 0, err
+		}
 	}
 	return resp.Message.Data, resp.Message.Seq, nil
 }
@@ -441,25 +473,28 @@ func (b *Bus) WatchTask(ctx context.Context, id string) (<-chan events.Task, err
 	if !events.ValidToken(id) {
 		return nil, fmt.Errorf("%w: invalid id %q", ErrTaskNotFound, id)
 	}
-	w, err := b.taskKV.Watch(ctx, id)
+	if b.taskKV == nil {
+		return nil, fmt.Errorf("%w: %s (this connection cannot read task records)", ErrTaskNotFound, id)
+	}
+	updates, err := b.watchKV(ctx, BucketTasks, id)
 	if err != nil {
 		return nil, fmt.Errorf("watching task %s: %w", id, err)
 	}
 	out := make(chan events.Task, 4)
 	go func() {
 		defer close(out)
-		defer func() { _ = w.Stop() }()
 		for {
 			select {
-			case u, ok := <-w.Updates():
-				if !ok {
-					return
-				}
-				if u == nil || u.Operation() != jetstream.KeyValuePut {
+			case u := <-updates:
+				if u == nil || u.Deleted {
 					continue
 				}
-				var t events.Task
-				if json.Unmarshal(u.Value(), &t) != nil {
+				t, err := decodeRecord(id, u.Value)
+				if err == nil {
+					err = recordEcho(id, u.Header, false)
+				}
+				if err != nil {
+					b.log.WarnContext(ctx, "ignoring a task record that is not one", "task_id", id, "revision", u.Revision, "err", err)
 					continue
 				}
 				select {

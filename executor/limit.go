@@ -11,6 +11,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/qtasks/qtasks-go/bus"
 	"github.com/qtasks/qtasks-go/events"
 )
 
@@ -245,16 +246,22 @@ func (a *App) takeSlot(ctx context.Context, l Limit, holder string) (s *slot, lw
 		earliest := time.Time{}
 		for i := range l.Concurrency {
 			k := slotKey(l, i)
-			e, err := kv.Get(ctx, k)
+			e, err := a.b.GetLimit(ctx, k)
 			var rev uint64
 			switch {
-			case errors.Is(err, jetstream.ErrKeyNotFound):
-				rev, err = kv.Create(ctx, k, val())
 			case err != nil:
 				return nil, nil, fmt.Errorf("reading slot %s: %w", k, err)
+			case e == nil:
+				rev, err = kv.Create(ctx, k, val())
 			default:
-				var sv slotValue
-				_ = json.Unmarshal(e.Value(), &sv)
+				sv, ok := decodeSlot(e)
+				if !ok {
+					// No executor wrote it (bus.GetLimit): a lease taken
+					// when it was stored, which is no earlier than any
+					// lease it replaced could end.
+					a.log.WarnContext(ctx, "a limit slot holds no lease an executor wrote", "slot", k, "revision", e.Revision, "refused", e.Refused)
+					sv = slotValue{Expires: e.Stored.Add(l.Lease).UnixNano()}
+				}
 				exp := time.Unix(0, sv.Expires)
 				if exp.After(now) {
 					if earliest.IsZero() || exp.Before(earliest) {
@@ -264,7 +271,7 @@ func (a *App) takeSlot(ctx context.Context, l Limit, holder string) (s *slot, lw
 				}
 				// Its holder stopped renewing it: a crashed worker's.
 				a.log.WarnContext(ctx, "taking over an expired limit slot", "slot", k, "holder", sv.Holder, "holder_node", sv.Node)
-				rev, err = kv.Update(ctx, k, val(), e.Revision())
+				rev, err = kv.Update(ctx, k, val(), e.Revision)
 				if err == nil {
 					tookOver = sv.Holder
 				}
@@ -352,6 +359,16 @@ func (s *slot) release() {
 
 // rateCell is a rate limit's state: the theoretical arrival time of the
 // next start (GCRA).
+// decodeSlot reads a slot's value as an executor writes it: a holder, its
+// node and the lease's end; false for anything else.
+func decodeSlot(e *bus.LimitEntry) (slotValue, bool) {
+	var sv slotValue
+	if e.Refused != nil || json.Unmarshal(e.Value, &sv) != nil || sv.Holder == "" || sv.Node == "" || sv.Expires == 0 {
+		return slotValue{}, false
+	}
+	return sv, true
+}
+
 type rateCell struct {
 	TAT int64 `json:"tat"` // unix nanoseconds
 }
@@ -369,14 +386,20 @@ func (a *App) takeStart(ctx context.Context, l Limit) (lw *events.LimitWait, err
 		now := a.cfg.Now()
 		var cell rateCell
 		var rev uint64
-		e, err := kv.Get(ctx, k)
+		e, err := a.b.GetLimit(ctx, k)
 		switch {
-		case errors.Is(err, jetstream.ErrKeyNotFound):
 		case err != nil:
 			return nil, fmt.Errorf("reading rate %s: %w", k, err)
+		case e == nil:
 		default:
-			rev = e.Revision()
-			_ = json.Unmarshal(e.Value(), &cell)
+			rev = e.Revision
+			if e.Refused != nil || json.Unmarshal(e.Value, &cell) != nil || cell.TAT == 0 {
+				// No executor wrote it (bus.GetLimit): a cell that took a
+				// start when it was stored with the burst spent, no
+				// earlier than the one it replaced.
+				a.log.WarnContext(ctx, "a rate cell holds no cell an executor wrote", "rate", k, "revision", e.Revision, "refused", e.Refused)
+				cell = rateCell{TAT: e.Stored.Add(tau + interval).UnixNano()}
+			}
 		}
 		tat := time.Unix(0, cell.TAT)
 		if tat.Before(now) {
