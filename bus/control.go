@@ -97,7 +97,7 @@ func (b *Bus) Paused(ctx context.Context, queue string) (*Mark, error) {
 		return nil, nil //nolint:nilnil // documented: nil when the queue is not paused
 	}
 	if err := raw.echo(); err != nil {
-		return nil, fmt.Errorf("reading the pause of queue %s: %w", queue, err)
+		return nil, fmt.Errorf("reading the pause of queue %s: %w: %w", queue, ErrNotMark, err)
 	}
 	m, err := decodeMark(raw.Value)
 	if err != nil {
@@ -106,8 +106,10 @@ func (b *Bus) Paused(ctx context.Context, queue string) (*Mark, error) {
 	return &m, nil
 }
 
-// errNotMark is a control value that is not a mark.
-var errNotMark = errors.New("not a control mark")
+// ErrNotMark is Paused's error for a control value that is not a mark as
+// executors write it: one of JetStream's answers that a plugin had the
+// server write there, or an echo (kv.go). Workers take no pause from it.
+var ErrNotMark = errors.New("not a control mark")
 
 // decodeMark reads a control value: a mark as putMark writes it, with who
 // decided (by) and when (at), and no field a mark does not have, not one
@@ -118,13 +120,13 @@ func decodeMark(data []byte) (Mark, error) {
 	d := json.NewDecoder(bytes.NewReader(data))
 	d.DisallowUnknownFields()
 	if err := d.Decode(&m); err != nil {
-		return Mark{}, fmt.Errorf("%w: %w", errNotMark, err)
+		return Mark{}, fmt.Errorf("%w: %w", ErrNotMark, err)
 	}
 	if d.More() {
-		return Mark{}, fmt.Errorf("%w: data after the mark", errNotMark)
+		return Mark{}, fmt.Errorf("%w: data after the mark", ErrNotMark)
 	}
 	if m.By == "" || m.At.IsZero() {
-		return Mark{}, fmt.Errorf("%w: a mark says who decided (by) and when (at)", errNotMark)
+		return Mark{}, fmt.Errorf("%w: a mark says who decided (by) and when (at)", ErrNotMark)
 	}
 	return m, nil
 }

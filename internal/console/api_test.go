@@ -437,3 +437,22 @@ func TestShadowsWithoutProjection(t *testing.T) {
 	require.Empty(t, sl.Shadows[0].Stats)
 	require.Zero(t, sl.Shadows[0].Divergence.Calls)
 }
+
+// A pause key that no executor wrote (a publish ack a plugin had the
+// server store there: internal/attack's TestAttackControlEcho) pauses no
+// worker, and the queues page lists the queue as running rather than
+// failing for every queue.
+func TestQueuesIgnoreAForgedPause(t *testing.T) {
+	t.Parallel()
+	e := newAPIEnv(t)
+	_, err := e.b.JetStream().Publish(apiCtx(t), "$KV."+bus.BucketControl+".pause.default", []byte(`{"stream":"QTASKS_EVENTS","seq":7}`))
+	require.NoError(t, err)
+	_, err = e.b.Paused(apiCtx(t), "default")
+	require.ErrorIs(t, err, bus.ErrNotMark)
+	var ql struct{ Queues []console.Queue }
+	require.Equal(t, 200, e.get(t, "/api/v1/queues", &ql))
+	require.NotEmpty(t, ql.Queues)
+	for _, q := range ql.Queues {
+		require.Nil(t, q.Paused, q.Name)
+	}
+}
