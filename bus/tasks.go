@@ -326,6 +326,35 @@ func (b *Bus) UpdateTaskEncoded(ctx context.Context, t *events.Task, data []byte
 	return b.updateTask(ctx, t.ID, data, rev, b.recordTTL(t.Status), nil)
 }
 
+// ReplaceForgedTask writes t, a task whose record is ErrNotRecord (a value
+// no executor wrote, kv.go), over that value at its revision: what a
+// worker does with a task message whose record was forged, as it creates
+// a missing one. ErrConflict when the key holds a record again (another
+// worker replaced it first: read it).
+func (b *Bus) ReplaceForgedTask(ctx context.Context, t events.Task) (TaskRecord, error) {
+	if !events.ValidToken(t.ID) {
+		return TaskRecord{}, fmt.Errorf("task id %q: must be a valid NATS subject token", t.ID)
+	}
+	raw, err := b.kvGet(ctx, BucketTasks, t.ID)
+	if err != nil {
+		return TaskRecord{}, fmt.Errorf("reading task %s: %w", t.ID, err)
+	}
+	if raw == nil || raw.Deleted {
+		rec, _, err := b.CreateTask(ctx, t)
+		return rec, err
+	}
+	if raw.echo() == nil {
+		if _, err := decodeRecord(t.ID, raw.Value); err == nil {
+			return TaskRecord{}, fmt.Errorf("%w: %s", ErrConflict, t.ID)
+		}
+	}
+	rev, err := b.UpdateTask(ctx, t, raw.Revision)
+	if err != nil {
+		return TaskRecord{}, err
+	}
+	return TaskRecord{Task: t, Revision: rev}, nil
+}
+
 // recordTTL is how long a record in status lives: Config.FinishedTaskTTL
 // once final, for ever before.
 func (b *Bus) recordTTL(status string) time.Duration {

@@ -564,6 +564,16 @@ func (w *worker) process(it *item) {
 			_ = it.m.Nak()
 			return
 		}
+	case errors.Is(err, bus.ErrNotRecord):
+		// Not written by an executor (a plugin had the server write an
+		// answer there): the task message says what the record was.
+		a.log.Warn("replacing a forged task record", "task_id", t.ID, "err", err)
+		rec, err = a.b.ReplaceForgedTask(ctx, t)
+		if err != nil {
+			a.log.Error("replacing a forged task record", "task_id", t.ID, "err", err)
+			_ = it.m.NakWithDelay(time.Second)
+			return
+		}
 	case err != nil:
 		a.log.Error("reading task record", "task_id", t.ID, "err", err)
 		_ = it.m.NakWithDelay(time.Second)

@@ -390,3 +390,36 @@ func TestAttackLimitEcho(t *testing.T) {
 	require.True(t, e.logs.has("WARN", "a limit slot holds no lease an executor wrote"))
 	require.True(t, e.logs.has("WARN", "a rate cell holds no cell an executor wrote"))
 }
+
+// A plugin has the server write its publish ack over the record of a task
+// waiting in its queue. Before, that task never ran: the worker could not
+// read the record, handed the message back, and did so until JetStream
+// stopped delivering it. The worker now writes the record again from the
+// task message over the forged value (at that value's revision), as it
+// does for a missing record, and runs the task.
+func TestAttackForgedRecordStillRuns(t *testing.T) {
+	t.Parallel()
+	mallory := events.PluginInfo{Name: "mallory", Mode: events.ModeObserver, Triggers: []string{events.WorkerAdd}}
+	e := integritySetup(t, mallory)
+	ctx, cancel := context.WithTimeout(context.Background(), integrityWait)
+	defer cancel()
+	nc := integrityPluginBus(t, e, mallory.Name).Conn()
+	executor.MustRegister(e.app, "victim", func(context.Context, struct{}) (string, error) { return "ran", nil }, nil)
+	require.NoError(t, e.app.Pause(ctx, executor.DefaultQueue, executor.Action{By: "op"}))
+	integrityStart(t, e)
+	task, err := e.app.Submit(ctx, "victim", struct{}{}, nil)
+	require.NoError(t, err)
+	key := kvKey(bus.BucketTasks, task.ID)
+	kvForge(ctx, t, e.b, bus.BucketTasks, task.ID, func() { kvAck(t, nc, mallory.Name, key) })
+	_, err = e.b.GetTask(ctx, task.ID)
+	require.ErrorIs(t, err, bus.ErrNotRecord)
+	require.NoError(t, e.app.Resume(ctx, executor.DefaultQueue, executor.Action{By: "op"}))
+	var rec bus.TaskRecord
+	bustest.WaitFor(t, integrityWait, "the task run despite its forged record", func() bool {
+		rec, err = e.b.GetTask(ctx, task.ID)
+		return err == nil && events.FinalStatus(rec.Task.Status)
+	})
+	require.Equal(t, events.StatusSuccess, rec.Task.Status)
+	require.JSONEq(t, `"ran"`, string(rec.Task.Result))
+	require.True(t, e.logs.has("WARN", "replacing a forged task record"))
+}
