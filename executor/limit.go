@@ -357,8 +357,6 @@ func (s *slot) release() {
 	_ = s.kv.Delete(ctx, s.key, jetstream.LastRevision(s.rev))
 }
 
-// rateCell is a rate limit's state: the theoretical arrival time of the
-// next start (GCRA).
 // decodeSlot reads a slot's value as an executor writes it: a holder, its
 // node and the lease's end; false for anything else.
 func decodeSlot(e *bus.LimitEntry) (slotValue, bool) {
@@ -369,6 +367,8 @@ func decodeSlot(e *bus.LimitEntry) (slotValue, bool) {
 	return sv, true
 }
 
+// rateCell is a rate limit's state: the theoretical arrival time of the
+// next start (GCRA).
 type rateCell struct {
 	TAT int64 `json:"tat"` // unix nanoseconds
 }
