@@ -84,10 +84,22 @@ type kvMsg struct {
 	Revision uint64
 	Deleted  bool
 	Header   nats.Header
-	// Stored is when the server stored it.
+	// Stored is when the server stored it; zero when a direct get said it
+	// in stamp, which storedAt parses (only a limit's reader needs it: a
+	// task record's, on every task a worker takes, does not).
 	Stored time.Time
+	stamp  string
 	// direct says Header is a direct get's answer (kvEcho).
 	direct bool
+}
+
+// storedAt is when the server stored m.
+func (m *kvMsg) storedAt() time.Time {
+	if m.Stored.IsZero() && m.stamp != "" {
+		t, _ := time.Parse(time.RFC3339Nano, m.stamp)
+		return t
+	}
+	return m.Stored
 }
 
 // echo refuses m if JetStream wrote it as an answer to a direct get
@@ -181,6 +193,7 @@ func (b *Bus) kvGet(ctx context.Context, bucket, key string) (*kvMsg, error) {
 		data   []byte
 		seq    uint64
 		stored time.Time
+		stamp  string
 		direct = true
 	)
 	switch {
@@ -218,13 +231,13 @@ func (b *Bus) kvGet(ctx context.Context, bucket, key string) (*kvMsg, error) {
 			return nil, fmt.Errorf("the sequence of a direct get's answer: %w", err)
 		}
 		if ts := m.Header.Values(jetstream.TimeStampHeaer); len(ts) > 0 {
-			stored, _ = time.Parse(time.RFC3339Nano, ts[len(ts)-1])
+			stamp = ts[len(ts)-1]
 		}
 		h, data = m.Header, m.Data
 	}
 	op := h.Get(kvOperationHeader)
 	return &kvMsg{
-		Key: key, Value: data, Revision: seq, Header: h, Stored: stored, direct: direct,
+		Key: key, Value: data, Revision: seq, Header: h, Stored: stored, stamp: stamp, direct: direct,
 		Deleted: op == kvOperationDelete || op == "PURGE" || h.Get(jetstream.MarkerReasonHeader) != "",
 	}, nil
 }
@@ -256,5 +269,5 @@ func (b *Bus) GetLimit(ctx context.Context, key string) (*LimitEntry, error) {
 	if m == nil || m.Deleted {
 		return nil, nil //nolint:nilnil // documented: nil when the key has no value
 	}
-	return &LimitEntry{Value: m.Value, Revision: m.Revision, Stored: m.Stored, Refused: m.echo()}, nil
+	return &LimitEntry{Value: m.Value, Revision: m.Revision, Stored: m.storedAt(), Refused: m.echo()}, nil
 }

@@ -134,10 +134,10 @@ func (b *Bus) getTask(ctx context.Context, id string, known *knownRecord) (TaskR
 	if b.taskKV == nil {
 		return TaskRecord{}, fmt.Errorf("%w: %s (this connection cannot read task records)", ErrTaskNotFound, id)
 	}
-	if b.srv != nil {
-		return b.directGetTask(ctx, id, known) // taskget.go
-	}
-	// kvGet, not KeyValue.Get: the headers as stored tell an echo.
+	// kvGet, not KeyValue.Get: the headers as stored tell an echo, and a
+	// worker reads the record of every task it takes (issue #15), which
+	// nats.go would wrap in a regular expression on the key, a JSON body
+	// and a context per call.
 	e, err := b.kvGet(ctx, BucketTasks, id)
 	if err != nil {
 		return TaskRecord{}, fmt.Errorf("reading task %s: %w", id, err)
@@ -146,6 +146,26 @@ func (b *Bus) getTask(ctx context.Context, id string, known *knownRecord) (TaskR
 		return TaskRecord{}, fmt.Errorf("%w: %s", ErrTaskNotFound, id)
 	}
 	return taskFromMsg(id, e.Header, e.Value, e.Revision, e.direct, known)
+}
+
+// taskFromMsg decodes the record of task id stored at seq. A delete or
+// purge marker (the record was taken back) or the server's marker of a
+// record that expired (FinishedTaskTTL) is ErrTaskNotFound, as
+// KeyValue.Get has it. A record known already (known) is not decoded again.
+// An echo (kvEcho: h as a direct get answers them when direct) is no
+// record.
+func taskFromMsg(id string, h nats.Header, data []byte, seq uint64, direct bool, known *knownRecord) (TaskRecord, error) {
+	if h.Get(kvOperationHeader) != "" || h.Get(jetstream.MarkerReasonHeader) != "" {
+		return TaskRecord{}, fmt.Errorf("%w: %s", ErrTaskNotFound, id)
+	}
+	if err := recordEcho(id, h, direct); err != nil {
+		return TaskRecord{}, err
+	}
+	t, err := known.decode(id, data)
+	if err != nil {
+		return TaskRecord{}, err
+	}
+	return TaskRecord{Task: t, Revision: seq}, nil
 }
 
 // GetTaskLatest returns a task's current record as the task bucket's
